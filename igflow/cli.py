@@ -1,0 +1,207 @@
+"""``igflow``: the operator's command line.
+
+This is the edge: settings are read here once (``--config`` / ``IGFLOW_*``) and passed down.
+Every subcommand exits 0 on success, 1 when it ran and found a problem (an incompatible schema),
+and 2 on a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from igflow import logs
+from igflow.errors import IgflowError
+from igflow.settings import Settings
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(settings.as_dict(masked=not args.show_secrets), indent=2))
+    return 0
+
+
+def _cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.admin import setup
+
+    home = Path(args.pyiceberg_home or os.environ.get("PYICEBERG_HOME") or settings.stack_dir)
+    print(json.dumps(setup(settings, home), indent=2))
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.producer import end_offsets, print_progress, produce
+    from igflow.workload import WorkloadSpec
+
+    if args.if_empty and any(end_offsets(settings, settings.kafka.topic).values()):
+        print(json.dumps({"produced": {}, "skipped": f"{settings.kafka.topic} is not empty"}))
+        return 0
+
+    spec = WorkloadSpec(
+        tenants=args.tenants,
+        count=args.count,
+        seed=args.seed,
+        duplicates=args.duplicates,
+        bad=args.bad,
+        drift_tenant=args.drift_tenant,
+    )
+    progress = print_progress(args.tenants * args.count) if sys.stderr.isatty() else None
+    report = produce(
+        settings, spec, schema_version=args.schema_version, rate=args.rate, progress=progress
+    )
+    if progress:
+        sys.stderr.write("\n")
+    rate = report.total / report.seconds if report.seconds else 0.0
+    print(json.dumps({"produced": report.kinds, "total": report.total, "per_second": round(rate)}))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.runner import Cluster, run
+
+    changes: dict[str, Any] = {"bounded": not args.tail}
+    if args.workers is not None:
+        changes["workers"] = args.workers
+    if args.recovery_dir is not None:
+        changes["recovery_dir"] = args.recovery_dir
+    if args.metrics_port is not None:
+        changes["metrics_port"] = args.metrics_port
+    settings = settings.with_changes("run", **changes)
+    addresses = tuple(a for a in (args.addresses or "").split(";") if a)
+    if (args.process_id is None) != (not addresses):
+        print("igflow run: -i/--process-id and -a/--addresses go together", file=sys.stderr)
+        return 2
+    run(settings, Cluster(args.process_id, addresses))
+    return 0
+
+
+def _cmd_lake(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.admin import lake_summary
+
+    summary = lake_summary(settings, sample=args.sample)
+    if args.json:
+        print(json.dumps({"rows": summary.rows, "per_tenant": summary.per_tenant}))
+        return 0
+    print(f"coherence.signals: {summary.rows:,} rows in {summary.snapshots} snapshots")
+    print(f"{'tenant':<12} {'rows':>8}")
+    for tenant, count in summary.per_tenant.items():
+        print(f"{tenant:<12} {count:>8,}")
+    print("sample:")
+    for row in summary.sample:
+        print("  " + json.dumps(row, default=str))
+    return 0
+
+
+def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.contracts import signal_contracts
+    from igflow.schemas import RegistrySchemas, register_contracts
+
+    contracts = signal_contracts()
+    if args.action == "register":
+        client = RegistrySchemas(settings.kafka.schema_registry_url).client
+        for r in register_contracts(client, settings.kafka.subject, contracts):
+            print(f"{r.subject} v{r.version}: id {r.schema_id}")
+        return 0
+    from registry.governance import check_schemas
+
+    results = check_schemas(
+        settings.kafka.schema_registry_url, {settings.kafka.subject: [c.text for c in contracts]}
+    )
+    failed = 0
+    for contract, result in zip(contracts, results, strict=True):
+        state = (
+            "registered"
+            if result.registered
+            else ("compatible" if result.compatible else "INCOMPATIBLE")
+        )
+        print(f"{contract.path.name:<20} {result.subject:<28} {state}")
+        for message in result.messages:
+            print(f"    {message}")
+        failed += not result.compatible
+    return 1 if failed else 0
+
+
+def _cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from dev.__main__ import main as stack_main
+
+    code: int = stack_main([args.action])
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="igflow", description="IntelGraph Streams: run, replay and inspect coherence flows."
+    )
+    parser.add_argument("--config", help="TOML settings file (default: $IGFLOW_CONFIG)")
+    parser.add_argument("--log-level", default=None, help="override run.log_level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("run", _cmd_run, "run the coherence flow (bounded by default)")
+    p.add_argument("--tail", action="store_true", help="keep consuming after the end offsets")
+    p.add_argument("-w", "--workers", type=int, help="worker threads per process")
+    p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
+    p.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
+    p.add_argument("-r", "--recovery-dir", help="Bytewax recovery store (enables resume)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (process i uses port+i)")
+
+    p = add("produce", _cmd_produce, "produce a deterministic synthetic workload")
+    p.add_argument("--tenants", type=int, default=10)
+    p.add_argument("--count", type=int, default=1000, help="signals per tenant")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second (0: as fast as possible)"
+    )
+    p.add_argument("--duplicates", type=float, default=0.0, help="probability of a re-send")
+    p.add_argument("--bad", type=int, default=0, help="bad payloads to mix in")
+    p.add_argument("--drift-tenant", type=int, default=None, help="tenant index whose values drift")
+    p.add_argument("--schema-version", type=int, default=1, choices=(1, 2))
+    p.add_argument("--if-empty", action="store_true", help="do nothing if the topic has records")
+
+    p = add("setup", _cmd_setup, "register schemas, create topics and tables (idempotent)")
+    p.add_argument(
+        "--pyiceberg-home", help="where to write .pyiceberg.yaml (default: $PYICEBERG_HOME)"
+    )
+
+    p = add("schemas", _cmd_schemas, "register schemas/avro/ or check it against the registry")
+    p.add_argument("action", choices=("register", "check"))
+
+    p = add("lake", _cmd_lake, "show what landed in coherence.signals")
+    p.add_argument("--sample", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+
+    p = add("config", _cmd_config, "print the effective settings (secrets masked)")
+    p.add_argument("--show-secrets", action="store_true")
+
+    p = add("stack", _cmd_stack, "start, stop or show the local service stack")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``igflow`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.load(config_file=args.config)
+        logs.configure(args.log_level or settings.run.log_level)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except IgflowError as exc:
+        print(f"igflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the flow.
+
+Counters are labelled by tenant and reason code only (bounded, non-sensitive label sets). Exposed
+by ``igflow run --metrics-port``; Bytewax's own metrics share the same default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+__all__ = [
+    "COMMIT_SECONDS",
+    "DLQ_EVENTS",
+    "EVENTS_IN",
+    "EVENTS_OUT",
+    "LAKE_BATCH_ROWS",
+    "LAKE_COMMIT_RETRIES",
+    "LAKE_SKIPPED",
+    "PIPELINE_LATENCY",
+    "serve",
+]
+
+EVENTS_IN = Counter("igflow_events_in_total", "Kafka records read by the flow", ["topic"])
+EVENTS_OUT = Counter(
+    "ingest_events_processed_total", "Signals landed in the lake", ["tenant_id", "table"]
+)
+DLQ_EVENTS = Counter("igflow_dlq_events_total", "Records sent to the DLQ", ["reason"])
+LAKE_SKIPPED = Counter(
+    "igflow_lake_skipped_total",
+    "Rows not appended because their offset was already committed (replay after a resume)",
+    ["table"],
+)
+LAKE_BATCH_ROWS = Histogram(
+    "igflow_lake_batch_rows",
+    "Rows per Iceberg append",
+    ["table"],
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000),
+)
+COMMIT_SECONDS = Histogram(
+    "igflow_lake_commit_seconds", "Latency of one Iceberg append (write files + commit)", ["table"]
+)
+LAKE_COMMIT_RETRIES = Counter(
+    "igflow_lake_commit_retries_total",
+    "Iceberg commits retried after a concurrent commit",
+    ["table"],
+)
+PIPELINE_LATENCY = Histogram(
+    "igflow_pipeline_latency_seconds",
+    "From the Kafka record's timestamp to its commit in the lake",
+    ["table"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def serve(port: int) -> None:
+    """Expose the default registry on ``127.0.0.1:port`` (no-op when ``port`` is 0)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")

@@ -1,0 +1,76 @@
+"""``igflow run``: the coherence flow under Bytewax, with recovery and metrics.
+
+Recovery: the Bytewax recovery store (``--recovery-dir``) holds the Kafka offsets and the
+batches not yet committed; it is created on first use. Several processes of one cluster may
+start at once, so creation happens under a file lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from flows.coherence import build
+from igflow import metrics
+from igflow.settings import Settings
+
+__all__ = ["Cluster", "ensure_recovery_dir", "run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cluster:
+    """Where this process sits in a Bytewax cluster (``-i/-a``); the default is alone."""
+
+    process_id: int | None = None
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def processes(self) -> int:
+        """How many processes the cluster has."""
+        return max(1, len(self.addresses))
+
+
+def ensure_recovery_dir(directory: Path, partitions: int) -> None:
+    """Create the recovery partitions once; a no-op when they exist."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".init.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(directory.glob("part-*.sqlite3")):
+            init_db_dir(directory, partitions)
+            log.info("created %d recovery partitions in %s", partitions, directory)
+
+
+def run(settings: Settings, cluster: Cluster = Cluster()) -> None:
+    """Run the flow until its input ends (bounded) or forever (tail)."""
+    port = settings.run.metrics_port
+    metrics.serve(port + (cluster.process_id or 0) if port else 0)
+    flow = build(settings)
+    epoch = timedelta(seconds=settings.run.epoch_seconds)
+    recovery = None
+    if settings.run.recovery_dir:
+        directory = Path(settings.run.recovery_dir)
+        ensure_recovery_dir(directory, settings.run.workers * cluster.processes)
+        recovery = RecoveryConfig(directory, timedelta(0))
+        epoch = timedelta(seconds=settings.run.snapshot_seconds)
+    log.info(
+        "running flow %s (%s)",
+        flow.flow_id,
+        "bounded" if settings.run.bounded else "tail",
+        extra={"op": "run"},
+    )
+    cli_main(
+        flow,
+        workers_per_process=settings.run.workers,
+        process_id=cluster.process_id,
+        addresses=list(cluster.addresses) or None,
+        epoch_interval=epoch,
+        recovery_config=recovery,
+    )

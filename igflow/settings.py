@@ -1,0 +1,236 @@
+"""One frozen settings object, built once at the entry point.
+
+Sources, later ones winning: built-in defaults, an optional TOML file (``IGFLOW_CONFIG`` or
+``--config``), then ``IGFLOW_*`` environment variables. Nothing below the entry point reads the
+environment: operators, sinks and the CLI's subcommands receive a :class:`Settings` value.
+
+Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
+
+=============================  ==============================================================
+``IGFLOW_KAFKA_BOOTSTRAP``     Kafka bootstrap servers
+``IGFLOW_SCHEMA_REGISTRY_URL`` Confluent-compatible schema registry
+``IGFLOW_POSTGRES_DSN``        Postgres (read model, tenant registry)
+``IGFLOW_REDIS_URL``           Redis hot store
+``IGFLOW_NEO4J_URI``           Bolt graph server (``IGFLOW_NEO4J_USER``/``_PASSWORD``)
+``IGFLOW_CATALOG_URI``         SQLAlchemy URI of the Iceberg SQL catalog (Postgres or SQLite)
+``IGFLOW_WAREHOUSE``           Iceberg warehouse location
+``IGFLOW_STACK_DIR``           where the local stack keeps data and logs (``.stack``)
+=============================  ==============================================================
+
+and the ``IGFLOW_<SECTION>_<FIELD>`` form for every other field (``IGFLOW_LAKE_BATCH_MAX_ROWS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
+
+from igflow.errors import ConfigError
+
+__all__ = ["KafkaSettings", "LakeSettings", "RunSettings", "Settings", "StoreSettings", "mask"]
+
+_SECRET_FIELDS = frozenset({"postgres_dsn", "redis_url", "catalog_uri", "neo4j_password"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where signals come from and where rejects go."""
+
+    bootstrap: str = "127.0.0.1:19092"
+    schema_registry_url: str = "http://127.0.0.1:18081"
+    topic: str = "coherence.signals.v1"
+    dlq_topic: str = "coherence.signals.dlq"
+    #: Subject of the signal value schema (TopicNameStrategy).
+    subject: str = "coherence.signals.v1-value"
+    #: Messages fetched per source poll.
+    batch_size: int = 1000
+    #: Partitions of the topics ``igflow setup`` creates.
+    partitions: int = 4
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LakeSettings:
+    """The Iceberg lakehouse."""
+
+    catalog_name: str = "igflow"
+    catalog_uri: str = "postgresql+psycopg2://igflow:igflow@127.0.0.1:15432/igflow"
+    warehouse: str = ""  # empty: ``file://<stack_dir>/warehouse``
+    namespace: str = "coherence"
+    #: An append is committed when a partition's batch reaches this many rows …
+    batch_max_rows: int = 5000
+    #: … or this many seconds after its first row, whichever comes first.
+    batch_max_seconds: float = 2.0
+    #: Attempts at a commit that lost an optimistic-concurrency race.
+    commit_attempts: int = 8
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Serving stores."""
+
+    postgres_dsn: str = "postgresql://igflow:igflow@127.0.0.1:15432/igflow"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    neo4j_uri: str = "bolt://127.0.0.1:17687"
+    neo4j_user: str = "falkordb"
+    neo4j_password: str = "falkordb"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunSettings:
+    """How the dataflow runs."""
+
+    #: Stop at the end offsets present at start (``False``: keep tailing).
+    bounded: bool = True
+    workers: int = 1
+    #: Bytewax recovery store; empty disables recovery.
+    recovery_dir: str = ""
+    snapshot_seconds: float = 1.0
+    epoch_seconds: float = 1.0
+    metrics_port: int = 0
+    log_level: str = "INFO"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the engine needs, read once."""
+
+    stack_dir: str = ".stack"
+    kafka: KafkaSettings = KafkaSettings()
+    lake: LakeSettings = LakeSettings()
+    stores: StoreSettings = StoreSettings()
+    run: RunSettings = RunSettings()
+
+    @property
+    def warehouse(self) -> str:
+        """The warehouse location, defaulting to a folder of the local stack."""
+        if self.lake.warehouse:
+            return self.lake.warehouse
+        return Path(self.stack_dir, "warehouse").resolve().as_uri()
+
+    @property
+    def catalog_properties(self) -> dict[str, str]:
+        """Properties of the pyiceberg SQL catalog."""
+        return {"type": "sql", "uri": self.lake.catalog_uri, "warehouse": self.warehouse}
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+    ) -> Settings:
+        """Build the settings from defaults, an optional TOML file and ``IGFLOW_*`` variables."""
+        env = dict(os.environ if environ is None else environ)
+        data: dict[str, Any] = {}
+        path = config_file or env.get("IGFLOW_CONFIG")
+        if path:
+            try:
+                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                msg = f"cannot read settings file {path}: {exc}"
+                raise ConfigError(msg) from exc
+        for name, (section, field) in _ALIASES.items():
+            if name in env:
+                data.setdefault(section, {})[field] = env[name]
+        for key, raw in env.items():
+            if not key.startswith("IGFLOW_") or key in _ALIASES or key == "IGFLOW_CONFIG":
+                continue
+            rest = key.removeprefix("IGFLOW_").lower()
+            if rest == "stack_dir":
+                data["stack_dir"] = raw
+                continue
+            section, _, field = rest.partition("_")
+            if section in _SECTIONS and field in _SECTIONS[section]:
+                data.setdefault(section, {})[field] = raw
+        settings: Settings = _build(cls, data, "")
+        return settings
+
+    def with_changes(self, section: str, **changes: Any) -> Settings:
+        """A copy with some fields of one section replaced (for CLI flags and tests)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+    def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
+        """The effective settings; secrets masked unless ``masked`` is false."""
+        out: dict[str, Any] = {"stack_dir": self.stack_dir, "warehouse": self.warehouse}
+        for section in _SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            if masked:
+                values = {k: mask(v) if k in _SECRET_FIELDS else v for k, v in values.items()}
+            out[section] = values
+        return out
+
+
+def mask(value: str) -> str:
+    """Hide the password of a URL or DSN, or the whole value when it is not a URL."""
+    parts = urlsplit(value)
+    if parts.scheme and parts.password:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        netloc = f"{parts.username}:****@{host}{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    if parts.scheme:
+        return value
+    return "****" if value else ""
+
+
+_SECTIONS: dict[str, frozenset[str]] = {
+    "kafka": frozenset(f.name for f in dataclasses.fields(KafkaSettings)),
+    "lake": frozenset(f.name for f in dataclasses.fields(LakeSettings)),
+    "stores": frozenset(f.name for f in dataclasses.fields(StoreSettings)),
+    "run": frozenset(f.name for f in dataclasses.fields(RunSettings)),
+}
+
+#: Short, product-wide names shared with docker-compose.yml and dev/.
+_ALIASES: dict[str, tuple[str, str]] = {
+    "IGFLOW_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "IGFLOW_SCHEMA_REGISTRY_URL": ("kafka", "schema_registry_url"),
+    "IGFLOW_POSTGRES_DSN": ("stores", "postgres_dsn"),
+    "IGFLOW_REDIS_URL": ("stores", "redis_url"),
+    "IGFLOW_NEO4J_URI": ("stores", "neo4j_uri"),
+    "IGFLOW_NEO4J_USER": ("stores", "neo4j_user"),
+    "IGFLOW_NEO4J_PASSWORD": ("stores", "neo4j_password"),
+    "IGFLOW_CATALOG_URI": ("lake", "catalog_uri"),
+    "IGFLOW_WAREHOUSE": ("lake", "warehouse"),
+}
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        msg = f"unknown setting(s) {sorted(unknown)} in [{where or 'top level'}]"
+        raise ConfigError(msg)
+    for name, raw in data.items():
+        kind = hints[name]
+        label = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(raw, Mapping):
+                msg = f"setting {label} must be a table"
+                raise ConfigError(msg)
+            kwargs[name] = _build(kind, raw, label)  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(kind, raw, label)
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, raw: Any, label: str) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        msg = f"setting {label} must be a boolean, got {raw!r}"
+        raise ConfigError(msg)
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        msg = f"setting {label} must be {kind.__name__}, got {raw!r}"
+        raise ConfigError(msg) from exc

@@ -1,0 +1,161 @@
+"""decode: Confluent wire format + schema registry → :class:`~igflow.records.Signal`.
+
+Contract: every input record comes out exactly once, either as ``Decoded`` on ``oks`` or as
+``Rejected`` on ``errs`` with a reason code: ``EMPTY_PAYLOAD`` (tombstone), ``DECODE_FAILED``
+(no magic byte, too short, Avro body truncated or with trailing bytes), ``SCHEMA_UNKNOWN`` (the
+registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema does not resolve to the
+reader schema), ``SOURCE_ERROR`` (the consumer flagged the record). A registry that is *down* is
+not bad input: :class:`~igflow.errors.RegistryError` stops the flow, which resumes from its last
+snapshot once the registry is back, so nothing is misfiled as bad data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import bytewax.operators as op
+import fastavro
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.dataflow import Stream, operator
+
+from igflow.reasons import ReasonCode
+from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
+from igflow.wire import HEADER_SIZE, MAGIC, unframe
+
+__all__ = ["DecodeOut", "SchemaLookup", "SignalDecoder", "decode", "raw_record"]
+
+
+class SchemaLookup(Protocol):
+    """Finds a writer schema by registry id: its Avro text, or ``None`` if the id is unknown."""
+
+    def __call__(self, schema_id: int) -> str | None: ...
+
+
+class SignalDecoder:
+    """Decodes Confluent-framed Avro into signals, read with one reader schema.
+
+    Writer schemas are fetched once per id through ``lookup`` and cached (registry ids are
+    immutable). Thread-safe: Bytewax workers of one process share an instance.
+    """
+
+    def __init__(self, lookup: SchemaLookup, reader_schema: dict[str, Any]) -> None:
+        self._lookup = lookup
+        self._reader = reader_schema
+        self._writers: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _writer(self, schema_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            cached = self._writers.get(schema_id)
+        if cached is not None:
+            return cached
+        text = self._lookup(schema_id)
+        if text is None:
+            return None
+        parsed = fastavro.parse_schema(json.loads(text))
+        if not isinstance(parsed, dict):
+            parsed = {"type": parsed}
+        with self._lock:
+            self._writers[schema_id] = parsed
+        return parsed
+
+    def decode(self, raw: RawRecord) -> Decoded | Rejected:
+        """Decode one record; never raises for bad input."""
+        value = raw.value
+        if not value:
+            return Rejected(ReasonCode.EMPTY_PAYLOAD, "record has no value", raw)
+        if len(value) <= HEADER_SIZE:
+            return Rejected(ReasonCode.DECODE_FAILED, f"{len(value)} bytes: too short", raw)
+        magic, schema_id = unframe(value)
+        if magic != MAGIC:
+            return Rejected(ReasonCode.DECODE_FAILED, f"magic byte {magic & 0xFF:#04x}", raw)
+        writer = self._writer(schema_id)
+        if writer is None:
+            return Rejected(ReasonCode.SCHEMA_UNKNOWN, f"schema id {schema_id}", raw)
+        body = io.BytesIO(value)
+        body.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(body, writer, self._reader)
+        except fastavro.read.SchemaResolutionError:
+            detail = f"schema id {schema_id} does not resolve to the reader schema"
+            return Rejected(ReasonCode.SCHEMA_INCOMPATIBLE, detail, raw)
+        except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError):
+            return Rejected(ReasonCode.DECODE_FAILED, "Avro body does not decode", raw)
+        if body.tell() != len(value):
+            detail = f"{len(value) - body.tell()} trailing bytes after the Avro body"
+            return Rejected(ReasonCode.DECODE_FAILED, detail, raw)
+        if not isinstance(record, dict):
+            return Rejected(ReasonCode.SCHEMA_INCOMPATIBLE, "writer schema is not a record", raw)
+        signal = Signal(
+            tenant_id=record["tenant_id"],
+            signal_id=record["signal_id"],
+            type=record["type"],
+            value=record["value"],
+            weight=record["weight"],
+            source=record["source"],
+            ts=record["ts"],
+            selectors=tuple(record.get("selectors") or ()),
+        )
+        provenance = Provenance(
+            topic=raw.topic,
+            kafka_partition=raw.partition,
+            kafka_offset=raw.offset,
+            schema_version=schema_id,
+            input_hash=input_hash(value),
+        )
+        return Decoded(signal, provenance, raw.timestamp_ms)
+
+
+def raw_record(
+    msg: KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None],
+) -> RawRecord:
+    """Bytewax's Kafka message (or error) as an engine-independent record."""
+    inner = msg.msg if isinstance(msg, KafkaError) else msg
+    _kind, stamp = inner.timestamp if inner.timestamp else (0, 0)
+    return RawRecord(
+        topic=inner.topic or "",
+        partition=inner.partition if inner.partition is not None else -1,
+        offset=inner.offset if inner.offset is not None else -1,
+        key=inner.key,
+        value=inner.value,
+        timestamp_ms=stamp if stamp > 0 else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOut:
+    """The two streams out of :func:`decode`."""
+
+    oks: Stream[Decoded]
+    errs: Stream[Rejected]
+
+
+def _decode_one(
+    decoder: SignalDecoder,
+) -> Callable[[KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]], Decoded | Rejected]:
+    def shim(msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]) -> Decoded | Rejected:
+        raw = raw_record(msg)
+        if isinstance(msg, KafkaError):
+            return Rejected(ReasonCode.SOURCE_ERROR, f"consumer error {msg.err.code()}", raw)
+        return decoder.decode(raw)
+
+    return shim
+
+
+@operator
+def decode(
+    step_id: str,
+    up: Stream[KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]],
+    decoder: SignalDecoder,
+) -> DecodeOut:
+    """Decode Kafka records into signals; bad input leaves on ``errs`` with a reason code."""
+    results = op.map("decode", up, _decode_one(decoder))
+    branch = op.branch("split", results, lambda r: isinstance(r, Decoded))
+    oks: Stream[Decoded] = branch.trues  # type: ignore[assignment]
+    errs: Stream[Rejected] = branch.falses  # type: ignore[assignment]
+    return DecodeOut(oks, errs)

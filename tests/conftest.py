@@ -1,0 +1,82 @@
+"""Shared fixtures: an honest in-memory schema lookup, a SQLite Iceberg catalog, workloads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+
+from igflow.contracts import signal_contracts
+from igflow.settings import Settings
+from igflow.workload import Message
+
+SIGNAL_V1 = signal_contracts()[0]
+SIGNAL_V2 = signal_contracts()[-1]
+#: Registry ids the in-memory lookup hands out.
+V1_ID, V2_ID = 1, 2
+
+
+class DictSchemas:
+    """A schema lookup over a dict: the registry's contract without the HTTP."""
+
+    def __init__(self, schemas: dict[int, str]) -> None:
+        self.schemas = schemas
+        self.calls = 0
+
+    def __call__(self, schema_id: int) -> str | None:
+        self.calls += 1
+        return self.schemas.get(schema_id)
+
+
+@pytest.fixture
+def schemas() -> DictSchemas:
+    return DictSchemas({V1_ID: SIGNAL_V1.text, V2_ID: SIGNAL_V2.text})
+
+
+@pytest.fixture
+def lake_settings(tmp_path: Path) -> Settings:
+    """Settings whose catalog is SQLite under ``tmp_path``."""
+    settings = Settings(stack_dir=str(tmp_path))
+    return settings.with_changes(
+        "lake",
+        catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}",
+        warehouse=(tmp_path / "warehouse").as_uri(),
+        batch_max_rows=100,
+        batch_max_seconds=0.05,
+    )
+
+
+@pytest.fixture
+def catalog(lake_settings: Settings) -> Catalog:
+    (Path(lake_settings.warehouse.removeprefix("file://"))).mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(lake_settings.lake.catalog_name, **lake_settings.catalog_properties)
+
+
+def kafka_messages(
+    messages: list[Message], partitions: int = 4, topic: str = "coherence.signals.v1"
+) -> list[KafkaSourceMessage[bytes, bytes]]:
+    """Messages as a Kafka source would deliver them: keyed to partitions, offsets per partition."""
+    offsets = [0] * partitions
+    out = []
+    for m in messages:
+        p = sum(m.key) % partitions
+        out.append(
+            KafkaSourceMessage(
+                key=m.key,
+                value=m.value,
+                topic=topic,
+                partition=p,
+                offset=offsets[p],
+                timestamp=(1, 1_767_225_600_000),
+            )
+        )
+        offsets[p] += 1
+    return out
+
+
+Factory = Callable[..., Any]
