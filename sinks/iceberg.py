@@ -71,12 +71,29 @@ def _dump_ledger(entries: Mapping[tuple[str, int], int]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
+#: pyiceberg's own commit retry re-applies the *same* snapshot summary on top of the winner's
+#: commit, which would roll the winner's offsets out of the ledger. Our tables turn it off; the
+#: appender retries itself, re-reading the ledger each time.
+_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+
 def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Table:
-    """Create the namespace and table if missing (safe when several writers race)."""
+    """Create the namespace and table if missing (safe when several writers race).
+
+    A table that exists already gets the properties the ledger relies on.
+    """
     catalog.create_namespace_if_not_exists(namespace)
-    return catalog.create_table_if_not_exists(
-        (namespace, table.name), schema=table.schema, partition_spec=table.partition_spec
+    created = catalog.create_table_if_not_exists(
+        (namespace, table.name),
+        schema=table.schema,
+        partition_spec=table.partition_spec,
+        properties=_TABLE_PROPERTIES,
     )
+    missing = {k: v for k, v in _TABLE_PROPERTIES.items() if created.properties.get(k) != v}
+    if missing:
+        with created.transaction() as tx:
+            tx.set_properties(missing)
+    return created
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
