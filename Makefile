@@ -52,7 +52,7 @@ demo: setup ## run the main job end to end: produce 10 tenants x 1,000 signals, 
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check igflow flows operators sinks registry dev replay api
+	$(BIN)/ruff format --check .
 
 typecheck: venv
 	$(BIN)/mypy

@@ -7,14 +7,16 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from registry import SchemaStore, create_app
 from registry.compatibility import parse
+
+if TYPE_CHECKING:
+    from httpx2 import Response  # what starlette 1.x's TestClient returns
 
 CT = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
 
@@ -40,15 +42,15 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield test_client
 
 
-def post(client: TestClient, path: str, schema: str, **extra: Any) -> httpx.Response:
+def post(client: TestClient, path: str, schema: str, **extra: Any) -> Response:
     return client.post(path, content=json.dumps({"schema": schema, **extra}), headers=CT)
 
 
-def register(client: TestClient, subject: str, schema: str) -> httpx.Response:
+def register(client: TestClient, subject: str, schema: str) -> Response:
     return post(client, f"/subjects/{subject}/versions", schema)
 
 
-def assert_error(response: httpx.Response, status: int, code: int) -> str:
+def assert_error(response: Response, status: int, code: int) -> str:
     assert (response.status_code, response.json()["error_code"]) == (status, code), response.text
     assert response.headers["content-type"].startswith("application/vnd.schemaregistry.v1+json")
     message = response.json()["message"]
@@ -89,7 +91,13 @@ def test_identical_schema_keeps_id_and_first_text(client: TestClient) -> None:
 
 
 def test_accepts_json_content_type_and_ignores_unknown_fields(client: TestClient) -> None:
-    body = {"schema": A, "schemaType": "AVRO", "references": [], "metadata": None, "guid": "x"}
+    body: dict[str, object] = {
+        "schema": A,
+        "schemaType": "AVRO",
+        "references": [],
+        "metadata": None,
+        "guid": "x",
+    }
     response = client.post("/subjects/s/versions?normalize=False", json=body)
     assert response.json() == {"id": 1}
     assert client.get("/schemas/ids/1?subject=s&format=x").json() == {"schema": A}

@@ -1,0 +1,123 @@
+"""Ingest benchmark: events/s from Kafka into Iceberg, beside a plain consumer, in one run.
+
+    make bench                       # or: .venv/bin/python benchmarks/ingest.py --signals 200000
+
+1. Produces N signals (10 tenants) to a fresh topic of the local stack.
+2. Baseline: a plain confluent-kafka consumer reads every partition to its end and decodes each
+   message with the flow's own decoder (wire format + registry + Avro), landing nothing.
+3. The flow: ``igflow run`` (bounded) over the same topic into a fresh Iceberg namespace, with 1
+   and with 2 workers; wall time includes process start-up and the catalog connection.
+Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from igflow.admin import catalog, create_topics  # noqa: E402
+from igflow.contracts import signal_contracts  # noqa: E402
+from igflow.producer import end_offsets, produce  # noqa: E402
+from igflow.records import RawRecord  # noqa: E402
+from igflow.schemas import RegistrySchemas  # noqa: E402
+from igflow.settings import Settings  # noqa: E402
+from igflow.workload import WorkloadSpec  # noqa: E402
+from operators.decode import SignalDecoder  # noqa: E402
+
+
+def baseline(settings: Settings, total: int) -> float:
+    """Seconds for a plain consumer to read and decode every message."""
+    decoder = SignalDecoder(
+        RegistrySchemas(settings.kafka.schema_registry_url), signal_contracts()[-1].parsed
+    )
+    ends = end_offsets(settings, settings.kafka.topic)
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"}
+    )
+    start = time.perf_counter()
+    consumer.assign([TopicPartition(settings.kafka.topic, p, 0) for p in ends])
+    seen = 0
+    while seen < total:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error() is not None:
+                continue
+            raw = RawRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+            decoder.decode(raw)
+            seen += 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def flow(settings: Settings, namespace: str, workers: int) -> float:
+    """Seconds for ``igflow run -w workers`` to land the topic in ``namespace``."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
+            "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
+            "IGFLOW_LAKE_NAMESPACE": namespace,
+            "IGFLOW_RUN_LOG_LEVEL": "WARNING",
+        }
+    )
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=int, default=200_000)
+    args = parser.parse_args()
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings.load().with_changes(
+        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+    )
+    create_topics(settings)
+    tenants = 10
+    spec = WorkloadSpec(tenants=tenants, count=args.signals // tenants, seed=1)
+    print(f"producing {spec.tenants * spec.count:,} signals to {settings.kafka.topic} …")
+    report = produce(settings, spec)
+    total = report.total
+    print(f"produced {total:,} in {report.seconds:.1f} s ({total / report.seconds:,.0f}/s)")
+
+    rows: list[tuple[str, float]] = [
+        ("plain consumer + decode (no sink)", baseline(settings, total))
+    ]
+    for workers in (1, 2):
+        namespace = f"bench_{tag}_w{workers}"
+        seconds = flow(settings, namespace, workers)
+        landed = len(catalog(settings).load_table(f"{namespace}.signals").scan().to_arrow())
+        assert landed == total, f"{landed} rows landed, expected {total}"
+        rows.append((f"igflow run -w {workers} → Iceberg", seconds))
+
+    base = total / rows[0][1]
+    print(f"\n{'path':<36} {'seconds':>8} {'events/s':>10} {'vs plain':>9}")
+    results = []
+    for name, seconds in rows:
+        rate = total / seconds
+        print(f"{name:<36} {seconds:>8.2f} {rate:>10,.0f} {rate / base:>8.2f}x")
+        results.append({"path": name, "seconds": seconds, "events_per_s": rate})
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps({"signals": total, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Integration fixtures: the real local stack, and an isolated topic + namespace per test.
+
+The stack is started by ``make test`` (``python -m dev start``); the session fixture starts it
+too when a test is run on its own, which is a no-op when it is up. Each test gets fresh topics and
+a fresh Iceberg namespace, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from igflow.admin import catalog, create_topics, setup
+from igflow.producer import ProduceReport, end_offsets, produce
+from igflow.settings import Settings
+from igflow.workload import WorkloadSpec, generate
+from sinks.lake_tables import SIGNALS
+from tests.conftest import SIGNAL_V1
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """The local stack, up and set up (schemas registered)."""
+    subprocess.run([sys.executable, "-m", "dev", "start"], cwd=REPO, check=True)
+    settings = Settings.load()
+    setup(settings)
+    return settings
+
+
+@pytest.fixture
+def it_settings(stack: Settings) -> Settings:
+    """Settings with this test's own topics and Iceberg namespace."""
+    tag = uuid.uuid4().hex[:10]
+    settings = stack.with_changes(
+        "kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq"
+    ).with_changes("lake", namespace=f"it_{tag}", batch_max_rows=500, batch_max_seconds=0.5)
+    create_topics(settings)
+    return settings
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a subprocess needs to see ``settings`` (the CLI's edge reads it)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
+            "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
+            "IGFLOW_KAFKA_BATCH_SIZE": str(settings.kafka.batch_size),
+            "IGFLOW_LAKE_NAMESPACE": settings.lake.namespace,
+            "IGFLOW_LAKE_BATCH_MAX_ROWS": str(settings.lake.batch_max_rows),
+            "IGFLOW_LAKE_BATCH_MAX_SECONDS": str(settings.lake.batch_max_seconds),
+            "IGFLOW_CATALOG_URI": settings.lake.catalog_uri,
+            "IGFLOW_WAREHOUSE": settings.warehouse,
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def igflow(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    """Start ``igflow ARGS`` in its own process group, its logs in a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "igflow.cli", *args],
+        cwd=REPO,
+        env=env_for(settings, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[str, str]:
+    """Wait for a process; fail the test with its output if it fails."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out; stderr tail:\n{err.decode()[-3000:]}")
+    if proc.returncode != 0:
+        pytest.fail(f"exit {proc.returncode}; stderr tail:\n{err.decode()[-3000:]}")
+    return out.decode(), err.decode()
+
+
+def produce_workload(settings: Settings, spec: WorkloadSpec) -> ProduceReport:
+    """Produce a workload and check the broker has all of it."""
+    report = produce(settings, spec)
+    assert sum(end_offsets(settings, settings.kafka.topic).values()) == report.total
+    return report
+
+
+def expected_valid(spec: WorkloadSpec, schema_id: int) -> set[tuple[str, str]]:
+    """(tenant_id, signal_id) of the distinct valid records of a workload."""
+    return {
+        (m.record["tenant_id"], m.record["signal_id"])
+        for m in generate(spec, schema_id, SIGNAL_V1.parsed)
+        if m.record is not None
+    }
+
+
+def lake_rows(settings: Settings) -> list[dict[str, Any]]:
+    """Every row of this test's signals table."""
+    table = catalog(settings).load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
+    rows: list[dict[str, Any]] = table.scan().to_arrow().to_pylist()
+    return rows
+
+
+def lake_count(settings: Settings) -> int:
+    """Rows landed so far (0 while the table does not exist)."""
+    try:
+        table = catalog(settings).load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
+    except Exception:
+        return 0
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.additional_properties.get("total-records", "0"))
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]:
+    """Every message of ``topic``, read to the end offsets present now."""
+    ends = end_offsets(settings, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": f"it-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+    remaining = {p: end for p, end in ends.items() if end > 0}
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while remaining and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error() is not None and msg.error().code() == KafkaError._PARTITION_EOF:
+            continue
+        out.append(msg)
+        if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
+            remaining.pop(msg.partition(), None)
+    consumer.close()
+    assert not remaining, f"could not read {topic} to its end: {remaining}"
+    return out
+
+
+def json_lines(text: str) -> Iterator[dict[str, Any]]:
+    """The JSON log objects in a process's standard error."""
+    for line in text.splitlines():
+        if line.startswith("{"):
+            yield json.loads(line)

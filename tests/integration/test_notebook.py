@@ -1,0 +1,39 @@
+"""The analysts' notebook runs headless against what the flow landed, and draws its plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from igflow.admin import write_pyiceberg_config
+from igflow.settings import Settings
+from igflow.workload import WorkloadSpec
+from tests.integration.conftest import REPO, finish, igflow, produce_workload
+
+
+def test_inspect_signals_notebook_executes(
+    it_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    produce_workload(it_settings, WorkloadSpec(tenants=4, count=250, seed=2))
+    finish(igflow(it_settings, "run"))
+    home = tmp_path / "pyiceberg"
+    write_pyiceberg_config(it_settings, home)
+    plot = tmp_path / "plot.png"
+    monkeypatch.setenv("PYICEBERG_HOME", str(home))
+    monkeypatch.setenv("IGFLOW_LAKE_NAMESPACE", it_settings.lake.namespace)
+    monkeypatch.setenv("IGFLOW_NOTEBOOK_PLOT", str(plot))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+    nb = nbformat.read(REPO / "notebooks" / "inspect_signals.ipynb", as_version=4)
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+
+    outputs = "".join(
+        o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+    )
+    assert "1,000 rows, 4 tenants" in outputs
+    assert plot.stat().st_size > 5_000
