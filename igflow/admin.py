@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from pyiceberg.catalog import Catalog, load_catalog
 
 from igflow.contracts import signal_contracts
@@ -73,12 +74,10 @@ def write_pyiceberg_config(settings: Settings, home: Path) -> Path:
 
 def setup(settings: Settings, pyiceberg_home: Path | None = None) -> dict[str, Any]:
     """Register the schemas, create topics and tables, write the notebook catalog file."""
-    from igflow.schemas import RegistrySchemas
-
-    client = RegistrySchemas(settings.kafka.schema_registry_url).client
-    registered: list[RegisteredContract] = register_contracts(
-        client, settings.kafka.subject, signal_contracts()
-    )
+    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+        registered: list[RegisteredContract] = register_contracts(
+            client, settings.kafka.subject, signal_contracts()
+        )
     out: dict[str, Any] = {
         "schemas": [dataclasses.asdict(r) for r in registered],
         "topics_created": create_topics(settings),

@@ -47,8 +47,8 @@ def produce(
     so its id is the registry's, as with confluent-kafka's AvroSerializer.
     """
     contract = signal_contracts()[schema_version - 1]
-    client = SchemaRegistryClient({"url": settings.kafka.schema_registry_url})
-    registered = client.lookup_schema(settings.kafka.subject, Schema(contract.text, "AVRO"))
+    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+        registered = client.lookup_schema(settings.kafka.subject, Schema(contract.text, "AVRO"))
     schema_id = registered.schema_id
     if schema_id is None:
         msg = f"{contract.path.name} has no id under {settings.kafka.subject}"

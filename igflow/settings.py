@@ -77,7 +77,7 @@ class StoreSettings:
     redis_url: str = "redis://127.0.0.1:16379/0"
     neo4j_uri: str = "bolt://127.0.0.1:17687"
     neo4j_user: str = "falkordb"
-    neo4j_password: str = "falkordb"
+    neo4j_password: str = ""  # FalkorDB rejects any non-empty password
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

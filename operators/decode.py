@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -40,22 +41,35 @@ class SignalDecoder:
     """Decodes Confluent-framed Avro into signals, read with one reader schema.
 
     Writer schemas are fetched once per id through ``lookup`` and cached (registry ids are
-    immutable). Thread-safe: Bytewax workers of one process share an instance.
+    immutable). An id the registry does not know is remembered for ``unknown_ttl_s`` seconds, so a
+    burst of records with a bogus id costs one lookup, not one each, while an id registered
+    later is still found. Thread-safe: Bytewax workers of one process share an instance.
     """
 
-    def __init__(self, lookup: SchemaLookup, reader_schema: dict[str, Any]) -> None:
+    def __init__(
+        self, lookup: SchemaLookup, reader_schema: dict[str, Any], *, unknown_ttl_s: float = 30.0
+    ) -> None:
         self._lookup = lookup
         self._reader = reader_schema
         self._writers: dict[int, dict[str, Any]] = {}
+        self._unknown: dict[int, float] = {}
+        self._unknown_ttl = unknown_ttl_s
         self._lock = threading.Lock()
 
     def _writer(self, schema_id: int) -> dict[str, Any] | None:
+        now = time.monotonic()
         with self._lock:
             cached = self._writers.get(schema_id)
+            if cached is None and self._unknown.get(schema_id, 0.0) > now:
+                return None
         if cached is not None:
             return cached
         text = self._lookup(schema_id)
         if text is None:
+            with self._lock:
+                if len(self._unknown) > 10_000:  # bound the memory a flood of random ids can take
+                    self._unknown.clear()
+                self._unknown[schema_id] = now + self._unknown_ttl
             return None
         parsed = fastavro.parse_schema(json.loads(text))
         if not isinstance(parsed, dict):

@@ -62,6 +62,4 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
 
 def dlq_sink(bootstrap: str, topic: str) -> KafkaSink:
     """Bytewax sink producing to the DLQ topic, acknowledged by all in-sync replicas."""
-    return KafkaSink(
-        brokers=[bootstrap], topic=topic, add_config={"acks": "all", "linger.ms": "20"}
-    )
+    return KafkaSink(brokers=[bootstrap], topic=topic, add_config={"acks": "all", "linger.ms": "0"})

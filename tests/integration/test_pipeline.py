@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
 from collections import Counter
 
@@ -29,8 +30,8 @@ from tests.integration.conftest import (
 
 
 def _v1_id(settings: Settings) -> int:
-    client = SchemaRegistryClient({"url": settings.kafka.schema_registry_url})
-    registered = client.lookup_schema(settings.kafka.subject, Schema(SIGNAL_V1.text, "AVRO"))
+    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+        registered = client.lookup_schema(settings.kafka.subject, Schema(SIGNAL_V1.text, "AVRO"))
     assert registered.schema_id is not None
     return registered.schema_id
 
@@ -119,10 +120,10 @@ def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: 
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=30)
-        except Exception:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.communicate()
 
 
 @pytest.mark.parametrize("workers", [2])

@@ -3,8 +3,6 @@ exactly once — with one process, and with a cluster of two processes (``-i/-a`
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -14,7 +12,14 @@ import pytest
 
 from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
-from tests.integration.conftest import finish, igflow, lake_count, lake_rows, produce_workload
+from tests.integration.conftest import (
+    finish,
+    igflow,
+    kill,
+    lake_count,
+    lake_rows,
+    produce_workload,
+)
 
 TOTAL = 16_000
 SPEC = WorkloadSpec(tenants=8, count=TOTAL // 8, seed=21)
@@ -68,8 +73,7 @@ def test_sigkill_mid_stream_then_resume_lands_each_record_once(
         assert all(p.poll() is None for p in procs), "the flow ended before it could be killed"
         time.sleep(0.05)
     for p in procs:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill(p)
     at_kill = lake_count(settings)
     assert 0 < at_kill < TOTAL, f"kill was not mid-stream: {at_kill} of {TOTAL} had landed"
 

