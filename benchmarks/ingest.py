@@ -60,8 +60,8 @@ def baseline(settings: Settings, total: int) -> float:
     return elapsed
 
 
-def flow(settings: Settings, namespace: str, workers: int) -> float:
-    """Seconds for ``igflow run -w workers`` to land the topic in ``namespace``."""
+def flow(settings: Settings, namespace: str, workers: int, processes: int = 1) -> float:
+    """Seconds for ``igflow run`` (``-w workers``, or ``processes`` with ``-i/-a``)."""
     env = dict(os.environ)
     env.update(
         {
@@ -71,13 +71,18 @@ def flow(settings: Settings, namespace: str, workers: int) -> float:
             "IGFLOW_RUN_LOG_LEVEL": "WARNING",
         }
     )
+    command = [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)]
+    addresses = ";".join(f"127.0.0.1:{2201 + i}" for i in range(processes))
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)],
-        cwd=REPO,
-        env=env,
-        check=True,
-    )
+    procs = [
+        subprocess.Popen(
+            command + (["-i", str(i), "-a", addresses] if processes > 1 else []), cwd=REPO, env=env
+        )
+        for i in range(processes)
+    ]
+    if any(p.wait() != 0 for p in procs):
+        msg = "igflow run failed"
+        raise RuntimeError(msg)
     return time.perf_counter() - start
 
 
@@ -100,12 +105,16 @@ def main() -> None:
     rows: list[tuple[str, float]] = [
         ("plain consumer + decode (no sink)", baseline(settings, total))
     ]
-    for workers in (1, 2):
-        namespace = f"bench_{tag}_w{workers}"
-        seconds = flow(settings, namespace, workers)
+    for label, workers, processes in (
+        ("igflow run → Iceberg", 1, 1),
+        ("igflow run -w 2 → Iceberg", 2, 1),
+        ("igflow run, 2 processes (-i/-a)", 1, 2),
+    ):
+        namespace = f"bench_{tag}_w{workers}_p{processes}"
+        seconds = flow(settings, namespace, workers, processes)
         landed = len(catalog(settings).load_table(f"{namespace}.signals").scan().to_arrow())
         assert landed == total, f"{landed} rows landed, expected {total}"
-        rows.append((f"igflow run -w {workers} → Iceberg", seconds))
+        rows.append((label, seconds))
 
     base = total / rows[0][1]
     print(f"\n{'path':<36} {'seconds':>8} {'events/s':>10} {'vs plain':>9}")

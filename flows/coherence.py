@@ -16,11 +16,9 @@ from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
-from confluent_kafka import OFFSET_BEGINNING
 
 from igflow.contracts import signal_contracts
 from igflow.records import Decoded
@@ -30,21 +28,20 @@ from operators.decode import SchemaLookup, SignalDecoder, decode
 from sinks.dlq import dlq_message, dlq_sink
 from sinks.iceberg import IcebergSink
 from sinks.lake_tables import SIGNALS
+from sources.kafka import KafkaTopicSource
 
 __all__ = ["build", "kafka_source"]  # and `flow`, built on access
 
 FLOW_ID = "coherence"
 
 
-def kafka_source(settings: Settings) -> KafkaSource:
+def kafka_source(settings: Settings) -> KafkaTopicSource:
     """The signal topic, from the beginning (or from the recovery snapshot on resume)."""
-    return KafkaSource(
-        brokers=[settings.kafka.bootstrap],
-        topics=[settings.kafka.topic],
-        tail=not settings.run.bounded,
-        starting_offset=OFFSET_BEGINNING,
+    return KafkaTopicSource(
+        settings.kafka.bootstrap,
+        settings.kafka.topic,
+        bounded=settings.run.bounded,
         batch_size=settings.kafka.batch_size,
-        raise_on_errors=False,
     )
 
 

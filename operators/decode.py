@@ -16,25 +16,28 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import bytewax.operators as op
 import fastavro
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Stream, operator
 
 from igflow.reasons import ReasonCode
 from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from igflow.wire import HEADER_SIZE, MAGIC, unframe
 
-__all__ = ["DecodeOut", "SchemaLookup", "SignalDecoder", "decode", "raw_record"]
+__all__ = ["DecodeOut", "SchemaLookup", "SignalDecoder", "decode"]
 
 
 class SchemaLookup(Protocol):
     """Finds a writer schema by registry id: its Avro text, or ``None`` if the id is unknown."""
 
     def __call__(self, schema_id: int) -> str | None: ...
+
+
+def _canonical(schema: dict[str, Any]) -> str:
+    canonical: str = fastavro.schema.to_parsing_canonical_form(schema)
+    return canonical
 
 
 class SignalDecoder:
@@ -51,6 +54,7 @@ class SignalDecoder:
     ) -> None:
         self._lookup = lookup
         self._reader = reader_schema
+        self._reader_canonical = _canonical(reader_schema)
         self._writers: dict[int, dict[str, Any]] = {}
         self._unknown: dict[int, float] = {}
         self._unknown_ttl = unknown_ttl_s
@@ -74,12 +78,16 @@ class SignalDecoder:
         parsed = fastavro.parse_schema(json.loads(text))
         if not isinstance(parsed, dict):
             parsed = {"type": parsed}
+        if _canonical(parsed) == self._reader_canonical:
+            parsed = self._reader  # same schema: no resolution step when reading
         with self._lock:
             self._writers[schema_id] = parsed
         return parsed
 
     def decode(self, raw: RawRecord) -> Decoded | Rejected:
         """Decode one record; never raises for bad input."""
+        if raw.error is not None:
+            return Rejected(ReasonCode.SOURCE_ERROR, "the consumer flagged this record", raw)
         value = raw.value
         if not value:
             return Rejected(ReasonCode.EMPTY_PAYLOAD, "record has no value", raw)
@@ -94,7 +102,8 @@ class SignalDecoder:
         body = io.BytesIO(value)
         body.seek(HEADER_SIZE)
         try:
-            record = fastavro.schemaless_reader(body, writer, self._reader)
+            reader = None if writer is self._reader else self._reader
+            record = fastavro.schemaless_reader(body, writer, reader)
         except fastavro.read.SchemaResolutionError:
             detail = f"schema id {schema_id} does not resolve to the reader schema"
             return Rejected(ReasonCode.SCHEMA_INCOMPATIBLE, detail, raw)
@@ -125,22 +134,6 @@ class SignalDecoder:
         return Decoded(signal, provenance, raw.timestamp_ms)
 
 
-def raw_record(
-    msg: KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None],
-) -> RawRecord:
-    """Bytewax's Kafka message (or error) as an engine-independent record."""
-    inner = msg.msg if isinstance(msg, KafkaError) else msg
-    _kind, stamp = inner.timestamp if inner.timestamp else (0, 0)
-    return RawRecord(
-        topic=inner.topic or "",
-        partition=inner.partition if inner.partition is not None else -1,
-        offset=inner.offset if inner.offset is not None else -1,
-        key=inner.key,
-        value=inner.value,
-        timestamp_ms=stamp if stamp > 0 else None,
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class DecodeOut:
     """The two streams out of :func:`decode`."""
@@ -149,26 +142,14 @@ class DecodeOut:
     errs: Stream[Rejected]
 
 
-def _decode_one(
-    decoder: SignalDecoder,
-) -> Callable[[KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]], Decoded | Rejected]:
-    def shim(msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]) -> Decoded | Rejected:
-        raw = raw_record(msg)
-        if isinstance(msg, KafkaError):
-            return Rejected(ReasonCode.SOURCE_ERROR, f"consumer error {msg.err.code()}", raw)
-        return decoder.decode(raw)
-
-    return shim
-
-
 @operator
 def decode(
     step_id: str,
-    up: Stream[KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]],
+    up: Stream[RawRecord],
     decoder: SignalDecoder,
 ) -> DecodeOut:
     """Decode Kafka records into signals; bad input leaves on ``errs`` with a reason code."""
-    results = op.map("decode", up, _decode_one(decoder))
+    results = op.map("decode", up, decoder.decode)
     branch = op.branch("split", results, lambda r: isinstance(r, Decoded))
     oks: Stream[Decoded] = branch.trues  # type: ignore[assignment]
     errs: Stream[Rejected] = branch.falses  # type: ignore[assignment]

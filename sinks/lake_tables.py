@@ -47,10 +47,9 @@ class TableDef(Generic[T]):
     def to_arrow(self, items: Sequence[T]) -> pa.Table:
         """Items as an Arrow table whose schema matches the Iceberg schema exactly."""
         arrow_schema = self.schema.as_arrow()
-        columns: list[list[Any]] = [[] for _ in arrow_schema]
-        for item in items:
-            for column, value in zip(columns, self.row(item), strict=True):
-                column.append(value)
+        if not items:
+            return arrow_schema.empty_table()
+        columns = zip(*map(self.row, items), strict=True)  # rows → columns, in C
         return pa.Table.from_arrays(
             [pa.array(c, type=f.type) for c, f in zip(columns, arrow_schema, strict=True)],
             schema=arrow_schema,

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
 from igflow.contracts import signal_contracts
+from igflow.records import RawRecord
 from igflow.settings import Settings
 from igflow.workload import Message
 
@@ -59,22 +59,13 @@ def catalog(lake_settings: Settings) -> Catalog:
 
 def kafka_messages(
     messages: list[Message], partitions: int = 4, topic: str = "coherence.signals.v1"
-) -> list[KafkaSourceMessage[bytes, bytes]]:
+) -> list[RawRecord]:
     """Messages as a Kafka source would deliver them: keyed to partitions, offsets per partition."""
     offsets = [0] * partitions
     out = []
     for m in messages:
         p = sum(m.key) % partitions
-        out.append(
-            KafkaSourceMessage(
-                key=m.key,
-                value=m.value,
-                topic=topic,
-                partition=p,
-                offset=offsets[p],
-                timestamp=(1, 1_767_225_600_000),
-            )
-        )
+        out.append(RawRecord(topic, p, offsets[p], m.key, m.value, 1_767_225_600_000))
         offsets[p] += 1
     return out
 

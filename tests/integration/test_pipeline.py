@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from igflow.producer import produce
 from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
 from sinks.dlq import DLQ_HEADERS
@@ -134,3 +136,38 @@ def test_two_workers_land_everything_once(it_settings: Settings, workers: int) -
     rows = lake_rows(it_settings)
     keys = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
     assert len(keys) == len(set(keys)) == 4000
+
+
+def test_a_bounded_run_stops_at_the_end_present_at_start_while_producers_go_on(
+    it_settings: Settings,
+) -> None:
+    first = produce_workload(it_settings, WorkloadSpec(tenants=4, count=500, seed=9))
+    stop = threading.Event()
+    produced_later: list[int] = []
+
+    def keep_producing() -> None:
+        spec = WorkloadSpec(tenants=4, count=100, seed=10)
+        while not stop.is_set():
+            produced_later.append(produce(it_settings, spec, rate=2000).total)
+
+    producer = threading.Thread(target=keep_producing)
+    producer.start()
+    try:
+        # Ends although the topic keeps growing.
+        _out, err = finish(igflow(it_settings, "run"), timeout=120)
+    finally:
+        stop.set()
+        producer.join()
+    ends = {
+        e["kafka_partition"]: e["kafka_offset"]
+        for e in json_lines(err)
+        if e.get("op") == "source.end"
+    }
+    rows = lake_rows(it_settings)
+    # Partitions that were empty at start stop at their first EOF and fix no end.
+    assert ends and set(ends) == {r["kafka_partition"] for r in rows}
+    assert first.total <= len(rows) == sum(ends.values()) < first.total + sum(produced_later)
+    # Each partition landed exactly the offsets below the end it fixed at start.
+    for partition, end in ends.items():
+        offsets = sorted(r["kafka_offset"] for r in rows if r["kafka_partition"] == partition)
+        assert offsets == list(range(end))
