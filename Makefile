@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py psi/_build_sodium.py | system
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[stack,dev]'
@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
 
-system: ## install Postgres 15 and Redis 7 from Debian if missing (needs root)
-	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null; then \
-		echo "installing postgresql-15 and redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server >/dev/null; \
+system: ## install Postgres 15, Redis 7 and libsodium (PSI) from Debian if missing (needs root)
+	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null \
+		|| [ ! -f /usr/include/sodium.h ]; then \
+		echo "installing postgresql-15, redis-server and libsodium-dev"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			postgresql-15 redis-server libsodium-dev >/dev/null; \
 	fi
 
 stack-up: venv system ## start the local stack (Kafka, registry, Postgres, Redis, FalkorDB)
@@ -69,7 +71,9 @@ test: lint typecheck schemas-check ## set up everything, then run the whole test
 check: test
 
 bench: setup ## benchmarks (figures for the README's performance section)
+	$(BIN)/python -m pip install --quiet -e '.[stack,dev,bench]'
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/psi.py
 
 clean: down
 	rm -rf .stack $(VENV)
