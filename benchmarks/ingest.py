@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,13 @@ def baseline(settings: Settings, total: int) -> float:
     return elapsed
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def flow(settings: Settings, namespace: str, workers: int, processes: int = 1) -> float:
     """Seconds for ``igflow run`` (``-w workers``, or ``processes`` with ``-i/-a``)."""
     env = dict(os.environ)
@@ -72,7 +80,7 @@ def flow(settings: Settings, namespace: str, workers: int, processes: int = 1) -
         }
     )
     command = [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)]
-    addresses = ";".join(f"127.0.0.1:{2201 + i}" for i in range(processes))
+    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
     start = time.perf_counter()
     procs = [
         subprocess.Popen(

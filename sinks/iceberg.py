@@ -201,6 +201,12 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
             metrics.LAKE_SKIPPED.labels(name).inc(result.skipped)
         for tenant, count in result.per_tenant.items():
             metrics.EVENTS_OUT.labels(tenant, name).inc(count)
+        stamps = [s for s in map(self._def.kafka_timestamp_ms, batch) if s is not None]
+        if stamps and result.appended:
+            # Wall clock in a metric only, never in landed data: the oldest record's wait.
+            metrics.PIPELINE_LATENCY.labels(name).observe(
+                max(0.0, time.time() - min(stamps) / 1000)
+            )
         log.info(
             "appended %d rows to %s (%d already committed, attempt %d, %.0f ms)",
             result.appended,

@@ -43,6 +43,8 @@ class TableDef(Generic[T]):
     provenance: Callable[[T], Provenance]
     #: Tenant of an item (for per-tenant metrics).
     tenant: Callable[[T], str]
+    #: Kafka timestamp of an item in ms, if known (for the pipeline-latency metric only).
+    kafka_timestamp_ms: Callable[[T], int | None] = lambda _item: None
 
     def to_arrow(self, items: Sequence[T]) -> pa.Table:
         """Items as an Arrow table whose schema matches the Iceberg schema exactly."""
@@ -100,4 +102,5 @@ SIGNALS: TableDef[Decoded] = TableDef(
     row=_signal_row,
     provenance=lambda item: item.provenance,
     tenant=lambda item: item.signal.tenant_id,
+    kafka_timestamp_ms=lambda item: item.kafka_timestamp_ms,
 )

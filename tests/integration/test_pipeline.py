@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,8 @@ from igflow.workload import WorkloadSpec
 from sinks.dlq import DLQ_HEADERS
 from tests.conftest import SIGNAL_V1
 from tests.integration.conftest import (
+    REPO,
+    env_for,
     expected_valid,
     finish,
     igflow,
@@ -116,6 +119,7 @@ def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: 
         assert _metric(text, "igflow_dlq_events_total", reason="SCHEMA_UNKNOWN") == 3
         assert "igflow_lake_commit_seconds_bucket" in text
         assert "igflow_lake_batch_rows_bucket" in text
+        assert "igflow_pipeline_latency_seconds_bucket" in text
         # Tail mode keeps running after the end offsets.
         time.sleep(1)
         assert proc.poll() is None
@@ -171,3 +175,17 @@ def test_a_bounded_run_stops_at_the_end_present_at_start_while_producers_go_on(
     for partition, end in ends.items():
         offsets = sorted(r["kafka_offset"] for r in rows if r["kafka_partition"] == partition)
         assert offsets == list(range(end))
+
+
+def test_the_flow_runs_under_bytewaxs_own_runner(it_settings: Settings) -> None:
+    produce_workload(it_settings, WorkloadSpec(tenants=2, count=150, seed=4))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.coherence:flow"],
+        cwd=REPO,
+        env=env_for(it_settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    finish(proc)
+    assert len(lake_rows(it_settings)) == 300
