@@ -26,6 +26,7 @@ _FIELDS = (
     "schema_version",
     "input_hash",
     "rows",
+    "rows_per_tenant",
     "table",
     "offsets",
 )

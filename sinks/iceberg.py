@@ -218,6 +218,7 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
                 "op": "lake.append",
                 "table": name,
                 "rows": result.appended,
+                "rows_per_tenant": dict(result.per_tenant),
                 "latency_ms": round(result.seconds * 1000, 1),
             },
         )

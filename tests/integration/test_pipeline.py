@@ -80,6 +80,10 @@ def test_1000_bad_payloads_reach_the_dlq_and_every_valid_record_lands(
         entry.get("error_code") == "SCHEMA_UNKNOWN" and "kafka_offset" in entry for entry in logs
     )
     assert sum(entry.get("rows", 0) for entry in logs if entry.get("op") == "lake.append") == 3000
+    per_tenant: Counter[str] = Counter()
+    for entry in logs:
+        per_tenant.update(entry.get("rows_per_tenant", {}))
+    assert per_tenant == {f"tenant-{i:02d}": 300 for i in range(10)}
 
 
 def _free_port() -> int:
