@@ -17,6 +17,7 @@ from typing import Any
 
 from igflow import logs
 from igflow.errors import IgflowError
+from igflow.psi_commands import register as register_psi
 from igflow.settings import Settings
 
 __all__ = ["main"]
@@ -189,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("stack", _cmd_stack, "start, stop or show the local service stack")
     p.add_argument("action", choices=("start", "stop", "status"))
+
+    register_psi(add)
     return parser
 
 
