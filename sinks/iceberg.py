@@ -80,19 +80,30 @@ _TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Table:
     """Create the namespace and table if missing (safe when several writers race).
 
-    A table that exists already gets the properties the ledger relies on.
+    A table that exists already gets the properties the ledger relies on. Workers of one flow
+    start together, so each step tolerates losing the race to another writer: pyiceberg's SQL
+    catalog reports a namespace created concurrently as a raw database error, not as "exists".
     """
-    catalog.create_namespace_if_not_exists(namespace)
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise
     created = catalog.create_table_if_not_exists(
         (namespace, table.name),
         schema=table.schema,
         partition_spec=table.partition_spec,
         properties=_TABLE_PROPERTIES,
     )
-    missing = {k: v for k, v in _TABLE_PROPERTIES.items() if created.properties.get(k) != v}
-    if missing:
-        with created.transaction() as tx:
-            tx.set_properties(missing)
+    for _attempt in range(5):
+        missing = {k: v for k, v in _TABLE_PROPERTIES.items() if created.properties.get(k) != v}
+        if not missing:
+            break
+        try:
+            with created.transaction() as tx:
+                tx.set_properties(missing)
+        except CommitFailedException:
+            created.refresh()
     return created
 
 

@@ -117,3 +117,25 @@ def test_any_replay_pattern_lands_each_offset_once(catalog: Catalog, batches: li
     keys = _keys(catalog)
     assert len(keys) == len(set(keys))
     assert ledger(table) == {("topic", p): hi for p, hi in expected.items()}
+
+
+def test_workers_starting_together_all_get_the_table(catalog: Catalog) -> None:
+    """Every worker ensures the table at start; losing the creation race is not an error."""
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def start_worker() -> None:
+        barrier.wait()
+        try:
+            ensure_table(catalog, "racing", SIGNALS)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    table = catalog.load_table("racing.signals")
+    assert table.properties["commit.retry.num-retries"] == "0"
