@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IgflowError as exc:
         print(f"igflow {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # Bytewax wraps a step's exception in its own; say the cause plainly, after the trace.
+        cause = _igflow_cause(exc)
+        if cause is None:
+            raise
+        traceback.print_exception(exc)
+        print(f"igflow {args.command}: {cause}", file=sys.stderr)
+        return 1
+
+
+def _igflow_cause(exc: BaseException) -> IgflowError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, IgflowError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 if __name__ == "__main__":

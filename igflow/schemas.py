@@ -30,7 +30,8 @@ class RegistrySchemas:
     """
 
     def __init__(self, url: str, *, attempts: int = 6, first_backoff_s: float = 0.2) -> None:
-        self._client = SchemaRegistryClient({"url": url})
+        # Our loop is the only retry: the client's own (default 3, backing off) multiplied it.
+        self._client = SchemaRegistryClient({"url": url, "max.retries": 0})
         self._attempts = attempts
         self._backoff = first_backoff_s
 
