@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
+import hypothesis.strategies as st
 from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
 from flows.coherence import build
@@ -65,3 +69,59 @@ def test_a_replayed_input_lands_nothing_twice(
         )
     )
     assert len(set(keys)) == 80
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    tenants=st.integers(1, 3),
+    count=st.integers(1, 25),
+    bad=st.integers(0, 15),
+    duplicates=st.sampled_from([0.0, 0.2]),
+    partitions=st.integers(1, 4),
+    source_batch=st.integers(1, 20),
+    lake_batch=st.integers(1, 40),
+    seed=st.integers(0, 1000),
+)
+def test_every_record_lands_once_or_reaches_the_dlq_once(
+    lake_settings: Settings,
+    catalog: Catalog,
+    tenants: int,
+    count: int,
+    bad: int,
+    duplicates: float,
+    partitions: int,
+    source_batch: int,
+    lake_batch: int,
+    seed: int,
+) -> None:
+    """Law: the input splits exactly into lake rows and DLQ messages, keyed by offset."""
+    namespace = f"law{uuid.uuid4().hex[:8]}"
+    settings = lake_settings.with_changes("lake", namespace=namespace, batch_max_rows=lake_batch)
+    spec = WorkloadSpec(tenants=tenants, count=count, bad=bad, duplicates=duplicates, seed=seed)
+    workload = list(generate(spec, V1_ID, SIGNAL_V1.parsed))
+    records = kafka_messages(workload, partitions=partitions)
+    dlq: list = []
+    flow = build(
+        settings,
+        source=TestingSource(records, batch_size=source_batch),
+        lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
+        dlq=TestingSink(dlq),
+    )
+    run_main(flow)
+
+    rows = catalog.load_table(f"{namespace}.signals").scan().to_arrow().to_pylist()
+    landed = sorted((r["kafka_partition"], r["kafka_offset"]) for r in rows)
+    rejected = sorted(
+        (
+            int(dict(m.headers)["igflow.source.partition"]),
+            int(dict(m.headers)["igflow.source.offset"]),
+        )
+        for m in dlq
+    )
+    assert sorted(landed + rejected) == sorted((r.partition, r.offset) for r in records)
+    good = {(r.partition, r.offset) for r, m in zip(records, workload, strict=True) if m.record}
+    assert set(landed) == good
