@@ -21,7 +21,15 @@ from igflow.settings import Settings
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import SIGNALS
 
-__all__ = ["LakeSummary", "catalog", "create_tables", "create_topics", "lake_summary", "setup"]
+__all__ = [
+    "LakeSummary",
+    "catalog",
+    "create_tables",
+    "create_topics",
+    "lake_summary",
+    "register_schemas",
+    "setup",
+]
 
 
 def catalog(settings: Settings) -> Catalog:
@@ -72,14 +80,16 @@ def write_pyiceberg_config(settings: Settings, home: Path) -> Path:
     return path
 
 
+def register_schemas(settings: Settings) -> list[RegisteredContract]:
+    """Register every version of the Signal contract under the configured subject."""
+    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+        return register_contracts(client, settings.kafka.subject, signal_contracts())
+
+
 def setup(settings: Settings, pyiceberg_home: Path | None = None) -> dict[str, Any]:
     """Register the schemas, create topics and tables, write the notebook catalog file."""
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
-        registered: list[RegisteredContract] = register_contracts(
-            client, settings.kafka.subject, signal_contracts()
-        )
     out: dict[str, Any] = {
-        "schemas": [dataclasses.asdict(r) for r in registered],
+        "schemas": [dataclasses.asdict(r) for r in register_schemas(settings)],
         "topics_created": create_topics(settings),
         "tables": create_tables(settings),
     }

@@ -103,16 +103,13 @@ def _cmd_lake(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
+    from igflow.admin import register_schemas
     from igflow.contracts import signal_contracts
-    from igflow.schemas import register_contracts
 
     contracts = signal_contracts()
     if args.action == "register":
-        with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
-            for r in register_contracts(client, settings.kafka.subject, contracts):
-                print(f"{r.subject} v{r.version}: id {r.schema_id}")
+        for r in register_schemas(settings):
+            print(f"{r.subject} v{r.version}: id {r.schema_id}")
         return 0
     from registry.governance import check_schemas
 

@@ -35,11 +35,6 @@ class RegistrySchemas:
         self._attempts = attempts
         self._backoff = first_backoff_s
 
-    @property
-    def client(self) -> SchemaRegistryClient:
-        """The underlying confluent-kafka client."""
-        return self._client
-
     def __call__(self, schema_id: int) -> str | None:
         delay = self._backoff
         for attempt in range(1, self._attempts + 1):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -68,6 +66,3 @@ def kafka_messages(
         out.append(RawRecord(topic, p, offsets[p], m.key, m.value, 1_767_225_600_000))
         offsets[p] += 1
     return out
-
-
-Factory = Callable[..., Any]
