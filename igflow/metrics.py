@@ -6,17 +6,24 @@ by ``igflow run --metrics-port``; Bytewax's own metrics share the same default r
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
     "COMMIT_SECONDS",
+    "DEDUPE_KEYS",
+    "DEDUPE_RATE",
     "DLQ_EVENTS",
+    "DRIFT_BATCHES",
+    "DUPLICATES",
     "EVENTS_IN",
     "EVENTS_OUT",
     "LAKE_BATCH_ROWS",
     "LAKE_COMMIT_RETRIES",
     "LAKE_SKIPPED",
     "PIPELINE_LATENCY",
+    "QUARANTINED",
+    "REJECTED",
+    "SCORE_CHANGES",
     "serve",
 ]
 
@@ -49,6 +56,26 @@ PIPELINE_LATENCY = Histogram(
     "From the Kafka record's timestamp to its commit in the lake",
     ["table"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+REJECTED = Counter(
+    "igflow_rejected_total", "Records rejected by a step", ["stage", "reason", "tenant_id"]
+)
+QUARANTINED = Counter(
+    "igflow_quarantined_total", "Records held in quarantine", ["tenant_id", "reason"]
+)
+DRIFT_BATCHES = Counter(
+    "igflow_drift_batches_total",
+    "Micro-batches checked for drift, by outcome (learning, passed, drifted, released)",
+    ["tenant_id", "outcome"],
+)
+DUPLICATES = Counter("igflow_duplicates_total", "Duplicate signals not landed", ["tenant_id"])
+DEDUPE_RATE = Gauge(
+    "ingest_dedupe_rate", "Fraction of a tenant's signals that were duplicates", ["tenant_id"]
+)
+DEDUPE_KEYS = Gauge("igflow_dedupe_keys", "Idempotency keys held by the dedupe step", ["tenant_id"])
+SCORE_CHANGES = Counter(
+    "igflow_score_changes_total", "Coherence score changes emitted", ["tenant_id", "status"]
 )
 
 

@@ -28,7 +28,12 @@ class ReasonCode(enum.StrEnum):
     TS_OUT_OF_RANGE = "TS_OUT_OF_RANGE"
     TENANT_UNKNOWN = "TENANT_UNKNOWN"
     SOURCE_NOT_ALLOWED = "SOURCE_NOT_ALLOWED"
+    #: The event time lies before the dedupe horizon (tenant's event time - TTL): it can no
+    #: longer be checked for duplicates, so it is not landed.
+    TOO_LATE = "TOO_LATE"
     DRIFT_DETECTED = "DRIFT_DETECTED"
+    #: The writer schema has fields the flow does not know.
+    SCHEMA_DRIFT = "SCHEMA_DRIFT"
     SINK_UNAVAILABLE = "SINK_UNAVAILABLE"
     POLICY_GEO_BLOCK = "POLICY_GEO_BLOCK"
     THRESHOLD_NOT_MET = "THRESHOLD_NOT_MET"

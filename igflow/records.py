@@ -26,7 +26,19 @@ class _Immutable:
         return self
 
 
-__all__ = ["Decoded", "Provenance", "RawRecord", "Rejected", "Signal", "input_hash"]
+__all__ = [
+    "Decoded",
+    "DriftVerdict",
+    "PolicyTags",
+    "Provenance",
+    "Quarantined",
+    "RawRecord",
+    "Rejected",
+    "ScoreChange",
+    "Signal",
+    "Tagged",
+    "input_hash",
+]
 
 
 def input_hash(data: bytes | None) -> str:
@@ -47,6 +59,15 @@ class RawRecord(_Immutable):
     timestamp_ms: int | None = None
     #: The consumer flagged this record (``None`` for a healthy one).
     error: str | None = None
+    #: The record's headers, as sent (name, value); empty when it has none.
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name``, or ``None``."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +109,10 @@ class Decoded(_Immutable):
     signal: Signal
     provenance: Provenance
     kafka_timestamp_ms: int | None = None
+    #: The record as read (its bytes are what a released quarantine batch re-sends).
+    raw: RawRecord | None = None
+    #: Fields of the writer schema that the flow's reader schema does not know (schema drift).
+    unknown_fields: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,8 +123,91 @@ class Rejected(_Immutable):
     #: A short, non-sensitive explanation (never a copy of the payload).
     detail: str
     record: RawRecord
+    #: The step that rejected it (``decode``, ``validate``, ``dedupe`` …).
+    stage: str = "decode"
+    #: Known once the record decoded.
+    tenant_id: str | None = None
+    schema_version: int | None = None
 
     @property
     def input_hash(self) -> str:
         """SHA-256 of the original value bytes."""
         return input_hash(self.record.value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DriftVerdict(_Immutable):
+    """The drift check of one micro-batch of one (tenant, type): its statistics and decision."""
+
+    #: Derived from the batch's first record: ``sha256(tenant|type|topic|partition|offset)[:32]``.
+    batch_id: str
+    tenant_id: str
+    #: Signal type, or ``"*schema"`` for a batch of schema-drifted records.
+    type: str
+    size: int
+    #: Population Stability Index and two-sample KS statistic of the batch against the reference
+    #: (``None`` while the reference is still being learned or for a schema-drift batch).
+    psi: float | None
+    ks: float | None
+    #: The same two statistics for the trailing window (recent passed batches + this one).
+    window_psi: float | None
+    window_ks: float | None
+    #: ``None`` when the batch passes; else why it is quarantined.
+    reason: ReasonCode | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quarantined(_Immutable):
+    """A decoded record held back by the drift check, with the verdict of its batch."""
+
+    decoded: Decoded
+    verdict: DriftVerdict
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyTags(_Immutable):
+    """A tenant's policy tags (from the tenancy Rego policy)."""
+
+    purpose: str
+    retention: str
+    license: str
+    residency: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tagged(_Immutable):
+    """A valid, unique signal with its tenant's policy tags and its provenance manifest."""
+
+    decoded: Decoded
+    tags: PolicyTags
+    #: SHA-256 of the active policy bundle.
+    policy_version: str
+    #: Derived from the manifest (never random), so a replay reproduces it.
+    provenance_id: str
+
+    @property
+    def signal(self) -> Signal:
+        return self.decoded.signal
+
+    @property
+    def provenance(self) -> Provenance:
+        return self.decoded.provenance
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScoreChange(_Immutable):
+    """A tenant's coherence score after one signal changed it."""
+
+    tenant_id: str
+    #: The exact weighted mean, correctly rounded to a double.
+    score: float
+    #: ``HEALTHY`` (≥ 0.75), ``WARN`` (≥ 0.5) or ``CRITICAL``, decided on the exact value.
+    status: str
+    #: The tenant's event time (newest ``ts`` seen): the end of the 24 h window.
+    updated_at: datetime
+    #: Signals and total weight inside the window.
+    window_count: int
+    window_weight: float
+    #: The signal that caused the change.
+    provenance_id: str
+    provenance: Provenance

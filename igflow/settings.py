@@ -32,9 +32,24 @@ from urllib.parse import urlsplit, urlunsplit
 
 from igflow.errors import ConfigError
 
-__all__ = ["KafkaSettings", "LakeSettings", "RunSettings", "Settings", "StoreSettings", "mask"]
+__all__ = [
+    "DedupeSettings",
+    "DriftSettings",
+    "KafkaSettings",
+    "LakeSettings",
+    "QuarantineSettings",
+    "RunSettings",
+    "ScoreSettings",
+    "Settings",
+    "StoreSettings",
+    "TenancySettings",
+    "ValidateSettings",
+    "mask",
+]
 
-_SECRET_FIELDS = frozenset({"postgres_dsn", "redis_url", "catalog_uri", "neo4j_password"})
+_SECRET_FIELDS = frozenset(
+    {"postgres_dsn", "redis_url", "catalog_uri", "neo4j_password", "release_key"}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,6 +96,82 @@ class StoreSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ValidateSettings:
+    """Field and tenant rules of the validate step.
+
+    Event-time bounds are measured against the Kafka record's timestamp (part of the input), not
+    the wall clock, so a replay decides exactly as the first run did. A record without a Kafka
+    timestamp is checked against nothing but the field rules.
+    """
+
+    #: ``ts`` may lie at most this far after the record's Kafka timestamp …
+    max_future_skew_seconds: float = 300.0
+    #: … and at most this far before it (the retention, ``standard-365d``).
+    max_age_seconds: float = 365 * 86400.0
+    #: How often the tenant registry is re-read from Postgres (wall clock).
+    tenant_refresh_seconds: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DriftSettings:
+    """Distribution-drift quarantine per (tenant, type)."""
+
+    #: A micro-batch closes at this many values …
+    batch_size: int = 200
+    #: … or when the tenant's event time passes its first value by this many seconds: drift is
+    #: detected within this much event time (the "N minutes" of the design).
+    batch_seconds: float = 300.0
+    #: The reference is learned from the first K batches of each (tenant, type) …
+    reference_batches: int = 5
+    #: … unless a baseline file gives it (JSON ``{tenant|"*": {type|"*": [values]}}``).
+    baseline_file: str = ""
+    #: Passed batches in the trailing window (besides the current one).
+    window_batches: int = 5
+    #: Equal-mass bins of the reference for the PSI.
+    bins: int = 10
+    #: PSI at or above this is significant …
+    psi_threshold: float = 0.2
+    #: … and the KS statistic must exceed its critical value at this significance level.
+    ks_alpha: float = 0.01
+    #: A tenant idle this long (wall clock) has its open batches decided (tail mode only).
+    idle_flush_seconds: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DedupeSettings:
+    """Duplicate suppression on ``(tenant_id, source, signal_id, ts)``."""
+
+    #: Keys are remembered this long in event time (the tenant's newest ``ts`` minus ``ts``).
+    ttl_seconds: float = 86400.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScoreSettings:
+    """The coherence score."""
+
+    window_seconds: float = 86400.0
+    healthy_at: float = 0.75
+    warn_at: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuarantineSettings:
+    """Quarantine release."""
+
+    #: Key of the HMAC that marks a released record, so the drift check lets it pass. Change it
+    #: in production: whoever knows it can send records past the drift check.
+    release_key: str = "igflow-dev-release-key"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TenancySettings:
+    """Tenant policy tags."""
+
+    #: The Rego policy bundle; empty: the ``policies/`` folder of this project.
+    policies_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunSettings:
     """How the dataflow runs."""
 
@@ -104,6 +195,12 @@ class Settings:
     lake: LakeSettings = LakeSettings()
     stores: StoreSettings = StoreSettings()
     run: RunSettings = RunSettings()
+    validate: ValidateSettings = ValidateSettings()
+    drift: DriftSettings = DriftSettings()
+    dedupe: DedupeSettings = DedupeSettings()
+    score: ScoreSettings = ScoreSettings()
+    quarantine: QuarantineSettings = QuarantineSettings()
+    tenancy: TenancySettings = TenancySettings()
 
     @property
     def warehouse(self) -> str:
@@ -111,6 +208,13 @@ class Settings:
         if self.lake.warehouse:
             return self.lake.warehouse
         return Path(self.stack_dir, "warehouse").resolve().as_uri()
+
+    @property
+    def policies_dir(self) -> Path:
+        """The Rego policy bundle's folder."""
+        if self.tenancy.policies_dir:
+            return Path(self.tenancy.policies_dir).resolve()
+        return Path(__file__).resolve().parents[1] / "policies"
 
     @property
     def catalog_properties(self) -> dict[str, str]:
@@ -181,6 +285,12 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "lake": frozenset(f.name for f in dataclasses.fields(LakeSettings)),
     "stores": frozenset(f.name for f in dataclasses.fields(StoreSettings)),
     "run": frozenset(f.name for f in dataclasses.fields(RunSettings)),
+    "validate": frozenset(f.name for f in dataclasses.fields(ValidateSettings)),
+    "drift": frozenset(f.name for f in dataclasses.fields(DriftSettings)),
+    "dedupe": frozenset(f.name for f in dataclasses.fields(DedupeSettings)),
+    "score": frozenset(f.name for f in dataclasses.fields(ScoreSettings)),
+    "quarantine": frozenset(f.name for f in dataclasses.fields(QuarantineSettings)),
+    "tenancy": frozenset(f.name for f in dataclasses.fields(TenancySettings)),
 }
 
 #: Short, product-wide names shared with docker-compose.yml and dev/.

@@ -7,6 +7,10 @@ registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema does not re
 reader schema), ``SOURCE_ERROR`` (the consumer flagged the record). A registry that is *down* is
 not bad input: :class:`~igflow.errors.RegistryError` stops the flow, which resumes from its last
 snapshot once the registry is back, so nothing is misfiled as bad data.
+
+A writer schema with fields the reader schema lacks still decodes (Avro resolution drops them);
+the decoded record names those fields in ``unknown_fields`` so the drift step can quarantine it
+(``SCHEMA_DRIFT``) instead of landing it without them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ def _canonical(schema: dict[str, Any]) -> str:
     return canonical
 
 
+def _field_names(schema: dict[str, Any]) -> list[str]:
+    return [str(f["name"]) for f in schema.get("fields", ())]
+
+
 class SignalDecoder:
     """Decodes Confluent-framed Avro into signals, read with one reader schema.
 
@@ -56,6 +64,8 @@ class SignalDecoder:
         self._reader = reader_schema
         self._reader_canonical = _canonical(reader_schema)
         self._writers: dict[int, dict[str, Any]] = {}
+        self._unknown_fields: dict[int, tuple[str, ...]] = {}
+        self._reader_fields = frozenset(_field_names(reader_schema))
         self._unknown: dict[int, float] = {}
         self._unknown_ttl = unknown_ttl_s
         self._lock = threading.Lock()
@@ -78,10 +88,12 @@ class SignalDecoder:
         parsed = fastavro.parse_schema(json.loads(text))
         if not isinstance(parsed, dict):
             parsed = {"type": parsed}
+        unknown = tuple(n for n in _field_names(parsed) if n not in self._reader_fields)
         if _canonical(parsed) == self._reader_canonical:
             parsed = self._reader  # same schema: no resolution step when reading
         with self._lock:
             self._writers[schema_id] = parsed
+            self._unknown_fields[schema_id] = unknown
         return parsed
 
     def decode(self, raw: RawRecord) -> Decoded | Rejected:
@@ -131,7 +143,8 @@ class SignalDecoder:
             schema_version=schema_id,
             input_hash=input_hash(value),
         )
-        return Decoded(signal, provenance, raw.timestamp_ms)
+        unknown = self._unknown_fields.get(schema_id, ())
+        return Decoded(signal, provenance, raw.timestamp_ms, raw, unknown)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 _IDLE = timedelta(milliseconds=50)
 
 
+def _headers(msg: Any) -> tuple[tuple[str, bytes], ...]:
+    raw = msg.headers()
+    if not raw:
+        return ()
+    return tuple((name, value or b"") for name, value in raw)
+
+
 class _Partition(StatefulSourcePartition[RawRecord, int]):
     def __init__(
         self,
@@ -107,6 +114,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
                     value=msg.value(),
                     timestamp_ms=stamp if stamp > 0 else None,
                     error=str(error) if error is not None else None,
+                    headers=_headers(msg),
                 )
             )
             self._next = offset + 1
