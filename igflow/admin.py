@@ -19,7 +19,7 @@ from igflow.errors import IgflowError
 from igflow.schemas import RegisteredContract, register_contracts
 from igflow.settings import Settings
 from sinks.iceberg import ensure_table
-from sinks.lake_tables import SIGNALS
+from sinks.lake_tables import SIGNALS, TABLES
 
 __all__ = [
     "LakeSummary",
@@ -65,8 +65,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 def create_tables(settings: Settings) -> list[str]:
     """Create the Iceberg namespace and tables if missing; returns their identifiers."""
     cat = catalog(settings)
-    ensure_table(cat, settings.lake.namespace, SIGNALS)
-    return [f"{settings.lake.namespace}.{SIGNALS.name}"]
+    for table in TABLES:
+        ensure_table(cat, settings.lake.namespace, table)
+    return [f"{settings.lake.namespace}.{table.name}" for table in TABLES]
 
 
 def write_pyiceberg_config(settings: Settings, home: Path) -> Path:
@@ -106,11 +107,14 @@ class LakeSummary:
     per_tenant: dict[str, int]
     snapshots: int
     sample: list[dict[str, Any]]
+    #: Rows of every other table of the namespace (scores, quarantine, audit).
+    others: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def lake_summary(settings: Settings, sample: int = 5) -> LakeSummary:
     """Rows per tenant, snapshot count and a few rows of the signals table."""
-    table = catalog(settings).load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
+    cat = catalog(settings)
+    table = cat.load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
     arrow = table.scan().to_arrow()
     per_tenant: dict[str, int] = {}
     for tenant in arrow.column("tenant_id").to_pylist():
@@ -121,4 +125,15 @@ def lake_summary(settings: Settings, sample: int = 5) -> LakeSummary:
         per_tenant=dict(sorted(per_tenant.items())),
         snapshots=len(table.metadata.snapshots),
         sample=rows.to_pylist(),
+        others={
+            t.name: _count(cat, f"{settings.lake.namespace}.{t.name}")
+            for t in TABLES
+            if t is not SIGNALS
+        },
     )
+
+
+def _count(cat: Catalog, identifier: str) -> int:
+    if not cat.table_exists(identifier):
+        return 0
+    return int(cat.load_table(identifier).scan().count())

@@ -13,12 +13,14 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from igflow import logs
 from igflow.errors import IgflowError
 from igflow.psi_commands import register as register_psi
+from igflow.quarantine_commands import register as register_quarantine
 from igflow.settings import Settings
 
 __all__ = ["main"]
@@ -41,18 +43,25 @@ def _cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from igflow.producer import end_offsets, print_progress, produce
-    from igflow.workload import WorkloadSpec
+    from igflow.workload import WorkloadSpec, recent_start
 
     if args.if_empty and any(end_offsets(settings, settings.kafka.topic).values()):
         print(json.dumps({"produced": {}, "skipped": f"{settings.kafka.topic} is not empty"}))
         return 0
 
+    start = (
+        datetime.fromisoformat(args.start).astimezone(UTC)
+        if args.start
+        else recent_start(datetime.now(UTC))
+    )
     spec = WorkloadSpec(
+        start=start,
         tenants=args.tenants,
         count=args.count,
         seed=args.seed,
         duplicates=args.duplicates,
         bad=args.bad,
+        invalid=args.invalid,
         drift_tenant=args.drift_tenant,
     )
     progress = print_progress(args.tenants * args.count) if sys.stderr.isatty() else None
@@ -90,9 +99,12 @@ def _cmd_lake(args: argparse.Namespace, settings: Settings) -> int:
 
     summary = lake_summary(settings, sample=args.sample)
     if args.json:
-        print(json.dumps({"rows": summary.rows, "per_tenant": summary.per_tenant}))
+        out = {"rows": summary.rows, "per_tenant": summary.per_tenant, "tables": summary.others}
+        print(json.dumps(out))
         return 0
     print(f"coherence.signals: {summary.rows:,} rows in {summary.snapshots} snapshots")
+    for name, count in summary.others.items():
+        print(f"coherence.{name}: {count:,} rows")
     print(f"{'tenant':<12} {'rows':>8}")
     for tenant, count in summary.per_tenant.items():
         print(f"{tenant:<12} {count:>8,}")
@@ -167,7 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duplicates", type=float, default=0.0, help="probability of a re-send")
     p.add_argument("--bad", type=int, default=0, help="bad payloads to mix in")
+    p.add_argument(
+        "--invalid", type=float, default=0.0, help="probability of an invalid record (decodes)"
+    )
     p.add_argument("--drift-tenant", type=int, default=None, help="tenant index whose values drift")
+    p.add_argument(
+        "--start", help="event time of the first signal, ISO 8601 (default: yesterday 00:00 UTC)"
+    )
     p.add_argument("--schema-version", type=int, default=1, choices=(1, 2))
     p.add_argument("--if-empty", action="store_true", help="do nothing if the topic has records")
 
@@ -190,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("start", "stop", "status"))
 
     register_psi(add)
+    register_quarantine(add)
     return parser
 
 

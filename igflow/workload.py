@@ -17,10 +17,30 @@ from typing import Any
 
 from igflow.wire import encode, frame
 
-__all__ = ["BAD_KINDS", "Message", "WorkloadSpec", "generate", "tenant_ids"]
+__all__ = [
+    "BAD_KINDS",
+    "INVALID_KINDS",
+    "Message",
+    "WorkloadSpec",
+    "generate",
+    "recent_start",
+    "tenant_ids",
+]
 
 #: The kinds of bad payload, injected in turn.
 BAD_KINDS = ("garbage", "truncated", "unknown_schema")
+#: Records that decode but break a validate rule, injected in turn, with the reason expected.
+INVALID_KINDS = {
+    "value_out_of_range": "FIELD_INVALID",
+    "negative_weight": "FIELD_INVALID",
+    "empty_signal_id": "FIELD_INVALID",
+    "unknown_tenant": "TENANT_UNKNOWN",
+    "source_not_allowed": "SOURCE_NOT_ALLOWED",
+    "future_ts": "TS_OUT_OF_RANGE",
+}
+#: A tenant no registry knows, and a source no tenant allows.
+UNKNOWN_TENANT = "tenant-unknown"
+ROGUE_SOURCE = "rogue-source"
 #: A schema id no registry hands out in practice (ids count up from 1).
 UNKNOWN_SCHEMA_ID = 2_000_000_000
 
@@ -39,6 +59,9 @@ class WorkloadSpec:
     duplicates: float = 0.0
     #: Number of bad payloads mixed in at deterministic positions.
     bad: int = 0
+    #: Probability that a signal is followed by a record that decodes but is invalid
+    #: (one of :data:`INVALID_KINDS`, in turn).
+    invalid: float = 0.0
     #: Tenant index whose values drift upward from ``drift_from`` (a fraction of its signals).
     drift_tenant: int | None = None
     drift_from: float = 0.5
@@ -56,8 +79,16 @@ class Message:
     key: bytes
     value: bytes
     record: dict[str, Any] | None
-    #: ``"valid"``, ``"duplicate"`` or one of :data:`BAD_KINDS`.
+    #: ``"valid"``, ``"duplicate"``, one of :data:`BAD_KINDS` or ``"invalid:<kind>"`` with a
+    #: key of :data:`INVALID_KINDS`.
     kind: str
+
+
+def recent_start(now: datetime) -> datetime:
+    """Midnight (UTC) of the day before ``now``: a start whose events are neither in the future
+    nor older than the retention when produced now (the validate step checks both)."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=1)
 
 
 def tenant_ids(n: int) -> list[str]:
@@ -85,6 +116,23 @@ def _record(
     return record
 
 
+def _invalid(kind: str, record: dict[str, Any], n: int) -> dict[str, Any]:
+    out = dict(record, signal_id=f"{record['tenant_id']}-inv-{n:07d}")
+    if kind == "value_out_of_range":
+        out["value"] = 1.5
+    elif kind == "negative_weight":
+        out["weight"] = -1.0
+    elif kind == "empty_signal_id":
+        out["signal_id"] = ""
+    elif kind == "unknown_tenant":
+        out["tenant_id"] = UNKNOWN_TENANT
+    elif kind == "source_not_allowed":
+        out["source"] = ROGUE_SOURCE
+    else:  # future_ts: ten days ahead of any producer clock that sends this workload
+        out["ts"] = record["ts"] + timedelta(days=10)
+    return out
+
+
 def _bad(kind: str, rng: random.Random, good: bytes) -> bytes:
     if kind == "garbage":
         # Never starts with the magic byte 0, so it is not mistaken for the wire format.
@@ -106,6 +154,8 @@ def generate(
     sent: list[Message] = []
     n = 0
     bad_n = 0
+    invalid_n = 0
+    invalid_kinds = list(INVALID_KINDS)
     for i in range(spec.count):
         for t_index, tenant in enumerate(tenants):
             record = _record(spec, rng, tenant, t_index, i)
@@ -117,6 +167,16 @@ def generate(
                 kind = BAD_KINDS[bad_n % len(BAD_KINDS)]
                 bad_n += 1
                 yield Message(tenant.encode(), _bad(kind, rng, value), None, kind)
+            if spec.invalid and rng.random() < spec.invalid:
+                kind = invalid_kinds[invalid_n % len(invalid_kinds)]
+                bad_record = _invalid(kind, record, invalid_n)
+                invalid_n += 1
+                yield Message(
+                    tenant.encode(),
+                    encode(schema_id, parsed_schema, bad_record),
+                    bad_record,
+                    f"invalid:{kind}",
+                )
             if spec.duplicates and rng.random() < spec.duplicates:
                 again = sent[rng.randrange(max(0, len(sent) - 50), len(sent))]
                 yield dataclasses.replace(again, kind="duplicate")

@@ -1,10 +1,16 @@
 """Iceberg sink with an exactly-once effect over Bytewax's at-least-once delivery.
 
 How: each append commits, in its snapshot summary (key ``igflow.offsets``), the highest Kafka
-offset landed so far for every (topic, partition) of the table: the *ledger*. Before appending, a
-writer reads the ledger of the table's current snapshot and drops every item at or below it.
-After a crash, Bytewax resumes the source from its last snapshot, which may be behind what
-landed; the replayed items are dropped here, so each record lands once.
+offset landed so far for every (topic, partition, lane) of the table: the *ledger*. Before
+appending, a writer reads the ledger of the table's current snapshot and drops every item at or
+below it. After a crash, Bytewax resumes the source from its last snapshot, which may be behind
+what landed; the replayed items are dropped here, so each record lands once.
+
+Lanes: a high-water mark is only sound if the items of one ledger key reach the sink in offset
+order. The keyed stages (drift, dedupe, score) keep the order of each *tenant's* records but
+interleave tenants differently from the Kafka partition, and different streams (validate rejects,
+drift quarantine) reach one table by different paths. So each table names a lane per item (the
+tenant, or the stage and tenant), and the ledger keeps one mark per (topic, partition, lane).
 
 Concurrency: several workers or processes append to one table. Iceberg commits are optimistic;
 a writer that loses the race (``CommitFailedException``) refreshes the table, re-reads the ledger
@@ -39,10 +45,12 @@ __all__ = ["LEDGER_KEY", "AppendResult", "IcebergAppender", "IcebergSink", "ensu
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: Snapshot-summary key of the committed-offsets ledger: ``{"topic": {"partition": offset}}``.
+#: Snapshot-summary key of the committed-offsets ledger:
+#: ``{"topic": {"partition": {"lane": offset}}}`` (a bare offset reads as lane ``""``).
 LEDGER_KEY = "igflow.offsets"
 
-Ledger = dict[tuple[str, int], int]
+#: (topic, partition, lane) -> highest committed offset.
+Ledger = dict[tuple[str, int, str], int]
 
 
 def ledger(table: Table) -> Ledger:
@@ -60,14 +68,21 @@ def ledger(table: Table) -> Ledger:
 
 
 def _parse_ledger(raw: str) -> Ledger:
-    data: dict[str, dict[str, int]] = json.loads(raw)
-    return {(topic, int(p)): int(o) for topic, parts in data.items() for p, o in parts.items()}
+    data: dict[str, dict[str, int | dict[str, int]]] = json.loads(raw)
+    out: Ledger = {}
+    for topic, parts in data.items():
+        for partition, marks in parts.items():
+            if isinstance(marks, int):  # written before lanes existed
+                marks = {"": marks}
+            for lane, offset in marks.items():
+                out[(topic, int(partition), lane)] = int(offset)
+    return out
 
 
-def _dump_ledger(entries: Mapping[tuple[str, int], int]) -> str:
-    data: dict[str, dict[str, int]] = {}
-    for (topic, partition), offset in sorted(entries.items()):
-        data.setdefault(topic, {})[str(partition)] = offset
+def _dump_ledger(entries: Mapping[tuple[str, int, str], int]) -> str:
+    data: dict[str, dict[str, dict[str, int]]] = {}
+    for (topic, partition, lane), offset in sorted(entries.items()):
+        data.setdefault(topic, {}).setdefault(str(partition), {})[lane] = offset
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -95,6 +110,7 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Tabl
         partition_spec=table.partition_spec,
         properties=_TABLE_PROPERTIES,
     )
+    _add_missing_columns(created, table)
     for _attempt in range(5):
         missing = {k: v for k, v in _TABLE_PROPERTIES.items() if created.properties.get(k) != v}
         if not missing:
@@ -105,6 +121,23 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Tabl
         except CommitFailedException:
             created.refresh()
     return created
+
+
+def _add_missing_columns(created: Table, table: TableDef[Any]) -> None:
+    """Evolve a table written by an older release: add the columns it lacks (never drop any).
+
+    Field ids in :mod:`sinks.lake_tables` only ever grow at the end, so the added columns get
+    the ids the definition gives them.
+    """
+    for _attempt in range(5):
+        have = {f.name for f in created.schema().fields}
+        if all(f.name in have for f in table.schema.fields):
+            return
+        try:
+            with created.update_schema() as update:
+                update.union_by_name(table.schema)
+        except CommitFailedException:
+            created.refresh()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,7 +220,7 @@ class IcebergAppender(Generic[T]):
         fresh = []
         for item in items:
             p = self._def.provenance(item)
-            key = (p.topic, p.kafka_partition)
+            key = (p.topic, p.kafka_partition, self._def.lane(item))
             if p.kafka_offset <= committed.get(key, -1):
                 continue
             fresh.append(item)

@@ -16,6 +16,7 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
+    BinaryType,
     DoubleType,
     IntegerType,
     LongType,
@@ -24,9 +25,9 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from igflow.records import Decoded, Provenance
+from igflow.records import Provenance, Quarantined, Rejected, ScoreChange, Tagged, input_hash
 
-__all__ = ["SIGNALS", "TableDef"]
+__all__ = ["QUARANTINE", "QUARANTINE_AUDIT", "SCORES", "SIGNALS", "TABLES", "TableDef", "lane"]
 
 T = TypeVar("T")
 
@@ -45,6 +46,9 @@ class TableDef(Generic[T]):
     tenant: Callable[[T], str]
     #: Kafka timestamp of an item in ms, if known (for the pipeline-latency metric only).
     kafka_timestamp_ms: Callable[[T], int | None] = lambda _item: None
+    #: The ledger lane of an item: items of one (topic, partition, lane) reach the sink in
+    #: offset order (see :mod:`sinks.iceberg`).
+    lane: Callable[[T], str] = lambda _item: ""
 
     def to_arrow(self, items: Sequence[T]) -> pa.Table:
         """Items as an Arrow table whose schema matches the Iceberg schema exactly."""
@@ -71,11 +75,22 @@ _SIGNAL_SCHEMA = Schema(
     NestedField(10, "kafka_offset", LongType(), required=True),
     NestedField(11, "schema_version", IntegerType(), required=True, doc="registry schema id"),
     NestedField(12, "input_hash", StringType(), required=True, doc="sha256 of the Kafka value"),
+    NestedField(13, "provenance_id", StringType(), required=True, doc="derived from the manifest"),
+    NestedField(14, "policy_version", StringType(), required=True, doc="sha256 of the policies"),
+    NestedField(15, "purpose", StringType(), required=True),
+    NestedField(16, "retention", StringType(), required=True),
+    NestedField(17, "license", StringType(), required=True),
+    NestedField(18, "residency", StringType(), required=True),
 )
 
 
-def _signal_row(item: Decoded) -> tuple[Any, ...]:
-    s, p = item.signal, item.provenance
+def lane(stage: str, tenant_id: str | None) -> str:
+    """The ledger lane of a record that reached a table through ``stage`` (see sinks.iceberg)."""
+    return f"{stage}:{tenant_id or ''}"
+
+
+def _signal_row(item: Tagged) -> tuple[Any, ...]:
+    s, p, tags = item.signal, item.provenance, item.tags
     return (
         s.tenant_id,
         s.signal_id,
@@ -89,10 +104,16 @@ def _signal_row(item: Decoded) -> tuple[Any, ...]:
         p.kafka_offset,
         p.schema_version,
         p.input_hash,
+        item.provenance_id,
+        item.policy_version,
+        tags.purpose,
+        tags.retention,
+        tags.license,
+        tags.residency,
     )
 
 
-SIGNALS: TableDef[Decoded] = TableDef(
+SIGNALS: TableDef[Tagged] = TableDef(
     name="signals",
     schema=_SIGNAL_SCHEMA,
     partition_spec=PartitionSpec(
@@ -102,5 +123,190 @@ SIGNALS: TableDef[Decoded] = TableDef(
     row=_signal_row,
     provenance=lambda item: item.provenance,
     tenant=lambda item: item.signal.tenant_id,
-    kafka_timestamp_ms=lambda item: item.kafka_timestamp_ms,
+    kafka_timestamp_ms=lambda item: item.decoded.kafka_timestamp_ms,
+    lane=lambda item: lane("signals", item.signal.tenant_id),
 )
+
+_SCORE_SCHEMA = Schema(
+    NestedField(1, "tenant_id", StringType(), required=True),
+    NestedField(2, "score", DoubleType(), required=True, doc="exact weighted mean, rounded once"),
+    NestedField(3, "status", StringType(), required=True, doc="HEALTHY, WARN or CRITICAL"),
+    NestedField(4, "updated_at", TimestamptzType(), required=True, doc="tenant's event time"),
+    NestedField(5, "window_count", LongType(), required=True),
+    NestedField(6, "window_weight", DoubleType(), required=True),
+    NestedField(7, "provenance_id", StringType(), required=True, doc="the triggering signal's"),
+    NestedField(8, "kafka_topic", StringType(), required=True),
+    NestedField(9, "kafka_partition", IntegerType(), required=True),
+    NestedField(10, "kafka_offset", LongType(), required=True),
+    NestedField(11, "schema_version", IntegerType(), required=True),
+    NestedField(12, "input_hash", StringType(), required=True),
+)
+
+
+def _score_row(item: ScoreChange) -> tuple[Any, ...]:
+    p = item.provenance
+    return (
+        item.tenant_id,
+        item.score,
+        item.status,
+        item.updated_at,
+        item.window_count,
+        item.window_weight,
+        item.provenance_id,
+        p.topic,
+        p.kafka_partition,
+        p.kafka_offset,
+        p.schema_version,
+        p.input_hash,
+    )
+
+
+SCORES: TableDef[ScoreChange] = TableDef(
+    name="scores",
+    schema=_SCORE_SCHEMA,
+    partition_spec=PartitionSpec(
+        PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="tenant_id"),
+    ),
+    row=_score_row,
+    provenance=lambda item: item.provenance,
+    tenant=lambda item: item.tenant_id,
+    lane=lambda item: lane("scores", item.tenant_id),
+)
+
+_QUARANTINE_SCHEMA = Schema(
+    NestedField(1, "tenant_id", StringType(), required=False, doc="null: did not decode"),
+    NestedField(2, "reason", StringType(), required=True, doc="a ReasonCode"),
+    NestedField(3, "stage", StringType(), required=True, doc="decode, validate, drift, dedupe"),
+    NestedField(4, "batch_id", StringType(), required=False, doc="drift batch; null: one record"),
+    NestedField(5, "detail", StringType(), required=True, doc="non-sensitive"),
+    NestedField(6, "signal_id", StringType(), required=False),
+    NestedField(7, "type", StringType(), required=False),
+    NestedField(8, "value", DoubleType(), required=False),
+    NestedField(9, "ts", TimestamptzType(), required=False, doc="event time"),
+    NestedField(10, "psi", DoubleType(), required=False, doc="batch PSI vs the reference"),
+    NestedField(11, "ks", DoubleType(), required=False, doc="batch KS statistic"),
+    NestedField(12, "window_psi", DoubleType(), required=False),
+    NestedField(13, "window_ks", DoubleType(), required=False),
+    NestedField(14, "kafka_topic", StringType(), required=True),
+    NestedField(15, "kafka_partition", IntegerType(), required=True),
+    NestedField(16, "kafka_offset", LongType(), required=True),
+    NestedField(17, "schema_version", IntegerType(), required=False),
+    NestedField(18, "input_hash", StringType(), required=True),
+    NestedField(19, "kafka_key", BinaryType(), required=False),
+    NestedField(20, "payload", BinaryType(), required=False, doc="the exact Kafka value"),
+)
+
+QuarantineItem = Rejected | Quarantined
+
+
+def _quarantine_row(item: QuarantineItem) -> tuple[Any, ...]:
+    if isinstance(item, Rejected):
+        raw = item.record
+        return (
+            item.tenant_id,
+            item.reason.value,
+            item.stage,
+            None,
+            item.detail,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            item.schema_version,
+            item.input_hash,
+            raw.key,
+            raw.value,
+        )
+    d, v, p = item.decoded, item.verdict, item.decoded.provenance
+    raw_key = d.raw.key if d.raw is not None else None
+    payload = d.raw.value if d.raw is not None else None
+    detail = "batch drifted from the reference" if v.type != "*schema" else "unknown writer fields"
+    return (
+        d.signal.tenant_id,
+        (v.reason.value if v.reason is not None else "DRIFT_DETECTED"),
+        "drift",
+        v.batch_id,
+        detail,
+        d.signal.signal_id,
+        d.signal.type,
+        d.signal.value,
+        d.signal.ts,
+        v.psi,
+        v.ks,
+        v.window_psi,
+        v.window_ks,
+        p.topic,
+        p.kafka_partition,
+        p.kafka_offset,
+        p.schema_version,
+        p.input_hash,
+        raw_key,
+        payload,
+    )
+
+
+def _quarantine_provenance(item: QuarantineItem) -> Provenance:
+    if isinstance(item, Quarantined):
+        return item.decoded.provenance
+    raw = item.record
+    return Provenance(
+        raw.topic, raw.partition, raw.offset, item.schema_version or 0, input_hash(raw.value)
+    )
+
+
+def _quarantine_lane(item: QuarantineItem) -> str:
+    if isinstance(item, Quarantined):
+        return lane("drift", item.decoded.signal.tenant_id)
+    # decode and validate are stateless steps on the reading worker: partition order holds.
+    tenant = item.tenant_id if item.stage not in {"decode", "validate"} else None
+    return lane(item.stage, tenant)
+
+
+QUARANTINE: TableDef[QuarantineItem] = TableDef(
+    name="quarantine",
+    schema=_QUARANTINE_SCHEMA,
+    partition_spec=PartitionSpec(
+        PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="reason"),
+    ),
+    row=_quarantine_row,
+    provenance=_quarantine_provenance,
+    tenant=lambda item: (
+        item.decoded.signal.tenant_id if isinstance(item, Quarantined) else item.tenant_id or ""
+    ),
+    lane=_quarantine_lane,
+)
+
+_AUDIT_SCHEMA = Schema(
+    NestedField(1, "batch_id", StringType(), required=True),
+    NestedField(2, "tenant_id", StringType(), required=True),
+    NestedField(3, "action", StringType(), required=True, doc="released or discarded"),
+    NestedField(4, "rows", LongType(), required=True),
+    NestedField(5, "actor", StringType(), required=True),
+    NestedField(6, "at", TimestamptzType(), required=True, doc="wall clock of the decision"),
+    NestedField(7, "note", StringType(), required=False),
+    NestedField(8, "offsets", StringType(), required=True, doc="where released rows were sent"),
+)
+
+
+def _audit_row(item: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(item[f.name] for f in _AUDIT_SCHEMA.fields)
+
+
+#: Written by ``igflow quarantine release|discard``: one row per decision on a batch.
+QUARANTINE_AUDIT: TableDef[dict[str, Any]] = TableDef(
+    name="quarantine_audit",
+    schema=_AUDIT_SCHEMA,
+    partition_spec=PartitionSpec(),
+    row=_audit_row,
+    provenance=lambda item: Provenance("", 0, 0, 0, ""),
+    tenant=lambda item: str(item["tenant_id"]),
+)
+
+TABLES: tuple[TableDef[Any], ...] = (SIGNALS, SCORES, QUARANTINE, QUARANTINE_AUDIT)

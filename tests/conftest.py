@@ -63,6 +63,8 @@ def kafka_messages(
     out = []
     for m in messages:
         p = sum(m.key) % partitions
-        out.append(RawRecord(topic, p, offsets[p], m.key, m.value, 1_767_225_600_000))
+        # The producer's clock: one second after the event (validate checks ts against it).
+        stamp = int(m.record["ts"].timestamp() * 1000) + 1000 if m.record else 1_767_225_600_000
+        out.append(RawRecord(topic, p, offsets[p], m.key, m.value, stamp))
         offsets[p] += 1
     return out

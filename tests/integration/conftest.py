@@ -7,6 +7,7 @@ a fresh Iceberg namespace, so tests never see each other's data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from igflow.admin import catalog, create_topics, setup
 from igflow.producer import ProduceReport, produce
 from igflow.settings import Settings
-from igflow.workload import WorkloadSpec, generate
+from igflow.workload import WorkloadSpec, generate, recent_start
 from sinks.lake_tables import SIGNALS
 from tests.conftest import SIGNAL_V1
 
@@ -110,9 +112,15 @@ def produce_workload(settings: Settings, spec: WorkloadSpec) -> ProduceReport:
     (Not checked through the high watermarks: Tansu reports the last batch's base offset + 1
     there, see DEVELOPERS.md.)
     """
-    report = produce(settings, spec)
+    report = produce(settings, recent(spec))
     assert report.total > 0
     return report
+
+
+def recent(spec: WorkloadSpec) -> WorkloadSpec:
+    """The workload starting yesterday: the producer stamps records with the wall clock, and the
+    validate step rejects event times too far from that stamp."""
+    return dataclasses.replace(spec, start=recent_start(datetime.now(UTC)))
 
 
 def expected_valid(spec: WorkloadSpec, schema_id: int) -> set[tuple[str, str]]:

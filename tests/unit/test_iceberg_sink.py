@@ -44,11 +44,11 @@ def test_the_ledger_records_the_high_water_mark_per_partition(catalog: Catalog) 
     appender = IcebergAppender(ensure_table(catalog, "coherence", SIGNALS), SIGNALS)
     first = appender.append([_item(0, o) for o in range(5)] + [_item(1, o) for o in range(3)])
     assert (first.appended, first.skipped) == (8, 0)
-    assert ledger(appender.table) == {("topic", 0): 4, ("topic", 1): 2}
+    assert ledger(appender.table) == {("topic", 0, ""): 4, ("topic", 1, ""): 2}
     # A resume re-sends 3..7 of partition 0: only 5..7 are new.
     second = appender.append([_item(0, o) for o in range(3, 8)])
     assert (second.appended, second.skipped) == (3, 2)
-    assert ledger(appender.table) == {("topic", 0): 7, ("topic", 1): 2}
+    assert ledger(appender.table) == {("topic", 0, ""): 7, ("topic", 1, ""): 2}
     assert sorted(_keys(catalog)) == sorted([(0, o) for o in range(8)] + [(1, o) for o in range(3)])
     # Everything already committed: no snapshot at all.
     before = len(appender.table.metadata.snapshots)
@@ -62,7 +62,7 @@ def test_snapshots_without_a_ledger_are_skipped_when_reading_it(catalog: Catalog
     # Another tool appends without our property (say, a backfill by an analyst).
     table.append(SIGNALS.to_arrow([_item(3, 99)]))
     assert LEDGER_KEY not in table.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
-    assert ledger(table) == {("topic", 0): 0}
+    assert ledger(table) == {("topic", 0, ""): 0}
 
 
 def test_concurrent_writers_lose_races_but_no_row(catalog: Catalog) -> None:
@@ -92,7 +92,7 @@ def test_concurrent_writers_lose_races_but_no_row(catalog: Catalog) -> None:
     assert len(keys) == 200
     assert set(keys) == {(p, o) for p in range(4) for o in range(50)}
     table = catalog.load_table("coherence.signals")
-    assert ledger(table) == {("topic", p): 49 for p in range(4)}
+    assert ledger(table) == {("topic", p, ""): 49 for p in range(4)}
 
 
 @settings(
@@ -116,7 +116,7 @@ def test_any_replay_pattern_lands_each_offset_once(catalog: Catalog, batches: li
         expected[partition] = max(expected.get(partition, -1), start + length - 1)
     keys = _keys(catalog)
     assert len(keys) == len(set(keys))
-    assert ledger(table) == {("topic", p): hi for p, hi in expected.items()}
+    assert ledger(table) == {("topic", p, ""): hi for p, hi in expected.items()}
 
 
 def test_workers_starting_together_all_get_the_table(catalog: Catalog) -> None:
