@@ -1,0 +1,265 @@
+"""tenant-tag: each signal gets its tenant's policy tags and a derived provenance id.
+
+Contract: every input value comes out exactly once, in order, as a :class:`~igflow.records.Tagged`
+carrying
+
+- the tenant's :class:`~igflow.records.PolicyTags` (``purpose``, ``retention``, ``license``,
+  ``residency``), from ``policies/tenancy.rego`` over the overrides in ``policies/tenancy.json``,
+  evaluated with regopy;
+- ``policy_version``: :func:`policy_bundle_version` of the policy folder, the SHA-256 of every
+  ``*.rego`` and ``*.json`` file in it;
+- ``provenance_id``: :func:`provenance_id` of the record's :func:`manifest`.
+
+Nothing here reads a clock or draws a random number, so a replay of the same offsets under the same
+policy bundle reproduces every tag and every id. A policy that gives no well-formed tags is not bad
+input but a fault of the deployment: :class:`~igflow.errors.SchemaError`, raised at start-up
+whenever a probe can catch it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream
+from regopy import Interpreter
+
+from igflow.errors import SchemaError
+from igflow.records import Decoded, PolicyTags, Tagged
+
+__all__ = [
+    "CACHE_SIZE",
+    "DATA_FILE",
+    "POLICY_FILE",
+    "TAG_NAMES",
+    "TenancyPolicy",
+    "manifest",
+    "policy_bundle_version",
+    "provenance_id",
+    "tag",
+    "tenant_tag",
+]
+
+#: The policy and its data document, inside the policy folder.
+POLICY_FILE = "tenancy.rego"
+DATA_FILE = "tenancy.json"
+#: The tags a policy must give, every one a non-empty string.
+TAG_NAMES = ("purpose", "retention", "license", "residency")
+#: Tenants whose tags one :class:`TenancyPolicy` remembers (least recently used ones go first).
+CACHE_SIZE = 100_000
+
+_QUERY = "tags := data.igflow.tenancy.tags"
+_BUNDLE_SUFFIXES = frozenset({".rego", ".json"})
+
+
+def _read_bundle(policies_dir: Path) -> dict[str, bytes]:
+    """Every ``*.rego`` and ``*.json`` file under ``policies_dir``, by POSIX relative path."""
+    if not policies_dir.is_dir():
+        msg = f"policy folder missing: {policies_dir}"
+        raise SchemaError(msg)
+    files: dict[str, bytes] = {}
+    try:
+        for path in policies_dir.rglob("*"):
+            if path.suffix in _BUNDLE_SUFFIXES and path.is_file():
+                files[path.relative_to(policies_dir).as_posix()] = path.read_bytes()
+    except OSError as exc:
+        msg = f"policy folder unreadable: {policies_dir}: {exc}"
+        raise SchemaError(msg) from exc
+    return files
+
+
+def _bundle_digest(files: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    # Each path and each body is preceded by its length (8 bytes, big-endian), so no two
+    # different bundles frame to the same byte string (moving bytes from one file's end into the
+    # next file's name, say). Sorting on the str sorts on the UTF-8 bytes too.
+    for name in sorted(files):
+        for part in (name.encode(), files[name]):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def policy_bundle_version(policies_dir: Path) -> str:
+    """SHA-256 (64 hex digits) of the policy bundle in ``policies_dir``.
+
+    The bundle is every ``*.rego`` and ``*.json`` file under the folder, recursively, hashed in
+    sorted relative-path order as (path, bytes) pairs with length prefixes. Any change to a
+    policy file, or a file added, removed or renamed, changes the version; a byte-identical copy
+    of the folder elsewhere has the same one. ``SchemaError`` if the folder is missing.
+    """
+    return _bundle_digest(_read_bundle(policies_dir))
+
+
+def _tenants_named(document: Mapping[str, Any]) -> list[str]:
+    tenancy = document.get("tenancy")
+    tenants = tenancy.get("tenants") if isinstance(tenancy, dict) else None
+    return sorted(tenants) if isinstance(tenants, dict) else []
+
+
+def _policy_tags(result: object, tenant_id: str) -> PolicyTags:
+    if not isinstance(result, dict):
+        msg = f"tenancy policy gave no tags for tenant {tenant_id!r}"
+        raise SchemaError(msg)
+    if set(result) != set(TAG_NAMES):
+        msg = (
+            f"tenancy policy gave tags {sorted(result)} for tenant {tenant_id!r}, "
+            f"expected exactly {sorted(TAG_NAMES)}"
+        )
+        raise SchemaError(msg)
+    bad = sorted(name for name, value in result.items() if not (isinstance(value, str) and value))
+    if bad:
+        msg = f"tenancy policy gave non-string or empty tag(s) {bad} for tenant {tenant_id!r}"
+        raise SchemaError(msg)
+    return PolicyTags(
+        purpose=result["purpose"],
+        retention=result["retention"],
+        license=result["license"],
+        residency=result["residency"],
+    )
+
+
+class TenancyPolicy:
+    """The compiled tenancy policy of one bundle version; :meth:`tags` per tenant, cached.
+
+    Thread-safe: Bytewax workers of one process may share an instance (one regopy interpreter,
+    one lock). Each process builds its own, with :meth:`load` or by unpickling one (which
+    recompiles the same source and data, so it keeps its version).
+    """
+
+    def __init__(self, source: str, data: str, version: str, cache_size: int = CACHE_SIZE) -> None:
+        """Compile ``source`` (Rego) over ``data`` (the JSON data document), and probe it.
+
+        ``version`` names the bundle they came from. ``SchemaError`` if the policy does not
+        compile or gives bad tags for an unknown tenant or for any tenant the data names.
+        """
+        self.version = version
+        self._source = source
+        self._data = data
+        self._cache_size = cache_size
+        try:
+            document = json.loads(data)
+        except ValueError as exc:
+            msg = f"tenancy data is not JSON: {exc}"
+            raise SchemaError(msg) from exc
+        if not isinstance(document, dict):
+            msg = "tenancy data must be a JSON object"
+            raise SchemaError(msg)
+        builder = Interpreter()
+        try:
+            builder.add_module("tenancy", source)
+            builder.add_data_json(data)
+            self._bundle = builder.build(_QUERY)
+        except Exception as exc:
+            msg = f"tenancy policy does not load: {exc}"
+            raise SchemaError(msg) from exc
+        if not self._bundle.ok():
+            msg = "tenancy policy does not compile"
+            raise SchemaError(msg)
+        self._lock = threading.Lock()
+        self._rego = Interpreter()
+        # Tags depend on nothing but the tenant id and this fixed bundle, so a cached answer is
+        # the answer. The bound keeps a flood of distinct tenant ids from growing memory without
+        # limit; the C lru_cache is itself thread-safe.
+        self._cached = functools.lru_cache(maxsize=cache_size)(self._evaluate)
+        # Fail at start-up, not on the first record: the defaults (through the empty id, which
+        # names no tenant) and every tenant the data overrides.
+        for tenant_id in ("", *_tenants_named(document)):
+            self.tags(tenant_id)
+
+    @classmethod
+    def load(cls, policies_dir: Path, cache_size: int = CACHE_SIZE) -> TenancyPolicy:
+        """Load ``tenancy.rego`` and ``tenancy.json`` from ``policies_dir``.
+
+        The version is that of the whole folder, computed from the same bytes that are compiled
+        (a file changed in between cannot give a version that does not match the policy).
+        ``SchemaError`` if either file is missing or unusable.
+        """
+        files = _read_bundle(policies_dir)
+        texts: list[str] = []
+        for name in (POLICY_FILE, DATA_FILE):
+            if name not in files:
+                msg = f"tenancy policy missing: {policies_dir / name}"
+                raise SchemaError(msg)
+            try:
+                texts.append(files[name].decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                msg = f"tenancy policy file is not UTF-8: {policies_dir / name}"
+                raise SchemaError(msg) from exc
+        source, data = texts
+        return cls(source, data, _bundle_digest(files), cache_size)
+
+    def __reduce__(self) -> tuple[type[TenancyPolicy], tuple[str, str, str, int]]:
+        return (type(self), (self._source, self._data, self.version, self._cache_size))
+
+    def tags(self, tenant_id: str) -> PolicyTags:
+        """The tenant's policy tags; ``SchemaError`` if the policy gives no well-formed tags."""
+        tags: PolicyTags = self._cached(tenant_id)
+        return tags
+
+    def _evaluate(self, tenant_id: str) -> PolicyTags:
+        with self._lock:
+            self._rego.set_input_term(json.dumps({"tenant_id": tenant_id}))
+            output = self._rego.query_bundle(self._bundle)
+            # Read the parsed results: Output.binding() on an undefined result aborts the process.
+            ok = output.ok() and len(output) == 1
+            result = output[0].bindings.get("tags") if ok else None
+        return _policy_tags(result, tenant_id)
+
+
+def manifest(item: Decoded, policy_version: str) -> dict[str, object]:
+    """The provenance manifest of one record under one policy bundle.
+
+    The tags are not in it: they are a function of ``tenant_id`` and ``policy_version``.
+    """
+    provenance = item.provenance
+    return {
+        "tenant_id": item.signal.tenant_id,
+        "policy_version": policy_version,
+        "schema_version": provenance.schema_version,
+        "input_hash": provenance.input_hash,
+        "kafka_topic": provenance.topic,
+        "kafka_partition": provenance.kafka_partition,
+        "kafka_offset": provenance.kafka_offset,
+    }
+
+
+def provenance_id(manifest: Mapping[str, object]) -> str:
+    """The first 32 hex digits (128 bits) of the SHA-256 of the manifest's canonical JSON.
+
+    Canonical: keys sorted, no spaces, ASCII only (``ensure_ascii``), no NaN; so the id depends on
+    the manifest's content, never on its key order.
+    """
+    canonical = json.dumps(
+        manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+
+
+def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
+    """``item`` with its tenant's tags, the policy version and its provenance id."""
+    version = policy.version
+    return Tagged(
+        decoded=item,
+        tags=policy.tags(item.signal.tenant_id),
+        policy_version=version,
+        provenance_id=provenance_id(manifest(item, version)),
+    )
+
+
+@operator
+def tenant_tag(
+    step_id: str, up: KeyedStream[Decoded], policy: TenancyPolicy
+) -> KeyedStream[Tagged]:
+    """Tag every value with its tenant's policy tags and provenance id; keys and order unchanged.
+
+    ``SchemaError`` (a policy bug, not bad input) stops the flow.
+    """
+    return op.map_value("tag", up, functools.partial(tag, policy=policy))
