@@ -16,10 +16,12 @@ from pyiceberg.catalog import Catalog, load_catalog
 
 from igflow.contracts import signal_contracts
 from igflow.errors import IgflowError
+from igflow.migrations import apply as apply_migrations
 from igflow.schemas import RegisteredContract, register_contracts
 from igflow.settings import Settings
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import SIGNALS, TABLES
+from tenancy.registry import seed_demo_tenants
 
 __all__ = [
     "LakeSummary",
@@ -88,11 +90,14 @@ def register_schemas(settings: Settings) -> list[RegisteredContract]:
 
 
 def setup(settings: Settings, pyiceberg_home: Path | None = None) -> dict[str, Any]:
-    """Register the schemas, create topics and tables, write the notebook catalog file."""
+    """Register the schemas, create topics and tables, apply the Postgres migrations, register
+    the demo tenants (only those missing), write the notebook catalog file."""
     out: dict[str, Any] = {
         "schemas": [dataclasses.asdict(r) for r in register_schemas(settings)],
         "topics_created": create_topics(settings),
         "tables": create_tables(settings),
+        "migrations_applied": apply_migrations(settings.stores.postgres_dsn),
+        "tenants_registered": seed_demo_tenants(settings.stores.postgres_dsn),
     }
     if pyiceberg_home is not None:
         out["pyiceberg_config"] = str(write_pyiceberg_config(settings, pyiceberg_home))

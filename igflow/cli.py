@@ -22,6 +22,7 @@ from igflow.errors import IgflowError
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.settings import Settings
+from igflow.tenant_commands import register as register_tenants
 
 __all__ = ["main"]
 
@@ -208,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("start", "stop", "status"))
 
     register_psi(add)
+    register_tenants(add)
     register_quarantine(add)
     return parser
 

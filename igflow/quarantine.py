@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Producer
-from pyiceberg.expressions import EqualTo
 
 from igflow.errors import IgflowError
 from igflow.release import RELEASE_HEADER, sign
@@ -34,6 +34,7 @@ from sinks.lake_tables import QUARANTINE, QUARANTINE_AUDIT
 __all__ = ["BatchSummary", "QuarantineError", "decide", "list_batches", "rejects_summary"]
 
 _STAGE = "drift"
+_BATCH_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class QuarantineError(IgflowError):
@@ -78,7 +79,7 @@ def list_batches(
     """Quarantined batches, newest event time first, optionally of one tenant or status."""
     quarantine, audit = _tables(settings)
     rows = quarantine.scan(
-        row_filter=EqualTo("stage", _STAGE),
+        row_filter=f"stage == '{_STAGE}'",
         selected_fields=("batch_id", "tenant_id", "reason", "type", "ts", "psi", "ks"),
     ).to_arrow()
     if tenant is not None:
@@ -144,14 +145,18 @@ def decide(
     if action not in {"released", "discarded"}:
         msg = f"unknown action {action!r}"
         raise QuarantineError(msg)
+    if not _BATCH_ID.fullmatch(batch_id):
+        msg = f"not a batch id: {batch_id!r} (32 hex digits, from igflow quarantine list)"
+        raise QuarantineError(msg)
+    where = f"batch_id == '{batch_id}'"
     quarantine, audit = _tables(settings)
-    state = _statuses(audit.scan(row_filter=EqualTo("batch_id", batch_id)).to_arrow())
+    state = _statuses(audit.scan(row_filter=where).to_arrow())
     if batch_id in state:
         done, at = state[batch_id]
         msg = f"batch {batch_id} was already {done} at {at.isoformat()}"
         raise QuarantineError(msg)
     rows = (
-        quarantine.scan(row_filter=EqualTo("batch_id", batch_id))
+        quarantine.scan(row_filter=where)
         .to_arrow()
         .sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
         .to_pylist()

@@ -20,6 +20,7 @@ from igflow.wire import encode, frame
 __all__ = [
     "BAD_KINDS",
     "INVALID_KINDS",
+    "SOURCES",
     "Message",
     "WorkloadSpec",
     "generate",
@@ -45,7 +46,7 @@ ROGUE_SOURCE = "rogue-source"
 UNKNOWN_SCHEMA_ID = 2_000_000_000
 
 _TYPES = ("latency", "consistency", "freshness", "completeness")
-_SOURCES = ("sensor-a", "sensor-b", "feed-c")
+SOURCES = ("sensor-a", "sensor-b", "feed-c")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ def _record(
         "type": _TYPES[i % len(_TYPES)],
         "value": round(value, 6),
         "weight": None if rng.random() < 0.1 else round(rng.uniform(0.5, 2.0), 3),
-        "source": _SOURCES[(i + t_index) % len(_SOURCES)],
+        "source": SOURCES[(i + t_index) % len(SOURCES)],
         "ts": spec.start + spec.step * i + timedelta(milliseconds=t_index),
     }
     if spec.selectors:

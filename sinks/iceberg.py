@@ -126,16 +126,18 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Tabl
 def _add_missing_columns(created: Table, table: TableDef[Any]) -> None:
     """Evolve a table written by an older release: add the columns it lacks (never drop any).
 
-    Field ids in :mod:`sinks.lake_tables` only ever grow at the end, so the added columns get
-    the ids the definition gives them.
+    Added columns are optional, as Iceberg requires (older data files have no value for them);
+    new rows still always carry them. Field ids in :mod:`sinks.lake_tables` only grow at the end.
     """
     for _attempt in range(5):
         have = {f.name for f in created.schema().fields}
-        if all(f.name in have for f in table.schema.fields):
+        missing = [f for f in table.schema.fields if f.name not in have]
+        if not missing:
             return
         try:
             with created.update_schema() as update:
-                update.union_by_name(table.schema)
+                for field in missing:
+                    update.add_column(field.name, field.field_type, doc=field.doc, required=False)
         except CommitFailedException:
             created.refresh()
 

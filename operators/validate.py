@@ -1,0 +1,157 @@
+"""validate: field, event-time and tenant rules on decoded signals.
+
+Contract: every input record comes out exactly once, either unchanged on ``oks`` or as
+``Rejected`` (stage ``validate``) on ``errs``. The rules run in this fixed order and the first
+that fails decides the reason code:
+
+1. fields (``FIELD_INVALID``), in the contract's order: ``tenant_id``, ``signal_id``, ``type``
+   not blank (after stripping white space); ``value`` finite and in [0, 1]; ``weight`` null or
+   finite and >= 0 (``-0.0`` counts as 0); ``source`` not blank; ``ts`` time-zone aware;
+2. event time (``TS_OUT_OF_RANGE``): ``ts`` at most ``max_future_skew_seconds`` after the
+   record's Kafka timestamp and at most ``max_age_seconds`` before it, both bounds inclusive.
+   Measured against the Kafka timestamp (part of the input), never the wall clock, so a replay
+   decides exactly as the first run did; a record without a Kafka timestamp skips this rule;
+3. tenant (``TENANT_UNKNOWN``): ``tenant_id`` registered and active;
+4. source (``SOURCE_NOT_ALLOWED``): ``source`` among the tenant's sources, when it lists some.
+
+A reject's ``detail`` names the field and the rule, never a value from the record. :func:`check`
+is a pure function of the record, the directory's answer and the settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import UTC, datetime, timedelta
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from igflow.metrics import REJECTED
+from igflow.reasons import ReasonCode
+from igflow.records import Decoded, RawRecord, Rejected
+from igflow.settings import ValidateSettings
+from tenancy.registry import StaticTenants, TenantDirectory, TenantEntry
+
+__all__ = [
+    "StaticTenants",
+    "TenantDirectory",
+    "TenantEntry",
+    "ValidateOut",
+    "check",
+    "validate",
+]
+
+_STAGE = "validate"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: The metric label of a tenant the registry does not know: ids from the input must not become
+#: label values (an unbounded, attacker-chosen set).
+_UNREGISTERED = "(unregistered)"
+
+
+def _field_problem(item: Decoded) -> str | None:
+    s = item.signal
+    if not s.tenant_id.strip():
+        return "tenant_id is blank"
+    if not s.signal_id.strip():
+        return "signal_id is blank"
+    if not s.type.strip():
+        return "type is blank"
+    if not math.isfinite(s.value):
+        return "value is not finite"
+    if not 0.0 <= s.value <= 1.0:
+        return "value out of [0, 1]"
+    if s.weight is not None:
+        if not math.isfinite(s.weight):
+            return "weight is not finite"
+        if s.weight < 0.0:
+            return "weight is negative"
+    if not s.source.strip():
+        return "source is blank"
+    if s.ts.utcoffset() is None:
+        return "ts has no time zone"
+    return None
+
+
+def _time_problem(item: Decoded, settings: ValidateSettings) -> str | None:
+    if item.kafka_timestamp_ms is None:
+        return None
+    # Whole microseconds, so "exactly at the bound" is exact (no float rounding).
+    ts_us = (item.signal.ts - _EPOCH) // _MICROSECOND
+    kafka_us = item.kafka_timestamp_ms * 1000
+    if ts_us - kafka_us > round(settings.max_future_skew_seconds * 1e6):
+        return "ts more than max_future_skew_seconds after the Kafka timestamp"
+    if kafka_us - ts_us > round(settings.max_age_seconds * 1e6):
+        return "ts more than max_age_seconds before the Kafka timestamp"
+    return None
+
+
+def _reject(item: Decoded, reason: ReasonCode, detail: str) -> Rejected:
+    raw = item.raw
+    if raw is None:
+        p = item.provenance
+        raw = RawRecord(
+            p.topic, p.kafka_partition, p.kafka_offset, None, None, item.kafka_timestamp_ms
+        )
+    return Rejected(
+        reason,
+        detail,
+        raw,
+        stage=_STAGE,
+        tenant_id=item.signal.tenant_id or None,
+        schema_version=item.provenance.schema_version,
+    )
+
+
+def check(
+    item: Decoded, tenants: TenantDirectory, settings: ValidateSettings
+) -> Decoded | Rejected:
+    """``item`` itself if it passes every rule, else its ``Rejected`` (see the module docstring)."""
+    problem = _field_problem(item)
+    if problem is not None:
+        return _reject(item, ReasonCode.FIELD_INVALID, problem)
+    problem = _time_problem(item, settings)
+    if problem is not None:
+        return _reject(item, ReasonCode.TS_OUT_OF_RANGE, problem)
+    entry = tenants.get(item.signal.tenant_id)
+    if entry is None:
+        return _reject(item, ReasonCode.TENANT_UNKNOWN, "tenant not registered")
+    if not entry.active:
+        return _reject(item, ReasonCode.TENANT_UNKNOWN, "tenant inactive")
+    if entry.sources is not None and item.signal.source not in entry.sources:
+        return _reject(item, ReasonCode.SOURCE_NOT_ALLOWED, "source not allowed for the tenant")
+    return item
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateOut:
+    """The two streams out of :func:`validate`."""
+
+    oks: Stream[Decoded]
+    errs: Stream[Rejected]
+
+
+@operator
+def validate(
+    step_id: str,
+    up: Stream[Decoded],
+    tenants: TenantDirectory,
+    settings: ValidateSettings,
+) -> ValidateOut:
+    """Apply :func:`check` to every record; rejects leave on ``errs`` and are counted in
+    ``igflow_rejected_total{stage="validate"}`` (an unregistered tenant as ``(unregistered)``)."""
+
+    def counted(item: Decoded) -> Decoded | Rejected:
+        out = check(item, tenants, settings)
+        if isinstance(out, Rejected):
+            tenant = item.signal.tenant_id
+            label = tenant if tenants.get(tenant) is not None else _UNREGISTERED
+            REJECTED.labels(_STAGE, out.reason, label).inc()
+        return out
+
+    results = op.map("check", up, counted)
+    branch = op.branch("split", results, lambda r: isinstance(r, Decoded))
+    oks: Stream[Decoded] = branch.trues  # type: ignore[assignment]
+    errs: Stream[Rejected] = branch.falses  # type: ignore[assignment]
+    return ValidateOut(oks, errs)

@@ -1,0 +1,299 @@
+"""validate: each rule and its boundaries, the rule order, and laws over random records."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import bytewax.operators as op
+import hypothesis.strategies as st
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given, settings
+from prometheus_client import REGISTRY
+
+from igflow.reasons import ReasonCode
+from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal
+from igflow.settings import ValidateSettings
+from operators.validate import StaticTenants, TenantEntry, check, validate
+
+KAFKA_TS = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+KAFKA_MS = int(KAFKA_TS.timestamp() * 1000)
+SETTINGS = ValidateSettings(max_future_skew_seconds=300.0, max_age_seconds=3600.0)
+TENANTS = StaticTenants(
+    [
+        TenantEntry("tenant-00", True, frozenset({"sensor-a", "sensor-b"})),
+        TenantEntry("tenant-01", True, None),
+        TenantEntry("tenant-02", False, None),
+    ]
+)
+SIGNAL = Signal(
+    tenant_id="tenant-00",
+    signal_id="s-1",
+    type="latency",
+    value=0.5,
+    weight=None,
+    source="sensor-a",
+    ts=KAFKA_TS - timedelta(seconds=1),
+)
+
+
+def decoded(
+    *, offset: int = 0, kafka_ms: int | None = KAFKA_MS, raw: bool = True, **fields: Any
+) -> Decoded:
+    signal = dataclasses.replace(SIGNAL, **fields)
+    provenance = Provenance("t", 1, offset, 7, "ab" * 32)
+    record = RawRecord("t", 1, offset, b"k", b"payload", kafka_ms) if raw else None
+    return Decoded(signal, provenance, kafka_ms, record)
+
+
+def outcome(item: Decoded) -> ReasonCode | None:
+    out = check(item, TENANTS, SETTINGS)
+    if isinstance(out, Decoded):
+        assert out is item  # a valid record passes unchanged
+        return None
+    return out.reason
+
+
+def test_a_valid_record_passes_unchanged() -> None:
+    item = decoded()
+    assert check(item, TENANTS, SETTINGS) is item
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tenant_id": ""},
+        {"tenant_id": "  "},
+        {"signal_id": ""},
+        {"signal_id": "\t\n"},
+        {"type": ""},
+        {"type": " "},
+        {"source": ""},
+        {"source": "   "},
+        {"value": math.nan},
+        {"value": math.inf},
+        {"value": -math.inf},
+        {"value": -1e-12},
+        {"value": math.nextafter(1.0, 2.0)},
+        {"value": 2.0},
+        {"weight": math.nan},
+        {"weight": math.inf},
+        {"weight": -math.inf},
+        {"weight": -1e-300},
+        {"ts": datetime(2026, 1, 1, 12)},  # noqa: DTZ001 (the naive datetime is the input under test)
+    ],
+    ids=repr,
+)
+def test_field_rules_reject(fields: dict[str, Any]) -> None:
+    assert outcome(decoded(**fields)) is ReasonCode.FIELD_INVALID
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"value": 0.0},
+        {"value": -0.0},
+        {"value": 1.0},
+        {"weight": None},
+        {"weight": 0.0},
+        {"weight": -0.0},
+        {"weight": 1e300},
+        {"ts": (KAFKA_TS - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=5)))},
+    ],
+    ids=repr,
+)
+def test_field_boundaries_pass(fields: dict[str, Any]) -> None:
+    assert outcome(decoded(**fields)) is None
+
+
+def test_event_time_bounds_are_inclusive_to_the_microsecond() -> None:
+    skew = timedelta(seconds=SETTINGS.max_future_skew_seconds)
+    age = timedelta(seconds=SETTINGS.max_age_seconds)
+    tick = timedelta(microseconds=1)
+    assert outcome(decoded(ts=KAFKA_TS + skew)) is None
+    assert outcome(decoded(ts=KAFKA_TS + skew + tick)) is ReasonCode.TS_OUT_OF_RANGE
+    assert outcome(decoded(ts=KAFKA_TS - age)) is None
+    assert outcome(decoded(ts=KAFKA_TS - age - tick)) is ReasonCode.TS_OUT_OF_RANGE
+
+
+def test_without_a_kafka_timestamp_the_time_rule_is_skipped() -> None:
+    far = KAFKA_TS + timedelta(days=3650)
+    assert outcome(decoded(ts=far, kafka_ms=None)) is None
+    assert outcome(decoded(ts=far)) is ReasonCode.TS_OUT_OF_RANGE
+
+
+def test_tenant_rules() -> None:
+    assert outcome(decoded(tenant_id="tenant-99")) is ReasonCode.TENANT_UNKNOWN
+    assert outcome(decoded(tenant_id="tenant-02")) is ReasonCode.TENANT_UNKNOWN  # inactive
+    # Ids are matched exactly: no trimming or case folding into another tenant's id.
+    assert outcome(decoded(tenant_id="tenant-00 ")) is ReasonCode.TENANT_UNKNOWN
+    assert outcome(decoded(tenant_id="TENANT-00")) is ReasonCode.TENANT_UNKNOWN
+
+
+def test_source_rules() -> None:
+    assert outcome(decoded(source="sensor-b")) is None
+    assert outcome(decoded(source="feed-c")) is ReasonCode.SOURCE_NOT_ALLOWED
+    assert outcome(decoded(tenant_id="tenant-01", source="anything")) is None  # any source
+    no_sources = StaticTenants([TenantEntry("tenant-00", True, frozenset())])
+    out = check(decoded(), no_sources, SETTINGS)
+    assert isinstance(out, Rejected)
+    assert out.reason is ReasonCode.SOURCE_NOT_ALLOWED
+
+
+def test_rules_run_in_a_fixed_order() -> None:
+    late = KAFKA_TS - timedelta(days=1)
+    # fields before time, time before tenant, tenant before source
+    assert outcome(decoded(value=2.0, ts=late, tenant_id="x")) is ReasonCode.FIELD_INVALID
+    assert outcome(decoded(ts=late, tenant_id="x")) is ReasonCode.TS_OUT_OF_RANGE
+    assert outcome(decoded(tenant_id="tenant-02", source="nope")) is ReasonCode.TENANT_UNKNOWN
+    # within the fields, the contract's order
+    assert _detail(decoded(tenant_id="", value=math.nan)) == "tenant_id is blank"
+    assert _detail(decoded(value=math.nan, source="")) == "value is not finite"
+
+
+def _detail(item: Decoded) -> str:
+    out = check(item, TENANTS, SETTINGS)
+    assert isinstance(out, Rejected)
+    return out.detail
+
+
+def test_a_reject_carries_its_context_but_no_data_in_the_detail() -> None:
+    item = decoded(value=1.5, offset=5)
+    out = check(item, TENANTS, SETTINGS)
+    assert isinstance(out, Rejected)
+    assert out.reason is ReasonCode.FIELD_INVALID
+    assert out.detail == "value out of [0, 1]"
+    assert out.stage == "validate"
+    assert out.record is item.raw
+    assert out.tenant_id == "tenant-00"
+    assert out.schema_version == 7
+
+    secret = "tenant-secret-42"
+    for bad in (
+        decoded(tenant_id=secret, value=1.5),
+        decoded(tenant_id=secret, weight=-3.25),
+        decoded(tenant_id=secret, ts=KAFKA_TS + timedelta(days=2)),
+        decoded(tenant_id=secret),
+        decoded(source="source-secret-42"),
+    ):
+        out = check(bad, TENANTS, SETTINGS)
+        assert isinstance(out, Rejected)
+        for data in (secret, "source-secret-42", "1.5", "3.25", "2026"):
+            assert data not in out.detail
+
+
+def test_a_reject_without_a_raw_record_gets_one_from_its_provenance() -> None:
+    out = check(decoded(raw=False, tenant_id="", offset=9), TENANTS, SETTINGS)
+    assert isinstance(out, Rejected)
+    assert out.tenant_id is None  # a blank id is no tenant
+    assert (out.record.topic, out.record.partition, out.record.offset) == ("t", 1, 9)
+    assert out.record.value is None
+    assert out.record.timestamp_ms == KAFKA_MS
+
+
+# -- the Bytewax operator --------------------------------------------------------------------
+
+
+def _run(items: list[Decoded]) -> tuple[list[Decoded], list[Rejected]]:
+    oks: list[Decoded] = []
+    errs: list[Rejected] = []
+    flow = Dataflow("validate_test")
+    up = op.input("in", flow, TestingSource(items))
+    out = validate("validate", up, TENANTS, SETTINGS)
+    op.output("oks", out.oks, TestingSink(oks))
+    op.output("errs", out.errs, TestingSink(errs))
+    run_main(flow)
+    return oks, errs
+
+
+def _rejected_count(reason: ReasonCode, tenant: str) -> float:
+    labels = {"stage": "validate", "reason": reason.value, "tenant_id": tenant}
+    return REGISTRY.get_sample_value("igflow_rejected_total", labels) or 0.0
+
+
+def test_the_operator_splits_and_counts() -> None:
+    items = [
+        decoded(offset=0),
+        decoded(offset=1, value=-1.0),
+        decoded(offset=2, tenant_id="who-knows"),
+        decoded(offset=3, source="feed-c"),
+        decoded(offset=4, tenant_id="tenant-01", source="feed-c"),
+    ]
+    before_unknown = _rejected_count(ReasonCode.TENANT_UNKNOWN, "(unregistered)")
+    before_source = _rejected_count(ReasonCode.SOURCE_NOT_ALLOWED, "tenant-00")
+    oks, errs = _run(items)
+    assert [d.provenance.kafka_offset for d in oks] == [0, 4]
+    assert [(e.record.offset, e.reason) for e in errs] == [
+        (1, ReasonCode.FIELD_INVALID),
+        (2, ReasonCode.TENANT_UNKNOWN),
+        (3, ReasonCode.SOURCE_NOT_ALLOWED),
+    ]
+    # An id the registry does not know never becomes a label value.
+    assert _rejected_count(ReasonCode.TENANT_UNKNOWN, "(unregistered)") == before_unknown + 1
+    assert _rejected_count(ReasonCode.TENANT_UNKNOWN, "who-knows") == 0.0
+    assert _rejected_count(ReasonCode.SOURCE_NOT_ALLOWED, "tenant-00") == before_source + 1
+
+
+# -- laws ------------------------------------------------------------------------------------
+
+_ids = st.sampled_from(["tenant-00", "tenant-01", "tenant-02", "tenant-99", "", " "])
+_signals = st.builds(
+    Signal,
+    tenant_id=_ids,
+    signal_id=st.text(max_size=3),
+    type=st.sampled_from(["latency", "", "\t"]),
+    value=st.floats() | st.sampled_from([0.0, -0.0, 1.0]),
+    weight=st.none() | st.floats(),
+    source=st.sampled_from(["sensor-a", "sensor-b", "feed-c", "", "x"]),
+    ts=st.datetimes(
+        min_value=datetime(2025, 12, 31),  # noqa: DTZ001 (hypothesis wants naive bounds)
+        max_value=datetime(2026, 1, 2),  # noqa: DTZ001
+        timezones=st.sampled_from([UTC]),
+    ),
+)
+_kafka_ms = st.none() | st.integers(KAFKA_MS - 7_200_000, KAFKA_MS + 7_200_000)
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> list[Decoded]:
+    signals = draw(st.lists(_signals, max_size=30))
+    return [
+        Decoded(
+            s,
+            Provenance("t", 0, i, 1, "00" * 32),
+            stamp := draw(_kafka_ms),
+            RawRecord("t", 0, i, None, b"v", stamp),
+        )
+        for i, s in enumerate(signals)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(items=_batches())
+def test_every_record_comes_out_exactly_once(items: list[Decoded]) -> None:
+    oks, errs = _run(items)
+    seen = sorted([d.provenance.kafka_offset for d in oks] + [e.record.offset for e in errs])
+    assert seen == list(range(len(items)))
+    # ... and on the side check() decides
+    for d in oks:
+        assert check(d, TENANTS, SETTINGS) is d
+
+
+@given(items=_batches())
+def test_check_is_a_pure_function(items: list[Decoded]) -> None:
+    for item in items:
+        first = check(item, TENANTS, SETTINGS)
+        again = check(item, TENANTS, SETTINGS)
+        copy = check(dataclasses.replace(item), TENANTS, SETTINGS)
+        if isinstance(first, Decoded):
+            assert again is item
+            assert isinstance(copy, Decoded)
+        else:
+            assert isinstance(again, Rejected)
+            assert isinstance(copy, Rejected)
+            assert (first.reason, first.detail) == (again.reason, again.detail)
+            assert (first.reason, first.detail) == (copy.reason, copy.detail)
