@@ -66,7 +66,7 @@ QUARANTINED = Counter(
 )
 DRIFT_BATCHES = Counter(
     "igflow_drift_batches_total",
-    "Micro-batches checked for drift, by outcome (learning, passed, drifted, released)",
+    "Micro-batches checked for drift, by outcome (learning, passed, drifted, schema_drift)",
     ["tenant_id", "outcome"],
 )
 DUPLICATES = Counter("igflow_duplicates_total", "Duplicate signals not landed", ["tenant_id"])

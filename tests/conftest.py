@@ -61,10 +61,13 @@ def kafka_messages(
     """Messages as a Kafka source would deliver them: keyed to partitions, offsets per partition."""
     offsets = [0] * partitions
     out = []
+    clock = 1_767_225_600_000
     for m in messages:
         p = sum(m.key) % partitions
-        # The producer's clock: one second after the event (validate checks ts against it).
-        stamp = int(m.record["ts"].timestamp() * 1000) + 1000 if m.record else 1_767_225_600_000
-        out.append(RawRecord(topic, p, offsets[p], m.key, m.value, stamp))
+        # The producer's clock: one second after the newest valid event so far (validate checks
+        # ts against it, so a record from the future stays in the future).
+        if m.kind == "valid" and m.record:
+            clock = max(clock, int(m.record["ts"].timestamp() * 1000) + 1000)
+        out.append(RawRecord(topic, p, offsets[p], m.key, m.value, clock))
         offsets[p] += 1
     return out

@@ -1,0 +1,242 @@
+"""Drift statistics: binning, PSI and KS against hand-computed values, KS against brute force,
+the batch/window decision, and baseline files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import pickle
+from fractions import Fraction
+from pathlib import Path
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from igflow.errors import ConfigError
+from operators.drift_stats import (
+    SMOOTHING,
+    Baseline,
+    Reference,
+    check_batch,
+    ks_critical,
+    ks_statistic,
+    load_baseline,
+    psi,
+)
+
+
+def test_reference_bins_at_equal_mass_quantiles() -> None:
+    ref = Reference.from_values([9, 3, 1, 0, 2, 5, 4, 8, 6, 7], 5)
+    assert ref.values == tuple(float(v) for v in range(10))
+    assert ref.edges == (2.0, 4.0, 6.0, 8.0)
+    assert ref.counts == (2, 2, 2, 2, 2)
+    assert ref.proportions == pytest.approx([0.2] * 5)
+    assert math.fsum(ref.proportions) == pytest.approx(1.0)
+
+
+def test_tied_edges_collapse() -> None:
+    ref = Reference.from_values([0, 0, 0, 0, 0, 0, 1, 2, 3, 4], 5)
+    # Cut points sorted[2], [4], [6], [8] = 0, 0, 1, 3: the two zeros become one edge.
+    assert ref.edges == (0.0, 1.0, 3.0)
+    assert ref.counts == (0, 6, 2, 2)
+
+
+def test_constant_data_gives_two_bins_and_smoothed_shares() -> None:
+    ref = Reference.from_values([0.5] * 10, 4)
+    assert ref.edges == (0.5,)
+    assert ref.counts == (0, 10)
+    total = 10 + 2 * SMOOTHING
+    assert ref.proportions == (SMOOTHING / total, (10 + SMOOTHING) / total)
+    assert psi(ref, [0.5] * 10) == 0.0
+    assert psi(ref, [0.1] * 10) > 1.0  # all of the sample where the reference has nothing
+
+
+def test_reference_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        Reference.from_values([], 3)
+    with pytest.raises(ValueError, match="bins"):
+        Reference.from_values([1.0], 0)
+    with pytest.raises(ValueError, match="finite"):
+        Reference.from_values([1.0, math.inf], 2)
+
+
+def test_psi_by_hand() -> None:
+    ref = Reference.from_values([0, 1, 2, 3], 2)  # edge 2: bins {0, 1} and {2, 3}
+    # Smoothed shares: reference (2.5/5, 2.5/5) = (0.5, 0.5); sample (3.5/5, 1.5/5) = (0.7, 0.3).
+    # PSI = 0.2 ln(0.7/0.5) + (-0.2) ln(0.3/0.5) = 0.2 ln(7/3).
+    assert psi(ref, [3, 0, 0, 0]) == pytest.approx(0.2 * math.log(7 / 3), rel=1e-12)
+    assert psi(ref, [0, 1, 2, 3]) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        psi(ref, [])
+
+
+def test_psi_is_order_independent_and_non_negative() -> None:
+    ref = Reference.from_values([i / 100 for i in range(100)], 10)
+    sample = [0.93, 0.12, 0.5, 0.5, 0.77, 0.01]
+    assert psi(ref, sample) == psi(ref, sorted(sample)) >= 0.0
+
+
+def test_ks_by_hand() -> None:
+    assert ks_statistic([1, 2, 3], [2, 3, 4]) == pytest.approx(1 / 3)
+    # Ties across and within samples: a step-by-step merge would report 2/3 at the two 1s.
+    assert ks_statistic([1, 1, 2], [1, 2, 2]) == pytest.approx(1 / 3)
+    assert ks_statistic([1, 2, 3, 4], [2.5]) == 0.5
+    assert ks_statistic([1, 2], [3, 4, 5]) == 1.0
+    assert ks_statistic([1, 2, 2, 3], [1, 2, 2, 3]) == 0.0
+    assert ks_statistic([5.0], [5.0]) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        ks_statistic([], [1.0])
+
+
+def _ks_brute(a: list[float], b: list[float]) -> float:
+    """``max |F_a - F_b|`` over every point of both samples, exactly, in O(n * m)."""
+    n, m = len(a), len(b)
+    best = Fraction(0)
+    for x in a + b:
+        fa = Fraction(sum(1 for v in a if v <= x), n)
+        fb = Fraction(sum(1 for v in b if v <= x), m)
+        best = max(best, abs(fa - fb))
+    return float(best)
+
+
+# Few distinct values, so ties within and across the samples are the common case.
+_SAMPLE = st.lists(st.integers(0, 6).map(lambda i: i / 4), min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SAMPLE, _SAMPLE)
+def test_ks_equals_brute_force(a: list[float], b: list[float]) -> None:
+    a.sort()
+    b.sort()
+    d = ks_statistic(a, b)
+    assert d == _ks_brute(a, b)
+    assert d == ks_statistic(b, a)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=60), st.lists(st.floats(0, 1), min_size=1))
+def test_ks_equals_brute_force_on_continuous_values(a: list[float], b: list[float]) -> None:
+    a.sort()
+    b.sort()
+    assert ks_statistic(a, b) == _ks_brute(a, b)
+
+
+def test_ks_critical() -> None:
+    assert ks_critical(100, 100, 0.05) == pytest.approx(1.3581 * math.sqrt(0.02), rel=1e-4)
+    assert ks_critical(1000, 200, 0.01) == pytest.approx(
+        math.sqrt(-math.log(0.005) / 2) * math.sqrt(1200 / 200_000)
+    )
+    assert ks_critical(1, 1, 0.01) > 1.0  # one value against one can never be significant
+    with pytest.raises(ValueError, match="alpha"):
+        ks_critical(10, 10, 1.0)
+    with pytest.raises(ValueError, match="sizes"):
+        ks_critical(0, 10, 0.01)
+
+
+_GRID = [(i + 0.5) / 1000 for i in range(1000)]  # the uniform distribution, deterministically
+
+
+def _uniform(n: int, low: float = 0.0, high: float = 1.0) -> list[float]:
+    return [low + (high - low) * (i + 0.5) / n for i in range(n)]
+
+
+def test_check_batch_needs_both_tests() -> None:
+    ref = Reference.from_values(_GRID, 10)
+    same = check_batch(ref, _uniform(200), psi_threshold=0.2, ks_alpha=0.01)
+    assert not same.drifted
+    assert same.psi < 0.01
+    assert same.window_psi == same.psi  # no passed batches: the window is the batch
+    assert same.ks is same.window_ks is None  # not needed: the PSI did not reach the threshold
+    shifted = check_batch(ref, _uniform(200, 0.3, 1.0), psi_threshold=0.2, ks_alpha=0.01)
+    assert shifted.drifted
+    assert shifted.psi >= 0.2
+    assert shifted.ks > ks_critical(1000, 200, 0.01)
+    assert shifted.window_ks == shifted.ks
+    # The same shift, but a PSI threshold it does not reach: KS alone does not quarantine.
+    assert not check_batch(ref, _uniform(200, 0.3, 1.0), psi_threshold=5.0, ks_alpha=0.01).drifted
+
+
+def test_the_window_catches_a_shift_too_small_for_one_batch() -> None:
+    ref = Reference.from_values(_GRID, 10)
+    # A small batch cannot reach the KS critical value of 20 values (0.37 at alpha 0.01) ...
+    batch = _uniform(20, 0.25, 1.0)
+    alone = check_batch(ref, batch, psi_threshold=0.2, ks_alpha=0.01)
+    assert not alone.drifted
+    assert alone.psi >= 0.2  # PSI alone does not quarantine either
+    assert alone.ks is not None and alone.ks < ks_critical(1000, 20, 0.01)
+    # ... but five such batches before it make a window of 120, where it is significant.
+    window = [sorted(_uniform(20, 0.25 + k / 1000, 1.0)) for k in range(5)]
+    pooled = check_batch(ref, batch, window, psi_threshold=0.2, ks_alpha=0.01)
+    assert pooled.drifted
+    assert (pooled.psi, pooled.ks) == (alone.psi, alone.ks)
+    assert pooled.window_ks is not None and pooled.window_ks > ks_critical(1000, 120, 0.01)
+    assert pooled.window_psi >= 0.2
+
+
+def test_a_drifted_batch_reports_every_statistic() -> None:
+    ref = Reference.from_values(_GRID, 10)
+    window = [sorted(_uniform(20, 0.25 + k / 1000, 1.0)) for k in range(5)]
+    # A batch like the reference, in a window that drifted: the window fires, the batch not.
+    check = check_batch(ref, _uniform(20), window, psi_threshold=0.2, ks_alpha=0.01)
+    assert check.drifted
+    assert check.psi < 0.2
+    assert check.ks is not None and check.window_ks is not None
+
+
+def _write(tmp_path: Path, content: str) -> Path:
+    path = tmp_path / "baseline.json"
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+def test_load_baseline_resolves_with_wildcards(tmp_path: Path) -> None:
+    data = {
+        "tenant-a": {"latency": [0.1, 0.2, 0.3], "*": [0.4, 0.5]},
+        "*": {"latency": [0.9, 1], "*": [0, 0.5, 1]},
+    }
+    baseline = load_baseline(_write(tmp_path, json.dumps(data)), 2)
+    assert len(baseline) == 4
+    ref = baseline.reference("tenant-a", "latency")
+    assert ref is not None
+    assert ref.values == (0.1, 0.2, 0.3)
+    assert ref.edges == (0.2,)
+
+    def values(tenant: str, kind: str) -> tuple[float, ...] | None:
+        found = baseline.reference(tenant, kind)
+        return None if found is None else found.values
+
+    assert values("tenant-a", "freshness") == (0.4, 0.5)
+    assert values("tenant-b", "latency") == (0.9, 1.0)
+    assert values("tenant-b", "freshness") == (0.0, 0.5, 1.0)
+    only_b = baseline.for_tenant("tenant-b")
+    assert set(only_b) == {("*", "latency"), ("*", "*")}
+    assert Baseline({}).reference("t", "x") is None
+    restored = pickle.loads(pickle.dumps(baseline))
+    assert dict(restored) == dict(baseline)
+    assert copy.deepcopy(baseline) is baseline  # immutable: shared by a snapshot
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "top level must be an object"),
+        ('{"t": [0.5]}', "must map to an object of types"),
+        ('{"t": {"x": []}}', "non-empty list"),
+        ('{"t": {"x": 0.5}}', "non-empty list"),
+        ('{"t": {"x": [0.5, "high"]}}', "non-number"),
+        ('{"t": {"x": [true]}}', "non-number"),
+        ('{"t": {"x": [1.5]}}', "outside"),
+        ('{"t": {"x": [NaN]}}', "outside"),
+    ],
+)
+def test_a_malformed_baseline_is_a_config_error(tmp_path: Path, content: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_baseline(_write(tmp_path, content), 10)
+
+
+def test_a_missing_baseline_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read drift baseline file"):
+        load_baseline(tmp_path / "absent.json", 10)
