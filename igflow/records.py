@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from datetime import datetime
+from decimal import Decimal
 
 from igflow.reasons import ReasonCode
 
@@ -211,3 +212,6 @@ class ScoreChange(_Immutable):
     #: The signal that caused the change.
     provenance_id: str
     provenance: Provenance
+    #: The exact score rounded half-even to two places (the ``NUMERIC(5,2)`` of the read model);
+    #: rounding the double instead could differ at a decimal tie.
+    score_2dp: Decimal = Decimal("0.00")

@@ -17,6 +17,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
     BinaryType,
+    DecimalType,
     DoubleType,
     IntegerType,
     LongType,
@@ -140,6 +141,7 @@ _SCORE_SCHEMA = Schema(
     NestedField(10, "kafka_offset", LongType(), required=True),
     NestedField(11, "schema_version", IntegerType(), required=True),
     NestedField(12, "input_hash", StringType(), required=True),
+    NestedField(13, "score_2dp", DecimalType(5, 2), required=True, doc="exact, half-even"),
 )
 
 
@@ -158,6 +160,7 @@ def _score_row(item: ScoreChange) -> tuple[Any, ...]:
         p.kafka_offset,
         p.schema_version,
         p.input_hash,
+        item.score_2dp,
     )
 
 

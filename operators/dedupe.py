@@ -1,0 +1,286 @@
+"""dedupe: drop re-sent signals on the idempotency key ``(tenant_id, source, signal_id, ts)``.
+
+Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
+:class:`TenantDedupe`):
+
+- The tenant's event time ``W`` is the newest ``signal.ts`` it has seen; its *horizon* is
+  ``W - ttl`` and never moves back.
+- A record with ``ts`` before the horizon is ``LATE``: its key may already be forgotten, so it
+  cannot be checked and does not land. It leaves on ``late`` as :class:`~igflow.records.Rejected`
+  with ``TOO_LATE``. This is what makes "a duplicate never lands twice" hold even after its key
+  was evicted: every copy of an evicted key is itself before the horizon.
+- A key already held is a ``DUPLICATE``: dropped and counted (``igflow_duplicates_total``,
+  ``ingest_dedupe_rate``).
+- Otherwise the record is ``NEW``: its key is held until it falls behind the horizon, and the
+  record goes on, on ``unique``.
+
+Every input comes out exactly once: on ``unique``, on ``late``, or counted as a duplicate. The
+records of one tenant keep their order. Memory is bounded by the keys whose ``ts`` lies inside
+the TTL (``igflow_dedupe_keys``); eviction pops a heap ordered by ``ts``, ``O(log n)`` per record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import heapq
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import KeyedStream
+
+from igflow import metrics
+from igflow.reasons import ReasonCode
+from igflow.records import Decoded, RawRecord, Rejected
+from igflow.settings import DedupeSettings
+
+__all__ = ["DedupeOut", "TenantDedupe", "Verdict", "dedupe", "late_reject"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+#: A held key: ``(ts in microseconds since the epoch, source, signal_id)``. The tenant is implied
+#: by the state that holds it; ``ts`` comes first so the same tuple orders the eviction heap.
+_Key = tuple[int, str, str]
+
+
+def _micros(ts: datetime) -> int:
+    """Microseconds since the epoch of a timezone-aware ``ts`` (exact integer arithmetic)."""
+    return (ts - _EPOCH) // _MICROSECOND
+
+
+def _micros_of_seconds(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+class Verdict(enum.Enum):
+    """What :meth:`TenantDedupe.check` decided for one record."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+class TenantDedupe:
+    """The idempotency keys of one tenant inside its TTL (engine independent).
+
+    ``ttl_seconds`` is event time: a key is held while ``ts >= W - ttl``, ``W`` being the newest
+    ``ts`` seen. Times are kept as integer microseconds, so the horizon is exact. About 230
+    bytes per held key (``benchmarks/dedupe_memory.py``). Survives ``copy.deepcopy`` and
+    ``pickle`` (Bytewax snapshots it for recovery); a pickle stores the heap only and the key
+    index is rebuilt from it.
+    """
+
+    __slots__ = ("_duplicates", "_heap", "_horizon", "_keys", "_newest", "_seen", "_tenant", "_ttl")
+
+    def __init__(self, ttl_seconds: float) -> None:
+        if ttl_seconds < 0:
+            msg = f"ttl_seconds must be >= 0, got {ttl_seconds}"
+            raise ValueError(msg)
+        self._ttl = _micros_of_seconds(ttl_seconds)
+        self._tenant: str | None = None
+        #: ``W`` and the horizon, microseconds; ``None`` before the first record.
+        self._newest: int | None = None
+        self._horizon: int | None = None
+        # A dict, not a set: after many deletions a set rebuilds at 4x its size, a dict at 3x
+        # and compacted, so a dict's footprint stays in one size class at a steady key count.
+        self._keys: dict[_Key, None] = {}
+        #: The same tuples as ``_keys``, as a min-heap: the oldest ``ts`` is evicted first.
+        self._heap: list[_Key] = []
+        self._seen = 0
+        self._duplicates = 0
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl / 1_000_000
+
+    @property
+    def seen(self) -> int:
+        """Records checked (new, duplicate and late)."""
+        return self._seen
+
+    @property
+    def duplicates(self) -> int:
+        """Records found to be duplicates."""
+        return self._duplicates
+
+    @property
+    def dedupe_rate(self) -> float:
+        """``duplicates / seen`` (0.0 before the first record)."""
+        return self._duplicates / self._seen if self._seen else 0.0
+
+    @property
+    def horizon(self) -> datetime | None:
+        """The oldest ``ts`` still checked (``W - ttl``); ``None`` before the first record."""
+        return None if self._horizon is None else _EPOCH + self._horizon * _MICROSECOND
+
+    def __len__(self) -> int:
+        """Keys held."""
+        return len(self._keys)
+
+    def set_ttl(self, ttl_seconds: float) -> None:
+        """Change the TTL (a new setting on resume). The horizon still never moves back, so a
+        longer TTL takes effect as event time advances and no evicted key is checked again."""
+        if ttl_seconds < 0:
+            msg = f"ttl_seconds must be >= 0, got {ttl_seconds}"
+            raise ValueError(msg)
+        self._ttl = _micros_of_seconds(ttl_seconds)
+        if self._newest is not None:
+            self._advance(self._newest)
+
+    def check(self, item: Decoded) -> Verdict:
+        """Decide one record of this tenant and remember its key if it is new."""
+        signal = item.signal
+        if self._tenant is None:
+            self._tenant = signal.tenant_id
+        elif signal.tenant_id != self._tenant:
+            msg = "a TenantDedupe holds one tenant's keys; key the stream by tenant_id"
+            raise ValueError(msg)
+        ts = _micros(signal.ts)
+        self._seen += 1
+        if self._newest is None or ts > self._newest:
+            self._newest = ts
+            self._advance(ts)
+        assert self._horizon is not None
+        if ts < self._horizon:
+            return Verdict.LATE
+        key = (ts, signal.source, signal.signal_id)
+        if key in self._keys:
+            self._duplicates += 1
+            return Verdict.DUPLICATE
+        # Sources are few: one shared string each instead of one per held key.
+        key = (ts, sys.intern(signal.source), signal.signal_id)
+        self._keys[key] = None
+        heapq.heappush(self._heap, key)
+        return Verdict.NEW
+
+    def _advance(self, newest: int) -> None:
+        horizon = newest - self._ttl
+        if self._horizon is not None and horizon <= self._horizon:
+            return
+        self._horizon = horizon
+        heap, keys = self._heap, self._keys
+        while heap and heap[0][0] < horizon:
+            del keys[heapq.heappop(heap)]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TenantDedupe:
+        # Keys are tuples of ints and strings: immutable, so copying the containers is a deep
+        # copy, at C speed (Bytewax snapshots every epoch).
+        other = TenantDedupe.__new__(TenantDedupe)
+        other._ttl = self._ttl
+        other._tenant = self._tenant
+        other._newest = self._newest
+        other._horizon = self._horizon
+        other._keys = self._keys.copy()
+        other._heap = self._heap.copy()
+        other._seen = self._seen
+        other._duplicates = self._duplicates
+        return other
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "ttl": self._ttl,
+            "tenant": self._tenant,
+            "newest": self._newest,
+            "horizon": self._horizon,
+            "heap": self._heap,
+            "seen": self._seen,
+            "duplicates": self._duplicates,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._ttl = state["ttl"]
+        self._tenant = state["tenant"]
+        self._newest = state["newest"]
+        self._horizon = state["horizon"]
+        self._heap = state["heap"]
+        self._keys = dict.fromkeys(self._heap)
+        self._seen = state["seen"]
+        self._duplicates = state["duplicates"]
+
+
+def late_reject(item: Decoded, state: TenantDedupe) -> Rejected:
+    """The ``TOO_LATE`` reject of ``item``: its original record, and how far behind it was."""
+    raw = item.raw
+    if raw is None:
+        p = item.provenance
+        raw = RawRecord(
+            p.topic, p.kafka_partition, p.kafka_offset, None, None, item.kafka_timestamp_ms
+        )
+    horizon = state.horizon
+    behind = "" if horizon is None else f"{(horizon - item.signal.ts).total_seconds():g} s "
+    detail = f"event time {behind}before the dedupe horizon (TTL {state.ttl_seconds:g} s)"
+    return Rejected(
+        ReasonCode.TOO_LATE,
+        detail,
+        raw,
+        stage="dedupe",
+        tenant_id=item.signal.tenant_id,
+        schema_version=item.provenance.schema_version,
+    )
+
+
+class _TenantMetrics:
+    """Labelled metric children, looked up once per tenant (``labels()`` takes a lock)."""
+
+    def __init__(self, tenant: str) -> None:
+        self.duplicates = metrics.DUPLICATES.labels(tenant)
+        self.rate = metrics.DEDUPE_RATE.labels(tenant)
+        self.keys = metrics.DEDUPE_KEYS.labels(tenant)
+        self.late = metrics.REJECTED.labels("dedupe", ReasonCode.TOO_LATE.value, tenant)
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupeOut:
+    """The two streams out of :func:`dedupe`."""
+
+    #: New records, keyed by tenant, in their input order.
+    unique: KeyedStream[Decoded]
+    #: ``TOO_LATE`` rejects, for the DLQ.
+    late: Stream[Rejected]
+
+
+@operator
+def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> DedupeOut:
+    """Suppress duplicates per tenant; ``up`` must be keyed by ``tenant_id``.
+
+    New records continue on ``unique``; records before the tenant's horizon leave on ``late``;
+    duplicates are dropped and counted. The TTL is ``settings.ttl_seconds`` of event time; a
+    resumed state takes the current setting (see :meth:`TenantDedupe.set_ttl`).
+    """
+    ttl = settings.ttl_seconds
+    # As the state holds it (whole microseconds), so a resumed state is compared like for like.
+    held_ttl = _micros_of_seconds(ttl) / 1_000_000
+    children: dict[str, _TenantMetrics] = {}
+
+    def check(
+        state: TenantDedupe | None, item: Decoded
+    ) -> tuple[TenantDedupe, Iterable[Decoded | Rejected]]:
+        if state is None:
+            state = TenantDedupe(ttl)
+        elif state.ttl_seconds != held_ttl:
+            state.set_ttl(ttl)
+        verdict = state.check(item)
+        tenant = item.signal.tenant_id
+        m = children.get(tenant)
+        if m is None:
+            m = children[tenant] = _TenantMetrics(tenant)
+        m.rate.set(state.dedupe_rate)
+        m.keys.set(len(state))
+        if verdict is Verdict.NEW:
+            return state, (item,)
+        if verdict is Verdict.DUPLICATE:
+            m.duplicates.inc()
+            return state, ()
+        m.late.inc()
+        return state, (late_reject(item, state),)
+
+    checked = op.stateful_flat_map("check", up, check)
+    branch = op.branch("split", checked, lambda kv: isinstance(kv[1], Decoded))
+    unique: KeyedStream[Decoded] = branch.trues  # type: ignore[assignment]
+    late: Stream[Rejected] = op.key_rm("late", branch.falses)  # type: ignore[arg-type]
+    return DedupeOut(unique, late)
