@@ -1,22 +1,33 @@
-"""The coherence flow: Kafka → decode → Iceberg, rejects → DLQ.
+"""The coherence flow: Kafka → decode → validate → drift-quarantine → dedupe → tenant-tag → score.
 
 Run it as ``python -m bytewax.run flows.coherence:flow`` (settings from ``IGFLOW_*``) or as
 ``igflow run``. Bytewax resolves ``flow`` through this module's ``__getattr__``, so importing the
 module reads nothing and connects to nothing: the dataflow is built from one :class:`Settings`
 at the entry point.
 
-Batching for the lake is Bytewax's ``collect`` keyed by Kafka partition (by size and time): it is
-a stateful step, so rows that are batched but not yet committed are in the recovery snapshot
-and survive a crash together with the source offsets.
+::
+
+    kafka ─▶ decode ─▶ validate ─▶ key by tenant ─▶ drift ─▶ dedupe ─▶ tenant_tag ─▶ score
+               │          │                           │         │           │          │
+               └─ errs ───┴──────── rejects ──────────┼─ late ──┘           ▼          ▼
+                              │                       │                 signals     scores
+                              ▼                       ▼
+                             DLQ            quarantine (rejects + drifted batches)
+
+Everything after ``validate`` is keyed by tenant, so each tenant's records keep their order
+through the stateful steps. The lake tables batch with Bytewax's ``collect`` keyed by ledger lane
+(see :mod:`sinks.iceberg`): a stateful step, so rows batched but not yet committed are in the
+recovery snapshot and survive a crash together with the source offsets and the stages' state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
@@ -25,14 +36,21 @@ from igflow.records import Decoded
 from igflow.schemas import RegistrySchemas
 from igflow.settings import Settings
 from operators.decode import SchemaLookup, SignalDecoder, decode
+from operators.dedupe import dedupe
+from operators.drift import Baseline, drift, load_baseline
+from operators.score import score
+from operators.tenancy import TenancyPolicy, tenant_tag
+from operators.validate import TenantDirectory, validate
 from sinks.dlq import dlq_message, dlq_sink
 from sinks.iceberg import IcebergSink
-from sinks.lake_tables import SIGNALS
+from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS, TableDef
 from sources.kafka import KafkaTopicSource
+from tenancy.registry import PostgresTenants
 
-__all__ = ["build", "kafka_source"]  # and `flow`, built on access
+__all__ = ["Edges", "build", "kafka_source"]  # and `flow`, built on access
 
 FLOW_ID = "coherence"
+T = TypeVar("T")
 
 
 def kafka_source(settings: Settings) -> KafkaTopicSource:
@@ -45,44 +63,87 @@ def kafka_source(settings: Settings) -> KafkaTopicSource:
     )
 
 
-def _partition_key(item: Decoded) -> str:
-    return f"{item.provenance.topic}/{item.provenance.kafka_partition}"
+@dataclasses.dataclass(frozen=True)
+class Edges:
+    """What the flow talks to; ``None`` means "the real one from the settings" (tests swap them)."""
+
+    source: Source[Any] | None = None
+    lookup: SchemaLookup | None = None
+    dlq: Sink[Any] | None = None
+    tenants: TenantDirectory | None = None
+    policy: TenancyPolicy | None = None
+    baseline: Baseline | None = None
 
 
-def build(
-    settings: Settings,
-    *,
-    source: Source[Any] | None = None,
-    lookup: SchemaLookup | None = None,
-    lake: Sink[Any] | None = None,
-    dlq: Sink[Any] | None = None,
-) -> Dataflow:
-    """The dataflow for ``settings``; the keyword arguments replace its edges (for tests)."""
-    reader = signal_contracts()[-1].parsed
-    decoder = SignalDecoder(lookup or RegistrySchemas(settings.kafka.schema_registry_url), reader)
-    flow = Dataflow(FLOW_ID)
-    raw = op.input("kafka", flow, source or kafka_source(settings))
-    decoded = decode("decode", raw, decoder)
-    op.output(
-        "dlq",
-        op.map("dlq_message", decoded.errs, dlq_message),
-        dlq or dlq_sink(settings.kafka.bootstrap, settings.kafka.dlq_topic),
-    )
-    keyed = op.key_on("by_partition", decoded.oks, _partition_key)
+def _tenant(item: Decoded) -> str:
+    return item.signal.tenant_id
+
+
+def _land(flow_id: str, up: Stream[T], table: TableDef[T], settings: Settings) -> None:
+    """Batch ``up`` per ledger lane and append it to ``table`` exactly once."""
+    keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
     batches = op.collect(
-        "lake_batch",
+        f"{flow_id}_batch",
         keyed,
         timeout=timedelta(seconds=settings.lake.batch_max_seconds),
         max_size=settings.lake.batch_max_rows,
     )
-    lake_sink = lake or IcebergSink(
+    sink = IcebergSink(
         settings.lake.catalog_name,
         settings.catalog_properties,
         settings.lake.namespace,
-        SIGNALS,
+        table,
         commit_attempts=settings.lake.commit_attempts,
     )
-    op.output("lake", batches, lake_sink)
+    op.output(flow_id, batches, sink)
+
+
+def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:
+    """The dataflow for ``settings``; ``edges`` (or keywords of the same names) swap its edges."""
+    edges = dataclasses.replace(edges or Edges(), **swap)
+    reader = signal_contracts()[-1].parsed
+    decoder = SignalDecoder(
+        edges.lookup or RegistrySchemas(settings.kafka.schema_registry_url), reader
+    )
+    tenants = edges.tenants or PostgresTenants(
+        settings.stores.postgres_dsn, settings.validate.tenant_refresh_seconds
+    )
+    policy = edges.policy or TenancyPolicy.load(settings.policies_dir)
+    baseline = edges.baseline
+    if baseline is None and settings.drift.baseline_file:
+        baseline = load_baseline(settings.drift.baseline_file, settings.drift.bins)
+    drift_settings = settings.drift
+    if settings.run.bounded:
+        # A bounded run decides open batches at the end of its input; an idle flush on the wall
+        # clock would make batch boundaries (and so verdicts) depend on timing.
+        drift_settings = dataclasses.replace(drift_settings, idle_flush_seconds=0.0)
+
+    flow = Dataflow(FLOW_ID)
+    raw = op.input("kafka", flow, edges.source or kafka_source(settings))
+    decoded = decode("decode", raw, decoder)
+    checked = validate("validate", decoded.oks, tenants, settings.validate)
+    by_tenant = op.key_on("by_tenant", checked.oks, _tenant)
+    drifted = drift(
+        "drift",
+        by_tenant,
+        drift_settings,
+        release_key=settings.quarantine.release_key,
+        baseline=baseline,
+    )
+    unique = dedupe("dedupe", drifted.passed, settings.dedupe)
+    tagged = tenant_tag("tenant_tag", unique.unique, policy)
+    scores = score("score", tagged, settings.score)
+
+    rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
+    op.output(
+        "dlq",
+        op.map("dlq_message", rejects, dlq_message),
+        edges.dlq or dlq_sink(settings.kafka.bootstrap, settings.kafka.dlq_topic),
+    )
+    _land("lake_signals", op.key_rm("signals_values", tagged), SIGNALS, settings)
+    _land("lake_scores", op.key_rm("scores_values", scores), SCORES, settings)
+    quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
+    _land("lake_quarantine", quarantine, QUARANTINE, settings)
     return flow
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from typing import Any
 
 import hypothesis.strategies as st
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -10,69 +12,112 @@ from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
 from flows.coherence import build
+from igflow.records import RawRecord
 from igflow.settings import Settings
-from igflow.workload import WorkloadSpec, generate
+from igflow.workload import INVALID_KINDS, SOURCES, Message, WorkloadSpec, generate, tenant_ids
+from operators.tenancy import TenancyPolicy
 from sinks.dlq import DLQ_HEADERS
 from sinks.iceberg import ledger
+from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 
+POLICY = TenancyPolicy.load(Settings().policies_dir)
+TENANTS = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
 
-def _run(settings: Settings, schemas: DictSchemas, messages: list) -> list:
-    dlq: list = []
-    flow = build(settings, source=TestingSource(messages), lookup=schemas, dlq=TestingSink(dlq))
+
+def _run(
+    settings: Settings, schemas: DictSchemas, records: list[RawRecord], batch_size: int = 10
+) -> list[Any]:
+    dlq: list[Any] = []
+    flow = build(
+        settings,
+        source=TestingSource(records, batch_size=batch_size),
+        lookup=schemas,
+        dlq=TestingSink(dlq),
+        tenants=TENANTS,
+        policy=POLICY,
+    )
     run_main(flow)
     return dlq
 
 
-def test_valid_signals_land_once_and_bad_ones_reach_the_dlq(
+def _rows(catalog: Catalog, namespace: str, table: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = (
+        catalog.load_table(f"{namespace}.{table}").scan().to_arrow().to_pylist()
+    )
+    return rows
+
+
+def _valid_keys(workload: list[Message]) -> set[tuple[str, str]]:
+    return {
+        (m.record["tenant_id"], m.record["signal_id"])
+        for m in workload
+        if m.kind == "valid" and m.record
+    }
+
+
+def test_valid_signals_land_once_and_bad_ones_reach_the_dlq_and_quarantine(
     lake_settings: Settings, schemas: DictSchemas, catalog: Catalog
 ) -> None:
-    spec = WorkloadSpec(tenants=3, count=50, bad=12)
+    spec = WorkloadSpec(tenants=3, count=50, bad=12, invalid=0.1, duplicates=0.1)
     workload = list(generate(spec, V1_ID, SIGNAL_V1.parsed))
-    messages = kafka_messages(workload)
+    records = kafka_messages(workload)
 
-    dlq = _run(lake_settings, schemas, messages)
+    dlq = _run(lake_settings, schemas, records)
 
-    table = catalog.load_table("coherence.signals")
-    rows = table.scan().to_arrow()
-    assert rows.num_rows == 150
-    assert len(set(rows.column("signal_id").to_pylist())) == 150
-    assert len(dlq) == 12
-    reasons = {dict(m.headers)["igflow.reason"].decode() for m in dlq}
-    assert reasons == {"DECODE_FAILED", "SCHEMA_UNKNOWN"}
+    rows = _rows(catalog, "coherence", "signals")
+    keys = [(r["tenant_id"], r["signal_id"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 150
+    assert set(keys) == _valid_keys(workload)
+    assert all(
+        len(r["provenance_id"]) == 32 and r["policy_version"] == POLICY.version for r in rows
+    )
+
+    invalid = Counter(
+        INVALID_KINDS[m.kind.split(":")[1]] for m in workload if m.kind.startswith("invalid")
+    )
+    reasons = Counter(dict(m.headers)["igflow.reason"].decode() for m in dlq)
+    assert set(reasons) - set(invalid) == {"DECODE_FAILED", "SCHEMA_UNKNOWN"}
+    assert all(reasons[r] == n for r, n in invalid.items())
     assert all(set(DLQ_HEADERS) <= set(dict(m.headers)) for m in dlq)
-    bad_values = {m.value for m in workload if m.record is None}
-    assert {m.value for m in dlq} == bad_values
-    # The ledger holds the last offset of every partition that had valid records.
-    last = {}
-    for m in messages:
-        last[("coherence.signals.v1", m.partition)] = m.offset
-    assert ledger(table).keys() == last.keys()
+    quarantine = _rows(catalog, "coherence", "quarantine")
+    assert sorted((r["kafka_partition"], r["kafka_offset"]) for r in quarantine) == sorted(
+        (
+            int(dict(m.headers)["igflow.source.partition"]),
+            int(dict(m.headers)["igflow.source.offset"]),
+        )
+        for m in dlq
+    )
+    # One ledger mark per (partition, lane); the signal lanes are per tenant.
+    lanes = {lane for (_topic, _p, lane) in ledger(catalog.load_table("coherence.signals"))}
+    assert lanes == {f"signals:{t}" for t in tenant_ids(3)}
+    scores = _rows(catalog, "coherence", "scores")
+    assert {r["tenant_id"] for r in scores} == set(tenant_ids(3))
 
 
 def test_a_replayed_input_lands_nothing_twice(
     lake_settings: Settings, schemas: DictSchemas, catalog: Catalog
 ) -> None:
-    messages = kafka_messages(
-        list(generate(WorkloadSpec(tenants=2, count=40), V1_ID, SIGNAL_V1.parsed))
+    records = kafka_messages(
+        list(generate(WorkloadSpec(tenants=2, count=40, invalid=0.1), V1_ID, SIGNAL_V1.parsed))
     )
-    _run(lake_settings, schemas, messages[:50])
-    # A resume re-reads from an earlier offset: everything again, plus the rest.
-    _run(lake_settings, schemas, messages)
-    rows = catalog.load_table("coherence.signals").scan().to_arrow()
-    assert rows.num_rows == 80
-    keys = list(
-        zip(
-            rows.column("kafka_partition").to_pylist(),
-            rows.column("kafka_offset").to_pylist(),
-            strict=True,
-        )
-    )
-    assert len(set(keys)) == 80
+    _run(lake_settings, schemas, records[:50])
+    first = {t: len(_rows(catalog, "coherence", t)) for t in ("signals", "scores", "quarantine")}
+    # A fresh run re-reads from offset 0: everything again, plus the rest.
+    _run(lake_settings, schemas, records)
+    rows = _rows(catalog, "coherence", "signals")
+    assert len(rows) == 80
+    assert len({(r["kafka_partition"], r["kafka_offset"]) for r in rows}) == 80
+    after = {t: len(_rows(catalog, "coherence", t)) for t in ("signals", "scores", "quarantine")}
+    assert all(after[t] >= first[t] for t in first)
+    score_keys = [
+        (r["kafka_partition"], r["kafka_offset"]) for r in _rows(catalog, "coherence", "scores")
+    ]
+    assert len(score_keys) == len(set(score_keys))
 
 
 @settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -80,48 +125,50 @@ def test_a_replayed_input_lands_nothing_twice(
     tenants=st.integers(1, 3),
     count=st.integers(1, 25),
     bad=st.integers(0, 15),
+    invalid=st.sampled_from([0.0, 0.2]),
     duplicates=st.sampled_from([0.0, 0.2]),
     partitions=st.integers(1, 4),
     source_batch=st.integers(1, 20),
     lake_batch=st.integers(1, 40),
     seed=st.integers(0, 1000),
 )
-def test_every_record_lands_once_or_reaches_the_dlq_once(
+def test_every_record_lands_once_or_is_quarantined_once_or_is_a_duplicate(
     lake_settings: Settings,
     catalog: Catalog,
     tenants: int,
     count: int,
     bad: int,
+    invalid: float,
     duplicates: float,
     partitions: int,
     source_batch: int,
     lake_batch: int,
     seed: int,
 ) -> None:
-    """Law: the input splits exactly into lake rows and DLQ messages, keyed by offset."""
+    """Law: the input splits exactly into landed rows, quarantined rows and dropped duplicates."""
     namespace = f"law{uuid.uuid4().hex[:8]}"
     settings = lake_settings.with_changes("lake", namespace=namespace, batch_max_rows=lake_batch)
-    spec = WorkloadSpec(tenants=tenants, count=count, bad=bad, duplicates=duplicates, seed=seed)
+    spec = WorkloadSpec(
+        tenants=tenants, count=count, bad=bad, invalid=invalid, duplicates=duplicates, seed=seed
+    )
     workload = list(generate(spec, V1_ID, SIGNAL_V1.parsed))
     records = kafka_messages(workload, partitions=partitions)
-    dlq: list = []
-    flow = build(
-        settings,
-        source=TestingSource(records, batch_size=source_batch),
-        lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
-        dlq=TestingSink(dlq),
-    )
-    run_main(flow)
+    dlq = _run(settings, DictSchemas({V1_ID: SIGNAL_V1.text}), records, source_batch)
 
-    rows = catalog.load_table(f"{namespace}.signals").scan().to_arrow().to_pylist()
-    landed = sorted((r["kafka_partition"], r["kafka_offset"]) for r in rows)
-    rejected = sorted(
-        (
-            int(dict(m.headers)["igflow.source.partition"]),
-            int(dict(m.headers)["igflow.source.offset"]),
-        )
-        for m in dlq
+    landed = sorted(
+        (r["kafka_partition"], r["kafka_offset"]) for r in _rows(catalog, namespace, "signals")
     )
-    assert sorted(landed + rejected) == sorted((r.partition, r.offset) for r in records)
-    good = {(r.partition, r.offset) for r, m in zip(records, workload, strict=True) if m.record}
-    assert set(landed) == good
+    held = sorted(
+        (r["kafka_partition"], r["kafka_offset"]) for r in _rows(catalog, namespace, "quarantine")
+    )
+    dropped = sorted(
+        (r.partition, r.offset)
+        for r, m in zip(records, workload, strict=True)
+        if m.kind == "duplicate"
+    )
+    assert sorted(landed + held + dropped) == sorted((r.partition, r.offset) for r in records)
+    assert len(dlq) == len(held)  # nothing drifts in so few records: every hold is a reject
+    first_copies = {
+        (r.partition, r.offset) for r, m in zip(records, workload, strict=True) if m.kind == "valid"
+    }
+    assert set(landed) == first_copies
