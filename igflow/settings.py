@@ -132,7 +132,7 @@ class DriftSettings:
     #: PSI at or above this is significant …
     psi_threshold: float = 0.2
     #: … and the KS statistic must exceed its critical value at this significance level.
-    ks_alpha: float = 0.01
+    ks_alpha: float = 0.001
     #: A tenant idle this long (wall clock) has its open batches decided (tail mode only).
     idle_flush_seconds: float = 30.0
 

@@ -3,6 +3,7 @@ reaches the DLQ with its reason, logs are JSON and metrics are served."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ from tests.integration.conftest import (
     lake_rows,
     produce_workload,
     read_topic,
+    recent,
 )
 
 
@@ -79,10 +82,16 @@ def test_1000_bad_payloads_reach_the_dlq_and_every_valid_record_lands(
     assert any(
         entry.get("error_code") == "SCHEMA_UNKNOWN" and "kafka_offset" in entry for entry in logs
     )
-    assert sum(entry.get("rows", 0) for entry in logs if entry.get("op") == "lake.append") == 3000
+    appended = (
+        e.get("rows", 0)
+        for e in logs
+        if e.get("op") == "lake.append" and e.get("table") == "signals"
+    )
+    assert sum(appended) == 3000
     per_tenant: Counter[str] = Counter()
     for entry in logs:
-        per_tenant.update(entry.get("rows_per_tenant", {}))
+        if entry.get("table") == "signals":
+            per_tenant.update(entry.get("rows_per_tenant", {}))
     assert per_tenant == {f"tenant-{i:02d}": 300 for i in range(10)}
 
 
@@ -114,11 +123,14 @@ def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: 
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
                 except httpx.HTTPError:
                     text = ""
-                if _metric(text, "ingest_events_processed_total") >= 300:
+                if _metric(text, "ingest_events_processed_total", table="signals") >= 300:
                     break
             assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
             time.sleep(0.5)
-        assert _metric(text, "ingest_events_processed_total", tenant_id="tenant-01") == 100
+        landed = _metric(
+            text, "ingest_events_processed_total", tenant_id="tenant-01", table="signals"
+        )
+        assert landed == 100
         assert _metric(text, "igflow_dlq_events_total") == 9
         assert _metric(text, "igflow_dlq_events_total", reason="SCHEMA_UNKNOWN") == 3
         assert "igflow_lake_commit_seconds_bucket" in text
@@ -154,8 +166,11 @@ def test_a_bounded_run_stops_at_the_end_present_at_start_while_producers_go_on(
     produced_later: list[int] = []
 
     def keep_producing() -> None:
-        spec = WorkloadSpec(tenants=4, count=100, seed=10)
+        # Later events than the first workload's, each round its own: none is a duplicate.
+        later = recent(WorkloadSpec(tenants=4, count=100, seed=10))
         while not stop.is_set():
+            start = later.start + timedelta(hours=1, minutes=10 * (len(produced_later) % 90))
+            spec = dataclasses.replace(later, start=start)
             produced_later.append(produce(it_settings, spec, rate=2000).total)
 
     producer = threading.Thread(target=keep_producing)
