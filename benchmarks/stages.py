@@ -1,0 +1,254 @@
+"""Stage benchmark: cost per stage (µs per event) and end-to-end events/s with every stage on,
+beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
+
+    .venv/bin/python benchmarks/stages.py --signals 200000     # the local stack must be up
+
+1. Per stage: the engine-independent logic of each step (decode, validate, drift, dedupe,
+   tenant-tag, score) timed over the same records in one process, each step fed the output of
+   the one before; µs per event it handled.
+2. End to end, on the local stack: N signals (10 tenants, 5% duplicates, 2% invalid) produced to
+   a fresh topic, then run bounded with one worker in this process, into fresh namespaces:
+   (a) the skeleton flow (decode, then the decoded rows to Iceberg) and (b) the full flow
+   (``flows.coherence.build``, landing signals, scores and quarantine). Wall time includes the
+   catalog connection and every Iceberg commit.
+Prints tables and the ratio; writes ``benchmarks/results/stages.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.run import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flows.coherence import Edges, build, kafka_source  # noqa: E402
+from igflow.admin import catalog, create_topics  # noqa: E402
+from igflow.contracts import signal_contracts  # noqa: E402
+from igflow.producer import produce  # noqa: E402
+from igflow.records import Decoded, RawRecord, Tagged  # noqa: E402
+from igflow.schemas import RegistrySchemas  # noqa: E402
+from igflow.settings import Settings  # noqa: E402
+from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
+from operators.decode import SignalDecoder, decode  # noqa: E402
+from operators.dedupe import TenantDedupe, Verdict  # noqa: E402
+from operators.drift import TenantDrift  # noqa: E402
+from operators.score import TenantScore  # noqa: E402
+from operators.tenancy import TenancyPolicy, tag  # noqa: E402
+from operators.validate import check  # noqa: E402
+from sinks.iceberg import IcebergSink  # noqa: E402
+from sinks.lake_tables import SIGNALS, TableDef  # noqa: E402
+from tenancy.registry import StaticTenants  # noqa: E402
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def _timed(items: Iterable[T], step: Callable[[T], Iterable[U]]) -> tuple[list[U], float, int]:
+    items = list(items)
+    out: list[U] = []
+    start = time.perf_counter()
+    for item in items:
+        out.extend(step(item))
+    return out, time.perf_counter() - start, len(items)
+
+
+def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
+    """µs per event of each stage's logic, fed in pipeline order."""
+    contract = signal_contracts()[0]
+    spec = WorkloadSpec(
+        tenants=10,
+        count=n // 10,
+        duplicates=0.05,
+        invalid=0.02,
+        start=recent_start(datetime.now(UTC)),
+    )
+    raws = []
+    for offset, m in enumerate(generate(spec, 1, contract.parsed)):
+        stamp = int(m.record["ts"].timestamp() * 1000) + 1000 if m.record else None
+        raws.append(RawRecord("bench", 0, offset, m.key, m.value, stamp))
+    decoder = SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
+    tenants = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
+    policy = TenancyPolicy.load(settings.policies_dir)
+    drifts: dict[str, TenantDrift] = {}
+    dedupes: dict[str, TenantDedupe] = {}
+    scores: dict[str, TenantScore] = {}
+
+    def decode_one(raw: RawRecord) -> list[Decoded]:
+        out = decoder.decode(raw)
+        return [out] if isinstance(out, Decoded) else []
+
+    def validate_one(item: Decoded) -> list[Decoded]:
+        out = check(item, tenants, settings.validate)
+        return [out] if isinstance(out, Decoded) else []
+
+    def drift_one(item: Decoded) -> list[Decoded]:
+        t = item.signal.tenant_id
+        state = drifts.get(t) or drifts.setdefault(
+            t, TenantDrift(t, settings.drift, None, settings.quarantine.release_key)
+        )
+        return [x for x in state.push(item) if isinstance(x, Decoded)]
+
+    def dedupe_one(item: Decoded) -> list[Decoded]:
+        t = item.signal.tenant_id
+        state = dedupes.get(t) or dedupes.setdefault(t, TenantDedupe(settings.dedupe.ttl_seconds))
+        return [item] if state.check(item) is Verdict.NEW else []
+
+    def tag_one(item: Decoded) -> list[Tagged]:
+        return [tag(item, policy)]
+
+    def score_one(item: Tagged) -> list[Any]:
+        t = item.signal.tenant_id
+        state = scores.get(t) or scores.setdefault(t, TenantScore(settings.score))
+        change = state.add(item)
+        return [] if change is None else [change]
+
+    rows = []
+    decoded, s, k = _timed(raws, decode_one)
+    rows.append(("decode", s, k))
+    valid, s, k = _timed(decoded, validate_one)
+    rows.append(("validate", s, k))
+    passed, s, k = _timed(valid, drift_one)
+    start = time.perf_counter()
+    for state in drifts.values():
+        passed.extend(x for x in state.flush() if isinstance(x, Decoded))
+    rows.append(("drift", s + time.perf_counter() - start, k))
+    unique, s, k = _timed(passed, dedupe_one)
+    rows.append(("dedupe", s, k))
+    tagged, s, k = _timed(unique, tag_one)
+    rows.append(("tenant-tag", s, k))
+    _changes, s, k = _timed(tagged, score_one)
+    rows.append(("score", s, k))
+    return rows
+
+
+_RAW = TableDef[Decoded](
+    name="signals",
+    schema=SIGNALS.schema.select(
+        *("tenant_id", "signal_id", "type", "value", "weight", "source", "ts"),
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "schema_version",
+        "input_hash",
+    ),
+    partition_spec=SIGNALS.partition_spec,
+    row=lambda d: (
+        d.signal.tenant_id,
+        d.signal.signal_id,
+        d.signal.type,
+        d.signal.value,
+        d.signal.weight,
+        d.signal.source,
+        d.signal.ts,
+        d.provenance.topic,
+        d.provenance.kafka_partition,
+        d.provenance.kafka_offset,
+        d.provenance.schema_version,
+        d.provenance.input_hash,
+    ),
+    provenance=lambda d: d.provenance,
+    tenant=lambda d: d.signal.tenant_id,
+)
+
+
+def skeleton(settings: Settings) -> Dataflow:
+    """The walking-skeleton flow: Kafka → decode → Iceberg, no stages."""
+    decoder = SignalDecoder(
+        RegistrySchemas(settings.kafka.schema_registry_url), signal_contracts()[-1].parsed
+    )
+    flow = Dataflow("skeleton")
+    decoded = decode("decode", op.input("kafka", flow, kafka_source(settings)), decoder)
+    keyed = op.key_on("by_partition", decoded.oks, lambda d: str(d.provenance.kafka_partition))
+    batches = op.collect(
+        "batch",
+        keyed,
+        timeout=timedelta(seconds=settings.lake.batch_max_seconds),
+        max_size=settings.lake.batch_max_rows,
+    )
+    sink = IcebergSink(
+        settings.lake.catalog_name, settings.catalog_properties, settings.lake.namespace, _RAW
+    )
+    op.output("lake", batches, sink)
+    return flow
+
+
+def _wall(flow: Dataflow) -> float:
+    start = time.perf_counter()
+    cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=1))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=int, default=200_000)
+    parser.add_argument("--stage-signals", type=int, default=100_000)
+    args = parser.parse_args()
+    settings = Settings.load()
+
+    print(f"per-stage cost over {args.stage_signals:,} signals (one process, no engine):")
+    costs = stage_costs(settings, args.stage_signals)
+    print(f"{'stage':<12} {'events':>9} {'µs/event':>9}")
+    for name, seconds, count in costs:
+        print(f"{name:<12} {count:>9,} {seconds / count * 1e6:>9.2f}")
+    total_us = sum(s / c * 1e6 for _n, s, c in costs)
+    print(f"{'all stages':<12} {'':>9} {total_us:>9.2f}")
+
+    tag_ = uuid.uuid4().hex[:8]
+    settings = settings.with_changes(
+        "kafka", topic=f"bench.{tag_}.signals", dlq_topic=f"bench.{tag_}.dlq"
+    )
+    create_topics(settings)
+    spec = WorkloadSpec(
+        tenants=10,
+        count=args.signals // 10,
+        duplicates=0.05,
+        invalid=0.02,
+        seed=1,
+        start=recent_start(datetime.now(UTC)),
+    )
+    print(f"\nproducing {spec.tenants * spec.count:,} signals (+5% duplicates, 2% invalid) …")
+    report = produce(settings, spec)
+    total = report.total
+    print(f"produced {total:,} in {report.seconds:.1f} s")
+
+    results = []
+    for label, make in (
+        ("skeleton: decode → Iceberg", skeleton),
+        ("all stages → signals, scores, quarantine", lambda s: build(s, Edges())),
+    ):
+        namespace = f"bench_{tag_}_{len(results)}"
+        scoped = settings.with_changes("lake", namespace=namespace)
+        seconds = _wall(make(scoped))
+        landed = catalog(scoped).load_table(f"{namespace}.signals").scan().count()
+        results.append(
+            {"path": label, "seconds": seconds, "events_per_s": total / seconds, "landed": landed}
+        )
+    base = results[0]["events_per_s"]
+    print(f"\n{'path':<42} {'seconds':>8} {'events/s':>9} {'landed':>8} {'ratio':>6}")
+    for r in results:
+        print(
+            f"{r['path']:<42} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}"
+            f" {r['landed']:>8,} {r['events_per_s'] / base:>5.2f}x"
+        )
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stages = [{"stage": n, "events": c, "us_per_event": s / c * 1e6} for n, s, c in costs]
+    (out / "stages.json").write_text(
+        json.dumps({"signals": total, "stages": stages, "flows": results}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
