@@ -47,10 +47,11 @@ status: venv ## show the local stack
 setup: stack-up ## register schemas, create topics and tables, write .pyiceberg.yaml
 	$(IGFLOW) setup >/dev/null
 
-demo: setup ## run the main job end to end: produce 10 tenants x 1,000 signals, run the flow, show the lake
-	$(IGFLOW) produce --tenants 10 --count 1000 --if-empty
+demo: setup ## run the main job end to end: 10 tenants x 3,000 signals (5% duplicates, 2% invalid, tenant-03 drifts), the flow, the lake, the quarantine
+	$(IGFLOW) produce --tenants 10 --count 3000 --duplicates 0.05 --invalid 0.02 --drift-tenant 3 --if-empty
 	$(IGFLOW) run
 	$(IGFLOW) lake
+	$(IGFLOW) quarantine list --rejects
 
 lint: venv
 	$(BIN)/ruff check .
@@ -73,6 +74,8 @@ check: test
 bench: setup ## benchmarks (figures for the README's performance section)
 	$(BIN)/python -m pip install --quiet -e '.[stack,dev,bench]'
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/stages.py
+	$(BIN)/python benchmarks/dedupe_memory.py --plot benchmarks/results/dedupe_memory.png --json benchmarks/results/dedupe_memory.json
 	$(BIN)/python benchmarks/psi.py
 
 clean: down

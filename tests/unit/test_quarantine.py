@@ -1,0 +1,72 @@
+"""Quarantine commands over a SQLite catalog: list batches per tenant, discard with an audit row.
+
+(Release re-sends through Kafka: tests/integration/test_stages.py covers it on the real stack.)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
+from pyiceberg.catalog import Catalog
+
+from flows.coherence import build
+from igflow.quarantine import QuarantineError, decide, list_batches, rejects_summary
+from igflow.settings import Settings
+from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
+from operators.tenancy import TenancyPolicy
+from tenancy.registry import StaticTenants
+from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def held(lake_settings: Settings, catalog: Catalog) -> Settings:
+    """A flow run whose tenant-01 drifts half-way: its later batches are held."""
+    settings = lake_settings.with_changes(
+        "drift", batch_size=20, reference_batches=2, batch_seconds=3600.0, ks_alpha=0.0001
+    )
+    spec = WorkloadSpec(tenants=2, count=400, drift_tenant=1, invalid=0.05)
+    records = kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed)))
+    flow = build(
+        settings,
+        source=TestingSource(records),
+        lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
+        dlq=TestingSink([]),
+        tenants=StaticTenants.of(*tenant_ids(2), sources=SOURCES),
+        policy=TenancyPolicy.load(settings.policies_dir),
+    )
+    run_main(flow)
+    return settings
+
+
+def test_held_batches_are_listed_per_tenant_with_their_statistics(held: Settings) -> None:
+    batches = list_batches(held)
+    assert batches and {b.tenant_id for b in batches} == {"tenant-01"}
+    assert {b.reason for b in batches} == {"DRIFT_DETECTED"} and {b.status for b in batches} == {
+        "open"
+    }
+    assert all(b.rows > 0 and b.psi is not None and b.psi >= 0.2 for b in batches)
+    assert list_batches(held, tenant="tenant-00") == []
+    rejects = rejects_summary(held)
+    assert rejects and {stage for (_t, stage, _r) in rejects} == {"validate"}
+
+
+def test_discard_writes_an_audit_row_and_a_batch_is_decided_once(held: Settings) -> None:
+    batch = list_batches(held)[0]
+    entry = decide(held, batch.batch_id, "discarded", actor="ops", note="known outage", now=NOW)
+    assert entry["rows"] == batch.rows and entry["action"] == "discarded"
+    statuses = {b.batch_id: b.status for b in list_batches(held)}
+    assert statuses[batch.batch_id] == "discarded"
+    assert [b.batch_id for b in list_batches(held, status="discarded")] == [batch.batch_id]
+    with pytest.raises(QuarantineError, match="already discarded"):
+        decide(held, batch.batch_id, "released", actor="ops", now=NOW)
+
+
+def test_unknown_and_malformed_batch_ids_are_refused(held: Settings) -> None:
+    with pytest.raises(QuarantineError, match="no quarantined batch"):
+        decide(held, "0" * 32, "discarded", actor="ops", now=NOW)
+    with pytest.raises(QuarantineError, match="not a batch id"):
+        decide(held, "x' OR '1'='1", "discarded", actor="ops", now=NOW)
