@@ -24,6 +24,11 @@ __all__ = [
     "QUARANTINED",
     "REJECTED",
     "SCORE_CHANGES",
+    "SINK_BATCHES",
+    "SINK_DEAD_LETTERS",
+    "SINK_RETRIES",
+    "SINK_ROWS",
+    "SINK_SECONDS",
     "serve",
 ]
 
@@ -76,6 +81,20 @@ DEDUPE_RATE = Gauge(
 DEDUPE_KEYS = Gauge("igflow_dedupe_keys", "Idempotency keys held by the dedupe step", ["tenant_id"])
 SCORE_CHANGES = Counter(
     "igflow_score_changes_total", "Coherence score changes emitted", ["tenant_id", "status"]
+)
+
+SINK_BATCHES = Counter("igflow_sink_batches_total", "Batches written to a serving store", ["sink"])
+SINK_ROWS = Counter("igflow_sink_rows_total", "Rows written to a serving store", ["sink"])
+SINK_RETRIES = Counter(
+    "igflow_sink_retries_total", "Store writes retried after a transient error", ["sink"]
+)
+SINK_DEAD_LETTERS = Counter(
+    "igflow_sink_dead_letters_total",
+    "Rows sent to the DLQ (SINK_UNAVAILABLE) after the last attempt",
+    ["sink"],
+)
+SINK_SECONDS = Histogram(
+    "igflow_sink_write_seconds", "Latency of one batch write, retries included", ["sink"]
 )
 
 

@@ -215,3 +215,6 @@ class ScoreChange(_Immutable):
     #: The exact score rounded half-even to two places (the ``NUMERIC(5,2)`` of the read model);
     #: rounding the double instead could differ at a decimal tie.
     score_2dp: Decimal = Decimal("0.00")
+    #: The tenant's change number (1, 2, …): deterministic, so a store applies a change only if
+    #: its ``seq`` is newer than the one it holds, and a replayed change is a no-op.
+    seq: int = 0

@@ -92,6 +92,7 @@ class TenantScore:
         "_last",
         "_newest",
         "_newest_ts",
+        "_seq",
         "_sum_v",
         "_sum_vw",
         "_sum_w",
@@ -121,8 +122,9 @@ class TenantScore:
         self._sum_v = 0
         self._sum_w = 0
         self._sum_vw = 0
-        #: The last emitted ``(numerator, denominator, status)``.
+        #: The last emitted ``(numerator, denominator, status)``, and how many were emitted.
         self._last: tuple[int, int, Status] | None = None
+        self._seq = 0
 
     def __len__(self) -> int:
         """Signals in the window."""
@@ -190,6 +192,7 @@ class TenantScore:
         if last is not None and last[2] is status and num * last[1] == last[0] * den:
             return None
         self._last = (num, den, status)
+        self._seq += 1
         assert self._newest_ts is not None
         return ScoreChange(
             tenant_id=signal.tenant_id,
@@ -201,6 +204,7 @@ class TenantScore:
             provenance_id=item.provenance_id,
             provenance=item.provenance,
             score_2dp=round_half_even(Fraction(num, den)),
+            seq=self._seq,
         )
 
     def _evict(self, edge: int) -> None:

@@ -12,14 +12,22 @@ de-duplicates on (source topic, partition, offset).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from confluent_kafka import Producer
 
 from igflow import metrics
+from igflow.errors import SinkError
+from igflow.reasons import ReasonCode
 from igflow.records import Rejected
 
-__all__ = ["DLQ_HEADERS", "dlq_message", "dlq_sink"]
+__all__ = ["DLQ_HEADERS", "SinkDeadLetters", "dlq_message", "dlq_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +71,73 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
 def dlq_sink(bootstrap: str, topic: str) -> KafkaSink:
     """Bytewax sink producing to the DLQ topic, acknowledged by all in-sync replicas."""
     return KafkaSink(brokers=[bootstrap], topic=topic, add_config={"acks": "all", "linger.ms": "0"})
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+class SinkDeadLetters:
+    """Where a serving sink sends a batch it could not write (``SINK_UNAVAILABLE``).
+
+    Each item becomes one DLQ message: the value is the item as JSON (a score change or a tagged
+    signal, so an operator can re-apply it), with the usual headers plus ``igflow.sink``. Items
+    carry their provenance, so the headers point back at the Kafka record behind them. Delivery
+    is confirmed before :meth:`__call__` returns; if Kafka is down too, it raises and the flow
+    stops (and resumes from its snapshot) rather than lose the batch.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, sink: str, timeout_s: float = 30.0) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._sink = sink
+        self._timeout = timeout_s
+        self._producer: Producer | None = None
+
+    def __call__(self, batch: Sequence[Any], error: BaseException) -> None:
+        if self._producer is None:
+            self._producer = Producer(
+                {"bootstrap.servers": self._bootstrap, "acks": "all", "linger.ms": 0}
+            )
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for item in batch:
+            provenance = getattr(item, "provenance", None)
+            tenant = getattr(item, "tenant_id", None) or getattr(
+                getattr(item, "signal", None), "tenant_id", ""
+            )
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("igflow.reason", ReasonCode.SINK_UNAVAILABLE.value.encode()),
+                ("igflow.detail", f"{self._sink} unavailable: {type(error).__name__}".encode()),
+                ("igflow.sink", self._sink.encode()),
+            ]
+            if provenance is not None:
+                headers += [
+                    ("igflow.source.topic", provenance.topic.encode()),
+                    ("igflow.source.partition", str(provenance.kafka_partition).encode()),
+                    ("igflow.source.offset", str(provenance.kafka_offset).encode()),
+                    ("igflow.input_hash", provenance.input_hash.encode()),
+                ]
+            value = json.dumps(
+                dataclasses.asdict(item), default=_json_default, sort_keys=True
+            ).encode()
+            self._producer.produce(
+                self._topic,
+                key=str(tenant).encode(),
+                value=value,
+                headers=headers,
+                on_delivery=delivered,
+            )
+        metrics.DLQ_EVENTS.labels(ReasonCode.SINK_UNAVAILABLE.value).inc(len(batch))
+        remaining = self._producer.flush(self._timeout)
+        if remaining or failures:
+            msg = f"{self._sink}: could not dead-letter {len(batch)} rows ({failures[:1]})"
+            raise SinkError(msg)

@@ -142,6 +142,7 @@ _SCORE_SCHEMA = Schema(
     NestedField(11, "schema_version", IntegerType(), required=True),
     NestedField(12, "input_hash", StringType(), required=True),
     NestedField(13, "score_2dp", DecimalType(5, 2), required=True, doc="exact, half-even"),
+    NestedField(14, "seq", LongType(), required=True, doc="the tenant's change number"),
 )
 
 
@@ -161,6 +162,7 @@ def _score_row(item: ScoreChange) -> tuple[Any, ...]:
         p.schema_version,
         p.input_hash,
         item.score_2dp,
+        item.seq,
     )
 
 

@@ -237,3 +237,13 @@ def test_the_operator_in_the_engine() -> None:
                 "igflow_score_changes_total", {"tenant_id": tenant, "status": s.value}
             )
             assert (now or 0.0) - before[tenant, s] == sum(1 for c in expected if c.status == s)
+
+
+def test_changes_are_numbered_per_tenant_and_the_numbers_survive_a_snapshot() -> None:
+    state = TenantScore(SETTINGS)
+    first = state.add(_tagged(0, 0.5, 1.0))
+    assert first is not None and first.seq == 1
+    assert state.add(_tagged(1, 0.5, 1.0, offset=1)) is None  # no change: no number used
+    resumed = copy.deepcopy(state)
+    second = resumed.add(_tagged(2, 0.9, 1.0, offset=2))
+    assert second is not None and second.seq == 2
