@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import uuid
@@ -75,9 +76,11 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
         start=recent_start(datetime.now(UTC)),
     )
     raws = []
+    clock = 0  # the producer's clock: a second after the newest valid event so far
     for offset, m in enumerate(generate(spec, 1, contract.parsed)):
-        stamp = int(m.record["ts"].timestamp() * 1000) + 1000 if m.record else None
-        raws.append(RawRecord("bench", 0, offset, m.key, m.value, stamp))
+        if m.kind == "valid" and m.record:
+            clock = max(clock, int(m.record["ts"].timestamp() * 1000) + 1000)
+        raws.append(RawRecord("bench", 0, offset, m.key, m.value, clock or None))
     decoder = SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
     tenants = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
     policy = TenancyPolicy.load(settings.policies_dir)
@@ -102,7 +105,9 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
 
     def dedupe_one(item: Decoded) -> list[Decoded]:
         t = item.signal.tenant_id
-        state = dedupes.get(t) or dedupes.setdefault(t, TenantDedupe(settings.dedupe.ttl_seconds))
+        state = dedupes.get(t)
+        if state is None:  # (not `or`: an empty state has len 0)
+            state = dedupes[t] = TenantDedupe(settings.dedupe.ttl_seconds)
         return [item] if state.check(item) is Verdict.NEW else []
 
     def tag_one(item: Decoded) -> list[Tagged]:
@@ -110,7 +115,9 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
 
     def score_one(item: Tagged) -> list[Any]:
         t = item.signal.tenant_id
-        state = scores.get(t) or scores.setdefault(t, TenantScore(settings.score))
+        state = scores.get(t)
+        if state is None:
+            state = scores[t] = TenantScore(settings.score)
         change = state.add(item)
         return [] if change is None else [change]
 
@@ -196,6 +203,7 @@ def main() -> None:
     parser.add_argument("--stage-signals", type=int, default=100_000)
     args = parser.parse_args()
     settings = Settings.load()
+    logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
 
     print(f"per-stage cost over {args.stage_signals:,} signals (one process, no engine):")
     costs = stage_costs(settings, args.stage_signals)

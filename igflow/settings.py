@@ -93,6 +93,23 @@ class StoreSettings:
     neo4j_uri: str = "bolt://127.0.0.1:17687"
     neo4j_user: str = "falkordb"
     neo4j_password: str = ""  # FalkorDB rejects any non-empty password
+    #: Which serving stores the flow writes (comma-separated; empty: the lake only).
+    sinks: str = "redis,graph,postgres"
+    #: Rows per store write.
+    batch_size: int = 1000
+    #: Attempts at one batch write, and the jittered exponential backoff between them.
+    retry_attempts: int = 10
+    retry_base_seconds: float = 0.1
+    retry_cap_seconds: float = 8.0
+    #: Signals kept in each tenant's Redis stream (approximate trim).
+    redis_stream_max: int = 1000
+    #: TTL of a tenant's hot score key when its retention tag gives none (``standard-365d``).
+    redis_ttl_seconds: float = 365 * 86400.0
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        """The serving stores to write."""
+        return frozenset(s.strip() for s in self.sinks.split(",") if s.strip())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
