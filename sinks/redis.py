@@ -1,0 +1,411 @@
+"""Redis hot store: each tenant's current score, a capped stream of recent signals, live events.
+
+Keys (``<t>`` is the tenant id; build them with :func:`score_key` and its siblings):
+
+=============================  ===============================================================
+``tenant:<t>:score``           HASH ``score`` (the double, ``repr``), ``score_2dp``, ``status``,
+                               ``updated_at`` (ISO 8601 UTC), ``seq``, ``provenance_id``,
+                               ``provenance`` (JSON: topic, partition, offset, schema_version,
+                               input_hash). TTL ``ttl_seconds``, renewed on every applied change.
+``tenant:<t>:signals``         STREAM of recent signals (``signal_id``, ``type``, ``value``,
+                               ``weight``, ``source``, ``ts``, ``provenance_id``), trimmed to about
+                               ``stream_max`` entries (``MAXLEN ~``).
+``tenant:<t>:signals:applied`` HASH ``"<topic>/<partition>"`` -> highest Kafka offset in the stream.
+                               Stream and marks share a TTL taken from the tenant's retention tag.
+``tenant:<t>:events``          pub/sub channel: one JSON message per *applied* change (below).
+=============================  ===============================================================
+
+Exactly-once effect over Bytewax's at-least-once delivery: a score change is applied only if its
+``seq`` (the tenant's deterministic change number) is greater than the stored one, and a signal
+only if its offset is above the mark of its (tenant, topic, partition); the items of one tenant
+reach the sink in offset order per partition. So an older change never overwrites a newer one,
+and a batch replayed after a crash or a timed-out write changes nothing and publishes nothing.
+
+Atomicity: one Lua script applies a whole batch (guards, writes, TTLs and ``PUBLISH``) in one
+round trip; Redis runs it without interleaving other commands, so no reader sees half a batch,
+and a retry of a batch whose reply was lost (a timeout) is a no-op. Redis does not roll back a
+script that fails part-way (``WRONGTYPE`` on a key someone else wrote); that error is not
+transient, it stops the flow, and the guards make the resumed run skip what had landed.
+The script is sent with ``EVAL`` on the first write (which caches it), then by ``EVALSHA``;
+after a ``NOSCRIPT`` (a restarted or flushed server) the writer falls back to ``EVAL``.
+
+Redis Cluster: the script declares every key it touches in ``KEYS``, but one call may span
+tenants, so on a cluster the keys would have to share a hash slot: name them with a hash tag
+(``tenant:{<t>}:score``) and send one call per tenant (group each batch by tenant), and publish
+with ``SPUBLISH``. We run a single node, where none of that is needed.
+
+Score event: ``{"kind": "score", "tenantId", "score", "status", "updatedAt", "seq"}``; signal event:
+``{"kind": "signal", "id", "type", "value", "weight", "source", "ts"}`` (the GraphQL ``Signal`` and
+``CoherenceScore`` field names). A null ``weight`` is served as 1.0, the contract's default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import redis
+import redis.exceptions as rx
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from igflow.records import ScoreChange, Tagged
+from igflow.settings import Settings
+from sinks.dlq import SinkDeadLetters
+from sinks.retry import RetryPolicy, write_with_retry
+
+__all__ = [
+    "RedisSink",
+    "RedisWriter",
+    "applied_key",
+    "events_channel",
+    "retention_seconds",
+    "score_key",
+    "signals_key",
+    "transient",
+]
+
+log = logging.getLogger(__name__)
+
+#: Applies one batch. KEYS: every key the batch touches. ARGV[1]: the stream's MAXLEN (approximate
+#: trim); ARGV[2]: a JSON array of operations, in batch order, all values strings:
+#:   score:  ["s", score key index, seq, ttl ms, channel, event, field, value, ...]
+#:   signal: ["g", stream key index, marks key index, "topic/partition", offset, ttl ms,
+#:            channel, event, field, value, ...]
+#: Returns one character per operation: "1" applied, "0" skipped by its guard. Numbers travel as
+#: strings because Lua would print a large one in exponent form; ``tonumber`` is exact below 2**53.
+#: TTLs are set once per key at the end (the last applied operation's TTL wins).
+_SCRIPT = """
+local ops = cjson.decode(ARGV[2])
+local ttl = {}
+local out = {}
+for i, op in ipairs(ops) do
+  out[i] = '0'
+  if op[1] == 's' then
+    local key = KEYS[tonumber(op[2])]
+    local held = redis.call('HGET', key, 'seq')
+    if not held or tonumber(op[3]) > tonumber(held) then
+      redis.call('HSET', key, unpack(op, 7))
+      ttl[key] = op[4]
+      redis.call('PUBLISH', op[5], op[6])
+      out[i] = '1'
+    end
+  else
+    local stream, marks = KEYS[tonumber(op[2])], KEYS[tonumber(op[3])]
+    local held = redis.call('HGET', marks, op[4])
+    if not held or tonumber(op[5]) > tonumber(held) then
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', unpack(op, 9))
+      redis.call('HSET', marks, op[4], op[5])
+      ttl[stream] = op[6]
+      ttl[marks] = op[6]
+      redis.call('PUBLISH', op[7], op[8])
+      out[i] = '1'
+    end
+  end
+end
+for key, ms in pairs(ttl) do
+  redis.call('PEXPIRE', key, ms)
+end
+return table.concat(out)
+"""
+_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
+
+_RETENTION_DAYS = re.compile(r"(\d+)d$")
+
+
+def score_key(tenant_id: str) -> str:
+    """The HASH holding ``tenant_id``'s current score."""
+    return f"tenant:{tenant_id}:score"
+
+
+def signals_key(tenant_id: str) -> str:
+    """The capped STREAM of ``tenant_id``'s recent signals."""
+    return f"tenant:{tenant_id}:signals"
+
+
+def applied_key(tenant_id: str) -> str:
+    """The HASH ``"topic/partition"`` -> highest offset already in the signals stream."""
+    return f"tenant:{tenant_id}:signals:applied"
+
+
+def events_channel(tenant_id: str) -> str:
+    """The pub/sub channel of ``tenant_id``'s applied score changes and signals."""
+    return f"tenant:{tenant_id}:events"
+
+
+def retention_seconds(retention: str, default: float) -> float:
+    """Seconds a retention tag keeps data: ``"standard-90d"`` -> 90 days; else ``default``."""
+    match = _RETENTION_DAYS.search(retention)
+    if match is None or int(match.group(1)) == 0:
+        return default
+    return int(match.group(1)) * 86400.0
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed write is worth retrying: the server is unreachable, paused, loading,
+    busy, failing over or out of memory for now. Wrong credentials or a bad command are not."""
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+        return False
+    if isinstance(
+        exc,
+        rx.ConnectionError  # includes BusyLoadingError (LOADING) and MaxConnectionsError
+        | rx.TimeoutError
+        | rx.TryAgainError
+        | rx.ClusterDownError
+        | rx.ReadOnlyError  # a replica that has not been promoted yet
+        | rx.OutOfMemoryError
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return True
+    # A long script of another client: "BUSY Redis is busy running a script".
+    return isinstance(exc, rx.ResponseError) and str(exc).startswith("BUSY")
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        msg = f"naive datetime {value!r}: records carry timezone-aware UTC times"
+        raise ValueError(msg)
+    return value.astimezone(UTC).isoformat()
+
+
+#: One compact encoder for every value (``json.dumps`` with options builds a new one per call).
+_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class _Batch:
+    """The script's arguments for one batch: declared keys and operations."""
+
+    def __init__(self, stream_max: int, ttl_ms: int) -> None:
+        self._stream_max = stream_max
+        self._ttl_ms = ttl_ms
+        self.keys: dict[str, int] = {}
+        self.ops: list[list[str]] = []
+        self._retention_ms: dict[str, str] = {}
+
+    def _key(self, name: str) -> str:
+        index = self.keys.setdefault(name, len(self.keys) + 1)  # Lua indexes from 1
+        return str(index)
+
+    def score(self, change: ScoreChange) -> None:
+        tenant = change.tenant_id
+        p = change.provenance
+        updated_at = _iso(change.updated_at)
+        provenance = {
+            "topic": p.topic,
+            "partition": p.kafka_partition,
+            "offset": p.kafka_offset,
+            "schema_version": p.schema_version,
+            "input_hash": p.input_hash,
+        }
+        event = {
+            "kind": "score",
+            "tenantId": tenant,
+            "score": change.score,
+            "status": change.status,
+            "updatedAt": updated_at,
+            "seq": change.seq,
+        }
+        self.ops.append(
+            [
+                "s",
+                self._key(score_key(tenant)),
+                str(change.seq),
+                str(self._ttl_ms),
+                events_channel(tenant),
+                _json(event),
+                *("score", repr(change.score)),
+                *("score_2dp", str(change.score_2dp)),
+                *("status", change.status),
+                *("updated_at", updated_at),
+                *("seq", str(change.seq)),
+                *("provenance_id", change.provenance_id),
+                *("provenance", _json(provenance)),
+            ]
+        )
+
+    def signal(self, item: Tagged) -> None:
+        s = item.signal
+        p = item.provenance
+        ttl_ms = self._retention_ms.get(item.tags.retention)
+        if ttl_ms is None:
+            seconds = retention_seconds(item.tags.retention, self._ttl_ms / 1000)
+            ttl_ms = self._retention_ms[item.tags.retention] = str(round(seconds * 1000))
+        weight = 1.0 if s.weight is None else s.weight
+        ts = _iso(s.ts)
+        event = {
+            "kind": "signal",
+            "id": s.signal_id,
+            "type": s.type,
+            "value": s.value,
+            "weight": weight,
+            "source": s.source,
+            "ts": ts,
+        }
+        self.ops.append(
+            [
+                "g",
+                self._key(signals_key(s.tenant_id)),
+                self._key(applied_key(s.tenant_id)),
+                f"{p.topic}/{p.kafka_partition}",
+                str(p.kafka_offset),
+                ttl_ms,
+                events_channel(s.tenant_id),
+                _json(event),
+                *("signal_id", s.signal_id),
+                *("type", s.type),
+                *("value", repr(s.value)),
+                *("weight", repr(weight)),
+                *("source", s.source),
+                *("ts", ts),
+                *("provenance_id", item.provenance_id),
+            ]
+        )
+
+    def args(self) -> list[str]:
+        return [*self.keys, str(self._stream_max), _json(self.ops)]
+
+
+class RedisWriter:
+    """Applies batches of score changes and signals to Redis, idempotently, one call per batch.
+
+    Engine-independent. Connects lazily on the first write; redis-py's own retries are off
+    (a failed call raises at once, so :func:`sinks.retry.write_with_retry` is the one retry
+    policy), and socket timeouts make a paused or unreachable server raise ``TimeoutError``
+    instead of hanging. Not thread-safe: one writer per worker.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream_max: int,
+        ttl_seconds: float,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        if stream_max < 1:
+            msg = f"stream_max must be at least 1, got {stream_max}"
+            raise ValueError(msg)
+        if not ttl_seconds >= 0.001:
+            msg = f"ttl_seconds must be at least 1 ms, got {ttl_seconds}"
+            raise ValueError(msg)
+        self._url = url
+        self._stream_max = stream_max
+        self._ttl_ms = round(ttl_seconds * 1000)
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._client: redis.Redis | None = None
+        self._cached = False  # the server has the script (we sent it with EVAL)
+
+    def write(self, batch: Sequence[ScoreChange | Tagged]) -> None:
+        """Apply ``batch`` atomically in one round trip; items failing their guard are skipped.
+
+        Raises redis-py's exceptions (classify them with :func:`transient`); writing the same
+        batch again is always safe.
+        """
+        if not batch:
+            return
+        args = _Batch(self._stream_max, self._ttl_ms)
+        for item in batch:
+            if isinstance(item, ScoreChange):
+                args.score(item)
+            else:
+                args.signal(item)
+        applied = self._run(len(args.keys), args.args())
+        log.debug(
+            "redis: applied %d of %d items",
+            applied.count("1"),
+            len(batch),
+            extra={"op": "sink.redis", "rows": applied.count("1")},
+        )
+
+    def _run(self, numkeys: int, args: list[str]) -> str:
+        client = self._connect()
+        if self._cached:
+            try:
+                result = client.evalsha(_SHA, numkeys, *args)
+            except rx.NoScriptError:  # restarted or SCRIPT FLUSHed: nothing ran
+                result = client.eval(_SCRIPT, numkeys, *args)
+        else:
+            result = client.eval(_SCRIPT, numkeys, *args)
+            self._cached = True
+        return bytes(result).decode() if isinstance(result, bytes) else str(result)
+
+    def _connect(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self._url,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        return self._client
+
+    def close(self) -> None:
+        """Close the connection pool (the next write reconnects)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
+
+
+class _RedisPartition(StatelessSinkPartition[ScoreChange | Tagged]):
+    def __init__(
+        self,
+        writer: RedisWriter,
+        batch_size: int,
+        dead_letter: SinkDeadLetters,
+        policy: RetryPolicy,
+    ) -> None:
+        self._writer = writer
+        self._batch_size = batch_size
+        self._dead_letter = dead_letter
+        self._policy = policy
+
+    def write_batch(self, items: list[ScoreChange | Tagged]) -> None:
+        for start in range(0, len(items), self._batch_size):
+            write_with_retry(
+                "redis",
+                items[start : start + self._batch_size],
+                self._writer.write,
+                transient=transient,
+                dead_letter=self._dead_letter,
+                policy=self._policy,
+            )
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class RedisSink(DynamicSink[ScoreChange | Tagged]):
+    """Bytewax sink writing score changes and tagged signals to the Redis hot store.
+
+    Each worker has its own :class:`RedisWriter`. A ``write_batch`` is split into chunks of
+    ``stores.batch_size`` items, each written atomically with retries (``stores.retry_*``); a
+    chunk that still fails goes to the DLQ topic as ``SINK_UNAVAILABLE`` and the flow goes on.
+    Items of one tenant must arrive in offset order per Kafka partition (key the stream by
+    tenant upstream), which is what the offset and ``seq`` guards rely on.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        stores = self._settings.stores
+        writer = RedisWriter(
+            stores.redis_url,
+            stream_max=stores.redis_stream_max,
+            ttl_seconds=stores.redis_ttl_seconds,
+        )
+        dead_letter = SinkDeadLetters(
+            self._settings.kafka.bootstrap, self._settings.kafka.dlq_topic, "redis"
+        )
+        policy = RetryPolicy(
+            stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds
+        )
+        return _RedisPartition(writer, max(1, stores.batch_size), dead_letter, policy)
