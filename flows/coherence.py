@@ -1,4 +1,4 @@
-"""The coherence flow: Kafka → decode → validate → drift-quarantine → dedupe → tenant-tag → score.
+"""The coherence flow: Kafka → decode → validate → drift → dedupe → tenant-tag → psi → score.
 
 Run it as ``python -m bytewax.run flows.coherence:flow`` (settings from ``IGFLOW_*``) or as
 ``igflow run``. Bytewax resolves ``flow`` through this module's ``__getattr__``, so importing the
@@ -7,12 +7,12 @@ at the entry point.
 
 ::
 
-    kafka ─▶ decode ─▶ validate ─▶ key by tenant ─▶ drift ─▶ dedupe ─▶ tenant_tag ─▶ score
-               │          │                           │         │           │          │
-               └─ errs ───┴──────── rejects ──────────┼─ late ──┘           ▼          ▼
-                              │                       │                 signals     scores
-                              ▼                       ▼
-                             DLQ            quarantine (rejects + drifted batches)
+    kafka ─▶ decode ─▶ validate ─▶ by tenant ─▶ drift ─▶ dedupe ─▶ tenant_tag ─▶ psi ─▶ score
+               │          │                      │         │           │         │       │
+               └─ errs ───┴──────── rejects ─────┼─ late ──┘           ▼         ▼       ▼
+                              │                  │                 signals  deconfliction scores
+                              ▼                  ▼
+                             DLQ       quarantine (rejects + drifted batches)
 
 Everything after ``validate`` is keyed by tenant, so each tenant's records keep their order
 through the stateful steps. The lake tables batch with Bytewax's ``collect`` keyed by ledger lane
@@ -23,6 +23,7 @@ recovery snapshot and survive a crash together with the source offsets and the s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -38,12 +39,13 @@ from igflow.settings import Settings
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
+from operators.psi import Matcher, http_matcher_factory, psi_step
 from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
 from sinks.dlq import dlq_message, dlq_sink
 from sinks.iceberg import IcebergSink
-from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sources.kafka import KafkaTopicSource
 from tenancy.registry import PostgresTenants
 
@@ -73,6 +75,8 @@ class Edges:
     tenants: TenantDirectory | None = None
     policy: TenancyPolicy | None = None
     baseline: Baseline | None = None
+    #: Builds the PSI matcher once per worker (tests: an in-process partner server).
+    matcher: Callable[[], Matcher] | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -117,6 +121,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         # A bounded run decides open batches at the end of its input; an idle flush on the wall
         # clock would make batch boundaries (and so verdicts) depend on timing.
         drift_settings = dataclasses.replace(drift_settings, idle_flush_seconds=0.0)
+    psi_settings = settings.psi
+    if settings.run.bounded:
+        psi_settings = dataclasses.replace(psi_settings, idle_flush_seconds=0.0)
 
     flow = Dataflow(FLOW_ID)
     raw = op.input("kafka", flow, edges.source or kafka_source(settings))
@@ -132,7 +139,10 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     )
     unique = dedupe("dedupe", drifted.passed, settings.dedupe)
     tagged = tenant_tag("tenant_tag", unique.unique, policy)
-    scores = score("score", tagged, settings.score)
+    deconflicted = psi_step(
+        "psi", tagged, psi_settings, edges.matcher or http_matcher_factory(psi_settings)
+    )
+    scores = score("score", deconflicted.passed, settings.score)
 
     rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
     op.output(
@@ -142,6 +152,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     )
     _land("lake_signals", op.key_rm("signals_values", tagged), SIGNALS, settings)
     _land("lake_scores", op.key_rm("scores_values", scores), SCORES, settings)
+    _land("lake_deconfliction", deconflicted.results, DECONFLICTION, settings)
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     _land("lake_quarantine", quarantine, QUARANTINE, settings)
     return flow

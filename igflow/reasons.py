@@ -35,6 +35,8 @@ class ReasonCode(enum.StrEnum):
     #: The writer schema has fields the flow does not know.
     SCHEMA_DRIFT = "SCHEMA_DRIFT"
     SINK_UNAVAILABLE = "SINK_UNAVAILABLE"
+    #: The partner's PSI server did not answer after the psi step's retries.
+    PSI_UNAVAILABLE = "PSI_UNAVAILABLE"
     POLICY_GEO_BLOCK = "POLICY_GEO_BLOCK"
     THRESHOLD_NOT_MET = "THRESHOLD_NOT_MET"
     RATE_LIMITED = "RATE_LIMITED"

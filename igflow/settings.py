@@ -37,6 +37,7 @@ __all__ = [
     "DriftSettings",
     "KafkaSettings",
     "LakeSettings",
+    "PsiSettings",
     "QuarantineSettings",
     "RunSettings",
     "ScoreSettings",
@@ -189,6 +190,44 @@ class TenancySettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PsiSettings:
+    """The psi step: deconfliction with a partner's PSI server (``igflow psi serve``)."""
+
+    #: Base URL of the partner's ``igflow psi serve``; empty: the step is off (signals pass).
+    server_url: str = ""
+    #: ``full_intersection`` (which selectors) or ``intersection_cardinality`` (how many).
+    mode: str = "full_intersection"
+    #: Length of the tumbling event-time windows, in seconds.
+    window_seconds: float = 300.0
+    #: Who we are, and where, as sent to the server (its authenticating edge must vouch for it).
+    partner_id: str = "partner"
+    region: str = "US"
+    #: Who the server is, and where, as our policy sees it; ``server_partner_id`` is the row's
+    #: ``partner``.
+    server_partner_id: str = "server"
+    server_region: str = "US"
+    #: Residency of the selectors we send; tenants tagged otherwise are not sent.
+    residency: str = "US"
+    #: ``data.psi`` JSON of our policy; empty: one default agreement with ``server_partner_id``.
+    policy_data: str = ""
+    #: HTTP timeout of one request, and the bounded retries of an unreachable server.
+    timeout_seconds: float = 5.0
+    retry_attempts: int = 3
+    retry_base_seconds: float = 0.2
+    retry_cap_seconds: float = 2.0
+    #: After the retries fail, windows closing within this many seconds (wall clock) are reported
+    #: unavailable without trying, so a down partner costs one window's retries, not each one's.
+    unavailable_pause_seconds: float = 30.0
+    #: Most selectors in one request (the server's ``max_batch``); larger windows are split.
+    max_batch: int = 1 << 16  # psi.messages.MAX_BATCH
+    #: Threads of the client's curve arithmetic, per worker.
+    crypto_threads: int = 1
+    #: Close an idle tenant's window after this many seconds of wall clock; 0: only by event
+    #: time and at end of input (a bounded run uses 0).
+    idle_flush_seconds: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunSettings:
     """How the dataflow runs."""
 
@@ -218,6 +257,7 @@ class Settings:
     score: ScoreSettings = ScoreSettings()
     quarantine: QuarantineSettings = QuarantineSettings()
     tenancy: TenancySettings = TenancySettings()
+    psi: PsiSettings = PsiSettings()
 
     @property
     def warehouse(self) -> str:
@@ -308,6 +348,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "score": frozenset(f.name for f in dataclasses.fields(ScoreSettings)),
     "quarantine": frozenset(f.name for f in dataclasses.fields(QuarantineSettings)),
     "tenancy": frozenset(f.name for f in dataclasses.fields(TenancySettings)),
+    "psi": frozenset(f.name for f in dataclasses.fields(PsiSettings)),
 }
 
 #: Short, product-wide names shared with docker-compose.yml and dev/.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pyarrow as pa
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -20,6 +20,7 @@ from pyiceberg.types import (
     DecimalType,
     DoubleType,
     IntegerType,
+    ListType,
     LongType,
     NestedField,
     StringType,
@@ -28,7 +29,19 @@ from pyiceberg.types import (
 
 from igflow.records import Provenance, Quarantined, Rejected, ScoreChange, Tagged, input_hash
 
-__all__ = ["QUARANTINE", "QUARANTINE_AUDIT", "SCORES", "SIGNALS", "TABLES", "TableDef", "lane"]
+if TYPE_CHECKING:
+    from operators.psi import DeconflictionResult
+
+__all__ = [
+    "DECONFLICTION",
+    "QUARANTINE",
+    "QUARANTINE_AUDIT",
+    "SCORES",
+    "SIGNALS",
+    "TABLES",
+    "TableDef",
+    "lane",
+]
 
 T = TypeVar("T")
 
@@ -314,4 +327,85 @@ QUARANTINE_AUDIT: TableDef[dict[str, Any]] = TableDef(
     tenant=lambda item: str(item["tenant_id"]),
 )
 
-TABLES: tuple[TableDef[Any], ...] = (SIGNALS, SCORES, QUARANTINE, QUARANTINE_AUDIT)
+_DECONFLICTION_SCHEMA = Schema(
+    NestedField(1, "tenant_id", StringType(), required=True),
+    NestedField(2, "window_start", TimestamptzType(), required=True, doc="event time, inclusive"),
+    NestedField(3, "window_end", TimestamptzType(), required=True, doc="event time, exclusive"),
+    NestedField(4, "mode", StringType(), required=True, doc="full_intersection or cardinality"),
+    NestedField(5, "partner", StringType(), required=True, doc="whose set answered"),
+    NestedField(6, "selectors_sent", LongType(), required=True, doc="distinct, in the window"),
+    # The catalog numbers a new table's ids afresh, top-level fields first: the list element
+    # is 25, after field 24, so the ids here are the table's. A field added later takes 26.
+    NestedField(
+        7,
+        "matched",
+        ListType(25, StringType(), element_required=True),
+        required=True,
+        doc="matched selectors, first-seen order; empty in cardinality mode or without answer",
+    ),
+    NestedField(8, "count", LongType(), required=False, doc="null: no answer (see reason)"),
+    NestedField(9, "reason", StringType(), required=False, doc="null: the partner answered"),
+    NestedField(10, "signals", LongType(), required=True),
+    NestedField(11, "late", LongType(), required=True, doc="signals from before the window"),
+    NestedField(12, "selectors_rejected", LongType(), required=True, doc="empty or too long"),
+    NestedField(13, "first_offset", LongType(), required=True),
+    NestedField(14, "last_offset", LongType(), required=True),
+    NestedField(15, "provenance_digest", StringType(), required=True, doc="sha256 chain of ids"),
+    NestedField(16, "provenance_id", StringType(), required=True, doc="the window's last signal"),
+    NestedField(17, "kafka_topic", StringType(), required=True),
+    NestedField(18, "kafka_partition", IntegerType(), required=True),
+    NestedField(19, "kafka_offset", LongType(), required=True),
+    NestedField(20, "schema_version", IntegerType(), required=True),
+    NestedField(21, "input_hash", StringType(), required=True),
+    NestedField(22, "policy_version", StringType(), required=True, doc="sha256 of the policies"),
+    NestedField(23, "key_epoch", LongType(), required=False, doc="the server key's epoch"),
+    NestedField(24, "key_id", StringType(), required=False, doc="epoch.generation.fingerprint"),
+)
+
+
+def _deconfliction_row(item: DeconflictionResult) -> tuple[Any, ...]:
+    p = item.provenance
+    return (
+        item.tenant_id,
+        item.window_start,
+        item.window_end,
+        item.mode,
+        item.partner,
+        item.selectors_sent,
+        list(item.matched),
+        item.count,
+        item.reason,
+        item.signals,
+        item.late,
+        item.selectors_rejected,
+        item.first_offset,
+        item.last_offset,
+        item.provenance_digest,
+        item.provenance_id,
+        p.topic,
+        p.kafka_partition,
+        p.kafka_offset,
+        p.schema_version,
+        p.input_hash,
+        item.policy_version,
+        item.key_epoch,
+        item.key_id,
+    )
+
+
+#: Written by the psi step: one row per (tenant, window with selectors). Its provenance is the
+#: window's last signal; a tenant's rows reach the sink in its offset order (see operators.psi).
+DECONFLICTION: TableDef[DeconflictionResult] = TableDef(
+    name="deconfliction",
+    schema=_DECONFLICTION_SCHEMA,
+    partition_spec=PartitionSpec(
+        PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name="window_day"),
+        PartitionField(source_id=1, field_id=1001, transform=IdentityTransform(), name="tenant_id"),
+    ),
+    row=_deconfliction_row,
+    provenance=lambda item: item.provenance,
+    tenant=lambda item: item.tenant_id,
+    lane=lambda item: lane("psi", item.tenant_id),
+)
+
+TABLES: tuple[TableDef[Any], ...] = (SIGNALS, SCORES, QUARANTINE, QUARANTINE_AUDIT, DECONFLICTION)
