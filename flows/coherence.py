@@ -33,7 +33,8 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from igflow.contracts import signal_contracts
-from igflow.records import Decoded
+from igflow.errors import ConfigError
+from igflow.records import Decoded, ScoreChange, Tagged
 from igflow.schemas import RegistrySchemas
 from igflow.settings import Settings
 from operators.decode import SchemaLookup, SignalDecoder, decode
@@ -46,6 +47,8 @@ from operators.validate import TenantDirectory, validate
 from sinks.dlq import dlq_message, dlq_sink
 from sinks.iceberg import IcebergSink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.postgres import PostgresSink
+from sinks.redis import RedisSink
 from sources.kafka import KafkaTopicSource
 from tenancy.registry import PostgresTenants
 
@@ -102,6 +105,33 @@ def _land(flow_id: str, up: Stream[T], table: TableDef[T], settings: Settings) -
     op.output(flow_id, batches, sink)
 
 
+#: The serving stores ``stores.sinks`` may name.
+SERVING = ("redis", "graph", "postgres")
+
+
+def _serve(settings: Settings, signals: Stream[Tagged], scores: Stream[ScoreChange]) -> None:
+    """Write the serving stores named in ``stores.sinks``.
+
+    Both streams come from steps keyed by tenant, so each tenant's items are on one worker and
+    reach its store in order, one batch at a time: writes are serialized per tenant.
+    """
+    enabled = settings.stores.enabled
+    unknown = enabled - set(SERVING)
+    if unknown:
+        msg = f"stores.sinks: unknown store(s) {sorted(unknown)}; known: {', '.join(SERVING)}"
+        raise ConfigError(msg)
+    if "redis" in enabled:
+        both = op.merge("redis_items", signals, scores)
+        op.output("redis", both, RedisSink(settings))
+    if "graph" in enabled:
+        from sinks.graph import GraphSink
+
+        both = op.merge("graph_items", signals, scores)
+        op.output("graph", both, GraphSink(settings))
+    if "postgres" in enabled:
+        op.output("postgres", scores, PostgresSink(settings))
+
+
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:
     """The dataflow for ``settings``; ``edges`` (or keywords of the same names) swap its edges."""
     edges = dataclasses.replace(edges or Edges(), **swap)
@@ -150,8 +180,11 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         op.map("dlq_message", rejects, dlq_message),
         edges.dlq or dlq_sink(settings.kafka.bootstrap, settings.kafka.dlq_topic),
     )
-    _land("lake_signals", op.key_rm("signals_values", tagged), SIGNALS, settings)
-    _land("lake_scores", op.key_rm("scores_values", scores), SCORES, settings)
+    signal_values = op.key_rm("signals_values", tagged)
+    score_values = op.key_rm("scores_values", scores)
+    _land("lake_signals", signal_values, SIGNALS, settings)
+    _land("lake_scores", score_values, SCORES, settings)
+    _serve(settings, signal_values, score_values)
     _land("lake_deconfliction", deconflicted.results, DECONFLICTION, settings)
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     _land("lake_quarantine", quarantine, QUARANTINE, settings)

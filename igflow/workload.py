@@ -71,6 +71,8 @@ class WorkloadSpec:
     step: timedelta = timedelta(seconds=1)
     #: Add v2's ``selectors`` field (needs a v2 writer schema).
     selectors: bool = False
+    #: Tenant ids are ``<prefix>-00``, ``<prefix>-01``, … (they must be in the tenant registry).
+    tenant_prefix: str = "tenant"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,9 +94,9 @@ def recent_start(now: datetime) -> datetime:
     return day - timedelta(days=1)
 
 
-def tenant_ids(n: int) -> list[str]:
+def tenant_ids(n: int, prefix: str = "tenant") -> list[str]:
     """The tenant ids of a workload with ``n`` tenants."""
-    return [f"tenant-{i:02d}" for i in range(n)]
+    return [f"{prefix}-{i:02d}" for i in range(n)]
 
 
 def _record(
@@ -148,7 +150,7 @@ def generate(
 ) -> Iterator[Message]:
     """The workload's messages, in production order."""
     rng = random.Random(spec.seed)
-    tenants = tenant_ids(spec.tenants)
+    tenants = tenant_ids(spec.tenants, spec.tenant_prefix)
     total = spec.tenants * spec.count
     bad_at = set(rng.sample(range(total), min(spec.bad, total))) if spec.bad else set()
     bad_extra = max(0, spec.bad - total)

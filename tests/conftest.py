@@ -39,7 +39,7 @@ def schemas() -> DictSchemas:
 @pytest.fixture
 def lake_settings(tmp_path: Path) -> Settings:
     """Settings whose catalog is SQLite under ``tmp_path``."""
-    settings = Settings(stack_dir=str(tmp_path))
+    settings = Settings(stack_dir=str(tmp_path)).with_changes("stores", sinks="")
     return settings.with_changes(
         "lake",
         catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}",

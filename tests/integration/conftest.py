@@ -51,6 +51,7 @@ def it_settings(stack: Settings) -> Settings:
     settings = stack.with_changes(
         "kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq"
     ).with_changes("lake", namespace=f"it_{tag}", batch_max_rows=500, batch_max_seconds=0.5)
+    settings = settings.with_changes("stores", sinks="")
     create_topics(settings)
     return settings
 
@@ -68,6 +69,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
             "IGFLOW_LAKE_BATCH_MAX_SECONDS": str(settings.lake.batch_max_seconds),
             "IGFLOW_CATALOG_URI": settings.lake.catalog_uri,
             "IGFLOW_WAREHOUSE": settings.warehouse,
+            # The lake only, unless a test asks for the serving stores.
+            "IGFLOW_STORES_SINKS": settings.stores.sinks,
         }
     )
     env.update(extra)
