@@ -1,0 +1,139 @@
+"""Graph sink benchmark: tagged signals/s through :class:`sinks.graph.GraphWriter`.
+
+    .venv/bin/python benchmarks/sink_graph.py     # or: --rows 50000 --batch-sizes 500 5000
+
+Writes ``rows`` tagged signals (10 tenants, round-robin) at each batch size into the local
+stack's graph server, under a fresh tenant prefix per run (deleted afterwards). Each signal is
+two nodes (``Signal``, ``Provenance``) and two edges (``EMITS``, ``HAS_PROVENANCE``), plus the 10
+``Tenant`` nodes: ``nodes/s`` counts the nodes created, ``rows/s`` the signals. The time is the
+writer's whole ``write`` per batch: building and encoding the query in Python, the round trip
+and the server's work. ``replay rows/s`` writes the same batches again (every ``MERGE`` matches,
+nothing changes), the cost of an at-least-once redelivery.
+
+For scale, the Neo4j Kafka connector's published sink throughput is 5,000-7,700 nodes/s (a
+different server and workload: an indication, not a like-for-like comparison).
+Prints a table; ``--json PATH`` also writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from igflow.records import Decoded, PolicyTags, Provenance, Signal, Tagged  # noqa: E402
+from igflow.settings import Settings  # noqa: E402
+from sinks.graph import NODE_LABELS, GraphWriter  # noqa: E402
+
+TENANTS = 10
+#: The Neo4j Kafka connector's published sink throughput, nodes/s.
+NEO4J_KAFKA_CONNECTOR = (5_000, 7_700)
+
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_TAGS = PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US")
+
+
+def signals(rows: int, prefix: str) -> list[Tagged]:
+    """``rows`` distinct tagged signals over :data:`TENANTS` tenants named ``<prefix><i>``."""
+    out = []
+    for n in range(rows):
+        tenant = f"{prefix}{n % TENANTS}"
+        sig = Signal(
+            tenant,
+            f"sig-{n:08d}",
+            "latency",
+            (n % 1000) / 1000,
+            None if n % 3 else 1.5,
+            f"source-{n % 7}",
+            _T0 + timedelta(milliseconds=n),
+        )
+        provenance = Provenance("coherence.signals.v1", n % 4, n // 4, 1, f"{n:064x}")
+        out.append(Tagged(Decoded(sig, provenance), _TAGS, "p" * 64, f"{n:032x}"))
+    return out
+
+
+def _write_all(writer: GraphWriter, items: Sequence[Tagged], batch_size: int) -> float:
+    start = time.perf_counter()
+    for at in range(0, len(items), batch_size):
+        writer.write(items[at : at + batch_size])
+    return time.perf_counter() - start
+
+
+def run(
+    batch_sizes: Sequence[int] = (100, 1000, 10000),
+    rows: int = 20_000,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """One result per batch size: rows, nodes created, seconds, rows/s and nodes/s, and the
+    rows/s of writing the same batches again."""
+    stores = (settings or Settings.load()).stores
+    writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
+    writer.ensure_schema()
+    results = []
+    for batch_size in batch_sizes:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+        items = signals(rows, prefix)
+        try:
+            seconds = _write_all(writer, items, batch_size)
+            counts = writer.counts(prefix)
+            replay = _write_all(writer, items, batch_size)
+            assert writer.counts(prefix) == counts, "a replay changed the graph"
+        finally:
+            writer.delete_tenants(prefix)
+        nodes = sum(counts[label] for label in NODE_LABELS)
+        assert counts["Signal"] == rows, counts
+        results.append(
+            {
+                "batch_size": batch_size,
+                "rows": rows,
+                "nodes": nodes,
+                "edges": counts["EMITS"] + counts["HAS_PROVENANCE"],
+                "seconds": round(seconds, 3),
+                "rows_per_s": round(rows / seconds),
+                "nodes_per_s": round(nodes / seconds),
+                "replay_rows_per_s": round(rows / replay),
+            }
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    settings = Settings.load()
+    results = run(args.batch_sizes, args.rows, settings)
+    print(f"{args.rows:,} tagged signals over {TENANTS} tenants -> {settings.stores.neo4j_uri}\n")
+    header = (
+        f"{'writer':<28} {'batch':>6} {'seconds':>8} {'rows/s':>8} {'nodes/s':>8} "
+        f"{'replay rows/s':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{'GraphWriter (this repo)':<28} {r['batch_size']:>6} {r['seconds']:>8.2f} "
+            f"{r['rows_per_s']:>8,} {r['nodes_per_s']:>8,} {r['replay_rows_per_s']:>14,}"
+        )
+    low, high = NEO4J_KAFKA_CONNECTOR
+    published = f"{low // 1000}-{high / 1000:.1f}k"
+    print(f"{'Neo4j Kafka connector':<28} {'-':>6} {'-':>8} {'-':>8} {published:>8}")
+    print("  (published figure for Neo4j, not measured here)")
+    if args.json is not None:
+        document = {"rows": args.rows, "tenants": TENANTS, "results": results}
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

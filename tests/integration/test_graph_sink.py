@@ -1,0 +1,431 @@
+"""The graph sink against the local stack's FalkorDB (over Bolt): idempotent signals, the seq
+guard of the score node, exact values through the parameter header, a paused server mid-stream,
+the dead-letter path and the Bytewax sink.
+
+The graph is the Bolt default, which FalkorDB maps to the graph named ``falkordb``; it is shared,
+so every test writes under its own tenant prefix (``g-<uuid>-``) and deletes it afterwards.
+One driver serves the whole session (:mod:`sinks.graph` caches it per process): closing drivers
+between tests would stall the next connection on FalkorDB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import bytewax.operators as op
+import hypothesis.strategies as st
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+from hypothesis import given, settings
+
+from dev import stack as dev_stack
+from dev.config import StackConfig
+from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from igflow.settings import Settings
+from sinks.graph import (
+    EDGE_TYPES,
+    NODE_LABELS,
+    GraphSink,
+    GraphWriter,
+    epoch_micros,
+    signal_key,
+    storable,
+    transient,
+)
+from sinks.retry import RetryPolicy, write_with_retry
+from tests.integration.conftest import read_topic
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TOPIC = "coherence.signals.v1"
+Item = Tagged | ScoreChange
+
+
+def _signal(tenant: str, n: int, *, signal_id: str | None = None, value: float = 0.5) -> Tagged:
+    sig = Signal(
+        tenant,
+        f"s-{n}" if signal_id is None else signal_id,
+        "latency",
+        value,
+        None if n % 2 else 2.0,
+        "src",
+        T0 + timedelta(seconds=n, microseconds=7),
+    )
+    decoded = Decoded(sig, Provenance(TOPIC, n % 4, n, 3, f"{n:064x}"))
+    tags = PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US")
+    return Tagged(
+        decoded, tags, "p" * 64, hashlib.sha256(f"{tenant}|{n}".encode()).hexdigest()[:32]
+    )
+
+
+def _change(tenant: str, seq: int, score: float = 0.8) -> ScoreChange:
+    status = "HEALTHY" if score >= 0.75 else "WARN" if score >= 0.5 else "CRITICAL"
+    return ScoreChange(
+        tenant_id=tenant,
+        score=score,
+        status=status,
+        updated_at=T0 + timedelta(seconds=seq),
+        window_count=seq,
+        window_weight=float(seq),
+        provenance_id=f"prov-{tenant}-{seq}",
+        provenance=Provenance(TOPIC, 0, seq, 3, f"{seq:064x}"),
+        score_2dp=Decimal(str(round(score, 2))),
+        seq=seq,
+    )
+
+
+def _expected(signals: int, tenants: int, scored: int = 0) -> dict[str, int]:
+    return {
+        "Tenant": tenants,
+        "Signal": signals,
+        "Provenance": signals,
+        "CoherenceScore": scored,
+        "EMITS": signals,
+        "HAS_PROVENANCE": signals,
+        "HAS_SCORE": scored,
+    }
+
+
+@pytest.fixture(scope="module")
+def writer(stack: Settings) -> GraphWriter:
+    stores = stack.stores
+    w = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
+    w.ensure_schema()
+    return w
+
+
+@pytest.fixture
+def prefix(writer: GraphWriter) -> Iterator[str]:
+    """This test's tenant prefix; its nodes are deleted afterwards."""
+    tag = f"g-{uuid.uuid4().hex[:12]}-"
+    yield tag
+    writer.delete_tenants(tag)
+    assert set(writer.counts(tag).values()) == {0}
+
+
+def test_schema_creation_is_idempotent(writer: GraphWriter) -> None:
+    assert writer.ensure_schema() == []
+    indexed = {(r["label"], p) for r in writer.read("CALL db.indexes()") for p in r["properties"]}
+    wanted = {
+        ("Signal", "key"),
+        ("Signal", "signal_id"),
+        ("Signal", "tenant_id"),
+        ("Signal", "ts"),
+        ("Provenance", "provenance_id"),
+        ("Tenant", "tenant_id"),
+        ("CoherenceScore", "tenant_id"),
+    }
+    assert wanted <= indexed
+
+
+def test_signals_land_once_however_often_they_are_written(writer: GraphWriter, prefix: str) -> None:
+    tenants = [f"{prefix}{i}" for i in range(3)]
+    first = [_signal(t, n) for t in tenants for n in range(20)]
+    writer.write([*first, *first[:5]])  # duplicates within the batch, too
+    assert writer.counts(prefix) == _expected(60, 3)
+
+    writer.write(first)
+    assert writer.counts(prefix) == _expected(60, 3)
+
+    overlapping = [_signal(t, n) for t in tenants for n in range(10, 30)]
+    writer.write(overlapping)
+    assert writer.counts(prefix) == _expected(90, 3)
+    assert writer.counts()["Signal"] >= 90  # every tenant's
+
+
+def test_a_signal_node_holds_the_contract(writer: GraphWriter, prefix: str) -> None:
+    item = _signal(f"{prefix}a", 1)
+    writer.write([item])
+    rows = writer.read(
+        "MATCH (t:Tenant)-[:EMITS]->(s:Signal {key: $key})-[:HAS_PROVENANCE]->(p:Provenance) "
+        "RETURN t.tenant_id AS tenant, properties(s) AS s, properties(p) AS p",
+        key=signal_key(item),
+    )
+    assert len(rows) == 1
+    assert rows[0]["tenant"] == f"{prefix}a"
+    assert rows[0]["s"] == {
+        "key": signal_key(item),
+        "signal_id": "s-1",
+        "tenant_id": f"{prefix}a",
+        "type": "latency",
+        "value": 0.5,
+        "weight": 1.0,  # null in the record: the contract's default
+        "source": "src",
+        "ts": epoch_micros(T0) + 1_000_007,
+        "ts_iso": "2026-01-01T00:00:01.000007+00:00",
+    }
+    assert rows[0]["p"] == {
+        "provenance_id": item.provenance_id,
+        "tenant_id": f"{prefix}a",
+        "policy_version": "p" * 64,
+        "schema_version": 3,
+        "input_hash": f"{1:064x}",
+        "kafka_topic": TOPIC,
+        "kafka_partition": 1,
+        "kafka_offset": 1,
+        "purpose": "benchmarking",
+        "retention": "standard-365d",
+        "license": "Restricted-TOS",
+        "residency": "US",
+    }
+
+
+def test_the_key_is_the_documented_hash() -> None:
+    item = _signal("t", 3)
+    canonical = json.dumps(["t", "src", "s-3", epoch_micros(item.signal.ts)], separators=(",", ":"))
+    assert signal_key(item) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "it's",
+        'say "hi"',
+        "back\\slash\\",
+        "\\'",
+        "line\nbreak\r\n\ttab\b\f",
+        "ctl \x01\x1f\x7f",
+        "ünï € 🎉 \u2028",
+        "x'}) MATCH (n) DETACH DELETE n //",
+        "$rows CYPHER a=1",
+        "",
+    ],
+)
+def test_strings_and_floats_come_back_exactly(writer: GraphWriter, prefix: str, text: str) -> None:
+    # FalkorDB's own Bolt parameters would break on a quote and round floats to six decimals.
+    item = _signal(f"{prefix}{text}", 1, signal_id=text, value=0.1234567890123456)
+    writer.write([item])
+    rows = writer.read(
+        "MATCH (s:Signal {key: $key}) RETURN s.signal_id AS id, s.tenant_id AS t, s.value AS v",
+        key=signal_key(item),
+    )
+    assert rows == [{"id": text, "t": f"{prefix}{text}", "v": 0.1234567890123456}]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    text=st.text(st.characters(exclude_characters="\x00"), max_size=30),
+    value=st.floats(0.0, 1.0),
+)
+def test_any_text_and_value_round_trip(writer: GraphWriter, text: str, value: float) -> None:
+    prefix = f"g-{uuid.uuid4().hex[:12]}-"
+    item = _signal(f"{prefix}{text}", 1, signal_id=text, value=value)
+    try:
+        writer.write([item])
+        rows = writer.read(
+            "MATCH (s:Signal {key: $key}) RETURN s.signal_id AS id, s.value AS v",
+            key=signal_key(item),
+        )
+        assert rows == [{"id": text, "v": value}]
+    finally:
+        writer.delete_tenants(prefix)
+
+
+def test_a_large_batch_is_split_and_lands_whole(writer: GraphWriter, prefix: str) -> None:
+    # About 1.6 MB of query text: FalkorDB gets it in requests of at most 64 KB.
+    tenants = [f"{prefix}{i}" for i in range(10)]
+    items: list[Item] = [_signal(t, n) for t in tenants for n in range(200)]
+    items += [_change(t, 1) for t in tenants]
+    writer.write(items)
+    assert writer.counts(prefix) == _expected(2000, 10, scored=10)
+
+
+def test_a_nul_character_is_refused(writer: GraphWriter, prefix: str) -> None:
+    item = _signal(f"{prefix}a", 1, signal_id="bad\x00id")
+    assert not storable(item)
+    assert storable(_signal(f"{prefix}a", 1))
+    with pytest.raises(ValueError, match="NUL"):
+        writer.write([item])
+    assert writer.counts(prefix)["Signal"] == 0
+
+
+def test_the_score_keeps_the_highest_seq(writer: GraphWriter, prefix: str) -> None:
+    tenant = f"{prefix}a"
+    for seq in range(1, 6):
+        writer.write([_change(tenant, seq, seq / 10)])
+    writer.write([_change(tenant, 3, 0.99)])  # an older change, late
+    score = writer.score(tenant)
+    assert score is not None
+    assert (score["seq"], score["score"], score["status"]) == (5, 0.5, "WARN")
+
+    # Within one batch, the highest seq wins whatever the order.
+    writer.write([_change(tenant, 7, 0.9), _change(tenant, 6, 0.1), _signal(tenant, 1)])
+    assert writer.score(tenant) == {
+        "tenant_id": tenant,
+        "score": 0.9,
+        "score_2dp": "0.9",
+        "status": "HEALTHY",
+        "updated_at": epoch_micros(T0) + 7_000_000,
+        "updated_at_iso": "2026-01-01T00:00:07.000000+00:00",
+        "seq": 7,
+        "provenance_id": f"prov-{tenant}-7",
+    }
+    assert writer.counts(prefix) == _expected(1, 1, scored=1)
+
+
+def _falkordb_pid() -> int:
+    cfg = StackConfig.from_env(os.environ)
+    pid = dev_stack.our_pid(cfg, dev_stack.select(["falkordb"])[0])
+    assert pid is not None, "the stack's falkordb is not running"
+    return pid
+
+
+@pytest.mark.slow
+def test_a_paused_server_mid_stream_loses_and_duplicates_nothing(
+    stack: Settings, prefix: str
+) -> None:
+    stores = stack.stores
+    # Short read deadline: writes in flight during the pause fail and are retried.
+    writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password, timeout_s=2.0)
+    tenants = [f"{prefix}{i}" for i in range(3)]
+    batches: list[list[Item]] = []
+    for i in range(50):
+        batch: list[Item] = []
+        for tenant in tenants:
+            batch += [_signal(tenant, 2 * i), _signal(tenant, 2 * i + 1), _change(tenant, i + 1)]
+        batch += [_signal(tenants[0], 2 * i)]  # an at-least-once repeat
+        batches.append(batch)
+
+    failures: list[BaseException] = []
+    dead: list[Sequence[Item]] = []
+    errors: list[BaseException] = []
+    written = 0
+
+    def write(batch: Sequence[Item]) -> None:
+        try:
+            writer.write(batch)
+        except Exception as exc:
+            failures.append(exc)
+            raise
+
+    def stream() -> None:
+        nonlocal written
+        try:
+            for batch in batches:
+                assert write_with_retry(
+                    "graph",
+                    batch,
+                    write,
+                    transient=transient,
+                    dead_letter=lambda b, exc: dead.append(b),
+                    policy=RetryPolicy(attempts=30, base_seconds=0.2, cap_seconds=1.0),
+                )
+                written += 1
+                time.sleep(0.05)
+        except BaseException as exc:
+            errors.append(exc)
+
+    pid = _falkordb_pid()
+    worker = threading.Thread(target=stream)
+    try:
+        worker.start()
+        while written < 10 and worker.is_alive():
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGSTOP)
+        at_pause = written
+        time.sleep(10)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        worker.join(timeout=180)
+    assert not worker.is_alive()
+    assert errors == []
+    assert 10 <= at_pause < 50, "the pause came mid-stream …"
+    assert failures, "… and the writer felt it"
+    assert all(transient(f) for f in failures)
+    assert dead == []
+    assert written == 50
+    assert writer.counts(prefix) == _expected(300, 3, scored=3)
+    for tenant in tenants:
+        score = writer.score(tenant)
+        assert score is not None
+        assert (score["seq"], score["provenance_id"]) == (50, f"prov-{tenant}-50")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_a_batch_that_keeps_failing_is_dead_lettered() -> None:
+    # Nothing listens there; a driver of its own is fine (it never says GOODBYE to FalkorDB).
+    writer = GraphWriter(f"bolt://127.0.0.1:{_free_port()}", "falkordb", "")
+    batch: list[Item] = [_signal("g-nowhere", 1), _change("g-nowhere", 1)]
+    attempts: list[BaseException] = []
+    dead: list[tuple[Sequence[Item], BaseException]] = []
+
+    def write(b: Sequence[Item]) -> None:
+        try:
+            writer.write(b)
+        except Exception as exc:
+            attempts.append(exc)
+            raise
+
+    ok = write_with_retry(
+        "graph",
+        batch,
+        write,
+        transient=transient,
+        dead_letter=lambda b, exc: dead.append((b, exc)),
+        policy=RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.01),
+        sleep=lambda s: None,
+    )
+    assert not ok
+    assert len(attempts) == 3
+    assert all(transient(exc) for exc in attempts)
+    assert len(dead) == 1
+    assert list(dead[0][0]) == batch
+    assert dead[0][1] is attempts[-1]
+
+
+def test_the_bytewax_sink_writes_every_chunk(
+    stack: Settings, writer: GraphWriter, prefix: str
+) -> None:
+    settings = stack.with_changes("stores", batch_size=3)
+    a, b = f"{prefix}a", f"{prefix}b"
+    items: list[Item] = []
+    for i in range(10):
+        items += [_signal(a, i), _change(a, i + 1, i / 10), _signal(b, i)]
+    items += items[:7]  # an at-least-once redelivery
+    flow = Dataflow("graph_sink_test")
+    op.output(
+        "graph", op.input("in", flow, TestingSource(items, batch_size=4)), GraphSink(settings)
+    )
+    run_main(flow)
+    assert writer.counts(prefix) == _expected(20, 2, scored=1)
+    score = writer.score(a)
+    assert score is not None
+    assert (score["seq"], score["score"]) == (10, 0.9)
+
+
+def test_counts_cover_every_label_and_type(writer: GraphWriter, prefix: str) -> None:
+    assert tuple(writer.counts(prefix)) == (*NODE_LABELS, *EDGE_TYPES)
+
+
+def test_the_sink_dead_letters_what_the_graph_cannot_hold(
+    it_settings: Settings, writer: GraphWriter, prefix: str
+) -> None:
+    bad = _signal(f"{prefix}a", 2, signal_id="nul\x00id")
+    items: list[Item] = [_signal(f"{prefix}a", 1), bad, _change(f"{prefix}a", 1)]
+    flow = Dataflow("graph_sink_dlq_test")
+    op.output("graph", op.input("in", flow, TestingSource(items)), GraphSink(it_settings))
+    run_main(flow)
+    assert writer.counts(prefix) == _expected(1, 1, scored=1)
+    [message] = read_topic(it_settings, it_settings.kafka.dlq_topic)
+    headers = dict(message.headers())
+    assert headers["igflow.sink"] == b"graph"
+    assert headers["igflow.reason"] == b"SINK_UNAVAILABLE"
+    assert headers["igflow.source.offset"] == b"2"
