@@ -6,7 +6,8 @@ that fails decides the reason code:
 
 1. fields (``FIELD_INVALID``), in the contract's order: ``tenant_id``, ``signal_id``, ``type``
    not blank (after stripping white space); ``value`` finite and in [0, 1]; ``weight`` null or
-   finite and >= 0 (``-0.0`` counts as 0); ``source`` not blank; ``ts`` time-zone aware;
+   finite and >= 0 (``-0.0`` counts as 0); ``source`` not blank; ``ts`` time-zone aware; no
+   NUL character in any string field or selector (no serving store can keep it faithfully);
 2. event time (``TS_OUT_OF_RANGE``): ``ts`` at most ``max_future_skew_seconds`` after the
    record's Kafka timestamp and at most ``max_age_seconds`` before it, both bounds inclusive.
    Measured against the Kafka timestamp (part of the input), never the wall clock, so a replay
@@ -71,6 +72,16 @@ def _field_problem(item: Decoded) -> str | None:
         return "source is blank"
     if s.ts.utcoffset() is None:
         return "ts has no time zone"
+    for name, text in (
+        ("tenant_id", s.tenant_id),
+        ("signal_id", s.signal_id),
+        ("type", s.type),
+        ("source", s.source),
+    ):
+        if "\x00" in text:
+            return f"{name} contains NUL"
+    if any("\x00" in selector for selector in s.selectors):
+        return "a selector contains NUL"
     return None
 
 

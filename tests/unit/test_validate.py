@@ -297,3 +297,16 @@ def test_check_is_a_pure_function(items: list[Decoded]) -> None:
             assert isinstance(copy, Rejected)
             assert (first.reason, first.detail) == (again.reason, again.detail)
             assert (first.reason, first.detail) == (copy.reason, copy.detail)
+
+
+@pytest.mark.parametrize("field", ["tenant_id", "signal_id", "type", "source"])
+def test_a_nul_character_in_a_string_field_is_invalid(field: str) -> None:
+    item = decoded(**{field: "a\x00b"})
+    out = check(item, TENANTS, SETTINGS)
+    assert isinstance(out, Rejected) and out.reason is ReasonCode.FIELD_INVALID
+    assert out.detail == f"{field} contains NUL"
+
+
+def test_a_nul_character_in_a_selector_is_invalid() -> None:
+    out = check(decoded(selectors=("ok", "a\x00")), TENANTS, SETTINGS)
+    assert isinstance(out, Rejected) and out.detail == "a selector contains NUL"
