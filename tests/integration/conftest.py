@@ -7,6 +7,7 @@ a fresh Iceberg namespace, so tests never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -188,3 +189,35 @@ def json_lines(text: str) -> Iterator[dict[str, Any]]:
     for line in text.splitlines():
         if line.startswith("{"):
             yield json.loads(line)
+
+
+def _descendants(pid: int) -> set[int]:
+    out = {pid}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text(encoding="utf-8").split()
+        for child in children:
+            out |= _descendants(int(child))
+    return out
+
+
+@contextlib.contextmanager
+def paused(service: str, seconds: float) -> Iterator[None]:
+    """SIGSTOP a local-stack service (and its child processes) for ``seconds``, then SIGCONT it,
+    always, even if the test fails while it is stopped."""
+    from dev import stack as dev_stack
+    from dev.config import StackConfig
+
+    pid = dev_stack.our_pid(StackConfig.from_env(os.environ), dev_stack.select([service])[0])
+    assert pid is not None, f"{service} is not running"
+    stopped: set[int] = set()
+    try:
+        for _round in range(2):  # twice: catch a child forked in between
+            for p in sorted(_descendants(pid) - stopped):
+                os.kill(p, signal.SIGSTOP)
+                stopped.add(p)
+        time.sleep(seconds)
+        yield
+    finally:
+        for p in sorted(stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
