@@ -88,7 +88,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink
 from neo4j import Driver, GraphDatabase, ManagedTransaction
 from neo4j import exceptions as nx
 
@@ -96,7 +96,7 @@ from igflow.errors import FatalSinkError
 from igflow.records import ScoreChange, Tagged
 from igflow.settings import Settings
 from sinks.dlq import SinkDeadLetters
-from sinks.retry import RetryPolicy, write_with_retry
+from sinks.serving import RetryingPartition
 
 __all__ = [
     "EDGE_TYPES",
@@ -697,39 +697,19 @@ class GraphWriter:
 # --- the Bytewax sink ------------------------------------------------------------------------
 
 
-class _GraphPartition(StatelessSinkPartition[Tagged | ScoreChange]):
-    def __init__(
-        self,
-        writer: GraphWriter,
-        batch_size: int,
-        dead_letter: SinkDeadLetters,
-        policy: RetryPolicy,
-    ) -> None:
-        self._writer = writer
-        self._batch_size = batch_size
-        self._dead_letter = dead_letter
-        self._policy = policy
-
-    def write_batch(self, items: list[Tagged | ScoreChange]) -> None:
-        # An item the graph cannot hold would fail its batch on every replay; it goes to the
-        # DLQ on its own instead, and the rest are written.
-        accepted: list[Tagged | ScoreChange] = []
-        rejected: list[Tagged | ScoreChange] = []
-        for item in items:
-            (accepted if storable(item) else rejected).append(item)
-        if rejected:
-            msg = "graph: a string to store contains a NUL character"
-            self._dead_letter(rejected, FatalSinkError(msg))
-        items = accepted
-        for start in range(0, len(items), self._batch_size):
-            write_with_retry(
-                "graph",
-                items[start : start + self._batch_size],
-                self._writer.write,
-                transient=transient,
-                dead_letter=self._dead_letter,
-                policy=self._policy,
-            )
+def _storable_only(
+    items: list[Tagged | ScoreChange], dead_letter: SinkDeadLetters
+) -> list[Tagged | ScoreChange]:
+    # An item the graph cannot hold would fail its batch on every replay; it goes to the DLQ
+    # on its own instead, and the rest are written.
+    accepted: list[Tagged | ScoreChange] = []
+    rejected: list[Tagged | ScoreChange] = []
+    for item in items:
+        (accepted if storable(item) else rejected).append(item)
+    if rejected:
+        msg = "graph: a string to store contains a NUL character"
+        dead_letter(rejected, FatalSinkError(msg))
+    return accepted
 
 
 _SCHEMA_DONE: set[tuple[str, str]] = set()
@@ -750,17 +730,16 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GraphPartition:
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> RetryingPartition[Tagged | ScoreChange]:
         stores = self._settings.stores
         writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
         with _SCHEMA_LOCK:
             if (stores.neo4j_uri, stores.neo4j_user) not in _SCHEMA_DONE:
                 writer.ensure_schema()
                 _SCHEMA_DONE.add((stores.neo4j_uri, stores.neo4j_user))
-        kafka = self._settings.kafka
-        return _GraphPartition(
-            writer,
-            stores.batch_size,
-            SinkDeadLetters(kafka.bootstrap, kafka.dlq_topic, "graph"),
-            RetryPolicy(stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds),
+        # No close: the driver is shared by the process and closed at exit (module docstring).
+        return RetryingPartition(
+            "graph", writer, self._settings, transient=transient, prepare=_storable_only
         )

@@ -48,14 +48,13 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink
 from psycopg.conninfo import conninfo_to_dict
 
 from igflow.migrations import apply
 from igflow.records import ScoreChange
 from igflow.settings import Settings
-from sinks.dlq import SinkDeadLetters
-from sinks.retry import RetryPolicy, write_with_retry
+from sinks.serving import RetryingPartition
 
 __all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "transient"]
 
@@ -252,35 +251,10 @@ class PostgresWriter:
             conn.close()
 
 
-class _PostgresPartition(StatelessSinkPartition[ScoreChange]):
-    def __init__(
-        self,
-        writer: PostgresWriter,
-        batch_size: int,
-        dead_letter: SinkDeadLetters,
-        policy: RetryPolicy,
-    ) -> None:
-        self._writer = writer
-        self._batch_size = batch_size
-        self._dead_letter = dead_letter
-        self._policy = policy
-
-    def write_batch(self, items: list[ScoreChange]) -> None:
-        # Collapsing first: a change superseded in this call would lose to its tenant's newer one
-        # anyway, so only the newest per tenant is written (and dead-lettered, if it comes to it).
-        rows = newest_per_tenant(items)
-        for start in range(0, len(rows), self._batch_size):
-            write_with_retry(
-                "postgres",
-                rows[start : start + self._batch_size],
-                self._writer.write,
-                transient=transient,
-                dead_letter=self._dead_letter,
-                policy=self._policy,
-            )
-
-    def close(self) -> None:
-        self._writer.close()
+def _newest(items: list[ScoreChange], _dead_letter: object) -> list[ScoreChange]:
+    # Collapsing first: a change superseded in this call would lose to its tenant's newer one
+    # anyway, so only the newest per tenant is written (and dead-lettered, if it comes to it).
+    return newest_per_tenant(items)
 
 
 class PostgresSink(DynamicSink[ScoreChange]):
@@ -296,14 +270,16 @@ class PostgresSink(DynamicSink[ScoreChange]):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
-        stores = self._settings.stores
-        writer = PostgresWriter(stores.postgres_dsn)
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> RetryingPartition[ScoreChange]:
+        writer = PostgresWriter(self._settings.stores.postgres_dsn)
         writer.ensure_schema()
-        kafka = self._settings.kafka
-        return _PostgresPartition(
+        return RetryingPartition(
+            "postgres",
             writer,
-            stores.batch_size,
-            SinkDeadLetters(kafka.bootstrap, kafka.dlq_topic, "postgres"),
-            RetryPolicy(stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds),
+            self._settings,
+            transient=transient,
+            prepare=_newest,
+            close=writer.close,
         )

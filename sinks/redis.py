@@ -50,14 +50,13 @@ from datetime import UTC, datetime
 
 import redis
 import redis.exceptions as rx
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from igflow.records import ScoreChange, Tagged
 from igflow.settings import Settings
-from sinks.dlq import SinkDeadLetters
-from sinks.retry import RetryPolicy, write_with_retry
+from sinks.serving import RetryingPartition
 
 __all__ = [
     "RedisSink",
@@ -354,34 +353,6 @@ class RedisWriter:
             client.close()
 
 
-class _RedisPartition(StatelessSinkPartition[ScoreChange | Tagged]):
-    def __init__(
-        self,
-        writer: RedisWriter,
-        batch_size: int,
-        dead_letter: SinkDeadLetters,
-        policy: RetryPolicy,
-    ) -> None:
-        self._writer = writer
-        self._batch_size = batch_size
-        self._dead_letter = dead_letter
-        self._policy = policy
-
-    def write_batch(self, items: list[ScoreChange | Tagged]) -> None:
-        for start in range(0, len(items), self._batch_size):
-            write_with_retry(
-                "redis",
-                items[start : start + self._batch_size],
-                self._writer.write,
-                transient=transient,
-                dead_letter=self._dead_letter,
-                policy=self._policy,
-            )
-
-    def close(self) -> None:
-        self._writer.close()
-
-
 class RedisSink(DynamicSink[ScoreChange | Tagged]):
     """Bytewax sink writing score changes and tagged signals to the Redis hot store.
 
@@ -395,17 +366,15 @@ class RedisSink(DynamicSink[ScoreChange | Tagged]):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> RetryingPartition[ScoreChange | Tagged]:
         stores = self._settings.stores
         writer = RedisWriter(
             stores.redis_url,
             stream_max=stores.redis_stream_max,
             ttl_seconds=stores.redis_ttl_seconds,
         )
-        dead_letter = SinkDeadLetters(
-            self._settings.kafka.bootstrap, self._settings.kafka.dlq_topic, "redis"
+        return RetryingPartition(
+            "redis", writer, self._settings, transient=transient, close=writer.close
         )
-        policy = RetryPolicy(
-            stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds
-        )
-        return _RedisPartition(writer, max(1, stores.batch_size), dead_letter, policy)
