@@ -103,9 +103,10 @@ def _cmd_lake(args: argparse.Namespace, settings: Settings) -> int:
         out = {"rows": summary.rows, "per_tenant": summary.per_tenant, "tables": summary.others}
         print(json.dumps(out))
         return 0
-    print(f"coherence.signals: {summary.rows:,} rows in {summary.snapshots} snapshots")
+    ns = settings.lake.namespace
+    print(f"{ns}.signals: {summary.rows:,} rows in {summary.snapshots} snapshots")
     for name, count in summary.others.items():
-        print(f"coherence.{name}: {count:,} rows")
+        print(f"{ns}.{name}: {count:,} rows")
     print(f"{'tenant':<12} {'rows':>8}")
     for tenant, count in summary.per_tenant.items():
         print(f"{tenant:<12} {count:>8,}")
@@ -198,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("schemas", _cmd_schemas, "register schemas/avro/ or check it against the registry")
     p.add_argument("action", choices=("register", "check"))
 
-    p = add("lake", _cmd_lake, "show what landed in coherence.signals")
+    p = add("lake", _cmd_lake, "show what landed in the lake (signals per tenant, other tables)")
     p.add_argument("--sample", type=int, default=5)
     p.add_argument("--json", action="store_true")
 

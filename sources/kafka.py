@@ -6,6 +6,10 @@ indefinitely). Here each partition fixes its end once, from the high watermark o
 response (``get_watermark_offsets(cached=True)``): ListOffsets is not used because Tansu answers it
 wrongly (see DEVELOPERS.md), while fetch responses are right on Tansu and on Kafka alike.
 
+Replay (``igflow replay``) gives per-partition ``start_offsets`` and exclusive ``end_offsets``:
+a partition then starts at its start offset (unless resuming) and is done at its end offset; a
+bounded run still stops at the end present at start when that comes first.
+
 Resume state is the next offset to read (as with Bytewax's source), so a resumed run re-reads
 from its last snapshot; the sinks are idempotent. An empty poll schedules the next one 50 ms
 later instead of spinning, which matters on small machines.
@@ -14,6 +18,7 @@ later instead of spinning, which matters on small machines.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,23 +55,35 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         *,
         bounded: bool,
         batch_size: int,
+        stop: int | None = None,
     ) -> None:
-        self._consumer = Consumer(config)
-        self._consumer.assign([TopicPartition(topic, partition, start)])
+        """Read ``partition`` from offset ``start`` (or ``OFFSET_BEGINNING``).
+
+        ``stop`` (exclusive) ends the partition at that offset: it is done once the next offset
+        reaches it, at once when ``start >= stop``. Bounded, it also ends at the high watermark
+        of its first fetch (or at ``PARTITION_EOF``), whichever comes first.
+        """
         self._topic = topic
         self._partition = partition
         self._tp = TopicPartition(topic, partition)
         self._next = start
         self._bounded = bounded
         self._batch_size = batch_size
-        self._end: int | None = None
-        self._done = False
+        self._stop = stop
+        self._end: int | None = stop
+        self._done = stop is not None and start >= 0 and start >= stop
+        self._consumer = Consumer(config)
+        if not self._done:
+            self._consumer.assign([TopicPartition(topic, partition, start)])
         self._idle = False
+        self._fixed = False
         self._counter = metrics.EVENTS_IN.labels(topic)
 
     def _fix_end(self) -> None:
         _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
         if high >= 0:
+            if self._stop is not None:
+                high = min(high, self._stop)
             self._end = high
             log.info(
                 "partition %d of %s: bounded run ends at offset %d",
@@ -99,7 +116,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
                 # A broker-level error with no record attached: nothing to skip, librdkafka retries.
                 log.warning("consumer error: %s", error, extra={"op": "source"})
                 continue
-            if self._bounded and self._end is None:
+            if self._bounded and self._end == self._stop:
                 self._fix_end()
             if self._end is not None and offset >= self._end:
                 self._done = True
