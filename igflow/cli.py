@@ -21,8 +21,10 @@ from igflow import logs
 from igflow.errors import IgflowError
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
+from igflow.replay_commands import register as register_replay
 from igflow.settings import Settings
 from igflow.tenant_commands import register as register_tenants
+from igflow.verify_commands import register as register_verify
 
 __all__ = ["main"]
 
@@ -212,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     register_psi(add)
     register_tenants(add)
     register_quarantine(add)
+    register_replay(add)
+    register_verify(add)
     return parser
 
 

@@ -38,6 +38,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from igflow import metrics
 from igflow.errors import RetryableSinkError
+from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
 from sinks.lake_tables import TableDef
 
 __all__ = ["LEDGER_KEY", "AppendResult", "IcebergAppender", "IcebergSink", "ensure_table", "ledger"]
@@ -182,13 +183,16 @@ class IcebergAppender(Generic[T]):
             skipped = len(items) - len(fresh)
             if not fresh:
                 return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
+            data = self._def.to_arrow(fresh)
             properties = {
                 LEDGER_KEY: _dump_ledger(merged),
                 "igflow.flow": self._flow,
                 "igflow.rows": str(len(fresh)),
+                # The content digest of exactly these rows, for `igflow verify --from-history`.
+                DIGEST_KEY: dump_summary(digest_arrow(self._def.name, data)),
             }
             try:
-                self._table.append(self._def.to_arrow(fresh), snapshot_properties=properties)
+                self._table.append(data, snapshot_properties=properties)
             except CommitFailedException as exc:
                 metrics.LAKE_COMMIT_RETRIES.labels(self._def.name).inc()
                 log.info(

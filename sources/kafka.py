@@ -71,7 +71,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         self._batch_size = batch_size
         self._stop = stop
         self._end: int | None = stop
-        self._done = stop is not None and start >= 0 and start >= stop
+        self._done = stop is not None and stop <= max(start, 0)
         self._consumer = Consumer(config)
         if not self._done:
             self._consumer.assign([TopicPartition(topic, partition, start)])
@@ -85,6 +85,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
             if self._stop is not None:
                 high = min(high, self._stop)
             self._end = high
+            self._fixed = True
             log.info(
                 "partition %d of %s: bounded run ends at offset %d",
                 self._partition,
@@ -116,7 +117,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
                 # A broker-level error with no record attached: nothing to skip, librdkafka retries.
                 log.warning("consumer error: %s", error, extra={"op": "source"})
                 continue
-            if self._bounded and self._end == self._stop:
+            if self._bounded and not self._fixed:
                 self._fix_end()
             if self._end is not None and offset >= self._end:
                 self._done = True
@@ -152,7 +153,14 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
 
 
 class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
-    """Every partition of one topic, from the beginning (or the resume offset)."""
+    """Every partition of one topic, from the beginning (or the resume offset).
+
+    ``start_offsets`` (partition -> first offset to read) and ``end_offsets`` (partition -> first
+    offset *not* to read) bound a replay; a partition missing from them starts at the beginning
+    and has no end of its own. A resume state wins over the start offset. A partition whose end
+    is at or before its start emits nothing and is done at once. A partition missing from the
+    topic is an error only when it is named in ``start_offsets`` or ``end_offsets``.
+    """
 
     def __init__(
         self,
@@ -162,18 +170,31 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
         bounded: bool,
         batch_size: int = 1000,
         config: dict[str, Any] | None = None,
+        start_offsets: Mapping[int, int] | None = None,
+        end_offsets: Mapping[int, int] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._bounded = bounded
         self._batch_size = batch_size
         self._config = dict(config or {})
+        self._starts = dict(start_offsets or {})
+        self._ends = dict(end_offsets or {})
+        for name, offsets in (("start", self._starts), ("end", self._ends)):
+            bad = sorted(p for p, o in offsets.items() if o < 0)
+            if bad:
+                msg = f"negative {name} offset for partition(s) {bad} of {topic}"
+                raise IgflowError(msg)
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._bootstrap, **self._config})
         meta = admin.list_topics(self._topic, timeout=30).topics.get(self._topic)
         if meta is None or meta.error is not None:
             msg = f"topic {self._topic} is not available: {meta.error if meta else 'missing'}"
+            raise IgflowError(msg)
+        missing = sorted((set(self._starts) | set(self._ends)) - set(meta.partitions))
+        if missing:
+            msg = f"topic {self._topic} has no partition(s) {missing}"
             raise IgflowError(msg)
         return [str(p) for p in sorted(meta.partitions)]
 
@@ -186,12 +207,16 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             "enable.partition.eof": True,
             **self._config,
         }
-        start = resume_state if resume_state is not None else OFFSET_BEGINNING
+        partition = int(for_part)
+        start = resume_state
+        if start is None:
+            start = self._starts.get(partition, OFFSET_BEGINNING)
         return _Partition(
             config,
             self._topic,
-            int(for_part),
+            partition,
             start,
             bounded=self._bounded,
             batch_size=self._batch_size,
+            stop=self._ends.get(partition),
         )

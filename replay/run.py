@@ -1,0 +1,437 @@
+"""Replay: re-run the coherence flow over an exact offset range into a scratch Iceberg namespace.
+
+Determinism: the flow computes from event time and input bytes only, so the same offsets in give
+the same rows out. A replay is a bounded, in-process run of :func:`flows.coherence.build` with
+
+- the namespace changed to the scratch one (which must not exist yet, or hold no tables: the
+  lake's ledger would otherwise skip offsets already committed there);
+- the Kafka source bounded per partition by ``start`` (inclusive) and ``end`` (exclusive);
+  partitions named in neither read nothing;
+- the serving stores off (``--lake-only``; scratch key prefixes and graph labels are not
+  supported yet, so a replay without it is refused) and the DLQ topic not written (the
+  quarantine table in the scratch namespace holds every reject with its reason);
+- no recovery store and no metrics server.
+
+Event-time ranges are resolved with ``offsets_for_times`` and each answer is checked against the
+records themselves; a broker that answers wrongly (Tansu 0.6.0 answers offset 0 for any time,
+see DEVELOPERS.md) is refused instead of guessed around.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.run import cli_main
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from flows.coherence import build
+from igflow.errors import ConfigError, IgflowError
+from igflow.records import RawRecord
+from igflow.settings import Settings
+from sources.kafka import KafkaTopicSource
+
+__all__ = [
+    "Progress",
+    "ReplayReport",
+    "json_progress",
+    "parse_offsets",
+    "replay",
+    "resolve_times",
+    "tty_progress",
+]
+
+
+def parse_offsets(text: str) -> dict[int, int]:
+    """``"0:100,1:0"`` -> ``{0: 100, 1: 0}``; :class:`ConfigError` on anything else.
+
+    Each item is ``PARTITION:OFFSET`` with non-negative integers; a partition may appear once.
+    Spaces around items are ignored; an empty text is an error.
+    """
+    out: dict[int, int] = {}
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip():
+        msg = "no offsets given: expected PARTITION:OFFSET[,PARTITION:OFFSET...]"
+        raise ConfigError(msg)
+    for item in items:
+        part, sep, offset = item.partition(":")
+        if not sep:
+            msg = f"{item!r} is not PARTITION:OFFSET"
+            raise ConfigError(msg)
+        try:
+            p, o = int(part), int(offset)
+        except ValueError:
+            msg = f"{item!r}: partition and offset must be integers"
+            raise ConfigError(msg) from None
+        if p < 0 or o < 0:
+            msg = f"{item!r}: partition and offset must not be negative"
+            raise ConfigError(msg)
+        if p in out:
+            msg = f"partition {p} is given twice"
+            raise ConfigError(msg)
+        out[p] = o
+    return out
+
+
+def _record_time(consumer: Consumer, topic: str, partition: int, offset: int) -> int | None:
+    """The timestamp (ms) of the record at ``offset``, ``None`` when there is none."""
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        error = msg.error()
+        if error is not None and error.code() == KafkaError._PARTITION_EOF:
+            return None
+        if error is None and msg.offset() == offset:
+            _kind, stamp = msg.timestamp()
+            return int(stamp)
+        if error is None and (msg.offset() or 0) > offset:
+            return None  # the offset is gone (compacted or a control record)
+    return None
+
+
+def resolve_times(
+    settings: Settings, since: datetime, until: datetime | None, timeout_s: float = 10.0
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Start and end offsets of every partition for the Kafka record times ``[since, until)``.
+
+    Record times are the Kafka timestamps (the producer's CreateTime), not the signals' ``ts``.
+    With ``until`` ``None`` no end is given (a bounded run reads to the end present at start).
+    Every answer of ``offsets_for_times`` is checked against the records around it (the record
+    at the answer is at or after the time, the one before is earlier); a broker that fails the
+    check raises :class:`ConfigError`. A time after the last record gives no offset from
+    ``offsets_for_times``; such a partition has no end (for ``until``) or reads nothing (for
+    ``since``, via an end equal to its start, found by reading to ``PARTITION_EOF``).
+    """
+    topic = settings.kafka.topic
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": "igflow-replay",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            msg = f"topic {topic} is not available"
+            raise IgflowError(msg)
+        partitions = sorted(meta.partitions)
+
+        def lookup(when: datetime) -> dict[int, int]:
+            ms = int(when.timestamp() * 1000)
+            answers = consumer.offsets_for_times(
+                [TopicPartition(topic, p, ms) for p in partitions], timeout=timeout_s
+            )
+            out: dict[int, int] = {}
+            for tp in answers:
+                if tp.error is not None:
+                    msg = f"offsets_for_times failed on partition {tp.partition}: {tp.error}"
+                    raise IgflowError(msg)
+                if tp.offset >= 0:
+                    _check(consumer, topic, tp.partition, tp.offset, ms)
+                    out[tp.partition] = tp.offset
+            return out
+
+        start = lookup(since)
+        end = lookup(until) if until is not None else {}
+        for p in partitions:
+            if p not in start:
+                # No record at or after `since`: nothing to read in this partition.
+                start[p] = 0
+                end[p] = 0
+        return start, end
+    finally:
+        consumer.close()
+
+
+def _check(consumer: Consumer, topic: str, partition: int, offset: int, ms: int) -> None:
+    at = _record_time(consumer, topic, partition, offset)
+    before = _record_time(consumer, topic, partition, offset - 1) if offset > 0 else None
+    if (at is not None and at < ms) or (before is not None and before >= ms):
+        msg = (
+            f"the broker answers offsets_for_times wrongly (partition {partition}: offset "
+            f"{offset} for time {ms} ms, but that record is at {at} ms and the one before at "
+            f"{before} ms); event-time replay (--from-time/--to-time) is not possible on this "
+            "broker (Tansu 0.6.0 is known to answer 0 for every time, see DEVELOPERS.md): give "
+            "offsets with --from/--to"
+        )
+        raise ConfigError(msg)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """A replay's progress: records read, offsets covered, of ``total`` (``None``: unknown)."""
+
+    rows: int
+    offsets: int
+    total: int | None
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Records read per second so far."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the offset rate so far; ``None`` when it cannot be told yet."""
+        if self.total is None or self.offsets <= 0 or self.seconds <= 0:
+            return None
+        return max(0.0, (self.total - self.offsets) * self.seconds / self.offsets)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """What a replay read and where it landed."""
+
+    namespace: str
+    start: dict[int, int]
+    end: dict[int, int]
+    rows: int
+    seconds: float
+
+
+class _Tally:
+    """Records and offsets read so far, shared by the source's partitions (thread-safe)."""
+
+    def __init__(self, start: Mapping[int, int], end: Mapping[int, int]) -> None:
+        self._lock = threading.Lock()
+        self._start = dict(start)
+        self._end = dict(end)
+        self._next: dict[int, int] = dict(start)
+        self.rows = 0
+        self.total: int | None = (
+            sum(max(0, e - self._start.get(p, 0)) for p, e in end.items())
+            if set(start) <= set(end)
+            else None
+        )
+
+    def read(self, partition: int, batch: list[RawRecord]) -> None:
+        with self._lock:
+            self.rows += len(batch)
+            if batch:
+                self._next[partition] = batch[-1].offset + 1
+
+    def done(self, partition: int) -> None:
+        with self._lock:
+            if partition in self._end:
+                self._next[partition] = max(self._next.get(partition, 0), self._end[partition])
+
+    def offsets(self) -> int:
+        with self._lock:
+            covered = 0
+            for p, nxt in self._next.items():
+                stop = self._end.get(p, nxt)
+                covered += max(0, min(nxt, stop) - self._start.get(p, 0))
+            return covered
+
+
+class _CountingPartition(StatefulSourcePartition[RawRecord, Any]):
+    def __init__(
+        self, inner: StatefulSourcePartition[RawRecord, Any], partition: int, tally: _Tally
+    ) -> None:
+        self._inner = inner
+        self._partition = partition
+        self._tally = tally
+
+    def next_batch(self) -> list[RawRecord]:
+        try:
+            batch = list(self._inner.next_batch())
+        except StopIteration:
+            self._tally.done(self._partition)
+            raise
+        self._tally.read(self._partition, batch)
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _Counting(FixedPartitionedSource[RawRecord, Any]):
+    """The Kafka source, counting what each partition emits into a :class:`_Tally`."""
+
+    def __init__(self, inner: KafkaTopicSource, tally: _Tally) -> None:
+        self._inner = inner
+        self._tally = tally
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Any | None
+    ) -> _CountingPartition:
+        inner = self._inner.build_part(step_id, for_part, resume_state)
+        return _CountingPartition(inner, int(for_part), self._tally)
+
+
+class _DiscardPartition(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+
+class _Discard(DynamicSink[Any]):
+    """A sink that drops its items (the DLQ of a replay: the quarantine table keeps them)."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DiscardPartition:
+        return _DiscardPartition()
+
+
+def _check_scratch(settings: Settings, into: str) -> None:
+    from igflow.admin import catalog
+
+    if into == settings.lake.namespace:
+        msg = f"--into {into} is the flow's own namespace; replay needs a scratch namespace"
+        raise ConfigError(msg)
+    cat = catalog(settings)
+    if cat.namespace_exists(into) and cat.list_tables(into):
+        msg = f"namespace {into} already has tables; replay needs a new (or empty) namespace"
+        raise ConfigError(msg)
+
+
+def replay(
+    settings: Settings,
+    into: str,
+    start: dict[int, int],
+    end: dict[int, int],
+    progress: Callable[[Progress], None] | None = None,
+    *,
+    lake_only: bool = True,
+    interval: float = 0.25,
+) -> ReplayReport:
+    """Run the flow over ``[start, end)`` per partition into namespace ``into``; blocks until done.
+
+    Partitions named in neither mapping read nothing; one named only in ``start`` reads to the
+    end present at start; one named only in ``end`` starts at offset 0. ``progress`` is called
+    every ``interval`` seconds from a helper thread while the flow runs, and once at the end.
+    Raises :class:`ConfigError` without ``lake_only`` (scratch prefixes for the serving stores
+    are not supported yet), for the flow's own namespace, or a namespace that has tables.
+    """
+    if not lake_only:
+        msg = (
+            "replay into the serving stores (scratch key prefixes and graph labels) is not "
+            "supported yet: pass --lake-only to replay into the scratch Iceberg namespace only"
+        )
+        raise ConfigError(msg)
+    _check_scratch(settings, into)
+    scratch = (
+        settings.with_changes("lake", namespace=into)
+        .with_changes("stores", sinks="")
+        .with_changes("run", bounded=True, recovery_dir="", metrics_port=0)
+    )
+    named = set(start) | set(end)
+    base = KafkaTopicSource(
+        scratch.kafka.bootstrap,
+        scratch.kafka.topic,
+        bounded=True,
+        batch_size=scratch.kafka.batch_size,
+    )
+    ends = dict(end)
+    starts = {p: start.get(p, 0) for p in named}
+    for p in (int(part) for part in base.list_parts()):
+        if p not in named:
+            starts[p] = 0
+            ends[p] = 0
+    source = KafkaTopicSource(
+        scratch.kafka.bootstrap,
+        scratch.kafka.topic,
+        bounded=True,
+        batch_size=scratch.kafka.batch_size,
+        start_offsets=starts,
+        end_offsets=ends,
+    )
+    tally = _Tally({p: starts[p] for p in named}, {p: e for p, e in ends.items() if p in named})
+    flow = build(scratch, source=_Counting(source, tally), dlq=_Discard())
+
+    began = time.monotonic()
+
+    def snapshot() -> Progress:
+        return Progress(tally.rows, tally.offsets(), tally.total, time.monotonic() - began)
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(interval):
+            if progress is not None:
+                progress(snapshot())
+
+    ticker = threading.Thread(target=tick, name="replay-progress", daemon=True)
+    ticker.start()
+    try:
+        # bytewax's native module declares no parameter types (as in igflow.runner).
+        cli_main(  # type: ignore[no-untyped-call]
+            flow,
+            workers_per_process=scratch.run.workers,
+            epoch_interval=timedelta(seconds=scratch.run.epoch_seconds),
+        )
+    finally:
+        stop.set()
+        ticker.join()
+    last = snapshot()
+    if progress is not None:
+        progress(last)
+    return ReplayReport(into, starts, ends, last.rows, last.seconds)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    whole = int(seconds)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def tty_progress(stream: IO[str] | None = None, width: int = 30) -> Callable[[Progress], None]:
+    """A progress callback that rewrites one bar line (rows, rate, ETA) on ``stream``."""
+    out = stream or sys.stderr
+
+    def show(p: Progress) -> None:
+        if p.total:
+            filled = min(width, width * p.offsets // p.total)
+            bar = "#" * filled + "." * (width - filled)
+            pct = f"{100 * p.offsets / p.total:3.0f}%"
+        else:
+            bar, pct = "?" * width, "  ?%"
+        out.write(
+            f"\rreplay [{bar}] {pct} {p.rows:,} rows  {p.rate:,.0f}/s  ETA {_clock(p.eta_seconds)}"
+        )
+        out.flush()
+
+    return show
+
+
+def json_progress(stream: IO[str] | None = None) -> Callable[[Progress], None]:
+    """A progress callback that writes one JSON object a line on ``stream``."""
+    out = stream or sys.stderr
+
+    def show(p: Progress) -> None:
+        eta = p.eta_seconds
+        line: dict[str, Any] = {
+            "op": "replay.progress",
+            "at": datetime.now(UTC).isoformat(),
+            "rows": p.rows,
+            "offsets": p.offsets,
+            "total": p.total,
+            "per_second": round(p.rate),
+            "eta_seconds": None if eta is None else round(eta, 1),
+        }
+        out.write(json.dumps(line) + "\n")
+        out.flush()
+
+    return show

@@ -1,0 +1,323 @@
+"""Compare two namespaces' landed content (or one namespace's content with its commit history).
+
+The unit of comparison is a digest group (see :mod:`replay.digest`): ``(table, tenant,
+partition)`` with its offset range, row count and multiset hash. Two groups match when all four
+are equal. A mismatched group can be explained row by row (:func:`first_differences`), and a
+table's data files can be checked for byte-identical twins (:func:`files_identical`): equal
+content need not mean equal files (batching decides how rows split into files).
+
+Digests come from a scan (:func:`digest_table`, optionally over an event-time window) or, without
+reading any data file, from the digests each igflow commit stores in its snapshot summary
+(:func:`digest_history`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    IsNull,
+    LessThan,
+    Or,
+    Reference,
+)
+from pyiceberg.expressions.literals import literal
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation, ancestors_of
+
+from igflow.errors import IgflowError
+from igflow.settings import Settings
+from replay.digest import (
+    DIGEST_KEY,
+    UNVERIFIABLE_TABLES,
+    GroupDigest,
+    GroupKey,
+    digest_arrow,
+    parse_summary,
+    row_hash,
+)
+from sinks.lake_tables import TABLES
+
+__all__ = [
+    "EVENT_TIME",
+    "Differences",
+    "GroupResult",
+    "HistoryUnavailable",
+    "Report",
+    "compare",
+    "digest_history",
+    "digest_table",
+    "files_identical",
+    "first_differences",
+    "verify",
+]
+
+#: The event-time column a ``--window`` filters on, per verifiable table.
+EVENT_TIME: Mapping[str, str] = {
+    "signals": "ts",
+    "scores": "updated_at",
+    "quarantine": "ts",
+    "deconfliction": "window_start",
+}
+
+Status = Literal["match", "mismatch", "missing_in_original", "missing_in_other"]
+Window = tuple[datetime, datetime]
+
+
+class HistoryUnavailable(IgflowError):
+    """A table's lineage has a commit without a digest that may have changed its content."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupResult:
+    """One group compared: its digest on either side (None: absent there)."""
+
+    key: GroupKey
+    original: GroupDigest | None
+    other: GroupDigest | None
+
+    @property
+    def status(self) -> Status:
+        """``match`` only when offsets, count and digest are all equal."""
+        if self.original is None:
+            return "missing_in_original"
+        if self.other is None:
+            return "missing_in_other"
+        return "match" if self.original == self.other else "mismatch"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Differences:
+    """Rows of one group present on one side and not the other (multiset difference)."""
+
+    only_in_original: list[dict[str, Any]]
+    only_in_other: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Report:
+    """The outcome of a comparison: every group, and for mismatches the first differing rows."""
+
+    groups: list[GroupResult]
+    differences: dict[GroupKey, Differences] = dataclasses.field(default_factory=dict)
+    #: table -> (data files of the original with a byte-identical twin in the other, all files).
+    files: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        """True only when every group matches (an empty comparison is identical)."""
+        return all(g.status == "match" for g in self.groups)
+
+    @property
+    def mismatched(self) -> list[GroupResult]:
+        """The groups that do not match, in key order."""
+        return [g for g in self.groups if g.status != "match"]
+
+
+def _window_filter(table_name: str, window: Window | None) -> BooleanExpression:
+    if window is None:
+        return AlwaysTrue()
+    column = EVENT_TIME[table_name]
+    start, end = window
+    return And(
+        GreaterThanOrEqual(term=Reference(column), value=literal(start.isoformat())),
+        LessThan(term=Reference(column), value=literal(end.isoformat())),
+    )
+
+
+def digest_table(
+    table: Table, table_name: str, window: Window | None = None
+) -> dict[GroupKey, GroupDigest]:
+    """Scan ``table`` and digest its rows per group.
+
+    ``window`` is half-open ``[start, end)`` on the table's event-time column (:data:`EVENT_TIME`);
+    both ends must be timezone-aware.
+    """
+    data = table.scan(row_filter=_window_filter(table_name, window)).to_arrow()
+    return digest_arrow(table_name, data)
+
+
+def digest_history(table: Table, table_name: str) -> dict[GroupKey, GroupDigest]:
+    """The table's digest groups from the snapshot summaries of its current lineage (no scan).
+
+    Sums the ``igflow.digest`` of every ancestor of the current snapshot. A ``replace`` commit
+    (compaction) carries no digest and changes no content, so it is skipped; any other commit
+    without a digest (an overwrite, a delete, an append by another tool or an older release)
+    makes the history unusable: raises :class:`HistoryUnavailable`.
+    """
+    out: dict[GroupKey, GroupDigest] = {}
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        summary = snapshot.summary
+        raw = summary.additional_properties.get(DIGEST_KEY) if summary is not None else None
+        if raw is None:
+            if summary is not None and summary.operation == Operation.REPLACE:
+                continue
+            operation = summary.operation.value if summary is not None else "unknown"
+            msg = (
+                f"{table_name}: snapshot {snapshot.snapshot_id} ({operation}) has no digest;"
+                " verify by scanning instead"
+            )
+            raise HistoryUnavailable(msg)
+        for key, group in parse_summary(table_name, raw).items():
+            have = out.get(key)
+            out[key] = group if have is None else have + group
+    return out
+
+
+def compare(
+    original: Mapping[GroupKey, GroupDigest], other: Mapping[GroupKey, GroupDigest]
+) -> Report:
+    """Every group of either side, in key order, with its status (no row-level detail)."""
+    keys = sorted(set(original) | set(other))
+    return Report([GroupResult(k, original.get(k), other.get(k)) for k in keys])
+
+
+def _eq(column: str, value: str | int) -> BooleanExpression:
+    return EqualTo(term=Reference(column), value=literal(value))
+
+
+def _group_filter(table: Table, key: GroupKey) -> BooleanExpression:
+    _name, tenant, partition = key
+    names = {f.name for f in table.schema().fields}
+    condition: BooleanExpression = AlwaysTrue()
+    if "tenant_id" in names:
+        # The "" tenant groups null tenants (records that did not decode) with empty ones.
+        tenant_is: BooleanExpression = (
+            Or(IsNull(term=Reference("tenant_id")), _eq("tenant_id", ""))
+            if tenant == ""
+            else _eq("tenant_id", tenant)
+        )
+        condition = And(condition, tenant_is)
+    if "kafka_partition" in names:
+        condition = And(condition, _eq("kafka_partition", partition))
+    return condition
+
+
+def _rows_by_hash(table: Table, key: GroupKey) -> dict[int, list[dict[str, Any]]]:
+    data = table.scan(row_filter=_group_filter(table, key)).to_arrow()
+    out: dict[int, list[dict[str, Any]]] = {}
+    columns = data.column_names
+    for row in data.to_pylist():
+        out.setdefault(row_hash([row[c] for c in columns]), []).append(row)
+    return out
+
+
+def first_differences(
+    table_a: Table, table_b: Table, group: GroupKey, limit: int = 5
+) -> Differences:
+    """Up to ``limit`` rows of ``group`` on each side that the other side lacks.
+
+    Rows are told apart by their row hash and counted as a multiset: a row landed twice on one
+    side and once on the other shows once.
+    """
+    rows_a, rows_b = _rows_by_hash(table_a, group), _rows_by_hash(table_b, group)
+
+    def only(left: dict[int, list[dict[str, Any]]], right: Mapping[int, list[Any]]) -> list[Any]:
+        out: list[dict[str, Any]] = []
+        for h, rows in sorted(left.items(), key=lambda kv: _order(kv[1][0])):
+            surplus = len(rows) - len(right.get(h, ()))
+            out.extend(rows[: max(0, surplus)])
+        return out[:limit]
+
+    return Differences(only(rows_a, rows_b), only(rows_b, rows_a))
+
+
+def _order(row: Mapping[str, Any]) -> tuple[int, int]:
+    return (row.get("kafka_partition") or 0, row.get("kafka_offset") or 0)
+
+
+def _file_hashes(table: Table) -> Counter[str]:
+    hashes: Counter[str] = Counter()
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return hashes
+    for task in table.scan().plan_files():
+        with table.io.new_input(task.file.file_path).open() as stream:
+            hashes[hashlib.sha256(stream.read()).hexdigest()] += 1
+    return hashes
+
+
+def files_identical(table_a: Table, table_b: Table) -> tuple[int, int]:
+    """``(n, total)``: how many of ``table_a``'s live data files have a byte-identical twin in
+    ``table_b`` (each twin used once), out of ``table_a``'s ``total``. Reads every file once."""
+    a, b = _file_hashes(table_a), _file_hashes(table_b)
+    return sum((a & b).values()), sum(a.values())
+
+
+def _load(catalog: Catalog, namespace: str, name: str) -> Table | None:
+    try:
+        return catalog.load_table((namespace, name))
+    except NoSuchTableError:
+        return None
+
+
+def verify(
+    settings: Settings,
+    namespace: str,
+    against: str | None,
+    window: Window | None = None,
+    *,
+    tables: Sequence[str] | None = None,
+    from_history: bool = False,
+    limit: int = 5,
+) -> Report:
+    """Compare the verifiable tables of ``namespace`` (the original) with those of ``against``.
+
+    - ``against`` given: the other side is a scan of ``against``; the original is a scan of
+      ``namespace`` too, or its commit history when ``from_history``. Mismatched groups get their
+      first differing rows; each table reports its byte-identical data files.
+    - ``against`` None: the namespace's commit history against a scan of it (has anything
+      changed the content since it was committed?). No row-level detail: history keeps no rows.
+
+    A ``window`` cannot apply to history digests: asking for both raises :class:`IgflowError`,
+    as does an unknown or unverifiable table name. A table absent on both sides is skipped.
+    """
+    from igflow.admin import catalog as open_catalog
+
+    verifiable = [t.name for t in TABLES if t.name not in UNVERIFIABLE_TABLES]
+    names = list(tables) if tables else verifiable
+    unknown = [n for n in names if n not in verifiable]
+    if unknown:
+        msg = f"cannot verify {', '.join(unknown)}: verifiable tables are {', '.join(verifiable)}"
+        raise IgflowError(msg)
+    use_history = from_history or against is None
+    if use_history and window is not None:
+        msg = "a window needs a scan: history digests are per commit, not per event time"
+        raise IgflowError(msg)
+    cat = open_catalog(settings)
+    report = Report([])
+    for name in names:
+        original = _load(cat, namespace, name)
+        other = original if against is None else _load(cat, against, name)
+        if original is None and other is None:
+            continue
+        left = _digests(original, name, window, history=use_history)
+        right = _digests(other, name, window, history=False)
+        part = compare(left, right)
+        report.groups.extend(part.groups)
+        if against is None or original is None or other is None:
+            continue
+        for g in part.mismatched:
+            report.differences[g.key] = first_differences(original, other, g.key, limit)
+        report.files[name] = files_identical(original, other)
+    return report
+
+
+def _digests(
+    table: Table | None, name: str, window: Window | None, *, history: bool
+) -> dict[GroupKey, GroupDigest]:
+    if table is None:
+        return {}
+    return digest_history(table, name) if history else digest_table(table, name, window)

@@ -1,0 +1,141 @@
+"""Replay's pure parts: offset parsing, progress arithmetic, the source's start/end bounds."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from igflow.cli import main as cli_main
+from igflow.errors import ConfigError, IgflowError
+from igflow.records import RawRecord
+from replay.run import Progress, _Tally, json_progress, parse_offsets, tty_progress
+from sources.kafka import KafkaTopicSource, _Partition
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0:100,1:0,2:5", {0: 100, 1: 0, 2: 5}),
+        ("3:7", {3: 7}),
+        (" 0:1 , 1:2 ", {0: 1, 1: 2}),
+    ],
+)
+def test_parse_offsets(text: str, expected: dict[int, int]) -> None:
+    assert parse_offsets(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "no offsets given"),
+        ("   ", "no offsets given"),
+        ("0", "is not PARTITION:OFFSET"),
+        ("0:1,", "is not PARTITION:OFFSET"),
+        ("a:1", "must be integers"),
+        ("0:x", "must be integers"),
+        ("0:1.5", "must be integers"),
+        ("-1:4", "must not be negative"),
+        ("0:-4", "must not be negative"),
+        ("0:1,0:2", "partition 0 is given twice"),
+    ],
+)
+def test_parse_offsets_errors(text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_offsets(text)
+
+
+def test_progress_rate_and_eta() -> None:
+    p = Progress(rows=500, offsets=400, total=1000, seconds=2.0)
+    assert p.rate == 250.0
+    assert p.eta_seconds == pytest.approx(3.0)
+    assert Progress(0, 0, 1000, 0.0).eta_seconds is None
+    assert Progress(10, 10, None, 1.0).eta_seconds is None
+
+
+def _raw(partition: int, offset: int) -> RawRecord:
+    return RawRecord(
+        topic="t",
+        partition=partition,
+        offset=offset,
+        key=None,
+        value=b"",
+        timestamp_ms=None,
+        error=None,
+        headers=(),
+    )
+
+
+def test_tally_counts_rows_and_offsets_and_knows_the_total() -> None:
+    tally = _Tally({0: 10, 1: 0}, {0: 50, 1: 20})
+    assert tally.total == 60
+    tally.read(0, [_raw(0, 10), _raw(0, 11)])
+    tally.read(1, [_raw(1, 4)])  # offsets 0..3 absent (a gap still counts as covered)
+    assert tally.rows == 3
+    assert tally.offsets() == 2 + 5
+    tally.done(0)
+    tally.done(1)
+    assert tally.offsets() == 60
+    assert _Tally({0: 0, 1: 0}, {0: 5}).total is None  # partition 1 has no end: unknown
+
+
+def test_progress_callbacks_write_a_bar_or_json_lines() -> None:
+    bar = io.StringIO()
+    tty_progress(bar, width=10)(Progress(rows=50, offsets=50, total=100, seconds=1.0))
+    assert bar.getvalue().startswith("\rreplay [#####.....]  50% 50 rows  50/s  ETA 00:01")
+    lines = io.StringIO()
+    json_progress(lines)(Progress(rows=50, offsets=50, total=100, seconds=1.0))
+    line = json.loads(lines.getvalue())
+    assert line["op"] == "replay.progress"
+    assert (line["rows"], line["total"], line["per_second"], line["eta_seconds"]) == (
+        50,
+        100,
+        50,
+        1.0,
+    )
+
+
+def _unreachable() -> dict[str, object]:
+    # A port nobody listens on: a partition that is done at once never fetches.
+    return {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit", "log_level": 0}
+
+
+@pytest.mark.parametrize(("start", "stop"), [(5, 5), (9, 5), (0, 0)])
+def test_a_partition_whose_end_is_at_or_before_its_start_is_done_at_once(
+    start: int, stop: int
+) -> None:
+    part = _Partition(_unreachable(), "t", 0, start, bounded=True, batch_size=10, stop=stop)
+    try:
+        with pytest.raises(StopIteration):
+            part.next_batch()
+        assert part.snapshot() == start
+        assert part.next_awake() is None
+    finally:
+        part.close()
+
+
+def test_negative_offsets_are_refused_by_the_source() -> None:
+    with pytest.raises(IgflowError, match="negative end offset"):
+        KafkaTopicSource("127.0.0.1:9", "t", bounded=True, end_offsets={0: -1})
+
+
+def test_cli_refuses_without_lake_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["replay", "--from", "0:0", "--to", "0:10", "--into", "scratch"])
+    assert code == 2
+    assert "not supported yet; pass --lake-only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--from", "0:0"], "--from and --to go together"),
+        (["--from", "0:0", "--from-time", "2026-01-01"], "not both"),
+        ([], "not both"),
+        (["--from", "0:x", "--to", "0:1"], "must be integers"),
+    ],
+)
+def test_cli_usage_errors(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["replay", "--into", "scratch", "--lake-only", *args])
+    assert code == 2
+    assert error in capsys.readouterr().err
