@@ -6,6 +6,10 @@ appending, a writer reads the ledger of the table's current snapshot and drops e
 below it. After a crash, Bytewax resumes the source from its last snapshot, which may be behind
 what landed; the replayed items are dropped here, so each record lands once.
 
+Each append also stores ``igflow.digest``: an order-independent digest of the rows it appended
+per (tenant, partition), so ``igflow verify --from-history`` can check history without a scan
+(:mod:`replay.digest`).
+
 Lanes: a high-water mark is only sound if the items of one ledger key reach the sink in offset
 order. The keyed stages (drift, dedupe, score) keep the order of each *tenant's* records but
 interleave tenants differently from the Kafka partition, and different streams (validate rejects,
