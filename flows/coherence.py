@@ -52,7 +52,7 @@ from sinks.redis import RedisSink
 from sources.kafka import KafkaTopicSource
 from tenancy.registry import PostgresTenants
 
-__all__ = ["Edges", "build", "kafka_source"]  # and `flow`, built on access
+__all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
 
 FLOW_ID = "coherence"
 T = TypeVar("T")
@@ -86,7 +86,7 @@ def _tenant(item: Decoded) -> str:
     return item.signal.tenant_id
 
 
-def _land(flow_id: str, up: Stream[T], table: TableDef[T], settings: Settings) -> None:
+def land(flow_id: str, up: Stream[T], table: TableDef[T], settings: Settings) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once."""
     keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
     batches = op.collect(
@@ -182,12 +182,12 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     )
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)
-    _land("lake_signals", signal_values, SIGNALS, settings)
-    _land("lake_scores", score_values, SCORES, settings)
+    land("lake_signals", signal_values, SIGNALS, settings)
+    land("lake_scores", score_values, SCORES, settings)
     _serve(settings, signal_values, score_values)
-    _land("lake_deconfliction", deconflicted.results, DECONFLICTION, settings)
+    land("lake_deconfliction", deconflicted.results, DECONFLICTION, settings)
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
-    _land("lake_quarantine", quarantine, QUARANTINE, settings)
+    land("lake_quarantine", quarantine, QUARANTINE, settings)
     return flow
 
 

@@ -6,6 +6,9 @@ instead, resolved with ``offsets_for_times`` and refused on a broker that answer
 (Tansu 0.6.0 does). ``--lake-only`` is required: scratch prefixes for the serving stores are not
 supported yet. Progress goes to standard error (a bar on a terminal, else a JSON line every ~2 s);
 the report is one JSON object on standard output.
+
+``--source iceberg --from-namespace NS`` re-derives the downstream ``scores`` table from the
+signals landed in ``NS`` (for when Kafka's retention has passed), see :mod:`replay.derive`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def _time(text: str | None) -> datetime | None:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from replay.run import json_progress, parse_offsets, replay, resolve_times, tty_progress
 
+    if args.source == "iceberg":
+        return _derive(args, settings)
+    if args.from_namespace is not None:
+        print("igflow replay: --from-namespace needs --source iceberg", file=sys.stderr)
+        return 2
     if not args.lake_only:
         print(
             "igflow replay: replay into the serving stores (scratch key prefixes and graph "
@@ -90,6 +98,43 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _derive(args: argparse.Namespace, settings: Settings) -> int:
+    from replay.derive import derive_scores
+    from replay.run import json_progress, tty_progress
+
+    if args.from_namespace is None:
+        print("igflow replay: --source iceberg needs --from-namespace", file=sys.stderr)
+        return 2
+    ranges = (args.from_offsets, args.to_offsets, args.from_time, args.to_time)
+    if any(v is not None for v in ranges):
+        print(
+            "igflow replay: --source iceberg reads all landed signals; "
+            "--from/--to/--from-time/--to-time do not apply",
+            file=sys.stderr,
+        )
+        return 2
+    tty = sys.stderr.isatty()
+    report = derive_scores(
+        settings,
+        args.from_namespace,
+        args.into,
+        tty_progress() if tty else json_progress(),
+        interval=0.25 if tty else 2.0,
+    )
+    if tty:
+        sys.stderr.write("\n")
+    out = {
+        "source": report.source,
+        "namespace": report.namespace,
+        "snapshot_id": report.snapshot_id,
+        "tenants": report.tenants,
+        "rows": report.rows,
+        "seconds": round(report.seconds, 3),
+    }
+    print(json.dumps(out))
+    return 0
+
+
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
     """Add ``igflow replay`` through the CLI's ``add(name, handler, help)``."""
     p = add("replay", _replay, "re-run the flow over an offset range into a scratch namespace")
@@ -102,6 +147,17 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
     p.add_argument("--from-time", help="Kafka record time to start at, ISO 8601 (UTC if naive)")
     p.add_argument("--to-time", help="Kafka record time to stop before, ISO 8601")
     p.add_argument("--into", required=True, metavar="NAMESPACE", help="scratch Iceberg namespace")
+    p.add_argument(
+        "--source",
+        choices=("kafka", "iceberg"),
+        default="kafka",
+        help="kafka: re-run the flow over offsets; iceberg: re-derive scores from landed signals",
+    )
+    p.add_argument(
+        "--from-namespace",
+        metavar="NAMESPACE",
+        help="with --source iceberg: the namespace whose signals table to read",
+    )
     p.add_argument(
         "--lake-only",
         action="store_true",

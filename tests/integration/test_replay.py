@@ -66,6 +66,13 @@ def test_replay_of_every_offset_reproduces_the_lake_row_for_row(it_settings: Set
     assert "IDENTICAL" in out
     out, _err = finish(igflow(it_settings, "verify", "--against", scratch, "--from-history"))
     assert "IDENTICAL" in out
+    # --source iceberg: the scores re-derived from the landed signals equal the original's.
+    derived = f"{original}_derived"
+    out, _err = finish(
+        _replay(it_settings, "--source", "iceberg", "--from-namespace", original, "--into", derived)
+    )
+    assert json.loads(out.strip().splitlines()[-1])["namespace"] == derived
+    assert _table(it_settings, derived, SCORES.name) == _table(it_settings, original, SCORES.name)
 
     # A sub-range: one partition, offsets 10..50; nothing else lands.
     partition = max(ends, key=lambda p: ends[p])
