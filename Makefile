@@ -76,6 +76,7 @@ bench: setup ## benchmarks (figures for the README's performance section)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/stages.py
 	$(BIN)/python benchmarks/sinks.py
+	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/dedupe_memory.py --plot benchmarks/results/dedupe_memory.png --json benchmarks/results/dedupe_memory.json
 	$(BIN)/python benchmarks/psi.py
 
