@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -42,7 +40,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.run import cli_main
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo, Reference
 from pyiceberg.expressions.literals import literal
@@ -52,7 +49,7 @@ from igflow.errors import ConfigError
 from igflow.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from igflow.settings import Settings
 from operators.score import score
-from replay.run import Progress
+from replay.run import Progress, run_with_progress
 from sinks.lake_tables import SCORES, SIGNALS
 
 __all__ = ["DeriveReport", "derive_scores", "signals_source"]
@@ -252,34 +249,11 @@ def derive_scores(
     changes = score("score", by_tenant, target.score)
     land("lake_scores", op.key_rm("scores_values", changes), SCORES, target)
 
-    began = time.monotonic()
-
-    def snapshot() -> Progress:
+    def measure(seconds: float) -> Progress:
         rows = read()
-        return Progress(rows, rows, total, time.monotonic() - began)
+        return Progress(rows, rows, total, seconds)
 
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(interval):
-            if progress is not None:
-                progress(snapshot())
-
-    ticker = threading.Thread(target=tick, name="derive-progress", daemon=True)
-    ticker.start()
-    try:
-        # bytewax's native module declares no parameter types (as in igflow.runner).
-        cli_main(  # type: ignore[no-untyped-call]
-            flow,
-            workers_per_process=target.run.workers,
-            epoch_interval=timedelta(seconds=target.run.epoch_seconds),
-        )
-    finally:
-        stop.set()
-        ticker.join()
-    last = snapshot()
-    if progress is not None:
-        progress(last)
+    last = run_with_progress(flow, target, measure, progress, interval)
     return DeriveReport(
         source_namespace,
         into,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
@@ -46,6 +47,7 @@ __all__ = [
     "parse_offsets",
     "replay",
     "resolve_times",
+    "run_with_progress",
     "tty_progress",
 ]
 
@@ -360,17 +362,32 @@ def replay(
     tally = _Tally({p: starts[p] for p in named}, {p: e for p, e in ends.items() if p in named})
     flow = build(scratch, source=_Counting(source, tally), dlq=_Discard())
 
+    last = run_with_progress(
+        flow,
+        scratch,
+        lambda seconds: Progress(tally.rows, tally.offsets(), tally.total, seconds),
+        progress,
+        interval,
+    )
+    return ReplayReport(into, starts, ends, last.rows, last.seconds)
+
+
+def run_with_progress(
+    flow: Dataflow,
+    settings: Settings,
+    measure: Callable[[float], Progress],
+    progress: Callable[[Progress], None] | None,
+    interval: float,
+) -> Progress:
+    """Run ``flow`` to its end in this process, reporting ``measure(seconds so far)`` to
+    ``progress`` every ``interval`` seconds and once at the end; returns the last measure."""
     began = time.monotonic()
-
-    def snapshot() -> Progress:
-        return Progress(tally.rows, tally.offsets(), tally.total, time.monotonic() - began)
-
     stop = threading.Event()
 
     def tick() -> None:
         while not stop.wait(interval):
             if progress is not None:
-                progress(snapshot())
+                progress(measure(time.monotonic() - began))
 
     ticker = threading.Thread(target=tick, name="replay-progress", daemon=True)
     ticker.start()
@@ -378,16 +395,16 @@ def replay(
         # bytewax's native module declares no parameter types (as in igflow.runner).
         cli_main(  # type: ignore[no-untyped-call]
             flow,
-            workers_per_process=scratch.run.workers,
-            epoch_interval=timedelta(seconds=scratch.run.epoch_seconds),
+            workers_per_process=settings.run.workers,
+            epoch_interval=timedelta(seconds=settings.run.epoch_seconds),
         )
     finally:
         stop.set()
         ticker.join()
-    last = snapshot()
+    last = measure(time.monotonic() - began)
     if progress is not None:
         progress(last)
-    return ReplayReport(into, starts, ends, last.rows, last.seconds)
+    return last
 
 
 def _clock(seconds: float | None) -> str:
