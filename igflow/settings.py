@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from igflow.errors import ConfigError
 
 __all__ = [
+    "ApiSettings",
     "DedupeSettings",
     "DriftSettings",
     "KafkaSettings",
@@ -49,7 +50,14 @@ __all__ = [
 ]
 
 _SECRET_FIELDS = frozenset(
-    {"postgres_dsn", "redis_url", "catalog_uri", "neo4j_password", "release_key"}
+    {
+        "postgres_dsn",
+        "redis_url",
+        "catalog_uri",
+        "neo4j_password",
+        "release_key",
+        "webhook_secret",
+    }
 )
 
 
@@ -228,6 +236,44 @@ class PsiSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """``igflow serve``: the GraphQL and REST API over the materialised stores."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: ``production``: only allowlisted (persisted) operations run; ``development``: any query,
+    #: and Apollo APQ may register new ones in memory.
+    mode: str = "development"
+    #: The persisted-query allowlist (JSON: id -> document); empty: ``api/persisted_queries.json``.
+    persisted_queries: str = ""
+    #: Most cost an operation may have (ariadne's cost validator: 1 per field, lists times their
+    #: ``first``/``limit`` argument).
+    max_query_cost: int = 200
+    #: Per-tenant token bucket: refill rate (requests/s) and burst size.
+    rate_limit_rps: float = 1000.0
+    rate_limit_burst: int = 1000
+    #: JWT verification: accepted issuer and audience, the verification keys (a PEM public key,
+    #: a JWKS JSON file, or a folder of either), the accepted algorithms and the clock leeway.
+    jwt_issuer: str = "igflow-local"
+    jwt_audience: str = "igflow-api"
+    jwt_keys: str = ""
+    jwt_algorithms: str = "RS256,ES256"
+    jwt_leeway_seconds: float = 30.0
+    #: Where the local stack keeps its signing key (``igflow token`` mints with it); empty:
+    #: ``<stack_dir>/api``.
+    dev_keys_dir: str = ""
+    #: HMAC-SHA256 secret for signed webhook pushes (``X-Igflow-Signature``); empty: signed
+    #: pushes are refused.
+    webhook_secret: str = ""
+    #: Subscription events are coalesced in windows of this many milliseconds.
+    coalesce_ms: float = 100.0
+    #: How long a publish waits for the broker's acknowledgement.
+    publish_timeout_seconds: float = 5.0
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunSettings:
     """How the dataflow runs."""
 
@@ -258,6 +304,7 @@ class Settings:
     quarantine: QuarantineSettings = QuarantineSettings()
     tenancy: TenancySettings = TenancySettings()
     psi: PsiSettings = PsiSettings()
+    api: ApiSettings = ApiSettings()
 
     @property
     def warehouse(self) -> str:
