@@ -42,3 +42,31 @@ class ReasonCode(enum.StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     EPOCH_EXPIRED = "EPOCH_EXPIRED"
     MALFORMED = "MALFORMED"
+    # The API (``igflow serve``): authentication, authorization and admission.
+    #: No credentials on the request (no bearer token, no API key).
+    AUTH_MISSING = "AUTH_MISSING"
+    #: Credentials that do not verify: malformed, wrongly signed, ``alg: none`` or a disallowed
+    #: algorithm, wrong issuer or audience, an unknown or revoked API key.
+    AUTH_INVALID = "AUTH_INVALID"
+    #: A token past its expiry (or not yet valid).
+    AUTH_EXPIRED = "AUTH_EXPIRED"
+    #: The caller's tenant is not the tenant the operation names.
+    TENANT_FORBIDDEN = "TENANT_FORBIDDEN"
+    #: The caller lacks the scope the operation needs (``coherence:read``/``coherence:write``).
+    SCOPE_MISSING = "SCOPE_MISSING"
+    #: Production mode runs only allowlisted (persisted) operations.
+    QUERY_NOT_ALLOWED = "QUERY_NOT_ALLOWED"
+    #: An APQ hash the server does not know (the client should send the query with it).
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    #: The operation's cost exceeds the limit.
+    QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
+    #: The request is not a well-formed request of its kind (bad JSON, a GraphQL syntax error).
+    BAD_REQUEST = "BAD_REQUEST"
+    #: A webhook push whose HMAC signature does not verify.
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"
+    #: The broker did not acknowledge a publish in time.
+    KAFKA_UNAVAILABLE = "KAFKA_UNAVAILABLE"
+    #: A store the API reads is down.
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    #: No score for the tenant in any store.
+    NOT_FOUND = "NOT_FOUND"
