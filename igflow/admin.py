@@ -14,6 +14,7 @@ from confluent_kafka.cimpl import NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pyiceberg.catalog import Catalog, load_catalog
 
+from api.jwt_keys import ensure_dev_keys
 from igflow.contracts import signal_contracts
 from igflow.errors import IgflowError
 from igflow.migrations import apply as apply_migrations
@@ -98,6 +99,7 @@ def setup(settings: Settings, pyiceberg_home: Path | None = None) -> dict[str, A
         "tables": create_tables(settings),
         "migrations_applied": apply_migrations(settings.stores.postgres_dsn),
         "tenants_registered": seed_demo_tenants(settings.stores.postgres_dsn),
+        "api_keys_dir": str(ensure_dev_keys(settings)),
     }
     if pyiceberg_home is not None:
         out["pyiceberg_config"] = str(write_pyiceberg_config(settings, pyiceberg_home))

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from igflow import logs
+from igflow.api_commands import register as register_api
 from igflow.errors import IgflowError
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
+from igflow.serve_commands import register as register_serve
 from igflow.settings import Settings
 from igflow.tenant_commands import register as register_tenants
 from igflow.verify_commands import register as register_verify
@@ -216,6 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     register_quarantine(add)
     register_replay(add)
     register_verify(add)
+    register_serve(add)
+    register_api(add)
     return parser
 
 

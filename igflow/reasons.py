@@ -68,5 +68,7 @@ class ReasonCode(enum.StrEnum):
     KAFKA_UNAVAILABLE = "KAFKA_UNAVAILABLE"
     #: A store the API reads is down.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    #: A subscriber fell too far behind its events; its subscription ended.
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
     #: No score for the tenant in any store.
     NOT_FOUND = "NOT_FOUND"

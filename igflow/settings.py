@@ -114,6 +114,16 @@ class StoreSettings:
     redis_stream_max: int = 1000
     #: TTL of a tenant's hot score key when its retention tag gives none (``standard-365d``).
     redis_ttl_seconds: float = 365 * 86400.0
+    #: Scratch names, for ``igflow replay --into NS`` (which sets all three); empty: the real
+    #: names. Prepended to every Redis key and channel (``replay:NS:`` gives
+    #: ``replay:NS:tenant:<t>:score``) …
+    key_prefix: str = ""
+    #: … to every graph node label (``replay_NS_`` gives ``replay_NS_Tenant``; letters, digits
+    #: and ``_``; edge types stay) …
+    graph_label_prefix: str = ""
+    #: … and the Postgres schema of the ``coherence_scores`` read model (created ``LIKE`` the
+    #: migrated table); empty: the table the migrations create (the DSN's ``search_path``).
+    postgres_schema: str = ""
 
     @property
     def enabled(self) -> frozenset[str]:
@@ -384,18 +394,12 @@ def mask(value: str) -> str:
     return "****" if value else ""
 
 
+#: Every section of :class:`Settings` (a field whose default is a settings dataclass) and its
+#: field names, so a new section is configurable by environment without being listed here.
 _SECTIONS: dict[str, frozenset[str]] = {
-    "kafka": frozenset(f.name for f in dataclasses.fields(KafkaSettings)),
-    "lake": frozenset(f.name for f in dataclasses.fields(LakeSettings)),
-    "stores": frozenset(f.name for f in dataclasses.fields(StoreSettings)),
-    "run": frozenset(f.name for f in dataclasses.fields(RunSettings)),
-    "validate": frozenset(f.name for f in dataclasses.fields(ValidateSettings)),
-    "drift": frozenset(f.name for f in dataclasses.fields(DriftSettings)),
-    "dedupe": frozenset(f.name for f in dataclasses.fields(DedupeSettings)),
-    "score": frozenset(f.name for f in dataclasses.fields(ScoreSettings)),
-    "quarantine": frozenset(f.name for f in dataclasses.fields(QuarantineSettings)),
-    "tenancy": frozenset(f.name for f in dataclasses.fields(TenancySettings)),
-    "psi": frozenset(f.name for f in dataclasses.fields(PsiSettings)),
+    f.name: frozenset(g.name for g in dataclasses.fields(f.default))
+    for f in dataclasses.fields(Settings)
+    if dataclasses.is_dataclass(f.default)
 }
 
 #: Short, product-wide names shared with docker-compose.yml and dev/.

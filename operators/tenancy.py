@@ -40,9 +40,11 @@ __all__ = [
     "POLICY_FILE",
     "TAG_NAMES",
     "TenancyPolicy",
+    "bundle_digest",
     "manifest",
     "policy_bundle_version",
     "provenance_id",
+    "read_bundle",
     "tag",
     "tenant_tag",
 ]
@@ -59,7 +61,7 @@ _QUERY = "tags := data.igflow.tenancy.tags"
 _BUNDLE_SUFFIXES = frozenset({".rego", ".json"})
 
 
-def _read_bundle(policies_dir: Path) -> dict[str, bytes]:
+def read_bundle(policies_dir: Path) -> dict[str, bytes]:
     """Every ``*.rego`` and ``*.json`` file under ``policies_dir``, by POSIX relative path."""
     if not policies_dir.is_dir():
         msg = f"policy folder missing: {policies_dir}"
@@ -75,7 +77,7 @@ def _read_bundle(policies_dir: Path) -> dict[str, bytes]:
     return files
 
 
-def _bundle_digest(files: Mapping[str, bytes]) -> str:
+def bundle_digest(files: Mapping[str, bytes]) -> str:
     digest = hashlib.sha256()
     # Each path and each body is preceded by its length (8 bytes, big-endian), so no two
     # different bundles frame to the same byte string (moving bytes from one file's end into the
@@ -95,7 +97,7 @@ def policy_bundle_version(policies_dir: Path) -> str:
     policy file, or a file added, removed or renamed, changes the version; a byte-identical copy
     of the folder elsewhere has the same one. ``SchemaError`` if the folder is missing.
     """
-    return _bundle_digest(_read_bundle(policies_dir))
+    return bundle_digest(read_bundle(policies_dir))
 
 
 def _tenants_named(document: Mapping[str, Any]) -> list[str]:
@@ -182,7 +184,7 @@ class TenancyPolicy:
         (a file changed in between cannot give a version that does not match the policy).
         ``SchemaError`` if either file is missing or unusable.
         """
-        files = _read_bundle(policies_dir)
+        files = read_bundle(policies_dir)
         texts: list[str] = []
         for name in (POLICY_FILE, DATA_FILE):
             if name not in files:
@@ -194,7 +196,7 @@ class TenancyPolicy:
                 msg = f"tenancy policy file is not UTF-8: {policies_dir / name}"
                 raise SchemaError(msg) from exc
         source, data = texts
-        return cls(source, data, _bundle_digest(files), cache_size)
+        return cls(source, data, bundle_digest(files), cache_size)
 
     def __reduce__(self) -> tuple[type[TenancyPolicy], tuple[str, str, str, int]]:
         return (type(self), (self._source, self._data, self.version, self._cache_size))

@@ -1,0 +1,101 @@
+"""The Starlette application of ``igflow serve``.
+
+======================================  =======================================================
+``POST /graphql``                       GraphQL over HTTP (queries, the mutation; APQ, ids)
+``WS /graphql``                         subscriptions over ``graphql-transport-ws``
+``POST /v1/coherence/signals``          HTTP push ingest (:mod:`api.rest`)
+``GET /health``, ``/ready``             liveness, readiness (every dependency)
+``GET /metrics``                        Prometheus
+``GET /openapi.json``                   the REST endpoints' OpenAPI 3.1 document
+======================================  =======================================================
+
+The API is a client of the stores and of Kafka only: scores are read from what the flow's sinks
+wrote, and signals are checked by the flow's own validate rules before they are produced. The
+clients are built once, in the lifespan, from the settings read at the entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ariadne.asgi import GraphQL
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from api.auth import Authenticator
+from api.authz import Authorizer
+from api.events import EventHub
+from api.graphql_http import GraphQLEndpoint, SubscriptionsHandler, cost_rules, format_error
+from api.persisted import PersistedQueries
+from api.publish import SignalPublisher
+from api.ratelimit import TokenBuckets
+from api.rest import Rest
+from api.schema import build_schema
+from api.scores import ScoreReader
+from api.services import Services
+from igflow.errors import ConfigError
+from igflow.settings import Settings
+from tenancy.registry import PostgresTenants
+
+__all__ = ["MODES", "build_services", "create_app"]
+
+MODES = ("development", "production")
+
+
+def build_services(settings: Settings) -> Services:
+    """Every client the API needs (they connect lazily; the event hub starts in the lifespan)."""
+    api = settings.api
+    if api.mode not in MODES:
+        msg = f"api.mode must be one of {MODES}, not {api.mode!r}"
+        raise ConfigError(msg)
+    if api.mode == "production" and not api.jwt_keys:
+        # Never trust the local stack's signing keys in production: name the issuer's keys.
+        msg = "api.mode production needs api.jwt_keys (the token issuer's public keys or JWKS)"
+        raise ConfigError(msg)
+    return Services(
+        settings=settings,
+        auth=Authenticator.from_settings(settings),
+        authz=Authorizer.from_settings(settings),
+        scores=ScoreReader(settings.stores.redis_url, settings.stores.postgres_dsn),
+        publisher=SignalPublisher(settings, PostgresTenants(settings.stores.postgres_dsn)),
+        hub=EventHub(settings.stores.redis_url, api.coalesce_ms),
+        persisted=PersistedQueries.load(api.persisted_queries, production=api.mode == MODES[1]),
+        buckets=TokenBuckets(api.rate_limit_rps, api.rate_limit_burst),
+    )
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Starlette:
+    """The ASGI app over ``services`` (built from ``settings`` when not given); the event hub
+    starts with the server, and every client closes with it."""
+    services = services or build_services(settings)
+    schema = build_schema()
+    rest = Rest(services)
+    websocket = GraphQL(
+        schema,
+        websocket_handler=SubscriptionsHandler(schema, services),
+        introspection=not services.persisted.production,
+        error_formatter=format_error,
+        validation_rules=cost_rules(settings.api.max_query_cost),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await services.hub.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    return Starlette(
+        routes=[
+            Route("/graphql", GraphQLEndpoint(schema, services).handle, methods=["POST"]),
+            WebSocketRoute("/graphql", websocket),
+            Route("/v1/coherence/signals", rest.publish, methods=["POST"]),
+            Route("/health", rest.health, methods=["GET"]),
+            Route("/ready", rest.ready, methods=["GET"]),
+            Route("/metrics", rest.metrics, methods=["GET"]),
+            Route("/openapi.json", rest.openapi, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,264 @@
+"""GraphQL over HTTP (``POST /graphql``) and over WebSocket (graphql-transport-ws).
+
+Each request goes through the same gates, in order, before anything executes:
+
+1. **authentication** (:class:`api.auth.Authenticator`): a bearer JWT or an ``X-API-Key``; on a
+   WebSocket, the ``connection_init`` payload (``{"Authorization": "Bearer ..."}`` or
+   ``{"X-API-Key": ...}``) or the upgrade request's headers. Failure: HTTP 401 (WebSocket close
+   code 4403, the reason code as the close reason);
+2. **rate limit**: the caller's tenant's token bucket (:mod:`api.ratelimit`). Failure: HTTP 429
+   with ``Retry-After`` (WebSocket: an ``error`` message for that subscribe);
+3. **admission** (:mod:`api.persisted`): the allowlist in production mode, Apollo APQ;
+4. **validation** with the query-cost limit (ariadne's cost validator, 1 per field);
+5. **execution**, where every resolver asks the policy first (:mod:`api.schema`).
+
+Every error carries ``extensions.code`` (a reason code); an unexpected exception is reported as
+``INTERNAL_SERVER_ERROR`` with no text of its own, and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ariadne import graphql
+from ariadne.asgi.handlers import GraphQLTransportWSHandler
+from ariadne.validation import cost_validator
+from graphql import GraphQLError, GraphQLSchema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
+
+from api.auth import AuthFailure, Principal
+from api.metrics import RATE_LIMITED, REQUEST_SECONDS, REQUESTS
+from api.persisted import Admission, sha256_hex
+from api.services import Services
+from igflow.reasons import ReasonCode
+
+__all__ = ["GraphQLEndpoint", "SubscriptionsHandler", "cost_rules", "format_error"]
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    ReasonCode.AUTH_MISSING: 401,
+    ReasonCode.AUTH_INVALID: 401,
+    ReasonCode.AUTH_EXPIRED: 401,
+    ReasonCode.RATE_LIMITED: 429,
+    ReasonCode.QUERY_NOT_ALLOWED: 403,
+    ReasonCode.BAD_REQUEST: 400,
+    # Apollo clients expect 200 here, then resend the query with its hash.
+    ReasonCode.PERSISTED_QUERY_NOT_FOUND: 200,
+}
+
+_AUTH = frozenset({ReasonCode.AUTH_MISSING, ReasonCode.AUTH_INVALID, ReasonCode.AUTH_EXPIRED})
+
+
+def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
+    """Ariadne's error formatter: every error gets ``extensions.code``; no internals leak."""
+    formatted: dict[str, Any] = dict(error.formatted)
+    extensions: dict[str, Any] = dict(formatted.get("extensions") or {})
+    if "code" not in extensions:
+        if "cost" in extensions:
+            extensions["code"] = ReasonCode.QUERY_TOO_COSTLY.value
+        elif error.original_error is None or isinstance(error.original_error, GraphQLError):
+            extensions["code"] = ReasonCode.BAD_REQUEST.value  # syntax, validation, variables
+        else:
+            log.error("resolver failed", exc_info=error.original_error)
+            extensions["code"] = "INTERNAL_SERVER_ERROR"
+            formatted["message"] = "internal error"
+    formatted["extensions"] = extensions
+    return formatted
+
+
+def cost_rules(max_cost: int) -> Callable[[Any, Any, dict[str, Any]], list[Any]]:
+    """Ariadne's ``validation_rules`` callable: the cost limit, which needs each request's
+    variables (a field's cost may depend on them)."""
+
+    def rules(_context: Any, _document: Any, data: dict[str, Any]) -> list[Any]:
+        variables = data.get("variables")
+        return [
+            cost_validator(
+                max_cost,
+                default_cost=1,
+                variables=variables if isinstance(variables, dict) else None,
+            )
+        ]
+
+    return rules
+
+
+def _errors(reason: ReasonCode, message: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": reason.value}}]}
+
+
+class _Gates:
+    """Authentication, rate limit and admission, shared by HTTP and WebSocket."""
+
+    def __init__(self, schema: GraphQLSchema, services: Services) -> None:
+        self.schema = schema
+        self.services = services
+        self.production = services.persisted.production
+        self.rules = cost_rules(services.settings.api.max_query_cost)
+        self._names = {sha256_hex(doc): op for op, doc in services.persisted.by_id.items()}
+
+    def operation_label(self, document: str) -> str:
+        """The metric label: the allowlist id of the document, else ``other``."""
+        return self._names.get(sha256_hex(document), "other")
+
+    def admit(self, principal: Principal) -> None:
+        wait = self.services.buckets.take(principal.tenant_id)
+        if wait > 0:
+            RATE_LIMITED.labels(principal.tenant_id).inc()
+            raise _Limited(wait)
+
+
+class _Limited(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__("rate limited")
+        self.wait = wait
+
+
+class GraphQLEndpoint:
+    """The ASGI endpoint of ``POST /graphql``."""
+
+    def __init__(self, schema: GraphQLSchema, services: Services) -> None:
+        self._gates = _Gates(schema, services)
+        self._services = services
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one ``POST /graphql``."""
+        started = time.perf_counter()
+        label = "other"
+        try:
+            response, label = await self._handle(request)
+        except _Limited as limited:
+            response = JSONResponse(
+                _errors(ReasonCode.RATE_LIMITED, "rate limit exceeded for this tenant"),
+                status_code=429,
+                headers={"Retry-After": str(max(1, round(limited.wait + 0.5)))},
+            )
+            REQUESTS.labels(ReasonCode.RATE_LIMITED.value).inc()
+        REQUEST_SECONDS.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: Request) -> tuple[Response, str]:
+        services = self._services
+        try:
+            principal = await services.auth.authenticate(
+                request.headers.get("authorization"), request.headers.get("x-api-key")
+            )
+        except AuthFailure as failure:
+            return self._refuse(failure.reason, failure.detail), "other"
+        self._gates.admit(principal)
+        body = await request.body()
+        if len(body) > services.settings.api.max_body_bytes:
+            return self._refuse(ReasonCode.BAD_REQUEST, "request body too large"), "other"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return self._refuse(ReasonCode.BAD_REQUEST, "the body is not JSON"), "other"
+        if not isinstance(data, dict):
+            return self._refuse(ReasonCode.BAD_REQUEST, "the body is not a JSON object"), "other"
+        try:
+            document = services.persisted.resolve(data)
+        except Admission as refused:
+            return self._refuse(refused.reason, refused.detail), "other"
+        label = self._gates.operation_label(document)
+        data = {**data, "query": document}
+        data.pop("id", None)
+        data.pop("documentId", None)
+        _success, result = await graphql(
+            self._gates.schema,
+            data,
+            context_value={
+                "request": request,
+                "principal": principal,
+                "services": services,
+                "body": body,
+            },
+            validation_rules=self._gates.rules(None, None, data),
+            introspection=not self._gates.production,
+            error_formatter=format_error,
+            logger=__name__,
+        )
+        errors = result.get("errors") or []
+        status = "ok" if not errors else errors[0].get("extensions", {}).get("code", "ERROR")
+        REQUESTS.labels(status).inc()
+        # Executed (even with field errors, such as a denial): 200; refused before: 400.
+        return JSONResponse(result, status_code=200 if "data" in result else 400), label
+
+    def _refuse(self, reason: ReasonCode, message: str) -> Response:
+        REQUESTS.labels(reason.value).inc()
+        headers = {"WWW-Authenticate": 'Bearer realm="igflow"'} if reason in _AUTH else {}
+        return JSONResponse(
+            _errors(reason, message), status_code=_STATUS.get(reason, 400), headers=headers
+        )
+
+
+class SubscriptionsHandler(GraphQLTransportWSHandler):
+    """graphql-transport-ws with the API's gates: authenticate on ``connection_init``, then
+    rate-limit and admit each ``subscribe`` (persisted ids and hashes resolve here too)."""
+
+    def __init__(self, schema: GraphQLSchema, services: Services) -> None:
+        self._gates = _Gates(schema, services)
+        self._services = services
+        super().__init__()
+
+    async def handle_websocket_connection_init_message(
+        self, websocket: WebSocket, message: dict[str, Any], client_context: Any
+    ) -> None:
+        if client_context.connection_init_received:
+            await websocket.close(code=4429)  # the protocol's "too many initialisation requests"
+            return
+        client_context.connection_init_received = True
+        payload = message.get("payload")
+        headers = {k.lower(): v for k, v in payload.items()} if isinstance(payload, dict) else {}
+        authorization = headers.get("authorization") or websocket.headers.get("authorization")
+        api_key = headers.get("x-api-key") or websocket.headers.get("x-api-key")
+        try:
+            principal = await self._services.auth.authenticate(authorization, api_key)
+        except AuthFailure as failure:
+            REQUESTS.labels(failure.reason.value).inc()
+            # 4403 is the protocol's "Forbidden"; the reason code rides as the close reason.
+            await websocket.close(code=4403, reason=failure.reason.value)
+            return
+        websocket.scope["igflow.principal"] = principal
+        await websocket.send_json({"type": "connection_ack"})
+        client_context.connection_acknowledged = True
+
+    async def get_context_for_request(self, request: Any, data: Any) -> Any:
+        return {
+            "request": request,
+            "principal": request.scope["igflow.principal"],
+            "services": self._services,
+        }
+
+    async def handle_websocket_subscribe(
+        self, websocket: WebSocket, data: Any, operation_id: str, client_context: Any
+    ) -> None:
+        principal: Principal | None = websocket.scope.get("igflow.principal")
+        if principal is None or not client_context.connection_acknowledged:
+            await websocket.close(code=4401, reason=ReasonCode.AUTH_MISSING.value)  # Unauthorized
+            return
+        refusal: tuple[ReasonCode, str] | None = None
+        if not isinstance(data, dict):
+            refusal = (ReasonCode.BAD_REQUEST, "the payload is not an object")
+        else:
+            try:
+                self._gates.admit(principal)
+                data = {**data, "query": self._services.persisted.resolve(data)}
+            except _Limited:
+                refusal = (ReasonCode.RATE_LIMITED, "rate limit exceeded for this tenant")
+            except Admission as refused:
+                refusal = (refused.reason, refused.detail)
+        if refusal is not None:
+            REQUESTS.labels(refusal[0].value).inc()
+            await websocket.send_json(
+                {"type": "error", "id": operation_id, "payload": _errors(*refusal)["errors"]}
+            )
+            return
+        REQUESTS.labels("ok").inc()
+        await super().handle_websocket_subscribe(websocket, data, operation_id, client_context)

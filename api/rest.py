@@ -1,0 +1,195 @@
+"""The REST side: HTTP push ingest, health, readiness, metrics and the OpenAPI document.
+
+``POST /v1/coherence/signals`` takes one signal as JSON (the GraphQL input's field names),
+authenticates the caller (bearer JWT or ``X-API-Key``), applies the tenant's rate limit, checks an
+optional webhook signature, validates the body's shape, asks the policy for ``write`` on the
+body's tenant, then runs the flow's validate rules and produces to Kafka
+(:class:`api.publish.SignalPublisher`). ``202 Accepted`` once the broker acknowledged it, with
+where it went. Every error is RFC 7807 ``application/problem+json`` with a reason code.
+
+Signed pushes (webhooks): a sender holding ``api.webhook_secret`` adds
+``X-Igflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``; the API checks it
+(constant time, 300 s tolerance, so a captured push cannot be replayed later) on top of the
+credentials, and records the push as ``via=webhook``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.auth import AuthFailure
+from api.metrics import HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
+from api.problems import problem
+from api.publish import PublishRejected
+from api.schema import signal_from_input
+from api.services import Services
+from igflow.reasons import ReasonCode
+
+__all__ = ["OPENAPI_FILE", "Rest", "sign", "signal_input"]
+
+OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
+SIGNATURE_TOLERANCE_S = 300
+_ROUTE = "/v1/coherence/signals"
+_FIELDS = {"tenantId", "signalId", "type", "value", "weight", "source", "ts", "selectors"}
+
+
+def sign(secret: str, body: bytes, at: int) -> str:
+    """The ``X-Igflow-Signature`` value of ``body`` sent at unix time ``at``."""
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+def _verify(secret: str, header: str, body: bytes, now: float) -> str | None:
+    """Why the signature fails, or ``None`` when it verifies."""
+    if not secret:
+        return "signed pushes are not configured on this server"
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        at = int(parts.get("t", ""))
+    except ValueError:
+        return "the signature has no timestamp"
+    if abs(now - at) > SIGNATURE_TOLERANCE_S:
+        return "the signature's timestamp is outside the tolerance"
+    expected = sign(secret, body, at).partition(",v1=")[2]
+    if not hmac.compare_digest(expected, parts.get("v1", "")):
+        return "the signature does not verify"
+    return None
+
+
+def signal_input(data: Any) -> dict[str, Any] | str:
+    """The body as the GraphQL input dict, or why its shape is wrong (names the field only)."""
+    if not isinstance(data, dict):
+        return "the body is not a JSON object"
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        return f"unknown field {unknown[0]!r}"[:100]
+    for name in ("tenantId", "type", "source", "ts"):
+        if not isinstance(data.get(name), str):
+            return f"{name} must be a string"
+    for name, optional in (("value", False), ("weight", True)):
+        value = data.get(name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} must be a number"
+        if not math.isfinite(float(value)):
+            return f"{name} must be finite"
+    if data.get("signalId") is not None and not isinstance(data["signalId"], str):
+        return "signalId must be a string"
+    selectors = data.get("selectors")
+    if selectors is not None and not (
+        isinstance(selectors, list) and all(isinstance(s, str) for s in selectors)
+    ):
+        return "selectors must be an array of strings"
+    try:
+        ts = datetime.fromisoformat(data["ts"])
+    except ValueError:
+        return "ts is not an ISO 8601 time"
+    return {**data, "ts": ts}
+
+
+class Rest:
+    """The REST endpoints, bound to the process's services."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._openapi = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
+
+    async def publish(self, request: Request) -> Response:
+        response = await self._publish(request)
+        HTTP_REQUESTS.labels(_ROUTE, str(response.status_code)).inc()
+        return response
+
+    async def _publish(self, request: Request) -> Response:
+        services = self._services
+        try:
+            principal = await services.auth.authenticate(
+                request.headers.get("authorization"), request.headers.get("x-api-key")
+            )
+        except AuthFailure as failure:
+            return problem(failure.reason, failure.detail, instance=_ROUTE)
+        wait = services.buckets.take(principal.tenant_id)
+        if wait > 0:
+            RATE_LIMITED.labels(principal.tenant_id).inc()
+            return problem(
+                ReasonCode.RATE_LIMITED,
+                "rate limit exceeded for this tenant",
+                instance=_ROUTE,
+                retry_after=wait,
+            )
+        body = await request.body()
+        if len(body) > services.settings.api.max_body_bytes:
+            return problem(ReasonCode.BAD_REQUEST, "request body too large", status=413)
+        via = "rest"
+        signature = request.headers.get("x-igflow-signature")
+        if signature is not None:
+            why = _verify(services.settings.api.webhook_secret, signature, body, time.time())
+            if why is not None:
+                return problem(ReasonCode.SIGNATURE_INVALID, why, instance=_ROUTE)
+            via = "webhook"
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return problem(ReasonCode.BAD_REQUEST, "send application/json", status=415)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return problem(ReasonCode.BAD_REQUEST, "the body is not JSON", instance=_ROUTE)
+        parsed = signal_input(data)
+        if isinstance(parsed, str):
+            return problem(ReasonCode.FIELD_INVALID, parsed, instance=_ROUTE)
+        decision = services.authz.decide(principal, "write", parsed["tenantId"])
+        if not decision.allow:
+            reason = decision.reason or ReasonCode.TENANT_FORBIDDEN
+            return problem(reason, "not authorized to write this tenant's signals")
+        signal = signal_from_input(parsed)
+        try:
+            delivery = await services.publisher.publish(
+                signal, via=via, principal=principal.subject, body=body
+            )
+        except PublishRejected as exc:
+            return problem(exc.reason, exc.detail, instance=_ROUTE)
+        INGEST_PUBLISHED.labels(via).inc()
+        return JSONResponse(
+            {
+                "accepted": True,
+                "signalId": delivery.signal_id,
+                "topic": delivery.topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+                "inputHash": delivery.input_hash,
+            },
+            status_code=202,
+        )
+
+    async def health(self, _request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, _request: Request) -> Response:
+        """Readiness: every dependency answers (503 and which ones when not)."""
+        services = self._services
+        checks = await services.scores.ping()
+        checks["kafka"] = await asyncio.to_thread(services.publisher.ready)
+        checks["schema_registry"] = await asyncio.to_thread(services.publisher.registry_ready)
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics(self, _request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, _request: Request) -> Response:
+        return JSONResponse(self._openapi)

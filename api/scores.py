@@ -1,0 +1,128 @@
+"""Reading a tenant's score: the Redis hot store first, the Postgres read model on a miss.
+
+Both stores are written by the flow's sinks (:mod:`sinks.redis`, :mod:`sinks.postgres`); the API
+only reads them. Redis holds the newest change (``tenant:<t>:score``) until its TTL; Postgres
+holds it for good, so a cold or expired key still answers. A store that fails or does not answer
+within ``timeout_s`` raises :class:`StoreUnavailable`; a Redis outage falls back to Postgres
+(the read model has the same change, or an older one while its sink retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from datetime import datetime
+
+import psycopg
+import redis.asyncio as aioredis
+import redis.exceptions as rx
+
+from igflow.errors import IgflowError
+from sinks.redis import score_key
+
+__all__ = ["Score", "ScoreReader", "StoreUnavailable"]
+
+log = logging.getLogger(__name__)
+
+_SELECT = "SELECT score_exact, status, updated_at FROM coherence_scores WHERE tenant_id = %s"
+
+
+class StoreUnavailable(IgflowError):
+    """Neither store answered."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Score:
+    """A tenant's score as served (the GraphQL ``CoherenceScore``); ``store`` says which one."""
+
+    tenant_id: str
+    score: float
+    status: str
+    updated_at: datetime
+    store: str
+
+
+class ScoreReader:
+    """Reads scores; one Redis connection pool and one Postgres connection per process."""
+
+    def __init__(self, redis_url: str, postgres_dsn: str, timeout_s: float = 2.0) -> None:
+        self._redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._dsn = postgres_dsn
+        self._timeout = timeout_s
+        self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._pg_lock = asyncio.Lock()
+
+    async def get(self, tenant_id: str) -> Score | None:
+        """The tenant's score, or ``None`` if neither store has one."""
+        redis_failed = False
+        try:
+            fields = await self._redis.hgetall(score_key(tenant_id))
+        except (rx.RedisError, OSError) as exc:
+            log.warning("redis read failed, falling back to postgres: %s", exc)
+            redis_failed = True
+            fields = {}
+        if fields:
+            text = {_text(k): _text(v) for k, v in fields.items()}
+            return Score(
+                tenant_id,
+                float(text["score"]),
+                text["status"],
+                datetime.fromisoformat(text["updated_at"]),
+                "redis",
+            )
+        try:
+            row = await asyncio.wait_for(self._postgres(tenant_id), self._timeout)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._drop_pg()
+            what = "redis and postgres" if redis_failed else "postgres"
+            msg = f"{what} unavailable: {type(exc).__name__}"
+            raise StoreUnavailable(msg) from exc
+        if row is None:
+            return None
+        score, status, updated_at = row
+        assert isinstance(score, float) and isinstance(status, str)
+        assert isinstance(updated_at, datetime)
+        return Score(tenant_id, score, status, updated_at, "postgres")
+
+    async def _postgres(self, tenant_id: str) -> tuple[object, ...] | None:
+        async with self._pg_lock:
+            if self._pg is None or self._pg.closed:
+                self._pg = await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, connect_timeout=max(1, round(self._timeout))
+                )
+            cur = await self._pg.execute(_SELECT, (tenant_id,))
+            return await cur.fetchone()
+
+    async def _drop_pg(self) -> None:
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
+                await asyncio.wait_for(pg.close(), 1.0)
+
+    async def ping(self) -> dict[str, str]:
+        """Each store's state for ``/ready``: ``ok`` or the error's type."""
+        out: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self._redis.ping(), self._timeout)
+            out["redis"] = "ok"
+        except (rx.RedisError, OSError, TimeoutError) as exc:
+            out["redis"] = type(exc).__name__
+        try:
+            await asyncio.wait_for(self._postgres(""), self._timeout)
+            out["postgres"] = "ok"
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._drop_pg()
+            out["postgres"] = type(exc).__name__
+        return out
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._drop_pg()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

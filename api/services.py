@@ -1,0 +1,36 @@
+"""What the API's handlers and resolvers share: one instance of each client, built at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from api.auth import Authenticator
+from api.authz import Authorizer
+from api.events import EventHub
+from api.persisted import PersistedQueries
+from api.publish import SignalPublisher
+from api.ratelimit import TokenBuckets
+from api.scores import ScoreReader
+from igflow.settings import Settings
+
+__all__ = ["Services"]
+
+
+@dataclasses.dataclass(slots=True)
+class Services:
+    """The API's clients and policies (one per process)."""
+
+    settings: Settings
+    auth: Authenticator
+    authz: Authorizer
+    scores: ScoreReader
+    publisher: SignalPublisher
+    hub: EventHub
+    persisted: PersistedQueries
+    buckets: TokenBuckets
+
+    async def close(self) -> None:
+        await self.hub.close()
+        await self.scores.close()
+        await self.auth.close()
+        self.publisher.close()

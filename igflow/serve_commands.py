@@ -1,0 +1,49 @@
+"""``igflow serve``: the GraphQL and REST API (:mod:`api.app`) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from igflow.settings import Settings
+
+__all__ = ["register"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    changes = {
+        name: value
+        for name, value in (("host", args.host), ("port", args.port), ("mode", args.mode))
+        if value is not None
+    }
+    if changes:
+        settings = settings.with_changes("api", **changes)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.run.log_level.lower(),
+        access_log=args.access_log,
+        ws="websockets-sansio",
+        lifespan="on",
+    )
+    return 0
+
+
+def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """Add ``serve`` to the CLI."""
+    p = add("serve", _serve, "serve the GraphQL and REST API over the stores and Kafka")
+    p.add_argument("--host", help="listen address (default: api.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default: api.port, 8080)")
+    p.add_argument(
+        "--mode",
+        choices=("development", "production"),
+        help="production runs only persisted (allowlisted) operations",
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")

@@ -1,0 +1,110 @@
+"""A real ``igflow serve`` (uvicorn) on loopback for the API tests, and small clients for it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from websockets.sync.client import ClientConnection, connect
+
+from igflow.settings import Settings
+from tests.integration.conftest import REPO, env_for
+
+__all__ = ["ApiServer", "free_port", "serve", "subscribe"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ApiServer:
+    """A running server: its base URL, settings and process."""
+
+    def __init__(self, settings: Settings, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.settings = settings
+        self.proc = proc
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/graphql"
+        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+
+    def graphql(
+        self, body: dict[str, Any], token: str | None = None, **headers: str
+    ) -> httpx.Response:
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        return self.client.post("/graphql", json=body, headers=headers)
+
+
+@contextlib.contextmanager
+def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
+    """Start ``igflow serve`` with ``settings`` and extra ``IGFLOW_*`` variables; stop it after."""
+    port = free_port()
+    extra = {"IGFLOW_API_PORT": str(port), **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "igflow.cli", "serve"],
+        cwd=REPO,
+        env=env_for(settings, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    server = ApiServer(settings.with_changes("api", port=port), proc, port)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            if proc.poll() is not None:
+                _out, err = proc.communicate()
+                msg = f"igflow serve exited {proc.returncode}:\n{err.decode()[-3000:]}"
+                raise AssertionError(msg)
+            with contextlib.suppress(httpx.TransportError):
+                if server.client.get("/health").status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                msg = "igflow serve did not answer /health within 30 s"
+                raise AssertionError(msg)
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.client.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+
+
+@contextlib.contextmanager
+def subscribe(
+    server: ApiServer, query: str, variables: dict[str, Any], payload: dict[str, Any]
+) -> Iterator[tuple[ClientConnection, str]]:
+    """A graphql-transport-ws connection with one subscription started; yields (ws, its id)."""
+    with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        ack = json.loads(ws.recv(timeout=10))
+        assert ack["type"] == "connection_ack", ack
+        op_id = uuid.uuid4().hex[:8]
+        ws.send(
+            json.dumps(
+                {
+                    "id": op_id,
+                    "type": "subscribe",
+                    "payload": {"query": query, "variables": variables},
+                }
+            )
+        )
+        yield ws, op_id
