@@ -138,10 +138,20 @@ class GraphQLEndpoint:
             response = JSONResponse(
                 _errors(ReasonCode.RATE_LIMITED, "rate limit exceeded for this tenant"),
                 status_code=429,
-                headers={"Retry-After": str(max(1, round(limited.wait + 0.5)))},
+                headers={
+                    "Retry-After": str(max(1, round(limited.wait + 0.5))),
+                    "x-igflow-code": ReasonCode.RATE_LIMITED.value,
+                },
             )
             REQUESTS.labels(ReasonCode.RATE_LIMITED.value).inc()
-        REQUEST_SECONDS.labels(label).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        REQUEST_SECONDS.labels(label).observe(seconds)
+        code = response.headers.get("x-igflow-code")
+        log.log(
+            logging.INFO if code else logging.DEBUG,
+            "graphql request",
+            extra={"op": label, "latency_ms": round(seconds * 1000, 3), "error_code": code},
+        )
         return response
 
     async def _handle(self, request: Request) -> tuple[Response, str]:
@@ -188,11 +198,16 @@ class GraphQLEndpoint:
         status = "ok" if not errors else errors[0].get("extensions", {}).get("code", "ERROR")
         REQUESTS.labels(status).inc()
         # Executed (even with field errors, such as a denial): 200; refused before: 400.
-        return JSONResponse(result, status_code=200 if "data" in result else 400), label
+        response = JSONResponse(result, status_code=200 if "data" in result else 400)
+        if errors:
+            response.headers["x-igflow-code"] = status
+        return response, label
 
     def _refuse(self, reason: ReasonCode, message: str) -> Response:
         REQUESTS.labels(reason.value).inc()
-        headers = {"WWW-Authenticate": 'Bearer realm="igflow"'} if reason in _AUTH else {}
+        headers = {"x-igflow-code": reason.value}
+        if reason in _AUTH:
+            headers["WWW-Authenticate"] = 'Bearer realm="igflow"'
         return JSONResponse(
             _errors(reason, message), status_code=_STATUS.get(reason, 400), headers=headers
         )

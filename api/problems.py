@@ -69,7 +69,7 @@ def problem(
     if instance is not None:
         body["instance"] = instance
     body.update(extra)
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"x-igflow-code": code.value}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if status == 401:

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import math
 import time
 from datetime import datetime
@@ -38,6 +39,8 @@ from api.services import Services
 from igflow.reasons import ReasonCode
 
 __all__ = ["OPENAPI_FILE", "Rest", "sign", "signal_input"]
+
+log = logging.getLogger(__name__)
 
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
 SIGNATURE_TOLERANCE_S = 300
@@ -108,8 +111,18 @@ class Rest:
         self._openapi = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
 
     async def publish(self, request: Request) -> Response:
+        started = time.perf_counter()
         response = await self._publish(request)
         HTTP_REQUESTS.labels(_ROUTE, str(response.status_code)).inc()
+        if response.status_code >= 400:
+            log.info(
+                "push refused",
+                extra={
+                    "op": "rest",
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "error_code": response.headers.get("x-igflow-code"),
+                },
+            )
         return response
 
     async def _publish(self, request: Request) -> Response:
@@ -160,6 +173,16 @@ class Rest:
         except PublishRejected as exc:
             return problem(exc.reason, exc.detail, instance=_ROUTE)
         INGEST_PUBLISHED.labels(via).inc()
+        log.info(
+            "signal published",
+            extra={
+                "op": via,
+                "tenant_id": signal.tenant_id,
+                "kafka_partition": delivery.partition,
+                "kafka_offset": delivery.offset,
+                "input_hash": delivery.input_hash,
+            },
+        )
         return JSONResponse(
             {
                 "accepted": True,

@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         access_log=args.access_log,
         ws="websockets-sansio",
         lifespan="on",
+        log_config=None,  # keep the JSON logs the CLI configured (igflow.logs)
     )
     return 0
 
