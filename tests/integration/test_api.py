@@ -607,3 +607,52 @@ def test_health_ready_metrics_and_openapi(server: ApiServer) -> None:
         assert name in metrics
     document = server.client.get("/openapi.json").json()
     assert "/v1/coherence/signals" in document["paths"]
+
+
+# --- end to end: the API publishes, the flow scores, the API serves --------------------------
+
+
+def test_published_signals_come_back_as_the_flows_score_live_and_on_query(
+    it_settings: Settings,
+) -> None:
+    from fractions import Fraction
+
+    from tests.integration.conftest import finish, igflow
+
+    tenant = f"api-e2e-{uuid.uuid4().hex[:6]}"
+    upsert_tenant(it_settings.stores.postgres_dsn, tenant)
+    settings = it_settings.with_changes("stores", sinks="redis,postgres")
+    values = [(0.25 + (i % 7) / 10, 1.0 + (i % 3)) for i in range(40)]
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    with serve(settings) as server:
+        headers = {"authorization": f"Bearer {mint_token(settings, tenant, WRITE + READ)}"}
+        for i, (value, weight) in enumerate(values):
+            ts = (start + timedelta(seconds=i)).isoformat()
+            body = _signal_input(tenant, value=value, weight=weight, ts=ts, signalId=f"e2e-{i}")
+            got = server.client.post("/v1/coherence/signals", json=body, headers=headers)
+            assert got.status_code == 202, got.text
+        auth = {"Authorization": headers["authorization"]}
+        with subscribe(server, SCORE_SUB, {"tenantId": tenant}, auth) as (ws, _op_id):
+            _wait_subscribers(server, 1)
+            finish(igflow(settings, "run"))
+            last = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    message = json.loads(ws.recv(timeout=1))
+                except TimeoutError:
+                    break
+                last = message["payload"]["data"]["coherenceScoreChanged"]
+        expected = sum(Fraction(v) * Fraction(w) for v, w in values) / sum(
+            Fraction(w) for _v, w in values
+        )
+        assert last is not None, "no score event reached the subscriber"
+        assert last["score"] == float(expected)
+        got = server.graphql(
+            {"query": SCORE_QUERY, "variables": {"tenantId": tenant}}, headers["authorization"][7:]
+        )
+        assert got.json()["data"]["tenantCoherence"]["score"] == float(expected)
+        assert (
+            got.json()["data"]["tenantCoherence"]["updatedAt"]
+            == (start + timedelta(seconds=len(values) - 1)).isoformat()
+        )
