@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import threading
 from pathlib import Path
-
-from regopy import Interpreter
 
 from api.auth import Principal
 from igflow.errors import SchemaError
 from igflow.reasons import ReasonCode
+from igflow.rego import CompiledQuery, bundle_digest, read_bundle
 from igflow.settings import Settings
 
 # The tenancy step's bundle reading, shared so both stamp the same version for the same bytes.
-from operators.tenancy import bundle_digest, read_bundle
 
 __all__ = ["ACTIONS", "CACHE_SIZE", "POLICY_FILE", "Authorizer", "Decision"]
 
@@ -60,18 +56,7 @@ class Authorizer:
         """Compile ``source`` (Rego, package ``igflow.graphql``) and probe it; ``version`` names
         the bundle it came from. ``SchemaError`` if it does not compile or decides nothing."""
         self.policy_version = version
-        builder = Interpreter()
-        try:
-            builder.add_module("graphql", source)
-            self._bundle = builder.build(_QUERY)
-        except Exception as exc:
-            msg = f"GraphQL policy does not load: {exc}"
-            raise SchemaError(msg) from exc
-        if not self._bundle.ok():
-            msg = "GraphQL policy does not compile"
-            raise SchemaError(msg)
-        self._rego = Interpreter()
-        self._lock = threading.Lock()
+        self._query = CompiledQuery("GraphQL", "graphql", source, _QUERY)
         self._cached = functools.lru_cache(maxsize=cache_size)(self._evaluate)
         # Fail at start-up, not on the first request.
         self._evaluate("", frozenset(), "read", "")
@@ -111,12 +96,7 @@ class Authorizer:
             "action": action,
             "tenant_id": tenant_id,
         }
-        with self._lock:
-            self._rego.set_input_term(json.dumps(term))
-            output = self._rego.query_bundle(self._bundle)
-            # Read the parsed results: Output.binding() on an undefined result aborts the process.
-            ok = output.ok() and len(output) == 1
-            result = output[0].bindings.get("decision") if ok else None
+        result = self._query.evaluate(term)
         if not isinstance(result, dict) or not isinstance(result.get("allow"), bool):
             msg = "GraphQL policy gave no decision"
             raise SchemaError(msg)

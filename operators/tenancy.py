@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,10 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
-from regopy import Interpreter
 
 from igflow.errors import SchemaError
 from igflow.records import Decoded, PolicyTags, Tagged
+from igflow.rego import CompiledQuery, bundle_digest, read_bundle
 
 __all__ = [
     "CACHE_SIZE",
@@ -40,11 +39,9 @@ __all__ = [
     "POLICY_FILE",
     "TAG_NAMES",
     "TenancyPolicy",
-    "bundle_digest",
     "manifest",
     "policy_bundle_version",
     "provenance_id",
-    "read_bundle",
     "tag",
     "tenant_tag",
 ]
@@ -58,35 +55,6 @@ TAG_NAMES = ("purpose", "retention", "license", "residency")
 CACHE_SIZE = 100_000
 
 _QUERY = "tags := data.igflow.tenancy.tags"
-_BUNDLE_SUFFIXES = frozenset({".rego", ".json"})
-
-
-def read_bundle(policies_dir: Path) -> dict[str, bytes]:
-    """Every ``*.rego`` and ``*.json`` file under ``policies_dir``, by POSIX relative path."""
-    if not policies_dir.is_dir():
-        msg = f"policy folder missing: {policies_dir}"
-        raise SchemaError(msg)
-    files: dict[str, bytes] = {}
-    try:
-        for path in policies_dir.rglob("*"):
-            if path.suffix in _BUNDLE_SUFFIXES and path.is_file():
-                files[path.relative_to(policies_dir).as_posix()] = path.read_bytes()
-    except OSError as exc:
-        msg = f"policy folder unreadable: {policies_dir}: {exc}"
-        raise SchemaError(msg) from exc
-    return files
-
-
-def bundle_digest(files: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    # Each path and each body is preceded by its length (8 bytes, big-endian), so no two
-    # different bundles frame to the same byte string (moving bytes from one file's end into the
-    # next file's name, say). Sorting on the str sorts on the UTF-8 bytes too.
-    for name in sorted(files):
-        for part in (name.encode(), files[name]):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-    return digest.hexdigest()
 
 
 def policy_bundle_version(policies_dir: Path) -> str:
@@ -154,19 +122,7 @@ class TenancyPolicy:
         if not isinstance(document, dict):
             msg = "tenancy data must be a JSON object"
             raise SchemaError(msg)
-        builder = Interpreter()
-        try:
-            builder.add_module("tenancy", source)
-            builder.add_data_json(data)
-            self._bundle = builder.build(_QUERY)
-        except Exception as exc:
-            msg = f"tenancy policy does not load: {exc}"
-            raise SchemaError(msg) from exc
-        if not self._bundle.ok():
-            msg = "tenancy policy does not compile"
-            raise SchemaError(msg)
-        self._lock = threading.Lock()
-        self._rego = Interpreter()
+        self._query = CompiledQuery("tenancy", "tenancy", source, _QUERY, data)
         # Tags depend on nothing but the tenant id and this fixed bundle, so a cached answer is
         # the answer. The bound keeps a flood of distinct tenant ids from growing memory without
         # limit; the C lru_cache is itself thread-safe.
@@ -207,12 +163,7 @@ class TenancyPolicy:
         return tags
 
     def _evaluate(self, tenant_id: str) -> PolicyTags:
-        with self._lock:
-            self._rego.set_input_term(json.dumps({"tenant_id": tenant_id}))
-            output = self._rego.query_bundle(self._bundle)
-            # Read the parsed results: Output.binding() on an undefined result aborts the process.
-            ok = output.ok() and len(output) == 1
-            result = output[0].bindings.get("tags") if ok else None
+        result = self._query.evaluate({"tenant_id": tenant_id})
         return _policy_tags(result, tenant_id)
 
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from regopy import Interpreter
-
 from igflow.errors import SchemaError
 from igflow.reasons import ReasonCode
+from igflow.rego import CompiledQuery
 from psi.messages import PsiMode
 
 __all__ = [
@@ -117,21 +115,7 @@ class PsiPolicy:
         self.policy_version = hashlib.sha256(
             source.encode() + b"\0" + document.encode()
         ).hexdigest()
-        self._lock = threading.Lock()
-        # Compile once into a bundle: a bundle query costs well under a millisecond, against
-        # several for an ad-hoc query that is parsed and planned every time.
-        builder = Interpreter()
-        try:
-            builder.add_module("psi", source)
-            builder.add_data_json(document)
-            self._bundle = builder.build(_QUERY)
-        except Exception as exc:
-            msg = f"PSI policy does not load: {exc}"
-            raise SchemaError(msg) from exc
-        if not self._bundle.ok():
-            msg = "PSI policy does not compile"
-            raise SchemaError(msg)
-        self._rego = Interpreter()
+        self._query = CompiledQuery("PSI", "psi", source, _QUERY, document)
         probe = PolicyInput("server", "table", "", "", "", PsiMode.FULL_INTERSECTION)
         self.decide(probe)  # fail at start-up, not on the first request
 
@@ -149,12 +133,7 @@ class PsiPolicy:
         """Evaluate the policy; ``SchemaError`` if it gives no well-formed decision."""
         term = dataclasses.asdict(question)
         term["mode"] = question.mode.value
-        with self._lock:
-            self._rego.set_input_term(json.dumps(term))
-            output = self._rego.query_bundle(self._bundle)
-            # Read the parsed results: Output.binding() on an undefined result aborts the process.
-            ok = output.ok() and len(output) == 1
-            result = output[0].bindings.get("decision") if ok else None
+        result = self._query.evaluate(term)
         if not isinstance(result, dict) or not isinstance(result.get("allow"), bool):
             msg = "PSI policy gave no decision"
             raise SchemaError(msg)
