@@ -104,6 +104,13 @@ def _redis_writer(settings: Settings) -> RedisWriter:
     return RedisWriter(settings.stores.redis_url, stream_max=100, ttl_seconds=3600)
 
 
+def _write_scores(settings: Settings, *changes: ScoreChange) -> None:
+    """Land score changes in Redis with the flow's own writer (it also publishes the events)."""
+    writer = _redis_writer(settings)
+    writer.write(list(changes))
+    writer.close()
+
+
 def _errors(response: Any) -> list[str]:
     return [e["extensions"]["code"] for e in response.json().get("errors", [])]
 
@@ -127,9 +134,7 @@ def test_tenant_coherence_reads_redis_first_then_postgres(
 ) -> None:
     a, b = tenants
     settings = server.settings
-    writer = _redis_writer(settings)
-    writer.write([_change(a, 1, 0.8125)])
-    writer.close()
+    _write_scores(settings, _change(a, 1, 0.8125))
     pg = PostgresWriter(settings.stores.postgres_dsn)
     pg.write([_change(b, 3, 0.4567)])
     pg.close()
@@ -244,9 +249,7 @@ def test_a_tenant_never_reads_another_tenants_score(
 ) -> None:
     a, b = tenants
     settings = server.settings
-    writer = _redis_writer(settings)
-    writer.write([_change(b, 10, 0.9)])
-    writer.close()
+    _write_scores(settings, _change(b, 10, 0.9))
     # A forged tenantId: a's token asking for b.
     got = server.graphql(
         {"query": SCORE_QUERY, "variables": {"tenantId": b}}, mint_token(settings, a, READ)
@@ -490,9 +493,7 @@ def test_production_mode_runs_only_allowlisted_operations(
 
     jwks = str(dev_keys_dir(stack) / "jwks.json")
     with serve(stack, IGFLOW_API_MODE="production", IGFLOW_API_JWT_KEYS=jwks) as prod:
-        writer = _redis_writer(prod.settings)
-        writer.write([_change(a, 500, 0.77)])
-        writer.close()
+        _write_scores(prod.settings, _change(a, 500, 0.77))
         token = mint_token(prod.settings, a, READ)
         variables = {"tenantId": a}
         adhoc = "query Mine($tenantId: ID!) { tenantCoherence(tenantId: $tenantId) { score } }"
@@ -546,9 +547,7 @@ def test_one_tenants_flood_is_limited_and_does_not_refuse_another_tenant(
 
     a, b = tenants
     with serve(stack, IGFLOW_API_RATE_LIMIT_RPS="20", IGFLOW_API_RATE_LIMIT_BURST="20") as small:
-        writer = _redis_writer(small.settings)
-        writer.write([_change(a, 600, 0.7), _change(b, 600, 0.8)])
-        writer.close()
+        _write_scores(small.settings, _change(a, 600, 0.7), _change(b, 600, 0.8))
         flood_token = mint_token(small.settings, a, READ)
         read_token = mint_token(small.settings, b, READ)
 
