@@ -26,7 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 from api.auth import Authenticator
 from api.authz import Authorizer
 from api.events import EventHub
-from api.graphql_http import GraphQLEndpoint, SubscriptionsHandler, cost_rules, format_error
+from api.graphql_http import Gates, GraphQLEndpoint, SubscriptionsHandler, format_error
 from api.persisted import PersistedQueries
 from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
@@ -71,12 +71,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     services = services or build_services(settings)
     schema = build_schema()
     rest = Rest(services)
+    gates = Gates(schema, services)
     websocket = GraphQL(
         schema,
-        websocket_handler=SubscriptionsHandler(schema, services),
-        introspection=not services.persisted.production,
+        websocket_handler=SubscriptionsHandler(gates),
         error_formatter=format_error,
-        validation_rules=cost_rules(settings.api.max_query_cost),
+        # The same cached parse and validation (cost limit, introspection ban) as over HTTP.
+        query_parser=gates.documents.parser,
+        query_validator=gates.documents.validator,
     )
 
     @asynccontextmanager
@@ -89,7 +91,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
 
     return Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(schema, services).handle, methods=["POST"]),
+            Route("/graphql", GraphQLEndpoint(gates).handle, methods=["POST"]),
             WebSocketRoute("/graphql", websocket),
             Route("/v1/coherence/signals", rest.publish, methods=["POST"]),
             Route("/health", rest.health, methods=["GET"]),

@@ -9,7 +9,7 @@ Each request goes through the same gates, in order, before anything executes:
 2. **rate limit**: the caller's tenant's token bucket (:mod:`api.ratelimit`). Failure: HTTP 429
    with ``Retry-After`` (WebSocket: an ``error`` message for that subscribe);
 3. **admission** (:mod:`api.persisted`): the allowlist in production mode, Apollo APQ;
-4. **validation** with the query-cost limit (ariadne's cost validator, 1 per field);
+4. **validation** with the operation-cost limit (:mod:`api.documents`: cached per text);
 5. **execution**, where every resolver asks the policy first (:mod:`api.schema`).
 
 Every error carries ``extensions.code`` (a reason code); an unexpected exception is reported as
@@ -21,24 +21,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ariadne import graphql
 from ariadne.asgi.handlers import GraphQLTransportWSHandler
-from ariadne.validation import cost_validator
 from graphql import GraphQLError, GraphQLSchema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from api.auth import AuthFailure, Principal
+from api.documents import Documents
 from api.metrics import RATE_LIMITED, REQUEST_SECONDS, REQUESTS
 from api.persisted import Admission, sha256_hex
 from api.services import Services
 from igflow.reasons import ReasonCode
 
-__all__ = ["GraphQLEndpoint", "SubscriptionsHandler", "cost_rules", "format_error"]
+__all__ = ["Gates", "GraphQLEndpoint", "SubscriptionsHandler", "format_error"]
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +72,22 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     return formatted
 
 
-def cost_rules(max_cost: int) -> Callable[[Any, Any, dict[str, Any]], list[Any]]:
-    """Ariadne's ``validation_rules`` callable: the cost limit, which needs each request's
-    variables (a field's cost may depend on them)."""
-
-    def rules(_context: Any, _document: Any, data: dict[str, Any]) -> list[Any]:
-        variables = data.get("variables")
-        return [
-            cost_validator(
-                max_cost,
-                default_cost=1,
-                variables=variables if isinstance(variables, dict) else None,
-            )
-        ]
-
-    return rules
-
-
 def _errors(reason: ReasonCode, message: str) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": reason.value}}]}
 
 
-class _Gates:
+class Gates:
     """Authentication, rate limit and admission, shared by HTTP and WebSocket."""
 
     def __init__(self, schema: GraphQLSchema, services: Services) -> None:
         self.schema = schema
         self.services = services
         self.production = services.persisted.production
-        self.rules = cost_rules(services.settings.api.max_query_cost)
+        self.documents = Documents(
+            schema,
+            max_cost=services.settings.api.max_query_cost,
+            introspection=not self.production,
+        )
         self._names = {sha256_hex(doc): op for op, doc in services.persisted.by_id.items()}
 
     def operation_label(self, document: str) -> str:
@@ -124,9 +110,9 @@ class _Limited(Exception):
 class GraphQLEndpoint:
     """The ASGI endpoint of ``POST /graphql``."""
 
-    def __init__(self, schema: GraphQLSchema, services: Services) -> None:
-        self._gates = _Gates(schema, services)
-        self._services = services
+    def __init__(self, gates: Gates) -> None:
+        self._gates = gates
+        self._services = gates.services
 
     async def handle(self, request: Request) -> Response:
         """Answer one ``POST /graphql``."""
@@ -189,8 +175,8 @@ class GraphQLEndpoint:
                 "services": services,
                 "body": body,
             },
-            validation_rules=self._gates.rules(None, None, data),
-            introspection=not self._gates.production,
+            query_parser=self._gates.documents.parser,
+            query_validator=self._gates.documents.validator,
             error_formatter=format_error,
             logger=__name__,
         )
@@ -217,9 +203,9 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
     """graphql-transport-ws with the API's gates: authenticate on ``connection_init``, then
     rate-limit and admit each ``subscribe`` (persisted ids and hashes resolve here too)."""
 
-    def __init__(self, schema: GraphQLSchema, services: Services) -> None:
-        self._gates = _Gates(schema, services)
-        self._services = services
+    def __init__(self, gates: Gates) -> None:
+        self._gates = gates
+        self._services = gates.services
         super().__init__()
 
     async def handle_websocket_connection_init_message(

@@ -226,3 +226,36 @@ def test_a_derived_signal_id_is_stable_and_content_addressed() -> None:
         Signal("t", "", "latency", 0.5, 1.0, "s", ts)
     )
     assert derived_signal_id(one).startswith("sig-") and len(derived_signal_id(one)) == 36
+
+
+# --- the cached documents and the cost limit -------------------------------------------------
+
+
+def test_the_cost_counts_fields_with_fragments_expanded_where_spread() -> None:
+    from api.documents import Documents
+
+    docs = Documents(build_schema(), max_cost=20, introspection=True)
+    fields = "tenantId score status updatedAt"
+    ok, errors = docs.prepare(f'{{ tenantCoherence(tenantId: "t") {{ {fields} }} }}')
+    assert ok is not None and errors == ()
+    spread = " ".join(f'a{i}: tenantCoherence(tenantId: "t") {{ ...F }}' for i in range(4))
+    text = f"query {{ {spread} }} fragment F on CoherenceScore {{ {fields} }}"
+    _doc, errors = docs.prepare(text)  # 4 x (1 + 4) = 20: at the limit
+    assert errors == ()
+    spread5 = spread + ' a4: tenantCoherence(tenantId: "t") { ...F }'
+    _doc, errors = docs.prepare(
+        f"query {{ {spread5} }} fragment F on CoherenceScore {{ {fields} }}"
+    )
+    assert [e.extensions["cost"]["requestedQueryCost"] for e in errors] == [25]
+    assert format_error(errors[0])["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    assert docs.prepare(text)[0] is docs.prepare(text)[0]  # cached by text
+
+
+def test_production_documents_refuse_introspection_and_syntax_errors_are_kept() -> None:
+    from api.documents import Documents
+
+    docs = Documents(build_schema(), max_cost=200, introspection=False)
+    _doc, errors = docs.prepare("{ __schema { types { name } } }")
+    assert errors and "introspection" in errors[0].message.lower()
+    doc, errors = docs.prepare("{ tenantCoherence(")
+    assert doc is None and format_error(errors[0])["extensions"]["code"] == "BAD_REQUEST"
