@@ -26,7 +26,13 @@ from starlette.routing import Route, WebSocketRoute
 from api.auth import Authenticator
 from api.authz import Authorizer
 from api.events import EventHub
-from api.graphql_http import Gates, GraphQLEndpoint, SubscriptionsHandler, format_error
+from api.graphql_http import (
+    ARIADNE_LOGGER,
+    Gates,
+    GraphQLEndpoint,
+    SubscriptionsHandler,
+    format_error,
+)
 from api.persisted import PersistedQueries
 from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
@@ -76,6 +82,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         schema,
         websocket_handler=SubscriptionsHandler(gates),
         error_formatter=format_error,
+        logger=ARIADNE_LOGGER,
         # The same cached parse and validation (cost limit, introspection ban) as over HTTP.
         query_parser=gates.documents.parser,
         query_validator=gates.documents.validator,

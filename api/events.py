@@ -22,16 +22,16 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rx
 
-from api.metrics import FANOUT_LATENCY, SUBSCRIBERS
+from api.metrics import SUBSCRIBERS
 from sinks.redis import events_channel
 
-__all__ = ["EventBatch", "EventHub", "SubscriberTooSlow"]
+__all__ = ["EventBatch", "EventHub", "SubscriberTooSlow", "TenantStream"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,23 @@ class EventBatch:
     score: dict[str, Any] | None
     #: ``time.perf_counter()`` when the window's first event arrived from Redis.
     received: float
+    #: Rendered responses, shared by every subscriber of the window: (operation key) -> the
+    #: JSON payloads of its events (see :meth:`rendered`).
+    _rendered: dict[str, list[str]] = dataclasses.field(default_factory=dict, compare=False)
+
+    def events(self, kind: str) -> tuple[dict[str, Any], ...]:
+        """The window's events of ``kind``: ``signal`` (all, in order) or ``score`` (newest)."""
+        if kind == "signal":
+            return self.signals
+        return () if self.score is None else (self.score,)
+
+    def rendered(self, kind: str, key: str, render: Callable[[dict[str, Any]], str]) -> list[str]:
+        """The payloads of ``kind`` events for the operation ``key``, rendered once per window
+        (the first subscriber renders; the others reuse the text)."""
+        payloads = self._rendered.get(key)
+        if payloads is None:
+            payloads = self._rendered[key] = [render(e) for e in self.events(kind)]
+        return payloads
 
 
 class _Tenant:
@@ -133,7 +150,7 @@ class EventHub:
         if not tenant.subscribers:
             self._tenants.pop(tenant.id, None)
 
-    async def subscribe(self, tenant_id: str) -> AsyncIterator[EventBatch]:
+    async def subscribe(self, tenant_id: str) -> AsyncGenerator[EventBatch, None]:
         """The tenant's event batches, from now on, until the caller stops iterating."""
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
@@ -146,7 +163,6 @@ class EventHub:
                 batch = await queue.get()
                 if batch is None:
                     raise SubscriberTooSlow
-                FANOUT_LATENCY.observe((time.perf_counter() - batch.received) * 1000.0)
                 yield batch
         finally:
             SUBSCRIBERS.dec()
@@ -165,3 +181,24 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._redis.aclose()
+
+
+class TenantStream:
+    """What a subscription resolver returns: one tenant's events of one kind.
+
+    The WebSocket handler recognises it and fans out rendered payloads per window (see
+    :mod:`api.graphql_http`); iterated directly it yields the events one by one.
+    """
+
+    def __init__(self, hub: EventHub, tenant_id: str, kind: str) -> None:
+        self.hub = hub
+        self.tenant_id = tenant_id
+        self.kind = kind
+
+    def batches(self) -> AsyncGenerator[EventBatch, None]:
+        return self.hub.subscribe(self.tenant_id)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        async for batch in self.batches():
+            for event in batch.events(self.kind):
+                yield event

@@ -136,10 +136,9 @@ class SignalPublisher:
         ``KAFKA_UNAVAILABLE`` if the broker did not acknowledge within the timeout.
         """
         now_ms = time.time_ns() // 1_000_000
-        rejected = self.check(signal, now_ms)
-        if rejected is not None:
-            raise PublishRejected(rejected.reason, rejected.detail)
-        value = await asyncio.to_thread(self._serialize, signal)
+        # In a thread: the tenant registry refreshes from Postgres now and then, and the
+        # serializer asks the schema registry for the id on first use; neither may block the loop.
+        value = await asyncio.to_thread(self._checked, signal, now_ms)
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[Message] = loop.create_future()
 
@@ -171,6 +170,12 @@ class SignalPublisher:
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None and offset is not None
         return Delivery(signal.signal_id, self._topic, partition, offset, input_hash(value))
+
+    def _checked(self, signal: Signal, now_ms: int) -> bytes:
+        rejected = self.check(signal, now_ms)
+        if rejected is not None:
+            raise PublishRejected(rejected.reason, rejected.detail)
+        return self._serialize(signal)
 
     def _serialize(self, signal: Signal) -> bytes:
         record: dict[str, Any] = {

@@ -8,7 +8,6 @@ errors with codes too (``STORE_UNAVAILABLE``, ``KAFKA_UNAVAILABLE``), never part
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from ariadne import (
 from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema
 
 from api.auth import Principal
-from api.events import SubscriberTooSlow
+from api.events import TenantStream
 from api.metrics import INGEST_PUBLISHED
 from api.publish import PublishRejected, derived_signal_id
 from api.scores import StoreUnavailable
@@ -147,31 +146,11 @@ async def _publish(_: None, info: Info, input: dict[str, Any]) -> bool:
     return True
 
 
-async def _signals(services: Services, tenant_id: str) -> AsyncGenerator[dict[str, Any], None]:
-    try:
-        async for batch in services.hub.subscribe(tenant_id):
-            for event in batch.signals:
-                yield event
-    except SubscriberTooSlow as exc:
-        raise coded(ReasonCode.SUBSCRIBER_TOO_SLOW, "the subscriber fell behind") from exc
-
-
-async def _scores(services: Services, tenant_id: str) -> AsyncGenerator[dict[str, Any], None]:
-    try:
-        async for batch in services.hub.subscribe(tenant_id):
-            if batch.score is not None:
-                yield batch.score
-    except SubscriberTooSlow as exc:
-        raise coded(ReasonCode.SUBSCRIBER_TOO_SLOW, "the subscriber fell behind") from exc
-
-
 # The sources authorize before they return their stream, so a denial is the protocol's `error`
 # message (no subscription starts), not an event.
 @subscription.source("coherenceEvents")  # type: ignore[arg-type]
-async def _events_source(
-    _: None, info: Info, tenantId: str
-) -> AsyncGenerator[dict[str, Any], None]:
-    return _signals(authorize(info, "read", tenantId), tenantId)
+async def _events_source(_: None, info: Info, tenantId: str) -> TenantStream:
+    return TenantStream(authorize(info, "read", tenantId).hub, tenantId, "signal")
 
 
 @subscription.field("coherenceEvents")
@@ -180,8 +159,8 @@ def _event(event: dict[str, Any], _info: Info, **_: Any) -> dict[str, Any]:
 
 
 @subscription.source("coherenceScoreChanged")  # type: ignore[arg-type]
-async def _score_source(_: None, info: Info, tenantId: str) -> AsyncGenerator[dict[str, Any], None]:
-    return _scores(authorize(info, "read", tenantId), tenantId)
+async def _score_source(_: None, info: Info, tenantId: str) -> TenantStream:
+    return TenantStream(authorize(info, "read", tenantId).hub, tenantId, "score")
 
 
 @subscription.field("coherenceScoreChanged")

@@ -47,10 +47,20 @@ class Score:
 class ScoreReader:
     """Reads scores; one Redis connection pool and one Postgres connection per process."""
 
-    def __init__(self, redis_url: str, postgres_dsn: str, timeout_s: float = 2.0) -> None:
-        self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    def __init__(
+        self, redis_url: str, postgres_dsn: str, timeout_s: float = 2.0, pool_size: int = 64
+    ) -> None:
+        # A blocking pool: past its size a read waits (up to the timeout) for a connection
+        # instead of failing with "Too many connections", which read as Redis being down and
+        # sent the overflow to the slower Postgres path, feeding the overload.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=pool_size,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._dsn = postgres_dsn
         self._timeout = timeout_s
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None

@@ -655,3 +655,54 @@ def test_published_signals_come_back_as_the_flows_score_live_and_on_query(
             got.json()["data"]["tenantCoherence"]["updatedAt"]
             == (start + timedelta(seconds=len(values) - 1)).isoformat()
         )
+
+
+def test_many_subscribers_share_a_window_and_each_gets_its_own_selection(
+    server: ApiServer, tenants: tuple[str, str]
+) -> None:
+    import contextlib
+
+    a, _b = tenants
+    settings = server.settings
+    auth = {"Authorization": f"Bearer {mint_token(settings, a, READ)}"}
+    narrow = (
+        "subscription Narrow($tenantId: ID!) { coherenceScoreChanged(tenantId: $tenantId) "
+        "{ score } }"
+    )
+    with contextlib.ExitStack() as stack:
+        wide = [
+            stack.enter_context(subscribe(server, SCORE_SUB, {"tenantId": a}, auth))
+            for _ in range(20)
+        ]
+        thin = [
+            stack.enter_context(subscribe(server, narrow, {"tenantId": a}, auth)) for _ in range(5)
+        ]
+        _wait_subscribers(server, 25)
+        _write_scores(settings, _change(a, 700, 0.61))
+        for ws, op_id in wide:
+            message = json.loads(ws.recv(timeout=5))
+            assert message["id"] == op_id
+            assert message["payload"]["data"]["coherenceScoreChanged"] == {
+                "tenantId": a,
+                "score": 0.61,
+                "status": "WARN",
+                "updatedAt": "2026-11-21T00:11:40+00:00",
+            }
+        for ws, op_id in thin:
+            message = json.loads(ws.recv(timeout=5))
+            assert message == {
+                "type": "next",
+                "id": op_id,
+                "payload": {"data": {"coherenceScoreChanged": {"score": 0.61}}},
+            }
+        # A client's `complete` ends only its own subscription.
+        ws, op_id = wide[0]
+        ws.send(json.dumps({"id": op_id, "type": "complete"}))
+        _write_scores(settings, _change(a, 701, 0.62))
+        for ws, _op_id in wide[1:]:
+            assert (
+                json.loads(ws.recv(timeout=5))["payload"]["data"]["coherenceScoreChanged"]["score"]
+                == 0.62
+            )
+        with pytest.raises(TimeoutError):
+            wide[0][0].recv(timeout=0.5)
