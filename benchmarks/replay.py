@@ -3,21 +3,26 @@
     .venv/bin/python benchmarks/replay.py --signals 200000
 
 1. Produces N signals (10 tenants, 5% duplicates, 2% invalid) to a fresh topic of the local stack.
-2. ``igflow run`` (bounded) lands them in a fresh Iceberg namespace; its ``source.end`` log lines
-   give the offset range (not the high watermarks: Tansu reports them wrongly, see DEVELOPERS.md).
-3. ``igflow replay`` of the full range into a scratch namespace (``--lake-only``).
+2. ``igflow run`` (bounded, the lake only) lands them in a fresh Iceberg namespace; its
+   ``source.end`` log lines give the offset range (not the high watermarks: Tansu reports them
+   wrongly, see DEVELOPERS.md).
+3. ``igflow replay`` of the full range into a scratch namespace (``--lake-only``, committing like
+   the original), then the same by 2 processes (``-i/-a``, the slower one's wall time).
 4. ``igflow verify --against`` the scratch namespace: by scan (both sides), and ``--from-history``
-   (the original's digests from its snapshot summaries, the scratch side scanned).
+   (the original's digests from its snapshot summaries, the scratch side scanned); and by scan
+   against the 2-process replay. Each verify reports the byte-identical data files per table.
 Each step is a subprocess; wall time includes process start-up and the catalog connection.
 Events/s is records produced (signals, duplicates and invalid records) over seconds.
-Prints a table; writes ``benchmarks/results/replay.json``.
+Prints two tables; writes ``benchmarks/results/replay.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,24 +54,64 @@ def _env(settings: Settings, namespace: str) -> dict[str, str]:
 
 def igflow(settings: Settings, namespace: str, *args: str) -> tuple[float, str, str]:
     """Run ``igflow ARGS`` to its end: (seconds, stdout, stderr); raises if it fails."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    return igflow_all(settings, namespace, [list(args)])[0]
+
+
+def igflow_all(
+    settings: Settings, namespace: str, commands: list[list[str]]
+) -> list[tuple[float, str, str]]:
+    """Run several ``igflow`` commands at once (a cluster's processes), each to its end:
+    (seconds since the start of all, stdout, stderr) each; raises if any fails."""
+    with contextlib.ExitStack() as stack:
+        files = [
+            (
+                stack.enter_context(tempfile.TemporaryFile()),
+                stack.enter_context(tempfile.TemporaryFile()),
+            )
+            for _ in commands
+        ]
         start = time.perf_counter()
-        code = subprocess.run(
-            [sys.executable, "-m", "igflow.cli", *args],
-            cwd=REPO,
-            env=_env(settings, namespace),
-            stdout=out,
-            stderr=err,
-            check=False,
-        ).returncode
-        seconds = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if code != 0:
-        msg = f"igflow {' '.join(args)} exited {code}:\n{stderr[-3000:]}"
-        raise RuntimeError(msg)
-    return seconds, stdout, stderr
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "igflow.cli", *args],
+                cwd=REPO,
+                env=_env(settings, namespace),
+                stdout=out,
+                stderr=err,
+            )
+            for args, (out, err) in zip(commands, files, strict=True)
+        ]
+        results = []
+        for args, proc, (out, err) in zip(commands, procs, files, strict=True):
+            code = proc.wait()
+            seconds = time.perf_counter() - start
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+            if code != 0:
+                msg = f"igflow {' '.join(args)} exited {code}:\n{stderr[-3000:]}"
+                raise RuntimeError(msg)
+            results.append((seconds, stdout, stderr))
+    return results
+
+
+def _addresses(n: int) -> str:
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ";".join(f"127.0.0.1:{p}" for p in ports)
+
+
+def _files(report: str) -> dict[str, list[int]]:
+    """``igflow verify``'s data files per table: [byte-identical, of]."""
+    found: dict[str, list[int]] = {}
+    for line in report.split("per table", 1)[1].splitlines()[1:]:
+        words = line.split()
+        if len(words) >= 7 and words[5] == "of" and int(words[6]):
+            found[words[0]] = [int(words[4]), int(words[6])]
+    return found
 
 
 def _ends(stderr: str) -> dict[int, int]:
@@ -101,7 +146,7 @@ def main() -> None:
     original, scratch = f"bench_{tag}_run", f"bench_{tag}_replay"
     rows: list[tuple[str, float]] = []
     seconds, _out, err = igflow(settings, original, "run")
-    rows.append(("igflow run → Iceberg", seconds))
+    rows.append(("igflow run (lake only)", seconds))
     ends = _ends(err)
     assert sum(ends.values()) == total, f"the run read {sum(ends.values())} of {total} records"
 
@@ -113,14 +158,33 @@ def main() -> None:
     replayed = json.loads(out.strip().splitlines()[-1])["rows"]
     assert replayed == total, f"the replay read {replayed} of {total} records"
     rows.append(("igflow replay (full range)", seconds))
+    scratch_p2 = f"bench_{tag}_replay_p2"
+    addresses = _addresses(2)
+    ran = igflow_all(
+        settings,
+        original,
+        [
+            [
+                *("replay", "--from", frm, "--to", to, "--into", scratch_p2, "--lake-only"),
+                *("-i", str(i), "-a", addresses),
+            ]
+            for i in range(2)
+        ],
+    )
+    replayed = sum(json.loads(out.strip().splitlines()[-1])["rows"] for _s, out, _e in ran)
+    assert replayed == total, f"the 2-process replay read {replayed} of {total} records"
+    rows.append(("igflow replay, 2 processes", max(s for s, _o, _e in ran)))
 
-    for label, extra in (
-        ("igflow verify --against (scan)", []),
-        ("igflow verify --from-history", ["--from-history"]),
+    files: dict[str, dict[str, list[int]]] = {}
+    for label, against, extra in (
+        ("igflow verify --against (scan)", scratch, []),
+        ("igflow verify --from-history", scratch, ["--from-history"]),
+        ("igflow verify, the 2-process replay", scratch_p2, []),
     ):
-        seconds, out, _err = igflow(settings, original, "verify", "--against", scratch, *extra)
+        seconds, out, _err = igflow(settings, original, "verify", "--against", against, *extra)
         assert "IDENTICAL" in out, out
         rows.append((label, seconds))
+        files[against] = _files(out)
 
     print(f"\n{'step':<34} {'seconds':>8} {'events/s':>10}")
     results = []
@@ -128,11 +192,24 @@ def main() -> None:
         rate = total / seconds
         print(f"{name:<34} {seconds:>8.2f} {rate:>10,.0f}")
         results.append({"step": name, "seconds": seconds, "events_per_s": rate})
+    print(f"\n{'data files byte-identical':<26} {'1-process replay':>18} {'2-process replay':>18}")
+    for table in files[scratch]:
+        one, two = files[scratch][table], files[scratch_p2].get(table, [0, 0])
+        print(f"{table:<26} {f'{one[0]} of {one[1]}':>18} {f'{two[0]} of {two[1]}':>18}")
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "replay.json").write_text(
         json.dumps(
-            {"signals": spec.tenants * spec.count, "records": total, "results": results}, indent=2
+            {
+                "signals": spec.tenants * spec.count,
+                "records": total,
+                "results": results,
+                "files_byte_identical": {
+                    "replay": files[scratch],
+                    "replay_2_processes": files[scratch_p2],
+                },
+            },
+            indent=2,
         )
         + "\n"
     )

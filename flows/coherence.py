@@ -18,12 +18,13 @@ Everything after ``validate`` is keyed by tenant, so each tenant's records keep 
 through the stateful steps. The lake tables batch with Bytewax's ``collect`` keyed by ledger lane
 (see :mod:`sinks.iceberg`): a stateful step, so rows batched but not yet committed are in the
 recovery snapshot and survive a crash together with the source offsets and the stages' state.
+A replay batches like the original's commits instead (``Edges.plans``, :mod:`replay.plan`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from operators.psi import Matcher, http_matcher_factory, psi_step
 from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
+from replay.plan import CommitPlan, planned_batches
 from sinks.dlq import dlq_message, dlq_sink
 from sinks.iceberg import IcebergSink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
@@ -80,27 +82,43 @@ class Edges:
     baseline: Baseline | None = None
     #: Builds the PSI matcher once per worker (tests: an in-process partner server).
     matcher: Callable[[], Matcher] | None = None
+    #: Per lake table, the original commits to batch like (a replay); absent: ``collect``.
+    plans: Mapping[str, CommitPlan] | None = None
 
 
 def _tenant(item: Decoded) -> str:
     return item.signal.tenant_id
 
 
-def land(flow_id: str, up: Stream[T], table: TableDef[T], settings: Settings) -> None:
-    """Batch ``up`` per ledger lane and append it to ``table`` exactly once."""
-    keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
-    batches = op.collect(
-        f"{flow_id}_batch",
-        keyed,
-        timeout=timedelta(seconds=settings.lake.batch_max_seconds),
-        max_size=settings.lake.batch_max_rows,
-    )
+def land(
+    flow_id: str,
+    up: Stream[T],
+    table: TableDef[T],
+    settings: Settings,
+    plan: CommitPlan | None = None,
+) -> None:
+    """Batch ``up`` per ledger lane and append it to ``table`` exactly once.
+
+    With a ``plan`` (a replay), each append holds the rows of one of the original's commits
+    instead, so that the data files come out byte-identical (:mod:`replay.plan`).
+    """
+    if plan is None:
+        keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
+        batches = op.collect(
+            f"{flow_id}_batch",
+            keyed,
+            timeout=timedelta(seconds=settings.lake.batch_max_seconds),
+            max_size=settings.lake.batch_max_rows,
+        )
+    else:
+        batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)
     sink = IcebergSink(
         settings.lake.catalog_name,
         settings.catalog_properties,
         settings.lake.namespace,
         table,
         commit_attempts=settings.lake.commit_attempts,
+        commit_each=plan is not None,
     )
     op.output(flow_id, batches, sink)
 
@@ -182,12 +200,19 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     )
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)
-    land("lake_signals", signal_values, SIGNALS, settings)
-    land("lake_scores", score_values, SCORES, settings)
+    plans = edges.plans or {}
+    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name))
+    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name))
     _serve(settings, signal_values, score_values)
-    land("lake_deconfliction", deconflicted.results, DECONFLICTION, settings)
+    land(
+        "lake_deconfliction",
+        deconflicted.results,
+        DECONFLICTION,
+        settings,
+        plans.get(DECONFLICTION.name),
+    )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
-    land("lake_quarantine", quarantine, QUARANTINE, settings)
+    land("lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name))
     return flow
 
 

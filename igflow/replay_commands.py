@@ -1,11 +1,15 @@
-"""``igflow replay``: re-run the flow over an offset range into a scratch Iceberg namespace.
+"""``igflow replay``: re-run the flow over an offset range into a scratch namespace.
 
 ``--from``/``--to`` give per-partition offsets (``P:O,P:O``; ``--to`` exclusive); partitions
 named in neither are not read. ``--from-time``/``--to-time`` give a Kafka record-time range
 instead, resolved with ``offsets_for_times`` and refused on a broker that answers it wrongly
-(Tansu 0.6.0 does). ``--lake-only`` is required: scratch prefixes for the serving stores are not
-supported yet. Progress goes to standard error (a bar on a terminal, else a JSON line every ~2 s);
-the report is one JSON object on standard output.
+(Tansu 0.6.0 does). The serving stores ``stores.sinks`` enables are written under scratch names
+derived from ``--into`` (Redis ``replay:NS:…``, graph labels ``replay_NS_…``, Postgres schema
+``replay_NS``), unless ``--lake-only``. ``--commits original`` (the default) commits each lake
+table like the flow namespace's commits, so the data files come out byte-identical; ``own``
+batches afresh. ``-w`` runs more workers, ``-i/-a`` one process of a cluster (start every
+process, as for ``igflow run``). Progress goes to standard error (a bar on a terminal, else a
+JSON line every ~2 s); the report is one JSON object on standard output (each process its own).
 
 ``--source iceberg --from-namespace NS`` re-derives the downstream ``scores`` table from the
 signals landed in ``NS`` (for when Kafka's retention has passed), see :mod:`replay.derive`.
@@ -43,16 +47,17 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.source == "iceberg":
         return _derive(args, settings)
+    from igflow.runner import Cluster
+
     if args.from_namespace is not None:
         print("igflow replay: --from-namespace needs --source iceberg", file=sys.stderr)
         return 2
-    if not args.lake_only:
-        print(
-            "igflow replay: replay into the serving stores (scratch key prefixes and graph "
-            "labels) is not supported yet; pass --lake-only",
-            file=sys.stderr,
-        )
+    addresses = tuple(a for a in (args.addresses or "").split(";") if a)
+    if (args.process_id is None) != (not addresses):
+        print("igflow replay: -i/--process-id and -a/--addresses go together", file=sys.stderr)
         return 2
+    if args.workers is not None:
+        settings = settings.with_changes("run", workers=args.workers)
     by_offset = args.from_offsets is not None or args.to_offsets is not None
     by_time = args.from_time is not None or args.to_time is not None
     if by_offset == by_time:
@@ -82,18 +87,24 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         start,
         end,
         progress,
-        lake_only=True,
+        lake_only=args.lake_only,
+        commits=args.commits,
+        cluster=Cluster(args.process_id, addresses),
         interval=0.25 if tty else 2.0,
     )
     if tty:
         sys.stderr.write("\n")
-    out = {
+    out: dict[str, object] = {
         "namespace": report.namespace,
         "from": {str(p): o for p, o in sorted(report.start.items())},
         "to": {str(p): o for p, o in sorted(report.end.items())},
         "rows": report.rows,
         "seconds": round(report.seconds, 3),
+        "stores": report.stores,
+        "planned_commits": report.planned,
     }
+    if args.process_id is not None:
+        out["process"] = args.process_id
     print(json.dumps(out))
     return 0
 
@@ -137,7 +148,7 @@ def _derive(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
     """Add ``igflow replay`` through the CLI's ``add(name, handler, help)``."""
-    p = add("replay", _replay, "re-run the flow over an offset range into a scratch namespace")
+    p = add("replay", _replay, "re-run the flow over an offset range into scratch lake and stores")
     p.add_argument(
         "--from", dest="from_offsets", metavar="P:O,...", help="first offset per partition"
     )
@@ -146,7 +157,12 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--from-time", help="Kafka record time to start at, ISO 8601 (UTC if naive)")
     p.add_argument("--to-time", help="Kafka record time to stop before, ISO 8601")
-    p.add_argument("--into", required=True, metavar="NAMESPACE", help="scratch Iceberg namespace")
+    p.add_argument(
+        "--into",
+        required=True,
+        metavar="NAMESPACE",
+        help="scratch Iceberg namespace (and the scratch names of the serving stores)",
+    )
     p.add_argument(
         "--source",
         choices=("kafka", "iceberg"),
@@ -161,5 +177,14 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--lake-only",
         action="store_true",
-        help="land in the lake only (required: serving-store scratch prefixes are not supported)",
+        help="land in the scratch Iceberg namespace only, not in scratch serving stores",
     )
+    p.add_argument(
+        "--commits",
+        choices=("original", "own"),
+        default="original",
+        help="original: commit like lake.namespace's commits (byte-identical files); own: afresh",
+    )
+    p.add_argument("-w", "--workers", type=int, help="worker threads per process")
+    p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
+    p.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")

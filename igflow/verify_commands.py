@@ -1,7 +1,10 @@
 """``igflow verify``: is the landed content identical to another namespace's, or to its history?
 
 Exit codes follow the CLI's rule: 0 when every group matches, 1 when any group differs or is
-missing on one side, 2 on a usage error (raised as :class:`IgflowError`).
+missing on one side, 2 on a usage error (raised as :class:`IgflowError`). Against another
+namespace, the report ends with each table's data files: how many of the original's have a
+byte-identical twin, of how many (equal content need not mean equal files: the commits decide
+how rows split into files; ``igflow replay`` commits like the original to make them equal).
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ def parse_window(text: str) -> tuple[datetime, datetime]:
         msg = f"window {text!r} is empty: T1 must come before T2"
         raise IgflowError(msg)
     return start, end
+
+
+def _files_verdict(same: int, total: int) -> str:
+    if total == 0:
+        return "(no data files)"
+    if same == total:
+        return "(all)"
+    return "(the others differ in bytes: rows split into files differently, or changed)"
 
 
 def _short(hex_digest: str | None) -> str:
@@ -78,8 +89,18 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  - only in original: {row}")
         for row in diff.only_in_other:
             print(f"  + only in other:    {row}")
-    for table, (same, total) in report.files.items():
-        print(f"{table}: {same}/{total} data file(s) byte-identical")
+    tables = list(dict.fromkeys([g.key[0] for g in report.groups] + list(report.files)))
+    if tables:
+        print(f"\n{'per table':<14} {'groups matching':>17}   data files byte-identical")
+    for table in tables:
+        groups = [g for g in report.groups if g.key[0] == table]
+        matching = f"{sum(g.status == 'match' for g in groups)} of {len(groups)}"
+        files = report.files.get(table)
+        described = "- (not compared: one side only, or no other namespace)"
+        if files is not None:
+            same, total = files
+            described = f"{same} of {total} {_files_verdict(same, total)}"
+        print(f"{table:<14} {matching:>17}   {described}")
     matched = sum(g.status == "match" for g in report.groups)
     verdict = "IDENTICAL" if report.identical else "DIFFERENT"
     print(f"{matched}/{len(report.groups)} group(s) match: {verdict}")

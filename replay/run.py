@@ -7,10 +7,19 @@ the same rows out. A replay is a bounded, in-process run of :func:`flows.coheren
   lake's ledger would otherwise skip offsets already committed there);
 - the Kafka source bounded per partition by ``start`` (inclusive) and ``end`` (exclusive);
   partitions named in neither read nothing;
-- the serving stores off (``--lake-only``; scratch key prefixes and graph labels are not
-  supported yet, so a replay without it is refused) and the DLQ topic not written (the
-  quarantine table in the scratch namespace holds every reject with its reason);
-- no recovery store and no metrics server.
+- the serving stores that ``stores.sinks`` enables written under scratch names derived from the
+  namespace (:mod:`replay.scratch`: Redis keys ``replay:NS:tenant:<t>:…``, graph labels
+  ``replay_NS_Tenant`` …, Postgres ``replay_NS.coherence_scores``), each of which must hold
+  nothing yet; or none of them (``lake_only``);
+- the DLQ topic not written (the quarantine table in the scratch namespace holds every reject
+  with its reason); a serving store's dead letters (``SINK_UNAVAILABLE``) go to a scratch topic
+  ``<dlq_topic>.replay.NS``, never to the real DLQ;
+- each lake table committed like the original's commits (:mod:`replay.plan`), read from the
+  flow's own namespace, so that the data files come out byte-identical (``commits="own"``:
+  batch afresh, as a run would);
+- no recovery store and no metrics server; one process, or a Bytewax cluster (``cluster``: each
+  process runs this with its ``-i``; the scratch checks run in every process before it joins,
+  and nothing is created until all have joined).
 
 Event-time ranges are resolved with ``offsets_for_times`` and each answer is checked against the
 records themselves; a broker that answers wrongly (Tansu 0.6.0 answers offset 0 for any time,
@@ -37,7 +46,10 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from flows.coherence import build
 from igflow.errors import ConfigError, IgflowError
 from igflow.records import RawRecord
+from igflow.runner import Cluster
 from igflow.settings import Settings
+from replay.plan import load_plans
+from replay.scratch import check_scratch, scratch_names, scratch_stores
 from sources.kafka import KafkaTopicSource
 
 __all__ = [
@@ -196,29 +208,52 @@ class Progress:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReplayReport:
-    """What a replay read and where it landed."""
+    """What a replay read (in this process) and where it landed."""
 
     namespace: str
     start: dict[int, int]
     end: dict[int, int]
     rows: int
     seconds: float
+    #: The serving stores written and their scratch names (``{}``: the lake only).
+    stores: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Per lake table, the original commits it was batched like (absent: batched afresh).
+    planned: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _Tally:
     """Records and offsets read so far, shared by the source's partitions (thread-safe)."""
 
-    def __init__(self, start: Mapping[int, int], end: Mapping[int, int]) -> None:
+    def __init__(
+        self, start: Mapping[int, int], end: Mapping[int, int], *, local_only: bool = False
+    ) -> None:
+        """``local_only``: count only the partitions this process reads (:meth:`local`), as
+        one process of a cluster does; otherwise every partition named."""
         self._lock = threading.Lock()
         self._start = dict(start)
         self._end = dict(end)
         self._next: dict[int, int] = dict(start)
+        self._local: set[int] | None = set() if local_only else None
         self.rows = 0
-        self.total: int | None = (
-            sum(max(0, e - self._start.get(p, 0)) for p, e in end.items())
-            if set(start) <= set(end)
-            else None
-        )
+
+    @property
+    def total(self) -> int | None:
+        """Offsets to cover; ``None`` when a partition has no end (or none is known yet)."""
+        with self._lock:
+            parts = set(self._start) | set(self._end)
+            if self._local is not None:
+                parts &= self._local
+                if not parts:
+                    return None
+            if not parts <= set(self._end):
+                return None
+            return sum(max(0, self._end[p] - self._start.get(p, 0)) for p in parts)
+
+    def local(self, partition: int) -> None:
+        """This process reads ``partition``."""
+        with self._lock:
+            if self._local is not None:
+                self._local.add(partition)
 
     def read(self, partition: int, batch: list[RawRecord]) -> None:
         with self._lock:
@@ -281,6 +316,7 @@ class _Counting(FixedPartitionedSource[RawRecord, Any]):
         self, step_id: str, for_part: str, resume_state: Any | None
     ) -> _CountingPartition:
         inner = self._inner.build_part(step_id, for_part, resume_state)
+        self._tally.local(int(for_part))
         return _CountingPartition(inner, int(for_part), self._tally)
 
 
@@ -296,18 +332,6 @@ class _Discard(DynamicSink[Any]):
         return _DiscardPartition()
 
 
-def _check_scratch(settings: Settings, into: str) -> None:
-    from igflow.admin import catalog
-
-    if into == settings.lake.namespace:
-        msg = f"--into {into} is the flow's own namespace; replay needs a scratch namespace"
-        raise ConfigError(msg)
-    cat = catalog(settings)
-    if cat.namespace_exists(into) and cat.list_tables(into):
-        msg = f"namespace {into} already has tables; replay needs a new (or empty) namespace"
-        raise ConfigError(msg)
-
-
 def replay(
     settings: Settings,
     into: str,
@@ -315,28 +339,34 @@ def replay(
     end: dict[int, int],
     progress: Callable[[Progress], None] | None = None,
     *,
-    lake_only: bool = True,
+    lake_only: bool = False,
+    commits: str = "original",
+    cluster: Cluster | None = None,
     interval: float = 0.25,
 ) -> ReplayReport:
     """Run the flow over ``[start, end)`` per partition into namespace ``into``; blocks until done.
 
     Partitions named in neither mapping read nothing; one named only in ``start`` reads to the
-    end present at start; one named only in ``end`` starts at offset 0. ``progress`` is called
-    every ``interval`` seconds from a helper thread while the flow runs, and once at the end.
-    Raises :class:`ConfigError` without ``lake_only`` (scratch prefixes for the serving stores
-    are not supported yet), for the flow's own namespace, or a namespace that has tables.
+    end present at start; one named only in ``end`` starts at offset 0. The serving stores that
+    ``stores.sinks`` enables are written under scratch names (:func:`scratch_stores`) unless
+    ``lake_only``. ``commits``: ``original`` batches each lake table like the commits of the
+    flow's namespace (``lake.namespace``), ``own`` as a run would. ``progress`` is called every
+    ``interval`` seconds from a helper thread while the flow runs, and once at the end.
+    Raises :class:`ConfigError` for the flow's own namespace, a namespace that has tables, or
+    scratch stores that hold data.
     """
-    if not lake_only:
-        msg = (
-            "replay into the serving stores (scratch key prefixes and graph labels) is not "
-            "supported yet: pass --lake-only to replay into the scratch Iceberg namespace only"
-        )
+    cluster = cluster or Cluster()
+    if commits not in ("original", "own"):
+        msg = f"commits must be 'original' or 'own', not {commits!r}"
         raise ConfigError(msg)
-    _check_scratch(settings, into)
-    scratch = (
-        settings.with_changes("lake", namespace=into)
-        .with_changes("stores", sinks="")
-        .with_changes("run", bounded=True, recovery_dir="", metrics_port=0)
+    if lake_only or not settings.stores.enabled:
+        scratch = settings.with_changes("stores", sinks="")
+    else:
+        scratch = scratch_stores(settings, into)
+    check_scratch(settings, into, scratch)
+    plans = load_plans(settings, settings.lake.namespace) if commits == "original" else {}
+    scratch = scratch.with_changes("lake", namespace=into).with_changes(
+        "run", bounded=True, recovery_dir="", metrics_port=0
     )
     named = set(start) | set(end)
     base = KafkaTopicSource(
@@ -359,8 +389,12 @@ def replay(
         start_offsets=starts,
         end_offsets=ends,
     )
-    tally = _Tally({p: starts[p] for p in named}, {p: e for p, e in ends.items() if p in named})
-    flow = build(scratch, source=_Counting(source, tally), dlq=_Discard())
+    tally = _Tally(
+        {p: starts[p] for p in named},
+        {p: e for p, e in ends.items() if p in named},
+        local_only=cluster.processes > 1,
+    )
+    flow = build(scratch, source=_Counting(source, tally), dlq=_Discard(), plans=plans)
 
     last = run_with_progress(
         flow,
@@ -368,8 +402,17 @@ def replay(
         lambda seconds: Progress(tally.rows, tally.offsets(), tally.total, seconds),
         progress,
         interval,
+        cluster,
     )
-    return ReplayReport(into, starts, ends, last.rows, last.seconds)
+    return ReplayReport(
+        into,
+        starts,
+        ends,
+        last.rows,
+        last.seconds,
+        scratch_names(scratch),
+        {name: len(plan) for name, plan in plans.items()},
+    )
 
 
 def run_with_progress(
@@ -378,9 +421,12 @@ def run_with_progress(
     measure: Callable[[float], Progress],
     progress: Callable[[Progress], None] | None,
     interval: float,
+    cluster: Cluster | None = None,
 ) -> Progress:
-    """Run ``flow`` to its end in this process, reporting ``measure(seconds so far)`` to
-    ``progress`` every ``interval`` seconds and once at the end; returns the last measure."""
+    """Run ``flow`` to its end in this process (one of ``cluster``'s), reporting
+    ``measure(seconds so far)`` to ``progress`` every ``interval`` seconds and once at the end;
+    returns the last measure."""
+    cluster = cluster or Cluster()
     began = time.monotonic()
     stop = threading.Event()
 
@@ -396,6 +442,8 @@ def run_with_progress(
         cli_main(  # type: ignore[no-untyped-call]
             flow,
             workers_per_process=settings.run.workers,
+            process_id=cluster.process_id,
+            addresses=list(cluster.addresses) or None,
             epoch_interval=timedelta(seconds=settings.run.epoch_seconds),
         )
     finally:

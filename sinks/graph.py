@@ -12,6 +12,13 @@ instant as ISO 8601 UTC with six decimals; never Cypher ``datetime``, which Falk
     (:Tenant)-[:HAS_SCORE]->(:CoherenceScore {tenant_id, score, score_2dp, status, updated_at,
                                               updated_at_iso, seq, provenance_id})
 
+A replay into the serving stores (``igflow replay --into NS``) writes the same model under
+scratch labels: every node label above gets a prefix (``stores.graph_label_prefix``,
+``replay_NS_``: ``(:replay_NS_Tenant)-[:EMITS]->(:replay_NS_Signal)``), edge types stay (they
+only join prefixed nodes), and the indexes are created for the prefixed labels. The writer
+applies its prefix to every query it runs (:func:`relabel`), so queries name the plain labels.
+The default prefix is empty: the labels above, exactly.
+
 ``Signal.key`` is :func:`signal_key`, the idempotency key ``(tenant_id, source, signal_id, ts)``
 hashed into one property; ``weight`` is the effective weight (1.0 when the signal had none, the
 contract's default). There is one ``CoherenceScore`` per tenant, updated in place.
@@ -77,6 +84,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -107,6 +115,7 @@ __all__ = [
     "GraphWriter",
     "cypher_literal",
     "epoch_micros",
+    "relabel",
     "signal_key",
     "storable",
     "transient",
@@ -116,6 +125,11 @@ log = logging.getLogger(__name__)
 
 NODE_LABELS = ("Tenant", "Signal", "Provenance", "CoherenceScore")
 EDGE_TYPES = ("EMITS", "HAS_PROVENANCE", "HAS_SCORE")
+
+#: A node label of the model after a colon, in a query (see :func:`relabel`).
+_LABEL = re.compile(r":(" + "|".join(NODE_LABELS) + r")\b")
+#: What a label prefix may be: it is pasted into queries.
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: Nodes deleted per query by :meth:`GraphWriter.delete_tenants` (FalkorDB writes block readers).
 _DELETE_CHUNK = 10_000
@@ -172,6 +186,18 @@ def transient(exc: BaseException) -> bool:
         | nx.ConnectionAcquisitionTimeoutError
         | OSError,
     )
+
+
+def relabel(query: str, prefix: str) -> str:
+    """``query`` with every label of :data:`NODE_LABELS` written after a colon prefixed:
+    ``(t:Tenant)`` -> ``(t:<prefix>Tenant)``. Identity for an empty prefix; ``ValueError`` for a
+    prefix that is not letters, digits and ``_`` (not starting with a digit)."""
+    if not prefix:
+        return query
+    if _PREFIX.fullmatch(prefix) is None:
+        msg = f"graph label prefix {prefix!r}: letters, digits and _, not starting with a digit"
+        raise ValueError(msg)
+    return _LABEL.sub(lambda m: f":{prefix}{m.group(1)}", query)
 
 
 def epoch_micros(value: datetime) -> int:
@@ -286,12 +312,30 @@ class GraphWriter:
     if one writer sends a tenant's batches one at a time.
     """
 
-    def __init__(self, uri: str, user: str, password: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        user: str,
+        password: str,
+        *,
+        timeout_s: float = 30.0,
+        label_prefix: str = "",
+    ) -> None:
         """``timeout_s``: the longest any one read of a transaction may wait on the server
-        before the connection is dropped and the call raises ``ServiceUnavailable``."""
+        before the connection is dropped and the call raises ``ServiceUnavailable``.
+        ``label_prefix``: prepended to every node label of every query this writer runs (a
+        replay's scratch labels; see :func:`relabel`, which checks it)."""
+        relabel("", label_prefix)  # refuse a bad prefix now, not at the first write
         self._server = server_for(uri, user, password)
         self._timeout_s = timeout_s
+        self._prefix = label_prefix
+        self._relabelled: dict[str, str] = {}
         self._sends = 0
+
+    @property
+    def label_prefix(self) -> str:
+        """The prefix of this writer's node labels ("" for the real ones)."""
+        return self._prefix
 
     def ensure_schema(self) -> list[str]:
         """Create the indexes that are missing; returns the ones created (``Label(prop, ...)``).
@@ -307,7 +351,7 @@ class GraphWriter:
             # whole when one of its properties is indexed already.
             groups = [(p,) for p in props] if header else [props]
             for group in groups:
-                if header and all((label, p) in have for p in group):
+                if header and all((self._prefix + label, p) in have for p in group):
                     continue
                 on = ", ".join(f"n.{p}" for p in group)
                 try:
@@ -315,10 +359,11 @@ class GraphWriter:
                 except nx.Neo4jError as exc:
                     if exc.code == _EQUIVALENT_INDEX:
                         continue
-                    if header and all((label, p) in self._indexed() for p in group):
+                    indexed = self._indexed() if header else set()
+                    if all((self._prefix + label, p) in indexed for p in group):
                         continue
                     raise
-                created.append(f"{label}({', '.join(group)})")
+                created.append(f"{self._prefix}{label}({', '.join(group)})")
         if created:
             log.info("graph: created indexes %s", created, extra={"op": "sink.graph.schema"})
         return created
@@ -421,6 +466,38 @@ class GraphWriter:
                     break
         return deleted
 
+    def drop_scratch(self) -> int:
+        """Delete every node of this writer's prefixed labels (with their edges) and drop their
+        indexes; returns the nodes deleted. Only for a writer with a label prefix (a replay's
+        scratch graph, once it has been compared): ``ValueError`` without one."""
+        if not self._prefix:
+            msg = "drop_scratch needs a label prefix: it would delete the real graph"
+            raise ValueError(msg)
+        deleted = 0
+        for label in NODE_LABELS:
+            query = f"MATCH (n:{label}) WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
+            while True:
+                rows = self._run(True, [(query, {"limit": _DELETE_CHUNK})])[0]
+                count = int(rows[0]["c"]) if rows else 0
+                deleted += count
+                if count < _DELETE_CHUNK:
+                    break
+        header = self._header()
+        indexed = self._indexed() if header else set()
+        for label, props in _INDEXES:
+            groups = [(p,) for p in props] if header else [props]
+            for group in groups:
+                if header and not all((self._prefix + label, p) in indexed for p in group):
+                    continue
+                on = ", ".join(f"n.{p}" for p in group)
+                try:
+                    self._run(True, [(f"DROP INDEX FOR (n:{label}) ON ({on})", {})])
+                except nx.Neo4jError:
+                    if header:
+                        raise
+                    # Neo4j: the unnamed index's generated name is unknown here; it stays.
+        return deleted
+
     def _header(self) -> bool:
         """Whether to send parameters as a ``CYPHER`` header (probed once per driver)."""
         server = self._server
@@ -442,7 +519,19 @@ class GraphWriter:
     def _run(
         self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[list[dict[str, Any]]]:
+        if self._prefix:
+            statements = [(self._label(query), params) for query, params in statements]
         return self._send(write, statements, header=self._header())
+
+    def _label(self, query: str) -> str:
+        # The sink's few queries are relabelled once; `read` may bring any number, so the cache
+        # stops growing at a size the sink never reaches.
+        text = self._relabelled.get(query)
+        if text is None:
+            text = relabel(query, self._prefix)
+            if len(self._relabelled) < 64:
+                self._relabelled[query] = text
+        return text
 
     def _send(
         self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]], *, header: bool
@@ -497,7 +586,7 @@ def _storable_only(
     return accepted
 
 
-_SCHEMA_DONE: set[tuple[str, str]] = set()
+_SCHEMA_DONE: set[tuple[str, str, str]] = set()
 _SCHEMA_LOCK = threading.Lock()
 
 
@@ -519,11 +608,17 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[Tagged | ScoreChange]:
         stores = self._settings.stores
-        writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
+        writer = GraphWriter(
+            stores.neo4j_uri,
+            stores.neo4j_user,
+            stores.neo4j_password,
+            label_prefix=stores.graph_label_prefix,
+        )
+        done = (stores.neo4j_uri, stores.neo4j_user, stores.graph_label_prefix)
         with _SCHEMA_LOCK:
-            if (stores.neo4j_uri, stores.neo4j_user) not in _SCHEMA_DONE:
+            if done not in _SCHEMA_DONE:
                 writer.ensure_schema()
-                _SCHEMA_DONE.add((stores.neo4j_uri, stores.neo4j_user))
+                _SCHEMA_DONE.add(done)
         # No close: the driver is shared by the process and closed at exit (module docstring).
         return RetryingPartition(
             "graph", writer, self._settings, transient=transient, prepare=_storable_only

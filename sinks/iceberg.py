@@ -16,6 +16,11 @@ interleave tenants differently from the Kafka partition, and different streams (
 drift quarantine) reach one table by different paths. So each table names a lane per item (the
 tenant, or the stage and tenant), and the ledger keeps one mark per (topic, partition, lane).
 
+Row order: each append sorts its rows by Kafka coordinates (topic, partition, offset, then lane),
+so a commit's data files depend only on which rows it holds, not on the order in which Bytewax
+delivered them; a replay that commits the same rows together writes byte-identical files
+(:mod:`replay.plan`).
+
 Concurrency: several workers or processes append to one table. Iceberg commits are optimistic;
 a writer that loses the race (``CommitFailedException``) refreshes the table, re-reads the ledger
 (now including the winner's offsets), filters again and retries with jittered backoff. The
@@ -45,7 +50,16 @@ from igflow.errors import RetryableSinkError
 from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
 from sinks.lake_tables import TableDef
 
-__all__ = ["LEDGER_KEY", "AppendResult", "IcebergAppender", "IcebergSink", "ensure_table", "ledger"]
+__all__ = [
+    "LEDGER_KEY",
+    "AppendResult",
+    "IcebergAppender",
+    "IcebergSink",
+    "Ledger",
+    "ensure_table",
+    "ledger",
+    "parse_ledger",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -68,11 +82,12 @@ def ledger(table: Table) -> Ledger:
         summary = snapshot.summary
         raw = summary.additional_properties.get(LEDGER_KEY) if summary is not None else None
         if raw is not None:
-            return _parse_ledger(raw)
+            return parse_ledger(raw)
     return {}
 
 
-def _parse_ledger(raw: str) -> Ledger:
+def parse_ledger(raw: str) -> Ledger:
+    """A snapshot summary's ``igflow.offsets`` value as a :data:`Ledger`."""
     data: dict[str, dict[str, int | dict[str, int]]] = json.loads(raw)
     out: Ledger = {}
     for topic, parts in data.items():
@@ -187,7 +202,7 @@ class IcebergAppender(Generic[T]):
             skipped = len(items) - len(fresh)
             if not fresh:
                 return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
-            data = self._def.to_arrow(fresh)
+            data = self._def.to_arrow(sorted(fresh, key=self._order))
             properties = {
                 LEDGER_KEY: _dump_ledger(merged),
                 "igflow.flow": self._flow,
@@ -225,6 +240,12 @@ class IcebergAppender(Generic[T]):
         msg = f"{self._def.name}: gave up after {self._attempts} lost commit races"
         raise RetryableSinkError(msg)
 
+    def _order(self, item: T) -> tuple[str, int, int, str]:
+        # Unique within a table in practice (one row per record and table); a tie keeps the
+        # delivery order (the sort is stable).
+        p = self._def.provenance(item)
+        return (p.topic, p.kafka_partition, p.kafka_offset, self._def.lane(item))
+
     def _select(self, items: Iterable[T], committed: Ledger) -> tuple[list[T], Ledger]:
         merged = dict(committed)
         fresh = []
@@ -239,12 +260,21 @@ class IcebergAppender(Generic[T]):
 
 
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
-    def __init__(self, appender: IcebergAppender[T], table_def: TableDef[T]) -> None:
+    def __init__(
+        self, appender: IcebergAppender[T], table_def: TableDef[T], *, commit_each: bool
+    ) -> None:
         self._appender = appender
         self._def = table_def
+        self._commit_each = commit_each
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
-        batch = [item for _key, group in items for item in group]
+        if self._commit_each:
+            for _key, group in items:
+                self._append(group)
+        else:
+            self._append([item for _key, group in items for item in group])
+
+    def _append(self, batch: list[T]) -> None:
         if not batch:
             return
         result = self._appender.append(batch)
@@ -282,7 +312,8 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     """Bytewax sink: each upstream item is ``(key, [values])``, a batch from ``op.collect``.
 
     Every worker opens its own catalog connection; batches arriving in one ``write_batch`` call
-    are committed as one snapshot.
+    are committed as one snapshot, or each as its own with ``commit_each`` (a replay's planned
+    commits, :mod:`replay.plan`).
     """
 
     def __init__(
@@ -293,8 +324,10 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         table_def: TableDef[T],
         *,
         commit_attempts: int = 8,
+        commit_each: bool = False,
     ) -> None:
         self._catalog_name = catalog_name
+        self._commit_each = commit_each
         self._properties = dict(catalog_properties)
         self._namespace = namespace
         self._def = table_def
@@ -304,4 +337,4 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         catalog = load_catalog(self._catalog_name, **self._properties)
         table = ensure_table(catalog, self._namespace, self._def)
         appender = IcebergAppender(table, self._def, attempts=self._attempts)
-        return _IcebergPartition(appender, self._def)
+        return _IcebergPartition(appender, self._def, commit_each=self._commit_each)

@@ -12,6 +12,11 @@ exactly once despite Bytewax's at-least-once sinks. Before writing, a batch coll
 tenant's newest change (the others would lose to it anyway), in tenant order, so that two writers
 touching the same tenants lock their rows in the same order and cannot deadlock.
 
+A replay into the serving stores (``igflow replay --into NS``) writes a scratch copy of the
+table instead: ``<schema>.coherence_scores`` (``stores.postgres_schema``, ``replay_NS``), created
+``LIKE`` the migrated table (columns, constraints, primary key), so it is the same table in
+another schema. The default schema is empty: the migrated table, exactly as above.
+
 The batch goes over as one ``INSERT ... SELECT FROM unnest(<one array per column>)``: a single
 statement, hence a single transaction, and one round trip. Its parameters are sent in binary:
 psycopg's text dumping of arrays cost more than the server's whole upsert (measured: 55 ms of
@@ -40,6 +45,7 @@ whichever of it and the retry lands first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -49,6 +55,7 @@ from typing import Any
 
 import psycopg
 from bytewax.outputs import DynamicSink
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from igflow.migrations import apply
@@ -56,15 +63,25 @@ from igflow.records import ScoreChange
 from igflow.settings import Settings
 from sinks.serving import RetryingPartition
 
-__all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "transient"]
+__all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "scratch_rows", "transient"]
 
 #: Seconds to wait for a connection; libpq's resolution is whole seconds, at least 2.
 _CONNECT_TIMEOUT_S = 5
 
 _APPLICATION_NAME = "igflow-sink-postgres"
 
+#: The read model's table; in a scratch schema it is ``<schema>.coherence_scores``.
+_TABLE = "coherence_scores"
+
+#: Creates a scratch copy of the migrated table (run under an advisory lock: concurrent
+#: ``IF NOT EXISTS`` statements can still collide in the catalog).
+_SCRATCH = (
+    "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "CREATE TABLE IF NOT EXISTS {table} (LIKE coherence_scores INCLUDING ALL)",
+)
+
 _UPSERT = """
-INSERT INTO coherence_scores AS held
+INSERT INTO {table} AS held
     (tenant_id, score, status, updated_at, seq, score_exact, window_count, provenance)
 SELECT tenant_id, score, status, updated_at, seq, score_exact, window_count,
     jsonb_build_object(
@@ -102,6 +119,37 @@ def transient(exc: BaseException) -> bool:
     missing table, a constraint violation, a bug) is permanent.
     """
     return isinstance(exc, psycopg.OperationalError)
+
+
+#: Advisory lock serialising the creation of scratch copies (first 8 bytes of
+#: sha256("igflow.scratch"), as :mod:`igflow.migrations` derives its own).
+_SCRATCH_LOCK = int.from_bytes(hashlib.sha256(b"igflow.scratch").digest()[:8], "big", signed=True)
+
+
+def _table(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, _TABLE) if schema else sql.Identifier(_TABLE)
+
+
+def scratch_rows(dsn: str, schema: str) -> int:
+    """Rows in ``<schema>.coherence_scores``; 0 when the schema or the table does not exist.
+
+    A replay refuses a scratch schema that holds rows. ``ValueError`` for an empty ``schema``
+    (that would be the real read model).
+    """
+    if not schema:
+        msg = "scratch_rows needs a schema"
+        raise ValueError(msg)
+    with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+        found = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (sql.Identifier(schema, _TABLE).as_string(conn),),
+        ).fetchone()
+        if not found or not found[0]:
+            return 0
+        count = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, _TABLE))
+        ).fetchone()
+    return int(count[0]) if count else 0
 
 
 def newest_per_tenant(changes: Iterable[ScoreChange]) -> list[ScoreChange]:
@@ -188,11 +236,15 @@ class PostgresWriter:
     ``application_name`` (default ``igflow-sink-postgres``).
     """
 
-    def __init__(self, dsn: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, timeout_s: float = 10.0, schema: str = "") -> None:
         """``timeout_s``: the longest one :meth:`write` may wait on the server (connecting
-        aside, which is bounded by a 5 s ``connect_timeout``) before its connection is cut."""
+        aside, which is bounded by a 5 s ``connect_timeout``) before its connection is cut.
+        ``schema``: write ``<schema>.coherence_scores`` (a replay's scratch copy) instead of
+        the migrated table."""
         self._dsn = dsn
         self._timeout_s = timeout_s
+        self._schema = schema
+        self._upsert = sql.SQL(_UPSERT).format(table=_table(schema))
         params = conninfo_to_dict(dsn)
         statement_ms = max(1, int(timeout_s * 500))
         self._options = f"{params.get('options') or ''} -c statement_timeout={statement_ms}".strip()
@@ -201,8 +253,20 @@ class PostgresWriter:
 
     def ensure_schema(self) -> list[str]:
         """Apply the project's pending migrations; returns their labels (see
-        :func:`igflow.migrations.apply`, which raises ``ConfigError`` when it cannot)."""
-        return apply(self._dsn)
+        :func:`igflow.migrations.apply`, which raises ``ConfigError`` when it cannot). With a
+        scratch schema, then create it and its copy of the table if missing (safe concurrently).
+        """
+        applied = apply(self._dsn)
+        if self._schema:
+            with psycopg.connect(self._dsn, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCRATCH_LOCK,))
+                for statement in _SCRATCH:
+                    conn.execute(
+                        sql.SQL(statement).format(
+                            schema=sql.Identifier(self._schema), table=_table(self._schema)
+                        )
+                    )
+        return applied
 
     def write(self, batch: Sequence[ScoreChange]) -> None:
         """Upsert each tenant's newest change in ``batch``, atomically; a no-op for an empty one.
@@ -218,7 +282,7 @@ class PostgresWriter:
         conn = self._connection()
         try:
             with _Deadline(conn.fileno(), self._timeout_s) as deadline:
-                conn.execute(_UPSERT, _columns(rows))
+                conn.execute(self._upsert, _columns(rows))
         except psycopg.Error:
             if conn.broken or conn.closed:
                 self._drop()
@@ -273,7 +337,8 @@ class PostgresSink(DynamicSink[ScoreChange]):
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[ScoreChange]:
-        writer = PostgresWriter(self._settings.stores.postgres_dsn)
+        stores = self._settings.stores
+        writer = PostgresWriter(stores.postgres_dsn, schema=stores.postgres_schema)
         writer.ensure_schema()
         return RetryingPartition(
             "postgres",

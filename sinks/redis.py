@@ -15,6 +15,10 @@ Keys (``<t>`` is the tenant id; build them with :func:`score_key` and its siblin
 ``tenant:<t>:events``          pub/sub channel: one JSON message per *applied* change (below).
 =============================  ===============================================================
 
+A replay into the serving stores (``igflow replay --into NS``) writes the same keys and channels
+under a scratch prefix (``stores.key_prefix``, ``replay:NS:``): ``replay:NS:tenant:<t>:score``.
+The default prefix is empty: the names above, exactly.
+
 Exactly-once effect over Bytewax's at-least-once delivery: a score change is applied only if its
 ``seq`` (the tenant's deterministic change number) is greater than the stored one, and a signal
 only if its offset is above the mark of its (tenant, topic, partition); the items of one tenant
@@ -63,6 +67,7 @@ __all__ = [
     "RedisWriter",
     "applied_key",
     "events_channel",
+    "prefix_in_use",
     "retention_seconds",
     "score_key",
     "signals_key",
@@ -117,24 +122,45 @@ _SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 _RETENTION_DAYS = re.compile(r"(\d+)d$")
 
 
-def score_key(tenant_id: str) -> str:
-    """The HASH holding ``tenant_id``'s current score."""
-    return f"tenant:{tenant_id}:score"
+def score_key(tenant_id: str, *, prefix: str = "") -> str:
+    """The HASH holding ``tenant_id``'s current score (``prefix``: a replay's scratch prefix)."""
+    return f"{prefix}tenant:{tenant_id}:score"
 
 
-def signals_key(tenant_id: str) -> str:
+def signals_key(tenant_id: str, *, prefix: str = "") -> str:
     """The capped STREAM of ``tenant_id``'s recent signals."""
-    return f"tenant:{tenant_id}:signals"
+    return f"{prefix}tenant:{tenant_id}:signals"
 
 
-def applied_key(tenant_id: str) -> str:
+def applied_key(tenant_id: str, *, prefix: str = "") -> str:
     """The HASH ``"topic/partition"`` -> highest offset already in the signals stream."""
-    return f"tenant:{tenant_id}:signals:applied"
+    return f"{prefix}tenant:{tenant_id}:signals:applied"
 
 
-def events_channel(tenant_id: str) -> str:
+def events_channel(tenant_id: str, *, prefix: str = "") -> str:
     """The pub/sub channel of ``tenant_id``'s applied score changes and signals."""
-    return f"tenant:{tenant_id}:events"
+    return f"{prefix}tenant:{tenant_id}:events"
+
+
+def prefix_in_use(url: str, prefix: str, *, timeout_s: float = 5.0) -> bool:
+    """Whether any key starting with ``prefix`` exists (a replay refuses such a scratch prefix).
+
+    ``SCAN`` with a ``MATCH`` pattern (the prefix's glob characters escaped), so it never blocks
+    the server; stops at the first key found. An empty prefix is refused: every key matches it.
+    """
+    if not prefix:
+        msg = "prefix_in_use needs a non-empty prefix"
+        raise ValueError(msg)
+    pattern = re.sub(r"([*?\\\[\]^])", r"\\\1", prefix) + "*"
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        for _key in client.scan_iter(match=pattern, count=1000):
+            return True
+        return False
+    finally:
+        client.close()
 
 
 def retention_seconds(retention: str, default: float) -> float:
@@ -180,9 +206,10 @@ _json = json.JSONEncoder(separators=(",", ":")).encode
 class _Batch:
     """The script's arguments for one batch: declared keys and operations."""
 
-    def __init__(self, stream_max: int, ttl_ms: int) -> None:
+    def __init__(self, stream_max: int, ttl_ms: int, prefix: str) -> None:
         self._stream_max = stream_max
         self._ttl_ms = ttl_ms
+        self._prefix = prefix
         self.keys: dict[str, int] = {}
         self.ops: list[list[str]] = []
         self._retention_ms: dict[str, str] = {}
@@ -213,10 +240,10 @@ class _Batch:
         self.ops.append(
             [
                 "s",
-                self._key(score_key(tenant)),
+                self._key(score_key(tenant, prefix=self._prefix)),
                 str(change.seq),
                 str(self._ttl_ms),
-                events_channel(tenant),
+                events_channel(tenant, prefix=self._prefix),
                 _json(event),
                 *("score", repr(change.score)),
                 *("score_2dp", str(change.score_2dp)),
@@ -249,12 +276,12 @@ class _Batch:
         self.ops.append(
             [
                 "g",
-                self._key(signals_key(s.tenant_id)),
-                self._key(applied_key(s.tenant_id)),
+                self._key(signals_key(s.tenant_id, prefix=self._prefix)),
+                self._key(applied_key(s.tenant_id, prefix=self._prefix)),
                 f"{p.topic}/{p.kafka_partition}",
                 str(p.kafka_offset),
                 ttl_ms,
-                events_channel(s.tenant_id),
+                events_channel(s.tenant_id, prefix=self._prefix),
                 _json(event),
                 *("signal_id", s.signal_id),
                 *("type", s.type),
@@ -276,7 +303,8 @@ class RedisWriter:
     Engine-independent. Connects lazily on the first write; redis-py's own retries are off
     (a failed call raises at once, so :func:`sinks.retry.write_with_retry` is the one retry
     policy), and socket timeouts make a paused or unreachable server raise ``TimeoutError``
-    instead of hanging. Not thread-safe: one writer per worker.
+    instead of hanging. Not thread-safe: one writer per worker. ``key_prefix`` is prepended to
+    every key and channel (a replay's scratch prefix; empty: the real names).
     """
 
     def __init__(
@@ -287,6 +315,7 @@ class RedisWriter:
         ttl_seconds: float,
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        key_prefix: str = "",
     ) -> None:
         if stream_max < 1:
             msg = f"stream_max must be at least 1, got {stream_max}"
@@ -295,6 +324,7 @@ class RedisWriter:
             msg = f"ttl_seconds must be at least 1 ms, got {ttl_seconds}"
             raise ValueError(msg)
         self._url = url
+        self._prefix = key_prefix
         self._stream_max = stream_max
         self._ttl_ms = round(ttl_seconds * 1000)
         self._socket_timeout = socket_timeout
@@ -310,7 +340,7 @@ class RedisWriter:
         """
         if not batch:
             return
-        args = _Batch(self._stream_max, self._ttl_ms)
+        args = _Batch(self._stream_max, self._ttl_ms, self._prefix)
         for item in batch:
             if isinstance(item, ScoreChange):
                 args.score(item)
@@ -374,6 +404,7 @@ class RedisSink(DynamicSink[ScoreChange | Tagged]):
             stores.redis_url,
             stream_max=stores.redis_stream_max,
             ttl_seconds=stores.redis_ttl_seconds,
+            key_prefix=stores.key_prefix,
         )
         return RetryingPartition(
             "redis", writer, self._settings, transient=transient, close=writer.close

@@ -216,7 +216,8 @@ def test_strings_and_floats_come_back_exactly(writer: GraphWriter, prefix: str, 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    text=st.text(st.characters(exclude_characters="\x00"), max_size=30),
+    # No surrogates: they are not text (no UTF-8 encoding; Avro never decodes one).
+    text=st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=30),
     value=st.floats(0.0, 1.0),
 )
 def test_any_text_and_value_round_trip(writer: GraphWriter, text: str, value: float) -> None:

@@ -164,6 +164,6 @@ def test_lanes_keep_separate_marks_so_interleaved_tenants_all_land(catalog: Cata
 
 
 def test_a_ledger_written_before_lanes_reads_as_the_empty_lane() -> None:
-    from sinks.iceberg import _parse_ledger
+    from sinks.iceberg import parse_ledger
 
-    assert _parse_ledger('{"t":{"0":5,"1":{"x":3}}}') == {("t", 0, ""): 5, ("t", 1, "x"): 3}
+    assert parse_ledger('{"t":{"0":5,"1":{"x":3}}}') == {("t", 0, ""): 5, ("t", 1, "x"): 3}

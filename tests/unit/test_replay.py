@@ -120,10 +120,20 @@ def test_negative_offsets_are_refused_by_the_source() -> None:
         KafkaTopicSource("127.0.0.1:9", "t", bounded=True, end_offsets={0: -1})
 
 
-def test_cli_refuses_without_lake_only(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli_main(["replay", "--from", "0:0", "--to", "0:10", "--into", "scratch"])
+def test_cli_refuses_a_namespace_unfit_for_scratch_store_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Without --lake-only the namespace also names Redis keys, graph labels and a schema;
+    # refused before anything is read or created.
+    code = cli_main(["replay", "--from", "0:0", "--to", "0:10", "--into", "scratch.x"])
     assert code == 2
-    assert "not supported yet; pass --lake-only" in capsys.readouterr().err
+    assert "letters, digits and _" in capsys.readouterr().err
+
+
+def test_cli_refuses_half_a_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["replay", "--from", "0:0", "--to", "0:10", "--into", "s", "-i", "0"])
+    assert code == 2
+    assert "-i/--process-id and -a/--addresses go together" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
