@@ -79,6 +79,7 @@ bench: setup ## benchmarks (figures for the README's performance section)
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/dedupe_memory.py --plot benchmarks/results/dedupe_memory.png --json benchmarks/results/dedupe_memory.json
 	$(BIN)/python benchmarks/psi.py
+	$(BIN)/python benchmarks/api.py
 
 clean: down
 	rm -rf .stack $(VENV)
