@@ -1,15 +1,16 @@
 """``igflow replay``: re-run the flow over an offset range into a scratch namespace.
 
-``--from``/``--to`` give per-partition offsets (``P:O,P:O``; ``--to`` exclusive); partitions
-named in neither are not read. ``--from-time``/``--to-time`` give a Kafka record-time range
-instead, resolved with ``offsets_for_times`` and refused on a broker that answers it wrongly
-(Tansu 0.6.0 does). The serving stores ``stores.sinks`` enables are written under scratch names
-derived from ``--into`` (Redis ``replay:NS:…``, graph labels ``replay_NS_…``, Postgres schema
-``replay_NS``), unless ``--lake-only``. ``--commits original`` (the default) commits each lake
-table like the flow namespace's commits, so the data files come out byte-identical; ``own``
-batches afresh. ``-w`` runs more workers, ``-i/-a`` one process of a cluster (start every
-process, as for ``igflow run``). Progress goes to standard error (a bar on a terminal, else a
-JSON line every ~2 s); the report is one JSON object on standard output (each process its own).
+``--from``/``--to`` give per-partition offsets (``P:O,P:O``; ``--to`` exclusive); partitions named
+in neither are not read. ``--from-time``/``--to-time`` give a Kafka record-time range instead,
+resolved with ``offsets_for_times`` (or, on a broker that answers it wrongly, as Tansu 0.6.0 does,
+by reading the partitions' record times). The serving stores ``stores.sinks`` enables are written
+under scratch names derived from ``--into`` (Redis ``replay:NS:…``, graph labels ``replay_NS_…``,
+Postgres schema ``replay_NS``), unless ``--lake-only``. ``--commits original`` (the default)
+commits each lake table like the flow namespace's commits, so the data files come out
+byte-identical; ``own`` batches afresh. ``-w`` runs more workers, ``-i/-a`` one process of a
+cluster (start every process, as for ``igflow run``). Progress goes to standard error (a bar on a
+terminal, else a JSON line every ~2 s); the report is one JSON object on standard output (each
+process its own).
 
 ``--source iceberg --from-namespace NS`` re-derives the downstream ``scores`` table from the
 signals landed in ``NS`` (for when Kafka's retention has passed), see :mod:`replay.derive`.

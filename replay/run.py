@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import threading
 import time
@@ -41,7 +42,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from flows.coherence import build
 from igflow.errors import ConfigError, IgflowError
@@ -62,6 +63,8 @@ __all__ = [
     "run_with_progress",
     "tty_progress",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def parse_offsets(text: str) -> dict[int, int]:
@@ -120,12 +123,15 @@ def resolve_times(
     """Start and end offsets of every partition for the Kafka record times ``[since, until)``.
 
     Record times are the Kafka timestamps (the producer's CreateTime), not the signals' ``ts``.
-    With ``until`` ``None`` no end is given (a bounded run reads to the end present at start).
+    Each bound is Kafka's: the first offset whose timestamp is at or after the time. With
+    ``until`` ``None`` no end is given (a bounded run reads to the end present at start).
     Every answer of ``offsets_for_times`` is checked against the records around it (the record
-    at the answer is at or after the time, the one before is earlier); a broker that fails the
-    check raises :class:`ConfigError`. A time after the last record gives no offset from
-    ``offsets_for_times``; such a partition has no end (for ``until``) or reads nothing (for
-    ``since``, via an end equal to its start, found by reading to ``PARTITION_EOF``).
+    at the answer is at or after the time, the one before is earlier). A broker that fails the
+    check (Tansu 0.6.0 answers offset 0 for every time) is not trusted: the partitions' record
+    times are read instead, one pass per partition (:func:`_scan_times`: O(records), where the
+    broker's time index is O(log)), which gives the same answer on any broker. A time after the
+    last record gives no offset; such a partition has no end (for ``until``) or reads nothing
+    (for ``since``).
     """
     topic = settings.kafka.topic
     consumer = Consumer(
@@ -144,7 +150,7 @@ def resolve_times(
         partitions = sorted(meta.partitions)
 
         def lookup(when: datetime) -> dict[int, int]:
-            ms = int(when.timestamp() * 1000)
+            ms = _ms(when)
             answers = consumer.offsets_for_times(
                 [TopicPartition(topic, p, ms) for p in partitions], timeout=timeout_s
             )
@@ -158,8 +164,19 @@ def resolve_times(
                     out[tp.partition] = tp.offset
             return out
 
-        start = lookup(since)
-        end = lookup(until) if until is not None else {}
+        try:
+            start = lookup(since)
+            end = lookup(until) if until is not None else {}
+        except _WrongAnswer as wrong:
+            log.warning("%s; reading the partitions' record times instead", wrong)
+            times = [since] if until is None else [since, until]
+            start, end = {}, {}
+            for p in partitions:
+                found = _scan_times(consumer, topic, p, [_ms(t) for t in times])
+                if found[0] is not None:
+                    start[p] = found[0]
+                if until is not None and found[1] is not None:
+                    end[p] = found[1]
         for p in partitions:
             if p not in start:
                 # No record at or after `since`: nothing to read in this partition.
@@ -170,6 +187,14 @@ def resolve_times(
         consumer.close()
 
 
+class _WrongAnswer(IgflowError):
+    """The broker's ``offsets_for_times`` answer contradicts its records."""
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
 def _check(consumer: Consumer, topic: str, partition: int, offset: int, ms: int) -> None:
     at = _record_time(consumer, topic, partition, offset)
     before = _record_time(consumer, topic, partition, offset - 1) if offset > 0 else None
@@ -177,11 +202,37 @@ def _check(consumer: Consumer, topic: str, partition: int, offset: int, ms: int)
         msg = (
             f"the broker answers offsets_for_times wrongly (partition {partition}: offset "
             f"{offset} for time {ms} ms, but that record is at {at} ms and the one before at "
-            f"{before} ms); event-time replay (--from-time/--to-time) is not possible on this "
-            "broker (Tansu 0.6.0 is known to answer 0 for every time, see DEVELOPERS.md): give "
-            "offsets with --from/--to"
+            f"{before} ms)"
         )
-        raise ConfigError(msg)
+        raise _WrongAnswer(msg)
+
+
+def _scan_times(
+    consumer: Consumer, topic: str, partition: int, times_ms: list[int], idle_s: float = 10.0
+) -> list[int | None]:
+    """For each time, the first offset of ``partition`` whose record time is at or after it
+    (``None``: no such record), by reading the partition once from its start to its end."""
+    found: list[int | None] = [None] * len(times_ms)
+    waiting = set(range(len(times_ms)))
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    deadline = time.monotonic() + idle_s
+    while waiting and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.5):
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                return found
+            if error is not None:
+                continue
+            deadline = time.monotonic() + idle_s
+            _kind, stamp = msg.timestamp()
+            for i in sorted(waiting):
+                if stamp >= times_ms[i]:
+                    found[i] = msg.offset()
+                    waiting.discard(i)
+    if waiting and time.monotonic() >= deadline:
+        stalled = f"reading partition {partition} of {topic} stalled for {idle_s:.0f} s"
+        raise IgflowError(stalled)
+    return found
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -110,3 +110,57 @@ def test_replay_of_every_offset_reproduces_the_lake_row_for_row(it_settings: Set
     _o, e = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert b"already has tables" in e
+
+
+def test_an_event_time_range_replays_exactly_the_records_of_that_time(
+    it_settings: Settings,
+) -> None:
+    """On Tansu, whose offsets_for_times answers 0 for every time, the bounds come from the
+    partitions' record times; each bound is the first offset at or after its time."""
+    import time
+    from datetime import UTC, datetime
+
+    from replay.run import resolve_times
+    from tests.integration.conftest import read_topic
+
+    produce_workload(it_settings, WorkloadSpec(tenants=3, count=40, seed=11))
+    time.sleep(1.1)
+    since = datetime.now(UTC)
+    time.sleep(0.1)
+    produce_workload(it_settings, WorkloadSpec(tenants=3, count=30, seed=12))
+    time.sleep(1.1)
+    until = datetime.now(UTC)
+    time.sleep(0.1)
+    produce_workload(it_settings, WorkloadSpec(tenants=3, count=20, seed=13))
+
+    records = read_topic(it_settings, it_settings.kafka.topic)
+    since_ms, until_ms = (int(t.timestamp() * 1000) for t in (since, until))
+    inside = {
+        (m.partition(), m.offset()) for m in records if since_ms <= m.timestamp()[1] < until_ms
+    }
+    assert len(inside) == 90  # the middle workload: 3 tenants x 30
+
+    start, end = resolve_times(it_settings, since, until)
+    chosen = {
+        (m.partition(), m.offset())
+        for m in records
+        if start[m.partition()] <= m.offset() < end.get(m.partition(), 1 << 62)
+    }
+    assert chosen == inside
+
+    scratch = f"{it_settings.lake.namespace}_time"
+    out, _err = finish(
+        _replay(
+            it_settings,
+            "--from-time",
+            since.isoformat(),
+            "--to-time",
+            until.isoformat(),
+            "--into",
+            scratch,
+            "--lake-only",
+        )
+    )
+    assert json.loads(out.strip().splitlines()[-1])["rows"] == 90
+    landed = _table(it_settings, scratch, SIGNALS.name)
+    assert {(r["kafka_partition"], r["kafka_offset"]) for r in landed} == inside
