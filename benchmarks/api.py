@@ -281,6 +281,9 @@ async def run(args: argparse.Namespace) -> None:
             await persisted.run_rates(server, args, overload=True)
             logs["production"] = server_log_summary(server.log)
 
+    if args.isolation:
+        isolation = await isolation_phase(settings, tenants, read_tokens, args)
+
     requests = [phase for op in operations for phase in op.phases]
     capacities = {op.name: op.capacity for op in operations}
     request_rows = [r.summary() for r in requests]
@@ -306,6 +309,7 @@ async def run(args: argparse.Namespace) -> None:
         "requests": request_rows,
         "fanout": fanout_rows,
         "server_log": logs,
+        "isolation": isolation if args.isolation else None,
     }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +325,49 @@ async def run(args: argparse.Namespace) -> None:
         )
         plot(requests, fanouts, Path(args.plot), title)
         print(f"plot: {args.plot}")
+
+
+async def isolation_phase(
+    settings: Settings, tenants: list[str], tokens: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One tenant floods (closed loop, far past its bucket) while another reads at a steady
+    100/s: the reader's latency beside the same reads with no flood, on a server with a small
+    per-tenant limit (200/s), so that the flood is mostly refused with 429."""
+    flooder, reader = tenants[0], tenants[1]
+    env = {"IGFLOW_API_RATE_LIMIT_RPS": "200", "IGFLOW_API_RATE_LIMIT_BURST": "200"}
+    build_a, check_a = read_requests([flooder], tokens, persisted=False)
+    build_b, check_b = read_requests([reader], tokens, persisted=False)
+    out: dict[str, Any] = {"limit_rps": 200, "reader_rps": 100.0, "flood_in_flight": args.in_flight}
+    with serve(settings, "development", env) as server:
+        say("isolation: server up with a 200/s per-tenant limit")
+        await open_loop(server, 50.0, args.warmup, build_b, check_b, start=20_000_000)
+        await settle(server)
+        alone = await open_loop(server, 100.0, args.seconds, build_b, check_b, start=21_000_000)
+        await settle(server)
+        say("isolation: the reader again, while the other tenant floods …")
+        flood = asyncio.ensure_future(
+            capacity(server, build_a, check_a, args.seconds + 1.0, args.in_flight)
+        )
+        during = await open_loop(server, 100.0, args.seconds, build_b, check_b, start=22_000_000)
+        flooded = await flood
+    for name, samples in (("reader_alone", alone), ("reader_during_flood", during)):
+        summary = RequestPhase(name, "read", 100.0, args.seconds, samples).summary()
+        out[name] = {k: summary[k] for k in ("requests", "errors", "from_schedule_ms")}
+    # The flood's answers are nearly all 429 (counted as "errors" by the closed loop).
+    out["flood"] = {
+        "answered_rps": flooded["answered_rps"],
+        "refused_or_failed": flooded["errors"],
+        "server_cpu_pct": flooded["server_cpu_pct"],
+    }
+    alone_p95 = out["reader_alone"]["from_schedule_ms"]["p95"]
+    during_p95 = out["reader_during_flood"]["from_schedule_ms"]["p95"]
+    print(
+        f"\nisolation (limit 200/s per tenant): reader at 100/s p95 {alone_p95:.1f} ms alone, "
+        f"{during_p95:.1f} ms while another tenant floods at {flooded['answered_rps']:,.0f} "
+        f"requests/s ({flooded['errors']:,} of them refused); reader errors "
+        f"{out['reader_alone']['errors']} and {out['reader_during_flood']['errors']}"
+    )
+    return out
 
 
 def main() -> None:
@@ -348,6 +395,12 @@ def main() -> None:
         dest="persisted",
         action="store_false",
         help="skip the reads by persisted id (a second server, in production mode)",
+    )
+    parser.add_argument(
+        "--no-isolation",
+        dest="isolation",
+        action="store_false",
+        help="skip the flood-isolation run (a third server, with a 200/s per-tenant limit)",
     )
     parser.add_argument("--json", default=str(RESULTS / "api.json"), help="'' to skip")
     parser.add_argument("--plot", default=str(RESULTS / "api.png"), help="'' to skip")
