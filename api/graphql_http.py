@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from api.auth import AuthFailure, Principal
+from api.bodies import read_body
 from api.documents import Documents
 from api.events import EventBatch, SubscriberTooSlow, TenantStream
 from api.metrics import FANOUT_LATENCY, RATE_LIMITED, REQUEST_SECONDS, REQUESTS
@@ -169,8 +170,8 @@ class GraphQLEndpoint:
         except AuthFailure as failure:
             return self._refuse(failure.reason, failure.detail), "other"
         self._gates.admit(principal)
-        body = await request.body()
-        if len(body) > services.settings.api.max_body_bytes:
+        body = await read_body(request, services.settings.api.max_body_bytes)
+        if body is None:
             return self._refuse(ReasonCode.BAD_REQUEST, "request body too large"), "other"
         try:
             data = json.loads(body)

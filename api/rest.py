@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.auth import AuthFailure
+from api.bodies import read_body
 from api.metrics import HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
 from api.problems import problem
 from api.publish import PublishRejected
@@ -142,8 +143,8 @@ class Rest:
                 instance=_ROUTE,
                 retry_after=wait,
             )
-        body = await request.body()
-        if len(body) > services.settings.api.max_body_bytes:
+        body = await read_body(request, services.settings.api.max_body_bytes)
+        if body is None:
             return problem(ReasonCode.BAD_REQUEST, "request body too large", status=413)
         via = "rest"
         signature = request.headers.get("x-igflow-signature")

@@ -457,6 +457,15 @@ def test_rest_errors_are_problem_documents(server: ApiServer, tenants: tuple[str
         headers={**headers, "content-type": "application/json"},
     )
     assert (not_json.status_code, not_json.json()["code"]) == (400, "BAD_REQUEST")
+    huge = b"[" + b"0," * (1 << 20) + b"0]"  # past api.max_body_bytes (1 MiB)
+    too_big = server.client.post(
+        "/v1/coherence/signals",
+        content=huge,
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert (too_big.status_code, too_big.json()["code"]) == (413, "BAD_REQUEST")
+    too_big = server.client.post("/graphql", content=huge, headers=headers)
+    assert (too_big.status_code, _errors(too_big)) == (400, ["BAD_REQUEST"])
 
 
 # --- persisted queries and the cost limit ----------------------------------------------------
