@@ -56,6 +56,8 @@ _STATUS = {
     ReasonCode.RATE_LIMITED: 429,
     ReasonCode.QUERY_NOT_ALLOWED: 403,
     ReasonCode.BAD_REQUEST: 400,
+    # The API key table could not be read: try again, the credentials may well be good.
+    ReasonCode.STORE_UNAVAILABLE: 503,
     # Apollo clients expect 200 here, then resend the query with its hash.
     ReasonCode.PERSISTED_QUERY_NOT_FOUND: 200,
 }
