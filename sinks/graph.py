@@ -81,14 +81,10 @@ server resumes; the guards make that harmless.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.outputs import DynamicSink
@@ -106,6 +102,19 @@ from sinks.bolt import (
     server_for,
 )
 from sinks.dlq import SinkDeadLetters
+from sinks.graph_model import (
+    EDGE_TYPES,
+    INDEXES,
+    NODE_LABELS,
+    SCORES_QUERY,
+    SIGNALS_QUERY,
+    epoch_micros,
+    relabel,
+    score_row,
+    signal_key,
+    signal_row,
+    storable,
+)
 from sinks.serving import RetryingPartition
 
 __all__ = [
@@ -123,51 +132,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NODE_LABELS = ("Tenant", "Signal", "Provenance", "CoherenceScore")
-EDGE_TYPES = ("EMITS", "HAS_PROVENANCE", "HAS_SCORE")
-
-#: A node label of the model after a colon, in a query (see :func:`relabel`).
-_LABEL = re.compile(r":(" + "|".join(NODE_LABELS) + r")\b")
-#: What a label prefix may be: it is pasted into queries.
-_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
 #: Nodes deleted per query by :meth:`GraphWriter.delete_tenants` (FalkorDB writes block readers).
 _DELETE_CHUNK = 10_000
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-_SIGNALS = """
-UNWIND $rows AS row
-MERGE (t:Tenant {tenant_id: row.tenant_id})
-MERGE (s:Signal {key: row.key})
-ON CREATE SET s += row.signal
-MERGE (t)-[:EMITS]->(s)
-MERGE (p:Provenance {provenance_id: row.provenance_id})
-ON CREATE SET p += row.provenance
-MERGE (s)-[:HAS_PROVENANCE]->(p)
-"""
-
-_SCORES = """
-UNWIND $rows AS row
-MERGE (t:Tenant {tenant_id: row.tenant_id})
-MERGE (s:CoherenceScore {tenant_id: row.tenant_id})
-ON CREATE SET s.seq = 0
-MERGE (t)-[:HAS_SCORE]->(s)
-WITH s, row
-WHERE coalesce(s.seq, 0) < row.seq
-SET s += row.score
-"""
-
-#: (label, properties) of every index; the first four serve the MERGE keys.
-_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Signal", ("key",)),
-    ("Provenance", ("provenance_id",)),
-    ("Tenant", ("tenant_id",)),
-    ("CoherenceScore", ("tenant_id",)),
-    ("Signal", ("signal_id",)),
-    ("Signal", ("tenant_id", "ts")),
-)
 
 #: Neo4j's answer to an index that exists already.
 _EQUIVALENT_INDEX = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
@@ -186,119 +152,6 @@ def transient(exc: BaseException) -> bool:
         | nx.ConnectionAcquisitionTimeoutError
         | OSError,
     )
-
-
-def relabel(query: str, prefix: str) -> str:
-    """``query`` with every label of :data:`NODE_LABELS` written after a colon prefixed:
-    ``(t:Tenant)`` -> ``(t:<prefix>Tenant)``. Identity for an empty prefix; ``ValueError`` for a
-    prefix that is not letters, digits and ``_`` (not starting with a digit)."""
-    if not prefix:
-        return query
-    if _PREFIX.fullmatch(prefix) is None:
-        msg = f"graph label prefix {prefix!r}: letters, digits and _, not starting with a digit"
-        raise ValueError(msg)
-    return _LABEL.sub(lambda m: f":{prefix}{m.group(1)}", query)
-
-
-def epoch_micros(value: datetime) -> int:
-    """Microseconds since the epoch of a timezone-aware datetime, exactly (no float)."""
-    return (value - _EPOCH) // _MICROSECOND
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def signal_key(item: Tagged) -> str:
-    """The signal's idempotency key as one string: SHA-256 (hex) of the canonical JSON array
-    ``[tenant_id, source, signal_id, ts]``, ``ts`` in epoch microseconds, serialized with
-    ``separators=(",", ":")`` and ``ensure_ascii=True`` (so the bytes hashed are ASCII)."""
-    s = item.signal
-    canonical = json.dumps(
-        [s.tenant_id, s.source, s.signal_id, epoch_micros(s.ts)],
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
-
-def _signal_row(item: Tagged) -> dict[str, Any]:
-    s, p, tags = item.signal, item.provenance, item.tags
-    key = signal_key(item)
-    return {
-        "tenant_id": s.tenant_id,
-        "key": key,
-        "provenance_id": item.provenance_id,
-        "signal": {
-            "key": key,
-            "signal_id": s.signal_id,
-            "tenant_id": s.tenant_id,
-            "type": s.type,
-            "value": s.value,
-            "weight": 1.0 if s.weight is None else s.weight,
-            "source": s.source,
-            "ts": epoch_micros(s.ts),
-            "ts_iso": _iso(s.ts),
-        },
-        "provenance": {
-            "provenance_id": item.provenance_id,
-            "tenant_id": s.tenant_id,
-            "policy_version": item.policy_version,
-            "schema_version": p.schema_version,
-            "input_hash": p.input_hash,
-            "kafka_topic": p.topic,
-            "kafka_partition": p.kafka_partition,
-            "kafka_offset": p.kafka_offset,
-            "purpose": tags.purpose,
-            "retention": tags.retention,
-            "license": tags.license,
-            "residency": tags.residency,
-        },
-    }
-
-
-def _score_row(change: ScoreChange) -> dict[str, Any]:
-    return {
-        "tenant_id": change.tenant_id,
-        "seq": change.seq,
-        "score": {
-            "tenant_id": change.tenant_id,
-            "score": change.score,
-            "score_2dp": str(change.score_2dp),
-            "status": change.status,
-            "updated_at": epoch_micros(change.updated_at),
-            "updated_at_iso": _iso(change.updated_at),
-            "seq": change.seq,
-            "provenance_id": change.provenance_id,
-        },
-    }
-
-
-def _stored_strings(item: Tagged | ScoreChange) -> tuple[str, ...]:
-    """Every string the graph stores for ``item`` (the string values of its rows)."""
-    if isinstance(item, ScoreChange):
-        return (item.tenant_id, item.status, item.provenance_id)
-    s, p, tags = item.signal, item.provenance, item.tags
-    return (
-        s.tenant_id,
-        s.signal_id,
-        s.type,
-        s.source,
-        item.provenance_id,
-        item.policy_version,
-        p.topic,
-        p.input_hash,
-        tags.purpose,
-        tags.retention,
-        tags.license,
-        tags.residency,
-    )
-
-
-def storable(item: Tagged | ScoreChange) -> bool:
-    """Whether the graph can hold ``item``: no string it stores contains a NUL character (FalkorDB
-    has no way to express one; refused on Neo4j too, so both stores hold the same)."""
-    return not any("\x00" in text for text in _stored_strings(item))
 
 
 # --- the writer ------------------------------------------------------------------------------
@@ -346,7 +199,7 @@ class GraphWriter:
         header = self._header()
         have = self._indexed() if header else set()
         created: list[str] = []
-        for label, props in _INDEXES:
+        for label, props in INDEXES:
             # FalkorDB indexes properties one by one; a composite statement would fail as a
             # whole when one of its properties is indexed already.
             groups = [(p,) for p in props] if header else [props]
@@ -387,17 +240,17 @@ class GraphWriter:
                 if held is None or item.seq > held.seq:
                     newest[item.tenant_id] = item
             elif isinstance(item, Tagged):
-                row = _signal_row(item)
+                row = signal_row(item)
                 signals.setdefault((row["key"], row["provenance_id"]), row)
             else:
                 msg = f"graph sink: cannot write a {type(item).__name__}"
                 raise TypeError(msg)
         statements: list[tuple[str, dict[str, Any]]] = []
         if signals:
-            statements.append((_SIGNALS, {"rows": list(signals.values())}))
+            statements.append((SIGNALS_QUERY, {"rows": list(signals.values())}))
         if newest:
-            rows = [_score_row(newest[tenant]) for tenant in sorted(newest)]
-            statements.append((_SCORES, {"rows": rows}))
+            rows = [score_row(newest[tenant]) for tenant in sorted(newest)]
+            statements.append((SCORES_QUERY, {"rows": rows}))
         if statements:
             self._run(True, statements)
 
@@ -484,7 +337,7 @@ class GraphWriter:
                     break
         header = self._header()
         indexed = self._indexed() if header else set()
-        for label, props in _INDEXES:
+        for label, props in INDEXES:
             groups = [(p,) for p in props] if header else [props]
             for group in groups:
                 if header and not all((self._prefix + label, p) in indexed for p in group):

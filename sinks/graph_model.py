@@ -1,0 +1,189 @@
+"""The graph model of the coherence data: labels, the write queries, and each item's rows.
+
+``(:Tenant {tenant_id})-[:EMITS]->(:Signal {key, signal_id, ...})-[:HAS_PROVENANCE]->
+(:Provenance {provenance_id, ...})`` and ``(:Tenant)-[:HAS_SCORE]->(:CoherenceScore {tenant_id,
+seq, ...})``; indexes on the MERGE keys, ``Signal.signal_id`` and ``(Signal.tenant_id,
+Signal.ts)``. Times are stored as epoch microseconds (exact, comparable) beside their ISO text.
+A replay writes the same model under prefixed labels (:func:`relabel`). Plain data and
+functions: the writer (:mod:`sinks.graph`) sends them over Bolt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from igflow.records import ScoreChange, Tagged
+
+__all__ = [
+    "EDGE_TYPES",
+    "INDEXES",
+    "NODE_LABELS",
+    "SCORES_QUERY",
+    "SIGNALS_QUERY",
+    "epoch_micros",
+    "relabel",
+    "score_row",
+    "signal_key",
+    "signal_row",
+    "storable",
+]
+
+NODE_LABELS = ("Tenant", "Signal", "Provenance", "CoherenceScore")
+EDGE_TYPES = ("EMITS", "HAS_PROVENANCE", "HAS_SCORE")
+
+#: A node label of the model after a colon, in a query (see :func:`relabel`).
+_LABEL = re.compile(r":(" + "|".join(NODE_LABELS) + r")\b")
+#: What a label prefix may be: it is pasted into queries.
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+SIGNALS_QUERY = """
+UNWIND $rows AS row
+MERGE (t:Tenant {tenant_id: row.tenant_id})
+MERGE (s:Signal {key: row.key})
+ON CREATE SET s += row.signal
+MERGE (t)-[:EMITS]->(s)
+MERGE (p:Provenance {provenance_id: row.provenance_id})
+ON CREATE SET p += row.provenance
+MERGE (s)-[:HAS_PROVENANCE]->(p)
+"""
+
+SCORES_QUERY = """
+UNWIND $rows AS row
+MERGE (t:Tenant {tenant_id: row.tenant_id})
+MERGE (s:CoherenceScore {tenant_id: row.tenant_id})
+ON CREATE SET s.seq = 0
+MERGE (t)-[:HAS_SCORE]->(s)
+WITH s, row
+WHERE coalesce(s.seq, 0) < row.seq
+SET s += row.score
+"""
+
+#: (label, properties) of every index; the first four serve the MERGE keys.
+INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Signal", ("key",)),
+    ("Provenance", ("provenance_id",)),
+    ("Tenant", ("tenant_id",)),
+    ("CoherenceScore", ("tenant_id",)),
+    ("Signal", ("signal_id",)),
+    ("Signal", ("tenant_id", "ts")),
+)
+
+
+def relabel(query: str, prefix: str) -> str:
+    """``query`` with every label of :data:`NODE_LABELS` written after a colon prefixed:
+    ``(t:Tenant)`` -> ``(t:<prefix>Tenant)``. Identity for an empty prefix; ``ValueError`` for a
+    prefix that is not letters, digits and ``_`` (not starting with a digit)."""
+    if not prefix:
+        return query
+    if _PREFIX.fullmatch(prefix) is None:
+        msg = f"graph label prefix {prefix!r}: letters, digits and _, not starting with a digit"
+        raise ValueError(msg)
+    return _LABEL.sub(lambda m: f":{prefix}{m.group(1)}", query)
+
+
+def epoch_micros(value: datetime) -> int:
+    """Microseconds since the epoch of a timezone-aware datetime, exactly (no float)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def signal_key(item: Tagged) -> str:
+    """The signal's idempotency key as one string: SHA-256 (hex) of the canonical JSON array
+    ``[tenant_id, source, signal_id, ts]``, ``ts`` in epoch microseconds, serialized with
+    ``separators=(",", ":")`` and ``ensure_ascii=True`` (so the bytes hashed are ASCII)."""
+    s = item.signal
+    canonical = json.dumps(
+        [s.tenant_id, s.source, s.signal_id, epoch_micros(s.ts)],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def signal_row(item: Tagged) -> dict[str, Any]:
+    s, p, tags = item.signal, item.provenance, item.tags
+    key = signal_key(item)
+    return {
+        "tenant_id": s.tenant_id,
+        "key": key,
+        "provenance_id": item.provenance_id,
+        "signal": {
+            "key": key,
+            "signal_id": s.signal_id,
+            "tenant_id": s.tenant_id,
+            "type": s.type,
+            "value": s.value,
+            "weight": 1.0 if s.weight is None else s.weight,
+            "source": s.source,
+            "ts": epoch_micros(s.ts),
+            "ts_iso": _iso(s.ts),
+        },
+        "provenance": {
+            "provenance_id": item.provenance_id,
+            "tenant_id": s.tenant_id,
+            "policy_version": item.policy_version,
+            "schema_version": p.schema_version,
+            "input_hash": p.input_hash,
+            "kafka_topic": p.topic,
+            "kafka_partition": p.kafka_partition,
+            "kafka_offset": p.kafka_offset,
+            "purpose": tags.purpose,
+            "retention": tags.retention,
+            "license": tags.license,
+            "residency": tags.residency,
+        },
+    }
+
+
+def score_row(change: ScoreChange) -> dict[str, Any]:
+    return {
+        "tenant_id": change.tenant_id,
+        "seq": change.seq,
+        "score": {
+            "tenant_id": change.tenant_id,
+            "score": change.score,
+            "score_2dp": str(change.score_2dp),
+            "status": change.status,
+            "updated_at": epoch_micros(change.updated_at),
+            "updated_at_iso": _iso(change.updated_at),
+            "seq": change.seq,
+            "provenance_id": change.provenance_id,
+        },
+    }
+
+
+def _stored_strings(item: Tagged | ScoreChange) -> tuple[str, ...]:
+    """Every string the graph stores for ``item`` (the string values of its rows)."""
+    if isinstance(item, ScoreChange):
+        return (item.tenant_id, item.status, item.provenance_id)
+    s, p, tags = item.signal, item.provenance, item.tags
+    return (
+        s.tenant_id,
+        s.signal_id,
+        s.type,
+        s.source,
+        item.provenance_id,
+        item.policy_version,
+        p.topic,
+        p.input_hash,
+        tags.purpose,
+        tags.retention,
+        tags.license,
+        tags.residency,
+    )
+
+
+def storable(item: Tagged | ScoreChange) -> bool:
+    """Whether the graph can hold ``item``: no string it stores contains a NUL character (FalkorDB
+    has no way to express one; refused on Neo4j too, so both stores hold the same)."""
+    return not any("\x00" in text for text in _stored_strings(item))
