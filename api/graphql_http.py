@@ -37,12 +37,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from api.auth import AuthFailure, Principal
-from api.bodies import read_body
 from api.documents import Documents
 from api.events import EventBatch, SubscriberTooSlow, TenantStream
 from api.metrics import FANOUT_LATENCY, RATE_LIMITED, REQUEST_SECONDS, REQUESTS
 from api.persisted import Admission, sha256_hex
 from api.services import Services
+from igflow.bodies import read_body
 from igflow.reasons import ReasonCode
 
 __all__ = ["Gates", "GraphQLEndpoint", "SubscriptionsHandler", "format_error"]

@@ -31,12 +31,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.auth import AuthFailure
-from api.bodies import read_body
 from api.metrics import HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
 from api.problems import problem
 from api.publish import PublishRejected
 from api.schema import signal_from_input
 from api.services import Services
+from igflow.bodies import read_body
 from igflow.reasons import ReasonCode
 
 __all__ = ["OPENAPI_FILE", "Rest", "sign", "signal_input"]

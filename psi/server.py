@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from igflow.bodies import read_body
 from igflow.reasons import ReasonCode
 from psi.client import PARTNER_HEADER, PSI_PATH, REGION_HEADER
 from psi.evaluator import Caller, PsiServer
@@ -41,20 +42,6 @@ def caller_from_headers(request: Request) -> Caller:
     return Caller(request.headers.get(PARTNER_HEADER, ""), request.headers.get(REGION_HEADER, ""))
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(
     server: PsiServer, *, identify: Callable[[Request], Caller] = caller_from_headers
 ) -> Starlette:
@@ -63,7 +50,7 @@ def create_app(
     malformed = encode(Denial(ReasonCode.MALFORMED))
 
     async def psi(request: Request) -> Response:
-        body = await _read_capped(request, limit)
+        body = await read_body(request, limit)
         if body is None:
             return Response(malformed, media_type=_OCTETS)
         reply = await run_in_threadpool(server.handle, body, identify(request))

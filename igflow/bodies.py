@@ -1,4 +1,5 @@
-"""Reading a request body with a size limit, without holding more than the limit in memory."""
+"""Reading an HTTP request body with a size limit, never holding more than the limit in memory
+(the API's endpoints and the PSI server)."""
 
 from __future__ import annotations
 
