@@ -5,9 +5,11 @@
 ``WS /graphql``                         subscriptions over ``graphql-transport-ws``
 ``POST /v1/coherence/signals``          HTTP push ingest (:mod:`api.rest`)
 ``GET /health``, ``/ready``             liveness, readiness (every dependency)
-``GET /metrics``                        Prometheus
 ``GET /openapi.json``                   the REST endpoints' OpenAPI 3.1 document
 ======================================  =======================================================
+
+Prometheus ``GET /metrics`` is not among them: its labels name tenants, so it has a port of its
+own, on loopback by default (``api.metrics_host``, ``api.metrics_port``; :mod:`api.metrics`).
 
 The API is a client of the stores and of Kafka only: scores are read from what the flow's sinks
 wrote, and signals are checked by the flow's own validate rules before they are produced. The
@@ -33,6 +35,7 @@ from api.graphql_http import (
     SubscriptionsHandler,
     format_error,
 )
+from api.metrics import MetricsServer
 from api.persisted import PersistedQueries
 from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
@@ -90,10 +93,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        metrics = MetricsServer(settings.api.metrics_host, settings.api.metrics_port)
+        metrics.start()
         await services.hub.start()
         try:
             yield
         finally:
+            metrics.stop()
             await services.close()
 
     return Starlette(
@@ -103,7 +109,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/v1/coherence/signals", rest.publish, methods=["POST"]),
             Route("/health", rest.health, methods=["GET"]),
             Route("/ready", rest.ready, methods=["GET"]),
-            Route("/metrics", rest.metrics, methods=["GET"]),
             Route("/openapi.json", rest.openapi, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -1,13 +1,20 @@
-"""Prometheus metrics of the API (names from the product brief), served at ``/metrics``.
+"""Prometheus metrics of the API (names from the product brief).
 
 Labels are bounded: the operation name comes from the persisted-query allowlist or the
 operation's own name only when it is allowlisted (``other`` otherwise), and ``status`` is
-``ok`` or a reason code.
+``ok`` or a reason code. Some labels name tenants, so ``/metrics`` is not a route of the API: it is
+served on its own port (``api.metrics_host``/``api.metrics_port``, loopback by default) by
+:class:`MetricsServer`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from igflow.errors import ConfigError
 
 __all__ = [
     "FANOUT_LATENCY",
@@ -17,6 +24,7 @@ __all__ = [
     "REQUESTS",
     "REQUEST_SECONDS",
     "SUBSCRIBERS",
+    "MetricsServer",
 ]
 
 REQUEST_SECONDS = Histogram(
@@ -42,3 +50,34 @@ RATE_LIMITED = Counter(
 INGEST_PUBLISHED = Counter(
     "igflow_api_signals_published_total", "Signals acknowledged by Kafka, by entry point", ["via"]
 )
+
+
+class MetricsServer:
+    """The default registry over HTTP (``GET /metrics``) on ``host:port``, in a daemon thread:
+    started in the API's lifespan, stopped with it. Port 0 serves nothing."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Listen; ``ConfigError`` if the address cannot be bound (a second server on one host
+        needs its own ``api.metrics_port``)."""
+        if not self.port:
+            return
+        try:
+            self._server, self._thread = start_http_server(self.port, addr=self.host)
+        except OSError as exc:
+            msg = f"cannot serve metrics on {self.host}:{self.port} (api.metrics_port): {exc}"
+            raise ConfigError(msg) from exc
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,4 +1,4 @@
-"""The REST side: HTTP push ingest, health, readiness, metrics and the OpenAPI document.
+"""The REST side: HTTP push ingest, health, readiness and the OpenAPI document.
 
 ``POST /v1/coherence/signals`` takes one signal as JSON (the GraphQL input's field names),
 authenticates the caller (bearer JWT or ``X-API-Key``), applies the tenant's rate limit, checks an
@@ -26,7 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -211,9 +210,6 @@ class Rest:
             {"status": "ready" if ready else "unavailable", "checks": checks},
             status_code=200 if ready else 503,
         )
-
-    async def metrics(self, _request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, _request: Request) -> Response:
         return JSONResponse(self._openapi)

@@ -169,7 +169,8 @@ async def fanout_phase(
     change per tenant, ``spacing`` seconds apart; latency from each write's return to each
     subscriber's receipt of that change."""
     gate = asyncio.Semaphore(64)
-    async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
+    # The client reads the server's metrics port (the API's own port has no /metrics).
+    async with httpx.AsyncClient(base_url=server.metrics_url, timeout=10.0) as client:
         await _wait_gauge(client, lambda v: v == 0, "0 (the previous phase's subscribers)")
         started = time.perf_counter()
         assigned = [tenants[k % len(tenants)] for k in range(subscribers)]

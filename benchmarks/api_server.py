@@ -50,10 +50,16 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    metrics_port: int
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus, on its own loopback port."""
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     @property
     def ws_url(self) -> str:
@@ -70,13 +76,14 @@ class Server:
 def serve(settings: Settings, mode: str, env: dict[str, str]) -> Iterator[Server]:
     """``igflow serve --mode MODE`` in its own process group, its output in a temporary file;
     returns once ``/health`` answers, and stops it (SIGTERM, then SIGKILL) after."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     environ = dict(os.environ)
     environ.update(
         {
             "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
             "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
             "IGFLOW_API_PORT": str(port),
+            "IGFLOW_API_METRICS_PORT": str(metrics_port),
             "IGFLOW_API_MODE": mode,
             "IGFLOW_RUN_LOG_LEVEL": "WARNING",
             **env,
@@ -93,7 +100,7 @@ def serve(settings: Settings, mode: str, env: dict[str, str]) -> Iterator[Server
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(proc, port, log)
+    server = Server(proc, port, log, metrics_port)
     try:
         deadline = time.monotonic() + 30
         with httpx.Client(base_url=server.url, timeout=5.0) as client:

@@ -262,6 +262,10 @@ class ApiSettings:
     #: Per-tenant token bucket: refill rate (requests/s) and burst size.
     rate_limit_rps: float = 1000.0
     rate_limit_burst: int = 1000
+    #: Prometheus ``/metrics`` is served on its own port (0: not at all), never on ``port``:
+    #: its labels name tenants. Keep ``metrics_host`` on loopback unless a firewall guards it.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9465
     #: JWT verification: accepted issuer and audience, the verification keys (a PEM public key,
     #: a JWKS JSON file, or a folder of either), the accepted algorithms and the clock leeway.
     jwt_issuer: str = "igflow-local"

@@ -38,7 +38,15 @@ class ApiServer:
         self.proc = proc
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/graphql"
+        #: Prometheus, on the server's own loopback metrics port (not a route of the API).
+        self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
+
+    def metrics(self) -> str:
+        """The server's Prometheus text."""
+        response = self.client.get(self.metrics_url)
+        response.raise_for_status()
+        return response.text
 
     def graphql(
         self, body: dict[str, Any], token: str | None = None, **headers: str
@@ -51,8 +59,8 @@ class ApiServer:
 @contextlib.contextmanager
 def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
     """Start ``igflow serve`` with ``settings`` and extra ``IGFLOW_*`` variables; stop it after."""
-    port = free_port()
-    extra = {"IGFLOW_API_PORT": str(port), **env}
+    port, metrics_port = free_port(), free_port()
+    extra = {"IGFLOW_API_PORT": str(port), "IGFLOW_API_METRICS_PORT": str(metrics_port), **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "igflow.cli", "serve"],
         cwd=REPO,
@@ -61,7 +69,10 @@ def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    server = ApiServer(settings.with_changes("api", port=port), proc, port)
+    metrics_port = int(extra["IGFLOW_API_METRICS_PORT"])
+    server = ApiServer(
+        settings.with_changes("api", port=port, metrics_port=metrics_port), proc, port
+    )
     deadline = time.monotonic() + 30
     try:
         while True:

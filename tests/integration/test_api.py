@@ -118,7 +118,7 @@ def _errors(response: Any) -> list[str]:
 def _wait_subscribers(server: ApiServer, at_least: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        text = server.client.get("/metrics").text
+        text = server.metrics()
         for line in text.splitlines():
             if line.startswith("igflow_api_subscribers ") and float(line.split()[1]) >= at_least:
                 return
@@ -610,7 +610,7 @@ def test_health_ready_metrics_and_openapi(server: ApiServer) -> None:
         "kafka": "ok",
         "schema_registry": "ok",
     }
-    metrics = server.client.get("/metrics").text
+    metrics = server.metrics()
     for name in (
         "graphql_request_duration_seconds",
         "graphql_requests_total",
@@ -619,6 +619,29 @@ def test_health_ready_metrics_and_openapi(server: ApiServer) -> None:
         assert name in metrics
     document = server.client.get("/openapi.json").json()
     assert "/v1/coherence/signals" in document["paths"]
+
+
+def test_metrics_are_served_only_on_the_loopback_metrics_port(
+    server: ApiServer, tenants: tuple[str, str]
+) -> None:
+    """Metrics name tenants (``igflow_api_rate_limited_total{tenant_id=...}``): the API's own port
+    has no ``/metrics``, and the metrics port listens on loopback alone."""
+    import psutil
+
+    a, _b = tenants
+    token = mint_token(server.settings, a, READ)
+    server.graphql({"query": SCORE_QUERY, "variables": {"tenantId": a}}, token)
+    public = server.client.get("/metrics")
+    assert public.status_code == 404
+    assert "graphql_requests_total" not in public.text and a not in public.text
+    assert "graphql_requests_total" in server.metrics()
+    port = server.settings.api.metrics_port
+    listening = [
+        c.laddr
+        for c in psutil.Process(server.proc.pid).net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert [addr.ip for addr in listening] == ["127.0.0.1"], listening
 
 
 # --- end to end: the API publishes, the flow scores, the API serves --------------------------

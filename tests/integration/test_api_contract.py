@@ -96,7 +96,7 @@ def test_the_generated_requests_reached_acceptance_and_each_refusal(
     server, _tenant = contract_server
     codes = {
         line.split('code="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in server.client.get("/metrics").text.splitlines()
+        for line in server.metrics().splitlines()
         if line.startswith("igflow_api_http_requests_total{")
     }
     assert codes.get("202", 0) >= 1, codes
