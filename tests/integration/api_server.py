@@ -9,10 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
@@ -33,14 +35,28 @@ def free_port() -> int:
 class ApiServer:
     """A running server: its base URL, settings and process."""
 
-    def __init__(self, settings: Settings, proc: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        log: IO[bytes] | None = None,
+    ) -> None:
         self.settings = settings
         self.proc = proc
+        self._log = log
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/graphql"
         #: Prometheus, on the server's own loopback metrics port (not a route of the API).
         self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
+
+    def log(self) -> str:
+        """Everything the server wrote to stdout and stderr so far (its JSON log lines)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
 
     def metrics(self) -> str:
         """The server's Prometheus text."""
@@ -61,24 +77,27 @@ def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
     """Start ``igflow serve`` with ``settings`` and extra ``IGFLOW_*`` variables; stop it after."""
     port, metrics_port = free_port(), free_port()
     extra = {"IGFLOW_API_PORT": str(port), "IGFLOW_API_METRICS_PORT": str(metrics_port), **env}
+    # A file, not a pipe: nobody reads a pipe while the test runs, and a server that logs more
+    # than the pipe holds (64 KiB: a few hundred refusals) would block on its next log line.
+    log = tempfile.NamedTemporaryFile(prefix="igflow-serve-", suffix=".log")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "igflow.cli", "serve"],
         cwd=REPO,
         env=env_for(settings, **extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     metrics_port = int(extra["IGFLOW_API_METRICS_PORT"])
     server = ApiServer(
-        settings.with_changes("api", port=port, metrics_port=metrics_port), proc, port
+        settings.with_changes("api", port=port, metrics_port=metrics_port), proc, port, log
     )
     deadline = time.monotonic() + 30
     try:
         while True:
             if proc.poll() is not None:
-                _out, err = proc.communicate()
-                msg = f"igflow serve exited {proc.returncode}:\n{err.decode()[-3000:]}"
+                proc.wait()
+                msg = f"igflow serve exited {proc.returncode}:\n{server.log()[-3000:]}"
                 raise AssertionError(msg)
             with contextlib.suppress(httpx.TransportError):
                 if server.client.get("/health").status_code == 200:
@@ -93,10 +112,11 @@ def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.communicate(timeout=15)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
+                proc.wait()
+        log.close()
 
 
 @contextlib.contextmanager
