@@ -43,6 +43,7 @@ from api.rest import Rest
 from api.schema import build_schema
 from api.scores import ScoreReader
 from api.services import Services
+from api.webhooks import ReplayGuard
 from igflow.errors import ConfigError
 from igflow.settings import Settings
 from tenancy.registry import PostgresTenants
@@ -71,6 +72,7 @@ def build_services(settings: Settings) -> Services:
         hub=EventHub(settings.stores.redis_url, api.coalesce_ms),
         persisted=PersistedQueries.load(api.persisted_queries, production=api.mode == MODES[1]),
         buckets=TokenBuckets(api.rate_limit_rps, api.rate_limit_burst),
+        replays=ReplayGuard(settings.stores.redis_url),
     )
 
 

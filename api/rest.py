@@ -7,17 +7,16 @@ body's tenant, then runs the flow's validate rules and produces to Kafka
 (:class:`api.publish.SignalPublisher`). ``202 Accepted`` once the broker acknowledged it, with
 where it went. Every error is RFC 7807 ``application/problem+json`` with a reason code.
 
-Signed pushes (webhooks): a sender holding ``api.webhook_secret`` adds
+Signed pushes (webhooks, :mod:`api.webhooks`): a sender holding ``api.webhook_secret`` adds
 ``X-Igflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``; the API checks it
-(constant time, 300 s tolerance, so a captured push cannot be replayed later) on top of the
-credentials, and records the push as ``via=webhook``.
+(constant time, 300 s tolerance) on top of the credentials, refuses a signature already used
+within its window (``SIGNATURE_REPLAYED``, in every process sharing the Redis), and records the
+push as ``via=webhook``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import math
@@ -35,40 +34,17 @@ from api.problems import problem
 from api.publish import PublishRejected
 from api.schema import signal_from_input
 from api.services import Services
+from api.webhooks import ReplayStoreUnavailable, Signature, verify
 from igflow.bodies import read_body
 from igflow.reasons import ReasonCode
 
-__all__ = ["OPENAPI_FILE", "Rest", "sign", "signal_input"]
+__all__ = ["OPENAPI_FILE", "Rest", "signal_input"]
 
 log = logging.getLogger(__name__)
 
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
-SIGNATURE_TOLERANCE_S = 300
 _ROUTE = "/v1/coherence/signals"
 _FIELDS = {"tenantId", "signalId", "type", "value", "weight", "source", "ts", "selectors"}
-
-
-def sign(secret: str, body: bytes, at: int) -> str:
-    """The ``X-Igflow-Signature`` value of ``body`` sent at unix time ``at``."""
-    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={at},v1={mac}"
-
-
-def _verify(secret: str, header: str, body: bytes, now: float) -> str | None:
-    """Why the signature fails, or ``None`` when it verifies."""
-    if not secret:
-        return "signed pushes are not configured on this server"
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        at = int(parts.get("t", ""))
-    except ValueError:
-        return "the signature has no timestamp"
-    if abs(now - at) > SIGNATURE_TOLERANCE_S:
-        return "the signature's timestamp is outside the tolerance"
-    expected = sign(secret, body, at).partition(",v1=")[2]
-    if not hmac.compare_digest(expected, parts.get("v1", "")):
-        return "the signature does not verify"
-    return None
 
 
 def signal_input(data: Any) -> dict[str, Any] | str:
@@ -146,12 +122,24 @@ class Rest:
         if body is None:
             return problem(ReasonCode.BAD_REQUEST, "request body too large", status=413)
         via = "rest"
-        signature = request.headers.get("x-igflow-signature")
-        if signature is not None:
-            why = _verify(services.settings.api.webhook_secret, signature, body, time.time())
-            if why is not None:
-                return problem(ReasonCode.SIGNATURE_INVALID, why, instance=_ROUTE)
-            via = "webhook"
+        signature: Signature | None = None
+        header = request.headers.get("x-igflow-signature")
+        if header is not None:
+            now = time.time()
+            checked = verify(services.settings.api.webhook_secret, header, body, now)
+            if isinstance(checked, str):
+                return problem(ReasonCode.SIGNATURE_INVALID, checked, instance=_ROUTE)
+            try:
+                first = await services.replays.first_use(checked, now)
+            except ReplayStoreUnavailable:
+                return problem(ReasonCode.STORE_UNAVAILABLE, "signed pushes cannot be checked now")
+            if not first:
+                return problem(
+                    ReasonCode.SIGNATURE_REPLAYED,
+                    "this signature was used already",
+                    instance=_ROUTE,
+                )
+            signature, via = checked, "webhook"
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return problem(ReasonCode.BAD_REQUEST, "send application/json", status=415)
         try:
@@ -171,7 +159,10 @@ class Rest:
                 signal, via=via, principal=principal.subject, body=body
             )
         except PublishRejected as exc:
-            return problem(exc.reason, exc.detail, instance=_ROUTE)
+            response = problem(exc.reason, exc.detail, instance=_ROUTE)
+            if signature is not None and response.status_code >= 500:
+                await services.replays.release(signature)  # not the sender's fault: may retry
+            return response
         INGEST_PUBLISHED.labels(via).inc()
         log.info(
             "signal published",

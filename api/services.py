@@ -11,6 +11,7 @@ from api.persisted import PersistedQueries
 from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
 from api.scores import ScoreReader
+from api.webhooks import ReplayGuard
 from igflow.settings import Settings
 
 __all__ = ["Services"]
@@ -28,9 +29,12 @@ class Services:
     hub: EventHub
     persisted: PersistedQueries
     buckets: TokenBuckets
+    #: Signed pushes already accepted, in Redis (:mod:`api.webhooks`).
+    replays: ReplayGuard
 
     async def close(self) -> None:
         await self.hub.close()
+        await self.replays.close()
         await self.scores.close()
         await self.auth.close()
         self.publisher.close()

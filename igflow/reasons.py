@@ -64,6 +64,8 @@ class ReasonCode(enum.StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     #: A webhook push whose HMAC signature does not verify.
     SIGNATURE_INVALID = "SIGNATURE_INVALID"
+    #: A webhook push whose signature was already used within its window (a replay).
+    SIGNATURE_REPLAYED = "SIGNATURE_REPLAYED"
     #: The broker did not acknowledge a publish in time.
     KAFKA_UNAVAILABLE = "KAFKA_UNAVAILABLE"
     #: A store the API reads is down.

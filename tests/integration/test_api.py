@@ -24,7 +24,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from api.jwt_keys import mint_token, sign
 from api.persisted import sha256_hex
-from api.rest import sign as sign_push
+from api.webhooks import sign as sign_push
 from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from igflow.settings import Settings
 from sinks.postgres import PostgresWriter

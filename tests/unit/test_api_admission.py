@@ -16,8 +16,9 @@ from api.graphql_http import format_error
 from api.persisted import Admission, PersistedQueries, sha256_hex
 from api.publish import derived_signal_id
 from api.ratelimit import TokenBuckets
-from api.rest import _verify, sign, signal_input
+from api.rest import signal_input
 from api.schema import build_schema
+from api.webhooks import Signature, sign, verify
 from igflow.errors import ConfigError
 from igflow.reasons import ReasonCode
 from igflow.records import Signal
@@ -195,12 +196,24 @@ def test_webhook_signatures_verify_only_fresh_and_untampered() -> None:
     body = b'{"a": 1}'
     now = time.time()
     good = sign("s3cret", body, int(now))
-    assert _verify("s3cret", good, body, now) is None
-    assert _verify("s3cret", good, body + b" ", now) == "the signature does not verify"
-    assert _verify("other", good, body, now) == "the signature does not verify"
-    assert "tolerance" in (_verify("s3cret", good, body, now + 301) or "")
-    assert "not configured" in (_verify("", good, body, now) or "")
-    assert "timestamp" in (_verify("s3cret", "v1=00", body, now) or "")
+    assert verify("s3cret", good, body, now) == Signature(int(now), good.partition(",v1=")[2])
+    assert verify("s3cret", good, body + b" ", now) == "the signature does not verify"
+    assert verify("other", good, body, now) == "the signature does not verify"
+    assert "tolerance" in str(verify("s3cret", good, body, now + 301))
+    assert "not configured" in str(verify("", good, body, now))
+    assert "timestamp" in str(verify("s3cret", "v1=00", body, now))
+    # Refusals, never exceptions, for whatever a header holds (hmac.compare_digest raises
+    # TypeError on non-ASCII text; int() reads other scripts' digits and 4,301-digit numbers).
+    for header in (
+        good + "\u00e9",
+        good.replace("v1=", "v1=\u00e9"),
+        f"t=\u0661\u0662,v1={good.partition(',v1=')[2]}",
+        "t=" + "9" * 5000 + ",v1=00",
+        "t=1_000,v1=00",
+        "t=,v1=",
+        ",,,==,",
+    ):
+        assert isinstance(verify("s3cret", header, body, now), str), header
 
 
 def test_errors_always_carry_a_code_and_internals_never_leak() -> None:
