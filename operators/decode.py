@@ -2,11 +2,14 @@
 
 Contract: every input record comes out exactly once, either as ``Decoded`` on ``oks`` or as
 ``Rejected`` on ``errs`` with a reason code: ``EMPTY_PAYLOAD`` (tombstone), ``DECODE_FAILED``
-(no magic byte, too short, Avro body truncated or with trailing bytes), ``SCHEMA_UNKNOWN`` (the
-registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema does not resolve to the
-reader schema), ``SOURCE_ERROR`` (the consumer flagged the record). A registry that is *down* is
-not bad input: :class:`~igflow.errors.RegistryError` stops the flow, which resumes from its last
-snapshot once the registry is back, so nothing is misfiled as bad data.
+(no magic byte, too short, Avro body truncated or with trailing bytes, a union branch or enum
+symbol index that is negative or out of range), ``TS_OUT_OF_RANGE`` (valid Avro whose ``ts``
+lies outside the years 1-9999 that a timestamp can hold, e.g. at the int64 limits),
+``SCHEMA_UNKNOWN`` (the registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema
+does not resolve to the reader schema), ``SOURCE_ERROR`` (the consumer flagged the record). A
+registry that is *down* is not bad input: :class:`~igflow.errors.RegistryError` stops the flow,
+which resumes from its last snapshot once the registry is back, so nothing is misfiled as bad
+data.
 
 A writer schema with fields the reader schema lacks still decodes (Avro resolution drops them);
 the decoded record names those fields in ``unknown_fields`` so the drift step can quarantine it
@@ -29,6 +32,7 @@ from bytewax.dataflow import Stream, operator
 from igflow.reasons import ReasonCode
 from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from igflow.wire import HEADER_SIZE, MAGIC, unframe
+from operators.avro_indexes import Guard, index_guard
 
 __all__ = ["DecodeOut", "SchemaLookup", "SignalDecoder", "decode"]
 
@@ -48,6 +52,42 @@ def _field_names(schema: dict[str, Any]) -> list[str]:
     return [str(f["name"]) for f in schema.get("fields", ())]
 
 
+_EPOCH_US_MIN = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z, microseconds since the epoch
+_EPOCH_US_MAX = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+#: Logical types that fastavro turns into ``datetime``/``date`` (and fails on out of range).
+_TIME_TYPES = frozenset(
+    {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros"}
+)
+_MILLIS_TYPES = frozenset({"timestamp-millis", "local-timestamp-millis"})
+
+
+def _without_time_types(schema: Any) -> Any:
+    """``schema`` (Avro JSON) with the time logical types removed, so they read as plain longs."""
+    if isinstance(schema, list):
+        return [_without_time_types(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _without_time_types(v) for k, v in schema.items() if k != "fields"}
+    if out.get("logicalType") in _TIME_TYPES:
+        del out["logicalType"]
+    if "fields" in schema:
+        out["fields"] = [{**f, "type": _without_time_types(f["type"])} for f in schema["fields"]]
+    return out
+
+
+def _ts_micros(record: Any, schema: dict[str, Any]) -> int | None:
+    """The record's ``ts`` in microseconds, read as a plain long (``None`` if it has none)."""
+    if not isinstance(record, dict) or not isinstance(record.get("ts"), int):
+        return None
+    ts: int = record["ts"]
+    for field in schema.get("fields", ()):
+        kind = field["type"]
+        millis = isinstance(kind, dict) and kind.get("logicalType") in _MILLIS_TYPES
+        if field["name"] == "ts" and millis:
+            return ts * 1000
+    return ts
+
+
 class SignalDecoder:
     """Decodes Confluent-framed Avro into signals, read with one reader schema.
 
@@ -64,6 +104,9 @@ class SignalDecoder:
         self._reader = reader_schema
         self._reader_canonical = _canonical(reader_schema)
         self._writers: dict[int, dict[str, Any]] = {}
+        self._guards: dict[int, Guard | None] = {}
+        #: Per schema id, the writer schema without time logical types (built on first need).
+        self._plain: dict[int, tuple[dict[str, Any], dict[str, Any]] | None] = {}
         self._unknown_fields: dict[int, tuple[str, ...]] = {}
         self._reader_fields = frozenset(_field_names(reader_schema))
         self._unknown: dict[int, float] = {}
@@ -89,12 +132,41 @@ class SignalDecoder:
         if not isinstance(parsed, dict):
             parsed = {"type": parsed}
         unknown = tuple(n for n in _field_names(parsed) if n not in self._reader_fields)
+        guard = index_guard(parsed)
         if _canonical(parsed) == self._reader_canonical:
             parsed = self._reader  # same schema: no resolution step when reading
         with self._lock:
+            self._guards[schema_id] = guard
             self._writers[schema_id] = parsed
             self._unknown_fields[schema_id] = unknown
         return parsed
+
+    def _ts_out_of_range(self, schema_id: int, value: bytes) -> bool:
+        """Whether ``value`` is valid Avro whose ``ts`` no ``datetime`` can hold (cold path)."""
+        if schema_id not in self._plain:
+            text = self._lookup(schema_id)
+            plain = None
+            if text is not None:
+                raw_schema = json.loads(text)
+                stripped = fastavro.parse_schema(_without_time_types(raw_schema))
+                plain = (stripped, raw_schema) if isinstance(stripped, dict) else None
+            with self._lock:
+                self._plain[schema_id] = plain
+        entry = self._plain[schema_id]
+        if entry is None:
+            return False
+        schema, raw_schema = entry
+        body = io.BytesIO(value)
+        body.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(body, schema, None)
+        except (EOFError, ValueError, TypeError, IndexError, OverflowError):
+            return False
+        guard = self._guards.get(schema_id)
+        if body.tell() != len(value) or (guard is not None and not guard(value, HEADER_SIZE)):
+            return False
+        ts = _ts_micros(record, raw_schema)
+        return ts is not None and not _EPOCH_US_MIN <= ts <= _EPOCH_US_MAX
 
     def decode(self, raw: RawRecord) -> Decoded | Rejected:
         """Decode one record; never raises for bad input."""
@@ -119,10 +191,20 @@ class SignalDecoder:
         except fastavro.read.SchemaResolutionError:
             detail = f"schema id {schema_id} does not resolve to the reader schema"
             return Rejected(ReasonCode.SCHEMA_INCOMPATIBLE, detail, raw)
-        except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError):
+        except (ValueError, OverflowError):  # also what a time fastavro cannot represent raises
+            if self._ts_out_of_range(schema_id, value):
+                detail = "ts outside the years 1-9999 (valid Avro)"
+                return Rejected(ReasonCode.TS_OUT_OF_RANGE, detail, raw)
+            return Rejected(ReasonCode.DECODE_FAILED, "Avro body does not decode", raw)
+        except (EOFError, TypeError, IndexError):
             return Rejected(ReasonCode.DECODE_FAILED, "Avro body does not decode", raw)
         if body.tell() != len(value):
             detail = f"{len(value) - body.tell()} trailing bytes after the Avro body"
+            return Rejected(ReasonCode.DECODE_FAILED, detail, raw)
+        guard = self._guards.get(schema_id)
+        if guard is not None and not guard(value, HEADER_SIZE):
+            # fastavro reads a negative index as a Python list index (-1: the last branch).
+            detail = "a union branch or enum symbol index is negative or out of range"
             return Rejected(ReasonCode.DECODE_FAILED, detail, raw)
         if not isinstance(record, dict):
             return Rejected(ReasonCode.SCHEMA_INCOMPATIBLE, "writer schema is not a record", raw)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+import fastavro
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
 from igflow.reasons import ReasonCode
 from igflow.records import Decoded, RawRecord, Rejected
 from igflow.wire import encode, frame
+from operators.avro_indexes import index_guard
 from operators.decode import SignalDecoder
 from tests.conftest import SIGNAL_V1, SIGNAL_V2, V1_ID, V2_ID, DictSchemas
 
@@ -135,3 +138,100 @@ def test_unknown_ids_are_remembered_for_a_while(schemas: DictSchemas) -> None:
     assert isinstance(eager.decode(_raw(bogus)), Rejected)
     schemas.schemas[999] = SIGNAL_V1.text
     assert isinstance(eager.decode(_raw(bogus)), Decoded)
+
+
+#: The frame from issue 12: a v1 record whose ``weight`` union index is -1 (byte ``0x01``).
+MINUS_ONE_FRAME = bytes.fromhex(
+    "00000000011274656e616e742d303826667a2d313435303038352d62326330313730310e6c6174656e63"
+    "797867dc0cae4cb63f01000000000000f03f1073656e736f722d61eaebade2baf0b006"
+)
+
+
+def _with_weight_index(index_byte: bytes) -> bytes:
+    """A valid v1 frame with a weight of 1.0 whose union branch index byte is replaced."""
+    good = encode(V1_ID, SIGNAL_V1.parsed, {**RECORD, "weight": 1.0})
+    prefix = encode(V1_ID, SIGNAL_V1.parsed, {**RECORD, "weight": None}).split(b"sensor-a")[0]
+    # The null branch encodes as the index alone (0x00): everything before it is the prefix.
+    at = len(prefix) - 2  # the index byte, then the source's length byte
+    assert good[at] == 0x02  # branch 1 (double), zig-zag
+    return good[:at] + index_byte + good[at + 1 :]
+
+
+def test_a_negative_union_branch_index_is_decode_failed(schemas: DictSchemas) -> None:
+    assert _reason(schemas, MINUS_ONE_FRAME) is ReasonCode.DECODE_FAILED
+    assert _reason(schemas, _with_weight_index(b"\x01")) is ReasonCode.DECODE_FAILED  # -1
+    # -2 selects "null" in fastavro, and the double's 8 bytes then trail the body or shift it.
+    assert _reason(schemas, _with_weight_index(b"\x03")) is ReasonCode.DECODE_FAILED
+    assert _reason(schemas, _with_weight_index(b"\x04")) is ReasonCode.DECODE_FAILED  # 2
+    assert isinstance(_decoder(schemas).decode(_raw(_with_weight_index(b"\x02"))), Decoded)
+
+
+def test_negative_indexes_inside_arrays_and_enums_are_found(schemas: DictSchemas) -> None:
+    # A writer with an extra field the reader lacks (schema drift): an array of a union of an
+    # enum and a string. fastavro reads -1 there too; the guard walks into it.
+    writer = json.loads(SIGNAL_V1.text)
+    writer["fields"].append(
+        {
+            "name": "extra",
+            "type": {
+                "type": "array",
+                "items": ["null", {"type": "enum", "name": "Level", "symbols": ["LO", "HI"]}],
+            },
+            "default": [],
+        }
+    )
+    schemas.schemas[9] = json.dumps(writer)
+    parsed = fastavro.parse_schema(writer)
+    good = encode(9, parsed, {**RECORD, "extra": [None, "HI", "LO"]})
+    out = _decoder(schemas).decode(_raw(good))
+    assert isinstance(out, Decoded) and out.unknown_fields == ("extra",)
+    # The array: count 3 (0x06), then branch 0 (0x00); branch 1 + HI (0x02 0x02); branch 1 + LO.
+    assert good.endswith(b"\x06\x00\x02\x02\x02\x00\x00")
+    bad_branch = good[:-7] + b"\x06\x00\x01\x02\x02\x00\x00"
+    bad_symbol = good[:-7] + b"\x06\x00\x02\x01\x02\x00\x00"
+    assert _reason(schemas, bad_branch) is ReasonCode.DECODE_FAILED
+    assert _reason(schemas, bad_symbol) is ReasonCode.DECODE_FAILED
+    # The same array written as one block with its byte size (negative count) is valid Avro.
+    block = b"\x02\x02\x02\x00\x02\x00"
+    sized = good[:-7] + b"\x05" + bytes([len(block) * 2]) + block + b"\x00"
+    assert isinstance(_decoder(schemas).decode(_raw(sized)), Decoded)
+
+
+def _ts_frame(micros: int) -> bytes:
+    """A v1 frame whose ``ts`` long is ``micros`` (written without the logical type)."""
+    plain = json.loads(SIGNAL_V1.text)
+    for field in plain["fields"]:
+        if field["name"] == "ts":
+            field["type"] = "long"
+    return encode(V1_ID, fastavro.parse_schema(plain), {**RECORD, "ts": micros})
+
+
+def test_timestamps_no_datetime_can_hold_are_ts_out_of_range(schemas: DictSchemas) -> None:
+    for micros in (2**63 - 1, -(2**63), 253_402_300_800_000_000, -62_135_596_800_000_001):
+        assert _reason(schemas, _ts_frame(micros)) is ReasonCode.TS_OUT_OF_RANGE, micros
+    for micros in (253_402_300_799_999_999, -62_135_596_800_000_000):
+        out = _decoder(schemas).decode(_raw(_ts_frame(micros)))
+        assert isinstance(out, Decoded), micros
+    # Broken Avro is still DECODE_FAILED, also when its ts is out of range.
+    assert _reason(schemas, _ts_frame(2**63 - 1)[:-2]) is ReasonCode.DECODE_FAILED
+    assert _reason(schemas, _ts_frame(2**63 - 1) + b"\x00") is ReasonCode.DECODE_FAILED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    weight=st.none() | st.floats(0, 1e6),
+    selectors=st.lists(st.text(max_size=8), max_size=5),
+    cut=st.integers(0, 200),
+)
+def test_the_index_guard_accepts_every_valid_encoding(
+    weight: float | None, selectors: list[str], cut: int
+) -> None:
+    record = {**RECORD, "weight": weight, "selectors": selectors}
+    value = encode(V2_ID, SIGNAL_V2.parsed, record)
+    guard = index_guard(SIGNAL_V2.parsed)
+    assert guard is not None and guard(value, 5)
+    # Cut anywhere: the guard answers (never raises); the decoder rejects the cut frame.
+    guard(value[: 5 + cut], 5)
+    if 5 + cut < len(value):
+        out = _decoder(DictSchemas({V2_ID: SIGNAL_V2.text})).decode(_raw(value[: 5 + cut]))
+        assert isinstance(out, Rejected)
