@@ -8,9 +8,17 @@ key and asks for that hash. A plain, unsalted hash is enough here (unlike for pa
 has 256 bits of entropy, so there is nothing to guess.
 
 The API asks :meth:`ApiKeyStore.lookup` (async, psycopg 3) on every request that carries a key;
-answers, known key or not, are remembered for ``cache_ttl_seconds``, so a revocation takes effect
-within that time and a hot client costs a dict lookup. The admin methods (``igflow apikeys``) are
-synchronous.
+answers, known key or not, are remembered, so a hot client costs a dict lookup. Each API process
+also listens (:meth:`ApiKeyStore.listen`, its own connection) on the channel ``igflow_api_keys``,
+where a trigger (migration ``0004``) announces the hash of every key created, revoked or deleted:
+the process drops that answer when the change commits, so a revocation holds at once on every
+process. While the listener is connected, answers are kept ``cache_ttl_seconds``; while it is not
+(Postgres restarting, the connection lost, the trigger missing), only ``fallback_ttl_seconds``, and
+the cache is emptied whenever the listener goes down or comes back, since changes may have been
+missed in between. A lookup that saw a change announced while it queried keeps its answer only
+the fallback time (it may have read the row from before the change). The listener checks its
+connection every :data:`HEARTBEAT_S` seconds, so a silently dead one is noticed within twice
+that. The admin methods (``igflow apikeys``) are synchronous.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Iterable
@@ -28,9 +37,12 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
+from api.metrics import KEY_LISTENER_UP, KEY_LOOKUPS
 from igflow.errors import ConfigError, IgflowError
 
 __all__ = [
+    "CHANNEL",
+    "HEARTBEAT_S",
     "KEY_PREFIX",
     "ApiKey",
     "ApiKeyStore",
@@ -39,6 +51,12 @@ __all__ = [
     "hash_key",
 ]
 
+log = logging.getLogger(__name__)
+
+#: The Postgres channel on which every change of a key is announced (payload: its hash).
+CHANNEL = "igflow_api_keys"
+#: Seconds between the listener's checks that its connection is alive.
+HEARTBEAT_S = 5.0
 #: Every key starts so; anything else is refused without a database round trip.
 KEY_PREFIX = "igk_"
 #: Longer presented keys are refused unread (ours are 64 characters).
@@ -105,16 +123,28 @@ class ApiKeyStore:
     """
 
     def __init__(
-        self, dsn: str, cache_ttl_seconds: float = 30.0, cache_size: int = 100_000
+        self,
+        dsn: str,
+        cache_ttl_seconds: float = 30.0,
+        cache_size: int = 100_000,
+        fallback_ttl_seconds: float = 1.0,
     ) -> None:
         self._dsn = dsn
         self._ttl = cache_ttl_seconds
+        self._fallback_ttl = min(fallback_ttl_seconds, cache_ttl_seconds)
         self._cache_size = cache_size
         #: key hash -> (record or None for unknown/revoked, monotonic expiry)
         self._cache: dict[str, tuple[ApiKey | None, float]] = {}
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        #: Whether the listener is connected and listening (the cache hears every change).
+        self._listening = False
+        #: Bumped by every announced change and every listener state change.
+        self._changes = 0
+        self._listener: asyncio.Task[None] | None = None
+        #: The listener's Postgres backend pid while it is connected (for operators and tests).
+        self.listener_pid: int | None = None
         #: Lookups that went to the database (cache misses), for metrics and tests.
         self.db_lookups = 0
 
@@ -168,8 +198,10 @@ class ApiKeyStore:
         return [_record(r) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
-        """Revoke the key ``key_id``; ``False`` if no active key has that id. Every process's
-        :meth:`lookup` refuses it within ``cache_ttl_seconds``, this store's at once."""
+        """Revoke the key ``key_id``; ``False`` if no active key has that id. This store's
+        :meth:`lookup` refuses it at once, and so does every listening process's once the
+        trigger's notification reaches it (a process that is not listening: within its
+        ``fallback_ttl_seconds``)."""
         try:
             with self._connect() as conn:
                 cur = conn.execute(
@@ -204,9 +236,19 @@ class ApiKeyStore:
             hit = self._cached(digest)
             if hit is not None:
                 return hit[0]
+            changes = self._changes
             record = await self._fetch(digest)
-            self._remember(digest, record)
+            # Kept long only if the listener heard nothing the whole time: a change announced
+            # during the query may postdate the row it returned.
+            self._remember(digest, record, settled=self._listening and changes == self._changes)
             return record
+
+    def cached(self, key: str) -> ApiKey | None:
+        """The active key ``key`` is if this process remembers it as such; never a query."""
+        if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LENGTH:
+            return None
+        hit = self._cached(hash_key(key))
+        return None if hit is None else hit[0]
 
     def _cached(self, digest: str) -> tuple[ApiKey | None] | None:
         """A 1-tuple holding the remembered answer for ``digest``, or ``None`` if there is none
@@ -219,10 +261,79 @@ class ApiKeyStore:
             return None
         return (entry[0],)
 
-    def _remember(self, digest: str, record: ApiKey | None) -> None:
+    def _remember(self, digest: str, record: ApiKey | None, *, settled: bool) -> None:
         while len(self._cache) >= self._cache_size:
             self._cache.pop(next(iter(self._cache)))  # the oldest entry
-        self._cache[digest] = (record, time.monotonic() + self._ttl)
+        ttl = self._ttl if settled else self._fallback_ttl
+        self._cache[digest] = (record, time.monotonic() + ttl)
+
+    # -- hearing about changes ---------------------------------------------------------------
+
+    def start_listening(self) -> None:
+        """Run :meth:`listen` in the background of the running event loop (once)."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self.listen())
+
+    async def listen(self) -> None:
+        """Hear every key change until cancelled, reconnecting (0.5 s to 5 s apart) when the
+        connection is lost; meanwhile the cache keeps answers only the fallback time."""
+        delay = 0.5
+        while True:
+            try:
+                await self._listen_once()
+                delay = 0.5  # it listened, then lost the connection: retry soon
+            except psycopg.Error as exc:
+                log.warning("API key listener: %s", _explain(exc))
+            finally:
+                self._set_listening(False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _listen_once(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._dsn,
+            autocommit=True,
+            connect_timeout=_CONNECT_TIMEOUT_S,
+            application_name="igflow-api-keys-listener",
+        )
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_trigger"
+                " WHERE tgname = 'api_keys_notify' AND tgrelid = to_regclass('api_keys')"
+            )
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                log.warning(
+                    "API key listener: no trigger api_keys_notify (run igflow setup); API keys"
+                    " are cached %s s only",
+                    self._fallback_ttl,
+                )
+                await asyncio.sleep(60)
+                return
+            self.listener_pid = conn.info.backend_pid
+            # Listening from here: whatever was cached before may have missed a change.
+            self._set_listening(True)
+            while True:
+                async for notice in conn.notifies(timeout=HEARTBEAT_S):
+                    self._cache.pop(notice.payload, None)
+                    self._changes += 1
+                async with asyncio.timeout(HEARTBEAT_S):
+                    await conn.execute("SELECT 1")
+        except TimeoutError:
+            log.warning("API key listener: the connection stopped answering")
+        finally:
+            self.listener_pid = None
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+    def _set_listening(self, listening: bool) -> None:
+        if listening == self._listening:
+            return
+        self._listening = listening
+        self._changes += 1
+        self._cache.clear()
+        KEY_LISTENER_UP.set(1 if listening else 0)
 
     def _serialised(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -249,6 +360,7 @@ class ApiKeyStore:
 
     async def _query(self, digest: str) -> ApiKey | None:
         self.db_lookups += 1
+        KEY_LOOKUPS.inc()
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
                 self._dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
@@ -267,7 +379,13 @@ class ApiKeyStore:
                 await conn.close()
 
     async def close(self) -> None:
-        """Close the lookup connection (a later :meth:`lookup` opens a new one)."""
+        """Stop listening and close the lookup connection (a later :meth:`lookup` opens a new
+        one)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         if self._loop is asyncio.get_running_loop():
             await self._drop_connection()
         self._conn = None

@@ -97,6 +97,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         metrics = MetricsServer(settings.api.metrics_host, settings.api.metrics_port)
         metrics.start()
+        services.auth.start()
         await services.hub.start()
         try:
             yield

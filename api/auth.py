@@ -158,7 +158,12 @@ class Authenticator:
             audience=api.jwt_audience,
             algorithms=algorithms,
             leeway_seconds=api.jwt_leeway_seconds,
-            api_keys=api_keys or ApiKeyStore(settings.stores.postgres_dsn),
+            api_keys=api_keys
+            or ApiKeyStore(
+                settings.stores.postgres_dsn,
+                cache_ttl_seconds=api.key_cache_seconds,
+                fallback_ttl_seconds=api.key_cache_fallback_seconds,
+            ),
         )
 
     async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
@@ -273,7 +278,13 @@ class Authenticator:
             kind="api_key",
         )
 
+    def start(self) -> None:
+        """Hear API key changes from now on (call in the serving event loop): a revoked key is
+        refused at once, not when its cached answer expires."""
+        if self._api_keys is not None:
+            self._api_keys.start_listening()
+
     async def close(self) -> None:
-        """Release the API key store's connection."""
+        """Release the API key store's connections."""
         if self._api_keys is not None:
             await self._api_keys.close()

@@ -20,6 +20,8 @@ __all__ = [
     "FANOUT_LATENCY",
     "HTTP_REQUESTS",
     "INGEST_PUBLISHED",
+    "KEY_LISTENER_UP",
+    "KEY_LOOKUPS",
     "RATE_LIMITED",
     "REQUESTS",
     "REQUEST_SECONDS",
@@ -46,6 +48,13 @@ FANOUT_LATENCY = Histogram(
 SUBSCRIBERS = Gauge("igflow_api_subscribers", "Open GraphQL subscriptions in this process")
 RATE_LIMITED = Counter(
     "igflow_api_rate_limited_total", "Requests refused by a tenant's token bucket", ["tenant_id"]
+)
+KEY_LOOKUPS = Counter(
+    "igflow_api_key_lookups_total", "API key lookups that queried Postgres (cache misses)"
+)
+KEY_LISTENER_UP = Gauge(
+    "igflow_api_key_listener_up",
+    "1 while this process hears API key changes from Postgres (LISTEN), else 0",
 )
 INGEST_PUBLISHED = Counter(
     "igflow_api_signals_published_total", "Signals acknowledged by Kafka, by entry point", ["via"]

@@ -262,6 +262,10 @@ class ApiSettings:
     #: Per-tenant token bucket: refill rate (requests/s) and burst size.
     rate_limit_rps: float = 1000.0
     rate_limit_burst: int = 1000
+    #: How long an API key lookup is remembered while this process listens to Postgres for
+    #: key changes (``NOTIFY``, so a revocation applies at once), and while it cannot listen.
+    key_cache_seconds: float = 30.0
+    key_cache_fallback_seconds: float = 1.0
     #: Prometheus ``/metrics`` is served on its own port (0: not at all), never on ``port``:
     #: its labels name tenants. Keep ``metrics_host`` on loopback unless a firewall guards it.
     metrics_host: str = "127.0.0.1"

@@ -1,4 +1,5 @@
-"""API keys against the local Postgres: created once, stored only hashed, revoked within the TTL."""
+"""API keys against the local Postgres: created once, stored only hashed, revoked at once on every
+serving process (LISTEN/NOTIFY), or within the fallback TTL while a process cannot listen."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from igflow.errors import ConfigError
 from igflow.migrations import apply as apply_migrations
 from igflow.reasons import ReasonCode
 from igflow.settings import Settings
+from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import REPO, env_for
 
 pytestmark = pytest.mark.integration
 
 READ, WRITE = "coherence:read", "coherence:write"
 TTL = 0.5
+LISTENER_UP, LOOKUPS = "igflow_api_key_listener_up", "igflow_api_key_lookups_total"
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +109,11 @@ def test_only_the_hash_is_stored(dsn: str, tenant: str) -> None:
     }
 
 
-def test_a_revoked_key_stops_working_within_the_ttl(stack: Settings, dsn: str, tenant: str) -> None:
-    api_store = ApiKeyStore(dsn, cache_ttl_seconds=TTL)  # the API process's
+def test_a_store_that_is_not_listening_refuses_a_revoked_key_within_the_fallback_ttl(
+    stack: Settings, dsn: str, tenant: str
+) -> None:
+    # The API process's store, never listening: its answers are kept the fallback time only.
+    api_store = ApiKeyStore(dsn, cache_ttl_seconds=60, fallback_ttl_seconds=TTL)
     admin = ApiKeyStore(dsn)  # igflow apikeys revoke, another process
     new = admin.create(tenant, [READ])
 
@@ -117,7 +123,8 @@ def test_a_revoked_key_stops_working_within_the_ttl(stack: Settings, dsn: str, t
             assert (await auth.authenticate(None, new.key)).tenant_id == tenant
             assert admin.revoke(new.info.key_id)
             revoked_at = time.monotonic()
-            # Still cached: the revocation reaches this process only when the entry expires.
+            # Still cached: without the listener, the revocation reaches this process only when
+            # the entry expires.
             cached = (await auth.authenticate(None, new.key)).tenant_id
             while True:
                 try:
@@ -156,6 +163,101 @@ def test_a_revocation_through_the_same_store_is_immediate(
             await auth.close()
 
     assert run(scenario()) is ReasonCode.AUTH_INVALID
+
+
+def _wait(what: str, ok: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.02)
+
+
+def _metric(server: ApiServer, name: str) -> float:
+    for line in server.metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_a_revocation_holds_at_once_on_every_serving_process(
+    stack: Settings, dsn: str, tenant: str
+) -> None:
+    """Two ``igflow serve`` processes have used (and cached, for 30 s) a key; it is revoked by
+    another process; the very next request on each is refused."""
+    admin = ApiKeyStore(dsn)
+    new = admin.create(tenant, [READ])
+    query = {
+        "query": "query Q($t: ID!) { tenantCoherence(tenantId: $t) { score } }",
+        "variables": {"t": tenant},
+    }
+    headers = {"x-api-key": new.key}
+    with serve(stack) as one, serve(stack) as two:
+        for server in (one, two):
+            _wait("the key listener", lambda s=server: _metric(s, LISTENER_UP) == 1)
+            first = server.client.post("/graphql", json=query, headers=headers)
+            assert first.status_code == 200, first.text  # authenticated (NOT_FOUND: no score)
+            lookups = _metric(server, LOOKUPS)
+            assert server.client.post("/graphql", json=query, headers=headers).status_code == 200
+            assert _metric(server, LOOKUPS) == lookups  # the second use came from the cache
+        assert admin.revoke(new.info.key_id)
+        revoked = time.perf_counter()
+        # NOTIFY is delivered asynchronously (the listener's backend sends it after the commit,
+        # usually before the revoking client hears back): allow it milliseconds, not the 30 s
+        # the cached answer would otherwise live.
+        after = []
+        for server in (one, two):
+            while True:
+                got = server.client.post("/graphql", json=query, headers=headers)
+                if got.status_code != 200:
+                    break
+                assert time.perf_counter() - revoked < 0.5, "still accepted 500 ms after"
+            after.append(1000 * (time.perf_counter() - revoked))
+            assert got.status_code == 401, got.text
+            assert got.json()["errors"][0]["extensions"]["code"] == "AUTH_INVALID"
+            again = server.client.post("/graphql", json=query, headers=headers)
+            assert again.status_code == 401
+        print(f"refused by the two processes {after[0]:.1f} and {after[1]:.1f} ms after")
+
+
+def test_a_listener_that_loses_its_connection_comes_back_and_misses_nothing(
+    stack: Settings, dsn: str, tenant: str
+) -> None:
+    """The listener's backend is killed: the cache is emptied (a change may be missed while it
+    is down), the listener reconnects, and a key revoked in the gap is refused."""
+    store = ApiKeyStore(dsn, cache_ttl_seconds=60, fallback_ttl_seconds=60)
+    admin = ApiKeyStore(dsn)
+    keep, drop = admin.create(tenant, [READ]), admin.create(tenant, [READ])
+
+    async def scenario() -> tuple[int, int]:
+        store.start_listening()
+        try:
+            while store.listener_pid is None:
+                await asyncio.sleep(0.01)
+            first_pid = store.listener_pid
+            assert await store.lookup(keep.key) is not None
+            assert await store.lookup(drop.key) is not None
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+                # Revoked while the listener is down (or coming back): its notice may be lost.
+                conn.execute(
+                    "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", (drop.info.key_id,)
+                )
+            while store.listener_pid in (None, first_pid):
+                await asyncio.sleep(0.01)
+            assert await store.lookup(drop.key) is None  # not the 60 s old answer
+            assert await store.lookup(keep.key) is not None
+            # Listening again: the next revocation is heard at once.
+            admin.revoke(keep.info.key_id)
+            deadline = time.monotonic() + 2
+            while await store.lookup(keep.key) is not None:
+                assert time.monotonic() < deadline, "the revocation was not heard"
+                await asyncio.sleep(0.005)
+            return first_pid, store.listener_pid or 0
+        finally:
+            await store.close()
+
+    first_pid, second_pid = run(scenario())
+    assert second_pid not in (0, first_pid)
 
 
 @pytest.mark.parametrize(
