@@ -4,7 +4,10 @@ The API owns no business rule: a signal is checked by :func:`operators.validate.
 function the flow's validate step runs, against the same tenant registry and settings, with the
 Kafka timestamp the record will carry (the produce time, set explicitly), so whatever the API
 accepts the flow accepts too, unless the tenant registry changes in between (then the flow's
-verdict goes to the DLQ with its reason, as for any producer).
+verdict goes to the DLQ with its reason, as for any producer). That includes the contract's
+field size limits (``validate.max_*``): an oversized field is ``FIELD_INVALID`` (REST 422), and a
+record Kafka refuses as too large anyway is ``RECORD_TOO_LARGE`` (REST 413), never the outage
+code ``KAFKA_UNAVAILABLE``.
 
 Records are serialized by confluent-kafka's ``AvroSerializer`` with the newest contract, looked up
 (never registered) in the schema registry under the topic's subject, keyed by tenant like every
@@ -163,7 +166,17 @@ class SignalPublisher:
                 headers=headers,
             )
             msg = await asyncio.wait_for(acked, self._timeout + 1.0)
-        except (KafkaException, BufferError, TimeoutError) as exc:
+        except KafkaException as exc:
+            # Too large for the producer or the topic: the client's record, not an outage.
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise PublishRejected(
+                    ReasonCode.RECORD_TOO_LARGE, "the serialized signal is larger than Kafka takes"
+                ) from exc
+            raise PublishRejected(
+                ReasonCode.KAFKA_UNAVAILABLE, "the broker did not acknowledge the signal"
+            ) from exc
+        except (BufferError, TimeoutError) as exc:
             raise PublishRejected(
                 ReasonCode.KAFKA_UNAVAILABLE, "the broker did not acknowledge the signal"
             ) from exc

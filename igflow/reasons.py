@@ -68,6 +68,8 @@ class ReasonCode(enum.StrEnum):
     SIGNATURE_REPLAYED = "SIGNATURE_REPLAYED"
     #: The broker did not acknowledge a publish in time.
     KAFKA_UNAVAILABLE = "KAFKA_UNAVAILABLE"
+    #: The serialized record is larger than the broker accepts (a client error, not an outage).
+    RECORD_TOO_LARGE = "RECORD_TOO_LARGE"
     #: A store the API reads is down.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     #: A subscriber fell too far behind its events; its subscription ended.

@@ -146,6 +146,16 @@ class ValidateSettings:
     max_age_seconds: float = 365 * 86400.0
     #: How often the tenant registry is re-read from Postgres (wall clock).
     tenant_refresh_seconds: float = 30.0
+    #: Field size limits of the contract, in UTF-8 bytes (``FIELD_INVALID`` past them, in the
+    #: flow and at the API alike): ``tenant_id`` and ``signal_id`` …
+    max_id_bytes: int = 256
+    #: … ``type`` …
+    max_type_bytes: int = 128
+    #: … ``source`` …
+    max_source_bytes: int = 256
+    #: … and ``selectors``: how many, and each one's size.
+    max_selectors: int = 1000
+    max_selector_bytes: int = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -4,10 +4,14 @@ Contract: every input record comes out exactly once, either unchanged on ``oks``
 ``Rejected`` (stage ``validate``) on ``errs``. The rules run in this fixed order and the first
 that fails decides the reason code:
 
-1. fields (``FIELD_INVALID``), in the contract's order: ``tenant_id``, ``signal_id``, ``type``
-   not blank (after stripping white space); ``value`` finite and in [0, 1]; ``weight`` null or
-   finite and >= 0 (``-0.0`` counts as 0); ``source`` not blank; ``ts`` time-zone aware; no
-   NUL character in any string field or selector (no serving store can keep it faithfully);
+1. fields (``FIELD_INVALID``): first the contract's size limits (``ValidateSettings``, UTF-8
+   bytes): ``tenant_id`` and ``signal_id`` at most ``max_id_bytes``, ``type`` at most
+   ``max_type_bytes``, ``source`` at most ``max_source_bytes``, at most ``max_selectors``
+   selectors of at most ``max_selector_bytes`` each; then, in the contract's order:
+   ``tenant_id``, ``signal_id``, ``type`` not blank (after stripping white space); ``value``
+   finite and in [0, 1]; ``weight`` null or finite and >= 0 (``-0.0`` counts as 0); ``source``
+   not blank; ``ts`` time-zone aware; no NUL character in any string field or selector (no
+   serving store can keep it faithfully);
 2. event time (``TS_OUT_OF_RANGE``): ``ts`` at most ``max_future_skew_seconds`` after the
    record's Kafka timestamp and at most ``max_age_seconds`` before it, both bounds inclusive.
    Measured against the Kafka timestamp (part of the input), never the wall clock, so a replay
@@ -16,7 +20,8 @@ that fails decides the reason code:
 4. source (``SOURCE_NOT_ALLOWED``): ``source`` among the tenant's sources, when it lists some.
 
 A reject's ``detail`` names the field and the rule, never a value from the record. :func:`check`
-is a pure function of the record, the directory's answer and the settings.
+is a pure function of the record, the directory's answer and the settings. The API's publish
+runs the same :func:`check` with the same settings, so the flow and the API agree on every rule.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from datetime import UTC, datetime, timedelta
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from igflow.errors import ConfigError
 from igflow.metrics import REJECTED
 from igflow.reasons import ReasonCode
-from igflow.records import Decoded, RawRecord, Rejected
+from igflow.records import Decoded, RawRecord, Rejected, Signal
 from igflow.settings import ValidateSettings
 from tenancy.registry import StaticTenants, TenantDirectory, TenantEntry
 
@@ -40,6 +46,7 @@ __all__ = [
     "TenantEntry",
     "ValidateOut",
     "check",
+    "check_settings",
     "validate",
 ]
 
@@ -51,8 +58,68 @@ _MICROSECOND = timedelta(microseconds=1)
 _UNREGISTERED = "(unregistered)"
 
 
-def _field_problem(item: Decoded) -> str | None:
+def _over(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8 (without encoding short ones)."""
+    n = len(text)
+    if n <= limit // 4:  # a code point takes at most 4 bytes
+        return False
+    if n > limit:
+        return True
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def _size_problem(s: Signal, settings: ValidateSettings) -> str | None:
+    id_quarter = settings.max_id_bytes // 4
+    if (  # the common case, decided without encoding anything
+        len(s.tenant_id) > id_quarter
+        or len(s.signal_id) > id_quarter
+        or len(s.type) > settings.max_type_bytes // 4
+        or len(s.source) > settings.max_source_bytes // 4
+    ):
+        for name, text, limit, setting in (
+            ("tenant_id", s.tenant_id, settings.max_id_bytes, "max_id_bytes"),
+            ("signal_id", s.signal_id, settings.max_id_bytes, "max_id_bytes"),
+            ("type", s.type, settings.max_type_bytes, "max_type_bytes"),
+            ("source", s.source, settings.max_source_bytes, "max_source_bytes"),
+        ):
+            if _over(text, limit):
+                return f"{name} longer than validate.{setting} ({limit} bytes)"
+    selectors = s.selectors
+    if selectors:
+        if len(selectors) > settings.max_selectors:
+            return f"more than validate.max_selectors ({settings.max_selectors}) selectors"
+        limit = settings.max_selector_bytes
+        if max(map(len, selectors)) > limit // 4 and any(_over(x, limit) for x in selectors):
+            return f"a selector longer than validate.max_selector_bytes ({limit} bytes)"
+    return None
+
+
+def check_settings(settings: ValidateSettings) -> None:
+    """Raise :class:`~igflow.errors.ConfigError` for size limits below 1."""
+    small = [
+        f"{name} must be >= 1, got {getattr(settings, name)}"
+        for name in _LIMITS
+        if getattr(settings, name) < 1
+    ]
+    if small:
+        msg = "invalid validate settings: " + "; ".join(small)
+        raise ConfigError(msg)
+
+
+_LIMITS = (
+    "max_id_bytes",
+    "max_type_bytes",
+    "max_source_bytes",
+    "max_selectors",
+    "max_selector_bytes",
+)
+
+
+def _field_problem(item: Decoded, settings: ValidateSettings) -> str | None:
     s = item.signal
+    problem = _size_problem(s, settings)
+    if problem is not None:
+        return problem
     if not s.tenant_id.strip():
         return "tenant_id is blank"
     if not s.signal_id.strip():
@@ -119,7 +186,7 @@ def check(
     item: Decoded, tenants: TenantDirectory, settings: ValidateSettings
 ) -> Decoded | Rejected:
     """``item`` itself if it passes every rule, else its ``Rejected`` (see the module docstring)."""
-    problem = _field_problem(item)
+    problem = _field_problem(item, settings)
     if problem is not None:
         return _reject(item, ReasonCode.FIELD_INVALID, problem)
     problem = _time_problem(item, settings)
@@ -151,7 +218,9 @@ def validate(
     settings: ValidateSettings,
 ) -> ValidateOut:
     """Apply :func:`check` to every record; rejects leave on ``errs`` and are counted in
-    ``igflow_rejected_total{stage="validate"}`` (an unregistered tenant as ``(unregistered)``)."""
+    ``igflow_rejected_total{stage="validate"}`` (an unregistered tenant as ``(unregistered)``).
+    Raises :class:`~igflow.errors.ConfigError` for unusable size limits, at build time."""
+    check_settings(settings)
 
     def counted(item: Decoded) -> Decoded | Rejected:
         out = check(item, tenants, settings)

@@ -15,10 +15,11 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from prometheus_client import REGISTRY
 
+from igflow.errors import ConfigError
 from igflow.reasons import ReasonCode
 from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal
 from igflow.settings import ValidateSettings
-from operators.validate import StaticTenants, TenantEntry, check, validate
+from operators.validate import StaticTenants, TenantEntry, check, check_settings, validate
 
 KAFKA_TS = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 KAFKA_MS = int(KAFKA_TS.timestamp() * 1000)
@@ -310,3 +311,59 @@ def test_a_nul_character_in_a_string_field_is_invalid(field: str) -> None:
 def test_a_nul_character_in_a_selector_is_invalid() -> None:
     out = check(decoded(selectors=("ok", "a\x00")), TENANTS, SETTINGS)
     assert isinstance(out, Rejected) and out.detail == "a selector contains NUL"
+
+
+LIMITS = ValidateSettings(
+    max_future_skew_seconds=300.0,
+    max_age_seconds=3600.0,
+    max_id_bytes=16,
+    max_type_bytes=8,
+    max_source_bytes=12,
+    max_selectors=3,
+    max_selector_bytes=10,
+)
+
+
+def _limited(**fields: Any) -> Rejected | None:
+    out = check(decoded(**fields), TENANTS, LIMITS)
+    return out if isinstance(out, Rejected) else None
+
+
+def test_field_sizes_are_bounded_in_utf8_bytes_at_the_limit_inclusive() -> None:
+    # Exactly at each limit passes; one byte more is FIELD_INVALID naming field and setting.
+    assert _limited(signal_id="s" * 16, type="t" * 8, selectors=("x" * 10,) * 3) is None
+    for fields, setting in (
+        ({"tenant_id": "t" * 17}, "max_id_bytes"),
+        ({"signal_id": "s" * 17}, "max_id_bytes"),
+        ({"type": "t" * 9}, "max_type_bytes"),
+        ({"source": "sensor-a" + "b" * 5}, "max_source_bytes"),
+        ({"selectors": ("a",) * 4}, "max_selectors"),
+        ({"selectors": ("a", "x" * 11)}, "max_selector_bytes"),
+        # Bytes, not code points: 5 x 2-byte "é" is 10 bytes (passes), 3 x 4-byte emoji is 12.
+        ({"signal_id": "\U0001f600" * 5}, "max_id_bytes"),
+        ({"selectors": ("\U0001f600" * 3,)}, "max_selector_bytes"),
+    ):
+        out = _limited(**fields)
+        assert out is not None and out.reason is ReasonCode.FIELD_INVALID, fields
+        assert setting in out.detail and "\U0001f600" not in out.detail
+    assert _limited(selectors=("é" * 5,)) is None
+    # A lone surrogate (possible in a Python str) is counted, not a crash.
+    assert _limited(signal_id="\ud800" * 6) is not None
+
+
+def test_default_limits_refuse_the_issues_megabyte_fields() -> None:
+    for fields in (
+        {"signal_id": "s" * (1 << 20)},
+        {"type": "t" * (1 << 20)},
+        {"selectors": ("x" * (1 << 20),)},
+        {"selectors": tuple(f"sel-{i}" for i in range(100_000))},
+    ):
+        out = check(decoded(**fields), TENANTS, ValidateSettings())
+        assert isinstance(out, Rejected) and out.reason is ReasonCode.FIELD_INVALID
+    at_limit = decoded(selectors=tuple(f"{i:0256d}" for i in range(1000)))
+    assert check(at_limit, TENANTS, ValidateSettings()) is at_limit
+
+
+def test_size_limits_below_one_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="max_selectors must be >= 1"):
+        check_settings(dataclasses.replace(ValidateSettings(), max_selectors=0))
