@@ -196,7 +196,13 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     op.output(
         "dlq",
         op.map("dlq_message", rejects, dlq_message),
-        edges.dlq or dlq_sink(settings.kafka.bootstrap, settings.kafka.dlq_topic),
+        edges.dlq
+        or dlq_sink(
+            settings.kafka.bootstrap,
+            settings.kafka.dlq_topic,
+            max_bytes=settings.kafka.dlq_max_message_bytes,
+            kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}",
+        ),
     )
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)

@@ -12,6 +12,7 @@ __all__ = [
     "COMMIT_SECONDS",
     "DEDUPE_KEYS",
     "DEDUPE_RATE",
+    "DLQ_BY_REFERENCE",
     "DLQ_EVENTS",
     "DRIFT_BATCHES",
     "DUPLICATES",
@@ -37,6 +38,10 @@ EVENTS_OUT = Counter(
     "ingest_events_processed_total", "Signals landed in the lake", ["tenant_id", "table"]
 )
 DLQ_EVENTS = Counter("igflow_dlq_events_total", "Records sent to the DLQ", ["reason"])
+DLQ_BY_REFERENCE = Counter(
+    "igflow_dlq_by_reference_total",
+    "DLQ messages sent without their value (too large for the DLQ; the bytes are in quarantine)",
+)
 LAKE_SKIPPED = Counter(
     "igflow_lake_skipped_total",
     "Rows not appended because their offset was already committed (replay after a resume)",

@@ -75,6 +75,11 @@ class KafkaSettings:
     batch_size: int = 1000
     #: Partitions of the topics ``igflow setup`` creates.
     partitions: int = 4
+    #: Largest DLQ message sent whole (key + value + headers, bytes); a larger reject goes by
+    #: reference, its bytes kept in the quarantine table (:mod:`sinks.dlq`). Keep it at or under
+    #: the DLQ topic's ``max.message.bytes`` (Kafka's default 1,048,588); a broker that still
+    #: refuses a message as too large gets it by reference too.
+    dlq_max_message_bytes: int = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -6,8 +6,17 @@ re-produced as it was. Headers (all UTF-8): ``igflow.reason`` (a :class:`ReasonC
 ``igflow.source.offset``, ``igflow.input_hash``, plus the original record's headers are not
 copied (they may carry producer data we do not vouch for).
 
-Delivery is at least once (Bytewax's KafkaSink flushes each batch); a consumer of the DLQ
-de-duplicates on (source topic, partition, offset).
+Delivery is at least once (each batch is flushed and every delivery confirmed, else the flow
+stops and resumes from its snapshot); a consumer of the DLQ de-duplicates on (source topic,
+partition, offset).
+
+**Poison pills.** Any record the source can read leaves as a reject, however large. A message
+larger than ``kafka.dlq_max_message_bytes`` (key, value and headers; keep it at or under the DLQ
+topic's ``max.message.bytes``), or one the broker refuses as too large, goes *by reference*: no
+value (and no key when the key alone is too large), plus the headers ``igflow.value.omitted``
+(the original value's size in bytes), ``igflow.key.omitted`` (the key's, when dropped) and
+``igflow.value.kept_in`` (the quarantine table, which keeps the exact bytes with the same source
+coordinates and ``igflow.input_hash``). So an oversized record never stops the flow.
 """
 
 from __future__ import annotations
@@ -19,15 +28,25 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
-from confluent_kafka import Producer
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from igflow import metrics
-from igflow.errors import SinkError
+from igflow.errors import ConfigError, SinkError
 from igflow.reasons import ReasonCode
 from igflow.records import Rejected
 
-__all__ = ["DLQ_HEADERS", "SinkDeadLetters", "dlq_message", "dlq_sink"]
+__all__ = [
+    "DLQ_HEADERS",
+    "REFERENCE_HEADERS",
+    "DeadLetterSink",
+    "SinkDeadLetters",
+    "by_reference",
+    "dlq_message",
+    "dlq_sink",
+    "message_size",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +87,134 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
     return KafkaSinkMessage(key=raw.key, value=raw.value, headers=headers)
 
 
-def dlq_sink(bootstrap: str, topic: str) -> KafkaSink:
-    """Bytewax sink producing to the DLQ topic, acknowledged by all in-sync replicas."""
-    return KafkaSink(brokers=[bootstrap], topic=topic, add_config={"acks": "all", "linger.ms": "0"})
+DlqMessage = KafkaSinkMessage[bytes | None, bytes | None]
+
+#: Headers of a message sent by reference (see the module docstring).
+REFERENCE_HEADERS = ("igflow.value.omitted", "igflow.key.omitted", "igflow.value.kept_in")
+#: A key up to this size stays on a message sent by reference (partitioning, compaction).
+_KEEP_KEY_BYTES = 1024
+#: Room the producer's ``message.max.bytes`` leaves above our own cap for its framing.
+_FRAMING_BYTES = 4096
+
+
+def message_size(msg: DlqMessage) -> int:
+    """Bytes of key, value and headers: what the broker's size limit counts, less framing."""
+    size = len(msg.key or b"") + len(msg.value or b"")
+    return size + sum(len(name) + len(value or b"") for name, value in msg.headers)
+
+
+def by_reference(msg: DlqMessage, kept_in: str) -> DlqMessage:
+    """``msg`` without its value (and its key, if over 1 KiB): see the module docstring."""
+    headers = list(msg.headers)
+    headers.append(("igflow.value.omitted", str(len(msg.value or b"")).encode()))
+    key = msg.key
+    if key is not None and len(key) > _KEEP_KEY_BYTES:
+        headers.append(("igflow.key.omitted", str(len(key)).encode()))
+        key = None
+    headers.append(("igflow.value.kept_in", kept_in.encode()))
+    return KafkaSinkMessage(key=key, value=None, headers=headers, topic=msg.topic)
+
+
+def _too_large(error: KafkaError | None) -> bool:
+    return error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
+    def __init__(self, producer: Producer, topic: str, max_bytes: int, kept_in: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._max_bytes = max_bytes
+        self._kept_in = kept_in
+
+    def write_batch(self, items: list[DlqMessage]) -> None:
+        refused: list[DlqMessage] = []
+        failures: list[KafkaError] = []
+        for msg in items:
+            if message_size(msg) > self._max_bytes:
+                metrics.DLQ_BY_REFERENCE.inc()
+                msg = by_reference(msg, self._kept_in)
+            self._produce(msg, refused, failures)
+        self._flush()
+        # The broker refused some as too large (a topic max.message.bytes below our cap): once
+        # more, by reference, which is a few hundred bytes.
+        for msg in refused:
+            metrics.DLQ_BY_REFERENCE.inc()
+            self._produce(by_reference(msg, self._kept_in), [], failures)
+        if refused:
+            self._flush()
+        if failures:
+            msg_text = f"DLQ {self._topic}: {len(failures)} message(s) not delivered: {failures[0]}"
+            raise SinkError(msg_text)
+
+    def _produce(
+        self, msg: DlqMessage, refused: list[DlqMessage], failures: list[KafkaError]
+    ) -> None:
+        def delivered(err: KafkaError | None, _msg: object) -> None:
+            if err is None:
+                return
+            if _too_large(err) and msg.value is not None:
+                refused.append(msg)
+            else:
+                failures.append(err)
+
+        headers: list[tuple[str, str | bytes | None]] = list(msg.headers)
+        try:
+            self._producer.produce(
+                self._topic if msg.topic is None else msg.topic,
+                value=msg.value,
+                key=msg.key,
+                headers=headers,
+                on_delivery=delivered,
+            )
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if not _too_large(error) or msg.value is None:
+                raise
+            refused.append(msg)
+        except BufferError:  # the local queue is full: make room, then try again once
+            self._producer.flush()
+            self._produce(msg, refused, failures)
+            return
+        self._producer.poll(0)
+
+    def _flush(self) -> None:
+        remaining = self._producer.flush(60.0)
+        if remaining:
+            msg = f"DLQ {self._topic}: {remaining} message(s) not acknowledged in 60 s"
+            raise SinkError(msg)
+
+    def close(self) -> None:
+        self._producer.flush(60.0)
+
+
+class DeadLetterSink(DynamicSink[DlqMessage]):
+    """The DLQ topic: every reject delivered (acknowledged by all in-sync replicas) or the flow
+    stops; one too large for the topic goes by reference (see the module docstring)."""
+
+    def __init__(self, bootstrap: str, topic: str, *, max_bytes: int, kept_in: str) -> None:
+        if max_bytes < 4096:
+            msg = f"kafka.dlq_max_message_bytes must be >= 4096, got {max_bytes}"
+            raise ConfigError(msg)
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._max_bytes = max_bytes
+        self._kept_in = kept_in
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        producer = Producer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "acks": "all",
+                "linger.ms": 0,
+                "message.max.bytes": self._max_bytes + _FRAMING_BYTES,
+            }
+        )
+        return _DeadLetterPartition(producer, self._topic, self._max_bytes, self._kept_in)
+
+
+def dlq_sink(bootstrap: str, topic: str, *, max_bytes: int, kept_in: str) -> DeadLetterSink:
+    """The DLQ sink of the flow (see :class:`DeadLetterSink`)."""
+    return DeadLetterSink(bootstrap, topic, max_bytes=max_bytes, kept_in=kept_in)
 
 
 def _json_default(value: object) -> object:
