@@ -48,7 +48,9 @@ class BatchSummary:
     batch_id: str
     tenant_id: str
     reason: str
-    type: str
+    #: The signal types of the batch's records, distinct and sorted: one for a drift batch,
+    #: any number for a ``SCHEMA_DRIFT`` batch (it holds all of a tenant's schema-drifted types).
+    types: tuple[str, ...]
     rows: int
     first_ts: datetime | None
     last_ts: datetime | None
@@ -56,6 +58,11 @@ class BatchSummary:
     ks: float | None
     status: str
     decided_at: datetime | None
+
+    @property
+    def type(self) -> str:
+        """The batch's types, comma-separated."""
+        return ",".join(self.types)
 
 
 def _tables(settings: Settings) -> tuple[Any, Any]:
@@ -100,7 +107,7 @@ def list_batches(
                 batch_id=batch_id,
                 tenant_id=first["tenant_id"],
                 reason=first["reason"],
-                type=first["type"],
+                types=tuple(sorted({m["type"] for m in members if m["type"] is not None})),
                 rows=len(members),
                 first_ts=min(stamps) if stamps else None,
                 last_ts=max(stamps) if stamps else None,

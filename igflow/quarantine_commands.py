@@ -31,6 +31,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
                 "tenant_id": b.tenant_id,
                 "reason": b.reason,
                 "type": b.type,
+                "types": list(b.types),
                 "rows": b.rows,
                 "first_ts": b.first_ts.isoformat() if b.first_ts else None,
                 "last_ts": b.last_ts.isoformat() if b.last_ts else None,

@@ -5,15 +5,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
 
+import fastavro
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 from pyiceberg.catalog import Catalog
 
 from flows.coherence import build
+from igflow import quarantine_commands
 from igflow.quarantine import QuarantineError, decide, list_batches, rejects_summary
+from igflow.records import RawRecord
 from igflow.settings import Settings
+from igflow.wire import encode
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
@@ -70,3 +76,52 @@ def test_unknown_and_malformed_batch_ids_are_refused(held: Settings) -> None:
         decide(held, "0" * 32, "discarded", actor="ops", now=NOW)
     with pytest.raises(QuarantineError, match="not a batch id"):
         decide(held, "x' OR '1'='1", "discarded", actor="ops", now=NOW)
+
+
+def test_a_schema_drift_batch_lists_every_type_it_holds(
+    lake_settings: Settings, catalog: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Records of three types written with a schema that has a field the flow does not know:
+    # they form one SCHEMA_DRIFT batch per tenant, whatever their type.
+    writer = json.loads(SIGNAL_V1.text)
+    writer["fields"].append({"name": "extra", "type": "string", "default": ""})
+    parsed = fastavro.parse_schema(writer)
+    types = ["latency", "consistency", "freshness"]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    records = []
+    for i in range(9):
+        record = {
+            "tenant_id": "tenant-00",
+            "signal_id": f"s-{i}",
+            "type": types[i % 3],
+            "value": 0.5,
+            "weight": None,
+            "source": SOURCES[0],
+            "ts": start + timedelta(seconds=i),
+            "extra": "x",
+        }
+        ms = int(record["ts"].timestamp() * 1000) + 1000  # type: ignore[attr-defined]
+        records.append(RawRecord("t", 0, i, b"tenant-00", encode(9, parsed, record), ms))
+    run_main(
+        build(
+            lake_settings,
+            source=TestingSource(records),
+            lookup=DictSchemas({9: json.dumps(writer)}),
+            dlq=TestingSink([]),
+            tenants=StaticTenants.of("tenant-00", sources=SOURCES),
+            policy=TenancyPolicy.load(lake_settings.policies_dir),
+        )
+    )
+    [batch] = list_batches(lake_settings)
+    assert (batch.reason, batch.rows) == ("SCHEMA_DRIFT", 9)
+    assert batch.types == tuple(sorted(types))
+    assert batch.type == "consistency,freshness,latency"
+    quarantine_commands._list(
+        argparse.Namespace(tenant=None, status=None, json=True, rejects=False), lake_settings
+    )
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["types"] == sorted(types) and listed["type"] == batch.type
+    quarantine_commands._list(
+        argparse.Namespace(tenant=None, status=None, json=False, rejects=False), lake_settings
+    )
+    assert "consistency,freshness,latency" in capsys.readouterr().out
