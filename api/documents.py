@@ -1,4 +1,4 @@
-"""Parsed and validated GraphQL documents, cached by their text, with the operation-cost limit.
+"""Parsed and validated GraphQL documents, cached by their text, with the size and cost limits.
 
 Parsing and validating a document is a pure function of its text and the schema (and of the
 mode: production adds the introspection ban), and it dominated the cost of a request: on this
@@ -7,31 +7,43 @@ rest of the request. So each distinct text is parsed and validated once, and its
 bounded LRU (persisted queries are a handful of texts; ad-hoc texts in development mode evict
 each other).
 
-The cost limit is a validation rule of our own, so that it is part of that cached result: an
-operation costs one per field it selects, fragments expanded wherever they are spread (a
-fragment spread 50 times costs 50 times). The schema has no list fields, so no argument
-multiplies a cost and no variable changes it; ariadne's ``cost_validator``, which evaluates
-arguments with each request's variables, could not be cached and cost a new rule class per
-request.
+A hostile text must not hold the event loop, so the work on one is bounded, cheapest check first:
+
+1. **tokens**: graphql-core's parser stops after ``max_tokens`` tokens (``QUERY_TOO_COSTLY``);
+   a document nested past the interpreter's recursion limit is ``BAD_REQUEST``;
+2. **cost**, before any validation rule runs: each operation and each fragment costs one per
+   field it selects, fragments expanded wherever they are spread (a fragment spread 50 times
+   costs 50 times). Each fragment is costed once (memoized), and counting stops as soon as a
+   definition passes the limit, so the work is linear in the text even for nested spreads whose
+   expansion is astronomical. The schema has no list fields, so no argument multiplies a cost
+   and no variable changes it (ariadne's ``cost_validator``, which evaluates arguments with each
+   request's variables, could not be cached and cost a new rule class per request);
+3. **validation** by graphql-core's rules, only for a document within both limits. Some rules are
+   quadratic in the fields of a selection set (OverlappingFieldsCanBeMerged: 200 same-named
+   fields took 226 ms here), so a text not yet cached is prepared on a worker thread
+   (:meth:`Documents.prepare_async`), never on the event loop; cached texts are answered inline.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import collections
+import threading
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ariadne.validation.introspection_disabled import IntrospectionDisabledRule
 from graphql import (
     ASTValidationRule,
     DocumentNode,
+    ExecutableDefinitionNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
     InlineFragmentNode,
-    OperationDefinitionNode,
     SelectionSetNode,
     parse,
     specified_rules,
@@ -39,84 +51,178 @@ from graphql import (
 )
 from graphql.utilities.type_info import TypeInfo
 
-__all__ = ["Documents", "operation_cost"]
+from igflow.reasons import ReasonCode
+
+__all__ = ["Documents", "Prepared", "costliest_definition"]
 
 #: Distinct document texts kept parsed and validated.
 CACHE_SIZE = 1024
 
+#: A text's verdict: its document (``None`` if it does not parse) and its errors.
+Prepared = tuple[DocumentNode | None, tuple[GraphQLError, ...]]
 
-def operation_cost(
-    selections: SelectionSetNode | None,
-    fragments: dict[str, FragmentDefinitionNode],
-    seen: frozenset[str] = frozenset(),
-) -> int:
-    """Fields selected under ``selections``, fragments expanded (a cycle counts once; the
-    spec's NoFragmentCycles rule refuses such a document anyway)."""
-    if selections is None:
-        return 0
-    cost = 0
-    for node in selections.selections:
-        if isinstance(node, FieldNode):
-            cost += 1 + operation_cost(node.selection_set, fragments, seen)
-        elif isinstance(node, InlineFragmentNode):
-            cost += operation_cost(node.selection_set, fragments, seen)
-        elif isinstance(node, FragmentSpreadNode):
-            name = node.name.value
-            fragment = fragments.get(name)
-            if fragment is not None and name not in seen:
-                cost += operation_cost(fragment.selection_set, fragments, seen | {name})
-    return cost
+#: graphql-core's message when ``max_tokens`` stops the parser.
+_TOKEN_LIMIT_MESSAGE = "Document contains more than"
 
 
-def _cost_rule(maximum: int) -> type[ASTValidationRule]:
-    class CostLimit(ASTValidationRule):
-        def enter_document(self, node: DocumentNode, *_args: Any) -> None:
-            fragments = {
-                d.name.value: d for d in node.definitions if isinstance(d, FragmentDefinitionNode)
-            }
-            for definition in node.definitions:
-                if isinstance(definition, OperationDefinitionNode):
-                    cost = operation_cost(definition.selection_set, fragments)
-                    if cost > maximum:
-                        self.report_error(
-                            GraphQLError(
-                                f"The operation costs {cost}; the limit is {maximum}.",
-                                definition,
-                                extensions={
-                                    "cost": {
-                                        "requestedQueryCost": cost,
-                                        "maximumAvailable": maximum,
-                                    }
-                                },
-                            )
-                        )
+class _Costs:
+    """The cost of each definition of one document, counted until it passes ``maximum``."""
 
-    return CostLimit
+    def __init__(self, document: DocumentNode, maximum: int) -> None:
+        self._maximum = maximum
+        self._fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        #: Fragment name -> its cost (capped at ``maximum + 1``); ``0`` while being costed, so a
+        #: cycle (which the spec's NoFragmentCycles rule refuses) counts once.
+        self._memo: dict[str, int] = {}
+
+    def of(self, selections: SelectionSetNode | None) -> int:
+        """Fields selected under ``selections``, fragments expanded; ``maximum + 1`` as soon as
+        the count passes ``maximum``."""
+        if selections is None:
+            return 0
+        over = self._maximum + 1
+        cost = 0
+        for node in selections.selections:
+            if isinstance(node, FieldNode):
+                cost += 1 + self.of(node.selection_set)
+            elif isinstance(node, InlineFragmentNode):
+                cost += self.of(node.selection_set)
+            elif isinstance(node, FragmentSpreadNode):
+                cost += self._fragment(node.name.value)
+            if cost >= over:
+                return over
+        return cost
+
+    def _fragment(self, name: str) -> int:
+        known = self._memo.get(name)
+        if known is not None:
+            return known
+        fragment = self._fragments.get(name)
+        if fragment is None:  # unknown: KnownFragmentNames refuses it
+            return 0
+        self._memo[name] = 0
+        cost = self.of(fragment.selection_set)
+        self._memo[name] = cost
+        return cost
+
+
+def costliest_definition(document: DocumentNode, maximum: int) -> ExecutableDefinitionNode | None:
+    """The first operation or fragment of ``document`` that costs more than ``maximum``."""
+    costs = _Costs(document, maximum)
+    for definition in document.definitions:
+        if (
+            isinstance(definition, ExecutableDefinitionNode)
+            and costs.of(definition.selection_set) > maximum
+        ):
+            return definition
+    return None
 
 
 class Documents:
     """The parse-and-validate cache of one schema and mode."""
 
-    def __init__(self, schema: GraphQLSchema, *, max_cost: int, introspection: bool) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        *,
+        max_cost: int,
+        introspection: bool,
+        max_tokens: int = 2000,
+    ) -> None:
         self._schema = schema
-        rules: list[type[ASTValidationRule]] = [*specified_rules, _cost_rule(max_cost)]
+        self._max_cost = max_cost
+        self._max_tokens = max_tokens
+        rules: list[type[ASTValidationRule]] = list(specified_rules)
         if not introspection:
             rules.append(IntrospectionDisabledRule)
         self._rules = tuple(rules)
-        self.prepare = functools.lru_cache(maxsize=CACHE_SIZE)(self._prepare)
+        self._cache: collections.OrderedDict[str, Prepared] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        # One thread: documents queue behind each other there, not in front of the event loop,
+        # and never take the default executor's threads from the stores' and broker's calls.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="igflow-graphql-documents")
 
-    def _prepare(self, text: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+    def cached(self, text: str) -> Prepared | None:
+        """The verdict on ``text`` if it is cached (and then the most recently used)."""
+        with self._lock:
+            prepared = self._cache.get(text)
+            if prepared is not None:
+                self._cache.move_to_end(text)
+            return prepared
+
+    def prepare(self, text: str) -> Prepared:
+        """The verdict on ``text``, computed here if it is not cached."""
+        prepared = self.cached(text)
+        if prepared is None:
+            prepared = self._prepare(text)
+            with self._lock:
+                self._cache[text] = prepared
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return prepared
+
+    async def prepare_async(self, text: str) -> Prepared:
+        """:meth:`prepare` off the event loop for a text that is not cached yet."""
+        prepared = self.cached(text)
+        if prepared is not None:
+            return prepared
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self.prepare, text)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _prepare(self, text: str) -> Prepared:
         try:
-            document = parse(text)
+            document = parse(text, max_tokens=self._max_tokens)
         except GraphQLError as error:
+            if _TOKEN_LIMIT_MESSAGE in error.message:
+                return None, (
+                    GraphQLError(
+                        f"The document has more than {self._max_tokens} tokens, the limit.",
+                        extensions={"code": ReasonCode.QUERY_TOO_COSTLY.value},
+                    ),
+                )
             return None, (error,)
-        return document, tuple(validate(self._schema, document, self._rules))
+        except RecursionError:
+            return None, (_too_deep(),)
+        try:
+            return document, self._verdict(document)
+        except RecursionError:
+            return None, (_too_deep(),)
+
+    def _verdict(self, document: DocumentNode) -> tuple[GraphQLError, ...]:
+        costly = costliest_definition(document, self._max_cost)
+        if costly is not None:
+            kind = "fragment" if isinstance(costly, FragmentDefinitionNode) else "operation"
+            return (
+                GraphQLError(
+                    f"The {kind} costs more than {self._max_cost}, the limit.",
+                    costly,
+                    extensions={
+                        "code": ReasonCode.QUERY_TOO_COSTLY.value,
+                        "cost": {"maximumAvailable": self._max_cost},
+                    },
+                ),
+            )
+        return tuple(validate(self._schema, document, self._rules))
 
     def parser(self, _context: Any, data: dict[str, Any]) -> DocumentNode:
         """Ariadne's ``query_parser``: the cached document (a syntax error raises)."""
         document, errors = self.prepare(data["query"])
         if document is None:
-            raise errors[0]
+            # A copy: raising the cached error itself would chain each request's traceback
+            # (its frames and their locals, the request's body among them) onto it for good.
+            error = errors[0]
+            raise GraphQLError(
+                error.message,
+                error.nodes,
+                error.source,
+                error.positions,
+                error.path,
+                extensions=error.extensions,
+            )
         return document
 
     def validator(
@@ -132,5 +238,11 @@ class Documents:
         document = document_ast
         source = document.loc.source.body if document.loc is not None else None
         if source is None:
-            return list(validate(self._schema, document, self._rules))
+            return list(self._verdict(document))
         return list(self.prepare(source)[1])
+
+
+def _too_deep() -> GraphQLError:
+    return GraphQLError(
+        "The document nests too deeply.", extensions={"code": ReasonCode.BAD_REQUEST.value}
+    )

@@ -24,24 +24,29 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator
+from datetime import timedelta
 from inspect import isawaitable
 from typing import Any
 
 from ariadne import graphql
 from ariadne.asgi.handlers import GraphQLTransportWSHandler
+from ariadne.asgi.handlers.graphql_transport_ws import ClientContext
 from ariadne.types import Operation
 from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationType, get_operation_ast
 from graphql.execution import Executor, create_source_event_stream, execute_subscription_event
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from api import request_json
 from api.auth import AuthFailure, Principal
 from api.documents import Documents
 from api.events import EventBatch, SubscriberTooSlow, TenantStream
 from api.metrics import FANOUT_LATENCY, RATE_LIMITED, REQUEST_SECONDS, REQUESTS
 from api.persisted import Admission, sha256_hex
+from api.request_json import BadJson
 from api.services import Services
+from api.ws_messages import INVALID_MESSAGE, protocol_message
 from igflow.bodies import read_body
 from igflow.reasons import ReasonCode
 
@@ -89,7 +94,7 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
             extensions["code"] = ReasonCode.BAD_REQUEST.value  # syntax, validation, variables
         else:
             log.error("resolver failed", exc_info=error.original_error)
-            extensions["code"] = "INTERNAL_SERVER_ERROR"
+            extensions["code"] = ReasonCode.INTERNAL_SERVER_ERROR.value
             formatted["message"] = "internal error"
     formatted["extensions"] = extensions
     return formatted
@@ -110,6 +115,7 @@ class Gates:
             schema,
             max_cost=services.settings.api.max_query_cost,
             introspection=not self.production,
+            max_tokens=services.settings.api.max_query_tokens,
         )
         self._names = {sha256_hex(doc): op for op, doc in services.persisted.by_id.items()}
 
@@ -176,9 +182,9 @@ class GraphQLEndpoint:
         if body is None:
             return self._refuse(ReasonCode.BAD_REQUEST, "request body too large"), "other"
         try:
-            data = json.loads(body)
-        except ValueError:
-            return self._refuse(ReasonCode.BAD_REQUEST, "the body is not JSON"), "other"
+            data = request_json.loads(body)
+        except BadJson as bad:
+            return self._refuse(ReasonCode.BAD_REQUEST, bad.detail), "other"
         if not isinstance(data, dict):
             return self._refuse(ReasonCode.BAD_REQUEST, "the body is not a JSON object"), "other"
         try:
@@ -189,6 +195,8 @@ class GraphQLEndpoint:
         data = {**data, "query": document}
         data.pop("id", None)
         data.pop("documentId", None)
+        # A new text is parsed and validated off the event loop; ariadne then finds it cached.
+        await self._gates.documents.prepare_async(document)
         _success, result = await graphql(
             self._gates.schema,
             data,
@@ -229,7 +237,46 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
     def __init__(self, gates: Gates) -> None:
         self._gates = gates
         self._services = gates.services
-        super().__init__()
+        api = gates.services.settings.api
+        self._max_subscriptions = api.ws_max_subscriptions
+        # An unauthenticated socket is closed (4408) unless it sends connection_init by then.
+        super().__init__(
+            connection_init_wait_timeout=timedelta(seconds=api.ws_init_timeout_seconds)
+        )
+
+    async def handle_websocket(self, websocket: WebSocket) -> None:
+        """Ariadne's message loop, with each message checked first
+        (:func:`api.ws_messages.protocol_message`): an invalid one closes the socket with the
+        protocol's 4400 and ``BAD_REQUEST`` as the reason, instead of raising inside a handler."""
+        await websocket.accept("graphql-transport-ws")
+        client_context = ClientContext()
+        waiting = self.handle_connection_init_timeout(websocket, client_context)
+        timeout = client_context.connection_init_timeout_task = asyncio.create_task(waiting)
+        try:
+            while _open(websocket):
+                event = await websocket.receive()
+                if event["type"] == "websocket.disconnect":
+                    break
+                message = protocol_message(event)
+                if isinstance(message, str):
+                    REQUESTS.labels(ReasonCode.BAD_REQUEST.value).inc()
+                    log.info(
+                        "websocket message refused",
+                        extra={"op": "ws", "error_code": ReasonCode.BAD_REQUEST.value},
+                    )
+                    await websocket.close(INVALID_MESSAGE, ReasonCode.BAD_REQUEST.value)
+                    break
+                await self.handle_websocket_message(websocket, message, client_context)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            timeout.cancel()
+            for operation_id in list(client_context.operations):
+                await self.stop_websocket_operation(websocket, operation_id, client_context)
+
+    async def handle_websocket_invalid_type(self, websocket: WebSocket) -> None:
+        REQUESTS.labels(ReasonCode.BAD_REQUEST.value).inc()
+        await websocket.close(INVALID_MESSAGE, ReasonCode.BAD_REQUEST.value)
 
     async def handle_websocket_connection_init_message(
         self, websocket: WebSocket, message: dict[str, Any], client_context: Any
@@ -240,6 +287,11 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
         client_context.connection_init_received = True
         payload = message.get("payload")
         headers = {k.lower(): v for k, v in payload.items()} if isinstance(payload, dict) else {}
+        if not all(isinstance(headers.get(k, ""), str) for k in ("authorization", "x-api-key")):
+            # {"Authorization": 123}, a list, an object: not a credential.
+            REQUESTS.labels(ReasonCode.AUTH_INVALID.value).inc()
+            await websocket.close(code=4403, reason=ReasonCode.AUTH_INVALID.value)
+            return
         authorization = headers.get("authorization") or websocket.headers.get("authorization")
         api_key = headers.get("x-api-key") or websocket.headers.get("x-api-key")
         try:
@@ -270,6 +322,11 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
         refusal: tuple[ReasonCode, str] | None = None
         if not isinstance(data, dict):
             refusal = (ReasonCode.BAD_REQUEST, "the payload is not an object")
+        elif len(client_context.operations) >= self._max_subscriptions:
+            refusal = (
+                ReasonCode.TOO_MANY_SUBSCRIPTIONS,
+                f"a connection holds at most {self._max_subscriptions} subscriptions",
+            )
         else:
             try:
                 self._gates.admit(principal)
@@ -285,6 +342,8 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
             )
             return
         REQUESTS.labels("ok").inc()
+        # A new text is parsed and validated off the event loop; what follows finds it cached.
+        await self._gates.documents.prepare_async(data["query"])
         if not await self._subscribe_shared(websocket, data, operation_id, client_context):
             # Not a valid subscription (a query or mutation over the socket, or an invalid
             # document): Ariadne's own path answers it.
@@ -379,6 +438,10 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
         if payload:
             REQUESTS.labels(payload[0]["extensions"]["code"]).inc()
         await websocket.send_json({"type": "error", "id": operation_id, "payload": payload})
+
+
+def _open(websocket: WebSocket) -> bool:
+    return WebSocketState.DISCONNECTED not in (websocket.client_state, websocket.application_state)
 
 
 def _render(built: Executor[Any], event: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ STATUS: dict[ReasonCode, int] = {
     ReasonCode.TENANT_FORBIDDEN: 403,
     ReasonCode.SCOPE_MISSING: 403,
     ReasonCode.NOT_FOUND: 404,
+    ReasonCode.METHOD_NOT_ALLOWED: 405,
     ReasonCode.BAD_REQUEST: 400,
     ReasonCode.FIELD_INVALID: 422,
     ReasonCode.TS_OUT_OF_RANGE: 422,
@@ -36,17 +37,20 @@ STATUS: dict[ReasonCode, int] = {
     ReasonCode.RECORD_TOO_LARGE: 413,
     ReasonCode.KAFKA_UNAVAILABLE: 503,
     ReasonCode.STORE_UNAVAILABLE: 503,
+    ReasonCode.INTERNAL_SERVER_ERROR: 500,
 }
 _TITLES: dict[int, str] = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 

@@ -28,10 +28,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api import request_json
 from api.auth import AuthFailure
 from api.metrics import HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
 from api.problems import problem
 from api.publish import PublishRejected
+from api.request_json import BadJson
 from api.schema import signal_from_input
 from api.services import Services
 from api.webhooks import ReplayStoreUnavailable, Signature, verify
@@ -63,7 +65,11 @@ def signal_input(data: Any) -> dict[str, Any] | str:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{name} must be a number"
-        if not math.isfinite(float(value)):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer past the largest float (a 400-digit value)
+            finite = False
+        if not finite:
             return f"{name} must be finite"
     if data.get("signalId") is not None and not isinstance(data["signalId"], str):
         return "signalId must be a string"
@@ -143,9 +149,9 @@ class Rest:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return problem(ReasonCode.BAD_REQUEST, "send application/json", status=415)
         try:
-            data = json.loads(body)
-        except ValueError:
-            return problem(ReasonCode.BAD_REQUEST, "the body is not JSON", instance=_ROUTE)
+            data = request_json.loads(body)
+        except BadJson as bad:
+            return problem(ReasonCode.BAD_REQUEST, bad.detail, instance=_ROUTE)
         parsed = signal_input(data)
         if isinstance(parsed, str):
             return problem(ReasonCode.FIELD_INVALID, parsed, instance=_ROUTE)

@@ -74,5 +74,11 @@ class ReasonCode(enum.StrEnum):
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     #: A subscriber fell too far behind its events; its subscription ended.
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
-    #: No score for the tenant in any store.
+    #: No score for the tenant in any store; or no such API path.
     NOT_FOUND = "NOT_FOUND"
+    #: The API path exists, but not for this HTTP method.
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    #: A WebSocket asked for more subscriptions at once than ``api.ws_max_subscriptions``.
+    TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    #: An unexpected failure of the server (details only in its log, never in the answer).
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"

@@ -31,6 +31,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.run.log_level.lower(),
         access_log=args.access_log,
         ws="websockets-sansio",
+        # A WebSocket message is capped like a request body (uvicorn's default: 16 MiB); a
+        # longer one closes the socket with 1009 (message too big).
+        ws_max_size=settings.api.max_body_bytes,
         lifespan="on",
         log_config=None,  # keep the JSON logs the CLI configured (igflow.logs)
     )

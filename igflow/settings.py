@@ -302,8 +302,15 @@ class ApiSettings:
     coalesce_ms: float = 100.0
     #: How long a publish waits for the broker's acknowledgement.
     publish_timeout_seconds: float = 5.0
-    #: Largest request body accepted, in bytes.
+    #: Largest request body accepted, in bytes; also the largest WebSocket message.
     max_body_bytes: int = 1 << 20
+    #: Most tokens a GraphQL document may have: graphql-core's parser stops there
+    #: (``QUERY_TOO_COSTLY``), before any of the work that grows with the text.
+    max_query_tokens: int = 2000
+    #: graphql-transport-ws: seconds a socket may stay open before its ``connection_init``
+    #: (then it is closed with 4408), and most subscriptions one socket may hold at once.
+    ws_init_timeout_seconds: float = 5.0
+    ws_max_subscriptions: int = 100
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

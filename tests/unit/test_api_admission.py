@@ -259,9 +259,49 @@ def test_the_cost_counts_fields_with_fragments_expanded_where_spread() -> None:
     _doc, errors = docs.prepare(
         f"query {{ {spread5} }} fragment F on CoherenceScore {{ {fields} }}"
     )
-    assert [e.extensions["cost"]["requestedQueryCost"] for e in errors] == [25]
+    assert [e.extensions["cost"]["maximumAvailable"] for e in errors] == [20]
     assert format_error(errors[0])["extensions"]["code"] == "QUERY_TOO_COSTLY"
     assert docs.prepare(text)[0] is docs.prepare(text)[0]  # cached by text
+    # An unused fragment is costed too (validation walks it as well).
+    _doc, errors = docs.prepare(
+        f"{{ __typename }} fragment G on Query {{ {spread5} }} "
+        f"fragment F on CoherenceScore {{ {fields} }}"
+    )
+    assert [e.extensions["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+
+
+def test_nested_fragment_spreads_are_costed_once_each_and_counting_stops_at_the_limit() -> None:
+    import time
+
+    from api.documents import Documents
+
+    docs = Documents(build_schema(), max_cost=200, introspection=True)
+    # Each level spreads the one below 10 times: 10**12 fields expanded (issue 12: 7 levels
+    # took 4.5-7.7 s to cost).
+    levels = ['fragment F0 on Query { tenantCoherence(tenantId: "t") { score } }']
+    levels += [f"fragment F{i} on Query {{ {f' ...F{i - 1}' * 10} }}" for i in range(1, 13)]
+    started = time.perf_counter()
+    _doc, errors = docs.prepare("query { ...F12 } " + " ".join(levels))
+    assert time.perf_counter() - started < 0.5
+    assert [e.extensions["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+
+
+def test_parsing_stops_at_the_token_limit_and_deep_nesting_is_a_bad_request() -> None:
+    from api.documents import Documents
+
+    docs = Documents(build_schema(), max_cost=200, introspection=True, max_tokens=100)
+    aliases = " ".join(f"a{i}: __typename" for i in range(34))  # 102 tokens with the braces
+    doc, errors = docs.prepare(f"{{ {aliases} }}")
+    assert doc is None and [e.extensions["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+    doc, errors = docs.prepare("{ " + " ".join(f"a{i}: __typename" for i in range(30)) + " }")
+    assert doc is not None and errors == ()
+    deep = Documents(build_schema(), max_cost=200, introspection=True, max_tokens=10_000)
+    doc, errors = deep.prepare("{" + "a{" * 2000 + "b" + "}" * 2001)
+    assert doc is None and format_error(errors[0])["extensions"]["code"] == "BAD_REQUEST"
+    # A chain of fragments deeper than the interpreter's recursion limit.
+    chain = " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(1100))
+    doc, errors = deep.prepare(f"{{ ...F0 }} {chain} fragment F1100 on Query {{ __typename }}")
+    assert doc is None and format_error(errors[0])["extensions"]["code"] == "BAD_REQUEST"
 
 
 def test_production_documents_refuse_introspection_and_syntax_errors_are_kept() -> None:
