@@ -169,6 +169,11 @@ class DriftSettings:
 
     #: A micro-batch closes at this many values …
     batch_size: int = 200
+    #: Fewest values a batch is judged on (``batch_size`` if that is smaller). 50: below about
+    #: ``(bins - 1) / psi_threshold`` (45 at the defaults) values the PSI of an undrifted batch
+    #: is expected above the threshold, and the KS's asymptotic critical value is loose. A batch
+    #: too small when its time is up waits ``batch_seconds`` more, then passes unjudged.
+    min_batch_size: int = 50
     #: … or when the tenant's event time passes its first value by this many seconds: drift is
     #: detected within this much event time (the "N minutes" of the design).
     batch_seconds: float = 300.0

@@ -11,6 +11,14 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
   **drift is detected within ``batch_seconds`` of event time** (the "N minutes" of the design).
 - The first ``reference_batches`` batches of a (tenant, type) are its reference (they pass;
   their verdict has no statistics), unless a :class:`~operators.drift_stats.Baseline` gives it.
+- **No verdict on too few values.** Once a type has its reference, a batch is judged only with
+  at least ``min_batch_size`` values (or ``batch_size``, if smaller). A batch whose time is up
+  with fewer stays open once more, for another ``batch_seconds`` of event time, to gather values
+  (a sparse type's drift is then detected within ``2 * batch_seconds``); if it is still too small
+  then, or when it is flushed (end of input, idle tenant), it **passes unjudged**: verdict
+  without statistics, ``igflow_drift_batches_total{outcome="too_small"}``, and it joins neither
+  the reference nor the window. So no record waits more than ``2 * batch_seconds`` of event time
+  (or past a flush), and none is quarantined on a sample the tests cannot support.
 - Each later batch is tested against the reference with the PSI and the two-sample KS, alone
   and as part of its trailing window (the last ``window_batches`` passed batches + this one);
   see :func:`~operators.drift_stats.check_batch`. A drifted batch leaves on ``quarantined`` as
@@ -98,6 +106,8 @@ def check_settings(settings: DriftSettings) -> None:
     problems = []
     if settings.batch_size < 1:
         problems.append(f"batch_size must be >= 1, got {settings.batch_size}")
+    if settings.min_batch_size < 1:
+        problems.append(f"min_batch_size must be >= 1, got {settings.min_batch_size}")
     if not 0 < settings.batch_seconds < _MAX_SECONDS:
         problems.append(f"batch_seconds must be > 0 and finite, got {settings.batch_seconds}")
     if settings.bins < 1:
@@ -124,7 +134,7 @@ class _Entry:
 class _Batch:
     """An open micro-batch of one type (or of schema-drifted records)."""
 
-    __slots__ = ("batch_id", "deadline", "entries", "type", "values")
+    __slots__ = ("batch_id", "deadline", "entries", "extended", "type", "values")
 
     def __init__(self, type: str | None, batch_id: str, deadline: datetime) -> None:
         #: ``None`` for the schema-drift batch (a signal type may be any string).
@@ -133,6 +143,8 @@ class _Batch:
         self.deadline = deadline
         self.entries: list[_Entry] = []
         self.values: list[float] = []
+        #: Its time was up with too few values, and it was given ``batch_seconds`` more.
+        self.extended = False
 
 
 class _Sample(tuple[float, ...]):
@@ -198,6 +210,7 @@ class TenantDrift:
         check_settings(settings)
         self._settings = settings
         self._batch_size = settings.batch_size
+        self._min_batch_size = min(settings.min_batch_size, settings.batch_size)
         self._batch_seconds = timedelta(seconds=settings.batch_seconds)
         self._baseline = None if baseline is None else baseline.for_tenant(self.tenant_id)
         self._release_key = release_key or None
@@ -244,8 +257,11 @@ class TenantDrift:
             entries = batch.entries
             entries.append(entry)
             batch.values.append(signal.value)
-            if expired or len(entries) >= self._batch_size:
+            if len(entries) >= self._batch_size:
                 self._close(key, batch)
+            elif expired:
+                self._time_up(key, batch, self._event_time)
+                self._next_deadline = min((b.deadline for b in self._open.values()), default=None)
         if fifo[0].out is None:  # the common case: the oldest record's batch is still open
             return []
         return self._emit()
@@ -269,7 +285,34 @@ class TenantDrift:
     def _close_expired(self, now: datetime) -> None:
         for key, batch in list(self._open.items()):
             if batch.deadline <= now:
-                self._close(key, batch)
+                self._time_up(key, batch, now)
+        self._next_deadline = min((b.deadline for b in self._open.values()), default=None)
+
+    def _time_up(self, key: str | None, batch: _Batch, now: datetime) -> None:
+        """Close ``batch``, or give it ``batch_seconds`` more if it is too small to be judged."""
+        # getattr: a batch from a snapshot taken before `extended` existed.
+        if (
+            len(batch.entries) < self._min_batch_size
+            and not getattr(batch, "extended", False)
+            and key is not None
+            and self._has_reference(key)
+        ):
+            batch.extended = True
+            try:
+                batch.deadline = max(batch.deadline, now) + self._batch_seconds
+            except OverflowError:
+                batch.deadline = _END_OF_TIME
+            return
+        self._close(key, batch)
+
+    def _has_reference(self, kind: str) -> bool:
+        """Whether batches of ``kind`` are judged (its reference is learned or given)."""
+        state = self._types.get(kind)
+        if state is not None:
+            return state.reference is not None
+        return self._baseline is not None and (
+            self._baseline.reference(self.tenant_id, kind) is not None
+        )
 
     def _close(self, key: str | None, batch: _Batch) -> None:
         del self._open[key]
@@ -304,6 +347,10 @@ class TenantDrift:
                 state.learning = []
             verdict = DriftVerdict(batch.batch_id, tenant, kind, size, *_NONE4, None)
             return verdict, "learning"
+        if size < self._min_batch_size:
+            # Too few values for the PSI and the KS (see the module docstring): no verdict.
+            verdict = DriftVerdict(batch.batch_id, tenant, kind, size, *_NONE4, None)
+            return verdict, "too_small"
         check = check_batch(
             state.reference,
             batch.values,

@@ -39,6 +39,9 @@ STAGE_ENV = {
     "IGFLOW_DRIFT_BATCH_SECONDS": "100",
     "IGFLOW_DRIFT_REFERENCE_BATCHES": "2",
     "IGFLOW_DRIFT_KS_ALPHA": "0.0001",
+    # About 33 values of each of the 3 types per 100 s batch: judge them (the default minimum,
+    # 50, would let the last, shifted batch pass unjudged at the end of input).
+    "IGFLOW_DRIFT_MIN_BATCH_SIZE": "20",
 }
 
 

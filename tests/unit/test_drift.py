@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import pickle
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
@@ -451,3 +452,68 @@ def test_the_bytewax_logic_flushes_an_idle_tenant_and_snapshots_a_copy() -> None
     idle_off = _DriftLogic(None, dataclasses.replace(settings, idle_flush_seconds=0.0), None, KEY)
     idle_off.on_item(decoded(0.5, 0, tenant="t"))
     assert idle_off.notify_at() is None
+
+
+# ------------------------------------------------------------- no verdict on too few values
+
+#: One-hour batches of up to 200 values, judged from 50 on; a reference of two batches.
+SPARSE = DriftSettings(batch_size=200, min_batch_size=50, reference_batches=2, batch_seconds=3600.0)
+
+
+def sparse_learned(tenant: str) -> tuple[TenantDrift, int]:
+    """A tenant whose ``latency`` reference is learned from two full batches (one ts each)."""
+    state = TenantDrift(tenant, SPARSE, None, KEY)
+    values = beta(random.Random(5), 400)
+    assert len(feed(state, items_of(values, 0, tenant=tenant))) == 400
+    return state, 400
+
+
+def at(value: float, offset: int, tenant: str, seconds: float) -> Decoded:
+    return decoded(value, offset, tenant=tenant, ts=T0 + timedelta(seconds=seconds))
+
+
+def test_a_lone_record_is_never_judged_alone() -> None:
+    # The issue's case: a batch of one (closed by event time) was held as DRIFT_DETECTED.
+    tenant = "t-lone"
+    state, n = sparse_learned(tenant)
+    lone = at(0.01, n, tenant, 10)  # far from Beta(8, 2): a batch of it alone would "drift"
+    assert feed(state, [lone]) == []
+    # Its hour is up: it waits one more hour for company, then passes without a verdict.
+    assert feed(state, [at(0.9, n + 1, tenant, 3700)]) == []
+    out = feed(state, [at(0.9, n + 2, tenant, 7300)])
+    assert out[0] is lone
+    assert metric("igflow_drift_batches_total", tenant_id=tenant, outcome="too_small") >= 1
+    assert metric("igflow_quarantined_total", tenant_id=tenant, reason="DRIFT_DETECTED") == 0
+
+
+def test_a_small_batch_gathers_values_for_one_more_period_and_is_then_judged() -> None:
+    tenant = "t-gather"
+    state, n = sparse_learned(tenant)
+    rng = random.Random(9)
+    first = [at(v, n + i, tenant, 10 + i) for i, v in enumerate(beta(rng, 30, workload_drift))]
+    second = [
+        at(v, n + 30 + i, tenant, 3700 + i) for i, v in enumerate(beta(rng, 30, workload_drift))
+    ]
+    out = feed(state, [*first, *second])
+    assert out == []  # 30 values when its hour was up: too few, so it stayed open
+    out = feed(state, [at(0.9, n + 60, tenant, 7300)])  # the extra hour is up: 60 are judged
+    assert [origin(o) for o in out] == [*first, *second]
+    assert all(isinstance(o, Quarantined) for o in out)
+    assert out[0].verdict.size == 60  # type: ignore[union-attr]
+    assert out[0].verdict.reason is ReasonCode.DRIFT_DETECTED  # type: ignore[union-attr]
+
+
+def test_a_small_batch_passes_unjudged_at_a_flush_and_joins_no_window() -> None:
+    tenant = "t-flush"
+    state, n = sparse_learned(tenant)
+    values = beta(random.Random(3), 20, workload_drift)
+    few = [at(v, n + i, tenant, 10 + i) for i, v in enumerate(values)]
+    out = run(state, few)
+    # Passed, not held: 20 values support no verdict (judged, these 20 would be quarantined).
+    assert out == few
+    assert state._types["latency"].window == deque()
+
+
+def test_a_min_batch_size_below_one_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="min_batch_size"):
+        TenantDrift("t", dataclasses.replace(SPARSE, min_batch_size=0), None, KEY)
