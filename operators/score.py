@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -200,7 +201,7 @@ class TenantScore:
             status=status.value,
             updated_at=self._newest_ts,
             window_count=self._count,
-            window_weight=self._sum_w / (1 << self._ew),
+            window_weight=_as_float(self._sum_w, 1 << self._ew),
             provenance_id=item.provenance_id,
             provenance=item.provenance,
             score_2dp=round_half_even(Fraction(num, den)),
@@ -248,6 +249,15 @@ class TenantScore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in TenantScore.__slots__:
             setattr(self, name, state[name])
+
+
+def _as_float(num: int, den: int) -> float:
+    """``num / den`` correctly rounded, saturated at the largest double (two weights of 1e308
+    are valid; their sum is not a double, and it is only reported, never used in the score)."""
+    try:
+        return num / den
+    except OverflowError:
+        return sys.float_info.max
 
 
 def round_half_even(value: Fraction, places: int = 2) -> Decimal:

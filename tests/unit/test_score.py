@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -247,3 +248,14 @@ def test_changes_are_numbered_per_tenant_and_the_numbers_survive_a_snapshot() ->
     resumed = copy.deepcopy(state)
     second = resumed.add(_tagged(2, 0.9, 1.0, offset=2))
     assert second is not None and second.seq == 2
+
+
+def test_weights_whose_sum_is_no_double_still_score() -> None:
+    # Found by the Kafka fuzz test (issue 12): two valid weights of 1e308 made the reported
+    # window weight overflow (OverflowError), which stopped the flow at that record.
+    state = TenantScore(SETTINGS)
+    state.add(_tagged(0, 0.25, weight=1e308))
+    change = state.add(_tagged(1, 0.75, weight=1e308, offset=1))
+    assert change is not None
+    assert change.score == 0.5 and change.status == "WARN"
+    assert change.window_weight == sys.float_info.max
