@@ -10,7 +10,9 @@ default, so on genuine Kafka too the 10 MB records get in and their rejects must
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import struct
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,10 +24,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from igflow.admin import catalog
+from igflow.reasons import ReasonCode
+from igflow.records import Decoded, RawRecord
 from igflow.settings import Settings
 from igflow.wire import encode
+from igflow.wire import frame as wire_frame
+from igflow.workload import SOURCES
+from operators.decode import SignalDecoder
 from sinks.dlq import DLQ_HEADERS
-from tests.conftest import SIGNAL_V1
+from tests.conftest import SIGNAL_V1, SIGNAL_V2, DictSchemas
 from tests.integration.conftest import finish, igflow, lake_rows, read_topic
 
 pytestmark = pytest.mark.integration
@@ -191,3 +198,235 @@ def test_poison_pills_of_1_5_and_10_mb_leave_as_rejects_by_reference(
         row = quarantine[source]
         assert row["payload"] == value and row["kafka_key"] == key
         assert row["input_hash"] == hashlib.sha256(value).hexdigest()
+
+
+# --- fuzz ------------------------------------------------------------------------------------
+
+#: ``IGFLOW_FUZZ_SEED`` replays a failing run; ``IGFLOW_FUZZ_COUNT`` makes a longer one.
+FUZZ_SEED = int(os.environ.get("IGFLOW_FUZZ_SEED", "20261204"))
+FUZZ_COUNT = int(os.environ.get("IGFLOW_FUZZ_COUNT", "40000"))
+
+_HOSTILE_TEXT = [
+    b"",
+    b" ",
+    b"\t\n",
+    b"\x00",
+    b"a\x00b",
+    b"\xed\xa0\x80",  # a lone surrogate, as CESU bytes: not UTF-8
+    b"\xff\xfe",
+    b"\xc3",  # a cut multi-byte sequence
+    "\u202e\u0645\U0001f600".encode(),
+    b"'; MATCH (n) DETACH DELETE n //",
+    b"{{7*7}}",
+    b"tenant:*:events",
+    b"../../etc/passwd",
+    b"x" * 257,
+    b"y" * 5000,
+]
+_HOSTILE_NUMBERS = [
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    -0.0,
+    -1.0,
+    1.0000000000000002,
+    1e308,
+    5e-324,
+    0.0,
+    1.0,
+]
+_HOSTILE_TS = [2**63 - 1, -(2**63), 0, -1, 253_402_300_800_000_000, 1 << 62]
+
+
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _avro_v1(
+    schema_id: int,
+    tenant: bytes,
+    signal_id: bytes,
+    kind: bytes,
+    value: float,
+    weight: tuple[int, float | None],
+    source: bytes,
+    ts_us: int,
+) -> bytes:
+    """A v1 frame written by hand, so strings may be any bytes and the union index anything."""
+
+    def text(raw: bytes) -> bytes:
+        return _zigzag(len(raw)) + raw
+
+    index, weight_value = weight
+    body = text(tenant) + text(signal_id) + text(kind) + struct.pack("<d", value)
+    body += _zigzag(index) + (b"" if weight_value is None else struct.pack("<d", weight_value))
+    body += text(source) + _zigzag(ts_us)
+    return wire_frame(schema_id, body)
+
+
+class _Fuzz:
+    """A seeded stream of hostile and valid records; remembers the kind of each."""
+
+    def __init__(self, rng: random.Random, schema_id: int, now_us: int) -> None:
+        self.rng = rng
+        self.schema_id = schema_id
+        self.now_us = now_us
+        self.valid: list[tuple[bytes, bytes]] = []
+        #: Frames whose union branch index is not 0 or 1 (fastavro would read -1 and -2).
+        self.bad_index: set[bytes] = set()
+
+    def text(self) -> bytes:
+        return self.rng.choice(_HOSTILE_TEXT)
+
+    def valid_record(self) -> tuple[bytes, bytes]:
+        rng = self.rng
+        tenant = f"tenant-0{rng.randrange(3)}".encode()
+        frame = _avro_v1(
+            self.schema_id,
+            tenant,
+            f"fz-{rng.getrandbits(48):x}".encode(),
+            rng.choice([b"latency", b"consistency"]),
+            rng.betavariate(8, 2),
+            rng.choice([(0, None), (1, rng.uniform(0, 5))]),
+            rng.choice(SOURCES).encode(),
+            self.now_us - rng.randrange(3_600_000_000),
+        )
+        self.valid.append((tenant, frame))
+        return tenant, frame
+
+    def hostile_record(self) -> tuple[bytes, bytes]:
+        rng = self.rng
+        fields: list[Any] = [
+            f"tenant-0{rng.randrange(3)}".encode(),
+            f"fz-{rng.getrandbits(48):x}".encode(),
+            b"latency",
+            rng.betavariate(8, 2),
+            (0, None),
+            rng.choice(SOURCES).encode(),
+            self.now_us - rng.randrange(3_600_000_000),
+        ]
+        for _ in range(rng.randrange(1, 3)):  # spoil one or two fields
+            at = rng.randrange(7)
+            if at in (0, 1, 2, 5):
+                fields[at] = self.text()
+            elif at == 3:
+                fields[3] = rng.choice(_HOSTILE_NUMBERS)
+            elif at == 4:
+                fields[4] = rng.choice(
+                    [(-1, 1.0), (-2, None), (2, None), (1, rng.choice(_HOSTILE_NUMBERS))]
+                )
+            else:
+                fields[6] = rng.choice(_HOSTILE_TS)
+        value = _avro_v1(self.schema_id, *fields)
+        if fields[4][0] not in (0, 1):
+            self.bad_index.add(value)
+        return fields[0], value
+
+    def next(self) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        """One record: key, value and Kafka headers."""
+        rng = self.rng
+        roll = rng.random()
+        headers: list[tuple[str, bytes]] = []
+        if rng.random() < 0.1:  # junk headers, and now and then a forged release marker
+            headers = [("igflow.release", rng.randbytes(rng.randrange(40))), ("\x00", b"\xff")]
+        if roll < 0.35:
+            key, value = self.valid_record()
+        elif roll < 0.45 and self.valid:  # an exact re-send: a counted duplicate
+            key, value = rng.choice(self.valid)
+        elif roll < 0.70:
+            key, value = self.hostile_record()
+        elif roll < 0.80:  # random bytes, sometimes behind a plausible header
+            body = rng.randbytes(rng.randrange(120))
+            value = rng.choice([b"", wire_frame(self.schema_id, b""), b"\x00\x00\x00\x00"]) + body
+            key = rng.choice([None, b"", rng.randbytes(8)])
+        elif roll < 0.90:  # a bad magic byte or an unknown schema id
+            _key, good = self.valid_record()
+            self.valid.pop()
+            if rng.random() < 0.5:
+                value = bytes([rng.randrange(1, 256)]) + good[1:]
+            else:
+                value = wire_frame(rng.randrange(10_000, 2**32), good[5:])
+            key = b"k"
+        else:
+            key, value = None, None  # a tombstone
+        return key, value, headers
+
+
+def test_fuzzed_records_are_each_landed_rejected_with_a_code_or_counted_duplicate(
+    big_settings: Settings,
+) -> None:
+    schema_id = _v1_id(big_settings)
+    rng = random.Random(FUZZ_SEED)
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    fuzz = _Fuzz(rng, schema_id, now_us)
+    sent = _Sent(big_settings)
+    truncated: set[bytes] = set()
+    _key, frame = fuzz.valid_record()
+    fuzz.valid.pop()
+    for cut in range(len(frame)):  # a valid frame cut at every length
+        truncated.add(frame[:cut])
+        sent.send(b"trunc", frame[:cut])
+    for _ in range(FUZZ_COUNT):
+        key, value, headers = fuzz.next()
+        sent.send(key, value, headers=headers)
+    for size in (1_100_000, 1_600_000):  # oversized among the rest
+        sent.send(b"big", rng.randbytes(size))
+    sent.send(
+        None,
+        _avro_v1(schema_id, b"tenant-00", b"s" * 1_200_000, b"t", 0.5, (0, None), b"a", now_us),
+    )
+    sent.flush()
+
+    proc = igflow(big_settings, "run")
+    _out, err = finish(proc)
+    assert "Traceback" not in err
+
+    landed: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in lake_rows(big_settings):
+        source = (row["kafka_partition"], row["kafka_offset"])
+        assert source not in landed, f"{source} landed twice"
+        landed[source] = row
+    quarantine = _quarantine_by_source(big_settings)
+    dlq = _dlq_by_source(big_settings)
+    codes = {c.value for c in ReasonCode}
+    assert not set(landed) & set(quarantine), "a record both landed and rejected"
+    assert {r["reason"] for r in quarantine.values()} <= codes
+    # Every reject that is not a held drift batch is in the DLQ too, with the same code.
+    rejected = {s for s, r in quarantine.items() if r["stage"] != "drift"}
+    assert set(dlq) == rejected
+    for source in rejected:
+        reason = dict(dlq[source].headers())["igflow.reason"].decode()
+        assert reason == quarantine[source]["reason"]
+    # What neither landed nor was rejected must be a duplicate of what landed.
+    decoder = SignalDecoder(DictSchemas({schema_id: SIGNAL_V1.text}), SIGNAL_V2.parsed)
+    keys = {(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in landed.values()}
+    duplicates = set(sent.records) - set(landed) - set(quarantine)
+    for source in duplicates:
+        key, value = sent.records[source]
+        decoded = decoder.decode(RawRecord("t", source[0], source[1], key, value))
+        assert isinstance(decoded, Decoded), source
+        assert decoded.signal.key in keys, f"{source} is neither landed, rejected nor a duplicate"
+    # Hostile input never lands: truncations, random bytes and spoiled records are rejected.
+    for source, (_key, value) in sent.records.items():
+        if value in truncated:
+            assert quarantine[source]["reason"] in {"DECODE_FAILED", "EMPTY_PAYLOAD"}
+        if value is None or len(value) > _MiB:
+            assert source in quarantine
+        if value in fuzz.bad_index:
+            assert quarantine[source]["reason"] == "DECODE_FAILED"
+    for row in landed.values():
+        assert "\x00" not in row["signal_id"] + row["type"] + row["source"]
+        assert 0.0 <= row["value"] <= 1.0
+    total = len(sent.records)
+    assert len(landed) + len(quarantine) + len(duplicates) == total
+    print(
+        f"fuzz seed {FUZZ_SEED}: {total} records, {len(landed)} landed, "
+        f"{len(quarantine)} rejected or held, {len(duplicates)} duplicates"
+    )
