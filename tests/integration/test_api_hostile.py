@@ -209,6 +209,14 @@ def test_json_and_values_the_stores_cannot_hold_are_client_errors_with_codes(
             "/v1/coherence/signals", content=json.dumps(body), headers=json_headers
         )
         assert_problem(got, status, code)
+    # The same surrogate encoded in the bytes themselves (not valid UTF-8; json.loads decodes
+    # bytes with "surrogatepass"), and a body in UTF-16: found by the fuzz test.
+    raw = json.dumps(signal_body(tenant, type="X"), ensure_ascii=False).encode()
+    for body in (raw.replace(b'"X"', b'"\xed\xa0\x80"'), raw.decode().encode("utf-16")):
+        got = server.client.post("/v1/coherence/signals", content=body, headers=json_headers)
+        assert_problem(got, 400, "BAD_REQUEST")
+        got = server.client.post("/graphql", content=body, headers=json_headers)
+        assert (got.status_code, graphql_codes(got)) == (400, ["BAD_REQUEST"])
     # A surrogate pair is Unicode (one character): accepted.
     paired = server.client.post(
         "/v1/coherence/signals",
