@@ -24,9 +24,11 @@ from contextlib import asynccontextmanager
 
 from ariadne.asgi import GraphQL
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from api.auth import Authenticator
+from api.auth_limit import FailedAuthLimit
 from api.authz import Authorizer
 from api.events import EventHub
 from api.graphql_http import (
@@ -122,5 +124,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/openapi.json", rest.openapi, methods=["GET"]),
         ],
         lifespan=lifespan,
+        # Failed authentications per client address: cut off before any credential is checked.
+        middleware=[
+            Middleware(
+                FailedAuthLimit,
+                auth=services.auth,
+                rate=settings.api.auth_failure_rps,
+                burst=settings.api.auth_failure_burst,
+            )
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
     )

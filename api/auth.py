@@ -182,6 +182,23 @@ class Authenticator:
             return await self._api_key(api_key)
         raise AuthFailure(ReasonCode.AUTH_MISSING, "no bearer token and no API key")
 
+    def known(self, authorization: str | None, api_key: str | None) -> bool:
+        """Whether these header values are credentials this process has verified and still
+        trusts: a cache lookup only (a hash and a dict), no signature check, no query."""
+        authorization = (authorization or "").strip()
+        api_key = (api_key or "").strip()
+        if authorization and not api_key:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+                return False
+            digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+            cached = self._tokens.get(digest)
+            return cached is not None and time.time() < cached[1]
+        if api_key and not authorization and self._api_keys is not None:
+            return self._api_keys.cached(api_key) is not None
+        return False
+
     def verify_token(self, token: str) -> Principal:
         """The principal of a bearer JWT; :class:`AuthFailure` if it does not verify."""
         if len(token) > MAX_TOKEN_LENGTH:

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from igflow.errors import ConfigError
 
 __all__ = [
+    "AUTH_THROTTLED",
     "FANOUT_LATENCY",
     "HTTP_REQUESTS",
     "INGEST_PUBLISHED",
@@ -48,6 +49,10 @@ FANOUT_LATENCY = Histogram(
 SUBSCRIBERS = Gauge("igflow_api_subscribers", "Open GraphQL subscriptions in this process")
 RATE_LIMITED = Counter(
     "igflow_api_rate_limited_total", "Requests refused by a tenant's token bucket", ["tenant_id"]
+)
+AUTH_THROTTLED = Counter(
+    "igflow_api_auth_throttled_total",
+    "Requests refused unread because their address failed authentication too often",
 )
 KEY_LOOKUPS = Counter(
     "igflow_api_key_lookups_total", "API key lookups that queried Postgres (cache misses)"

@@ -34,6 +34,7 @@ STATUS: dict[ReasonCode, int] = {
     ReasonCode.TENANT_UNKNOWN: 422,
     ReasonCode.SOURCE_NOT_ALLOWED: 422,
     ReasonCode.RATE_LIMITED: 429,
+    ReasonCode.AUTH_RATE_LIMITED: 429,
     ReasonCode.RECORD_TOO_LARGE: 413,
     ReasonCode.KAFKA_UNAVAILABLE: 503,
     ReasonCode.STORE_UNAVAILABLE: 503,

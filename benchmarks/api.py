@@ -46,11 +46,14 @@ import importlib.util
 import json
 import os
 import resource
+import secrets
 import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -66,7 +69,14 @@ from benchmarks.api_loadgen import (  # noqa: E402
     open_loop,
 )
 from benchmarks.api_report import plot, print_table  # noqa: E402
-from benchmarks.api_server import Server, say, serve, server_log_summary, settle  # noqa: E402
+from benchmarks.api_server import (  # noqa: E402
+    Server,
+    gauge,
+    say,
+    serve,
+    server_log_summary,
+    settle,
+)
 from igflow.admin import create_topics  # noqa: E402
 from igflow.settings import Settings  # noqa: E402
 from sinks.postgres import PostgresWriter  # noqa: E402
@@ -127,6 +137,26 @@ def write_requests(tenants: list[str], tokens: dict[str, str], tag: str) -> tupl
 
     def check(_i: int, data: dict[str, Any]) -> str | None:
         return None if (data.get("data") or {}).get("publishCoherenceSignal") is True else "false"
+
+    return build, check
+
+
+def bad_credential_requests(address: str) -> tuple[Build, Check]:
+    """Requests from ``address`` (``X-Forwarded-For``, which uvicorn takes from a loopback peer)
+    with credentials that never verify: random API keys (each a Postgres lookup, if it got that
+    far) and garbage bearer tokens, alternately."""
+    body = json.dumps({"query": SCORE_QUERY, "variables": {"tenantId": "nobody"}}).encode()
+
+    def build(i: int) -> tuple[bytes, bytes]:
+        if i % 2:
+            credential = f"x-api-key: igk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+        else:
+            credential = f"authorization: Bearer {secrets.token_urlsafe(40)}"
+        head = f"{credential}\r\nx-forwarded-for: {address}\r\ncontent-type: application/json\r\n"
+        return body, head.encode()
+
+    def check(_i: int, _data: dict[str, Any]) -> str | None:
+        return "a bad credential was accepted"
 
     return build, check
 
@@ -332,7 +362,9 @@ async def isolation_phase(
 ) -> dict[str, Any]:
     """One tenant floods (closed loop, far past its bucket) while another reads at a steady
     100/s: the reader's latency beside the same reads with no flood, on a server with a small
-    per-tenant limit (200/s), so that the flood is mostly refused with 429."""
+    per-tenant limit (200/s), so that the flood is mostly refused with 429. Then one address
+    floods with bad credentials (closed loop) while the reader reads at 100/s, on a server with
+    the per-address limit on failed authentication and on one with it lifted."""
     flooder, reader = tenants[0], tenants[1]
     env = {"IGFLOW_API_RATE_LIMIT_RPS": "200", "IGFLOW_API_RATE_LIMIT_BURST": "200"}
     build_a, check_a = read_requests([flooder], tokens, persisted=False)
@@ -367,6 +399,42 @@ async def isolation_phase(
         f"requests/s ({flooded['errors']:,} of them refused); reader errors "
         f"{out['reader_alone']['errors']} and {out['reader_during_flood']['errors']}"
     )
+    # Bad credentials from another address, with the per-address limit on failed
+    # authentication (the defaults) and, for comparison, with it lifted out of reach.
+    build_x, check_x = bad_credential_requests("203.0.113.9")
+    lifted = {"IGFLOW_API_AUTH_FAILURE_RPS": "1e9", "IGFLOW_API_AUTH_FAILURE_BURST": "1000000000"}
+    for name, extra in (("limited", {}), ("unlimited", lifted)):
+        with serve(settings, "development", {**env, **extra}) as server:
+            say(f"isolation: bad credentials from one address, failed-auth limit {name} …")
+            await open_loop(server, 50.0, args.warmup, build_b, check_b, start=23_000_000)
+            await settle(server)
+            flood = asyncio.ensure_future(
+                capacity(server, build_x, check_x, args.seconds + 1.0, args.in_flight)
+            )
+            during = await open_loop(
+                server, 100.0, args.seconds, build_b, check_b, start=24_000_000
+            )
+            flooded = await flood
+            lookups = gauge(
+                httpx.get(f"{server.metrics_url}/metrics", timeout=5).text,
+                "igflow_api_key_lookups_total",
+            )
+        summary = RequestPhase(name, "read", 100.0, args.seconds, during).summary()
+        out[f"reader_during_bad_credentials_{name}"] = {
+            k: summary[k] for k in ("requests", "errors", "from_schedule_ms")
+        }
+        out[f"bad_credentials_{name}"] = {
+            "answered_rps": flooded["answered_rps"],
+            "server_cpu_pct": flooded["server_cpu_pct"],
+            "api_key_lookups": lookups,
+        }
+        ms = summary["from_schedule_ms"]
+        print(
+            f"isolation: reader at 100/s p50 {ms['p50']:.1f} ms, p95 {ms['p95']:.1f} ms while "
+            f"one address sends bad credentials at {flooded['answered_rps']:,.0f} requests/s "
+            f"(failed-auth limit {name}; {lookups:,.0f} API key lookups); reader errors "
+            f"{summary['errors']}"
+        )
     return out
 
 

@@ -29,6 +29,7 @@ _FIELDS = (
     "rows_per_tenant",
     "table",
     "offsets",
+    "client",
 )
 
 

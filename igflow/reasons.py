@@ -50,6 +50,8 @@ class ReasonCode(enum.StrEnum):
     AUTH_INVALID = "AUTH_INVALID"
     #: A token past its expiry (or not yet valid).
     AUTH_EXPIRED = "AUTH_EXPIRED"
+    #: The client's address failed authentication too often: refused before any check.
+    AUTH_RATE_LIMITED = "AUTH_RATE_LIMITED"
     #: The caller's tenant is not the tenant the operation names.
     TENANT_FORBIDDEN = "TENANT_FORBIDDEN"
     #: The caller lacks the scope the operation needs (``coherence:read``/``coherence:write``).

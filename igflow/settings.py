@@ -282,6 +282,11 @@ class ApiSettings:
     #: Per-tenant token bucket: refill rate (requests/s) and burst size.
     rate_limit_rps: float = 1000.0
     rate_limit_burst: int = 1000
+    #: Failed authentications per client address: refill rate (per second) and burst. Past
+    #: them, that address's requests are refused (429 ``AUTH_RATE_LIMITED``) before any key or
+    #: token is checked, except credentials this process has already verified.
+    auth_failure_rps: float = 2.0
+    auth_failure_burst: int = 20
     #: How long an API key lookup is remembered while this process listens to Postgres for
     #: key changes (``NOTIFY``, so a revocation applies at once), and while it cannot listen.
     key_cache_seconds: float = 30.0

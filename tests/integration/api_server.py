@@ -76,7 +76,14 @@ class ApiServer:
 def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
     """Start ``igflow serve`` with ``settings`` and extra ``IGFLOW_*`` variables; stop it after."""
     port, metrics_port = free_port(), free_port()
-    extra = {"IGFLOW_API_PORT": str(port), "IGFLOW_API_METRICS_PORT": str(metrics_port), **env}
+    extra = {
+        "IGFLOW_API_PORT": str(port),
+        "IGFLOW_API_METRICS_PORT": str(metrics_port),
+        # Every test client is 127.0.0.1: the per-address limit on failed authentication would
+        # cut one test's clients off for another's refusals. Tests of that limit set their own.
+        "IGFLOW_API_AUTH_FAILURE_BURST": "1000000",
+        **env,
+    }
     # A file, not a pipe: nobody reads a pipe while the test runs, and a server that logs more
     # than the pipe holds (64 KiB: a few hundred refusals) would block on its next log line.
     log = tempfile.NamedTemporaryFile(prefix="igflow-serve-", suffix=".log")  # noqa: SIM115
