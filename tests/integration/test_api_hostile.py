@@ -28,6 +28,7 @@ from api.jwt_keys import mint_token
 from igflow.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
+from tests.integration.hostile_documents import aliases, nested_fragments
 
 pytestmark = pytest.mark.integration
 
@@ -129,18 +130,6 @@ def health_latency(server: ApiServer) -> Iterator[list[float]]:
 # --- point 7: no request holds the event loop ------------------------------------------------
 
 
-def nested_fragments(levels: int) -> str:
-    """Each fragment spreads the one below 10 times: 10**levels fields once expanded."""
-    text = 'fragment F0 on Query { tenantCoherence(tenantId: "t") { score } }\n'
-    for i in range(1, levels + 1):
-        text += f"fragment F{i} on Query {{{f' ...F{i - 1}' * 10} }}\n"
-    return f"query {{ ...F{levels} }}\n{text}"
-
-
-def aliases(count: int) -> str:
-    return "{ " + " ".join(f"a{i}: __typename" for i in range(count)) + " }"
-
-
 def test_hostile_documents_never_hold_the_event_loop(
     server: ApiServer, auth: dict[str, str]
 ) -> None:
@@ -212,10 +201,10 @@ def test_json_and_values_the_stores_cannot_hold_are_client_errors_with_codes(
     # The same surrogate encoded in the bytes themselves (not valid UTF-8; json.loads decodes
     # bytes with "surrogatepass"), and a body in UTF-16: found by the fuzz test.
     raw = json.dumps(signal_body(tenant, type="X"), ensure_ascii=False).encode()
-    for body in (raw.replace(b'"X"', b'"\xed\xa0\x80"'), raw.decode().encode("utf-16")):
-        got = server.client.post("/v1/coherence/signals", content=body, headers=json_headers)
+    for not_utf8 in (raw.replace(b'"X"', b'"\xed\xa0\x80"'), raw.decode().encode("utf-16")):
+        got = server.client.post("/v1/coherence/signals", content=not_utf8, headers=json_headers)
         assert_problem(got, 400, "BAD_REQUEST")
-        got = server.client.post("/graphql", content=body, headers=json_headers)
+        got = server.client.post("/graphql", content=not_utf8, headers=json_headers)
         assert (got.status_code, graphql_codes(got)) == (400, ["BAD_REQUEST"])
     # A surrogate pair is Unicode (one character): accepted.
     paired = server.client.post(
