@@ -17,7 +17,9 @@ all slip through when the bucket refills. Two exceptions: ``/health`` and
 ``/ready`` (no credentials), and a request whose credentials this process has already verified
 and still trusts (:meth:`api.auth.Authenticator.known`, a hash and a dict lookup), so a good
 client behind the same address as an attacker keeps working; a new one waits for
-``Retry-After``.
+``Retry-After``. A WebSocket upgrade is judged by its headers alone (its ``connection_init``
+payload comes later), so a subscriber from a cut-off address passes only if its upgrade request
+carries the verified credentials; otherwise the upgrade is answered 429.
 
 The address is the one uvicorn reports: the peer, or ``X-Forwarded-For`` when the peer is a
 trusted proxy (uvicorn's ``--forwarded-allow-ips``, by default 127.0.0.1 only). IPv6 addresses
