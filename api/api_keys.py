@@ -284,6 +284,9 @@ class ApiKeyStore:
                 delay = 0.5  # it listened, then lost the connection: retry soon
             except psycopg.Error as exc:
                 log.warning("API key listener: %s", _explain(exc))
+            except Exception:
+                # Not the connection: still no reason to stop hearing revocations for good.
+                log.exception("API key listener failed")
             finally:
                 self._set_listening(False)
             await asyncio.sleep(delay)
