@@ -96,6 +96,25 @@ def test_a_replayed_webhook_push_is_refused_by_every_replica(
     assert _push(two, token, body, resigned).status_code == 202
 
 
+def test_a_push_the_server_failed_may_be_retried_with_its_signature(
+    stack: Settings, tenant: str
+) -> None:
+    """Kafka does not acknowledge (nothing listens at its address): 503, and the same signed
+    request sent again is tried again (503 again), not refused as a replay."""
+    with serve(
+        stack,
+        IGFLOW_API_WEBHOOK_SECRET=SECRET,
+        IGFLOW_KAFKA_BOOTSTRAP="127.0.0.1:1",
+        IGFLOW_API_PUBLISH_TIMEOUT_SECONDS="1",
+    ) as server:
+        token = mint_token(server.settings, tenant, WRITE)
+        body = _body(tenant)
+        signature = sign(SECRET, body, int(time.time()))
+        for _ in range(2):
+            got = _push(server, token, body, signature)
+            assert (got.status_code, got.json()["code"]) == (503, "KAFKA_UNAVAILABLE"), got.text
+
+
 def test_a_signature_header_that_is_not_ascii_is_a_problem_not_a_crash(
     servers: tuple[ApiServer, ApiServer], tenant: str
 ) -> None:
