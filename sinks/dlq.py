@@ -119,6 +119,11 @@ def _too_large(error: KafkaError | None) -> bool:
     return error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
+def _reducible(msg: DlqMessage) -> bool:
+    """Whether :func:`by_reference` makes ``msg`` smaller (it has a value or a large key)."""
+    return msg.value is not None or (msg.key is not None and len(msg.key) > _KEEP_KEY_BYTES)
+
+
 class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
     def __init__(self, producer: Producer, topic: str, max_bytes: int, kept_in: str) -> None:
         self._producer = producer
@@ -152,7 +157,7 @@ class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
         def delivered(err: KafkaError | None, _msg: object) -> None:
             if err is None:
                 return
-            if _too_large(err) and msg.value is not None:
+            if _too_large(err) and _reducible(msg):
                 refused.append(msg)
             else:
                 failures.append(err)
@@ -168,7 +173,7 @@ class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
             )
         except KafkaException as exc:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if not _too_large(error) or msg.value is None:
+            if not _too_large(error) or not _reducible(msg):
                 raise
             refused.append(msg)
         except BufferError:  # the local queue is full: make room, then try again once

@@ -112,3 +112,10 @@ def test_by_reference_is_small_and_keeps_the_coordinates() -> None:
     assert message_size(ref) < 1024
     assert dict(ref.headers)["igflow.source.offset"] == b"7"
     assert isinstance(ref, KafkaSinkMessage) and ref.value is None and ref.key is None
+
+
+def test_a_tombstone_with_a_key_too_large_for_the_topic_goes_by_reference() -> None:
+    raw = RawRecord("signals", 0, 9, b"K" * 20_000, None)
+    msg = dlq_message(Rejected(ReasonCode.EMPTY_PAYLOAD, "record has no value", raw))
+    [out] = _write(BrokerProducer(100_000, 10_000), [msg], 50_000)
+    assert out["key"] is None and dict(out["headers"])["igflow.key.omitted"] == b"20000"
