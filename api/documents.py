@@ -225,6 +225,7 @@ class Documents:
             return None, (error.with_traceback(None),)
         except RecursionError:
             return None, (_too_deep(),)
+        _unlink_tokens(document)
         try:
             return document, self._verdict(document)
         except RecursionError:
@@ -278,6 +279,17 @@ class Documents:
         if source is None:
             return list(self._verdict(document))
         return list(self.prepare(source)[1])
+
+
+def _unlink_tokens(document: DocumentNode) -> None:
+    """Drop the lexer's back links: a syntax tree's tokens are a doubly linked list, a reference
+    cycle that only the cyclic collector frees, on whichever thread it runs (an evicted tree's
+    tokens showed up as gen-1 collections of 58 ms and more on the event loop). Singly linked,
+    they go as soon as the tree does. Nothing reads ``prev`` once the parser is done."""
+    token = document.loc.start_token if document.loc is not None else None
+    while token is not None:
+        token.prev = None
+        token = token.next
 
 
 def _too_deep() -> GraphQLError:
