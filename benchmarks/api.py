@@ -35,6 +35,12 @@ Prints a table with the brief's budget and the local aim beside each p95, writes
 ``benchmarks/results/api.json`` and a plot of the latency distributions, ``api.png``. The parts:
 ``api_server.py`` (the server, its CPU and metrics), ``api_loadgen.py`` (the HTTP client, open and
 closed loops), ``api_fanout.py`` (the subscribers) and ``api_report.py`` (the table and the plot).
+
+Hostile documents (``api_hostile.py``; ``--hostile-only`` runs just this): the worst ``/health``
+latency, probed every 5 ms from another process, while one client sends documents built to hold
+the server (nested fragment spreads, 50,000 aliases, 100 same-named fields, JSON nested 10,000
+deep, a 9 MiB WebSocket message), beside the same probe alone and with a benign document sent
+the same way; also written to ``benchmarks/results/api_hostile.json``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ sys.path.insert(0, str(REPO))
 
 from api.jwt_keys import JWKS_FILE, dev_keys_dir, mint_token  # noqa: E402
 from benchmarks.api_fanout import FanoutPhase, fanout_phase, score_change  # noqa: E402
+from benchmarks.api_hostile import hostile_phase  # noqa: E402
 from benchmarks.api_loadgen import (  # noqa: E402
     Build,
     Check,
@@ -244,6 +251,11 @@ async def run(args: argparse.Namespace) -> None:
         "IGFLOW_API_RATE_LIMIT_RPS": str(max([100_000.0, *args.read_rates, *args.write_rates])),
         "IGFLOW_API_RATE_LIMIT_BURST": str(max(100_000, 10 * args.subscribers)),
     }
+    if args.hostile_only:
+        await hostile_phase(
+            settings, read_tokens[tenants[0]], env, args.hostile_seconds, args.hostile_json
+        )
+        return
     load = os.getloadavg()
     say(
         f"topic {settings.kafka.topic}, {len(tenants)} tenants, fd limit {fd_limit}, "
@@ -313,6 +325,11 @@ async def run(args: argparse.Namespace) -> None:
 
     if args.isolation:
         isolation = await isolation_phase(settings, tenants, read_tokens, args)
+    hostile = None
+    if args.hostile:
+        hostile = await hostile_phase(
+            settings, read_tokens[tenants[0]], env, args.hostile_seconds, args.hostile_json
+        )
 
     requests = [phase for op in operations for phase in op.phases]
     capacities = {op.name: op.capacity for op in operations}
@@ -340,6 +357,7 @@ async def run(args: argparse.Namespace) -> None:
         "fanout": fanout_rows,
         "server_log": logs,
         "isolation": isolation if args.isolation else None,
+        "hostile": hostile,
     }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -469,6 +487,19 @@ def main() -> None:
         dest="isolation",
         action="store_false",
         help="skip the flood-isolation run (a third server, with a 200/s per-tenant limit)",
+    )
+    parser.add_argument(
+        "--no-hostile",
+        dest="hostile",
+        action="store_false",
+        help="skip the worst /health latency while hostile documents are sent (another server)",
+    )
+    parser.add_argument(
+        "--hostile-only", action="store_true", help="run only the hostile-documents section"
+    )
+    parser.add_argument("--hostile-seconds", type=float, default=3.0, help="seconds per attack")
+    parser.add_argument(
+        "--hostile-json", default=str(RESULTS / "api_hostile.json"), help="'' to skip"
     )
     parser.add_argument("--json", default=str(RESULTS / "api.json"), help="'' to skip")
     parser.add_argument("--plot", default=str(RESULTS / "api.png"), help="'' to skip")
