@@ -31,20 +31,13 @@ from api.persisted import sha256_hex
 from igflow.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
+from tests.integration.test_api import PUBLISH, SCORE_QUERY
 
 pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("IGFLOW_FUZZ_SEED", "12"))
 CASES = int(os.environ.get("IGFLOW_FUZZ_CASES", "3000"))
 
-SCORE_QUERY = (
-    "query TenantCoherence($tenantId: ID!) { tenantCoherence(tenantId: $tenantId) "
-    "{ tenantId score status updatedAt } }"
-)
-PUBLISH = (
-    "mutation PublishSignal($input: PublishCoherenceSignalInput!) "
-    "{ publishCoherenceSignal(input: $input) }"
-)
 SUBSCRIBE = "subscription S($tenantId: ID!) { coherenceEvents(tenantId: $tenantId) { id } }"
 FIELDS = ("tenantId", "signalId", "type", "value", "weight", "source", "ts", "selectors")
 

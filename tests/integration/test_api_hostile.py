@@ -29,14 +29,11 @@ from igflow.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.hostile_documents import aliases, nested_fragments
+from tests.integration.test_api import PUBLISH
 
 pytestmark = pytest.mark.integration
 
 SCOPES = ["coherence:read", "coherence:write"]
-PUBLISH = (
-    "mutation PublishSignal($input: PublishCoherenceSignalInput!) "
-    "{ publishCoherenceSignal(input: $input) }"
-)
 SCORE_SUB = (
     "subscription S($tenantId: ID!) { coherenceScoreChanged(tenantId: $tenantId) { score } }"
 )
