@@ -20,7 +20,7 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
@@ -50,6 +50,13 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _client_disconnect(request: Request, _exc: Exception) -> Response:
+    """The client left while its body was being read: nobody to answer, nothing went wrong here
+    (it was logged as an unhandled exception, with a traceback)."""
+    log.info("client left mid-request", extra={"op": request.url.path})
+    return problem(ReasonCode.BAD_REQUEST, "the request ended early")
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled exception", exc_info=exc, extra={"op": request.url.path})
     response = problem(ReasonCode.INTERNAL_SERVER_ERROR, "internal error", status=500)
@@ -61,6 +68,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 #: Starlette's ``exception_handlers`` for the API.
 EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     HTTPException: _http_exception,
+    ClientDisconnect: _client_disconnect,
     Exception: _internal_error,
 }
 
