@@ -19,6 +19,7 @@ Every error carries ``extensions.code`` (a reason code); an unexpected exception
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -272,7 +273,31 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
         finally:
             timeout.cancel()
             for operation_id in list(client_context.operations):
-                await self.stop_websocket_operation(websocket, operation_id, client_context)
+                # A delivery that was sending when the client left ends with its disconnect.
+                with contextlib.suppress(WebSocketDisconnect):
+                    await self.stop_websocket_operation(websocket, operation_id, client_context)
+
+    async def observe_async_results(
+        self,
+        websocket: WebSocket,
+        results_producer: AsyncGenerator[Any, None],
+        operation_id: str,
+        client_context: Any,
+    ) -> None:
+        """Ariadne's, for what its own path runs over a socket (a query or a mutation), but
+        quiet when the client has left: Ariadne logged the disconnect as a failed resolver,
+        with its traceback, and raised again sending that error (found by fuzzing the socket)."""
+        try:
+            async for result in results_producer:
+                payload = result if isinstance(result, dict) else _payload(result)
+                await websocket.send_json({"type": "next", "id": operation_id, "payload": payload})
+        except WebSocketDisconnect:
+            return  # the connection's loop ends its operations
+        client_context.operations.pop(operation_id, None)
+        client_context.operation_tasks.pop(operation_id, None)
+        if _open(websocket):
+            with contextlib.suppress(WebSocketDisconnect):
+                await websocket.send_json({"type": "complete", "id": operation_id})
 
     async def handle_websocket_invalid_type(self, websocket: WebSocket) -> None:
         REQUESTS.labels(ReasonCode.BAD_REQUEST.value).inc()
@@ -343,7 +368,13 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
             return
         REQUESTS.labels("ok").inc()
         # A new text is parsed and validated off the event loop; what follows finds it cached.
-        await self._gates.documents.prepare_async(data["query"])
+        document, errors = await self._gates.documents.prepare_async(data["query"])
+        if document is not None and get_operation_ast(document, data.get("operationName")) is None:
+            # Several operations and no operationName, or none of that name: Ariadne's path
+            # raises (RuntimeError) and the socket was dropped (found by fuzzing the socket).
+            missing = GraphQLError("the document has no single operation of that name to run")
+            await self._send_errors(websocket, operation_id, list(errors) or [missing])
+            return
         if not await self._subscribe_shared(websocket, data, operation_id, client_context):
             # Not a valid subscription (a query or mutation over the socket, or an invalid
             # document): Ariadne's own path answers it.
@@ -440,6 +471,15 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
         await websocket.send_json({"type": "error", "id": operation_id, "payload": payload})
 
 
+def _payload(result: ExecutionResult) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if result.data is not None:
+        payload["data"] = result.data
+    if result.errors:
+        payload["errors"] = [format_error(e) for e in result.errors]
+    return payload
+
+
 def _open(websocket: WebSocket) -> bool:
     return WebSocketState.DISCONNECTED not in (websocket.client_state, websocket.application_state)
 
@@ -450,9 +490,4 @@ def _render(built: Executor[Any], event: dict[str, Any]) -> str:
     if isawaitable(result):  # the subscription field resolvers are synchronous
         msg = "a subscription event resolved asynchronously"
         raise TypeError(msg)
-    payload: dict[str, Any] = {}
-    if result.data is not None:
-        payload["data"] = result.data
-    if result.errors:
-        payload["errors"] = [format_error(e) for e in result.errors]
-    return json.dumps(payload, separators=(",", ":"))
+    return json.dumps(_payload(result), separators=(",", ":"))

@@ -348,3 +348,51 @@ def test_fuzzed_rest_and_graphql_requests_are_answered_with_codes_and_never_a_5x
     assert statuses["graphql"].get(200, 0) > 0 and statuses["graphql"].get(400, 0) > 0, statuses
     log = server.log()
     assert "Traceback" not in log, log[log.find("Traceback") - 500 :][:3000]
+
+
+WS_CASES = max(1, CASES // 10)
+
+
+def test_fuzzed_websocket_subscribes_are_answered_with_codes_and_never_drop_the_socket(
+    fuzz_server: tuple[ApiServer, str, dict[str, str]],
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server, tenant, auth = fuzz_server
+    rng = random.Random(SEED)
+    init = json.dumps(
+        {"type": "connection_init", "payload": {"Authorization": auth["authorization"]}}
+    )
+    outcomes: dict[str, int] = {}
+    for case in range(WS_CASES):
+        text, variables = hostile_document(rng, tenant)
+        payload: dict[str, Any] = {"query": text}
+        if isinstance(variables, dict):
+            payload["variables"] = variables
+        if rng.random() < 0.2:
+            payload["operationName"] = rng.choice(["S", "Nope", "A"])
+        if rng.random() < 0.1:
+            payload = {"id": rng.choice(["pq_coherence_events_v1", "pq_publish_signal_v1", "x"])}
+            payload["variables"] = {"tenantId": tenant}
+        what = f"WebSocket seed {SEED}, case {case}: {json.dumps(payload)[:300]}"
+        with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+            ws.send(init)
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack", what
+            try:
+                ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+                ws.send(json.dumps({"type": "ping"}))  # answered once the subscribe is handled
+                while (message := json.loads(ws.recv(timeout=30)))["type"] != "pong":
+                    kind = message["type"]
+                    if kind == "error":
+                        codes = [e["extensions"]["code"] for e in message["payload"]]
+                        assert codes and "INTERNAL_SERVER_ERROR" not in codes, what
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+            except ConnectionClosed as closed:
+                # Only the protocol's own closes (4400, 1009, ...), never a drop or 1011.
+                assert closed.rcvd is not None and closed.rcvd.code not in (1006, 1011), what
+                outcomes["closed"] = outcomes.get("closed", 0) + 1
+    print(f"\nWebSocket fuzz seed {SEED}: {WS_CASES} subscribes; {outcomes}")
+    assert outcomes.get("error", 0) > 0 and outcomes.get("next", 0) > 0, outcomes
+    log = server.log()
+    assert "Traceback" not in log, log[log.find("Traceback") - 500 :][:3000]
