@@ -67,6 +67,14 @@ def build_services(settings: Settings) -> Services:
         # Never trust the local stack's signing keys in production: name the issuer's keys.
         msg = "api.mode production needs api.jwt_keys (the token issuer's public keys or JWKS)"
         raise ConfigError(msg)
+    # The limits on hostile input: zero or less would refuse everything or nothing.
+    for name in ("max_body_bytes", "max_query_tokens", "ws_max_subscriptions"):
+        if getattr(api, name) < 1:
+            msg = f"api.{name} must be at least 1, not {getattr(api, name)}"
+            raise ConfigError(msg)
+    if not api.ws_init_timeout_seconds > 0:
+        msg = f"api.ws_init_timeout_seconds must be positive, not {api.ws_init_timeout_seconds}"
+        raise ConfigError(msg)
     return Services(
         settings=settings,
         auth=Authenticator.from_settings(settings),

@@ -162,6 +162,20 @@ def test_production_mode_needs_the_issuers_keys() -> None:
         build_services(Settings().with_changes("api", mode="staging"))
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_body_bytes", 0),
+        ("max_query_tokens", 0),
+        ("ws_max_subscriptions", -1),
+        ("ws_init_timeout_seconds", 0.0),
+    ],
+)
+def test_the_limits_on_hostile_input_must_be_positive(name: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"api\.{name}"):
+        build_services(Settings().with_changes("api", **{name: value}))
+
+
 # --- request bodies, signatures, errors ------------------------------------------------------
 
 
