@@ -202,7 +202,7 @@ class Documents:
             return self._prepare(text)
         finally:
             # Collected before the collector is on again: enabled first, the next allocation
-            # on the event loop's thread could start that collection there (seen: 224 ms).
+            # on the event loop's thread could start that collection there instead.
             gc.collect(0)
             gc.enable()
 
