@@ -1,6 +1,8 @@
-"""The services of the local stack, in start order (see :data:`SERVICES`).
+"""The services of the local stack, in start order (see :data:`SERVICES` and
+:func:`configured`).
 
-PostgreSQL lives in :mod:`dev.postgres`; the base class in :mod:`dev.service`.
+PostgreSQL lives in :mod:`dev.postgres`, the JVM products (Apache Kafka, Neo4j) in
+:mod:`dev.kafka` and :mod:`dev.neo4j`; the base class in :mod:`dev.service`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from redis.retry import Retry
 from dev import config
 from dev.config import StackConfig
 from dev.errors import StackError
+from dev.kafka import Kafka
+from dev.neo4j import Neo4j
 from dev.postgres import Postgres
 from dev.procs import tcp_accepts
 from dev.service import INSTALL_HINT, PROBE_TIMEOUT_S, Port, Service, wheel_file
 
 SYSTEM_REDIS = Path("/usr/bin/redis-server")
 
-__all__ = ["BY_NAME", "SERVICES", "Port", "Service"]
+__all__ = ["BY_NAME", "SERVICES", "Port", "Service", "configured"]
 
 
 def _redis_ping(port: int) -> bool:
@@ -41,10 +45,13 @@ def _redis_ping(port: int) -> bool:
         client.close()
 
 
-class Kafka(Service):
-    """Tansu, a Kafka-compatible broker with in-memory storage (topics vanish on stop)."""
+class Tansu(Service):
+    """Tansu, a Kafka-compatible stand-in with in-memory storage (topics vanish on stop).
 
-    name = "kafka"
+    Only with ``IGFLOW_STACK_BROKER=tansu``; :class:`dev.kafka.Kafka` is the genuine broker.
+    """
+
+    name = "tansu"
 
     def ports(self, cfg: StackConfig) -> list[Port]:
         return [Port(cfg.kafka_port, config.ENV_KAFKA)]
@@ -180,6 +187,24 @@ class Registry(Service):
             return int(resp.status) == 200
 
 
-#: All services, in start order; they are stopped in reverse.
-SERVICES: tuple[Service, ...] = (Postgres(), Redis(), FalkorDB(), Kafka(), Registry())
+#: Every service the stack knows, in start order; they are stopped in reverse. A stack runs one
+#: graph database and one broker of these (:func:`configured`).
+SERVICES: tuple[Service, ...] = (
+    Postgres(),
+    Redis(),
+    Neo4j(),
+    FalkorDB(),
+    Kafka(),
+    Tansu(),
+    Registry(),
+)
 BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}
+_GRAPHS = frozenset(config.GRAPHS)
+_BROKERS = frozenset(config.BROKERS)
+
+
+def configured(cfg: StackConfig) -> tuple[Service, ...]:
+    """The services ``cfg`` runs, in start order: all but the graph database and the broker
+    it did not choose (``IGFLOW_STACK_GRAPH``, ``IGFLOW_STACK_BROKER``)."""
+    skip = (_GRAPHS - {cfg.graph}) | (_BROKERS - {cfg.broker})
+    return tuple(s for s in SERVICES if s.name not in skip)

@@ -207,7 +207,8 @@ def paused(service: str, seconds: float) -> Iterator[None]:
     from dev import stack as dev_stack
     from dev.config import StackConfig
 
-    pid = dev_stack.our_pid(StackConfig.from_env(os.environ), dev_stack.select([service])[0])
+    cfg = StackConfig.from_env(os.environ)
+    pid = dev_stack.our_pid(cfg, dev_stack.select([service], cfg)[0])
     assert pid is not None, f"{service} is not running"
     stopped: set[int] = set()
     try:
