@@ -102,6 +102,9 @@ class StoreSettings:
     neo4j_uri: str = "bolt://127.0.0.1:17687"
     neo4j_user: str = "falkordb"
     neo4j_password: str = ""  # FalkorDB rejects any non-empty password
+    #: ``falkordb`` when the Bolt server is the FalkorDB stand-in (see sinks/falkordb_compat.py);
+    #: empty for Neo4j.
+    graph_compat: str = "falkordb"
     #: Which serving stores the flow writes (comma-separated; empty: the lake only).
     sinks: str = "redis,graph,postgres"
     #: Rows per store write.

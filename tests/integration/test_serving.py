@@ -103,9 +103,7 @@ def _check_postgres(settings: Settings, ids: list[str], by_tenant: dict[str, Any
 
 def _check_graph(settings: Settings, prefix: str) -> None:
     """One Signal node, one EMITS and one HAS_PROVENANCE edge per unique signal."""
-    graph = GraphWriter(
-        settings.stores.neo4j_uri, settings.stores.neo4j_user, settings.stores.neo4j_password
-    )
+    graph = GraphWriter.for_stores(settings.stores)
     try:
         counts = graph.counts(prefix)
         unique = TENANTS * COUNT
