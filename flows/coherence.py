@@ -46,7 +46,7 @@ from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
 from replay.plan import CommitPlan, planned_batches
-from sinks.dlq import dlq_message, dlq_sink
+from sinks.dlq import dlq_max_message_bytes, dlq_message, dlq_sink
 from sinks.iceberg import IcebergSink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.postgres import PostgresSink
@@ -196,7 +196,12 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     op.output(
         "dlq",
         op.map("dlq_message", rejects, dlq_message),
-        edges.dlq or dlq_sink(settings.kafka.bootstrap, settings.kafka.dlq_topic),
+        edges.dlq
+        or dlq_sink(
+            settings.kafka.bootstrap,
+            settings.kafka.dlq_topic,
+            dlq_max_message_bytes(settings.kafka.max_message_bytes),
+        ),
     )
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)

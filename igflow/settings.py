@@ -73,8 +73,19 @@ class KafkaSettings:
     subject: str = "coherence.signals.v1-value"
     #: Messages fetched per source poll.
     batch_size: int = 1000
-    #: Partitions of the topics ``igflow setup`` creates.
+    #: Partitions of the topics ``igflow setup`` creates (the unit of parallelism).
     partitions: int = 4
+    #: Replication factor of the topics ``igflow setup`` creates (1 on a one-node broker).
+    replication_factor: int = 1
+    #: Largest signal record (key, value and headers) the signal topic accepts: its
+    #: ``max.message.bytes`` (Kafka's default). The DLQ topic and its producers allow this plus
+    #: ``sinks.dlq.DLQ_HEADROOM_BYTES``, so every record the flow can read can be dead-lettered.
+    max_message_bytes: int = 1_048_588
+    #: How long the signal topic keeps records (``retention.ms``; -1: for ever). Replays reach
+    #: back this far.
+    retention_ms: int = 7 * 86_400_000
+    #: How long the DLQ topic keeps rejects (``retention.ms``; -1: for ever).
+    dlq_retention_ms: int = 30 * 86_400_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -27,7 +27,15 @@ from igflow.errors import SinkError
 from igflow.reasons import ReasonCode
 from igflow.records import Rejected
 
-__all__ = ["DLQ_HEADERS", "SinkDeadLetters", "dlq_message", "dlq_sink"]
+__all__ = [
+    "DETAIL_MAX_BYTES",
+    "DLQ_HEADERS",
+    "DLQ_HEADROOM_BYTES",
+    "SinkDeadLetters",
+    "dlq_max_message_bytes",
+    "dlq_message",
+    "dlq_sink",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,30 @@ DLQ_HEADERS = (
     "igflow.source.offset",
     "igflow.input_hash",
 )
+
+
+#: Longest ``igflow.detail`` header, in UTF-8 bytes (longer details are cut).
+DETAIL_MAX_BYTES = 1024
+#: What a DLQ message may add to the record it carries: the six headers (names and values, the
+#: detail at most DETAIL_MAX_BYTES, a topic name at most 249 bytes) and the record framing,
+#: with room to spare. A sink's dead letter (an item as JSON, a few KB) fits as well.
+DLQ_HEADROOM_BYTES = 16_384
+
+
+def dlq_max_message_bytes(signal_max_message_bytes: int) -> int:
+    """The DLQ topic's ``max.message.bytes`` (and its producers' ``message.max.bytes``) for a
+    signal topic that accepts records up to ``signal_max_message_bytes``: every record the flow
+    reads can be dead-lettered whole."""
+    return signal_max_message_bytes + DLQ_HEADROOM_BYTES
+
+
+def _detail(text: str) -> bytes:
+    raw = text.encode()
+    return (
+        raw
+        if len(raw) <= DETAIL_MAX_BYTES
+        else raw[:DETAIL_MAX_BYTES].decode(errors="ignore").encode()
+    )
 
 
 def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:
@@ -64,13 +96,18 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
         str(raw.offset),
         rejected.input_hash,
     )
-    headers = [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+    headers = [
+        (name, _detail(value) if name == "igflow.detail" else value.encode())
+        for name, value in zip(DLQ_HEADERS, values, strict=True)
+    ]
     return KafkaSinkMessage(key=raw.key, value=raw.value, headers=headers)
 
 
-def dlq_sink(bootstrap: str, topic: str) -> KafkaSink:
-    """Bytewax sink producing to the DLQ topic, acknowledged by all in-sync replicas."""
-    return KafkaSink(brokers=[bootstrap], topic=topic, add_config={"acks": "all", "linger.ms": "0"})
+def dlq_sink(bootstrap: str, topic: str, max_message_bytes: int) -> KafkaSink:
+    """Bytewax sink producing to the DLQ topic, acknowledged by all in-sync replicas;
+    ``max_message_bytes`` is the topic's (:func:`dlq_max_message_bytes`)."""
+    config = {"acks": "all", "linger.ms": "0", "message.max.bytes": str(max_message_bytes)}
+    return KafkaSink(brokers=[bootstrap], topic=topic, add_config=config)
 
 
 def _json_default(value: object) -> object:
@@ -91,7 +128,15 @@ class SinkDeadLetters:
     stops (and resumes from its snapshot) rather than lose the batch.
     """
 
-    def __init__(self, bootstrap: str, topic: str, sink: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        sink: str,
+        max_message_bytes: int,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._max_message_bytes = max_message_bytes
         self._bootstrap = bootstrap
         self._topic = topic
         self._sink = sink
@@ -101,7 +146,12 @@ class SinkDeadLetters:
     def __call__(self, batch: Sequence[Any], error: BaseException) -> None:
         if self._producer is None:
             self._producer = Producer(
-                {"bootstrap.servers": self._bootstrap, "acks": "all", "linger.ms": 0}
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "acks": "all",
+                    "linger.ms": 0,
+                    "message.max.bytes": self._max_message_bytes,
+                }
             )
         failures: list[str] = []
 
