@@ -14,6 +14,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from igflow.contracts import signal_contracts
 from igflow.errors import RegistryError
+from igflow.partitioning import JAVA_PARTITIONER
 from igflow.settings import Settings
 from igflow.workload import WorkloadSpec, generate
 
@@ -60,6 +61,7 @@ def produce(
             "linger.ms": 20,
             "batch.num.messages": 5000,
             "queue.buffering.max.messages": 200_000,
+            **JAVA_PARTITIONER,
         }
     )
     failures: list[str] = []

@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 
 from igflow import metrics
 from igflow.errors import SinkError
+from igflow.partitioning import JAVA_PARTITIONER
 from igflow.reasons import ReasonCode
 from igflow.records import Rejected
 
@@ -106,7 +107,12 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
 def dlq_sink(bootstrap: str, topic: str, max_message_bytes: int) -> KafkaSink:
     """Bytewax sink producing to the DLQ topic, acknowledged by all in-sync replicas;
     ``max_message_bytes`` is the topic's (:func:`dlq_max_message_bytes`)."""
-    config = {"acks": "all", "linger.ms": "0", "message.max.bytes": str(max_message_bytes)}
+    config = {
+        "acks": "all",
+        "linger.ms": "0",
+        "message.max.bytes": str(max_message_bytes),
+        **JAVA_PARTITIONER,
+    }
     return KafkaSink(brokers=[bootstrap], topic=topic, add_config=config)
 
 
@@ -151,6 +157,7 @@ class SinkDeadLetters:
                     "acks": "all",
                     "linger.ms": 0,
                     "message.max.bytes": self._max_message_bytes,
+                    **JAVA_PARTITIONER,
                 }
             )
         failures: list[str] = []
