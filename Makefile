@@ -34,7 +34,7 @@ system: ## install Postgres 15, Redis 7, libsodium (PSI), JDK 17 and Maven (Kafk
 			postgresql-15 redis-server libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
 	fi
 
-stack-up: venv system ## start the local stack (Kafka, registry, Postgres, Redis, FalkorDB)
+stack-up: venv system ## start the local stack (Apache Kafka, Neo4j, registry, Postgres, Redis; the first start fetches the jars with Maven)
 	$(BIN)/python -m dev start
 
 up: stack-up

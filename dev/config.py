@@ -50,8 +50,8 @@ DEFAULTS: Mapping[str, str] = {
     # password on first start (docker-compose.yml's NEO4J_AUTH uses the same).
     ENV_NEO4J_USER: "neo4j",
     ENV_NEO4J_PASSWORD: "igflow-neo4j",
-    ENV_BROKER: "tansu",
-    ENV_GRAPH: "falkordb",
+    ENV_BROKER: "kafka",
+    ENV_GRAPH: "neo4j",
     ENV_JAVA_HOME: "/usr/lib/jvm/java-17-openjdk-amd64",
 }
 
@@ -88,8 +88,8 @@ class StackConfig:
     bolt_port: int
     registry_port: int
     kafka_controller_port: int = 19093
-    broker: str = "tansu"
-    graph: str = "falkordb"
+    broker: str = "kafka"
+    graph: str = "neo4j"
     neo4j_user: str = "neo4j"
     neo4j_password: str = "igflow-neo4j"
     java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")

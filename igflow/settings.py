@@ -111,11 +111,12 @@ class StoreSettings:
     postgres_dsn: str = "postgresql://igflow:igflow@127.0.0.1:15432/igflow"
     redis_url: str = "redis://127.0.0.1:16379/0"
     neo4j_uri: str = "bolt://127.0.0.1:17687"
-    neo4j_user: str = "falkordb"
-    neo4j_password: str = ""  # FalkorDB rejects any non-empty password
-    #: ``falkordb`` when the Bolt server is the FalkorDB stand-in (see sinks/falkordb_compat.py);
-    #: empty for Neo4j.
-    graph_compat: str = "falkordb"
+    #: Neo4j Community's one user; the local stack and docker-compose.yml set this password.
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = "igflow-neo4j"
+    #: ``falkordb`` when the Bolt server is the FalkorDB stand-in (see sinks/falkordb_compat.py;
+    #: it also needs user ``falkordb`` and an empty password); empty for Neo4j.
+    graph_compat: str = ""
     #: Which serving stores the flow writes (comma-separated; empty: the lake only).
     sinks: str = "redis,graph,postgres"
     #: Rows per store write.
