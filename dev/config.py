@@ -27,14 +27,11 @@ ENV_REGISTRY = "IGFLOW_SCHEMA_REGISTRY_URL"
 ENV_KAFKA_CONTROLLER = "IGFLOW_KAFKA_CONTROLLER_PORT"
 ENV_NEO4J_USER = "IGFLOW_NEO4J_USER"
 ENV_NEO4J_PASSWORD = "IGFLOW_NEO4J_PASSWORD"
-#: Which broker and which graph database the stack runs (see BROKERS and GRAPHS).
-ENV_BROKER = "IGFLOW_STACK_BROKER"
+#: Which graph database the stack runs (see GRAPHS).
 ENV_GRAPH = "IGFLOW_STACK_GRAPH"
 #: The JDK that runs the JVM products (Kafka 4.1 and Neo4j 5.26 both run on 17).
 ENV_JAVA_HOME = "IGFLOW_STACK_JAVA_HOME"
 
-#: ``kafka``: Apache Kafka (KRaft) from Maven Central; ``tansu``: the Tansu stand-in.
-BROKERS = ("kafka", "tansu")
 #: ``neo4j``: Neo4j Community from Maven Central; ``falkordb``: the FalkorDB stand-in.
 GRAPHS = ("neo4j", "falkordb")
 
@@ -50,7 +47,6 @@ DEFAULTS: Mapping[str, str] = {
     # password on first start (docker-compose.yml's NEO4J_AUTH uses the same).
     ENV_NEO4J_USER: "neo4j",
     ENV_NEO4J_PASSWORD: "igflow-neo4j",
-    ENV_BROKER: "kafka",
     ENV_GRAPH: "neo4j",
     ENV_JAVA_HOME: "/usr/lib/jvm/java-17-openjdk-amd64",
 }
@@ -88,7 +84,6 @@ class StackConfig:
     bolt_port: int
     registry_port: int
     kafka_controller_port: int = 19093
-    broker: str = "kafka"
     graph: str = "neo4j"
     neo4j_user: str = "neo4j"
     neo4j_password: str = "igflow-neo4j"
@@ -123,11 +118,10 @@ class StackConfig:
             msg = f"{ENV_STACK_TIMEOUT}={timeout_raw!r} is not a number of seconds"
             raise StackError(msg) from None
         bolt_port = _url_port(ENV_BOLT, get(ENV_BOLT))
-        broker, graph = get(ENV_BROKER), get(ENV_GRAPH)
-        for var, value, allowed in ((ENV_BROKER, broker, BROKERS), (ENV_GRAPH, graph, GRAPHS)):
-            if value not in allowed:
-                msg = f"{var}={value!r}: choose one of {', '.join(allowed)}"
-                raise StackError(msg)
+        graph = get(ENV_GRAPH)
+        if graph not in GRAPHS:
+            msg = f"{ENV_GRAPH}={graph!r}: choose one of {', '.join(GRAPHS)}"
+            raise StackError(msg)
         if graph == "falkordb" and bolt_port > MAX_BOLT_PORT:
             msg = (
                 f"{ENV_BOLT} port {bolt_port} is too high: FalkorDB's Bolt listener needs a "
@@ -145,7 +139,6 @@ class StackConfig:
             bolt_port=bolt_port,
             registry_port=_url_port(ENV_REGISTRY, get(ENV_REGISTRY)),
             kafka_controller_port=_port(ENV_KAFKA_CONTROLLER, get(ENV_KAFKA_CONTROLLER)),
-            broker=broker,
             graph=graph,
             neo4j_user=get(ENV_NEO4J_USER),
             neo4j_password=environ.get(ENV_NEO4J_PASSWORD, DEFAULTS[ENV_NEO4J_PASSWORD]),

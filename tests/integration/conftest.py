@@ -111,11 +111,7 @@ def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> str:
 
 
 def produce_workload(settings: Settings, spec: WorkloadSpec) -> ProduceReport:
-    """Produce a workload; every message is acknowledged by the broker or this fails.
-
-    (Not checked through the high watermarks: Tansu reports the last batch's base offset + 1
-    there, see DEVELOPERS.md.)
-    """
+    """Produce a workload; every message is acknowledged by the broker or this fails."""
     report = produce(settings, recent(spec))
     assert report.total > 0
     return report
