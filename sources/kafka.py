@@ -209,6 +209,9 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             "group.id": "igflow-unused",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            # librdkafka's default, stated: records of aborted transactions are never read,
+            # and a partition's EOF comes at its last stable offset.
+            "isolation.level": "read_committed",
             **self._config,
         }
         partition = int(for_part)
