@@ -47,6 +47,7 @@ from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
 from replay.plan import CommitPlan, planned_batches
 from sinks.dlq import dlq_max_message_bytes, dlq_message, dlq_sink
+from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.postgres import PostgresSink
@@ -96,8 +97,10 @@ def land(
     table: TableDef[T],
     settings: Settings,
     plan: CommitPlan | None = None,
+    group: GroupTarget | None = None,
 ) -> None:
-    """Batch ``up`` per ledger lane and append it to ``table`` exactly once.
+    """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
+    commit that consumer group's offsets after each append (monitoring only).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`replay.plan`).
@@ -119,6 +122,7 @@ def land(
         table,
         commit_attempts=settings.lake.commit_attempts,
         commit_each=plan is not None,
+        group=group,
     )
     op.output(flow_id, batches, sink)
 
@@ -206,8 +210,14 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)
     plans = edges.plans or {}
-    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name))
-    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name))
+    # The group's offsets follow what the lake holds of the real input; a replay (its own
+    # source) or a test's source commits none.
+    group = None
+    if edges.source is None and settings.kafka.group_id:
+        kafka = settings.kafka
+        group = GroupTarget(kafka.bootstrap, kafka.group_id, kafka.topic)
+    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group)
+    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group)
     _serve(settings, signal_values, score_values)
     land(
         "lake_deconfliction",
@@ -217,7 +227,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         plans.get(DECONFLICTION.name),
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
-    land("lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name))
+    land("lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name), group)
     return flow
 
 

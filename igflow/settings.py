@@ -86,6 +86,9 @@ class KafkaSettings:
     retention_ms: int = 7 * 86_400_000
     #: How long the DLQ topic keeps rejects (``retention.ms``; -1: for ever).
     dlq_retention_ms: int = 30 * 86_400_000
+    #: Consumer group whose offsets the flow commits after each durable lake commit, for
+    #: monitoring only (``kafka-consumer-groups.sh``, lag exporters); empty: none.
+    group_id: str = "igflow-coherence"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from pyiceberg.table.snapshots import ancestors_of
 from igflow import metrics
 from igflow.errors import RetryableSinkError
 from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
+from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
 
 __all__ = [
@@ -173,6 +174,8 @@ class AppendResult:
     snapshot_id: int | None
     #: Rows appended per tenant.
     per_tenant: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: The ledger the append committed (empty when it appended nothing).
+    ledger: Mapping[tuple[str, int, str], int] = dataclasses.field(default_factory=dict)
 
 
 class IcebergAppender(Generic[T]):
@@ -236,6 +239,7 @@ class IcebergAppender(Generic[T]):
                 time.perf_counter() - start,
                 snapshot.snapshot_id if snapshot else None,
                 per_tenant,
+                merged,
             )
         msg = f"{self._def.name}: gave up after {self._attempts} lost commit races"
         raise RetryableSinkError(msg)
@@ -261,11 +265,17 @@ class IcebergAppender(Generic[T]):
 
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
     def __init__(
-        self, appender: IcebergAppender[T], table_def: TableDef[T], *, commit_each: bool
+        self,
+        appender: IcebergAppender[T],
+        table_def: TableDef[T],
+        *,
+        commit_each: bool,
+        group: GroupOffsets | None = None,
     ) -> None:
         self._appender = appender
         self._def = table_def
         self._commit_each = commit_each
+        self._group = group
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         if self._commit_each:
@@ -278,6 +288,8 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         if not batch:
             return
         result = self._appender.append(batch)
+        if self._group is not None and result.appended:
+            self._group.landed(result.ledger)
         name = self._def.name
         metrics.LAKE_BATCH_ROWS.labels(name).observe(result.appended)
         metrics.COMMIT_SECONDS.labels(name).observe(result.seconds)
@@ -325,7 +337,11 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         *,
         commit_attempts: int = 8,
         commit_each: bool = False,
+        group: GroupTarget | None = None,
     ) -> None:
+        """``group``: commit that consumer group's offsets after each append, for monitoring
+        (:mod:`sinks.group_offsets`)."""
+        self._group = group
         self._catalog_name = catalog_name
         self._commit_each = commit_each
         self._properties = dict(catalog_properties)
@@ -337,4 +353,5 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         catalog = load_catalog(self._catalog_name, **self._properties)
         table = ensure_table(catalog, self._namespace, self._def)
         appender = IcebergAppender(table, self._def, attempts=self._attempts)
-        return _IcebergPartition(appender, self._def, commit_each=self._commit_each)
+        group = group_offsets(self._group) if self._group is not None else None
+        return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)
