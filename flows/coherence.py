@@ -98,9 +98,11 @@ def land(
     settings: Settings,
     plan: CommitPlan | None = None,
     group: GroupTarget | None = None,
+    bootstrap: str | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
-    commit that consumer group's offsets after each append (monitoring only).
+    commit that consumer group's offsets after each append (monitoring only); with
+    ``bootstrap``, bind the ledger to the input topics' ids there.
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`replay.plan`).
@@ -123,6 +125,7 @@ def land(
         commit_attempts=settings.lake.commit_attempts,
         commit_each=plan is not None,
         group=group,
+        bootstrap=bootstrap,
     )
     op.output(flow_id, batches, sink)
 
@@ -212,12 +215,14 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     plans = edges.plans or {}
     # The group's offsets follow what the lake holds of the real input; a replay (its own
     # source) or a test's source commits none.
-    group = None
-    if edges.source is None and settings.kafka.group_id:
-        kafka = settings.kafka
-        group = GroupTarget(kafka.bootstrap, kafka.group_id, kafka.topic)
-    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group)
-    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group)
+    # The same holds for binding the ledgers to the input topic's id.
+    kafka = settings.kafka
+    real = edges.source is None
+    group = GroupTarget(kafka.bootstrap, kafka.group_id, kafka.topic) if real else None
+    group = group if kafka.group_id else None
+    ids = kafka.bootstrap if real else None
+    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
+    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
     _serve(settings, signal_values, score_values)
     land(
         "lake_deconfliction",
@@ -227,7 +232,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         plans.get(DECONFLICTION.name),
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
-    land("lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name), group)
+    land(
+        "lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name), group, ids
+    )
     return flow
 
 

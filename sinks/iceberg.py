@@ -50,6 +50,7 @@ from igflow.errors import RetryableSinkError
 from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
+from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
 
 __all__ = [
     "LEDGER_KEY",
@@ -182,8 +183,17 @@ class IcebergAppender(Generic[T]):
     """Appends items to one table exactly once, keyed by their Kafka provenance."""
 
     def __init__(
-        self, table: Table, table_def: TableDef[T], *, attempts: int = 8, flow: str = "coherence"
+        self,
+        table: Table,
+        table_def: TableDef[T],
+        *,
+        attempts: int = 8,
+        flow: str = "coherence",
+        topic_ids: TopicIds | None = None,
     ) -> None:
+        """``topic_ids``: bind the ledger to the input topics' identities
+        (:mod:`sinks.topic_identity`); ``None`` leaves them unchecked (replays, tests)."""
+        self._topic_ids = topic_ids
         self._table = table
         self._def = table_def
         self._attempts = attempts
@@ -198,8 +208,13 @@ class IcebergAppender(Generic[T]):
         """Land the items not yet committed, in one snapshot; retry lost commit races."""
         start = time.perf_counter()
         delay = 0.05
+        current: dict[str, str] = {}
+        if self._topic_ids is not None:
+            topics = {self._def.provenance(item).topic for item in items}
+            current = {topic: self._topic_ids(topic) for topic in sorted(topics)}
         for attempt in range(1, self._attempts + 1):
             self._table.refresh()
+            ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
             committed = ledger(self._table)
             fresh, merged = self._select(items, committed)
             skipped = len(items) - len(fresh)
@@ -213,6 +228,8 @@ class IcebergAppender(Generic[T]):
                 # The content digest of exactly these rows, for `igflow verify --from-history`.
                 DIGEST_KEY: dump_summary(digest_arrow(self._def.name, data)),
             }
+            if ids:
+                properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
             try:
                 self._table.append(data, snapshot_properties=properties)
             except CommitFailedException as exc:
@@ -338,10 +355,13 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         commit_attempts: int = 8,
         commit_each: bool = False,
         group: GroupTarget | None = None,
+        bootstrap: str | None = None,
     ) -> None:
         """``group``: commit that consumer group's offsets after each append, for monitoring
-        (:mod:`sinks.group_offsets`)."""
+        (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
+        there (:mod:`sinks.topic_identity`)."""
         self._group = group
+        self._bootstrap = bootstrap
         self._catalog_name = catalog_name
         self._commit_each = commit_each
         self._properties = dict(catalog_properties)
@@ -352,6 +372,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
         catalog = load_catalog(self._catalog_name, **self._properties)
         table = ensure_table(catalog, self._namespace, self._def)
-        appender = IcebergAppender(table, self._def, attempts=self._attempts)
+        topic_ids = TopicIds(self._bootstrap) if self._bootstrap is not None else None
+        appender = IcebergAppender(table, self._def, attempts=self._attempts, topic_ids=topic_ids)
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)
