@@ -25,15 +25,16 @@ $(STAMP): pyproject.toml setup.py psi/_build_sodium.py | system
 
 venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
 
-system: ## install Postgres 15, Redis 7 and libsodium (PSI) from Debian if missing (needs root)
+system: ## install Postgres 15, Redis 7, libsodium (PSI), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
 	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null \
-		|| [ ! -f /usr/include/sodium.h ]; then \
-		echo "installing postgresql-15, redis-server and libsodium-dev"; \
+		|| [ ! -f /usr/include/sodium.h ] || [ ! -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] \
+		|| ! command -v mvn >/dev/null; then \
+		echo "installing postgresql-15, redis-server, libsodium-dev, openjdk-17-jdk-headless and maven"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			postgresql-15 redis-server libsodium-dev >/dev/null; \
+			postgresql-15 redis-server libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
 	fi
 
-stack-up: venv system ## start the local stack (Kafka, registry, Postgres, Redis, FalkorDB)
+stack-up: venv system ## start the local stack (Apache Kafka, Neo4j, registry, Postgres, Redis; the first start fetches the jars with Maven)
 	$(BIN)/python -m dev start
 
 up: stack-up

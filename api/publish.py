@@ -34,6 +34,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from igflow.contracts import signal_contracts
 from igflow.errors import IgflowError
+from igflow.partitioning import JAVA_PARTITIONER
 from igflow.reasons import ReasonCode
 from igflow.records import Decoded, Provenance, Rejected, Signal, input_hash
 from igflow.settings import Settings
@@ -112,6 +113,7 @@ class SignalPublisher:
                 "linger.ms": 2,
                 "message.timeout.ms": max(1000, round(self._timeout * 1000)),
                 "socket.connection.setup.timeout.ms": 3000,
+                **JAVA_PARTITIONER,
             }
         )
         self._stop = threading.Event()

@@ -21,7 +21,7 @@ Operations: ``tenantCoherence`` by query text (development mode), round-robin ov
 each with its own JWT, the scores written first to Redis and Postgres by the flow's own writers;
 the same by persisted-query id (``pq_tenant_coherence_v1``) against a second server in
 production mode; ``publishCoherenceSignal`` (``ts`` now, ``value`` in [0, 1]), answered only
-once the broker (Tansu, local) has acknowledged the record.
+once the broker (the local stack's Kafka) has acknowledged the record.
 
 Fan-out: graphql-transport-ws subscribers of ``coherenceScoreChanged`` held by this process
 (1, as the floor; 1,000 on one tenant; 1,000 as 100 on each of 10 tenants); once the server's

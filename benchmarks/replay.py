@@ -4,8 +4,8 @@
 
 1. Produces N signals (10 tenants, 5% duplicates, 2% invalid) to a fresh topic of the local stack.
 2. ``igflow run`` (bounded, the lake only) lands them in a fresh Iceberg namespace; its
-   ``source.end`` log lines give the offset range (not the high watermarks: Tansu reports them
-   wrongly, see DEVELOPERS.md).
+   ``source.end`` log lines give the offset range (each partition's high watermark when the
+   run started).
 3. ``igflow replay`` of the full range into a scratch namespace (``--lake-only``, committing like
    the original), then the same by 2 processes (``-i/-a``, the slower one's wall time).
 4. ``igflow verify --against`` the scratch namespace: by scan (both sides), and ``--from-history``

@@ -76,7 +76,7 @@ def run(
     """One result per batch size: rows, nodes created, seconds, rows/s and nodes/s, and the
     rows/s of writing the same batches again."""
     stores = (settings or Settings.load()).stores
-    writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
+    writer = GraphWriter.for_stores(stores)
     writer.ensure_schema()
     results = []
     for batch_size in batch_sizes:

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         cfg = StackConfig.from_env(os.environ if environ is None else environ)
         if getattr(args, "timeout", None) is not None:
             cfg = dataclasses.replace(cfg, timeout_s=args.timeout)
-        services = stack.select(args.only)
+        services = stack.select(args.only, cfg)
         if args.command == "start":
             stack.start(cfg, services)
         elif args.command == "stop":

@@ -24,6 +24,16 @@ ENV_REDIS = "IGFLOW_REDIS_URL"
 ENV_FALKORDB = "IGFLOW_FALKORDB_PORT"
 ENV_BOLT = "IGFLOW_NEO4J_URI"
 ENV_REGISTRY = "IGFLOW_SCHEMA_REGISTRY_URL"
+ENV_KAFKA_CONTROLLER = "IGFLOW_KAFKA_CONTROLLER_PORT"
+ENV_NEO4J_USER = "IGFLOW_NEO4J_USER"
+ENV_NEO4J_PASSWORD = "IGFLOW_NEO4J_PASSWORD"
+#: Which graph database the stack runs (see GRAPHS).
+ENV_GRAPH = "IGFLOW_STACK_GRAPH"
+#: The JDK that runs the JVM products (Kafka 4.1 and Neo4j 5.26 both run on 17).
+ENV_JAVA_HOME = "IGFLOW_STACK_JAVA_HOME"
+
+#: ``neo4j``: Neo4j Community from Maven Central; ``falkordb``: the FalkorDB stand-in.
+GRAPHS = ("neo4j", "falkordb")
 
 DEFAULTS: Mapping[str, str] = {
     ENV_KAFKA: "127.0.0.1:19092",
@@ -32,6 +42,13 @@ DEFAULTS: Mapping[str, str] = {
     ENV_FALKORDB: "16380",
     ENV_BOLT: "bolt://127.0.0.1:17687",
     ENV_REGISTRY: "http://127.0.0.1:18081",
+    ENV_KAFKA_CONTROLLER: "19093",
+    # Neo4j's only user in Community Edition is its admin, ``neo4j``; the stack sets this
+    # password on first start (docker-compose.yml's NEO4J_AUTH uses the same).
+    ENV_NEO4J_USER: "neo4j",
+    ENV_NEO4J_PASSWORD: "igflow-neo4j",
+    ENV_GRAPH: "neo4j",
+    ENV_JAVA_HOME: "/usr/lib/jvm/java-17-openjdk-amd64",
 }
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -66,6 +83,11 @@ class StackConfig:
     falkordb_port: int
     bolt_port: int
     registry_port: int
+    kafka_controller_port: int = 19093
+    graph: str = "neo4j"
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = "igflow-neo4j"
+    java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 
     @property
     def logs_dir(self) -> Path:
@@ -96,7 +118,11 @@ class StackConfig:
             msg = f"{ENV_STACK_TIMEOUT}={timeout_raw!r} is not a number of seconds"
             raise StackError(msg) from None
         bolt_port = _url_port(ENV_BOLT, get(ENV_BOLT))
-        if bolt_port > MAX_BOLT_PORT:
+        graph = get(ENV_GRAPH)
+        if graph not in GRAPHS:
+            msg = f"{ENV_GRAPH}={graph!r}: choose one of {', '.join(GRAPHS)}"
+            raise StackError(msg)
+        if graph == "falkordb" and bolt_port > MAX_BOLT_PORT:
             msg = (
                 f"{ENV_BOLT} port {bolt_port} is too high: FalkorDB's Bolt listener needs a "
                 f"port <= {MAX_BOLT_PORT}"
@@ -112,6 +138,11 @@ class StackConfig:
             falkordb_port=_port(ENV_FALKORDB, get(ENV_FALKORDB)),
             bolt_port=bolt_port,
             registry_port=_url_port(ENV_REGISTRY, get(ENV_REGISTRY)),
+            kafka_controller_port=_port(ENV_KAFKA_CONTROLLER, get(ENV_KAFKA_CONTROLLER)),
+            graph=graph,
+            neo4j_user=get(ENV_NEO4J_USER),
+            neo4j_password=environ.get(ENV_NEO4J_PASSWORD, DEFAULTS[ENV_NEO4J_PASSWORD]),
+            java_home=Path(get(ENV_JAVA_HOME)),
         )
 
 

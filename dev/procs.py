@@ -208,3 +208,22 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def run_logged(cmd: Sequence[str], *, cwd: Path, log: Path, timeout_s: float = 120.0) -> int:
+    """Run ``cmd`` to completion with its output appended to ``log``; its exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(tz=dt.UTC).isoformat(timespec="seconds")
+    with log.open("ab") as out:
+        out.write(f"\n===== {stamp} running: {shlex.join(cmd)}\n".encode())
+        out.flush()
+        done = subprocess.run(
+            list(cmd),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+            check=False,
+        )
+    return done.returncode

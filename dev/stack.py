@@ -29,7 +29,7 @@ from dev.config import StackConfig
 from dev.errors import StackError
 from dev.postgres import PG_BIN
 from dev.service import Service
-from dev.services import SERVICES, SYSTEM_REDIS
+from dev.services import SERVICES, SYSTEM_REDIS, configured
 
 Report = Callable[[str], None]
 
@@ -75,10 +75,11 @@ def our_pid(cfg: StackConfig, svc: Service) -> int | None:
     return None
 
 
-def select(names: Iterable[str] | None) -> list[Service]:
-    """The named services in start order (all of them for None); unknown names raise."""
+def select(names: Iterable[str] | None, cfg: StackConfig) -> list[Service]:
+    """The named services in start order (for None, those ``cfg`` runs: its graph database,
+    see :func:`dev.services.configured`); unknown names raise."""
     if names is None:
-        return list(SERVICES)
+        return list(configured(cfg))
     wanted = set(names)
     unknown = wanted - {s.name for s in SERVICES}
     if unknown:

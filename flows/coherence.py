@@ -46,7 +46,8 @@ from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
 from replay.plan import CommitPlan, planned_batches
-from sinks.dlq import dlq_message, dlq_sink
+from sinks.dlq import dlq_max_message_bytes, dlq_message, dlq_sink
+from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.postgres import PostgresSink
@@ -96,8 +97,12 @@ def land(
     table: TableDef[T],
     settings: Settings,
     plan: CommitPlan | None = None,
+    group: GroupTarget | None = None,
+    bootstrap: str | None = None,
 ) -> None:
-    """Batch ``up`` per ledger lane and append it to ``table`` exactly once.
+    """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
+    commit that consumer group's offsets after each append (monitoring only); with
+    ``bootstrap``, bind the ledger to the input topics' ids there.
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`replay.plan`).
@@ -119,6 +124,8 @@ def land(
         table,
         commit_attempts=settings.lake.commit_attempts,
         commit_each=plan is not None,
+        group=group,
+        bootstrap=bootstrap,
     )
     op.output(flow_id, batches, sink)
 
@@ -200,15 +207,23 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         or dlq_sink(
             settings.kafka.bootstrap,
             settings.kafka.dlq_topic,
-            max_bytes=settings.kafka.dlq_max_message_bytes,
+            max_bytes=dlq_max_message_bytes(settings.kafka.max_message_bytes),
             kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}",
         ),
     )
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)
     plans = edges.plans or {}
-    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name))
-    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name))
+    # The group's offsets follow what the lake holds of the real input; a replay (its own
+    # source) or a test's source commits none.
+    # The same holds for binding the ledgers to the input topic's id.
+    kafka = settings.kafka
+    real = edges.source is None
+    group = GroupTarget(kafka.bootstrap, kafka.group_id, kafka.topic) if real else None
+    group = group if kafka.group_id else None
+    ids = kafka.bootstrap if real else None
+    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
+    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
     _serve(settings, signal_values, score_values)
     land(
         "lake_deconfliction",
@@ -218,7 +233,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         plans.get(DECONFLICTION.name),
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
-    land("lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name))
+    land(
+        "lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name), group, ids
+    )
     return flow
 
 

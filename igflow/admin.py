@@ -19,7 +19,8 @@ from igflow.contracts import signal_contracts
 from igflow.errors import IgflowError
 from igflow.migrations import apply as apply_migrations
 from igflow.schemas import RegisteredContract, register_contracts
-from igflow.settings import Settings
+from igflow.settings import KafkaSettings, Settings
+from sinks.dlq import dlq_max_message_bytes
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import SIGNALS, TABLES
 from tenancy.registry import seed_demo_tenants
@@ -32,6 +33,7 @@ __all__ = [
     "lake_summary",
     "register_schemas",
     "setup",
+    "topic_specs",
 ]
 
 
@@ -42,17 +44,42 @@ def catalog(settings: Settings) -> Catalog:
     return load_catalog(settings.lake.catalog_name, **settings.catalog_properties)
 
 
+def topic_specs(kafka: KafkaSettings) -> list[NewTopic]:
+    """The signal and DLQ topics as ``igflow setup`` creates them: explicit partitions,
+    replication and configs. The DLQ accepts every record the signal topic does, plus the DLQ
+    headers (:func:`sinks.dlq.dlq_max_message_bytes`); both keep producer timestamps, which the
+    validate step checks event times against."""
+    common = {"cleanup.policy": "delete", "message.timestamp.type": "CreateTime"}
+    signals = {
+        **common,
+        "max.message.bytes": str(kafka.max_message_bytes),
+        "retention.ms": str(kafka.retention_ms),
+    }
+    dlq = {
+        **common,
+        "max.message.bytes": str(dlq_max_message_bytes(kafka.max_message_bytes)),
+        "retention.ms": str(kafka.dlq_retention_ms),
+    }
+    return [
+        NewTopic(
+            topic,
+            num_partitions=kafka.partitions,
+            replication_factor=kafka.replication_factor,
+            config=config,
+        )
+        for topic, config in ((kafka.topic, signals), (kafka.dlq_topic, dlq))
+    ]
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create the signal and DLQ topics if missing; returns the ones created."""
+    """Create the signal and DLQ topics (:func:`topic_specs`) if missing; returns the ones
+    created. Existing topics are left as they are."""
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     existing = admin.list_topics(timeout=timeout_s).topics
-    wanted = [t for t in (settings.kafka.topic, settings.kafka.dlq_topic) if t not in existing]
+    wanted = [spec for spec in topic_specs(settings.kafka) if spec.topic not in existing]
     if not wanted:
         return []
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=settings.kafka.partitions) for t in wanted],
-        operation_timeout=timeout_s,
-    )
+    futures = admin.create_topics(wanted, operation_timeout=timeout_s)
     created = []
     for topic, future in futures.items():
         try:

@@ -83,6 +83,11 @@ DUPLICATES = Counter("igflow_duplicates_total", "Duplicate signals not landed", 
 DEDUPE_RATE = Gauge(
     "ingest_dedupe_rate", "Fraction of a tenant's signals that were duplicates", ["tenant_id"]
 )
+CONSUMER_LAG = Gauge(
+    "igflow_consumer_lag",
+    "High watermark minus the flow's committed group offset (after durable lake commits)",
+    ["topic", "partition"],
+)
 DEDUPE_KEYS = Gauge("igflow_dedupe_keys", "Idempotency keys held by the dedupe step", ["tenant_id"])
 SCORE_CHANGES = Counter(
     "igflow_score_changes_total", "Coherence score changes emitted", ["tenant_id", "status"]

@@ -14,6 +14,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from igflow.contracts import signal_contracts
 from igflow.errors import RegistryError
+from igflow.partitioning import JAVA_PARTITIONER
 from igflow.settings import Settings
 from igflow.workload import WorkloadSpec, generate
 
@@ -60,6 +61,7 @@ def produce(
             "linger.ms": 20,
             "batch.num.messages": 5000,
             "queue.buffering.max.messages": 200_000,
+            **JAVA_PARTITIONER,
         }
     )
     failures: list[str] = []
@@ -99,11 +101,7 @@ def produce(
 
 
 def end_offsets(settings: Settings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """The high watermark of every partition of ``topic`` (empty when the topic is missing).
-
-    Good for "is it empty?" and the partition list; not for counting records on Tansu, whose
-    ListOffsets answers the last batch's base offset + 1 (DEVELOPERS.md).
-    """
+    """The high watermark of every partition of ``topic`` (empty when the topic is missing)."""
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "igflow-admin"})
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)

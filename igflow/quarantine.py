@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from confluent_kafka import Producer
 
 from igflow.errors import IgflowError
+from igflow.partitioning import JAVA_PARTITIONER
 from igflow.release import RELEASE_HEADER, sign
 from igflow.settings import Settings
 from sinks.iceberg import ensure_table
@@ -198,7 +199,12 @@ def _resend(
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, list[int]]:
     producer = Producer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "acks": "all", "enable.idempotence": True}
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            **JAVA_PARTITIONER,
+        }
     )
     failures: list[str] = []
     offsets: dict[str, list[int]] = {}

@@ -2,15 +2,15 @@
 
 ``--from``/``--to`` give per-partition offsets (``P:O,P:O``; ``--to`` exclusive); partitions named
 in neither are not read. ``--from-time``/``--to-time`` give a Kafka record-time range instead,
-resolved with ``offsets_for_times`` (or, on a broker that answers it wrongly, as Tansu 0.6.0 does,
-by reading the partitions' record times). The serving stores ``stores.sinks`` enables are written
-under scratch names derived from ``--into`` (Redis ``replay:NS:…``, graph labels ``replay_NS_…``,
-Postgres schema ``replay_NS``), unless ``--lake-only``. ``--commits original`` (the default)
-commits each lake table like the flow namespace's commits, so the data files come out
-byte-identical; ``own`` batches afresh. ``-w`` runs more workers, ``-i/-a`` one process of a
-cluster (start every process, as for ``igflow run``). Progress goes to standard error (a bar on a
-terminal, else a JSON line every ~2 s); the report is one JSON object on standard output (each
-process its own).
+resolved with ``offsets_for_times``. With neither, everything the topic retains is replayed (each
+partition from its log start to its high watermark at the start). The serving stores
+``stores.sinks`` enables are written under scratch names derived from ``--into`` (Redis
+``replay:NS:…``, graph labels ``replay_NS_…``, Postgres schema ``replay_NS``), unless
+``--lake-only``. ``--commits original`` (the default) commits each lake table like the flow
+namespace's commits, so the data files come out byte-identical; ``own`` batches afresh. ``-w`` runs
+more workers, ``-i/-a`` one process of a cluster (start every process, as for ``igflow run``).
+Progress goes to standard error (a bar on a terminal, else a JSON line every ~2 s); the report is
+one JSON object on standard output (each process its own).
 
 ``--source iceberg --from-namespace NS`` re-derives the downstream ``scores`` table from the
 signals landed in ``NS`` (for when Kafka's retention has passed), see :mod:`replay.derive`.
@@ -44,7 +44,14 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from replay.run import json_progress, parse_offsets, replay, resolve_times, tty_progress
+    from replay.run import (
+        json_progress,
+        parse_offsets,
+        replay,
+        resolve_times,
+        retained_offsets,
+        tty_progress,
+    )
 
     if args.source == "iceberg":
         return _derive(args, settings)
@@ -61,13 +68,15 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.with_changes("run", workers=args.workers)
     by_offset = args.from_offsets is not None or args.to_offsets is not None
     by_time = args.from_time is not None or args.to_time is not None
-    if by_offset == by_time:
+    if by_offset and by_time:
         print(
             "igflow replay: give --from/--to (offsets) or --from-time/--to-time, not both",
             file=sys.stderr,
         )
         return 2
-    if by_offset:
+    if not by_offset and not by_time:
+        start, end = retained_offsets(settings)
+    elif by_offset:
         if args.from_offsets is None or args.to_offsets is None:
             print("igflow replay: --from and --to go together", file=sys.stderr)
             return 2

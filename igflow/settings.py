@@ -73,13 +73,22 @@ class KafkaSettings:
     subject: str = "coherence.signals.v1-value"
     #: Messages fetched per source poll.
     batch_size: int = 1000
-    #: Partitions of the topics ``igflow setup`` creates.
+    #: Partitions of the topics ``igflow setup`` creates (the unit of parallelism).
     partitions: int = 4
-    #: Largest DLQ message sent whole (key + value + headers, bytes); a larger reject goes by
-    #: reference, its bytes kept in the quarantine table (:mod:`sinks.dlq`). Keep it at or under
-    #: the DLQ topic's ``max.message.bytes`` (Kafka's default 1,048,588); a broker that still
-    #: refuses a message as too large gets it by reference too.
-    dlq_max_message_bytes: int = 1_000_000
+    #: Replication factor of the topics ``igflow setup`` creates (1 on a one-node broker).
+    replication_factor: int = 1
+    #: Largest signal record (key, value and headers) the signal topic accepts: its
+    #: ``max.message.bytes`` (Kafka's default). The DLQ topic and its producers allow this plus
+    #: ``sinks.dlq.DLQ_HEADROOM_BYTES``, so every record the flow can read can be dead-lettered.
+    max_message_bytes: int = 1_048_588
+    #: How long the signal topic keeps records (``retention.ms``; -1: for ever). Replays reach
+    #: back this far.
+    retention_ms: int = 7 * 86_400_000
+    #: How long the DLQ topic keeps rejects (``retention.ms``; -1: for ever).
+    dlq_retention_ms: int = 30 * 86_400_000
+    #: Consumer group whose offsets the flow commits after each durable lake commit, for
+    #: monitoring only (``kafka-consumer-groups.sh``, lag exporters); empty: none.
+    group_id: str = "igflow-coherence"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,8 +114,12 @@ class StoreSettings:
     postgres_dsn: str = "postgresql://igflow:igflow@127.0.0.1:15432/igflow"
     redis_url: str = "redis://127.0.0.1:16379/0"
     neo4j_uri: str = "bolt://127.0.0.1:17687"
-    neo4j_user: str = "falkordb"
-    neo4j_password: str = ""  # FalkorDB rejects any non-empty password
+    #: Neo4j Community's one user; the local stack and docker-compose.yml set this password.
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = "igflow-neo4j"
+    #: ``falkordb`` when the Bolt server is the FalkorDB stand-in (see sinks/falkordb_compat.py;
+    #: it also needs user ``falkordb`` and an empty password); empty for Neo4j.
+    graph_compat: str = ""
     #: Which serving stores the flow writes (comma-separated; empty: the lake only).
     sinks: str = "redis,graph,postgres"
     #: Rows per store write.

@@ -79,6 +79,7 @@ _MESSAGES = {
     40408: "Subject '{}' does not have subject-level compatibility configured",
     42202: "The specified version '{}' is not a valid version id. "
     'Allowed values are between [1, 2^31-1] and the string "latest"',
+    42200: "Invalid pagination: offset {} must be an integer >= 0 and limit {} one >= -1",
 }
 
 
@@ -224,12 +225,35 @@ def get_schema(store: SchemaStore, call: Call) -> object:
     return {"schema": _schema_by_id(store, call)[1]}
 
 
-def schema_versions(store: SchemaStore, call: Call) -> object:
+def _page(items: list[Any], call: Call) -> list[Any]:
+    """``offset`` and ``limit`` (``-1``: no limit) of the query, as Confluent's registry reads
+    them (its clients send both)."""
+    raw_offset, raw_limit = call.query.get("offset", "0"), call.query.get("limit", "-1")
+    try:
+        offset, limit = int(raw_offset), int(raw_limit)
+    except ValueError:
+        raise _fail(42200, raw_offset, raw_limit) from None
+    if offset < 0 or limit < -1:
+        raise _fail(42200, raw_offset, raw_limit)
+    return items[offset:] if limit == -1 else items[offset : offset + limit]
+
+
+def _usages(store: SchemaStore, call: Call) -> list[SubjectVersion]:
+    """The (subject, version) pairs that use the schema id, in subject and version order,
+    optionally of one ``subject`` and with ``deleted`` ones."""
     used = store.usages(_schema_by_id(store, call)[0], deleted=call.flag("deleted"))
     wanted = call.query.get("subject")
-    return [
-        {"subject": u.subject, "version": u.version} for u in used if wanted in (None, u.subject)
-    ]
+    return [u for u in used if wanted in (None, u.subject)]
+
+
+def schema_versions(store: SchemaStore, call: Call) -> object:
+    pairs = [{"subject": u.subject, "version": u.version} for u in _usages(store, call)]
+    return _page(pairs, call)
+
+
+def schema_subjects(store: SchemaStore, call: Call) -> object:
+    subjects = list(dict.fromkeys(u.subject for u in _usages(store, call)))
+    return _page(subjects, call)
 
 
 def schema_types(store: SchemaStore, call: Call) -> object:
@@ -291,6 +315,7 @@ _ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/subjects/{subject}/versions/{version}/schema", get_version_schema),
     ("GET", "/schemas/types", schema_types),
     ("GET", "/schemas/ids/{schema_id}", get_schema),
+    ("GET", "/schemas/ids/{schema_id}/subjects", schema_subjects),
     ("GET", "/schemas/ids/{schema_id}/versions", schema_versions),
     ("GET", "/config", get_config),
     ("PUT", "/config", put_config),

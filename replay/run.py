@@ -21,9 +21,10 @@ the same rows out. A replay is a bounded, in-process run of :func:`flows.coheren
   process runs this with its ``-i``; the scratch checks run in every process before it joins,
   and nothing is created until all have joined).
 
+With no range, a replay covers everything the topic retains: from each partition's log start to
+its high watermark when the replay begins (:func:`retained_offsets`, Kafka's ListOffsets).
 Event-time ranges are resolved with ``offsets_for_times`` and each answer is checked against the
-records themselves; a broker that answers wrongly (Tansu 0.6.0 answers offset 0 for any time,
-see DEVELOPERS.md) is refused instead of guessed around.
+records themselves; a broker that answers wrongly is refused instead of guessed around.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from flows.coherence import build
 from igflow.errors import ConfigError, IgflowError
@@ -126,12 +127,9 @@ def resolve_times(
     Each bound is Kafka's: the first offset whose timestamp is at or after the time. With
     ``until`` ``None`` no end is given (a bounded run reads to the end present at start).
     Every answer of ``offsets_for_times`` is checked against the records around it (the record
-    at the answer is at or after the time, the one before is earlier). A broker that fails the
-    check (Tansu 0.6.0 answers offset 0 for every time) is not trusted: the partitions' record
-    times are read instead, one pass per partition (:func:`_scan_times`: O(records), where the
-    broker's time index is O(log)), which gives the same answer on any broker. A time after the
-    last record gives no offset; such a partition has no end (for ``until``) or reads nothing
-    (for ``since``).
+    at the answer is at or after the time, the one before is earlier); a broker that fails the
+    check is refused with :class:`IgflowError`. A time after the last record gives no offset;
+    such a partition has no end (for ``until``) or reads nothing (for ``since``).
     """
     topic = settings.kafka.topic
     consumer = Consumer(
@@ -164,19 +162,8 @@ def resolve_times(
                     out[tp.partition] = tp.offset
             return out
 
-        try:
-            start = lookup(since)
-            end = lookup(until) if until is not None else {}
-        except _WrongAnswer as wrong:
-            log.warning("%s; reading the partitions' record times instead", wrong)
-            times = [since] if until is None else [since, until]
-            start, end = {}, {}
-            for p in partitions:
-                found = _scan_times(consumer, topic, p, [_ms(t) for t in times])
-                if found[0] is not None:
-                    start[p] = found[0]
-                if until is not None and found[1] is not None:
-                    end[p] = found[1]
+        start = lookup(since)
+        end = lookup(until) if until is not None else {}
         for p in partitions:
             if p not in start:
                 # No record at or after `since`: nothing to read in this partition.
@@ -185,10 +172,6 @@ def resolve_times(
         return start, end
     finally:
         consumer.close()
-
-
-class _WrongAnswer(IgflowError):
-    """The broker's ``offsets_for_times`` answer contradicts its records."""
 
 
 def _ms(when: datetime) -> int:
@@ -204,35 +187,33 @@ def _check(consumer: Consumer, topic: str, partition: int, offset: int, ms: int)
             f"{offset} for time {ms} ms, but that record is at {at} ms and the one before at "
             f"{before} ms)"
         )
-        raise _WrongAnswer(msg)
+        raise IgflowError(msg)
 
 
-def _scan_times(
-    consumer: Consumer, topic: str, partition: int, times_ms: list[int], idle_s: float = 10.0
-) -> list[int | None]:
-    """For each time, the first offset of ``partition`` whose record time is at or after it
-    (``None``: no such record), by reading the partition once from its start to its end."""
-    found: list[int | None] = [None] * len(times_ms)
-    waiting = set(range(len(times_ms)))
-    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-    deadline = time.monotonic() + idle_s
-    while waiting and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, 0.5):
-            error = msg.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                return found
-            if error is not None:
-                continue
-            deadline = time.monotonic() + idle_s
-            _kind, stamp = msg.timestamp()
-            for i in sorted(waiting):
-                if stamp >= times_ms[i]:
-                    found[i] = msg.offset()
-                    waiting.discard(i)
-    if waiting and time.monotonic() >= deadline:
-        stalled = f"reading partition {partition} of {topic} stalled for {idle_s:.0f} s"
-        raise IgflowError(stalled)
-    return found
+def retained_offsets(
+    settings: Settings, timeout_s: float = 10.0
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Start and end offsets of everything the topic retains now: each partition's log start
+    offset and high watermark (the broker's ListOffsets answers)."""
+    topic = settings.kafka.topic
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": "igflow-replay"}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            msg = f"topic {topic} is not available"
+            raise IgflowError(msg)
+        start: dict[int, int] = {}
+        end: dict[int, int] = {}
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout_s, cached=False
+            )
+            start[p], end[p] = low, high
+        return start, end
+    finally:
+        consumer.close()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

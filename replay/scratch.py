@@ -77,12 +77,7 @@ def check_scratch(settings: Settings, into: str, scratch: Settings) -> None:
     if "graph" in stores.enabled:
         from sinks.graph import GraphWriter
 
-        graph = GraphWriter(
-            stores.neo4j_uri,
-            stores.neo4j_user,
-            stores.neo4j_password,
-            label_prefix=stores.graph_label_prefix,
-        )
+        graph = GraphWriter.for_stores(stores)
         if any(graph.counts().values()):
             held.append(f"graph labels {stores.graph_label_prefix}*")
     if "postgres" in stores.enabled:

@@ -11,12 +11,13 @@ stops and resumes from its snapshot); a consumer of the DLQ de-duplicates on (so
 partition, offset).
 
 **Poison pills.** Any record the source can read leaves as a reject, however large. A message
-larger than ``kafka.dlq_max_message_bytes`` (key, value and headers; keep it at or under the DLQ
-topic's ``max.message.bytes``), or one the broker refuses as too large, goes *by reference*: no
-value (and no key when the key alone is too large), plus the headers ``igflow.value.omitted``
-(the original value's size in bytes), ``igflow.key.omitted`` (the key's, when dropped) and
-``igflow.value.kept_in`` (the quarantine table, which keeps the exact bytes with the same source
-coordinates and ``igflow.input_hash``). So an oversized record never stops the flow.
+larger than the DLQ topic's ``max.message.bytes`` (:func:`dlq_max_message_bytes`: the signal
+topic's ``kafka.max_message_bytes`` plus room for our headers; key, value and headers count), or
+one the broker refuses as too large, goes *by reference*: no value (and no key when the key
+alone is too large), plus the headers ``igflow.value.omitted`` (the original value's size in
+bytes), ``igflow.key.omitted`` (the key's, when dropped) and ``igflow.value.kept_in`` (the
+quarantine table, which keeps the exact bytes with the same source coordinates and
+``igflow.input_hash``). So an oversized record never stops the flow.
 """
 
 from __future__ import annotations
@@ -34,15 +35,19 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from igflow import metrics
 from igflow.errors import ConfigError, SinkError
+from igflow.partitioning import JAVA_PARTITIONER
 from igflow.reasons import ReasonCode
 from igflow.records import Rejected
 
 __all__ = [
+    "DETAIL_MAX_BYTES",
     "DLQ_HEADERS",
+    "DLQ_HEADROOM_BYTES",
     "REFERENCE_HEADERS",
     "DeadLetterSink",
     "SinkDeadLetters",
     "by_reference",
+    "dlq_max_message_bytes",
     "dlq_message",
     "dlq_sink",
     "message_size",
@@ -58,6 +63,30 @@ DLQ_HEADERS = (
     "igflow.source.offset",
     "igflow.input_hash",
 )
+
+
+#: Longest ``igflow.detail`` header, in UTF-8 bytes (longer details are cut).
+DETAIL_MAX_BYTES = 1024
+#: What a DLQ message may add to the record it carries: the six headers (names and values, the
+#: detail at most DETAIL_MAX_BYTES, a topic name at most 249 bytes) and the record framing,
+#: with room to spare. A sink's dead letter (an item as JSON, a few KB) fits as well.
+DLQ_HEADROOM_BYTES = 16_384
+
+
+def dlq_max_message_bytes(signal_max_message_bytes: int) -> int:
+    """The DLQ topic's ``max.message.bytes`` (and its producers' ``message.max.bytes``) for a
+    signal topic that accepts records up to ``signal_max_message_bytes``: every record the flow
+    reads can be dead-lettered whole."""
+    return signal_max_message_bytes + DLQ_HEADROOM_BYTES
+
+
+def _detail(text: str) -> bytes:
+    raw = text.encode()
+    return (
+        raw
+        if len(raw) <= DETAIL_MAX_BYTES
+        else raw[:DETAIL_MAX_BYTES].decode(errors="ignore").encode()
+    )
 
 
 def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:
@@ -83,7 +112,10 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
         str(raw.offset),
         rejected.input_hash,
     )
-    headers = [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+    headers = [
+        (name, _detail(value) if name == "igflow.detail" else value.encode())
+        for name, value in zip(DLQ_HEADERS, values, strict=True)
+    ]
     return KafkaSinkMessage(key=raw.key, value=raw.value, headers=headers)
 
 
@@ -198,7 +230,7 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
 
     def __init__(self, bootstrap: str, topic: str, *, max_bytes: int, kept_in: str) -> None:
         if max_bytes < 4096:
-            msg = f"kafka.dlq_max_message_bytes must be >= 4096, got {max_bytes}"
+            msg = f"the DLQ's largest message must be >= 4096 bytes, got {max_bytes}"
             raise ConfigError(msg)
         self._bootstrap = bootstrap
         self._topic = topic
@@ -212,6 +244,7 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
                 "acks": "all",
                 "linger.ms": 0,
                 "message.max.bytes": self._max_bytes + _FRAMING_BYTES,
+                **JAVA_PARTITIONER,
             }
         )
         return _DeadLetterPartition(producer, self._topic, self._max_bytes, self._kept_in)
@@ -240,7 +273,15 @@ class SinkDeadLetters:
     stops (and resumes from its snapshot) rather than lose the batch.
     """
 
-    def __init__(self, bootstrap: str, topic: str, sink: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        sink: str,
+        max_message_bytes: int,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._max_message_bytes = max_message_bytes
         self._bootstrap = bootstrap
         self._topic = topic
         self._sink = sink
@@ -250,7 +291,13 @@ class SinkDeadLetters:
     def __call__(self, batch: Sequence[Any], error: BaseException) -> None:
         if self._producer is None:
             self._producer = Producer(
-                {"bootstrap.servers": self._bootstrap, "acks": "all", "linger.ms": 0}
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "acks": "all",
+                    "linger.ms": 0,
+                    "message.max.bytes": self._max_message_bytes,
+                    **JAVA_PARTITIONER,
+                }
             )
         failures: list[str] = []
 

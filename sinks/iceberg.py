@@ -48,7 +48,9 @@ from pyiceberg.table.snapshots import ancestors_of
 from igflow import metrics
 from igflow.errors import RetryableSinkError
 from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
+from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
+from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
 
 __all__ = [
     "LEDGER_KEY",
@@ -173,14 +175,25 @@ class AppendResult:
     snapshot_id: int | None
     #: Rows appended per tenant.
     per_tenant: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: The ledger the append committed (empty when it appended nothing).
+    ledger: Mapping[tuple[str, int, str], int] = dataclasses.field(default_factory=dict)
 
 
 class IcebergAppender(Generic[T]):
     """Appends items to one table exactly once, keyed by their Kafka provenance."""
 
     def __init__(
-        self, table: Table, table_def: TableDef[T], *, attempts: int = 8, flow: str = "coherence"
+        self,
+        table: Table,
+        table_def: TableDef[T],
+        *,
+        attempts: int = 8,
+        flow: str = "coherence",
+        topic_ids: TopicIds | None = None,
     ) -> None:
+        """``topic_ids``: bind the ledger to the input topics' identities
+        (:mod:`sinks.topic_identity`); ``None`` leaves them unchecked (replays, tests)."""
+        self._topic_ids = topic_ids
         self._table = table
         self._def = table_def
         self._attempts = attempts
@@ -195,8 +208,13 @@ class IcebergAppender(Generic[T]):
         """Land the items not yet committed, in one snapshot; retry lost commit races."""
         start = time.perf_counter()
         delay = 0.05
+        current: dict[str, str] = {}
+        if self._topic_ids is not None:
+            topics = {self._def.provenance(item).topic for item in items}
+            current = {topic: self._topic_ids(topic) for topic in sorted(topics)}
         for attempt in range(1, self._attempts + 1):
             self._table.refresh()
+            ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
             committed = ledger(self._table)
             fresh, merged = self._select(items, committed)
             skipped = len(items) - len(fresh)
@@ -210,6 +228,8 @@ class IcebergAppender(Generic[T]):
                 # The content digest of exactly these rows, for `igflow verify --from-history`.
                 DIGEST_KEY: dump_summary(digest_arrow(self._def.name, data)),
             }
+            if ids:
+                properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
             try:
                 self._table.append(data, snapshot_properties=properties)
             except CommitFailedException as exc:
@@ -236,6 +256,7 @@ class IcebergAppender(Generic[T]):
                 time.perf_counter() - start,
                 snapshot.snapshot_id if snapshot else None,
                 per_tenant,
+                merged,
             )
         msg = f"{self._def.name}: gave up after {self._attempts} lost commit races"
         raise RetryableSinkError(msg)
@@ -261,11 +282,17 @@ class IcebergAppender(Generic[T]):
 
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
     def __init__(
-        self, appender: IcebergAppender[T], table_def: TableDef[T], *, commit_each: bool
+        self,
+        appender: IcebergAppender[T],
+        table_def: TableDef[T],
+        *,
+        commit_each: bool,
+        group: GroupOffsets | None = None,
     ) -> None:
         self._appender = appender
         self._def = table_def
         self._commit_each = commit_each
+        self._group = group
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         if self._commit_each:
@@ -278,6 +305,8 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         if not batch:
             return
         result = self._appender.append(batch)
+        if self._group is not None and result.appended:
+            self._group.landed(result.ledger)
         name = self._def.name
         metrics.LAKE_BATCH_ROWS.labels(name).observe(result.appended)
         metrics.COMMIT_SECONDS.labels(name).observe(result.seconds)
@@ -325,7 +354,14 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         *,
         commit_attempts: int = 8,
         commit_each: bool = False,
+        group: GroupTarget | None = None,
+        bootstrap: str | None = None,
     ) -> None:
+        """``group``: commit that consumer group's offsets after each append, for monitoring
+        (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
+        there (:mod:`sinks.topic_identity`)."""
+        self._group = group
+        self._bootstrap = bootstrap
         self._catalog_name = catalog_name
         self._commit_each = commit_each
         self._properties = dict(catalog_properties)
@@ -336,5 +372,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
         catalog = load_catalog(self._catalog_name, **self._properties)
         table = ensure_table(catalog, self._namespace, self._def)
-        appender = IcebergAppender(table, self._def, attempts=self._attempts)
-        return _IcebergPartition(appender, self._def, commit_each=self._commit_each)
+        topic_ids = TopicIds(self._bootstrap) if self._bootstrap is not None else None
+        appender = IcebergAppender(table, self._def, attempts=self._attempts, topic_ids=topic_ids)
+        group = group_offsets(self._group) if self._group is not None else None
+        return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)

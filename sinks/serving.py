@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from bytewax.outputs import StatelessSinkPartition
 
 from igflow.settings import Settings
-from sinks.dlq import SinkDeadLetters
+from sinks.dlq import SinkDeadLetters, dlq_max_message_bytes
 from sinks.retry import RetryPolicy, write_with_retry
 
 __all__ = ["RetryingPartition", "StoreWriter"]
@@ -55,7 +55,12 @@ class RetryingPartition(StatelessSinkPartition[T]):
         self._transient = transient
         self._prepare = prepare
         self._close = close
-        self._dead_letter = SinkDeadLetters(kafka.bootstrap, kafka.dlq_topic, sink)
+        self._dead_letter = SinkDeadLetters(
+            kafka.bootstrap,
+            kafka.dlq_topic,
+            sink,
+            dlq_max_message_bytes(kafka.max_message_bytes),
+        )
         self._policy = RetryPolicy(
             stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds
         )

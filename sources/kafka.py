@@ -2,9 +2,10 @@
 
 Why not Bytewax's ``KafkaSource``: bounded runs must stop at the end offsets *present at start*,
 and its ``tail=False`` stops at whatever end it happens to reach (a live producer can extend it
-indefinitely). Here each partition fixes its end once, from the high watermark of its first fetch
-response (``get_watermark_offsets(cached=True)``): ListOffsets is not used because Tansu answers it
-wrongly (see DEVELOPERS.md), while fetch responses are right on Tansu and on Kafka alike.
+indefinitely). Here each partition fixes its end once, when it is built, from the broker's
+ListOffsets answer (its high watermark). Under ``read_committed`` (librdkafka's default) a
+partition also ends at ``PARTITION_EOF``, which comes at the last stable offset: records of
+transactions still open at the end are left for the next run, and aborted ones are never read.
 
 Replay (``igflow replay``) gives per-partition ``start_offsets`` and exclusive ``end_offsets``:
 a partition then starts at its start offset (unless resuming) and is done at its end offset; a
@@ -36,6 +37,8 @@ __all__ = ["KafkaTopicSource"]
 log = logging.getLogger(__name__)
 
 _IDLE = timedelta(milliseconds=50)
+#: ListOffsets of one partition, when a bounded partition fixes its end.
+_LIST_OFFSETS_TIMEOUT_S = 30.0
 
 
 def _headers(msg: Any) -> tuple[tuple[str, bytes], ...]:
@@ -61,7 +64,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
 
         ``stop`` (exclusive) ends the partition at that offset: it is done once the next offset
         reaches it, at once when ``start >= stop``. Bounded, it also ends at the high watermark
-        of its first fetch (or at ``PARTITION_EOF``), whichever comes first.
+        the broker reports now (or at ``PARTITION_EOF``), whichever comes first.
         """
         self._topic = topic
         self._partition = partition
@@ -76,16 +79,19 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         if not self._done:
             self._consumer.assign([TopicPartition(topic, partition, start)])
         self._idle = False
-        self._fixed = False
         self._counter = metrics.EVENTS_IN.labels(topic)
+        if bounded and not self._done:
+            self._fix_end()
 
     def _fix_end(self) -> None:
-        _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        _low, high = self._consumer.get_watermark_offsets(
+            self._tp, timeout=_LIST_OFFSETS_TIMEOUT_S, cached=False
+        )
         if high >= 0:
             if self._stop is not None:
                 high = min(high, self._stop)
             self._end = high
-            self._fixed = True
+            self._done = self._next >= high if self._next >= 0 else high == 0
             log.info(
                 "partition %d of %s: bounded run ends at offset %d",
                 self._partition,
@@ -117,8 +123,6 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
                 # A broker-level error with no record attached: nothing to skip, librdkafka retries.
                 log.warning("consumer error: %s", error, extra={"op": "source"})
                 continue
-            if self._bounded and not self._fixed:
-                self._fix_end()
             if self._end is not None and offset >= self._end:
                 self._done = True
                 break
@@ -205,6 +209,9 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             "group.id": "igflow-unused",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            # librdkafka's default, stated: records of aborted transactions are never read,
+            # and a partition's EOF comes at its last stable offset.
+            "isolation.level": "read_committed",
             **self._config,
         }
         partition = int(for_part)

@@ -111,11 +111,7 @@ def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> str:
 
 
 def produce_workload(settings: Settings, spec: WorkloadSpec) -> ProduceReport:
-    """Produce a workload; every message is acknowledged by the broker or this fails.
-
-    (Not checked through the high watermarks: Tansu reports the last batch's base offset + 1
-    there, see DEVELOPERS.md.)
-    """
+    """Produce a workload; every message is acknowledged by the broker or this fails."""
     report = produce(settings, recent(spec))
     assert report.total > 0
     return report
@@ -207,7 +203,8 @@ def paused(service: str, seconds: float) -> Iterator[None]:
     from dev import stack as dev_stack
     from dev.config import StackConfig
 
-    pid = dev_stack.our_pid(StackConfig.from_env(os.environ), dev_stack.select([service])[0])
+    cfg = StackConfig.from_env(os.environ)
+    pid = dev_stack.our_pid(cfg, dev_stack.select([service], cfg)[0])
     assert pid is not None, f"{service} is not running"
     stopped: set[int] = set()
     try:

@@ -1,15 +1,16 @@
-"""The graph sink against the local stack's FalkorDB (over Bolt): idempotent signals, the seq
-guard of the score node, exact values through the parameter header, a paused server mid-stream,
+"""The graph sink against the local stack's graph database over Bolt (Neo4j, or the FalkorDB
+stand-in with ``IGFLOW_STORES_GRAPH_COMPAT=falkordb``): uniqueness constraints, transactions,
+idempotent signals, the seq guard of the score node, exact values, a paused server mid-stream,
 the dead-letter path and the Bytewax sink.
 
-The graph is the Bolt default, which FalkorDB maps to the graph named ``falkordb``; it is shared,
-so every test writes under its own tenant prefix (``g-<uuid>-``) and deletes it afterwards.
-One driver serves the whole session (:mod:`sinks.graph` caches it per process): closing drivers
-between tests would stall the next connection on FalkorDB.
+The graph is the server's default database; it is shared, so every test writes under its own
+tenant prefix (``g-<uuid>-``) and deletes it afterwards. One driver serves the whole session
+(:mod:`sinks.graph` caches it per process).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from hypothesis import given, settings
+from neo4j import GraphDatabase
+from neo4j.exceptions import ConstraintError, Neo4jError
 
 from dev import stack as dev_stack
 from dev.config import StackConfig
@@ -101,7 +104,7 @@ def _expected(signals: int, tenants: int, scored: int = 0) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def writer(stack: Settings) -> GraphWriter:
     stores = stack.stores
-    w = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password)
+    w = GraphWriter.for_stores(stores)
     w.ensure_schema()
     return w
 
@@ -115,19 +118,75 @@ def prefix(writer: GraphWriter) -> Iterator[str]:
     assert set(writer.counts(tag).values()) == {0}
 
 
-def test_schema_creation_is_idempotent(writer: GraphWriter) -> None:
+def test_schema_creation_is_idempotent(writer: GraphWriter, stack: Settings) -> None:
     assert writer.ensure_schema() == []
-    indexed = {(r["label"], p) for r in writer.read("CALL db.indexes()") for p in r["properties"]}
-    wanted = {
-        ("Signal", "key"),
-        ("Signal", "signal_id"),
-        ("Signal", "tenant_id"),
-        ("Signal", "ts"),
-        ("Provenance", "provenance_id"),
-        ("Tenant", "tenant_id"),
-        ("CoherenceScore", "tenant_id"),
-    }
-    assert wanted <= indexed
+    if stack.stores.graph_compat == "falkordb":
+        rows = writer.read("CALL db.indexes()")
+        indexed = {(r["label"], p) for r in rows for p in r["properties"]}
+        wanted = {
+            ("Signal", "key"),
+            ("Signal", "signal_id"),
+            ("Signal", "tenant_id"),
+            ("Signal", "ts"),
+            ("Provenance", "provenance_id"),
+            ("Tenant", "tenant_id"),
+            ("CoherenceScore", "tenant_id"),
+        }
+        assert wanted <= indexed
+        return
+    rows = writer.read(
+        "SHOW CONSTRAINTS YIELD type, labelsOrTypes, properties RETURN type, labelsOrTypes AS l, "
+        "properties AS p"
+    )
+    unique = {(r["l"][0], tuple(r["p"])) for r in rows if r["type"] == "UNIQUENESS"}
+    assert {
+        ("Signal", ("key",)),
+        ("Provenance", ("provenance_id",)),
+        ("Tenant", ("tenant_id",)),
+        ("CoherenceScore", ("tenant_id",)),
+    } <= unique
+    rows = writer.read(
+        "SHOW INDEXES YIELD name, labelsOrTypes, properties, state "
+        "RETURN name, labelsOrTypes AS l, properties AS p, state"
+    )
+    lookups = {(r["l"][0], tuple(r["p"]), r["state"]) for r in rows if r["l"]}
+    assert ("Signal", ("signal_id",), "ONLINE") in lookups
+    assert ("Signal", ("tenant_id", "ts"), "ONLINE") in lookups
+
+
+def test_a_failed_batch_leaves_nothing_behind(
+    writer: GraphWriter, prefix: str, stack: Settings
+) -> None:
+    """A batch is one transaction: when its score statement fails, its signals are rolled back."""
+    if stack.stores.graph_compat == "falkordb":
+        pytest.skip("FalkorDB acknowledges BEGIN/COMMIT but applies each query on its own")
+    bad = dataclasses.replace(_change(f"{prefix}t", 1), provenance_id=["mixed", 1])  # type: ignore[arg-type]
+    with pytest.raises(Neo4jError):
+        writer.write([_signal(f"{prefix}t", 1), bad])
+    assert set(writer.counts(prefix).values()) == {0}
+    writer.write([_signal(f"{prefix}t", 1), _change(f"{prefix}t", 1)])
+    assert writer.counts(prefix) == _expected(1, 1, scored=1)
+
+
+def test_the_key_is_unique_whatever_writes_it(writer: GraphWriter, stack: Settings) -> None:
+    """The constraint, not only the writer's MERGE, keeps a signal key unique."""
+    if stack.stores.graph_compat == "falkordb":
+        pytest.skip("FalkorDB has no uniqueness constraints")
+    tenant = f"g-{uuid.uuid4().hex[:12]}-u"
+    item = _signal(tenant, 1)
+    stores = stack.stores
+    try:
+        writer.write([item])
+        auth = (stores.neo4j_user, stores.neo4j_password)
+        with (
+            GraphDatabase.driver(stores.neo4j_uri, auth=auth) as driver,
+            pytest.raises(ConstraintError),
+        ):
+            driver.execute_query(
+                "CREATE (:Signal {key: $key, tenant_id: $t})", key=signal_key(item), t=tenant
+            )
+    finally:
+        writer.delete_tenants(tenant)
 
 
 def test_signals_land_once_however_often_they_are_written(writer: GraphWriter, prefix: str) -> None:
@@ -204,7 +263,7 @@ def test_the_key_is_the_documented_hash() -> None:
     ],
 )
 def test_strings_and_floats_come_back_exactly(writer: GraphWriter, prefix: str, text: str) -> None:
-    # FalkorDB's own Bolt parameters would break on a quote and round floats to six decimals.
+    # Exact through Bolt parameters (FalkorDB's own would break on a quote and round floats).
     item = _signal(f"{prefix}{text}", 1, signal_id=text, value=0.1234567890123456)
     writer.write([item])
     rows = writer.read(
@@ -235,7 +294,7 @@ def test_any_text_and_value_round_trip(writer: GraphWriter, text: str, value: fl
 
 
 def test_a_large_batch_is_split_and_lands_whole(writer: GraphWriter, prefix: str) -> None:
-    # About 1.6 MB of query text: FalkorDB gets it in requests of at most 64 KB.
+    # About 1.6 MB of parameters in one transaction (FalkorDB gets requests of at most 64 KB).
     tenants = [f"{prefix}{i}" for i in range(10)]
     items: list[Item] = [_signal(t, n) for t in tenants for n in range(200)]
     items += [_change(t, 1) for t in tenants]
@@ -276,10 +335,10 @@ def test_the_score_keeps_the_highest_seq(writer: GraphWriter, prefix: str) -> No
     assert writer.counts(prefix) == _expected(1, 1, scored=1)
 
 
-def _falkordb_pid() -> int:
+def _graph_pid() -> int:
     cfg = StackConfig.from_env(os.environ)
-    pid = dev_stack.our_pid(cfg, dev_stack.select(["falkordb"])[0])
-    assert pid is not None, "the stack's falkordb is not running"
+    pid = dev_stack.our_pid(cfg, dev_stack.select([cfg.graph], cfg)[0])
+    assert pid is not None, f"the stack's {cfg.graph} is not running"
     return pid
 
 
@@ -289,7 +348,7 @@ def test_a_paused_server_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     stores = stack.stores
     # Short read deadline: writes in flight during the pause fail and are retried.
-    writer = GraphWriter(stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password, timeout_s=2.0)
+    writer = GraphWriter.for_stores(stores, timeout_s=2.0)
     tenants = [f"{prefix}{i}" for i in range(3)]
     batches: list[list[Item]] = []
     for i in range(50):
@@ -328,7 +387,7 @@ def test_a_paused_server_mid_stream_loses_and_duplicates_nothing(
         except BaseException as exc:
             errors.append(exc)
 
-    pid = _falkordb_pid()
+    pid = _graph_pid()
     worker = threading.Thread(target=stream)
     try:
         worker.start()
@@ -362,8 +421,8 @@ def _free_port() -> int:
 
 
 def test_a_batch_that_keeps_failing_is_dead_lettered() -> None:
-    # Nothing listens there; a driver of its own is fine (it never says GOODBYE to FalkorDB).
-    writer = GraphWriter(f"bolt://127.0.0.1:{_free_port()}", "falkordb", "")
+    # Nothing listens there.
+    writer = GraphWriter(f"bolt://127.0.0.1:{_free_port()}", "neo4j", "unused-password")
     batch: list[Item] = [_signal("g-nowhere", 1), _change("g-nowhere", 1)]
     attempts: list[BaseException] = []
     dead: list[tuple[Sequence[Item], BaseException]] = []

@@ -319,7 +319,7 @@ def test_the_bytewax_sink_writes_every_chunk(
 
 def _redis_pid() -> int:
     cfg = StackConfig.from_env(os.environ)
-    pid = dev_stack.our_pid(cfg, dev_stack.select(["redis"])[0])
+    pid = dev_stack.our_pid(cfg, dev_stack.select(["redis"], cfg)[0])
     assert pid is not None, "the stack's redis is not running"
     return pid
 

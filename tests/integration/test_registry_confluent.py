@@ -112,6 +112,21 @@ def test_client_api(client: SchemaRegistryClient) -> None:
     assert (latest.schema_id, latest.version, latest.schema.schema_str) == (second, 2, B)
     assert latest.schema.schema_type == "AVRO"
     assert client.get_version("api-value", 1).schema_id == first
+    # The same schema under a second subject: both name it, in order, with pagination.
+    assert client.register_schema("api2-value", Schema(A, "AVRO")) == first
+    assert client.get_subjects_by_schema_id(first) == ["api-value", "api2-value"]
+    assert client.get_subjects_by_schema_id(first, offset=1, limit=1) == ["api2-value"]
+    assert client.get_subjects_by_schema_id(first, subject_name="api2-value") == ["api2-value"]
+    assert [(v.subject, v.version) for v in client.get_schema_versions(first)] == [
+        ("api-value", 1),
+        ("api2-value", 1),
+    ]
+    assert [(v.subject, v.version) for v in client.get_schema_versions(first, limit=1)] == [
+        ("api-value", 1)
+    ]
+    with pytest.raises(SchemaRegistryError) as missing:
+        client.get_subjects_by_schema_id(10**9)
+    assert error_code(missing) == 40403
     found = client.lookup_schema("api-value", Schema(B, "AVRO"))
     assert (found.schema_id, found.version, found.subject) == (second, 2, "api-value")
     pairs = client.get_schema_versions(second)

@@ -115,8 +115,7 @@ def test_replay_of_every_offset_reproduces_the_lake_row_for_row(it_settings: Set
 def test_an_event_time_range_replays_exactly_the_records_of_that_time(
     it_settings: Settings,
 ) -> None:
-    """On Tansu, whose offsets_for_times answers 0 for every time, the bounds come from the
-    partitions' record times; each bound is the first offset at or after its time."""
+    """Each bound is Kafka's offsets_for_times answer: the first offset at or after its time."""
     import time
     from datetime import UTC, datetime
 
@@ -164,3 +163,29 @@ def test_an_event_time_range_replays_exactly_the_records_of_that_time(
     assert json.loads(out.strip().splitlines()[-1])["rows"] == 90
     landed = _table(it_settings, scratch, SIGNALS.name)
     assert {(r["kafka_partition"], r["kafka_offset"]) for r in landed} == inside
+
+
+def test_a_replay_without_a_range_covers_everything_the_topic_retains(
+    it_settings: Settings,
+) -> None:
+    from tests.integration.conftest import read_topic
+
+    spec = WorkloadSpec(tenants=6, count=30, duplicates=0.05, invalid=0.02, seed=21)
+    produce_workload(it_settings, spec)
+    records = read_topic(it_settings, it_settings.kafka.topic)
+    ends = {str(p): 0 for p in range(it_settings.kafka.partitions)}
+    for m in records:
+        ends[str(m.partition())] = max(ends.get(str(m.partition()), 0), m.offset() + 1)
+    scratch = f"{it_settings.lake.namespace}_all"
+
+    out, _err = finish(_replay(it_settings, "--into", scratch, "--lake-only", "--commits", "own"))
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["to"] == ends
+    assert report["from"] == {p: 0 for p in ends}
+    assert report["rows"] == len(records)
+    landed = _table(it_settings, scratch, SIGNALS.name) + _table(
+        it_settings, scratch, QUARANTINE.name
+    )
+    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in landed}
+    assert offsets <= {(m.partition(), m.offset()) for m in records}
+    assert len({(r["kafka_partition"], r["kafka_offset"]) for r in landed}) > 0.9 * len(records)

@@ -57,10 +57,7 @@ def tenants(it_settings: Settings) -> Iterator[tuple[str, list[str]]]:
 
 
 def _graph(settings: Settings, label_prefix: str = "") -> GraphWriter:
-    stores = settings.stores
-    return GraphWriter(
-        stores.neo4j_uri, stores.neo4j_user, stores.neo4j_password, label_prefix=label_prefix
-    )
+    return GraphWriter.for_stores(settings.stores, label_prefix=label_prefix)
 
 
 def _serving(settings: Settings, ids: list[str], names: dict[str, str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ Postgres each hold exactly what the landed signals imply, once."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from fractions import Fraction
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 import redis
 
+from dev.config import StackConfig
 from igflow.settings import Settings
 from igflow.workload import SOURCES, WorkloadSpec, tenant_ids
 from operators.score import round_half_even
@@ -103,9 +105,7 @@ def _check_postgres(settings: Settings, ids: list[str], by_tenant: dict[str, Any
 
 def _check_graph(settings: Settings, prefix: str) -> None:
     """One Signal node, one EMITS and one HAS_PROVENANCE edge per unique signal."""
-    graph = GraphWriter(
-        settings.stores.neo4j_uri, settings.stores.neo4j_user, settings.stores.neo4j_password
-    )
+    graph = GraphWriter.for_stores(settings.stores)
     try:
         counts = graph.counts(prefix)
         unique = TENANTS * COUNT
@@ -152,12 +152,14 @@ def test_each_store_holds_exactly_the_expected_content_after_a_sigkill(
 
 
 @pytest.mark.parametrize(
-    ("store", "service"), [("redis", "redis"), ("graph", "falkordb"), ("postgres", "postgres")]
+    ("store", "service"), [("redis", "redis"), ("graph", "graph"), ("postgres", "postgres")]
 )
 def test_a_store_paused_for_10_s_mid_stream_loses_and_duplicates_nothing(
     it_settings: Settings, tenants: tuple[str, list[str]], store: str, service: str
 ) -> None:
     prefix, ids = tenants
+    if service == "graph":  # the stack's graph database, Neo4j or the FalkorDB stand-in
+        service = StackConfig.from_env(os.environ).graph
     settings = _settings(it_settings, store)
     spec = WorkloadSpec(
         tenants=TENANTS, count=COUNT, duplicates=0.05, seed=43, tenant_prefix=prefix

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from neo4j import GraphDatabase
 
 from dev import stack
 from dev.config import StackConfig
 from dev.errors import StackError
-from dev.services import BY_NAME, SERVICES, Port, Service
+from dev.services import BY_NAME, Port, Service, configured
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +30,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def cfg() -> Iterator[StackConfig]:
     config = StackConfig.from_env(os.environ)
-    started_here = [s for s in SERVICES if stack.our_pid(config, s) is None]
-    stack.start(config, SERVICES, report=lambda _line: None)
+    services = configured(config)
+    started_here = [s for s in services if stack.our_pid(config, s) is None]
+    stack.start(config, services, report=lambda _line: None)
     yield config
     stack.stop(config, started_here, report=lambda _line: None)
 
@@ -42,19 +46,20 @@ def taken_port() -> Iterator[int]:
 
 
 def test_status_reports_all_ready(cfg: StackConfig) -> None:
-    rows = stack.status(cfg, SERVICES)
-    assert [(r.name, r.state) for r in rows] == [(s.name, "ready") for s in SERVICES]
+    rows = stack.status(cfg, configured(cfg))
+    assert [(r.name, r.state) for r in rows] == [(s.name, "ready") for s in configured(cfg)]
     assert all(r.pid is not None for r in rows)
 
 
 def test_start_again_is_a_noop(cfg: StackConfig) -> None:
-    before = {s.name: stack.our_pid(cfg, s) for s in SERVICES}
+    services = configured(cfg)
+    before = {s.name: stack.our_pid(cfg, s) for s in services}
     lines: list[str] = []
     began = time.monotonic()
-    stack.start(cfg, SERVICES, report=lines.append)
+    stack.start(cfg, services, report=lines.append)
     assert time.monotonic() - began < 10
-    assert {s.name: stack.our_pid(cfg, s) for s in SERVICES} == before
-    assert len(lines) == len(SERVICES)
+    assert {s.name: stack.our_pid(cfg, s) for s in services} == before
+    assert len(lines) == len(services)
     assert all("already running" in line for line in lines)
 
 
@@ -63,6 +68,7 @@ def test_start_again_is_a_noop(cfg: StackConfig) -> None:
     [
         ("redis", "redis_port", "IGFLOW_REDIS_URL"),
         ("kafka", "kafka_port", "IGFLOW_KAFKA_BOOTSTRAP"),
+        ("neo4j", "bolt_port", "IGFLOW_NEO4J_URI"),
     ],
 )
 def test_port_taken_error_names_service_port_and_env_var(
@@ -103,3 +109,52 @@ def test_exit_during_start_up_reports_log_tail(cfg: StackConfig, tmp_path: Path)
     assert "line 6\n" in message
     assert "line 5\n" not in message
     assert not (tmp_path / "run" / "crashing.pid").exists()
+
+
+def test_kafka_and_neo4j_keep_their_data_across_a_restart(cfg: StackConfig) -> None:
+    """The genuine products keep topics, records and nodes in the stack folder."""
+    if cfg.graph != "neo4j":
+        pytest.skip("the FalkorDB stand-in is selected instead of Neo4j")
+    topic = f"it.stack.keep.{os.getpid()}.{time.monotonic_ns()}"
+    bootstrap = f"127.0.0.1:{cfg.kafka_port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(
+        timeout=30
+    )
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, key=b"k", value=b"kept", partition=1)
+    assert producer.flush(30) == 0
+    uri = f"bolt://127.0.0.1:{cfg.bolt_port}"
+    auth = (cfg.neo4j_user, cfg.neo4j_password)
+    with GraphDatabase.driver(uri, auth=auth) as driver:
+        driver.execute_query("CREATE (:StackKeep {topic: $topic})", topic=topic)
+
+    jvms = [BY_NAME["neo4j"], BY_NAME["kafka"]]
+    stack.stop(cfg, jvms, report=lambda _line: None)
+    stack.start(cfg, jvms, report=lambda _line: None)
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": topic, "enable.partition.eof": True}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 1, 0)])
+        message = consumer.poll(30)
+        assert message is not None and message.error() is None
+        assert message.value() == b"kept"
+    finally:
+        consumer.close()
+    assert (
+        len(
+            AdminClient({"bootstrap.servers": bootstrap})
+            .list_topics(topic)
+            .topics[topic]
+            .partitions
+        )
+        == 2
+    )
+    with GraphDatabase.driver(uri, auth=auth) as driver:
+        records, _, _ = driver.execute_query(
+            "MATCH (n:StackKeep {topic: $topic}) DETACH DELETE n RETURN count(n) AS c", topic=topic
+        )
+    assert records[0]["c"] == 1
+    admin.delete_topics([topic])

@@ -1,0 +1,108 @@
+"""The flow's consumer-group offsets, committed to Kafka after durable lake commits, for
+monitoring only.
+
+The flow reads by assignment and keeps its positions in Bytewax's recovery store; the Iceberg
+ledger decides what is landed. Standard Kafka tooling (``kafka-consumer-groups.sh --describe``,
+lag exporters) sees neither, so after each lake append this commits, for the group
+``kafka.group_id``, each partition's highest landed offset + 1 (the most advanced ledger lane
+of that partition, over every lake table the process writes), and sets the gauge
+``igflow_consumer_lag{topic,partition}`` to the high watermark minus that offset. Commits only
+ever move forward within a process. Nothing reads these offsets back: a failed commit is
+logged and the flow goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Mapping
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from igflow import metrics
+
+__all__ = ["GroupOffsets", "GroupTarget", "group_offsets"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupTarget:
+    """Where to commit: the bootstrap servers, the group and the flow's input topic."""
+
+    bootstrap: str
+    group_id: str
+    topic: str
+
+
+class GroupOffsets:
+    """Commits one group's offsets of one topic (see the module docstring); thread-safe."""
+
+    def __init__(self, target: GroupTarget) -> None:
+        self._target = target
+        self._lock = threading.Lock()
+        self._consumer: Consumer | None = None
+        self._sent: dict[int, int] = {}
+
+    def landed(self, ledger: Mapping[tuple[str, int, str], int]) -> None:
+        """Commit the offsets after the highest landed offset per partition of ``ledger``
+        (``(topic, partition, lane) -> offset``), where that moves the group forward."""
+        marks: dict[int, int] = {}
+        for (topic, partition, _lane), offset in ledger.items():
+            if topic == self._target.topic:
+                marks[partition] = max(marks.get(partition, -1), offset + 1)
+        with self._lock:
+            ahead = {p: o for p, o in marks.items() if o > self._sent.get(p, -1)}
+            if not ahead:
+                return
+            consumer = self._client()
+            offsets = [TopicPartition(self._target.topic, p, o) for p, o in sorted(ahead.items())]
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning(
+                    "could not commit group %s offsets: %s",
+                    self._target.group_id,
+                    exc,
+                    extra={"op": "group.commit"},
+                )
+                return
+            self._sent.update(ahead)
+            for partition, offset in ahead.items():
+                self._gauge(consumer, partition, offset)
+
+    def _gauge(self, consumer: Consumer, partition: int, offset: int) -> None:
+        tp = TopicPartition(self._target.topic, partition)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S, cached=False)
+        except KafkaException:
+            return
+        metrics.CONSUMER_LAG.labels(self._target.topic, str(partition)).set(max(0, high - offset))
+
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self._target.bootstrap,
+                    "group.id": self._target.group_id,
+                    "enable.auto.commit": False,
+                }
+            )
+        return self._consumer
+
+
+_GROUPS: dict[GroupTarget, GroupOffsets] = {}
+_GROUPS_LOCK = threading.Lock()
+
+
+def group_offsets(target: GroupTarget) -> GroupOffsets:
+    """The process's committer for ``target`` (shared by the lake tables' sinks, so that the
+    group's offsets only move forward)."""
+    with _GROUPS_LOCK:
+        held = _GROUPS.get(target)
+        if held is None:
+            held = _GROUPS[target] = GroupOffsets(target)
+        return held

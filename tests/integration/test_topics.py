@@ -1,0 +1,114 @@
+"""The topics ``igflow setup`` creates: explicit partitions and configs, and a DLQ that takes
+every record the signal topic does."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from igflow.admin import create_topics
+from igflow.reasons import ReasonCode
+from igflow.records import RawRecord, Rejected
+from igflow.settings import Settings
+from sinks.dlq import DETAIL_MAX_BYTES, dlq_max_message_bytes, dlq_message
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topics(stack: Settings) -> Settings:
+    """Settings naming two fresh topics, created by ``create_topics``."""
+    tag = uuid.uuid4().hex[:10]
+    settings = stack.with_changes("kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq")
+    assert sorted(create_topics(settings)) == sorted([f"it.{tag}.signals", f"it.{tag}.dlq"])
+    return settings
+
+
+def _configs(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=30)
+    return {name: entry.value for name, entry in entries.items()}
+
+
+def test_setup_creates_topics_with_explicit_partitions_and_configs(topics: Settings) -> None:
+    kafka = topics.kafka
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    metadata = admin.list_topics(timeout=30).topics
+    for topic in (kafka.topic, kafka.dlq_topic):
+        assert len(metadata[topic].partitions) == kafka.partitions
+    signals = _configs(kafka.bootstrap, kafka.topic)
+    dlq = _configs(kafka.bootstrap, kafka.dlq_topic)
+    assert signals["max.message.bytes"] == str(kafka.max_message_bytes)
+    assert dlq["max.message.bytes"] == str(dlq_max_message_bytes(kafka.max_message_bytes))
+    assert signals["retention.ms"] == str(kafka.retention_ms)
+    assert dlq["retention.ms"] == str(kafka.dlq_retention_ms)
+    assert signals["message.timestamp.type"] == dlq["message.timestamp.type"] == "CreateTime"
+    assert create_topics(topics) == []  # idempotent
+
+
+def _produce(bootstrap: str, topic: str, value: bytes, max_bytes: int) -> KafkaError | None:
+    errors: list[KafkaError | None] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": max_bytes})
+    producer.produce(
+        topic,
+        key=b"tenant-big",
+        value=value,
+        partition=0,
+        on_delivery=lambda err, _msg: errors.append(err),
+    )
+    assert producer.flush(30) == 0
+    return errors[0]
+
+
+def test_the_largest_signal_record_can_be_dead_lettered(topics: Settings) -> None:
+    kafka = topics.kafka
+    big = kafka.max_message_bytes + 10_000  # the producer's own cap is not what refuses
+    # The broker enforces the signal topic's limit ...
+    refused = _produce(kafka.bootstrap, kafka.topic, b"x" * kafka.max_message_bytes, big)
+    assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    # ... and a record just inside it lands, and goes to the DLQ whole, with its headers.
+    value = os.urandom(kafka.max_message_bytes - 1_000)
+    assert _produce(kafka.bootstrap, kafka.topic, value, big) is None
+    record = RawRecord(kafka.topic, 0, 0, b"tenant-big", value)
+    rejected = Rejected(ReasonCode.DECODE_FAILED, "é" * 4_000, record)
+    message = dlq_message(rejected)
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "message.max.bytes": dlq_max_message_bytes(kafka.max_message_bytes),
+        }
+    )
+    errors: list[KafkaError | None] = []
+    producer.produce(
+        kafka.dlq_topic,
+        key=message.key,
+        value=message.value,
+        headers=message.headers,
+        partition=0,
+        on_delivery=lambda err, _msg: errors.append(err),
+    )
+    assert producer.flush(30) == 0
+    assert errors == [None]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "group.id": f"it-{uuid.uuid4().hex}",
+            "fetch.max.bytes": 4 * kafka.max_message_bytes,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(kafka.dlq_topic, 0, 0)])
+        got = consumer.poll(30)
+        assert got is not None and got.error() is None
+        assert got.value() == value
+        headers = dict(got.headers() or [])
+        assert headers["igflow.reason"] == b"DECODE_FAILED"
+        assert 0 < len(headers["igflow.detail"]) <= DETAIL_MAX_BYTES
+        headers["igflow.detail"].decode()  # cut on a character boundary
+    finally:
+        consumer.close()
