@@ -135,7 +135,12 @@ def assert_holds(dsn: str, newest: Sequence[ScoreChange]) -> None:
 
 def test_the_migrations_create_the_table(scratch: str) -> None:
     w = PostgresWriter(scratch)
-    assert w.ensure_schema() == ["0001_tenant_registry", "0002_coherence_scores", "0003_api_keys"]
+    assert w.ensure_schema() == [
+        "0001_tenant_registry",
+        "0002_coherence_scores",
+        "0003_api_keys",
+        "0004_api_keys_notify",
+    ]
     assert w.ensure_schema() == []
     with psycopg.connect(scratch) as conn:
         columns = conn.execute(
