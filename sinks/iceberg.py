@@ -50,6 +50,15 @@ from igflow.errors import RetryableSinkError
 from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
+from sinks.ledger_content import (
+    MARKS_KEY,
+    ContentCheck,
+    KafkaRecordReader,
+    Marks,
+    dump_marks,
+    merge_marks,
+    recorded_marks,
+)
 from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
 
 __all__ = [
@@ -190,10 +199,13 @@ class IcebergAppender(Generic[T]):
         attempts: int = 8,
         flow: str = "coherence",
         topic_ids: TopicIds | None = None,
+        content: ContentCheck | None = None,
     ) -> None:
         """``topic_ids``: bind the ledger to the input topics' identities
-        (:mod:`sinks.topic_identity`); ``None`` leaves them unchecked (replays, tests)."""
+        (:mod:`sinks.topic_identity`); ``content``: to the records at its marks
+        (:mod:`sinks.ledger_content`); ``None`` leaves them unchecked (replays, tests)."""
         self._topic_ids = topic_ids
+        self._content = content
         self._table = table
         self._def = table_def
         self._attempts = attempts
@@ -215,6 +227,10 @@ class IcebergAppender(Generic[T]):
         for attempt in range(1, self._attempts + 1):
             self._table.refresh()
             ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
+            marks = recorded_marks(self._table) if self._content is not None else {}
+            if self._content is not None:
+                # Once per (topic, partition) and process: one record read from Kafka.
+                self._content(self._def.name, marks, self._partitions(items))
             committed = ledger(self._table)
             fresh, merged = self._select(items, committed)
             skipped = len(items) - len(fresh)
@@ -230,6 +246,8 @@ class IcebergAppender(Generic[T]):
             }
             if ids:
                 properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
+            if self._content is not None:
+                properties[MARKS_KEY] = dump_marks(merge_marks(marks, self._marks(fresh)))
             try:
                 self._table.append(data, snapshot_properties=properties)
             except CommitFailedException as exc:
@@ -266,6 +284,19 @@ class IcebergAppender(Generic[T]):
         # delivery order (the sort is stable).
         p = self._def.provenance(item)
         return (p.topic, p.kafka_partition, p.kafka_offset, self._def.lane(item))
+
+    def _partitions(self, items: Iterable[T]) -> set[tuple[str, int]]:
+        return {(p.topic, p.kafka_partition) for p in map(self._def.provenance, items)}
+
+    def _marks(self, fresh: Iterable[T]) -> Marks:
+        """The highest landed offset per (topic, partition) and its record's input hash."""
+        out: Marks = {}
+        for p in map(self._def.provenance, fresh):
+            key = (p.topic, p.kafka_partition)
+            held = out.get(key)
+            if held is None or p.kafka_offset > held[0]:
+                out[key] = (p.kafka_offset, p.input_hash)
+        return out
 
     def _select(self, items: Iterable[T], committed: Ledger) -> tuple[list[T], Ledger]:
         merged = dict(committed)
@@ -359,7 +390,8 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     ) -> None:
         """``group``: commit that consumer group's offsets after each append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
-        there (:mod:`sinks.topic_identity`)."""
+        there (:mod:`sinks.topic_identity`) and to the records at its marks
+        (:mod:`sinks.ledger_content`)."""
         self._group = group
         self._bootstrap = bootstrap
         self._catalog_name = catalog_name
@@ -372,7 +404,12 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
         catalog = load_catalog(self._catalog_name, **self._properties)
         table = ensure_table(catalog, self._namespace, self._def)
-        topic_ids = TopicIds(self._bootstrap) if self._bootstrap is not None else None
-        appender = IcebergAppender(table, self._def, attempts=self._attempts, topic_ids=topic_ids)
+        topic_ids = content = None
+        if self._bootstrap is not None:
+            topic_ids = TopicIds(self._bootstrap)
+            content = ContentCheck(KafkaRecordReader(self._bootstrap))
+        appender = IcebergAppender(
+            table, self._def, attempts=self._attempts, topic_ids=topic_ids, content=content
+        )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)
