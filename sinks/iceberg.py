@@ -227,12 +227,13 @@ class IcebergAppender(Generic[T]):
         for attempt in range(1, self._attempts + 1):
             self._table.refresh()
             ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
+            committed = ledger(self._table)
+            fresh, merged, landed, seen = self._select(items, committed)
             marks = recorded_marks(self._table) if self._content is not None else {}
             if self._content is not None:
-                # Once per (topic, partition) and process: one record read from Kafka.
-                self._content(self._def.name, marks, self._partitions(items))
-            committed = ledger(self._table)
-            fresh, merged = self._select(items, committed)
+                # Before skipping anything: items at or below a mark are what a lost log
+                # hands out again. Once per (topic, partition) and process: one Kafka read.
+                self._content(self._def.name, marks, seen)
             skipped = len(items) - len(fresh)
             if not fresh:
                 return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
@@ -247,7 +248,7 @@ class IcebergAppender(Generic[T]):
             if ids:
                 properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
             if self._content is not None:
-                properties[MARKS_KEY] = dump_marks(merge_marks(marks, self._marks(fresh)))
+                properties[MARKS_KEY] = dump_marks(merge_marks(marks, landed))
             try:
                 self._table.append(data, snapshot_properties=properties)
             except CommitFailedException as exc:
@@ -285,30 +286,28 @@ class IcebergAppender(Generic[T]):
         p = self._def.provenance(item)
         return (p.topic, p.kafka_partition, p.kafka_offset, self._def.lane(item))
 
-    def _partitions(self, items: Iterable[T]) -> set[tuple[str, int]]:
-        return {(p.topic, p.kafka_partition) for p in map(self._def.provenance, items)}
-
-    def _marks(self, fresh: Iterable[T]) -> Marks:
-        """The highest landed offset per (topic, partition) and its record's input hash."""
-        out: Marks = {}
-        for p in map(self._def.provenance, fresh):
-            key = (p.topic, p.kafka_partition)
-            held = out.get(key)
-            if held is None or p.kafka_offset > held[0]:
-                out[key] = (p.kafka_offset, p.input_hash)
-        return out
-
-    def _select(self, items: Iterable[T], committed: Ledger) -> tuple[list[T], Ledger]:
+    def _select(
+        self, items: Iterable[T], committed: Ledger
+    ) -> tuple[list[T], Ledger, Marks, set[tuple[str, int]]]:
+        """The items not yet committed, the ledger after them, per (topic, partition) the
+        highest of their offsets with its record's input hash (the content marks), and every
+        (topic, partition) of ``items``. One pass: this is the per-record part of an append."""
         merged = dict(committed)
         fresh = []
+        landed: Marks = {}
+        seen: set[tuple[str, int]] = set()
         for item in items:
             p = self._def.provenance(item)
             key = (p.topic, p.kafka_partition, self._def.lane(item))
+            seen.add(key[:2])
             if p.kafka_offset <= committed.get(key, -1):
                 continue
             fresh.append(item)
             merged[key] = max(merged.get(key, -1), p.kafka_offset)
-        return fresh, merged
+            mark = landed.get(key[:2])
+            if mark is None or p.kafka_offset > mark[0]:
+                landed[key[:2]] = (p.kafka_offset, p.input_hash)
+        return fresh, merged, landed, seen
 
 
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):

@@ -101,3 +101,17 @@ def test_a_missing_record_at_a_mark_stops_the_append(catalog: Catalog) -> None:
     )
     with pytest.raises(LedgerContentChanged, match=r"offset 2, .* is gone"):
         resumed.append([_item(1, 3)])
+
+
+def test_a_changed_mark_stops_even_an_append_whose_items_are_all_at_or_below_it(
+    catalog: Catalog,
+) -> None:
+    # The lost log hands out offsets 0..4 again: every item would be skipped as landed.
+    log = _Log()
+    _land(catalog, log)
+    log.hashes[("topic", 0, 4)] = "e" * 64
+    resumed = IcebergAppender(
+        catalog.load_table("coherence.signals"), SIGNALS, content=ContentCheck(log)
+    )
+    with pytest.raises(LedgerContentChanged, match="another record"):
+        resumed.append([_item(0, o) for o in range(5)])
