@@ -2,19 +2,22 @@
 
 Offsets are not identities, even under one topic id (:mod:`sinks.topic_identity`): a broker that
 lost data (an unclean leader election, a restored disk) hands out the same offsets again for
-different records, and the ledger (:mod:`sinks.iceberg`) would skip them as already committed.
-So each append also records, under ``igflow.marks`` in its snapshot summary, per (topic,
-partition) the highest offset the table holds across lanes and the ``input_hash`` (SHA-256 of the
-exact Kafka value bytes) of the record at that offset. The first time an appender meets a
-(topic, partition) in a process, it reads the record at the recorded mark from Kafka (one
-record) and compares its hash; a record that is gone or different raises
-:class:`LedgerContentChanged`, which stops the flow. Never on the per-record path: once per
+different records, and the ledger (:mod:`sinks.iceberg`) would skip them as already committed. So
+each append also records, under ``igflow.marks`` in its snapshot summary, per (topic, partition)
+the highest offset the table holds across lanes and the ``input_hash`` (SHA-256 of the exact Kafka
+value bytes) of the record at that offset. The first time an appender meets a (topic, partition)
+in a process, it reads the record at the recorded mark from Kafka (one record) and compares its
+hash; a record that is different, or a log that ends at or before the mark, raises
+:class:`LedgerContentChanged`, which stops the flow. A log that starts after the mark (retention
+on a quiet topic, DeleteRecords) is only logged: Kafka never hands out offsets below a log's start
+again, so nothing the ledger skips can be another record. Never on the per-record path: once per
 partition, process and table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -34,10 +37,13 @@ __all__ = [
     "Marks",
     "Missing",
     "RecordReader",
+    "Unverifiable",
     "dump_marks",
     "merge_marks",
     "recorded_marks",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Snapshot-summary key: ``{"topic": {"partition": [offset, "input hash"]}}``.
 MARKS_KEY = "igflow.marks"
@@ -53,6 +59,14 @@ RecordReader = Callable[[str, int, int], "str | Missing"]
 
 class Missing(str):
     """Why a log has no record at an offset (for example "the log starts at 40")."""
+
+    __slots__ = ()
+
+
+class Unverifiable(Missing):
+    """The log starts after the mark (retention or DeleteRecords removed it): the record cannot be
+    compared, but nothing can reuse its offset either, since Kafka never hands out an offset
+    below a log's start again."""
 
     __slots__ = ()
 
@@ -82,7 +96,7 @@ class KafkaRecordReader:
                 TopicPartition(topic, partition), timeout=_TIMEOUT_S
             )
             if offset < low:
-                return Missing(f"the log starts at offset {low}")
+                return Unverifiable(f"the log starts at offset {low}")
             if offset >= high:
                 return Missing(f"the log ends before offset {high}")
             consumer.assign([TopicPartition(topic, partition, offset)])
@@ -163,6 +177,20 @@ def _compare(
 ) -> None:
     topic, partition = key
     offset, expected = mark
+    if isinstance(found, Unverifiable):
+        # Retention on a quiet topic, or DeleteRecords: not a loss of identity. A broker that
+        # lost data hands out offsets at or below the mark again, so its log ends at or before
+        # the mark (caught below) or holds another record there (caught below).
+        log.warning(
+            "%s: the record at topic %s partition %s offset %s (the ledger's mark) cannot be "
+            "checked: %s",
+            table_name,
+            topic,
+            partition,
+            offset,
+            found,
+        )
+        return
     if isinstance(found, Missing):
         what = f"is gone: {found}"
     elif found != expected:
@@ -171,10 +199,10 @@ def _compare(
         return
     msg = (
         f"{table_name}: the record at topic {topic} partition {partition} offset {offset}, "
-        f"the last this table's ledger landed from there, {what}. The broker lost or rewrote "
-        "data under the same topic id (an unclean leader election, a restored disk, "
-        "DeleteRecords), so offsets at or below the ledger's may name other records and would "
-        "be skipped as already landed. Land the topic into a new namespace "
+        f"the last this table's ledger landed from there, {what}. The broker lost data "
+        "under the same topic id (an unclean leader election, a restored disk), so offsets "
+        "at or below the ledger's may name other records and would be skipped as already "
+        "landed. Land the topic into a new namespace "
         "(IGFLOW_LAKE_NAMESPACE), or drop this namespace's tables to start over; see "
         "DEVELOPERS.md"
     )

@@ -1,5 +1,8 @@
-"""Offsets are not identities under one topic id either: records deleted or lost at the lake's
-ledger marks stop the flow with a clear error instead of being skipped as already landed."""
+"""Offsets are not identities under one topic id either (the ledger's content marks). A lost
+log is not something a single genuine broker can be made to do here, so the stops are unit tests
+(``tests/unit/test_ledger_content.py``, an in-memory log); this checks the marks on Kafka: re-runs
+read each mark's record and find it, and a log whose start moved past the marks (DeleteRecords,
+as retention does on a quiet topic) is no loss and does not stop the flow."""
 
 from __future__ import annotations
 
@@ -15,8 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _delete_records(settings: Settings) -> None:
-    """DeleteRecords up to each partition's end: log start moves past every ledger mark, as on a
-    broker that lost its data under the same topic id."""
+    """DeleteRecords up to each partition's end: the log start moves past every ledger mark."""
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     topic = settings.kafka.topic
     # OFFSET_END (-1): delete everything up to the high watermark.
@@ -25,7 +27,7 @@ def _delete_records(settings: Settings) -> None:
         future.result(timeout=30)
 
 
-def test_records_lost_at_the_ledger_marks_stop_the_flow(it_settings: Settings) -> None:
+def test_the_marks_hold_on_kafka_and_a_moved_log_start_is_no_loss(it_settings: Settings) -> None:
     produce_workload(it_settings, WorkloadSpec(tenants=2, count=30, seed=71))
     finish(igflow(it_settings, "run"))
     assert len(lake_rows(it_settings)) == 60
@@ -39,14 +41,10 @@ def test_records_lost_at_the_ledger_marks_stop_the_flow(it_settings: Settings) -
     finish(igflow(it_settings, "run"))
     assert len(lake_rows(it_settings)) == 80
 
+    # Every landed record deleted (as retention would on a quiet topic), then other signals: the
+    # marks cannot be read, but Kafka hands none of their offsets out again, so they land.
     _delete_records(it_settings)
-    # Records after the loss: without the marks' content they would land as if nothing happened.
-    produce_workload(it_settings, WorkloadSpec(tenants=2, count=50, seed=71))
-    proc = igflow(it_settings, "run")
-    _out, err = proc.communicate(timeout=180)
-
-    assert proc.returncode != 0, err.decode(errors="replace")[-2000:]
-    assert b"LedgerContentChanged" in err or b"the last this table's ledger landed" in err
-    assert b"is gone: the log starts at offset" in err
-    assert b"IGFLOW_LAKE_NAMESPACE" in err
-    assert len(lake_rows(it_settings)) == 80  # nothing landed past the unverifiable marks
+    produce_workload(it_settings, WorkloadSpec(tenants=2, count=10, seed=72))
+    _out, err = finish(igflow(it_settings, "run"))
+    assert "cannot be checked: the log starts at offset" in err
+    assert len(lake_rows(it_settings)) == 100

@@ -13,6 +13,7 @@ from sinks.ledger_content import (
     ContentCheck,
     LedgerContentChanged,
     Missing,
+    Unverifiable,
     recorded_marks,
 )
 from tests.unit.test_iceberg_sink import _item
@@ -115,3 +116,9 @@ def test_a_changed_mark_stops_even_an_append_whose_items_are_all_at_or_below_it(
     )
     with pytest.raises(LedgerContentChanged, match="another record"):
         resumed.append([_item(0, o) for o in range(5)])
+
+
+def test_a_log_that_starts_after_a_mark_is_no_loss() -> None:
+    """Retention or DeleteRecords moved the log start past the mark: logged, not a stop."""
+    changed = ContentCheck(lambda _t, _p, _o: Unverifiable("the log starts at offset 9"))
+    changed("coherence.signals", {("t", 0): (4, "h")}, [("t", 0)])  # no raise
