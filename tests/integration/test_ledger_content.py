@@ -6,13 +6,17 @@ as retention does on a quiet topic) is no loss and does not stop the flow."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
+
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from igflow.producer import produce
 from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
-from tests.integration.conftest import finish, igflow, lake_rows, produce_workload
+from tests.integration.conftest import finish, igflow, lake_rows, produce_workload, recent
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +45,14 @@ def test_the_marks_hold_on_kafka_and_a_moved_log_start_is_no_loss(it_settings: S
     finish(igflow(it_settings, "run"))
     assert len(lake_rows(it_settings)) == 80
 
-    # Every landed record deleted (as retention would on a quiet topic), then other signals: the
-    # marks cannot be read, but Kafka hands none of their offsets out again, so they land.
+    # Every landed record deleted (as retention would on a quiet topic), then 20 signals an hour
+    # later (new idempotency keys): the marks cannot be read, but Kafka hands none of their
+    # offsets out again, so the new signals land.
     _delete_records(it_settings)
-    produce_workload(it_settings, WorkloadSpec(tenants=2, count=10, seed=72))
+    later = recent(WorkloadSpec(tenants=2, count=10, seed=72))
+    produce(it_settings, dataclasses.replace(later, start=later.start + timedelta(hours=1)))
     _out, err = finish(igflow(it_settings, "run"))
     assert "cannot be checked: the log starts at offset" in err
-    assert len(lake_rows(it_settings)) == 100
+    rows = lake_rows(it_settings)
+    assert len(rows) == 100
+    assert len({(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows}) == 100
