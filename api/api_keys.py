@@ -38,7 +38,7 @@ import psycopg
 from psycopg import errors
 
 from api.metrics import KEY_LISTENER_UP, KEY_LOOKUPS
-from igflow.errors import ConfigError, IgflowError
+from core.errors import ConfigError, IgflowError
 
 __all__ = [
     "CHANNEL",

@@ -49,8 +49,8 @@ from api.schema import build_schema
 from api.scores import ScoreReader
 from api.services import Services
 from api.webhooks import ReplayGuard
-from igflow.errors import ConfigError
-from igflow.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 from tenancy.registry import PostgresTenants
 
 __all__ = ["MODES", "build_services", "create_app"]

@@ -38,9 +38,9 @@ from api.jwt_keys import (
     ensure_dev_keys,
     load_verification_keys,
 )
-from igflow.errors import IgflowError
-from igflow.reasons import ReasonCode
-from igflow.settings import Settings
+from core.errors import IgflowError
+from core.reasons import ReasonCode
+from core.settings import Settings
 
 __all__ = ["AuthFailure", "Authenticator", "Principal", "scopes_of"]
 

@@ -38,7 +38,7 @@ from api.auth import Authenticator
 from api.metrics import AUTH_THROTTLED
 from api.problems import PROBLEM_JSON
 from api.ratelimit import FailureBuckets
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 
 __all__ = ["FailedAuthLimit", "client_key"]
 

@@ -17,10 +17,10 @@ import functools
 from pathlib import Path
 
 from api.auth import Principal
-from igflow.errors import SchemaError
-from igflow.reasons import ReasonCode
-from igflow.rego import CompiledQuery, bundle_digest, read_bundle
-from igflow.settings import Settings
+from core.errors import SchemaError
+from core.reasons import ReasonCode
+from core.rego import CompiledQuery, bundle_digest, read_bundle
+from core.settings import Settings
 
 # The tenancy step's bundle reading, shared so both stamp the same version for the same bytes.
 

@@ -51,7 +51,7 @@ from graphql import (
 )
 from graphql.utilities.type_info import TypeInfo
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 
 __all__ = ["Documents", "Prepared", "costliest_definition"]
 

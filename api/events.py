@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rx
 
 from api.metrics import SUBSCRIBERS
-from sinks.redis import events_channel
+from core.store_keys import events_channel
 
 __all__ = ["EventBatch", "EventHub", "SubscriberTooSlow", "TenantStream"]
 

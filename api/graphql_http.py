@@ -48,8 +48,8 @@ from api.persisted import Admission, sha256_hex
 from api.request_json import BadJson
 from api.services import Services
 from api.ws_messages import INVALID_MESSAGE, protocol_message
-from igflow.bodies import read_body
-from igflow.reasons import ReasonCode
+from core.bodies import read_body
+from core.reasons import ReasonCode
 
 __all__ = ["Gates", "GraphQLEndpoint", "SubscriptionsHandler", "format_error"]
 

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
 from api.problems import problem
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 
 __all__ = ["EXCEPTION_HANDLERS", "App"]
 

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from igflow.errors import ConfigError
-from igflow.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 __all__ = [
     "DEV_PRIVATE_KEYS",

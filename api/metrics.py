@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from igflow.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "AUTH_THROTTLED",

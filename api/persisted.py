@@ -23,8 +23,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
+from core.errors import ConfigError
+from core.reasons import ReasonCode
 
 __all__ = ["DEFAULT_FILE", "Admission", "PersistedQueries", "sha256_hex"]
 

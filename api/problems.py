@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 
 __all__ = ["PROBLEM_JSON", "STATUS", "problem"]
 

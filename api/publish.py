@@ -1,6 +1,6 @@
 """Publishing signals to Kafka: the flow's own checks first, then an acknowledged produce.
 
-The API owns no business rule: a signal is checked by :func:`operators.validate.check`, the
+The API owns no business rule: a signal is checked by :func:`core.signal_rules.check`, the
 function the flow's validate step runs, against the same tenant registry and settings, with the
 Kafka timestamp the record will carry (the produce time, set explicitly), so whatever the API
 accepts the flow accepts too, unless the tenant registry changes in between (then the flow's
@@ -32,14 +32,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from igflow.contracts import signal_contracts
-from igflow.errors import IgflowError
-from igflow.partitioning import JAVA_PARTITIONER
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, Provenance, Rejected, Signal, input_hash
-from igflow.settings import Settings
-from operators.validate import check
-from tenancy.registry import TenantDirectory
+from core.contracts import signal_contracts
+from core.errors import IgflowError
+from core.partitioning import JAVA_PARTITIONER
+from core.reasons import ReasonCode
+from core.records import Decoded, Provenance, Rejected, Signal, input_hash
+from core.settings import Settings
+from core.signal_rules import check
+from core.tenants import TenantDirectory
 
 __all__ = ["Delivery", "PublishRejected", "SignalPublisher", "derived_signal_id"]
 

@@ -37,8 +37,8 @@ from api.request_json import BadJson
 from api.schema import signal_from_input
 from api.services import Services
 from api.webhooks import ReplayStoreUnavailable, Signature, verify
-from igflow.bodies import read_body
-from igflow.reasons import ReasonCode
+from core.bodies import read_body
+from core.reasons import ReasonCode
 
 __all__ = ["OPENAPI_FILE", "Rest", "signal_input"]
 

@@ -28,8 +28,8 @@ from api.metrics import INGEST_PUBLISHED
 from api.publish import PublishRejected, derived_signal_id
 from api.scores import StoreUnavailable
 from api.services import Services
-from igflow.reasons import ReasonCode
-from igflow.records import Signal
+from core.reasons import ReasonCode
+from core.records import Signal
 
 __all__ = ["SCHEMA_FILE", "build_schema", "coded"]
 

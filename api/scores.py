@@ -19,8 +19,8 @@ import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions as rx
 
-from igflow.errors import IgflowError
-from sinks.redis import score_key
+from core.errors import IgflowError
+from core.store_keys import score_key
 
 __all__ = ["Score", "ScoreReader", "StoreUnavailable"]
 

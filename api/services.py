@@ -12,7 +12,7 @@ from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
 from api.scores import ScoreReader
 from api.webhooks import ReplayGuard
-from igflow.settings import Settings
+from core.settings import Settings
 
 __all__ = ["Services"]
 

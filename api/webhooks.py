@@ -29,7 +29,7 @@ import math
 import redis.asyncio as aioredis
 import redis.exceptions as rx
 
-from igflow.errors import IgflowError
+from core.errors import IgflowError
 
 __all__ = ["TOLERANCE_S", "ReplayGuard", "ReplayStoreUnavailable", "Signature", "sign", "verify"]
 

@@ -84,8 +84,8 @@ from benchmarks.api_server import (  # noqa: E402
     server_log_summary,
     settle,
 )
+from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
-from igflow.settings import Settings  # noqa: E402
 from sinks.postgres import PostgresWriter  # noqa: E402
 from sinks.redis import RedisWriter  # noqa: E402
 from tenancy.registry import upsert_tenant  # noqa: E402

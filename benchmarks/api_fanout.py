@@ -24,8 +24,8 @@ from websockets.typing import Subprotocol
 
 from benchmarks.api_loadgen import percentiles
 from benchmarks.api_server import CpuMeter, Server, gauge, histogram_quantiles, say
-from igflow.records import Provenance, ScoreChange
-from igflow.settings import Settings
+from core.records import Provenance, ScoreChange
+from core.settings import Settings
 from sinks.redis import RedisWriter
 
 #: The API issue's promise: a subscriber hears of a change within 250 ms of the sink's write.

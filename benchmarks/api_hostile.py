@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from benchmarks.api_server import Server, say, serve
-from igflow.settings import Settings
+from core.settings import Settings
 from tests.integration.hostile_documents import aliases, conflicting_fields, nested_fragments
 
 __all__ = ["hostile_phase", "hostile_section"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from igflow.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 _STARTED = time.perf_counter()

@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from igflow.records import Decoded, Provenance, Signal  # noqa: E402
+from core.records import Decoded, Provenance, Signal  # noqa: E402
 from operators.dedupe import TenantDedupe, Verdict  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -27,12 +27,13 @@ from confluent_kafka import Consumer, TopicPartition
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from igflow.admin import catalog, create_topics  # noqa: E402
-from igflow.contracts import signal_contracts  # noqa: E402
+from core.catalog import catalog  # noqa: E402
+from core.contracts import signal_contracts  # noqa: E402
+from core.records import RawRecord  # noqa: E402
+from core.schemas import RegistrySchemas  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import end_offsets, produce  # noqa: E402
-from igflow.records import RawRecord  # noqa: E402
-from igflow.schemas import RegistrySchemas  # noqa: E402
-from igflow.settings import Settings  # noqa: E402
 from igflow.workload import WorkloadSpec  # noqa: E402
 from operators.decode import SignalDecoder  # noqa: E402
 

@@ -33,9 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
-from igflow.settings import Settings  # noqa: E402
 from igflow.workload import WorkloadSpec  # noqa: E402
 
 

@@ -30,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from igflow.records import Decoded, PolicyTags, Provenance, Signal, Tagged  # noqa: E402
-from igflow.settings import Settings  # noqa: E402
+from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from sinks.graph import NODE_LABELS, GraphWriter  # noqa: E402
 
 TENANTS = 10

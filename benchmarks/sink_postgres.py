@@ -36,9 +36,9 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from igflow.migrations import apply  # noqa: E402
-from igflow.records import Provenance, ScoreChange  # noqa: E402
-from igflow.settings import Settings  # noqa: E402
+from core.migrations import apply  # noqa: E402
+from core.records import Provenance, ScoreChange  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from operators.score import round_half_even  # noqa: E402
 from sinks.postgres import PostgresWriter, newest_per_tenant  # noqa: E402
 

@@ -28,7 +28,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from igflow.records import (  # noqa: E402
+from core.records import (  # noqa: E402
     Decoded,
     PolicyTags,
     Provenance,
@@ -36,8 +36,9 @@ from igflow.records import (  # noqa: E402
     Signal,
     Tagged,
 )
-from igflow.settings import Settings  # noqa: E402
-from sinks.redis import RedisWriter, score_key, signals_key  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.store_keys import score_key, signals_key  # noqa: E402
+from sinks.redis import RedisWriter  # noqa: E402
 
 TENANTS = 10
 PARTITIONS = 4

@@ -34,13 +34,14 @@ from bytewax.run import cli_main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.catalog import catalog  # noqa: E402
+from core.contracts import signal_contracts  # noqa: E402
+from core.records import Decoded, RawRecord, Tagged  # noqa: E402
+from core.schemas import RegistrySchemas  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from flows.coherence import Edges, build, kafka_source  # noqa: E402
-from igflow.admin import catalog, create_topics  # noqa: E402
-from igflow.contracts import signal_contracts  # noqa: E402
+from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
-from igflow.records import Decoded, RawRecord, Tagged  # noqa: E402
-from igflow.schemas import RegistrySchemas  # noqa: E402
-from igflow.settings import Settings  # noqa: E402
 from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
 from operators.decode import SignalDecoder, decode  # noqa: E402
 from operators.dedupe import TenantDedupe, Verdict  # noqa: E402

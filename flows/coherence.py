@@ -18,7 +18,7 @@ Everything after ``validate`` is keyed by tenant, so each tenant's records keep 
 through the stateful steps. The lake tables batch with Bytewax's ``collect`` keyed by ledger lane
 (see :mod:`sinks.iceberg`): a stateful step, so rows batched but not yet committed are in the
 recovery snapshot and survive a crash together with the source offsets and the stages' state.
-A replay batches like the original's commits instead (``Edges.plans``, :mod:`replay.plan`).
+A replay batches like the original's commits instead (``Edges.plans``, :mod:`sinks.lake_plan`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from igflow.contracts import signal_contracts
-from igflow.errors import ConfigError
-from igflow.records import Decoded, ScoreChange, Tagged
-from igflow.schemas import RegistrySchemas
-from igflow.settings import Settings
+from core import logs
+from core.contracts import signal_contracts
+from core.errors import ConfigError
+from core.records import Decoded, ScoreChange, Tagged
+from core.schemas import RegistrySchemas
+from core.settings import Settings
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -45,10 +46,11 @@ from operators.psi import Matcher, http_matcher_factory, psi_step
 from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
-from replay.plan import CommitPlan, planned_batches
 from sinks.dlq import dlq_max_message_bytes, dlq_message, dlq_sink
+from sinks.graph import GraphSink
 from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
+from sinks.lake_plan import CommitPlan, planned_batches
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.postgres import PostgresSink
 from sinks.redis import RedisSink
@@ -105,7 +107,7 @@ def land(
     ``bootstrap``, bind the ledger to the input topics' ids there.
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
-    instead, so that the data files come out byte-identical (:mod:`replay.plan`).
+    instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
     """
     if plan is None:
         keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
@@ -149,8 +151,6 @@ def _serve(settings: Settings, signals: Stream[Tagged], scores: Stream[ScoreChan
         both = op.merge("redis_items", signals, scores)
         op.output("redis", both, RedisSink(settings))
     if "graph" in enabled:
-        from sinks.graph import GraphSink
-
         both = op.merge("graph_items", signals, scores)
         op.output("graph", both, GraphSink(settings))
     if "postgres" in enabled:
@@ -242,8 +242,6 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
 def __getattr__(name: str) -> Dataflow:
     # `python -m bytewax.run flows.coherence:flow`: this is the entry point's edge.
     if name == "flow":
-        from igflow import logs
-
         settings = Settings.load()
         logs.configure(settings.run.log_level)
         return build(settings)

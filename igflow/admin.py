@@ -12,22 +12,22 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog import Catalog
 
 from api.jwt_keys import ensure_dev_keys
-from igflow.contracts import signal_contracts
-from igflow.errors import IgflowError
-from igflow.migrations import apply as apply_migrations
-from igflow.schemas import RegisteredContract, register_contracts
-from igflow.settings import KafkaSettings, Settings
+from core.catalog import catalog
+from core.contracts import signal_contracts
+from core.errors import IgflowError
+from core.migrations import apply as apply_migrations
+from core.schemas import RegisteredContract, register_contracts
+from core.settings import KafkaSettings, Settings
+from igflow.workload import seed_demo_tenants
 from sinks.dlq import dlq_max_message_bytes
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import SIGNALS, TABLES
-from tenancy.registry import seed_demo_tenants
 
 __all__ = [
     "LakeSummary",
-    "catalog",
     "create_tables",
     "create_topics",
     "lake_summary",
@@ -35,13 +35,6 @@ __all__ = [
     "setup",
     "topic_specs",
 ]
-
-
-def catalog(settings: Settings) -> Catalog:
-    """The Iceberg catalog of ``settings`` (its local warehouse folder created if needed)."""
-    if settings.warehouse.startswith("file://"):
-        Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-    return load_catalog(settings.lake.catalog_name, **settings.catalog_properties)
 
 
 def topic_specs(kafka: KafkaSettings) -> list[NewTopic]:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from igflow.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from api.api_keys import ApiKey

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from igflow import logs
+from core import logs
+from core.errors import IgflowError
+from core.settings import Settings
 from igflow.api_commands import register as register_api
-from igflow.errors import IgflowError
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
 from igflow.serve_commands import register as register_serve
-from igflow.settings import Settings
 from igflow.tenant_commands import register as register_tenants
 from igflow.verify_commands import register as register_verify
 
@@ -121,8 +121,8 @@ def _cmd_lake(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from core.contracts import signal_contracts
     from igflow.admin import register_schemas
-    from igflow.contracts import signal_contracts
 
     contracts = signal_contracts()
     if args.action == "register":

@@ -12,10 +12,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from igflow.contracts import signal_contracts
-from igflow.errors import RegistryError
-from igflow.partitioning import JAVA_PARTITIONER
-from igflow.settings import Settings
+from core.contracts import signal_contracts
+from core.errors import RegistryError
+from core.partitioning import JAVA_PARTITIONER
+from core.settings import Settings
 from igflow.workload import WorkloadSpec, generate
 
 __all__ = ["ProduceReport", "end_offsets", "produce"]

@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from igflow.errors import ConfigError, IgflowError
-from igflow.settings import Settings
+from core.errors import ConfigError, IgflowError
+from core.settings import Settings
+from psi.policy import policy_config
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
-    from psi import Outcome, PolicyConfig, PsiPolicy, SelectorSet
+    from psi import Outcome, PsiPolicy, SelectorSet
 
 __all__ = ["outcome_document", "policy_config", "register", "selectors_csv", "selectors_table"]
 
@@ -82,41 +83,6 @@ def _pick(names: list[str], column: str | None) -> str:
     return name
 
 
-def policy_config(path: Path) -> PolicyConfig:
-    """The :class:`~psi.policy.PolicyConfig` whose ``document()`` (``data.psi``) is the JSON file
-    at ``path``, lists in any order. ``ConfigError`` for anything else: a missing or unknown key,
-    a mistyped value, an unknown mode, an unreadable file."""
-    from psi import Agreement, PolicyConfig, PsiMode
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        fields = ("modes", "regions", "min_batch", "max_requests")
-        specs = [(p, *(a[f] for f in fields)) for p, a in doc["agreements"].items()]
-        config = PolicyConfig(
-            tuple(
-                Agreement(p, frozenset(map(PsiMode, m)), frozenset(r), int(b), int(n))
-                for p, m, r, b, n in specs
-            ),
-            min_batch=int(doc["min_batch"]),
-            residency_allows={k: frozenset(v) for k, v in doc["residency_allows"].items()},
-        )
-        # The round trip rejects what the conversions above let through: "US" for ["US"],
-        # "5" for 5, an unknown key.
-        if config.document() != _sorted_lists(doc):
-            msg = "not the shape PolicyConfig.document() writes"
-            raise ValueError(msg)
-    except (AttributeError, KeyError, OSError, TypeError, ValueError) as exc:
-        msg = f"bad PSI policy data {path} (see policies/psi.rego): {exc!r}"
-        raise ConfigError(msg) from exc
-    return config
-
-
-def _sorted_lists(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _sorted_lists(v) for k, v in value.items()}
-    return sorted(set(value)) if isinstance(value, list) else value
-
-
 def _policy(path: Path | None, partners: Iterable[str]) -> PsiPolicy:
     """The policy with ``path``'s data, or default agreements with ``partners``."""
     from psi import Agreement, PolicyConfig, PsiPolicy
@@ -137,7 +103,7 @@ def outcome_document(outcome: Outcome) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from igflow.admin import catalog
+    from core.catalog import catalog
     from psi import GroupBatch, PsiMode, PsiServer, ServerConfig
     from psi.messages import MAX_BATCH
     from psi.server import create_app

@@ -6,7 +6,7 @@ row in ``coherence.quarantine_audit``; a batch's status is its latest decision (
 has none).
 
 Release re-sends the batch's records, byte for byte, to the signal topic with a release marker
-(:mod:`igflow.release`), so the drift step lets them pass and they land like any record, with
+(:mod:`core.release`), so the drift step lets them pass and they land like any record, with
 provenance pointing at their new offsets. It is safe to repeat: if a release stops between the
 produce and the audit row, running it again re-sends the same records, and the dedupe step drops
 the copies (same idempotency key) within its TTL.
@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Producer
 
-from igflow.errors import IgflowError
-from igflow.partitioning import JAVA_PARTITIONER
-from igflow.release import RELEASE_HEADER, sign
-from igflow.settings import Settings
+from core.errors import IgflowError
+from core.partitioning import JAVA_PARTITIONER
+from core.release import RELEASE_HEADER, sign
+from core.settings import Settings
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import QUARANTINE, QUARANTINE_AUDIT
 
@@ -67,7 +67,7 @@ class BatchSummary:
 
 
 def _tables(settings: Settings) -> tuple[Any, Any]:
-    from igflow.admin import catalog
+    from core.catalog import catalog
 
     cat = catalog(settings)
     ns = settings.lake.namespace

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from igflow.settings import Settings
+from core.settings import Settings
 
 __all__ = ["register"]
 

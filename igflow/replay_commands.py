@@ -24,8 +24,8 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from igflow.errors import ConfigError
-from igflow.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 __all__ = ["register"]
 

@@ -7,7 +7,6 @@ start at once, so creation happens under a file lock.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 from datetime import timedelta
@@ -16,26 +15,14 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from core import metrics
+from core.cluster import Cluster
+from core.settings import Settings
 from flows.coherence import build
-from igflow import metrics
-from igflow.settings import Settings
 
 __all__ = ["Cluster", "ensure_recovery_dir", "run"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Cluster:
-    """Where this process sits in a Bytewax cluster (``-i/-a``); the default is alone."""
-
-    process_id: int | None = None
-    addresses: tuple[str, ...] = ()
-
-    @property
-    def processes(self) -> int:
-        """How many processes the cluster has."""
-        return max(1, len(self.addresses))
 
 
 def ensure_recovery_dir(directory: Path, partitions: int) -> None:
@@ -48,8 +35,9 @@ def ensure_recovery_dir(directory: Path, partitions: int) -> None:
             log.info("created %d recovery partitions in %s", partitions, directory)
 
 
-def run(settings: Settings, cluster: Cluster = Cluster()) -> None:
-    """Run the flow until its input ends (bounded) or forever (tail)."""
+def run(settings: Settings, cluster: Cluster | None = None) -> None:
+    """Run the flow until its input ends (bounded) or forever (tail); alone by default."""
+    cluster = cluster or Cluster()
     port = settings.run.metrics_port
     metrics.serve(port + (cluster.process_id or 0) if port else 0)
     flow = build(settings)

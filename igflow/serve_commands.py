@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from igflow.settings import Settings
+from core.settings import Settings
 
 __all__ = ["register"]
 
@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # longer one closes the socket with 1009 (message too big).
         ws_max_size=settings.api.max_body_bytes,
         lifespan="on",
-        log_config=None,  # keep the JSON logs the CLI configured (igflow.logs)
+        log_config=None,  # keep the JSON logs the CLI configured (core.logs)
     )
     return 0
 

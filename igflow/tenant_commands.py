@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from igflow.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from tenancy.registry import TenantEntry
@@ -75,7 +75,7 @@ def _remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    from tenancy.registry import seed_demo_tenants
+    from igflow.workload import seed_demo_tenants
 
     added = seed_demo_tenants(settings.stores.postgres_dsn, args.count)
     print(json.dumps({"registered": added}))

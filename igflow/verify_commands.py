@@ -13,8 +13,8 @@ import argparse
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from igflow.errors import IgflowError
-from igflow.settings import Settings
+from core.errors import IgflowError
+from core.settings import Settings
 
 __all__ = ["parse_window", "register"]
 

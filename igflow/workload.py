@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from igflow.wire import encode, frame
+from core.wire import encode, frame
+from tenancy.registry import seed_tenants
 
 __all__ = [
     "BAD_KINDS",
@@ -25,6 +26,7 @@ __all__ = [
     "WorkloadSpec",
     "generate",
     "recent_start",
+    "seed_demo_tenants",
     "tenant_ids",
 ]
 
@@ -188,3 +190,10 @@ def generate(
         kind = BAD_KINDS[bad_n % len(BAD_KINDS)]
         bad_n += 1
         yield Message(b"bad", _bad(kind, rng, sent[-1].value if sent else b"\0" * 8), None, kind)
+
+
+def seed_demo_tenants(dsn: str, count: int = 10) -> list[str]:
+    """Register the demo workload's tenants (``tenant-00`` ...), each accepting the workload's
+    sources; returns the ids newly registered. A demo tenant an operator has changed keeps
+    those changes when ``igflow setup`` runs again."""
+    return seed_tenants(dsn, tenant_ids(count), SOURCES)

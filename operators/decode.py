@@ -1,4 +1,4 @@
-"""decode: Confluent wire format + schema registry → :class:`~igflow.records.Signal`.
+"""decode: Confluent wire format + schema registry → :class:`~core.records.Signal`.
 
 Contract: every input record comes out exactly once, either as ``Decoded`` on ``oks`` or as
 ``Rejected`` on ``errs`` with a reason code: ``EMPTY_PAYLOAD`` (tombstone), ``DECODE_FAILED``
@@ -7,7 +7,7 @@ symbol index that is negative or out of range), ``TS_OUT_OF_RANGE`` (valid Avro 
 lies outside the years 1-9999 that a timestamp can hold, e.g. at the int64 limits),
 ``SCHEMA_UNKNOWN`` (the registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema
 does not resolve to the reader schema), ``SOURCE_ERROR`` (the consumer flagged the record). A
-registry that is *down* is not bad input: :class:`~igflow.errors.RegistryError` stops the flow,
+registry that is *down* is not bad input: :class:`~core.errors.RegistryError` stops the flow,
 which resumes from its last snapshot once the registry is back, so nothing is misfiled as bad
 data.
 
@@ -29,9 +29,9 @@ import bytewax.operators as op
 import fastavro
 from bytewax.dataflow import Stream, operator
 
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
-from igflow.wire import HEADER_SIZE, MAGIC, unframe
+from core.reasons import ReasonCode
+from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
+from core.wire import HEADER_SIZE, MAGIC, unframe
 from operators.avro_indexes import Guard, index_guard
 
 __all__ = ["DecodeOut", "SchemaLookup", "SignalDecoder", "decode"]

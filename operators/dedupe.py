@@ -6,7 +6,7 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
 - The tenant's event time ``W`` is the newest ``signal.ts`` it has seen; its *horizon* is
   ``W - ttl`` and never moves back.
 - A record with ``ts`` before the horizon is ``LATE``: its key may already be forgotten, so it
-  cannot be checked and does not land. It leaves on ``late`` as :class:`~igflow.records.Rejected`
+  cannot be checked and does not land. It leaves on ``late`` as :class:`~core.records.Rejected`
   with ``TOO_LATE``. This is what makes "a duplicate never lands twice" hold even after its key
   was evicted: every copy of an evicted key is itself before the horizon.
 - A key already held is a ``DUPLICATE``: dropped and counted (``igflow_duplicates_total``,
@@ -33,10 +33,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream
 
-from igflow import metrics
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, RawRecord, Rejected
-from igflow.settings import DedupeSettings
+from core import metrics
+from core.reasons import ReasonCode
+from core.records import Decoded, RawRecord, Rejected
+from core.settings import DedupeSettings
 
 __all__ = ["DedupeOut", "TenantDedupe", "Verdict", "dedupe", "late_reject"]
 

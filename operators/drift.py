@@ -22,11 +22,11 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
 - Each later batch is tested against the reference with the PSI and the two-sample KS, alone
   and as part of its trailing window (the last ``window_batches`` passed batches + this one);
   see :func:`~operators.drift_stats.check_batch`. A drifted batch leaves on ``quarantined`` as
-  :class:`~igflow.records.Quarantined` (``DRIFT_DETECTED``) and reaches no sink; a passed one
+  :class:`~core.records.Quarantined` (``DRIFT_DETECTED``) and reaches no sink; a passed one
   goes on, on ``passed``, and joins the window.
 - A record with ``unknown_fields`` (schema drift) joins the tenant's ``"*schema"`` batch, closed
   by the same rules and quarantined whole with ``SCHEMA_DRIFT`` (no statistics).
-- A record carrying a valid release marker (:mod:`igflow.release`) passes at once, unchecked,
+- A record carrying a valid release marker (:mod:`core.release`) passes at once, unchecked,
   and joins neither a batch, the reference nor the window. An invalid marker is ignored.
 - Every input comes out exactly once, and the tenant's records come out **in input order** (the
   lake ledger relies on per-tenant offset order): a record waits until every earlier record of
@@ -66,11 +66,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from igflow import metrics, release
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, DriftVerdict, Quarantined
-from igflow.settings import DriftSettings
+from core import metrics, release
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.records import Decoded, DriftVerdict, Quarantined
+from core.settings import DriftSettings
 from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
 
 __all__ = [
@@ -102,7 +102,7 @@ def batch_id(tenant_id: str, type: str, item: Decoded) -> str:
 
 
 def check_settings(settings: DriftSettings) -> None:
-    """Raise :class:`~igflow.errors.ConfigError` for settings the drift step cannot work with."""
+    """Raise :class:`~core.errors.ConfigError` for settings the drift step cannot work with."""
     problems = []
     if settings.batch_size < 1:
         problems.append(f"batch_size must be >= 1, got {settings.batch_size}")
@@ -480,7 +480,7 @@ def drift(
     See the module docstring for the contract. ``idle_flush_seconds <= 0`` disables the idle
     flush (a bounded run: open batches are decided at the end of input). A resumed state takes
     the current ``settings``, ``baseline`` and ``release_key`` (:meth:`TenantDrift.bind`).
-    Raises :class:`~igflow.errors.ConfigError` for unusable settings, at build time.
+    Raises :class:`~core.errors.ConfigError` for unusable settings, at build time.
     """
     check_settings(settings)
 

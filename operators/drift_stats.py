@@ -24,7 +24,7 @@ from itertools import chain, repeat
 from operator import mul, sub
 from typing import Any
 
-from igflow.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "SMOOTHING",
@@ -325,7 +325,7 @@ def load_baseline(path: str | os.PathLike[str], bins: int) -> Baseline:
 
     Every list must hold at least one finite number in [0, 1] (a signal's ``value`` range).
     Each list is binned into ``bins`` equal-mass bins. A file that cannot be read, is not JSON,
-    or does not have this shape raises :class:`~igflow.errors.ConfigError` naming the problem.
+    or does not have this shape raises :class:`~core.errors.ConfigError` naming the problem.
     """
     try:
         with open(path, encoding="utf-8") as f:

@@ -54,8 +54,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from igflow.records import Tagged
-from igflow.settings import PsiSettings
+from core.records import Tagged
+from core.retry import RetryPolicy
+from core.settings import PsiSettings
 from operators.psi_match import (
     PSI_UNAVAILABLE,
     Deconflicter,
@@ -70,7 +71,6 @@ from operators.psi_window import (
     provenance_digest,
 )
 from psi.messages import PsiMode
-from sinks.retry import RetryPolicy
 
 __all__ = [
     "PSI_UNAVAILABLE",
@@ -169,7 +169,7 @@ def psi_step(
     to nothing); production passes :func:`http_matcher_factory`. ``sleep`` waits between
     retries. With ``settings.server_url`` empty the step passes every signal and keeps no state;
     the dataflow has the same steps either way. A resumed state keeps the window length it was
-    built with. Raises :class:`~igflow.errors.ConfigError` for unusable settings, at build time.
+    built with. Raises :class:`~core.errors.ConfigError` for unusable settings, at build time.
     """
     check_settings(settings)
     mode = PsiMode(settings.mode)

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from igflow.errors import ConfigError
-from igflow.psi_commands import policy_config
-from igflow.reasons import ReasonCode
-from igflow.settings import PsiSettings
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.retry import RetryPolicy
+from core.settings import PsiSettings
 from operators.psi_window import ClosedWindow, DeconflictionResult
 from psi.client import (
     PSI_PATH,
@@ -35,8 +35,7 @@ from psi.client import (
 )
 from psi.curve import GroupBatch
 from psi.messages import MAX_BATCH, Denial, KeyId, PsiMode
-from psi.policy import Agreement, PolicyConfig, PsiPolicy
-from sinks.retry import RetryPolicy
+from psi.policy import Agreement, PolicyConfig, PsiPolicy, policy_config
 
 __all__ = [
     "PSI_UNAVAILABLE",
@@ -55,7 +54,7 @@ _RETRY = RetryPolicy(attempts=3, base_seconds=0.2, cap_seconds=2.0)
 
 
 def check_settings(settings: PsiSettings) -> None:
-    """Raise :class:`~igflow.errors.ConfigError` for settings the step cannot work with."""
+    """Raise :class:`~core.errors.ConfigError` for settings the step cannot work with."""
     problems = []
     if settings.server_url:
         url = urlsplit(settings.server_url)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from igflow.records import Provenance, Tagged, _Immutable
+from core.records import DeconflictionResult, Tagged, _Immutable
 from psi.oprf import MAX_INPUT_BYTES
 
 __all__ = ["ClosedWindow", "DeconflictionResult", "TenantDeconfliction", "provenance_digest"]
@@ -54,40 +54,6 @@ class ClosedWindow(_Immutable):
     provenance_digest: str
     #: The window's last signal (its provenance is the row's, for the lake ledger).
     last: Tagged
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DeconflictionResult(_Immutable):
-    """One tenant's window deconflicted with one partner: a row of ``coherence.deconfliction``."""
-
-    tenant_id: str
-    window_start: datetime
-    window_end: datetime
-    #: ``full_intersection`` or ``intersection_cardinality``.
-    mode: str
-    #: The partner whose set answered (``server_partner_id``).
-    partner: str
-    #: Distinct selectors the window asked about (none left on a local denial).
-    selectors_sent: int
-    #: The matched selectors in first-seen order; empty in cardinality mode or without an answer.
-    matched: tuple[str, ...]
-    #: How many matched; ``None`` without an answer.
-    count: int | None
-    #: ``None`` when the partner answered; else a ReasonCode value or :data:`PSI_UNAVAILABLE`.
-    reason: str | None
-    signals: int
-    late: int
-    selectors_rejected: int
-    first_offset: int
-    last_offset: int
-    provenance_digest: str
-    #: The window's last signal: its provenance id, manifest and policy bundle version.
-    provenance_id: str
-    provenance: Provenance
-    policy_version: str
-    #: The server key that answered (``epoch.generation.fingerprint``); ``None`` without one.
-    key_epoch: int | None = None
-    key_id: str | None = None
 
 
 class TenantDeconfliction:

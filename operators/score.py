@@ -11,7 +11,7 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
 - Status: ``HEALTHY`` if score >= ``healthy_at``, ``WARN`` if >= ``warn_at``, else ``CRITICAL``.
 - A signal with ``ts <= W - window`` is late: it does not enter the window and changes nothing.
   Signals out of order inside the window are fine; eviction pops a heap ordered by ``ts``.
-- A :class:`~igflow.records.ScoreChange` is emitted when the exact score or the status changed.
+- A :class:`~core.records.ScoreChange` is emitted when the exact score or the status changed.
 
 Exactness and rounding. Every double is a dyadic rational ``n / 2**e``, so the window's sums
 (of ``value * weight``, of ``weight`` and of ``value``) are kept exactly as Python integers over a
@@ -46,9 +46,9 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
-from igflow import metrics
-from igflow.records import ScoreChange, Tagged
-from igflow.settings import ScoreSettings
+from core import metrics
+from core.records import ScoreChange, Tagged
+from core.settings import ScoreSettings
 
 __all__ = ["Status", "TenantScore", "round_half_even", "score", "score_decimal"]
 

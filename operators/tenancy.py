@@ -1,9 +1,9 @@
 """tenant-tag: each signal gets its tenant's policy tags and a derived provenance id.
 
-Contract: every input value comes out exactly once, in order, as a :class:`~igflow.records.Tagged`
+Contract: every input value comes out exactly once, in order, as a :class:`~core.records.Tagged`
 carrying
 
-- the tenant's :class:`~igflow.records.PolicyTags` (``purpose``, ``retention``, ``license``,
+- the tenant's :class:`~core.records.PolicyTags` (``purpose``, ``retention``, ``license``,
   ``residency``), from ``policies/tenancy.rego`` over the overrides in ``policies/tenancy.json``,
   evaluated with regopy;
 - ``policy_version``: :func:`policy_bundle_version` of the policy folder, the SHA-256 of every
@@ -12,7 +12,7 @@ carrying
 
 Nothing here reads a clock or draws a random number, so a replay of the same offsets under the same
 policy bundle reproduces every tag and every id. A policy that gives no well-formed tags is not bad
-input but a fault of the deployment: :class:`~igflow.errors.SchemaError`, raised at start-up
+input but a fault of the deployment: :class:`~core.errors.SchemaError`, raised at start-up
 whenever a probe can catch it.
 """
 
@@ -29,9 +29,9 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
-from igflow.errors import SchemaError
-from igflow.records import Decoded, PolicyTags, Tagged
-from igflow.rego import CompiledQuery, bundle_digest, read_bundle
+from core.errors import SchemaError
+from core.records import Decoded, PolicyTags, Tagged
+from core.rego import CompiledQuery, bundle_digest, read_bundle
 
 __all__ = [
     "CACHE_SIZE",

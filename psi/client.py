@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 from psi.curve import CurveError, GroupBatch
 from psi.messages import (
     Denial,

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate, pairwise
 from typing import Any
 
-from igflow.errors import IgflowError
+from core.errors import IgflowError
 from psi._sodium import ffi, lib
 
 __all__ = [

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 from psi.curve import ELEMENT_BYTES, CurveError, GroupBatch
 from psi.keys import EpochKey, KeySchedule
 from psi.messages import (

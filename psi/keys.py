@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 from psi.messages import KeyId, PsiMode
 from psi.oprf import SEED_BYTES, derive_key_pair
 

@@ -25,7 +25,7 @@ import dataclasses
 import enum
 import struct
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 
 __all__ = [
     "DENIAL_BYTES",

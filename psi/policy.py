@@ -2,7 +2,7 @@
 
 Both sides ask :meth:`PsiPolicy.decide` before any evaluation: the server about the calling
 partner, the client about the server it is about to send selectors to. A denial carries exactly
-one :class:`~igflow.reasons.ReasonCode` (``POLICY_GEO_BLOCK``, ``THRESHOLD_NOT_MET`` or
+one :class:`~core.reasons.ReasonCode` (``POLICY_GEO_BLOCK``, ``THRESHOLD_NOT_MET`` or
 ``RATE_LIMITED``); the policy never sees a selector, only counts.
 
 ``policy_version`` is the SHA-256 of the Rego source and the data document, for provenance.
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from igflow.errors import SchemaError
-from igflow.reasons import ReasonCode
-from igflow.rego import CompiledQuery
+from core.errors import ConfigError, SchemaError
+from core.reasons import ReasonCode
+from core.rego import CompiledQuery
 from psi.messages import PsiMode
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "PolicyConfig",
     "PolicyInput",
     "PsiPolicy",
+    "policy_config",
 ]
 
 #: The policy in the repository's ``policies/`` folder.
@@ -144,3 +145,36 @@ class PsiPolicy:
             msg = "PSI policy gave an unknown reason"
             raise SchemaError(msg)
         return Decision(reason, self.policy_version)
+
+
+def policy_config(path: Path) -> PolicyConfig:
+    """The :class:`~psi.policy.PolicyConfig` whose ``document()`` (``data.psi``) is the JSON file
+    at ``path``, lists in any order. ``ConfigError`` for anything else: a missing or unknown key,
+    a mistyped value, an unknown mode, an unreadable file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        fields = ("modes", "regions", "min_batch", "max_requests")
+        specs = [(p, *(a[f] for f in fields)) for p, a in doc["agreements"].items()]
+        config = PolicyConfig(
+            tuple(
+                Agreement(p, frozenset(map(PsiMode, m)), frozenset(r), int(b), int(n))
+                for p, m, r, b, n in specs
+            ),
+            min_batch=int(doc["min_batch"]),
+            residency_allows={k: frozenset(v) for k, v in doc["residency_allows"].items()},
+        )
+        # The round trip rejects what the conversions above let through: "US" for ["US"],
+        # "5" for 5, an unknown key.
+        if config.document() != _sorted_lists(doc):
+            msg = "not the shape PolicyConfig.document() writes"
+            raise ValueError(msg)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError) as exc:
+        msg = f"bad PSI policy data {path} (see policies/psi.rego): {exc!r}"
+        raise ConfigError(msg) from exc
+    return config
+
+
+def _sorted_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_lists(v) for k, v in value.items()}
+    return sorted(set(value)) if isinstance(value, list) else value

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from igflow.bodies import read_body
-from igflow.reasons import ReasonCode
+from core.bodies import read_body
+from core.reasons import ReasonCode
 from psi.client import PARTNER_HEADER, PSI_PATH, REGION_HEADER
 from psi.evaluator import Caller, PsiServer
 from psi.messages import Denial, encode

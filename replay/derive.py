@@ -10,7 +10,7 @@ bounded, in-process Bytewax run::
 
 - One source partition per tenant, read from one pinned snapshot of ``SOURCE.signals``. Each
   tenant's rows come in ``(kafka_partition, kafka_offset)`` order, rebuilt as
-  :class:`~igflow.records.Tagged` (signal, provenance, policy tags, ``policy_version`` and
+  :class:`~core.records.Tagged` (signal, provenance, policy tags, ``policy_version`` and
   ``provenance_id`` from the row; ``selectors`` and the Kafka timestamp are not landed and are
   left empty: the score does not read them).
 - The scores land through the flow's own lake path (``key_on`` lane, ``collect``,
@@ -44,10 +44,11 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo, Reference
 from pyiceberg.expressions.literals import literal
 
+from core.catalog import catalog
+from core.errors import ConfigError
+from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
+from core.settings import Settings
 from flows.coherence import land
-from igflow.errors import ConfigError
-from igflow.records import Decoded, PolicyTags, Provenance, Signal, Tagged
-from igflow.settings import Settings
 from operators.score import score
 from replay.run import Progress, run_with_progress
 from sinks.lake_tables import SCORES, SIGNALS
@@ -230,9 +231,8 @@ def derive_scores(
     ``total`` the rows of the snapshot). :class:`ConfigError` when ``into`` is ``source_namespace``
     or the flow's namespace, already has tables, or the source has no ``signals`` table.
     """
-    from igflow.admin import catalog as load
 
-    cat = load(settings)
+    cat = catalog(settings)
     _check_target(settings, cat, source_namespace, into)
     target = (
         settings.with_changes("lake", namespace=into)

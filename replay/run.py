@@ -14,7 +14,7 @@ the same rows out. A replay is a bounded, in-process run of :func:`flows.coheren
 - the DLQ topic not written (the quarantine table in the scratch namespace holds every reject
   with its reason); a serving store's dead letters (``SINK_UNAVAILABLE``) go to a scratch topic
   ``<dlq_topic>.replay.NS``, never to the real DLQ;
-- each lake table committed like the original's commits (:mod:`replay.plan`), read from the
+- each lake table committed like the original's commits (:mod:`sinks.lake_plan`), read from the
   flow's own namespace, so that the data files come out byte-identical (``commits="own"``:
   batch afresh, as a run would);
 - no recovery store and no metrics server; one process, or a Bytewax cluster (``cluster``: each
@@ -45,13 +45,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from core.cluster import Cluster
+from core.errors import ConfigError, IgflowError
+from core.records import RawRecord
+from core.settings import Settings
 from flows.coherence import build
-from igflow.errors import ConfigError, IgflowError
-from igflow.records import RawRecord
-from igflow.runner import Cluster
-from igflow.settings import Settings
-from replay.plan import load_plans
 from replay.scratch import check_scratch, scratch_names, scratch_stores
+from sinks.lake_plan import load_plans
 from sources.kafka import KafkaTopicSource
 
 __all__ = [

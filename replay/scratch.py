@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import re
 
-from igflow.errors import ConfigError
-from igflow.settings import Settings
+from core.catalog import catalog
+from core.errors import ConfigError
+from core.settings import Settings
+from sinks.graph import GraphWriter
+from sinks.postgres import scratch_rows
+from sinks.redis import prefix_in_use
 
 __all__ = ["check_scratch", "scratch_names", "scratch_stores"]
 
@@ -58,8 +62,6 @@ def scratch_names(settings: Settings) -> dict[str, str]:
 def check_scratch(settings: Settings, into: str, scratch: Settings) -> None:
     """Refuse the flow's own namespace, and scratch stores that hold anything already (their
     guards would skip what is there: the ledger, the seq and offset marks)."""
-    from igflow.admin import catalog
-
     if into == settings.lake.namespace:
         msg = f"--into {into} is the flow's own namespace; replay needs a scratch namespace"
         raise ConfigError(msg)
@@ -69,22 +71,14 @@ def check_scratch(settings: Settings, into: str, scratch: Settings) -> None:
         raise ConfigError(msg)
     stores = scratch.stores
     held: list[str] = []
-    if "redis" in stores.enabled:
-        from sinks.redis import prefix_in_use
-
-        if prefix_in_use(stores.redis_url, stores.key_prefix):
-            held.append(f"Redis keys {stores.key_prefix}*")
+    if "redis" in stores.enabled and prefix_in_use(stores.redis_url, stores.key_prefix):
+        held.append(f"Redis keys {stores.key_prefix}*")
     if "graph" in stores.enabled:
-        from sinks.graph import GraphWriter
-
         graph = GraphWriter.for_stores(stores)
         if any(graph.counts().values()):
             held.append(f"graph labels {stores.graph_label_prefix}*")
-    if "postgres" in stores.enabled:
-        from sinks.postgres import scratch_rows
-
-        if scratch_rows(stores.postgres_dsn, stores.postgres_schema):
-            held.append(f"Postgres {stores.postgres_schema}.coherence_scores")
+    if "postgres" in stores.enabled and scratch_rows(stores.postgres_dsn, stores.postgres_schema):
+        held.append(f"Postgres {stores.postgres_schema}.coherence_scores")
     if held:
         msg = (
             f"the scratch stores of {into} already hold data ({', '.join(held)}); replay needs "

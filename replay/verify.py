@@ -1,6 +1,6 @@
 """Compare two namespaces' landed content (or one namespace's content with its commit history).
 
-The unit of comparison is a digest group (see :mod:`replay.digest`): ``(table, tenant,
+The unit of comparison is a digest group (see :mod:`core.digest`): ``(table, tenant,
 partition)`` with its offset range, row count and multiset hash. Two groups match when all four
 are equal. A mismatched group can be explained row by row (:func:`first_differences`), and a
 table's data files can be checked for byte-identical twins (:func:`files_identical`): equal
@@ -37,9 +37,8 @@ from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, ancestors_of
 
-from igflow.errors import IgflowError
-from igflow.settings import Settings
-from replay.digest import (
+from core.catalog import catalog
+from core.digest import (
     DIGEST_KEY,
     UNVERIFIABLE_TABLES,
     GroupDigest,
@@ -48,6 +47,8 @@ from replay.digest import (
     parse_summary,
     row_hash,
 )
+from core.errors import IgflowError
+from core.settings import Settings
 from sinks.lake_tables import TABLES
 
 __all__ = [
@@ -284,7 +285,6 @@ def verify(
     A ``window`` cannot apply to history digests: asking for both raises :class:`IgflowError`,
     as does an unknown or unverifiable table name. A table absent on both sides is skipped.
     """
-    from igflow.admin import catalog as open_catalog
 
     verifiable = [t.name for t in TABLES if t.name not in UNVERIFIABLE_TABLES]
     names = list(tables) if tables else verifiable
@@ -296,7 +296,7 @@ def verify(
     if use_history and window is not None:
         msg = "a window needs a scan: history digests are per commit, not per event time"
         raise IgflowError(msg)
-    cat = open_catalog(settings)
+    cat = catalog(settings)
     report = Report([])
     for name in names:
         original = _load(cat, namespace, name)

@@ -51,7 +51,7 @@ def server_for(
     """The process's driver for ``(uri, user)`` (and hook), created on first use, closed at exit.
 
     The driver retries nothing itself (``max_transaction_retry_time=0``):
-    :func:`~sinks.retry.write_with_retry` owns retries, so one attempt is one attempt.
+    :func:`~core.retry.write_with_retry` owns retries, so one attempt is one attempt.
     """
     key = (uri, user, before_connect is not None)
     with _SERVERS_LOCK:

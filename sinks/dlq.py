@@ -33,11 +33,11 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from igflow import metrics
-from igflow.errors import ConfigError, SinkError
-from igflow.partitioning import JAVA_PARTITIONER
-from igflow.reasons import ReasonCode
-from igflow.records import Rejected
+from core import metrics
+from core.errors import ConfigError, SinkError
+from core.partitioning import JAVA_PARTITIONER
+from core.reasons import ReasonCode
+from core.records import Rejected
 
 __all__ = [
     "DETAIL_MAX_BYTES",

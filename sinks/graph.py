@@ -46,7 +46,7 @@ Timeouts: a new connection gets 5 s for its TCP connect and Bolt handshake; ever
 transaction gets ``timeout_s`` (:func:`~sinks.bolt.bound_reads`), so a paused server fails the
 write in flight (``ServiceUnavailable``) instead of hanging the sink; the cached driver works
 again at once when the server resumes. The driver retries nothing itself:
-:func:`~sinks.retry.write_with_retry` owns retries. A write cut at its deadline may still be
+:func:`~core.retry.write_with_retry` owns retries. A write cut at its deadline may still be
 applied when the server resumes; the ``MERGE`` keys and the ``seq`` guard make that harmless.
 """
 
@@ -62,9 +62,9 @@ from bytewax.outputs import DynamicSink
 from neo4j import ManagedTransaction
 from neo4j import exceptions as nx
 
-from igflow.errors import FatalSinkError
-from igflow.records import ScoreChange, Tagged
-from igflow.settings import Settings, StoreSettings
+from core.errors import FatalSinkError
+from core.records import ScoreChange, Tagged
+from core.settings import Settings, StoreSettings
 from sinks import falkordb_compat
 from sinks.bolt import bound_reads, server_for
 from sinks.dlq import SinkDeadLetters
@@ -449,7 +449,7 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
 
     The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
     once per process and server). Each ``write_batch`` is written in chunks of
-    ``stores.batch_size`` items, each with :func:`~sinks.retry.write_with_retry` under the
+    ``stores.batch_size`` items, each with :func:`~core.retry.write_with_retry` under the
     ``stores.retry_*`` policy; a chunk that still fails goes to the DLQ topic
     (``SINK_UNAVAILABLE``) and the flow goes on. The stream must be keyed by tenant upstream (see
     the module docstring): a tenant's items must all reach one worker.

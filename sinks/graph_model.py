@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from igflow.records import ScoreChange, Tagged
+from core.records import ScoreChange, Tagged
 
 __all__ = [
     "EDGE_TYPES",

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from igflow import metrics
+from core import metrics
 
 __all__ = ["GroupOffsets", "GroupTarget", "group_offsets"]
 

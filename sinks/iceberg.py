@@ -8,7 +8,7 @@ what landed; the replayed items are dropped here, so each record lands once.
 
 Each append also stores ``igflow.digest``: an order-independent digest of the rows it appended
 per (tenant, partition), so ``igflow verify --from-history`` can check history without a scan
-(:mod:`replay.digest`).
+(:mod:`core.digest`).
 
 Lanes: a high-water mark is only sound if the items of one ledger key reach the sink in offset
 order. The keyed stages (drift, dedupe, score) keep the order of each *tenant's* records but
@@ -19,7 +19,7 @@ tenant, or the stage and tenant), and the ledger keeps one mark per (topic, part
 Row order: each append sorts its rows by Kafka coordinates (topic, partition, offset, then lane),
 so a commit's data files depend only on which rows it holds, not on the order in which Bytewax
 delivered them; a replay that commits the same rows together writes byte-identical files
-(:mod:`replay.plan`).
+(:mod:`sinks.lake_plan`).
 
 Concurrency: several workers or processes append to one table. Iceberg commits are optimistic;
 a writer that loses the race (``CommitFailedException``) refreshes the table, re-reads the ledger
@@ -45,9 +45,9 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from igflow import metrics
-from igflow.errors import RetryableSinkError
-from replay.digest import DIGEST_KEY, digest_arrow, dump_summary
+from core import metrics
+from core.digest import DIGEST_KEY, digest_arrow, dump_summary
+from core.errors import RetryableSinkError
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
@@ -372,7 +372,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
 
     Every worker opens its own catalog connection; batches arriving in one ``write_batch`` call
     are committed as one snapshot, or each as its own with ``commit_each`` (a replay's planned
-    commits, :mod:`replay.plan`).
+    commits, :mod:`sinks.lake_plan`).
     """
 
     def __init__(

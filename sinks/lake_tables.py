@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -27,10 +27,15 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from igflow.records import Provenance, Quarantined, Rejected, ScoreChange, Tagged, input_hash
-
-if TYPE_CHECKING:
-    from operators.psi import DeconflictionResult
+from core.records import (
+    DeconflictionResult,
+    Provenance,
+    Quarantined,
+    Rejected,
+    ScoreChange,
+    Tagged,
+    input_hash,
+)
 
 __all__ = [
     "DECONFLICTION",

@@ -26,8 +26,8 @@ from confluent_kafka import Consumer, TopicPartition
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from igflow.errors import FatalSinkError
-from igflow.records import input_hash
+from core.errors import FatalSinkError
+from core.records import input_hash
 
 __all__ = [
     "MARKS_KEY",

@@ -1,7 +1,7 @@
 """Postgres read model: each tenant's newest coherence score in ``coherence_scores``.
 
 The table (migration ``0002_coherence_scores``) holds one row per tenant. A batch of
-:class:`~igflow.records.ScoreChange` values lands as one upsert guarded by event time::
+:class:`~core.records.ScoreChange` values lands as one upsert guarded by event time::
 
     ON CONFLICT (tenant_id) DO UPDATE ... WHERE (EXCLUDED.updated_at, EXCLUDED.seq)
                                               > (coherence_scores.updated_at, coherence_scores.seq)
@@ -58,9 +58,9 @@ from bytewax.outputs import DynamicSink
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from igflow.migrations import apply
-from igflow.records import ScoreChange
-from igflow.settings import Settings
+from core.migrations import apply
+from core.records import ScoreChange
+from core.settings import Settings
 from sinks.serving import RetryingPartition
 
 __all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "scratch_rows", "transient"]
@@ -122,7 +122,7 @@ def transient(exc: BaseException) -> bool:
 
 
 #: Advisory lock serialising the creation of scratch copies (first 8 bytes of
-#: sha256("igflow.scratch"), as :mod:`igflow.migrations` derives its own).
+#: sha256("igflow.scratch"), as :mod:`core.migrations` derives its own).
 _SCRATCH_LOCK = int.from_bytes(hashlib.sha256(b"igflow.scratch").digest()[:8], "big", signed=True)
 
 
@@ -253,7 +253,7 @@ class PostgresWriter:
 
     def ensure_schema(self) -> list[str]:
         """Apply the project's pending migrations; returns their labels (see
-        :func:`igflow.migrations.apply`, which raises ``ConfigError`` when it cannot). With a
+        :func:`core.migrations.apply`, which raises ``ConfigError`` when it cannot). With a
         scratch schema, then create it and its copy of the table if missing (safe concurrently).
         """
         applied = apply(self._dsn)
@@ -326,7 +326,7 @@ class PostgresSink(DynamicSink[ScoreChange]):
 
     Every worker builds its own writer (and applies the migrations, which is safe concurrently).
     Each ``write_batch`` collapses to each tenant's newest change and writes it in chunks of
-    ``stores.batch_size`` rows, each with :func:`~sinks.retry.write_with_retry` under the
+    ``stores.batch_size`` rows, each with :func:`~core.retry.write_with_retry` under the
     ``stores.retry_*`` policy; a chunk that still fails goes to the DLQ topic
     (``SINK_UNAVAILABLE``) and the flow goes on.
     """

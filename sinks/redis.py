@@ -58,8 +58,9 @@ from bytewax.outputs import DynamicSink
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from igflow.records import ScoreChange, Tagged
-from igflow.settings import Settings
+from core.records import ScoreChange, Tagged
+from core.settings import Settings
+from core.store_keys import applied_key, events_channel, score_key, signals_key
 from sinks.serving import RetryingPartition
 
 __all__ = [
@@ -120,26 +121,6 @@ return table.concat(out)
 _SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 
 _RETENTION_DAYS = re.compile(r"(\d+)d$")
-
-
-def score_key(tenant_id: str, *, prefix: str = "") -> str:
-    """The HASH holding ``tenant_id``'s current score (``prefix``: a replay's scratch prefix)."""
-    return f"{prefix}tenant:{tenant_id}:score"
-
-
-def signals_key(tenant_id: str, *, prefix: str = "") -> str:
-    """The capped STREAM of ``tenant_id``'s recent signals."""
-    return f"{prefix}tenant:{tenant_id}:signals"
-
-
-def applied_key(tenant_id: str, *, prefix: str = "") -> str:
-    """The HASH ``"topic/partition"`` -> highest offset already in the signals stream."""
-    return f"{prefix}tenant:{tenant_id}:signals:applied"
-
-
-def events_channel(tenant_id: str, *, prefix: str = "") -> str:
-    """The pub/sub channel of ``tenant_id``'s applied score changes and signals."""
-    return f"{prefix}tenant:{tenant_id}:events"
 
 
 def prefix_in_use(url: str, prefix: str, *, timeout_s: float = 5.0) -> bool:
@@ -301,7 +282,7 @@ class RedisWriter:
     """Applies batches of score changes and signals to Redis, idempotently, one call per batch.
 
     Engine-independent. Connects lazily on the first write; redis-py's own retries are off
-    (a failed call raises at once, so :func:`sinks.retry.write_with_retry` is the one retry
+    (a failed call raises at once, so :func:`core.retry.write_with_retry` is the one retry
     policy), and socket timeouts make a paused or unreachable server raise ``TimeoutError``
     instead of hanging. Not thread-safe: one writer per worker. ``key_prefix`` is prepended to
     every key and channel (a replay's scratch prefix; empty: the real names).

@@ -3,7 +3,7 @@
 Each store module (``sinks/redis.py``, ``sinks/graph.py``, ``sinks/postgres.py``) owns its writer
 (connect, one idempotent batch write, close) and says which errors are transient; this partition
 cuts every ``write_batch`` into chunks of ``stores.batch_size`` items and writes each with
-:func:`~sinks.retry.write_with_retry` under the ``stores.retry_*`` policy. A chunk that still
+:func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy. A chunk that still
 fails goes to the DLQ topic (``SINK_UNAVAILABLE``) and the flow goes on.
 """
 
@@ -14,9 +14,9 @@ from typing import Protocol, TypeVar
 
 from bytewax.outputs import StatelessSinkPartition
 
-from igflow.settings import Settings
+from core.retry import RetryPolicy, write_with_retry
+from core.settings import Settings
 from sinks.dlq import SinkDeadLetters, dlq_max_message_bytes
-from sinks.retry import RetryPolicy, write_with_retry
 
 __all__ = ["RetryingPartition", "StoreWriter"]
 

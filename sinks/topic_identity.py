@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from igflow.errors import FatalSinkError
+from core.errors import FatalSinkError
 
 __all__ = ["TOPIC_IDS_KEY", "TopicChanged", "TopicIds", "recorded_topic_ids"]
 

@@ -28,9 +28,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentError
 from confluent_kafka.admin import AdminClient
 
-from igflow import metrics
-from igflow.errors import IgflowError
-from igflow.records import RawRecord
+from core import metrics
+from core.errors import IgflowError
+from core.records import RawRecord
 
 __all__ = ["KafkaTopicSource"]
 

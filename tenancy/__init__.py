@@ -7,7 +7,7 @@ from tenancy.registry import (
     TenantEntry,
     list_tenants,
     remove_tenant,
-    seed_demo_tenants,
+    seed_tenants,
     upsert_tenant,
 )
 
@@ -18,6 +18,6 @@ __all__ = [
     "TenantEntry",
     "list_tenants",
     "remove_tenant",
-    "seed_demo_tenants",
+    "seed_tenants",
     "upsert_tenant",
 ]

@@ -11,19 +11,17 @@ A tenant's ``sources`` is ``None`` when it accepts any source; otherwise only th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg import errors
 
-from igflow.errors import ConfigError
-from igflow.workload import SOURCES as WORKLOAD_SOURCES
-from igflow.workload import tenant_ids
+from core.errors import ConfigError
+from core.tenants import StaticTenants, TenantDirectory, TenantEntry
 
 __all__ = [
     "PostgresTenants",
@@ -32,7 +30,7 @@ __all__ = [
     "TenantEntry",
     "list_tenants",
     "remove_tenant",
-    "seed_demo_tenants",
+    "seed_tenants",
     "upsert_tenant",
 ]
 
@@ -42,43 +40,11 @@ log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 5
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TenantEntry:
-    """One registered tenant."""
-
-    tenant_id: str
-    active: bool = True
-    #: The sources this tenant accepts; ``None``: any source.
-    sources: frozenset[str] | None = None
-
-
-class TenantDirectory(Protocol):
-    """Looks tenants up by id; ``None`` for a tenant that is not registered."""
-
-    def get(self, tenant_id: str) -> TenantEntry | None: ...
-
-
-class StaticTenants:
-    """A fixed, in-memory :class:`TenantDirectory` (tests, and a fallback without Postgres)."""
-
-    def __init__(self, entries: Iterable[TenantEntry] = ()) -> None:
-        self._entries = {e.tenant_id: e for e in entries}
-
-    @classmethod
-    def of(cls, *tenant_ids: str, sources: Iterable[str] | None = None) -> StaticTenants:
-        """Active tenants ``tenant_ids``, each accepting ``sources`` (``None``: any)."""
-        allowed = None if sources is None else frozenset(sources)
-        return cls(TenantEntry(t, True, allowed) for t in tenant_ids)
-
-    def get(self, tenant_id: str) -> TenantEntry | None:
-        return self._entries.get(tenant_id)
-
-
 class PostgresTenants:
     """A :class:`TenantDirectory` over the ``tenants`` table, cached in memory.
 
     Constructing it connects to nothing. The first :meth:`get` loads the whole table; a failure
-    there raises :class:`~igflow.errors.ConfigError` ("tenant registry unavailable"), which stops
+    there raises :class:`~core.errors.ConfigError` ("tenant registry unavailable"), which stops
     the flow: without the registry every record would be misfiled as ``TENANT_UNKNOWN``. After
     that the table is re-read when the copy is older than ``refresh_seconds`` (monotonic wall
     clock). A refresh that fails keeps the last good copy, logs a warning and is retried
@@ -210,22 +176,20 @@ def remove_tenant(dsn: str, tenant_id: str) -> bool:
         raise _unavailable(exc) from exc
 
 
-def seed_demo_tenants(dsn: str, count: int = 10) -> list[str]:
-    """Register the demo workload's tenants (``tenant-00`` ...), each accepting the workload's
-    sources; returns the ids newly registered.
+def seed_tenants(dsn: str, tenant_ids: Iterable[str], sources: Iterable[str]) -> list[str]:
+    """Register ``tenant_ids``, each active and accepting ``sources``; returns the ids newly
+    registered.
 
-    Idempotent, and it never overwrites: a demo tenant an operator has changed (deactivated, or
-    given other sources) keeps those changes when ``igflow setup`` runs again.
+    Idempotent, and it never overwrites: a tenant an operator has changed (deactivated, or given
+    other sources) keeps those changes when this runs again.
     """
-    ids = tenant_ids(count)
-    sources = sorted(WORKLOAD_SOURCES)
     try:
         with _connect(dsn) as conn:
             rows = conn.execute(
                 "INSERT INTO tenants (tenant_id, active, sources)"
                 " SELECT t, TRUE, %s::text[] FROM unnest(%s::text[]) AS t"
                 " ON CONFLICT (tenant_id) DO NOTHING RETURNING tenant_id",
-                (sources, ids),
+                (sorted(sources), list(tenant_ids)),
             ).fetchall()
     except psycopg.Error as exc:
         raise _unavailable(exc) from exc

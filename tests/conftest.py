@@ -8,9 +8,9 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
-from igflow.contracts import signal_contracts
-from igflow.records import RawRecord
-from igflow.settings import Settings
+from core.contracts import signal_contracts
+from core.records import RawRecord
+from core.settings import Settings
 from igflow.workload import Message
 
 SIGNAL_V1 = signal_contracts()[0]

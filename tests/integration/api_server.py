@@ -19,7 +19,7 @@ from typing import IO, Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
-from igflow.settings import Settings
+from core.settings import Settings
 from tests.integration.conftest import REPO, env_for
 
 __all__ = ["ApiServer", "free_port", "serve", "subscribe"]

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from igflow.admin import catalog, create_topics, setup
+from core.catalog import catalog
+from core.settings import Settings
+from igflow.admin import create_topics, setup
 from igflow.producer import ProduceReport, produce
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec, generate, recent_start
 from sinks.lake_tables import SIGNALS
 from tests.conftest import SIGNAL_V1

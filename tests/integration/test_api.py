@@ -25,10 +25,11 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from api.jwt_keys import mint_token, sign
 from api.persisted import sha256_hex
 from api.webhooks import sign as sign_push
-from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
-from igflow.settings import Settings
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.settings import Settings
+from core.store_keys import score_key
 from sinks.postgres import PostgresWriter
-from sinks.redis import RedisWriter, score_key
+from sinks.redis import RedisWriter
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve, subscribe
 from tests.integration.conftest import read_topic

@@ -18,7 +18,7 @@ import pytest
 
 from api.jwt_keys import mint_token
 from api.webhooks import sign
-from igflow.settings import Settings
+from core.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.test_api import SCORE_QUERY, _change, _write_scores

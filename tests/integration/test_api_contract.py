@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 
 from api.jwt_keys import mint_token
 from api.rest import OPENAPI_FILE
+from core.settings import Settings
 from igflow.admin import create_topics
-from igflow.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 

@@ -28,7 +28,7 @@ import pytest
 
 from api.jwt_keys import mint_token
 from api.persisted import sha256_hex
-from igflow.settings import Settings
+from core.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.test_api import PUBLISH, SCORE_QUERY

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from api.jwt_keys import mint_token
-from igflow.settings import Settings
+from core.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.hostile_documents import aliases, nested_fragments

@@ -19,10 +19,10 @@ from psycopg.rows import dict_row
 
 from api.api_keys import KEY_PREFIX, ApiKeyStore, hash_key
 from api.auth import Authenticator, AuthFailure, Principal
-from igflow.errors import ConfigError
-from igflow.migrations import apply as apply_migrations
-from igflow.reasons import ReasonCode
-from igflow.settings import Settings
+from core.errors import ConfigError
+from core.migrations import apply as apply_migrations
+from core.reasons import ReasonCode
+from core.settings import Settings
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import REPO, env_for
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from api.jwt_keys import mint_token
+from core.settings import Settings
 from igflow.admin import create_topics
-from igflow.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import read_topic

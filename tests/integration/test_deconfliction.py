@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from igflow.admin import catalog
-from igflow.contracts import signal_contracts
+from core.catalog import catalog
+from core.contracts import signal_contracts
+from core.settings import Settings
 from igflow.producer import produce
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec, generate
 from tests.integration.conftest import env_for, finish, igflow, recent
 from tests.integration.test_psi_cli import serving

@@ -10,7 +10,7 @@ import uuid
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from igflow.settings import Settings
+from core.settings import Settings
 from tests.integration.conftest import REPO, env_for
 
 #: The same record with ``value`` as a string: v1 and v2 cannot read data written with it.

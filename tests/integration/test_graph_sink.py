@@ -32,10 +32,11 @@ from hypothesis import given, settings
 from neo4j import GraphDatabase
 from neo4j.exceptions import ConstraintError, Neo4jError
 
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.retry import RetryPolicy, write_with_retry
+from core.settings import Settings
 from dev import stack as dev_stack
 from dev.config import StackConfig
-from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
-from igflow.settings import Settings
 from sinks.graph import (
     EDGE_TYPES,
     NODE_LABELS,
@@ -46,7 +47,6 @@ from sinks.graph import (
     storable,
     transient,
 )
-from sinks.retry import RetryPolicy, write_with_retry
 from tests.integration.conftest import read_topic
 
 pytestmark = pytest.mark.integration

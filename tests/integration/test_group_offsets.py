@@ -8,8 +8,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from core.settings import Settings
 from igflow.producer import end_offsets
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import finish, igflow, lake_rows, produce_workload
 

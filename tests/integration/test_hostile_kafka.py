@@ -23,12 +23,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from igflow.admin import catalog
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, RawRecord
-from igflow.settings import Settings
-from igflow.wire import encode
-from igflow.wire import frame as wire_frame
+from core.catalog import catalog
+from core.reasons import ReasonCode
+from core.records import Decoded, RawRecord
+from core.settings import Settings
+from core.wire import encode
+from core.wire import frame as wire_frame
 from igflow.workload import SOURCES
 from operators.decode import SignalDecoder
 from sinks.dlq import DLQ_HEADERS
@@ -335,7 +335,7 @@ class _Fuzz:
         roll = rng.random()
         headers: list[tuple[str, bytes]] = []
         if rng.random() < 0.1:  # junk headers, and now and then a forged release marker
-            headers = [("igflow.release", rng.randbytes(rng.randrange(40))), ("\x00", b"\xff")]
+            headers = [("core.release", rng.randbytes(rng.randrange(40))), ("\x00", b"\xff")]
         if roll < 0.35:
             key, value = self.valid_record()
         elif roll < 0.45 and self.valid:  # an exact re-send: a counted duplicate

@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from core.settings import Settings
 from igflow.producer import produce
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import finish, igflow, lake_rows, produce_workload, recent
 

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from core.settings import Settings
 from igflow.admin import write_pyiceberg_config
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import REPO, finish, igflow, produce_workload
 

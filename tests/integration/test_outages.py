@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from igflow.settings import Settings
+from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import (
     REPO,

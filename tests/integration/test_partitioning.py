@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from dev import jvm
 from dev.config import StackConfig
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import produce_workload, read_topic
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from core.settings import Settings
 from igflow.producer import produce
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec
 from sinks.dlq import DLQ_HEADERS
 from tests.conftest import SIGNAL_V1

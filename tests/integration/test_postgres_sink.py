@@ -30,12 +30,12 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from psycopg import sql
 
+from core.records import Provenance, ScoreChange
+from core.retry import RetryPolicy, write_with_retry
+from core.settings import Settings
 from dev.config import StackConfig
-from igflow.records import Provenance, ScoreChange
-from igflow.settings import Settings
 from operators.score import round_half_even
 from sinks.postgres import PostgresSink, PostgresWriter, newest_per_tenant, transient
-from sinks.retry import RetryPolicy, write_with_retry
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration

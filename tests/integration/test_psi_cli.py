@@ -19,7 +19,7 @@ import httpx
 import pytest
 from pyiceberg.catalog import Catalog
 
-from igflow.settings import Settings
+from core.settings import Settings
 from tests.unit.test_psi_commands import selector_table, write_csv
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from igflow.settings import Settings
+from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import (
     finish,

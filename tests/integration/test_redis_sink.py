@@ -26,20 +26,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 import sinks.redis as redis_sink
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.retry import RetryPolicy, write_with_retry
+from core.settings import Settings
+from core.store_keys import applied_key, events_channel, score_key, signals_key
 from dev import stack as dev_stack
 from dev.config import StackConfig
-from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
-from igflow.settings import Settings
-from sinks.redis import (
-    RedisSink,
-    RedisWriter,
-    applied_key,
-    events_channel,
-    score_key,
-    signals_key,
-    transient,
-)
-from sinks.retry import RetryPolicy, write_with_retry
+from sinks.redis import RedisSink, RedisWriter, transient
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from igflow.admin import catalog
-from igflow.settings import Settings
+from core.catalog import catalog
+from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
 from tests.integration.conftest import (

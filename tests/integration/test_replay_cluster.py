@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from igflow.settings import Settings
+from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import finish, igflow, json_lines, produce_workload
 

@@ -23,12 +23,12 @@ import redis
 from psycopg import sql
 from pyiceberg.expressions import And, EqualTo
 
-from igflow.admin import catalog
-from igflow.settings import Settings
+from core.catalog import catalog
+from core.settings import Settings
+from core.store_keys import applied_key, score_key, signals_key
 from igflow.workload import SOURCES, WorkloadSpec, tenant_ids
 from sinks.graph import GraphWriter
 from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
-from sinks.redis import applied_key, score_key, signals_key
 from tenancy.registry import remove_tenant, upsert_tenant
 from tests.integration.conftest import finish, igflow, json_lines, produce_workload
 

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 import redis
 
+from core.settings import Settings
+from core.store_keys import score_key
 from dev.config import StackConfig
-from igflow.settings import Settings
 from igflow.workload import SOURCES, WorkloadSpec, tenant_ids
 from operators.score import round_half_even
 from sinks.graph import GraphWriter
-from sinks.redis import score_key
 from tenancy.registry import remove_tenant, upsert_tenant
 from tests.integration.conftest import (
     finish,

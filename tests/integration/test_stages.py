@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from igflow.admin import catalog
-from igflow.contracts import signal_contracts
+from core.catalog import catalog
+from core.contracts import signal_contracts
+from core.settings import Settings
 from igflow.producer import produce
-from igflow.settings import Settings
 from igflow.workload import INVALID_KINDS, WorkloadSpec, generate
 from tests.integration.conftest import (
     finish,

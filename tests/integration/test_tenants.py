@@ -20,16 +20,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from igflow.errors import ConfigError
-from igflow.migrations import apply, discover
-from igflow.settings import Settings
-from igflow.workload import tenant_ids
+from core.errors import ConfigError
+from core.migrations import apply, discover
+from core.settings import Settings
+from igflow.workload import seed_demo_tenants, tenant_ids
 from tenancy.registry import (
     PostgresTenants,
     TenantEntry,
     list_tenants,
     remove_tenant,
-    seed_demo_tenants,
     upsert_tenant,
 )
 from tests.integration.conftest import REPO, env_for

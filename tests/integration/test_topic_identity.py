@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from igflow.settings import Settings
+from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import finish, igflow, lake_rows, produce_workload
 

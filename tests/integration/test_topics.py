@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from core.reasons import ReasonCode
+from core.records import RawRecord, Rejected
+from core.settings import Settings
 from igflow.admin import create_topics
-from igflow.reasons import ReasonCode
-from igflow.records import RawRecord, Rejected
-from igflow.settings import Settings
 from sinks.dlq import DETAIL_MAX_BYTES, dlq_max_message_bytes, dlq_message
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from igflow.contracts import signal_contracts
-from igflow.partitioning import JAVA_PARTITIONER
+from core.contracts import signal_contracts
+from core.partitioning import JAVA_PARTITIONER
+from core.settings import Settings
 from igflow.producer import produce
-from igflow.settings import Settings
 from igflow.workload import WorkloadSpec, generate
 from tests.integration.conftest import finish, igflow, lake_rows, recent
 

@@ -19,10 +19,10 @@ from api.ratelimit import TokenBuckets
 from api.rest import signal_input
 from api.schema import build_schema
 from api.webhooks import Signature, sign, verify
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
-from igflow.records import Signal
-from igflow.settings import Settings
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.records import Signal
+from core.settings import Settings
 
 DOC = "query Q($tenantId: ID!) { tenantCoherence(tenantId: $tenantId) { score } }"
 

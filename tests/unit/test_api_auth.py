@@ -33,10 +33,10 @@ from api.jwt_keys import (
     mint_token,
     sign,
 )
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.settings import Settings
 from igflow.cli import main
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
-from igflow.settings import Settings
 
 READ, WRITE = "coherence:read", "coherence:write"
 

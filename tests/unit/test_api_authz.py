@@ -13,9 +13,9 @@ from hypothesis import given, settings
 
 from api.auth import Principal
 from api.authz import ACTIONS, Authorizer, Decision
-from igflow.errors import SchemaError
-from igflow.reasons import ReasonCode
-from igflow.settings import Settings
+from core.errors import SchemaError
+from core.reasons import ReasonCode
+from core.settings import Settings
 from operators.tenancy import TenancyPolicy, policy_bundle_version
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"

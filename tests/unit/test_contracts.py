@@ -11,8 +11,8 @@ import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from igflow.contracts import load_contracts, signal_contracts
-from igflow.errors import SchemaError
+from core.contracts import load_contracts, signal_contracts
+from core.errors import SchemaError
 
 V1, V2 = signal_contracts()
 

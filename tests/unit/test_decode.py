@@ -9,9 +9,9 @@ import fastavro
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, RawRecord, Rejected
-from igflow.wire import encode, frame
+from core.reasons import ReasonCode
+from core.records import Decoded, RawRecord, Rejected
+from core.wire import encode, frame
 from operators.avro_indexes import index_guard
 from operators.decode import SignalDecoder
 from tests.conftest import SIGNAL_V1, SIGNAL_V2, V1_ID, V2_ID, DictSchemas

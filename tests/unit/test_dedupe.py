@@ -20,9 +20,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from prometheus_client import REGISTRY
 
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal
-from igflow.settings import DedupeSettings
+from core.reasons import ReasonCode
+from core.records import Decoded, Provenance, RawRecord, Rejected, Signal
+from core.settings import DedupeSettings
 from operators.dedupe import TenantDedupe, Verdict, dedupe, late_reject
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

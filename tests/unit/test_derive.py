@@ -8,10 +8,10 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 from pyiceberg.catalog import Catalog
 
+from core.errors import ConfigError
+from core.records import RawRecord
+from core.settings import Settings
 from flows.coherence import build
-from igflow.errors import ConfigError
-from igflow.records import RawRecord
-from igflow.settings import Settings
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from replay.derive import derive_scores

@@ -14,9 +14,9 @@ import pytest
 from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import KafkaError, KafkaException
 
-from igflow.errors import SinkError
-from igflow.reasons import ReasonCode
-from igflow.records import RawRecord, Rejected
+from core.errors import SinkError
+from core.reasons import ReasonCode
+from core.records import RawRecord, Rejected
 from sinks.dlq import _DeadLetterPartition, by_reference, dlq_message, message_size
 
 KEPT_IN = "coherence.quarantine"

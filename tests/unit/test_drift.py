@@ -20,11 +20,11 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from prometheus_client import REGISTRY
 
-from igflow import release
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, Provenance, Quarantined, RawRecord, Signal, input_hash
-from igflow.settings import DriftSettings
+from core import release
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.records import Decoded, Provenance, Quarantined, RawRecord, Signal, input_hash
+from core.settings import DriftSettings
 from operators.drift import SCHEMA_TYPE, TenantDrift, _DriftLogic, batch_id, drift
 from operators.drift_stats import Baseline, ks_critical
 

@@ -14,7 +14,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from igflow.errors import ConfigError
+from core.errors import ConfigError
 from operators.drift_stats import (
     SMOOTHING,
     Baseline,

@@ -11,9 +11,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
+from core.records import RawRecord
+from core.settings import Settings
 from flows.coherence import build
-from igflow.records import RawRecord
-from igflow.settings import Settings
 from igflow.workload import INVALID_KINDS, SOURCES, Message, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from sinks.dlq import DLQ_HEADERS

@@ -9,7 +9,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
-from igflow.records import Decoded, PolicyTags, Provenance, Signal, Tagged
+from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from sinks.iceberg import LEDGER_KEY, IcebergAppender, ensure_table, ledger
 from sinks.lake_tables import SIGNALS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyiceberg.catalog import Catalog
 
-from igflow.records import Tagged
+from core.records import Tagged
 from sinks.iceberg import IcebergAppender, ensure_table, ledger
 from sinks.lake_tables import SIGNALS
 from sinks.ledger_content import (

@@ -11,15 +11,15 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
+from core.errors import ConfigError
+from core.reasons import ReasonCode
 from igflow.cli import main
-from igflow.errors import ConfigError
 from igflow.psi_commands import (
     outcome_document,
     policy_config,
     selectors_csv,
     selectors_table,
 )
-from igflow.reasons import ReasonCode
 from psi import Agreement, Cardinality, Denial, Intersection, KeyId, PolicyConfig, PsiMode
 
 POLICY = PolicyConfig(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 from psi.messages import (
     DENIAL_BYTES,
     MAX_BATCH,

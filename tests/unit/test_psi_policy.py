@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from igflow.errors import SchemaError
-from igflow.reasons import ReasonCode
+from core.errors import SchemaError
+from core.reasons import ReasonCode
 from psi.messages import PsiMode
 from psi.policy import DEFAULT_POLICY_PATH, Agreement, PolicyConfig, PolicyInput, PsiPolicy
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 from psi import (
     Agreement,
     Caller,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 from psi import (
     Agreement,
     Cardinality,

@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, PolicyTags, Provenance, Signal, Tagged, input_hash
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged, input_hash
 from operators.psi import (
     PSI_UNAVAILABLE,
     ClosedWindow,

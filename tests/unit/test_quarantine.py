@@ -14,12 +14,12 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 from pyiceberg.catalog import Catalog
 
+from core.records import RawRecord
+from core.settings import Settings
+from core.wire import encode
 from flows.coherence import build
 from igflow import quarantine_commands
 from igflow.quarantine import QuarantineError, decide, list_batches, rejects_summary
-from igflow.records import RawRecord
-from igflow.settings import Settings
-from igflow.wire import encode
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants

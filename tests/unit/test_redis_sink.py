@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 import redis.exceptions as rx
 
-from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.retry import RetryPolicy, write_with_retry
 from sinks.redis import RedisWriter, retention_seconds, transient
-from sinks.retry import RetryPolicy, write_with_retry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from core.errors import ConfigError, IgflowError
+from core.records import RawRecord
 from igflow.cli import main as cli_main
-from igflow.errors import ConfigError, IgflowError
-from igflow.records import RawRecord
 from replay.run import Progress, _Tally, json_progress, parse_offsets, tty_progress
 from sources.kafka import KafkaTopicSource, _Partition
 

@@ -18,12 +18,12 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
+from core.digest import UNVERIFIABLE_TABLES
+from core.records import RawRecord
+from core.settings import Settings
 from flows.coherence import build
-from igflow.records import RawRecord
-from igflow.settings import Settings
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
-from replay.digest import UNVERIFIABLE_TABLES
 from replay.verify import compare, digest_history, digest_table
 from sinks.lake_tables import TABLES
 from tenancy.registry import StaticTenants

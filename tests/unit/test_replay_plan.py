@@ -18,13 +18,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
+from core.records import RawRecord
+from core.settings import Settings
 from flows.coherence import build
-from igflow.records import RawRecord
-from igflow.settings import Settings
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
-from replay.plan import CommitPlan, load_plans
 from replay.verify import compare, digest_table, files_identical
+from sinks.lake_plan import CommitPlan, load_plans
 from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages

@@ -18,8 +18,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from prometheus_client import REGISTRY
 
-from igflow.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
-from igflow.settings import ScoreSettings
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.settings import ScoreSettings
 from operators.score import Status, TenantScore, round_half_even, score, score_decimal
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

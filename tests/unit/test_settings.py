@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
+from core.settings import Settings, mask
 from igflow.cli import main
-from igflow.errors import ConfigError
-from igflow.settings import Settings, mask
 
 
 def test_defaults_need_no_environment() -> None:

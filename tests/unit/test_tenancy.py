@@ -15,8 +15,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 
-from igflow.errors import SchemaError
-from igflow.records import Decoded, PolicyTags, Provenance, RawRecord, Signal, Tagged, input_hash
+from core.errors import SchemaError
+from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal, Tagged, input_hash
 from operators.tenancy import (
     TAG_NAMES,
     TenancyPolicy,

@@ -15,10 +15,10 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from prometheus_client import REGISTRY
 
-from igflow.errors import ConfigError
-from igflow.reasons import ReasonCode
-from igflow.records import Decoded, Provenance, RawRecord, Rejected, Signal
-from igflow.settings import ValidateSettings
+from core.errors import ConfigError
+from core.reasons import ReasonCode
+from core.records import Decoded, Provenance, RawRecord, Rejected, Signal
+from core.settings import ValidateSettings
 from operators.validate import StaticTenants, TenantEntry, check, check_settings, validate
 
 KAFKA_TS = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

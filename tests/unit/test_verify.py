@@ -14,13 +14,13 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from pyiceberg.catalog import Catalog
 
+from core.digest import digest_arrow, digest_rows, dump_summary, encode_value, parse_summary
+from core.errors import IgflowError
+from core.settings import Settings
 from flows.coherence import build
-from igflow.errors import IgflowError
-from igflow.settings import Settings
 from igflow.verify_commands import parse_window, register
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
-from replay.digest import digest_arrow, digest_rows, dump_summary, encode_value, parse_summary
 from replay.verify import HistoryUnavailable, digest_history, digest_table, verify
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
-from igflow.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "ApiSettings",

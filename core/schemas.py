@@ -13,8 +13,8 @@ import time
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from igflow.contracts import Contract
-from igflow.errors import RegistryError
+from core.contracts import Contract
+from core.errors import RegistryError
 
 __all__ = ["RegisteredContract", "RegistrySchemas", "register_contracts"]
 

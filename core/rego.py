@@ -18,7 +18,7 @@ from typing import Any
 
 from regopy import Interpreter
 
-from igflow.errors import SchemaError
+from core.errors import SchemaError
 
 __all__ = ["CompiledQuery", "bundle_digest", "read_bundle"]
 

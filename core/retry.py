@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from igflow import metrics
+from core import metrics
 
 __all__ = ["RetryPolicy", "write_with_retry"]
 

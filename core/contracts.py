@@ -15,7 +15,7 @@ from typing import Any
 
 import fastavro
 
-from igflow.errors import SchemaError
+from core.errors import SchemaError
 
 __all__ = ["SCHEMA_DIR", "Contract", "load_contracts", "signal_contracts"]
 

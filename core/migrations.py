@@ -1,13 +1,13 @@
 """Versioned Postgres migrations: ``NNNN_name.sql`` files applied once, in order.
 
 The files of a set live in a folder found with :mod:`importlib.resources`, so they ship inside
-the installed package; the project's own set is ``igflow/migrations/postgres/``. Each applied file
+the installed package; the project's own set is ``core/migrations/postgres/``. Each applied file
 is recorded in ``schema_migrations(version, name, checksum, applied_at)``. Tables are created in
 the connection's current schema (the first one of its ``search_path``).
 
 :func:`apply` is idempotent and safe when several processes run it at once (``igflow setup``
 before every start, two workers starting together): it holds a Postgres advisory lock for its
-whole transaction. It refuses to go on, with :class:`~igflow.errors.ConfigError`, when a file that
+whole transaction. It refuses to go on, with :class:`~core.errors.ConfigError`, when a file that
 was applied has changed since (its SHA-256 differs) or when a new file sorts before one already
 applied: both mean the database and the code disagree about its history. Versions in the database
 that have no file (a newer release ran before) are left alone.
@@ -24,16 +24,16 @@ from importlib.resources.abc import Traversable
 
 import psycopg
 
-from igflow.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = ["DEFAULT_PACKAGE", "Migration", "apply", "discover"]
 
 #: The project's migrations.
-DEFAULT_PACKAGE = "igflow.migrations.postgres"
+DEFAULT_PACKAGE = "core.migrations.postgres"
 
 #: Key of the advisory lock that serialises concurrent runs (any fixed 64-bit number; this is
-#: the first 8 bytes of sha256("igflow.migrations"), so it collides with nothing by accident).
-_LOCK_KEY = int.from_bytes(hashlib.sha256(b"igflow.migrations").digest()[:8], "big", signed=True)
+#: the first 8 bytes of sha256("core.migrations"), so it collides with nothing by accident).
+_LOCK_KEY = int.from_bytes(hashlib.sha256(b"core.migrations").digest()[:8], "big", signed=True)
 
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
@@ -68,8 +68,8 @@ def _folder(package: str) -> Traversable:
     """The folder named by dotted path ``package``.
 
     The longest prefix that is an importable package anchors it; the rest are plain folders.
-    So the folder itself need not be a package: ``igflow/migrations/postgres/`` sits beside the
-    module ``igflow/migrations.py``, which shadows any package of that name.
+    So the folder itself need not be a package: ``core/migrations/postgres/`` sits beside the
+    module ``core/migrations.py``, which shadows any package of that name.
     """
     parts = package.split(".")
     for i in range(len(parts), 0, -1):

@@ -37,7 +37,8 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from igflow.settings import Settings
+from core.catalog import catalog
+from core.settings import Settings
 from sinks.iceberg import LEDGER_KEY, Ledger, parse_ledger
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 
@@ -204,8 +205,6 @@ def load_plans(settings: Settings, namespace: str) -> dict[str, CommitPlan]:
     """Per lake table of ``namespace``, the plan of its commits of ``kafka.topic`` (tables that
     do not exist, or hold no commit of that topic, have none)."""
     from pyiceberg.exceptions import NoSuchTableError
-
-    from igflow.admin import catalog
 
     cat = catalog(settings)
     plans: dict[str, CommitPlan] = {}

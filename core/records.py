@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 from decimal import Decimal
 
-from igflow.reasons import ReasonCode
+from core.reasons import ReasonCode
 
 
 class _Immutable:
@@ -29,6 +29,7 @@ class _Immutable:
 
 __all__ = [
     "Decoded",
+    "DeconflictionResult",
     "DriftVerdict",
     "PolicyTags",
     "Provenance",
@@ -218,3 +219,37 @@ class ScoreChange(_Immutable):
     #: The tenant's change number (1, 2, …): deterministic, so a store applies a change only if
     #: its ``seq`` is newer than the one it holds, and a replayed change is a no-op.
     seq: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeconflictionResult(_Immutable):
+    """One tenant's window deconflicted with one partner: a row of ``coherence.deconfliction``."""
+
+    tenant_id: str
+    window_start: datetime
+    window_end: datetime
+    #: ``full_intersection`` or ``intersection_cardinality``.
+    mode: str
+    #: The partner whose set answered (``server_partner_id``).
+    partner: str
+    #: Distinct selectors the window asked about (none left on a local denial).
+    selectors_sent: int
+    #: The matched selectors in first-seen order; empty in cardinality mode or without an answer.
+    matched: tuple[str, ...]
+    #: How many matched; ``None`` without an answer.
+    count: int | None
+    #: ``None`` when the partner answered; else a ReasonCode value (``PSI_UNAVAILABLE``: no answer).
+    reason: str | None
+    signals: int
+    late: int
+    selectors_rejected: int
+    first_offset: int
+    last_offset: int
+    provenance_digest: str
+    #: The window's last signal: its provenance id, manifest and policy bundle version.
+    provenance_id: str
+    provenance: Provenance
+    policy_version: str
+    #: The server key that answered (``epoch.generation.fingerprint``); ``None`` without one.
+    key_epoch: int | None = None
+    key_id: str | None = None
