@@ -54,9 +54,10 @@ demo: setup ## run the main job end to end: 10 tenants x 3,000 signals (5% dupli
 	$(IGFLOW) lake
 	$(IGFLOW) quarantine list --rejects
 
-lint: venv
+lint: venv ## ruff, and the layer contract (import-linter: layers only point down)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy
