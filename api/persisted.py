@@ -25,10 +25,11 @@ from typing import Any
 
 from core.errors import ConfigError
 from core.reasons import ReasonCode
+from core.resources import package_path
 
 __all__ = ["DEFAULT_FILE", "Admission", "PersistedQueries", "sha256_hex"]
 
-DEFAULT_FILE = Path(__file__).resolve().parent / "persisted_queries.json"
+DEFAULT_FILE = package_path("api", "persisted_queries.json")
 #: Queries APQ remembers in development mode (least recently used go first).
 _APQ_CACHE = 1000
 

@@ -22,7 +22,6 @@ import logging
 import math
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -39,12 +38,13 @@ from api.services import Services
 from api.webhooks import ReplayStoreUnavailable, Signature, verify
 from core.bodies import read_body
 from core.reasons import ReasonCode
+from core.resources import package_path
 
 __all__ = ["OPENAPI_FILE", "Rest", "signal_input"]
 
 log = logging.getLogger(__name__)
 
-OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
+OPENAPI_FILE = package_path("api", "openapi.json")
 _ROUTE = "/v1/coherence/signals"
 _FIELDS = {"tenantId", "signalId", "type", "value", "weight", "source", "ts", "selectors"}
 

@@ -9,7 +9,6 @@ errors with codes too (``STORE_UNAVAILABLE``, ``KAFKA_UNAVAILABLE``), never part
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ariadne import (
@@ -30,12 +29,13 @@ from api.scores import StoreUnavailable
 from api.services import Services
 from core.reasons import ReasonCode
 from core.records import Signal
+from core.resources import package_path
 
 __all__ = ["SCHEMA_FILE", "build_schema", "coded"]
 
 Info = GraphQLResolveInfo[Any]
 
-SCHEMA_FILE = Path(__file__).resolve().parent / "schema.graphql"
+SCHEMA_FILE = package_path("api", "schema.graphql")
 
 datetime_scalar = ScalarType("DateTime")
 

@@ -16,10 +16,11 @@ from typing import Any
 import fastavro
 
 from core.errors import SchemaError
+from core.resources import avro_dir
 
 __all__ = ["SCHEMA_DIR", "Contract", "load_contracts", "signal_contracts"]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+SCHEMA_DIR = avro_dir()
 _NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.avsc$")
 
 

@@ -31,6 +31,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import ConfigError
+from core.resources import policies_dir
 
 __all__ = [
     "ApiSettings",
@@ -381,7 +382,7 @@ class Settings:
         """The Rego policy bundle's folder."""
         if self.tenancy.policies_dir:
             return Path(self.tenancy.policies_dir).resolve()
-        return Path(__file__).resolve().parents[1] / "policies"
+        return policies_dir()
 
     @property
     def catalog_properties(self) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from core.errors import ConfigError, SchemaError
 from core.reasons import ReasonCode
 from core.rego import CompiledQuery
+from core.resources import policies_dir
 from psi.messages import PsiMode
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: The policy in the repository's ``policies/`` folder.
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[1] / "policies" / "psi.rego"
+DEFAULT_POLICY_PATH = policies_dir() / "psi.rego"
 _QUERY = "decision := data.igflow.psi.decision"
 _REASONS = {
     r.value: r
