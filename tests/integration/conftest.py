@@ -31,6 +31,7 @@ from igflow.producer import ProduceReport, produce
 from igflow.workload import WorkloadSpec, generate, recent_start
 from sinks.lake_tables import SIGNALS
 from tests.conftest import SIGNAL_V1
+from tests.integration.scratch import Scratch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,13 +48,46 @@ def stack() -> Settings:
 
 
 @pytest.fixture
-def it_settings(stack: Settings) -> Settings:
-    """Settings with this test's own topics and Iceberg namespace."""
+def scratch(stack: Settings) -> Iterator[Scratch]:
+    """What this test creates on the shared stack (see tests/integration/scratch.py), dropped
+    when it ends."""
+    names = Scratch(stack)
+    yield names
+    names.drop()
+
+
+@pytest.fixture(scope="module")
+def module_scratch(stack: Settings) -> Iterator[Scratch]:
+    """:func:`scratch` for a module's fixtures (a server shared by a module's tests)."""
+    names = Scratch(stack)
+    yield names
+    names.drop()
+
+
+def tagged_topics(stack: Settings, scratch: Scratch, kind: str = "signals") -> Settings:
+    """``stack`` with a signal topic (``it.<tag>.<kind>``) and DLQ of its own, created and
+    registered in ``scratch``."""
     tag = uuid.uuid4().hex[:10]
+    settings = stack.with_changes("kafka", topic=f"it.{tag}.{kind}", dlq_topic=f"it.{tag}.dlq")
+    scratch.topics_of(settings)
+    create_topics(settings)
+    return settings
+
+
+def tagged_settings(stack: Settings, scratch: Scratch, tag: str | None = None) -> Settings:
+    """``stack`` with topics and an Iceberg namespace of its own (registered in ``scratch``)."""
+    tag = tag or uuid.uuid4().hex[:10]
     settings = stack.with_changes(
         "kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq"
     ).with_changes("lake", namespace=f"it_{tag}", batch_max_rows=500, batch_max_seconds=0.5)
-    settings = settings.with_changes("stores", sinks="")
+    return scratch.lake_of(scratch.topics_of(settings))
+
+
+@pytest.fixture
+def it_settings(stack: Settings, scratch: Scratch) -> Settings:
+    """Settings with this test's own topics and Iceberg namespace, the lake only; they are
+    dropped when the test ends."""
+    settings = tagged_settings(stack, scratch).with_changes("stores", sinks="")
     create_topics(settings)
     return settings
 

@@ -32,7 +32,8 @@ from sinks.postgres import PostgresWriter
 from sinks.redis import RedisWriter
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve, subscribe
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import read_topic, tagged_topics
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +58,21 @@ EVENTS_SUB = (
 
 
 @pytest.fixture(scope="module")
-def tenants(stack: Settings) -> tuple[str, str]:
+def tenants(stack: Settings, module_scratch: Scratch) -> tuple[str, str]:
     """Two registered tenants of this module's own."""
     tag = uuid.uuid4().hex[:6]
     ids = (f"api-{tag}-a", f"api-{tag}-b")
     for tenant in ids:
+        module_scratch.tenants.add(tenant)
         upsert_tenant(stack.stores.postgres_dsn, tenant)
     return ids
 
 
 @pytest.fixture(scope="module")
-def server(stack: Settings, tenants: tuple[str, str]) -> Iterator[ApiServer]:
-    from igflow.admin import create_topics
-
-    tag = uuid.uuid4().hex[:10]
-    settings = stack.with_changes("kafka", topic=f"it.{tag}.api", dlq_topic=f"it.{tag}.dlq")
-    create_topics(settings)
+def server(
+    stack: Settings, module_scratch: Scratch, tenants: tuple[str, str]
+) -> Iterator[ApiServer]:
+    settings = tagged_topics(stack, module_scratch, "api")
     with serve(settings, IGFLOW_API_WEBHOOK_SECRET="whsec-test") as running:
         yield running
 
@@ -649,13 +649,14 @@ def test_metrics_are_served_only_on_the_loopback_metrics_port(
 
 
 def test_published_signals_come_back_as_the_flows_score_live_and_on_query(
-    it_settings: Settings,
+    it_settings: Settings, scratch: Scratch
 ) -> None:
     from fractions import Fraction
 
     from tests.integration.conftest import finish, igflow
 
     tenant = f"api-e2e-{uuid.uuid4().hex[:6]}"
+    scratch.tenants.add(tenant)
     upsert_tenant(it_settings.stores.postgres_dsn, tenant)
     settings = it_settings.with_changes("stores", sinks="redis,postgres")
     values = [(0.25 + (i % 7) / 10, 1.0 + (i % 3)) for i in range(40)]

@@ -21,6 +21,8 @@ from api.webhooks import sign
 from core.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
+from tests.integration.conftest import tagged_topics
+from tests.integration.scratch import Scratch
 from tests.integration.test_api import SCORE_QUERY, _change, _write_scores
 
 pytestmark = pytest.mark.integration
@@ -31,20 +33,17 @@ PUSH = "/v1/coherence/signals"
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Settings) -> str:
+def tenant(stack: Settings, module_scratch: Scratch) -> str:
     tenant_id = f"abuse-{uuid.uuid4().hex[:8]}"
+    module_scratch.tenants.add(tenant_id)
     upsert_tenant(stack.stores.postgres_dsn, tenant_id)
     return tenant_id
 
 
 @pytest.fixture(scope="module")
-def servers(stack: Settings) -> Iterator[tuple[ApiServer, ApiServer]]:
+def servers(stack: Settings, module_scratch: Scratch) -> Iterator[tuple[ApiServer, ApiServer]]:
     """Two ``igflow serve`` processes over one Redis, Postgres and topic (two replicas)."""
-    from igflow.admin import create_topics
-
-    tag = uuid.uuid4().hex[:10]
-    settings = stack.with_changes("kafka", topic=f"it.{tag}.abuse", dlq_topic=f"it.{tag}.dlq")
-    create_topics(settings)
+    settings = tagged_topics(stack, module_scratch, "abuse")
     with (
         serve(settings, IGFLOW_API_WEBHOOK_SECRET=SECRET) as one,
         serve(settings, IGFLOW_API_WEBHOOK_SECRET=SECRET) as two,

@@ -32,9 +32,10 @@ from schemathesis.specs.openapi.checks import (
 from api.jwt_keys import mint_token
 from api.rest import OPENAPI_FILE
 from core.settings import Settings
-from igflow.admin import create_topics
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
+from tests.integration.conftest import tagged_topics
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +51,11 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def contract_server(stack: Settings) -> Iterator[tuple[ApiServer, str]]:
+def contract_server(stack: Settings, module_scratch: Scratch) -> Iterator[tuple[ApiServer, str]]:
     tenant = f"contract-{uuid.uuid4().hex[:6]}"
+    module_scratch.tenants.add(tenant)
     upsert_tenant(stack.stores.postgres_dsn, tenant)
-    tag = uuid.uuid4().hex[:10]
-    settings = stack.with_changes("kafka", topic=f"it.{tag}.api", dlq_topic=f"it.{tag}.dlq")
-    create_topics(settings)
+    settings = tagged_topics(stack, module_scratch, "api")
     with serve(settings, IGFLOW_API_RATE_LIMIT_RPS="100000") as running:
         yield running, tenant
 

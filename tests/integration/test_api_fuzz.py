@@ -31,6 +31,8 @@ from api.persisted import sha256_hex
 from core.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
+from tests.integration.conftest import tagged_topics
+from tests.integration.scratch import Scratch
 from tests.integration.test_api import PUBLISH, SCORE_QUERY
 
 pytestmark = pytest.mark.integration
@@ -43,14 +45,13 @@ FIELDS = ("tenantId", "signalId", "type", "value", "weight", "source", "ts", "se
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(stack: Settings) -> Iterator[tuple[ApiServer, str, dict[str, str]]]:
-    from igflow.admin import create_topics
-
-    tag = uuid.uuid4().hex[:10]
-    tenant = f"fuzz-{tag[:6]}"
+def fuzz_server(
+    stack: Settings, module_scratch: Scratch
+) -> Iterator[tuple[ApiServer, str, dict[str, str]]]:
+    tenant = f"fuzz-{uuid.uuid4().hex[:6]}"
+    module_scratch.tenants.add(tenant)
     upsert_tenant(stack.stores.postgres_dsn, tenant)
-    settings = stack.with_changes("kafka", topic=f"it.{tag}.fuzz", dlq_topic=f"it.{tag}.dlq")
-    create_topics(settings)
+    settings = tagged_topics(stack, module_scratch, "fuzz")
     with serve(settings, IGFLOW_API_WEBHOOK_SECRET="whsec-fuzz") as server:
         token = mint_token(settings, tenant, ["coherence:read", "coherence:write"])
         yield server, tenant, {"authorization": f"Bearer {token}"}

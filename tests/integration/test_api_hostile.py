@@ -28,7 +28,9 @@ from api.jwt_keys import mint_token
 from core.settings import Settings
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
+from tests.integration.conftest import tagged_topics
 from tests.integration.hostile_documents import aliases, nested_fragments
+from tests.integration.scratch import Scratch
 from tests.integration.test_api import PUBLISH
 
 pytestmark = pytest.mark.integration
@@ -43,19 +45,16 @@ MAX_SUBSCRIPTIONS = 5
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Settings) -> str:
+def tenant(stack: Settings, module_scratch: Scratch) -> str:
     tenant = f"hostile-{uuid.uuid4().hex[:6]}"
+    module_scratch.tenants.add(tenant)
     upsert_tenant(stack.stores.postgres_dsn, tenant)
     return tenant
 
 
 @pytest.fixture(scope="module")
-def server(stack: Settings) -> Iterator[ApiServer]:
-    from igflow.admin import create_topics
-
-    tag = uuid.uuid4().hex[:10]
-    settings = stack.with_changes("kafka", topic=f"it.{tag}.hostile", dlq_topic=f"it.{tag}.dlq")
-    create_topics(settings)
+def server(stack: Settings, module_scratch: Scratch) -> Iterator[ApiServer]:
+    settings = tagged_topics(stack, module_scratch, "hostile")
     with serve(
         settings,
         IGFLOW_API_WS_INIT_TIMEOUT_SECONDS=str(INIT_TIMEOUT_S),

@@ -18,10 +18,10 @@ import pytest
 
 from api.jwt_keys import mint_token
 from core.settings import Settings
-from igflow.admin import create_topics
 from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import read_topic, tagged_topics
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
@@ -34,22 +34,16 @@ _ROUTE = "/v1/coherence/signals"
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Settings) -> str:
+def tenant(stack: Settings, module_scratch: Scratch) -> str:
     tenant = f"lim-{uuid.uuid4().hex[:6]}"
+    module_scratch.tenants.add(tenant)
     upsert_tenant(stack.stores.postgres_dsn, tenant)
     return tenant
 
 
-def _settings(stack: Settings) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    settings = stack.with_changes("kafka", topic=f"it.{tag}.api", dlq_topic=f"it.{tag}.dlq")
-    create_topics(settings)
-    return settings
-
-
 @pytest.fixture(scope="module")
-def server(stack: Settings, tenant: str) -> Iterator[ApiServer]:
-    with serve(_settings(stack)) as running:
+def server(stack: Settings, module_scratch: Scratch, tenant: str) -> Iterator[ApiServer]:
+    with serve(tagged_topics(stack, module_scratch, "api")) as running:
         yield running
 
 
@@ -118,10 +112,14 @@ def test_fields_at_the_limits_are_published(server: ApiServer, tenant: str) -> N
     assert tenant.encode() in ids
 
 
-def test_a_record_larger_than_kafka_takes_is_413_not_503(stack: Settings, tenant: str) -> None:
+def test_a_record_larger_than_kafka_takes_is_413_not_503(
+    stack: Settings, scratch: Scratch, tenant: str
+) -> None:
     # Limits raised past what the producer takes (message.max.bytes, 1,000,000 by default):
     # validate passes it, Kafka refuses it, and that is the client's record, not an outage.
-    with serve(_settings(stack), IGFLOW_VALIDATE_MAX_SELECTOR_BYTES=str(2_000_000)) as server:
+    with serve(
+        tagged_topics(stack, scratch, "api"), IGFLOW_VALIDATE_MAX_SELECTOR_BYTES=str(2_000_000)
+    ) as server:
         got = _rest(server, tenant, _signal(tenant, selectors=["x" * 1_040_000]))
         assert got.status_code == 413, got.text[:300]
         assert got.json()["code"] == "RECORD_TOO_LARGE"

@@ -12,6 +12,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from core.settings import Settings
 from tests.integration.conftest import REPO, env_for
+from tests.integration.scratch import Scratch
 
 #: The same record with ``value`` as a string: v1 and v2 cannot read data written with it.
 INCOMPATIBLE = json.dumps(
@@ -40,9 +41,10 @@ def _check(settings: Settings, subject: str) -> subprocess.CompletedProcess[str]
 
 
 def test_schemas_check_passes_then_fails_on_an_incompatible_registry_version(
-    stack: Settings,
+    stack: Settings, scratch: Scratch
 ) -> None:
     subject = f"it.{uuid.uuid4().hex[:8]}-value"
+    scratch.subjects.add(subject)
     fresh = _check(stack, subject)
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.count("compatible") == 2

@@ -12,6 +12,7 @@ from core.settings import Settings
 from igflow.producer import end_offsets
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import finish, igflow, lake_rows, produce_workload
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +26,11 @@ def _committed(settings: Settings, group: str, partitions: list[int]) -> dict[in
         consumer.close()
 
 
-def test_the_group_offsets_reach_the_end_once_everything_landed(it_settings: Settings) -> None:
+def test_the_group_offsets_reach_the_end_once_everything_landed(
+    it_settings: Settings, scratch: Scratch
+) -> None:
     group = f"it-group-{uuid.uuid4().hex[:8]}"
+    scratch.groups.add(group)
     # Only valid, unique signals: every record lands in the signals table.
     produce_workload(it_settings, WorkloadSpec(tenants=6, count=50, seed=31))
     ends = end_offsets(it_settings, it_settings.kafka.topic)

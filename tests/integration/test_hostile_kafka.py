@@ -13,7 +13,6 @@ import hashlib
 import os
 import random
 import struct
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +32,8 @@ from igflow.workload import SOURCES
 from operators.decode import SignalDecoder
 from sinks.dlq import DLQ_HEADERS
 from tests.conftest import SIGNAL_V1, SIGNAL_V2, DictSchemas
-from tests.integration.conftest import finish, igflow, lake_rows, read_topic
+from tests.integration.conftest import finish, igflow, lake_rows, read_topic, tagged_settings
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +43,9 @@ _TOPIC_MAX = 16 * _MiB
 
 
 @pytest.fixture
-def big_settings(stack: Settings) -> Settings:
+def big_settings(stack: Settings, scratch: Scratch) -> Settings:
     """Fresh topics (the signal topic taking 16 MiB records, the DLQ Kafka's default) and lake."""
-    tag = uuid.uuid4().hex[:10]
-    settings = (
-        stack.with_changes("kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq")
-        .with_changes("lake", namespace=f"it_{tag}", batch_max_rows=500, batch_max_seconds=0.5)
-        .with_changes("stores", sinks="")
-    )
+    settings = tagged_settings(stack, scratch).with_changes("stores", sinks="")
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     topics = [
         NewTopic(

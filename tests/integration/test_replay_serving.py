@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -29,8 +28,9 @@ from core.store_keys import applied_key, score_key, signals_key
 from igflow.workload import SOURCES, WorkloadSpec, tenant_ids
 from sinks.graph import GraphWriter
 from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
-from tenancy.registry import remove_tenant, upsert_tenant
+from tenancy.registry import upsert_tenant
 from tests.integration.conftest import finish, igflow, json_lines, produce_workload
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,13 @@ STAGE_ENV = {
 
 
 @pytest.fixture
-def tenants(it_settings: Settings) -> Iterator[tuple[str, list[str]]]:
+def tenants(it_settings: Settings, scratch: Scratch) -> tuple[str, list[str]]:
     prefix = f"r{uuid.uuid4().hex[:8]}"
     ids = tenant_ids(TENANTS, prefix)
+    scratch.tenant_prefixes.add(f"{prefix}-")
     for tenant in ids:
         upsert_tenant(it_settings.stores.postgres_dsn, tenant, sources=SOURCES)
-    yield prefix, ids
-    for tenant in ids:
-        remove_tenant(it_settings.stores.postgres_dsn, tenant)
+    return prefix, ids
 
 
 def _graph(settings: Settings, label_prefix: str = "") -> GraphWriter:
@@ -92,25 +91,6 @@ def _serving(settings: Settings, ids: list[str], names: dict[str, str]) -> dict[
     return {"redis": hot, "graph": nodes, "postgres": rows}
 
 
-def _clean(settings: Settings, prefix: str, ids: list[str], names: dict[str, str]) -> None:
-    client = redis.Redis.from_url(settings.stores.redis_url)
-    try:
-        for pattern in (f"tenant:{prefix}-*", f"{names.get('redis', 'none:')}*"):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
-    finally:
-        client.close()
-    _graph(settings).delete_tenants(prefix)
-    if names.get("graph"):
-        _graph(settings, names["graph"]).drop_scratch()
-    with psycopg.connect(settings.stores.postgres_dsn) as conn:
-        conn.execute("DELETE FROM coherence_scores WHERE tenant_id = ANY(%s)", (ids,))
-        schema = names.get("postgres", "").removesuffix(".coherence_scores")
-        if schema:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 def _verify(settings: Settings, against: str) -> tuple[int, str]:
     proc = igflow(settings, "verify", "--against", against)
     out, err = proc.communicate(timeout=240)
@@ -130,7 +110,7 @@ def _per_table(out: str) -> dict[str, tuple[str, str]]:
 
 
 def test_replay_into_the_serving_stores_verifies_identical_and_a_changed_row_is_caught(
-    it_settings: Settings, tenants: tuple[str, list[str]]
+    it_settings: Settings, scratch: Scratch, tenants: tuple[str, list[str]]
 ) -> None:
     prefix, ids = tenants
     settings = it_settings.with_changes("stores", sinks="redis,graph,postgres").with_changes(
@@ -148,92 +128,90 @@ def test_replay_into_the_serving_stores_verifies_identical_and_a_changed_row_is_
     )
     produce_workload(settings, spec)
     original = settings.lake.namespace
-    scratch = f"{original}_r"
-    names: dict[str, str] = {}
+    into = f"{original}_r"
+    taken = f"{original}_t"
+    scratch.replay_into(into)
+    scratch.replay_into(taken)
+    _out, err = finish(igflow(settings, "run", **STAGE_ENV))
+    ends = {
+        line["kafka_partition"]: line["kafka_offset"]
+        for line in json_lines(err)
+        if line.get("op") == "source.end"
+    }
+    assert ends and sum(ends.values()) > 0, "no source.end log lines"
+    # The workload did what it should: drift held, invalid and bad records rejected.
+    quarantine = catalog(settings).load_table(f"{original}.{QUARANTINE.name}")
+    reasons = set(quarantine.scan().to_arrow().column("reason").to_pylist())
+    assert {"DRIFT_DETECTED", "FIELD_INVALID", "DECODE_FAILED"} <= reasons, reasons
+    before = _serving(settings, ids, {})
+    assert all(score and stream for score, stream, _marks in before["redis"].values())
+    assert len(before["postgres"]) == TENANTS
+
+    frm = ",".join(f"{p}:0" for p in sorted(ends))
+    to = ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))
+    out, _err = finish(
+        igflow(settings, "replay", "--from", frm, "--to", to, "--into", into, **STAGE_ENV)
+    )
+    report = json.loads(out.strip().splitlines()[-1])
+    names = report["stores"]
+    assert names == {
+        "redis": f"replay:{into}:",
+        "graph": f"replay_{into}_",
+        "postgres": f"replay_{into}.coherence_scores",
+    }
+    assert report["rows"] == sum(ends.values())
+    assert set(report["planned_commits"]) >= {SIGNALS.name, SCORES.name, QUARANTINE.name}
+
+    # The scratch stores hold what the originals hold; the originals are untouched.
+    assert _serving(settings, ids, names) == before
+    assert _serving(settings, ids, {}) == before
+
+    # Every table with rows: identical digests, and byte-identical data files.
+    code, out = _verify(settings, into)
+    assert code == 0 and "IDENTICAL" in out, out
+    print(out.split("per table", 1)[1])  # the measure: shown with pytest -s
+    per_table = _per_table(out)
+    for name in (SIGNALS.name, SCORES.name, QUARANTINE.name):
+        groups, files = per_table[name]
+        matching, _of, total = groups.split()
+        assert matching == total != "0", f"{name}: {groups}"
+        same, _of, count = files.split()
+        assert same == count != "0", f"{name}: {files} data files byte-identical"
+
+    # A scratch namespace or scratch stores that hold data are refused.
+    proc = igflow(settings, "replay", "--from", frm, "--to", to, "--into", into)
+    _o, e = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and b"already has tables" in e
+    client = redis.Redis.from_url(settings.stores.redis_url)
+    client.set(f"replay:{taken}:tenant:x:score", "1")
     try:
-        _out, err = finish(igflow(settings, "run", **STAGE_ENV))
-        ends = {
-            line["kafka_partition"]: line["kafka_offset"]
-            for line in json_lines(err)
-            if line.get("op") == "source.end"
-        }
-        assert ends and sum(ends.values()) > 0, "no source.end log lines"
-        # The workload did what it should: drift held, invalid and bad records rejected.
-        quarantine = catalog(settings).load_table(f"{original}.{QUARANTINE.name}")
-        reasons = set(quarantine.scan().to_arrow().column("reason").to_pylist())
-        assert {"DRIFT_DETECTED", "FIELD_INVALID", "DECODE_FAILED"} <= reasons, reasons
-        before = _serving(settings, ids, {})
-        assert all(score and stream for score, stream, _marks in before["redis"].values())
-        assert len(before["postgres"]) == TENANTS
-
-        frm = ",".join(f"{p}:0" for p in sorted(ends))
-        to = ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))
-        out, _err = finish(
-            igflow(settings, "replay", "--from", frm, "--to", to, "--into", scratch, **STAGE_ENV)
-        )
-        report = json.loads(out.strip().splitlines()[-1])
-        names = report["stores"]
-        assert names == {
-            "redis": f"replay:{scratch}:",
-            "graph": f"replay_{scratch}_",
-            "postgres": f"replay_{scratch}.coherence_scores",
-        }
-        assert report["rows"] == sum(ends.values())
-        assert set(report["planned_commits"]) >= {SIGNALS.name, SCORES.name, QUARANTINE.name}
-
-        # The scratch stores hold what the originals hold; the originals are untouched.
-        assert _serving(settings, ids, names) == before
-        assert _serving(settings, ids, {}) == before
-
-        # Every table with rows: identical digests, and byte-identical data files.
-        code, out = _verify(settings, scratch)
-        assert code == 0 and "IDENTICAL" in out, out
-        print(out.split("per table", 1)[1])  # the measure: shown with pytest -s
-        per_table = _per_table(out)
-        for name in (SIGNALS.name, SCORES.name, QUARANTINE.name):
-            groups, files = per_table[name]
-            matching, _of, total = groups.split()
-            assert matching == total != "0", f"{name}: {groups}"
-            same, _of, count = files.split()
-            assert same == count != "0", f"{name}: {files} data files byte-identical"
-
-        # A scratch namespace or scratch stores that hold data are refused.
-        proc = igflow(settings, "replay", "--from", frm, "--to", to, "--into", scratch)
+        proc = igflow(settings, "replay", "--from", frm, "--to", to, "--into", taken)
         _o, e = proc.communicate(timeout=120)
-        assert proc.returncode == 2 and b"already has tables" in e
-        taken = f"{original}_t"
-        client = redis.Redis.from_url(settings.stores.redis_url)
-        client.set(f"replay:{taken}:tenant:x:score", "1")
-        try:
-            proc = igflow(settings, "replay", "--from", frm, "--to", to, "--into", taken)
-            _o, e = proc.communicate(timeout=120)
-        finally:
-            client.delete(f"replay:{taken}:tenant:x:score")
-            client.close()
-        assert proc.returncode == 2 and b"already hold data" in e, e.decode()[-2000:]
-        assert not catalog(settings).namespace_exists(taken), "a refused replay created tables"
-
-        # Change one row of the scratch signals table: exactly that mismatch, exit 1.
-        changed = _change_one_signal(settings, scratch)
-        code, out = _verify(settings, scratch)
-        assert code == 1 and "DIFFERENT" in out, out
-        mismatched = [line for line in out.splitlines() if line.endswith(" mismatch")]
-        assert len(mismatched) == 1, out
-        table, tenant, partition = mismatched[0].split()[:3]
-        assert (table, tenant, int(partition)) == (
-            SIGNALS.name,
-            changed["tenant_id"],
-            changed["kafka_partition"],
-        )
-        removed = [line for line in out.splitlines() if line.startswith("  - only in original:")]
-        added = [line for line in out.splitlines() if line.startswith("  + only in other:")]
-        assert len(removed) == len(added) == 1, out
-        assert f"'signal_id': '{changed['signal_id']}'" in removed[0]
-        assert f"'value': {changed['old']!r}" in removed[0]
-        assert f"'value': {changed['new']!r}" in added[0]
-        assert f"'signal_id': '{changed['signal_id']}'" in added[0]
     finally:
-        _clean(settings, prefix, ids, names)
+        client.delete(f"replay:{taken}:tenant:x:score")
+        client.close()
+    assert proc.returncode == 2 and b"already hold data" in e, e.decode()[-2000:]
+    assert not catalog(settings).namespace_exists(taken), "a refused replay created tables"
+
+    # Change one row of the scratch signals table: exactly that mismatch, exit 1.
+    changed = _change_one_signal(settings, into)
+    code, out = _verify(settings, into)
+    assert code == 1 and "DIFFERENT" in out, out
+    mismatched = [line for line in out.splitlines() if line.endswith(" mismatch")]
+    assert len(mismatched) == 1, out
+    table, tenant, partition = mismatched[0].split()[:3]
+    assert (table, tenant, int(partition)) == (
+        SIGNALS.name,
+        changed["tenant_id"],
+        changed["kafka_partition"],
+    )
+    removed = [line for line in out.splitlines() if line.startswith("  - only in original:")]
+    added = [line for line in out.splitlines() if line.startswith("  + only in other:")]
+    assert len(removed) == len(added) == 1, out
+    assert f"'signal_id': '{changed['signal_id']}'" in removed[0]
+    assert f"'value': {changed['old']!r}" in removed[0]
+    assert f"'value': {changed['new']!r}" in added[0]
+    assert f"'signal_id': '{changed['signal_id']}'" in added[0]
 
 
 def _change_one_signal(settings: Settings, namespace: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dev.config import StackConfig
 from igflow.workload import SOURCES, WorkloadSpec, tenant_ids
 from operators.score import round_half_even
 from sinks.graph import GraphWriter
-from tenancy.registry import remove_tenant, upsert_tenant
+from tenancy.registry import upsert_tenant
 from tests.integration.conftest import (
     finish,
     igflow,
@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     produce_workload,
     read_topic,
 )
+from tests.integration.scratch import Scratch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,14 +45,13 @@ def _exact_score(rows: list[dict[str, Any]]) -> Fraction:
 
 
 @pytest.fixture
-def tenants(it_settings: Settings) -> Any:
+def tenants(it_settings: Settings, scratch: Scratch) -> Any:
     prefix = f"s{uuid.uuid4().hex[:8]}"
     ids = tenant_ids(TENANTS, prefix)
+    scratch.tenant_prefixes.add(f"{prefix}-")
     for tenant in ids:
         upsert_tenant(it_settings.stores.postgres_dsn, tenant, sources=SOURCES)
-    yield prefix, ids
-    for tenant in ids:
-        remove_tenant(it_settings.stores.postgres_dsn, tenant)
+    return prefix, ids
 
 
 def _settings(it_settings: Settings, sinks: str) -> Settings:
@@ -84,8 +84,6 @@ def _check_redis(settings: Settings, ids: list[str], by_tenant: dict[str, Any]) 
             # The stream is capped with MAXLEN ~: at least the cap, at most a node more.
             assert client.xlen(f"tenant:{tenant}:signals") >= settings.stores.redis_stream_max
     finally:
-        for tenant in ids:
-            client.delete(*client.keys(f"tenant:{tenant}:*"))
         client.close()
 
 
@@ -97,7 +95,6 @@ def _check_postgres(settings: Settings, ids: list[str], by_tenant: dict[str, Any
             " WHERE tenant_id = ANY(%s) ORDER BY tenant_id",
             (ids,),
         ).fetchall()
-        conn.execute("DELETE FROM coherence_scores WHERE tenant_id = ANY(%s)", (ids,))
     assert [tuple(r) for r in found] == [
         (t, round_half_even(_exact_score(by_tenant[t])), COUNT) for t in ids
     ]
@@ -105,15 +102,11 @@ def _check_postgres(settings: Settings, ids: list[str], by_tenant: dict[str, Any
 
 def _check_graph(settings: Settings, prefix: str) -> None:
     """One Signal node, one EMITS and one HAS_PROVENANCE edge per unique signal."""
-    graph = GraphWriter.for_stores(settings.stores)
-    try:
-        counts = graph.counts(prefix)
-        unique = TENANTS * COUNT
-        assert counts["Signal"] == counts["EMITS"] == counts["HAS_PROVENANCE"] == unique
-        assert counts["Provenance"] == unique
-        assert counts["Tenant"] == counts["CoherenceScore"] == counts["HAS_SCORE"] == TENANTS
-    finally:
-        graph.delete_tenants(prefix)
+    counts = GraphWriter.for_stores(settings.stores).counts(prefix)
+    unique = TENANTS * COUNT
+    assert counts["Signal"] == counts["EMITS"] == counts["HAS_PROVENANCE"] == unique
+    assert counts["Provenance"] == unique
+    assert counts["Tenant"] == counts["CoherenceScore"] == counts["HAS_SCORE"] == TENANTS
 
 
 def _check(settings: Settings, prefix: str, ids: list[str]) -> None:

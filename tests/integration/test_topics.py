@@ -7,23 +7,32 @@ import os
 import uuid
 
 import pytest
+import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from core.catalog import catalog
 from core.reasons import ReasonCode
 from core.records import RawRecord, Rejected
 from core.settings import Settings
+from core.store_keys import score_key
 from igflow.admin import create_topics
 from sinks.dlq import DETAIL_MAX_BYTES, dlq_max_message_bytes, dlq_message
+from sinks.iceberg import ensure_table
+from sinks.lake_tables import SIGNALS
+from tests.conftest import SIGNAL_V1
+from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def topics(stack: Settings) -> Settings:
+def topics(stack: Settings, scratch: Scratch) -> Settings:
     """Settings naming two fresh topics, created by ``create_topics``."""
     tag = uuid.uuid4().hex[:10]
     settings = stack.with_changes("kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq")
+    scratch.topics_of(settings)
     assert sorted(create_topics(settings)) == sorted([f"it.{tag}.signals", f"it.{tag}.dlq"])
     return settings
 
@@ -112,3 +121,39 @@ def test_the_largest_signal_record_can_be_dead_lettered(topics: Settings) -> Non
         headers["igflow.detail"].decode()  # cut on a character boundary
     finally:
         consumer.close()
+
+
+def test_a_tests_scratch_names_are_dropped_when_it_ends(stack: Settings) -> None:
+    """The fixtures' clean-up (tests/integration/scratch.py) removes what it was given: topics,
+    a namespace and the ones named after it, a tenant's serving entries, a subject."""
+    scratch = Scratch(stack)
+    tag = uuid.uuid4().hex[:10]
+    settings = stack.with_changes(
+        "kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq"
+    ).with_changes("lake", namespace=f"it_{tag}")
+    scratch.lake_of(scratch.topics_of(settings))
+    create_topics(settings)
+    cat = catalog(settings)
+    for namespace in (f"it_{tag}", f"it_{tag}_replay"):
+        ensure_table(cat, namespace, SIGNALS)
+    tenant = f"it-drop-{tag}"
+    scratch.tenants.add(tenant)
+    hot = redis.Redis.from_url(stack.stores.redis_url)
+    hot.set(score_key(tenant), "1")
+    subject = f"it.{tag}-value"
+    scratch.subjects.add(subject)
+    with SchemaRegistryClient({"url": stack.kafka.schema_registry_url}) as client:
+        client.register_schema(subject, Schema(SIGNAL_V1.text, "AVRO"))
+
+    scratch.drop()
+
+    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap})
+    assert not {settings.kafka.topic, settings.kafka.dlq_topic} & set(
+        admin.list_topics(timeout=30).topics
+    )
+    names = {".".join(n) for n in cat.list_namespaces()}
+    assert not {f"it_{tag}", f"it_{tag}_replay"} & names
+    assert hot.exists(score_key(tenant)) == 0
+    hot.close()
+    with SchemaRegistryClient({"url": stack.kafka.schema_registry_url}) as client:
+        assert subject not in client.get_subjects()
