@@ -14,6 +14,7 @@ __all__ = [
     "DEDUPE_RATE",
     "DLQ_BY_REFERENCE",
     "DLQ_EVENTS",
+    "DLQ_SKIPPED",
     "DRIFT_BATCHES",
     "DUPLICATES",
     "EVENTS_IN",
@@ -41,6 +42,10 @@ DLQ_EVENTS = Counter("igflow_dlq_events_total", "Records sent to the DLQ", ["rea
 DLQ_BY_REFERENCE = Counter(
     "igflow_dlq_by_reference_total",
     "DLQ messages sent without their value (too large for the DLQ; the bytes are in quarantine)",
+)
+DLQ_SKIPPED = Counter(
+    "igflow_dlq_skipped_total",
+    "Rejects not sent to the DLQ again: at or below their lane's mark (a resume or a re-run)",
 )
 LAKE_SKIPPED = Counter(
     "igflow_lake_skipped_total",

@@ -209,6 +209,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
             settings.kafka.dlq_topic,
             max_bytes=dlq_max_message_bytes(settings.kafka.max_message_bytes),
             kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}",
+            replication_factor=settings.kafka.replication_factor,
         ),
     )
     signal_values = op.key_rm("signals_values", tagged)

@@ -22,7 +22,7 @@ from core.migrations import apply as apply_migrations
 from core.schemas import RegisteredContract, register_contracts
 from core.settings import KafkaSettings, Settings
 from igflow.workload import seed_demo_tenants
-from sinks.dlq import dlq_max_message_bytes
+from sinks.dlq import dlq_max_message_bytes, marks_topic_spec
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import SIGNALS, TABLES
 
@@ -38,7 +38,8 @@ __all__ = [
 
 
 def topic_specs(kafka: KafkaSettings) -> list[NewTopic]:
-    """The signal and DLQ topics as ``igflow setup`` creates them: explicit partitions,
+    """The signal and DLQ topics, and the DLQ's compacted marks topic
+    (:func:`sinks.dlq.marks_topic_spec`), as ``igflow setup`` creates them: explicit partitions,
     replication and configs. The DLQ accepts every record the signal topic does, plus the DLQ
     headers (:func:`sinks.dlq.dlq_max_message_bytes`); both keep producer timestamps, which the
     validate step checks event times against."""
@@ -54,13 +55,16 @@ def topic_specs(kafka: KafkaSettings) -> list[NewTopic]:
         "retention.ms": str(kafka.dlq_retention_ms),
     }
     return [
-        NewTopic(
-            topic,
-            num_partitions=kafka.partitions,
-            replication_factor=kafka.replication_factor,
-            config=config,
-        )
-        for topic, config in ((kafka.topic, signals), (kafka.dlq_topic, dlq))
+        *(
+            NewTopic(
+                topic,
+                num_partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor,
+                config=config,
+            )
+            for topic, config in ((kafka.topic, signals), (kafka.dlq_topic, dlq))
+        ),
+        marks_topic_spec(kafka.dlq_topic, kafka.replication_factor),
     ]
 
 

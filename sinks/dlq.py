@@ -6,9 +6,19 @@ re-produced as it was. Headers (all UTF-8): ``igflow.reason`` (a :class:`ReasonC
 ``igflow.source.offset``, ``igflow.input_hash``, plus the original record's headers are not
 copied (they may carry producer data we do not vouch for).
 
-Delivery is at least once (each batch is flushed and every delivery confirmed, else the flow
-stops and resumes from its snapshot); a consumer of the DLQ de-duplicates on (source topic,
-partition, offset).
+**Each reject once**, across restarts, resumes and re-runs. Each worker writes its batches in
+Kafka transactions (``transactional.id`` per DLQ topic and worker): with the messages, the
+same transaction writes the batch's high-water marks to the compacted topic
+``<dlq_topic>.marks`` (:func:`dlq_marks_topic`), one per (source topic id, partition, lane). At
+start a worker reads the marks (read_committed, after ``init_transactions`` fenced and aborted
+whatever its previous incarnation left open) and skips every reject at or below its lane's
+mark: what Bytewax replays after a resume, and what a bounded re-run reads again. A lane is the
+stage for the stages before the flow is keyed by tenant (``decode``, ``validate``: a partition's
+records are on one worker, in offset order) and ``stage:tenant`` after it (``dedupe``: each
+tenant's records stay in order), so a mark is sound; the header ``igflow.lane`` carries it.
+Consumers read the DLQ with ``isolation.level=read_committed`` (librdkafka's default) so they
+never see an aborted attempt. The source topic's id (not its name) keys the marks: a topic
+deleted and created again starts afresh.
 
 **Poison pills.** Any record the source can read leaves as a reject, however large. A message
 larger than the DLQ topic's ``max.message.bytes`` (:func:`dlq_max_message_bytes`: the signal
@@ -25,19 +35,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.cimpl import NewTopic
 
 from core import metrics
 from core.errors import ConfigError, SinkError
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
+from sinks.topic_identity import TopicIds
 
 __all__ = [
     "DETAIL_MAX_BYTES",
@@ -45,12 +67,17 @@ __all__ = [
     "DLQ_HEADROOM_BYTES",
     "REFERENCE_HEADERS",
     "DeadLetterSink",
+    "MarkKey",
     "SinkDeadLetters",
     "by_reference",
+    "dlq_lane",
+    "dlq_marks_topic",
     "dlq_max_message_bytes",
     "dlq_message",
     "dlq_sink",
+    "marks_topic_spec",
     "message_size",
+    "read_marks",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,7 +89,11 @@ DLQ_HEADERS = (
     "igflow.source.partition",
     "igflow.source.offset",
     "igflow.input_hash",
+    "igflow.stage",
+    "igflow.lane",
 )
+#: Stages that reject before the flow is keyed by tenant: one lane per stage and partition.
+_UNKEYED_STAGES = frozenset({"decode", "validate"})
 
 
 #: Longest ``igflow.detail`` header, in UTF-8 bytes (longer details are cut).
@@ -89,6 +120,18 @@ def _detail(text: str) -> bytes:
     )
 
 
+def dlq_marks_topic(dlq_topic: str) -> str:
+    """The compacted topic holding the DLQ's exactly-once marks (see the module docstring)."""
+    return f"{dlq_topic}.marks"
+
+
+def dlq_lane(rejected: Rejected) -> str:
+    """The exactly-once lane of a reject (see the module docstring)."""
+    if rejected.stage in _UNKEYED_STAGES:
+        return rejected.stage
+    return f"{rejected.stage}:{rejected.tenant_id or ''}"
+
+
 def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:
     """The DLQ message for a rejected record (counts it and logs it, once)."""
     raw = rejected.record
@@ -111,6 +154,8 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
         str(raw.partition),
         str(raw.offset),
         rejected.input_hash,
+        rejected.stage,
+        dlq_lane(rejected),
     )
     headers = [
         (name, _detail(value) if name == "igflow.detail" else value.encode())
@@ -127,6 +172,9 @@ REFERENCE_HEADERS = ("igflow.value.omitted", "igflow.key.omitted", "igflow.value
 _KEEP_KEY_BYTES = 1024
 #: Room the producer's ``message.max.bytes`` leaves above our own cap for its framing.
 _FRAMING_BYTES = 4096
+#: What a record batch adds to key, value and headers, at most (batch and record headers,
+#: varints; a transactional batch of one record): the topic's limit counts the batch.
+_RECORD_OVERHEAD_BYTES = 512
 
 
 def message_size(msg: DlqMessage) -> int:
@@ -156,41 +204,163 @@ def _reducible(msg: DlqMessage) -> bool:
     return msg.value is not None or (msg.key is not None and len(msg.key) > _KEEP_KEY_BYTES)
 
 
+#: A mark's key: (source topic id, source partition, lane).
+MarkKey = tuple[str, int, str]
+
+
+def _mark_key(key: MarkKey) -> bytes:
+    return json.dumps(list(key), separators=(",", ":")).encode()
+
+
+def _header_map(msg: DlqMessage) -> dict[str, str]:
+    return {name: (value or b"").decode(errors="replace") for name, value in msg.headers}
+
+
+def read_marks(bootstrap: str, marks_topic: str, timeout_s: float = 60.0) -> dict[MarkKey, int]:
+    """Every mark committed to ``marks_topic`` (read_committed; the last one per key wins)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "igflow-dlq-marks",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    marks: dict[MarkKey, int] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        # A topic created a moment ago (by another worker) may not be in every broker's
+        # metadata yet: ask again until it is.
+        while True:
+            metadata = consumer.list_topics(marks_topic, timeout=timeout_s).topics[marks_topic]
+            if metadata.error is None and metadata.partitions:
+                break
+            if time.monotonic() > deadline:
+                msg = f"DLQ marks topic {marks_topic}: {metadata.error} (run igflow setup)"
+                raise SinkError(msg)
+            time.sleep(0.2)
+        remaining = set()
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(marks_topic, p), timeout=timeout_s
+            )
+            if high > low:
+                remaining.add(p)
+        consumer.assign([TopicPartition(marks_topic, p, OFFSET_BEGINNING) for p in remaining])
+        while remaining:
+            if time.monotonic() > deadline:
+                msg = f"DLQ marks topic {marks_topic}: not read to its end in {timeout_s} s"
+                raise SinkError(msg)
+            record = consumer.poll(0.5)
+            if record is None:
+                continue
+            error = record.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(record.partition())
+                    continue
+                msg = f"DLQ marks topic {marks_topic}: {error}"
+                raise SinkError(msg)
+            topic_id, partition, lane = json.loads(record.key() or b"null")
+            marks[(str(topic_id), int(partition), str(lane))] = int(record.value() or b"-1")
+    finally:
+        consumer.close()
+    return marks
+
+
 class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
-    def __init__(self, producer: Producer, topic: str, max_bytes: int, kept_in: str) -> None:
+    """One worker's DLQ writer: transactions, marks, and sending by reference."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        max_bytes: int,
+        kept_in: str,
+        marks: dict[MarkKey, int],
+        topic_ids: TopicIds,
+    ) -> None:
         self._producer = producer
         self._topic = topic
+        self._marks_topic = dlq_marks_topic(topic)
         self._max_bytes = max_bytes
         self._kept_in = kept_in
+        self._marks = marks
+        self._topic_ids = topic_ids
+
+    def _fresh(self, items: list[DlqMessage]) -> tuple[list[DlqMessage], dict[MarkKey, int]]:
+        """The items above their lane's mark, and the marks they raise."""
+        fresh: list[DlqMessage] = []
+        raised: dict[MarkKey, int] = {}
+        for msg in items:
+            headers = _header_map(msg)
+            key = (
+                self._topic_ids(headers["igflow.source.topic"]),
+                int(headers["igflow.source.partition"]),
+                headers["igflow.lane"],
+            )
+            offset = int(headers["igflow.source.offset"])
+            if offset <= max(self._marks.get(key, -1), raised.get(key, -1)):
+                metrics.DLQ_SKIPPED.inc()
+                continue
+            raised[key] = offset
+            fresh.append(msg)
+        return fresh, raised
 
     def write_batch(self, items: list[DlqMessage]) -> None:
-        refused: list[DlqMessage] = []
-        failures: list[KafkaError] = []
-        for msg in items:
+        fresh, raised = self._fresh(items)
+        if not fresh:
+            return
+        # Too large for our cap: by reference from the start. Refused by the broker as too
+        # large (a topic max.message.bytes below our cap): the attempt is aborted and made once
+        # more with those by reference, which are a few hundred bytes.
+        small = [by_reference(m, self._kept_in) for m in fresh]
+        for i, msg in enumerate(fresh):
             if message_size(msg) > self._max_bytes:
                 metrics.DLQ_BY_REFERENCE.inc()
-                msg = by_reference(msg, self._kept_in)
-            self._produce(msg, refused, failures)
-        self._flush()
-        # The broker refused some as too large (a topic max.message.bytes below our cap): once
-        # more, by reference, which is a few hundred bytes.
-        for msg in refused:
-            metrics.DLQ_BY_REFERENCE.inc()
-            self._produce(by_reference(msg, self._kept_in), [], failures)
-        if refused:
+                fresh[i] = small[i]
+        for _attempt in range(3):
+            refused: list[int] = []
+            failures: list[KafkaError] = []
+            self._producer.begin_transaction()
+            for i, msg in enumerate(fresh):
+                self._produce(i, msg, refused, failures)
+            for key, offset in raised.items():
+                self._producer.produce(
+                    self._marks_topic, key=_mark_key(key), value=str(offset).encode()
+                )
             self._flush()
-        if failures:
-            msg_text = f"DLQ {self._topic}: {len(failures)} message(s) not delivered: {failures[0]}"
-            raise SinkError(msg_text)
+            purged = [e for e in failures if e.code() == KafkaError._PURGE_QUEUE]
+            if refused or (purged and len(purged) == len(failures)):
+                # Other messages of the attempt may fail with it (the idempotent producer
+                # stops a partition's in-flight messages after a refusal): the next attempt,
+                # with the refused ones by reference, decides.
+                self._producer.abort_transaction(60.0)
+                for i in refused:
+                    metrics.DLQ_BY_REFERENCE.inc()
+                    fresh[i] = small[i]
+                continue
+            if failures:
+                self._producer.abort_transaction(60.0)
+                msg_text = (
+                    f"DLQ {self._topic}: {len(failures)} message(s) not delivered: {failures[0]}"
+                )
+                raise SinkError(msg_text)
+            self._producer.commit_transaction(60.0)
+            self._marks.update(raised)
+            return
+        msg_text = f"DLQ {self._topic}: refused as too large even by reference"
+        raise SinkError(msg_text)
 
     def _produce(
-        self, msg: DlqMessage, refused: list[DlqMessage], failures: list[KafkaError]
+        self, index: int, msg: DlqMessage, refused: list[int], failures: list[KafkaError]
     ) -> None:
         def delivered(err: KafkaError | None, _msg: object) -> None:
             if err is None:
                 return
             if _too_large(err) and _reducible(msg):
-                refused.append(msg)
+                refused.append(index)
             else:
                 failures.append(err)
 
@@ -207,10 +377,10 @@ class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if not _too_large(error) or not _reducible(msg):
                 raise
-            refused.append(msg)
+            refused.append(index)
         except BufferError:  # the local queue is full: make room, then try again once
             self._producer.flush()
-            self._produce(msg, refused, failures)
+            self._produce(index, msg, refused, failures)
             return
         self._producer.poll(0)
 
@@ -224,11 +394,58 @@ class _DeadLetterPartition(StatelessSinkPartition[DlqMessage]):
         self._producer.flush(60.0)
 
 
-class DeadLetterSink(DynamicSink[DlqMessage]):
-    """The DLQ topic: every reject delivered (acknowledged by all in-sync replicas) or the flow
-    stops; one too large for the topic goes by reference (see the module docstring)."""
+def marks_topic_spec(dlq_topic: str, replication_factor: int) -> NewTopic:
+    """The DLQ marks topic: compacted (the last mark per key is all that counts), one
+    partition."""
+    return NewTopic(
+        dlq_marks_topic(dlq_topic),
+        num_partitions=1,
+        replication_factor=replication_factor,
+        config={"cleanup.policy": "compact"},
+    )
 
-    def __init__(self, bootstrap: str, topic: str, *, max_bytes: int, kept_in: str) -> None:
+
+def _ensure_marks_topic(bootstrap: str, dlq_topic: str, replication_factor: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    spec = marks_topic_spec(dlq_topic, replication_factor)
+    if spec.topic in admin.list_topics(timeout=30).topics:
+        return
+    try:
+        admin.create_topics([spec], operation_timeout=30)[spec.topic].result(timeout=30)
+    except KafkaException as exc:  # another worker created it first
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError) or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+def _topic_max_bytes(bootstrap: str, topic: str) -> int:
+    """The topic's ``max.message.bytes`` less what the broker counts beyond key, value and
+    headers (a large number when the topic does not exist yet: the broker decides)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource])[resource].result(timeout=30)
+    except KafkaException:
+        return 2**31 - 1
+    entry = entries.get("max.message.bytes")
+    if entry is None or entry.value is None:
+        return 2**31 - 1
+    return max(4096, int(entry.value) - _RECORD_OVERHEAD_BYTES)
+
+
+class DeadLetterSink(DynamicSink[DlqMessage]):
+    """The DLQ topic: every reject delivered once (transactions and marks), or the flow stops;
+    one too large for the topic goes by reference (see the module docstring)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        max_bytes: int,
+        kept_in: str,
+        replication_factor: int = 1,
+    ) -> None:
         if max_bytes < 4096:
             msg = f"the DLQ's largest message must be >= 4096 bytes, got {max_bytes}"
             raise ConfigError(msg)
@@ -236,23 +453,52 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
         self._topic = topic
         self._max_bytes = max_bytes
         self._kept_in = kept_in
+        self._replication_factor = replication_factor
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        producer = Producer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "acks": "all",
-                "linger.ms": 0,
-                "message.max.bytes": self._max_bytes + _FRAMING_BYTES,
-                **JAVA_PARTITIONER,
-            }
+        _ensure_marks_topic(self._bootstrap, self._topic, self._replication_factor)
+        # A topic that takes less than our cap (Kafka's 1 MB default on a DLQ created by hand):
+        # decide by reference before producing, rather than after the broker refuses.
+        max_bytes = min(self._max_bytes, _topic_max_bytes(self._bootstrap, self._topic))
+        producer = _producer(
+            self._bootstrap,
+            self._max_bytes + _FRAMING_BYTES,
+            {"transactional.id": f"igflow-dlq.{self._topic}.{worker_index}"},
         )
-        return _DeadLetterPartition(producer, self._topic, self._max_bytes, self._kept_in)
+        # Fences this worker's previous incarnation and aborts what it left open, so the marks
+        # read next are final for this worker's lanes.
+        producer.init_transactions(60.0)
+        marks = read_marks(self._bootstrap, dlq_marks_topic(self._topic))
+        return _DeadLetterPartition(
+            producer, self._topic, max_bytes, self._kept_in, marks, TopicIds(self._bootstrap)
+        )
 
 
-def dlq_sink(bootstrap: str, topic: str, *, max_bytes: int, kept_in: str) -> DeadLetterSink:
+def _producer(bootstrap: str, max_bytes: int, extra: dict[str, Any] | None = None) -> Producer:
+    """A DLQ producer: every write acknowledged by all in-sync replicas, Java's partitioner."""
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 0,
+            "message.max.bytes": max_bytes,
+            **JAVA_PARTITIONER,
+            **(extra or {}),
+        }
+    )
+
+
+def dlq_sink(
+    bootstrap: str, topic: str, *, max_bytes: int, kept_in: str, replication_factor: int = 1
+) -> DeadLetterSink:
     """The DLQ sink of the flow (see :class:`DeadLetterSink`)."""
-    return DeadLetterSink(bootstrap, topic, max_bytes=max_bytes, kept_in=kept_in)
+    return DeadLetterSink(
+        bootstrap,
+        topic,
+        max_bytes=max_bytes,
+        kept_in=kept_in,
+        replication_factor=replication_factor,
+    )
 
 
 def _json_default(value: object) -> object:
@@ -290,15 +536,7 @@ class SinkDeadLetters:
 
     def __call__(self, batch: Sequence[Any], error: BaseException) -> None:
         if self._producer is None:
-            self._producer = Producer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "acks": "all",
-                    "linger.ms": 0,
-                    "message.max.bytes": self._max_message_bytes,
-                    **JAVA_PARTITIONER,
-                }
-            )
+            self._producer = _producer(self._bootstrap, self._max_message_bytes)
         failures: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:

@@ -23,6 +23,7 @@ from pyiceberg.exceptions import NoSuchNamespaceError
 
 from core.catalog import catalog
 from core.settings import Settings
+from sinks.dlq import dlq_marks_topic
 from sinks.graph import GraphWriter
 
 __all__ = ["Scratch"]
@@ -46,8 +47,10 @@ class Scratch:
         self.postgres_schemas: set[str] = set()
 
     def topics_of(self, settings: Settings) -> Settings:
-        """Register the signal and DLQ topics ``settings`` names; returns it."""
-        self.topics |= {settings.kafka.topic, settings.kafka.dlq_topic}
+        """Register the signal and DLQ topics ``settings`` names (and the DLQ's marks topic);
+        returns it."""
+        dlq = settings.kafka.dlq_topic
+        self.topics |= {settings.kafka.topic, dlq, dlq_marks_topic(dlq)}
         return settings
 
     def lake_of(self, settings: Settings) -> Settings:

@@ -18,7 +18,7 @@ from core.records import RawRecord, Rejected
 from core.settings import Settings
 from core.store_keys import score_key
 from igflow.admin import create_topics
-from sinks.dlq import DETAIL_MAX_BYTES, dlq_max_message_bytes, dlq_message
+from sinks.dlq import DETAIL_MAX_BYTES, dlq_marks_topic, dlq_max_message_bytes, dlq_message
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import SIGNALS
 from tests.conftest import SIGNAL_V1
@@ -33,7 +33,9 @@ def topics(stack: Settings, scratch: Scratch) -> Settings:
     tag = uuid.uuid4().hex[:10]
     settings = stack.with_changes("kafka", topic=f"it.{tag}.signals", dlq_topic=f"it.{tag}.dlq")
     scratch.topics_of(settings)
-    assert sorted(create_topics(settings)) == sorted([f"it.{tag}.signals", f"it.{tag}.dlq"])
+    assert sorted(create_topics(settings)) == sorted(
+        [f"it.{tag}.signals", f"it.{tag}.dlq", f"it.{tag}.dlq.marks"]
+    )
     return settings
 
 
@@ -57,6 +59,9 @@ def test_setup_creates_topics_with_explicit_partitions_and_configs(topics: Setti
     assert signals["retention.ms"] == str(kafka.retention_ms)
     assert dlq["retention.ms"] == str(kafka.dlq_retention_ms)
     assert signals["message.timestamp.type"] == dlq["message.timestamp.type"] == "CreateTime"
+    marks = dlq_marks_topic(kafka.dlq_topic)
+    assert len(metadata[marks].partitions) == 1
+    assert _configs(kafka.bootstrap, marks)["cleanup.policy"] == "compact"
     assert create_topics(topics) == []  # idempotent
 
 

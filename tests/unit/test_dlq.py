@@ -23,19 +23,44 @@ KEPT_IN = "coherence.quarantine"
 
 
 class BrokerProducer:
-    """Keeps what it "delivers"; refuses above ``producer_max`` at once, above ``topic_max`` at
-    delivery (flush), and fails every delivery while ``down``."""
+    """Keeps what it "delivers" in committed transactions; refuses above ``producer_max`` at
+    once, above ``topic_max`` at delivery (flush), and fails every delivery while ``down``."""
 
     def __init__(self, producer_max: int, topic_max: int, *, down: bool = False) -> None:
         self.producer_max = producer_max
         self.topic_max = topic_max
         self.down = down
         self.delivered: list[dict[str, Any]] = []
-        self._queued: list[tuple[dict[str, Any], Callable[..., None]]] = []
+        self.marks: dict[bytes, bytes] = {}
+        self.aborted = 0
+        self._pending: list[dict[str, Any]] = []
+        self._queued: list[tuple[dict[str, Any], Callable[..., None] | None]] = []
+        self._open = False
 
-    def produce(self, topic: str, *, on_delivery: Callable[..., None], **msg: Any) -> None:
+    def begin_transaction(self) -> None:
+        assert not self._open, "a transaction is already open"
+        self._open = True
+
+    def commit_transaction(self, _timeout: float = -1) -> None:
+        assert self._open and not self._queued
+        for msg in self._pending:
+            if msg["topic"].endswith(".marks"):
+                self.marks[msg["key"]] = msg["value"]
+            else:
+                self.delivered.append(msg)
+        self._pending, self._open = [], False
+
+    def abort_transaction(self, _timeout: float = -1) -> None:
+        assert self._open
+        self._pending, self._queued, self._open = [], [], False
+        self.aborted += 1
+
+    def produce(
+        self, topic: str, *, on_delivery: Callable[..., None] | None = None, **msg: Any
+    ) -> None:
+        assert self._open, "produced outside a transaction"
         msg["topic"] = topic
-        size = len(msg["value"] or b"") + len(msg["key"] or b"")
+        size = len(msg.get("value") or b"") + len(msg.get("key") or b"")
         if size > self.producer_max:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self._queued.append((msg, on_delivery))
@@ -46,24 +71,41 @@ class BrokerProducer:
     def flush(self, _timeout: float = -1) -> int:
         queued, self._queued = self._queued, []
         for msg, on_delivery in queued:
-            size = len(msg["value"] or b"") + len(msg["key"] or b"")
+            size = len(msg.get("value") or b"") + len(msg.get("key") or b"")
+            error = None
             if self.down:
-                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+                error = KafkaError(KafkaError._MSG_TIMED_OUT)
             elif size > self.topic_max:
-                on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+                error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
             else:
-                self.delivered.append(msg)
-                on_delivery(None, msg)
+                self._pending.append(msg)
+            if on_delivery is not None:
+                on_delivery(error, None if error else msg)
         return 0
 
 
 def _message(offset: int, value: bytes, key: bytes | None = b"k") -> Any:
     raw = RawRecord("signals", 2, offset, key, value)
-    return dlq_message(Rejected(ReasonCode.TENANT_UNKNOWN, "tenant not registered", raw))
+    return dlq_message(
+        Rejected(ReasonCode.TENANT_UNKNOWN, "tenant not registered", raw, stage="validate")
+    )
+
+
+def _partition(
+    producer: BrokerProducer, max_bytes: int, marks: dict[Any, int] | None = None
+) -> _DeadLetterPartition:
+    return _DeadLetterPartition(
+        producer,  # type: ignore[arg-type]
+        "dlq",
+        max_bytes,
+        KEPT_IN,
+        {} if marks is None else marks,
+        lambda topic: f"id-of-{topic}",  # type: ignore[arg-type]
+    )
 
 
 def _write(producer: BrokerProducer, items: list[Any], max_bytes: int) -> list[dict[str, Any]]:
-    _DeadLetterPartition(producer, "dlq", max_bytes, KEPT_IN).write_batch(items)  # type: ignore[arg-type]
+    _partition(producer, max_bytes).write_batch(items)
     return producer.delivered
 
 
@@ -119,3 +161,45 @@ def test_a_tombstone_with_a_key_too_large_for_the_topic_goes_by_reference() -> N
     msg = dlq_message(Rejected(ReasonCode.EMPTY_PAYLOAD, "record has no value", raw))
     [out] = _write(BrokerProducer(100_000, 10_000), [msg], 50_000)
     assert out["key"] is None and dict(out["headers"])["igflow.key.omitted"] == b"20000"
+
+
+def _offsets(delivered: list[dict[str, Any]]) -> list[int]:
+    return [int(dict(m["headers"])["igflow.source.offset"]) for m in delivered]
+
+
+def test_a_replayed_batch_is_not_sent_again_and_the_marks_say_why() -> None:
+    producer = BrokerProducer(100_000, 100_000)
+    partition = _partition(producer, 50_000)
+    first = [_message(o, b"x") for o in (3, 5, 8)]
+    partition.write_batch(first)
+    # A resume replays from the snapshot: some already sent, some new.
+    partition.write_batch([_message(o, b"x") for o in (5, 8, 9, 12)])
+    assert _offsets(producer.delivered) == [3, 5, 8, 9, 12]
+    # The marks: one per (topic id, partition, lane), the highest offset sent.
+    assert producer.marks == {b'["id-of-signals",2,"validate"]': b"12"}
+    # A new incarnation starts from the committed marks: a re-run of everything sends nothing.
+    marks = {("id-of-signals", 2, "validate"): 12}
+    again = BrokerProducer(100_000, 100_000)
+    _partition(again, 50_000, marks).write_batch([_message(o, b"x") for o in range(15)])
+    assert _offsets(again.delivered) == [13, 14]
+
+
+def test_lanes_keep_their_own_marks() -> None:
+    producer = BrokerProducer(100_000, 100_000)
+    raw = RawRecord("signals", 2, 4, b"k", b"x")
+    late = dlq_message(Rejected(ReasonCode.TOO_LATE, "late", raw, stage="dedupe", tenant_id="t1"))
+    partition = _partition(producer, 50_000)
+    partition.write_batch([_message(10, b"x"), late])
+    assert _offsets(producer.delivered) == [10, 4]  # offset 4 is in another lane
+    assert dict(producer.delivered[1]["headers"])["igflow.lane"] == b"dedupe:t1"
+
+
+def test_a_failed_batch_raises_no_mark_and_is_sent_whole_next_time() -> None:
+    producer = BrokerProducer(100_000, 100_000, down=True)
+    partition = _partition(producer, 50_000)
+    with pytest.raises(SinkError, match="not delivered"):
+        partition.write_batch([_message(1, b"x"), _message(2, b"x")])
+    assert producer.aborted == 1 and producer.marks == {} and producer.delivered == []
+    producer.down = False
+    partition.write_batch([_message(1, b"x"), _message(2, b"x")])
+    assert _offsets(producer.delivered) == [1, 2]
