@@ -27,9 +27,9 @@ Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
 =============================  ==============================================================
 
 and the ``IGFLOW_<SECTION>_<FIELD>`` form for every other field (``IGFLOW_LAKE_BATCH_MAX_ROWS``).
-Any other ``IGFLOW_*`` variable is an error (``unknown setting IGFLOW_LAKE_BATCH_MAX_ROWZ (did
-you mean IGFLOW_LAKE_BATCH_MAX_ROWS?)``), except the few that other parts of the project read,
-listed in :data:`NON_SETTING_VARIABLES`. Unknown keys of the TOML file are errors too.
+Any other ``IGFLOW_*`` variable is an error naming the nearest valid one (difflib), except the
+few that other parts of the project read, listed in :data:`NON_SETTING_VARIABLES`. Unknown keys
+of the TOML file are errors too.
 
 Secrets (DSN and URL passwords, the Neo4j password, the release key, the webhook secret) are
 masked in ``repr``/``str``, in :meth:`Settings.as_dict` and in error messages; the attributes
@@ -730,13 +730,13 @@ def _shown(name: str, value: Any) -> Any:
     return value
 
 
-def catalog_uri_for(dsn: str) -> str:
+def catalog_uri_for(dsn: str) -> str | None:
     """The SQLAlchemy URI of the Iceberg catalog in the Postgres of libpq ``dsn``
-    (``postgresql://u:p@h:5432/db`` gives ``postgresql+psycopg2://u:p@h:5432/db``)."""
+    (``postgresql://u:p@h:5432/db`` gives ``postgresql+psycopg2://u:p@h:5432/db``); ``None``
+    when ``dsn`` is not a ``postgresql://`` URL."""
     parts = urlsplit(dsn)
     if parts.scheme not in {"postgresql", "postgres"}:
-        msg = "is not a postgresql:// URL"
-        raise ValueError(msg)
+        return None
     return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
 
 
@@ -844,14 +844,13 @@ def _follow_postgres(
     dsn = variables.get(_variable(dsn_at), toml.get("stores", {}).get("postgres_dsn"))
     if not isinstance(dsn, str):
         return {}  # a TOML value of the wrong type: its own error follows
-    try:
-        uri = catalog_uri_for(dsn)
-    except ValueError as exc:
+    uri = catalog_uri_for(dsn)
+    if uri is None:
         msg = (
             f"setting lake.catalog_uri cannot follow stores.postgres_dsn "
-            f"(from {origins[dsn_at]}): it {exc}; set IGFLOW_CATALOG_URI"
+            f"(from {origins[dsn_at]}): it is not a postgresql:// URL; set IGFLOW_CATALOG_URI"
         )
-        raise SettingError(msg) from None
+        raise SettingError(msg)
     origins[uri_at] = f"derived from {origins[dsn_at]}"
     return {"lake": {"catalog_uri": uri}}
 
