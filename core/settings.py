@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
@@ -609,17 +609,19 @@ with warnings.catch_warnings():
         psi: PsiSettings = PsiSettings()
         api: ApiSettings = ApiSettings()
 
-        def __init__(self, **values: Any) -> None:
-            try:
-                super().__init__(**values)
-            except ValidationError as exc:
-                load = _LOADING.get()
-                origins = load.origins if load else {}
-                problem = _describe(exc, (), origins, load.toml if load else None)
-            else:
-                return
-            # Raised outside the handler: no pydantic error (which shows values) in its context.
-            raise SettingError(problem)
+        if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
+
+            def __init__(self, **values: Any) -> None:
+                try:
+                    super().__init__(**values)
+                except ValidationError as exc:
+                    load = _LOADING.get()
+                    origins = load.origins if load else {}
+                    problem = _describe(exc, (), origins, load.toml if load else None)
+                else:
+                    return
+                # Raised outside the handler: no pydantic error (which shows values) in context.
+                raise SettingError(problem)
 
         @classmethod
         def settings_customise_sources(

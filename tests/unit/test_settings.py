@@ -359,3 +359,17 @@ def test_sections_stay_dataclasses_for_their_callers() -> None:
     changed = Settings().with_changes("lake", batch_max_rows=7)
     assert changed.lake.batch_max_rows == 7 and changed.lake == LakeSettings(batch_max_rows=7)
     assert set(setting_variables()) >= {"IGFLOW_LAKE_BATCH_MAX_ROWS", "IGFLOW_POSTGRES_DSN"}
+
+
+def test_load_reads_os_environ_and_settings_alone_read_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IGFLOW_RUN_WORKERS", "5")
+    monkeypatch.setenv("IGFLOW_PSI_POLICY_DATA", '{"agreements": []}')
+    loaded = Settings.load()
+    assert loaded.run.workers == 5
+    assert loaded.psi.policy_data == '{"agreements": []}'  # JSON text stays text
+    assert Settings().run.workers == 1  # the defaults, whatever the environment
+    monkeypatch.setenv("IGFLOW_RUN_WORKRES", "5")
+    with pytest.raises(ConfigError, match="did you mean IGFLOW_RUN_WORKERS"):
+        Settings.load()
