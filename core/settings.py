@@ -623,6 +623,15 @@ with warnings.catch_warnings():
                 # Raised outside the handler: no pydantic error (which shows values) in context.
                 raise SettingError(problem)
 
+            def __setattr__(self, name: str, value: Any) -> None:
+                # As the sections (and the dataclass this was) do: AttributeError, not pydantic's.
+                msg = f"cannot assign to field {name!r}"
+                raise dataclasses.FrozenInstanceError(msg)
+
+            def __delattr__(self, name: str) -> None:
+                msg = f"cannot delete field {name!r}"
+                raise dataclasses.FrozenInstanceError(msg)
+
         @classmethod
         def settings_customise_sources(
             cls,
