@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import pickle
 import re
 import traceback
@@ -149,27 +150,19 @@ def test_every_igflow_variable_the_project_names_is_a_setting_or_a_listed_one() 
     names that Settings.load accepts, or the Settings of a process they start would refuse."""
     accepted = set(setting_variables()) | set(NON_SETTING_VARIABLES)
     name = re.compile(r"IGFLOW_[A-Z0-9_]*[A-Z0-9]")
-    skip = {".git", ".venv", ".stack", "build", "dist", "node_modules"}
+    suffixes = {".py", ".yml", ".yaml", ".toml", ".ipynb", ".cfg"}
     found: dict[str, str] = {}
-    for path in REPO.rglob("*"):
-        if skip & set(path.relative_to(REPO).parts) or not path.is_file():
-            continue
-        if path.suffix not in {
-            ".py",
-            ".yml",
-            ".yaml",
-            ".toml",
-            ".ipynb",
-            ".cfg",
-        } and path.name not in {
-            "Makefile",
-            "Dockerfile",
-        }:
-            continue
-        if path == Path(__file__).resolve():
-            continue  # this file spells typos on purpose
-        for hit in name.findall(path.read_text(encoding="utf-8", errors="replace")):
-            found.setdefault(hit, str(path.relative_to(REPO)))
+    for folder, dirs, files in os.walk(REPO):
+        # Not the project's own: git, the venv, the stack's state, caches, build output.
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"build", "dist"}]
+        for file in files:
+            path = Path(folder, file)
+            if path.suffix not in suffixes and file not in {"Makefile", "Dockerfile"}:
+                continue
+            if path == Path(__file__).resolve():
+                continue  # this file spells typos on purpose
+            for hit in name.findall(path.read_text(encoding="utf-8", errors="replace")):
+                found.setdefault(hit, str(path.relative_to(REPO)))
     assert "IGFLOW_STACK_TIMEOUT" in found  # the scan does see dev/
     unknown = {n: where for n, where in found.items() if n not in accepted}
     assert unknown == {}
