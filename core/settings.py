@@ -146,10 +146,11 @@ Count = Annotated[int, Field(ge=1)]
 CountOrZero = Annotated[int, Field(ge=0)]
 #: A TCP port; 0 means "none" (metrics) or "any free one" (the API).
 Port = Annotated[int, Field(ge=0, le=65535)]
-#: A duration that must pass (floats are finite: ``allow_inf_nan`` is off).
-Seconds = Annotated[float, Field(gt=0)]
+#: A duration that must pass, in the unit its field names (``_seconds``, ``_ms``); finite, as
+#: every float here (``allow_inf_nan`` is off).
+Duration = Annotated[float, Field(gt=0)]
 #: A duration where 0 means "at once" or "off".
-SecondsOrZero = Annotated[float, Field(ge=0)]
+DurationOrZero = Annotated[float, Field(ge=0)]
 #: A rate (per second): positive.
 Rate = Annotated[float, Field(gt=0)]
 #: A quantity where 0 is meaningful (a threshold every value passes).
@@ -288,7 +289,7 @@ class LakeSettings:
     #: An append is committed when a partition's batch reaches this many rows …
     batch_max_rows: Count = 5000
     #: … or this many seconds after its first row, whichever comes first.
-    batch_max_seconds: Seconds = 2.0
+    batch_max_seconds: Duration = 2.0
     #: Attempts at a commit that lost an optimistic-concurrency race.
     commit_attempts: Count = 8
 
@@ -313,12 +314,12 @@ class StoreSettings:
     batch_size: Count = 1000
     #: Attempts at one batch write, and the jittered exponential backoff between them.
     retry_attempts: Count = 10
-    retry_base_seconds: SecondsOrZero = 0.1
-    retry_cap_seconds: SecondsOrZero = 8.0
+    retry_base_seconds: DurationOrZero = 0.1
+    retry_cap_seconds: DurationOrZero = 8.0
     #: Signals kept in each tenant's Redis stream (approximate trim).
     redis_stream_max: Count = 1000
     #: TTL of a tenant's hot score key when its retention tag gives none (``standard-365d``).
-    redis_ttl_seconds: Seconds = 365 * 86400.0
+    redis_ttl_seconds: Duration = 365 * 86400.0
     #: Scratch names, for ``igflow replay --into NS`` (which sets all three); empty: the real
     #: names. Prepended to every Redis key and channel (``replay:NS:`` gives
     #: ``replay:NS:tenant:<t>:score``) …
@@ -347,11 +348,11 @@ class ValidateSettings:
     """
 
     #: ``ts`` may lie at most this far after the record's Kafka timestamp …
-    max_future_skew_seconds: SecondsOrZero = 300.0
+    max_future_skew_seconds: DurationOrZero = 300.0
     #: … and at most this far before it (the retention, ``standard-365d``).
-    max_age_seconds: Seconds = 365 * 86400.0
+    max_age_seconds: Duration = 365 * 86400.0
     #: How often the tenant registry is re-read from Postgres (wall clock).
-    tenant_refresh_seconds: Seconds = 30.0
+    tenant_refresh_seconds: Duration = 30.0
     #: Field size limits of the contract, in UTF-8 bytes (``FIELD_INVALID`` past them, in the
     #: flow and at the API alike): ``tenant_id`` and ``signal_id`` …
     max_id_bytes: Count = 256
@@ -378,7 +379,7 @@ class DriftSettings:
     min_batch_size: Count = 50
     #: … or when the tenant's event time passes its first value by this many seconds: drift is
     #: detected within this much event time (the "N minutes" of the design).
-    batch_seconds: Seconds = 300.0
+    batch_seconds: Duration = 300.0
     #: The reference is learned from the first K batches of each (tenant, type) …
     reference_batches: CountOrZero = 5
     #: … unless a baseline file gives it (JSON ``{tenant|"*": {type|"*": [values]}}``).
@@ -392,7 +393,7 @@ class DriftSettings:
     #: … and the KS statistic must exceed its critical value at this significance level.
     ks_alpha: Probability = 0.001
     #: A tenant idle this long (wall clock) has its open batches decided (tail mode only).
-    idle_flush_seconds: SecondsOrZero = 30.0
+    idle_flush_seconds: DurationOrZero = 30.0
 
 
 @_refuse_invalid
@@ -401,7 +402,7 @@ class DedupeSettings:
     """Duplicate suppression on ``(tenant_id, source, signal_id, ts)``."""
 
     #: Keys are remembered this long in event time (the tenant's newest ``ts`` minus ``ts``).
-    ttl_seconds: SecondsOrZero = 86400.0
+    ttl_seconds: DurationOrZero = 86400.0
 
 
 @_refuse_invalid
@@ -409,7 +410,7 @@ class DedupeSettings:
 class ScoreSettings:
     """The coherence score."""
 
-    window_seconds: Seconds = 86400.0
+    window_seconds: Duration = 86400.0
     healthy_at: Share = 0.75
     warn_at: Share = 0.5
 
@@ -443,7 +444,7 @@ class PsiSettings:
     #: ``full_intersection`` (which selectors) or ``intersection_cardinality`` (how many).
     mode: PsiMode = "full_intersection"
     #: Length of the tumbling event-time windows, in seconds.
-    window_seconds: Seconds = 300.0
+    window_seconds: Duration = 300.0
     #: Who we are, and where, as sent to the server (its authenticating edge must vouch for it).
     partner_id: str = "partner"
     region: str = "US"
@@ -456,20 +457,20 @@ class PsiSettings:
     #: ``data.psi`` JSON of our policy; empty: one default agreement with ``server_partner_id``.
     policy_data: str = ""
     #: HTTP timeout of one request, and the bounded retries of an unreachable server.
-    timeout_seconds: Seconds = 5.0
+    timeout_seconds: Duration = 5.0
     retry_attempts: Count = 3
-    retry_base_seconds: SecondsOrZero = 0.2
-    retry_cap_seconds: SecondsOrZero = 2.0
+    retry_base_seconds: DurationOrZero = 0.2
+    retry_cap_seconds: DurationOrZero = 2.0
     #: After the retries fail, windows closing within this many seconds (wall clock) are reported
     #: unavailable without trying, so a down partner costs one window's retries, not each one's.
-    unavailable_pause_seconds: SecondsOrZero = 30.0
+    unavailable_pause_seconds: DurationOrZero = 30.0
     #: Most selectors in one request (the server's ``max_batch``); larger windows are split.
     max_batch: PsiBatch = 1 << 16  # psi.messages.MAX_BATCH
     #: Threads of the client's curve arithmetic, per worker.
     crypto_threads: Count = 1
     #: Close an idle tenant's window after this many seconds of wall clock; 0: only by event
     #: time and at end of input (a bounded run uses 0).
-    idle_flush_seconds: SecondsOrZero = 60.0
+    idle_flush_seconds: DurationOrZero = 60.0
 
 
 @_refuse_invalid
@@ -497,8 +498,8 @@ class ApiSettings:
     auth_failure_burst: Count = 20
     #: How long an API key lookup is remembered while this process listens to Postgres for
     #: key changes (``NOTIFY``, so a revocation applies at once), and while it cannot listen.
-    key_cache_seconds: SecondsOrZero = 30.0
-    key_cache_fallback_seconds: SecondsOrZero = 1.0
+    key_cache_seconds: DurationOrZero = 30.0
+    key_cache_fallback_seconds: DurationOrZero = 1.0
     #: Prometheus ``/metrics`` is served on its own port (0: not at all), never on ``port``:
     #: its labels name tenants. Keep ``metrics_host`` on loopback unless a firewall guards it.
     metrics_host: str = "127.0.0.1"
@@ -509,7 +510,7 @@ class ApiSettings:
     jwt_audience: str = "igflow-api"
     jwt_keys: str = ""
     jwt_algorithms: str = "RS256,ES256"
-    jwt_leeway_seconds: SecondsOrZero = 30.0
+    jwt_leeway_seconds: DurationOrZero = 30.0
     #: Where the local stack keeps its signing key (``igflow token`` mints with it); empty:
     #: ``<stack_dir>/api``.
     dev_keys_dir: str = ""
@@ -517,9 +518,9 @@ class ApiSettings:
     #: pushes are refused.
     webhook_secret: str = ""
     #: Subscription events are coalesced in windows of this many milliseconds.
-    coalesce_ms: SecondsOrZero = 100.0
+    coalesce_ms: DurationOrZero = 100.0
     #: How long a publish waits for the broker's acknowledgement.
-    publish_timeout_seconds: Seconds = 5.0
+    publish_timeout_seconds: Duration = 5.0
     #: Largest request body accepted, in bytes; also the largest WebSocket message.
     max_body_bytes: Count = 1 << 20
     #: Most tokens a GraphQL document may have: graphql-core's parser stops there
@@ -527,7 +528,7 @@ class ApiSettings:
     max_query_tokens: Count = 2000
     #: graphql-transport-ws: seconds a socket may stay open before its ``connection_init``
     #: (then it is closed with 4408), and most subscriptions one socket may hold at once.
-    ws_init_timeout_seconds: Seconds = 5.0
+    ws_init_timeout_seconds: Duration = 5.0
     ws_max_subscriptions: Count = 100
 
 
@@ -541,8 +542,8 @@ class RunSettings:
     workers: Count = 1
     #: Bytewax recovery store; empty disables recovery.
     recovery_dir: str = ""
-    snapshot_seconds: Seconds = 1.0
-    epoch_seconds: Seconds = 1.0
+    snapshot_seconds: Duration = 1.0
+    epoch_seconds: Duration = 1.0
     metrics_port: Port = 0
     log_level: LogLevel = "INFO"
 
