@@ -1,8 +1,15 @@
-"""One frozen settings object, built once at the entry point.
+"""One frozen settings object, built once at the entry point, that refuses what it does not know.
 
 Sources, later ones winning: built-in defaults, an optional TOML file (``IGFLOW_CONFIG`` or
 ``--config``), then ``IGFLOW_*`` environment variables. Nothing below the entry point reads the
 environment: operators, sinks and the CLI's subcommands receive a :class:`Settings` value.
+
+The sections are pydantic dataclasses and :class:`Settings` is a pydantic-settings
+``BaseSettings``: every field is type- and range-checked whenever a value is built, by
+:meth:`Settings.load`, by :meth:`Settings.with_changes`, by ``dataclasses.replace`` or by a
+direct ``ValidateSettings(max_id_bytes=...)``. A bad value raises :class:`SettingError` (a
+:class:`~core.errors.ConfigError`, and a ``ValueError``) naming the setting, where it came from
+and the rule it breaks, never a secret's value.
 
 Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
 
@@ -12,28 +19,53 @@ Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
 ``IGFLOW_POSTGRES_DSN``        Postgres (read model, tenant registry)
 ``IGFLOW_REDIS_URL``           Redis hot store
 ``IGFLOW_NEO4J_URI``           Bolt graph server (``IGFLOW_NEO4J_USER``/``_PASSWORD``)
-``IGFLOW_CATALOG_URI``         SQLAlchemy URI of the Iceberg SQL catalog (Postgres or SQLite)
+``IGFLOW_CATALOG_URI``         SQLAlchemy URI of the Iceberg SQL catalog (Postgres or SQLite);
+                               unset, it follows ``IGFLOW_POSTGRES_DSN`` (same server, with the
+                               ``postgresql+psycopg2`` driver)
 ``IGFLOW_WAREHOUSE``           Iceberg warehouse location
 ``IGFLOW_STACK_DIR``           where the local stack keeps data and logs (``.stack``)
 =============================  ==============================================================
 
 and the ``IGFLOW_<SECTION>_<FIELD>`` form for every other field (``IGFLOW_LAKE_BATCH_MAX_ROWS``).
+Any other ``IGFLOW_*`` variable is an error naming the nearest valid one (difflib), except the
+few that other parts of the project read, listed in :data:`NON_SETTING_VARIABLES`. Unknown keys
+of the TOML file are errors too.
+
+Secrets (DSN and URL passwords, the Neo4j password, the release key, the webhook secret) are
+masked in ``repr``/``str``, in :meth:`Settings.as_dict` and in error messages; the attributes
+themselves stay plain ``str`` values for the drivers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import os
 import tomllib
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from core.errors import ConfigError
 from core.resources import policies_dir
 
 __all__ = [
+    "NON_SETTING_VARIABLES",
     "ApiSettings",
     "DedupeSettings",
     "DriftSettings",
@@ -43,26 +75,179 @@ __all__ = [
     "QuarantineSettings",
     "RunSettings",
     "ScoreSettings",
+    "SettingError",
     "Settings",
     "StoreSettings",
     "TenancySettings",
     "ValidateSettings",
+    "catalog_uri_for",
     "mask",
+    "setting_variables",
 ]
 
+
+class SettingError(ConfigError, ValueError):
+    """A setting is unknown, of the wrong type or out of its range.
+
+    A :class:`~core.errors.ConfigError` (fatal at start-up) and, like pydantic's own validation
+    errors, a ``ValueError`` (what a bad argument raises in Python).
+    """
+
+
+#: ``IGFLOW_*`` variables that are not application settings but that other parts of the project
+#: read: :meth:`Settings.load` accepts them (and ignores them), every other unknown ``IGFLOW_*``
+#: variable is an error. Add a name here when a tool starts reading one (a unit test checks that
+#: every ``IGFLOW_*`` name in the project's code and configuration is a setting or listed here).
+NON_SETTING_VARIABLES: Mapping[str, str] = {
+    # dev/config.py: the local service stack (python -m dev, make stack-up)
+    "IGFLOW_STACK_TIMEOUT": "dev/: per-service start timeout, seconds",
+    "IGFLOW_STACK_GRAPH": "dev/: graph server of the local stack (neo4j or falkordb)",
+    "IGFLOW_STACK_JAVA_HOME": "dev/: the JDK that runs Kafka and Neo4j",
+    "IGFLOW_KAFKA_CONTROLLER_PORT": "dev/: port of the KRaft controller",
+    "IGFLOW_FALKORDB_PORT": "dev/: port of the FalkorDB stand-in",
+    # docker-compose.yml: host ports the services are published on
+    "IGFLOW_KAFKA_PORT": "docker-compose.yml: published Kafka port",
+    "IGFLOW_SCHEMA_REGISTRY_PORT": "docker-compose.yml: published schema registry port",
+    "IGFLOW_POSTGRES_PORT": "docker-compose.yml: published Postgres port",
+    "IGFLOW_REDIS_PORT": "docker-compose.yml: published Redis port",
+    "IGFLOW_NEO4J_BOLT_PORT": "docker-compose.yml: published Neo4j Bolt port",
+    # tests and notebooks
+    "IGFLOW_FUZZ_SEED": "tests/integration: seed of the fuzz tests",
+    "IGFLOW_FUZZ_COUNT": "tests/integration/test_hostile_kafka.py: records of the fuzz run",
+    "IGFLOW_FUZZ_CASES": "tests/integration/test_api_fuzz.py: requests of the fuzz run",
+    "IGFLOW_NOTEBOOK_PLOT": "notebooks/inspect_signals.ipynb: where the plot is written",
+}
+
+#: The settings file; read by :meth:`Settings.load` itself.
+_CONFIG_VARIABLE = "IGFLOW_CONFIG"
+
+#: Fields whose values are masked wherever settings are shown (a URL or DSN keeps all but its
+#: password; anything else is shown as ``****``).
 _SECRET_FIELDS = frozenset(
     {
         "postgres_dsn",
         "redis_url",
         "catalog_uri",
+        "neo4j_uri",
         "neo4j_password",
+        "schema_registry_url",
+        "server_url",
         "release_key",
         "webhook_secret",
     }
 )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# --- value rules ------------------------------------------------------------------------------
+
+#: How many of something: at least one.
+Count = Annotated[int, Field(ge=1)]
+#: How many of something, where none is meaningful.
+CountOrZero = Annotated[int, Field(ge=0)]
+#: A TCP port; 0 means "none" (metrics) or "any free one" (the API).
+Port = Annotated[int, Field(ge=0, le=65535)]
+#: A duration that must pass, in the unit its field names (``_seconds``, ``_ms``); finite, as
+#: every float here (``allow_inf_nan`` is off).
+Duration = Annotated[float, Field(gt=0)]
+#: A duration where 0 means "at once" or "off".
+DurationOrZero = Annotated[float, Field(ge=0)]
+#: A rate (per second): positive.
+Rate = Annotated[float, Field(gt=0)]
+#: A quantity where 0 is meaningful (a threshold every value passes).
+NonNegative = Annotated[float, Field(ge=0)]
+#: A share of a whole, 0..1.
+Share = Annotated[float, Field(ge=0, le=1)]
+#: A probability strictly between 0 and 1 (a significance level).
+Probability = Annotated[float, Field(gt=0, lt=1)]
+#: Kafka ``retention.ms``: -1 for ever, else milliseconds.
+RetentionMs = Annotated[int, Field(ge=-1)]
+#: Selectors in one PSI request: ``psi.messages.MAX_BATCH`` (core cannot import psi).
+PsiBatch = Annotated[int, Field(ge=1, le=1 << 16)]
+
+
+def _one_of(*choices: str, fold: bool = False) -> AfterValidator:
+    """A string that must be one of ``choices`` (compared upper-cased when ``fold``)."""
+    shown = ", ".join(repr(c) for c in choices)
+
+    def check(value: str) -> str:
+        if (value.upper() if fold else value) not in choices:
+            msg = f"must be one of {shown}"
+            raise ValueError(msg)
+        return value
+
+    return AfterValidator(check)
+
+
+def _each_one_of(*choices: str) -> AfterValidator:
+    """A comma-separated list whose every item is one of ``choices`` (empty: none)."""
+    shown = ", ".join(repr(c) for c in choices)
+
+    def check(value: str) -> str:
+        if any(item.strip() not in choices for item in value.split(",") if item.strip()):
+            msg = f"must be a comma-separated list of {shown}"
+            raise ValueError(msg)
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_http_url(value: str) -> str:
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            msg = "must be an http(s) URL or empty"
+            raise ValueError(msg)
+    return value
+
+
+HttpUrlOrEmpty = Annotated[str, AfterValidator(_check_http_url)]
+PsiMode = Annotated[str, _one_of("full_intersection", "intersection_cardinality")]
+ApiMode = Annotated[str, _one_of("development", "production")]
+LogLevel = Annotated[str, _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True)]
+#: sinks/graph.py's COMPAT.
+GraphCompat = Annotated[str, _one_of("", "falkordb")]
+#: flows/coherence.py's SERVING.
+StoreNames = Annotated[str, _each_one_of("redis", "graph", "postgres")]
+
+#: Every section: unknown fields refused, no inf or NaN, values checked when built.
+_SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+_S = TypeVar("_S")
+
+
+def _refuse_invalid(cls: type[_S]) -> type[_S]:
+    """Make a section raise :class:`SettingError` (not pydantic's error, which would show the
+    value of a secret) when built with a bad value, and mask its secrets in ``repr``."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            section = _SECTION_NAMES.get(type(self), type(self).__name__)
+            problem = _describe(exc, (section,), {})
+        else:
+            return
+        # Raised outside the handler: no pydantic error (which shows values) in its context.
+        raise SettingError(problem)
+
+    def __repr__(self: Any) -> str:
+        shown = ", ".join(
+            f"{f.name}={_shown(f.name, getattr(self, f.name))!r}" for f in dataclasses.fields(self)
+        )
+        return f"{type(self).__qualname__}({shown})"
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls.__repr__ = __repr__  # type: ignore[method-assign]
+    return cls
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class KafkaSettings:
     """Where signals come from and where rejects go."""
 
@@ -73,26 +258,27 @@ class KafkaSettings:
     #: Subject of the signal value schema (TopicNameStrategy).
     subject: str = "coherence.signals.v1-value"
     #: Messages fetched per source poll.
-    batch_size: int = 1000
+    batch_size: Count = 1000
     #: Partitions of the topics ``igflow setup`` creates (the unit of parallelism).
-    partitions: int = 4
+    partitions: Count = 4
     #: Replication factor of the topics ``igflow setup`` creates (1 on a one-node broker).
-    replication_factor: int = 1
+    replication_factor: Count = 1
     #: Largest signal record (key, value and headers) the signal topic accepts: its
     #: ``max.message.bytes`` (Kafka's default). The DLQ topic and its producers allow this plus
     #: ``sinks.dlq.DLQ_HEADROOM_BYTES``, so every record the flow can read can be dead-lettered.
-    max_message_bytes: int = 1_048_588
+    max_message_bytes: Count = 1_048_588
     #: How long the signal topic keeps records (``retention.ms``; -1: for ever). Replays reach
     #: back this far.
-    retention_ms: int = 7 * 86_400_000
+    retention_ms: RetentionMs = 7 * 86_400_000
     #: How long the DLQ topic keeps rejects (``retention.ms``; -1: for ever).
-    dlq_retention_ms: int = 30 * 86_400_000
+    dlq_retention_ms: RetentionMs = 30 * 86_400_000
     #: Consumer group whose offsets the flow commits after each durable lake commit, for
     #: monitoring only (``kafka-consumer-groups.sh``, lag exporters); empty: none.
     group_id: str = "igflow-coherence"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class LakeSettings:
     """The Iceberg lakehouse."""
 
@@ -101,14 +287,15 @@ class LakeSettings:
     warehouse: str = ""  # empty: ``file://<stack_dir>/warehouse``
     namespace: str = "coherence"
     #: An append is committed when a partition's batch reaches this many rows …
-    batch_max_rows: int = 5000
+    batch_max_rows: Count = 5000
     #: … or this many seconds after its first row, whichever comes first.
-    batch_max_seconds: float = 2.0
+    batch_max_seconds: Duration = 2.0
     #: Attempts at a commit that lost an optimistic-concurrency race.
-    commit_attempts: int = 8
+    commit_attempts: Count = 8
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class StoreSettings:
     """Serving stores."""
 
@@ -120,19 +307,19 @@ class StoreSettings:
     neo4j_password: str = "igflow-neo4j"
     #: ``falkordb`` when the Bolt server is the FalkorDB stand-in (see sinks/falkordb_compat.py;
     #: it also needs user ``falkordb`` and an empty password); empty for Neo4j.
-    graph_compat: str = ""
+    graph_compat: GraphCompat = ""
     #: Which serving stores the flow writes (comma-separated; empty: the lake only).
-    sinks: str = "redis,graph,postgres"
+    sinks: StoreNames = "redis,graph,postgres"
     #: Rows per store write.
-    batch_size: int = 1000
+    batch_size: Count = 1000
     #: Attempts at one batch write, and the jittered exponential backoff between them.
-    retry_attempts: int = 10
-    retry_base_seconds: float = 0.1
-    retry_cap_seconds: float = 8.0
+    retry_attempts: Count = 10
+    retry_base_seconds: DurationOrZero = 0.1
+    retry_cap_seconds: DurationOrZero = 8.0
     #: Signals kept in each tenant's Redis stream (approximate trim).
-    redis_stream_max: int = 1000
+    redis_stream_max: Count = 1000
     #: TTL of a tenant's hot score key when its retention tag gives none (``standard-365d``).
-    redis_ttl_seconds: float = 365 * 86400.0
+    redis_ttl_seconds: Duration = 365 * 86400.0
     #: Scratch names, for ``igflow replay --into NS`` (which sets all three); empty: the real
     #: names. Prepended to every Redis key and channel (``replay:NS:`` gives
     #: ``replay:NS:tenant:<t>:score``) …
@@ -150,7 +337,8 @@ class StoreSettings:
         return frozenset(s.strip() for s in self.sinks.split(",") if s.strip())
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class ValidateSettings:
     """Field and tenant rules of the validate step.
 
@@ -160,71 +348,75 @@ class ValidateSettings:
     """
 
     #: ``ts`` may lie at most this far after the record's Kafka timestamp …
-    max_future_skew_seconds: float = 300.0
+    max_future_skew_seconds: DurationOrZero = 300.0
     #: … and at most this far before it (the retention, ``standard-365d``).
-    max_age_seconds: float = 365 * 86400.0
+    max_age_seconds: Duration = 365 * 86400.0
     #: How often the tenant registry is re-read from Postgres (wall clock).
-    tenant_refresh_seconds: float = 30.0
+    tenant_refresh_seconds: Duration = 30.0
     #: Field size limits of the contract, in UTF-8 bytes (``FIELD_INVALID`` past them, in the
     #: flow and at the API alike): ``tenant_id`` and ``signal_id`` …
-    max_id_bytes: int = 256
+    max_id_bytes: Count = 256
     #: … ``type`` …
-    max_type_bytes: int = 128
+    max_type_bytes: Count = 128
     #: … ``source`` …
-    max_source_bytes: int = 256
+    max_source_bytes: Count = 256
     #: … and ``selectors``: how many, and each one's size.
-    max_selectors: int = 1000
-    max_selector_bytes: int = 256
+    max_selectors: Count = 1000
+    max_selector_bytes: Count = 256
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class DriftSettings:
     """Distribution-drift quarantine per (tenant, type)."""
 
     #: A micro-batch closes at this many values …
-    batch_size: int = 200
+    batch_size: Count = 200
     #: Fewest values a batch is judged on (``batch_size`` if that is smaller). 50: below about
     #: ``(bins - 1) / psi_threshold`` (45 at the defaults) values the PSI of an undrifted batch
     #: is expected above the threshold, and the KS's asymptotic critical value is loose. A batch
     #: too small when its time is up waits ``batch_seconds`` more, then passes unjudged.
-    min_batch_size: int = 50
+    min_batch_size: Count = 50
     #: … or when the tenant's event time passes its first value by this many seconds: drift is
     #: detected within this much event time (the "N minutes" of the design).
-    batch_seconds: float = 300.0
+    batch_seconds: Duration = 300.0
     #: The reference is learned from the first K batches of each (tenant, type) …
-    reference_batches: int = 5
+    reference_batches: CountOrZero = 5
     #: … unless a baseline file gives it (JSON ``{tenant|"*": {type|"*": [values]}}``).
     baseline_file: str = ""
     #: Passed batches in the trailing window (besides the current one).
-    window_batches: int = 5
+    window_batches: CountOrZero = 5
     #: Equal-mass bins of the reference for the PSI.
-    bins: int = 10
+    bins: Count = 10
     #: PSI at or above this is significant …
-    psi_threshold: float = 0.2
+    psi_threshold: NonNegative = 0.2
     #: … and the KS statistic must exceed its critical value at this significance level.
-    ks_alpha: float = 0.001
+    ks_alpha: Probability = 0.001
     #: A tenant idle this long (wall clock) has its open batches decided (tail mode only).
-    idle_flush_seconds: float = 30.0
+    idle_flush_seconds: DurationOrZero = 30.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class DedupeSettings:
     """Duplicate suppression on ``(tenant_id, source, signal_id, ts)``."""
 
     #: Keys are remembered this long in event time (the tenant's newest ``ts`` minus ``ts``).
-    ttl_seconds: float = 86400.0
+    ttl_seconds: DurationOrZero = 86400.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class ScoreSettings:
     """The coherence score."""
 
-    window_seconds: float = 86400.0
-    healthy_at: float = 0.75
-    warn_at: float = 0.5
+    window_seconds: Duration = 86400.0
+    healthy_at: Share = 0.75
+    warn_at: Share = 0.5
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class QuarantineSettings:
     """Quarantine release."""
 
@@ -233,7 +425,8 @@ class QuarantineSettings:
     release_key: str = "igflow-dev-release-key"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class TenancySettings:
     """Tenant policy tags."""
 
@@ -241,16 +434,17 @@ class TenancySettings:
     policies_dir: str = ""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class PsiSettings:
     """The psi step: deconfliction with a partner's PSI server (``igflow psi serve``)."""
 
     #: Base URL of the partner's ``igflow psi serve``; empty: the step is off (signals pass).
-    server_url: str = ""
+    server_url: HttpUrlOrEmpty = ""
     #: ``full_intersection`` (which selectors) or ``intersection_cardinality`` (how many).
-    mode: str = "full_intersection"
+    mode: PsiMode = "full_intersection"
     #: Length of the tumbling event-time windows, in seconds.
-    window_seconds: float = 300.0
+    window_seconds: Duration = 300.0
     #: Who we are, and where, as sent to the server (its authenticating edge must vouch for it).
     partner_id: str = "partner"
     region: str = "US"
@@ -263,59 +457,60 @@ class PsiSettings:
     #: ``data.psi`` JSON of our policy; empty: one default agreement with ``server_partner_id``.
     policy_data: str = ""
     #: HTTP timeout of one request, and the bounded retries of an unreachable server.
-    timeout_seconds: float = 5.0
-    retry_attempts: int = 3
-    retry_base_seconds: float = 0.2
-    retry_cap_seconds: float = 2.0
+    timeout_seconds: Duration = 5.0
+    retry_attempts: Count = 3
+    retry_base_seconds: DurationOrZero = 0.2
+    retry_cap_seconds: DurationOrZero = 2.0
     #: After the retries fail, windows closing within this many seconds (wall clock) are reported
     #: unavailable without trying, so a down partner costs one window's retries, not each one's.
-    unavailable_pause_seconds: float = 30.0
+    unavailable_pause_seconds: DurationOrZero = 30.0
     #: Most selectors in one request (the server's ``max_batch``); larger windows are split.
-    max_batch: int = 1 << 16  # psi.messages.MAX_BATCH
+    max_batch: PsiBatch = 1 << 16  # psi.messages.MAX_BATCH
     #: Threads of the client's curve arithmetic, per worker.
-    crypto_threads: int = 1
+    crypto_threads: Count = 1
     #: Close an idle tenant's window after this many seconds of wall clock; 0: only by event
     #: time and at end of input (a bounded run uses 0).
-    idle_flush_seconds: float = 60.0
+    idle_flush_seconds: DurationOrZero = 60.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class ApiSettings:
     """``igflow serve``: the GraphQL and REST API over the materialised stores."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     #: ``production``: only allowlisted (persisted) operations run; ``development``: any query,
     #: and Apollo APQ may register new ones in memory.
-    mode: str = "development"
+    mode: ApiMode = "development"
     #: The persisted-query allowlist (JSON: id -> document); empty: ``api/persisted_queries.json``.
     persisted_queries: str = ""
     #: Most cost an operation may have (ariadne's cost validator: 1 per field, lists times their
     #: ``first``/``limit`` argument).
-    max_query_cost: int = 200
+    max_query_cost: Count = 200
     #: Per-tenant token bucket: refill rate (requests/s) and burst size.
-    rate_limit_rps: float = 1000.0
-    rate_limit_burst: int = 1000
+    rate_limit_rps: Rate = 1000.0
+    rate_limit_burst: Count = 1000
     #: Failed authentications per client address: refill rate (per second) and burst. Past
     #: them, that address's requests are refused (429 ``AUTH_RATE_LIMITED``) before any key or
     #: token is checked, except credentials this process has already verified.
-    auth_failure_rps: float = 2.0
-    auth_failure_burst: int = 20
+    auth_failure_rps: Rate = 2.0
+    auth_failure_burst: Count = 20
     #: How long an API key lookup is remembered while this process listens to Postgres for
     #: key changes (``NOTIFY``, so a revocation applies at once), and while it cannot listen.
-    key_cache_seconds: float = 30.0
-    key_cache_fallback_seconds: float = 1.0
+    key_cache_seconds: DurationOrZero = 30.0
+    key_cache_fallback_seconds: DurationOrZero = 1.0
     #: Prometheus ``/metrics`` is served on its own port (0: not at all), never on ``port``:
     #: its labels name tenants. Keep ``metrics_host`` on loopback unless a firewall guards it.
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9465
+    metrics_port: Port = 9465
     #: JWT verification: accepted issuer and audience, the verification keys (a PEM public key,
     #: a JWKS JSON file, or a folder of either), the accepted algorithms and the clock leeway.
     jwt_issuer: str = "igflow-local"
     jwt_audience: str = "igflow-api"
     jwt_keys: str = ""
     jwt_algorithms: str = "RS256,ES256"
-    jwt_leeway_seconds: float = 30.0
+    jwt_leeway_seconds: DurationOrZero = 30.0
     #: Where the local stack keeps its signing key (``igflow token`` mints with it); empty:
     #: ``<stack_dir>/api``.
     dev_keys_dir: str = ""
@@ -323,116 +518,205 @@ class ApiSettings:
     #: pushes are refused.
     webhook_secret: str = ""
     #: Subscription events are coalesced in windows of this many milliseconds.
-    coalesce_ms: float = 100.0
+    coalesce_ms: DurationOrZero = 100.0
     #: How long a publish waits for the broker's acknowledgement.
-    publish_timeout_seconds: float = 5.0
+    publish_timeout_seconds: Duration = 5.0
     #: Largest request body accepted, in bytes; also the largest WebSocket message.
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: Count = 1 << 20
     #: Most tokens a GraphQL document may have: graphql-core's parser stops there
     #: (``QUERY_TOO_COSTLY``), before any of the work that grows with the text.
-    max_query_tokens: int = 2000
+    max_query_tokens: Count = 2000
     #: graphql-transport-ws: seconds a socket may stay open before its ``connection_init``
     #: (then it is closed with 4408), and most subscriptions one socket may hold at once.
-    ws_init_timeout_seconds: float = 5.0
-    ws_max_subscriptions: int = 100
+    ws_init_timeout_seconds: Duration = 5.0
+    ws_max_subscriptions: Count = 100
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class RunSettings:
     """How the dataflow runs."""
 
     #: Stop at the end offsets present at start (``False``: keep tailing).
     bounded: bool = True
-    workers: int = 1
+    workers: Count = 1
     #: Bytewax recovery store; empty disables recovery.
     recovery_dir: str = ""
-    snapshot_seconds: float = 1.0
-    epoch_seconds: float = 1.0
-    metrics_port: int = 0
-    log_level: str = "INFO"
+    snapshot_seconds: Duration = 1.0
+    epoch_seconds: Duration = 1.0
+    metrics_port: Port = 0
+    log_level: LogLevel = "INFO"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the engine needs, read once."""
+@dataclasses.dataclass(frozen=True)
+class _Load:
+    """What :meth:`Settings.load` hands the sources while it builds a value."""
 
-    stack_dir: str = ".stack"
-    kafka: KafkaSettings = KafkaSettings()
-    lake: LakeSettings = LakeSettings()
-    stores: StoreSettings = StoreSettings()
-    run: RunSettings = RunSettings()
-    validate: ValidateSettings = ValidateSettings()
-    drift: DriftSettings = DriftSettings()
-    dedupe: DedupeSettings = DedupeSettings()
-    score: ScoreSettings = ScoreSettings()
-    quarantine: QuarantineSettings = QuarantineSettings()
-    tenancy: TenancySettings = TenancySettings()
-    psi: PsiSettings = PsiSettings()
-    api: ApiSettings = ApiSettings()
+    #: Accepted ``IGFLOW_*`` settings variables, aliases resolved to ``IGFLOW_<SECTION>_<FIELD>``.
+    variables: Mapping[str, str]
+    toml: Path | None
+    #: Values that follow others (the catalog URI following the Postgres DSN).
+    derived: dict[str, Any]
+    #: Where each set value came from: a variable's name or a TOML key and its file.
+    origins: Mapping[tuple[str, ...], str]
 
-    @property
-    def warehouse(self) -> str:
-        """The warehouse location, defaulting to a folder of the local stack."""
-        if self.lake.warehouse:
-            return self.lake.warehouse
-        return Path(self.stack_dir, "warehouse").resolve().as_uri()
 
-    @property
-    def policies_dir(self) -> Path:
-        """The Rego policy bundle's folder."""
-        if self.tenancy.policies_dir:
-            return Path(self.tenancy.policies_dir).resolve()
-        return policies_dir()
+_LOADING: ContextVar[_Load | None] = ContextVar("igflow_settings_load", default=None)
 
-    @property
-    def catalog_properties(self) -> dict[str, str]:
-        """Properties of the pyiceberg SQL catalog."""
-        return {"type": "sql", "uri": self.lake.catalog_uri, "warehouse": self.warehouse}
 
-    @classmethod
-    def load(
-        cls, environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
-    ) -> Settings:
-        """Build the settings from defaults, an optional TOML file and ``IGFLOW_*`` variables."""
-        env = dict(os.environ if environ is None else environ)
-        data: dict[str, Any] = {}
-        path = config_file or env.get("IGFLOW_CONFIG")
-        if path:
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping rather than os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+with warnings.catch_warnings():
+    # The ``validate`` section shadows pydantic's deprecated ``BaseModel.validate`` classmethod,
+    # which nothing here calls; the field is what ``settings.validate`` returns.
+    warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
+
+    class Settings(BaseSettings):
+        """Everything the engine needs, read once.
+
+        ``Settings()`` is the built-in defaults (it reads no environment); :meth:`load` adds the
+        TOML file and the ``IGFLOW_*`` variables.
+        """
+
+        model_config = SettingsConfigDict(
+            frozen=True,
+            extra="forbid",
+            env_prefix="IGFLOW_",
+            env_nested_delimiter="_",
+            env_nested_max_split=1,
+            case_sensitive=False,
+        )
+
+        stack_dir: str = ".stack"
+        kafka: KafkaSettings = KafkaSettings()
+        lake: LakeSettings = LakeSettings()
+        stores: StoreSettings = StoreSettings()
+        run: RunSettings = RunSettings()
+        validate: ValidateSettings = ValidateSettings()  # type: ignore[assignment]
+        drift: DriftSettings = DriftSettings()
+        dedupe: DedupeSettings = DedupeSettings()
+        score: ScoreSettings = ScoreSettings()
+        quarantine: QuarantineSettings = QuarantineSettings()
+        tenancy: TenancySettings = TenancySettings()
+        psi: PsiSettings = PsiSettings()
+        api: ApiSettings = ApiSettings()
+
+        if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
+
+            def __init__(self, **values: Any) -> None:
+                try:
+                    super().__init__(**values)
+                except ValidationError as exc:
+                    load = _LOADING.get()
+                    origins = load.origins if load else {}
+                    problem = _describe(exc, (), origins, load.toml if load else None)
+                else:
+                    return
+                # Raised outside the handler: no pydantic error (which shows values) in context.
+                raise SettingError(problem)
+
+            def __setattr__(self, name: str, value: Any) -> None:
+                # As the sections (and the dataclass this was) do: AttributeError, not pydantic's.
+                msg = f"cannot assign to field {name!r}"
+                raise dataclasses.FrozenInstanceError(msg)
+
+            def __delattr__(self, name: str) -> None:
+                msg = f"cannot delete field {name!r}"
+                raise dataclasses.FrozenInstanceError(msg)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            """Earlier sources win: arguments, then (in :meth:`load`) ``IGFLOW_*`` variables,
+            the TOML file and derived values; defaults last."""
+            load = _LOADING.get()
+            if load is None:
+                return (init_settings,)
+            sources: list[PydanticBaseSettingsSource] = [
+                init_settings,
+                _EnvironSource(settings_cls, load.variables),
+            ]
+            if load.toml is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=load.toml))
+            if load.derived:
+                sources.append(InitSettingsSource(settings_cls, init_kwargs=load.derived))
+            return tuple(sources)
+
+        @property
+        def warehouse(self) -> str:
+            """The warehouse location, defaulting to a folder of the local stack."""
+            if self.lake.warehouse:
+                return self.lake.warehouse
+            return Path(self.stack_dir, "warehouse").resolve().as_uri()
+
+        @property
+        def policies_dir(self) -> Path:
+            """The Rego policy bundle's folder."""
+            if self.tenancy.policies_dir:
+                return Path(self.tenancy.policies_dir).resolve()
+            return policies_dir()
+
+        @property
+        def catalog_properties(self) -> dict[str, str]:
+            """Properties of the pyiceberg SQL catalog."""
+            return {"type": "sql", "uri": self.lake.catalog_uri, "warehouse": self.warehouse}
+
+        @classmethod
+        def load(
+            cls, environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+        ) -> Settings:
+            """Build the settings from defaults, an optional TOML file and ``IGFLOW_*``
+            variables; :class:`SettingError` for an unknown name or a bad value."""
+            env = os.environ if environ is None else environ
+            variables, origins = _read_environment(env)
+            path = config_file or env.get(_CONFIG_VARIABLE)
+            toml: Path | None = None
+            data: dict[str, Any] = {}
+            if path:
+                toml = Path(path)
+                data = _read_toml(toml)
+                for loc in _leaves(data):
+                    origins.setdefault(loc, f"{'.'.join(loc)} in {toml}")
+            derived = _follow_postgres(variables, data, origins)
+            token = _LOADING.set(_Load(variables, toml, derived, origins))
             try:
-                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                msg = f"cannot read settings file {path}: {exc}"
-                raise ConfigError(msg) from exc
-        for name, (section, field) in _ALIASES.items():
-            if name in env:
-                data.setdefault(section, {})[field] = env[name]
-        for key, raw in env.items():
-            if not key.startswith("IGFLOW_") or key in _ALIASES or key == "IGFLOW_CONFIG":
-                continue
-            rest = key.removeprefix("IGFLOW_").lower()
-            if rest == "stack_dir":
-                data["stack_dir"] = raw
-                continue
-            section, _, field = rest.partition("_")
-            if section in _SECTIONS and field in _SECTIONS[section]:
-                data.setdefault(section, {})[field] = raw
-        settings: Settings = _build(cls, data, "")
-        return settings
+                return cls()
+            finally:
+                _LOADING.reset(token)
 
-    def with_changes(self, section: str, **changes: Any) -> Settings:
-        """A copy with some fields of one section replaced (for CLI flags and tests)."""
-        current = getattr(self, section)
-        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+        def with_changes(self, section: str, **changes: Any) -> Settings:
+            """A copy with some fields of one section replaced (for CLI flags and tests); the
+            changed section is checked like a loaded one."""
+            if section not in _SECTIONS:
+                msg = f"unknown settings section {section!r}{_hint(section, _SECTIONS)}"
+                raise SettingError(msg)
+            changed = dataclasses.replace(getattr(self, section), **changes)
+            return self.model_copy(update={section: changed})
 
-    def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
-        """The effective settings; secrets masked unless ``masked`` is false."""
-        out: dict[str, Any] = {"stack_dir": self.stack_dir, "warehouse": self.warehouse}
-        for section in _SECTIONS:
-            values = dataclasses.asdict(getattr(self, section))
-            if masked:
-                values = {k: mask(v) if k in _SECRET_FIELDS else v for k, v in values.items()}
-            out[section] = values
-        return out
+        def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
+            """The effective settings; secrets masked unless ``masked`` is false."""
+            out: dict[str, Any] = {"stack_dir": self.stack_dir, "warehouse": self.warehouse}
+            for section in _SECTIONS:
+                values = dataclasses.asdict(getattr(self, section))
+                if masked:
+                    values = {k: _shown(k, v) for k, v in values.items()}
+                out[section] = values
+            return out
 
 
 def mask(value: str) -> str:
@@ -448,12 +732,38 @@ def mask(value: str) -> str:
     return "****" if value else ""
 
 
-#: Every section of :class:`Settings` (a field whose default is a settings dataclass) and its
-#: field names, so a new section is configurable by environment without being listed here.
+def _shown(name: str, value: Any) -> Any:
+    """``value`` as it may be shown: masked when ``name`` is a secret field."""
+    if name in _SECRET_FIELDS and isinstance(value, str):
+        try:
+            return mask(value)
+        except ValueError:  # an unparsable URL (a bad port): show nothing of it
+            return "****"
+    return value
+
+
+def catalog_uri_for(dsn: str) -> str | None:
+    """The SQLAlchemy URI of the Iceberg catalog in the Postgres of libpq ``dsn``
+    (``postgresql://u:p@h:5432/db`` gives ``postgresql+psycopg2://u:p@h:5432/db``); ``None``
+    when ``dsn`` is not a ``postgresql://`` URL."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in {"postgresql", "postgres"}:
+        return None
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
+
+
+#: Every section of :class:`Settings` and its field names, so a new section is configurable by
+#: environment and TOML without being listed here.
 _SECTIONS: dict[str, frozenset[str]] = {
-    f.name: frozenset(g.name for g in dataclasses.fields(f.default))
-    for f in dataclasses.fields(Settings)
-    if dataclasses.is_dataclass(f.default)
+    name: frozenset(f.name for f in dataclasses.fields(field.annotation))
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and dataclasses.is_dataclass(field.annotation)
+}
+#: Section class -> its name in :class:`Settings` (for messages about a directly built section).
+_SECTION_NAMES: dict[type, str] = {
+    field.annotation: name  # type: ignore[misc]
+    for name, field in Settings.model_fields.items()
+    if name in _SECTIONS
 }
 
 #: Short, product-wide names shared with docker-compose.yml and dev/.
@@ -470,40 +780,147 @@ _ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
-    hints = get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
+def _variable(loc: tuple[str, ...]) -> str:
+    """The ``IGFLOW_<SECTION>_<FIELD>`` (or ``IGFLOW_<FIELD>``) name of a setting."""
+    return "IGFLOW_" + "_".join(loc).upper()
+
+
+#: Every variable that sets a setting -> the setting (aliases and canonical names).
+_VARIABLES: dict[str, tuple[str, ...]] = {
+    _variable(("stack_dir",)): ("stack_dir",),
+    **{_variable((s, f)): (s, f) for s, fields in _SECTIONS.items() for f in sorted(fields)},
+    **_ALIASES,
+}
+
+
+def setting_variables() -> dict[str, str]:
+    """Every ``IGFLOW_*`` variable :meth:`Settings.load` reads -> what it sets
+    (``lake.batch_max_rows``); :data:`NON_SETTING_VARIABLES` are the others it accepts."""
+    out = {name: ".".join(loc) for name, loc in _VARIABLES.items()}
+    out[_CONFIG_VARIABLE] = "the TOML settings file"
+    return out
+
+
+def _hint(name: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean <prefix>X?)`` for the nearest X of ``choices``, or nothing."""
+    near = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{near[0]}?)" if near else ""
+
+
+def _read_environment(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
+    """The settings variables of ``environ`` (aliases resolved, the canonical name winning) and
+    the variable each setting came from; :class:`SettingError` for unknown ``IGFLOW_*`` names."""
+    accepted = {*_VARIABLES, *NON_SETTING_VARIABLES, _CONFIG_VARIABLE}
+    unknown = sorted(k for k in environ if k.upper().startswith("IGFLOW_") and k not in accepted)
     if unknown:
-        msg = f"unknown setting(s) {sorted(unknown)} in [{where or 'top level'}]"
-        raise ConfigError(msg)
-    for name, raw in data.items():
-        kind = hints[name]
-        label = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(raw, Mapping):
-                msg = f"setting {label} must be a table"
-                raise ConfigError(msg)
-            kwargs[name] = _build(kind, raw, label)  # type: ignore[arg-type]
-        else:
-            kwargs[name] = _coerce(kind, raw, label)
-    return cls(**kwargs)
+        msg = "; ".join(f"unknown setting {k}{_hint(k.upper(), accepted)}" for k in unknown)
+        raise SettingError(msg)
+    variables: dict[str, str] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for name, loc in _VARIABLES.items():
+        canonical = _variable(loc)
+        if name in environ and (name == canonical or canonical not in environ):
+            variables[canonical] = environ[name]
+            origins[loc] = name
+    return variables, origins
 
 
-def _coerce(kind: Any, raw: Any, label: str) -> Any:
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in {"1", "true", "yes", "on"}:
-            return True
-        if text in {"0", "false", "no", "off"}:
-            return False
-        msg = f"setting {label} must be a boolean, got {raw!r}"
-        raise ConfigError(msg)
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return kind(raw)
-    except (TypeError, ValueError) as exc:
-        msg = f"setting {label} must be {kind.__name__}, got {raw!r}"
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        msg = f"cannot read settings file {path}: {exc}"
         raise ConfigError(msg) from exc
+
+
+def _leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping) and not prefix:
+            out.extend(_leaves(value, (key,)))
+        out.append((*prefix, key))
+    return out
+
+
+def _follow_postgres(
+    variables: Mapping[str, str],
+    toml: Mapping[str, Any],
+    origins: dict[tuple[str, ...], str],
+) -> dict[str, Any]:
+    """The catalog URI derived from the Postgres DSN when the DSN is set and the URI is not."""
+    dsn_at, uri_at = ("stores", "postgres_dsn"), ("lake", "catalog_uri")
+    if uri_at in origins or dsn_at not in origins:
+        return {}
+    dsn = variables.get(_variable(dsn_at), toml.get("stores", {}).get("postgres_dsn"))
+    if not isinstance(dsn, str):
+        return {}  # a TOML value of the wrong type: its own error follows
+    uri = catalog_uri_for(dsn)
+    if uri is None:
+        msg = (
+            f"setting lake.catalog_uri cannot follow stores.postgres_dsn "
+            f"(from {origins[dsn_at]}): it is not a postgresql:// URL; set IGFLOW_CATALOG_URI"
+        )
+        raise SettingError(msg)
+    origins[uri_at] = f"derived from {origins[dsn_at]}"
+    return {"lake": {"catalog_uri": uri}}
+
+
+_TYPE_RULES = {
+    "int_parsing": "must be int",
+    "int_type": "must be int",
+    "int_from_float": "must be int",
+    "float_parsing": "must be float",
+    "float_type": "must be float",
+    "bool_parsing": "must be a boolean",
+    "bool_type": "must be a boolean",
+    "string_type": "must be str",
+    "finite_number": "must be a finite number",
+    "dataclass_type": "must be a table",
+    "dataclass_args_type": "must be a table",
+    "model_type": "must be a table",
+    "dict_type": "must be a table",
+}
+_BOUND_RULES = {
+    "greater_than_equal": ">=",
+    "greater_than": ">",
+    "less_than_equal": "<=",
+    "less_than": "<",
+}
+
+
+def _describe(
+    exc: ValidationError,
+    prefix: tuple[str, ...],
+    origins: Mapping[tuple[str, ...], str],
+    toml: Path | None = None,
+) -> str:
+    """One line per problem of ``exc``, naming the setting, its source and the rule broken, and
+    the offending value unless the setting is a secret."""
+    problems = []
+    for error in exc.errors():
+        loc = prefix + tuple(str(part) for part in error["loc"])
+        dotted = ".".join(loc)
+        kind = error["type"]
+        if kind in {"extra_forbidden", "unexpected_keyword_argument"}:
+            parent = loc[:-1]
+            names = _SECTIONS.get(parent[0], ()) if parent else Settings.model_fields
+            hint = _hint(loc[-1], names, "".join(f"{p}." for p in parent))
+            where = f" in {toml}" if toml is not None and not prefix else ""
+            problems.append(f"unknown setting {dotted}{where}{hint}")
+            continue
+        ctx = error.get("ctx", {})
+        if kind in _BOUND_RULES:
+            bound = next(iter(ctx.values()))
+            rule = f"must be {_BOUND_RULES[kind]} {bound}"
+        elif kind == "value_error":
+            rule = str(ctx.get("error", error["msg"]))
+        else:
+            rule = _TYPE_RULES.get(kind, error["msg"])
+        secret = loc[-1] in _SECRET_FIELDS
+        got = "" if secret or "input" not in error else f", got {error['input']!r}"
+        origin = origins.get(loc)
+        source = f" (from {origin})" if origin else ""
+        problems.append(f"setting {dotted} {rule}{got}{source}")
+    return "; ".join(problems)
