@@ -126,6 +126,7 @@ def test_installed_wheel_runs_outside_the_checkout(
     python, igflow = venv / "bin" / "python", venv / "bin" / "igflow"
     work = tmp_path / "work"
     work.mkdir()
+    work = work.resolve()
     env = env_for(it_settings)
     # Outside the checkout, with the defaults an installed engine has.
     for name in ("IGFLOW_STACK_DIR", "PYICEBERG_HOME", "PYTHONPATH", "VIRTUAL_ENV"):
