@@ -12,7 +12,7 @@ export PYICEBERG_HOME := $(CURDIR)/.stack
 export IGFLOW_STACK_DIR ?= $(CURDIR)/.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv system stack-up up down status setup demo test check lint typecheck schemas-check unit integration bench clean
+.PHONY: help venv system stack-up up down status setup demo test check lint typecheck schemas-check unit integration bench wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,11 @@ demo: setup ## run the main job end to end: 10 tenants x 3,000 signals (5% dupli
 	$(IGFLOW) lake
 	$(IGFLOW) quarantine list --rejects
 
+wheel: venv ## build the wheel into dist/ (code, package data and the compiled psi._sodium)
+	rm -rf build dist/intelgraph_streams-*.whl
+	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
+	@ls dist/intelgraph_streams-*.whl
+
 lint: venv ## ruff, and the layer contract (import-linter: layers only point down)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -84,4 +89,4 @@ bench: setup ## benchmarks (figures for the README's performance section)
 	$(BIN)/python benchmarks/api.py
 
 clean: down
-	rm -rf .stack $(VENV)
+	rm -rf .stack $(VENV) build dist

@@ -13,7 +13,10 @@ from urllib.parse import unquote, urlsplit
 
 from dev.errors import StackError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The checkout this package runs from, or ``None`` when it is installed (a wheel): then
+#: ``__file__``'s grandparent is site-packages' folder, nothing of the project's.
+_PARENT = Path(__file__).resolve().parents[1]
+REPO_ROOT: Path | None = _PARENT if (_PARENT / "pyproject.toml").is_file() else None
 
 # Environment variable names shared with the application, and their defaults.
 ENV_STACK_DIR = "IGFLOW_STACK_DIR"
@@ -74,7 +77,8 @@ class StackConfig:
     Use :func:`dataclasses.replace` to derive variants (for example in tests).
     """
 
-    repo_root: Path
+    #: The checkout, or ``None`` when the package is installed from a wheel.
+    repo_root: Path | None
     state_dir: Path
     timeout_s: float
     kafka_port: int
@@ -110,7 +114,7 @@ class StackConfig:
         def get(name: str) -> str:
             return environ.get(name) or DEFAULTS[name]
 
-        state = environ.get(ENV_STACK_DIR) or str(REPO_ROOT / ".stack")
+        state = environ.get(ENV_STACK_DIR) or str(default_state_dir())
         timeout_raw = environ.get(ENV_STACK_TIMEOUT) or str(DEFAULT_TIMEOUT_S)
         try:
             timeout_s = float(timeout_raw)
@@ -144,6 +148,13 @@ class StackConfig:
             neo4j_password=environ.get(ENV_NEO4J_PASSWORD, DEFAULTS[ENV_NEO4J_PASSWORD]),
             java_home=Path(get(ENV_JAVA_HOME)),
         )
+
+
+def default_state_dir() -> Path:
+    """Where the stack keeps its state when ``IGFLOW_STACK_DIR`` is unset: the checkout's
+    ``.stack`` (whatever the current directory), or ``./.stack`` when installed from a wheel,
+    which is also where the engine's settings look by default (``Settings.stack_dir``)."""
+    return (REPO_ROOT or Path.cwd()) / ".stack"
 
 
 def _port(var: str, raw: str) -> int:

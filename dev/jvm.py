@@ -1,9 +1,9 @@
 """The JVM products of the local stack: their jars, fetched from Maven Central by Maven, and the
 ``java`` that runs them.
 
-Each product has a pom in ``dev/maven/<product>/pom.xml`` that names the product's own
-artifacts and nothing else; ``mvn dependency:build-classpath`` resolves them (downloading into
-``~/.m2`` the first time) and writes the classpath to
+Each product has a pom in ``dev/maven/<product>/pom.xml`` (package data, so in the wheel too)
+that names the product's own artifacts and nothing else; ``mvn dependency:build-classpath``
+resolves them (downloading into ``~/.m2`` the first time) and writes the classpath to
 ``<state>/jars/<product>-<sha of the pom>.classpath``. A changed pom gives a new file, so a
 version bump takes effect on the next start; an unchanged one costs no Maven run at all.
 Nothing is built or copied: the JVM runs the jars in the local Maven repository.
@@ -17,12 +17,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from core.resources import package_path
 from dev.config import StackConfig
 from dev.errors import StackError
 
 __all__ = ["MAVEN_DIR", "classpath", "classpath_args", "java"]
 
-MAVEN_DIR = Path(__file__).resolve().parent / "maven"
+#: The poms' folder, found with importlib.resources.
+MAVEN_DIR = package_path("dev", "maven")
 #: Generous: a first resolution downloads about 140 MB (Kafka and Neo4j together).
 _MAVEN_TIMEOUT_S = 900.0
 _INSTALL_HINT = "run `apt-get install openjdk-17-jdk-headless maven` (or `make system`)"
