@@ -38,6 +38,7 @@ from core.errors import ConfigError, SinkError
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
+from core.settings import KafkaSettings
 
 __all__ = [
     "DETAIL_MAX_BYTES",
@@ -45,11 +46,11 @@ __all__ = [
     "DLQ_HEADROOM_BYTES",
     "REFERENCE_HEADERS",
     "DeadLetterSink",
+    "DeadLetterTarget",
     "SinkDeadLetters",
     "by_reference",
     "dlq_max_message_bytes",
     "dlq_message",
-    "dlq_sink",
     "message_size",
 ]
 
@@ -250,17 +251,37 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
         return _DeadLetterPartition(producer, self._topic, self._max_bytes, self._kept_in)
 
 
-def dlq_sink(bootstrap: str, topic: str, *, max_bytes: int, kept_in: str) -> DeadLetterSink:
-    """The DLQ sink of the flow (see :class:`DeadLetterSink`)."""
-    return DeadLetterSink(bootstrap, topic, max_bytes=max_bytes, kept_in=kept_in)
-
-
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetterTarget:
+    """Where the flow's rejects and a serving sink's dead letters go: the DLQ topic, and the
+    largest message its producers send (:func:`dlq_max_message_bytes`)."""
+
+    bootstrap: str
+    topic: str
+    max_message_bytes: int
+
+    @classmethod
+    def of(cls, kafka: KafkaSettings) -> DeadLetterTarget:
+        """The DLQ topic of the Kafka settings, sized for the largest signal record."""
+        return cls(kafka.bootstrap, kafka.dlq_topic, dlq_max_message_bytes(kafka.max_message_bytes))
+
+    def sink(self, *, kept_in: str) -> DeadLetterSink:
+        """The flow's DLQ sink (see :class:`DeadLetterSink`)."""
+        return DeadLetterSink(
+            self.bootstrap, self.topic, max_bytes=self.max_message_bytes, kept_in=kept_in
+        )
+
+    def for_sink(self, sink: str) -> SinkDeadLetters:
+        """Where the serving sink ``sink`` sends what it could not write."""
+        return SinkDeadLetters(self.bootstrap, self.topic, sink, self.max_message_bytes)
 
 
 class SinkDeadLetters:

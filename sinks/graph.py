@@ -58,13 +58,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bytewax.outputs import DynamicSink
 from neo4j import ManagedTransaction
 from neo4j import exceptions as nx
 
 from core.errors import FatalSinkError
 from core.records import ScoreChange, Tagged
-from core.settings import Settings, StoreSettings
+from core.settings import StoreSettings
 from sinks import falkordb_compat
 from sinks.bolt import bound_reads, server_for
 from sinks.dlq import SinkDeadLetters
@@ -84,7 +83,7 @@ from sinks.graph_model import (
     signal_row,
     storable,
 )
-from sinks.serving import RetryingPartition
+from sinks.serving import RetryingPartition, ServingSink
 
 __all__ = [
     "EDGE_TYPES",
@@ -444,7 +443,7 @@ _SCHEMA_DONE: set[tuple[str, str, str, str]] = set()
 _SCHEMA_LOCK = threading.Lock()
 
 
-class GraphSink(DynamicSink[Tagged | ScoreChange]):
+class GraphSink(ServingSink[Tagged | ScoreChange]):
     """Bytewax sink of tagged signals and score changes into the graph.
 
     The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
@@ -455,13 +454,10 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
     the module docstring): a tenant's items must all reach one worker.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[Tagged | ScoreChange]:
-        stores = self._settings.stores
+        stores = self._stores
         writer = GraphWriter.for_stores(stores)
         done = (stores.neo4j_uri, stores.neo4j_user, stores.graph_label_prefix, stores.graph_compat)
         with _SCHEMA_LOCK:
@@ -470,5 +466,5 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
                 _SCHEMA_DONE.add(done)
         # No close: the driver is shared by the process and closed at exit (module docstring).
         return RetryingPartition(
-            "graph", writer, self._settings, transient=transient, prepare=_storable_only
+            "graph", writer, stores, self._dead_letters, transient=transient, prepare=_storable_only
         )
