@@ -45,6 +45,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from core.catalog import catalog
 from core.cluster import Cluster
 from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
@@ -394,7 +395,11 @@ def replay(
     else:
         scratch = scratch_stores(settings, into)
     check_scratch(settings, into, scratch.stores)
-    plans = load_plans(settings, settings.lake.namespace) if commits == "original" else {}
+    plans = (
+        load_plans(catalog(settings), settings.lake.namespace, settings.kafka.topic)
+        if commits == "original"
+        else {}
+    )
     scratch = scratch.with_changes("lake", namespace=into).with_changes(
         "run", bounded=True, recovery_dir="", metrics_port=0
     )
