@@ -327,19 +327,7 @@ class GraphWriter:
         if not prefix:
             msg = "delete_tenants needs a non-empty prefix"
             raise ValueError(msg)
-        deleted = 0
-        for label in NODE_LABELS:
-            query = (
-                f"MATCH (n:{label}) WHERE n.tenant_id STARTS WITH $prefix "
-                "WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
-            )
-            while True:
-                rows = self._run(True, [(query, {"prefix": prefix, "limit": _DELETE_CHUNK})])[0]
-                count = int(rows[0]["c"]) if rows else 0
-                deleted += count
-                if count < _DELETE_CHUNK:
-                    break
-        return deleted
+        return self._delete("WHERE n.tenant_id STARTS WITH $prefix", prefix=prefix)
 
     def drop_scratch(self) -> int:
         """Delete every node of this writer's prefixed labels (with their edges) and drop their
@@ -348,15 +336,7 @@ class GraphWriter:
         if not self._prefix:
             msg = "drop_scratch needs a label prefix: it would delete the real graph"
             raise ValueError(msg)
-        deleted = 0
-        for label in NODE_LABELS:
-            query = f"MATCH (n:{label}) WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
-            while True:
-                rows = self._run(True, [(query, {"limit": _DELETE_CHUNK})])[0]
-                count = int(rows[0]["c"]) if rows else 0
-                deleted += count
-                if count < _DELETE_CHUNK:
-                    break
+        deleted = self._delete("")
         if self._falkordb:
             falkordb_compat.drop_indexes(self._run, INDEXES, self._prefix)
         else:
@@ -365,6 +345,21 @@ class GraphWriter:
                 self._schema(f"DROP CONSTRAINT {name} IF EXISTS")
             for label, props in LOOKUP_INDEXES:
                 self._schema(f"DROP INDEX {schema_name(self._prefix + label, props)} IF EXISTS")
+        return deleted
+
+    def _delete(self, where: str, **params: Any) -> int:
+        """Delete the nodes of every label matching ``where`` (with their edges), in chunks of
+        ``_DELETE_CHUNK`` a transaction; returns how many."""
+        deleted = 0
+        for label in NODE_LABELS:
+            match = f"MATCH (n:{label}) {where}".rstrip()
+            query = f"{match} WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
+            while True:
+                rows = self._run(True, [(query, {**params, "limit": _DELETE_CHUNK})])[0]
+                count = int(rows[0]["c"]) if rows else 0
+                deleted += count
+                if count < _DELETE_CHUNK:
+                    break
         return deleted
 
     def _run(
