@@ -1,11 +1,20 @@
-"""Retrying a store write: jittered exponential backoff, a bounded number of attempts.
+"""Retrying: one backoff policy and one retry loop, for every place that waits and tries again.
 
-Every serving sink wraps its one idempotent batch write in :func:`write_with_retry`. A driver
-error the sink classifies as transient (connection refused or reset, timeout, a paused server)
-is retried after ``base * 2**n`` seconds (capped, with full jitter); after the last attempt the
-batch is handed to the sink's dead-letter callback (``SINK_UNAVAILABLE``) and the flow goes on.
-Anything else (a bug, a permission error) propagates and stops the flow, which resumes from its
-last snapshot; because the writes are idempotent, the resumed run re-applies nothing twice.
+:class:`RetryPolicy` is the schedule: a bounded number of attempts, and after failed attempt
+``n`` a wait of ``base * 2**(n-1)`` seconds capped at ``cap``, jittered. :func:`retrying` is
+the loop: it calls, classifies a failure as transient or not, reports it, waits and calls again,
+and raises :class:`RetriesExhausted` after the last attempt. Its users:
+
+- the serving sinks (:func:`write_with_retry`): a driver error the sink classifies as transient
+  (connection refused or reset, timeout, a paused server) is retried with full jitter; after the
+  last attempt the batch is handed to the sink's dead-letter callback (``SINK_UNAVAILABLE``)
+  and the flow goes on. Anything else (a bug, a permission error) propagates and stops the flow,
+  which resumes from its last snapshot; because the writes are idempotent, the resumed run
+  re-applies nothing twice.
+- the lake's appender (:mod:`sinks.iceberg`): a lost commit race is retried after re-reading the
+  ledger (pyiceberg's own commit retry stays off), with jitter around the delay.
+- the psi step (:mod:`operators.psi_match`): an unreachable partner server is retried, then the
+  window is reported unavailable.
 """
 
 from __future__ import annotations
@@ -15,27 +24,83 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from core import metrics
 
-__all__ = ["RetryPolicy", "write_with_retry"]
+__all__ = ["RetriesExhausted", "RetryPolicy", "retrying", "write_with_retry"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How long a sink keeps trying one batch (defaults: 10 attempts, about 30 s in all)."""
+    """How long to keep trying (defaults: a sink's batch, 10 attempts, about 30 s in all)."""
 
     attempts: int = 10
     base_seconds: float = 0.1
     cap_seconds: float = 8.0
+    #: ``full``: a wait uniform in ``[0, d]`` ("full jitter", which spreads competing clients
+    #: the most); ``around``: uniform in ``[d/2, 3d/2]`` (never much shorter than ``d``).
+    jitter: Literal["full", "around"] = "full"
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (1-based): full jitter."""
-        return rng.uniform(0.0, min(self.cap_seconds, self.base_seconds * 2 ** (attempt - 1)))
+        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
+        ceiling: float = min(self.cap_seconds, self.base_seconds * 2 ** (attempt - 1))
+        if self.jitter == "full":
+            return rng.uniform(0.0, ceiling)
+        return ceiling * rng.uniform(0.5, 1.5)
+
+
+class RetriesExhausted(Exception):
+    """Every attempt failed with a transient error; ``last`` is the last one (also the cause)."""
+
+    def __init__(self, attempts: int, last: Exception) -> None:
+        super().__init__(f"gave up after {attempts} attempts: {last}")
+        self.attempts = attempts
+        self.last = last
+
+
+def _nothing(_attempt: int, _exc: Exception, _wait: float | None) -> None:
+    return None
+
+
+def retrying(
+    call: Callable[[int], R],
+    policy: RetryPolicy,
+    *,
+    transient: Callable[[BaseException], bool],
+    on_failure: Callable[[int, Exception, float | None], None] = _nothing,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> R:
+    """``call(attempt)`` (1-based) until it returns, at most ``policy.attempts`` times.
+
+    A failure ``transient`` rejects propagates at once. A transient one is reported to
+    ``on_failure(attempt, exc, wait)``, then slept on (``wait`` seconds from ``policy``); after
+    the last attempt ``wait`` is ``None``, nothing is slept and :class:`RetriesExhausted` is
+    raised from the failure. ``ValueError`` for a policy of no attempts.
+    """
+    if policy.attempts < 1:
+        msg = f"a retry policy needs at least one attempt, got {policy.attempts}"
+        raise ValueError(msg)
+    rng = rng or random.Random()
+    attempt = 1
+    while True:
+        try:
+            return call(attempt)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            if attempt >= policy.attempts:
+                on_failure(attempt, exc, None)
+                raise RetriesExhausted(attempt, exc) from exc
+            wait = policy.delay(attempt, rng)
+            on_failure(attempt, exc, wait)
+            sleep(wait)
+        attempt += 1
 
 
 def write_with_retry(
@@ -57,40 +122,43 @@ def write_with_retry(
     """
     if not batch:
         return True
-    rng = rng or random.Random()
     start = time.perf_counter()
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            write(batch)
-        except Exception as exc:
-            if not transient(exc):
-                raise
-            if attempt == policy.attempts:
-                log.error(
-                    "%s: gave up on a batch of %d after %d attempts: %s",
-                    sink,
-                    len(batch),
-                    attempt,
-                    exc,
-                    extra={"op": f"sink.{sink}", "error_code": "SINK_UNAVAILABLE"},
-                )
-                metrics.SINK_DEAD_LETTERS.labels(sink).inc(len(batch))
-                dead_letter(batch, exc)
-                return False
-            metrics.SINK_RETRIES.labels(sink).inc()
-            wait = policy.delay(attempt, rng)
-            log.warning(
-                "%s: attempt %d failed (%s); retrying in %.2f s",
+
+    def failed(attempt: int, exc: Exception, wait: float | None) -> None:
+        if wait is None:
+            log.error(
+                "%s: gave up on a batch of %d after %d attempts: %s",
                 sink,
+                len(batch),
                 attempt,
                 exc,
-                wait,
-                extra={"op": f"sink.{sink}"},
+                extra={"op": f"sink.{sink}", "error_code": "SINK_UNAVAILABLE"},
             )
-            sleep(wait)
-            continue
-        metrics.SINK_BATCHES.labels(sink).inc()
-        metrics.SINK_ROWS.labels(sink).inc(len(batch))
-        metrics.SINK_SECONDS.labels(sink).observe(time.perf_counter() - start)
-        return True
-    return False  # not reached: the loop returns or raises
+            return
+        metrics.SINK_RETRIES.labels(sink).inc()
+        log.warning(
+            "%s: attempt %d failed (%s); retrying in %.2f s",
+            sink,
+            attempt,
+            exc,
+            wait,
+            extra={"op": f"sink.{sink}"},
+        )
+
+    try:
+        retrying(
+            lambda _attempt: write(batch),
+            policy,
+            transient=transient,
+            on_failure=failed,
+            sleep=sleep,
+            rng=rng,
+        )
+    except RetriesExhausted as gave_up:
+        metrics.SINK_DEAD_LETTERS.labels(sink).inc(len(batch))
+        dead_letter(batch, gave_up.last)
+        return False
+    metrics.SINK_BATCHES.labels(sink).inc()
+    metrics.SINK_ROWS.labels(sink).inc(len(batch))
+    metrics.SINK_SECONDS.labels(sink).observe(time.perf_counter() - start)
+    return True

@@ -38,7 +38,7 @@ from core.contracts import signal_contracts
 from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
-from core.settings import Settings
+from core.settings import Settings, StoreSettings
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -46,7 +46,7 @@ from operators.psi import Matcher, http_matcher_factory, psi_step
 from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
-from sinks.dlq import dlq_max_message_bytes, dlq_message, dlq_sink
+from sinks.dlq import DeadLetterTarget, dlq_message
 from sinks.graph import GraphSink
 from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
@@ -136,25 +136,31 @@ def land(
 SERVING = ("redis", "graph", "postgres")
 
 
-def _serve(settings: Settings, signals: Stream[Tagged], scores: Stream[ScoreChange]) -> None:
-    """Write the serving stores named in ``stores.sinks``.
+def _serve(
+    stores: StoreSettings,
+    dead_letters: DeadLetterTarget,
+    signals: Stream[Tagged],
+    scores: Stream[ScoreChange],
+) -> None:
+    """Write the serving stores named in ``stores.sinks``; what they cannot write goes to
+    ``dead_letters``.
 
     Both streams come from steps keyed by tenant, so each tenant's items are on one worker and
     reach its store in order, one batch at a time: writes are serialized per tenant.
     """
-    enabled = settings.stores.enabled
+    enabled = stores.enabled
     unknown = enabled - set(SERVING)
     if unknown:
         msg = f"stores.sinks: unknown store(s) {sorted(unknown)}; known: {', '.join(SERVING)}"
         raise ConfigError(msg)
     if "redis" in enabled:
         both = op.merge("redis_items", signals, scores)
-        op.output("redis", both, RedisSink(settings))
+        op.output("redis", both, RedisSink(stores, dead_letters))
     if "graph" in enabled:
         both = op.merge("graph_items", signals, scores)
-        op.output("graph", both, GraphSink(settings))
+        op.output("graph", both, GraphSink(stores, dead_letters))
     if "postgres" in enabled:
-        op.output("postgres", scores, PostgresSink(settings))
+        op.output("postgres", scores, PostgresSink(stores, dead_letters))
 
 
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:
@@ -200,17 +206,11 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     scores = score("score", deconflicted.passed, settings.score)
 
     rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
+    dead_letters = DeadLetterTarget.of(settings.kafka)
     op.output(
         "dlq",
         op.map("dlq_message", rejects, dlq_message),
-        edges.dlq
-        or dlq_sink(
-            settings.kafka.bootstrap,
-            settings.kafka.dlq_topic,
-            max_bytes=dlq_max_message_bytes(settings.kafka.max_message_bytes),
-            kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}",
-            replication_factor=settings.kafka.replication_factor,
-        ),
+        edges.dlq or dead_letters.sink(kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"),
     )
     signal_values = op.key_rm("signals_values", tagged)
     score_values = op.key_rm("scores_values", scores)
@@ -225,7 +225,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     ids = kafka.bootstrap if real else None
     land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
     land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
-    _serve(settings, signal_values, score_values)
+    _serve(settings.stores, dead_letters, signal_values, score_values)
     land(
         "lake_deconfliction",
         deconflicted.results,

@@ -75,7 +75,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     if not by_offset and not by_time:
-        start, end = retained_offsets(settings)
+        start, end = retained_offsets(settings.kafka)
     elif by_offset:
         if args.from_offsets is None or args.to_offsets is None:
             print("igflow replay: --from and --to go together", file=sys.stderr)
@@ -87,7 +87,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         if since is None:
             print("igflow replay: --to-time needs --from-time", file=sys.stderr)
             return 2
-        start, end = resolve_times(settings, since, _time(args.to_time))
+        start, end = resolve_times(settings.kafka, since, _time(args.to_time))
 
     tty = sys.stderr.isatty()
     progress = tty_progress() if tty else json_progress()

@@ -33,6 +33,7 @@ from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from core.wire import HEADER_SIZE, MAGIC, unframe
 from operators.avro_indexes import Guard, index_guard
+from operators.split import split
 
 __all__ = ["DecodeOut", "SchemaLookup", "SignalDecoder", "decode"]
 
@@ -245,7 +246,5 @@ def decode(
 ) -> DecodeOut:
     """Decode Kafka records into signals; bad input leaves on ``errs`` with a reason code."""
     results = op.map("decode", up, decoder.decode)
-    branch = op.branch("split", results, lambda r: isinstance(r, Decoded))
-    oks: Stream[Decoded] = branch.trues  # type: ignore[assignment]
-    errs: Stream[Rejected] = branch.falses  # type: ignore[assignment]
+    oks, errs = split("split", results, Decoded, Rejected)
     return DecodeOut(oks, errs)

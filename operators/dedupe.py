@@ -37,6 +37,7 @@ from core import metrics
 from core.reasons import ReasonCode
 from core.records import Decoded, RawRecord, Rejected
 from core.settings import DedupeSettings
+from operators.split import split_keyed
 
 __all__ = ["DedupeOut", "TenantDedupe", "Verdict", "dedupe", "late_reject"]
 
@@ -280,7 +281,5 @@ def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> 
         return state, (late_reject(item, state),)
 
     checked = op.stateful_flat_map("check", up, check)
-    branch = op.branch("split", checked, lambda kv: isinstance(kv[1], Decoded))
-    unique: KeyedStream[Decoded] = branch.trues  # type: ignore[assignment]
-    late: Stream[Rejected] = op.key_rm("late", branch.falses)  # type: ignore[arg-type]
-    return DedupeOut(unique, late)
+    unique, late = split_keyed("split", checked, Decoded, Rejected)
+    return DedupeOut(unique, op.key_rm("late", late))

@@ -72,6 +72,7 @@ from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
 from core.settings import DriftSettings
 from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
+from operators.split import split_keyed
 
 __all__ = [
     "SCHEMA_TYPE",
@@ -490,7 +491,5 @@ def drift(
         return _DriftLogic(resume, settings, baseline, release_key)
 
     checked = op.stateful("check", up, builder)
-    branch = op.branch("split", checked, lambda kv: isinstance(kv[1], Decoded))
-    passed: KeyedStream[Decoded] = branch.trues  # type: ignore[assignment]
-    quarantined: Stream[Quarantined] = op.key_rm("quarantined", branch.falses)  # type: ignore[arg-type]
-    return DriftOut(passed, quarantined)
+    passed, quarantined = split_keyed("split", checked, Decoded, Quarantined)
+    return DriftOut(passed, op.key_rm("quarantined", quarantined))

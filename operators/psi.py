@@ -70,6 +70,7 @@ from operators.psi_window import (
     TenantDeconfliction,
     provenance_digest,
 )
+from operators.split import split_keyed
 from psi.messages import PsiMode
 
 __all__ = [
@@ -199,7 +200,5 @@ def psi_step(
         return _PsiLogic(resume, settings.window_seconds, on, settings.idle_flush_seconds)
 
     out = op.stateful("deconflict", up, builder)
-    branch = op.branch("split", out, lambda kv: isinstance(kv[1], DeconflictionResult))
-    passed: KeyedStream[Tagged] = branch.falses  # type: ignore[assignment]
-    results: Stream[DeconflictionResult] = op.key_rm("results", branch.trues)  # type: ignore[arg-type]
-    return PsiOut(passed, results)
+    results, passed = split_keyed("split", out, DeconflictionResult, Tagged)
+    return PsiOut(passed, op.key_rm("results", results))

@@ -21,7 +21,7 @@ import httpx
 
 from core.errors import ConfigError
 from core.reasons import ReasonCode
-from core.retry import RetryPolicy
+from core.retry import RetriesExhausted, RetryPolicy, retrying
 from core.settings import PsiSettings
 from operators.psi_window import ClosedWindow, DeconflictionResult
 from psi.client import (
@@ -180,34 +180,46 @@ class Deconflicter:
         """The matcher's outcome, or ``None`` once ``retry.attempts`` attempts failed."""
         if self.clock() < self._paused.until:
             return None  # the server failed every retry moments ago: do not wait on it again
-        attempts = self.retry.attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.matcher(chunk, self.mode)
-            except OSError as exc:
-                if attempt == attempts:
-                    log.error(
-                        "psi: no answer after %d attempts: %s",
-                        attempt,
-                        type(exc).__name__,
-                        extra={
-                            "tenant_id": tenant_id,
-                            "op": "psi.match",
-                            "error_code": PSI_UNAVAILABLE,
-                        },
-                    )
-                    self._paused.until = self.clock() + self.pause_seconds
-                    return None
-                wait = self.retry.delay(attempt, self.rng)
-                log.warning(
-                    "psi: attempt %d failed (%s); retrying in %.2f s",
+
+        def failed(attempt: int, exc: Exception, wait: float | None) -> None:
+            if wait is None:
+                log.error(
+                    "psi: no answer after %d attempts: %s",
                     attempt,
                     type(exc).__name__,
-                    wait,
-                    extra={"tenant_id": tenant_id, "op": "psi.match"},
+                    extra={
+                        "tenant_id": tenant_id,
+                        "op": "psi.match",
+                        "error_code": PSI_UNAVAILABLE,
+                    },
                 )
-                self.sleep(wait)
-        return None  # not reached: attempts >= 1
+                return
+            log.warning(
+                "psi: attempt %d failed (%s); retrying in %.2f s",
+                attempt,
+                type(exc).__name__,
+                wait,
+                extra={"tenant_id": tenant_id, "op": "psi.match"},
+            )
+
+        try:
+            return retrying(
+                lambda _attempt: self.matcher(chunk, self.mode),
+                self.retry,
+                transient=_unreachable,
+                on_failure=failed,
+                sleep=self.sleep,
+                rng=self.rng,
+            )
+        except RetriesExhausted:
+            self._paused.until = self.clock() + self.pause_seconds
+            return None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The server did not answer (refused, reset, timed out): worth another try. A denial is an
+    answer, and anything else is a bug."""
+    return isinstance(exc, OSError)
 
 
 class _Pause:

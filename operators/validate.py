@@ -18,6 +18,7 @@ from core.records import Decoded, Rejected
 from core.settings import ValidateSettings
 from core.signal_rules import STAGE, check, check_settings
 from core.tenants import StaticTenants, TenantDirectory, TenantEntry
+from operators.split import split
 
 __all__ = [
     "StaticTenants",
@@ -63,7 +64,5 @@ def validate(
         return out
 
     results = op.map("check", up, counted)
-    branch = op.branch("split", results, lambda r: isinstance(r, Decoded))
-    oks: Stream[Decoded] = branch.trues  # type: ignore[assignment]
-    errs: Stream[Rejected] = branch.falses  # type: ignore[assignment]
+    oks, errs = split("split", results, Decoded, Rejected)
     return ValidateOut(oks, errs)

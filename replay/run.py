@@ -45,10 +45,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from core.catalog import catalog
 from core.cluster import Cluster
 from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
-from core.settings import Settings
+from core.settings import KafkaSettings, Settings
 from flows.coherence import build
 from replay.scratch import check_scratch, scratch_names, scratch_stores
 from sinks.lake_plan import load_plans
@@ -119,7 +120,7 @@ def _record_time(consumer: Consumer, topic: str, partition: int, offset: int) ->
 
 
 def resolve_times(
-    settings: Settings, since: datetime, until: datetime | None, timeout_s: float = 10.0
+    kafka: KafkaSettings, since: datetime, until: datetime | None, timeout_s: float = 10.0
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Start and end offsets of every partition for the Kafka record times ``[since, until)``.
 
@@ -131,10 +132,10 @@ def resolve_times(
     check is refused with :class:`IgflowError`. A time after the last record gives no offset;
     such a partition has no end (for ``until``) or reads nothing (for ``since``).
     """
-    topic = settings.kafka.topic
+    topic = kafka.topic
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            "bootstrap.servers": kafka.bootstrap,
             "group.id": "igflow-replay",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -191,14 +192,12 @@ def _check(consumer: Consumer, topic: str, partition: int, offset: int, ms: int)
 
 
 def retained_offsets(
-    settings: Settings, timeout_s: float = 10.0
+    kafka: KafkaSettings, timeout_s: float = 10.0
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Start and end offsets of everything the topic retains now: each partition's log start
     offset and high watermark (the broker's ListOffsets answers)."""
-    topic = settings.kafka.topic
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": "igflow-replay"}
-    )
+    topic = kafka.topic
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "igflow-replay"})
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -395,8 +394,12 @@ def replay(
         scratch = settings.with_changes("stores", sinks="")
     else:
         scratch = scratch_stores(settings, into)
-    check_scratch(settings, into, scratch)
-    plans = load_plans(settings, settings.lake.namespace) if commits == "original" else {}
+    check_scratch(settings, into, scratch.stores)
+    plans = (
+        load_plans(catalog(settings), settings.lake.namespace, settings.kafka.topic)
+        if commits == "original"
+        else {}
+    )
     scratch = scratch.with_changes("lake", namespace=into).with_changes(
         "run", bounded=True, recovery_dir="", metrics_port=0
     )
@@ -442,7 +445,7 @@ def replay(
         ends,
         last.rows,
         last.seconds,
-        scratch_names(scratch),
+        scratch_names(scratch.stores),
         {name: len(plan) for name, plan in plans.items()},
     )
 

@@ -15,7 +15,7 @@ import re
 
 from core.catalog import catalog
 from core.errors import ConfigError
-from core.settings import Settings
+from core.settings import Settings, StoreSettings
 from sinks.graph import GraphWriter
 from sinks.postgres import scratch_rows
 from sinks.redis import prefix_in_use
@@ -48,9 +48,8 @@ def scratch_stores(settings: Settings, into: str) -> Settings:
     ).with_changes("kafka", dlq_topic=f"{settings.kafka.dlq_topic}.replay.{into}")
 
 
-def scratch_names(settings: Settings) -> dict[str, str]:
-    """The serving stores ``settings`` writes, and the scratch name each writes under."""
-    stores = settings.stores
+def scratch_names(stores: StoreSettings) -> dict[str, str]:
+    """The serving stores ``stores`` enables, and the scratch name each writes under."""
     names = {
         "redis": stores.key_prefix,
         "graph": stores.graph_label_prefix,
@@ -59,9 +58,10 @@ def scratch_names(settings: Settings) -> dict[str, str]:
     return {store: name for store, name in names.items() if store in stores.enabled}
 
 
-def check_scratch(settings: Settings, into: str, scratch: Settings) -> None:
-    """Refuse the flow's own namespace, and scratch stores that hold anything already (their
-    guards would skip what is there: the ledger, the seq and offset marks)."""
+def check_scratch(settings: Settings, into: str, stores: StoreSettings) -> None:
+    """Refuse the flow's own namespace (of ``settings``), and scratch ``stores`` that hold
+    anything already (their guards would skip what is there: the ledger, the seq and offset
+    marks)."""
     if into == settings.lake.namespace:
         msg = f"--into {into} is the flow's own namespace; replay needs a scratch namespace"
         raise ConfigError(msg)
@@ -69,7 +69,6 @@ def check_scratch(settings: Settings, into: str, scratch: Settings) -> None:
     if cat.namespace_exists(into) and cat.list_tables(into):
         msg = f"namespace {into} already has tables; replay needs a new (or empty) namespace"
         raise ConfigError(msg)
-    stores = scratch.stores
     held: list[str] = []
     if "redis" in stores.enabled and prefix_in_use(stores.redis_url, stores.key_prefix):
         held.append(f"Redis keys {stores.key_prefix}*")

@@ -59,6 +59,7 @@ from core.errors import ConfigError, SinkError
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
+from core.settings import KafkaSettings
 from sinks.topic_identity import TopicIds
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "DLQ_HEADROOM_BYTES",
     "REFERENCE_HEADERS",
     "DeadLetterSink",
+    "DeadLetterTarget",
     "MarkKey",
     "SinkDeadLetters",
     "by_reference",
@@ -74,7 +76,6 @@ __all__ = [
     "dlq_marks_topic",
     "dlq_max_message_bytes",
     "dlq_message",
-    "dlq_sink",
     "marks_topic_spec",
     "message_size",
     "read_marks",
@@ -488,17 +489,40 @@ def _producer(bootstrap: str, max_bytes: int, extra: dict[str, Any] | None = Non
     )
 
 
-def dlq_sink(
-    bootstrap: str, topic: str, *, max_bytes: int, kept_in: str, replication_factor: int = 1
-) -> DeadLetterSink:
-    """The DLQ sink of the flow (see :class:`DeadLetterSink`)."""
-    return DeadLetterSink(
-        bootstrap,
-        topic,
-        max_bytes=max_bytes,
-        kept_in=kept_in,
-        replication_factor=replication_factor,
-    )
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetterTarget:
+    """Where the flow's rejects and a serving sink's dead letters go: the DLQ topic, the
+    largest message its producers send (:func:`dlq_max_message_bytes`), and the replication of
+    the marks topic the flow's DLQ sink creates if missing."""
+
+    bootstrap: str
+    topic: str
+    max_message_bytes: int
+    replication_factor: int = 1
+
+    @classmethod
+    def of(cls, kafka: KafkaSettings) -> DeadLetterTarget:
+        """The DLQ topic of the Kafka settings, sized for the largest signal record."""
+        return cls(
+            kafka.bootstrap,
+            kafka.dlq_topic,
+            dlq_max_message_bytes(kafka.max_message_bytes),
+            kafka.replication_factor,
+        )
+
+    def sink(self, *, kept_in: str) -> DeadLetterSink:
+        """The flow's DLQ sink (see :class:`DeadLetterSink`)."""
+        return DeadLetterSink(
+            self.bootstrap,
+            self.topic,
+            max_bytes=self.max_message_bytes,
+            kept_in=kept_in,
+            replication_factor=self.replication_factor,
+        )
+
+    def for_sink(self, sink: str) -> SinkDeadLetters:
+        """Where the serving sink ``sink`` sends what it could not write."""
+        return SinkDeadLetters(self.bootstrap, self.topic, sink, self.max_message_bytes)
 
 
 def _json_default(value: object) -> object:

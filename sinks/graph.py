@@ -58,13 +58,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bytewax.outputs import DynamicSink
 from neo4j import ManagedTransaction
 from neo4j import exceptions as nx
 
 from core.errors import FatalSinkError
 from core.records import ScoreChange, Tagged
-from core.settings import Settings, StoreSettings
+from core.settings import StoreSettings
 from sinks import falkordb_compat
 from sinks.bolt import bound_reads, server_for
 from sinks.dlq import SinkDeadLetters
@@ -84,7 +83,7 @@ from sinks.graph_model import (
     signal_row,
     storable,
 )
-from sinks.serving import RetryingPartition
+from sinks.serving import RetryingPartition, ServingSink
 
 __all__ = [
     "EDGE_TYPES",
@@ -328,19 +327,7 @@ class GraphWriter:
         if not prefix:
             msg = "delete_tenants needs a non-empty prefix"
             raise ValueError(msg)
-        deleted = 0
-        for label in NODE_LABELS:
-            query = (
-                f"MATCH (n:{label}) WHERE n.tenant_id STARTS WITH $prefix "
-                "WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
-            )
-            while True:
-                rows = self._run(True, [(query, {"prefix": prefix, "limit": _DELETE_CHUNK})])[0]
-                count = int(rows[0]["c"]) if rows else 0
-                deleted += count
-                if count < _DELETE_CHUNK:
-                    break
-        return deleted
+        return self._delete("WHERE n.tenant_id STARTS WITH $prefix", prefix=prefix)
 
     def drop_scratch(self) -> int:
         """Delete every node of this writer's prefixed labels (with their edges) and drop their
@@ -349,15 +336,7 @@ class GraphWriter:
         if not self._prefix:
             msg = "drop_scratch needs a label prefix: it would delete the real graph"
             raise ValueError(msg)
-        deleted = 0
-        for label in NODE_LABELS:
-            query = f"MATCH (n:{label}) WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
-            while True:
-                rows = self._run(True, [(query, {"limit": _DELETE_CHUNK})])[0]
-                count = int(rows[0]["c"]) if rows else 0
-                deleted += count
-                if count < _DELETE_CHUNK:
-                    break
+        deleted = self._delete("")
         if self._falkordb:
             falkordb_compat.drop_indexes(self._run, INDEXES, self._prefix)
         else:
@@ -366,6 +345,21 @@ class GraphWriter:
                 self._schema(f"DROP CONSTRAINT {name} IF EXISTS")
             for label, props in LOOKUP_INDEXES:
                 self._schema(f"DROP INDEX {schema_name(self._prefix + label, props)} IF EXISTS")
+        return deleted
+
+    def _delete(self, where: str, **params: Any) -> int:
+        """Delete the nodes of every label matching ``where`` (with their edges), in chunks of
+        ``_DELETE_CHUNK`` a transaction; returns how many."""
+        deleted = 0
+        for label in NODE_LABELS:
+            match = f"MATCH (n:{label}) {where}".rstrip()
+            query = f"{match} WITH n LIMIT $limit DETACH DELETE n RETURN count(n) AS c"
+            while True:
+                rows = self._run(True, [(query, {**params, "limit": _DELETE_CHUNK})])[0]
+                count = int(rows[0]["c"]) if rows else 0
+                deleted += count
+                if count < _DELETE_CHUNK:
+                    break
         return deleted
 
     def _run(
@@ -444,7 +438,7 @@ _SCHEMA_DONE: set[tuple[str, str, str, str]] = set()
 _SCHEMA_LOCK = threading.Lock()
 
 
-class GraphSink(DynamicSink[Tagged | ScoreChange]):
+class GraphSink(ServingSink[Tagged | ScoreChange]):
     """Bytewax sink of tagged signals and score changes into the graph.
 
     The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
@@ -455,13 +449,10 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
     the module docstring): a tenant's items must all reach one worker.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[Tagged | ScoreChange]:
-        stores = self._settings.stores
+        stores = self._stores
         writer = GraphWriter.for_stores(stores)
         done = (stores.neo4j_uri, stores.neo4j_user, stores.graph_label_prefix, stores.graph_compat)
         with _SCHEMA_LOCK:
@@ -470,5 +461,5 @@ class GraphSink(DynamicSink[Tagged | ScoreChange]):
                 _SCHEMA_DONE.add(done)
         # No close: the driver is shared by the process and closed at exit (module docstring).
         return RetryingPartition(
-            "graph", writer, self._settings, transient=transient, prepare=_storable_only
+            "graph", writer, stores, self._dead_letters, transient=transient, prepare=_storable_only
         )

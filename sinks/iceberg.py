@@ -23,10 +23,11 @@ delivered them; a replay that commits the same rows together writes byte-identic
 
 Concurrency: several workers or processes append to one table. Iceberg commits are optimistic;
 a writer that loses the race (``CommitFailedException``) refreshes the table, re-reads the ledger
-(now including the winner's offsets), filters again and retries with jittered backoff. The
-ledger written is always the merge of the current one and this batch's offsets, so no writer's
-offsets are lost. Within one run a Kafka partition is read by one worker and its items reach the
-sink in offset order, which is what makes a per-partition high-water mark sufficient.
+(now including the winner's offsets), filters again and retries with jittered backoff
+(:mod:`core.retry`). The ledger written is always the merge of the current one and this batch's
+offsets, so no writer's offsets are lost. Within one run a Kafka partition is read by one worker
+and its items reach the sink in offset order, which is what makes a per-partition high-water mark
+sufficient.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -48,6 +48,7 @@ from pyiceberg.table.snapshots import ancestors_of
 from core import metrics
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
+from core.retry import RetriesExhausted, RetryPolicy, retrying
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
@@ -121,6 +122,15 @@ def _dump_ledger(entries: Mapping[tuple[str, int, str], int]) -> str:
 #: commit, which would roll the winner's offsets out of the ledger. Our tables turn it off; the
 #: appender retries itself, re-reading the ledger each time.
 _TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+
+#: Lost commit races are retried after 50 ms, doubling up to 2 s, each wait jittered between half
+#: and one and a half times that; ``commit_attempts`` sets the attempts.
+_COMMIT_RETRY = RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=2.0, jitter="around")
+
+
+def _lost_race(exc: BaseException) -> bool:
+    return isinstance(exc, CommitFailedException)
 
 
 def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Table:
@@ -219,66 +229,75 @@ class IcebergAppender(Generic[T]):
     def append(self, items: Sequence[T]) -> AppendResult:
         """Land the items not yet committed, in one snapshot; retry lost commit races."""
         start = time.perf_counter()
-        delay = 0.05
         current: dict[str, str] = {}
         if self._topic_ids is not None:
             topics = {self._def.provenance(item).topic for item in items}
             current = {topic: self._topic_ids(topic) for topic in sorted(topics)}
-        for attempt in range(1, self._attempts + 1):
-            self._table.refresh()
-            ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
-            committed = ledger(self._table)
-            fresh, merged, landed, seen = self._select(items, committed)
-            marks = recorded_marks(self._table) if self._content is not None else {}
-            if self._content is not None:
-                # Before skipping anything: items at or below a mark are what a lost log
-                # hands out again. Once per (topic, partition) and process: one Kafka read.
-                self._content(self._def.name, marks, seen)
-            skipped = len(items) - len(fresh)
-            if not fresh:
-                return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
-            data = self._def.to_arrow(sorted(fresh, key=self._order))
-            properties = {
-                LEDGER_KEY: _dump_ledger(merged),
-                "igflow.flow": self._flow,
-                "igflow.rows": str(len(fresh)),
-                # The content digest of exactly these rows, for `igflow verify --from-history`.
-                DIGEST_KEY: dump_summary(digest_arrow(self._def.name, data)),
-            }
-            if ids:
-                properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
-            if self._content is not None:
-                properties[MARKS_KEY] = dump_marks(merge_marks(marks, landed))
-            try:
-                self._table.append(data, snapshot_properties=properties)
-            except CommitFailedException as exc:
-                metrics.LAKE_COMMIT_RETRIES.labels(self._def.name).inc()
-                log.info(
-                    "lost a commit race on %s (attempt %d): %s",
-                    self._def.name,
-                    attempt,
-                    exc,
-                    extra={"op": "lake.append", "table": self._def.name},
-                )
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
-                continue
-            snapshot = self._table.current_snapshot()
-            per_tenant: dict[str, int] = {}
-            for item in fresh:
-                tenant = self._def.tenant(item)
-                per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
-            return AppendResult(
-                len(fresh),
-                skipped,
+
+        def lost_race(attempt: int, exc: Exception, _wait: float | None) -> None:
+            metrics.LAKE_COMMIT_RETRIES.labels(self._def.name).inc()
+            log.info(
+                "lost a commit race on %s (attempt %d): %s",
+                self._def.name,
                 attempt,
-                time.perf_counter() - start,
-                snapshot.snapshot_id if snapshot else None,
-                per_tenant,
-                merged,
+                exc,
+                extra={"op": "lake.append", "table": self._def.name},
             )
-        msg = f"{self._def.name}: gave up after {self._attempts} lost commit races"
-        raise RetryableSinkError(msg)
+
+        try:
+            return retrying(
+                lambda attempt: self._attempt(items, current, attempt, start),
+                dataclasses.replace(_COMMIT_RETRY, attempts=self._attempts),
+                transient=_lost_race,
+                on_failure=lost_race,
+            )
+        except RetriesExhausted as gave_up:
+            msg = f"{self._def.name}: gave up after {self._attempts} lost commit races"
+            raise RetryableSinkError(msg) from gave_up.last
+
+    def _attempt(
+        self, items: Sequence[T], current: Mapping[str, str], attempt: int, start: float
+    ) -> AppendResult:
+        """One try at the append: re-read the ledger, keep what it lacks, commit that."""
+        self._table.refresh()
+        ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
+        committed = ledger(self._table)
+        fresh, merged, landed, seen = self._select(items, committed)
+        marks = recorded_marks(self._table) if self._content is not None else {}
+        if self._content is not None:
+            # Before skipping anything: items at or below a mark are what a lost log
+            # hands out again. Once per (topic, partition) and process: one Kafka read.
+            self._content(self._def.name, marks, seen)
+        skipped = len(items) - len(fresh)
+        if not fresh:
+            return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
+        data = self._def.to_arrow(sorted(fresh, key=self._order))
+        properties = {
+            LEDGER_KEY: _dump_ledger(merged),
+            "igflow.flow": self._flow,
+            "igflow.rows": str(len(fresh)),
+            # The content digest of exactly these rows, for `igflow verify --from-history`.
+            DIGEST_KEY: dump_summary(digest_arrow(self._def.name, data)),
+        }
+        if ids:
+            properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
+        if self._content is not None:
+            properties[MARKS_KEY] = dump_marks(merge_marks(marks, landed))
+        self._table.append(data, snapshot_properties=properties)  # CommitFailedException: retried
+        snapshot = self._table.current_snapshot()
+        per_tenant: dict[str, int] = {}
+        for item in fresh:
+            tenant = self._def.tenant(item)
+            per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+        return AppendResult(
+            len(fresh),
+            skipped,
+            attempt,
+            time.perf_counter() - start,
+            snapshot.snapshot_id if snapshot else None,
+            per_tenant,
+            merged,
+        )
 
     def _order(self, item: T) -> tuple[str, int, int, str]:
         # Unique within a table in practice (one row per record and table); a tie keeps the

@@ -34,11 +34,10 @@ from typing import Generic, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
+from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from core.catalog import catalog
-from core.settings import Settings
 from sinks.iceberg import LEDGER_KEY, Ledger, parse_ledger
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 
@@ -201,19 +200,18 @@ def planned_batches(
     )
 
 
-def load_plans(settings: Settings, namespace: str) -> dict[str, CommitPlan]:
-    """Per lake table of ``namespace``, the plan of its commits of ``kafka.topic`` (tables that
-    do not exist, or hold no commit of that topic, have none)."""
+def load_plans(cat: Catalog, namespace: str, topic: str) -> dict[str, CommitPlan]:
+    """Per lake table of ``namespace`` in ``cat``, the plan of its commits of ``topic`` (tables
+    that do not exist, or hold no commit of that topic, have none)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    cat = catalog(settings)
     plans: dict[str, CommitPlan] = {}
     for table in (SIGNALS, SCORES, QUARANTINE, DECONFLICTION):
         try:
             loaded = cat.load_table((namespace, table.name))
         except NoSuchTableError:
             continue
-        plan = CommitPlan.from_table(loaded, settings.kafka.topic)
+        plan = CommitPlan.from_table(loaded, topic)
         if len(plan):
             plans[table.name] = plan
     return plans

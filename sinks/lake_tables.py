@@ -1,8 +1,10 @@
 """Iceberg table definitions: schema, partitioning and row mapping, one per landed table.
 
-Field ids are fixed here (never reassigned), so the schemas can evolve by adding fields. Every
-table carries the provenance columns ``kafka_partition``, ``kafka_offset``, ``schema_version``
-and ``input_hash`` (SHA-256 of the exact Kafka value bytes).
+Field ids are fixed here (never reassigned), so the schemas can evolve by adding fields
+(``tests/data/lake_schemas.json`` pins them). Every table of records carries the provenance
+columns ``kafka_topic``, ``kafka_partition``, ``kafka_offset``, ``schema_version`` and
+``input_hash`` (SHA-256 of the exact Kafka value bytes), defined once by
+:func:`provenance_fields` and filled by :func:`provenance_values`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ __all__ = [
     "TABLES",
     "TableDef",
     "lane",
+    "provenance_fields",
+    "provenance_values",
 ]
 
 T = TypeVar("T")
@@ -81,6 +85,42 @@ class TableDef(Generic[T]):
         )
 
 
+def provenance_fields(
+    first_id: int, *, schema_version_required: bool = True, documented: bool = False
+) -> tuple[NestedField, ...]:
+    """The provenance columns of a table, with field ids ``first_id`` onwards.
+
+    ``schema_version_required``: false where a row may come from a record that never decoded
+    (the quarantine). ``documented``: the docs the signals table was created with (they reach
+    its Parquet files as field metadata, so the other tables keep having none).
+    """
+    i = first_id
+    return (
+        NestedField(i, "kafka_topic", StringType(), required=True),
+        NestedField(i + 1, "kafka_partition", IntegerType(), required=True),
+        NestedField(i + 2, "kafka_offset", LongType(), required=True),
+        NestedField(
+            i + 3,
+            "schema_version",
+            IntegerType(),
+            required=schema_version_required,
+            doc="registry schema id" if documented else None,
+        ),
+        NestedField(
+            i + 4,
+            "input_hash",
+            StringType(),
+            required=True,
+            doc="sha256 of the Kafka value" if documented else None,
+        ),
+    )
+
+
+def provenance_values(p: Provenance) -> tuple[str, int, int, int, str]:
+    """The values of the provenance columns (:func:`provenance_fields`) for ``p``."""
+    return (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash)
+
+
 _SIGNAL_SCHEMA = Schema(
     NestedField(1, "tenant_id", StringType(), required=True),
     NestedField(2, "signal_id", StringType(), required=True),
@@ -89,11 +129,7 @@ _SIGNAL_SCHEMA = Schema(
     NestedField(5, "weight", DoubleType(), required=False, doc="null means 1.0"),
     NestedField(6, "source", StringType(), required=True),
     NestedField(7, "ts", TimestamptzType(), required=True, doc="event time"),
-    NestedField(8, "kafka_topic", StringType(), required=True),
-    NestedField(9, "kafka_partition", IntegerType(), required=True),
-    NestedField(10, "kafka_offset", LongType(), required=True),
-    NestedField(11, "schema_version", IntegerType(), required=True, doc="registry schema id"),
-    NestedField(12, "input_hash", StringType(), required=True, doc="sha256 of the Kafka value"),
+    *provenance_fields(8, documented=True),
     NestedField(13, "provenance_id", StringType(), required=True, doc="derived from the manifest"),
     NestedField(14, "policy_version", StringType(), required=True, doc="sha256 of the policies"),
     NestedField(15, "purpose", StringType(), required=True),
@@ -118,11 +154,7 @@ def _signal_row(item: Tagged) -> tuple[Any, ...]:
         s.weight,
         s.source,
         s.ts,
-        p.topic,
-        p.kafka_partition,
-        p.kafka_offset,
-        p.schema_version,
-        p.input_hash,
+        *provenance_values(p),
         item.provenance_id,
         item.policy_version,
         tags.purpose,
@@ -154,18 +186,13 @@ _SCORE_SCHEMA = Schema(
     NestedField(5, "window_count", LongType(), required=True),
     NestedField(6, "window_weight", DoubleType(), required=True),
     NestedField(7, "provenance_id", StringType(), required=True, doc="the triggering signal's"),
-    NestedField(8, "kafka_topic", StringType(), required=True),
-    NestedField(9, "kafka_partition", IntegerType(), required=True),
-    NestedField(10, "kafka_offset", LongType(), required=True),
-    NestedField(11, "schema_version", IntegerType(), required=True),
-    NestedField(12, "input_hash", StringType(), required=True),
+    *provenance_fields(8),
     NestedField(13, "score_2dp", DecimalType(5, 2), required=True, doc="exact, half-even"),
     NestedField(14, "seq", LongType(), required=True, doc="the tenant's change number"),
 )
 
 
 def _score_row(item: ScoreChange) -> tuple[Any, ...]:
-    p = item.provenance
     return (
         item.tenant_id,
         item.score,
@@ -174,11 +201,7 @@ def _score_row(item: ScoreChange) -> tuple[Any, ...]:
         item.window_count,
         item.window_weight,
         item.provenance_id,
-        p.topic,
-        p.kafka_partition,
-        p.kafka_offset,
-        p.schema_version,
-        p.input_hash,
+        *provenance_values(item.provenance),
         item.score_2dp,
         item.seq,
     )
@@ -210,11 +233,7 @@ _QUARANTINE_SCHEMA = Schema(
     NestedField(11, "ks", DoubleType(), required=False, doc="batch KS statistic"),
     NestedField(12, "window_psi", DoubleType(), required=False),
     NestedField(13, "window_ks", DoubleType(), required=False),
-    NestedField(14, "kafka_topic", StringType(), required=True),
-    NestedField(15, "kafka_partition", IntegerType(), required=True),
-    NestedField(16, "kafka_offset", LongType(), required=True),
-    NestedField(17, "schema_version", IntegerType(), required=False),
-    NestedField(18, "input_hash", StringType(), required=True),
+    *provenance_fields(14, schema_version_required=False),
     NestedField(19, "kafka_key", BinaryType(), required=False),
     NestedField(20, "payload", BinaryType(), required=False, doc="the exact Kafka value"),
 )
@@ -239,6 +258,8 @@ def _quarantine_row(item: QuarantineItem) -> tuple[Any, ...]:
             None,
             None,
             None,
+            # The provenance columns, spelt out: a record that did not decode has no
+            # schema_version (null here, where its Provenance says 0).
             raw.topic,
             raw.partition,
             raw.offset,
@@ -247,7 +268,7 @@ def _quarantine_row(item: QuarantineItem) -> tuple[Any, ...]:
             raw.key,
             raw.value,
         )
-    d, v, p = item.decoded, item.verdict, item.decoded.provenance
+    d, v = item.decoded, item.verdict
     raw_key = d.raw.key if d.raw is not None else None
     payload = d.raw.value if d.raw is not None else None
     detail = "batch drifted from the reference" if v.type != "*schema" else "unknown writer fields"
@@ -265,11 +286,7 @@ def _quarantine_row(item: QuarantineItem) -> tuple[Any, ...]:
         v.ks,
         v.window_psi,
         v.window_ks,
-        p.topic,
-        p.kafka_partition,
-        p.kafka_offset,
-        p.schema_version,
-        p.input_hash,
+        *provenance_values(d.provenance),
         raw_key,
         payload,
     )
@@ -357,11 +374,7 @@ _DECONFLICTION_SCHEMA = Schema(
     NestedField(14, "last_offset", LongType(), required=True),
     NestedField(15, "provenance_digest", StringType(), required=True, doc="sha256 chain of ids"),
     NestedField(16, "provenance_id", StringType(), required=True, doc="the window's last signal"),
-    NestedField(17, "kafka_topic", StringType(), required=True),
-    NestedField(18, "kafka_partition", IntegerType(), required=True),
-    NestedField(19, "kafka_offset", LongType(), required=True),
-    NestedField(20, "schema_version", IntegerType(), required=True),
-    NestedField(21, "input_hash", StringType(), required=True),
+    *provenance_fields(17),
     NestedField(22, "policy_version", StringType(), required=True, doc="sha256 of the policies"),
     NestedField(23, "key_epoch", LongType(), required=False, doc="the server key's epoch"),
     NestedField(24, "key_id", StringType(), required=False, doc="epoch.generation.fingerprint"),
@@ -369,7 +382,6 @@ _DECONFLICTION_SCHEMA = Schema(
 
 
 def _deconfliction_row(item: DeconflictionResult) -> tuple[Any, ...]:
-    p = item.provenance
     return (
         item.tenant_id,
         item.window_start,
@@ -387,11 +399,7 @@ def _deconfliction_row(item: DeconflictionResult) -> tuple[Any, ...]:
         item.last_offset,
         item.provenance_digest,
         item.provenance_id,
-        p.topic,
-        p.kafka_partition,
-        p.kafka_offset,
-        p.schema_version,
-        p.input_hash,
+        *provenance_values(item.provenance),
         item.policy_version,
         item.key_epoch,
         item.key_id,

@@ -54,14 +54,12 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from bytewax.outputs import DynamicSink
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from core.migrations import apply
 from core.records import ScoreChange
-from core.settings import Settings
-from sinks.serving import RetryingPartition
+from sinks.serving import RetryingPartition, ServingSink
 
 __all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "scratch_rows", "transient"]
 
@@ -321,7 +319,7 @@ def _newest(items: list[ScoreChange], _dead_letter: object) -> list[ScoreChange]
     return newest_per_tenant(items)
 
 
-class PostgresSink(DynamicSink[ScoreChange]):
+class PostgresSink(ServingSink[ScoreChange]):
     """Bytewax sink of :class:`ScoreChange` values into the ``coherence_scores`` read model.
 
     Every worker builds its own writer (and applies the migrations, which is safe concurrently).
@@ -331,19 +329,17 @@ class PostgresSink(DynamicSink[ScoreChange]):
     (``SINK_UNAVAILABLE``) and the flow goes on.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[ScoreChange]:
-        stores = self._settings.stores
+        stores = self._stores
         writer = PostgresWriter(stores.postgres_dsn, schema=stores.postgres_schema)
         writer.ensure_schema()
         return RetryingPartition(
             "postgres",
             writer,
-            self._settings,
+            stores,
+            self._dead_letters,
             transient=transient,
             prepare=_newest,
             close=writer.close,

@@ -54,14 +54,12 @@ from datetime import UTC, datetime
 
 import redis
 import redis.exceptions as rx
-from bytewax.outputs import DynamicSink
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.records import ScoreChange, Tagged
-from core.settings import Settings
 from core.store_keys import applied_key, events_channel, score_key, signals_key
-from sinks.serving import RetryingPartition
+from sinks.serving import RetryingPartition, ServingSink
 
 __all__ = [
     "RedisSink",
@@ -364,7 +362,7 @@ class RedisWriter:
             client.close()
 
 
-class RedisSink(DynamicSink[ScoreChange | Tagged]):
+class RedisSink(ServingSink[ScoreChange | Tagged]):
     """Bytewax sink writing score changes and tagged signals to the Redis hot store.
 
     Each worker has its own :class:`RedisWriter`. A ``write_batch`` is split into chunks of
@@ -374,13 +372,10 @@ class RedisSink(DynamicSink[ScoreChange | Tagged]):
     tenant upstream), which is what the offset and ``seq`` guards rely on.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> RetryingPartition[ScoreChange | Tagged]:
-        stores = self._settings.stores
+        stores = self._stores
         writer = RedisWriter(
             stores.redis_url,
             stream_max=stores.redis_stream_max,
@@ -388,5 +383,5 @@ class RedisSink(DynamicSink[ScoreChange | Tagged]):
             key_prefix=stores.key_prefix,
         )
         return RetryingPartition(
-            "redis", writer, self._settings, transient=transient, close=writer.close
+            "redis", writer, stores, self._dead_letters, transient=transient, close=writer.close
         )

@@ -37,6 +37,7 @@ from core.retry import RetryPolicy, write_with_retry
 from core.settings import Settings
 from dev import stack as dev_stack
 from dev.config import StackConfig
+from sinks.dlq import DeadLetterTarget
 from sinks.graph import (
     EDGE_TYPES,
     NODE_LABELS,
@@ -462,7 +463,9 @@ def test_the_bytewax_sink_writes_every_chunk(
     items += items[:7]  # an at-least-once redelivery
     flow = Dataflow("graph_sink_test")
     op.output(
-        "graph", op.input("in", flow, TestingSource(items, batch_size=4)), GraphSink(settings)
+        "graph",
+        op.input("in", flow, TestingSource(items, batch_size=4)),
+        GraphSink(settings.stores, DeadLetterTarget.of(settings.kafka)),
     )
     run_main(flow)
     assert writer.counts(prefix) == _expected(20, 2, scored=1)
@@ -481,7 +484,11 @@ def test_the_sink_dead_letters_what_the_graph_cannot_hold(
     bad = _signal(f"{prefix}a", 2, signal_id="nul\x00id")
     items: list[Item] = [_signal(f"{prefix}a", 1), bad, _change(f"{prefix}a", 1)]
     flow = Dataflow("graph_sink_dlq_test")
-    op.output("graph", op.input("in", flow, TestingSource(items)), GraphSink(it_settings))
+    op.output(
+        "graph",
+        op.input("in", flow, TestingSource(items)),
+        GraphSink(it_settings.stores, DeadLetterTarget.of(it_settings.kafka)),
+    )
     run_main(flow)
     assert writer.counts(prefix) == _expected(1, 1, scored=1)
     [message] = read_topic(it_settings, it_settings.kafka.dlq_topic)

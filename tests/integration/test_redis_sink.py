@@ -32,6 +32,7 @@ from core.settings import Settings
 from core.store_keys import applied_key, events_channel, score_key, signals_key
 from dev import stack as dev_stack
 from dev.config import StackConfig
+from sinks.dlq import DeadLetterTarget
 from sinks.redis import RedisSink, RedisWriter, transient
 
 pytestmark = pytest.mark.integration
@@ -302,7 +303,9 @@ def test_the_bytewax_sink_writes_every_chunk(
     items += items[:7]  # an at-least-once redelivery
     flow = Dataflow("redis_sink_test")
     op.output(
-        "redis", op.input("in", flow, TestingSource(items, batch_size=4)), RedisSink(settings)
+        "redis",
+        op.input("in", flow, TestingSource(items, batch_size=4)),
+        RedisSink(settings.stores, DeadLetterTarget.of(settings.kafka)),
     )
     run_main(flow)
     assert client.hget(score_key(a), "seq") == "10"

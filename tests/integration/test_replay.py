@@ -139,7 +139,7 @@ def test_an_event_time_range_replays_exactly_the_records_of_that_time(
     }
     assert len(inside) == 90  # the middle workload: 3 tenants x 30
 
-    start, end = resolve_times(it_settings, since, until)
+    start, end = resolve_times(it_settings.kafka, since, until)
     chosen = {
         (m.partition(), m.offset())
         for m in records

@@ -125,7 +125,7 @@ def test_a_replay_with_the_original_plan_writes_byte_identical_files(
     n = next(_NAMESPACES)
     original, replayed = f"plan{n}_a", f"plan{n}_b"
     _land(lake_settings, schemas, records, original, source_batches[0], lake_batches[0])
-    plans = load_plans(lake_settings, original)
+    plans = load_plans(catalog, original, lake_settings.kafka.topic)
     _land(lake_settings, schemas, records, replayed, source_batches[1], lake_batches[1], plans)
 
     files = 0
@@ -151,9 +151,25 @@ def test_a_replay_past_the_original_or_short_of_it_lands_every_row(
     _land(lake_settings, schemas, half, "short_orig", 7, 25)
     _land(lake_settings, schemas, records, "full_orig", 7, 25)
     # Past the original: the plan of the first half, then the rows it lacks.
-    _land(lake_settings, schemas, records, "past", 13, 40, load_plans(lake_settings, "short_orig"))
+    _land(
+        lake_settings,
+        schemas,
+        records,
+        "past",
+        13,
+        40,
+        load_plans(catalog, "short_orig", lake_settings.kafka.topic),
+    )
     # Short of it: the plan of everything, over the first half (its last commits incomplete).
-    _land(lake_settings, schemas, half, "short", 13, 40, load_plans(lake_settings, "full_orig"))
+    _land(
+        lake_settings,
+        schemas,
+        half,
+        "short",
+        13,
+        40,
+        load_plans(catalog, "full_orig", lake_settings.kafka.topic),
+    )
     for name in LANDED:
         for expected, got in (("full_orig", "past"), ("short_orig", "short")):
             a, b = _table(catalog, expected, name), _table(catalog, got, name)
