@@ -300,13 +300,11 @@ def test_a_verified_token_is_served_from_the_cache(settings: Settings, auth: Aut
     token = sign(settings, claims(settings))
     first = authenticate(auth, f"Bearer {token}")
     assert auth.cache_hits == 0
-    started = time.perf_counter()
     for _ in range(20_000):
         assert auth.verify_token(token) is first
-    elapsed = time.perf_counter() - started
+    # Each one a hash and a dict lookup, not an RSA verification: counted, not timed (what it
+    # costs is the API benchmark's figure).
     assert auth.cache_hits == 20_000
-    # A hash and a dict lookup: well under the ~50 us of one RSA verification each.
-    assert elapsed < 0.5, f"{elapsed / 20_000 * 1e6:.1f} us per cached token"
     # Another token with the same claims is verified on its own.
     assert authenticate(auth, f"Bearer {sign(settings, claims(settings), 'ES256')}") == first
     assert auth.cache_hits == 20_000

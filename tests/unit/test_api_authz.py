@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -146,11 +145,9 @@ def test_from_settings_reads_the_policies_dir(tmp_path: Path) -> None:
 def test_a_cached_decision_costs_a_lookup(authz: Authorizer) -> None:
     principal = caller("tenant-00", READ)
     first = authz.decide(principal, "read", "tenant-00")
-    started = time.perf_counter()
+    # The same object every time: the cache answered, no Rego evaluation (not timed here).
     for _ in range(100_000):
         assert authz.decide(principal, "read", "tenant-00") is first
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"{elapsed * 10:.2f} us per cached decision"
 
 
 def test_eight_threads_share_one_authorizer() -> None:
