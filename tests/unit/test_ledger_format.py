@@ -10,7 +10,9 @@ import json
 import threading
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
@@ -285,3 +287,69 @@ def test_a_history_cut_before_any_base_is_refused(catalog: Catalog) -> None:
     cut = Table(table.name(), metadata, table.metadata_location, table.io, table.catalog)
     with pytest.raises(LedgerUnavailable, match="expired"):
         read_ledger(cut)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    old=st.integers(0, 3),
+    every=st.integers(1, 4),
+    sends=st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 3), st.integers(0, 12), st.integers(1, 6)),
+        min_size=1,
+        max_size=8,
+    ),
+    damage=st.booleans(),
+)
+def test_any_mix_of_formats_resends_and_processes_reads_exactly(
+    catalog: Catalog, old: int, every: int, sends: list, damage: bool
+) -> None:
+    """Law: after ``old`` commits of the old format, any re-sends through appenders of new
+    processes (or the same one), with any checkpoint interval and a damaged checkpoint, land
+    each offset once; the ledger read cold equals the reference, and the replay plan equals the
+    plan of the whole ledgers."""
+    ensure_table(catalog, "coherence", SIGNALS)
+    catalog.purge_table("coherence.signals")
+    table = ensure_table(catalog, "coherence", SIGNALS)
+    sent: list[Tagged] = []
+    wholes: list[Ledger] = []
+    for o in range(old):
+        # Lane (partition p, tenant p) at offsets 4 * o + p: the scheme of the sends below.
+        batch = [_item(p, 4 * o + p, f"tenant-{p:02d}") for p in range(2)]
+        sent.extend(batch)
+        _old_append(table, batch, _reference(sent))
+        wholes.append(_reference(sent))
+    appender = IcebergAppender(_fresh(catalog), SIGNALS, checkpoint_every=every)
+    for partition, tenant, start, length in sends:
+        if tenant == 3:  # a new process
+            appender = IcebergAppender(_fresh(catalog), SIGNALS, checkpoint_every=every)
+        # Each (partition, tenant) lane owns offsets = 4 * n + tenant: in order per lane.
+        batch = [
+            _item(partition, 4 * n + tenant % 3, f"tenant-{tenant % 3:02d}")
+            for n in range(start, start + length)
+        ]
+        before = _reference(sent)
+        result = appender.append(batch)
+        fresh = [
+            i
+            for i in batch
+            if i.provenance.kafka_offset
+            > before.get(("topic", partition, _lane(i.signal.tenant_id)), -1)
+        ]
+        assert result.appended == len(fresh)
+        if fresh:
+            sent.extend(fresh)
+            wholes.append(_reference(sent))
+        if damage:
+            for path in Path(table.metadata.location.removeprefix("file://")).rglob(
+                "igflow-ledger-*"
+            ):
+                path.write_text("{}")
+    assert ledger(_fresh(catalog)) == _reference(sent)
+    keys = _keys(catalog)
+    assert len(keys) == len(set(keys)) == len(sent)
+    ids = [s.snapshot_id for s in _fresh(catalog).metadata.snapshots]
+    assert CommitPlan.from_table(_fresh(catalog)).commits == (
+        CommitPlan.from_ledgers(zip(ids, wholes, strict=True)).commits
+    )
