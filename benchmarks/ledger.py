@@ -9,7 +9,9 @@ the metadata's). A first commit lands one row per (tenant, Kafka partition), so 
 ledger knows every lane (4 partitions: 4 lanes per tenant). Then ``--commits`` appends through
 the real :class:`sinks.iceberg.IcebergAppender` (re-read the ledger, filter, digest, commit), each
 a batch of ``--rows`` rows over ``--touch`` tenants taken in turn from all of them: the batch is
-the same at every tenant count, so whatever grows is metadata. Reported per tenant count: the
+the same at every tenant count, so whatever grows is metadata. The counts' commits are
+interleaved (the first of each, then the second of each, ...), so that load from other work on a
+shared machine falls on all of them alike. Reported per tenant count: the
 median and mean commit time, the bytes of a snapshot summary (its properties as JSON, mean over
 the measured commits), the table metadata file after the last commit (Iceberg rewrites it, every
 snapshot's summary included, at each commit) and the ledger checkpoint files written beside it;
@@ -62,49 +64,60 @@ def _summary_bytes(table: Any) -> int:
     return len(json.dumps(props, separators=(",", ":")).encode())
 
 
-def run(tenants: int, commits: int, rows: int, touch: int) -> dict[str, Any]:
-    """One tenant count in a fresh warehouse: the figures of its measured commits."""
-    names = [f"tenant-{i:05d}" for i in range(tenants)]
-    with tempfile.TemporaryDirectory(prefix="igflow-ledger-") as tmp:
-        warehouse = Path(tmp) / "warehouse"
-        warehouse.mkdir()
+class _Lake:
+    """One tenant count's warehouse, table and appender."""
+
+    def __init__(self, root: Path, tenants: int, rows: int, touch: int) -> None:
+        self.tenants = tenants
+        self.names = [f"tenant-{i:05d}" for i in range(tenants)]
+        self.rows = rows
+        self.touched = min(touch, tenants)
+        self.warehouse = root / f"t{tenants}"
+        self.warehouse.mkdir()
         catalog = SqlCatalog(
-            "bench", uri=f"sqlite:///{tmp}/catalog.db", warehouse=warehouse.as_uri()
+            "bench",
+            uri=f"sqlite:///{self.warehouse}/catalog.db",
+            warehouse=self.warehouse.as_uri(),
         )
-        table = ensure_table(catalog, "bench", TABLE)
-        appender = IcebergAppender(table, TABLE, flow="bench")
-        offsets = [0] * PARTITIONS
-
-        def take(tenant: str, partition: int) -> Tagged:
-            item = _item(tenant, partition, offsets[partition])
-            offsets[partition] += 1
-            return item
-
+        self.appender = IcebergAppender(ensure_table(catalog, "bench", TABLE), TABLE, flow="bench")
+        self.offsets = [0] * PARTITIONS
+        self.seconds: list[float] = []
+        self.summaries: list[int] = []
+        # The first commit: a row per (tenant, partition), so the ledger knows every lane.
         start = time.perf_counter()
-        appender.append([take(t, p) for t in names for p in range(PARTITIONS)])
-        warm_s = time.perf_counter() - start
-        seconds: list[float] = []
-        summaries: list[int] = []
-        touched = min(touch, tenants)
-        for c in range(commits):
-            batch_tenants = [names[(c * touched + j) % tenants] for j in range(touched)]
-            batch = [
-                take(batch_tenants[i % touched], i % PARTITIONS)
-                for i in range(rows)  # offsets rise per partition: every row is new
-            ]
-            result = appender.append(batch)
-            assert result.appended == rows, result
-            seconds.append(result.seconds)
-            summaries.append(_summary_bytes(appender.table))
-        metadata = appender.table.metadata_location.removeprefix("file://")
-        sidecars = sorted(warehouse.rglob("igflow-ledger-*"))
+        self.appender.append([self._take(t, p) for t in self.names for p in range(PARTITIONS)])
+        self.warm_s = time.perf_counter() - start
+
+    def _take(self, tenant: str, partition: int) -> Tagged:
+        item = _item(tenant, partition, self.offsets[partition])
+        self.offsets[partition] += 1
+        return item
+
+    def step(self, c: int) -> None:
+        """Measured commit ``c``: ``rows`` rows over ``touched`` tenants taken in turn."""
+        batch_tenants = [
+            self.names[(c * self.touched + j) % self.tenants] for j in range(self.touched)
+        ]
+        batch = [
+            self._take(batch_tenants[i % self.touched], i % PARTITIONS)
+            for i in range(self.rows)  # offsets rise per partition: every row is new
+        ]
+        result = self.appender.append(batch)
+        assert result.appended == self.rows, result
+        self.seconds.append(result.seconds)
+        self.summaries.append(_summary_bytes(self.appender.table))
+
+    def figures(self) -> dict[str, Any]:
+        metadata = self.appender.table.metadata_location.removeprefix("file://")
+        sidecars = sorted(self.warehouse.rglob("igflow-ledger-*"))
+        seconds, summaries = self.seconds, self.summaries
         return {
-            "tenants": tenants,
-            "lanes": tenants * PARTITIONS,
-            "commits": commits,
-            "rows_per_commit": rows,
-            "tenants_per_commit": touched,
-            "warm_commit_ms": round(warm_s * 1000, 1),
+            "tenants": self.tenants,
+            "lanes": self.tenants * PARTITIONS,
+            "commits": len(seconds),
+            "rows_per_commit": self.rows,
+            "tenants_per_commit": self.touched,
+            "warm_commit_ms": round(self.warm_s * 1000, 1),
             "commit_ms_median": round(statistics.median(seconds) * 1000, 2),
             "commit_ms_mean": round(statistics.fmean(seconds) * 1000, 2),
             "commit_ms_max": round(max(seconds) * 1000, 2),
@@ -116,6 +129,18 @@ def run(tenants: int, commits: int, rows: int, touch: int) -> dict[str, Any]:
         }
 
 
+def run(tenant_counts: list[int], commits: int, rows: int, touch: int) -> list[dict[str, Any]]:
+    """Every tenant count in its own warehouse, their measured commits interleaved (commit 1 of
+    each, then commit 2 of each, ...) so that load from other work on a shared machine falls on
+    every count alike."""
+    with tempfile.TemporaryDirectory(prefix="igflow-ledger-") as tmp:
+        lakes = [_Lake(Path(tmp), n, rows, touch) for n in tenant_counts]
+        for c in range(commits):
+            for lake in lakes:
+                lake.step(c)
+        return [lake.figures() for lake in lakes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, nargs="+", default=[10, 1000, 10000])
@@ -124,10 +149,8 @@ def main() -> None:
     parser.add_argument("--touch", type=int, default=10, help="tenants per measured commit")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ledger.json"))
     args = parser.parse_args()
-    results = []
-    for n in args.tenants:
-        r = run(n, args.commits, args.rows, args.touch)
-        results.append(r)
+    results = run(args.tenants, args.commits, args.rows, args.touch)
+    for r in results:
         print(json.dumps(r), flush=True)
     print()
     print("| tenants | lanes | commit ms (median / mean / max) | summary bytes | metadata bytes |")
