@@ -50,6 +50,7 @@ from core.digest import (
 from core.errors import IgflowError
 from core.settings import Settings
 from sinks.lake_tables import TABLES
+from sinks.ledger_format import LedgerUnavailable, summary_value
 
 __all__ = [
     "EVENT_TIME",
@@ -153,15 +154,22 @@ def digest_table(
 def digest_history(table: Table, table_name: str) -> dict[GroupKey, GroupDigest]:
     """The table's digest groups from the snapshot summaries of its current lineage (no scan).
 
-    Sums the ``igflow.digest`` of every ancestor of the current snapshot. A ``replace`` commit
-    (compaction) carries no digest and changes no content, so it is skipped; any other commit
-    without a digest (an overwrite, a delete, an append by another tool or an older release)
+    Sums the ``igflow.digest`` (inline, or in its file when long) of every ancestor of the
+    current snapshot. A ``replace`` commit (compaction) carries no digest and changes no
+    content, so it is skipped; any other commit without a digest (an overwrite, a delete, an
+    append by another tool or an older release), or whose digest file is gone or damaged,
     makes the history unusable: raises :class:`HistoryUnavailable`.
     """
     out: dict[GroupKey, GroupDigest] = {}
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         summary = snapshot.summary
-        raw = summary.additional_properties.get(DIGEST_KEY) if summary is not None else None
+        props = summary.additional_properties if summary is not None else {}
+        try:
+            # Inline, or in a file beside the metadata when long (sinks.ledger_format).
+            raw = summary_value(table, props, DIGEST_KEY)
+        except LedgerUnavailable as gone:
+            msg = f"{table_name}: {gone}; verify by scanning instead"
+            raise HistoryUnavailable(msg) from gone
         if raw is None:
             if summary is not None and summary.operation == Operation.REPLACE:
                 continue

@@ -1,7 +1,9 @@
 """Iceberg sink with an exactly-once effect over Bytewax's at-least-once delivery.
 
-How: each append commits, in its snapshot summary (key ``igflow.offsets``), the highest Kafka
-offset landed so far for every (topic, partition, lane) of the table: the *ledger*. Before
+How: the table's snapshots record the highest Kafka offset landed so far for every (topic,
+partition, lane): the *ledger*. Each append stores in its snapshot summary the lanes it raised
+(``igflow.offsets.delta``) and, every few commits, a checkpoint file with the whole ledger
+(:mod:`sinks.ledger_format`: a summary's size does not grow with the number of tenants). Before
 appending, a writer reads the ledger of the table's current snapshot and drops every item at or
 below it. After a crash, Bytewax resumes the source from its last snapshot, which may be behind
 what landed; the replayed items are dropped here, so each record lands once.
@@ -24,10 +26,10 @@ delivered them; a replay that commits the same rows together writes byte-identic
 Concurrency: several workers or processes append to one table. Iceberg commits are optimistic;
 a writer that loses the race (``CommitFailedException``) refreshes the table, re-reads the ledger
 (now including the winner's offsets), filters again and retries with jittered backoff
-(:mod:`core.retry`). The ledger written is always the merge of the current one and this batch's
-offsets, so no writer's offsets are lost. Within one run a Kafka partition is read by one worker
-and its items reach the sink in offset order, which is what makes a per-partition high-water mark
-sufficient.
+(:mod:`core.retry`). A commit lands only on the snapshot its ledger was read at, so its delta
+is exactly what it raised and no writer's offsets are lost. Within one run a Kafka partition is
+read by one worker and its items reach the sink in offset order, which is what makes a
+per-partition high-water mark sufficient.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
 
 from core import metrics
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
@@ -59,6 +60,19 @@ from sinks.ledger_content import (
     dump_marks,
     merge_marks,
     recorded_marks,
+)
+from sinks.ledger_format import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_KEY,
+    DELTA_KEY,
+    LEDGER_KEY,
+    Ledger,
+    LedgerState,
+    dump_ledger,
+    parse_ledger,
+    read_ledger,
+    spill,
+    write_checkpoint,
 )
 from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
 
@@ -76,46 +90,14 @@ __all__ = [
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: Snapshot-summary key of the committed-offsets ledger:
-#: ``{"topic": {"partition": {"lane": offset}}}`` (a bare offset reads as lane ``""``).
-LEDGER_KEY = "igflow.offsets"
-
-#: (topic, partition, lane) -> highest committed offset.
-Ledger = dict[tuple[str, int, str], int]
-
 
 def ledger(table: Table) -> Ledger:
-    """The committed offsets of ``table``: from the newest snapshot in its history that has them.
+    """The committed offsets of ``table`` at its current snapshot (:mod:`sinks.ledger_format`).
 
     Snapshots written by other tools (compaction, an analyst's fix-up) carry no ledger; the walk
     back over the current snapshot's ancestors skips them.
     """
-    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        summary = snapshot.summary
-        raw = summary.additional_properties.get(LEDGER_KEY) if summary is not None else None
-        if raw is not None:
-            return parse_ledger(raw)
-    return {}
-
-
-def parse_ledger(raw: str) -> Ledger:
-    """A snapshot summary's ``igflow.offsets`` value as a :data:`Ledger`."""
-    data: dict[str, dict[str, int | dict[str, int]]] = json.loads(raw)
-    out: Ledger = {}
-    for topic, parts in data.items():
-        for partition, marks in parts.items():
-            if isinstance(marks, int):  # written before lanes existed
-                marks = {"": marks}
-            for lane, offset in marks.items():
-                out[(topic, int(partition), lane)] = int(offset)
-    return out
-
-
-def _dump_ledger(entries: Mapping[tuple[str, int, str], int]) -> str:
-    data: dict[str, dict[str, dict[str, int]]] = {}
-    for (topic, partition, lane), offset in sorted(entries.items()):
-        data.setdefault(topic, {}).setdefault(str(partition), {})[lane] = offset
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return dict(read_ledger(table).ledger)
 
 
 #: pyiceberg's own commit retry re-applies the *same* snapshot summary on top of the winner's
@@ -210,10 +192,16 @@ class IcebergAppender(Generic[T]):
         flow: str = "coherence",
         topic_ids: TopicIds | None = None,
         content: ContentCheck | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         """``topic_ids``: bind the ledger to the input topics' identities
         (:mod:`sinks.topic_identity`); ``content``: to the records at its marks
-        (:mod:`sinks.ledger_content`); ``None`` leaves them unchecked (replays, tests)."""
+        (:mod:`sinks.ledger_content`); ``None`` leaves them unchecked (replays, tests).
+        ``checkpoint_every``: commits between ledger checkpoints (:mod:`sinks.ledger_format`)."""
+        self._checkpoint_every = max(1, checkpoint_every)
+        #: The ledger at the last snapshot this appender read or wrote: a re-read walks back to
+        #: it at most (only the deltas committed since).
+        self._state: LedgerState | None = None
         self._topic_ids = topic_ids
         self._content = content
         self._table = table
@@ -261,8 +249,9 @@ class IcebergAppender(Generic[T]):
         """One try at the append: re-read the ledger, keep what it lacks, commit that."""
         self._table.refresh()
         ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
-        committed = ledger(self._table)
-        fresh, merged, landed, seen = self._select(items, committed)
+        state = read_ledger(self._table, self._state)
+        self._state = state
+        fresh, merged, raised, landed, seen = self._select(items, state.ledger)
         marks = recorded_marks(self._table) if self._content is not None else {}
         if self._content is not None:
             # Before skipping anything: items at or below a mark are what a lost log
@@ -272,19 +261,27 @@ class IcebergAppender(Generic[T]):
         if not fresh:
             return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
         data = self._def.to_arrow(sorted(fresh, key=self._order))
-        properties = {
-            LEDGER_KEY: _dump_ledger(merged),
-            "igflow.flow": self._flow,
-            "igflow.rows": str(len(fresh)),
-            # The content digest of exactly these rows, for `igflow verify --from-history`.
-            DIGEST_KEY: dump_summary(digest_arrow(self._def.name, data)),
-        }
+        properties = {"igflow.flow": self._flow, "igflow.rows": str(len(fresh))}
+        # Only the lanes this commit raised: bounded by its rows, not by the tenants; a long
+        # one goes to a file (with a checkpoint, so that reading the ledger never needs it).
+        spilled = spill(self._table, properties, DELTA_KEY, dump_ledger(raised))
+        # The content digest of exactly these rows, for `igflow verify --from-history`.
+        digest = dump_summary(digest_arrow(self._def.name, data))
+        spill(self._table, properties, DIGEST_KEY, digest)
         if ids:
             properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
         if self._content is not None:
             properties[MARKS_KEY] = dump_marks(merge_marks(marks, landed))
+        depth = state.depth + 1
+        if depth >= self._checkpoint_every or spilled:
+            # The whole ledger, in a file beside the metadata: bounds the next reader's walk.
+            # A lost race leaves the file unreferenced (named by its hash: harmless).
+            properties[CHECKPOINT_KEY] = write_checkpoint(self._table, merged)
+            depth = 0
         self._table.append(data, snapshot_properties=properties)  # CommitFailedException: retried
         snapshot = self._table.current_snapshot()
+        if snapshot is not None:
+            self._state = LedgerState(snapshot.snapshot_id, merged, depth)
         per_tenant: dict[str, int] = {}
         for item in fresh:
             tenant = self._def.tenant(item)
@@ -306,12 +303,13 @@ class IcebergAppender(Generic[T]):
         return (p.topic, p.kafka_partition, p.kafka_offset, self._def.lane(item))
 
     def _select(
-        self, items: Iterable[T], committed: Ledger
-    ) -> tuple[list[T], Ledger, Marks, set[tuple[str, int]]]:
-        """The items not yet committed, the ledger after them, per (topic, partition) the
-        highest of their offsets with its record's input hash (the content marks), and every
-        (topic, partition) of ``items``. One pass: this is the per-record part of an append."""
-        merged = dict(committed)
+        self, items: Iterable[T], committed: Mapping[tuple[str, int, str], int]
+    ) -> tuple[list[T], Ledger, Ledger, Marks, set[tuple[str, int]]]:
+        """The items not yet committed, the ledger after them, the lanes they raise (with their
+        new marks), per (topic, partition) the highest of their offsets with its record's input
+        hash (the content marks), and every (topic, partition) of ``items``. One pass: this is
+        the per-record part of an append."""
+        raised: Ledger = {}
         fresh = []
         landed: Marks = {}
         seen: set[tuple[str, int]] = set()
@@ -322,11 +320,12 @@ class IcebergAppender(Generic[T]):
             if p.kafka_offset <= committed.get(key, -1):
                 continue
             fresh.append(item)
-            merged[key] = max(merged.get(key, -1), p.kafka_offset)
+            raised[key] = max(raised.get(key, -1), p.kafka_offset)
             mark = landed.get(key[:2])
             if mark is None or p.kafka_offset > mark[0]:
                 landed[key[:2]] = (p.kafka_offset, p.input_hash)
-        return fresh, merged, landed, seen
+        merged = {**committed, **raised} if raised else dict(committed)
+        return fresh, merged, raised, landed, seen
 
 
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):

@@ -7,10 +7,12 @@ pyarrow's Parquet writer is deterministic, pyiceberg splits a commit into one fi
 every commit's rows by their Kafka coordinates. What is left is which rows share a commit, and a
 normal run decides that by timing: ``collect``'s ``batch_max_seconds``, which lanes' batches reach
 one ``write_batch``, how workers interleave. A replay can do better, because the original's
-commits say what they held: each append stores its ledger (``igflow.offsets``, the highest offset
-per (topic, partition, lane) landed so far). Walking the original's lineage oldest first, commit
-*k* advanced some lanes' marks from *prev* to *new*, so it held exactly the rows of those lanes
-with offsets in ``(prev, new]``, the row at *new* among them.
+commits say what they held: each append stores the lanes whose marks it raised
+(``igflow.offsets.delta``; before that format, the whole ledger in ``igflow.offsets``, the highest
+offset per (topic, partition, lane) landed so far: :mod:`sinks.ledger_format`). Walking the
+original's lineage oldest first, commit *k* advanced some lanes' marks from *prev* to *new*, so it
+held exactly the rows of those lanes with offsets in ``(prev, new]``, the row at *new* among
+them.
 
 :func:`planned_batches` puts every row of the table on one worker (a constant key), assigns it to
 its planned commit and emits the commits in the original's order, each once all its rows have
@@ -38,8 +40,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from sinks.iceberg import LEDGER_KEY, Ledger, parse_ledger
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.ledger_format import Ledger, snapshot_ledger
 
 __all__ = ["CommitPlan", "PlannedCommit", "load_plans", "planned_batches"]
 
@@ -81,16 +83,28 @@ class CommitPlan:
         Only lanes of ``topic`` count (``None``: every topic). A commit that raised no mark of
         them (another topic's, a rewrite by another tool) is not part of the plan.
         """
+        return cls.from_changes(((s, ledger, False) for s, ledger in history), topic)
+
+    @classmethod
+    def from_changes(
+        cls, history: Iterable[tuple[int, Ledger, bool]], topic: str | None = None
+    ) -> CommitPlan:
+        """The plan of a lineage given oldest first as ``(snapshot id, lanes, delta)``: the
+        lanes a commit raised when ``delta``, else its whole ledger (the format before deltas;
+        a lineage may hold both, old commits first). Otherwise as :meth:`from_ledgers`."""
         commits: list[PlannedCommit] = []
         marks: dict[tuple[str, int, str], list[tuple[int, int]]] = {}
         previous: Ledger = {}
-        for snapshot_id, ledger in history:
+        for snapshot_id, ledger, delta in history:
             raised = [
                 (key, mark)
                 for key, mark in sorted(ledger.items())
                 if (topic is None or key[0] == topic) and mark > previous.get(key, -1)
             ]
-            previous = ledger
+            if not delta:
+                previous = dict(ledger)
+            else:
+                previous.update(_raised(ledger, previous))
             if not raised:
                 continue
             for key, mark in raised:
@@ -101,14 +115,13 @@ class CommitPlan:
     @classmethod
     def from_table(cls, table: Table, topic: str | None = None) -> CommitPlan:
         """The plan of ``table``'s current lineage (snapshots without a ledger are skipped)."""
-        history: list[tuple[int, Ledger]] = []
+        history: list[tuple[int, Ledger, bool]] = []
         for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-            summary = snapshot.summary
-            raw = summary.additional_properties.get(LEDGER_KEY) if summary is not None else None
-            if raw is not None:
-                history.append((snapshot.snapshot_id, parse_ledger(raw)))
+            entry = snapshot_ledger(table, snapshot)
+            if entry is not None:
+                history.append((snapshot.snapshot_id, *entry))
         history.reverse()  # ancestors come newest first
-        return cls.from_ledgers(history, topic)
+        return cls.from_changes(history, topic)
 
     def commit_of(self, topic: str, partition: int, lane: str, offset: int) -> tuple[int, bool]:
         """The index of the commit that held this row (-1: none did), and whether the row is at
@@ -121,6 +134,10 @@ class CommitPlan:
         if at == len(marks):
             return -1, False
         return self._index[key][at], marks[at] == offset
+
+
+def _raised(lanes: Ledger, previous: Ledger) -> list[tuple[tuple[str, int, str], int]]:
+    return [(key, mark) for key, mark in lanes.items() if mark > previous.get(key, -1)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
