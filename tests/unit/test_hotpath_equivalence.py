@@ -2,23 +2,27 @@
 
 Each shortcut is compared with the computation it replaced, kept here as the reference: decode
 without per-record schema resolution against fastavro's resolution, the guard's inline skips
-against the call-per-field walk. Outputs are compared as pickles, so a NaN, a ``-0.0``, a
-timezone or a key order that differs fails.
+against the call-per-field walk, the provenance id written directly against
+``json.dumps(sort_keys=True)`` of the manifest dict. Outputs are compared as pickles, so a NaN,
+a ``-0.0``, a timezone or a key order that differs fails.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from core.records import RawRecord
+from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal
 from core.wire import encode
 from operators.avro_indexes import BadIndex, _Compiler, index_guard
 from operators.decode import SignalDecoder
+from operators.tenancy import TenancyPolicy, manifest, provenance_id, tag
 from tests.unit.hotpath_golden import SCHEMAS, V2, _parsed
 
 _IDS = sorted(SCHEMAS)
@@ -159,3 +163,89 @@ def test_guard_walk_equals_call_per_field(
         assert _outcome(new, buf) == _outcome(old, buf)
     guard = index_guard(_parsed(schema_id))
     assert guard is None or guard(value, 5)  # a record fastavro wrote has every index in range
+
+
+# --- tenant-tag: the provenance id without json.dumps(sort_keys=True) -------------------------
+
+
+def _reference_manifest(item: Decoded, policy_version: str) -> dict[str, object]:
+    """``operators.tenancy.manifest`` as it was."""
+    provenance = item.provenance
+    return {
+        "tenant_id": item.signal.tenant_id,
+        "policy_version": policy_version,
+        "schema_version": provenance.schema_version,
+        "input_hash": provenance.input_hash,
+        "kafka_topic": provenance.topic,
+        "kafka_partition": provenance.kafka_partition,
+        "kafka_offset": provenance.kafka_offset,
+    }
+
+
+def _reference_id(manifest: dict[str, object]) -> str:
+    """``operators.tenancy.provenance_id`` as it was."""
+    canonical = json.dumps(
+        manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+
+
+class _Policy:
+    """A policy with any version string (tags are not what is compared here)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def tags(self, tenant_id: str) -> PolicyTags:
+        return PolicyTags("p", "r", "l", tenant_id[:1] or "-")
+
+
+class _Int(int):
+    pass
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+_escaped = ["\ud800", "\udfff", '"', "\\", "\x7f", "\x00", "\x1f", "\u00e9", "\U0001f600", "a"]
+_any_text = st.text(max_size=20) | st.lists(st.sampled_from(_escaped), max_size=8).map("".join)
+_int = st.integers(min_value=-(2**70), max_value=2**70)
+_odd_int = _int | st.booleans() | _int.map(_Int)
+_odd_text = _any_text | _any_text.map(_Str)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    tenant=_any_text,
+    topic=_any_text,
+    digest=_any_text,
+    version=_any_text,
+    ints=st.tuples(_int, _int, _int),
+)
+def test_provenance_id_equals_sorted_json(
+    tenant: str, topic: str, digest: str, version: str, ints: tuple[int, int, int]
+) -> None:
+    partition, offset, schema_version = ints
+    item = Decoded(
+        Signal(tenant, "s", "t", 0.5, None, "src", datetime(2026, 1, 1, tzinfo=UTC)),
+        Provenance(topic, partition, offset, schema_version, digest),
+    )
+    tagged = tag(item, cast(TenancyPolicy, _Policy(version)))
+    assert tagged.provenance_id == _reference_id(_reference_manifest(item, version))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tenant=_odd_text, topic=_odd_text, ints=st.tuples(_odd_int, _odd_int, _odd_int))
+def test_provenance_id_of_odd_types_equals_sorted_json(
+    tenant: str, topic: str, ints: tuple[int, int, int]
+) -> None:
+    """bools and subclasses of int and str take the general path: still the same id."""
+    partition, offset, schema_version = ints
+    item = Decoded(
+        Signal(tenant, "s", "t", 0.5, None, "src", datetime(2026, 1, 1, tzinfo=UTC)),
+        Provenance(topic, partition, offset, schema_version, "ab" * 32),
+    )
+    tagged = tag(item, cast(TenancyPolicy, _Policy("v")))
+    assert tagged.provenance_id == _reference_id(_reference_manifest(item, "v"))
+    assert tagged.provenance_id == provenance_id(manifest(item, "v"))
