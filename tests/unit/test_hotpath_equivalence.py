@@ -3,7 +3,8 @@
 Each shortcut is compared with the computation it replaced, kept here as the reference: decode
 without per-record schema resolution against fastavro's resolution, the guard's inline skips
 against the call-per-field walk, the provenance id written directly against
-``json.dumps(sort_keys=True)`` of the manifest dict. Outputs are compared as pickles, so a NaN,
+``json.dumps(sort_keys=True)`` of the manifest dict, the score's 2-place rounding in integers
+against rounding a ``Fraction``. Outputs are compared as pickles, so a NaN,
 a ``-0.0``, a timezone or a key order that differs fails.
 """
 
@@ -13,15 +14,19 @@ import hashlib
 import json
 import pickle
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, cast
 
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal
+from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal, Tagged
+from core.settings import ScoreSettings
 from core.wire import encode
 from operators.avro_indexes import BadIndex, _Compiler, index_guard
 from operators.decode import SignalDecoder
+from operators.score import TenantScore, _round_ratio, round_half_even
 from operators.tenancy import TenancyPolicy, manifest, provenance_id, tag
 from tests.unit.hotpath_golden import SCHEMAS, V2, _parsed
 
@@ -249,3 +254,73 @@ def test_provenance_id_of_odd_types_equals_sorted_json(
     tagged = tag(item, cast(TenancyPolicy, _Policy("v")))
     assert tagged.provenance_id == _reference_id(_reference_manifest(item, "v"))
     assert tagged.provenance_id == provenance_id(manifest(item, "v"))
+
+
+# --- score: the 2-place rounding in integers, without a Fraction per change -------------------
+
+
+def _reference_round(value: Fraction, places: int = 2) -> Decimal:
+    """``operators.score.round_half_even`` as it was."""
+    scaled = value * 10**places
+    q, r = divmod(scaled.numerator, scaled.denominator)
+    twice = 2 * r
+    if twice > scaled.denominator or (twice == scaled.denominator and q % 2):
+        q += 1
+    digits = tuple(int(c) for c in str(abs(q)))
+    return Decimal((1 if q < 0 else 0, digits, -places))
+
+
+def _same_decimal(a: Decimal, b: Decimal) -> bool:
+    return a.as_tuple() == b.as_tuple() and pickle.dumps(a) == pickle.dumps(b)
+
+
+_big = st.integers(min_value=-(2**300), max_value=2**300)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    num=_big | st.integers(-1000, 1000),
+    den=(_big | st.integers(-1000, 1000)).filter(bool),
+    shift=st.integers(min_value=0, max_value=1100),
+    places=st.integers(min_value=0, max_value=6),
+)
+def test_rounding_in_integers_equals_rounding_the_fraction(
+    num: int, den: int, shift: int, places: int
+) -> None:
+    """Unreduced ratios too (the score's sums over powers of two): ``num * 2**k / den * 2**k``."""
+    expected = _reference_round(Fraction(num, den), places)
+    assert _same_decimal(round_half_even(Fraction(num, den), places), expected)
+    assert _same_decimal(_round_ratio(num << shift, den << shift, places), expected)
+
+
+def test_rounding_ties_in_integers() -> None:
+    for q in range(-300, 301):  # every x.xx5 between -1.5 and 1.5, as an unreduced ratio
+        num, den = (2 * q + 1) << 60, 200 << 60
+        assert _same_decimal(_round_ratio(num, den, 2), _reference_round(Fraction(num, den)))
+
+
+_value = st.floats(min_value=0.0, max_value=1.0) | st.sampled_from([0.125, 0.375, 0.165, 1 / 3])
+_weight = st.none() | st.floats(min_value=0.0, max_value=1e300) | st.sampled_from([0.0, 5e-324])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    signals=st.lists(
+        st.tuples(_value, _weight, st.integers(min_value=0, max_value=20_000)), max_size=60
+    ),
+    window=st.sampled_from([60.0, 3600.0, 86400.0]),
+)
+def test_every_change_rounds_the_exact_score(
+    signals: list[tuple[float, float | None, int]], window: float
+) -> None:
+    state = TenantScore(ScoreSettings(window_seconds=window))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for i, (value, weight, seconds) in enumerate(signals):
+        s = Signal("t", f"s{i}", "x", value, weight, "src", start + timedelta(seconds=seconds))
+        item = Decoded(s, Provenance("t", 0, i, 1, "h"))
+        change = state.add(Tagged(item, PolicyTags("p", "r", "l", "x"), "v", f"{i:032x}"))
+        if change is not None:
+            exact = state.exact
+            assert exact is not None
+            assert _same_decimal(change.score_2dp, _reference_round(exact))
+            assert change.score == float(exact)
