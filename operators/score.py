@@ -156,7 +156,8 @@ class TenantScore:
 
     def add(self, item: Tagged) -> ScoreChange | None:
         """Take one signal; the change it caused, or ``None`` if score and status are unchanged."""
-        signal = item.signal
+        decoded = item.decoded  # (not the properties of Tagged: one call fewer each)
+        signal = decoded.signal
         ts = (signal.ts - _EPOCH) // _MICROSECOND
         newest = self._newest
         if newest is not None and ts <= newest - self._window:
@@ -165,8 +166,11 @@ class TenantScore:
         if weight < 0:
             msg = "weight must be >= 0"
             raise ValueError(msg)
-        vn, ve = _dyadic(signal.value)
-        wn, we = _dyadic(weight)
+        # _dyadic, inline: value = vn / 2**ve, weight = wn / 2**we exactly
+        vn, vd = signal.value.as_integer_ratio()
+        ve = vd.bit_length() - 1
+        wn, wd = weight.as_integer_ratio()
+        we = wd.bit_length() - 1
         if ve > self._ev:
             shift = ve - self._ev
             self._sum_v <<= shift
@@ -204,7 +208,7 @@ class TenantScore:
             self._count,
             _as_float(self._sum_w, 1 << self._ew),
             item.provenance_id,
-            item.provenance,
+            decoded.provenance,
             _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
             self._seq,
         )
