@@ -4,13 +4,16 @@ Each shortcut is compared with the computation it replaced, kept here as the ref
 without per-record schema resolution against fastavro's resolution, the guard's inline skips
 against the call-per-field walk, the provenance id written directly against
 ``json.dumps(sort_keys=True)`` of the manifest dict, the score's 2-place rounding in integers
-against rounding a ``Fraction``. Outputs are compared as pickles, so a NaN,
+against rounding a ``Fraction``, records built through their slots' descriptors against the
+dataclass ``__init__``. Outputs are compared as pickles, so a NaN,
 a ``-0.0``, a timezone or a key order that differs fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import json
 import pickle
 from datetime import UTC, datetime, timedelta
@@ -19,8 +22,10 @@ from fractions import Fraction
 from typing import Any, cast
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
+from core import records
 from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal, Tagged
 from core.settings import ScoreSettings
 from core.wire import encode
@@ -324,3 +329,57 @@ def test_every_change_rounds_the_exact_score(
             assert exact is not None
             assert _same_decimal(change.score_2dp, _reference_round(exact))
             assert change.score == float(exact)
+
+
+# --- records: __init__ through the slots' descriptors ----------------------------------------
+
+_RECORDS = [
+    obj
+    for obj in vars(records).values()
+    if isinstance(obj, type)
+    and dataclasses.is_dataclass(obj)
+    and obj.__module__ == records.__name__
+]
+
+
+def _reference_instance(cls: type, values: list[object]) -> object:
+    """What the dataclass-generated ``__init__`` does: ``object.__setattr__`` per field."""
+    obj = object.__new__(cls)
+    for f, value in zip(dataclasses.fields(cls), values, strict=True):
+        object.__setattr__(obj, f.name, value)
+    return obj
+
+
+def test_every_record_class_has_the_slot_init() -> None:
+    assert len(_RECORDS) == 11
+    for cls in _RECORDS:
+        assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"
+        params = list(inspect.signature(cls).parameters.values())
+        fields = dataclasses.fields(cls)
+        assert [p.name for p in params] == [f.name for f in fields]
+        for p, f in zip(params, fields, strict=True):
+            expected = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+            assert p.default is expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_records_built_by_the_slot_init_equal_the_dataclass_ones(data: st.DataObject) -> None:
+    values = st.none() | st.integers() | st.text(max_size=5) | st.floats() | st.tuples()
+    for cls in _RECORDS:
+        fields = dataclasses.fields(cls)
+        given_values = [data.draw(values) for _ in fields]
+        reference = _reference_instance(cls, given_values)
+        positional = cls(*given_values)
+        keywords = cls(**{f.name: v for f, v in zip(fields, given_values, strict=True)})
+        for obj in (positional, keywords):
+            assert pickle.dumps(obj) == pickle.dumps(reference)
+            assert repr(obj) == repr(reference)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(obj, fields[0].name, 1)
+        required = [f for f in fields if f.default is dataclasses.MISSING]
+        with pytest.raises(TypeError):
+            cls(*given_values[: len(required) - 1])
+        defaults = [f.default for f in fields if f.default is not dataclasses.MISSING]
+        short = cls(*given_values[: len(required)])
+        assert [getattr(short, f.name) for f in fields[len(required) :]] == defaults
