@@ -325,13 +325,21 @@ def score(
     could not bring back the signals already evicted.
     """
 
+    # The counter's children, looked up once per (tenant, status): labels() takes a lock and
+    # builds its key on every call (about 1 µs a change), and hands back the same child each time.
+    counters: dict[tuple[str, str], Any] = {}
+
     def add(state: TenantScore | None, item: Tagged) -> tuple[TenantScore, Iterable[ScoreChange]]:
         if state is None:
             state = TenantScore(settings)
         change = state.add(item)
         if change is None:
             return state, ()
-        metrics.SCORE_CHANGES.labels(change.tenant_id, change.status).inc()
+        labels = (change.tenant_id, change.status)
+        counter = counters.get(labels)
+        if counter is None:
+            counter = counters[labels] = metrics.SCORE_CHANGES.labels(*labels)
+        counter.inc()
         return state, (change,)
 
     changes: KeyedStream[ScoreChange] = op.stateful_flat_map("add", up, add)
