@@ -62,7 +62,9 @@ def _slot_init(cls: type[_T]) -> type[_T]:
     exec(f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body), namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
     init.__doc__ = cls.__init__.__doc__
+    init.__annotations__ = dict(cls.__init__.__annotations__)  # as introspection saw them
     setattr(cls, "__init__", init)  # noqa: B010 (assigning a method: mypy refuses the attribute)
     return cls
 

@@ -354,6 +354,9 @@ def test_every_record_class_has_the_slot_init() -> None:
     assert len(_RECORDS) == 11
     for cls in _RECORDS:
         assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"
+        assert cls.__init__.__module__ == records.__name__
+        hints = cls.__init__.__annotations__
+        assert list(hints) == [f.name for f in dataclasses.fields(cls)] + ["return"]
         params = list(inspect.signature(cls).parameters.values())
         fields = dataclasses.fields(cls)
         assert [p.name for p in params] == [f.name for f in fields]
