@@ -63,6 +63,20 @@ def _skip_length_prefixed(buf: bytes, pos: int) -> int:
     return pos + n
 
 
+_CALL, _FIXED, _PREFIXED, _VARINT_STEP = range(4)
+
+
+def _primitive(schema: Any) -> str | None:
+    """The primitive type of ``schema`` (``"long"`` for ``{"type": "long", ...}``), else None."""
+    if isinstance(schema, dict):
+        schema = schema.get("type")
+    if isinstance(schema, str) and (
+        schema in _FIXED_WIDTH or schema in _VARINT or schema in _LENGTH_PREFIXED
+    ):
+        return schema
+    return None
+
+
 class _Compiler:
     def __init__(self, named: Mapping[str, Any]) -> None:
         self._named = dict(named)
@@ -137,11 +151,37 @@ class _Compiler:
         return skip
 
     def _record(self, fields: list[dict[str, Any]]) -> _Skip:
-        skips = tuple(self.skip(f["type"]) for f in fields)
+        # Primitive fields are skipped inline (a one-byte varint without a call): the same reads
+        # at the same positions as their skippers, at about half the cost per record.
+        steps: list[tuple[int, int, _Skip | None]] = []
+        for f in fields:
+            kind = _primitive(f["type"])
+            if kind in _FIXED_WIDTH:
+                steps.append((_FIXED, _FIXED_WIDTH[kind], None))
+            elif kind in _LENGTH_PREFIXED:
+                steps.append((_PREFIXED, 0, None))
+            elif kind in _VARINT:
+                steps.append((_VARINT_STEP, 0, None))
+            else:
+                steps.append((_CALL, 0, self.skip(f["type"])))
+        plan = tuple(steps)
 
         def skip(buf: bytes, pos: int) -> int:
-            for one in skips:
-                pos = one(buf, pos)
+            for step, width, one in plan:
+                if step == _PREFIXED:
+                    b = buf[pos]
+                    if b < 0x80:
+                        pos += 1 + ((b >> 1) ^ -(b & 1))
+                    else:
+                        n, pos = _long(buf, pos)
+                        pos += n
+                elif step == _FIXED:
+                    pos += width
+                elif step == _VARINT_STEP:
+                    pos = pos + 1 if buf[pos] < 0x80 else _long(buf, pos)[1]
+                else:
+                    assert one is not None
+                    pos = one(buf, pos)
             return pos
 
         return skip

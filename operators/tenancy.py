@@ -196,15 +196,45 @@ def provenance_id(manifest: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
+#: What ``json.dumps(..., ensure_ascii=True)`` writes for a ``str`` (the same C function).
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _manifest_id(item: Decoded, policy_version: str) -> str:
+    """``provenance_id(manifest(item, policy_version))``, without building and sorting a dict.
+
+    The manifest's canonical JSON written directly, keys in their sorted order, each value as
+    ``json.dumps`` writes it: a ``str`` through the same escaping function, an ``int`` as its
+    decimal digits. A value of any other type (a ``bool``, an ``int`` or ``str`` subclass) takes
+    the general path, so the id is the same byte for byte in every case.
+    """
+    p = item.provenance
+    tenant_id = item.signal.tenant_id
+    topic, partition, offset = p.topic, p.kafka_partition, p.kafka_offset
+    schema_version, digest = p.schema_version, p.input_hash
+    if not (
+        type(partition) is int
+        and type(offset) is int
+        and type(schema_version) is int
+        and type(digest) is str
+        and type(topic) is str
+        and type(tenant_id) is str
+        and type(policy_version) is str
+    ):
+        return provenance_id(manifest(item, policy_version))
+    canonical = (
+        f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
+        f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
+        f'"policy_version":{_json_string(policy_version)},"schema_version":{schema_version:d},'
+        f'"tenant_id":{_json_string(tenant_id)}}}'
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+
+
 def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
     """``item`` with its tenant's tags, the policy version and its provenance id."""
     version = policy.version
-    return Tagged(
-        decoded=item,
-        tags=policy.tags(item.signal.tenant_id),
-        policy_version=version,
-        provenance_id=provenance_id(manifest(item, version)),
-    )
+    return Tagged(item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version))
 
 
 @operator
