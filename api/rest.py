@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from api import request_json
 from api.auth import AuthFailure
-from api.metrics import HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
+from api.metrics import API_SECONDS, HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
 from api.problems import problem
 from api.publish import PublishRejected
 from api.request_json import BadJson
@@ -37,6 +37,7 @@ from api.schema import signal_from_input
 from api.services import Services
 from api.webhooks import ReplayStoreUnavailable, Signature, verify
 from core.bodies import read_body
+from core.metric_labels import tenant_label
 from core.reasons import ReasonCode
 from core.resources import package_path
 
@@ -96,6 +97,9 @@ class Rest:
         started = time.perf_counter()
         response = await self._publish(request)
         HTTP_REQUESTS.labels(_ROUTE, str(response.status_code)).inc()
+        tenant = getattr(request.state, "sli_tenant", None)
+        if tenant is not None:
+            API_SECONDS.labels("write", tenant).observe(time.perf_counter() - started)
         if response.status_code >= 400:
             log.info(
                 "push refused",
@@ -115,6 +119,7 @@ class Rest:
             )
         except AuthFailure as failure:
             return problem(failure.reason, failure.detail, instance=_ROUTE)
+        request.state.sli_tenant = tenant_label(principal.tenant_id)
         wait = services.buckets.take(principal.tenant_id)
         if wait > 0:
             RATE_LIMITED.labels(principal.tenant_id).inc()

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
@@ -61,6 +62,14 @@ class RetriesExhausted(Exception):
         super().__init__(f"gave up after {attempts} attempts: {last}")
         self.attempts = attempts
         self.last = last
+
+
+def _tenant_of(item: object) -> str:
+    """The tenant of a store's row (a ``tenant_id`` of its own or of its ``signal``)."""
+    tenant = getattr(item, "tenant_id", None) or getattr(
+        getattr(item, "signal", None), "tenant_id", None
+    )
+    return str(tenant) if tenant else "(none)"
 
 
 def _nothing(_attempt: int, _exc: Exception, _wait: float | None) -> None:
@@ -156,6 +165,8 @@ def write_with_retry(
         )
     except RetriesExhausted as gave_up:
         metrics.SINK_DEAD_LETTERS.labels(sink).inc(len(batch))
+        for tenant, count in Counter(map(_tenant_of, batch)).items():
+            metrics.INGEST_FAILED.labels(metrics.tenant_label(tenant)).inc(count)
         dead_letter(batch, gave_up.last)
         return False
     metrics.SINK_BATCHES.labels(sink).inc()

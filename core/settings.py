@@ -546,6 +546,11 @@ class RunSettings:
     epoch_seconds: Duration = 1.0
     metrics_port: Port = 0
     log_level: LogLevel = "INFO"
+    #: Tenants with their own ``tenant_id`` metric label, besides those the SLO file names (the
+    #: flow's and the API's); later ones share ``(other)`` (:mod:`core.metric_labels`).
+    metrics_tenant_cap: Count = 100
+    #: The SLO file (tiers and objectives); empty: the one shipped, ``slo/slos.json``.
+    slo_file: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
