@@ -105,6 +105,7 @@ NON_SETTING_VARIABLES: Mapping[str, str] = {
     "IGFLOW_STACK_JAVA_HOME": "dev/: the JDK that runs Kafka and Neo4j",
     "IGFLOW_KAFKA_CONTROLLER_PORT": "dev/: port of the KRaft controller",
     "IGFLOW_FALKORDB_PORT": "dev/: port of the FalkorDB stand-in",
+    "IGFLOW_PROMETHEUS_PORT": "dev/, docker-compose.yml, igflow slo: port of Prometheus",
     # docker-compose.yml: host ports the services are published on
     "IGFLOW_KAFKA_PORT": "docker-compose.yml: published Kafka port",
     "IGFLOW_SCHEMA_REGISTRY_PORT": "docker-compose.yml: published schema registry port",

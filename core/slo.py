@@ -42,11 +42,15 @@ __all__ = [
     "FRESHNESS_BUCKETS",
     "SLIS",
     "WINDOWS",
+    "BudgetQuery",
+    "BudgetRow",
     "BurnAlert",
     "Objective",
     "SloFile",
     "Tier",
     "alert_rules",
+    "budget_queries",
+    "budget_row",
     "error_ratio_expr",
     "load",
     "parse",
@@ -337,6 +341,8 @@ def alert_rules(slos: SloFile) -> dict[str, Any]:
                             f"and {RECORD}{row.short_window}{sel} > {limit}"
                         ),
                         "labels": {
+                            "slo": objective.sli,
+                            "tier": tier.name,
                             "severity": row.severity,
                             "window": f"{row.long_window}/{row.short_window}",
                             "burn_rate": _number(row.burn_rate),
@@ -358,3 +364,71 @@ def alert_rules(slos: SloFile) -> dict[str, Any]:
 def rule_groups(slos: SloFile) -> dict[str, Any]:
     """The whole Prometheus rule file: recording rules, then the alerts."""
     return {"groups": [*recording_rules(slos), alert_rules(slos)]}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BudgetQuery:
+    """What a report asks Prometheus for one tier's SLO: the error ratio per tenant over the
+    budget window (``window``) and over the last hour (``last_hour``, for the burn rate)."""
+
+    tier: str
+    objective: Objective
+    window: str
+    last_hour: str
+
+
+def budget_queries(slos: SloFile) -> list[BudgetQuery]:
+    """One :class:`BudgetQuery` per tier (with tenants) and SLO."""
+    out: list[BudgetQuery] = []
+    for tier in slos.tiers:
+        matcher = slos.tenant_matcher(tier)
+        if not matcher:
+            continue
+        for objective in tier.objectives:
+            out.append(
+                BudgetQuery(
+                    tier.name,
+                    objective,
+                    error_ratio_expr(objective, matcher, slos.budget_window),
+                    error_ratio_expr(objective, matcher, "1h"),
+                )
+            )
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BudgetRow:
+    """One tenant's SLO: its SLI over the budget window, the budget left (1: untouched, 0 or
+    less: spent) and the burn rate over the last hour (1: spending exactly the budget)."""
+
+    tenant_id: str
+    tier: str
+    slo: str
+    objective: float
+    sli: float
+    budget_left: float
+    burn_rate_1h: float | None
+
+    @property
+    def spent(self) -> bool:
+        """True when the budget is used up."""
+        return self.budget_left <= 0
+
+
+def budget_row(
+    tenant_id: str, query: BudgetQuery, error_ratio: float, last_hour: float | None
+) -> BudgetRow:
+    """A :class:`BudgetRow` from the error ratios Prometheus answered (``NaN`` counts as 0: no
+    events in the window)."""
+    budget = query.objective.budget
+    ratio = 0.0 if error_ratio != error_ratio else error_ratio
+    hour = None if last_hour is None or last_hour != last_hour else last_hour
+    return BudgetRow(
+        tenant_id=tenant_id,
+        tier=query.tier,
+        slo=query.objective.sli,
+        objective=query.objective.objective,
+        sli=1.0 - ratio,
+        budget_left=1.0 - ratio / budget,
+        burn_rate_1h=None if hour is None else hour / budget,
+    )
