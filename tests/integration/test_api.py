@@ -635,7 +635,10 @@ def test_metrics_are_served_only_on_the_loopback_metrics_port(
     public = server.client.get("/metrics")
     assert public.status_code == 404
     assert "graphql_requests_total" not in public.text and a not in public.text
-    assert "graphql_requests_total" in server.metrics()
+    exposed = server.metrics()
+    assert "graphql_requests_total" in exposed
+    # The read-latency SLI, per tenant (core/slo.py): this query counted under its tenant.
+    assert f'igflow_api_request_duration_seconds_count{{kind="read",tenant_id="{a}"}}' in exposed
     port = server.settings.api.metrics_port
     listening = [
         c.laddr

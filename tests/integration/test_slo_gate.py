@@ -143,7 +143,7 @@ def healthy(tmp_path: Path) -> Iterator[_Prometheus]:
 
 @pytest.fixture
 def burning(tmp_path: Path) -> Iterator[_Prometheus]:
-    # tenant-00 (vip: 99.95%) loses one signal in ten to a store that gave up.
+    # tenant-00 (vip: 99.95%) loses one signal in eleven (6 of 66) to a store that gave up.
     yield from _serve(tmp_path, {**HEALTHY, 'igflow_ingest_failed_total{tenant_id="tenant-00"}': (
         0.0, 6.0)})  # fmt: skip
 
