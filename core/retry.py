@@ -127,7 +127,8 @@ def write_with_retry(
 
     Reports ``igflow_sink_batches_total``, ``igflow_sink_rows_total``,
     ``igflow_sink_retries_total``, ``igflow_sink_dead_letters_total`` and
-    ``igflow_sink_write_seconds`` labelled by ``sink``.
+    ``igflow_sink_write_seconds`` labelled by ``sink``, and a dead-lettered batch's rows in
+    ``igflow_ingest_failed_total`` by tenant (the availability SLI's bad events, core/slo.py).
     """
     if not batch:
         return True

@@ -87,3 +87,16 @@ def test_tenant_labels_are_bounded_by_the_cap_and_keep_named_tenants() -> None:
     labels = TenantLabels(cap=2, pinned=["vip"])
     assert [labels(t) for t in ("a", "b", "c", "a", "vip")] == ["a", "b", OTHER_TENANTS, "a", "vip"]
     assert len({labels(f"t{i}") for i in range(1000)} | {"a", "b", "vip"}) <= 2 + 1 + 1 + 2
+
+
+def test_a_graphql_mutation_is_a_write_and_the_rest_a_read() -> None:
+    from graphql import parse
+
+    from api.graphql_http import _kind
+
+    doc = parse("query Q { a } mutation M { b }")
+    assert _kind(doc, "M") == "write"
+    assert _kind(doc, "Q") == "read"
+    assert _kind(parse("mutation { b }"), None) == "write"
+    assert _kind(parse("{ a }"), None) == "read"
+    assert _kind(None, None) == "read"  # did not parse: refused before it could write
