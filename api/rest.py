@@ -119,7 +119,6 @@ class Rest:
             )
         except AuthFailure as failure:
             return problem(failure.reason, failure.detail, instance=_ROUTE)
-        request.state.sli_tenant = tenant_label(principal.tenant_id)
         wait = services.buckets.take(principal.tenant_id)
         if wait > 0:
             RATE_LIMITED.labels(principal.tenant_id).inc()
@@ -129,6 +128,8 @@ class Rest:
                 instance=_ROUTE,
                 retry_after=wait,
             )
+        # Counted in the write-latency SLI from here (a refused flood is not the tenant's latency).
+        request.state.sli_tenant = tenant_label(principal.tenant_id)
         body = await read_body(request, services.settings.api.max_body_bytes)
         if body is None:
             return problem(ReasonCode.BAD_REQUEST, "request body too large", status=413)

@@ -1,11 +1,12 @@
 """Bounded ``tenant_id`` metric labels, shared by the flow's metrics (:mod:`core.metrics`) and the
 API's (:mod:`api.metrics`) without either registering the other's metrics.
 
-Only registered tenants reach :func:`tenant_label` (the flow labels a tenant after its record
-passed the tenant directory; the API after authentication). The tenants the SLO file names
-always keep their own label; of the others, the first ``cap`` seen by the process do
-(``run.metrics_tenant_cap``, default 100), and the rest share ``(other)``. A metric labelled
-through here therefore has at most cap + named tenants + 1 values of ``tenant_id``.
+The flow labels a tenant after its record passed the tenant directory (registered tenants only);
+the API labels the authenticated principal's tenant (an API key's, or a JWT's ``tenant_id``
+claim, which the issuer vouches for). The tenants the SLO file names always keep their own label;
+of the others, the first ``cap`` seen by the process do (``run.metrics_tenant_cap``, default
+100), and the rest share ``(other)``. So whatever reaches it, a metric labelled through here has
+at most cap + named tenants + 1 values of ``tenant_id`` per process.
 """
 
 from __future__ import annotations
