@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -411,18 +412,18 @@ class BudgetRow:
 
     @property
     def spent(self) -> bool:
-        """True when the budget is used up."""
-        return self.budget_left <= 0
+        """True when the budget is used up (to float precision: 1 - 0.999 is not 0.001)."""
+        return self.budget_left <= 1e-9
 
 
 def budget_row(
     tenant_id: str, query: BudgetQuery, error_ratio: float, last_hour: float | None
 ) -> BudgetRow:
-    """A :class:`BudgetRow` from the error ratios Prometheus answered (``NaN`` counts as 0: no
-    events in the window)."""
+    """A :class:`BudgetRow` from the error ratios Prometheus answered (a ``NaN``, no event in
+    the window, counts as no bad event)."""
     budget = query.objective.budget
-    ratio = 0.0 if error_ratio != error_ratio else error_ratio
-    hour = None if last_hour is None or last_hour != last_hour else last_hour
+    ratio = 0.0 if math.isnan(error_ratio) else error_ratio
+    hour = None if last_hour is None or math.isnan(last_hour) else last_hour
     return BudgetRow(
         tenant_id=tenant_id,
         tier=query.tier,

@@ -71,7 +71,12 @@ def budgets(slos: slo.SloFile, url: str, at: float | None = None) -> list[slo.Bu
         for query in slo.budget_queries(slos):
             window = _query(client, url, query.window, at)
             hour = _query(client, url, query.last_hour, at)
-            rows += [slo.budget_row(t, query, v, hour.get(t)) for t, v in window.items()]
+            # NaN: no event in the window (0 / 0), so no SLI to report for that tenant.
+            rows += [
+                slo.budget_row(t, query, v, hour.get(t))
+                for t, v in window.items()
+                if not math.isnan(v)
+            ]
     return sorted(rows, key=lambda r: (r.tenant_id, r.slo))
 
 

@@ -100,3 +100,21 @@ def test_a_graphql_mutation_is_a_write_and_the_rest_a_read() -> None:
     assert _kind(parse("mutation { b }"), None) == "write"
     assert _kind(parse("{ a }"), None) == "read"
     assert _kind(None, None) == "read"  # did not parse: refused before it could write
+
+
+def test_budget_left_and_burn_rate() -> None:
+    slos = slo.load()
+    query = next(
+        q
+        for q in slo.budget_queries(slos)
+        if q.tier == "standard" and q.objective.sli == "ingest_availability"
+    )
+    half = slo.budget_row("t", query, 0.0005, 0.0144)  # half the 0.1% budget; 14.4x this hour
+    assert half.sli == pytest.approx(0.9995)
+    assert half.budget_left == pytest.approx(0.5)
+    assert half.burn_rate_1h == pytest.approx(14.4)
+    assert not half.spent
+    assert slo.budget_row("t", query, 0.001, None).spent  # exactly the budget: spent
+    quiet = slo.budget_row("t", query, 0.01, float("nan"))  # no event in the last hour
+    assert quiet.spent and quiet.burn_rate_1h is None
+    assert "[30d]" in query.window and "[1h]" in query.last_hour
