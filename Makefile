@@ -25,16 +25,16 @@ $(STAMP): pyproject.toml setup.py psi/_build_sodium.py | system
 
 venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
 
-system: ## install Postgres 15, Redis 7, libsodium (PSI), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
+system: ## install Postgres 15, Redis 7, Prometheus (and promtool), libsodium (PSI), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
 	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null \
 		|| [ ! -f /usr/include/sodium.h ] || [ ! -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] \
-		|| ! command -v mvn >/dev/null; then \
-		echo "installing postgresql-15, redis-server, libsodium-dev, openjdk-17-jdk-headless and maven"; \
+		|| ! command -v mvn >/dev/null || [ ! -x /usr/bin/prometheus ] || ! command -v promtool >/dev/null; then \
+		echo "installing postgresql-15, redis-server, prometheus, libsodium-dev, openjdk-17-jdk-headless and maven"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			postgresql-15 redis-server libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
+			postgresql-15 redis-server prometheus libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
 	fi
 
-stack-up: venv system ## start the local stack (Apache Kafka, Neo4j, registry, Postgres, Redis; the first start fetches the jars with Maven)
+stack-up: venv system ## start the local stack (Apache Kafka, Neo4j, registry, Postgres, Redis, Prometheus; the first start fetches the jars with Maven)
 	$(BIN)/python -m dev start
 
 up: stack-up
@@ -70,7 +70,7 @@ typecheck: venv
 schemas-check: setup ## the schema-governance gate: schemas/avro/ against the registry
 	$(IGFLOW) schemas check
 
-unit: venv ## fast tests only (no services)
+unit: venv ## fast tests only (no services; promtool checks and tests the SLO rules)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 test: lint typecheck schemas-check ## set up everything, then run the whole test suite (what CI runs)

@@ -49,6 +49,7 @@ from api.schema import build_schema
 from api.scores import ScoreReader
 from api.services import Services
 from api.webhooks import ReplayGuard
+from core import metric_labels
 from core.errors import ConfigError
 from core.settings import Settings
 from tenancy.registry import PostgresTenants
@@ -92,6 +93,7 @@ def build_services(settings: Settings) -> Services:
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     """The ASGI app over ``services`` (built from ``settings`` when not given); the event hub
     starts with the server, and every client closes with it."""
+    metric_labels.configure(settings)
     services = services or build_services(settings)
     schema = build_schema()
     rest = Rest(services)

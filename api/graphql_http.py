@@ -33,7 +33,14 @@ from ariadne import graphql
 from ariadne.asgi.handlers import GraphQLTransportWSHandler
 from ariadne.asgi.handlers.graphql_transport_ws import ClientContext
 from ariadne.types import Operation
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationType, get_operation_ast
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    OperationType,
+    get_operation_ast,
+)
 from graphql.execution import Executor, create_source_event_stream, execute_subscription_event
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,12 +50,13 @@ from api import request_json
 from api.auth import AuthFailure, Principal
 from api.documents import Documents
 from api.events import EventBatch, SubscriberTooSlow, TenantStream
-from api.metrics import FANOUT_LATENCY, RATE_LIMITED, REQUEST_SECONDS, REQUESTS
+from api.metrics import API_SECONDS, FANOUT_LATENCY, RATE_LIMITED, REQUEST_SECONDS, REQUESTS
 from api.persisted import Admission, sha256_hex
 from api.request_json import BadJson
 from api.services import Services
 from api.ws_messages import INVALID_MESSAGE, protocol_message
 from core.bodies import read_body
+from core.metric_labels import tenant_label
 from core.reasons import ReasonCode
 
 __all__ = ["Gates", "GraphQLEndpoint", "SubscriptionsHandler", "format_error"]
@@ -131,6 +139,15 @@ class Gates:
             raise _Limited(wait)
 
 
+def _kind(document: DocumentNode | None, operation_name: object) -> str:
+    """``write`` for a mutation, else ``read`` (the latency SLI's kind)."""
+    name = operation_name if isinstance(operation_name, str) else None
+    operation = None if document is None else get_operation_ast(document, name)
+    if operation is not None and operation.operation is OperationType.MUTATION:
+        return "write"
+    return "read"
+
+
 class _Limited(Exception):
     def __init__(self, wait: float) -> None:
         super().__init__("rate limited")
@@ -162,6 +179,9 @@ class GraphQLEndpoint:
             REQUESTS.labels(ReasonCode.RATE_LIMITED.value).inc()
         seconds = time.perf_counter() - started
         REQUEST_SECONDS.labels(label).observe(seconds)
+        sli = getattr(request.state, "sli", None)
+        if sli is not None:
+            API_SECONDS.labels(*sli).observe(seconds)
         code = response.headers.get("x-igflow-code")
         log.log(
             logging.INFO if code else logging.DEBUG,
@@ -197,7 +217,9 @@ class GraphQLEndpoint:
         data.pop("id", None)
         data.pop("documentId", None)
         # A new text is parsed and validated off the event loop; ariadne then finds it cached.
-        await self._gates.documents.prepare_async(document)
+        prepared, _errors_found = await self._gates.documents.prepare_async(document)
+        kind = _kind(prepared, data.get("operationName"))
+        request.state.sli = (kind, tenant_label(principal.tenant_id))
         _success, result = await graphql(
             self._gates.schema,
             data,

@@ -15,8 +15,10 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from core.errors import ConfigError
+from core.slo import API_LATENCY_BUCKETS
 
 __all__ = [
+    "API_SECONDS",
     "AUTH_THROTTLED",
     "FANOUT_LATENCY",
     "HTTP_REQUESTS",
@@ -35,6 +37,14 @@ REQUEST_SECONDS = Histogram(
     "GraphQL request duration, by operation",
     ["op"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.35, 0.5, 0.7, 1.0, 2.5),
+)
+#: The API latency SLIs (core/slo.py): every authenticated GraphQL request (``read``: a query,
+#: ``write``: a mutation) and ``POST /v1/signals`` (``write``), by bounded tenant label.
+API_SECONDS = Histogram(
+    "igflow_api_request_duration_seconds",
+    "Authenticated API request duration, by kind (read or write) and tenant",
+    ["kind", "tenant_id"],
+    buckets=API_LATENCY_BUCKETS,
 )
 REQUESTS = Counter("graphql_requests_total", "GraphQL requests, by outcome", ["status"])
 HTTP_REQUESTS = Counter(

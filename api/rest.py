@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from api import request_json
 from api.auth import AuthFailure
-from api.metrics import HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
+from api.metrics import API_SECONDS, HTTP_REQUESTS, INGEST_PUBLISHED, RATE_LIMITED
 from api.problems import problem
 from api.publish import PublishRejected
 from api.request_json import BadJson
@@ -37,6 +37,7 @@ from api.schema import signal_from_input
 from api.services import Services
 from api.webhooks import ReplayStoreUnavailable, Signature, verify
 from core.bodies import read_body
+from core.metric_labels import tenant_label
 from core.reasons import ReasonCode
 from core.resources import package_path
 
@@ -96,6 +97,9 @@ class Rest:
         started = time.perf_counter()
         response = await self._publish(request)
         HTTP_REQUESTS.labels(_ROUTE, str(response.status_code)).inc()
+        tenant = getattr(request.state, "sli_tenant", None)
+        if tenant is not None:
+            API_SECONDS.labels("write", tenant).observe(time.perf_counter() - started)
         if response.status_code >= 400:
             log.info(
                 "push refused",
@@ -124,6 +128,8 @@ class Rest:
                 instance=_ROUTE,
                 retry_after=wait,
             )
+        # Counted in the write-latency SLI from here (a refused flood is not the tenant's latency).
+        request.state.sli_tenant = tenant_label(principal.tenant_id)
         body = await read_body(request, services.settings.api.max_body_bytes)
         if body is None:
             return problem(ReasonCode.BAD_REQUEST, "request body too large", status=413)

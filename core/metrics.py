@@ -2,11 +2,19 @@
 
 Counters are labelled by tenant and reason code only (bounded, non-sensitive label sets). Exposed
 by ``igflow run --metrics-port``; Bytewax's own metrics share the same default registry.
+
+The SLIs' tenant labels (``ingest_events_processed_total``, ``igflow_pipeline_latency_seconds``,
+``igflow_ingest_failed_total``) are bounded by :func:`core.metric_labels.tenant_label`: registered
+tenants, the SLO file's named ones, the first ``run.metrics_tenant_cap`` others, then
+``(other)``. The steps' counters name registered tenants or ``(unregistered)``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from core.metric_labels import TENANT_LABELS, TenantLabels, tenant_label
+from core.slo import FRESHNESS_BUCKETS
 
 __all__ = [
     "COMMIT_SECONDS",
@@ -19,6 +27,7 @@ __all__ = [
     "DUPLICATES",
     "EVENTS_IN",
     "EVENTS_OUT",
+    "INGEST_FAILED",
     "LAKE_BATCH_ROWS",
     "LAKE_COMMIT_RETRIES",
     "LAKE_SKIPPED",
@@ -31,7 +40,10 @@ __all__ = [
     "SINK_RETRIES",
     "SINK_ROWS",
     "SINK_SECONDS",
+    "TENANT_LABELS",
+    "TenantLabels",
     "serve",
+    "tenant_label",
 ]
 
 EVENTS_IN = Counter("igflow_events_in_total", "Kafka records read by the flow", ["topic"])
@@ -68,9 +80,15 @@ LAKE_COMMIT_RETRIES = Counter(
 )
 PIPELINE_LATENCY = Histogram(
     "igflow_pipeline_latency_seconds",
-    "From the Kafka record's timestamp to its commit in the lake",
-    ["table"],
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    "From the Kafka record's timestamp to its commit in the lake (per commit and tenant: the "
+    "tenant's oldest record in the commit)",
+    ["table", "tenant_id"],
+    buckets=FRESHNESS_BUCKETS,
+)
+INGEST_FAILED = Counter(
+    "igflow_ingest_failed_total",
+    "Rows a store gave up on after its retries (dead-lettered as SINK_UNAVAILABLE), by tenant",
+    ["tenant_id"],
 )
 
 REJECTED = Counter(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.errors import ConfigError
 
-__all__ = ["avro_dir", "package_path", "policies_dir"]
+__all__ = ["avro_dir", "package_path", "policies_dir", "slo_file"]
 
 
 def package_path(package: str, *parts: str) -> Path:
@@ -33,3 +33,8 @@ def avro_dir() -> Path:
 def policies_dir() -> Path:
     """The Rego policy bundle folder (``policies``)."""
     return package_path("policies")
+
+
+def slo_file() -> Path:
+    """The service-level objectives shipped with the engine (``slo/slos.json``)."""
+    return package_path("slo", "slos.json")

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
@@ -61,6 +62,14 @@ class RetriesExhausted(Exception):
         super().__init__(f"gave up after {attempts} attempts: {last}")
         self.attempts = attempts
         self.last = last
+
+
+def _tenant_of(item: object) -> str:
+    """The tenant of a store's row (a ``tenant_id`` of its own or of its ``signal``)."""
+    tenant = getattr(item, "tenant_id", None) or getattr(
+        getattr(item, "signal", None), "tenant_id", None
+    )
+    return str(tenant) if tenant else "(none)"
 
 
 def _nothing(_attempt: int, _exc: Exception, _wait: float | None) -> None:
@@ -118,7 +127,8 @@ def write_with_retry(
 
     Reports ``igflow_sink_batches_total``, ``igflow_sink_rows_total``,
     ``igflow_sink_retries_total``, ``igflow_sink_dead_letters_total`` and
-    ``igflow_sink_write_seconds`` labelled by ``sink``.
+    ``igflow_sink_write_seconds`` labelled by ``sink``, and a dead-lettered batch's rows in
+    ``igflow_ingest_failed_total`` by tenant (the availability SLI's bad events, core/slo.py).
     """
     if not batch:
         return True
@@ -156,6 +166,8 @@ def write_with_retry(
         )
     except RetriesExhausted as gave_up:
         metrics.SINK_DEAD_LETTERS.labels(sink).inc(len(batch))
+        for tenant, count in Counter(map(_tenant_of, batch)).items():
+            metrics.INGEST_FAILED.labels(metrics.tenant_label(tenant)).inc(count)
         dead_letter(batch, gave_up.last)
         return False
     metrics.SINK_BATCHES.labels(sink).inc()

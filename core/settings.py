@@ -105,6 +105,7 @@ NON_SETTING_VARIABLES: Mapping[str, str] = {
     "IGFLOW_STACK_JAVA_HOME": "dev/: the JDK that runs Kafka and Neo4j",
     "IGFLOW_KAFKA_CONTROLLER_PORT": "dev/: port of the KRaft controller",
     "IGFLOW_FALKORDB_PORT": "dev/: port of the FalkorDB stand-in",
+    "IGFLOW_PROMETHEUS_PORT": "dev/, docker-compose.yml, igflow slo: port of Prometheus",
     # docker-compose.yml: host ports the services are published on
     "IGFLOW_KAFKA_PORT": "docker-compose.yml: published Kafka port",
     "IGFLOW_SCHEMA_REGISTRY_PORT": "docker-compose.yml: published schema registry port",
@@ -546,6 +547,11 @@ class RunSettings:
     epoch_seconds: Duration = 1.0
     metrics_port: Port = 0
     log_level: LogLevel = "INFO"
+    #: Tenants with their own ``tenant_id`` metric label, besides those the SLO file names (the
+    #: flow's and the API's); later ones share ``(other)`` (:mod:`core.metric_labels`).
+    metrics_tenant_cap: Count = 100
+    #: The SLO file (tiers and objectives); empty: the one shipped, ``slo/slos.json``.
+    slo_file: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,8 @@ ENV_REGISTRY = "IGFLOW_SCHEMA_REGISTRY_URL"
 ENV_KAFKA_CONTROLLER = "IGFLOW_KAFKA_CONTROLLER_PORT"
 ENV_NEO4J_USER = "IGFLOW_NEO4J_USER"
 ENV_NEO4J_PASSWORD = "IGFLOW_NEO4J_PASSWORD"
+#: Prometheus's HTTP port (it scrapes the flow's and the API's metrics, see dev/prometheus.py).
+ENV_PROMETHEUS = "IGFLOW_PROMETHEUS_PORT"
 #: Which graph database the stack runs (see GRAPHS).
 ENV_GRAPH = "IGFLOW_STACK_GRAPH"
 #: The JDK that runs the JVM products (Kafka 4.1 and Neo4j 5.26 both run on 17).
@@ -46,6 +48,7 @@ DEFAULTS: Mapping[str, str] = {
     ENV_BOLT: "bolt://127.0.0.1:17687",
     ENV_REGISTRY: "http://127.0.0.1:18081",
     ENV_KAFKA_CONTROLLER: "19093",
+    ENV_PROMETHEUS: "19090",
     # Neo4j's only user in Community Edition is its admin, ``neo4j``; the stack sets this
     # password on first start (docker-compose.yml's NEO4J_AUTH uses the same).
     ENV_NEO4J_USER: "neo4j",
@@ -88,6 +91,7 @@ class StackConfig:
     bolt_port: int
     registry_port: int
     kafka_controller_port: int = 19093
+    prometheus_port: int = 19090
     graph: str = "neo4j"
     neo4j_user: str = "neo4j"
     neo4j_password: str = "igflow-neo4j"
@@ -143,6 +147,7 @@ class StackConfig:
             bolt_port=bolt_port,
             registry_port=_url_port(ENV_REGISTRY, get(ENV_REGISTRY)),
             kafka_controller_port=_port(ENV_KAFKA_CONTROLLER, get(ENV_KAFKA_CONTROLLER)),
+            prometheus_port=_port(ENV_PROMETHEUS, get(ENV_PROMETHEUS)),
             graph=graph,
             neo4j_user=get(ENV_NEO4J_USER),
             neo4j_password=environ.get(ENV_NEO4J_PASSWORD, DEFAULTS[ENV_NEO4J_PASSWORD]),

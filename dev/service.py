@@ -25,7 +25,8 @@ from dev.errors import StackError
 
 PROBE_TIMEOUT_S = 1.0
 INSTALL_HINT = (
-    "run `apt-get install postgresql-15 redis-server` (or `python -m dev install-system`)"
+    "run `apt-get install postgresql-15 redis-server prometheus` "
+    "(or `python -m dev install-system`)"
 )
 
 

@@ -1,8 +1,9 @@
 """The services of the local stack, in start order (see :data:`SERVICES` and
 :func:`configured`).
 
-PostgreSQL lives in :mod:`dev.postgres`, the JVM products (Apache Kafka, Neo4j) in
-:mod:`dev.kafka` and :mod:`dev.neo4j`; the base class in :mod:`dev.service`.
+PostgreSQL lives in :mod:`dev.postgres`, Prometheus in :mod:`dev.prometheus`, the JVM products
+(Apache Kafka, Neo4j) in :mod:`dev.kafka` and :mod:`dev.neo4j`; the base class in
+:mod:`dev.service`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dev.kafka import Kafka
 from dev.neo4j import Neo4j
 from dev.postgres import Postgres
 from dev.procs import tcp_accepts
+from dev.prometheus import Prometheus
 from dev.service import INSTALL_HINT, PROBE_TIMEOUT_S, Port, Service, wheel_file
 
 SYSTEM_REDIS = Path("/usr/bin/redis-server")
@@ -158,6 +160,7 @@ SERVICES: tuple[Service, ...] = (
     FalkorDB(),
     Kafka(),
     Registry(),
+    Prometheus(),
 )
 BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}
 _GRAPHS = frozenset(config.GRAPHS)

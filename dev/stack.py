@@ -28,6 +28,7 @@ from dev import procs
 from dev.config import StackConfig
 from dev.errors import StackError
 from dev.postgres import PG_BIN
+from dev.prometheus import SYSTEM_PROMETHEUS
 from dev.service import Service
 from dev.services import SERVICES, SYSTEM_REDIS, configured
 
@@ -35,7 +36,7 @@ Report = Callable[[str], None]
 
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 20
-APT_PACKAGES = ("postgresql-15", "redis-server")
+APT_PACKAGES = ("postgresql-15", "redis-server", "prometheus")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,9 +218,9 @@ def stop(cfg: StackConfig, services: Sequence[Service], report: Report = print) 
 
 
 def install_system(report: Report = print) -> None:
-    """``apt-get install -y postgresql-15 redis-server`` unless both are already present."""
-    if (PG_BIN / "postgres").is_file() and SYSTEM_REDIS.is_file():
-        report("postgresql-15 and redis-server are already installed")
+    """``apt-get install -y postgresql-15 redis-server prometheus`` unless all are present."""
+    if (PG_BIN / "postgres").is_file() and SYSTEM_REDIS.is_file() and SYSTEM_PROMETHEUS.is_file():
+        report("postgresql-15, redis-server and prometheus are already installed")
         return
     for argv in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
         report("+ " + " ".join(argv))

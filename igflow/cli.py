@@ -25,6 +25,7 @@ from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
 from igflow.serve_commands import register as register_serve
+from igflow.slo_commands import register as register_slo
 from igflow.tenant_commands import register as register_tenants
 from igflow.verify_commands import register as register_verify
 
@@ -220,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     register_verify(add)
     register_serve(add)
     register_api(add)
+    register_slo(add)
     return parser
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from core import metrics
+from core import metric_labels, metrics
 from core.cluster import Cluster
 from core.settings import Settings
 from flows.coherence import build
@@ -39,6 +39,7 @@ def run(settings: Settings, cluster: Cluster | None = None) -> None:
     """Run the flow until its input ends (bounded) or forever (tail); alone by default."""
     cluster = cluster or Cluster()
     port = settings.run.metrics_port
+    metric_labels.configure(settings)
     metrics.serve(port + (cluster.process_id or 0) if port else 0)
     flow = build(settings)
     epoch = timedelta(seconds=settings.run.epoch_seconds)

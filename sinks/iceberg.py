@@ -361,13 +361,20 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         if result.skipped:
             metrics.LAKE_SKIPPED.labels(name).inc(result.skipped)
         for tenant, count in result.per_tenant.items():
-            metrics.EVENTS_OUT.labels(tenant, name).inc(count)
-        stamps = [s for s in map(self._def.kafka_timestamp_ms, batch) if s is not None]
-        if stamps and result.appended:
-            # Wall clock in a metric only, never in landed data: the oldest record's wait.
-            metrics.PIPELINE_LATENCY.labels(name).observe(
-                max(0.0, time.time() - min(stamps) / 1000)
-            )
+            metrics.EVENTS_OUT.labels(metrics.tenant_label(tenant), name).inc(count)
+        oldest: dict[str, int] = {}
+        for item in batch:
+            stamp = self._def.kafka_timestamp_ms(item)
+            if stamp is not None:
+                tenant = self._def.tenant(item)
+                oldest[tenant] = min(stamp, oldest.get(tenant, stamp))
+        if result.appended:
+            # Wall clock in a metric only, never in landed data: each tenant's oldest record's wait.
+            now = time.time()
+            for tenant, stamp in oldest.items():
+                metrics.PIPELINE_LATENCY.labels(name, metrics.tenant_label(tenant)).observe(
+                    max(0.0, now - stamp / 1000)
+                )
         log.info(
             "appended %d rows to %s (%d already committed, attempt %d, %.0f ms)",
             result.appended,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -394,6 +395,13 @@ def test_publish_is_acknowledged_and_lands_in_kafka_with_the_avro_serializer(
         },
     )
     assert signed.status_code == 202, signed.text
+    # The write-latency SLI, per tenant: the mutation, the push and the signed push.
+    written = re.search(
+        rf'^igflow_api_request_duration_seconds_count{{kind="write",tenant_id="{a}"}} (\S+)$',
+        server.metrics(),
+        re.MULTILINE,
+    )
+    assert written is not None and float(written.group(1)) >= 3
     decoded = {}
     with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as registry:
         deserialize = AvroDeserializer(registry)
@@ -635,7 +643,10 @@ def test_metrics_are_served_only_on_the_loopback_metrics_port(
     public = server.client.get("/metrics")
     assert public.status_code == 404
     assert "graphql_requests_total" not in public.text and a not in public.text
-    assert "graphql_requests_total" in server.metrics()
+    exposed = server.metrics()
+    assert "graphql_requests_total" in exposed
+    # The read-latency SLI, per tenant (core/slo.py): this query counted under its tenant.
+    assert f'igflow_api_request_duration_seconds_count{{kind="read",tenant_id="{a}"}}' in exposed
     port = server.settings.api.metrics_port
     listening = [
         c.laddr

@@ -136,6 +136,11 @@ def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: 
         assert "igflow_lake_commit_seconds_bucket" in text
         assert "igflow_lake_batch_rows_bucket" in text
         assert "igflow_pipeline_latency_seconds_bucket" in text
+        # The freshness SLI, per tenant (core/slo.py): each commit observed under its tenants.
+        fresh = _metric(
+            text, "igflow_pipeline_latency_seconds_count", tenant_id="tenant-01", table="signals"
+        )
+        assert fresh >= 1
         # Tail mode keeps running after the end offsets.
         time.sleep(1)
         assert proc.poll() is None

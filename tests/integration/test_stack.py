@@ -7,9 +7,11 @@ that part again at the end, so a stack brought up by ``make`` is left as it was.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,7 @@ def test_start_again_is_a_noop(cfg: StackConfig) -> None:
         ("redis", "redis_port", "IGFLOW_REDIS_URL"),
         ("kafka", "kafka_port", "IGFLOW_KAFKA_BOOTSTRAP"),
         ("neo4j", "bolt_port", "IGFLOW_NEO4J_URI"),
+        ("prometheus", "prometheus_port", "IGFLOW_PROMETHEUS_PORT"),
     ],
 )
 def test_port_taken_error_names_service_port_and_env_var(
@@ -82,6 +85,22 @@ def test_port_taken_error_names_service_port_and_env_var(
     assert message.startswith(f"{service}: port {taken_port} is already in use")
     assert env_var in message
     assert [r.state for r in stack.status(other, [BY_NAME[service]])] == ["port taken"]
+
+
+def test_prometheus_scrapes_the_flow_and_the_api_with_the_slo_rules(cfg: StackConfig) -> None:
+    base = f"http://127.0.0.1:{cfg.prometheus_port}/api/v1"
+    with urllib.request.urlopen(f"{base}/targets", timeout=5) as resp:
+        targets = json.load(resp)["data"]["activeTargets"]
+    assert {(t["labels"]["job"], t["scrapeUrl"]) for t in targets} == {
+        ("igflow-flow", "http://127.0.0.1:9464/metrics"),
+        ("igflow-api", "http://127.0.0.1:9465/metrics"),
+    }
+    with urllib.request.urlopen(f"{base}/rules", timeout=5) as resp:
+        groups = json.load(resp)["data"]["groups"]
+    names = {g["name"] for g in groups}
+    assert "slo:burn-rate-alerts" in names
+    assert "slo:vip:ingest_availability" in names
+    assert all(r["health"] != "err" for g in groups for r in g["rules"])
 
 
 class _Crashing(Service):

@@ -144,7 +144,7 @@ def test_installed_wheel_runs_outside_the_checkout(
             "psi._sodium, api.schema, core.resources as r;"
             "print(json.dumps({'modules': [m.__file__ for m in (core, igflow, psi._sodium)],"
             "'data': [str(r.avro_dir()), str(r.policies_dir()), str(dev.jvm.MAVEN_DIR),"
-            " str(api.schema.SCHEMA_FILE)],"
+            " str(api.schema.SCHEMA_FILE), str(r.slo_file())],"
             "'dist': str(md.distribution('intelgraph-streams').locate_file('')),"
             "'repo_root': str(dev.config.REPO_ROOT), 'path': sys.path,"
             "'finders': [getattr(f, '__module__', '') for f in sys.meta_path]}))",
@@ -158,6 +158,8 @@ def test_installed_wheel_runs_outside_the_checkout(
     assert not any("editable" in f for f in where["finders"]), where["finders"]
 
     assert "usage: igflow" in run(igflow, "--help")
+    # The SLO file ships as package data: its rules are generated outside the checkout.
+    assert "slo:burn-rate-alerts" in run(igflow, "slo", "rules")
     done = json.loads(run(igflow, "setup"))
     # The state of an installed engine defaults to the current directory's .stack.
     assert (work / done["pyiceberg_config"]).resolve() == work / ".stack" / ".pyiceberg.yaml"

@@ -13,7 +13,7 @@ from pyiceberg.exceptions import CommitFailedException
 from core import metrics
 from core.errors import RetryableSinkError
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
-from core.retry import RetriesExhausted, RetryPolicy, retrying
+from core.retry import RetriesExhausted, RetryPolicy, retrying, write_with_retry
 from operators.psi_match import _RETRY as PSI_RETRY
 from sinks.iceberg import _COMMIT_RETRY, IcebergAppender, ensure_table
 from sinks.lake_tables import SIGNALS
@@ -161,3 +161,34 @@ def _signal(offset: int) -> Tagged:
     signal = Signal("tenant-00", f"s-{offset}", "latency", 0.5, None, "src", T0)
     decoded = Decoded(signal, Provenance("topic", 0, offset, 1, "0" * 64))
     return Tagged(decoded, PolicyTags("p", "standard-365d", "l", "US"), "p" * 64, f"prov-{offset}")
+
+
+def test_a_dead_lettered_batch_counts_as_failed_per_tenant() -> None:
+    """The availability SLI's bad events: rows a store gave up on, by (bounded) tenant."""
+
+    class Row:
+        def __init__(self, tenant_id: str) -> None:
+            self.tenant_id = tenant_id
+
+    def failed(tenant: str) -> float:
+        value = metrics.INGEST_FAILED.labels(tenant)._value.get()
+        return float(value)
+
+    before = {t: failed(t) for t in ("slo-a", "slo-b")}
+    dead: list[int] = []
+
+    def refuse(_batch: Any) -> None:
+        raise RetryableSinkError("down")
+
+    written = write_with_retry(
+        "redis",
+        [Row("slo-a"), Row("slo-a"), Row("slo-b")],
+        refuse,
+        transient=lambda _exc: True,
+        dead_letter=lambda batch, _exc: dead.append(len(batch)),
+        policy=RetryPolicy(attempts=2, base_seconds=0.0, cap_seconds=0.0),
+        sleep=lambda _s: None,
+    )
+    assert not written and dead == [3]
+    assert failed("slo-a") - before["slo-a"] == 2
+    assert failed("slo-b") - before["slo-b"] == 1

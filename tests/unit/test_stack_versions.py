@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,3 +27,15 @@ def test_compose_pins_the_local_stacks_versions() -> None:
     assert services["kafka"]["image"] == f"apache/kafka:{_pom_version('kafka', 'kafka.version')}"
     neo4j = _pom_version("neo4j", "neo4j.version")
     assert services["neo4j"]["image"] == f"neo4j:{neo4j}-community"
+
+
+def test_compose_runs_the_prometheus_debian_ships() -> None:
+    """prom/prometheus at the version of Debian's package (``make system``), which the local
+    stack runs and whose promtool checks the SLO rules."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    done = subprocess.run(
+        ["/usr/bin/prometheus", "--version"], capture_output=True, text=True, check=True
+    )
+    match = re.search(r"version (\d+\.\d+)\.\d+", done.stdout + done.stderr)
+    assert match, done.stdout + done.stderr
+    assert services["prometheus"]["image"].startswith(f"prom/prometheus:v{match.group(1)}.")

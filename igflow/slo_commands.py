@@ -1,0 +1,170 @@
+"""``igflow slo``: the SLO file's Prometheus rules, each tenant's error budget, a release gate.
+
+* ``igflow slo rules`` prints the recording rules and burn-rate alerts of the SLO file
+  (``run.slo_file``, default the shipped ``slo/slos.json``) as a Prometheus rule file;
+* ``igflow slo`` (``report``) asks Prometheus (``/api/v1/query``) for each tenant's SLI over the
+  budget window, the budget left and the burn rate over the last hour;
+* ``igflow slo gate`` prints the same and exits 1 when any tenant's budget is spent.
+
+Exit codes follow the CLI's rule: 0 fine, 1 a budget is spent (gate), 2 a usage error or an
+unreachable Prometheus (raised as :class:`IgflowError`: a gate that cannot look must not pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from core import slo
+from core.errors import IgflowError
+from core.settings import Settings
+
+__all__ = ["budgets", "register"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+#: The stack's Prometheus (dev/prometheus.py), unless ``--prometheus`` says otherwise.
+PROMETHEUS_PORT_VARIABLE = "IGFLOW_PROMETHEUS_PORT"
+
+
+def _default_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get(PROMETHEUS_PORT_VARIABLE) or 19090}"
+
+
+def _slos(settings: Settings, override: str | None) -> slo.SloFile:
+    path = override or settings.run.slo_file
+    return slo.load(Path(path) if path else None)
+
+
+def _query(client: httpx.Client, url: str, expr: str, at: float | None) -> dict[str, float]:
+    """``expr``'s instant vector as ``{tenant_id: value}``."""
+    params = {"query": expr} | ({} if at is None else {"time": str(at)})
+    try:
+        resp = client.get(f"{url.rstrip('/')}/api/v1/query", params=params)
+        body = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        msg = f"cannot query Prometheus at {url}: {exc}"
+        raise IgflowError(msg) from exc
+    if resp.status_code != 200 or body.get("status") != "success":
+        msg = f"Prometheus at {url} refused a query ({resp.status_code}): {body.get('error')}"
+        raise IgflowError(msg)
+    out: dict[str, float] = {}
+    for sample in body["data"]["result"]:
+        tenant = sample["metric"].get("tenant_id")
+        if tenant is not None:
+            out[tenant] = float(sample["value"][1])
+    return out
+
+
+def budgets(slos: slo.SloFile, url: str, at: float | None = None) -> list[slo.BudgetRow]:
+    """Every tenant's budget for every SLO of its tier, from the Prometheus at ``url``
+    (evaluated at unix time ``at``, default now); sorted by tenant, then SLO."""
+    rows: list[slo.BudgetRow] = []
+    with httpx.Client(timeout=30.0) as client:
+        for query in slo.budget_queries(slos):
+            window = _query(client, url, query.window, at)
+            hour = _query(client, url, query.last_hour, at)
+            # NaN: no event in the window (0 / 0), so no SLI to report for that tenant.
+            rows += [
+                slo.budget_row(t, query, v, hour.get(t))
+                for t, v in window.items()
+                if not math.isnan(v)
+            ]
+    return sorted(rows, key=lambda r: (r.tenant_id, r.slo))
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.3f}%"
+
+
+def _print(rows: list[slo.BudgetRow], window: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{**_asdict(r), "spent": r.spent} for r in rows], indent=2))
+        return
+    if not rows:
+        print(f"no tenant had events in the budget window ({window})")
+        return
+    print(
+        f"{'TENANT':<16} {'TIER':<9} {'SLO':<20} {'OBJECTIVE':>9} {'SLI (' + window + ')':>11} "
+        f"{'BUDGET LEFT':>11} {'BURN 1h':>8}"
+    )
+    for r in rows:
+        burn = "-" if r.burn_rate_1h is None else f"{r.burn_rate_1h:.2f}x"
+        flag = "  SPENT" if r.spent else ""
+        print(
+            f"{r.tenant_id:<16} {r.tier:<9} {r.slo:<20} {_percent(r.objective):>9} "
+            f"{_percent(r.sli):>11} {_percent(r.budget_left):>11} {burn:>8}{flag}"
+        )
+
+
+def _asdict(row: slo.BudgetRow) -> dict[str, object]:
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in (
+            ("tenant_id", row.tenant_id),
+            ("tier", row.tier),
+            ("slo", row.slo),
+            ("objective", row.objective),
+            ("sli", row.sli),
+            ("budget_left", row.budget_left),
+            ("burn_rate_1h", row.burn_rate_1h),
+        )
+    }
+
+
+def _at(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        msg = f"--at {text!r}: not a unix time or an ISO 8601 time"
+        raise IgflowError(msg) from exc
+
+
+def _cmd_slo(args: argparse.Namespace, settings: Settings) -> int:
+    slos = _slos(settings, args.slos)
+    if args.action == "rules":
+        print(json.dumps(slo.rule_groups(slos), indent=2))
+        return 0
+    rows = budgets(slos, args.prometheus, _at(args.at))
+    _print(rows, slos.budget_window, args.json)
+    if args.action == "gate":
+        spent = sorted({f"{r.tenant_id} ({r.slo})" for r in rows if r.spent})
+        if spent:
+            print(f"gate: error budget spent: {', '.join(spent)}")
+            return 1
+        print(f"gate: every budget holds ({len(rows)} tenant SLOs)")
+    return 0
+
+
+def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """Add ``igflow slo [report|gate|rules]`` through the CLI's ``add(name, handler, help)``."""
+    p = add("slo", _cmd_slo, "per-tenant SLOs: budgets from Prometheus, the release gate, rules")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="report",
+        choices=("report", "gate", "rules"),
+        help="report (default): each tenant's SLI, budget left and burn rate; gate: exit 1 when "
+        "a budget is spent; rules: print the Prometheus rules of the SLO file",
+    )
+    p.add_argument("--slos", help="the SLO file (default: run.slo_file, else the shipped one)")
+    p.add_argument(
+        "--prometheus",
+        default=_default_url(),
+        help="Prometheus's URL (default: the stack's, 127.0.0.1:$IGFLOW_PROMETHEUS_PORT or 19090)",
+    )
+    p.add_argument("--at", help="evaluate at this time (unix seconds or ISO 8601; default: now)")
+    p.add_argument("--json", action="store_true")
