@@ -14,10 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from core.settings import Settings
+from core.settings import Settings
 
 __all__ = ["OTHER_TENANTS", "TENANT_LABELS", "TenantLabels", "configure", "tenant_label"]
 
