@@ -42,13 +42,9 @@ class TokenBuckets:
         if bucket is None:
             self._buckets[tenant_id] = [self._burst - 1.0, now]
             return 0.0
-        tokens = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return 0.0
-        bucket[0] = tokens
-        return (1.0 - tokens) / self._rate
+        return _spend(
+            bucket, min(self._burst, bucket[0] + (now - bucket[1]) * self._rate), now, self._rate
+        )
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -106,12 +102,7 @@ class FailureBuckets:
         if tokens >= self._burst:
             del self._buckets[key]  # refilled: as if it had never failed
             return None
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return 0.0
-        bucket[0] = tokens
-        return (1.0 - tokens) / self._rate
+        return _spend(bucket, tokens, now, self._rate)
 
     def refund(self, key: str) -> None:
         """Give back a failure reserved by :meth:`take` (the request did not fail)."""
@@ -133,3 +124,14 @@ class FailureBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def _spend(bucket: list[float], tokens: float, now: float, rate: float) -> float:
+    """Store ``bucket``'s refilled ``tokens`` as of ``now`` and take one if there is one: 0.0
+    when taken, else the seconds until one will be (nothing taken)."""
+    bucket[1] = now
+    if tokens >= 1.0:
+        bucket[0] = tokens - 1.0
+        return 0.0
+    bucket[0] = tokens
+    return (1.0 - tokens) / rate
