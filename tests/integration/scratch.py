@@ -12,6 +12,7 @@ them all and raises if any could not be removed, so a leak fails the test that c
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable, Iterable
 
 import httpx
@@ -25,6 +26,7 @@ from core.catalog import catalog
 from core.settings import Settings
 from sinks.dlq import dlq_marks_topic
 from sinks.graph import GraphWriter
+from tenancy.registry import upsert_tenant
 
 __all__ = ["Scratch"]
 
@@ -58,6 +60,14 @@ class Scratch:
         the stack's); returns it."""
         self.namespaces.add(settings.lake.namespace)
         return settings
+
+    def tenant(self, prefix: str) -> str:
+        """A new tenant ``<prefix>-<random>``, registered (active, any source) and dropped with
+        the rest."""
+        tenant_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.tenants.add(tenant_id)
+        upsert_tenant(self._settings.stores.postgres_dsn, tenant_id)
+        return tenant_id
 
     def replay_into(self, namespace: str) -> None:
         """Register what ``igflow replay --into NAMESPACE`` creates (replay/scratch.py names)."""

@@ -666,9 +666,7 @@ def test_published_signals_come_back_as_the_flows_score_live_and_on_query(
 
     from tests.integration.conftest import finish, igflow
 
-    tenant = f"api-e2e-{uuid.uuid4().hex[:6]}"
-    scratch.tenants.add(tenant)
-    upsert_tenant(it_settings.stores.postgres_dsn, tenant)
+    tenant = scratch.tenant("api-e2e")
     settings = it_settings.with_changes("stores", sinks="redis,postgres")
     values = [(0.25 + (i % 7) / 10, 1.0 + (i % 3)) for i in range(40)]
     start = datetime.now(UTC) - timedelta(minutes=5)

@@ -19,7 +19,6 @@ import pytest
 from api.jwt_keys import mint_token
 from api.webhooks import sign
 from core.settings import Settings
-from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import tagged_topics
 from tests.integration.scratch import Scratch
@@ -33,11 +32,8 @@ PUSH = "/v1/coherence/signals"
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Settings, module_scratch: Scratch) -> str:
-    tenant_id = f"abuse-{uuid.uuid4().hex[:8]}"
-    module_scratch.tenants.add(tenant_id)
-    upsert_tenant(stack.stores.postgres_dsn, tenant_id)
-    return tenant_id
+def tenant(module_scratch: Scratch) -> str:
+    return module_scratch.tenant("abuse")
 
 
 @pytest.fixture(scope="module")

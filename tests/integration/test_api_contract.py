@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +31,6 @@ from schemathesis.specs.openapi.checks import (
 from api.jwt_keys import mint_token
 from api.rest import OPENAPI_FILE
 from core.settings import Settings
-from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import tagged_topics
 from tests.integration.scratch import Scratch
@@ -52,9 +50,7 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def contract_server(stack: Settings, module_scratch: Scratch) -> Iterator[tuple[ApiServer, str]]:
-    tenant = f"contract-{uuid.uuid4().hex[:6]}"
-    module_scratch.tenants.add(tenant)
-    upsert_tenant(stack.stores.postgres_dsn, tenant)
+    tenant = module_scratch.tenant("contract")
     settings = tagged_topics(stack, module_scratch, "api")
     with serve(settings, IGFLOW_API_RATE_LIMIT_RPS="100000") as running:
         yield running, tenant

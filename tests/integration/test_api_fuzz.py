@@ -18,7 +18,6 @@ import os
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +28,6 @@ import pytest
 from api.jwt_keys import mint_token
 from api.persisted import sha256_hex
 from core.settings import Settings
-from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import tagged_topics
 from tests.integration.scratch import Scratch
@@ -48,9 +46,7 @@ FIELDS = ("tenantId", "signalId", "type", "value", "weight", "source", "ts", "se
 def fuzz_server(
     stack: Settings, module_scratch: Scratch
 ) -> Iterator[tuple[ApiServer, str, dict[str, str]]]:
-    tenant = f"fuzz-{uuid.uuid4().hex[:6]}"
-    module_scratch.tenants.add(tenant)
-    upsert_tenant(stack.stores.postgres_dsn, tenant)
+    tenant = module_scratch.tenant("fuzz")
     settings = tagged_topics(stack, module_scratch, "fuzz")
     with serve(settings, IGFLOW_API_WEBHOOK_SECRET="whsec-fuzz") as server:
         token = mint_token(settings, tenant, ["coherence:read", "coherence:write"])

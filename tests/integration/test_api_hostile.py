@@ -14,7 +14,6 @@ import json
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from api.jwt_keys import mint_token
 from core.settings import Settings
-from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import tagged_topics
 from tests.integration.hostile_documents import aliases, nested_fragments
@@ -45,11 +43,8 @@ MAX_SUBSCRIPTIONS = 5
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Settings, module_scratch: Scratch) -> str:
-    tenant = f"hostile-{uuid.uuid4().hex[:6]}"
-    module_scratch.tenants.add(tenant)
-    upsert_tenant(stack.stores.postgres_dsn, tenant)
-    return tenant
+def tenant(module_scratch: Scratch) -> str:
+    return module_scratch.tenant("hostile")
 
 
 @pytest.fixture(scope="module")

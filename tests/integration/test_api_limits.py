@@ -18,7 +18,6 @@ import pytest
 
 from api.jwt_keys import mint_token
 from core.settings import Settings
-from tenancy.registry import upsert_tenant
 from tests.integration.api_server import ApiServer, serve
 from tests.integration.conftest import read_topic, tagged_topics
 from tests.integration.scratch import Scratch
@@ -34,11 +33,8 @@ _ROUTE = "/v1/coherence/signals"
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Settings, module_scratch: Scratch) -> str:
-    tenant = f"lim-{uuid.uuid4().hex[:6]}"
-    module_scratch.tenants.add(tenant)
-    upsert_tenant(stack.stores.postgres_dsn, tenant)
-    return tenant
+def tenant(module_scratch: Scratch) -> str:
+    return module_scratch.tenant("lim")
 
 
 @pytest.fixture(scope="module")
