@@ -120,9 +120,14 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+#: Every process ``igflow()`` started in the running test; ``_reap_igflow`` ends them.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def igflow(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-    """Start ``igflow ARGS`` in its own process group, its logs in a pipe."""
-    return subprocess.Popen(
+    """Start ``igflow ARGS`` in its own process group, its logs in a pipe. It is killed and its
+    pipes closed when the test ends, whatever the test did with it."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "igflow.cli", *args],
         cwd=REPO,
         env=env_for(settings, **extra),
@@ -130,6 +135,21 @@ def igflow(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[byt
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    _STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _reap_igflow() -> Iterator[None]:
+    """A test that fails while its flow runs must not leave the flow running (it would write into
+    the next tests' stack) nor its pipes open (their ResourceWarning would fail a later test)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[str, str]:
@@ -232,7 +252,10 @@ def json_lines(text: str) -> Iterator[dict[str, Any]]:
 def _descendants(pid: int) -> set[int]:
     out = {pid}
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        children = (task / "children").read_text(encoding="utf-8").split()
+        try:
+            children = (task / "children").read_text(encoding="utf-8").split()
+        except FileNotFoundError:  # the thread or the process ended while we looked
+            continue
         for child in children:
             out |= _descendants(int(child))
     return out
@@ -252,8 +275,10 @@ def paused(service: str, seconds: float) -> Iterator[None]:
     try:
         for _round in range(2):  # twice: catch a child forked in between
             for p in sorted(_descendants(pid) - stopped):
-                os.kill(p, signal.SIGSTOP)
-                stopped.add(p)
+                # A child may exit between the listing and the signal (Postgres's backends do).
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGSTOP)
+                    stopped.add(p)
         time.sleep(seconds)
         yield
     finally:
