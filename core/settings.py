@@ -469,6 +469,11 @@ class PsiSettings:
     max_batch: PsiBatch = 1 << 16  # psi.messages.MAX_BATCH
     #: Threads of the client's curve arithmetic, per worker.
     crypto_threads: Count = 1
+    #: Windows asked of the partner at once, per worker, off the worker's thread; and how many
+    #: more closed windows may wait for one of them before the worker itself waits (the bound on
+    #: memory and on how far results trail their signals). Signals never wait for the partner.
+    max_in_flight: Count = 4
+    max_queued: CountOrZero = 256
     #: Close an idle tenant's window after this many seconds of wall clock; 0: only by event
     #: time and at end of input (a bounded run uses 0).
     idle_flush_seconds: DurationOrZero = 60.0

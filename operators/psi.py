@@ -17,6 +17,12 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
   request, or in near-equal requests of at most ``max_batch`` each.
 - Every signal passes on, unchanged and in order, the moment it arrives: the step never holds a
   signal, so a slow or absent partner delays no other step and loses nothing.
+- The partner is called off the worker's thread (:class:`PartnerCalls`: at most
+  ``max_in_flight`` windows asked at once per worker, ``max_queued`` more waiting), so a slow
+  partner delays neither signals nor other tenants' rows beyond that bound; a tenant's rows come
+  out in its window order, when answered. A window asked but not answered at a snapshot is in
+  the snapshot (:class:`PsiTenantState`) and asked again on resume; at end of input the step
+  waits for every answer.
 
 Outcomes. A row carries the matched selectors (``full_intersection``) or only their count
 (``intersection_cardinality``), or a reason code and no answer: a denial from either side's
@@ -48,6 +54,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
@@ -61,6 +68,7 @@ from operators.psi_match import (
     PSI_UNAVAILABLE,
     Deconflicter,
     Matcher,
+    Pause,
     check_settings,
     http_matcher_factory,
 )
@@ -79,8 +87,10 @@ __all__ = [
     "Deconflicter",
     "DeconflictionResult",
     "Matcher",
+    "PartnerCalls",
     "PsiOut",
     "PsiSettings",
+    "PsiTenantState",
     "TenantDeconfliction",
     "check_settings",
     "http_matcher_factory",
@@ -90,58 +100,140 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How often a tenant with windows at the partner looks for their answers (wall clock).
+ANSWER_POLL_SECONDS = 0.02
 
 _Out = Tagged | DeconflictionResult
 
 
-class _PsiLogic(StatefulLogic[Tagged, _Out, TenantDeconfliction]):
-    """Bytewax glue: items, EOF and an idle timer feed one tenant's :class:`TenantDeconfliction`."""
+class PartnerCalls:
+    """One worker's calls to the partner, off the worker's thread.
+
+    At most ``max_in_flight`` windows are asked at once (each caller thread builds its own
+    :class:`Deconflicter`, sharing one :class:`Pause`, so a down partner still costs one window's
+    retries); at most ``max_queued`` more wait for a caller. Past that, :meth:`ask` blocks the
+    worker until a window is answered: the bound on memory, and backpressure on the flow only
+    when the partner is slower than windows close.
+    """
+
+    def __init__(
+        self, build: Callable[[Pause], Deconflicter], max_in_flight: int, max_queued: int
+    ) -> None:
+        self._build = build
+        self._pause = Pause()
+        self._local = threading.local()
+        self._slots = threading.BoundedSemaphore(max_in_flight + max_queued)
+        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="psi-partner")
+
+    def ask(self, window: ClosedWindow) -> Future[DeconflictionResult]:
+        """The future row of ``window``; waits only while the bound is reached."""
+        self._slots.acquire()
+        try:
+            answer = self._pool.submit(self._answer, window)
+        except BaseException:
+            self._slots.release()
+            raise
+        answer.add_done_callback(lambda _answer: self._slots.release())
+        return answer
+
+    def _answer(self, window: ClosedWindow) -> DeconflictionResult:
+        deconflicter: Deconflicter | None = getattr(self._local, "deconflicter", None)
+        if deconflicter is None:
+            deconflicter = self._local.deconflicter = self._build(self._pause)
+        return deconflicter(window)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PsiTenantState:
+    """What a tenant's psi step snapshots: its open window, and the closed windows asked of the
+    partner but not yet answered (asked again on resume: the answer is a function of the
+    window and the partner's set, so the row is the same)."""
+
+    open: TenantDeconfliction
+    asked: tuple[ClosedWindow, ...] = ()
+
+
+class _PsiLogic(StatefulLogic[Tagged, _Out, PsiTenantState]):
+    """Bytewax glue: items, EOF and a timer feed one tenant's :class:`TenantDeconfliction`; closed
+    windows go to the worker's :class:`PartnerCalls` and their rows come out in window order,
+    when answered.
+
+    The timer serves two ends: while windows are at the partner it polls for their answers
+    every :data:`ANSWER_POLL_SECONDS`; in tail mode it also closes a window idle for
+    ``idle_seconds``.
+    """
 
     def __init__(
         self,
-        state: TenantDeconfliction | None,
+        resume: PsiTenantState | TenantDeconfliction | None,
         window_seconds: float,
-        deconflicter: Callable[[], Deconflicter] | None,
+        calls: Callable[[], PartnerCalls] | None,
         idle_seconds: float,
     ) -> None:
-        self.state = state
+        if isinstance(resume, TenantDeconfliction):  # a snapshot of the synchronous step
+            resume = PsiTenantState(resume)
+        self.state = resume.open if resume is not None else None
         self.window_seconds = window_seconds
-        self.deconflicter = deconflicter
+        self.calls = calls
         self.idle = timedelta(seconds=idle_seconds) if idle_seconds > 0 else None
+        self.last_item = datetime.now(UTC)
+        #: Closed windows in order, each with its answer to come.
+        self.asked: list[tuple[ClosedWindow, Future[DeconflictionResult]]] = []
+        for window in resume.asked if resume is not None else ():
+            self._ask(window)
+
+    def _ask(self, window: ClosedWindow) -> None:
+        assert self.calls is not None
+        self.asked.append((window, self.calls().ask(window)))
+
+    def _answered(self, wait: bool = False) -> list[_Out]:
+        """The rows answered so far, in window order (all of them with ``wait``). A matcher's
+        bug (any exception but an outage, which is a row) stops the flow here."""
+        rows: list[_Out] = []
+        while self.asked and (wait or self.asked[0][1].done()):
+            rows.append(self.asked.pop(0)[1].result())
+        return rows
 
     def on_item(self, value: Tagged) -> tuple[Iterable[_Out], bool]:
-        if self.deconflicter is None:  # the step is off: keep nothing
+        if self.calls is None:  # the step is off: keep nothing
             return (value,), StatefulLogic.DISCARD
         if self.state is None:
             self.state = TenantDeconfliction(self.window_seconds)
+        self.last_item = datetime.now(UTC)
         closed = self.state.push(value)
-        if closed is None:
-            return (value,), StatefulLogic.RETAIN
-        return (self.deconflicter()(closed), value), StatefulLogic.RETAIN
+        if closed is not None:
+            self._ask(closed)
+        return [value, *self._answered()], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_Out], bool]:
-        return self._flush()
+        if self.idle is not None and datetime.now(UTC) >= self.last_item + self.idle:
+            self._close_open()
+        return self._answered(), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[_Out], bool]:
-        return self._flush()
-
-    def _flush(self) -> tuple[Iterable[_Out], bool]:
-        if self.state is None or self.deconflicter is None:
+        if self.calls is None:
             return (), StatefulLogic.DISCARD
-        closed = self.state.flush()
-        # Retained: the state remembers the tenant's window, so later signals before it are late.
-        return ((self.deconflicter()(closed),) if closed else ()), StatefulLogic.RETAIN
+        self._close_open()
+        return self._answered(wait=True), StatefulLogic.RETAIN
+
+    def _close_open(self) -> None:
+        # The state stays: it remembers the tenant's window, so later signals before it are late.
+        closed = self.state.flush() if self.state is not None else None
+        if closed is not None:
+            self._ask(closed)
 
     def notify_at(self) -> datetime | None:
+        if self.asked:
+            return datetime.now(UTC) + timedelta(seconds=ANSWER_POLL_SECONDS)
         if self.idle is None or self.state is None or not self.state.pending:
             return None
         # The wall clock, for the idle flush of tail mode only (see the module docstring).
-        return datetime.now(UTC) + self.idle
+        return self.last_item + self.idle
 
-    def snapshot(self) -> TenantDeconfliction:
+    def snapshot(self) -> PsiTenantState:
         assert self.state is not None, "Bytewax snapshots a key only after its first item"
         # Bytewax requires an immutable copy: the state keeps changing after this returns.
-        return copy.deepcopy(self.state)
+        return PsiTenantState(copy.deepcopy(self.state), tuple(w for w, _ in self.asked))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,11 +258,12 @@ def psi_step(
     """Deconflict each tenant's selectors per window; ``up`` must be keyed by ``tenant_id``.
 
     See the module docstring for the contract. ``matcher_factory`` is called lazily, once per
-    worker thread, when the first window with selectors closes (so building the flow connects
-    to nothing); production passes :func:`http_matcher_factory`. ``sleep`` waits between
-    retries. With ``settings.server_url`` empty the step passes every signal and keeps no state;
-    the dataflow has the same steps either way. A resumed state keeps the window length it was
-    built with. Raises :class:`~core.errors.ConfigError` for unusable settings, at build time.
+    caller thread of a worker's :class:`PartnerCalls`, when its first window is asked (so
+    building the flow connects to nothing); production passes :func:`http_matcher_factory`.
+    ``sleep`` waits between retries. With ``settings.server_url`` empty the step passes every
+    signal and keeps no state; the dataflow has the same steps either way. A resumed state keeps
+    the window length it was built with. Raises :class:`~core.errors.ConfigError` for unusable
+    settings, at build time.
     """
     check_settings(settings)
     mode = PsiMode(settings.mode)
@@ -179,24 +272,29 @@ def psi_step(
     )
     local = threading.local()
 
-    def deconflicter() -> Deconflicter:
-        built: Deconflicter | None = getattr(local, "deconflicter", None)
+    def build(pause: Pause) -> Deconflicter:
+        return Deconflicter(
+            matcher_factory(),
+            mode,
+            settings.server_partner_id,
+            residency=settings.residency,
+            max_batch=settings.max_batch,
+            retry=retry,
+            pause_seconds=settings.unavailable_pause_seconds,
+            sleep=sleep,
+            paused=pause,
+        )
+
+    def calls() -> PartnerCalls:
+        """The worker's partner calls, built when its first window closes."""
+        built: PartnerCalls | None = getattr(local, "calls", None)
         if built is None:
-            built = local.deconflicter = Deconflicter(
-                matcher_factory(),
-                mode,
-                settings.server_partner_id,
-                residency=settings.residency,
-                max_batch=settings.max_batch,
-                retry=retry,
-                pause_seconds=settings.unavailable_pause_seconds,
-                sleep=sleep,
-            )
+            built = local.calls = PartnerCalls(build, settings.max_in_flight, settings.max_queued)
         return built
 
-    on = deconflicter if settings.server_url else None
+    on = calls if settings.server_url else None
 
-    def builder(resume: TenantDeconfliction | None) -> _PsiLogic:
+    def builder(resume: PsiTenantState | TenantDeconfliction | None) -> _PsiLogic:
         return _PsiLogic(resume, settings.window_seconds, on, settings.idle_flush_seconds)
 
     out = op.stateful("deconflict", up, builder)

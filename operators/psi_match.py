@@ -41,6 +41,7 @@ __all__ = [
     "PSI_UNAVAILABLE",
     "Deconflicter",
     "Matcher",
+    "Pause",
     "check_settings",
     "http_matcher_factory",
 ]
@@ -76,6 +77,8 @@ def check_settings(settings: PsiSettings) -> None:
         problems.append(f"max_batch must lie in [1, {MAX_BATCH}], got {settings.max_batch}")
     if settings.crypto_threads < 1:
         problems.append(f"crypto_threads must be >= 1, got {settings.crypto_threads}")
+    if settings.max_in_flight < 1 or settings.max_queued < 0:
+        problems.append("max_in_flight must be >= 1 and max_queued >= 0")
     if problems:
         msg = "invalid psi settings: " + "; ".join(problems)
         raise ConfigError(msg)
@@ -108,9 +111,8 @@ class Deconflicter:
     clock: Callable[[], float] = time.monotonic
     #: Jitter of the backoff only: it never reaches a row.
     rng: random.Random = dataclasses.field(default_factory=random.Random)
-    _paused: _Pause = dataclasses.field(
-        default_factory=lambda: _Pause(), init=False, repr=False, compare=False
-    )
+    #: Until when the server is skipped; shared by the deconflicters of one worker's callers.
+    paused: Pause = dataclasses.field(default_factory=lambda: Pause(), repr=False, compare=False)
 
     def __call__(self, window: ClosedWindow) -> DeconflictionResult:
         """The row of ``window``; never raises for a denial or an unreachable server."""
@@ -178,7 +180,7 @@ class Deconflicter:
 
     def _call(self, chunk: Sequence[str], tenant_id: str) -> Outcome | None:
         """The matcher's outcome, or ``None`` once ``retry.attempts`` attempts failed."""
-        if self.clock() < self._paused.until:
+        if self.clock() < self.paused.until:
             return None  # the server failed every retry moments ago: do not wait on it again
 
         def failed(attempt: int, exc: Exception, wait: float | None) -> None:
@@ -212,7 +214,7 @@ class Deconflicter:
                 rng=self.rng,
             )
         except RetriesExhausted:
-            self._paused.until = self.clock() + self.pause_seconds
+            self.paused.until = self.clock() + self.pause_seconds
             return None
 
 
@@ -222,8 +224,9 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
-class _Pause:
-    """Until when (``Deconflicter.clock``) an unreachable server is not tried again."""
+class Pause:
+    """Until when (``Deconflicter.clock``) an unreachable server is not tried again. One float,
+    written whole: callers on several threads may share one."""
 
     __slots__ = ("until",)
 

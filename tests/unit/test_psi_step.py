@@ -9,6 +9,8 @@ import hashlib
 import json
 import pickle
 import socket
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +32,7 @@ from operators.psi import (
     Deconflicter,
     DeconflictionResult,
     Matcher,
+    PartnerCalls,
     PsiSettings,
     TenantDeconfliction,
     _PsiLogic,
@@ -598,7 +601,8 @@ def test_the_bytewax_step_passes_every_signal_and_lands_one_row_per_window(
     assert late.selectors_sent == 3 and late.last_offset == 4
     if mode is FULL:
         assert late.matched == ("sel-004", "sel-006")
-    assert factory.calls == 1  # built lazily, once for the (single) worker
+    # Built lazily, once per caller thread of the (single) worker.
+    assert 1 <= factory.calls <= STEP.max_in_flight
 
 
 def test_the_step_off_passes_everything_and_builds_nothing() -> None:
@@ -617,7 +621,8 @@ def test_the_bytewax_step_survives_an_unreachable_partner() -> None:
     up = op.input("in", flow, TestingSource(items))
     keyed = op.key_on("by_tenant", up, lambda t: t.signal.tenant_id)
     down = Down(failures=1_000)
-    out = psi_step("psi", keyed, STEP, CountingFactory(down), sleep=sleeps.append)
+    one_caller = dataclasses.replace(STEP, max_in_flight=1)  # so the call count is exact
+    out = psi_step("psi", keyed, one_caller, CountingFactory(down), sleep=sleeps.append)
     passed: list[tuple[str, Tagged]] = []
     results: list[DeconflictionResult] = []
     op.output("passed", out.passed, TestingSink(passed))
@@ -648,9 +653,29 @@ def test_a_snapshot_resumes_as_if_uninterrupted(
     assert first + rest == whole
 
 
+def calls_of(matcher: Matcher, max_in_flight: int = 4, max_queued: int = 8) -> PartnerCalls:
+    """A worker's partner calls, each caller asking ``matcher``."""
+    return PartnerCalls(
+        lambda pause: Deconflicter(matcher, FULL, "server", paused=pause), max_in_flight, max_queued
+    )
+
+
+def answered(logic: _PsiLogic, timeout: float = 10.0) -> list[object]:
+    """What ``logic`` emits from its timer until every window it asked is answered."""
+    out: list[object] = []
+    deadline = time.monotonic() + timeout
+    while logic.asked:
+        assert time.monotonic() < deadline, "the partner never answered"
+        assert logic.notify_at() is not None  # the timer polls while windows are out
+        rows, _discard = logic.on_notify()
+        out.extend(rows)
+        time.sleep(0.005)
+    return out
+
+
 def test_the_logic_snapshots_a_copy_and_flushes_an_idle_tenant(client: PsiClient) -> None:
-    deconflict = Deconflicter(client.intersect, FULL, "server")
-    logic = _PsiLogic(None, W, lambda: deconflict, idle_seconds=30.0)
+    calls = calls_of(client.intersect)
+    logic = _PsiLogic(None, W, lambda: calls, idle_seconds=30.0)
     assert logic.notify_at() is None
     item = tagged("t", 0, 1, ["sel-000", "sel-002"])
     out, discard = logic.on_item(item)
@@ -658,13 +683,95 @@ def test_the_logic_snapshots_a_copy_and_flushes_an_idle_tenant(client: PsiClient
     due = logic.notify_at()
     assert due is not None and due > datetime.now(UTC)
     snapshot = logic.snapshot()
+    out, discard = logic.on_notify()  # woken early: not idle yet, nothing closes
+    assert (list(out), logic.asked) == ([], [])
+    logic.last_item -= timedelta(seconds=30)  # now idle
     out, discard = logic.on_notify()
-    (row,) = out
+    (row,) = [*list(out), *answered(logic)]
     assert isinstance(row, DeconflictionResult) and row.matched == ("sel-000", "sel-002")
     assert not discard and logic.notify_at() is None
-    assert snapshot.pending == 1  # the snapshot did not follow the state
+    assert snapshot.open.pending == 1 and snapshot.asked == ()  # it did not follow the state
     off = _PsiLogic(None, W, None, idle_seconds=30.0)
     assert off.on_item(item) == ((item,), True) and off.notify_at() is None
+
+
+class Gate:
+    """A matcher that holds every request with a selector of ``held`` until :meth:`open`."""
+
+    def __init__(self, matcher: Matcher, held: str) -> None:
+        self.matcher, self.held = matcher, held
+        self.opened = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def __call__(self, selectors: Sequence[str], mode: PsiMode, /) -> Outcome:
+        if any(s.startswith(self.held) for s in selectors):
+            self.waiting.release()
+            assert self.opened.wait(30)
+        return self.matcher(selectors, mode)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+def window_of(tenant: str, prefix: str) -> list[Tagged]:
+    """Two signals: the first's window closes on the second, with two selectors to ask."""
+    return [
+        tagged(tenant, 0, 1, [f"{prefix}-000", f"{prefix}-002"]),
+        tagged(tenant, 1, W + 1),
+    ]
+
+
+def test_a_slow_partner_delays_no_signal_and_no_other_tenants_row(client: PsiClient) -> None:
+    gate = Gate(client.intersect, "held")
+    calls = calls_of(gate, max_in_flight=2)
+    slow = _PsiLogic(None, W, lambda: calls, idle_seconds=0.0)
+    quick = _PsiLogic(None, W, lambda: calls, idle_seconds=0.0)
+    for item in window_of("slow", "held"):
+        out, _ = slow.on_item(item)
+        assert list(out) == [item]  # passed at once, its window at the partner
+    assert gate.waiting.acquire(timeout=10)  # the slow tenant's request is being held
+    started = time.monotonic()
+    passed = [next(iter(quick.on_item(item)[0])) for item in window_of("quick", "sel")]
+    assert passed == window_of("quick", "sel")
+    (row,) = answered(quick)
+    assert isinstance(row, DeconflictionResult) and row.tenant_id == "quick"
+    assert row.matched == ("sel-000", "sel-002")
+    assert time.monotonic() - started < 10 and slow.asked  # the slow one is still out
+    snapshot = slow.snapshot()
+    assert len(snapshot.asked) == 1  # in flight at the snapshot: asked again on resume
+    gate.open()
+    (held,) = answered(slow)
+    resumed = _PsiLogic(pickle.loads(pickle.dumps(snapshot)), W, lambda: calls, idle_seconds=0.0)
+    assert answered(resumed) == [held]
+    assert isinstance(held, DeconflictionResult) and held.tenant_id == "slow"
+
+
+def test_the_partner_calls_are_bounded_and_then_the_worker_waits(client: PsiClient) -> None:
+    gate = Gate(client.intersect, "held")
+    calls = calls_of(gate, max_in_flight=1, max_queued=1)
+    windows = [run(TenantDeconfliction(W), window_of(f"t{i}", "held"))[0] for i in range(3)]
+    first, second = calls.ask(windows[0]), calls.ask(windows[1])  # one asked, one queued
+    third: list[object] = []
+    asking = threading.Thread(target=lambda: third.append(calls.ask(windows[2])))
+    asking.start()
+    asking.join(0.3)
+    assert asking.is_alive() and third == []  # the bound is reached: the worker waits
+    gate.open()
+    asking.join(10)
+    assert not asking.is_alive()
+    rows = [first.result(10), second.result(10), third[0].result(10)]  # type: ignore[attr-defined]
+    assert [r.tenant_id for r in rows] == ["t0", "t1", "t2"]
+
+
+def test_a_bug_in_the_matcher_stops_the_step_where_its_rows_come_out() -> None:
+    def broken(selectors: Sequence[str], mode: PsiMode, /) -> Outcome:
+        raise ZeroDivisionError
+
+    logic = _PsiLogic(None, W, lambda: calls_of(broken), idle_seconds=0.0)
+    for item in window_of("t", "sel"):
+        logic.on_item(item)
+    with pytest.raises(ZeroDivisionError):
+        answered(logic)
 
 
 # ---------------------------------------------------------------------------------- lake table
