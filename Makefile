@@ -12,7 +12,7 @@ export PYICEBERG_HOME := $(CURDIR)/.stack
 export IGFLOW_STACK_DIR ?= $(CURDIR)/.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv system stack-up up down status setup demo test check lint typecheck schemas-check unit integration bench wheel clean
+.PHONY: help venv system stack-up up down status setup demo test check lint typecheck governance-check schemas-check unit integration bench wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -70,10 +70,13 @@ typecheck: venv
 schemas-check: setup ## the schema-governance gate: schemas/avro/ against the registry
 	$(IGFLOW) schemas check
 
+governance-check: venv ## contracts, field rules and the provenance schema agree (no services)
+	$(IGFLOW) governance check
+
 unit: venv ## fast tests only (no services; promtool checks and tests the SLO rules)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-test: lint typecheck schemas-check ## set up everything, then run the whole test suite (what CI runs)
+test: lint typecheck governance-check schemas-check ## set up everything, then run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: test

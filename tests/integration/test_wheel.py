@@ -160,6 +160,8 @@ def test_installed_wheel_runs_outside_the_checkout(
     assert "usage: igflow" in run(igflow, "--help")
     # The SLO file ships as package data: its rules are generated outside the checkout.
     assert "slo:burn-rate-alerts" in run(igflow, "slo", "rules")
+    # So do the provenance schema and the field rules the governance gate checks.
+    assert "agree" in run(igflow, "governance", "check")
     done = json.loads(run(igflow, "setup"))
     # The state of an installed engine defaults to the current directory's .stack.
     assert (work / done["pyiceberg_config"]).resolve() == work / ".stack" / ".pyiceberg.yaml"

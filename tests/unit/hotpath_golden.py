@@ -23,7 +23,6 @@ from typing import Any
 
 from core.contracts import signal_contracts
 from core.records import Decoded, PolicyTags, Provenance, RawRecord, Rejected, Signal, Tagged
-from core.resources import policies_dir
 from core.settings import DedupeSettings, ScoreSettings, ValidateSettings
 from core.signal_rules import check
 from core.tenants import StaticTenants
@@ -35,6 +34,9 @@ from operators.score import TenantScore
 from operators.tenancy import TenancyPolicy, tag
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "hotpath_golden.json"
+#: The policy bundle the fixture was recorded under, frozen: the shipped bundle's version (and so
+#: every provenance id) changes with any policy edit, which is not a hot-path regression.
+POLICIES = GOLDEN.parent / "golden_policies"
 
 V1, V2 = signal_contracts()[0], signal_contracts()[-1]
 _V2_JSON = json.loads(V2.text)
@@ -277,7 +279,7 @@ def compute() -> dict[str, Any]:
     decoder = SignalDecoder(lookup, V2.parsed)
     tenants = StaticTenants.of(*tenant_ids(4), "日本", sources=SOURCES)
     validate = ValidateSettings()
-    policy = TenancyPolicy.load(policies_dir())
+    policy = TenancyPolicy.load(POLICIES)
     raws = raw_records()
 
     decoded_out: list[Any] = []

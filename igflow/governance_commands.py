@@ -1,0 +1,58 @@
+"""``igflow governance check | lock``: contracts, policies and the provenance schema agree
+(:mod:`igflow.governance`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from core.resources import avro_dir
+from core.settings import Settings
+from igflow.governance import check, lock, provenance_dir
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _folders(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path, Path]:
+    return (
+        Path(args.avro) if args.avro else avro_dir(),
+        Path(args.policies) if args.policies else settings.policies_dir,
+        Path(args.provenance) if args.provenance else provenance_dir(),
+    )
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    avro, policies, provenance = _folders(args, settings)
+    findings = check(avro, policies, provenance)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if findings:
+        print(
+            f"igflow governance: {len(findings)} finding(s): change the rules and the provenance "
+            "schema with the contract or policy",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"governance: {avro}, {policies} and {provenance} agree")
+    return 0
+
+
+def _lock(args: argparse.Namespace, settings: Settings) -> int:
+    _avro, _policies, provenance = _folders(args, settings)
+    added = lock(provenance)
+    print(f"locked: {', '.join(added)}" if added else "nothing new to lock")
+    return 0
+
+
+def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    p = add(
+        "governance",
+        lambda args, settings: {"check": _check, "lock": _lock}[args.action](args, settings),
+        "check that contracts, policies and the provenance schema agree (or lock a new version)",
+    )
+    p.add_argument("action", choices=("check", "lock"))
+    p.add_argument("--avro", help="Avro contracts folder (default: the shipped schemas/avro)")
+    p.add_argument("--policies", help="policy folder (default: the configured policies)")
+    p.add_argument("--provenance", help="provenance schemas folder (default: shipped)")
