@@ -207,6 +207,7 @@ ApiMode = Annotated[str, _one_of("development", "production")]
 LogLevel = Annotated[str, _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True)]
 #: sinks/graph.py's COMPAT.
 GraphCompat = Annotated[str, _one_of("", "falkordb")]
+KmsKind = Annotated[str, _one_of("local", "aws")]
 #: flows/coherence.py's SERVING.
 StoreNames = Annotated[str, _each_one_of("redis", "graph", "postgres")]
 
@@ -437,6 +438,27 @@ class TenancySettings:
 
 @_refuse_invalid
 @pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class KeySettings:
+    """Tenant-scoped encryption keys (``tenancy/keys.py``, ``core/envelope.py``)."""
+
+    #: Which KMS holds the root key: ``local`` (a file) or ``aws`` (AWS KMS through boto3).
+    kms: KmsKind = "local"
+    #: The local KMS's root key file (0600); empty: ``<stack_dir>/kms/root.key``.
+    root_key_file: str = ""
+    #: AWS KMS: the key id or ARN, the region, and an endpoint URL (empty: AWS's own).
+    aws_key_id: str = ""
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: HttpUrlOrEmpty = ""
+    #: How long a process keeps unwrapped keys before re-reading the key tables (also how long
+    #: an offboarded tenant's keys may live on in a running process).
+    refresh_seconds: Duration = 30.0
+    #: A rotation's new data keys apply to event times this long after it: longer than
+    #: ``refresh_seconds``, so every running process knows them before they are needed.
+    rotation_grace_seconds: DurationOrZero = 60.0
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class PsiSettings:
     """The psi step: deconfliction with a partner's PSI server (``igflow psi serve``)."""
 
@@ -619,6 +641,7 @@ with warnings.catch_warnings():
         quarantine: QuarantineSettings = QuarantineSettings()
         tenancy: TenancySettings = TenancySettings()
         psi: PsiSettings = PsiSettings()
+        keys: KeySettings = KeySettings()
         api: ApiSettings = ApiSettings()
 
         if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
@@ -681,6 +704,13 @@ with warnings.catch_warnings():
             if self.tenancy.policies_dir:
                 return Path(self.tenancy.policies_dir).resolve()
             return policies_dir()
+
+        @property
+        def root_key_file(self) -> Path:
+            """The local KMS's root key file, defaulting to a file of the local stack."""
+            if self.keys.root_key_file:
+                return Path(self.keys.root_key_file)
+            return Path(self.stack_dir, "kms", "root.key").resolve()
 
         @property
         def catalog_properties(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ from core.errors import IgflowError
 from core.settings import Settings
 from igflow.api_commands import register as register_api
 from igflow.governance_commands import register as register_governance
+from igflow.key_commands import register as register_keys
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
@@ -224,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     register_api(add)
     register_slo(add)
     register_governance(add)
+    register_keys(add)
     return parser
 
 

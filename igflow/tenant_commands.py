@@ -82,7 +82,19 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_ACTIONS: dict[str, Handler] = {"list": _list, "add": _add, "remove": _remove, "seed": _seed}
+def _offboard(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.key_commands import offboard
+
+    return offboard(args, settings)
+
+
+_ACTIONS: dict[str, Handler] = {
+    "list": _list,
+    "add": _add,
+    "remove": _remove,
+    "seed": _seed,
+    "offboard": _offboard,
+}
 
 
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
@@ -102,6 +114,12 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
 
     r = actions.add_parser("remove", help="delete a tenant from the registry")
     r.add_argument("tenant")
+
+    o = actions.add_parser(
+        "offboard", help="destroy the tenant's keys (crypto-shredding) and deactivate it"
+    )
+    o.add_argument("tenant")
+    o.add_argument("--note", help="why (kept in the key audit)")
 
     s = actions.add_parser("seed", help="register the demo tenants tenant-00 ... (idempotent)")
     s.add_argument("--count", type=int, default=10)

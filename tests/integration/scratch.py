@@ -4,7 +4,7 @@ Tests share one stack for the whole session, so each works under names of its ow
 tag) and registers them here: Kafka topics and consumer groups, Iceberg namespaces (their
 tables purged: metadata and files; namespaces named ``<ns>_...`` after them too), registry
 subjects, tenants (their registry row and every
-serving-store entry: Redis ``tenant:<id>:*`` keys, graph nodes, ``coherence_scores`` rows),
+serving-store entry: Redis ``tenant:<id>:*`` keys, graph nodes, ``coherence_scores`` rows, keys),
 Redis key prefixes, graph label prefixes and Postgres schemas. :meth:`Scratch.drop` removes
 them all and raises if any could not be removed, so a leak fails the test that caused it.
 """
@@ -154,7 +154,9 @@ class Scratch:
             return
         patterns = [f"{p}%" for p in sorted(self.tenant_prefixes)]
         with psycopg.connect(self._settings.stores.postgres_dsn, autocommit=True) as conn:
-            for table in ("coherence_scores", "api_keys", "tenants"):
+            # Data keys before the KEKs they reference; the key audit of a test's tenants too.
+            tables = ("tenant_data_keys", "tenant_keks", "key_audit")
+            for table in (*tables, "coherence_scores", "api_keys", "tenants"):
                 conn.execute(
                     sql.SQL(
                         "DELETE FROM {} WHERE tenant_id = ANY(%s) OR tenant_id LIKE ANY(%s)"

@@ -1,0 +1,219 @@
+"""Tenant-scoped keys on the stack's Postgres (tenancy/keys.py): rotation keeps old data readable
+and moves new data to new keys; offboarding crypto-shreds one tenant and no other; the AWS KMS
+adapter works against a KMS-compatible server (moto's)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+
+from core.envelope import DecryptError, Kms, LocalKms, key_version_of
+from core.settings import Settings
+from tenancy.aws_kms import AwsKms
+from tenancy.keys import KeysDestroyed, TenantKeys
+from tenancy.registry import list_tenants
+from tests.integration.conftest import REPO, env_for
+from tests.integration.scratch import Scratch
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+SCOPES = ("lake.signals", "redis", "dlq")
+
+
+def _row(i: int) -> str:
+    return f"coherence.signals/0/{i}"
+
+
+def _seal(keys: TenantKeys, tenant: str, ts: datetime, n: int = 3) -> list[tuple[str, str, bytes]]:
+    """``n`` fields per scope of ``tenant`` at event time ``ts``: (scope, row, ciphertext)."""
+    return [
+        (
+            scope,
+            _row(i),
+            keys.encrypt_field(tenant, scope, "selectors", _row(i), ts, f"sel-{i}".encode()),
+        )
+        for scope in SCOPES
+        for i in range(n)
+    ]
+
+
+def _opened(keys: TenantKeys, tenant: str, sealed: list[tuple[str, str, bytes]]) -> list[bytes]:
+    return [keys.decrypt_field(tenant, scope, "selectors", row, c) for scope, row, c in sealed]
+
+
+def _exercise(settings: Settings, scratch: Scratch, kms_of: Callable[[], Kms]) -> None:
+    dsn = settings.stores.postgres_dsn
+    keys = TenantKeys(dsn, kms_of(), refresh_seconds=3600, rotation_grace_seconds=60)
+    a, b = scratch.tenant("keys-a"), scratch.tenant("keys-b")
+    old_a, old_b = _seal(keys, a, T0), _seal(keys, b, T0)
+    plain = [f"sel-{i}".encode() for _ in SCOPES for i in range(3)]
+    assert _opened(keys, a, old_a) == plain
+    # Another tenant's ciphertext under this tenant's keys: refused.
+    with pytest.raises(DecryptError):
+        keys.decrypt_field(b, old_a[0][0], "selectors", old_a[0][1], old_a[0][2])
+
+    now = datetime.now(UTC)
+    rotation = keys.rotate(a, now=now)
+    assert rotation.kek_version == 2 and rotation.rewrapped == len(SCOPES)
+    assert {k.scope for k in rotation.new_data_keys} == set(SCOPES)
+    assert all(k.effective_from == now + timedelta(seconds=60) for k in rotation.new_data_keys)
+    fresh = TenantKeys(dsn, kms_of(), refresh_seconds=3600)  # another process: re-reads
+    assert _opened(fresh, a, old_a) == plain  # old data: re-wrapped keys, still readable
+    later = now + timedelta(seconds=120)
+    new_a = _seal(fresh, a, later)
+    assert {key_version_of(c) for _s, _r, c in new_a} == {2}  # new data: new keys
+    assert {key_version_of(c) for _s, _r, c in _seal(fresh, a, T0)} == {1}  # by event time
+    assert _seal(fresh, a, T0) == old_a  # the same record encrypts alike: replays match
+    assert _opened(keys, a, new_a) == plain  # the rotating process too
+    with psycopg.connect(dsn) as conn:
+        keks = conn.execute("SELECT version FROM tenant_keks WHERE tenant_id = %s", (a,)).fetchall()
+    assert keks == [(2,)]  # the old KEK is destroyed
+
+    # Offboarding a: its fields are unreadable everywhere; b is untouched.
+    destroyed = fresh.offboard(a, note="test")
+    assert destroyed == {"data_keys": 2 * len(SCOPES), "keks": 1}
+    for reader in (fresh, TenantKeys(dsn, kms_of(), refresh_seconds=3600)):
+        for scope, row, sealed in old_a + new_a:
+            with pytest.raises(KeysDestroyed):
+                reader.decrypt_field(a, scope, "selectors", row, sealed)
+        with pytest.raises(KeysDestroyed):
+            reader.encrypt_field(a, "lake.signals", "selectors", _row(0), T0, b"x")
+        assert _opened(reader, b, old_b) == plain
+    actions = [action for _at, action, _d in fresh.audit(a)]
+    assert actions[0] == "kek_created" and actions[-2:] == ["rotated", "offboarded"]
+    assert actions.count("data_key_created") == 2 * len(SCOPES)
+
+
+def test_rotation_and_offboarding_with_the_local_kms(
+    it_settings: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    root = tmp_path / "root.key"
+    _exercise(it_settings, scratch, lambda: LocalKms(root))
+
+
+def test_concurrent_first_use_agrees_on_one_key(
+    it_settings: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    tenant = scratch.tenant("keys-race")
+    root = tmp_path / "root.key"
+    LocalKms(root)
+    out: list[bytes] = []
+    barrier = threading.Barrier(4)
+
+    def first() -> None:
+        keys = TenantKeys(it_settings.stores.postgres_dsn, LocalKms(root))
+        barrier.wait()
+        out.append(keys.encrypt_field(tenant, "redis", "selectors", _row(1), T0, b"sel-1"))
+
+    threads = [threading.Thread(target=first) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(out) == 4 and len(set(out)) == 1  # one data key, so one ciphertext
+
+
+def test_the_commands_rotate_list_audit_and_offboard(
+    it_settings: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    tenant = scratch.tenant("keys-cli")
+    env = env_for(it_settings, IGFLOW_KEYS_ROOT_KEY_FILE=str(tmp_path / "root.key"))
+    keys = TenantKeys(it_settings.stores.postgres_dsn, LocalKms(tmp_path / "root.key"))
+    sealed = _seal(keys, tenant, T0, n=1)
+
+    def igflow(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "igflow.cli", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        return done.stdout
+
+    rotated = json.loads(igflow("keys", "rotate", "--tenant", tenant))
+    assert rotated["kek_version"] == 2 and rotated["rewrapped_data_keys"] == len(SCOPES)
+    listed = json.loads(igflow("keys", "list", "--tenant", tenant, "--json"))
+    assert sorted((k["scope"], k["version"]) for k in listed) == sorted(
+        (s, v) for s in SCOPES for v in (1, 2)
+    )
+    keys.refresh()
+    assert _opened(keys, tenant, sealed) == [b"sel-0"] * len(SCOPES)
+    gone = json.loads(igflow("tenants", "offboard", tenant, "--note", "contract ended"))
+    assert gone == {
+        "tenant_id": tenant,
+        "destroyed": {"data_keys": 2 * len(SCOPES), "keks": 1},
+        "deactivated": True,
+    }
+    (entry,) = [e for e in list_tenants(it_settings.stores.postgres_dsn) if e.tenant_id == tenant]
+    assert not entry.active
+    keys.refresh()
+    with pytest.raises(KeysDestroyed):
+        _opened(keys, tenant, sealed)
+    audit = [json.loads(line) for line in igflow("keys", "audit", "--tenant", tenant).splitlines()]
+    assert audit[-1]["action"] == "offboarded" and audit[-1]["note"] == "contract ended"
+
+
+# ------------------------------------------------------------------------------- AWS KMS
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def kms_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server: a KMS-compatible HTTP endpoint (Encrypt/Decrypt with encryption context)."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_rotation_and_offboarding_with_aws_kms(
+    it_settings: Settings, scratch: Scratch, kms_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    client = boto3.client("kms", region_name="us-east-1", endpoint_url=kms_server)
+    key_id = client.create_key(Description="igflow test root")["KeyMetadata"]["Arn"]
+    _exercise(it_settings, scratch, lambda: AwsKms(key_id, "us-east-1", kms_server))
+    kms = AwsKms(key_id, "us-east-1", kms_server)
+    blob = kms.wrap(bytes(32), {"tenant_id": "a"})
+    with pytest.raises(DecryptError):
+        kms.unwrap(blob, {"tenant_id": "b"})
