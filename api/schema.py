@@ -88,8 +88,9 @@ subscription = SubscriptionType()
 @query.field("tenantCoherence")
 async def _tenant_coherence(_: None, info: Info, tenantId: str) -> dict[str, Any]:
     services = authorize(info, "read", tenantId)
+    principal: Principal = info.context["principal"]
     try:
-        score = await services.scores.get(tenantId)
+        score = await services.scores.get(tenantId, caller=principal.tenant_id)
     except StoreUnavailable as exc:
         raise coded(ReasonCode.STORE_UNAVAILABLE, "no score store answered") from exc
     if score is None:

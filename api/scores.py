@@ -27,6 +27,9 @@ __all__ = ["Score", "ScoreReader", "StoreUnavailable"]
 log = logging.getLogger(__name__)
 
 _SELECT = "SELECT score_exact, status, updated_at FROM coherence_scores WHERE tenant_id = %s"
+#: For one transaction: the row-security role, and the caller's tenant it may see.
+_AS_READER = "SET LOCAL ROLE igflow_tenant_reader"
+_AS_TENANT = "SELECT set_config('igflow.tenant_id', %s, true)"
 
 
 class StoreUnavailable(IgflowError):
@@ -66,8 +69,9 @@ class ScoreReader:
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._pg_lock = asyncio.Lock()
 
-    async def get(self, tenant_id: str) -> Score | None:
-        """The tenant's score, or ``None`` if neither store has one."""
+    async def get(self, tenant_id: str, caller: str | None = None) -> Score | None:
+        """The tenant's score, or ``None`` if neither store has one. ``caller`` is the tenant of
+        the principal asking (default: ``tenant_id``): Postgres shows it its own rows only."""
         redis_failed = False
         try:
             fields = await self._redis.hgetall(score_key(tenant_id))
@@ -85,7 +89,9 @@ class ScoreReader:
                 "redis",
             )
         try:
-            row = await asyncio.wait_for(self._postgres(tenant_id), self._timeout)
+            row = await asyncio.wait_for(
+                self._postgres(tenant_id, tenant_id if caller is None else caller), self._timeout
+            )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop_pg()
             what = "redis and postgres" if redis_failed else "postgres"
@@ -98,13 +104,20 @@ class ScoreReader:
         assert isinstance(updated_at, datetime)
         return Score(tenant_id, score, status, updated_at, "postgres")
 
-    async def _postgres(self, tenant_id: str) -> tuple[object, ...] | None:
+    async def _postgres(self, tenant_id: str, caller: str) -> tuple[object, ...] | None:
+        """The read model's row of ``tenant_id``, read as ``caller``: under row-level security
+        (migration 0006) the role ``igflow_tenant_reader`` sees only the rows of the tenant in
+        ``igflow.tenant_id``, set for this transaction only, so a read of another tenant's row
+        finds nothing whatever the code above asked."""
         async with self._pg_lock:
             if self._pg is None or self._pg.closed:
                 self._pg = await psycopg.AsyncConnection.connect(
                     self._dsn, autocommit=True, connect_timeout=max(1, round(self._timeout))
                 )
-            cur = await self._pg.execute(_SELECT, (tenant_id,))
+            async with self._pg.transaction(), self._pg.pipeline():
+                await self._pg.execute(_AS_READER)
+                await self._pg.execute(_AS_TENANT, (caller,))
+                cur = await self._pg.execute(_SELECT, (tenant_id,))
             return await cur.fetchone()
 
     async def _drop_pg(self) -> None:
@@ -122,7 +135,7 @@ class ScoreReader:
         except (rx.RedisError, OSError, TimeoutError) as exc:
             out["redis"] = type(exc).__name__
         try:
-            await asyncio.wait_for(self._postgres(""), self._timeout)
+            await asyncio.wait_for(self._postgres("", ""), self._timeout)
             out["postgres"] = "ok"
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop_pg()
@@ -131,6 +144,8 @@ class ScoreReader:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        # The client does not close a pool it was handed: its sockets would outlive the loop.
+        await self._redis.connection_pool.disconnect()
         await self._drop_pg()
 
 

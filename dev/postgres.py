@@ -151,10 +151,12 @@ class Postgres(Service):
             connect_timeout=5,
         ) as conn:
             role, password = sql.Identifier(pg.user), sql.Literal(pg.password)
+            # CREATEROLE: migration 0006 creates the API's row-security role (an older stack's
+            # role gains it on its next start).
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (pg.user,)).fetchone():
-                stmt = sql.SQL("ALTER ROLE {} LOGIN CREATEDB PASSWORD {}")
+                stmt = sql.SQL("ALTER ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}")
             else:
-                stmt = sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}")
+                stmt = sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}")
             conn.execute(stmt.format(role, password))
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (pg.dbname,)
