@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings
 from operators.score import Status, TenantScore, round_half_even, score, score_decimal
-from tests.unit.score_ticks import last_of_each_tick
+from tests.score_ticks import last_of_each_tick
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 100.0

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings, SettingError, Settings
 from operators.score import TenantScore, TickScore, score
-from tests.unit.score_ticks import last_of_each_tick, tick_of
+from tests.score_ticks import last_of_each_tick, tick_of
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 100.0
