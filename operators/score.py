@@ -77,7 +77,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core import metrics
-from core.records import ScoreChange, Tagged
+from core.records import Provenance, ScoreChange, Tagged
 from core.settings import ScoreSettings
 
 __all__ = ["Status", "TenantScore", "TickScore", "round_half_even", "score", "score_decimal"]
@@ -90,10 +90,11 @@ _MICROSECOND = timedelta(microseconds=1)
 _Entry = tuple[int, int, int, int, int]
 
 #: A change as :meth:`TenantScore.fold` captures it, before it is built into a ScoreChange:
-#: ``(signal, provenance_id, num, den, status, W as it was, window count, sum_w, ew, seq)``.
-#: Capturing costs a tuple; building (two divisions, the 2-place rounding, the record) is paid
-#: only for the changes published.
-_Change = tuple[Any, str, int, int, "Status", datetime, int, int, int, int]
+#: ``(tenant_id, provenance, provenance_id, num, den, status, W as it was, window count, sum_w,
+#: ew, seq)``. Capturing costs a tuple; building (two divisions, the 2-place rounding, the
+#: record) is paid only for the changes published. (Not the Decoded: its raw bytes would ride
+#: in every snapshot.)
+_Change = tuple[str, Provenance, str, int, int, "Status", datetime, int, int, int, int]
 
 
 class Status(enum.StrEnum):
@@ -241,7 +242,8 @@ class TenantScore:
         self._seq += 1
         assert self._newest_ts is not None
         return (
-            decoded,
+            signal.tenant_id,
+            decoded.provenance,
             item.provenance_id,
             num,
             den,
@@ -298,17 +300,17 @@ class TenantScore:
 
 def _build(change: _Change) -> ScoreChange:
     """The :class:`ScoreChange` of a captured change."""
-    decoded, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
+    tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
     # Positional, in ScoreChange's field order (a keyword call costs a third more).
     return ScoreChange(
-        decoded.signal.tenant_id,
+        tenant_id,
         num / den,  # int / int: the correctly rounded double
         status.value,
         at,
         count,
         _as_float(sum_w, 1 << ew),
         provenance_id,
-        decoded.provenance,
+        provenance,
         _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
         seq,
     )
