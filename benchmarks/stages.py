@@ -7,11 +7,14 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
 1. Per stage: the engine-independent logic of each step (decode, validate, drift, dedupe,
    tenant-tag, score) timed over the same records in one process, each step fed the output of
    the one before; µs per event it handled.
-2. End to end, on the local stack: N signals (10 tenants, 5% duplicates, 2% invalid) produced to
-   a fresh topic, then run bounded with one worker in this process, into fresh namespaces:
+2. End to end, on the local stack: N signals (10 tenants, 5% duplicates, 2% invalid; a tenant's
+   signals ``--step-ms`` apart in event time, 1,000 by default) produced to a fresh topic, then
+   run bounded with one worker in this process, into fresh namespaces:
    (a) the skeleton flow (decode, then the decoded rows to Iceberg) and (b) the full flow
    (``flows.coherence.build``, landing signals, scores and quarantine). Wall time includes the
    catalog connection and every Iceberg commit.
+Both parts count the score changes published (part 2: the rows of ``scores``), which
+``score.tick_seconds`` (``IGFLOW_SCORE_TICK_SECONDS``; 0: every change) decides.
 Prints tables and the ratio; writes ``benchmarks/results/stages.json``.
 """
 
@@ -47,7 +50,7 @@ from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenan
 from operators.decode import SignalDecoder, decode  # noqa: E402
 from operators.dedupe import TenantDedupe, Verdict  # noqa: E402
 from operators.drift import TenantDrift  # noqa: E402
-from operators.score import TenantScore  # noqa: E402
+from operators.score import TickScore  # noqa: E402
 from operators.tenancy import TenancyPolicy, tag  # noqa: E402
 from operators.validate import check  # noqa: E402
 from sinks.iceberg import IcebergSink  # noqa: E402
@@ -67,8 +70,11 @@ def _timed(items: Iterable[T], step: Callable[[T], Iterable[U]]) -> tuple[list[U
     return out, time.perf_counter() - start, len(items)
 
 
-def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
-    """µs per event of each stage's logic, fed in pipeline order."""
+def stage_costs(
+    settings: Settings, n: int, step: timedelta
+) -> tuple[list[tuple[str, float, int]], int]:
+    """µs per event of each stage's logic, fed in pipeline order; and the score changes
+    published."""
     contract = signal_contracts()[0]
     spec = WorkloadSpec(
         tenants=10,
@@ -76,6 +82,7 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
         duplicates=0.05,
         invalid=0.02,
         start=recent_start(datetime.now(UTC)),
+        step=step,
     )
     raws = []
     clock = 0  # the producer's clock: a second after the newest valid event so far
@@ -88,7 +95,7 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
     policy = TenancyPolicy.load(settings.policies_dir)
     drifts: dict[str, TenantDrift] = {}
     dedupes: dict[str, TenantDedupe] = {}
-    scores: dict[str, TenantScore] = {}
+    scores: dict[str, TickScore] = {}
 
     def decode_one(raw: RawRecord) -> list[Decoded]:
         out = decoder.decode(raw)
@@ -119,9 +126,8 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
         t = item.signal.tenant_id
         state = scores.get(t)
         if state is None:
-            state = scores[t] = TenantScore(settings.score)
-        change = state.add(item)
-        return [] if change is None else [change]
+            state = scores[t] = TickScore(settings.score)
+        return state.add((item,))
 
     rows = []
     decoded, s, k = _timed(raws, decode_one)
@@ -137,9 +143,12 @@ def stage_costs(settings: Settings, n: int) -> list[tuple[str, float, int]]:
     rows.append(("dedupe", s, k))
     tagged, s, k = _timed(unique, tag_one)
     rows.append(("tenant-tag", s, k))
-    _changes, s, k = _timed(tagged, score_one)
-    rows.append(("score", s, k))
-    return rows
+    changes, s, k = _timed(tagged, score_one)
+    start = time.perf_counter()
+    for score_state in scores.values():
+        changes.extend(score_state.flush())
+    rows.append(("score", s + time.perf_counter() - start, k))
+    return rows, len(changes)
 
 
 _RAW = TableDef[Decoded](
@@ -207,18 +216,30 @@ def main() -> None:
         "--stages-only", action="store_true", help="part 1 only (no stack needed); best of --repeat"
     )
     parser.add_argument("--repeat", type=int, default=1, help="part 1 runs; each stage's best")
+    parser.add_argument(
+        "--step-ms", type=float, default=1000.0, help="event time between a tenant's signals"
+    )
     args = parser.parse_args()
+    step = timedelta(milliseconds=args.step_ms)
     settings = Settings.load()
     logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
 
-    print(f"per-stage cost over {args.stage_signals:,} signals (one process, no engine):")
-    runs = [stage_costs(settings, args.stage_signals) for _ in range(max(1, args.repeat))]
-    costs = [min(column, key=lambda row: row[1] / row[2]) for column in zip(*runs, strict=True)]
+    print(
+        f"per-stage cost over {args.stage_signals:,} signals, {args.step_ms:g} ms apart per"
+        f" tenant, score tick {settings.score.tick_seconds:g} s (one process, no engine):"
+    )
+    runs = [stage_costs(settings, args.stage_signals, step) for _ in range(max(1, args.repeat))]
+    changes = runs[0][1]
+    costs = [
+        min(column, key=lambda row: row[1] / row[2])
+        for column in zip(*(r[0] for r in runs), strict=True)
+    ]
     print(f"{'stage':<12} {'events':>9} {'µs/event':>9}")
     for name, seconds, count in costs:
         print(f"{name:<12} {count:>9,} {seconds / count * 1e6:>9.2f}")
     total_us = sum(s / c * 1e6 for _n, s, c in costs)
     print(f"{'all stages':<12} {'':>9} {total_us:>9.2f}")
+    print(f"score changes published: {changes:,}")
     if args.stages_only:
         return
 
@@ -234,6 +255,7 @@ def main() -> None:
         invalid=0.02,
         seed=1,
         start=recent_start(datetime.now(UTC)),
+        step=step,
     )
     print(f"\nproducing {spec.tenants * spec.count:,} signals (+5% duplicates, 2% invalid) …")
     report = produce(settings, spec)
@@ -248,22 +270,44 @@ def main() -> None:
         namespace = f"bench_{tag_}_{len(results)}"
         scoped = settings.with_changes("lake", namespace=namespace)
         seconds = _wall(make(scoped))
-        landed = catalog(scoped).load_table(f"{namespace}.signals").scan().count()
+        lake = catalog(scoped)
+        landed = lake.load_table(f"{namespace}.signals").scan().count()
+        scores = (
+            lake.load_table(f"{namespace}.scores").scan().count()
+            if lake.table_exists(f"{namespace}.scores")
+            else 0
+        )
         results.append(
-            {"path": label, "seconds": seconds, "events_per_s": total / seconds, "landed": landed}
+            {
+                "path": label,
+                "seconds": seconds,
+                "events_per_s": total / seconds,
+                "landed": landed,
+                "score_rows": scores,
+            }
         )
     base = results[0]["events_per_s"]
-    print(f"\n{'path':<42} {'seconds':>8} {'events/s':>9} {'landed':>8} {'ratio':>6}")
+    print(f"\n{'path':<42} {'seconds':>8} {'events/s':>9} {'landed':>8} {'scores':>8} {'ratio':>6}")
     for r in results:
         print(
             f"{r['path']:<42} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}"
-            f" {r['landed']:>8,} {r['events_per_s'] / base:>5.2f}x"
+            f" {r['landed']:>8,} {r['score_rows']:>8,} {r['events_per_s'] / base:>5.2f}x"
         )
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stages = [{"stage": n, "events": c, "us_per_event": s / c * 1e6} for n, s, c in costs]
     (out / "stages.json").write_text(
-        json.dumps({"signals": total, "stages": stages, "flows": results}, indent=2)
+        json.dumps(
+            {
+                "signals": total,
+                "step_ms": args.step_ms,
+                "tick_seconds": settings.score.tick_seconds,
+                "score_changes": changes,
+                "stages": stages,
+                "flows": results,
+            },
+            indent=2,
+        )
     )
 
 

@@ -415,6 +415,10 @@ class ScoreSettings:
     window_seconds: Duration = 86400.0
     healthy_at: Share = 0.75
     warn_at: Share = 0.5
+    #: At most one change per tenant per tick of this many seconds of event time (ticks aligned
+    #: on the Unix epoch): the last change of each tick. 0: every change, one per signal that
+    #: changes the score or status. At least 1 µs otherwise.
+    tick_seconds: DurationOrZero = 1.0
 
 
 @_refuse_invalid

@@ -11,7 +11,36 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
 - Status: ``HEALTHY`` if score >= ``healthy_at``, ``WARN`` if >= ``warn_at``, else ``CRITICAL``.
 - A signal with ``ts <= W - window`` is late: it does not enter the window and changes nothing.
   Signals out of order inside the window are fine; eviction pops a heap ordered by ``ts``.
-- A :class:`~core.records.ScoreChange` is emitted when the exact score or the status changed.
+- A *change* is due when the exact score or the status changed: :meth:`TenantScore.add` returns
+  it as a :class:`~core.records.ScoreChange` numbered ``seq`` = 1, 2, ... per tenant. That
+  per-record stream is the reference.
+
+Coalescing per tick (what the operator emits; :class:`TickScore`). ``settings.tick_seconds``
+(``T``, default 1 s; 0: the per-record stream itself) cuts event time into ticks
+``[k T, (k + 1) T)`` aligned on the Unix epoch. A change belongs to the tick of the tenant's event
+time ``W`` when it happened (its ``updated_at``), not of the signal's own ``ts``. The operator
+emits, per tenant, **the last change of each tick** of the per-record stream, unchanged: same
+score, status, ``updated_at``, window, provenance (the signal that made that last change) and
+``seq`` (so ``seq`` keeps increasing but has gaps: the changes folded away keep their numbers).
+
+- Decided by the tenant's input alone: the change of tick ``k`` is emitted when the tenant's own
+  next signal moves ``W`` into a later tick (whether or not that signal changes the score), or at
+  the end of a bounded input (``on_eof``). Never by batch, fetch, epoch or wall-clock timing, so a
+  replay, any batching and any split into epochs give the same stream; the change waiting for its
+  tick to close is in the recovery snapshot.
+- ``W`` never moves back, so a closed tick is never reopened. A signal out of order (its ``ts`` in
+  a tick already closed but inside the window) is scored as always; its change, if any, belongs
+  to the current tick of ``W`` and is published with it. A late signal (before the window) changes
+  nothing, as above.
+- Status changes are changes: a tick whose last change flips the status publishes it; a status
+  that flips and flips back inside one tick is not published (the score is, if it moved).
+- Order: a subsequence of the per-record stream, so ``seq``, ``updated_at`` and each Kafka
+  partition's offsets still increase per tenant: the stores' ``seq`` guards and the lake's
+  ledger lanes keep working, and a store gets one write per emitted change.
+- An idle tenant's last tick waits for its next signal in a later tick, or the end of a bounded
+  run (``igflow run`` without ``--tail``, a replay, a derivation). A bounded run closes every open
+  tick at its end; a later run resumed from its snapshot that continues the same tick publishes a
+  second change for it (newer ``seq``: the stores take it).
 
 Exactness and rounding. Every double is a dyadic rational ``n / 2**e``, so the window's sums
 (of ``value * weight``, of ``weight`` and of ``value``) are kept exactly as Python integers over a
@@ -33,10 +62,11 @@ four times faster than :class:`fractions.Fraction` sums, which reduce a gcd at e
 
 from __future__ import annotations
 
+import copy
 import enum
 import heapq
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -44,13 +74,13 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core import metrics
-from core.records import ScoreChange, Tagged
+from core.records import Provenance, ScoreChange, Tagged
 from core.settings import ScoreSettings
 
-__all__ = ["Status", "TenantScore", "round_half_even", "score", "score_decimal"]
+__all__ = ["Status", "TenantScore", "TickScore", "round_half_even", "score", "score_decimal"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -58,6 +88,13 @@ _MICROSECOND = timedelta(microseconds=1)
 #: One signal in the window: ``(ts in microseconds, value numerator, value exponent, weight
 #: numerator, weight exponent)``: ``value = vn / 2**ve``, ``weight = wn / 2**we``.
 _Entry = tuple[int, int, int, int, int]
+
+#: A change as :meth:`TenantScore.fold` captures it, before it is built into a ScoreChange:
+#: ``(tenant_id, provenance, provenance_id, num, den, status, W as it was, window count, sum_w,
+#: ew, seq)``. Capturing costs a tuple; building (two divisions, the 2-place rounding, the
+#: record) is paid only for the changes published. (Not the Decoded: its raw bytes would ride
+#: in every snapshot.)
+_Change = tuple[str, Provenance, str, int, int, "Status", datetime, int, int, int, int]
 
 
 class Status(enum.StrEnum):
@@ -156,6 +193,11 @@ class TenantScore:
 
     def add(self, item: Tagged) -> ScoreChange | None:
         """Take one signal; the change it caused, or ``None`` if score and status are unchanged."""
+        change = self.fold(item)
+        return None if change is None else _build(change)
+
+    def fold(self, item: Tagged) -> _Change | None:
+        """:meth:`add`, the change captured but not yet built (:func:`_build` builds it)."""
         decoded = item.decoded  # (not the properties of Tagged: one call fewer each)
         signal = decoded.signal
         ts = (signal.ts - _EPOCH) // _MICROSECOND
@@ -199,17 +241,17 @@ class TenantScore:
         self._last = (num, den, status)
         self._seq += 1
         assert self._newest_ts is not None
-        # Positional, in ScoreChange's field order (a keyword call costs a third more).
-        return ScoreChange(
+        return (
             signal.tenant_id,
-            num / den,  # int / int: the correctly rounded double
-            status.value,
+            decoded.provenance,
+            item.provenance_id,
+            num,
+            den,
+            status,
             self._newest_ts,
             self._count,
-            _as_float(self._sum_w, 1 << self._ew),
-            item.provenance_id,
-            decoded.provenance,
-            _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
+            self._sum_w,
+            self._ew,
             self._seq,
         )
 
@@ -253,6 +295,108 @@ class TenantScore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in TenantScore.__slots__:
+            setattr(self, name, state[name])
+
+
+def _build(change: _Change) -> ScoreChange:
+    """The :class:`ScoreChange` of a captured change."""
+    tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
+    # Positional, in ScoreChange's field order (a keyword call costs a third more).
+    return ScoreChange(
+        tenant_id,
+        num / den,  # int / int: the correctly rounded double
+        status.value,
+        at,
+        count,
+        _as_float(sum_w, 1 << ew),
+        provenance_id,
+        provenance,
+        _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
+        seq,
+    )
+
+
+class TickScore:
+    """One tenant's changes coalesced per event-time tick: the last change of each tick of the
+    per-record stream of its :class:`TenantScore` (the contract is the module docstring's).
+
+    Survives ``copy.deepcopy`` and ``pickle`` (the recovery snapshot), the change waiting for its
+    tick to close included. ``settings.tick_seconds`` is read at every build, so a resume may
+    change the tick (publication only: the window and thresholds stay the snapshot's).
+    """
+
+    __slots__ = ("_pending", "_pending_at", "_score", "_tick")
+
+    def __init__(self, settings: ScoreSettings, score: TenantScore | None = None) -> None:
+        tick = round(settings.tick_seconds * 1_000_000)
+        if tick <= 0 and settings.tick_seconds > 0:
+            msg = f"tick_seconds must be 0 or at least 1 µs, got {settings.tick_seconds}"
+            raise ValueError(msg)
+        self._tick = tick
+        self._score = TenantScore(settings) if score is None else score
+        #: The newest change of the open tick, and ``W`` (µs) when it happened.
+        self._pending: _Change | None = None
+        self._pending_at = 0
+
+    @classmethod
+    def resume(cls, state: TickScore | TenantScore | None, settings: ScoreSettings) -> TickScore:
+        """The state from a snapshot (a bare :class:`TenantScore`: a snapshot taken before
+        coalescing, which had no change pending), or a new one."""
+        if isinstance(state, TickScore):
+            other = copy.copy(state)
+            other._tick = cls(settings, state._score)._tick
+            return other
+        return cls(settings, state)
+
+    @property
+    def reference(self) -> TenantScore:
+        """The per-record state underneath."""
+        return self._score
+
+    def add(self, items: Iterable[Tagged]) -> list[ScoreChange]:
+        """Take signals in order; the changes of the ticks they closed, oldest first."""
+        out: list[ScoreChange] = []
+        score = self._score
+        tick = self._tick
+        for item in items:
+            change = score.fold(item)
+            pending = self._pending
+            if pending is not None:
+                # W only grows: a tick it left is closed for good.
+                newest = score._newest
+                assert newest is not None
+                if not tick or newest // tick != self._pending_at // tick:
+                    out.append(_build(pending))
+                    self._pending = None
+            if change is not None:
+                if tick:
+                    self._pending = change
+                    self._pending_at = score._newest  # type: ignore[assignment]
+                else:
+                    out.append(_build(change))
+        return out
+
+    def flush(self) -> list[ScoreChange]:
+        """The change of the open tick, if any (the end of a bounded input)."""
+        pending, self._pending = self._pending, None
+        return [] if pending is None else [_build(pending)]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TickScore:
+        other = copy.copy(self)  # the pending change is immutable
+        other._score = copy.deepcopy(self._score, memo)
+        return other
+
+    def __copy__(self) -> TickScore:
+        other = TickScore.__new__(TickScore)
+        for name in TickScore.__slots__:
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TickScore.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in TickScore.__slots__:
             setattr(self, name, state[name])
 
 
@@ -313,34 +457,71 @@ def score_decimal(value: Fraction | ScoreChange, places: int = 2) -> Decimal:
     return round_half_even(value, places)
 
 
+class _ScoreLogic(StatefulBatchLogic[Tagged, ScoreChange, TickScore]):
+    """One tenant's :class:`TickScore` in the engine: signals in, coalesced changes out."""
+
+    def __init__(self, state: TickScore, counters: dict[tuple[str, str], Any]) -> None:
+        self._state = state
+        self._counters = counters
+
+    def on_batch(self, values: list[Tagged]) -> tuple[Iterable[ScoreChange], bool]:
+        return self._counted(self._state.add(values)), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[ScoreChange], bool]:
+        return self._counted(self._state.flush()), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> TickScore:
+        return copy.deepcopy(self._state)
+
+    def _counted(self, changes: list[ScoreChange]) -> list[ScoreChange]:
+        counters = self._counters
+        for change in changes:
+            labels = (change.tenant_id, change.status)
+            counter = counters.get(labels)
+            if counter is None:
+                counter = counters[labels] = metrics.SCORE_CHANGES.labels(*labels)
+            counter.inc()
+        return changes
+
+
+@operator
+def _add(
+    step_id: str,
+    up: KeyedStream[Tagged],
+    builder: Callable[[TickScore | TenantScore | None], _ScoreLogic],
+) -> KeyedStream[ScoreChange]:
+    return _stateful("stateful", up, builder)
+
+
+@operator
+def _stateful(
+    step_id: str,
+    up: KeyedStream[Tagged],
+    builder: Callable[[TickScore | TenantScore | None], _ScoreLogic],
+) -> KeyedStream[ScoreChange]:
+    return op.stateful_batch("stateful_batch", up, builder)
+
+
 @operator
 def score(
     step_id: str, up: KeyedStream[Tagged], settings: ScoreSettings
 ) -> KeyedStream[ScoreChange]:
-    """Each tenant's coherence score as it changes; ``up`` must be keyed by ``tenant_id``.
+    """Each tenant's coherence score, the last change of each event-time tick (module
+    docstring); ``up`` must be keyed by ``tenant_id``.
 
-    Emits one :class:`ScoreChange` per signal that changed the tenant's exact score or status, in
-    input order; counts it in ``igflow_score_changes_total{tenant_id, status}``. A tenant's state
-    resumed from a snapshot keeps the window and thresholds it was built with: a longer window
-    could not bring back the signals already evicted.
+    Emits, per tenant and in input order, the changes of the ticks its signals close, and at the
+    end of a bounded input the open tick's; counts each in
+    ``igflow_score_changes_total{tenant_id, status}``. A tenant's state resumed from a snapshot
+    keeps the window and thresholds it was built with (a longer window could not bring back the
+    signals already evicted) and takes the tick of ``settings``. The stateful step keeps the id
+    (``score.add.stateful.stateful_batch``) and the state of the ``stateful_flat_map`` it replaced,
+    so a snapshot taken before coalescing resumes (its :class:`TenantScore` had nothing pending).
     """
-
     # The counter's children, looked up once per (tenant, status): labels() takes a lock and
     # builds its key on every call (about 1 µs a change), and hands back the same child each time.
     counters: dict[tuple[str, str], Any] = {}
 
-    def add(state: TenantScore | None, item: Tagged) -> tuple[TenantScore, Iterable[ScoreChange]]:
-        if state is None:
-            state = TenantScore(settings)
-        change = state.add(item)
-        if change is None:
-            return state, ()
-        labels = (change.tenant_id, change.status)
-        counter = counters.get(labels)
-        if counter is None:
-            counter = counters[labels] = metrics.SCORE_CHANGES.labels(*labels)
-        counter.inc()
-        return state, (change,)
+    def build(resume: TickScore | TenantScore | None) -> _ScoreLogic:
+        return _ScoreLogic(TickScore.resume(resume, settings), counters)
 
-    changes: KeyedStream[ScoreChange] = op.stateful_flat_map("add", up, add)
-    return changes
+    return _add("add", up, build)

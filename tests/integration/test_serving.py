@@ -1,8 +1,10 @@
 """Serving stores after a crash: SIGKILL the flow mid-stream, resume it, and Redis, the graph and
-Postgres each hold exactly what the landed signals imply, once."""
+Postgres each hold exactly what the landed signals imply, once; the lake's ``scores`` hold the
+last change of each score tick (10 s here: about 10 signals a tick) that they imply."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -14,12 +16,14 @@ import psycopg
 import pytest
 import redis
 
+from core.catalog import catalog
 from core.settings import Settings
 from core.store_keys import score_key
 from dev.config import StackConfig
 from igflow.workload import SOURCES, WorkloadSpec, tenant_ids
 from operators.score import round_half_even
 from sinks.graph import GraphWriter
+from sinks.lake_tables import SCORES
 from tenancy.registry import upsert_tenant
 from tests.integration.conftest import (
     finish,
@@ -32,10 +36,13 @@ from tests.integration.conftest import (
     read_topic,
 )
 from tests.integration.scratch import Scratch
+from tests.score_ticks import last_of_each_tick, reference_from_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANTS, COUNT = 4, 1500
+#: A tenant's signals are a second apart: a 10 s tick folds about 10 changes into one.
+TICK = {"IGFLOW_SCORE_TICK_SECONDS": "10"}
 
 
 def _exact_score(rows: list[dict[str, Any]]) -> Fraction:
@@ -72,31 +79,38 @@ def _wait_until_landed(settings: Settings, proc: Any, rows: int) -> None:
         time.sleep(0.05)
 
 
-def _check_redis(settings: Settings, ids: list[str], by_tenant: dict[str, Any]) -> None:
-    """The hot score of each tenant is the brute-force score of what landed."""
+def _check_redis(
+    settings: Settings, ids: list[str], by_tenant: dict[str, Any], last_seq: list[int]
+) -> None:
+    """The hot score of each tenant is the brute-force score of what landed, and the last
+    change published (its ``seq``)."""
     client = redis.Redis.from_url(settings.stores.redis_url, decode_responses=True)
     try:
-        for tenant in ids:
+        for tenant, seq in zip(ids, last_seq, strict=True):
             exact = _exact_score(by_tenant[tenant])
             hot = client.hgetall(score_key(tenant))
             assert float(hot["score"]) == float(exact), tenant
             assert hot["score_2dp"] == str(round_half_even(exact))
+            assert int(hot["seq"]) == seq
             # The stream is capped with MAXLEN ~: at least the cap, at most a node more.
             assert client.xlen(f"tenant:{tenant}:signals") >= settings.stores.redis_stream_max
     finally:
         client.close()
 
 
-def _check_postgres(settings: Settings, ids: list[str], by_tenant: dict[str, Any]) -> None:
-    """One row per tenant, with the right two-place score."""
+def _check_postgres(
+    settings: Settings, ids: list[str], by_tenant: dict[str, Any], last_seq: list[int]
+) -> None:
+    """One row per tenant, with the right two-place score and the last change's ``seq``."""
     with psycopg.connect(settings.stores.postgres_dsn) as conn:
         found = conn.execute(
-            "SELECT tenant_id, score, window_count FROM coherence_scores"
+            "SELECT tenant_id, score, window_count, seq FROM coherence_scores"
             " WHERE tenant_id = ANY(%s) ORDER BY tenant_id",
             (ids,),
         ).fetchall()
     assert [tuple(r) for r in found] == [
-        (t, round_half_even(_exact_score(by_tenant[t])), COUNT) for t in ids
+        (t, round_half_even(_exact_score(by_tenant[t])), COUNT, seq)
+        for t, seq in zip(ids, last_seq, strict=True)
     ]
 
 
@@ -109,15 +123,35 @@ def _check_graph(settings: Settings, prefix: str) -> None:
     assert counts["Tenant"] == counts["CoherenceScore"] == counts["HAS_SCORE"] == TENANTS
 
 
+def _check_scores(settings: Settings, ids: list[str], rows: list[dict[str, Any]]) -> list[int]:
+    """``scores`` holds, once, the last change of each tick of the per-record reference over
+    the landed signals; returns each tenant's last ``seq``."""
+    tick = float(TICK["IGFLOW_SCORE_TICK_SECONDS"])
+    reference = reference_from_rows(rows, dataclasses.replace(settings.score, tick_seconds=0))
+    table = catalog(settings).load_table(f"{settings.lake.namespace}.{SCORES.name}")
+    landed = table.scan().to_arrow().to_pylist()
+    last_seq = []
+    for tenant in ids:
+        expected = last_of_each_tick(reference[tenant], tick)
+        mine = sorted((r for r in landed if r["tenant_id"] == tenant), key=lambda r: r["seq"])
+        assert [
+            (r["seq"], r["score"], r["status"], r["updated_at"], r["kafka_offset"]) for r in mine
+        ] == [(c.seq, c.score, c.status, c.updated_at, c.provenance.kafka_offset) for c in expected]
+        assert len(expected) < len(reference[tenant]) / 5  # the tick folded changes
+        last_seq.append(expected[-1].seq)
+    return last_seq
+
+
 def _check(settings: Settings, prefix: str, ids: list[str]) -> None:
     rows = lake_rows(settings)
     assert len(rows) == TENANTS * COUNT
     by_tenant = {t: [r for r in rows if r["tenant_id"] == t] for t in ids}
+    last_seq = _check_scores(settings, ids, rows)
     enabled = settings.stores.enabled
     if "redis" in enabled:
-        _check_redis(settings, ids, by_tenant)
+        _check_redis(settings, ids, by_tenant, last_seq)
     if "postgres" in enabled:
-        _check_postgres(settings, ids, by_tenant)
+        _check_postgres(settings, ids, by_tenant, last_seq)
     if "graph" in enabled:
         _check_graph(settings, prefix)
     dead = [m for m in read_topic(settings, settings.kafka.dlq_topic)]
@@ -135,12 +169,12 @@ def test_each_store_holds_exactly_the_expected_content_after_a_sigkill(
     produce_workload(settings, spec)
     recovery = tmp_path / "recovery"
 
-    proc = igflow(settings, "run", "-r", str(recovery), IGFLOW_RUN_SNAPSHOT_SECONDS="0.5")
+    proc = igflow(settings, "run", "-r", str(recovery), IGFLOW_RUN_SNAPSHOT_SECONDS="0.5", **TICK)
     _wait_until_landed(settings, proc, COUNT)
     kill(proc)
     at_kill = lake_count(settings)
     assert 0 < at_kill < TENANTS * COUNT, f"kill was not mid-stream: {at_kill}"
-    finish(igflow(settings, "run", "-r", str(recovery)))
+    finish(igflow(settings, "run", "-r", str(recovery), **TICK))
     _check(settings, prefix, ids)
 
 
@@ -158,7 +192,7 @@ def test_a_store_paused_for_10_s_mid_stream_loses_and_duplicates_nothing(
         tenants=TENANTS, count=COUNT, duplicates=0.05, seed=43, tenant_prefix=prefix
     )
     produce_workload(settings, spec)
-    proc = igflow(settings, "run")
+    proc = igflow(settings, "run", **TICK)
     _wait_until_landed(settings, proc, COUNT // 2)
     with paused(service, seconds=10.0):
         assert proc.poll() is None, "the pause must come mid-stream"

@@ -4,6 +4,7 @@ recovery, and the operator in the real engine."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import sys
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings
 from operators.score import Status, TenantScore, round_half_even, score, score_decimal
+from tests.score_ticks import last_of_each_tick
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 100.0
@@ -207,7 +209,11 @@ def test_a_snapshot_resumes_as_if_uninterrupted(
     assert resumed.exact == uninterrupted.exact
 
 
-def test_the_operator_in_the_engine() -> None:
+@pytest.mark.parametrize("tick", [0.0, 1.0, 10.0])
+def test_the_operator_in_the_engine(tick: float) -> None:
+    """The operator emits the last change of each tick of the per-record reference (tick 0:
+    every change); the end of the input publishes the open tick."""
+    settings_ = dataclasses.replace(SETTINGS, tick_seconds=tick)
     tenants = ["score-a", "score-b"]
     items = [
         _tagged(n * 7 % 130, (n % 11) / 10, None if n % 3 else 2.0, offset=n, tenant=tenants[n % 2])
@@ -225,14 +231,16 @@ def test_the_operator_in_the_engine() -> None:
     flow = Dataflow("score_test")
     up = op.input("in", flow, TestingSource(items, batch_size=8))
     keyed = op.key_on("by_tenant", up, lambda i: i.signal.tenant_id)
-    op.output("out", score("score", keyed, SETTINGS), TestingSink(out))
+    op.output("out", score("score", keyed, settings_), TestingSink(out))
     run_main(flow)
 
     for tenant in tenants:
         state = TenantScore(SETTINGS)
-        expected = [c for i in items if i.signal.tenant_id == tenant if (c := state.add(i))]
+        every = [c for i in items if i.signal.tenant_id == tenant if (c := state.add(i))]
+        expected = last_of_each_tick(every, tick)
         assert [c for k, c in out if k == tenant] == expected
         assert expected
+        assert (len(expected) < len(every)) == (tick > 0)
         for s in Status:
             now = REGISTRY.get_sample_value(
                 "igflow_score_changes_total", {"tenant_id": tenant, "status": s.value}

@@ -1,0 +1,220 @@
+"""The score's changes coalesced per event-time tick (issue 15, point 3).
+
+The law: per tenant, the operator's stream is the last change of each tick of the per-record
+reference stream (:class:`operators.score.TenantScore`), whatever the input's order, its split
+into batches and epochs, a crash and resume in between, or a snapshot taken before coalescing.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import hypothesis.strategies as st
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import HealthCheck, given, settings
+
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.settings import ScoreSettings, SettingError, Settings
+from operators.score import TenantScore, TickScore, score
+from tests.score_ticks import last_of_each_tick, tick_of
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+WINDOW = 100.0
+TAGS = PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US")
+
+
+def _tagged(ms: int, value: float, weight: float | None, offset: int, tenant: str = "t0") -> Tagged:
+    """A tagged signal ``ms`` milliseconds after START."""
+    signal = Signal(
+        tenant, f"s{offset}", "latency", value, weight, "a", START + timedelta(milliseconds=ms)
+    )
+    provenance = Provenance("coherence.signals.v1", 0, offset, 1, "h")
+    return Tagged(Decoded(signal, provenance), TAGS, "policy-v", f"prov-{offset}")
+
+
+def _settings(tick: float) -> ScoreSettings:
+    return ScoreSettings(window_seconds=WINDOW, tick_seconds=tick)
+
+
+def _reference(items: list[Tagged]) -> list[ScoreChange]:
+    state = TenantScore(_settings(0.0))
+    return [c for i in items if (c := state.add(i)) is not None]
+
+
+_value = st.sampled_from([0.0, 1.0, 0.5, 0.74, 0.75, 0.49]) | st.floats(0, 1)
+_weight = st.none() | st.sampled_from([0.0, 1.0, 3.0]) | st.floats(0, 1e3)
+# (ms after START, value, weight): 0..400 s in steps a tick may or may not separate, out of
+# order (ticks already closed, inside the window), late (before it).
+_signal = st.tuples(st.integers(0, 400_000).map(lambda ms: ms - ms % 250), _value, _weight)
+_tick = st.sampled_from([0.0, 0.25, 1.0, 3.0, 7.5, 60.0, 1000.0])
+
+
+def _items(signals: list[tuple[int, float, float | None]]) -> list[Tagged]:
+    return [_tagged(ms, v, w, offset=n) for n, (ms, v, w) in enumerate(signals)]
+
+
+def _chunks(items: list[Tagged], cuts: list[int]) -> list[list[Tagged]]:
+    bounds = sorted({0, len(items), *(c % (len(items) + 1) for c in cuts)})
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_signal, max_size=60), _tick, st.lists(st.integers(0, 60), max_size=8))
+def test_the_coalesced_stream_is_the_last_change_of_each_tick_for_any_batching(
+    signals: list[tuple[int, float, float | None]], tick: float, cuts: list[int]
+) -> None:
+    items = _items(signals)
+    state = TickScore(_settings(tick))
+    out: list[ScoreChange] = []
+    for chunk in _chunks(items, cuts):
+        out += state.add(chunk)
+    out += state.flush()
+    assert out == last_of_each_tick(_reference(items), tick)
+    assert state.flush() == []
+    # At most one change per tick, in order; seq and offsets increase.
+    if tick:
+        ticks = [tick_of(c.updated_at, tick) for c in out]
+        assert ticks == sorted(set(ticks))
+    assert [c.seq for c in out] == sorted({c.seq for c in out})
+    offsets = [c.provenance.kafka_offset for c in out]
+    assert offsets == sorted(set(offsets))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_signal, max_size=50), _tick, st.integers(0, 50), st.booleans(), st.booleans())
+def test_a_snapshot_resumes_as_if_uninterrupted(
+    signals: list[tuple[int, float, float | None]],
+    tick: float,
+    cut: int,
+    pickled: bool,
+    old_format: bool,
+) -> None:
+    """The pending change travels in the snapshot. ``old_format``: the snapshot of the
+    per-record operator (a bare TenantScore, taken at a point where the coalesced stream had
+    caught up with it: tick 0) resumes under coalescing."""
+    items = _items(signals)
+    cut = min(cut, len(items))
+    expected_every = _reference(items)
+    if old_format:
+        reference = TenantScore(_settings(0.0))
+        before = [c for i in items[:cut] if (c := reference.add(i)) is not None]
+        snap: TickScore | TenantScore = reference
+    else:
+        state = TickScore(_settings(tick))
+        before = state.add(items[:cut])
+        snap = state
+    resumed_from = pickle.loads(pickle.dumps(snap)) if pickled else copy.deepcopy(snap)
+    del snap  # the crash
+    resumed = TickScore.resume(resumed_from, _settings(tick))
+    after = resumed.add(items[cut:]) + resumed.flush()
+    if old_format:
+        seen = len(before)
+        assert before == expected_every[:seen]
+        assert after == last_of_each_tick(expected_every[seen:], tick)
+    else:
+        assert before + after == last_of_each_tick(expected_every, tick)
+
+
+def test_a_status_that_flips_and_back_inside_a_tick_is_not_published() -> None:
+    items = [
+        _tagged(0, 0.8, 1.0, 0),  # HEALTHY
+        _tagged(100, 0.2, 10.0, 1),  # CRITICAL, same tick
+        _tagged(200, 1.0, 100.0, 2),  # HEALTHY again, same tick
+        _tagged(1_000, 0.0, 1000.0, 3),  # CRITICAL in the next tick: closes the first
+    ]
+    state = TickScore(_settings(1.0))
+    out = state.add(items)
+    assert [(c.status, c.seq, c.provenance_id) for c in out] == [("HEALTHY", 3, "prov-2")]
+    [last] = state.flush()
+    assert (last.status, last.seq) == ("CRITICAL", 4)
+
+
+def test_an_out_of_order_signal_belongs_to_the_tick_of_the_tenants_event_time() -> None:
+    state = TickScore(_settings(1.0))
+    assert state.add([_tagged(5_000, 0.5, 1.0, 0)]) == []
+    # ts in tick 2, long closed; W stays in tick 5: its change replaces tick 5's pending one.
+    assert state.add([_tagged(2_000, 1.0, 1.0, 1)]) == []
+    [change] = state.flush()
+    assert change.updated_at == START + timedelta(seconds=5)
+    assert (change.seq, change.provenance_id, change.score) == (2, "prov-1", 0.75)
+
+
+def test_a_signal_that_changes_nothing_still_closes_the_tick() -> None:
+    state = TickScore(_settings(1.0))
+    assert state.add([_tagged(0, 0.5, 1.0, 0)]) == []
+    [change] = state.add([_tagged(1_500, 0.5, 1.0, 1)])  # same score: no change of its own
+    assert change.seq == 1
+    assert state.flush() == []
+
+
+def test_the_tick_setting() -> None:
+    assert Settings().score.tick_seconds == 1.0
+    with pytest.raises(SettingError, match="tick_seconds"):
+        Settings().with_changes("score", tick_seconds=-1)
+    with pytest.raises(ValueError, match="tick_seconds"):
+        TickScore(_settings(1e-7))
+
+
+# --- in the engine: batches, epochs, a crash and a resume ------------------------------------
+
+
+def _flow(
+    items: list[object], out: list[tuple[str, ScoreChange]], tick: float, batch: int
+) -> Dataflow:
+    flow = Dataflow("score_ticks_test")
+    up = op.input("in", flow, TestingSource(items, batch_size=batch))
+    keyed = op.key_on("by_tenant", up, lambda i: i.signal.tenant_id)
+    op.output("out", score("score", keyed, _settings(tick)), TestingSink(out))
+    return flow
+
+
+def _two_tenants(signals: list[tuple[int, float, float | None]]) -> list[Tagged]:
+    return [
+        _tagged(ms, v, w, offset=n, tenant=("a", "b")[n % 2])
+        for n, (ms, v, w) in enumerate(signals)
+    ]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(_signal, min_size=1, max_size=60),
+    _tick,
+    st.integers(1, 9),
+    st.integers(0, 60),
+)
+def test_in_the_engine_any_batching_and_a_crash_give_the_same_changes(
+    tmp_path_factory: pytest.TempPathFactory,
+    signals: list[tuple[int, float, float | None]],
+    tick: float,
+    batch: int,
+    crash_at: int,
+) -> None:
+    items = _two_tenants(signals)
+    path: Path = tmp_path_factory.mktemp("recovery")
+    init_db_dir(path, 1)
+    recovery = RecoveryConfig(str(path), timedelta(0))
+    crash_at = min(crash_at, len(items))
+    crashing: list[object] = [*items[:crash_at], TestingSource.ABORT(), *items[crash_at:]]
+    out: list[tuple[str, ScoreChange]] = []
+    # An epoch per batch: the resume starts right after the last snapshot.
+    run_main(
+        _flow(crashing, out, tick, batch), epoch_interval=timedelta(0), recovery_config=recovery
+    )
+    run_main(
+        _flow(crashing, out, tick, batch), epoch_interval=timedelta(0), recovery_config=recovery
+    )
+    for tenant in ("a", "b"):
+        mine = [i for i in items if i.signal.tenant_id == tenant]
+        assert [c for k, c in out if k == tenant] == last_of_each_tick(_reference(mine), tick)
