@@ -3,6 +3,7 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
 
     .venv/bin/python benchmarks/stages.py --signals 200000     # the local stack must be up
     .venv/bin/python benchmarks/stages.py --stages-only        # part 1 only, no stack needed
+    .venv/bin/python benchmarks/stages.py --signals 100000 --tracing   # tracing's cost
 
 1. Per stage: the engine-independent logic of each step (decode, validate, drift, dedupe,
    tenant-tag, score) timed over the same records in one process, each step fed the output of
@@ -12,6 +13,9 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
    (a) the skeleton flow (decode, then the decoded rows to Iceberg) and (b) the full flow
    (``flows.coherence.build``, landing signals, scores and quarantine). Wall time includes the
    catalog connection and every Iceberg commit.
+With ``--tracing``, (b) runs ``--tracing-rounds`` times with tracing off and as many with tracing
+on at ``tracing.sample_ratio`` (or ``--sample-ratio``), exporting to a real OTLP/HTTP receiver in
+this process (:mod:`tests.otlp_receiver`), alternately; the best of each is compared.
 Prints tables and the ratio; writes ``benchmarks/results/stages.json``.
 """
 
@@ -35,6 +39,7 @@ from bytewax.run import cli_main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core import tracing  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.records import Decoded, RawRecord, Tagged  # noqa: E402
@@ -207,6 +212,15 @@ def main() -> None:
         "--stages-only", action="store_true", help="part 1 only (no stack needed); best of --repeat"
     )
     parser.add_argument("--repeat", type=int, default=1, help="part 1 runs; each stage's best")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="part 2: the full flow with tracing off and on (to an OTLP receiver), alternately",
+    )
+    parser.add_argument("--tracing-rounds", type=int, default=2, help="off/on pairs (--tracing)")
+    parser.add_argument(
+        "--sample-ratio", type=float, default=None, help="with --tracing; default: the setting's"
+    )
     args = parser.parse_args()
     settings = Settings.load()
     logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
@@ -240,17 +254,49 @@ def main() -> None:
     total = report.total
     print(f"produced {total:,} in {report.seconds:.1f} s")
 
+    runs: list[tuple[str, Callable[[Settings], Dataflow], str]] = [
+        ("skeleton: decode → Iceberg", skeleton, ""),
+        ("all stages → signals, scores, quarantine", lambda s: build(s, Edges()), ""),
+    ]
+    receiver = None
+    if args.tracing:
+        # Tracing off and on alternately (the machine is shared: one slow moment should not
+        # decide the ratio); spans go over OTLP/HTTP to a real receiver in this process.
+        from tests.otlp_receiver import OtlpReceiver
+
+        receiver = OtlpReceiver().__enter__()
+        ratio = (
+            args.sample_ratio if args.sample_ratio is not None else settings.tracing.sample_ratio
+        )
+        runs = runs[:1]
+        for _round in range(args.tracing_rounds):
+            runs.append(("all stages, tracing off", lambda s: build(s, Edges()), ""))
+            runs.append(
+                (f"all stages, tracing at {ratio:g}", lambda s: build(s, Edges()), str(ratio))
+            )
+
     results = []
-    for label, make in (
-        ("skeleton: decode → Iceberg", skeleton),
-        ("all stages → signals, scores, quarantine", lambda s: build(s, Edges())),
-    ):
+    for label, make, traced_at in runs:
         namespace = f"bench_{tag_}_{len(results)}"
         scoped = settings.with_changes("lake", namespace=namespace)
+        if traced_at and receiver is not None:
+            scoped = scoped.with_changes(
+                "tracing", endpoint=receiver.endpoint, sample_ratio=float(traced_at)
+            )
         seconds = _wall(make(scoped))
+        tracing.shutdown()  # flushes what the run recorded; the next run starts untraced
         landed = catalog(scoped).load_table(f"{namespace}.signals").scan().count()
         results.append(
             {"path": label, "seconds": seconds, "events_per_s": total / seconds, "landed": landed}
+        )
+    if receiver is not None:
+        traces = {span.trace_id for span in receiver.spans}
+        print(f"\nthe receiver got {len(receiver.spans):,} spans of {len(traces):,} traces")
+        receiver.__exit__(None, None, None)
+        off = max(r["events_per_s"] for r in results if r["path"].endswith("tracing off"))
+        on = max(r["events_per_s"] for r in results if "tracing at" in r["path"])
+        print(
+            f"tracing on / off (best of each): {on / off:.3f} ({(1 - on / off) * 100:+.1f}% cost)"
         )
     base = results[0]["events_per_s"]
     print(f"\n{'path':<42} {'seconds':>8} {'events/s':>9} {'landed':>8} {'ratio':>6}")

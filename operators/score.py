@@ -33,9 +33,11 @@ four times faster than :class:`fractions.Fraction` sums, which reduce a gcd at e
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -46,7 +48,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
-from core import metrics
+from core import metrics, tracing
 from core.records import ScoreChange, Tagged
 from core.settings import ScoreSettings
 
@@ -332,7 +334,13 @@ def score(
     def add(state: TenantScore | None, item: Tagged) -> tuple[TenantScore, Iterable[ScoreChange]]:
         if state is None:
             state = TenantScore(settings)
+        start = 0 if item.decoded.trace is None else time.time_ns()
         change = state.add(item)
+        if start:  # a traced signal's change carries its trace on to the score writes
+            if change is not None:
+                change = dataclasses.replace(change, trace=item.decoded.trace)
+            outcome = "unchanged" if change is None else "changed"
+            tracing.record_stage("score", change or item, start, outcome=outcome)
         if change is None:
             return state, ()
         labels = (change.tenant_id, change.status)
