@@ -15,15 +15,20 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
    catalog connection and every Iceberg commit.
 With ``--tracing``, (b) runs ``--tracing-rounds`` times with tracing off and as many with tracing
 on at ``tracing.sample_ratio`` (or ``--sample-ratio``), exporting to a real OTLP/HTTP receiver in
-this process (:mod:`tests.otlp_receiver`), alternately; the best of each is compared.
+this process (:mod:`tests.otlp_receiver`), alternately; the best of each is compared, in events/s
+and in the CPU seconds of this process (steadier than wall time on a shared machine). Part 1
+then also times the decode step's function, where the per-record sampling draw is, off and on.
 Prints tables and the ratio; writes ``benchmarks/results/stages.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
+import resource
 import sys
 import time
 import uuid
@@ -49,7 +54,7 @@ from flows.coherence import Edges, build, kafka_source  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
-from operators.decode import SignalDecoder, decode  # noqa: E402
+from operators.decode import SignalDecoder, decode, traced_decode  # noqa: E402
 from operators.dedupe import TenantDedupe, Verdict  # noqa: E402
 from operators.drift import TenantDrift  # noqa: E402
 from operators.score import TenantScore  # noqa: E402
@@ -198,10 +203,48 @@ def skeleton(settings: Settings) -> Dataflow:
     return flow
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far (every thread: the flow's and the span exporter's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _wall(flow: Dataflow) -> float:
     start = time.perf_counter()
     cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=1))
     return time.perf_counter() - start
+
+
+def decode_hook_cost(settings: Settings, n: int, ratio: float, endpoint: str) -> None:
+    """CPU µs per record of the decode step's function with tracing off and on at ``ratio``
+    (records without a ``traceparent``, as another producer sends them: the draw decides),
+    interleaved, best of 5 each; the later stages' hook for an unsampled record is one
+    ``item.trace is None`` test."""
+    contract = signal_contracts()[0]
+    spec = WorkloadSpec(tenants=10, count=n // 10, start=recent_start(datetime.now(UTC)))
+    raws = [
+        RawRecord("bench", 0, offset, m.key, m.value, None)
+        for offset, m in enumerate(generate(spec, 1, contract.parsed))
+    ]
+    decoder = SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
+    traced_settings = dataclasses.replace(settings.tracing, endpoint=endpoint, sample_ratio=ratio)
+    best = {"off": float("inf"), "on": float("inf")}
+    for _ in range(5):
+        for mode in ("off", "on"):
+            tracing.shutdown()
+            if mode == "on":
+                tracing.configure(traced_settings, "bench")
+            step = decoder.decode if mode == "off" else functools.partial(traced_decode, decoder)
+            start = time.process_time()
+            for raw in raws:
+                step(raw)
+            best[mode] = min(best[mode], time.process_time() - start)
+    tracing.shutdown()
+    off, on = (best[m] / len(raws) * 1e6 for m in ("off", "on"))
+    print(
+        f"decode, CPU µs/record over {len(raws):,} (best of 5): off {off:.2f}, "
+        f"tracing at {ratio:g} {on:.2f} ({(on / off - 1) * 100:+.1f}%)"
+    )
 
 
 def main() -> None:
@@ -233,6 +276,14 @@ def main() -> None:
         print(f"{name:<12} {count:>9,} {seconds / count * 1e6:>9.2f}")
     total_us = sum(s / c * 1e6 for _n, s, c in costs)
     print(f"{'all stages':<12} {'':>9} {total_us:>9.2f}")
+    if args.tracing:
+        from tests.otlp_receiver import OtlpReceiver
+
+        ratio = (
+            args.sample_ratio if args.sample_ratio is not None else settings.tracing.sample_ratio
+        )
+        with OtlpReceiver() as hook_receiver:
+            decode_hook_cost(settings, args.stage_signals, ratio, hook_receiver.endpoint)
     if args.stages_only:
         return
 
@@ -283,11 +334,19 @@ def main() -> None:
             scoped = scoped.with_changes(
                 "tracing", endpoint=receiver.endpoint, sample_ratio=float(traced_at)
             )
+        cpu = _cpu()
         seconds = _wall(make(scoped))
         tracing.shutdown()  # flushes what the run recorded; the next run starts untraced
+        cpu = _cpu() - cpu  # the last export included
         landed = catalog(scoped).load_table(f"{namespace}.signals").scan().count()
         results.append(
-            {"path": label, "seconds": seconds, "events_per_s": total / seconds, "landed": landed}
+            {
+                "path": label,
+                "seconds": seconds,
+                "events_per_s": total / seconds,
+                "cpu_seconds": cpu,
+                "landed": landed,
+            }
         )
     if receiver is not None:
         traces = {span.trace_id for span in receiver.spans}
@@ -295,15 +354,19 @@ def main() -> None:
         receiver.__exit__(None, None, None)
         off = max(r["events_per_s"] for r in results if r["path"].endswith("tracing off"))
         on = max(r["events_per_s"] for r in results if "tracing at" in r["path"])
+        print(f"events/s, tracing on / off (best of each): {on / off:.3f}")
+        cpu_off = min(r["cpu_seconds"] for r in results if r["path"].endswith("tracing off"))
+        cpu_on = min(r["cpu_seconds"] for r in results if "tracing at" in r["path"])
         print(
-            f"tracing on / off (best of each): {on / off:.3f} ({(1 - on / off) * 100:+.1f}% cost)"
+            "CPU seconds of the flow's process, tracing on / off (best of each): "
+            f"{cpu_on / cpu_off:.3f} ({(cpu_on / cpu_off - 1) * 100:+.1f}%)"
         )
     base = results[0]["events_per_s"]
-    print(f"\n{'path':<42} {'seconds':>8} {'events/s':>9} {'landed':>8} {'ratio':>6}")
+    print(f"\n{'path':<42} {'seconds':>8} {'CPU s':>7} {'events/s':>9} {'landed':>8} {'ratio':>6}")
     for r in results:
         print(
-            f"{r['path']:<42} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}"
-            f" {r['landed']:>8,} {r['events_per_s'] / base:>5.2f}x"
+            f"{r['path']:<42} {r['seconds']:>8.2f} {r['cpu_seconds']:>7.2f}"
+            f" {r['events_per_s']:>9,.0f} {r['landed']:>8,} {r['events_per_s'] / base:>5.2f}x"
         )
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

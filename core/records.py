@@ -243,6 +243,11 @@ class Quarantined(_Immutable):
     decoded: Decoded
     verdict: DriftVerdict
 
+    @property
+    def trace(self) -> str | None:
+        """The record's trace (:attr:`Decoded.trace`)."""
+        return self.decoded.trace
+
 
 @_slot_init
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -274,6 +279,11 @@ class Tagged(_Immutable):
     @property
     def provenance(self) -> Provenance:
         return self.decoded.provenance
+
+    @property
+    def trace(self) -> str | None:
+        """The signal's trace (:attr:`Decoded.trace`)."""
+        return self.decoded.trace
 
 
 @_slot_init

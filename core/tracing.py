@@ -229,12 +229,9 @@ def stage_span(
 
 
 def trace_of(item: object) -> str | None:
-    """The trace a flow item carries: its own ``trace`` (``Decoded``, ``ScoreChange``) or its
-    ``decoded``'s (``Tagged``, ``Quarantined``); ``None`` for an unsampled or untraced item."""
+    """The trace a flow item carries (``Decoded``, ``Tagged``, ``Quarantined``, ``ScoreChange``
+    have a ``trace``); ``None`` for an unsampled item or one of another kind."""
     trace = getattr(item, "trace", None)
-    if trace is None:
-        decoded = getattr(item, "decoded", None)
-        trace = getattr(decoded, "trace", None) if decoded is not None else None
     return trace if isinstance(trace, str) else None
 
 
