@@ -14,7 +14,9 @@ Records are serialized by confluent-kafka's ``AvroSerializer`` with the newest c
 producer's, and sent with ``acks=all``; :meth:`SignalPublisher.publish` returns only once the
 broker has acknowledged the record, with its partition and offset. Provenance travels in headers:
 ``igflow.ingest.via`` (``graphql``, ``rest`` or ``webhook``), ``igflow.ingest.principal`` (the
-authenticated subject) and ``igflow.ingest.request_sha256`` (SHA-256 of the HTTP body).
+authenticated subject), ``igflow.ingest.request_sha256`` (SHA-256 of the HTTP body) and the
+W3C ``traceparent`` of the publish span (:mod:`core.tracing`), when tracing is on or the client
+sent one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from core import tracing
 from core.contracts import signal_contracts
 from core.errors import IgflowError
 from core.partitioning import JAVA_PARTITIONER
@@ -92,6 +95,7 @@ class SignalPublisher:
     def __init__(self, settings: Settings, tenants: TenantDirectory) -> None:
         self._settings = settings
         self._tenants = tenants
+        tracing.configure(settings.tracing, "api")
         self._topic = settings.kafka.topic
         self._timeout = settings.api.publish_timeout_seconds
         contract = signal_contracts()[-1]
@@ -134,12 +138,43 @@ class SignalPublisher:
         )
         return verdict if isinstance(verdict, Rejected) else None
 
-    async def publish(self, signal: Signal, *, via: str, principal: str, body: bytes) -> Delivery:
+    async def publish(
+        self,
+        signal: Signal,
+        *,
+        via: str,
+        principal: str,
+        body: bytes,
+        traceparent: str | None = None,
+    ) -> Delivery:
         """Check, serialize and produce ``signal``; returns once the broker acknowledged it.
 
         :class:`PublishRejected` with the flow's reason code if the signal is invalid, or
         ``KAFKA_UNAVAILABLE`` if the broker did not acknowledge within the timeout.
+
+        Traced (:func:`core.tracing.publishing`) as a ``PRODUCER`` span under the client's
+        ``traceparent``; the record carries the span's ``traceparent`` header to the flow.
         """
+        attributes = {"igflow.tenant_id": signal.tenant_id, "igflow.ingest.via": via}
+        with tracing.publishing(traceparent, attributes) as span:
+            try:
+                delivery = await self._publish(signal, via, principal, body, span.header)
+            except PublishRejected as exc:
+                span.failed(exc.reason.value)
+                raise
+            span.set(
+                {
+                    "igflow.signal_id": delivery.signal_id,
+                    "messaging.destination.name": delivery.topic,
+                    "messaging.kafka.destination.partition": delivery.partition,
+                    "messaging.kafka.message.offset": delivery.offset,
+                }
+            )
+            return delivery
+
+    async def _publish(
+        self, signal: Signal, via: str, principal: str, body: bytes, traceparent: str | None
+    ) -> Delivery:
         now_ms = time.time_ns() // 1_000_000
         # In a thread: the tenant registry refreshes from Postgres now and then, and the
         # serializer asks the schema registry for the id on first use; neither may block the loop.
@@ -158,6 +193,8 @@ class SignalPublisher:
             ("igflow.ingest.principal", principal.encode()),
             ("igflow.ingest.request_sha256", hashlib.sha256(body).hexdigest().encode()),
         ]
+        if traceparent is not None:
+            headers.append((tracing.TRACEPARENT, traceparent.encode()))
         try:
             self._producer.produce(
                 self._topic,
@@ -227,6 +264,7 @@ class SignalPublisher:
         return "ok" if self._settings.kafka.subject in subjects else "subject missing"
 
     def close(self) -> None:
+        tracing.flush()
         self._producer.flush(self._timeout)
         self._stop.set()
         self._poller.join(timeout=2.0)

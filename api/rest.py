@@ -168,7 +168,11 @@ class Rest:
         signal = signal_from_input(parsed)
         try:
             delivery = await services.publisher.publish(
-                signal, via=via, principal=principal.subject, body=body
+                signal,
+                via=via,
+                principal=principal.subject,
+                body=body,
+                traceparent=request.headers.get("traceparent"),
             )
         except PublishRejected as exc:
             response = problem(exc.reason, exc.detail, instance=_ROUTE)

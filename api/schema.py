@@ -130,6 +130,13 @@ def signal_from_input(data: dict[str, Any]) -> Signal:
     return signal
 
 
+def _traceparent(info: Info) -> str | None:
+    """The client's W3C ``traceparent`` (an HTTP request's; none over a WebSocket)."""
+    request = info.context.get("request")
+    headers = getattr(request, "headers", None)
+    return None if headers is None else headers.get("traceparent")
+
+
 @mutation.field("publishCoherenceSignal")
 async def _publish(_: None, info: Info, input: dict[str, Any]) -> bool:
     services = authorize(info, "write", input["tenantId"])
@@ -140,6 +147,7 @@ async def _publish(_: None, info: Info, input: dict[str, Any]) -> bool:
             via="graphql",
             principal=principal.subject,
             body=info.context.get("body", b""),
+            traceparent=_traceparent(info),
         )
     except PublishRejected as exc:
         raise coded(exc.reason, exc.detail) from exc

@@ -3,6 +3,7 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
 
     .venv/bin/python benchmarks/stages.py --signals 200000     # the local stack must be up
     .venv/bin/python benchmarks/stages.py --stages-only        # part 1 only, no stack needed
+    .venv/bin/python benchmarks/stages.py --signals 100000 --tracing   # tracing's cost
 
 1. Per stage: the engine-independent logic of each step (decode, validate, drift, dedupe,
    tenant-tag, score) timed over the same records in one process, each step fed the output of
@@ -15,14 +16,22 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
    catalog connection and every Iceberg commit.
 Both parts count the score changes published (part 2: the rows of ``scores``), which
 ``score.tick_seconds`` (``IGFLOW_SCORE_TICK_SECONDS``; 0: every change) decides.
+With ``--tracing``, (b) runs ``--tracing-rounds`` times with tracing off and as many with tracing
+on at ``tracing.sample_ratio`` (or ``--sample-ratio``), exporting to a real OTLP/HTTP receiver in
+this process (:mod:`tests.otlp_receiver`), alternately; the best of each is compared, in events/s
+and in the CPU seconds of this process (steadier than wall time on a shared machine). Part 1
+then also times the decode step's function, where the per-record sampling draw is, off and on.
 Prints tables and the ratio; writes ``benchmarks/results/stages.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
+import resource
 import sys
 import time
 import uuid
@@ -38,6 +47,7 @@ from bytewax.run import cli_main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core import tracing  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.records import Decoded, RawRecord, Tagged  # noqa: E402
@@ -47,7 +57,7 @@ from flows.coherence import Edges, build, kafka_source  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
-from operators.decode import SignalDecoder, decode  # noqa: E402
+from operators.decode import SignalDecoder, decode, traced_decode  # noqa: E402
 from operators.dedupe import TenantDedupe, Verdict  # noqa: E402
 from operators.drift import TenantDrift  # noqa: E402
 from operators.score import TickScore  # noqa: E402
@@ -202,10 +212,48 @@ def skeleton(settings: Settings) -> Dataflow:
     return flow
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far (every thread: the flow's and the span exporter's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _wall(flow: Dataflow) -> float:
     start = time.perf_counter()
     cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=1))
     return time.perf_counter() - start
+
+
+def decode_hook_cost(settings: Settings, n: int, ratio: float, endpoint: str) -> None:
+    """CPU µs per record of the decode step's function with tracing off and on at ``ratio``
+    (records without a ``traceparent``, as another producer sends them: the draw decides),
+    interleaved, best of 5 each; the later stages' hook for an unsampled record is one
+    ``item.trace is None`` test."""
+    contract = signal_contracts()[0]
+    spec = WorkloadSpec(tenants=10, count=n // 10, start=recent_start(datetime.now(UTC)))
+    raws = [
+        RawRecord("bench", 0, offset, m.key, m.value, None)
+        for offset, m in enumerate(generate(spec, 1, contract.parsed))
+    ]
+    decoder = SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
+    traced_settings = dataclasses.replace(settings.tracing, endpoint=endpoint, sample_ratio=ratio)
+    best = {"off": float("inf"), "on": float("inf")}
+    for _ in range(5):
+        for mode in ("off", "on"):
+            tracing.shutdown()
+            if mode == "on":
+                tracing.configure(traced_settings, "bench")
+            step = decoder.decode if mode == "off" else functools.partial(traced_decode, decoder)
+            start = time.process_time()
+            for raw in raws:
+                step(raw)
+            best[mode] = min(best[mode], time.process_time() - start)
+    tracing.shutdown()
+    off, on = (best[m] / len(raws) * 1e6 for m in ("off", "on"))
+    print(
+        f"decode, CPU µs/record over {len(raws):,} (best of 5): off {off:.2f}, "
+        f"tracing at {ratio:g} {on:.2f} ({(on / off - 1) * 100:+.1f}%)"
+    )
 
 
 def main() -> None:
@@ -218,6 +266,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="part 1 runs; each stage's best")
     parser.add_argument(
         "--step-ms", type=float, default=1000.0, help="event time between a tenant's signals"
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="part 2: the full flow with tracing off and on (to an OTLP receiver), alternately",
+    )
+    parser.add_argument("--tracing-rounds", type=int, default=2, help="off/on pairs (--tracing)")
+    parser.add_argument(
+        "--sample-ratio", type=float, default=None, help="with --tracing; default: the setting's"
     )
     args = parser.parse_args()
     step = timedelta(milliseconds=args.step_ms)
@@ -240,6 +297,14 @@ def main() -> None:
     total_us = sum(s / c * 1e6 for _n, s, c in costs)
     print(f"{'all stages':<12} {'':>9} {total_us:>9.2f}")
     print(f"score changes published: {changes:,}")
+    if args.tracing:
+        from tests.otlp_receiver import OtlpReceiver
+
+        ratio = (
+            args.sample_ratio if args.sample_ratio is not None else settings.tracing.sample_ratio
+        )
+        with OtlpReceiver() as hook_receiver:
+            decode_hook_cost(settings, args.stage_signals, ratio, hook_receiver.endpoint)
     if args.stages_only:
         return
 
@@ -262,14 +327,39 @@ def main() -> None:
     total = report.total
     print(f"produced {total:,} in {report.seconds:.1f} s")
 
+    runs: list[tuple[str, Callable[[Settings], Dataflow], str]] = [
+        ("skeleton: decode → Iceberg", skeleton, ""),
+        ("all stages → signals, scores, quarantine", lambda s: build(s, Edges()), ""),
+    ]
+    receiver = None
+    if args.tracing:
+        # Tracing off and on alternately (the machine is shared: one slow moment should not
+        # decide the ratio); spans go over OTLP/HTTP to a real receiver in this process.
+        from tests.otlp_receiver import OtlpReceiver
+
+        receiver = OtlpReceiver().__enter__()
+        ratio = (
+            args.sample_ratio if args.sample_ratio is not None else settings.tracing.sample_ratio
+        )
+        runs = runs[:1]
+        for _round in range(args.tracing_rounds):
+            runs.append(("all stages, tracing off", lambda s: build(s, Edges()), ""))
+            runs.append(
+                (f"all stages, tracing at {ratio:g}", lambda s: build(s, Edges()), str(ratio))
+            )
+
     results = []
-    for label, make in (
-        ("skeleton: decode → Iceberg", skeleton),
-        ("all stages → signals, scores, quarantine", lambda s: build(s, Edges())),
-    ):
+    for label, make, traced_at in runs:
         namespace = f"bench_{tag_}_{len(results)}"
         scoped = settings.with_changes("lake", namespace=namespace)
+        if traced_at and receiver is not None:
+            scoped = scoped.with_changes(
+                "tracing", endpoint=receiver.endpoint, sample_ratio=float(traced_at)
+            )
+        cpu = _cpu()
         seconds = _wall(make(scoped))
+        tracing.shutdown()  # flushes what the run recorded; the next run starts untraced
+        cpu = _cpu() - cpu  # the last export included
         lake = catalog(scoped)
         landed = lake.load_table(f"{namespace}.signals").scan().count()
         scores = (
@@ -282,16 +372,34 @@ def main() -> None:
                 "path": label,
                 "seconds": seconds,
                 "events_per_s": total / seconds,
+                "cpu_seconds": cpu,
                 "landed": landed,
                 "score_rows": scores,
             }
         )
+    if receiver is not None:
+        traces = {span.trace_id for span in receiver.spans}
+        print(f"\nthe receiver got {len(receiver.spans):,} spans of {len(traces):,} traces")
+        receiver.__exit__(None, None, None)
+        off = max(r["events_per_s"] for r in results if r["path"].endswith("tracing off"))
+        on = max(r["events_per_s"] for r in results if "tracing at" in r["path"])
+        print(f"events/s, tracing on / off (best of each): {on / off:.3f}")
+        cpu_off = min(r["cpu_seconds"] for r in results if r["path"].endswith("tracing off"))
+        cpu_on = min(r["cpu_seconds"] for r in results if "tracing at" in r["path"])
+        print(
+            "CPU seconds of the flow's process, tracing on / off (best of each): "
+            f"{cpu_on / cpu_off:.3f} ({(cpu_on / cpu_off - 1) * 100:+.1f}%)"
+        )
     base = results[0]["events_per_s"]
-    print(f"\n{'path':<42} {'seconds':>8} {'events/s':>9} {'landed':>8} {'scores':>8} {'ratio':>6}")
+    print(
+        f"\n{'path':<42} {'seconds':>8} {'CPU s':>7} {'events/s':>9} {'landed':>8}"
+        f" {'scores':>8} {'ratio':>6}"
+    )
     for r in results:
         print(
-            f"{r['path']:<42} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}"
-            f" {r['landed']:>8,} {r['score_rows']:>8,} {r['events_per_s'] / base:>5.2f}x"
+            f"{r['path']:<42} {r['seconds']:>8.2f} {r['cpu_seconds']:>7.2f}"
+            f" {r['events_per_s']:>9,.0f} {r['landed']:>8,} {r['score_rows']:>8,}"
+            f" {r['events_per_s'] / base:>5.2f}x"
         )
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -67,6 +68,28 @@ def _slot_init(cls: type[_T]) -> type[_T]:
     init.__annotations__ = dict(cls.__init__.__annotations__)  # as introspection saw them
     setattr(cls, "__init__", init)  # noqa: B010 (assigning a method: mypy refuses the attribute)
     return cls
+
+
+def _getstate_untraced(self: Any) -> list[Any]:
+    """Pickle a record whose last field is an optional ``trace``: an untraced one (``None``)
+    pickles without it, byte for byte as before the field existed (recovery snapshots, the
+    hot path's golden pickles); :func:`_setstate_with_defaults` gives it back its default."""
+    state = [getattr(self, f.name) for f in dataclasses.fields(self)]
+    if state[-1] is None:
+        state.pop()
+    return state
+
+
+def _setstate_with_defaults(self: Any, state: list[Any]) -> None:
+    """Unpickle a frozen, slotted record, giving the fields missing at the end of the state
+    their defaults (an untraced record's ``trace``, or a snapshot taken before it existed)."""
+    for f, value in itertools.zip_longest(dataclasses.fields(self), state, fillvalue=_MISSING):
+        if f is _MISSING:
+            break
+        object.__setattr__(self, f.name, f.default if value is _MISSING else value)
+
+
+_MISSING: Any = object()
 
 
 __all__ = [
@@ -161,6 +184,12 @@ class Decoded(_Immutable):
     raw: RawRecord | None = None
     #: Fields of the writer schema that the flow's reader schema does not know (schema drift).
     unknown_fields: tuple[str, ...] = ()
+    #: The ``traceparent`` of this record's decode span when its trace is sampled
+    #: (:mod:`core.tracing`), else ``None``. Never landed: no lake column reads it.
+    trace: str | None = None
+
+    __getstate__ = _getstate_untraced
+    __setstate__ = _setstate_with_defaults
 
 
 @_slot_init
@@ -214,6 +243,11 @@ class Quarantined(_Immutable):
     decoded: Decoded
     verdict: DriftVerdict
 
+    @property
+    def trace(self) -> str | None:
+        """The record's trace (:attr:`Decoded.trace`)."""
+        return self.decoded.trace
+
 
 @_slot_init
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -246,6 +280,11 @@ class Tagged(_Immutable):
     def provenance(self) -> Provenance:
         return self.decoded.provenance
 
+    @property
+    def trace(self) -> str | None:
+        """The signal's trace (:attr:`Decoded.trace`)."""
+        return self.decoded.trace
+
 
 @_slot_init
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -271,6 +310,11 @@ class ScoreChange(_Immutable):
     #: The tenant's change number (1, 2, …): deterministic, so a store applies a change only if
     #: its ``seq`` is newer than the one it holds, and a replayed change is a no-op.
     seq: int = 0
+    #: The trace of the signal that caused the change (its ``Decoded.trace``), else ``None``.
+    trace: str | None = None
+
+    __getstate__ = _getstate_untraced
+    __setstate__ = _setstate_with_defaults
 
 
 @_slot_init

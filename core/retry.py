@@ -8,7 +8,9 @@ and raises :class:`RetriesExhausted` after the last attempt. Its users:
 - the serving sinks (:func:`write_with_retry`): a driver error the sink classifies as transient
   (connection refused or reset, timeout, a paused server) is retried with full jitter; after the
   last attempt the batch is handed to the sink's dead-letter callback (``SINK_UNAVAILABLE``)
-  and the flow goes on. Anything else (a bug, a permission error) propagates and stops the flow,
+  and the flow goes on. Each traced item of a batch gets a ``write <sink>`` span
+  (:func:`core.tracing.write_spans`), whichever store module and thread writes it.
+  Anything else (a bug, a permission error) propagates and stops the flow,
   which resumes from its last snapshot; because the writes are idempotent, the resumed run
   re-applies nothing twice.
 - the lake's appender (:mod:`sinks.iceberg`): a lost commit race is retried after re-reading the
@@ -27,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
-from core import metrics
+from core import metrics, tracing
 
 __all__ = ["RetriesExhausted", "RetryPolicy", "retrying", "write_with_retry"]
 
@@ -133,6 +135,8 @@ def write_with_retry(
     if not batch:
         return True
     start = time.perf_counter()
+    # Each traced item of the batch gets a `write <sink>` span (core.tracing); 0: tracing off.
+    traced_from = time.time_ns() if tracing.enabled() else 0
 
     def failed(attempt: int, exc: Exception, wait: float | None) -> None:
         if wait is None:
@@ -169,8 +173,12 @@ def write_with_retry(
         for tenant, count in Counter(map(_tenant_of, batch)).items():
             metrics.INGEST_FAILED.labels(metrics.tenant_label(tenant)).inc(count)
         dead_letter(batch, gave_up.last)
+        if traced_from:
+            tracing.write_spans(sink, batch, traced_from, error="SINK_UNAVAILABLE")
         return False
     metrics.SINK_BATCHES.labels(sink).inc()
     metrics.SINK_ROWS.labels(sink).inc(len(batch))
     metrics.SINK_SECONDS.labels(sink).observe(time.perf_counter() - start)
+    if traced_from:
+        tracing.write_spans(sink, batch, traced_from)
     return True

@@ -33,7 +33,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from core import logs
+from core import logs, tracing
 from core.contracts import signal_contracts
 from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
@@ -166,6 +166,7 @@ def _serve(
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:
     """The dataflow for ``settings``; ``edges`` (or keywords of the same names) swap its edges."""
     edges = dataclasses.replace(edges or Edges(), **swap)
+    tracing.configure(settings.tracing, "flow")  # before the steps: they hook in only if on
     reader = signal_contracts()[-1].parsed
     decoder = SignalDecoder(
         edges.lookup or RegistrySchemas(settings.kafka.schema_registry_url), reader

@@ -19,6 +19,7 @@ the decoded record names those fields in ``unknown_fields`` so the drift step ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import threading
@@ -29,6 +30,7 @@ import bytewax.operators as op
 import fastavro
 from bytewax.dataflow import Stream, operator
 
+from core import tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from core.wire import HEADER_SIZE, MAGIC, unframe
@@ -307,6 +309,29 @@ class SignalDecoder:
         return Decoded(signal, provenance, raw.timestamp_ms, raw, unknown)
 
 
+def traced_decode(decoder: SignalDecoder, raw: RawRecord) -> Decoded | Rejected:
+    """:meth:`SignalDecoder.decode`, with a decode span for a sampled record."""
+    parent = tracing.sampled_parent(raw.header(tracing.TRACEPARENT))
+    if parent is None:
+        return decoder.decode(raw)
+    start = time.time_ns()
+    out = decoder.decode(raw)
+    attributes: dict[str, tracing.AttributeValue | None] = {
+        "igflow.stage": "decode",
+        "messaging.destination.name": raw.topic,
+        "messaging.kafka.destination.partition": raw.partition,
+        "messaging.kafka.message.offset": raw.offset,
+    }
+    if isinstance(out, Rejected):
+        attributes["igflow.tenant_id"] = out.tenant_id
+        tracing.stage_span("decode", parent, attributes, start, error=out.reason.value)
+        return out
+    attributes["igflow.tenant_id"] = out.signal.tenant_id
+    attributes["igflow.signal_id"] = out.signal.signal_id
+    trace = tracing.stage_span("decode", parent, attributes, start)
+    return dataclasses.replace(out, trace=trace)
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeOut:
     """The two streams out of :func:`decode`."""
@@ -321,7 +346,11 @@ def decode(
     up: Stream[RawRecord],
     decoder: SignalDecoder,
 ) -> DecodeOut:
-    """Decode Kafka records into signals; bad input leaves on ``errs`` with a reason code."""
-    results = op.map("decode", up, decoder.decode)
+    """Decode Kafka records into signals; bad input leaves on ``errs`` with a reason code.
+
+    With tracing on (:mod:`core.tracing`), a record whose ``traceparent`` header is sampled (or
+    that has none and is drawn) gets a decode span, and its ``Decoded.trace`` names that span."""
+    step = functools.partial(traced_decode, decoder) if tracing.enabled() else decoder.decode
+    results = op.map("decode", up, step)
     oks, errs = split("split", results, Decoded, Rejected)
     return DecodeOut(oks, errs)

@@ -25,6 +25,7 @@ import dataclasses
 import enum
 import heapq
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +34,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream
 
-from core import metrics
+from core import metrics, tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, RawRecord, Rejected
 from core.settings import DedupeSettings
@@ -265,7 +266,16 @@ def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> 
             state = TenantDedupe(ttl)
         elif state.ttl_seconds != held_ttl:
             state.set_ttl(ttl)
+        start = 0 if item.trace is None else time.time_ns()
         verdict = state.check(item)
+        if start:
+            tracing.record_stage(
+                "dedupe",
+                item,
+                start,
+                outcome=verdict.value,
+                error=ReasonCode.TOO_LATE.value if verdict is Verdict.LATE else None,
+            )
         tenant = item.signal.tenant_id
         m = children.get(tenant)
         if m is None:

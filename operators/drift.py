@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -66,7 +67,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from core import metrics, release
+from core import metrics, release, tracing
 from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
@@ -409,6 +410,26 @@ class TenantDrift:
 _NONE4: tuple[None, None, None, None] = (None, None, None, None)
 
 
+def _traced(outputs: list[Output], start_ns: int) -> list[Output]:
+    """Record a drift span for each traced record a push or flush let out: passed, or held in
+    a quarantined batch (its reason code as the span's error). The span covers that call; the
+    record may have waited in its open batch before it."""
+    for out in outputs:
+        if isinstance(out, Quarantined):
+            if out.decoded.trace is not None:
+                reason = out.verdict.reason
+                tracing.record_stage(
+                    "drift",
+                    out,
+                    start_ns,
+                    outcome="quarantined",
+                    error=reason.value if reason is not None else None,
+                )
+        elif out.trace is not None:
+            tracing.record_stage("drift", out, start_ns, outcome="passed")
+    return outputs
+
+
 class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
     """Bytewax glue: items, EOF and an idle timer feed one tenant's :class:`TenantDrift`."""
 
@@ -425,6 +446,7 @@ class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
         self.release_key = release_key
         idle = settings.idle_flush_seconds
         self.idle = timedelta(seconds=idle) if idle > 0 else None
+        self.traced = tracing.enabled()
 
     def on_item(self, value: Decoded) -> tuple[Iterable[Output], bool]:
         if self.state is None:
@@ -432,6 +454,9 @@ class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
             self.state = TenantDrift(
                 value.signal.tenant_id, self.settings, self.baseline, self.release_key
             )
+        if self.traced:
+            start = time.time_ns()
+            return _traced(self.state.push(value), start), StatefulLogic.RETAIN
         return self.state.push(value), StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Output], bool]:
@@ -442,8 +467,9 @@ class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
 
     def _flush(self) -> tuple[Iterable[Output], bool]:
         # Never discard: the state holds the references learned so far.
+        start = time.time_ns()
         out = self.state.flush() if self.state is not None else []
-        return out, StatefulLogic.RETAIN
+        return (_traced(out, start) if self.traced else out), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.idle is None or self.state is None or not self.state.pending:

@@ -61,6 +61,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
+from core import tracing
 from core.records import Tagged
 from core.retry import RetryPolicy
 from core.settings import PsiSettings
@@ -196,13 +197,18 @@ class _PsiLogic(StatefulLogic[Tagged, _Out, PsiTenantState]):
 
     def on_item(self, value: Tagged) -> tuple[Iterable[_Out], bool]:
         if self.calls is None:  # the step is off: keep nothing
+            if value.decoded.trace is not None:
+                tracing.record_stage("psi", value, time.time_ns(), outcome="off")
             return (value,), StatefulLogic.DISCARD
         if self.state is None:
             self.state = TenantDeconfliction(self.window_seconds)
         self.last_item = datetime.now(UTC)
+        start = 0 if value.decoded.trace is None else time.time_ns()
         closed = self.state.push(value)
         if closed is not None:
             self._ask(closed)
+        if start:
+            tracing.record_stage("psi", value, start, outcome="windowed")
         return [value, *self._answered()], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_Out], bool]:

@@ -66,6 +66,7 @@ import copy
 import enum
 import heapq
 import sys
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -76,7 +77,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from core import metrics
+from core import metrics, tracing
 from core.records import Provenance, ScoreChange, Tagged
 from core.settings import ScoreSettings
 
@@ -298,8 +299,8 @@ class TenantScore:
             setattr(self, name, state[name])
 
 
-def _build(change: _Change) -> ScoreChange:
-    """The :class:`ScoreChange` of a captured change."""
+def _build(change: _Change, trace: str | None = None) -> ScoreChange:
+    """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing)."""
     tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
     # Positional, in ScoreChange's field order (a keyword call costs a third more).
     return ScoreChange(
@@ -313,6 +314,7 @@ def _build(change: _Change) -> ScoreChange:
         provenance,
         _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
         seq,
+        trace,
     )
 
 
@@ -325,7 +327,7 @@ class TickScore:
     change the tick (publication only: the window and thresholds stay the snapshot's).
     """
 
-    __slots__ = ("_pending", "_pending_at", "_score", "_tick")
+    __slots__ = ("_pending", "_pending_at", "_pending_trace", "_score", "_tick")
 
     def __init__(self, settings: ScoreSettings, score: TenantScore | None = None) -> None:
         tick = round(settings.tick_seconds * 1_000_000)
@@ -337,6 +339,9 @@ class TickScore:
         #: The newest change of the open tick, and ``W`` (µs) when it happened.
         self._pending: _Change | None = None
         self._pending_at = 0
+        #: The trace of the open tick's newest sampled signal that changed the score (tracing):
+        #: the tick's change carries it, so its store writes join that signal's trace.
+        self._pending_trace: str | None = None
 
     @classmethod
     def resume(cls, state: TickScore | TenantScore | None, settings: ScoreSettings) -> TickScore:
@@ -359,6 +364,8 @@ class TickScore:
         score = self._score
         tick = self._tick
         for item in items:
+            trace = item.decoded.trace
+            start = 0 if trace is None else time.time_ns()
             change = score.fold(item)
             pending = self._pending
             if pending is not None:
@@ -366,20 +373,26 @@ class TickScore:
                 newest = score._newest
                 assert newest is not None
                 if not tick or newest // tick != self._pending_at // tick:
-                    out.append(_build(pending))
-                    self._pending = None
+                    out.append(_build(pending, self._pending_trace))
+                    self._pending = self._pending_trace = None
             if change is not None:
                 if tick:
                     self._pending = change
                     self._pending_at = score._newest  # type: ignore[assignment]
+                    if trace is not None:
+                        self._pending_trace = trace
                 else:
-                    out.append(_build(change))
+                    out.append(_build(change, trace))
+            if start:
+                outcome = "unchanged" if change is None else "changed"
+                tracing.record_stage("score", item, start, outcome=outcome)
         return out
 
     def flush(self) -> list[ScoreChange]:
         """The change of the open tick, if any (the end of a bounded input)."""
         pending, self._pending = self._pending, None
-        return [] if pending is None else [_build(pending)]
+        trace, self._pending_trace = self._pending_trace, None
+        return [] if pending is None else [_build(pending, trace)]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TickScore:
         other = copy.copy(self)  # the pending change is immutable
@@ -397,7 +410,7 @@ class TickScore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in TickScore.__slots__:
-            setattr(self, name, state[name])
+            setattr(self, name, state.get(name))
 
 
 def _as_float(num: int, den: int) -> float:

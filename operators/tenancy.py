@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
+from core import tracing
 from core.errors import SchemaError
 from core.records import Decoded, PolicyTags, Tagged
 from core.rego import CompiledQuery, bundle_digest, read_bundle
@@ -234,7 +236,14 @@ def _manifest_id(item: Decoded, policy_version: str) -> str:
 def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
     """``item`` with its tenant's tags, the policy version and its provenance id."""
     version = policy.version
-    return Tagged(item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version))
+    if item.trace is None:
+        return Tagged(
+            item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version)
+        )
+    start = time.time_ns()
+    tagged = Tagged(item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version))
+    tracing.record_stage("tenant_tag", tagged, start)
+    return tagged
 
 
 @operator

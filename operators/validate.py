@@ -9,10 +9,12 @@ so the flow and the API agree on every rule.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from core import tracing
 from core.metrics import REJECTED
 from core.records import Decoded, Rejected
 from core.settings import ValidateSettings
@@ -56,11 +58,15 @@ def validate(
     check_settings(settings)
 
     def counted(item: Decoded) -> Decoded | Rejected:
+        start = 0 if item.trace is None else time.time_ns()
         out = check(item, tenants, settings)
         if isinstance(out, Rejected):
             tenant = item.signal.tenant_id
             label = tenant if tenants.get(tenant) is not None else _UNREGISTERED
             REJECTED.labels(STAGE, out.reason, label).inc()
+        if start:
+            error = out.reason.value if isinstance(out, Rejected) else None
+            tracing.record_stage(STAGE, item, start, error=error)
         return out
 
     results = op.map("check", up, counted)

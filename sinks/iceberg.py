@@ -46,7 +46,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from core import metrics
+from core import metrics, tracing
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
 from core.retry import RetriesExhausted, RetryPolicy, retrying
@@ -352,7 +352,15 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
     def _append(self, batch: list[T]) -> None:
         if not batch:
             return
+        traced_from = time.time_ns() if tracing.enabled() else 0
         result = self._appender.append(batch)
+        if traced_from:
+            tracing.write_spans(
+                f"lake.{self._def.name}",
+                batch,
+                traced_from,
+                attributes={"igflow.lake.attempts": result.attempts},
+            )
         if self._group is not None and result.appended:
             self._group.landed(result.ledger)
         name = self._def.name
