@@ -1,6 +1,7 @@
 """Serving-sink benchmark: rows/s per store at batch sizes 100, 1,000 and 10,000, in one run.
 
     .venv/bin/python benchmarks/sinks.py            # the local stack must be up
+    .venv/bin/python benchmarks/sinks.py --flow     # the whole flow with the stores (below)
 
 Each store's writer (the class its Bytewax sink wraps) writes the same kind of rows the flow sends
 it, at each batch size, timed from the first batch to the last acknowledgement; replaying the same
@@ -8,6 +9,10 @@ batches (a resume after a crash) is timed too and must change nothing. The graph
 beside the published Neo4j Kafka connector figure. Per-store details:
 ``benchmarks/sink_redis.py``, ``sink_graph.py``, ``sink_postgres.py``. Writes
 ``benchmarks/results/sinks.json``.
+
+``--flow``: the whole flow instead (``benchmarks/serving_flow.py``): events/s with lake + Redis +
+Postgres + graph against the lake alone in the same run, and the RSS of ``igflow run`` with Redis
+paused 10 s; writes ``benchmarks/results/serving_flow.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import sink_graph, sink_postgres, sink_redis  # noqa: E402
+from benchmarks import serving_flow, sink_graph, sink_postgres, sink_redis  # noqa: E402
 
 #: Neo4j Kafka connector, as published: 5,000-7,700 nodes/s.
 NEO4J_CONNECTOR_NODES_PER_S = (5_000, 7_700)
@@ -32,7 +37,22 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--rows", type=int, default=100_000, help="rows per Redis/Postgres run")
     parser.add_argument("--graph-rows", type=int, default=20_000, help="rows per graph run")
+    parser.add_argument("--flow", action="store_true", help="the whole flow with the stores")
+    parser.add_argument("--signals", type=int, default=100_000, help="--flow: signals per run")
+    parser.add_argument(
+        "--pause-signals", type=int, default=200_000, help="--flow: signals of the paused run"
+    )
+    parser.add_argument("--pause", type=float, default=10.0, help="--flow: seconds Redis pauses")
+    parser.add_argument("--pause-only", action="store_true", help="--flow: the paused run only")
     args = parser.parse_args()
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.flow:
+        result = serving_flow.run(
+            args.signals, args.pause_signals, args.pause, pause_only=args.pause_only
+        )
+        (out / "serving_flow.json").write_text(json.dumps(result, indent=2))
+        return
     sizes = args.batch_sizes
     table: list[dict[str, Any]] = []
     for r in sink_redis.run(sizes, args.rows):
@@ -75,8 +95,6 @@ def main() -> None:
         )
     low, high = NEO4J_CONNECTOR_NODES_PER_S
     print(f"{'Neo4j Kafka connector (published)':<33} {'':>9} {'':>14} {low:,}-{high:,}")
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
     (out / "sinks.json").write_text(json.dumps(table, indent=2))
 
 

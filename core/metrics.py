@@ -36,7 +36,9 @@ __all__ = [
     "REJECTED",
     "SCORE_CHANGES",
     "SINK_BATCHES",
+    "SINK_BLOCKED_SECONDS",
     "SINK_DEAD_LETTERS",
+    "SINK_PENDING",
     "SINK_RETRIES",
     "SINK_ROWS",
     "SINK_SECONDS",
@@ -128,6 +130,16 @@ SINK_DEAD_LETTERS = Counter(
 )
 SINK_SECONDS = Histogram(
     "igflow_sink_write_seconds", "Latency of one batch write, retries included", ["sink"]
+)
+SINK_PENDING = Gauge(
+    "igflow_sink_pending_rows",
+    "Rows handed to a serving store's writer thread and not yet acknowledged",
+    ["sink"],
+)
+SINK_BLOCKED_SECONDS = Counter(
+    "igflow_sink_blocked_seconds_total",
+    "Seconds the worker waited because a serving store's pipeline was full (backpressure)",
+    ["sink"],
 )
 
 

@@ -315,6 +315,10 @@ class StoreSettings:
     sinks: StoreNames = "redis,graph,postgres"
     #: Rows per store write.
     batch_size: Count = 1000
+    #: Batches of ``batch_size`` each store's writer thread may hold unacknowledged; past that the
+    #: worker waits (backpressure). Bounds memory, the recovery snapshot and how far the lake runs
+    #: ahead of a paused store (sinks/store_pipeline.py).
+    max_in_flight: Count = 4
     #: Attempts at one batch write, and the jittered exponential backoff between them.
     retry_attempts: Count = 10
     retry_base_seconds: DurationOrZero = 0.1

@@ -54,6 +54,7 @@ from sinks.lake_plan import CommitPlan, planned_batches
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.postgres import PostgresSink
 from sinks.redis import RedisSink
+from sinks.serving import serve
 from sources.kafka import KafkaTopicSource
 from tenancy.registry import PostgresTenants
 
@@ -146,7 +147,8 @@ def _serve(
     ``dead_letters``.
 
     Both streams come from steps keyed by tenant, so each tenant's items are on one worker and
-    reach its store in order, one batch at a time: writes are serialized per tenant.
+    reach its store in order; :func:`~sinks.serving.serve` keys them by tenant again, and each
+    store's one writer thread writes them in that order: writes are serialized per tenant.
     """
     enabled = stores.enabled
     unknown = enabled - set(SERVING)
@@ -155,12 +157,12 @@ def _serve(
         raise ConfigError(msg)
     if "redis" in enabled:
         both = op.merge("redis_items", signals, scores)
-        op.output("redis", both, RedisSink(stores, dead_letters))
+        serve("redis", both, RedisSink(stores, dead_letters))
     if "graph" in enabled:
         both = op.merge("graph_items", signals, scores)
-        op.output("graph", both, GraphSink(stores, dead_letters))
+        serve("graph", both, GraphSink(stores, dead_letters))
     if "postgres" in enabled:
-        op.output("postgres", scores, PostgresSink(stores, dead_letters))
+        serve("postgres", scores, PostgresSink(stores, dead_letters))
 
 
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:

@@ -83,7 +83,7 @@ from sinks.graph_model import (
     signal_row,
     storable,
 )
-from sinks.serving import RetryingPartition, ServingSink
+from sinks.serving import PipelinedPartition, ServingSink
 
 __all__ = [
     "EDGE_TYPES",
@@ -442,16 +442,17 @@ class GraphSink(ServingSink[Tagged | ScoreChange]):
     """Bytewax sink of tagged signals and score changes into the graph.
 
     The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
-    once per process and server). Each ``write_batch`` is written in chunks of
-    ``stores.batch_size`` items, each with :func:`~core.retry.write_with_retry` under the
-    ``stores.retry_*`` policy; a chunk that still fails goes to the DLQ topic
-    (``SINK_UNAVAILABLE``) and the flow goes on. The stream must be keyed by tenant upstream (see
-    the module docstring): a tenant's items must all reach one worker.
+    once per process and server). Its partition writes on a writer thread
+    (:class:`~sinks.serving.PipelinedPartition`), in chunks of ``stores.batch_size`` items, each
+    with :func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy; a chunk that
+    still fails goes to the DLQ topic (``SINK_UNAVAILABLE``) and the flow goes on. Feed it with
+    :func:`~sinks.serving.serve` (keyed by tenant): a tenant's items all reach one partition,
+    which writes one chunk at a time (see the module docstring).
     """
 
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> RetryingPartition[Tagged | ScoreChange]:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: list[Tagged | ScoreChange] | None
+    ) -> PipelinedPartition[Tagged | ScoreChange]:
         stores = self._stores
         writer = GraphWriter.for_stores(stores)
         done = (stores.neo4j_uri, stores.neo4j_user, stores.graph_label_prefix, stores.graph_compat)
@@ -460,6 +461,12 @@ class GraphSink(ServingSink[Tagged | ScoreChange]):
                 writer.ensure_schema()
                 _SCHEMA_DONE.add(done)
         # No close: the driver is shared by the process and closed at exit (module docstring).
-        return RetryingPartition(
-            "graph", writer, stores, self._dead_letters, transient=transient, prepare=_storable_only
+        return PipelinedPartition(
+            "graph",
+            writer,
+            stores,
+            self._dead_letters,
+            transient=transient,
+            prepare=_storable_only,
+            resume=resume_state,
         )

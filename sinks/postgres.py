@@ -59,7 +59,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from core.migrations import apply
 from core.records import ScoreChange
-from sinks.serving import RetryingPartition, ServingSink
+from sinks.serving import PipelinedPartition, ServingSink
 
 __all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "scratch_rows", "transient"]
 
@@ -322,20 +322,20 @@ def _newest(items: list[ScoreChange], _dead_letter: object) -> list[ScoreChange]
 class PostgresSink(ServingSink[ScoreChange]):
     """Bytewax sink of :class:`ScoreChange` values into the ``coherence_scores`` read model.
 
-    Every worker builds its own writer (and applies the migrations, which is safe concurrently).
-    Each ``write_batch`` collapses to each tenant's newest change and writes it in chunks of
-    ``stores.batch_size`` rows, each with :func:`~core.retry.write_with_retry` under the
-    ``stores.retry_*`` policy; a chunk that still fails goes to the DLQ topic
-    (``SINK_UNAVAILABLE``) and the flow goes on.
+    Its partition builds its own writer (and applies the migrations, which is safe
+    concurrently) and writes on a writer thread (:class:`~sinks.serving.PipelinedPartition`):
+    each chunk of ``stores.batch_size`` changes collapses to each tenant's newest change and is
+    written with :func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy; a
+    chunk that still fails goes to the DLQ topic (``SINK_UNAVAILABLE``) and the flow goes on.
     """
 
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> RetryingPartition[ScoreChange]:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: list[ScoreChange] | None
+    ) -> PipelinedPartition[ScoreChange]:
         stores = self._stores
         writer = PostgresWriter(stores.postgres_dsn, schema=stores.postgres_schema)
         writer.ensure_schema()
-        return RetryingPartition(
+        return PipelinedPartition(
             "postgres",
             writer,
             stores,
@@ -343,4 +343,5 @@ class PostgresSink(ServingSink[ScoreChange]):
             transient=transient,
             prepare=_newest,
             close=writer.close,
+            resume=resume_state,
         )

@@ -59,7 +59,7 @@ from redis.retry import Retry
 
 from core.records import ScoreChange, Tagged
 from core.store_keys import applied_key, events_channel, score_key, signals_key
-from sinks.serving import RetryingPartition, ServingSink
+from sinks.serving import PipelinedPartition, ServingSink
 
 __all__ = [
     "RedisSink",
@@ -365,16 +365,17 @@ class RedisWriter:
 class RedisSink(ServingSink[ScoreChange | Tagged]):
     """Bytewax sink writing score changes and tagged signals to the Redis hot store.
 
-    Each worker has its own :class:`RedisWriter`. A ``write_batch`` is split into chunks of
-    ``stores.batch_size`` items, each written atomically with retries (``stores.retry_*``); a
-    chunk that still fails goes to the DLQ topic as ``SINK_UNAVAILABLE`` and the flow goes on.
-    Items of one tenant must arrive in offset order per Kafka partition (key the stream by
-    tenant upstream), which is what the offset and ``seq`` guards rely on.
+    Its partition has its own :class:`RedisWriter` on a writer thread
+    (:class:`~sinks.serving.PipelinedPartition`): items are written in chunks of
+    ``stores.batch_size``, each atomically with retries (``stores.retry_*``); a chunk that still
+    fails goes to the DLQ topic as ``SINK_UNAVAILABLE`` and the flow goes on. Items of one tenant
+    must arrive in offset order per Kafka partition (feed it with :func:`~sinks.serving.serve`
+    from a stream keyed by tenant upstream), which is what the offset and ``seq`` guards rely on.
     """
 
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> RetryingPartition[ScoreChange | Tagged]:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: list[ScoreChange | Tagged] | None
+    ) -> PipelinedPartition[ScoreChange | Tagged]:
         stores = self._stores
         writer = RedisWriter(
             stores.redis_url,
@@ -382,6 +383,12 @@ class RedisSink(ServingSink[ScoreChange | Tagged]):
             ttl_seconds=stores.redis_ttl_seconds,
             key_prefix=stores.key_prefix,
         )
-        return RetryingPartition(
-            "redis", writer, stores, self._dead_letters, transient=transient, close=writer.close
+        return PipelinedPartition(
+            "redis",
+            writer,
+            stores,
+            self._dead_letters,
+            transient=transient,
+            close=writer.close,
+            resume=resume_state,
         )

@@ -1,10 +1,18 @@
-"""What the serving sinks share: a Bytewax partition that writes in chunks, each with retries.
+"""What the serving sinks share: a Bytewax partition that writes off the worker's critical path.
 
 Each store module (``sinks/redis.py``, ``sinks/graph.py``, ``sinks/postgres.py``) owns its writer
-(connect, one idempotent batch write, close) and says which errors are transient; this partition
-cuts every ``write_batch`` into chunks of ``stores.batch_size`` items and writes each with
-:func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy. A chunk that still
+(connect, one idempotent batch write, close) and says which errors are transient. Its sink is a
+:class:`ServingSink`, a Bytewax ``FixedPartitionedSink`` of one partition per store, fed items
+keyed by tenant (:func:`serve`). The partition (:class:`PipelinedPartition`) hands every
+``write_batch`` to a :class:`~sinks.store_pipeline.StorePipeline`: one writer thread takes the
+items in order, in chunks of at most ``stores.batch_size``, and writes each with
+:func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy; a chunk that still
 fails goes to the DLQ topic (``SINK_UNAVAILABLE``) and the flow goes on.
+
+The worker waits only when a store holds ``stores.max_in_flight`` batches unacknowledged
+(backpressure with bounded memory). The partition's recovery snapshot is what it holds
+unacknowledged, written again first on resume (the writes are idempotent), so a crash loses
+nothing that was in flight. A clean end (``close``) drains the pipeline before it returns.
 
 A sink takes the stores section (:class:`~core.settings.StoreSettings`) and the DLQ it
 dead-letters to (:class:`~sinks.dlq.DeadLetterTarget`), not the whole settings.
@@ -15,16 +23,31 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from core.records import ScoreChange, Tagged
 from core.retry import RetryPolicy, write_with_retry
 from core.settings import StoreSettings
 from sinks.dlq import DeadLetterTarget, SinkDeadLetters
+from sinks.store_pipeline import StorePipeline
 
-__all__ = ["RetryingPartition", "ServingSink", "StoreWriter", "retry_policy"]
+__all__ = [
+    "PipelinedPartition",
+    "ServingSink",
+    "StoreWriter",
+    "retry_policy",
+    "serve",
+    "tenant_of",
+]
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
+
+#: The partitions of every serving sink: one writer (thread, connection) per store. A tenant
+#: always maps to the same partition, which keeps its items in order.
+_PARTS = ["0"]
 
 
 class StoreWriter(Protocol[T_contra]):
@@ -33,13 +56,15 @@ class StoreWriter(Protocol[T_contra]):
     def write(self, batch: Sequence[T_contra]) -> None: ...
 
 
-class ServingSink(DynamicSink[T]):
-    """A serving store's Bytewax sink: what it is built from. Each store's subclass builds its
-    writer into a :class:`RetryingPartition` per worker."""
+def tenant_of(item: Tagged | ScoreChange) -> str:
+    """The tenant a serving store's item belongs to (the key that keeps its order)."""
+    return item.tenant_id if isinstance(item, ScoreChange) else item.signal.tenant_id
 
-    def __init__(self, stores: StoreSettings, dead_letters: DeadLetterTarget) -> None:
-        self._stores = stores
-        self._dead_letters = dead_letters
+
+def serve(step_id: str, up: Stream[T], sink: ServingSink[T]) -> None:
+    """Write ``up`` (score changes or tagged signals) to ``sink``, keyed by tenant."""
+    keyed = op.key_on(f"{step_id}_by_tenant", up, tenant_of)  # type: ignore[arg-type]
+    op.output(step_id, keyed, sink)
 
 
 def retry_policy(stores: StoreSettings) -> RetryPolicy:
@@ -47,12 +72,26 @@ def retry_policy(stores: StoreSettings) -> RetryPolicy:
     return RetryPolicy(stores.retry_attempts, stores.retry_base_seconds, stores.retry_cap_seconds)
 
 
-class RetryingPartition(StatelessSinkPartition[T]):
-    """Writes each batch in chunks, each with retries, then dead-letters what still fails.
+class ServingSink(FixedPartitionedSink[T, list[T]]):
+    """A serving store's Bytewax sink: what it is built from. Each store's subclass builds its
+    writer into a :class:`PipelinedPartition` (``build_part``), resumed from the partition's
+    snapshot: the items it held unacknowledged."""
 
-    ``prepare`` (optional) turns the items of one ``write_batch`` into the rows to write: it may
-    collapse them (Postgres keeps each tenant's newest change) or hand items no retry can help
-    to the dead-letter callback it is given (the graph's unstorable strings).
+    def __init__(self, stores: StoreSettings, dead_letters: DeadLetterTarget) -> None:
+        self._stores = stores
+        self._dead_letters = dead_letters
+
+    def list_parts(self) -> list[str]:
+        return list(_PARTS)
+
+
+class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
+    """Hands each batch to a writer thread; snapshots what is not yet acknowledged.
+
+    ``prepare`` (optional) turns the items of one chunk into the rows to write: it may collapse
+    them (Postgres keeps each tenant's newest change) or hand items no retry can help to the
+    dead-letter callback it is given (the graph's unstorable strings). ``resume``: the snapshot
+    of the partition this one resumes, written before anything new.
     """
 
     def __init__(
@@ -65,29 +104,46 @@ class RetryingPartition(StatelessSinkPartition[T]):
         transient: Callable[[BaseException], bool],
         prepare: Callable[[list[T], SinkDeadLetters], list[T]] | None = None,
         close: Callable[[], None] | None = None,
+        resume: list[T] | None = None,
     ) -> None:
         self._sink = sink
         self._writer = writer
-        self._batch_size = max(1, stores.batch_size)
         self._transient = transient
         self._prepare = prepare
         self._close = close
         self._dead_letter = dead_letters.for_sink(sink)
         self._policy = retry_policy(stores)
+        self._pipeline = StorePipeline(
+            sink,
+            self._write_chunk,
+            batch_size=max(1, stores.batch_size),
+            max_in_flight=stores.max_in_flight,
+            pending=resume or (),
+        )
 
-    def write_batch(self, items: list[T]) -> None:
-        if self._prepare is not None:
-            items = self._prepare(items, self._dead_letter)
-        for start in range(0, len(items), self._batch_size):
-            write_with_retry(
-                self._sink,
-                items[start : start + self._batch_size],
-                self._writer.write,
-                transient=self._transient,
-                dead_letter=self._dead_letter,
-                policy=self._policy,
-            )
+    def write_batch(self, values: list[T]) -> None:
+        self._pipeline.put(values)
+
+    def snapshot(self) -> list[T]:
+        return self._pipeline.unacknowledged()
 
     def close(self) -> None:
-        if self._close is not None:
-            self._close()
+        try:
+            self._pipeline.close()
+        finally:
+            if self._close is not None:
+                self._close()
+
+    def _write_chunk(self, items: list[T]) -> None:
+        # On the writer thread: the writer, its connection and the dead-letter producer are
+        # used by this thread only.
+        if self._prepare is not None:
+            items = self._prepare(items, self._dead_letter)
+        write_with_retry(
+            self._sink,
+            items,
+            self._writer.write,
+            transient=self._transient,
+            dead_letter=self._dead_letter,
+            policy=self._policy,
+        )

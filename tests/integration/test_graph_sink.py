@@ -48,6 +48,7 @@ from sinks.graph import (
     storable,
     transient,
 )
+from sinks.serving import serve
 from tests.integration.conftest import read_topic
 
 pytestmark = pytest.mark.integration
@@ -462,7 +463,7 @@ def test_the_bytewax_sink_writes_every_chunk(
         items += [_signal(a, i), _change(a, i + 1, i / 10), _signal(b, i)]
     items += items[:7]  # an at-least-once redelivery
     flow = Dataflow("graph_sink_test")
-    op.output(
+    serve(
         "graph",
         op.input("in", flow, TestingSource(items, batch_size=4)),
         GraphSink(settings.stores, DeadLetterTarget.of(settings.kafka)),
@@ -484,7 +485,7 @@ def test_the_sink_dead_letters_what_the_graph_cannot_hold(
     bad = _signal(f"{prefix}a", 2, signal_id="nul\x00id")
     items: list[Item] = [_signal(f"{prefix}a", 1), bad, _change(f"{prefix}a", 1)]
     flow = Dataflow("graph_sink_dlq_test")
-    op.output(
+    serve(
         "graph",
         op.input("in", flow, TestingSource(items)),
         GraphSink(it_settings.stores, DeadLetterTarget.of(it_settings.kafka)),

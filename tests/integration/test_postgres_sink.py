@@ -37,6 +37,7 @@ from dev.config import StackConfig
 from operators.score import round_half_even
 from sinks.dlq import DeadLetterTarget
 from sinks.postgres import PostgresSink, PostgresWriter, newest_per_tenant, transient
+from sinks.serving import serve
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -308,7 +309,7 @@ def test_the_bytewax_sink_lands_each_tenants_newest_change(pg: Settings, scratch
     changes = [change(f"t{i % 5}", i // 5 + 1, Fraction(i % 10, 10)) for i in range(60)]
     flow = Dataflow("pg_sink")
     up = op.input("in", flow, TestingSource(changes, batch_size=9))
-    op.output("out", up, PostgresSink(settings.stores, DeadLetterTarget.of(settings.kafka)))
+    serve("out", up, PostgresSink(settings.stores, DeadLetterTarget.of(settings.kafka)))
     run_main(flow)
     run_main(flow)  # a replay of everything is a no-op
     assert_holds(scratch, newest_per_tenant(changes))

@@ -34,6 +34,7 @@ from dev import stack as dev_stack
 from dev.config import StackConfig
 from sinks.dlq import DeadLetterTarget
 from sinks.redis import RedisSink, RedisWriter, transient
+from sinks.serving import serve
 
 pytestmark = pytest.mark.integration
 
@@ -302,7 +303,7 @@ def test_the_bytewax_sink_writes_every_chunk(
         items += [_signal(a, i), _change(a, i + 1, i / 10), _signal(b, i)]
     items += items[:7]  # an at-least-once redelivery
     flow = Dataflow("redis_sink_test")
-    op.output(
+    serve(
         "redis",
         op.input("in", flow, TestingSource(items, batch_size=4)),
         RedisSink(settings.stores, DeadLetterTarget.of(settings.kafka)),

@@ -1,11 +1,14 @@
 """Serving stores after a crash: SIGKILL the flow mid-stream, resume it, and Redis, the graph and
 Postgres each hold exactly what the landed signals imply, once; the lake's ``scores`` hold the
-last change of each score tick (10 s here: about 10 signals a tick) that they imply."""
+last change of each score tick (10 s here: about 10 signals a tick) that they imply. A paused
+store does not stop the lake until its pipeline is full (``stores.max_in_flight`` batches), and
+what a paused store had not acknowledged when the flow was killed is written after the resume."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 import uuid
 from fractions import Fraction
@@ -68,6 +71,42 @@ def _settings(it_settings: Settings, sinks: str) -> Settings:
         .with_changes("kafka", batch_size=50)
         .with_changes("lake", batch_max_rows=200, batch_max_seconds=0.2)
     )
+
+
+class _Rss:
+    """Samples a process's resident set size every 0.1 s (MiB), in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> bool:
+        try:
+            text = Path(f"/proc/{self._pid}/status").read_text(encoding="utf-8")
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                self.samples.append((time.monotonic(), int(line.split()[1]) / 1024))
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1) and self._sample():
+            pass
+
+    def peak(self, start: float = 0.0, end: float = float("inf")) -> float:
+        return max((m for t, m in self.samples if start <= t <= end), default=0.0)
+
+    def __enter__(self) -> _Rss:
+        assert self._sample(), "the process is gone"
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _wait_until_landed(settings: Settings, proc: Any, rows: int) -> None:
@@ -191,12 +230,65 @@ def test_a_store_paused_for_10_s_mid_stream_loses_and_duplicates_nothing(
     spec = WorkloadSpec(
         tenants=TENANTS, count=COUNT, duplicates=0.05, seed=43, tenant_prefix=prefix
     )
+    # A bound that holds the rest of the stream: the lake must not wait for the paused store.
+    settings = settings.with_changes("stores", max_in_flight=60)
     produce_workload(settings, spec)
-    proc = igflow(settings, "run", **TICK)
+    proc = igflow(settings, "run", IGFLOW_STORES_MAX_IN_FLIGHT="60", **TICK)
     _wait_until_landed(settings, proc, COUNT // 2)
-    with paused(service, seconds=10.0):
+    # The Iceberg catalog lives in the same Postgres: pausing it stops lake commits by itself
+    # (and reading the lake's progress would wait for it), so only the others show the lake on.
+    lake_goes_on = store != "postgres"
+    with _Rss(proc.pid) as rss:
+        at_pause, started = lake_count(settings), time.monotonic()
+        with paused(service, seconds=10.0):
+            assert proc.poll() is None, "the pause must come mid-stream"
+            # Still paused: the lake went on while the store's pipeline filled up.
+            in_pause = lake_count(settings) - at_pause if lake_goes_on else 0
+            ended = time.monotonic()
+        # A write in flight either waits the pause out (a read deadline longer than the pause)
+        # or fails and is retried (the logs say which); either way nothing is lost or doubled.
+        finish(proc, timeout=300)
+    before, during = rss.peak(end=started), rss.peak(started, ended)
+    print(
+        f"{store} paused 10 s at {at_pause} signals landed: {in_pause} more landed during the"
+        f" pause; flow RSS {before:.0f} MiB before, peak {during:.0f} MiB during it"
+        f" (bound {60 * 200} rows)"
+    )
+    if lake_goes_on:
+        assert in_pause >= 1000, f"the lake stalled behind the paused {store}: +{in_pause} rows"
+    # 12,000 small records held at most: far below this (the bound is in rows).
+    assert during - before < 256, f"RSS grew by {during - before:.0f} MiB during the pause"
+    _check(settings, prefix, ids)
+
+
+def test_what_a_paused_store_had_not_acknowledged_is_written_after_a_sigkill(
+    it_settings: Settings, tenants: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """Redis is paused, the lake goes on (its rows' Redis writes wait in the pipeline, and in
+    each snapshot), the flow is killed while Redis is still paused: the resumed run must write
+    them, since the source resumes after them."""
+    prefix, ids = tenants
+    settings = _settings(it_settings, "redis").with_changes("stores", max_in_flight=60)
+    spec = WorkloadSpec(
+        tenants=TENANTS, count=COUNT, duplicates=0.05, seed=47, tenant_prefix=prefix
+    )
+    produce_workload(settings, spec)
+    recovery = tmp_path / "recovery"
+    proc = igflow(
+        settings,
+        "run",
+        "-r",
+        str(recovery),
+        IGFLOW_RUN_SNAPSHOT_SECONDS="0.5",
+        IGFLOW_STORES_MAX_IN_FLIGHT="60",
+        **TICK,
+    )
+    _wait_until_landed(settings, proc, COUNT // 2)
+    at_pause = lake_count(settings)
+    with paused("redis", seconds=6.0):
         assert proc.poll() is None, "the pause must come mid-stream"
-    # A write in flight either waits the pause out (a read deadline longer than the pause) or
-    # fails and is retried (the logs say which); either way nothing is lost or doubled.
-    finish(proc, timeout=300)
+        kill(proc)
+        at_kill = lake_count(settings)
+    assert at_kill - at_pause >= 500, f"too little landed during the pause: {at_pause}, {at_kill}"
+    finish(igflow(settings, "run", "-r", str(recovery), **TICK))
     _check(settings, prefix, ids)

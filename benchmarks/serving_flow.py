@@ -1,0 +1,276 @@
+"""The whole flow with the serving stores: events/s with lake + Redis + Postgres + graph against
+the lake alone in the same run, and the flow's RSS while one store is paused for 10 s.
+
+    .venv/bin/python benchmarks/sinks.py --flow --signals 100000   # the local stack must be up
+
+1. N signals (10 demo tenants, 5% duplicates, 2% invalid) produced to a fresh topic, then run
+   bounded with one worker in this process (like ``benchmarks/stages.py``), into fresh
+   namespaces: (a) the lake only, (b) the lake and the three serving stores. The stores are
+   written under scratch names (a replay's: Redis key prefix, graph label prefix, Postgres
+   schema), so every run starts empty and no guard skips a write; they are dropped at the end.
+2. The same flow as ``igflow run`` in a child process, all stores on, with Redis SIGSTOPped for
+   ``--pause`` seconds once a fifth of the signals has landed: the child's RSS sampled every
+   0.1 s (before, peak during the pause, peak overall), and the lake rows committed during the
+   pause (the lake goes on until the stores' queues are full: ``stores.max_in_flight`` batches
+   of ``stores.batch_size``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from bytewax.run import cli_main
+from psycopg import sql
+
+from core.catalog import catalog
+from core.settings import Settings
+from dev import stack as dev_stack
+from dev.config import StackConfig
+from flows.coherence import Edges, build
+from igflow.admin import create_topics
+from igflow.producer import produce
+from igflow.workload import WorkloadSpec, recent_start
+from sinks.graph import GraphWriter
+from sinks.lake_tables import SIGNALS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scratch_stores(settings: Settings, tag: str) -> Settings:
+    return settings.with_changes(
+        "stores",
+        sinks="redis,graph,postgres",
+        key_prefix=f"bench:{tag}:",
+        graph_label_prefix=f"bench_{tag}_",
+        postgres_schema=f"bench_{tag}",
+    )
+
+
+def _drop_stores(settings: Settings) -> None:
+    stores = settings.stores
+    client = redis.Redis.from_url(stores.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{stores.key_prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+    GraphWriter.for_stores(stores, label_prefix=stores.graph_label_prefix).drop_scratch()
+    with psycopg.connect(stores.postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(stores.postgres_schema)
+            )
+        )
+
+
+def _landed(settings: Settings) -> int:
+    try:
+        table = catalog(settings).load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
+    except Exception:  # not created yet
+        return 0
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.additional_properties.get("total-records", "0"))
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _in_process(settings: Settings) -> float:
+    start = time.perf_counter()
+    cli_main(build(settings, Edges()), workers_per_process=1, epoch_interval=timedelta(seconds=1))
+    return time.perf_counter() - start
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    s = settings.stores
+    env.update(
+        {
+            "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
+            "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
+            "IGFLOW_LAKE_NAMESPACE": settings.lake.namespace,
+            "IGFLOW_STORES_SINKS": s.sinks,
+            "IGFLOW_STORES_KEY_PREFIX": s.key_prefix,
+            "IGFLOW_STORES_GRAPH_LABEL_PREFIX": s.graph_label_prefix,
+            "IGFLOW_STORES_POSTGRES_SCHEMA": s.postgres_schema,
+        }
+    )
+    return env
+
+
+def paused_run(settings: Settings, total: int, pause_s: float) -> dict[str, Any]:
+    """``igflow run`` in a child, Redis paused ``pause_s`` once a fifth has landed; RSS and lake."""
+    cfg = StackConfig.from_env(os.environ)
+    redis_pid = dev_stack.our_pid(cfg, dev_stack.select(["redis"], cfg)[0])
+    if redis_pid is None:
+        msg = "the stack's redis is not running"
+        raise RuntimeError(msg)
+    # Its log to a file: a pipe read only at the end would fill up and block the flow.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "igflow.cli", "run"],
+            cwd=REPO,
+            env=_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+        samples: list[tuple[float, float]] = []
+        started = time.monotonic()
+        paused_at = resumed_at = None
+        landed_at_pause = landed_at_resume = 0
+        try:
+            while proc.poll() is None:
+                now = time.monotonic()
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    samples.append((now, _rss_mib(proc.pid)))
+                if paused_at is None and _landed(settings) >= total // 5:
+                    landed_at_pause = _landed(settings)
+                    os.kill(redis_pid, signal.SIGSTOP)
+                    paused_at = now
+                elif paused_at is not None and resumed_at is None and now - paused_at >= pause_s:
+                    landed_at_resume = _landed(settings)
+                    os.kill(redis_pid, signal.SIGCONT)
+                    resumed_at = now
+                time.sleep(0.1)
+        finally:
+            if resumed_at is None:
+                os.kill(redis_pid, signal.SIGCONT)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.seek(0)
+        err = log.read()
+    if proc.returncode != 0:
+        msg = f"igflow run failed ({proc.returncode}):\n{err.decode()[-3000:]}"
+        raise RuntimeError(msg)
+    if paused_at is None or resumed_at is None:
+        msg = "the run ended before the pause was over: produce more signals"
+        raise RuntimeError(msg)
+    before = [rss for t, rss in samples if t < paused_at]
+    during = [rss for t, rss in samples if paused_at <= t <= resumed_at]
+    return {
+        "seconds": time.monotonic() - started,
+        "pause_s": resumed_at - paused_at,
+        "rss_before_pause_mib": max(before) if before else 0.0,
+        "rss_peak_in_pause_mib": max(during) if during else 0.0,
+        "rss_peak_mib": max(rss for _t, rss in samples),
+        "lake_rows_at_pause": landed_at_pause,
+        "lake_rows_committed_in_pause": landed_at_resume - landed_at_pause,
+        "landed": _landed(settings),
+    }
+
+
+def run(
+    signals: int, pause_signals: int, pause_s: float, *, pause_only: bool = False
+) -> dict[str, Any]:
+    """Both parts (``pause_only``: the second); returns what it prints."""
+    logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
+    base = Settings.load()
+    tag = uuid.uuid4().hex[:8]
+    base = base.with_changes("kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq")
+    flows: list[dict[str, Any]] = []
+    made: list[Settings] = []
+    try:
+        if not pause_only:
+            flows = _throughput(base, tag, signals, made)
+        result = _paused(base, pause_signals, pause_s, made)
+    finally:
+        for scoped in made:
+            with contextlib.suppress(Exception):
+                _drop_stores(scoped)
+    return {"flows": flows, "paused": result}
+
+
+def _throughput(
+    base: Settings, tag: str, signals: int, made: list[Settings]
+) -> list[dict[str, Any]]:
+    create_topics(base)
+    spec = WorkloadSpec(
+        tenants=10,
+        count=signals // 10,
+        duplicates=0.05,
+        invalid=0.02,
+        seed=1,
+        start=recent_start(datetime.now(UTC)),
+    )
+    report = produce(base, spec)
+    total = report.total
+    print(f"produced {total:,} signals in {report.seconds:.1f} s")
+    flows: list[dict[str, Any]] = []
+    for label, stores in (("lake only", False), ("lake + redis + postgres + graph", True)):
+        ns = f"bench_{tag}_{len(flows)}"
+        scoped = base.with_changes("lake", namespace=ns)
+        if stores:
+            scoped = _scratch_stores(scoped, f"{tag}{len(flows)}")
+            made.append(scoped)
+        else:
+            scoped = scoped.with_changes("stores", sinks="")
+        seconds = _in_process(scoped)
+        flows.append(
+            {
+                "path": label,
+                "seconds": seconds,
+                "events_per_s": total / seconds,
+                "landed": _landed(scoped),
+            }
+        )
+    lake = flows[0]["events_per_s"]
+    print(f"\n{'path':<34} {'seconds':>8} {'events/s':>9} {'landed':>8} {'ratio':>6}")
+    for r in flows:
+        print(
+            f"{r['path']:<34} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}"
+            f" {r['landed']:>8,} {r['events_per_s'] / lake:>5.2f}x"
+        )
+    return flows
+
+
+def _paused(
+    base: Settings, pause_signals: int, pause_s: float, made: list[Settings]
+) -> dict[str, Any]:
+    ptag = uuid.uuid4().hex[:8]
+    paused = base.with_changes(
+        "kafka", topic=f"bench.{ptag}.signals", dlq_topic=f"bench.{ptag}.dlq"
+    ).with_changes("lake", namespace=f"bench_{ptag}")
+    paused = _scratch_stores(paused, ptag)
+    made.append(paused)
+    create_topics(paused)
+    pspec = WorkloadSpec(
+        tenants=10,
+        count=pause_signals // 10,
+        duplicates=0.05,
+        invalid=0.02,
+        seed=2,
+        start=recent_start(datetime.now(UTC)),
+    )
+    ptotal = produce(paused, pspec).total
+    result = paused_run(paused, ptotal, pause_s)
+    print(
+        f"\nigflow run, {ptotal:,} signals, Redis paused {result['pause_s']:.1f} s at"
+        f" {result['lake_rows_at_pause']:,} landed: {result['lake_rows_committed_in_pause']:,}"
+        f" signals committed to the lake during the pause; RSS before the pause"
+        f" {result['rss_before_pause_mib']:.0f} MiB, peak in the pause"
+        f" {result['rss_peak_in_pause_mib']:.0f} MiB, peak {result['rss_peak_mib']:.0f} MiB;"
+        f" {result['landed']:,} landed in {result['seconds']:.1f} s"
+    )
+    return result

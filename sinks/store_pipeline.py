@@ -1,0 +1,152 @@
+"""One serving store's write pipeline: the worker hands items over, one thread writes them.
+
+The Bytewax worker calls :meth:`StorePipeline.put` and goes on with the dataflow; a writer thread
+takes the items in the order they were put, at most ``batch_size`` at a time (so small Bytewax
+batches coalesce into store-sized writes), and calls ``write`` on each chunk. ``write`` owns the
+retries and the dead-lettering (:class:`~sinks.serving.PipelinedPartition`), so a chunk leaves
+the pipeline only once the store acknowledged it or the DLQ took it.
+
+Bounds: at most ``batch_size * max_in_flight`` items are held (the chunk being written
+included). :meth:`put` blocks the worker only while that many are held: a slow or paused store
+applies backpressure after the bound, never before, and the memory held is bounded by it.
+
+Order: one thread, strictly first in first out, and a chunk is retried in place before the next
+is taken; so what one tenant's items reach the store in the order they were put, which is what
+the stores' guards (``seq``, offsets marks) rely on.
+
+Crash safety: :meth:`unacknowledged` is every item put and not yet acknowledged, in order. The
+sink partition returns it as its recovery snapshot, and a resumed partition puts it back first
+(``pending``); the writes are idempotent, so an item written just before the crash and written
+again after it changes nothing.
+
+Errors: an exception escaping ``write`` (a permanent store error, or the DLQ unreachable) stops
+the thread; it is logged at once and raised, as :class:`StoreWriterFailed`, from the worker's
+next :meth:`put`, :meth:`unacknowledged` or :meth:`close`, so the flow stops (and resumes from
+its last snapshot) rather than run on with a dead writer. :meth:`close` drains: it returns once
+everything put was written (or dead-lettered).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
+
+from core import metrics
+from core.errors import SinkError
+
+__all__ = ["StorePipeline", "StoreWriterFailed"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class StoreWriterFailed(SinkError):
+    """A store's writer thread stopped on an error (the cause); the flow must stop too."""
+
+
+class StorePipeline(Generic[T]):
+    """A bounded first-in-first-out hand-over from the worker to one writer thread.
+
+    ``write(chunk)`` is called on the writer thread with at most ``batch_size`` items; it returns
+    once the chunk is acknowledged (or dead-lettered), and raises only for what must stop the
+    flow. ``pending`` (a resumed partition's snapshot) is written first.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[list[T]], None],
+        *,
+        batch_size: int,
+        max_in_flight: int,
+        pending: Iterable[T] = (),
+    ) -> None:
+        if batch_size < 1 or max_in_flight < 1:
+            msg = f"batch_size and max_in_flight must be >= 1, got {batch_size}, {max_in_flight}"
+            raise ValueError(msg)
+        self._name = name
+        self._write = write
+        self._batch_size = batch_size
+        self._limit = batch_size * max_in_flight
+        self._held: deque[T] = deque(pending)
+        self._cond = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._pending_gauge = metrics.SINK_PENDING.labels(name)
+        self._blocked = metrics.SINK_BLOCKED_SECONDS.labels(name)
+        self._pending_gauge.set(len(self._held))
+        self._thread = threading.Thread(target=self._run, name=f"igflow-store-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def limit(self) -> int:
+        """The most items held at once."""
+        return self._limit
+
+    def put(self, items: Sequence[T]) -> None:
+        """Hand ``items`` over in order; blocks only while the pipeline holds its limit."""
+        done = 0
+        with self._cond:
+            while done < len(items):
+                self._raise_if_failed()
+                room = self._limit - len(self._held)
+                if room <= 0:
+                    start = time.perf_counter()
+                    self._cond.wait()
+                    self._blocked.inc(time.perf_counter() - start)
+                    continue
+                self._held.extend(items[done : done + room])
+                done += room
+                self._pending_gauge.set(len(self._held))
+                self._cond.notify_all()
+
+    def unacknowledged(self) -> list[T]:
+        """Every item put and not yet acknowledged, in order (the chunk being written too)."""
+        with self._cond:
+            self._raise_if_failed()
+            return list(self._held)
+
+    def close(self) -> None:
+        """Write everything held, stop the thread; raises if the writer failed."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        with self._cond:
+            self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            msg = f"{self._name}: the store writer stopped: {self._error!r}"
+            raise StoreWriterFailed(msg) from self._error
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._held and not self._closing:
+                        self._cond.wait()
+                    if not self._held:
+                        return  # closing, and everything was written
+                    chunk = list(itertools.islice(self._held, self._batch_size))
+                self._write(chunk)  # outside the lock: the worker keeps putting meanwhile
+                with self._cond:
+                    for _ in chunk:
+                        self._held.popleft()
+                    self._pending_gauge.set(len(self._held))
+                    self._cond.notify_all()
+        except BaseException as exc:  # surfaces on the worker; never a silently dead thread
+            log.error(
+                "%s: the store writer stopped: %r",
+                self._name,
+                exc,
+                extra={"op": f"sink.{self._name}"},
+            )
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
