@@ -71,6 +71,7 @@ __all__ = [
     "DriftSettings",
     "KafkaSettings",
     "LakeSettings",
+    "ProbeSettings",
     "PsiSettings",
     "QuarantineSettings",
     "RunSettings",
@@ -531,6 +532,28 @@ class ApiSettings:
     #: (then it is closed with 4408), and most subscriptions one socket may hold at once.
     ws_init_timeout_seconds: Duration = 5.0
     ws_max_subscriptions: Count = 100
+    #: The Prometheus the dashboards (``/dashboard``) read, by its HTTP API; empty: the local
+    #: stack's, ``http://127.0.0.1:$IGFLOW_PROMETHEUS_PORT`` (19090).
+    prometheus_url: str = ""
+    #: How far back the dashboards' plots reach, and the seconds between their points.
+    dashboard_range_seconds: Duration = 3600.0
+    dashboard_step_seconds: Duration = 30.0
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class ProbeSettings:
+    """``igflow probe``: a canary signal per tenant through the API, the flow and back."""
+
+    #: The API the canaries go through and come back from; empty: ``http://127.0.0.1:<api.port>``.
+    api_url: str = ""
+    #: Seconds between rounds (one canary per tenant per round).
+    interval_seconds: Duration = 60.0
+    #: A canary not read back within this many seconds counts as a failure (observed as this
+    #: long: keep it above every freshness threshold of the SLO file).
+    timeout_seconds: Duration = 120.0
+    #: Prometheus ``/metrics`` of the probe (0: none), on loopback; the stack scrapes 9466.
+    metrics_port: Port = 9466
 
 
 @_refuse_invalid
@@ -615,6 +638,7 @@ with warnings.catch_warnings():
         tenancy: TenancySettings = TenancySettings()
         psi: PsiSettings = PsiSettings()
         api: ApiSettings = ApiSettings()
+        probe: ProbeSettings = ProbeSettings()
 
         if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
 

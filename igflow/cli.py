@@ -21,6 +21,7 @@ from core import logs
 from core.errors import IgflowError
 from core.settings import Settings
 from igflow.api_commands import register as register_api
+from igflow.probe_commands import register as register_probe
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
@@ -222,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     register_serve(add)
     register_api(add)
     register_slo(add)
+    register_probe(add)
     return parser
 
 

@@ -10,11 +10,12 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from pyiceberg.catalog import Catalog
 
 from core.canary import CANARY_SOURCE, CANARY_TYPE, is_canary
-from core.records import RawRecord, Signal
-from core.settings import Settings
+from core.records import Decoded, Provenance, RawRecord, Signal, input_hash
+from core.settings import DriftSettings, Settings
 from core.wire import encode
 from flows.coherence import build
 from igflow.workload import SOURCES, Message, WorkloadSpec, generate, tenant_ids
+from operators.drift import TenantDrift
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
@@ -100,3 +101,24 @@ def test_canaries_land_in_signals_and_leave_every_score_unchanged(
 
     assert scores("probed") == scores("plain")
     assert {t for t, *_ in scores("plain")} == set(tenant_ids(3))
+
+
+def _decoded(offset: int, source: str, type_: str) -> Decoded:
+    payload = f"t|{offset}".encode()
+    raw = RawRecord("coherence.signals.v1", 0, offset, b"t", payload)
+    signal = Signal("t", f"s-{offset}", type_, 0.5, None, source, datetime(2026, 1, 1, tzinfo=UTC))
+    return Decoded(signal, Provenance(raw.topic, 0, offset, 1, input_hash(payload)), None, raw)
+
+
+def test_a_canary_is_not_batched_for_drift_but_keeps_its_tenants_order() -> None:
+    state = TenantDrift("t", DriftSettings(batch_size=3), None, "")
+    canary = _decoded(0, CANARY_SOURCE, CANARY_TYPE)
+    # An idle tenant: the canary goes on at once (a batch would wait for its time-out).
+    assert state.push(canary) == [canary]
+    # A busy one: it waits behind the tenant's earlier record, still undecided, as its own
+    # signals do; both go on when that record's batch closes.
+    held = _decoded(1, "sensor-a", "latency")
+    assert state.push(held) == []
+    later = _decoded(2, CANARY_SOURCE, CANARY_TYPE)
+    assert state.push(later) == []
+    assert [o.provenance.kafka_offset for o in state.flush()] == [1, 2]
