@@ -106,7 +106,9 @@ NON_SETTING_VARIABLES: Mapping[str, str] = {
     "IGFLOW_STACK_JAVA_HOME": "dev/: the JDK that runs Kafka and Neo4j",
     "IGFLOW_KAFKA_CONTROLLER_PORT": "dev/: port of the KRaft controller",
     "IGFLOW_FALKORDB_PORT": "dev/: port of the FalkorDB stand-in",
-    "IGFLOW_PROMETHEUS_PORT": "dev/, docker-compose.yml, igflow slo: port of Prometheus",
+    "IGFLOW_PROMETHEUS_PORT": (
+        "dev/, docker-compose.yml, igflow slo, igflow serve (dashboards): port of Prometheus"
+    ),
     # docker-compose.yml: host ports the services are published on
     "IGFLOW_KAFKA_PORT": "docker-compose.yml: published Kafka port",
     "IGFLOW_SCHEMA_REGISTRY_PORT": "docker-compose.yml: published schema registry port",
@@ -118,6 +120,9 @@ NON_SETTING_VARIABLES: Mapping[str, str] = {
     "IGFLOW_FUZZ_COUNT": "tests/integration/test_hostile_kafka.py: records of the fuzz run",
     "IGFLOW_FUZZ_CASES": "tests/integration/test_api_fuzz.py: requests of the fuzz run",
     "IGFLOW_NOTEBOOK_PLOT": "notebooks/inspect_signals.ipynb: where the plot is written",
+    "IGFLOW_DASHBOARD_SCREENSHOTS": (
+        "tests/integration/test_dashboard.py: a folder to keep the pages' screenshots in"
+    ),
 }
 
 #: The settings file; read by :meth:`Settings.load` itself.
