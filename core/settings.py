@@ -115,6 +115,7 @@ NON_SETTING_VARIABLES: Mapping[str, str] = {
     "IGFLOW_POSTGRES_PORT": "docker-compose.yml: published Postgres port",
     "IGFLOW_REDIS_PORT": "docker-compose.yml: published Redis port",
     "IGFLOW_NEO4J_BOLT_PORT": "docker-compose.yml: published Neo4j Bolt port",
+    "IGFLOW_GRAFANA_PORT": "docker-compose.yml: published Grafana port",
     # tests and notebooks
     "IGFLOW_FUZZ_SEED": "tests/integration: seed of the fuzz tests",
     "IGFLOW_FUZZ_COUNT": "tests/integration/test_hostile_kafka.py: records of the fuzz run",
@@ -557,7 +558,9 @@ class ProbeSettings:
     #: A canary not read back within this many seconds counts as a failure (observed as this
     #: long: keep it above every freshness threshold of the SLO file).
     timeout_seconds: Duration = 120.0
-    #: Prometheus ``/metrics`` of the probe (0: none), on loopback; the stack scrapes 9466.
+    #: Prometheus ``/metrics`` of the probe (0: none); the stack scrapes 127.0.0.1:9466. Keep the
+    #: host on loopback unless a firewall guards it (its labels name tenants).
+    metrics_host: str = "127.0.0.1"
     metrics_port: Port = 9466
 
 

@@ -44,6 +44,7 @@ from core.errors import ConfigError
 
 __all__ = [
     "API_LATENCY_BUCKETS",
+    "BUDGET_RECORD",
     "BURN_ALERTS",
     "FRESHNESS_BUCKETS",
     "PROBE_BUCKETS",
@@ -59,6 +60,7 @@ __all__ = [
     "alert_rules",
     "budget_queries",
     "budget_row",
+    "budget_rules",
     "error_ratio_expr",
     "load",
     "parse",
@@ -373,9 +375,29 @@ def alert_rules(slos: SloFile) -> dict[str, Any]:
     return {"name": "slo:burn-rate-alerts", "rules": rules}
 
 
+#: The recorded error budget of every (slo, tier): ``1 - objective``, as a series, so that a
+#: dashboard (Grafana) divides an error ratio by it to show a burn rate without knowing the file.
+BUDGET_RECORD = "slo:error_budget:ratio"
+
+
+def budget_rules(slos: SloFile) -> dict[str, Any]:
+    """One constant series per tier and SLO: its error budget (``BUDGET_RECORD``)."""
+    rules = [
+        {
+            "record": BUDGET_RECORD,
+            "expr": f"vector({_number(objective.budget)})",
+            "labels": {"slo": objective.sli, "tier": tier.name},
+        }
+        for tier in slos.tiers
+        if slos.tenant_matcher(tier)
+        for objective in tier.objectives
+    ]
+    return {"name": "slo:budgets", "rules": rules}
+
+
 def rule_groups(slos: SloFile) -> dict[str, Any]:
-    """The whole Prometheus rule file: recording rules, then the alerts."""
-    return {"groups": [*recording_rules(slos), alert_rules(slos)]}
+    """The whole Prometheus rule file: recording rules, the budgets, then the alerts."""
+    return {"groups": [*recording_rules(slos), budget_rules(slos), alert_rules(slos)]}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,11 +2,12 @@
 (:mod:`igflow.probe`).
 
 ``igflow probe`` runs a round every ``probe.interval_seconds`` and serves its metrics on
-``127.0.0.1:<probe.metrics_port>`` (the stack's Prometheus scrapes 9466) until interrupted;
-``--once`` runs one round, prints the results as JSON lines and exits 1 unless every canary came
-back. Tenants: ``--tenant`` (repeatable), else every active tenant of the registry. Credentials:
-a short-lived token per tenant minted with the local stack's signing key (``igflow token``),
-or ``--token`` for one tenant (a token the issuer gave the probe).
+``probe.metrics_host:probe.metrics_port`` (127.0.0.1:9466, which the stack's Prometheus
+scrapes) until interrupted; ``--once`` runs one round, prints the results as JSON lines and
+exits 1 unless every canary came back (its metrics die with it: the SLI needs the long-running
+form). Tenants: ``--tenant`` (repeatable), else every active tenant of the registry.
+Credentials: a short-lived token per tenant minted with the local stack's signing key (``igflow
+token``), or ``--token`` for one tenant (a token the issuer gave the probe).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _probe(args: argparse.Namespace, settings: Settings) -> int:
     if probe.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(probe.metrics_port, addr="127.0.0.1")
+        start_http_server(probe.metrics_port, addr=probe.metrics_host)
     try:
         while True:
             began = time.monotonic()
