@@ -21,8 +21,10 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -42,7 +44,7 @@ from core.settings import Settings
 from core.store_keys import signals_key
 from igflow.admin import create_topics
 from tests.integration.api_server import ApiServer, serve
-from tests.integration.conftest import igflow, json_lines, lake_rows, tagged_settings
+from tests.integration.conftest import REPO, env_for, igflow, json_lines, lake_rows, tagged_settings
 from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
@@ -82,6 +84,32 @@ def _prom(expr: str) -> list[dict[str, Any]]:
     assert body["status"] == "success", body
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+@contextlib.contextmanager
+def _module_process(settings: Settings, *args: str, **extra: str) -> Iterator[None]:
+    """``igflow ARGS`` for the whole module (``conftest.igflow`` processes end with their test),
+    its output in a file (nobody reads a pipe meanwhile); ended with its process group."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "igflow.cli", *args],
+            cwd=REPO,
+            env=env_for(settings, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield
+            assert proc.poll() is None, f"igflow {args[0]} exited {proc.returncode}"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
 
 
 class Running:
@@ -130,15 +158,19 @@ def running(stack: Settings, module_scratch: Scratch) -> Iterator[Running]:
     settings = settings.with_changes("lake", batch_max_seconds=0.5)
     create_topics(settings)
     tenant = module_scratch.tenant("dash")
-    flow = igflow(settings, "run", "--tail", "--metrics-port", str(FLOW_PORT))
-    probe = None
-    try:
-        with serve(settings, IGFLOW_API_METRICS_PORT=str(API_METRICS_PORT)) as server:
-            running = Running(settings, server, tenant)
-            for value in VALUES:
-                running.publish(value)
-            _wait("the tenant's score of every published signal", running.settled, 120)
-            probe = igflow(
+    with contextlib.ExitStack() as stack_:
+        stack_.enter_context(
+            _module_process(settings, "run", "--tail", "--metrics-port", str(FLOW_PORT))
+        )
+        server = stack_.enter_context(
+            serve(settings, IGFLOW_API_METRICS_PORT=str(API_METRICS_PORT))
+        )
+        running = Running(settings, server, tenant)
+        for value in VALUES:
+            running.publish(value)
+        _wait("the tenant's score of every published signal", running.settled, 120)
+        stack_.enter_context(
+            _module_process(
                 settings,
                 "probe",
                 "--tenant",
@@ -149,16 +181,8 @@ def running(stack: Settings, module_scratch: Scratch) -> Iterator[Running]:
                 IGFLOW_PROBE_TIMEOUT_SECONDS="60",
                 IGFLOW_PROBE_METRICS_PORT=str(PROBE_PORT),
             )
-            yield running
-    finally:
-        for proc in (probe, flow):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=20)
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+        )
+        yield running
 
 
 def test_a_probe_round_is_read_back_lands_and_leaves_the_score_unchanged(
