@@ -25,6 +25,7 @@ from core.prometheus_query import Series
 __all__ = [
     "PlatformView",
     "Plot",
+    "TenantLine",
     "TenantView",
     "platform_view",
     "tenant_view",
@@ -68,10 +69,6 @@ class Plot:
     title: str
     unit: str
     series: tuple[tuple[str, tuple[tuple[float, float], ...]], ...]
-
-    @property
-    def points(self) -> int:
-        return sum(len(p) for _n, p in self.series)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,10 +117,6 @@ Points = tuple[tuple[float, float], ...]
 def _named(series: Series, label: str, default: str) -> list[tuple[str, Points]]:
     out = [(dict(labels).get(label, default), tuple(points)) for labels, points in series.items()]
     return sorted(out)
-
-
-def _first(values: dict[str, float], tenant: str) -> float | None:
-    return values.get(tenant)
 
 
 def _scalar(client: httpx.Client, url: str, expr: str, at: float) -> float | None:
@@ -219,9 +212,9 @@ def tenant_view(
         tenant_id=tenant_id,
         tier=slos.tier_of(tenant_id),
         partition=partition,
-        throughput=_first(throughput, tenant_id),
-        freshness_p95=_first(freshness, tenant_id),
-        probe_p95=_first(probe, tenant_id),
+        throughput=throughput.get(tenant_id),
+        freshness_p95=freshness.get(tenant_id),
+        probe_p95=probe.get(tenant_id),
         lag=_scalar(client, url, lag_expr, now),
         budgets=rows,
         plots=plots,
