@@ -25,13 +25,14 @@ $(STAMP): pyproject.toml setup.py psi/_build_sodium.py | system
 
 venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
 
-system: ## install Postgres 15, Redis 7, Prometheus (and promtool), libsodium (PSI), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
+system: ## install Postgres 15, Redis 7, Prometheus (and promtool), Chromium (the dashboard's page test), libsodium (PSI), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
 	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null \
 		|| [ ! -f /usr/include/sodium.h ] || [ ! -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] \
-		|| ! command -v mvn >/dev/null || [ ! -x /usr/bin/prometheus ] || ! command -v promtool >/dev/null; then \
-		echo "installing postgresql-15, redis-server, prometheus, libsodium-dev, openjdk-17-jdk-headless and maven"; \
+		|| ! command -v mvn >/dev/null || [ ! -x /usr/bin/prometheus ] || ! command -v promtool >/dev/null \
+		|| [ ! -x /usr/bin/chromium ]; then \
+		echo "installing postgresql-15, redis-server, prometheus, chromium, libsodium-dev, openjdk-17-jdk-headless and maven"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			postgresql-15 redis-server prometheus libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
+			postgresql-15 redis-server prometheus chromium libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
 	fi
 
 stack-up: venv system ## start the local stack (Apache Kafka, Neo4j, registry, Postgres, Redis, Prometheus; the first start fetches the jars with Maven)

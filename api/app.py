@@ -6,6 +6,7 @@
 ``POST /v1/coherence/signals``          HTTP push ingest (:mod:`api.rest`)
 ``GET /health``, ``/ready``             liveness, readiness (every dependency)
 ``GET /openapi.json``                   the REST endpoints' OpenAPI 3.1 document
+``GET /dashboard[/tenants/{id}]``       the dashboards (:mod:`api.dashboard`; data from Prometheus)
 ======================================  =======================================================
 
 Prometheus ``GET /metrics`` is not among them: its labels name tenants, so it has a port of its
@@ -31,6 +32,7 @@ from starlette.routing import Route, WebSocketRoute
 from api.auth import Authenticator
 from api.auth_limit import FailedAuthLimit
 from api.authz import Authorizer
+from api.dashboard import Dashboard
 from api.events import EventHub
 from api.graphql_http import (
     ARIADNE_LOGGER,
@@ -97,6 +99,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     services = services or build_services(settings)
     schema = build_schema()
     rest = Rest(services)
+    dashboard = Dashboard.from_services(services)
     gates = Gates(schema, services)
     websocket = GraphQL(
         schema,
@@ -137,6 +140,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/health", rest.health, methods=["GET"]),
             Route("/ready", rest.ready, methods=["GET"]),
             Route("/openapi.json", rest.openapi, methods=["GET"]),
+            Route("/dashboard", dashboard.platform_page, methods=["GET"]),
+            Route("/dashboard/tenants/{tenant_id}", dashboard.tenant_page, methods=["GET"]),
+            Route("/dashboard/panels/platform", dashboard.platform_panel, methods=["GET"]),
+            Route("/dashboard/panels/tenants/{tenant_id}", dashboard.tenant_panel, methods=["GET"]),
         ],
         lifespan=lifespan,
         # Failed authentications per client address: cut off before any credential is checked.

@@ -29,7 +29,7 @@ __all__ = ["ACTIONS", "CACHE_SIZE", "POLICY_FILE", "Authorizer", "Decision"]
 #: The policy, inside the policy folder.
 POLICY_FILE = "graphql.rego"
 #: The actions the policy grants, and the scope each needs (documentation: the policy decides).
-ACTIONS = {"read": "coherence:read", "write": "coherence:write"}
+ACTIONS = {"read": "coherence:read", "write": "coherence:write", "platform": "platform:read"}
 #: Distinct questions one :class:`Authorizer` remembers (least recently used ones go first).
 CACHE_SIZE = 100_000
 
@@ -81,7 +81,8 @@ class Authorizer:
         return cls.load(settings.policies_dir)
 
     def decide(self, principal: Principal, action: str, tenant_id: str) -> Decision:
-        """May ``principal`` do ``action`` (``"read"``/``"write"``) on ``tenant_id``'s data?
+        """May ``principal`` do ``action`` (``"read"``/``"write"``) on ``tenant_id``'s data, or
+        ``"platform"`` (every tenant's dashboard rollup; ``tenant_id`` ``""``)?
 
         ``SchemaError`` if the policy gives no well-formed decision (a policy bug).
         """

@@ -71,6 +71,7 @@ __all__ = [
     "DriftSettings",
     "KafkaSettings",
     "LakeSettings",
+    "ProbeSettings",
     "PsiSettings",
     "QuarantineSettings",
     "RunSettings",
@@ -106,18 +107,24 @@ NON_SETTING_VARIABLES: Mapping[str, str] = {
     "IGFLOW_STACK_JAVA_HOME": "dev/: the JDK that runs Kafka and Neo4j",
     "IGFLOW_KAFKA_CONTROLLER_PORT": "dev/: port of the KRaft controller",
     "IGFLOW_FALKORDB_PORT": "dev/: port of the FalkorDB stand-in",
-    "IGFLOW_PROMETHEUS_PORT": "dev/, docker-compose.yml, igflow slo: port of Prometheus",
+    "IGFLOW_PROMETHEUS_PORT": (
+        "dev/, docker-compose.yml, igflow slo, igflow serve (dashboards): port of Prometheus"
+    ),
     # docker-compose.yml: host ports the services are published on
     "IGFLOW_KAFKA_PORT": "docker-compose.yml: published Kafka port",
     "IGFLOW_SCHEMA_REGISTRY_PORT": "docker-compose.yml: published schema registry port",
     "IGFLOW_POSTGRES_PORT": "docker-compose.yml: published Postgres port",
     "IGFLOW_REDIS_PORT": "docker-compose.yml: published Redis port",
     "IGFLOW_NEO4J_BOLT_PORT": "docker-compose.yml: published Neo4j Bolt port",
+    "IGFLOW_GRAFANA_PORT": "docker-compose.yml: published Grafana port",
     # tests and notebooks
     "IGFLOW_FUZZ_SEED": "tests/integration: seed of the fuzz tests",
     "IGFLOW_FUZZ_COUNT": "tests/integration/test_hostile_kafka.py: records of the fuzz run",
     "IGFLOW_FUZZ_CASES": "tests/integration/test_api_fuzz.py: requests of the fuzz run",
     "IGFLOW_NOTEBOOK_PLOT": "notebooks/inspect_signals.ipynb: where the plot is written",
+    "IGFLOW_DASHBOARD_SCREENSHOTS": (
+        "tests/integration/test_dashboard.py: a folder to keep the pages' screenshots in"
+    ),
 }
 
 #: The settings file; read by :meth:`Settings.load` itself.
@@ -567,6 +574,30 @@ class ApiSettings:
     #: (then it is closed with 4408), and most subscriptions one socket may hold at once.
     ws_init_timeout_seconds: Duration = 5.0
     ws_max_subscriptions: Count = 100
+    #: The Prometheus the dashboards (``/dashboard``) read, by its HTTP API; empty: the local
+    #: stack's, ``http://127.0.0.1:$IGFLOW_PROMETHEUS_PORT`` (19090).
+    prometheus_url: str = ""
+    #: How far back the dashboards' plots reach, and the seconds between their points.
+    dashboard_range_seconds: Duration = 3600.0
+    dashboard_step_seconds: Duration = 30.0
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class ProbeSettings:
+    """``igflow probe``: a canary signal per tenant through the API, the flow and back."""
+
+    #: The API the canaries go through and come back from; empty: ``http://127.0.0.1:<api.port>``.
+    api_url: str = ""
+    #: Seconds between rounds (one canary per tenant per round).
+    interval_seconds: Duration = 60.0
+    #: A canary not read back within this many seconds counts as a failure (observed as this
+    #: long: keep it above every freshness threshold of the SLO file).
+    timeout_seconds: Duration = 120.0
+    #: Prometheus ``/metrics`` of the probe (0: none); the stack scrapes 127.0.0.1:9466. Keep the
+    #: host on loopback unless a firewall guards it (its labels name tenants).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port = 9466
 
 
 @_refuse_invalid
@@ -672,6 +703,7 @@ with warnings.catch_warnings():
         keys: KeySettings = KeySettings()
         api: ApiSettings = ApiSettings()
         tracing: TracingSettings = TracingSettings()
+        probe: ProbeSettings = ProbeSettings()
 
         if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
 

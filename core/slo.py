@@ -23,6 +23,11 @@ The SLIs, from the metrics the engine exports (every ``tenant_id`` label is boun
 ``api_read_latency`` / ``api_write_latency``
     ``igflow_api_request_duration_seconds{kind="read"|"write"}`` (GraphQL queries; mutations and
     ``POST /v1/signals``); good when at most the threshold.
+``probe_freshness``
+    ``igflow_probe_freshness_seconds`` (``igflow probe``): a canary signal's trip from the API's
+    publish through Kafka, the flow and the Redis store back to the API's subscription, one
+    observation per tenant per probe round (a canary not back in time is observed as the
+    probe's timeout, so it counts as bad); good when at most the threshold.
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ from core.errors import ConfigError
 
 __all__ = [
     "API_LATENCY_BUCKETS",
+    "BUDGET_RECORD",
     "BURN_ALERTS",
     "FRESHNESS_BUCKETS",
+    "PROBE_BUCKETS",
+    "RECORD",
     "SLIS",
     "WINDOWS",
     "BudgetQuery",
@@ -52,6 +60,7 @@ __all__ = [
     "alert_rules",
     "budget_queries",
     "budget_row",
+    "budget_rules",
     "error_ratio_expr",
     "load",
     "parse",
@@ -63,6 +72,9 @@ __all__ = [
 FRESHNESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: Buckets of ``igflow_api_request_duration_seconds`` (read and write thresholds among them).
 API_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.35, 0.5, 0.7, 1.0, 2.5, 5.0)
+
+#: Buckets of ``igflow_probe_freshness_seconds`` (``igflow probe``'s end-to-end trip).
+PROBE_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 #: The windows the recording rules compute every SLI over.
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -93,6 +105,7 @@ SLIS: Mapping[str, _Sli] = {
     "api_write_latency": _Sli(
         "igflow_api_request_duration_seconds", 'kind="write"', API_LATENCY_BUCKETS
     ),
+    "probe_freshness": _Sli("igflow_probe_freshness_seconds", "", PROBE_BUCKETS),
 }
 
 
@@ -362,9 +375,29 @@ def alert_rules(slos: SloFile) -> dict[str, Any]:
     return {"name": "slo:burn-rate-alerts", "rules": rules}
 
 
+#: The recorded error budget of every (slo, tier): ``1 - objective``, as a series, so that a
+#: dashboard (Grafana) divides an error ratio by it to show a burn rate without knowing the file.
+BUDGET_RECORD = "slo:error_budget:ratio"
+
+
+def budget_rules(slos: SloFile) -> dict[str, Any]:
+    """One constant series per tier and SLO: its error budget (``BUDGET_RECORD``)."""
+    rules = [
+        {
+            "record": BUDGET_RECORD,
+            "expr": f"vector({_number(objective.budget)})",
+            "labels": {"slo": objective.sli, "tier": tier.name},
+        }
+        for tier in slos.tiers
+        if slos.tenant_matcher(tier)
+        for objective in tier.objectives
+    ]
+    return {"name": "slo:budgets", "rules": rules}
+
+
 def rule_groups(slos: SloFile) -> dict[str, Any]:
-    """The whole Prometheus rule file: recording rules, then the alerts."""
-    return {"groups": [*recording_rules(slos), alert_rules(slos)]}
+    """The whole Prometheus rule file: recording rules, the budgets, then the alerts."""
+    return {"groups": [*recording_rules(slos), budget_rules(slos), alert_rules(slos)]}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help=f"seconds to wait for each service (default ${ENV_STACK_TIMEOUT} or 60)",
     )
-    sub.add_parser("install-system", help="apt-get install postgresql-15 redis-server prometheus")
+    sub.add_parser(
+        "install-system", help="apt-get install postgresql-15 redis-server prometheus chromium"
+    )
     return parser
 
 

@@ -36,7 +36,9 @@ Report = Callable[[str], None]
 
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 20
-APT_PACKAGES = ("postgresql-15", "redis-server", "prometheus")
+APT_PACKAGES = ("postgresql-15", "redis-server", "prometheus", "chromium")
+#: The headless browser the dashboard's page test drives (tests/integration/test_dashboard.py).
+SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,9 +220,11 @@ def stop(cfg: StackConfig, services: Sequence[Service], report: Report = print) 
 
 
 def install_system(report: Report = print) -> None:
-    """``apt-get install -y postgresql-15 redis-server prometheus`` unless all are present."""
-    if (PG_BIN / "postgres").is_file() and SYSTEM_REDIS.is_file() and SYSTEM_PROMETHEUS.is_file():
-        report("postgresql-15, redis-server and prometheus are already installed")
+    """``apt-get install -y postgresql-15 redis-server prometheus chromium`` unless all are
+    present."""
+    present = (PG_BIN / "postgres", SYSTEM_REDIS, SYSTEM_PROMETHEUS, SYSTEM_CHROMIUM)
+    if all(path.is_file() for path in present):
+        report("postgresql-15, redis-server, prometheus and chromium are already installed")
         return
     for argv in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
         report("+ " + " ".join(argv))

@@ -39,6 +39,7 @@ from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
+from operators.canary import drop_canaries
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -206,7 +207,8 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     deconflicted = psi_step(
         "psi", tagged, psi_settings, edges.matcher or http_matcher_factory(psi_settings)
     )
-    scores = score("score", deconflicted.passed, settings.score)
+    # Canaries (igflow probe) land like any signal but never count in a score.
+    scores = score("score", drop_canaries("canaries", deconflicted.passed), settings.score)
 
     rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
     dead_letters = DeadLetterTarget.of(settings.kafka)

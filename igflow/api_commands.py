@@ -29,7 +29,7 @@ __all__ = ["register"]
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 #: The scopes the API knows; others may be granted but no operation asks for them.
-_SCOPES = ("coherence:read", "coherence:write")
+_SCOPES = ("coherence:read", "coherence:write", "platform:read")
 _SCOPE_HELP = f"a scope to grant (repeatable): {', '.join(_SCOPES)}"
 
 

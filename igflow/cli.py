@@ -23,6 +23,7 @@ from core.settings import Settings
 from igflow.api_commands import register as register_api
 from igflow.governance_commands import register as register_governance
 from igflow.key_commands import register as register_keys
+from igflow.probe_commands import register as register_probe
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
@@ -226,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     register_slo(add)
     register_governance(add)
     register_keys(add)
+    register_probe(add)
     return parser
 
 

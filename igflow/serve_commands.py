@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
+from core import prometheus_query
 from core.settings import Settings
 
 __all__ = ["register"]
@@ -22,8 +24,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         for name, value in (("host", args.host), ("port", args.port), ("mode", args.mode))
         if value is not None
     }
-    if changes:
-        settings = settings.with_changes("api", **changes)
+    if not settings.api.prometheus_url:
+        # The dashboards read the local stack's Prometheus unless told otherwise.
+        changes["prometheus_url"] = prometheus_query.default_url(os.environ)
+    settings = settings.with_changes("api", **changes)
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,

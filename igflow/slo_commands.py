@@ -20,13 +20,15 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import httpx
-
-from core import slo
+from core import prometheus_query, slo
 from core.errors import IgflowError
 from core.settings import Settings
 
 __all__ = ["budgets", "register"]
+
+#: Kept here for callers of ``igflow.slo_commands.budgets``: the queries live in
+#: :mod:`core.prometheus_query`, shared with the API's dashboards.
+budgets = prometheus_query.budgets
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -35,49 +37,12 @@ PROMETHEUS_PORT_VARIABLE = "IGFLOW_PROMETHEUS_PORT"
 
 
 def _default_url() -> str:
-    return f"http://127.0.0.1:{os.environ.get(PROMETHEUS_PORT_VARIABLE) or 19090}"
+    return prometheus_query.default_url(os.environ)
 
 
 def _slos(settings: Settings, override: str | None) -> slo.SloFile:
     path = override or settings.run.slo_file
     return slo.load(Path(path) if path else None)
-
-
-def _query(client: httpx.Client, url: str, expr: str, at: float | None) -> dict[str, float]:
-    """``expr``'s instant vector as ``{tenant_id: value}``."""
-    params = {"query": expr} | ({} if at is None else {"time": str(at)})
-    try:
-        resp = client.get(f"{url.rstrip('/')}/api/v1/query", params=params)
-        body = resp.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        msg = f"cannot query Prometheus at {url}: {exc}"
-        raise IgflowError(msg) from exc
-    if resp.status_code != 200 or body.get("status") != "success":
-        msg = f"Prometheus at {url} refused a query ({resp.status_code}): {body.get('error')}"
-        raise IgflowError(msg)
-    out: dict[str, float] = {}
-    for sample in body["data"]["result"]:
-        tenant = sample["metric"].get("tenant_id")
-        if tenant is not None:
-            out[tenant] = float(sample["value"][1])
-    return out
-
-
-def budgets(slos: slo.SloFile, url: str, at: float | None = None) -> list[slo.BudgetRow]:
-    """Every tenant's budget for every SLO of its tier, from the Prometheus at ``url``
-    (evaluated at unix time ``at``, default now); sorted by tenant, then SLO."""
-    rows: list[slo.BudgetRow] = []
-    with httpx.Client(timeout=30.0) as client:
-        for query in slo.budget_queries(slos):
-            window = _query(client, url, query.window, at)
-            hour = _query(client, url, query.last_hour, at)
-            # NaN: no event in the window (0 / 0), so no SLI to report for that tenant.
-            rows += [
-                slo.budget_row(t, query, v, hour.get(t))
-                for t, v in window.items()
-                if not math.isnan(v)
-            ]
-    return sorted(rows, key=lambda r: (r.tenant_id, r.slo))
 
 
 def _percent(value: float) -> str:

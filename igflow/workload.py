@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.canary import CANARY_SOURCE
 from core.wire import encode, frame
 from tenancy.registry import seed_tenants
 
@@ -194,6 +195,6 @@ def generate(
 
 def seed_demo_tenants(dsn: str, count: int = 10) -> list[str]:
     """Register the demo workload's tenants (``tenant-00`` ...), each accepting the workload's
-    sources; returns the ids newly registered. A demo tenant an operator has changed keeps
-    those changes when ``igflow setup`` runs again."""
-    return seed_tenants(dsn, tenant_ids(count), SOURCES)
+    sources and the probe's canaries (``igflow probe``); returns the ids newly registered. A
+    demo tenant an operator has changed keeps those changes when ``igflow setup`` runs again."""
+    return seed_tenants(dsn, tenant_ids(count), (*SOURCES, CANARY_SOURCE))

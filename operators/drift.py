@@ -28,6 +28,11 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
   by the same rules and quarantined whole with ``SCHEMA_DRIFT`` (no statistics).
 - A record carrying a valid release marker (:mod:`core.release`) passes at once, unchecked,
   and joins neither a batch, the reference nor the window. An invalid marker is ignored.
+  So does a canary (:mod:`core.canary`, ``igflow probe``): judging a synthetic type is
+  meaningless, and a batch of canaries would wait for its time-out (the idle flush, 30 s, or
+  up to ``2 * batch_seconds`` of event time), so the probe would time the drift step's
+  batching instead of the path. It still waits behind its tenant's earlier records (below), so
+  on a busy tenant the probe measures what the tenant's own signals wait.
 - Every input comes out exactly once, and the tenant's records come out **in input order** (the
   lake ledger relies on per-tenant offset order): a record waits until every earlier record of
   its tenant is decided.
@@ -68,6 +73,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from core import metrics, release, tracing
+from core.canary import is_canary
 from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
@@ -237,7 +243,7 @@ class TenantDrift:
         fifo = self._fifo
         fifo.append(entry)
         raw = item.raw
-        if raw is not None and raw.headers and self._released(item):
+        if is_canary(signal) or (raw is not None and raw.headers and self._released(item)):
             entry.out = item
         else:
             key = None if item.unknown_fields else signal.type

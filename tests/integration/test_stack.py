@@ -94,6 +94,7 @@ def test_prometheus_scrapes_the_flow_and_the_api_with_the_slo_rules(cfg: StackCo
     assert {(t["labels"]["job"], t["scrapeUrl"]) for t in targets} == {
         ("igflow-flow", "http://127.0.0.1:9464/metrics"),
         ("igflow-api", "http://127.0.0.1:9465/metrics"),
+        ("igflow-probe", "http://127.0.0.1:9466/metrics"),
     }
     with urllib.request.urlopen(f"{base}/rules", timeout=5) as resp:
         groups = json.load(resp)["data"]["groups"]

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from core.canary import CANARY_SOURCE
 from core.errors import ConfigError
 from core.migrations import apply, discover
 from core.settings import Settings
@@ -158,7 +159,10 @@ def test_admin_functions(scratch: str) -> None:
     entries = {e.tenant_id: e for e in list_tenants(scratch)}
     assert list(entries) == tenant_ids(4)
     assert entries["tenant-01"] == TenantEntry("tenant-01", False, None)
-    assert entries["tenant-00"].sources == frozenset({"sensor-a", "sensor-b", "feed-c"})
+    # The demo's sources, and the probe's canaries (igflow probe).
+    assert entries["tenant-00"].sources == frozenset(
+        {"sensor-a", "sensor-b", "feed-c", CANARY_SOURCE}
+    )
     assert remove_tenant(scratch, "tenant-03")
     assert not remove_tenant(scratch, "tenant-03")
     with pytest.raises(ConfigError, match="blank"):

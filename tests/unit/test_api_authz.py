@@ -204,3 +204,23 @@ def test_a_broken_policy_raises_at_load(bundle: Path, source: str, message: str)
     (bundle / "graphql.rego").write_text(source)
     with pytest.raises(SchemaError, match=message):
         Authorizer.load(bundle)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    caller_tenant=TENANTS,
+    scopes=st.frozensets(st.sampled_from([READ, WRITE, "platform:read", "platform", ""])),
+    tenant=st.one_of(st.just(""), TENANTS),
+)
+def test_the_platform_rollup_needs_platform_read_whoever_the_tenant(
+    uncached: Authorizer, caller_tenant: str, scopes: frozenset[str], tenant: str
+) -> None:
+    """``platform`` (the dashboards' rollup over every tenant) names no tenant: only the scope
+    counts, and no tenant scope grants it; ``platform:read`` grants no tenant's own reads."""
+    decision = uncached.decide(caller(caller_tenant, *scopes), "platform", tenant)
+    if "platform:read" in scopes:
+        assert decision.allow and decision.reason is None
+    else:
+        assert (decision.allow, decision.reason) == (False, ReasonCode.SCOPE_MISSING)
+    other = uncached.decide(caller("ops", "platform:read"), "read", "tenant-00")
+    assert (other.allow, other.reason) == (False, ReasonCode.TENANT_FORBIDDEN)

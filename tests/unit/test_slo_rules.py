@@ -83,7 +83,8 @@ def test_burn_rate_alerts_fire_for_a_burning_tenant_only(rules: Path) -> None:
     * tenant-00 (vip): half its signals fail: every window burns (pages and tickets);
     * tenant-05 (standard): healthy, with some rejects (rejected with a code is not a failure);
     * tenant-06 (standard): 90% of its commits are slower than 100 ms: freshness burns;
-    * tenant-07 (standard): 0.2% fail, twice its 0.1% budget: only the slow 3d/6h ticket fires.
+    * tenant-07 (standard): 0.2% fail, twice its 0.1% budget: only the slow 3d/6h ticket fires;
+    * tenant-08 (standard): half its probe canaries take over 10 s: probe_freshness burns.
     """
     landed = 'ingest_events_processed_total{{tenant_id="{}",table="signals"}}'
     series = [
@@ -103,11 +104,14 @@ def test_burn_rate_alerts_fire_for_a_burning_tenant_only(rules: Path) -> None:
         (landed.format("tenant-06"), "0+60x180"),
         (landed.format("tenant-07"), "0+998x180"),
         ('igflow_ingest_failed_total{tenant_id="tenant-07"}', "0+2x180"),
+        ('igflow_probe_freshness_seconds_bucket{tenant_id="tenant-08",le="10.0"}', "0+1x180"),
+        ('igflow_probe_freshness_seconds_count{tenant_id="tenant-08"}', "0+2x180"),
     ]  # fmt: skip
     expected = [
         *(_alert("tenant-00", "vip", "ingest_availability", w, 0.9995) for w in ALL_WINDOWS),
         *(_alert("tenant-06", "standard", "freshness", w, 0.95) for w in ALL_WINDOWS),
         _alert("tenant-07", "standard", "ingest_availability", "3d/6h", 0.999),
+        *(_alert("tenant-08", "standard", "probe_freshness", w, 0.99) for w in ALL_WINDOWS),
     ]
     ratio = "slo:sli_error:ratio_rate1h"
     tests = {
@@ -121,6 +125,18 @@ def test_burn_rate_alerts_fire_for_a_burning_tenant_only(rules: Path) -> None:
                     {"eval_time": "2h", "alertname": "SLOErrorBudgetBurn", "exp_alerts": expected}
                 ],
                 "promql_expr_test": [
+                    {
+                        "expr": 'slo:error_budget:ratio{slo="probe_freshness"}',
+                        "eval_time": "2h",
+                        "exp_samples": [
+                            {
+                                "labels": 'slo:error_budget:ratio{slo="probe_freshness",'
+                                f'tier="{tier}"}}',
+                                "value": 0.01,
+                            }
+                            for tier in ("standard", "vip")
+                        ],
+                    },
                     {
                         "expr": f'{ratio}{{slo="ingest_availability"}}',
                         "eval_time": "2h",

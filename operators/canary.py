@@ -1,0 +1,29 @@
+"""canary: keep ``igflow probe``'s canary signals out of the coherence score.
+
+Canaries (:mod:`core.canary`) land like any signal, in the lake and the serving stores, so the
+probe can read them back; this step, wired just before ``score``, drops them from the score's
+input only. Stateless, and a pure function of the record, so a replay drops exactly the same
+records and the scores stay byte-identical.
+"""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream
+
+from core.canary import is_canary
+from core.records import Tagged
+
+__all__ = ["counts_in_score", "drop_canaries"]
+
+
+def counts_in_score(item: Tagged) -> bool:
+    """False for a canary signal (it must not move its tenant's score), True otherwise."""
+    return not is_canary(item.signal)
+
+
+@operator
+def drop_canaries(step_id: str, up: KeyedStream[Tagged]) -> KeyedStream[Tagged]:
+    """The keyed stream ``up`` without its canary signals (order and keys kept)."""
+    return op.filter_value("filter", up, counts_in_score)
