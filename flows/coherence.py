@@ -39,6 +39,7 @@ from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
+from core.switches import Holds, SwitchHolds
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -56,6 +57,7 @@ from sinks.postgres import PostgresSink
 from sinks.redis import RedisSink
 from sources.kafka import KafkaTopicSource
 from tenancy.registry import PostgresTenants
+from tenancy.switches import PostgresSwitches
 
 __all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
 
@@ -87,6 +89,9 @@ class Edges:
     matcher: Callable[[], Matcher] | None = None
     #: Per lake table, the original commits to batch like (a replay); absent: ``collect``.
     plans: Mapping[str, CommitPlan] | None = None
+    #: Which records the kill switches hold (a replay: the original's holds); absent: the
+    #: switches in Postgres, re-read every ``switches.refresh_seconds``.
+    holds: Holds | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -189,7 +194,10 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     flow = Dataflow(FLOW_ID)
     raw = op.input("kafka", flow, edges.source or kafka_source(settings))
     decoded = decode("decode", raw, decoder)
-    checked = validate("validate", decoded.oks, tenants, settings.validate)
+    holds = edges.holds or SwitchHolds(
+        PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
+    )
+    checked = validate("validate", decoded.oks, tenants, settings.validate, holds)
     by_tenant = op.key_on("by_tenant", checked.oks, _tenant)
     drifted = drift(
         "drift",
