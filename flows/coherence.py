@@ -24,6 +24,7 @@ A replay batches like the original's commits instead (``Edges.plans``, :mod:`sin
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -39,7 +40,7 @@ from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
-from core.switches import Holds, SwitchHolds
+from core.switches import Holds, SwitchHolds, SwitchKind
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -56,6 +57,7 @@ from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableD
 from sinks.postgres import PostgresSink
 from sinks.redis import RedisSink
 from sources.kafka import KafkaTopicSource
+from sources.pausable import PausableSource
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches
 
@@ -191,12 +193,17 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     if settings.run.bounded:
         psi_settings = dataclasses.replace(psi_settings, idle_flush_seconds=0.0)
 
-    flow = Dataflow(FLOW_ID)
-    raw = op.input("kafka", flow, edges.source or kafka_source(settings))
-    decoded = decode("decode", raw, decoder)
-    holds = edges.holds or SwitchHolds(
-        PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
+    # Kill switches (igflow switch): records of a switched-off source or tenant are held; the
+    # real source stops reading while this flow is switched off.
+    board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
+    holds = edges.holds if edges.holds is not None else SwitchHolds(board)
+    source = edges.source or PausableSource(
+        kafka_source(settings), functools.partial(board.is_off, SwitchKind.FLOW, FLOW_ID)
     )
+
+    flow = Dataflow(FLOW_ID)
+    raw = op.input("kafka", flow, source)
+    decoded = decode("decode", raw, decoder)
     checked = validate("validate", decoded.oks, tenants, settings.validate, holds)
     by_tenant = op.key_on("by_tenant", checked.oks, _tenant)
     drifted = drift(

@@ -95,6 +95,12 @@ class PostgresSwitches:
     def __reduce__(self) -> tuple[type[PostgresSwitches], tuple[str, float]]:
         return (PostgresSwitches, (self._dsn, self._refresh_seconds))
 
+    def off(self) -> frozenset[tuple[SwitchKind, str]]:
+        off = self._off
+        if off is not None and time.monotonic() < self._due:  # asked per record: no detour
+            return off
+        return self._current()
+
     def is_off(self, kind: SwitchKind, name: str) -> bool:
         return (kind, name) in self._current()
 

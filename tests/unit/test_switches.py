@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
+import bytewax.operators as op
 import pytest
+from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from pyiceberg.catalog import Catalog
 
@@ -29,6 +32,7 @@ from flows.coherence import build
 from igflow.cli import _parser
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
+from sources.pausable import PausableSource
 from tenancy.registry import StaticTenants
 from tenancy.switches import PostgresSwitches
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
@@ -163,6 +167,10 @@ def test_a_replay_with_the_original_holds_writes_the_same_rows(
 
 
 class _Unreachable:
+    def off(self) -> frozenset[tuple[SwitchKind, str]]:
+        msg = "switch board unavailable: no route"
+        raise ConfigError(msg)
+
     def is_off(self, kind: SwitchKind, name: str) -> bool:
         msg = "switch board unavailable: no route"
         raise ConfigError(msg)
@@ -195,3 +203,27 @@ def test_the_cli_parses_switch_commands() -> None:
     assert args.no_wait and not args.no_release
     with pytest.raises(SystemExit):
         _parser().parse_args(["switch", "off", "nonsense", "x"])
+
+
+def test_a_paused_source_reads_nothing_and_then_everything() -> None:
+    asked: list[bool] = []
+    seen_while_paused: list[int] = []
+    out: list[int] = []
+
+    def paused() -> bool:
+        # Off for the first 5 questions, then on.
+        asked.append(len(asked) < 5)
+        return asked[-1]
+
+    def note(x: int) -> int:
+        if any(asked) and len(asked) <= 5:
+            seen_while_paused.append(x)
+        return x
+
+    flow = Dataflow("pause")
+    source = PausableSource(TestingSource(range(20), batch_size=3), paused, timedelta(0))
+    op.output("out", op.map("note", op.input("in", flow, source), note), TestingSink(out))
+    run_main(flow)
+    assert asked[:5] == [True] * 5 and not asked[5]
+    assert seen_while_paused == []
+    assert out == list(range(20))
