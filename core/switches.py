@@ -27,6 +27,7 @@ __all__ = [
     "HELD_REASONS",
     "NO_HOLDS",
     "OPERATIONS",
+    "FirstHolds",
     "Holds",
     "ReplayedHolds",
     "StaticSwitches",
@@ -125,6 +126,24 @@ class ReplayedHolds:
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         p = item.provenance
         return self._held.get((p.topic, p.kafka_partition, p.kafka_offset))
+
+
+class FirstHolds:
+    """The first of several :class:`Holds` that holds a record decides; none: it passes.
+
+    A live flow asks the positions its lake already holds first (a record held once is held
+    again when a bounded re-run or a resume reads it again, whatever the switches say now), then
+    the switches."""
+
+    def __init__(self, *holds: Holds) -> None:
+        self._holds = holds
+
+    def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
+        for h in self._holds:
+            verdict = h.held(item)
+            if verdict is not None:
+                return verdict
+        return None
 
 
 #: Holds nothing: every switch on (tests that build the flow without Postgres).

@@ -40,7 +40,8 @@ from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
-from core.switches import Holds, SwitchHolds, SwitchKind
+from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
+from flows.held import held_positions
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -196,7 +197,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # Kill switches (igflow switch): records of a switched-off source or tenant are held; the
     # real source stops reading while this flow is switched off.
     board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
-    holds = edges.holds if edges.holds is not None else SwitchHolds(board)
+    holds = edges.holds
+    if holds is None:  # a position held once stays held (flows/held.py), then the switches
+        holds = FirstHolds(held_positions(settings), SwitchHolds(board))
     source = edges.source or PausableSource(
         kafka_source(settings), functools.partial(board.is_off, SwitchKind.FLOW, FLOW_ID)
     )

@@ -44,21 +44,16 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import In, Reference
-from pyiceberg.expressions.literals import literal
 
 from core.catalog import catalog
 from core.cluster import Cluster
 from core.errors import ConfigError, IgflowError
-from core.reasons import ReasonCode
 from core.records import RawRecord
 from core.settings import KafkaSettings, Settings
-from core.switches import HELD_REASONS, ReplayedHolds
 from flows.coherence import build
+from flows.held import held_positions
 from replay.scratch import check_scratch, scratch_names, scratch_stores
 from sinks.lake_plan import load_plans
-from sinks.lake_tables import QUARANTINE
 from sources.kafka import KafkaTopicSource
 
 __all__ = [
@@ -369,31 +364,6 @@ class _Discard(DynamicSink[Any]):
         return _DiscardPartition()
 
 
-def original_holds(settings: Settings) -> ReplayedHolds:
-    """The records the original run's kill switches held (its quarantine table's
-    ``SOURCE_DISABLED`` and ``TENANT_DISABLED`` rows), so that a replay holds exactly those,
-    whatever the switches say now."""
-    try:
-        table = catalog(settings).load_table((settings.lake.namespace, QUARANTINE.name))
-    except NoSuchTableError:
-        return ReplayedHolds({})
-    rows = table.scan(
-        row_filter=In(
-            term=Reference("reason"), values={literal(r.value) for r in HELD_REASONS.values()}
-        ),
-        selected_fields=("kafka_topic", "kafka_partition", "kafka_offset", "reason", "detail"),
-    ).to_arrow()
-    return ReplayedHolds(
-        {
-            (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]): (
-                ReasonCode(r["reason"]),
-                r["detail"],
-            )
-            for r in rows.to_pylist()
-        }
-    )
-
-
 def replay(
     settings: Settings,
     into: str,
@@ -460,7 +430,8 @@ def replay(
         {p: e for p, e in ends.items() if p in named},
         local_only=cluster.processes > 1,
     )
-    holds = original_holds(settings)
+    # The original's holds, by position, whatever the switches say now.
+    holds = held_positions(settings)
     flow = build(scratch, source=_Counting(source, tally), dlq=_Discard(), plans=plans, holds=holds)
 
     last = run_with_progress(

@@ -78,7 +78,7 @@ def test_changes_are_audited_and_seen_within_refresh_seconds(dsn: str) -> None:
     assert seen_after <= 0.5 + 0.3
     set_switch(dsn, "source", "feed-c", enabled=True, actor="ops2", note="back")
     set_switch(dsn, "operation", "publish", enabled=False, actor="ops")
-    [feed, publish] = list_switches(dsn)
+    [publish, feed] = list_switches(dsn)  # by kind, then name
     assert (feed.kind, feed.name, feed.enabled, feed.updated_by, feed.note) == (
         SwitchKind.SOURCE,
         "feed-c",
