@@ -29,12 +29,13 @@ from igflow.switch_release import release_held
 from igflow.workload import WorkloadSpec, seed_demo_tenants
 from tenancy.registry import upsert_tenant
 from tenancy.switches import PostgresSwitches, audit_log, list_switches, set_switch
-from tests.integration.api_server import serve
+from tests.integration.api_server import serve, subscribe
 from tests.integration.conftest import (
     expected_valid,
     finish,
     igflow,
     json_lines,
+    lake_count,
     produce_workload,
     tagged_topics,
 )
@@ -153,6 +154,36 @@ def test_a_switched_off_source_is_held_then_lands_exactly_once(
     trail = audit_log(dsn, "source", "feed-c")
     assert [e.enabled for e in trail] == [True, False]
 
+    # A replay of everything, with the switch on now, holds what the original held (by
+    # position) and lands the released copies: the lake comes out identical.
+    into = f"{settings.lake.namespace}_replay"
+    finish(igflow(settings, "replay", "--into", into, "--lake-only", **env))
+    out, _err = finish(igflow(settings, "verify", "--against", into, **env))
+    assert "IDENTICAL" in out
+
+
+def test_a_switched_off_flow_stops_consuming_and_resumes_when_on(
+    it_settings: Settings, dsn: str
+) -> None:
+    settings = it_settings.with_changes("stores", postgres_dsn=dsn)
+    env = {"IGFLOW_POSTGRES_DSN": dsn, "IGFLOW_SWITCHES_REFRESH_SECONDS": "0.5"}
+    set_switch(dsn, "flow", "coherence", enabled=False, actor="ops", note="maintenance")
+    spec = WorkloadSpec(tenants=2, count=40, seed=83)
+    produce_workload(settings, spec)
+    proc = igflow(settings, "run", "--tail", **env)
+    time.sleep(8.0)  # started, partitions built, asked the board many times
+    assert proc.poll() is None
+    assert lake_count(settings) == 0
+    set_switch(dsn, "flow", "coherence", enabled=True, actor="ops")
+    valid = expected_valid(spec, _v1_id(settings))
+    deadline = time.monotonic() + 90
+    while lake_count(settings) < len(valid):
+        assert proc.poll() is None
+        assert time.monotonic() < deadline, f"{lake_count(settings)} of {len(valid)} landed"
+        time.sleep(0.5)
+    keys = Counter((t, i) for t, i, _s in _signals(settings))
+    assert set(keys) == valid and set(keys.values()) == {1}
+
 
 def test_an_api_operation_switched_off_and_on(stack: Settings, scratch: Scratch, dsn: str) -> None:
     tenant = f"sw-{uuid.uuid4().hex[:6]}"
@@ -208,3 +239,17 @@ def test_an_api_operation_switched_off_and_on(stack: Settings, scratch: Scratch,
         while server.graphql(body, token).json().get("errors"):
             assert time.monotonic() - changed < refresh + 2.0
             time.sleep(0.05)
+        # Subscribing: the protocol's error message, with the code, and no subscription.
+        set_switch(dsn, "operation", "subscribe", enabled=False, actor="ops")
+        time.sleep(refresh + 0.3)
+        sub = (
+            "subscription S($t: ID!) { coherenceScoreChanged(tenantId: $t) "
+            "{ tenantId score status updatedAt } }"
+        )
+        auth = {"Authorization": f"Bearer {token}"}
+        with subscribe(server, sub, {"t": tenant}, auth) as (ws, op_id):
+            message = json.loads(ws.recv(timeout=10))
+        assert message["type"] == "error" and message["id"] == op_id
+        assert [e["extensions"]["code"] for e in message["payload"]] == ["OPERATION_DISABLED"]
+    audited = [(e.name, e.enabled) for e in audit_log(dsn, "operation", "publish")]
+    assert audited == [("publish", True), ("publish", False)]
