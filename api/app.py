@@ -50,11 +50,13 @@ from api.rest import Rest
 from api.schema import build_schema
 from api.scores import ScoreReader
 from api.services import Services
+from api.switches import OperationGate
 from api.webhooks import ReplayGuard
 from core import metric_labels
 from core.errors import ConfigError
 from core.settings import Settings
 from tenancy.registry import PostgresTenants
+from tenancy.switches import PostgresSwitches
 
 __all__ = ["MODES", "build_services", "create_app"]
 
@@ -89,6 +91,10 @@ def build_services(settings: Settings) -> Services:
         persisted=PersistedQueries.load(api.persisted_queries, production=api.mode == MODES[1]),
         buckets=TokenBuckets(api.rate_limit_rps, api.rate_limit_burst),
         replays=ReplayGuard(settings.stores.redis_url),
+        operations=OperationGate(
+            PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds),
+            retry_seconds=settings.switches.refresh_seconds,
+        ),
     )
 
 

@@ -38,6 +38,7 @@ STATUS: dict[ReasonCode, int] = {
     ReasonCode.RECORD_TOO_LARGE: 413,
     ReasonCode.KAFKA_UNAVAILABLE: 503,
     ReasonCode.STORE_UNAVAILABLE: 503,
+    ReasonCode.OPERATION_DISABLED: 503,
     ReasonCode.INTERNAL_SERVER_ERROR: 500,
 }
 _TITLES: dict[int, str] = {

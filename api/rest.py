@@ -119,6 +119,9 @@ class Rest:
             )
         except AuthFailure as failure:
             return problem(failure.reason, failure.detail, instance=_ROUTE)
+        refused = await services.operations.refused("publish")
+        if refused is not None:
+            return problem(refused, "the publish operation is switched off", instance=_ROUTE)
         wait = services.buckets.take(principal.tenant_id)
         if wait > 0:
             RATE_LIMITED.labels(principal.tenant_id).inc()

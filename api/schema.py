@@ -80,6 +80,13 @@ def authorize(info: Info, action: str, tenant_id: str) -> Services:
     return services
 
 
+async def admit(info: Info, operation: str) -> None:
+    """Raise ``OPERATION_DISABLED`` when ``operation`` is switched off (:mod:`api.switches`)."""
+    reason = await _services(info).operations.refused(operation)
+    if reason is not None:
+        raise coded(reason, f"the {operation} operation is switched off")
+
+
 query = QueryType()
 mutation = MutationType()
 subscription = SubscriptionType()
@@ -87,6 +94,7 @@ subscription = SubscriptionType()
 
 @query.field("tenantCoherence")
 async def _tenant_coherence(_: None, info: Info, tenantId: str) -> dict[str, Any]:
+    await admit(info, "read")
     services = authorize(info, "read", tenantId)
     principal: Principal = info.context["principal"]
     try:
@@ -139,6 +147,7 @@ def _traceparent(info: Info) -> str | None:
 
 @mutation.field("publishCoherenceSignal")
 async def _publish(_: None, info: Info, input: dict[str, Any]) -> bool:
+    await admit(info, "publish")
     services = authorize(info, "write", input["tenantId"])
     principal: Principal = info.context["principal"]
     try:
@@ -159,6 +168,7 @@ async def _publish(_: None, info: Info, input: dict[str, Any]) -> bool:
 # message (no subscription starts), not an event.
 @subscription.source("coherenceEvents")  # type: ignore[arg-type]
 async def _events_source(_: None, info: Info, tenantId: str) -> TenantStream:
+    await admit(info, "subscribe")
     return TenantStream(authorize(info, "read", tenantId).hub, tenantId, "signal")
 
 
@@ -169,6 +179,7 @@ def _event(event: dict[str, Any], _info: Info, **_: Any) -> dict[str, Any]:
 
 @subscription.source("coherenceScoreChanged")  # type: ignore[arg-type]
 async def _score_source(_: None, info: Info, tenantId: str) -> TenantStream:
+    await admit(info, "subscribe")
     return TenantStream(authorize(info, "read", tenantId).hub, tenantId, "score")
 
 

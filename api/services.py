@@ -11,6 +11,7 @@ from api.persisted import PersistedQueries
 from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
 from api.scores import ScoreReader
+from api.switches import OperationGate
 from api.webhooks import ReplayGuard
 from core.settings import Settings
 
@@ -31,6 +32,8 @@ class Services:
     buckets: TokenBuckets
     #: Signed pushes already accepted, in Redis (:mod:`api.webhooks`).
     replays: ReplayGuard
+    #: The operation kill switches (:mod:`api.switches`).
+    operations: OperationGate
 
     async def close(self) -> None:
         await self.hub.close()

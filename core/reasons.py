@@ -28,6 +28,11 @@ class ReasonCode(enum.StrEnum):
     TS_OUT_OF_RANGE = "TS_OUT_OF_RANGE"
     TENANT_UNKNOWN = "TENANT_UNKNOWN"
     SOURCE_NOT_ALLOWED = "SOURCE_NOT_ALLOWED"
+    #: The record's source is switched off (``igflow switch off source NAME``): held in the
+    #: quarantine table and re-sent when it is switched back on.
+    SOURCE_DISABLED = "SOURCE_DISABLED"
+    #: The record's tenant is switched off (``igflow switch off tenant NAME``): held likewise.
+    TENANT_DISABLED = "TENANT_DISABLED"
     #: The event time lies before the dedupe horizon (tenant's event time - TTL): it can no
     #: longer be checked for duplicates, so it is not landed.
     TOO_LATE = "TOO_LATE"
@@ -82,5 +87,7 @@ class ReasonCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     #: A WebSocket asked for more subscriptions at once than ``api.ws_max_subscriptions``.
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    #: The API operation is switched off (``igflow switch off operation NAME``).
+    OPERATION_DISABLED = "OPERATION_DISABLED"
     #: An unexpected failure of the server (details only in its log, never in the answer).
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"

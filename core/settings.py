@@ -79,6 +79,7 @@ __all__ = [
     "SettingError",
     "Settings",
     "StoreSettings",
+    "SwitchSettings",
     "TenancySettings",
     "TracingSettings",
     "ValidateSettings",
@@ -445,6 +446,20 @@ class QuarantineSettings:
 
 @_refuse_invalid
 @pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class SwitchSettings:
+    """Kill switches (``igflow switch``, table ``switches``)."""
+
+    #: How often a running flow and every ``igflow serve`` re-read the switches from Postgres
+    #: (wall clock): a change takes effect within this many seconds.
+    refresh_seconds: Duration = 2.0
+    #: After ``igflow switch on`` of a source or tenant, how long to wait before re-sending its
+    #: held records: the flow's last holds must reach the quarantine table first (at least
+    #: ``refresh_seconds`` + ``lake.batch_max_seconds``; ``--no-wait`` skips it).
+    release_delay_seconds: Duration = 6.0
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class TenancySettings:
     """Tenant policy tags."""
 
@@ -698,6 +713,7 @@ with warnings.catch_warnings():
         dedupe: DedupeSettings = DedupeSettings()
         score: ScoreSettings = ScoreSettings()
         quarantine: QuarantineSettings = QuarantineSettings()
+        switches: SwitchSettings = SwitchSettings()
         tenancy: TenancySettings = TenancySettings()
         psi: PsiSettings = PsiSettings()
         keys: KeySettings = KeySettings()

@@ -20,6 +20,10 @@ that fails decides the reason code:
 3. tenant (``TENANT_UNKNOWN``): ``tenant_id`` registered and active;
 4. source (``SOURCE_NOT_ALLOWED``): ``source`` among the tenant's sources, when it lists some.
 
+The flow's validate step then applies :func:`hold` (kill switches, ``SOURCE_DISABLED`` /
+``TENANT_DISABLED``) to what passed; the API's publish does not, so a switched-off source's
+records reach Kafka and are held there, not refused.
+
 A reject's ``detail`` names the field and the rule, never a value from the record. :func:`check`
 is a pure function of the record, the directory's answer and the settings. The API's publish
 runs the same :func:`check` with the same settings, so the flow and the API agree on every rule.
@@ -34,9 +38,10 @@ from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, RawRecord, Rejected, Signal
 from core.settings import ValidateSettings
+from core.switches import Holds
 from core.tenants import TenantDirectory
 
-__all__ = ["STAGE", "check", "check_settings"]
+__all__ = ["STAGE", "check", "check_settings", "hold"]
 
 STAGE = "validate"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -186,3 +191,14 @@ def check(
     if entry.sources is not None and item.signal.source not in entry.sources:
         return _reject(item, ReasonCode.SOURCE_NOT_ALLOWED, "source not allowed for the tenant")
     return item
+
+
+def hold(item: Decoded, holds: Holds) -> Decoded | Rejected:
+    """``item`` itself, or its ``Rejected`` when ``holds`` holds it (a kill switch is off).
+
+    Only records that passed :func:`check` reach it, so a released record is a valid one."""
+    verdict = holds.held(item)
+    if verdict is None:
+        return item
+    reason, detail = verdict
+    return _reject(item, reason, detail)

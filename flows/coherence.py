@@ -24,6 +24,7 @@ A replay batches like the original's commits instead (``Edges.plans``, :mod:`sin
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -39,6 +40,8 @@ from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
+from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
+from flows.held import held_positions
 from operators.canary import drop_canaries
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
@@ -57,7 +60,9 @@ from sinks.postgres import PostgresSink
 from sinks.redis import RedisSink
 from sinks.serving import serve
 from sources.kafka import KafkaTopicSource
+from sources.pausable import PausableSource
 from tenancy.registry import PostgresTenants
+from tenancy.switches import PostgresSwitches
 
 __all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
 
@@ -89,6 +94,9 @@ class Edges:
     matcher: Callable[[], Matcher] | None = None
     #: Per lake table, the original commits to batch like (a replay); absent: ``collect``.
     plans: Mapping[str, CommitPlan] | None = None
+    #: Which records the kill switches hold (a replay: the original's holds); absent: the
+    #: switches in Postgres, re-read every ``switches.refresh_seconds``.
+    holds: Holds | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -190,10 +198,20 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     if settings.run.bounded:
         psi_settings = dataclasses.replace(psi_settings, idle_flush_seconds=0.0)
 
+    # Kill switches (igflow switch): records of a switched-off source or tenant are held; the
+    # real source stops reading while this flow is switched off.
+    board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
+    holds = edges.holds
+    if holds is None:  # a position held once stays held (flows/held.py), then the switches
+        holds = FirstHolds(held_positions(settings), SwitchHolds(board))
+    source = edges.source or PausableSource(
+        kafka_source(settings), functools.partial(board.is_off, SwitchKind.FLOW, FLOW_ID)
+    )
+
     flow = Dataflow(FLOW_ID)
-    raw = op.input("kafka", flow, edges.source or kafka_source(settings))
+    raw = op.input("kafka", flow, source)
     decoded = decode("decode", raw, decoder)
-    checked = validate("validate", decoded.oks, tenants, settings.validate)
+    checked = validate("validate", decoded.oks, tenants, settings.validate, holds)
     by_tenant = op.key_on("by_tenant", checked.oks, _tenant)
     drifted = drift(
         "drift",

@@ -29,6 +29,7 @@ from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
 from igflow.serve_commands import register as register_serve
 from igflow.slo_commands import register as register_slo
+from igflow.switch_commands import register as register_switch
 from igflow.tenant_commands import register as register_tenants
 from igflow.verify_commands import register as register_verify
 
@@ -228,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     register_governance(add)
     register_keys(add)
     register_probe(add)
+    register_switch(add)
     return parser
 
 

@@ -32,7 +32,14 @@ from core.settings import Settings
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import QUARANTINE, QUARANTINE_AUDIT
 
-__all__ = ["BatchSummary", "QuarantineError", "decide", "list_batches", "rejects_summary"]
+__all__ = [
+    "BatchSummary",
+    "QuarantineError",
+    "decide",
+    "list_batches",
+    "rejects_summary",
+    "resend_rows",
+]
 
 _STAGE = "drift"
 _BATCH_ID = re.compile(r"[0-9a-f]{32}")
@@ -198,6 +205,28 @@ def _resend(
     rows: Sequence[dict[str, Any]],
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, list[int]]:
+    def headers(row: dict[str, Any]) -> list[tuple[str, bytes]]:
+        marker = sign(settings.quarantine.release_key, batch_id, row["input_hash"])
+        return [(RELEASE_HEADER, marker)]
+
+    sent = resend_rows(settings, rows, headers, f"release of {batch_id}", progress)
+    offsets: dict[str, list[int]] = {}
+    for partition, offset in sent:
+        offsets.setdefault(str(partition), []).append(offset)
+    return {p: sorted(o) for p, o in sorted(offsets.items())}
+
+
+def resend_rows(
+    settings: Settings,
+    rows: Sequence[dict[str, Any]],
+    headers: Callable[[dict[str, Any]], list[tuple[str, bytes]]],
+    label: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[int, int]]:
+    """Produce quarantine ``rows`` to the signal topic byte for byte (their Kafka key and value),
+    each with ``headers(row)`` and an ``igflow.released.from`` header naming where it was read;
+    returns where each row went, ``(partition, offset)`` in ``rows``' order, once the broker
+    acknowledged them all. :class:`QuarantineError` (naming ``label``) when it did not."""
     producer = Producer(
         {
             "bootstrap.servers": settings.kafka.bootstrap,
@@ -207,32 +236,35 @@ def _resend(
         }
     )
     failures: list[str] = []
-    offsets: dict[str, list[int]] = {}
+    sent: list[tuple[int, int] | None] = [None] * len(rows)
 
-    def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-        else:
-            offsets.setdefault(str(msg.partition()), []).append(msg.offset())
+    def delivered_as(i: int) -> Callable[[Any, Any], None]:
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+            else:
+                sent[i] = (msg.partition(), msg.offset())
+
+        return delivered
 
     for n, row in enumerate(rows, 1):
-        marker = sign(settings.quarantine.release_key, batch_id, row["input_hash"])
         source = f"{row['kafka_topic']}/{row['kafka_partition']}/{row['kafka_offset']}"
         producer.produce(
             settings.kafka.topic,
             key=row["kafka_key"],
             value=row["payload"],
-            headers=[(RELEASE_HEADER, marker), ("igflow.released.from", source.encode())],
-            on_delivery=delivered,
+            headers=[*headers(row), ("igflow.released.from", source.encode())],
+            on_delivery=delivered_as(n - 1),
         )
         producer.poll(0)
         if progress is not None:
             progress(n, len(rows))
     remaining = producer.flush(30.0)
-    if remaining or failures:
+    done = [x for x in sent if x is not None]
+    if remaining or failures or len(done) != len(rows):
         msg = (
-            f"release of {batch_id} not acknowledged ({remaining} pending, "
+            f"{label} not acknowledged ({remaining} pending, "
             f"{len(failures)} failed: {failures[:1]}); nothing was audited, run it again"
         )
         raise QuarantineError(msg)
-    return {p: sorted(o) for p, o in sorted(offsets.items())}
+    return done

@@ -18,7 +18,8 @@ from core import tracing
 from core.metrics import REJECTED
 from core.records import Decoded, Rejected
 from core.settings import ValidateSettings
-from core.signal_rules import STAGE, check, check_settings
+from core.signal_rules import STAGE, check, check_settings, hold
+from core.switches import Holds, StaticSwitches, SwitchHolds
 from core.tenants import StaticTenants, TenantDirectory, TenantEntry
 from operators.split import split
 
@@ -51,15 +52,21 @@ def validate(
     up: Stream[Decoded],
     tenants: TenantDirectory,
     settings: ValidateSettings,
+    holds: Holds | None = None,
 ) -> ValidateOut:
-    """Apply :func:`check` to every record; rejects leave on ``errs`` and are counted in
-    ``igflow_rejected_total{stage="validate"}`` (an unregistered tenant as ``(unregistered)``).
-    Raises :class:`~core.errors.ConfigError` for unusable size limits, at build time."""
+    """Apply :func:`check`, then the kill switches' :func:`~core.signal_rules.hold` (``holds``;
+    ``None``: every switch on), to every record; rejects and held records leave on ``errs`` and
+    are counted in ``igflow_rejected_total{stage="validate"}`` (an unregistered tenant as
+    ``(unregistered)``). Raises :class:`~core.errors.ConfigError` for unusable size limits, at
+    build time."""
     check_settings(settings)
+    switches = holds if holds is not None else SwitchHolds(StaticSwitches())
 
     def counted(item: Decoded) -> Decoded | Rejected:
         start = 0 if item.trace is None else time.time_ns()
         out = check(item, tenants, settings)
+        if not isinstance(out, Rejected):
+            out = hold(out, switches)
         if isinstance(out, Rejected):
             tenant = item.signal.tenant_id
             label = tenant if tenants.get(tenant) is not None else _UNREGISTERED

@@ -51,6 +51,7 @@ from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
 from core.settings import KafkaSettings, Settings
 from flows.coherence import build
+from flows.held import held_positions
 from replay.scratch import check_scratch, scratch_names, scratch_stores
 from sinks.lake_plan import load_plans
 from sources.kafka import KafkaTopicSource
@@ -429,7 +430,9 @@ def replay(
         {p: e for p, e in ends.items() if p in named},
         local_only=cluster.processes > 1,
     )
-    flow = build(scratch, source=_Counting(source, tally), dlq=_Discard(), plans=plans)
+    # The original's holds, by position, whatever the switches say now.
+    holds = held_positions(settings)
+    flow = build(scratch, source=_Counting(source, tally), dlq=_Discard(), plans=plans, holds=holds)
 
     last = run_with_progress(
         flow,

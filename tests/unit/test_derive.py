@@ -11,6 +11,7 @@ from pyiceberg.catalog import Catalog
 from core.errors import ConfigError
 from core.records import RawRecord
 from core.settings import Settings
+from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
@@ -30,6 +31,7 @@ def _run(settings: Settings, schemas: DictSchemas, records: list[RawRecord]) -> 
         lookup=schemas,
         dlq=TestingSink([]),
         tenants=TENANTS,
+        holds=NO_HOLDS,
         policy=POLICY,
     )
     run_main(flow)

@@ -13,6 +13,7 @@ from pyiceberg.catalog import Catalog
 
 from core.records import RawRecord
 from core.settings import Settings
+from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import INVALID_KINDS, SOURCES, Message, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
@@ -35,6 +36,7 @@ def _run(
         lookup=schemas,
         dlq=TestingSink(dlq),
         tenants=TENANTS,
+        holds=NO_HOLDS,
         policy=POLICY,
     )
     run_main(flow)

@@ -16,6 +16,7 @@ from pyiceberg.catalog import Catalog
 
 from core.records import RawRecord
 from core.settings import Settings
+from core.switches import NO_HOLDS
 from core.wire import encode
 from flows.coherence import build
 from igflow import quarantine_commands
@@ -42,6 +43,7 @@ def held(lake_settings: Settings, catalog: Catalog) -> Settings:
         lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
         dlq=TestingSink([]),
         tenants=StaticTenants.of(*tenant_ids(2), sources=SOURCES),
+        holds=NO_HOLDS,
         policy=TenancyPolicy.load(settings.policies_dir),
     )
     run_main(flow)
@@ -108,6 +110,7 @@ def test_a_schema_drift_batch_lists_every_type_it_holds(
             source=TestingSource(records),
             lookup=DictSchemas({9: json.dumps(writer)}),
             dlq=TestingSink([]),
+            holds=NO_HOLDS,
             tenants=StaticTenants.of("tenant-00", sources=SOURCES),
             policy=TenancyPolicy.load(lake_settings.policies_dir),
         )

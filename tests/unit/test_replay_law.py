@@ -21,6 +21,7 @@ from pyiceberg.table import Table
 from core.digest import UNVERIFIABLE_TABLES
 from core.records import RawRecord
 from core.settings import Settings
+from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
@@ -61,6 +62,7 @@ def _land(
         lookup=schemas,
         dlq=TestingSink([]),
         tenants=TENANTS,
+        holds=NO_HOLDS,
         policy=POLICY,
     )
     run_main(flow)

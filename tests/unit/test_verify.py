@@ -17,6 +17,7 @@ from pyiceberg.catalog import Catalog
 from core.digest import digest_arrow, digest_rows, dump_summary, encode_value, parse_summary
 from core.errors import IgflowError
 from core.settings import Settings
+from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.verify_commands import parse_window, register
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
@@ -42,6 +43,7 @@ def _land(settings: Settings, schemas: DictSchemas, namespace: str, batch: int) 
         lookup=schemas,
         dlq=TestingSink([]),
         tenants=TENANTS,
+        holds=NO_HOLDS,
         policy=POLICY,
     )
     run_main(flow)

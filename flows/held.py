@@ -1,0 +1,45 @@
+"""The records a namespace's kill switches already held, by Kafka position.
+
+A held record is a quarantine row with reason ``SOURCE_DISABLED`` or ``TENANT_DISABLED``. Its
+position stays held whenever the flow reads it again (a bounded re-run, a resume, a replay), so
+that a re-read decides as the first read did and a released copy (new offset) is the one that
+lands: were the original to pass on a re-read, the dedupe step would drop the copy instead, and
+the ledger the original (its offset is below the lane's high-water mark), landing neither.
+"""
+
+from __future__ import annotations
+
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import In, Reference
+from pyiceberg.expressions.literals import literal
+
+from core.catalog import catalog
+from core.reasons import ReasonCode
+from core.settings import Settings
+from core.switches import HELD_REASONS, ReplayedHolds
+from sinks.lake_tables import QUARANTINE
+
+__all__ = ["held_positions"]
+
+
+def held_positions(settings: Settings) -> ReplayedHolds:
+    """The held rows of ``settings.lake.namespace``'s quarantine table (none without one)."""
+    try:
+        table = catalog(settings).load_table((settings.lake.namespace, QUARANTINE.name))
+    except NoSuchTableError:
+        return ReplayedHolds({})
+    rows = table.scan(
+        row_filter=In(
+            term=Reference("reason"), values={literal(r.value) for r in HELD_REASONS.values()}
+        ),
+        selected_fields=("kafka_topic", "kafka_partition", "kafka_offset", "reason", "detail"),
+    ).to_arrow()
+    return ReplayedHolds(
+        {
+            (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]): (
+                ReasonCode(r["reason"]),
+                r["detail"],
+            )
+            for r in rows.to_pylist()
+        }
+    )

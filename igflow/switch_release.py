@@ -1,0 +1,115 @@
+"""Release the records a kill switch held: re-send them, byte for byte, once it is on again.
+
+The validate step holds a record of a switched-off source (tenant) as a quarantine row with
+reason ``SOURCE_DISABLED`` (``TENANT_DISABLED``) and a ``detail`` naming the switch
+(:func:`core.switches.held_detail`). Releasing a switch re-sends those rows to the signal topic
+with their exact Kafka key and value (:func:`igflow.quarantine.resend_rows`), then remembers each
+one in Postgres (``switch_releases``), so a second release skips what was already sent.
+
+Safe to repeat: a release that stops between the broker's acknowledgement and the ledger rows
+sends those records again next time, and the dedupe step drops the copies (same idempotency
+key, within its TTL); records held after a release are picked up by the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from pyiceberg.expressions import And, EqualTo, Reference
+from pyiceberg.expressions.literals import literal
+
+from core.catalog import catalog
+from core.settings import Settings
+from core.switches import HELD_REASONS, SwitchKind, held_detail
+from igflow.quarantine import QuarantineError, resend_rows
+from sinks.iceberg import ensure_table
+from sinks.lake_tables import QUARANTINE
+from tenancy.switches import record_releases, released_positions
+
+__all__ = ["ReleaseReport", "held_rows", "release_held"]
+
+_COLUMNS = (
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_key",
+    "payload",
+    "input_hash",
+    "tenant_id",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseReport:
+    """What a release found and did."""
+
+    kind: SwitchKind
+    name: str
+    #: Held records of the switch in the quarantine table.
+    held: int
+    #: Of those, already re-sent by an earlier release (skipped).
+    already: int
+    #: Re-sent now.
+    sent: int
+
+
+def held_rows(settings: Settings, kind: SwitchKind, name: str) -> list[dict[str, Any]]:
+    """The quarantine rows switch ``(kind, name)`` held, in input order."""
+    reason = HELD_REASONS.get(kind)
+    if reason is None:
+        msg = f"a {kind.value} switch holds no records (only source and tenant switches do)"
+        raise QuarantineError(msg)
+    table = ensure_table(catalog(settings), settings.lake.namespace, QUARANTINE)
+    rows = table.scan(
+        row_filter=And(
+            EqualTo(term=Reference("reason"), value=literal(reason.value)),
+            EqualTo(term=Reference("detail"), value=literal(held_detail(kind, name))),
+        ),
+        selected_fields=_COLUMNS,
+    ).to_arrow()
+    ordered = rows.sort_by(
+        [
+            ("kafka_topic", "ascending"),
+            ("kafka_partition", "ascending"),
+            ("kafka_offset", "ascending"),
+        ]
+    )
+    out: list[dict[str, Any]] = ordered.to_pylist()
+    return out
+
+
+def release_held(
+    settings: Settings,
+    kind: SwitchKind,
+    name: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReleaseReport:
+    """Re-send the records switch ``(kind, name)`` held that no release sent yet."""
+    dsn = settings.stores.postgres_dsn
+    rows = held_rows(settings, kind, name)
+    done: set[tuple[str, int, int]] = set()
+    for topic in {r["kafka_topic"] for r in rows}:
+        done |= {(topic, p, o) for p, o in released_positions(dsn, topic)}
+    todo = [
+        r for r in rows if (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) not in done
+    ]
+    if todo:
+        sent = resend_rows(
+            settings,
+            todo,
+            lambda _row: [("igflow.released.by", f"switch:{kind.value}:{name}".encode())],
+            f"release of {kind.value} {name}",
+            progress,
+        )
+        record_releases(
+            dsn,
+            kind.value,
+            name,
+            (
+                (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], p, o)
+                for r, (p, o) in zip(todo, sent, strict=True)
+            ),
+        )
+    return ReleaseReport(kind, name, len(rows), len(rows) - len(todo), len(todo))
