@@ -12,6 +12,7 @@ from pyiceberg.catalog import Catalog
 from core.canary import CANARY_SOURCE, CANARY_TYPE, is_canary
 from core.records import Decoded, Provenance, RawRecord, Signal, input_hash
 from core.settings import DriftSettings, Settings
+from core.switches import NO_HOLDS
 from core.wire import encode
 from flows.coherence import build
 from igflow.workload import SOURCES, Message, WorkloadSpec, generate, tenant_ids
@@ -62,6 +63,7 @@ def _run(settings: Settings, schemas: DictSchemas, records: list[RawRecord]) -> 
         dlq=TestingSink(dlq),
         tenants=TENANTS,
         policy=POLICY,
+        holds=NO_HOLDS,
     )
     run_main(flow)
 
