@@ -159,8 +159,17 @@ def running(stack: Settings, module_scratch: Scratch) -> Iterator[Running]:
     create_topics(settings)
     tenant = module_scratch.tenant("dash")
     with contextlib.ExitStack() as stack_:
+        # Every score change (no tick coalescing): in --tail mode a tenant's last tick waits for
+        # its next signal, and these tests wait for the score of every published signal.
         stack_.enter_context(
-            _module_process(settings, "run", "--tail", "--metrics-port", str(FLOW_PORT))
+            _module_process(
+                settings,
+                "run",
+                "--tail",
+                "--metrics-port",
+                str(FLOW_PORT),
+                IGFLOW_SCORE_TICK_SECONDS="0",
+            )
         )
         server = stack_.enter_context(
             serve(settings, IGFLOW_API_METRICS_PORT=str(API_METRICS_PORT))
