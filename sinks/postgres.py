@@ -57,9 +57,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from core.errors import ConfigError
 from core.migrations import apply
 from core.records import ScoreChange
-from sinks.serving import PipelinedPartition, ServingSink
+from core.retry import retrying
+from sinks.serving import PipelinedPartition, ServingSink, retry_policy
 
 __all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "scratch_rows", "transient"]
 
@@ -117,6 +119,13 @@ def transient(exc: BaseException) -> bool:
     missing table, a constraint violation, a bug) is permanent.
     """
     return isinstance(exc, psycopg.OperationalError)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Setting up the schema failed only because the server did not answer in time."""
+    return isinstance(exc, ConfigError) and isinstance(
+        exc.__cause__, psycopg.errors.ConnectionTimeout
+    )
 
 
 #: Advisory lock serialising the creation of scratch copies (first 8 bytes of
@@ -334,7 +343,14 @@ class PostgresSink(ServingSink[ScoreChange]):
     ) -> PipelinedPartition[ScoreChange]:
         stores = self._stores
         writer = PostgresWriter(stores.postgres_dsn, schema=stores.postgres_schema)
-        writer.ensure_schema()
+        # Bytewax may build the partition mid-run (its first item, a resume), when the server
+        # may be paused: a connection that timed out is retried under the stores' policy; any
+        # other failure (a wrong password, a refused connection) still stops the flow at once.
+        retrying(
+            lambda _attempt: writer.ensure_schema(),
+            retry_policy(stores),
+            transient=_timed_out,
+        )
         return PipelinedPartition(
             "postgres",
             writer,
