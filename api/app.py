@@ -51,6 +51,7 @@ from api.schema import build_schema
 from api.scores import ScoreReader
 from api.services import Services
 from api.switches import OperationGate
+from api.tenant_redis import TenantRedisUsers
 from api.webhooks import ReplayGuard
 from core import metric_labels
 from core.errors import ConfigError
@@ -81,13 +82,14 @@ def build_services(settings: Settings) -> Services:
     if not api.ws_init_timeout_seconds > 0:
         msg = f"api.ws_init_timeout_seconds must be positive, not {api.ws_init_timeout_seconds}"
         raise ConfigError(msg)
+    users = TenantRedisUsers.from_settings(settings)
     return Services(
         settings=settings,
         auth=Authenticator.from_settings(settings),
         authz=Authorizer.from_settings(settings),
-        scores=ScoreReader(settings.stores.redis_url, settings.stores.postgres_dsn),
+        scores=ScoreReader(settings.stores.redis_url, settings.stores.postgres_dsn, users=users),
         publisher=SignalPublisher(settings, PostgresTenants(settings.stores.postgres_dsn)),
-        hub=EventHub(settings.stores.redis_url, api.coalesce_ms),
+        hub=EventHub(settings.stores.redis_url, api.coalesce_ms, users=users),
         persisted=PersistedQueries.load(api.persisted_queries, production=api.mode == MODES[1]),
         buckets=TokenBuckets(api.rate_limit_rps, api.rate_limit_burst),
         replays=ReplayGuard(settings.stores.redis_url),
@@ -95,6 +97,7 @@ def build_services(settings: Settings) -> Services:
             PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds),
             retry_seconds=settings.switches.refresh_seconds,
         ),
+        users=users,
     )
 
 

@@ -1,17 +1,25 @@
-"""Live events: one Redis subscription per process, fanned out to every GraphQL subscriber.
+"""Live events: one Redis subscription per subscribed tenant and process, fanned out to every
+GraphQL subscriber of that tenant.
 
 The Redis sink publishes one JSON message per applied change on ``tenant:<t>:events``
-(:mod:`sinks.redis`: ``kind`` ``signal`` or ``score``). The hub pattern-subscribes once to every
-tenant's channel and keeps, per tenant, the subscribers of this process. Events are coalesced
-in windows of ``coalesce_ms``: the first event of a tenant opens its window, and when the window
-closes each subscriber of that tenant gets one batch: every signal of the window in order, and
-only the newest score (a score is a state, so an older one in the same window is superseded).
-So a subscriber hears of a change within ``coalesce_ms`` plus the fan-out time, and a burst of
-changes costs one wake-up per subscriber and window, not one per change.
+(:mod:`sinks.redis`: ``kind`` ``signal`` or ``score``). The first subscriber of a tenant opens a
+subscription to that tenant's channel on its own connection, logged in as the caller's tenant
+user (:mod:`api.tenant_redis`), so Redis itself refuses a channel of another tenant
+(``STORE_FORBIDDEN``); the last one leaving closes it. (A pattern subscription over every tenant
+would need a user allowed every channel.) The cost is one Redis connection per tenant with
+subscribers in each ``igflow serve``: mind Redis's ``maxclients`` (10,000 by default).
+
+Events are coalesced in windows of ``coalesce_ms``: the first event of a tenant opens its window,
+and when the window closes each subscriber of that tenant gets one batch: every signal of the
+window in order, and only the newest score (a score is a state, so an older one in the same
+window is superseded). So a subscriber hears of a change within ``coalesce_ms`` plus the fan-out
+time, and a burst of changes costs one wake-up per subscriber and window, not one per change.
 
 A subscriber that falls behind by more than ``max_pending`` batches is ended with a
 ``SUBSCRIBER_TOO_SLOW`` error instead of buffering without bound (the client resubscribes and
-reads the current score).
+reads the current score). A subscription Redis does not confirm within ``subscribe_timeout_s``
+ends with ``STORE_UNAVAILABLE``; a lost one is re-established (events in the gap are missed, as
+with any pub/sub: the score is a state the client can re-read).
 """
 
 from __future__ import annotations
@@ -29,18 +37,36 @@ import redis.asyncio as aioredis
 import redis.exceptions as rx
 
 from api.metrics import SUBSCRIBERS
+from api.tenant_redis import TenantRedisUsers, refused_login
+from core.reasons import ReasonCode
 from core.store_keys import events_channel
 
-__all__ = ["EventBatch", "EventHub", "SubscriberTooSlow", "TenantStream"]
+__all__ = ["EventBatch", "EventHub", "SubscriberTooSlow", "SubscriptionEnded", "TenantStream"]
 
 log = logging.getLogger(__name__)
 
-_PATTERN = events_channel("*")
-_PREFIX, _, _SUFFIX = _PATTERN.partition("*")
+
+class SubscriptionEnded(Exception):
+    """A subscription the hub ended; ``reason`` is the code its subscriber is told."""
+
+    reason = ReasonCode.STORE_UNAVAILABLE
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
-class SubscriberTooSlow(Exception):
+class SubscriberTooSlow(SubscriptionEnded):
     """The subscriber's queue overflowed."""
+
+    reason = ReasonCode.SUBSCRIBER_TOO_SLOW
+
+    def __init__(self, detail: str = "the subscriber fell behind") -> None:
+        super().__init__(detail)
+
+
+class _Forbidden(SubscriptionEnded):
+    reason = ReasonCode.STORE_FORBIDDEN
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,62 +97,109 @@ class EventBatch:
 
 
 class _Tenant:
-    __slots__ = ("first", "id", "score", "signals", "subscribers", "timer")
+    """One tenant's subscription as one caller: its listener, subscribers and open window."""
 
-    def __init__(self, tenant_id: str) -> None:
+    __slots__ = (
+        "caller",
+        "failure",
+        "first",
+        "id",
+        "listener",
+        "ready",
+        "score",
+        "signals",
+        "subscribers",
+        "timer",
+    )
+
+    def __init__(self, tenant_id: str, caller: str) -> None:
         self.id = tenant_id
+        self.caller = caller
         self.subscribers: set[asyncio.Queue[EventBatch | None]] = set()
         self.signals: list[dict[str, Any]] = []
         self.score: dict[str, Any] | None = None
         self.first = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.listener: asyncio.Task[None] | None = None
+        #: Set once Redis confirmed the subscription, or it failed for good (``failure``).
+        self.ready = asyncio.Event()
+        self.failure: SubscriptionEnded | None = None
 
 
 class EventHub:
-    """Subscribers per tenant, fed from one Redis pattern subscription."""
+    """Subscribers per tenant, each tenant fed from its own Redis subscription."""
 
-    def __init__(self, redis_url: str, coalesce_ms: float = 100.0, max_pending: int = 256) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url)
+    def __init__(
+        self,
+        redis_url: str,
+        coalesce_ms: float = 100.0,
+        max_pending: int = 256,
+        users: TenantRedisUsers | None = None,
+        subscribe_timeout_s: float = 10.0,
+    ) -> None:
+        self._url = redis_url
+        self._users = users
         self._window = coalesce_ms / 1000.0
         self._max_pending = max_pending
-        self._tenants: dict[str, _Tenant] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
+        self._timeout = subscribe_timeout_s
+        self._tenants: dict[tuple[str, str], _Tenant] = {}
 
     async def start(self) -> None:
-        """Start reading Redis; returns once the pattern subscription is confirmed."""
-        self._task = asyncio.create_task(self._run(), name="igflow-event-hub")
-        await asyncio.wait_for(self._subscribed.wait(), 10.0)
+        """Nothing to do before the first subscriber (kept for the server's lifespan)."""
 
-    async def _run(self) -> None:
+    async def _listen(self, tenant: _Tenant) -> None:
         delay = 0.1
+        channel = events_channel(tenant.id)
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            client: aioredis.Redis | None = None
+            pubsub = None
             try:
-                await pubsub.psubscribe(_PATTERN)
-                self._subscribed.set()
+                client = await self._client(tenant)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(channel)
+                tenant.ready.set()
                 delay = 0.1
                 async for message in pubsub.listen():
-                    if message.get("type") == "pmessage":
-                        self._receive(message["channel"], message["data"])
+                    if message.get("type") == "message":
+                        self._receive(tenant, message["data"])
+            except rx.NoPermissionError as exc:
+                self._fail(tenant, _Forbidden(f"redis refused the channel: {exc}"))
+                return
             except (rx.RedisError, OSError) as exc:
-                log.warning("event hub: redis subscription lost (%s), resubscribing", exc)
+                if self._users is not None and refused_login(exc):
+                    self._users.forget(tenant.caller)  # Redis lost the user: provision again
+                log.warning("event hub: %s subscription lost (%s), resubscribing", tenant.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(rx.RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    if pubsub is not None:
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    if client is not None:
+                        await client.aclose()
 
-    def _receive(self, channel: bytes, data: bytes) -> None:
-        name = channel.decode()
-        tenant_id = name[len(_PREFIX) : len(name) - len(_SUFFIX)]
-        tenant = self._tenants.get(tenant_id)
-        if tenant is None or not tenant.subscribers:
+    async def _client(self, tenant: _Tenant) -> aioredis.Redis:
+        """A client logged in as ``tenant``'s caller's tenant user (or as the URL's user when
+        tenant users are off)."""
+        if self._users is None:
+            return aioredis.Redis.from_url(self._url)
+        user, password = await self._users.login(tenant.caller)
+        return aioredis.Redis.from_url(self._url, username=user, password=password)
+
+    def _fail(self, tenant: _Tenant, failure: SubscriptionEnded) -> None:
+        tenant.failure = failure
+        tenant.ready.set()
+        for queue in tenant.subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    def _receive(self, tenant: _Tenant, data: bytes) -> None:
+        if not tenant.subscribers:
             return
         try:
             event = json.loads(data)
         except ValueError:
-            log.warning("event hub: a message on %s is not JSON", name)
+            log.warning("event hub: a message for %s is not JSON", tenant.id)
             return
         if tenant.timer is None:
             tenant.first = time.perf_counter()
@@ -148,27 +221,53 @@ class EventHub:
                 continue
             queue.put_nowait(batch)
         if not tenant.subscribers:
-            self._tenants.pop(tenant.id, None)
+            self._retire(tenant)
 
-    async def subscribe(self, tenant_id: str) -> AsyncGenerator[EventBatch, None]:
-        """The tenant's event batches, from now on, until the caller stops iterating."""
-        tenant = self._tenants.get(tenant_id)
+    def _retire(self, tenant: _Tenant) -> None:
+        """Close the subscription of a tenant nobody listens to any more."""
+        if self._tenants.get((tenant.caller, tenant.id)) is tenant:
+            del self._tenants[tenant.caller, tenant.id]
+        if tenant.listener is not None:
+            tenant.listener.cancel()
+            tenant.listener = None
+
+    async def subscribe(
+        self, tenant_id: str, caller: str | None = None
+    ) -> AsyncGenerator[EventBatch, None]:
+        """The tenant's event batches, from once Redis confirms the subscription on, until the
+        caller stops iterating. ``caller``: the tenant of the principal asking (default:
+        ``tenant_id``), whose Redis user subscribes. Raises :class:`SubscriptionEnded`."""
+        caller = tenant_id if caller is None else caller
+        tenant = self._tenants.get((caller, tenant_id))
         if tenant is None:
-            tenant = self._tenants[tenant_id] = _Tenant(tenant_id)
+            tenant = self._tenants[caller, tenant_id] = _Tenant(tenant_id, caller)
+            tenant.listener = asyncio.create_task(
+                self._listen(tenant), name=f"igflow-events-{tenant_id}"
+            )
         queue: asyncio.Queue[EventBatch | None] = asyncio.Queue(self._max_pending + 1)
         tenant.subscribers.add(queue)
-        SUBSCRIBERS.inc()
+        counted = False
         try:
+            try:
+                await asyncio.wait_for(tenant.ready.wait(), self._timeout)
+            except TimeoutError:
+                msg = "the events store did not confirm the subscription"
+                raise SubscriptionEnded(msg) from None
+            if tenant.failure is not None:
+                raise tenant.failure
+            SUBSCRIBERS.inc()
+            counted = True
             while True:
                 batch = await queue.get()
                 if batch is None:
-                    raise SubscriberTooSlow
+                    raise tenant.failure or SubscriberTooSlow()
                 yield batch
         finally:
-            SUBSCRIBERS.dec()
+            if counted:
+                SUBSCRIBERS.dec()
             tenant.subscribers.discard(queue)
-            if not tenant.subscribers and tenant.timer is None:
-                self._tenants.pop(tenant_id, None)
+            if not tenant.subscribers and (tenant.timer is None or tenant.failure is not None):
+                self._retire(tenant)
 
     @property
     def subscribers(self) -> int:
@@ -176,27 +275,31 @@ class EventHub:
         return sum(len(t.subscribers) for t in self._tenants.values())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t.listener for t in self._tenants.values() if t.listener is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
+                await task
+        self._tenants.clear()
 
 
 class TenantStream:
-    """What a subscription resolver returns: one tenant's events of one kind.
+    """What a subscription resolver returns: one tenant's events of one kind, as seen by the
+    caller's tenant.
 
     The WebSocket handler recognises it and fans out rendered payloads per window (see
     :mod:`api.graphql_http`); iterated directly it yields the events one by one.
     """
 
-    def __init__(self, hub: EventHub, tenant_id: str, kind: str) -> None:
+    def __init__(self, hub: EventHub, tenant_id: str, kind: str, caller: str | None = None) -> None:
         self.hub = hub
         self.tenant_id = tenant_id
         self.kind = kind
+        self.caller = tenant_id if caller is None else caller
 
     def batches(self) -> AsyncGenerator[EventBatch, None]:
-        return self.hub.subscribe(self.tenant_id)
+        return self.hub.subscribe(self.tenant_id, self.caller)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async for batch in self.batches():

@@ -49,7 +49,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from api import request_json
 from api.auth import AuthFailure, Principal
 from api.documents import Documents
-from api.events import EventBatch, SubscriberTooSlow, TenantStream
+from api.events import EventBatch, SubscriptionEnded, TenantStream
 from api.metrics import API_SECONDS, FANOUT_LATENCY, RATE_LIMITED, REQUEST_SECONDS, REQUESTS
 from api.persisted import Admission, sha256_hex
 from api.request_json import BadJson
@@ -473,12 +473,8 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
                 for payload in batch.rendered(kind, key, render):
                     await websocket.send_text(prefix + payload + "}")
                 FANOUT_LATENCY.observe((time.perf_counter() - batch.received) * 1000.0)
-        except SubscriberTooSlow:
-            await websocket.send_text(
-                prefix
-                + json.dumps(_errors(ReasonCode.SUBSCRIBER_TOO_SLOW, "the subscriber fell behind"))
-                + "}"
-            )
+        except SubscriptionEnded as exc:
+            await websocket.send_text(prefix + json.dumps(_errors(exc.reason, exc.detail)) + "}")
         client_context.operations.pop(operation_id, None)
         client_context.operation_tasks.pop(operation_id, None)
         if WebSocketState.DISCONNECTED not in (websocket.client_state, websocket.application_state):

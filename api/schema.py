@@ -169,7 +169,8 @@ async def _publish(_: None, info: Info, input: dict[str, Any]) -> bool:
 @subscription.source("coherenceEvents")  # type: ignore[arg-type]
 async def _events_source(_: None, info: Info, tenantId: str) -> TenantStream:
     await admit(info, "subscribe")
-    return TenantStream(authorize(info, "read", tenantId).hub, tenantId, "signal")
+    hub = authorize(info, "read", tenantId).hub
+    return TenantStream(hub, tenantId, "signal", info.context["principal"].tenant_id)
 
 
 @subscription.field("coherenceEvents")
@@ -180,7 +181,8 @@ def _event(event: dict[str, Any], _info: Info, **_: Any) -> dict[str, Any]:
 @subscription.source("coherenceScoreChanged")  # type: ignore[arg-type]
 async def _score_source(_: None, info: Info, tenantId: str) -> TenantStream:
     await admit(info, "subscribe")
-    return TenantStream(authorize(info, "read", tenantId).hub, tenantId, "score")
+    hub = authorize(info, "read", tenantId).hub
+    return TenantStream(hub, tenantId, "score", info.context["principal"].tenant_id)
 
 
 @subscription.field("coherenceScoreChanged")

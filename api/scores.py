@@ -19,6 +19,7 @@ import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions as rx
 
+from api.tenant_redis import StoreForbidden, TenantRedisUsers, refused_login
 from core.errors import IgflowError
 from core.store_keys import score_key
 
@@ -51,7 +52,12 @@ class ScoreReader:
     """Reads scores; one Redis connection pool and one Postgres connection per process."""
 
     def __init__(
-        self, redis_url: str, postgres_dsn: str, timeout_s: float = 2.0, pool_size: int = 64
+        self,
+        redis_url: str,
+        postgres_dsn: str,
+        timeout_s: float = 2.0,
+        pool_size: int = 64,
+        users: TenantRedisUsers | None = None,
     ) -> None:
         # A blocking pool: past its size a read waits (up to the timeout) for a connection
         # instead of failing with "Too many connections", which read as Redis being down and
@@ -64,6 +70,8 @@ class ScoreReader:
             socket_connect_timeout=timeout_s,
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        #: Read Redis as the caller's tenant user (``None``: as the URL's user).
+        self._users = users
         self._dsn = postgres_dsn
         self._timeout = timeout_s
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
@@ -72,9 +80,15 @@ class ScoreReader:
     async def get(self, tenant_id: str, caller: str | None = None) -> Score | None:
         """The tenant's score, or ``None`` if neither store has one. ``caller`` is the tenant of
         the principal asking (default: ``tenant_id``): Postgres shows it its own rows only."""
+        caller = tenant_id if caller is None else caller
         redis_failed = False
         try:
-            fields = await self._redis.hgetall(score_key(tenant_id))
+            fields = await self.hot(tenant_id, caller)
+        except StoreForbidden as exc:
+            # Only a read the policy check let through wrongly gets here; Postgres's row
+            # security answers it alike (no row), so the caller learns nothing.
+            log.warning("redis refused %s: %s", caller, exc)
+            fields = {}
         except (rx.RedisError, OSError) as exc:
             log.warning("redis read failed, falling back to postgres: %s", exc)
             redis_failed = True
@@ -89,9 +103,7 @@ class ScoreReader:
                 "redis",
             )
         try:
-            row = await asyncio.wait_for(
-                self._postgres(tenant_id, tenant_id if caller is None else caller), self._timeout
-            )
+            row = await asyncio.wait_for(self._postgres(tenant_id, caller), self._timeout)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop_pg()
             what = "redis and postgres" if redis_failed else "postgres"
@@ -103,6 +115,41 @@ class ScoreReader:
         assert isinstance(score, float) and isinstance(status, str)
         assert isinstance(updated_at, datetime)
         return Score(tenant_id, score, status, updated_at, "postgres")
+
+    async def hot(self, tenant_id: str, caller: str) -> dict[bytes | str, bytes | str]:
+        """The fields of ``tenant_id``'s score hash in Redis, read as ``caller``'s tenant user:
+        the login and the read go as one pipeline on a pooled connection. Raises
+        :class:`StoreForbidden` when Redis refuses that user the key."""
+        key = score_key(tenant_id)
+        if self._users is None:
+            fields: dict[bytes | str, bytes | str] = await self._redis.hgetall(key)
+            return fields
+        for attempt in range(2):
+            user, password = await self._users.login(caller)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("AUTH", user, password)
+                    pipe.hgetall(key)
+                    login, read = await pipe.execute(raise_on_error=False)
+            except rx.ConnectionError:
+                # Redis closes the connections of a user it deletes (or it restarted): the
+                # pool connects afresh, once.
+                if attempt:
+                    raise
+                self._users.forget(caller)
+                continue
+            if refused_login(login):
+                self._users.forget(caller)  # Redis lost the user: provision it again
+                continue
+            if isinstance(login, Exception):
+                raise login
+            if isinstance(read, rx.NoPermissionError):
+                raise StoreForbidden(str(read))
+            if isinstance(read, Exception):
+                raise read
+            return dict(read)
+        msg = f"redis refused the login of {caller}'s user twice"
+        raise rx.AuthenticationError(msg)
 
     async def _postgres(self, tenant_id: str, caller: str) -> tuple[object, ...] | None:
         """The read model's row of ``tenant_id``, read as ``caller``: under row-level security

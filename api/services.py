@@ -12,6 +12,7 @@ from api.publish import SignalPublisher
 from api.ratelimit import TokenBuckets
 from api.scores import ScoreReader
 from api.switches import OperationGate
+from api.tenant_redis import TenantRedisUsers
 from api.webhooks import ReplayGuard
 from core.settings import Settings
 
@@ -34,10 +35,14 @@ class Services:
     replays: ReplayGuard
     #: The operation kill switches (:mod:`api.switches`).
     operations: OperationGate
+    #: The tenants' Redis users the reads log in as (``None``: ``stores.redis_tenant_acl`` off).
+    users: TenantRedisUsers | None = None
 
     async def close(self) -> None:
         await self.hub.close()
         await self.replays.close()
         await self.scores.close()
+        if self.users is not None:
+            await self.users.close()
         await self.auth.close()
         self.publisher.close()

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import json
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -36,7 +35,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
-from core.errors import ConfigError, IgflowError
+from core.errors import IgflowError
+from core.secret_files import owner_only_secret
 
 __all__ = [
     "KEY_BYTES",
@@ -152,23 +152,7 @@ class LocalKms:
         return self._key_id
 
     def _root_key(self) -> bytes:
-        path = self._path
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(os.urandom(KEY_BYTES))
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            msg = (
-                f"root key {path} has mode {mode:04o}: it must be readable by its owner only (0600)"
-            )
-            raise ConfigError(msg)
-        key = path.read_bytes()
-        if len(key) != KEY_BYTES:
-            msg = f"root key {path} has {len(key)} bytes, not {KEY_BYTES}"
-            raise ConfigError(msg)
-        return key
+        return owner_only_secret(self._path, KEY_BYTES, "root key")
 
     def wrap(self, key: bytes, context: Mapping[str, str]) -> bytes:
         nonce = os.urandom(_NONCE)

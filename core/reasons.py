@@ -79,6 +79,9 @@ class ReasonCode(enum.StrEnum):
     RECORD_TOO_LARGE = "RECORD_TOO_LARGE"
     #: A store the API reads is down.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    #: A store refused to show the caller the data (its tenant's Redis ACL user may not read
+    #: another tenant's keys or channel): only a request the policy check let through wrongly.
+    STORE_FORBIDDEN = "STORE_FORBIDDEN"
     #: A subscriber fell too far behind its events; its subscription ended.
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
     #: No score for the tenant in any store; or no such API path.

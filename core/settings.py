@@ -335,6 +335,13 @@ class StoreSettings:
     redis_stream_max: Count = 1000
     #: TTL of a tenant's hot score key when its retention tag gives none (``standard-365d``).
     redis_ttl_seconds: Duration = 365 * 86400.0
+    #: The API reads Redis as each caller's tenant's ACL user (``tenancy/redis_acl.py``), which
+    #: Redis lets read that tenant's keys and channel only; the URL's user must be allowed
+    #: ``ACL SETUSER`` (it provisions them). Off: the API reads as the URL's user.
+    redis_tenant_acl: bool = True
+    #: The secret the tenant users' passwords derive from (0600, created if missing); empty:
+    #: ``<stack_dir>/redis/acl.secret``. Every ``igflow serve`` of a deployment needs the same.
+    redis_acl_secret_file: str = ""
     #: Scratch names, for ``igflow replay --into NS`` (which sets all three); empty: the real
     #: names. Prepended to every Redis key and channel (``replay:NS:`` gives
     #: ``replay:NS:tenant:<t>:score``) …
@@ -788,6 +795,13 @@ with warnings.catch_warnings():
             if self.keys.root_key_file:
                 return Path(self.keys.root_key_file)
             return Path(self.stack_dir, "kms", "root.key").resolve()
+
+        @property
+        def redis_acl_secret_file(self) -> Path:
+            """The tenant Redis users' secret, defaulting to a file of the local stack."""
+            if self.stores.redis_acl_secret_file:
+                return Path(self.stores.redis_acl_secret_file)
+            return Path(self.stack_dir, "redis", "acl.secret").resolve()
 
         @property
         def catalog_properties(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ from core.catalog import catalog
 from core.settings import Settings
 from sinks.dlq import dlq_marks_topic
 from sinks.graph import GraphWriter
+from tenancy.redis_acl import acl_username
 from tenancy.registry import upsert_tenant
 
 __all__ = ["Scratch"]
@@ -178,6 +179,8 @@ class Scratch:
         try:
             for pattern in patterns:
                 _delete_keys(client, client.scan_iter(match=pattern, count=1000))
+            if self.tenants:  # the API's tenant users (tenancy/redis_acl.py)
+                client.acl_deluser(*(acl_username(t) for t in sorted(self.tenants)))
         finally:
             client.close()
 
