@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,15 +20,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from core.settings import Settings
 from tests.integration.conftest import REPO, env_for
+from tests.ports import free_port
 
 __all__ = ["ApiServer", "free_port", "serve", "subscribe"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ApiServer:

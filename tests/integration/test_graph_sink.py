@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -50,6 +49,7 @@ from sinks.graph import (
 )
 from sinks.serving import serve
 from tests.integration.conftest import read_topic
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -415,16 +415,9 @@ def test_a_paused_server_mid_stream_loses_and_duplicates_nothing(
         assert (score["seq"], score["provenance_id"]) == (50, f"prov-{tenant}-50")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_a_batch_that_keeps_failing_is_dead_lettered() -> None:
     # Nothing listens there.
-    writer = GraphWriter(f"bolt://127.0.0.1:{_free_port()}", "neo4j", "unused-password")
+    writer = GraphWriter(f"bolt://127.0.0.1:{free_port()}", "neo4j", "unused-password")
     batch: list[Item] = [_signal("g-nowhere", 1), _change("g-nowhere", 1)]
     attempts: list[BaseException] = []
     dead: list[tuple[Sequence[Item], BaseException]] = []

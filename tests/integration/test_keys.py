@@ -25,6 +25,7 @@ from tenancy.keys import KeysDestroyed, TenantKeys
 from tenancy.registry import list_tenants
 from tests.integration.conftest import REPO, env_for
 from tests.integration.scratch import Scratch
+from tests.ports import free_port
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 SCOPES = ("lake.signals", "redis", "dlq")
@@ -170,17 +171,10 @@ def test_the_commands_rotate_list_audit_and_offboard(
 # ------------------------------------------------------------------------------- AWS KMS
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def kms_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's server: a KMS-compatible HTTP endpoint (Encrypt/Decrypt with encryption context)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from tests.integration.conftest import (
     read_topic,
     recent,
 )
+from tests.ports import free_port
 
 
 def _v1_id(settings: Settings) -> int:
@@ -95,13 +95,6 @@ def test_1000_bad_payloads_reach_the_dlq_and_every_valid_record_lands(
     assert per_tenant == {f"tenant-{i:02d}": 300 for i in range(10)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -112,7 +105,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: Settings) -> None:
     produce_workload(it_settings, WorkloadSpec(tenants=3, count=100, bad=9, seed=3))
-    port = _free_port()
+    port = free_port()
     proc = igflow(it_settings, "run", "--tail", "--metrics-port", str(port))
     try:
         deadline = time.monotonic() + 90

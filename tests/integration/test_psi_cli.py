@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from core.settings import Settings
+from tests.ports import free_port
 from tests.unit.test_psi_commands import selector_table, write_csv
 
 pytestmark = pytest.mark.integration
@@ -29,13 +29,6 @@ SERVER = [f"user{i}@example.org" for i in range(150)]
 #: The client's set, in its own order (descending), overlapping the server's in 50 selectors.
 CLIENT = [f"user{i}@example.org" for i in range(219, 99, -1)]
 EXPECTED = [s for s in CLIENT if s in set(SERVER)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _healthy(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 20.0) -> bool:
@@ -58,7 +51,7 @@ def serving(
 ) -> Iterator[dict[str, Any]]:
     """Run ``igflow psi serve ARGS`` on a free port; yield its start line; stop it with ``stop``
     and check it exits 0. Its standard error goes to ``logs``."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "igflow.cli", "psi", "serve", *args, "--port", str(port)]
     with logs.open("wb") as err:
         proc = subprocess.Popen(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.governance import CheckResult, check_schemas
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,6 @@ def record(*fields: dict[str, object], name: str = "User") -> str:
 A = record()
 B = record({"name": "name", "type": "string", "default": ""})  # compatible with A both ways
 C = record({"name": "email", "type": "string"})  # BACKWARD-incompatible with A
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

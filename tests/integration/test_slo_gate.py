@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 STEP_S = 60
 HOURS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _binary(name: str) -> str:
@@ -72,7 +67,7 @@ def _serve(tmp: Path, series: dict[str, tuple[float, float]]) -> Iterator[_Prome
     assert done.returncode == 0, done.stdout + done.stderr
     config = tmp / "prometheus.yml"
     config.write_text("global: {}\n", encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     log = (tmp / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -177,6 +172,6 @@ def test_a_burning_tenant_trips_the_gate(burning: _Prometheus) -> None:
 
 
 def test_an_unreachable_prometheus_fails_the_gate() -> None:
-    done = _igflow(_Prometheus(f"http://127.0.0.1:{_free_port()}", 0), "gate")
+    done = _igflow(_Prometheus(f"http://127.0.0.1:{free_port()}", 0), "gate")
     assert done.returncode == 2
     assert "cannot query Prometheus" in done.stderr

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import json
 import pickle
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,6 +59,7 @@ from psi.client import Outcome
 from psi.messages import EvaluateRequest, decode
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import DECONFLICTION
+from tests.ports import free_port
 
 FULL = PsiMode.FULL_INTERSECTION
 CARD = PsiMode.INTERSECTION_CARDINALITY
@@ -462,13 +462,6 @@ def test_a_bug_in_the_matcher_is_not_taken_for_an_outage() -> None:
     (window,) = run(TenantDeconfliction(W), [tagged("t", 0, 1, ["a", "b"])])
     with pytest.raises(TypeError):
         Deconflicter(broken, FULL, "server", sleep=lambda s: None)(window)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_the_http_matcher_reports_a_closed_port_as_unavailable(tmp_path: Path) -> None:
