@@ -112,10 +112,10 @@ def _junit(members: Mapping[str, bytes]) -> dict[str, Any]:
                 msg = f"{name}: <testsuite {key}=...> is not a count"
                 raise ContentError(msg) from exc
         cases += len(suite.findall("testcase"))
-    if cases != totals["tests"]:
-        msg = f"{name}: the suites count {totals['tests']} tests but hold {cases} <testcase>"
-        raise ContentError(msg)
-    return totals
+    # The suites' counts and the <testcase> elements are both kept, not required to agree:
+    # pytest keeps them equal, but its edge cases (teardown errors, internal errors) have
+    # changed between releases, and evidence must record a run, not refuse it.
+    return {**totals, "testcases": cases}
 
 
 def _coverage(members: Mapping[str, bytes]) -> dict[str, Any]:

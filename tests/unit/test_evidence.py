@@ -180,7 +180,13 @@ def test_a_bundle_of_a_real_run_verifies_and_says_what_it_holds(
     manifest = verdict.manifest
     assert manifest is not None
     parts = manifest["parts"]
-    assert parts["tests"]["summary"] == {"tests": 5, "failures": 1, "errors": 0, "skipped": 1}
+    assert parts["tests"]["summary"] == {
+        "tests": 5,
+        "failures": 1,
+        "errors": 0,
+        "skipped": 1,
+        "testcases": 5,
+    }
     coverage = parts["coverage"]["summary"]
     # grade(): the def and 5 body lines; "return 'mid'" never runs
     assert (coverage["statements"], coverage["covered_lines"]) == (6, 5)
@@ -379,7 +385,7 @@ def test_absent_parts_are_recorded_with_their_reason_and_can_be_required(
         ("sbom", b'{"bomFormat": "SPDX"}', "not a CycloneDX document"),
         ("sbom", b'{"bomFormat": "CycloneDX", "specVersion": "9.9"}', "specVersion"),
         ("junit", b"<html/>", "not a JUnit report"),
-        ("junit", b"<testsuite tests='2'><testcase/></testsuite>", "hold 1 <testcase>"),
+        ("junit", b"<testsuite tests='two'><testcase/></testsuite>", "is not a count"),
         ("coverage", b"[]", "not a coverage.py JSON report"),
     ],
 )
