@@ -123,7 +123,10 @@ def _signed_manifest(
             return None, [Problem(ReasonCode.EVIDENCE_KEY_MISMATCH, message)]
         message = f"{SIGNATURE} does not verify over {MANIFEST} with key {expected}"
         return None, [Problem(ReasonCode.EVIDENCE_SIGNATURE_INVALID, message)]
-    manifest = json.loads(body)  # signed by us: it is the JSON build() wrote
+    try:
+        manifest = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [Problem(ReasonCode.EVIDENCE_MANIFEST_INVALID, f"signed, but not JSON: {exc}")]
     if not isinstance(manifest, dict):
         return None, [Problem(ReasonCode.EVIDENCE_MANIFEST_INVALID, "not a JSON object")]
     return manifest, []

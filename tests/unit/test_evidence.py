@@ -287,6 +287,19 @@ def test_a_missing_manifest_fails(bundle: Path, key: Ed25519PrivateKey, tmp_path
     assert verdict_codes(verdict) == [ReasonCode.EVIDENCE_MANIFEST_INVALID]
 
 
+def test_a_signed_manifest_that_is_not_a_manifest_fails(
+    bundle: Path, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    for body in (b"not json", b"[1, 2]", json.dumps({"format": "other/1"}).encode()):
+
+        def sign(members: dict[str, bytes], body: bytes = body) -> None:
+            members["manifest.json"] = body
+            members["manifest.sig"] = base64.b64encode(key.sign(body))
+
+        verdict = verify(_rewrite(bundle, tmp_path / "j.tar.gz", sign), key.public_key())
+        assert verdict_codes(verdict) == [ReasonCode.EVIDENCE_MANIFEST_INVALID], body
+
+
 def test_a_member_altered_and_resigned_with_another_key_fails(
     bundle: Path, key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
