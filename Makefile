@@ -11,8 +11,12 @@ IGFLOW := $(BIN)/igflow
 export PYICEBERG_HOME := $(CURDIR)/.stack
 export IGFLOW_STACK_DIR ?= $(CURDIR)/.stack
 PYTEST_ARGS ?=
+# make evidence: where the bundle goes, and where its SLO part comes from (live: the stack's
+# Prometheus; none; or a file of `igflow slo --json`).
+EVIDENCE_DIR ?= dist/evidence
+EVIDENCE_SLO ?= live
 
-.PHONY: help venv system stack-up up down status setup demo test check lint typecheck governance-check schemas-check unit integration bench wheel clean
+.PHONY: help venv system stack-up up down status setup demo test check lint typecheck governance-check schemas-check unit integration bench evidence wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -91,6 +95,22 @@ bench: setup ## benchmarks (figures for the README's performance section)
 	$(BIN)/python benchmarks/dedupe_memory.py --plot benchmarks/results/dedupe_memory.png --json benchmarks/results/dedupe_memory.json
 	$(BIN)/python benchmarks/psi.py
 	$(BIN)/python benchmarks/api.py
+
+evidence: lint typecheck governance-check schemas-check ## the signed evidence bundle (dist/evidence/): the whole suite with JUnit and coverage, the SBOM, the latest benchmark results, the SLO report; exits with pytest's code
+	rm -rf $(EVIDENCE_DIR)/run && mkdir -p $(EVIDENCE_DIR)/run
+	@# The bundle is built and verified even when tests fail (it records the failures and
+	@# pytest's exit code); make then fails with that exit code.
+	status=0; export COVERAGE_FILE=$(EVIDENCE_DIR)/run/.coverage; \
+	$(BIN)/python -m coverage run -m pytest $(PYTEST_ARGS) --junitxml=$(EVIDENCE_DIR)/run/junit.xml \
+		|| status=$$?; \
+	$(BIN)/python -m coverage json -q -o $(EVIDENCE_DIR)/run/coverage.json \
+	&& $(IGFLOW) evidence build --out $(EVIDENCE_DIR)/evidence.tar.gz \
+		--junit $(EVIDENCE_DIR)/run/junit.xml --coverage $(EVIDENCE_DIR)/run/coverage.json \
+		--benchmarks benchmarks/results --slo $(EVIDENCE_SLO) --tests-exit-code $$status \
+		--export-public-key $(EVIDENCE_DIR)/signing.pub \
+	&& $(IGFLOW) evidence verify $(EVIDENCE_DIR)/evidence.tar.gz --public-key $(EVIDENCE_DIR)/signing.pub \
+		--require sbom --require tests --require coverage --require policies --require schemas \
+	&& exit $$status
 
 clean: down
 	rm -rf .stack $(VENV) build dist

@@ -94,3 +94,25 @@ class ReasonCode(enum.StrEnum):
     OPERATION_DISABLED = "OPERATION_DISABLED"
     #: An unexpected failure of the server (details only in its log, never in the answer).
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    # The evidence bundle (``igflow evidence verify``): why a bundle is not the one signed.
+    #: Not a readable gzip'd tar, or a member that is not a plain file, has an absolute or
+    #: ``..`` path, or appears twice.
+    EVIDENCE_ARCHIVE_INVALID = "EVIDENCE_ARCHIVE_INVALID"
+    #: No ``manifest.json``, or one that is not the manifest format this engine writes.
+    EVIDENCE_MANIFEST_INVALID = "EVIDENCE_MANIFEST_INVALID"
+    #: No ``manifest.sig``, or a signature that does not verify over ``manifest.json`` with the
+    #: trusted public key.
+    EVIDENCE_SIGNATURE_INVALID = "EVIDENCE_SIGNATURE_INVALID"
+    #: The manifest names another signing key than the trusted public key (its key id).
+    EVIDENCE_KEY_MISMATCH = "EVIDENCE_KEY_MISMATCH"
+    #: A member the manifest lists is not in the archive.
+    EVIDENCE_MEMBER_MISSING = "EVIDENCE_MEMBER_MISSING"
+    #: A member whose SHA-256 or size differs from the manifest's.
+    EVIDENCE_MEMBER_ALTERED = "EVIDENCE_MEMBER_ALTERED"
+    #: A member in the archive that the manifest does not list.
+    EVIDENCE_MEMBER_UNEXPECTED = "EVIDENCE_MEMBER_UNEXPECTED"
+    #: A member that is not what its part says (an SBOM that is not CycloneDX JSON, a test
+    #: report that is not JUnit XML), or a summary in the manifest that its member contradicts.
+    EVIDENCE_CONTENT_INVALID = "EVIDENCE_CONTENT_INVALID"
+    #: A part the verifier requires (``--require``) is recorded as absent.
+    EVIDENCE_PART_ABSENT = "EVIDENCE_PART_ABSENT"

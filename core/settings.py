@@ -69,6 +69,7 @@ __all__ = [
     "ApiSettings",
     "DedupeSettings",
     "DriftSettings",
+    "EvidenceSettings",
     "KafkaSettings",
     "LakeSettings",
     "ProbeSettings",
@@ -645,6 +646,19 @@ class RunSettings:
 
 @_refuse_invalid
 @pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class EvidenceSettings:
+    """The signed evidence bundle of a release (``igflow evidence``, ``make evidence``)."""
+
+    #: The Ed25519 private key that signs bundles (PKCS#8 PEM, 0600, created on first use);
+    #: empty: ``<stack_dir>/evidence/signing.key``.
+    signing_key_file: str = ""
+    #: The public key ``igflow evidence verify`` trusts unless ``--public-key`` names one;
+    #: empty: the signing key's own public half (``<signing key>.pub``, written beside it).
+    public_key_file: str = ""
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class TracingSettings:
     """OpenTelemetry traces (:mod:`core.tracing`): exported over OTLP/HTTP."""
 
@@ -727,6 +741,7 @@ with warnings.catch_warnings():
         api: ApiSettings = ApiSettings()
         tracing: TracingSettings = TracingSettings()
         probe: ProbeSettings = ProbeSettings()
+        evidence: EvidenceSettings = EvidenceSettings()
 
         if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
 
@@ -802,6 +817,13 @@ with warnings.catch_warnings():
             if self.stores.redis_acl_secret_file:
                 return Path(self.stores.redis_acl_secret_file)
             return Path(self.stack_dir, "redis", "acl.secret").resolve()
+
+        @property
+        def evidence_signing_key_file(self) -> Path:
+            """The evidence bundle's signing key, defaulting to a file of the local stack."""
+            if self.evidence.signing_key_file:
+                return Path(self.evidence.signing_key_file)
+            return Path(self.stack_dir, "evidence", "signing.key").resolve()
 
         @property
         def catalog_properties(self) -> dict[str, str]:

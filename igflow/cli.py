@@ -21,6 +21,7 @@ from core import logs
 from core.errors import IgflowError
 from core.settings import Settings
 from igflow.api_commands import register as register_api
+from igflow.evidence_commands import register as register_evidence
 from igflow.governance_commands import register as register_governance
 from igflow.key_commands import register as register_keys
 from igflow.probe_commands import register as register_probe
@@ -230,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     register_keys(add)
     register_probe(add)
     register_switch(add)
+    register_evidence(add)
     return parser
 
 

@@ -24,7 +24,7 @@ from core import prometheus_query, slo
 from core.errors import IgflowError
 from core.settings import Settings
 
-__all__ = ["budgets", "register"]
+__all__ = ["budgets", "json_rows", "register"]
 
 #: Kept here for callers of ``igflow.slo_commands.budgets``: the queries live in
 #: :mod:`core.prometheus_query`, shared with the API's dashboards.
@@ -49,9 +49,14 @@ def _percent(value: float) -> str:
     return f"{value * 100:.3f}%"
 
 
+def json_rows(rows: list[slo.BudgetRow]) -> list[dict[str, object]]:
+    """The rows as ``igflow slo --json`` prints them (and the evidence bundle stores them)."""
+    return [{**_asdict(r), "spent": r.spent} for r in rows]
+
+
 def _print(rows: list[slo.BudgetRow], window: str, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{**_asdict(r), "spent": r.spent} for r in rows], indent=2))
+        print(json.dumps(json_rows(rows), indent=2))
         return
     if not rows:
         print(f"no tenant had events in the budget window ({window})")
