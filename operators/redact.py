@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -35,7 +36,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
 from core.errors import SchemaError
-from core.records import Decoded, Tagged
+from core.records import Decoded, Signal, Tagged
 from core.rego import CompiledQuery, bundle_digest, read_bundle
 from operators.tenancy import manifest, provenance_id
 from tenancy.keys import TenantKeys
@@ -55,6 +56,7 @@ __all__ = [
     "keyed_hash",
     "mask",
     "redact",
+    "redact_reference",
     "redact_step",
     "redacted_manifest",
     "rule_problems",
@@ -197,6 +199,8 @@ class RedactionPolicy:
             raise SchemaError(msg)
         self._query = CompiledQuery("redaction", "redaction", source, RULES_QUERY, data)
         self._cached = functools.lru_cache(maxsize=cache_size)(self._evaluate)
+        #: Distinct rule sets are few (a policy's), so this grows no further than they do.
+        self._fragments: dict[Rules, str] = {}
         self.named = tenants_named(document)
         for tenant_id in ("", *self.named):
             self.rules(tenant_id)
@@ -226,6 +230,13 @@ class RedactionPolicy:
         rules: Rules = self._cached(tenant_id)
         return rules
 
+    def fragment(self, rules: Rules) -> str:
+        """The canonical JSON of the manifest's ``redaction`` value for ``rules`` (cached)."""
+        text = self._fragments.get(rules)
+        if text is None:
+            text = self._fragments[rules] = _fragment(rules, self.version)
+        return text
+
     def _evaluate(self, tenant_id: str) -> Rules:
         result = self._query.evaluate({"tenant_id": tenant_id})
         return _checked({} if result is None else result, tenant_id)
@@ -253,15 +264,86 @@ def _redact_field(rule: str, field: str, value: Any, tenant_id: str, ts: datetim
     return keyed_hash(mac, tenant_id, ts, field, value)
 
 
+#: What ``json.dumps(..., ensure_ascii=True)`` writes for a ``str``.
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _fragment(rules: Rules, redaction_version: str) -> str:
+    """The canonical JSON of the manifest's ``redaction`` value (as :func:`provenance_id`
+    writes it inside the manifest)."""
+    value = {"policy": redaction_version, "rules": dict(rules)}
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _redacted_id(item: Decoded, policy_version: str, fragment: str) -> str:
+    """``provenance_id(redacted_manifest(...))`` written directly, keys in sorted order (as
+    :func:`operators.tenancy._manifest_id`); a value of an unexpected type takes the general
+    path, so the id is the same byte for byte in every case (a unit test compares them)."""
+    p = item.provenance
+    tenant_id = item.signal.tenant_id
+    topic, partition, offset = p.topic, p.kafka_partition, p.kafka_offset
+    schema_version, digest = p.schema_version, p.input_hash
+    if not (
+        type(partition) is int
+        and type(offset) is int
+        and type(schema_version) is int
+        and type(digest) is str
+        and type(topic) is str
+        and type(tenant_id) is str
+        and type(policy_version) is str
+    ):
+        stamped = manifest(item, policy_version)
+        stamped[MANIFEST_KEY] = json.loads(fragment)
+        return provenance_id(stamped)
+    canonical = (
+        f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
+        f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
+        f'"policy_version":{_json_string(policy_version)},"redaction":{fragment},'
+        f'"schema_version":{schema_version:d},"tenant_id":{_json_string(tenant_id)}}}'
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+
+
 def redact(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
-    """``item`` with its tenant's rules applied (the same object when it has none)."""
+    """``item`` with its tenant's rules applied (the same object when it has none).
+
+    The records are rebuilt field by field rather than with ``dataclasses.replace`` (about a
+    third of the step's time with rules); :func:`redact_reference` is the oracle.
+    """
     signal = item.signal
     rules = policy.rules(signal.tenant_id)
     if not rules:
         return item
     tenant_id, ts = signal.tenant_id, signal.ts
-    changes = {
+    changed = {
         field: _redact_field(rule, field, getattr(signal, field), tenant_id, ts, mac)
+        for field, rule in rules
+    }
+    get = changed.get
+    redacted = Signal(
+        tenant_id,
+        get("signal_id", signal.signal_id),
+        get("type", signal.type),
+        signal.value,
+        signal.weight,
+        get("source", signal.source),
+        ts,
+        get("selectors", signal.selectors),
+    )
+    d = item.decoded
+    decoded = Decoded(redacted, d.provenance, d.kafka_timestamp_ms, None, d.unknown_fields, d.trace)
+    pid = _redacted_id(d, item.policy_version, policy.fragment(rules))
+    return Tagged(decoded, item.tags, item.policy_version, pid)
+
+
+def redact_reference(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
+    """:func:`redact` the plain way: the test oracle."""
+    signal = item.signal
+    rules = policy.rules(signal.tenant_id)
+    if not rules:
+        return item
+    changes = {
+        field: _redact_field(rule, field, getattr(signal, field), signal.tenant_id, signal.ts, mac)
         for field, rule in rules
     }
     decoded = dataclasses.replace(

@@ -27,6 +27,7 @@ from operators.redact import (
     keyed_hash,
     mask,
     redact,
+    redact_reference,
     redact_step,
     redacted_manifest,
     rule_problems,
@@ -265,3 +266,47 @@ def test_the_step_redacts_each_tenant_by_its_rules_in_order(
         True,
         True,
     ] * 3
+
+
+def test_the_records_rebuilt_field_by_field_keep_every_field() -> None:
+    """``redact`` rebuilds Signal, Decoded and Tagged positionally: a new field on any of them
+    must be added there (this fails until it is)."""
+    assert [f.name for f in dataclasses.fields(Signal)] == [
+        *("tenant_id", "signal_id", "type", "value", "weight", "source", "ts", "selectors"),
+    ]
+    assert [f.name for f in dataclasses.fields(Decoded)] == [
+        *("signal", "provenance", "kafka_timestamp_ms", "raw", "unknown_fields", "trace"),
+    ]
+    assert [f.name for f in dataclasses.fields(Tagged)] == [
+        *("decoded", "tags", "policy_version", "provenance_id"),
+    ]
+
+
+@given(
+    tenant=st.sampled_from([*sorted(RULES), "tenant-00"]),
+    offset=st.integers(min_value=0, max_value=2**40),
+    selectors=st.lists(st.text(max_size=20), max_size=4),
+    trace=st.none() | st.just("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    topic=st.text(min_size=1, max_size=10),
+)
+def test_redact_equals_its_reference(
+    policy: RedactionPolicy,
+    tenancy: TenancyPolicy,
+    tenant: str,
+    offset: int,
+    selectors: list[str],
+    trace: str | None,
+    topic: str,
+) -> None:
+    item = tagged(tenancy, tenant, offset)
+    d = item.decoded
+    d = dataclasses.replace(
+        d,
+        signal=dataclasses.replace(d.signal, selectors=tuple(selectors)),
+        provenance=dataclasses.replace(d.provenance, topic=topic),
+        unknown_fields=("extra",),
+        trace=trace,
+        kafka_timestamp_ms=offset,
+    )
+    item = tag(d, tenancy)
+    assert redact(item, policy, fake_mac) == redact_reference(item, policy, fake_mac)
