@@ -223,3 +223,27 @@ def test_the_command_exits_1_with_the_reasons_and_0_when_they_agree(repo: Checko
     shipped = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert shipped.returncode == 0, shipped.stderr
     assert "agree" in shipped.stdout
+
+
+def test_the_redaction_command_shows_each_tenants_rules(repo: Checkout) -> None:
+    redact_rules(repo, {"tenant-07": {"selectors": "drop", "signal_id": "hash"}})
+    command = [sys.executable, "-m", "igflow.cli", "governance", "redaction"]
+    command += ["--policies", str(repo.policies)]
+    named = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    asked = subprocess.run(
+        [*command, "--tenant", "tenant-01", "--tenant", "tenant-07"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert [(x["tenant_id"], x["rules"]) for x in lines] == [
+        ("tenant-01", {}),
+        ("tenant-07", {"selectors": "drop", "signal_id": "hash"}),
+    ]
+    assert [json.loads(line) for line in named.stdout.splitlines()] == lines[1:]
+    redact_rules(repo, {"tenant-07": {"signal_id": "mask"}})
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode != 0 and "tenant-07" in refused.stderr
+    assert "Traceback" not in refused.stderr
