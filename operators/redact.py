@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -37,8 +36,8 @@ from bytewax.operators import KeyedStream
 
 from core.errors import SchemaError
 from core.records import Decoded, Signal, Tagged
-from core.rego import CompiledQuery, bundle_digest, read_bundle
-from operators.tenancy import manifest, provenance_id
+from core.rego import CompiledQuery, bundle_digest, data_document, read_policy
+from operators.tenancy import manifest, manifest_id, provenance_id
 from tenancy.keys import TenantKeys
 
 __all__ = [
@@ -189,14 +188,7 @@ class RedactionPolicy:
         self._source = source
         self._data = data
         self._cache_size = cache_size
-        try:
-            document = json.loads(data)
-        except ValueError as exc:
-            msg = f"redaction data is not JSON: {exc}"
-            raise SchemaError(msg) from exc
-        if not isinstance(document, dict):
-            msg = "redaction data must be a JSON object"
-            raise SchemaError(msg)
+        document = data_document(data, "redaction")
         self._query = CompiledQuery("redaction", "redaction", source, RULES_QUERY, data)
         self._cached = functools.lru_cache(maxsize=cache_size)(self._evaluate)
         #: Distinct rule sets are few (a policy's), so this grows no further than they do.
@@ -208,19 +200,9 @@ class RedactionPolicy:
     @classmethod
     def load(cls, policies_dir: Path, cache_size: int = CACHE_SIZE) -> RedactionPolicy:
         """Load ``redaction.rego`` and ``redaction.json`` from ``policies_dir``."""
-        files = read_bundle(policies_dir)
-        texts: list[str] = []
-        for name in (POLICY_FILE, DATA_FILE):
-            if name not in files:
-                msg = f"redaction policy missing: {policies_dir / name}"
-                raise SchemaError(msg)
-            try:
-                texts.append(files[name].decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                msg = f"redaction policy file is not UTF-8: {policies_dir / name}"
-                raise SchemaError(msg) from exc
-        version = bundle_digest({name: files[name] for name in (POLICY_FILE, DATA_FILE)})
-        return cls(texts[0], texts[1], version, cache_size)
+        names = (POLICY_FILE, DATA_FILE)
+        files, (source, data) = read_policy(policies_dir, names, "redaction")
+        return cls(source, data, bundle_digest({n: files[n] for n in names}), cache_size)
 
     def __reduce__(self) -> tuple[type[RedactionPolicy], tuple[str, str, str, int]]:
         return (type(self), (self._source, self._data, self.version, self._cache_size))
@@ -264,44 +246,11 @@ def _redact_field(rule: str, field: str, value: Any, tenant_id: str, ts: datetim
     return keyed_hash(mac, tenant_id, ts, field, value)
 
 
-#: What ``json.dumps(..., ensure_ascii=True)`` writes for a ``str``.
-_json_string = json.encoder.encode_basestring_ascii
-
-
 def _fragment(rules: Rules, redaction_version: str) -> str:
     """The canonical JSON of the manifest's ``redaction`` value (as :func:`provenance_id`
     writes it inside the manifest)."""
     value = {"policy": redaction_version, "rules": dict(rules)}
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _redacted_id(item: Decoded, policy_version: str, fragment: str) -> str:
-    """``provenance_id(redacted_manifest(...))`` written directly, keys in sorted order (as
-    :func:`operators.tenancy._manifest_id`); a value of an unexpected type takes the general
-    path, so the id is the same byte for byte in every case (a unit test compares them)."""
-    p = item.provenance
-    tenant_id = item.signal.tenant_id
-    topic, partition, offset = p.topic, p.kafka_partition, p.kafka_offset
-    schema_version, digest = p.schema_version, p.input_hash
-    if not (
-        type(partition) is int
-        and type(offset) is int
-        and type(schema_version) is int
-        and type(digest) is str
-        and type(topic) is str
-        and type(tenant_id) is str
-        and type(policy_version) is str
-    ):
-        stamped = manifest(item, policy_version)
-        stamped[MANIFEST_KEY] = json.loads(fragment)
-        return provenance_id(stamped)
-    canonical = (
-        f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
-        f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
-        f'"policy_version":{_json_string(policy_version)},"redaction":{fragment},'
-        f'"schema_version":{schema_version:d},"tenant_id":{_json_string(tenant_id)}}}'
-    )
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
 def redact(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
@@ -332,7 +281,7 @@ def redact(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
     )
     d = item.decoded
     decoded = Decoded(redacted, d.provenance, d.kafka_timestamp_ms, None, d.unknown_fields, d.trace)
-    pid = _redacted_id(d, item.policy_version, policy.fragment(rules))
+    pid = manifest_id(d, item.policy_version, policy.fragment(rules))
     return Tagged(decoded, item.tags, item.policy_version, pid)
 
 

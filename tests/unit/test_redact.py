@@ -310,3 +310,13 @@ def test_redact_equals_its_reference(
     )
     item = tag(d, tenancy)
     assert redact(item, policy, fake_mac) == redact_reference(item, policy, fake_mac)
+
+
+def test_an_unusual_value_type_takes_the_general_path_to_the_same_id(
+    policy: RedactionPolicy, tenancy: TenancyPolicy
+) -> None:
+    item = tagged(tenancy)
+    d = item.decoded
+    odd = dataclasses.replace(d, provenance=dataclasses.replace(d.provenance, kafka_partition=True))
+    item = tag(odd, tenancy)
+    assert redact(item, policy, fake_mac) == redact_reference(item, policy, fake_mac)
