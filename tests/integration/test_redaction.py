@@ -160,13 +160,18 @@ def test_a_tenant_with_rules_never_lands_its_raw_values(
     assert any(s in _redis_dump(settings, plain) for s in {r["signal_id"] for r in theirs})
     assert any(s in _graph_dump(settings, plain) for s in {r["signal_id"] for r in theirs})
 
-    # The hashes are the tenant's own key's (scope "redaction"), by event time; types masked.
+    # The hashes are the tenant's own key's (scope "redaction", in Postgres, as the flow's),
+    # by event time; types masked.
     mac = tenant_mac(lambda: tenant_keys(settings))
     by_hash = {
         keyed_hash(mac, redacted, r["ts"], "signal_id", r["signal_id"]): r
         for r in sent
         if r["tenant_id"] == redacted
     }
+    some = sent[0]
+    assert keyed_hash(mac, plain, some["ts"], "source", some["source"]) != keyed_hash(
+        mac, redacted, some["ts"], "source", some["source"]
+    )  # two tenants' keys: the same value hashes apart
     for row in mine:
         original = by_hash[row["signal_id"]]
         assert row["source"] == keyed_hash(mac, redacted, row["ts"], "source", original["source"])
