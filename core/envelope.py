@@ -88,7 +88,7 @@ def key_version_of(ciphertext: bytes) -> int:
 class FieldCipher:
     """Deterministic authenticated encryption of fields under one data key and version."""
 
-    __slots__ = ("_aead", "_siv", "version")
+    __slots__ = ("_aead", "_mac", "_siv", "version")
 
     def __init__(self, data_key: bytes, version: int) -> None:
         if len(data_key) != KEY_BYTES:
@@ -98,6 +98,13 @@ class FieldCipher:
         # Two keys from one: the cipher's and the synthetic nonce's (never the same key twice).
         self._aead = AESGCMSIV(hmac.new(data_key, b"igflow field cipher", "sha256").digest())
         self._siv = hmac.new(data_key, b"igflow field nonce", "sha256").digest()
+        # A third key, for keyed hashes of fields (redaction): a digest never reveals the cipher
+        # key or the nonce key, and the same message under the same data key digests alike.
+        self._mac = hmac.new(data_key, b"igflow field mac", "sha256").digest()
+
+    def mac(self, message: bytes) -> bytes:
+        """HMAC-SHA-256 of ``message`` under this data key's MAC key (32 bytes)."""
+        return hmac.digest(self._mac, message, "sha256")
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = hmac.new(self._siv, len(aad).to_bytes(4, "big") + aad + plaintext, "sha256")

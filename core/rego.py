@@ -20,7 +20,7 @@ from regopy import Interpreter
 
 from core.errors import SchemaError
 
-__all__ = ["CompiledQuery", "bundle_digest", "read_bundle"]
+__all__ = ["CompiledQuery", "bundle_digest", "data_document", "read_bundle", "read_policy"]
 
 _BUNDLE_SUFFIXES = frozenset({".rego", ".json"})
 
@@ -52,6 +52,40 @@ def bundle_digest(files: Mapping[str, bytes]) -> str:
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
     return digest.hexdigest()
+
+
+def read_policy(
+    policies_dir: Path, names: tuple[str, ...], what: str
+) -> tuple[dict[str, bytes], list[str]]:
+    """The bundle of ``policies_dir`` and the texts of ``names`` in it, in that order.
+
+    ``SchemaError`` naming ``what`` if one is missing or not UTF-8.
+    """
+    files = read_bundle(policies_dir)
+    texts: list[str] = []
+    for name in names:
+        if name not in files:
+            msg = f"{what} policy missing: {policies_dir / name}"
+            raise SchemaError(msg)
+        try:
+            texts.append(files[name].decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            msg = f"{what} policy file is not UTF-8: {policies_dir / name}"
+            raise SchemaError(msg) from exc
+    return files, texts
+
+
+def data_document(data: str, what: str) -> dict[str, Any]:
+    """A policy's JSON data document; ``SchemaError`` naming ``what`` unless it is an object."""
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        msg = f"{what} data is not JSON: {exc}"
+        raise SchemaError(msg) from exc
+    if not isinstance(document, dict):
+        msg = f"{what} data must be a JSON object"
+        raise SchemaError(msg)
+    return document
 
 
 class CompiledQuery:

@@ -1,4 +1,5 @@
-"""The coherence flow: Kafka → decode → validate → drift → dedupe → tenant-tag → psi → score.
+"""The coherence flow: Kafka → decode → validate → drift → dedupe → tenant-tag → redact → psi →
+score.
 
 Run it as ``python -m bytewax.run flows.coherence:flow`` (settings from ``IGFLOW_*``) or as
 ``igflow run``. Bytewax resolves ``flow`` through this module's ``__getattr__``, so importing the
@@ -7,12 +8,18 @@ at the entry point.
 
 ::
 
-    kafka ─▶ decode ─▶ validate ─▶ by tenant ─▶ drift ─▶ dedupe ─▶ tenant_tag ─▶ psi ─▶ score
-               │          │                      │         │           │         │       │
-               └─ errs ───┴──────── rejects ─────┼─ late ──┘           ▼         ▼       ▼
-                              │                  │                 signals  deconfliction scores
+    kafka ─▶ decode ─▶ validate ─▶ by tenant ─▶ drift ─▶ dedupe ─▶ tag ─▶ redact ─▶ psi ─▶ score
+               │          │                      │         │               │        │       │
+               └─ errs ───┴──────── rejects ─────┼─ late ──┘               ▼        ▼       ▼
+                              │                  │                     signals deconfliction scores
                               ▼                  ▼
                              DLQ       quarantine (rejects + drifted batches)
+
+``redact`` (:mod:`operators.redact`) sits where the first store could see a signal's fields: after
+dedupe (its key must be the raw one: a mask would make two signals one) and tenant-tag (it
+stamps the manifest the rules extend), before psi (which lands matched selectors), score and
+every sink. Records held before it (rejects, drifted batches) keep their exact bytes in the DLQ
+and quarantine, to be released as they came.
 
 Everything after ``validate`` is keyed by tenant, so each tenant's records keep their order
 through the stateful steps. The lake tables batch with Bytewax's ``collect`` keyed by ledger lane
@@ -47,6 +54,7 @@ from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
 from operators.psi import Matcher, http_matcher_factory, psi_step
+from operators.redact import Mac, RedactionPolicy, redact_step, tenant_mac
 from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
@@ -61,6 +69,7 @@ from sinks.redis import RedisSink
 from sinks.serving import serve
 from sources.kafka import KafkaTopicSource
 from sources.pausable import PausableSource
+from tenancy.keys import tenant_keys
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches
 
@@ -97,6 +106,10 @@ class Edges:
     #: Which records the kill switches hold (a replay: the original's holds); absent: the
     #: switches in Postgres, re-read every ``switches.refresh_seconds``.
     holds: Holds | None = None
+    #: The redaction rules (absent: ``redaction.rego`` of the policy folder) and the keyed hash
+    #: (absent: the tenant key store's ``redaction`` keys, opened only when a rule hashes).
+    redaction: RedactionPolicy | None = None
+    mac: Mac | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -186,6 +199,8 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         settings.stores.postgres_dsn, settings.validate.tenant_refresh_seconds
     )
     policy = edges.policy or TenancyPolicy.load(settings.policies_dir)
+    redaction = edges.redaction or RedactionPolicy.load(settings.policies_dir)
+    mac = edges.mac or tenant_mac(functools.partial(tenant_keys, settings))
     baseline = edges.baseline
     if baseline is None and settings.drift.baseline_file:
         baseline = load_baseline(settings.drift.baseline_file, settings.drift.bins)
@@ -221,7 +236,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         baseline=baseline,
     )
     unique = dedupe("dedupe", drifted.passed, settings.dedupe)
-    tagged = tenant_tag("tenant_tag", unique.unique, policy)
+    tagged = redact_step("redact", tenant_tag("tenant_tag", unique.unique, policy), redaction, mac)
     deconflicted = psi_step(
         "psi", tagged, psi_settings, edges.matcher or http_matcher_factory(psi_settings)
     )

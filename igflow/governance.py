@@ -5,9 +5,11 @@ Three things must agree, and this module checks that they do:
 
 - the Avro contracts (``schemas/avro/signal.v*.avsc``): the fields a signal can carry;
 - the policies (``policies/``): ``fields.rego`` classifies every field of every contract
-  (:data:`FIELDS_QUERY`), ``tenancy.rego`` gives every tenant its tags;
+  (:data:`FIELDS_QUERY`), ``tenancy.rego`` gives every tenant its tags, ``redaction.rego`` its
+  redaction rules (each for a contract field, and a rule that field allows);
 - the provenance schema (``schemas/provenance/manifest.v<N>.json``, JSON Schema 2020-12): what a
-  landed signal is stamped with: its fields, the manifest hashed into its provenance id, its tags.
+  landed signal is stamped with: its fields, the manifest hashed into its provenance id (with
+  the redaction rules applied, for a tenant that has some), its tags.
 
 The newest provenance schema must accept a *stamped probe* of every contract version (a signal
 with a value of each field's type) under the tags the tenancy policy gives each tenant its data
@@ -37,9 +39,10 @@ import jsonschema
 from core.contracts import load_contracts
 from core.errors import SchemaError
 from core.records import Decoded, Provenance, Signal
-from core.rego import CompiledQuery, read_bundle
+from core.rego import CompiledQuery, bundle_digest, read_bundle
 from core.resources import package_path
-from operators.tenancy import DATA_FILE, POLICY_FILE, manifest, policy_bundle_version, provenance_id
+from operators import redact
+from operators.tenancy import DATA_FILE, POLICY_FILE, policy_bundle_version, provenance_id
 
 __all__ = [
     "FIELDS_FILE",
@@ -196,7 +199,7 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
     validator = jsonschema.Draft202012Validator(schema)
 
     policies = read_bundle(policies_dir)
-    for name in (FIELDS_FILE, POLICY_FILE, DATA_FILE):
+    for name in (FIELDS_FILE, POLICY_FILE, DATA_FILE, redact.POLICY_FILE, redact.DATA_FILE):
         if name not in policies:
             findings.append(Finding("POLICY_MISSING", f"{policies_dir / name} is missing"))
     if len(findings) and any(f.code == "POLICY_MISSING" for f in findings):
@@ -215,6 +218,19 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
         POLICY_FILE, POLICY_FILE, policies[POLICY_FILE].decode("utf-8"), TAGS_QUERY, data
     )
     version = policy_bundle_version(policies_dir)
+    redaction_data = policies[redact.DATA_FILE].decode("utf-8")
+    redaction = CompiledQuery(
+        redact.POLICY_FILE,
+        redact.POLICY_FILE,
+        policies[redact.POLICY_FILE].decode("utf-8"),
+        redact.RULES_QUERY,
+        redaction_data,
+    )
+    redaction_version = bundle_digest(
+        {name: policies[name] for name in (redact.POLICY_FILE, redact.DATA_FILE)}
+    )
+    redacted_tenants = redact.tenants_named(json.loads(redaction_data))
+    rules_of = {t: redaction.evaluate({"tenant_id": t}) or {} for t in redacted_tenants}
 
     contracts = load_contracts(avro_dir).get("signal", [])
     if not contracts:
@@ -243,13 +259,18 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
                     )
                 )
         signal = {f["name"]: probe_value(f["type"]) for f in fields}
-        for tenant in [*_tenants(policies[DATA_FILE]), _DEFAULT_TENANT]:
+        named = sorted({*_tenants(policies[DATA_FILE]), *redacted_tenants})
+        for tenant in [*named, _DEFAULT_TENANT]:
             tags = tenancy.evaluate({"tenant_id": tenant})
             decoded = Decoded(
                 Signal(tenant, "probe", "probe", 0.5, None, "probe", _PROBE_TS, ()),
                 Provenance("coherence.signals", 0, 0, contract.version, "0" * 64),
             )
-            stamped_manifest = manifest(decoded, version)
+            # A tenant's redaction rules are in its manifest: only usable ones (the others are
+            # findings of their own, below).
+            rules = rules_of.get(tenant, {})
+            usable = () if redact.rule_problems(rules) else tuple(sorted(rules.items()))
+            stamped_manifest = redact.redacted_manifest(decoded, version, usable, redaction_version)
             stamped = {
                 "signal": {**signal, "tenant_id": tenant},
                 "manifest": stamped_manifest,
@@ -269,6 +290,7 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
                         f"{what} not fit {versions[-1][1].name} at {_path(error)}: {error.message}",
                     )
                 )
+    findings.extend(_redaction_findings(rules_of, contract_fields))
     for name in sorted(set(classification) - contract_fields):
         findings.append(
             Finding(
@@ -277,6 +299,30 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
             )
         )
     return _distinct(findings)
+
+
+def _redaction_findings(
+    rules_of: Mapping[str, Any], contract_fields: set[str]
+) -> Iterator[Finding]:
+    """A redaction rule for a field no contract has, or one its field does not allow."""
+    where = f"policies/{redact.DATA_FILE}"
+    for tenant, rules in sorted(rules_of.items()):
+        if not isinstance(rules, dict):
+            yield Finding("REDACTION_RULE_INVALID", f"{where} gives tenant {tenant!r} no object")
+            continue
+        for field, _why in redact.rule_problems(rules):
+            if field not in contract_fields:
+                yield Finding(
+                    "REDACTION_FIELD_UNKNOWN",
+                    f"{where} redacts {field!r} for tenant {tenant!r}, which no contract has",
+                )
+            else:
+                allowed = sorted(redact.ALLOWED.get(field, ()))
+                yield Finding(
+                    "REDACTION_RULE_INVALID",
+                    f"{where} gives tenant {tenant!r} the rule {rules[field]!r} for {field!r}, "
+                    f"which allows {allowed or 'no redaction'}",
+                )
 
 
 def _distinct(findings: list[Finding]) -> list[Finding]:

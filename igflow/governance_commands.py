@@ -1,9 +1,11 @@
 """``igflow governance check | lock``: contracts, policies and the provenance schema agree
-(:mod:`igflow.governance`)."""
+(:mod:`igflow.governance`); ``igflow governance redaction``: the redaction rules each tenant gets
+(:mod:`operators.redact`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 from core.resources import avro_dir
 from core.settings import Settings
 from igflow.governance import check, lock, provenance_dir
+from operators.redact import RedactionPolicy
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -46,13 +49,30 @@ def _lock(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _redaction(args: argparse.Namespace, settings: Settings) -> int:
+    _avro, policies, _provenance = _folders(args, settings)
+    policy = RedactionPolicy.load(policies)  # refuses unusable rules, as the flow would
+    for tenant in args.tenant or policy.named:
+        rules = dict(policy.rules(tenant))
+        print(json.dumps({"tenant_id": tenant, "rules": rules, "policy": policy.version}))
+    return 0
+
+
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
     p = add(
         "governance",
-        lambda args, settings: {"check": _check, "lock": _lock}[args.action](args, settings),
-        "check that contracts, policies and the provenance schema agree (or lock a new version)",
+        lambda args, settings: {"check": _check, "lock": _lock, "redaction": _redaction}[
+            args.action
+        ](args, settings),
+        "check that contracts, policies and the provenance schema agree (or lock a new version,"
+        " or show the redaction rules)",
     )
-    p.add_argument("action", choices=("check", "lock"))
+    p.add_argument("action", choices=("check", "lock", "redaction"))
+    p.add_argument(
+        "--tenant",
+        action="append",
+        help="redaction: this tenant's rules (repeatable; default: every tenant the data names)",
+    )
     p.add_argument("--avro", help="Avro contracts folder (default: the shipped schemas/avro)")
     p.add_argument("--policies", help="policy folder (default: the configured policies)")
     p.add_argument("--provenance", help="provenance schemas folder (default: shipped)")

@@ -33,7 +33,7 @@ from bytewax.operators import KeyedStream
 from core import tracing
 from core.errors import SchemaError
 from core.records import Decoded, PolicyTags, Tagged
-from core.rego import CompiledQuery, bundle_digest, read_bundle
+from core.rego import CompiledQuery, bundle_digest, data_document, read_bundle, read_policy
 
 __all__ = [
     "CACHE_SIZE",
@@ -42,6 +42,7 @@ __all__ = [
     "TAG_NAMES",
     "TenancyPolicy",
     "manifest",
+    "manifest_id",
     "policy_bundle_version",
     "provenance_id",
     "tag",
@@ -116,14 +117,7 @@ class TenancyPolicy:
         self._source = source
         self._data = data
         self._cache_size = cache_size
-        try:
-            document = json.loads(data)
-        except ValueError as exc:
-            msg = f"tenancy data is not JSON: {exc}"
-            raise SchemaError(msg) from exc
-        if not isinstance(document, dict):
-            msg = "tenancy data must be a JSON object"
-            raise SchemaError(msg)
+        document = data_document(data, "tenancy")
         self._query = CompiledQuery("tenancy", "tenancy", source, _QUERY, data)
         # Tags depend on nothing but the tenant id and this fixed bundle, so a cached answer is
         # the answer. The bound keeps a flood of distinct tenant ids from growing memory without
@@ -142,18 +136,7 @@ class TenancyPolicy:
         (a file changed in between cannot give a version that does not match the policy).
         ``SchemaError`` if either file is missing or unusable.
         """
-        files = read_bundle(policies_dir)
-        texts: list[str] = []
-        for name in (POLICY_FILE, DATA_FILE):
-            if name not in files:
-                msg = f"tenancy policy missing: {policies_dir / name}"
-                raise SchemaError(msg)
-            try:
-                texts.append(files[name].decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                msg = f"tenancy policy file is not UTF-8: {policies_dir / name}"
-                raise SchemaError(msg) from exc
-        source, data = texts
+        files, (source, data) = read_policy(policies_dir, (POLICY_FILE, DATA_FILE), "tenancy")
         return cls(source, data, bundle_digest(files), cache_size)
 
     def __reduce__(self) -> tuple[type[TenancyPolicy], tuple[str, str, str, int]]:
@@ -202,8 +185,10 @@ def provenance_id(manifest: Mapping[str, object]) -> str:
 _json_string = json.encoder.encode_basestring_ascii
 
 
-def _manifest_id(item: Decoded, policy_version: str) -> str:
-    """``provenance_id(manifest(item, policy_version))``, without building and sorting a dict.
+def manifest_id(item: Decoded, policy_version: str, redaction: str = "") -> str:
+    """``provenance_id(manifest(item, policy_version))``, without building and sorting a dict;
+    with ``redaction`` (the canonical JSON of the manifest's ``redaction`` value,
+    :mod:`operators.redact`), the id of the manifest with that key too.
 
     The manifest's canonical JSON written directly, keys in their sorted order, each value as
     ``json.dumps`` writes it: a ``str`` through the same escaping function, an ``int`` as its
@@ -223,12 +208,16 @@ def _manifest_id(item: Decoded, policy_version: str) -> str:
         and type(tenant_id) is str
         and type(policy_version) is str
     ):
-        return provenance_id(manifest(item, policy_version))
+        stamped = manifest(item, policy_version)
+        if redaction:
+            stamped["redaction"] = json.loads(redaction)
+        return provenance_id(stamped)
+    redacted = f'"redaction":{redaction},' if redaction else ""
     canonical = (
         f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
         f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
-        f'"policy_version":{_json_string(policy_version)},"schema_version":{schema_version:d},'
-        f'"tenant_id":{_json_string(tenant_id)}}}'
+        f'"policy_version":{_json_string(policy_version)},{redacted}'
+        f'"schema_version":{schema_version:d},"tenant_id":{_json_string(tenant_id)}}}'
     )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
@@ -237,11 +226,9 @@ def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
     """``item`` with its tenant's tags, the policy version and its provenance id."""
     version = policy.version
     if item.trace is None:
-        return Tagged(
-            item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version)
-        )
+        return Tagged(item, policy.tags(item.signal.tenant_id), version, manifest_id(item, version))
     start = time.time_ns()
-    tagged = Tagged(item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version))
+    tagged = Tagged(item, policy.tags(item.signal.tenant_id), version, manifest_id(item, version))
     tracing.record_stage("tenant_tag", tagged, start)
     return tagged
 

@@ -172,6 +172,13 @@ class TenantKeys:
         msg = f"no data key version {version} for tenant {tenant_id!r} in {scope!r}"
         raise DecryptError(msg)
 
+    def mac_field(self, tenant_id: str, scope: str, ts: datetime, message: bytes) -> bytes:
+        """HMAC-SHA-256 of ``message`` under the MAC key of the tenant's data key of ``scope``
+        effective at event time ``ts`` (made on first use, like an encryption key): the same
+        message of the same tenant and event-time period always gives the same 32 bytes, and
+        two tenants (or scopes) give different ones."""
+        return self._cipher_at(tenant_id, scope, ts).mac(message)
+
     def _cipher_at(self, tenant_id: str, scope: str, ts: datetime) -> FieldCipher:
         chosen: FieldCipher | None = None
         for effective_from, cipher in self._ciphers(tenant_id, scope, create=True):

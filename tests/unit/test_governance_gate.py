@@ -83,9 +83,9 @@ def test_a_new_contract_field_fails_until_the_rules_and_the_schema_cover_it(
     assert any("signal.v3.avsc" in f.message and "region" in f.message for f in findings)
     repo.classify("region", "identifier")
     assert repo.codes() == {"PROVENANCE_SCHEMA_MISMATCH"}  # the rules alone are not enough
-    repo.new_schema_version({"signal": {"region": {"type": "string"}}})
+    added = repo.new_schema_version({"signal": {"region": {"type": "string"}}})
     assert repo.codes() == {"PROVENANCE_SCHEMA_UNLOCKED"}
-    assert lock(repo.provenance) == ["manifest.v2.json"]
+    assert lock(repo.provenance) == [added.name]
     assert repo.check() == []
 
 
@@ -145,9 +145,57 @@ def test_a_published_schema_version_never_changes(repo: Checkout) -> None:
     v1 = repo.provenance / "manifest.v1.json"
     v1.write_text(v1.read_text().replace('"minLength": 1', '"minLength": 2', 1))
     (finding,) = repo.check()
-    assert finding.code == "PROVENANCE_SCHEMA_EDITED" and "manifest.v2.json" in finding.message
+    newest = len(list(repo.provenance.glob("manifest.v*.json")))
+    assert finding.code == "PROVENANCE_SCHEMA_EDITED"
+    assert f"manifest.v{newest + 1}.json" in finding.message
     assert lock(repo.provenance) == []  # the lock never rewrites a published version
     assert repo.codes() == {"PROVENANCE_SCHEMA_EDITED"}
+
+
+def redact_rules(repo: Checkout, tenants: dict[str, dict[str, object]]) -> None:
+    data = repo.policies / "redaction.json"
+    data.write_text(json.dumps({"redaction": {"tenants": tenants}}))
+
+
+def test_redaction_rules_the_contract_and_the_step_allow_pass(repo: Checkout) -> None:
+    redact_rules(repo, {"tenant-07": {"selectors": "hash", "signal_id": "hash", "type": "mask"}})
+    assert repo.check() == []
+
+
+def test_a_redaction_rule_for_a_field_no_contract_has_fails(repo: Checkout) -> None:
+    redact_rules(repo, {"tenant-07": {"email": "hash", "selectors": "drop"}})
+    (finding,) = repo.check()
+    assert finding.code == "REDACTION_FIELD_UNKNOWN"
+    assert "'email'" in finding.message and "'tenant-07'" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("field", "rule"),
+    [("signal_id", "mask"), ("type", "drop"), ("selectors", "shred"), ("tenant_id", "hash")],
+)
+def test_a_redaction_rule_its_field_does_not_allow_fails(
+    repo: Checkout, field: str, rule: str
+) -> None:
+    redact_rules(repo, {"tenant-07": {field: rule}})
+    (finding,) = repo.check()
+    assert finding.code == "REDACTION_RULE_INVALID" and f"'{field}'" in finding.message
+
+
+def test_a_redaction_rule_for_a_new_contract_field_fails_until_the_step_allows_one(
+    repo: Checkout,
+) -> None:
+    repo.add_contract_field({"name": "region", "type": "string", "default": ""})
+    repo.classify("region", "descriptor")
+    repo.new_schema_version({"signal": {"region": {"type": "string"}}})
+    lock(repo.provenance)
+    assert repo.check() == []
+    redact_rules(repo, {"tenant-07": {"region": "mask"}})
+    assert repo.codes() == {"REDACTION_RULE_INVALID"}  # operators/redact.py ALLOWED decides
+
+
+def test_a_missing_redaction_policy_fails(repo: Checkout) -> None:
+    (repo.policies / "redaction.rego").unlink()
+    assert repo.codes() == {"POLICY_MISSING"}
 
 
 def test_a_missing_field_rules_file_fails(repo: Checkout) -> None:
@@ -175,3 +223,27 @@ def test_the_command_exits_1_with_the_reasons_and_0_when_they_agree(repo: Checko
     shipped = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert shipped.returncode == 0, shipped.stderr
     assert "agree" in shipped.stdout
+
+
+def test_the_redaction_command_shows_each_tenants_rules(repo: Checkout) -> None:
+    redact_rules(repo, {"tenant-07": {"selectors": "drop", "signal_id": "hash"}})
+    command = [sys.executable, "-m", "igflow.cli", "governance", "redaction"]
+    command += ["--policies", str(repo.policies)]
+    named = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    asked = subprocess.run(
+        [*command, "--tenant", "tenant-01", "--tenant", "tenant-07"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert [(x["tenant_id"], x["rules"]) for x in lines] == [
+        ("tenant-01", {}),
+        ("tenant-07", {"selectors": "drop", "signal_id": "hash"}),
+    ]
+    assert [json.loads(line) for line in named.stdout.splitlines()] == lines[1:]
+    redact_rules(repo, {"tenant-07": {"signal_id": "mask"}})
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode != 0 and "tenant-07" in refused.stderr
+    assert "Traceback" not in refused.stderr
