@@ -8,7 +8,10 @@ carrying
   evaluated with regopy;
 - ``policy_version``: :func:`policy_bundle_version` of the policy folder, the SHA-256 of every
   ``*.rego`` and ``*.json`` file in it;
-- ``provenance_id``: :func:`provenance_id` of the record's :func:`manifest`.
+- ``provenance_id``: :func:`provenance_id` of the record's :func:`manifest`, which holds the
+  license and retention of the record's source when the source registry (:mod:`core.sources`)
+  has it registered at the record's Kafka timestamp (``source_license``, ``source_retention``;
+  absent otherwise, so ids of unregistered sources and of flows without a registry are unchanged).
 
 Nothing here reads a clock or draws a random number, so a replay of the same offsets under the same
 policy bundle reproduces every tag and every id. A policy that gives no well-formed tags is not bad
@@ -34,6 +37,7 @@ from core import tracing
 from core.errors import SchemaError
 from core.records import Decoded, PolicyTags, Tagged
 from core.rego import CompiledQuery, bundle_digest, read_bundle
+from core.sources import SourceEntry, SourceRegistry
 
 __all__ = [
     "CACHE_SIZE",
@@ -169,13 +173,22 @@ class TenancyPolicy:
         return _policy_tags(result, tenant_id)
 
 
-def manifest(item: Decoded, policy_version: str) -> dict[str, object]:
-    """The provenance manifest of one record under one policy bundle.
+def manifest(
+    item: Decoded, policy_version: str, source: SourceEntry | None = None
+) -> dict[str, object]:
+    """The provenance manifest of one record under one policy bundle, with its registered
+    ``source``'s license and retention when it has one (``None``: neither key).
 
     The tags are not in it: they are a function of ``tenant_id`` and ``policy_version``.
     """
     provenance = item.provenance
+    stamped: dict[str, object] = (
+        {}
+        if source is None
+        else {"source_license": source.license, "source_retention": source.retention}
+    )
     return {
+        **stamped,
         "tenant_id": item.signal.tenant_id,
         "policy_version": policy_version,
         "schema_version": provenance.schema_version,
@@ -233,9 +246,26 @@ def _manifest_id(item: Decoded, policy_version: str) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
-def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
-    """``item`` with its tenant's tags, the policy version and its provenance id."""
+def _source_id(item: Decoded, version: str, sources: SourceRegistry) -> str:
+    """The provenance id with the record's registered source stamped in, when it has one."""
+    entry = sources.entry(item.signal.source, item.kafka_timestamp_ms)
+    if entry is None:
+        return _manifest_id(item, version)
+    return provenance_id(manifest(item, version, entry))
+
+
+def tag(item: Decoded, policy: TenancyPolicy, sources: SourceRegistry | None = None) -> Tagged:
+    """``item`` with its tenant's tags, the policy version and its provenance id (with its
+    source's license and retention when ``sources`` has it registered)."""
     version = policy.version
+    if sources is not None:
+        start = 0 if item.trace is None else time.time_ns()
+        tagged = Tagged(
+            item, policy.tags(item.signal.tenant_id), version, _source_id(item, version, sources)
+        )
+        if start:
+            tracing.record_stage("tenant_tag", tagged, start)
+        return tagged
     if item.trace is None:
         return Tagged(
             item, policy.tags(item.signal.tenant_id), version, _manifest_id(item, version)
@@ -248,10 +278,14 @@ def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
 
 @operator
 def tenant_tag(
-    step_id: str, up: KeyedStream[Decoded], policy: TenancyPolicy
+    step_id: str,
+    up: KeyedStream[Decoded],
+    policy: TenancyPolicy,
+    sources: SourceRegistry | None = None,
 ) -> KeyedStream[Tagged]:
-    """Tag every value with its tenant's policy tags and provenance id; keys and order unchanged.
+    """Tag every value with its tenant's policy tags and provenance id (stamped with its
+    registered source's terms when ``sources`` is given); keys and order unchanged.
 
     ``SchemaError`` (a policy bug, not bad input) stops the flow.
     """
-    return op.map_value("tag", up, functools.partial(tag, policy=policy))
+    return op.map_value("tag", up, functools.partial(tag, policy=policy, sources=sources))
