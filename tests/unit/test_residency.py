@@ -147,7 +147,7 @@ def test_a_flow_refuses_a_key_space_of_another_residency(lake_settings: Settings
 
 @pytest.mark.parametrize("value", ["EU", "eu=x", "EU=a,EU=b", "US=x,EU=x", "E U=x"])
 def test_residency_settings_refuse_a_bad_map(value: str) -> None:
-    with pytest.raises(SettingError, match="residency.namespaces"):
+    with pytest.raises(SettingError, match=r"residency\.namespaces"):
         Settings().with_changes("residency", namespaces=value)
 
 

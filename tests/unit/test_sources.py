@@ -251,9 +251,9 @@ def test_sources_settings() -> None:
     s = Settings()
     assert (s.sources.mode, s.sources.refresh_seconds, s.sources.grace_seconds) == ("off", 2.0, 5.0)
     assert Settings().with_changes("sources", mode="enforce").sources.mode == "enforce"
-    with pytest.raises(SettingError, match="sources.mode"):
+    with pytest.raises(SettingError, match=r"sources\.mode"):
         Settings().with_changes("sources", mode="strict")
-    with pytest.raises(SettingError, match="sources.refresh_seconds"):
+    with pytest.raises(SettingError, match=r"sources\.refresh_seconds"):
         Settings().with_changes("sources", refresh_seconds=0)
 
 
