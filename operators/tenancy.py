@@ -215,8 +215,9 @@ def provenance_id(manifest: Mapping[str, object]) -> str:
 _json_string = json.encoder.encode_basestring_ascii
 
 
-def _manifest_id(item: Decoded, policy_version: str) -> str:
-    """``provenance_id(manifest(item, policy_version))``, without building and sorting a dict.
+def _manifest_id(item: Decoded, policy_version: str, source: SourceEntry | None = None) -> str:
+    """``provenance_id(manifest(item, policy_version, source))``, without building and sorting a
+    dict.
 
     The manifest's canonical JSON written directly, keys in their sorted order, each value as
     ``json.dumps`` writes it: a ``str`` through the same escaping function, an ``int`` as its
@@ -235,23 +236,27 @@ def _manifest_id(item: Decoded, policy_version: str) -> str:
         and type(topic) is str
         and type(tenant_id) is str
         and type(policy_version) is str
+        and (source is None or (type(source.license) is str and type(source.retention) is str))
     ):
-        return provenance_id(manifest(item, policy_version))
+        return provenance_id(manifest(item, policy_version, source))
+    stamp = (
+        ""
+        if source is None
+        else f'"source_license":{_json_string(source.license)},'
+        f'"source_retention":{_json_string(source.retention)},'
+    )
     canonical = (
         f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
         f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
         f'"policy_version":{_json_string(policy_version)},"schema_version":{schema_version:d},'
-        f'"tenant_id":{_json_string(tenant_id)}}}'
+        f'{stamp}"tenant_id":{_json_string(tenant_id)}}}'
     )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
 def _source_id(item: Decoded, version: str, sources: SourceRegistry) -> str:
     """The provenance id with the record's registered source stamped in, when it has one."""
-    entry = sources.entry(item.signal.source, item.kafka_timestamp_ms)
-    if entry is None:
-        return _manifest_id(item, version)
-    return provenance_id(manifest(item, version, entry))
+    return _manifest_id(item, version, sources.entry(item.signal.source, item.kafka_timestamp_ms))
 
 
 def tag(item: Decoded, policy: TenancyPolicy, sources: SourceRegistry | None = None) -> Tagged:
