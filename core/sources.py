@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -107,8 +108,10 @@ def check_entry(entry: SourceEntry) -> SourceEntry:
         problems.append("retention must look like standard-365d")
     if entry.residency and not _RESIDENCY.match(entry.residency):
         problems.append("residency must be upper-case letters (US, EU) or empty")
-    if entry.sla_seconds is not None and not entry.sla_seconds > 0:
-        problems.append("the SLA window must be > 0 seconds")
+    if entry.sla_seconds is not None and not (
+        math.isfinite(entry.sla_seconds) and entry.sla_seconds > 0
+    ):
+        problems.append("the SLA window must be a finite number of seconds > 0")
     if problems:
         msg = f"source {entry.name!r}: " + "; ".join(problems)
         raise ConfigError(msg)

@@ -139,7 +139,9 @@ def test_a_source_registered_later_does_not_cover_earlier_records() -> None:
         ({"license": ""}, "the license is blank"),
         ({"retention": "forever"}, "retention must look like standard-365d"),
         ({"residency": "eu"}, "residency must be upper-case letters"),
-        ({"sla_seconds": 0.0}, "the SLA window must be > 0 seconds"),
+        ({"sla_seconds": 0.0}, "the SLA window must be a finite number of seconds > 0"),
+        ({"sla_seconds": float("inf")}, "the SLA window must be a finite"),
+        ({"sla_seconds": float("nan")}, "the SLA window must be a finite"),
     ],
 )
 def test_an_invalid_entry_is_refused(changes: dict[str, Any], problem: str) -> None:

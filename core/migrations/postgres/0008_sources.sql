@@ -16,7 +16,8 @@ CREATE TABLE source_revisions (
     tos TEXT NOT NULL DEFAULT '',
     retention TEXT NOT NULL DEFAULT '',
     residency TEXT NOT NULL DEFAULT '',
-    sla_seconds DOUBLE PRECISION NULL CHECK (sla_seconds IS NULL OR sla_seconds > 0),
+    sla_seconds DOUBLE PRECISION NULL
+        CHECK (sla_seconds IS NULL OR (sla_seconds > 0 AND sla_seconds < 'Infinity')),
     actor TEXT NOT NULL,
     note TEXT NULL,
     at TIMESTAMPTZ NOT NULL DEFAULT now(),
