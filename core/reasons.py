@@ -33,6 +33,18 @@ class ReasonCode(enum.StrEnum):
     SOURCE_DISABLED = "SOURCE_DISABLED"
     #: The record's tenant is switched off (``igflow switch off tenant NAME``): held likewise.
     TENANT_DISABLED = "TENANT_DISABLED"
+    #: The source registry is enforced (``sources.mode=enforce``) and the record's source is not
+    #: registered (``igflow sources add``) at the record's Kafka timestamp.
+    SOURCE_UNREGISTERED = "SOURCE_UNREGISTERED"
+    #: The record arrived by a transport (``kafka``, or ``api`` for the API's publish) its
+    #: registered source does not allow.
+    SOURCE_TRANSPORT_MISMATCH = "SOURCE_TRANSPORT_MISMATCH"
+    #: The record reached Kafka later after its event time than its source's SLA window.
+    SOURCE_SLA_MISSED = "SOURCE_SLA_MISSED"
+    #: The record's tenant's residency is not the one this deployment lands (its lake
+    #: namespace), or conflicts with its source's registered residency: held in the quarantine
+    #: table, re-sent by ``igflow residency release``.
+    RESIDENCY_BLOCKED = "RESIDENCY_BLOCKED"
     #: The event time lies before the dedupe horizon (tenant's event time - TTL): it can no
     #: longer be checked for duplicates, so it is not landed.
     TOO_LATE = "TOO_LATE"

@@ -75,10 +75,12 @@ __all__ = [
     "ProbeSettings",
     "PsiSettings",
     "QuarantineSettings",
+    "ResidencySettings",
     "RunSettings",
     "ScoreSettings",
     "SettingError",
     "Settings",
+    "SourceSettings",
     "StoreSettings",
     "SwitchSettings",
     "TenancySettings",
@@ -466,6 +468,64 @@ class SwitchSettings:
     release_delay_seconds: Duration = 6.0
 
 
+def _check_residency_map(value: str) -> str:
+    """``"US=coherence,EU=coherence_eu"``: residency codes (upper-case letters) to names, each
+    residency and each name at most once; empty: none."""
+    seen: set[str] = set()
+    names: set[str] = set()
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        residency, eq, name = (part.strip() for part in item.partition("="))
+        if not eq or not residency.isalpha() or not residency.isupper():
+            msg = "must be a comma-separated list of RESIDENCY=NAME (RESIDENCY upper-case letters)"
+            raise ValueError(msg)
+        if residency in seen or (name and name in names):
+            msg = f"names residency {residency!r} or its value twice"
+            raise ValueError(msg)
+        seen.add(residency)
+        names.add(name)
+    return value
+
+
+ResidencyMap = Annotated[str, AfterValidator(_check_residency_map)]
+SourcesMode = Annotated[str, _one_of("off", "check", "enforce")]
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class SourceSettings:
+    """The source registry (``igflow sources``, table ``source_revisions``)."""
+
+    #: ``off``: the registry is not read (records are neither checked nor stamped);
+    #: ``check``: a registered source's records are checked (transport, SLA window, residency)
+    #: and stamped with its license and retention, an unregistered source's pass unstamped;
+    #: ``enforce``: as ``check``, and an unregistered source's records are refused as
+    #: ``SOURCE_UNREGISTERED``.
+    mode: SourcesMode = "off"
+    #: How often a running flow re-reads the registry from Postgres (wall clock).
+    refresh_seconds: Duration = 2.0
+    #: A change made with ``igflow sources`` applies to records whose Kafka timestamp is at least
+    #: this many seconds after the change, so that every running flow has read it (keep it above
+    #: ``refresh_seconds``) and a replay decides exactly as the run did.
+    grace_seconds: DurationOrZero = 5.0
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class ResidencySettings:
+    """Residency: where each residency's data lands (``core/residency.py``)."""
+
+    #: Residency -> the lake namespace its data lands in, ``"US=coherence,EU=coherence_eu"``.
+    #: A flow whose ``lake.namespace`` is listed serves that residency only: a record of a
+    #: tenant of another residency is held as ``RESIDENCY_BLOCKED``. Empty, or a namespace not
+    #: listed: no residency gate.
+    namespaces: ResidencyMap = ""
+    #: Residency -> the serving stores' key prefix (``stores.key_prefix``) of its deployment,
+    #: ``"EU=eu:"``; a flow serving a residency listed here must run with that prefix.
+    key_prefixes: ResidencyMap = ""
+
+
 @_refuse_invalid
 @pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class TenancySettings:
@@ -735,6 +795,8 @@ with warnings.catch_warnings():
         score: ScoreSettings = ScoreSettings()
         quarantine: QuarantineSettings = QuarantineSettings()
         switches: SwitchSettings = SwitchSettings()
+        sources: SourceSettings = SourceSettings()
+        residency: ResidencySettings = ResidencySettings()
         tenancy: TenancySettings = TenancySettings()
         psi: PsiSettings = PsiSettings()
         keys: KeySettings = KeySettings()

@@ -20,9 +20,11 @@ that fails decides the reason code:
 3. tenant (``TENANT_UNKNOWN``): ``tenant_id`` registered and active;
 4. source (``SOURCE_NOT_ALLOWED``): ``source`` among the tenant's sources, when it lists some.
 
-The flow's validate step then applies :func:`hold` (kill switches, ``SOURCE_DISABLED`` /
-``TENANT_DISABLED``) to what passed; the API's publish does not, so a switched-off source's
-records reach Kafka and are held there, not refused.
+The flow's validate step then applies :func:`hold` with the source registry's rules
+(:mod:`core.sources`: ``SOURCE_UNREGISTERED``, ``SOURCE_TRANSPORT_MISMATCH``,
+``SOURCE_SLA_MISSED``, when ``sources.mode`` is not ``off``), then with the holds (kill switches,
+``SOURCE_DISABLED`` / ``TENANT_DISABLED``; residency, ``RESIDENCY_BLOCKED``) to what passed; the
+API's publish does neither, so such records reach Kafka and are refused or held there.
 
 A reject's ``detail`` names the field and the rule, never a value from the record. :func:`check`
 is a pure function of the record, the directory's answer and the settings. The API's publish

@@ -45,8 +45,10 @@ from core import logs, tracing
 from core.contracts import signal_contracts
 from core.errors import ConfigError
 from core.records import Decoded, ScoreChange, Tagged
+from core.residency import ResidencyHolds, served_residency
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
+from core.sources import SourceRegistry, SourceRules
 from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
 from flows.held import held_positions
 from operators.canary import drop_canaries
@@ -71,6 +73,7 @@ from sources.kafka import KafkaTopicSource
 from sources.pausable import PausableSource
 from tenancy.keys import tenant_keys
 from tenancy.registry import PostgresTenants
+from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
 __all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
@@ -104,12 +107,15 @@ class Edges:
     #: Per lake table, the original commits to batch like (a replay); absent: ``collect``.
     plans: Mapping[str, CommitPlan] | None = None
     #: Which records the kill switches hold (a replay: the original's holds); absent: the
-    #: switches in Postgres, re-read every ``switches.refresh_seconds``.
+    #: switches in Postgres, re-read every ``switches.refresh_seconds``, then residency.
     holds: Holds | None = None
     #: The redaction rules (absent: ``redaction.rego`` of the policy folder) and the keyed hash
     #: (absent: the tenant key store's ``redaction`` keys, opened only when a rule hashes).
     redaction: RedactionPolicy | None = None
     mac: Mac | None = None
+    #: The source registry (``sources.mode`` not ``off``); absent: Postgres's, re-read every
+    #: ``sources.refresh_seconds``.
+    sources: SourceRegistry | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -213,12 +219,34 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     if settings.run.bounded:
         psi_settings = dataclasses.replace(psi_settings, idle_flush_seconds=0.0)
 
+    # The source registry (igflow sources): checks and provenance stamps by each record's Kafka
+    # timestamp, so a replay decides and stamps as the run did.
+    registry: SourceRegistry | None = None
+    if settings.sources.mode != "off":
+        registry = edges.sources or PostgresSources(
+            settings.stores.postgres_dsn, settings.sources.refresh_seconds
+        )
+    rules = (
+        None
+        if registry is None
+        else SourceRules(registry, enforce=settings.sources.mode == "enforce")
+    )
+    # Residency: the one this namespace serves (ConfigError for a key space of another).
+    served = served_residency(
+        settings.residency.namespaces,
+        settings.residency.key_prefixes,
+        settings.lake.namespace,
+        settings.stores.key_prefix,
+    )
     # Kill switches (igflow switch): records of a switched-off source or tenant are held; the
     # real source stops reading while this flow is switched off.
     board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
     holds = edges.holds
     if holds is None:  # a position held once stays held (flows/held.py), then the switches
-        holds = FirstHolds(held_positions(settings), SwitchHolds(board))
+        gates: list[Holds] = [held_positions(settings), SwitchHolds(board)]
+        if served is not None or registry is not None:
+            gates.append(ResidencyHolds(served, policy, registry))
+        holds = FirstHolds(*gates)
     source = edges.source or PausableSource(
         kafka_source(settings), functools.partial(board.is_off, SwitchKind.FLOW, FLOW_ID)
     )
@@ -226,7 +254,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     flow = Dataflow(FLOW_ID)
     raw = op.input("kafka", flow, source)
     decoded = decode("decode", raw, decoder)
-    checked = validate("validate", decoded.oks, tenants, settings.validate, holds)
+    checked = validate("validate", decoded.oks, tenants, settings.validate, holds, rules)
     by_tenant = op.key_on("by_tenant", checked.oks, _tenant)
     drifted = drift(
         "drift",
@@ -236,7 +264,8 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         baseline=baseline,
     )
     unique = dedupe("dedupe", drifted.passed, settings.dedupe)
-    tagged = redact_step("redact", tenant_tag("tenant_tag", unique.unique, policy), redaction, mac)
+    tagged = tenant_tag("tenant_tag", unique.unique, policy, registry)
+    tagged = redact_step("redact", tagged, redaction, mac, registry)
     deconflicted = psi_step(
         "psi", tagged, psi_settings, edges.matcher or http_matcher_factory(psi_settings)
     )

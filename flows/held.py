@@ -1,6 +1,7 @@
-"""The records a namespace's kill switches already held, by Kafka position.
+"""The records a namespace's kill switches and residency gate already held, by Kafka position.
 
-A held record is a quarantine row with reason ``SOURCE_DISABLED`` or ``TENANT_DISABLED``. Its
+A held record is a quarantine row with reason ``SOURCE_DISABLED``, ``TENANT_DISABLED`` or
+``RESIDENCY_BLOCKED``. Its
 position stays held whenever the flow reads it again (a bounded re-run, a resume, a replay), so
 that a re-read decides as the first read did and a released copy (new offset) is the one that
 lands: were the original to pass on a re-read, the dedupe step would drop the copy instead, and
@@ -19,7 +20,10 @@ from core.settings import Settings
 from core.switches import HELD_REASONS, ReplayedHolds
 from sinks.lake_tables import QUARANTINE
 
-__all__ = ["held_positions"]
+__all__ = ["HELD", "held_positions"]
+
+#: The reasons of held (releasable) records.
+HELD = frozenset({*HELD_REASONS.values(), ReasonCode.RESIDENCY_BLOCKED})
 
 
 def held_positions(settings: Settings) -> ReplayedHolds:
@@ -29,9 +33,7 @@ def held_positions(settings: Settings) -> ReplayedHolds:
     except NoSuchTableError:
         return ReplayedHolds({})
     rows = table.scan(
-        row_filter=In(
-            term=Reference("reason"), values={literal(r.value) for r in HELD_REASONS.values()}
-        ),
+        row_filter=In(term=Reference("reason"), values={literal(r.value) for r in HELD}),
         selected_fields=("kafka_topic", "kafka_partition", "kafka_offset", "reason", "detail"),
     ).to_arrow()
     return ReplayedHolds(

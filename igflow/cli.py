@@ -28,8 +28,10 @@ from igflow.probe_commands import register as register_probe
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
+from igflow.residency_commands import register as register_residency
 from igflow.serve_commands import register as register_serve
 from igflow.slo_commands import register as register_slo
+from igflow.source_commands import register as register_sources
 from igflow.switch_commands import register as register_switch
 from igflow.tenant_commands import register as register_tenants
 from igflow.verify_commands import register as register_verify
@@ -232,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     register_probe(add)
     register_switch(add)
     register_evidence(add)
+    register_sources(add)
+    register_residency(add)
     return parser
 
 

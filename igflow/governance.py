@@ -41,6 +41,7 @@ from core.errors import SchemaError
 from core.records import Decoded, Provenance, Signal
 from core.rego import CompiledQuery, bundle_digest, read_bundle
 from core.resources import package_path
+from core.sources import SourceEntry
 from operators import redact
 from operators.tenancy import DATA_FILE, POLICY_FILE, policy_bundle_version, provenance_id
 
@@ -63,6 +64,10 @@ _VERSION = re.compile(r"^manifest\.v(?P<version>[1-9][0-9]*)\.json$")
 #: The tenant a policy's data does not name: it gets the policy's defaults.
 _DEFAULT_TENANT = "tenant-governance-probe"
 _PROBE_TS = datetime(2026, 1, 1, tzinfo=UTC)
+#: A registered source, whose terms the manifest stamps (:mod:`core.sources`).
+_PROBE_SOURCE = SourceEntry(
+    "probe", ("owner",), ("kafka",), "Restricted-TOS", "", "standard-365d", "", None
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,17 +272,25 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
                 Provenance("coherence.signals", 0, 0, contract.version, "0" * 64),
             )
             # A tenant's redaction rules are in its manifest: only usable ones (the others are
-            # findings of their own, below).
+            # findings of their own, below). Unstamped, and stamped with a registered source's
+            # terms (the source registry).
             rules = rules_of.get(tenant, {})
             usable = () if redact.rule_problems(rules) else tuple(sorted(rules.items()))
-            stamped_manifest = redact.redacted_manifest(decoded, version, usable, redaction_version)
-            stamped = {
-                "signal": {**signal, "tenant_id": tenant},
-                "manifest": stamped_manifest,
-                "provenance_id": provenance_id(stamped_manifest),
-                "tags": tags,
-            }
-            for error in sorted(validator.iter_errors(stamped), key=str):
+            manifests = [
+                redact.redacted_manifest(decoded, version, usable, redaction_version, source)
+                for source in (None, _PROBE_SOURCE)
+            ]
+            stamps = [
+                {
+                    "signal": {**signal, "tenant_id": tenant},
+                    "manifest": m,
+                    "provenance_id": provenance_id(m),
+                    "tags": tags,
+                }
+                for m in manifests
+            ]
+            errors = {str(e): e for st in stamps for e in validator.iter_errors(st)}
+            for error in (errors[k] for k in sorted(errors)):
                 # A tag depends on the tenant only, a field or the manifest on the contract only.
                 what = (
                     f"the tags policies/{POLICY_FILE} gives tenant {tenant!r} do"

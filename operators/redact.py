@@ -37,7 +37,8 @@ from bytewax.operators import KeyedStream
 from core.errors import SchemaError
 from core.records import Decoded, Signal, Tagged
 from core.rego import CompiledQuery, bundle_digest, data_document, read_policy
-from operators.tenancy import manifest, manifest_id, provenance_id
+from core.sources import SourceEntry, SourceRegistry
+from operators.tenancy import manifest, manifest_id, provenance_id, source_entry
 from tenancy.keys import TenantKeys
 
 __all__ = [
@@ -225,10 +226,15 @@ class RedactionPolicy:
 
 
 def redacted_manifest(
-    item: Decoded, policy_version: str, rules: Rules, redaction_version: str
+    item: Decoded,
+    policy_version: str,
+    rules: Rules,
+    redaction_version: str,
+    source: SourceEntry | None = None,
 ) -> dict[str, object]:
-    """The provenance manifest of a signal redacted by ``rules`` (none: the plain manifest)."""
-    out = manifest(item, policy_version)
+    """The provenance manifest of a signal redacted by ``rules`` (none: the plain manifest),
+    with its registered ``source``'s stamps as tenant-tag gave them."""
+    out = manifest(item, policy_version, source)
     if rules:
         out[MANIFEST_KEY] = {"policy": redaction_version, "rules": dict(rules)}
     return out
@@ -253,8 +259,12 @@ def _fragment(rules: Rules, redaction_version: str) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def redact(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
-    """``item`` with its tenant's rules applied (the same object when it has none).
+def redact(
+    item: Tagged, policy: RedactionPolicy, mac: Mac, sources: SourceRegistry | None = None
+) -> Tagged:
+    """``item`` with its tenant's rules applied (the same object when it has none). ``sources``:
+    the source registry tenant-tag stamped the manifest from (looked up with the source as sent,
+    before a rule hashes it), so the new id keeps those stamps.
 
     The records are rebuilt field by field rather than with ``dataclasses.replace`` (about a
     third of the step's time with rules); :func:`redact_reference` is the oracle.
@@ -281,11 +291,13 @@ def redact(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
     )
     d = item.decoded
     decoded = Decoded(redacted, d.provenance, d.kafka_timestamp_ms, None, d.unknown_fields, d.trace)
-    pid = manifest_id(d, item.policy_version, policy.fragment(rules))
+    pid = manifest_id(d, item.policy_version, policy.fragment(rules), source_entry(d, sources))
     return Tagged(decoded, item.tags, item.policy_version, pid)
 
 
-def redact_reference(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
+def redact_reference(
+    item: Tagged, policy: RedactionPolicy, mac: Mac, sources: SourceRegistry | None = None
+) -> Tagged:
     """:func:`redact` the plain way: the test oracle."""
     signal = item.signal
     rules = policy.rules(signal.tenant_id)
@@ -298,17 +310,23 @@ def redact_reference(item: Tagged, policy: RedactionPolicy, mac: Mac) -> Tagged:
     decoded = dataclasses.replace(
         item.decoded, signal=dataclasses.replace(signal, **changes), raw=None
     )
-    stamped = redacted_manifest(item.decoded, item.policy_version, rules, policy.version)
+    source = source_entry(item.decoded, sources)
+    stamped = redacted_manifest(item.decoded, item.policy_version, rules, policy.version, source)
     return dataclasses.replace(item, decoded=decoded, provenance_id=provenance_id(stamped))
 
 
 @operator
 def redact_step(
-    step_id: str, up: KeyedStream[Tagged], policy: RedactionPolicy, mac: Mac
+    step_id: str,
+    up: KeyedStream[Tagged],
+    policy: RedactionPolicy,
+    mac: Mac,
+    sources: SourceRegistry | None = None,
 ) -> KeyedStream[Tagged]:
     """Apply each tenant's redaction rules; keys and order unchanged.
 
     ``SchemaError`` (a policy bug) or a key store that cannot be reached stops the flow: a
     signal is never landed unredacted, nor dropped.
     """
-    return op.map_value("redact", up, functools.partial(redact, policy=policy, mac=mac))
+    step = functools.partial(redact, policy=policy, mac=mac, sources=sources)
+    return op.map_value("redact", up, step)

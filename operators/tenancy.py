@@ -8,7 +8,10 @@ carrying
   evaluated with regopy;
 - ``policy_version``: :func:`policy_bundle_version` of the policy folder, the SHA-256 of every
   ``*.rego`` and ``*.json`` file in it;
-- ``provenance_id``: :func:`provenance_id` of the record's :func:`manifest`.
+- ``provenance_id``: :func:`provenance_id` of the record's :func:`manifest`, which holds the
+  license and retention of the record's source when the source registry (:mod:`core.sources`)
+  has it registered at the record's Kafka timestamp (``source_license``, ``source_retention``;
+  absent otherwise, so ids of unregistered sources and of flows without a registry are unchanged).
 
 Nothing here reads a clock or draws a random number, so a replay of the same offsets under the same
 policy bundle reproduces every tag and every id. A policy that gives no well-formed tags is not bad
@@ -34,6 +37,7 @@ from core import tracing
 from core.errors import SchemaError
 from core.records import Decoded, PolicyTags, Tagged
 from core.rego import CompiledQuery, bundle_digest, data_document, read_bundle, read_policy
+from core.sources import SourceEntry, SourceRegistry
 
 __all__ = [
     "CACHE_SIZE",
@@ -45,6 +49,7 @@ __all__ = [
     "manifest_id",
     "policy_bundle_version",
     "provenance_id",
+    "source_entry",
     "tag",
     "tenant_tag",
 ]
@@ -152,13 +157,22 @@ class TenancyPolicy:
         return _policy_tags(result, tenant_id)
 
 
-def manifest(item: Decoded, policy_version: str) -> dict[str, object]:
-    """The provenance manifest of one record under one policy bundle.
+def manifest(
+    item: Decoded, policy_version: str, source: SourceEntry | None = None
+) -> dict[str, object]:
+    """The provenance manifest of one record under one policy bundle, with its registered
+    ``source``'s license and retention when it has one (``None``: neither key).
 
     The tags are not in it: they are a function of ``tenant_id`` and ``policy_version``.
     """
     provenance = item.provenance
+    stamped: dict[str, object] = (
+        {}
+        if source is None
+        else {"source_license": source.license, "source_retention": source.retention}
+    )
     return {
+        **stamped,
         "tenant_id": item.signal.tenant_id,
         "policy_version": policy_version,
         "schema_version": provenance.schema_version,
@@ -185,9 +199,11 @@ def provenance_id(manifest: Mapping[str, object]) -> str:
 _json_string = json.encoder.encode_basestring_ascii
 
 
-def manifest_id(item: Decoded, policy_version: str, redaction: str = "") -> str:
-    """``provenance_id(manifest(item, policy_version))``, without building and sorting a dict;
-    with ``redaction`` (the canonical JSON of the manifest's ``redaction`` value,
+def manifest_id(
+    item: Decoded, policy_version: str, redaction: str = "", source: SourceEntry | None = None
+) -> str:
+    """``provenance_id(manifest(item, policy_version, source))``, without building and sorting a
+    dict; with ``redaction`` (the canonical JSON of the manifest's ``redaction`` value,
     :mod:`operators.redact`), the id of the manifest with that key too.
 
     The manifest's canonical JSON written directly, keys in their sorted order, each value as
@@ -207,24 +223,52 @@ def manifest_id(item: Decoded, policy_version: str, redaction: str = "") -> str:
         and type(topic) is str
         and type(tenant_id) is str
         and type(policy_version) is str
+        and (source is None or (type(source.license) is str and type(source.retention) is str))
     ):
-        stamped = manifest(item, policy_version)
+        stamped = manifest(item, policy_version, source)
         if redaction:
             stamped["redaction"] = json.loads(redaction)
         return provenance_id(stamped)
     redacted = f'"redaction":{redaction},' if redaction else ""
+    stamp = (
+        ""
+        if source is None
+        else f'"source_license":{_json_string(source.license)},'
+        f'"source_retention":{_json_string(source.retention)},'
+    )
     canonical = (
         f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
         f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
         f'"policy_version":{_json_string(policy_version)},{redacted}'
-        f'"schema_version":{schema_version:d},"tenant_id":{_json_string(tenant_id)}}}'
+        f'"schema_version":{schema_version:d},{stamp}"tenant_id":{_json_string(tenant_id)}}}'
     )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
-def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
-    """``item`` with its tenant's tags, the policy version and its provenance id."""
+def source_entry(item: Decoded, sources: SourceRegistry | None) -> SourceEntry | None:
+    """The registered source ``item`` was sent under (by its Kafka timestamp), if any."""
+    if sources is None:
+        return None
+    return sources.entry(item.signal.source, item.kafka_timestamp_ms)
+
+
+def _source_id(item: Decoded, version: str, sources: SourceRegistry) -> str:
+    """The provenance id with the record's registered source stamped in, when it has one."""
+    return manifest_id(item, version, source=source_entry(item, sources))
+
+
+def tag(item: Decoded, policy: TenancyPolicy, sources: SourceRegistry | None = None) -> Tagged:
+    """``item`` with its tenant's tags, the policy version and its provenance id (with its
+    source's license and retention when ``sources`` has it registered)."""
     version = policy.version
+    if sources is not None:
+        start = 0 if item.trace is None else time.time_ns()
+        tagged = Tagged(
+            item, policy.tags(item.signal.tenant_id), version, _source_id(item, version, sources)
+        )
+        if start:
+            tracing.record_stage("tenant_tag", tagged, start)
+        return tagged
     if item.trace is None:
         return Tagged(item, policy.tags(item.signal.tenant_id), version, manifest_id(item, version))
     start = time.time_ns()
@@ -235,10 +279,14 @@ def tag(item: Decoded, policy: TenancyPolicy) -> Tagged:
 
 @operator
 def tenant_tag(
-    step_id: str, up: KeyedStream[Decoded], policy: TenancyPolicy
+    step_id: str,
+    up: KeyedStream[Decoded],
+    policy: TenancyPolicy,
+    sources: SourceRegistry | None = None,
 ) -> KeyedStream[Tagged]:
-    """Tag every value with its tenant's policy tags and provenance id; keys and order unchanged.
+    """Tag every value with its tenant's policy tags and provenance id (stamped with its
+    registered source's terms when ``sources`` is given); keys and order unchanged.
 
     ``SchemaError`` (a policy bug, not bad input) stops the flow.
     """
-    return op.map_value("tag", up, functools.partial(tag, policy=policy))
+    return op.map_value("tag", up, functools.partial(tag, policy=policy, sources=sources))

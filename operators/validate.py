@@ -53,9 +53,12 @@ def validate(
     tenants: TenantDirectory,
     settings: ValidateSettings,
     holds: Holds | None = None,
+    sources: Holds | None = None,
 ) -> ValidateOut:
-    """Apply :func:`check`, then the kill switches' :func:`~core.signal_rules.hold` (``holds``;
-    ``None``: every switch on), to every record; rejects and held records leave on ``errs`` and
+    """Apply :func:`check`, then the source registry's rules (``sources``, a
+    :class:`~core.sources.SourceRules`; ``None``: no registry), then the holds (``holds``: kill
+    switches and residency; ``None``: every switch on) through :func:`~core.signal_rules.hold`,
+    to every record; rejects and held records leave on ``errs`` and
     are counted in ``igflow_rejected_total{stage="validate"}`` (an unregistered tenant as
     ``(unregistered)``). Raises :class:`~core.errors.ConfigError` for unusable size limits, at
     build time."""
@@ -65,6 +68,8 @@ def validate(
     def counted(item: Decoded) -> Decoded | Rejected:
         start = 0 if item.trace is None else time.time_ns()
         out = check(item, tenants, settings)
+        if sources is not None and not isinstance(out, Rejected):
+            out = hold(out, sources)
         if not isinstance(out, Rejected):
             out = hold(out, switches)
         if isinstance(out, Rejected):

@@ -33,6 +33,7 @@ __all__ = [
     "Switchboard",
     "audit_log",
     "list_switches",
+    "record_released",
     "record_releases",
     "released_positions",
     "set_switch",
@@ -274,8 +275,15 @@ def record_releases(
 ) -> int:
     """Remember re-sent records: ``(topic, partition, offset, sent_partition, sent_offset)``
     each; one already remembered is kept as it was. Returns how many rows were new."""
-    k = _checked(kind, name)
-    rows = [(t, p, o, k.value, name, sp, so) for t, p, o, sp, so in sent]
+    return record_released(dsn, _checked(kind, name).value, name, sent)
+
+
+def record_released(
+    dsn: str, label: str, name: str, sent: Iterable[tuple[str, int, int, int, int]]
+) -> int:
+    """:func:`record_releases` for any holder: ``label`` names what held them (a switch kind, or
+    ``residency``), ``name`` which one. Returns how many rows were new."""
+    rows = [(t, p, o, label, name, sp, so) for t, p, o, sp, so in sent]
     if not rows:
         return 0
     try:

@@ -48,6 +48,14 @@ class Checkout:
             )
         )
 
+    def next_version(self) -> str:
+        """The file name the next schema version takes (the newest's number + 1)."""
+        numbers = [
+            int(p.name.split(".v")[1].split(".")[0])
+            for p in self.provenance.glob("manifest.v*.json")
+        ]
+        return f"manifest.v{max(numbers) + 1}.json"
+
     def new_schema_version(self, change: dict[str, object]) -> Path:
         """manifest.v<N+1>.json: the newest schema with ``change`` merged into ``properties``
         of the named section (``{"signal": {"x": {...}}}``)."""
@@ -83,9 +91,9 @@ def test_a_new_contract_field_fails_until_the_rules_and_the_schema_cover_it(
     assert any("signal.v3.avsc" in f.message and "region" in f.message for f in findings)
     repo.classify("region", "identifier")
     assert repo.codes() == {"PROVENANCE_SCHEMA_MISMATCH"}  # the rules alone are not enough
-    added = repo.new_schema_version({"signal": {"region": {"type": "string"}}})
+    new = repo.new_schema_version({"signal": {"region": {"type": "string"}}})
     assert repo.codes() == {"PROVENANCE_SCHEMA_UNLOCKED"}
-    assert lock(repo.provenance) == [added.name]
+    assert lock(repo.provenance) == [new.name]
     assert repo.check() == []
 
 
@@ -145,9 +153,7 @@ def test_a_published_schema_version_never_changes(repo: Checkout) -> None:
     v1 = repo.provenance / "manifest.v1.json"
     v1.write_text(v1.read_text().replace('"minLength": 1', '"minLength": 2', 1))
     (finding,) = repo.check()
-    newest = len(list(repo.provenance.glob("manifest.v*.json")))
-    assert finding.code == "PROVENANCE_SCHEMA_EDITED"
-    assert f"manifest.v{newest + 1}.json" in finding.message
+    assert finding.code == "PROVENANCE_SCHEMA_EDITED" and repo.next_version() in finding.message
     assert lock(repo.provenance) == []  # the lock never rewrites a published version
     assert repo.codes() == {"PROVENANCE_SCHEMA_EDITED"}
 

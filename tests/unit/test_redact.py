@@ -20,6 +20,7 @@ from hypothesis import given
 from core.envelope import FieldCipher
 from core.errors import SchemaError
 from core.records import Decoded, Provenance, RawRecord, Signal, Tagged, input_hash
+from core.sources import SourceEntry, StaticSources
 from operators.redact import (
     ALLOWED,
     MANIFEST_KEY,
@@ -320,3 +321,26 @@ def test_an_unusual_value_type_takes_the_general_path_to_the_same_id(
     odd = dataclasses.replace(d, provenance=dataclasses.replace(d.provenance, kafka_partition=True))
     item = tag(odd, tenancy)
     assert redact(item, policy, fake_mac) == redact_reference(item, policy, fake_mac)
+
+
+def test_a_redacted_id_keeps_the_registered_sources_stamps(
+    policy: RedactionPolicy, tenancy: TenancyPolicy
+) -> None:
+    # tenant-r hashes `source`: the registry is looked up with the source as sent, and the
+    # redacted manifest keeps tenant-tag's license and retention stamps (merge of issue 18's
+    # points 2 and 4).
+    terms = SourceEntry(
+        "sensor-secret", ("ops@example.org",), ("kafka",), "CC-BY-4.0", "", "standard-30d", "", None
+    )
+    sources = StaticSources([terms])
+    plain = tagged(tenancy)
+    item = tag(plain.decoded, tenancy, sources)
+    assert item.provenance_id != plain.provenance_id
+    out = redact(item, policy, fake_mac, sources)
+    assert out.signal.source != "sensor-secret"
+    rules = tuple(sorted(RULES["tenant-r"].items()))
+    want = redacted_manifest(item.decoded, item.policy_version, rules, policy.version, terms)
+    assert want["source_license"] == "CC-BY-4.0"
+    assert out.provenance_id == provenance_id(want)
+    assert redact_reference(item, policy, fake_mac, sources) == out
+    assert redact(item, policy, fake_mac).provenance_id != out.provenance_id
