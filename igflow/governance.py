@@ -39,6 +39,7 @@ from core.errors import SchemaError
 from core.records import Decoded, Provenance, Signal
 from core.rego import CompiledQuery, read_bundle
 from core.resources import package_path
+from core.sealing import SEALED_COLUMNS
 from operators.tenancy import DATA_FILE, POLICY_FILE, manifest, policy_bundle_version, provenance_id
 
 __all__ = [
@@ -60,6 +61,11 @@ _VERSION = re.compile(r"^manifest\.v(?P<version>[1-9][0-9]*)\.json$")
 #: The tenant a policy's data does not name: it gets the policy's defaults.
 _DEFAULT_TENANT = "tenant-governance-probe"
 _PROBE_TS = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _sealed_fields() -> set[str]:
+    """The contract fields a store column seals (:data:`core.sealing.SEALED_COLUMNS`)."""
+    return {field for columns in SEALED_COLUMNS.values() for field in columns.values()}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -240,6 +246,15 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
                         "FIELD_CLASS_UNKNOWN",
                         f"policies/{FIELDS_FILE} gives {name!r} the class "
                         f"{classification[name]!r}, not one of {sorted(classes)}",
+                    )
+                )
+            elif classification[name] == "sensitive" and name not in _sealed_fields():
+                findings.append(
+                    Finding(
+                        "FIELD_NOT_SEALED",
+                        f"field {name!r} of {contract.path.name} is sensitive in "
+                        f"policies/{FIELDS_FILE} but no store column seals it "
+                        "(core/sealing.py SEALED_COLUMNS)",
                     )
                 )
         signal = {f["name"]: probe_value(f["type"]) for f in fields}
