@@ -16,7 +16,8 @@ Everything else stays queryable in the clear (tenant, ids, type, value, times, r
 provenance). Redis, the graph and Postgres hold none of the sensitive fields (the sinks write
 scores, signal ids and provenance only): ``tests/integration/test_sealing.py`` scans their raw
 bytes for known plaintext. A record that carries no tenant (it did not decode) has no tenant
-key to seal it with and is kept as read.
+key to seal it with and is kept as read; one whose tenant the registry does not know is sealed
+with the keys of :data:`UNREGISTERED_KEYHOLDER` (:func:`keyholder`).
 
 The row identity a sealed value is bound to (:func:`kafka_row`, :func:`window_row`) is derived
 from the record, never random, so a replay seals alike and lands byte-identical files.
@@ -36,10 +37,12 @@ __all__ = [
     "SEALED_MAGIC",
     "SEALED_TEXT_PREFIX",
     "SHREDDED_HEADER_VALUE",
+    "UNREGISTERED_KEYHOLDER",
     "element_column",
     "is_sealed",
     "is_sealed_text",
     "kafka_row",
+    "keyholder",
     "window_row",
 ]
 
@@ -63,6 +66,22 @@ SEALED_TEXT_PREFIX = "sealed:"
 #: :data:`SHREDDED_HEADER_VALUE` when it was withheld because the tenant's keys are destroyed.
 DLQ_SEALED_HEADER = "igflow.sealed"
 SHREDDED_HEADER_VALUE = "shredded"
+
+
+#: Whose keys seal a record rejected as ``TENANT_UNKNOWN``: its tenant id is an unverified
+#: claim, and making keys for every id a producer invents would let anyone grow the key tables.
+UNREGISTERED_KEYHOLDER = "igflow-unregistered"
+
+
+def keyholder(tenant_id: str | None, reason: str | None = None) -> str | None:
+    """The tenant whose keys seal a record's fields: its own, :data:`UNREGISTERED_KEYHOLDER`
+    when the registry does not know it (reason ``TENANT_UNKNOWN``), ``None`` when it carries
+    none (it did not decode: kept as read)."""
+    if not tenant_id:
+        return None
+    if reason == "TENANT_UNKNOWN":
+        return UNREGISTERED_KEYHOLDER
+    return tenant_id
 
 
 def is_sealed(value: bytes | None) -> bool:

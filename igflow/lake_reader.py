@@ -31,6 +31,7 @@ from core.sealing import (
     SCOPE_QUARANTINE,
     element_column,
     kafka_row,
+    keyholder,
     window_row,
 )
 from tenancy.sealing import Sealer
@@ -45,10 +46,11 @@ OnError = Literal["raise", "null"]
 
 def _open_payload(sealer: Sealer, row: dict[str, Any]) -> Any:
     payload = row["payload"]
-    if payload is None or not row["tenant_id"]:
+    holder = keyholder(row["tenant_id"], row.get("reason"))
+    if payload is None or holder is None:
         return payload
     where = kafka_row(row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
-    return sealer.open(row["tenant_id"], SCOPE_QUARANTINE, "payload", where, payload)
+    return sealer.open(holder, SCOPE_QUARANTINE, "payload", where, payload)
 
 
 def _open_matched(sealer: Sealer, row: dict[str, Any]) -> Any:
@@ -71,8 +73,8 @@ def open_sealed(
     table: pa.Table, table_name: str, sealer: Sealer, *, on_error: OnError = "raise"
 ) -> pa.Table:
     """``table`` (rows of lake table ``table_name``: ``quarantine`` or ``deconfliction``) with
-    its sealed column opened. The row-identity columns must be there (``tenant_id`` and the
-    Kafka coordinates, or ``window_start``). ``on_error="null"``: a value that does not open
+    its sealed column opened. The row-identity columns must be there (``tenant_id``, ``reason`` and
+    the Kafka coordinates, or ``window_start``). ``on_error="null"``: a value that does not open
     (an offboarded tenant's, a tampered one) becomes null instead of raising
     :class:`~core.envelope.DecryptError` or :class:`~tenancy.keys.KeysDestroyed`."""
     if table_name not in _OPENERS:

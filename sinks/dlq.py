@@ -59,7 +59,13 @@ from core.errors import ConfigError, SinkError
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
-from core.sealing import DLQ_SEALED_HEADER, SCOPE_DLQ, SHREDDED_HEADER_VALUE, kafka_row
+from core.sealing import (
+    DLQ_SEALED_HEADER,
+    SCOPE_DLQ,
+    SHREDDED_HEADER_VALUE,
+    kafka_row,
+    keyholder,
+)
 from core.settings import KafkaSettings
 from sinks.topic_identity import TopicIds
 from tenancy.sealing import Sealer, event_time_of_ms
@@ -169,9 +175,10 @@ def dlq_message(
         for name, value in zip(DLQ_HEADERS, values, strict=True)
     ]
     value = raw.value
-    if sealer is not None and rejected.tenant_id and value is not None:
+    holder = keyholder(rejected.tenant_id, rejected.reason.value)
+    if sealer is not None and holder is not None and value is not None:
         value = sealer.seal(
-            rejected.tenant_id,
+            holder,
             SCOPE_DLQ,
             "value",
             kafka_row(raw.topic, raw.partition, raw.offset),

@@ -44,6 +44,7 @@ from core.sealing import (
     SCOPE_QUARANTINE,
     element_column,
     kafka_row,
+    keyholder,
     window_row,
 )
 from tenancy.sealing import Sealer, event_time_of_ms
@@ -320,7 +321,8 @@ def _sealed_quarantine_row(sealer: Sealer, item: QuarantineItem) -> tuple[Any, .
     payload = row[_PAYLOAD]
     raw: RawRecord | None
     if isinstance(item, Rejected):
-        tenant, raw, ts = item.tenant_id, item.record, event_time_of_ms(item.record.timestamp_ms)
+        tenant = keyholder(item.tenant_id, item.reason.value)
+        raw, ts = item.record, event_time_of_ms(item.record.timestamp_ms)
     else:
         tenant, raw, ts = item.decoded.signal.tenant_id, item.decoded.raw, item.decoded.signal.ts
     if not tenant or payload is None or raw is None:

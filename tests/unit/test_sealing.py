@@ -26,6 +26,7 @@ from core.sealing import (
     SCOPE_QUARANTINE,
     SEALED_COLUMNS,
     SHREDDED_HEADER_VALUE,
+    UNREGISTERED_KEYHOLDER,
     element_column,
     is_sealed,
     kafka_row,
@@ -269,3 +270,21 @@ def test_every_cross_tenant_or_misplaced_key_use_fails() -> None:
         opened += 1
     assert opened == 0, f"{opened} of {len(attempts)} misuses opened"
     assert len(attempts) > 1000
+
+
+def test_a_record_of_an_unknown_tenant_is_sealed_for_the_unregistered_keyholder() -> None:
+    """An unverified tenant id gets no keys of its own (anyone could invent ids by the million);
+    its record is still never in the clear."""
+    keys = MemoryKeys()
+    sealer = Sealer(keys)
+    raw = _reject("tenant-nobody", 9).record
+    item = Rejected(ReasonCode.TENANT_UNKNOWN, "unknown tenant", raw, "validate", "tenant-nobody")
+    table = QUARANTINE.to_arrow([item], sealer)
+    (payload,) = table.column("payload").to_pylist()
+    where = kafka_row(raw.topic, raw.partition, raw.offset)
+    assert sealer.open(UNREGISTERED_KEYHOLDER, SCOPE_QUARANTINE, "payload", where, payload)
+    assert open_sealed(table, "quarantine", sealer).column("payload").to_pylist() == [raw.value]
+    assert {tenant for tenant, _scope in keys._keys} == {UNREGISTERED_KEYHOLDER}
+    msg = dlq_message(item, sealer)
+    assert msg.value is not None
+    assert sealer.open(UNREGISTERED_KEYHOLDER, SCOPE_DLQ, "value", where, msg.value) == raw.value
