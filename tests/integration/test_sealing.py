@@ -19,6 +19,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from core.settings import Settings
 from igflow.admin import create_topics
 from igflow.lake_reader import open_sealed
 from igflow.producer import produce
+from igflow.quarantine import QuarantineError, opened_payloads
 from igflow.workload import SOURCES, WorkloadSpec, generate
 from tenancy.keys import KeysDestroyed
 from tenancy.registry import upsert_tenant
@@ -327,3 +329,35 @@ def test_sealed_fields_hold_no_plaintext_open_with_the_key_and_shred_on_offboard
 def _raw_text(text: str) -> bytes:
     """The ciphertext inside a sealed text element (what a copied element carries)."""
     return base64.b64decode(text.removeprefix(SEALED_TEXT_PREFIX))
+
+
+def test_a_release_opens_sealed_payloads_before_re_sending_them(
+    stack: Settings, scratch: Scratch
+) -> None:
+    """``igflow quarantine release`` and the switch release re-send ``opened_payloads``: the
+    bytes that were read, whether the row was sealed or landed before sealing was on."""
+    tenant = scratch.tenant("seal-release")
+    sealer = sealer_of(stack)
+    ts = datetime(2026, 3, 1, tzinfo=UTC)
+    rows: list[dict[str, Any]] = []
+    originals = []
+    for i in range(4):
+        original = b"\x00\x00\x00\x00\x02" + f"{tenant}|sel-secret-{i}".encode()
+        where = kafka_row("coherence.signals.v1", 0, i)
+        sealed = sealer.seal(tenant, SCOPE_QUARANTINE, "payload", where, ts, original)
+        assert sealed is not None and is_sealed(sealed)
+        rows.append(
+            {
+                "tenant_id": tenant,
+                "reason": "SOURCE_DISABLED",
+                "kafka_topic": "coherence.signals.v1",
+                "kafka_partition": 0,
+                "kafka_offset": i,
+                "payload": sealed if i % 2 == 0 else original,  # older rows: never sealed
+            }
+        )
+        originals.append(original)
+    assert opened_payloads(stack, rows) == originals
+    swapped = [dict(rows[0], payload=rows[2]["payload"]), *rows[1:]]
+    with pytest.raises(QuarantineError, match="does not open"):
+        opened_payloads(stack, swapped)
