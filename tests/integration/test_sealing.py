@@ -33,6 +33,7 @@ from neo4j import GraphDatabase
 from core.catalog import catalog
 from core.contracts import signal_contracts
 from core.envelope import DecryptError
+from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal, Tagged
 from core.sealing import (
     DLQ_SEALED_HEADER,
     SCOPE_DECONFLICTION,
@@ -52,6 +53,7 @@ from igflow.lake_reader import open_sealed
 from igflow.producer import produce
 from igflow.quarantine import QuarantineError, opened_payloads
 from igflow.workload import SOURCES, WorkloadSpec, generate
+from sinks.dlq import DeadLetterTarget
 from tenancy.keys import KeysDestroyed
 from tenancy.registry import upsert_tenant
 from tenancy.sealing import sealer_of
@@ -62,6 +64,7 @@ from tests.integration.conftest import (
     read_topic,
     recent,
     tagged_settings,
+    tagged_topics,
 )
 from tests.integration.scratch import Scratch
 from tests.integration.test_psi_cli import serving
@@ -71,6 +74,8 @@ from tests.unit.test_sealing import cross_tenant_attempts
 pytestmark = pytest.mark.integration
 
 WINDOW = 300
+TOPIC = "coherence.signals.v1"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 PARTNER = [f"sel-{i:05d}" for i in range(0, 10_000, 2)]
 
 
@@ -361,3 +366,28 @@ def test_a_release_opens_sealed_payloads_before_re_sending_them(
     swapped = [dict(rows[0], payload=rows[2]["payload"]), *rows[1:]]
     with pytest.raises(QuarantineError, match="does not open"):
         opened_payloads(stack, swapped)
+
+
+def test_a_serving_stores_dead_letters_are_sealed(stack: Settings, scratch: Scratch) -> None:
+    """A batch a serving store could not write goes to the DLQ as JSON (``SINK_UNAVAILABLE``):
+    with a sealer, sealed for its tenant (the item holds the record's bytes and selectors)."""
+    settings = tagged_topics(stack, scratch)
+    tenant = scratch.tenant("seal-dead")
+    secret = f"sel-secret-{uuid.uuid4().hex[:8]}"
+    raw = RawRecord(TOPIC, 1, 7, tenant.encode(), b"\x00\x00\x00\x00\x02" + secret.encode())
+    signal = Signal(tenant, "s-7", "latency", 0.5, None, "src", T0, (secret,))
+    item = Tagged(
+        Decoded(signal, Provenance(TOPIC, 1, 7, 2, "h" * 64), raw=raw),
+        PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US"),
+        "p" * 64,
+        "q" * 32,
+    )
+    target = DeadLetterTarget.of(settings.kafka, sealer_of(settings))
+    target.for_sink("redis")([item], ConnectionError("redis is down"))
+    (msg,) = read_topic(settings, settings.kafka.dlq_topic)
+    headers = dict(msg.headers())
+    assert headers[DLQ_SEALED_HEADER] == b"dlq/redis"
+    assert is_sealed(msg.value()) and secret.encode() not in msg.value()
+    where = f"{kafka_row(TOPIC, 1, 7)}/Tagged"
+    opened = json.loads(sealer_of(settings).open(tenant, SCOPE_DLQ, "redis", where, msg.value()))
+    assert opened["decoded"]["signal"]["selectors"] == [secret]
