@@ -78,6 +78,7 @@ __all__ = [
     "ResidencySettings",
     "RunSettings",
     "ScoreSettings",
+    "SealSettings",
     "SettingError",
     "Settings",
     "SourceSettings",
@@ -558,6 +559,17 @@ class KeySettings:
 
 @_refuse_invalid
 @pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class SealSettings:
+    """Sealing of sensitive fields in the stores (``core/sealing.py``, ``tenancy/sealing.py``)."""
+
+    #: Seal the sensitive fields (PSI selectors, quarantine payloads, DLQ originals of a
+    #: tenant) with the tenant's data keys in every store that holds them. Off: they land as
+    #: read, as before this section existed.
+    enabled: bool = False
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class PsiSettings:
     """The psi step: deconfliction with a partner's PSI server (``igflow psi serve``)."""
 
@@ -800,6 +812,7 @@ with warnings.catch_warnings():
         tenancy: TenancySettings = TenancySettings()
         psi: PsiSettings = PsiSettings()
         keys: KeySettings = KeySettings()
+        seal: SealSettings = SealSettings()
         api: ApiSettings = ApiSettings()
         tracing: TracingSettings = TracingSettings()
         probe: ProbeSettings = ProbeSettings()

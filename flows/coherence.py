@@ -73,6 +73,7 @@ from sources.kafka import KafkaTopicSource
 from sources.pausable import PausableSource
 from tenancy.keys import tenant_keys
 from tenancy.registry import PostgresTenants
+from tenancy.sealing import Sealer, sealer_of
 from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
@@ -116,6 +117,9 @@ class Edges:
     #: The source registry (``sources.mode`` not ``off``); absent: Postgres's, re-read every
     #: ``sources.refresh_seconds``.
     sources: SourceRegistry | None = None
+    #: Seals the sensitive fields at the sinks; absent: the tenant key store of the settings
+    #: when ``seal.enabled``, else nothing is sealed.
+    sealer: Sealer | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -130,10 +134,12 @@ def land(
     plan: CommitPlan | None = None,
     group: GroupTarget | None = None,
     bootstrap: str | None = None,
+    sealer: Sealer | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
-    ``bootstrap``, bind the ledger to the input topics' ids there.
+    ``bootstrap``, bind the ledger to the input topics' ids there; with ``sealer``, seal the
+    table's sensitive columns (:mod:`core.sealing`).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
@@ -157,6 +163,7 @@ def land(
         commit_each=plan is not None,
         group=group,
         bootstrap=bootstrap,
+        sealer=sealer,
     )
     op.output(flow_id, batches, sink)
 
@@ -273,10 +280,15 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     scores = score("score", drop_canaries("canaries", deconflicted.passed), settings.score)
 
     rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
-    dead_letters = DeadLetterTarget.of(settings.kafka)
+    # Sensitive fields are sealed at the sinks (the steps, psi first, need them in the clear):
+    # the quarantine's payloads, the matched selectors and the DLQ's originals (core.sealing).
+    sealer = edges.sealer
+    if sealer is None and settings.seal.enabled:
+        sealer = sealer_of(settings)
+    dead_letters = DeadLetterTarget.of(settings.kafka, sealer)
     op.output(
         "dlq",
-        op.map("dlq_message", rejects, dlq_message),
+        op.map("dlq_message", rejects, functools.partial(dlq_message, sealer=sealer)),
         edges.dlq or dead_letters.sink(kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"),
     )
     signal_values = op.key_rm("signals_values", tagged)
@@ -299,10 +311,18 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         DECONFLICTION,
         settings,
         plans.get(DECONFLICTION.name),
+        sealer=sealer,
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
-        "lake_quarantine", quarantine, QUARANTINE, settings, plans.get(QUARANTINE.name), group, ids
+        "lake_quarantine",
+        quarantine,
+        QUARANTINE,
+        settings,
+        plans.get(QUARANTINE.name),
+        group,
+        ids,
+        sealer,
     )
     return flow
 

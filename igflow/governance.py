@@ -41,6 +41,7 @@ from core.errors import SchemaError
 from core.records import Decoded, Provenance, Signal
 from core.rego import CompiledQuery, bundle_digest, read_bundle
 from core.resources import package_path
+from core.sealing import SEALED_COLUMNS
 from core.sources import SourceEntry
 from operators import redact
 from operators.tenancy import DATA_FILE, POLICY_FILE, policy_bundle_version, provenance_id
@@ -68,6 +69,11 @@ _PROBE_TS = datetime(2026, 1, 1, tzinfo=UTC)
 _PROBE_SOURCE = SourceEntry(
     "probe", ("owner",), ("kafka",), "Restricted-TOS", "", "standard-365d", "", None
 )
+
+
+def _sealed_fields() -> set[str]:
+    """The contract fields a store column seals (:data:`core.sealing.SEALED_COLUMNS`)."""
+    return {field for columns in SEALED_COLUMNS.values() for field in columns.values()}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -261,6 +267,15 @@ def check(avro_dir: Path, policies_dir: Path, provenance: Path) -> list[Finding]
                         "FIELD_CLASS_UNKNOWN",
                         f"policies/{FIELDS_FILE} gives {name!r} the class "
                         f"{classification[name]!r}, not one of {sorted(classes)}",
+                    )
+                )
+            elif classification[name] == "sensitive" and name not in _sealed_fields():
+                findings.append(
+                    Finding(
+                        "FIELD_NOT_SEALED",
+                        f"field {name!r} of {contract.path.name} is sensitive in "
+                        f"policies/{FIELDS_FILE} but no store column seals it "
+                        "(core/sealing.py SEALED_COLUMNS)",
                     )
                 )
         signal = {f["name"]: probe_value(f["type"]) for f in fields}

@@ -28,9 +28,11 @@ from confluent_kafka import Producer
 from core.errors import IgflowError
 from core.partitioning import JAVA_PARTITIONER
 from core.release import RELEASE_HEADER, sign
+from core.sealing import SCOPE_QUARANTINE, is_sealed, kafka_row, keyholder
 from core.settings import Settings
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import QUARANTINE, QUARANTINE_AUDIT
+from tenancy.sealing import sealer_of
 
 __all__ = [
     "BatchSummary",
@@ -216,6 +218,29 @@ def _resend(
     return {p: sorted(o) for p, o in sorted(offsets.items())}
 
 
+def opened_payloads(settings: Settings, rows: Sequence[dict[str, Any]]) -> list[bytes | None]:
+    """The exact Kafka values of quarantine ``rows``: a payload sealed at landing
+    (``seal.enabled``, :mod:`core.sealing`) is opened with its tenant's key first, so a release
+    re-sends the bytes that were read. :class:`QuarantineError` when one does not open (its
+    tenant was offboarded, or the row was tampered with): nothing is sent then."""
+    if not any(is_sealed(row["payload"]) for row in rows):
+        return [row["payload"] for row in rows]
+    sealer = sealer_of(settings)
+    out: list[bytes | None] = []
+    for row in rows:
+        payload = row["payload"]
+        if is_sealed(payload):
+            where = kafka_row(row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
+            try:
+                holder = keyholder(row["tenant_id"], row.get("reason")) or ""
+                payload = sealer.open(holder, SCOPE_QUARANTINE, "payload", where, payload)
+            except IgflowError as exc:
+                msg = f"the sealed payload of {where} does not open: {exc}; nothing was sent"
+                raise QuarantineError(msg) from exc
+        out.append(payload)
+    return out
+
+
 def resend_rows(
     settings: Settings,
     rows: Sequence[dict[str, Any]],
@@ -237,6 +262,7 @@ def resend_rows(
     )
     failures: list[str] = []
     sent: list[tuple[int, int] | None] = [None] * len(rows)
+    values = opened_payloads(settings, rows)
 
     def delivered_as(i: int) -> Callable[[Any, Any], None]:
         def delivered(err: Any, msg: Any) -> None:
@@ -252,7 +278,7 @@ def resend_rows(
         producer.produce(
             settings.kafka.topic,
             key=row["kafka_key"],
-            value=row["payload"],
+            value=values[n - 1],
             headers=[*headers(row), ("igflow.released.from", source.encode())],
             on_delivery=delivered_as(n - 1),
         )

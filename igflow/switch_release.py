@@ -38,6 +38,7 @@ _COLUMNS = (
     "payload",
     "input_hash",
     "tenant_id",
+    "reason",
 )
 
 

@@ -59,8 +59,16 @@ from core.errors import ConfigError, SinkError
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
+from core.sealing import (
+    DLQ_SEALED_HEADER,
+    SCOPE_DLQ,
+    SHREDDED_HEADER_VALUE,
+    kafka_row,
+    keyholder,
+)
 from core.settings import KafkaSettings
 from sinks.topic_identity import TopicIds
+from tenancy.sealing import Sealer, event_time_of_ms
 
 __all__ = [
     "DETAIL_MAX_BYTES",
@@ -133,8 +141,12 @@ def dlq_lane(rejected: Rejected) -> str:
     return f"{rejected.stage}:{rejected.tenant_id or ''}"
 
 
-def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:
-    """The DLQ message for a rejected record (counts it and logs it, once)."""
+def dlq_message(
+    rejected: Rejected, sealer: Sealer | None = None
+) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    """The DLQ message for a rejected record (counts it and logs it, once); with a ``sealer``,
+    the value of a record that carries a tenant is sealed with that tenant's ``dlq`` key
+    (header ``igflow.sealed``: ``dlq/value``), or withheld if its keys are destroyed."""
     raw = rejected.record
     metrics.DLQ_EVENTS.labels(rejected.reason.value).inc()
     log.warning(
@@ -162,7 +174,20 @@ def dlq_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | No
         (name, _detail(value) if name == "igflow.detail" else value.encode())
         for name, value in zip(DLQ_HEADERS, values, strict=True)
     ]
-    return KafkaSinkMessage(key=raw.key, value=raw.value, headers=headers)
+    value = raw.value
+    holder = keyholder(rejected.tenant_id, rejected.reason.value)
+    if sealer is not None and holder is not None and value is not None:
+        value = sealer.seal(
+            holder,
+            SCOPE_DLQ,
+            "value",
+            kafka_row(raw.topic, raw.partition, raw.offset),
+            event_time_of_ms(raw.timestamp_ms),
+            value,
+        )
+        marker = f"{SCOPE_DLQ}/value" if value is not None else SHREDDED_HEADER_VALUE
+        headers.append((DLQ_SEALED_HEADER, marker.encode()))
+    return KafkaSinkMessage(key=raw.key, value=value, headers=headers)
 
 
 DlqMessage = KafkaSinkMessage[bytes | None, bytes | None]
@@ -499,15 +524,18 @@ class DeadLetterTarget:
     topic: str
     max_message_bytes: int
     replication_factor: int = 1
+    #: Seals the dead letters of a serving store that carry a tenant (:mod:`core.sealing`).
+    sealer: Sealer | None = None
 
     @classmethod
-    def of(cls, kafka: KafkaSettings) -> DeadLetterTarget:
+    def of(cls, kafka: KafkaSettings, sealer: Sealer | None = None) -> DeadLetterTarget:
         """The DLQ topic of the Kafka settings, sized for the largest signal record."""
         return cls(
             kafka.bootstrap,
             kafka.dlq_topic,
             dlq_max_message_bytes(kafka.max_message_bytes),
             kafka.replication_factor,
+            sealer,
         )
 
     def sink(self, *, kept_in: str) -> DeadLetterSink:
@@ -522,7 +550,9 @@ class DeadLetterTarget:
 
     def for_sink(self, sink: str) -> SinkDeadLetters:
         """Where the serving sink ``sink`` sends what it could not write."""
-        return SinkDeadLetters(self.bootstrap, self.topic, sink, self.max_message_bytes)
+        return SinkDeadLetters(
+            self.bootstrap, self.topic, sink, self.max_message_bytes, sealer=self.sealer
+        )
 
 
 def _json_default(value: object) -> object:
@@ -550,7 +580,9 @@ class SinkDeadLetters:
         sink: str,
         max_message_bytes: int,
         timeout_s: float = 30.0,
+        sealer: Sealer | None = None,
     ) -> None:
+        self._sealer = sealer
         self._max_message_bytes = max_message_bytes
         self._bootstrap = bootstrap
         self._topic = topic
@@ -584,9 +616,13 @@ class SinkDeadLetters:
                     ("igflow.source.offset", str(provenance.kafka_offset).encode()),
                     ("igflow.input_hash", provenance.input_hash.encode()),
                 ]
-            value = json.dumps(
+            value: bytes | None = json.dumps(
                 dataclasses.asdict(item), default=_json_default, sort_keys=True
             ).encode()
+            if self._sealer is not None and tenant and provenance is not None:
+                value = self._seal(str(tenant), provenance, item, value or b"")
+                marker = f"{SCOPE_DLQ}/{self._sink}" if value is not None else SHREDDED_HEADER_VALUE
+                headers.append((DLQ_SEALED_HEADER, marker.encode()))
             self._producer.produce(
                 self._topic,
                 key=str(tenant).encode(),
@@ -595,6 +631,25 @@ class SinkDeadLetters:
                 on_delivery=delivered,
             )
         metrics.DLQ_EVENTS.labels(ReasonCode.SINK_UNAVAILABLE.value).inc(len(batch))
+        self._flushed(batch, failures)
+
+    def _seal(self, tenant: str, provenance: Any, item: Any, value: bytes) -> bytes | None:
+        """A dead letter's JSON sealed with the tenant's ``dlq`` key: the column is the sink,
+        the row the item's Kafka record and kind (a signal and its score change share one)."""
+        assert self._sealer is not None
+        ts = getattr(getattr(item, "signal", None), "ts", None) or getattr(item, "updated_at", None)
+        row = kafka_row(provenance.topic, provenance.kafka_partition, provenance.kafka_offset)
+        return self._sealer.seal(
+            tenant,
+            SCOPE_DLQ,
+            self._sink,
+            f"{row}/{type(item).__name__}",
+            ts if isinstance(ts, datetime) else event_time_of_ms(None),
+            value,
+        )
+
+    def _flushed(self, batch: Sequence[Any], failures: list[str]) -> None:
+        assert self._producer is not None
         remaining = self._producer.flush(self._timeout)
         if remaining or failures:
             msg = f"{self._sink}: could not dead-letter {len(batch)} rows ({failures[:1]})"

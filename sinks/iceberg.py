@@ -75,6 +75,7 @@ from sinks.ledger_format import (
     write_checkpoint,
 )
 from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
+from tenancy.sealing import Sealer
 
 __all__ = [
     "LEDGER_KEY",
@@ -193,11 +194,15 @@ class IcebergAppender(Generic[T]):
         topic_ids: TopicIds | None = None,
         content: ContentCheck | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        sealer: Sealer | None = None,
     ) -> None:
         """``topic_ids``: bind the ledger to the input topics' identities
         (:mod:`sinks.topic_identity`); ``content``: to the records at its marks
         (:mod:`sinks.ledger_content`); ``None`` leaves them unchecked (replays, tests).
-        ``checkpoint_every``: commits between ledger checkpoints (:mod:`sinks.ledger_format`)."""
+        ``checkpoint_every``: commits between ledger checkpoints (:mod:`sinks.ledger_format`).
+        ``sealer``: seal the table's sensitive columns (:mod:`core.sealing`); the key store
+        unavailable fails the append (nothing sensitive lands in the clear)."""
+        self._sealer = sealer
         self._checkpoint_every = max(1, checkpoint_every)
         #: The ledger at the last snapshot this appender read or wrote: a re-read walks back to
         #: it at most (only the deltas committed since).
@@ -260,7 +265,7 @@ class IcebergAppender(Generic[T]):
         skipped = len(items) - len(fresh)
         if not fresh:
             return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
-        data = self._def.to_arrow(sorted(fresh, key=self._order))
+        data = self._def.to_arrow(sorted(fresh, key=self._order), self._sealer)
         properties = {"igflow.flow": self._flow, "igflow.rows": str(len(fresh))}
         # Only the lanes this commit raised: bounded by its rows, not by the tenants; a long
         # one goes to a file (with a checkpoint, so that reading the ledger never needs it).
@@ -419,11 +424,13 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         commit_each: bool = False,
         group: GroupTarget | None = None,
         bootstrap: str | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """``group``: commit that consumer group's offsets after each append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
-        (:mod:`sinks.ledger_content`)."""
+        (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns."""
+        self._sealer = sealer
         self._group = group
         self._bootstrap = bootstrap
         self._catalog_name = catalog_name
@@ -441,7 +448,12 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
             topic_ids = TopicIds(self._bootstrap)
             content = ContentCheck(KafkaRecordReader(self._bootstrap))
         appender = IcebergAppender(
-            table, self._def, attempts=self._attempts, topic_ids=topic_ids, content=content
+            table,
+            self._def,
+            attempts=self._attempts,
+            topic_ids=topic_ids,
+            content=content,
+            sealer=self._sealer,
         )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)

@@ -10,7 +10,7 @@ columns ``kafka_topic``, ``kafka_partition``, ``kafka_offset``, ``schema_version
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
@@ -33,11 +33,21 @@ from core.records import (
     DeconflictionResult,
     Provenance,
     Quarantined,
+    RawRecord,
     Rejected,
     ScoreChange,
     Tagged,
     input_hash,
 )
+from core.sealing import (
+    SCOPE_DECONFLICTION,
+    SCOPE_QUARANTINE,
+    element_column,
+    kafka_row,
+    keyholder,
+    window_row,
+)
+from tenancy.sealing import Sealer, event_time_of_ms
 
 __all__ = [
     "DECONFLICTION",
@@ -72,13 +82,22 @@ class TableDef(Generic[T]):
     #: The ledger lane of an item: items of one (topic, partition, lane) reach the sink in
     #: offset order (see :mod:`sinks.iceberg`).
     lane: Callable[[T], str] = lambda _item: ""
+    #: The row of an item with its sensitive columns sealed (:mod:`core.sealing`); ``None``: the
+    #: table holds no sensitive field.
+    sealed_row: Callable[[Sealer, T], tuple[Any, ...]] | None = None
 
-    def to_arrow(self, items: Sequence[T]) -> pa.Table:
-        """Items as an Arrow table whose schema matches the Iceberg schema exactly."""
+    def to_arrow(self, items: Sequence[T], sealer: Sealer | None = None) -> pa.Table:
+        """Items as an Arrow table whose schema matches the Iceberg schema exactly; with a
+        ``sealer``, the sensitive columns sealed with each item's tenant keys."""
         arrow_schema = self.schema.as_arrow()
         if not items:
             return arrow_schema.empty_table()
-        columns = zip(*map(self.row, items), strict=True)  # rows → columns, in C
+        if sealer is not None and self.sealed_row is not None:
+            seal_row = self.sealed_row
+            rows: Iterable[tuple[Any, ...]] = (seal_row(sealer, item) for item in items)
+        else:
+            rows = map(self.row, items)
+        columns = zip(*rows, strict=True)  # rows → columns, in C
         return pa.Table.from_arrays(
             [pa.array(c, type=f.type) for c, f in zip(columns, arrow_schema, strict=True)],
             schema=arrow_schema,
@@ -292,6 +311,27 @@ def _quarantine_row(item: QuarantineItem) -> tuple[Any, ...]:
     )
 
 
+_PAYLOAD = 19  # index of ``payload`` in a quarantine row
+
+
+def _sealed_quarantine_row(sealer: Sealer, item: QuarantineItem) -> tuple[Any, ...]:
+    """The row with its ``payload`` sealed when the record carries a tenant; withheld (null)
+    when that tenant's keys are destroyed (offboarded)."""
+    row = _quarantine_row(item)
+    payload = row[_PAYLOAD]
+    raw: RawRecord | None
+    if isinstance(item, Rejected):
+        tenant = keyholder(item.tenant_id, item.reason.value)
+        raw, ts = item.record, event_time_of_ms(item.record.timestamp_ms)
+    else:
+        tenant, raw, ts = item.decoded.signal.tenant_id, item.decoded.raw, item.decoded.signal.ts
+    if not tenant or payload is None or raw is None:
+        return row
+    where = kafka_row(raw.topic, raw.partition, raw.offset)
+    sealed = sealer.seal(tenant, SCOPE_QUARANTINE, "payload", where, ts, payload)
+    return (*row[:_PAYLOAD], sealed, *row[_PAYLOAD + 1 :])
+
+
 def _quarantine_provenance(item: QuarantineItem) -> Provenance:
     if isinstance(item, Quarantined):
         return item.decoded.provenance
@@ -321,6 +361,7 @@ QUARANTINE: TableDef[QuarantineItem] = TableDef(
         item.decoded.signal.tenant_id if isinstance(item, Quarantined) else item.tenant_id or ""
     ),
     lane=_quarantine_lane,
+    sealed_row=_sealed_quarantine_row,
 )
 
 _AUDIT_SCHEMA = Schema(
@@ -406,6 +447,27 @@ def _deconfliction_row(item: DeconflictionResult) -> tuple[Any, ...]:
     )
 
 
+_MATCHED = 6  # index of ``matched`` in a deconfliction row
+
+
+def _sealed_deconfliction_row(sealer: Sealer, item: DeconflictionResult) -> tuple[Any, ...]:
+    """The row with each matched selector sealed (bound to its window and position); an
+    offboarded tenant's selectors are withheld (the list is empty, ``count`` says how many)."""
+    row = _deconfliction_row(item)
+    where = window_row(item.window_start)
+    matched: list[str] = []
+    for i, selector in enumerate(item.matched):
+        column = element_column("matched", i)
+        sealed = sealer.seal_text(
+            item.tenant_id, SCOPE_DECONFLICTION, column, where, item.window_start, selector
+        )
+        if sealed is None:
+            matched = []
+            break
+        matched.append(sealed)
+    return (*row[:_MATCHED], matched, *row[_MATCHED + 1 :])
+
+
 #: Written by the psi step: one row per (tenant, window with selectors). Its provenance is the
 #: window's last signal; a tenant's rows reach the sink in its offset order (see operators.psi).
 DECONFLICTION: TableDef[DeconflictionResult] = TableDef(
@@ -419,6 +481,7 @@ DECONFLICTION: TableDef[DeconflictionResult] = TableDef(
     provenance=lambda item: item.provenance,
     tenant=lambda item: item.tenant_id,
     lane=lambda item: lane("psi", item.tenant_id),
+    sealed_row=_sealed_deconfliction_row,
 )
 
 TABLES: tuple[TableDef[Any], ...] = (SIGNALS, SCORES, QUARANTINE, QUARANTINE_AUDIT, DECONFLICTION)

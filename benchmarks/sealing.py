@@ -1,0 +1,229 @@
+"""Sealing benchmark: what sealing the sensitive fields costs, per row and end to end.
+
+    .venv/bin/python benchmarks/sealing.py --signals 50000       # the local stack must be up
+
+1. Per row (one process, the real key store in Postgres, its keys cached as in the flow): a
+   quarantine row (``QUARANTINE.to_arrow``, the payload sealed), a DLQ message
+   (``dlq_message``) and a deconfliction row with 4 matched selectors, each sealed and unsealed
+   over the same items, best of 5; µs per row, and the bare cipher (``FieldCipher.encrypt``) for
+   scale.
+2. End to end, on the local stack: N v2 signals with selectors (10 tenants, 5% duplicates,
+   ``--invalid`` invalid, so that share goes to the DLQ and the quarantine sealed) produced once,
+   then the full flow (``flows.coherence.build``, the lake only) run bounded in this process,
+   unsealed and sealed alternately (``--rounds`` pairs, fresh namespaces); events/s of the best
+   of each and their ratio, and this process's CPU seconds.
+Writes ``benchmarks/results/sealing.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.run import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from core.catalog import catalog  # noqa: E402
+from core.contracts import signal_contracts  # noqa: E402
+from core.envelope import FieldCipher, field_aad  # noqa: E402
+from core.reasons import ReasonCode  # noqa: E402
+from core.records import DeconflictionResult, Provenance, RawRecord, Rejected  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from flows.coherence import Edges, build  # noqa: E402
+from igflow.admin import create_topics  # noqa: E402
+from igflow.producer import produce  # noqa: E402
+from igflow.workload import WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
+from sinks.dlq import dlq_message  # noqa: E402
+from sinks.lake_tables import DECONFLICTION, QUARANTINE  # noqa: E402
+from tenancy.sealing import Sealer, sealer_of  # noqa: E402
+
+
+def _best(fn: Callable[[], Any], rounds: int = 5) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def per_row(settings: Settings, n: int, sealer: Sealer) -> dict[str, dict[str, float]]:
+    """µs per row, unsealed and sealed, of the three sealed places (see the module docstring)."""
+    spec = dataclasses.replace(
+        WorkloadSpec(tenants=10, count=n // 10, start=recent_start(datetime.now(UTC))),
+        selectors=True,
+    )
+    messages = list(generate(spec, 2, signal_contracts()[1].parsed))
+    t0 = int(spec.start.timestamp() * 1000)
+    rejects = [
+        Rejected(
+            ReasonCode.FIELD_INVALID,
+            "value out of range",
+            RawRecord("bench", i % 4, i, m.key, m.value, t0 + i),
+            "validate",
+            m.record["tenant_id"] if m.record else None,
+            2,
+        )
+        for i, m in enumerate(messages)
+    ]
+    windows = [
+        DeconflictionResult(
+            tenant_id=tenant_ids(10)[i % 10],
+            window_start=spec.start + timedelta(minutes=5 * i),
+            window_end=spec.start + timedelta(minutes=5 * i + 5),
+            mode="full_intersection",
+            partner="partner",
+            selectors_sent=8,
+            matched=tuple(f"sel-{i * 4 + j:05d}" for j in range(4)),
+            count=4,
+            reason=None,
+            signals=4,
+            late=0,
+            selectors_rejected=0,
+            first_offset=i,
+            last_offset=i,
+            provenance_digest="d" * 64,
+            provenance_id="p" * 32,
+            provenance=Provenance("bench", 0, i, 2, "h" * 64),
+            policy_version="v" * 64,
+        )
+        for i in range(len(messages) // 4)
+    ]
+    # Warm the key cache (first use makes the tenants' keys), as a running flow has it.
+    QUARANTINE.to_arrow(rejects[:100], sealer)
+    DECONFLICTION.to_arrow(windows[:100], sealer)
+    for r in rejects[:100]:
+        dlq_message(r, sealer)
+    cipher = FieldCipher(bytes(32), 1)
+    aad = field_aad("tenant-00", "lake.quarantine", "payload", "bench/0/1")
+    payloads = [m.value for m in messages]
+    out: dict[str, dict[str, float]] = {}
+    cases: list[tuple[str, int, Callable[[], Any], Callable[[], Any]]] = [
+        (
+            "quarantine row",
+            len(rejects),
+            lambda: QUARANTINE.to_arrow(rejects),
+            lambda: QUARANTINE.to_arrow(rejects, sealer),
+        ),
+        (
+            "DLQ message",
+            len(rejects),
+            lambda: [dlq_message(r) for r in rejects],
+            lambda: [dlq_message(r, sealer) for r in rejects],
+        ),
+        (
+            "deconfliction row (4 matched)",
+            len(windows),
+            lambda: DECONFLICTION.to_arrow(windows),
+            lambda: DECONFLICTION.to_arrow(windows, sealer),
+        ),
+        (
+            "bare FieldCipher.encrypt",
+            len(payloads),
+            lambda: None,
+            lambda: [cipher.encrypt(p, aad) for p in payloads],
+        ),
+    ]
+    for name, count, plain, sealed in cases:
+        a, b = _best(plain) / count * 1e6, _best(sealed) / count * 1e6
+        out[name] = {"rows": count, "plain_us": a, "sealed_us": b, "cost_us": b - a}
+        print(f"{name:<32} {count:>8,} {a:>9.2f} {b:>9.2f} {b - a:>9.2f}")
+    return out
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=int, default=50_000)
+    parser.add_argument("--row-signals", type=int, default=20_000)
+    parser.add_argument("--invalid", type=float, default=0.05)
+    parser.add_argument("--rounds", type=int, default=2, help="unsealed/sealed pairs")
+    parser.add_argument("--rows-only", action="store_true", help="part 1 only")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
+    settings = Settings.load().with_changes("stores", sinks="")
+    sealer = sealer_of(settings)
+
+    print(f"per row over {args.row_signals:,} records, best of 5 (µs):")
+    print(f"{'what':<32} {'rows':>8} {'unsealed':>9} {'sealed':>9} {'cost':>9}")
+    rows = per_row(settings, args.row_signals, sealer)
+    results: list[dict[str, Any]] = []
+    total = 0
+    if not args.rows_only:
+        tag = uuid.uuid4().hex[:8]
+        settings = settings.with_changes(
+            "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+        )
+        create_topics(settings)
+        spec = dataclasses.replace(
+            WorkloadSpec(
+                tenants=10,
+                count=args.signals // 10,
+                duplicates=0.05,
+                invalid=args.invalid,
+                seed=1,
+                start=recent_start(datetime.now(UTC)),
+            ),
+            selectors=True,
+        )
+        report = produce(settings, spec, schema_version=2)
+        total = report.total
+        print(
+            f"\nproduced {total:,} v2 signals ({args.invalid:.0%} invalid)"
+            f" in {report.seconds:.1f} s"
+        )
+        for _round in range(args.rounds):
+            for sealed in (False, True):
+                namespace = f"bench_{tag}_{len(results)}"
+                scoped = settings.with_changes("lake", namespace=namespace)
+                edges = Edges(sealer=sealer) if sealed else Edges()
+                cpu = _cpu()
+                start = time.perf_counter()
+                cli_main(
+                    build(scoped, edges), workers_per_process=1, epoch_interval=timedelta(seconds=1)
+                )
+                seconds = time.perf_counter() - start
+                cpu = _cpu() - cpu
+                lake = catalog(scoped)
+                quarantined = lake.load_table(f"{namespace}.quarantine").scan().count()
+                results.append(
+                    {
+                        "sealed": sealed,
+                        "seconds": seconds,
+                        "events_per_s": total / seconds,
+                        "cpu_seconds": cpu,
+                        "quarantined": quarantined,
+                    }
+                )
+                print(
+                    f"{'sealed' if sealed else 'unsealed':<9} {seconds:>7.2f} s {cpu:>7.2f} CPU s"
+                    f" {total / seconds:>8,.0f} events/s, {quarantined:,} quarantined"
+                )
+        off = max(r["events_per_s"] for r in results if not r["sealed"])
+        on = max(r["events_per_s"] for r in results if r["sealed"])
+        print(f"events/s sealed / unsealed (best of each): {on / off:.3f}")
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sealing.json").write_text(
+        json.dumps({"per_row": rows, "signals": total, "flows": results}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""What the stores seal: the sensitive fields' homes, and how a sealed value is told apart.
+
+``policies/fields.rego`` classifies every field of the signal contract (the classification file:
+``igflow governance check`` keeps it in step with the Avro contracts); its ``sensitive`` fields
+(the PSI ``selectors``) are sealed per tenant wherever a store holds them. They reach the stores
+in these places only (:data:`SEALED_COLUMNS`), each a (scope, column) of the tenant's data keys:
+
+- ``lake.deconfliction`` / ``matched``: the matched selectors, each element sealed on its own
+  (the column stays ``list<string>``; an element is :data:`SEALED_TEXT_PREFIX` + base64);
+- ``lake.quarantine`` / ``payload``: the exact Kafka value of a held or rejected record that
+  carries a tenant (it holds every field of the record, selectors included);
+- ``dlq`` / ``value``: the original value of a reject that carries a tenant, and a serving
+  store's dead letter (the item as JSON) — the message gets the header ``igflow.sealed``.
+
+Everything else stays queryable in the clear (tenant, ids, type, value, times, reason codes,
+provenance). Redis, the graph and Postgres hold none of the sensitive fields (the sinks write
+scores, signal ids and provenance only): ``tests/integration/test_sealing.py`` scans their raw
+bytes for known plaintext. A record that carries no tenant (it did not decode) has no tenant
+key to seal it with and is kept as read; one whose tenant the registry does not know is sealed
+with the keys of :data:`UNREGISTERED_KEYHOLDER` (:func:`keyholder`).
+
+The row identity a sealed value is bound to (:func:`kafka_row`, :func:`window_row`) is derived
+from the record, never random, so a replay seals alike and lands byte-identical files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+__all__ = [
+    "DLQ_SEALED_HEADER",
+    "SCOPE_DECONFLICTION",
+    "SCOPE_DLQ",
+    "SCOPE_QUARANTINE",
+    "SEALED_COLUMNS",
+    "SEALED_MAGIC",
+    "SEALED_TEXT_PREFIX",
+    "SHREDDED_HEADER_VALUE",
+    "UNREGISTERED_KEYHOLDER",
+    "element_column",
+    "is_sealed",
+    "is_sealed_text",
+    "kafka_row",
+    "keyholder",
+    "window_row",
+]
+
+SCOPE_DECONFLICTION = "lake.deconfliction"
+SCOPE_QUARANTINE = "lake.quarantine"
+SCOPE_DLQ = "dlq"
+
+#: scope -> {column: the sensitive field (policies/fields.rego) or record it carries}.
+SEALED_COLUMNS: Mapping[str, Mapping[str, str]] = {
+    SCOPE_DECONFLICTION: {"matched": "selectors"},
+    SCOPE_QUARANTINE: {"payload": "record"},
+    SCOPE_DLQ: {"value": "record"},
+}
+
+#: The first bytes of every field ciphertext (:mod:`core.envelope`): no Confluent-framed Avro
+#: value (magic byte 0) and no JSON document starts so.
+SEALED_MAGIC = b"igf1"
+#: A sealed element of a text column: this prefix, then the ciphertext in standard base64.
+SEALED_TEXT_PREFIX = "sealed:"
+#: ``igflow.sealed`` on a DLQ message: ``<scope>/<column>`` when its value is sealed,
+#: :data:`SHREDDED_HEADER_VALUE` when it was withheld because the tenant's keys are destroyed.
+DLQ_SEALED_HEADER = "igflow.sealed"
+SHREDDED_HEADER_VALUE = "shredded"
+
+
+#: Whose keys seal a record rejected as ``TENANT_UNKNOWN``: its tenant id is an unverified
+#: claim, and making keys for every id a producer invents would let anyone grow the key tables.
+UNREGISTERED_KEYHOLDER = "igflow-unregistered"
+
+
+def keyholder(tenant_id: str | None, reason: str | None = None) -> str | None:
+    """The tenant whose keys seal a record's fields: its own, :data:`UNREGISTERED_KEYHOLDER`
+    when the registry does not know it (reason ``TENANT_UNKNOWN``), ``None`` when it carries
+    none (it did not decode: kept as read)."""
+    if not tenant_id:
+        return None
+    if reason == "TENANT_UNKNOWN":
+        return UNREGISTERED_KEYHOLDER
+    return tenant_id
+
+
+def is_sealed(value: bytes | None) -> bool:
+    """Whether ``value`` is a field ciphertext (else a plaintext kept as read)."""
+    return value is not None and value.startswith(SEALED_MAGIC)
+
+
+def is_sealed_text(value: str | None) -> bool:
+    """Whether a text element is sealed (:data:`SEALED_TEXT_PREFIX`)."""
+    return value is not None and value.startswith(SEALED_TEXT_PREFIX)
+
+
+def kafka_row(topic: str, partition: int, offset: int) -> str:
+    """The row identity of a record's sealed fields: its Kafka coordinates."""
+    return f"{topic}/{partition}/{offset}"
+
+
+def window_row(window_start: datetime) -> str:
+    """The row identity of a deconfliction row (one per tenant and window): the window."""
+    return window_start.isoformat()
+
+
+def element_column(column: str, index: int) -> str:
+    """The column name bound into element ``index`` of a sealed list, so elements cannot be
+    swapped."""
+    return f"{column}[{index}]"
