@@ -27,6 +27,7 @@ from igflow.probe_commands import register as register_probe
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
+from igflow.retention_commands import register as register_retention
 from igflow.serve_commands import register as register_serve
 from igflow.slo_commands import register as register_slo
 from igflow.switch_commands import register as register_switch
@@ -230,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     register_keys(add)
     register_probe(add)
     register_switch(add)
+    register_retention(add)
     return parser
 
 
