@@ -261,10 +261,13 @@ def read_ledger(table: Table, cached: LedgerState | None = None) -> LedgerState:
                 break
         deltas.append(parse_ledger(summary_value(table, props, DELTA_KEY) or "{}"))
     if base is None:
-        if deltas and oldest.parent_snapshot_id is not None:
+        # pyiceberg's expiry clears the parent id of the snapshots it orphans: a lineage that
+        # starts past the table's first sequence number (format v2) was cut as well.
+        cut = oldest.parent_snapshot_id is not None or (oldest.sequence_number or 0) > 1
+        if deltas and cut:
             msg = (
                 f"{table.name()}: the ledger's history ends at snapshot {oldest.snapshot_id} "
-                f"(its parent {oldest.parent_snapshot_id} expired) before any checkpoint: the "
+                "(its parent expired) before any checkpoint: the "
                 "committed offsets cannot be read exactly; keep more snapshots than "
                 f"{CHECKPOINT_EVERY} when expiring"
             )
