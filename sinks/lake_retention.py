@@ -79,6 +79,7 @@ __all__ = [
     "apply_table",
     "count_expired",
     "expire_snapshots",
+    "plan_rows",
     "plan_table",
     "removed_digests",
 ]
@@ -191,10 +192,10 @@ def plan_table(table: Table, name: str, now: datetime, tag_of: Callable[[str], s
     column = EVENT_TIME[name]
     columns = ["tenant_id", column] + (["retention"] if name in _ROW_TAGGED else [])
     data = table.scan(selected_fields=tuple(columns), snapshot_id=snapshot.snapshot_id).to_arrow()
-    return _plan(name, data, now, tag_of, snapshot.snapshot_id)
+    return plan_rows(name, data, now, tag_of, snapshot.snapshot_id)
 
 
-def _plan(
+def plan_rows(
     name: str,
     data: pa.Table,
     now: datetime,

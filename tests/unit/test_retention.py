@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
@@ -25,6 +26,7 @@ from sinks.lake_retention import (
     REMOVED_KEY,
     apply_table,
     expire_snapshots,
+    plan_rows,
     plan_table,
     removed_digests,
 )
@@ -213,3 +215,27 @@ def test_igflow_verify_counts_removed_rows_as_landed(
     expire_snapshots(appender.table, datetime.now(UTC) + timedelta(seconds=1))
     with pytest.raises(HistoryUnavailable, match="expired"):
         verify(lake_settings, "coherence", None, tables=["signals"])
+
+
+def test_tables_without_a_tag_column_take_the_tenants_tag_and_unaged_rows_stay() -> None:
+    """Scores age by their tenant's tag now; quarantined records without a tenant or an event
+    time (they did not decode) and a tenant whose tag does not parse are never deleted."""
+    old, recent = NOW - timedelta(days=200), NOW - timedelta(days=10)
+    tags = {"tenant-a": "standard-90d", "tenant-b": "standard-365d", "tenant-x": "forever"}
+    data = pa.table(
+        {
+            "tenant_id": ["tenant-a", "tenant-a", "tenant-b", "tenant-x", None, "tenant-a"],
+            "ts": [old, recent, old, old, old, None],
+        }
+    )
+    plan = plan_rows("quarantine", data, NOW, tags.__getitem__, 1)
+    assert dict(plan.expired) == {"tenant-a": 1}
+    assert plan.unaged == 3  # tenant-x (invalid tag), no tenant, no event time
+    assert plan.invalid_tags == frozenset({"forever"})
+    assert plan.where is not None
+    scores = pa.table({"tenant_id": ["tenant-a", "tenant-b"], "updated_at": [old, old]})
+    plan = plan_rows("scores", scores, NOW, tags.__getitem__, 1)
+    assert dict(plan.expired) == {"tenant-a": 1}
+    # Nothing with a valid tag: no filter at all (never an empty Or).
+    nothing = plan_rows("scores", scores.slice(0, 0), NOW, tags.__getitem__, 1)
+    assert nothing.where is None and nothing.rows == 0
