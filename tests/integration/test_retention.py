@@ -14,6 +14,7 @@ survived the delete and the snapshot expiry).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -29,17 +30,21 @@ from core.migrations import apply
 from core.settings import Settings
 from igflow.admin import create_topics
 from igflow.producer import produce
-from igflow.workload import WorkloadSpec, recent_start, seed_demo_tenants
+from igflow.workload import WorkloadSpec, generate, recent_start, seed_demo_tenants
 from sinks.graph import GraphWriter
+from tests.conftest import SIGNAL_V1
 from tests.integration.conftest import (
     env_for,
     finish,
     igflow,
     json_lines,
+    kill,
     produce_workload,
+    recent,
     tagged_settings,
 )
 from tests.integration.scratch import Scratch
+from tests.integration.test_pipeline import _v1_id
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +73,15 @@ def _signals(settings: Settings) -> list[tuple[str, str, datetime]]:
     table = catalog(settings).load_table(f"{settings.lake.namespace}.signals")
     rows = table.scan(selected_fields=("tenant_id", "signal_id", "ts")).to_arrow().to_pylist()
     return [(r["tenant_id"], r["signal_id"], r["ts"]) for r in rows]
+
+
+def _expected(spec: WorkloadSpec, schema_id: int) -> set[tuple[str, str, datetime]]:
+    """(tenant, signal id, event time) of the workload's valid records, tenant-03's left out."""
+    return {
+        (m.record["tenant_id"], m.record["signal_id"], m.record["ts"])
+        for m in generate(spec, schema_id, SIGNAL_V1.parsed)
+        if m.record is not None and m.record["tenant_id"] != SHORT
+    }
 
 
 def _scores(dsn: str) -> set[str]:
@@ -183,3 +197,48 @@ def test_retention_deletes_past_the_tag_everywhere_audits_and_the_flow_goes_on(
     # not even tenant-03's deleted rows (the ledger survived the delete and the expiry).
     finish(igflow(settings.with_changes("stores", sinks=""), "run", **env))
     assert Counter(_signals(settings)) == resumed
+
+
+def test_retention_racing_a_running_flow_keeps_it_exactly_once(it_settings: Settings) -> None:
+    """``retention apply`` runs again and again while a tailing flow lands two workloads into
+    the same tables: the deletes and the flow's appends race for commits. Every record of the
+    365-day tenants lands exactly once; tenant-03's are gone after a last run; a bounded run
+    that re-reads the whole topic afterwards lands nothing."""
+    settings = it_settings
+    env = {"IGFLOW_SCORE_TICK_SECONDS": "0", "IGFLOW_RETENTION_SNAPSHOT_MAX_AGE_DAYS": "0"}
+    first = WorkloadSpec(tenants=4, count=300, seed=21)
+    produce_workload(settings, first)
+    flow = igflow(settings, "run", "--tail", **env)
+    future = (datetime.now(UTC) + timedelta(days=200)).isoformat()
+    later_start = recent_start(datetime.now(UTC)) + timedelta(hours=1)
+    second = WorkloadSpec(tenants=4, count=300, seed=22, start=later_start)
+    schema_id = _v1_id(settings)
+    # Both workloads use the same signal ids (at other event times): rows are told by all three.
+    wanted = _expected(recent(first), schema_id) | _expected(second, schema_id)
+    runs = 0
+    deleted = 0
+    deadline = time.monotonic() + 240
+    produced_second = False
+    while time.monotonic() < deadline:
+        code, lines = _retention(settings, "apply", "--now", future, **env)
+        assert code == 0
+        runs += 1
+        deleted += sum(int(str(x.get("deleted", 0))) for x in lines[1:])
+        if not produced_second:
+            assert produce(settings, second).total
+            produced_second = True
+        landed = {row for row in _signals(settings) if row[0] != SHORT}
+        if runs >= 3 and landed == wanted:
+            break
+    assert flow.poll() is None, "the flow stopped"
+    kill(flow)
+    _code, _lines = _retention(settings, "apply", "--now", future, **env)
+    rows = Counter((t, i, ts) for t, i, ts in _signals(settings))
+    assert set(rows.values()) == {1}
+    assert set(rows) == wanted
+    assert runs >= 3 and deleted > 0
+    # Re-read everything: nothing lands again, tenant-03's deleted records included.
+    finish(igflow(settings, "run", **env))
+    assert Counter(_signals(settings)) == rows
+    code, lines = _retention(settings, "verify", "--now", future, **env)
+    assert code == 0
