@@ -23,8 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import errors
 
 from core.catalog import catalog
+from core.errors import ConfigError
 from core.settings import Settings
 from operators.tenancy import TenancyPolicy
 from sinks.graph import GraphWriter
@@ -115,6 +117,20 @@ def plan(settings: Settings, now: datetime) -> list[Outcome]:
     return out
 
 
+def _audit_table(dsn: str) -> None:
+    """Refuse to delete anything that could not be audited: :class:`ConfigError` without the
+    ``retention_runs`` table (or without a database)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1 FROM retention_runs LIMIT 0")
+    except errors.UndefinedTable as exc:
+        msg = "no table retention_runs: run igflow setup to apply the migrations"
+        raise ConfigError(msg) from exc
+    except psycopg.OperationalError as exc:
+        msg = f"the audit database is unreachable: {str(exc).strip()}"
+        raise ConfigError(msg) from exc
+
+
 def _record(dsn: str, run_id: str, now: datetime, actor: str, outcomes: list[Outcome]) -> None:
     with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
         _insert(conn, run_id, now, actor, outcomes)
@@ -154,6 +170,7 @@ def apply(
     run = run_id or uuid.uuid4().hex
     tag_of = _tag_of(settings)
     dsn = settings.stores.postgres_dsn
+    _audit_table(dsn)  # before any delete: nothing goes unaudited
     section = settings.retention
     out: list[Outcome] = []
     for name, table in _tables(settings):
@@ -205,6 +222,7 @@ def verify(settings: Settings, now: datetime) -> list[Outcome]:
 
 def audit(dsn: str, limit: int, run_id: str | None = None) -> list[dict[str, Any]]:
     """The latest ``retention_runs`` rows, newest first (one run's with ``run_id``)."""
+    _audit_table(dsn)
     where, params = ("WHERE run_id = %s", [run_id]) if run_id else ("", [])
     with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
         rows = conn.execute(

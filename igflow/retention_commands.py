@@ -5,7 +5,8 @@
 snapshots and audits every deletion in ``retention_runs``; ``--dry-run`` prints what it would
 delete and changes nothing. ``verify [--now ISO]`` exits 0 only when nothing past retention
 remains in any store. ``audit [--run ID]`` prints the audit, newest first. Output is JSON, one
-object per store target. No database, or the migrations not applied (``igflow setup``), exits 2.
+object per store target. No database, or the migrations not applied (``igflow setup``), exits 2
+before anything is deleted.
 """
 
 from __future__ import annotations

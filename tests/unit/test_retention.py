@@ -16,10 +16,12 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from core.digest import digest_arrow
+from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from core.retention import RetentionTagInvalid, cutoff, cutoffs, retention_days
 from core.settings import Settings
+from igflow.retention import apply
 from replay.verify import HistoryUnavailable, digest_history, digest_table, verify
 from sinks.iceberg import IcebergAppender, ensure_table, ledger
 from sinks.lake_retention import (
@@ -239,3 +241,12 @@ def test_tables_without_a_tag_column_take_the_tenants_tag_and_unaged_rows_stay()
     # Nothing with a valid tag: no filter at all (never an empty Or).
     nothing = plan_rows("scores", scores.slice(0, 0), NOW, tags.__getitem__, 1)
     assert nothing.where is None and nothing.rows == 0
+
+
+def test_apply_refuses_to_delete_what_it_could_not_audit(lake_settings: Settings) -> None:
+    """No reachable audit table: ``apply`` stops before touching any store (exit 2 in the CLI)."""
+    settings = lake_settings.with_changes(
+        "stores", postgres_dsn="postgresql://igflow:igflow@127.0.0.1:1/igflow"
+    )
+    with pytest.raises(ConfigError, match="audit database"):
+        apply(settings, NOW, "test")
