@@ -59,6 +59,9 @@ class ReasonCode(enum.StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     EPOCH_EXPIRED = "EPOCH_EXPIRED"
     MALFORMED = "MALFORMED"
+    #: A retention tag that is not ``<name>-<N>d`` with N >= 1 (``igflow retention``): rows
+    #: carrying it are never deleted and are reported under this code, never guessed at.
+    RETENTION_TAG_INVALID = "RETENTION_TAG_INVALID"
     # The API (``igflow serve``): authentication, authorization and admission.
     #: No credentials on the request (no bearer token, no API key).
     AUTH_MISSING = "AUTH_MISSING"

@@ -76,6 +76,7 @@ __all__ = [
     "PsiSettings",
     "QuarantineSettings",
     "ResidencySettings",
+    "RetentionSettings",
     "RunSettings",
     "ScoreSettings",
     "SealSettings",
@@ -529,6 +530,19 @@ class ResidencySettings:
 
 @_refuse_invalid
 @pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class RetentionSettings:
+    """Retention enforced (``igflow retention apply|verify|audit``, table ``retention_runs``)."""
+
+    #: Snapshots of a lake table older than this many days (wall clock, at ``apply``) are
+    #: expired after the deletes, so time travel cannot bring deleted rows back. The lineage the
+    #: ledger needs (back to its last base) and the newest retention snapshot are always kept.
+    snapshot_max_age_days: DurationOrZero = 7.0
+    #: Lost commit races a lake delete retries (re-reading the table each time) before it fails.
+    commit_attempts: Count = 8
+
+
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
 class TenancySettings:
     """Tenant policy tags."""
 
@@ -809,6 +823,7 @@ with warnings.catch_warnings():
         switches: SwitchSettings = SwitchSettings()
         sources: SourceSettings = SourceSettings()
         residency: ResidencySettings = ResidencySettings()
+        retention: RetentionSettings = RetentionSettings()
         tenancy: TenancySettings = TenancySettings()
         psi: PsiSettings = PsiSettings()
         keys: KeySettings = KeySettings()

@@ -29,6 +29,7 @@ from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
 from igflow.residency_commands import register as register_residency
+from igflow.retention_commands import register as register_retention
 from igflow.serve_commands import register as register_serve
 from igflow.slo_commands import register as register_slo
 from igflow.source_commands import register as register_sources
@@ -236,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     register_evidence(add)
     register_sources(add)
     register_residency(add)
+    register_retention(add)
     return parser
 
 

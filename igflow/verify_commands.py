@@ -101,6 +101,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             same, total = files
             described = f"{same} of {total} {_files_verdict(same, total)}"
         print(f"{table:<14} {matching:>17}   {described}")
+    for table, (left, right) in report.retention_removed.items():
+        print(
+            f"{table:<14} rows removed by igflow retention, counted as landed: "
+            f"{left} in the original, {right} in the other"
+        )
     matched = sum(g.status == "match" for g in report.groups)
     verdict = "IDENTICAL" if report.identical else "DIFFERENT"
     print(f"{matched}/{len(report.groups)} group(s) match: {verdict}")

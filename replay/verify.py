@@ -35,7 +35,7 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Operation, ancestors_of
+from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
 from core.catalog import catalog
 from core.digest import (
@@ -49,6 +49,7 @@ from core.digest import (
 )
 from core.errors import IgflowError
 from core.settings import Settings
+from sinks.lake_retention import RUN_KEY, removed_digests
 from sinks.lake_tables import TABLES
 from sinks.ledger_format import LedgerUnavailable, summary_value
 
@@ -116,6 +117,9 @@ class Report:
     differences: dict[GroupKey, Differences] = dataclasses.field(default_factory=dict)
     #: table -> (data files of the original with a byte-identical twin in the other, all files).
     files: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    #: table -> (rows ``igflow retention`` removed from the original, from the other): counted
+    #: into each side's scan, so a group they emptied is accounted for, not missing.
+    retention_removed: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def identical(self) -> bool:
@@ -151,6 +155,16 @@ def digest_table(
     return digest_arrow(table_name, data)
 
 
+def _cut(table: Table, snapshot: Snapshot) -> bool:
+    """Whether the lineage's history before ``snapshot`` is gone: its parent expired (pyiceberg's
+    expiry also clears the parent id of the snapshots it orphans: then only a sequence number
+    past the first one tells, format v2)."""
+    parent = snapshot.parent_snapshot_id
+    if parent is not None:
+        return table.metadata.snapshot_by_id(parent) is None
+    return (snapshot.sequence_number or 0) > 1
+
+
 def digest_history(table: Table, table_name: str) -> dict[GroupKey, GroupDigest]:
     """The table's digest groups from the snapshot summaries of its current lineage (no scan).
 
@@ -164,6 +178,16 @@ def digest_history(table: Table, table_name: str) -> dict[GroupKey, GroupDigest]
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         summary = snapshot.summary
         props = summary.additional_properties if summary is not None else {}
+        if _cut(table, snapshot):
+            msg = (
+                f"{table_name}: the history before snapshot {snapshot.snapshot_id} expired;"
+                " verify by scanning instead"
+            )
+            raise HistoryUnavailable(msg)
+        if RUN_KEY in props:
+            # igflow retention's delete: its rows are accounted for by the scan side
+            # (removed_digests), as rows the history landed and retention removed.
+            continue
         try:
             # Inline, or in a file beside the metadata when long (sinks.ledger_format).
             raw = summary_value(table, props, DIGEST_KEY)
@@ -313,6 +337,14 @@ def verify(
             continue
         left = _digests(original, name, window, history=use_history)
         right = _digests(other, name, window, history=False)
+        # Rows retention removed are landed rows accounted for: each scan side counts its own
+        # table's (a history side already holds them). Not with a window: the running total
+        # is per tenant and partition, not per event time.
+        removed_left = _removed(original, window) if not use_history else {}
+        removed_right = _removed(other, window)
+        left, right = _plus(left, removed_left), _plus(right, removed_right)
+        if removed_left or removed_right:
+            report.retention_removed[name] = (_rows(removed_left), _rows(removed_right))
         part = compare(left, right)
         report.groups.extend(part.groups)
         if against is None or original is None or other is None:
@@ -321,6 +353,33 @@ def verify(
             report.differences[g.key] = first_differences(original, other, g.key, limit)
         report.files[name] = files_identical(original, other)
     return report
+
+
+def _removed(table: Table | None, window: Window | None) -> dict[GroupKey, GroupDigest]:
+    if table is None:
+        return {}
+    removed = removed_digests(table)
+    if removed and window is not None:
+        msg = (
+            f"{table.name()[-1]}: retention removed rows from it; a window cannot account for "
+            "them (their running total is per tenant and partition): verify without --window"
+        )
+        raise IgflowError(msg)
+    return removed
+
+
+def _plus(
+    a: Mapping[GroupKey, GroupDigest], b: Mapping[GroupKey, GroupDigest]
+) -> dict[GroupKey, GroupDigest]:
+    out = dict(a)
+    for key, group in b.items():
+        have = out.get(key)
+        out[key] = group if have is None else have + group
+    return out
+
+
+def _rows(groups: Mapping[GroupKey, GroupDigest]) -> int:
+    return sum(g.count for g in groups.values())
 
 
 def _digests(

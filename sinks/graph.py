@@ -320,6 +320,19 @@ class GraphWriter:
         FalkorDB, as a ``CYPHER`` header): never paste values into ``query``."""
         return self._run(False, [(query, params)])[0]
 
+    def delete_chunked(self, query: str, **params: Any) -> int:
+        """Run a deleting write query until it deletes fewer than a chunk; returns the total.
+
+        ``query`` must take ``$limit``, delete at most that many nodes a run and return their
+        number as ``c`` (one transaction a run, as :meth:`delete_tenants`)."""
+        deleted = 0
+        while True:
+            rows = self._run(True, [(query, {**params, "limit": _DELETE_CHUNK})])[0]
+            count = int(rows[0]["c"]) if rows else 0
+            deleted += count
+            if count < _DELETE_CHUNK:
+                return deleted
+
     def delete_tenants(self, prefix: str) -> int:
         """Delete every node (and its edges) of the tenants whose id starts with ``prefix``, in
         chunks; returns the nodes deleted. For tests and benchmarks: the prefix must not be empty.

@@ -19,7 +19,8 @@ lake written before this format reads, and continues, unchanged), a snapshot thi
 wrote before (:class:`LedgerState`), or the start of the lineage (the empty ledger). The ledger is
 the base raised by the deltas. The walk is at most :data:`CHECKPOINT_EVERY` commits long; a
 checkpoint file that is gone or does not match its hash is walked past (to an older base), never
-trusted. Snapshots of other tools (no ledger key) raise nothing and are passed over.
+trusted. Snapshots of other tools (no ledger key) raise nothing and are passed over; one that
+raised nothing but carries a checkpoint (``igflow retention``'s deletes) is a base like any.
 
 A commit whose rows touch many lanes (a first commit over 10,000 tenants) would still carry a
 long delta, and its digest (``igflow.digest``, one group per tenant and partition of its rows) a
@@ -245,6 +246,13 @@ def read_ledger(table: Table, cached: LedgerState | None = None) -> LedgerState:
             if whole is not None:  # the old format: the whole ledger
                 base = parse_ledger(whole)
                 break
+            carried = props.get(CHECKPOINT_KEY)
+            if carried is not None:
+                # A maintenance commit (retention's delete) that carries the ledger forward as
+                # a checkpoint: it raised nothing, and snapshots before it may expire.
+                base = _read_checkpoint(table, carried)
+                if base is not None:
+                    break
             continue  # another tool's commit
         checkpoint = props.get(CHECKPOINT_KEY)
         if checkpoint is not None:
@@ -253,10 +261,13 @@ def read_ledger(table: Table, cached: LedgerState | None = None) -> LedgerState:
                 break
         deltas.append(parse_ledger(summary_value(table, props, DELTA_KEY) or "{}"))
     if base is None:
-        if deltas and oldest.parent_snapshot_id is not None:
+        # pyiceberg's expiry clears the parent id of the snapshots it orphans: a lineage that
+        # starts past the table's first sequence number (format v2) was cut as well.
+        cut = oldest.parent_snapshot_id is not None or (oldest.sequence_number or 0) > 1
+        if deltas and cut:
             msg = (
                 f"{table.name()}: the ledger's history ends at snapshot {oldest.snapshot_id} "
-                f"(its parent {oldest.parent_snapshot_id} expired) before any checkpoint: the "
+                "(its parent expired) before any checkpoint: the "
                 "committed offsets cannot be read exactly; keep more snapshots than "
                 f"{CHECKPOINT_EVERY} when expiring"
             )

@@ -289,6 +289,22 @@ def test_a_history_cut_before_any_base_is_refused(catalog: Catalog) -> None:
         read_ledger(cut)
 
 
+def test_a_history_cut_by_pyicebergs_own_expiry_is_refused(catalog: Catalog) -> None:
+    """pyiceberg's expiry clears the parent id of the snapshot it orphans: the cut still shows
+    (a lineage starting past sequence number 1), so the ledger is refused, never read short."""
+    table = ensure_table(catalog, "coherence", SIGNALS)
+    appender = IcebergAppender(table, SIGNALS, checkpoint_every=100)
+    for batch in _batches(tenants=2, commits=3, per_commit=2):
+        appender.append(batch)
+    table = _fresh(catalog)
+    table.maintenance.expire_snapshots().by_id(table.metadata.snapshots[0].snapshot_id).commit()
+    table = _fresh(catalog)
+    assert all(s.parent_snapshot_id is not None for s in table.metadata.snapshots[1:])
+    assert table.metadata.snapshots[0].parent_snapshot_id is None
+    with pytest.raises(LedgerUnavailable, match="expired"):
+        read_ledger(table)
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
