@@ -41,6 +41,7 @@ from core.records import Decoded, ScoreChange, Tagged
 from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
 from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
+from core.tls import Brokers
 from flows.held import held_positions
 from operators.canary import drop_canaries
 from operators.decode import SchemaLookup, SignalDecoder, decode
@@ -73,7 +74,7 @@ T = TypeVar("T")
 def kafka_source(settings: Settings) -> KafkaTopicSource:
     """The signal topic, from the beginning (or from the recovery snapshot on resume)."""
     return KafkaTopicSource(
-        settings.kafka.bootstrap,
+        settings.kafka.client_config(),
         settings.kafka.topic,
         bounded=settings.run.bounded,
         batch_size=settings.kafka.batch_size,
@@ -110,7 +111,7 @@ def land(
     settings: Settings,
     plan: CommitPlan | None = None,
     group: GroupTarget | None = None,
-    bootstrap: str | None = None,
+    bootstrap: Brokers | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
@@ -180,7 +181,11 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     tracing.configure(settings.tracing, "flow")  # before the steps: they hook in only if on
     reader = signal_contracts()[-1].parsed
     decoder = SignalDecoder(
-        edges.lookup or RegistrySchemas(settings.kafka.schema_registry_url), reader
+        edges.lookup
+        or RegistrySchemas(
+            settings.kafka.schema_registry_url, ca_location=settings.kafka.ssl_ca_location
+        ),
+        reader,
     )
     tenants = edges.tenants or PostgresTenants(
         settings.stores.postgres_dsn, settings.validate.tenant_refresh_seconds
@@ -243,9 +248,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # The same holds for binding the ledgers to the input topic's id.
     kafka = settings.kafka
     real = edges.source is None
-    group = GroupTarget(kafka.bootstrap, kafka.group_id, kafka.topic) if real else None
+    group = GroupTarget(kafka.client_config(), kafka.group_id, kafka.topic) if real else None
     group = group if kafka.group_id else None
-    ids = kafka.bootstrap if real else None
+    ids = kafka.client_config() if real else None
     land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
     land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
     _serve(settings.stores, dead_letters, signal_values, score_values)
