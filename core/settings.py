@@ -537,6 +537,9 @@ class PsiSettings:
     residency: str = "US"
     #: ``data.psi`` JSON of our policy; empty: one default agreement with ``server_partner_id``.
     policy_data: str = ""
+    #: The CA the partner's ``https://`` certificate must chain to; empty: the system's CAs.
+    #: ``tls.enabled`` sets the stack's (a local partner's server uses the stack's certificate).
+    ca_file: str = ""
     #: HTTP timeout of one request, and the bounded retries of an unreachable server.
     timeout_seconds: Duration = 5.0
     retry_attempts: Count = 3
@@ -869,12 +872,27 @@ with warnings.catch_warnings():
                 redis_url=tls_forms.redis_url(self.stores.redis_url, ca),
                 neo4j_ca_file=self.stores.neo4j_ca_file or ca,
             )
+            psi = dataclasses.replace(self.psi, ca_file=self.psi.ca_file or ca)
             lake = self.lake
             if lake.catalog_uri.startswith("postgresql"):
                 lake = dataclasses.replace(
                     lake, catalog_uri=tls_forms.postgres_dsn(lake.catalog_uri, ca)
                 )
-            return self.model_copy(update={"kafka": kafka, "stores": stores, "lake": lake})
+            return self.model_copy(
+                update={"kafka": kafka, "stores": stores, "lake": lake, "psi": psi}
+            )
+
+        def server_tls(self) -> dict[str, str]:
+            """uvicorn's certificate arguments for the servers this project runs (``igflow
+            serve``, ``igflow psi serve``): none unless ``tls.enabled``."""
+            if not self.tls.enabled:
+                return {}
+            return {"ssl_certfile": str(self.tls_cert_file), "ssl_keyfile": str(self.tls_key_file)}
+
+        def client_verify(self) -> str | bool:
+            """What an HTTPS client of our own servers verifies against (httpx's ``verify``):
+            the stack's CA with ``tls.enabled``, else the system's (``True``)."""
+            return str(self.tls_ca_file) if self.tls.enabled else True
 
         @property
         def catalog_properties(self) -> dict[str, str]:

@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws_max_size=settings.api.max_body_bytes,
         lifespan="on",
         log_config=None,  # keep the JSON logs the CLI configured (core.logs)
+        **settings.server_tls(),  # HTTPS (and WSS) only, with tls.enabled
     )
     return 0
 

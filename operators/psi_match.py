@@ -288,7 +288,8 @@ def http_matcher_factory(settings: PsiSettings) -> Callable[[], Matcher]:
     server = ClientConfig(settings.server_partner_id, settings.server_region, settings.residency)
 
     def build() -> Matcher:
-        http = httpx.Client(timeout=settings.timeout_seconds)
+        # A partner signed by the named CA, else by one the system trusts.
+        http = httpx.Client(timeout=settings.timeout_seconds, verify=settings.ca_file or True)
         batch = GroupBatch(settings.crypto_threads)
         atexit.register(batch.close)
         atexit.register(http.close)

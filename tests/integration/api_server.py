@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,11 +46,18 @@ class ApiServer:
         self.settings = settings
         self.proc = proc
         self._log = log
-        self.url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}/graphql"
+        # With tls.enabled the server speaks HTTPS and WSS only (its certificate from the stack's
+        # CA); its metrics port stays plain HTTP on loopback.
+        secure = settings.tls.enabled
+        self.url = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
+        self.ws_url = f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/graphql"
+        self.verify = settings.client_verify()
+        self.ssl_context = (
+            ssl.create_default_context(cafile=str(settings.tls_ca_file)) if secure else None
+        )
         #: Prometheus, on the server's own loopback metrics port (not a route of the API).
         self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
-        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
 
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far (its JSON log lines)."""
@@ -131,7 +139,11 @@ def subscribe(
     server: ApiServer, query: str, variables: dict[str, Any], payload: dict[str, Any]
 ) -> Iterator[tuple[ClientConnection, str]]:
     """A graphql-transport-ws connection with one subscription started; yields (ws, its id)."""
-    with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+    with connect(
+        server.ws_url,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        ssl=server.ssl_context,
+    ) as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         ack = json.loads(ws.recv(timeout=10))
         assert ack["type"] == "connection_ack", ack
