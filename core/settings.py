@@ -42,6 +42,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import ssl
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping
@@ -889,10 +890,13 @@ with warnings.catch_warnings():
                 return {}
             return {"ssl_certfile": str(self.tls_cert_file), "ssl_keyfile": str(self.tls_key_file)}
 
-        def client_verify(self) -> str | bool:
-            """What an HTTPS client of our own servers verifies against (httpx's ``verify``):
-            the stack's CA with ``tls.enabled``, else the system's (``True``)."""
-            return str(self.tls_ca_file) if self.tls.enabled else True
+        def client_verify(self) -> ssl.SSLContext | bool:
+            """What an HTTPS client of our own servers verifies against (httpx's ``verify``,
+            websockets' ``ssl``): a context trusting the CA with ``tls.enabled``, else ``True``
+            (the system's CAs)."""
+            if not self.tls.enabled:
+                return True
+            return ssl.create_default_context(cafile=str(self.tls_ca_file))
 
         @property
         def catalog_properties(self) -> dict[str, str]:

@@ -77,20 +77,21 @@ def _record(result: ProbeResult) -> ProbeResult:
 
 
 async def probe_tenant(
-    api_url: str, tenant_id: str, token: str, timeout: float, verify: str | bool = True
+    api_url: str,
+    tenant_id: str,
+    token: str,
+    timeout: float,
+    verify: ssl.SSLContext | bool = True,
 ) -> ProbeResult:
     """Send one canary for ``tenant_id`` through the API at ``api_url`` (with a bearer
     ``token`` holding the tenant's ``coherence:read`` and ``coherence:write``), wait for it to
-    come back, and record the outcome in the metrics. ``verify``: for an ``https://`` API, the
-    CA file its certificate must chain to (``True``: the system's)."""
+    come back, and record the outcome in the metrics. ``verify``: for an ``https://`` API, a
+    context trusting the CA its certificate must chain to (``True``: the system's CAs)."""
     signal_id = f"canary-{uuid.uuid4()}"
     ws_url = "ws" + api_url.removeprefix("http").rstrip("/") + "/graphql"
     auth = {"Authorization": f"Bearer {token}"}
     try:
-        context = None
-        if ws_url.startswith("wss:"):
-            cafile = verify if isinstance(verify, str) else None
-            context = ssl.create_default_context(cafile=cafile)
+        context = verify if isinstance(verify, ssl.SSLContext) else None
         async with connect(ws_url, subprotocols=["graphql-transport-ws"], ssl=context) as ws:  # type: ignore[list-item]
             await ws.send(json.dumps({"type": "connection_init", "payload": auth}))
             ack = json.loads(await asyncio.wait_for(ws.recv(), timeout))
@@ -146,7 +147,7 @@ async def probe_round(
     tenants: Sequence[str],
     token_for: Callable[[str], str],
     timeout: float,
-    verify: str | bool = True,
+    verify: ssl.SSLContext | bool = True,
 ) -> list[ProbeResult]:
     """One canary per tenant of ``tenants``, all at once; results in the tenants' order."""
     return list(

@@ -154,7 +154,15 @@ def _run(
     url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     print(json.dumps({"url": url} | facts), flush=True)
     # Logs go through the project's JSON handler; access logs would repeat the server's own.
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, **(tls or {}))
+    tls = tls or {}
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        ssl_certfile=tls.get("ssl_certfile"),
+        ssl_keyfile=tls.get("ssl_keyfile"),
+    )
     server = uvicorn.Server(config)
 
     def stop(signum: int, frame: object) -> None:

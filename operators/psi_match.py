@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -289,7 +290,8 @@ def http_matcher_factory(settings: PsiSettings) -> Callable[[], Matcher]:
 
     def build() -> Matcher:
         # A partner signed by the named CA, else by one the system trusts.
-        http = httpx.Client(timeout=settings.timeout_seconds, verify=settings.ca_file or True)
+        verify = ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
+        http = httpx.Client(timeout=settings.timeout_seconds, verify=verify)
         batch = GroupBatch(settings.crypto_threads)
         atexit.register(batch.close)
         atexit.register(http.close)

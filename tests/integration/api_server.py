@@ -52,9 +52,7 @@ class ApiServer:
         self.url = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
         self.ws_url = f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/graphql"
         self.verify = settings.client_verify()
-        self.ssl_context = (
-            ssl.create_default_context(cafile=str(settings.tls_ca_file)) if secure else None
-        )
+        self.ssl_context = self.verify if isinstance(self.verify, ssl.SSLContext) else None
         #: Prometheus, on the server's own loopback metrics port (not a route of the API).
         self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
         self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)

@@ -112,7 +112,9 @@ def test_settings_with_tls_turn_every_endpoint_into_its_verified_form(tmp_path: 
         "ssl_certfile": str(tmp_path.resolve() / "tls" / "server.pem"),
         "ssl_keyfile": str(tmp_path.resolve() / "tls" / "server.key"),
     }
-    assert settings.client_verify() == ca
+    context = settings.client_verify()
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
     # A subprocess handed these endpoints (tests' env_for) resolves them to the same values.
     again = Settings.load(
         env
@@ -143,7 +145,7 @@ def test_tls_settings_take_ca_certificate_and_key(tmp_path: Path) -> None:
         "ssl_certfile": "/etc/pki/api.pem",
         "ssl_keyfile": "/etc/pki/api.key",
     }
-    with pytest.raises(SettingError, match="kafka.security_protocol"):
+    with pytest.raises(SettingError, match=r"kafka\.security_protocol"):
         Settings.load({"IGFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
 
 
