@@ -19,8 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +41,8 @@ from dev.services import configured
 from sinks.graph import GraphWriter
 from tests.integration.api_server import serve
 from tests.integration.conftest import REPO
+from tests.integration.test_psi_cli import CLIENT, EXPECTED, SERVER
+from tests.unit.test_psi_commands import write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -205,13 +205,13 @@ def test_bolt_tls_required(tls_stack: TlsStack, other_ca: str) -> None:
 def test_registry_https_only(tls_stack: TlsStack, other_ca: str) -> None:
     kafka = tls_stack.settings.kafka
     assert kafka.schema_registry_url.startswith("https://")
-    client = SchemaRegistryClient(kafka.registry_config())
-    assert client.get_subjects() == []
-    with pytest.raises((ConnectionError, OSError)):
-        urllib.request.urlopen(tls_stack.env["IGFLOW_SCHEMA_REGISTRY_URL"] + "/subjects", timeout=5)
-    context = ssl.create_default_context(cafile=other_ca)
-    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
-        urllib.request.urlopen(kafka.schema_registry_url + "/subjects", timeout=5, context=context)
+    with SchemaRegistryClient(kafka.registry_config()) as client:
+        assert client.get_subjects() == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(tls_stack.env["IGFLOW_SCHEMA_REGISTRY_URL"] + "/subjects", timeout=5)
+    stranger = ssl.create_default_context(cafile=other_ca)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(kafka.schema_registry_url + "/subjects", timeout=5, verify=stranger)
 
 
 def test_igflow_serve_https_only(tls_stack: TlsStack) -> None:
@@ -229,7 +229,7 @@ def test_igflow_serve_https_only(tls_stack: TlsStack) -> None:
 
 def test_psi_server_https_only(tls_stack: TlsStack, tmp_path: Path) -> None:
     csv = tmp_path / "server.csv"
-    csv.write_text("selector\n" + "".join(f"user{i}@example.org\n" for i in range(20)))
+    write_csv(csv, ("selector",), [(s,) for s in SERVER])
     port = _free_port()
     env = {**os.environ, **tls_stack.env}
     command = [sys.executable, "-m", "igflow.cli", "psi", "serve", "--csv", str(csv)]
@@ -263,7 +263,7 @@ def test_psi_server_https_only(tls_stack: TlsStack, tmp_path: Path) -> None:
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         # The partner's client (igflow psi match) verifies against the stack's CA.
         mine = tmp_path / "client.csv"
-        mine.write_text("selector\nuser3@example.org\nnobody@example.org\n")
+        write_csv(mine, ("selector",), [(s,) for s in CLIENT])
         match = subprocess.run(
             [*command[:4], "match", "--csv", str(mine), "--server", started["url"]],
             cwd=REPO,
@@ -274,7 +274,7 @@ def test_psi_server_https_only(tls_stack: TlsStack, tmp_path: Path) -> None:
             check=False,
         )
         assert match.returncode == 0, match.stderr[-2000:]
-        assert json.loads(match.stdout)["matches"] == ["user3@example.org"]
+        assert json.loads(match.stdout)["matches"] == EXPECTED
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.communicate(timeout=15)

@@ -94,6 +94,7 @@ def test_settings_with_tls_turn_every_endpoint_into_its_verified_form(tmp_path: 
         "IGFLOW_SCHEMA_REGISTRY_URL": "http://127.0.0.1:3",
     }
     settings = Settings.load(env)
+    stack_tls.ensure(tmp_path / "tls")
     ca = str(tmp_path.resolve() / "tls" / "ca.pem")
     assert settings.tls_ca_file == Path(ca)
     assert "sslmode=verify-full" in settings.stores.postgres_dsn
