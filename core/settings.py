@@ -705,6 +705,10 @@ class TlsSettings:
     #: ``<stack_dir>/tls/server.pem`` and ``server.key``.
     cert_file: str = ""
     key_file: str = ""
+    #: The explicit opt-out for our own HTTP servers alone: ``igflow serve`` and ``igflow psi
+    #: serve`` speak plain HTTP even when ``enabled`` (behind a TLS-terminating proxy, or to
+    #: measure what TLS costs: ``benchmarks/api_tls.py``); the stores' hops stay TLS.
+    plaintext_servers: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -886,7 +890,7 @@ with warnings.catch_warnings():
         def server_tls(self) -> dict[str, str]:
             """uvicorn's certificate arguments for the servers this project runs (``igflow
             serve``, ``igflow psi serve``): none unless ``tls.enabled``."""
-            if not self.tls.enabled:
+            if not self.tls.enabled or self.tls.plaintext_servers:
                 return {}
             return {"ssl_certfile": str(self.tls_cert_file), "ssl_keyfile": str(self.tls_key_file)}
 
