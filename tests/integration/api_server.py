@@ -57,6 +57,14 @@ class ApiServer:
         self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
         self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
 
+    def open_socket(self, timeout: float = 10.0) -> socket.socket:
+        """A raw connection to the server (TLS-wrapped, verified, when it speaks HTTPS)."""
+        host, port = self.url.split("://", 1)[1].split(":")
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
+        if self.ssl_context is None:
+            return conn
+        return self.ssl_context.wrap_socket(conn, server_hostname=host)
+
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far (its JSON log lines)."""
         if self._log is None:

@@ -280,7 +280,9 @@ def test_subscriptions_are_authenticated_and_authorized(
 
     a, b = tenants
     settings = server.settings
-    with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+    with connect(
+        server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
+    ) as ws:  # type: ignore[list-item]
         ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)

@@ -277,13 +277,20 @@ def test_websocket_logins_count_against_the_address_too(stack: Settings, tenant:
                     ws.recv(timeout=10)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
         with pytest.raises(InvalidStatus) as refused:
-            connect(server.ws_url, subprotocols=["graphql-transport-ws"], additional_headers=here)  # type: ignore[list-item]
+            connect(
+                server.ws_url,
+                subprotocols=["graphql-transport-ws"],
+                ssl=server.ssl_context,
+                additional_headers=here,
+            )  # type: ignore[list-item]
         response = refused.value.response
         assert response.status_code == 429
         assert response.headers["x-igflow-code"] == "AUTH_RATE_LIMITED"
         assert int(response.headers["retry-after"]) >= 1
         # Another address (this one, 127.0.0.1) is not cut off.
-        with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        with connect(
+            server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
+        ) as ws:  # type: ignore[list-item]
             token = mint_token(server.settings, tenant, READ)
             ws.send(
                 json.dumps(
