@@ -47,9 +47,7 @@ def baseline(settings: Settings, total: int) -> float:
         signal_contracts()[-1].parsed,
     )
     ends = end_offsets(settings, settings.kafka.topic)
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"}
-    )
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"bench-{uuid.uuid4().hex}"})
     start = time.perf_counter()
     consumer.assign([TopicPartition(settings.kafka.topic, p, 0) for p in ends])
     seen = 0

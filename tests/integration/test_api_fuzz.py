@@ -298,7 +298,7 @@ def test_fuzzed_rest_and_graphql_requests_are_answered_with_codes_and_never_a_5x
     rng = random.Random(SEED)
     statuses: dict[str, dict[int, int]] = {"rest": {}, "graphql": {}}
     started = time.monotonic()
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, verify=server.verify) as client:
         for case in range(CASES):
             what = f"seed {SEED}, case {case}"
             roll = rng.random()

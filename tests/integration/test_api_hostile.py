@@ -100,7 +100,7 @@ def health_latency(server: ApiServer) -> Iterator[list[float]]:
     stop = threading.Event()
 
     def probe() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30, verify=server.verify) as client:
             while not stop.is_set():
                 started = time.perf_counter()
                 assert client.get("/health").status_code == 200
