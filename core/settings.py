@@ -24,6 +24,8 @@ Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
                                ``postgresql+psycopg2`` driver)
 ``IGFLOW_WAREHOUSE``           Iceberg warehouse location
 ``IGFLOW_STACK_DIR``           where the local stack keeps data and logs (``.stack``)
+``IGFLOW_TLS_ENABLED``         TLS on every hop (``tls`` section): every endpoint in its verified
+                               TLS form, the stack's CA unless ``IGFLOW_TLS_CA_FILE``
 =============================  ==============================================================
 
 and the ``IGFLOW_<SECTION>_<FIELD>`` form for every other field (``IGFLOW_LAKE_BATCH_MAX_ROWS``).
