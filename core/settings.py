@@ -306,6 +306,10 @@ class KafkaSettings:
             **tls_forms.kafka_client_config(self.security_protocol, self.ssl_ca_location),
         }
 
+    def connection(self) -> tls_forms.KafkaConnection:
+        """:meth:`client_config` as an immutable, hashable value (for frozen targets)."""
+        return tls_forms.KafkaConnection(self.client_config())
+
     def registry_config(self) -> dict[str, str]:
         """The schema registry client's configuration: the URL and, for ``https://``, the CA
         (the same one as the brokers')."""

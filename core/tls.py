@@ -21,12 +21,13 @@ Bolt           the driver's ``trusted_certificates`` (see ``sinks/bolt.py``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "Brokers",
     "KafkaConfig",
+    "KafkaConnection",
     "https_url",
     "kafka_client_config",
     "kafka_connection",
@@ -91,3 +92,36 @@ def kafka_connection(brokers: Brokers) -> KafkaConfig:
     if isinstance(brokers, str):
         return {"bootstrap.servers": brokers}
     return dict(brokers)
+
+
+class KafkaConnection(Mapping[str, str | int | float | bool]):
+    """Immutable, hashable librdkafka connection properties, for the frozen (hashed) values
+    that say where to connect (``DeadLetterTarget``, ``GroupTarget``); pickles with them."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str | int | float | bool]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> str | int | float | bool:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, str(v)) for k, v in self._items.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"KafkaConnection({self._items!r})"
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[KafkaConnection], tuple[dict[str, str | int | float | bool]]]:
+        return (KafkaConnection, (self._items,))

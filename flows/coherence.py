@@ -74,7 +74,7 @@ T = TypeVar("T")
 def kafka_source(settings: Settings) -> KafkaTopicSource:
     """The signal topic, from the beginning (or from the recovery snapshot on resume)."""
     return KafkaTopicSource(
-        settings.kafka.client_config(),
+        settings.kafka.connection(),
         settings.kafka.topic,
         bounded=settings.run.bounded,
         batch_size=settings.kafka.batch_size,
@@ -248,9 +248,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # The same holds for binding the ledgers to the input topic's id.
     kafka = settings.kafka
     real = edges.source is None
-    group = GroupTarget(kafka.client_config(), kafka.group_id, kafka.topic) if real else None
+    group = GroupTarget(kafka.connection(), kafka.group_id, kafka.topic) if real else None
     group = group if kafka.group_id else None
-    ids = kafka.client_config() if real else None
+    ids = kafka.connection() if real else None
     land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
     land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
     _serve(settings.stores, dead_letters, signal_values, score_values)

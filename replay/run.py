@@ -406,7 +406,7 @@ def replay(
     )
     named = set(start) | set(end)
     base = KafkaTopicSource(
-        scratch.kafka.client_config(),
+        scratch.kafka.connection(),
         scratch.kafka.topic,
         bounded=True,
         batch_size=scratch.kafka.batch_size,
@@ -418,7 +418,7 @@ def replay(
             starts[p] = 0
             ends[p] = 0
     source = KafkaTopicSource(
-        scratch.kafka.client_config(),
+        scratch.kafka.connection(),
         scratch.kafka.topic,
         bounded=True,
         batch_size=scratch.kafka.batch_size,

@@ -505,7 +505,7 @@ class DeadLetterTarget:
     def of(cls, kafka: KafkaSettings) -> DeadLetterTarget:
         """The DLQ topic of the Kafka settings, sized for the largest signal record."""
         return cls(
-            kafka.client_config(),
+            kafka.connection(),
             kafka.dlq_topic,
             dlq_max_message_bytes(kafka.max_message_bytes),
             kafka.replication_factor,

@@ -230,3 +230,14 @@ def test_postgres_host_rules_switch_between_host_and_hostssl(tmp_path: Path) -> 
     assert lines[0] == "# comment host"
     _set_host_rules(hba, ssl_only=False)
     assert hba.read_text() == original
+
+
+def test_kafka_connection_is_hashable_picklable_and_a_mapping() -> None:
+    import pickle
+
+    conn = tls.KafkaConnection({"bootstrap.servers": "b:1", "security.protocol": "SSL"})
+    assert hash(conn) == hash(pickle.loads(pickle.dumps(conn)))
+    assert pickle.loads(pickle.dumps(conn)) == conn
+    assert {**conn, "group.id": "g"}["security.protocol"] == "SSL"
+    assert tls.kafka_connection(conn) == dict(conn)
+    assert Settings.load({}).kafka.connection() == {"bootstrap.servers": "127.0.0.1:19092"}
