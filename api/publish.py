@@ -100,7 +100,7 @@ class SignalPublisher:
         self._timeout = settings.api.publish_timeout_seconds
         contract = signal_contracts()[-1]
         self._schema_version = contract.version
-        self._registry = SchemaRegistryClient({"url": settings.kafka.schema_registry_url})
+        self._registry = SchemaRegistryClient(settings.kafka.registry_config())
         subject = settings.kafka.subject
         self._serializer = AvroSerializer(
             self._registry,
@@ -112,7 +112,7 @@ class SignalPublisher:
         )
         self._producer = Producer(
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
+                **settings.kafka.client_config(),
                 "acks": "all",
                 "linger.ms": 2,
                 "message.timeout.ms": max(1000, round(self._timeout * 1000)),

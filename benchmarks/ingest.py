@@ -41,12 +41,13 @@ from operators.decode import SignalDecoder  # noqa: E402
 def baseline(settings: Settings, total: int) -> float:
     """Seconds for a plain consumer to read and decode every message."""
     decoder = SignalDecoder(
-        RegistrySchemas(settings.kafka.schema_registry_url), signal_contracts()[-1].parsed
+        RegistrySchemas(
+            settings.kafka.schema_registry_url, ca_location=settings.kafka.ssl_ca_location
+        ),
+        signal_contracts()[-1].parsed,
     )
     ends = end_offsets(settings, settings.kafka.topic)
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"}
-    )
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"bench-{uuid.uuid4().hex}"})
     start = time.perf_counter()
     consumer.assign([TopicPartition(settings.kafka.topic, p, 0) for p in ends])
     seen = 0

@@ -225,7 +225,10 @@ _RAW = TableDef[Decoded](
 def skeleton(settings: Settings) -> Dataflow:
     """The walking-skeleton flow: Kafka → decode → Iceberg, no stages."""
     decoder = SignalDecoder(
-        RegistrySchemas(settings.kafka.schema_registry_url), signal_contracts()[-1].parsed
+        RegistrySchemas(
+            settings.kafka.schema_registry_url, ca_location=settings.kafka.ssl_ca_location
+        ),
+        signal_contracts()[-1].parsed,
     )
     flow = Dataflow("skeleton")
     decoded = decode("decode", op.input("kafka", flow, kafka_source(settings)), decoder)

@@ -29,9 +29,19 @@ class RegistrySchemas:
     :class:`RegistryError`: an outage must not turn valid records into rejects.
     """
 
-    def __init__(self, url: str, *, attempts: int = 6, first_backoff_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        attempts: int = 6,
+        first_backoff_s: float = 0.2,
+        ca_location: str = "",
+    ) -> None:
         # Our loop is the only retry: the client's own (default 3, backing off) multiplied it.
-        self._client = SchemaRegistryClient({"url": url, "max.retries": 0})
+        config: dict[str, object] = {"url": url, "max.retries": 0}
+        if ca_location:  # an https:// registry signed by this CA (the stack's, with TLS on)
+            config["ssl.ca.location"] = ca_location
+        self._client = SchemaRegistryClient(config)
         self._attempts = attempts
         self._backoff = first_backoff_s
 

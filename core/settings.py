@@ -24,6 +24,8 @@ Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
                                ``postgresql+psycopg2`` driver)
 ``IGFLOW_WAREHOUSE``           Iceberg warehouse location
 ``IGFLOW_STACK_DIR``           where the local stack keeps data and logs (``.stack``)
+``IGFLOW_TLS_ENABLED``         TLS on every hop (``tls`` section): every endpoint in its verified
+                               TLS form, the stack's CA unless ``IGFLOW_TLS_CA_FILE``
 =============================  ==============================================================
 
 and the ``IGFLOW_<SECTION>_<FIELD>`` form for every other field (``IGFLOW_LAKE_BATCH_MAX_ROWS``).
@@ -42,6 +44,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import ssl
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping
@@ -61,6 +64,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core import tls as tls_forms
 from core.errors import ConfigError
 from core.resources import policies_dir
 
@@ -86,6 +90,7 @@ __all__ = [
     "StoreSettings",
     "SwitchSettings",
     "TenancySettings",
+    "TlsSettings",
     "TracingSettings",
     "ValidateSettings",
     "catalog_uri_for",
@@ -222,6 +227,8 @@ LogLevel = Annotated[str, _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL
 #: sinks/graph.py's COMPAT.
 GraphCompat = Annotated[str, _one_of("", "falkordb")]
 KmsKind = Annotated[str, _one_of("local", "aws")]
+#: librdkafka's ``security.protocol`` values this project speaks (no SASL).
+KafkaSecurity = Annotated[str, _one_of("PLAINTEXT", "SSL")]
 #: flows/coherence.py's SERVING.
 StoreNames = Annotated[str, _each_one_of("redis", "graph", "postgres")]
 
@@ -291,6 +298,30 @@ class KafkaSettings:
     #: Consumer group whose offsets the flow commits after each durable lake commit, for
     #: monitoring only (``kafka-consumer-groups.sh``, lag exporters); empty: none.
     group_id: str = "igflow-coherence"
+    #: ``PLAINTEXT`` or ``SSL`` (librdkafka's ``security.protocol``), and the CA that signs the
+    #: brokers' certificates (empty: the system's). ``tls.enabled`` sets both for the stack.
+    security_protocol: KafkaSecurity = "PLAINTEXT"
+    ssl_ca_location: str = ""
+
+    def client_config(self) -> tls_forms.KafkaConfig:
+        """The librdkafka properties every client of these brokers starts from:
+        ``bootstrap.servers`` and, with TLS, the protocol and CA."""
+        return {
+            "bootstrap.servers": self.bootstrap,
+            **tls_forms.kafka_client_config(self.security_protocol, self.ssl_ca_location),
+        }
+
+    def connection(self) -> tls_forms.KafkaConnection:
+        """:meth:`client_config` as an immutable, hashable value (for frozen targets)."""
+        return tls_forms.KafkaConnection(self.client_config())
+
+    def registry_config(self) -> dict[str, str]:
+        """The schema registry client's configuration: the URL and, for ``https://``, the CA
+        (the same one as the brokers')."""
+        config = {"url": self.schema_registry_url}
+        if self.ssl_ca_location and self.schema_registry_url.startswith("https:"):
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
 
 
 @_refuse_invalid
@@ -321,6 +352,9 @@ class StoreSettings:
     #: Neo4j Community's one user; the local stack and docker-compose.yml set this password.
     neo4j_user: str = "neo4j"
     neo4j_password: str = "igflow-neo4j"
+    #: The CA the Bolt server's certificate must chain to (the driver then encrypts and
+    #: verifies); empty: the URI's scheme decides (``bolt://`` plain, ``bolt+s://`` system CAs).
+    neo4j_ca_file: str = ""
     #: ``falkordb`` when the Bolt server is the FalkorDB stand-in (see sinks/falkordb_compat.py;
     #: it also needs user ``falkordb`` and an empty password); empty for Neo4j.
     graph_compat: GraphCompat = ""
@@ -604,6 +638,9 @@ class PsiSettings:
     residency: str = "US"
     #: ``data.psi`` JSON of our policy; empty: one default agreement with ``server_partner_id``.
     policy_data: str = ""
+    #: The CA the partner's ``https://`` certificate must chain to; empty: the system's CAs.
+    #: ``tls.enabled`` sets the stack's (a local partner's server uses the stack's certificate).
+    ca_file: str = ""
     #: HTTP timeout of one request, and the bounded retries of an unreachable server.
     timeout_seconds: Duration = 5.0
     retry_attempts: Count = 3
@@ -762,6 +799,31 @@ class TracingSettings:
     export_timeout_seconds: Duration = 10.0
 
 
+@_refuse_invalid
+@pydantic_dataclass(frozen=True, slots=True, config=_SECTION_CONFIG)
+class TlsSettings:
+    """TLS on every hop (``core/tls.py``): the stack's CA, and the certificate and key of the
+    servers this project runs (``igflow serve``, ``igflow psi serve``, the registry).
+
+    When ``enabled``, :meth:`Settings.load` turns every endpoint into its verified TLS form
+    (Postgres ``verify-full``, ``rediss://``, Kafka ``SSL``, ``https://`` registry, Bolt with
+    the CA as trusted certificate); an endpoint that names its own TLS options keeps them.
+    """
+
+    enabled: bool = False
+    #: The CA that signs the servers' certificates; empty: ``<stack_dir>/tls/ca.pem``, the CA
+    #: ``python -m dev start`` makes.
+    ca_file: str = ""
+    #: Certificate (chain, PEM) and private key (PEM) of the servers we run; empty: the stack's
+    #: ``<stack_dir>/tls/server.pem`` and ``server.key``.
+    cert_file: str = ""
+    key_file: str = ""
+    #: The explicit opt-out for our own HTTP servers alone: ``igflow serve`` and ``igflow psi
+    #: serve`` speak plain HTTP even when ``enabled`` (behind a TLS-terminating proxy, or to
+    #: measure what TLS costs: ``benchmarks/api_tls.py``); the stores' hops stay TLS.
+    plaintext_servers: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class _Load:
     """What :meth:`Settings.load` hands the sources while it builds a value."""
@@ -832,6 +894,7 @@ with warnings.catch_warnings():
         tracing: TracingSettings = TracingSettings()
         probe: ProbeSettings = ProbeSettings()
         evidence: EvidenceSettings = EvidenceSettings()
+        tls: TlsSettings = TlsSettings()
 
         if not TYPE_CHECKING:  # type checkers keep the signature made from the fields
 
@@ -916,6 +979,62 @@ with warnings.catch_warnings():
             return Path(self.stack_dir, "evidence", "signing.key").resolve()
 
         @property
+        def tls_ca_file(self) -> Path:
+            """The CA every client verifies servers against (``tls.ca_file``, or the stack's)."""
+            return Path(self.tls.ca_file or Path(self.stack_dir, "tls", "ca.pem")).resolve()
+
+        @property
+        def tls_cert_file(self) -> Path:
+            """The certificate our servers present (``tls.cert_file``, or the stack's)."""
+            return Path(self.tls.cert_file or Path(self.stack_dir, "tls", "server.pem")).resolve()
+
+        @property
+        def tls_key_file(self) -> Path:
+            """The private key of :attr:`tls_cert_file` (``tls.key_file``, or the stack's)."""
+            return Path(self.tls.key_file or Path(self.stack_dir, "tls", "server.key")).resolve()
+
+        def with_tls_endpoints(self) -> Settings:
+            """These settings with every endpoint in its verified TLS form (``core/tls.py``);
+            :meth:`load` applies it when ``tls.enabled``."""
+            ca = str(self.tls_ca_file)
+            kafka = dataclasses.replace(
+                self.kafka,
+                security_protocol="SSL",
+                ssl_ca_location=self.kafka.ssl_ca_location or ca,
+                schema_registry_url=tls_forms.https_url(self.kafka.schema_registry_url),
+            )
+            stores = dataclasses.replace(
+                self.stores,
+                postgres_dsn=tls_forms.postgres_dsn(self.stores.postgres_dsn, ca),
+                redis_url=tls_forms.redis_url(self.stores.redis_url, ca),
+                neo4j_ca_file=self.stores.neo4j_ca_file or ca,
+            )
+            psi = dataclasses.replace(self.psi, ca_file=self.psi.ca_file or ca)
+            lake = self.lake
+            if lake.catalog_uri.startswith("postgresql"):
+                lake = dataclasses.replace(
+                    lake, catalog_uri=tls_forms.postgres_dsn(lake.catalog_uri, ca)
+                )
+            return self.model_copy(
+                update={"kafka": kafka, "stores": stores, "lake": lake, "psi": psi}
+            )
+
+        def server_tls(self) -> dict[str, str]:
+            """uvicorn's certificate arguments for the servers this project runs (``igflow
+            serve``, ``igflow psi serve``): none unless ``tls.enabled``."""
+            if not self.tls.enabled or self.tls.plaintext_servers:
+                return {}
+            return {"ssl_certfile": str(self.tls_cert_file), "ssl_keyfile": str(self.tls_key_file)}
+
+        def client_verify(self) -> ssl.SSLContext | bool:
+            """What an HTTPS client of our own servers verifies against (httpx's ``verify``,
+            websockets' ``ssl``): a context trusting the CA with ``tls.enabled``, else ``True``
+            (the system's CAs)."""
+            if not self.tls.enabled:
+                return True
+            return ssl.create_default_context(cafile=str(self.tls_ca_file))
+
+        @property
         def catalog_properties(self) -> dict[str, str]:
             """Properties of the pyiceberg SQL catalog."""
             return {"type": "sql", "uri": self.lake.catalog_uri, "warehouse": self.warehouse}
@@ -939,9 +1058,10 @@ with warnings.catch_warnings():
             derived = _follow_postgres(variables, data, origins)
             token = _LOADING.set(_Load(variables, toml, derived, origins))
             try:
-                return cls()
+                settings = cls()
             finally:
                 _LOADING.reset(token)
+            return settings.with_tls_endpoints() if settings.tls.enabled else settings
 
         def with_changes(self, section: str, **changes: Any) -> Settings:
             """A copy with some fields of one section replaced (for CLI flags and tests); the

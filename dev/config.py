@@ -36,6 +36,9 @@ ENV_PROMETHEUS = "IGFLOW_PROMETHEUS_PORT"
 ENV_GRAPH = "IGFLOW_STACK_GRAPH"
 #: The JDK that runs the JVM products (Kafka 4.1 and Neo4j 5.26 both run on 17).
 ENV_JAVA_HOME = "IGFLOW_STACK_JAVA_HOME"
+#: TLS on every hop (the application's ``tls.enabled`` setting, read here too): the stack makes
+#: its CA and serves Postgres, Redis, Kafka, Bolt and the registry over TLS only (dev/tls.py).
+ENV_TLS = "IGFLOW_TLS_ENABLED"
 
 #: ``neo4j``: Neo4j Community from Maven Central; ``falkordb``: the FalkorDB stand-in.
 GRAPHS = ("neo4j", "falkordb")
@@ -55,7 +58,11 @@ DEFAULTS: Mapping[str, str] = {
     ENV_NEO4J_PASSWORD: "igflow-neo4j",
     ENV_GRAPH: "neo4j",
     ENV_JAVA_HOME: "/usr/lib/jvm/java-17-openjdk-amd64",
+    ENV_TLS: "false",
 }
+#: What pydantic reads as true for a boolean (``tls.enabled``), lower-cased.
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 DEFAULT_TIMEOUT_S = 60.0
 #: FalkorDB's Bolt listener rejects ports from 32768 up.
@@ -96,6 +103,13 @@ class StackConfig:
     neo4j_user: str = "neo4j"
     neo4j_password: str = "igflow-neo4j"
     java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+    #: Serve every hop over TLS only, with the CA and certificate of :attr:`tls_dir`.
+    tls: bool = False
+
+    @property
+    def tls_dir(self) -> Path:
+        """``<state>/tls``: the stack's CA and server certificate (dev/tls.py)."""
+        return self.state_dir / "tls"
 
     @property
     def logs_dir(self) -> Path:
@@ -136,6 +150,10 @@ class StackConfig:
                 f"port <= {MAX_BOLT_PORT}"
             )
             raise StackError(msg)
+        tls_raw = get(ENV_TLS).strip().lower()
+        if tls_raw not in _TRUE | _FALSE:
+            msg = f"{ENV_TLS}={tls_raw!r} is not a boolean (true or false)"
+            raise StackError(msg)
         return cls(
             repo_root=REPO_ROOT,
             state_dir=Path(state).resolve(),
@@ -152,6 +170,7 @@ class StackConfig:
             neo4j_user=get(ENV_NEO4J_USER),
             neo4j_password=environ.get(ENV_NEO4J_PASSWORD, DEFAULTS[ENV_NEO4J_PASSWORD]),
             java_home=Path(get(ENV_JAVA_HOME)),
+            tls=tls_raw in _TRUE,
         )
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from dev import config, jvm, procs
+from core import tls as tls_forms
+from dev import config, jvm, procs, tls
 from dev.config import StackConfig
 from dev.errors import StackError
 from dev.service import PROBE_TIMEOUT_S, Port, Service
 
-__all__ = ["Kafka"]
+__all__ = ["Kafka", "client_config"]
 
 #: Heap and GC: a single-node broker for tests needs little, and the machine has two cores.
 JVM_OPTIONS = (
@@ -45,17 +46,20 @@ logger.server.level = INFO
 """
 
 
-def _properties(cfg: StackConfig, data: Path) -> str:
+def _properties(cfg: StackConfig, data: Path, keystore: Path) -> str:
     port, controller = cfg.kafka_port, cfg.kafka_controller_port
+    # With TLS the client listener is SSL only (the broker talks to itself over it too); the
+    # controller listener stays plaintext on loopback: only this process uses it (one node).
+    client = "SSL" if cfg.tls else "PLAINTEXT"
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"{client}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"{client}://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": client,
+        "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
         "log.dirs": str(data),
         # Topics that `igflow setup` does not create (tests' fresh topics) get 4 partitions,
         # like docker-compose.yml's broker.
@@ -79,6 +83,16 @@ def _properties(cfg: StackConfig, data: Path) -> str:
         "background.threads": "2",
         "num.recovery.threads.per.data.dir": "1",
     }
+    if cfg.tls:
+        lines |= {
+            # PEM key stores (KIP-651): the key (PKCS#8) and certificate in one file.
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(cfg.tls_dir / tls.CA_FILE),
+            "ssl.client.auth": "none",
+            "ssl.endpoint.identification.algorithm": "https",
+        }
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
@@ -107,7 +121,14 @@ class Kafka(Service):
         jvm.classpath(cfg, "kafka")
         work = self.workdir(cfg)
         (work / "log4j2.properties").write_text(_LOG4J2)
-        (work / "server.properties").write_text(_properties(cfg, self._data(cfg)))
+        keystore = work / "keystore.pem"
+        if cfg.tls:
+            key = (cfg.tls_dir / tls.KEY_FILE).read_bytes()
+            keystore.touch(mode=0o600)
+            keystore.write_bytes(key + (cfg.tls_dir / tls.CERT_FILE).read_bytes())
+        else:
+            keystore.unlink(missing_ok=True)
+        (work / "server.properties").write_text(_properties(cfg, self._data(cfg), keystore))
         if (self._data(cfg) / "meta.properties").is_file():
             return
         # Format once: a second format would refuse (or, forced, lose every topic).
@@ -147,6 +168,16 @@ class Kafka(Service):
         # The TCP pre-check keeps librdkafka from logging connection errors while we poll.
         if not procs.tcp_accepts(cfg.kafka_port, timeout_s=PROBE_TIMEOUT_S):
             return False
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{cfg.kafka_port}"})
+        admin = AdminClient(client_config(cfg))
         metadata = admin.list_topics(timeout=2 * PROBE_TIMEOUT_S)
         return bool(metadata.brokers)
+
+
+def client_config(cfg: StackConfig) -> tls_forms.KafkaConfig:
+    """librdkafka's connection properties for this stack's broker (SSL against the stack's CA
+    with TLS on)."""
+    protocol = "SSL" if cfg.tls else "PLAINTEXT"
+    return {
+        "bootstrap.servers": f"127.0.0.1:{cfg.kafka_port}",
+        **tls_forms.kafka_client_config(protocol, str(cfg.tls_dir / tls.CA_FILE)),
+    }

@@ -13,17 +13,19 @@ Authentication stays on. Community Edition has one user, ``neo4j``, whose initia
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import neo4j
-from neo4j import GraphDatabase
+from neo4j import GraphDatabase, TrustCustomCAs
 
-from dev import config, jvm, procs
+from dev import config, jvm, procs, tls
 from dev.config import StackConfig
 from dev.errors import StackError
 from dev.service import PROBE_TIMEOUT_S, Port, Service
 
-__all__ = ["Neo4j"]
+__all__ = ["Neo4j", "driver_tls"]
 
 #: Heap, and what Neo4j's own launcher adds for JDK 17 (netty and the page cache reach into
 #: java.nio). The page cache is configured in neo4j.conf, outside the heap.
@@ -59,6 +61,18 @@ def _conf(cfg: StackConfig, home: Path) -> str:
         "db.tx_log.rotation.retention_policy": "256M size",
         "dbms.usage_report.enabled": "false",
     }
+    if cfg.tls:
+        # Bolt over TLS only; clients are not asked for certificates.
+        lines |= {
+            "server.bolt.tls_level": "REQUIRED",
+            "dbms.ssl.policy.bolt.enabled": "true",
+            "dbms.ssl.policy.bolt.base_directory": str(home / "certificates" / "bolt"),
+            "dbms.ssl.policy.bolt.private_key": tls.KEY_FILE,
+            "dbms.ssl.policy.bolt.public_certificate": tls.CERT_FILE,
+            "dbms.ssl.policy.bolt.client_auth": "NONE",
+        }
+    else:
+        lines["server.bolt.tls_level"] = "DISABLED"
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
@@ -89,6 +103,13 @@ class Neo4j(Service):
         home = self.workdir(cfg)
         (home / "conf").mkdir(exist_ok=True)
         (home / "conf" / "neo4j.conf").write_text(_conf(cfg, home))
+        if cfg.tls:
+            certs = home / "certificates" / "bolt"
+            for sub in ("trusted", "revoked"):
+                (certs / sub).mkdir(parents=True, exist_ok=True)
+            for name in (tls.CERT_FILE, tls.KEY_FILE):
+                shutil.copyfile(cfg.tls_dir / name, certs / name)
+            (certs / tls.KEY_FILE).chmod(0o600)
 
     def command(self, cfg: StackConfig) -> list[str]:
         home = self.workdir(cfg)
@@ -122,7 +143,9 @@ class Neo4j(Service):
             return
         uri = f"bolt://127.0.0.1:{cfg.bolt_port}"
         try:
-            with GraphDatabase.driver(uri, auth=("neo4j", _INITIAL_PASSWORD)) as driver:
+            with GraphDatabase.driver(
+                uri, auth=("neo4j", _INITIAL_PASSWORD), **driver_tls(cfg)
+            ) as driver:
                 driver.execute_query(
                     "ALTER CURRENT USER SET PASSWORD FROM $old TO $new",
                     old=_INITIAL_PASSWORD,
@@ -148,7 +171,21 @@ class Neo4j(Service):
         the driver's ``AuthError`` if they are refused."""
         uri = f"bolt://127.0.0.1:{cfg.bolt_port}"
         with GraphDatabase.driver(
-            uri, auth=(cfg.neo4j_user, password), connection_timeout=PROBE_TIMEOUT_S
+            uri,
+            auth=(cfg.neo4j_user, password),
+            connection_timeout=PROBE_TIMEOUT_S,
+            **driver_tls(cfg),
         ) as driver:
             records, _, _ = driver.execute_query("RETURN 1 AS one")
             return bool(records and records[0]["one"] == 1)
+
+
+def driver_tls(cfg: StackConfig) -> dict[str, Any]:
+    """The Bolt driver's TLS options for this stack: encrypted and verified against the
+    stack's CA with TLS on, none without."""
+    if not cfg.tls:
+        return {}
+    return {
+        "encrypted": True,
+        "trusted_certificates": TrustCustomCAs(str(cfg.tls_dir / tls.CA_FILE)),
+    }

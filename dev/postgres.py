@@ -12,7 +12,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from dev import config
+from core import tls as tls_forms
+from dev import config, tls
 from dev.config import StackConfig
 from dev.errors import StackError
 from dev.procs import is_alive, pids_in, read_pid, tail
@@ -66,6 +67,7 @@ class Postgres(Service):
         data = self.workdir(cfg)
         if (data / "PG_VERSION").is_file():
             self._clear_stale_locks(data, sock_path, cfg.timeout_s)
+            self._prepare_tls(cfg)
             return
         initdb = self._as_server_user(
             [
@@ -86,6 +88,28 @@ class Postgres(Service):
         if done.returncode != 0:
             msg = f"postgres: initdb failed ({done.returncode}); last lines of {log}:\n{tail(log)}"
             raise StackError(msg)
+        self._prepare_tls(cfg)
+
+    def _tls_dir(self, cfg: StackConfig) -> Path:
+        """The server's copy of the certificate and key: Postgres refuses a key that is not
+        0600 and owned by the server's user."""
+        return cfg.data_dir(self.name) / "tls"
+
+    def _prepare_tls(self, cfg: StackConfig) -> None:
+        """With TLS on, copy the certificate and key for the server and let TCP clients in
+        over TLS only (``hostssl`` rules); with TLS off, ``host`` rules again."""
+        _set_host_rules(self.workdir(cfg) / "pg_hba.conf", ssl_only=cfg.tls)
+        if not cfg.tls:
+            return
+        own = self._tls_dir(cfg)
+        own.mkdir(mode=0o700, exist_ok=True)
+        for name in (tls.CERT_FILE, tls.KEY_FILE):
+            (own / name).write_bytes((cfg.tls_dir / name).read_bytes())
+            (own / name).chmod(0o600)
+        user = self.run_as()
+        if user:
+            for path in (own, own / tls.CERT_FILE, own / tls.KEY_FILE):
+                os.chown(path, *_uid_gid(user))
 
     @staticmethod
     def _clear_stale_locks(data: Path, socket: Path, timeout_s: float) -> None:
@@ -129,6 +153,11 @@ class Postgres(Service):
             "synchronous_commit": "off",
             "full_page_writes": "off",
         }
+        if cfg.tls:
+            settings["ssl"] = "on"
+            settings["ssl_cert_file"] = str(self._tls_dir(cfg) / tls.CERT_FILE)
+            settings["ssl_key_file"] = str(self._tls_dir(cfg) / tls.KEY_FILE)
+            settings["ssl_min_protocol_version"] = "TLSv1.2"
         argv = [str(PG_BIN / "postgres"), "-D", str(self.workdir(cfg))]
         argv += ["-p", str(cfg.postgres.port)]
         for key, value in settings.items():
@@ -167,7 +196,7 @@ class Postgres(Service):
     def is_ready(self, cfg: StackConfig) -> bool:
         if not self.accepting(cfg):
             return False
-        with psycopg.connect(cfg.postgres.dsn, connect_timeout=2) as conn:
+        with psycopg.connect(client_dsn(cfg), connect_timeout=2) as conn:
             conn.execute("SELECT 1")
         return True
 
@@ -180,6 +209,22 @@ class Postgres(Service):
             stderr=subprocess.DEVNULL,
             check=False,
         )
+
+
+def client_dsn(cfg: StackConfig) -> str:
+    """The DSN a client of this stack uses: ``verify-full`` against the stack's CA with TLS on."""
+    if cfg.tls:
+        return tls_forms.postgres_dsn(cfg.postgres.dsn, str(cfg.tls_dir / tls.CA_FILE))
+    return cfg.postgres.dsn
+
+
+def _set_host_rules(hba: Path, *, ssl_only: bool) -> None:
+    """Turn pg_hba.conf's TCP rules into ``hostssl`` (TLS only) or back into ``host``."""
+    old, new = ("host", "hostssl") if ssl_only else ("hostssl", "host")
+    lines = hba.read_text().splitlines(keepends=True)
+    changed = [new + line[len(old) :] if line.split()[:1] == [old] else line for line in lines]
+    if changed != lines:
+        hba.write_text("".join(changed))
 
 
 def _uid_gid(user: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ PostgreSQL lives in :mod:`dev.postgres`, Prometheus in :mod:`dev.prometheus`, th
 
 from __future__ import annotations
 
+import ssl
 import sys
 import urllib.request
 from abc import abstractmethod
@@ -17,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dev import config
+from dev import config, tls
 from dev.config import StackConfig
 from dev.errors import StackError
 from dev.kafka import Kafka
@@ -32,13 +33,18 @@ SYSTEM_REDIS = Path("/usr/bin/redis-server")
 __all__ = ["BY_NAME", "SERVICES", "Port", "Service", "configured"]
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_ping(port: int, ca_file: Path | None = None) -> bool:
+    """PING over plain TCP, or over TLS verified against ``ca_file``."""
+    tls_args: dict[str, object] = {}
+    if ca_file is not None:
+        tls_args = {"ssl": True, "ssl_ca_certs": str(ca_file), "ssl_cert_reqs": "required"}
     client = redis.Redis(
         host="127.0.0.1",
         port=port,
         socket_timeout=PROBE_TIMEOUT_S,
         socket_connect_timeout=PROBE_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),  # the default retries with backoff for ~4 s
+        **tls_args,  # type: ignore[arg-type]
     )
     try:
         return bool(client.ping())
@@ -65,13 +71,28 @@ class _RedisServer(Service):
         super().prepare(cfg)
         self.binary()
 
+    def uses_tls(self, cfg: StackConfig) -> bool:
+        """Whether the RESP port speaks TLS only."""
+        return False
+
     def command(self, cfg: StackConfig) -> list[str]:
-        common = ["--bind", "127.0.0.1", "--port", str(self.redis_port(cfg))]
+        port = str(self.redis_port(cfg))
+        if self.uses_tls(cfg):
+            # Port 0: no plaintext listener at all. Clients are not asked for certificates
+            # (they authenticate as Redis users, not by certificate).
+            common = ["--bind", "127.0.0.1", "--port", "0", "--tls-port", port]
+            common += ["--tls-cert-file", str(cfg.tls_dir / tls.CERT_FILE)]
+            common += ["--tls-key-file", str(cfg.tls_dir / tls.KEY_FILE)]
+            common += ["--tls-ca-cert-file", str(cfg.tls_dir / tls.CA_FILE)]
+            common += ["--tls-auth-clients", "no"]
+        else:
+            common = ["--bind", "127.0.0.1", "--port", port]
         common += ["--dir", str(self.workdir(cfg)), "--daemonize", "no"]
         return [str(self.binary()), *common, *self.extra_args(cfg)]
 
     def is_ready(self, cfg: StackConfig) -> bool:
-        return _redis_ping(self.redis_port(cfg))
+        ca = cfg.tls_dir / tls.CA_FILE if self.uses_tls(cfg) else None
+        return _redis_ping(self.redis_port(cfg), ca)
 
 
 class Redis(_RedisServer):
@@ -90,6 +111,9 @@ class Redis(_RedisServer):
 
     def redis_port(self, cfg: StackConfig) -> int:
         return cfg.redis_port
+
+    def uses_tls(self, cfg: StackConfig) -> bool:
+        return cfg.tls
 
     def extra_args(self, cfg: StackConfig) -> list[str]:
         return ["--save", "", "--appendonly", "no"]
@@ -133,7 +157,7 @@ class Registry(Service):
         return [Port(cfg.registry_port, config.ENV_REGISTRY)]
 
     def command(self, cfg: StackConfig) -> list[str]:
-        return [
+        argv = [
             sys.executable,
             "-m",
             "registry",
@@ -144,10 +168,16 @@ class Registry(Service):
             "--data",
             str(self.workdir(cfg)),
         ]
+        if cfg.tls:
+            argv += ["--ssl-certfile", str(cfg.tls_dir / tls.CERT_FILE)]
+            argv += ["--ssl-keyfile", str(cfg.tls_dir / tls.KEY_FILE)]
+        return argv
 
     def is_ready(self, cfg: StackConfig) -> bool:
-        url = f"http://127.0.0.1:{cfg.registry_port}/subjects"
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as resp:
+        scheme = "https" if cfg.tls else "http"
+        url = f"{scheme}://127.0.0.1:{cfg.registry_port}/subjects"
+        context = ssl.create_default_context(cafile=cfg.tls_dir / tls.CA_FILE) if cfg.tls else None
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S, context=context) as resp:
             return int(resp.status) == 200
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from dev import procs
+from dev import procs, tls
 from dev.config import StackConfig
 from dev.errors import StackError
 from dev.postgres import PG_BIN
@@ -125,6 +125,8 @@ def start(cfg: StackConfig, services: Sequence[Service], report: Report = print)
     """Start ``services`` in order and wait for each to be ready (see module docstring)."""
     for path in (cfg.logs_dir, cfg.run_dir):
         path.mkdir(parents=True, exist_ok=True)
+    if cfg.tls:
+        tls.ensure(cfg.tls_dir)
     for svc in services:
         began = time.monotonic()
         pid = our_pid(cfg, svc)

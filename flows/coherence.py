@@ -50,6 +50,7 @@ from core.schemas import RegistrySchemas
 from core.settings import Settings, StoreSettings
 from core.sources import SourceRegistry, SourceRules
 from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
+from core.tls import Brokers
 from flows.held import held_positions
 from operators.canary import drop_canaries
 from operators.decode import SchemaLookup, SignalDecoder, decode
@@ -86,7 +87,7 @@ T = TypeVar("T")
 def kafka_source(settings: Settings) -> KafkaTopicSource:
     """The signal topic, from the beginning (or from the recovery snapshot on resume)."""
     return KafkaTopicSource(
-        settings.kafka.bootstrap,
+        settings.kafka.connection(),
         settings.kafka.topic,
         bounded=settings.run.bounded,
         batch_size=settings.kafka.batch_size,
@@ -133,7 +134,7 @@ def land(
     settings: Settings,
     plan: CommitPlan | None = None,
     group: GroupTarget | None = None,
-    bootstrap: str | None = None,
+    bootstrap: Brokers | None = None,
     sealer: Sealer | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
@@ -206,7 +207,11 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     tracing.configure(settings.tracing, "flow")  # before the steps: they hook in only if on
     reader = signal_contracts()[-1].parsed
     decoder = SignalDecoder(
-        edges.lookup or RegistrySchemas(settings.kafka.schema_registry_url), reader
+        edges.lookup
+        or RegistrySchemas(
+            settings.kafka.schema_registry_url, ca_location=settings.kafka.ssl_ca_location
+        ),
+        reader,
     )
     tenants = edges.tenants or PostgresTenants(
         settings.stores.postgres_dsn, settings.validate.tenant_refresh_seconds
@@ -299,9 +304,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # The same holds for binding the ledgers to the input topic's id.
     kafka = settings.kafka
     real = edges.source is None
-    group = GroupTarget(kafka.bootstrap, kafka.group_id, kafka.topic) if real else None
+    group = GroupTarget(kafka.connection(), kafka.group_id, kafka.topic) if real else None
     group = group if kafka.group_id else None
-    ids = kafka.bootstrap if real else None
+    ids = kafka.connection() if real else None
     land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
     land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
     _serve(settings.stores, dead_letters, signal_values, score_values)

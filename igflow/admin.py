@@ -71,7 +71,7 @@ def topic_specs(kafka: KafkaSettings) -> list[NewTopic]:
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create the signal and DLQ topics (:func:`topic_specs`) if missing; returns the ones
     created. Existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(settings.kafka.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = [spec for spec in topic_specs(settings.kafka) if spec.topic not in existing]
     if not wanted:
@@ -110,7 +110,7 @@ def write_pyiceberg_config(settings: Settings, home: Path) -> Path:
 
 def register_schemas(settings: Settings) -> list[RegisteredContract]:
     """Register every version of the Signal contract under the configured subject."""
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(settings.kafka.registry_config()) as client:
         return register_contracts(client, settings.kafka.subject, signal_contracts())
 
 

@@ -141,7 +141,9 @@ def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from registry.governance import check_schemas
 
     results = check_schemas(
-        settings.kafka.schema_registry_url, {settings.kafka.subject: [c.text for c in contracts]}
+        settings.kafka.schema_registry_url,
+        {settings.kafka.subject: [c.text for c in contracts]},
+        ca_location=settings.kafka.ssl_ca_location,
     )
     failed = 0
     for contract, result in zip(contracts, results, strict=True):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -75,15 +76,23 @@ def _record(result: ProbeResult) -> ProbeResult:
     return result
 
 
-async def probe_tenant(api_url: str, tenant_id: str, token: str, timeout: float) -> ProbeResult:
+async def probe_tenant(
+    api_url: str,
+    tenant_id: str,
+    token: str,
+    timeout: float,
+    verify: ssl.SSLContext | bool = True,
+) -> ProbeResult:
     """Send one canary for ``tenant_id`` through the API at ``api_url`` (with a bearer
     ``token`` holding the tenant's ``coherence:read`` and ``coherence:write``), wait for it to
-    come back, and record the outcome in the metrics."""
+    come back, and record the outcome in the metrics. ``verify``: for an ``https://`` API, a
+    context trusting the CA its certificate must chain to (``True``: the system's CAs)."""
     signal_id = f"canary-{uuid.uuid4()}"
     ws_url = "ws" + api_url.removeprefix("http").rstrip("/") + "/graphql"
     auth = {"Authorization": f"Bearer {token}"}
     try:
-        async with connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        context = verify if isinstance(verify, ssl.SSLContext) else None
+        async with connect(ws_url, subprotocols=["graphql-transport-ws"], ssl=context) as ws:  # type: ignore[list-item]
             await ws.send(json.dumps({"type": "connection_init", "payload": auth}))
             ack = json.loads(await asyncio.wait_for(ws.recv(), timeout))
             if ack.get("type") != "connection_ack":
@@ -106,7 +115,7 @@ async def probe_tenant(api_url: str, tenant_id: str, token: str, timeout: float)
                 "ts": datetime.now(UTC).isoformat(),
             }
             started = time.monotonic()
-            async with httpx.AsyncClient(timeout=timeout) as http:
+            async with httpx.AsyncClient(timeout=timeout, verify=verify) as http:
                 resp = await http.post(
                     f"{api_url.rstrip('/')}/v1/coherence/signals", json=body, headers=auth
                 )
@@ -138,8 +147,11 @@ async def probe_round(
     tenants: Sequence[str],
     token_for: Callable[[str], str],
     timeout: float,
+    verify: ssl.SSLContext | bool = True,
 ) -> list[ProbeResult]:
     """One canary per tenant of ``tenants``, all at once; results in the tenants' order."""
     return list(
-        await asyncio.gather(*(probe_tenant(api_url, t, token_for(t), timeout) for t in tenants))
+        await asyncio.gather(
+            *(probe_tenant(api_url, t, token_for(t), timeout, verify) for t in tenants)
+        )
     )

@@ -39,7 +39,9 @@ def _probe(args: argparse.Namespace, settings: Settings) -> int:
     from igflow.probe import probe_round
 
     probe = settings.probe
-    api_url = args.api or probe.api_url or f"http://127.0.0.1:{settings.api.port}"
+    scheme = "https" if settings.tls.enabled else "http"
+    api_url = args.api or probe.api_url or f"{scheme}://127.0.0.1:{settings.api.port}"
+    verify = settings.client_verify()
     tenants = _tenants(args, settings)
     if not tenants:
         msg = "igflow probe: no tenant to probe (none registered and active, no --tenant)"
@@ -60,7 +62,9 @@ def _probe(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     def one_round() -> bool:
-        results = asyncio.run(probe_round(api_url, tenants, token_for, probe.timeout_seconds))
+        results = asyncio.run(
+            probe_round(api_url, tenants, token_for, probe.timeout_seconds, verify)
+        )
         for result in results:
             print(json.dumps(result.as_dict()), flush=True)
         return all(r.outcome == "ok" for r in results)

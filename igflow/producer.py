@@ -48,7 +48,7 @@ def produce(
     so its id is the registry's, as with confluent-kafka's AvroSerializer.
     """
     contract = signal_contracts()[schema_version - 1]
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(settings.kafka.registry_config()) as client:
         registered = client.lookup_schema(settings.kafka.subject, Schema(contract.text, "AVRO"))
     schema_id = registered.schema_id
     if schema_id is None:
@@ -56,7 +56,7 @@ def produce(
         raise RegistryError(msg)
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.client_config(),
             "acks": "all",
             "linger.ms": 20,
             "batch.num.messages": 5000,
@@ -102,7 +102,7 @@ def produce(
 
 def end_offsets(settings: Settings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     """The high watermark of every partition of ``topic`` (empty when the topic is missing)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "igflow-admin"})
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "igflow-admin"})
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:

@@ -133,19 +133,37 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             msg = f"cannot serve on {args.host}:{args.port}: {exc}"
             raise ConfigError(msg) from exc
         with sock:
-            _run(create_app(server), sock, {"set_size": len(selectors), "epoch": epoch})
+            _run(
+                create_app(server),
+                sock,
+                {"set_size": len(selectors), "epoch": epoch},
+                settings.server_tls(),
+            )
     return 0
 
 
-def _run(app: Any, sock: socket.socket, facts: dict[str, int]) -> None:
-    """Print the URL and ``facts`` as a JSON line, then serve ``app`` on ``sock`` until a signal."""
+def _run(
+    app: Any, sock: socket.socket, facts: dict[str, int], tls: dict[str, str] | None = None
+) -> None:
+    """Print the URL and ``facts`` as a JSON line, then serve ``app`` on ``sock`` until a signal;
+    over HTTPS when ``tls`` holds uvicorn's ``ssl_certfile`` and ``ssl_keyfile``."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     print(json.dumps({"url": url} | facts), flush=True)
     # Logs go through the project's JSON handler; access logs would repeat the server's own.
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
+    tls = tls or {}
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        ssl_certfile=tls.get("ssl_certfile"),
+        ssl_keyfile=tls.get("ssl_keyfile"),
+    )
+    server = uvicorn.Server(config)
 
     def stop(signum: int, frame: object) -> None:
         server.should_exit = True
@@ -170,7 +188,8 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
     policy = _policy(args.policy_data, [args.server_partner_id])
     url = args.server.rstrip("/") + PSI_PATH
     config = ClientConfig(args.server_partner_id, args.server_region, args.residency)
-    with GroupBatch() as batch, httpx.Client(timeout=args.timeout) as http:
+    verify = settings.client_verify()
+    with GroupBatch() as batch, httpx.Client(timeout=args.timeout, verify=verify) as http:
         transport = HttpTransport(http, url, partner_id=args.partner_id, region=args.region)
         client = PsiClient(transport, policy, config, batch=batch)
         try:

@@ -254,7 +254,7 @@ def resend_rows(
     acknowledged them all. :class:`QuarantineError` (naming ``label``) when it did not."""
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.client_config(),
             "acks": "all",
             "enable.idempotence": True,
             **JAVA_PARTITIONER,

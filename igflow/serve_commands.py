@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # The dashboards read the local stack's Prometheus unless told otherwise.
         changes["prometheus_url"] = prometheus_query.default_url(os.environ)
     settings = settings.with_changes("api", **changes)
+    certificate = settings.server_tls()
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,
@@ -40,6 +41,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws_max_size=settings.api.max_body_bytes,
         lifespan="on",
         log_config=None,  # keep the JSON logs the CLI configured (core.logs)
+        # HTTPS (and WSS) only, with tls.enabled.
+        ssl_certfile=certificate.get("ssl_certfile"),
+        ssl_keyfile=certificate.get("ssl_keyfile"),
     )
     return 0
 

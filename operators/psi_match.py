@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -288,7 +289,9 @@ def http_matcher_factory(settings: PsiSettings) -> Callable[[], Matcher]:
     server = ClientConfig(settings.server_partner_id, settings.server_region, settings.residency)
 
     def build() -> Matcher:
-        http = httpx.Client(timeout=settings.timeout_seconds)
+        # A partner signed by the named CA, else by one the system trusts.
+        verify = ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
+        http = httpx.Client(timeout=settings.timeout_seconds, verify=verify)
         batch = GroupBatch(settings.crypto_threads)
         atexit.register(batch.close)
         atexit.register(http.close)

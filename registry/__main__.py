@@ -28,6 +28,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=18081, help="TCP port to listen on")
     parser.add_argument("--data", type=Path, required=True, help="directory for the database")
+    parser.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key (PEM)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +49,9 @@ def _bind(host: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until it is stopped; return the process exit status."""
     args = _arguments(argv)
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        print("registry: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:
@@ -61,7 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log_config = copy.deepcopy(LOGGING_CONFIG)
         log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-        config = uvicorn.Config(app, log_config=log_config, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            log_config=log_config,
+            timeout_graceful_shutdown=5,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        )
         uvicorn.Server(config).run(sockets=[sock])
     return 0
 

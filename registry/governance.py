@@ -37,7 +37,9 @@ class CheckResult:
     messages: tuple[str, ...]
 
 
-def check_schemas(url: str, subjects: dict[str, list[str]]) -> list[CheckResult]:
+def check_schemas(
+    url: str, subjects: dict[str, list[str]], *, ca_location: str = ""
+) -> list[CheckResult]:
     """One :class:`CheckResult` per schema text, in input order.
 
     ``subjects`` maps each subject to its schema texts, oldest first. Every text is
@@ -45,8 +47,10 @@ def check_schemas(url: str, subjects: dict[str, list[str]]) -> list[CheckResult]
     subject's configured level (the registry decides: latest version for plain levels,
     all versions for transitive ones). A subject unknown to the registry is new, so its
     schemas are compatible. A schema the registry rejects as invalid is incompatible.
+    ``ca_location``: the CA an ``https://`` registry's certificate must chain to.
     """
-    with SchemaRegistryClient({"url": url}) as client:
+    config = {"url": url, **({"ssl.ca.location": ca_location} if ca_location else {})}
+    with SchemaRegistryClient(config) as client:
         return [
             _check(client, subject, f"{subject}#{position}", text)
             for subject, texts in subjects.items()

@@ -136,7 +136,7 @@ def resolve_times(
     topic = kafka.topic
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap,
+            **kafka.client_config(),
             "group.id": "igflow-replay",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -198,7 +198,7 @@ def retained_offsets(
     """Start and end offsets of everything the topic retains now: each partition's log start
     offset and high watermark (the broker's ListOffsets answers)."""
     topic = kafka.topic
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "igflow-replay"})
+    consumer = Consumer({**kafka.client_config(), "group.id": "igflow-replay"})
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -406,7 +406,7 @@ def replay(
     )
     named = set(start) | set(end)
     base = KafkaTopicSource(
-        scratch.kafka.bootstrap,
+        scratch.kafka.connection(),
         scratch.kafka.topic,
         bounded=True,
         batch_size=scratch.kafka.batch_size,
@@ -418,7 +418,7 @@ def replay(
             starts[p] = 0
             ends[p] = 0
     source = KafkaTopicSource(
-        scratch.kafka.bootstrap,
+        scratch.kafka.connection(),
         scratch.kafka.topic,
         bounded=True,
         batch_size=scratch.kafka.batch_size,

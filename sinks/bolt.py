@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from neo4j import Driver, GraphDatabase, ManagedTransaction
+from neo4j import Driver, GraphDatabase, ManagedTransaction, TrustCustomCAs
 
 __all__ = ["Server", "bound_reads", "server_for"]
 
@@ -41,24 +41,36 @@ class Server:
     address: tuple[str, int] | None = None
 
 
-_SERVERS: dict[tuple[str, str, bool], Server] = {}
+_SERVERS: dict[tuple[str, str, bool, str], Server] = {}
 _SERVERS_LOCK = threading.Lock()
 
 
 def server_for(
-    uri: str, user: str, password: str, *, before_connect: BeforeConnect | None = None
+    uri: str,
+    user: str,
+    password: str,
+    *,
+    before_connect: BeforeConnect | None = None,
+    ca_file: str = "",
 ) -> Server:
     """The process's driver for ``(uri, user)`` (and hook), created on first use, closed at exit.
+
+    ``ca_file``: encrypt the connections and verify the server's certificate (chain and host
+    name) against this CA, for a ``bolt://`` or ``neo4j://`` URI (a ``+s`` scheme names its
+    own trust and takes no CA).
 
     The driver retries nothing itself (``max_transaction_retry_time=0``):
     :func:`~core.retry.write_with_retry` owns retries, so one attempt is one attempt.
     """
-    key = (uri, user, before_connect is not None)
+    key = (uri, user, before_connect is not None, ca_file)
     with _SERVERS_LOCK:
         held = _SERVERS.get(key)
         if held is not None:
             return held
         options: dict[str, Any] = {}
+        if ca_file:
+            options["encrypted"] = True
+            options["trusted_certificates"] = TrustCustomCAs(ca_file)
         if before_connect is not None:
 
             def resolve(address: Any) -> list[Any]:

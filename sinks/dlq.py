@@ -67,6 +67,7 @@ from core.sealing import (
     keyholder,
 )
 from core.settings import KafkaSettings
+from core.tls import Brokers, kafka_connection
 from sinks.topic_identity import TopicIds
 from tenancy.sealing import Sealer, event_time_of_ms
 
@@ -242,11 +243,11 @@ def _header_map(msg: DlqMessage) -> dict[str, str]:
     return {name: (value or b"").decode(errors="replace") for name, value in msg.headers}
 
 
-def read_marks(bootstrap: str, marks_topic: str, timeout_s: float = 60.0) -> dict[MarkKey, int]:
+def read_marks(bootstrap: Brokers, marks_topic: str, timeout_s: float = 60.0) -> dict[MarkKey, int]:
     """Every mark committed to ``marks_topic`` (read_committed; the last one per key wins)."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_connection(bootstrap),
             "group.id": "igflow-dlq-marks",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
@@ -431,8 +432,8 @@ def marks_topic_spec(dlq_topic: str, replication_factor: int) -> NewTopic:
     )
 
 
-def _ensure_marks_topic(bootstrap: str, dlq_topic: str, replication_factor: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def _ensure_marks_topic(bootstrap: Brokers, dlq_topic: str, replication_factor: int) -> None:
+    admin = AdminClient(kafka_connection(bootstrap))
     spec = marks_topic_spec(dlq_topic, replication_factor)
     if spec.topic in admin.list_topics(timeout=30).topics:
         return
@@ -444,10 +445,10 @@ def _ensure_marks_topic(bootstrap: str, dlq_topic: str, replication_factor: int)
             raise
 
 
-def _topic_max_bytes(bootstrap: str, topic: str) -> int:
+def _topic_max_bytes(bootstrap: Brokers, topic: str) -> int:
     """The topic's ``max.message.bytes`` less what the broker counts beyond key, value and
     headers (a large number when the topic does not exist yet: the broker decides)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_connection(bootstrap))
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         entries = admin.describe_configs([resource])[resource].result(timeout=30)
@@ -465,7 +466,7 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Brokers,
         topic: str,
         *,
         max_bytes: int,
@@ -500,11 +501,11 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
         )
 
 
-def _producer(bootstrap: str, max_bytes: int, extra: dict[str, Any] | None = None) -> Producer:
+def _producer(bootstrap: Brokers, max_bytes: int, extra: dict[str, Any] | None = None) -> Producer:
     """A DLQ producer: every write acknowledged by all in-sync replicas, Java's partitioner."""
     return Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_connection(bootstrap),
             "acks": "all",
             "linger.ms": 0,
             "message.max.bytes": max_bytes,
@@ -520,7 +521,7 @@ class DeadLetterTarget:
     largest message its producers send (:func:`dlq_max_message_bytes`), and the replication of
     the marks topic the flow's DLQ sink creates if missing."""
 
-    bootstrap: str
+    bootstrap: Brokers
     topic: str
     max_message_bytes: int
     replication_factor: int = 1
@@ -531,7 +532,7 @@ class DeadLetterTarget:
     def of(cls, kafka: KafkaSettings, sealer: Sealer | None = None) -> DeadLetterTarget:
         """The DLQ topic of the Kafka settings, sized for the largest signal record."""
         return cls(
-            kafka.bootstrap,
+            kafka.connection(),
             kafka.dlq_topic,
             dlq_max_message_bytes(kafka.max_message_bytes),
             kafka.replication_factor,
@@ -575,7 +576,7 @@ class SinkDeadLetters:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Brokers,
         topic: str,
         sink: str,
         max_message_bytes: int,

@@ -147,19 +147,21 @@ class GraphWriter:
         timeout_s: float = 30.0,
         label_prefix: str = "",
         compat: str = "",
+        ca_file: str = "",
     ) -> None:
         """``timeout_s``: the longest any one read of a transaction may wait on the server
         before the connection is dropped and the call raises ``ServiceUnavailable``.
         ``label_prefix``: prepended to every node label of every query this writer runs (a
         replay's scratch labels; see :func:`relabel`, which checks it). ``compat``:
-        ``"falkordb"`` to talk to the FalkorDB stand-in (:mod:`sinks.falkordb_compat`)."""
+        ``"falkordb"`` to talk to the FalkorDB stand-in (:mod:`sinks.falkordb_compat`).
+        ``ca_file``: encrypt, and verify the server's certificate against this CA."""
         relabel("", label_prefix)  # refuse a bad prefix now, not at the first write
         if compat not in COMPAT:
             msg = f"graph compat {compat!r}: one of {COMPAT}"
             raise ValueError(msg)
         self._falkordb = compat == "falkordb"
         hook = falkordb_compat.absorb if self._falkordb else None
-        self._server = server_for(uri, user, password, before_connect=hook)
+        self._server = server_for(uri, user, password, before_connect=hook, ca_file=ca_file)
         self._timeout_s = timeout_s
         self._prefix = label_prefix
         self._relabelled: dict[str, str] = {}
@@ -178,6 +180,7 @@ class GraphWriter:
             timeout_s=timeout_s,
             label_prefix=stores.graph_label_prefix if label_prefix is None else label_prefix,
             compat=stores.graph_compat,
+            ca_file=stores.neo4j_ca_file,
         )
 
     @property

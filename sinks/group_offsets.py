@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from core import metrics
+from core.tls import Brokers, kafka_connection
 
 __all__ = ["GroupOffsets", "GroupTarget", "group_offsets"]
 
@@ -33,7 +34,7 @@ _TIMEOUT_S = 5.0
 class GroupTarget:
     """Where to commit: the bootstrap servers, the group and the flow's input topic."""
 
-    bootstrap: str
+    bootstrap: Brokers
     group_id: str
     topic: str
 
@@ -86,7 +87,7 @@ class GroupOffsets:
         if self._consumer is None:
             self._consumer = Consumer(
                 {
-                    "bootstrap.servers": self._target.bootstrap,
+                    **kafka_connection(self._target.bootstrap),
                     "group.id": self._target.group_id,
                     "enable.auto.commit": False,
                 }

@@ -50,6 +50,7 @@ from core import metrics, tracing
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
 from core.retry import RetriesExhausted, RetryPolicy, retrying
+from core.tls import Brokers
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
@@ -423,7 +424,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         commit_attempts: int = 8,
         commit_each: bool = False,
         group: GroupTarget | None = None,
-        bootstrap: str | None = None,
+        bootstrap: Brokers | None = None,
         sealer: Sealer | None = None,
     ) -> None:
         """``group``: commit that consumer group's offsets after each append, for monitoring

@@ -28,6 +28,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from core.errors import FatalSinkError
 from core.records import input_hash
+from core.tls import Brokers, kafka_connection
 
 __all__ = [
     "MARKS_KEY",
@@ -78,13 +79,13 @@ class LedgerContentChanged(FatalSinkError):
 class KafkaRecordReader:
     """Reads the record at one offset with an assigned consumer (no group, nothing committed)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: Brokers) -> None:
         self._bootstrap = bootstrap
 
     def __call__(self, topic: str, partition: int, offset: int) -> str | Missing:
         consumer = Consumer(
             {
-                "bootstrap.servers": self._bootstrap,
+                **kafka_connection(self._bootstrap),
                 # A group id is required by the client, never used: no subscribe, no commit.
                 "group.id": f"igflow-ledger-check-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,

@@ -20,6 +20,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from core.errors import FatalSinkError
+from core.tls import Brokers, kafka_connection
 
 __all__ = ["TOPIC_IDS_KEY", "TopicChanged", "TopicIds", "recorded_topic_ids"]
 
@@ -35,7 +36,7 @@ class TopicChanged(FatalSinkError):
 class TopicIds:
     """Kafka topic ids by name, asked once per topic and process (Admin ``DescribeTopics``)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: Brokers) -> None:
         self._bootstrap = bootstrap
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -44,7 +45,7 @@ class TopicIds:
         with self._lock:
             held = self._ids.get(topic)
             if held is None:
-                admin = AdminClient({"bootstrap.servers": self._bootstrap})
+                admin = AdminClient(kafka_connection(self._bootstrap))
                 futures = admin.describe_topics(
                     TopicCollection([topic]), request_timeout=_TIMEOUT_S
                 )

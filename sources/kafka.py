@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from core import metrics
 from core.errors import IgflowError
 from core.records import RawRecord
+from core.tls import Brokers, kafka_connection
 
 __all__ = ["KafkaTopicSource"]
 
@@ -168,7 +169,7 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Brokers,
         topic: str,
         *,
         bounded: bool,
@@ -191,7 +192,7 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
                 raise IgflowError(msg)
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient({"bootstrap.servers": self._bootstrap, **self._config})
+        admin = AdminClient({**kafka_connection(self._bootstrap), **self._config})
         meta = admin.list_topics(self._topic, timeout=30).topics.get(self._topic)
         if meta is None or meta.error is not None:
             msg = f"topic {self._topic} is not available: {meta.error if meta else 'missing'}"
@@ -204,7 +205,7 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         config = {
-            "bootstrap.servers": self._bootstrap,
+            **kafka_connection(self._bootstrap),
             # Assigned, never subscribed: no group membership, offsets live in Bytewax's store.
             "group.id": "igflow-unused",
             "enable.auto.commit": False,

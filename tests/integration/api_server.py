@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,11 +40,24 @@ class ApiServer:
         self.settings = settings
         self.proc = proc
         self._log = log
-        self.url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}/graphql"
+        # With tls.enabled the server speaks HTTPS and WSS only (its certificate from the stack's
+        # CA); its metrics port stays plain HTTP on loopback.
+        secure = settings.tls.enabled
+        self.url = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
+        self.ws_url = f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/graphql"
+        self.verify = settings.client_verify()
+        self.ssl_context = self.verify if isinstance(self.verify, ssl.SSLContext) else None
         #: Prometheus, on the server's own loopback metrics port (not a route of the API).
         self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
-        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
+
+    def open_socket(self, timeout: float = 10.0) -> socket.socket:
+        """A raw connection to the server (TLS-wrapped, verified, when it speaks HTTPS)."""
+        host, port = self.url.split("://", 1)[1].split(":")
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
+        if self.ssl_context is None:
+            return conn
+        return self.ssl_context.wrap_socket(conn, server_hostname=host)
 
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far (its JSON log lines)."""
@@ -124,7 +139,11 @@ def subscribe(
     server: ApiServer, query: str, variables: dict[str, Any], payload: dict[str, Any]
 ) -> Iterator[tuple[ClientConnection, str]]:
     """A graphql-transport-ws connection with one subscription started; yields (ws, its id)."""
-    with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+    with connect(
+        server.ws_url,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        ssl=server.ssl_context,
+    ) as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         ack = json.loads(ws.recv(timeout=10))
         assert ack["type"] == "connection_ack", ack

@@ -217,7 +217,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[An
     """Every message of ``topic``: each partition read until the broker reports its end."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.client_config(),
             "group.id": f"it-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -99,7 +99,7 @@ class Scratch:
             raise RuntimeError(msg)
 
     def _admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self._settings.kafka.bootstrap})
+        return AdminClient(self._settings.kafka.client_config())
 
     def _drop_topics(self) -> None:
         if not self.topics:
@@ -143,7 +143,7 @@ class Scratch:
 
     def _drop_subjects(self) -> None:
         url = self._settings.kafka.schema_registry_url.rstrip("/")
-        with httpx.Client(timeout=_TIMEOUT_S) as client:
+        with httpx.Client(timeout=_TIMEOUT_S, verify=self._settings.client_verify()) as client:
             for subject in sorted(self.subjects):
                 for query in ("", "?permanent=true"):  # soft delete first, as Confluent asks
                     answer = client.delete(f"{url}/subjects/{subject}{query}")

@@ -280,7 +280,9 @@ def test_subscriptions_are_authenticated_and_authorized(
 
     a, b = tenants
     settings = server.settings
-    with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+    with connect(
+        server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
+    ) as ws:  # type: ignore[list-item]
         ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
@@ -403,7 +405,7 @@ def test_publish_is_acknowledged_and_lands_in_kafka_with_the_avro_serializer(
     )
     assert written is not None and float(written.group(1)) >= 3
     decoded = {}
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as registry:
+    with SchemaRegistryClient(settings.kafka.registry_config()) as registry:
         deserialize = AvroDeserializer(registry)
         for msg in read_topic(settings, settings.kafka.topic):
             ctx = SerializationContext(msg.topic(), MessageField.VALUE)
@@ -574,7 +576,7 @@ def test_one_tenants_flood_is_limited_and_does_not_refuse_another_tenant(
         read_token = mint_token(small.settings, b, READ)
 
         def flood() -> tuple[list[httpx.Response], float]:
-            with httpx.Client(base_url=small.url, timeout=10) as client:
+            with httpx.Client(base_url=small.url, timeout=10, verify=small.verify) as client:
                 started = time.monotonic()
                 responses = [
                     client.post(

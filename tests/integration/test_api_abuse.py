@@ -144,11 +144,13 @@ FLOOD = textwrap.dedent(
     import collections, json, secrets, sys, threading, time
     import httpx
     url, seconds, address = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    import ssl
+    verify = ssl.create_default_context(cafile=sys.argv[4]) if sys.argv[4] else True
     seen = collections.Counter()
     lock = threading.Lock()
     def flood(n):
         body = {"query": "{ __typename }"}
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, timeout=10, verify=verify) as client:
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 if n % 2:
@@ -208,8 +210,9 @@ def test_a_flood_of_bad_credentials_is_cut_off_by_address_before_any_lookup(
         _read_ms(server, neighbour, tenant, **{"x-forwarded-for": "203.0.113.9"})
         alone = [_read_ms(server, token, tenant) for _ in range(50)]
         lookups = _metric(server, "igflow_api_key_lookups_total")
+        ca = str(server.settings.tls_ca_file) if server.settings.tls.enabled else ""
         flood = subprocess.Popen(
-            [sys.executable, "-c", FLOOD, server.url, str(seconds), "203.0.113.9"],
+            [sys.executable, "-c", FLOOD, server.url, str(seconds), "203.0.113.9", ca],
             stdout=subprocess.PIPE,
         )
         time.sleep(0.5)  # the flood under way
@@ -279,13 +282,20 @@ def test_websocket_logins_count_against_the_address_too(stack: Settings, tenant:
                     ws.recv(timeout=10)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
         with pytest.raises(InvalidStatus) as refused:
-            connect(server.ws_url, subprotocols=["graphql-transport-ws"], additional_headers=here)  # type: ignore[list-item]
+            connect(
+                server.ws_url,
+                subprotocols=["graphql-transport-ws"],
+                ssl=server.ssl_context,
+                additional_headers=here,
+            )  # type: ignore[list-item]
         response = refused.value.response
         assert response.status_code == 429
         assert response.headers["x-igflow-code"] == "AUTH_RATE_LIMITED"
         assert int(response.headers["retry-after"]) >= 1
         # Another address (this one, 127.0.0.1) is not cut off.
-        with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        with connect(
+            server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
+        ) as ws:  # type: ignore[list-item]
             token = mint_token(server.settings, tenant, READ)
             ws.send(
                 json.dumps(

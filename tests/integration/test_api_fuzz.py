@@ -298,7 +298,7 @@ def test_fuzzed_rest_and_graphql_requests_are_answered_with_codes_and_never_a_5x
     rng = random.Random(SEED)
     statuses: dict[str, dict[int, int]] = {"rest": {}, "graphql": {}}
     started = time.monotonic()
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, verify=server.verify) as client:
         for case in range(CASES):
             what = f"seed {SEED}, case {case}"
             roll = rng.random()
@@ -373,7 +373,9 @@ def test_fuzzed_websocket_subscribes_are_answered_with_codes_and_never_drop_the_
             payload = {"id": rng.choice(["pq_coherence_events_v1", "pq_publish_signal_v1", "x"])}
             payload["variables"] = {"tenantId": tenant}
         what = f"WebSocket seed {SEED}, case {case}: {json.dumps(payload)[:300]}"
-        with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        with connect(
+            server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
+        ) as ws:  # type: ignore[list-item]
             ws.send(init)
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack", what
             try:

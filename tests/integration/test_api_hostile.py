@@ -100,7 +100,7 @@ def health_latency(server: ApiServer) -> Iterator[list[float]]:
     stop = threading.Event()
 
     def probe() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30, verify=server.verify) as client:
             while not stop.is_set():
                 started = time.perf_counter()
                 assert client.get("/health").status_code == 200
@@ -137,7 +137,9 @@ def test_hostile_documents_never_hold_the_event_loop(
                     "/graphql", json={"query": text + " " * variant}, headers=auth
                 )
                 answers.append((time.perf_counter() - started, graphql_codes(got)))
-        with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        with connect(
+            server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
+        ) as ws:  # type: ignore[list-item]
             ws.send(json.dumps({"type": "connection_init", "payload": auth}))
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
             ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": many}}))
@@ -225,7 +227,7 @@ def test_json_and_values_the_stores_cannot_hold_are_client_errors_with_codes(
 
 
 def _socket(server: ApiServer) -> ClientConnection:
-    return connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+    return connect(server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context)  # type: ignore[list-item]
 
 
 def _close_code(ws: ClientConnection) -> tuple[int, str]:
@@ -338,7 +340,6 @@ def _closed(conn: socket.socket) -> bool:
 def test_keep_alive_connections_survive_error_responses(
     server: ApiServer, auth: dict[str, str]
 ) -> None:
-    host, port = server.url.removeprefix("http://").split(":")
     token = auth["authorization"]
 
     def request(path: str, body: bytes, *, method: str = "POST", chunked: bool = False) -> bytes:
@@ -363,7 +364,7 @@ def test_keep_alive_connections_survive_error_responses(
         ("405", request("/health", b"{}")),
     ]
     for name, sent in errors:
-        with socket.create_connection((host, int(port)), timeout=10) as conn:
+        with server.open_socket() as conn:
             buffer = bytearray()
             conn.sendall(sent)
             status, headers, _body = _read_response(conn, buffer)
@@ -381,9 +382,8 @@ def test_keep_alive_connections_survive_error_responses(
 def test_a_client_leaving_mid_body_is_no_server_error(
     server: ApiServer, auth: dict[str, str]
 ) -> None:
-    host, port = server.url.removeprefix("http://").split(":")
     for path in ("/v1/coherence/signals", "/graphql"):
-        with socket.create_connection((host, int(port)), timeout=10) as conn:
+        with server.open_socket() as conn:
             conn.sendall(
                 f"POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth['authorization']}\r\n"
                 'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"a":'.encode()

@@ -49,7 +49,7 @@ def test_schemas_check_passes_then_fails_on_an_incompatible_registry_version(
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.count("compatible") == 2
 
-    with SchemaRegistryClient({"url": stack.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(stack.kafka.registry_config()) as client:
         client.register_schema(subject, Schema(INCOMPATIBLE, "AVRO"))
     broken = _check(stack, subject)
     assert broken.returncode == 1

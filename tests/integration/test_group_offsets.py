@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _committed(settings: Settings, group: str, partitions: list[int]) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
     try:
         tps = [TopicPartition(settings.kafka.topic, p) for p in partitions]
         return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}

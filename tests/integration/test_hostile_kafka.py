@@ -46,7 +46,7 @@ _TOPIC_MAX = 16 * _MiB
 def big_settings(stack: Settings, scratch: Scratch) -> Settings:
     """Fresh topics (the signal topic taking 16 MiB records, the DLQ Kafka's default) and lake."""
     settings = tagged_settings(stack, scratch).with_changes("stores", sinks="")
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(settings.kafka.client_config())
     topics = [
         NewTopic(
             settings.kafka.topic,
@@ -61,7 +61,7 @@ def big_settings(stack: Settings, scratch: Scratch) -> Settings:
 
 
 def _v1_id(settings: Settings) -> int:
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(settings.kafka.registry_config()) as client:
         registered = client.lookup_schema(settings.kafka.subject, Schema(SIGNAL_V1.text, "AVRO"))
     assert registered.schema_id is not None
     return registered.schema_id
@@ -87,7 +87,7 @@ class _Sent:
         self._topic = settings.kafka.topic
         self._producer = Producer(
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
+                **settings.kafka.client_config(),
                 "acks": "all",
                 "linger.ms": 5,
                 "message.max.bytes": _TOPIC_MAX,

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def _delete_records(settings: Settings) -> None:
     """DeleteRecords up to each partition's end: the log start moves past every ledger mark."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(settings.kafka.client_config())
     topic = settings.kafka.topic
     # OFFSET_END (-1): delete everything up to the high watermark.
     parts = [TopicPartition(topic, p, -1) for p in range(settings.kafka.partitions)]

@@ -38,7 +38,7 @@ from tests.ports import free_port
 
 
 def _v1_id(settings: Settings) -> int:
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(settings.kafka.registry_config()) as client:
         registered = client.lookup_schema(settings.kafka.subject, Schema(SIGNAL_V1.text, "AVRO"))
     assert registered.schema_id is not None
     return registered.schema_id

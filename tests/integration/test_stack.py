@@ -24,6 +24,8 @@ from neo4j import GraphDatabase
 from dev import stack
 from dev.config import StackConfig
 from dev.errors import StackError
+from dev.kafka import client_config as kafka_client_config
+from dev.neo4j import driver_tls
 from dev.services import BY_NAME, Port, Service, configured
 
 pytestmark = pytest.mark.integration
@@ -136,26 +138,24 @@ def test_kafka_and_neo4j_keep_their_data_across_a_restart(cfg: StackConfig) -> N
     if cfg.graph != "neo4j":
         pytest.skip("the FalkorDB stand-in is selected instead of Neo4j")
     topic = f"it.stack.keep.{os.getpid()}.{time.monotonic_ns()}"
-    bootstrap = f"127.0.0.1:{cfg.kafka_port}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    connection = kafka_client_config(cfg)  # SSL against the stack's CA when it runs TLS
+    admin = AdminClient(connection)
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(
         timeout=30
     )
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(connection)
     producer.produce(topic, key=b"k", value=b"kept", partition=1)
     assert producer.flush(30) == 0
     uri = f"bolt://127.0.0.1:{cfg.bolt_port}"
     auth = (cfg.neo4j_user, cfg.neo4j_password)
-    with GraphDatabase.driver(uri, auth=auth) as driver:
+    with GraphDatabase.driver(uri, auth=auth, **driver_tls(cfg)) as driver:
         driver.execute_query("CREATE (:StackKeep {topic: $topic})", topic=topic)
 
     jvms = [BY_NAME["neo4j"], BY_NAME["kafka"]]
     stack.stop(cfg, jvms, report=lambda _line: None)
     stack.start(cfg, jvms, report=lambda _line: None)
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": topic, "enable.partition.eof": True}
-    )
+    consumer = Consumer({**connection, "group.id": topic, "enable.partition.eof": True})
     try:
         consumer.assign([TopicPartition(topic, 1, 0)])
         message = consumer.poll(30)
@@ -163,16 +163,8 @@ def test_kafka_and_neo4j_keep_their_data_across_a_restart(cfg: StackConfig) -> N
         assert message.value() == b"kept"
     finally:
         consumer.close()
-    assert (
-        len(
-            AdminClient({"bootstrap.servers": bootstrap})
-            .list_topics(topic)
-            .topics[topic]
-            .partitions
-        )
-        == 2
-    )
-    with GraphDatabase.driver(uri, auth=auth) as driver:
+    assert len(AdminClient(connection).list_topics(topic).topics[topic].partitions) == 2
+    with GraphDatabase.driver(uri, auth=auth, **driver_tls(cfg)) as driver:
         records, _, _ = driver.execute_query(
             "MATCH (n:StackKeep {topic: $topic}) DETACH DELETE n RETURN count(n) AS c", topic=topic
         )

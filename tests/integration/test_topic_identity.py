@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _recreate(settings: Settings) -> None:
     """Delete the signal topic and create it again (deletion is asynchronous on KRaft)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(settings.kafka.client_config())
     topic = settings.kafka.topic
     admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
     deadline = time.monotonic() + 60

@@ -17,6 +17,7 @@ from core.reasons import ReasonCode
 from core.records import RawRecord, Rejected
 from core.settings import Settings
 from core.store_keys import score_key
+from core.tls import Brokers, kafka_connection
 from igflow.admin import create_topics
 from sinks.dlq import DETAIL_MAX_BYTES, dlq_marks_topic, dlq_max_message_bytes, dlq_message
 from sinks.iceberg import ensure_table
@@ -39,8 +40,8 @@ def topics(stack: Settings, scratch: Scratch) -> Settings:
     return settings
 
 
-def _configs(bootstrap: str, topic: str) -> dict[str, str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def _configs(bootstrap: Brokers, topic: str) -> dict[str, str]:
+    admin = AdminClient(kafka_connection(bootstrap))
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     entries = admin.describe_configs([resource])[resource].result(timeout=30)
     return {name: entry.value for name, entry in entries.items()}
@@ -48,12 +49,12 @@ def _configs(bootstrap: str, topic: str) -> dict[str, str]:
 
 def test_setup_creates_topics_with_explicit_partitions_and_configs(topics: Settings) -> None:
     kafka = topics.kafka
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin = AdminClient(kafka.client_config())
     metadata = admin.list_topics(timeout=30).topics
     for topic in (kafka.topic, kafka.dlq_topic):
         assert len(metadata[topic].partitions) == kafka.partitions
-    signals = _configs(kafka.bootstrap, kafka.topic)
-    dlq = _configs(kafka.bootstrap, kafka.dlq_topic)
+    signals = _configs(kafka.client_config(), kafka.topic)
+    dlq = _configs(kafka.client_config(), kafka.dlq_topic)
     assert signals["max.message.bytes"] == str(kafka.max_message_bytes)
     assert dlq["max.message.bytes"] == str(dlq_max_message_bytes(kafka.max_message_bytes))
     assert signals["retention.ms"] == str(kafka.retention_ms)
@@ -61,13 +62,13 @@ def test_setup_creates_topics_with_explicit_partitions_and_configs(topics: Setti
     assert signals["message.timestamp.type"] == dlq["message.timestamp.type"] == "CreateTime"
     marks = dlq_marks_topic(kafka.dlq_topic)
     assert len(metadata[marks].partitions) == 1
-    assert _configs(kafka.bootstrap, marks)["cleanup.policy"] == "compact"
+    assert _configs(kafka.client_config(), marks)["cleanup.policy"] == "compact"
     assert create_topics(topics) == []  # idempotent
 
 
-def _produce(bootstrap: str, topic: str, value: bytes, max_bytes: int) -> KafkaError | None:
+def _produce(bootstrap: Brokers, topic: str, value: bytes, max_bytes: int) -> KafkaError | None:
     errors: list[KafkaError | None] = []
-    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": max_bytes})
+    producer = Producer({**kafka_connection(bootstrap), "message.max.bytes": max_bytes})
     producer.produce(
         topic,
         key=b"tenant-big",
@@ -83,17 +84,17 @@ def test_the_largest_signal_record_can_be_dead_lettered(topics: Settings) -> Non
     kafka = topics.kafka
     big = kafka.max_message_bytes + 10_000  # the producer's own cap is not what refuses
     # The broker enforces the signal topic's limit ...
-    refused = _produce(kafka.bootstrap, kafka.topic, b"x" * kafka.max_message_bytes, big)
+    refused = _produce(kafka.client_config(), kafka.topic, b"x" * kafka.max_message_bytes, big)
     assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
     # ... and a record just inside it lands, and goes to the DLQ whole, with its headers.
     value = os.urandom(kafka.max_message_bytes - 1_000)
-    assert _produce(kafka.bootstrap, kafka.topic, value, big) is None
+    assert _produce(kafka.client_config(), kafka.topic, value, big) is None
     record = RawRecord(kafka.topic, 0, 0, b"tenant-big", value)
     rejected = Rejected(ReasonCode.DECODE_FAILED, "é" * 4_000, record)
     message = dlq_message(rejected)
     producer = Producer(
         {
-            "bootstrap.servers": kafka.bootstrap,
+            **kafka.client_config(),
             "message.max.bytes": dlq_max_message_bytes(kafka.max_message_bytes),
         }
     )
@@ -110,7 +111,7 @@ def test_the_largest_signal_record_can_be_dead_lettered(topics: Settings) -> Non
     assert errors == [None]
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap,
+            **kafka.client_config(),
             "group.id": f"it-{uuid.uuid4().hex}",
             "fetch.max.bytes": 4 * kafka.max_message_bytes,
         }
@@ -147,12 +148,12 @@ def test_a_tests_scratch_names_are_dropped_when_it_ends(stack: Settings) -> None
     hot.set(score_key(tenant), "1")
     subject = f"it.{tag}-value"
     scratch.subjects.add(subject)
-    with SchemaRegistryClient({"url": stack.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(stack.kafka.registry_config()) as client:
         client.register_schema(subject, Schema(SIGNAL_V1.text, "AVRO"))
 
     scratch.drop()
 
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap})
+    admin = AdminClient(stack.kafka.client_config())
     assert not {settings.kafka.topic, settings.kafka.dlq_topic} & set(
         admin.list_topics(timeout=30).topics
     )
@@ -160,5 +161,5 @@ def test_a_tests_scratch_names_are_dropped_when_it_ends(stack: Settings) -> None
     assert not {f"it_{tag}", f"it_{tag}_replay"} & names
     assert hot.exists(score_key(tenant)) == 0
     hot.close()
-    with SchemaRegistryClient({"url": stack.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(stack.kafka.registry_config()) as client:
         assert subject not in client.get_subjects()

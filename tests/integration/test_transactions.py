@@ -24,11 +24,11 @@ pytestmark = pytest.mark.integration
 def _transaction(settings: Settings, spec: WorkloadSpec, *, commit: bool) -> int:
     """Produce the workload in one transaction, then commit or abort it; the record count."""
     contract = signal_contracts()[0]
-    with SchemaRegistryClient({"url": settings.kafka.schema_registry_url}) as client:
+    with SchemaRegistryClient(settings.kafka.registry_config()) as client:
         schema_id = client.lookup_schema(settings.kafka.subject, Schema(contract.text, "AVRO"))
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.client_config(),
             "transactional.id": f"it-{uuid.uuid4().hex}",
             **JAVA_PARTITIONER,
         }
