@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from pyiceberg.expressions import And, EqualTo, Reference
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, Reference
 from pyiceberg.expressions.literals import literal
 
 from core.catalog import catalog
@@ -26,9 +26,9 @@ from core.switches import HELD_REASONS, SwitchKind, held_detail
 from igflow.quarantine import QuarantineError, resend_rows
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import QUARANTINE
-from tenancy.switches import record_releases, released_positions
+from tenancy.switches import record_released, released_positions
 
-__all__ = ["ReleaseReport", "held_rows", "release_held"]
+__all__ = ["ReleaseReport", "held_rows", "quarantine_rows", "release_held", "release_rows"]
 
 _COLUMNS = (
     "kafka_topic",
@@ -62,14 +62,19 @@ def held_rows(settings: Settings, kind: SwitchKind, name: str) -> list[dict[str,
     if reason is None:
         msg = f"a {kind.value} switch holds no records (only source and tenant switches do)"
         raise QuarantineError(msg)
-    table = ensure_table(catalog(settings), settings.lake.namespace, QUARANTINE)
-    rows = table.scan(
-        row_filter=And(
+    return quarantine_rows(
+        settings,
+        And(
             EqualTo(term=Reference("reason"), value=literal(reason.value)),
             EqualTo(term=Reference("detail"), value=literal(held_detail(kind, name))),
         ),
-        selected_fields=_COLUMNS,
-    ).to_arrow()
+    )
+
+
+def quarantine_rows(settings: Settings, where: BooleanExpression) -> list[dict[str, Any]]:
+    """The quarantine rows ``where`` selects (the columns a release needs), in input order."""
+    table = ensure_table(catalog(settings), settings.lake.namespace, QUARANTINE)
+    rows = table.scan(row_filter=where, selected_fields=_COLUMNS).to_arrow()
     ordered = rows.sort_by(
         [
             ("kafka_topic", "ascending"),
@@ -88,8 +93,26 @@ def release_held(
     progress: Callable[[int, int], None] | None = None,
 ) -> ReleaseReport:
     """Re-send the records switch ``(kind, name)`` held that no release sent yet."""
-    dsn = settings.stores.postgres_dsn
     rows = held_rows(settings, kind, name)
+    header = f"switch:{kind.value}:{name}"
+    already, sent = release_rows(
+        settings, rows, (kind.value, name), header, f"release of {kind.value} {name}", progress
+    )
+    return ReleaseReport(kind, name, len(rows), already, sent)
+
+
+def release_rows(
+    settings: Settings,
+    rows: list[dict[str, Any]],
+    holder: tuple[str, str],
+    released_by: str,
+    what: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Re-send the held ``rows`` that no release sent yet, each with the header
+    ``igflow.released.by: released_by``, and remember them in ``switch_releases`` under
+    ``holder`` (``(kind or label, name)``). Returns ``(already sent, sent now)``."""
+    dsn = settings.stores.postgres_dsn
     done: set[tuple[str, int, int]] = set()
     for topic in {r["kafka_topic"] for r in rows}:
         done |= {(topic, p, o) for p, o in released_positions(dsn, topic)}
@@ -97,20 +120,14 @@ def release_held(
         r for r in rows if (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) not in done
     ]
     if todo:
-        sent = resend_rows(
-            settings,
-            todo,
-            lambda _row: [("igflow.released.by", f"switch:{kind.value}:{name}".encode())],
-            f"release of {kind.value} {name}",
-            progress,
-        )
-        record_releases(
+        header = [("igflow.released.by", released_by.encode())]
+        sent = resend_rows(settings, todo, lambda _row: header, what, progress)
+        record_released(
             dsn,
-            kind.value,
-            name,
+            *holder,
             (
                 (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], p, o)
                 for r, (p, o) in zip(todo, sent, strict=True)
             ),
         )
-    return ReleaseReport(kind, name, len(rows), len(rows) - len(todo), len(todo))
+    return len(rows) - len(todo), len(todo)

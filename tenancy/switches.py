@@ -5,7 +5,7 @@ migration ``0007``): the cached board the flow and the API read, and the admin f
 :class:`PostgresSwitches` caches the switches that are off and re-reads them every
 ``switches.refresh_seconds``, so a running flow and every ``igflow serve`` honour a change within
 that many seconds. :func:`set_switch` changes a switch and writes its audit row in one
-transaction. :func:`released_positions` and :func:`record_releases` keep the ledger of held
+transaction. :func:`released_positions` and :func:`record_released` keep the ledger of held
 records already re-sent (see :mod:`igflow.switch_release`).
 """
 
@@ -34,7 +34,6 @@ __all__ = [
     "audit_log",
     "list_switches",
     "record_released",
-    "record_releases",
     "released_positions",
     "set_switch",
 ]
@@ -270,19 +269,12 @@ def released_positions(dsn: str, topic: str) -> set[tuple[int, int]]:
     return {(int(p), int(o)) for p, o in rows}
 
 
-def record_releases(
-    dsn: str, kind: str, name: str, sent: Iterable[tuple[str, int, int, int, int]]
-) -> int:
-    """Remember re-sent records: ``(topic, partition, offset, sent_partition, sent_offset)``
-    each; one already remembered is kept as it was. Returns how many rows were new."""
-    return record_released(dsn, _checked(kind, name).value, name, sent)
-
-
 def record_released(
     dsn: str, label: str, name: str, sent: Iterable[tuple[str, int, int, int, int]]
 ) -> int:
-    """:func:`record_releases` for any holder: ``label`` names what held them (a switch kind, or
-    ``residency``), ``name`` which one. Returns how many rows were new."""
+    """Remember re-sent records: ``(topic, partition, offset, sent_partition, sent_offset)``
+    each, one already remembered kept as it was; ``label`` names what held them (a switch kind,
+    or ``residency``), ``name`` which one. Returns how many rows were new."""
     rows = [(t, p, o, label, name, sp, so) for t, p, o, sp, so in sent]
     if not rows:
         return 0
