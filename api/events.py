@@ -143,6 +143,9 @@ class EventHub:
         self._max_pending = max_pending
         self._timeout = subscribe_timeout_s
         self._tenants: dict[tuple[str, str], _Tenant] = {}
+        #: Every listener task, retired ones included until they end: :meth:`close` awaits
+        #: them all, so none is left pending (and its connection open) when the loop stops.
+        self._listeners: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Nothing to do before the first subscriber (kept for the server's lifespan)."""
@@ -244,6 +247,8 @@ class EventHub:
             tenant.listener = asyncio.create_task(
                 self._listen(tenant), name=f"igflow-events-{tenant_id}"
             )
+            self._listeners.add(tenant.listener)
+            tenant.listener.add_done_callback(self._listeners.discard)
         queue: asyncio.Queue[EventBatch | None] = asyncio.Queue(self._max_pending + 1)
         tenant.subscribers.add(queue)
         counted = False
@@ -275,12 +280,10 @@ class EventHub:
         return sum(len(t.subscribers) for t in self._tenants.values())
 
     async def close(self) -> None:
-        tasks = [t.listener for t in self._tenants.values() if t.listener is not None]
+        tasks = list(self._listeners)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tenants.clear()
 
 
