@@ -433,16 +433,28 @@ class DriftSettings:
 
     #: A micro-batch closes at this many values …
     batch_size: Count = 200
-    #: Fewest values a batch is judged on (``batch_size`` if that is smaller). 50: below about
+    #: Fewest values a sample is judged on (``batch_size`` if that is smaller). 50: below about
     #: ``(bins - 1) / psi_threshold`` (45 at the defaults) values the PSI of an undrifted batch
     #: is expected above the threshold, and the KS's asymptotic critical value is loose. A batch
-    #: too small when its time is up waits ``batch_seconds`` more, then passes unjudged.
+    #: with fewer is judged through its trailing window when that (its passed batches and this
+    #: one) holds this many; otherwise it waits (``small_batch_wait_seconds``).
     min_batch_size: Count = 50
-    #: … or when the tenant's event time passes its first value by this many seconds: drift is
-    #: detected within this much event time (the "N minutes" of the design).
-    batch_seconds: Duration = 300.0
+    #: … or when the tenant's event time passes its first value by this many seconds: the short
+    #: hold (issue 15: a record's wait in this step, at a busy tenant). 0.5 s of event time holds
+    #: about 60 values of a (tenant, type) at 5,000 events/s over 10 tenants and 4 types.
+    batch_seconds: Duration = 0.5
+    #: A batch too small to be judged when its ``batch_seconds`` are up (fewer than
+    #: ``min_batch_size`` values, with its window too) stays open up to this much more event
+    #: time, closing as soon as it can be judged; then it passes unjudged. So a sparse type's
+    #: drift is still detected (within this much event time) and its records wait at most this
+    #: long; a busy type never waits for it.
+    small_batch_wait_seconds: DurationOrZero = 300.0
     #: The reference is learned from the first K batches of each (tenant, type) …
     reference_batches: CountOrZero = 5
+    #: … and at least this many values (the short hold makes batches small: 5 of them could be
+    #: a handful of values at a quiet tenant, a reference too small for the tests to have
+    #: power). 1,000: what 5 full batches of 200 gave before the short hold. 0: batches only.
+    reference_values: CountOrZero = 1000
     #: … unless a baseline file gives it (JSON ``{tenant|"*": {type|"*": [values]}}``).
     baseline_file: str = ""
     #: Passed batches in the trailing window (besides the current one).

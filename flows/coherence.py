@@ -53,6 +53,7 @@ from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
 from core.tls import Brokers
 from flows.held import held_positions
 from operators.canary import drop_canaries
+from operators.collect import collect_batches
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -147,7 +148,9 @@ def land(
     """
     if plan is None:
         keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
-        batches = op.collect(
+        # Not op.collect: its timeout restarts on every item (an idle time), so a lane fed
+        # steadily committed only at batch_max_rows (operators/collect.py).
+        batches = collect_batches(
             f"{flow_id}_batch",
             keyed,
             timeout=timedelta(seconds=settings.lake.batch_max_seconds),

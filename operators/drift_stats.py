@@ -210,6 +210,7 @@ def check_batch(
     *,
     psi_threshold: float,
     ks_alpha: float,
+    batch_alone: bool = True,
 ) -> BatchCheck:
     """Decide whether ``batch`` drifted from ``reference``.
 
@@ -226,10 +227,20 @@ def check_batch(
     samples, far less when the PSI threshold is not reached by chance) and ignores negligible
     shifts. ``batch`` must be non-empty.
 
+    ``batch_alone=False``: the batch is too small to be judged on its own (a short hold closed
+    it with fewer than ``drift.min_batch_size`` values), so only the trailing window can fire;
+    the batch's own statistics are still computed for the record. ``window`` must then be
+    non-empty, and the window fires only if this batch also raised its KS ``D`` (the pooled
+    sample is further from the reference than the passed batches alone). False positives are
+    then at most ``ks_alpha`` per batch.
+
     Cost: the PSI is ``O(bins * log n)`` on sorted data; a KS statistic costs about 1 us per
     reference value, so it is computed only when its PSI reached the threshold (or, to complete
     the record, when the batch drifted). Without drift that is almost never.
     """
+    if not batch_alone and not window:
+        msg = "a batch judged through its window alone needs a window"
+        raise ValueError(msg)
     values = reference.values
     ordered = sorted(batch)
     batch_psi = psi(reference, ordered)
@@ -243,11 +254,20 @@ def check_batch(
         d = ks_statistic(values, sample)
         return d, d > ks_critical(len(values), len(sample), ks_alpha)
 
-    batch_ks, fires = ks_if_needed(ordered, batch_psi)
+    if batch_alone:
+        batch_ks, fires = ks_if_needed(ordered, batch_psi)
+    else:  # too few values to support a verdict of their own
+        batch_ks, fires = None, False
     if window:
         window_ks, window_fires = ks_if_needed(pooled, window_psi)
     else:  # the window is this batch alone
         window_ks, window_fires = batch_ks, fires
+    if window_fires and not batch_alone:
+        # Only if this batch moved the window away from the reference: a window that is off by
+        # chance would otherwise quarantine every small batch after it (a quarantined batch
+        # never joins the window, so the window would not move on).
+        assert window_ks is not None
+        window_fires = window_ks > ks_statistic(values, sorted(chain(*window)))
     drifted = fires or window_fires
     if drifted:  # the quarantine record shows every statistic
         if batch_ks is None:

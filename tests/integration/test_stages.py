@@ -38,6 +38,7 @@ STAGE_ENV = {
     "IGFLOW_DRIFT_BATCH_SIZE": "10000",
     "IGFLOW_DRIFT_BATCH_SECONDS": "100",
     "IGFLOW_DRIFT_REFERENCE_BATCHES": "2",
+    "IGFLOW_DRIFT_REFERENCE_VALUES": "0",
     "IGFLOW_DRIFT_KS_ALPHA": "0.0001",
     # About 33 values of each of the 3 types per 100 s batch: judge them (the default minimum,
     # 50, would let the last, shifted batch pass unjudged at the end of input).

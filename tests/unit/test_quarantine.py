@@ -33,7 +33,12 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 def held(lake_settings: Settings, catalog: Catalog) -> Settings:
     """A flow run whose tenant-01 drifts half-way: its later batches are held."""
     settings = lake_settings.with_changes(
-        "drift", batch_size=20, reference_batches=2, batch_seconds=3600.0, ks_alpha=0.0001
+        "drift",
+        batch_size=20,
+        reference_batches=2,
+        reference_values=0,
+        batch_seconds=3600.0,
+        ks_alpha=0.0001,
     )
     spec = WorkloadSpec(tenants=2, count=400, drift_tenant=1, invalid=0.05)
     records = kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed)))
@@ -99,7 +104,7 @@ def test_a_schema_drift_batch_lists_every_type_it_holds(
             "value": 0.5,
             "weight": None,
             "source": SOURCES[0],
-            "ts": start + timedelta(seconds=i),
+            "ts": start + timedelta(milliseconds=10 * i),  # within one short drift hold
             "extra": "x",
         }
         ms = int(record["ts"].timestamp() * 1000) + 1000  # type: ignore[attr-defined]

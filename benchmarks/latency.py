@@ -1,0 +1,359 @@
+"""End-to-end latency per store at a steady open-loop rate (issue 15's latency target).
+
+    .venv/bin/python benchmarks/latency.py --rate 5000 --seconds 60   # the local stack must be up
+
+1. A fresh topic whose records carry the broker's append time (``LogAppendTime``), so a
+   record's Kafka timestamp *is* its append.
+2. ``igflow run --tail`` in a child process, every store on (the lake, Redis, Postgres and the
+   graph, under scratch names dropped at the end), every other setting at its default (the lake's
+   ``lake.batch_max_seconds``, ``score.tick_seconds``, the drift step's short hold), tracing
+   every record at ``--sample-ratio`` to a real OTLP/HTTP receiver in this process
+   (:mod:`tests.otlp_receiver`).
+3. An open-loop producer in another child process (``igflow.producer.produce`` with ``rate``):
+   message ``n`` is sent at ``start + n / rate`` whatever the flow does, 10 demo tenants round
+   robin, each signal's event time its planned send time (so the drift step's event-time hold is
+   a wall-clock hold too).
+4. For every sampled record produced after ``--warmup`` seconds and before the last
+   ``--cooldown`` seconds: its Kafka append time (read back from the topic), its drift decision
+   (the end of its ``drift`` span: the call that let it out) and each store's ack (the end of
+   its ``write <store>`` span). Per store: p50/p95/p99 of ack - append and of ack - decision.
+
+The serving stores (Redis, Postgres, the graph) are written a score change per tenant per
+``score.tick_seconds`` of event time (the last of each tick), which carries the trace of the
+signal that made it: their rows are the sampled signals whose change was written. A signal whose
+change a later one of the same tick replaced reaches those stores with that later change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import (  # noqa: E402
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+
+from benchmarks.serving_flow import _drop_stores, _env, _scratch_stores  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from igflow.admin import create_topics  # noqa: E402
+from igflow.producer import end_offsets, produce  # noqa: E402
+from igflow.workload import WorkloadSpec  # noqa: E402
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
+
+TENANTS = 10
+
+
+def _log_append_time(settings: Settings) -> None:
+    """Make the topic stamp each record with the broker's append time."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    entry = ConfigEntry(
+        "message.timestamp.type",
+        "LogAppendTime",
+        incremental_operation=AlterConfigOpType.SET,
+    )
+    resource = ConfigResource(ResourceType.TOPIC, settings.kafka.topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def _produce_child(settings_json: str, rate: float, seconds: float) -> None:
+    """The open-loop producer (run in its own process, so the flow's GIL is not its clock)."""
+    args = json.loads(settings_json)
+    settings = Settings.load().with_changes("kafka", topic=args["topic"])
+    start = datetime.now(UTC)
+    spec = WorkloadSpec(
+        tenants=TENANTS,
+        count=int(rate * seconds) // TENANTS,
+        seed=3,
+        start=start,
+        step=timedelta(seconds=TENANTS / rate),
+    )
+    report = produce(settings, spec, rate=rate)
+    total = report.total
+    print(json.dumps({"start": start.timestamp(), "sent": total, "seconds": report.seconds}))
+
+
+def _append_times(settings: Settings, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """Kafka timestamps (ms) of the ``(partition, offset)`` records in ``wanted``."""
+    topic = settings.kafka.topic
+    ends = end_offsets(settings, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": f"latency-bench-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
+    out: dict[tuple[int, int], int] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        left = {p for p, end in ends.items() if end > 0}
+        while left:
+            for msg in consumer.consume(10_000, timeout=5.0):
+                if msg.error() is not None:
+                    continue
+                key = (msg.partition(), msg.offset())
+                if key in wanted:
+                    out[key] = msg.timestamp()[1]
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    left.discard(msg.partition())
+    finally:
+        consumer.close()
+    return out
+
+
+_APPENDED = re.compile(r"appended (\d+) rows to (\S+) .*?(\d+) ms\)")
+
+
+def _commits(flow_log: str) -> dict[str, dict[str, float]]:
+    """Per lake table, from the flow's log: commits, rows, and seconds spent committing."""
+    out: dict[str, dict[str, float]] = {}
+    for rows, table, ms in _APPENDED.findall(flow_log):
+        entry = out.setdefault(table, {"commits": 0, "rows": 0, "commit_seconds": 0.0})
+        entry["commits"] += 1
+        entry["rows"] += int(rows)
+        entry["commit_seconds"] += int(ms) / 1000
+    return out
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def q(p: float) -> float:
+        return ordered[min(n - 1, max(0, int(p * n + 0.999999) - 1))]  # nearest rank
+
+    return {"n": n, "p50": q(0.5), "p95": q(0.95), "p99": q(0.99)}
+
+
+def _latencies(
+    spans: list[ReceivedSpan], appended: dict[tuple[int, int], int], window: tuple[float, float]
+) -> dict[str, dict[str, dict[str, float]]]:
+    by_trace: dict[str, list[ReceivedSpan]] = defaultdict(list)
+    for span in spans:
+        by_trace[span.trace_id].append(span)
+    since_append: dict[str, list[float]] = defaultdict(list)
+    since_drift: dict[str, list[float]] = defaultdict(list)
+    decided: list[float] = []
+    #: (append time, wait until the flow's decode step took it): the backlog, if any.
+    consumed: list[tuple[float, float]] = []
+    for trace in by_trace.values():
+        decode = next((s for s in trace if s.name == "decode"), None)
+        drift = next((s for s in trace if s.name == "drift"), None)
+        if decode is None or drift is None or drift.attributes.get("igflow.outcome") != "passed":
+            continue
+        key = (
+            int(decode.attributes["messaging.kafka.destination.partition"]),
+            int(decode.attributes["messaging.kafka.message.offset"]),
+        )
+        stamp = appended.get(key)
+        if stamp is None or not window[0] <= stamp / 1000 <= window[1]:
+            continue
+        decided.append(drift.end_ns / 1e9 - stamp / 1000)
+        consumed.append((stamp / 1000, decode.start_ns / 1e9 - stamp / 1000))
+        for write in trace:
+            if not write.name.startswith("write ") or write.status == 2:
+                continue
+            store = write.name.removeprefix("write ")
+            since_append[store].append(write.end_ns / 1e9 - stamp / 1000)
+            since_drift[store].append((write.end_ns - drift.end_ns) / 1e9)
+    out = {
+        store: {
+            "since_append": _quantiles(since_append[store]),
+            "since_drift": _quantiles(since_drift[store]),
+        }
+        for store in sorted(since_append)
+    }
+    if decided:
+        out["(drift decision)"] = {"since_append": _quantiles(decided)}
+    if consumed:
+        consumed.sort()
+        half = len(consumed) // 2
+        # Steady iff the flow keeps up: the wait to be consumed does not grow through the run.
+        out["(consumed, 1st half)"] = {"since_append": _quantiles([w for _t, w in consumed[:half]])}
+        out["(consumed, 2nd half)"] = {"since_append": _quantiles([w for _t, w in consumed[half:]])}
+    return out
+
+
+def run(
+    rate: float,
+    seconds: float,
+    sample_ratio: float,
+    warmup: float,
+    cooldown: float,
+    lake_batch_seconds: float | None,
+    sinks: str = "redis,graph,postgres",
+) -> dict[str, Any]:
+    logging.basicConfig(level=logging.ERROR)
+    tag = uuid.uuid4().hex[:8]
+    base = Settings.load()
+    scoped = base.with_changes(
+        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+    ).with_changes("lake", namespace=f"bench_{tag}")
+    if lake_batch_seconds is not None:
+        scoped = scoped.with_changes("lake", batch_max_seconds=lake_batch_seconds)
+    scoped = _scratch_stores(scoped, tag).with_changes("stores", sinks=sinks)
+    create_topics(scoped)
+    _log_append_time(scoped)
+    try:
+        with OtlpReceiver() as receiver, tempfile.TemporaryFile() as flow_log:
+            env = _env(scoped)
+            env["IGFLOW_TRACING_ENDPOINT"] = receiver.endpoint
+            env["IGFLOW_TRACING_SAMPLE_RATIO"] = str(sample_ratio)
+            if lake_batch_seconds is not None:
+                env["IGFLOW_LAKE_BATCH_MAX_SECONDS"] = str(lake_batch_seconds)
+            flow = subprocess.Popen(
+                [sys.executable, "-m", "igflow.cli", "run", "--tail"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=flow_log,
+                start_new_session=True,
+            )
+            try:
+                time.sleep(8)  # the flow connects and creates its tables before the clock starts
+                if flow.poll() is not None:
+                    flow_log.seek(0)
+                    msg = f"igflow run exited:\n{flow_log.read().decode()[-3000:]}"
+                    raise RuntimeError(msg)
+                producer = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--produce-child",
+                        json.dumps({"topic": scoped.kafka.topic}),
+                        "--rate",
+                        str(rate),
+                        "--seconds",
+                        str(seconds),
+                    ],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                sent = json.loads(producer.stdout.strip().splitlines()[-1])
+                time.sleep(cooldown)  # what was produced last lands; spans are exported
+            finally:
+                flow.send_signal(signal.SIGINT)
+                try:
+                    flow.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(flow.pid, signal.SIGKILL)
+                    flow.wait()
+            spans = list(receiver.spans)
+            flow_log.seek(0)
+            flow_err = flow_log.read().decode(errors="replace")
+        start = float(sent["start"])
+        window = (start + warmup, start + float(sent["seconds"]) - 1.0)
+        wanted = {
+            (
+                int(s.attributes["messaging.kafka.destination.partition"]),
+                int(s.attributes["messaging.kafka.message.offset"]),
+            )
+            for s in spans
+            if s.name == "decode" and "messaging.kafka.message.offset" in s.attributes
+        }
+        appended = _append_times(scoped, wanted)
+        result = {
+            "rate": rate,
+            "sent": sent["sent"],
+            "produce_seconds": sent["seconds"],
+            "achieved_rate": sent["sent"] / sent["seconds"],
+            "traced": len(wanted),
+            "spans": dict(Counter(s.name for s in spans)),
+            "lake_commits": _commits(flow_err),
+            "flow_log_tail": flow_err[-1500:],
+            "stores": _latencies(spans, appended, window),
+        }
+    finally:
+        with contextlib.suppress(Exception):
+            _drop_stores(scoped)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(
+        f"open loop {result['rate']:,.0f} events/s asked, {result['achieved_rate']:,.0f} sent"
+        f" ({result['sent']:,} in {result['produce_seconds']:.1f} s),"
+        f" {result['traced']:,} traced records"
+    )
+    print(
+        f"\n{'store':<18} {'n':>6} {'append→ack p50':>15} {'p95':>7} {'p99':>7}"
+        f"   {'decision→ack p50':>17} {'p95':>7} {'p99':>7}"
+    )
+    for table, c in result.get("lake_commits", {}).items():
+        print(
+            f"lake {table}: {c['commits']:.0f} commits of {c['rows'] / max(1, c['commits']):.0f}"
+            f" rows on average, {c['commit_seconds']:.1f} s spent committing"
+        )
+    for store, row in result["stores"].items():
+        a = row["since_append"]
+        line = f"{store:<18} {a['n']:>6} {a['p50']:>14.3f}s {a['p95']:>6.3f}s {a['p99']:>6.3f}s"
+        d = row.get("since_drift")
+        if d:
+            line += f"   {d['p50']:>16.3f}s {d['p95']:>6.3f}s {d['p99']:>6.3f}s"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=5000.0, help="events/s, open loop")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--sample-ratio", type=float, default=0.01)
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds left out at the start")
+    parser.add_argument("--cooldown", type=float, default=15.0)
+    parser.add_argument(
+        "--lake-batch-seconds",
+        type=float,
+        default=None,
+        help="override lake.batch_max_seconds (default: the setting's default)",
+    )
+    parser.add_argument(
+        "--sinks", default="redis,graph,postgres", help="serving stores besides the lake"
+    )
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--produce-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.produce_child is not None:
+        _produce_child(args.produce_child, args.rate, args.seconds)
+        return
+    result = run(
+        args.rate,
+        args.seconds,
+        args.sample_ratio,
+        args.warmup,
+        args.cooldown,
+        args.lake_batch_seconds,
+        args.sinks,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print(result)
+
+
+if __name__ == "__main__":
+    main()

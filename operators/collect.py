@@ -1,0 +1,102 @@
+"""collect_batches: lists of a key's items, closed at a size or a time after their *first* item.
+
+Bytewax 0.21's ``op.collect`` restarts its timeout on every item: its ``timeout`` is an idle
+time, so a key fed steadily (a lake lane at a steady rate) is emitted only at ``max_size`` or
+when its input pauses. That is what held the lake's commits: at 200 events/s over 10 tenants
+a lane's batch closed only when the producer stopped (one commit of 5,900 rows after 30 s,
+``benchmarks/latency.py``), while ``lake.batch_max_seconds`` promises "this many seconds after
+its first row". This step keeps that promise: a batch is emitted ``timeout`` after its first
+item (wall clock, like ``op.collect``), at ``max_size`` items, or at the end of input.
+
+The wall clock decides only where one lake commit ends and the next begins, never what a row
+holds; a replay does not depend on it (it lands each of the original's commits as it was:
+:mod:`sinks.lake_plan`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
+
+__all__ = ["CollectState", "collect_batches"]
+
+V = TypeVar("V")
+
+
+@dataclasses.dataclass
+class CollectState(Generic[V]):
+    """A key's open batch and when it is due (``None``: empty)."""
+
+    items: list[V] = dataclasses.field(default_factory=list)
+    due: datetime | None = None
+
+
+class CollectLogic(StatefulLogic[V, list[V], CollectState[V]]):
+    """One key's batch; ``now`` is injectable so the timing can be tested without sleeping."""
+
+    def __init__(
+        self,
+        state: CollectState[V],
+        timeout: timedelta,
+        max_size: int,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.state = state
+        self.timeout = timeout
+        self.max_size = max_size
+        self.now = now
+
+    def on_item(self, value: V) -> tuple[Iterable[list[V]], bool]:
+        state = self.state
+        if state.due is None:
+            state.due = self.now() + self.timeout  # from the first item, never pushed back
+        state.items.append(value)
+        if len(state.items) >= self.max_size:
+            return (state.items,), StatefulLogic.DISCARD
+        return (), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[list[V]], bool]:
+        return self._emit()
+
+    def on_eof(self) -> tuple[Iterable[list[V]], bool]:
+        return self._emit()
+
+    def _emit(self) -> tuple[Iterable[list[V]], bool]:
+        items = self.state.items
+        return ((items,) if items else ()), StatefulLogic.DISCARD
+
+    def notify_at(self) -> datetime | None:
+        return self.state.due
+
+    def snapshot(self) -> CollectState[V]:
+        # A new list: the state keeps changing after this returns (the items are immutable).
+        return CollectState(list(self.state.items), self.state.due)
+
+
+def _resumed(resume: Any) -> CollectState[Any]:
+    """A resume state, also one ``op.collect`` snapshotted (``acc``, ``timeout_at``) before this
+    step replaced it under the same step id."""
+    if resume is None:
+        return CollectState()
+    if isinstance(resume, CollectState):
+        return resume
+    return CollectState(list(resume.acc), resume.timeout_at)
+
+
+@operator
+def collect_batches(
+    step_id: str, up: KeyedStream[V], timeout: timedelta, max_size: int
+) -> KeyedStream[list[V]]:
+    """Emit each key's items as lists of at most ``max_size``, ``timeout`` after the first item
+    of each list (wall clock), or at the end of input; see the module docstring."""
+
+    def builder(resume: Any) -> CollectLogic[V]:
+        return CollectLogic(_resumed(resume), timeout, max_size, lambda: datetime.now(UTC))
+
+    return op.stateful("stateful", up, builder)
