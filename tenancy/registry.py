@@ -11,17 +11,14 @@ A tenant's ``sources`` is ``None`` when it accepts any source; otherwise only th
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg import errors
 
 from core.errors import ConfigError
 from core.tenants import StaticTenants, TenantDirectory, TenantEntry
+from tenancy.cached_table import CachedTable, connect, explain
 
 __all__ = [
     "PostgresTenants",
@@ -33,11 +30,6 @@ __all__ = [
     "seed_tenants",
     "upsert_tenant",
 ]
-
-log = logging.getLogger(__name__)
-
-#: Seconds to wait for a connection; a registry that does not answer must not stall a worker.
-_CONNECT_TIMEOUT_S = 5
 
 
 class PostgresTenants:
@@ -57,63 +49,20 @@ class PostgresTenants:
     def __init__(self, dsn: str, refresh_seconds: float = 30.0) -> None:
         self._dsn = dsn
         self._refresh_seconds = refresh_seconds
-        self._entries: Mapping[str, TenantEntry] | None = None
-        self._due = 0.0
-        self._lock = threading.Lock()
+        self._table = CachedTable(_WHAT, "tenants", _load, dsn, refresh_seconds)
 
     def __reduce__(self) -> tuple[type[PostgresTenants], tuple[str, float]]:
         return (PostgresTenants, (self._dsn, self._refresh_seconds))
 
     def get(self, tenant_id: str) -> TenantEntry | None:
-        return self._current().get(tenant_id)
+        return self._table.current().get(tenant_id)
 
-    def _current(self) -> Mapping[str, TenantEntry]:
-        entries = self._entries
-        if entries is None:
-            return self._first_load()
-        if time.monotonic() >= self._due and self._lock.acquire(blocking=False):
-            try:
-                if time.monotonic() >= self._due:
-                    entries = self._refresh(entries)
-            finally:
-                self._lock.release()
-        return entries
 
-    def _first_load(self) -> Mapping[str, TenantEntry]:
-        with self._lock:  # every worker waits for the first copy
-            entries = self._entries
-            if entries is None:
-                try:
-                    entries = _load(self._dsn)
-                except psycopg.Error as exc:
-                    raise _unavailable(exc) from exc
-                self._store(entries)
-            return entries
-
-    def _refresh(self, last: Mapping[str, TenantEntry]) -> Mapping[str, TenantEntry]:
-        try:
-            entries = _load(self._dsn)
-        except psycopg.Error as exc:
-            # Registrations change rarely: a slightly stale copy beats stopping the flow.
-            self._due = time.monotonic() + self._refresh_seconds
-            log.warning("tenant registry refresh failed, keeping the last copy: %s", _explain(exc))
-            return last
-        self._store(entries)
-        return entries
-
-    def _store(self, entries: Mapping[str, TenantEntry]) -> None:
-        self._entries = entries
-        self._due = time.monotonic() + self._refresh_seconds
+_WHAT = "tenant registry"
 
 
 def _connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S, autocommit=autocommit)
-
-
-def _explain(exc: psycopg.Error) -> str:
-    if isinstance(exc, errors.UndefinedTable):
-        return "no table 'tenants' (run igflow setup to apply the migrations)"
-    return str(exc).strip() or type(exc).__name__
+    return connect(dsn, autocommit=autocommit)
 
 
 def _entry(row: tuple[Any, ...]) -> TenantEntry:
@@ -128,7 +77,7 @@ def _load(dsn: str) -> dict[str, TenantEntry]:
 
 
 def _unavailable(exc: psycopg.Error) -> ConfigError:
-    msg = f"tenant registry unavailable: {_explain(exc)}"
+    msg = f"{_WHAT} unavailable: {explain(exc, 'tenants')}"
     return ConfigError(msg)
 
 

@@ -10,18 +10,15 @@ table is the audit. A change applies from ``effective_from`` = the database's ``
 from __future__ import annotations
 
 import dataclasses
-import logging
-import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import errors
 
 from core.errors import ConfigError
 from core.sources import Revision, SourceEntry, StaticSources, check_entry
+from tenancy.cached_table import CachedTable, connect, explain
 
 __all__ = [
     "PostgresSources",
@@ -33,9 +30,6 @@ __all__ = [
     "set_source",
 ]
 
-log = logging.getLogger(__name__)
-
-_CONNECT_TIMEOUT_S = 5
 _COLUMNS = "name, owners, transports, license, tos, retention, residency, sla_seconds"
 
 
@@ -54,18 +48,15 @@ class SourceRevision:
     effective_from: datetime
 
 
+_WHAT = "source registry"
+
+
 def _connect(dsn: str) -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S)
-
-
-def _explain(exc: psycopg.Error) -> str:
-    if isinstance(exc, errors.UndefinedTable):
-        return "no table 'source_revisions' (run igflow setup to apply the migrations)"
-    return str(exc).strip() or type(exc).__name__
+    return connect(dsn)
 
 
 def _unavailable(exc: psycopg.Error) -> ConfigError:
-    msg = f"source registry unavailable: {_explain(exc)}"
+    msg = f"{_WHAT} unavailable: {explain(exc, 'source_revisions')}"
     return ConfigError(msg)
 
 
@@ -263,44 +254,10 @@ class PostgresSources:
     def __init__(self, dsn: str, refresh_seconds: float = 2.0) -> None:
         self._dsn = dsn
         self._refresh_seconds = refresh_seconds
-        self._copy: StaticSources | None = None
-        self._due = 0.0
-        self._lock = threading.Lock()
+        self._table = CachedTable(_WHAT, "source_revisions", _load, dsn, refresh_seconds)
 
     def __reduce__(self) -> tuple[type[PostgresSources], tuple[str, float]]:
         return (PostgresSources, (self._dsn, self._refresh_seconds))
 
     def entry(self, name: str, at_ms: int | None) -> SourceEntry | None:
-        return self._current().entry(name, at_ms)
-
-    def _current(self) -> StaticSources:
-        copy = self._copy
-        if copy is not None and time.monotonic() < self._due:
-            return copy
-        if copy is None:
-            with self._lock:
-                if self._copy is None:
-                    try:
-                        self._store(_load(self._dsn))
-                    except psycopg.Error as exc:
-                        raise _unavailable(exc) from exc
-                assert self._copy is not None
-                return self._copy
-        if self._lock.acquire(blocking=False):
-            try:
-                if time.monotonic() >= self._due:
-                    try:
-                        self._store(_load(self._dsn))
-                    except psycopg.Error as exc:
-                        self._due = time.monotonic() + self._refresh_seconds
-                        log.warning(
-                            "source registry refresh failed, keeping the last copy: %s",
-                            _explain(exc),
-                        )
-            finally:
-                self._lock.release()
-        return self._copy or copy
-
-    def _store(self, copy: StaticSources) -> None:
-        self._copy = copy
-        self._due = time.monotonic() + self._refresh_seconds
+        return self._table.current().entry(name, at_ms)

@@ -12,18 +12,15 @@ records already re-sent (see :mod:`igflow.switch_release`).
 from __future__ import annotations
 
 import dataclasses
-import logging
-import threading
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import errors
 
 from core.errors import ConfigError
 from core.switches import OPERATIONS, StaticSwitches, Switchboard, SwitchKind
+from tenancy.cached_table import CachedTable, connect, explain
 
 __all__ = [
     "AuditEntry",
@@ -37,11 +34,6 @@ __all__ = [
     "released_positions",
     "set_switch",
 ]
-
-log = logging.getLogger(__name__)
-
-#: Seconds to wait for a connection; a board that does not answer must not stall a worker.
-_CONNECT_TIMEOUT_S = 5
 
 #: The flows a ``flow`` switch can name.
 _FLOWS = ("coherence",)
@@ -88,79 +80,32 @@ class PostgresSwitches:
     def __init__(self, dsn: str, refresh_seconds: float = 2.0) -> None:
         self._dsn = dsn
         self._refresh_seconds = refresh_seconds
-        self._off: frozenset[tuple[SwitchKind, str]] | None = None
-        self._due = 0.0
-        self._lock = threading.Lock()
+        self._table = CachedTable(_WHAT, "switches", _load_off, dsn, refresh_seconds)
 
     def __reduce__(self) -> tuple[type[PostgresSwitches], tuple[str, float]]:
         return (PostgresSwitches, (self._dsn, self._refresh_seconds))
 
     def off(self) -> frozenset[tuple[SwitchKind, str]]:
-        off = self._off
-        if off is not None and time.monotonic() < self._due:  # asked per record: no detour
-            return off
-        return self._current()
+        return self._table.current()
 
     def is_off(self, kind: SwitchKind, name: str) -> bool:
-        return (kind, name) in self._current()
+        return (kind, name) in self._table.current()
 
     @property
     def due(self) -> bool:
         """Whether the next :meth:`is_off` may read Postgres (no copy yet, or an old one)."""
-        return self._off is None or time.monotonic() >= self._due
+        return self._table.due
 
-    def _current(self) -> frozenset[tuple[SwitchKind, str]]:
-        off = self._off
-        if off is None:
-            return self._first_load()
-        if time.monotonic() >= self._due and self._lock.acquire(blocking=False):
-            try:
-                if time.monotonic() >= self._due:
-                    off = self._refresh(off)
-            finally:
-                self._lock.release()
-        return off
 
-    def _first_load(self) -> frozenset[tuple[SwitchKind, str]]:
-        with self._lock:
-            off = self._off
-            if off is None:
-                try:
-                    off = _load_off(self._dsn)
-                except psycopg.Error as exc:
-                    raise _unavailable(exc) from exc
-                self._store(off)
-            return off
-
-    def _refresh(
-        self, last: frozenset[tuple[SwitchKind, str]]
-    ) -> frozenset[tuple[SwitchKind, str]]:
-        try:
-            off = _load_off(self._dsn)
-        except psycopg.Error as exc:
-            self._due = time.monotonic() + self._refresh_seconds
-            log.warning("switch board refresh failed, keeping the last copy: %s", _explain(exc))
-            return last
-        self._store(off)
-        return off
-
-    def _store(self, off: frozenset[tuple[SwitchKind, str]]) -> None:
-        self._off = off
-        self._due = time.monotonic() + self._refresh_seconds
+_WHAT = "switch board"
 
 
 def _connect(dsn: str) -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S)
-
-
-def _explain(exc: psycopg.Error) -> str:
-    if isinstance(exc, errors.UndefinedTable):
-        return "no table 'switches' (run igflow setup to apply the migrations)"
-    return str(exc).strip() or type(exc).__name__
+    return connect(dsn)
 
 
 def _unavailable(exc: psycopg.Error) -> ConfigError:
-    msg = f"switch board unavailable: {_explain(exc)}"
+    msg = f"{_WHAT} unavailable: {explain(exc, 'switches')}"
     return ConfigError(msg)
 
 

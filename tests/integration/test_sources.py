@@ -24,6 +24,7 @@ from core.errors import ConfigError
 from core.records import Decoded, Provenance, Signal
 from core.settings import Settings
 from core.sources import SourceEntry
+from igflow.admin import create_topics
 from igflow.workload import WorkloadSpec, generate
 from operators.tenancy import manifest, provenance_id
 from tenancy.registry import upsert_tenant
@@ -42,7 +43,7 @@ from tests.integration.conftest import (
     igflow,
     produce_workload,
     recent,
-    tagged_topics,
+    tagged_settings,
 )
 from tests.integration.scratch import Scratch
 from tests.integration.test_pipeline import _v1_id
@@ -214,9 +215,9 @@ def test_a_record_published_through_the_api_by_a_kafka_only_source_is_refused(
 ) -> None:
     tenant = f"src-{uuid.uuid4().hex[:6]}"
     upsert_tenant(dsn, tenant)
-    settings = tagged_topics(stack, scratch, "sources").with_changes(
-        "stores", postgres_dsn=dsn, sinks=""
-    )
+    # Its own namespace too: the quarantine it reads must hold this run's refusals only.
+    settings = tagged_settings(stack, scratch).with_changes("stores", postgres_dsn=dsn, sinks="")
+    create_topics(settings)
     add_source(dsn, FEED, actor="ops", grace_seconds=0.0)  # kafka only
     add_source(dsn, _b(), actor="ops", grace_seconds=0.0)  # kafka and api
     env = {"IGFLOW_POSTGRES_DSN": dsn, "IGFLOW_SOURCES_MODE": "check"}
