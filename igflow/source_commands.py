@@ -51,6 +51,22 @@ def _revision_json(rev: Any) -> dict[str, Any]:
     return out
 
 
+def _audited(
+    change: Callable[..., Any], args: argparse.Namespace, settings: Settings, *what: Any
+) -> int:
+    """Apply one registry change (add, set, remove) as ``--actor`` with ``--note``, after the
+    grace period, and print the revision it wrote."""
+    rev = change(
+        settings.stores.postgres_dsn,
+        *what,
+        actor=args.actor or getpass.getuser(),
+        note=args.note,
+        grace_seconds=settings.sources.grace_seconds,
+    )
+    print(json.dumps(_revision_json(rev)))
+    return 0
+
+
 def _add(args: argparse.Namespace, settings: Settings) -> int:
     from tenancy.sources import add_source
 
@@ -64,15 +80,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
         args.residency or "",
         args.sla_seconds,
     )
-    rev = add_source(
-        settings.stores.postgres_dsn,
-        entry,
-        actor=args.actor or getpass.getuser(),
-        note=args.note,
-        grace_seconds=settings.sources.grace_seconds,
-    )
-    print(json.dumps(_revision_json(rev)))
-    return 0
+    return _audited(add_source, args, settings, entry)
 
 
 def _set(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,30 +102,13 @@ def _set(args: argparse.Namespace, settings: Settings) -> int:
     if not changes:
         print("nothing to change: give at least one option")
         return 1
-    rev = set_source(
-        settings.stores.postgres_dsn,
-        args.name,
-        changes,
-        actor=args.actor or getpass.getuser(),
-        note=args.note,
-        grace_seconds=settings.sources.grace_seconds,
-    )
-    print(json.dumps(_revision_json(rev)))
-    return 0
+    return _audited(set_source, args, settings, args.name, changes)
 
 
 def _remove(args: argparse.Namespace, settings: Settings) -> int:
     from tenancy.sources import remove_source
 
-    rev = remove_source(
-        settings.stores.postgres_dsn,
-        args.name,
-        actor=args.actor or getpass.getuser(),
-        note=args.note,
-        grace_seconds=settings.sources.grace_seconds,
-    )
-    print(json.dumps(_revision_json(rev)))
-    return 0
+    return _audited(remove_source, args, settings, args.name)
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
