@@ -230,11 +230,58 @@ def _lengths(payload: pa.Array) -> np.ndarray:
     return np.asarray(pc.binary_length(payload).fill_null(0).to_numpy(zero_copy_only=False))
 
 
-def _float_hex(values: pa.Array) -> pa.Array:
-    """``float.hex`` of every value (every NaN: ``nan``), as large_binary; null where null."""
-    floats = values.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False).tolist()
-    mask = None if values.null_count == 0 else ~_valid(values)
-    return pa.array(list(map(float.hex, floats)), pa.large_string(), mask=mask).cast(_LB)
+def _binary(rows: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Each row of a 2-D uint8 array, only the bytes where ``keep`` is True, as large_binary."""
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    data = np.ascontiguousarray(rows[keep])
+    return pa.LargeBinaryArray.from_buffers(
+        _LB, len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _float_hex(values: pa.Array, valid: np.ndarray) -> pa.Array:
+    """``float.hex`` of every value (every NaN: ``nan``) as large_binary; empty where null.
+
+    From the IEEE 754 bits: ``[-]0x1.<13 hex digits>p<+|-><exponent>`` (``0x0.`` and ``p-1022``
+    when subnormal); zeros, infinities and NaNs are replaced whole.
+    """
+    x = np.asarray(values.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False))
+    bits = x.view(np.uint64)
+    negative = (bits >> np.uint64(63)).astype(bool)
+    biased = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
+    mantissa = bits & np.uint64((1 << 52) - 1)
+    exponent = np.where(biased == 0, -1022, biased - 1023)
+    digits = np.abs(exponent)
+    width = 1 + (digits >= 10) + (digits >= 100) + (digits >= 1000)
+    n = len(x)
+    rows = np.empty((n, 24), np.uint8)
+    rows[:, 0] = ord("-")
+    rows[:, 1:4] = np.frombuffer(b"0x1", np.uint8)
+    rows[biased == 0, 3] = ord("0")
+    rows[:, 4] = ord(".")
+    shifts = np.arange(48, -1, -4, dtype=np.uint64)
+    rows[:, 5:18] = _HEX_DIGITS[(mantissa[:, None] >> shifts) & np.uint64(0xF)]
+    rows[:, 18] = ord("p")
+    rows[:, 19] = np.where(exponent < 0, ord("-"), ord("+"))
+    place = width[:, None] - 1 - np.arange(4)  # the power of ten of each digit
+    rows[:, 20:24] = ord("0") + (digits[:, None] // 10 ** np.clip(place, 0, 3)) % 10
+    keep = np.ones((n, 24), bool)
+    keep[:, 0] = negative
+    keep[:, 20:24] = place >= 0
+    keep[~valid] = False
+    out = _binary(rows, keep)
+    for where, replacement in (
+        ((biased == 0) & (mantissa == 0) & ~negative, b"0x0.0p+0"),
+        ((biased == 0) & (mantissa == 0) & negative, b"-0x0.0p+0"),
+        ((biased == 0x7FF) & (mantissa == 0) & ~negative, b"inf"),
+        ((biased == 0x7FF) & (mantissa == 0) & negative, b"-inf"),
+        ((biased == 0x7FF) & (mantissa != 0), b"nan"),
+    ):
+        where &= valid
+        if where.any():
+            out = pc.if_else(pa.array(where), pa.scalar(replacement, _LB), out)
+    return out
 
 
 def _pieces(values: pa.Array) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
@@ -253,7 +300,7 @@ def _pieces(values: pa.Array) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
     elif pa.types.is_integer(kind):
         tag, payload = _TAG["I"], values.cast(pa.string()).cast(_LB)
     elif pa.types.is_floating(kind) and not pa.types.is_float16(kind):
-        tag, payload = _TAG["D"], _float_hex(values)
+        tag, payload = _TAG["D"], _float_hex(values, valid)
     elif pa.types.is_decimal(kind):
         # Arrow writes a decimal as Python's str(Decimal) does (scale kept, the same exponent
         # notation); the property test holds it to that.

@@ -8,12 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import hypothesis.strategies as st
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 
 import core.digest
-from core.digest import GroupDigest, digest_arrow, digest_rows, dump_summary
+from core.digest import GroupDigest, _float_hex, digest_arrow, digest_rows, dump_summary
 from sinks.lake_tables import TABLES
 
 _TZ = timezone(timedelta(hours=5, minutes=30))
@@ -188,3 +189,23 @@ _PINNED = (
     '{"|0":[9,9,1,"75d81933251e821cafc6f28e143fa92b5960f38d70a582435b311097d784ffc3"],'
     '"t1|0":[5,5,1,"e70a1e999d6aff440865d2a9675019d2506b725917b71e3e16ef47314b2b8389"]}'
 )
+
+
+def test_float_hex_of_any_bit_pattern() -> None:
+    """Every exponent (normal, subnormal, zero, inf/NaN) and random mantissas, both signs."""
+    rng = np.random.default_rng(15)
+    exponents = np.repeat(np.arange(2048, dtype=np.uint64), 40)
+    mantissas = rng.integers(0, 1 << 52, len(exponents), dtype=np.uint64)
+    mantissas[::40] = 0
+    mantissas[1::40] = (1 << 52) - 1
+    bits = (exponents << np.uint64(52)) | mantissas
+    bits = np.concatenate([bits, bits | np.uint64(1 << 63)])
+    floats = pa.array(bits.view(np.float64))
+    mask = rng.random(len(floats)) < 0.1
+    with_nulls = pa.array(bits.view(np.float64), mask=mask)
+    assert _float_hex(floats, np.ones(len(floats), bool)).to_pylist() == [
+        float.hex(v).encode() for v in floats.to_pylist()
+    ]
+    assert _float_hex(with_nulls, ~mask).to_pylist() == [
+        b"" if v is None else float.hex(v).encode() for v in with_nulls.to_pylist()
+    ]
