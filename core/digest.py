@@ -240,37 +240,56 @@ def _binary(rows: np.ndarray, keep: np.ndarray) -> pa.Array:
     )
 
 
+def _exponents() -> tuple[np.ndarray, np.ndarray]:
+    """``p<+|-><exponent>`` of every exponent ``float.hex`` writes (-1022..1023), padded to 6
+    bytes, and their lengths; row ``e + 1022``."""
+    texts = [f"p{e:+d}".encode() for e in range(-1022, 1024)]
+    table = np.frombuffer(b"".join(t.ljust(6, b"\0") for t in texts), np.uint8).reshape(-1, 6)
+    return table, np.array([len(t) for t in texts])
+
+
+_EXPONENT_TEXT, _EXPONENT_LEN = _exponents()
+#: The two hex digits of every byte.
+_HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), np.uint8).reshape(
+    256, 2
+)
+
+
 def _float_hex(values: pa.Array, valid: np.ndarray) -> pa.Array:
     """``float.hex`` of every value (every NaN: ``nan``) as large_binary; empty where null.
 
     From the IEEE 754 bits: ``[-]0x1.<13 hex digits>p<+|-><exponent>`` (``0x0.`` and ``p-1022``
-    when subnormal); zeros, infinities and NaNs are replaced whole.
+    when subnormal); zeros, infinities and NaNs are replaced whole. Only the valid values are
+    computed (a mostly null column costs little).
     """
-    x = np.asarray(values.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False))
+    present = values if values.null_count == 0 else values.drop_null()
+    x = np.asarray(present.cast(pa.float64()).to_numpy(zero_copy_only=False))
     bits = x.view(np.uint64)
     negative = (bits >> np.uint64(63)).astype(bool)
     biased = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
     mantissa = bits & np.uint64((1 << 52) - 1)
-    exponent = np.where(biased == 0, -1022, biased - 1023)
-    digits = np.abs(exponent)
-    width = 1 + (digits >= 10) + (digits >= 100) + (digits >= 1000)
+    # The row of its exponent text (inf and NaN: any, they are replaced).
+    exponent = np.minimum(np.where(biased == 0, -1022, biased - 1023) + 1022, 2045)
     n = len(x)
     rows = np.empty((n, 24), np.uint8)
     rows[:, 0] = ord("-")
     rows[:, 1:4] = np.frombuffer(b"0x1", np.uint8)
     rows[biased == 0, 3] = ord("0")
     rows[:, 4] = ord(".")
-    shifts = np.arange(48, -1, -4, dtype=np.uint64)
-    rows[:, 5:18] = _HEX_DIGITS[(mantissa[:, None] >> shifts) & np.uint64(0xF)]
-    rows[:, 18] = ord("p")
-    rows[:, 19] = np.where(exponent < 0, ord("-"), ord("+"))
-    place = width[:, None] - 1 - np.arange(4)  # the power of ten of each digit
-    rows[:, 20:24] = ord("0") + (digits[:, None] // 10 ** np.clip(place, 0, 3)) % 10
+    # 52 bits of mantissa: the low 7 bytes, big-endian, less the first nibble: 13 hex digits.
+    low = mantissa.astype(">u8").view(np.uint8).reshape(n, 8)[:, 1:]
+    rows[:, 5:18] = _HEX_PAIRS[low].reshape(n, 14)[:, 1:]
+    rows[:, 18:24] = _EXPONENT_TEXT[exponent]
     keep = np.ones((n, 24), bool)
     keep[:, 0] = negative
-    keep[:, 20:24] = place >= 0
-    keep[~valid] = False
+    keep[:, 18:24] = np.arange(6) < _EXPONENT_LEN[exponent][:, None]
+    if len(present) < len(values):  # the nulls' rows: no bytes
+        full_rows = np.zeros((len(values), 24), np.uint8)
+        full_keep = np.zeros((len(values), 24), bool)
+        full_rows[valid], full_keep[valid] = rows, keep
+        rows, keep = full_rows, full_keep
     out = _binary(rows, keep)
+    special = np.zeros(len(values), bool)
     for where, replacement in (
         ((biased == 0) & (mantissa == 0) & ~negative, b"0x0.0p+0"),
         ((biased == 0) & (mantissa == 0) & negative, b"-0x0.0p+0"),
@@ -278,9 +297,10 @@ def _float_hex(values: pa.Array, valid: np.ndarray) -> pa.Array:
         ((biased == 0x7FF) & (mantissa == 0) & negative, b"-inf"),
         ((biased == 0x7FF) & (mantissa != 0), b"nan"),
     ):
-        where &= valid
         if where.any():
-            out = pc.if_else(pa.array(where), pa.scalar(replacement, _LB), out)
+            special[:] = False
+            special[valid] = where
+            out = pc.if_else(pa.array(special), pa.scalar(replacement, _LB), out)
     return out
 
 
@@ -412,8 +432,10 @@ def digest_arrow(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
     """
     acc: dict[GroupKey, list[int]] = {}
     try:
-        for batch in data.to_batches(max_chunksize=_SLICE_ROWS):
-            if batch.num_rows:
+        for start in range(0, data.num_rows, _SLICE_ROWS):
+            # One batch per slice, whatever the chunks (a scan has one per data file, and the
+            # per-batch calls would outweigh the work on a few hundred rows).
+            for batch in data.slice(start, _SLICE_ROWS).combine_chunks().to_batches():
                 _digest_slice(table, batch, acc)
     except _Unfit:
         rows = [tuple(r.values()) for r in data.to_pylist()]
