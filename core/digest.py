@@ -165,6 +165,53 @@ def _group(
     return {k: GroupDigest(lo, hi, n, s % _MOD) for k, (lo, hi, n, s) in acc.items()}
 
 
+def _encode_column(column: pa.ChunkedArray) -> list[bytes]:
+    """:func:`encode_value` of every value of one Arrow column, fast paths by Arrow type.
+
+    Equal to the generic encoding byte for byte (a test holds it to that). Timestamps in
+    microseconds read as their epoch integers, without building datetimes. Values of exactly
+    hashable, single-typed columns (strings, binaries, integers, booleans) are encoded once each;
+    floats and decimals are not cached (``0.0 == -0.0`` and ``Decimal("1.0") == Decimal("1.00")``
+    are equal keys with different encodings).
+    """
+    kind = column.type
+    if pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz is not None:
+        micros = column.cast(pa.int64()).to_pylist()
+        return [b"N" if m is None else _tagged(b"t", str(m).encode()) for m in micros]
+    values = column.to_pylist()
+    if pa.types.is_floating(kind):
+        return [encode_value(v) for v in values]
+    if not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_boolean(kind)
+    ):
+        return [encode_value(v) for v in values]
+    cache: dict[Any, bytes] = {}
+    out: list[bytes] = []
+    for v in values:
+        blob = cache.get(v)
+        if blob is None:
+            blob = cache[v] = encode_value(v)
+        out.append(blob)
+    return out
+
+
+def _digest_per_value(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
+    """The digest of a small table, value by value (the columnar path's calls cost more there)."""
+    encoded = [_encode_column(data.column(i)) for i in range(data.num_columns)]
+    blobs = (_tagged(b"R", b"".join(parts)) for parts in zip(*encoded, strict=True))
+    names = data.column_names
+    keys = [n for n in ("tenant_id", "kafka_partition", "kafka_offset") if n in names]
+    key_rows = zip(*(data.column(n).to_pylist() for n in keys), strict=True) if keys else None
+    if key_rows is None:
+        return _group(table, [], ([] for _ in range(data.num_rows)), blobs)
+    return _group(table, keys, key_rows, blobs)
+
+
 # The columnar path (:func:`digest_arrow`): :func:`encode_value` of whole Arrow columns, with
 # pyarrow.compute and numpy instead of a Python call per value.
 #
@@ -179,6 +226,10 @@ _LB = pa.large_binary()
 _EMPTY = pa.scalar(b"", _LB)
 #: Rows digested at once: bounds the encoded rows' memory; a limb sum stays below 2**48.
 _SLICE_ROWS = 1 << 16
+#: Fewer rows than this are digested value by value: the columnar path's fixed cost (a few
+#: pyarrow calls per column, a group_by) outweighs its gain below about a thousand rows (measured
+#: on lake tables: 10 rows 0.2 ms against 2.7-4.1 ms, 1,000 rows 6.5-7.9 ms against 6.0-7.0).
+_COLUMNAR_MIN_ROWS = 1_024
 _LIMBS = 8
 _DIGEST = operator.methodcaller("digest")
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -430,6 +481,8 @@ def digest_arrow(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
     Equal to :func:`digest_rows` over ``data.to_pylist()``'s values (the property tests hold it
     to that), computed column by column.
     """
+    if data.num_rows < _COLUMNAR_MIN_ROWS:
+        return _digest_per_value(table, data)
     acc: dict[GroupKey, list[int]] = {}
     try:
         for start in range(0, data.num_rows, _SLICE_ROWS):

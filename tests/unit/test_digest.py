@@ -92,10 +92,21 @@ def _reference(name: str, data: pa.Table) -> dict[Any, GroupDigest]:
     return digest_rows(name, data.column_names, [tuple(r.values()) for r in data.to_pylist()])
 
 
+def _both(name: str, data: pa.Table) -> list[dict[Any, GroupDigest]]:
+    """``digest_arrow`` columnar (whatever the size) and value by value (the small path)."""
+    out = []
+    for least in (0, len(data) + 1):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(core.digest, "_COLUMNAR_MIN_ROWS", least)
+            out.append(digest_arrow(name, data))
+    return out
+
+
 @settings(max_examples=400, deadline=None)
 @given(data=_tables())
 def test_the_columnar_digest_equals_the_reference(data: pa.Table) -> None:
-    assert digest_arrow("t", data) == _reference("t", data)
+    expected = _reference("t", data)
+    assert _both("t", data) == [expected, expected]
 
 
 @settings(max_examples=100, deadline=None)
@@ -104,6 +115,7 @@ def test_slices_add_up_to_the_reference(data: pa.Table, rows: int) -> None:
     """Digested a few rows at a time, groups spanning slices sum as one."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(core.digest, "_SLICE_ROWS", rows)
+        patch.setattr(core.digest, "_COLUMNAR_MIN_ROWS", 0)
         assert digest_arrow("t", data) == _reference("t", data)
 
 
@@ -114,15 +126,15 @@ def test_unencodable_values_raise_as_in_the_reference(data: pa.Table) -> None:
         expected = _reference("t", data)
     except TypeError:
         with pytest.raises(TypeError):
-            digest_arrow("t", data)
+            _both("t", data)
     else:  # no date column drawn, or only nulls in it
-        assert digest_arrow("t", data) == expected
+        assert _both("t", data) == [expected, expected]
 
 
 def test_a_naive_timestamp_raises() -> None:
     data = pa.table({"ts": pa.array([datetime(2026, 1, 1)], pa.timestamp("us"))})  # noqa: DTZ001
     with pytest.raises(ValueError, match="naive"):
-        digest_arrow("t", data)
+        _both("t", data)
 
 
 def test_grouping_columns_of_other_types_take_the_reference_path() -> None:
@@ -133,7 +145,8 @@ def test_grouping_columns_of_other_types_take_the_reference_path() -> None:
             "kafka_offset": pa.array([3.0, 1.0, 2.0]),
         }
     )
-    assert digest_arrow("t", data) == _reference("t", data)
+    expected = _reference("t", data)
+    assert _both("t", data) == [expected, expected]
 
 
 def _lake_rows(kind: pa.DataType, i: int) -> Any:
@@ -163,7 +176,8 @@ def test_every_lake_table_digests_as_the_reference(definition: Any) -> None:
         for i in range(9)
     ]
     data = pa.Table.from_pylist(rows, schema=schema)
-    assert digest_arrow(definition.name, data) == _reference(definition.name, data)
+    expected = _reference(definition.name, data)
+    assert _both(definition.name, data) == [expected, expected]
 
 
 def test_a_known_digest_is_pinned() -> None:
@@ -180,9 +194,8 @@ def test_a_known_digest_is_pinned() -> None:
             "payload": [b"\x00", b""],
         }
     )
-    got = dump_summary(digest_arrow("t", data))
-    assert got == dump_summary(_reference("t", data))
-    assert got == _PINNED
+    got = [dump_summary(d) for d in (*_both("t", data), _reference("t", data))]
+    assert got == [_PINNED] * 3
 
 
 #: Computed by the per-value code before the columnar path existed (commit ac564ba).
