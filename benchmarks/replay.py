@@ -14,6 +14,12 @@
 Each step is a subprocess; wall time includes process start-up and the catalog connection.
 Events/s is records produced (signals, duplicates and invalid records) over seconds.
 Prints two tables; writes ``benchmarks/results/replay.json``.
+
+    .venv/bin/python benchmarks/replay.py --compare-verify TAG --base /tmp/base --rounds 3
+
+runs only the verifies of a previous run (its namespaces ``bench_TAG_*``) with the code of
+``--base`` (``git archive ac564ba | tar -x -C /tmp/base``) and this checkout's, alternately:
+median wall and CPU seconds (user + system of the process) per side.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,11 +64,16 @@ def igflow(settings: Settings, namespace: str, *args: str) -> tuple[float, str, 
     return igflow_all(settings, namespace, [list(args)])[0]
 
 
+#: CPU seconds (user + system) of the last igflow_all's processes, summed.
+LAST_CPU = [0.0]
+
+
 def igflow_all(
-    settings: Settings, namespace: str, commands: list[list[str]]
+    settings: Settings, namespace: str, commands: list[list[str]], cwd: Path = REPO
 ) -> list[tuple[float, str, str]]:
     """Run several ``igflow`` commands at once (a cluster's processes), each to its end:
-    (seconds since the start of all, stdout, stderr) each; raises if any fails."""
+    (seconds since the start of all, stdout, stderr) each; raises if any fails. ``cwd``: the
+    checkout whose code runs (another commit's copy, for a comparison)."""
     with contextlib.ExitStack() as stack:
         files = [
             (
@@ -74,7 +86,7 @@ def igflow_all(
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "igflow.cli", *args],
-                cwd=REPO,
+                cwd=cwd,
                 env=_env(settings, namespace),
                 stdout=out,
                 stderr=err,
@@ -82,9 +94,12 @@ def igflow_all(
             for args, (out, err) in zip(commands, files, strict=True)
         ]
         results = []
+        LAST_CPU[0] = 0.0
         for args, proc, (out, err) in zip(commands, procs, files, strict=True):
-            code = proc.wait()
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            code = proc.returncode = os.waitstatus_to_exitcode(status)
             seconds = time.perf_counter() - start
+            LAST_CPU[0] += usage.ru_utime + usage.ru_stime
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read().decode(), err.read().decode()
@@ -125,10 +140,50 @@ def _ends(stderr: str) -> dict[int, int]:
     return ends
 
 
+def compare_verify(settings: Settings, tag: str, base: Path, rounds: int) -> None:
+    """``igflow verify`` of a previous run's namespaces (``bench_<tag>_*``), by the code of
+    ``base`` and of this checkout alternately: median wall and CPU seconds, and rows/s."""
+    records = json.loads((REPO / "benchmarks" / "results" / "replay.json").read_text())["records"]
+    original, scratch = f"bench_{tag}_run", f"bench_{tag}_replay"
+    env = {"IGFLOW_STACK_DIR": str(Path(settings.stack_dir).resolve())}
+    os.environ.update(env)  # the base copy's default stack dir would be its own
+    steps = (("verify --against (scan)", []), ("verify --from-history", ["--from-history"]))
+    seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(rounds):
+        for label, extra in steps:
+            for side, cwd in (("base", base), ("new", REPO)):
+                argv = ["verify", "--against", scratch, *extra]
+                seconds, out, _err = igflow_all(settings, original, [argv], cwd=cwd)[0]
+                assert "IDENTICAL" in out, out
+                seen.setdefault((label, side), []).append((seconds, LAST_CPU[0]))
+    print(f"\n{records:,} records, {rounds} rounds alternately, medians")
+    print(f"{'step':<26} {'side':<5} {'wall s':>7} {'cpu s':>7} {'rows/s':>8}")
+    results = []
+    for (label, side), runs in seen.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        print(f"{label:<26} {side:<5} {wall:>7.2f} {cpu:>7.2f} {records / wall:>8,.0f}")
+        results.append({"step": label, "side": side, "wall_s": wall, "cpu_s": cpu})
+    out_dir = REPO / "benchmarks" / "results"
+    (out_dir / "replay_verify_compare.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=200_000)
+    parser.add_argument(
+        "--compare-verify",
+        metavar="TAG",
+        help="only verify a previous run's namespaces (bench_TAG_*), --base against this code",
+    )
+    parser.add_argument("--base", type=Path, help="another commit's copy (git archive)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.compare_verify:
+        if args.base is None:
+            parser.error("--compare-verify needs --base")
+        compare_verify(Settings.load(), args.compare_verify, args.base.resolve(), args.rounds)
+        return
     tag = uuid.uuid4().hex[:8]
     settings = Settings.load().with_changes(
         "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
@@ -144,6 +199,7 @@ def main() -> None:
     print(f"produced {total:,} records in {report.seconds:.1f} s")
 
     original, scratch = f"bench_{tag}_run", f"bench_{tag}_replay"
+    print(f"namespaces bench_{tag}_* (--compare-verify {tag})")
     rows: list[tuple[str, float]] = []
     seconds, _out, err = igflow(settings, original, "run")
     rows.append(("igflow run (lake only)", seconds))

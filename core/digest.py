@@ -24,13 +24,16 @@ import dataclasses
 import hashlib
 import json
 import math
+import operator
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "DIGEST_KEY",
@@ -197,11 +200,8 @@ def _encode_column(column: pa.ChunkedArray) -> list[bytes]:
     return out
 
 
-def digest_arrow(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
-    """Digest an Arrow table (columns in schema order) per group.
-
-    Equal to :func:`digest_rows` over ``data.to_pylist()``'s values, only faster.
-    """
+def _digest_per_value(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
+    """The digest of a small table, value by value (the columnar path's calls cost more there)."""
     encoded = [_encode_column(data.column(i)) for i in range(data.num_columns)]
     blobs = (_tagged(b"R", b"".join(parts)) for parts in zip(*encoded, strict=True))
     names = data.column_names
@@ -210,6 +210,290 @@ def digest_arrow(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
     if key_rows is None:
         return _group(table, [], ([] for _ in range(data.num_rows)), blobs)
     return _group(table, keys, key_rows, blobs)
+
+
+# The columnar path (:func:`digest_arrow`): :func:`encode_value` of whole Arrow columns, with
+# pyarrow.compute and numpy instead of a Python call per value.
+#
+# Each column becomes a *prefix* per value (its tag and 4-byte big-endian length, b"N" for a
+# null, the whole encoding of a boolean) and a *payload* (the bytes after the length; null where
+# the value is null). A row is one ``binary_join_element_wise`` of b"R" + its length and every
+# column's prefix and payload (null payloads skipped), hashed by one ``hashlib.sha256`` call; a
+# group's sum is its hashes' eight 32-bit limbs summed by Arrow's ``group_by`` and recombined
+# once per group. Lists encode their elements the same way and join them per list.
+
+_LB = pa.large_binary()
+_EMPTY = pa.scalar(b"", _LB)
+#: Rows digested at once: bounds the encoded rows' memory; a limb sum stays below 2**48.
+_SLICE_ROWS = 1 << 16
+#: Fewer rows than this are digested value by value: the columnar path's fixed cost (a few
+#: pyarrow calls per column, a group_by) outweighs its gain below about a thousand rows (measured
+#: on lake tables: 10 rows 0.2 ms against 2.7-4.1 ms, 1,000 rows 6.5-7.9 ms against 6.0-7.0).
+_COLUMNAR_MIN_ROWS = 1_024
+_LIMBS = 8
+_DIGEST = operator.methodcaller("digest")
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_TAG = {name: ord(name) for name in "NTFIDSBMtLR"}
+
+
+def _fixed(rows: np.ndarray) -> pa.Array:
+    """Each row of a 2-D uint8 array as one large_binary value."""
+    n, width = rows.shape
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int64)
+    data = np.ascontiguousarray(rows).reshape(-1)
+    return pa.LargeBinaryArray.from_buffers(
+        _LB, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _prefixes(tags: int | np.ndarray, lengths: np.ndarray | None, valid: np.ndarray) -> pa.Array:
+    """Per value: its tag byte and, with ``lengths``, its length as 4 big-endian bytes; b"N"
+    where ``valid`` is False."""
+    n = len(valid)
+    width = 1 if lengths is None else 5
+    rows = np.empty((n, width), np.uint8)
+    rows[:, 0] = tags
+    if lengths is not None:
+        if n and int(lengths.max()) > 0xFFFFFFFF:
+            msg = "a value longer than 2**32 - 1 bytes has no encoding"
+            raise ValueError(msg)
+        rows[:, 1:] = lengths.astype(">u4").view(np.uint8).reshape(n, 4)
+    if valid.all():
+        return _fixed(rows)
+    rows[~valid, 0] = _TAG["N"]
+    keep = np.ones((n, width), bool)
+    keep[~valid, 1:] = False
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.where(valid, width, 1), out=offsets[1:])
+    data = rows[keep]
+    return pa.LargeBinaryArray.from_buffers(
+        _LB, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _valid(values: pa.Array) -> np.ndarray:
+    if values.null_count == 0:
+        return np.ones(len(values), bool)
+    return np.asarray(values.is_valid().to_numpy(zero_copy_only=False), bool)
+
+
+def _lengths(payload: pa.Array) -> np.ndarray:
+    return np.asarray(pc.binary_length(payload).fill_null(0).to_numpy(zero_copy_only=False))
+
+
+def _binary(rows: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Each row of a 2-D uint8 array, only the bytes where ``keep`` is True, as large_binary."""
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    data = np.ascontiguousarray(rows[keep])
+    return pa.LargeBinaryArray.from_buffers(
+        _LB, len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _exponents() -> tuple[np.ndarray, np.ndarray]:
+    """``p<+|-><exponent>`` of every exponent ``float.hex`` writes (-1022..1023), padded to 6
+    bytes, and their lengths; row ``e + 1022``."""
+    texts = [f"p{e:+d}".encode() for e in range(-1022, 1024)]
+    table = np.frombuffer(b"".join(t.ljust(6, b"\0") for t in texts), np.uint8).reshape(-1, 6)
+    return table, np.array([len(t) for t in texts])
+
+
+_EXPONENT_TEXT, _EXPONENT_LEN = _exponents()
+#: The two hex digits of every byte.
+_HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), np.uint8).reshape(
+    256, 2
+)
+
+
+def _float_hex(values: pa.Array, valid: np.ndarray) -> pa.Array:
+    """``float.hex`` of every value (every NaN: ``nan``) as large_binary; empty where null.
+
+    From the IEEE 754 bits: ``[-]0x1.<13 hex digits>p<+|-><exponent>`` (``0x0.`` and ``p-1022``
+    when subnormal); zeros, infinities and NaNs are replaced whole. Only the valid values are
+    computed (a mostly null column costs little).
+    """
+    present = values if values.null_count == 0 else values.drop_null()
+    x = np.asarray(present.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    bits = x.view(np.uint64)
+    negative = (bits >> np.uint64(63)).astype(bool)
+    biased = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
+    mantissa = bits & np.uint64((1 << 52) - 1)
+    # The row of its exponent text (inf and NaN: any, they are replaced).
+    exponent = np.minimum(np.where(biased == 0, -1022, biased - 1023) + 1022, 2045)
+    n = len(x)
+    rows = np.empty((n, 24), np.uint8)
+    rows[:, 0] = ord("-")
+    rows[:, 1:4] = np.frombuffer(b"0x1", np.uint8)
+    rows[biased == 0, 3] = ord("0")
+    rows[:, 4] = ord(".")
+    # 52 bits of mantissa: the low 7 bytes, big-endian, less the first nibble: 13 hex digits.
+    low = mantissa.astype(">u8").view(np.uint8).reshape(n, 8)[:, 1:]
+    rows[:, 5:18] = _HEX_PAIRS[low].reshape(n, 14)[:, 1:]
+    rows[:, 18:24] = _EXPONENT_TEXT[exponent]
+    keep = np.ones((n, 24), bool)
+    keep[:, 0] = negative
+    keep[:, 18:24] = np.arange(6) < _EXPONENT_LEN[exponent][:, None]
+    if len(present) < len(values):  # the nulls' rows: no bytes
+        full_rows = np.zeros((len(values), 24), np.uint8)
+        full_keep = np.zeros((len(values), 24), bool)
+        full_rows[valid], full_keep[valid] = rows, keep
+        rows, keep = full_rows, full_keep
+    out = _binary(rows, keep)
+    special = np.zeros(len(values), bool)
+    for where, replacement in (
+        ((biased == 0) & (mantissa == 0) & ~negative, b"0x0.0p+0"),
+        ((biased == 0) & (mantissa == 0) & negative, b"-0x0.0p+0"),
+        ((biased == 0x7FF) & (mantissa == 0) & ~negative, b"inf"),
+        ((biased == 0x7FF) & (mantissa == 0) & negative, b"-inf"),
+        ((biased == 0x7FF) & (mantissa != 0), b"nan"),
+    ):
+        if where.any():
+            special[:] = False
+            special[valid] = where
+            out = pc.if_else(pa.array(special), pa.scalar(replacement, _LB), out)
+    return out
+
+
+def _pieces(values: pa.Array) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
+    """``(prefixes, payloads or None, encoded length per value)`` of one Arrow array."""
+    kind = values.type
+    valid = _valid(values)
+    payload: pa.Array
+    if pa.types.is_boolean(kind):
+        flags = values.fill_null(False).to_numpy(zero_copy_only=False)
+        prefix = _prefixes(np.where(flags, _TAG["T"], _TAG["F"]), None, valid)
+        return prefix, None, np.ones(len(values), np.int64)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        tag, payload = _TAG["S"], values.cast(_LB)
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        tag, payload = _TAG["B"], values.cast(_LB)
+    elif pa.types.is_integer(kind):
+        tag, payload = _TAG["I"], values.cast(pa.string()).cast(_LB)
+    elif pa.types.is_floating(kind) and not pa.types.is_float16(kind):
+        tag, payload = _TAG["D"], _float_hex(values, valid)
+    elif pa.types.is_decimal(kind):
+        # Arrow writes a decimal as Python's str(Decimal) does (scale kept, the same exponent
+        # notation); the property test holds it to that.
+        tag, payload = _TAG["M"], values.cast(pa.string()).cast(_LB)
+    elif pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit != "ns":
+        micros = values.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
+        tag, payload = _TAG["t"], micros.cast(pa.string()).cast(_LB)
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = values.offsets.to_numpy()  # a slice's own: its values start at offsets[0]
+        first, last = int(offsets[0]), int(offsets[-1])
+        elements = _joined(values.values.slice(first, last - first))
+        make = pa.ListArray if pa.types.is_list(kind) else pa.LargeListArray
+        lists = make.from_arrays(pa.array(offsets - first), elements, mask=pa.array(~valid))
+        tag, payload = _TAG["L"], pc.binary_join(lists, _EMPTY)
+    else:  # anything else (naive timestamps raise here, as encode_value does)
+        encoded = pa.array([encode_value(v) for v in values.to_pylist()], _LB)
+        return encoded, None, _lengths(encoded)
+    lengths = _lengths(payload)
+    return _prefixes(tag, lengths, valid), payload, np.where(valid, lengths + 5, 1)
+
+
+def _join(parts: Sequence[pa.Array]) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, _EMPTY, null_handling="skip")
+
+
+def _joined(values: pa.Array) -> pa.Array:
+    """The whole encoding of every value of ``values``."""
+    prefix, payload, _n = _pieces(values)
+    return prefix if payload is None else _join([prefix, payload])
+
+
+def _row_hashes(data: pa.RecordBatch) -> np.ndarray:
+    """The row hash of every row, as an (n, 8) array of its 32-bit limbs, big-endian first."""
+    n = data.num_rows
+    parts: list[pa.Array] = []
+    total = np.zeros(n, np.int64)
+    for column in data.columns:
+        prefix, payload, lengths = _pieces(column)
+        parts.append(prefix)
+        if payload is not None:
+            parts.append(payload)
+        total += lengths
+    rows = _join([_prefixes(_TAG["R"], total, np.ones(n, bool)), *parts])
+    digests = b"".join(map(_DIGEST, map(hashlib.sha256, rows.to_pylist())))
+    return np.frombuffer(digests, ">u4").reshape(n, _LIMBS).astype(np.uint64)
+
+
+def _key_column(data: pa.RecordBatch, name: str) -> pa.Array | None:
+    """A grouping column fit for the columnar path, or None (absent, or not as expected)."""
+    if name not in data.schema.names:
+        return None
+    column = data.column(name)
+    if name == "tenant_id":
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            return column.fill_null("")
+        raise _Unfit
+    if not pa.types.is_integer(column.type) or column.null_count:
+        raise _Unfit
+    return column.cast(pa.int64())
+
+
+class _Unfit(Exception):
+    """Grouping columns the columnar path does not take (the reference path takes them)."""
+
+
+def _digest_slice(table: str, data: pa.RecordBatch, acc: dict[GroupKey, list[int]]) -> None:
+    n = data.num_rows
+    tenant = _key_column(data, "tenant_id")
+    partition = _key_column(data, "kafka_partition")
+    offset = _key_column(data, "kafka_offset")
+    limbs = _row_hashes(data)
+    columns: dict[str, Any] = {f"l{i}": limbs[:, i] for i in range(_LIMBS)}
+    columns["o"] = offset if offset is not None else pa.array(np.full(n, -1, np.int64))
+    keys = []
+    if tenant is not None:
+        columns["t"] = tenant
+        keys.append("t")
+    if partition is not None:
+        columns["p"] = partition
+        keys.append("p")
+    aggregations = [("o", "min"), ("o", "max"), ("o", "count")]
+    aggregations += [(f"l{i}", "sum") for i in range(_LIMBS)]
+    grouped = pa.table(columns).group_by(keys, use_threads=False).aggregate(aggregations)
+    out = grouped.to_pydict()
+    sums = [out[f"l{i}_sum"] for i in range(_LIMBS)]
+    tenants = out["t"] if tenant is not None else [""] * grouped.num_rows
+    partitions = out["p"] if partition is not None else [-1] * grouped.num_rows
+    for g in range(grouped.num_rows):
+        total = 0
+        for limb in sums:
+            total = (total << 32) + limb[g]
+        key = (table, tenants[g], partitions[g])
+        lo, hi, count = out["o_min"][g], out["o_max"][g], out["o_count"][g]
+        entry = acc.get(key)
+        if entry is None:
+            acc[key] = [lo, hi, count, total]
+        else:
+            entry[0] = min(entry[0], lo)
+            entry[1] = max(entry[1], hi)
+            entry[2] += count
+            entry[3] += total
+
+
+def digest_arrow(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]:
+    """Digest an Arrow table (columns in schema order) per group.
+
+    Equal to :func:`digest_rows` over ``data.to_pylist()``'s values (the property tests hold it
+    to that), computed column by column.
+    """
+    if data.num_rows < _COLUMNAR_MIN_ROWS:
+        return _digest_per_value(table, data)
+    acc: dict[GroupKey, list[int]] = {}
+    try:
+        for start in range(0, data.num_rows, _SLICE_ROWS):
+            # One batch per slice, whatever the chunks (a scan has one per data file, and the
+            # per-batch calls would outweigh the work on a few hundred rows).
+            for batch in data.slice(start, _SLICE_ROWS).combine_chunks().to_batches():
+                _digest_slice(table, batch, acc)
+    except _Unfit:
+        rows = [tuple(r.values()) for r in data.to_pylist()]
+        return digest_rows(table, data.column_names, rows)
+    return {k: GroupDigest(lo, hi, n, s % _MOD) for k, (lo, hi, n, s) in acc.items()}
 
 
 def dump_summary(groups: Mapping[GroupKey, GroupDigest]) -> str:

@@ -34,7 +34,8 @@ from pyiceberg.expressions import (
     Reference,
 )
 from pyiceberg.expressions.literals import literal
-from pyiceberg.table import Table
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
 from core.catalog import catalog
@@ -64,6 +65,7 @@ __all__ = [
     "digest_table",
     "files_identical",
     "first_differences",
+    "plan",
     "verify",
 ]
 
@@ -144,15 +146,35 @@ def _window_filter(table_name: str, window: Window | None) -> BooleanExpression:
 
 
 def digest_table(
-    table: Table, table_name: str, window: Window | None = None
+    table: Table,
+    table_name: str,
+    window: Window | None = None,
+    *,
+    tasks: Sequence[FileScanTask] | None = None,
 ) -> dict[GroupKey, GroupDigest]:
     """Scan ``table`` and digest its rows per group.
 
     ``window`` is half-open ``[start, end)`` on the table's event-time column (:data:`EVENT_TIME`);
-    both ends must be timezone-aware.
+    both ends must be timezone-aware. ``tasks``: the files of an unfiltered scan, already
+    planned (:func:`plan`; planning reads every manifest), only without a window.
     """
-    data = table.scan(row_filter=_window_filter(table_name, window)).to_arrow()
+    scan = table.scan(row_filter=_window_filter(table_name, window))
+    if tasks is None:
+        data = scan.to_arrow()
+    else:
+        if window is not None:
+            msg = "planned files are an unfiltered scan's: they cannot serve a window"
+            raise ValueError(msg)
+        data = ArrowScan(
+            table.metadata, table.io, scan.projection(), scan.row_filter, scan.case_sensitive
+        ).to_table(tasks)
     return digest_arrow(table_name, data)
+
+
+def plan(table: Table) -> list[FileScanTask]:
+    """The live data files of ``table`` (an unfiltered scan's plan), for :func:`digest_table`
+    and :func:`files_identical` to share: the plan reads every manifest of the table."""
+    return list(table.scan().plan_files())
 
 
 def _cut(table: Table, snapshot: Snapshot) -> bool:
@@ -271,21 +293,27 @@ def _order(row: Mapping[str, Any]) -> tuple[int, int]:
     return (row.get("kafka_partition") or 0, row.get("kafka_offset") or 0)
 
 
-def _file_hashes(table: Table) -> Counter[str]:
+def _file_hashes(table: Table, tasks: Sequence[FileScanTask] | None) -> Counter[str]:
     hashes: Counter[str] = Counter()
     snapshot = table.current_snapshot()
     if snapshot is None:
         return hashes
-    for task in table.scan().plan_files():
+    for task in plan(table) if tasks is None else tasks:
         with table.io.new_input(task.file.file_path).open() as stream:
             hashes[hashlib.sha256(stream.read()).hexdigest()] += 1
     return hashes
 
 
-def files_identical(table_a: Table, table_b: Table) -> tuple[int, int]:
+def files_identical(
+    table_a: Table,
+    table_b: Table,
+    tasks_a: Sequence[FileScanTask] | None = None,
+    tasks_b: Sequence[FileScanTask] | None = None,
+) -> tuple[int, int]:
     """``(n, total)``: how many of ``table_a``'s live data files have a byte-identical twin in
-    ``table_b`` (each twin used once), out of ``table_a``'s ``total``. Reads every file once."""
-    a, b = _file_hashes(table_a), _file_hashes(table_b)
+    ``table_b`` (each twin used once), out of ``table_a``'s ``total``. Reads every file once;
+    ``tasks_a``/``tasks_b``: each table's :func:`plan`, if already made."""
+    a, b = _file_hashes(table_a, tasks_a), _file_hashes(table_b, tasks_b)
     return sum((a & b).values()), sum(a.values())
 
 
@@ -335,8 +363,14 @@ def verify(
         other = original if against is None else _load(cat, against, name)
         if original is None and other is None:
             continue
-        left = _digests(original, name, window, history=use_history)
-        right = _digests(other, name, window, history=False)
+        # Without a window, a scan side plans its files once, for its digest and its files.
+        share = window is None and against is not None
+        tasks_left = plan(original) if share and original is not None else None
+        tasks_right = plan(other) if share and other is not None else None
+        left = _digests(
+            original, name, window, history=use_history, tasks=None if use_history else tasks_left
+        )
+        right = _digests(other, name, window, history=False, tasks=tasks_right)
         # Rows retention removed are landed rows accounted for: each scan side counts its own
         # table's (a history side already holds them). Not with a window: the running total
         # is per tenant and partition, not per event time.
@@ -351,7 +385,7 @@ def verify(
             continue
         for g in part.mismatched:
             report.differences[g.key] = first_differences(original, other, g.key, limit)
-        report.files[name] = files_identical(original, other)
+        report.files[name] = files_identical(original, other, tasks_left, tasks_right)
     return report
 
 
@@ -383,8 +417,15 @@ def _rows(groups: Mapping[GroupKey, GroupDigest]) -> int:
 
 
 def _digests(
-    table: Table | None, name: str, window: Window | None, *, history: bool
+    table: Table | None,
+    name: str,
+    window: Window | None,
+    *,
+    history: bool,
+    tasks: Sequence[FileScanTask] | None = None,
 ) -> dict[GroupKey, GroupDigest]:
     if table is None:
         return {}
-    return digest_history(table, name) if history else digest_table(table, name, window)
+    if history:
+        return digest_history(table, name)
+    return digest_table(table, name, window, tasks=tasks)
