@@ -44,12 +44,24 @@ def main() -> None:
     )
     parser.add_argument("--pause", type=float, default=10.0, help="--flow: seconds Redis pauses")
     parser.add_argument("--pause-only", action="store_true", help="--flow: the paused run only")
+    parser.add_argument("--no-pause", action="store_true", help="--flow: skip the paused run")
+    parser.add_argument(
+        "--step-ms",
+        type=float,
+        default=10.0,
+        help="--flow: event time between a tenant's signals (10: 100 a second per tenant)",
+    )
     args = parser.parse_args()
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     if args.flow:
         result = serving_flow.run(
-            args.signals, args.pause_signals, args.pause, pause_only=args.pause_only
+            args.signals,
+            args.pause_signals,
+            args.pause,
+            pause_only=args.pause_only,
+            pause=not args.no_pause,
+            step_ms=args.step_ms,
         )
         (out / "serving_flow.json").write_text(json.dumps(result, indent=2))
         return
