@@ -273,22 +273,32 @@ def _throughput(
             scoped = scoped.with_changes("stores", sinks="")
         cpu = _cpu()
         blocked = _blocked()
+        servers = store_mix.server_cpu()
         seconds = _in_process(scoped)
+        servers = {k: v - servers[k] for k, v in store_mix.server_cpu().items() if k in servers}
         flows.append(
             {
                 "path": label,
                 "seconds": seconds,
                 "cpu_seconds": _cpu() - cpu,
                 "worker_blocked_s": {k: v - blocked.get(k, 0.0) for k, v in _blocked().items()},
+                "server_cpu_s": servers,
                 "events_per_s": total / seconds,
                 "landed": _landed(scoped),
                 "score_rows": _rows(scoped, SCORES.name),
             }
         )
     lake = flows[0]["events_per_s"]
-    print(f"\n{'store alone, same items':<34} {'items':>8} {'seconds':>8} {'events/s':>9}")
+    print(
+        f"\n{'store alone, same items':<34} {'items':>8} {'seconds':>8} {'server CPU s':>12}"
+        f" {'events/s':>9}"
+    )
     for r in stores:
-        print(f"{r['store']:<34} {r['items']:>8,} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}")
+        server = r["server_cpu_s"]
+        print(
+            f"{r['store']:<34} {r['items']:>8,} {r['seconds']:>8.2f}"
+            f" {'-' if server is None else f'{server:.2f}':>12} {r['events_per_s']:>9,.0f}"
+        )
     slowest = min(stores, key=lambda r: r["events_per_s"]) if stores else None
     print(
         f"\n{'path':<34} {'seconds':>8} {'CPU s':>7} {'events/s':>9} {'landed':>8} {'scores':>7}"
@@ -302,6 +312,8 @@ def _throughput(
         )
     blocked_s = ", ".join(f"{k} {v:.1f} s" for k, v in flows[1]["worker_blocked_s"].items())
     print(f"the worker waited on full store queues (all stores): {blocked_s or 'never'}")
+    servers_s = ", ".join(f"{k} {v:.2f}" for k, v in flows[1]["server_cpu_s"].items())
+    print(f"the stores' servers' CPU seconds during that run: {servers_s}")
     ratio = None
     if slowest is not None:
         ratio = flows[1]["events_per_s"] / slowest["events_per_s"]

@@ -16,13 +16,17 @@ flow reaches.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from core.contracts import signal_contracts
 from core.records import Decoded, RawRecord, ScoreChange, Tagged
 from core.settings import Settings
+from dev import stack as dev_stack
+from dev.config import StackConfig
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.decode import SignalDecoder
 from operators.dedupe import TenantDedupe, Verdict
@@ -36,9 +40,46 @@ from sinks.postgres import PostgresWriter, newest_per_tenant
 from sinks.redis import RedisWriter
 from tenancy.registry import StaticTenants
 
-__all__ = ["flow_items", "store_rates"]
+__all__ = ["flow_items", "server_cpu", "store_rates"]
 
 Item = Tagged | ScoreChange
+
+#: The stack service behind each store.
+SERVICES = {"redis": "redis", "graph": "neo4j", "postgres": "postgres"}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(stat: str, *, children: bool) -> float:
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: children it reaped
+    return ticks / _TICK
+
+
+def server_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the local stack's server of each store: the process, the
+    children it reaped and its live children (Postgres's backends). Stores whose server is not
+    this stack's are left out."""
+    cfg = StackConfig.from_env(os.environ)
+    out: dict[str, float] = {}
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+    for store, name in SERVICES.items():
+        pid = dev_stack.our_pid(cfg, dev_stack.select([name], cfg)[0])
+        if pid is None or pid not in stats:
+            continue
+        total = _cpu_of(stats[pid], children=True)
+        for stat in stats.values():
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:  # ppid
+                total += _cpu_of(stat, children=False)
+        out[store] = total
+    return out
 
 
 def flow_items(settings: Settings, spec: WorkloadSpec) -> tuple[list[Item], int]:
@@ -138,12 +179,15 @@ def store_rates(scratch: Settings, items: Sequence[Item], records: int) -> list[
         writes.append(("postgres", lambda c: pg_writer.write(newest_per_tenant(c)), scores_only))
     rows = []
     for name, write, share in writes:
+        cpu = server_cpu()
         seconds = _timed(write, _chunks(share, size))
+        used = server_cpu()
         rows.append(
             {
                 "store": name,
                 "items": len(share),
                 "seconds": seconds,
+                "server_cpu_s": used[name] - cpu[name] if name in used and name in cpu else None,
                 "items_per_s": len(share) / seconds if seconds else 0.0,
                 "events_per_s": records / seconds if seconds else 0.0,
             }
