@@ -1,18 +1,25 @@
 """The whole flow with the serving stores: events/s with lake + Redis + Postgres + graph against
-the lake alone in the same run, and the flow's RSS while one store is paused for 10 s.
+the lake alone and against each store's own write rate in the same run, and the flow's RSS while
+one store is paused for 10 s.
 
     .venv/bin/python benchmarks/sinks.py --flow --signals 100000   # the local stack must be up
 
-1. N signals (10 demo tenants, 5% duplicates, 2% invalid) produced to a fresh topic, then run
-   bounded with one worker in this process (like ``benchmarks/stages.py``), into fresh
-   namespaces: (a) the lake only, (b) the lake and the three serving stores. The stores are
-   written under scratch names (a replay's: Redis key prefix, graph label prefix, Postgres
-   schema), so every run starts empty and no guard skips a write; they are dropped at the end.
+1. N signals (10 demo tenants, 5% duplicates, 2% invalid, a tenant's signals ``--step-ms``
+   apart in event time, 10 ms by default) produced to a fresh topic. Then (a) each enabled
+   store alone: the items the flow sends it for those records (``benchmarks/store_mix.py``),
+   written by its sink's writer; (b) the flow, run bounded with one worker in this process (like
+   ``benchmarks/stages.py``) into fresh namespaces, lake only and then lake and the three serving
+   stores. The stores are written under scratch names (a replay's: Redis key prefix, graph label
+   prefix, Postgres schema), so every run starts empty and no guard skips a write; they are
+   dropped at the end. Printed: each store's rate in the flow's events (records / seconds) and
+   its server's CPU seconds, the flows' events/s and CPU seconds, how long the worker waited on
+   each store's full queue, and issue 15's ratio: the flow with every store over the slowest
+   store alone (target >= 0.8x).
 2. The same flow as ``igflow run`` in a child process, all stores on, with Redis SIGSTOPped for
    ``--pause`` seconds once a fifth of the signals has landed: the child's RSS sampled every
    0.1 s (before, peak during the pause, peak overall), and the lake rows committed during the
    pause (the lake goes on until the stores' queues are full: ``stores.max_in_flight`` batches
-   of ``stores.batch_size``).
+   of ``stores.batch_size``). ``--no-pause`` skips it.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ beside the published Neo4j Kafka connector figure. Per-store details:
 ``benchmarks/results/sinks.json``.
 
 ``--flow``: the whole flow instead (``benchmarks/serving_flow.py``): events/s with lake + Redis +
-Postgres + graph against the lake alone in the same run, and the RSS of ``igflow run`` with Redis
-paused 10 s; writes ``benchmarks/results/serving_flow.json``.
+Postgres + graph against the lake alone and against the slowest store's own rate for the same
+items (issue 15's ratio) in the same run, and the RSS of ``igflow run`` with Redis paused 10 s
+(``--no-pause``: without it); writes ``benchmarks/results/serving_flow.json``.
 """
 
 from __future__ import annotations
