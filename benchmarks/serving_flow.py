@@ -1,18 +1,25 @@
 """The whole flow with the serving stores: events/s with lake + Redis + Postgres + graph against
-the lake alone in the same run, and the flow's RSS while one store is paused for 10 s.
+the lake alone and against each store's own write rate in the same run, and the flow's RSS while
+one store is paused for 10 s.
 
     .venv/bin/python benchmarks/sinks.py --flow --signals 100000   # the local stack must be up
 
-1. N signals (10 demo tenants, 5% duplicates, 2% invalid) produced to a fresh topic, then run
-   bounded with one worker in this process (like ``benchmarks/stages.py``), into fresh
-   namespaces: (a) the lake only, (b) the lake and the three serving stores. The stores are
-   written under scratch names (a replay's: Redis key prefix, graph label prefix, Postgres
-   schema), so every run starts empty and no guard skips a write; they are dropped at the end.
+1. N signals (10 demo tenants, 5% duplicates, 2% invalid, a tenant's signals ``--step-ms``
+   apart in event time, 10 ms by default) produced to a fresh topic. Then (a) each enabled
+   store alone: the items the flow sends it for those records (``benchmarks/store_mix.py``),
+   written by its sink's writer; (b) the flow, run bounded with one worker in this process (like
+   ``benchmarks/stages.py``) into fresh namespaces, lake only and then lake and the three serving
+   stores. The stores are written under scratch names (a replay's: Redis key prefix, graph label
+   prefix, Postgres schema), so every run starts empty and no guard skips a write; they are
+   dropped at the end. Printed: each store's rate in the flow's events (records / seconds) and
+   its server's CPU seconds, the flows' events/s and CPU seconds, how long the worker waited on
+   each store's full queue, and issue 15's ratio: the flow with every store over the slowest
+   store alone (target >= 0.8x).
 2. The same flow as ``igflow run`` in a child process, all stores on, with Redis SIGSTOPped for
    ``--pause`` seconds once a fifth of the signals has landed: the child's RSS sampled every
    0.1 s (before, peak during the pause, peak overall), and the lake rows committed during the
    pause (the lake goes on until the stores' queues are full: ``stores.max_in_flight`` batches
-   of ``stores.batch_size``).
+   of ``stores.batch_size``). ``--no-pause`` skips it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -35,7 +43,10 @@ import redis
 from bytewax.run import cli_main
 from psycopg import sql
 
+from benchmarks import store_mix
+from core import metrics
 from core.catalog import catalog
+from core.records import ScoreChange
 from core.settings import Settings
 from dev import stack as dev_stack
 from dev.config import StackConfig
@@ -44,7 +55,7 @@ from igflow.admin import create_topics
 from igflow.producer import produce
 from igflow.workload import WorkloadSpec, recent_start
 from sinks.graph import GraphWriter
-from sinks.lake_tables import SIGNALS
+from sinks.lake_tables import SCORES, SIGNALS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,6 +97,28 @@ def _landed(settings: Settings) -> int:
     if snapshot is None or snapshot.summary is None:
         return 0
     return int(snapshot.summary.additional_properties.get("total-records", "0"))
+
+
+def _rows(settings: Settings, table: str) -> int:
+    lake = catalog(settings)
+    name = f"{settings.lake.namespace}.{table}"
+    return lake.load_table(name).scan().count() if lake.table_exists(name) else 0
+
+
+def _blocked() -> dict[str, float]:
+    """Seconds the worker has waited on each store's full queue so far (this process)."""
+    return {
+        sample.labels["sink"]: sample.value
+        for family in metrics.SINK_BLOCKED_SECONDS.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far (the worker's and every writer thread's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rss_mib(pid: int) -> float:
@@ -182,29 +215,38 @@ def paused_run(settings: Settings, total: int, pause_s: float) -> dict[str, Any]
 
 
 def run(
-    signals: int, pause_signals: int, pause_s: float, *, pause_only: bool = False
+    signals: int,
+    pause_signals: int,
+    pause_s: float,
+    *,
+    pause_only: bool = False,
+    pause: bool = True,
+    step_ms: float = 10.0,
 ) -> dict[str, Any]:
-    """Both parts (``pause_only``: the second); returns what it prints."""
+    """Both parts (``pause_only``: the second; ``pause=False``: the first); returns what it
+    prints."""
     logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
     base = Settings.load()
     tag = uuid.uuid4().hex[:8]
     base = base.with_changes("kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq")
-    flows: list[dict[str, Any]] = []
+    throughput: dict[str, Any] = {}
+    result: dict[str, Any] = {}
     made: list[Settings] = []
     try:
         if not pause_only:
-            flows = _throughput(base, tag, signals, made)
-        result = _paused(base, pause_signals, pause_s, made)
+            throughput = _throughput(base, tag, signals, step_ms, made)
+        if pause or pause_only:
+            result = _paused(base, pause_signals, pause_s, step_ms, made)
     finally:
         for scoped in made:
             with contextlib.suppress(Exception):
                 _drop_stores(scoped)
-    return {"flows": flows, "paused": result}
+    return {**throughput, "paused": result}
 
 
 def _throughput(
-    base: Settings, tag: str, signals: int, made: list[Settings]
-) -> list[dict[str, Any]]:
+    base: Settings, tag: str, signals: int, step_ms: float, made: list[Settings]
+) -> dict[str, Any]:
     create_topics(base)
     spec = WorkloadSpec(
         tenants=10,
@@ -213,40 +255,98 @@ def _throughput(
         invalid=0.02,
         seed=1,
         start=recent_start(datetime.now(UTC)),
+        step=timedelta(milliseconds=step_ms),
     )
     report = produce(base, spec)
     total = report.total
-    print(f"produced {total:,} signals in {report.seconds:.1f} s")
+    print(f"produced {total:,} signals ({step_ms:g} ms apart per tenant) in {report.seconds:.1f} s")
+    items, records = store_mix.flow_items(base, spec)
+    n_scores = sum(isinstance(item, ScoreChange) for item in items)
+    print(
+        f"the stores get {len(items) - n_scores:,} signals and {n_scores:,} score changes"
+        f" for {records:,} records"
+    )
+    alone = _scratch_stores(base, f"{tag}w")
+    made.append(alone)
+    stores = store_mix.store_rates(alone, items, records)
     flows: list[dict[str, Any]] = []
-    for label, stores in (("lake only", False), ("lake + redis + postgres + graph", True)):
+    for label, with_stores in (("lake only", False), ("lake + redis + postgres + graph", True)):
         ns = f"bench_{tag}_{len(flows)}"
         scoped = base.with_changes("lake", namespace=ns)
-        if stores:
+        if with_stores:
             scoped = _scratch_stores(scoped, f"{tag}{len(flows)}")
             made.append(scoped)
         else:
             scoped = scoped.with_changes("stores", sinks="")
+        cpu = _cpu()
+        blocked = _blocked()
+        servers = store_mix.server_cpu()
         seconds = _in_process(scoped)
+        servers = {k: v - servers[k] for k, v in store_mix.server_cpu().items() if k in servers}
         flows.append(
             {
                 "path": label,
                 "seconds": seconds,
+                "cpu_seconds": _cpu() - cpu,
+                "worker_blocked_s": {k: v - blocked.get(k, 0.0) for k, v in _blocked().items()},
+                "server_cpu_s": servers,
                 "events_per_s": total / seconds,
                 "landed": _landed(scoped),
+                "score_rows": _rows(scoped, SCORES.name),
             }
         )
     lake = flows[0]["events_per_s"]
-    print(f"\n{'path':<34} {'seconds':>8} {'events/s':>9} {'landed':>8} {'ratio':>6}")
+    print(
+        f"\n{'store alone, same items':<34} {'items':>8} {'seconds':>8} {'server CPU s':>12}"
+        f" {'events/s':>9}"
+    )
+    for r in stores:
+        server = r["server_cpu_s"]
+        print(
+            f"{r['store']:<34} {r['items']:>8,} {r['seconds']:>8.2f}"
+            f" {'-' if server is None else f'{server:.2f}':>12} {r['events_per_s']:>9,.0f}"
+        )
+    slowest = min(stores, key=lambda r: r["events_per_s"]) if stores else None
+    print(
+        f"\n{'path':<34} {'seconds':>8} {'CPU s':>7} {'events/s':>9} {'landed':>8} {'scores':>7}"
+        f" {'vs lake':>7}"
+    )
     for r in flows:
         print(
-            f"{r['path']:<34} {r['seconds']:>8.2f} {r['events_per_s']:>9,.0f}"
-            f" {r['landed']:>8,} {r['events_per_s'] / lake:>5.2f}x"
+            f"{r['path']:<34} {r['seconds']:>8.2f} {r['cpu_seconds']:>7.2f}"
+            f" {r['events_per_s']:>9,.0f} {r['landed']:>8,} {r['score_rows']:>7,}"
+            f" {r['events_per_s'] / lake:>6.2f}x"
         )
-    return flows
+    blocked_s = ", ".join(f"{k} {v:.1f} s" for k, v in flows[1]["worker_blocked_s"].items())
+    print(f"the worker waited on full store queues (all stores): {blocked_s or 'never'}")
+    servers_s = ", ".join(f"{k} {v:.2f}" for k, v in flows[1]["server_cpu_s"].items())
+    print(f"the stores' servers' CPU seconds during that run: {servers_s}")
+    ratio = None
+    if slowest is not None:
+        ratio = flows[1]["events_per_s"] / slowest["events_per_s"]
+        print(
+            f"\nall stores: {flows[1]['events_per_s']:,.0f} events/s = {ratio:.2f}x the slowest"
+            f" store alone ({slowest['store']}, {slowest['events_per_s']:,.0f} events/s);"
+            " target >= 0.8x (or >= 20,000 events/s)"
+        )
+    if (flows[1]["landed"], flows[1]["score_rows"]) != (len(items) - n_scores, n_scores):
+        print(
+            "note: the flow landed other counts than the stores were written alone"
+            f" ({flows[1]['landed']:,} signals, {flows[1]['score_rows']:,} scores)"
+        )
+    return {
+        "records": total,
+        "step_ms": step_ms,
+        "store_items": {"signals": len(items) - n_scores, "score_changes": n_scores},
+        "stores": stores,
+        "slowest_store": slowest["store"] if slowest else None,
+        "flows": flows,
+        "flow_vs_slowest_store": ratio,
+    }
 
 
 def _paused(
-    base: Settings, pause_signals: int, pause_s: float, made: list[Settings]
+    base: Settings, pause_signals: int, pause_s: float, step_ms: float, made: list[Settings]
 ) -> dict[str, Any]:
     ptag = uuid.uuid4().hex[:8]
     paused = base.with_changes(
@@ -262,6 +362,7 @@ def _paused(
         invalid=0.02,
         seed=2,
         start=recent_start(datetime.now(UTC)),
+        step=timedelta(milliseconds=step_ms),
     )
     ptotal = produce(paused, pspec).total
     result = paused_run(paused, ptotal, pause_s)

@@ -7,8 +7,10 @@ stack's graph server, under a fresh tenant prefix per run (deleted afterwards). 
 two nodes (``Signal``, ``Provenance``) and two edges (``EMITS``, ``HAS_PROVENANCE``), plus the 10
 ``Tenant`` nodes: ``nodes/s`` counts the nodes created, ``rows/s`` the signals. The time is the
 writer's whole ``write`` per batch: building and encoding the query in Python, the round trip
-and the server's work. ``replay rows/s`` writes the same batches again (every ``MERGE`` matches,
-nothing changes), the cost of an at-least-once redelivery.
+and the server's work. ``client/server CPU`` splits the first write's cost: this thread's CPU
+and the local stack's graph server's (from ``/proc``), per row. ``replay rows/s`` writes the
+same batches again (every ``MERGE`` matches, nothing changes), the cost of an at-least-once
+redelivery.
 
 For scale, the Neo4j Kafka connector's published sink throughput is 5,000-7,700 nodes/s (a
 different server and workload: an indication, not a like-for-like comparison).
@@ -30,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.store_mix import server_cpu  # noqa: E402
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from sinks.graph import NODE_LABELS, GraphWriter  # noqa: E402
@@ -68,6 +71,19 @@ def _write_all(writer: GraphWriter, items: Sequence[Tagged], batch_size: int) ->
     return time.perf_counter() - start
 
 
+def _cpu_write_all(
+    writer: GraphWriter, items: Sequence[Tagged], batch_size: int
+) -> tuple[float, float, float | None]:
+    """Wall seconds, this thread's CPU seconds and the graph server's (``None``: not the local
+    stack's) for writing ``items``."""
+    server = server_cpu().get("graph")
+    cpu = time.thread_time()
+    seconds = _write_all(writer, items, batch_size)
+    cpu = time.thread_time() - cpu
+    after = server_cpu().get("graph")
+    return seconds, cpu, None if server is None or after is None else after - server
+
+
 def run(
     batch_sizes: Sequence[int] = (100, 1000, 10000),
     rows: int = 20_000,
@@ -83,7 +99,7 @@ def run(
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
         items = signals(rows, prefix)
         try:
-            seconds = _write_all(writer, items, batch_size)
+            seconds, cpu, server = _cpu_write_all(writer, items, batch_size)
             counts = writer.counts(prefix)
             replay = _write_all(writer, items, batch_size)
             assert writer.counts(prefix) == counts, "a replay changed the graph"
@@ -101,6 +117,8 @@ def run(
                 "rows_per_s": round(rows / seconds),
                 "nodes_per_s": round(nodes / seconds),
                 "replay_rows_per_s": round(rows / replay),
+                "client_cpu_us_per_row": round(cpu / rows * 1e6, 1),
+                "server_cpu_us_per_row": None if server is None else round(server / rows * 1e6, 1),
             }
         )
     return results
@@ -117,7 +135,7 @@ def main() -> None:
     print(f"{args.rows:,} tagged signals over {TENANTS} tenants -> {settings.stores.neo4j_uri}\n")
     header = (
         f"{'writer':<28} {'batch':>6} {'seconds':>8} {'rows/s':>8} {'nodes/s':>8} "
-        f"{'replay rows/s':>14}"
+        f"{'replay rows/s':>14} {'client/server CPU µs per row':>29}"
     )
     print(header)
     print("-" * len(header))
@@ -125,6 +143,7 @@ def main() -> None:
         print(
             f"{'GraphWriter (this repo)':<28} {r['batch_size']:>6} {r['seconds']:>8.2f} "
             f"{r['rows_per_s']:>8,} {r['nodes_per_s']:>8,} {r['replay_rows_per_s']:>14,}"
+            f" {r['client_cpu_us_per_row']:>14} / {r['server_cpu_us_per_row'] or '-':<12}"
         )
     low, high = NEO4J_KAFKA_CONNECTOR
     published = f"{low // 1000}-{high / 1000:.1f}k"

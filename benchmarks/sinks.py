@@ -11,8 +11,9 @@ beside the published Neo4j Kafka connector figure. Per-store details:
 ``benchmarks/results/sinks.json``.
 
 ``--flow``: the whole flow instead (``benchmarks/serving_flow.py``): events/s with lake + Redis +
-Postgres + graph against the lake alone in the same run, and the RSS of ``igflow run`` with Redis
-paused 10 s; writes ``benchmarks/results/serving_flow.json``.
+Postgres + graph against the lake alone and against the slowest store's own rate for the same
+items (issue 15's ratio) in the same run, and the RSS of ``igflow run`` with Redis paused 10 s
+(``--no-pause``: without it); writes ``benchmarks/results/serving_flow.json``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,24 @@ def main() -> None:
     )
     parser.add_argument("--pause", type=float, default=10.0, help="--flow: seconds Redis pauses")
     parser.add_argument("--pause-only", action="store_true", help="--flow: the paused run only")
+    parser.add_argument("--no-pause", action="store_true", help="--flow: skip the paused run")
+    parser.add_argument(
+        "--step-ms",
+        type=float,
+        default=10.0,
+        help="--flow: event time between a tenant's signals (10: 100 a second per tenant)",
+    )
     args = parser.parse_args()
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     if args.flow:
         result = serving_flow.run(
-            args.signals, args.pause_signals, args.pause, pause_only=args.pause_only
+            args.signals,
+            args.pause_signals,
+            args.pause,
+            pause_only=args.pause_only,
+            pause=not args.no_pause,
+            step_ms=args.step_ms,
         )
         (out / "serving_flow.json").write_text(json.dumps(result, indent=2))
         return

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +44,9 @@ EDGE_TYPES = ("EMITS", "HAS_PROVENANCE", "HAS_SCORE")
 _LABEL = re.compile(r":(" + "|".join(NODE_LABELS) + r")\b")
 #: What a label prefix may be: it is pasted into queries.
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: JSON's escaping of a string with ``ensure_ascii=True`` (the C function json.dumps calls).
+_ascii: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -121,10 +126,11 @@ def signal_key(item: Tagged) -> str:
     ``[tenant_id, source, signal_id, ts]``, ``ts`` in epoch microseconds, serialized with
     ``separators=(",", ":")`` and ``ensure_ascii=True`` (so the bytes hashed are ASCII)."""
     s = item.signal
-    canonical = json.dumps(
-        [s.tenant_id, s.source, s.signal_id, epoch_micros(s.ts)],
-        separators=(",", ":"),
-        ensure_ascii=True,
+    # What json.dumps writes for this array, without building an encoder per call (that was a
+    # third of the graph writer's Python time): each string as the encoder's own ASCII escaping
+    # does, the integer as int's repr. tests/unit/test_graph_model.py checks it against json.dumps.
+    canonical = (
+        f"[{_ascii(s.tenant_id)},{_ascii(s.source)},{_ascii(s.signal_id)},{epoch_micros(s.ts)}]"
     )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
