@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
-from igflow.workload import WorkloadSpec  # noqa: E402
+from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 
 
 def _env(settings: Settings, namespace: str) -> dict[str, str]:
@@ -190,8 +191,17 @@ def main() -> None:
     )
     create_topics(settings)
     tenants = 10
+    # Event times end near now, as the other benchmarks' do: the workload's "future_ts" records
+    # are 10 days ahead of their neighbours, which from a start in the past is not in the future.
+    # Validate then passed them, and dedupe's horizon jumped 10 days: 208,770 of 214,109 records
+    # went to the quarantine as TOO_LATE, and the benchmark timed that instead of landing signals.
     spec = WorkloadSpec(
-        tenants=tenants, count=args.signals // tenants, duplicates=0.05, invalid=0.02, seed=1
+        tenants=tenants,
+        count=args.signals // tenants,
+        duplicates=0.05,
+        invalid=0.02,
+        seed=1,
+        start=recent_start(datetime.now(UTC)),
     )
     print(f"producing {spec.tenants * spec.count:,} signals to {settings.kafka.topic} …")
     report = produce(settings, spec)
