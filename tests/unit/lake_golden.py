@@ -234,9 +234,10 @@ def compute() -> dict[str, Any]:
             uri=f"sqlite:///{tmp}/catalog.db",
             warehouse=(Path(tmp) / "warehouse").as_uri(),
         )
-        for seed, table_def in enumerate((SIGNALS, SCORES, QUARANTINE, DECONFLICTION)):
+        tables: tuple[TableDef[Any], ...] = (SIGNALS, SCORES, QUARANTINE, DECONFLICTION)
+        for seed, table_def in enumerate(tables):
             table = ensure_table(catalog, "golden", table_def)
-            appender = IcebergAppender(table, table_def, checkpoint_every=4)
+            appender: IcebergAppender[Any] = IcebergAppender(table, table_def, checkpoint_every=4)
             steps = []
             last = None
             for batch in _batches(table_def, seed):
