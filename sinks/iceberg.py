@@ -21,7 +21,7 @@ tenant, or the stage and tenant), and the ledger keeps one mark per (topic, part
 Row order: each append sorts its rows by Kafka coordinates (topic, partition, offset, then lane),
 so a commit's data files depend only on which rows it holds, not on the order in which Bytewax
 delivered them; a replay that commits the same rows together writes byte-identical files
-(:mod:`sinks.lake_plan`).
+(:mod:`sinks.lake_plan`). Filtering and ordering run on Arrow columns (:mod:`sinks.lake_batch`).
 
 Concurrency: several workers or processes append to one table. Iceberg commits are optimistic;
 a writer that loses the race (``CommitFailedException``) refreshes the table, re-reads the ledger
@@ -38,7 +38,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -52,12 +52,12 @@ from core.errors import RetryableSinkError
 from core.retry import RetriesExhausted, RetryPolicy, retrying
 from core.tls import Brokers
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
+from sinks.lake_batch import LakeBatch
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
     MARKS_KEY,
     ContentCheck,
     KafkaRecordReader,
-    Marks,
     dump_marks,
     merge_marks,
     recorded_marks,
@@ -180,6 +180,8 @@ class AppendResult:
     per_tenant: Mapping[str, int] = dataclasses.field(default_factory=dict)
     #: The ledger the append committed (empty when it appended nothing).
     ledger: Mapping[tuple[str, int, str], int] = dataclasses.field(default_factory=dict)
+    #: Per tenant, the oldest Kafka timestamp (ms) of the items given, appended or not.
+    oldest_ms: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 class IcebergAppender(Generic[T]):
@@ -223,10 +225,10 @@ class IcebergAppender(Generic[T]):
     def append(self, items: Sequence[T]) -> AppendResult:
         """Land the items not yet committed, in one snapshot; retry lost commit races."""
         start = time.perf_counter()
+        batch = LakeBatch(self._def, items, self._sealer)  # columns once, whatever the attempts
         current: dict[str, str] = {}
         if self._topic_ids is not None:
-            topics = {self._def.provenance(item).topic for item in items}
-            current = {topic: self._topic_ids(topic) for topic in sorted(topics)}
+            current = {topic: self._topic_ids(topic) for topic in batch.topics}
 
         def lost_race(attempt: int, exc: Exception, _wait: float | None) -> None:
             metrics.LAKE_COMMIT_RETRIES.labels(self._def.name).inc()
@@ -240,7 +242,7 @@ class IcebergAppender(Generic[T]):
 
         try:
             return retrying(
-                lambda attempt: self._attempt(items, current, attempt, start),
+                lambda attempt: self._attempt(batch, current, attempt, start),
                 dataclasses.replace(_COMMIT_RETRY, attempts=self._attempts),
                 transient=_lost_race,
                 on_failure=lost_race,
@@ -250,34 +252,39 @@ class IcebergAppender(Generic[T]):
             raise RetryableSinkError(msg) from gave_up.last
 
     def _attempt(
-        self, items: Sequence[T], current: Mapping[str, str], attempt: int, start: float
+        self, batch: LakeBatch[T], current: Mapping[str, str], attempt: int, start: float
     ) -> AppendResult:
         """One try at the append: re-read the ledger, keep what it lacks, commit that."""
         self._table.refresh()
         ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
         state = read_ledger(self._table, self._state)
         self._state = state
-        fresh, merged, raised, landed, seen = self._select(items, state.ledger)
+        chosen = batch.select(state.ledger)
+        merged = chosen.merged
         marks = recorded_marks(self._table) if self._content is not None else {}
         if self._content is not None:
             # Before skipping anything: items at or below a mark are what a lost log
             # hands out again. Once per (topic, partition) and process: one Kafka read.
-            self._content(self._def.name, marks, seen)
-        skipped = len(items) - len(fresh)
-        if not fresh:
-            return AppendResult(0, skipped, attempt, time.perf_counter() - start, None)
-        data = self._def.to_arrow(sorted(fresh, key=self._order), self._sealer)
-        properties = {"igflow.flow": self._flow, "igflow.rows": str(len(fresh))}
+            self._content(self._def.name, marks, chosen.seen)
+        appended = len(chosen.order)
+        skipped = len(batch) - appended
+        oldest = batch.oldest_ms()
+        if not appended:
+            return AppendResult(
+                0, skipped, attempt, time.perf_counter() - start, None, oldest_ms=oldest
+            )
+        data = batch.data(chosen.order)
+        properties = {"igflow.flow": self._flow, "igflow.rows": str(appended)}
         # Only the lanes this commit raised: bounded by its rows, not by the tenants; a long
         # one goes to a file (with a checkpoint, so that reading the ledger never needs it).
-        spilled = spill(self._table, properties, DELTA_KEY, dump_ledger(raised))
+        spilled = spill(self._table, properties, DELTA_KEY, dump_ledger(chosen.raised))
         # The content digest of exactly these rows, for `igflow verify --from-history`.
         digest = dump_summary(digest_arrow(self._def.name, data))
         spill(self._table, properties, DIGEST_KEY, digest)
         if ids:
             properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
         if self._content is not None:
-            properties[MARKS_KEY] = dump_marks(merge_marks(marks, landed))
+            properties[MARKS_KEY] = dump_marks(merge_marks(marks, chosen.landed))
         depth = state.depth + 1
         if depth >= self._checkpoint_every or spilled:
             # The whole ledger, in a file beside the metadata: bounds the next reader's walk.
@@ -288,50 +295,16 @@ class IcebergAppender(Generic[T]):
         snapshot = self._table.current_snapshot()
         if snapshot is not None:
             self._state = LedgerState(snapshot.snapshot_id, merged, depth)
-        per_tenant: dict[str, int] = {}
-        for item in fresh:
-            tenant = self._def.tenant(item)
-            per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
         return AppendResult(
-            len(fresh),
+            appended,
             skipped,
             attempt,
             time.perf_counter() - start,
             snapshot.snapshot_id if snapshot else None,
-            per_tenant,
+            chosen.per_tenant,
             merged,
+            oldest,
         )
-
-    def _order(self, item: T) -> tuple[str, int, int, str]:
-        # Unique within a table in practice (one row per record and table); a tie keeps the
-        # delivery order (the sort is stable).
-        p = self._def.provenance(item)
-        return (p.topic, p.kafka_partition, p.kafka_offset, self._def.lane(item))
-
-    def _select(
-        self, items: Iterable[T], committed: Mapping[tuple[str, int, str], int]
-    ) -> tuple[list[T], Ledger, Ledger, Marks, set[tuple[str, int]]]:
-        """The items not yet committed, the ledger after them, the lanes they raise (with their
-        new marks), per (topic, partition) the highest of their offsets with its record's input
-        hash (the content marks), and every (topic, partition) of ``items``. One pass: this is
-        the per-record part of an append."""
-        raised: Ledger = {}
-        fresh = []
-        landed: Marks = {}
-        seen: set[tuple[str, int]] = set()
-        for item in items:
-            p = self._def.provenance(item)
-            key = (p.topic, p.kafka_partition, self._def.lane(item))
-            seen.add(key[:2])
-            if p.kafka_offset <= committed.get(key, -1):
-                continue
-            fresh.append(item)
-            raised[key] = max(raised.get(key, -1), p.kafka_offset)
-            mark = landed.get(key[:2])
-            if mark is None or p.kafka_offset > mark[0]:
-                landed[key[:2]] = (p.kafka_offset, p.input_hash)
-        merged = {**committed, **raised} if raised else dict(committed)
-        return fresh, merged, raised, landed, seen
 
 
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
@@ -376,16 +349,10 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
             metrics.LAKE_SKIPPED.labels(name).inc(result.skipped)
         for tenant, count in result.per_tenant.items():
             metrics.EVENTS_OUT.labels(metrics.tenant_label(tenant), name).inc(count)
-        oldest: dict[str, int] = {}
-        for item in batch:
-            stamp = self._def.kafka_timestamp_ms(item)
-            if stamp is not None:
-                tenant = self._def.tenant(item)
-                oldest[tenant] = min(stamp, oldest.get(tenant, stamp))
         if result.appended:
             # Wall clock in a metric only, never in landed data: each tenant's oldest record's wait.
             now = time.time()
-            for tenant, stamp in oldest.items():
+            for tenant, stamp in result.oldest_ms.items():
                 metrics.PIPELINE_LATENCY.labels(name, metrics.tenant_label(tenant)).observe(
                     max(0.0, now - stamp / 1000)
                 )

@@ -5,12 +5,17 @@ Field ids are fixed here (never reassigned), so the schemas can evolve by adding
 columns ``kafka_topic``, ``kafka_partition``, ``kafka_offset``, ``schema_version`` and
 ``input_hash`` (SHA-256 of the exact Kafka value bytes), defined once by
 :func:`provenance_fields` and filled by :func:`provenance_values`.
+
+The hot tables (signals, scores) also build a whole batch column-wise (``TableDef.columns``: one
+pass over the items filling a list per column); ``TableDef.row``, one item at a time, stays their
+reference (``tests/unit/test_lake_batch.py`` proves both give the same Arrow table).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
@@ -58,11 +63,17 @@ __all__ = [
     "TABLES",
     "TableDef",
     "lane",
+    "no_timestamp",
     "provenance_fields",
     "provenance_values",
 ]
 
 T = TypeVar("T")
+
+
+def no_timestamp(_item: object) -> int | None:
+    """The Kafka timestamp of an item of a table that records none (the default)."""
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,17 +89,42 @@ class TableDef(Generic[T]):
     #: Tenant of an item (for per-tenant metrics).
     tenant: Callable[[T], str]
     #: Kafka timestamp of an item in ms, if known (for the pipeline-latency metric only).
-    kafka_timestamp_ms: Callable[[T], int | None] = lambda _item: None
+    kafka_timestamp_ms: Callable[[T], int | None] = no_timestamp
     #: The ledger lane of an item: items of one (topic, partition, lane) reach the sink in
     #: offset order (see :mod:`sinks.iceberg`).
     lane: Callable[[T], str] = lambda _item: ""
     #: The row of an item with its sensitive columns sealed (:mod:`core.sealing`); ``None``: the
     #: table holds no sensitive field.
     sealed_row: Callable[[Sealer, T], tuple[Any, ...]] | None = None
+    #: The column values of many items, one list per column in schema order: ``row`` batched
+    #: (which stays its reference). ``None``: built from ``row``.
+    columns: Callable[[Sequence[T]], list[list[Any]]] | None = None
+    #: ``(stage, column)`` when ``lane(item)`` is ``lane(stage, <the item's value in column>)``
+    #: for every item: the sink then derives the lanes of a batch from that column.
+    lane_column: tuple[str, str] | None = None
+    #: The column holding ``tenant(item)`` for every item, if one does.
+    tenant_column: str | None = None
+
+    def columnar(self, sealer: Sealer | None = None) -> bool:
+        """Whether :meth:`to_arrow` builds this table's batches column-wise (with ``sealer``)."""
+        return self.columns is not None and (sealer is None or self.sealed_row is None)
 
     def to_arrow(self, items: Sequence[T], sealer: Sealer | None = None) -> pa.Table:
         """Items as an Arrow table whose schema matches the Iceberg schema exactly; with a
         ``sealer``, the sensitive columns sealed with each item's tenant keys."""
+        if self.columns is None or not self.columnar(sealer):
+            return self.rows_to_arrow(items, sealer)
+        arrow_schema = self.schema.as_arrow()
+        return pa.Table.from_arrays(
+            [
+                pa.array(c, type=f.type)
+                for c, f in zip(self.columns(items), arrow_schema, strict=True)
+            ],
+            schema=arrow_schema,
+        )
+
+    def rows_to_arrow(self, items: Sequence[T], sealer: Sealer | None = None) -> pa.Table:
+        """:meth:`to_arrow` one row at a time (``row``, ``sealed_row``): the reference."""
         arrow_schema = self.schema.as_arrow()
         if not items:
             return arrow_schema.empty_table()
@@ -140,6 +176,10 @@ def provenance_values(p: Provenance) -> tuple[str, int, int, int, str]:
     return (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash)
 
 
+def _empty_columns(schema: Schema) -> list[list[Any]]:
+    return [[] for _ in schema.fields]
+
+
 _SIGNAL_SCHEMA = Schema(
     NestedField(1, "tenant_id", StringType(), required=True),
     NestedField(2, "signal_id", StringType(), required=True),
@@ -183,6 +223,53 @@ def _signal_row(item: Tagged) -> tuple[Any, ...]:
     )
 
 
+def _signal_columns(items: Sequence[Tagged]) -> list[list[Any]]:
+    """:func:`_signal_row` for many items, column-wise in one pass."""
+    columns = _empty_columns(_SIGNAL_SCHEMA)
+    (
+        tenant_id,
+        signal_id,
+        type_,
+        value,
+        weight,
+        source,
+        ts,
+        topic,
+        partition,
+        offset,
+        schema_version,
+        input_hash_,
+        provenance_id,
+        policy_version,
+        purpose,
+        retention,
+        license_,
+        residency,
+    ) = (c.append for c in columns)
+    for item in items:
+        d = item.decoded
+        s, p, tags = d.signal, d.provenance, item.tags
+        tenant_id(s.tenant_id)
+        signal_id(s.signal_id)
+        type_(s.type)
+        value(s.value)
+        weight(s.weight)
+        source(s.source)
+        ts(s.ts)
+        topic(p.topic)
+        partition(p.kafka_partition)
+        offset(p.kafka_offset)
+        schema_version(p.schema_version)
+        input_hash_(p.input_hash)
+        provenance_id(item.provenance_id)
+        policy_version(item.policy_version)
+        purpose(tags.purpose)
+        retention(tags.retention)
+        license_(tags.license)
+        residency(tags.residency)
+    return columns
+
+
 SIGNALS: TableDef[Tagged] = TableDef(
     name="signals",
     schema=_SIGNAL_SCHEMA,
@@ -193,8 +280,11 @@ SIGNALS: TableDef[Tagged] = TableDef(
     row=_signal_row,
     provenance=lambda item: item.provenance,
     tenant=lambda item: item.signal.tenant_id,
-    kafka_timestamp_ms=lambda item: item.decoded.kafka_timestamp_ms,
+    kafka_timestamp_ms=attrgetter("decoded.kafka_timestamp_ms"),
     lane=lambda item: lane("signals", item.signal.tenant_id),
+    columns=_signal_columns,
+    lane_column=("signals", "tenant_id"),
+    tenant_column="tenant_id",
 )
 
 _SCORE_SCHEMA = Schema(
@@ -226,6 +316,44 @@ def _score_row(item: ScoreChange) -> tuple[Any, ...]:
     )
 
 
+def _score_columns(items: Sequence[ScoreChange]) -> list[list[Any]]:
+    """:func:`_score_row` for many items, column-wise in one pass."""
+    columns = _empty_columns(_SCORE_SCHEMA)
+    (
+        tenant_id,
+        score,
+        status,
+        updated_at,
+        window_count,
+        window_weight,
+        provenance_id,
+        topic,
+        partition,
+        offset,
+        schema_version,
+        input_hash_,
+        score_2dp,
+        seq,
+    ) = (c.append for c in columns)
+    for item in items:
+        p = item.provenance
+        tenant_id(item.tenant_id)
+        score(item.score)
+        status(item.status)
+        updated_at(item.updated_at)
+        window_count(item.window_count)
+        window_weight(item.window_weight)
+        provenance_id(item.provenance_id)
+        topic(p.topic)
+        partition(p.kafka_partition)
+        offset(p.kafka_offset)
+        schema_version(p.schema_version)
+        input_hash_(p.input_hash)
+        score_2dp(item.score_2dp)
+        seq(item.seq)
+    return columns
+
+
 SCORES: TableDef[ScoreChange] = TableDef(
     name="scores",
     schema=_SCORE_SCHEMA,
@@ -236,6 +364,9 @@ SCORES: TableDef[ScoreChange] = TableDef(
     provenance=lambda item: item.provenance,
     tenant=lambda item: item.tenant_id,
     lane=lambda item: lane("scores", item.tenant_id),
+    columns=_score_columns,
+    lane_column=("scores", "tenant_id"),
+    tenant_column="tenant_id",
 )
 
 _QUARANTINE_SCHEMA = Schema(
