@@ -30,6 +30,8 @@ from datetime import datetime
 
 __all__ = [
     "DLQ_SEALED_HEADER",
+    "DLQ_SEALED_ROW_HEADER",
+    "DLQ_SEALED_TENANT_HEADER",
     "SCOPE_DECONFLICTION",
     "SCOPE_DLQ",
     "SCOPE_QUARANTINE",
@@ -65,6 +67,10 @@ SEALED_TEXT_PREFIX = "sealed:"
 #: ``igflow.sealed`` on a DLQ message: ``<scope>/<column>`` when its value is sealed,
 #: :data:`SHREDDED_HEADER_VALUE` when it was withheld because the tenant's keys are destroyed.
 DLQ_SEALED_HEADER = "igflow.sealed"
+#: Beside it, what the value is bound to (not secret; the associated data holds them anyway, so
+#: an edited header only makes the value not open): the keyholder and the row identity.
+DLQ_SEALED_TENANT_HEADER = "igflow.sealed.tenant"
+DLQ_SEALED_ROW_HEADER = "igflow.sealed.row"
 SHREDDED_HEADER_VALUE = "shredded"
 
 

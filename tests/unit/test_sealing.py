@@ -10,13 +10,12 @@ real key store and the real stores.
 from __future__ import annotations
 
 import itertools
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from core.envelope import DecryptError, FieldCipher, field_aad, key_version_of
+from core.envelope import DecryptError
 from core.reasons import ReasonCode
 from core.records import DeconflictionResult, Provenance, RawRecord, Rejected
 from core.sealing import (
@@ -37,49 +36,10 @@ from sinks.dlq import dlq_message
 from sinks.lake_tables import DECONFLICTION, QUARANTINE
 from tenancy.keys import KeysDestroyed
 from tenancy.sealing import Sealer
+from tests.memory_keys import MemoryKeys
 from tests.unit.test_governance_gate import Checkout
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class MemoryKeys:
-    """Tenant data keys in memory: :class:`~tenancy.keys.TenantKeys`' contract without
-    Postgres (one version per tenant and scope, made on first use; offboarding deletes)."""
-
-    def __init__(self) -> None:
-        self._keys: dict[tuple[str, str], FieldCipher] = {}
-        self._gone: set[str] = set()
-
-    def _cipher(self, tenant_id: str, scope: str, *, create: bool) -> FieldCipher:
-        if tenant_id in self._gone:
-            msg = f"{tenant_id} was offboarded"
-            raise KeysDestroyed(msg)
-        key = (tenant_id, scope)
-        if key not in self._keys:
-            if not create:
-                msg = f"no key for {tenant_id} in {scope}"
-                raise DecryptError(msg)
-            self._keys[key] = FieldCipher(os.urandom(32), 1)
-        return self._keys[key]
-
-    def encrypt_field(
-        self, tenant_id: str, scope: str, column: str, row: str, ts: datetime, plaintext: bytes
-    ) -> bytes:
-        cipher = self._cipher(tenant_id, scope, create=True)
-        return cipher.encrypt(plaintext, field_aad(tenant_id, scope, column, row))
-
-    def decrypt_field(
-        self, tenant_id: str, scope: str, column: str, row: str, ciphertext: bytes
-    ) -> bytes:
-        cipher = self._cipher(tenant_id, scope, create=False)
-        if key_version_of(ciphertext) != cipher.version:
-            msg = "unknown version"
-            raise DecryptError(msg)
-        return cipher.decrypt(ciphertext, field_aad(tenant_id, scope, column, row))
-
-    def offboard(self, tenant_id: str) -> None:
-        self._gone.add(tenant_id)
-        self._keys = {k: v for k, v in self._keys.items() if k[0] != tenant_id}
 
 
 def _payload(tenant: str, i: int) -> bytes:
