@@ -20,6 +20,8 @@ from core.reasons import ReasonCode
 from core.records import DeconflictionResult, Provenance, RawRecord, Rejected
 from core.sealing import (
     DLQ_SEALED_HEADER,
+    DLQ_SEALED_ROW_HEADER,
+    DLQ_SEALED_TENANT_HEADER,
     SCOPE_DECONFLICTION,
     SCOPE_DLQ,
     SCOPE_QUARANTINE,
@@ -31,6 +33,7 @@ from core.sealing import (
     kafka_row,
     window_row,
 )
+from igflow.dlq_reader import Withheld, open_dead_letter
 from igflow.lake_reader import open_sealed
 from sinks.dlq import dlq_message
 from sinks.lake_tables import DECONFLICTION, QUARANTINE
@@ -248,3 +251,35 @@ def test_a_record_of_an_unknown_tenant_is_sealed_for_the_unregistered_keyholder(
     msg = dlq_message(item, sealer)
     assert msg.value is not None
     assert sealer.open(UNREGISTERED_KEYHOLDER, SCOPE_DLQ, "value", where, msg.value) == raw.value
+
+
+def test_a_dead_letter_opens_from_its_own_headers_with_the_dlq_helper() -> None:
+    """``open_dead_letter`` opens what ``dlq_message`` sealed (the headers name the binding),
+    also a message sealed before those headers existed, and says when it was shredded."""
+    keys = MemoryKeys()
+    sealer = Sealer(keys)
+    reject = _reject("tenant-a", 5, "dedupe")
+    msg = dlq_message(reject, sealer)
+    headers = dict(msg.headers)
+    assert headers[DLQ_SEALED_TENANT_HEADER] == b"tenant-a"
+    assert headers[DLQ_SEALED_ROW_HEADER] == kafka_row("coherence.signals.v1", 5 % 3, 105).encode()
+    assert open_dead_letter(sealer, msg.key, msg.value, msg.headers) == reject.record.value
+    # Sealed before the binding headers: derived from the lane (or key) and source headers.
+    legacy = [
+        (k, v) for k, v in msg.headers if k not in {DLQ_SEALED_TENANT_HEADER, DLQ_SEALED_ROW_HEADER}
+    ]
+    assert open_dead_letter(sealer, None, msg.value, legacy) == reject.record.value
+    # Never sealed: as is.
+    plain = dlq_message(_reject(None, 6, "decode"), sealer)
+    assert open_dead_letter(sealer, plain.key, plain.value, plain.headers) == _payload("none", 6)
+    # Headers edited to point elsewhere: does not open.
+    moved = [(k, b"tenant-b" if k == DLQ_SEALED_TENANT_HEADER else v) for k, v in msg.headers]
+    with pytest.raises((DecryptError, KeysDestroyed)):
+        open_dead_letter(sealer, msg.key, msg.value, moved)
+    # Offboarded: the old one does not open, a new one was withheld; both say so.
+    keys.offboard("tenant-a")
+    with pytest.raises(KeysDestroyed):
+        open_dead_letter(sealer, msg.key, msg.value, msg.headers)
+    withheld = dlq_message(reject, sealer)
+    with pytest.raises(Withheld, match="tenant-a"):
+        open_dead_letter(sealer, withheld.key, withheld.value, withheld.headers)
