@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pyiceberg.catalog import Catalog
 
 from core.envelope import DecryptError
 from core.reasons import ReasonCode
@@ -33,9 +34,12 @@ from core.sealing import (
     kafka_row,
     window_row,
 )
+from core.settings import Settings
 from igflow.dlq_reader import Withheld, open_dead_letter
 from igflow.lake_reader import open_sealed
+from replay.run import original_sealing
 from sinks.dlq import dlq_message
+from sinks.iceberg import ensure_table
 from sinks.lake_tables import DECONFLICTION, QUARANTINE
 from tenancy.keys import KeysDestroyed
 from tenancy.sealing import Sealer
@@ -283,3 +287,19 @@ def test_a_dead_letter_opens_from_its_own_headers_with_the_dlq_helper() -> None:
     withheld = dlq_message(reject, sealer)
     with pytest.raises(Withheld, match="tenant-a"):
         open_dead_letter(sealer, withheld.key, withheld.value, withheld.headers)
+
+
+def test_a_replay_seals_as_the_original_landed(lake_settings: Settings, catalog: Catalog) -> None:
+    """Sealing is on by default now: a lake landed before (unsealed) still replays
+    byte-identical, because the replay follows the original's sealing, not the setting."""
+    sealer = Sealer(MemoryKeys())
+    for ns, with_sealer in (("was_plain", None), ("was_sealed", sealer)):
+        table = ensure_table(catalog, ns, QUARANTINE)
+        table.append(QUARANTINE.to_arrow([_reject("tenant-a", 1), _reject(None, 2)], with_sealer))
+    assert original_sealing(lake_settings.with_changes("lake", namespace="was_plain")) is False
+    assert original_sealing(lake_settings.with_changes("lake", namespace="was_sealed")) is True
+    ensure_table(catalog, "no_rows", QUARANTINE)
+    assert original_sealing(lake_settings.with_changes("lake", namespace="no_rows")) is None
+    windows = ensure_table(catalog, "no_rows", DECONFLICTION)
+    windows.append(DECONFLICTION.to_arrow([_window("tenant-a", 0, ("sel-1",))], sealer))
+    assert original_sealing(lake_settings.with_changes("lake", namespace="no_rows")) is True
