@@ -173,8 +173,8 @@ def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[A
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
-            msg = f"no DLQ topic {topic}"
-            raise ConfigError(msg)
+            text = f"no DLQ topic {topic}"
+            raise ConfigError(text)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         remaining = set(meta.partitions)
         deadline = time.monotonic() + timeout_s

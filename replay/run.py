@@ -371,7 +371,6 @@ def original_sealing(settings: Settings) -> bool | None:
     its first quarantine payload of a tenant, else its first matched selector, tells;
     ``None`` when it holds neither (sealing then changes no byte of the replay)."""
     from pyiceberg.exceptions import NoSuchTableError
-    from pyiceberg.expressions import And, NotNull
 
     cat = catalog(settings)
     ns = settings.lake.namespace
@@ -379,7 +378,7 @@ def original_sealing(settings: Settings) -> bool | None:
         rows = (
             cat.load_table((ns, QUARANTINE.name))
             .scan(
-                row_filter=And(NotNull("tenant_id"), NotNull("payload")),
+                row_filter="tenant_id IS NOT NULL AND payload IS NOT NULL",
                 selected_fields=("payload",),
                 limit=1,
             )
