@@ -42,6 +42,7 @@ from core.sealing import (
     is_sealed,
     kafka_row,
     keyholder,
+    legacy_keyholder,
 )
 from core.settings import Settings
 from tenancy.keys import KeysDestroyed
@@ -87,10 +88,11 @@ def sealed_binding(key: bytes | None, headers: Headers) -> tuple[str, str, str, 
     scope, _, column = marker.partition("/")
     holder = h.get(DLQ_SEALED_TENANT_HEADER)
     row = h.get(DLQ_SEALED_ROW_HEADER)
-    if holder is None:  # sealed before the binding headers existed
+    if holder is None:  # sealed before the binding headers existed: as that release did
         lane_tenant = h.get("igflow.lane", "").partition(":")[2]
         claimed = lane_tenant or (key or b"").decode("utf-8", "replace")
-        holder = keyholder(claimed, h.get("igflow.reason")) or ""
+        reason = h.get("igflow.reason")
+        holder = legacy_keyholder(claimed, reason) or keyholder(claimed, reason) or ""
     if row is None:
         row = kafka_row(
             h.get("igflow.source.topic", ""),

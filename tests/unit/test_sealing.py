@@ -13,6 +13,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
@@ -62,7 +63,10 @@ def _reject(tenant: str | None, i: int, stage: str = "validate") -> Rejected:
         _payload(tenant or "none", i),
         int(T0.timestamp() * 1000) + i,
     )
-    return Rejected(ReasonCode.FIELD_INVALID, "value out of range", raw, stage, tenant, 1)
+    # A reason given after the registry vouched for the tenant (its own keys seal it).
+    return Rejected(
+        ReasonCode.SOURCE_NOT_ALLOWED, "source not allowed for the tenant", raw, stage, tenant, 1
+    )
 
 
 def _window(tenant: str, i: int, matched: tuple[str, ...]) -> DeconflictionResult:
@@ -303,3 +307,30 @@ def test_a_replay_seals_as_the_original_landed(lake_settings: Settings, catalog:
     windows = ensure_table(catalog, "no_rows", DECONFLICTION)
     windows.append(DECONFLICTION.to_arrow([_window("tenant-a", 0, ("sel-1",))], sealer))
     assert original_sealing(lake_settings.with_changes("lake", namespace="no_rows")) is True
+
+
+def test_a_tenant_id_the_registry_did_not_vouch_for_gets_no_keys_of_its_own() -> None:
+    """``FIELD_INVALID`` and ``TS_OUT_OF_RANGE`` are decided before the tenant check: their
+    tenant id is a claim (hostile: NUL, megabytes), sealed for the unregistered keyholder. A row
+    an older release sealed for the claimed tenant still opens (and releases)."""
+    keys = MemoryKeys()
+    sealer = Sealer(keys)
+    for reason in (ReasonCode.FIELD_INVALID, ReasonCode.TS_OUT_OF_RANGE):
+        raw = _reject("tenant-a", 3).record
+        item = Rejected(reason, "x", raw, "validate", "ten\x00ant" + "x" * 10_000, 1)
+        msg = dlq_message(item, sealer)
+        assert dict(msg.headers)[DLQ_SEALED_TENANT_HEADER] == UNREGISTERED_KEYHOLDER.encode()
+        assert open_dead_letter(sealer, msg.key, msg.value, msg.headers) == raw.value
+        table = QUARANTINE.to_arrow([item], sealer)
+        assert open_sealed(table, "quarantine", sealer)["payload"].to_pylist() == [raw.value]
+    assert {tenant for tenant, _scope in keys._keys} == {UNREGISTERED_KEYHOLDER}
+    # As the first release sealed a FIELD_INVALID row: for its claimed tenant.
+    raw = _reject("tenant-a", 4).record
+    where = kafka_row(raw.topic, raw.partition, raw.offset)
+    old = sealer.seal("tenant-a", SCOPE_QUARANTINE, "payload", where, T0, raw.value or b"")
+    item = Rejected(ReasonCode.FIELD_INVALID, "x", raw, "validate", "tenant-a", 1)
+    plain = QUARANTINE.to_arrow([item])
+    i = plain.schema.get_field_index("payload")
+    field = plain.schema.field(i)
+    table = plain.set_column(i, field, pa.array([old], field.type))
+    assert open_sealed(table, "quarantine", sealer)["payload"].to_pylist() == [raw.value]
