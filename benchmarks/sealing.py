@@ -191,7 +191,10 @@ def main() -> None:
         for _round in range(args.rounds):
             for sealed in (False, True):
                 namespace = f"bench_{tag}_{len(results)}"
-                scoped = settings.with_changes("lake", namespace=namespace)
+                # Sealing is on by default: the unsealed run opts out explicitly.
+                scoped = settings.with_changes("lake", namespace=namespace).with_changes(
+                    "seal", enabled=sealed
+                )
                 edges = Edges(sealer=sealer) if sealed else Edges()
                 cpu = _cpu()
                 start = time.perf_counter()

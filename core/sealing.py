@@ -30,6 +30,8 @@ from datetime import datetime
 
 __all__ = [
     "DLQ_SEALED_HEADER",
+    "DLQ_SEALED_ROW_HEADER",
+    "DLQ_SEALED_TENANT_HEADER",
     "SCOPE_DECONFLICTION",
     "SCOPE_DLQ",
     "SCOPE_QUARANTINE",
@@ -38,11 +40,13 @@ __all__ = [
     "SEALED_TEXT_PREFIX",
     "SHREDDED_HEADER_VALUE",
     "UNREGISTERED_KEYHOLDER",
+    "UNVERIFIED_TENANT_REASONS",
     "element_column",
     "is_sealed",
     "is_sealed_text",
     "kafka_row",
     "keyholder",
+    "legacy_keyholder",
     "window_row",
 ]
 
@@ -65,6 +69,10 @@ SEALED_TEXT_PREFIX = "sealed:"
 #: ``igflow.sealed`` on a DLQ message: ``<scope>/<column>`` when its value is sealed,
 #: :data:`SHREDDED_HEADER_VALUE` when it was withheld because the tenant's keys are destroyed.
 DLQ_SEALED_HEADER = "igflow.sealed"
+#: Beside it, what the value is bound to (not secret; the associated data holds them anyway, so
+#: an edited header only makes the value not open): the keyholder and the row identity.
+DLQ_SEALED_TENANT_HEADER = "igflow.sealed.tenant"
+DLQ_SEALED_ROW_HEADER = "igflow.sealed.row"
 SHREDDED_HEADER_VALUE = "shredded"
 
 
@@ -73,14 +81,33 @@ SHREDDED_HEADER_VALUE = "shredded"
 UNREGISTERED_KEYHOLDER = "igflow-unregistered"
 
 
+#: Reasons given before the tenant is checked against the registry (``core/signal_rules.py``:
+#: the field rules, then event time, then the tenant): the record's tenant id is an unverified
+#: claim (it may hold NUL or be 10 MB long), so it gets no keys of its own either.
+UNVERIFIED_TENANT_REASONS = frozenset({"FIELD_INVALID", "TS_OUT_OF_RANGE", "TENANT_UNKNOWN"})
+
+
 def keyholder(tenant_id: str | None, reason: str | None = None) -> str | None:
     """The tenant whose keys seal a record's fields: its own, :data:`UNREGISTERED_KEYHOLDER`
-    when the registry does not know it (reason ``TENANT_UNKNOWN``), ``None`` when it carries
-    none (it did not decode: kept as read)."""
+    when the registry has not vouched for it (:data:`UNVERIFIED_TENANT_REASONS`), ``None`` when
+    it carries none (it did not decode: kept as read)."""
     if not tenant_id:
         return None
-    if reason == "TENANT_UNKNOWN":
+    if reason in UNVERIFIED_TENANT_REASONS:
         return UNREGISTERED_KEYHOLDER
+    return tenant_id
+
+
+def legacy_keyholder(tenant_id: str | None, reason: str | None = None) -> str | None:
+    """Who sealed a ``FIELD_INVALID`` or ``TS_OUT_OF_RANGE`` record before
+    :data:`UNVERIFIED_TENANT_REASONS` existed (its claimed tenant); ``None`` when that is no
+    other than :func:`keyholder`'s. Readers try it when the value does not open for
+    :func:`keyholder` (the associated data binds the tenant: it opens for one at most)."""
+    holder = keyholder(tenant_id, reason)
+    if holder != UNREGISTERED_KEYHOLDER or reason == "TENANT_UNKNOWN" or not tenant_id:
+        return None
+    if "\x00" in tenant_id:  # never sealed for it: the key tables cannot hold such a name
+        return None
     return tenant_id
 
 

@@ -623,9 +623,10 @@ class SealSettings:
     """Sealing of sensitive fields in the stores (``core/sealing.py``, ``tenancy/sealing.py``)."""
 
     #: Seal the sensitive fields (PSI selectors, quarantine payloads, DLQ originals of a
-    #: tenant) with the tenant's data keys in every store that holds them. Off: they land as
-    #: read, as before this section existed.
-    enabled: bool = False
+    #: tenant) with the tenant's data keys in every store that holds them (on by default; the
+    #: key store is the stack's Postgres and KMS). ``IGFLOW_SEAL_ENABLED=false`` is the explicit
+    #: opt-out: they land as read, as before this section existed.
+    enabled: bool = True
 
 
 @_refuse_invalid

@@ -21,6 +21,7 @@ from core import logs
 from core.errors import IgflowError
 from core.settings import Settings
 from igflow.api_commands import register as register_api
+from igflow.dlq_commands import register as register_dlq
 from igflow.evidence_commands import register as register_evidence
 from igflow.governance_commands import register as register_governance
 from igflow.key_commands import register as register_keys
@@ -227,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     register_psi(add)
     register_tenants(add)
     register_quarantine(add)
+    register_dlq(add)
     register_replay(add)
     register_verify(add)
     register_serve(add)

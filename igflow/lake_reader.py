@@ -32,6 +32,7 @@ from core.sealing import (
     element_column,
     kafka_row,
     keyholder,
+    legacy_keyholder,
     window_row,
 )
 from tenancy.sealing import Sealer
@@ -46,11 +47,13 @@ OnError = Literal["raise", "null"]
 
 def _open_payload(sealer: Sealer, row: dict[str, Any]) -> Any:
     payload = row["payload"]
-    holder = keyholder(row["tenant_id"], row.get("reason"))
+    tenant, reason = row["tenant_id"], row.get("reason")
+    holder = keyholder(tenant, reason)
     if payload is None or holder is None:
         return payload
     where = kafka_row(row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
-    return sealer.open(holder, SCOPE_QUARANTINE, "payload", where, payload)
+    holders = (holder, legacy_keyholder(tenant, reason))
+    return sealer.open_as(holders, SCOPE_QUARANTINE, "payload", where, payload)
 
 
 def _open_matched(sealer: Sealer, row: dict[str, Any]) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, IgflowError
+from core.sealing import is_sealed_text
 from core.settings import Settings
 from psi.policy import policy_config
 
@@ -56,7 +57,9 @@ def selectors_csv(path: Path, column: str | None) -> SelectorSet:
 def selectors_table(catalog: Catalog, identifier: str, column: str | None) -> SelectorSet:
     """The distinct values of column ``column`` (default: the only one) of Iceberg table
     ``identifier``, as stored (normalised upstream). Unlike a blank CSV cell, a null, empty or
-    non-string value means a broken upstream: ``ConfigError``, as for a missing table or column."""
+    non-string value means a broken upstream: ``ConfigError``, as for a missing table or column,
+    and for sealed values (``sealed:`` + ciphertext: a table the flow sealed, which would
+    match nothing)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     from psi import SelectorSet
@@ -67,6 +70,12 @@ def selectors_table(catalog: Catalog, identifier: str, column: str | None) -> Se
         values = table.scan(selected_fields=(name,)).to_arrow()[name].to_pylist()
         if not all(isinstance(v, str) and v for v in values):
             msg = f"column {name} holds a null, empty or non-string value"
+            raise ValueError(msg)
+        if any(is_sealed_text(v) for v in values):
+            # Served as is, ciphertexts would match nothing (and look like a set): the flow's
+            # own sealed selectors (deconfliction.matched) open per tenant, window and element
+            # only, with igflow.lake_reader.open_sealed.
+            msg = f"column {name} holds sealed values (core.sealing): open them first"
             raise ValueError(msg)
         return SelectorSet.of(values)
     except (NoSuchTableError, NoSuchNamespaceError, ValueError) as exc:

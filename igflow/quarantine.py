@@ -28,7 +28,7 @@ from confluent_kafka import Producer
 from core.errors import IgflowError
 from core.partitioning import JAVA_PARTITIONER
 from core.release import RELEASE_HEADER, sign
-from core.sealing import SCOPE_QUARANTINE, is_sealed, kafka_row, keyholder
+from core.sealing import SCOPE_QUARANTINE, is_sealed, kafka_row, keyholder, legacy_keyholder
 from core.settings import Settings
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import QUARANTINE, QUARANTINE_AUDIT
@@ -232,8 +232,9 @@ def opened_payloads(settings: Settings, rows: Sequence[dict[str, Any]]) -> list[
         if is_sealed(payload):
             where = kafka_row(row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
             try:
-                holder = keyholder(row["tenant_id"], row.get("reason")) or ""
-                payload = sealer.open(holder, SCOPE_QUARANTINE, "payload", where, payload)
+                tenant, reason = row["tenant_id"], row.get("reason")
+                holders = (keyholder(tenant, reason), legacy_keyholder(tenant, reason))
+                payload = sealer.open_as(holders, SCOPE_QUARANTINE, "payload", where, payload)
             except IgflowError as exc:
                 msg = f"the sealed payload of {where} does not open: {exc}; nothing was sent"
                 raise QuarantineError(msg) from exc

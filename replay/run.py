@@ -49,11 +49,13 @@ from core.catalog import catalog
 from core.cluster import Cluster
 from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
+from core.sealing import is_sealed, is_sealed_text
 from core.settings import KafkaSettings, Settings
 from flows.coherence import build
 from flows.held import held_positions
 from replay.scratch import check_scratch, scratch_names, scratch_stores
 from sinks.lake_plan import load_plans
+from sinks.lake_tables import DECONFLICTION, QUARANTINE
 from sources.kafka import KafkaTopicSource
 
 __all__ = [
@@ -364,6 +366,39 @@ class _Discard(DynamicSink[Any]):
         return _DiscardPartition()
 
 
+def original_sealing(settings: Settings) -> bool | None:
+    """Whether the flow's namespace landed its sensitive fields sealed (:mod:`core.sealing`):
+    its first quarantine payload of a tenant, else its first matched selector, tells;
+    ``None`` when it holds neither (sealing then changes no byte of the replay)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    cat = catalog(settings)
+    ns = settings.lake.namespace
+    try:
+        rows = (
+            cat.load_table((ns, QUARANTINE.name))
+            .scan(
+                row_filter="tenant_id IS NOT NULL AND payload IS NOT NULL",
+                selected_fields=("payload",),
+                limit=1,
+            )
+            .to_arrow()
+        )
+        if rows.num_rows:
+            return is_sealed(rows["payload"][0].as_py())
+    except NoSuchTableError:
+        pass
+    try:
+        windows = cat.load_table((ns, DECONFLICTION.name)).scan(selected_fields=("matched",))
+    except NoSuchTableError:
+        return None
+    for batch in windows.to_arrow_batch_reader():
+        for matched in batch.column("matched").to_pylist():
+            if matched:
+                return is_sealed_text(matched[0])
+    return None
+
+
 def replay(
     settings: Settings,
     into: str,
@@ -430,8 +465,13 @@ def replay(
         {p: e for p, e in ends.items() if p in named},
         local_only=cluster.processes > 1,
     )
-    # The original's holds, by position, whatever the switches say now.
+    # The original's holds, by position, whatever the switches say now; and its sealing,
+    # whatever seal.enabled says now (a lake landed before sealing was on replays unsealed).
     holds = held_positions(settings)
+    sealed = original_sealing(settings) if commits == "original" else None
+    if sealed is not None and sealed != scratch.seal.enabled:
+        log.info("replaying with seal.enabled=%s, as the original landed", sealed)
+        scratch = scratch.with_changes("seal", enabled=sealed)
     flow = build(scratch, source=_Counting(source, tally), dlq=_Discard(), plans=plans, holds=holds)
 
     last = run_with_progress(

@@ -61,6 +61,8 @@ from core.reasons import ReasonCode
 from core.records import Rejected
 from core.sealing import (
     DLQ_SEALED_HEADER,
+    DLQ_SEALED_ROW_HEADER,
+    DLQ_SEALED_TENANT_HEADER,
     SCOPE_DLQ,
     SHREDDED_HEADER_VALUE,
     kafka_row,
@@ -178,17 +180,23 @@ def dlq_message(
     value = raw.value
     holder = keyholder(rejected.tenant_id, rejected.reason.value)
     if sealer is not None and holder is not None and value is not None:
+        row = kafka_row(raw.topic, raw.partition, raw.offset)
         value = sealer.seal(
-            holder,
-            SCOPE_DLQ,
-            "value",
-            kafka_row(raw.topic, raw.partition, raw.offset),
-            event_time_of_ms(raw.timestamp_ms),
-            value,
+            holder, SCOPE_DLQ, "value", row, event_time_of_ms(raw.timestamp_ms), value
         )
-        marker = f"{SCOPE_DLQ}/value" if value is not None else SHREDDED_HEADER_VALUE
-        headers.append((DLQ_SEALED_HEADER, marker.encode()))
+        headers += _sealed_headers("value", value is not None, holder, row)
     return KafkaSinkMessage(key=raw.key, value=value, headers=headers)
+
+
+def _sealed_headers(column: str, sealed: bool, holder: str, row: str) -> list[tuple[str, bytes]]:
+    """``igflow.sealed`` (``dlq/<column>``, or ``shredded`` for a withheld value) and the binding
+    :func:`igflow.dlq_reader.open_dead_letter` opens it with."""
+    marker = f"{SCOPE_DLQ}/{column}" if sealed else SHREDDED_HEADER_VALUE
+    return [
+        (DLQ_SEALED_HEADER, marker.encode()),
+        (DLQ_SEALED_TENANT_HEADER, holder.encode()),
+        (DLQ_SEALED_ROW_HEADER, row.encode()),
+    ]
 
 
 DlqMessage = KafkaSinkMessage[bytes | None, bytes | None]
@@ -621,9 +629,9 @@ class SinkDeadLetters:
                 dataclasses.asdict(item), default=_json_default, sort_keys=True
             ).encode()
             if self._sealer is not None and tenant and provenance is not None:
-                value = self._seal(str(tenant), provenance, item, value or b"")
-                marker = f"{SCOPE_DLQ}/{self._sink}" if value is not None else SHREDDED_HEADER_VALUE
-                headers.append((DLQ_SEALED_HEADER, marker.encode()))
+                row = self._row(provenance, item)
+                value = self._seal(str(tenant), row, item, value or b"")
+                headers += _sealed_headers(self._sink, value is not None, str(tenant), row)
             self._producer.produce(
                 self._topic,
                 key=str(tenant).encode(),
@@ -634,17 +642,22 @@ class SinkDeadLetters:
         metrics.DLQ_EVENTS.labels(ReasonCode.SINK_UNAVAILABLE.value).inc(len(batch))
         self._flushed(batch, failures)
 
-    def _seal(self, tenant: str, provenance: Any, item: Any, value: bytes) -> bytes | None:
-        """A dead letter's JSON sealed with the tenant's ``dlq`` key: the column is the sink,
-        the row the item's Kafka record and kind (a signal and its score change share one)."""
+    @staticmethod
+    def _row(provenance: Any, item: Any) -> str:
+        """The row a dead letter is bound to: the item's Kafka record and kind (a signal and
+        its score change share one record)."""
+        row = kafka_row(provenance.topic, provenance.kafka_partition, provenance.kafka_offset)
+        return f"{row}/{type(item).__name__}"
+
+    def _seal(self, tenant: str, row: str, item: Any, value: bytes) -> bytes | None:
+        """A dead letter's JSON sealed with the tenant's ``dlq`` key (the column is the sink)."""
         assert self._sealer is not None
         ts = getattr(getattr(item, "signal", None), "ts", None) or getattr(item, "updated_at", None)
-        row = kafka_row(provenance.topic, provenance.kafka_partition, provenance.kafka_offset)
         return self._sealer.seal(
             tenant,
             SCOPE_DLQ,
             self._sink,
-            f"{row}/{type(item).__name__}",
+            row,
             ts if isinstance(ts, datetime) else event_time_of_ms(None),
             value,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -72,6 +73,24 @@ class Sealer:
         if not is_sealed(value):
             return value
         return self.keys.decrypt_field(tenant_id, scope, column, row, value)
+
+    def open_as(
+        self, holders: Sequence[str | None], scope: str, column: str, row: str, value: bytes
+    ) -> bytes:
+        """:meth:`open` for the first of ``holders`` (``None`` skipped) it opens for: the
+        keyholder, then how an older release sealed (:func:`core.sealing.legacy_keyholder`).
+        The first holder's error when it opens for none."""
+        names = [h for h in holders if h]
+        first: DecryptError | None = None
+        for name in names:
+            try:
+                return self.open(name, scope, column, row, value)
+            except DecryptError as exc:
+                first = first or exc
+        if first is None:
+            msg = "no keyholder to open the value for"
+            raise DecryptError(msg)
+        raise first
 
     def seal_text(
         self, tenant_id: str, scope: str, column: str, row: str, ts: datetime, text: str

@@ -27,9 +27,12 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from core.catalog import catalog
 from core.settings import Settings
 from igflow.admin import create_topics, setup
+from igflow.dlq_reader import open_dead_letter
+from igflow.lake_reader import open_sealed
 from igflow.producer import ProduceReport, produce
 from igflow.workload import WorkloadSpec, generate, recent_start
-from sinks.lake_tables import SIGNALS
+from sinks.lake_tables import QUARANTINE, SIGNALS
+from tenancy.sealing import sealer_of
 from tests.conftest import SIGNAL_V1
 from tests.integration.scratch import Scratch
 
@@ -199,6 +202,24 @@ def lake_rows(settings: Settings) -> list[dict[str, Any]]:
     table = catalog(settings).load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
     rows: list[dict[str, Any]] = table.scan().to_arrow().to_pylist()
     return rows
+
+
+def quarantine_rows(settings: Settings) -> list[dict[str, Any]]:
+    """Every row of this test's quarantine table, the payloads opened with their tenants' keys
+    (``igflow.lake_reader.open_sealed``: sealing is on by default), so tests compare them with
+    the bytes that were produced."""
+    table = catalog(settings).load_table(f"{settings.lake.namespace}.{QUARANTINE.name}")
+    rows: list[dict[str, Any]] = open_sealed(
+        table.scan().to_arrow(), QUARANTINE.name, sealer_of(settings)
+    ).to_pylist()
+    return rows
+
+
+def dlq_values(settings: Settings, messages: list[Any]) -> list[bytes | None]:
+    """The values of DLQ ``messages`` opened with their tenants' keys
+    (``igflow.dlq_reader.open_dead_letter``): the original bytes of each reject."""
+    sealer = sealer_of(settings)
+    return [open_dead_letter(sealer, m.key(), m.value(), m.headers()) for m in messages]
 
 
 def lake_count(settings: Settings) -> int:

@@ -20,7 +20,7 @@ def test_inspect_signals_notebook_executes(
 ) -> None:
     # A few invalid records, sealed in the quarantine (README, "What is encrypted where").
     produce_workload(it_settings, WorkloadSpec(tenants=4, count=250, seed=2, invalid=0.02))
-    finish(igflow(it_settings, "run", IGFLOW_SEAL_ENABLED="true"))
+    finish(igflow(it_settings, "run"))  # sealing is on by default
     home = tmp_path / "pyiceberg"
     write_pyiceberg_config(it_settings, home)
     plot = tmp_path / "plot.png"

@@ -49,6 +49,7 @@ from core.sealing import (
 )
 from core.settings import Settings
 from igflow.admin import create_topics
+from igflow.dlq_reader import open_dead_letter, sealed_binding
 from igflow.lake_reader import open_sealed
 from igflow.producer import produce
 from igflow.quarantine import QuarantineError, opened_payloads
@@ -61,6 +62,7 @@ from tests.integration.conftest import (
     env_for,
     finish,
     igflow,
+    json_lines,
     read_topic,
     recent,
     tagged_settings,
@@ -167,19 +169,21 @@ def _postgres_blobs(settings: Settings, prefix: str) -> list[bytes]:
 
 
 def _sealed_dlq(messages: list[Any]) -> list[tuple[str, str, str, str, bytes]]:
+    """Each sealed DLQ message's binding (its headers name it) and value."""
     out = []
     for m in messages:
-        headers = {k: (v or b"").decode() for k, v in m.headers() or []}
-        if DLQ_SEALED_HEADER not in headers:
+        binding = sealed_binding(m.key(), m.headers())
+        if binding is None:
             continue
+        headers = {k: (v or b"").decode() for k, v in m.headers() or []}
         holder = keyholder((m.key() or b"").decode(), headers["igflow.reason"])
-        assert holder is not None and is_sealed(m.value())
         where = kafka_row(
             headers["igflow.source.topic"],
             int(headers["igflow.source.partition"]),
             int(headers["igflow.source.offset"]),
         )
-        out.append((holder, SCOPE_DLQ, "value", where, m.value()))
+        assert binding == (holder, SCOPE_DLQ, "value", where) and is_sealed(m.value())
+        out.append((*binding, m.value()))
     return out
 
 
@@ -206,7 +210,7 @@ def test_sealed_fields_hold_no_plaintext_open_with_the_key_and_shred_on_offboard
 
     csv = write_csv(tmp_path / "partner.csv", ["selector"], [[s] for s in PARTNER])
     env = env_for(settings)
-    seal = {"IGFLOW_SEAL_ENABLED": "true", "IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW)}
+    seal = {"IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW)}  # sealing is on by default
     into = f"{settings.lake.namespace}_replay"
     scratch.replay_into(into)
     with serving(tmp_path / "psi.log", env, "--csv", str(csv), "--partner", "partner") as started:
@@ -258,6 +262,13 @@ def test_sealed_fields_hold_no_plaintext_open_with_the_key_and_shred_on_offboard
     assert len(sealed_dlq) == quarantine.num_rows  # every reject carried a tenant
     for holder, scope, column, row, value in sealed_dlq:
         assert sealer.open(holder, scope, column, row, value) in produced.values()
+    opened_dlq = {
+        (m.topic(), m.partition(), m.offset()): open_dead_letter(
+            sealer, m.key(), m.value(), m.headers()
+        )
+        for m in dlq
+    }
+    assert all(v in produced.values() for v in opened_dlq.values())
 
     # 3. Misuses of the real keys open nothing.
     corpus = (
@@ -320,6 +331,19 @@ def test_sealed_fields_hold_no_plaintext_open_with_the_key_and_shred_on_offboard
                 after.open(holder, scope, column, row, value)
         else:
             after.open(holder, scope, column, row, value)
+    # The CLI shows an operator the originals, and says which were shredded.
+    shown = list(
+        json_lines(finish(igflow(settings, "dlq", "show", "--json", "--timeout", "30"))[0])
+    )
+    assert len(shown) == len(dlq)
+    gone_rows = {(h, r) for h, _s, _c, r, _v in sealed_dlq if h == gone}
+    assert gone_rows
+    for entry in shown:
+        if (entry["sealed_tenant"], entry["sealed_row"]) in gone_rows:
+            assert entry["value"] is None and entry["status"] == "shredded"
+        else:
+            assert entry["status"] in {"opened", "plain"}
+            assert base64.b64decode(entry["value"]) in produced.values()
     rows_gone = [r for r in deconfliction.to_pylist() if r["tenant_id"] == gone and r["matched"]]
     assert rows_gone
     opened_gone = open_sealed(

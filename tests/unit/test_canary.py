@@ -20,9 +20,13 @@ from operators.drift import TenantDrift
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(3), sources=(*SOURCES, CANARY_SOURCE))
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def _signal(source: str, type_: str) -> Signal:
@@ -63,6 +67,7 @@ def _run(settings: Settings, schemas: DictSchemas, records: list[RawRecord]) -> 
         dlq=TestingSink(dlq),
         tenants=TENANTS,
         policy=POLICY,
+        sealer=SEALER,
         holds=NO_HOLDS,
     )
     run_main(flow)

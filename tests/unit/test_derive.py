@@ -19,9 +19,13 @@ from replay.derive import derive_scores
 from replay.run import Progress
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def _run(settings: Settings, schemas: DictSchemas, records: list[RawRecord]) -> None:
@@ -33,6 +37,7 @@ def _run(settings: Settings, schemas: DictSchemas, records: list[RawRecord]) -> 
         tenants=TENANTS,
         holds=NO_HOLDS,
         policy=POLICY,
+        sealer=SEALER,
     )
     run_main(flow)
 

@@ -21,9 +21,13 @@ from sinks.dlq import DLQ_HEADERS
 from sinks.iceberg import ledger
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def _run(
@@ -38,6 +42,7 @@ def _run(
         tenants=TENANTS,
         holds=NO_HOLDS,
         policy=POLICY,
+        sealer=SEALER,
     )
     run_main(flow)
     return dlq

@@ -81,6 +81,7 @@ def test_table_named_column_and_only_column(catalog: Catalog) -> None:
         ("psi.nulls", "selector", "null, empty or non-string"),
         ("psi.empties", "selector", "null, empty or non-string"),
         ("psi.numbers", "selector", "null, empty or non-string"),
+        ("psi.sealed", "selector", "holds sealed values"),
         ("psi.nulls", None, "name one with --column"),
         ("psi.nulls", "missing", "name one with --column"),
         ("psi.absent", "selector", "psi.absent"),
@@ -91,6 +92,7 @@ def test_table_errors(catalog: Catalog, identifier: str, column: str | None, mes
     selector_table(catalog, "psi.nulls", {"selector": ["a", None], "kind": ["x", "y"]})
     selector_table(catalog, "psi.empties", {"selector": ["a", ""]})
     selector_table(catalog, "psi.numbers", {"selector": [1, 2]})
+    selector_table(catalog, "psi.sealed", {"selector": ["a", "sealed:aWdmMQ=="]})
     with pytest.raises(ConfigError, match=message):
         selectors_table(catalog, identifier, column)
 

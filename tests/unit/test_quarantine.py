@@ -25,8 +25,12 @@ from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 @pytest.fixture
@@ -50,6 +54,7 @@ def held(lake_settings: Settings, catalog: Catalog) -> Settings:
         tenants=StaticTenants.of(*tenant_ids(2), sources=SOURCES),
         holds=NO_HOLDS,
         policy=TenancyPolicy.load(settings.policies_dir),
+        sealer=SEALER,
     )
     run_main(flow)
     return settings
@@ -118,6 +123,7 @@ def test_a_schema_drift_batch_lists_every_type_it_holds(
             holds=NO_HOLDS,
             tenants=StaticTenants.of("tenant-00", sources=SOURCES),
             policy=TenancyPolicy.load(lake_settings.policies_dir),
+            sealer=SEALER,
         )
     )
     [batch] = list_batches(lake_settings)

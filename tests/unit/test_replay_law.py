@@ -29,6 +29,7 @@ from replay.verify import compare, digest_history, digest_table
 from sinks.lake_tables import TABLES
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 #: Every tenant a drawn workload can name (``tenant-00`` … ``tenant-04``).
@@ -47,6 +48,9 @@ _specs = st.builds(
     bad=st.integers(0, 3),
 )
 
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
+
 
 def _land(
     settings_: Settings,
@@ -64,6 +68,7 @@ def _land(
         tenants=TENANTS,
         holds=NO_HOLDS,
         policy=POLICY,
+        sealer=SEALER,
     )
     run_main(flow)
 

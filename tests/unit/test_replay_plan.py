@@ -29,11 +29,15 @@ from sinks.lake_plan import CommitPlan, load_plans
 from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(4), sources=SOURCES)
 LANDED = (SIGNALS.name, SCORES.name, QUARANTINE.name)
 _NAMESPACES = itertools.count()
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def _land(
@@ -53,6 +57,7 @@ def _land(
         tenants=TENANTS,
         holds=NO_HOLDS,
         policy=POLICY,
+        sealer=SEALER,
         plans=plans,
     )
     run_main(flow)

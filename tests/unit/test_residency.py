@@ -25,6 +25,7 @@ from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 from tests.unit.test_sources import entry
 from tests.unit.test_validate import decoded
 
@@ -32,6 +33,9 @@ POLICY = TenancyPolicy.load(Settings().policies_dir)
 # tenant-03 is EU in policies/tenancy.json; the others are US.
 TENANTS = StaticTenants.of(*tenant_ids(4), sources=SOURCES)
 MAP = "US=coherence,EU=coherence_eu"
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def test_the_map_and_the_residency_a_namespace_serves() -> None:
@@ -91,6 +95,7 @@ def _run(settings: Settings, records: list[Any], holds: Holds) -> list[Any]:
             tenants=TENANTS,
             holds=holds,
             policy=POLICY,
+            sealer=SEALER,
         )
     )
     return dlq

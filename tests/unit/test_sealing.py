@@ -10,17 +10,20 @@ real key store and the real stores.
 from __future__ import annotations
 
 import itertools
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from pyiceberg.catalog import Catalog
 
-from core.envelope import DecryptError, FieldCipher, field_aad, key_version_of
+from core.envelope import DecryptError
 from core.reasons import ReasonCode
 from core.records import DeconflictionResult, Provenance, RawRecord, Rejected
 from core.sealing import (
     DLQ_SEALED_HEADER,
+    DLQ_SEALED_ROW_HEADER,
+    DLQ_SEALED_TENANT_HEADER,
     SCOPE_DECONFLICTION,
     SCOPE_DLQ,
     SCOPE_QUARANTINE,
@@ -32,54 +35,19 @@ from core.sealing import (
     kafka_row,
     window_row,
 )
+from core.settings import Settings
+from igflow.dlq_reader import Withheld, open_dead_letter
 from igflow.lake_reader import open_sealed
+from replay.run import original_sealing
 from sinks.dlq import dlq_message
+from sinks.iceberg import ensure_table
 from sinks.lake_tables import DECONFLICTION, QUARANTINE
 from tenancy.keys import KeysDestroyed
 from tenancy.sealing import Sealer
+from tests.memory_keys import MemoryKeys
 from tests.unit.test_governance_gate import Checkout
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class MemoryKeys:
-    """Tenant data keys in memory: :class:`~tenancy.keys.TenantKeys`' contract without
-    Postgres (one version per tenant and scope, made on first use; offboarding deletes)."""
-
-    def __init__(self) -> None:
-        self._keys: dict[tuple[str, str], FieldCipher] = {}
-        self._gone: set[str] = set()
-
-    def _cipher(self, tenant_id: str, scope: str, *, create: bool) -> FieldCipher:
-        if tenant_id in self._gone:
-            msg = f"{tenant_id} was offboarded"
-            raise KeysDestroyed(msg)
-        key = (tenant_id, scope)
-        if key not in self._keys:
-            if not create:
-                msg = f"no key for {tenant_id} in {scope}"
-                raise DecryptError(msg)
-            self._keys[key] = FieldCipher(os.urandom(32), 1)
-        return self._keys[key]
-
-    def encrypt_field(
-        self, tenant_id: str, scope: str, column: str, row: str, ts: datetime, plaintext: bytes
-    ) -> bytes:
-        cipher = self._cipher(tenant_id, scope, create=True)
-        return cipher.encrypt(plaintext, field_aad(tenant_id, scope, column, row))
-
-    def decrypt_field(
-        self, tenant_id: str, scope: str, column: str, row: str, ciphertext: bytes
-    ) -> bytes:
-        cipher = self._cipher(tenant_id, scope, create=False)
-        if key_version_of(ciphertext) != cipher.version:
-            msg = "unknown version"
-            raise DecryptError(msg)
-        return cipher.decrypt(ciphertext, field_aad(tenant_id, scope, column, row))
-
-    def offboard(self, tenant_id: str) -> None:
-        self._gone.add(tenant_id)
-        self._keys = {k: v for k, v in self._keys.items() if k[0] != tenant_id}
 
 
 def _payload(tenant: str, i: int) -> bytes:
@@ -95,7 +63,10 @@ def _reject(tenant: str | None, i: int, stage: str = "validate") -> Rejected:
         _payload(tenant or "none", i),
         int(T0.timestamp() * 1000) + i,
     )
-    return Rejected(ReasonCode.FIELD_INVALID, "value out of range", raw, stage, tenant, 1)
+    # A reason given after the registry vouched for the tenant (its own keys seal it).
+    return Rejected(
+        ReasonCode.SOURCE_NOT_ALLOWED, "source not allowed for the tenant", raw, stage, tenant, 1
+    )
 
 
 def _window(tenant: str, i: int, matched: tuple[str, ...]) -> DeconflictionResult:
@@ -288,3 +259,78 @@ def test_a_record_of_an_unknown_tenant_is_sealed_for_the_unregistered_keyholder(
     msg = dlq_message(item, sealer)
     assert msg.value is not None
     assert sealer.open(UNREGISTERED_KEYHOLDER, SCOPE_DLQ, "value", where, msg.value) == raw.value
+
+
+def test_a_dead_letter_opens_from_its_own_headers_with_the_dlq_helper() -> None:
+    """``open_dead_letter`` opens what ``dlq_message`` sealed (the headers name the binding),
+    also a message sealed before those headers existed, and says when it was shredded."""
+    keys = MemoryKeys()
+    sealer = Sealer(keys)
+    reject = _reject("tenant-a", 5, "dedupe")
+    msg = dlq_message(reject, sealer)
+    headers = dict(msg.headers)
+    assert headers[DLQ_SEALED_TENANT_HEADER] == b"tenant-a"
+    assert headers[DLQ_SEALED_ROW_HEADER] == kafka_row("coherence.signals.v1", 5 % 3, 105).encode()
+    assert open_dead_letter(sealer, msg.key, msg.value, msg.headers) == reject.record.value
+    # Sealed before the binding headers: derived from the lane (or key) and source headers.
+    legacy = [
+        (k, v) for k, v in msg.headers if k not in {DLQ_SEALED_TENANT_HEADER, DLQ_SEALED_ROW_HEADER}
+    ]
+    assert open_dead_letter(sealer, None, msg.value, legacy) == reject.record.value
+    # Never sealed: as is.
+    plain = dlq_message(_reject(None, 6, "decode"), sealer)
+    assert open_dead_letter(sealer, plain.key, plain.value, plain.headers) == _payload("none", 6)
+    # Headers edited to point elsewhere: does not open.
+    moved = [(k, b"tenant-b" if k == DLQ_SEALED_TENANT_HEADER else v) for k, v in msg.headers]
+    with pytest.raises((DecryptError, KeysDestroyed)):
+        open_dead_letter(sealer, msg.key, msg.value, moved)
+    # Offboarded: the old one does not open, a new one was withheld; both say so.
+    keys.offboard("tenant-a")
+    with pytest.raises(KeysDestroyed):
+        open_dead_letter(sealer, msg.key, msg.value, msg.headers)
+    withheld = dlq_message(reject, sealer)
+    with pytest.raises(Withheld, match="tenant-a"):
+        open_dead_letter(sealer, withheld.key, withheld.value, withheld.headers)
+
+
+def test_a_replay_seals_as_the_original_landed(lake_settings: Settings, catalog: Catalog) -> None:
+    """Sealing is on by default now: a lake landed before (unsealed) still replays
+    byte-identical, because the replay follows the original's sealing, not the setting."""
+    sealer = Sealer(MemoryKeys())
+    for ns, with_sealer in (("was_plain", None), ("was_sealed", sealer)):
+        table = ensure_table(catalog, ns, QUARANTINE)
+        table.append(QUARANTINE.to_arrow([_reject("tenant-a", 1), _reject(None, 2)], with_sealer))
+    assert original_sealing(lake_settings.with_changes("lake", namespace="was_plain")) is False
+    assert original_sealing(lake_settings.with_changes("lake", namespace="was_sealed")) is True
+    ensure_table(catalog, "no_rows", QUARANTINE)
+    assert original_sealing(lake_settings.with_changes("lake", namespace="no_rows")) is None
+    windows = ensure_table(catalog, "no_rows", DECONFLICTION)
+    windows.append(DECONFLICTION.to_arrow([_window("tenant-a", 0, ("sel-1",))], sealer))
+    assert original_sealing(lake_settings.with_changes("lake", namespace="no_rows")) is True
+
+
+def test_a_tenant_id_the_registry_did_not_vouch_for_gets_no_keys_of_its_own() -> None:
+    """``FIELD_INVALID`` and ``TS_OUT_OF_RANGE`` are decided before the tenant check: their
+    tenant id is a claim (hostile: NUL, megabytes), sealed for the unregistered keyholder. A row
+    an older release sealed for the claimed tenant still opens (and releases)."""
+    keys = MemoryKeys()
+    sealer = Sealer(keys)
+    for reason in (ReasonCode.FIELD_INVALID, ReasonCode.TS_OUT_OF_RANGE):
+        raw = _reject("tenant-a", 3).record
+        item = Rejected(reason, "x", raw, "validate", "ten\x00ant" + "x" * 10_000, 1)
+        msg = dlq_message(item, sealer)
+        assert dict(msg.headers)[DLQ_SEALED_TENANT_HEADER] == UNREGISTERED_KEYHOLDER.encode()
+        assert open_dead_letter(sealer, msg.key, msg.value, msg.headers) == raw.value
+        table = QUARANTINE.to_arrow([item], sealer)
+        assert open_sealed(table, "quarantine", sealer)["payload"].to_pylist() == [raw.value]
+    assert {tenant for tenant, _scope in keys._keys} == {UNREGISTERED_KEYHOLDER}
+    # As the first release sealed a FIELD_INVALID row: for its claimed tenant.
+    raw = _reject("tenant-a", 4).record
+    where = kafka_row(raw.topic, raw.partition, raw.offset)
+    old = sealer.seal("tenant-a", SCOPE_QUARANTINE, "payload", where, T0, raw.value or b"")
+    item = Rejected(ReasonCode.FIELD_INVALID, "x", raw, "validate", "tenant-a", 1)
+    plain = QUARANTINE.to_arrow([item])
+    i = plain.schema.get_field_index("payload")
+    field = plain.schema.field(i)
+    table = plain.set_column(i, field, pa.array([old], field.type))
+    assert open_sealed(table, "quarantine", sealer)["payload"].to_pylist() == [raw.value]

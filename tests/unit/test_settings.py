@@ -38,6 +38,15 @@ def test_defaults_need_no_environment() -> None:
     assert s.warehouse.startswith("file:///") and s.warehouse.endswith("/.stack/warehouse")
 
 
+def test_sealing_is_on_by_default_with_an_explicit_opt_out(tmp_path: Path) -> None:
+    assert Settings().seal.enabled is True
+    assert Settings.load({}).seal.enabled is True
+    assert Settings.load({"IGFLOW_SEAL_ENABLED": "false"}).seal.enabled is False
+    toml = tmp_path / "igflow.toml"
+    toml.write_text("[seal]\nenabled = false\n")
+    assert Settings.load({"IGFLOW_CONFIG": str(toml)}).seal.enabled is False
+
+
 def test_environment_overrides_toml_which_overrides_defaults(tmp_path: Path) -> None:
     toml = tmp_path / "igflow.toml"
     toml.write_text('[kafka]\ntopic = "from-toml"\nbatch_size = 10\n[run]\nworkers = 3\n')

@@ -40,11 +40,15 @@ from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy, manifest, provenance_id, tag
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 from tests.unit.test_validate import KAFKA_MS, decoded
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(3), sources=SOURCES)
 ROOT = Path(__file__).resolve().parents[2]
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def entry(name: str = "sensor-a", **changes: Any) -> SourceEntry:
@@ -214,6 +218,7 @@ def _run(settings: Settings, records: list[RawRecord], sources: StaticSources) -
             tenants=TENANTS,
             holds=NO_HOLDS,
             policy=POLICY,
+            sealer=SEALER,
             sources=sources,
         )
     )

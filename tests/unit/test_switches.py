@@ -17,6 +17,7 @@ from pyiceberg.catalog import Catalog
 from api.switches import OperationGate
 from core.errors import ConfigError
 from core.reasons import ReasonCode
+from core.sealing import is_sealed
 from core.settings import Settings, SwitchSettings
 from core.signal_rules import hold
 from core.switches import (
@@ -30,16 +31,21 @@ from core.switches import (
 )
 from flows.coherence import build
 from igflow.cli import _parser
+from igflow.lake_reader import open_sealed
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from sources.pausable import PausableSource
 from tenancy.registry import StaticTenants
 from tenancy.switches import PostgresSwitches
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 from tests.unit.test_validate import decoded
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(3), sources=SOURCES)
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def test_a_source_switch_holds_before_a_tenant_switch() -> None:
@@ -99,6 +105,7 @@ def _run(settings: Settings, records: list[Any], holds: Any) -> list[Any]:
             tenants=TENANTS,
             holds=holds,
             policy=POLICY,
+            sealer=SEALER,
         )
     )
     return dlq
@@ -128,11 +135,15 @@ def test_the_flow_holds_a_switched_off_source_and_lands_everything_else(
     quarantine = _rows(catalog, "coherence", "quarantine")
     assert Counter(r["reason"] for r in quarantine) == {"SOURCE_DISABLED": len(held)}
     assert {r["detail"] for r in quarantine} == {"source switched off: feed-c"}
-    # Held with the exact Kafka key and value, so a release re-sends them byte for byte.
+    # Held with the exact Kafka key and value (sealed for their tenant: opened through the
+    # analyst's helper), so a release re-sends them byte for byte.
+    assert all(is_sealed(r["payload"]) for r in quarantine)
+    table = catalog.load_table("coherence.quarantine").scan().to_arrow()
+    opened = open_sealed(table, "quarantine", SEALER).to_pylist()
     sent = {(r.partition, r.offset): (r.key, r.value) for r in records}
-    assert all(
+    assert len(opened) == len(held) and all(
         sent[(r["kafka_partition"], r["kafka_offset"])] == (r["kafka_key"], r["payload"])
-        for r in quarantine
+        for r in opened
     )
     reasons = Counter(dict(m.headers)["igflow.reason"].decode() for m in dlq)
     assert reasons == {"SOURCE_DISABLED": len(held)}

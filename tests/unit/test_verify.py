@@ -25,10 +25,14 @@ from operators.tenancy import TenancyPolicy
 from replay.verify import HistoryUnavailable, digest_history, digest_table, verify
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.memory_keys import memory_sealer
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
 COLUMNS = ("tenant_id", "kafka_partition", "kafka_offset", "value")
+
+#: One in-memory key store for the module: runs compared with each other seal alike.
+SEALER = memory_sealer()
 
 
 def _land(settings: Settings, schemas: DictSchemas, namespace: str, batch: int) -> None:
@@ -45,6 +49,7 @@ def _land(settings: Settings, schemas: DictSchemas, namespace: str, batch: int) 
         tenants=TENANTS,
         holds=NO_HOLDS,
         policy=POLICY,
+        sealer=SEALER,
     )
     run_main(flow)
 
