@@ -7,6 +7,7 @@ a fresh Iceberg namespace, so tests never see each other's data.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,17 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[str, st
     if proc.returncode != 0:
         pytest.fail(f"exit {proc.returncode}; stderr tail:\n{err.decode()[-3000:]}")
     return out.decode(), err.decode()
+
+
+def finish_all(
+    procs: Sequence[subprocess.Popen[bytes]], timeout: float = 240
+) -> list[tuple[str, str]]:
+    """:func:`finish` for processes that run together (a cluster's ``-i/-a`` processes), each
+    drained on a thread of its own: waiting for one while another's pipe fills blocks that one on
+    its next log line, and with it the whole cluster (a 2-process resume stalled that way)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+        waits = [pool.submit(finish, p, timeout) for p in procs]
+        return [w.result() for w in waits]
 
 
 def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> str:

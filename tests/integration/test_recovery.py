@@ -13,7 +13,7 @@ import pytest
 from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import (
-    finish,
+    finish_all,
     igflow,
     kill,
     lake_count,
@@ -77,8 +77,7 @@ def test_sigkill_mid_stream_then_resume_lands_each_record_once(
     at_kill = lake_count(settings)
     assert 0 < at_kill < TOTAL, f"kill was not mid-stream: {at_kill} of {TOTAL} had landed"
 
-    for p in _start(settings, recovery, processes, addresses):
-        finish(p)
+    finish_all(_start(settings, recovery, processes, addresses))
 
     rows = lake_rows(settings)
     keys = [(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows]
