@@ -31,6 +31,8 @@ from pyiceberg.catalog import Catalog
 
 from core.records import Decoded, Quarantined, Rejected
 from core.settings import DedupeSettings, DriftSettings, Settings
+from core.switches import NO_HOLDS
+from flows.coherence import build
 from igflow.workload import WorkloadSpec, generate
 from operators.batching import key_on, key_rm
 from operators.canary import counts_in_score, scored
@@ -44,7 +46,7 @@ from operators.tenancy import tag, tag_batch
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.unit.test_dedupe import _decoded
 from tests.unit.test_drift import _SETTINGS, _SPECS, KEY, build_items
-from tests.unit.test_flow import POLICY, _rows, _run
+from tests.unit.test_flow import POLICY, TENANTS, _rows, _run
 from tests.unit.test_psi_step import W, tagged
 
 T = TypeVar("T")
@@ -402,3 +404,40 @@ def test_the_flow_lands_the_same_rows_for_any_source_batch_size(
     assert landed[0][0]["signals"] and landed[0][0]["scores"]
     assert landed[1] == landed[0]
     assert landed[2] == landed[0]
+
+
+#: The stateful steps' ids as the per-item steps had them (read from the flow of ac564ba, the
+#: commit before batches): a recovery store written then has its state under these ids.
+STATEFUL_IDS = [
+    "coherence.dedupe.check.stateful.stateful_batch",
+    "coherence.drift.check.stateful_batch",
+    "coherence.lake_deconfliction_batch.stateful.stateful_batch",
+    "coherence.lake_quarantine_batch.stateful.stateful_batch",
+    "coherence.lake_scores_batch.stateful.stateful_batch",
+    "coherence.lake_signals_batch.stateful.stateful_batch",
+    "coherence.psi.deconflict.stateful_batch",
+    "coherence.score.add.stateful.stateful_batch",
+]
+
+
+def test_the_stateful_steps_keep_their_ids(lake_settings: Settings) -> None:
+    flow = build(
+        lake_settings.with_changes("stores", sinks=""),
+        source=TestingSource([]),
+        lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
+        dlq=TestingSink([]),
+        tenants=TENANTS,
+        holds=NO_HOLDS,
+        policy=POLICY,
+    )
+    ids: list[str] = []
+
+    def walk(step: Any) -> None:
+        if not step.substeps and type(step).__name__ == "stateful_batch":
+            ids.append(step.step_id)
+        for sub in step.substeps:
+            walk(sub)
+
+    for step in flow.substeps:
+        walk(step)
+    assert sorted(ids) == STATEFUL_IDS
