@@ -80,7 +80,7 @@ def _drift_reference(items: list[Decoded], drift_settings: DriftSettings) -> lis
     return [*out, *state.flush()]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_SPECS, _SETTINGS, _CUTS, st.integers(0, 12))
 def test_drift_batches_equal_per_record_pushes_across_a_resume(
     specs: list[Any], drift_settings: DriftSettings, cuts: list[int], resume_after: int
@@ -125,7 +125,7 @@ def _dedupe_reference(items: list[Decoded], ttl: float) -> tuple[list[Any], int]
     return out, duplicates
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_RECORDS, st.sampled_from([0.0, 5.0, 60.0]), _CUTS, st.integers(0, 12))
 def test_dedupe_batches_equal_per_record_checks_across_a_resume(
     records: list[tuple[int, str, str]], ttl: float, cuts: list[int], resume_after: int
@@ -155,7 +155,7 @@ _WINDOWED = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_WINDOWED, _CUTS, st.integers(0, 12))
 def test_psi_windows_of_batches_equal_per_record_pushes_across_a_resume(
     signals: list[tuple[int, list[str]]], cuts: list[int], resume_after: int
@@ -186,7 +186,7 @@ class Clock:
         return self.t
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 80), st.integers(1, 9), _CUTS, st.integers(0, 12))
 def test_collect_batches_equal_per_item_collection_across_a_resume(
     count: int, max_size: int, cuts: list[int], resume_after: int
@@ -260,7 +260,7 @@ def _tenant(item: Decoded) -> str:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(_SPECS, _SETTINGS, st.integers(1, 9), st.integers(0, 80))
 def test_drift_in_the_engine_any_batching_and_a_crash_equal_the_reference(
@@ -312,7 +312,7 @@ def _drift_reference_of(items: list[Decoded], s: DriftSettings, tenant: str) -> 
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(_RECORDS, st.integers(1, 9), st.integers(0, 80))
 def test_dedupe_in_the_engine_any_batching_and_a_crash_equal_the_reference(
