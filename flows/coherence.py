@@ -52,6 +52,7 @@ from core.sources import SourceRegistry, SourceRules
 from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
 from core.tls import Brokers
 from flows.held import held_positions
+from operators.batching import key_on, key_rm
 from operators.canary import drop_canaries
 from operators.collect import collect_batches
 from operators.decode import SchemaLookup, SignalDecoder, decode
@@ -147,7 +148,7 @@ def land(
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
     """
     if plan is None:
-        keyed = op.key_on(f"{flow_id}_lane", up, table.lane)
+        keyed = key_on(f"{flow_id}_lane", up, table.lane)
         # Not op.collect: its timeout restarts on every item (an idle time), so a lane fed
         # steadily committed only at batch_max_rows (operators/collect.py).
         batches = collect_batches(
@@ -270,7 +271,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     raw = op.input("kafka", flow, source)
     decoded = decode("decode", raw, decoder)
     checked = validate("validate", decoded.oks, tenants, settings.validate, holds, rules)
-    by_tenant = op.key_on("by_tenant", checked.oks, _tenant)
+    by_tenant = key_on("by_tenant", checked.oks, _tenant)
     drifted = drift(
         "drift",
         by_tenant,
@@ -299,8 +300,8 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         op.map("dlq_message", rejects, functools.partial(dlq_message, sealer=sealer)),
         edges.dlq or dead_letters.sink(kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"),
     )
-    signal_values = op.key_rm("signals_values", tagged)
-    score_values = op.key_rm("scores_values", scores)
+    signal_values = key_rm("signals_values", tagged)
+    score_values = key_rm("scores_values", scores)
     plans = edges.plans or {}
     # The group's offsets follow what the lake holds of the real input; a replay (its own
     # source) or a test's source commits none.

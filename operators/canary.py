@@ -15,7 +15,7 @@ from bytewax.operators import KeyedStream
 from core.canary import is_canary
 from core.records import Tagged
 
-__all__ = ["counts_in_score", "drop_canaries"]
+__all__ = ["counts_in_score", "drop_canaries", "scored"]
 
 
 def counts_in_score(item: Tagged) -> bool:
@@ -23,7 +23,12 @@ def counts_in_score(item: Tagged) -> bool:
     return not is_canary(item.signal)
 
 
+def scored(batch: list[tuple[str, Tagged]]) -> list[tuple[str, Tagged]]:
+    """The ``(tenant, signal)`` pairs of ``batch`` that count in a score, in order."""
+    return [kv for kv in batch if not is_canary(kv[1].signal)]
+
+
 @operator
 def drop_canaries(step_id: str, up: KeyedStream[Tagged]) -> KeyedStream[Tagged]:
     """The keyed stream ``up`` without its canary signals (order and keys kept)."""
-    return op.filter_value("filter", up, counts_in_score)
+    return op.flat_map_batch("filter", up, scored)

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-import bytewax.operators as op
 from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic
+
+from operators.batching import stateful_batch_at
 
 __all__ = ["CollectState", "collect_batches"]
 
@@ -37,7 +38,7 @@ class CollectState(Generic[V]):
     due: datetime | None = None
 
 
-class CollectLogic(StatefulLogic[V, list[V], CollectState[V]]):
+class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
     """One key's batch; ``now`` is injectable so the timing can be tested without sleeping."""
 
     def __init__(
@@ -53,13 +54,36 @@ class CollectLogic(StatefulLogic[V, list[V], CollectState[V]]):
         self.now = now
 
     def on_item(self, value: V) -> tuple[Iterable[list[V]], bool]:
+        """One item: the per-item logic this step ran before batches, kept as the reference
+        of :meth:`on_batch` (a full list starts a new state, as the engine's discard did)."""
         state = self.state
         if state.due is None:
-            state.due = self.now() + self.timeout  # from the first item, never pushed back
+            state.due = self.now() + self.timeout
         state.items.append(value)
         if len(state.items) >= self.max_size:
-            return (state.items,), StatefulLogic.DISCARD
-        return (), StatefulLogic.RETAIN
+            self.state = CollectState()
+            return (state.items,), StatefulBatchLogic.DISCARD
+        return (), StatefulBatchLogic.RETAIN
+
+    def on_batch(self, values: list[V]) -> tuple[Iterable[list[V]], bool]:
+        """Add ``values`` in order; emit each list that reaches ``max_size`` (a full list
+        starts a new one, as discarding the per-item logic did: its time runs from its own
+        first item)."""
+        state = self.state
+        full: list[list[V]] = []
+        max_size = self.max_size
+        at = 0
+        while at < len(values):
+            if state.due is None:
+                state.due = self.now() + self.timeout  # from the first item, never pushed back
+            items = state.items
+            take = values[at : at + max_size - len(items)]
+            items.extend(take)
+            at += len(take)
+            if len(items) >= max_size:
+                full.append(items)
+                state = self.state = CollectState()
+        return full, (StatefulBatchLogic.DISCARD if not state.items else StatefulBatchLogic.RETAIN)
 
     def on_notify(self) -> tuple[Iterable[list[V]], bool]:
         return self._emit()
@@ -69,7 +93,7 @@ class CollectLogic(StatefulLogic[V, list[V], CollectState[V]]):
 
     def _emit(self) -> tuple[Iterable[list[V]], bool]:
         items = self.state.items
-        return ((items,) if items else ()), StatefulLogic.DISCARD
+        return ((items,) if items else ()), StatefulBatchLogic.DISCARD
 
     def notify_at(self) -> datetime | None:
         return self.state.due
@@ -99,4 +123,5 @@ def collect_batches(
     def builder(resume: Any) -> CollectLogic[V]:
         return CollectLogic(_resumed(resume), timeout, max_size, lambda: datetime.now(UTC))
 
-    return op.stateful("stateful", up, builder)
+    # The id and the snapshot (a CollectState) of the per-item op.stateful it replaced.
+    return stateful_batch_at("stateful", up, builder)

@@ -21,26 +21,27 @@ the TTL (``igflow_dedupe_keys``); eviction pops a heap ordered by ``ts``, ``O(lo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import heapq
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core import metrics, tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, RawRecord, Rejected
 from core.settings import DedupeSettings
+from operators.batching import stateful_batch_at
 from operators.split import split_keyed
 
-__all__ = ["DedupeOut", "TenantDedupe", "Verdict", "dedupe", "late_reject"]
+__all__ = ["DedupeOut", "TenantDedupe", "Verdict", "dedupe", "dedupe_batch", "late_reject"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -246,28 +247,24 @@ class DedupeOut:
     late: Stream[Rejected]
 
 
-@operator
-def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> DedupeOut:
-    """Suppress duplicates per tenant; ``up`` must be keyed by ``tenant_id``.
+def dedupe_batch(
+    state: TenantDedupe, items: Iterable[Decoded]
+) -> tuple[list[Decoded | Rejected], int, int]:
+    """Check ``items`` in order against ``state``: the new records and the ``TOO_LATE`` rejects
+    in input order, and how many were duplicates and late.
 
-    New records continue on ``unique``; records before the tenant's horizon leave on ``late``;
-    duplicates are dropped and counted. The TTL is ``settings.ttl_seconds`` of event time; a
-    resumed state takes the current setting (see :meth:`TenantDedupe.set_ttl`).
+    The batch entry point (one call per engine batch); :meth:`TenantDedupe.check` and
+    :func:`late_reject` per record are its reference, and for any split of an input into
+    batches the outputs are the same (``tests/unit/test_batch_equivalence.py``). A reject is
+    built when its record is checked: its detail names the horizon at that record, not at the
+    end of the batch.
     """
-    ttl = settings.ttl_seconds
-    # As the state holds it (whole microseconds), so a resumed state is compared like for like.
-    held_ttl = _micros_of_seconds(ttl) / 1_000_000
-    children: dict[str, _TenantMetrics] = {}
-
-    def check(
-        state: TenantDedupe | None, item: Decoded
-    ) -> tuple[TenantDedupe, Iterable[Decoded | Rejected]]:
-        if state is None:
-            state = TenantDedupe(ttl)
-        elif state.ttl_seconds != held_ttl:
-            state.set_ttl(ttl)
+    out: list[Decoded | Rejected] = []
+    duplicates = late = 0
+    check = state.check
+    for item in items:
         start = 0 if item.trace is None else time.time_ns()
-        verdict = state.check(item)
+        verdict = check(item)
         if start:
             tracing.record_stage(
                 "dedupe",
@@ -276,20 +273,75 @@ def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> 
                 outcome=verdict.value,
                 error=ReasonCode.TOO_LATE.value if verdict is Verdict.LATE else None,
             )
-        tenant = item.signal.tenant_id
-        m = children.get(tenant)
+        if verdict is Verdict.NEW:
+            out.append(item)
+        elif verdict is Verdict.DUPLICATE:
+            duplicates += 1
+        else:
+            late += 1
+            out.append(late_reject(item, state))
+    return out, duplicates, late
+
+
+class _DedupeLogic(StatefulBatchLogic[Decoded, Decoded | Rejected, TenantDedupe]):
+    """Bytewax glue: each batch of one tenant's records through :func:`dedupe_batch`, the
+    tenant's metrics updated once per batch."""
+
+    def __init__(self, state: TenantDedupe, children: dict[str, _TenantMetrics]) -> None:
+        self.state = state
+        self.children = children
+
+    def on_batch(self, values: list[Decoded]) -> tuple[Iterable[Decoded | Rejected], bool]:
+        state = self.state
+        out, duplicates, late = dedupe_batch(state, values)
+        tenant = values[0].signal.tenant_id
+        m = self.children.get(tenant)
         if m is None:
-            m = children[tenant] = _TenantMetrics(tenant)
+            m = self.children[tenant] = _TenantMetrics(tenant)
         m.rate.set(state.dedupe_rate)
         m.keys.set(len(state))
-        if verdict is Verdict.NEW:
-            return state, (item,)
-        if verdict is Verdict.DUPLICATE:
-            m.duplicates.inc()
-            return state, ()
-        m.late.inc()
-        return state, (late_reject(item, state),)
+        if duplicates:
+            m.duplicates.inc(duplicates)
+        if late:
+            m.late.inc(late)
+        return out, StatefulBatchLogic.RETAIN
 
-    checked = op.stateful_flat_map("check", up, check)
-    unique, late = split_keyed("split", checked, Decoded, Rejected)
-    return DedupeOut(unique, op.key_rm("late", late))
+    def snapshot(self) -> TenantDedupe:
+        return copy.deepcopy(self.state)
+
+
+@operator
+def _check(
+    step_id: str,
+    up: KeyedStream[Decoded],
+    builder: Callable[[TenantDedupe | None], _DedupeLogic],
+) -> KeyedStream[Decoded | Rejected]:
+    # The ids op.stateful_flat_map("check", ...) gave its inner steps.
+    return stateful_batch_at("stateful", up, builder)
+
+
+@operator
+def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> DedupeOut:
+    """Suppress duplicates per tenant; ``up`` must be keyed by ``tenant_id``.
+
+    New records continue on ``unique``; records before the tenant's horizon leave on ``late``;
+    duplicates are dropped and counted. The TTL is ``settings.ttl_seconds`` of event time; a
+    resumed state takes the current setting (see :meth:`TenantDedupe.set_ttl`). The stateful
+    step keeps the id and the snapshot (a :class:`TenantDedupe`) of the per-item
+    ``stateful_flat_map`` it replaced.
+    """
+    ttl = settings.ttl_seconds
+    # As the state holds it (whole microseconds), so a resumed state is compared like for like.
+    held_ttl = _micros_of_seconds(ttl) / 1_000_000
+    children: dict[str, _TenantMetrics] = {}
+
+    def builder(resume: TenantDedupe | None) -> _DedupeLogic:
+        if resume is None:
+            resume = TenantDedupe(ttl)
+        elif resume.ttl_seconds != held_ttl:
+            resume.set_ttl(ttl)
+        return _DedupeLogic(resume, children)
+
+    checked = _check("check", up, builder)
+    unique, late = split_keyed("split", checked, Decoded, Rejected, unkey_second=True)
+    return DedupeOut(unique, late)

@@ -97,9 +97,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core import metrics, release, tracing
 from core.canary import is_canary
@@ -107,6 +106,7 @@ from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
 from core.settings import DriftSettings
+from operators.batching import stateful_batch_at
 from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
 from operators.split import split_keyed
 
@@ -315,6 +315,20 @@ class TenantDrift:
             return []
         return self._emit()
 
+    def push_batch(self, items: Iterable[Decoded]) -> list[Output]:
+        """:meth:`push` each of ``items`` in order; return everything they let go on, in order.
+
+        The batch entry point (one call per engine batch); :meth:`push` is its reference: for
+        any split of an input into batches the outputs are the same (``tests/unit/
+        test_batch_equivalence.py``), since no decision depends on where a batch ends."""
+        out: list[Output] = []
+        push = self.push
+        for item in items:
+            released = push(item)
+            if released:
+                out.extend(released)
+        return out
+
     def flush(self) -> list[Output]:
         """Decide every open batch now (end of input, idle tenant); return what can go on."""
         for key, batch in list(self._open.items()):
@@ -503,8 +517,8 @@ def _traced(outputs: list[Output], start_ns: int) -> list[Output]:
     return outputs
 
 
-class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
-    """Bytewax glue: items, EOF and an idle timer feed one tenant's :class:`TenantDrift`."""
+class _DriftLogic(StatefulBatchLogic[Decoded, Output, TenantDrift]):
+    """Bytewax glue: batches, EOF and an idle timer feed one tenant's :class:`TenantDrift`."""
 
     def __init__(
         self,
@@ -521,16 +535,16 @@ class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
         self.idle = timedelta(seconds=idle) if idle > 0 else None
         self.traced = tracing.enabled()
 
-    def on_item(self, value: Decoded) -> tuple[Iterable[Output], bool]:
+    def on_batch(self, values: list[Decoded]) -> tuple[Iterable[Output], bool]:
         if self.state is None:
             # Bytewax builds the logic before handing it the key; the first record names it.
             self.state = TenantDrift(
-                value.signal.tenant_id, self.settings, self.baseline, self.release_key
+                values[0].signal.tenant_id, self.settings, self.baseline, self.release_key
             )
         if self.traced:
             start = time.time_ns()
-            return _traced(self.state.push(value), start), StatefulLogic.RETAIN
-        return self.state.push(value), StatefulLogic.RETAIN
+            return _traced(self.state.push_batch(values), start), StatefulBatchLogic.RETAIN
+        return self.state.push_batch(values), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Output], bool]:
         return self._flush()
@@ -542,7 +556,7 @@ class _DriftLogic(StatefulLogic[Decoded, Output, TenantDrift]):
         # Never discard: the state holds the references learned so far.
         start = time.time_ns()
         out = self.state.flush() if self.state is not None else []
-        return (_traced(out, start) if self.traced else out), StatefulLogic.RETAIN
+        return (_traced(out, start) if self.traced else out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.idle is None or self.state is None or not self.state.pending:
@@ -589,6 +603,7 @@ def drift(
             resume.bind(settings, baseline, release_key)
         return _DriftLogic(resume, settings, baseline, release_key)
 
-    checked = op.stateful("check", up, builder)
-    passed, quarantined = split_keyed("split", checked, Decoded, Quarantined)
-    return DriftOut(passed, op.key_rm("quarantined", quarantined))
+    # The id and the snapshot (a TenantDrift) of the per-item op.stateful it replaced.
+    checked = stateful_batch_at("check", up, builder)
+    passed, quarantined = split_keyed("split", checked, Decoded, Quarantined, unkey_second=True)
+    return DriftOut(passed, quarantined)

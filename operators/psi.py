@@ -57,14 +57,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core import tracing
 from core.records import Tagged
 from core.retry import RetryPolicy
 from core.settings import PsiSettings
+from operators.batching import stateful_batch_at
 from operators.psi_match import (
     PSI_UNAVAILABLE,
     Deconflicter,
@@ -97,6 +97,7 @@ __all__ = [
     "http_matcher_factory",
     "provenance_digest",
     "psi_step",
+    "push_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,21 @@ class PartnerCalls:
         return deconflicter(window)
 
 
+def push_batch(state: TenantDeconfliction, items: Iterable[Tagged]) -> list[ClosedWindow]:
+    """:meth:`TenantDeconfliction.push` each of ``items`` in order; the windows they closed, in
+    order (the batch entry point; ``push`` per record is its reference)."""
+    closed_windows: list[ClosedWindow] = []
+    push = state.push
+    for item in items:
+        start = 0 if item.decoded.trace is None else time.time_ns()
+        closed = push(item)
+        if closed is not None:
+            closed_windows.append(closed)
+        if start:
+            tracing.record_stage("psi", item, start, outcome="windowed")
+    return closed_windows
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PsiTenantState:
     """What a tenant's psi step snapshots: its open window, and the closed windows asked of the
@@ -154,8 +170,8 @@ class PsiTenantState:
     asked: tuple[ClosedWindow, ...] = ()
 
 
-class _PsiLogic(StatefulLogic[Tagged, _Out, PsiTenantState]):
-    """Bytewax glue: items, EOF and a timer feed one tenant's :class:`TenantDeconfliction`; closed
+class _PsiLogic(StatefulBatchLogic[Tagged, _Out, PsiTenantState]):
+    """Bytewax glue: batches, EOF and a timer feed one tenant's :class:`TenantDeconfliction`; closed
     windows go to the worker's :class:`PartnerCalls` and their rows come out in window order,
     when answered.
 
@@ -195,32 +211,31 @@ class _PsiLogic(StatefulLogic[Tagged, _Out, PsiTenantState]):
             rows.append(self.asked.pop(0)[1].result())
         return rows
 
-    def on_item(self, value: Tagged) -> tuple[Iterable[_Out], bool]:
+    def on_batch(self, values: list[Tagged]) -> tuple[Iterable[_Out], bool]:
         if self.calls is None:  # the step is off: keep nothing
-            if value.decoded.trace is not None:
-                tracing.record_stage("psi", value, time.time_ns(), outcome="off")
-            return (value,), StatefulLogic.DISCARD
+            for value in values:
+                if value.decoded.trace is not None:
+                    tracing.record_stage("psi", value, time.time_ns(), outcome="off")
+            return values, StatefulBatchLogic.DISCARD
         if self.state is None:
             self.state = TenantDeconfliction(self.window_seconds)
         self.last_item = datetime.now(UTC)
-        start = 0 if value.decoded.trace is None else time.time_ns()
-        closed = self.state.push(value)
-        if closed is not None:
+        out: list[_Out] = list(values)
+        for closed in push_batch(self.state, values):
             self._ask(closed)
-        if start:
-            tracing.record_stage("psi", value, start, outcome="windowed")
-        return [value, *self._answered()], StatefulLogic.RETAIN
+        out.extend(self._answered())
+        return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_Out], bool]:
         if self.idle is not None and datetime.now(UTC) >= self.last_item + self.idle:
             self._close_open()
-        return self._answered(), StatefulLogic.RETAIN
+        return self._answered(), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[_Out], bool]:
         if self.calls is None:
-            return (), StatefulLogic.DISCARD
+            return (), StatefulBatchLogic.DISCARD
         self._close_open()
-        return self._answered(wait=True), StatefulLogic.RETAIN
+        return self._answered(wait=True), StatefulBatchLogic.RETAIN
 
     def _close_open(self) -> None:
         # The state stays: it remembers the tenant's window, so later signals before it are late.
@@ -303,6 +318,7 @@ def psi_step(
     def builder(resume: PsiTenantState | TenantDeconfliction | None) -> _PsiLogic:
         return _PsiLogic(resume, settings.window_seconds, on, settings.idle_flush_seconds)
 
-    out = op.stateful("deconflict", up, builder)
-    results, passed = split_keyed("split", out, DeconflictionResult, Tagged)
-    return PsiOut(passed, op.key_rm("results", results))
+    # The id and the snapshot (a PsiTenantState) of the per-item op.stateful it replaced.
+    out = stateful_batch_at("deconflict", up, builder)
+    passed, results = split_keyed("split", out, Tagged, DeconflictionResult, unkey_second=True)
+    return PsiOut(passed, results)

@@ -51,6 +51,7 @@ __all__ = [
     "provenance_id",
     "source_entry",
     "tag",
+    "tag_batch",
     "tenant_tag",
 ]
 
@@ -277,6 +278,16 @@ def tag(item: Decoded, policy: TenancyPolicy, sources: SourceRegistry | None = N
     return tagged
 
 
+def tag_batch(
+    batch: list[tuple[str, Decoded]],
+    policy: TenancyPolicy,
+    sources: SourceRegistry | None = None,
+) -> list[tuple[str, Tagged]]:
+    """:func:`tag` of each value of a keyed batch, keys and order kept (the batch entry point;
+    :func:`tag` stays the reference)."""
+    return [(key, tag(item, policy, sources)) for key, item in batch]
+
+
 @operator
 def tenant_tag(
     step_id: str,
@@ -289,4 +300,5 @@ def tenant_tag(
 
     ``SchemaError`` (a policy bug, not bad input) stops the flow.
     """
-    return op.map_value("tag", up, functools.partial(tag, policy=policy, sources=sources))
+    step = functools.partial(tag_batch, policy=policy, sources=sources)
+    return op.flat_map_batch("tag", up, step)

@@ -81,6 +81,9 @@ def validate(
             tracing.record_stage(STAGE, item, start, error=error)
         return out
 
-    results = op.map("check", up, counted)
+    def checked(batch: list[Decoded]) -> list[Decoded | Rejected]:
+        return [counted(item) for item in batch]
+
+    results = op.flat_map_batch("check", up, checked)
     oks, errs = split("split", results, Decoded, Rejected)
     return ValidateOut(oks, errs)

@@ -442,7 +442,7 @@ def test_the_bytewax_logic_flushes_an_idle_tenant_and_snapshots_a_copy() -> None
     settings = DriftSettings(batch_size=10, idle_flush_seconds=30.0)
     logic = _DriftLogic(None, settings, None, KEY)
     assert logic.notify_at() is None
-    out, discard = logic.on_item(decoded(0.5, 0, tenant="t"))
+    out, discard = logic.on_batch([decoded(0.5, 0, tenant="t")])
     assert (list(out), discard) == ([], False)
     due = logic.notify_at()
     assert due is not None and due > datetime.now(UTC)
@@ -453,7 +453,7 @@ def test_the_bytewax_logic_flushes_an_idle_tenant_and_snapshots_a_copy() -> None
     assert logic.notify_at() is None
     assert snapshot.pending == 1  # the snapshot did not change with the state
     idle_off = _DriftLogic(None, dataclasses.replace(settings, idle_flush_seconds=0.0), None, KEY)
-    idle_off.on_item(decoded(0.5, 0, tenant="t"))
+    idle_off.on_batch([decoded(0.5, 0, tenant="t")])
     assert idle_off.notify_at() is None
 
 

@@ -671,7 +671,7 @@ def test_the_logic_snapshots_a_copy_and_flushes_an_idle_tenant(client: PsiClient
     logic = _PsiLogic(None, W, lambda: calls, idle_seconds=30.0)
     assert logic.notify_at() is None
     item = tagged("t", 0, 1, ["sel-000", "sel-002"])
-    out, discard = logic.on_item(item)
+    out, discard = logic.on_batch([item])
     assert (list(out), discard) == ([item], False)
     due = logic.notify_at()
     assert due is not None and due > datetime.now(UTC)
@@ -685,7 +685,7 @@ def test_the_logic_snapshots_a_copy_and_flushes_an_idle_tenant(client: PsiClient
     assert not discard and logic.notify_at() is None
     assert snapshot.open.pending == 1 and snapshot.asked == ()  # it did not follow the state
     off = _PsiLogic(None, W, None, idle_seconds=30.0)
-    assert off.on_item(item) == ((item,), True) and off.notify_at() is None
+    assert off.on_batch([item]) == ([item], True) and off.notify_at() is None
 
 
 class Gate:
@@ -720,11 +720,11 @@ def test_a_slow_partner_delays_no_signal_and_no_other_tenants_row(client: PsiCli
     slow = _PsiLogic(None, W, lambda: calls, idle_seconds=0.0)
     quick = _PsiLogic(None, W, lambda: calls, idle_seconds=0.0)
     for item in window_of("slow", "held"):
-        out, _ = slow.on_item(item)
+        out, _ = slow.on_batch([item])
         assert list(out) == [item]  # passed at once, its window at the partner
     assert gate.waiting.acquire(timeout=10)  # the slow tenant's request is being held
     started = time.monotonic()
-    out = [o for item in window_of("quick", "sel") for o in quick.on_item(item)[0]]
+    out = [o for item in window_of("quick", "sel") for o in quick.on_batch([item])[0]]
     # A partner that answers before the second item's call has its row emitted by that call.
     passed = [o for o in out if not isinstance(o, DeconflictionResult)]
     assert passed == window_of("quick", "sel")
@@ -766,7 +766,7 @@ def test_a_bug_in_the_matcher_stops_the_step_where_its_rows_come_out() -> None:
     # Raised wherever the row is collected: by a later item, or by the timer.
     with pytest.raises(ZeroDivisionError):
         for item in window_of("t", "sel"):
-            logic.on_item(item)
+            logic.on_batch([item])
         answered(logic)
 
 
