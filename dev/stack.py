@@ -162,7 +162,7 @@ def _check_tls_mode(cfg: StackConfig, svc: Service, pid: int) -> None:
     if running != wanted:
         msg = (
             f"{svc.name} (pid {pid}) is running with TLS {running}, but {ENV_TLS} asks for TLS "
-            f"{wanted} (TLS is on unless {ENV_TLS}=false). Restart the stack in one mode: "
+            f"{wanted}. Restart the stack in one mode: "
             f"python -m dev stop && python -m dev start (make down && make up)."
         )
         raise StackError(msg)
