@@ -1042,10 +1042,19 @@ with warnings.catch_warnings():
         def client_verify(self) -> ssl.SSLContext | bool:
             """What an HTTPS client of our own servers verifies against (httpx's ``verify``,
             websockets' ``ssl``): a context trusting the CA with ``tls.enabled``, else ``True``
-            (the system's CAs)."""
+            (the system's CAs). A missing CA file is a :class:`ConfigError` that says how to get
+            one (TLS is on by default: the local stack's first start makes it)."""
             if not self.tls.enabled:
                 return True
-            return ssl.create_default_context(cafile=str(self.tls_ca_file))
+            ca = self.tls_ca_file
+            if not ca.is_file():
+                msg = (
+                    f"TLS is on (tls.enabled) but its CA {ca} does not exist: start the local "
+                    "stack (python -m dev start makes it), name the CA with IGFLOW_TLS_CA_FILE, "
+                    "or opt out with IGFLOW_TLS_ENABLED=false"
+                )
+                raise ConfigError(msg)
+            return ssl.create_default_context(cafile=str(ca))
 
         @property
         def catalog_properties(self) -> dict[str, str]:

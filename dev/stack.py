@@ -7,12 +7,16 @@ Contracts:
   requested service is ready, or raises :class:`~dev.errors.StackError` naming the service
   (port taken by a foreign process, exit during start-up, or not ready within
   ``cfg.timeout_s``; the latter two include the last lines of its log).
+* A service already running in the other TLS mode than ``cfg.tls`` (started before TLS became
+  the default, or with the other ``IGFLOW_TLS_ENABLED``) is a :class:`~dev.errors.StackError`
+  that says to restart, instead of a readiness probe in the wrong mode timing out.
 * :func:`stop` stops whatever we started (graceful, then SIGKILL after ``STOP_GRACE_S``),
   in reverse start order, and is idempotent.
 * :func:`status` never changes anything.
 
 Layout under ``cfg.state_dir``: ``logs/<service>.log``, ``run/<service>.pid`` and
-``<service>/`` (working directory and data).
+``run/<service>.tls`` (``on`` or ``off``: the TLS mode it was started in) and ``<service>/``
+(working directory and data).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dev import procs, tls
-from dev.config import StackConfig
+from dev.config import ENV_TLS, StackConfig
 from dev.errors import StackError
 from dev.postgres import PG_BIN
 from dev.prometheus import SYSTEM_PROMETHEUS
@@ -63,6 +67,18 @@ class ServiceStatus:
 def pid_file(cfg: StackConfig, svc: Service) -> Path:
     """Where the pid of ``svc`` is recorded while we run it."""
     return cfg.run_dir / f"{svc.name}.pid"
+
+
+def tls_mode_file(cfg: StackConfig, svc: Service) -> Path:
+    """Where the TLS mode ``svc`` was started in is recorded (``on`` or ``off``)."""
+    return cfg.run_dir / f"{svc.name}.tls"
+
+
+def running_tls_mode(cfg: StackConfig, svc: Service) -> str:
+    """``on`` or ``off``: the TLS mode of our running ``svc``. A service started before the
+    mode was recorded ran plaintext (TLS was opt-in then), so no record reads ``off``."""
+    path = tls_mode_file(cfg, svc)
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else "off"
 
 
 def log_file(cfg: StackConfig, svc: Service) -> Path:
@@ -134,9 +150,22 @@ def start(cfg: StackConfig, services: Sequence[Service], report: Report = print)
             pid = _launch(cfg, svc)
             verb = "started"
         else:
+            _check_tls_mode(cfg, svc, pid)
             _await_ready(cfg, svc, pid)
             verb = "already running"
         report(f"{svc.name}: {verb} (pid {pid}), ready after {time.monotonic() - began:.1f}s")
+
+
+def _check_tls_mode(cfg: StackConfig, svc: Service, pid: int) -> None:
+    wanted = "on" if cfg.tls else "off"
+    running = running_tls_mode(cfg, svc)
+    if running != wanted:
+        msg = (
+            f"{svc.name} (pid {pid}) is running with TLS {running}, but {ENV_TLS} asks for TLS "
+            f"{wanted}. Restart the stack in one mode: "
+            f"python -m dev stop && python -m dev start (make down && make up)."
+        )
+        raise StackError(msg)
 
 
 def check_ports_free(cfg: StackConfig, svc: Service) -> None:
@@ -161,6 +190,7 @@ def _launch(cfg: StackConfig, svc: Service) -> int:
         svc.command(cfg), cwd=svc.workdir(cfg), log=log_file(cfg, svc), user=svc.run_as()
     )
     procs.write_pid(pidf, proc.pid)
+    tls_mode_file(cfg, svc).write_text("on" if cfg.tls else "off", encoding="utf-8")
     try:
         _await_ready(cfg, svc, proc.pid, proc)
     except StackError:
@@ -209,6 +239,7 @@ def stop(cfg: StackConfig, services: Sequence[Service], report: Report = print) 
         if pid is None:
             note = " (removed stale pid file)" if pidf.exists() else ""
             pidf.unlink(missing_ok=True)
+            tls_mode_file(cfg, svc).unlink(missing_ok=True)
             report(f"{svc.name}: not running{note}")
             continue
         began = time.monotonic()
@@ -218,6 +249,7 @@ def stop(cfg: StackConfig, services: Sequence[Service], report: Report = print) 
             graceful=functools.partial(svc.graceful_stop, cfg, pid),
         )
         pidf.unlink(missing_ok=True)
+        tls_mode_file(cfg, svc).unlink(missing_ok=True)
         report(f"{svc.name}: stopped (pid {pid}) in {time.monotonic() - began:.1f}s")
 
 

@@ -39,7 +39,9 @@ def _probe(args: argparse.Namespace, settings: Settings) -> int:
     from igflow.probe import probe_round
 
     probe = settings.probe
-    scheme = "https" if settings.tls.enabled else "http"
+    # The API speaks HTTPS when the settings give it a certificate (tls.enabled, unless
+    # tls.plaintext_servers).
+    scheme = "https" if settings.server_tls() else "http"
     api_url = args.api or probe.api_url or f"{scheme}://127.0.0.1:{settings.api.port}"
     verify = settings.client_verify()
     tenants = _tenants(args, settings)

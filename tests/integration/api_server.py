@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from websockets.sync.client import ClientConnection, connect
 
 from core.settings import Settings
 from tests.integration.conftest import REPO, env_for
 from tests.ports import free_port
+from tests.ws_client import WebSocket, connect
 
 __all__ = ["ApiServer", "free_port", "serve", "subscribe"]
 
@@ -41,12 +41,15 @@ class ApiServer:
         self.proc = proc
         self._log = log
         # With tls.enabled the server speaks HTTPS and WSS only (its certificate from the stack's
-        # CA); its metrics port stays plain HTTP on loopback.
-        secure = settings.tls.enabled
+        # CA), unless tls.plaintext_servers; its metrics port stays plain HTTP on loopback.
+        secure = bool(settings.server_tls())
         self.url = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
         self.ws_url = f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/graphql"
         self.verify = settings.client_verify()
         self.ssl_context = self.verify if isinstance(self.verify, ssl.SSLContext) else None
+        #: What ``requests`` (schemathesis) verifies the server against: the CA file, or the
+        #: system's CAs.
+        self.ca_bundle: str | bool = str(settings.tls_ca_file) if secure else True
         #: Prometheus, on the server's own loopback metrics port (not a route of the API).
         self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
         self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
@@ -58,6 +61,16 @@ class ApiServer:
         if self.ssl_context is None:
             return conn
         return self.ssl_context.wrap_socket(conn, server_hostname=host)
+
+    def connect_ws(self, headers: dict[str, str] | None = None) -> WebSocket:
+        """A graphql-transport-ws connection to ``/graphql`` (WSS, verified, with TLS), on the
+        tests' TLS-safe client (tests/ws_client.py)."""
+        return connect(
+            self.ws_url,
+            subprotocols=["graphql-transport-ws"],
+            ssl=self.ssl_context,
+            additional_headers=headers,
+        )
 
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far (its JSON log lines)."""
@@ -137,13 +150,9 @@ def serve(settings: Settings, **env: str) -> Iterator[ApiServer]:
 @contextlib.contextmanager
 def subscribe(
     server: ApiServer, query: str, variables: dict[str, Any], payload: dict[str, Any]
-) -> Iterator[tuple[ClientConnection, str]]:
+) -> Iterator[tuple[WebSocket, str]]:
     """A graphql-transport-ws connection with one subscription started; yields (ws, its id)."""
-    with connect(
-        server.ws_url,
-        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-        ssl=server.ssl_context,
-    ) as ws:
+    with server.connect_ws() as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         ack = json.loads(ws.recv(timeout=10))
         assert ack["type"] == "connection_ack", ack

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from neo4j import Driver, GraphDatabase, TrustCustomCAs
 
 from core.catalog import catalog
-from core.settings import Settings
+from core.settings import Settings, StoreSettings
 from igflow.admin import create_topics, setup
 from igflow.dlq_reader import open_dead_letter
 from igflow.lake_reader import open_sealed
@@ -101,6 +102,17 @@ def it_settings(stack: Settings, scratch: Scratch) -> Settings:
     settings = tagged_settings(stack, scratch).with_changes("stores", sinks="")
     create_topics(settings)
     return settings
+
+
+def bolt_driver(stores: StoreSettings) -> Driver:
+    """A Bolt driver of the stores' graph database for a test's own queries: encrypted and
+    verified against ``stores.neo4j_ca_file`` when it names one (TLS on), as the sink's is."""
+    tls: dict[str, Any] = {}
+    if stores.neo4j_ca_file:
+        tls = {"encrypted": True, "trusted_certificates": TrustCustomCAs(stores.neo4j_ca_file)}
+    return GraphDatabase.driver(
+        stores.neo4j_uri, auth=(stores.neo4j_user, stores.neo4j_password), **tls
+    )
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:

@@ -276,13 +276,10 @@ def test_subscriptions_are_authenticated_and_authorized(
     server: ApiServer, tenants: tuple[str, str]
 ) -> None:
     from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
 
     a, b = tenants
     settings = server.settings
-    with connect(
-        server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
-    ) as ws:  # type: ignore[list-item]
+    with server.connect_ws() as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)

@@ -354,7 +354,6 @@ def test_fuzzed_websocket_subscribes_are_answered_with_codes_and_never_drop_the_
     fuzz_server: tuple[ApiServer, str, dict[str, str]],
 ) -> None:
     from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
 
     server, tenant, auth = fuzz_server
     rng = random.Random(SEED)
@@ -373,9 +372,7 @@ def test_fuzzed_websocket_subscribes_are_answered_with_codes_and_never_drop_the_
             payload = {"id": rng.choice(["pq_coherence_events_v1", "pq_publish_signal_v1", "x"])}
             payload["variables"] = {"tenantId": tenant}
         what = f"WebSocket seed {SEED}, case {case}: {json.dumps(payload)[:300]}"
-        with connect(
-            server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
-        ) as ws:  # type: ignore[list-item]
+        with server.connect_ws() as ws:
             ws.send(init)
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack", what
             try:

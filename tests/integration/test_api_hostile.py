@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
 from api.jwt_keys import mint_token
 from core.settings import Settings
@@ -30,6 +29,7 @@ from tests.integration.conftest import tagged_topics
 from tests.integration.hostile_documents import aliases, nested_fragments
 from tests.integration.scratch import Scratch
 from tests.integration.test_api import PUBLISH
+from tests.ws_client import WebSocket
 
 pytestmark = pytest.mark.integration
 
@@ -137,9 +137,7 @@ def test_hostile_documents_never_hold_the_event_loop(
                     "/graphql", json={"query": text + " " * variant}, headers=auth
                 )
                 answers.append((time.perf_counter() - started, graphql_codes(got)))
-        with connect(
-            server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context
-        ) as ws:  # type: ignore[list-item]
+        with server.connect_ws() as ws:
             ws.send(json.dumps({"type": "connection_init", "payload": auth}))
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
             ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": many}}))
@@ -226,11 +224,11 @@ def test_json_and_values_the_stores_cannot_hold_are_client_errors_with_codes(
 # --- point 10: WebSocket errors close with the protocol's codes -------------------------------
 
 
-def _socket(server: ApiServer) -> ClientConnection:
-    return connect(server.ws_url, subprotocols=["graphql-transport-ws"], ssl=server.ssl_context)  # type: ignore[list-item]
+def _socket(server: ApiServer) -> WebSocket:
+    return server.connect_ws()
 
 
-def _close_code(ws: ClientConnection) -> tuple[int, str]:
+def _close_code(ws: WebSocket) -> tuple[int, str]:
     with pytest.raises(ConnectionClosed) as closed:
         while True:
             ws.recv(timeout=10)

@@ -28,7 +28,6 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from hypothesis import given, settings
-from neo4j import GraphDatabase
 from neo4j.exceptions import ConstraintError, Neo4jError
 
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
@@ -48,7 +47,7 @@ from sinks.graph import (
     transient,
 )
 from sinks.serving import serve
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import bolt_driver, read_topic
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -179,9 +178,8 @@ def test_the_key_is_unique_whatever_writes_it(writer: GraphWriter, stack: Settin
     stores = stack.stores
     try:
         writer.write([item])
-        auth = (stores.neo4j_user, stores.neo4j_password)
         with (
-            GraphDatabase.driver(stores.neo4j_uri, auth=auth) as driver,
+            bolt_driver(stores) as driver,
             pytest.raises(ConstraintError),
         ):
             driver.execute_query(

@@ -30,6 +30,8 @@ def test_inspect_signals_notebook_executes(
     monkeypatch.setenv("MPLBACKEND", "Agg")
     # The key store's KMS root key is the stack's (the kernel runs in tmp_path).
     monkeypatch.setenv("IGFLOW_KEYS_ROOT_KEY_FILE", str(it_settings.root_key_file))
+    if it_settings.tls.enabled:  # and so is the CA its clients verify the stores against
+        monkeypatch.setenv("IGFLOW_TLS_CA_FILE", str(it_settings.tls_ca_file))
 
     nb = nbformat.read(REPO / "notebooks" / "inspect_signals.ipynb", as_version=4)
     NotebookClient(

@@ -31,13 +31,16 @@ CLIENT = [f"user{i}@example.org" for i in range(219, 99, -1)]
 EXPECTED = [s for s in CLIENT if s in set(SERVER)]
 
 
-def _healthy(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 20.0) -> bool:
-    """Poll ``/healthz`` until it answers, the process dies or the time is up."""
+def _healthy(
+    proc: subprocess.Popen[bytes], url: str, env: dict[str, str], timeout_s: float = 20.0
+) -> bool:
+    """Poll ``url``'s ``/healthz`` (HTTPS verified against the CA when ``env`` turns TLS on)
+    until it answers, the process dies or the time is up."""
     deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=1.0) as http:
+    with httpx.Client(timeout=1.0, verify=Settings.load(env).client_verify()) as http:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                if http.get(f"{url}/healthz").status_code == 200:
                     return True
             except httpx.TransportError:
                 pass
@@ -58,9 +61,15 @@ def serving(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, start_new_session=True
         )
         try:
-            assert _healthy(proc, port), f"psi serve did not start:\n{logs.read_text()[-3000:]}"
+            # The start line (its URL: https:// with TLS on) comes before the server listens.
             assert proc.stdout is not None
-            yield json.loads(proc.stdout.readline())
+            line = proc.stdout.readline()
+            assert line, f"psi serve did not start:\n{logs.read_text()[-3000:]}"
+            started: dict[str, Any] = json.loads(line)
+            assert _healthy(proc, started["url"], env), (
+                f"psi serve did not answer:\n{logs.read_text()[-3000:]}"
+            )
+            yield started
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, stop)
@@ -106,7 +115,8 @@ def csv_server(files: Path) -> Iterator[dict[str, Any]]:
 
 
 def test_the_start_line(csv_server: dict[str, Any]) -> None:
-    assert csv_server["url"].startswith("http://127.0.0.1:")
+    scheme = "https" if Settings.load().server_tls() else "http"
+    assert csv_server["url"].startswith(f"{scheme}://127.0.0.1:")
     assert csv_server["set_size"] == len(SERVER)
     assert abs(csv_server["epoch"] - time.time() // 3600) <= 1  # the default hour-long epochs
 

@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
-from neo4j import GraphDatabase
 
 from core.catalog import catalog
 from core.contracts import signal_contracts
@@ -59,6 +58,7 @@ from tenancy.keys import KeysDestroyed
 from tenancy.registry import upsert_tenant
 from tenancy.sealing import sealer_of
 from tests.integration.conftest import (
+    bolt_driver,
     env_for,
     finish,
     igflow,
@@ -147,9 +147,7 @@ def _graph_blobs(settings: Settings, prefix: str) -> list[bytes]:
         "MATCH (t:Tenant) WHERE t.tenant_id STARTS WITH $p "
         "OPTIONAL MATCH (t)-[*1..2]->(n) RETURN properties(t) AS t, collect(properties(n)) AS ns"
     )
-    with GraphDatabase.driver(
-        stores.neo4j_uri, auth=(stores.neo4j_user, stores.neo4j_password)
-    ) as d:
+    with bolt_driver(stores) as d:
         records, _summary, _keys = d.execute_query(query, p=prefix)
     blobs = [json.dumps([r["t"], r["ns"]], default=str).encode() for r in records]
     assert blobs, "no graph nodes"

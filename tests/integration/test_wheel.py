@@ -132,6 +132,10 @@ def test_installed_wheel_runs_outside_the_checkout(
     for name in ("IGFLOW_STACK_DIR", "PYICEBERG_HOME", "PYTHONPATH", "VIRTUAL_ENV"):
         env.pop(name, None)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    if it_settings.tls.enabled:
+        # The stack's CA is in the checkout's state folder, not in this one's: an installed
+        # engine is told where its CA is, as one talking to production stores would be.
+        env["IGFLOW_TLS_CA_FILE"] = str(it_settings.tls_ca_file)
 
     def run(*argv: str | Path, timeout: float = 240) -> str:
         return _run(list(argv), timeout=timeout, cwd=work, env=env)

@@ -144,9 +144,10 @@ def test_outcome_documents() -> None:
 
 
 def test_match_below_the_minimum_batch_prints_only_the_reason(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The client's own policy (default minimum batch 100) refuses before any request is sent.
+    monkeypatch.setenv("IGFLOW_TLS_ENABLED", "false")  # a plain http:// server: no CA needed
     mine = write_csv(tmp_path / "mine.csv", ("selector",), [("a",), ("b",)])
     args = ["psi", "match", "--server", "http://127.0.0.1:9", "--csv", str(mine)]
     assert main(args) == 1

@@ -281,6 +281,7 @@ def test_secrets_never_appear_in_repr_str_or_as_dict() -> None:
         "IGFLOW_NEO4J_PASSWORD": "s3cret",
         "IGFLOW_QUARANTINE_RELEASE_KEY": "s3cret",
         "IGFLOW_API_WEBHOOK_SECRET": "s3cret",
+        "IGFLOW_TLS_ENABLED": "false",  # the DSN as given (TLS adds its options to it)
     }
     s = Settings.load(env)
     assert "s3cret" not in _everything_shown(s)
@@ -321,16 +322,18 @@ def test_a_directly_built_section_with_a_bad_secret_does_not_show_it() -> None:
 
 
 def test_the_catalog_follows_the_postgres_dsn_unless_set_on_its_own(tmp_path: Path) -> None:
-    default = Settings.load({})
+    plain = {"IGFLOW_TLS_ENABLED": "false"}  # the URIs as given (TLS adds its options to both)
+    default = Settings.load(plain)
     assert default.lake.catalog_uri == "postgresql+psycopg2://igflow:igflow@127.0.0.1:15432/igflow"
     assert default.lake.catalog_uri == catalog_uri_for(default.stores.postgres_dsn)
     moved = Settings.load(
-        {"IGFLOW_POSTGRES_DSN": "postgresql://igflow:igflow@127.0.0.1:25432/igflow"}
+        {**plain, "IGFLOW_POSTGRES_DSN": "postgresql://igflow:igflow@127.0.0.1:25432/igflow"}
     )
     assert moved.lake.catalog_uri == "postgresql+psycopg2://igflow:igflow@127.0.0.1:25432/igflow"
     assert moved.catalog_properties["uri"] == moved.lake.catalog_uri
     own = Settings.load(
         {
+            **plain,
             "IGFLOW_POSTGRES_DSN": "postgresql://igflow:igflow@127.0.0.1:25432/igflow",
             "IGFLOW_CATALOG_URI": "sqlite:////tmp/catalog.db",
         }
@@ -338,7 +341,7 @@ def test_the_catalog_follows_the_postgres_dsn_unless_set_on_its_own(tmp_path: Pa
     assert own.lake.catalog_uri == "sqlite:////tmp/catalog.db"
     toml = tmp_path / "igflow.toml"
     toml.write_text("[stores]\npostgres_dsn = 'postgres://a:b@pg:5433/lake?sslmode=require'\n")
-    from_file = Settings.load({}, toml)
+    from_file = Settings.load(plain, toml)
     assert from_file.lake.catalog_uri == "postgresql+psycopg2://a:b@pg:5433/lake?sslmode=require"
 
 

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core import tls
+from core.errors import ConfigError
 from core.settings import SettingError, Settings
 from dev import tls as stack_tls
 from dev.config import StackConfig
@@ -76,8 +77,17 @@ def test_https_url_and_kafka_config() -> None:
     assert tls.kafka_connection("b:1") == {"bootstrap.servers": "b:1"}
 
 
+def test_a_missing_ca_says_how_to_get_one(tmp_path: Path) -> None:
+    settings = Settings.load({"IGFLOW_STACK_DIR": str(tmp_path), "IGFLOW_TLS_ENABLED": "true"})
+    with pytest.raises(ConfigError, match="python -m dev start makes it") as err:
+        settings.client_verify()
+    assert "IGFLOW_TLS_CA_FILE" in str(err.value) and "IGFLOW_TLS_ENABLED=false" in str(err.value)
+    stack_tls.ensure(tmp_path / "tls")
+    assert isinstance(settings.client_verify(), ssl.SSLContext)
+
+
 def test_settings_without_tls_leave_every_endpoint_alone() -> None:
-    settings = Settings.load({})
+    settings = Settings.load({"IGFLOW_TLS_ENABLED": "false"})
     assert not settings.tls.enabled
     assert settings == Settings()
     assert settings.kafka.client_config() == {"bootstrap.servers": "127.0.0.1:19092"}
@@ -240,4 +250,5 @@ def test_kafka_connection_is_hashable_picklable_and_a_mapping() -> None:
     assert pickle.loads(pickle.dumps(conn)) == conn
     assert {**conn, "group.id": "g"}["security.protocol"] == "SSL"
     assert tls.kafka_connection(conn) == dict(conn)
-    assert Settings.load({}).kafka.connection() == {"bootstrap.servers": "127.0.0.1:19092"}
+    plain = Settings.load({"IGFLOW_TLS_ENABLED": "false"})
+    assert plain.kafka.connection() == {"bootstrap.servers": "127.0.0.1:19092"}
