@@ -162,20 +162,28 @@ def show(sealer: Sealer, msg: Any) -> dict[str, Any]:
 
 def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[Any]:
     """Every message of the DLQ topic (committed ones only), each partition to its end."""
+    return read_to_end(settings, settings.kafka.dlq_topic, timeout_s)
+
+
+def read_to_end(
+    settings: Settings, topic: str, timeout_s: float = 30.0, *, committed: bool = True
+) -> Iterator[Any]:
+    """Every message of ``topic``, each partition read until the broker reports its end;
+    ``committed``: only those of committed transactions (and no transaction markers' gaps).
+    ``ConfigError`` when the topic is missing or not read to its end in ``timeout_s``."""
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
-            "group.id": f"igflow-dlq-show-{uuid.uuid4().hex}",
+            "group.id": f"igflow-read-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "isolation.level": "read_committed",
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
         }
     )
-    topic = settings.kafka.dlq_topic
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
-            text = f"no DLQ topic {topic}"
+            text = f"no topic {topic}"
             raise ConfigError(text)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         remaining = set(meta.partitions)

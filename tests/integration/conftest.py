@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from neo4j import Driver, GraphDatabase, TrustCustomCAs
 
 from core.catalog import catalog
 from core.settings import Settings, StoreSettings
 from igflow.admin import create_topics, setup
-from igflow.dlq_reader import open_dead_letter
+from igflow.dlq_reader import open_dead_letter, read_to_end
 from igflow.lake_reader import open_sealed
 from igflow.producer import ProduceReport, produce
 from igflow.workload import WorkloadSpec, generate, recent_start
@@ -259,32 +258,9 @@ def lake_count(settings: Settings) -> int:
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Any]:
-    """Every message of ``topic``: each partition read until the broker reports its end."""
-    consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"it-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    remaining = set(partitions)
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while remaining and time.monotonic() < deadline:
-        msg = consumer.poll(1.0)
-        if msg is None:
-            continue
-        error = msg.error()
-        if error is not None and error.code() == KafkaError._PARTITION_EOF:
-            remaining.discard(msg.partition())
-        elif error is None:
-            out.append(msg)
-    consumer.close()
-    assert not remaining, f"could not read {topic} to its end: {remaining}"
-    return out
+    """Every message of ``topic`` (aborted transactions' too): each partition read until the
+    broker reports its end."""
+    return list(read_to_end(settings, topic, timeout_s, committed=False))
 
 
 def json_lines(text: str) -> Iterator[dict[str, Any]]:
