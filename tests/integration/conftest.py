@@ -231,9 +231,15 @@ def quarantine_rows(settings: Settings) -> list[dict[str, Any]]:
     """Every row of this test's quarantine table, the payloads opened with their tenants' keys
     (``igflow.lake_reader.open_sealed``: sealing is on by default), so tests compare them with
     the bytes that were produced."""
-    table = catalog(settings).load_table(f"{settings.lake.namespace}.{QUARANTINE.name}")
+    return opened_rows(settings, QUARANTINE.name)
+
+
+def opened_rows(settings: Settings, table_name: str) -> list[dict[str, Any]]:
+    """Every row of this test's lake table ``table_name`` (``quarantine`` or
+    ``deconfliction``), its sealed column opened with the tenants' keys."""
+    table = catalog(settings).load_table(f"{settings.lake.namespace}.{table_name}")
     rows: list[dict[str, Any]] = open_sealed(
-        table.scan().to_arrow(), QUARANTINE.name, sealer_of(settings)
+        table.scan().to_arrow(), table_name, sealer_of(settings)
     ).to_pylist()
     return rows
 

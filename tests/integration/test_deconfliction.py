@@ -7,16 +7,14 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from core.catalog import catalog
 from core.contracts import signal_contracts
 from core.settings import Settings
 from igflow.producer import produce
 from igflow.workload import WorkloadSpec, generate
-from tests.integration.conftest import env_for, finish, igflow, recent
+from tests.integration.conftest import env_for, finish, igflow, opened_rows, recent
 from tests.integration.test_psi_cli import serving
 from tests.unit.test_psi_commands import write_csv
 
@@ -57,8 +55,8 @@ def test_each_tenant_window_lands_its_intersection_with_the_partner(
             )
         )
 
-    table = catalog(it_settings).load_table(f"{it_settings.lake.namespace}.deconfliction")
-    rows: list[dict[str, Any]] = table.scan().to_arrow().to_pylist()
+    # The matched selectors are sealed (on by default): read through the analysts' helper.
+    rows = opened_rows(it_settings, "deconfliction")
     got = {(r["tenant_id"], r["window_start"]): r for r in rows}
     assert set(got) == {k for k, selectors in expected.items() if selectors}
     for key, row in got.items():
