@@ -96,5 +96,8 @@ def test_the_generated_requests_reached_acceptance_and_each_refusal(
         if line.startswith("igflow_api_http_requests_total{")
     }
     assert codes.get("202", 0) >= 1, codes
-    assert codes.get("422", 0) >= 1, codes
+    # A validation refusal: 422 (a field, the event time, the tenant or source the registry
+    # refuses) or 400 (a body the API cannot read as a signal). Which of the two the generated
+    # cases reach varies between runs (0 to 10 of each in 145 requests here), not their sum.
+    assert codes.get("422", 0) + codes.get("400", 0) >= 1, codes
     assert codes.get("403", 0) >= 1, codes
