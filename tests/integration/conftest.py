@@ -36,6 +36,7 @@ from sinks.lake_tables import QUARANTINE, SIGNALS
 from tenancy.sealing import sealer_of
 from tests.conftest import SIGNAL_V1
 from tests.integration.scratch import Scratch
+from tests.processes import STARTED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,8 +136,9 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-#: Every process ``igflow()`` started in the running test; ``_reap_igflow`` ends them.
-_STARTED: list[subprocess.Popen[bytes]] = []
+#: Every process ``igflow()`` started in the running test; ``_reap_igflow`` ends them (one
+#: list for both module objects of this file: see tests/processes.py).
+_STARTED = STARTED
 
 
 def igflow(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
