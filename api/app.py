@@ -122,7 +122,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        metrics = MetricsServer(settings.api.metrics_host, settings.api.metrics_port)
+        metrics = MetricsServer(
+            settings.api.metrics_host, settings.api.metrics_port, settings.server_tls()
+        )
         metrics.start()
         services.auth.start()
         await services.hub.start()

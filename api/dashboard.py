@@ -33,6 +33,7 @@ import hashlib
 import html
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -248,6 +249,7 @@ class Dashboard:
     ) -> None:
         self._services = services
         self._url = prometheus_url
+        self._verify: ssl.SSLContext | bool | None = None
         self._slos = slos
         self._clock = clock
         api = services.settings.api
@@ -262,7 +264,7 @@ class Dashboard:
         path = settings.run.slo_file
         return cls(
             services,
-            settings.api.prometheus_url or prometheus_query.default_url({}),
+            settings.api.prometheus_url or prometheus_query.default_url({}, settings.tls.enabled),
             slo.load(Path(path) if path else None),
         )
 
@@ -290,7 +292,11 @@ class Dashboard:
 
     async def _answer(self, render: Callable[[httpx.Client], str]) -> Response:
         def run() -> str:
-            with httpx.Client(timeout=10.0) as client:
+            if self._verify is None:
+                # An HTTPS Prometheus (the stack's, with TLS on) is verified against
+                # tls.ca_file (a missing CA is a ConfigError: 503 like an absent Prometheus).
+                self._verify = self._services.settings.client_verify()
+            with httpx.Client(timeout=10.0, verify=self._verify) as client:
                 return render(client)
 
         try:

@@ -10,11 +10,13 @@ served on its own port (``api.metrics_host``/``api.metrics_port``, loopback by d
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from core.errors import ConfigError
+from core.metrics import start_server
 from core.slo import API_LATENCY_BUCKETS
 
 __all__ = [
@@ -78,11 +80,13 @@ INGEST_PUBLISHED = Counter(
 
 class MetricsServer:
     """The default registry over HTTP (``GET /metrics``) on ``host:port``, in a daemon thread:
-    started in the API's lifespan, stopped with it. Port 0 serves nothing."""
+    started in the API's lifespan, stopped with it. Port 0 serves nothing. With
+    ``certificate`` (``Settings.server_tls()``: TLS on) it serves HTTPS only."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, certificate: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.port = port
+        self.certificate = dict(certificate or {})
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -92,7 +96,7 @@ class MetricsServer:
         if not self.port:
             return
         try:
-            self._server, self._thread = start_http_server(self.port, addr=self.host)
+            self._server, self._thread = start_server(self.host, self.port, self.certificate)
         except OSError as exc:
             msg = f"cannot serve metrics on {self.host}:{self.port} (api.metrics_port): {exc}"
             raise ConfigError(msg) from exc

@@ -7,11 +7,31 @@ The SLIs' tenant labels (``ingest_events_processed_total``, ``igflow_pipeline_la
 ``igflow_ingest_failed_total``) are bounded by :func:`core.metric_labels.tenant_label`: registered
 tenants, the SLO file's named ones, the first ``run.metrics_tenant_cap`` others, then
 ``(other)``. The steps' counters name registered tenants or ``(unregistered)``.
+
+:func:`start_server` serves the default registry for every process of the project (the flow,
+``igflow serve``'s metrics port, ``igflow probe``): plain HTTP, or HTTPS with the stack's
+certificate when TLS is on (``Settings.server_tls()``), which the stack's Prometheus scrapes
+verifying the CA.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+    start_http_server,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from core.metric_labels import TENANT_LABELS, TenantLabels, tenant_label
 from core.slo import FRESHNESS_BUCKETS
@@ -27,6 +47,7 @@ __all__ = [
     "DUPLICATES",
     "EVENTS_IN",
     "EVENTS_OUT",
+    "HANDSHAKE_TIMEOUT_S",
     "INGEST_FAILED",
     "LAKE_BATCH_ROWS",
     "LAKE_COMMIT_RETRIES",
@@ -45,6 +66,7 @@ __all__ = [
     "TENANT_LABELS",
     "TenantLabels",
     "serve",
+    "start_server",
     "tenant_label",
 ]
 
@@ -143,7 +165,64 @@ SINK_BLOCKED_SECONDS = Counter(
 )
 
 
-def serve(port: int) -> None:
-    """Expose the default registry on ``127.0.0.1:port`` (no-op when ``port`` is 0)."""
+def serve(port: int, certificate: Mapping[str, str] | None = None, host: str = "127.0.0.1") -> None:
+    """Expose the default registry on ``host:port`` (no-op when ``port`` is 0), over HTTPS
+    when ``certificate`` is given (see :func:`start_server`)."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_server(host, port, certificate)
+
+
+#: How long a connection to an HTTPS metrics port may take to finish its TLS handshake.
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+class _SilentHandler(WSGIRequestHandler):
+    """No access log on stderr (a scrape every 15 s)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Say nothing."""
+
+
+class _TlsServer(ThreadingWSGIServer):
+    """prometheus_client's threading WSGI server, over TLS. The handshake runs in the
+    connection's own thread with a deadline, not in ``accept()`` as in prometheus_client's
+    ``certfile`` option, where one client that connects and says nothing would hold up every
+    scrape after it."""
+
+    context: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        # A plaintext client or one that does not trust our CA fails here: nothing is served.
+        with self.context.wrap_socket(request, server_side=True) as conn:
+            conn.settimeout(None)
+            handler: Any = self.RequestHandlerClass  # typeshed types its server as Self
+            handler(conn, client_address, self)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A refused handshake or a dropped connection is the client's business, not a
+        traceback on stderr."""
+
+
+def start_server(
+    host: str, port: int, certificate: Mapping[str, str] | None = None
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve the default registry's ``/metrics`` on ``host:port`` in a daemon thread: plain HTTP
+    without ``certificate``, else HTTPS only with uvicorn's arguments as
+    ``Settings.server_tls()`` gives them (``ssl_certfile``, ``ssl_keyfile``). Returns the server
+    (``shutdown()`` and ``server_close()`` stop it) and its thread. ``OSError`` if the address
+    cannot be bound or the files not read."""
+    if not certificate:
+        return start_http_server(port, addr=host)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate["ssl_certfile"], certificate["ssl_keyfile"])
+
+    class Server(_TlsServer):
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    Server.context = context
+    server = make_server(host, port, make_wsgi_app(REGISTRY), Server, _SilentHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-https", daemon=True)
+    thread.start()
+    return server, thread

@@ -3,6 +3,9 @@
 API's dashboards (``/dashboard``), so both read every tenant's budget with the same queries
 (:func:`core.slo.budget_queries`).
 
+With TLS on (``tls.enabled``) the stack's Prometheus serves HTTPS only: :func:`default_url` is
+``https://`` and every reader passes ``verify=Settings.client_verify()`` (the stack's CA).
+
 Errors are :class:`~core.errors.IgflowError` naming the URL: a gate or a page that cannot look
 must say so, never report an empty budget as a healthy one.
 """
@@ -10,6 +13,7 @@ must say so, never report an empty budget as a healthy one.
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +31,12 @@ DEFAULT_PORT = 19090
 Series = dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]
 
 
-def default_url(environ: Mapping[str, str]) -> str:
+def default_url(environ: Mapping[str, str], tls: bool = False) -> str:
     """The local stack's Prometheus, from ``IGFLOW_PROMETHEUS_PORT`` in ``environ`` (read at the
-    entry point and passed down)."""
-    return f"http://127.0.0.1:{environ.get('IGFLOW_PROMETHEUS_PORT') or DEFAULT_PORT}"
+    entry point and passed down); ``https://`` when ``tls`` (``tls.enabled``: the stack serves
+    it over HTTPS only)."""
+    scheme = "https" if tls else "http"
+    return f"{scheme}://127.0.0.1:{environ.get('IGFLOW_PROMETHEUS_PORT') or DEFAULT_PORT}"
 
 
 def _get(client: httpx.Client, url: str, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -78,11 +84,13 @@ def budgets(
     url: str,
     at: float | None = None,
     client: httpx.Client | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> list[slo.BudgetRow]:
     """Every tenant's budget for every SLO of its tier, from the Prometheus at ``url``
-    (evaluated at unix time ``at``, default now); sorted by tenant, then SLO."""
+    (evaluated at unix time ``at``, default now); sorted by tenant, then SLO. Without
+    ``client``, one of its own verifying an HTTPS Prometheus with ``verify``."""
     own = client is None
-    client = client or httpx.Client(timeout=30.0)
+    client = client or httpx.Client(timeout=30.0, verify=verify)
     rows: list[slo.BudgetRow] = []
     try:
         for budget_query in slo.budget_queries(slos):

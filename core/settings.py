@@ -772,6 +772,9 @@ class RunSettings:
     snapshot_seconds: Duration = 1.0
     epoch_seconds: Duration = 1.0
     metrics_port: Port = 0
+    #: Where the flow's metrics port listens: loopback unless a firewall guards it (its labels
+    #: name tenants); docker-compose's flow listens on its container's interfaces.
+    metrics_host: str = "127.0.0.1"
     log_level: LogLevel = "INFO"
     #: Tenants with their own ``tenant_id`` metric label, besides those the SLO file names (the
     #: flow's and the API's); later ones share ``(other)`` (:mod:`core.metric_labels`).

@@ -105,6 +105,9 @@ class StackConfig:
     java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")
     #: Serve every hop over TLS only, with the CA and certificate of :attr:`tls_dir`.
     tls: bool = False
+    #: The loopback ports Prometheus scrapes: the flow's, the API's and the probe's
+    #: (dev/prometheus.py; tests that run their own Prometheus replace them with free ones).
+    scrape_ports: tuple[int, int, int] = (9464, 9465, 9466)
 
     @property
     def tls_dir(self) -> Path:

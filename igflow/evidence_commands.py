@@ -43,14 +43,17 @@ def _file(value: str | None, option: str) -> Path | Absent:
     return path
 
 
-def _slo_report(args: argparse.Namespace, slo_path: Path) -> bytes | Absent:
+def _slo_report(args: argparse.Namespace, settings: Settings, slo_path: Path) -> bytes | Absent:
     if args.slo == "none":
         return Absent("not asked for (--slo none)")
     if args.slo != "live":
         path = _file(args.slo, "--slo")
         return path if isinstance(path, Absent) else path.read_bytes()
+    url = args.prometheus or prometheus_query.default_url(os.environ, tls=settings.tls.enabled)
     try:
-        rows = prometheus_query.budgets(slo.load(slo_path), args.prometheus, None)
+        rows = prometheus_query.budgets(
+            slo.load(slo_path), url, None, verify=settings.client_verify()
+        )
     except IgflowError as exc:
         return Absent(f"--slo live: {exc}")
     return (json.dumps(json_rows(rows), indent=2) + "\n").encode()
@@ -70,7 +73,7 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
             junit=_file(args.junit, "--junit"),
             coverage=_file(args.coverage, "--coverage"),
             benchmarks_dir=Path(args.benchmarks) if args.benchmarks else Absent("not given"),
-            slo_report=_slo_report(args, slo_path),
+            slo_report=_slo_report(args, settings, slo_path),
             slo_file=slo_path,
             policies_dir=settings.policies_dir,
             avro_dir=avro_dir(),
@@ -173,8 +176,7 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
     )
     b.add_argument(
         "--prometheus",
-        default=prometheus_query.default_url(os.environ),
-        help="Prometheus's URL for --slo live (default: the stack's)",
+        help="Prometheus's URL for --slo live (default: the stack's, https:// with TLS on)",
     )
     b.add_argument("--tests-exit-code", type=int, help="pytest's exit code, for the run manifest")
     b.add_argument("--repo", default=".", help="the git checkout whose commit is recorded")

@@ -74,9 +74,10 @@ def _probe(args: argparse.Namespace, settings: Settings) -> int:
     if args.once:
         return 0 if one_round() else 1
     if probe.metrics_port:
-        from prometheus_client import start_http_server
+        from core.metrics import start_server
 
-        start_http_server(probe.metrics_port, addr=probe.metrics_host)
+        # HTTPS with the stack's certificate when TLS is on, as the API's metrics port.
+        start_server(probe.metrics_host, probe.metrics_port, settings.server_tls())
     try:
         while True:
             began = time.monotonic()

@@ -40,7 +40,11 @@ def run(settings: Settings, cluster: Cluster | None = None) -> None:
     cluster = cluster or Cluster()
     port = settings.run.metrics_port
     metric_labels.configure(settings)
-    metrics.serve(port + (cluster.process_id or 0) if port else 0)
+    metrics.serve(
+        port + (cluster.process_id or 0) if port else 0,
+        settings.server_tls(),
+        host=settings.run.metrics_host,
+    )
     flow = build(settings)
     epoch = timedelta(seconds=settings.run.epoch_seconds)
     recovery = None

@@ -26,7 +26,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     }
     if not settings.api.prometheus_url:
         # The dashboards read the local stack's Prometheus unless told otherwise.
-        changes["prometheus_url"] = prometheus_query.default_url(os.environ)
+        changes["prometheus_url"] = prometheus_query.default_url(
+            os.environ, tls=settings.tls.enabled
+        )
     settings = settings.with_changes("api", **changes)
     certificate = settings.server_tls()
     uvicorn.run(

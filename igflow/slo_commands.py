@@ -36,8 +36,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 PROMETHEUS_PORT_VARIABLE = "IGFLOW_PROMETHEUS_PORT"
 
 
-def _default_url() -> str:
-    return prometheus_query.default_url(os.environ)
+def _default_url(settings: Settings) -> str:
+    return prometheus_query.default_url(os.environ, tls=settings.tls.enabled)
 
 
 def _slos(settings: Settings, override: str | None) -> slo.SloFile:
@@ -108,7 +108,8 @@ def _cmd_slo(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "rules":
         print(json.dumps(slo.rule_groups(slos), indent=2))
         return 0
-    rows = budgets(slos, args.prometheus, _at(args.at))
+    url = args.prometheus or _default_url(settings)
+    rows = budgets(slos, url, _at(args.at), verify=settings.client_verify())
     _print(rows, slos.budget_window, args.json)
     if args.action == "gate":
         spent = sorted({f"{r.tenant_id} ({r.slo})" for r in rows if r.spent})
@@ -133,8 +134,8 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
     p.add_argument("--slos", help="the SLO file (default: run.slo_file, else the shipped one)")
     p.add_argument(
         "--prometheus",
-        default=_default_url(),
-        help="Prometheus's URL (default: the stack's, 127.0.0.1:$IGFLOW_PROMETHEUS_PORT or 19090)",
+        help="Prometheus's URL (default: the stack's, 127.0.0.1:$IGFLOW_PROMETHEUS_PORT or 19090, "
+        "https:// with TLS on; an https:// one is verified against tls.ca_file with TLS on)",
     )
     p.add_argument("--at", help="evaluate at this time (unix seconds or ISO 8601; default: now)")
     p.add_argument("--json", action="store_true")

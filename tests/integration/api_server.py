@@ -41,7 +41,7 @@ class ApiServer:
         self.proc = proc
         self._log = log
         # With tls.enabled the server speaks HTTPS and WSS only (its certificate from the stack's
-        # CA), unless tls.plaintext_servers; its metrics port stays plain HTTP on loopback.
+        # CA), unless tls.plaintext_servers; so does its metrics port, on loopback.
         secure = bool(settings.server_tls())
         self.url = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
         self.ws_url = f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/graphql"
@@ -51,7 +51,10 @@ class ApiServer:
         #: system's CAs.
         self.ca_bundle: str | bool = str(settings.tls_ca_file) if secure else True
         #: Prometheus, on the server's own loopback metrics port (not a route of the API).
-        self.metrics_url = f"http://{settings.api.metrics_host}:{settings.api.metrics_port}/metrics"
+        self.metrics_url = (
+            f"{'https' if secure else 'http'}://{settings.api.metrics_host}:"
+            f"{settings.api.metrics_port}/metrics"
+        )
         self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
 
     def open_socket(self, timeout: float = 10.0) -> socket.socket:

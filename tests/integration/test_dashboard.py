@@ -39,6 +39,7 @@ import redis
 from matplotlib import image
 
 from api.jwt_keys import mint_token
+from core import prometheus_query
 from core.canary import CANARY_SOURCE
 from core.settings import Settings
 from core.store_keys import signals_key
@@ -51,7 +52,6 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLOW_PORT, API_METRICS_PORT, PROBE_PORT = 9464, 9465, 9466
-PROMETHEUS = f"http://127.0.0.1:{os.environ.get('IGFLOW_PROMETHEUS_PORT') or 19090}"
 #: Each a value the canary (1.0) would move the score away from, were it counted.
 VALUES = (0.2, 0.3, 0.4, 0.25, 0.35)
 
@@ -80,7 +80,15 @@ def _wait(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
 
 
 def _prom(expr: str) -> list[dict[str, Any]]:
-    body = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": expr}, timeout=10).json()
+    # The stack's Prometheus: https:// and verified against the stack's CA with TLS on.
+    settings = Settings.load()
+    url = prometheus_query.default_url(os.environ, tls=settings.tls.enabled)
+    body = httpx.get(
+        f"{url}/api/v1/query",
+        params={"query": expr},
+        timeout=10,
+        verify=settings.client_verify(),
+    ).json()
     assert body["status"] == "success", body
     result: list[dict[str, Any]] = body["data"]["result"]
     return result

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -107,13 +108,16 @@ def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: 
     produce_workload(it_settings, WorkloadSpec(tenants=3, count=100, bad=9, seed=3))
     port = free_port()
     proc = igflow(it_settings, "run", "--tail", "--metrics-port", str(port))
+    # With TLS on the flow's metrics port serves HTTPS only, with the stack's certificate.
+    scheme = "https" if it_settings.server_tls() else "http"
+    get: dict[str, Any] = {"timeout": 2, "verify": it_settings.client_verify()}
     try:
         deadline = time.monotonic() + 90
         text = ""
         while time.monotonic() < deadline:
             if lake_count(it_settings) >= 300:
                 try:
-                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                    text = httpx.get(f"{scheme}://127.0.0.1:{port}/metrics", **get).text
                 except httpx.HTTPError:
                     text = ""
                 if _metric(text, "ingest_events_processed_total", table="signals") >= 300:

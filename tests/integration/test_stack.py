@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -90,15 +91,18 @@ def test_port_taken_error_names_service_port_and_env_var(
 
 
 def test_prometheus_scrapes_the_flow_and_the_api_with_the_slo_rules(cfg: StackConfig) -> None:
-    base = f"http://127.0.0.1:{cfg.prometheus_port}/api/v1"
-    with urllib.request.urlopen(f"{base}/targets", timeout=5) as resp:
+    # With TLS on, Prometheus serves and scrapes HTTPS only (tests/integration/test_tls.py).
+    scheme = "https" if cfg.tls else "http"
+    context = ssl.create_default_context(cafile=str(cfg.tls_dir / "ca.pem")) if cfg.tls else None
+    base = f"{scheme}://127.0.0.1:{cfg.prometheus_port}/api/v1"
+    with urllib.request.urlopen(f"{base}/targets", timeout=5, context=context) as resp:
         targets = json.load(resp)["data"]["activeTargets"]
     assert {(t["labels"]["job"], t["scrapeUrl"]) for t in targets} == {
-        ("igflow-flow", "http://127.0.0.1:9464/metrics"),
-        ("igflow-api", "http://127.0.0.1:9465/metrics"),
-        ("igflow-probe", "http://127.0.0.1:9466/metrics"),
+        ("igflow-flow", f"{scheme}://127.0.0.1:9464/metrics"),
+        ("igflow-api", f"{scheme}://127.0.0.1:9465/metrics"),
+        ("igflow-probe", f"{scheme}://127.0.0.1:9466/metrics"),
     }
-    with urllib.request.urlopen(f"{base}/rules", timeout=5) as resp:
+    with urllib.request.urlopen(f"{base}/rules", timeout=5, context=context) as resp:
         groups = json.load(resp)["data"]["groups"]
     names = {g["name"] for g in groups}
     assert "slo:burn-rate-alerts" in names

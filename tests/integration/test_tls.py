@@ -1,6 +1,8 @@
 """TLS on every hop, against the genuine servers: on each, a client that verifies the server
 against the stack's CA (Postgres ``verify-full``) gets in, and a plaintext client is refused, as
-is a client that trusts another CA.
+is a client that trusts another CA. The Prometheus hop too: the stack's Prometheus scrapes a flow
+metrics port and ``igflow serve``'s over HTTPS (``up == 1``), serves its own API over HTTPS only,
+and ``igflow slo`` reads it verifying the CA.
 
 The module starts its own stack with TLS on (``IGFLOW_TLS_ENABLED=true``) in a temporary state
 directory on free ports, whatever the session's stack does, and stops it at the end. The JVM
@@ -9,8 +11,10 @@ products' classpaths are copied from the session's stack, so nothing is download
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import neo4j
@@ -33,15 +38,18 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from neo4j import GraphDatabase, TrustCustomCAs
 
+from core.metrics import start_server
 from core.settings import Settings
 from dev import stack as dev_stack
 from dev import tls as stack_tls
 from dev.config import StackConfig
+from dev.prometheus import Prometheus
 from dev.services import configured
 from sinks.graph import GraphWriter
 from tests.integration.api_server import serve
 from tests.integration.conftest import REPO
 from tests.integration.test_psi_cli import CLIENT, EXPECTED, SERVER
+from tests.integration.test_slo_gate import HEALTHY, STEP_S, _binary, _openmetrics
 from tests.unit.test_psi_commands import write_csv
 
 pytestmark = pytest.mark.integration
@@ -278,3 +286,136 @@ def test_psi_server_https_only(tls_stack: TlsStack, tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=15)
+
+
+# --- Prometheus: the metrics ports it scrapes, its own API, and igflow slo reading it ----------
+
+
+class TlsPrometheus:
+    """The stack's Prometheus (dev/prometheus.py) on the TLS stack, scraping free ports, with
+    test_slo_gate's healthy series backfilled up to unix time ``at``."""
+
+    def __init__(self, cfg: StackConfig, at: int) -> None:
+        self.cfg = cfg
+        self.at = at
+        self.url = f"https://127.0.0.1:{cfg.prometheus_port}"
+        self.flow, self.api, self.probe = cfg.scrape_ports
+
+
+@pytest.fixture(scope="module")
+def tls_prometheus(tls_stack: TlsStack) -> Iterator[TlsPrometheus]:
+    cfg = dataclasses.replace(
+        tls_stack.cfg, scrape_ports=(_free_port(), _free_port(), _free_port())
+    )
+    end = int(time.time()) // STEP_S * STEP_S - STEP_S
+    source = cfg.state_dir / "series.om"
+    source.write_text(_openmetrics(HEALTHY, end), encoding="utf-8")
+    data = cfg.data_dir("prometheus") / "data"
+    done = subprocess.run(
+        [_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = [Prometheus()]
+    try:
+        dev_stack.start(cfg, services, report=lambda _line: None)
+        yield TlsPrometheus(cfg, end)
+    finally:
+        dev_stack.stop(cfg, services, report=lambda _line: None)
+
+
+def _targets(prom: TlsPrometheus, verify: ssl.SSLContext | bool) -> dict[str, dict[str, Any]]:
+    got = httpx.get(f"{prom.url}/api/v1/targets", verify=verify, timeout=5)
+    got.raise_for_status()
+    return {t["labels"]["job"]: t for t in got.json()["data"]["activeTargets"]}
+
+
+def test_prometheus_scrapes_https_targets_and_serves_https_only(
+    tls_stack: TlsStack, tls_prometheus: TlsPrometheus, other_ca: str
+) -> None:
+    """A flow metrics port (``core.metrics.start_server``, what ``igflow run --metrics-port``
+    serves) and ``igflow serve``'s metrics port, both HTTPS with the stack's certificate, are
+    scraped ``up == 1`` over HTTPS by the stack's Prometheus; plaintext is refused on each hop."""
+    prom = tls_prometheus
+    settings = tls_stack.settings.with_changes("stores", sinks="")
+    verify = settings.client_verify()
+    flow, flow_thread = start_server("127.0.0.1", prom.flow, settings.server_tls())
+    env = {k: v for k, v in tls_stack.env.items() if k != "IGFLOW_PROMETHEUS_PORT"}
+    try:
+        with serve(settings, **env, IGFLOW_API_METRICS_PORT=str(prom.api)) as server:
+            assert server.metrics_url == f"https://127.0.0.1:{prom.api}/metrics"
+            assert "graphql_requests_total" in server.metrics()
+            with pytest.raises(httpx.TransportError):
+                httpx.get(f"http://127.0.0.1:{prom.api}/metrics", timeout=5)
+            with pytest.raises(httpx.TransportError):
+                httpx.get(f"http://127.0.0.1:{prom.flow}/metrics", timeout=5)
+            deadline = time.monotonic() + 90
+            while True:
+                targets = _targets(prom, verify)
+                # Empty until Prometheus has read its configuration.
+                health = {
+                    j: targets.get(j, {}).get("health") for j in ("igflow-flow", "igflow-api")
+                }
+                if set(health.values()) == {"up"}:
+                    break
+                assert time.monotonic() < deadline, targets
+                time.sleep(1)
+            for job, port in (("igflow-flow", prom.flow), ("igflow-api", prom.api)):
+                assert targets[job]["scrapeUrl"] == f"https://127.0.0.1:{port}/metrics"
+            up = httpx.get(
+                f"{prom.url}/api/v1/query", params={"query": "up"}, verify=verify, timeout=5
+            ).json()["data"]["result"]
+            by_job = {r["metric"]["job"]: r["value"][1] for r in up}
+            assert by_job["igflow-flow"] == "1" and by_job["igflow-api"] == "1", up
+    finally:
+        flow.shutdown()
+        flow.server_close()
+        flow_thread.join(timeout=5)
+    # Go answers a plaintext request with a 400 and closes; the client may see the reset first.
+    try:
+        plain = httpx.get(f"http://127.0.0.1:{prom.cfg.prometheus_port}/api/v1/targets", timeout=5)
+    except httpx.TransportError:
+        pass
+    else:
+        assert plain.status_code == 400
+        assert "HTTPS server" in plain.text and "activeTargets" not in plain.text
+    stranger = ssl.create_default_context(cafile=other_ca)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{prom.url}/api/v1/targets", verify=stranger, timeout=5)
+
+
+def _slo(tls_stack: TlsStack, prom: TlsPrometheus, *args: str, **env: str) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "igflow.cli", "slo", *args, "--at", str(prom.at)],
+        cwd=REPO,
+        env={**os.environ, **tls_stack.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_igflow_slo_reads_the_https_prometheus(
+    tls_stack: TlsStack, tls_prometheus: TlsPrometheus, other_ca: str
+) -> None:
+    """``igflow slo`` finds the stack's Prometheus at ``https://`` (TLS on) and verifies it with
+    the stack's CA; told to use plain HTTP, or to trust another CA, it fails (exit 2)."""
+    prom = tls_prometheus
+    done = _slo(tls_stack, prom, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {(r["tenant_id"], r["slo"]): r for r in json.loads(done.stdout)}
+    assert rows[("tenant-05", "ingest_availability")]["budget_left"] == pytest.approx(1.0)
+    assert rows[("tenant-05", "api_read_latency")]["sli"] == pytest.approx(1.0)
+    gate = _slo(tls_stack, prom, "gate")
+    assert gate.returncode == 0, gate.stdout + gate.stderr[-2000:]
+    plain = _slo(tls_stack, prom, "--prometheus", f"http://127.0.0.1:{prom.cfg.prometheus_port}")
+    assert plain.returncode == 2
+    # The 400 of Go's "HTTP request to an HTTPS server", or the reset that follows it.
+    assert re.search(r"refused a query \(400\)|Connection reset", plain.stderr), plain.stderr
+    stranger = _slo(tls_stack, prom, IGFLOW_TLS_CA_FILE=other_ca)
+    assert stranger.returncode == 2
+    assert "CERTIFICATE_VERIFY_FAILED" in stranger.stderr, stranger.stderr[-2000:]
