@@ -10,6 +10,11 @@ Made with the ``cryptography`` package on the first start with TLS on, in ``<sta
                 (``ssl.keystore.type=PEM``), Neo4j and uvicorn all read
 ==============  ====================================================================
 
+``hosts`` adds DNS names to the server certificate's SAN (docker-compose.yml's service names);
+a certificate that lacks one is made again. :func:`copy_for` gives a server that runs as another
+user its own copy of the key (docker-compose: each product's user; Postgres refuses a key it does
+not own). ``python -m dev certs`` runs both (see :mod:`dev.__main__`).
+
 Both keys are ECDSA P-256 (every server here speaks it, and it is fast to make). The CA lives
 ten years, the server certificate two; a certificate that expires within 30 days, or whose
 files are missing, is made again on the next start (clients keep trusting the same CA).
@@ -20,38 +25,66 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA_FILE", "CERT_FILE", "KEY_FILE", "ensure"]
+__all__ = [
+    "CA_FILE",
+    "CERT_FILE",
+    "DEFAULT_KEYSTORE_PASSWORD",
+    "KEYSTORE_P12_FILE",
+    "KEYSTORE_PEM_FILE",
+    "KEY_FILE",
+    "copy_for",
+    "ensure",
+    "san_names",
+]
 
 CA_FILE = "ca.pem"
 CERT_FILE = "server.pem"
 KEY_FILE = "server.key"
 _CA_KEY_FILE = "ca.key"
+#: In a :func:`copy_for` folder: key and certificate in one PEM file (Kafka's
+#: ``ssl.keystore.type=PEM``), and both as a PKCS#12 key store (Java servers that read no PEM).
+KEYSTORE_PEM_FILE = "keystore.pem"
+KEYSTORE_P12_FILE = "keystore.p12"
+#: The PKCS#12 key stores' password unless ``--keystore-password`` names one (a local stack's,
+#: like its database passwords).
+DEFAULT_KEYSTORE_PASSWORD = "igflow-tls"
 _RENEW_BEFORE = datetime.timedelta(days=30)
 _HOSTS_DNS = ("localhost",)
 _HOSTS_IP = ("127.0.0.1", "::1")
 
 
-def ensure(directory: Path, now: datetime.datetime | None = None) -> Path:
-    """Make the CA and the server certificate in ``directory`` unless they are there and
-    valid for 30 more days; return ``directory``."""
+def ensure(
+    directory: Path, now: datetime.datetime | None = None, hosts: Iterable[str] = ()
+) -> Path:
+    """Make the CA and the server certificate in ``directory`` unless they are there, valid
+    for 30 more days and name every one of ``hosts`` (DNS names beside the loopback ones);
+    return ``directory``."""
     now = now or datetime.datetime.now(datetime.UTC)
+    dns = list(dict.fromkeys([*_HOSTS_DNS, *hosts]))
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
     ca_cert, ca_key = _ca(directory, now)
     cert = directory / CERT_FILE
-    if (directory / KEY_FILE).is_file() and _valid(cert, now) and _issued_by(cert, ca_cert):
+    if (
+        (directory / KEY_FILE).is_file()
+        and _valid(cert, now)
+        and _issued_by(cert, ca_cert)
+        and set(dns) <= set(san_names(cert))
+    ):
         return directory
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "igflow local stack server")])
-    sans: list[x509.GeneralName] = [x509.DNSName(h) for h in _HOSTS_DNS]
+    sans: list[x509.GeneralName] = [x509.DNSName(h) for h in dns]
     sans += [x509.IPAddress(ipaddress.ip_address(h)) for h in _HOSTS_IP]
     server = (
         _builder(name, ca_cert.subject, key.public_key(), now, days=730)
@@ -85,6 +118,61 @@ def ensure(directory: Path, now: datetime.datetime | None = None) -> Path:
     _write_key(directory / KEY_FILE, key)
     cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
     return directory
+
+
+def san_names(cert_file: Path) -> list[str]:
+    """The DNS names and IP addresses of ``cert_file``'s subject alternative names."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [
+        *san.get_values_for_type(x509.DNSName),
+        *(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
+    ]
+
+
+def copy_for(directory: Path, name: str, uid: int, password: str) -> Path:
+    """``directory/name/``: the server certificate and key (``server.pem``, ``server.key``),
+    the key and certificate in one PEM (``keystore.pem``) and as PKCS#12 under ``password``
+    (``keystore.p12``), and Neo4j's empty ``trusted``/``revoked`` folders; the keys 0600 and
+    everything owned by ``uid`` (changing owners needs root, as in docker-compose's one-shot
+    service; the same user may copy for itself)."""
+    if os.getuid() not in (0, uid):
+        msg = f"copying the key for uid {uid} needs root (running as uid {os.getuid()})"
+        raise PermissionError(msg)
+    out = directory / name
+    for sub in (out, out / "trusted", out / "revoked"):
+        sub.mkdir(parents=True, exist_ok=True)
+        sub.chmod(0o755)
+    cert_pem = (directory / CERT_FILE).read_bytes()
+    key_pem = (directory / KEY_FILE).read_bytes()
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        msg = f"{directory / KEY_FILE} is not an EC key"
+        raise TypeError(msg)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    ca = x509.load_pem_x509_certificate((directory / CA_FILE).read_bytes())
+    p12 = pkcs12.serialize_key_and_certificates(
+        name.encode(),
+        key,
+        cert,
+        [ca],
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+    files = {
+        CERT_FILE: (cert_pem, 0o644),
+        KEY_FILE: (key_pem, 0o600),
+        KEYSTORE_PEM_FILE: (key_pem + cert_pem, 0o600),
+        KEYSTORE_P12_FILE: (p12, 0o600),
+    }
+    for file, (data, mode) in files.items():
+        path = out / file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        path.chmod(mode)
+    for path in (out, out / "trusted", out / "revoked", *(out / f for f in files)):
+        os.chown(path, uid, uid)
+    return out
 
 
 def _ca(

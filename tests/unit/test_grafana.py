@@ -67,7 +67,11 @@ def test_compose_provisions_grafana_with_files_that_exist() -> None:
     # The data source is the compose Prometheus, under the uid every panel names.
     sources = mounts["/etc/grafana/provisioning/datasources"] / "prometheus.yml"
     (source,) = yaml.safe_load(sources.read_text())["datasources"]
-    assert source["url"] == "http://prometheus:9090" and "prometheus" in _compose()["services"]
+    assert source["url"] == "https://prometheus:9090" and "prometheus" in _compose()["services"]
+    # Verified against the certs service's CA, which the Grafana container mounts.
+    assert source["jsonData"]["tlsAuthWithCACert"] is True
+    assert source["secureJsonData"]["tlsCACert"] == "$__file{/tls/ca.pem}"
+    assert "tls:/tls:ro" in grafana["volumes"]
     for name in DASHBOARDS:
         dashboard = _dashboard(name)
         for panel in dashboard["panels"]:
