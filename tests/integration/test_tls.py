@@ -43,7 +43,7 @@ from core.settings import Settings
 from dev import stack as dev_stack
 from dev import tls as stack_tls
 from dev.config import StackConfig
-from dev.prometheus import Prometheus
+from dev.prometheus import Prometheus, scrape_config
 from dev.services import configured
 from sinks.graph import GraphWriter
 from tests.integration.api_server import serve
@@ -385,6 +385,59 @@ def test_prometheus_scrapes_https_targets_and_serves_https_only(
     stranger = ssl.create_default_context(cafile=other_ca)
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"{prom.url}/api/v1/targets", verify=stranger, timeout=5)
+
+
+def test_prometheus_checks_the_targets_host_name(tls_stack: TlsStack, tmp_path: Path) -> None:
+    """The stack's scrape configuration (``dev.prometheus.scrape_config`` with the CA) refuses a
+    target whose certificate does not name it: the same metrics server, signed by the same CA,
+    answers on 127.0.0.2 (loopback, not in the SAN) and is ``down`` with Go's host name error,
+    while on 127.0.0.1 it is ``up``."""
+    settings = tls_stack.settings
+    good, other = _free_port(), _free_port()
+    servers = [
+        start_server("127.0.0.1", good, settings.server_tls()),
+        start_server("127.0.0.2", other, settings.server_tls()),
+    ]
+    config = scrape_config(
+        f"127.0.0.1:{good}", f"127.0.0.2:{other}", "none.json", ca_file=tls_stack.ca
+    )
+    config["global"]["scrape_interval"] = "1s"
+    del config["rule_files"]
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config), encoding="utf-8")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            _binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2).json()
+                jobs = {t["labels"]["job"]: t for t in got["data"]["activeTargets"]}
+            except (httpx.TransportError, ValueError):
+                jobs = {}
+            health = {j: jobs.get(j, {}).get("health") for j in ("igflow-flow", "igflow-api")}
+            if health == {"igflow-flow": "up", "igflow-api": "down"}:
+                break
+            assert proc.poll() is None, "prometheus exited"
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.5)
+        error = jobs["igflow-api"]["lastError"]
+        assert "certificate is valid for" in error and "127.0.0.2" in error, error
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
 
 
 def _slo(tls_stack: TlsStack, prom: TlsPrometheus, *args: str, **env: str) -> Any:
