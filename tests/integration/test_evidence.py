@@ -73,6 +73,8 @@ def test_make_evidence_flow_builds_a_bundle_that_verifies(stack: Settings, tmp_p
     )
 
     env["IGFLOW_STACK_DIR"] = str(tmp_path / "stack")  # a fresh signing key
+    # ...but the session stack's CA: with TLS on, --slo live reads its Prometheus over HTTPS.
+    env.setdefault("IGFLOW_TLS_CA_FILE", str(stack.tls_ca_file))
     out, public = tmp_path / "evidence.tar.gz", tmp_path / "signing.pub"
     built = _igflow(
         env,
