@@ -188,6 +188,10 @@ def test_kafka_has_the_local_stacks_ssl_settings() -> None:
     env = _services()["kafka"]["environment"]
     protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
     assert protocols == {"INTERNAL": "SSL", "EXTERNAL": "SSL", "CONTROLLER": "PLAINTEXT"}
+    # The image's configure script (docker/resources/common-scripts/configure) demands JKS key
+    # store files and credential files when the advertised listeners contain "SSL://": with
+    # named listeners mapped to SSL it leaves the PEM stores alone.
+    assert "SSL" not in env["KAFKA_ADVERTISED_LISTENERS"]
     compose = {
         k.removeprefix("KAFKA_").lower().replace("_", "."): str(v)
         for k, v in env.items()
