@@ -437,34 +437,51 @@ class _Unfit(Exception):
     """Grouping columns the columnar path does not take (the reference path takes them)."""
 
 
+def _codes(column: pa.Array | None, n: int) -> tuple[np.ndarray, list[Any]]:
+    """Per row, the index of its value among the column's distinct values; and those values
+    (a missing column: every row is the one value None)."""
+    if column is None:
+        return np.zeros(n, np.int64), [None]
+    if pa.types.is_integer(column.type):
+        values, codes = np.unique(column.to_numpy(), return_inverse=True)
+        return codes.astype(np.int64), values.tolist()
+    encoded = column.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
 def _digest_slice(table: str, data: pa.RecordBatch, acc: dict[GroupKey, list[int]]) -> None:
     n = data.num_rows
+    if n == 0:
+        return
     tenant = _key_column(data, "tenant_id")
     partition = _key_column(data, "kafka_partition")
     offset = _key_column(data, "kafka_offset")
     limbs = _row_hashes(data)
-    columns: dict[str, Any] = {f"l{i}": limbs[:, i] for i in range(_LIMBS)}
-    columns["o"] = offset if offset is not None else pa.array(np.full(n, -1, np.int64))
-    keys = []
-    if tenant is not None:
-        columns["t"] = tenant
-        keys.append("t")
-    if partition is not None:
-        columns["p"] = partition
-        keys.append("p")
-    aggregations = [("o", "min"), ("o", "max"), ("o", "count")]
-    aggregations += [(f"l{i}", "sum") for i in range(_LIMBS)]
-    grouped = pa.table(columns).group_by(keys, use_threads=False).aggregate(aggregations)
-    out = grouped.to_pydict()
-    sums = [out[f"l{i}_sum"] for i in range(_LIMBS)]
-    tenants = out["t"] if tenant is not None else [""] * grouped.num_rows
-    partitions = out["p"] if partition is not None else [-1] * grouped.num_rows
-    for g in range(grouped.num_rows):
+    tenant_codes, tenants = _codes(tenant, n)
+    partition_codes, partitions = _codes(partition, n)
+    # Rows sorted by group; each group's run of rows reduced at once (exact: uint64 limb sums
+    # stay below 2**48 for a slice's rows).
+    group = tenant_codes * len(partitions) + partition_codes
+    order = np.argsort(group, kind="stable")
+    group = group[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sums = np.add.reduceat(limbs[order], starts, axis=0).tolist()
+    offsets = np.full(n, -1, np.int64) if offset is None else offset.to_numpy()[order]
+    lows = np.minimum.reduceat(offsets, starts).tolist()
+    highs = np.maximum.reduceat(offsets, starts).tolist()
+    counts = np.diff(np.r_[starts, n]).tolist()
+    for g, at in enumerate(group[starts].tolist()):
+        t, p = divmod(at, len(partitions))
         total = 0
-        for limb in sums:
-            total = (total << 32) + limb[g]
-        key = (table, tenants[g], partitions[g])
-        lo, hi, count = out["o_min"][g], out["o_max"][g], out["o_count"][g]
+        for limb in sums[g]:
+            total = (total << 32) + limb
+        key = (
+            table,
+            tenants[t] if tenant is not None else "",
+            partitions[p] if partition is not None else -1,
+        )
+        lo, hi, count = lows[g], highs[g], counts[g]
         entry = acc.get(key)
         if entry is None:
             acc[key] = [lo, hi, count, total]
