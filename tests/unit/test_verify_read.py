@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.typedef import Record
@@ -19,7 +20,7 @@ from pyiceberg.types import StringType
 
 from core.digest import digest_arrow
 from core.settings import Settings
-from replay.lake_read import read_files
+from replay.lake_read import _shape, read_files
 from replay.verify import digest_table, files_identical, plan, verify
 from tests.unit.test_verify import landed  # noqa: F401  (the fixture: two landings of one input)
 
@@ -47,6 +48,11 @@ def test_the_direct_read_digests_as_pyicebergs_scan(landed: Settings, catalog: C
     for name in ("signals", "scores", "quarantine", "deconfliction"):
         table = catalog.load_table(("a", name))
         assert digest_table(table, name) == _scanned(table, name)
+        # The appender's files take the direct path (not pyiceberg's scan, the fallback).
+        expected = _shape(schema_to_pyarrow(table.schema()))
+        for task in plan(table):
+            path = task.file.file_path.removeprefix("file://")
+            assert _shape(pq.ParquetFile(path).schema_arrow) == expected
 
 
 def test_files_of_an_older_schema_are_projected_as_pyiceberg_does(catalog: Catalog) -> None:
