@@ -14,12 +14,12 @@ reading any data file, from the digests each igflow commit stores in its snapsho
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import (
@@ -34,7 +34,6 @@ from pyiceberg.expressions import (
     Reference,
 )
 from pyiceberg.expressions.literals import literal
-from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
@@ -50,6 +49,7 @@ from core.digest import (
 )
 from core.errors import IgflowError
 from core.settings import Settings
+from replay.lake_read import read_files
 from sinks.lake_retention import RUN_KEY, removed_digests
 from sinks.lake_tables import TABLES
 from sinks.ledger_format import LedgerUnavailable, summary_value
@@ -158,17 +158,48 @@ def digest_table(
     both ends must be timezone-aware. ``tasks``: the files of an unfiltered scan, already
     planned (:func:`plan`; planning reads every manifest), only without a window.
     """
-    scan = table.scan(row_filter=_window_filter(table_name, window))
-    if tasks is None:
-        data = scan.to_arrow()
-    else:
-        if window is not None:
+    if window is not None:
+        if tasks is not None:
             msg = "planned files are an unfiltered scan's: they cannot serve a window"
             raise ValueError(msg)
-        data = ArrowScan(
-            table.metadata, table.io, scan.projection(), scan.row_filter, scan.case_sensitive
-        ).to_table(tasks)
-    return digest_arrow(table_name, data)
+        scan = table.scan(row_filter=_window_filter(table_name, window))
+        return digest_arrow(table_name, scan.to_arrow())
+    digests, _hashes = _scan(table, table_name, plan(table) if tasks is None else tasks, rows=True)
+    return digests
+
+
+#: Rows digested at once: enough that digest_arrow's per-call cost is spread thin (a data file
+#: holds a few hundred rows), few enough to bound memory.
+_DIGEST_ROWS = 1 << 16
+
+
+def _scan(
+    table: Table, table_name: str, tasks: Sequence[FileScanTask], *, rows: bool, sha256: bool = True
+) -> tuple[dict[GroupKey, GroupDigest], Counter[str]]:
+    """One read of every planned file: the digest groups of its rows (when ``rows``) and the
+    SHA-256 of each file's bytes (when ``sha256``), each file read once."""
+    groups: dict[GroupKey, GroupDigest] = {}
+    hashes: Counter[str] = Counter()
+    held: list[pa.Table] = []
+    held_rows = 0
+
+    def digest_held() -> None:
+        if held:
+            data = pa.concat_tables(held, promote_options="permissive")
+            held.clear()
+            groups.update(_plus(groups, digest_arrow(table_name, data)))
+
+    for file_hash, data in read_files(table, tasks, rows=rows, sha256=sha256):
+        if file_hash is not None:
+            hashes[file_hash] += 1
+        if data is not None and data.num_rows:
+            held.append(data)
+            held_rows += data.num_rows
+            if held_rows >= _DIGEST_ROWS:
+                digest_held()
+                held_rows = 0
+    digest_held()
+    return groups, hashes
 
 
 def plan(table: Table) -> list[FileScanTask]:
@@ -293,17 +324,6 @@ def _order(row: Mapping[str, Any]) -> tuple[int, int]:
     return (row.get("kafka_partition") or 0, row.get("kafka_offset") or 0)
 
 
-def _file_hashes(table: Table, tasks: Sequence[FileScanTask] | None) -> Counter[str]:
-    hashes: Counter[str] = Counter()
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return hashes
-    for task in plan(table) if tasks is None else tasks:
-        with table.io.new_input(task.file.file_path).open() as stream:
-            hashes[hashlib.sha256(stream.read()).hexdigest()] += 1
-    return hashes
-
-
 def files_identical(
     table_a: Table,
     table_b: Table,
@@ -313,7 +333,17 @@ def files_identical(
     """``(n, total)``: how many of ``table_a``'s live data files have a byte-identical twin in
     ``table_b`` (each twin used once), out of ``table_a``'s ``total``. Reads every file once;
     ``tasks_a``/``tasks_b``: each table's :func:`plan`, if already made."""
-    a, b = _file_hashes(table_a, tasks_a), _file_hashes(table_b, tasks_b)
+    a = _file_hashes(table_a, tasks_a)
+    return _twins(a, _file_hashes(table_b, tasks_b))
+
+
+def _file_hashes(table: Table, tasks: Sequence[FileScanTask] | None) -> Counter[str]:
+    if table.current_snapshot() is None:
+        return Counter()
+    return _scan(table, "", plan(table) if tasks is None else tasks, rows=False)[1]
+
+
+def _twins(a: Counter[str], b: Counter[str]) -> tuple[int, int]:
     return sum((a & b).values()), sum(a.values())
 
 
@@ -363,14 +393,11 @@ def verify(
         other = original if against is None else _load(cat, against, name)
         if original is None and other is None:
             continue
-        # Without a window, a scan side plans its files once, for its digest and its files.
-        share = window is None and against is not None
-        tasks_left = plan(original) if share and original is not None else None
-        tasks_right = plan(other) if share and other is not None else None
-        left = _digests(
-            original, name, window, history=use_history, tasks=None if use_history else tasks_left
-        )
-        right = _digests(other, name, window, history=False, tasks=tasks_right)
+        # Against another namespace, each side's data files are hashed too (their twins), in
+        # the same read of each file as its digest.
+        files = against is not None and original is not None and other is not None
+        left, hashes_left = _side(original, name, window, history=use_history, files=files)
+        right, hashes_right = _side(other, name, window, history=False, files=files)
         # Rows retention removed are landed rows accounted for: each scan side counts its own
         # table's (a history side already holds them). Not with a window: the running total
         # is per tenant and partition, not per event time.
@@ -381,11 +408,11 @@ def verify(
             report.retention_removed[name] = (_rows(removed_left), _rows(removed_right))
         part = compare(left, right)
         report.groups.extend(part.groups)
-        if against is None or original is None or other is None:
+        if not files or original is None or other is None:
             continue
         for g in part.mismatched:
             report.differences[g.key] = first_differences(original, other, g.key, limit)
-        report.files[name] = files_identical(original, other, tasks_left, tasks_right)
+        report.files[name] = _twins(hashes_left, hashes_right)
     return report
 
 
@@ -416,16 +443,14 @@ def _rows(groups: Mapping[GroupKey, GroupDigest]) -> int:
     return sum(g.count for g in groups.values())
 
 
-def _digests(
-    table: Table | None,
-    name: str,
-    window: Window | None,
-    *,
-    history: bool,
-    tasks: Sequence[FileScanTask] | None = None,
-) -> dict[GroupKey, GroupDigest]:
+def _side(
+    table: Table | None, name: str, window: Window | None, *, history: bool, files: bool
+) -> tuple[dict[GroupKey, GroupDigest], Counter[str]]:
+    """One side's digest groups (from its history, or a scan) and, when ``files``, the SHA-256
+    of each of its live data files; an unfiltered scan reads each file once for both."""
     if table is None:
-        return {}
-    if history:
-        return digest_history(table, name)
-    return digest_table(table, name, window, tasks=tasks)
+        return {}, Counter()
+    if history or window is not None:
+        digests = digest_history(table, name) if history else digest_table(table, name, window)
+        return digests, _file_hashes(table, None) if files else Counter()
+    return _scan(table, name, plan(table), rows=True, sha256=files)

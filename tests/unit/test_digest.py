@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 
 import core.digest
-from core.digest import GroupDigest, _float_hex, digest_arrow, digest_rows, dump_summary
+from core.digest import GroupDigest, digest_arrow, digest_rows, dump_summary
+from core.float_hex import float_hex
 from sinks.lake_tables import TABLES
 
 _TZ = timezone(timedelta(hours=5, minutes=30))
@@ -217,9 +218,9 @@ def test_float_hex_of_any_bit_pattern() -> None:
     floats = pa.array(bits.view(np.float64))
     mask = rng.random(len(floats)) < 0.1
     with_nulls = pa.array(bits.view(np.float64), mask=mask)
-    assert _float_hex(floats, np.ones(len(floats), bool)).to_pylist() == [
+    assert float_hex(floats, np.ones(len(floats), bool)).to_pylist() == [
         float.hex(v).encode() for v in floats.to_pylist()
     ]
-    assert _float_hex(with_nulls, ~mask).to_pylist() == [
+    assert float_hex(with_nulls, ~mask).to_pylist() == [
         b"" if v is None else float.hex(v).encode() for v in with_nulls.to_pylist()
     ]
