@@ -13,7 +13,8 @@ Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.j
 
 On a shared machine compare code alternately in one run: ``--against DIR`` runs each flow from
 the checkout in DIR as well (``git archive <commit> | tar -x -C DIR``), ``--rounds`` times,
-alternating with this one, on the same topic; ``--only w1`` keeps one flow variant.
+alternating with this one, on the same topic; ``--only w1`` keeps one flow variant. With more
+than one round it also prints each path's medians and the load average.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -172,6 +174,17 @@ def main() -> None:
         cpu_text = f"{cpu:>7.1f}" if cpu is not None else f"{'':>7}"
         print(f"{name:<60} {seconds:>8.2f} {cpu_text} {rate:>10,.0f} {rate / base:>8.2f}x")
         results.append({"path": name, "seconds": seconds, "cpu_seconds": cpu, "events_per_s": rate})
+    if args.rounds > 1:
+        # Medians per path over the rounds (each flow against its own round's plain consumer).
+        print(f"\nmedians of {args.rounds} rounds, load average {os.getloadavg()[0]:.1f} now")
+        print(f"{'path':<60} {'seconds':>8} {'CPU s':>7} {'events/s':>10} {'vs plain':>9}")
+        for name in dict.fromkeys(name for name, *_ in rows):
+            mine = [(s, c, p) for n, s, c, p in rows if n == name]
+            seconds = statistics.median(s for s, _, _ in mine)
+            cpus = [c for _, c, _ in mine if c is not None]
+            cpu_text = f"{statistics.median(cpus):>7.1f}" if cpus else f"{'':>7}"
+            ratio = statistics.median(p / s for s, _, p in mine)
+            print(f"{name:<60} {seconds:>8.2f} {cpu_text} {total / seconds:>10,.0f} {ratio:>8.2f}x")
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ingest.json").write_text(json.dumps({"signals": total, "results": results}, indent=2))

@@ -47,6 +47,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from core import metrics, tracing
+from core.catalog import parse_config_once
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
 from core.retry import RetriesExhausted, RetryPolicy, retrying
@@ -409,6 +410,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         self._attempts = commit_attempts
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
+        parse_config_once()  # pyiceberg parses .pyiceberg.yaml ~4x per append otherwise
         catalog = load_catalog(self._catalog_name, **self._properties)
         table = ensure_table(catalog, self._namespace, self._def)
         topic_ids = content = None

@@ -1,0 +1,243 @@
+"""decode's compiled signal reader (:mod:`operators.signal_reader`): ``decode_many`` gives what
+the per-record ``SignalDecoder.decode`` gives, for any record, any bytes and any batching, and the
+compiled path is really taken (it is not a test of the reference against itself)."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fastavro
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from core.records import Decoded, RawRecord, Rejected
+from core.wire import HEADER_SIZE, encode, frame
+from operators import signal_reader
+from operators.decode import SignalDecoder, decode_batch
+from operators.signal_reader import Unread, compile_reader
+from tests.conftest import SIGNAL_V1, SIGNAL_V2, V1_ID, V2_ID, DictSchemas
+from tests.unit.test_batch_equivalence import _CUTS, chunks
+
+#: A writer with a field the reader lacks: resolved, so it has no compiled reader and every
+#: record of it takes the reference.
+EXTRA_ID = 7
+#: A writer whose fields come in another order than the reader's (still read without
+#: resolution: same names, same types).
+REORDERED_ID = 8
+
+
+def _extra_writer() -> dict[str, Any]:
+    writer = json.loads(SIGNAL_V1.text)
+    writer["fields"].append({"name": "note", "type": "string", "default": ""})
+    return writer
+
+
+def _reordered_writer() -> dict[str, Any]:
+    writer = json.loads(SIGNAL_V2.text)
+    writer["fields"] = writer["fields"][::-1]
+    return writer
+
+
+def _schemas() -> DictSchemas:
+    return DictSchemas(
+        {
+            V1_ID: SIGNAL_V1.text,
+            V2_ID: SIGNAL_V2.text,
+            EXTRA_ID: json.dumps(_extra_writer()),
+            REORDERED_ID: json.dumps(_reordered_writer()),
+        }
+    )
+
+
+PARSED = {
+    V1_ID: SIGNAL_V1.parsed,
+    V2_ID: SIGNAL_V2.parsed,
+    EXTRA_ID: fastavro.parse_schema(_extra_writer()),
+    REORDERED_ID: fastavro.parse_schema(_reordered_writer()),
+}
+
+_ts = st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999).map(
+    lambda us: datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+)
+_doubles = st.floats(allow_nan=True, allow_infinity=True)
+_records = st.fixed_dictionaries(
+    {
+        "tenant_id": st.text(max_size=12),
+        "signal_id": st.text(max_size=300),  # a length of two varint bytes
+        "type": st.text(max_size=6),
+        "value": _doubles,
+        "weight": st.none() | _doubles,
+        "source": st.text(max_size=6),
+        "ts": _ts,
+        "selectors": st.lists(st.text(max_size=5), max_size=70),  # 70: a two-byte block count
+        "note": st.text(max_size=4),
+    }
+)
+
+
+def _frame(schema_id: int, record: dict[str, Any]) -> bytes:
+    return encode(schema_id, PARSED[schema_id], record)
+
+
+#: Ways to spoil a frame: cut it, change a byte, add bytes, re-frame it for another writer.
+_damage = st.one_of(
+    st.just(None),
+    st.tuples(st.just("cut"), st.integers(0, 400)),
+    st.tuples(st.just("byte"), st.integers(0, 400), st.integers(0, 255)),
+    st.tuples(st.just("tail"), st.binary(min_size=1, max_size=3)),
+    st.tuples(st.just("id"), st.sampled_from([V1_ID, V2_ID, EXTRA_ID, REORDERED_ID, 99])),
+)
+
+
+def _damaged(value: bytes, damage: Any) -> bytes:
+    if damage is None:
+        return value
+    kind = damage[0]
+    if kind == "cut":
+        return value[: damage[1] % (len(value) + 1)]
+    if kind == "byte":
+        at = damage[1] % len(value)
+        return value[:at] + bytes([damage[2]]) + value[at + 1 :]
+    if kind == "tail":
+        return value + damage[1]
+    return frame(damage[1], value[HEADER_SIZE:])
+
+
+def _raw(value: bytes | None, offset: int, error: str | None = None) -> RawRecord:
+    return RawRecord("t", offset % 3, offset, b"k", value, 1_700_000_000_000 + offset, error)
+
+
+def _reference(raws: list[RawRecord]) -> list[Decoded | Rejected]:
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    return [decoder.decode(r) for r in raws]
+
+
+def _equal(a: list[Any], b: list[Any]) -> bool:
+    # NaN != NaN: compare the values' repr and everything else by value.
+    def key(x: Any) -> Any:
+        if isinstance(x, Decoded):
+            s = x.signal
+            return (repr(x), s.value if not math.isnan(s.value) else "nan")
+        return (repr(x), x)
+
+    return [key(x) for x in a] == [key(x) for x in b]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from([V1_ID, V2_ID, EXTRA_ID, REORDERED_ID]), _records, _damage),
+        max_size=25,
+    ),
+    cuts=_CUTS,
+)
+def test_decode_many_equals_the_per_record_decode(items: list[Any], cuts: list[int]) -> None:
+    raws = [
+        _raw(_damaged(_frame(schema_id, record), damage), i)
+        for i, (schema_id, record, damage) in enumerate(items)
+    ]
+    reference = _reference(raws)
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    batched = [x for batch in chunks(raws, cuts) for x in decoder.decode_many(batch)]
+    assert _equal(batched, reference)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bodies=st.lists(st.binary(max_size=60), max_size=10),
+    schema_id=st.sampled_from([V1_ID, V2_ID, REORDERED_ID]),
+)
+def test_arbitrary_bodies_behind_a_known_header_get_the_reference_answer(
+    bodies: list[bytes], schema_id: int
+) -> None:
+    # The first record makes the decoder fetch the writer (and compile its reader).
+    good = _frame(schema_id, {**_example(), "selectors": ["a"]})
+    raws = [_raw(v, i) for i, v in enumerate([good, *(frame(schema_id, b) for b in bodies)])]
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    assert _equal(decode_batch(decoder, raws), _reference(raws))
+
+
+def test_records_the_reader_does_not_take_go_to_the_reference() -> None:
+    good = _frame(V1_ID, _example())
+    raws = [
+        _raw(good, 0),
+        _raw(good, 1, error="broker said no"),  # SOURCE_ERROR
+        _raw(b"", 2),
+        _raw(None, 3),
+        _raw(good[:HEADER_SIZE], 4),
+        _raw(b"\x01" + good[1:], 5),  # magic byte
+        _raw(frame(99, good[HEADER_SIZE:]), 6),  # SCHEMA_UNKNOWN
+        _raw(good + b"\x00", 7),  # trailing byte
+        _raw(good[:-1], 8),  # truncated
+        _raw(_frame(EXTRA_ID, _example()), 9),  # resolved: no compiled reader
+    ]
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    out = decoder.decode_many(raws)
+    assert _equal(out, _reference(raws))
+    assert [type(x).__name__ for x in out] == ["Decoded"] + ["Rejected"] * 8 + ["Decoded"]
+
+
+def _example() -> dict[str, Any]:
+    return {
+        "tenant_id": "tenant-00",
+        "signal_id": "s-1",
+        "type": "latency",
+        "value": 0.5,
+        "weight": 2.0,
+        "source": "sensor-a",
+        "ts": datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        "selectors": ["x", "y"],
+        "note": "n",
+    }
+
+
+def test_the_compiled_path_is_taken_for_readers_without_resolution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    raws = [_raw(_frame(i, _example()), n) for n, i in enumerate([V1_ID, V2_ID, REORDERED_ID])]
+    first = decoder.decode_many(raws)  # fetches the writers through the reference
+    assert sorted(decoder._readers) == [V1_ID, V2_ID, REORDERED_ID]
+    # Now every record must come from a compiled reader: the reference is not called.
+    calls: list[RawRecord] = []
+    reference = decoder.decode
+    monkeypatch.setattr(decoder, "decode", lambda raw: calls.append(raw) or reference(raw))
+    again = decoder.decode_many(raws)
+    assert calls == [] and _equal(again, first)
+    selectors = [x.signal.selectors for x in again if isinstance(x, Decoded)]
+    assert selectors == [(), ("x", "y"), ("x", "y")]
+    extra = _raw(_frame(EXTRA_ID, _example()), 9)
+    decoder.decode_many([extra])
+    assert calls == [extra] and EXTRA_ID not in decoder._readers
+
+
+def test_unusual_but_valid_encodings_fall_back() -> None:
+    fields = SIGNAL_V1.parsed["fields"]
+    read = compile_reader(fields, (("selectors", []),))
+    assert read is not None
+    value = _frame(V1_ID, _example())
+    assert read(value, HEADER_SIZE).signal_id == "s-1"
+    # A union index written in two bytes (0x82 0x00 is 1, not canonical): valid Avro that the
+    # reader leaves to the reference.
+    at = value.index(b"\x02" + struct.pack("<d", 2.0))
+    padded = value[:at] + b"\x82\x00" + value[at + 1 :]
+    with pytest.raises(Unread):
+        read(padded, HEADER_SIZE)
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    out = decoder.decode_many([_raw(value, 0), _raw(padded, 1)])
+    assert _equal(out, _reference([_raw(value, 0), _raw(padded, 1)]))
+    # Ten-byte varints are never read here (fastavro's 64-bit arithmetic decides them).
+    with pytest.raises(Unread):
+        signal_reader._varint(b"\xff" * 9 + b"\x01", 0)
+    assert signal_reader._varint(b"\xff" * 8 + b"\x7f", 0) == (-(2**62), 9)
+
+
+def test_types_it_does_not_read_get_no_reader() -> None:
+    assert compile_reader([{"name": "tenant_id", "type": "int"}], ()) is None
+    # A signal field that neither the writer nor a default gives.
+    assert compile_reader([{"name": "tenant_id", "type": "string"}], ()) is None
