@@ -21,7 +21,10 @@ from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import (
     Decoded,
+    DeconflictionResult,
+    DriftVerdict,
     Provenance,
+    Quarantined,
     RawRecord,
     Rejected,
     ScoreChange,
@@ -302,3 +305,42 @@ def test_a_serving_partition_s_snapshot_is_sealed_and_resumes() -> None:
     # A plain snapshot of before resumes as it is.
     sink.build_part("redis", "0", items)
     assert inner.resumed[-1] == items
+
+
+def test_every_record_that_carries_a_sensitive_field_has_a_keyholder() -> None:
+    """What snapshot_holder must cut out of a frame: every record type that holds selectors or
+    the exact Kafka bytes (a new one must be added there, or it would stay in the clear)."""
+    tagged = _tagged("tenant-a", 1)
+    verdict = DriftVerdict("b" * 32, "tenant-a", "latency", 1, None, None, None, None, None)
+    window = DeconflictionResult(
+        tenant_id="tenant-a",
+        window_start=T0,
+        window_end=T0 + timedelta(minutes=5),
+        mode="full_intersection",
+        partner="partner",
+        selectors_sent=2,
+        matched=(_secret("tenant-a", 1),),
+        count=1,
+        reason=None,
+        signals=2,
+        late=0,
+        selectors_rejected=0,
+        first_offset=1,
+        last_offset=2,
+        provenance_digest="d" * 64,
+        provenance_id="p" * 32,
+        provenance=Provenance(TOPIC, 0, 2, 2, "h" * 64),
+        policy_version="v" * 64,
+    )
+    assert snapshot_holder(tagged) == "tenant-a"
+    assert snapshot_holder(tagged.decoded) == "tenant-a"
+    assert snapshot_holder(Quarantined(tagged.decoded, verdict)) == "tenant-a"
+    assert snapshot_holder(window) == "tenant-a"
+    assert snapshot_holder(_reject("tenant-b", 2)) == "tenant-b"
+    assert snapshot_holder(_reject("x", 3, ReasonCode.FIELD_INVALID)) == UNREGISTERED_KEYHOLDER
+    assert snapshot_holder(_reject(None, 4)) is None
+    assert snapshot_holder(_score("tenant-a", 5)) is None
+    sealed = StateSeal(Sealer(MemoryKeys())).seal(
+        STEP, "lane-0", [Quarantined(tagged.decoded, verdict), window]
+    )
+    assert b"sel-secret" not in pickle.dumps(sealed)
