@@ -282,7 +282,9 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     sealer = edges.sealer
     if sealer is None and settings.seal.enabled:
         sealer = sealer_of(settings)
-    seal = None if sealer is None else StateSeal(sealer)
+    # Bytewax snapshots every epoch with or without a recovery store; without one the
+    # snapshots go nowhere, so they are sealed only when kept (and the key store is not asked).
+    seal = StateSeal(sealer) if sealer is not None and settings.run.recovery_dir else None
 
     flow = Dataflow(FLOW_ID)
     raw = op.input("kafka", flow, source)

@@ -243,7 +243,7 @@ def open_sealed(
         if objects is None:
             log.warning(
                 "recovery state of an offboarded tenant discarded",
-                extra={"step": step, "tenant_id": part.holder, "error_code": SNAPSHOT_SHREDDED},
+                extra={"op": step, "tenant_id": part.holder, "error_code": SNAPSHOT_SHREDDED},
             )
         opened.append(objects)
     state = _Joiner(io.BytesIO(sealed.frame), opened).load()
