@@ -47,6 +47,7 @@ class SealedLogic(StatefulBatchLogic[V, W, Any], Generic[V, W]):
         key: str | None,
         *,
         whole: bool,
+        shredded: bool = False,
     ) -> None:
         self.inner = inner
         self.seal = seal
@@ -56,6 +57,9 @@ class SealedLogic(StatefulBatchLogic[V, W, Any], Generic[V, W]):
         self.whole = whole
         #: Whether the key was learnt (a new state) or checked (a resumed one) from an item.
         self._checked = False
+        #: Resumed empty from a shredded tenant's whole state, no item since: the step has no
+        #: state to snapshot (psi and drift make theirs on the first item).
+        self._shredded = shredded
 
     def _learn(self, values: list[V]) -> None:
         self._checked = True
@@ -69,6 +73,7 @@ class SealedLogic(StatefulBatchLogic[V, W, Any], Generic[V, W]):
     def on_batch(self, values: list[V]) -> tuple[Iterable[W], bool]:
         if not self._checked and values:
             self._learn(values)
+        self._shredded = False
         return self.inner.on_batch(values)
 
     def on_notify(self) -> tuple[Iterable[W], bool]:
@@ -81,6 +86,8 @@ class SealedLogic(StatefulBatchLogic[V, W, Any], Generic[V, W]):
         return self.inner.notify_at()
 
     def snapshot(self) -> Any:
+        if self._shredded:
+            return None  # resumes as a key never seen
         state = self.inner.snapshot()
         if self.key is None:  # resumed from a plain snapshot, no item since
             record = self.seal.first_record(state)
@@ -104,12 +111,14 @@ def sealed_builder(
 
     def build(resume: Any) -> StatefulBatchLogic[V, W, Any]:
         key: str | None = None
+        shredded = False
         if isinstance(resume, SealedState):
             key = resume.key
             resume = open_sealed(None if seal is None else seal.sealer, step, resume)
+            shredded = resume is None
         inner = builder(resume)
         if seal is None:
             return inner
-        return SealedLogic(inner, seal, step, key_of, key, whole=whole)
+        return SealedLogic(inner, seal, step, key_of, key, whole=whole, shredded=shredded)
 
     return build

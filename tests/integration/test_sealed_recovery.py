@@ -11,6 +11,8 @@ import dataclasses
 import pickle
 import sqlite3
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +20,27 @@ import pytest
 
 from core.catalog import catalog
 from core.contracts import signal_contracts
+from core.sealing import SNAPSHOT_SHREDDED
 from core.settings import Settings
+from igflow.admin import create_topics
 from igflow.producer import produce
-from igflow.workload import WorkloadSpec, generate
+from igflow.workload import SOURCES, WorkloadSpec, generate
+from tenancy.registry import upsert_tenant
 from tenancy.sealed_state import SealedState, StateSeal
 from tenancy.sealing import sealer_of
 from tests.integration.conftest import (
     env_for,
     finish,
     igflow,
+    json_lines,
     kill,
     lake_count,
     lake_rows,
     read_topic,
     recent,
+    tagged_settings,
 )
+from tests.integration.scratch import Scratch
 from tests.integration.test_psi_cli import serving
 from tests.unit.test_psi_commands import write_csv
 
@@ -127,3 +135,77 @@ def test_sigkilled_sealed_snapshots_hold_no_plaintext_and_resume_exactly_once(
     deconflicted = windows.scan().to_arrow().to_pylist()
     assert deconflicted
     assert len({(r["tenant_id"], r["window_start"]) for r in deconflicted}) == len(deconflicted)
+
+
+@pytest.mark.slow
+def test_a_tenant_offboarded_while_the_flow_is_down_does_not_resume_and_the_others_do(
+    stack: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    """SIGKILL a sealed flow mid-stream, offboard one tenant, resume: the flow does not crash,
+    the shredded tenant's recovery state is discarded (counted and logged, never opened), and
+    every other tenant's records land exactly once."""
+    prefix = f"snap{uuid.uuid4().hex[:6]}"
+    scratch.tenant_prefixes.add(prefix)
+    settings = (
+        tagged_settings(stack, scratch)
+        .with_changes("stores", sinks="")
+        .with_changes("kafka", batch_size=50)
+        .with_changes("lake", batch_max_rows=2_000, batch_max_seconds=3.0)
+    )
+    create_topics(settings)
+    spec = dataclasses.replace(
+        recent(WorkloadSpec(tenants=4, count=1_000, seed=73)), selectors=True, tenant_prefix=prefix
+    )
+    for i in range(spec.tenants):
+        upsert_tenant(settings.stores.postgres_dsn, f"{prefix}-{i:02d}", SOURCES)
+    messages = list(generate(spec, 2, signal_contracts()[1].parsed))
+    produce(settings, spec, schema_version=2)
+    per_tenant = Counter(m.record["tenant_id"] for m in messages if m.record)
+    total = sum(per_tenant.values())
+    gone = f"{prefix}-01"
+    assert per_tenant[gone] > 0
+
+    recovery = tmp_path / "recovery"
+    csv = write_csv(tmp_path / "partner.csv", ["selector"], [[s] for s in PARTNER])
+    env = env_for(settings)
+    with serving(tmp_path / "psi.log", env, "--csv", str(csv), "--partner", "partner") as started:
+        run = {
+            "IGFLOW_PSI_SERVER_URL": started["url"],
+            "IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW),
+            "IGFLOW_RUN_SNAPSHOT_SECONDS": "0.5",
+        }
+        proc = igflow(settings, "run", "-r", str(recovery), **run)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and lake_count(settings) < total // 8:
+            assert proc.poll() is None, "the flow ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        kill(proc)
+        at_kill = lake_count(settings)
+        assert 0 < at_kill < total, f"kill was not mid-stream: {at_kill} of {total} had landed"
+        held = {
+            part.holder
+            for s in _snapshots(recovery)
+            if isinstance(s, SealedState)
+            for part in s.parts
+            if part.sealed is not None
+        }
+        assert gone in held, held  # the shredded tenant's state is there, sealed
+
+        finish(igflow(settings, "tenants", "offboard", gone, "--note", "sealed recovery test"))
+        _out, err = finish(igflow(settings, "run", "-r", str(recovery), **run))
+
+    discarded = [
+        line
+        for line in json_lines(err)
+        if line.get("error_code") == SNAPSHOT_SHREDDED and line.get("tenant_id") == gone
+    ]
+    assert discarded, err[-3000:]
+    rows = lake_rows(settings)
+    landed = Counter(r["tenant_id"] for r in rows)
+    offsets = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    assert len(set(offsets)) == len(offsets)  # nothing twice
+    assert {t: n for t, n in landed.items() if t != gone} == {
+        t: n for t, n in per_tenant.items() if t != gone
+    }
+    assert landed[gone] < per_tenant[gone]  # what its discarded state held never lands

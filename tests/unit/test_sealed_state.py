@@ -344,3 +344,33 @@ def test_every_record_that_carries_a_sensitive_field_has_a_keyholder() -> None:
         STEP, "lane-0", [Quarantined(tagged.decoded, verdict), window]
     )
     assert b"sel-secret" not in pickle.dumps(sealed)
+
+
+class _TenantState(StatefulBatchLogic[Any, Any, Any]):
+    """A step keyed by tenant that makes its state on its first item (as psi and drift do)."""
+
+    def __init__(self, resume: list[Any] | None) -> None:
+        self.state = resume
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        self.state = [*(self.state or []), *values]
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> list[Any]:
+        assert self.state is not None, "snapshotted only after its first item"
+        return list(self.state)
+
+
+def test_a_shredded_whole_state_resumes_as_a_key_never_seen() -> None:
+    keys = MemoryKeys()
+    seal = StateSeal(Sealer(keys))
+    build = sealed_builder(_TenantState, seal, "drift.check", snapshot_holder, whole=True)  # type: ignore[arg-type]
+    logic = build(None)
+    logic.on_batch([_tagged("tenant-a", 1)])
+    snap = logic.snapshot()
+    keys.offboard("tenant-a")
+    resumed = build(snap)
+    assert resumed.snapshot() is None  # Bytewax snapshots a resumed key before any item
+    assert isinstance(build(None), SealedLogic)
+    resumed.on_batch([_tagged("tenant-a", 2)])  # a late record of the tenant: a new state
+    assert isinstance(resumed.snapshot(), SealedState)  # sealed: withheld, its keys are gone
