@@ -209,3 +209,45 @@ def test_a_tenant_offboarded_while_the_flow_is_down_does_not_resume_and_the_othe
         t: n for t, n in per_tenant.items() if t != gone
     }
     assert landed[gone] < per_tenant[gone]  # what its discarded state held never lands
+
+
+@pytest.mark.slow
+def test_a_plain_snapshot_of_before_resumes_and_is_sealed_from_then_on(
+    it_settings: Settings, tmp_path: Path
+) -> None:
+    """The upgrade path: a recovery store written unsealed (``seal.enabled`` off, as every
+    release before this one wrote it) resumes under sealing, lands each record once, and holds
+    only sealed states of the steps that keep records afterwards."""
+    settings = it_settings.with_changes("kafka", batch_size=50).with_changes(
+        "lake", batch_max_rows=2_000, batch_max_seconds=3.0
+    )
+    spec = recent(WorkloadSpec(tenants=4, count=4_000, seed=75))
+    produce(settings, dataclasses.replace(spec, selectors=True), schema_version=2)
+    total = 16_000
+    recovery = tmp_path / "recovery"
+    proc = igflow(
+        settings,
+        "run",
+        "-r",
+        str(recovery),
+        IGFLOW_SEAL_ENABLED="false",
+        IGFLOW_RUN_SNAPSHOT_SECONDS="0.5",
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and lake_count(settings) < total // 8:
+        assert proc.poll() is None, "the flow ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.6)  # a snapshot with open batches and drift's held records
+    kill(proc)
+    at_kill = lake_count(settings)
+    assert 0 < at_kill < total, f"kill was not mid-stream: {at_kill} of {total} had landed"
+    before = {type(s).__name__ for s in _snapshots(recovery)}
+    assert "TenantDrift" in before and "SealedState" not in before, before
+
+    finish(igflow(settings, "run", "-r", str(recovery), IGFLOW_RUN_SNAPSHOT_SECONDS="0.5"))
+
+    rows = lake_rows(settings)
+    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
+    assert (len(rows), len(offsets)) == (total, total)
+    after = {type(s).__name__ for s in _snapshots(recovery)}
+    assert "SealedState" in after and "TenantDrift" not in after, after
