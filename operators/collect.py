@@ -133,11 +133,5 @@ def collect_batches(
         return CollectLogic(_resumed(resume), timeout, max_size, lambda: datetime.now(UTC))
 
     # The id and the snapshot (a CollectState) of the per-item op.stateful it replaced.
-    if seal is not None:
-        if key_of is None:
-            msg = "collect_batches: a sealed state needs key_of"
-            raise ValueError(msg)
-        return stateful_batch_at(
-            "stateful", up, sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
-        )
-    return stateful_batch_at("stateful", up, builder)
+    sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
+    return stateful_batch_at("stateful", up, sealed)

@@ -101,13 +101,17 @@ def sealed_builder(
     builder: Callable[[Any], StatefulBatchLogic[V, W, Any]],
     seal: StateSeal | None,
     step: str,
-    key_of: Callable[[V], str],
+    key_of: Callable[[V], str] | None,
     *,
     whole: bool = False,
 ) -> Callable[[Any], StatefulBatchLogic[V, W, Any]]:
     """``builder`` with its resume state opened and its snapshots sealed (see the module
-    docstring); ``builder`` itself when ``seal`` is ``None``, which still refuses a sealed
-    resume state with a clear error rather than handing the step a state it cannot read."""
+    docstring); ``builder``'s own logic when ``seal`` is ``None``, though a sealed resume state
+    is still refused with a clear error rather than handed to a step that cannot read it.
+    ``key_of`` (the function the stream is keyed by) is needed with a ``seal``."""
+    if seal is not None and key_of is None:
+        msg = f"step {step!r}: a sealed state needs key_of"
+        raise ValueError(msg)
 
     def build(resume: Any) -> StatefulBatchLogic[V, W, Any]:
         key: str | None = None
@@ -117,7 +121,7 @@ def sealed_builder(
             resume = open_sealed(None if seal is None else seal.sealer, step, resume)
             shredded = resume is None
         inner = builder(resume)
-        if seal is None:
+        if seal is None or key_of is None:
             return inner
         return SealedLogic(inner, seal, step, key_of, key, whole=whole, shredded=shredded)
 
