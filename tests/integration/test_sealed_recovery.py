@@ -1,9 +1,13 @@
-"""Sealed recovery snapshots on the real stack (issue 16, point 2): the flow runs with
-``--recovery-dir``, sealing on (the default), v2 signals carrying selectors, a PSI partner and
-the Redis sink; it is SIGKILLed mid-stream; the recovery store's SQLite files (and their
-write-ahead logs) hold none of the workload's selectors or Kafka values in their raw bytes,
-though they do hold sealed states that open to them; the resumed flow lands every record
-exactly once."""
+"""Sealed recovery snapshots on the real stack (issue 16, point 2).
+
+- A flow with ``--recovery-dir``, sealing on (the default), v2 signals carrying selectors, a PSI
+  partner and the Redis sink is SIGKILLed mid-stream: the recovery store's files (SQLite and
+  write-ahead log) hold none of the workload's selectors or Kafka values in their raw bytes,
+  though they hold sealed states that open to them; the resumed flow lands each record once.
+- A tenant offboarded while the flow is down: its sealed state is discarded on resume (logged,
+  never opened), the flow goes on and every other tenant's records land exactly once.
+- The upgrade: a store written unsealed resumes under sealing and is sealed from then on.
+"""
 
 from __future__ import annotations
 
