@@ -12,6 +12,17 @@
    then the full flow (``flows.coherence.build``, the lake only) run bounded in this process,
    unsealed and sealed alternately (``--rounds`` pairs, fresh namespaces); events/s of the best
    of each and their ratio, and this process's CPU seconds.
+3. Recovery snapshots, per item (``--snapshots``; the real key store): a lake lane's open batch
+   of N tagged signals of 10 tenants (``collect``'s state) and one tenant's drift-like state of
+   its records, pickled as Bytewax does (unsealed) against sealed per tenant
+   (``tenancy.sealed_state.StateSeal.seal``, then pickled) and opened again; best of 7, µs per
+   item.
+4. The flow with ``--recovery-dir`` (``--recovery-base DIR``: a base copy of the code before
+   sealed snapshots, e.g. ``git archive main | tar -x -C /tmp/base-sealsnap``): ``igflow run -r``
+   as a subprocess on the same produced topic, the base copy and this tree alternately
+   (``--rounds`` pairs, fresh namespaces and recovery folders, sealing on in both: the base
+   seals the stores only); wall and CPU seconds (the child's), their medians and ratios, and the
+   load average before each run.
 Writes ``benchmarks/results/sealing.json``.
 """
 
@@ -21,7 +32,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import pickle
 import resource
+import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -39,14 +54,26 @@ from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.envelope import FieldCipher, field_aad  # noqa: E402
 from core.reasons import ReasonCode  # noqa: E402
-from core.records import DeconflictionResult, Provenance, RawRecord, Rejected  # noqa: E402
+from core.records import (  # noqa: E402
+    Decoded,
+    DeconflictionResult,
+    PolicyTags,
+    Provenance,
+    RawRecord,
+    Rejected,
+    Signal,
+    Tagged,
+    input_hash,
+)
 from core.settings import Settings  # noqa: E402
 from flows.coherence import Edges, build  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
+from operators.collect import CollectState  # noqa: E402
 from sinks.dlq import dlq_message  # noqa: E402
 from sinks.lake_tables import DECONFLICTION, QUARANTINE  # noqa: E402
+from tenancy.sealed_state import StateSeal  # noqa: E402
 from tenancy.sealing import Sealer, sealer_of  # noqa: E402
 
 
@@ -143,6 +170,152 @@ def per_row(settings: Settings, n: int, sealer: Sealer) -> dict[str, dict[str, f
     return out
 
 
+def snapshots(n: int, sealer: Sealer) -> dict[str, dict[str, float]]:
+    """µs per item of a recovery snapshot: pickled plain (as Bytewax does) against sealed per
+    tenant and pickled, and opened again (see the module docstring)."""
+    spec = dataclasses.replace(
+        WorkloadSpec(tenants=10, count=n // 10, start=recent_start(datetime.now(UTC))),
+        selectors=True,
+    )
+    contract = signal_contracts()[1].parsed
+    items: list[Any] = []
+    for i, m in enumerate(generate(spec, 2, contract)):
+        assert m.record is not None
+        items.append(_tagged(m.record, m.value, i))
+    seal = StateSeal(sealer)
+    lane = CollectState(items, datetime.now(UTC))
+    one = [x for x in items if x.decoded.signal.tenant_id == items[0].decoded.signal.tenant_id]
+    tenant = items[0].decoded.signal.tenant_id
+    seal.seal("bench.lane", "lane", CollectState(items[:100]))  # warm the tenants' keys
+    out: dict[str, dict[str, float]] = {}
+    lane_sealed = pickle.dumps(seal.seal("bench.lane", "lane", lane))
+    lane_plain = pickle.dumps(lane)
+    whole_sealed = pickle.dumps(seal.seal("bench.whole", tenant, one, tenant))
+    whole_plain = pickle.dumps(one)
+    # (name, items, Bytewax's pickle of the plain state, sealed then pickled, plain unpickle,
+    # unpickle then open); the four timed in turn, round after round (the machine is shared).
+    cases: list[tuple[str, int, list[Callable[[], Any]]]] = [
+        (
+            "lake lane (10 tenants)",
+            len(items),
+            [
+                lambda: pickle.dumps(lane),
+                lambda: pickle.dumps(seal.seal("bench.lane", "lane", lane)),
+                lambda: pickle.loads(lane_plain),
+                lambda: seal.open("bench.lane", pickle.loads(lane_sealed)),
+            ],
+        ),
+        (
+            "one tenant's whole state",
+            len(one),
+            [
+                lambda: pickle.dumps(one),
+                lambda: pickle.dumps(seal.seal("bench.whole", tenant, one, tenant)),
+                lambda: pickle.loads(whole_plain),
+                lambda: seal.open("bench.whole", pickle.loads(whole_sealed)),
+            ],
+        ),
+    ]
+    for name, count, fns in cases:
+        best = [float("inf")] * len(fns)
+        for _round in range(7):
+            for i, fn in enumerate(fns):
+                start = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - start)
+        a, b, c, d = (x / count * 1e6 for x in best)
+        out[name] = {
+            "items": count,
+            "plain_us": a,
+            "sealed_us": b,
+            "plain_open_us": c,
+            "open_us": d,
+        }
+        print(f"{name:<28} {count:>8,} {a:>9.2f} {b:>9.2f} {c:>9.2f} {d:>9.2f}")
+    out["lake lane (10 tenants)"]["plain_bytes"] = len(lane_plain)
+    out["lake lane (10 tenants)"]["sealed_bytes"] = len(lane_sealed)
+    return out
+
+
+def _tagged(record: dict[str, Any], value: bytes | None, i: int) -> Any:
+    raw = RawRecord("bench", i % 4, i, None, value, int(record["ts"].timestamp() * 1000))
+    signal = Signal(
+        record["tenant_id"],
+        record["signal_id"],
+        record["type"],
+        record["value"],
+        record["weight"],
+        record["source"],
+        record["ts"],
+        tuple(record.get("selectors") or ()),
+    )
+    decoded = Decoded(signal, Provenance("bench", i % 4, i, 2, input_hash(value)), None, raw)
+    tags = PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US")
+    return Tagged(decoded, tags, "p" * 64, f"prov-{i}")
+
+
+def recovery_runs(
+    settings: Settings, base: Path, signals: int, rounds: int
+) -> list[dict[str, Any]]:
+    """``igflow run -r`` of the base copy and of this tree, alternately (module docstring)."""
+    tag = uuid.uuid4().hex[:8]
+    settings = settings.with_changes(
+        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+    )
+    create_topics(settings)
+    spec = dataclasses.replace(
+        WorkloadSpec(
+            tenants=10, count=signals // 10, seed=3, start=recent_start(datetime.now(UTC))
+        ),
+        selectors=True,
+    )
+    total = produce(settings, spec, schema_version=2).total
+    print(f"\nproduced {total:,} v2 signals; igflow run -r, base copy and this tree alternately")
+    runs: list[dict[str, Any]] = []
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-recovery-{tag}"
+    for i in range(rounds):
+        for label, tree in (("base", base), ("sealed", REPO)):
+            namespace = f"bench_{tag}_{label}_{i}"
+            env = dict(os.environ)
+            env.update(
+                {
+                    "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
+                    "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
+                    "IGFLOW_LAKE_NAMESPACE": namespace,
+                    "IGFLOW_STORES_SINKS": "",
+                    "PYTHONPATH": str(tree),
+                }
+            )
+            load = os.getloadavg()[0]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "igflow.cli", "run", "-r", str(scratch / namespace)],
+                cwd=tree,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            seconds = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            landed = catalog(settings).load_table(f"{namespace}.signals").scan().count()
+            runs.append(
+                {"tree": label, "seconds": seconds, "cpu_seconds": cpu, "load": load,
+                 "landed": landed, "signals": total}
+            )  # fmt: skip
+            print(
+                f"{label:<7} {seconds:>7.2f} s {cpu:>7.2f} CPU s, {landed:,} landed,"
+                f" load {load:.2f}"
+            )
+    for what in ("seconds", "cpu_seconds"):
+        b = statistics.median(r[what] for r in runs if r["tree"] == "base")
+        s = statistics.median(r[what] for r in runs if r["tree"] == "sealed")
+        print(f"median {what}: base {b:.2f}, sealed {s:.2f}, ratio {s / b:.3f}")
+    return runs
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -155,10 +328,28 @@ def main() -> None:
     parser.add_argument("--invalid", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=2, help="unsealed/sealed pairs")
     parser.add_argument("--rows-only", action="store_true", help="part 1 only")
+    parser.add_argument("--snapshots", type=int, default=0, help="part 3 over N items")
+    parser.add_argument("--recovery-base", type=Path, help="part 4 against this base copy")
+    parser.add_argument("--recovery-signals", type=int, default=30_000)
+    parser.add_argument("--only", choices=("snapshots", "recovery"), help="run that part only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
     settings = Settings.load().with_changes("stores", sinks="")
     sealer = sealer_of(settings)
+    extra: dict[str, Any] = {}
+    if args.snapshots:
+        print(f"recovery snapshot per item over {args.snapshots:,} items, best of 7 (µs):")
+        print(f"{'what':<28} {'items':>8} {'pickle':>9} {'sealed':>9} {'unpickle':>9} {'open':>9}")
+        extra["snapshots"] = snapshots(args.snapshots, sealer)
+    if args.recovery_base is not None:
+        extra["recovery"] = recovery_runs(
+            settings, args.recovery_base, args.recovery_signals, args.rounds
+        )
+    if args.only:
+        out = REPO / "benchmarks" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sealed_snapshots.json").write_text(json.dumps(extra, indent=2))
+        return
 
     print(f"per row over {args.row_signals:,} records, best of 5 (µs):")
     print(f"{'what':<32} {'rows':>8} {'unsealed':>9} {'sealed':>9} {'cost':>9}")
@@ -224,7 +415,7 @@ def main() -> None:
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "sealing.json").write_text(
-        json.dumps({"per_row": rows, "signals": total, "flows": results}, indent=2)
+        json.dumps({"per_row": rows, "signals": total, "flows": results, **extra}, indent=2)
     )
 
 

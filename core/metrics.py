@@ -63,6 +63,7 @@ __all__ = [
     "SINK_RETRIES",
     "SINK_ROWS",
     "SINK_SECONDS",
+    "SNAPSHOT_WITHHELD",
     "TENANT_LABELS",
     "TenantLabels",
     "serve",
@@ -140,6 +141,11 @@ SCORE_CHANGES = Counter(
     "igflow_score_changes_total", "Coherence score changes emitted", ["tenant_id", "status"]
 )
 
+SNAPSHOT_WITHHELD = Counter(
+    "igflow_snapshot_withheld_total",
+    "Recovery-snapshot items (or whole states) discarded on resume, their tenant's keys destroyed",
+    ["step", "reason"],
+)
 SINK_BATCHES = Counter("igflow_sink_batches_total", "Batches written to a serving store", ["sink"])
 SINK_ROWS = Counter("igflow_sink_rows_total", "Rows written to a serving store", ["sink"])
 SINK_RETRIES = Counter(

@@ -12,6 +12,10 @@ in these places only (:data:`SEALED_COLUMNS`), each a (scope, column) of the ten
 - ``dlq`` / ``value``: the original value of a reject that carries a tenant, and a serving
   store's dead letter (the item as JSON) — the message gets the header ``igflow.sealed``.
 
+Bytewax's recovery snapshots (``--recovery-dir``) hold records not yet landed; the steps that
+keep them seal each tenant's part under :data:`SCOPE_SNAPSHOT` (:mod:`tenancy.sealed_state`,
+the column the step, the row the state key; :func:`snapshot_holder` says whose a record is).
+
 Everything else stays queryable in the clear (tenant, ids, type, value, times, reason codes,
 provenance). Redis, the graph and Postgres hold none of the sensitive fields (the sinks write
 scores, signal ids and provenance only): ``tests/integration/test_sealing.py`` scans their raw
@@ -28,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from core.records import Decoded, DeconflictionResult, Quarantined, Rejected, Tagged
+
 __all__ = [
     "DLQ_SEALED_HEADER",
     "DLQ_SEALED_ROW_HEADER",
@@ -35,10 +41,12 @@ __all__ = [
     "SCOPE_DECONFLICTION",
     "SCOPE_DLQ",
     "SCOPE_QUARANTINE",
+    "SCOPE_SNAPSHOT",
     "SEALED_COLUMNS",
     "SEALED_MAGIC",
     "SEALED_TEXT_PREFIX",
     "SHREDDED_HEADER_VALUE",
+    "SNAPSHOT_SHREDDED",
     "UNREGISTERED_KEYHOLDER",
     "UNVERIFIED_TENANT_REASONS",
     "element_column",
@@ -47,12 +55,15 @@ __all__ = [
     "kafka_row",
     "keyholder",
     "legacy_keyholder",
+    "snapshot_holder",
     "window_row",
 ]
 
 SCOPE_DECONFLICTION = "lake.deconfliction"
 SCOPE_QUARANTINE = "lake.quarantine"
 SCOPE_DLQ = "dlq"
+#: A recovery snapshot's state (not a store column: the flow's own state, not yet landed).
+SCOPE_SNAPSHOT = "snapshot"
 
 #: scope -> {column: the sensitive field (policies/fields.rego) or record it carries}.
 SEALED_COLUMNS: Mapping[str, Mapping[str, str]] = {
@@ -74,6 +85,11 @@ DLQ_SEALED_HEADER = "igflow.sealed"
 DLQ_SEALED_TENANT_HEADER = "igflow.sealed.tenant"
 DLQ_SEALED_ROW_HEADER = "igflow.sealed.row"
 SHREDDED_HEADER_VALUE = "shredded"
+#: Why a recovery snapshot's part was discarded on resume (the label of
+#: ``igflow_snapshot_withheld_total``): sealed for a tenant since offboarded, its keys destroyed.
+#: A label of its own, not a :class:`~core.reasons.ReasonCode`: no record is rejected (the
+#: tenant's data is shredded by design), and the enum's length seeds the lake's golden files.
+SNAPSHOT_SHREDDED = "TENANT_SHREDDED"
 
 
 #: Whose keys seal a record rejected as ``TENANT_UNKNOWN``: its tenant id is an unverified
@@ -135,3 +151,21 @@ def element_column(column: str, index: int) -> str:
     """The column name bound into element ``index`` of a sealed list, so elements cannot be
     swapped."""
     return f"{column}[{index}]"
+
+
+def snapshot_holder(item: object) -> str | None:
+    """Whose keys seal ``item`` in a recovery snapshot: the keyholder of a record that carries a
+    sensitive field or the exact Kafka bytes (a decoded, tagged or drift-held signal, a reject,
+    a deconfliction row), ``None`` for anything else (a score change holds none; a reject that
+    did not decode has no tenant: kept as read, as the quarantine table keeps it)."""
+    if isinstance(item, Tagged):
+        return item.decoded.signal.tenant_id
+    if isinstance(item, Decoded):
+        return item.signal.tenant_id
+    if isinstance(item, Quarantined):
+        return item.decoded.signal.tenant_id
+    if isinstance(item, Rejected):
+        return keyholder(item.tenant_id, item.reason.value)
+    if isinstance(item, DeconflictionResult):
+        return item.tenant_id
+    return None

@@ -75,6 +75,7 @@ from sources.kafka import KafkaTopicSource
 from sources.pausable import PausableSource
 from tenancy.keys import tenant_keys
 from tenancy.registry import PostgresTenants
+from tenancy.sealed_state import StateSeal
 from tenancy.sealing import Sealer, sealer_of
 from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
@@ -137,11 +138,13 @@ def land(
     group: GroupTarget | None = None,
     bootstrap: Brokers | None = None,
     sealer: Sealer | None = None,
+    seal: StateSeal | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
     ``bootstrap``, bind the ledger to the input topics' ids there; with ``sealer``, seal the
-    table's sensitive columns (:mod:`core.sealing`).
+    table's sensitive columns (:mod:`core.sealing`); with ``seal``, the records batched but not
+    yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
@@ -155,6 +158,8 @@ def land(
             keyed,
             timeout=timedelta(seconds=settings.lake.batch_max_seconds),
             max_size=settings.lake.batch_max_rows,
+            seal=seal,
+            key_of=table.lane,
         )
     else:
         batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)
@@ -181,6 +186,7 @@ def _serve(
     dead_letters: DeadLetterTarget,
     signals: Stream[Tagged],
     scores: Stream[ScoreChange],
+    seal: StateSeal | None = None,
 ) -> None:
     """Write the serving stores named in ``stores.sinks``; what they cannot write goes to
     ``dead_letters``.
@@ -196,16 +202,16 @@ def _serve(
         raise ConfigError(msg)
     if "redis" in enabled:
         both = op.merge("redis_items", signals, scores)
-        serve("redis", both, RedisSink(stores, dead_letters))
+        serve("redis", both, RedisSink(stores, dead_letters), seal)
     if "graph" in enabled:
         # Imported here: the Bolt driver (and pandas, through its optional dependencies) cost
         # 0.6 s of every flow's start-up, a lake-only flow's included.
         from sinks.graph import GraphSink
 
         both = op.merge("graph_items", signals, scores)
-        serve("graph", both, GraphSink(stores, dead_letters))
+        serve("graph", both, GraphSink(stores, dead_letters), seal)
     if "postgres" in enabled:
-        serve("postgres", scores, PostgresSink(stores, dead_letters))
+        serve("postgres", scores, PostgresSink(stores, dead_letters), seal)
 
 
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:
@@ -270,6 +276,16 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         kafka_source(settings), functools.partial(board.is_off, SwitchKind.FLOW, FLOW_ID)
     )
 
+    # Sensitive fields are sealed at the sinks (the steps, psi first, need them in the clear):
+    # the quarantine's payloads, the matched selectors and the DLQ's originals (core.sealing);
+    # and in the recovery snapshots, each tenant's records under its keys (tenancy.sealed_state).
+    sealer = edges.sealer
+    if sealer is None and settings.seal.enabled:
+        sealer = sealer_of(settings)
+    # Bytewax snapshots every epoch with or without a recovery store; without one the
+    # snapshots go nowhere, so they are sealed only when kept (and the key store is not asked).
+    seal = StateSeal(sealer) if sealer is not None and settings.run.recovery_dir else None
+
     flow = Dataflow(FLOW_ID)
     raw = op.input("kafka", flow, source)
     decoded = decode("decode", raw, decoder)
@@ -281,22 +297,22 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         drift_settings,
         release_key=settings.quarantine.release_key,
         baseline=baseline,
+        seal=seal,
     )
     unique = dedupe("dedupe", drifted.passed, settings.dedupe)
     tagged = tenant_tag("tenant_tag", unique.unique, policy, registry)
     tagged = redact_step("redact", tagged, redaction, mac, registry)
     deconflicted = psi_step(
-        "psi", tagged, psi_settings, edges.matcher or http_matcher_factory(psi_settings)
+        "psi",
+        tagged,
+        psi_settings,
+        edges.matcher or http_matcher_factory(psi_settings),
+        seal=seal,
     )
     # Canaries (igflow probe) land like any signal but never count in a score.
     scores = score("score", drop_canaries("canaries", deconflicted.passed), settings.score)
 
     rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
-    # Sensitive fields are sealed at the sinks (the steps, psi first, need them in the clear):
-    # the quarantine's payloads, the matched selectors and the DLQ's originals (core.sealing).
-    sealer = edges.sealer
-    if sealer is None and settings.seal.enabled:
-        sealer = sealer_of(settings)
     dead_letters = DeadLetterTarget.of(settings.kafka, sealer)
     op.output(
         "dlq",
@@ -314,9 +330,18 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     group = GroupTarget(kafka.connection(), kafka.group_id, kafka.topic) if real else None
     group = group if kafka.group_id else None
     ids = kafka.connection() if real else None
-    land("lake_signals", signal_values, SIGNALS, settings, plans.get(SIGNALS.name), group, ids)
+    land(
+        "lake_signals",
+        signal_values,
+        SIGNALS,
+        settings,
+        plans.get(SIGNALS.name),
+        group,
+        ids,
+        seal=seal,
+    )
     land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
-    _serve(settings.stores, dead_letters, signal_values, score_values)
+    _serve(settings.stores, dead_letters, signal_values, score_values, seal)
     land(
         "lake_deconfliction",
         deconflicted.results,
@@ -324,6 +349,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         settings,
         plans.get(DECONFLICTION.name),
         sealer=sealer,
+        seal=seal,
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
@@ -335,6 +361,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         group,
         ids,
         sealer,
+        seal,
     )
     return flow
 

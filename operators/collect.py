@@ -24,6 +24,8 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators.batching import stateful_batch_at
+from operators.sealed_state import sealed_builder
+from tenancy.sealed_state import StateSeal
 
 __all__ = ["CollectState", "collect_batches"]
 
@@ -115,13 +117,21 @@ def _resumed(resume: Any) -> CollectState[Any]:
 
 @operator
 def collect_batches(
-    step_id: str, up: KeyedStream[V], timeout: timedelta, max_size: int
+    step_id: str,
+    up: KeyedStream[V],
+    timeout: timedelta,
+    max_size: int,
+    seal: StateSeal | None = None,
+    key_of: Callable[[V], str] | None = None,
 ) -> KeyedStream[list[V]]:
     """Emit each key's items as lists of at most ``max_size``, ``timeout`` after the first item
-    of each list (wall clock), or at the end of input; see the module docstring."""
+    of each list (wall clock), or at the end of input; see the module docstring. With ``seal``
+    (and ``key_of``, the function ``up`` is keyed by), each record of the open batches is sealed
+    in the snapshot under its tenant's keys (:mod:`operators.sealed_state`)."""
 
     def builder(resume: Any) -> CollectLogic[V]:
         return CollectLogic(_resumed(resume), timeout, max_size, lambda: datetime.now(UTC))
 
     # The id and the snapshot (a CollectState) of the per-item op.stateful it replaced.
-    return stateful_batch_at("stateful", up, builder)
+    sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
+    return stateful_batch_at("stateful", up, sealed)

@@ -108,7 +108,9 @@ from core.records import Decoded, DriftVerdict, Quarantined
 from core.settings import DriftSettings
 from operators.batching import stateful_batch_at
 from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
+from operators.sealed_state import sealed_builder
 from operators.split import split_keyed
+from tenancy.sealed_state import StateSeal
 
 __all__ = [
     "SCHEMA_TYPE",
@@ -570,6 +572,11 @@ class _DriftLogic(StatefulBatchLogic[Decoded, Output, TenantDrift]):
         return copy.deepcopy(self.state)
 
 
+def _tenant(item: Decoded) -> str:
+    """The state key of a drift step's item (its stream is keyed by tenant)."""
+    return item.signal.tenant_id
+
+
 @dataclasses.dataclass(frozen=True)
 class DriftOut:
     """The two streams out of :func:`drift`."""
@@ -588,13 +595,16 @@ def drift(
     *,
     release_key: str,
     baseline: Baseline | None = None,
+    seal: StateSeal | None = None,
 ) -> DriftOut:
     """Quarantine drifted micro-batches per (tenant, type); ``up`` must be keyed by tenant_id.
 
     See the module docstring for the contract. ``idle_flush_seconds <= 0`` disables the idle
     flush (a bounded run: open batches are decided at the end of input). A resumed state takes
     the current ``settings``, ``baseline`` and ``release_key`` (:meth:`TenantDrift.bind`).
-    Raises :class:`~core.errors.ConfigError` for unusable settings, at build time.
+    With ``seal``, a tenant's snapshot (its held records) is sealed under its keys
+    (:mod:`operators.sealed_state`). Raises :class:`~core.errors.ConfigError` for unusable
+    settings, at build time.
     """
     check_settings(settings)
 
@@ -604,6 +614,8 @@ def drift(
         return _DriftLogic(resume, settings, baseline, release_key)
 
     # The id and the snapshot (a TenantDrift) of the per-item op.stateful it replaced.
-    checked = stateful_batch_at("check", up, builder)
+    checked = stateful_batch_at(
+        "check", up, sealed_builder(builder, seal, f"{step_id}.check", _tenant, whole=True)
+    )
     passed, quarantined = split_keyed("split", checked, Decoded, Quarantined, unkey_second=True)
     return DriftOut(passed, quarantined)

@@ -79,8 +79,10 @@ from operators.psi_window import (
     TenantDeconfliction,
     provenance_digest,
 )
+from operators.sealed_state import sealed_builder
 from operators.split import split_keyed
 from psi.messages import PsiMode
+from tenancy.sealed_state import StateSeal
 
 __all__ = [
     "PSI_UNAVAILABLE",
@@ -257,6 +259,11 @@ class _PsiLogic(StatefulBatchLogic[Tagged, _Out, PsiTenantState]):
         return PsiTenantState(copy.deepcopy(self.state), tuple(w for w, _ in self.asked))
 
 
+def _tenant(item: Tagged) -> str:
+    """The state key of a psi step's item (its stream is keyed by tenant)."""
+    return item.decoded.signal.tenant_id
+
+
 @dataclasses.dataclass(frozen=True)
 class PsiOut:
     """The two streams out of :func:`psi_step`."""
@@ -275,6 +282,7 @@ def psi_step(
     matcher_factory: Callable[[], Matcher],
     *,
     sleep: Callable[[float], None] = time.sleep,
+    seal: StateSeal | None = None,
 ) -> PsiOut:
     """Deconflict each tenant's selectors per window; ``up`` must be keyed by ``tenant_id``.
 
@@ -283,8 +291,9 @@ def psi_step(
     building the flow connects to nothing); production passes :func:`http_matcher_factory`.
     ``sleep`` waits between retries. With ``settings.server_url`` empty the step passes every
     signal and keeps no state; the dataflow has the same steps either way. A resumed state keeps
-    the window length it was built with. Raises :class:`~core.errors.ConfigError` for unusable
-    settings, at build time.
+    the window length it was built with. With ``seal``, a tenant's snapshot (its open window's
+    selectors, the windows asked) is sealed under its keys (:mod:`operators.sealed_state`).
+    Raises :class:`~core.errors.ConfigError` for unusable settings, at build time.
     """
     check_settings(settings)
     mode = PsiMode(settings.mode)
@@ -319,6 +328,7 @@ def psi_step(
         return _PsiLogic(resume, settings.window_seconds, on, settings.idle_flush_seconds)
 
     # The id and the snapshot (a PsiTenantState) of the per-item op.stateful it replaced.
-    out = stateful_batch_at("deconflict", up, builder)
+    sealed = sealed_builder(builder, seal, f"{step_id}.deconflict", _tenant, whole=True)
+    out = stateful_batch_at("deconflict", up, sealed)
     passed, results = split_keyed("split", out, Tagged, DeconflictionResult, unkey_second=True)
     return PsiOut(passed, results)

@@ -21,7 +21,7 @@ dead-letters to (:class:`~sinks.dlq.DeadLetterTarget`), not the whole settings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -32,9 +32,11 @@ from core.retry import RetryPolicy, write_with_retry
 from core.settings import StoreSettings
 from sinks.dlq import DeadLetterTarget, SinkDeadLetters
 from sinks.store_pipeline import StorePipeline
+from tenancy.sealed_state import SealedState, StateSeal, open_sealed
 
 __all__ = [
     "PipelinedPartition",
+    "SealedSink",
     "ServingSink",
     "StoreWriter",
     "retry_policy",
@@ -61,10 +63,60 @@ def tenant_of(item: Tagged | ScoreChange) -> str:
     return item.tenant_id if isinstance(item, ScoreChange) else item.signal.tenant_id
 
 
-def serve(step_id: str, up: Stream[T], sink: ServingSink[T]) -> None:
-    """Write ``up`` (score changes or tagged signals) to ``sink``, keyed by tenant."""
+def serve(step_id: str, up: Stream[T], sink: ServingSink[T], seal: StateSeal | None = None) -> None:
+    """Write ``up`` (score changes or tagged signals) to ``sink``, keyed by tenant; with
+    ``seal``, the partitions' snapshots (the items not yet acknowledged) are sealed per tenant
+    (:class:`SealedSink`)."""
     keyed = op.key_on(f"{step_id}_by_tenant", up, tenant_of)  # type: ignore[arg-type]
-    op.output(step_id, keyed, sink)
+    op.output(step_id, keyed, SealedSink(sink, seal))
+
+
+class SealedSink(FixedPartitionedSink[T, Any]):
+    """``inner`` with each partition's resume state opened and its snapshots sealed per tenant
+    (:mod:`tenancy.sealed_state`; the step id the column, the partition the row); with no
+    ``seal`` (``seal.enabled`` off) snapshots stay plain and a sealed one refuses to resume."""
+
+    def __init__(self, inner: FixedPartitionedSink[T, Any], seal: StateSeal | None) -> None:
+        self._inner = inner
+        self._seal = seal
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def part_fn(self, item_key: str) -> int:
+        return self._inner.part_fn(item_key)
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Any | None
+    ) -> StatefulSinkPartition[T, Any]:
+        if isinstance(resume_state, SealedState):
+            sealer = None if self._seal is None else self._seal.sealer
+            resume_state = open_sealed(sealer, step_id, resume_state, for_part)
+        part = self._inner.build_part(step_id, for_part, resume_state)
+        if self._seal is None:
+            return part
+        return _SealedPartition(part, self._seal, step_id, for_part)
+
+
+class _SealedPartition(StatefulSinkPartition[T, Any]):
+    """A partition whose snapshot is sealed (:class:`SealedSink`)."""
+
+    def __init__(
+        self, inner: StatefulSinkPartition[T, Any], seal: StateSeal, step: str, key: str
+    ) -> None:
+        self._inner = inner
+        self._seal = seal
+        self._step = step
+        self._key = key
+
+    def write_batch(self, values: list[T]) -> None:
+        self._inner.write_batch(values)
+
+    def snapshot(self) -> Any:
+        return self._seal.seal(self._step, self._key, self._inner.snapshot())
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 def retry_policy(stores: StoreSettings) -> RetryPolicy:

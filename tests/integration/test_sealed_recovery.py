@@ -1,0 +1,257 @@
+"""Sealed recovery snapshots on the real stack (issue 16, point 2).
+
+- A flow with ``--recovery-dir``, sealing on (the default), v2 signals carrying selectors, a PSI
+  partner and the Redis sink is SIGKILLed mid-stream: the recovery store's files (SQLite and
+  write-ahead log) hold none of the workload's selectors or Kafka values in their raw bytes,
+  though they hold sealed states that open to them; the resumed flow lands each record once.
+- A tenant offboarded while the flow is down: its sealed state is discarded on resume (logged,
+  never opened), the flow goes on and every other tenant's records land exactly once.
+- The upgrade: a store written unsealed resumes under sealing and is sealed from then on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.catalog import catalog
+from core.contracts import signal_contracts
+from core.sealing import SNAPSHOT_SHREDDED
+from core.settings import Settings
+from igflow.admin import create_topics
+from igflow.producer import produce
+from igflow.workload import SOURCES, WorkloadSpec, generate
+from tenancy.registry import upsert_tenant
+from tenancy.sealed_state import SealedState, StateSeal
+from tenancy.sealing import sealer_of
+from tests.integration.conftest import (
+    env_for,
+    finish,
+    igflow,
+    json_lines,
+    kill,
+    lake_count,
+    lake_rows,
+    read_topic,
+    recent,
+    tagged_settings,
+)
+from tests.integration.scratch import Scratch
+from tests.integration.test_psi_cli import serving
+from tests.unit.test_psi_commands import write_csv
+
+pytestmark = pytest.mark.integration
+
+TOTAL = 8_000
+WINDOW = 300
+PARTNER = [f"sel-{i:05d}" for i in range(0, 10_000, 2)]
+
+
+def _snapshots(recovery: Path) -> list[Any]:
+    """Every snapshot the recovery store holds, unpickled (as the resumed flow reads them)."""
+    out: list[Any] = []
+    for path in sorted(recovery.glob("*.sqlite3")):
+        with sqlite3.connect(path) as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for row in db.execute(f'SELECT * FROM "{table}"'):
+                    for value in row:
+                        if isinstance(value, bytes):
+                            try:
+                                out.append(pickle.loads(value))
+                            except Exception:
+                                continue
+    return out
+
+
+@pytest.mark.slow
+def test_sigkilled_sealed_snapshots_hold_no_plaintext_and_resume_exactly_once(
+    it_settings: Settings, tmp_path: Path
+) -> None:
+    settings = (
+        it_settings.with_changes("kafka", batch_size=50)
+        # Batches that stay open for seconds: the snapshots hold records not yet landed.
+        .with_changes("lake", batch_max_rows=2_000, batch_max_seconds=3.0)
+        .with_changes("stores", sinks="redis")
+    )
+    spec = dataclasses.replace(
+        recent(WorkloadSpec(tenants=4, count=TOTAL // 4, seed=71)), selectors=True
+    )
+    messages = list(generate(spec, 2, signal_contracts()[1].parsed))
+    produce(settings, spec, schema_version=2)
+    selectors = {s.encode() for m in messages if m.record for s in m.record["selectors"]}
+    values = {m.value() for m in read_topic(settings, settings.kafka.topic)}
+    assert len(selectors) > 1_000 and len(values) == TOTAL
+
+    recovery = tmp_path / "recovery"
+    csv = write_csv(tmp_path / "partner.csv", ["selector"], [[s] for s in PARTNER])
+    env = env_for(settings)
+    with serving(tmp_path / "psi.log", env, "--csv", str(csv), "--partner", "partner") as started:
+        run = {
+            "IGFLOW_PSI_SERVER_URL": started["url"],
+            "IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW),
+            "IGFLOW_RUN_SNAPSHOT_SECONDS": "0.5",
+        }
+        proc = igflow(settings, "run", "-r", str(recovery), **run)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and lake_count(settings) < TOTAL // 8:
+            assert proc.poll() is None, "the flow ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(1.0)  # a snapshot or two with open batches, windows and pending items
+        kill(proc)
+        at_kill = lake_count(settings)
+        assert 0 < at_kill < TOTAL, f"kill was not mid-stream: {at_kill} of {TOTAL} had landed"
+
+        # 1. No selector and no Kafka value in the recovery store's raw bytes.
+        files = [p for p in recovery.iterdir() if p.is_file()]
+        assert any(p.name.endswith(".sqlite3") for p in files)
+        blobs = [p.read_bytes() for p in files]
+        leaked_selectors = {s for s in selectors if any(s in b for b in blobs)}
+        leaked_values = sum(1 for v in values if any(v in b for b in blobs))
+        assert (leaked_selectors, leaked_values) == (set(), 0)
+
+        # ... though it holds sealed states of the lake batches, psi's windows and the Redis
+        # sink, which open (with the tenants' keys) to records that carry those selectors.
+        sealed = [s for s in _snapshots(recovery) if isinstance(s, SealedState)]
+        steps = {s.step for s in sealed}
+        held = {"coherence.lake_signals_batch.stateful", "coherence.psi.deconflict"}
+        assert held <= steps, steps
+        seal = StateSeal(sealer_of(settings))
+        opened = pickle.dumps([seal.open(s.step, s) for s in sealed])
+        assert any(s in opened for s in selectors)
+
+        # 2. The resumed flow lands every record exactly once.
+        finish(igflow(settings, "run", "-r", str(recovery), **run))
+
+    rows = lake_rows(settings)
+    keys = {(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows}
+    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
+    assert (len(rows), len(keys), len(offsets)) == (TOTAL, TOTAL, TOTAL)
+    windows = catalog(settings).load_table(f"{settings.lake.namespace}.deconfliction")
+    deconflicted = windows.scan().to_arrow().to_pylist()
+    assert deconflicted
+    assert len({(r["tenant_id"], r["window_start"]) for r in deconflicted}) == len(deconflicted)
+
+
+@pytest.mark.slow
+def test_a_tenant_offboarded_while_the_flow_is_down_does_not_resume_and_the_others_do(
+    stack: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    """SIGKILL a sealed flow mid-stream, offboard one tenant, resume: the flow does not crash,
+    the shredded tenant's recovery state is discarded (counted and logged, never opened), and
+    every other tenant's records land exactly once."""
+    prefix = f"snap{uuid.uuid4().hex[:6]}"
+    scratch.tenant_prefixes.add(prefix)
+    settings = (
+        tagged_settings(stack, scratch)
+        .with_changes("stores", sinks="")
+        .with_changes("kafka", batch_size=50)
+        .with_changes("lake", batch_max_rows=2_000, batch_max_seconds=3.0)
+    )
+    create_topics(settings)
+    spec = dataclasses.replace(
+        recent(WorkloadSpec(tenants=4, count=1_000, seed=73)), selectors=True, tenant_prefix=prefix
+    )
+    for i in range(spec.tenants):
+        upsert_tenant(settings.stores.postgres_dsn, f"{prefix}-{i:02d}", SOURCES)
+    messages = list(generate(spec, 2, signal_contracts()[1].parsed))
+    produce(settings, spec, schema_version=2)
+    per_tenant = Counter(m.record["tenant_id"] for m in messages if m.record)
+    total = sum(per_tenant.values())
+    gone = f"{prefix}-01"
+    assert per_tenant[gone] > 0
+
+    recovery = tmp_path / "recovery"
+    csv = write_csv(tmp_path / "partner.csv", ["selector"], [[s] for s in PARTNER])
+    env = env_for(settings)
+    with serving(tmp_path / "psi.log", env, "--csv", str(csv), "--partner", "partner") as started:
+        run = {
+            "IGFLOW_PSI_SERVER_URL": started["url"],
+            "IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW),
+            "IGFLOW_RUN_SNAPSHOT_SECONDS": "0.5",
+        }
+        proc = igflow(settings, "run", "-r", str(recovery), **run)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and lake_count(settings) < total // 8:
+            assert proc.poll() is None, "the flow ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        kill(proc)
+        at_kill = lake_count(settings)
+        assert 0 < at_kill < total, f"kill was not mid-stream: {at_kill} of {total} had landed"
+        held = {
+            part.holder
+            for s in _snapshots(recovery)
+            if isinstance(s, SealedState)
+            for part in s.parts
+            if part.sealed is not None
+        }
+        assert gone in held, held  # the shredded tenant's state is there, sealed
+
+        finish(igflow(settings, "tenants", "offboard", gone, "--note", "sealed recovery test"))
+        _out, err = finish(igflow(settings, "run", "-r", str(recovery), **run))
+
+    discarded = [
+        line
+        for line in json_lines(err)
+        if line.get("error_code") == SNAPSHOT_SHREDDED and line.get("tenant_id") == gone
+    ]
+    assert discarded, err[-3000:]
+    rows = lake_rows(settings)
+    landed = Counter(r["tenant_id"] for r in rows)
+    offsets = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    assert len(set(offsets)) == len(offsets)  # nothing twice
+    assert {t: n for t, n in landed.items() if t != gone} == {
+        t: n for t, n in per_tenant.items() if t != gone
+    }
+    assert landed[gone] < per_tenant[gone]  # what its discarded state held never lands
+
+
+@pytest.mark.slow
+def test_a_plain_snapshot_of_before_resumes_and_is_sealed_from_then_on(
+    it_settings: Settings, tmp_path: Path
+) -> None:
+    """The upgrade path: a recovery store written unsealed (``seal.enabled`` off, as every
+    release before this one wrote it) resumes under sealing, lands each record once, and holds
+    only sealed states of the steps that keep records afterwards."""
+    settings = it_settings.with_changes("kafka", batch_size=50).with_changes(
+        "lake", batch_max_rows=2_000, batch_max_seconds=3.0
+    )
+    spec = recent(WorkloadSpec(tenants=4, count=4_000, seed=75))
+    produce(settings, dataclasses.replace(spec, selectors=True), schema_version=2)
+    total = 16_000
+    recovery = tmp_path / "recovery"
+    proc = igflow(
+        settings,
+        "run",
+        "-r",
+        str(recovery),
+        IGFLOW_SEAL_ENABLED="false",
+        IGFLOW_RUN_SNAPSHOT_SECONDS="0.5",
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and lake_count(settings) < total // 8:
+        assert proc.poll() is None, "the flow ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.6)  # a snapshot with open batches and drift's held records
+    kill(proc)
+    at_kill = lake_count(settings)
+    assert 0 < at_kill < total, f"kill was not mid-stream: {at_kill} of {total} had landed"
+    before = {type(s).__name__ for s in _snapshots(recovery)}
+    assert "TenantDrift" in before and "SealedState" not in before, before
+
+    finish(igflow(settings, "run", "-r", str(recovery), IGFLOW_RUN_SNAPSHOT_SECONDS="0.5"))
+
+    rows = lake_rows(settings)
+    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
+    assert (len(rows), len(offsets)) == (total, total)
+    after = {type(s).__name__ for s in _snapshots(recovery)}
+    assert "SealedState" in after and "TenantDrift" not in after, after
