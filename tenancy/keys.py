@@ -20,6 +20,12 @@ hierarchy and the cipher.
   data keys and audits it. Every field encrypted for the tenant, in every store, is unreadable
   from then on; no new key is ever made for it. A running process may hold the keys in memory
   until its next refresh (``refresh_seconds``).
+- **The store unreachable.** A refresh that cannot reach Postgres keeps serving the keys it read
+  less than ``rotation_grace_seconds`` ago: no version made since can be in force yet, so they
+  seal what a reader of the store would seal. An outage shorter than the grace minus the
+  refresh (30 s by default) stops no seal (the lake's, the DLQ's, a recovery snapshot's); a
+  longer one raises :class:`~core.errors.ConfigError` ("key store unavailable"), and an
+  offboarding made during it takes hold at the next refresh that reaches the store.
 """
 
 from __future__ import annotations
@@ -195,7 +201,16 @@ class TenantKeys:
             cached = self._cache.get(key)
             if cached is not None and self._clock() - cached[0] < self._refresh:
                 return cached[1]
-        ciphers = self._load(tenant_id, scope)
+        try:
+            ciphers = self._load(tenant_id, scope)
+        except ConfigError:
+            # The key store is unreachable. Keys read less than the rotation grace ago are
+            # still the ones in force: a version made since takes effect no sooner than the
+            # grace after it was made (rotate), so sealing with them seals as a reader of the
+            # store would. A short outage of the store then stops no seal; a longer one does.
+            if cached is not None and self._clock() - cached[0] < self._grace.total_seconds():
+                return cached[1]
+            raise
         if not ciphers and create:
             self._create_first(tenant_id, scope)
             ciphers = self._load(tenant_id, scope)
