@@ -17,15 +17,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core import prometheus_query, slo
 from core.errors import ConfigError, IgflowError
 from core.resources import avro_dir, slo_file
 from core.settings import Settings
 from igflow.evidence import Absent, EvidenceError, EvidenceInputs, build, generate_sbom
 from igflow.evidence_keys import key_id, load_public_key, load_signing_key, public_key_path
 from igflow.evidence_parts import PARTS
-from igflow.evidence_verify import verify
-from igflow.governance import provenance_dir
 from igflow.slo_commands import json_rows
 
 __all__ = ["register"]
@@ -44,6 +41,8 @@ def _file(value: str | None, option: str) -> Path | Absent:
 
 
 def _slo_report(args: argparse.Namespace, settings: Settings, slo_path: Path) -> bytes | Absent:
+    from core import prometheus_query, slo  # httpx: only when an SLO report is asked for
+
     if args.slo == "none":
         return Absent("not asked for (--slo none)")
     if args.slo != "live":
@@ -60,6 +59,8 @@ def _slo_report(args: argparse.Namespace, settings: Settings, slo_path: Path) ->
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.governance import provenance_dir  # jsonschema, the redaction policy
+
     slo_path = Path(settings.run.slo_file) if settings.run.slo_file else slo_file()
     key = load_signing_key(settings.evidence_signing_key_file)
     with tempfile.TemporaryDirectory(prefix="igflow-evidence-") as scratch:
@@ -115,6 +116,8 @@ def _trusted_key(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.evidence_verify import verify  # jsonschema, the policy bundle
+
     trusted = load_public_key(_trusted_key(args, settings))
     verdict = verify(Path(args.bundle), trusted, args.require or ())
     manifest = verdict.manifest or {}

@@ -12,13 +12,17 @@ from pathlib import Path
 
 from core.resources import avro_dir
 from core.settings import Settings
-from igflow.governance import check, lock, provenance_dir
-from operators.redact import RedactionPolicy
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
+# igflow.governance (jsonschema, the Rego policies) and operators.redact are imported by the
+# commands that use them: every other igflow command starts without them.
+
+
 def _folders(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path, Path]:
+    from igflow.governance import provenance_dir
+
     return (
         Path(args.avro) if args.avro else avro_dir(),
         Path(args.policies) if args.policies else settings.policies_dir,
@@ -27,6 +31,8 @@ def _folders(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path, 
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.governance import check
+
     avro, policies, provenance = _folders(args, settings)
     findings = check(avro, policies, provenance)
     for finding in findings:
@@ -43,6 +49,8 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _lock(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.governance import lock
+
     _avro, _policies, provenance = _folders(args, settings)
     added = lock(provenance)
     print(f"locked: {', '.join(added)}" if added else "nothing new to lock")
@@ -50,6 +58,8 @@ def _lock(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _redaction(args: argparse.Namespace, settings: Settings) -> int:
+    from operators.redact import RedactionPolicy
+
     _avro, policies, _provenance = _folders(args, settings)
     policy = RedactionPolicy.load(policies)  # refuses unusable rules, as the flow would
     for tenant in args.tenant or policy.named:

@@ -8,8 +8,8 @@ import json
 from collections.abc import Callable
 
 from core.settings import Settings
-from tenancy.keys import tenant_keys
-from tenancy.registry import list_tenants, upsert_tenant
+
+# tenancy (psycopg, the KMS) is imported by the commands that use it, not at igflow's start.
 
 __all__ = ["offboard", "register"]
 
@@ -17,6 +17,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from tenancy.keys import tenant_keys
+
     keys = tenant_keys(settings).data_keys(args.tenant)
     if args.json:
         print(
@@ -44,6 +46,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from tenancy.keys import tenant_keys
+
     done = tenant_keys(settings).rotate(args.tenant)
     print(
         json.dumps(
@@ -66,6 +70,8 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from tenancy.keys import tenant_keys
+
     for at, action, detail in tenant_keys(settings).audit(args.tenant):
         print(json.dumps({"at": at.isoformat(), "action": action, **detail}, sort_keys=True))
     return 0
@@ -74,6 +80,9 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 def offboard(args: argparse.Namespace, settings: Settings) -> int:
     """Destroy the tenant's keys (its encrypted fields become unreadable everywhere), and mark
     it inactive in the registry so no new signal of it lands."""
+    from tenancy.keys import tenant_keys
+    from tenancy.registry import list_tenants, upsert_tenant
+
     dsn = settings.stores.postgres_dsn
     entry = next((e for e in list_tenants(dsn) if e.tenant_id == args.tenant), None)
     if entry is not None:

@@ -6,7 +6,6 @@ import argparse
 import os
 from collections.abc import Callable
 
-from core import prometheus_query
 from core.settings import Settings
 
 __all__ = ["register"]
@@ -18,6 +17,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from core import prometheus_query
 
     changes = {
         name: value

@@ -20,15 +20,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from core import prometheus_query, slo
+from core import slo
 from core.errors import IgflowError
 from core.settings import Settings
 
-__all__ = ["budgets", "json_rows", "register"]
-
-#: Kept here for callers of ``igflow.slo_commands.budgets``: the queries live in
-#: :mod:`core.prometheus_query`, shared with the API's dashboards.
-budgets = prometheus_query.budgets
+__all__ = ["json_rows", "register"]
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -37,6 +33,8 @@ PROMETHEUS_PORT_VARIABLE = "IGFLOW_PROMETHEUS_PORT"
 
 
 def _default_url(settings: Settings) -> str:
+    from core import prometheus_query  # httpx: only for a command that asks Prometheus
+
     return prometheus_query.default_url(os.environ, tls=settings.tls.enabled)
 
 
@@ -108,6 +106,8 @@ def _cmd_slo(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "rules":
         print(json.dumps(slo.rule_groups(slos), indent=2))
         return 0
+    from core.prometheus_query import budgets  # the queries, shared with the API's dashboards
+
     url = args.prometheus or _default_url(settings)
     rows = budgets(slos, url, _at(args.at), verify=settings.client_verify())
     _print(rows, slos.budget_window, args.json)
