@@ -8,10 +8,11 @@ request (TCP and TLS handshake every time: the worst case, a client without keep
 The servers' store hops are the same in both (TLS when the stack runs TLS), so the difference
 is the API hop's TLS alone.
 
-Needs the local stack started with ``IGFLOW_TLS_ENABLED=true`` and ``igflow setup`` run:
+Needs the local stack with TLS (the default; not with the opt-out ``IGFLOW_TLS_ENABLED=false``)
+and ``igflow setup`` run:
 
-    IGFLOW_TLS_ENABLED=true python -m dev start && IGFLOW_TLS_ENABLED=true igflow setup
-    IGFLOW_TLS_ENABLED=true python benchmarks/api_tls.py
+    python -m dev start && igflow setup
+    python benchmarks/api_tls.py
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.load()
     if not settings.tls.enabled:
-        raise SystemExit("run with IGFLOW_TLS_ENABLED=true against a stack started with it")
+        raise SystemExit("needs TLS on (the default): unset IGFLOW_TLS_ENABLED=false")
     token = mint_token(settings, args.tenant, ["coherence:read"], 3600)
     body = {"query": QUERY, "variables": {"tenantId": args.tenant}}
     verify = settings.client_verify()

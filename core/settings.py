@@ -24,7 +24,8 @@ Environment variables (the same names ``docker-compose.yml`` and ``dev/`` use):
                                ``postgresql+psycopg2`` driver)
 ``IGFLOW_WAREHOUSE``           Iceberg warehouse location
 ``IGFLOW_STACK_DIR``           where the local stack keeps data and logs (``.stack``)
-``IGFLOW_TLS_ENABLED``         TLS on every hop (``tls`` section): every endpoint in its verified
+``IGFLOW_TLS_ENABLED``         TLS on every hop, on by default (``tls`` section; ``false`` is the
+                               plaintext opt-out): every endpoint in its verified
                                TLS form, the stack's CA unless ``IGFLOW_TLS_CA_FILE``
 =============================  ==============================================================
 
@@ -826,7 +827,9 @@ class TlsSettings:
     the CA as trusted certificate); an endpoint that names its own TLS options keeps them.
     """
 
-    enabled: bool = False
+    #: On by default (issue 16, point 5); plaintext only by the explicit opt-out
+    #: ``IGFLOW_TLS_ENABLED=false`` (or ``enabled = false`` in the ``[tls]`` section).
+    enabled: bool = True
     #: The CA that signs the servers' certificates; empty: ``<stack_dir>/tls/ca.pem``, the CA
     #: ``python -m dev start`` makes.
     ca_file: str = ""

@@ -7,6 +7,7 @@ receives the resulting :class:`StackConfig` explicitly.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -39,6 +40,9 @@ ENV_JAVA_HOME = "IGFLOW_STACK_JAVA_HOME"
 #: TLS on every hop (the application's ``tls.enabled`` setting, read here too): the stack makes
 #: its CA and serves Postgres, Redis, Kafka, Bolt and the registry over TLS only (dev/tls.py).
 ENV_TLS = "IGFLOW_TLS_ENABLED"
+#: The application's settings file (``core/settings.py``): its ``[tls] enabled`` is the same switch
+#: when ``IGFLOW_TLS_ENABLED`` is unset, so the stack and the engine agree on the opt-out.
+ENV_CONFIG = "IGFLOW_CONFIG"
 
 #: ``neo4j``: Neo4j Community from Maven Central; ``falkordb``: the FalkorDB stand-in.
 GRAPHS = ("neo4j", "falkordb")
@@ -58,7 +62,7 @@ DEFAULTS: Mapping[str, str] = {
     ENV_NEO4J_PASSWORD: "igflow-neo4j",
     ENV_GRAPH: "neo4j",
     ENV_JAVA_HOME: "/usr/lib/jvm/java-17-openjdk-amd64",
-    ENV_TLS: "false",
+    ENV_TLS: "true",
 }
 #: What pydantic reads as true for a boolean (``tls.enabled``), lower-cased.
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -104,7 +108,7 @@ class StackConfig:
     neo4j_password: str = "igflow-neo4j"
     java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")
     #: Serve every hop over TLS only, with the CA and certificate of :attr:`tls_dir`.
-    tls: bool = False
+    tls: bool = True
     #: The loopback ports Prometheus scrapes: the flow's, the API's and the probe's
     #: (dev/prometheus.py; tests that run their own Prometheus replace them with free ones).
     scrape_ports: tuple[int, int, int] = (9464, 9465, 9466)
@@ -153,10 +157,7 @@ class StackConfig:
                 f"port <= {MAX_BOLT_PORT}"
             )
             raise StackError(msg)
-        tls_raw = get(ENV_TLS).strip().lower()
-        if tls_raw not in _TRUE | _FALSE:
-            msg = f"{ENV_TLS}={tls_raw!r} is not a boolean (true or false)"
-            raise StackError(msg)
+        tls_on = _tls_switch(environ)
         return cls(
             repo_root=REPO_ROOT,
             state_dir=Path(state).resolve(),
@@ -173,8 +174,34 @@ class StackConfig:
             neo4j_user=get(ENV_NEO4J_USER),
             neo4j_password=environ.get(ENV_NEO4J_PASSWORD, DEFAULTS[ENV_NEO4J_PASSWORD]),
             java_home=Path(get(ENV_JAVA_HOME)),
-            tls=tls_raw in _TRUE,
+            tls=tls_on,
         )
+
+
+def _tls_switch(environ: Mapping[str, str]) -> bool:
+    """TLS on or off, read like the settings read ``tls.enabled``: ``IGFLOW_TLS_ENABLED``, else
+    ``[tls] enabled`` in the ``IGFLOW_CONFIG`` file, else on (the default)."""
+    raw: object = environ.get(ENV_TLS)
+    where = ENV_TLS
+    config = environ.get(ENV_CONFIG)
+    if not raw and config:
+        try:
+            data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            msg = f"{ENV_CONFIG}={config}: cannot read settings file: {exc}"
+            raise StackError(msg) from exc
+        section = data.get("tls")
+        raw = section.get("enabled") if isinstance(section, dict) else None
+        where = f"[tls] enabled in {config}"
+    if raw is None or raw == "":
+        raw = DEFAULTS[ENV_TLS]
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text not in _TRUE | _FALSE:
+        msg = f"{where}={raw!r} is not a boolean (true or false)"
+        raise StackError(msg)
+    return text in _TRUE
 
 
 def default_state_dir() -> Path:

@@ -165,6 +165,8 @@ def _check_tls_mode(cfg: StackConfig, svc: Service, pid: int) -> None:
             f"{wanted}. Restart the stack in one mode: "
             f"python -m dev stop && python -m dev start (make down && make up)."
         )
+        if cfg.tls:
+            msg += f" TLS is on by default; {ENV_TLS}=false is the plaintext opt-out."
         raise StackError(msg)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from core.settings import Settings
 from tests.integration.conftest import REPO, env_for
 from tests.ports import free_port
 from tests.ws_client import WebSocket, connect
 
-__all__ = ["ApiServer", "free_port", "serve", "subscribe"]
+__all__ = ["ApiServer", "free_port", "serve", "spki_pin", "subscribe"]
 
 
 class ApiServer:
@@ -56,6 +60,14 @@ class ApiServer:
             f"{settings.api.metrics_port}/metrics"
         )
         self.client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
+        #: What a headless Chromium needs to open the server's pages: with HTTPS, the server
+        #: certificate's key pinned (Chromium reads no CA file; its trust store is an NSS
+        #: database, and certutil is not on the machine), so it accepts that key and no other.
+        self.browser_args: list[str] = (
+            [f"--ignore-certificate-errors-spki-list={spki_pin(settings.tls_cert_file)}"]
+            if secure
+            else []
+        )
 
     def open_socket(self, timeout: float = 10.0) -> socket.socket:
         """A raw connection to the server (TLS-wrapped, verified, when it speaks HTTPS)."""
@@ -94,6 +106,13 @@ class ApiServer:
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         return self.client.post("/graphql", json=body, headers=headers)
+
+
+def spki_pin(cert_file: Path) -> str:
+    """base64 of the SHA-256 of a PEM certificate's SubjectPublicKeyInfo (Chromium's pin form)."""
+    certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 @contextlib.contextmanager

@@ -259,8 +259,9 @@ def test_probe_freshness_reaches_prometheus_and_its_slo_rule(running: Running) -
     assert float(ratio[0]["value"][1]) == 0.0  # every canary back well within 10 s
 
 
-def _chromium(url: str, out: Path) -> str:
-    """The DOM after the page's script ran, and a screenshot into ``out``."""
+def _chromium(server: ApiServer, url: str, out: Path) -> str:
+    """The DOM after the page's script ran, and a screenshot into ``out``; over HTTPS (TLS is on
+    by default) Chromium accepts the server's pinned key (``ApiServer.browser_args``)."""
     assert CHROMIUM.is_file(), "chromium is missing: make system (or python -m dev install-system)"
     common = [
         str(CHROMIUM),
@@ -270,6 +271,7 @@ def _chromium(url: str, out: Path) -> str:
         "--hide-scrollbars",
         "--virtual-time-budget=15000",
         "--window-size=1200,1100",
+        *server.browser_args,
     ]
     with tempfile.TemporaryDirectory() as profile:
         profile_arg = f"--user-data-dir={profile}"
@@ -302,7 +304,9 @@ def test_the_pages_render_in_chromium_from_prometheus(running: Running, tmp_path
     base = running.server.url
     token = running.token(running.tenant, "coherence:read")
     shot = tmp_path / "tenant.png"
-    dom = _chromium(f"{base}/dashboard/tenants/{running.tenant}#token={token}", shot)
+    dom = _chromium(
+        running.server, f"{base}/dashboard/tenants/{running.tenant}#token={token}", shot
+    )
     assert 'data-loaded="1"' in dom, dom[-2000:]
     assert running.tenant in dom
     paths = re.findall(r'<path class="series" d="(M[^"]+)"', dom)
@@ -312,15 +316,17 @@ def test_the_pages_render_in_chromium_from_prometheus(running: Running, tmp_path
     # The token never reaches a server log or stays in the address bar; refusals are shown.
     other = running.token("someone-else", "coherence:read")
     refused = _chromium(
-        f"{base}/dashboard/tenants/{running.tenant}#token={other}", tmp_path / "x.png"
+        running.server,
+        f"{base}/dashboard/tenants/{running.tenant}#token={other}",
+        tmp_path / "x.png",
     )
     assert "Refused: TENANT_FORBIDDEN" in refused and 'data-loaded="error"' in refused
     assert "<path" not in refused
     # The rollup needs platform:read, which a tenant's token does not carry.
-    denied = _chromium(f"{base}/dashboard#token={token}", tmp_path / "y.png")
+    denied = _chromium(running.server, f"{base}/dashboard#token={token}", tmp_path / "y.png")
     assert "Refused: SCOPE_MISSING" in denied
     admin = running.token("ops", "platform:read")
-    rollup = _chromium(f"{base}/dashboard#token={admin}", tmp_path / "rollup.png")
+    rollup = _chromium(running.server, f"{base}/dashboard#token={admin}", tmp_path / "rollup.png")
     assert 'data-loaded="1"' in rollup and f">{running.tenant}</a>" in rollup
     assert re.search(r'<path class="series" d="M[^"]+ L', rollup)
     assert _not_blank(tmp_path / "rollup.png") > 0.02

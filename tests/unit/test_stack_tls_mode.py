@@ -46,6 +46,7 @@ def test_a_service_running_in_the_other_tls_mode_asks_for_a_restart(tmp_path: Pa
         assert "sleeper" in message and "running with TLS off" in message
         assert "IGFLOW_TLS_ENABLED asks for TLS on" in message
         assert "python -m dev stop && python -m dev start" in message
+        assert "IGFLOW_TLS_ENABLED=false is the plaintext opt-out" in message
     finally:
         stack.stop(plain, [svc], report=lines.append)
     assert not stack.tls_mode_file(plain, svc).exists()

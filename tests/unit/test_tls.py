@@ -86,10 +86,31 @@ def test_a_missing_ca_says_how_to_get_one(tmp_path: Path) -> None:
     assert isinstance(settings.client_verify(), ssl.SSLContext)
 
 
+def test_tls_is_on_by_default(tmp_path: Path) -> None:
+    settings = Settings.load({"IGFLOW_STACK_DIR": str(tmp_path)})
+    assert settings.tls.enabled and Settings().tls.enabled
+    assert "sslmode=verify-full" in settings.stores.postgres_dsn
+    assert settings.stores.redis_url.startswith("rediss://")
+    assert settings.kafka.client_config()["security.protocol"] == "SSL"
+    assert settings.kafka.schema_registry_url.startswith("https://")
+    assert settings.server_tls()["ssl_certfile"] == str(tmp_path.resolve() / "tls" / "server.pem")
+
+
+def test_the_settings_file_opts_out_and_the_variable_beats_it(tmp_path: Path) -> None:
+    config = tmp_path / "igflow.toml"
+    config.write_text("[tls]\nenabled = false\n", encoding="utf-8")
+    plain = Settings.load({"IGFLOW_CONFIG": str(config)})
+    assert plain == Settings.load({"IGFLOW_TLS_ENABLED": "false"})
+    assert not plain.tls.enabled
+    again = Settings.load({"IGFLOW_CONFIG": str(config), "IGFLOW_TLS_ENABLED": "true"})
+    assert again.tls.enabled
+
+
 def test_settings_without_tls_leave_every_endpoint_alone() -> None:
     settings = Settings.load({"IGFLOW_TLS_ENABLED": "false"})
     assert not settings.tls.enabled
-    assert settings == Settings()
+    # The opt-out changes the switch and nothing else: every endpoint as the defaults give it.
+    assert settings == Settings().with_changes("tls", enabled=False)
     assert settings.kafka.client_config() == {"bootstrap.servers": "127.0.0.1:19092"}
     assert settings.server_tls() == {}
     assert settings.client_verify() is True
@@ -203,9 +224,28 @@ def _cfg(tmp_path: Path, tls_on: str) -> StackConfig:
 def test_stack_config_reads_the_tls_switch(tmp_path: Path) -> None:
     assert _cfg(tmp_path, "true").tls
     assert not _cfg(tmp_path, "false").tls
-    assert not StackConfig.from_env({"IGFLOW_STACK_DIR": str(tmp_path)}).tls
+    assert StackConfig.from_env({"IGFLOW_STACK_DIR": str(tmp_path)}).tls  # on by default
     with pytest.raises(StackError, match="IGFLOW_TLS_ENABLED"):
         _cfg(tmp_path, "maybe")
+
+
+def test_stack_config_reads_the_settings_files_tls_switch_like_the_settings(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "igflow.toml"
+    env = {"IGFLOW_STACK_DIR": str(tmp_path), "IGFLOW_CONFIG": str(config)}
+    config.write_text("[tls]\nenabled = false\n", encoding="utf-8")
+    assert not StackConfig.from_env(env).tls
+    assert Settings.load(env).tls.enabled is False  # the engine reads it the same way
+    assert StackConfig.from_env({**env, "IGFLOW_TLS_ENABLED": "true"}).tls  # the variable wins
+    config.write_text("[api]\nport = 8001\n", encoding="utf-8")
+    assert StackConfig.from_env(env).tls
+    config.write_text("[tls]\nenabled = 'maybe'\n", encoding="utf-8")
+    with pytest.raises(StackError, match=r"\[tls\] enabled in .*igflow.toml"):
+        StackConfig.from_env(env)
+    config.write_text("[tls\n", encoding="utf-8")
+    with pytest.raises(StackError, match="cannot read settings file"):
+        StackConfig.from_env(env)
 
 
 def test_kafka_client_listener_is_ssl_only_with_tls(tmp_path: Path) -> None:
