@@ -235,11 +235,13 @@ class EventHub:
             tenant.listener = None
 
     async def subscribe(
-        self, tenant_id: str, caller: str | None = None
+        self, tenant_id: str, caller: str | None = None, opened: asyncio.Event | None = None
     ) -> AsyncGenerator[EventBatch, None]:
         """The tenant's event batches, from once Redis confirms the subscription on, until the
         caller stops iterating. ``caller``: the tenant of the principal asking (default:
-        ``tenant_id``), whose Redis user subscribes. Raises :class:`SubscriptionEnded`."""
+        ``tenant_id``), whose Redis user subscribes. Raises :class:`SubscriptionEnded`.
+        ``opened`` is set once the subscription is live (every event published from then on
+        reaches it) or has failed, before the first batch is awaited."""
         caller = tenant_id if caller is None else caller
         tenant = self._tenants.get((caller, tenant_id))
         if tenant is None:
@@ -262,12 +264,16 @@ class EventHub:
                 raise tenant.failure
             SUBSCRIBERS.inc()
             counted = True
+            if opened is not None:
+                opened.set()
             while True:
                 batch = await queue.get()
                 if batch is None:
                     raise tenant.failure or SubscriberTooSlow()
                 yield batch
         finally:
+            if opened is not None:
+                opened.set()  # failed before it was live: wake whoever waits for it
             if counted:
                 SUBSCRIBERS.dec()
             tenant.subscribers.discard(queue)
@@ -300,9 +306,11 @@ class TenantStream:
         self.tenant_id = tenant_id
         self.kind = kind
         self.caller = tenant_id if caller is None else caller
+        #: Set when the subscription of :meth:`batches` is live, or has failed.
+        self.opened = asyncio.Event()
 
     def batches(self) -> AsyncGenerator[EventBatch, None]:
-        return self.hub.subscribe(self.tenant_id, self.caller)
+        return self.hub.subscribe(self.tenant_id, self.caller, self.opened)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async for batch in self.batches():

@@ -451,9 +451,16 @@ class SubscriptionsHandler(GraphQLTransportWSHandler):
         client_context.operations[operation_id] = Operation(
             id=operation_id, name=data.get("operationName"), generator=batches
         )
-        client_context.operation_tasks[operation_id] = asyncio.ensure_future(
+        delivery = client_context.operation_tasks[operation_id] = asyncio.ensure_future(
             self._deliver(websocket, operation_id, client_context, stream.kind, key, built, batches)
         )
+        # The next message is read once the subscription is live (Redis confirmed it) or has
+        # failed: a client that sends a ping after its subscribe knows on the pong that every
+        # event published from then on reaches it (igflow probe relies on it). Bounded by the
+        # hub's subscribe timeout; the delivery ending first (a disconnect) ends the wait too.
+        live = asyncio.ensure_future(stream.opened.wait())
+        await asyncio.wait((live, delivery), return_when=asyncio.FIRST_COMPLETED)
+        live.cancel()
         return True
 
     async def _deliver(

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -76,6 +77,15 @@ def _record(result: ProbeResult) -> ProbeResult:
     return result
 
 
+def _failed(message: dict[str, Any]) -> bool:
+    """A refused subscribe (``error``), or a subscription that ended with errors (a ``next``
+    carrying them, then ``complete``)."""
+    kind = message.get("type")
+    return kind == "error" or (
+        kind == "next" and bool((message.get("payload") or {}).get("errors"))
+    )
+
+
 async def probe_tenant(
     api_url: str,
     tenant_id: str,
@@ -106,6 +116,16 @@ async def probe_tenant(
                     }
                 )
             )
+            # The API reads the ping only once the subscription is live (or has failed), so on
+            # the pong every event published from now on reaches it: the canary cannot overtake
+            # its own subscription (with TLS a new Redis connection takes ~85 ms longer).
+            await ws.send(json.dumps({"type": "ping"}))
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                if message.get("type") == "pong":
+                    break
+                if _failed(message):
+                    return _record(ProbeResult(tenant_id, signal_id, "refused", None, str(message)))
             body = {
                 "tenantId": tenant_id,
                 "signalId": signal_id,
@@ -130,7 +150,7 @@ async def probe_tenant(
                 if left <= 0:
                     raise TimeoutError
                 message = json.loads(await asyncio.wait_for(ws.recv(), left))
-                if message.get("type") == "error":
+                if _failed(message):
                     return _record(ProbeResult(tenant_id, signal_id, "refused", None, str(message)))
                 event = (message.get("payload") or {}).get("data") or {}
                 if (event.get("coherenceEvents") or {}).get("id") == signal_id:

@@ -343,6 +343,29 @@ def test_coherence_events_streams_every_signal(server: ApiServer, tenants: tuple
     assert seen == [f"s-{offset}" for offset in range(1_000, 1_025)]
 
 
+def test_an_event_published_after_the_pong_reaches_a_new_subscription(
+    server: ApiServer, tenants: tuple[str, str]
+) -> None:
+    """The API reads a socket's next message only once its subscription is live, so a ping
+    sent after the subscribe is answered once every event published from then on reaches it
+    (what igflow probe relies on). Each round is a new connection and, the last subscriber of
+    the tenant having left, a new Redis subscription: with TLS its connection took ~85 ms
+    longer, and an event written right after the pong was lost (the probe's rounds timed out)."""
+    a, _b = tenants
+    settings = server.settings
+    auth = {"Authorization": f"Bearer {mint_token(settings, a, READ)}"}
+    writer = _redis_writer(settings)
+    for offset in range(2_000, 2_008):
+        with subscribe(server, EVENTS_SUB, {"tenantId": a}, auth) as (ws, op_id):
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.recv(timeout=15))["type"] == "pong"
+            writer.write([_tagged(a, offset)])  # no wait for the subscribers' gauge
+            message = json.loads(ws.recv(timeout=5))
+            assert message["type"] == "next" and message["id"] == op_id, message
+            assert message["payload"]["data"]["coherenceEvents"]["id"] == f"s-{offset}"
+    writer.close()
+
+
 def _api_key(settings: Settings, tenant: str, scopes: list[str]) -> str:
     from api.api_keys import ApiKeyStore
 
