@@ -165,19 +165,17 @@ def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[A
     return read_to_end(settings, settings.kafka.dlq_topic, timeout_s)
 
 
-def read_to_end(
-    settings: Settings, topic: str, timeout_s: float = 30.0, *, committed: bool = True
-) -> Iterator[Any]:
-    """Every message of ``topic``, each partition read until the broker reports its end;
-    ``committed``: only those of committed transactions (and no transaction markers' gaps).
-    ``ConfigError`` when the topic is missing or not read to its end in ``timeout_s``."""
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> Iterator[Any]:
+    """Every message of ``topic`` that a consumer sees (``read_committed``: none of an aborted
+    transaction), each partition read until the broker reports its end. ``ConfigError`` when
+    the topic is missing or not read to its end in ``timeout_s``."""
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
             "group.id": f"igflow-read-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            "isolation.level": "read_committed",
         }
     )
     try:

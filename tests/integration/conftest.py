@@ -266,9 +266,10 @@ def lake_count(settings: Settings) -> int:
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60) -> list[Any]:
-    """Every message of ``topic`` (aborted transactions' too): each partition read until the
+    """Every message of ``topic`` a consumer sees (read_committed, as every consumer of the
+    DLQ reads it: an attempt the DLQ sink aborted is not there), each partition read until the
     broker reports its end."""
-    return list(read_to_end(settings, topic, timeout_s, committed=False))
+    return list(read_to_end(settings, topic, timeout_s))
 
 
 def json_lines(text: str) -> Iterator[dict[str, Any]]:
