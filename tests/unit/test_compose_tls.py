@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +29,7 @@ from dev.config import StackConfig
 from dev.kafka import _properties
 from dev.neo4j import _conf
 from dev.prometheus import scrape_config, web_config
+from tests.promtool import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTS = ("kafka", "schema-registry", "postgres", "redis", "neo4j", "prometheus")
@@ -270,16 +269,6 @@ def test_neo4j_has_the_local_stacks_bolt_policy(generated: Path) -> None:
         assert (base / name).exists(), name
 
 
-def _promtool(*args: str, cwd: Path) -> None:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail("promtool is not installed: run `make system` (Debian's prometheus package)")
-    done = subprocess.run(
-        [binary, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-
-
 def test_prometheus_scrapes_and_serves_https_as_the_local_stack(
     generated: Path, tmp_path: Path
 ) -> None:
@@ -307,8 +296,8 @@ def test_prometheus_scrapes_and_serves_https_as_the_local_stack(
     for source in (config_file, web_file, REPO / "slo" / "rules.json"):
         text = source.read_text().replace('"/tls/', f'"{generated}/')
         (tmp_path / source.name).write_text(text)
-    _promtool("check", "config", str(tmp_path / config_file.name), cwd=tmp_path)
-    _promtool("check", "web-config", str(tmp_path / web_file.name), cwd=tmp_path)
+    promtool("check", "config", str(tmp_path / config_file.name), cwd=tmp_path)
+    promtool("check", "web-config", str(tmp_path / web_file.name), cwd=tmp_path)
 
 
 def test_dev_certs_adds_hosts_under_the_same_ca_and_refuses_a_bad_owner(

@@ -14,7 +14,6 @@ import json
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from core.settings import Settings
 from dev import tls as stack_tls
 from dev.config import StackConfig
 from dev.prometheus import Prometheus, scrape_config, web_config
+from tests.promtool import promtool
 
 PROBE = Counter("igflow_test_tls_metrics_total", "A counter only this test module increments")
 
@@ -131,17 +131,6 @@ def test_readers_of_the_stacks_prometheus_use_https_with_tls() -> None:
     assert prometheus_query.default_url({}) == "http://127.0.0.1:19090"
 
 
-def _promtool(*args: str, cwd: Path) -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail("promtool is not installed: run `make system` (Debian's prometheus package)")
-    done = subprocess.run(
-        [binary, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def test_the_stacks_prometheus_scrapes_and_serves_https_with_tls(
     tmp_path: Path, ca_dir: Path
 ) -> None:
@@ -165,8 +154,8 @@ def test_the_stacks_prometheus_scrapes_and_serves_https_with_tls(
         str(cfg.tls_dir / stack_tls.CERT_FILE), str(cfg.tls_dir / stack_tls.KEY_FILE)
     )
     assert f"--web.config.file={web}" in svc.command(cfg)
-    _promtool("check", "config", str(work / "prometheus.yml"), cwd=work)
-    _promtool("check", "web-config", str(web), cwd=work)
+    promtool("check", "config", str(work / "prometheus.yml"), cwd=work)
+    promtool("check", "web-config", str(web), cwd=work)
 
 
 def test_the_stacks_prometheus_stays_plaintext_without_tls(tmp_path: Path) -> None:

@@ -6,8 +6,6 @@ tenant and stay quiet for a healthy one. No skip: without promtool these tests f
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +13,9 @@ import pytest
 
 from core import slo
 from dev.prometheus import scrape_config
+from tests.promtool import promtool
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _promtool(*args: str, cwd: Path) -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail("promtool is not installed: run `make system` (Debian's prometheus package)")
-    done = subprocess.run(
-        [binary, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture
@@ -38,7 +26,7 @@ def rules(tmp_path: Path) -> Path:
 
 
 def test_promtool_accepts_the_rules(rules: Path) -> None:
-    out = _promtool("check", "rules", str(rules), cwd=rules.parent)
+    out = promtool("check", "rules", str(rules), cwd=rules.parent)
     assert "SUCCESS" in out
 
 
@@ -50,8 +38,8 @@ def test_the_committed_rules_are_the_generated_ones() -> None:
 def test_the_stack_and_compose_configs_are_valid(tmp_path: Path, rules: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps(scrape_config("127.0.0.1:9464", "127.0.0.1:9465", rules.name)))
-    _promtool("check", "config", str(config), cwd=tmp_path)
-    _promtool("check", "config", str(REPO / "slo" / "prometheus.yml"), cwd=REPO)
+    promtool("check", "config", str(config), cwd=tmp_path)
+    promtool("check", "config", str(REPO / "slo" / "prometheus.yml"), cwd=REPO)
 
 
 def _alert(tenant: str, tier: str, sli: str, window: str, objective: float) -> dict[str, Any]:
@@ -164,7 +152,7 @@ def test_burn_rate_alerts_fire_for_a_burning_tenant_only(rules: Path) -> None:
     }
     test_file = rules.parent / "rules_test.json"
     test_file.write_text(json.dumps(tests, indent=2), encoding="utf-8")
-    out = _promtool("test", "rules", test_file.name, cwd=rules.parent)
+    out = promtool("test", "rules", test_file.name, cwd=rules.parent)
     assert "SUCCESS" in out
 
 
