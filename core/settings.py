@@ -782,6 +782,11 @@ class RunSettings:
     metrics_tenant_cap: Count = 100
     #: The SLO file (tiers and objectives); empty: the one shipped, ``slo/slos.json``.
     slo_file: str = ""
+    #: Once the flow is built, its start-up objects are frozen out of the garbage collector's
+    #: reach and the oldest generation is collected after this many collections of the middle
+    #: one (CPython's default: 10); 0 leaves the collector as it is. Full collections traverse
+    #: every record in flight: ~30% of a lake-only run's CPU at the default (:mod:`core.collector`).
+    gc_oldest_threshold: CountOrZero = 1000
 
 
 @_refuse_invalid

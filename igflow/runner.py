@@ -17,6 +17,7 @@ from bytewax.run import cli_main
 
 from core import metric_labels, metrics
 from core.cluster import Cluster
+from core.collector import tune_for_flow
 from core.settings import Settings
 from flows.coherence import build
 
@@ -53,10 +54,12 @@ def run(settings: Settings, cluster: Cluster | None = None) -> None:
         ensure_recovery_dir(directory, settings.run.workers * cluster.processes)
         recovery = RecoveryConfig(directory, timedelta(0))
         epoch = timedelta(seconds=settings.run.snapshot_seconds)
+    thresholds = tune_for_flow(settings.run.gc_oldest_threshold)
     log.info(
-        "running flow %s (%s)",
+        "running flow %s (%s), gc thresholds %s",
         flow.flow_id,
         "bounded" if settings.run.bounded else "tail",
+        thresholds,
         extra={"op": "run"},
     )
     cli_main(

@@ -47,6 +47,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from core.catalog import catalog
 from core.cluster import Cluster
+from core.collector import tune_for_flow
 from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
 from core.sealing import is_sealed, is_sealed_text
@@ -514,6 +515,7 @@ def run_with_progress(
                 progress(measure(time.monotonic() - began))
 
     ticker = threading.Thread(target=tick, name="replay-progress", daemon=True)
+    tune_for_flow(settings.run.gc_oldest_threshold)
     ticker.start()
     try:
         # bytewax's native module declares no parameter types (as in igflow.runner).
