@@ -39,6 +39,7 @@ import redis.exceptions as rx
 from api.metrics import SUBSCRIBERS
 from api.tenant_redis import TenantRedisUsers, refused_login
 from core.reasons import ReasonCode
+from core.redis_tls import async_redis_client
 from core.store_keys import events_channel
 
 __all__ = ["EventBatch", "EventHub", "SubscriberTooSlow", "SubscriptionEnded", "TenantStream"]
@@ -185,9 +186,9 @@ class EventHub:
         """A client logged in as ``tenant``'s caller's tenant user (or as the URL's user when
         tenant users are off)."""
         if self._users is None:
-            return aioredis.Redis.from_url(self._url)
+            return async_redis_client(self._url)
         user, password = await self._users.login(tenant.caller)
-        return aioredis.Redis.from_url(self._url, username=user, password=password)
+        return async_redis_client(self._url, username=user, password=password)
 
     def _fail(self, tenant: _Tenant, failure: SubscriptionEnded) -> None:
         tenant.failure = failure

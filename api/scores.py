@@ -21,6 +21,7 @@ import redis.exceptions as rx
 
 from api.tenant_redis import StoreForbidden, TenantRedisUsers, refused_login
 from core.errors import IgflowError
+from core.redis_tls import async_pool
 from core.store_keys import score_key
 
 __all__ = ["Score", "ScoreReader", "StoreUnavailable"]
@@ -62,8 +63,9 @@ class ScoreReader:
         # A blocking pool: past its size a read waits (up to the timeout) for a connection
         # instead of failing with "Too many connections", which read as Redis being down and
         # sent the overflow to the slower Postgres path, feeding the overload.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = async_pool(
             redis_url,
+            aioredis.BlockingConnectionPool,
             max_connections=pool_size,
             timeout=timeout_s,
             socket_timeout=timeout_s,

@@ -11,10 +11,10 @@ next ``WRONGPASS``.
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 import redis.exceptions as rx
 
 from core.errors import IgflowError
+from core.redis_tls import async_redis_client
 from core.settings import Settings
 from tenancy.redis_acl import acl_password, acl_setuser_args, acl_username, load_secret
 
@@ -29,7 +29,7 @@ class TenantRedisUsers:
     """Provisions each caller tenant's Redis user once per process and names its login."""
 
     def __init__(self, redis_url: str, secret: bytes, timeout_s: float = 2.0) -> None:
-        self._admin = aioredis.Redis.from_url(
+        self._admin = async_redis_client(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._secret = secret

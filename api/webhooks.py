@@ -26,10 +26,10 @@ import hashlib
 import hmac
 import math
 
-import redis.asyncio as aioredis
 import redis.exceptions as rx
 
 from core.errors import IgflowError
+from core.redis_tls import async_redis_client
 
 __all__ = ["TOLERANCE_S", "ReplayGuard", "ReplayStoreUnavailable", "Signature", "sign", "verify"]
 
@@ -83,7 +83,7 @@ class ReplayGuard:
     """
 
     def __init__(self, redis_url: str, timeout_s: float = 2.0) -> None:
-        self._redis = aioredis.Redis.from_url(
+        self._redis = async_redis_client(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
 

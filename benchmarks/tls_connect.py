@@ -31,9 +31,10 @@ CASES = ("postgres", "redis", "kafka", "bolt")
 # Run in a child process per mode, so each sees its own stack's settings as the CLI would.
 _CHILD = r"""
 import json, sys, time
-import psycopg, redis
+import psycopg
 from confluent_kafka.admin import AdminClient
 from neo4j import GraphDatabase, TrustCustomCAs
+from core.redis_tls import redis_client
 from core.settings import Settings
 
 s = Settings.load()
@@ -51,7 +52,7 @@ def pg():
         conn.execute("SELECT 1").fetchone()
 
 def rd():
-    client = redis.Redis.from_url(s.stores.redis_url)
+    client = redis_client(s.stores.redis_url)  # the product's client (core.redis_tls)
     client.ping()
     client.close()
 

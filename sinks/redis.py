@@ -58,6 +58,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.records import ScoreChange, Tagged
+from core.redis_tls import redis_client
 from core.store_keys import applied_key, events_channel, score_key, signals_key
 from sinks.serving import PipelinedPartition, ServingSink
 
@@ -131,7 +132,7 @@ def prefix_in_use(url: str, prefix: str, *, timeout_s: float = 5.0) -> bool:
         msg = "prefix_in_use needs a non-empty prefix"
         raise ValueError(msg)
     pattern = re.sub(r"([*?\\\[\]^])", r"\\\1", prefix) + "*"
-    client = redis.Redis.from_url(
+    client = redis_client(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
     )
     try:
@@ -347,7 +348,7 @@ class RedisWriter:
 
     def _connect(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(
+            self._client = redis_client(
                 self._url,
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._connect_timeout,

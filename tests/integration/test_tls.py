@@ -11,6 +11,7 @@ products' classpaths are copied from the session's stack, so nothing is download
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -27,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import neo4j
@@ -39,6 +41,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from neo4j import GraphDatabase, TrustCustomCAs
 
 from core.metrics import start_server
+from core.redis_tls import async_redis_client, redis_client, tls_context
 from core.settings import Settings
 from dev import stack as dev_stack
 from dev import tls as stack_tls
@@ -161,6 +164,42 @@ def test_redis_tls_only(tls_stack: TlsStack, other_ca: str) -> None:
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
         stranger.ping()
     stranger.close()
+
+
+def test_redis_clients_verify_with_the_stack_ca_alone(tls_stack: TlsStack, other_ca: str) -> None:
+    """The product's clients (``core.redis_tls``): one context from the stack's CA, shared by
+    every connection, and a server signed by another CA refused, sync and asyncio."""
+    url = tls_stack.settings.stores.redis_url
+    ca = parse_qs(urlsplit(url).query)["ssl_ca_certs"][0]
+    client = redis_client(url, socket_timeout=5)
+    try:
+        assert client.ping()
+        connection = client.connection_pool.get_connection()
+        try:
+            assert connection._sock.context is tls_context(ca)  # type: ignore[union-attr]
+        finally:
+            client.connection_pool.release(connection)
+    finally:
+        client.close()
+    stranger_url = url.replace(quote(ca, safe=""), quote(other_ca, safe=""))
+    assert stranger_url != url
+    stranger = redis_client(stranger_url, socket_timeout=5)
+    with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+        stranger.ping()
+    stranger.close()
+
+    async def both() -> None:
+        good = async_redis_client(url, socket_timeout=5)
+        bad = async_redis_client(stranger_url, socket_timeout=5)
+        try:
+            assert await good.ping()
+            with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+                await bad.ping()
+        finally:
+            await good.aclose()
+            await bad.aclose()
+
+    asyncio.run(both())
 
 
 def test_kafka_ssl_listener(tls_stack: TlsStack, other_ca: str) -> None:
