@@ -1,9 +1,10 @@
 """What a flow imports follows its settings, and a missing dependency stops it at start-up.
 
-A lake-only flow imports no serving store's client (redis-py, the Bolt driver) and, with
-pandas deferred as ``igflow run`` defers it, no pandas; an enabled store whose client cannot be
-imported fails :func:`flows.coherence.build` with a :class:`ConfigError` that names it, before
-a record is read (not on the store's first write, mid-run).
+A lake-only flow imports no serving store's client (redis-py, the Bolt driver), no HTTP client
+for a PSI partner it does not have and, with pandas deferred as ``igflow run`` defers it, no
+pandas; an enabled store or partner whose client cannot be imported fails
+:func:`flows.coherence.build` with a :class:`ConfigError` that names it, before a record is read
+(not on the first write or window, mid-run).
 """
 
 from __future__ import annotations
@@ -29,8 +30,17 @@ from tests.memory_keys import memory_sealer
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: What a lake-only flow must not import: the serving stores' modules and clients, and pandas.
-SERVING_ONLY = ("sinks.redis", "sinks.graph", "sinks.postgres", "redis", "neo4j", "pandas")
+#: What a lake-only flow without a PSI partner must not import: the serving stores' modules and
+#: clients, the PSI step's HTTP client (httpx, with click and pygments), and pandas.
+SERVING_ONLY = (
+    "sinks.redis",
+    "sinks.graph",
+    "sinks.postgres",
+    "redis",
+    "neo4j",
+    "httpx",
+    "pandas",
+)
 
 
 def test_a_lake_only_run_imports_no_serving_client_and_no_pandas(tmp_path: Path) -> None:
@@ -119,3 +129,21 @@ def test_an_enabled_store_without_its_client_fails_at_build(
     message = str(raised.value)
     assert f"stores.sinks names {store}" in message
     assert repr(client) in message
+
+
+def test_a_psi_partner_without_its_http_client_fails_at_build(
+    monkeypatch: pytest.MonkeyPatch, lake_settings: Settings
+) -> None:
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    settings = lake_settings.with_changes("psi", server_url="http://127.0.0.1:9/")
+    with pytest.raises(ConfigError, match=r"psi\.server_url is set, but its HTTP client .httpx."):
+        build(
+            settings,
+            source=TestingSource([]),
+            lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
+            dlq=TestingSink([]),
+            tenants=StaticTenants.of(*tenant_ids(1), sources=SOURCES),
+            holds=NO_HOLDS,
+            policy=TenancyPolicy.load(settings.policies_dir),
+            sealer=memory_sealer(),
+        )
