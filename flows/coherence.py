@@ -68,8 +68,6 @@ from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
 from sinks.lake_plan import CommitPlan, planned_batches
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
-from sinks.postgres import PostgresSink
-from sinks.redis import RedisSink
 from sinks.serving import serve
 from sources.kafka import KafkaTopicSource
 from sources.pausable import PausableSource
@@ -80,7 +78,8 @@ from tenancy.sealing import Sealer, sealer_of
 from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
-__all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
+# and `flow`, built on access
+__all__ = ["Edges", "build", "kafka_source", "land", "missing_dependency"]
 
 FLOW_ID = "coherence"
 T = TypeVar("T")
@@ -200,18 +199,36 @@ def _serve(
     if unknown:
         msg = f"stores.sinks: unknown store(s) {sorted(unknown)}; known: {', '.join(SERVING)}"
         raise ConfigError(msg)
+    # Each store's module (and its client: redis-py, the Bolt driver, psycopg's pool) is
+    # imported only when the store is enabled, at start-up: a lake-only flow pays none of them,
+    # and an enabled store whose client is missing stops the flow before it reads a record.
     if "redis" in enabled:
+        try:
+            from sinks.redis import RedisSink
+        except ModuleNotFoundError as exc:
+            raise missing_dependency(exc, "stores.sinks names redis") from exc
         both = op.merge("redis_items", signals, scores)
         serve("redis", both, RedisSink(stores, dead_letters), seal)
     if "graph" in enabled:
-        # Imported here: the Bolt driver (and pandas, through its optional dependencies) cost
-        # 0.6 s of every flow's start-up, a lake-only flow's included.
-        from sinks.graph import GraphSink
-
+        try:
+            from sinks.graph import GraphSink
+        except ModuleNotFoundError as exc:
+            raise missing_dependency(exc, "stores.sinks names graph") from exc
         both = op.merge("graph_items", signals, scores)
         serve("graph", both, GraphSink(stores, dead_letters), seal)
     if "postgres" in enabled:
+        try:
+            from sinks.postgres import PostgresSink
+        except ModuleNotFoundError as exc:
+            raise missing_dependency(exc, "stores.sinks names postgres") from exc
         serve("postgres", scores, PostgresSink(stores, dead_letters), seal)
+
+
+def missing_dependency(exc: ModuleNotFoundError, feature: str) -> ConfigError:
+    """The start-up error of an enabled ``feature`` whose module could not be imported: names
+    the missing package, so the flow stops before it reads instead of failing mid-run."""
+    msg = f"{feature}, but its dependency {exc.name!r} cannot be imported: {exc}"
+    return ConfigError(msg)
 
 
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:

@@ -44,6 +44,9 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from core.lazy_pandas import defer_pandas
+
+    defer_pandas()  # before the flow's modules, as `igflow run` (core/lazy_pandas.py)
     from replay.run import (
         json_progress,
         parse_offsets,

@@ -3,6 +3,9 @@
 Recovery: the Bytewax recovery store (``--recovery-dir``) holds the Kafka offsets and the
 batches not yet committed; it is created on first use. Several processes of one cluster may
 start at once, so creation happens under a file lock.
+
+Start-up: :func:`run` imports the flow's module after :func:`~core.lazy_pandas.defer_pandas`,
+so that pyarrow does not import pandas for the flow.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from bytewax.run import cli_main
 from core import metric_labels, metrics
 from core.cluster import Cluster
 from core.collector import tune_for_flow
+from core.lazy_pandas import defer_pandas
 from core.settings import Settings
-from flows.coherence import build
 
 __all__ = ["Cluster", "ensure_recovery_dir", "run"]
 
@@ -46,6 +49,11 @@ def run(settings: Settings, cluster: Cluster | None = None) -> None:
         settings.server_tls(),
         host=settings.run.metrics_host,
     )
+    # Before the flow's modules: the digest builds a pyarrow scalar when it is imported, and
+    # pyarrow would import pandas (0.35-0.9 s) for it; a lake-only run never needs pandas.
+    defer_pandas()
+    from flows.coherence import build
+
     flow = build(settings)
     epoch = timedelta(seconds=settings.run.epoch_seconds)
     recovery = None

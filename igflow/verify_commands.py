@@ -52,6 +52,9 @@ def _short(hex_digest: str | None) -> str:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from core.lazy_pandas import defer_pandas
+
+    defer_pandas()  # the digest's reads need no pandas (core/lazy_pandas.py)
     from replay.verify import verify
 
     namespace = args.namespace or settings.lake.namespace
