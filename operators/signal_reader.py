@@ -83,6 +83,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 # Each field kind's code: reads the value at ``pos`` into ``{v}`` and moves ``pos`` past it.
+# (``bytes.decode()``: UTF-8, strict; naming the codec costs a lookup per string.)
 _STRING = """\
     b = buf[pos]
     if b < 0x80:
@@ -93,7 +94,7 @@ _STRING = """\
     end = pos + n
     if n < 0 or end > size:
         raise _Unread("string")
-    {v} = buf[pos:end].decode("utf-8")
+    {v} = buf[pos:end].decode()
     pos = end
 """
 _DOUBLE_CODE = """\
@@ -159,7 +160,7 @@ _STRINGS = """\
             end = pos + n
             if n < 0 or end > size:
                 raise _Unread("string")
-            {v}.append(buf[pos:end].decode("utf-8"))
+            {v}.append(buf[pos:end].decode())
             pos = end
 """
 
