@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import struct
@@ -220,7 +219,7 @@ class SignalDecoder:
         if _canonical(parsed) == self._reader_canonical:
             parsed = self._reader  # same schema: no resolution step when reading
         direct = () if parsed is self._reader else _direct_defaults(parsed, self._reader)
-        reader = None if direct is None else compile_reader(parsed["fields"], direct)
+        reader = None if direct is None else compile_reader(parsed["fields"], direct, schema_id)
         with self._lock:
             self._guards[schema_id] = guard
             self._direct[schema_id] = direct
@@ -320,32 +319,23 @@ class SignalDecoder:
     def decode_many(self, raws: list[RawRecord]) -> list[Decoded | Rejected]:
         """:meth:`decode` of each record of ``raws``, in order, the same results: a record
         framed for a writer with a compiled reader (:mod:`operators.signal_reader`) is read by
-        it; a record it does not accept, and every other one, by :meth:`decode` (the
-        reference, which also fetches a new writer and compiles its reader)."""
+        it, straight into its ``Decoded``; a record it does not accept, and every other one, by
+        :meth:`decode` (the reference, which also fetches a new writer and compiles its
+        reader)."""
         out: list[Decoded | Rejected] = []
         append = out.append
         readers = self._readers
         schema_of = _SCHEMA_ID
-        sha256 = hashlib.sha256
         for raw in raws:
             value = raw.value
             if raw.error is None and value and len(value) > HEADER_SIZE and value[0] == MAGIC:
-                schema_id = schema_of(value, 1)[0]
-                read = readers.get(schema_id)
+                read = readers.get(schema_of(value, 1)[0])
                 if read is not None:
                     try:
-                        signal = read(value, HEADER_SIZE)
+                        append(read(raw, value))
                     except READ_ERRORS:
                         pass  # the reference decides (and names the reason)
                     else:
-                        provenance = Provenance(
-                            raw.topic,
-                            raw.partition,
-                            raw.offset,
-                            schema_id,
-                            sha256(value).hexdigest(),
-                        )
-                        append(Decoded(signal, provenance, raw.timestamp_ms, raw))
                         continue
             append(self.decode(raw))
         return out

@@ -1,37 +1,46 @@
-"""A signal read straight from its Avro body, compiled once per writer schema (decode's batch
-path, issue 15 point 2).
+"""A decoded signal read straight from its Avro body, compiled once per writer schema (decode's
+batch path, issue 15 point 2).
 
 fastavro reads a record through its generic machinery: a call that checks and walks the schema,
 a ``BytesIO`` per record, a dict per record, then :class:`~core.records.Signal` built from the
 dict. For a writer the decoder reads *without resolution* (its fields are reader fields of the
 very same types, the reader's defaults fill the rest: ``operators.decode._direct_defaults``),
-:func:`compile_reader` writes one Python function for that writer's field order that reads each
-field with the field's own code and returns the :class:`Signal`. Measured on the v1 contract
-(CPU time per record, 20,000 records of the ingest benchmark): fastavro 3.4 µs, this reader 2.1
-µs plus 0.7 for the ``Signal`` fastavro's path also builds; decode as a whole 7.9 → 4.6 µs.
+:func:`compile_reader` writes one Python function for that writer's field order and schema id
+that reads each field with the field's own code and returns the whole
+:class:`~core.records.Decoded`: the :class:`Signal`, its :class:`Provenance` and the
+``Decoded`` itself are built in that one function, each slot set through its descriptor as the
+records' own ``__init__`` sets it (``core.records._slot_init``), without three more calls. The
+same instances as the reference's, so equality, hashing, ``repr`` and pickles are unchanged.
+Measured on the v1 contract (CPU time per record, 20,000 records of the ingest benchmark):
+fastavro 3.4 µs, the first reader (a ``Signal`` only) 2.1 µs plus 0.7 for the ``Signal``
+fastavro's path also builds; decode as a whole 7.9 → 4.6 µs; the numbers of this version are
+in the commit that made it.
 
 The reader only ever *accepts*: whatever is not a plainly well-formed body (a varint of ten
 bytes or more, a negative length, a union index other than 0 or 1, bytes that end early or are
 left over, invalid UTF-8, a time no ``datetime`` holds) raises :class:`Unread` or the error of
 the read that failed, and the caller decodes that record with the per-record reference
 (``SignalDecoder.decode``), which gives it its reason code. So where the reader returns a
-signal it is the reference's signal, and everything else *is* the reference's answer:
+record it is the reference's record, and everything else *is* the reference's answer:
 ``tests/unit/test_signal_reader.py`` compares both on random records and random bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.records import Signal
+from core.records import Decoded, Provenance, RawRecord, Signal
+from core.wire import HEADER_SIZE
 
 __all__ = ["READ_ERRORS", "Reader", "Unread", "compile_reader"]
 
-#: ``(framed value, position of the Avro body) -> Signal``; raises one of :data:`READ_ERRORS`.
-Reader = Callable[[bytes, int], Signal]
+#: ``(record as read, its framed value) -> Decoded``; raises one of :data:`READ_ERRORS`.
+Reader = Callable[[RawRecord, bytes], Decoded]
 
 
 class Unread(ValueError):
@@ -74,6 +83,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 # Each field kind's code: reads the value at ``pos`` into ``{v}`` and moves ``pos`` past it.
+# (``bytes.decode()``: UTF-8, strict; naming the codec costs a lookup per string.)
 _STRING = """\
     b = buf[pos]
     if b < 0x80:
@@ -84,7 +94,7 @@ _STRING = """\
     end = pos + n
     if n < 0 or end > size:
         raise _Unread("string")
-    {v} = buf[pos:end].decode("utf-8")
+    {v} = buf[pos:end].decode()
     pos = end
 """
 _DOUBLE_CODE = """\
@@ -102,9 +112,34 @@ _NULL_OR_DOUBLE = """\
     else:
         raise _Unread("union index")
 """
+# A timestamp's varint: eight bytes for the event times of the years 1987 to 3111 (zig-zag
+# values of 2**49 to 2**56 - 1), read as one little-endian int whose seven 7-bit groups are
+# packed by masks and shifts: about a fifth of the bytecodes of _varint's loop, which reads every
+# other length (inline: no call). Eight bytes are such a varint exactly when the first seven
+# have their top bit set and the eighth has not. timedelta's arguments by position (days,
+# seconds, microseconds): a keyword call costs more.
 _TIMESTAMP_MICROS = """\
-    n, pos = _varint(buf, pos)
-    {v} = _epoch + _timedelta(microseconds=n)
+    end = pos + 8
+    n = _int_from_bytes(buf[pos:end], "little")
+    if end <= size and n & 0x8080808080808080 == 0x0080808080808080:
+        n &= 0x7F7F7F7F7F7F7F7F
+        n = (n & 0x007F007F007F007F) | ((n & 0x7F007F007F007F00) >> 1)
+        n = (n & 0x00003FFF00003FFF) | ((n & 0x3FFF00003FFF0000) >> 2)
+        n = (n & 0x000000000FFFFFFF) | ((n & 0x0FFFFFFF00000000) >> 4)
+        pos = end
+    else:
+        b = buf[pos]
+        n = b & 0x7F
+        shift = 7
+        pos += 1
+        while b >= 0x80:
+            if shift > 56:
+                raise _Unread("varint of 10 bytes or more")
+            b = buf[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+    {v} = _epoch + _timedelta(0, 0, (n >> 1) ^ -(n & 1))
 """
 _STRINGS = """\
     {v} = []
@@ -125,7 +160,7 @@ _STRINGS = """\
             end = pos + n
             if n < 0 or end > size:
                 raise _Unread("string")
-            {v}.append(buf[pos:end].decode("utf-8"))
+            {v}.append(buf[pos:end].decode())
             pos = end
 """
 
@@ -145,42 +180,88 @@ def _code(kind: Any) -> str | None:
     return None
 
 
+def _construct(
+    cls: type, var: str, values: Mapping[str, str], namespace: dict[str, Any]
+) -> list[str]:
+    """Code that builds an instance ``var`` of the frozen, slotted record class ``cls`` with
+    each field set to the expression ``values[name]``: ``object.__new__``, then each slot's
+    descriptor, as ``core.records._slot_init``'s ``__init__`` does (every field must be given:
+    a slot left unset would fail only when read)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if set(names) != set(values):
+        msg = f"{cls.__name__}: fields {sorted(names)}, given {sorted(values)}"
+        raise TypeError(msg)
+    namespace[f"_{cls.__name__}"] = cls
+    lines = [f"    {var} = _new(_{cls.__name__})"]
+    for name in names:
+        setter = f"_{cls.__name__}_{name}"
+        namespace[setter] = cls.__dict__[name].__set__
+        lines.append(f"    {setter}({var}, {values[name]})")
+    return lines
+
+
 def compile_reader(
-    fields: Sequence[dict[str, Any]], defaults: Sequence[tuple[str, Any]]
+    fields: Sequence[dict[str, Any]], defaults: Sequence[tuple[str, Any]], schema_id: int
 ) -> Reader | None:
-    """The reader of a record whose writer has ``fields`` (in order, fastavro-parsed) and to
-    which the reader schema adds ``defaults`` (name, value); ``None`` when a field's type is not
-    one it reads, or a signal field would come from neither."""
+    """The reader of a record framed for writer ``schema_id``, whose writer has ``fields`` (in
+    order, fastavro-parsed) and to which the reader schema adds ``defaults`` (name, value);
+    ``None`` when a field's type is not one it reads, or a signal field would come from neither.
+
+    It gives what ``SignalDecoder.decode`` gives for such a record: no ``unknown_fields`` (every
+    writer field is a reader field), no trace, ``input_hash`` the SHA-256 of the whole value."""
     names = [str(f["name"]) for f in fields]
     given = {name: f"f{i}" for i, name in enumerate(names)}
     namespace: dict[str, Any] = {
-        "_varint": _varint,
         "_double": _DOUBLE,
         "_epoch": _EPOCH,
         "_timedelta": _timedelta,
         "_Unread": Unread,
-        "_Signal": Signal,
+        "_new": object.__new__,
+        "_sha256": hashlib.sha256,
+        "_schema_id": schema_id,
+        "_varint": _varint,
+        "_int_from_bytes": int.from_bytes,
     }
-    body = ["def read(buf, pos):", "    size = len(buf)"]
+    body = ["def read(raw, buf):", f"    pos = {HEADER_SIZE}", "    size = len(buf)"]
     for field, name in zip(fields, names, strict=True):
         code = _code(field["type"])
         if code is None:
             return None
         body.append(code.format(v=given[name]))
     body += ["    if pos != size:", '        raise _Unread("trailing bytes")']
-    args = []
+    signal: dict[str, str] = {}
     default_of = dict(defaults)
     for i, name in enumerate(_SIGNAL_FIELDS):
         if name in given:
             value = given[name]
+            # The reference: tuple(record.get("selectors") or ()).
+            signal[name] = f"tuple({value} or ())" if name == "selectors" else value
         elif name in default_of:
-            namespace[f"_d{i}"] = default_of[name]
-            value = f"_d{i}"
+            default = default_of[name]
+            # A default is the same value for every record: its tuple is made once, here.
+            namespace[f"_d{i}"] = tuple(default or ()) if name == "selectors" else default
+            signal[name] = f"_d{i}"
         else:
             return None
-        # The reference: tuple(record.get("selectors") or ()).
-        args.append(f"tuple({value} or ())" if name == "selectors" else value)
-    body.append(f"    return _Signal({', '.join(args)})")
+    body += _construct(Signal, "signal", signal, namespace)
+    provenance = {
+        "topic": "raw.topic",
+        "kafka_partition": "raw.partition",
+        "kafka_offset": "raw.offset",
+        "schema_version": "_schema_id",
+        "input_hash": "_sha256(buf).hexdigest()",
+    }
+    body += _construct(Provenance, "provenance", provenance, namespace)
+    decoded = {
+        "signal": "signal",
+        "provenance": "provenance",
+        "kafka_timestamp_ms": "raw.timestamp_ms",
+        "raw": "raw",
+        "unknown_fields": "()",
+        "trace": "None",
+    }
+    body += _construct(Decoded, "decoded", decoded, namespace)
+    body.append("    return decoded")
     exec("\n".join(body), namespace)
     read: Reader = namespace["read"]
     return read

@@ -284,8 +284,59 @@ def tag_batch(
     sources: SourceRegistry | None = None,
 ) -> list[tuple[str, Tagged]]:
     """:func:`tag` of each value of a keyed batch, keys and order kept (the batch entry point;
-    :func:`tag` stays the reference)."""
-    return [(key, tag(item, policy, sources)) for key, item in batch]
+    :func:`tag` stays the reference).
+
+    Without ``sources`` (no record carries a source stamp), an untraced record's id is
+    :func:`manifest_id`'s, with the canonical JSON written in two parts: everything after
+    ``kafka_offset`` (partition, topic, policy version, schema version, tenant) is the same for
+    every record of one tenant, topic, partition and schema version, and is written once per
+    batch; per record, only the digest, the offset and one SHA-256. The tags are looked up once
+    per tenant per batch. A record whose values are not all of the exact types the canonical
+    JSON is written for (a ``str``, an ``int``: a ``bool`` or a subclass could print otherwise)
+    and a traced one take :func:`tag` itself.
+    """
+    version = policy.version
+    if sources is not None or type(version) is not str:
+        return [(key, tag(item, policy, sources)) for key, item in batch]
+    policy_json = _json_string(version)
+    tails: dict[tuple[str, str, int, int], str] = {}
+    tags_of: dict[str, PolicyTags] = {}
+    sha256 = hashlib.sha256
+    json_string = _json_string
+    out: list[tuple[str, Tagged]] = []
+    append = out.append
+    for key, item in batch:
+        p = item.provenance
+        tenant_id = item.signal.tenant_id
+        topic, partition, offset = p.topic, p.kafka_partition, p.kafka_offset
+        schema_version, digest = p.schema_version, p.input_hash
+        if not (
+            item.trace is None
+            and type(offset) is int
+            and type(partition) is int
+            and type(schema_version) is int
+            and type(digest) is str
+            and type(topic) is str
+            and type(tenant_id) is str
+        ):
+            append((key, tag(item, policy)))
+            continue
+        group = (tenant_id, topic, partition, schema_version)
+        tail = tails.get(group)
+        if tail is None:
+            # manifest_id's canonical JSON from "kafka_partition" on (keys in sorted order).
+            tail = tails[group] = (
+                f',"kafka_partition":{partition:d},"kafka_topic":{json_string(topic)},'
+                f'"policy_version":{policy_json},"schema_version":{schema_version:d},'
+                f'"tenant_id":{json_string(tenant_id)}}}'
+            )
+        tags = tags_of.get(tenant_id)
+        if tags is None:
+            tags = tags_of[tenant_id] = policy.tags(tenant_id)
+        canonical = f'{{"input_hash":{json_string(digest)},"kafka_offset":{offset:d}{tail}'
+        pid = sha256(canonical.encode("ascii")).hexdigest()[:32]
+        append((key, Tagged(item, tags, version, pid)))
+    return out
 
 
 @operator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import shutil
 import threading
@@ -24,6 +25,7 @@ from operators.tenancy import (
     policy_bundle_version,
     provenance_id,
     tag,
+    tag_batch,
     tenant_tag,
 )
 
@@ -280,3 +282,54 @@ def test_tenant_tag_in_a_dataflow_keeps_keys_and_order(policy: TenancyPolicy) ->
         assert tagged.policy_version == policy.version
         assert tagged.provenance_id == provenance_id(manifest(tagged.decoded, policy.version))
     assert len({t.provenance_id for _, t in out}) == len(items)
+
+
+class _Offset(int):
+    """An ``int`` subclass: ``json.dumps`` and an f-string may print it otherwise (here they
+    agree); the batch path must not assume it is a plain ``int``."""
+
+
+# Provenance values as a Provenance may carry them: plain ones, and the odd types whose JSON a
+# shortcut could get wrong (a bool equals 0 or 1 and hashes so, but prints ``true``).
+_texts = st.one_of(st.sampled_from(["tenant-00", "tenant-03", "t"]), st.text(max_size=6))
+_ints = st.one_of(st.integers(0, 3), st.integers(0, 2**63), st.booleans())
+_records = st.lists(
+    st.tuples(
+        _texts,  # tenant
+        st.sampled_from([TOPIC, "other.topic", "t\u00e9"]),  # topic
+        _ints,  # partition
+        st.one_of(st.integers(0, 2**63), st.builds(_Offset, st.integers(0, 99))),  # offset
+        _ints,  # schema version
+        st.one_of(st.just(None), st.text('0123456789abcdef"\\\u00e9', min_size=1, max_size=8)),
+        st.sampled_from([None, None, None, "00-" + "1" * 32 + "-" + "2" * 16 + "-01"]),  # trace
+    ),
+    max_size=30,
+)
+
+
+@given(records=_records, cuts=st.lists(st.integers(0, 30), max_size=6))
+def test_tag_batch_equals_tag_for_any_records_and_batching(
+    policy: TenancyPolicy, records: list[tuple[object, ...]], cuts: list[int]
+) -> None:
+    items = []
+    for i, (tenant_id, topic, partition, offset, schema_version, digest, trace) in enumerate(
+        records
+    ):
+        base = decoded(str(tenant_id), offset=i)
+        provenance = Provenance(
+            str(topic),
+            partition,  # type: ignore[arg-type]
+            offset,  # type: ignore[arg-type]
+            schema_version,  # type: ignore[arg-type]
+            base.provenance.input_hash if digest is None else str(digest),
+        )
+        items.append((str(tenant_id), Decoded(base.signal, provenance, None, base.raw, (), trace)))
+    reference = [(key, tag(item, policy)) for key, item in items]
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(items)}), len(items)]
+    batched = [
+        pair for a, b in itertools.pairwise(bounds) for pair in tag_batch(items[a:b], policy)
+    ]
+    assert batched == reference
+    assert [repr(pair) for pair in batched] == [repr(pair) for pair in reference]
+    for _key, tagged in batched:  # and the ids are the manifest's, written the general way
+        assert tagged.provenance_id == provenance_id(manifest(tagged.decoded, policy.version))
