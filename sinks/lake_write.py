@@ -18,6 +18,7 @@ A table whose partition sources are not top-level columns, or an unpartitioned o
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -29,6 +30,7 @@ from pyiceberg.io.pyarrow import (
     pyarrow_to_schema,
     write_file,
 )
+from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import (
@@ -88,9 +90,10 @@ def partitions(
 def _data_files(
     io: FileIO,
     metadata: TableMetadata,
+    schema: pa.Schema,
     parts: list[tuple[PartitionKey, pa.Table]],
-    commit_uuid: object,
-) -> Iterator[object]:
+    commit_uuid: uuid.UUID,
+) -> Iterator[DataFile]:
     """pyiceberg's ``_dataframe_to_data_files`` for a partitioned table, given its partitions."""
     target = property_as_int(
         properties=metadata.properties,
@@ -98,7 +101,6 @@ def _data_files(
         default=TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
     )
     assert target is not None
-    schema = parts[0][1].schema
     task_schema = pyarrow_to_schema(
         schema,
         name_mapping=metadata.schema().name_mapping,
@@ -112,7 +114,7 @@ def _data_files(
         table_metadata=metadata,
         tasks=(
             WriteTask(
-                write_uuid=commit_uuid,  # type: ignore[arg-type]
+                write_uuid=commit_uuid,
                 task_id=next(counter),
                 record_batches=batches,
                 partition_key=key,
@@ -177,5 +179,7 @@ def append(table: Table, data: pa.Table, snapshot_properties: Mapping[str, str])
         )
         update = tx.update_snapshot(snapshot_properties=properties)
         with update.merge_append() if merge else update.fast_append() as append_files:
-            for data_file in _data_files(table.io, metadata, parts, append_files.commit_uuid):
-                append_files.append_data_file(data_file)  # type: ignore[arg-type]
+            for data_file in _data_files(
+                table.io, metadata, data.schema, parts, append_files.commit_uuid
+            ):
+                append_files.append_data_file(data_file)
