@@ -21,7 +21,7 @@ EVIDENCE_SLO ?= live
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml setup.py psi/_build_sodium.py | system
+$(STAMP): pyproject.toml setup.py psi/_build_sodium.py core/_build_rowhash.py | system
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[stack,dev]'
@@ -29,14 +29,14 @@ $(STAMP): pyproject.toml setup.py psi/_build_sodium.py | system
 
 venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
 
-system: ## install Postgres 15, Redis 7, Prometheus (and promtool), Chromium (the dashboard's page test), libsodium (PSI), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
+system: ## install Postgres 15, Redis 7, Prometheus (and promtool), Chromium (the dashboard's page test), libsodium (PSI), OpenSSL headers (the digest), JDK 17 and Maven (Kafka, Neo4j) from Debian if missing (needs root)
 	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v redis-server >/dev/null \
-		|| [ ! -f /usr/include/sodium.h ] || [ ! -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] \
+		|| [ ! -f /usr/include/sodium.h ] || [ ! -f /usr/include/openssl/sha.h ] || [ ! -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] \
 		|| ! command -v mvn >/dev/null || [ ! -x /usr/bin/prometheus ] || ! command -v promtool >/dev/null \
 		|| [ ! -x /usr/bin/chromium ]; then \
-		echo "installing postgresql-15, redis-server, prometheus, chromium, libsodium-dev, openjdk-17-jdk-headless and maven"; \
+		echo "installing postgresql-15, redis-server, prometheus, chromium, libsodium-dev, libssl-dev, openjdk-17-jdk-headless and maven"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			postgresql-15 redis-server prometheus chromium libsodium-dev openjdk-17-jdk-headless maven >/dev/null; \
+			postgresql-15 redis-server prometheus chromium libsodium-dev libssl-dev openjdk-17-jdk-headless maven >/dev/null; \
 	fi
 
 stack-up: venv system ## start the local stack (Apache Kafka, Neo4j, registry, Postgres, Redis, Prometheus; the first start fetches the jars with Maven)

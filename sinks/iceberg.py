@@ -52,6 +52,7 @@ from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
 from core.retry import RetriesExhausted, RetryPolicy, retrying
 from core.tls import Brokers
+from sinks import lake_write
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_batch import LakeBatch
 from sinks.lake_tables import TableDef
@@ -292,7 +293,8 @@ class IcebergAppender(Generic[T]):
             # A lost race leaves the file unreferenced (named by its hash: harmless).
             properties[CHECKPOINT_KEY] = write_checkpoint(self._table, merged)
             depth = 0
-        self._table.append(data, snapshot_properties=properties)  # CommitFailedException: retried
+        # Table.append's files, without its per-partition filters (sinks.lake_write).
+        lake_write.append(self._table, data, properties)  # CommitFailedException: retried
         snapshot = self._table.current_snapshot()
         if snapshot is not None:
             self._state = LedgerState(snapshot.snapshot_id, merged, depth)

@@ -33,8 +33,9 @@ from tests.integration.conftest import REPO, env_for, lake_count
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANTS, COUNT = 2, 40
-#: The cffi module the build compiles (psi/_build_sodium.py); never a file of the checkout.
-NATIVE = re.compile(r"psi/_sodium\.[^/]*\.so")
+#: The cffi modules the build compiles (psi/_build_sodium.py, core/_build_rowhash.py); never a
+#: file of the checkout.
+NATIVE = re.compile(r"(psi/_sodium|core/_rowhash)\.[^/]*\.so")
 
 
 def _run(
@@ -111,7 +112,7 @@ def test_wheel_contains_the_packages_files_and_the_native_module(
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n for n in zf.namelist() if ".dist-info/" not in n}
     native = {n for n in shipped if NATIVE.fullmatch(n)}
-    assert len(native) == 1, f"one compiled psi._sodium expected, got {native}"
+    assert len(native) == 2, f"compiled psi._sodium and core._rowhash expected, got {native}"
     packages = _top_level_packages()
     expected = {f for f in files if f.split("/")[0] in packages}
     # Every file of a shipped package (code, Avro, Rego, SQL, GraphQL, poms, py.typed), and
@@ -145,8 +146,9 @@ def test_installed_wheel_runs_outside_the_checkout(
             python,
             "-c",
             "import json, sys, importlib.metadata as md, core, igflow, dev.config, dev.jvm, "
-            "psi._sodium, api.schema, core.resources as r;"
-            "print(json.dumps({'modules': [m.__file__ for m in (core, igflow, psi._sodium)],"
+            "psi._sodium, core._rowhash, api.schema, core.resources as r;"
+            "print(json.dumps({'modules': [m.__file__ for m in"
+            " (core, igflow, psi._sodium, core._rowhash)],"
             "'data': [str(r.avro_dir()), str(r.policies_dir()), str(dev.jvm.MAVEN_DIR),"
             " str(api.schema.SCHEMA_FILE), str(r.slo_file())],"
             "'dist': str(md.distribution('intelgraph-streams').locate_file('')),"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -224,3 +225,37 @@ def test_float_hex_of_any_bit_pattern() -> None:
     assert float_hex(with_nulls, ~mask).to_pylist() == [
         b"" if v is None else float.hex(v).encode() for v in with_nulls.to_pylist()
     ]
+
+
+@given(st.lists(st.binary(max_size=300), max_size=60), st.integers(0, 7))
+def test_the_native_row_hashes_equal_hashlib(rows: list[bytes], skip: int) -> None:
+    """``core._rowhash`` hashes each byte range of a buffer as ``hashlib.sha256`` does: empty
+    rows, rows across SHA-256's 64-byte blocks, offsets not starting at 0."""
+    data = b"x" * skip + b"".join(rows)
+    offsets = np.cumsum([skip, *map(len, rows)], dtype=np.int64)
+    out = np.zeros(len(rows) * 32, np.uint8)
+    ffi, lib = core.digest._rowhash.ffi, core.digest._rowhash.lib
+    assert (
+        lib.rowhash_sha256(
+            ffi.from_buffer("unsigned char[]", data or b"\0"),
+            ffi.from_buffer("int64_t[]", offsets),
+            len(rows),
+            ffi.from_buffer("unsigned char[]", out, require_writable=True),
+        )
+        == 0
+    )
+    assert out.tobytes() == b"".join(hashlib.sha256(r).digest() for r in rows)
+
+
+def test_the_native_row_hashes_refuse_offsets_going_backwards() -> None:
+    offsets = np.array([0, 4, 2, 6], np.int64)
+    out = np.zeros(3 * 32, np.uint8)
+    ffi, lib = core.digest._rowhash.ffi, core.digest._rowhash.lib
+    got = lib.rowhash_sha256(
+        ffi.from_buffer("unsigned char[]", b"abcdef"),
+        ffi.from_buffer("int64_t[]", offsets),
+        3,
+        ffi.from_buffer("unsigned char[]", out, require_writable=True),
+    )
+    assert got == 2  # row 1 (4 -> 2); row 0 was hashed
+    assert out[:32].tobytes() == hashlib.sha256(b"abcd").digest()

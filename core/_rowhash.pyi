@@ -1,0 +1,12 @@
+"""Types for the cffi module that ``core/_build_rowhash.py`` compiles (see its C contract)."""
+
+from typing import Any
+
+class _FFI:
+    def from_buffer(self, cdecl: str, python_buffer: Any, require_writable: bool = ...) -> Any: ...
+
+class _Lib:
+    def rowhash_sha256(self, data: Any, offsets: Any, n: int, out: Any) -> int: ...
+
+ffi: _FFI
+lib: _Lib

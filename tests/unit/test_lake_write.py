@@ -1,0 +1,127 @@
+"""``sinks.lake_write.partitions`` splits a batch as pyiceberg's ``Table.append`` does: the same
+partition keys, in the same order, each with the same rows in the same order (so pyarrow writes
+the same files: ``test_lake_golden.py`` checks the bytes of whole appends)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.io.pyarrow import _determine_partitions
+from pyiceberg.transforms import DayTransform
+
+from sinks.iceberg import ensure_table
+from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.lake_write import _Transaction, append, partitions
+from tests.unit.lake_golden import _quarantine, _score, _tagged, _window
+
+_MAKE = {"signals": _tagged, "scores": _score, "quarantine": _quarantine, "deconfliction": _window}
+
+
+def _batch(table: TableDef[Any], seed: int, rows: int, days: int, chunks: int) -> pa.Table:
+    """``rows`` items of ``table`` from the golden generators, event times spread over ``days``
+    days, in ``chunks`` chunks."""
+    rng = random.Random(seed)
+    make = _MAKE[table.name]
+    items = [make(rng, "t.v1", rng.randrange(3), i) for i in range(rows)]
+    data = table.rows_to_arrow(items)
+    for field in table.partition_spec.fields:
+        if isinstance(field.transform, DayTransform):
+            name = table.schema.find_column_name(field.source_id)
+            assert name is not None
+            shift = pa.array(
+                [timedelta(days=rng.randrange(days)) for _ in range(rows)], pa.duration("us")
+            )
+            at = data.column_names.index(name)
+            data = data.set_column(at, data.field(at), pc.add(data.column(name), shift))
+    cuts = sorted(rng.randrange(rows + 1) for _ in range(chunks - 1))
+    bounds = [0, *cuts, rows]
+    return pa.concat_tables([data.slice(a, b - a) for a, b in itertools.pairwise(bounds)])
+
+
+@pytest.mark.parametrize("table", [SIGNALS, SCORES, QUARANTINE, DECONFLICTION])
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 80),
+    days=st.integers(1, 4),
+    chunks=st.integers(1, 3),
+)
+def test_partitions_are_pyiceberg_s(
+    table: TableDef[Any], seed: int, rows: int, days: int, chunks: int
+) -> None:
+    data = _batch(table, seed, rows, days, chunks)
+    spec, schema = table.partition_spec, table.schema
+    expected = [
+        (p.partition_key.partition, p.arrow_table_partition)
+        for p in _determine_partitions(spec, schema, data)
+    ]
+    got = partitions(spec, schema, data)
+    assert got is not None
+    assert [(key.partition, rows) for key, rows in got] == expected
+    for (_key, mine), (_k, theirs) in zip(got, expected, strict=True):
+        assert mine.schema == theirs.schema  # with its field metadata (the ids)
+        assert mine.num_columns == theirs.num_columns
+
+
+def test_an_append_writes_what_table_append_writes(tmp_path: Any) -> None:
+    """The same data through ``Table.append`` and ``lake_write.append``: equal file bytes per
+    partition, equal row counts in the snapshot summaries."""
+    (tmp_path / "warehouse").mkdir()
+    catalog = SqlCatalog(
+        "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
+    )
+    data = _batch(SIGNALS, 7, 500, 3, 2)
+    files = {}
+    for namespace, write in (
+        ("theirs", lambda t: t.append(data, snapshot_properties={"k": "v"})),
+        ("mine", lambda t: append(t, data, {"k": "v"})),
+    ):
+        table = ensure_table(catalog, namespace, SIGNALS)
+        write(table)
+        snapshot = table.current_snapshot()
+        assert snapshot is not None and snapshot.summary is not None
+        assert snapshot.summary["k"] == "v"
+        assert snapshot.summary["added-records"] == "500"
+        files[namespace] = {
+            str(f.partition): Path(f.file_path.removeprefix("file://")).read_bytes()
+            for f in (t.file for t in table.scan().plan_files())
+        }
+    assert len(files["mine"]) > 3
+    assert files["mine"] == files["theirs"]
+
+
+def test_the_transaction_s_metadata_follows_its_updates(tmp_path: Any) -> None:
+    """Computed once per state, and again after each staged update or table change: what
+    pyiceberg's own transaction computes (its wall-clock ``last_updated_ms`` aside)."""
+    (tmp_path / "warehouse").mkdir()
+    catalog = SqlCatalog(
+        "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
+    )
+    table = ensure_table(catalog, "ns", SCORES)
+    mine, theirs = _Transaction(table), table.transaction()
+
+    def same() -> None:
+        got, want = mine.table_metadata, theirs.table_metadata
+        assert got is mine.table_metadata  # cached while nothing changes
+        assert got.model_copy(update={"last_updated_ms": 0}) == want.model_copy(
+            update={"last_updated_ms": 0}
+        )
+
+    same()
+    for tx in (mine, theirs):
+        tx.set_properties({"a": "1"})
+    same()
+    assert mine.table_metadata.properties["a"] == "1"
+    append(table, _batch(SCORES, 3, 20, 1, 1), {})  # the table's metadata changes under both
+    same()
+    assert mine.table_metadata.current_snapshot_id == table.metadata.current_snapshot_id
