@@ -67,7 +67,7 @@ TENANTS = 10
 
 def _log_append_time(settings: Settings) -> None:
     """Make the topic stamp each record with the broker's append time."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(settings.kafka.client_config())
     entry = ConfigEntry(
         "message.timestamp.type",
         "LogAppendTime",
@@ -101,7 +101,7 @@ def _append_times(settings: Settings, wanted: set[tuple[int, int]]) -> dict[tupl
     ends = end_offsets(settings, topic)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.client_config(),
             "group.id": f"latency-bench-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
         }
