@@ -21,7 +21,7 @@ import os
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
-from operator import mul, sub
+from operator import add, mul, sub, truediv
 from typing import Any
 
 from core.errors import ConfigError
@@ -102,14 +102,15 @@ class Reference:
 
 def _bin_counts(ordered: Sequence[float], edges: Sequence[float]) -> tuple[int, ...]:
     """Values of the sorted ``ordered`` per bin: ``O(bins * log n)``, by bisection at each edge."""
-    cuts = [bisect_left(ordered, e) for e in edges]
+    cuts = list(map(bisect_left, repeat(ordered), edges))
     bounds = [0, *cuts, len(ordered)]
     return tuple(bounds[i + 1] - bounds[i] for i in range(len(bounds) - 1))
 
 
 def _smoothed(counts: Sequence[int], n: int) -> tuple[float, ...]:
     total = n + SMOOTHING * len(counts)
-    return tuple((c + SMOOTHING) / total for c in counts)
+    # (c + SMOOTHING) / total per bin, at C speed (the same operations, in the same order)
+    return tuple(map(truediv, map(add, counts, repeat(SMOOTHING)), repeat(total)))
 
 
 def psi(reference: Reference, sample: Iterable[float]) -> float:
@@ -125,8 +126,13 @@ def psi(reference: Reference, sample: Iterable[float]) -> float:
         msg = "psi needs a non-empty sample"
         raise ValueError(msg)
     shares = _smoothed(_bin_counts(ordered, reference.edges), len(ordered))
+    proportions = reference.proportions
+    if len(shares) != len(proportions):
+        msg = "a sample binned in other bins than its reference's"
+        raise ValueError(msg)
+    # (s - r) * ln(s / r) per bin, at C speed (the same operations, in the same order)
     return math.fsum(
-        (s - r) * math.log(s / r) for s, r in zip(shares, reference.proportions, strict=True)
+        map(mul, map(sub, shares, proportions), map(math.log, map(truediv, shares, proportions)))
     )
 
 
