@@ -11,10 +11,12 @@ beside the walking-skeleton flow (Kafka → decode → Iceberg) in the same run.
    ``redact`` runs the shipped policy (no tenant has rules: the default); ``redact+rules``
    times the same records again with every tenant hashing ``signal_id`` and ``source`` and
    masking ``type`` (its keyed hash under a fixed in-process key per tenant: the key store's
-   cached lookup is not in it), not fed on. The
-   ``decode*``, ``tenant-tag*`` and ``score*`` rows time the batch entry points the flow runs
-   (``SignalDecoder.decode_many``, ``tag_batch``, ``TickScore.add`` per tenant) over the same
-   records in batches of 500, and check that they give what the per-record reference gave.
+   cached lookup is not in it), not fed on. The ``[batch]`` rows time the batch entry points
+   the flow runs (``SignalDecoder.decode_many``, ``check_batch``, ``TenantDrift.push_batch``,
+   ``dedupe_batch``, ``tag_batch``, ``TickScore.add`` per tenant) over the same records in
+   chunks of ``--batch`` records (split by tenant for the keyed steps, as the engine hands them
+   over), fresh state; decode, tenant-tag and score check that they give what the per-record
+   reference gave. ``all stages[batch]`` is the total with them in place of their reference.
 2. End to end, on the local stack: N signals (10 tenants, 5% duplicates, 2% invalid; a tenant's
    signals ``--step-ms`` apart in event time, 1,000 by default) produced to a fresh topic, then
    run bounded with one worker in this process, into fresh namespaces:
@@ -68,13 +70,13 @@ from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
 from operators.decode import SignalDecoder, decode, traced_decode  # noqa: E402
-from operators.dedupe import TenantDedupe, Verdict  # noqa: E402
+from operators.dedupe import TenantDedupe, Verdict, dedupe_batch  # noqa: E402
 from operators.drift import TenantDrift  # noqa: E402
 from operators.redact import POLICY_FILE as REDACTION_POLICY  # noqa: E402
 from operators.redact import RedactionPolicy, redact  # noqa: E402
 from operators.score import TickScore  # noqa: E402
 from operators.tenancy import TenancyPolicy, tag, tag_batch  # noqa: E402
-from operators.validate import check  # noqa: E402
+from operators.validate import check, check_batch  # noqa: E402
 from sinks.iceberg import IcebergSink  # noqa: E402
 from sinks.lake_tables import SIGNALS, TableDef  # noqa: E402
 from tenancy.registry import StaticTenants  # noqa: E402
@@ -100,8 +102,19 @@ def _timed(items: Iterable[T], step: Callable[[T], Iterable[U]]) -> tuple[list[U
 _clock = time.process_time
 
 
+def _per_tenant(items: list[Decoded], size: int) -> list[list[Decoded]]:
+    """``items`` in chunks of ``size``, each split by tenant (a keyed step's batches)."""
+    out: list[list[Decoded]] = []
+    for start in range(0, len(items), size):
+        groups: dict[str, list[Decoded]] = {}
+        for item in items[start : start + size]:
+            groups.setdefault(item.signal.tenant_id, []).append(item)
+        out.extend(groups.values())
+    return out
+
+
 def stage_costs(
-    settings: Settings, n: int, step: timedelta
+    settings: Settings, n: int, step: timedelta, batch: int = 500
 ) -> tuple[list[tuple[str, float, int]], int]:
     """µs per event of each stage's logic, fed in pipeline order; and the score changes
     published."""
@@ -190,6 +203,7 @@ def stage_costs(
     for state in drifts.values():
         passed.extend(x for x in state.flush() if isinstance(x, Decoded))
     rows.append(("drift", s + _clock() - start, k))
+    rows.extend(batch_costs(settings, decoded, valid, passed, tenants, batch))
     unique, s, k = _timed(passed, dedupe_one)
     rows.append(("dedupe", s, k))
     tagged, s, k = _timed(unique, tag_one)
@@ -205,12 +219,12 @@ def stage_costs(
     rows.append(("score", s + _clock() - start, k))
 
     # The batch entry points the flow runs, over the same records in engine-sized batches
-    # (BATCH records, a keyed step's split by tenant): `*` rows, each beside its reference.
-    decoded_b, s, k = _timed(_chunks(raws), batch_decoder.decode_many)
-    rows.append(("decode*", s, len(raws)))
+    # (`batch` records, a keyed step's split by tenant): `[batch]` rows beside their reference.
+    decoded_b, s, k = _timed(_chunks(raws, batch), batch_decoder.decode_many)
+    rows.append(("decode[batch]", s, len(raws)))
     keyed = [(item.signal.tenant_id, item) for item in unique]
-    _tagged_b, s, k = _timed(_chunks(keyed), functools.partial(tag_batch, policy=policy))
-    rows.append(("tenant-tag*", s, len(keyed)))
+    _tagged_b, s, k = _timed(_chunks(keyed, batch), functools.partial(tag_batch, policy=policy))
+    rows.append(("tenant-tag[batch]", s, len(keyed)))
     batch_scores: dict[str, TickScore] = {}
 
     def score_batch(chunk: list[Tagged]) -> list[Any]:
@@ -225,11 +239,11 @@ def stage_costs(
             out.extend(state.add(items))
         return out
 
-    changes_b, s, k = _timed(_chunks(redacted), score_batch)
+    changes_b, s, k = _timed(_chunks(redacted, batch), score_batch)
     start = _clock()
     for score_state in batch_scores.values():
         changes_b.extend(score_state.flush())
-    rows.append(("score*", s + _clock() - start, len(redacted)))
+    rows.append(("score[batch]", s + _clock() - start, len(redacted)))
 
     def per_tenant(out: list[Any]) -> list[Any]:  # (tenants interleave otherwise)
         return sorted(out, key=lambda change: (change.tenant_id, change.seq))
@@ -242,13 +256,52 @@ def stage_costs(
     return rows, len(changes)
 
 
-#: Records per batch in the `*` rows (a few Kafka fetches' worth).
-BATCH = 500
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    """``items`` cut into batches of ``size`` (the last one shorter)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _chunks(items: list[T]) -> list[list[T]]:
-    """``items`` cut into batches of :data:`BATCH` (the last one shorter)."""
-    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+def batch_costs(
+    settings: Settings,
+    decoded: list[Decoded],
+    valid: list[Decoded],
+    passed: list[Decoded],
+    tenants: StaticTenants,
+    size: int,
+) -> list[tuple[str, float, int]]:
+    """The batch entry points of validate, drift and dedupe over the records their per-record
+    rows timed, in the flow's batches (see the module docstring); fresh state each."""
+    rows = []
+    chunks = [decoded[i : i + size] for i in range(0, len(decoded), size)]
+    start = _clock()
+    for chunk in chunks:
+        check_batch(chunk, tenants, settings.validate)
+    rows.append(("validate[batch]", _clock() - start, len(decoded)))
+    drifts: dict[str, TenantDrift] = {}
+    keyed = _per_tenant(valid, size)
+    start = _clock()
+    for items in keyed:
+        t = items[0].signal.tenant_id
+        state = drifts.get(t)
+        if state is None:
+            state = drifts[t] = TenantDrift(
+                t, settings.drift, None, settings.quarantine.release_key
+            )
+        state.push_batch(items)
+    for state in drifts.values():
+        state.flush()
+    rows.append(("drift[batch]", _clock() - start, len(valid)))
+    dedupes: dict[str, TenantDedupe] = {}
+    keyed = _per_tenant(passed, size)
+    start = _clock()
+    for items in keyed:
+        t = items[0].signal.tenant_id
+        held = dedupes.get(t)
+        if held is None:
+            held = dedupes[t] = TenantDedupe(settings.dedupe.ttl_seconds)
+        dedupe_batch(held, items)
+    rows.append(("dedupe[batch]", _clock() - start, len(passed)))
+    return rows
 
 
 _RAW = TableDef[Decoded](
@@ -358,6 +411,9 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="part 1 runs; each stage's best")
     parser.add_argument(
+        "--batch", type=int, default=500, help="part 1: records per batch of the [batch] rows"
+    )
+    parser.add_argument(
         "--step-ms", type=float, default=1000.0, help="event time between a tenant's signals"
     )
     parser.add_argument(
@@ -380,7 +436,10 @@ def main() -> None:
     )
     gc.disable()  # (see _clock; each timed row starts after a full collection)
     try:
-        runs = [stage_costs(settings, args.stage_signals, step) for _ in range(max(1, args.repeat))]
+        runs = [
+            stage_costs(settings, args.stage_signals, step, args.batch)
+            for _ in range(max(1, args.repeat))
+        ]
     finally:
         gc.enable()
     changes = runs[0][1]
@@ -388,13 +447,20 @@ def main() -> None:
         min(column, key=lambda row: row[1] / row[2])
         for column in zip(*(r[0] for r in runs), strict=True)
     ]
-    print(f"{'stage':<12} {'events':>9} {'µs/event':>9}")
+    print(f"{'stage':<18} {'events':>9} {'µs/event':>9}")
     for name, seconds, count in costs:
-        print(f"{name:<12} {count:>9,} {seconds / count * 1e6:>9.2f}")
-    # (redact+rules re-times the records of `redact`, and a `*` row the records of its stage
-    # through the batch entry point: neither is a stage of its own)
-    total_us = sum(s / c * 1e6 for n, s, c in costs if n != "redact+rules" and not n.endswith("*"))
-    print(f"{'all stages':<12} {'':>9} {total_us:>9.2f}")
+        print(f"{name:<18} {count:>9,} {seconds / count * 1e6:>9.2f}")
+    # (redact+rules re-times the records of `redact`: not a stage of its own; a [batch] row
+    # re-times its stage's records through the batch entry point)
+    per_us = {n: s / c * 1e6 for n, s, c in costs}
+    total_us = sum(us for n, us in per_us.items() if n != "redact+rules" and "[" not in n)
+    batched_us = sum(
+        per_us.get(f"{n}[batch]", us)
+        for n, us in per_us.items()
+        if n != "redact+rules" and "[" not in n
+    )
+    print(f"{'all stages':<18} {'':>9} {total_us:>9.2f}")
+    print(f"{'all stages[batch]':<18} {'':>9} {batched_us:>9.2f}")
     print(f"score changes published: {changes:,}")
     if args.tracing:
         from tests.otlp_receiver import OtlpReceiver

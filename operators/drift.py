@@ -95,6 +95,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from bytewax.dataflow import Stream, operator
@@ -180,9 +181,12 @@ class _Batch:
 
     __slots__ = ("batch_id", "deadline", "entries", "extended", "type", "values")
 
-    def __init__(self, type: str | None, batch_id: str, deadline: datetime) -> None:
+    def __init__(self, type: str | None, batch_id: str | None, deadline: datetime) -> None:
         #: ``None`` for the schema-drift batch (a signal type may be any string).
         self.type = type
+        #: ``None`` until a verdict needs it (:func:`batch_id` of the first entry's record):
+        #: most batches pass, and a passed record does not carry its verdict. A batch from an
+        #: older snapshot has it already.
         self.batch_id = batch_id
         self.deadline = deadline
         self.entries: list[_Entry] = []
@@ -243,6 +247,8 @@ class TenantDrift:
         #: The tenant's event time, and the earliest deadline of an open batch.
         self._event_time: datetime | None = None
         self._next_deadline: datetime | None = None
+        #: Batches decided and not yet counted, by outcome (not pickled).
+        self._tally: dict[str, int] = {}
 
     def bind(
         self, settings: DriftSettings, baseline: Baseline | None = None, release_key: str = ""
@@ -271,6 +277,12 @@ class TenantDrift:
 
     def push(self, item: Decoded) -> list[Output]:
         """Take one record of this tenant; return the records that can now go on, in order."""
+        out = self._push(item)
+        self._count()
+        return out
+
+    def _push(self, item: Decoded) -> list[Output]:
+        """:meth:`push` without counting the batches decided (the caller counts them)."""
         signal = item.signal
         if signal.tenant_id != self.tenant_id:
             msg = "a TenantDrift holds one tenant's records; key the stream by tenant_id"
@@ -295,8 +307,7 @@ class TenantDrift:
                     deadline = ts + self._batch_seconds
                 except OverflowError:  # a batch_seconds of centuries: no time limit
                     deadline = _END_OF_TIME
-                kind = SCHEMA_TYPE if key is None else key
-                batch = _Batch(key, batch_id(self.tenant_id, kind, item), deadline)
+                batch = _Batch(key, None, deadline)
                 self._open[key] = batch
                 if self._next_deadline is None or deadline < self._next_deadline:
                     self._next_deadline = deadline
@@ -312,7 +323,7 @@ class TenantDrift:
                 self._close(key, batch)  # a small batch that waited has enough values now
             elif expired:
                 self._time_up(key, batch, self._event_time)
-                self._next_deadline = min((b.deadline for b in self._open.values()), default=None)
+                self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
         if fifo[0].out is None:  # the common case: the oldest record's batch is still open
             return []
         return self._emit()
@@ -324,18 +335,28 @@ class TenantDrift:
         any split of an input into batches the outputs are the same (``tests/unit/
         test_batch_equivalence.py``), since no decision depends on where a batch ends."""
         out: list[Output] = []
-        push = self.push
+        push = self._push
         for item in items:
             released = push(item)
             if released:
                 out.extend(released)
+        self._count()  # the batches decided, once per call instead of once per batch
         return out
 
     def flush(self) -> list[Output]:
         """Decide every open batch now (end of input, idle tenant); return what can go on."""
         for key, batch in list(self._open.items()):
             self._close(key, batch)
+        self._count()
         return self._emit()
+
+    def _count(self) -> None:
+        """Add the batches decided since the last call to ``igflow_drift_batches_total``."""
+        tally = self._tally
+        if tally:
+            for outcome, n in tally.items():
+                _batches_counter(self.tenant_id, outcome).inc(n)
+            tally.clear()
 
     def _released(self, item: Decoded) -> bool:
         """Whether ``item`` carries a valid release marker (it has a raw record with headers)."""
@@ -351,7 +372,7 @@ class TenantDrift:
         for key, batch in list(self._open.items()):
             if batch.deadline <= now:
                 self._time_up(key, batch, now)
-        self._next_deadline = min((b.deadline for b in self._open.values()), default=None)
+        self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
 
     def _time_up(self, key: str | None, batch: _Batch, now: datetime) -> None:
         """Close ``batch``, or give it ``small_batch_wait_seconds`` more if it is too small to
@@ -369,7 +390,7 @@ class TenantDrift:
             except OverflowError:
                 batch.deadline = _END_OF_TIME
             return
-        self._close(key, batch)
+        self._close(key, batch, recompute=False)  # both callers recompute the next deadline
 
     def _judgeable(self, key: str | None, batch: _Batch) -> bool:
         """Whether ``batch`` holds enough values for a verdict: ``min_batch_size`` of its own,
@@ -395,24 +416,39 @@ class TenantDrift:
             self._baseline.reference(self.tenant_id, kind) is not None
         )
 
-    def _close(self, key: str | None, batch: _Batch) -> None:
+    def _close(self, key: str | None, batch: _Batch, *, recompute: bool = True) -> None:
+        """Decide ``batch`` and mark its records; ``recompute=False``: the caller recomputes
+        the next deadline once it has closed what it closes."""
         del self._open[key]
-        self._next_deadline = min((b.deadline for b in self._open.values()), default=None)
+        if recompute:
+            self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
         verdict, outcome = self._decide(batch)
-        if verdict.reason is None:
+        if verdict is None:
             for entry in batch.entries:
                 entry.out = entry.item
         else:
+            assert verdict.reason is not None
             for entry in batch.entries:
                 entry.out = Quarantined(entry.item, verdict)
             metrics.QUARANTINED.labels(self.tenant_id, verdict.reason.value).inc(verdict.size)
-        metrics.DRIFT_BATCHES.labels(self.tenant_id, outcome).inc()
+        tally = self._tally
+        tally[outcome] = tally.get(outcome, 0) + 1
 
-    def _decide(self, batch: _Batch) -> tuple[DriftVerdict, str]:
+    def _batch_id(self, batch: _Batch) -> str:
+        """The id of ``batch``: derived from its first record (or kept from an old snapshot)."""
+        if batch.batch_id is None:
+            kind = SCHEMA_TYPE if batch.type is None else batch.type
+            batch.batch_id = batch_id(self.tenant_id, kind, batch.entries[0].item)
+        return batch.batch_id
+
+    def _decide(self, batch: _Batch) -> tuple[DriftVerdict | None, str]:
+        """The verdict of a quarantined batch (``None``: it passes) and the outcome's label."""
         tenant, size = self.tenant_id, len(batch.entries)
         if batch.type is None:
             schema = ReasonCode.SCHEMA_DRIFT
-            verdict = DriftVerdict(batch.batch_id, tenant, SCHEMA_TYPE, size, *_NONE4, schema)
+            verdict = DriftVerdict(
+                self._batch_id(batch), tenant, SCHEMA_TYPE, size, *_NONE4, schema
+            )
             return verdict, "schema_drift"
         kind = batch.type
         state = self._types.get(kind)
@@ -429,13 +465,11 @@ class TenantDrift:
             ):
                 state.reference = Reference.from_values(state.learning, settings.bins)
                 state.learning = []
-            verdict = DriftVerdict(batch.batch_id, tenant, kind, size, *_NONE4, None)
-            return verdict, "learning"
+            return None, "learning"
         alone = size >= self._min_batch_size
         if not alone and not self._through_window(size, state):
             # Too few values for the PSI and the KS (see the module docstring): no verdict.
-            verdict = DriftVerdict(batch.batch_id, tenant, kind, size, *_NONE4, None)
-            return verdict, "too_small"
+            return None, "too_small"
         check = check_batch(
             state.reference,
             batch.values,
@@ -444,25 +478,24 @@ class TenantDrift:
             ks_alpha=settings.ks_alpha,
             batch_alone=alone,
         )
-        reason = ReasonCode.DRIFT_DETECTED if check.drifted else None
-        verdict = DriftVerdict(
-            batch.batch_id,
-            tenant,
-            kind,
-            size,
-            check.psi,
-            check.ks,
-            check.window_psi,
-            check.window_ks,
-            reason,
-        )
         if check.drifted:
+            verdict = DriftVerdict(
+                self._batch_id(batch),
+                tenant,
+                kind,
+                size,
+                check.psi,
+                check.ks,
+                check.window_psi,
+                check.window_ks,
+                ReasonCode.DRIFT_DETECTED,
+            )
             return verdict, "drifted"
         # Only passed batches make the window, so a drift does not become the new normal.
         state.window.append(_Sample(sorted(batch.values)))
         while len(state.window) > settings.window_batches:
             state.window.popleft()
-        return verdict, "passed"
+        return None, "passed"
 
     def _emit(self) -> list[Output]:
         fifo = self._fifo
@@ -478,20 +511,35 @@ class TenantDrift:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_release_key"] = None
+        # Counted, not state: every call that decides a batch counts it before it returns.
+        state.pop("_tally", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._tally = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TenantDrift:
         # An in-memory copy keeps the key; only pickling (the recovery store) drops it.
         other = TenantDrift.__new__(TenantDrift)
         other.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
         other._release_key = self._release_key
+        other._tally = {}
         return other
 
 
 _NONE4: tuple[None, None, None, None] = (None, None, None, None)
+_DEADLINE = attrgetter("deadline")
+
+#: ``igflow_drift_batches_total``'s children by (tenant, outcome): ``labels()`` takes a lock.
+_BATCH_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _batches_counter(tenant: str, outcome: str) -> Any:
+    child = _BATCH_COUNTERS.get((tenant, outcome))
+    if child is None:
+        child = _BATCH_COUNTERS[tenant, outcome] = metrics.DRIFT_BATCHES.labels(tenant, outcome)
+    return child
 
 
 def _window_size(state: _TypeState) -> int:

@@ -14,6 +14,7 @@ bit-identical outputs (sums run in a fixed order), so a replay reproduces every 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,8 +22,10 @@ import os
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
-from operator import mul, sub
+from operator import add, mul, sub, truediv
 from typing import Any
+
+import numpy as np
 
 from core.errors import ConfigError
 
@@ -102,14 +105,15 @@ class Reference:
 
 def _bin_counts(ordered: Sequence[float], edges: Sequence[float]) -> tuple[int, ...]:
     """Values of the sorted ``ordered`` per bin: ``O(bins * log n)``, by bisection at each edge."""
-    cuts = [bisect_left(ordered, e) for e in edges]
+    cuts = list(map(bisect_left, repeat(ordered), edges))
     bounds = [0, *cuts, len(ordered)]
     return tuple(bounds[i + 1] - bounds[i] for i in range(len(bounds) - 1))
 
 
 def _smoothed(counts: Sequence[int], n: int) -> tuple[float, ...]:
     total = n + SMOOTHING * len(counts)
-    return tuple((c + SMOOTHING) / total for c in counts)
+    # (c + SMOOTHING) / total per bin, at C speed (the same operations, in the same order)
+    return tuple(map(truediv, map(add, counts, repeat(SMOOTHING)), repeat(total)))
 
 
 def psi(reference: Reference, sample: Iterable[float]) -> float:
@@ -125,8 +129,13 @@ def psi(reference: Reference, sample: Iterable[float]) -> float:
         msg = "psi needs a non-empty sample"
         raise ValueError(msg)
     shares = _smoothed(_bin_counts(ordered, reference.edges), len(ordered))
+    proportions = reference.proportions
+    if len(shares) != len(proportions):
+        msg = "a sample binned in other bins than its reference's"
+        raise ValueError(msg)
+    # (s - r) * ln(s / r) per bin, at C speed (the same operations, in the same order)
     return math.fsum(
-        (s - r) * math.log(s / r) for s, r in zip(shares, reference.proportions, strict=True)
+        map(mul, map(sub, shares, proportions), map(math.log, map(truediv, shares, proportions)))
     )
 
 
@@ -151,9 +160,72 @@ def ks_statistic(a_sorted: Sequence[float], b_sorted: Sequence[float]) -> float:
     # before v (no copy of v counted). Both ends are checked at every value of `small` (a tied
     # value just repeats its terms); before the first one F_small is 0 (the "just before" term
     # of the first value covers it) and after the last one it is 1, so the gap only shrinks.
+    if ns >= _VECTOR_MIN and n * m < _EXACT_INT64:
+        gap = _scaled_gap_arrays(big, small, ns, nb)
+        if gap is not None:
+            return gap / (n * m)
     below = _scaled_gap(big, small, ns, nb, bisect_left)
     upto = _scaled_gap(big, small, ns, nb, bisect_right)
     return max(below, upto) / (n * m)
+
+
+#: From this many values in the smaller sample on, the KS counts are taken with numpy's
+#: ``searchsorted`` (measured: 60 values against 1,000, 38 µs by bisection against 12 µs; 9
+#: values, 6 against 8 µs).
+_VECTOR_MIN = 32
+
+#: Below this ``n * m`` every scaled count fits an int64 with room to spare.
+_EXACT_INT64 = 1 << 62
+
+#: Float arrays of immutable sorted samples (references, passed batches), by ``id``: each entry
+#: holds its tuple, so an id is not reused while it is cached; the oldest goes first.
+_ARRAYS: dict[int, tuple[tuple[float, ...], Any]] = {}
+_ARRAYS_MAX = 512
+
+
+def _as_array(values: Sequence[float]) -> Any:
+    """``values`` as a float64 array; that of a tuple is cached (see :data:`_ARRAYS`)."""
+    if isinstance(values, tuple):
+        held = _ARRAYS.get(id(values))
+        if held is not None and held[0] is values:
+            return held[1]
+        array = np.array(values, dtype=np.float64)
+        if len(_ARRAYS) >= _ARRAYS_MAX:
+            # Workers are threads of one process: another may change the dict meanwhile.
+            with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                del _ARRAYS[next(iter(_ARRAYS))]
+        _ARRAYS[id(values)] = (values, array)
+        return array
+    return np.array(values, dtype=np.float64)
+
+
+def _scaled_gap_arrays(
+    big: Sequence[float], small: Sequence[float], ns: int, nb: int
+) -> int | None:
+    """:func:`_scaled_gap` for both bisections at once, with numpy: the same integer counts
+    (``searchsorted`` on float64 is ``bisect`` on Python floats), so the same ``D``. ``None``
+    for values a float64 array does not hold exactly as Python compares them (not all floats
+    or ints of at most 53 bits, or a NaN): the bisection decides those."""
+    if not (_plain(big) and _plain(small)):
+        return None
+    b, s = _as_array(big), _as_array(small)
+    if np.isnan(b).any() or np.isnan(s).any():
+        return None
+    gap = 0
+    for side in ("left", "right"):
+        in_big = np.searchsorted(b, s, side=side) * ns
+        in_small = np.searchsorted(s, s, side=side) * nb
+        gap = max(gap, int(np.abs(in_big - in_small).max()))
+    return gap
+
+
+def _plain(values: Sequence[float]) -> bool:
+    """Whether ``values`` are exactly representable as float64 (floats, or small ints): their
+    ends' types stand for a reference's or a sorted sample's (built from floats)."""
+    first, last = values[0], values[-1]
+    return (type(first) is float or (type(first) is int and abs(first) < 1 << 53)) and (
+        type(last) is float or (type(last) is int and abs(last) < 1 << 53)
+    )
 
 
 def _scaled_gap(

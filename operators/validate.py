@@ -18,7 +18,7 @@ from core import tracing
 from core.metrics import REJECTED
 from core.records import Decoded, Rejected
 from core.settings import ValidateSettings
-from core.signal_rules import STAGE, check, check_settings, hold
+from core.signal_rules import STAGE, check, check_batch, check_settings, hold
 from core.switches import Holds, StaticSwitches, SwitchHolds
 from core.tenants import StaticTenants, TenantDirectory, TenantEntry
 from operators.split import split
@@ -29,6 +29,7 @@ __all__ = [
     "TenantEntry",
     "ValidateOut",
     "check",
+    "check_batch",
     "check_settings",
     "validate",
 ]
@@ -82,7 +83,23 @@ def validate(
         return out
 
     def checked(batch: list[Decoded]) -> list[Decoded | Rejected]:
-        return [counted(item) for item in batch]
+        # The batch's columns clear what passes the rules (check_batch); holds, metrics and
+        # tracing then go record by record, as `counted` does for a traced record.
+        results = check_batch(batch, tenants, settings)
+        for i, (item, out) in enumerate(zip(batch, results, strict=True)):
+            if item.trace is not None:
+                results[i] = counted(item)
+                continue
+            if sources is not None and out is item:
+                out = hold(item, sources)
+            if not isinstance(out, Rejected):
+                out = hold(out, switches)
+            if isinstance(out, Rejected):
+                tenant = item.signal.tenant_id
+                label = tenant if tenants.get(tenant) is not None else _UNREGISTERED
+                REJECTED.labels(STAGE, out.reason, label).inc()
+            results[i] = out
+        return results
 
     results = op.flat_map_batch("check", up, checked)
     oks, errs = split("split", results, Decoded, Rejected)

@@ -145,6 +145,33 @@ def test_dedupe_batches_equal_per_record_checks_across_a_resume(
     assert same(out, reference)  # the late rejects' details name the horizon at their record
     assert duplicates == reference_duplicates
     assert late == sum(isinstance(o, Rejected) for o in reference)
+    # ... and the state ends the same (the batch path unrolls the check over its columns)
+    reference_state = TenantDedupe(ttl)
+    for item in items:
+        reference_state.check(item)
+    assert state.__getstate__() == reference_state.__getstate__()
+    assert state._keys == reference_state._keys
+
+
+def test_dedupe_batch_leaves_a_traced_or_mixed_batch_to_the_reference() -> None:
+    items = [_decoded(t, f"s{t}", "a", offset=t) for t in range(5)]
+    traced = [
+        *items[:2],
+        dataclasses.replace(items[2], trace="00-" + "1" * 32 + "-" + "2" * 16 + "-01"),
+        *items[3:],
+    ]
+    state, reference = TenantDedupe(60.0), TenantDedupe(60.0)
+    out, _dup, _late = dedupe_batch(state, traced)
+    assert same(out, [x for x in traced if reference.check(x) is Verdict.NEW])
+    other = dataclasses.replace(
+        items[4], signal=dataclasses.replace(items[4].signal, tenant_id="someone-else")
+    )
+    state, reference = TenantDedupe(60.0), TenantDedupe(60.0)
+    with pytest.raises(ValueError, match="one tenant"):
+        dedupe_batch(state, [*items[:4], other])
+    for item in items[:4]:
+        reference.check(item)
+    assert state.__getstate__() == reference.__getstate__()  # it raised at the same record
 
 
 # --------------------------------------------------------------------------------------- psi

@@ -126,6 +126,29 @@ def learned(tenant: str, settings: DriftSettings = SMALL, seed: int = 1) -> tupl
 # ---------------------------------------------------------------------------------- behaviour
 
 
+def test_a_snapshot_from_before_the_lazy_batch_id_resumes_with_its_ids() -> None:
+    """A state pickled before the batch id was computed lazily (its open batch holds its id, it
+    has no batch tally) resumes: the id it holds names the verdict, the counters count."""
+    tenant = "t-old-snapshot"
+    state, at = learned(tenant)
+    rng = random.Random(3)
+    shifted = items_of(beta(rng, 50, workload_drift), at, tenant=tenant)
+    assert feed(state, shifted[:10]) == []
+    (held,) = state._open.values()
+    assert held.batch_id is None  # computed only when a verdict needs it
+    held.batch_id = "an-id-from-an-older-snapshot"
+    old = state.__getstate__()
+    resumed = TenantDrift.__new__(TenantDrift)
+    resumed.__setstate__(old)
+    resumed.bind(SMALL, None, KEY)
+    before = metric("igflow_drift_batches_total", tenant_id=tenant, outcome="drifted")
+    out = feed(resumed, shifted[10:])
+    assert len(out) == 50 and all(isinstance(o, Quarantined) for o in out)
+    assert {o.verdict.batch_id for o in out} == {"an-id-from-an-older-snapshot"}  # type: ignore[union-attr]
+    assert metric("igflow_drift_batches_total", tenant_id=tenant, outcome="drifted") == before + 1
+    assert "_tally" not in pickle.loads(pickle.dumps(resumed)).__getstate__()
+
+
 def test_reference_batches_pass_and_a_shifted_batch_is_quarantined() -> None:
     tenant = "t-shift"
     state, at = learned(tenant)

@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import pickle
+from bisect import bisect_left, bisect_right
 from fractions import Fraction
 from pathlib import Path
 
@@ -121,6 +122,41 @@ def test_ks_equals_brute_force_on_continuous_values(a: list[float], b: list[floa
     a.sort()
     b.sort()
     assert ks_statistic(a, b) == _ks_brute(a, b)
+
+
+_LARGE = st.lists(
+    st.integers(0, 12).map(lambda i: i / 8) | st.floats(0, 1), min_size=32, max_size=120
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_LARGE, _LARGE | _SAMPLE)
+def test_ks_by_arrays_equals_brute_force_and_the_bisections(a: list[float], b: list[float]) -> None:
+    """From 32 values on the counts come from numpy's searchsorted: the same D, to the bit, as
+    the bisections and the exact fractions, ties included (and a cached reference array)."""
+    from operators import drift_stats
+
+    a.sort()
+    b.sort()
+    ref = tuple(a)
+    d = ks_statistic(ref, b)
+    assert d == ks_statistic(ref, b)  # the cached array
+    assert d == _ks_brute(a, b) == ks_statistic(b, ref)
+    big, small = (ref, b) if len(ref) >= len(b) else (b, ref)
+    bisected = max(
+        drift_stats._scaled_gap(big, small, len(small), len(big), bisect)
+        for bisect in (bisect_left, bisect_right)
+    ) / (len(a) * len(b))
+    assert d == bisected
+
+
+def test_ks_leaves_nan_and_large_ints_to_the_bisections() -> None:
+    from operators import drift_stats
+
+    values = [i / 40 for i in range(40)]
+    assert drift_stats._scaled_gap_arrays(values, [*values[:-1], math.nan], 40, 40) is None
+    assert drift_stats._scaled_gap_arrays([*values, 2**60], values, 40, 41) is None
+    assert ks_statistic(values, values) == 0.0
 
 
 def test_ks_critical() -> None:

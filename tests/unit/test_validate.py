@@ -367,3 +367,107 @@ def test_default_limits_refuse_the_issues_megabyte_fields() -> None:
 def test_size_limits_below_one_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="max_selectors must be >= 1"):
         check_settings(dataclasses.replace(ValidateSettings(), max_selectors=0))
+
+
+# -- the batch path (issue 15): check_batch == check, record by record -----------------------
+
+_SMALL = ValidateSettings(
+    max_future_skew_seconds=300.0,
+    max_age_seconds=3600.0,
+    max_id_bytes=40,  # a quarter holds "tenant-00"
+    max_type_bytes=28,  # ... "latency"
+    max_source_bytes=32,  # ... "sensor-a"
+    max_selectors=2,
+    max_selector_bytes=5,
+)
+_BOUND = st.sampled_from([-1, 0, 1, 999, 1000, 1001])
+_texts = st.sampled_from(
+    ["a", "ab", "é", "日本", "\u2003", " x", "\x00", "", "abcdefgh", "é" * 14, "x" * 41, "é" * 21]
+)
+_zones = st.sampled_from([UTC, UTC, UTC, timezone(timedelta(hours=2)), None])
+
+
+@st.composite
+def _column_batch(draw: st.DrawFn) -> list[Decoded]:
+    """Mostly valid records (so the columns clear most of a batch), each field now and then
+    at or past a rule's boundary: sizes at the byte limits, blank and Unicode white space,
+    NUL, NaN and infinities, ints, naive and non-UTC times, event times within a µs of a
+    bound, no Kafka timestamp, unknown, inactive and source-restricted tenants."""
+    n = draw(st.integers(16, 60) | st.integers(0, 15))  # 16: check_batch's columnar minimum
+    out = []
+    for i in range(n):
+        odd = draw(st.integers(0, 4)) == 0
+        fields: dict[str, Any] = {}
+        if odd:
+            fields = draw(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "tenant_id": st.sampled_from(["tenant-99", "tenant-02", "tenant-01"])
+                        | _texts,
+                        "signal_id": _texts,
+                        "type": _texts,
+                        "source": st.sampled_from(["feed-c", "sensor-b"]) | _texts,
+                        "value": st.floats()
+                        | st.sampled_from([0, 1, 2, -0.0, 1.0 + 1e-16, 5e-324]),
+                        "weight": st.none() | st.floats() | st.sampled_from([0, -0.0, 3]),
+                        "selectors": (
+                            st.lists(_texts, max_size=3) | st.lists(st.just("a"), max_size=3)
+                        ).map(tuple),
+                    },
+                )
+            )
+            zone = draw(_zones)
+            base = KAFKA_TS.replace(tzinfo=None)
+            if draw(st.booleans()):  # at a bound, to the microsecond
+                skew = draw(st.sampled_from([300, -3600])) * 1_000_000 + draw(_BOUND) * (
+                    1 if draw(st.booleans()) else -1
+                )
+                base += timedelta(microseconds=skew)
+            ts = base.replace(tzinfo=UTC)
+            fields["ts"] = ts.astimezone(zone) if zone is not None else base
+        item = decoded(offset=i, **fields)
+        if odd and draw(st.integers(0, 3)) == 0:
+            item = dataclasses.replace(item, kafka_timestamp_ms=None)
+        out.append(item)
+    return out
+
+
+def _same_results(items: list[Decoded], directory: Any, limits: ValidateSettings) -> None:
+    from core.signal_rules import check_batch
+
+    batch = check_batch(items, directory, limits)
+    reference = [check(item, directory, limits) for item in items]
+    assert len(batch) == len(reference)
+    for got, want, item in zip(batch, reference, items, strict=True):
+        if isinstance(want, Decoded):
+            assert got is item
+        else:
+            assert isinstance(got, Rejected)
+            assert (got.reason, got.detail, repr(got)) == (want.reason, want.detail, repr(want))
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=_column_batch())
+def test_check_batch_equals_check_record_by_record(items: list[Decoded]) -> None:
+    _same_results(items, TENANTS, SETTINGS)
+    _same_results(items, TENANTS, _SMALL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(items=_batches())
+def test_check_batch_equals_check_on_random_records(items: list[Decoded]) -> None:
+    _same_results(items, TENANTS, SETTINGS)
+    _same_results(items * 2, TENANTS, SETTINGS)
+
+
+def test_check_batch_leaves_a_value_that_is_not_a_number_to_the_reference() -> None:
+    from core.signal_rules import check_batch
+
+    items = [decoded(offset=i) for i in range(20)]
+    odd = dataclasses.replace(items[3], signal=dataclasses.replace(SIGNAL, value="0.5"))
+    items[3] = odd
+    with pytest.raises(TypeError):  # what check itself does with it
+        check(odd, TENANTS, SETTINGS)
+    with pytest.raises(TypeError):
+        check_batch(items, TENANTS, SETTINGS)
