@@ -277,29 +277,28 @@ def batch_costs(
     for chunk in chunks:
         check_batch(chunk, tenants, settings.validate)
     rows.append(("validate[batch]", _clock() - start, len(decoded)))
+
+    def drift(t: str, items: list[Decoded], drifts: dict[str, TenantDrift]) -> None:
+        if t not in drifts:
+            drifts[t] = TenantDrift(t, settings.drift, None, settings.quarantine.release_key)
+        drifts[t].push_batch(items)
+
+    def dedupe(t: str, items: list[Decoded], dedupes: dict[str, TenantDedupe]) -> None:
+        if t not in dedupes:
+            dedupes[t] = TenantDedupe(settings.dedupe.ttl_seconds)
+        dedupe_batch(dedupes[t], items)
+
     drifts: dict[str, TenantDrift] = {}
-    keyed = _per_tenant(valid, size)
     start = _clock()
-    for items in keyed:
-        t = items[0].signal.tenant_id
-        state = drifts.get(t)
-        if state is None:
-            state = drifts[t] = TenantDrift(
-                t, settings.drift, None, settings.quarantine.release_key
-            )
-        state.push_batch(items)
+    for items in _per_tenant(valid, size):
+        drift(items[0].signal.tenant_id, items, drifts)
     for state in drifts.values():
         state.flush()
     rows.append(("drift[batch]", _clock() - start, len(valid)))
     dedupes: dict[str, TenantDedupe] = {}
-    keyed = _per_tenant(passed, size)
     start = _clock()
-    for items in keyed:
-        t = items[0].signal.tenant_id
-        held = dedupes.get(t)
-        if held is None:
-            held = dedupes[t] = TenantDedupe(settings.dedupe.ttl_seconds)
-        dedupe_batch(held, items)
+    for items in _per_tenant(passed, size):
+        dedupe(items[0].signal.tenant_id, items, dedupes)
     rows.append(("dedupe[batch]", _clock() - start, len(passed)))
     return rows
 

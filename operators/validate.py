@@ -66,9 +66,9 @@ def validate(
     check_settings(settings)
     switches = holds if holds is not None else SwitchHolds(StaticSwitches())
 
-    def counted(item: Decoded) -> Decoded | Rejected:
-        start = 0 if item.trace is None else time.time_ns()
-        out = check(item, tenants, settings)
+    def held(item: Decoded, out: Decoded | Rejected) -> Decoded | Rejected:
+        """What the rules let through, past the source registry's and the switches' holds;
+        a reject counted."""
         if sources is not None and not isinstance(out, Rejected):
             out = hold(out, sources)
         if not isinstance(out, Rejected):
@@ -77,6 +77,11 @@ def validate(
             tenant = item.signal.tenant_id
             label = tenant if tenants.get(tenant) is not None else _UNREGISTERED
             REJECTED.labels(STAGE, out.reason, label).inc()
+        return out
+
+    def counted(item: Decoded) -> Decoded | Rejected:
+        start = 0 if item.trace is None else time.time_ns()
+        out = held(item, check(item, tenants, settings))
         if start:
             error = out.reason.value if isinstance(out, Rejected) else None
             tracing.record_stage(STAGE, item, start, error=error)
@@ -87,18 +92,7 @@ def validate(
         # tracing then go record by record, as `counted` does for a traced record.
         results = check_batch(batch, tenants, settings)
         for i, (item, out) in enumerate(zip(batch, results, strict=True)):
-            if item.trace is not None:
-                results[i] = counted(item)
-                continue
-            if sources is not None and out is item:
-                out = hold(item, sources)
-            if not isinstance(out, Rejected):
-                out = hold(out, switches)
-            if isinstance(out, Rejected):
-                tenant = item.signal.tenant_id
-                label = tenant if tenants.get(tenant) is not None else _UNREGISTERED
-                REJECTED.labels(STAGE, out.reason, label).inc()
-            results[i] = out
+            results[i] = counted(item) if item.trace is not None else held(item, out)
         return results
 
     results = op.flat_map_batch("check", up, checked)

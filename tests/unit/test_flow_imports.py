@@ -9,11 +9,9 @@ pandas; an enabled store or partner whose client cannot be imported fails
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bytewax.testing import TestingSink, TestingSource
@@ -26,9 +24,8 @@ from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.fresh_python import run_python
 from tests.memory_keys import memory_sealer
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: What a lake-only flow without a PSI partner must not import: the serving stores' modules and
 #: clients, the PSI step's HTTP client (httpx, with click and pygments), and pandas.
@@ -44,8 +41,7 @@ SERVING_ONLY = (
 
 
 def test_a_lake_only_run_imports_no_serving_client_and_no_pandas(tmp_path: Path) -> None:
-    code = textwrap.dedent(
-        """
+    code = """
         import json, sys
         from pathlib import Path
         from core.lazy_pandas import defer_pandas
@@ -81,17 +77,7 @@ def test_a_lake_only_run_imports_no_serving_client_and_no_pandas(tmp_path: Path)
         names = sys.argv[2:]
         print(json.dumps({"landed": landed, "imported": [n for n in names if n in sys.modules]}))
         """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path), *SERVING_ONLY],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_python(code, str(tmp_path), *SERVING_ONLY)
     # The scan's to_arrow() above imports no pandas either; 40 signals, none held.
     assert out == {"landed": 40, "imported": []}
 
@@ -116,16 +102,7 @@ def test_an_enabled_store_without_its_client_fails_at_build(
         list(generate(WorkloadSpec(tenants=1, count=5), V1_ID, SIGNAL_V1.parsed))
     )
     with pytest.raises(ConfigError) as raised:
-        build(
-            settings,
-            source=TestingSource(records),
-            lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
-            dlq=TestingSink([]),
-            tenants=StaticTenants.of(*tenant_ids(1), sources=SOURCES),
-            holds=NO_HOLDS,
-            policy=TenancyPolicy.load(settings.policies_dir),
-            sealer=memory_sealer(),
-        )
+        _build(settings, records)
     message = str(raised.value)
     assert f"stores.sinks names {store}" in message
     assert repr(client) in message
@@ -137,13 +114,18 @@ def test_a_psi_partner_without_its_http_client_fails_at_build(
     monkeypatch.setitem(sys.modules, "httpx", None)
     settings = lake_settings.with_changes("psi", server_url="http://127.0.0.1:9/")
     with pytest.raises(ConfigError, match=r"psi\.server_url is set, but its HTTP client .httpx."):
-        build(
-            settings,
-            source=TestingSource([]),
-            lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
-            dlq=TestingSink([]),
-            tenants=StaticTenants.of(*tenant_ids(1), sources=SOURCES),
-            holds=NO_HOLDS,
-            policy=TenancyPolicy.load(settings.policies_dir),
-            sealer=memory_sealer(),
-        )
+        _build(settings, [])
+
+
+def _build(settings: Settings, records: list[Any]) -> None:
+    """``build`` of one tenant's flow over ``records`` (in process)."""
+    build(
+        settings,
+        source=TestingSource(records),
+        lookup=DictSchemas({V1_ID: SIGNAL_V1.text}),
+        dlq=TestingSink([]),
+        tenants=StaticTenants.of(*tenant_ids(1), sources=SOURCES),
+        holds=NO_HOLDS,
+        policy=TenancyPolicy.load(settings.policies_dir),
+        sealer=memory_sealer(),
+    )

@@ -6,27 +6,11 @@ and this test process has imported it long ago (hypothesis, pyiceberg's scans in
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.fresh_python import run_python
 
 
 def _python(code: str) -> dict[str, object]:
-    """Run ``code`` in a fresh interpreter at the repository's root; it prints one JSON line."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = run_python(code)
     return result
 
 
