@@ -52,8 +52,9 @@ def partitions(
     spec: PartitionSpec, schema: Schema, data: pa.Table
 ) -> list[tuple[PartitionKey, pa.Table]] | None:
     """Each partition's key and rows (in table order), partitions in the order of their first
-    row: what pyiceberg's ``_determine_partitions`` yields. ``None`` when a partition source is
-    not a top-level column (pyiceberg's path takes those)."""
+    row: the partitions and rows pyiceberg's ``_determine_partitions`` yields, in a stable order
+    (pyiceberg's comes from a multi-threaded ``group_by`` and varies between calls). ``None``
+    when a partition source is not a top-level column (pyiceberg's path takes those)."""
     n = data.num_rows
     code = np.zeros(n, np.int64)
     values: list[list[object]] = []
