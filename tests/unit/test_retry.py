@@ -120,37 +120,46 @@ def test_a_policy_of_no_attempts_is_refused() -> None:
         retrying(Flaky(0, OSError()), RetryPolicy(attempts=0), transient=lambda _exc: True)
 
 
-def _lose(table: Any, times: int) -> list[int]:
-    """Make ``table.append`` lose ``times`` commit races before it commits."""
-    real = table.append
+def _lose(table: Any, times: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the catalog refuse the lake's next ``times`` commits as lost races
+    (``CommitFailedException``, what a catalog answers when another writer moved the table
+    first). At the catalog, so whichever path writes the files (``Table.append``,
+    ``sinks.lake_write``) meets it: patching ``Table.append`` stopped reaching the lake's
+    commits when it began writing its files itself."""
+    catalog = table.catalog
+    real = catalog.commit_table
     lost: list[int] = []
 
-    def append(*args: Any, **kwargs: Any) -> None:
+    def commit_table(tbl: Any, requirements: Any, updates: Any) -> Any:
         if len(lost) < times:
             lost.append(1)
             msg = "another writer won"
             raise CommitFailedException(msg)
-        real(*args, **kwargs)
+        return real(tbl, requirements, updates)
 
-    table.append = append
+    monkeypatch.setattr(catalog, "commit_table", commit_table)  # undone after the test
     return lost
 
 
-def test_the_lake_retries_a_lost_commit_race_after_rereading_the_ledger(catalog: Catalog) -> None:
+def test_the_lake_retries_a_lost_commit_race_after_rereading_the_ledger(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     appender = IcebergAppender(ensure_table(catalog, "coherence", SIGNALS), SIGNALS, attempts=3)
     retries = metrics.LAKE_COMMIT_RETRIES.labels("signals")
     before = retries._value.get()
-    lost = _lose(appender.table, 2)
+    lost = _lose(appender.table, 2, monkeypatch)
     result = appender.append([_signal(0), _signal(1)])
     assert (result.appended, result.attempts, len(lost)) == (2, 3, 2)
     assert retries._value.get() - before == 2
 
 
-def test_the_lake_gives_up_after_its_commit_attempts(catalog: Catalog) -> None:
+def test_the_lake_gives_up_after_its_commit_attempts(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     appender = IcebergAppender(ensure_table(catalog, "coherence", SIGNALS), SIGNALS, attempts=2)
     retries = metrics.LAKE_COMMIT_RETRIES.labels("signals")
     before = retries._value.get()
-    lost = _lose(appender.table, 10)
+    lost = _lose(appender.table, 10, monkeypatch)
     with pytest.raises(RetryableSinkError, match="gave up after 2 lost commit races"):
         appender.append([_signal(0)])
     assert len(lost) == 2
