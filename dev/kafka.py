@@ -148,7 +148,11 @@ class Kafka(Service):
             log=cfg.logs_dir / f"{self.name}.log",
         )
         if done != 0:
-            msg = f"kafka: formatting {self._data(cfg)} failed; see {cfg.logs_dir}/kafka.log"
+            # The log's tail in the error itself: a test's stack folder is gone by the time
+            # anyone reads the failure (CI once showed nothing more than this line).
+            log = cfg.logs_dir / f"{self.name}.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+            msg = f"kafka: formatting {self._data(cfg)} failed (exit {done}); {log} ends:\n{tail}"
             raise StackError(msg)
 
     def _jvm_flags(self, cfg: StackConfig) -> list[str]:
