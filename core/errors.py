@@ -35,6 +35,14 @@ class ConfigError(IgflowError):
     """Settings cannot be read or are invalid."""
 
 
+def missing_dependency(exc: ModuleNotFoundError, feature: str) -> ConfigError:
+    """The start-up error of an enabled ``feature`` (``"psi.server_url is set"``) whose module
+    could not be imported: names the missing package, so the flow stops before it reads instead
+    of failing mid-run."""
+    msg = f"{feature}, but its dependency {exc.name!r} cannot be imported: {exc}"
+    return ConfigError(msg)
+
+
 class SchemaError(IgflowError):
     """A contract file (``.avsc``, ``.graphql``, ``.rego``) is missing or unparsable."""
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ from bytewax.outputs import Sink
 
 from core import logs, tracing
 from core.contracts import signal_contracts
-from core.errors import ConfigError
+from core.errors import ConfigError, missing_dependency
 from core.records import Decoded, ScoreChange, Tagged
 from core.residency import ResidencyHolds, served_residency
 from core.schemas import RegistrySchemas
@@ -78,8 +79,7 @@ from tenancy.sealing import Sealer, sealer_of
 from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
-# and `flow`, built on access
-__all__ = ["Edges", "build", "kafka_source", "land", "missing_dependency"]
+__all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
 
 FLOW_ID = "coherence"
 T = TypeVar("T")
@@ -202,33 +202,24 @@ def _serve(
     # Each store's module (and its client: redis-py, the Bolt driver, psycopg's pool) is
     # imported only when the store is enabled, at start-up: a lake-only flow pays none of them,
     # and an enabled store whose client is missing stops the flow before it reads a record.
-    if "redis" in enabled:
+    for name in SERVING:
+        if name not in enabled:
+            continue
         try:
-            from sinks.redis import RedisSink
+            module = importlib.import_module(_SINKS[name][0])
         except ModuleNotFoundError as exc:
-            raise missing_dependency(exc, "stores.sinks names redis") from exc
-        both = op.merge("redis_items", signals, scores)
-        serve("redis", both, RedisSink(stores, dead_letters), seal)
-    if "graph" in enabled:
-        try:
-            from sinks.graph import GraphSink
-        except ModuleNotFoundError as exc:
-            raise missing_dependency(exc, "stores.sinks names graph") from exc
-        both = op.merge("graph_items", signals, scores)
-        serve("graph", both, GraphSink(stores, dead_letters), seal)
-    if "postgres" in enabled:
-        try:
-            from sinks.postgres import PostgresSink
-        except ModuleNotFoundError as exc:
-            raise missing_dependency(exc, "stores.sinks names postgres") from exc
-        serve("postgres", scores, PostgresSink(stores, dead_letters), seal)
+            raise missing_dependency(exc, f"stores.sinks names {name}") from exc
+        items = scores if name == "postgres" else op.merge(f"{name}_items", signals, scores)
+        sink = getattr(module, _SINKS[name][1])
+        serve(name, items, sink(stores, dead_letters), seal)
 
 
-def missing_dependency(exc: ModuleNotFoundError, feature: str) -> ConfigError:
-    """The start-up error of an enabled ``feature`` whose module could not be imported: names
-    the missing package, so the flow stops before it reads instead of failing mid-run."""
-    msg = f"{feature}, but its dependency {exc.name!r} cannot be imported: {exc}"
-    return ConfigError(msg)
+#: Each serving store's sink: its module and class (imported when the store is enabled).
+_SINKS = {
+    "redis": ("sinks.redis", "RedisSink"),
+    "graph": ("sinks.graph", "GraphSink"),
+    "postgres": ("sinks.postgres", "PostgresSink"),
+}
 
 
 def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:

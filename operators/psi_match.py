@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from core.errors import ConfigError
+from core.errors import ConfigError, missing_dependency
 from core.reasons import ReasonCode
 from core.retry import RetriesExhausted, RetryPolicy, retrying
 from core.settings import PsiSettings
@@ -284,8 +284,7 @@ def http_matcher_factory(settings: PsiSettings) -> Callable[[], Matcher]:
     try:
         import httpx  # only with a partner: the step off imports no HTTP client
     except ModuleNotFoundError as exc:
-        msg = f"psi.server_url is set, but its HTTP client {exc.name!r} cannot be imported: {exc}"
-        raise ConfigError(msg) from exc
+        raise missing_dependency(exc, "psi.server_url is set") from exc
     if settings.policy_data:
         config = policy_config(Path(settings.policy_data))
     else:

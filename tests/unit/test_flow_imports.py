@@ -113,7 +113,9 @@ def test_a_psi_partner_without_its_http_client_fails_at_build(
 ) -> None:
     monkeypatch.setitem(sys.modules, "httpx", None)
     settings = lake_settings.with_changes("psi", server_url="http://127.0.0.1:9/")
-    with pytest.raises(ConfigError, match=r"psi\.server_url is set, but its HTTP client .httpx."):
+    with pytest.raises(
+        ConfigError, match=r"psi\.server_url is set, but its dependency .httpx. cannot be imported"
+    ):
         _build(settings, [])
 
 
