@@ -200,6 +200,38 @@ def provenance_id(manifest: Mapping[str, object]) -> str:
 _json_string = json.encoder.encode_basestring_ascii
 
 
+def _plain(item: Decoded) -> bool:
+    """Whether every provenance value of ``item`` has the exact type the canonical JSON is
+    written for (a ``str``, an ``int``): a ``bool`` or a subclass could print otherwise."""
+    p = item.provenance
+    return (
+        type(p.kafka_partition) is int
+        and type(p.kafka_offset) is int
+        and type(p.schema_version) is int
+        and type(p.input_hash) is str
+        and type(p.topic) is str
+        and type(item.signal.tenant_id) is str
+    )
+
+
+def _tail(item: Decoded, policy_json: str, redacted: str = "", stamp: str = "") -> str:
+    """The manifest's canonical JSON from ``kafka_partition`` on (keys in sorted order): the
+    same for every record of one tenant, topic, partition and schema version."""
+    p = item.provenance
+    return (
+        f',"kafka_partition":{p.kafka_partition:d},"kafka_topic":{_json_string(p.topic)},'
+        f'"policy_version":{policy_json},{redacted}"schema_version":{p.schema_version:d},'
+        f'{stamp}"tenant_id":{_json_string(item.signal.tenant_id)}}}'
+    )
+
+
+def _id(item: Decoded, tail: str) -> str:
+    """The provenance id of ``item``'s manifest whose canonical JSON ends in ``tail``."""
+    p = item.provenance
+    head = f'{{"input_hash":{_json_string(p.input_hash)},"kafka_offset":{p.kafka_offset:d}'
+    return hashlib.sha256((head + tail).encode("ascii")).hexdigest()[:32]
+
+
 def manifest_id(
     item: Decoded, policy_version: str, redaction: str = "", source: SourceEntry | None = None
 ) -> str:
@@ -212,17 +244,8 @@ def manifest_id(
     decimal digits. A value of any other type (a ``bool``, an ``int`` or ``str`` subclass) takes
     the general path, so the id is the same byte for byte in every case.
     """
-    p = item.provenance
-    tenant_id = item.signal.tenant_id
-    topic, partition, offset = p.topic, p.kafka_partition, p.kafka_offset
-    schema_version, digest = p.schema_version, p.input_hash
     if not (
-        type(partition) is int
-        and type(offset) is int
-        and type(schema_version) is int
-        and type(digest) is str
-        and type(topic) is str
-        and type(tenant_id) is str
+        _plain(item)
         and type(policy_version) is str
         and (source is None or (type(source.license) is str and type(source.retention) is str))
     ):
@@ -237,13 +260,7 @@ def manifest_id(
         else f'"source_license":{_json_string(source.license)},'
         f'"source_retention":{_json_string(source.retention)},'
     )
-    canonical = (
-        f'{{"input_hash":{_json_string(digest)},"kafka_offset":{offset:d},'
-        f'"kafka_partition":{partition:d},"kafka_topic":{_json_string(topic)},'
-        f'"policy_version":{_json_string(policy_version)},{redacted}'
-        f'"schema_version":{schema_version:d},{stamp}"tenant_id":{_json_string(tenant_id)}}}'
-    )
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+    return _id(item, _tail(item, _json_string(policy_version), redacted, stamp))
 
 
 def source_entry(item: Decoded, sources: SourceRegistry | None) -> SourceEntry | None:
@@ -301,41 +318,20 @@ def tag_batch(
     policy_json = _json_string(version)
     tails: dict[tuple[str, str, int, int], str] = {}
     tags_of: dict[str, PolicyTags] = {}
-    sha256 = hashlib.sha256
-    json_string = _json_string
     out: list[tuple[str, Tagged]] = []
-    append = out.append
     for key, item in batch:
-        p = item.provenance
-        tenant_id = item.signal.tenant_id
-        topic, partition, offset = p.topic, p.kafka_partition, p.kafka_offset
-        schema_version, digest = p.schema_version, p.input_hash
-        if not (
-            item.trace is None
-            and type(offset) is int
-            and type(partition) is int
-            and type(schema_version) is int
-            and type(digest) is str
-            and type(topic) is str
-            and type(tenant_id) is str
-        ):
-            append((key, tag(item, policy)))
+        if item.trace is not None or not _plain(item):
+            out.append((key, tag(item, policy)))
             continue
-        group = (tenant_id, topic, partition, schema_version)
+        p, tenant_id = item.provenance, item.signal.tenant_id
+        group = (tenant_id, p.topic, p.kafka_partition, p.schema_version)
         tail = tails.get(group)
         if tail is None:
-            # manifest_id's canonical JSON from "kafka_partition" on (keys in sorted order).
-            tail = tails[group] = (
-                f',"kafka_partition":{partition:d},"kafka_topic":{json_string(topic)},'
-                f'"policy_version":{policy_json},"schema_version":{schema_version:d},'
-                f'"tenant_id":{json_string(tenant_id)}}}'
-            )
+            tail = tails[group] = _tail(item, policy_json)
         tags = tags_of.get(tenant_id)
         if tags is None:
             tags = tags_of[tenant_id] = policy.tags(tenant_id)
-        canonical = f'{{"input_hash":{json_string(digest)},"kafka_offset":{offset:d}{tail}'
-        pid = sha256(canonical.encode("ascii")).hexdigest()[:32]
-        append((key, Tagged(item, tags, version, pid)))
+        out.append((key, Tagged(item, tags, version, _id(item, tail))))
     return out
 
 
