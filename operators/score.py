@@ -200,8 +200,7 @@ class TenantScore:
     def fold(self, item: Tagged) -> _Change | None:
         """:meth:`add`, the change captured but not yet built (:func:`_build` builds it).
 
-        :meth:`_evict`'s test, :meth:`_rational` and :meth:`_status` are written out here (the
-        same arithmetic: one call fewer each, per record); the methods stay for the rest."""
+        :meth:`_evict` is called only when something is due to leave."""
         decoded = item.decoded  # (not the properties of Tagged: one call fewer each)
         signal = decoded.signal
         at = signal.ts
@@ -244,19 +243,8 @@ class TenantScore:
             edge = ts - window
             if heap[0][0] <= edge:  # (the entry just pushed is inside: the heap is not empty)
                 self._evict(edge)
-        # _rational, inline
-        sum_w = self._sum_w
-        if sum_w:
-            num, den = self._sum_vw, sum_w << self._ev
-        else:
-            num, den = self._sum_v, self._count << self._ev
-        # _status, inline
-        hn, hd = self._healthy
-        if num * hd >= hn * den:
-            status = Status.HEALTHY
-        else:
-            tn, td = self._warn
-            status = Status.WARN if num * td >= tn * den else Status.CRITICAL
+        num, den = self._rational()
+        status = self._status(num, den)
         last = self._last
         if last is not None and last[2] is status and num * last[1] == last[0] * den:
             return None
@@ -273,7 +261,7 @@ class TenantScore:
             status,
             newest_ts,
             self._count,
-            sum_w,
+            self._sum_w,
             self._ew,
             seq,
         )
