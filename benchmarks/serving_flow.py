@@ -7,7 +7,8 @@ one store is paused for 10 s.
 1. N signals (10 demo tenants, 5% duplicates, 2% invalid, a tenant's signals ``--step-ms``
    apart in event time, 10 ms by default) produced to a fresh topic. Then (a) each enabled
    store alone: the items the flow sends it for those records (``benchmarks/store_mix.py``),
-   written by its sink's writer; (b) the flow, run bounded with one worker in this process (like
+   written by its sink's writer, twice (the first pass warms the servers and is printed apart;
+   the second is the store's rate); (b) the flow, run bounded with one worker in this process (like
    ``benchmarks/stages.py``) into fresh namespaces, lake only and then lake and the three serving
    stores. The stores are written under scratch names (a replay's: Redis key prefix, graph label
    prefix, Postgres schema), so every run starts empty and no guard skips a write; they are
@@ -244,6 +245,10 @@ def run(
     return {**throughput, "paused": result}
 
 
+def _rate(row: dict[str, Any]) -> str:
+    return f"{row['store']} {row['events_per_s']:,.0f} events/s"
+
+
 def _throughput(
     base: Settings, tag: str, signals: int, step_ms: float, made: list[Settings]
 ) -> dict[str, Any]:
@@ -266,6 +271,14 @@ def _throughput(
         f"the stores get {len(items) - n_scores:,} signals and {n_scores:,} score changes"
         f" for {records:,} records"
     )
+    # Each store written alone twice under its own scratch names: the first pass warms the
+    # servers (Neo4j's JIT and page cache: cold, the graph wrote 2,692 events/s where warm it
+    # wrote 9,403, which made the ratio swing from 1.33x to 0.65x between two runs), and the
+    # second is the rate the ratio uses; the flows after it meet warm servers too.
+    cold = _scratch_stores(base, f"{tag}c")
+    made.append(cold)
+    warmup = store_mix.store_rates(cold, items, records)
+    print("warm-up, each store alone: " + ", ".join(_rate(r) for r in warmup))
     alone = _scratch_stores(base, f"{tag}w")
     made.append(alone)
     stores = store_mix.store_rates(alone, items, records)
@@ -338,6 +351,7 @@ def _throughput(
         "records": total,
         "step_ms": step_ms,
         "store_items": {"signals": len(items) - n_scores, "score_changes": n_scores},
+        "stores_warmup": warmup,
         "stores": stores,
         "slowest_store": slowest["store"] if slowest else None,
         "flows": flows,
