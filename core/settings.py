@@ -296,6 +296,13 @@ class KafkaSettings:
     retention_ms: RetentionMs = 7 * 86_400_000
     #: How long the DLQ topic keeps rejects (``retention.ms``; -1: for ever).
     dlq_retention_ms: RetentionMs = 30 * 86_400_000
+    #: How far ahead of the broker's clock a producer's timestamp may be: the topics'
+    #: ``message.timestamp.after.max.ms`` (the broker refuses a later one, ``INVALID_TIMESTAMP``).
+    #: validate accepts an event time at most ``validate.max_future_skew_seconds`` after the
+    #: record's timestamp, so an event time is at most the two together ahead of the broker's
+    #: clock: a producer cannot move its tenant's score window further into the future. Kafka 4
+    #: defaults to an hour; 5 minutes here, set explicitly so the bound does not follow a broker.
+    timestamp_after_max_ms: Count = 300_000
     #: Consumer group whose offsets the flow commits after each durable lake commit, for
     #: monitoring only (``kafka-consumer-groups.sh``, lag exporters); empty: none.
     group_id: str = "igflow-coherence"

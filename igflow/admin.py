@@ -42,8 +42,13 @@ def topic_specs(kafka: KafkaSettings) -> list[NewTopic]:
     (:func:`sinks.dlq.marks_topic_spec`), as ``igflow setup`` creates them: explicit partitions,
     replication and configs. The DLQ accepts every record the signal topic does, plus the DLQ
     headers (:func:`sinks.dlq.dlq_max_message_bytes`); both keep producer timestamps, which the
-    validate step checks event times against."""
-    common = {"cleanup.policy": "delete", "message.timestamp.type": "CreateTime"}
+    validate step checks event times against, no further ahead of the broker's clock than
+    ``kafka.timestamp_after_max_ms``."""
+    common = {
+        "cleanup.policy": "delete",
+        "message.timestamp.type": "CreateTime",
+        "message.timestamp.after.max.ms": str(kafka.timestamp_after_max_ms),
+    }
     signals = {
         **common,
         "max.message.bytes": str(kafka.max_message_bytes),

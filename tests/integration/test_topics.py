@@ -4,6 +4,7 @@ every record the signal topic does."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -60,6 +61,9 @@ def test_setup_creates_topics_with_explicit_partitions_and_configs(topics: Setti
     assert signals["retention.ms"] == str(kafka.retention_ms)
     assert dlq["retention.ms"] == str(kafka.dlq_retention_ms)
     assert signals["message.timestamp.type"] == dlq["message.timestamp.type"] == "CreateTime"
+    after = str(kafka.timestamp_after_max_ms)
+    assert signals["message.timestamp.after.max.ms"] == dlq["message.timestamp.after.max.ms"]
+    assert signals["message.timestamp.after.max.ms"] == after
     marks = dlq_marks_topic(kafka.dlq_topic)
     assert len(metadata[marks].partitions) == 1
     assert _configs(kafka.client_config(), marks)["cleanup.policy"] == "compact"
@@ -78,6 +82,32 @@ def _produce(bootstrap: Brokers, topic: str, value: bytes, max_bytes: int) -> Ka
     )
     assert producer.flush(30) == 0
     return errors[0]
+
+
+def test_a_timestamp_further_ahead_than_the_topic_allows_is_refused(topics: Settings) -> None:
+    """A producer cannot stamp a record further into the future than
+    ``kafka.timestamp_after_max_ms`` (and so, with validate's skew, cannot move its tenant's
+    event time, and score window, an hour ahead as Kafka 4's default would let it)."""
+    kafka = topics.kafka
+    now_ms = int(time.time() * 1000)
+
+    def produce_at(ts_ms: int) -> KafkaError | None:
+        errors: list[KafkaError | None] = []
+        producer = Producer(kafka.client_config())
+        producer.produce(
+            kafka.topic,
+            key=b"tenant-ahead",
+            value=b"x",
+            partition=0,
+            timestamp=ts_ms,
+            on_delivery=lambda err, _msg: errors.append(err),
+        )
+        assert producer.flush(30) == 0
+        return errors[0]
+
+    refused = produce_at(now_ms + kafka.timestamp_after_max_ms + 600_000)
+    assert refused is not None and refused.code() == KafkaError.INVALID_TIMESTAMP
+    assert produce_at(now_ms + kafka.timestamp_after_max_ms // 2) is None
 
 
 def test_the_largest_signal_record_can_be_dead_lettered(topics: Settings) -> None:
