@@ -11,6 +11,13 @@
    seconds are the flow processes' own (user + system).
 Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``.
 
+Start-up: each flow also runs over a second topic of 10 signals (one per tenant), in the same
+round, and the table adds what the flow does past its start-up: ``(N - 10) / (wall - wall of
+the 10)`` events/s and its ratio to the plain consumer (which pays no start-up: it is timed
+from its first fetch). The first ratio is the issue's measure; the second says how much of the
+gap is the per-record path and how much the fixed cost of starting (imports, the catalog, the
+registry, Bytewax), which a longer run amortises. ``--no-startup`` skips those runs.
+
 On a shared machine compare code alternately in one run: ``--against DIR`` runs each flow from
 the checkout in DIR as well (``git archive <commit> | tar -x -C DIR``), ``--rounds`` times,
 alternating with this one, on the same topic; ``--only w1`` keeps one flow variant. With more
@@ -20,6 +27,7 @@ than one round it also prints each path's medians and the load average.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -140,6 +148,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(FLOWS), default=sorted(FLOWS))
     parser.add_argument("--against", type=Path, help="another checkout to run alternately")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--no-startup", action="store_true", help="skip the start-up runs (10 signals)"
+    )
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     settings = Settings.load().with_changes(
@@ -152,42 +163,104 @@ def main() -> None:
     report = produce(settings, spec)
     total = report.total
     print(f"produced {total:,} in {report.seconds:.1f} s ({total / report.seconds:,.0f}/s)")
+    small: Settings | None = None
+    small_total = 0
+    if not args.no_startup:
+        small = Settings.load().with_changes(
+            "kafka", topic=f"bench.{tag}.startup", dlq_topic=f"bench.{tag}.startup.dlq"
+        )
+        create_topics(small)
+        small_total = produce(small, WorkloadSpec(tenants=tenants, count=1, seed=1)).total
 
     codes = [("", REPO)] + ([(f" [{args.against}]", args.against)] if args.against else [])
-    rows: list[tuple[str, float, float | None, float]] = []
+    rows: list[Row] = []
     for r in range(args.rounds):
         plain = baseline(settings, total)
-        rows.append(("plain consumer + decode (no sink)", plain, None, plain))
+        rows.append(Row("plain consumer + decode (no sink)", plain, None, plain))
         for key in sorted(args.only, key=list(FLOWS).index):
             label, workers, processes = FLOWS[key]
             for suffix, code in codes if r % 2 == 0 else codes[::-1]:  # ABBA: drift cancels
                 namespace = f"bench_{tag}_{key}_{len(rows)}_{r}"
                 seconds, cpu = flow(settings, namespace, workers, processes, code)
                 _check_landed(settings, namespace, total)
-                rows.append((label + suffix, seconds, cpu, plain))
+                startup = None
+                if small is not None:
+                    startup, _cpu = flow(small, f"{namespace}_s", workers, processes, code)
+                    _check_landed(small, f"{namespace}_s", small_total)
+                rows.append(Row(label + suffix, seconds, cpu, plain, startup))
 
     # Each flow against the plain consumer of its own round.
-    print(f"\n{'path':<60} {'seconds':>8} {'CPU s':>7} {'events/s':>10} {'vs plain':>9}")
+    print(f"\n{_HEADER}")
     results = []
-    for name, seconds, cpu, plain in rows:
-        rate, base = total / seconds, total / plain
-        cpu_text = f"{cpu:>7.1f}" if cpu is not None else f"{'':>7}"
-        print(f"{name:<60} {seconds:>8.2f} {cpu_text} {rate:>10,.0f} {rate / base:>8.2f}x")
-        results.append({"path": name, "seconds": seconds, "cpu_seconds": cpu, "events_per_s": rate})
+    for row in rows:
+        print(row.line(total, small_total))
+        results.append(
+            {
+                "path": row.name,
+                "seconds": row.seconds,
+                "cpu_seconds": row.cpu,
+                "events_per_s": total / row.seconds,
+                "startup_seconds": row.startup,
+                "past_startup_events_per_s": row.past_startup(total, small_total),
+            }
+        )
     if args.rounds > 1:
         # Medians per path over the rounds (each flow against its own round's plain consumer).
         print(f"\nmedians of {args.rounds} rounds, load average {os.getloadavg()[0]:.1f} now")
-        print(f"{'path':<60} {'seconds':>8} {'CPU s':>7} {'events/s':>10} {'vs plain':>9}")
-        for name in dict.fromkeys(name for name, *_ in rows):
-            mine = [(s, c, p) for n, s, c, p in rows if n == name]
-            seconds = statistics.median(s for s, _, _ in mine)
-            cpus = [c for _, c, _ in mine if c is not None]
-            cpu_text = f"{statistics.median(cpus):>7.1f}" if cpus else f"{'':>7}"
-            ratio = statistics.median(p / s for s, _, p in mine)
-            print(f"{name:<60} {seconds:>8.2f} {cpu_text} {total / seconds:>10,.0f} {ratio:>8.2f}x")
+        print(_HEADER)
+        for name in dict.fromkeys(row.name for row in rows):
+            print(Row.median([row for row in rows if row.name == name]).line(total, small_total))
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ingest.json").write_text(json.dumps({"signals": total, "results": results}, indent=2))
+
+
+_HEADER = (
+    f"{'path':<52} {'seconds':>8} {'CPU s':>6} {'events/s':>9} {'vs plain':>8}"
+    f" {'start s':>7} {'past start-up':>13} {'vs plain':>8}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One path's run: wall and CPU seconds, its round's plain consumer, and the wall seconds of
+    the same flow over the 10-signal topic (its start-up), if measured."""
+
+    name: str
+    seconds: float
+    cpu: float | None
+    plain: float
+    startup: float | None = None
+
+    def past_startup(self, total: int, small: int) -> float | None:
+        """Events/s past start-up: the records beyond the small run's over the extra time."""
+        if self.startup is None or self.seconds <= self.startup:
+            return None
+        return (total - small) / (self.seconds - self.startup)
+
+    def line(self, total: int, small: int) -> str:
+        rate, base = total / self.seconds, total / self.plain
+        cpu = f"{self.cpu:>6.1f}" if self.cpu is not None else f"{'':>6}"
+        text = f"{self.name[:52]:<52} {self.seconds:>8.2f} {cpu} {rate:>9,.0f} {rate / base:>7.2f}x"
+        past = self.past_startup(total, small)
+        if self.startup is not None:
+            text += f" {self.startup:>7.2f}"
+        if past is not None:
+            text += f" {past:>13,.0f} {past / base:>7.2f}x"
+        return text
+
+    @staticmethod
+    def median(rows: list[Row]) -> Row:
+        """The medians of each figure over ``rows`` (one path's rounds)."""
+        cpus = [r.cpu for r in rows if r.cpu is not None]
+        starts = [r.startup for r in rows if r.startup is not None]
+        return Row(
+            rows[0].name,
+            statistics.median(r.seconds for r in rows),
+            statistics.median(cpus) if cpus else None,
+            statistics.median(r.plain for r in rows),
+            statistics.median(starts) if starts else None,
+        )
 
 
 if __name__ == "__main__":
