@@ -214,24 +214,27 @@ def _digest_per_value(table: str, data: pa.Table) -> dict[GroupKey, GroupDigest]
     return _group(table, keys, key_rows, blobs)
 
 
-# The columnar path (:func:`digest_arrow`): :func:`encode_value` of whole Arrow columns, with
-# pyarrow.compute and numpy instead of a Python call per value.
+# The columnar path (:func:`digest_arrow`): :func:`encode_value` of whole Arrow columns, without
+# a Python call per value.
 #
-# Each column becomes a *prefix* per value (its tag and 4-byte big-endian length, b"N" for a
-# null, the whole encoding of a boolean) and a *payload* (the bytes after the length; null where
-# the value is null). A row is one ``binary_join_element_wise`` of b"R" + its length and every
-# column's prefix and payload (null payloads skipped), hashed by one ``hashlib.sha256`` call; a
-# group's sum is its hashes' eight 32-bit limbs summed by Arrow's ``group_by`` and recombined
-# once per group. Lists encode their elements the same way and join them per list.
+# Every row is encoded and hashed by one native call over the columns' Arrow buffers
+# (``core._rowhash``: strings and binaries as they lie, int32/int64 and timestamps' epoch micros
+# written in decimal, floats' ``float.hex`` from their bits, booleans and nulls as their tags;
+# decimals and uint64 as Arrow's cast to string), then a group's sum is its hashes' eight 32-bit
+# limbs summed with numpy and recombined once per group. List elements are encoded in Python's
+# stead with pyarrow.compute and numpy: each element a *prefix* (its tag and 4-byte big-endian
+# length, b"N" for a null, the whole encoding of a boolean) and a *payload* (the bytes after the
+# length), joined per element by ``binary_join_element_wise`` and per list by ``binary_join``.
 
 _LB = pa.large_binary()
 _EMPTY = pa.scalar(b"", _LB)
 #: Rows digested at once: bounds the encoded rows' memory; a limb sum stays below 2**48.
 _SLICE_ROWS = 1 << 16
-#: Fewer rows than this are digested value by value: the columnar path's fixed cost (a few
-#: pyarrow calls per column, a group_by) outweighs its gain below about a thousand rows (measured
-#: on lake tables: 10 rows 0.2 ms against 2.7-4.1 ms, 1,000 rows 6.5-7.9 ms against 6.0-7.0).
-_COLUMNAR_MIN_ROWS = 1_024
+#: Fewer rows than this are digested value by value: the columnar path's fixed cost (a native
+#: call's set-up, numpy's grouping) outweighs its gain below a few dozen rows (measured on signals
+#: and scores: 10 rows 0.14 ms columnar against 0.09-0.10 value by value, 100 rows 0.20 against
+#: 0.47-0.56, 1,000 rows 0.53 against 4.0-4.9).
+_COLUMNAR_MIN_ROWS = 32
 _LIMBS = 8
 _TAG = {name: ord(name) for name in "NTFIDSBMtLR"}
 
@@ -281,15 +284,15 @@ def _lengths(payload: pa.Array) -> np.ndarray:
     return np.asarray(pc.binary_length(payload).fill_null(0).to_numpy(zero_copy_only=False))
 
 
-def _pieces(values: pa.Array) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
-    """``(prefixes, payloads or None, encoded length per value)`` of one Arrow array."""
+def _pieces(values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """``(prefixes, payloads or None)`` of one Arrow array (a list's elements)."""
     kind = values.type
     valid = _valid(values)
     payload: pa.Array
     if pa.types.is_boolean(kind):
         flags = values.fill_null(False).to_numpy(zero_copy_only=False)
         prefix = _prefixes(np.where(flags, _TAG["T"], _TAG["F"]), None, valid)
-        return prefix, None, np.ones(len(values), np.int64)
+        return prefix, None
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         tag, payload = _TAG["S"], values.cast(_LB)
     elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
@@ -314,9 +317,8 @@ def _pieces(values: pa.Array) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
         tag, payload = _TAG["L"], pc.binary_join(lists, _EMPTY)
     else:  # anything else (naive timestamps raise here, as encode_value does)
         encoded = pa.array([encode_value(v) for v in values.to_pylist()], _LB)
-        return encoded, None, _lengths(encoded)
-    lengths = _lengths(payload)
-    return _prefixes(tag, lengths, valid), payload, np.where(valid, lengths + 5, 1)
+        return encoded, None
+    return _prefixes(tag, _lengths(payload), valid), payload
 
 
 def _join(parts: Sequence[pa.Array]) -> pa.Array:
@@ -325,35 +327,94 @@ def _join(parts: Sequence[pa.Array]) -> pa.Array:
 
 def _joined(values: pa.Array) -> pa.Array:
     """The whole encoding of every value of ``values``."""
-    prefix, payload, _n = _pieces(values)
+    prefix, payload = _pieces(values)
     return prefix if payload is None else _join([prefix, payload])
 
 
+#: Column kinds of ``core._rowhash.lib.rowhash_rows`` (``core/_build_rowhash.py``), and its errors.
+_BYTES32, _BYTES64, _INT32, _INT64, _DOUBLE, _BOOL, _ENCODED = range(7)
+_TOO_LONG, _NO_MEMORY = 1, 2
+
+
+def _native(values: pa.Array) -> tuple[int, int, pa.Array]:
+    """How the native encoder reads one column: ``(kind, tag, array)``, ``array`` being
+    ``values`` or a cast of it whose buffers it reads (decimals and uint64 as their text,
+    timestamps as epoch micros, lists as their payloads, other types whole, by
+    :func:`encode_value`)."""
+    kind = values.type
+    if pa.types.is_boolean(kind):
+        return _BOOL, 0, values
+    if pa.types.is_string(kind) or pa.types.is_binary(kind):
+        return _BYTES32, _TAG["S" if pa.types.is_string(kind) else "B"], values
+    if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
+        return _BYTES64, _TAG["S" if pa.types.is_large_string(kind) else "B"], values
+    if pa.types.is_int32(kind):
+        return _INT32, _TAG["I"], values
+    if pa.types.is_int64(kind):
+        return _INT64, _TAG["I"], values
+    if pa.types.is_uint64(kind):
+        return _BYTES32, _TAG["I"], values.cast(pa.string())
+    if pa.types.is_integer(kind):
+        return _INT64, _TAG["I"], values.cast(pa.int64())
+    if pa.types.is_float64(kind):
+        return _DOUBLE, _TAG["D"], values
+    if pa.types.is_float32(kind):
+        return _DOUBLE, _TAG["D"], values.cast(pa.float64())
+    if pa.types.is_decimal(kind):
+        # Arrow writes a decimal as Python's str(Decimal) does (scale kept, the same exponent
+        # notation); the property test holds it to that.
+        return _BYTES32, _TAG["M"], values.cast(pa.string())
+    if pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit != "ns":
+        micros = values.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
+        return _INT64, _TAG["t"], micros
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        _prefix, payload = _pieces(values)
+        assert payload is not None
+        return _BYTES64, _TAG["L"], payload
+    # Anything else (naive timestamps raise here, as encode_value does).
+    return _ENCODED, 0, pa.array([encode_value(v) for v in values.to_pylist()], _LB)
+
+
 def _row_hashes(data: pa.RecordBatch) -> np.ndarray:
-    """The row hash of every row, as an (n, 8) array of its 32-bit limbs, big-endian first."""
+    """The row hash of every row, as an (n, 8) array of its 32-bit limbs, big-endian first.
+
+    Every row encoded and hashed by one native call over the columns' Arrow buffers
+    (``core/_build_rowhash.py``): no per-value Python, no joined copy of the rows.
+    """
     n = data.num_rows
-    parts: list[pa.Array] = []
-    total = np.zeros(n, np.int64)
-    for column in data.columns:
-        prefix, payload, lengths = _pieces(column)
-        parts.append(prefix)
-        if payload is not None:
-            parts.append(payload)
-        total += lengths
-    rows = _join([_prefixes(_TAG["R"], total, np.ones(n, bool)), *parts])
-    # Every row hashed by one native call over the joined bytes (core/_build_rowhash.py): a
-    # hashlib.sha256 call per row from Python cost ~0.6 us a row more.
-    _validity, offsets_buffer, data = rows.buffers()
-    bounds = np.frombuffer(offsets_buffer, np.int64)[rows.offset : rows.offset + n + 1]
+    ffi, lib = _rowhash.ffi, _rowhash.lib
+    columns = ffi.new("rowhash_column[]", data.num_columns)
+    alive: list[Any] = []  # the arrays and buffers the native call reads, until it returns
+
+    def pointer(buffer: pa.Buffer | None) -> Any:
+        held = ffi.from_buffer("unsigned char[]", buffer if buffer else b"\0")
+        alive.append(held)
+        return held
+
+    for c, column in zip(columns, data.columns, strict=True):
+        kind, tag, values = _native(column)
+        alive.append(values)
+        buffers = values.buffers()
+        c.kind, c.tag, c.offset = kind, tag, values.offset
+        c.validity = pointer(buffers[0]) if values.null_count else ffi.NULL
+        if kind in (_BYTES32, _BYTES64, _ENCODED):
+            c.offsets, c.values = pointer(buffers[1]), pointer(buffers[2])
+        else:
+            c.values = pointer(buffers[1])
     digests = np.empty((n, _LIMBS), ">u4")
-    bad = _rowhash.lib.rowhash_sha256(
-        _rowhash.ffi.from_buffer("unsigned char[]", data if data is not None else b"\0"),
-        _rowhash.ffi.from_buffer("int64_t[]", np.ascontiguousarray(bounds)),
+    failed = lib.rowhash_rows(
+        columns,
+        data.num_columns,
         n,
-        _rowhash.ffi.from_buffer("unsigned char[]", digests, require_writable=True),
+        ffi.from_buffer("unsigned char[]", digests, require_writable=True),
     )
-    if bad:  # not a value's fault: Arrow's offsets never go backwards, OpenSSL lacks SHA-256
-        msg = f"could not hash row {bad - 1} (offsets going backwards, or no SHA-256 in OpenSSL)"
+    if failed == _TOO_LONG:
+        msg = "a value longer than 2**32 - 1 bytes has no encoding"
+        raise ValueError(msg)
+    if failed == _NO_MEMORY:
+        raise MemoryError
+    if failed:  # not a value's fault
+        msg = "could not hash the rows (no SHA-256 in OpenSSL)"
         raise RuntimeError(msg)
     return digests.astype(np.uint64)
 

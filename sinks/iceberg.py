@@ -275,13 +275,17 @@ class IcebergAppender(Generic[T]):
             return AppendResult(
                 0, skipped, attempt, time.perf_counter() - start, None, oldest_ms=oldest
             )
-        data = batch.data(chosen.order)
+        # The batch's columns and where the appended rows are in them: taken once per partition
+        # by the write, not once here and again per partition.
+        rows, at = batch.rows(chosen.order)
         properties = {"igflow.flow": self._flow, "igflow.rows": str(appended)}
         # Only the lanes this commit raised: bounded by its rows, not by the tenants; a long
         # one goes to a file (with a checkpoint, so that reading the ledger never needs it).
         spilled = spill(self._table, properties, DELTA_KEY, dump_ledger(chosen.raised))
-        # The content digest of exactly these rows, for `igflow verify --from-history`.
-        digest = dump_summary(digest_arrow(self._def.name, data))
+        # The content digest of exactly these rows, for `igflow verify --from-history`: it does
+        # not depend on their order, so the batch's columns as they are when every row lands.
+        chosen_rows = rows if at is None or len(at) == rows.num_rows else rows.take(at)
+        digest = dump_summary(digest_arrow(self._def.name, chosen_rows))
         spill(self._table, properties, DIGEST_KEY, digest)
         if ids:
             properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
@@ -294,7 +298,7 @@ class IcebergAppender(Generic[T]):
             properties[CHECKPOINT_KEY] = write_checkpoint(self._table, merged)
             depth = 0
         # Table.append's files, without its per-partition filters (sinks.lake_write).
-        lake_write.append(self._table, data, properties)  # CommitFailedException: retried
+        lake_write.append(self._table, rows, properties, at)  # CommitFailedException: retried
         snapshot = self._table.current_snapshot()
         if snapshot is not None:
             self._state = LedgerState(snapshot.snapshot_id, merged, depth)

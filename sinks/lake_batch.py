@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -184,10 +185,17 @@ class LakeBatch(Generic[T]):
 
     def data(self, order: pa.Array) -> pa.Table:
         """The rows at ``order`` (indices into the batch), sealed as the sink's sealer says."""
+        rows, at = self.rows(order)
+        return rows if at is None else rows.take(at)
+
+    def rows(self, order: pa.Array) -> tuple[pa.Table, np.ndarray | None]:
+        """:meth:`data` untaken: a table and the indices of the rows at ``order`` in it
+        (``None``: all of them, as they are). The batch's own columns when it has them, so the
+        sink takes each partition's rows from them once (:func:`sinks.lake_write.append`)."""
         if self._data is not None:
-            return self._data.take(order)
+            return self._data, order.to_numpy(zero_copy_only=False).astype(np.int64)
         chosen = [self._items[i] for i in order.to_pylist()]
-        return self._def.to_arrow(chosen, self._sealer)
+        return self._def.to_arrow(chosen, self._sealer), None
 
     def oldest_ms(self) -> dict[str, int]:
         """Per tenant, the oldest Kafka timestamp of the batch's items (appended or not; the

@@ -49,14 +49,17 @@ __all__ = ["append", "partitions"]
 
 
 def partitions(
-    spec: PartitionSpec, schema: Schema, data: pa.Table
+    spec: PartitionSpec, schema: Schema, data: pa.Table, order: np.ndarray | None = None
 ) -> list[tuple[PartitionKey, pa.Table]] | None:
     """Each partition's key and rows (in table order), partitions in the order of their first
     row: the partitions and rows pyiceberg's ``_determine_partitions`` yields, in a stable order
     (pyiceberg's comes from a multi-threaded ``group_by`` and varies between calls). ``None``
-    when a partition source is not a top-level column (pyiceberg's path takes those)."""
-    n = data.num_rows
-    code = np.zeros(n, np.int64)
+    when a partition source is not a top-level column (pyiceberg's path takes those).
+
+    ``order``: the rows are ``data.take(order)``; each partition's rows are then taken from
+    ``data`` once, not the whole table first and each partition again (the lake appender's
+    sorted rows, :meth:`sinks.lake_batch.LakeBatch.rows`)."""
+    code = np.zeros(data.num_rows, np.int64)
     values: list[list[object]] = []
     width = 1
     for field in spec.fields:
@@ -70,11 +73,17 @@ def partitions(
         code += encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) * width
         width *= max(1, len(distinct))
         values.append(distinct)
-    order = np.argsort(code, kind="stable")
-    ordered = code[order]
+    whole = order is None or (
+        len(order) == data.num_rows and bool(np.array_equal(order, np.arange(data.num_rows)))
+    )
+    rows_at = np.arange(data.num_rows) if order is None else np.asarray(order, np.int64)
+    code = code[rows_at]
+    n = len(code)
+    by_code = np.argsort(code, kind="stable")
+    ordered = code[by_code]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.array([], int)
     ends = np.r_[starts[1:], n]
-    groups = sorted(zip(order[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
+    groups = sorted(zip(by_code[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
     out = []
     for first, start, end in groups:
         at = int(code[first])
@@ -83,7 +92,7 @@ def partitions(
             at, index = divmod(at, max(1, len(distinct)))
             field_values.append(PartitionFieldValue(field=field, value=distinct[index]))
         key = PartitionKey(field_values=field_values, partition_spec=spec, schema=schema)
-        rows = data if len(groups) == 1 else data.take(pa.array(order[start:end]))
+        rows = data if len(groups) == 1 and whole else data.take(rows_at[by_code[start:end]])
         out.append((key, rows.combine_chunks()))
     return out
 
@@ -150,16 +159,23 @@ class _Transaction(Transaction):
         return cached[2]
 
 
-def append(table: Table, data: pa.Table, snapshot_properties: Mapping[str, str]) -> None:
+def append(
+    table: Table,
+    data: pa.Table,
+    snapshot_properties: Mapping[str, str],
+    order: np.ndarray | None = None,
+) -> None:
     """``table.append(data, snapshot_properties=...)``, writing the same files with less work
-    per partition. Raises what ``Table.append`` raises (``CommitFailedException`` on a lost
-    race, ``ValueError`` on a schema mismatch)."""
+    per partition; with ``order``, of ``data.take(order)`` (taken once per partition). Raises
+    what ``Table.append`` raises (``CommitFailedException`` on a lost race, ``ValueError`` on a
+    schema mismatch)."""
     properties = dict(snapshot_properties)
     with _Transaction(table) as tx:
         metadata = tx.table_metadata
         spec, schema = metadata.spec(), metadata.schema()
-        if spec.is_unpartitioned() or not data.num_rows:
-            tx.append(data, snapshot_properties=properties)
+        rows = data.num_rows if order is None else len(order)
+        if spec.is_unpartitioned() or not rows:
+            tx.append(data if order is None else data.take(order), snapshot_properties=properties)
             return
         # Before anything else, as Transaction.append does: a mismatch raises its ValueError.
         _check_pyarrow_schema_compatible(
@@ -169,9 +185,9 @@ def append(table: Table, data: pa.Table, snapshot_properties: Mapping[str, str])
             or False,
             format_version=metadata.format_version,
         )
-        parts = partitions(spec, schema, data)
+        parts = partitions(spec, schema, data, order)
         if parts is None:
-            tx.append(data, snapshot_properties=properties)
+            tx.append(data if order is None else data.take(order), snapshot_properties=properties)
             return
         merge = property_as_bool(
             metadata.properties,

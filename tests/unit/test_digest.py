@@ -229,33 +229,30 @@ def test_float_hex_of_any_bit_pattern() -> None:
 
 @given(st.lists(st.binary(max_size=300), max_size=60), st.integers(0, 7))
 def test_the_native_row_hashes_equal_hashlib(rows: list[bytes], skip: int) -> None:
-    """``core._rowhash`` hashes each byte range of a buffer as ``hashlib.sha256`` does: empty
-    rows, rows across SHA-256's 64-byte blocks, offsets not starting at 0."""
-    data = b"x" * skip + b"".join(rows)
-    offsets = np.cumsum([skip, *map(len, rows)], dtype=np.int64)
-    out = np.zeros(len(rows) * 32, np.uint8)
-    ffi, lib = core.digest._rowhash.ffi, core.digest._rowhash.lib
-    assert (
-        lib.rowhash_sha256(
-            ffi.from_buffer("unsigned char[]", data or b"\0"),
-            ffi.from_buffer("int64_t[]", offsets),
-            len(rows),
-            ffi.from_buffer("unsigned char[]", out, require_writable=True),
-        )
-        == 0
-    )
-    assert out.tobytes() == b"".join(hashlib.sha256(r).digest() for r in rows)
+    """``core._rowhash`` frames and hashes each row as ``hashlib.sha256`` does: empty rows, rows
+    across SHA-256's 64-byte blocks, a sliced array (its offsets not starting at 0)."""
+    values = pa.array([b"x" * skip, *rows], pa.large_binary()).slice(1)
+    got = core.digest._row_hashes(pa.record_batch({"c": values}))
+    expected = [
+        hashlib.sha256(b"R" + _be(5 + len(r)) + b"B" + _be(len(r)) + r).digest() for r in rows
+    ]
+    assert [b"".join(int(x).to_bytes(4, "big") for x in limbs) for limbs in got] == expected
 
 
-def test_the_native_row_hashes_refuse_offsets_going_backwards() -> None:
-    offsets = np.array([0, 4, 2, 6], np.int64)
-    out = np.zeros(3 * 32, np.uint8)
-    ffi, lib = core.digest._rowhash.ffi, core.digest._rowhash.lib
-    got = lib.rowhash_sha256(
-        ffi.from_buffer("unsigned char[]", b"abcdef"),
-        ffi.from_buffer("int64_t[]", offsets),
-        3,
-        ffi.from_buffer("unsigned char[]", out, require_writable=True),
-    )
-    assert got == 2  # row 1 (4 -> 2); row 0 was hashed
-    assert out[:32].tobytes() == hashlib.sha256(b"abcd").digest()
+def _be(n: int) -> bytes:
+    return n.to_bytes(4, "big")
+
+
+def test_the_native_float_hex_of_any_bit_pattern() -> None:
+    """The native encoder writes ``float.hex`` for every exponent (normal, subnormal, zero,
+    inf/NaN) and random mantissas, both signs, nulls among them."""
+    rng = np.random.default_rng(16)
+    exponents = np.repeat(np.arange(2048, dtype=np.uint64), 8)
+    mantissas = rng.integers(0, 1 << 52, len(exponents), dtype=np.uint64)
+    mantissas[::8] = 0
+    mantissas[1::8] = (1 << 52) - 1
+    bits = (exponents << np.uint64(52)) | mantissas
+    bits = np.concatenate([bits, bits | np.uint64(1 << 63)])
+    mask = rng.random(len(bits)) < 0.05
+    data = pa.table({"v": pa.array(bits.view(np.float64), mask=mask)})
+    assert digest_arrow("t", data) == _reference("t", data)

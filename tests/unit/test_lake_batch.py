@@ -9,6 +9,7 @@ column-wise equals ``rows_to_arrow``, one row at a time.
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import hypothesis.strategies as st
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 
 from sinks.lake_batch import LakeBatch, select_rows
-from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef, column_array
 from tests.unit.lake_golden import MAKERS, TOPICS
 
 TABLES = {t.name: t for t in (SIGNALS, SCORES, QUARANTINE, DECONFLICTION)}
@@ -82,6 +83,29 @@ def test_columns_build_the_table_rows_build(name: str) -> None:
         columnar = table.to_arrow(items)
         assert columnar.equals(table.rows_to_arrow(items))
         assert columnar.schema == table.schema.as_arrow()
+
+
+_ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-11)), None]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.none() | st.datetimes(timezones=_ZONES), max_size=20),
+    unit=st.sampled_from(["us", "ms", "s"]),
+)
+def test_column_array_converts_as_pa_array(values: list[datetime | None], unit: str) -> None:
+    """``column_array``'s path for aware datetimes gives what ``pa.array`` gives (nulls, naive
+    values, other zones, other units: by ``pa.array`` itself), or fails as it does."""
+    kind = pa.timestamp(unit, tz="UTC")
+    try:
+        expected = pa.array(values, kind)
+    except (TypeError, ValueError, OverflowError) as error:
+        with pytest.raises(type(error)):
+            column_array(values, kind)
+    else:
+        assert column_array(values, kind).equals(expected)
 
 
 def test_oldest_stamps_per_tenant_are_those_of_the_items() -> None:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -83,6 +84,31 @@ def test_partitions_are_pyiceberg_s(
         assert mine.num_columns == theirs.num_columns
 
 
+@pytest.mark.parametrize("table", [SIGNALS, SCORES, QUARANTINE, DECONFLICTION])
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 80),
+    days=st.integers(1, 4),
+    data=st.data(),
+)
+def test_partitions_of_an_order_are_those_of_its_rows(
+    table: TableDef[Any], seed: int, rows: int, days: int, data: st.DataObject
+) -> None:
+    """``partitions(..., order)`` (the appender's rows, untaken) equals ``partitions`` of
+    ``data.take(order)``: the same keys in the same order, the same rows in each."""
+    batch = _batch(table, seed, rows, days, 1)
+    chosen = data.draw(st.lists(st.integers(0, rows - 1), unique=True, min_size=1))
+    if data.draw(st.booleans()):
+        chosen = list(range(rows))  # every row, in order: the whole table's shortcut
+    order = np.array(chosen, np.int64)
+    spec, schema = table.partition_spec, table.schema
+    expected = partitions(spec, schema, batch.take(order))
+    got = partitions(spec, schema, batch, order)
+    assert expected is not None and got is not None
+    assert [(k.partition, r) for k, r in got] == [(k.partition, r) for k, r in expected]
+
+
 def test_an_append_writes_what_table_append_writes(tmp_path: Any) -> None:
     """The same data through ``Table.append`` and ``lake_write.append``: equal file bytes per
     partition, equal row counts in the snapshot summaries."""
@@ -92,9 +118,14 @@ def test_an_append_writes_what_table_append_writes(tmp_path: Any) -> None:
     )
     data = _batch(SIGNALS, 7, 500, 3, 2)
     files = {}
+    # "ordered": the same rows given as a shuffled table and the order that sorts it back.
+    shuffle = np.random.default_rng(7).permutation(data.num_rows)
+    shuffled = data.take(shuffle)
+    back = np.argsort(shuffle)
     for namespace, write in (
         ("theirs", lambda t: t.append(data, snapshot_properties={"k": "v"})),
         ("mine", lambda t: append(t, data, {"k": "v"})),
+        ("ordered", lambda t: append(t, shuffled, {"k": "v"}, back)),
     ):
         table = ensure_table(catalog, namespace, SIGNALS)
         write(table)
@@ -107,7 +138,7 @@ def test_an_append_writes_what_table_append_writes(tmp_path: Any) -> None:
             for f in (t.file for t in table.scan().plan_files())
         }
     assert len(files["mine"]) > 3
-    assert files["mine"] == files["theirs"]
+    assert files["mine"] == files["theirs"] == files["ordered"]
 
 
 def test_the_transaction_s_metadata_follows_its_updates(tmp_path: Any) -> None:
