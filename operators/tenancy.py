@@ -21,10 +21,8 @@ whenever a probe can catch it.
 
 from __future__ import annotations
 
-import array
 import functools
 import hashlib
-import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -35,7 +33,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
-from core import _rowhash, tracing
+from core import tracing
 from core.errors import SchemaError
 from core.records import Decoded, PolicyTags, Tagged
 from core.rego import CompiledQuery, bundle_digest, data_document, read_bundle, read_policy
@@ -227,40 +225,11 @@ def _tail(item: Decoded, policy_json: str, redacted: str = "", stamp: str = "") 
     )
 
 
-def _head(item: Decoded) -> str:
-    """The manifest's canonical JSON up to ``kafka_offset`` (the part :func:`_tail` lacks)."""
-    p = item.provenance
-    return f'{{"input_hash":{_json_string(p.input_hash)},"kafka_offset":{p.kafka_offset:d}'
-
-
 def _id(item: Decoded, tail: str) -> str:
     """The provenance id of ``item``'s manifest whose canonical JSON ends in ``tail``."""
-    return hashlib.sha256((_head(item) + tail).encode("ascii")).hexdigest()[:32]
-
-
-def _ids(texts: list[str]) -> list[str]:
-    """:func:`provenance_id` of each canonical JSON of ``texts`` (ASCII, as written by
-    :func:`_head` and :func:`_tail`), in order: every SHA-256 in one native call over the joined
-    bytes (``core._rowhash``), one hex string sliced per id, instead of a ``hashlib`` object, a
-    digest and two strings per record. ``hashlib`` per text if the native call fails (no
-    SHA-256 in OpenSSL), so the ids are the same either way."""
-    if not texts:
-        return []
-    data = "".join(texts).encode("ascii")  # ASCII: a character is a byte, lengths are offsets
-    bounds = array.array("q", [0])
-    bounds.extend(itertools.accumulate(map(len, texts)))
-    digests = bytearray(32 * len(texts))
-    ffi = _rowhash.ffi
-    bad = _rowhash.lib.rowhash_sha256(
-        ffi.from_buffer("unsigned char[]", data),
-        ffi.from_buffer("int64_t[]", bounds),
-        len(texts),
-        ffi.from_buffer("unsigned char[]", digests, require_writable=True),
-    )
-    if bad:
-        return [hashlib.sha256(text.encode("ascii")).hexdigest()[:32] for text in texts]
-    hexed = digests.hex()
-    return [hexed[i : i + 32] for i in range(0, len(hexed), 64)]
+    p = item.provenance
+    head = f'{{"input_hash":{_json_string(p.input_hash)},"kafka_offset":{p.kafka_offset:d}'
+    return hashlib.sha256((head + tail).encode("ascii")).hexdigest()[:32]
 
 
 def manifest_id(
@@ -338,10 +307,10 @@ def tag_batch(
     :func:`manifest_id`'s, with the canonical JSON written in two parts: everything after
     ``kafka_offset`` (partition, topic, policy version, schema version, tenant) is the same for
     every record of one tenant, topic, partition and schema version, and is written once per
-    batch; per record, only the digest and the offset; the batch's SHA-256s in one native call
-    (:func:`_ids`). The tags are looked up once per tenant per batch. A record whose values are
-    not all of the exact types the canonical JSON is written for (a ``str``, an ``int``: a
-    ``bool`` or a subclass could print otherwise) and a traced one take :func:`tag` itself.
+    batch; per record, only the digest, the offset and one SHA-256. The tags are looked up once
+    per tenant per batch. A record whose values are not all of the exact types the canonical
+    JSON is written for (a ``str``, an ``int``: a ``bool`` or a subclass could print otherwise)
+    and a traced one take :func:`tag` itself.
     """
     version = policy.version
     if sources is not None or type(version) is not str:
@@ -349,12 +318,10 @@ def tag_batch(
     policy_json = _json_string(version)
     tails: dict[tuple[str, str, int, int], str] = {}
     tags_of: dict[str, PolicyTags] = {}
-    texts: list[str] = []
-    #: Per record, its tags (its canonical JSON is next in ``texts``), or ``None``: ``tag``.
-    plan: list[PolicyTags | None] = []
-    for _key, item in batch:
+    out: list[tuple[str, Tagged]] = []
+    for key, item in batch:
         if item.trace is not None or not _plain(item):
-            plan.append(None)
+            out.append((key, tag(item, policy)))
             continue
         p, tenant_id = item.provenance, item.signal.tenant_id
         group = (tenant_id, p.topic, p.kafka_partition, p.schema_version)
@@ -364,13 +331,8 @@ def tag_batch(
         tags = tags_of.get(tenant_id)
         if tags is None:
             tags = tags_of[tenant_id] = policy.tags(tenant_id)
-        texts.append(_head(item) + tail)
-        plan.append(tags)
-    ids = iter(_ids(texts))
-    return [
-        (key, tag(item, policy) if tags is None else Tagged(item, tags, version, next(ids)))
-        for (key, item), tags in zip(batch, plan, strict=True)
-    ]
+        out.append((key, Tagged(item, tags, version, _id(item, tail))))
+    return out
 
 
 @operator

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import pickle
 import shutil
@@ -22,7 +21,6 @@ from core.records import Decoded, PolicyTags, Provenance, RawRecord, Signal, Tag
 from operators.tenancy import (
     TAG_NAMES,
     TenancyPolicy,
-    _ids,
     manifest,
     policy_bundle_version,
     provenance_id,
@@ -335,11 +333,3 @@ def test_tag_batch_equals_tag_for_any_records_and_batching(
     assert [repr(pair) for pair in batched] == [repr(pair) for pair in reference]
     for _key, tagged in batched:  # and the ids are the manifest's, written the general way
         assert tagged.provenance_id == provenance_id(manifest(tagged.decoded, policy.version))
-
-
-@given(texts=st.lists(st.text(st.characters(max_codepoint=127), max_size=300), max_size=40))
-def test_the_ids_of_a_batch_are_each_texts_own(texts: list[str]) -> None:
-    # One native call for the whole batch (core._rowhash): each id is its text's SHA-256 prefix,
-    # empty texts and an empty batch included.
-    expected = [hashlib.sha256(t.encode("ascii")).hexdigest()[:32] for t in texts]
-    assert _ids(texts) == expected
