@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import io
 import json
-import struct
 import threading
 import time
 from typing import Any, Protocol
@@ -34,7 +33,7 @@ from bytewax.dataflow import Stream, operator
 from core import tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
-from core.wire import HEADER_SIZE, MAGIC, unframe
+from core.wire import HEADER_SIZE, MAGIC, frame, unframe
 from operators.avro_indexes import Guard, index_guard
 from operators.signal_reader import READ_ERRORS, Reader, compile_reader
 from operators.split import split
@@ -186,8 +185,9 @@ class SignalDecoder:
         #: (``()`` for the reader schema itself), ``None`` when it must be resolved per record.
         self._direct: dict[int, tuple[tuple[str, Any], ...] | None] = {}
         #: Per schema id of a writer read without resolution, its compiled reader
-        #: (:mod:`operators.signal_reader`), used by :meth:`decode_many`.
-        self._readers: dict[int, Reader] = {}
+        #: (:mod:`operators.signal_reader`), used by :meth:`decode_many`, keyed by the frame's
+        #: header (magic byte and schema id, :func:`core.wire.frame`'s first bytes).
+        self._readers: dict[bytes, Reader] = {}
         self._reader_fields = frozenset(_field_names(reader_schema))
         self._unknown: dict[int, float] = {}
         self._unknown_ttl = unknown_ttl_s
@@ -226,7 +226,7 @@ class SignalDecoder:
             self._writers[schema_id] = parsed
             self._unknown_fields[schema_id] = unknown
             if reader is not None:
-                self._readers[schema_id] = reader
+                self._readers[frame(schema_id, b"")] = reader  # the header alone
         return parsed
 
     def _ts_out_of_range(self, schema_id: int, value: bytes) -> bool:
@@ -325,11 +325,12 @@ class SignalDecoder:
         out: list[Decoded | Rejected] = []
         append = out.append
         readers = self._readers
-        schema_of = _SCHEMA_ID
         for raw in raws:
             value = raw.value
-            if raw.error is None and value and len(value) > HEADER_SIZE and value[0] == MAGIC:
-                read = readers.get(schema_of(value, 1)[0])
+            # A value's first bytes name its reader: the magic byte and the schema id in one
+            # lookup (a value too short for a body, or not bytes, finds none or fails to read).
+            if raw.error is None and type(value) is bytes:
+                read = readers.get(value[:HEADER_SIZE])
                 if read is not None:
                     try:
                         append(read(raw, value))
@@ -339,10 +340,6 @@ class SignalDecoder:
                         continue
             append(self.decode(raw))
         return out
-
-
-#: The schema id after the magic byte (:func:`core.wire.unframe`'s, without the magic).
-_SCHEMA_ID = struct.Struct(">I").unpack_from
 
 
 def traced_decode(decoder: SignalDecoder, raw: RawRecord) -> Decoded | Rejected:

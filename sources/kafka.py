@@ -42,10 +42,12 @@ _IDLE = timedelta(milliseconds=50)
 _LIST_OFFSETS_TIMEOUT_S = 30.0
 
 
-def _headers(msg: Any) -> tuple[tuple[str, bytes], ...]:
-    raw = msg.headers()
-    if not raw:
-        return ()
+#: Above every Kafka offset: the end of a partition that has none.
+_NO_END = 1 << 63
+
+
+def _headers(raw: list[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes], ...]:
+    """A message's headers as a record holds them (a header without a value: ``b""``)."""
     return tuple((name, value or b"") for name, value in raw)
 
 
@@ -108,44 +110,85 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
     def next_batch(self) -> list[RawRecord]:
         if self._done:
             raise StopIteration
-        batch: list[RawRecord] = []
-        for msg in self._consumer.consume(self._batch_size, 0.01):
-            error = msg.error()
-            if error is not None and error.code() == ConfluentError._PARTITION_EOF:
-                if self._bounded:
-                    self._done = True  # the end at start, or an empty partition
-                    break
-                continue
-            offset = msg.offset()
-            if error is not None and error.fatal():
-                msg_text = f"fatal consumer error on {self._topic}[{self._partition}]: {error}"
-                raise IgflowError(msg_text)
-            if offset is None or offset < 0:
-                # A broker-level error with no record attached: nothing to skip, librdkafka retries.
-                log.warning("consumer error: %s", error, extra={"op": "source"})
-                continue
-            if self._end is not None and offset >= self._end:
-                self._done = True
-                break
-            _kind, stamp = msg.timestamp()
-            batch.append(
-                RawRecord(
-                    topic=self._topic,
-                    partition=self._partition,
-                    offset=offset,
-                    key=msg.key(),
-                    value=msg.value(),
-                    timestamp_ms=stamp if stamp > 0 else None,
-                    error=str(error) if error is not None else None,
-                    headers=_headers(msg),
-                )
-            )
-            self._next = offset + 1
+        batch = self._records(self._consumer.consume(self._batch_size, 0.01))
+        if batch:
+            self._next = batch[-1].offset + 1
         if self._end is not None and self._next >= self._end:
             self._done = True
         self._idle = not batch
         self._counter.inc(len(batch))
         return batch
+
+    def _records(self, msgs: list[Any]) -> list[RawRecord]:
+        """The records of one fetch, in order: :meth:`_take` of each message until one ends the
+        partition, with the common message (no error, an offset below the end) read inline.
+
+        That one is what :meth:`_take` makes of it too, with fewer calls per message: no error
+        object to ask, the record built by position. Anything else (an error, no offset, the end
+        reached) goes to :meth:`_take`, the reference, which also decides where the batch stops.
+        """
+        batch: list[RawRecord] = []
+        append = batch.append
+        topic, partition = self._topic, self._partition
+        end = _NO_END if self._end is None else self._end
+        for msg in msgs:
+            if msg.error() is None:
+                offset = msg.offset()
+                if offset is not None and 0 <= offset < end:
+                    stamp = msg.timestamp()[1]
+                    headers = msg.headers()
+                    append(
+                        RawRecord(
+                            topic,
+                            partition,
+                            offset,
+                            msg.key(),
+                            msg.value(),
+                            stamp if stamp > 0 else None,
+                            None,
+                            _headers(headers) if headers else (),
+                        )
+                    )
+                    continue
+            if self._take(msg, batch):
+                break
+        return batch
+
+    def _take(self, msg: Any, batch: list[RawRecord]) -> bool:
+        """One message into ``batch`` (or not: an EOF, an error without a record); true when
+        the partition is done with it, so the rest of the fetch is not read."""
+        error = msg.error()
+        if error is not None and error.code() == ConfluentError._PARTITION_EOF:
+            if self._bounded:
+                self._done = True  # the end at start, or an empty partition
+                return True
+            return False
+        offset = msg.offset()
+        if error is not None and error.fatal():
+            msg_text = f"fatal consumer error on {self._topic}[{self._partition}]: {error}"
+            raise IgflowError(msg_text)
+        if offset is None or offset < 0:
+            # A broker-level error with no record attached: nothing to skip, librdkafka retries.
+            log.warning("consumer error: %s", error, extra={"op": "source"})
+            return False
+        if self._end is not None and offset >= self._end:
+            self._done = True
+            return True
+        _kind, stamp = msg.timestamp()
+        raw = msg.headers()
+        batch.append(
+            RawRecord(
+                topic=self._topic,
+                partition=self._partition,
+                offset=offset,
+                key=msg.key(),
+                value=msg.value(),
+                timestamp_ms=stamp if stamp > 0 else None,
+                error=str(error) if error is not None else None,
+                headers=_headers(raw) if raw else (),
+            )
+        )
+        return False
 
     def next_awake(self) -> datetime | None:
         return datetime.now(UTC) + _IDLE if self._idle and not self._done else None

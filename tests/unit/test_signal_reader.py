@@ -203,7 +203,8 @@ def test_the_compiled_path_is_taken_for_readers_without_resolution(
     decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
     raws = [_raw(_frame(i, _example()), n) for n, i in enumerate([V1_ID, V2_ID, REORDERED_ID])]
     first = decoder.decode_many(raws)  # fetches the writers through the reference
-    assert sorted(decoder._readers) == [V1_ID, V2_ID, REORDERED_ID]
+    # Keyed by the frame's header, the magic byte and the schema id.
+    assert sorted(decoder._readers) == [frame(i, b"") for i in (V1_ID, V2_ID, REORDERED_ID)]
     # Now every record must come from a compiled reader: the reference is not called.
     calls: list[RawRecord] = []
     reference = decoder.decode
@@ -218,7 +219,7 @@ def test_the_compiled_path_is_taken_for_readers_without_resolution(
     assert selectors == [(), ("x", "y"), ("x", "y")]
     extra = _raw(_frame(EXTRA_ID, _example()), 9)
     decoder.decode_many([extra])
-    assert calls == [extra] and EXTRA_ID not in decoder._readers
+    assert calls == [extra] and frame(EXTRA_ID, b"") not in decoder._readers
 
 
 def test_unusual_but_valid_encodings_fall_back() -> None:

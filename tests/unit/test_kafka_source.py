@@ -1,0 +1,125 @@
+"""The Kafka source's fetch loop (``sources/kafka.py``): ``_Partition._records``, which reads the
+common message inline, gives what its reference ``_take`` gives message by message, for any
+fetch: errors, end-of-partition, messages without an offset, the end offset reached, headers
+with and without values, missing timestamps. Messages are confluent-kafka's own ``Message``
+objects (constructible since 2.x), so no broker is needed and nothing is mocked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+from confluent_kafka import KafkaError, Message
+from hypothesis import given, settings
+
+from core.errors import IgflowError
+from core.records import RawRecord
+from sources.kafka import _Partition
+
+
+def _part(*, bounded: bool, end: int | None) -> _Partition:
+    # Unbounded and with no stop, the constructor asks the broker nothing; the state a bounded
+    # partition has after fixing its end is then set as _fix_end sets it.
+    config = {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit", "log_level": 0}
+    part = _Partition(config, "t", 3, 0, bounded=False, batch_size=10)
+    part._bounded = bounded
+    part._end = end
+    return part
+
+
+_ERRORS = {
+    "none": None,
+    "eof": lambda: KafkaError(KafkaError._PARTITION_EOF),
+    "transient": lambda: KafkaError(KafkaError._TRANSPORT),
+    "fatal": lambda: KafkaError(KafkaError._FATAL, fatal=True),
+}
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> Message:
+    kind = draw(st.sampled_from(sorted(_ERRORS)))
+    make = _ERRORS[kind]
+    fields: dict[str, Any] = {
+        "topic": "t",
+        "partition": 3,
+        "key": draw(st.one_of(st.none(), st.binary(max_size=4))),
+        "value": draw(st.one_of(st.none(), st.binary(max_size=8))),
+        "timestamp": (draw(st.integers(0, 2)), draw(st.integers(-1, 5))),
+        "error": None if make is None else make(),
+    }
+    headers = draw(
+        st.one_of(
+            st.none(),
+            st.lists(st.tuples(st.sampled_from(["a", "b"]), st.one_of(st.none(), st.binary()))),
+        )
+    )
+    if headers is not None:
+        fields["headers"] = headers
+    offset = draw(st.one_of(st.none(), st.integers(-2, 40)))
+    if offset is not None:  # left out: the message has none (offset() is None)
+        fields["offset"] = offset
+    return Message(**fields)
+
+
+def _reference(part: _Partition, msgs: list[Message]) -> list[RawRecord]:
+    batch: list[RawRecord] = []
+    for msg in msgs:
+        if part._take(msg, batch):
+            break
+    return batch
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    msgs=st.lists(_message(), max_size=12),
+    bounded=st.booleans(),
+    end=st.one_of(st.none(), st.integers(0, 40)),
+)
+def test_law_the_fetch_loop_is_its_reference_message_by_message(
+    msgs: list[Message], bounded: bool, end: int | None
+) -> None:
+    fast, slow = _part(bounded=bounded, end=end), _part(bounded=bounded, end=end)
+    try:
+        try:
+            expected: list[RawRecord] | str = _reference(slow, msgs)
+        except IgflowError as exc:
+            expected = str(exc)
+        try:
+            got: list[RawRecord] | str = fast._records(msgs)
+        except IgflowError as exc:
+            got = str(exc)
+        assert got == expected
+        assert fast._done == slow._done
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_the_common_message_is_read_inline_into_the_same_record() -> None:
+    part = _part(bounded=True, end=10)
+    try:
+        msgs = [
+            Message(topic="t", partition=3, offset=4, key=b"k", value=b"v", timestamp=(1, 7)),
+            Message(topic="t", partition=3, offset=5, value=b"w", headers=[("h", None)]),
+            Message(topic="t", partition=3, offset=10, value=b"past the end"),
+            Message(topic="t", partition=3, offset=6, value=b"never read"),
+        ]
+        assert part._records(msgs) == [
+            RawRecord("t", 3, 4, b"k", b"v", 7, None, ()),
+            RawRecord("t", 3, 5, None, b"w", None, None, (("h", b""),)),
+        ]
+        assert part._done  # the end offset stopped the fetch
+    finally:
+        part.close()
+
+
+def test_a_fatal_error_stops_the_fetch() -> None:
+    part = _part(bounded=False, end=None)
+    try:
+        fatal = KafkaError(KafkaError._FATAL, fatal=True)
+        msgs = [Message(topic="t", partition=3, offset=0, value=b"a", error=fatal)]
+        with pytest.raises(IgflowError, match=r"fatal consumer error on t\[3\]"):
+            part._records(msgs)
+    finally:
+        part.close()
