@@ -20,6 +20,12 @@ Prints two tables; writes ``benchmarks/results/replay.json``.
 runs only the verifies of a previous run (its namespaces ``bench_TAG_*``) with the code of
 ``--base`` (``git archive ac564ba | tar -x -C /tmp/base``) and this checkout's, alternately:
 median wall and CPU seconds (user + system of the process) per side.
+
+    .venv/bin/python benchmarks/replay.py --compare-replay TAG --base /tmp/base --rounds 3
+
+replays a previous run's whole topic (lake only, committing like ``bench_TAG_run``) with either
+code alternately, each into a fresh namespace: median wall and CPU seconds; then verifies this
+checkout's last replay against the run (every data file byte-identical).
 """
 
 from __future__ import annotations
@@ -169,6 +175,51 @@ def compare_verify(settings: Settings, tag: str, base: Path, rounds: int) -> Non
     (out_dir / "replay_verify_compare.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+def compare_replay(settings: Settings, tag: str, base: Path, rounds: int) -> None:
+    """``igflow replay --lake-only`` of a previous run's whole topic (``bench.<tag>.signals``,
+    committing like ``bench_<tag>_run``), by the code of ``base`` and of this checkout
+    alternately, each into a fresh namespace: median wall and CPU seconds, and events/s. Then
+    ``igflow verify`` of this checkout's last replay against the run: its data files must all be
+    byte-identical."""
+    records = json.loads((REPO / "benchmarks" / "results" / "replay.json").read_text())["records"]
+    settings = settings.with_changes(
+        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+    )
+    original = f"bench_{tag}_run"
+    os.environ["IGFLOW_STACK_DIR"] = str(Path(settings.stack_dir).resolve())
+    seen: dict[str, list[tuple[float, float]]] = {}
+    last = ""
+    for _ in range(rounds):
+        for side, cwd in (("base", base), ("new", REPO)):
+            into = f"bench_{tag}_{side}_{uuid.uuid4().hex[:6]}"
+            argv = ["replay", "--into", into, "--lake-only"]
+            seconds, out, _err = igflow_all(settings, original, [argv], cwd=cwd)[0]
+            rows = json.loads(out.strip().splitlines()[-1])["rows"]
+            assert rows == records, f"the replay read {rows} of {records} records"
+            seen.setdefault(side, []).append((seconds, LAST_CPU[0]))
+            last = into if side == "new" else last
+    print(f"\n{records:,} records, {rounds} rounds alternately, medians (load {_load()})")
+    print(f"{'side':<5} {'wall s':>7} {'cpu s':>7} {'events/s':>9}   rounds (wall/cpu)")
+    results = []
+    for side, runs in seen.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        each = " ".join(f"{w:.2f}/{c:.2f}" for w, c in runs)
+        print(f"{side:<5} {wall:>7.2f} {cpu:>7.2f} {records / wall:>9,.0f}   {each}")
+        results.append({"side": side, "wall_s": wall, "cpu_s": cpu, "rounds": runs})
+    _s, out, _e = igflow(settings, original, "verify", "--against", last)
+    assert "IDENTICAL" in out, out
+    files = _files(out)
+    print("data files byte-identical (this checkout's last replay):", files)
+    assert all(same == total for same, total in files.values()), files
+    out_dir = REPO / "benchmarks" / "results"
+    (out_dir / "replay_compare.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=200_000)
@@ -177,9 +228,19 @@ def main() -> None:
         metavar="TAG",
         help="only verify a previous run's namespaces (bench_TAG_*), --base against this code",
     )
+    parser.add_argument(
+        "--compare-replay",
+        metavar="TAG",
+        help="only replay a previous run's topic (bench.TAG.signals), --base against this code",
+    )
     parser.add_argument("--base", type=Path, help="another commit's copy (git archive)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.compare_replay:
+        if args.base is None:
+            parser.error("--compare-replay needs --base")
+        compare_replay(Settings.load(), args.compare_replay, args.base.resolve(), args.rounds)
+        return
     if args.compare_verify:
         if args.base is None:
             parser.error("--compare-verify needs --base")
