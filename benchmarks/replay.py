@@ -12,7 +12,8 @@
    (the original's digests from its snapshot summaries, the scratch side scanned); and by scan
    against the 2-process replay. Each verify reports the byte-identical data files per table.
 Each step is a subprocess; wall time includes process start-up and the catalog connection.
-Events/s is records produced (signals, duplicates and invalid records) over seconds.
+Events/s is records produced (signals, duplicates and invalid records) over seconds; CPU
+seconds are the step's processes' own (user + system), the steadier figure on a shared machine.
 Prints two tables; writes ``benchmarks/results/replay.json``.
 
     .venv/bin/python benchmarks/replay.py --compare-verify TAG --base /tmp/base --rounds 3
@@ -271,9 +272,9 @@ def main() -> None:
 
     original, scratch = f"bench_{tag}_run", f"bench_{tag}_replay"
     print(f"namespaces bench_{tag}_* (--compare-verify {tag})")
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, float, float]] = []
     seconds, _out, err = igflow(settings, original, "run")
-    rows.append(("igflow run (lake only)", seconds))
+    rows.append(("igflow run (lake only)", seconds, LAST_CPU[0]))
     ends = _ends(err)
     assert sum(ends.values()) == total, f"the run read {sum(ends.values())} of {total} records"
 
@@ -284,7 +285,7 @@ def main() -> None:
     )
     replayed = json.loads(out.strip().splitlines()[-1])["rows"]
     assert replayed == total, f"the replay read {replayed} of {total} records"
-    rows.append(("igflow replay (full range)", seconds))
+    rows.append(("igflow replay (full range)", seconds, LAST_CPU[0]))
     scratch_p2 = f"bench_{tag}_replay_p2"
     addresses = _addresses(2)
     ran = igflow_all(
@@ -300,7 +301,7 @@ def main() -> None:
     )
     replayed = sum(json.loads(out.strip().splitlines()[-1])["rows"] for _s, out, _e in ran)
     assert replayed == total, f"the 2-process replay read {replayed} of {total} records"
-    rows.append(("igflow replay, 2 processes", max(s for s, _o, _e in ran)))
+    rows.append(("igflow replay, 2 processes", max(s for s, _o, _e in ran), LAST_CPU[0]))
 
     files: dict[str, dict[str, list[int]]] = {}
     for label, against, extra in (
@@ -310,15 +311,15 @@ def main() -> None:
     ):
         seconds, out, _err = igflow(settings, original, "verify", "--against", against, *extra)
         assert "IDENTICAL" in out, out
-        rows.append((label, seconds))
+        rows.append((label, seconds, LAST_CPU[0]))
         files[against] = _files(out)
 
-    print(f"\n{'step':<34} {'seconds':>8} {'events/s':>10}")
+    print(f"\n{'step':<34} {'seconds':>8} {'events/s':>10} {'cpu s':>7}   (load {_load()})")
     results = []
-    for name, seconds in rows:
+    for name, seconds, cpu in rows:
         rate = total / seconds
-        print(f"{name:<34} {seconds:>8.2f} {rate:>10,.0f}")
-        results.append({"step": name, "seconds": seconds, "events_per_s": rate})
+        print(f"{name:<34} {seconds:>8.2f} {rate:>10,.0f} {cpu:>7.2f}")
+        results.append({"step": name, "seconds": seconds, "events_per_s": rate, "cpu_s": cpu})
     print(f"\n{'data files byte-identical':<26} {'1-process replay':>18} {'2-process replay':>18}")
     for table in files[scratch]:
         one, two = files[scratch][table], files[scratch_p2].get(table, [0, 0])
