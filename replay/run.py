@@ -43,6 +43,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from pyiceberg.catalog import Catalog
 
 from core.catalog import catalog
 from core.cluster import Cluster
@@ -354,13 +355,13 @@ class _Counting(FixedPartitionedSource[RawRecord, Any]):
         return _CountingPartition(inner, int(for_part), self._tally)
 
 
-def original_sealing(settings: Settings) -> bool | None:
+def original_sealing(settings: Settings, cat: Catalog | None = None) -> bool | None:
     """Whether the flow's namespace landed its sensitive fields sealed (:mod:`core.sealing`):
     its first quarantine payload of a tenant, else its first matched selector, tells;
     ``None`` when it holds neither (sealing then changes no byte of the replay)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    cat = catalog(settings)
+    cat = cat or catalog(settings)
     ns = settings.lake.namespace
     try:
         rows = (
@@ -418,9 +419,10 @@ def replay(
         scratch = settings.with_changes("stores", sinks="")
     else:
         scratch = scratch_stores(settings, into)
-    check_scratch(settings, into, scratch.stores)
+    cat = catalog(settings)  # one catalog for the checks, the plans and the sealing
+    check_scratch(settings, into, scratch.stores, cat)
     plans = (
-        load_plans(catalog(settings), settings.lake.namespace, settings.kafka.topic)
+        load_plans(cat, settings.lake.namespace, settings.kafka.topic)
         if commits == "original"
         else {}
     )
@@ -456,7 +458,7 @@ def replay(
     # The original's holds, by position, whatever the switches say now; and its sealing,
     # whatever seal.enabled says now (a lake landed before sealing was on replays unsealed).
     holds = held_positions(settings)
-    sealed = original_sealing(settings) if commits == "original" else None
+    sealed = original_sealing(settings, cat) if commits == "original" else None
     if sealed is not None and sealed != scratch.seal.enabled:
         log.info("replaying with seal.enabled=%s, as the original landed", sealed)
         scratch = scratch.with_changes("seal", enabled=sealed)

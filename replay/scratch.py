@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from pyiceberg.catalog import Catalog
+
 from core.catalog import catalog
 from core.errors import ConfigError
 from core.settings import Settings, StoreSettings
@@ -55,14 +57,16 @@ def scratch_names(stores: StoreSettings) -> dict[str, str]:
     return {store: name for store, name in names.items() if store in stores.enabled}
 
 
-def check_scratch(settings: Settings, into: str, stores: StoreSettings) -> None:
+def check_scratch(
+    settings: Settings, into: str, stores: StoreSettings, cat: Catalog | None = None
+) -> None:
     """Refuse the flow's own namespace (of ``settings``), and scratch ``stores`` that hold
     anything already (their guards would skip what is there: the ledger, the seq and offset
-    marks)."""
+    marks). ``cat``: the catalog of ``settings``, if already made."""
     if into == settings.lake.namespace:
         msg = f"--into {into} is the flow's own namespace; replay needs a scratch namespace"
         raise ConfigError(msg)
-    cat = catalog(settings)
+    cat = cat or catalog(settings)
     if cat.namespace_exists(into) and cat.list_tables(into):
         msg = f"namespace {into} already has tables; replay needs a new (or empty) namespace"
         raise ConfigError(msg)
