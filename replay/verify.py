@@ -238,16 +238,24 @@ def _scan_both(
     is its table's, and both tables' schemas alike: :func:`replay.lake_read.same_shape`): the
     same bytes decode to the same rows. Such a pair's rows are digested once and counted on both
     sides. Every other file is read and digested on its own side; a file that differs by one byte
-    has another hash, so it is never paired. ``table_b``'s files are read twice: once for their
-    hashes (before ``table_a``'s, which are paired as they are read), and again, only those left
-    unpaired, for their rows.
+    has another hash, so it is never paired. ``table_b``'s files that may have a twin (by the
+    size the manifests record) are read twice: once for their hashes (before ``table_a``'s, which
+    are paired as they are read), and again, only those left unpaired, for their rows; its other
+    files once, for both.
     """
-    hashes_b: list[str] = []
-    for file_hash, _data, _direct in read_files(table_b, tasks_b, rows=False, sha256=True):
-        assert file_hash is not None  # asked for
-        hashes_b.append(file_hash)
     pairable = same_shape(table_a, table_b)
-    offered = Counter(h for h, t in zip(hashes_b, tasks_b, strict=True) if pairable and whole(t))
+    sizes = {t.file.file_size_in_bytes for t in tasks_a if whole(t)}
+    # A twin has the same bytes, so the same size: other files are read once, in the last pass.
+    maybe = [pairable and whole(t) and t.file.file_size_in_bytes in sizes for t in tasks_b]
+    candidates = [t for t, m in zip(tasks_b, maybe, strict=True) if m]
+    hashes_b: Counter[str] = Counter()
+    offered: Counter[str] = Counter()
+    candidate_hashes: list[str] = []
+    for file_hash, _data, _direct in read_files(table_b, candidates, rows=False, sha256=True):
+        assert file_hash is not None  # asked for
+        candidate_hashes.append(file_hash)
+        offered[file_hash] += 1
+    hashes_b.update(offered)
     paired, own_a = _Digests(table_name), _Digests(table_name)
     hashes_a: Counter[str] = Counter()
     taken: Counter[str] = Counter()
@@ -259,22 +267,24 @@ def _scan_both(
             paired.add(data)
         else:
             own_a.add(data)
-    rest: list[FileScanTask] = []
-    for file_hash, task in zip(hashes_b, tasks_b, strict=True):
-        if pairable and whole(task) and taken[file_hash] > 0:
+    # The rest of table_b in plan order: each with whether its hash is still to be counted.
+    rest: list[tuple[FileScanTask, bool]] = []
+    found = iter(candidate_hashes)
+    for task, m in zip(tasks_b, maybe, strict=True):
+        if not m:
+            rest.append((task, True))
+        elif taken[file_hash := next(found)] > 0:
             taken[file_hash] -= 1  # its twin's rows, digested above
         else:
-            rest.append(task)
+            rest.append((task, False))
     own_b = _Digests(table_name)
-    for _hash, data, _direct in read_files(table_b, rest, rows=True, sha256=False):
+    reads = read_files(table_b, [t for t, _count in rest], rows=True, sha256=True)
+    for (_task, count), (file_hash, data, _direct) in zip(rest, reads, strict=True):
+        if count and file_hash is not None:
+            hashes_b[file_hash] += 1
         own_b.add(data)
     both = paired.flush()
-    return (
-        _plus(both, own_a.flush()),
-        hashes_a,
-        _plus(both, own_b.flush()),
-        Counter(hashes_b),
-    )
+    return _plus(both, own_a.flush()), hashes_a, _plus(both, own_b.flush()), hashes_b
 
 
 def plan(table: Table) -> list[FileScanTask]:
