@@ -12,7 +12,8 @@
    (the original's digests from its snapshot summaries, the scratch side scanned); and by scan
    against the 2-process replay. Each verify reports the byte-identical data files per table.
 Each step is a subprocess; wall time includes process start-up and the catalog connection.
-Events/s is records produced (signals, duplicates and invalid records) over seconds.
+Events/s is records produced (signals, duplicates and invalid records) over seconds; CPU
+seconds are the step's processes' own (user + system), the steadier figure on a shared machine.
 Prints two tables; writes ``benchmarks/results/replay.json``.
 
     .venv/bin/python benchmarks/replay.py --compare-verify TAG --base /tmp/base --rounds 3
@@ -20,6 +21,12 @@ Prints two tables; writes ``benchmarks/results/replay.json``.
 runs only the verifies of a previous run (its namespaces ``bench_TAG_*``) with the code of
 ``--base`` (``git archive ac564ba | tar -x -C /tmp/base``) and this checkout's, alternately:
 median wall and CPU seconds (user + system of the process) per side.
+
+    .venv/bin/python benchmarks/replay.py --compare-replay TAG --base /tmp/base --rounds 3
+
+replays a previous run's whole topic (lake only, committing like ``bench_TAG_run``) with either
+code alternately, each into a fresh namespace: median wall and CPU seconds; then verifies this
+checkout's last replay against the run (every data file byte-identical).
 """
 
 from __future__ import annotations
@@ -169,6 +176,51 @@ def compare_verify(settings: Settings, tag: str, base: Path, rounds: int) -> Non
     (out_dir / "replay_verify_compare.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+def compare_replay(settings: Settings, tag: str, base: Path, rounds: int) -> None:
+    """``igflow replay --lake-only`` of a previous run's whole topic (``bench.<tag>.signals``,
+    committing like ``bench_<tag>_run``), by the code of ``base`` and of this checkout
+    alternately, each into a fresh namespace: median wall and CPU seconds, and events/s. Then
+    ``igflow verify`` of this checkout's last replay against the run: its data files must all be
+    byte-identical."""
+    records = json.loads((REPO / "benchmarks" / "results" / "replay.json").read_text())["records"]
+    settings = settings.with_changes(
+        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+    )
+    original = f"bench_{tag}_run"
+    os.environ["IGFLOW_STACK_DIR"] = str(Path(settings.stack_dir).resolve())
+    seen: dict[str, list[tuple[float, float]]] = {}
+    last = ""
+    for _ in range(rounds):
+        for side, cwd in (("base", base), ("new", REPO)):
+            into = f"bench_{tag}_{side}_{uuid.uuid4().hex[:6]}"
+            argv = ["replay", "--into", into, "--lake-only"]
+            seconds, out, _err = igflow_all(settings, original, [argv], cwd=cwd)[0]
+            rows = json.loads(out.strip().splitlines()[-1])["rows"]
+            assert rows == records, f"the replay read {rows} of {records} records"
+            seen.setdefault(side, []).append((seconds, LAST_CPU[0]))
+            last = into if side == "new" else last
+    print(f"\n{records:,} records, {rounds} rounds alternately, medians (load {_load()})")
+    print(f"{'side':<5} {'wall s':>7} {'cpu s':>7} {'events/s':>9}   rounds (wall/cpu)")
+    results = []
+    for side, runs in seen.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        each = " ".join(f"{w:.2f}/{c:.2f}" for w, c in runs)
+        print(f"{side:<5} {wall:>7.2f} {cpu:>7.2f} {records / wall:>9,.0f}   {each}")
+        results.append({"side": side, "wall_s": wall, "cpu_s": cpu, "rounds": runs})
+    _s, out, _e = igflow(settings, original, "verify", "--against", last)
+    assert "IDENTICAL" in out, out
+    files = _files(out)
+    print("data files byte-identical (this checkout's last replay):", files)
+    assert all(same == total for same, total in files.values()), files
+    out_dir = REPO / "benchmarks" / "results"
+    (out_dir / "replay_compare.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=200_000)
@@ -177,9 +229,19 @@ def main() -> None:
         metavar="TAG",
         help="only verify a previous run's namespaces (bench_TAG_*), --base against this code",
     )
+    parser.add_argument(
+        "--compare-replay",
+        metavar="TAG",
+        help="only replay a previous run's topic (bench.TAG.signals), --base against this code",
+    )
     parser.add_argument("--base", type=Path, help="another commit's copy (git archive)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.compare_replay:
+        if args.base is None:
+            parser.error("--compare-replay needs --base")
+        compare_replay(Settings.load(), args.compare_replay, args.base.resolve(), args.rounds)
+        return
     if args.compare_verify:
         if args.base is None:
             parser.error("--compare-verify needs --base")
@@ -210,9 +272,9 @@ def main() -> None:
 
     original, scratch = f"bench_{tag}_run", f"bench_{tag}_replay"
     print(f"namespaces bench_{tag}_* (--compare-verify {tag})")
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, float, float]] = []
     seconds, _out, err = igflow(settings, original, "run")
-    rows.append(("igflow run (lake only)", seconds))
+    rows.append(("igflow run (lake only)", seconds, LAST_CPU[0]))
     ends = _ends(err)
     assert sum(ends.values()) == total, f"the run read {sum(ends.values())} of {total} records"
 
@@ -223,7 +285,7 @@ def main() -> None:
     )
     replayed = json.loads(out.strip().splitlines()[-1])["rows"]
     assert replayed == total, f"the replay read {replayed} of {total} records"
-    rows.append(("igflow replay (full range)", seconds))
+    rows.append(("igflow replay (full range)", seconds, LAST_CPU[0]))
     scratch_p2 = f"bench_{tag}_replay_p2"
     addresses = _addresses(2)
     ran = igflow_all(
@@ -239,7 +301,7 @@ def main() -> None:
     )
     replayed = sum(json.loads(out.strip().splitlines()[-1])["rows"] for _s, out, _e in ran)
     assert replayed == total, f"the 2-process replay read {replayed} of {total} records"
-    rows.append(("igflow replay, 2 processes", max(s for s, _o, _e in ran)))
+    rows.append(("igflow replay, 2 processes", max(s for s, _o, _e in ran), LAST_CPU[0]))
 
     files: dict[str, dict[str, list[int]]] = {}
     for label, against, extra in (
@@ -249,15 +311,15 @@ def main() -> None:
     ):
         seconds, out, _err = igflow(settings, original, "verify", "--against", against, *extra)
         assert "IDENTICAL" in out, out
-        rows.append((label, seconds))
+        rows.append((label, seconds, LAST_CPU[0]))
         files[against] = _files(out)
 
-    print(f"\n{'step':<34} {'seconds':>8} {'events/s':>10}")
+    print(f"\n{'step':<34} {'seconds':>8} {'events/s':>10} {'cpu s':>7}   (load {_load()})")
     results = []
-    for name, seconds in rows:
+    for name, seconds, cpu in rows:
         rate = total / seconds
-        print(f"{name:<34} {seconds:>8.2f} {rate:>10,.0f}")
-        results.append({"step": name, "seconds": seconds, "events_per_s": rate})
+        print(f"{name:<34} {seconds:>8.2f} {rate:>10,.0f} {cpu:>7.2f}")
+        results.append({"step": name, "seconds": seconds, "events_per_s": rate, "cpu_s": cpu})
     print(f"\n{'data files byte-identical':<26} {'1-process replay':>18} {'2-process replay':>18}")
     for table in files[scratch]:
         one, two = files[scratch][table], files[scratch_p2].get(table, [0, 0])

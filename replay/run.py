@@ -11,9 +11,9 @@ the same rows out. A replay is a bounded, in-process run of :func:`flows.coheren
   namespace (:mod:`replay.scratch`: Redis keys ``replay:NS:tenant:<t>:…``, graph labels
   ``replay_NS_Tenant`` …, Postgres ``replay_NS.coherence_scores``), each of which must hold
   nothing yet; or none of them (``lake_only``);
-- the DLQ topic not written (the quarantine table in the scratch namespace holds every reject
-  with its reason); a serving store's dead letters (``SINK_UNAVAILABLE``) go to a scratch topic
-  ``<dlq_topic>.replay.NS``, never to the real DLQ;
+- no DLQ message made for a reject (the quarantine table in the scratch namespace holds every
+  reject with its reason; the DLQ topic is not written); a serving store's dead letters
+  (``SINK_UNAVAILABLE``) go to a scratch topic ``<dlq_topic>.replay.NS``, never to the real DLQ;
 - each lake table committed like the original's commits (:mod:`sinks.lake_plan`), read from the
   flow's own namespace, so that the data files come out byte-identical (``commits="own"``:
   batch afresh, as a run would);
@@ -41,9 +41,9 @@ from typing import IO, Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from pyiceberg.catalog import Catalog
 
 from core.catalog import catalog
 from core.cluster import Cluster
@@ -355,25 +355,13 @@ class _Counting(FixedPartitionedSource[RawRecord, Any]):
         return _CountingPartition(inner, int(for_part), self._tally)
 
 
-class _DiscardPartition(StatelessSinkPartition[Any]):
-    def write_batch(self, items: list[Any]) -> None:
-        pass
-
-
-class _Discard(DynamicSink[Any]):
-    """A sink that drops its items (the DLQ of a replay: the quarantine table keeps them)."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DiscardPartition:
-        return _DiscardPartition()
-
-
-def original_sealing(settings: Settings) -> bool | None:
+def original_sealing(settings: Settings, cat: Catalog | None = None) -> bool | None:
     """Whether the flow's namespace landed its sensitive fields sealed (:mod:`core.sealing`):
     its first quarantine payload of a tenant, else its first matched selector, tells;
     ``None`` when it holds neither (sealing then changes no byte of the replay)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    cat = catalog(settings)
+    cat = cat or catalog(settings)
     ns = settings.lake.namespace
     try:
         rows = (
@@ -431,9 +419,10 @@ def replay(
         scratch = settings.with_changes("stores", sinks="")
     else:
         scratch = scratch_stores(settings, into)
-    check_scratch(settings, into, scratch.stores)
+    cat = catalog(settings)  # one catalog for the checks, the plans and the sealing
+    check_scratch(settings, into, scratch.stores, cat)
     plans = (
-        load_plans(catalog(settings), settings.lake.namespace, settings.kafka.topic)
+        load_plans(cat, settings.lake.namespace, settings.kafka.topic)
         if commits == "original"
         else {}
     )
@@ -469,11 +458,18 @@ def replay(
     # The original's holds, by position, whatever the switches say now; and its sealing,
     # whatever seal.enabled says now (a lake landed before sealing was on replays unsealed).
     holds = held_positions(settings)
-    sealed = original_sealing(settings) if commits == "original" else None
+    sealed = original_sealing(settings, cat) if commits == "original" else None
     if sealed is not None and sealed != scratch.seal.enabled:
         log.info("replaying with seal.enabled=%s, as the original landed", sealed)
         scratch = scratch.with_changes("seal", enabled=sealed)
-    flow = build(scratch, source=_Counting(source, tally), dlq=_Discard(), plans=plans, holds=holds)
+    # No DLQ messages: the rejects land in the scratch quarantine table with their reasons.
+    flow = build(
+        scratch,
+        source=_Counting(source, tally),
+        reject_messages=False,
+        plans=plans,
+        holds=holds,
+    )
 
     last = run_with_progress(
         flow,

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 
+from pyiceberg.catalog import Catalog
+
 from core.catalog import catalog
 from core.errors import ConfigError
 from core.settings import Settings, StoreSettings
-from sinks.graph import GraphWriter
-from sinks.postgres import scratch_rows
-from sinks.redis import prefix_in_use
 
 __all__ = ["check_scratch", "scratch_names", "scratch_stores"]
 
@@ -58,26 +57,38 @@ def scratch_names(stores: StoreSettings) -> dict[str, str]:
     return {store: name for store, name in names.items() if store in stores.enabled}
 
 
-def check_scratch(settings: Settings, into: str, stores: StoreSettings) -> None:
+def check_scratch(
+    settings: Settings, into: str, stores: StoreSettings, cat: Catalog | None = None
+) -> None:
     """Refuse the flow's own namespace (of ``settings``), and scratch ``stores`` that hold
     anything already (their guards would skip what is there: the ledger, the seq and offset
-    marks)."""
+    marks). ``cat``: the catalog of ``settings``, if already made."""
     if into == settings.lake.namespace:
         msg = f"--into {into} is the flow's own namespace; replay needs a scratch namespace"
         raise ConfigError(msg)
-    cat = catalog(settings)
+    cat = cat or catalog(settings)
     if cat.namespace_exists(into) and cat.list_tables(into):
         msg = f"namespace {into} already has tables; replay needs a new (or empty) namespace"
         raise ConfigError(msg)
+    # Each store's client is imported only when the store is enabled: a --lake-only replay
+    # imports none of them (the graph's driver alone brought neo4j and pandas, ~0.3 CPU s).
     held: list[str] = []
-    if "redis" in stores.enabled and prefix_in_use(stores.redis_url, stores.key_prefix):
-        held.append(f"Redis keys {stores.key_prefix}*")
+    if "redis" in stores.enabled:
+        from sinks.redis import prefix_in_use
+
+        if prefix_in_use(stores.redis_url, stores.key_prefix):
+            held.append(f"Redis keys {stores.key_prefix}*")
     if "graph" in stores.enabled:
+        from sinks.graph import GraphWriter
+
         graph = GraphWriter.for_stores(stores)
         if any(graph.counts().values()):
             held.append(f"graph labels {stores.graph_label_prefix}*")
-    if "postgres" in stores.enabled and scratch_rows(stores.postgres_dsn, stores.postgres_schema):
-        held.append(f"Postgres {stores.postgres_schema}.coherence_scores")
+    if "postgres" in stores.enabled:
+        from sinks.postgres import scratch_rows
+
+        if scratch_rows(stores.postgres_dsn, stores.postgres_schema):
+            held.append(f"Postgres {stores.postgres_schema}.coherence_scores")
     if held:
         msg = (
             f"the scratch stores of {into} already hold data ({', '.join(held)}); replay needs "

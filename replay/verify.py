@@ -8,7 +8,10 @@ content need not mean equal files (batching decides how rows split into files).
 
 Digests come from a scan (:func:`digest_table`, optionally over an event-time window) or, without
 reading any data file, from the digests each igflow commit stores in its snapshot summary
-(:func:`digest_history`).
+(:func:`digest_history`). Scanning two namespaces, a data file of one whose bytes (SHA-256) equal
+a file of the other's, both read from their bytes alone, holds the same rows: such a pair is
+digested once and counted on both sides (:func:`_scan_both`; a replay's files are all such
+pairs), every other file on its own side.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 from core.catalog import catalog
 from core.digest import (
     DIGEST_KEY,
-    UNVERIFIABLE_TABLES,
     GroupDigest,
     GroupKey,
     digest_arrow,
@@ -49,9 +51,8 @@ from core.digest import (
 )
 from core.errors import IgflowError
 from core.settings import Settings
-from replay.lake_read import read_files
+from replay.lake_read import read_files, same_shape, whole
 from sinks.lake_retention import RUN_KEY, removed_digests
-from sinks.lake_tables import TABLES
 from sinks.ledger_format import LedgerUnavailable, summary_value
 
 __all__ = [
@@ -69,7 +70,10 @@ __all__ = [
     "verify",
 ]
 
-#: The event-time column a ``--window`` filters on, per verifiable table.
+#: The event-time column a ``--window`` filters on, per verifiable table: every lake table but
+#: :data:`~core.digest.UNVERIFIABLE_TABLES`, in :data:`sinks.lake_tables.TABLES`' order (a test
+#: holds it to that; naming them here spares verify importing the tables' definitions, which
+#: bring the key store's client: ~50 ms of its start-up).
 EVENT_TIME: Mapping[str, str] = {
     "signals": "ts",
     "scores": "updated_at",
@@ -173,33 +177,114 @@ def digest_table(
 _DIGEST_ROWS = 1 << 16
 
 
+class _Digests:
+    """Digest groups summed over Arrow tables given one at a time (each a data file's rows),
+    digested :data:`_DIGEST_ROWS` at a time."""
+
+    def __init__(self, table_name: str) -> None:
+        self._name = table_name
+        self.groups: dict[GroupKey, GroupDigest] = {}
+        self._held: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, data: pa.Table | None) -> None:
+        if data is None or not data.num_rows:
+            return
+        self._held.append(data)
+        self._rows += data.num_rows
+        if self._rows >= _DIGEST_ROWS:
+            self.flush()
+
+    def flush(self) -> dict[GroupKey, GroupDigest]:
+        if self._held:
+            data = pa.concat_tables(self._held, promote_options="permissive")
+            self._held.clear()
+            self._rows = 0
+            self.groups = _plus(self.groups, digest_arrow(self._name, data))
+        return self.groups
+
+
 def _scan(
     table: Table, table_name: str, tasks: Sequence[FileScanTask], *, rows: bool, sha256: bool = True
 ) -> tuple[dict[GroupKey, GroupDigest], Counter[str]]:
     """One read of every planned file: the digest groups of its rows (when ``rows``) and the
     SHA-256 of each file's bytes (when ``sha256``), each file read once."""
-    groups: dict[GroupKey, GroupDigest] = {}
+    digests = _Digests(table_name)
     hashes: Counter[str] = Counter()
-    held: list[pa.Table] = []
-    held_rows = 0
-
-    def digest_held() -> None:
-        if held:
-            data = pa.concat_tables(held, promote_options="permissive")
-            held.clear()
-            groups.update(_plus(groups, digest_arrow(table_name, data)))
-
-    for file_hash, data in read_files(table, tasks, rows=rows, sha256=sha256):
+    for file_hash, data, _direct in read_files(table, tasks, rows=rows, sha256=sha256):
         if file_hash is not None:
             hashes[file_hash] += 1
-        if data is not None and data.num_rows:
-            held.append(data)
-            held_rows += data.num_rows
-            if held_rows >= _DIGEST_ROWS:
-                digest_held()
-                held_rows = 0
-    digest_held()
-    return groups, hashes
+        digests.add(data)
+    return digests.flush(), hashes
+
+
+#: One table's digest groups and file hashes: the original's, then the other's.
+_Sides = tuple[dict[GroupKey, GroupDigest], Counter[str], dict[GroupKey, GroupDigest], Counter[str]]
+
+
+def _scan_both(
+    table_a: Table,
+    table_b: Table,
+    table_name: str,
+    tasks_a: Sequence[FileScanTask],
+    tasks_b: Sequence[FileScanTask],
+) -> _Sides:
+    """Both sides of a scan verify: each side's digest groups and file hashes, as two
+    :func:`_scan` calls give them, with every row of either side digested, but a byte-identical
+    pair of files digested once.
+
+    A file of ``table_b`` whose bytes have the SHA-256 of a file of ``table_a`` holds the same
+    rows when both are read from their bytes alone (no delete files, a Parquet file whose schema
+    is its table's, and both tables' schemas alike: :func:`replay.lake_read.same_shape`): the
+    same bytes decode to the same rows. Such a pair's rows are digested once and counted on both
+    sides. Every other file is read and digested on its own side; a file that differs by one byte
+    has another hash, so it is never paired. ``table_b``'s files that may have a twin (by the
+    size the manifests record) are read twice: once for their hashes (before ``table_a``'s, which
+    are paired as they are read), and again, only those left unpaired, for their rows; its other
+    files once, for both.
+    """
+    pairable = same_shape(table_a, table_b)
+    sizes = {t.file.file_size_in_bytes for t in tasks_a if whole(t)}
+    # A twin has the same bytes, so the same size: other files are read once, in the last pass.
+    maybe = [pairable and whole(t) and t.file.file_size_in_bytes in sizes for t in tasks_b]
+    candidates = [t for t, m in zip(tasks_b, maybe, strict=True) if m]
+    hashes_b: Counter[str] = Counter()
+    offered: Counter[str] = Counter()
+    candidate_hashes: list[str] = []
+    for file_hash, _data, _direct in read_files(table_b, candidates, rows=False, sha256=True):
+        assert file_hash is not None  # asked for
+        candidate_hashes.append(file_hash)
+        offered[file_hash] += 1
+    hashes_b.update(offered)
+    paired, own_a = _Digests(table_name), _Digests(table_name)
+    hashes_a: Counter[str] = Counter()
+    taken: Counter[str] = Counter()
+    for file_hash, data, direct in read_files(table_a, tasks_a, rows=True, sha256=True):
+        assert file_hash is not None
+        hashes_a[file_hash] += 1
+        if direct and taken[file_hash] < offered[file_hash]:
+            taken[file_hash] += 1
+            paired.add(data)
+        else:
+            own_a.add(data)
+    # The rest of table_b in plan order: each with whether its hash is still to be counted.
+    rest: list[tuple[FileScanTask, bool]] = []
+    found = iter(candidate_hashes)
+    for task, m in zip(tasks_b, maybe, strict=True):
+        if not m:
+            rest.append((task, True))
+        elif taken[file_hash := next(found)] > 0:
+            taken[file_hash] -= 1  # its twin's rows, digested above
+        else:
+            rest.append((task, False))
+    own_b = _Digests(table_name)
+    reads = read_files(table_b, [t for t, _count in rest], rows=True, sha256=True)
+    for (_task, count), (file_hash, data, _direct) in zip(rest, reads, strict=True):
+        if count and file_hash is not None:
+            hashes_b[file_hash] += 1
+        own_b.add(data)
+    both = paired.flush()
+    return _plus(both, own_a.flush()), hashes_a, _plus(both, own_b.flush()), hashes_b
 
 
 def plan(table: Table) -> list[FileScanTask]:
@@ -376,7 +461,7 @@ def verify(
     as does an unknown or unverifiable table name. A table absent on both sides is skipped.
     """
 
-    verifiable = [t.name for t in TABLES if t.name not in UNVERIFIABLE_TABLES]
+    verifiable = list(EVENT_TIME)
     names = list(tables) if tables else verifiable
     unknown = [n for n in names if n not in verifiable]
     if unknown:
@@ -387,17 +472,24 @@ def verify(
         msg = "a window needs a scan: history digests are per commit, not per event time"
         raise IgflowError(msg)
     cat = catalog(settings)
+
+    def digests(name: str, original: Table | None, other: Table | None) -> _Sides:
+        # Against another namespace, each side's data files are hashed too (their twins), in
+        # the same read of each file as its digest.
+        files = against is not None and original is not None and other is not None
+        if files and not use_history and window is None:
+            assert original is not None and other is not None  # files says so
+            return _scan_both(original, other, name, plan(original), plan(other))
+        left, hashes_left = _side(original, name, window, history=use_history, files=files)
+        return (left, hashes_left, *_side(other, name, window, history=False, files=files))
+
     report = Report([])
     for name in names:
         original = _load(cat, namespace, name)
         other = original if against is None else _load(cat, against, name)
         if original is None and other is None:
             continue
-        # Against another namespace, each side's data files are hashed too (their twins), in
-        # the same read of each file as its digest.
-        files = against is not None and original is not None and other is not None
-        left, hashes_left = _side(original, name, window, history=use_history, files=files)
-        right, hashes_right = _side(other, name, window, history=False, files=files)
+        left, hashes_left, right, hashes_right = digests(name, original, other)
         # Rows retention removed are landed rows accounted for: each scan side counts its own
         # table's (a history side already holds them). Not with a window: the running total
         # is per tenant and partition, not per event time.
@@ -408,7 +500,7 @@ def verify(
             report.retention_removed[name] = (_rows(removed_left), _rows(removed_right))
         part = compare(left, right)
         report.groups.extend(part.groups)
-        if not files or original is None or other is None:
+        if against is None or original is None or other is None:
             continue
         for g in part.mismatched:
             report.differences[g.key] = first_differences(original, other, g.key, limit)

@@ -6,12 +6,20 @@ import io
 import json
 
 import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
+from core.settings import Settings
+from core.switches import NO_HOLDS
+from flows.coherence import build
 from igflow.cli import main as cli_main
+from igflow.workload import WorkloadSpec, generate
 from replay.run import Progress, _Tally, json_progress, parse_offsets, tty_progress
+from replay.verify import verify
 from sources.kafka import KafkaTopicSource, _Partition
+from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.unit.test_verify import POLICY, SEALER, TENANTS
 
 
 @pytest.mark.parametrize(
@@ -148,3 +156,33 @@ def test_cli_usage_errors(args: list[str], error: str, capsys: pytest.CaptureFix
     code = cli_main(["replay", "--into", "scratch", "--lake-only", *args])
     assert code == 2
     assert error in capsys.readouterr().err
+
+
+def test_a_replay_makes_no_dlq_message_and_lands_every_reject(
+    lake_settings: Settings, schemas: DictSchemas
+) -> None:
+    """``reject_messages=False`` (a replay) drops only the DLQ messages: the same rejects land in
+    the quarantine table, with the same content as a flow that sends them."""
+    records = kafka_messages(
+        list(
+            generate(WorkloadSpec(tenants=3, count=30, bad=4, invalid=0.1), V1_ID, SIGNAL_V1.parsed)
+        )
+    )
+    sent: dict[str, list[object]] = {"with_dlq": [], "without_dlq": []}
+    for namespace, messages in (("with_dlq", True), ("without_dlq", False)):
+        run_main(
+            build(
+                lake_settings.with_changes("lake", namespace=namespace, batch_max_rows=7),
+                source=TestingSource(records, batch_size=7),
+                lookup=schemas,
+                dlq=TestingSink(sent[namespace]),
+                reject_messages=messages,
+                tenants=TENANTS,
+                holds=NO_HOLDS,
+                policy=POLICY,
+                sealer=SEALER,
+            )
+        )
+    assert sent["with_dlq"] and sent["without_dlq"] == []
+    report = verify(lake_settings, "with_dlq", "without_dlq", tables=["quarantine"])
+    assert report.identical and report.groups

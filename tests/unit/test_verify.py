@@ -236,3 +236,11 @@ def test_the_arrow_fast_path_encodes_tricky_values_as_the_generic_one() -> None:
     rows = [tuple(r.values()) for r in data.to_pylist()]
     assert digest_arrow("t", data) == digest_rows("t", data.column_names, rows)
     assert {k[1:] for k in digest_arrow("t", data)} == {("a", 0), ("", 0), ("", 1)}
+
+
+def test_the_verifiable_tables_are_every_lake_table_but_the_unverifiable() -> None:
+    from core.digest import UNVERIFIABLE_TABLES
+    from replay.verify import EVENT_TIME
+    from sinks.lake_tables import TABLES
+
+    assert list(EVENT_TIME) == [t.name for t in TABLES if t.name not in UNVERIFIABLE_TABLES]

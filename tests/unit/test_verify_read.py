@@ -5,11 +5,15 @@ order of rows and files does."""
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -18,10 +22,11 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.typedef import Record
 from pyiceberg.types import StringType
 
+import replay.verify as verify_module
 from core.digest import digest_arrow
 from core.settings import Settings
-from replay.lake_read import _shape, read_files
-from replay.verify import digest_table, files_identical, plan, verify
+from replay.lake_read import _shape, read_files, same_shape
+from replay.verify import _scan, _scan_both, _twins, digest_table, files_identical, plan, verify
 from tests.unit.test_verify import landed  # noqa: F401  (the fixture: two landings of one input)
 
 ROWS = pa.table(
@@ -66,7 +71,11 @@ def test_files_of_an_older_schema_are_projected_as_pyiceberg_does(catalog: Catal
     # The first file lacks "note" (null in a scan) and names "value" by its old name.
     assert digest_table(table, "t") == _scanned(table, "t")
     data = pa.concat_tables(
-        [d for _h, d in read_files(table, plan(table), rows=True, sha256=False) if d is not None],
+        [
+            d
+            for _h, d, _direct in read_files(table, plan(table), rows=True, sha256=False)
+            if d is not None
+        ],
         promote_options="permissive",
     )
     assert data.column_names == ["tenant_id", "kafka_partition", "kafka_offset", "reading", "note"]
@@ -91,8 +100,8 @@ def test_positional_deletes_are_applied(catalog: Catalog, tmp_path: Path) -> Non
         file_size_in_bytes=deletes.stat().st_size,
     )
     with_deletes = FileScanTask(task.file, delete_files={delete_file})
-    ((_hash, data),) = read_files(table, [with_deletes], rows=True, sha256=False)
-    assert data is not None
+    ((_hash, data, direct),) = read_files(table, [with_deletes], rows=True, sha256=False)
+    assert data is not None and not direct
     assert data.column("kafka_offset").to_pylist() == [o for o in range(20) if o not in (2, 5)]
 
 
@@ -155,3 +164,88 @@ def test_other_orders_of_rows_and_files_verify_identical(
     assert len(plan(table)) > 1
     report = verify(landed, "a", "b", tables=["signals"])
     assert report.identical and report.groups
+
+
+# A byte-identical pair of files is digested once for both sides (replay.verify._scan_both): the
+# sides' digests and hashes must be exactly those of a scan of each side alone, whatever files
+# the sides share, and a file read through pyiceberg's projection is never paired.
+
+SLICES = [(0, 5), (5, 12), (12, 20), (3, 9)]
+
+
+def _appended(catalog: Catalog, name: str, slices: list[int]) -> Table:
+    table = _table(catalog, name)
+    for i in slices:
+        start, stop = SLICES[i]
+        table.append(ROWS.slice(start, stop - start))
+    return table
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    a=st.lists(st.integers(0, len(SLICES) - 1), max_size=4),
+    b=st.lists(st.integers(0, len(SLICES) - 1), max_size=4),
+)
+def test_pairs_digest_as_each_side_alone(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, a: list[int], b: list[int]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    table_a, table_b = _appended(catalog, f"a{tag}", a), _appended(catalog, f"b{tag}", b)
+    tasks_a, tasks_b = plan(table_a), plan(table_b)
+    digested: list[int] = []
+
+    def counting(name: str, data: pa.Table) -> dict[object, object]:
+        digested.append(data.num_rows)
+        return dict(digest_arrow(name, data))
+
+    monkeypatch.setattr(verify_module, "digest_arrow", counting)
+    both = _scan_both(table_a, table_b, "t", tasks_a, tasks_b)
+    paired_rows = sum(digested)
+    digested.clear()
+    alone_a = _scan(table_a, "t", tasks_a, rows=True)
+    alone_b = _scan(table_b, "t", tasks_b, rows=True)
+    assert both == (*alone_a, *alone_b)
+    # Each shared slice's file was read and digested once: the same bytes in both tables.
+    shared = sum((Counter(a) & Counter(b)).values())
+    assert _twins(alone_a[1], alone_b[1]) == (shared, len(a))
+    assert paired_rows == sum(digested) - sum(
+        SLICES[i][1] - SLICES[i][0] for i in (Counter(a) & Counter(b)).elements()
+    )
+
+
+def test_a_twin_with_delete_files_is_not_paired(catalog: Catalog, tmp_path: Path) -> None:
+    table_a, table_b = _appended(catalog, "pa", [2]), _appended(catalog, "pb", [2])
+    (task_a,), (task_b,) = plan(table_a), plan(table_b)
+    deletes = tmp_path / "deletes.parquet"
+    pq.write_table(
+        pa.table({"file_path": [task_b.file.file_path], "pos": pa.array([1], pa.int64())}), deletes
+    )
+    delete_file = DataFile.from_args(
+        content=DataFileContent.POSITION_DELETES,
+        file_path=deletes.as_uri(),
+        file_format=FileFormat.PARQUET,
+        partition=Record(),
+        record_count=1,
+        file_size_in_bytes=deletes.stat().st_size,
+    )
+    with_deletes = FileScanTask(task_b.file, delete_files={delete_file})
+    left, hashes_a, right, hashes_b = _scan_both(table_a, table_b, "t", [task_a], [with_deletes])
+    assert hashes_a == hashes_b  # the same bytes, but not the same rows
+    rows = ROWS.slice(12, 8)
+    assert left == digest_arrow("t", rows)
+    assert right == digest_arrow("t", pa.concat_tables([rows.slice(0, 1), rows.slice(2)]))
+
+
+def test_tables_of_other_schemas_are_not_paired(catalog: Catalog) -> None:
+    table_a, table_b = _appended(catalog, "sa", [0, 1]), _appended(catalog, "sb", [0, 1])
+    with table_b.update_schema() as update:
+        update.rename_column("value", "reading")
+    assert not same_shape(table_a, table_b)
+    tasks_a, tasks_b = plan(table_a), plan(table_b)
+    both = _scan_both(table_a, table_b, "t", tasks_a, tasks_b)
+    assert both == (
+        *_scan(table_a, "t", tasks_a, rows=True),
+        *_scan(table_b, "t", tasks_b, rows=True),
+    )
