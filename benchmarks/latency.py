@@ -238,7 +238,7 @@ def run(
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One run of the flow of the checkout ``code`` (this one by default); ``extra_env``: more
-    ``IGFLOW_*`` settings for the flow (``score.tick_seconds`` ...)."""
+    settings for the flow, as environment variables (``score.tick_seconds`` ...)."""
     logging.basicConfig(level=logging.ERROR)
     tag = uuid.uuid4().hex[:8]
     base = Settings.load()
@@ -367,7 +367,7 @@ def _medians(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per row and measure, the median over rounds of each round's p50 and p95."""
     out: dict[str, dict[str, float]] = {}
     for row in sorted({r for result in results for r in result["stores"]}):
-        for measure in ("since_append", "since_drift"):
+        for measure in ("since_append", "since_drift", "publish_to_write_start"):
             for q in ("p50", "p95"):
                 values = [
                     result["stores"][row][measure][q]
@@ -402,7 +402,7 @@ def main() -> None:
         "--env",
         action="append",
         default=[],
-        metavar="IGFLOW_X=V",
+        metavar="NAME=VALUE",
         help="a setting for the flow (repeatable), e.g. IGFLOW_SCORE_TICK_SECONDS=0.1",
     )
     parser.add_argument("--produce-child", default=None, help=argparse.SUPPRESS)
