@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -137,6 +138,12 @@ def _commits(flow_log: str) -> dict[str, dict[str, float]]:
         entry["rows"] += int(rows)
         entry["commit_seconds"] += int(ms) / 1000
     return out
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -258,6 +265,9 @@ def run(
             if lake_batch_seconds is not None:
                 env["IGFLOW_LAKE_BATCH_MAX_SECONDS"] = str(lake_batch_seconds)
             env.update(extra_env or {})
+            # CPU seconds of the reaped children: the producer's are taken out, the rest is the
+            # flow's (start-up and the whole run: the same work on either checkout).
+            before = _children_cpu()
             # `python -m` puts the working directory first on sys.path: the flow is `code`'s.
             flow = subprocess.Popen(
                 [sys.executable, "-m", "igflow.cli", "run", "--tail"],
@@ -290,6 +300,7 @@ def run(
                     check=True,
                 )
                 sent = json.loads(producer.stdout.strip().splitlines()[-1])
+                producer_cpu = _children_cpu() - before
                 time.sleep(cooldown)  # what was produced last lands; spans are exported
             finally:
                 flow.send_signal(signal.SIGINT)
@@ -298,6 +309,7 @@ def run(
                 except subprocess.TimeoutExpired:
                     os.killpg(flow.pid, signal.SIGKILL)
                     flow.wait()
+            flow_cpu = _children_cpu() - before - producer_cpu
             spans = list(receiver.spans)
             flow_log.seek(0)
             flow_err = flow_log.read().decode(errors="replace")
@@ -319,6 +331,7 @@ def run(
             "sent": sent["sent"],
             "produce_seconds": sent["seconds"],
             "achieved_rate": sent["sent"] / sent["seconds"],
+            "flow_cpu_seconds": flow_cpu,
             "traced": len(wanted),
             "spans": dict(Counter(s.name for s in spans)),
             "lake_commits": _commits(flow_err),
@@ -336,6 +349,7 @@ def _print(result: dict[str, Any]) -> None:
         f"[{result.get('code', REPO)}] open loop {result['rate']:,.0f} events/s asked,"
         f" {result['achieved_rate']:,.0f} sent ({result['sent']:,} in"
         f" {result['produce_seconds']:.1f} s), {result['traced']:,} traced records,"
+        f" the flow {result.get('flow_cpu_seconds', 0.0):.1f} CPU s,"
         f" load average {', '.join(f'{x:.1f}' for x in result.get('load_average', ()))}"
     )
     for table, c in result.get("lake_commits", {}).items():
@@ -434,7 +448,12 @@ def main() -> None:
                 print(flush=True)
     if args.rounds > 1 or args.against:
         for code, rounds in results.items():
-            print(f"[{code}] medians over {len(rounds)} round(s) (decision: the drift step's):")
+            cpus = [r["flow_cpu_seconds"] for r in rounds]
+            each = ", ".join(f"{c:.1f}" for c in cpus)
+            print(
+                f"[{code}] medians over {len(rounds)} round(s) (decision: the drift step's);"
+                f" the flow's CPU {statistics.median(cpus):.1f} s ({each})"
+            )
             for row, values in _medians(rounds).items():
                 print(f"  {row:<22} " + "  ".join(f"{k} {v:.3f}s" for k, v in values.items()))
 
