@@ -32,7 +32,9 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,6 +140,12 @@ def _commits(flow_log: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _quantiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     n = len(ordered)
@@ -148,6 +156,16 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"n": n, "p50": q(0.5), "p95": q(0.95), "p99": q(0.99)}
 
 
+def _store_row(write: ReceivedSpan) -> str:
+    """The row a ``write <store>`` span is reported in: the store, and for a serving store what
+    it wrote (a signal or a score change: they take different paths after the drift step)."""
+    store = write.name.removeprefix("write ")
+    item = write.attributes.get("igflow.item")
+    if store.startswith("lake.") or item is None:
+        return store
+    return f"{store} {'score' if item == 'ScoreChange' else 'signal'}"
+
+
 def _latencies(
     spans: list[ReceivedSpan], appended: dict[tuple[int, int], int], window: tuple[float, float]
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -156,6 +174,12 @@ def _latencies(
         by_trace[span.trace_id].append(span)
     since_append: dict[str, list[float]] = defaultdict(list)
     since_drift: dict[str, list[float]] = defaultdict(list)
+    #: Where the time after the decision goes: until the write started (for a score change:
+    #: split at the score step's publication, ``score publish``) and the write itself.
+    to_write: dict[str, list[float]] = defaultdict(list)
+    writing: dict[str, list[float]] = defaultdict(list)
+    held_by_tick: list[float] = []
+    published_to_write: dict[str, list[float]] = defaultdict(list)
     decided: list[float] = []
     #: (append time, wait until the flow's decode step took it): the backlog, if any.
     consumed: list[tuple[float, float]] = []
@@ -173,21 +197,33 @@ def _latencies(
             continue
         decided.append(drift.end_ns / 1e9 - stamp / 1000)
         consumed.append((stamp / 1000, decode.start_ns / 1e9 - stamp / 1000))
+        published = next((s for s in trace if s.name == "score publish"), None)
+        if published is not None:
+            held_by_tick.append((published.end_ns - drift.end_ns) / 1e9)
         for write in trace:
             if not write.name.startswith("write ") or write.status == 2:
                 continue
-            store = write.name.removeprefix("write ")
-            since_append[store].append(write.end_ns / 1e9 - stamp / 1000)
-            since_drift[store].append((write.end_ns - drift.end_ns) / 1e9)
-    out = {
-        store: {
-            "since_append": _quantiles(since_append[store]),
-            "since_drift": _quantiles(since_drift[store]),
+            row = _store_row(write)
+            since_append[row].append(write.end_ns / 1e9 - stamp / 1000)
+            since_drift[row].append((write.end_ns - drift.end_ns) / 1e9)
+            to_write[row].append((write.start_ns - drift.end_ns) / 1e9)
+            writing[row].append((write.end_ns - write.start_ns) / 1e9)
+            if published is not None and write.attributes.get("igflow.item") == "ScoreChange":
+                published_to_write[row].append((write.start_ns - published.end_ns) / 1e9)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in sorted(since_append):
+        out[row] = {
+            "since_append": _quantiles(since_append[row]),
+            "since_drift": _quantiles(since_drift[row]),
+            "decision_to_write_start": _quantiles(to_write[row]),
+            "write": _quantiles(writing[row]),
         }
-        for store in sorted(since_append)
-    }
+        if published_to_write[row]:
+            out[row]["publish_to_write_start"] = _quantiles(published_to_write[row])
     if decided:
         out["(drift decision)"] = {"since_append": _quantiles(decided)}
+    if held_by_tick:
+        out["(score publish)"] = {"since_drift": _quantiles(held_by_tick)}
     if consumed:
         consumed.sort()
         half = len(consumed) // 2
@@ -205,7 +241,11 @@ def run(
     cooldown: float,
     lake_batch_seconds: float | None,
     sinks: str = "redis,graph,postgres",
+    code: Path = REPO,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """One run of the flow of the checkout ``code`` (this one by default); ``extra_env``: more
+    settings for the flow, as environment variables (``score.tick_seconds`` ...)."""
     logging.basicConfig(level=logging.ERROR)
     tag = uuid.uuid4().hex[:8]
     base = Settings.load()
@@ -224,9 +264,14 @@ def run(
             env["IGFLOW_TRACING_SAMPLE_RATIO"] = str(sample_ratio)
             if lake_batch_seconds is not None:
                 env["IGFLOW_LAKE_BATCH_MAX_SECONDS"] = str(lake_batch_seconds)
+            env.update(extra_env or {})
+            # CPU seconds of the reaped children: the producer's are taken out, the rest is the
+            # flow's (start-up and the whole run: the same work on either checkout).
+            before = _children_cpu()
+            # `python -m` puts the working directory first on sys.path: the flow is `code`'s.
             flow = subprocess.Popen(
                 [sys.executable, "-m", "igflow.cli", "run", "--tail"],
-                cwd=REPO,
+                cwd=code,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=flow_log,
@@ -255,6 +300,7 @@ def run(
                     check=True,
                 )
                 sent = json.loads(producer.stdout.strip().splitlines()[-1])
+                producer_cpu = _children_cpu() - before
                 time.sleep(cooldown)  # what was produced last lands; spans are exported
             finally:
                 flow.send_signal(signal.SIGINT)
@@ -263,6 +309,7 @@ def run(
                 except subprocess.TimeoutExpired:
                     os.killpg(flow.pid, signal.SIGKILL)
                     flow.wait()
+            flow_cpu = _children_cpu() - before - producer_cpu
             spans = list(receiver.spans)
             flow_log.seek(0)
             flow_err = flow_log.read().decode(errors="replace")
@@ -278,10 +325,13 @@ def run(
         }
         appended = _append_times(scoped, wanted)
         result = {
+            "code": str(code),
+            "load_average": os.getloadavg(),
             "rate": rate,
             "sent": sent["sent"],
             "produce_seconds": sent["seconds"],
             "achieved_rate": sent["sent"] / sent["seconds"],
+            "flow_cpu_seconds": flow_cpu,
             "traced": len(wanted),
             "spans": dict(Counter(s.name for s in spans)),
             "lake_commits": _commits(flow_err),
@@ -296,26 +346,51 @@ def run(
 
 def _print(result: dict[str, Any]) -> None:
     print(
-        f"open loop {result['rate']:,.0f} events/s asked, {result['achieved_rate']:,.0f} sent"
-        f" ({result['sent']:,} in {result['produce_seconds']:.1f} s),"
-        f" {result['traced']:,} traced records"
-    )
-    print(
-        f"\n{'store':<18} {'n':>6} {'append→ack p50':>15} {'p95':>7} {'p99':>7}"
-        f"   {'decision→ack p50':>17} {'p95':>7} {'p99':>7}"
+        f"[{result.get('code', REPO)}] open loop {result['rate']:,.0f} events/s asked,"
+        f" {result['achieved_rate']:,.0f} sent ({result['sent']:,} in"
+        f" {result['produce_seconds']:.1f} s), {result['traced']:,} traced records,"
+        f" the flow {result.get('flow_cpu_seconds', 0.0):.1f} CPU s,"
+        f" load average {', '.join(f'{x:.1f}' for x in result.get('load_average', ()))}"
     )
     for table, c in result.get("lake_commits", {}).items():
         print(
             f"lake {table}: {c['commits']:.0f} commits of {c['rows'] / max(1, c['commits']):.0f}"
             f" rows on average, {c['commit_seconds']:.1f} s spent committing"
         )
+    print(
+        f"\n{'store':<22} {'n':>5} {'append→ack p50':>15} {'p95':>7} {'p99':>7}"
+        f"   {'decision→ack p50':>17} {'p95':>7} {'p99':>7}"
+        f"   {'→write start p50':>17} {'p95':>7}   {'write p50':>9} {'p95':>7}"
+    )
     for store, row in result["stores"].items():
-        a = row["since_append"]
-        line = f"{store:<18} {a['n']:>6} {a['p50']:>14.3f}s {a['p95']:>6.3f}s {a['p99']:>6.3f}s"
+        a = row.get("since_append")
         d = row.get("since_drift")
+        first = a or d
+        assert first is not None
+        line = f"{store:<22} {first['n']:>5}"
+        line += f" {a['p50']:>14.3f}s {a['p95']:>6.3f}s {a['p99']:>6.3f}s" if a else " " * 32
         if d:
             line += f"   {d['p50']:>16.3f}s {d['p95']:>6.3f}s {d['p99']:>6.3f}s"
+        w, t = row.get("decision_to_write_start"), row.get("write")
+        if w and t:
+            line += f"   {w['p50']:>16.3f}s {w['p95']:>6.3f}s   {t['p50']:>8.3f}s {t['p95']:>6.3f}s"
         print(line)
+
+
+def _medians(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per row and measure, the median over rounds of each round's p50 and p95."""
+    out: dict[str, dict[str, float]] = {}
+    for row in sorted({r for result in results for r in result["stores"]}):
+        for measure in ("since_append", "since_drift", "publish_to_write_start"):
+            for q in ("p50", "p95"):
+                values = [
+                    result["stores"][row][measure][q]
+                    for result in results
+                    if measure in result["stores"].get(row, {})
+                ]
+                if values:
+                    out.setdefault(row, {})[f"{measure} {q}"] = statistics.median(values)
+    return out
 
 
 def main() -> None:
@@ -335,24 +410,52 @@ def main() -> None:
         "--sinks", default="redis,graph,postgres", help="serving stores besides the lake"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--against", type=Path, help="another checkout, run alternately")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the flow (repeatable), e.g. IGFLOW_SCORE_TICK_SECONDS=0.1",
+    )
     parser.add_argument("--produce-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce_child is not None:
         _produce_child(args.produce_child, args.rate, args.seconds)
         return
-    result = run(
-        args.rate,
-        args.seconds,
-        args.sample_ratio,
-        args.warmup,
-        args.cooldown,
-        args.lake_batch_seconds,
-        args.sinks,
-    )
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print(result)
+    extra = dict(item.split("=", 1) for item in args.env)
+    codes = [REPO] + ([args.against] if args.against else [])
+    results: dict[Path, list[dict[str, Any]]] = {code: [] for code in codes}
+    for _round in range(args.rounds):
+        for code in codes:  # alternately: the shared machine's load falls on both alike
+            result = run(
+                args.rate,
+                args.seconds,
+                args.sample_ratio,
+                args.warmup,
+                args.cooldown,
+                args.lake_batch_seconds,
+                args.sinks,
+                code,
+                extra,
+            )
+            results[code].append(result)
+            if args.json:
+                print(json.dumps(result, indent=2), flush=True)
+            else:
+                _print(result)
+                print(flush=True)
+    if args.rounds > 1 or args.against:
+        for code, rounds in results.items():
+            cpus = [r["flow_cpu_seconds"] for r in rounds]
+            each = ", ".join(f"{c:.1f}" for c in cpus)
+            print(
+                f"[{code}] medians over {len(rounds)} round(s) (decision: the drift step's);"
+                f" the flow's CPU {statistics.median(cpus):.1f} s ({each})"
+            )
+            for row, values in _medians(rounds).items():
+                print(f"  {row:<22} " + "  ".join(f"{k} {v:.3f}s" for k, v in values.items()))
 
 
 if __name__ == "__main__":

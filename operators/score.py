@@ -41,6 +41,9 @@ score, status, ``updated_at``, window, provenance (the signal that made that las
   run (``igflow run`` without ``--tail``, a replay, a derivation). A bounded run closes every open
   tick at its end; a later run resumed from its snapshot that continues the same tick publishes a
   second change for it (newer ``seq``: the stores take it).
+- Tracing: a published change that carries a sampled signal's trace records a zero-length
+  ``score publish`` span when it leaves the step, so a trace shows how long its tick held it
+  (``benchmarks/latency.py`` reports it after the drift decision).
 
 Exactness and rounding. Every double is a dyadic rational ``n / 2**e``, so the window's sums
 (of ``value * weight``, of ``weight`` and of ``value``) are kept exactly as Python integers over a
@@ -401,7 +404,10 @@ class TickScore:
                     newest = score._newest
                     assert newest is not None
                     if not tick or newest // tick != pending_tick:
-                        append(_build(pending, pending_trace))
+                        published = _build(pending, pending_trace)
+                        append(published)
+                        if pending_trace is not None:
+                            tracing.record_stage("score publish", published, time.time_ns())
                         pending = pending_trace = None
                 if change is not None:
                     if tick:
@@ -411,7 +417,10 @@ class TickScore:
                         if trace is not None:
                             pending_trace = trace
                     else:
-                        append(_build(change, trace))
+                        published = _build(change, trace)
+                        append(published)
+                        if trace is not None:
+                            tracing.record_stage("score publish", published, time.time_ns())
                 if start:
                     outcome = "unchanged" if change is None else "changed"
                     tracing.record_stage("score", item, start, outcome=outcome)
@@ -424,7 +433,12 @@ class TickScore:
         """The change of the open tick, if any (the end of a bounded input)."""
         pending, self._pending = self._pending, None
         trace, self._pending_trace = self._pending_trace, None
-        return [] if pending is None else [_build(pending, trace)]
+        if pending is None:
+            return []
+        published = _build(pending, trace)
+        if trace is not None:
+            tracing.record_stage("score publish", published, time.time_ns())
+        return [published]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TickScore:
         other = copy.copy(self)  # the pending change is immutable

@@ -23,6 +23,9 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 pytestmark = pytest.mark.integration
 
 STAGES = ("decode", "validate", "drift", "dedupe", "tenant_tag", "psi", "score")
+#: When the score change the signal caused left the score step (its tick closed: here, at the
+#: end of the bounded run).
+PUBLISH = "score publish"
 #: A write span per store: the lake's two tables and the three serving stores.
 WRITES = (
     "write lake.signals",
@@ -97,7 +100,7 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
     assert len(headers) == 2
     ours = [s for s in spans if s.trace_id == trace_id]
     names = _by_name(ours)
-    assert set(names) == {"publish", *STAGES, *WRITES}, sorted(names)
+    assert set(names) == {"publish", *STAGES, PUBLISH, *WRITES}, sorted(names)
     # Nothing else was traced: the untraced signal was sent an unsampled traceparent.
     assert {s.trace_id for s in spans} == {trace_id}
 
@@ -120,6 +123,7 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
     assert items == {
         "publish": [""],
         **{stage: [""] for stage in STAGES},
+        PUBLISH: [""],
         "write lake.signals": ["Tagged"],
         "write lake.scores": ["ScoreChange"],
         "write redis": ["ScoreChange", "Tagged"],
@@ -127,16 +131,22 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
         "write postgres": ["ScoreChange"],
     }
     (landed,) = [r for r in lake_rows(settings) if r["signal_id"] == "traced-1"]
-    for name in (*STAGES[1:], *WRITES):
+    for name in (*STAGES[1:], PUBLISH, *WRITES):
         for span in names[name]:
             assert span.parent_span_id == decode.span_id, name
             assert span.attributes["igflow.tenant_id"] == tenant, name
             assert span.status != 2, (name, span.attributes)
             assert span.start_ns <= span.end_ns
     # Provenance ids exist from the tenant tag on (the manifest's), and are the landed row's.
-    for name in ("tenant_tag", "psi", "score", *WRITES):
+    for name in ("tenant_tag", "psi", "score", PUBLISH, *WRITES):
         for span in names[name]:
             assert span.attributes["igflow.provenance_id"] == landed["provenance_id"], name
     assert names["write lake.signals"][0].attributes["igflow.sink"] == "lake.signals"
     assert names["score"][0].attributes["igflow.outcome"] == "changed"
+    # The change is published after the signal was scored, and written after it was published.
+    (published,) = names[PUBLISH]
+    assert published.end_ns >= names["score"][0].end_ns
+    for name in ("write redis", "write graph", "write postgres", "write lake.scores"):
+        (write,) = [s for s in names[name] if s.attributes["igflow.item"] == "ScoreChange"]
+        assert write.start_ns >= published.end_ns, name
     assert time.time_ns() >= max(s.end_ns for s in ours)

@@ -156,7 +156,7 @@ def test_a_signal_that_changes_nothing_still_closes_the_tick() -> None:
 
 
 def test_the_tick_setting() -> None:
-    assert Settings().score.tick_seconds == 1.0
+    assert Settings().score.tick_seconds == 0.1
     with pytest.raises(SettingError, match="tick_seconds"):
         Settings().with_changes("score", tick_seconds=-1)
     with pytest.raises(ValueError, match="tick_seconds"):

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from core import tracing
 from core.contracts import signal_contracts
-from core.records import Decoded, Provenance, RawRecord, Rejected, ScoreChange, Signal
-from core.settings import SettingError, Settings, TracingSettings
+from core.records import (
+    Decoded,
+    PolicyTags,
+    Provenance,
+    RawRecord,
+    Rejected,
+    ScoreChange,
+    Signal,
+    Tagged,
+)
+from core.settings import ScoreSettings, SettingError, Settings, TracingSettings
 from core.wire import encode
 from operators.decode import SignalDecoder, traced_decode
+from operators.score import TickScore
 from tests.otlp_receiver import OtlpReceiver
 
 TRACE, SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -143,6 +153,43 @@ def test_decode_continues_the_trace_and_stages_and_writes_hang_below_it(
         assert by_name[name].attributes["igflow.tenant_id"] == "t1"
     assert by_name["write postgres"].attributes["igflow.provenance_id"] == "p-1"
     assert by_name["write postgres"].attributes["igflow.item"] == "ScoreChange"
+
+
+def _scored(ms: int, value: float, offset: int, trace: str | None) -> Tagged:
+    signal = Signal(
+        "t1", f"s{offset}", "latency", value, 1.0, "a", _AT + timedelta(milliseconds=ms)
+    )
+    decoded = Decoded(signal, Provenance("sig", 0, offset, 1, "h"), trace=trace)
+    tags = PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US")
+    return Tagged(decoded, tags, "policy-v", f"prov-{offset}")
+
+
+_AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_score_change_records_when_it_leaves_the_score_step(receiver: OtlpReceiver) -> None:
+    """``score publish``: under the trace the published change carries, when its tick closed
+    (a later tick's signal, or the end of the input), not when its signal was scored."""
+    _on(receiver, 0.0)
+    state = TickScore(ScoreSettings(window_seconds=100.0, tick_seconds=0.1))
+    assert state.add([_scored(10, 0.5, 1, SAMPLED), _scored(20, 0.9, 2, None)]) == []
+    tracing.flush()
+    assert not [s for s in receiver.spans if s.name == "score publish"]  # the tick is open
+    [first] = state.add([_scored(130, 0.2, 3, SAMPLED)])
+    # The tick's last change (offset 2) carries the newest sampled signal's trace that changed
+    # the score in the tick (offset 1's): its change was folded into it.
+    assert (first.provenance.kafka_offset, first.trace) == (2, SAMPLED)
+    [second] = state.flush()
+    assert second.provenance.kafka_offset == 3
+    tracing.flush()
+    spans = receiver.wait_for(lambda got: len([s for s in got if s.name == "score publish"]) >= 2)
+    published = [s for s in spans if s.name == "score publish"]
+    assert len(published) == 2
+    assert {s.parent_span_id for s in published} == {SPAN}
+    assert sorted(s.attributes["igflow.provenance_id"] for s in published) == [
+        "prov-2",
+        "prov-3",
+    ]
 
 
 def _change(trace: str | None = None) -> ScoreChange:
