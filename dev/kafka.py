@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -96,9 +97,15 @@ def _properties(cfg: StackConfig, data: Path, keystore: Path) -> str:
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
-def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (``random-uuid``)."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+def _cluster_id(draw: Callable[[int], bytes] = secrets.token_bytes) -> str:
+    """A Kafka cluster id as ``kafka-storage random-uuid`` makes one: 16 random bytes, URL-safe
+    base64 without padding, drawn again while it starts with ``-`` (Kafka's ``Uuid.randomUuid``
+    does the same: ``kafka-storage format -t -abc…`` reads such an id as an option and fails,
+    about one start in 64, which once failed a CI run's stack)."""
+    while True:
+        text = base64.urlsafe_b64encode(draw(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class Kafka(Service):
