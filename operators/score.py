@@ -312,6 +312,15 @@ class TenantScore:
             setattr(self, name, state[name])
 
 
+def _publish(change: _Change, trace: str | None) -> ScoreChange:
+    """:func:`_build`, for a change leaving the step: with a sampled signal's ``trace``, a
+    zero-length ``score publish`` span says when (how long its tick held it)."""
+    published = _build(change, trace)
+    if trace is not None:
+        tracing.record_stage("score publish", published, time.time_ns())
+    return published
+
+
 def _build(change: _Change, trace: str | None = None) -> ScoreChange:
     """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing)."""
     tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
@@ -404,10 +413,7 @@ class TickScore:
                     newest = score._newest
                     assert newest is not None
                     if not tick or newest // tick != pending_tick:
-                        published = _build(pending, pending_trace)
-                        append(published)
-                        if pending_trace is not None:
-                            tracing.record_stage("score publish", published, time.time_ns())
+                        append(_publish(pending, pending_trace))
                         pending = pending_trace = None
                 if change is not None:
                     if tick:
@@ -417,10 +423,7 @@ class TickScore:
                         if trace is not None:
                             pending_trace = trace
                     else:
-                        published = _build(change, trace)
-                        append(published)
-                        if trace is not None:
-                            tracing.record_stage("score publish", published, time.time_ns())
+                        append(_publish(change, trace))
                 if start:
                     outcome = "unchanged" if change is None else "changed"
                     tracing.record_stage("score", item, start, outcome=outcome)
@@ -433,12 +436,7 @@ class TickScore:
         """The change of the open tick, if any (the end of a bounded input)."""
         pending, self._pending = self._pending, None
         trace, self._pending_trace = self._pending_trace, None
-        if pending is None:
-            return []
-        published = _build(pending, trace)
-        if trace is not None:
-            tracing.record_stage("score publish", published, time.time_ns())
-        return [published]
+        return [] if pending is None else [_publish(pending, trace)]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TickScore:
         other = copy.copy(self)  # the pending change is immutable
