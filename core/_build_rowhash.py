@@ -34,7 +34,8 @@ typedef struct {
 int rowhash_rows(const rowhash_column *columns, size_t ncolumns, size_t n, unsigned char *out);
 """
 
-SOURCE = r"""
+SOURCE = (
+    r"""
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdint.h>
@@ -54,16 +55,9 @@ SOURCE = r"""
 enum { RH_BYTES32 = 0, RH_BYTES64 = 1, RH_INT32 = 2, RH_INT64 = 3, RH_DOUBLE = 4, RH_BOOL = 5,
        RH_ENCODED = 6 };
 enum { RH_TOO_LONG = 1, RH_NO_MEMORY = 2, RH_NO_SHA256 = 3 };
-
-typedef struct {
-    int kind;
-    unsigned char tag;
-    int64_t offset;
-    const unsigned char *validity;
-    const void *offsets;
-    const void *values;
-} rowhash_column;
-
+"""
+    + CDEF
+    + r"""
 typedef struct {
     unsigned char *data;
     size_t size, capacity;
@@ -225,6 +219,7 @@ int rowhash_rows(const rowhash_column *columns, size_t ncolumns, size_t n, unsig
     return failed;
 }
 """
+)
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
