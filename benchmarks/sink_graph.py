@@ -12,6 +12,13 @@ and the local stack's graph server's (from ``/proc``), per row. ``replay rows/s`
 same batches again (every ``MERGE`` matches, nothing changes), the cost of an at-least-once
 redelivery.
 
+Each batch size is written twice, alternating which goes first, on fresh prefixes: by the writer
+and by the baseline in the same run, a writer with ``row_merges=True`` (every node and edge
+``MERGE``\\ d row by row, :data:`sinks.graph_model.SIGNALS_ROWS_QUERY`, the query before the
+batch query); ``vs rows`` is the writer's server CPU per row over the baseline's (lower is
+better) and its rows/s over the baseline's. ``--warm N`` first writes N rows unmeasured (Neo4j's
+JIT). The machine is shared: run it a few times and take medians.
+
 For scale, the Neo4j Kafka connector's published sink throughput is 5,000-7,700 nodes/s (a
 different server and workload: an indication, not a like-for-like comparison).
 Prints a table; ``--json PATH`` also writes the results.
@@ -84,43 +91,67 @@ def _cpu_write_all(
     return seconds, cpu, None if server is None or after is None else after - server
 
 
+def _measure(writer: GraphWriter, rows: int, batch_size: int) -> dict[str, Any]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+    items = signals(rows, prefix)
+    try:
+        seconds, cpu, server = _cpu_write_all(writer, items, batch_size)
+        counts = writer.counts(prefix)
+        replay = _write_all(writer, items, batch_size)
+        assert writer.counts(prefix) == counts, "a replay changed the graph"
+    finally:
+        writer.delete_tenants(prefix)
+    nodes = sum(counts[label] for label in NODE_LABELS)
+    assert counts["Signal"] == rows, counts
+    assert counts["EMITS"] == counts["HAS_PROVENANCE"] == rows, counts
+    return {
+        "batch_size": batch_size,
+        "rows": rows,
+        "nodes": nodes,
+        "edges": counts["EMITS"] + counts["HAS_PROVENANCE"],
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "nodes_per_s": round(nodes / seconds),
+        "replay_rows_per_s": round(rows / replay),
+        "client_cpu_us_per_row": round(cpu / rows * 1e6, 1),
+        "server_cpu_us_per_row": None if server is None else round(server / rows * 1e6, 1),
+    }
+
+
 def run(
     batch_sizes: Sequence[int] = (100, 1000, 10000),
     rows: int = 20_000,
     settings: Settings | None = None,
+    warm: int = 0,
 ) -> list[dict[str, Any]]:
-    """One result per batch size: rows, nodes created, seconds, rows/s and nodes/s, and the
-    rows/s of writing the same batches again."""
+    """One result per batch size: rows, nodes created, seconds, rows/s and nodes/s, the rows/s
+    of writing the same batches again, CPU per row, and the same for the baseline writer
+    (``baseline``) with the ratios ``server_cpu_vs_rows`` and ``rows_per_s_vs_rows``."""
     stores = (settings or Settings.load()).stores
     writer = GraphWriter.for_stores(stores)
+    baseline = GraphWriter(
+        stores.neo4j_uri,
+        stores.neo4j_user,
+        stores.neo4j_password,
+        label_prefix=stores.graph_label_prefix,
+        compat=stores.graph_compat,
+        ca_file=stores.neo4j_ca_file,
+        row_merges=True,
+    )
     writer.ensure_schema()
+    if warm:
+        _measure(writer, warm, 1000)
+        _measure(baseline, warm, 1000)
     results = []
-    for batch_size in batch_sizes:
-        prefix = f"bench-{uuid.uuid4().hex[:8]}-"
-        items = signals(rows, prefix)
-        try:
-            seconds, cpu, server = _cpu_write_all(writer, items, batch_size)
-            counts = writer.counts(prefix)
-            replay = _write_all(writer, items, batch_size)
-            assert writer.counts(prefix) == counts, "a replay changed the graph"
-        finally:
-            writer.delete_tenants(prefix)
-        nodes = sum(counts[label] for label in NODE_LABELS)
-        assert counts["Signal"] == rows, counts
-        results.append(
-            {
-                "batch_size": batch_size,
-                "rows": rows,
-                "nodes": nodes,
-                "edges": counts["EMITS"] + counts["HAS_PROVENANCE"],
-                "seconds": round(seconds, 3),
-                "rows_per_s": round(rows / seconds),
-                "nodes_per_s": round(nodes / seconds),
-                "replay_rows_per_s": round(rows / replay),
-                "client_cpu_us_per_row": round(cpu / rows * 1e6, 1),
-                "server_cpu_us_per_row": None if server is None else round(server / rows * 1e6, 1),
-            }
-        )
+    for n, batch_size in enumerate(batch_sizes):
+        order = (writer, baseline) if n % 2 == 0 else (baseline, writer)
+        measured = {id(w): _measure(w, rows, batch_size) for w in order}
+        result, base = measured[id(writer)], measured[id(baseline)]
+        ours, theirs = result["server_cpu_us_per_row"], base["server_cpu_us_per_row"]
+        result["baseline"] = base
+        result["server_cpu_vs_rows"] = None if not ours or not theirs else round(ours / theirs, 3)
+        result["rows_per_s_vs_rows"] = round(result["rows_per_s"] / base["rows_per_s"], 3)
+        results.append(result)
     return results
 
 
@@ -128,10 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--warm", type=int, default=0, help="rows written first, unmeasured")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     settings = Settings.load()
-    results = run(args.batch_sizes, args.rows, settings)
+    results = run(args.batch_sizes, args.rows, settings, args.warm)
     print(f"{args.rows:,} tagged signals over {TENANTS} tenants -> {settings.stores.neo4j_uri}\n")
     header = (
         f"{'writer':<28} {'batch':>6} {'seconds':>8} {'rows/s':>8} {'nodes/s':>8} "
@@ -140,10 +172,19 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for r in results:
+        for name, line in (
+            ("GraphWriter (this repo)", r),
+            ("  baseline: row MERGEs", r["baseline"]),
+        ):
+            print(
+                f"{name:<28} {line['batch_size']:>6} {line['seconds']:>8.2f} "
+                f"{line['rows_per_s']:>8,} {line['nodes_per_s']:>8,} "
+                f"{line['replay_rows_per_s']:>14,} {line['client_cpu_us_per_row']:>14} / "
+                f"{line['server_cpu_us_per_row'] or '-':<12}"
+            )
         print(
-            f"{'GraphWriter (this repo)':<28} {r['batch_size']:>6} {r['seconds']:>8.2f} "
-            f"{r['rows_per_s']:>8,} {r['nodes_per_s']:>8,} {r['replay_rows_per_s']:>14,}"
-            f" {r['client_cpu_us_per_row']:>14} / {r['server_cpu_us_per_row'] or '-':<12}"
+            f"{'  vs rows':<28} {'':>6} {'':>8} {r['rows_per_s_vs_rows']:>7}x {'':>8} {'':>14} "
+            f"{'server CPU':>14} {r['server_cpu_vs_rows'] or '-'}x"
         )
     low, high = NEO4J_KAFKA_CONNECTOR
     published = f"{low // 1000}-{high / 1000:.1f}k"

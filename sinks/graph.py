@@ -23,9 +23,11 @@ The default prefix is empty: the labels above, exactly.
 hashed into one property; ``weight`` is the effective weight (1.0 when the signal had none, the
 contract's default). There is one ``CoherenceScore`` per tenant, updated in place.
 
-Exactly-once effect over Bytewax's at-least-once delivery: every node is ``MERGE``\\ d on its key
-and every edge is ``MERGE``\\ d between the nodes just matched, so a replayed batch creates and
-sets nothing; a signal or provenance node keeps the properties it was created with. A score node
+Exactly-once effect over Bytewax's at-least-once delivery: every node is ``MERGE``\\ d on its key,
+and an edge is created only with a signal node this transaction created (it had none), else
+``MERGE``\\ d between the nodes just matched (:data:`~sinks.graph_model.SIGNALS_QUERY`), so a
+replayed batch creates and sets nothing; a signal or provenance node keeps the properties it was
+created with. A score node
 takes a change only if the change's ``seq`` (the tenant's deterministic change number, from 1) is
 greater than the one it holds, so an older change arriving late is a no-op. A batch is one
 ``UNWIND`` query per kind (signals, score changes) in one transaction.
@@ -74,6 +76,7 @@ from sinks.graph_model import (
     NODE_LABELS,
     SCORES_QUERY,
     SIGNALS_QUERY,
+    SIGNALS_ROWS_QUERY,
     UNIQUE_KEYS,
     epoch_micros,
     relabel,
@@ -81,6 +84,7 @@ from sinks.graph_model import (
     score_row,
     signal_key,
     signal_row,
+    signals_param,
     storable,
 )
 from sinks.serving import PipelinedPartition, ServingSink
@@ -148,18 +152,23 @@ class GraphWriter:
         label_prefix: str = "",
         compat: str = "",
         ca_file: str = "",
+        row_merges: bool = False,
     ) -> None:
         """``timeout_s``: the longest any one read of a transaction may wait on the server
         before the connection is dropped and the call raises ``ServiceUnavailable``.
         ``label_prefix``: prepended to every node label of every query this writer runs (a
         replay's scratch labels; see :func:`relabel`, which checks it). ``compat``:
         ``"falkordb"`` to talk to the FalkorDB stand-in (:mod:`sinks.falkordb_compat`).
-        ``ca_file``: encrypt, and verify the server's certificate against this CA."""
+        ``ca_file``: encrypt, and verify the server's certificate against this CA.
+        ``row_merges``: write signals with the per-row ``MERGE``\\ s of
+        :data:`~sinks.graph_model.SIGNALS_ROWS_QUERY` (always so on FalkorDB), the same graph at
+        more server cost: the baseline of ``benchmarks/sink_graph.py``."""
         relabel("", label_prefix)  # refuse a bad prefix now, not at the first write
         if compat not in COMPAT:
             msg = f"graph compat {compat!r}: one of {COMPAT}"
             raise ValueError(msg)
         self._falkordb = compat == "falkordb"
+        self._row_merges = row_merges or self._falkordb
         hook = falkordb_compat.absorb if self._falkordb else None
         self._server = server_for(uri, user, password, before_connect=hook, ca_file=ca_file)
         self._timeout_s = timeout_s
@@ -272,8 +281,10 @@ class GraphWriter:
                 msg = f"graph sink: cannot write a {type(item).__name__}"
                 raise TypeError(msg)
         statements: list[tuple[str, dict[str, Any]]] = []
-        if signals:
-            statements.append((SIGNALS_QUERY, {"rows": list(signals.values())}))
+        if signals and self._row_merges:
+            statements.append((SIGNALS_ROWS_QUERY, {"rows": list(signals.values())}))
+        elif signals:
+            statements.append((SIGNALS_QUERY, {"tenants": signals_param(signals.values())}))
         if newest:
             rows = [score_row(newest[tenant]) for tenant in sorted(newest)]
             statements.append((SCORES_QUERY, {"rows": rows}))

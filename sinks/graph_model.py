@@ -14,7 +14,7 @@ import hashlib
 import json
 import json.encoder
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "NODE_LABELS",
     "SCORES_QUERY",
     "SIGNALS_QUERY",
+    "SIGNALS_ROWS_QUERY",
     "UNIQUE_KEYS",
     "epoch_micros",
     "relabel",
@@ -34,6 +35,7 @@ __all__ = [
     "score_row",
     "signal_key",
     "signal_row",
+    "signals_param",
     "storable",
 ]
 
@@ -51,7 +53,38 @@ _ascii: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
+#: The signals of a batch (:func:`signals_param`): each tenant merged once, then its signals.
+#: A signal the ``MERGE`` just created has no ``signal_id`` yet (every stored one has it), so
+#: ``fresh`` says whether this transaction created it: then it has no edges, and its ``EMITS``
+#: and ``HAS_PROVENANCE`` edges are made with ``CREATE`` (no search of the tenant's edges); a
+#: signal that existed got its ``EMITS`` edge in the transaction that created it, and only its
+#: ``HAS_PROVENANCE`` edges are merged (a replay, or a second provenance). Sound only if a key
+#: occurs once per statement, which :func:`signals_param` ensures. 43% fewer db hits than the
+#: per-row ``MERGE`` of :data:`SIGNALS_ROWS_QUERY` (DEVELOPERS.md).
 SIGNALS_QUERY = """
+UNWIND $tenants AS tenant
+MERGE (t:Tenant {tenant_id: tenant.tenant_id})
+WITH t, tenant
+UNWIND tenant.signals AS row
+WITH t, row.signal AS sig, row.provenances AS provenances
+MERGE (s:Signal {key: sig.key})
+WITH t, s, sig, provenances, s.signal_id IS NULL AS fresh
+FOREACH (_ IN CASE WHEN fresh THEN [1] ELSE [] END |
+  SET s.signal_id = sig.signal_id, s.tenant_id = t.tenant_id, s.type = sig.type,
+      s.value = sig.value, s.weight = sig.weight, s.source = sig.source, s.ts = sig.ts,
+      s.ts_iso = sig.ts_iso
+  CREATE (t)-[:EMITS]->(s))
+WITH s, provenances, fresh
+UNWIND provenances AS prov
+MERGE (p:Provenance {provenance_id: prov.provenance_id})
+ON CREATE SET p += prov
+FOREACH (_ IN CASE WHEN fresh THEN [1] ELSE [] END | CREATE (s)-[:HAS_PROVENANCE]->(p))
+FOREACH (_ IN CASE WHEN fresh THEN [] ELSE [1] END | MERGE (s)-[:HAS_PROVENANCE]->(p))
+"""
+
+#: The same effect row by row (``$rows`` of :func:`signal_row`), every node and edge a ``MERGE``:
+#: for FalkorDB (``stores.graph_compat``), whose request cap splits a ``rows`` list.
+SIGNALS_ROWS_QUERY = """
 UNWIND $rows AS row
 MERGE (t:Tenant {tenant_id: row.tenant_id})
 MERGE (s:Signal {key: row.key})
@@ -168,6 +201,26 @@ def signal_row(item: Tagged) -> dict[str, Any]:
             "residency": tags.residency,
         },
     }
+
+
+def signals_param(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``$tenants`` of :data:`SIGNALS_QUERY` for ``rows`` of :func:`signal_row`:
+    ``[{tenant_id, signals: [{signal, provenances: [provenance, ...]}]}]``, each key once (with
+    the properties of its first row, as ``ON CREATE`` keeps them) and each of its distinct
+    provenances once, in the order first seen. The rows' maps are shared, not copied."""
+    by_key: dict[str, dict[str, Any]] = {}
+    tenants: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        held = by_key.get(row["key"])
+        if held is None:
+            held = by_key[row["key"]] = {
+                "signal": row["signal"],
+                "provenances": [row["provenance"]],
+            }
+            tenants.setdefault(row["tenant_id"], []).append(held)
+        elif all(p["provenance_id"] != row["provenance_id"] for p in held["provenances"]):
+            held["provenances"].append(row["provenance"])
+    return [{"tenant_id": tenant, "signals": signals} for tenant, signals in tenants.items()]
 
 
 def score_row(change: ScoreChange) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from sinks.graph import (
     storable,
     transient,
 )
+from sinks.graph_model import SIGNALS_ROWS_QUERY, signal_row
 from sinks.serving import serve
 from tests.integration.conftest import bolt_driver, read_topic
 from tests.ports import free_port
@@ -202,6 +203,63 @@ def test_signals_land_once_however_often_they_are_written(writer: GraphWriter, p
     writer.write(overlapping)
     assert writer.counts(prefix) == _expected(90, 3)
     assert writer.counts()["Signal"] >= 90  # every tenant's
+
+
+def _graph_of(writer: GraphWriter, prefix: str) -> list[tuple[object, ...]]:
+    """Every signal of the prefix's tenants with its tenant and provenances, as stored."""
+    rows = writer.read(
+        "MATCH (t:Tenant)-[:EMITS]->(s:Signal) WHERE t.tenant_id STARTS WITH $prefix "
+        "OPTIONAL MATCH (s)-[:HAS_PROVENANCE]->(p:Provenance) "
+        "WITH t, s, p ORDER BY p.provenance_id "
+        "RETURN t.tenant_id AS t, properties(s) AS s, collect(properties(p)) AS p",
+        prefix=prefix,
+    )
+    return sorted((r["t"], json.dumps(r["s"], sort_keys=True), json.dumps(r["p"])) for r in rows)
+
+
+def test_the_batch_query_stores_what_merging_every_row_stores(
+    writer: GraphWriter, prefix: str, stack: Settings
+) -> None:
+    # SIGNALS_QUERY creates the edges of the signals it creates instead of merging them: the
+    # graph must be the one the row-by-row MERGEs of SIGNALS_ROWS_QUERY build, batch by batch,
+    # with a key twice in a batch (first properties win), a second provenance for a stored
+    # signal, and replays.
+    if stack.stores.graph_compat == "falkordb":
+        pytest.skip("FalkorDB is written with SIGNALS_ROWS_QUERY itself")
+    tenants = [f"{prefix}{i}" for i in range(3)]
+    first = [_signal(t, n) for t in tenants for n in range(6)]
+    again = dataclasses.replace(first[0], provenance_id="another-provenance")
+    # The key of first[8] with another value and provenance: first[8]'s value is kept.
+    changed = dataclasses.replace(_signal(tenants[1], 2, value=0.25), provenance_id="changed")
+    batches = [
+        [*first, first[2], changed, again],
+        [again, first[4], *(_signal(t, n) for t in tenants for n in range(4, 9))],
+        [dataclasses.replace(first[5], provenance_id="third-provenance"), *first[:3]],
+    ]
+    driver = bolt_driver(stack.stores)
+    graphs = []
+    try:
+        for use_writer in (False, True):
+            for batch in batches:
+                if use_writer:
+                    writer.write(batch)
+                    continue
+                rows: dict[tuple[str, str], dict[str, object]] = {}
+                for row in map(signal_row, batch):  # as the writer: the first of a pair wins
+                    rows.setdefault((row["key"], row["provenance_id"]), row)
+                with driver.session() as session:
+                    session.execute_write(
+                        lambda tx, rows=rows: tx.run(
+                            SIGNALS_ROWS_QUERY, rows=[*rows.values()]
+                        ).consume()
+                    )
+            graphs.append((_graph_of(writer, prefix), writer.counts(prefix)))
+            writer.delete_tenants(prefix)
+    finally:
+        driver.close()
+    assert graphs[0][1] == graphs[1][1]
+    assert graphs[0][0] == graphs[1][0]
+    assert graphs[1][1] == {**_expected(27, 3), "Provenance": 30, "HAS_PROVENANCE": 30}
 
 
 def test_a_signal_node_holds_the_contract(writer: GraphWriter, prefix: str) -> None:
