@@ -70,9 +70,7 @@ WITH t, row.signal AS sig, row.provenances AS provenances
 MERGE (s:Signal {key: sig.key})
 WITH t, s, sig, provenances, s.signal_id IS NULL AS fresh
 FOREACH (_ IN CASE WHEN fresh THEN [1] ELSE [] END |
-  SET s.signal_id = sig.signal_id, s.tenant_id = t.tenant_id, s.type = sig.type,
-      s.value = sig.value, s.weight = sig.weight, s.source = sig.source, s.ts = sig.ts,
-      s.ts_iso = sig.ts_iso
+  SET s += sig
   CREATE (t)-[:EMITS]->(s))
 WITH s, provenances, fresh
 UNWIND provenances AS prov
