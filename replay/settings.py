@@ -102,7 +102,7 @@ def _tables(cat: Catalog, namespace: str) -> list[Table]:
 
 def _range_records(
     tables: Iterable[Table],
-    topic: str,
+    topic: str | None,
     start: Mapping[int, int] | None,
     end: Mapping[int, int] | None,
 ) -> tuple[dict[str | None, dict[int, tuple[int, int]]], dict[str, Table]]:
@@ -140,8 +140,8 @@ def original_settings(
     """``settings`` with the deciding settings the original computed the range with, and what
     was used (see the module docstring). The original is ``namespace`` (default
     ``lake.namespace``); the range is ``[start[p], end[p])`` of ``kafka.topic`` per partition
-    (``None``: every commit). ``sections``: only these sections decide (a derivation of
-    ``scores`` needs ``score`` alone); records that agree on them are one.
+    (``None``: every commit, of any topic). ``sections``: only these sections decide (a
+    derivation of ``scores`` needs ``score`` alone); records that agree on them are one.
 
     :class:`~core.output_settings.ReplaySettingsError` when the range spans records
     (``REPLAY_SETTINGS_CHANGED``), a recorded file differs (``REPLAY_INPUT_CHANGED``) or the
@@ -150,7 +150,9 @@ def original_settings(
         msg = f"settings must be one of {', '.join(SETTINGS_USES)}, not {use!r}"
         raise ValueError(msg)
     tables = _tables(cat, namespace or settings.lake.namespace)
-    found, holder = _range_records(tables, settings.kafka.topic, start, end)
+    everything = start is None or end is None
+    topic = None if everything else settings.kafka.topic
+    found, holder = _range_records(tables, topic, start, end)
     records = {sha: read_settings(holder[sha], sha) for sha in found if sha is not None}
     own = own_record(settings)
     if use == "current":

@@ -76,9 +76,10 @@ class CommitSettings:
         return False
 
 
-def settings_history(table: Table, topic: str) -> Iterator[CommitSettings]:
-    """Every commit of ``table``'s current lineage that appended rows of ``topic``, oldest
-    first. (The digest's groups do not name the topic: the flow's tables hold one.)"""
+def settings_history(table: Table, topic: str | None = None) -> Iterator[CommitSettings]:
+    """Every commit of ``table``'s current lineage that appended rows of ``topic`` (``None``:
+    of any), oldest first. (The digest's groups do not name the topic: the flow's tables hold
+    one.)"""
     snapshots = list(ancestors_of(table.current_snapshot(), table.metadata))
     previous: Ledger = {}
     for snapshot in reversed(snapshots):  # ancestors come newest first
@@ -89,7 +90,7 @@ def settings_history(table: Table, topic: str) -> Iterator[CommitSettings]:
         raised = [
             (partition, previous.get((t, partition, lane), -1) + 1, mark)
             for (t, partition, lane), mark in sorted(lanes.items())
-            if t == topic and mark > previous.get((t, partition, lane), -1)
+            if topic in (None, t) and mark > previous.get((t, partition, lane), -1)
         ]
         # A delta holds the lanes it raised; the older format the whole ledger.
         if delta:
