@@ -51,7 +51,7 @@ from core.settings import Settings
 from flows.coherence import land
 from operators.score import score
 from replay.run import Progress, run_with_progress
-from replay.settings import SettingsUsed, original_settings
+from replay.settings import SettingsUsed, original_settings, own_record
 from sinks.lake_tables import SCORES, SIGNALS
 
 __all__ = ["DeriveReport", "derive_scores", "signals_source"]
@@ -257,7 +257,9 @@ def derive_scores(
     tagged = op.input("signals", flow, source)
     by_tenant = op.key_on("by_tenant", tagged, lambda item: item.signal.tenant_id)
     changes = score("score", by_tenant, target.score)
-    land("lake_scores", op.key_rm("scores_values", changes), SCORES, target)
+    # Its commits name the settings they were computed with, as a run's do.
+    record = own_record(target)
+    land("lake_scores", op.key_rm("scores_values", changes), SCORES, target, record=record)
 
     def measure(seconds: float) -> Progress:
         rows = read()

@@ -47,7 +47,7 @@ from core.settings import Settings
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS
 from sinks.settings_record import read_settings, settings_history
 
-__all__ = ["SETTINGS_USES", "SettingsUsed", "original_settings"]
+__all__ = ["SETTINGS_USES", "SettingsUsed", "original_settings", "own_record"]
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from core.catalog import catalog
 from core.settings import Settings
 from igflow.producer import produce
 from igflow.workload import WorkloadSpec
+from sinks.lake_tables import SCORES
+from sinks.settings_record import read_settings, settings_history
 from tests.integration.conftest import finish, igflow, json_lines, produce_workload, recent
 
 pytestmark = pytest.mark.integration
@@ -36,6 +40,13 @@ def _offsets(offsets: dict[int, int]) -> str:
 def _report(out: str) -> dict[str, object]:
     report: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     return report
+
+
+def _rows(settings: Settings, namespace: str, name: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = (
+        catalog(settings).load_table(f"{namespace}.{name}").scan().to_arrow().to_pylist()
+    )
+    return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=repr))
 
 
 def _verify(settings: Settings, scratch: str) -> tuple[int, str]:
@@ -109,6 +120,14 @@ def test_a_replay_in_a_default_environment_reproduces_a_run_with_other_settings(
     assert isinstance(used, dict)
     assert used["source"] == "original"
     assert "score.tick_seconds: 1.0 recorded, 0.1 here" in used["differences"]
+    assert _rows(it_settings, derived, SCORES.name) == _rows(it_settings, original, SCORES.name)
+    # Its own commits name what they computed with.
+    table = catalog(it_settings).load_table(f"{derived}.{SCORES.name}")
+    shas = {commit.sha256 for commit in settings_history(table)}
+    assert len(shas) == 1
+    sha = shas.pop()
+    assert sha is not None
+    assert read_settings(table, sha).values["score"]["tick_seconds"] == 1.0
 
 
 def test_a_range_across_a_change_of_settings_is_refused_and_each_part_replays(
