@@ -187,11 +187,17 @@ def original_settings(
         )
         raise ReplaySettingsError(SettingsReason.REPLAY_SETTINGS_CHANGED, msg)
     if not records:
+        why = (
+            "the original holds no row of this range"
+            if not found
+            else "the original's commits of this range record no settings (landed before "
+            "settings were recorded)"
+        )
         log.warning(
-            "the original's commits of this range record no settings (landed before settings "
-            "were recorded): replaying with this environment's settings; for a byte-identical "
-            "replay they must be the original's (a range landed with 1 s score ticks needs "
-            "IGFLOW_SCORE_TICK_SECONDS=1)"
+            "%s: replaying with this environment's settings; for a byte-identical replay they "
+            "must be the original's (a range landed with 1 s score ticks needs "
+            "IGFLOW_SCORE_TICK_SECONDS=1)",
+            why,
         )
         return settings, SettingsUsed("unrecorded")
     sha, record = sorted(records.items())[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 
 import hypothesis.strategies as st
@@ -159,7 +160,7 @@ def test_a_replay_applies_the_record_of_its_range(
 
 
 def test_a_range_across_a_change_of_settings_is_refused(
-    catalog: Catalog, lake_settings: Settings
+    catalog: Catalog, lake_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     _land(catalog, None, [_item(0, o) for o in range(5)])  # landed before records existed
     first = own_record(lake_settings.with_changes("score", tick_seconds=1.0))
@@ -176,8 +177,15 @@ def test_a_range_across_a_change_of_settings_is_refused(
     applied, used = original_settings(lake_settings, catalog, {0: 5}, {0: 10})
     assert applied.score.tick_seconds == 1.0
     assert used.records == (first.sha256,)
-    applied, used = original_settings(lake_settings, catalog, {0: 0}, {0: 5})
-    assert (applied, used.source) == (lake_settings, "unrecorded")
+    with caplog.at_level(logging.WARNING, logger="replay.settings"):
+        applied, used = original_settings(lake_settings, catalog, {0: 0}, {0: 5})
+        assert (applied, used.source) == (lake_settings, "unrecorded")
+        assert "landed before settings were recorded" in caplog.text
+        caplog.clear()
+        # A range the original holds no row of: nothing recorded, nothing to reproduce.
+        _applied, used = original_settings(lake_settings, catalog, {0: 100}, {0: 200})
+        assert used.source == "unrecorded"
+        assert "the original holds no row of this range" in caplog.text
     # A partition named only in `start` reads to the end: it spans every record.
     with pytest.raises(ReplaySettingsError, match="REPLAY_SETTINGS_CHANGED"):
         original_settings(lake_settings, catalog, {0: 5}, {})
