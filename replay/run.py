@@ -18,8 +18,8 @@ the same rows out. A replay is a bounded, in-process run of :func:`flows.coheren
   flow's own namespace, so that the data files come out byte-identical (``commits="own"``:
   batch afresh, as a run would);
 - the deciding settings the original's commits of the range were computed with, not its own
-  environment's (:mod:`replay.settings`: refused across a change of them; ``settings="current"``
-  is the operator's override, reported);
+  environment's (:mod:`replay.settings`: refused across a change of them;
+  ``settings_from="current"`` is the operator's override, reported);
 - no recovery store and no metrics server; one process, or a Bytewax cluster (``cluster``: each
   process runs this with its ``-i``; the scratch checks run in every process before it joins,
   and nothing is created until all have joined).
