@@ -46,6 +46,7 @@ from core import logs, tracing
 from core.collector import tune_for_flow
 from core.contracts import signal_contracts
 from core.errors import ConfigError, missing_dependency
+from core.output_settings import OutputSettings, file_sha256, output_settings
 from core.records import Decoded, ScoreChange, Tagged
 from core.residency import ResidencyHolds, served_residency
 from core.schemas import RegistrySchemas
@@ -143,12 +144,15 @@ def land(
     bootstrap: Brokers | None = None,
     sealer: Sealer | None = None,
     seal: StateSeal | None = None,
+    record: OutputSettings | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
     ``bootstrap``, bind the ledger to the input topics' ids there; with ``sealer``, seal the
     table's sensitive columns (:mod:`core.sealing`); with ``seal``, the records batched but not
-    yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`).
+    yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`);
+    with ``record``, each commit names the deciding settings its rows were computed with
+    (:mod:`sinks.settings_record`).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
@@ -177,6 +181,7 @@ def land(
         group=group,
         bootstrap=bootstrap,
         sealer=sealer,
+        settings=record,
     )
     op.output(flow_id, batches, sink)
 
@@ -246,8 +251,13 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     redaction = edges.redaction or RedactionPolicy.load(settings.policies_dir)
     mac = edges.mac or tenant_mac(functools.partial(tenant_keys, settings))
     baseline = edges.baseline
+    baseline_sha = ""
     if baseline is None and settings.drift.baseline_file:
         baseline = load_baseline(settings.drift.baseline_file, settings.drift.bins)
+        baseline_sha = file_sha256(settings.drift.baseline_file)
+    # What every lake commit names: the settings and files its rows are computed with, so a
+    # replay computes with them too (core/output_settings.py).
+    record = output_settings(settings, policy.version, baseline_sha)
     drift_settings = settings.drift
     if settings.run.bounded:
         # A bounded run decides open batches at the end of its input; an idle flush on the wall
@@ -353,8 +363,18 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         group,
         ids,
         seal=seal,
+        record=record,
     )
-    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
+    land(
+        "lake_scores",
+        score_values,
+        SCORES,
+        settings,
+        plans.get(SCORES.name),
+        group,
+        ids,
+        record=record,
+    )
     _serve(settings.stores, dead_letters, signal_values, score_values, seal)
     land(
         "lake_deconfliction",
@@ -364,6 +384,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         plans.get(DECONFLICTION.name),
         sealer=sealer,
         seal=seal,
+        record=record,
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
@@ -376,6 +397,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         ids,
         sealer,
         seal,
+        record,
     )
     return flow
 

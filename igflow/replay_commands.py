@@ -9,6 +9,9 @@ partition from its log start to its high watermark at the start). The serving st
 ``--lake-only``. ``--commits original`` (the default) commits each lake table like the flow
 namespace's commits, so the data files come out byte-identical; ``own`` batches afresh. ``-w`` runs
 more workers, ``-i/-a`` one process of a cluster (start every process, as for ``igflow run``).
+``--settings original`` (the default) computes with the deciding settings the original's commits
+of the range recorded (refused across a change of them, or when a recorded file differs);
+``current`` with this environment's, reporting how they differ (:mod:`replay.settings`).
 Progress goes to standard error (a bar on a terminal, else a JSON line every ~2 s); the report is
 one JSON object on standard output (each process its own).
 
@@ -104,6 +107,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         commits=args.commits,
         cluster=Cluster(args.process_id, addresses),
         interval=0.25 if tty else 2.0,
+        settings_from=args.settings_from,
     )
     if tty:
         sys.stderr.write("\n")
@@ -115,6 +119,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         "seconds": round(report.seconds, 3),
         "stores": report.stores,
         "planned_commits": report.planned,
+        "settings": report.settings.as_dict(),
     }
     if args.process_id is not None:
         out["process"] = args.process_id
@@ -144,6 +149,7 @@ def _derive(args: argparse.Namespace, settings: Settings) -> int:
         args.into,
         tty_progress() if tty else json_progress(),
         interval=0.25 if tty else 2.0,
+        settings_from=args.settings_from,
     )
     if tty:
         sys.stderr.write("\n")
@@ -154,6 +160,7 @@ def _derive(args: argparse.Namespace, settings: Settings) -> int:
         "tenants": report.tenants,
         "rows": report.rows,
         "seconds": round(report.seconds, 3),
+        "settings": report.settings.as_dict(),
     }
     print(json.dumps(out))
     return 0
@@ -197,6 +204,14 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
         choices=("original", "own"),
         default="original",
         help="original: commit like lake.namespace's commits (byte-identical files); own: afresh",
+    )
+    p.add_argument(
+        "--settings",
+        dest="settings_from",
+        choices=("original", "current"),
+        default="original",
+        help="original: compute with the settings the original's commits recorded; "
+        "current: with this environment's (reported)",
     )
     p.add_argument("-w", "--workers", type=int, help="worker threads per process")
     p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")

@@ -51,6 +51,7 @@ from core.settings import Settings
 from flows.coherence import land
 from operators.score import score
 from replay.run import Progress, run_with_progress
+from replay.settings import SettingsUsed, original_settings, own_record
 from sinks.lake_tables import SCORES, SIGNALS
 
 __all__ = ["DeriveReport", "derive_scores", "signals_source"]
@@ -69,6 +70,8 @@ class DeriveReport:
     tenants: int
     rows: int
     seconds: float
+    #: Which score settings it computed with (:mod:`replay.settings`).
+    settings: SettingsUsed = dataclasses.field(default_factory=lambda: SettingsUsed("unrecorded"))
 
 
 def _tagged(row: dict[str, Any]) -> Tagged:
@@ -222,18 +225,25 @@ def derive_scores(
     progress: Callable[[Progress], None] | None = None,
     *,
     interval: float = 0.25,
+    settings_from: str = "original",
 ) -> DeriveReport:
     """Re-derive ``scores`` from ``source_namespace.signals`` into namespace ``into``; blocks.
 
-    Uses ``settings.score`` (the window and thresholds must be the original run's for the rows
-    to match) and the lake settings for the catalog and batching. ``progress`` is called every
-    ``interval`` seconds while the flow runs and once at the end (``offsets`` counts rows read,
-    ``total`` the rows of the snapshot). :class:`ConfigError` when ``into`` is ``source_namespace``
-    or the flow's namespace, already has tables, or the source has no ``signals`` table.
+    Uses the score settings the source's commits recorded (``settings_from="original"``; refused
+    when they differ between its commits), or ``settings.score`` (``current``, or a source
+    landed before settings were recorded: then the window, thresholds and tick must be the
+    original run's for the rows to match); the lake settings for the catalog and batching.
+    ``progress`` is called every ``interval`` seconds while the flow runs and once at the end
+    (``offsets`` counts rows read, ``total`` the rows of the snapshot). :class:`ConfigError`
+    when ``into`` is ``source_namespace`` or the flow's namespace, already has tables, or the
+    source has no ``signals`` table.
     """
 
     cat = catalog(settings)
     _check_target(settings, cat, source_namespace, into)
+    settings, used = original_settings(
+        settings, cat, use=settings_from, namespace=source_namespace, sections=("score",)
+    )
     target = (
         settings.with_changes("lake", namespace=into)
         .with_changes("stores", sinks="")
@@ -247,7 +257,9 @@ def derive_scores(
     tagged = op.input("signals", flow, source)
     by_tenant = op.key_on("by_tenant", tagged, lambda item: item.signal.tenant_id)
     changes = score("score", by_tenant, target.score)
-    land("lake_scores", op.key_rm("scores_values", changes), SCORES, target)
+    # Its commits name the settings they were computed with, as a run's do.
+    record = own_record(target)
+    land("lake_scores", op.key_rm("scores_values", changes), SCORES, target, record=record)
 
     def measure(seconds: float) -> Progress:
         rows = read()
@@ -261,4 +273,5 @@ def derive_scores(
         len(source.list_parts()),
         last.rows,
         last.seconds,
+        used,
     )

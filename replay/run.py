@@ -17,6 +17,9 @@ the same rows out. A replay is a bounded, in-process run of :func:`flows.coheren
 - each lake table committed like the original's commits (:mod:`sinks.lake_plan`), read from the
   flow's own namespace, so that the data files come out byte-identical (``commits="own"``:
   batch afresh, as a run would);
+- the deciding settings the original's commits of the range were computed with, not its own
+  environment's (:mod:`replay.settings`: refused across a change of them;
+  ``settings_from="current"`` is the operator's override, reported);
 - no recovery store and no metrics server; one process, or a Bytewax cluster (``cluster``: each
   process runs this with its ``-i``; the scratch checks run in every process before it joins,
   and nothing is created until all have joined).
@@ -55,6 +58,7 @@ from core.settings import KafkaSettings, Settings
 from flows.coherence import build
 from flows.held import held_positions
 from replay.scratch import check_scratch, scratch_names, scratch_stores
+from replay.settings import SettingsUsed, original_settings
 from sinks.lake_plan import load_plans
 from sinks.lake_tables import DECONFLICTION, QUARANTINE
 from sources.kafka import KafkaTopicSource
@@ -254,6 +258,8 @@ class ReplayReport:
     stores: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Per lake table, the original commits it was batched like (absent: batched afresh).
     planned: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Which deciding settings it computed with (:mod:`replay.settings`).
+    settings: SettingsUsed = dataclasses.field(default_factory=lambda: SettingsUsed("unrecorded"))
 
 
 class _Tally:
@@ -399,6 +405,7 @@ def replay(
     commits: str = "original",
     cluster: Cluster | None = None,
     interval: float = 0.25,
+    settings_from: str = "original",
 ) -> ReplayReport:
     """Run the flow over ``[start, end)`` per partition into namespace ``into``; blocks until done.
 
@@ -406,20 +413,27 @@ def replay(
     end present at start; one named only in ``end`` starts at offset 0. The serving stores that
     ``stores.sinks`` enables are written under scratch names (:func:`scratch_stores`) unless
     ``lake_only``. ``commits``: ``original`` batches each lake table like the commits of the
-    flow's namespace (``lake.namespace``), ``own`` as a run would. ``progress`` is called every
+    flow's namespace (``lake.namespace``), ``own`` as a run would. ``settings_from``:
+    ``original`` computes with the deciding settings recorded by the original's commits of the
+    range, ``current`` with ``settings`` (:mod:`replay.settings`). ``progress`` is called every
     ``interval`` seconds from a helper thread while the flow runs, and once at the end.
     Raises :class:`ConfigError` for the flow's own namespace, a namespace that has tables, or
-    scratch stores that hold data.
+    scratch stores that hold data; :class:`~core.output_settings.ReplaySettingsError` (one) when
+    the range cannot be replayed with the original's settings.
     """
     cluster = cluster or Cluster()
     if commits not in ("original", "own"):
         msg = f"commits must be 'original' or 'own', not {commits!r}"
         raise ConfigError(msg)
+    if settings_from not in ("original", "current"):
+        msg = f"settings_from must be 'original' or 'current', not {settings_from!r}"
+        raise ConfigError(msg)
+    cat = catalog(settings)  # one catalog for the settings, the checks, the plans and the sealing
+    settings, used = original_settings(settings, cat, start, end, use=settings_from)
     if lake_only or not settings.stores.enabled:
         scratch = settings.with_changes("stores", sinks="")
     else:
         scratch = scratch_stores(settings, into)
-    cat = catalog(settings)  # one catalog for the checks, the plans and the sealing
     check_scratch(settings, into, scratch.stores, cat)
     plans = (
         load_plans(cat, settings.lake.namespace, settings.kafka.topic)
@@ -458,7 +472,9 @@ def replay(
     # The original's holds, by position, whatever the switches say now; and its sealing,
     # whatever seal.enabled says now (a lake landed before sealing was on replays unsealed).
     holds = held_positions(settings)
-    sealed = original_sealing(settings, cat) if commits == "original" else None
+    # (With a settings record, seal.enabled is the record's already.)
+    recorded = used.source == "original"
+    sealed = original_sealing(settings, cat) if commits == "original" and not recorded else None
     if sealed is not None and sealed != scratch.seal.enabled:
         log.info("replaying with seal.enabled=%s, as the original landed", sealed)
         scratch = scratch.with_changes("seal", enabled=sealed)
@@ -487,6 +503,7 @@ def replay(
         last.seconds,
         scratch_names(scratch.stores),
         {name: len(plan) for name, plan in plans.items()},
+        used,
     )
 
 

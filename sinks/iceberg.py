@@ -10,7 +10,8 @@ what landed; the replayed items are dropped here, so each record lands once.
 
 Each append also stores ``igflow.digest``: an order-independent digest of the rows it appended
 per (tenant, partition), so ``igflow verify --from-history`` can check history without a scan
-(:mod:`core.digest`).
+(:mod:`core.digest`); and ``igflow.settings``, the hash of the settings its rows were computed
+with, so a replay computes with them (:mod:`sinks.settings_record`).
 
 Lanes: a high-water mark is only sound if the items of one ledger key reach the sink in offset
 order. The keyed stages (drift, dedupe, score) keep the order of each *tenant's* records but
@@ -50,6 +51,7 @@ from core import metrics, tracing
 from core.catalog import parse_config_once
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
+from core.output_settings import OutputSettings
 from core.retry import RetriesExhausted, RetryPolicy, retrying
 from core.tls import Brokers
 from sinks import lake_write
@@ -77,6 +79,7 @@ from sinks.ledger_format import (
     spill,
     write_checkpoint,
 )
+from sinks.settings_record import SETTINGS_KEY, write_settings
 from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
 from tenancy.sealing import Sealer
 
@@ -200,13 +203,19 @@ class IcebergAppender(Generic[T]):
         content: ContentCheck | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
         sealer: Sealer | None = None,
+        settings: OutputSettings | None = None,
     ) -> None:
         """``topic_ids``: bind the ledger to the input topics' identities
         (:mod:`sinks.topic_identity`); ``content``: to the records at its marks
         (:mod:`sinks.ledger_content`); ``None`` leaves them unchecked (replays, tests).
         ``checkpoint_every``: commits between ledger checkpoints (:mod:`sinks.ledger_format`).
         ``sealer``: seal the table's sensitive columns (:mod:`core.sealing`); the key store
-        unavailable fails the append (nothing sensitive lands in the clear)."""
+        unavailable fails the append (nothing sensitive lands in the clear). ``settings``: the
+        deciding settings the rows were computed with, named in every commit
+        (:mod:`sinks.settings_record`; ``None``: none, as in tests of the lake alone)."""
+        self._settings = settings
+        #: The record's SHA-256 once its file is written (once per appender).
+        self._settings_sha: str | None = None
         self._sealer = sealer
         self._checkpoint_every = max(1, checkpoint_every)
         #: The ledger at the last snapshot this appender read or wrote: a re-read walks back to
@@ -289,6 +298,10 @@ class IcebergAppender(Generic[T]):
         spill(self._table, properties, DIGEST_KEY, digest)
         if ids:
             properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
+        if self._settings is not None:
+            if self._settings_sha is None:
+                self._settings_sha = write_settings(self._table, self._settings)
+            properties[SETTINGS_KEY] = self._settings_sha
         if self._content is not None:
             properties[MARKS_KEY] = dump_marks(merge_marks(marks, chosen.landed))
         depth = state.depth + 1
@@ -400,11 +413,14 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         group: GroupTarget | None = None,
         bootstrap: Brokers | None = None,
         sealer: Sealer | None = None,
+        settings: OutputSettings | None = None,
     ) -> None:
         """``group``: commit that consumer group's offsets after each append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
-        (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns."""
+        (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
+        deciding settings, named in every commit (:mod:`sinks.settings_record`)."""
+        self._settings = settings
         self._sealer = sealer
         self._group = group
         self._bootstrap = bootstrap
@@ -430,6 +446,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
             topic_ids=topic_ids,
             content=content,
             sealer=self._sealer,
+            settings=self._settings,
         )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)

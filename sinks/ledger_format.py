@@ -64,11 +64,13 @@ __all__ = [
     "dump_ledger",
     "has_value",
     "parse_ledger",
+    "read_file",
     "read_ledger",
     "snapshot_ledger",
     "spill",
     "summary_value",
     "write_checkpoint",
+    "write_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def _properties(snapshot: Snapshot) -> Mapping[str, Any]:
     return snapshot.summary.additional_properties if snapshot.summary is not None else {}
 
 
-def _write_file(table: Table, kind: str, data: bytes) -> tuple[str, str]:
+def write_file(table: Table, kind: str, data: bytes) -> tuple[str, str]:
     """``data`` in a file of the table's metadata folder named by its hash: (path, sha256)."""
     sha = hashlib.sha256(data).hexdigest()
     path = f"{table.metadata.location.rstrip('/')}/metadata/igflow-{kind}-{sha}.json"
@@ -139,7 +141,7 @@ def _write_file(table: Table, kind: str, data: bytes) -> tuple[str, str]:
     return path, sha
 
 
-def _read_file(table: Table, path: str, sha: str) -> bytes | None:
+def read_file(table: Table, path: str, sha: str) -> bytes | None:
     """The file's bytes, or ``None`` (logged) if it is gone or does not match its hash."""
     try:
         with table.io.new_input(path).open() as stream:
@@ -161,7 +163,7 @@ def spill(table: Table, properties: dict[str, str], key: str, value: str) -> boo
         properties[key] = value
         return False
     kind = key.removeprefix("igflow.").replace(".", "-")
-    path, sha = _write_file(table, kind, data)
+    path, sha = write_file(table, kind, data)
     pointer = {"bytes": len(data), "path": path, "sha256": sha}
     properties[key + FILE_SUFFIX] = json.dumps(pointer, separators=(",", ":"), sort_keys=True)
     return True
@@ -182,7 +184,7 @@ def summary_value(table: Table, props: Mapping[str, Any], key: str) -> str | Non
     if raw is None:
         return None
     pointer = json.loads(raw)
-    data = _read_file(table, str(pointer["path"]), str(pointer["sha256"]))
+    data = read_file(table, str(pointer["path"]), str(pointer["sha256"]))
     if data is None:
         msg = (
             f"{table.name()}: the file {pointer['path']} holding a snapshot's {key} is gone or "
@@ -208,7 +210,7 @@ def snapshot_ledger(table: Table, snapshot: Snapshot) -> tuple[Ledger, bool] | N
 def write_checkpoint(table: Table, entries: Mapping[tuple[str, int, str], int]) -> str:
     """Write ``entries`` to a file in the table's metadata folder; the :data:`CHECKPOINT_KEY`
     value that points at it."""
-    path, sha = _write_file(table, "ledger", dump_ledger(entries).encode())
+    path, sha = write_file(table, "ledger", dump_ledger(entries).encode())
     return json.dumps(
         {"lanes": len(entries), "path": path, "sha256": sha}, separators=(",", ":"), sort_keys=True
     )
@@ -216,7 +218,7 @@ def write_checkpoint(table: Table, entries: Mapping[tuple[str, int, str], int]) 
 
 def _read_checkpoint(table: Table, raw: str) -> Ledger | None:
     pointer = json.loads(raw)
-    data = _read_file(table, str(pointer["path"]), str(pointer["sha256"]))
+    data = read_file(table, str(pointer["path"]), str(pointer["sha256"]))
     if data is None:
         log.warning("ledger checkpoint %s unusable: reading further back", pointer["path"])
         return None
