@@ -264,4 +264,8 @@ def storable(item: Tagged | ScoreChange) -> bool:
     has no way to express one; refused on Neo4j too, so both stores hold the same)."""
     # One search of the joined strings: half the cost of one search per string (0.36 against
     # 0.66 µs an item), and a NUL is in the join exactly when it is in one of them.
-    return "\x00" not in "".join(_stored_strings(item))
+    strings = _stored_strings(item)
+    try:
+        return "\x00" not in "".join(strings)
+    except TypeError:  # a value that is not a string: the server refuses it, not this check
+        return not any("\x00" in text for text in strings)
