@@ -13,8 +13,9 @@ one store is paused for 10 s.
    stores. The stores are written under scratch names (a replay's: Redis key prefix, graph label
    prefix, Postgres schema), so every run starts empty and no guard skips a write; they are
    dropped at the end. Printed: each store's rate in the flow's events (records / seconds) and
-   its server's CPU seconds, the flows' events/s and CPU seconds, how long the worker waited on
-   each store's full queue, and issue 15's ratio: the flow with every store over the slowest
+   its server's CPU seconds, the flows' events/s and CPU seconds (and per record: the whole
+   process's, and each store's writer thread's), how long the worker waited on each store's
+   full queue, and issue 15's ratio: the flow with every store over the slowest
    store alone (target >= 0.8x).
 2. The same flow as ``igflow run`` in a child process, all stores on, with Redis SIGSTOPped for
    ``--pause`` seconds once a fifth of the signals has landed: the child's RSS sampled every
@@ -33,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -133,6 +135,41 @@ def _in_process(settings: Settings) -> float:
     start = time.perf_counter()
     cli_main(build(settings, Edges()), workers_per_process=1, epoch_interval=timedelta(seconds=1))
     return time.perf_counter() - start
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class _StoreThreads:
+    """CPU seconds of each store's writer thread (``igflow-store-<name>``) while it lives, read
+    from ``/proc/self/task/<tid>/stat`` every 0.1 s (a thread's last 0.1 s may be missed: it
+    ends with its flow)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _StoreThreads:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            for thread in threading.enumerate():
+                if not thread.name.startswith("igflow-store-"):
+                    continue
+                try:
+                    stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+                except OSError:  # ended meanwhile
+                    continue
+                fields = stat[stat.rindex(")") + 2 :].split()
+                name = thread.name.removeprefix("igflow-store-")
+                self.cpu[name] = (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -294,7 +331,8 @@ def _throughput(
         cpu = _cpu()
         blocked = _blocked()
         servers = store_mix.server_cpu()
-        seconds = _in_process(scoped)
+        with _StoreThreads() as writers:
+            seconds = _in_process(scoped)
         servers = {k: v - servers[k] for k, v in store_mix.server_cpu().items() if k in servers}
         flows.append(
             {
@@ -302,6 +340,7 @@ def _throughput(
                 "seconds": seconds,
                 "cpu_seconds": _cpu() - cpu,
                 "worker_blocked_s": {k: v - blocked.get(k, 0.0) for k, v in _blocked().items()},
+                "writer_cpu_us_per_record": {k: v / total * 1e6 for k, v in writers.cpu.items()},
                 "server_cpu_s": servers,
                 "events_per_s": total / seconds,
                 "landed": _landed(scoped),
@@ -332,6 +371,14 @@ def _throughput(
         )
     blocked_s = ", ".join(f"{k} {v:.1f} s" for k, v in flows[1]["worker_blocked_s"].items())
     print(f"the worker waited on full store queues (all stores): {blocked_s or 'never'}")
+    cpu_us = flows[1]["cpu_seconds"] / total * 1e6
+    writers_us = ", ".join(
+        f"{k} {v:.1f}" for k, v in sorted(flows[1]["writer_cpu_us_per_record"].items())
+    )
+    print(
+        f"the flow's CPU per record: lake only {flows[0]['cpu_seconds'] / total * 1e6:.1f} µs,"
+        f" all stores {cpu_us:.1f} µs, of which the stores' writer threads: {writers_us} µs"
+    )
     servers_s = ", ".join(f"{k} {v:.2f}" for k, v in flows[1]["server_cpu_s"].items())
     print(f"the stores' servers' CPU seconds during that run: {servers_s}")
     ratio = None

@@ -49,7 +49,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import redis
@@ -179,8 +179,39 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-#: One compact encoder for every value (``json.dumps`` with options builds a new one per call).
-_json = json.JSONEncoder(separators=(",", ":")).encode
+#: The reference: ``json.dumps`` with compact separators (what :func:`_json` writes, exactly).
+_reference_json = json.JSONEncoder(separators=(",", ":")).encode
+
+#: The C encoder ``JSONEncoder.encode`` builds on every call (with its float closure and
+#: circular-reference dict), built once: half the cost of a call (3.3 against 6.5 µs for a
+#: signal's event, measured on the loaded machine). No circular check: the values are fresh
+#: dicts and lists of strings and numbers. ``tests/unit/test_redis_batch.py`` checks it against
+#: :data:`_reference_json`.
+_make_encoder: Callable[..., Callable[[object, int], list[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+_encode = (
+    None
+    if _make_encoder is None
+    else _make_encoder(
+        None,  # markers: no circular check
+        json.JSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,  # indent
+        ":",
+        ",",
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan, as json.dumps
+    )
+)
+
+
+def _json(value: object) -> str:
+    """``value`` as compact JSON, as :data:`_reference_json` writes it."""
+    if _encode is None:  # no C accelerator (not CPython's): the encoder's own path
+        return _reference_json(value)
+    return "".join(_encode(value, 0))
 
 
 class _Batch:
@@ -193,6 +224,8 @@ class _Batch:
         self.keys: dict[str, int] = {}
         self.ops: list[list[str]] = []
         self._retention_ms: dict[str, str] = {}
+        #: Per tenant: its stream's and marks' key indexes and its channel (named once a batch).
+        self._signal_keys: dict[str, tuple[str, str, str]] = {}
 
     def _key(self, name: str) -> str:
         index = self.keys.setdefault(name, len(self.keys) + 1)  # Lua indexes from 1
@@ -253,15 +286,23 @@ class _Batch:
             "source": s.source,
             "ts": ts,
         }
+        keys = self._signal_keys.get(s.tenant_id)
+        if keys is None:  # the first of its signals in the batch: the same indexes as before
+            keys = self._signal_keys[s.tenant_id] = (
+                self._key(signals_key(s.tenant_id, prefix=self._prefix)),
+                self._key(applied_key(s.tenant_id, prefix=self._prefix)),
+                events_channel(s.tenant_id, prefix=self._prefix),
+            )
+        stream, marks, channel = keys
         self.ops.append(
             [
                 "g",
-                self._key(signals_key(s.tenant_id, prefix=self._prefix)),
-                self._key(applied_key(s.tenant_id, prefix=self._prefix)),
+                stream,
+                marks,
                 f"{p.topic}/{p.kafka_partition}",
                 str(p.kafka_offset),
                 ttl_ms,
-                events_channel(s.tenant_id, prefix=self._prefix),
+                channel,
                 _json(event),
                 *("signal_id", s.signal_id),
                 *("type", s.type),

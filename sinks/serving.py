@@ -67,8 +67,16 @@ def serve(step_id: str, up: Stream[T], sink: ServingSink[T], seal: StateSeal | N
     """Write ``up`` (score changes or tagged signals) to ``sink``, keyed by tenant; with
     ``seal``, the partitions' snapshots (the items not yet acknowledged) are sealed per tenant
     (:class:`SealedSink`)."""
-    keyed = op.key_on(f"{step_id}_by_tenant", up, tenant_of)  # type: ignore[arg-type]
+    # A batch at a time: Bytewax's op.key_on calls a Python shim per item (as
+    # operators/batching.key_on, which this layer may not import); stateless, so no snapshot
+    # names it.
+    keyed = op.flat_map_batch(f"{step_id}_by_tenant", up, _keyed)
     op.output(step_id, keyed, SealedSink(sink, seal))
+
+
+def _keyed(batch: list[Any]) -> list[tuple[str, Any]]:
+    """``(tenant, item)`` for each item of a batch, in order."""
+    return [(tenant_of(item), item) for item in batch]
 
 
 class SealedSink(FixedPartitionedSink[T, Any]):
