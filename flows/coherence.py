@@ -43,6 +43,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from core import logs, tracing
+from core.catalog import CatalogOnce
 from core.collector import tune_for_flow
 from core.contracts import signal_contracts
 from core.errors import ConfigError, missing_dependency
@@ -143,12 +144,14 @@ def land(
     bootstrap: Brokers | None = None,
     sealer: Sealer | None = None,
     seal: StateSeal | None = None,
+    catalog: CatalogOnce | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
     ``bootstrap``, bind the ledger to the input topics' ids there; with ``sealer``, seal the
     table's sensitive columns (:mod:`core.sealing`); with ``seal``, the records batched but not
-    yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`).
+    yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`);
+    ``catalog``: the flow's catalog, shared by its tables (absent: the table's own).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
@@ -177,6 +180,7 @@ def land(
         group=group,
         bootstrap=bootstrap,
         sealer=sealer,
+        catalog=catalog,
     )
     op.output(flow_id, batches, sink)
 
@@ -279,9 +283,11 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # Kill switches (igflow switch): records of a switched-off source or tenant are held; the
     # real source stops reading while this flow is switched off.
     board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
+    # One catalog for the held positions and every lake table on every worker of the process.
+    lake = CatalogOnce.of(settings)
     holds = edges.holds
     if holds is None:  # a position held once stays held (flows/held.py), then the switches
-        gates: list[Holds] = [held_positions(settings), SwitchHolds(board)]
+        gates: list[Holds] = [held_positions(settings, lake), SwitchHolds(board)]
         if served is not None or registry is not None:
             gates.append(ResidencyHolds(served, policy, registry))
         holds = FirstHolds(*gates)
@@ -353,8 +359,18 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         group,
         ids,
         seal=seal,
+        catalog=lake,
     )
-    land("lake_scores", score_values, SCORES, settings, plans.get(SCORES.name), group, ids)
+    land(
+        "lake_scores",
+        score_values,
+        SCORES,
+        settings,
+        plans.get(SCORES.name),
+        group,
+        ids,
+        catalog=lake,
+    )
     _serve(settings.stores, dead_letters, signal_values, score_values, seal)
     land(
         "lake_deconfliction",
@@ -364,6 +380,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         plans.get(DECONFLICTION.name),
         sealer=sealer,
         seal=seal,
+        catalog=lake,
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
@@ -376,6 +393,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         ids,
         sealer,
         seal,
+        catalog=lake,
     )
     return flow
 
