@@ -10,10 +10,11 @@ has read a record, as before, so a snapshot taken then resumes from the beginnin
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
@@ -94,8 +95,27 @@ def test_a_log_start_moved_after_the_query_reads_what_the_beginning_holds(
     assert _drain(part) == list(range(6, 10))
 
 
+def _led(settings: Settings) -> None:
+    """Wait until the new topic's partition 0 has a leader that answers ListOffsets (a topic
+    created a moment ago answers NOT_LEADER_FOR_PARTITION first; producing waits for it)."""
+    consumer = Consumer({**_config(settings), "group.id": "igflow-test"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                consumer.get_watermark_offsets(TopicPartition(settings.kafka.topic, 0), timeout=5)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        consumer.close()
+
+
 def test_an_empty_partition_is_done_at_once(stack: Settings, scratch: Scratch) -> None:
     settings = tagged_topics(stack, scratch)
+    _led(settings)
     part = _Partition(
         _config(settings), settings.kafka.topic, 0, OFFSET_BEGINNING, bounded=True, batch_size=100
     )
