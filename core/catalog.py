@@ -21,7 +21,7 @@ from pyiceberg.utils.config import PYICEBERG_HOME, PYICEBERG_YML, Config
 
 from core.settings import Settings
 
-__all__ = ["catalog", "parse_config_once"]
+__all__ = ["CatalogOnce", "catalog", "parse_config_once"]
 
 
 def catalog(settings: Settings) -> Catalog:
@@ -30,6 +30,38 @@ def catalog(settings: Settings) -> Catalog:
     if settings.warehouse.startswith("file://"):
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     return load_catalog(settings.lake.catalog_name, **settings.catalog_properties)
+
+
+class CatalogOnce:
+    """A catalog opened on the first :meth:`get` and shared by every later one (thread-safe).
+
+    Pickling keeps the name and the properties only: an unpickled copy opens its own."""
+
+    def __init__(self, name: str, properties: dict[str, str], warehouse: str | None = None) -> None:
+        self.name = name
+        self.properties = dict(properties)
+        self._warehouse = warehouse
+        self._lock = threading.Lock()
+        self._catalog: Catalog | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> CatalogOnce:
+        """The catalog :func:`catalog` opens for ``settings``, opened once."""
+        return cls(settings.lake.catalog_name, settings.catalog_properties, settings.warehouse)
+
+    def get(self) -> Catalog:
+        """The catalog, opened now if nobody has yet."""
+        with self._lock:
+            if self._catalog is None:
+                parse_config_once()
+                if self._warehouse and self._warehouse.startswith("file://"):
+                    folder = Path(self._warehouse.removeprefix("file://"))
+                    folder.mkdir(parents=True, exist_ok=True)
+                self._catalog = load_catalog(self.name, **self.properties)
+            return self._catalog
+
+    def __reduce__(self) -> tuple[type[CatalogOnce], tuple[str, dict[str, str], str | None]]:
+        return (CatalogOnce, (self.name, self.properties, self._warehouse))
 
 
 _Stamp = tuple[str, int, int, int] | None

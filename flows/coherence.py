@@ -43,6 +43,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from core import logs, tracing
+from core.catalog import CatalogOnce
 from core.collector import tune_for_flow
 from core.contracts import signal_contracts
 from core.errors import ConfigError, missing_dependency
@@ -145,6 +146,7 @@ def land(
     sealer: Sealer | None = None,
     seal: StateSeal | None = None,
     record: OutputSettings | None = None,
+    catalog: CatalogOnce | None = None,
 ) -> None:
     """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
@@ -152,7 +154,8 @@ def land(
     table's sensitive columns (:mod:`core.sealing`); with ``seal``, the records batched but not
     yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`);
     with ``record``, each commit names the deciding settings its rows were computed with
-    (:mod:`sinks.settings_record`).
+    (:mod:`sinks.settings_record`); ``catalog``: the flow's catalog, shared by its tables
+    (absent: the table's own).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
@@ -182,6 +185,7 @@ def land(
         bootstrap=bootstrap,
         sealer=sealer,
         settings=record,
+        catalog=catalog,
     )
     op.output(flow_id, batches, sink)
 
@@ -289,9 +293,11 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # Kill switches (igflow switch): records of a switched-off source or tenant are held; the
     # real source stops reading while this flow is switched off.
     board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
+    # One catalog for the held positions and every lake table on every worker of the process.
+    lake = CatalogOnce.of(settings)
     holds = edges.holds
     if holds is None:  # a position held once stays held (flows/held.py), then the switches
-        gates: list[Holds] = [held_positions(settings), SwitchHolds(board)]
+        gates: list[Holds] = [held_positions(settings, lake), SwitchHolds(board)]
         if served is not None or registry is not None:
             gates.append(ResidencyHolds(served, policy, registry))
         holds = FirstHolds(*gates)
@@ -364,6 +370,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         ids,
         seal=seal,
         record=record,
+        catalog=lake,
     )
     land(
         "lake_scores",
@@ -374,6 +381,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         group,
         ids,
         record=record,
+        catalog=lake,
     )
     _serve(settings.stores, dead_letters, signal_values, score_values, seal)
     land(
@@ -385,6 +393,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         sealer=sealer,
         seal=seal,
         record=record,
+        catalog=lake,
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
@@ -398,6 +407,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         sealer,
         seal,
         record,
+        catalog=lake,
     )
     return flow
 

@@ -14,7 +14,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import In, Reference
 from pyiceberg.expressions.literals import literal
 
-from core.catalog import catalog
+from core.catalog import CatalogOnce
 from core.reasons import ReasonCode
 from core.settings import Settings
 from core.switches import HELD_REASONS, ReplayedHolds
@@ -26,10 +26,12 @@ __all__ = ["HELD", "held_positions"]
 HELD = frozenset({*HELD_REASONS.values(), ReasonCode.RESIDENCY_BLOCKED})
 
 
-def held_positions(settings: Settings) -> ReplayedHolds:
-    """The held rows of ``settings.lake.namespace``'s quarantine table (none without one)."""
+def held_positions(settings: Settings, lake: CatalogOnce | None = None) -> ReplayedHolds:
+    """The held rows of ``settings.lake.namespace``'s quarantine table (none without one);
+    ``lake``: the flow's catalog, opened here if nobody has yet (absent: one of its own)."""
+    lake = lake or CatalogOnce.of(settings)
     try:
-        table = catalog(settings).load_table((settings.lake.namespace, QUARANTINE.name))
+        table = lake.get().load_table((settings.lake.namespace, QUARANTINE.name))
     except NoSuchTableError:
         return ReplayedHolds({})
     rows = table.scan(

@@ -37,6 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -260,6 +261,9 @@ def read_marks(bootstrap: Brokers, marks_topic: str, timeout_s: float = 60.0) ->
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            # Assigned at the low watermarks read below, not OFFSET_BEGINNING (which librdkafka
+            # resolves ~0.5 s later); a start deleted meanwhile resets to the earliest offset.
+            "auto.offset.reset": "earliest",
         }
     )
     marks: dict[MarkKey, int] = {}
@@ -275,14 +279,15 @@ def read_marks(bootstrap: Brokers, marks_topic: str, timeout_s: float = 60.0) ->
                 msg = f"DLQ marks topic {marks_topic}: {metadata.error} (run igflow setup)"
                 raise SinkError(msg)
             time.sleep(0.2)
-        remaining = set()
+        starts: dict[int, int] = {}
         for p in metadata.partitions:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(marks_topic, p), timeout=timeout_s
             )
             if high > low:
-                remaining.add(p)
-        consumer.assign([TopicPartition(marks_topic, p, OFFSET_BEGINNING) for p in remaining])
+                starts[p] = low if low >= 0 else OFFSET_BEGINNING
+        remaining = set(starts)
+        consumer.assign([TopicPartition(marks_topic, p, o) for p, o in starts.items()])
         while remaining:
             if time.monotonic() > deadline:
                 msg = f"DLQ marks topic {marks_topic}: not read to its end in {timeout_s} s"
@@ -440,8 +445,7 @@ def marks_topic_spec(dlq_topic: str, replication_factor: int) -> NewTopic:
     )
 
 
-def _ensure_marks_topic(bootstrap: Brokers, dlq_topic: str, replication_factor: int) -> None:
-    admin = AdminClient(kafka_connection(bootstrap))
+def _ensure_marks_topic(admin: AdminClient, dlq_topic: str, replication_factor: int) -> None:
     spec = marks_topic_spec(dlq_topic, replication_factor)
     if spec.topic in admin.list_topics(timeout=30).topics:
         return
@@ -453,10 +457,9 @@ def _ensure_marks_topic(bootstrap: Brokers, dlq_topic: str, replication_factor: 
             raise
 
 
-def _topic_max_bytes(bootstrap: Brokers, topic: str) -> int:
+def _topic_max_bytes(admin: AdminClient, topic: str) -> int:
     """The topic's ``max.message.bytes`` less what the broker counts beyond key, value and
     headers (a large number when the topic does not exist yet: the broker decides)."""
-    admin = AdminClient(kafka_connection(bootstrap))
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         entries = admin.describe_configs([resource])[resource].result(timeout=30)
@@ -490,19 +493,29 @@ class DeadLetterSink(DynamicSink[DlqMessage]):
         self._kept_in = kept_in
         self._replication_factor = replication_factor
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        _ensure_marks_topic(self._bootstrap, self._topic, self._replication_factor)
+    def _topic_checks(self) -> int:
+        """Create the marks topic if missing; the DLQ topic's largest message."""
+        admin = AdminClient(kafka_connection(self._bootstrap))
+        _ensure_marks_topic(admin, self._topic, self._replication_factor)
         # A topic that takes less than our cap (Kafka's 1 MB default on a DLQ created by hand):
         # decide by reference before producing, rather than after the broker refuses.
-        max_bytes = min(self._max_bytes, _topic_max_bytes(self._bootstrap, self._topic))
-        producer = _producer(
-            self._bootstrap,
-            self._max_bytes + _FRAMING_BYTES,
-            {"transactional.id": f"igflow-dlq.{self._topic}.{worker_index}"},
-        )
-        # Fences this worker's previous incarnation and aborts what it left open, so the marks
-        # read next are final for this worker's lanes.
-        producer.init_transactions(60.0)
+        return _topic_max_bytes(admin, self._topic)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        # The topics' checks (two admin requests) while the producer is fenced (the transaction
+        # coordinator's round trips): independent waits, 60-80 ms each at start-up. The marks
+        # are read once both are done.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlq-build") as pool:
+            checked = pool.submit(self._topic_checks)
+            producer = _producer(
+                self._bootstrap,
+                self._max_bytes + _FRAMING_BYTES,
+                {"transactional.id": f"igflow-dlq.{self._topic}.{worker_index}"},
+            )
+            # Fences this worker's previous incarnation and aborts what it left open, so the
+            # marks read next are final for this worker's lanes.
+            producer.init_transactions(60.0)
+            max_bytes = min(self._max_bytes, checked.result())
         marks = read_marks(self._bootstrap, dlq_marks_topic(self._topic))
         return _DeadLetterPartition(
             producer, self._topic, max_bytes, self._kept_in, marks, TopicIds(self._bootstrap)

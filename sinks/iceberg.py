@@ -43,12 +43,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from core import metrics, tracing
-from core.catalog import parse_config_once
+from core.catalog import CatalogOnce
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
 from core.output_settings import OutputSettings
@@ -396,9 +396,11 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
 class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     """Bytewax sink: each upstream item is ``(key, [values])``, a batch from ``op.collect``.
 
-    Every worker opens its own catalog connection; batches arriving in one ``write_batch`` call
-    are committed as one snapshot, or each as its own with ``commit_each`` (a replay's planned
-    commits, :mod:`sinks.lake_plan`).
+    The workers share the catalog given as ``catalog`` (a flow's sinks share one: see
+    :class:`~core.catalog.CatalogOnce`), or the sink opens one for all of them; each worker
+    loads its own table. Batches arriving in one ``write_batch`` call are committed as one
+    snapshot, or each as its own with ``commit_each`` (a replay's planned commits,
+    :mod:`sinks.lake_plan`).
     """
 
     def __init__(
@@ -414,27 +416,28 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         bootstrap: Brokers | None = None,
         sealer: Sealer | None = None,
         settings: OutputSettings | None = None,
+        catalog: CatalogOnce | None = None,
     ) -> None:
         """``group``: commit that consumer group's offsets after each append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
-        deciding settings, named in every commit (:mod:`sinks.settings_record`)."""
+        deciding settings, named in every commit (:mod:`sinks.settings_record`). ``catalog``:
+        the catalog to share (``catalog_name`` and ``catalog_properties`` are then its own)."""
         self._settings = settings
+        self._catalog = catalog or CatalogOnce(catalog_name, dict(catalog_properties))
         self._sealer = sealer
         self._group = group
         self._bootstrap = bootstrap
-        self._catalog_name = catalog_name
         self._commit_each = commit_each
-        self._properties = dict(catalog_properties)
         self._namespace = namespace
         self._def = table_def
         self._attempts = commit_attempts
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
-        parse_config_once()  # pyiceberg parses .pyiceberg.yaml ~4x per append otherwise
-        catalog = load_catalog(self._catalog_name, **self._properties)
-        table = ensure_table(catalog, self._namespace, self._def)
+        # Opened once for the process's workers (and it makes pyiceberg parse .pyiceberg.yaml
+        # once, not ~4x per append: core.catalog.parse_config_once).
+        table = ensure_table(self._catalog.get(), self._namespace, self._def)
         topic_ids = content = None
         if self._bootstrap is not None:
             topic_ids = TopicIds(self._bootstrap)

@@ -10,6 +10,13 @@ clock). A refresh that fails keeps the last good copy, logs a warning and is ret
 the flow. Thread-safe: the Bytewax workers of one process share an instance; while one thread
 refreshes, the others go on with the previous copy. The copy is asked for per record, so the
 path of a fresh copy takes no lock.
+
+One connection per cache, opened by the first read and kept (autocommit: each read is one
+statement): a new one per refresh cost a TLS handshake every ``refresh_seconds`` on the worker's
+thread (17.8 ms wall, 3.6 ms CPU with ``verify-full``). A read that fails on the kept connection
+(a restarted server, a terminated backend) closes it and is tried once more on a new one; a
+read that fails on a new one fails as above. The connection is closed when the cache is
+collected or the interpreter exits (:func:`weakref.finalize`), or by :meth:`CachedTable.close`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -47,8 +55,30 @@ def explain(exc: psycopg.Error, table: str) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+class _Link:
+    """The cache's one connection: ``None`` until the first read, and after a failure."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        #: Connections opened, for tests and the start-up's count.
+        self.opened = 0
+
+    def open(self) -> psycopg.Connection[tuple[Any, ...]]:
+        self.close()
+        self.conn = connect(self.dsn, autocommit=True)
+        self.opened += 1
+        return self.conn
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+
 class CachedTable(Generic[T]):
-    """``load(dsn)``'s result, cached for ``refresh_seconds`` (see the module's docstring).
+    """``load(connection)``'s result, cached for ``refresh_seconds`` (see the module's
+    docstring).
 
     ``what`` names the cache in errors and warnings ("tenant registry"); ``table`` is the table
     whose absence the error explains.
@@ -58,7 +88,7 @@ class CachedTable(Generic[T]):
         self,
         what: str,
         table: str,
-        load: Callable[[str], T],
+        load: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
         dsn: str,
         refresh_seconds: float,
     ) -> None:
@@ -70,11 +100,23 @@ class CachedTable(Generic[T]):
         self._copy: T | None = None
         self._due = 0.0
         self._lock = threading.Lock()
+        self._link = _Link(dsn)
+        self._closer = weakref.finalize(self, self._link.close)
 
     @property
     def due(self) -> bool:
         """Whether the next :meth:`current` may read Postgres (no copy yet, or an old one)."""
         return self._copy is None or time.monotonic() >= self._due
+
+    @property
+    def connections_opened(self) -> int:
+        """How many connections this cache has opened so far."""
+        return self._link.opened
+
+    def close(self) -> None:
+        """Close the kept connection (the next read opens a new one)."""
+        with self._lock:
+            self._link.close()
 
     def current(self) -> T:
         """The cached copy, loaded or refreshed first when it is due."""
@@ -91,12 +133,31 @@ class CachedTable(Generic[T]):
                 self._lock.release()
         return copy
 
+    def _read(self) -> T:
+        """``load`` on the kept connection; once more on a new one if that one fails. Called
+        under the lock."""
+        link = self._link
+        conn = link.conn
+        if conn is None or conn.closed:
+            conn = link.open()
+        else:
+            try:
+                return self._load(conn)
+            except psycopg.Error as exc:
+                log.info("%s: the kept connection failed (%s), reconnecting", self._what, exc)
+                conn = link.open()
+        try:
+            return self._load(conn)
+        except psycopg.Error:
+            link.close()
+            raise
+
     def _first_load(self) -> T:
         with self._lock:  # every thread waits for the first copy
             copy = self._copy
             if copy is None:
                 try:
-                    copy = self._load(self._dsn)
+                    copy = self._read()
                 except psycopg.Error as exc:
                     msg = f"{self._what} unavailable: {explain(exc, self._table)}"
                     raise ConfigError(msg) from exc
@@ -105,7 +166,7 @@ class CachedTable(Generic[T]):
 
     def _refresh(self, last: T) -> T:
         try:
-            copy = self._load(self._dsn)
+            copy = self._read()
         except psycopg.Error as exc:
             self._due = time.monotonic() + self._refresh_seconds
             log.warning(

@@ -70,9 +70,8 @@ def _entry(row: tuple[Any, ...]) -> TenantEntry:
     return TenantEntry(tenant_id, bool(active), None if sources is None else frozenset(sources))
 
 
-def _load(dsn: str) -> dict[str, TenantEntry]:
-    with _connect(dsn) as conn:
-        rows = conn.execute("SELECT tenant_id, active, sources FROM tenants").fetchall()
+def _load(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, TenantEntry]:
+    rows = conn.execute("SELECT tenant_id, active, sources FROM tenants").fetchall()
     return {row[0]: _entry(row) for row in rows}
 
 
@@ -110,7 +109,8 @@ def upsert_tenant(
 def list_tenants(dsn: str) -> list[TenantEntry]:
     """Every registered tenant, by id."""
     try:
-        return sorted(_load(dsn).values(), key=lambda e: e.tenant_id)
+        with _connect(dsn) as conn:
+            return sorted(_load(conn).values(), key=lambda e: e.tenant_id)
     except psycopg.Error as exc:
         raise _unavailable(exc) from exc
 

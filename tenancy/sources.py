@@ -227,12 +227,11 @@ def remove_source(
     return _write(dsn, name, "remove", change, actor=actor, note=note, grace_seconds=grace_seconds)
 
 
-def _load(dsn: str) -> StaticSources:
-    with _connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT id, action, actor, note, at, effective_from, "
-            f"{_COLUMNS} FROM source_revisions ORDER BY id"
-        ).fetchall()
+def _load(conn: psycopg.Connection[tuple[Any, ...]]) -> StaticSources:
+    rows = conn.execute(
+        "SELECT id, action, actor, note, at, effective_from, "
+        f"{_COLUMNS} FROM source_revisions ORDER BY id"
+    ).fetchall()
     history: dict[str, list[Revision]] = {}
     for r in rows:
         rev = _revision(r)

@@ -109,9 +109,8 @@ def _unavailable(exc: psycopg.Error) -> ConfigError:
     return ConfigError(msg)
 
 
-def _load_off(dsn: str) -> frozenset[tuple[SwitchKind, str]]:
-    with _connect(dsn) as conn:
-        rows = conn.execute("SELECT kind, name FROM switches WHERE NOT enabled").fetchall()
+def _load_off(conn: psycopg.Connection[tuple[Any, ...]]) -> frozenset[tuple[SwitchKind, str]]:
+    rows = conn.execute("SELECT kind, name FROM switches WHERE NOT enabled").fetchall()
     return frozenset((SwitchKind(kind), name) for kind, name in rows)
 
 

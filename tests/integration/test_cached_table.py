@@ -1,0 +1,159 @@
+"""The Postgres caches' one kept connection (``tenancy/cached_table.py``), on the real server.
+
+Each cache (the switch board here; the tenant and source registries share the code) opens one
+connection on its first read and keeps it for every refresh. A backend terminated under it
+(``pg_terminate_backend``: what a restarted server does to every client) costs the next refresh
+one reconnect, not a stale copy; and the connection is closed when the cache goes away or the
+interpreter exits, without a ``ResourceWarning``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from core.migrations import apply
+from core.settings import Settings
+from core.switches import SwitchKind
+from igflow.workload import seed_demo_tenants
+from tenancy.registry import PostgresTenants
+from tenancy.switches import PostgresSwitches, set_switch
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _in_schema(dsn: str, schema: str) -> str:
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def dsn(stack: Settings) -> Iterator[str]:
+    """A DSN whose tables (migrations applied, demo tenants seeded) live in a fresh schema."""
+    base = stack.stores.postgres_dsn
+    schema = f"it_cached_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    scoped = _in_schema(base, schema)
+    try:
+        apply(scoped)
+        seed_demo_tenants(scoped, 3)
+        yield scoped
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _backend_pid(board: PostgresSwitches) -> int:
+    conn = board._table._link.conn
+    assert conn is not None and not conn.closed
+    return conn.info.backend_pid
+
+
+def _alive(dsn: str, pid: int, timeout: float = 5.0) -> bool:
+    """Whether backend ``pid`` is still connected after up to ``timeout`` s of waiting for it
+    to go (a closed client's backend leaves pg_stat_activity a moment later)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            count = row.fetchone()
+            if count is not None and count[0] == 0:
+                return False
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.05)
+
+
+def test_refreshes_share_one_connection_and_see_every_change(dsn: str) -> None:
+    board = PostgresSwitches(dsn, refresh_seconds=0.0)  # every read is a refresh
+    assert not board.is_off(SwitchKind.SOURCE, "feed-a")
+    pid = _backend_pid(board)
+    for enabled in (False, True, False):
+        set_switch(dsn, "source", "feed-a", enabled=enabled, actor="test")
+        # autocommit: no transaction left open between reads, so each one sees the change
+        assert board.is_off(SwitchKind.SOURCE, "feed-a") is (not enabled)
+    assert board._table.connections_opened == 1
+    assert _backend_pid(board) == pid
+
+
+def test_a_terminated_backend_costs_one_reconnect_not_a_stale_copy(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    board = PostgresSwitches(dsn, refresh_seconds=0.0)
+    tenants = PostgresTenants(dsn, refresh_seconds=0.0)
+    assert not board.is_off(SwitchKind.TENANT, "tenant-01")
+    assert tenants.get("tenant-01") is not None
+    victims = [_backend_pid(board), tenants._table._link.conn.info.backend_pid]  # type: ignore[union-attr]
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        for pid in victims:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for pid in victims:
+        assert not _alive(dsn, pid)
+    set_switch(dsn, "tenant", "tenant-01", enabled=False, actor="test")
+    with caplog.at_level("WARNING", logger="tenancy.cached_table"):
+        assert board.is_off(SwitchKind.TENANT, "tenant-01")  # the new state, read on a new one
+        assert tenants.get("tenant-01") is not None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    assert board._table.connections_opened == 2
+    assert tenants._table.connections_opened == 2
+    assert _backend_pid(board) not in victims
+
+
+def test_a_refresh_that_cannot_reconnect_keeps_the_copy_and_recovers(dsn: str) -> None:
+    board = PostgresSwitches(dsn, refresh_seconds=0.0)
+    set_switch(dsn, "source", "feed-b", enabled=False, actor="test")
+    assert board.is_off(SwitchKind.SOURCE, "feed-b")
+    # The kept connection gone and the database unreachable: the last copy stays.
+    link = board._table._link
+    link.dsn = "postgresql://igflow:igflow@127.0.0.1:1/igflow?connect_timeout=1"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (_backend_pid(board),))
+    assert board.is_off(SwitchKind.SOURCE, "feed-b")
+    assert link.conn is None  # nothing half-open kept
+    link.dsn = dsn  # reachable again: the next refresh reconnects
+    set_switch(dsn, "source", "feed-b", enabled=True, actor="test")
+    assert not board.is_off(SwitchKind.SOURCE, "feed-b")
+
+
+def test_the_connection_is_closed_when_the_cache_goes(dsn: str) -> None:
+    board = PostgresSwitches(dsn, refresh_seconds=0.0)
+    board.off()
+    pid = _backend_pid(board)
+    del board
+    gc.collect()
+    assert not _alive(dsn, pid)
+
+
+def test_no_resource_warning_or_open_connection_at_exit(dsn: str) -> None:
+    script = (
+        "import sys\n"
+        "from core.switches import SwitchKind\n"
+        "from tenancy.switches import PostgresSwitches\n"
+        "board = PostgresSwitches(sys.argv[1], refresh_seconds=0.0)\n"
+        "board.is_off(SwitchKind.SOURCE, 'x'); board.is_off(SwitchKind.SOURCE, 'x')\n"
+        "print(board._table._link.conn.info.backend_pid)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "always::ResourceWarning", "-c", script, dsn],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "ResourceWarning" not in done.stderr, done.stderr
+    assert not _alive(dsn, int(done.stdout.strip()))
