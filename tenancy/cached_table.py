@@ -43,9 +43,24 @@ CONNECT_TIMEOUT_S = 5
 T = TypeVar("T")
 
 
-def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
-    """A connection to ``dsn`` that gives up after :data:`CONNECT_TIMEOUT_S`."""
-    return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit)
+#: A kept connection's bound on a peer that stops answering (libpq's TCP keepalives and
+#: ``tcp_user_timeout``, seconds).
+KEPT_TIMEOUT_S = 5
+_KEPT: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": KEPT_TIMEOUT_S,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": KEPT_TIMEOUT_S * 1000,
+}
+
+
+def connect(
+    dsn: str, *, autocommit: bool = False, **params: Any
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection to ``dsn`` that gives up after :data:`CONNECT_TIMEOUT_S`; ``params``: more
+    libpq connection parameters."""
+    return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit, **params)
 
 
 def explain(exc: psycopg.Error, table: str) -> str:
@@ -66,7 +81,10 @@ class _Link:
 
     def open(self) -> psycopg.Connection[tuple[Any, ...]]:
         self.close()
-        self.conn = connect(self.dsn, autocommit=True)
+        # Kept for long: a server that stops answering (a network partition: data sent and not
+        # acknowledged, or a silent peer) fails the read after about KEPT_TIMEOUT_S instead of
+        # the kernel's ~15 min of retransmissions, and the last copy is kept as for any failure.
+        self.conn = connect(self.dsn, autocommit=True, **_KEPT)
         self.opened += 1
         return self.conn
 

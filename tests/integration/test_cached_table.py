@@ -26,6 +26,7 @@ from core.migrations import apply
 from core.settings import Settings
 from core.switches import SwitchKind
 from igflow.workload import seed_demo_tenants
+from tenancy.cached_table import KEPT_TIMEOUT_S
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches, set_switch
 
@@ -87,6 +88,19 @@ def test_refreshes_share_one_connection_and_see_every_change(dsn: str) -> None:
         assert board.is_off(SwitchKind.SOURCE, "feed-a") is (not enabled)
     assert board._table.connections_opened == 1
     assert _backend_pid(board) == pid
+
+
+def test_the_kept_connection_gives_up_on_a_silent_peer(dsn: str) -> None:
+    # A partitioned server: libpq's keepalives and TCP user timeout end a read on a connection
+    # kept for hours after seconds, not the kernel's ~15 min of retransmissions.
+    board = PostgresSwitches(dsn, refresh_seconds=0.0)
+    assert not board.is_off(SwitchKind.SOURCE, "feed-a")
+    conn = board._table._link.conn
+    assert conn is not None
+    params = conn.info.get_parameters()
+    assert params["tcp_user_timeout"] == str(KEPT_TIMEOUT_S * 1000)
+    assert params["keepalives"] == "1"
+    assert int(params["keepalives_idle"]) <= KEPT_TIMEOUT_S
 
 
 def test_a_terminated_backend_costs_one_reconnect_not_a_stale_copy(
