@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,16 +23,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from neo4j import Driver, GraphDatabase, TrustCustomCAs
+from psycopg import sql
 
 from core.catalog import catalog
+from core.migrations import apply
 from core.settings import Settings, StoreSettings
 from igflow.admin import create_topics, setup
 from igflow.dlq_reader import open_dead_letter, read_to_end
 from igflow.lake_reader import open_sealed
 from igflow.producer import ProduceReport, produce
-from igflow.workload import WorkloadSpec, generate, recent_start
+from igflow.workload import WorkloadSpec, generate, recent_start, seed_demo_tenants
 from sinks.lake_tables import QUARANTINE, SIGNALS
 from tenancy.sealing import sealer_of
 from tests.conftest import SIGNAL_V1
@@ -315,3 +319,36 @@ def paused(service: str, seconds: float) -> Iterator[None]:
         for p in sorted(stopped):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGCONT)
+
+
+def cluster_addresses(n: int) -> str:
+    """``n`` free loopback addresses for a Bytewax cluster's ``-a`` (``host:port;...``)."""
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ";".join(f"127.0.0.1:{p}" for p in ports)
+
+
+def in_schema(dsn: str, schema: str) -> str:
+    """``dsn`` with ``schema`` first on its ``search_path``."""
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
+
+
+@contextlib.contextmanager
+def fresh_schema(base: str, prefix: str, tenants: int) -> Iterator[str]:
+    """A DSN whose tables (migrations applied, ``tenants`` demo tenants seeded) live in a new
+    schema named ``<prefix>_<random>``, dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    scoped = in_schema(base, schema)
+    try:
+        apply(scoped)
+        seed_demo_tenants(scoped, tenants)
+        yield scoped
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

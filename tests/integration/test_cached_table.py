@@ -14,47 +14,29 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from core.migrations import apply
 from core.settings import Settings
 from core.switches import SwitchKind
-from igflow.workload import seed_demo_tenants
 from tenancy.cached_table import KEPT_TIMEOUT_S
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches, set_switch
+from tests.integration.conftest import fresh_schema
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _in_schema(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
-
-
 @pytest.fixture
 def dsn(stack: Settings) -> Iterator[str]:
     """A DSN whose tables (migrations applied, demo tenants seeded) live in a fresh schema."""
-    base = stack.stores.postgres_dsn
-    schema = f"it_cached_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    scoped = _in_schema(base, schema)
-    try:
-        apply(scoped)
-        seed_demo_tenants(scoped, 3)
+    with fresh_schema(stack.stores.postgres_dsn, "it_cached", 3) as scoped:
         yield scoped
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def _backend_pid(board: PostgresSwitches) -> int:

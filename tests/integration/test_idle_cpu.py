@@ -13,7 +13,6 @@ more with 2. The bound, 0.2, leaves the healthy flow 3x room on a loaded machine
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from core.settings import Settings
 from igflow.workload import WorkloadSpec
-from tests.integration.conftest import igflow, kill, lake_count, produce_workload
+from tests.integration.conftest import cluster_addresses, igflow, kill, lake_count, produce_workload
 
 #: CPU seconds per wall second, per process.
 _BOUND = 0.2
@@ -30,15 +29,6 @@ _BOUND = 0.2
 _WINDOW_S = 3.0
 _SETTLE_S = 120.0
 _QUIET = {"IGFLOW_RUN_LOG_LEVEL": "WARNING"}
-
-
-def _addresses(n: int) -> str:
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ";".join(f"127.0.0.1:{p}" for p in ports)
 
 
 def _cpu_s(pid: int) -> float:
@@ -74,7 +64,7 @@ def _windows(procs: list[subprocess.Popen[bytes]]) -> list[list[float]]:
 
 @pytest.mark.parametrize(("workers", "processes"), [(1, 1), (2, 1), (1, 2)], ids=["w1", "w2", "p2"])
 def test_an_idle_tail_flow_sleeps(it_settings: Settings, workers: int, processes: int) -> None:
-    addresses = _addresses(processes)
+    addresses = cluster_addresses(processes)
     cluster = (lambda i: ("-i", str(i), "-a", addresses)) if processes > 1 else lambda _i: ()
     # Warnings only: a full log pipe would block the flow, and a blocked flow looks idle.
     procs = [

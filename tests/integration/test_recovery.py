@@ -3,7 +3,6 @@ exactly once — with one process, and with a cluster of two processes (``-i/-a`
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import (
+    cluster_addresses,
     finish_all,
     igflow,
     kill,
@@ -30,15 +30,6 @@ def _slow(settings: Settings) -> Settings:
     return settings.with_changes("kafka", batch_size=50).with_changes(
         "lake", batch_max_rows=200, batch_max_seconds=0.2
     )
-
-
-def _addresses(n: int) -> str:
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ";".join(f"127.0.0.1:{p}" for p in ports)
 
 
 def _start(
@@ -61,7 +52,7 @@ def test_sigkill_mid_stream_then_resume_lands_each_record_once(
     settings = _slow(it_settings)
     produce_workload(settings, SPEC)
     recovery = tmp_path / "recovery"
-    addresses = _addresses(processes)
+    addresses = cluster_addresses(processes)
 
     procs = _start(settings, recovery, processes, addresses)
     deadline = time.monotonic() + 120

@@ -11,26 +11,22 @@ and whether the original's commits were made by 1 process or 2.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from core.settings import Settings
 from igflow.workload import WorkloadSpec
-from tests.integration.conftest import finish, igflow, json_lines, produce_workload
+from tests.integration.conftest import (
+    cluster_addresses,
+    finish,
+    igflow,
+    json_lines,
+    produce_workload,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SPEC = WorkloadSpec(tenants=4, count=400, duplicates=0.05, invalid=0.02, bad=3, seed=11)
-
-
-def _addresses(n: int) -> str:
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ";".join(f"127.0.0.1:{p}" for p in ports)
 
 
 def _verify(settings: Settings, namespace: str, against: str, *extra: str) -> str:
@@ -86,7 +82,7 @@ def test_replay_and_a_two_process_cluster_land_the_digests_of_one_process(
 
     # The same offsets, replayed by 2 processes (-i/-a).
     replayed_p2 = f"{original}_replay_p2"
-    addresses = _addresses(2)
+    addresses = cluster_addresses(2)
     procs = [
         igflow(
             settings,
@@ -103,7 +99,7 @@ def test_replay_and_a_two_process_cluster_land_the_digests_of_one_process(
     # The same topic, landed by a cluster of 2 processes (-i/-a) into its own namespace.
     cluster = f"{original}_p2"
     on_cluster = settings.with_changes("lake", namespace=cluster)
-    addresses = _addresses(2)
+    addresses = cluster_addresses(2)
     procs = [igflow(on_cluster, "run", "-i", str(i), "-a", addresses) for i in range(2)]
     for proc in procs:
         finish(proc)

@@ -15,24 +15,22 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from api.jwt_keys import mint_token
 from core.catalog import catalog
 from core.errors import ConfigError
-from core.migrations import apply
 from core.settings import Settings
 from core.switches import SwitchKind
 from igflow.switch_release import release_held
-from igflow.workload import WorkloadSpec, seed_demo_tenants
+from igflow.workload import WorkloadSpec
 from tenancy.registry import upsert_tenant
 from tenancy.switches import PostgresSwitches, audit_log, list_switches, set_switch
 from tests.integration.api_server import serve, subscribe
 from tests.integration.conftest import (
     expected_valid,
     finish,
+    fresh_schema,
     igflow,
     json_lines,
     lake_count,
@@ -45,26 +43,11 @@ from tests.integration.test_pipeline import _v1_id
 pytestmark = pytest.mark.integration
 
 
-def _in_schema(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
-
-
 @pytest.fixture
 def dsn(stack: Settings) -> Iterator[str]:
     """A DSN whose tables (migrations applied, demo tenants seeded) live in a fresh schema."""
-    base = stack.stores.postgres_dsn
-    schema = f"it_switch_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    scoped = _in_schema(base, schema)
-    try:
-        apply(scoped)
-        seed_demo_tenants(scoped, 10)
+    with fresh_schema(stack.stores.postgres_dsn, "it_switch", 10) as scoped:
         yield scoped
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_changes_are_audited_and_seen_within_refresh_seconds(dsn: str) -> None:
