@@ -26,38 +26,47 @@ __all__ = ["CatalogOnce", "catalog", "parse_config_once"]
 
 def catalog(settings: Settings) -> Catalog:
     """The Iceberg catalog of ``settings`` (its local warehouse folder created if needed)."""
+    return _open(settings.lake.catalog_name, settings.catalog_properties, settings.warehouse)
+
+
+def _open(name: str, properties: dict[str, str], warehouse: str | None) -> Catalog:
     parse_config_once()
-    if settings.warehouse.startswith("file://"):
-        Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-    return load_catalog(settings.lake.catalog_name, **settings.catalog_properties)
+    if warehouse and warehouse.startswith("file://"):
+        Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return load_catalog(name, **properties)
 
 
 class CatalogOnce:
-    """A catalog opened on the first :meth:`get` and shared by every later one (thread-safe).
+    """A catalog opened on the first :meth:`get` and shared by every later one (thread-safe);
+    ``opened``: one already open, shared from the start.
 
     Pickling keeps the name and the properties only: an unpickled copy opens its own."""
 
-    def __init__(self, name: str, properties: dict[str, str], warehouse: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        properties: dict[str, str],
+        warehouse: str | None = None,
+        opened: Catalog | None = None,
+    ) -> None:
         self.name = name
         self.properties = dict(properties)
         self._warehouse = warehouse
         self._lock = threading.Lock()
-        self._catalog: Catalog | None = None
+        self._catalog: Catalog | None = opened
 
     @classmethod
-    def of(cls, settings: Settings) -> CatalogOnce:
-        """The catalog :func:`catalog` opens for ``settings``, opened once."""
-        return cls(settings.lake.catalog_name, settings.catalog_properties, settings.warehouse)
+    def of(cls, settings: Settings, opened: Catalog | None = None) -> CatalogOnce:
+        """The catalog :func:`catalog` opens for ``settings``, opened once (or ``opened``)."""
+        return cls(
+            settings.lake.catalog_name, settings.catalog_properties, settings.warehouse, opened
+        )
 
     def get(self) -> Catalog:
         """The catalog, opened now if nobody has yet."""
         with self._lock:
             if self._catalog is None:
-                parse_config_once()
-                if self._warehouse and self._warehouse.startswith("file://"):
-                    folder = Path(self._warehouse.removeprefix("file://"))
-                    folder.mkdir(parents=True, exist_ok=True)
-                self._catalog = load_catalog(self.name, **self.properties)
+                self._catalog = _open(self.name, self.properties, self._warehouse)
             return self._catalog
 
     def __reduce__(self) -> tuple[type[CatalogOnce], tuple[str, dict[str, str], str | None]]:

@@ -129,6 +129,9 @@ class Edges:
     #: Seals the sensitive fields at the sinks; absent: the tenant key store of the settings
     #: when ``seal.enabled``, else nothing is sealed.
     sealer: Sealer | None = None
+    #: The lake's catalog, shared by the held positions and every lake table; absent: the
+    #: settings' catalog, opened once (a replay passes the one it already has open).
+    catalog: CatalogOnce | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -294,7 +297,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     # real source stops reading while this flow is switched off.
     board = PostgresSwitches(settings.stores.postgres_dsn, settings.switches.refresh_seconds)
     # One catalog for the held positions and every lake table on every worker of the process.
-    lake = CatalogOnce.of(settings)
+    lake = edges.catalog or CatalogOnce.of(settings)
     holds = edges.holds
     if holds is None:  # a position held once stays held (flows/held.py), then the switches
         gates: list[Holds] = [held_positions(settings, lake), SwitchHolds(board)]

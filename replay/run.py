@@ -48,7 +48,7 @@ from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pyiceberg.catalog import Catalog
 
-from core.catalog import catalog
+from core.catalog import CatalogOnce, catalog
 from core.cluster import Cluster
 from core.collector import tune_for_flow
 from core.errors import ConfigError, IgflowError
@@ -471,7 +471,8 @@ def replay(
     )
     # The original's holds, by position, whatever the switches say now; and its sealing,
     # whatever seal.enabled says now (a lake landed before sealing was on replays unsealed).
-    holds = held_positions(settings)
+    lake = CatalogOnce.of(settings, opened=cat)  # the flow's tables too: one catalog in all
+    holds = held_positions(settings, lake)
     # (With a settings record, seal.enabled is the record's already.)
     recorded = used.source == "original"
     sealed = original_sealing(settings, cat) if commits == "original" and not recorded else None
@@ -485,6 +486,7 @@ def replay(
         reject_messages=False,
         plans=plans,
         holds=holds,
+        catalog=lake,
     )
 
     last = run_with_progress(

@@ -216,16 +216,15 @@ def original_settings(
     applied, missing = record.apply(settings)
     if keep is not None:
         missing = [m for m in missing if m.split(".", 1)[0] in keep]
-    values = changed
-    if values:
+    if changed:
         log.info(
             "replaying with the original's settings (record %s), not this environment's: %s",
             sha[:12],
-            "; ".join(values),
+            "; ".join(changed),
         )
     if missing:
         log.warning(
             "the original's settings record holds no %s: replaying with this environment's",
             ", ".join(missing),
         )
-    return applied, SettingsUsed("original", (sha,), tuple(values), tuple(missing))
+    return applied, SettingsUsed("original", (sha,), tuple(changed), tuple(missing))

@@ -74,3 +74,18 @@ def _walk(steps: Iterable[Any]) -> Iterator[Any]:
         yield step
         inner = getattr(step, "substeps", [])
         yield from _walk(inner.values() if isinstance(inner, dict) else inner)
+
+
+def test_a_catalog_already_open_is_shared_and_the_flow_takes_it(lake_settings: Settings) -> None:
+    # A replay has its catalog open before it builds the flow: the flow's tables share it.
+    open_one = CatalogOnce.of(lake_settings).get()
+    lake = CatalogOnce.of(lake_settings, opened=open_one)
+    assert lake.get() is open_one
+    assert pickle.loads(pickle.dumps(lake)).get() is not open_one  # a copy opens its own
+    flow = build(lake_settings, catalog=lake)
+    shared = {
+        id(step.sink._catalog)
+        for step in _walk(flow.substeps)
+        if isinstance(getattr(step, "sink", None), IcebergSink)
+    }
+    assert shared == {id(lake)}
