@@ -453,3 +453,8 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)
+
+    def land_now(self, items: list[T]) -> None:
+        """Append ``items`` now, exactly once, as a worker's partition of this sink would (a
+        retired batching step's resumed batch: :func:`operators.collect.land_resumed`)."""
+        self.build("land_now", 0, 1).write_batch([("", items)])
