@@ -192,6 +192,7 @@ def land(
         sealer=sealer,
         settings=record,
         catalog=catalog,
+        workers=settings.run.workers,
     )
     if plan is None:
         key = _lane_tenant(table.lane)

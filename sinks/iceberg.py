@@ -425,8 +425,11 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         sealer: Sealer | None = None,
         settings: OutputSettings | None = None,
         catalog: CatalogOnce | None = None,
+        workers: int = 1,
     ) -> None:
-        """``group``: commit that consumer group's offsets after each append, for monitoring
+        """``workers``: the process's workers, whose batches an append waits for
+        (:mod:`sinks.lake_group`). ``group``: commit that consumer group's offsets after each
+        append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
@@ -443,7 +446,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         self._attempts = commit_attempts
         #: The process's workers' appends, grouped (sinks.lake_group); a replay's planned
         #: commits stay one append each.
-        self._together: GroupCommit[T] | None = None if commit_each else GroupCommit()
+        self._together: GroupCommit[T] | None = None if commit_each else GroupCommit(workers)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
         # Opened once for the process's workers (and it makes pyiceberg parse .pyiceberg.yaml

@@ -86,3 +86,23 @@ def test_an_append_that_fails_fails_every_batch_it_held() -> None:
     got: list[int] = []
     together.submit([3], got.extend)
     assert got == [3]
+
+
+def test_an_append_waits_a_little_for_the_other_workers_batches() -> None:
+    together: GroupCommit[int] = GroupCommit(workers=2, linger=5.0)
+    appended: list[list[int]] = []
+    first = threading.Thread(target=together.submit, args=([1], appended.append))
+    first.start()
+    time.sleep(0.05)  # the second worker's batch comes while the first one's append waits
+    together.submit([2], appended.append)
+    first.join(10)
+    assert [sorted(rows) for rows in appended] == [[1, 2]]
+
+
+def test_an_append_waits_no_longer_than_its_linger() -> None:
+    together: GroupCommit[int] = GroupCommit(workers=2, linger=0.05)
+    appended: list[list[int]] = []
+    started = time.monotonic()
+    together.submit([1], appended.append)  # the other worker has nothing
+    assert appended == [[1]]
+    assert time.monotonic() - started < 5
