@@ -9,7 +9,9 @@
 3. The flow: ``igflow run`` (bounded) over the same topic into a fresh Iceberg namespace, with 1
    and with 2 workers; wall time includes process start-up and the catalog connection, CPU
    seconds are the flow processes' own (user + system).
-Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``.
+Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``. Each flow
+run also prints, as it ends, its CPU seconds per process and its appends per lake table (the
+snapshots of its fresh namespace) with the load average.
 
 Start-up: each flow also runs over a second topic of 10 signals (one per tenant), in the same
 round, and the table adds what the flow does past its start-up: ``(N - 10) / (wall - wall of
