@@ -9,7 +9,9 @@
 3. The flow: ``igflow run`` (bounded) over the same topic into a fresh Iceberg namespace, with 1
    and with 2 workers; wall time includes process start-up and the catalog connection, CPU
    seconds are the flow processes' own (user + system).
-Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``.
+Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``. Each flow
+run also prints, as it ends, its CPU seconds per process and its appends per lake table (the
+snapshots of its fresh namespace) with the load average.
 
 Start-up: each flow also runs over a second topic of 10 signals (one per tenant), in the same
 round, and the table adds what the flow does past its start-up: ``(N - 10) / (wall - wall of
@@ -30,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -104,7 +105,6 @@ def flow(
     )
     command = [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)]
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -112,13 +112,33 @@ def flow(
         )
         for i in range(processes)
     ]
-    if any(p.wait() != 0 for p in procs):
+    cpus = []
+    failed = False
+    for p in procs:  # each process's own CPU (os.wait4: its rusage, not all children's)
+        _pid, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        failed = failed or p.returncode != 0
+        cpus.append(usage.ru_utime + usage.ru_stime)
+    if failed:
         msg = "igflow run failed"
         raise RuntimeError(msg)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    PER_PROCESS.append(cpus)
+    return wall, sum(cpus)
+
+
+#: Each flow run's CPU seconds per process, in run order (printed beside the table).
+PER_PROCESS: list[list[float]] = []
+
+
+def appends(settings: Settings, namespace: str) -> dict[str, int]:
+    """Per lake table of ``namespace``, its snapshots: the run's appends (a run's tables are
+    new, and the flow commits nothing but appends)."""
+    lake = catalog(settings)
+    return {
+        name: len(lake.load_table((namespace, name)).snapshots())
+        for _ns, name in lake.list_tables(namespace)
+    }
 
 
 #: The flow variants: label, workers, processes.
@@ -183,6 +203,14 @@ def main() -> None:
                 namespace = f"bench_{tag}_{key}_{len(rows)}_{r}"
                 seconds, cpu = flow(settings, namespace, workers, processes, code)
                 _check_landed(settings, namespace, total)
+                counts = appends(settings, namespace)
+                per = "/".join(f"{c:.1f}" for c in PER_PROCESS[-1])
+                print(
+                    f"{label + suffix}: {seconds:.2f} s, CPU s per process {per},"
+                    f" appends {sum(counts.values())} {counts},"
+                    f" load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
                 startup = None
                 if small is not None:
                     startup, _cpu = flow(small, f"{namespace}_s", workers, processes, code)

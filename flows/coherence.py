@@ -22,9 +22,10 @@ every sink. Records held before it (rejects, drifted batches) keep their exact b
 and quarantine, to be released as they came.
 
 Everything after ``validate`` is keyed by tenant, so each tenant's records keep their order
-through the stateful steps. The lake tables batch with Bytewax's ``collect`` keyed by ledger lane
-(see :mod:`sinks.iceberg`): a stateful step, so rows batched but not yet committed are in the
-recovery snapshot and survive a crash together with the source offsets and the stages' state.
+through the stateful steps. The lake tables batch with a collect step keyed by the tenant of
+each row's ledger lane (see :mod:`sinks.iceberg`), so a row is batched on the worker that tagged
+it: a stateful step, so rows batched but not yet committed are in the recovery snapshot and
+survive a crash together with the source offsets and the stages' state.
 A replay batches like the original's commits instead (``Edges.plans``, :mod:`sinks.lake_plan`).
 """
 
@@ -58,7 +59,7 @@ from core.tls import Brokers
 from flows.held import held_positions
 from operators.batching import key_on, key_rm
 from operators.canary import drop_canaries
-from operators.collect import collect_batches
+from operators.collect import collect_batches, land_resumed
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
 from operators.drift import Baseline, drift, load_baseline
@@ -138,6 +139,21 @@ def _tenant(item: Decoded) -> str:
     return item.signal.tenant_id
 
 
+def _lane_tenant(lane_of: Callable[[T], str]) -> Callable[[T], str]:
+    """The key a lake table's rows are batched by: their lane's tenant (``""`` for none).
+
+    The tenant-keyed steps before the lake are keyed by the same string, and Bytewax routes a
+    key to the worker its hash names, so a row is batched on the worker that tagged it (the
+    lane itself, ``<stage>:<tenant>``, hashed elsewhere: about half the rows crossed workers
+    again, pickled between processes). A lane is a function of its tenant's key here (each
+    lane has one key), so its rows still reach the sink in order through one worker."""
+
+    def tenant_of(item: T) -> str:
+        return lane_of(item).partition(":")[2]
+
+    return tenant_of
+
+
 def land(
     flow_id: str,
     up: Stream[T],
@@ -151,7 +167,8 @@ def land(
     record: OutputSettings | None = None,
     catalog: CatalogOnce | None = None,
 ) -> None:
-    """Batch ``up`` per ledger lane and append it to ``table`` exactly once; with ``group``,
+    """Batch ``up`` per lane's tenant (:func:`_lane_tenant`) and append it to ``table``
+    exactly once; with ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
     ``bootstrap``, bind the ledger to the input topics' ids there; with ``sealer``, seal the
     table's sensitive columns (:mod:`core.sealing`); with ``seal``, the records batched but not
@@ -163,20 +180,6 @@ def land(
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
     """
-    if plan is None:
-        keyed = key_on(f"{flow_id}_lane", up, table.lane)
-        # Not op.collect: its timeout restarts on every item (an idle time), so a lane fed
-        # steadily committed only at batch_max_rows (operators/collect.py).
-        batches = collect_batches(
-            f"{flow_id}_batch",
-            keyed,
-            timeout=timedelta(seconds=settings.lake.batch_max_seconds),
-            max_size=settings.lake.batch_max_rows,
-            seal=seal,
-            key_of=table.lane,
-        )
-    else:
-        batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)
     sink = IcebergSink(
         settings.lake.catalog_name,
         settings.catalog_properties,
@@ -189,7 +192,27 @@ def land(
         sealer=sealer,
         settings=record,
         catalog=catalog,
+        workers=settings.run.workers,
     )
+    if plan is None:
+        key = _lane_tenant(table.lane)
+        keyed = key_on(f"{flow_id}_lane", up, key)
+        # Until session 13 the batches were keyed by the lane itself (`<stage>:<tenant>`),
+        # which hashes to another worker than the tenant: that step stays, only to land what
+        # an older recovery snapshot holds before this one starts (operators.collect).
+        retired = land_resumed(f"{flow_id}_batch", keyed, sink.land_now, seal, table.lane)
+        # Not op.collect: its timeout restarts on every item (an idle time), so a lane fed
+        # steadily committed only at batch_max_rows (operators/collect.py).
+        batches = collect_batches(
+            f"{flow_id}_tenant_batch",
+            op.merge(f"{flow_id}_after_retired", keyed, retired),
+            timeout=timedelta(seconds=settings.lake.batch_max_seconds),
+            max_size=settings.lake.batch_max_rows,
+            seal=seal,
+            key_of=key,
+        )
+    else:
+        batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)
     op.output(flow_id, batches, sink)
 
 

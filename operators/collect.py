@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
@@ -27,7 +28,7 @@ from operators.batching import stateful_batch_at
 from operators.sealed_state import sealed_builder
 from tenancy.sealed_state import StateSeal
 
-__all__ = ["CollectState", "collect_batches"]
+__all__ = ["CollectState", "collect_batches", "land_resumed"]
 
 V = TypeVar("V")
 
@@ -135,3 +136,57 @@ def collect_batches(
     # The id and the snapshot (a CollectState) of the per-item op.stateful it replaced.
     sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
     return stateful_batch_at("stateful", up, sealed)
+
+
+class _LandResumed(StatefulBatchLogic[V, V, CollectState[V]]):
+    """A key of a retired batching step: its resumed batch was landed by the builder; it is
+    dropped at its first activation (due at once), so the next snapshot discards it."""
+
+    def on_batch(self, values: list[V]) -> tuple[Iterable[V], bool]:
+        return (), StatefulBatchLogic.DISCARD  # nothing is routed here (see land_resumed)
+
+    def on_notify(self) -> tuple[Iterable[V], bool]:
+        return (), StatefulBatchLogic.DISCARD
+
+    def on_eof(self) -> tuple[Iterable[V], bool]:
+        return (), StatefulBatchLogic.DISCARD
+
+    def notify_at(self) -> datetime | None:
+        return datetime.now(UTC)
+
+    def snapshot(self) -> CollectState[V]:
+        return CollectState()
+
+
+def _nothing(_batch: list[Any]) -> list[Any]:
+    return []
+
+
+@operator
+def land_resumed(
+    step_id: str,
+    up: KeyedStream[V],
+    land: Callable[[list[V]], object],
+    seal: StateSeal | None = None,
+    key_of: Callable[[V], str] | None = None,
+) -> KeyedStream[V]:
+    """The batching step ``step_id`` of a former keying, kept so that a recovery snapshot it
+    wrote still resumes: each batch it held is handed to ``land`` (an exactly-once append)
+    *when the snapshot is loaded*, and the step then forgets it. It gets no items (``up`` only
+    places it in the dataflow) and emits none; merge its (empty) output into the input of the
+    batching step that replaced it: that step then cannot start the resume epoch before every
+    worker's resumed batches of this step have landed (Bytewax loads a snapshot at its own
+    epoch, before the resume epoch, and a step's input frontier waits for every worker's
+    upstream steps). So a lane's older rows land before its newer ones, which the ledger needs
+    (it skips rows at or below what a lane already committed). ``seal`` and ``key_of`` open a
+    sealed snapshot as :func:`collect_batches` wrote it (``key_of``: its keying then)."""
+
+    def builder(resume: Any) -> _LandResumed[V]:
+        held = _resumed(resume).items
+        if held:
+            land(held)
+        return _LandResumed()
+
+    sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
+    none: KeyedStream[V] = op.flat_map_batch("none", up, _nothing)
+    return stateful_batch_at("stateful", none, sealed)

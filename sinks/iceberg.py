@@ -57,6 +57,7 @@ from core.tls import Brokers
 from sinks import lake_write
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_batch import LakeBatch
+from sinks.lake_group import GroupCommit
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
     MARKS_KEY,
@@ -335,18 +336,24 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         *,
         commit_each: bool,
         group: GroupOffsets | None = None,
+        together: GroupCommit[T] | None = None,
     ) -> None:
         self._appender = appender
         self._def = table_def
         self._commit_each = commit_each
         self._group = group
+        self._together = together
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         if self._commit_each:
             for _key, group in items:
                 self._append(group)
-        else:
-            self._append([item for _key, group in items for item in group])
+            return
+        rows = [item for _key, group in items for item in group]
+        if self._together is None:
+            self._append(rows)
+        elif rows:
+            self._together.submit(rows, self._append)
 
     def _append(self, batch: list[T]) -> None:
         if not batch:
@@ -399,8 +406,9 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     The workers share the catalog given as ``catalog`` (a flow's sinks share one: see
     :class:`~core.catalog.CatalogOnce`), or the sink opens one for all of them; each worker
     loads its own table. Batches arriving in one ``write_batch`` call are committed as one
-    snapshot, or each as its own with ``commit_each`` (a replay's planned commits,
-    :mod:`sinks.lake_plan`).
+    snapshot, together with those the process's other workers hand it meanwhile
+    (:mod:`sinks.lake_group`), or each as its own with ``commit_each`` (a replay's planned
+    commits, :mod:`sinks.lake_plan`).
     """
 
     def __init__(
@@ -417,8 +425,11 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         sealer: Sealer | None = None,
         settings: OutputSettings | None = None,
         catalog: CatalogOnce | None = None,
+        workers: int = 1,
     ) -> None:
-        """``group``: commit that consumer group's offsets after each append, for monitoring
+        """``workers``: the process's workers, whose batches an append waits for
+        (:mod:`sinks.lake_group`). ``group``: commit that consumer group's offsets after each
+        append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
@@ -433,6 +444,9 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         self._namespace = namespace
         self._def = table_def
         self._attempts = commit_attempts
+        #: The process's workers' appends, grouped (sinks.lake_group); a replay's planned
+        #: commits stay one append each.
+        self._together: GroupCommit[T] | None = None if commit_each else GroupCommit(workers)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
         # Opened once for the process's workers (and it makes pyiceberg parse .pyiceberg.yaml
@@ -452,4 +466,11 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
             settings=self._settings,
         )
         group = group_offsets(self._group) if self._group is not None else None
-        return _IcebergPartition(appender, self._def, commit_each=self._commit_each, group=group)
+        return _IcebergPartition(
+            appender, self._def, commit_each=self._commit_each, group=group, together=self._together
+        )
+
+    def land_now(self, items: list[T]) -> None:
+        """Append ``items`` now, exactly once, as a worker's partition of this sink would (a
+        retired batching step's resumed batch: :func:`operators.collect.land_resumed`)."""
+        self.build("land_now", 0, 1).write_batch([("", items)])

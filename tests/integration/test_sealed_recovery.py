@@ -162,7 +162,7 @@ def test_sigkilled_sealed_snapshots_hold_no_plaintext_and_resume_exactly_once(
         # sink, which open (with the tenants' keys) to records that carry those selectors.
         sealed = [s for s in _snapshots(recovery) if isinstance(s, SealedState)]
         steps = {s.step for s in sealed}
-        held = {"coherence.lake_signals_batch.stateful", "coherence.psi.deconflict"}
+        held = {"coherence.lake_signals_tenant_batch.stateful", "coherence.psi.deconflict"}
         assert held <= steps, steps
         seal = StateSeal(sealer_of(settings))
         opened = pickle.dumps([seal.open(s.step, s) for s in sealed])

@@ -434,14 +434,20 @@ def test_the_flow_lands_the_same_rows_for_any_source_batch_size(
 
 
 #: The stateful steps' ids as the per-item steps had them (read from the flow of ac564ba, the
-#: commit before batches): a recovery store written then has its state under these ids.
+#: commit before batches): a recovery store written then has its state under these ids. The
+#: lake's ``*_batch`` steps keyed by lane are kept to land what such a store holds; the
+#: ``*_tenant_batch`` steps (session 13) batch by the lane's tenant.
 STATEFUL_IDS = [
     "coherence.dedupe.check.stateful.stateful_batch",
     "coherence.drift.check.stateful_batch",
     "coherence.lake_deconfliction_batch.stateful.stateful_batch",
+    "coherence.lake_deconfliction_tenant_batch.stateful.stateful_batch",
     "coherence.lake_quarantine_batch.stateful.stateful_batch",
+    "coherence.lake_quarantine_tenant_batch.stateful.stateful_batch",
     "coherence.lake_scores_batch.stateful.stateful_batch",
+    "coherence.lake_scores_tenant_batch.stateful.stateful_batch",
     "coherence.lake_signals_batch.stateful.stateful_batch",
+    "coherence.lake_signals_tenant_batch.stateful.stateful_batch",
     "coherence.psi.deconflict.stateful_batch",
     "coherence.score.add.stateful.stateful_batch",
 ]
