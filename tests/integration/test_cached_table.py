@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -30,7 +30,7 @@ from core.switches import SwitchKind
 from tenancy.cached_table import KEPT_TIMEOUT_S
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches, set_switch
-from tests.integration.conftest import fresh_schema, paused
+from tests.integration.conftest import eventually, fresh_schema, paused
 
 pytestmark = pytest.mark.integration
 
@@ -65,15 +65,6 @@ def _alive(dsn: str, pid: int, timeout: float = 5.0) -> bool:
             time.sleep(0.05)
 
 
-def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_refreshes_share_one_connection_and_see_every_change(dsn: str) -> None:
     board = PostgresSwitches(dsn, refresh_seconds=0.05)
     assert not board.is_off(SwitchKind.SOURCE, "feed-a")
@@ -81,7 +72,7 @@ def test_refreshes_share_one_connection_and_see_every_change(dsn: str) -> None:
     for enabled in (False, True, False):
         set_switch(dsn, "source", "feed-a", enabled=enabled, actor="test")
         # autocommit: no transaction left open between reads, so each refresh sees the change
-        assert _eventually(lambda e=enabled: board.is_off(SwitchKind.SOURCE, "feed-a") is not e)
+        assert eventually(lambda e=enabled: board.is_off(SwitchKind.SOURCE, "feed-a") is not e)
     assert board._table.connections_opened == 1
     assert _backend_pid(board) == pid
 
@@ -115,8 +106,8 @@ def test_a_terminated_backend_costs_one_reconnect_not_a_stale_copy(
     set_switch(dsn, "tenant", "tenant-01", enabled=False, actor="test")
     with caplog.at_level("WARNING", logger="tenancy.cached_table"):
         # the new state, read on a new connection
-        assert _eventually(lambda: board.is_off(SwitchKind.TENANT, "tenant-01"))
-        assert _eventually(lambda: tenants._table.connections_opened == 2)
+        assert eventually(lambda: board.is_off(SwitchKind.TENANT, "tenant-01"))
+        assert eventually(lambda: tenants._table.connections_opened == 2)
         assert tenants.get("tenant-01") is not None
     assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
     assert board._table.connections_opened == 2
@@ -132,12 +123,12 @@ def test_a_refresh_that_cannot_reconnect_keeps_the_copy_and_recovers(dsn: str) -
     link.dsn = "postgresql://igflow:igflow@127.0.0.1:1/igflow?connect_timeout=1"
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (_backend_pid(board),))
-    assert _eventually(lambda: board._table._state.failures > 0)
+    assert eventually(lambda: board._table._state.failures > 0)
     assert board.is_off(SwitchKind.SOURCE, "feed-b")
     assert link.conn is None  # nothing half-open kept
     link.dsn = dsn  # reachable again: the next refresh reconnects
     set_switch(dsn, "source", "feed-b", enabled=True, actor="test")
-    assert _eventually(lambda: not board.is_off(SwitchKind.SOURCE, "feed-b"))
+    assert eventually(lambda: not board.is_off(SwitchKind.SOURCE, "feed-b"))
 
 
 def test_the_connection_and_thread_end_when_the_cache_goes(dsn: str) -> None:
@@ -175,16 +166,16 @@ def test_a_paused_server_never_holds_an_ask_and_the_copy_recovers(
             assert not asker.is_alive(), "an ask waited on the paused Postgres"
             assert answers and not any(answers)  # the last copy, every time
             # The hung refresh is cut at its deadline, logged once, and the copy ages.
-            assert _eventually(lambda: "switch board refresh failed" in caplog.text, 20.0)
+            assert eventually(lambda: "switch board refresh failed" in caplog.text, 20.0)
             age = REGISTRY.get_sample_value("igflow_cache_age_seconds", {"cache": "switches"})
             assert age is not None and age >= KEPT_TIMEOUT_S
             assert board._table.age_seconds >= KEPT_TIMEOUT_S
         assert caplog.text.count("switch board refresh failed") == 1
         # Resumed: the next refresh reads the change made meanwhile.
         set_switch(dsn, "source", "feed-p", enabled=False, actor="test")
-        assert _eventually(lambda: board.is_off(SwitchKind.SOURCE, "feed-p"), 30.0)
+        assert eventually(lambda: board.is_off(SwitchKind.SOURCE, "feed-p"), 30.0)
         assert board._table.age_seconds < KEPT_TIMEOUT_S
-        assert _eventually(lambda: "switch board refreshed again" in caplog.text)
+        assert eventually(lambda: "switch board refreshed again" in caplog.text)
     board._table.close()
     refresher = board._table.refresher
     assert refresher is not None and not refresher.is_alive()
