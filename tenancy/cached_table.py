@@ -218,7 +218,7 @@ class _State(Generic[T]):
         """Read a new copy and swap it in; on failure keep the last one."""
         try:
             copy = self.read()
-        except psycopg.Error as exc:
+        except Exception as exc:  # a row load() refuses must not end the thread either
             if self.stop.is_set():
                 return
             self.failures += 1
@@ -229,7 +229,9 @@ class _State(Generic[T]):
                     self.what,
                     self.age(),
                     self.refresh_seconds,
-                    explain(exc, self.table),
+                    explain(exc, self.table)
+                    if isinstance(exc, psycopg.Error)
+                    else f"{type(exc).__name__}: {exc}",
                 )
             else:
                 log.debug("%s refresh failed again (%d in a row)", self.what, self.failures)

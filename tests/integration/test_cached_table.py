@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,7 +28,7 @@ from prometheus_client import REGISTRY
 
 from core.settings import Settings
 from core.switches import SwitchKind
-from tenancy.cached_table import KEPT_TIMEOUT_S
+from tenancy.cached_table import KEPT_TIMEOUT_S, CachedTable
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches, set_switch
 from tests.integration.conftest import eventually, fresh_schema, paused
@@ -216,3 +217,30 @@ def test_close_stops_the_refresher_and_leaves_no_thread(dsn: str) -> None:
     assert refresher not in threading.enumerate()
     assert board.off() == frozenset()  # still answers, from the last copy
     assert not _alive(dsn, pid)
+
+
+def test_a_copy_the_loader_refuses_is_a_failed_refresh_not_a_dead_thread(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    refuse = threading.Event()
+
+    def load(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        rows = conn.execute("SELECT kind, name FROM switches").fetchall()
+        if refuse.is_set():
+            msg = "a row this engine cannot read"
+            raise ValueError(msg)
+        return rows
+
+    table = CachedTable("test cache", "switches", load, dsn, 0.05)
+    first = table.current()
+    with caplog.at_level("WARNING", logger="tenancy.cached_table"):
+        refuse.set()
+        assert eventually(lambda: "test cache refresh failed" in caplog.text)
+        assert "ValueError: a row this engine cannot read" in caplog.text
+        assert table.current() is first
+        refuse.clear()
+        assert eventually(lambda: "test cache refreshed again" in caplog.text)
+    refresher = table.refresher
+    assert refresher is not None and refresher.is_alive()
+    table.close()
+    assert not refresher.is_alive()
