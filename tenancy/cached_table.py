@@ -12,9 +12,10 @@ under the GIL: an asker sees the old copy or the new one, never a mix).
 
 Why a thread: a refresh on the worker's thread held the whole flow (the lake included) for as
 long as Postgres did not answer, and a SIGSTOPped server is not detected by TCP (its kernel
-still acknowledges every byte, so neither keepalives nor ``tcp_user_timeout`` fire): measured,
-the flow stopped until SIGCONT. Now a refresh that fails or hangs only ages the copy. Each read
-runs under a client-side deadline (``timeout_s``, default :data:`KEPT_TIMEOUT_S`;
+still acknowledges every byte, so neither keepalives nor ``tcp_user_timeout`` fire): measured
+with the previous code, an ask past a refresh waited until SIGCONT
+(``tests/integration/test_cached_table.py``). Now a refresh that fails or hangs only ages the
+copy. Each read runs under a client-side deadline (``timeout_s``, default :data:`KEPT_TIMEOUT_S`;
 :class:`~core.socket_deadline.SocketDeadline` shuts the socket down), so a hung refresh fails
 like any other; a failure keeps the last copy, logs one warning per failure streak (and one
 line when a refresh succeeds again), and is retried ``refresh_seconds`` later. The copy's age is
