@@ -29,12 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.source import fresh_topic  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from dev import stack as dev_stack  # noqa: E402
 from dev.config import StackConfig  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
-from igflow.producer import produce  # noqa: E402
-from igflow.workload import WorkloadSpec  # noqa: E402
 
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 
@@ -152,13 +150,7 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=12.0)
     parser.add_argument("--against", type=Path, help="another checkout, run afterwards")
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
-    report = produce(settings, WorkloadSpec(tenants=10, count=args.signals // 10, seed=1))
-    print(f"produced {report.total:,} signals to {settings.kafka.topic}")
+    settings, _total = fresh_topic(args.signals)
     cfg = StackConfig.from_env(os.environ)
     pg_pid = dev_stack.our_pid(cfg, dev_stack.select(["postgres"], cfg)[0])
     if pg_pid is None:
