@@ -4,10 +4,11 @@ Each resolver and REST handler asks :meth:`OperationGate.refused` before it does
 switched-off operation answers ``OPERATION_DISABLED`` (GraphQL error code, or a 503 problem),
 within ``switches.refresh_seconds`` of ``igflow switch off operation NAME``.
 
-The board is read off the event loop (a worker thread) only when its copy is due for a refresh;
-otherwise the answer comes from memory. A board that cannot be read fails open: the API keeps
-serving and logs a warning (the switch is an emergency brake on top of authentication and
-authorization, and the score reads do not need Postgres), while the flow fails closed.
+The board's first load runs off the event loop (a worker thread); after it the answer comes from
+memory, and the board's own thread refreshes the copy (tenancy/cached_table.py). A board that
+cannot be read fails open: the API keeps serving and logs a warning (the switch is an emergency
+brake on top of authentication and authorization, and the score reads do not need Postgres),
+while the flow fails closed.
 """
 
 from __future__ import annotations

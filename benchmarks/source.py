@@ -69,19 +69,26 @@ def read(code: Path, topic: str) -> dict[str, float]:
     return result
 
 
+def fresh_topic(signals: int) -> tuple[Settings, int]:
+    """The stack's settings naming a fresh topic (and DLQ) holding ``signals`` signals of 10
+    tenants, produced now; and how many records were produced."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings.load().with_changes(
+        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
+    )
+    create_topics(settings)
+    report = produce(settings, WorkloadSpec(tenants=10, count=signals // 10, seed=1))
+    print(f"produced {report.total:,} signals to {settings.kafka.topic}")
+    return settings, report.total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=200_000)
     parser.add_argument("--against", type=Path, help="another checkout to run alternately")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
-    report = produce(settings, WorkloadSpec(tenants=10, count=args.signals // 10, seed=1))
-    print(f"produced {report.total:,} signals to {settings.kafka.topic}")
+    settings, total = fresh_topic(args.signals)
     codes = [("this checkout", REPO)]
     if args.against:
         codes.append((str(args.against), args.against))
@@ -89,7 +96,7 @@ def main() -> None:
     for r in range(args.rounds):
         for label, code in codes if r % 2 == 0 else codes[::-1]:  # ABBA: drift cancels
             result = read(code, settings.kafka.topic)
-            assert result["records"] == report.total, result
+            assert result["records"] == total, result
             runs[label].append(result)
     print(f"\nload average {os.getloadavg()[0]:.1f}; µs per record, each round and the median")
     print(f"{'source of':<40} {'next_batch thread CPU':>39} {'process CPU':>30}")

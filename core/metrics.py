@@ -37,6 +37,7 @@ from core.metric_labels import TENANT_LABELS, TenantLabels, tenant_label
 from core.slo import FRESHNESS_BUCKETS
 
 __all__ = [
+    "CACHE_AGE",
     "COMMIT_SECONDS",
     "DEDUPE_KEYS",
     "DEDUPE_RATE",
@@ -145,6 +146,12 @@ SNAPSHOT_WITHHELD = Counter(
     "igflow_snapshot_withheld_total",
     "Recovery-snapshot items (or whole states) discarded on resume, their tenant's keys destroyed",
     ["step", "reason"],
+)
+CACHE_AGE = Gauge(
+    "igflow_cache_age_seconds",
+    "Seconds since a Postgres-backed cache (tenants, switches, source_revisions) last loaded its"
+    " copy; the oldest live copy of that cache in the process",
+    ["cache"],
 )
 SINK_BATCHES = Counter("igflow_sink_batches_total", "Batches written to a serving store", ["sink"])
 SINK_ROWS = Counter("igflow_sink_rows_total", "Rows written to a serving store", ["sink"])

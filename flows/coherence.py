@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -48,7 +49,7 @@ from core.catalog import CatalogOnce
 from core.collector import tune_for_flow
 from core.contracts import signal_contracts
 from core.errors import ConfigError, missing_dependency
-from core.output_settings import OutputSettings, file_sha256, output_settings
+from core.output_settings import OutputSettings, output_settings
 from core.records import Decoded, ScoreChange, Tagged
 from core.residency import ResidencyHolds, served_residency
 from core.schemas import RegistrySchemas
@@ -62,7 +63,8 @@ from operators.canary import drop_canaries
 from operators.collect import collect_batches, land_resumed
 from operators.decode import SchemaLookup, SignalDecoder, decode
 from operators.dedupe import dedupe
-from operators.drift import Baseline, drift, load_baseline
+from operators.drift import Baseline, drift
+from operators.drift_stats import baseline_bytes, parse_baseline
 from operators.psi import Matcher, http_matcher_factory, psi_step
 from operators.redact import Mac, RedactionPolicy, redact_step, tenant_mac
 from operators.score import score
@@ -283,8 +285,10 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     baseline = edges.baseline
     baseline_sha = ""
     if baseline is None and settings.drift.baseline_file:
-        baseline = load_baseline(settings.drift.baseline_file, settings.drift.bins)
-        baseline_sha = file_sha256(settings.drift.baseline_file)
+        # One read: the bytes parsed are the bytes hashed (and named in every lake commit).
+        baseline_file = baseline_bytes(settings.drift.baseline_file)
+        baseline = parse_baseline(baseline_file, settings.drift.bins, settings.drift.baseline_file)
+        baseline_sha = hashlib.sha256(baseline_file).hexdigest()
     # What every lake commit names: the settings and files its rows are computed with, so a
     # replay computes with them too (core/output_settings.py).
     record = output_settings(settings, policy.version, baseline_sha)

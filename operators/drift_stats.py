@@ -34,10 +34,12 @@ __all__ = [
     "Baseline",
     "BatchCheck",
     "Reference",
+    "baseline_bytes",
     "check_batch",
     "ks_critical",
     "ks_statistic",
     "load_baseline",
+    "parse_baseline",
     "psi",
 ]
 
@@ -419,12 +421,24 @@ def load_baseline(path: str | os.PathLike[str], bins: int) -> Baseline:
     Each list is binned into ``bins`` equal-mass bins. A file that cannot be read, is not JSON,
     or does not have this shape raises :class:`~core.errors.ConfigError` naming the problem.
     """
+    return parse_baseline(baseline_bytes(path), bins, path)
+
+
+def baseline_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A baseline file's bytes (for a caller that also hashes them: one read for both);
+    :class:`~core.errors.ConfigError` when it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data: Any = json.load(f)
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as exc:
         msg = f"cannot read drift baseline file {os.fspath(path)}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
+
+
+def parse_baseline(raw: bytes, bins: int, path: str | os.PathLike[str]) -> Baseline:
+    """:func:`load_baseline` of a file's bytes ``raw``, read from ``path`` (named in errors)."""
+    try:
+        data: Any = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         msg = f"drift baseline file {os.fspath(path)} is not valid JSON: {exc}"
         raise ConfigError(msg) from exc

@@ -154,8 +154,8 @@ def original_settings(
     topic = None if everything else settings.kafka.topic
     found, holder = _range_records(tables, topic, start, end)
     records = {sha: read_settings(holder[sha], sha) for sha in found if sha is not None}
-    own = own_record(settings)
     if use == "current":
+        own = own_record(settings)
         diffs = sorted({d for record in records.values() for d in differences(record, own)})
         if diffs:
             log.warning(
@@ -201,9 +201,13 @@ def original_settings(
         )
         return settings, SettingsUsed("unrecorded")
     sha, record = sorted(records.items())[0]
-    if keep is not None:  # only these sections decide: the rest is neither applied nor checked
+    if keep is None:
+        own = own_record(settings)
+    else:  # only these sections decide: the rest is neither applied, checked nor computed
         record = OutputSettings({s: v for s, v in record.values.items() if s in keep}, {})
-        own = OutputSettings({s: v for s, v in own.values.items() if s in keep}, {})
+        # no policy bundle or baseline hashed: they are inputs, which a derivation drops
+        values = output_settings(settings, "", "").values
+        own = OutputSettings({s: v for s, v in values.items() if s in keep}, {})
     changed = differences(record, own)
     inputs = [d for d in changed if d.split(":", 1)[0] in INPUTS]
     if inputs:

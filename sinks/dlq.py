@@ -44,7 +44,6 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -57,6 +56,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from core import metrics
 from core.errors import ConfigError, SinkError
+from core.kafka_start import from_low_config, low_start
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
@@ -254,17 +254,17 @@ def _header_map(msg: DlqMessage) -> dict[str, str]:
 
 def read_marks(bootstrap: Brokers, marks_topic: str, timeout_s: float = 60.0) -> dict[MarkKey, int]:
     """Every mark committed to ``marks_topic`` (read_committed; the last one per key wins)."""
+    # Assigned at the low watermarks read below, not OFFSET_BEGINNING (core/kafka_start.py).
     consumer = Consumer(
-        {
-            **kafka_connection(bootstrap),
-            "group.id": "igflow-dlq-marks",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            # Assigned at the low watermarks read below, not OFFSET_BEGINNING (which librdkafka
-            # resolves ~0.5 s later); a start deleted meanwhile resets to the earliest offset.
-            "auto.offset.reset": "earliest",
-        }
+        from_low_config(
+            {
+                **kafka_connection(bootstrap),
+                "group.id": "igflow-dlq-marks",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
     )
     marks: dict[MarkKey, int] = {}
     try:
@@ -285,7 +285,7 @@ def read_marks(bootstrap: Brokers, marks_topic: str, timeout_s: float = 60.0) ->
                 TopicPartition(marks_topic, p), timeout=timeout_s
             )
             if high > low:
-                starts[p] = low if low >= 0 else OFFSET_BEGINNING
+                starts[p] = low_start(low)
         remaining = set(starts)
         consumer.assign([TopicPartition(marks_topic, p, o) for p, o in starts.items()])
         while remaining:

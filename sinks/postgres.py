@@ -30,9 +30,10 @@ flow forever, and neither the server's ``statement_timeout`` (it is the server t
 runs) nor TCP keepalives (on a live host the kernel still acknowledges every packet) detect it:
 measured, a write to a SIGSTOPped Postgres blocked indefinitely with both, and so did one after
 ``cancel_safe``, whose own request found the postmaster stopped too. So every write runs under a
-client-side deadline (``timeout_s``, default 10 s): a watchdog timer shuts the connection's
-socket down, the blocked read sees end-of-file and psycopg raises ``OperationalError``
-("server closed the connection unexpectedly") at the deadline. Connecting has its own bound
+client-side deadline (``timeout_s``, default 10 s; :class:`core.socket_deadline.SocketDeadline`):
+a watchdog timer shuts the connection's socket down, the blocked read sees end-of-file and
+psycopg raises ``OperationalError`` ("server closed the connection unexpectedly") at the
+deadline. Connecting has its own bound
 (``connect_timeout``, 5 s: a paused postmaster accepts the TCP connection but never answers).
 The server's ``statement_timeout`` (half the deadline) fires first when the server is alive but
 slow, e.g. behind a lock, so that case cancels cleanly on the server instead. Measured against a
@@ -46,11 +47,7 @@ whichever of it and the retry lands first.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import threading
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -61,6 +58,7 @@ from core.errors import ConfigError
 from core.migrations import apply
 from core.records import ScoreChange
 from core.retry import retrying
+from core.socket_deadline import SocketDeadline
 from sinks.serving import PipelinedPartition, ServingSink, retry_policy
 
 __all__ = ["PostgresSink", "PostgresWriter", "newest_per_tenant", "scratch_rows", "transient"]
@@ -188,52 +186,6 @@ def _columns(rows: Sequence[ScoreChange]) -> list[list[Any]]:
     ]
 
 
-class _Deadline:
-    """Shuts a connection's socket down if the block it guards outlives ``seconds``.
-
-    It works on its own duplicate of the socket's descriptor, so it can never shut down an
-    unrelated socket that reused the number after psycopg closed the connection. ``fired`` tells
-    whether it cut the connection (perhaps just after the write completed: the caller must then
-    drop the connection all the same).
-    """
-
-    def __init__(self, fileno: int, seconds: float) -> None:
-        self._fd = os.dup(fileno)
-        self._lock = threading.Lock()
-        self._over = False
-        self.fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._lock:
-            self._over = True
-        self._timer.cancel()
-        os.close(self._fd)
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._over:
-                return
-            self.fired = True
-            sock = socket.socket(fileno=os.dup(self._fd))
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already disconnected: the write fails on its own
-                pass
-            finally:
-                sock.close()
-
-
 class PostgresWriter:
     """Writes score changes to ``coherence_scores``; engine-independent.
 
@@ -288,7 +240,7 @@ class PostgresWriter:
             return
         conn = self._connection()
         try:
-            with _Deadline(conn.fileno(), self._timeout_s) as deadline:
+            with SocketDeadline(conn.fileno(), self._timeout_s) as deadline:
                 conn.execute(self._upsert, _columns(rows))
         except psycopg.Error:
             if conn.broken or conn.closed:

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from core import metrics
 from core.errors import IgflowError
+from core.kafka_start import from_low_config, low_start
 from core.records import RawRecord
 from core.tls import Brokers, kafka_connection
 
@@ -81,19 +82,15 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         from_low = bounded and start == OFFSET_BEGINNING and not self._done
         if from_low:
             # A bounded run asks for the watermarks anyway, so it starts at the log's start
-            # offset rather than the logical OFFSET_BEGINNING, which librdkafka resolves with a
-            # query of its own: the first record came 0.50 s after `assign` from the logical
-            # offset, 0.01 s from a real one (a quarter of a small run's start-up). Should the
-            # log's start move past it before the first fetch (retention), the reset goes to
-            # the earliest offset, which is what OFFSET_BEGINNING means. The snapshot keeps
-            # OFFSET_BEGINNING until a record is read.
-            config = {**config, "auto.offset.reset": "earliest"}
+            # offset (core/kafka_start.py: a quarter of a small run's start-up). The snapshot
+            # keeps OFFSET_BEGINNING until a record is read.
+            config = from_low_config(config)
         self._consumer = Consumer(config)
         low = high = None
         if bounded and not self._done:
             low, high = self._watermarks()
         if not self._done:
-            first = low if from_low and low is not None and low >= 0 else start
+            first = low_start(low) if from_low and low is not None else start
             self._consumer.assign([TopicPartition(topic, partition, first)])
         self._idle = False
         self._counter = metrics.EVENTS_IN.labels(topic)

@@ -2,7 +2,8 @@
 
 The registry lives in Postgres (table ``tenants``, created by migration ``0001``). The flow reads
 it through a :class:`TenantDirectory`: :class:`PostgresTenants` caches the whole table and
-re-reads it every ``refresh_seconds``; :class:`StaticTenants` is the in-memory stand-in for tests.
+re-reads it every ``refresh_seconds`` on a background thread; :class:`StaticTenants` is the
+in-memory stand-in for tests.
 Operators change it with the admin functions here (``igflow tenants ...``).
 
 A tenant's ``sources`` is ``None`` when it accepts any source; otherwise only the sources named
@@ -38,10 +39,11 @@ class PostgresTenants:
     Constructing it connects to nothing. The first :meth:`get` loads the whole table; a failure
     there raises :class:`~core.errors.ConfigError` ("tenant registry unavailable"), which stops
     the flow: without the registry every record would be misfiled as ``TENANT_UNKNOWN``. After
-    that the table is re-read when the copy is older than ``refresh_seconds`` (monotonic wall
-    clock). A refresh that fails keeps the last good copy, logs a warning and is retried
-    ``refresh_seconds`` later. Thread-safe: the Bytewax workers of one process share an
-    instance; while one worker refreshes, the others go on with the previous copy.
+    that a background thread re-reads the table every ``refresh_seconds`` and :meth:`get`
+    answers from the last good copy without waiting on Postgres; a refresh that fails or hangs
+    keeps that copy, logs a warning once per failure streak and is retried ``refresh_seconds``
+    later (:mod:`tenancy.cached_table`). Thread-safe: the Bytewax workers of one process share
+    an instance.
 
     Pickling keeps only the DSN and the interval (the cache and lock are rebuilt).
     """

@@ -245,9 +245,10 @@ class PostgresSources:
 
     Constructing it connects to nothing. The first :meth:`entry` loads every revision; a failure
     there raises :class:`~core.errors.ConfigError` ("source registry unavailable"): a flow that
-    cannot tell a source's terms must not land its records. Then the table is re-read when the
-    copy is older than ``refresh_seconds``; a failed refresh keeps the last copy and is retried
-    ``refresh_seconds`` later. Thread-safe; pickling keeps only the DSN and the interval.
+    cannot tell a source's terms must not land its records. Then a background thread re-reads
+    the table every ``refresh_seconds`` and :meth:`entry` answers from the last good copy; a
+    refresh that fails or hangs keeps it and is retried ``refresh_seconds`` later
+    (:mod:`tenancy.cached_table`). Thread-safe; pickling keeps only the DSN and the interval.
     """
 
     def __init__(self, dsn: str, refresh_seconds: float = 2.0) -> None:

@@ -71,10 +71,11 @@ class PostgresSwitches:
     Constructing it connects to nothing. The first :meth:`is_off` loads the switches that are
     off; a failure there raises :class:`~core.errors.ConfigError` ("switch board unavailable"):
     a flow that cannot tell whether a source is switched off must not land its records. After
-    that the table is re-read when the copy is older than ``refresh_seconds`` (monotonic clock);
-    a refresh that fails keeps the last good copy, logs a warning and is retried
-    ``refresh_seconds`` later. Thread-safe; while one thread refreshes, the others go on with the
-    previous copy. Pickling keeps only the DSN and the interval.
+    that a background thread re-reads the table every ``refresh_seconds`` and :meth:`is_off`
+    answers from the last good copy without waiting on Postgres; a refresh that fails or hangs
+    keeps that copy, logs a warning once per failure streak and is retried ``refresh_seconds``
+    later (:mod:`tenancy.cached_table`). Thread-safe. Pickling keeps only the DSN and the
+    interval.
     """
 
     def __init__(self, dsn: str, refresh_seconds: float = 2.0) -> None:
@@ -93,7 +94,7 @@ class PostgresSwitches:
 
     @property
     def due(self) -> bool:
-        """Whether the next :meth:`is_off` may read Postgres (no copy yet, or an old one)."""
+        """Whether the next :meth:`is_off` may read Postgres (only before the first copy)."""
         return self._table.due
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
@@ -19,6 +21,7 @@ from igflow.workload import INVALID_KINDS, SOURCES, Message, WorkloadSpec, gener
 from operators.tenancy import TenancyPolicy
 from sinks.dlq import DLQ_HEADERS
 from sinks.iceberg import ledger
+from sinks.settings_record import read_settings, settings_history
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.memory_keys import memory_sealer
@@ -179,3 +182,23 @@ def test_every_record_lands_once_or_is_quarantined_once_or_is_a_duplicate(
         (r.partition, r.offset) for r, m in zip(records, workload, strict=True) if m.kind == "valid"
     }
     assert set(landed) == first_copies
+
+
+def test_the_baseline_file_read_is_the_one_recorded(
+    lake_settings: Settings, schemas: DictSchemas, catalog: Catalog, tmp_path: Path
+) -> None:
+    # build() reads the baseline once: the bytes it parses are the bytes whose hash every lake
+    # commit names (a replay checks the file against it).
+    path = tmp_path / "baseline.json"
+    path.write_bytes(b'{"*": {"*": [0.1, 0.3, 0.5, 0.7, 0.9]}}')
+    settings = lake_settings.with_changes("drift", baseline_file=str(path))
+    spec = WorkloadSpec(tenants=2, count=20)
+    _run(settings, schemas, kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed))))
+    recorded = set()
+    for name in ("signals", "quarantine"):
+        if catalog.table_exists(f"coherence.{name}"):
+            table = catalog.load_table(f"coherence.{name}")
+            for sha in {c.sha256 for c in settings_history(table, None)}:
+                assert sha is not None
+                recorded.add(read_settings(table, sha).inputs["drift_baseline"])
+    assert recorded == {hashlib.sha256(path.read_bytes()).hexdigest()}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 from pyiceberg.catalog import Catalog
 
+from core.errors import SchemaError
 from core.output_settings import (
     DECIDING,
     FORMAT,
@@ -223,3 +225,17 @@ def test_a_commit_touches_a_range_by_the_rows_it_holds_not_its_lanes_gaps(
     assert applied.score.tick_seconds == 1.0
     with pytest.raises(ReplaySettingsError, match="REPLAY_SETTINGS_CHANGED"):
         original_settings(lake_settings, catalog, {0: 0}, {0: 6})
+
+
+def test_a_derivation_neither_reads_nor_hashes_the_input_files(
+    catalog: Catalog, lake_settings: Settings, tmp_path: Path
+) -> None:
+    _land(catalog, own_record(lake_settings), [_item(0, o) for o in range(3)])
+    # Files that cannot be read: hashing them would fail, so a derivation must not hash them.
+    gone = lake_settings.with_changes("tenancy", policies_dir=str(tmp_path / "none")).with_changes(
+        "drift", baseline_file=str(tmp_path / "none.json")
+    )
+    applied, used = original_settings(gone, catalog, sections=("score",))
+    assert (used.source, applied.score) == ("original", lake_settings.score)
+    with pytest.raises(SchemaError, match="policy folder missing"):  # a full replay checks them
+        original_settings(gone, catalog, {0: 0}, {0: 3})
