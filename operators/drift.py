@@ -326,7 +326,7 @@ class TenantDrift:
                 self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
         if fifo[0].out is None:  # the common case: the oldest record's batch is still open
             return []
-        return self._emit()
+        return self._horizoned(self._emit())
 
     def push_batch(self, items: Iterable[Decoded]) -> list[Output]:
         """:meth:`push` each of ``items`` in order; return everything they let go on, in order.
@@ -348,7 +348,28 @@ class TenantDrift:
         for key, batch in list(self._open.items()):
             self._close(key, batch)
         self._count()
-        return self._emit()
+        return self._horizoned(self._emit())
+
+    def _horizoned(self, out: list[Output]) -> list[Output]:
+        """``out`` (what one push or flush let go, in order) with the tenant's event time set as
+        the :attr:`~core.records.Decoded.horizon` of its last passed record: every record the
+        tenant sent up to now has left, or is still held and comes out after it. The horizon is
+        a function of the input sequence only (the last push's event time), whatever the engine's
+        batches: :meth:`push_batch` pushes one record at a time."""
+        for i in range(len(out) - 1, -1, -1):
+            d = out[i]
+            if type(d) is Decoded:
+                out[i] = Decoded(
+                    d.signal,
+                    d.provenance,
+                    d.kafka_timestamp_ms,
+                    d.raw,
+                    d.unknown_fields,
+                    d.trace,
+                    self._event_time,
+                )
+                break
+        return out
 
     def _count(self) -> None:
         """Add the batches decided since the last call to ``igflow_drift_batches_total``."""

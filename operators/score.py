@@ -360,7 +360,15 @@ class TickScore:
     change the tick (publication only: the window and thresholds stay the snapshot's).
     """
 
-    __slots__ = ("_pending", "_pending_at", "_pending_trace", "_score", "_tick")
+    __slots__ = (
+        "_by_horizon",
+        "_horizon",
+        "_pending",
+        "_pending_at",
+        "_pending_trace",
+        "_score",
+        "_tick",
+    )
 
     def __init__(self, settings: ScoreSettings, score: TenantScore | None = None) -> None:
         tick = round(settings.tick_seconds * 1_000_000)
@@ -368,10 +376,17 @@ class TickScore:
             msg = f"tick_seconds must be 0 or at least 1 µs, got {settings.tick_seconds}"
             raise ValueError(msg)
         self._tick = tick
+        #: Whether the drift step's horizon closes ticks (``settings.close_on``; a setting,
+        #: taken again on resume like the tick).
+        self._by_horizon = settings.close_on == "horizon"
         self._score = TenantScore(settings) if score is None else score
-        #: The newest change of the open tick, and ``W`` (µs) when it happened.
+        #: The newest change of the open tick, and when it happened (µs): ``max(W, horizon)``,
+        #: so its tick is the first tick still open (a tick before the horizon is closed).
         self._pending: _Change | None = None
         self._pending_at = 0
+        #: The newest drift horizon seen (µs; ``None``: none yet, or a snapshot older than it):
+        #: every tick before its tick is closed.
+        self._horizon: int | None = None
         #: The trace of the open tick's newest sampled signal that changed the score (tracing):
         #: the tick's change carries it, so its store writes join that signal's trace.
         self._pending_trace: str | None = None
@@ -382,7 +397,9 @@ class TickScore:
         coalescing, which had no change pending), or a new one."""
         if isinstance(state, TickScore):
             other = copy.copy(state)
-            other._tick = cls(settings, state._score)._tick
+            fresh = cls(settings, state._score)
+            other._tick = fresh._tick
+            other._by_horizon = fresh._by_horizon
             return other
         return cls(settings, state)
 
@@ -401,35 +418,51 @@ class TickScore:
         score = self._score
         fold = score.fold
         tick = self._tick
+        by_horizon = self._by_horizon and tick > 0
         pending, pending_at, pending_trace = self._pending, self._pending_at, self._pending_trace
         pending_tick = pending_at // tick if tick else 0
+        horizon = self._horizon if by_horizon else None
         try:
             for item in items:
-                trace = item.decoded.trace
+                decoded = item.decoded
+                trace = decoded.trace
                 start = 0 if trace is None else time.time_ns()
                 change = fold(item)
                 if pending is not None:
                     # W only grows: a tick it left is closed for good.
                     newest = score._newest
                     assert newest is not None
-                    if not tick or newest // tick != pending_tick:
+                    if not tick or newest // tick > pending_tick:
                         append(_publish(pending, pending_trace))
                         pending = pending_trace = None
                 if change is not None:
                     if tick:
                         pending = change
                         pending_at = score._newest  # type: ignore[assignment]
+                        if horizon is not None and horizon > pending_at:
+                            pending_at = horizon  # W's tick is closed: the first open one
                         pending_tick = pending_at // tick
                         if trace is not None:
                             pending_trace = trace
                     else:
                         append(_publish(change, trace))
+                if by_horizon and decoded.horizon is not None:
+                    # The drift step has let out every record up to this horizon: the ticks
+                    # before its tick are closed (what comes later belongs to a later tick).
+                    at = (decoded.horizon - _EPOCH) // _MICROSECOND
+                    if horizon is None or at > horizon:
+                        horizon = at
+                        if pending is not None and pending_tick < at // tick:
+                            append(_publish(pending, pending_trace))
+                            pending = pending_trace = None
                 if start:
                     outcome = "unchanged" if change is None else "changed"
                     tracing.record_stage("score", item, start, outcome=outcome)
         finally:
             self._pending, self._pending_at = pending, pending_at
             self._pending_trace = pending_trace
+            if by_horizon:
+                self._horizon = horizon
         return out
 
     def flush(self) -> list[ScoreChange]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,3 +58,66 @@ def reference_from_rows(
         if change is not None:
             out.setdefault(signal.tenant_id, []).append(change)
     return out
+
+
+def with_horizons(items: Sequence[Tagged], ahead_ms: Sequence[int | None]) -> list[Tagged]:
+    """``items`` with a drift horizon on those whose ``ahead_ms`` is not ``None``: the newest
+    ``ts`` up to that item plus ``ahead_ms`` (the drift step's event time is at least every
+    ``ts`` it let out, and may be ahead of them by the records it still holds)."""
+    out: list[Tagged] = []
+    newest: datetime | None = None
+    for item, ahead in zip(items, ahead_ms, strict=True):
+        ts = item.signal.ts
+        newest = ts if newest is None or ts > newest else newest
+        if ahead is not None:
+            d = item.decoded
+            decoded = dataclasses.replace(d, horizon=newest + timedelta(milliseconds=ahead))
+            item = dataclasses.replace(item, decoded=decoded)
+        out.append(item)
+    return out
+
+
+def closed_by_horizons(
+    items: Sequence[Tagged], settings: ScoreSettings
+) -> tuple[list[list[ScoreChange]], list[ScoreChange]]:
+    """The horizon law, the plain way: what the score step publishes after each item, and at
+    the end of input.
+
+    Each change of the per-record stream belongs to the tick ``max(tick(W), tick(H))``: ``W``
+    the tenant's event time after its signal, ``H`` the newest horizon of the items *before*
+    it (a tick before ``tick(H)`` is closed). The published changes are the last of each such
+    tick; tick ``k``'s leaves after the first item after which ``tick(W)`` or ``tick(H)`` (that
+    item's horizon included) is past ``k``, else at the end of input."""
+    tick_seconds = settings.tick_seconds
+    state = TenantScore(dataclasses.replace(settings, tick_seconds=0.0))
+    horizon: datetime | None = None
+    belongs: list[tuple[int, int, ScoreChange]] = []  # (item index, tick, change)
+    closing: list[int] = []  # per item: the first tick still open after it
+    for n, item in enumerate(items):
+        change = state.add(item)
+        w = state.updated_at
+        assert w is not None
+        if change is not None:
+            k = tick_of(w, tick_seconds) if tick_seconds else n
+            if horizon is not None and tick_seconds:
+                k = max(k, tick_of(horizon, tick_seconds))
+            belongs.append((n, k, change))
+        h = item.decoded.horizon
+        if h is not None and (horizon is None or h > horizon):
+            horizon = h
+        if tick_seconds:
+            first_open = tick_of(w, tick_seconds)
+            if horizon is not None:
+                first_open = max(first_open, tick_of(horizon, tick_seconds))
+        else:
+            first_open = n + 1
+        closing.append(first_open)
+    last: dict[int, tuple[int, ScoreChange]] = {}
+    for n, k, change in belongs:
+        last[k] = (n, change)
+    per_item: list[list[ScoreChange]] = [[] for _ in items]
+    at_end: list[ScoreChange] = []
+    for k, (n, change) in last.items():
+        after = next((j for j in range(n, len(items)) if closing[j] > k), None)
+        (at_end if after is None else per_item[after]).append(change)
+    return per_item, at_end

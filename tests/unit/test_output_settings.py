@@ -223,3 +223,31 @@ def test_a_commit_touches_a_range_by_the_rows_it_holds_not_its_lanes_gaps(
     assert applied.score.tick_seconds == 1.0
     with pytest.raises(ReplaySettingsError, match="REPLAY_SETTINGS_CHANGED"):
         original_settings(lake_settings, catalog, {0: 0}, {0: 6})
+
+
+def test_a_record_from_before_close_on_replays_with_signal_closing() -> None:
+    """``score.close_on`` came after records were written: a record without it was computed
+    with the old behaviour, ``"signal"``, and is applied so (not with today's default), and
+    no difference is reported for it."""
+    assert Settings().score.close_on == "horizon"
+    old = output_settings(Settings(), "a" * 64, "")
+    values = {s: dict(v) for s, v in old.values.items()}
+    del values["score"]["close_on"]
+    record = OutputSettings(values, old.inputs)
+    applied, missing = record.apply(Settings())
+    assert applied.score.close_on == "signal"
+    assert "score.close_on" not in missing
+    assert (
+        differences(
+            record,
+            output_settings(Settings().with_changes("score", close_on="signal"), "a" * 64, ""),
+        )
+        == []
+    )
+    assert differences(record, old) == ["score.close_on: 'signal' recorded, 'horizon' here"]
+    # A record that holds it applies what it holds.
+    new = OutputSettings(old.values, old.inputs)
+    assert (
+        new.apply(Settings().with_changes("score", close_on="signal"))[0].score.close_on
+        == "horizon"
+    )
