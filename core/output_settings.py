@@ -202,8 +202,8 @@ class OutputSettings:
                 msg = f"the settings record's {section} values are refused: {exc}"
                 raise ReplaySettingsError(SettingsReason.REPLAY_SETTINGS_UNREADABLE, msg) from None
         missing: list[str] = []
-        for part, names in DECIDING.items():
-            for name in names:
+        for part, deciding in DECIDING.items():
+            for name in deciding:
                 if name in self.values.get(part, {}):
                     continue
                 legacy = LEGACY.get((part, name), _NO_LEGACY)
