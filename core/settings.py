@@ -504,11 +504,12 @@ class ScoreSettings:
     tick_seconds: DurationOrZero = 0.1
     #: What closes a tenant's open tick (its change is then published): ``"signal"``, only its
     #: own next signal at the score step in a later tick (or the end of input); ``"horizon"``,
-    #: also the drift step's horizon (the tenant's event time as the drift step saw it, carried
-    #: by the last record of each release), so the last change of a release no longer waits
-    #: for the tenant's next release (issue 15: p95 0.51 s after the drift decision with
-    #: ``"signal"``). Decides which changes are published: recorded for replays, and a range
-    #: landed before the setting existed replays as ``"signal"``.
+    #: also the end of each drift release (its last passed record carries the drift step's
+    #: event time, which bounds it: at most one change per tick of it), so a release's last
+    #: tick no longer waits for the tenant's next release (issue 15: a tenth of the signals
+    #: waited 0.5 s after their drift decision with ``"signal"``; ``operators/score.py``).
+    #: Decides which changes are published: recorded for replays, and a range landed before
+    #: the setting existed replays as ``"signal"``.
     close_on: ScoreCloseOn = "horizon"
 
 

@@ -46,6 +46,12 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
 - Every input comes out exactly once, and the tenant's records come out **in input order** (the
   lake ledger relies on per-tenant offset order): a record waits until every earlier record of
   its tenant is decided.
+- **The horizon.** The last passed record that one pushed input record lets out (or a flush)
+  carries the tenant's event time at that moment as its :attr:`~core.records.Decoded.horizon`
+  (a copy of the record; the others carry none): every record the tenant sent until then has
+  come out before it or is still held. The score step closes its ticks by it
+  (:mod:`operators.score`). Per pushed record, never per engine batch, so :meth:`~TenantDrift.
+  push_batch` over any split equals :meth:`~TenantDrift.push`; a quarantined record carries none.
 - Deterministic: the same input sequence gives the same outputs (batch ids are hashes of the
   first record's coordinates; no wall clock, no randomness), also across a snapshot and resume.
 

@@ -81,43 +81,34 @@ def closed_by_horizons(
     items: Sequence[Tagged], settings: ScoreSettings
 ) -> tuple[list[list[ScoreChange]], list[ScoreChange]]:
     """The horizon law, the plain way: what the score step publishes after each item, and at
-    the end of input.
+    the end of input (``settings.close_on = "horizon"``; tick 0: every change at once).
 
-    Each change of the per-record stream belongs to the tick ``max(tick(W), tick(H))``: ``W``
-    the tenant's event time after its signal, ``H`` the newest horizon of the items *before*
-    it (a tick before ``tick(H)`` is closed). The published changes are the last of each such
-    tick; tick ``k``'s leaves after the first item after which ``tick(W)`` or ``tick(H)`` (that
-    item's horizon included) is past ``k``, else at the end of input."""
+    Each change of the per-record stream belongs to the tick ``max(tick(W), first open tick)``
+    (``W``: the tenant's event time after its signal); the first open tick is the one after the
+    last published. The open tick's change (the last change that belongs to it) is published
+    after the item that moves ``tick(W)`` past it, or after an item whose horizon ``H`` is not
+    before it (``tick <= tick(H)``: the drift release it ended let out that tick's records so
+    far), whichever comes first; else at the end of input."""
     tick_seconds = settings.tick_seconds
     state = TenantScore(dataclasses.replace(settings, tick_seconds=0.0))
-    horizon: datetime | None = None
-    belongs: list[tuple[int, int, ScoreChange]] = []  # (item index, tick, change)
-    closing: list[int] = []  # per item: the first tick still open after it
+    per_item: list[list[ScoreChange]] = [[] for _ in items]
+    first_open: int | None = None
+    pending: tuple[int, ScoreChange] | None = None
     for n, item in enumerate(items):
         change = state.add(item)
+        if not tick_seconds:
+            per_item[n] += [] if change is None else [change]
+            continue
         w = state.updated_at
         assert w is not None
+        now = tick_of(w, tick_seconds)
+        if pending is not None and now > pending[0]:
+            per_item[n].append(pending[1])
+            first_open, pending = pending[0] + 1, None
         if change is not None:
-            k = tick_of(w, tick_seconds) if tick_seconds else n
-            if horizon is not None and tick_seconds:
-                k = max(k, tick_of(horizon, tick_seconds))
-            belongs.append((n, k, change))
+            pending = (now if first_open is None else max(now, first_open), change)
         h = item.decoded.horizon
-        if h is not None and (horizon is None or h > horizon):
-            horizon = h
-        if tick_seconds:
-            first_open = tick_of(w, tick_seconds)
-            if horizon is not None:
-                first_open = max(first_open, tick_of(horizon, tick_seconds))
-        else:
-            first_open = n + 1
-        closing.append(first_open)
-    last: dict[int, tuple[int, ScoreChange]] = {}
-    for n, k, change in belongs:
-        last[k] = (n, change)
-    per_item: list[list[ScoreChange]] = [[] for _ in items]
-    at_end: list[ScoreChange] = []
-    for k, (n, change) in last.items():
-        after = next((j for j in range(n, len(items)) if closing[j] > k), None)
-        (at_end if after is None else per_item[after]).append(change)
-    return per_item, at_end
+        if pending is not None and h is not None and pending[0] <= tick_of(h, tick_seconds):
+            per_item[n].append(pending[1])
+            first_open, pending = pending[0] + 1, None
+    return per_item, [] if pending is None else [pending[1]]

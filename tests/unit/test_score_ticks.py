@@ -229,12 +229,12 @@ def test_a_snapshot_with_a_horizon_resumes_as_if_uninterrupted(
 
 
 def test_a_snapshot_from_before_horizons_resumes() -> None:
-    """A TickScore pickled before the horizon existed (no ``_horizon``, no ``_by_horizon``)
+    """A TickScore pickled before the horizon existed (no ``_open_from``, no ``_by_horizon``)
     resumes with no tick closed by a horizon, and takes horizons from then on."""
     state = TickScore(_settings(1.0))
     assert state.add([_tagged(500, 0.5, 1.0, 0)]) == []
     old = state.__getstate__()
-    del old["_horizon"], old["_by_horizon"]
+    del old["_open_from"], old["_by_horizon"]
     restored = TickScore.__new__(TickScore)
     restored.__setstate__(old)
     resumed = TickScore.resume(restored, _settings(1.0))
@@ -244,19 +244,26 @@ def test_a_snapshot_from_before_horizons_resumes() -> None:
 
 def test_a_horizon_closes_the_tick_without_waiting_for_the_next_signal() -> None:
     state = TickScore(_settings(1.0))
-    # W at 0.9 s; the drift step has seen 1.2 s (a held record): tick 0 is closed.
+    # W at 0.9 s; the drift step has seen 1.2 s (a held record): tick 0 closes now.
     [change] = state.add(with_horizons([_tagged(900, 0.5, 1.0, 0)], [300]))
     assert (change.seq, change.updated_at) == (1, START + timedelta(milliseconds=900))
-    # A horizon inside the open tick closes nothing.
-    assert state.add(with_horizons([_tagged(1_100, 1.0, 1.0, 1)], [0])) == []
-    assert [c.seq for c in state.flush()] == [2]
+    # A horizon in the open tick closes it too: the release it ended let out the tick so far.
+    [change] = state.add(with_horizons([_tagged(1_100, 1.0, 1.0, 1)], [0]))
+    assert change.seq == 2
+    # Now tick 2 is the first open one (tick 1 is published): a change at W 1.15 s belongs to
+    # it, and a horizon still in tick 1 does not close it (at most one change per tick of the
+    # drift step's event time).
+    assert state.add(with_horizons([_tagged(1_150, 0.0, 1.0, 2)], [0])) == []
+    assert state.add(with_horizons([_tagged(1_900, 0.0, 1.0, 3)], [0])) == []
+    [change] = state.add(with_horizons([_tagged(2_050, 1.0, 1.0, 4)], [0]))  # H in tick 2
+    assert (change.seq, change.provenance_id) == (5, "prov-4")
+    assert state.flush() == []
 
 
 def test_a_change_in_a_tick_a_horizon_closed_belongs_to_the_first_open_tick() -> None:
-    """The rule that keeps at most one change per tick: tick 0 was published when the horizon
-    passed 1 s; the held record released after it (ts 0.95 s, W still 0.95 s) changes the score
-    in tick 1, the first open one, and is published when tick 1 closes, not as a second change
-    of tick 0."""
+    """The rule that keeps at most one change per tick: tick 0 was published at the horizon;
+    the held record released after it (ts 0.95 s, W still 0.95 s) changes the score in tick 1,
+    the first open one, and is published when tick 1 closes, not as a second change of tick 0."""
     state = TickScore(_settings(1.0))
     [first] = state.add(with_horizons([_tagged(900, 0.5, 1.0, 0)], [300]))
     assert tick_of(first.updated_at, 1.0) == tick_of(START, 1.0)
