@@ -15,7 +15,9 @@ What is recorded (:data:`DECIDING`), and why:
   passes. ``idle_flush_seconds`` is not: a bounded run (a replay always is) sets it to 0 and a
   tail run's idle flush is a wall-clock decision no record can repeat.
 - **dedupe**: the TTL decides which repeats are dropped.
-- **score**: window, thresholds and tick decide every ``scores`` row.
+- **score**: window, thresholds, tick and ``close_on`` decide every ``scores`` row. A record
+  written before ``close_on`` existed is applied with ``"signal"`` (:data:`LEGACY`), what those
+  runs computed with, not with today's default.
 - **psi**: the window, mode and the parties and residencies the policy judges decide each
   ``deconfliction`` row (the partner's URL, timeouts and retries do not: they decide whether it
   answers).
@@ -56,6 +58,7 @@ __all__ = [
     "DECIDING",
     "FORMAT",
     "INPUTS",
+    "LEGACY",
     "OutputSettings",
     "ReplaySettingsError",
     "SettingsReason",
@@ -92,7 +95,7 @@ DECIDING: Mapping[str, tuple[str, ...]] = {
         "ks_alpha",
     ),
     "dedupe": ("ttl_seconds",),
-    "score": ("window_seconds", "healthy_at", "warn_at", "tick_seconds"),
+    "score": ("window_seconds", "healthy_at", "warn_at", "tick_seconds", "close_on"),
     "psi": (
         "mode",
         "window_seconds",
@@ -107,6 +110,10 @@ DECIDING: Mapping[str, tuple[str, ...]] = {
     "seal": ("enabled",),
     "stores": ("redis_stream_max",),
 }
+
+#: Deciding fields added after records were first written, with the value every run before
+#: them computed with (not today's default): a record without the field is applied with it.
+LEGACY: Mapping[tuple[str, str], Any] = {("score", "close_on"): "signal"}
 
 #: Files the output depends on, recorded by hash: checked by a replay, never restored.
 INPUTS = ("policy_bundle", "drift_baseline")
@@ -194,13 +201,20 @@ class OutputSettings:
             except ValueError as exc:
                 msg = f"the settings record's {section} values are refused: {exc}"
                 raise ReplaySettingsError(SettingsReason.REPLAY_SETTINGS_UNREADABLE, msg) from None
-        missing = [
-            f"{section}.{name}"
-            for section, names in DECIDING.items()
-            for name in names
-            if name not in self.values.get(section, {})
-        ]
+        missing: list[str] = []
+        for part, deciding in DECIDING.items():
+            for name in deciding:
+                if name in self.values.get(part, {}):
+                    continue
+                legacy = LEGACY.get((part, name), _NO_LEGACY)
+                if legacy is _NO_LEGACY:
+                    missing.append(f"{part}.{name}")
+                else:  # a record older than the field: the run computed with its old value
+                    out = out.with_changes(part, **{name: legacy})
         return out, missing
+
+
+_NO_LEGACY: Any = object()
 
 
 def output_settings(
@@ -226,8 +240,10 @@ def differences(recorded: OutputSettings, own: OutputSettings) -> list[str]:
     for section in sorted(set(recorded.values) | set(own.values)):
         was, now = recorded.values.get(section, {}), own.values.get(section, {})
         for name in sorted(set(was) | set(now)):
-            if was.get(name) != now.get(name):
-                out.append(f"{section}.{name}: {was.get(name)!r} recorded, {now.get(name)!r} here")
+            # A field the record is older than: it was computed with the field's legacy value.
+            then = was.get(name, LEGACY.get((section, name)))
+            if then != now.get(name):
+                out.append(f"{section}.{name}: {then!r} recorded, {now.get(name)!r} here")
     for name in sorted(set(recorded.inputs) | set(own.inputs)):
         if recorded.inputs.get(name) != own.inputs.get(name):
             out.append(

@@ -89,10 +89,11 @@ def _slot_pickling(cls: type[Any]) -> None:
     one = len(names) == 1
     untraced = cls.__dict__.get("__getstate__") is _getstate_untraced
     if untraced:
+        required = _required(cls)
 
         def getstate(self: Any) -> list[Any]:
             state = [get(self)] if one else list(get(self))
-            if state[-1] is None:
+            while len(state) > required and state[-1] is None:
                 state.pop()
             return state
 
@@ -118,13 +119,25 @@ def _slot_pickling(cls: type[Any]) -> None:
 
 
 def _getstate_untraced(self: Any) -> list[Any]:
-    """Pickle a record whose last field is an optional ``trace``: an untraced one (``None``)
-    pickles without it, byte for byte as before the field existed (recovery snapshots, the
-    hot path's golden pickles); :func:`_setstate_with_defaults` gives it back its default."""
+    """Pickle a record whose last fields are optional (default ``None``: a ``trace``, a drift
+    ``horizon``): the trailing ones that are ``None`` are left out, so a record without them
+    pickles byte for byte as before those fields existed (recovery snapshots, the hot path's
+    golden pickles); :func:`_setstate_with_defaults` gives them back their defaults."""
     state = [getattr(self, f.name) for f in dataclasses.fields(self)]
-    if state[-1] is None:
+    required = _required(type(self))
+    while len(state) > required and state[-1] is None:
         state.pop()
     return state
+
+
+def _required(cls: type[Any]) -> int:
+    """How many leading fields of ``cls`` a pickle keeps: all but the trailing run of fields
+    whose default is ``None`` (those are left out when ``None``)."""
+    fields = dataclasses.fields(cls)
+    n = len(fields)
+    while n and fields[n - 1].default is None:
+        n -= 1
+    return n
 
 
 def _setstate_with_defaults(self: Any, state: list[Any]) -> None:
@@ -234,6 +247,13 @@ class Decoded(_Immutable):
     #: The ``traceparent`` of this record's decode span when its trace is sampled
     #: (:mod:`core.tracing`), else ``None``. Never landed: no lake column reads it.
     trace: str | None = None
+    #: The drift step's horizon, on the last record one input record let out of it: the
+    #: tenant's event time (newest ``ts`` the drift step had seen, any type, held records
+    #: included) when that input was taken, else ``None``. A function of the tenant's input
+    #: sequence only; it lets the score step close every tick before it (:mod:`operators.score`).
+    #: Never landed, never in a provenance id: no table, store or manifest reads it; not
+    #: compared either (two records equal whatever horizon they carry), but in the ``repr``.
+    horizon: datetime | None = dataclasses.field(default=None, compare=False)
 
     __getstate__ = _getstate_untraced
     __setstate__ = _setstate_with_defaults

@@ -223,6 +223,7 @@ def _check_http_url(value: str) -> str:
 
 HttpUrlOrEmpty = Annotated[str, AfterValidator(_check_http_url)]
 PsiMode = Annotated[str, _one_of("full_intersection", "intersection_cardinality")]
+ScoreCloseOn = Annotated[str, _one_of("signal", "horizon")]
 ApiMode = Annotated[str, _one_of("development", "production")]
 LogLevel = Annotated[str, _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True)]
 #: sinks/graph.py's COMPAT.
@@ -503,6 +504,15 @@ class ScoreSettings:
     #: drift decision (issue 15: 1 s put it at 0.45 s p50 / 1.0 s p95, 0.1 s at 0.03 / 0.52 s),
     #: and the API's subscriptions coalesce into 100 ms windows anyway.
     tick_seconds: DurationOrZero = 0.1
+    #: What closes a tenant's open tick (its change is then published): ``"signal"``, only its
+    #: own next signal at the score step in a later tick (or the end of input); ``"horizon"``,
+    #: also the end of each drift release (its last passed record carries the drift step's
+    #: event time, which bounds it: at most one change per tick of it), so a release's last
+    #: tick no longer waits for the tenant's next release (issue 15: a tenth of the signals
+    #: waited 0.5 s after their drift decision with ``"signal"``; ``operators/score.py``).
+    #: Decides which changes are published: recorded for replays, and a range landed before
+    #: the setting existed replays as ``"signal"``.
+    close_on: ScoreCloseOn = "horizon"
 
 
 @_refuse_invalid

@@ -46,6 +46,12 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
 - Every input comes out exactly once, and the tenant's records come out **in input order** (the
   lake ledger relies on per-tenant offset order): a record waits until every earlier record of
   its tenant is decided.
+- **The horizon.** The last passed record that one pushed input record lets out (or a flush)
+  carries the tenant's event time at that moment as its :attr:`~core.records.Decoded.horizon`
+  (a copy of the record; the others carry none): every record the tenant sent until then has
+  come out before it or is still held. The score step closes its ticks by it
+  (:mod:`operators.score`). Per pushed record, never per engine batch, so :meth:`~TenantDrift.
+  push_batch` over any split equals :meth:`~TenantDrift.push`; a quarantined record carries none.
 - Deterministic: the same input sequence gives the same outputs (batch ids are hashes of the
   first record's coordinates; no wall clock, no randomness), also across a snapshot and resume.
 
@@ -326,7 +332,7 @@ class TenantDrift:
                 self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
         if fifo[0].out is None:  # the common case: the oldest record's batch is still open
             return []
-        return self._emit()
+        return self._horizoned(self._emit())
 
     def push_batch(self, items: Iterable[Decoded]) -> list[Output]:
         """:meth:`push` each of ``items`` in order; return everything they let go on, in order.
@@ -348,7 +354,28 @@ class TenantDrift:
         for key, batch in list(self._open.items()):
             self._close(key, batch)
         self._count()
-        return self._emit()
+        return self._horizoned(self._emit())
+
+    def _horizoned(self, out: list[Output]) -> list[Output]:
+        """``out`` (what one push or flush let go, in order) with the tenant's event time set as
+        the :attr:`~core.records.Decoded.horizon` of its last passed record: every record the
+        tenant sent up to now has left, or is still held and comes out after it. The horizon is
+        a function of the input sequence only (the last push's event time), whatever the engine's
+        batches: :meth:`push_batch` pushes one record at a time."""
+        for i in range(len(out) - 1, -1, -1):
+            d = out[i]
+            if type(d) is Decoded:
+                out[i] = Decoded(
+                    d.signal,
+                    d.provenance,
+                    d.kafka_timestamp_ms,
+                    d.raw,
+                    d.unknown_fields,
+                    d.trace,
+                    self._event_time,
+                )
+                break
+        return out
 
     def _count(self) -> None:
         """Add the batches decided since the last call to ``igflow_drift_batches_total``."""

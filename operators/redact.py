@@ -291,7 +291,9 @@ def redact(
         get("selectors", signal.selectors),
     )
     d = item.decoded
-    decoded = Decoded(redacted, d.provenance, d.kafka_timestamp_ms, None, d.unknown_fields, d.trace)
+    decoded = Decoded(
+        redacted, d.provenance, d.kafka_timestamp_ms, None, d.unknown_fields, d.trace, d.horizon
+    )
     pid = manifest_id(d, item.policy_version, policy.fragment(rules), source_entry(d, sources))
     return Tagged(decoded, item.tags, item.policy_version, pid)
 

@@ -16,22 +16,48 @@ Contract, per tenant (the step is keyed by ``tenant_id``; each tenant has one
   per-record stream is the reference.
 
 Coalescing per tick (what the operator emits; :class:`TickScore`). ``settings.tick_seconds``
-(``T``, default 1 s; 0: the per-record stream itself) cuts event time into ticks
+(``T``, default 0.1 s; 0: the per-record stream itself) cuts event time into ticks
 ``[k T, (k + 1) T)`` aligned on the Unix epoch. A change belongs to the tick of the tenant's event
-time ``W`` when it happened (its ``updated_at``), not of the signal's own ``ts``. The operator
-emits, per tenant, **the last change of each tick** of the per-record stream, unchanged: same
-score, status, ``updated_at``, window, provenance (the signal that made that last change) and
-``seq`` (so ``seq`` keeps increasing but has gaps: the changes folded away keep their numbers).
+time ``W`` when it happened (its ``updated_at``), not of the signal's own ``ts``, unless that
+tick is already closed (below): then to the first tick still open. The operator emits, per
+tenant, **the last change of each tick** of the per-record stream, unchanged: same score,
+status, ``updated_at``, window, provenance (the signal that made that last change) and ``seq``
+(so ``seq`` keeps increasing but has gaps: the changes folded away keep their numbers).
 
-- Decided by the tenant's input alone: the change of tick ``k`` is emitted when the tenant's own
-  next signal moves ``W`` into a later tick (whether or not that signal changes the score), or at
-  the end of a bounded input (``on_eof``). Never by batch, fetch, epoch or wall-clock timing, so a
-  replay, any batching and any split into epochs give the same stream; the change waiting for its
-  tick to close is in the recovery snapshot.
-- ``W`` never moves back, so a closed tick is never reopened. A signal out of order (its ``ts`` in
-  a tick already closed but inside the window) is scored as always; its change, if any, belongs
-  to the current tick of ``W`` and is published with it. A late signal (before the window) changes
-  nothing, as above.
+- Decided by the tenant's input alone. The open tick closes, and its change is emitted, when the
+  tenant's own next signal moves ``W`` into a later tick (whether or not that signal changes
+  the score), or, with ``settings.close_on = "horizon"`` (the default), when a record carries a
+  drift horizon ``H`` (:attr:`~core.records.Decoded.horizon`: the last passed record of a drift
+  release) and the open tick is not after ``tick(H)``, after that record's own change. Or at the
+  end of a bounded input (``on_eof``). Never by batch, fetch, epoch or wall-clock timing: ``H``
+  is the tenant's event time as the drift step had seen it when it took the input record that
+  caused the release, a function of the tenant's input sequence (:mod:`operators.drift`; its
+  idle flush, in tail mode only, is the documented wall-clock exception). So a replay, any
+  batching and any split into epochs give the same stream; the change waiting for its tick to
+  close, and where the first open tick starts, are in the recovery snapshot.
+- Why the horizon: the drift step lets a tenant's records out in releases (its micro-batches
+  close by event time, ``drift.batch_seconds``), so with ticks closed by signals only, the last
+  tick of a release waited for the tenant's next release (0.5 s of event time) before its change
+  left: about a tenth of the signals (``benchmarks/score_horizon.py``). A release's last record
+  marks the point where the drift step has let out everything it can decide; the tick that
+  record is in closes there, and whatever belongs to it later (records still held, later
+  input) counts in the next tick. ``H`` bounds it: a tick after ``tick(H)`` (the first open tick
+  can run ahead of ``W`` when releases come faster than ticks) is not closed by a horizon, so
+  there is still at most one change per tick of the drift step's event time. Closing every
+  tick before ``tick(H)`` instead (the first open tick jumping to ``tick(H)``) was measured and
+  dropped: ``H`` is about ``batch_seconds`` ahead of the records a release lets out, so the whole
+  next release fell into ``tick(H)`` and waited for the release after it (p50 0.5 s). With
+  ``close_on = "signal"`` horizons are ignored (the rule before them: a replay of a range landed
+  before the setting existed computes so, :mod:`core.output_settings`).
+- **At most one change per tenant per tick.** A closed tick is never reopened: ``W`` never moves
+  back, and a tick a horizon closed stays closed. A change whose ``W`` is in a closed tick (a
+  signal out of order, a record the drift step still held when the horizon closed its tick,
+  later input with ``ts`` in it) belongs to **the first open tick**, the one after the last
+  closed, and is published with that tick's last change (its ``updated_at`` stays its ``W``).
+  A signal out of order inside the window is scored as always; a late signal (before the
+  window) changes nothing, as above. A horizon lost with a record dropped before the score step
+  (a duplicate, a canary), or a release with no passed record, closes nothing: that tick waits
+  for the next signal or horizon, as without horizons.
 - Status changes are changes: a tick whose last change flips the status publishes it; a status
   that flips and flips back inside one tick is not published (the score is, if it moved).
 - Order: a subsequence of the per-record stream, so ``seq``, ``updated_at`` and each Kafka
@@ -360,7 +386,15 @@ class TickScore:
     change the tick (publication only: the window and thresholds stay the snapshot's).
     """
 
-    __slots__ = ("_pending", "_pending_at", "_pending_trace", "_score", "_tick")
+    __slots__ = (
+        "_by_horizon",
+        "_open_from",
+        "_pending",
+        "_pending_at",
+        "_pending_trace",
+        "_score",
+        "_tick",
+    )
 
     def __init__(self, settings: ScoreSettings, score: TenantScore | None = None) -> None:
         tick = round(settings.tick_seconds * 1_000_000)
@@ -368,10 +402,17 @@ class TickScore:
             msg = f"tick_seconds must be 0 or at least 1 µs, got {settings.tick_seconds}"
             raise ValueError(msg)
         self._tick = tick
+        #: Whether the drift step's horizon closes ticks (``settings.close_on``; a setting,
+        #: taken again on resume like the tick).
+        self._by_horizon = settings.close_on == "horizon"
         self._score = TenantScore(settings) if score is None else score
-        #: The newest change of the open tick, and ``W`` (µs) when it happened.
+        #: The newest change of the open tick, and when it happened (µs): ``max(W, open_from)``,
+        #: so its tick is the first tick still open.
         self._pending: _Change | None = None
         self._pending_at = 0
+        #: The start (µs) of the tick after the last one a horizon closed (``None``: none yet,
+        #: or a snapshot older than horizons): a change whose ``W`` is before it belongs to it.
+        self._open_from: int | None = None
         #: The trace of the open tick's newest sampled signal that changed the score (tracing):
         #: the tick's change carries it, so its store writes join that signal's trace.
         self._pending_trace: str | None = None
@@ -382,7 +423,9 @@ class TickScore:
         coalescing, which had no change pending), or a new one."""
         if isinstance(state, TickScore):
             other = copy.copy(state)
-            other._tick = cls(settings, state._score)._tick
+            fresh = cls(settings, state._score)
+            other._tick = fresh._tick
+            other._by_horizon = fresh._by_horizon
             return other
         return cls(settings, state)
 
@@ -401,35 +444,51 @@ class TickScore:
         score = self._score
         fold = score.fold
         tick = self._tick
+        by_horizon = self._by_horizon and tick > 0
         pending, pending_at, pending_trace = self._pending, self._pending_at, self._pending_trace
         pending_tick = pending_at // tick if tick else 0
+        open_from = self._open_from if by_horizon else None
         try:
             for item in items:
-                trace = item.decoded.trace
+                decoded = item.decoded
+                trace = decoded.trace
                 start = 0 if trace is None else time.time_ns()
                 change = fold(item)
                 if pending is not None:
                     # W only grows: a tick it left is closed for good.
                     newest = score._newest
                     assert newest is not None
-                    if not tick or newest // tick != pending_tick:
+                    if not tick or newest // tick > pending_tick:
                         append(_publish(pending, pending_trace))
                         pending = pending_trace = None
                 if change is not None:
                     if tick:
                         pending = change
                         pending_at = score._newest  # type: ignore[assignment]
+                        if open_from is not None and open_from > pending_at:
+                            pending_at = open_from  # W's tick is closed: the first open one
                         pending_tick = pending_at // tick
                         if trace is not None:
                             pending_trace = trace
                     else:
                         append(_publish(change, trace))
+                if by_horizon and pending is not None and decoded.horizon is not None:
+                    # The end of a drift release: the open tick closes now, unless it is
+                    # after the drift step's event time's (what comes later belongs to the
+                    # next tick), instead of waiting for the tenant's next release.
+                    at = (decoded.horizon - _EPOCH) // _MICROSECOND
+                    if pending_tick <= at // tick:
+                        append(_publish(pending, pending_trace))
+                        pending = pending_trace = None
+                        open_from = (pending_tick + 1) * tick
                 if start:
                     outcome = "unchanged" if change is None else "changed"
                     tracing.record_stage("score", item, start, outcome=outcome)
         finally:
             self._pending, self._pending_at = pending, pending_at
             self._pending_trace = pending_trace
+            if by_horizon:
+                self._open_from = open_from
         return out
 
     def flush(self) -> list[ScoreChange]:

@@ -259,6 +259,7 @@ def compile_reader(
         "raw": "raw",
         "unknown_fields": "()",
         "trace": "None",
+        "horizon": "None",
     }
     body += _construct(Decoded, "decoded", decoded, namespace)
     body.append("    return decoded")

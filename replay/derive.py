@@ -26,11 +26,21 @@ partition count) was scored in an interleaving that the lake does not record; it
 exactly the signals with ``ts`` in ``(W - window, W]`` (``W`` the tenant's newest ``ts``)
 whatever the order, and the score is its exact weighted mean. Each tenant's rows are held in
 memory (as Arrow) while they are sorted and emitted.
+
+Ticks closed by the drift step's horizon (``score.close_on = "horizon"``, the default). The
+horizon a flow's score step read (:attr:`~core.records.Decoded.horizon`) is not landed: it
+follows from the drift step's whole input (quarantined records and duplicates included), which
+the ``signals`` table does not hold. A derivation computes with ``close_on = "signal"`` (and its
+commits record that) and warns: each tenant's per-record changes are the same (a derived row and
+an original row of the same ``seq`` are equal) and so is its last change, but the original
+published some changes earlier, so the set of ``seq`` published can differ. An exact copy of
+such a range comes from ``igflow replay`` of Kafka, which runs the drift step again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,6 +65,8 @@ from replay.settings import SettingsUsed, original_settings, own_record
 from sinks.lake_tables import SCORES, SIGNALS
 
 __all__ = ["DeriveReport", "derive_scores", "signals_source"]
+
+log = logging.getLogger(__name__)
 
 FLOW_ID = "derive_scores"
 
@@ -244,6 +256,15 @@ def derive_scores(
     settings, used = original_settings(
         settings, cat, use=settings_from, namespace=source_namespace, sections=("score",)
     )
+    if settings.score.close_on != "signal":
+        # The drift step's horizons are not landed: computed as what they are, per signal.
+        log.warning(
+            "score.close_on is %r, but signals rows carry no drift horizon: deriving with "
+            "ticks closed by signals only; changes of the same seq equal the original's, each "
+            "tenant's last change too, but which changes were published can differ",
+            settings.score.close_on,
+        )
+        settings = settings.with_changes("score", close_on="signal")
     target = (
         settings.with_changes("lake", namespace=into)
         .with_changes("stores", sinks="")

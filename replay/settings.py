@@ -196,7 +196,8 @@ def original_settings(
         log.warning(
             "%s: replaying with this environment's settings; for a byte-identical replay they "
             "must be the original's (a range landed with 1 s score ticks needs "
-            "IGFLOW_SCORE_TICK_SECONDS=1)",
+            "IGFLOW_SCORE_TICK_SECONDS=1, one landed before score.close_on existed "
+            "IGFLOW_SCORE_CLOSE_ON=signal)",
             why,
         )
         return settings, SettingsUsed("unrecorded")

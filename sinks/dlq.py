@@ -577,6 +577,16 @@ class DeadLetterTarget:
         )
 
 
+def _as_dict(item: Any) -> dict[str, Any]:
+    """``item`` as a dict for its dead letter, without the drift step's ``horizon`` (a signal's
+    :attr:`~core.records.Decoded.horizon` is flow bookkeeping, never landed)."""
+    out = dataclasses.asdict(item)
+    decoded = out.get("decoded")
+    if isinstance(decoded, dict):
+        decoded.pop("horizon", None)
+    return out
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -639,7 +649,7 @@ class SinkDeadLetters:
                     ("igflow.input_hash", provenance.input_hash.encode()),
                 ]
             value: bytes | None = json.dumps(
-                dataclasses.asdict(item), default=_json_default, sort_keys=True
+                _as_dict(item), default=_json_default, sort_keys=True
             ).encode()
             if self._sealer is not None and tenant and provenance is not None:
                 row = self._row(provenance, item)

@@ -20,7 +20,13 @@ from tests.integration.conftest import finish, igflow, json_lines, produce_workl
 pytestmark = pytest.mark.integration
 
 #: The original's deciding settings, neither of them the default (0.1 s ticks, a 24 h window).
-ORIGINAL = {"IGFLOW_SCORE_TICK_SECONDS": "1", "IGFLOW_SCORE_WINDOW_SECONDS": "5"}
+#: Score settings other than the defaults (close_on "signal": the derivation below is exact
+#: only with ticks closed by signals, see replay/derive.py).
+ORIGINAL = {
+    "IGFLOW_SCORE_TICK_SECONDS": "1",
+    "IGFLOW_SCORE_WINDOW_SECONDS": "5",
+    "IGFLOW_SCORE_CLOSE_ON": "signal",
+}
 
 
 def _ends(err: str) -> dict[int, int]:
@@ -78,6 +84,7 @@ def test_a_replay_in_a_default_environment_reproduces_a_run_with_other_settings(
     assert used["source"] == "original"
     assert len(used["records"]) == 1
     assert used["differences"] == [
+        "score.close_on: 'signal' recorded, 'horizon' here",
         "score.tick_seconds: 1.0 recorded, 0.1 here",
         "score.window_seconds: 5.0 recorded, 86400.0 here",
     ]
@@ -128,6 +135,7 @@ def test_a_replay_in_a_default_environment_reproduces_a_run_with_other_settings(
     sha = shas.pop()
     assert sha is not None
     assert read_settings(table, sha).values["score"]["tick_seconds"] == 1.0
+    assert read_settings(table, sha).values["score"]["close_on"] == "signal"
 
 
 def test_a_range_across_a_change_of_settings_is_refused_and_each_part_replays(

@@ -45,7 +45,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANTS, COUNT = 4, 1500
 #: A tenant's signals are a second apart: a 10 s tick folds about 10 changes into one.
-TICK = {"IGFLOW_SCORE_TICK_SECONDS": "10"}
+#: 10 s ticks, closed by signals only: the expected scores are computed from the landed rows,
+#: and the drift step's horizons (score.close_on = "horizon", the default) follow from its whole
+#: input, duplicates included, which the lake does not hold. The horizon rule through the flow:
+#: tests/unit/test_flow.py (in process) and tests/unit/test_score_ticks.py (the law).
+TICK = {"IGFLOW_SCORE_TICK_SECONDS": "10", "IGFLOW_SCORE_CLOSE_ON": "signal"}
 
 
 def _exact_score(rows: list[dict[str, Any]]) -> Fraction:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
-from core.records import RawRecord
+from core.records import Decoded, PolicyTags, Provenance, RawRecord, ScoreChange, Signal, Tagged
 from core.settings import Settings
 from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import INVALID_KINDS, SOURCES, Message, WorkloadSpec, generate, tenant_ids
+from operators.drift import TenantDrift
+from operators.score import TenantScore
 from operators.tenancy import TenancyPolicy
 from sinks.dlq import DLQ_HEADERS
 from sinks.iceberg import ledger
@@ -25,6 +28,9 @@ from sinks.settings_record import read_settings, settings_history
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.memory_keys import memory_sealer
+from tests.score_ticks import closed_by_horizons, last_of_each_tick
+
+TAGS = PolicyTags("benchmarking", "standard-365d", "Restricted-TOS", "US")
 
 POLICY = TenancyPolicy.load(Settings().policies_dir)
 TENANTS = StaticTenants.of(*tenant_ids(10), sources=SOURCES)
@@ -202,3 +208,50 @@ def test_the_baseline_file_read_is_the_one_recorded(
                 assert sha is not None
                 recorded.add(read_settings(table, sha).inputs["drift_baseline"])
     assert recorded == {hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def test_the_drift_horizon_reaches_the_score_step_through_the_flow(
+    lake_settings: Settings, schemas: DictSchemas, catalog: Catalog
+) -> None:
+    """``score.close_on = "horizon"``: the horizon the drift step sets survives dedupe,
+    tenant-tag, redact, psi and the canary filter, and the landed ``scores`` are the law's
+    (``tests.score_ticks.closed_by_horizons`` over the drift step's own releases); with
+    ``"signal"`` they are the last change of each tick, and the two differ (signals 4 ms apart
+    per tenant, ticks of 0.1 s, drift releases every 0.5 s)."""
+    spec = WorkloadSpec(tenants=2, count=1_500, step=timedelta(milliseconds=4))
+    workload = list(generate(spec, V1_ID, SIGNAL_V1.parsed))
+    records = kafka_messages(workload)
+    signal_settings = lake_settings.with_changes("score", close_on="signal").with_changes(
+        "lake", namespace="by_signal"
+    )
+    _run(lake_settings, schemas, records)
+    _run(signal_settings, schemas, records)
+
+    def landed(namespace: str, tenant: str) -> list[tuple[Any, ...]]:
+        rows = [r for r in _rows(catalog, namespace, "scores") if r["tenant_id"] == tenant]
+        return sorted((r["seq"], r["score"], r["status"], r["updated_at"]) for r in rows)
+
+    def key(c: ScoreChange) -> tuple[Any, ...]:
+        return (c.seq, c.score, c.status, c.updated_at)
+
+    for tenant in tenant_ids(2):
+        drift = TenantDrift(tenant, lake_settings.drift, None, "")
+        released: list[Decoded] = []
+        for n, m in enumerate(w for w in workload if w.record and w.record["tenant_id"] == tenant):
+            assert m.record is not None
+            fields = {k: m.record[k] for k in ("signal_id", "type", "value", "weight", "source")}
+            signal = Signal(tenant_id=tenant, ts=m.record["ts"], **fields)
+            decoded = Decoded(signal, Provenance("t", 0, n, 1, "h"))
+            released += [o for o in drift.push(decoded) if isinstance(o, Decoded)]
+        released += [o for o in drift.flush() if isinstance(o, Decoded)]
+        items = [Tagged(d, TAGS, "p", "x") for d in released]
+        per_item, at_end = closed_by_horizons(items, lake_settings.score)
+        expected = [key(c) for c in [*(c for cs in per_item for c in cs), *at_end]]
+        by_horizon = landed("coherence", tenant)
+        assert by_horizon == expected
+        reference = TenantScore(lake_settings.score)
+        every = [c for i in items if (c := reference.add(i)) is not None]
+        by_signal = landed("by_signal", tenant)
+        assert by_signal == [key(c) for c in last_of_each_tick(every, 0.1)]
+        assert by_horizon != by_signal
+        assert by_horizon[-1] == by_signal[-1]

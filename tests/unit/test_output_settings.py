@@ -239,3 +239,31 @@ def test_a_derivation_neither_reads_nor_hashes_the_input_files(
     assert (used.source, applied.score) == ("original", lake_settings.score)
     with pytest.raises(SchemaError, match="policy folder missing"):  # a full replay checks them
         original_settings(gone, catalog, {0: 0}, {0: 3})
+
+
+def test_a_record_from_before_close_on_replays_with_signal_closing() -> None:
+    """``score.close_on`` came after records were written: a record without it was computed
+    with the old behaviour, ``"signal"``, and is applied so (not with today's default), and
+    no difference is reported for it."""
+    assert Settings().score.close_on == "horizon"
+    old = output_settings(Settings(), "a" * 64, "")
+    values = {s: dict(v) for s, v in old.values.items()}
+    del values["score"]["close_on"]
+    record = OutputSettings(values, old.inputs)
+    applied, missing = record.apply(Settings())
+    assert applied.score.close_on == "signal"
+    assert "score.close_on" not in missing
+    assert (
+        differences(
+            record,
+            output_settings(Settings().with_changes("score", close_on="signal"), "a" * 64, ""),
+        )
+        == []
+    )
+    assert differences(record, old) == ["score.close_on: 'signal' recorded, 'horizon' here"]
+    # A record that holds it applies what it holds.
+    new = OutputSettings(old.values, old.inputs)
+    assert (
+        new.apply(Settings().with_changes("score", close_on="signal"))[0].score.close_on
+        == "horizon"
+    )

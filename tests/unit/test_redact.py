@@ -277,6 +277,7 @@ def test_the_records_rebuilt_field_by_field_keep_every_field() -> None:
     ]
     assert [f.name for f in dataclasses.fields(Decoded)] == [
         *("signal", "provenance", "kafka_timestamp_ms", "raw", "unknown_fields", "trace"),
+        "horizon",
     ]
     assert [f.name for f in dataclasses.fields(Tagged)] == [
         *("decoded", "tags", "policy_version", "provenance_id"),
@@ -308,9 +309,14 @@ def test_redact_equals_its_reference(
         unknown_fields=("extra",),
         trace=trace,
         kafka_timestamp_ms=offset,
+        horizon=d.signal.ts if offset % 2 else None,
     )
     item = tag(d, tenancy)
-    assert redact(item, policy, fake_mac) == redact_reference(item, policy, fake_mac)
+    redacted = redact(item, policy, fake_mac)
+    assert redacted == redact_reference(item, policy, fake_mac)
+    # The horizon is not compared: it must be kept all the same (the score step reads it).
+    assert repr(redacted) == repr(redact_reference(item, policy, fake_mac))
+    assert redacted.decoded.horizon == d.horizon
 
 
 def test_an_unusual_value_type_takes_the_general_path_to_the_same_id(

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings, SettingError, Settings
 from operators.score import TenantScore, TickScore, score
-from tests.score_ticks import last_of_each_tick, tick_of
+from tests.score_ticks import closed_by_horizons, last_of_each_tick, tick_of, with_horizons
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 100.0
@@ -40,8 +40,8 @@ def _tagged(ms: int, value: float, weight: float | None, offset: int, tenant: st
     return Tagged(Decoded(signal, provenance), TAGS, "policy-v", f"prov-{offset}")
 
 
-def _settings(tick: float) -> ScoreSettings:
-    return ScoreSettings(window_seconds=WINDOW, tick_seconds=tick)
+def _settings(tick: float, close_on: str = "horizon") -> ScoreSettings:
+    return ScoreSettings(window_seconds=WINDOW, tick_seconds=tick, close_on=close_on)
 
 
 def _reference(items: list[Tagged]) -> list[ScoreChange]:
@@ -157,10 +157,130 @@ def test_a_signal_that_changes_nothing_still_closes_the_tick() -> None:
 
 def test_the_tick_setting() -> None:
     assert Settings().score.tick_seconds == 0.1
+    assert Settings().score.close_on == "horizon"
+    with pytest.raises(SettingError, match="close_on"):
+        Settings().with_changes("score", close_on="wall_clock")
     with pytest.raises(SettingError, match="tick_seconds"):
         Settings().with_changes("score", tick_seconds=-1)
     with pytest.raises(ValueError, match="tick_seconds"):
         TickScore(_settings(1e-7))
+
+
+# --- closed by the drift step's horizon --------------------------------------------------------
+
+#: Per signal: no horizon, or one this many ms ahead of the newest ts so far.
+_ahead = st.none() | st.integers(0, 3_000).map(lambda ms: ms - ms % 125)
+_with_ahead = st.tuples(_signal, _ahead)
+
+
+def _horizoned(pairs: list[tuple[tuple[int, float, float | None], int | None]]) -> list[Tagged]:
+    return with_horizons(_items([p for p, _ in pairs]), [a for _, a in pairs])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_with_ahead, max_size=60), _tick, st.lists(st.integers(0, 60), max_size=8))
+def test_horizons_close_ticks_as_the_law_says_for_any_batching(
+    pairs: list[tuple[tuple[int, float, float | None], int | None]],
+    tick: float,
+    cuts: list[int],
+) -> None:
+    items = _horizoned(pairs)
+    per_item, at_end = closed_by_horizons(items, _settings(tick))
+    # Per record: each change leaves right after the item that closes its tick.
+    one = TickScore(_settings(tick))
+    assert [one.add([i]) for i in items] == per_item
+    assert one.flush() == at_end
+    # Any batching: the same stream.
+    state = TickScore(_settings(tick))
+    out: list[ScoreChange] = []
+    for chunk in _chunks(items, cuts):
+        out += state.add(chunk)
+    out += state.flush()
+    expected = [c for changes in per_item for c in changes] + at_end
+    assert out == expected
+    # A subsequence of the per-record stream, ending with its last change; seq increases.
+    every = _reference(items)
+    assert [c.seq for c in out] == sorted({c.seq for c in out})
+    assert all(every[c.seq - 1] == c for c in out)
+    assert out[-1:] == every[-1:]
+    # close_on = "signal": horizons are ignored (the stream before horizons existed).
+    signal_only = TickScore(_settings(tick, "signal"))
+    assert signal_only.add(items) + signal_only.flush() == last_of_each_tick(every, tick)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_with_ahead, max_size=50), _tick, st.integers(0, 50), st.booleans())
+def test_a_snapshot_with_a_horizon_resumes_as_if_uninterrupted(
+    pairs: list[tuple[tuple[int, float, float | None], int | None]],
+    tick: float,
+    cut: int,
+    pickled: bool,
+) -> None:
+    items = _horizoned(pairs)
+    cut = min(cut, len(items))
+    state = TickScore(_settings(tick))
+    before = state.add(items[:cut])
+    snap = pickle.loads(pickle.dumps(state)) if pickled else copy.deepcopy(state)
+    del state  # the crash
+    resumed = TickScore.resume(snap, _settings(tick))
+    after = resumed.add(items[cut:]) + resumed.flush()
+    per_item, at_end = closed_by_horizons(items, _settings(tick))
+    assert before + after == [c for changes in per_item for c in changes] + at_end
+
+
+def test_a_snapshot_from_before_horizons_resumes() -> None:
+    """A TickScore pickled before the horizon existed (no ``_open_from``, no ``_by_horizon``)
+    resumes with no tick closed by a horizon, and takes horizons from then on."""
+    state = TickScore(_settings(1.0))
+    assert state.add([_tagged(500, 0.5, 1.0, 0)]) == []
+    old = state.__getstate__()
+    del old["_open_from"], old["_by_horizon"]
+    restored = TickScore.__new__(TickScore)
+    restored.__setstate__(old)
+    resumed = TickScore.resume(restored, _settings(1.0))
+    [change] = resumed.add(with_horizons([_tagged(600, 1.0, 1.0, 1)], [1_000]))
+    assert (change.seq, change.provenance_id) == (2, "prov-1")
+
+
+def test_a_horizon_closes_the_tick_without_waiting_for_the_next_signal() -> None:
+    state = TickScore(_settings(1.0))
+    # W at 0.9 s; the drift step has seen 1.2 s (a held record): tick 0 closes now.
+    [change] = state.add(with_horizons([_tagged(900, 0.5, 1.0, 0)], [300]))
+    assert (change.seq, change.updated_at) == (1, START + timedelta(milliseconds=900))
+    # A horizon in the open tick closes it too: the release it ended let out the tick so far.
+    [change] = state.add(with_horizons([_tagged(1_100, 1.0, 1.0, 1)], [0]))
+    assert change.seq == 2
+    # Now tick 2 is the first open one (tick 1 is published): a change at W 1.15 s belongs to
+    # it, and a horizon still in tick 1 does not close it (at most one change per tick of the
+    # drift step's event time).
+    assert state.add(with_horizons([_tagged(1_150, 0.0, 1.0, 2)], [0])) == []
+    assert state.add(with_horizons([_tagged(1_900, 0.0, 1.0, 3)], [0])) == []
+    [change] = state.add(with_horizons([_tagged(2_050, 1.0, 1.0, 4)], [0]))  # H in tick 2
+    assert (change.seq, change.provenance_id) == (5, "prov-4")
+    assert state.flush() == []
+
+
+def test_a_change_in_a_tick_a_horizon_closed_belongs_to_the_first_open_tick() -> None:
+    """The rule that keeps at most one change per tick: tick 0 was published at the horizon;
+    the held record released after it (ts 0.95 s, W still 0.95 s) changes the score in tick 1,
+    the first open one, and is published when tick 1 closes, not as a second change of tick 0."""
+    state = TickScore(_settings(1.0))
+    [first] = state.add(with_horizons([_tagged(900, 0.5, 1.0, 0)], [300]))
+    assert tick_of(first.updated_at, 1.0) == tick_of(START, 1.0)
+    assert state.add([_tagged(950, 1.0, 1.0, 1)]) == []  # W in tick 0, closed: tick 1's
+    assert state.add([_tagged(1_500, 1.0, 1.0, 2)]) == []  # tick 1 again (W moves into it)
+    [late] = state.add([_tagged(2_000, 1.0, 1.0, 3)])  # W into tick 2: tick 1 closes
+    assert (late.seq, late.provenance_id) == (3, "prov-2")
+    # Without the horizon the same signals give tick 0 two changes folded into one (seq 2).
+    plain = TickScore(_settings(1.0, "signal"))
+    items = with_horizons(
+        [
+            _tagged(m, v, 1.0, n)
+            for n, (m, v) in enumerate([(900, 0.5), (950, 1.0), (1_500, 1.0), (2_000, 1.0)])
+        ],
+        [300, None, None, None],
+    )
+    assert [c.seq for c in plain.add(items)] == [2, 3]
 
 
 # --- in the engine: batches, epochs, a crash and a resume ------------------------------------
@@ -176,11 +296,22 @@ def _flow(
     return flow
 
 
-def _two_tenants(signals: list[tuple[int, float, float | None]]) -> list[Tagged]:
-    return [
+def _two_tenants(
+    signals: list[tuple[int, float, float | None]], ahead: list[int | None] | None = None
+) -> list[Tagged]:
+    """The signals alternately of tenants a and b; ``ahead``: each one's horizon (drift's)."""
+    items = [
         _tagged(ms, v, w, offset=n, tenant=("a", "b")[n % 2])
         for n, (ms, v, w) in enumerate(signals)
     ]
+    if ahead is None:
+        return items
+    by_offset: dict[int, Tagged] = {}
+    for tenant in ("a", "b"):
+        mine = [i for i in items if i.signal.tenant_id == tenant]
+        marks = [ahead[i.provenance.kafka_offset] for i in mine]
+        by_offset.update((i.provenance.kafka_offset, i) for i in with_horizons(mine, marks))
+    return [by_offset[n] for n in range(len(items))]
 
 
 @settings(
@@ -189,19 +320,20 @@ def _two_tenants(signals: list[tuple[int, float, float | None]]) -> list[Tagged]
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    st.lists(_signal, min_size=1, max_size=60),
+    st.lists(_with_ahead, min_size=1, max_size=60),
     _tick,
     st.integers(1, 9),
     st.integers(0, 60),
 )
 def test_in_the_engine_any_batching_and_a_crash_give_the_same_changes(
     tmp_path_factory: pytest.TempPathFactory,
-    signals: list[tuple[int, float, float | None]],
+    pairs: list[tuple[tuple[int, float, float | None], int | None]],
     tick: float,
     batch: int,
     crash_at: int,
 ) -> None:
-    items = _two_tenants(signals)
+    """With drift horizons on some records (the law: ``closed_by_horizons``)."""
+    items = _two_tenants([p for p, _ in pairs], [a for _, a in pairs])
     path: Path = tmp_path_factory.mktemp("recovery")
     init_db_dir(path, 1)
     recovery = RecoveryConfig(str(path), timedelta(0))
@@ -217,4 +349,6 @@ def test_in_the_engine_any_batching_and_a_crash_give_the_same_changes(
     )
     for tenant in ("a", "b"):
         mine = [i for i in items if i.signal.tenant_id == tenant]
-        assert [c for k, c in out if k == tenant] == last_of_each_tick(_reference(mine), tick)
+        per_item, at_end = closed_by_horizons(mine, _settings(tick))
+        expected = [c for changes in per_item for c in changes] + at_end
+        assert [c for k, c in out if k == tenant] == expected
