@@ -25,13 +25,21 @@ from dev.config import StackConfig
 from dev.errors import StackError
 from dev.service import PROBE_TIMEOUT_S, Port, Service
 
-__all__ = ["Neo4j", "driver_tls"]
+__all__ = ["HEAP_INITIAL", "HEAP_MAX", "PAGE_CACHE", "Neo4j", "driver_tls"]
+
+#: The JVM heap, initial and maximum (docker-compose.yml's ``NEO4J_server_memory_heap_*`` match
+#: them). A fixed 1 GB halved G1's CPU under the graph sink's writes but cost Neo4j more CPU per
+#: record in the flow with every store: measured, not adopted (DEVELOPERS.md, "Neo4j's heap").
+HEAP_INITIAL = "128m"
+HEAP_MAX = "512m"
+#: The page cache, in neo4j.conf, outside the heap.
+PAGE_CACHE = "128m"
 
 #: Heap, and what Neo4j's own launcher adds for JDK 17 (netty and the page cache reach into
-#: java.nio). The page cache is configured in neo4j.conf, outside the heap.
+#: java.nio).
 JVM_OPTIONS = (
-    "-Xms128m",
-    "-Xmx512m",
+    f"-Xms{HEAP_INITIAL}",
+    f"-Xmx{HEAP_MAX}",
     "-XX:+UseG1GC",
     "-XX:+ExitOnOutOfMemoryError",
     "-XX:-OmitStackTraceInFastThrow",
@@ -56,7 +64,7 @@ def _conf(cfg: StackConfig, home: Path) -> str:
         "server.https.enabled": "false",
         "server.directories.data": str(home / "data"),
         "server.directories.logs": str(home / "logs"),
-        "server.memory.pagecache.size": "128m",
+        "server.memory.pagecache.size": PAGE_CACHE,
         # Keep the transaction logs of a test machine small (the default keeps 2 days).
         "db.tx_log.rotation.retention_policy": "256M size",
         "dbms.usage_report.enabled": "false",
