@@ -148,8 +148,15 @@ _STARTED = STARTED
 def igflow(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
     """Start ``igflow ARGS`` in its own process group, its logs in a pipe. It is killed and its
     pipes closed when the test ends, whatever the test did with it."""
+    return python_module(settings, "igflow.cli", *args, **extra)
+
+
+def python_module(
+    settings: Settings, module: str, *args: str, **extra: str
+) -> subprocess.Popen[bytes]:
+    """``python -m MODULE ARGS`` started as :func:`igflow` starts ``igflow``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "igflow.cli", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=env_for(settings, **extra),
         stdout=subprocess.PIPE,

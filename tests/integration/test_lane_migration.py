@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,18 +27,16 @@ from igflow.workload import WorkloadSpec
 from tenancy.sealed_state import SealedState, StateSeal
 from tenancy.sealing import sealer_of
 from tests.integration.conftest import (
-    REPO,
-    env_for,
     finish,
     igflow,
     kill,
     lake_count,
     lake_rows,
+    python_module,
     quarantine_rows,
     recent,
 )
 from tests.integration.test_sealed_recovery import _resumable
-from tests.processes import STARTED
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +48,7 @@ OLD_STEP = "coherence.lake_signals_batch.stateful"
 
 def _lane_keyed(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
     """``igflow ARGS`` with the lake batched by lane, as before session 13."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.lane_keyed", *args],
-        cwd=REPO,
-        env=env_for(settings, **extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    STARTED.append(proc)
-    return proc
+    return python_module(settings, "tests.integration.lane_keyed", *args, **extra)
 
 
 def _held(recovery: Path, seal: StateSeal) -> dict[str, int]:
