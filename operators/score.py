@@ -454,6 +454,9 @@ class TickScore:
                 trace = decoded.trace
                 start = 0 if trace is None else time.time_ns()
                 change = fold(item)
+                if start:  # scored: its span ends before any change it makes is published
+                    outcome = "unchanged" if change is None else "changed"
+                    tracing.record_stage("score", item, start, outcome=outcome)
                 if pending is not None:
                     # W only grows: a tick it left is closed for good.
                     newest = score._newest
@@ -481,9 +484,6 @@ class TickScore:
                         append(_publish(pending, pending_trace))
                         pending = pending_trace = None
                         open_from = (pending_tick + 1) * tick
-                if start:
-                    outcome = "unchanged" if change is None else "changed"
-                    tracing.record_stage("score", item, start, outcome=outcome)
         finally:
             self._pending, self._pending_at = pending, pending_at
             self._pending_trace = pending_trace

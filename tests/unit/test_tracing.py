@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -190,6 +191,25 @@ def test_a_score_change_records_when_it_leaves_the_score_step(receiver: OtlpRece
         "prov-2",
         "prov-3",
     ]
+
+
+def test_a_change_a_horizon_publishes_leaves_after_its_signal_was_scored(
+    receiver: OtlpReceiver,
+) -> None:
+    """A drift horizon closes the tick at the signal that made its change (``close_on =
+    "horizon"``): the ``score`` span of that signal ends before the ``score publish`` span of
+    its change (ci26: the publish was recorded first, inside the signal's own scoring)."""
+    _on(receiver, 0.0)
+    state = TickScore(ScoreSettings(window_seconds=100.0, tick_seconds=0.1, close_on="horizon"))
+    item = _scored(10, 0.5, 1, SAMPLED)
+    decoded = dataclasses.replace(item.decoded, horizon=item.decoded.signal.ts)
+    [change] = state.add([dataclasses.replace(item, decoded=decoded)])
+    assert change.provenance.kafka_offset == 1
+    tracing.flush()
+    spans = receiver.wait_for(lambda got: {"score", "score publish"} <= {s.name for s in got})
+    [scored] = [s for s in spans if s.name == "score"]
+    [published] = [s for s in spans if s.name == "score publish"]
+    assert scored.end_ns <= published.end_ns
 
 
 def _change(trace: str | None = None) -> ScoreChange:
