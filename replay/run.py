@@ -440,6 +440,9 @@ def replay(
         if commits == "original"
         else {}
     )
+    if cluster.processes * settings.run.workers > 1:
+        # Several workers: the tables that allow it are batched where their rows are.
+        plans = {name: plan.spread_over_workers() for name, plan in plans.items()}
     scratch = scratch.with_changes("lake", namespace=into).with_changes(
         "run", bounded=True, recovery_dir="", metrics_port=0
     )
