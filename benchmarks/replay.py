@@ -16,6 +16,13 @@ Events/s is records produced (signals, duplicates and invalid records) over seco
 seconds are the step's processes' own (user + system), the steadier figure on a shared machine.
 Prints two tables; writes ``benchmarks/results/replay.json``.
 
+    .venv/bin/python benchmarks/replay.py --signals 200000 --against /tmp/base --rounds 3
+
+replays the run's range (step 3) with ``--against``'s code (``git archive main | tar -x -C
+/tmp/base``) and this checkout's alternately, ``--rounds`` times each, 1 process then 2: each
+round's wall and CPU seconds, then the medians per side in the table; step 4 verifies this
+checkout's last replays.
+
     .venv/bin/python benchmarks/replay.py --compare-verify TAG --base /tmp/base --rounds 3
 
 runs only the verifies of a previous run (its namespaces ``bench_TAG_*``) with the code of
@@ -42,6 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -217,6 +225,43 @@ def compare_replay(settings: Settings, tag: str, base: Path, rounds: int) -> Non
     (out_dir / "replay_compare.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+def _against(
+    base: Path,
+    rounds: int,
+    tag: str,
+    replay_one: Callable[[str, Path], tuple[float, float]],
+    replay_two: Callable[[str, Path], tuple[float, float]],
+) -> list[tuple[str, float, float]]:
+    """The replays of the run's range by ``base``'s code and this checkout's, alternately,
+    ``rounds`` times each (1 process, then 2): median rows ``(step, seconds, cpu s)`` per side.
+    This checkout's last replays are ``bench_<tag>_replay`` and ``bench_<tag>_replay_p2``, which
+    the verifies then check."""
+    os.environ["IGFLOW_STACK_DIR"] = str(Path(Settings.load().stack_dir).resolve())
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for n in range(rounds):
+        last = n == rounds - 1
+        for side, cwd in (("base", base), ("new", REPO)):
+            mine = f"bench_{tag}_replay" if side == "new" and last else f"bench_{tag}_{side}{n}"
+            for step, into, replay in (
+                (f"igflow replay ({side})", mine, replay_one),
+                (f"igflow replay, 2 processes ({side})", f"{mine}_p2", replay_two),
+            ):
+                wall, cpu = replay(into, cwd)
+                seen.setdefault(step, []).append((wall, cpu))
+                print(f"round {n + 1}: {step} {wall:.2f} s, {cpu:.2f} CPU s (load {_load()})")
+    print(f"\nreplays, {rounds} rounds alternately against {base}, each (wall s, cpu s):")
+    out = []
+    for step, runs in seen.items():
+        print(f"  {step:<40} " + " ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
+        median = (
+            f"{step} median",
+            statistics.median(w for w, _c in runs),
+            statistics.median(c for _w, c in runs),
+        )
+        out.append(median)
+    return out
+
+
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -235,6 +280,13 @@ def main() -> None:
         help="only replay a previous run's topic (bench.TAG.signals), --base against this code",
     )
     parser.add_argument("--base", type=Path, help="another commit's copy (git archive)")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="BASE",
+        help="replay the run's range with BASE's code (a git archive) and this checkout's "
+        "alternately, --rounds times each (1 and 2 processes): medians",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.compare_replay:
@@ -280,28 +332,34 @@ def main() -> None:
 
     frm = ",".join(f"{p}:0" for p in sorted(ends))
     to = ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))
-    seconds, out, _err = igflow(
-        settings, original, "replay", "--from", frm, "--to", to, "--into", scratch, "--lake-only"
-    )
-    replayed = json.loads(out.strip().splitlines()[-1])["rows"]
-    assert replayed == total, f"the replay read {replayed} of {total} records"
-    rows.append(("igflow replay (full range)", seconds, LAST_CPU[0]))
+    span = ("--from", frm, "--to", to, "--lake-only")
+
+    def replay_one(into: str, cwd: Path = REPO) -> tuple[float, float]:
+        seconds, out, _err = igflow_all(
+            settings, original, [["replay", *span, "--into", into]], cwd=cwd
+        )[0]
+        replayed = json.loads(out.strip().splitlines()[-1])["rows"]
+        assert replayed == total, f"the replay read {replayed} of {total} records"
+        return seconds, LAST_CPU[0]
+
+    def replay_two(into: str, cwd: Path = REPO) -> tuple[float, float]:
+        addresses = _addresses(2)
+        ran = igflow_all(
+            settings,
+            original,
+            [["replay", *span, "--into", into, "-i", str(i), "-a", addresses] for i in range(2)],
+            cwd=cwd,
+        )
+        replayed = sum(json.loads(out.strip().splitlines()[-1])["rows"] for _s, out, _e in ran)
+        assert replayed == total, f"the 2-process replay read {replayed} of {total} records"
+        return max(s for s, _o, _e in ran), LAST_CPU[0]
+
     scratch_p2 = f"bench_{tag}_replay_p2"
-    addresses = _addresses(2)
-    ran = igflow_all(
-        settings,
-        original,
-        [
-            [
-                *("replay", "--from", frm, "--to", to, "--into", scratch_p2, "--lake-only"),
-                *("-i", str(i), "-a", addresses),
-            ]
-            for i in range(2)
-        ],
-    )
-    replayed = sum(json.loads(out.strip().splitlines()[-1])["rows"] for _s, out, _e in ran)
-    assert replayed == total, f"the 2-process replay read {replayed} of {total} records"
-    rows.append(("igflow replay, 2 processes", max(s for s, _o, _e in ran), LAST_CPU[0]))
+    if args.against is None:
+        rows.append(("igflow replay (full range)", *replay_one(scratch)))
+        rows.append(("igflow replay, 2 processes", *replay_two(scratch_p2)))
+    else:
+        rows.extend(_against(args.against.resolve(), args.rounds, tag, replay_one, replay_two))
 
     files: dict[str, dict[str, list[int]]] = {}
     for label, against, extra in (
@@ -314,11 +372,11 @@ def main() -> None:
         rows.append((label, seconds, LAST_CPU[0]))
         files[against] = _files(out)
 
-    print(f"\n{'step':<34} {'seconds':>8} {'events/s':>10} {'cpu s':>7}   (load {_load()})")
+    print(f"\n{'step':<42} {'seconds':>8} {'events/s':>10} {'cpu s':>7}   (load {_load()})")
     results = []
     for name, seconds, cpu in rows:
         rate = total / seconds
-        print(f"{name:<34} {seconds:>8.2f} {rate:>10,.0f} {cpu:>7.2f}")
+        print(f"{name:<42} {seconds:>8.2f} {rate:>10,.0f} {cpu:>7.2f}")
         results.append({"step": name, "seconds": seconds, "events_per_s": rate, "cpu_s": cpu})
     print(f"\n{'data files byte-identical':<26} {'1-process replay':>18} {'2-process replay':>18}")
     for table in files[scratch]:

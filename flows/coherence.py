@@ -73,7 +73,7 @@ from operators.validate import TenantDirectory, validate
 from sinks.dlq import DeadLetterTarget, dlq_message
 from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
-from sinks.lake_plan import CommitPlan, planned_batches
+from sinks.lake_plan import CommitPlan, planned_batches, planned_sink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.serving import serve
 from sources.kafka import KafkaTopicSource
@@ -215,6 +215,8 @@ def land(
         )
     else:
         batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)
+        op.output(flow_id, batches, planned_sink(sink, table, plan))
+        return
     op.output(flow_id, batches, sink)
 
 

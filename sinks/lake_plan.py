@@ -22,13 +22,25 @@ offsets at or below a lane's mark, so a lane's commit *k + 1* must not land befo
 *k*. Rows no commit planned (offsets past the original's marks, lanes it never had) follow the
 plan in batches of ``max_rows``. At the end of input, commits still incomplete are emitted as they
 are (a sub-range replay covers some commits only in part: those files differ, the digests still
-match). Everything funnels through one worker: with several workers, a replay moves every lake
-row to it once.
+match).
+
+With one worker everything funnels through it and each planned commit is one append, commit for
+commit. With several (``-w`` or ``-i/-a``) a table partitioned by its lane's tenant
+(:func:`spreads`: signals, scores) is keyed by that tenant instead, like the run's collect, so a
+row stays on the worker that tagged it (the constant key moved every lake row to one worker,
+pickled between processes: the 2-process replay paid more CPU for it than for the whole run).
+Each worker then emits its tenants' parts of each commit, and :class:`PlannedSink` appends the
+parts of distinct tenants together: a data file holds the rows of one partition (day, tenant)
+of one append, so it is the original's file whether or not other tenants' parts, of this commit
+or another, share the append; two parts of one tenant never do (its lanes' commits stay in
+order). The data files stay byte-identical; the snapshots are per worker. The other tables
+(quarantine is partitioned by reason) keep the constant key.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
@@ -36,14 +48,25 @@ from typing import Generic, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.transforms import IdentityTransform
 
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.ledger_format import Ledger, snapshot_ledger
 
-__all__ = ["CommitPlan", "PlannedCommit", "load_plans", "planned_batches"]
+__all__ = [
+    "CommitPlan",
+    "PlannedCommit",
+    "PlannedSink",
+    "lane_tenant",
+    "load_plans",
+    "planned_batches",
+    "planned_sink",
+    "spreads",
+]
 
 T = TypeVar("T")
 
@@ -70,6 +93,14 @@ class CommitPlan:
         self.commits: tuple[PlannedCommit, ...] = tuple(commits)
         self._marks = {lane: [m for m, _ in pairs] for lane, pairs in marks.items()}
         self._index = {lane: [i for _, i in pairs] for lane, pairs in marks.items()}
+        #: Per lane's tenant, per commit, how many of that tenant's lanes it raised.
+        self._tenant_lanes: dict[str, dict[int, int]] = {}
+        for (_topic, _partition, lane), indexes in self._index.items():
+            counts = self._tenant_lanes.setdefault(lane_tenant(lane), {})
+            for i in indexes:
+                counts[i] = counts.get(i, 0) + 1
+        #: Whether several workers replay (:func:`planned_batches` keys by tenant then).
+        self.spread = False
 
     def __len__(self) -> int:
         return len(self.commits)
@@ -123,6 +154,19 @@ class CommitPlan:
         history.reverse()  # ancestors come newest first
         return cls.from_changes(history, topic)
 
+    def spread_over_workers(self, spread: bool = True) -> CommitPlan:
+        """This plan, to be batched by several workers (``spread``) or by one."""
+        plan = copy.copy(self)
+        plan.spread = spread
+        return plan
+
+    def lanes_of(self, tenant: str | None) -> dict[int, int]:
+        """Per commit index, how many lanes of ``tenant`` (``None``: of any) it raised; the
+        commits that raised none are absent."""
+        if tenant is None:
+            return {i: c.lanes for i, c in enumerate(self.commits)}
+        return dict(self._tenant_lanes.get(tenant, {}))
+
     def commit_of(self, topic: str, partition: int, lane: str, offset: int) -> tuple[int, bool]:
         """The index of the commit that held this row (-1: none did), and whether the row is at
         that commit's mark of its lane (the lane's last row in it)."""
@@ -134,6 +178,11 @@ class CommitPlan:
         if at == len(marks):
             return -1, False
         return self._index[key][at], marks[at] == offset
+
+
+def lane_tenant(lane: str) -> str:
+    """The tenant of a ledger lane ``<stage>:<tenant>`` (``""`` for none)."""
+    return lane.partition(":")[2]
 
 
 def _raised(lanes: Ledger, previous: Ledger) -> list[tuple[tuple[str, int, str], int]]:
@@ -151,8 +200,16 @@ class _State(Generic[T]):
 
 class _PlannedBatches(StatefulBatchLogic[T, list[T], _State[T]]):
     def __init__(
-        self, plan: CommitPlan, table: TableDef[T], max_rows: int, resume: _State[T] | None
+        self,
+        plan: CommitPlan,
+        table: TableDef[T],
+        max_rows: int,
+        resume: _State[T] | None,
+        *,
+        by_tenant: bool = False,
     ) -> None:
+        """``by_tenant``: the key is the rows' lane tenant (learnt from the first row), so only
+        that tenant's lanes decide when a commit is complete; otherwise every lane does."""
         self._plan = plan
         self._table = table
         self._max_rows = max(1, max_rows)
@@ -160,20 +217,39 @@ class _PlannedBatches(StatefulBatchLogic[T, list[T], _State[T]]):
         self._closed: dict[int, int] = dict(resume.closed) if resume else {}
         self._next = resume.next if resume else 0
         self._unplanned: list[T] = list(resume.unplanned) if resume else []
+        #: Per commit of this key, how many of its lanes' mark rows complete it; its commits
+        #: in order. ``None`` until the key's tenant is known (``by_tenant``).
+        self._need: dict[int, int] | None = None if by_tenant else plan.lanes_of(None)
+        self._order: list[int] = sorted(self._need) if self._need is not None else []
+        if self._need is None:
+            held = [*(i for items in self._pending.values() for i in items), *self._unplanned]
+            if held:
+                self._learn(held[0])
+
+    def _learn(self, item: T) -> None:
+        self._need = self._plan.lanes_of(lane_tenant(self._table.lane(item)))
+        self._order = sorted(self._need)
 
     def on_batch(self, values: list[T]) -> tuple[Iterable[list[T]], bool]:
+        if self._need is None and values:
+            self._learn(values[0])
+        provenance, lane_of, commit_of = (
+            self._table.provenance,
+            self._table.lane,
+            self._plan.commit_of,
+        )
+        pending, closed, unplanned, nxt = self._pending, self._closed, self._unplanned, self._next
         for item in values:
-            p = self._table.provenance(item)
-            lane = self._table.lane(item)
-            at, last = self._plan.commit_of(p.topic, p.kafka_partition, lane, p.kafka_offset)
-            if at < self._next:
+            p = provenance(item)
+            at, last = commit_of(p.topic, p.kafka_partition, lane_of(item), p.kafka_offset)
+            if at < nxt:
                 # No commit held it, or (a second row at one offset of a lane) its commit has
                 # gone: the appender's ledger decides, as it would without a plan.
-                self._unplanned.append(item)
+                unplanned.append(item)
                 continue
-            self._pending.setdefault(at, []).append(item)
+            pending.setdefault(at, []).append(item)
             if last:
-                self._closed[at] = self._closed.get(at, 0) + 1
+                closed[at] = closed.get(at, 0) + 1
         return self._drain(final=False), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[list[T]], bool]:
@@ -181,16 +257,23 @@ class _PlannedBatches(StatefulBatchLogic[T, list[T], _State[T]]):
 
     def _drain(self, *, final: bool) -> list[list[T]]:
         out: list[list[T]] = []
-        commits = self._plan.commits
-        while self._next < len(commits):
-            if not final and self._closed.get(self._next, 0) < commits[self._next].lanes:
+        commits = len(self._plan.commits)
+        need, order = self._need or {}, self._order
+        at_order = bisect.bisect_left(order, self._next)
+        while at_order < len(order):
+            at = order[at_order]
+            if not final and self._closed.get(at, 0) < need[at]:
                 break
-            items = self._pending.pop(self._next, [])
-            self._closed.pop(self._next, None)
+            items = self._pending.pop(at, [])
+            self._closed.pop(at, None)
             if items:
                 out.append(items)
-            self._next += 1
-        if self._next >= len(commits) and self._unplanned:
+            at_order += 1
+            self._next = at + 1
+        if at_order >= len(order):
+            # This key's last planned commit is out (or it has none): the rest is unplanned.
+            self._next = commits
+        if self._next >= commits and self._unplanned:
             while len(self._unplanned) >= self._max_rows:
                 out.append(self._unplanned[: self._max_rows])
                 self._unplanned = self._unplanned[self._max_rows :]
@@ -204,17 +287,93 @@ class _PlannedBatches(StatefulBatchLogic[T, list[T], _State[T]]):
         return _State(pending, dict(self._closed), self._next, list(self._unplanned))
 
 
+def spreads(table: TableDef[T]) -> bool:
+    """Whether ``table``'s rows can be batched by their lane's tenant on several workers with
+    data files byte-identical to the original's: its lane is ``<stage>:<column>`` and the
+    table is partitioned by that column (identity), so two tenants' rows never share a file."""
+    if table.lane_column is None:
+        return False
+    column = table.lane_column[1]
+    return any(
+        isinstance(f.transform, IdentityTransform)
+        and table.schema.find_field(f.source_id).name == column
+        for f in table.partition_spec.fields
+    )
+
+
 def planned_batches(
     step_id: str, up: Stream[T], table: TableDef[T], plan: CommitPlan, max_rows: int
 ) -> KeyedStream[list[T]]:
     """``up``'s rows as the original's commits of ``table`` (see the module docstring), in its
-    commit order, on one worker; rows the plan lacks follow in batches of ``max_rows``."""
-    keyed = op.key_on(f"{step_id}_one", up, lambda _item: table.name)
+    commit order; rows the plan lacks follow in batches of ``max_rows``. On one worker; or,
+    when the ``plan`` is spread and ``table`` :func:`spreads`, keyed by the rows' lane tenant,
+    each commit emitted as its parts per tenant (land them with :func:`planned_sink`)."""
+    by_tenant = plan.spread and spreads(table)
+    if by_tenant:
+        lane_of = table.lane
+
+        def tenants(batch: list[T]) -> list[tuple[str, T]]:
+            return [(lane_tenant(lane_of(item)), item) for item in batch]
+
+        keyed = op.flat_map_batch(f"{step_id}_tenant", up, tenants)
+    else:
+        keyed = op.key_on(f"{step_id}_one", up, lambda _item: table.name)
     return op.stateful_batch(
         step_id,
         keyed,
-        lambda resume: _PlannedBatches(plan, table, max_rows, resume),
+        lambda resume: _PlannedBatches(plan, table, max_rows, resume, by_tenant=by_tenant),
     )
+
+
+Batches = tuple[str, list[T]]
+
+
+def planned_sink(
+    sink: DynamicSink[Batches[T]], table: TableDef[T], plan: CommitPlan
+) -> DynamicSink[Batches[T]]:
+    """The sink for :func:`planned_batches` of ``table``: ``sink`` itself (it must append each
+    batch on its own: ``commit_each``), or, when that step emits the parts of commits per
+    tenant, a :class:`PlannedSink` around it."""
+    return PlannedSink(sink) if plan.spread and spreads(table) else sink
+
+
+class PlannedSink(DynamicSink[Batches[T]]):
+    """Appends the per-tenant parts of planned commits (:func:`planned_batches`, spread) through
+    ``sink``, parts of distinct tenants together: each worker holds its parts until one of a
+    tenant already held arrives (then it appends what it holds, in one commit) or the input
+    ends. Held parts are in no recovery snapshot: a replay runs without a recovery store."""
+
+    def __init__(self, sink: DynamicSink[Batches[T]]) -> None:
+        self._sink = sink
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[Batches[T]]:
+        return _Together(self._sink.build(step_id, worker_index, worker_count))
+
+
+class _Together(StatelessSinkPartition[Batches[T]]):
+    def __init__(self, inner: StatelessSinkPartition[Batches[T]]) -> None:
+        self._inner = inner
+        self._held: dict[str, list[T]] = {}
+
+    def write_batch(self, items: list[Batches[T]]) -> None:
+        for tenant, rows in items:
+            if tenant in self._held:
+                self._append()  # a tenant's parts land one after another, never together
+            self._held[tenant] = rows
+
+    def _append(self) -> None:
+        if self._held:
+            rows = [row for part in self._held.values() for row in part]
+            self._held = {}
+            self._inner.write_batch([("", rows)])
+
+    def close(self) -> None:
+        try:
+            self._append()
+        finally:
+            self._inner.close()
 
 
 def load_plans(cat: Catalog, namespace: str, topic: str) -> dict[str, CommitPlan]:

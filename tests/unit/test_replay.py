@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -15,7 +16,15 @@ from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.cli import main as cli_main
 from igflow.workload import WorkloadSpec, generate
-from replay.run import Progress, _Tally, json_progress, parse_offsets, tty_progress
+from replay.run import (
+    NO_RECOVERY_EPOCH,
+    Progress,
+    _epoch,
+    _Tally,
+    json_progress,
+    parse_offsets,
+    tty_progress,
+)
 from replay.verify import verify
 from sources.kafka import KafkaTopicSource, _Partition
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
@@ -52,6 +61,14 @@ def test_parse_offsets(text: str, expected: dict[int, int]) -> None:
 def test_parse_offsets_errors(text: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         parse_offsets(text)
+
+
+def test_a_flow_without_a_recovery_store_runs_in_one_long_epoch() -> None:
+    # An epoch only snapshots (to nothing) without a recovery store: a replay runs in one.
+    plain = Settings().with_changes("run", recovery_dir="", epoch_seconds=0.5)
+    assert _epoch(plain) == NO_RECOVERY_EPOCH >= timedelta(hours=1)
+    recovered = plain.with_changes("run", recovery_dir="/tmp/recovery")
+    assert _epoch(recovered) == timedelta(seconds=0.5)
 
 
 def test_progress_rate_and_eta() -> None:
