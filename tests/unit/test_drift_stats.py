@@ -337,6 +337,7 @@ _VALUE = st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.75, 1.0]) | st.floats(0, 1)
     st.sampled_from([0.001, 0.5, 0.99]),
     st.booleans(),
     st.booleans(),
+    st.sampled_from([0, 200, 1 << 30]),
 )
 def test_check_batch_sums_the_windows_counts_as_the_merged_sample_gives(
     ref_values: list[float],
@@ -347,10 +348,32 @@ def test_check_batch_sums_the_windows_counts_as_the_merged_sample_gives(
     ks_alpha: float,
     batch_alone: bool,
     again: bool,
+    merge_max: int,
 ) -> None:
     """Every statistic and the decision, bit for bit, against the merged computation; the
     window's samples as the drift step keeps them (sorted tuples), judged twice (``again``:
-    their cached counts)."""
+    their cached counts); every window summed (``merge_max`` 0), merged, or as sized."""
+    import operators.drift_stats as drift_stats
+
+    kept, drift_stats._MERGE_MAX = drift_stats._MERGE_MAX, merge_max
+    try:
+        _check_against_merging(
+            ref_values, bins, batch, window_values, psi_threshold, ks_alpha, batch_alone, again
+        )
+    finally:
+        drift_stats._MERGE_MAX = kept
+
+
+def _check_against_merging(
+    ref_values: list[float],
+    bins: int,
+    batch: list[float],
+    window_values: list[list[float]],
+    psi_threshold: float,
+    ks_alpha: float,
+    batch_alone: bool,
+    again: bool,
+) -> None:
     reference = Reference.from_values(ref_values, bins)
     window = [tuple(sorted(w)) for w in window_values]
     if not batch_alone and not window:
