@@ -29,6 +29,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
+from core.canary import CANARY_SOURCE, CANARY_TYPE
 from core.records import Decoded, Quarantined, Rejected
 from core.settings import DedupeSettings, DriftSettings, Settings
 from core.switches import NO_HOLDS
@@ -45,7 +46,7 @@ from operators.split import split, split_keyed
 from operators.tenancy import tag, tag_batch
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.unit.test_dedupe import _decoded
-from tests.unit.test_drift import _SETTINGS, _SPECS, KEY, build_items
+from tests.unit.test_drift import _SETTINGS, _SPECS, KEY, T0, TYPES, build_items, decoded, released
 from tests.unit.test_flow import POLICY, TENANTS, _rows, _run
 from tests.unit.test_psi_step import W, tagged
 
@@ -507,9 +508,6 @@ _DENSE_SETTINGS = st.builds(
 
 
 def _dense_items(specs: list[Any]) -> list[Decoded]:
-    from core.canary import CANARY_SOURCE, CANARY_TYPE
-    from tests.unit.test_drift import T0, TYPES, decoded, released
-
     kinds = (*TYPES, CANARY_TYPE)
     items = []
     ts = T0
@@ -567,8 +565,6 @@ def test_drift_inline_path_leaves_a_batch_judgeable_through_its_window_to_the_re
     """An extended batch closes on the record that makes it judgeable through its window
     (``size + window == min_batch_size`` exactly), in push_batch as in push: a case too
     narrow for the property test to find by chance."""
-    from tests.unit.test_drift import T0, decoded
-
     drift_settings = DriftSettings(
         batch_size=40,
         min_batch_size=10,

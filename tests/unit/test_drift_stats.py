@@ -16,6 +16,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+import operators.drift_stats as drift_stats
 from core.errors import ConfigError
 from operators.drift_stats import (
     SMOOTHING,
@@ -353,8 +354,6 @@ def test_check_batch_sums_the_windows_counts_as_the_merged_sample_gives(
     """Every statistic and the decision, bit for bit, against the merged computation; the
     window's samples as the drift step keeps them (sorted tuples), judged twice (``again``:
     their cached counts); every window summed (``merge_max`` 0), merged, or as sized."""
-    import operators.drift_stats as drift_stats
-
     kept, drift_stats._MERGE_MAX = drift_stats._MERGE_MAX, merge_max
     try:
         _check_against_merging(
