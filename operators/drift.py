@@ -108,7 +108,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core import metrics, release, tracing
-from core.canary import is_canary
+from core.canary import CANARY_TYPE, is_canary
 from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
@@ -339,10 +339,66 @@ class TenantDrift:
 
         The batch entry point (one call per engine batch); :meth:`push` is its reference: for
         any split of an input into batches the outputs are the same (``tests/unit/
-        test_batch_equivalence.py``), since no decision depends on where a batch ends."""
+        test_batch_equivalence.py``), since no decision depends on where a batch ends.
+
+        The clean path is inline: a record of this tenant that only joins its type's open
+        batch (no unknown fields, no canary, no release marker to check, no deadline reached,
+        and the batch neither full nor judgeable after it) is appended here and lets nothing
+        out (the oldest held record's batch is still open: every push ends with the oldest
+        held record undecided). Anything else goes through :meth:`_push`."""
         out: list[Output] = []
         push = self._push
+        tenant = self.tenant_id
+        open_get = self._open.get
+        fifo_append = self._fifo.append
+        batch_size = self._batch_size
+        min_batch = self._min_batch_size
+        min_share = self._min_share
+        types_get = self._types.get
+        checks_markers = self._release_key is not None
         for item in items:
+            signal = item.signal
+            kind = signal.type
+            batch = open_get(kind)
+            if (
+                batch is not None
+                and not item.unknown_fields
+                and kind != CANARY_TYPE
+                and signal.tenant_id == tenant
+            ):
+                ts = signal.ts
+                event_time = self._event_time
+                next_deadline = self._next_deadline
+                raw = item.raw
+                entries = batch.entries
+                size = len(entries) + 1
+                if (
+                    size < batch_size
+                    and (
+                        ts <= event_time  # type: ignore[operator]
+                        or next_deadline is None
+                        or ts < next_deadline
+                    )
+                    and not (checks_markers and raw is not None and raw.headers)
+                    and not (
+                        getattr(batch, "extended", False)
+                        and (
+                            size >= min_batch
+                            or (
+                                size >= min_share
+                                and (state := types_get(kind)) is not None
+                                and size + _window_size(state) >= min_batch
+                            )
+                        )
+                    )
+                ):
+                    if ts > event_time:  # type: ignore[operator]
+                        self._event_time = ts
+                    entry = _Entry(item)
+                    fifo_append(entry)
+                    entries.append(entry)
+                    batch.values.append(signal.value)
+                    continue
             released = push(item)
             if released:
                 out.extend(released)

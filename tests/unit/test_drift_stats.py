@@ -9,16 +9,19 @@ import math
 import pickle
 from bisect import bisect_left, bisect_right
 from fractions import Fraction
+from itertools import chain
 from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+import operators.drift_stats as drift_stats
 from core.errors import ConfigError
 from operators.drift_stats import (
     SMOOTHING,
     Baseline,
+    BatchCheck,
     Reference,
     check_batch,
     ks_critical,
@@ -276,3 +279,107 @@ def test_a_malformed_baseline_is_a_config_error(tmp_path: Path, content: str, pr
 def test_a_missing_baseline_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read drift baseline file"):
         load_baseline(tmp_path / "absent.json", 10)
+
+
+# --- check_batch's pooled counts (issue 15) -------------------------------------------------
+
+
+def _check_batch_merging(
+    reference: Reference,
+    batch: list[float],
+    window: list[tuple[float, ...]],
+    *,
+    psi_threshold: float,
+    ks_alpha: float,
+    batch_alone: bool,
+) -> BatchCheck:
+    """check_batch as it was before the window's counts were summed: the pooled sample merged
+    and binned on every call (the reference of the test below)."""
+    values = reference.values
+    ordered = sorted(batch)
+    batch_psi = psi(reference, ordered)
+    pooled = sorted(chain(ordered, *window)) if window else ordered
+    window_psi = psi(reference, pooled) if window else batch_psi
+
+    def ks_if_needed(sample: list[float], sample_psi: float) -> tuple[float | None, bool]:
+        if sample_psi < psi_threshold:
+            return None, False
+        d = ks_statistic(values, sample)
+        return d, d > ks_critical(len(values), len(sample), ks_alpha)
+
+    batch_ks, fires = ks_if_needed(ordered, batch_psi) if batch_alone else (None, False)
+    if window:
+        window_ks, window_fires = ks_if_needed(pooled, window_psi)
+    else:
+        window_ks, window_fires = batch_ks, fires
+    if window_fires and not batch_alone:
+        assert window_ks is not None
+        window_fires = window_ks > ks_statistic(values, sorted(chain(*window)))
+    drifted = fires or window_fires
+    if drifted:
+        if batch_ks is None:
+            batch_ks = ks_statistic(values, ordered)
+        if window_ks is None:
+            window_ks = ks_statistic(values, pooled)
+    return BatchCheck(batch_psi, batch_ks, window_psi, window_ks, drifted)
+
+
+#: Values with many ties (on the reference's edges too) and continuous ones, -0.0 and 0.0.
+_VALUE = st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.75, 1.0]) | st.floats(0, 1)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_VALUE, min_size=1, max_size=80),
+    st.integers(1, 12),
+    st.lists(_VALUE, min_size=1, max_size=40),
+    st.lists(st.lists(_VALUE, min_size=1, max_size=40), max_size=5),
+    st.sampled_from([0.0, 0.05, 0.2, 1.0]),
+    st.sampled_from([0.001, 0.5, 0.99]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([0, 200, 1 << 30]),
+)
+def test_check_batch_sums_the_windows_counts_as_the_merged_sample_gives(
+    ref_values: list[float],
+    bins: int,
+    batch: list[float],
+    window_values: list[list[float]],
+    psi_threshold: float,
+    ks_alpha: float,
+    batch_alone: bool,
+    again: bool,
+    merge_max: int,
+) -> None:
+    """Every statistic and the decision, bit for bit, against the merged computation; the
+    window's samples as the drift step keeps them (sorted tuples), judged twice (``again``:
+    their cached counts); every window summed (``merge_max`` 0), merged, or as sized."""
+    kept, drift_stats._MERGE_MAX = drift_stats._MERGE_MAX, merge_max
+    try:
+        _check_against_merging(
+            ref_values, bins, batch, window_values, psi_threshold, ks_alpha, batch_alone, again
+        )
+    finally:
+        drift_stats._MERGE_MAX = kept
+
+
+def _check_against_merging(
+    ref_values: list[float],
+    bins: int,
+    batch: list[float],
+    window_values: list[list[float]],
+    psi_threshold: float,
+    ks_alpha: float,
+    batch_alone: bool,
+    again: bool,
+) -> None:
+    reference = Reference.from_values(ref_values, bins)
+    window = [tuple(sorted(w)) for w in window_values]
+    if not batch_alone and not window:
+        batch_alone = True
+    kwargs = {"psi_threshold": psi_threshold, "ks_alpha": ks_alpha, "batch_alone": batch_alone}
+    expected = _check_batch_merging(reference, batch, window, **kwargs)  # type: ignore[arg-type]
+    for _ in range(2 if again else 1):
+        got = check_batch(reference, batch, window, **kwargs)  # type: ignore[arg-type]
+        assert repr(got) == repr(expected)
+        assert got == expected

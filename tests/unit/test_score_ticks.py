@@ -352,3 +352,59 @@ def test_in_the_engine_any_batching_and_a_crash_give_the_same_changes(
         per_item, at_end = closed_by_horizons(mine, _settings(tick))
         expected = [c for changes in per_item for c in changes] + at_end
         assert [c for k, c in out if k == tenant] == expected
+
+
+#: Signals on a coarse grid: many land exactly on the window's edge (evicted, or late).
+_on_edges = st.tuples(
+    st.tuples(st.integers(0, 16).map(lambda k: k * 25_000), _value, _weight), _ahead
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_with_ahead, max_size=60) | st.lists(_on_edges, max_size=40),
+    _tick,
+    st.lists(st.integers(0, 60), max_size=8),
+)
+def test_add_keeps_the_window_exactly_as_fold_per_record(
+    pairs: list[tuple[tuple[int, float, float | None], int | None]],
+    tick: float,
+    cuts: list[int],
+) -> None:
+    """TickScore.add runs TenantScore.fold inline (issue 15): after every batch its window
+    (the exact sums, the heap, the last change, seq) is the state fold leaves per record, and
+    every change it publishes is one fold made (so evictions, late signals, zero weights and
+    the status thresholds agree)."""
+    items = _horizoned(pairs)
+    state = TickScore(_settings(tick))
+    reference = TenantScore(_settings(tick))
+    folded: dict[int, ScoreChange] = {}
+    done = 0
+    for chunk in _chunks(items, cuts):
+        for item in items[done : done + len(chunk)]:
+            change = reference.add(item)
+            if change is not None:
+                folded[change.seq] = change
+        done += len(chunk)
+        for change in state.add(chunk):
+            assert folded[change.seq] == change
+            assert repr(folded[change.seq]) == repr(change)
+        assert state.reference.__getstate__() == reference.__getstate__()
+    # (the changes published at the end were folded too)
+    assert all(folded[c.seq] == c for c in state.flush())
+
+
+def test_add_raises_on_a_negative_weight_and_keeps_what_it_had_taken() -> None:
+    """A signal fold refuses (weight < 0) raises from add too, after the signals before it
+    were taken: the state is fold's after them, and the next batch goes on from there."""
+    items = _items([(0, 0.5, 1.0), (250, 0.9, 2.0)])
+    bad = _tagged(500, 0.1, -1.0, offset=2)
+    state = TickScore(_settings(0.0))
+    reference = TenantScore(_settings(0.0))
+    expected = [c for i in items if (c := reference.add(i)) is not None]
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        state.add([*items, bad])
+    assert state.reference.__getstate__() == reference.__getstate__()
+    assert len(expected) == 2
+    later = _tagged(750, 0.2, 1.0, offset=3)
+    assert state.add([later]) == [reference.add(later)]

@@ -1,0 +1,193 @@
+"""Drift's and score's batch paths against a base checkout's, in one process (issue 15, point 2).
+
+    .venv/bin/python benchmarks/stage_ab.py --against /tmp/base-s14     # no stack needed
+
+The base's ``operators/drift.py`` (with its own ``drift_stats.py``) and ``operators/score.py``
+are loaded beside this checkout's; both sides run alternately, ``--rounds`` times, over the
+same records: ``TenantDrift.push_batch`` (+ ``flush``) over decoded signals and
+``TickScore.add`` (+ ``flush``) over tagged ones, in batches of ``--batch`` split by tenant (a
+keyed step's batches). Their outputs must be equal (``repr``, record by record). Workload:
+``benchmarks/stages.py``'s (10 tenants, 4 types round robin, no duplicates or invalid records),
+a tenant's signals ``--step-ms`` apart in event time, for each value given. Prints CPU µs per
+record (garbage collector off), the medians and their ratio, and the load average: one
+process, so a shared machine's load weighs on both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.stages import _per_tenant  # noqa: E402
+from core.contracts import signal_contracts  # noqa: E402
+from core.records import Decoded, RawRecord  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from igflow.workload import WorkloadSpec, generate  # noqa: E402
+from operators import drift, drift_stats, score  # noqa: E402
+from operators.decode import SignalDecoder  # noqa: E402
+from operators.tenancy import TenancyPolicy, tag  # noqa: E402
+
+
+def _module(name: str, source: str, path: Path) -> ModuleType:
+    module = ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module  # (dataclasses look their module up while the class is built)
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    return module
+
+
+def load_base(root: Path) -> tuple[ModuleType, ModuleType]:
+    """The base's drift module (importing the base's drift_stats) and score module."""
+    ops = root / "operators"
+    base_stats = _module(
+        "base_drift_stats", (ops / "drift_stats.py").read_text(), ops / "drift_stats.py"
+    )
+    assert importlib.util.find_spec("operators.drift_stats") is not None
+    source = (ops / "drift.py").read_text()
+    rewired = source.replace("from operators.drift_stats import", "from base_drift_stats import")
+    if rewired == source:
+        msg = f"{ops / 'drift.py'} does not import operators.drift_stats as expected"
+        raise SystemExit(msg)
+    base_drift = _module("base_drift", rewired, ops / "drift.py")
+    assert base_drift.check_batch is base_stats.check_batch
+    base_score = _module("base_score", (ops / "score.py").read_text(), ops / "score.py")
+    return base_drift, base_score
+
+
+def workload(settings: Settings, n: int, step_ms: float) -> list[Decoded]:
+    contract = signal_contracts()[0]
+    spec = WorkloadSpec(
+        tenants=10,
+        count=n // 10,
+        duplicates=0.0,
+        invalid=0.0,
+        start=datetime(2026, 12, 1, tzinfo=UTC),
+        step=timedelta(milliseconds=step_ms),
+    )
+    raws = [
+        RawRecord("bench", 0, offset, m.key, m.value, None)
+        for offset, m in enumerate(generate(spec, 1, contract.parsed))
+    ]
+    decoder = SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
+    return [d for d in decoder.decode_many(raws) if isinstance(d, Decoded)]
+
+
+def run_drift(module: ModuleType, settings: Settings, batches: list[list[Any]]) -> list[Any]:
+    states: dict[str, Any] = {}
+    out: list[Any] = []
+    for items in batches:
+        t = items[0].signal.tenant_id
+        state = states.get(t)
+        if state is None:
+            key = settings.quarantine.release_key
+            state = states[t] = module.TenantDrift(t, settings.drift, None, key)
+        out.extend(state.push_batch(items))
+    for state in states.values():
+        out.extend(state.flush())
+    return out
+
+
+def run_score(module: ModuleType, settings: Settings, batches: list[list[Any]]) -> list[Any]:
+    states: dict[str, Any] = {}
+    out: list[Any] = []
+    for items in batches:
+        t = items[0].signal.tenant_id
+        state = states.get(t)
+        if state is None:
+            state = states[t] = module.TickScore(settings.score)
+        out.extend(state.add(items))
+    for state in states.values():
+        out.extend(state.flush())
+    return out
+
+
+def compare(
+    label: str,
+    run: Callable[[ModuleType, Settings, list[list[Any]]], list[Any]],
+    sides: tuple[ModuleType, ModuleType],
+    settings: Settings,
+    batches: list[list[Any]],
+    rounds: int,
+) -> None:
+    count = sum(map(len, batches))
+    times: list[list[float]] = [[], []]
+    outputs: list[list[str]] = [[], []]
+    for _ in range(rounds):
+        for side, module in enumerate(sides):
+            drift_stats._CUTS.clear()  # (each run starts with its caches empty)
+            drift_stats._ARRAYS.clear()
+            gc.collect()
+            start = time.process_time()
+            out = run(module, settings, batches)
+            times[side].append((time.process_time() - start) / count * 1e6)
+            outputs[side] = [repr(x) for x in out]
+    if outputs[0] != outputs[1]:
+        msg = f"{label}: the base and this checkout gave different outputs"
+        raise AssertionError(msg)
+    base, this = (statistics.median(t) for t in times)
+    print(
+        f"{label:<28} {count:>8,} {base:>7.2f} {this:>7.2f} {this / base:>6.2f}x"
+        f"   base {' '.join(f'{t:.2f}' for t in times[0])};"
+        f" this {' '.join(f'{t:.2f}' for t in times[1])}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", type=Path, required=True, help="a base checkout's root")
+    parser.add_argument("--signals", type=int, default=100_000)
+    parser.add_argument("--step-ms", type=float, nargs="+", default=[1000.0, 20.0, 2.0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    settings = Settings.load()
+    policy = TenancyPolicy.load(settings.policies_dir)
+    base_drift, base_score = load_base(args.against)
+    print(
+        f"µs per record (CPU, medians of {args.rounds}), base {args.against} against this"
+        f" checkout, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'step':<28} {'records':>8} {'base':>7} {'this':>7} {'ratio':>7}")
+    gc.disable()
+    try:
+        for step_ms in args.step_ms:
+            decoded = workload(settings, args.signals, step_ms)
+            batches = _per_tenant(decoded, args.batch)
+            compare(
+                f"drift, {step_ms:g} ms/tenant",
+                run_drift,
+                (base_drift, drift),
+                settings,
+                batches,
+                args.rounds,
+            )
+            passed = [d for d in run_drift(drift, settings, batches) if type(d) is Decoded]
+            tagged = _per_tenant([tag(d, policy) for d in passed], args.batch)  # type: ignore[arg-type]
+            compare(
+                f"score, {step_ms:g} ms/tenant",
+                run_score,
+                (base_score, score),
+                settings,
+                tagged,
+                args.rounds,
+            )
+    finally:
+        gc.enable()
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
