@@ -57,7 +57,7 @@ from core.sealing import is_sealed, is_sealed_text
 from core.settings import KafkaSettings, Settings
 from flows.coherence import build
 from flows.held import held_positions
-from replay.scratch import check_scratch, scratch_names, scratch_stores
+from replay.scratch import check_scratch, check_scratch_name, scratch_names, scratch_stores
 from replay.settings import SettingsUsed, original_settings
 from sinks.lake_plan import load_plans
 from sinks.lake_tables import DECONFLICTION, QUARANTINE
@@ -428,6 +428,8 @@ def replay(
     if settings_from not in ("original", "current"):
         msg = f"settings_from must be 'original' or 'current', not {settings_from!r}"
         raise ConfigError(msg)
+    if not lake_only and settings.stores.enabled:
+        check_scratch_name(into)  # before the catalog is opened: nothing read for a bad name
     cat = catalog(settings)  # one catalog for the settings, the checks, the plans and the sealing
     settings, used = original_settings(settings, cat, start, end, use=settings_from)
     if lake_only or not settings.stores.enabled:

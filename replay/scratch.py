@@ -19,10 +19,20 @@ from core.catalog import catalog
 from core.errors import ConfigError
 from core.settings import Settings, StoreSettings
 
-__all__ = ["check_scratch", "scratch_names", "scratch_stores"]
+__all__ = ["check_scratch", "check_scratch_name", "scratch_names", "scratch_stores"]
 
 #: What ``--into`` may be when it also names scratch keys, labels and a schema.
 _SCRATCH_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
+
+
+def check_scratch_name(into: str) -> None:
+    """:class:`ConfigError` unless ``into`` can name scratch keys, labels and a schema."""
+    if _SCRATCH_NAME.fullmatch(into) is None:
+        msg = (
+            f"--into {into!r} also names the scratch Redis keys, graph labels and Postgres "
+            "schema: use letters, digits and _ (at most 40), or pass --lake-only"
+        )
+        raise ConfigError(msg)
 
 
 def scratch_stores(settings: Settings, into: str) -> Settings:
@@ -33,12 +43,7 @@ def scratch_stores(settings: Settings, into: str) -> Settings:
     topic ``<dlq_topic>.replay.<into>``. ``into`` must be letters, digits and ``_`` (at most 40):
     it becomes part of a label and a schema name (:class:`ConfigError` otherwise).
     """
-    if _SCRATCH_NAME.fullmatch(into) is None:
-        msg = (
-            f"--into {into!r} also names the scratch Redis keys, graph labels and Postgres "
-            "schema: use letters, digits and _ (at most 40), or pass --lake-only"
-        )
-        raise ConfigError(msg)
+    check_scratch_name(into)
     return settings.with_changes(
         "stores",
         key_prefix=f"replay:{into}:",
