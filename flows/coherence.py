@@ -196,6 +196,7 @@ def land(
         catalog=catalog,
         workers=settings.run.workers,
         in_flight=settings.lake.in_flight,
+        batch_rows=settings.lake.batch_max_rows,
     )
     if plan is None:
         key = _lane_tenant(table.lane)

@@ -447,11 +447,12 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         catalog: CatalogOnce | None = None,
         workers: int = 1,
         in_flight: int = IN_FLIGHT,
+        batch_rows: int = 1,
     ) -> None:
         """``workers``: the process's workers, whose batches an append waits for
-        (:mod:`sinks.lake_group`); ``in_flight``: the batches the table's writer thread may
-        hold before a worker waits. ``group``: commit that consumer group's offsets after each
-        append, for monitoring
+        (:mod:`sinks.lake_group`); ``in_flight``: the batches of ``batch_rows`` rows the
+        table's writer thread may hold before a worker waits. ``group``: commit that
+        consumer group's offsets after each append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
@@ -471,7 +472,12 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         self._together: GroupCommit[T] | None = (
             None
             if commit_each
-            else GroupCommit(workers, in_flight=in_flight, name=f"{namespace}.{table_def.name}")
+            else GroupCommit(
+                workers,
+                in_flight=in_flight,
+                batch_rows=batch_rows,
+                name=f"{namespace}.{table_def.name}",
+            )
         )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:

@@ -21,8 +21,13 @@ emitted them, which the ledger needs (it skips rows at or below what a lane comm
 append that fails stops the writer: nothing queued after it is appended (a later batch landing
 before an earlier one would make the ledger skip the earlier one's rows for good).
 
-Bounds: at most ``in_flight`` batches queued or being appended (``lake.in_flight``);
-:meth:`GroupCommit.submit` blocks the worker while that many are (backpressure). Errors: what
+Bounds: at most ``in_flight`` batches of ``batch_rows`` rows (``lake.in_flight`` batches of
+``lake.batch_max_rows``) queued or being appended; :meth:`GroupCommit.submit` blocks the worker
+while the rows held would pass that (backpressure; a hand-over larger than the bound waits
+until nothing is held). Counted in rows, not hand-overs: a lane batch closed by its timer is
+small (at 5,000 events/s over 10 tenants, ~1,000 rows in 2 s), and counting each as one made
+the worker wait after two of them, so each append took two lanes' batches (more appends, more
+CPU; session 14's first measurement). Errors: what
 the append raised is raised again on the worker, by its next :meth:`~GroupCommit.submit` or by
 :meth:`~GroupCommit.drain` (the sink's ``close`` at the end of input), so the flow fails as it
 did when the worker appended itself.
@@ -45,8 +50,8 @@ log = logging.getLogger(__name__)
 #: same pace: the tenants are interleaved). Only the writer thread waits: the workers go on.
 LINGER_SECONDS = 0.1
 
-#: Batches a table's writer may hold queued or appending before the worker waits
-#: (``lake.in_flight``'s default).
+#: Batches of ``lake.batch_max_rows`` a table's writer may hold queued or appending before the
+#: worker waits (``lake.in_flight``'s default).
 IN_FLIGHT = 2
 
 
@@ -67,27 +72,29 @@ class _Queued(Generic[T]):
 class GroupCommit(Generic[T]):
     """One table's appends for the ``workers`` threads (workers) of a process, made by one
     writer thread: an append takes every batch queued, after waiting up to ``linger`` seconds
-    for each worker to hand one (none with one worker). At most ``in_flight`` batches are
-    queued or appending; ``name`` names the thread and the log lines."""
+    for each worker to hand one (none with one worker). At most ``in_flight * batch_rows`` rows
+    are queued or appending; ``name`` names the thread and the log lines."""
 
     def __init__(
         self,
         workers: int = 1,
         linger: float = LINGER_SECONDS,
         in_flight: int = IN_FLIGHT,
+        batch_rows: int = 1,
         name: str = "lake",
     ) -> None:
-        if in_flight < 1:
-            msg = f"in_flight must be >= 1, got {in_flight}"
+        if in_flight < 1 or batch_rows < 1:
+            msg = f"in_flight and batch_rows must be >= 1, got {in_flight}, {batch_rows}"
             raise ValueError(msg)
         self._workers = workers
         self._linger = linger
-        self._limit = in_flight
+        self._limit = in_flight * batch_rows
         self._name = name
         self._cond = threading.Condition()
         self._queue: list[_Queued[T]] = []
-        #: Batches queued or being appended.
+        #: Batches queued or being appended, and their rows.
         self._held = 0
+        self._rows = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         #: Appends made, batches given, and seconds workers waited for room (tests, benchmarks).
@@ -109,24 +116,28 @@ class GroupCommit(Generic[T]):
     ) -> None:
         """Queue ``rows`` for an append with ``append`` (on the writer thread, together with
         what else is queued then) and return; each of ``acks`` is called once they are
-        committed. Blocks while ``in_flight`` batches are held; raises what a failed append
-        raised."""
+        committed. Blocks while the rows held and these would pass the bound (any number when
+        none is held); raises what a failed append raised."""
         with self._cond:
             self._raise_if_failed()
-            if self._held >= self._limit:
+            if self._full(len(rows)):
                 start = time.perf_counter()
-                while self._held >= self._limit and self._error is None:
+                while self._full(len(rows)) and self._error is None:
                     self._cond.wait()
                 self.blocked_seconds += time.perf_counter() - start
                 self._raise_if_failed()
             self._queue.append(_Queued(rows, append, acks))
             self._held += 1
+            self._rows += len(rows)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"igflow-lake-{self._name}", daemon=True
                 )
                 self._thread.start()
             self._cond.notify_all()
+
+    def _full(self, more: int) -> bool:
+        return self._rows > 0 and self._rows + more > self._limit
 
     def drain(self) -> None:
         """Return once every batch submitted is committed; raise what a failed append raised."""
@@ -170,6 +181,7 @@ class GroupCommit(Generic[T]):
                     ack()
             with self._cond:
                 self._held -= len(taken)
+                self._rows -= sum(len(queued.rows) for queued in taken)
                 self.appends += 1
                 self.batches += len(taken)
                 self._cond.notify_all()

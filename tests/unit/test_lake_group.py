@@ -92,6 +92,26 @@ def test_the_worker_blocks_while_in_flight_batches_are_held() -> None:
     assert together.blocked_seconds > 0
 
 
+def test_the_bound_counts_rows_and_a_large_hand_over_waits_for_an_empty_writer() -> None:
+    together: GroupCommit[int] = GroupCommit(in_flight=2, batch_rows=100)
+    gate = Gate()
+    together.submit(list(range(150)), gate)  # nothing held: goes in whatever its size
+    assert gate.started.wait(10)
+    together.submit(list(range(50)), gate)  # 200 rows: the bound, not past it
+    more = threading.Thread(target=together.submit, args=([7], gate))
+    more.start()
+    time.sleep(0.1)
+    assert more.is_alive(), "201 rows went in past a bound of 200"
+    gate.release.set()
+    more.join(10)
+    together.drain()
+    big = list(range(500))
+    together.submit(big, gate)  # larger than the bound, and nothing held: it goes in
+    together.drain()
+    assert gate.appended[-1] == big
+    assert sum(len(rows) for rows in gate.appended) == 150 + 50 + 1 + 500
+
+
 def test_a_failed_append_reaches_the_worker_and_nothing_after_it_is_appended() -> None:
     together: GroupCommit[int] = GroupCommit(in_flight=5)
     started = threading.Event()
@@ -174,6 +194,8 @@ def test_an_append_waits_no_longer_than_its_linger() -> None:
 def test_in_flight_must_be_positive() -> None:
     with pytest.raises(ValueError, match="in_flight"):
         GroupCommit(in_flight=0)
+    with pytest.raises(ValueError, match="batch_rows"):
+        GroupCommit(batch_rows=0)
 
 
 def test_many_workers_each_see_their_batches_in_order() -> None:
