@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +12,9 @@ import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -282,3 +284,43 @@ def test_every_item_lands_once_in_order_across_acks_and_crashes(
     hand(logic.on_eof()[0])
     commit(len(queue))
     assert lake == list(range(count))
+
+
+class _AckingSink(DynamicSink[tuple[str, list[int]]]):
+    """Records what reached each worker's sink and acks the handed batches."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, list[int], bool]] = []
+        self.lock = threading.Lock()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AckingPart:
+        return _AckingPart(self)
+
+
+class _AckingPart(StatelessSinkPartition[tuple[str, list[int]]]):
+    def __init__(self, sink: _AckingSink) -> None:
+        self.sink = sink
+
+    def write_batch(self, items: list[tuple[str, list[int]]]) -> None:
+        with self.sink.lock:
+            for key, batch in items:
+                self.sink.got.append((key, list(batch), isinstance(batch, Handed)))
+                if isinstance(batch, Handed):
+                    batch.ack()
+
+
+def test_with_two_workers_the_sink_gets_the_very_handed_objects() -> None:
+    """The acknowledgement is a flag on the object the collect emitted: it only works if the
+    sink gets that object, not a pickled copy (a DynamicSink does not move items)."""
+    items = [(f"k{i % 5}", i) for i in range(200)]
+    flow = Dataflow("handed_test")
+    keyed = op.input("in", flow, TestingSource(items))
+    batches = collect_batches("batch", keyed, timedelta(seconds=60), 7, handed=True)
+    sink = _AckingSink()
+    op.output("out", batches, sink)
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    assert sink.got and all(handed for _key, _batch, handed in sink.got)
+    for key in {k for k, _ in items}:
+        assert [v for k, b, _ in sink.got if k == key for v in b] == [
+            v for k, v in items if k == key
+        ]
