@@ -371,7 +371,7 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         # The end of input: the flow ends only once what it handed the writer is committed
         # (or fails with what the append raised).
         if self._together is not None:
-            self._together.drain()
+            self._together.close()
 
     def _append(self, batch: list[T]) -> None:
         if not batch:

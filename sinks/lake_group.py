@@ -97,6 +97,8 @@ class GroupCommit(Generic[T]):
         self._rows = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        #: The writer exits once nothing is queued (close); a later submit starts another.
+        self._stop = False
         #: Appends made, batches given, and seconds workers waited for room (tests, benchmarks).
         self.appends = 0
         self.batches = 0
@@ -129,6 +131,7 @@ class GroupCommit(Generic[T]):
             self._queue.append(_Queued(rows, append, acks))
             self._held += 1
             self._rows += len(rows)
+            self._stop = False
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"igflow-lake-{self._name}", daemon=True
@@ -146,6 +149,17 @@ class GroupCommit(Generic[T]):
                 self._cond.wait()
             self._raise_if_failed()
 
+    def close(self) -> None:
+        """:meth:`drain`, then let the writer thread end (it holds the sink's tables); a later
+        :meth:`submit` starts a new one."""
+        self.drain()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error  # the append's own error, as when the worker appended itself
@@ -153,8 +167,11 @@ class GroupCommit(Generic[T]):
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._stop:
                     self._cond.wait()
+                if not self._queue:  # closed, everything committed
+                    self._thread = None
+                    return
                 until = time.monotonic() + self._linger
                 while len(self._queue) < self._workers:
                     left = until - time.monotonic()
@@ -174,6 +191,7 @@ class GroupCommit(Generic[T]):
                 with self._cond:
                     self._error = exc
                     self._queue = []  # never appended: their collects still hold them
+                    self._thread = None
                     self._cond.notify_all()
                 return
             for queued in taken:

@@ -217,3 +217,18 @@ def test_many_workers_each_see_their_batches_in_order() -> None:
     for w in range(4):
         assert [r for r in landed if r // 1000 == w] == [w * 1000 + i for i in range(200)]
     assert together.batches == 800
+
+
+def test_close_drains_ends_the_writer_and_a_later_submit_starts_another() -> None:
+    together: GroupCommit[int] = GroupCommit(name="closing")
+    landed: list[int] = []
+    together.submit([1, 2], landed.extend)
+    together.close()
+    assert landed == [1, 2]
+    assert not [t for t in threading.enumerate() if t.name == "igflow-lake-closing"]
+    together.close()  # a second partition's close: nothing to do
+    together.submit([3], landed.extend)
+    together.drain()
+    assert landed == [1, 2, 3]
+    together.close()
+    assert not [t for t in threading.enumerate() if t.name == "igflow-lake-closing"]
