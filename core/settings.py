@@ -350,6 +350,10 @@ class LakeSettings:
     batch_max_seconds: Duration = 2.0
     #: Attempts at a commit that lost an optimistic-concurrency race.
     commit_attempts: Count = 8
+    #: Batches of ``batch_max_rows`` rows each table's writer thread may hold queued or
+    #: appending; past that the worker waits (backpressure). The collect keeps each batch in its
+    #: recovery snapshot until committed (sinks/lake_group.py).
+    in_flight: Count = 2
 
 
 @_refuse_invalid

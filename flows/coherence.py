@@ -195,6 +195,8 @@ def land(
         settings=record,
         catalog=catalog,
         workers=settings.run.workers,
+        in_flight=settings.lake.in_flight,
+        batch_rows=settings.lake.batch_max_rows,
     )
     if plan is None:
         key = _lane_tenant(table.lane)
@@ -212,6 +214,7 @@ def land(
             max_size=settings.lake.batch_max_rows,
             seal=seal,
             key_of=key,
+            handed=True,  # kept in the snapshot until the lake's writer thread commits it
         )
     else:
         batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)

@@ -11,6 +11,15 @@ item (wall clock, like ``op.collect``), at ``max_size`` items, or at the end of 
 The wall clock decides only where one lake commit ends and the next begins, never what a row
 holds; a replay does not depend on it (it lands each of the original's commits as it was:
 :mod:`sinks.lake_plan`).
+
+Handed batches (``handed=True``, the lake's collect): each batch is emitted as a
+:class:`~core.handed.Handed` list, which the lake's writer thread acknowledges once its rows are
+committed (:mod:`sinks.lake_group`). Until then the key keeps it (``CollectState.handed``, in
+the recovery snapshot), and a key resumed with handed batches emits them again first, before
+anything newer of the key; the lake's ledger skips the rows of those that did commit. So the
+worker need not wait for the commit: a crash before it loses nothing. A key holding only handed
+batches wakes every :data:`ACK_CHECK` to drop the acknowledged ones (and itself once none is
+left), so its next snapshot no longer holds them.
 """
 
 from __future__ import annotations
@@ -24,25 +33,41 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
+from core.handed import Handed
 from operators.batching import stateful_batch_at
 from operators.sealed_state import sealed_builder
 from tenancy.sealed_state import StateSeal
 
-__all__ = ["CollectState", "collect_batches", "land_resumed"]
+__all__ = ["ACK_CHECK", "CollectState", "collect_batches", "land_resumed"]
 
 V = TypeVar("V")
+
+#: How often a key holding handed batches looks for their acknowledgements (a lake commit
+#: takes 0.03-0.1 s; snapshots are 1 s apart by default: ``run.snapshot_seconds``).
+ACK_CHECK = timedelta(seconds=0.25)
 
 
 @dataclasses.dataclass
 class CollectState(Generic[V]):
-    """A key's open batch and when it is due (``None``: empty)."""
+    """A key's open batch and when it is due (``None``: empty); ``handed``: the batches it
+    emitted that were not yet acknowledged, oldest first (emitted again on resume)."""
 
     items: list[V] = dataclasses.field(default_factory=list)
     due: datetime | None = None
+    handed: list[list[V]] = dataclasses.field(default_factory=list)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A snapshot of before handed batches (session 13 and older) has no ``handed``.
+        state.setdefault("handed", [])
+        self.__dict__.update(state)
 
 
 class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
-    """One key's batch; ``now`` is injectable so the timing can be tested without sleeping."""
+    """One key's batch; ``now`` is injectable so the timing can be tested without sleeping.
+
+    ``handed``: emit :class:`~core.handed.Handed` batches and keep each until it is
+    acknowledged (see the module docstring). A resumed state's handed batches are emitted again
+    first, whatever ``handed``."""
 
     def __init__(
         self,
@@ -50,11 +75,22 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
         timeout: timedelta,
         max_size: int,
         now: Callable[[], datetime],
+        *,
+        handed: bool = False,
     ) -> None:
         self.state = state
         self.timeout = timeout
         self.max_size = max_size
         self.now = now
+        self.track = handed
+        #: Resumed handed batches, not yet emitted again (they go out before anything else);
+        #: one emptied by an offboarded tenant's records left out of the snapshot goes nowhere.
+        self.resend: list[list[V]] = [batch for batch in state.handed if batch]
+        state.handed = []
+        #: Batches emitted and not yet acknowledged, oldest first (``handed`` only).
+        self.handed: list[Handed[V]] = []
+        #: When to look for acknowledgements next (``None``: nothing handed).
+        self.check_at: datetime | None = None
 
     def on_item(self, value: V) -> tuple[Iterable[list[V]], bool]:
         """One item: the per-item logic this step ran before batches, kept as the reference
@@ -65,8 +101,8 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
         state.items.append(value)
         if len(state.items) >= self.max_size:
             self.state = CollectState()
-            return (state.items,), StatefulBatchLogic.DISCARD
-        return (), StatefulBatchLogic.RETAIN
+            return self._out([state.items]), self._keep()
+        return self._out([]), self._keep()
 
     def on_batch(self, values: list[V]) -> tuple[Iterable[list[V]], bool]:
         """Add ``values`` in order; emit each list that reaches ``max_size`` (a full list
@@ -86,9 +122,17 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
             if len(items) >= max_size:
                 full.append(items)
                 state = self.state = CollectState()
-        return full, (StatefulBatchLogic.DISCARD if not state.items else StatefulBatchLogic.RETAIN)
+        return self._out(full), self._keep()
 
     def on_notify(self) -> tuple[Iterable[list[V]], bool]:
+        due = self.state.due
+        if self.handed or self.resend:  # woken to re-emit or to look for acknowledgements
+            now = self.now()
+            if self.check_at is not None and now >= self.check_at:
+                self._prune()
+                self.check_at = now + ACK_CHECK if self.handed else None
+            if due is None or now < due:
+                return self._out([]), self._keep()
         return self._emit()
 
     def on_eof(self) -> tuple[Iterable[list[V]], bool]:
@@ -96,19 +140,55 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
 
     def _emit(self) -> tuple[Iterable[list[V]], bool]:
         items = self.state.items
-        return ((items,) if items else ()), StatefulBatchLogic.DISCARD
+        self.state = CollectState()
+        return self._out([items] if items else []), self._keep()
+
+    def _out(self, batches: list[list[V]]) -> tuple[list[V], ...]:
+        """What to emit: the resumed handed batches first, then ``batches``; tracked as handed
+        batches when ``handed``."""
+        if self.resend:
+            batches = [*self.resend, *batches]
+            self.resend = []
+        if not self.track or not batches:
+            return tuple(batches)
+        out = [Handed(batch) for batch in batches]
+        self._prune()
+        self.handed.extend(out)
+        if self.check_at is None:
+            self.check_at = self.now() + ACK_CHECK
+        return tuple(out)
+
+    def _prune(self) -> None:
+        if self.handed:
+            self.handed = [batch for batch in self.handed if not batch.acked]
+
+    def _keep(self) -> bool:
+        """Retain the key while it holds an open batch or unacknowledged handed ones."""
+        self._prune()
+        if self.state.items or self.handed or self.resend:
+            return StatefulBatchLogic.RETAIN
+        return StatefulBatchLogic.DISCARD
 
     def notify_at(self) -> datetime | None:
-        return self.state.due
+        due = self.state.due
+        if self.resend:
+            return self.now()
+        if self.check_at is not None and self.handed:
+            return self.check_at if due is None else min(due, self.check_at)
+        return due
 
     def snapshot(self) -> CollectState[V]:
-        # A new list: the state keeps changing after this returns (the items are immutable).
-        return CollectState(list(self.state.items), self.state.due)
+        # New lists: the state keeps changing after this returns (the items are immutable).
+        # The handed batches not acknowledged now, as plain lists, oldest first.
+        self._prune()
+        handed = [*self.resend, *(list(batch) for batch in self.handed)]
+        return CollectState(list(self.state.items), self.state.due, handed)
 
 
 def _resumed(resume: Any) -> CollectState[Any]:
     """A resume state, also one ``op.collect`` snapshotted (``acc``, ``timeout_at``) before this
-    step replaced it under the same step id."""
+    step replaced it under the same step id (and one of before handed batches: no ``handed``,
+    see :meth:`CollectState.__setstate__`)."""
     if resume is None:
         return CollectState()
     if isinstance(resume, CollectState):
@@ -124,14 +204,19 @@ def collect_batches(
     max_size: int,
     seal: StateSeal | None = None,
     key_of: Callable[[V], str] | None = None,
+    *,
+    handed: bool = False,
 ) -> KeyedStream[list[V]]:
     """Emit each key's items as lists of at most ``max_size``, ``timeout`` after the first item
     of each list (wall clock), or at the end of input; see the module docstring. With ``seal``
     (and ``key_of``, the function ``up`` is keyed by), each record of the open batches is sealed
-    in the snapshot under its tenant's keys (:mod:`operators.sealed_state`)."""
+    in the snapshot under its tenant's keys (:mod:`operators.sealed_state`). ``handed``: emit
+    :class:`~core.handed.Handed` batches, kept in the snapshot until acknowledged."""
 
     def builder(resume: Any) -> CollectLogic[V]:
-        return CollectLogic(_resumed(resume), timeout, max_size, lambda: datetime.now(UTC))
+        return CollectLogic(
+            _resumed(resume), timeout, max_size, lambda: datetime.now(UTC), handed=handed
+        )
 
     # The id and the snapshot (a CollectState) of the per-item op.stateful it replaced.
     sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
@@ -182,7 +267,8 @@ def land_resumed(
     sealed snapshot as :func:`collect_batches` wrote it (``key_of``: its keying then)."""
 
     def builder(resume: Any) -> _LandResumed[V]:
-        held = _resumed(resume).items
+        state = _resumed(resume)
+        held = [*(item for batch in state.handed for item in batch), *state.items]
         if held:
             land(held)
         return _LandResumed()

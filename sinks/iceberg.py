@@ -51,13 +51,14 @@ from core import metrics, tracing
 from core.catalog import CatalogOnce
 from core.digest import DIGEST_KEY, digest_arrow, dump_summary
 from core.errors import RetryableSinkError
+from core.handed import Handed
 from core.output_settings import OutputSettings
 from core.retry import RetriesExhausted, RetryPolicy, retrying
 from core.tls import Brokers
 from sinks import lake_write
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_batch import LakeBatch
-from sinks.lake_group import GroupCommit
+from sinks.lake_group import IN_FLIGHT, GroupCommit
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
     MARKS_KEY,
@@ -352,8 +353,25 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         rows = [item for _key, group in items for item in group]
         if self._together is None:
             self._append(rows)
-        elif rows:
-            self._together.submit(rows, self._append)
+            return
+        # Queued for the table's writer thread (sinks.lake_group); each handed batch is
+        # acknowledged to the collect that keeps it until its rows are committed.
+        acks = [group.ack for _key, group in items if isinstance(group, Handed)]
+        if rows:
+            self._together.submit(rows, self._append, acks)
+        else:
+            for ack in acks:
+                ack()
+
+    def write_now(self, items: list[T]) -> None:
+        """Append ``items`` on this thread, returning once they are committed."""
+        self._append(items)
+
+    def close(self) -> None:
+        # The end of input: the flow ends only once what it handed the writer is committed
+        # (or fails with what the append raised).
+        if self._together is not None:
+            self._together.close()
 
     def _append(self, batch: list[T]) -> None:
         if not batch:
@@ -405,10 +423,12 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
 
     The workers share the catalog given as ``catalog`` (a flow's sinks share one: see
     :class:`~core.catalog.CatalogOnce`), or the sink opens one for all of them; each worker
-    loads its own table. Batches arriving in one ``write_batch`` call are committed as one
-    snapshot, together with those the process's other workers hand it meanwhile
-    (:mod:`sinks.lake_group`), or each as its own with ``commit_each`` (a replay's planned
-    commits, :mod:`sinks.lake_plan`).
+    loads its own table. Batches arriving in one ``write_batch`` call are queued for the
+    table's writer thread, which commits them as one snapshot together with what else the
+    process's workers queued meanwhile (:mod:`sinks.lake_group`); the worker goes on, and each
+    :class:`~core.handed.Handed` batch is acknowledged once committed. With ``commit_each`` (a
+    replay's planned commits, :mod:`sinks.lake_plan`) each batch is its own snapshot, appended
+    on the worker's thread before ``write_batch`` returns (synchronous, as before).
     """
 
     def __init__(
@@ -426,10 +446,13 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         settings: OutputSettings | None = None,
         catalog: CatalogOnce | None = None,
         workers: int = 1,
+        in_flight: int = IN_FLIGHT,
+        batch_rows: int = 1,
     ) -> None:
         """``workers``: the process's workers, whose batches an append waits for
-        (:mod:`sinks.lake_group`). ``group``: commit that consumer group's offsets after each
-        append, for monitoring
+        (:mod:`sinks.lake_group`); ``in_flight``: the batches of ``batch_rows`` rows the
+        table's writer thread may hold before a worker waits. ``group``: commit that
+        consumer group's offsets after each append, for monitoring
         (:mod:`sinks.group_offsets`). ``bootstrap``: bind the ledger to the input topics' ids
         there (:mod:`sinks.topic_identity`) and to the records at its marks
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
@@ -446,7 +469,16 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         self._attempts = commit_attempts
         #: The process's workers' appends, grouped (sinks.lake_group); a replay's planned
         #: commits stay one append each.
-        self._together: GroupCommit[T] | None = None if commit_each else GroupCommit(workers)
+        self._together: GroupCommit[T] | None = (
+            None
+            if commit_each
+            else GroupCommit(
+                workers,
+                in_flight=in_flight,
+                batch_rows=batch_rows,
+                name=f"{namespace}.{table_def.name}",
+            )
+        )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:
         # Opened once for the process's workers (and it makes pyiceberg parse .pyiceberg.yaml
@@ -473,4 +505,4 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     def land_now(self, items: list[T]) -> None:
         """Append ``items`` now, exactly once, as a worker's partition of this sink would (a
         retired batching step's resumed batch: :func:`operators.collect.land_resumed`)."""
-        self.build("land_now", 0, 1).write_batch([("", items)])
+        self.build("land_now", 0, 1).write_now(items)

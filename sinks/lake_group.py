@@ -1,95 +1,205 @@
-"""Group commit: the batches a process's workers hand one lake table at the same time go into
-one Iceberg append.
+"""Group commit off the worker's thread: one writer thread per lake table and process appends
+the batches the process's workers hand it, several at a time.
 
-Each worker's sink partition used to append what reached it, so ``-w 2`` made about twice the
-appends of one worker (27 against 66-70 a run, each a fixed pyiceberg cost that grows with the
-table's metadata, and a ``-w 2`` commit waited for the GIL the other worker held). Here a worker
-that finds another's append in progress waits for it, and the next append takes every batch
-that waited: one append for all of them, made by one of the waiting workers. An append also
-waits a little (:data:`LINGER_SECONDS`) for the workers that have not handed a batch yet: without
-it, two workers' batches met in one append rarely (64-70 appends a run against 27-42).
+Off the worker (session 14): the Parquet write and the Iceberg commit (signals ~0.07 s, scores
+~0.035 s a commit) ran on the Bytewax worker's thread, so the serving stores' items and the
+next records waited behind every commit (3.5-4.7 s of each 40 s latency run at 5,000
+events/s). Now :meth:`GroupCommit.submit` queues a batch and returns; the table's writer thread
+appends it. What a crash before the commit would lose is kept by the collect that emitted the
+batch until :meth:`~core.handed.Handed.ack` (called here once the commit succeeded): its
+recovery snapshot holds the batch, and a resumed collect emits it again first
+(:mod:`operators.collect`); the ledger skips what did commit.
 
-Order and exactly-once are those of one worker's appends: :meth:`GroupCommit.submit` returns
-only once the rows it was given are committed (or raises what the append raised), so a worker
-hands its next batch, and with it a lane's newer rows, only after its older ones landed; a lane
-is batched on one worker (:func:`flows.coherence.land`). The append itself filters by the
-ledger as before, whatever lanes it holds.
+Grouping: the writer takes every batch queued when it starts an append (one append for all of
+them), after waiting a little (:data:`LINGER_SECONDS`) for the workers that have not handed a
+batch yet when the process has more than one: without it, two workers' batches met in one
+append rarely (64-70 appends a run against 27-42).
+
+Order: one thread per table and process, first in first out, so a lane's batches (a lane is
+batched on one worker: :func:`flows.coherence.land`) are appended in the order its collect
+emitted them, which the ledger needs (it skips rows at or below what a lane committed). An
+append that fails stops the writer: nothing queued after it is appended (a later batch landing
+before an earlier one would make the ledger skip the earlier one's rows for good).
+
+Bounds: at most ``in_flight`` batches of ``batch_rows`` rows (``lake.in_flight`` batches of
+``lake.batch_max_rows``) queued or being appended; :meth:`GroupCommit.submit` blocks the worker
+while the rows held would pass that (backpressure; a hand-over larger than the bound waits
+until nothing is held). Counted in rows, not hand-overs: a lane batch closed by its timer is
+small (at 5,000 events/s over 10 tenants, ~1,000 rows in 2 s), and counting each as one made
+the worker wait after two of them, so each append took two lanes' batches (more appends, more
+CPU; session 14's first measurement). Errors: what
+the append raised is raised again on the worker, by its next :meth:`~GroupCommit.submit` or by
+:meth:`~GroupCommit.drain` (the sink's ``close`` at the end of input), so the flow fails as it
+did when the worker appended itself.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["GroupCommit"]
+__all__ = ["IN_FLIGHT", "LINGER_SECONDS", "GroupCommit"]
 
 T = TypeVar("T")
-
-
-class _Waiting(Generic[T]):
-    __slots__ = ("done", "error", "rows")
-
-    def __init__(self, rows: Sequence[T]) -> None:
-        self.rows = rows
-        self.done = False
-        self.error: BaseException | None = None
-
+log = logging.getLogger(__name__)
 
 #: How long an append waits for the process's other workers' batches (they fill at about the
-#: same pace: the tenants are interleaved). A waiting worker releases the GIL, so with ``-w 2``
-#: the other runs alone meanwhile; the lake's latency is seconds (``lake.batch_max_seconds``).
+#: same pace: the tenants are interleaved). Only the writer thread waits: the workers go on.
 LINGER_SECONDS = 0.1
+
+#: Batches of ``lake.batch_max_rows`` a table's writer may hold queued or appending before the
+#: worker waits (``lake.in_flight``'s default).
+IN_FLIGHT = 2
+
+
+class _Queued(Generic[T]):
+    __slots__ = ("acks", "append", "rows")
+
+    def __init__(
+        self,
+        rows: Sequence[T],
+        append: Callable[[list[T]], object],
+        acks: Sequence[Callable[[], None]],
+    ) -> None:
+        self.rows = rows
+        self.append = append
+        self.acks = acks
 
 
 class GroupCommit(Generic[T]):
-    """One table's appends for the ``workers`` threads (workers) of a process: an append waits
-    up to ``linger`` seconds for each of them to hand a batch (none with one worker)."""
+    """One table's appends for the ``workers`` threads (workers) of a process, made by one
+    writer thread: an append takes every batch queued, after waiting up to ``linger`` seconds
+    for each worker to hand one (none with one worker). At most ``in_flight * batch_rows`` rows
+    are queued or appending; ``name`` names the thread and the log lines."""
 
-    def __init__(self, workers: int = 1, linger: float = LINGER_SECONDS) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        linger: float = LINGER_SECONDS,
+        in_flight: int = IN_FLIGHT,
+        batch_rows: int = 1,
+        name: str = "lake",
+    ) -> None:
+        if in_flight < 1 or batch_rows < 1:
+            msg = f"in_flight and batch_rows must be >= 1, got {in_flight}, {batch_rows}"
+            raise ValueError(msg)
         self._workers = workers
         self._linger = linger
+        self._limit = in_flight * batch_rows
+        self._name = name
         self._cond = threading.Condition()
-        self._waiting: list[_Waiting[T]] = []
-        self._busy = False
-        #: Appends made and batches given (for tests and benchmarks).
+        self._queue: list[_Queued[T]] = []
+        #: Batches queued or being appended, and their rows.
+        self._held = 0
+        self._rows = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        #: The writer exits once nothing is queued (close); a later submit starts another.
+        self._stop = False
+        #: Appends made, batches given, and seconds workers waited for room (tests, benchmarks).
         self.appends = 0
         self.batches = 0
+        self.blocked_seconds = 0.0
 
-    def submit(self, rows: Sequence[T], append: Callable[[list[T]], object]) -> None:
-        """Append ``rows`` with ``append``, together with the rows other threads submit
-        meanwhile; return once they are committed, or raise what the append raised."""
-        mine = _Waiting(rows)
+    @property
+    def in_flight(self) -> int:
+        """Batches queued or being appended now."""
         with self._cond:
-            self._waiting.append(mine)
-            self._cond.notify_all()  # a lingering append counts the batches waiting
-            while not mine.done:
-                if self._busy:
+            return self._held
+
+    def submit(
+        self,
+        rows: Sequence[T],
+        append: Callable[[list[T]], object],
+        acks: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        """Queue ``rows`` for an append with ``append`` (on the writer thread, together with
+        what else is queued then) and return; each of ``acks`` is called once they are
+        committed. Blocks while the rows held and these would pass the bound (any number when
+        none is held); raises what a failed append raised."""
+        with self._cond:
+            self._raise_if_failed()
+            if self._full(len(rows)):
+                start = time.perf_counter()
+                while self._full(len(rows)) and self._error is None:
                     self._cond.wait()
-                    continue
-                self._busy = True
+                self.blocked_seconds += time.perf_counter() - start
+                self._raise_if_failed()
+            self._queue.append(_Queued(rows, append, acks))
+            self._held += 1
+            self._rows += len(rows)
+            self._stop = False
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"igflow-lake-{self._name}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _full(self, more: int) -> bool:
+        return self._rows > 0 and self._rows + more > self._limit
+
+    def drain(self) -> None:
+        """Return once every batch submitted is committed; raise what a failed append raised."""
+        with self._cond:
+            while self._held and self._error is None:
+                self._cond.wait()
+            self._raise_if_failed()
+
+    def close(self) -> None:
+        """:meth:`drain`, then let the writer thread end (it holds the sink's tables); a later
+        :meth:`submit` starts a new one."""
+        self.drain()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error  # the append's own error, as when the worker appended itself
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if not self._queue:  # closed, everything committed
+                    self._thread = None
+                    return
                 until = time.monotonic() + self._linger
-                while len(self._waiting) < self._workers:
+                while len(self._queue) < self._workers:
                     left = until - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                taken, self._waiting = self._waiting, []
-                error: BaseException | None = None
-                self._cond.release()
-                try:
-                    append([row for waiting in taken for row in waiting.rows])
-                except BaseException as exc:  # every taken batch's worker raises it
-                    error = exc
-                finally:
-                    self._cond.acquire()
-                    self._busy = False
-                    self.appends += 1
-                    self.batches += len(taken)
-                    for waiting in taken:
-                        waiting.done = True
-                        waiting.error = error
+                taken, self._queue = self._queue, []
+            try:
+                taken[0].append([row for queued in taken for row in queued.rows])
+            except BaseException as exc:  # raised on the workers; the writer stops here
+                log.error(
+                    "%s: the lake writer stopped: %r",
+                    self._name,
+                    exc,
+                    extra={"op": "lake.append", "table": self._name},
+                )
+                with self._cond:
+                    self._error = exc
+                    self._queue = []  # never appended: their collects still hold them
+                    self._thread = None
                     self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
+                return
+            for queued in taken:
+                for ack in queued.acks:
+                    ack()
+            with self._cond:
+                self._held -= len(taken)
+                self._rows -= sum(len(queued.rows) for queued in taken)
+                self.appends += 1
+                self.batches += len(taken)
+                self._cond.notify_all()

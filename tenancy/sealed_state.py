@@ -147,16 +147,23 @@ class _Joiner(pickle.Unpickler):
         return _WITHHELD if part is None else part[index]
 
 
+def _pruned(items: list[Any]) -> list[Any]:
+    """``items`` without withheld records, also those of the lists it holds (the lake collect's
+    handed batches: a list of lists of records)."""
+    return [_pruned(x) if isinstance(x, list) else x for x in items if x is not _WITHHELD]
+
+
 def _prune(state: Any) -> Any:
     """``state`` without the records of discarded parts: dropped from a list (or a list field
-    of a dataclass); a state that is itself withheld resumes as ``None``."""
+    of a dataclass, and the lists they hold); a state that is itself withheld resumes as
+    ``None``."""
     if state is _WITHHELD:
         return None
     if isinstance(state, list):
-        return [x for x in state if x is not _WITHHELD]
+        return _pruned(state)
     if dataclasses.is_dataclass(state) and not isinstance(state, type):
         changes = {
-            f.name: [x for x in value if x is not _WITHHELD]
+            f.name: _pruned(value)
             for f in dataclasses.fields(state)
             if isinstance(value := getattr(state, f.name), list)
         }
@@ -256,13 +263,19 @@ def open_sealed(
     return pruned
 
 
+def _withheld_in(items: list[Any]) -> int:
+    return sum(
+        1 if x is _WITHHELD else _withheld_in(x) if isinstance(x, list) else 0 for x in items
+    )
+
+
 def _count_withheld(state: Any) -> int:
     """How many records :func:`_prune` leaves out of ``state``."""
     if isinstance(state, list):
-        return sum(1 for x in state if x is _WITHHELD)
+        return _withheld_in(state)
     if dataclasses.is_dataclass(state) and not isinstance(state, type):
         return sum(
-            sum(1 for x in value if x is _WITHHELD)
+            _withheld_in(value)
             for f in dataclasses.fields(state)
             if isinstance(value := getattr(state, f.name), list)
         )

@@ -230,6 +230,30 @@ def test_a_tenant_offboarded_after_the_snapshot_is_discarded_and_counted() -> No
     assert _withheld(STEP) == before + 2
 
 
+def test_handed_batches_are_sealed_and_an_offboarded_tenant_s_are_left_out() -> None:
+    """The lake collect's handed batches (lists of records in the state) are sealed like its
+    open batch; a shredded tenant's records leave them, and a batch emptied so is not resent."""
+    keys = MemoryKeys()
+    seal = StateSeal(Sealer(keys))
+    mixed = _mixed().items
+    only_b = [x for x in mixed if snapshot_holder(x) == "tenant-b"]
+    state = CollectState([_tagged("tenant-a", 9)], T0, [mixed, only_b])
+    sealed = seal.seal(STEP, "lane-0", state)
+    raw = pickle.dumps(sealed)
+    for secret in _secrets(CollectState([*mixed, *only_b])):
+        assert secret not in raw
+    keys.offboard("tenant-b")
+    before = _withheld(STEP)
+    resumed = seal.open(STEP, pickle.loads(raw))
+    kept = [x for x in mixed if snapshot_holder(x) != "tenant-b"]
+    assert resumed.handed == [kept, []]
+    assert resumed.items == [_tagged("tenant-a", 9)]
+    assert _withheld(STEP) == before + 4
+    logic: CollectLogic[Any] = CollectLogic(resumed, timedelta(seconds=5), 100, lambda: T0)
+    out, _ = logic.on_eof()
+    assert [list(x) for x in out] == [kept, [_tagged("tenant-a", 9)]]
+
+
 def test_a_tenant_offboarded_before_the_snapshot_is_withheld_never_in_the_clear() -> None:
     keys = MemoryKeys()
     seal = StateSeal(Sealer(keys))
