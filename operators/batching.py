@@ -36,12 +36,14 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 __all__ = [
     "Run",
+    "RunCut",
     "RunLogic",
     "Runs",
     "flatten",
     "key_on",
     "key_rm",
     "map_runs",
+    "run_builder",
     "runs_on",
     "stateful_batch_at",
     "stateful_runs_at",
