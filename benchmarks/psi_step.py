@@ -40,6 +40,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main  # noqa: E402
 
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged, input_hash  # noqa: E402
 from core.settings import PsiSettings  # noqa: E402
+from operators.batching import flatten, runs_on  # noqa: E402
 from operators.psi import (  # noqa: E402
     Deconflicter,
     DeconflictionResult,
@@ -163,8 +164,9 @@ def run(variant: str, items: list[Tagged], partner_ms: float, in_flight: int) ->
         settings = PsiSettings(
             server_url="http://partner.invalid:1", idle_flush_seconds=0.0, max_in_flight=in_flight
         )
-        out = psi_step("psi", keyed, settings, factory)
-        signals, results = op.key_rm("values", out.passed), out.results
+        runs = runs_on("by_tenant_runs", up, lambda t: t.signal.tenant_id)
+        out = psi_step("psi", runs, settings, factory)
+        signals, results = flatten("values", out.passed), out.results
     else:
         deconflicter = Deconflicter(factory(), PsiMode.FULL_INTERSECTION, "server")
         both = op.stateful("psi", keyed, lambda _resume: _Synchronous(deconflicter))

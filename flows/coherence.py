@@ -22,10 +22,18 @@ every sink. Records held before it (rejects, drifted batches) keep their exact b
 and quarantine, to be released as they came.
 
 Everything after ``validate`` is keyed by tenant, so each tenant's records keep their order
-through the stateful steps. The lake tables batch with a collect step keyed by the tenant of
-each row's ledger lane (see :mod:`sinks.iceberg`), so a row is batched on the worker that tagged
-it: a stateful step, so rows batched but not yet committed are in the recovery snapshot and
-survive a crash together with the source offsets and the stages' state.
+through the stateful steps. From ``by tenant`` to the sinks an item is a *run*, ``(tenant,
+[record, ...])``: the records of one tenant from one engine batch, in order
+(:mod:`operators.batching`), so Bytewax moves, keys and pickles a run where it did a record;
+each step runs its record-level logic on the runs' records. The runs are flattened where
+records leave them: the rare paths (late rejects, drifted batches, psi's rows: one by one to
+the DLQ and the lake), the serving sinks (:func:`~sinks.serving.serve`), the lake's collect
+(it gathers the runs' rows) and a replay's planned batches.
+
+The lake tables batch with a collect step keyed by the tenant of each row's ledger lane (see
+:mod:`sinks.iceberg`), so a row is batched on the worker that tagged it: a stateful step, so
+rows batched but not yet committed are in the recovery snapshot and survive a crash together
+with the source offsets and the stages' state.
 A replay batches like the original's commits instead (``Edges.plans``, :mod:`sinks.lake_plan`).
 """
 
@@ -58,7 +66,7 @@ from core.sources import SourceRegistry, SourceRules
 from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
 from core.tls import Brokers
 from flows.held import held_positions
-from operators.batching import key_on, key_rm
+from operators.batching import RunCut, Runs, flatten, key_rm, runs_on
 from operators.canary import drop_canaries
 from operators.collect import collect_batches, land_resumed
 from operators.decode import SchemaLookup, SignalDecoder, decode
@@ -85,7 +93,7 @@ from tenancy.sealing import Sealer, sealer_of
 from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
-__all__ = ["Edges", "build", "kafka_source", "land"]  # and `flow`, built on access
+__all__ = ["Edges", "build", "kafka_source", "lake_runs", "land"]  # and `flow`, built on access
 
 FLOW_ID = "coherence"
 T = TypeVar("T")
@@ -135,6 +143,9 @@ class Edges:
     #: The lake's catalog, shared by the held positions and every lake table; absent: the
     #: settings' catalog, opened once (a replay passes the one it already has open).
     catalog: CatalogOnce | None = None
+    #: How an engine batch of validated records is cut into tenant runs; absent: one run per
+    #: tenant and batch (:func:`~operators.batching.tenant_runs`). Tests cut at random points.
+    runs: RunCut[Decoded] | None = None
 
 
 def _tenant(item: Decoded) -> str:
@@ -158,7 +169,7 @@ def _lane_tenant(lane_of: Callable[[T], str]) -> Callable[[T], str]:
 
 def land(
     flow_id: str,
-    up: Stream[T],
+    up: Runs[T],
     table: TableDef[T],
     settings: Settings,
     plan: CommitPlan | None = None,
@@ -170,7 +181,9 @@ def land(
     catalog: CatalogOnce | None = None,
 ) -> None:
     """Batch ``up`` per lane's tenant (:func:`_lane_tenant`) and append it to ``table``
-    exactly once; with ``group``,
+    exactly once. ``up`` is runs keyed by the tenant of their rows' lane (:func:`lake_runs`
+    makes them from records; the signals' and the scores' runs are keyed by it already); with
+    ``group``,
     commit that consumer group's offsets after each append (monitoring only); with
     ``bootstrap``, bind the ledger to the input topics' ids there; with ``sealer``, seal the
     table's sensitive columns (:mod:`core.sealing`); with ``seal``, the records batched but not
@@ -200,16 +213,15 @@ def land(
     )
     if plan is None:
         key = _lane_tenant(table.lane)
-        keyed = key_on(f"{flow_id}_lane", up, key)
         # Until session 13 the batches were keyed by the lane itself (`<stage>:<tenant>`),
         # which hashes to another worker than the tenant: that step stays, only to land what
         # an older recovery snapshot holds before this one starts (operators.collect).
-        retired = land_resumed(f"{flow_id}_batch", keyed, sink.land_now, seal, table.lane)
+        retired = land_resumed(f"{flow_id}_batch", up, sink.land_now, seal, table.lane)
         # Not op.collect: its timeout restarts on every item (an idle time), so a lane fed
         # steadily committed only at batch_max_rows (operators/collect.py).
         batches = collect_batches(
             f"{flow_id}_tenant_batch",
-            op.merge(f"{flow_id}_after_retired", keyed, retired),
+            op.merge(f"{flow_id}_after_retired", up, retired),
             timeout=timedelta(seconds=settings.lake.batch_max_seconds),
             max_size=settings.lake.batch_max_rows,
             seal=seal,
@@ -217,10 +229,19 @@ def land(
             handed=True,  # kept in the snapshot until the lake's writer thread commits it
         )
     else:
-        batches = planned_batches(f"{flow_id}_plan", up, table, plan, settings.lake.batch_max_rows)
+        rows = flatten(f"{flow_id}_rows", up)
+        batches = planned_batches(
+            f"{flow_id}_plan", rows, table, plan, settings.lake.batch_max_rows
+        )
         op.output(flow_id, batches, planned_sink(sink, table, plan))
         return
     op.output(flow_id, batches, sink)
+
+
+def lake_runs(flow_id: str, up: Stream[T], table: TableDef[T]) -> Runs[T]:
+    """``up``'s records as runs keyed by their lane's tenant, for :func:`land` (the rare
+    paths' records: quarantine rows, psi's rows)."""
+    return runs_on(f"{flow_id}_runs", up, _lane_tenant(table.lane))
 
 
 #: The serving stores ``stores.sinks`` may name.
@@ -230,16 +251,17 @@ SERVING = ("redis", "graph", "postgres")
 def _serve(
     stores: StoreSettings,
     dead_letters: DeadLetterTarget,
-    signals: Stream[Tagged],
-    scores: Stream[ScoreChange],
+    signals: Runs[Tagged],
+    scores: Runs[ScoreChange],
     seal: StateSeal | None = None,
 ) -> None:
     """Write the serving stores named in ``stores.sinks``; what they cannot write goes to
     ``dead_letters``.
 
-    Both streams come from steps keyed by tenant, so each tenant's items are on one worker and
-    reach its store in order; :func:`~sinks.serving.serve` keys them by tenant again, and each
-    store's one writer thread writes them in that order: writes are serialized per tenant.
+    Both streams are runs from steps keyed by tenant, so each tenant's items are on one worker
+    and reach its store in order; :func:`~sinks.serving.serve` flattens the runs and keys the
+    items by tenant again, and each store's one writer thread writes them in that order: writes
+    are serialized per tenant.
     """
     enabled = stores.enabled
     unknown = enabled - set(SERVING)
@@ -249,6 +271,10 @@ def _serve(
     # Each store's module (and its client: redis-py, the Bolt driver, psycopg's pool) is
     # imported only when the store is enabled, at start-up: a lake-only flow pays none of them,
     # and an enabled store whose client is missing stops the flow before it reads a record.
+    if not enabled & set(SERVING):
+        return
+    signal_runs = key_rm("signals_values", signals)
+    score_runs = key_rm("scores_values", scores)
     for name in SERVING:
         if name not in enabled:
             continue
@@ -256,7 +282,9 @@ def _serve(
             module = importlib.import_module(_SINKS[name][0])
         except ModuleNotFoundError as exc:
             raise missing_dependency(exc, f"stores.sinks names {name}") from exc
-        items = scores if name == "postgres" else op.merge(f"{name}_items", signals, scores)
+        items = (
+            score_runs if name == "postgres" else op.merge(f"{name}_items", signal_runs, score_runs)
+        )
         sink = getattr(module, _SINKS[name][1])
         serve(name, items, sink(stores, dead_letters), seal)
 
@@ -354,7 +382,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     raw = op.input("kafka", flow, source)
     decoded = decode("decode", raw, decoder)
     checked = validate("validate", decoded.oks, tenants, settings.validate, holds, rules)
-    by_tenant = key_on("by_tenant", checked.oks, _tenant)
+    by_tenant = runs_on("by_tenant", checked.oks, _tenant, edges.runs)
     drifted = drift(
         "drift",
         by_tenant,
@@ -384,8 +412,6 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
             op.map("dlq_message", rejects, functools.partial(dlq_message, sealer=sealer)),
             edges.dlq or dead_letters.sink(kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"),
         )
-    signal_values = key_rm("signals_values", tagged)
-    score_values = key_rm("scores_values", scores)
     plans = edges.plans or {}
     # The group's offsets follow what the lake holds of the real input; a replay (its own
     # source) or a test's source commits none.
@@ -397,7 +423,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     ids = kafka.connection() if real else None
     land(
         "lake_signals",
-        signal_values,
+        tagged,  # runs keyed by tenant: their lane's (signals:<tenant>)
         SIGNALS,
         settings,
         plans.get(SIGNALS.name),
@@ -409,7 +435,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     )
     land(
         "lake_scores",
-        score_values,
+        scores,  # runs keyed by tenant: their lane's (scores:<tenant>)
         SCORES,
         settings,
         plans.get(SCORES.name),
@@ -418,10 +444,10 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         record=record,
         catalog=lake,
     )
-    _serve(settings.stores, dead_letters, signal_values, score_values, seal)
+    _serve(settings.stores, dead_letters, tagged, scores, seal)
     land(
         "lake_deconfliction",
-        deconflicted.results,
+        lake_runs("lake_deconfliction", deconflicted.results, DECONFLICTION),
         DECONFLICTION,
         settings,
         plans.get(DECONFLICTION.name),
@@ -433,7 +459,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
         "lake_quarantine",
-        quarantine,
+        lake_runs("lake_quarantine", quarantine, QUARANTINE),
         QUARANTINE,
         settings,
         plans.get(QUARANTINE.name),

@@ -8,14 +8,13 @@ records and the scores stay byte-identical.
 
 from __future__ import annotations
 
-import bytewax.operators as op
 from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream
 
 from core.canary import is_canary
 from core.records import Tagged
+from operators.batching import Runs, map_runs
 
-__all__ = ["counts_in_score", "drop_canaries", "scored"]
+__all__ = ["counts_in_score", "drop_canaries", "scored", "scored_run"]
 
 
 def counts_in_score(item: Tagged) -> bool:
@@ -28,7 +27,13 @@ def scored(batch: list[tuple[str, Tagged]]) -> list[tuple[str, Tagged]]:
     return [kv for kv in batch if not is_canary(kv[1].signal)]
 
 
+def scored_run(run: list[Tagged]) -> list[Tagged]:
+    """The signals of ``run`` that count in a score, in order."""
+    return [item for item in run if not is_canary(item.signal)]
+
+
 @operator
-def drop_canaries(step_id: str, up: KeyedStream[Tagged]) -> KeyedStream[Tagged]:
-    """The keyed stream ``up`` without its canary signals (order and keys kept)."""
-    return op.flat_map_batch("filter", up, scored)
+def drop_canaries(step_id: str, up: Runs[Tagged]) -> Runs[Tagged]:
+    """The runs ``up`` without their canary signals (order and keys kept; a run of canaries
+    only is dropped)."""
+    return map_runs("filter", up, scored_run)

@@ -27,14 +27,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from core.handed import Handed
-from operators.batching import stateful_batch_at
+from operators.batching import Runs, run_builder, stateful_batch_at
 from operators.sealed_state import sealed_builder
 from tenancy.sealed_state import StateSeal
 
@@ -199,7 +199,7 @@ def _resumed(resume: Any) -> CollectState[Any]:
 @operator
 def collect_batches(
     step_id: str,
-    up: KeyedStream[V],
+    up: Runs[V],
     timeout: timedelta,
     max_size: int,
     seal: StateSeal | None = None,
@@ -208,19 +208,22 @@ def collect_batches(
     handed: bool = False,
 ) -> KeyedStream[list[V]]:
     """Emit each key's items as lists of at most ``max_size``, ``timeout`` after the first item
-    of each list (wall clock), or at the end of input; see the module docstring. With ``seal``
-    (and ``key_of``, the function ``up`` is keyed by), each record of the open batches is sealed
-    in the snapshot under its tenant's keys (:mod:`operators.sealed_state`). ``handed``: emit
-    :class:`~core.handed.Handed` batches, kept in the snapshot until acknowledged."""
+    of each list (wall clock), or at the end of input; see the module docstring. ``up`` is runs
+    (:mod:`operators.batching`): their items are collected in order, whatever the runs' sizes.
+    With ``seal`` (and ``key_of``, the function ``up`` is keyed by), each record of the open
+    batches is sealed in the snapshot under its tenant's keys (:mod:`operators.sealed_state`).
+    ``handed``: emit :class:`~core.handed.Handed` batches, kept in the snapshot until
+    acknowledged."""
 
     def builder(resume: Any) -> CollectLogic[V]:
         return CollectLogic(
             _resumed(resume), timeout, max_size, lambda: datetime.now(UTC), handed=handed
         )
 
-    # The id and the snapshot (a CollectState) of the per-item op.stateful it replaced.
+    # The id and the snapshot (a CollectState of records) of the per-item op.stateful it
+    # replaced; the runs are flattened into the same logic, whose outputs are lists already.
     sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
-    return stateful_batch_at("stateful", up, sealed)
+    return stateful_batch_at("stateful", up, run_builder(sealed, runs_out=False))
 
 
 class _LandResumed(StatefulBatchLogic[V, V, CollectState[V]]):
@@ -250,11 +253,11 @@ def _nothing(_batch: list[Any]) -> list[Any]:
 @operator
 def land_resumed(
     step_id: str,
-    up: KeyedStream[V],
+    up: Runs[V],
     land: Callable[[list[V]], object],
     seal: StateSeal | None = None,
     key_of: Callable[[V], str] | None = None,
-) -> KeyedStream[V]:
+) -> Runs[V]:
     """The batching step ``step_id`` of a former keying, kept so that a recovery snapshot it
     wrote still resumes: each batch it held is handed to ``land`` (an exactly-once append)
     *when the snapshot is loaded*, and the step then forgets it. It gets no items (``up`` only
@@ -274,5 +277,6 @@ def land_resumed(
         return _LandResumed()
 
     sealed = sealed_builder(builder, seal, f"{step_id}.stateful", key_of)
+    # Typed as records, not runs: nothing flows into the step or out of it.
     none: KeyedStream[V] = op.flat_map_batch("none", up, _nothing)
-    return stateful_batch_at("stateful", none, sealed)
+    return cast("Runs[V]", stateful_batch_at("stateful", none, sealed))

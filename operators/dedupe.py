@@ -33,14 +33,14 @@ from operator import attrgetter
 from typing import Any
 
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, RawRecord, Rejected
 from core.settings import DedupeSettings
-from operators.batching import stateful_batch_at
-from operators.split import split_keyed
+from operators.batching import Runs, stateful_runs_at
+from operators.split import split_runs
 
 __all__ = ["DedupeOut", "TenantDedupe", "Verdict", "dedupe", "dedupe_batch", "late_reject"]
 
@@ -243,7 +243,7 @@ class DedupeOut:
     """The two streams out of :func:`dedupe`."""
 
     #: New records, keyed by tenant, in their input order.
-    unique: KeyedStream[Decoded]
+    unique: Runs[Decoded]
     #: ``TOO_LATE`` rejects, for the DLQ.
     late: Stream[Rejected]
 
@@ -388,16 +388,16 @@ class _DedupeLogic(StatefulBatchLogic[Decoded, Decoded | Rejected, TenantDedupe]
 @operator
 def _check(
     step_id: str,
-    up: KeyedStream[Decoded],
+    up: Runs[Decoded],
     builder: Callable[[TenantDedupe | None], _DedupeLogic],
-) -> KeyedStream[Decoded | Rejected]:
+) -> Runs[Decoded | Rejected]:
     # The ids op.stateful_flat_map("check", ...) gave its inner steps.
-    return stateful_batch_at("stateful", up, builder)
+    return stateful_runs_at("stateful", up, builder)
 
 
 @operator
-def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> DedupeOut:
-    """Suppress duplicates per tenant; ``up`` must be keyed by ``tenant_id``.
+def dedupe(step_id: str, up: Runs[Decoded], settings: DedupeSettings) -> DedupeOut:
+    """Suppress duplicates per tenant; ``up``: runs keyed by ``tenant_id`` (as ``unique``).
 
     New records continue on ``unique``; records before the tenant's horizon leave on ``late``;
     duplicates are dropped and counted. The TTL is ``settings.ttl_seconds`` of event time; a
@@ -418,5 +418,5 @@ def dedupe(step_id: str, up: KeyedStream[Decoded], settings: DedupeSettings) -> 
         return _DedupeLogic(resume, children)
 
     checked = _check("check", up, builder)
-    unique, late = split_keyed("split", checked, Decoded, Rejected, unkey_second=True)
+    unique, late = split_runs("split", checked, Decoded, Rejected)
     return DedupeOut(unique, late)

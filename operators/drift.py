@@ -105,7 +105,7 @@ from operator import attrgetter
 from typing import Any
 
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, release, tracing
 from core.canary import CANARY_TYPE, is_canary
@@ -113,10 +113,10 @@ from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
 from core.settings import DriftSettings
-from operators.batching import stateful_batch_at
+from operators.batching import Runs, stateful_runs_at
 from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
 from operators.sealed_state import sealed_builder
-from operators.split import split_keyed
+from operators.split import split_runs
 from tenancy.sealed_state import StateSeal
 
 __all__ = [
@@ -712,8 +712,9 @@ def _tenant(item: Decoded) -> str:
 class DriftOut:
     """The two streams out of :func:`drift`."""
 
-    #: Records that passed (or were released), keyed by tenant, in each tenant's input order.
-    passed: KeyedStream[Decoded]
+    #: Records that passed (or were released): runs keyed by tenant, in each tenant's input
+    #: order.
+    passed: Runs[Decoded]
     #: Records of drifted and schema-drifted batches, unkeyed (for the quarantine table).
     quarantined: Stream[Quarantined]
 
@@ -721,14 +722,15 @@ class DriftOut:
 @operator
 def drift(
     step_id: str,
-    up: KeyedStream[Decoded],
+    up: Runs[Decoded],
     settings: DriftSettings,
     *,
     release_key: str,
     baseline: Baseline | None = None,
     seal: StateSeal | None = None,
 ) -> DriftOut:
-    """Quarantine drifted micro-batches per (tenant, type); ``up`` must be keyed by tenant_id.
+    """Quarantine drifted micro-batches per (tenant, type); ``up``: runs keyed by tenant_id
+    (:mod:`operators.batching`), as ``passed`` is.
 
     See the module docstring for the contract. ``idle_flush_seconds <= 0`` disables the idle
     flush (a bounded run: open batches are decided at the end of input). A resumed state takes
@@ -745,8 +747,8 @@ def drift(
         return _DriftLogic(resume, settings, baseline, release_key)
 
     # The id and the snapshot (a TenantDrift) of the per-item op.stateful it replaced.
-    checked = stateful_batch_at(
+    checked = stateful_runs_at(
         "check", up, sealed_builder(builder, seal, f"{step_id}.check", _tenant, whole=True)
     )
-    passed, quarantined = split_keyed("split", checked, Decoded, Quarantined, unkey_second=True)
+    passed, quarantined = split_runs("split", checked, Decoded, Quarantined)
     return DriftOut(passed, quarantined)

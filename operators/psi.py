@@ -58,13 +58,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators import StatefulBatchLogic
 
 from core import tracing
 from core.records import Tagged
 from core.retry import RetryPolicy
 from core.settings import PsiSettings
-from operators.batching import stateful_batch_at
+from operators.batching import Runs, stateful_runs_at
 from operators.psi_match import (
     PSI_UNAVAILABLE,
     Deconflicter,
@@ -80,7 +80,7 @@ from operators.psi_window import (
     provenance_digest,
 )
 from operators.sealed_state import sealed_builder
-from operators.split import split_keyed
+from operators.split import split_runs
 from psi.messages import PsiMode
 from tenancy.sealed_state import StateSeal
 
@@ -268,8 +268,8 @@ def _tenant(item: Tagged) -> str:
 class PsiOut:
     """The two streams out of :func:`psi_step`."""
 
-    #: Every input, unchanged, keyed by tenant and in each tenant's input order.
-    passed: KeyedStream[Tagged]
+    #: Every input, unchanged: runs keyed by tenant, in each tenant's input order.
+    passed: Runs[Tagged]
     #: One row per closed (tenant, window) with selectors, unkeyed (for the lake table).
     results: Stream[DeconflictionResult]
 
@@ -277,14 +277,14 @@ class PsiOut:
 @operator
 def psi_step(
     step_id: str,
-    up: KeyedStream[Tagged],
+    up: Runs[Tagged],
     settings: PsiSettings,
     matcher_factory: Callable[[], Matcher],
     *,
     sleep: Callable[[float], None] = time.sleep,
     seal: StateSeal | None = None,
 ) -> PsiOut:
-    """Deconflict each tenant's selectors per window; ``up`` must be keyed by ``tenant_id``.
+    """Deconflict each tenant's selectors per window; ``up``: runs keyed by ``tenant_id``.
 
     See the module docstring for the contract. ``matcher_factory`` is called lazily, once per
     caller thread of a worker's :class:`PartnerCalls`, when its first window is asked (so
@@ -329,6 +329,6 @@ def psi_step(
 
     # The id and the snapshot (a PsiTenantState) of the per-item op.stateful it replaced.
     sealed = sealed_builder(builder, seal, f"{step_id}.deconflict", _tenant, whole=True)
-    out = stateful_batch_at("deconflict", up, sealed)
-    passed, results = split_keyed("split", out, Tagged, DeconflictionResult, unkey_second=True)
+    out = stateful_runs_at("deconflict", up, sealed)
+    passed, results = split_runs("split", out, Tagged, DeconflictionResult)
     return PsiOut(passed, results)

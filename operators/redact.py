@@ -30,14 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import bytewax.operators as op
 from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream
 
 from core.errors import SchemaError
 from core.records import Decoded, Signal, Tagged
 from core.rego import CompiledQuery, bundle_digest, data_document, read_policy
 from core.sources import SourceEntry, SourceRegistry
+from operators.batching import Runs, map_runs
 from operators.tenancy import manifest, manifest_id, provenance_id, source_entry
 from tenancy.keys import TenantKeys
 
@@ -58,6 +57,7 @@ __all__ = [
     "redact",
     "redact_batch",
     "redact_reference",
+    "redact_run",
     "redact_step",
     "redacted_manifest",
     "rule_problems",
@@ -324,33 +324,44 @@ def redact_batch(
     mac: Mac,
     sources: SourceRegistry | None = None,
 ) -> list[tuple[str, Tagged]]:
-    """:func:`redact` of each value of a keyed batch, keys and order kept (the batch entry
+    """:func:`redact_run` of the values of a keyed batch, keys and order kept."""
+    redacted = redact_run([item for _, item in batch], policy, mac, sources)
+    return [(key, item) for (key, _), item in zip(batch, redacted, strict=True)]
+
+
+def redact_run(
+    items: list[Tagged],
+    policy: RedactionPolicy,
+    mac: Mac,
+    sources: SourceRegistry | None = None,
+) -> list[Tagged]:
+    """:func:`redact` of each of ``items`` (a run, or any list), in order (the batch entry
     point). A tenant without rules is the common case: its items pass as they are, the rules
-    looked up once per tenant and batch."""
+    looked up once per tenant and call."""
     rules_of = policy.rules
     plain: dict[str, bool] = {}
-    out: list[tuple[str, Tagged]] = []
-    for key, item in batch:
+    out: list[Tagged] = []
+    for item in items:
         tenant = item.signal.tenant_id
         none = plain.get(tenant)
         if none is None:
             none = plain[tenant] = not rules_of(tenant)
-        out.append((key, item) if none else (key, redact(item, policy, mac, sources)))
+        out.append(item if none else redact(item, policy, mac, sources))
     return out
 
 
 @operator
 def redact_step(
     step_id: str,
-    up: KeyedStream[Tagged],
+    up: Runs[Tagged],
     policy: RedactionPolicy,
     mac: Mac,
     sources: SourceRegistry | None = None,
-) -> KeyedStream[Tagged]:
+) -> Runs[Tagged]:
     """Apply each tenant's redaction rules; keys and order unchanged.
 
     ``SchemaError`` (a policy bug) or a key store that cannot be reached stops the flow: a
     signal is never landed unredacted, nor dropped.
     """
-    step = functools.partial(redact_batch, policy=policy, mac=mac, sources=sources)
-    return op.flat_map_batch("redact", up, step)
+    step = functools.partial(redact_run, policy=policy, mac=mac, sources=sources)
+    return map_runs("redact", up, step)

@@ -104,11 +104,12 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, tracing
 from core.records import Provenance, ScoreChange, Tagged
 from core.settings import ScoreSettings
+from operators.batching import Runs, run_builder
 
 __all__ = ["Status", "TenantScore", "TickScore", "round_half_even", "score", "score_decimal"]
 
@@ -682,27 +683,26 @@ class _ScoreLogic(StatefulBatchLogic[Tagged, ScoreChange, TickScore]):
 @operator
 def _add(
     step_id: str,
-    up: KeyedStream[Tagged],
+    up: Runs[Tagged],
     builder: Callable[[TickScore | TenantScore | None], _ScoreLogic],
-) -> KeyedStream[ScoreChange]:
+) -> Runs[ScoreChange]:
     return _stateful("stateful", up, builder)
 
 
 @operator
 def _stateful(
     step_id: str,
-    up: KeyedStream[Tagged],
+    up: Runs[Tagged],
     builder: Callable[[TickScore | TenantScore | None], _ScoreLogic],
-) -> KeyedStream[ScoreChange]:
-    return op.stateful_batch("stateful_batch", up, builder)
+) -> Runs[ScoreChange]:
+    # On runs (operators.batching.RunLogic): the same logic, state and snapshot.
+    return op.stateful_batch("stateful_batch", up, run_builder(builder))
 
 
 @operator
-def score(
-    step_id: str, up: KeyedStream[Tagged], settings: ScoreSettings
-) -> KeyedStream[ScoreChange]:
+def score(step_id: str, up: Runs[Tagged], settings: ScoreSettings) -> Runs[ScoreChange]:
     """Each tenant's coherence score, the last change of each event-time tick (module
-    docstring); ``up`` must be keyed by ``tenant_id``.
+    docstring); ``up``: runs keyed by ``tenant_id`` (:mod:`operators.batching`), as the output.
 
     Emits, per tenant and in input order, the changes of the ticks its signals close, and at the
     end of a bounded input the open tick's; counts each in

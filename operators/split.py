@@ -10,6 +10,10 @@ step id here is in a recovery snapshot.
 
 :func:`split_keyed` can also drop the keys of its second stream (``unkey_second``), which is
 what every caller did next with ``op.key_rm`` (one more call per item).
+
+:func:`split_runs` splits a stream of runs (:mod:`operators.batching`): each run of mixed
+outputs gives one run of its ``first`` items (none if it has none) and its other items leave
+the run world one by one (the rare paths: late records, quarantined batches, psi's rows).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream
 
-__all__ = ["split", "split_keyed"]
+__all__ = ["split", "split_keyed", "split_runs"]
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -80,6 +84,29 @@ def split_keyed(
         if unkey_second:
             return [v for _, v in batch if not isinstance(v, first)]
         return [kv for kv in batch if not isinstance(kv[1], first)]
+
+    return (
+        op.flat_map_batch(f"{step_id}_{first.__name__}", up, firsts),
+        op.flat_map_batch(f"{step_id}_{second.__name__}", up, seconds),
+    )
+
+
+def split_runs(
+    step_id: str, up: KeyedStream[list[A | B]], first: type[A], second: type[B]
+) -> tuple[KeyedStream[list[A]], Stream[B]]:
+    """``up``'s runs with only their ``first`` items (still runs, keyed; a run left empty is
+    not emitted), and the other items, each a ``second``, unkeyed one by one, in order."""
+
+    def firsts(batch: list[tuple[str, list[A | B]]]) -> list[tuple[str, list[A]]]:
+        out: list[tuple[str, list[A]]] = []
+        for k, run in batch:
+            kept = [x for x in run if isinstance(x, first)]
+            if kept:
+                out.append((k, kept))
+        return out
+
+    def seconds(batch: list[tuple[str, list[A | B]]]) -> list[B]:
+        return cast("list[B]", [x for _, run in batch for x in run if not isinstance(x, first)])
 
     return (
         op.flat_map_batch(f"{step_id}_{first.__name__}", up, firsts),

@@ -29,15 +29,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import bytewax.operators as op
 from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream
 
 from core import tracing
 from core.errors import SchemaError
 from core.records import Decoded, PolicyTags, Tagged
 from core.rego import CompiledQuery, bundle_digest, data_document, read_bundle, read_policy
 from core.sources import SourceEntry, SourceRegistry
+from operators.batching import Runs, map_runs
 
 __all__ = [
     "CACHE_SIZE",
@@ -52,6 +51,7 @@ __all__ = [
     "source_entry",
     "tag",
     "tag_batch",
+    "tag_run",
     "tenant_tag",
 ]
 
@@ -300,7 +300,17 @@ def tag_batch(
     policy: TenancyPolicy,
     sources: SourceRegistry | None = None,
 ) -> list[tuple[str, Tagged]]:
-    """:func:`tag` of each value of a keyed batch, keys and order kept (the batch entry point;
+    """:func:`tag_run` of the values of a keyed batch, keys and order kept."""
+    tagged = tag_run([item for _, item in batch], policy, sources)
+    return [(key, item) for (key, _), item in zip(batch, tagged, strict=True)]
+
+
+def tag_run(
+    items: list[Decoded],
+    policy: TenancyPolicy,
+    sources: SourceRegistry | None = None,
+) -> list[Tagged]:
+    """:func:`tag` of each of ``items`` (a run, or any list), in order (the batch entry point;
     :func:`tag` stays the reference).
 
     Without ``sources`` (no record carries a source stamp), an untraced record's id is
@@ -314,14 +324,14 @@ def tag_batch(
     """
     version = policy.version
     if sources is not None or type(version) is not str:
-        return [(key, tag(item, policy, sources)) for key, item in batch]
+        return [tag(item, policy, sources) for item in items]
     policy_json = _json_string(version)
     tails: dict[tuple[str, str, int, int], str] = {}
     tags_of: dict[str, PolicyTags] = {}
-    out: list[tuple[str, Tagged]] = []
-    for key, item in batch:
+    out: list[Tagged] = []
+    for item in items:
         if item.trace is not None or not _plain(item):
-            out.append((key, tag(item, policy)))
+            out.append(tag(item, policy))
             continue
         p, tenant_id = item.provenance, item.signal.tenant_id
         group = (tenant_id, p.topic, p.kafka_partition, p.schema_version)
@@ -331,21 +341,21 @@ def tag_batch(
         tags = tags_of.get(tenant_id)
         if tags is None:
             tags = tags_of[tenant_id] = policy.tags(tenant_id)
-        out.append((key, Tagged(item, tags, version, _id(item, tail))))
+        out.append(Tagged(item, tags, version, _id(item, tail)))
     return out
 
 
 @operator
 def tenant_tag(
     step_id: str,
-    up: KeyedStream[Decoded],
+    up: Runs[Decoded],
     policy: TenancyPolicy,
     sources: SourceRegistry | None = None,
-) -> KeyedStream[Tagged]:
+) -> Runs[Tagged]:
     """Tag every value with its tenant's policy tags and provenance id (stamped with its
     registered source's terms when ``sources`` is given); keys and order unchanged.
 
     ``SchemaError`` (a policy bug, not bad input) stops the flow.
     """
-    step = functools.partial(tag_batch, policy=policy, sources=sources)
-    return op.flat_map_batch("tag", up, step)
+    step = functools.partial(tag_run, policy=policy, sources=sources)
+    return map_runs("tag", up, step)

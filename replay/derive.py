@@ -13,7 +13,7 @@ bounded, in-process Bytewax run::
   :class:`~core.records.Tagged` (signal, provenance, policy tags, ``policy_version`` and
   ``provenance_id`` from the row; ``selectors`` and the Kafka timestamp are not landed and are
   left empty: the score does not read them).
-- The scores land through the flow's own lake path (``key_on`` lane, ``collect``,
+- The scores land through the flow's own lake path (tenant runs, ``collect``,
   :class:`~sinks.iceberg.IcebergSink`) into namespace ``INTO``, which must be new or empty (the
   ledger would skip offsets already committed there) and differ from ``SOURCE``.
 
@@ -59,6 +59,7 @@ from core.errors import ConfigError
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from core.settings import Settings
 from flows.coherence import land
+from operators.batching import runs_on
 from operators.score import score
 from replay.run import Progress, run_with_progress
 from replay.settings import SettingsUsed, original_settings, own_record
@@ -274,13 +275,17 @@ def derive_scores(
         cat, source_namespace, target.kafka.batch_size
     )
 
+    def _tenant(item: Tagged) -> str:
+        return item.signal.tenant_id
+
     flow = Dataflow(FLOW_ID)
     tagged = op.input("signals", flow, source)
-    by_tenant = op.key_on("by_tenant", tagged, lambda item: item.signal.tenant_id)
+    by_tenant = runs_on("by_tenant", tagged, _tenant)
     changes = score("score", by_tenant, target.score)
-    # Its commits name the settings they were computed with, as a run's do.
+    # Its commits name the settings they were computed with, as a run's do. The score's runs
+    # are keyed by tenant: the lake's collect key (the lane scores:<tenant>'s tenant).
     record = own_record(target)
-    land("lake_scores", op.key_rm("scores_values", changes), SCORES, target, record=record)
+    land("lake_scores", changes, SCORES, target, record=record)
 
     def measure(seconds: float) -> Progress:
         rows = read()

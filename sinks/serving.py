@@ -63,10 +63,12 @@ def tenant_of(item: Tagged | ScoreChange) -> str:
     return item.tenant_id if isinstance(item, ScoreChange) else item.signal.tenant_id
 
 
-def serve(step_id: str, up: Stream[T], sink: ServingSink[T], seal: StateSeal | None = None) -> None:
-    """Write ``up`` (score changes or tagged signals) to ``sink``, keyed by tenant; with
-    ``seal``, the partitions' snapshots (the items not yet acknowledged) are sealed per tenant
-    (:class:`SealedSink`)."""
+def serve(
+    step_id: str, up: Stream[list[T]], sink: ServingSink[T], seal: StateSeal | None = None
+) -> None:
+    """Write ``up``'s items (runs of score changes or tagged signals, flattened here) to
+    ``sink``, keyed by tenant; with ``seal``, the partitions' snapshots (the items not yet
+    acknowledged) are sealed per tenant (:class:`SealedSink`)."""
     # A batch at a time: Bytewax's op.key_on calls a Python shim per item (as
     # operators/batching.key_on, which this layer may not import); stateless, so no snapshot
     # names it.
@@ -74,9 +76,9 @@ def serve(step_id: str, up: Stream[T], sink: ServingSink[T], seal: StateSeal | N
     op.output(step_id, keyed, SealedSink(sink, seal))
 
 
-def _keyed(batch: list[Any]) -> list[tuple[str, Any]]:
-    """``(tenant, item)`` for each item of a batch, in order."""
-    return [(tenant_of(item), item) for item in batch]
+def _keyed(batch: list[list[Any]]) -> list[tuple[str, Any]]:
+    """``(tenant, item)`` for each item of each run of a batch, in order."""
+    return [(tenant_of(item), item) for run in batch for item in run]
 
 
 class SealedSink(FixedPartitionedSink[T, Any]):

@@ -4,7 +4,10 @@ keying, for the migration test (tests/integration/test_lane_migration.py).
 
 ``land`` below is 859e9e1's, unchanged but for its docstring: each lake table batched by
 ``collect_batches("<flow_id>_batch", key=table.lane)``. The flow is the current one otherwise
-(the recovery snapshots of every other step are this code's).
+(the recovery snapshots of every other step are this code's). Since the flow's items became
+tenant runs (session 14), ``land`` gets runs and the batching step takes runs: it flattens them
+and cuts them into runs by lane instead of keying records by lane (stateless steps); the
+batching step's id and snapshot (a ``CollectState`` of records per lane) are 859e9e1's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from core.catalog import CatalogOnce
 from core.output_settings import OutputSettings
 from core.settings import Settings
 from core.tls import Brokers
-from operators.batching import key_on
+from operators.batching import Runs, flatten, runs_on
 from operators.collect import collect_batches
 from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
@@ -35,7 +38,7 @@ T = TypeVar("T")
 
 def land(
     flow_id: str,
-    up: Stream[T],
+    runs: Runs[T],
     table: TableDef[T],
     settings: Settings,
     plan: CommitPlan | None = None,
@@ -47,8 +50,9 @@ def land(
     catalog: CatalogOnce | None = None,
 ) -> None:
     """859e9e1's ``flows.coherence.land``: batches keyed by ledger lane."""
+    up: Stream[T] = flatten(f"{flow_id}_rows", runs)
     if plan is None:
-        keyed = key_on(f"{flow_id}_lane", up, table.lane)
+        keyed = runs_on(f"{flow_id}_lane", up, table.lane)
         batches = collect_batches(
             f"{flow_id}_batch",
             keyed,

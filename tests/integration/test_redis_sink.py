@@ -34,7 +34,8 @@ from dev import stack as dev_stack
 from dev.config import StackConfig
 from sinks.dlq import DeadLetterTarget
 from sinks.redis import RedisSink, RedisWriter, transient
-from sinks.serving import serve
+from sinks.serving import serve, tenant_of
+from tests.runs import run_values
 
 pytestmark = pytest.mark.integration
 
@@ -305,7 +306,7 @@ def test_the_bytewax_sink_writes_every_chunk(
     flow = Dataflow("redis_sink_test")
     serve(
         "redis",
-        op.input("in", flow, TestingSource(items, batch_size=4)),
+        run_values("runs", op.input("in", flow, TestingSource(items, batch_size=4)), tenant_of, 4),
         RedisSink(settings.stores, DeadLetterTarget.of(settings.kafka)),
     )
     run_main(flow)

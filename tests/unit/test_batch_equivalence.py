@@ -35,16 +35,17 @@ from core.settings import DedupeSettings, DriftSettings, Settings
 from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import WorkloadSpec, generate
-from operators.batching import key_on, key_rm
+from operators.batching import flatten, key_on
 from operators.canary import counts_in_score, scored
 from operators.collect import CollectLogic, CollectState
 from operators.decode import SignalDecoder, decode_batch
 from operators.dedupe import TenantDedupe, Verdict, dedupe, dedupe_batch, late_reject
 from operators.drift import TenantDrift, drift
 from operators.psi import TenantDeconfliction, push_batch
-from operators.split import split, split_keyed
+from operators.split import split, split_keyed, split_runs
 from operators.tenancy import tag, tag_batch
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.runs import random_runs
 from tests.unit.test_dedupe import _decoded
 from tests.unit.test_drift import _SETTINGS, _SPECS, KEY, T0, TYPES, build_items, decoded, released
 from tests.unit.test_flow import POLICY, TENANTS, _rows, _run
@@ -273,12 +274,18 @@ def test_stateless_batch_functions_equal_their_per_record_reference() -> None:
 
 
 def _engine(
-    items: list[Any], batch: int, step: Callable[[Any], tuple[Any, Any]], out: list[Any]
+    items: list[Any],
+    batch: int,
+    step: Callable[[Any], tuple[Any, Any]],
+    out: list[Any],
+    seed: int = 0,
 ) -> Dataflow:
+    """``step`` on ``items`` as tenant runs cut at random (``seed``), its first output
+    flattened."""
     flow = Dataflow("batch_equivalence")
-    keyed = key_on("key", op.input("in", flow, TestingSource(items, batch_size=batch)), _tenant)
-    first, second = step(keyed)
-    op.output("first", key_rm("first_values", first), TestingSink(out))
+    up = op.input("in", flow, TestingSource(items, batch_size=batch))
+    first, second = step(random_runs("key", up, _tenant, seed))
+    op.output("first", flatten("first_values", first), TestingSink(out))
     op.output("second", second, TestingSink(out))
     return flow
 
@@ -290,14 +297,16 @@ def _tenant(item: Decoded) -> str:
 @settings(
     max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(_SPECS, _SETTINGS, st.integers(1, 9), st.integers(0, 80))
+@given(_SPECS, _SETTINGS, st.integers(1, 9), st.integers(0, 80), st.integers(0, 1000))
 def test_drift_in_the_engine_any_batching_and_a_crash_equal_the_reference(
     tmp_path_factory: pytest.TempPathFactory,
     specs: list[Any],
     drift_settings: DriftSettings,
     batch: int,
     crash_at: int,
+    seed: int,
 ) -> None:
+    """Any engine batching, any cut of the batches into tenant runs, and a crash."""
     items = build_items(specs, tenant="a") + build_items(specs, tenant="b")
     items.sort(key=lambda i: (i.provenance.kafka_offset, i.signal.tenant_id))  # interleaved
     bounded = dataclasses.replace(drift_settings, idle_flush_seconds=0.0)
@@ -314,7 +323,7 @@ def test_drift_in_the_engine_any_batching_and_a_crash_equal_the_reference(
 
     for _ in range(2):  # the crash, then the resume from the last snapshot
         run_main(
-            _engine(crashing, batch, step, out),
+            _engine(crashing, batch, step, out, seed),
             epoch_interval=timedelta(0),
             recovery_config=recovery,
         )
@@ -342,12 +351,13 @@ def _drift_reference_of(items: list[Decoded], s: DriftSettings, tenant: str) -> 
 @settings(
     max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(_RECORDS, st.integers(1, 9), st.integers(0, 80))
+@given(_RECORDS, st.integers(1, 9), st.integers(0, 80), st.integers(0, 1000))
 def test_dedupe_in_the_engine_any_batching_and_a_crash_equal_the_reference(
     tmp_path_factory: pytest.TempPathFactory,
     records: list[tuple[int, str, str]],
     batch: int,
     crash_at: int,
+    seed: int,
 ) -> None:
     items = [
         _decoded(t, sid, src, offset=i, tenant="ab"[i % 2])
@@ -366,7 +376,7 @@ def test_dedupe_in_the_engine_any_batching_and_a_crash_equal_the_reference(
 
     for _ in range(2):
         run_main(
-            _engine(crashing, batch, step, out),
+            _engine(crashing, batch, step, out, seed),
             epoch_interval=timedelta(0),
             recovery_config=recovery,
         )
@@ -397,11 +407,21 @@ def test_split_keeps_each_kind_in_order_in_the_engine() -> None:
     kstrs: list[Any] = []
     op.output("kints", ka, TestingSink(kints))
     op.output("kstrs", kb, TestingSink(kstrs))
+    runs_up = random_runs("runs", up, lambda x: "k", seed=7, max_run=4)
+    ra, rb = split_runs("split_runs", runs_up, int, str)
+    rints: list[Any] = []
+    rstrs: list[Any] = []
+    op.output("rints", ra, TestingSink(rints))
+    op.output("rstrs", rb, TestingSink(rstrs))
     run_main(flow)
     assert ints == [x for x in items if isinstance(x, int)]
     assert strs == [x for x in items if isinstance(x, str)]
     assert kints == [("k", x) for x in items if isinstance(x, int)]
     assert kstrs == [x for x in items if isinstance(x, str)]
+    # Runs: a run per side with only its kind, none empty; the other side one by one.
+    assert all(k == "k" and run and all(isinstance(x, int) for x in run) for k, run in rints)
+    assert [x for _, run in rints for x in run] == [x for x in items if isinstance(x, int)]
+    assert rstrs == [x for x in items if isinstance(x, str)]
 
 
 # ------------------------------------------------------------------------------ the flow

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.handed import Handed
+from operators.batching import runs_on
 from operators.collect import (
     ACK_CHECK,
     CollectLogic,
@@ -27,6 +28,7 @@ from operators.collect import (
     collect_batches,
     land_resumed,
 )
+from tests.runs import random_runs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -77,17 +79,22 @@ def test_a_snapshot_is_a_copy_and_an_op_collect_state_resumes() -> None:
     assert _resumed(None) == CollectState()
 
 
-def test_in_a_dataflow_every_item_comes_out_once_per_key() -> None:
+@given(st.integers(0, 1000), st.integers(1, 9), st.integers(1, 6))
+def test_in_a_dataflow_every_item_comes_out_once_per_key(
+    seed: int, batch: int, max_run: int
+) -> None:
+    """Runs of any size in (:mod:`operators.batching`), lists of at most ``max_size`` out."""
     items = [(f"k{i % 3}", i) for i in range(20)]
-    out: list[tuple[str, list[int]]] = []
+    out: list[tuple[str, list[tuple[str, int]]]] = []
     flow = Dataflow("collect_test")
-    keyed = op.input("in", flow, TestingSource(items))
+    up = op.input("in", flow, TestingSource(items, batch_size=batch))
+    keyed = random_runs("runs", up, lambda kv: kv[0], seed, max_run)
     batches = collect_batches("batch", keyed, timedelta(seconds=60), 4)
     op.output("out", batches, TestingSink(out))
     run_main(flow)
     for key in ("k0", "k1", "k2"):
-        got = [v for k, batch in out if k == key for v in batch]
-        assert got == [v for k, v in items if k == key]
+        got = [kv for k, batch in out if k == key for kv in batch]
+        assert got == [kv for kv in items if kv[0] == key]
         assert all(len(batch) <= 4 for k, batch in out if k == key)
 
 
@@ -112,10 +119,10 @@ def test_a_retired_batching_step_lands_what_it_held_before_its_successor_emits(
         flow = Dataflow("retired_test")
         up = op.input("in", flow, TestingSource(items))
         if not retired:  # the former keying: batches by lane, never due in the test
-            keyed = op.key_on("key", up, old_key)
+            keyed = runs_on("key", up, old_key)
             batches = collect_batches("batch", keyed, timedelta(hours=1), 100)
         else:
-            keyed = op.key_on("key", up, new_key)
+            keyed = runs_on("key", up, new_key)
             landed = land_resumed("batch", keyed, lambda held: events.append(("landed", held)))
             after = op.merge("after", keyed, landed)
             batches = collect_batches("tenant_batch", after, timedelta(hours=1), 1)
@@ -314,8 +321,8 @@ def test_with_two_workers_the_sink_gets_the_very_handed_objects() -> None:
     sink gets that object, not a pickled copy (a DynamicSink does not move items)."""
     items = [(f"k{i % 5}", i) for i in range(200)]
     flow = Dataflow("handed_test")
-    keyed = op.input("in", flow, TestingSource(items))
-    batches = collect_batches("batch", keyed, timedelta(seconds=60), 7, handed=True)
+    runs = op.input("in", flow, TestingSource([(k, [v]) for k, v in items]))
+    batches = collect_batches("batch", runs, timedelta(seconds=60), 7, handed=True)
     sink = _AckingSink()
     op.output("out", batches, sink)
     cluster_main(flow, [], 0, worker_count_per_proc=2)

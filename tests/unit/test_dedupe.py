@@ -23,7 +23,9 @@ from prometheus_client import REGISTRY
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal
 from core.settings import DedupeSettings
+from operators.batching import flatten
 from operators.dedupe import TenantDedupe, Verdict, dedupe, late_reject
+from tests.runs import random_runs
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = 60.0
@@ -217,10 +219,9 @@ def _flow(items: list[Any], unique: list[Decoded], late: list[Rejected]) -> Data
     """``items``: decoded records, perhaps with a ``TestingSource.ABORT()`` among them."""
     flow = Dataflow("dedupe_test")
     up: Stream[Decoded] = op.input("in", flow, TestingSource(items, batch_size=4))
-    out = dedupe(
-        "dedupe", op.key_on("by_tenant", up, lambda d: d.signal.tenant_id), DedupeSettings(TTL)
-    )
-    op.output("unique", op.key_rm("unkey", out.unique), TestingSink(unique))
+    runs = random_runs("by_tenant", up, lambda d: d.signal.tenant_id, seed=len(items))
+    out = dedupe("dedupe", runs, DedupeSettings(TTL))
+    op.output("unique", flatten("unkey", out.unique), TestingSink(unique))
     op.output("late", out.late, TestingSink(late))
     return flow
 

@@ -27,6 +27,7 @@ from core.records import Decoded, Provenance, Quarantined, RawRecord, Signal, in
 from core.settings import DriftSettings
 from operators.drift import SCHEMA_TYPE, TenantDrift, _DriftLogic, batch_id, drift
 from operators.drift_stats import Baseline, Reference, check_batch, ks_critical
+from tests.runs import pairs, random_runs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEY = "test-release-key"
@@ -476,11 +477,11 @@ def test_the_bytewax_step_splits_passed_and_quarantined_and_flushes_at_eof() -> 
 
     flow = Dataflow("drift_test")
     stream = op.input("in", flow, TestingSource(interleaved))
-    keyed = op.key_on("by_tenant", stream, lambda d: d.signal.tenant_id)
+    keyed = random_runs("by_tenant", stream, lambda d: d.signal.tenant_id, seed=5)
     out = drift("drift", keyed, settings, release_key=KEY)
     passed: list[tuple[str, Decoded]] = []
     quarantined: list[Quarantined] = []
-    op.output("passed", out.passed, TestingSink(passed))
+    op.output("passed", pairs("passed_pairs", out.passed), TestingSink(passed))
     op.output("quarantined", out.quarantined, TestingSink(quarantined))
     run_main(flow)
 

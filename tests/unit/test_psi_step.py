@@ -60,6 +60,7 @@ from psi.messages import EvaluateRequest, decode
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import DECONFLICTION
 from tests.ports import free_port
+from tests.runs import pairs, random_runs
 
 FULL = PsiMode.FULL_INTERSECTION
 CARD = PsiMode.INTERSECTION_CARDINALITY
@@ -538,11 +539,11 @@ def run_step(
 ) -> tuple[list[tuple[str, Tagged]], list[DeconflictionResult]]:
     flow = Dataflow("psi_test")
     up = op.input("in", flow, TestingSource(items, batch_size=2))
-    keyed = op.key_on("by_tenant", up, lambda t: t.signal.tenant_id)
+    keyed = random_runs("by_tenant", up, lambda t: t.signal.tenant_id, seed=len(items))
     out = psi_step("psi", keyed, step, factory)
     passed: list[tuple[str, Tagged]] = []
     results: list[DeconflictionResult] = []
-    op.output("passed", out.passed, TestingSink(passed))
+    op.output("passed", pairs("passed_pairs", out.passed), TestingSink(passed))
     op.output("results", out.results, TestingSink(results))
     run_main(flow)
     return passed, results
@@ -612,13 +613,13 @@ def test_the_bytewax_step_survives_an_unreachable_partner() -> None:
     sleeps: list[float] = []
     flow = Dataflow("psi_down")
     up = op.input("in", flow, TestingSource(items))
-    keyed = op.key_on("by_tenant", up, lambda t: t.signal.tenant_id)
+    keyed = random_runs("by_tenant", up, lambda t: t.signal.tenant_id, seed=11)
     down = Down(failures=1_000)
     one_caller = dataclasses.replace(STEP, max_in_flight=1)  # so the call count is exact
     out = psi_step("psi", keyed, one_caller, CountingFactory(down), sleep=sleeps.append)
     passed: list[tuple[str, Tagged]] = []
     results: list[DeconflictionResult] = []
-    op.output("passed", out.passed, TestingSink(passed))
+    op.output("passed", pairs("passed_pairs", out.passed), TestingSink(passed))
     op.output("results", out.results, TestingSink(results))
     run_main(flow)
     assert per_tenant(passed) == per_tenant([(i.signal.tenant_id, i) for i in items])

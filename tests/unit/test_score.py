@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings
 from operators.score import Status, TenantScore, round_half_even, score, score_decimal
+from tests.runs import pairs, random_runs
 from tests.score_ticks import last_of_each_tick
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -230,8 +231,8 @@ def test_the_operator_in_the_engine(tick: float) -> None:
     out: list[tuple[str, ScoreChange]] = []
     flow = Dataflow("score_test")
     up = op.input("in", flow, TestingSource(items, batch_size=8))
-    keyed = op.key_on("by_tenant", up, lambda i: i.signal.tenant_id)
-    op.output("out", score("score", keyed, settings_), TestingSink(out))
+    keyed = random_runs("by_tenant", up, lambda i: i.signal.tenant_id, seed=len(items))
+    op.output("out", pairs("out_pairs", score("score", keyed, settings_)), TestingSink(out))
     run_main(flow)
 
     for tenant in tenants:

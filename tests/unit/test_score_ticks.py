@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings, SettingError, Settings
 from operators.score import TenantScore, TickScore, score
+from tests.runs import pairs, random_runs
 from tests.score_ticks import closed_by_horizons, last_of_each_tick, tick_of, with_horizons
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -291,8 +292,8 @@ def _flow(
 ) -> Dataflow:
     flow = Dataflow("score_ticks_test")
     up = op.input("in", flow, TestingSource(items, batch_size=batch))
-    keyed = op.key_on("by_tenant", up, lambda i: i.signal.tenant_id)
-    op.output("out", score("score", keyed, _settings(tick)), TestingSink(out))
+    keyed = random_runs("by_tenant", up, lambda i: i.signal.tenant_id, seed=batch)
+    op.output("out", pairs("out_pairs", score("score", keyed, _settings(tick))), TestingSink(out))
     return flow
 
 
