@@ -227,6 +227,7 @@ def land(
             seal=seal,
             key_of=key,
             handed=True,  # kept in the snapshot until the lake's writer thread commits it
+            grid=True,  # every lane's batch closes at the same instants: one commit a tick
         )
     else:
         rows = flatten(f"{flow_id}_rows", up)

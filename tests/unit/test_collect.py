@@ -26,6 +26,7 @@ from operators.collect import (
     CollectState,
     _resumed,
     collect_batches,
+    grid_after,
     land_resumed,
 )
 from tests.runs import random_runs
@@ -51,6 +52,36 @@ def test_the_timeout_counts_from_the_first_item_not_the_last() -> None:
         # op.collect would now be due 2 s after this item; this batch stays due at T0 + 2 s.
         assert logic.notify_at() == T0 + timedelta(seconds=2)
     assert logic.on_notify() == (([*range(10)],), StatefulLogic.DISCARD)
+
+
+@given(st.integers(0, 10**12), st.integers(1, 10**8))
+def test_grid_after_is_the_next_multiple_of_the_step_on_the_epoch_clock(
+    micros: int, step: int
+) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    now = epoch + timedelta(microseconds=micros)
+    due = grid_after(now, timedelta(microseconds=step))
+    offset = (due - epoch) // timedelta(microseconds=1)
+    assert offset % step == 0
+    assert now < due <= now + timedelta(microseconds=step)
+
+
+def test_on_the_grid_every_keys_batch_is_due_at_the_same_instant() -> None:
+    """The lake's collect: keys whose first items came at different times close together, at
+    most ``timeout`` after their first item (a timer from each first item scattered them)."""
+    clock = Clock()
+    timeout = timedelta(seconds=2)
+    logics = [CollectLogic(CollectState[int](), timeout, 100, clock, grid=True) for _ in range(3)]
+    for i, logic in enumerate(logics):  # first items 0.1 s, 0.8 s and 1.9 s past a grid point
+        clock.t = T0 + timedelta(milliseconds=(100, 800, 1900)[i])
+        logic.on_batch([i])
+        assert logic.notify_at() == T0 + timeout
+    clock.t = T0 + timeout
+    assert [logic.on_notify()[0] for logic in logics] == [([0],), ([1],), ([2],)]
+    timed = CollectLogic(CollectState[int](), timeout, 100, clock)  # the default: from the item
+    clock.t = T0 + timedelta(milliseconds=2100)
+    timed.on_batch([9])
+    assert timed.notify_at() == clock.t + timeout
 
 
 def test_max_size_and_eof_close_a_batch() -> None:
