@@ -344,8 +344,10 @@ class LakeSettings:
     namespace: str = "coherence"
     #: An append is committed when a partition's batch reaches this many rows …
     batch_max_rows: Count = 5000
-    #: … or this many seconds after its first row, whichever comes first (with more than one
-    #: worker a process's workers share the append, which waits up to 0.1 s for them:
+    #: … or at the next multiple of this many seconds on the epoch clock after its first row
+    #: (so at most this long after it; every lane's batch closes at the same instants and goes
+    #: in one commit: operators/collect.py), whichever comes first (with more than one worker a
+    #: process's workers share the append, which waits up to 0.1 s for them:
     #: sinks/lake_group.py).
     batch_max_seconds: Duration = 2.0
     #: Attempts at a commit that lost an optimistic-concurrency race.
