@@ -66,7 +66,7 @@ from core.sources import SourceRegistry, SourceRules
 from core.switches import FirstHolds, Holds, SwitchHolds, SwitchKind
 from core.tls import Brokers
 from flows.held import held_positions
-from operators.batching import RunCut, Runs, flatten, key_rm, runs_on
+from operators.batching import RunCut, Runs, flatten, runs_on
 from operators.canary import drop_canaries
 from operators.collect import collect_batches, land_resumed
 from operators.decode import SchemaLookup, SignalDecoder, decode
@@ -260,9 +260,9 @@ def _serve(
     ``dead_letters``.
 
     Both streams are runs from steps keyed by tenant, so each tenant's items are on one worker
-    and reach its store in order; :func:`~sinks.serving.serve` flattens the runs and keys the
-    items by tenant again, and each store's one writer thread writes them in that order: writes
-    are serialized per tenant.
+    and reach its store in order; :func:`~sinks.serving.serve` flattens the runs, each item
+    keyed by its run's tenant, and each store's one writer thread writes them in that order:
+    writes are serialized per tenant.
     """
     enabled = stores.enabled
     unknown = enabled - set(SERVING)
@@ -272,10 +272,6 @@ def _serve(
     # Each store's module (and its client: redis-py, the Bolt driver, psycopg's pool) is
     # imported only when the store is enabled, at start-up: a lake-only flow pays none of them,
     # and an enabled store whose client is missing stops the flow before it reads a record.
-    if not enabled & set(SERVING):
-        return
-    signal_runs = key_rm("signals_values", signals)
-    score_runs = key_rm("scores_values", scores)
     for name in SERVING:
         if name not in enabled:
             continue
@@ -283,9 +279,7 @@ def _serve(
             module = importlib.import_module(_SINKS[name][0])
         except ModuleNotFoundError as exc:
             raise missing_dependency(exc, f"stores.sinks names {name}") from exc
-        items = (
-            score_runs if name == "postgres" else op.merge(f"{name}_items", signal_runs, score_runs)
-        )
+        items = scores if name == "postgres" else op.merge(f"{name}_items", signals, scores)
         sink = getattr(module, _SINKS[name][1])
         serve(name, items, sink(stores, dead_letters), seal)
 

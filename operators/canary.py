@@ -14,17 +14,12 @@ from core.canary import is_canary
 from core.records import Tagged
 from operators.batching import Runs, map_runs
 
-__all__ = ["counts_in_score", "drop_canaries", "scored", "scored_run"]
+__all__ = ["counts_in_score", "drop_canaries", "scored_run"]
 
 
 def counts_in_score(item: Tagged) -> bool:
     """False for a canary signal (it must not move its tenant's score), True otherwise."""
     return not is_canary(item.signal)
-
-
-def scored(batch: list[tuple[str, Tagged]]) -> list[tuple[str, Tagged]]:
-    """The ``(tenant, signal)`` pairs of ``batch`` that count in a score, in order."""
-    return [kv for kv in batch if not is_canary(kv[1].signal)]
 
 
 def scored_run(run: list[Tagged]) -> list[Tagged]:

@@ -55,7 +55,6 @@ __all__ = [
     "keyed_hash",
     "mask",
     "redact",
-    "redact_batch",
     "redact_reference",
     "redact_run",
     "redact_step",
@@ -316,17 +315,6 @@ def redact_reference(
     source = source_entry(item.decoded, sources)
     stamped = redacted_manifest(item.decoded, item.policy_version, rules, policy.version, source)
     return dataclasses.replace(item, decoded=decoded, provenance_id=provenance_id(stamped))
-
-
-def redact_batch(
-    batch: list[tuple[str, Tagged]],
-    policy: RedactionPolicy,
-    mac: Mac,
-    sources: SourceRegistry | None = None,
-) -> list[tuple[str, Tagged]]:
-    """:func:`redact_run` of the values of a keyed batch, keys and order kept."""
-    redacted = redact_run([item for _, item in batch], policy, mac, sources)
-    return [(key, item) for (key, _), item in zip(batch, redacted, strict=True)]
 
 
 def redact_run(

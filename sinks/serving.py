@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import bytewax.operators as op
-from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from core.records import ScoreChange, Tagged
@@ -64,21 +64,23 @@ def tenant_of(item: Tagged | ScoreChange) -> str:
 
 
 def serve(
-    step_id: str, up: Stream[list[T]], sink: ServingSink[T], seal: StateSeal | None = None
+    step_id: str,
+    up: KeyedStream[list[T]],
+    sink: ServingSink[T],
+    seal: StateSeal | None = None,
 ) -> None:
-    """Write ``up``'s items (runs of score changes or tagged signals, flattened here) to
-    ``sink``, keyed by tenant; with ``seal``, the partitions' snapshots (the items not yet
-    acknowledged) are sealed per tenant (:class:`SealedSink`)."""
-    # A batch at a time: Bytewax's op.key_on calls a Python shim per item (as
-    # operators/batching.key_on, which this layer may not import); stateless, so no snapshot
-    # names it.
+    """Write ``up``'s items (runs of score changes or tagged signals, keyed by their tenant) to
+    ``sink``, each item keyed by its run's tenant; with ``seal``, the partitions' snapshots (the
+    items not yet acknowledged) are sealed per tenant (:class:`SealedSink`)."""
+    # A batch at a time, the key taken from the run (no per-item key function); stateless, so
+    # no snapshot names it.
     keyed = op.flat_map_batch(f"{step_id}_by_tenant", up, _keyed)
     op.output(step_id, keyed, SealedSink(sink, seal))
 
 
-def _keyed(batch: list[list[Any]]) -> list[tuple[str, Any]]:
+def _keyed(batch: list[tuple[str, list[Any]]]) -> list[tuple[str, Any]]:
     """``(tenant, item)`` for each item of each run of a batch, in order."""
-    return [(tenant_of(item), item) for run in batch for item in run]
+    return [(tenant, item) for tenant, run in batch for item in run]
 
 
 class SealedSink(FixedPartitionedSink[T, Any]):

@@ -77,16 +77,3 @@ def _pairs(batch: list[tuple[str, list[X]]]) -> list[tuple[str, X]]:
 def pairs(step_id: str, up: Runs[X]) -> KeyedStream[X]:
     """``up``'s runs as ``(key, record)`` pairs, in order (what a test checks per record)."""
     return op.flat_map_batch(step_id, up, _pairs)
-
-
-def run_values(
-    step_id: str, up: Stream[X], key: Callable[[X], str], seed: int, max_run: int = 5
-) -> Stream[list[X]]:
-    """``up`` as random runs keyed by ``key``, without their keys (what ``serve`` takes)."""
-    return op.flat_map_batch(
-        f"{step_id}_values", random_runs(step_id, up, key, seed, max_run), _run_lists
-    )
-
-
-def _run_lists(batch: list[tuple[str, list[X]]]) -> list[list[X]]:
-    return [run for _, run in batch]

@@ -50,7 +50,7 @@ from sinks.graph_model import SIGNALS_ROWS_QUERY, signal_row
 from sinks.serving import serve, tenant_of
 from tests.integration.conftest import bolt_driver, read_topic
 from tests.ports import free_port
-from tests.runs import run_values
+from tests.runs import random_runs
 
 pytestmark = pytest.mark.integration
 
@@ -515,7 +515,7 @@ def test_the_bytewax_sink_writes_every_chunk(
     flow = Dataflow("graph_sink_test")
     serve(
         "graph",
-        run_values("runs", op.input("in", flow, TestingSource(items, batch_size=4)), tenant_of, 4),
+        random_runs("runs", op.input("in", flow, TestingSource(items, batch_size=4)), tenant_of, 4),
         GraphSink(settings.stores, DeadLetterTarget.of(settings.kafka)),
     )
     run_main(flow)
@@ -537,7 +537,7 @@ def test_the_sink_dead_letters_what_the_graph_cannot_hold(
     flow = Dataflow("graph_sink_dlq_test")
     serve(
         "graph",
-        run_values("runs", op.input("in", flow, TestingSource(items)), tenant_of, 1),
+        random_runs("runs", op.input("in", flow, TestingSource(items)), tenant_of, 1),
         GraphSink(it_settings.stores, DeadLetterTarget.of(it_settings.kafka)),
     )
     run_main(flow)

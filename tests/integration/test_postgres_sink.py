@@ -40,7 +40,7 @@ from sinks.dlq import DeadLetterTarget
 from sinks.postgres import PostgresSink, PostgresWriter, newest_per_tenant, transient
 from sinks.serving import serve, tenant_of
 from tests.integration.conftest import REPO
-from tests.runs import run_values
+from tests.runs import random_runs
 
 pytestmark = pytest.mark.integration
 
@@ -308,7 +308,7 @@ def test_the_bytewax_sink_lands_each_tenants_newest_change(pg: Settings, scratch
     settings = pg.with_changes("stores", postgres_dsn=scratch, batch_size=7)
     changes = [change(f"t{i % 5}", i // 5 + 1, Fraction(i % 10, 10)) for i in range(60)]
     flow = Dataflow("pg_sink")
-    up = run_values(
+    up = random_runs(
         "runs", op.input("in", flow, TestingSource(changes, batch_size=9)), tenant_of, 9
     )
     serve("out", up, PostgresSink(settings.stores, DeadLetterTarget.of(settings.kafka)))

@@ -35,7 +35,7 @@ from dev.config import StackConfig
 from sinks.dlq import DeadLetterTarget
 from sinks.redis import RedisSink, RedisWriter, transient
 from sinks.serving import serve, tenant_of
-from tests.runs import run_values
+from tests.runs import random_runs
 
 pytestmark = pytest.mark.integration
 
@@ -306,7 +306,7 @@ def test_the_bytewax_sink_writes_every_chunk(
     flow = Dataflow("redis_sink_test")
     serve(
         "redis",
-        run_values("runs", op.input("in", flow, TestingSource(items, batch_size=4)), tenant_of, 4),
+        random_runs("runs", op.input("in", flow, TestingSource(items, batch_size=4)), tenant_of, 4),
         RedisSink(settings.stores, DeadLetterTarget.of(settings.kafka)),
     )
     run_main(flow)

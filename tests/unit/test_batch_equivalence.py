@@ -36,7 +36,7 @@ from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import WorkloadSpec, generate
 from operators.batching import flatten, key_on
-from operators.canary import counts_in_score, scored
+from operators.canary import counts_in_score, scored_run
 from operators.collect import CollectLogic, CollectState
 from operators.decode import SignalDecoder, decode_batch
 from operators.dedupe import TenantDedupe, Verdict, dedupe, dedupe_batch, late_reject
@@ -267,7 +267,8 @@ def test_stateless_batch_functions_equal_their_per_record_reference() -> None:
     tagged_ref = [(k, tag(v, POLICY)) for k, v in keyed]
     tagged_batch = [y for b in chunks(keyed, [3, 4, 60]) for y in tag_batch(b, POLICY)]
     assert same(tagged_batch, tagged_ref)
-    assert scored(tagged_ref) == [(k, v) for k, v in tagged_ref if counts_in_score(v)]
+    values = [v for _, v in tagged_ref]
+    assert scored_run(values) == [v for v in values if counts_in_score(v)]
 
 
 # -------------------------------------------------------------------------------- the engine
