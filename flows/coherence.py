@@ -81,7 +81,7 @@ from operators.validate import TenantDirectory, validate
 from sinks.dlq import DeadLetterTarget, dlq_message
 from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
-from sinks.lake_plan import CommitPlan, planned_batches, planned_sink
+from sinks.lake_plan import CommitPlan, lane_tenant, planned_batches, planned_sink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.serving import serve
 from sources.kafka import KafkaTopicSource
@@ -162,7 +162,7 @@ def _lane_tenant(lane_of: Callable[[T], str]) -> Callable[[T], str]:
     lane has one key), so its rows still reach the sink in order through one worker."""
 
     def tenant_of(item: T) -> str:
-        return lane_of(item).partition(":")[2]
+        return lane_tenant(lane_of(item))
 
     return tenant_of
 
