@@ -341,38 +341,8 @@ class TenantScore:
 
 def _publish(change: _Change, trace: str | None) -> ScoreChange:
     """:func:`_build`, for a change leaving the step: with a sampled signal's ``trace``, a
-    zero-length ``score publish`` span says when (how long its tick held it).
-
-    :func:`_build` and :func:`_round_ratio` inline (one change per signal when every signal is
-    its own tick: two calls fewer each); the same operations, so the same record
-    (``tests/unit/test_score_ticks.py`` compares it with :func:`_build`'s)."""
-    tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
-    try:
-        window_weight = sum_w / (1 << ew)
-    except OverflowError:
-        window_weight = sys.float_info.max
-    # _round_ratio(num, den, 2), inline
-    if den < 0:
-        q, r = divmod(-num * 100, -den)
-        twice, half = 2 * r, -den
-    else:
-        q, r = divmod(num * 100, den)
-        twice, half = 2 * r, den
-    if twice > half or (twice == half and q % 2):
-        q += 1
-    published = ScoreChange(
-        tenant_id,
-        num / den,
-        _STATUS_VALUE[status],
-        at,
-        count,
-        window_weight,
-        provenance_id,
-        provenance,
-        _TWO_PLACES[q] if 0 <= q <= 100 else _decimal(q, 2),
-        seq,
-        trace,
-    )
+    zero-length ``score publish`` span says when (how long its tick held it)."""
+    published = _build(change, trace)
     if trace is not None:
         tracing.record_stage("score publish", published, time.time_ns())
     return published
