@@ -108,7 +108,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, release, tracing
-from core.canary import CANARY_TYPE, is_canary
+from core.canary import CANARY_SOURCE, CANARY_TYPE
 from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
@@ -296,16 +296,20 @@ class TenantDrift:
         ts = signal.ts
         if self._event_time is None or ts > self._event_time:
             self._event_time = ts
-            if self._next_deadline is not None and ts >= self._next_deadline:
+            next_deadline = self._next_deadline
+            if next_deadline is not None and ts >= next_deadline:
                 self._close_expired(ts)
         entry = _Entry(item)
         fifo = self._fifo
         fifo.append(entry)
         raw = item.raw
-        if is_canary(signal) or (raw is not None and raw.headers and self._released(item)):
+        kind = signal.type
+        if (kind == CANARY_TYPE and signal.source == CANARY_SOURCE) or (  # is_canary, inline
+            raw is not None and raw.headers and self._released(item)
+        ):
             entry.out = item
         else:
-            key = None if item.unknown_fields else signal.type
+            key = None if item.unknown_fields else kind
             batch = self._open.get(key)
             expired = False
             if batch is None:
@@ -332,7 +336,7 @@ class TenantDrift:
                 self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
         if fifo[0].out is None:  # the common case: the oldest record's batch is still open
             return []
-        return self._horizoned(self._emit())
+        return self._release()
 
     def push_batch(self, items: Iterable[Decoded]) -> list[Output]:
         """:meth:`push` each of ``items`` in order; return everything they let go on, in order.
@@ -410,27 +414,37 @@ class TenantDrift:
         for key, batch in list(self._open.items()):
             self._close(key, batch)
         self._count()
-        return self._horizoned(self._emit())
+        return self._release()
 
-    def _horizoned(self, out: list[Output]) -> list[Output]:
-        """``out`` (what one push or flush let go, in order) with the tenant's event time set as
-        the :attr:`~core.records.Decoded.horizon` of its last passed record: every record the
-        tenant sent up to now has left, or is still held and comes out after it. The horizon is
-        a function of the input sequence only (the last push's event time), whatever the engine's
-        batches: :meth:`push_batch` pushes one record at a time."""
-        for i in range(len(out) - 1, -1, -1):
-            d = out[i]
-            if type(d) is Decoded:
-                out[i] = Decoded(
-                    d.signal,
-                    d.provenance,
-                    d.kafka_timestamp_ms,
-                    d.raw,
-                    d.unknown_fields,
-                    d.trace,
-                    self._event_time,
-                )
+    def _release(self) -> list[Output]:
+        """What one push or flush lets go: the decided records at the head of the queue, in
+        order, with the tenant's event time set as the :attr:`~core.records.Decoded.horizon`
+        of the last passed one (a copy of it): every record the tenant sent up to now has
+        left, or is still held and comes out after it. The horizon is a function of the input
+        sequence only (the last push's event time), whatever the engine's batches:
+        :meth:`push_batch` pushes one record at a time."""
+        fifo = self._fifo
+        popleft = fifo.popleft
+        out: list[Output] = []
+        last, passed = 0, None
+        while fifo:
+            result = fifo[0].out
+            if result is None:
                 break
+            if type(result) is Decoded:
+                last, passed = len(out), result
+            out.append(result)
+            popleft()
+        if passed is not None:
+            out[last] = Decoded(
+                passed.signal,
+                passed.provenance,
+                passed.kafka_timestamp_ms,
+                passed.raw,
+                passed.unknown_fields,
+                passed.trace,
+                self._event_time,
+            )
         return out
 
     def _count(self) -> None:
@@ -452,10 +466,11 @@ class TenantDrift:
         return release.verify(self._release_key, marker, item.provenance.input_hash) is not None
 
     def _close_expired(self, now: datetime) -> None:
-        for key, batch in list(self._open.items()):
+        open_ = self._open
+        for key, batch in list(open_.items()):
             if batch.deadline <= now:
                 self._time_up(key, batch, now)
-        self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
+        self._next_deadline = min(map(_DEADLINE, open_.values()), default=None) if open_ else None
 
     def _time_up(self, key: str | None, batch: _Batch, now: datetime) -> None:
         """Close ``batch``, or give it ``small_batch_wait_seconds`` more if it is too small to
@@ -579,17 +594,6 @@ class TenantDrift:
         while len(state.window) > settings.window_batches:
             state.window.popleft()
         return None, "passed"
-
-    def _emit(self) -> list[Output]:
-        fifo = self._fifo
-        out: list[Output] = []
-        while fifo:
-            result = fifo[0].out
-            if result is None:
-                break
-            out.append(result)
-            fifo.popleft()
-        return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

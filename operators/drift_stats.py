@@ -145,16 +145,28 @@ def psi(reference: Reference, sample: Iterable[float]) -> float:
 
 def _psi_of(reference: Reference, cuts: Sequence[int], n: int) -> float:
     """:func:`psi` of a sample of ``n >= 1`` values given by its :func:`_cuts` in the
-    reference's edges (the same operations on the same counts, so the same value)."""
-    shares = _smoothed(_counts(cuts, n), n)
+    reference's edges (the same operations on the same counts, so the same value).
+
+    One pass over the bins, without the intermediate tuples of :func:`_counts` and
+    :func:`_smoothed`: per bin the share ``(count + SMOOTHING) / total`` and the term
+    ``(share - p) * ln(share / p)``, the same float operations in the same order; ``fsum`` of
+    the terms is exact, so the same PSI bit for bit (``tests/unit/test_drift_stats.py``)."""
     proportions = reference.proportions
-    if len(shares) != len(proportions):
+    if len(cuts) + 1 != len(proportions):
         msg = "a sample binned in other bins than its reference's"
         raise ValueError(msg)
-    # (s - r) * ln(s / r) per bin, at C speed (the same operations, in the same order)
-    return math.fsum(
-        map(mul, map(sub, shares, proportions), map(math.log, map(truediv, shares, proportions)))
-    )
+    total = n + SMOOTHING * len(proportions)
+    log = math.log
+    terms = []
+    below = 0
+    for cut, p in zip(cuts, proportions, strict=False):
+        share = (cut - below + SMOOTHING) / total
+        terms.append((share - p) * log(share / p))
+        below = cut
+    p = proportions[-1]
+    share = (n - below + SMOOTHING) / total
+    terms.append((share - p) * log(share / p))
+    return math.fsum(terms)
 
 
 def ks_statistic(a_sorted: Sequence[float], b_sorted: Sequence[float]) -> float:
@@ -197,7 +209,7 @@ _EXACT_INT64 = 1 << 62
 
 #: Float arrays of immutable sorted samples (references, passed batches), by ``id``: each entry
 #: holds its tuple, so an id is not reused while it is cached; the oldest goes first.
-_ARRAYS: dict[int, tuple[tuple[float, ...], Any]] = {}
+_ARRAYS: dict[int, tuple[tuple[float, ...], Any, bool]] = {}
 _ARRAYS_MAX = 512
 
 
@@ -229,20 +241,23 @@ def _sample_cuts(sample: Sequence[float], edges: tuple[float, ...]) -> list[int]
     return cuts
 
 
-def _as_array(values: Sequence[float]) -> Any:
-    """``values`` as a float64 array; that of a tuple is cached (see :data:`_ARRAYS`)."""
+def _as_array(values: Sequence[float]) -> tuple[Any, bool]:
+    """``values`` as a float64 array, and whether it holds a NaN; those of a tuple are cached
+    (see :data:`_ARRAYS`: a reference is checked against many samples)."""
     if isinstance(values, tuple):
         held = _ARRAYS.get(id(values))
         if held is not None and held[0] is values:
-            return held[1]
+            return held[1], held[2]
         array = np.array(values, dtype=np.float64)
+        nan = bool(np.isnan(array).any())
         if len(_ARRAYS) >= _ARRAYS_MAX:
             # Workers are threads of one process: another may change the dict meanwhile.
             with contextlib.suppress(RuntimeError, KeyError, StopIteration):
                 del _ARRAYS[next(iter(_ARRAYS))]
-        _ARRAYS[id(values)] = (values, array)
-        return array
-    return np.array(values, dtype=np.float64)
+        _ARRAYS[id(values)] = (values, array, nan)
+        return array, nan
+    array = np.array(values, dtype=np.float64)
+    return array, bool(np.isnan(array).any())
 
 
 def _scaled_gap_arrays(
@@ -251,17 +266,21 @@ def _scaled_gap_arrays(
     """:func:`_scaled_gap` for both bisections at once, with numpy: the same integer counts
     (``searchsorted`` on float64 is ``bisect`` on Python floats), so the same ``D``. ``None``
     for values a float64 array does not hold exactly as Python compares them (not all floats
-    or ints of at most 53 bits, or a NaN): the bisection decides those."""
+    or ints of at most 53 bits, or a NaN): the bisection decides those. (Array methods, not
+    the ``np.`` functions: each of those dispatches through a wrapper first.)"""
     if not (_plain(big) and _plain(small)):
         return None
-    b, s = _as_array(big), _as_array(small)
-    if np.isnan(b).any() or np.isnan(s).any():
+    b, b_nan = _as_array(big)
+    if b_nan:
+        return None
+    s, s_nan = _as_array(small)
+    if s_nan:
         return None
     gap = 0
     for side in ("left", "right"):
-        in_big = np.searchsorted(b, s, side=side) * ns
-        in_small = np.searchsorted(s, s, side=side) * nb
-        gap = max(gap, int(np.abs(in_big - in_small).max()))
+        in_big = b.searchsorted(s, side) * ns
+        in_big -= s.searchsorted(s, side) * nb
+        gap = max(gap, int(np.abs(in_big, out=in_big).max()))
     return gap
 
 

@@ -326,22 +326,42 @@ def tag_run(
     if sources is not None or type(version) is not str:
         return [tag(item, policy, sources) for item in items]
     policy_json = _json_string(version)
-    tails: dict[tuple[str, str, int, int], str] = {}
+    # (tail, tags) per (tenant, topic, partition, schema version): one lookup per record.
+    groups: dict[tuple[str, str, int, int], tuple[str, PolicyTags]] = {}
     tags_of: dict[str, PolicyTags] = {}
     out: list[Tagged] = []
+    append = out.append
+    sha256, quoted = hashlib.sha256, _json_string
     for item in items:
-        if item.trace is not None or not _plain(item):
-            out.append(tag(item, policy))
+        # _plain and _id, inline (the same checks, the same bytes hashed)
+        p, signal = item.provenance, item.signal
+        tenant_id, topic, partition, version_no = (
+            signal.tenant_id,
+            p.topic,
+            p.kafka_partition,
+            p.schema_version,
+        )
+        offset = p.kafka_offset
+        if item.trace is not None or not (
+            type(partition) is int
+            and type(offset) is int
+            and type(version_no) is int
+            and type(p.input_hash) is str
+            and type(topic) is str
+            and type(tenant_id) is str
+        ):
+            append(tag(item, policy))
             continue
-        p, tenant_id = item.provenance, item.signal.tenant_id
-        group = (tenant_id, p.topic, p.kafka_partition, p.schema_version)
-        tail = tails.get(group)
-        if tail is None:
-            tail = tails[group] = _tail(item, policy_json)
-        tags = tags_of.get(tenant_id)
-        if tags is None:
-            tags = tags_of[tenant_id] = policy.tags(tenant_id)
-        out.append(Tagged(item, tags, version, _id(item, tail)))
+        group = (tenant_id, topic, partition, version_no)
+        held = groups.get(group)
+        if held is None:
+            tags = tags_of.get(tenant_id)
+            if tags is None:
+                tags = tags_of[tenant_id] = policy.tags(tenant_id)
+            held = groups[group] = (_tail(item, policy_json), tags)
+        tail, tags = held
+        head = f'{{"input_hash":{quoted(p.input_hash)},"kafka_offset":{offset:d}'
+        append(Tagged(item, tags, version, sha256((head + tail).encode("ascii")).hexdigest()[:32]))
     return out
 
 
