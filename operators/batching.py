@@ -5,7 +5,8 @@ with a Python shim called once per item, and ``stateful`` / ``stateful_flat_map`
 ``stateful_batch`` with a shim that calls ``on_item`` once per item. Measured with py-spy on
 ``igflow run`` (lake only, 200,000 signals), those shims were about 6 % of the samples. The
 forms here make one Python call per engine batch and leave the per-item work to a list
-comprehension or to the step's own batch method.
+comprehension or to the step's own batch method (the batch forms of ``key_on`` and ``key_rm``
+went with the runs: a run is keyed once, where it is cut).
 
 :func:`stateful_batch_at` keeps the step id the per-item ``op.stateful`` gave its inner step
 (``<step_id>.stateful_batch``), so a step moved from ``StatefulLogic`` to
@@ -40,8 +41,6 @@ __all__ = [
     "RunLogic",
     "Runs",
     "flatten",
-    "key_on",
-    "key_rm",
     "map_runs",
     "run_builder",
     "runs_on",
@@ -62,24 +61,6 @@ Runs: TypeAlias = KeyedStream[list[X]]
 #: How an engine batch is cut into runs (tests cut at random points: any cut gives the same
 #: outputs).
 RunCut: TypeAlias = Callable[[list[X]], list[tuple[str, list[X]]]]
-
-
-def key_on(step_id: str, up: Stream[X], key: Callable[[X], str]) -> KeyedStream[X]:
-    """``op.key_on`` a batch at a time: ``(key(x), x)`` for each item, in order."""
-
-    def keyed(batch: list[X]) -> list[tuple[str, X]]:
-        return [(key(x), x) for x in batch]
-
-    return op.flat_map_batch(step_id, up, keyed)
-
-
-def _values(batch: list[tuple[str, X]]) -> list[X]:
-    return [v for _, v in batch]
-
-
-def key_rm(step_id: str, up: KeyedStream[X]) -> Stream[X]:
-    """``op.key_rm`` a batch at a time: the values, in order."""
-    return op.flat_map_batch(step_id, up, _values)
 
 
 @operator

@@ -8,9 +8,6 @@ comprehension: two Python calls per batch instead of one per item (issue 15, poi
 sides see the same batches in the same order, so each keeps the input's order. Stateless: no
 step id here is in a recovery snapshot.
 
-:func:`split_keyed` can also drop the keys of its second stream (``unkey_second``), which is
-what every caller did next with ``op.key_rm`` (one more call per item).
-
 :func:`split_runs` splits a stream of runs (:mod:`operators.batching`): each run of mixed
 outputs gives one run of its ``first`` items (none if it has none) and its other items leave
 the run world one by one (the rare paths: late records, quarantined batches, psi's rows).
@@ -18,13 +15,13 @@ the run world one by one (the rare paths: late records, quarantined batches, psi
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import TypeVar, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream
 
-__all__ = ["split", "split_keyed", "split_runs"]
+__all__ = ["split", "split_runs"]
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -40,50 +37,6 @@ def split(
 
     def seconds(batch: list[A | B]) -> list[B]:
         return cast("list[B]", [x for x in batch if not isinstance(x, first)])
-
-    return (
-        op.flat_map_batch(f"{step_id}_{first.__name__}", up, firsts),
-        op.flat_map_batch(f"{step_id}_{second.__name__}", up, seconds),
-    )
-
-
-@overload
-def split_keyed(
-    step_id: str,
-    up: KeyedStream[A | B],
-    first: type[A],
-    second: type[B],
-    unkey_second: Literal[False] = ...,
-) -> tuple[KeyedStream[A], KeyedStream[B]]: ...
-
-
-@overload
-def split_keyed(
-    step_id: str,
-    up: KeyedStream[A | B],
-    first: type[A],
-    second: type[B],
-    unkey_second: Literal[True],
-) -> tuple[KeyedStream[A], Stream[B]]: ...
-
-
-def split_keyed(
-    step_id: str,
-    up: KeyedStream[A | B],
-    first: type[A],
-    second: type[B],
-    unkey_second: bool = False,
-) -> tuple[KeyedStream[A], Stream[Any]]:
-    """``up``'s ``(key, value)`` pairs whose value is a ``first``, still keyed, and the rest
-    (a ``second``): keyed, or only the values with ``unkey_second``."""
-
-    def firsts(batch: list[tuple[str, A | B]]) -> list[tuple[str, A]]:
-        return cast("list[tuple[str, A]]", [kv for kv in batch if isinstance(kv[1], first)])
-
-    def seconds(batch: list[tuple[str, A | B]]) -> list[Any]:
-        if unkey_second:
-            return [v for _, v in batch if not isinstance(v, first)]
-        return [kv for kv in batch if not isinstance(kv[1], first)]
 
     return (
         op.flat_map_batch(f"{step_id}_{first.__name__}", up, firsts),

@@ -35,14 +35,14 @@ from core.settings import DedupeSettings, DriftSettings, Settings
 from core.switches import NO_HOLDS
 from flows.coherence import build
 from igflow.workload import WorkloadSpec, generate
-from operators.batching import flatten, key_on
+from operators.batching import flatten
 from operators.canary import counts_in_score, scored_run
 from operators.collect import CollectLogic, CollectState
 from operators.decode import SignalDecoder, decode_batch
 from operators.dedupe import TenantDedupe, Verdict, dedupe, dedupe_batch, late_reject
 from operators.drift import TenantDrift, drift
 from operators.psi import TenantDeconfliction, push_batch
-from operators.split import split, split_keyed, split_runs
+from operators.split import split, split_runs
 from operators.tenancy import tag, tag_batch
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.runs import random_runs
@@ -402,12 +402,6 @@ def test_split_keeps_each_kind_in_order_in_the_engine() -> None:
     a, b = split("split", up, int, str)
     op.output("ints", a, TestingSink(ints))
     op.output("strs", b, TestingSink(strs))
-    keyed_up = key_on("key", up, lambda x: "k")
-    ka, kb = split_keyed("split_keyed", keyed_up, int, str, unkey_second=True)
-    kints: list[Any] = []
-    kstrs: list[Any] = []
-    op.output("kints", ka, TestingSink(kints))
-    op.output("kstrs", kb, TestingSink(kstrs))
     runs_up = random_runs("runs", up, lambda x: "k", seed=7, max_run=4)
     ra, rb = split_runs("split_runs", runs_up, int, str)
     rints: list[Any] = []
@@ -417,8 +411,6 @@ def test_split_keeps_each_kind_in_order_in_the_engine() -> None:
     run_main(flow)
     assert ints == [x for x in items if isinstance(x, int)]
     assert strs == [x for x in items if isinstance(x, str)]
-    assert kints == [("k", x) for x in items if isinstance(x, int)]
-    assert kstrs == [x for x in items if isinstance(x, str)]
     # Runs: a run per side with only its kind, none empty; the other side one by one.
     assert all(k == "k" and run and all(isinstance(x, int) for x in run) for k, run in rints)
     assert [x for _, run in rints for x in run] == [x for x in items if isinstance(x, int)]
