@@ -54,6 +54,7 @@ from bytewax.outputs import Sink
 
 from core import logs, tracing
 from core.catalog import CatalogOnce
+from core.cluster import Cluster
 from core.collector import tune_for_flow
 from core.contracts import signal_contracts
 from core.errors import ConfigError, missing_dependency
@@ -93,7 +94,8 @@ from tenancy.sealing import Sealer, sealer_of
 from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
-__all__ = ["Edges", "build", "kafka_source", "lake_runs", "land"]  # and `flow`, built on access
+# and `flow`, built on access
+__all__ = ["Edges", "build", "commit_phase", "kafka_source", "lake_runs", "land"]
 
 FLOW_ID = "coherence"
 T = TypeVar("T")
@@ -179,6 +181,7 @@ def land(
     seal: StateSeal | None = None,
     record: OutputSettings | None = None,
     catalog: CatalogOnce | None = None,
+    phase: timedelta = timedelta(0),
 ) -> None:
     """Batch ``up`` per lane's tenant (:func:`_lane_tenant`) and append it to ``table``
     exactly once. ``up`` is runs keyed by the tenant of their rows' lane (:func:`lake_runs`
@@ -190,7 +193,8 @@ def land(
     yet appended are sealed per tenant in the recovery snapshot (:mod:`tenancy.sealed_state`);
     with ``record``, each commit names the deciding settings its rows were computed with
     (:mod:`sinks.settings_record`); ``catalog``: the flow's catalog, shared by its tables
-    (absent: the table's own).
+    (absent: the table's own); ``phase``: the shift of this process's commit grid
+    (:func:`commit_phase`).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
     instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
@@ -228,6 +232,7 @@ def land(
             key_of=key,
             handed=True,  # kept in the snapshot until the lake's writer thread commits it
             grid=True,  # every lane's batch closes at the same instants: one commit a tick
+            phase=phase,
         )
     else:
         rows = flatten(f"{flow_id}_rows", up)
@@ -237,6 +242,17 @@ def land(
         op.output(flow_id, batches, planned_sink(sink, table, plan))
         return
     op.output(flow_id, batches, sink)
+
+
+def commit_phase(settings: Settings, cluster: Cluster | None) -> timedelta:
+    """Where on the lake's commit grid (``lake.batch_max_seconds``) this process's batches
+    close: process ``i`` of ``n`` at ``i / n`` of it, so that the processes of a cluster take
+    turns to commit instead of racing for each table at the same instant (operators/collect.py).
+    """
+    if cluster is None or cluster.processes < 2:
+        return timedelta(0)
+    step = timedelta(seconds=settings.lake.batch_max_seconds)
+    return step * (cluster.process_id or 0) / cluster.processes
 
 
 def lake_runs(flow_id: str, up: Stream[T], table: TableDef[T]) -> Runs[T]:
@@ -292,9 +308,13 @@ _SINKS = {
 }
 
 
-def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Dataflow:
-    """The dataflow for ``settings``; ``edges`` (or keywords of the same names) swap its edges."""
+def build(
+    settings: Settings, edges: Edges | None = None, cluster: Cluster | None = None, **swap: Any
+) -> Dataflow:
+    """The dataflow for ``settings``; ``edges`` (or keywords of the same names) swap its edges;
+    ``cluster``: where this process sits in a cluster (absent: alone)."""
     edges = dataclasses.replace(edges or Edges(), **swap)
+    phase = commit_phase(settings, cluster)
     tracing.configure(settings.tracing, "flow")  # before the steps: they hook in only if on
     reader = signal_contracts()[-1].parsed
     decoder = SignalDecoder(
@@ -427,6 +447,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         seal=seal,
         record=record,
         catalog=lake,
+        phase=phase,
     )
     land(
         "lake_scores",
@@ -438,6 +459,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         ids,
         record=record,
         catalog=lake,
+        phase=phase,
     )
     _serve(settings.stores, dead_letters, tagged, scores, seal)
     land(
@@ -450,6 +472,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         seal=seal,
         record=record,
         catalog=lake,
+        phase=phase,
     )
     quarantine = op.merge("quarantine_rows", rejects, drifted.quarantined)
     land(
@@ -464,6 +487,7 @@ def build(settings: Settings, edges: Edges | None = None, **swap: Any) -> Datafl
         seal,
         record,
         catalog=lake,
+        phase=phase,
     )
     return flow
 

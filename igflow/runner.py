@@ -54,7 +54,7 @@ def run(settings: Settings, cluster: Cluster | None = None) -> None:
     defer_pandas()
     from flows.coherence import build
 
-    flow = build(settings)
+    flow = build(settings, cluster=cluster)
     epoch = timedelta(seconds=settings.run.epoch_seconds)
     recovery = None
     if settings.run.recovery_dir:

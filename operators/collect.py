@@ -17,6 +17,15 @@ on the worker's thread a blocked worker happened to line them up, but with the l
 thread (:mod:`sinks.lake_group`) each went in its own commit (signal commits 51-64 against
 43-51 in the same 40 s latency runs, session 14).
 
+The processes of a cluster (``-i/-a``) cannot share a commit: each commits its own lanes. On one
+grid they committed to the same table at the same instant, and one of the two lost the race,
+waited and wrote its files again: a 2-process ``--tail`` run at 2,000 events/s lost 21-22 races
+in 47-52 appends in 20 s. So each process's grid is shifted by its share of ``timeout``
+(``phase``: process ``i`` of ``n`` at ``i * timeout / n``, ``flows.coherence.commit_phase``)
+and their commits take turns: 0-7 lost races in 50-54 appends. Batches that close at
+``max_size`` (a backlog: a bounded run reads as fast as it can) are off the grid and may
+still race (about 15 in 58 appends of a 200,000-signal bounded run).
+
 The wall clock decides only where one lake commit ends and the next begins, never what a row
 holds; a replay does not depend on it (it lands each of the original's commits as it was:
 :mod:`sinks.lake_plan`).
@@ -77,7 +86,8 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
     ``handed``: emit :class:`~core.handed.Handed` batches and keep each until it is
     acknowledged (see the module docstring). A resumed state's handed batches are emitted again
     first, whatever ``handed``. ``grid``: a batch is due on the grid of ``timeout`` (the module
-    docstring), not ``timeout`` after its first item."""
+    docstring), not ``timeout`` after its first item; ``phase``: that grid shifted by it (each
+    process of a cluster on its own: the module docstring)."""
 
     def __init__(
         self,
@@ -88,10 +98,12 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
         *,
         handed: bool = False,
         grid: bool = False,
+        phase: timedelta = timedelta(0),
     ) -> None:
         self.state = state
         self.timeout = timeout
         self.grid = grid
+        self.phase = phase
         self.max_size = max_size
         self.now = now
         self.track = handed
@@ -138,7 +150,7 @@ class CollectLogic(StatefulBatchLogic[V, list[V], CollectState[V]]):
 
     def _due(self) -> datetime:
         now = self.now()
-        return grid_after(now, self.timeout) if self.grid else now + self.timeout
+        return grid_after(now, self.timeout, self.phase) if self.grid else now + self.timeout
 
     def on_notify(self) -> tuple[Iterable[list[V]], bool]:
         due = self.state.due
@@ -205,13 +217,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
-def grid_after(now: datetime, step: timedelta) -> datetime:
-    """The first multiple of ``step`` on the Unix epoch's clock after ``now`` (``now`` itself
-    if ``step`` is not positive)."""
+def grid_after(now: datetime, step: timedelta, phase: timedelta = timedelta(0)) -> datetime:
+    """The first instant ``phase`` past a multiple of ``step`` on the Unix epoch's clock after
+    ``now`` (``now`` itself if ``step`` is not positive)."""
     micros = step // _MICRO
     if micros <= 0:
         return now
-    return _EPOCH + _MICRO * (((now - _EPOCH) // _MICRO // micros + 1) * micros)
+    origin = _EPOCH + phase
+    return origin + _MICRO * (((now - origin) // _MICRO // micros + 1) * micros)
 
 
 def _resumed(resume: Any) -> CollectState[Any]:
@@ -236,6 +249,7 @@ def collect_batches(
     *,
     handed: bool = False,
     grid: bool = False,
+    phase: timedelta = timedelta(0),
 ) -> KeyedStream[list[V]]:
     """Emit each key's items as lists of at most ``max_size``, ``timeout`` after the first item
     of each list (wall clock), or at the end of input; see the module docstring. ``up`` is runs
@@ -243,7 +257,7 @@ def collect_batches(
     With ``seal`` (and ``key_of``, the function ``up`` is keyed by), each record of the open
     batches is sealed in the snapshot under its tenant's keys (:mod:`operators.sealed_state`).
     ``handed``: emit :class:`~core.handed.Handed` batches, kept in the snapshot until
-    acknowledged. ``grid``: batches are due on the grid of ``timeout``."""
+    acknowledged. ``grid``: batches are due on the grid of ``timeout``, shifted by ``phase``."""
 
     def builder(resume: Any) -> CollectLogic[V]:
         return CollectLogic(
@@ -253,6 +267,7 @@ def collect_batches(
             lambda: datetime.now(UTC),
             handed=handed,
             grid=grid,
+            phase=phase,
         )
 
     # The id and the snapshot (a CollectState of records) of the per-item op.stateful it

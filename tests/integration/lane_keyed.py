@@ -48,8 +48,10 @@ def land(
     seal: StateSeal | None = None,
     record: OutputSettings | None = None,
     catalog: CatalogOnce | None = None,
+    phase: timedelta = timedelta(0),
 ) -> None:
-    """859e9e1's ``flows.coherence.land``: batches keyed by ledger lane."""
+    """859e9e1's ``flows.coherence.land``: batches keyed by ledger lane. ``phase``, which the
+    flow passes since session 15, is not used: 859e9e1's batches were not on a grid."""
     up: Stream[T] = flatten(f"{flow_id}_rows", runs)
     if plan is None:
         keyed = runs_on(f"{flow_id}_lane", up, table.lane)

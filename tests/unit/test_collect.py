@@ -66,6 +66,43 @@ def test_grid_after_is_the_next_multiple_of_the_step_on_the_epoch_clock(
     assert now < due <= now + timedelta(microseconds=step)
 
 
+@given(st.integers(0, 10**12), st.integers(1, 10**8), st.integers(0, 10**8))
+def test_grid_after_a_phase_is_the_next_multiple_past_the_phase(
+    micros: int, step: int, phase: int
+) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    now = epoch + timedelta(microseconds=micros)
+    due = grid_after(now, timedelta(microseconds=step), timedelta(microseconds=phase))
+    offset = (due - epoch) // timedelta(microseconds=1)
+    assert (offset - phase) % step == 0
+    assert now < due <= now + timedelta(microseconds=step)
+
+
+def test_each_process_of_a_cluster_closes_its_batches_on_its_own_phase() -> None:
+    """Two processes' lanes take turns to commit (flows.coherence.commit_phase): process 1 of
+    2 closes half a period after process 0; one process alone (or none given) is on the grid."""
+    from core.cluster import Cluster
+    from core.settings import Settings
+    from flows.coherence import commit_phase
+
+    settings = Settings.load().with_changes("lake", batch_max_seconds=2.0)
+    two = ("127.0.0.1:1", "127.0.0.1:2")
+    assert commit_phase(settings, None) == timedelta(0)
+    assert commit_phase(settings, Cluster()) == timedelta(0)
+    assert commit_phase(settings, Cluster(0, two)) == timedelta(0)
+    assert commit_phase(settings, Cluster(1, two)) == timedelta(seconds=1)
+    clock = Clock()
+    timeout = timedelta(seconds=2)
+    logics = [
+        CollectLogic(CollectState[int](), timeout, 100, clock, grid=True, phase=phase)
+        for phase in (commit_phase(settings, Cluster(i, two)) for i in range(2))
+    ]
+    clock.t = T0 + timedelta(milliseconds=100)
+    for i, logic in enumerate(logics):
+        logic.on_batch([i])
+    assert [logic.notify_at() for logic in logics] == [T0 + timeout, T0 + timedelta(seconds=1)]
+
+
 def test_on_the_grid_every_keys_batch_is_due_at_the_same_instant() -> None:
     """The lake's collect: keys whose first items came at different times close together, at
     most ``timeout`` after their first item (a timer from each first item scattered them)."""
