@@ -20,6 +20,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io.pyarrow import _determine_partitions
 from pyiceberg.transforms import DayTransform
 
+from sinks import lake_write
 from sinks.iceberg import ensure_table
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.lake_write import _Transaction, append, partitions
@@ -109,15 +110,16 @@ def test_partitions_of_an_order_are_those_of_its_rows(
     assert [(k.partition, r) for k, r in got] == [(k.partition, r) for k, r in expected]
 
 
-def test_an_append_writes_what_table_append_writes(tmp_path: Any) -> None:
+@pytest.mark.parametrize("table_def", [SIGNALS, SCORES, QUARANTINE, DECONFLICTION])
+def test_an_append_writes_what_table_append_writes(tmp_path: Any, table_def: TableDef[Any]) -> None:
     """The same data through ``Table.append`` and ``lake_write.append``: equal file bytes per
-    partition, equal row counts in the snapshot summaries."""
+    partition, equal manifest entries (each file's statistics) and equal snapshot summaries."""
     (tmp_path / "warehouse").mkdir()
     catalog = SqlCatalog(
         "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
     )
-    data = _batch(SIGNALS, 7, 500, 3, 2)
-    files = {}
+    data = _batch(table_def, 7, 500, 3, 2)
+    files, entries, summaries = {}, {}, {}
     # "ordered": the same rows given as a shuffled table and the order that sorts it back.
     shuffle = np.random.default_rng(7).permutation(data.num_rows)
     shuffled = data.take(shuffle)
@@ -127,18 +129,62 @@ def test_an_append_writes_what_table_append_writes(tmp_path: Any) -> None:
         ("mine", lambda t: append(t, data, {"k": "v"})),
         ("ordered", lambda t: append(t, shuffled, {"k": "v"}, back)),
     ):
-        table = ensure_table(catalog, namespace, SIGNALS)
+        table = ensure_table(catalog, namespace, table_def)
         write(table)
         snapshot = table.current_snapshot()
         assert snapshot is not None and snapshot.summary is not None
         assert snapshot.summary["k"] == "v"
         assert snapshot.summary["added-records"] == "500"
+        summaries[namespace] = snapshot.summary.additional_properties
+        data_files = [t.file for t in table.scan().plan_files()]
         files[namespace] = {
             str(f.partition): Path(f.file_path.removeprefix("file://")).read_bytes()
-            for f in (t.file for t in table.scan().plan_files())
+            for f in data_files
         }
-    assert len(files["mine"]) > 3
+        entries[namespace] = {
+            str(f.partition): (
+                f.record_count,
+                f.file_size_in_bytes,
+                f.column_sizes,
+                f.value_counts,
+                f.null_value_counts,
+                f.nan_value_counts,
+                f.lower_bounds,
+                f.upper_bounds,
+                f.split_offsets,
+                f.spec_id,
+                f.sort_order_id,
+                f.file_format,
+            )
+            for f in data_files
+        }
+    assert len(files["mine"]) > 2
     assert files["mine"] == files["theirs"] == files["ordered"]
+    assert entries["mine"] == entries["theirs"] == entries["ordered"]
+    assert summaries["mine"] == summaries["theirs"] == summaries["ordered"]
+
+
+def test_the_per_file_work_is_done_once_per_append(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lake's tables take the path that converts a batch and builds the writer's options
+    once (``_parquet_files``), not pyiceberg's per-file one."""
+    (tmp_path / "warehouse").mkdir()
+    catalog = SqlCatalog(
+        "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
+    )
+    taken = []
+    real = lake_write._parquet_files
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        files = real(*args, **kwargs)
+        taken.append(files is not None)
+        return files
+
+    monkeypatch.setattr(lake_write, "_parquet_files", spy)
+    for table_def in (SIGNALS, SCORES, QUARANTINE, DECONFLICTION):
+        append(ensure_table(catalog, "ns", table_def), _batch(table_def, 3, 50, 2, 2), {})
+    assert taken == [True] * 4
 
 
 def test_the_transaction_s_metadata_follows_its_updates(tmp_path: Any) -> None:
