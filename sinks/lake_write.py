@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -117,19 +118,13 @@ def partitions(
 def _data_files(
     io: FileIO,
     metadata: TableMetadata,
-    schema: pa.Schema,
+    task_schema: Schema,
     parts: list[tuple[PartitionKey, pa.Table]],
     commit_uuid: uuid.UUID,
-    downcast: bool,
 ) -> Iterator[DataFile]:
     """pyiceberg's ``_dataframe_to_data_files`` for a partitioned table, given its partitions
-    (the way for a table :func:`_parquet_files` does not take)."""
-    task_schema = pyarrow_to_schema(
-        schema,
-        name_mapping=metadata.schema().name_mapping,
-        downcast_ns_timestamp_to_us=downcast,
-        format_version=metadata.format_version,
-    )
+    and the batch's schema as Iceberg's (the way for a table :func:`_parquet_files` does not
+    take)."""
     counter = itertools.count(0)
     yield from write_file(
         io=io,
@@ -159,14 +154,94 @@ def _target_file_size(metadata: TableMetadata) -> int:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _PerAppend:
-    """What pyiceberg's Parquet writer derives from the table alone for each data file (its
-    writer options, statistics plan and column ids), derived once per append."""
+class _Prepared:
+    """What an append derives from the table's schema and properties and the batch's Arrow
+    schema alone: pyiceberg's schema check (passed), the batch's schema as Iceberg's, the file
+    schema, and what its Parquet writer derives for each data file (its options, statistics plan
+    and column ids). Each is a pure function of those inputs; ~3 ms an append, the same for
+    every append of a table, so :func:`_prepared` keeps the last few (read-only once built)."""
 
+    table_schema: Schema
+    arrow_schema: pa.Schema
+    format_version: int
+    downcast: bool
+    properties: dict[str, str]
+    task_schema: Schema
+    file_schema: Schema
     kwargs: dict[str, Any]
     row_group_size: int | None
     plan: dict[int, StatisticsCollector]
     mapping: dict[str, int]
+
+    def fits(
+        self,
+        table_schema: Schema,
+        arrow_schema: pa.Schema,
+        format_version: int,
+        downcast: bool,
+        properties: Mapping[str, str],
+    ) -> bool:
+        """Whether this was derived from these inputs (equal schemas, ids, metadata and all)."""
+        return (
+            self.format_version == format_version
+            and self.downcast == downcast
+            and self.table_schema.schema_id == table_schema.schema_id
+            and self.table_schema == table_schema
+            and self.arrow_schema.equals(arrow_schema, check_metadata=True)
+            and self.properties == properties
+        )
+
+
+_PREPARED: list[_Prepared] = []  # the most recent first
+_PREPARED_KEPT = 8
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepared(metadata: TableMetadata, arrow_schema: pa.Schema, downcast: bool) -> _Prepared:
+    """The :class:`_Prepared` of an append of a batch of ``arrow_schema`` to a table at
+    ``metadata``: one derived earlier from equal inputs, else derived now. Raises pyiceberg's
+    ``ValueError`` when the batch's schema does not fit the table's (never kept)."""
+    schema, version, properties = metadata.schema(), metadata.format_version, metadata.properties
+    with _PREPARED_LOCK:
+        for i, seen in enumerate(_PREPARED):
+            if seen.fits(schema, arrow_schema, version, downcast, properties):
+                _PREPARED.insert(0, _PREPARED.pop(i))
+                return seen
+    # As Transaction.append does before anything else: a mismatch raises its ValueError.
+    _check_pyarrow_schema_compatible(
+        schema,
+        provided_schema=arrow_schema,
+        downcast_ns_timestamp_to_us=downcast,
+        format_version=version,
+    )
+    sanitized = sanitize_column_names(schema)
+    file_schema = sanitized if sanitized != schema else schema
+    prepared = _Prepared(
+        table_schema=schema,
+        arrow_schema=arrow_schema,
+        format_version=version,
+        downcast=downcast,
+        properties=dict(properties),
+        task_schema=pyarrow_to_schema(
+            arrow_schema,
+            name_mapping=schema.name_mapping,
+            downcast_ns_timestamp_to_us=downcast,
+            format_version=version,
+        ),
+        file_schema=file_schema,
+        kwargs=_get_parquet_writer_kwargs(properties),
+        row_group_size=property_as_int(
+            properties=properties,
+            property_name=TableProperties.PARQUET_ROW_GROUP_LIMIT,
+            default=TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
+        ),
+        plan=compute_statistics_plan(file_schema, properties),
+        mapping=parquet_path_to_id_mapping(file_schema),
+    )
+    with _PREPARED_LOCK:
+        _PREPARED.insert(0, prepared)
+        del _PREPARED[_PREPARED_KEPT:]
+    return prepared
 
 
 class _ParquetWriter(ParquetFormatWriter):
@@ -174,16 +249,16 @@ class _ParquetWriter(ParquetFormatWriter):
     given what it would derive from the table's schema and properties for each file."""
 
     def __init__(
-        self, output_file: OutputFile, file_schema: Schema, properties: Properties, once: _PerAppend
+        self, output_file: OutputFile, properties: Properties, prepared: _Prepared
     ) -> None:
         self._output_file = output_file
-        self._file_schema = file_schema
+        self._file_schema = prepared.file_schema
         self._properties = properties
         self._writer = None
         self._fos = None
-        self._parquet_writer_kwargs = once.kwargs
-        self._row_group_size = once.row_group_size
-        self._once = once
+        self._parquet_writer_kwargs = prepared.kwargs
+        self._row_group_size = prepared.row_group_size
+        self._prepared = prepared
 
     def close(self) -> DataFileStatistics:
         if self._result is not None:
@@ -195,8 +270,8 @@ class _ParquetWriter(ParquetFormatWriter):
             self._writer.close()
             self._result = data_file_statistics_from_parquet_metadata(
                 parquet_metadata=self._writer.writer.metadata,
-                stats_columns=self._once.plan,
-                parquet_column_mapping=self._once.mapping,
+                stats_columns=self._prepared.plan,
+                parquet_column_mapping=self._prepared.mapping,
             )
         return self._result
 
@@ -207,7 +282,7 @@ def _parquet_files(
     data: pa.Table,
     order: np.ndarray | None,
     commit_uuid: uuid.UUID,
-    downcast: bool,
+    prepared: _Prepared,
 ) -> list[DataFile] | None:
     """pyiceberg's ``write_file`` over :func:`partitions` of ``data`` (at ``order``), with its
     per-file work that depends on the append alone done once: the same files, the same
@@ -220,7 +295,7 @@ def _parquet_files(
     plan and the Parquet column ids. Here the whole batch is converted once, before it is split
     into files: a column's conversion does not depend on which rows it holds, and when it keeps
     every column's type the rows' sizes, and so pyiceberg's split into files by size, are the
-    same. The rest is computed once per append.
+    same. The rest comes from ``prepared``.
     """
     properties = metadata.properties
     file_format = FileFormat(
@@ -229,22 +304,13 @@ def _parquet_files(
     if file_format != FileFormat.PARQUET:
         return None
     format_model = FileFormatFactory.get(file_format)
-    table_schema = metadata.schema()
-    sanitized = sanitize_column_names(table_schema)
-    file_schema = sanitized if sanitized != table_schema else table_schema
-    task_schema = pyarrow_to_schema(
-        data.schema,
-        name_mapping=table_schema.name_mapping,
-        downcast_ns_timestamp_to_us=downcast,
-        format_version=metadata.format_version,
-    )
     converted = pa.Table.from_batches(
         [
             _to_requested_schema(
-                requested_schema=file_schema,
-                file_schema=task_schema,
+                requested_schema=prepared.file_schema,
+                file_schema=prepared.task_schema,
                 batch=batch,
-                downcast_ns_timestamp_to_us=downcast,
+                downcast_ns_timestamp_to_us=prepared.downcast,
                 include_field_ids=True,
                 format_model=format_model,
             )
@@ -253,19 +319,9 @@ def _parquet_files(
     )
     if converted.num_rows != data.num_rows or converted.schema.types != data.schema.types:
         return None
-    parts = partitions(metadata.spec(), table_schema, converted, order)
+    parts = partitions(metadata.spec(), metadata.schema(), converted, order)
     if parts is None:
         return None
-    once = _PerAppend(
-        kwargs=_get_parquet_writer_kwargs(properties),
-        row_group_size=property_as_int(
-            properties=properties,
-            property_name=TableProperties.PARQUET_ROW_GROUP_LIMIT,
-            default=TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
-        ),
-        plan=compute_statistics_plan(file_schema, properties),
-        mapping=parquet_path_to_id_mapping(file_schema),
-    )
     locations = load_location_provider(
         table_location=metadata.location, table_properties=properties
     )
@@ -277,7 +333,7 @@ def _parquet_files(
             partition_key=task.partition_key,
         )
         out = io.new_output(path)
-        writer = _ParquetWriter(out, file_schema, properties, once)
+        writer = _ParquetWriter(out, properties, prepared)
         with writer:
             writer.write(pa.Table.from_batches(task.record_batches))
         statistics = writer.result()
@@ -302,7 +358,7 @@ def _parquet_files(
             task_id=next(counter),
             record_batches=batches,
             partition_key=key,
-            schema=task_schema,
+            schema=prepared.task_schema,
         )
         for key, rows in parts
         for batches in bin_pack_arrow_table(rows, target)
@@ -353,13 +409,8 @@ def append(
             tx.append(data if order is None else data.take(order), snapshot_properties=properties)
             return
         downcast = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
-        # Before anything else, as Transaction.append does: a mismatch raises its ValueError.
-        _check_pyarrow_schema_compatible(
-            schema,
-            provided_schema=data.schema,
-            downcast_ns_timestamp_to_us=downcast,
-            format_version=metadata.format_version,
-        )
+        # Checks the batch's schema first, as Transaction.append does (its ValueError).
+        prepared = _prepared(metadata, data.schema, downcast)
         merge = property_as_bool(
             metadata.properties,
             TableProperties.MANIFEST_MERGE_ENABLED,
@@ -367,7 +418,7 @@ def append(
         )
         update = tx.update_snapshot(snapshot_properties=properties)
         producer = update.merge_append() if merge else update.fast_append()
-        files = _parquet_files(table.io, metadata, data, order, producer.commit_uuid, downcast)
+        files = _parquet_files(table.io, metadata, data, order, producer.commit_uuid, prepared)
         if files is None:
             parts = partitions(spec, schema, data, order)
             if parts is None:
@@ -377,7 +428,7 @@ def append(
                 )
                 return
             files = list(
-                _data_files(table.io, metadata, data.schema, parts, producer.commit_uuid, downcast)
+                _data_files(table.io, metadata, prepared.task_schema, parts, producer.commit_uuid)
             )
         with producer as append_files:
             for data_file in files:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io.pyarrow import _determine_partitions
 from pyiceberg.transforms import DayTransform
+from pyiceberg.types import StringType
 
 from sinks import lake_write
 from sinks.iceberg import ensure_table
@@ -212,3 +213,31 @@ def test_the_transaction_s_metadata_follows_its_updates(tmp_path: Any) -> None:
     append(table, _batch(SCORES, 3, 20, 1, 1), {})  # the table's metadata changes under both
     same()
     assert mine.table_metadata.current_snapshot_id == table.metadata.current_snapshot_id
+
+
+def test_what_an_append_derives_from_schemas_is_kept_per_inputs(tmp_path: Any) -> None:
+    """``_prepared`` reuses what it derived only for equal inputs; a batch whose schema does
+    not fit the table raises pyiceberg's ValueError every time (a failed check is never kept)."""
+    (tmp_path / "warehouse").mkdir()
+    catalog = SqlCatalog(
+        "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
+    )
+    table = ensure_table(catalog, "ns", SCORES)
+    data = _batch(SCORES, 3, 20, 1, 1)
+    first = lake_write._prepared(table.metadata, data.schema, False)
+    table.refresh()  # a new metadata object, equal schema: what was derived is reused
+    assert lake_write._prepared(table.metadata, SCORES.schema.as_arrow(), False) is first
+    assert lake_write._prepared(table.metadata, data.schema, True) is not first
+    other = ensure_table(catalog, "ns", SIGNALS)
+    assert lake_write._prepared(other.metadata, _batch(SIGNALS, 3, 20, 1, 1).schema, False) != first
+    wrong = data.drop_columns(["score"])
+    for _ in range(2):
+        with pytest.raises(ValueError, match="score"):
+            append(table, wrong, {})
+    with table.update_schema() as update:
+        update.add_column("extra", StringType(), required=False)
+    table.refresh()
+    evolved = lake_write._prepared(table.metadata, data.schema, False)
+    assert evolved is not first and evolved.table_schema.find_field("extra")
+    append(table, data, {})
+    assert table.scan().to_arrow().num_rows == 20
