@@ -67,7 +67,11 @@ __all__ = ["append", "partitions"]
 
 
 def partitions(
-    spec: PartitionSpec, schema: Schema, data: pa.Table, order: np.ndarray | None = None
+    spec: PartitionSpec,
+    schema: Schema,
+    data: pa.Table,
+    order: np.ndarray | None = None,
+    slice_below: int | None = None,
 ) -> list[tuple[PartitionKey, pa.Table]] | None:
     """Each partition's key and rows (in table order), partitions in the order of their first
     row: the partitions and rows pyiceberg's ``_determine_partitions`` yields, in a stable order
@@ -76,7 +80,13 @@ def partitions(
 
     ``order``: the rows are ``data.take(order)``; each partition's rows are then taken from
     ``data`` once, not the whole table first and each partition again (the lake appender's
-    sorted rows, :meth:`sinks.lake_batch.LakeBatch.rows`)."""
+    sorted rows, :meth:`sinks.lake_batch.LakeBatch.rows`).
+
+    ``slice_below``: when the rows take fewer bytes than that, they are taken once, grouped by
+    partition, and each partition's rows are a slice of them (one ``take`` instead of one per
+    partition; the same values, but a slice may count a few bytes more of a validity bitmap in
+    ``nbytes``, so only where pyiceberg's split of a partition into files by ``nbytes`` cannot
+    change: below its target file size, every partition is one file either way)."""
     code = np.zeros(data.num_rows, np.int64)
     values: list[list[object]] = []
     width = 1
@@ -102,6 +112,11 @@ def partitions(
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.array([], int)
     ends = np.r_[starts[1:], n]
     groups = sorted(zip(by_code[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
+    grouped = None
+    if slice_below is not None and not (len(groups) == 1 and whole):
+        grouped = data.take(rows_at[by_code])
+        if grouped.nbytes >= slice_below:
+            grouped = None
     out = []
     for first, start, end in groups:
         at = int(code[first])
@@ -110,7 +125,12 @@ def partitions(
             at, index = divmod(at, max(1, len(distinct)))
             field_values.append(PartitionFieldValue(field=field, value=distinct[index]))
         key = PartitionKey(field_values=field_values, partition_spec=spec, schema=schema)
-        rows = data if len(groups) == 1 and whole else data.take(rows_at[by_code[start:end]])
+        if len(groups) == 1 and whole:
+            rows = data
+        elif grouped is not None:
+            rows = grouped.slice(start, end - start)
+        else:
+            rows = data.take(rows_at[by_code[start:end]])
         out.append((key, rows.combine_chunks()))
     return out
 
@@ -319,7 +339,8 @@ def _parquet_files(
     )
     if converted.num_rows != data.num_rows or converted.schema.types != data.schema.types:
         return None
-    parts = partitions(metadata.spec(), metadata.schema(), converted, order)
+    target = _target_file_size(metadata)
+    parts = partitions(metadata.spec(), metadata.schema(), converted, order, slice_below=target)
     if parts is None:
         return None
     locations = load_location_provider(
@@ -350,7 +371,6 @@ def _parquet_files(
             **statistics.to_serialized_dict(),
         )
 
-    target = _target_file_size(metadata)
     counter = itertools.count(0)
     tasks = (
         WriteTask(
