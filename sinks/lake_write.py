@@ -13,7 +13,10 @@ own: its schema check, its Parquet writer and statistics, the snapshot producer
 on the append alone (the conversion to the file schema, a ``Config`` read, the writer's options,
 the statistics plan): :func:`_parquet_files` does that once per append (``benchmarks/
 lake_append.py``, 200,000 rows in 13,000-row appends: ~10% less CPU), writing the same files and
-manifest entries (``tests/unit/test_lake_write.py``).
+manifest entries (``tests/unit/test_lake_write.py``); what the schemas alone give (the schema
+check, the batch's schema as Iceberg's, the writer's options) is kept per schema
+(:func:`_prepared`), and below the target file size the partitions are slices of the rows taken
+once (:func:`partitions`, ``slice_below``).
 
 A table whose partition sources are not top-level columns, or an unpartitioned one, goes through
 ``Transaction.append`` unchanged.
