@@ -108,6 +108,43 @@ def test_column_array_converts_as_pa_array(values: list[datetime | None], unit: 
         assert column_array(values, kind).equals(expected)
 
 
+_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=_TEXT | st.none() | st.integers() | st.binary(max_size=3),
+    others=st.lists(_TEXT | st.none() | st.integers(), max_size=3),
+    size=st.integers(0, 40),
+    data=st.data(),
+    large=st.booleans(),
+)
+def test_column_array_converts_strings_as_pa_array(
+    value: Any, others: list[Any], size: int, data: st.DataObject, large: bool
+) -> None:
+    """A string column of one value repeated (the same object, or equal copies), with or without
+    other values (other text, nulls, non-strings) at any places: what ``pa.array`` gives, or
+    the error it raises (unicode of every category, surrogates included)."""
+    values = [value if data.draw(st.booleans()) else _copy(value) for _ in range(size)]
+    for other in others:
+        values.insert(data.draw(st.integers(0, len(values))), other)
+    kind = pa.large_string() if large else pa.string()
+    try:
+        expected = pa.array(values, kind)
+    except (TypeError, ValueError, OverflowError, pa.ArrowException) as error:
+        with pytest.raises(type(error)):
+            column_array(values, kind)
+    else:
+        got = column_array(values, kind)
+        assert got.equals(expected)
+        assert got.type == expected.type and got.null_count == expected.null_count
+
+
+def _copy(value: Any) -> Any:
+    """An equal value that is another object (a string decoded twice)."""
+    return "".join(value) if isinstance(value, str) and len(value) > 1 else value
+
+
 def test_oldest_stamps_per_tenant_are_those_of_the_items() -> None:
     items = _items(SIGNALS, 3, 200)
     oldest: dict[str, int] = {}
