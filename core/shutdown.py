@@ -192,16 +192,18 @@ class StopGuard:
         raise KeyboardInterrupt(name)
 
     def _deadline(self) -> None:
-        if not self._done.wait(self.stop_seconds):
-            self.force_exit(
-                "%s did not stop within %.0f s of %s (Bytewax waits for a peer process that "
-                "has not stopped, or a sink's close blocked): exiting with status %d; the next "
-                "run resumes from the last snapshot",
-                self._who,
-                self.stop_seconds,
-                signal.Signals(self.signum or signal.SIGINT).name,
-                EXIT_FORCED,
-            )
+        # Not cancelled when the run returns: the interpreter's exit (a non-daemon thread, an
+        # atexit hook) is under the same bound.
+        time.sleep(self.stop_seconds)
+        self.force_exit(
+            "%s did not stop within %.0f s of %s (Bytewax waits for a peer process that "
+            "has not stopped, or a sink's close blocked): exiting with status %d; the next "
+            "run resumes from the last snapshot",
+            self._who,
+            self.stop_seconds,
+            signal.Signals(self.signum or signal.SIGINT).name,
+            EXIT_FORCED,
+        )
 
     def _watch_peers(self) -> None:
         peers = len(self.addresses) - 1
