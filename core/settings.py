@@ -815,6 +815,9 @@ class RunSettings:
     #: one (CPython's default: 10); 0 leaves the collector as it is. Full collections traverse
     #: every record in flight: ~30% of a lake-only run's CPU at the default (:mod:`core.collector`).
     gc_oldest_threshold: CountOrZero = 1000
+    #: After SIGINT or SIGTERM, or once a peer process of the cluster has left, a process that
+    #: has not exited within this many seconds exits with status 3 (:mod:`core.shutdown`).
+    stop_seconds: Duration = 5.0
 
 
 @_refuse_invalid

@@ -105,8 +105,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if (args.process_id is None) != (not addresses):
         print("igflow run: -i/--process-id and -a/--addresses go together", file=sys.stderr)
         return 2
-    run(settings, Cluster(args.process_id, addresses))
-    return 0
+    return run(settings, Cluster(args.process_id, addresses))
 
 
 def _cmd_lake(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from core.cluster import Cluster
 from core.collector import tune_for_flow
 from core.lazy_pandas import defer_pandas
 from core.settings import Settings
+from core.shutdown import StopGuard
 
 __all__ = ["Cluster", "ensure_recovery_dir", "run"]
 
@@ -39,9 +42,32 @@ def ensure_recovery_dir(directory: Path, partitions: int) -> None:
             log.info("created %d recovery partitions in %s", partitions, directory)
 
 
-def run(settings: Settings, cluster: Cluster | None = None) -> None:
-    """Run the flow until its input ends (bounded) or forever (tail); alone by default."""
+def run(settings: Settings, cluster: Cluster | None = None) -> int:
+    """Run the flow until its input ends (bounded) or forever (tail); alone by default.
+
+    Returns the exit status: 0, or 128 + the signal's number after SIGINT/SIGTERM stopped it
+    (130, 143). A process that cannot stop within ``run.stop_seconds`` after a signal, or whose
+    peer process left the cluster, exits with status 3 from :class:`~core.shutdown.StopGuard`.
+    """
     cluster = cluster or Cluster()
+    guard = StopGuard(settings.run.stop_seconds, cluster.process_id, cluster.addresses)
+    try:
+        with guard:
+            _run(settings, cluster)
+    except KeyboardInterrupt:
+        if guard.signum is None:
+            raise
+        log.warning(
+            "stopped on %s in %.1f s",
+            signal.Signals(guard.signum).name,
+            time.monotonic() - guard.started,
+            extra={"op": "run.stop"},
+        )
+        return 128 + guard.signum
+    return 0
+
+
+def _run(settings: Settings, cluster: Cluster) -> None:
     port = settings.run.metrics_port
     metric_labels.configure(settings)
     metrics.serve(

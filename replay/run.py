@@ -55,6 +55,7 @@ from core.errors import ConfigError, IgflowError
 from core.records import RawRecord
 from core.sealing import is_sealed, is_sealed_text
 from core.settings import KafkaSettings, Settings
+from core.shutdown import StopGuard
 from flows.coherence import build
 from flows.held import held_positions
 from replay.scratch import check_scratch, check_scratch_name, scratch_names, scratch_stores
@@ -554,14 +555,16 @@ def run_with_progress(
     tune_for_flow(settings.run.gc_oldest_threshold)
     ticker.start()
     try:
-        # bytewax's native module declares no parameter types (as in igflow.runner).
-        cli_main(  # type: ignore[no-untyped-call]
-            flow,
-            workers_per_process=settings.run.workers,
-            process_id=cluster.process_id,
-            addresses=list(cluster.addresses) or None,
-            epoch_interval=_epoch(settings),
-        )
+        # A signal or a lost peer ends the process within run.stop_seconds (core.shutdown).
+        with StopGuard(settings.run.stop_seconds, cluster.process_id, cluster.addresses):
+            # bytewax's native module declares no parameter types (as in igflow.runner).
+            cli_main(  # type: ignore[no-untyped-call]
+                flow,
+                workers_per_process=settings.run.workers,
+                process_id=cluster.process_id,
+                addresses=list(cluster.addresses) or None,
+                epoch_interval=_epoch(settings),
+            )
     finally:
         stop.set()
         ticker.join()
