@@ -22,23 +22,28 @@ from tests.unit.test_lake_write import _batch
 
 
 class _Race:
-    """Once armed, the next ``_parquet_files`` call runs ``then`` after writing its files and
-    before its commit: another writer's commit on the table, so that commit loses the race."""
+    """Once armed (``then``), the catalog's next commit first runs ``then``: another writer's
+    commit on the table, so the armed one, its data files written, loses the race (injected
+    at the catalog, which every write path meets). Counts the data-file writes
+    (``_parquet_files``: the path the lake's tables take)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
         self.writes = 0
         self.then: Any = None
-        real = lake_write._parquet_files
+        real_write, real_commit = lake_write._parquet_files, catalog.commit_table
 
-        def spy(*args: Any, **kwargs: Any) -> Any:
-            files = real(*args, **kwargs)
+        def write(*args: Any, **kwargs: Any) -> Any:
             self.writes += 1
+            return real_write(*args, **kwargs)
+
+        def commit_table(tbl: Any, requirements: Any, updates: Any) -> Any:
             then, self.then = self.then, None
             if then is not None:
                 then()
-            return files
+            return real_commit(tbl, requirements, updates)
 
-        monkeypatch.setattr(lake_write, "_parquet_files", spy)
+        monkeypatch.setattr(lake_write, "_parquet_files", write)
+        monkeypatch.setattr(catalog, "commit_table", commit_table)  # undone after the test
 
 
 def _committed(table: Table) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def test_a_retry_commits_the_lost_attempt_s_files_as_a_fresh_append_would(
     catalog = SqlCatalog(
         "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
     )
-    race = _Race(monkeypatch)
+    race = _Race(catalog, monkeypatch)
     mine, theirs = _batch(table_def, 5, 300, 3, 2), _batch(table_def, 6, 200, 2, 1)
 
     # Without a race: their commit, then mine.
@@ -120,7 +125,7 @@ def test_a_retry_writes_new_files_when_the_table_changed(
     catalog = SqlCatalog(
         "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "warehouse").as_uri()
     )
-    race = _Race(monkeypatch)
+    race = _Race(catalog, monkeypatch)
     mine = _batch(SCORES, 5, 300, 3, 2)
     table = ensure_table(catalog, "ns", SCORES)
     other = catalog.load_table("ns.scores")
@@ -173,7 +178,7 @@ def test_an_appender_s_retry_after_a_lost_race_reuses_its_files_digest_and_delta
     """Two writers on disjoint lanes (tenants), as a 2-process cluster: the loser's retry
     selects the same rows and commits its first attempt's files; the table is as without the
     race, and every row lands once."""
-    race = _Race(monkeypatch)
+    race = _Race(catalog, monkeypatch)
     mine = [_item(p, o, "tenant-01") for p in range(2) for o in range(40)]
     theirs = [_item(p, o, "tenant-02") for p in range(2) for o in range(30)]
     _calm_result, calm = _appender_run(catalog, "calm", None, theirs, mine)
@@ -191,7 +196,7 @@ def test_a_retry_that_selects_other_rows_writes_new_files(
 ) -> None:
     """The winner landed some of the loser's rows (the same lane: a replay racing a flow): the
     retry keeps only the rows the ledger lacks and writes them anew; each row lands once."""
-    race = _Race(monkeypatch)
+    race = _Race(catalog, monkeypatch)
     mine = [_item(0, o) for o in range(40)]
     theirs = [_item(0, o) for o in range(25)]
     _calm_result, calm = _appender_run(catalog, "calm", None, theirs, mine)
