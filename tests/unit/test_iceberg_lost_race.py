@@ -4,6 +4,7 @@ what an append without the race commits: the same rows, files, manifest entries 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from pyiceberg.table import Table
 
 from sinks import lake_write
 from sinks.iceberg import IcebergAppender, ensure_table, ledger
-from sinks.lake_tables import SCORES, SIGNALS, TableDef
+from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS, TableDef
+from tenancy.sealing import Sealer
+from tests.memory_keys import MemoryKeys
+from tests.unit.lake_golden import _quarantine
 from tests.unit.test_iceberg_sink import _item
 from tests.unit.test_lake_write import _batch
 
@@ -207,3 +211,35 @@ def test_a_retry_that_selects_other_rows_writes_new_files(
     assert _committed(raced) == _committed(calm)
     offsets = raced.scan().to_arrow().column("kafka_offset").to_pylist()
     assert sorted(offsets) == list(range(40))
+
+
+def test_a_sealed_table_s_retry_reuses_its_files_when_it_seals_alike(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quarantine rows are sealed row by row, so each attempt builds its rows again: they are
+    compared value by value, equal (sealing is deterministic), and the files are reused."""
+    race = _Race(catalog, monkeypatch)
+    rng = random.Random(7)
+    items = [_quarantine(rng, "t.v1", rng.randrange(3), i) for i in range(120)]
+    sealer = Sealer(MemoryKeys())
+    assert not QUARANTINE.columnar(sealer)
+    tables = {}
+    for namespace in ("calm", "raced"):
+        table = ensure_table(catalog, namespace, QUARANTINE)
+        me = IcebergAppender(table, QUARANTINE, sealer=sealer)
+        if namespace == "raced":
+            race.then = _refuse
+        writes = race.writes
+        result = me.append(items)
+        assert result.appended == 120
+        assert result.attempts == (2 if namespace == "raced" else 1)
+        assert race.writes == writes + 1  # one write of the files, whatever the attempts
+        tables[namespace] = table
+    assert _committed(tables["raced"]) == _committed(tables["calm"])
+
+
+def _refuse() -> None:
+    """A ``then`` for :class:`_Race` that makes the armed commit lose as ``test_retry``'s
+    ``_lose`` does: the catalog answers ``CommitFailedException``."""
+    msg = "another writer won"
+    raise CommitFailedException(msg)
