@@ -31,6 +31,14 @@ a writer that loses the race (``CommitFailedException``) refreshes the table, re
 is exactly what it raised and no writer's offsets are lost. Within one run a Kafka partition is
 read by one worker and its items reach the sink in offset order, which is what makes a
 per-partition high-water mark sufficient.
+
+A lost race costs a commit, not a whole append: writers of one table own disjoint lanes (a
+cluster routes each tenant to one process), so the retry nearly always selects the very rows it
+selected before. It then reuses what is a pure function of those rows (:class:`_Kept`): the
+digest, the spilled delta and, through :class:`sinks.lake_write.Reuse`, the data files written
+for the lost commit; only the ledger read, the checkpoint, the content marks, the manifests and
+the commit are done again. Rows that differ (the winner landed some of ours: a replay racing a
+flow) are written to new files as before; the lost attempt's files stay unreferenced.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
@@ -174,6 +184,31 @@ def _add_missing_columns(created: Table, table: TableDef[Any]) -> None:
             created.refresh()
 
 
+@dataclasses.dataclass(slots=True)
+class _Kept:
+    """What one append's last attempt derived from the rows it selected alone, for its next
+    attempt (after a lost race) that selects the same rows: the rows (``batch.rows`` of that
+    order), the summary entries of the digest and the delta (inline or spilled: a file named by
+    its content) and whether the delta spilled; and the data files (``files``)."""
+
+    order: pa.Array | None = None
+    rows: pa.Table | None = None
+    at: np.ndarray | None = None
+    entries: dict[str, str] = dataclasses.field(default_factory=dict)
+    spilled: bool = False
+    files: lake_write.Reuse = dataclasses.field(default_factory=lake_write.Reuse)
+
+    def same(self, order: pa.Array, rows: pa.Table) -> bool:
+        """Whether ``order`` selects what the kept attempt selected, into equal rows (the same
+        columns, sealed alike: a table built per attempt is compared value by value)."""
+        return (
+            self.order is not None
+            and self.rows is not None
+            and self.order.equals(order)
+            and (self.rows is rows or self.rows.equals(rows, check_metadata=True))
+        )
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class AppendResult:
     """What one :meth:`IcebergAppender.append` did."""
@@ -253,9 +288,10 @@ class IcebergAppender(Generic[T]):
                 extra={"op": "lake.append", "table": self._def.name},
             )
 
+        kept = _Kept()  # across this append's attempts only
         try:
             return retrying(
-                lambda attempt: self._attempt(batch, current, attempt, start),
+                lambda attempt: self._attempt(batch, current, attempt, start, kept),
                 dataclasses.replace(_COMMIT_RETRY, attempts=self._attempts),
                 transient=_lost_race,
                 on_failure=lost_race,
@@ -265,9 +301,15 @@ class IcebergAppender(Generic[T]):
             raise RetryableSinkError(msg) from gave_up.last
 
     def _attempt(
-        self, batch: LakeBatch[T], current: Mapping[str, str], attempt: int, start: float
+        self,
+        batch: LakeBatch[T],
+        current: Mapping[str, str],
+        attempt: int,
+        start: float,
+        kept: _Kept,
     ) -> AppendResult:
-        """One try at the append: re-read the ledger, keep what it lacks, commit that."""
+        """One try at the append: re-read the ledger, keep what it lacks, commit that (with
+        what ``kept`` holds of an earlier attempt that selected the same rows)."""
         self._table.refresh()
         ids = check_topic_ids(self._def.name, recorded_topic_ids(self._table), current)
         state = read_ledger(self._table, self._state)
@@ -290,14 +332,32 @@ class IcebergAppender(Generic[T]):
         # by the write, not once here and again per partition.
         rows, at = batch.rows(chosen.order)
         properties = {"igflow.flow": self._flow, "igflow.rows": str(appended)}
-        # Only the lanes this commit raised: bounded by its rows, not by the tenants; a long
-        # one goes to a file (with a checkpoint, so that reading the ledger never needs it).
-        spilled = spill(self._table, properties, DELTA_KEY, dump_ledger(chosen.raised))
-        # The content digest of exactly these rows, for `igflow verify --from-history`: it does
-        # not depend on their order, so the batch's columns as they are when every row lands.
-        chosen_rows = rows if at is None or len(at) == rows.num_rows else rows.take(at)
-        digest = dump_summary(digest_arrow(self._def.name, chosen_rows))
-        spill(self._table, properties, DIGEST_KEY, digest)
+        if kept.same(chosen.order, rows):
+            # An earlier attempt lost the race with these very rows: its delta, digest and
+            # data files are the ones this attempt would write.
+            assert kept.rows is not None
+            rows, at, spilled = kept.rows, kept.at, kept.spilled
+            properties.update(kept.entries)
+        else:
+            entries: dict[str, str] = {}
+            # Only the lanes this commit raised: bounded by its rows, not by the tenants; a long
+            # one goes to a file (with a checkpoint, so that reading the ledger never needs it).
+            spilled = spill(self._table, entries, DELTA_KEY, dump_ledger(chosen.raised))
+            # The content digest of exactly these rows, for `igflow verify --from-history`: it
+            # does not depend on their order, so the batch's columns as they are when every
+            # row lands.
+            chosen_rows = rows if at is None or len(at) == rows.num_rows else rows.take(at)
+            digest = dump_summary(digest_arrow(self._def.name, chosen_rows))
+            spill(self._table, entries, DIGEST_KEY, digest)
+            properties.update(entries)
+            kept.order, kept.rows, kept.at, kept.entries, kept.spilled = (
+                chosen.order,
+                rows,
+                at,
+                entries,
+                spilled,
+            )
+            kept.files = lake_write.Reuse()
         if ids:
             properties[TOPIC_IDS_KEY] = json.dumps(ids, sort_keys=True)
         if self._settings is not None:
@@ -313,7 +373,8 @@ class IcebergAppender(Generic[T]):
             properties[CHECKPOINT_KEY] = write_checkpoint(self._table, merged)
             depth = 0
         # Table.append's files, without its per-partition filters (sinks.lake_write).
-        lake_write.append(self._table, rows, properties, at)  # CommitFailedException: retried
+        # CommitFailedException: retried, with these data files kept in ``kept.files``.
+        lake_write.append(self._table, rows, properties, at, kept.files)
         snapshot = self._table.current_snapshot()
         if snapshot is not None:
             self._state = LedgerState(snapshot.snapshot_id, merged, depth)

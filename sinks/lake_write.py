@@ -20,6 +20,14 @@ once (:func:`partitions`, ``slice_below``).
 
 A table whose partition sources are not top-level columns, or an unpartitioned one, goes through
 ``Transaction.append`` unchanged.
+
+A lost commit race (``CommitFailedException``) leaves the attempt's data files written and
+unreferenced. Given a :class:`Reuse`, :func:`append` keeps them, and the next attempt commits
+those very files (new manifests, manifest list and commit) when it appends the same rows to a
+table whose schema, partition spec, properties, location and format version are unchanged: the
+files are a pure function of those, so they are the files it would write again (only their names
+differ: a fresh attempt names its files after its own commit uuid). Otherwise it writes new files.
+Files no commit references stay where they are (orphans, as after any lost race before).
 """
 
 from __future__ import annotations
@@ -66,7 +74,7 @@ from pyiceberg.utils.concurrent import ExecutorFactory
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
-__all__ = ["append", "partitions"]
+__all__ = ["Reuse", "append", "partitions"]
 
 
 def partitions(
@@ -390,6 +398,55 @@ def _parquet_files(
     return list(ExecutorFactory.get_or_create().map(write, tasks))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Written:
+    """Data files an attempt wrote, and everything they are a pure function of: the rows (the
+    batch and the order taken from it) and the table's side (the key, :func:`_files_key`)."""
+
+    data: pa.Table
+    order: np.ndarray | None
+    key: tuple[object, ...]
+    files: tuple[DataFile, ...]
+
+    def fits(self, data: pa.Table, order: np.ndarray | None, key: tuple[object, ...]) -> bool:
+        """Whether an attempt with these inputs would write these files (the same bytes)."""
+        if self.key != key:
+            return False
+        if self.order is None or order is None:
+            if self.order is not order:
+                return False
+        elif not (self.order is order or bool(np.array_equal(self.order, order))):
+            return False
+        return self.data is data or self.data.equals(data, check_metadata=True)
+
+
+@dataclasses.dataclass(slots=True)
+class Reuse:
+    """One append's data files across its attempts (:func:`append`): the files the last attempt
+    wrote, kept when its commit lost the race, and how often an attempt committed kept ones."""
+
+    written: _Written | None = None
+    reused: int = 0
+
+
+def _files_key(metadata: TableMetadata, downcast: bool) -> tuple[object, ...]:
+    """What of the table's metadata the data files depend on: the schema (ids and all), the
+    default partition spec and its id, every property (file format, target size, Parquet
+    options, location provider), the location and the format version; and the timestamp
+    downcast setting."""
+    schema = metadata.schema()
+    return (
+        schema.schema_id,
+        schema,
+        metadata.default_spec_id,
+        metadata.spec(),
+        dict(metadata.properties),
+        metadata.location,
+        metadata.format_version,
+        downcast,
+    )
+
+
 class _Transaction(Transaction):
     """pyiceberg's transaction, its ``table_metadata`` computed once per state.
 
@@ -418,11 +475,17 @@ def append(
     data: pa.Table,
     snapshot_properties: Mapping[str, str],
     order: np.ndarray | None = None,
+    reuse: Reuse | None = None,
 ) -> None:
     """``table.append(data, snapshot_properties=...)``, writing the same files with less work
     per partition; with ``order``, of ``data.take(order)`` (taken once per partition). Raises
     what ``Table.append`` raises (``CommitFailedException`` on a lost race, ``ValueError`` on a
-    schema mismatch)."""
+    schema mismatch).
+
+    ``reuse``: one append's attempts share it; an attempt commits the data files an earlier one
+    wrote (and lost the race with) when they are the files it would write: the same ``data``
+    and ``order``, and a table whose schema, spec, properties, location and format version are
+    unchanged (:func:`_files_key`). The manifests and the commit are always done again."""
     properties = dict(snapshot_properties)
     with _Transaction(table) as tx:
         metadata = tx.table_metadata
@@ -441,18 +504,34 @@ def append(
         )
         update = tx.update_snapshot(snapshot_properties=properties)
         producer = update.merge_append() if merge else update.fast_append()
-        files = _parquet_files(table.io, metadata, data, order, producer.commit_uuid, prepared)
-        if files is None:
-            parts = partitions(spec, schema, data, order)
-            if parts is None:
-                # Nothing staged yet: the producer is dropped, pyiceberg's append stages its own.
-                tx.append(
-                    data if order is None else data.take(order), snapshot_properties=properties
-                )
-                return
-            files = list(
-                _data_files(table.io, metadata, prepared.task_schema, parts, producer.commit_uuid)
+        key = _files_key(metadata, downcast)
+        kept = reuse.written if reuse is not None else None
+        if kept is not None and kept.fits(data, order, key):
+            assert reuse is not None
+            files = list(kept.files)
+            reuse.reused += 1
+        else:
+            written = _parquet_files(
+                table.io, metadata, data, order, producer.commit_uuid, prepared
             )
+            if written is None:
+                parts = partitions(spec, schema, data, order)
+                if parts is None:
+                    # Nothing staged yet: the producer is dropped, pyiceberg's append stages
+                    # its own.
+                    tx.append(
+                        data if order is None else data.take(order), snapshot_properties=properties
+                    )
+                    return
+                written = list(
+                    _data_files(
+                        table.io, metadata, prepared.task_schema, parts, producer.commit_uuid
+                    )
+                )
+            files = written
+            if reuse is not None:
+                # Kept before the commit: a lost race (its exception) leaves them for the next.
+                reuse.written = _Written(data, order, key, tuple(files))
         with producer as append_files:
             for data_file in files:
                 append_files.append_data_file(data_file)
