@@ -156,21 +156,32 @@ def _data_files(
     """pyiceberg's ``_dataframe_to_data_files`` for a partitioned table, given its partitions
     and the batch's schema as Iceberg's (the way for a table :func:`_parquet_files` does not
     take)."""
-    counter = itertools.count(0)
     yield from write_file(
         io=io,
         table_metadata=metadata,
-        tasks=(
-            WriteTask(
-                write_uuid=commit_uuid,
-                task_id=next(counter),
-                record_batches=batches,
-                partition_key=key,
-                schema=task_schema,
-            )
-            for key, rows in parts
-            for batches in bin_pack_arrow_table(rows, _target_file_size(metadata))
-        ),
+        tasks=_write_tasks(parts, task_schema, _target_file_size(metadata), commit_uuid),
+    )
+
+
+def _write_tasks(
+    parts: list[tuple[PartitionKey, pa.Table]],
+    schema: Schema,
+    target: int,
+    commit_uuid: uuid.UUID,
+) -> Iterator[WriteTask]:
+    """pyiceberg's write tasks for ``parts``: each partition's rows bin-packed to ``target``
+    bytes, numbered in order."""
+    counter = itertools.count(0)
+    return (
+        WriteTask(
+            write_uuid=commit_uuid,
+            task_id=next(counter),
+            record_batches=batches,
+            partition_key=key,
+            schema=schema,
+        )
+        for key, rows in parts
+        for batches in bin_pack_arrow_table(rows, target)
     )
 
 
@@ -382,18 +393,7 @@ def _parquet_files(
             **statistics.to_serialized_dict(),
         )
 
-    counter = itertools.count(0)
-    tasks = (
-        WriteTask(
-            write_uuid=commit_uuid,
-            task_id=next(counter),
-            record_batches=batches,
-            partition_key=key,
-            schema=prepared.task_schema,
-        )
-        for key, rows in parts
-        for batches in bin_pack_arrow_table(rows, target)
-    )
+    tasks = _write_tasks(parts, prepared.task_schema, target, commit_uuid)
     # On pyiceberg's executor, as write_file does: the Parquet writer releases the GIL.
     return list(ExecutorFactory.get_or_create().map(write, tasks))
 
