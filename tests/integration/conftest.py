@@ -174,10 +174,17 @@ def _reap_igflow() -> Iterator[None]:
     yield
     while _STARTED:
         proc = _STARTED.pop()
-        if proc.poll() is None:
+        ended = proc.poll() is not None
+        if not ended:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        _out, err = proc.communicate()
+        if ended and proc.returncode != 0 and err:
+            # A process that ended on its own and failed: its last words in a failed test's
+            # report ("Captured stdout teardown"; a flow died with SIGABRT once in CI, its
+            # stderr unread in this pipe).
+            tail = err[-4000:].decode(errors="replace")
+            print(f"{proc.args!r} exited {proc.returncode}; its stderr ends:\n{tail}")
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[str, str]:
