@@ -85,6 +85,7 @@ from sinks.iceberg import IcebergSink
 from sinks.lake_plan import CommitPlan, lane_tenant, planned_batches, planned_sink
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.serving import serve
+from sources.epoch_phase import EpochPhase
 from sources.kafka import KafkaTopicSource
 from sources.pausable import PausableSource
 from tenancy.keys import tenant_keys
@@ -95,10 +96,34 @@ from tenancy.sources import PostgresSources
 from tenancy.switches import PostgresSwitches
 
 # and `flow`, built on access
-__all__ = ["Edges", "build", "commit_phase", "kafka_source", "lake_runs", "land"]
+__all__ = [
+    "Edges",
+    "build",
+    "commit_phase",
+    "engine_epoch",
+    "kafka_source",
+    "lake_runs",
+    "land",
+    "run_epoch",
+]
 
 FLOW_ID = "coherence"
 T = TypeVar("T")
+
+
+def run_epoch(settings: Settings) -> timedelta:
+    """The run's epoch interval: ``run.snapshot_seconds`` with a recovery store (an epoch ends
+    with a snapshot), else ``run.epoch_seconds``. The source's idle partitions poll on its
+    grid; Bytewax is given :func:`engine_epoch`."""
+    if settings.run.recovery_dir:
+        return timedelta(seconds=settings.run.snapshot_seconds)
+    return timedelta(seconds=settings.run.epoch_seconds)
+
+
+def engine_epoch(settings: Settings) -> timedelta:
+    """The epoch interval Bytewax is given: :func:`run_epoch` a little shortened, so that the
+    epochs of every worker end on the same grid (:mod:`sources.epoch_phase`)."""
+    return EpochPhase(run_epoch(settings)).engine_interval
 
 
 def kafka_source(settings: Settings) -> KafkaTopicSource:
@@ -108,6 +133,7 @@ def kafka_source(settings: Settings) -> KafkaTopicSource:
         settings.kafka.topic,
         bounded=settings.run.bounded,
         batch_size=settings.kafka.batch_size,
+        epoch=run_epoch(settings),
     )
 
 

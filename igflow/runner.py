@@ -78,16 +78,15 @@ def _run(settings: Settings, cluster: Cluster) -> None:
     # Before the flow's modules: the digest builds a pyarrow scalar when it is imported, and
     # pyarrow would import pandas (0.35-0.9 s) for it; a lake-only run never needs pandas.
     defer_pandas()
-    from flows.coherence import build
+    from flows.coherence import build, engine_epoch
 
     flow = build(settings, cluster=cluster)
-    epoch = timedelta(seconds=settings.run.epoch_seconds)
+    epoch = engine_epoch(settings)
     recovery = None
     if settings.run.recovery_dir:
         directory = Path(settings.run.recovery_dir)
         ensure_recovery_dir(directory, settings.run.workers * cluster.processes)
         recovery = RecoveryConfig(directory, timedelta(0))
-        epoch = timedelta(seconds=settings.run.snapshot_seconds)
     thresholds = tune_for_flow(settings.run.gc_oldest_threshold)
     log.info(
         "running flow %s (%s), gc thresholds %s",

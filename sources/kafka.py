@@ -19,6 +19,7 @@ later instead of spinning, which matters on small machines.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from core.errors import IgflowError
 from core.kafka_start import from_low_config, low_start
 from core.records import RawRecord
 from core.tls import Brokers, kafka_connection
+from sources.epoch_phase import EpochPhase
 
 __all__ = ["KafkaTopicSource"]
 
@@ -63,13 +65,16 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         bounded: bool,
         batch_size: int,
         stop: int | None = None,
+        phase: EpochPhase | None = None,
     ) -> None:
         """Read ``partition`` from offset ``start`` (or ``OFFSET_BEGINNING``).
 
         ``stop`` (exclusive) ends the partition at that offset: it is done once the next offset
         reaches it, at once when ``start >= stop``. Bounded, it also ends at the high watermark
-        the broker reports now (or at ``PARTITION_EOF``), whichever comes first.
+        the broker reports now (or at ``PARTITION_EOF``), whichever comes first. ``phase``: the
+        poll grid of an idle partition (:mod:`sources.epoch_phase`); absent: every 50 ms.
         """
+        self._phase = phase
         self._topic = topic
         self._partition = partition
         self._tp = TopicPartition(topic, partition)
@@ -207,9 +212,16 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         return False
 
     def next_awake(self) -> datetime | None:
-        return datetime.now(UTC) + _IDLE if self._idle and not self._done else None
+        if not self._idle or self._done:
+            return None
+        if self._phase is None:
+            return datetime.now(UTC) + _IDLE
+        return datetime.fromtimestamp(self._phase.next_poll(time.time()), UTC)
 
     def snapshot(self) -> int:
+        # Bytewax snapshots a source partition when it ends the partition's epoch.
+        if self._phase is not None:
+            self._phase.ended(time.time())
         return self._next
 
     def close(self) -> None:
@@ -221,9 +233,13 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
 
     ``start_offsets`` (partition -> first offset to read) and ``end_offsets`` (partition -> first
     offset *not* to read) bound a replay; a partition missing from them starts at the beginning
-    and has no end of its own. A resume state wins over the start offset. A partition whose end
-    is at or before its start emits nothing and is done at once. A partition missing from the
-    topic is an error only when it is named in ``start_offsets`` or ``end_offsets``.
+    and has no end of its own. ``epoch``: the run's epoch interval (the engine is given
+    :attr:`EpochPhase.engine_interval <sources.epoch_phase.EpochPhase.engine_interval>`): an
+    idle partition then polls on its grid, so the workers of a cluster end their epochs
+    together (:mod:`sources.epoch_phase`). A resume state wins over the start offset. A
+    partition whose end is at or before its start emits nothing and is done at once. A partition
+    missing from the topic is an error only when it is named in ``start_offsets`` or
+    ``end_offsets``.
     """
 
     def __init__(
@@ -236,8 +252,10 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
         config: dict[str, Any] | None = None,
         start_offsets: Mapping[int, int] | None = None,
         end_offsets: Mapping[int, int] | None = None,
+        epoch: timedelta | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._epoch = epoch
         self._topic = topic
         self._bounded = bounded
         self._batch_size = batch_size
@@ -286,4 +304,5 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             bounded=self._bounded,
             batch_size=self._batch_size,
             stop=self._ends.get(partition),
+            phase=None if self._epoch is None else EpochPhase(self._epoch),
         )
