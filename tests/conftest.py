@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -12,6 +13,12 @@ from core.contracts import signal_contracts
 from core.records import RawRecord
 from core.settings import Settings
 from igflow.workload import Message
+
+# No per-example deadline: hypothesis's 200 ms default is a timed assertion, and on a loaded
+# machine (CI beside other work, load 10) an example of test_output_settings took longer once.
+# Speed lives in benchmarks/. 69 tests already said deadline=None one by one.
+hypothesis_settings.register_profile("igflow", deadline=None)
+hypothesis_settings.load_profile("igflow")
 
 SIGNAL_V1 = signal_contracts()[0]
 SIGNAL_V2 = signal_contracts()[-1]
