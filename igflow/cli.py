@@ -8,6 +8,7 @@ and 2 on a usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -246,6 +247,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``igflow`` console script."""
+    # A native crash (an abort in a library, a panic inside a panic in Bytewax, a segfault)
+    # kills the process with a signal and no Python traceback: with faulthandler on, stderr
+    # gets every thread's Python stack first (a SIGABRT in CI once left nothing to read).
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     args = _parser().parse_args(argv)
     try:
         settings = Settings.load(config_file=args.config)
