@@ -80,7 +80,7 @@ def _run(settings: Settings, cluster: Cluster) -> None:
     defer_pandas()
     from flows.coherence import build
 
-    flow = build(settings, cluster=cluster)
+    flow = build(settings, cluster=cluster, open_early=True)
     epoch = timedelta(seconds=settings.run.epoch_seconds)
     recovery = None
     if settings.run.recovery_dir:
