@@ -335,12 +335,30 @@ _SINKS = {
 
 
 def build(
-    settings: Settings, edges: Edges | None = None, cluster: Cluster | None = None, **swap: Any
+    settings: Settings,
+    edges: Edges | None = None,
+    cluster: Cluster | None = None,
+    *,
+    open_early: bool = False,
+    **swap: Any,
 ) -> Dataflow:
     """The dataflow for ``settings``; ``edges`` (or keywords of the same names) swap its edges;
-    ``cluster``: where this process sits in a cluster (absent: alone)."""
+    ``cluster``: where this process sits in a cluster (absent: alone). ``open_early``: the
+    flow is about to run in this process (``igflow run``), so the DLQ sink opens this
+    process's workers' producers now, in the background, while the rest is built
+    (:meth:`~sinks.dlq.DeadLetterSink.start`)."""
     edges = dataclasses.replace(edges or Edges(), **swap)
     phase = commit_phase(settings, cluster)
+    rejects_sink: Sink[Any] | None = None
+    if edges.reject_messages:
+        rejects_sink = edges.dlq
+        if rejects_sink is None:
+            sink = DeadLetterTarget.of(settings.kafka).sink(
+                kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"
+            )
+            if open_early:
+                sink.start((cluster or Cluster()).worker_indices(settings.run.workers))
+            rejects_sink = sink
     tracing.configure(settings.tracing, "flow")  # before the steps: they hook in only if on
     reader = signal_contracts()[-1].parsed
     decoder = SignalDecoder(
@@ -447,11 +465,11 @@ def build(
 
     rejects = op.merge("rejects", decoded.errs, checked.errs, unique.late)
     dead_letters = DeadLetterTarget.of(settings.kafka, sealer)
-    if edges.reject_messages:
+    if rejects_sink is not None:
         op.output(
             "dlq",
             op.map("dlq_message", rejects, functools.partial(dlq_message, sealer=sealer)),
-            edges.dlq or dead_letters.sink(kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"),
+            rejects_sink,
         )
     plans = edges.plans or {}
     # The group's offsets follow what the lake holds of the real input; a replay (its own

@@ -80,7 +80,7 @@ def _run(settings: Settings, cluster: Cluster) -> None:
     defer_pandas()
     from flows.coherence import build, engine_epoch
 
-    flow = build(settings, cluster=cluster)
+    flow = build(settings, cluster=cluster, open_early=True)
     epoch = engine_epoch(settings)
     recovery = None
     if settings.run.recovery_dir:

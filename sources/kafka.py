@@ -2,10 +2,12 @@
 
 Why not Bytewax's ``KafkaSource``: bounded runs must stop at the end offsets *present at start*,
 and its ``tail=False`` stops at whatever end it happens to reach (a live producer can extend it
-indefinitely). Here each partition fixes its end once, when it is built, from the broker's
-ListOffsets answer (its high watermark). Under ``read_committed`` (librdkafka's default) a
-partition also ends at ``PARTITION_EOF``, which comes at the last stable offset: records of
-transactions still open at the end are left for the next run, and aborted ones are never read.
+indefinitely). Here each partition fixes its end once, at start, from the broker's ListOffsets
+answer (its high watermark): asked for every partition when the source lists them, on one
+client in the background, and taken by each partition when it is built. Under
+``read_committed`` (librdkafka's default) a partition also ends at ``PARTITION_EOF``, which comes
+at the last stable offset: records of transactions still open at the end are left for the next
+run, and aborted ones are never read.
 
 Replay (``igflow replay``) gives per-partition ``start_offsets`` and exclusive ``end_offsets``:
 a partition then starts at its start offset (unless resuming) and is done at its end offset; a
@@ -19,8 +21,10 @@ later instead of spinning, which matters on small machines.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,13 +69,16 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         bounded: bool,
         batch_size: int,
         stop: int | None = None,
+        marks: tuple[int, int] | None = None,
         phase: EpochPhase | None = None,
     ) -> None:
         """Read ``partition`` from offset ``start`` (or ``OFFSET_BEGINNING``).
 
         ``stop`` (exclusive) ends the partition at that offset: it is done once the next offset
         reaches it, at once when ``start >= stop``. Bounded, it also ends at the high watermark
-        the broker reports now (or at ``PARTITION_EOF``), whichever comes first. ``phase``: the
+        the broker reports now (or at ``PARTITION_EOF``), whichever comes first; ``marks``:
+        the partition's watermarks (low, high) as the broker reported them a moment ago, for the
+        same consumer configuration (:class:`_Watermarks`), instead of asking now. ``phase``: the
         poll grid of an idle partition (:mod:`sources.epoch_phase`); absent: every 50 ms.
         """
         self._phase = phase
@@ -93,7 +100,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
         self._consumer = Consumer(config)
         low = high = None
         if bounded and not self._done:
-            low, high = self._watermarks()
+            low, high = marks if marks is not None else self._watermarks()
         if not self._done:
             first = low_start(low) if from_low and low is not None else start
             self._consumer.assign([TopicPartition(topic, partition, first)])
@@ -267,6 +274,8 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             if bad:
                 msg = f"negative {name} offset for partition(s) {bad} of {topic}"
                 raise IgflowError(msg)
+        self._marks: _Watermarks | None = None
+        self._marks_lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({**kafka_connection(self._bootstrap), **self._config})
@@ -278,10 +287,19 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
         if missing:
             msg = f"topic {self._topic} has no partition(s) {missing}"
             raise IgflowError(msg)
-        return [str(p) for p in sorted(meta.partitions)]
+        partitions = sorted(meta.partitions)
+        if self._bounded:
+            # Bytewax builds the partitions one after another on the worker's thread, and each
+            # one's watermarks were a new client's connection and ListOffsets (50-270 ms each
+            # on a loaded machine): asked here, all on one client in the background, while
+            # Bytewax builds the sinks.
+            with self._marks_lock:
+                if self._marks is None:
+                    self._marks = _Watermarks(self._part_config(), self._topic, partitions)
+        return [str(p) for p in partitions]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
-        config = {
+    def _part_config(self) -> dict[str, Any]:
+        return {
             **kafka_connection(self._bootstrap),
             # Assigned, never subscribed: no group membership, offsets live in Bytewax's store.
             "group.id": "igflow-unused",
@@ -292,17 +310,77 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             "isolation.level": "read_committed",
             **self._config,
         }
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         partition = int(for_part)
         start = resume_state
         if start is None:
             start = self._starts.get(partition, OFFSET_BEGINNING)
+        marks = self._marks.take(partition) if self._marks is not None else None
         return _Partition(
-            config,
+            self._part_config(),
             self._topic,
             partition,
             start,
             bounded=self._bounded,
             batch_size=self._batch_size,
             stop=self._ends.get(partition),
+            marks=marks,
             phase=None if self._epoch is None else EpochPhase(self._epoch),
         )
+
+
+class _Watermarks:
+    """The watermarks of a topic's partitions, asked for in the background on one consumer of
+    the partitions' own configuration (so under the same ``isolation.level``), each taken once.
+
+    A partition whose answer failed, or was taken already (a second build), gets ``None`` and
+    its partition asks for itself, as without this.
+    """
+
+    def __init__(self, config: dict[str, Any], topic: str, partitions: list[int]) -> None:
+        self._answers: dict[int, Future[tuple[int, int]]] = {p: Future() for p in partitions}
+        self._lock = threading.Lock()
+        asks = list(self._answers.items())  # take() pops from the dict meanwhile
+        thread = threading.Thread(
+            target=self._ask, args=(config, topic, asks), name="kafka-watermarks", daemon=True
+        )
+        thread.start()
+
+    @staticmethod
+    def _ask(
+        config: dict[str, Any], topic: str, asks: list[tuple[int, Future[tuple[int, int]]]]
+    ) -> None:
+        try:
+            consumer = Consumer(config)
+        except BaseException as exc:  # every partition asks again for itself
+            for _partition, answer in asks:
+                answer.set_exception(exc)
+            return
+        try:
+            for partition, answer in asks:
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition),
+                        timeout=_LIST_OFFSETS_TIMEOUT_S,
+                        cached=False,
+                    )
+                except BaseException as exc:  # the partition asks again for itself
+                    answer.set_exception(exc)
+                else:
+                    answer.set_result((low, high))
+        finally:
+            consumer.close()
+
+    def take(self, partition: int) -> tuple[int, int] | None:
+        """``partition``'s watermarks, waiting for the answer; ``None``: ask for yourself."""
+        with self._lock:
+            answer = self._answers.pop(partition, None)
+        if answer is None:
+            return None
+        try:
+            if answer.exception(timeout=_LIST_OFFSETS_TIMEOUT_S) is not None:
+                return None
+        except TimeoutError:
+            return None
+        return answer.result()

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
 from core.tls import kafka_connection
-from sources.kafka import KafkaTopicSource, _Partition
+from sources.kafka import KafkaTopicSource, _Partition, _Watermarks
 from tests.integration.conftest import tagged_topics
 from tests.integration.scratch import Scratch
 
@@ -120,3 +120,30 @@ def test_an_empty_partition_is_done_at_once(stack: Settings, scratch: Scratch) -
         _config(settings), settings.kafka.topic, 0, OFFSET_BEGINNING, bounded=True, batch_size=100
     )
     assert _drain(part) == []
+
+
+def test_listing_the_partitions_fixes_their_ends_with_the_watermarks_a_partition_asks_for(
+    stack: Settings, scratch: Scratch
+) -> None:
+    # list_parts asks for every partition's watermarks at once, in the background; each
+    # partition built then takes them instead of asking for itself: the same answer.
+    settings = tagged_topics(stack, scratch)
+    _produce(settings, 10)
+    _delete_below(settings, 3)
+    tp = TopicPartition(settings.kafka.topic, 0)
+    asked = Consumer(_config(settings))
+    try:
+        own = asked.get_watermark_offsets(tp, timeout=30, cached=False)
+    finally:
+        asked.close()
+    assert _Watermarks(_config(settings), settings.kafka.topic, [0]).take(0) == own == (3, 10)
+
+    source = KafkaTopicSource(settings.kafka.connection(), settings.kafka.topic, bounded=True)
+    parts = source.list_parts()
+    time.sleep(1.0)  # the listed answers are in by now
+    _produce(settings, 5)  # after the start: not this run's
+    listed = source.build_part("kafka", parts[0], None)
+    assert _drain(listed) == list(range(3, 10))
+    # A partition that asks for itself (no listing) asks now, and reads what is there now.
+    alone = KafkaTopicSource(settings.kafka.connection(), settings.kafka.topic, bounded=True)
+    assert _drain(alone.build_part("kafka", "0", None)) == list(range(3, 15))
