@@ -9,7 +9,6 @@ drivers close at exit; Neo4j needs none.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -18,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from neo4j import Driver, GraphDatabase, ManagedTransaction, Session, TrustCustomCAs
+from neo4j import Driver, GraphDatabase, ManagedTransaction, TrustCustomCAs
 
-__all__ = ["Server", "bound_reads", "pipelined_begin", "server_for"]
+__all__ = ["Server", "bound_reads", "server_for"]
 
 log = logging.getLogger(__name__)
 
@@ -130,23 +129,3 @@ def bound_reads(tx: ManagedTransaction, seconds: float) -> None:
 @functools.cache
 def _warn_unbounded() -> None:
     log.warning("graph: cannot bound Bolt reads with this neo4j driver; a paused server hangs")
-
-
-def pipelined_begin(session: Session) -> contextlib.AbstractContextManager[Any]:
-    """Within it, the session's transactions send ``BEGIN`` with their first ``RUN`` instead of
-    in a round trip of their own: a sink write is then ``BEGIN``+``RUN``+``PULL``, then
-    ``COMMIT`` (two round trips, not three). The driver does so for its own
-    ``Driver.execute_query`` through the session's ``_pipelined_begin`` flag, which is not public;
-    if a driver release renames it, transactions begin in their own round trip again (correct,
-    one round trip slower) and this logs once. A failed ``BEGIN`` then surfaces at the ``RUN``.
-    """
-    flag = getattr(session, "_pipelined_begin", None)
-    if flag is None or not callable(getattr(flag, "__enter__", None)):
-        _warn_unpipelined()
-        return contextlib.nullcontext()
-    return flag  # type: ignore[no-any-return]
-
-
-@functools.cache
-def _warn_unpipelined() -> None:
-    log.warning("graph: cannot pipeline BEGIN with this neo4j driver; one more round trip a write")

@@ -30,13 +30,9 @@ replayed batch creates and sets nothing; a signal or provenance node keeps the p
 created with. A score node
 takes a change only if the change's ``seq`` (the tenant's deterministic change number, from 1) is
 greater than the one it holds, so an older change arriving late is a no-op. A batch is one
-``UNWIND`` query per kind (signals, score changes) in one transaction; on Neo4j a batch with both
-sends them as one statement of two unit subqueries
-(:data:`~sinks.graph_model.SIGNALS_AND_SCORES_QUERY`), with ``BEGIN`` pipelined
-(:func:`~sinks.bolt.pipelined_begin`): ``BEGIN``+``RUN``+``PULL`` then ``COMMIT``, two round
-trips a write where there were four. The sink makes the signals' rows on the worker when it
-hands a batch over (:func:`encode_rows`), so its writer thread does not make them between two
-round trips.
+``UNWIND`` query per kind (signals, score changes) in one transaction. The sink makes the
+signals' rows on the worker when it hands a batch over (:func:`encode_rows`), so its writer
+thread does not make them between two round trips.
 
 Every ``MERGE`` key is a uniqueness constraint (``CREATE CONSTRAINT … IF NOT EXISTS … IS
 UNIQUE``, :meth:`GraphWriter.ensure_schema`), so concurrent writers of one key cannot create it
@@ -64,7 +60,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 from neo4j import ManagedTransaction
@@ -74,7 +69,7 @@ from core.errors import FatalSinkError
 from core.records import ScoreChange, Tagged
 from core.settings import StoreSettings
 from sinks import falkordb_compat
-from sinks.bolt import bound_reads, pipelined_begin, server_for
+from sinks.bolt import bound_reads, server_for
 from sinks.dlq import SinkDeadLetters
 from sinks.graph_model import (
     EDGE_TYPES,
@@ -82,7 +77,6 @@ from sinks.graph_model import (
     LOOKUP_INDEXES,
     NODE_LABELS,
     SCORES_QUERY,
-    SIGNALS_AND_SCORES_QUERY,
     SIGNALS_QUERY,
     SIGNALS_ROWS_QUERY,
     UNIQUE_KEYS,
@@ -311,8 +305,7 @@ class GraphWriter:
     def write(self, batch: Sequence[Tagged | ScoreChange]) -> None:
         """Write ``batch`` in one transaction: one query for its signals (with their tenant,
         provenance and edges), one for its score changes (only the highest ``seq`` per tenant is
-        sent); on Neo4j a batch with both sends them as one statement
-        (:data:`~sinks.graph_model.SIGNALS_AND_SCORES_QUERY`). A no-op for an empty batch.
+        sent). A no-op for an empty batch.
 
         Raises the driver's exceptions (see :func:`transient`); ``ValueError`` for an item that
         is not :func:`storable`. Writing the same batch again is always safe. An
@@ -342,11 +335,6 @@ class GraphWriter:
         statements: list[tuple[str, dict[str, Any]]] = []
         if signals and self._row_merges:
             statements.append((SIGNALS_ROWS_QUERY, {"rows": list(signals.values())}))
-        elif signals and newest:  # Neo4j, both kinds: one statement, one round trip less
-            tenants = Rows(signals_param(signals.values()))
-            scores = Rows(score_row(newest[tenant]) for tenant in sorted(newest))
-            statements.append((SIGNALS_AND_SCORES_QUERY, {"tenants": tenants, "rows": scores}))
-            newest = {}
         elif signals:
             statements.append((SIGNALS_QUERY, {"tenants": Rows(signals_param(signals.values()))}))
         if newest:
@@ -498,11 +486,7 @@ class GraphWriter:
                 out.append(records)
             return out
 
-        # BEGIN goes with the first RUN on Neo4j (pipelined_begin); FalkorDB gets it apart.
-        with (
-            self._server.driver.session() as session,
-            nullcontext() if self._falkordb else pipelined_begin(session),
-        ):
+        with self._server.driver.session() as session:
             results = session.execute_write(work) if write else session.execute_read(work)
         log.debug(
             "graph: %d request(s) in %.3f s",

@@ -26,7 +26,6 @@ __all__ = [
     "LOOKUP_INDEXES",
     "NODE_LABELS",
     "SCORES_QUERY",
-    "SIGNALS_AND_SCORES_QUERY",
     "SIGNALS_QUERY",
     "SIGNALS_ROWS_QUERY",
     "UNIQUE_KEYS",
@@ -104,14 +103,6 @@ WITH s, row
 WHERE coalesce(s.seq, 0) < row.seq
 SET s += row.score
 """
-
-#: :data:`SIGNALS_QUERY` then :data:`SCORES_QUERY` as one statement (``$tenants`` and ``$rows``),
-#: each a unit subquery (``CALL () { ... }``, which ends in an update and returns nothing), for a
-#: batch with both: one ``RUN`` (one round trip) instead of two in its transaction. The same
-#: plans inside, the same db hits (PROFILE of 1,000 items, 896 new signals over 10 tenants:
-#: 30,734 new and 5,446 replayed, both ways) and the same graph
-#: (``tests/integration/test_graph_sink.py``). Neo4j only: FalkorDB sends its statements apart.
-SIGNALS_AND_SCORES_QUERY = f"CALL () {{{SIGNALS_QUERY}}}\nCALL () {{{SCORES_QUERY}}}\n"
 
 #: (label, property) of every MERGE key: each is a uniqueness constraint on Neo4j (backed by an
 #: index), so two transactions merging the same key cannot create it twice.

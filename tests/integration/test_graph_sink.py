@@ -28,7 +28,6 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from hypothesis import given, settings
-from neo4j import ManagedTransaction
 from neo4j.exceptions import ConstraintError, Neo4jError
 
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
@@ -47,14 +46,7 @@ from sinks.graph import (
     storable,
     transient,
 )
-from sinks.graph_model import (
-    SCORES_QUERY,
-    SIGNALS_QUERY,
-    SIGNALS_ROWS_QUERY,
-    score_row,
-    signal_row,
-    signals_param,
-)
+from sinks.graph_model import SIGNALS_ROWS_QUERY, signal_row
 from sinks.serving import serve, tenant_of
 from tests.integration.conftest import bolt_driver, read_topic
 from tests.ports import free_port
@@ -269,102 +261,6 @@ def test_the_batch_query_stores_what_merging_every_row_stores(
     assert graphs[0][1] == graphs[1][1]
     assert graphs[0][0] == graphs[1][0]
     assert graphs[1][1] == {**_expected(27, 3), "Provenance": 30, "HAS_PROVENANCE": 30}
-
-
-def _scores_of(writer: GraphWriter, prefix: str) -> list[tuple[object, ...]]:
-    """Every score node of the prefix's tenants with its tenant, as stored."""
-    rows = writer.read(
-        "MATCH (t:Tenant)-[:HAS_SCORE]->(s:CoherenceScore) WHERE t.tenant_id STARTS WITH $prefix "
-        "RETURN t.tenant_id AS t, properties(s) AS s",
-        prefix=prefix,
-    )
-    return sorted((r["t"], json.dumps(r["s"], sort_keys=True)) for r in rows)
-
-
-def test_signals_and_scores_in_one_statement_store_what_two_statements_store(
-    writer: GraphWriter, prefix: str, stack: Settings
-) -> None:
-    # A batch with both kinds goes as SIGNALS_AND_SCORES_QUERY (one RUN): the graph must be
-    # the one SIGNALS_QUERY then SCORES_QUERY in one transaction build, batch by batch, with a
-    # tenant first seen by its score, an older change arriving late, a key twice, a second
-    # provenance and a replayed batch.
-    if stack.stores.graph_compat == "falkordb":
-        pytest.skip("FalkorDB sends the two statements apart")
-    tenants = [f"{prefix}{i}" for i in range(3)]
-    first = [_signal(t, n) for t in tenants[:2] for n in range(5)]
-    again = dataclasses.replace(first[0], provenance_id="another-provenance")
-    batches: list[list[Item]] = [
-        [*first, _change(tenants[0], 2), _change(tenants[2], 1), first[3], _change(tenants[0], 1)],
-        [again, _change(tenants[0], 1, 0.1), *first[:4], _change(tenants[1], 4, 0.3)],
-        [_signal(tenants[2], 9), _change(tenants[2], 3, 0.6), _change(tenants[1], 2)],
-        [*first[5:], _change(tenants[1], 4, 0.3), _signal(tenants[2], 9)],  # a replay
-    ]
-    driver = bolt_driver(stack.stores)
-    graphs = []
-    try:
-        for use_writer in (False, True):
-            for batch in batches:
-                if use_writer:
-                    writer.write(batch)
-                    continue
-                rows: dict[tuple[str, str], dict[str, object]] = {}
-                newest: dict[str, ScoreChange] = {}
-                for item in batch:  # as the writer: the first of a pair, the highest seq win
-                    if isinstance(item, ScoreChange):
-                        if item.tenant_id not in newest or item.seq > newest[item.tenant_id].seq:
-                            newest[item.tenant_id] = item
-                    else:
-                        row = signal_row(item)
-                        rows.setdefault((row["key"], row["provenance_id"]), row)
-                signals = signals_param(rows.values())
-                scores = [score_row(newest[t]) for t in sorted(newest)]
-
-                def apart(
-                    tx: ManagedTransaction,
-                    signals: list[dict[str, object]] = signals,
-                    scores: list[dict[str, object]] = scores,
-                ) -> None:
-                    tx.run(SIGNALS_QUERY, tenants=signals).consume()
-                    tx.run(SCORES_QUERY, rows=scores).consume()
-
-                with driver.session() as session:
-                    session.execute_write(apart)
-            graphs.append(
-                (_graph_of(writer, prefix), _scores_of(writer, prefix), writer.counts(prefix))
-            )
-            writer.delete_tenants(prefix)
-    finally:
-        driver.close()
-    assert graphs[0] == graphs[1]
-    assert graphs[1][2] == {**_expected(11, 3, scored=3), "Provenance": 12, "HAS_PROVENANCE": 12}
-    assert [json.loads(score)["seq"] for _tenant, score in graphs[1][1]] == [2, 4, 3]
-
-
-def test_a_batch_of_both_kinds_is_two_round_trips(
-    writer: GraphWriter, prefix: str, stack: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # BEGIN+RUN+PULL, then COMMIT: what SIGNALS_AND_SCORES_QUERY and pipelined_begin are for
-    # (four before: BEGIN, each statement's RUN+PULL, COMMIT). Counted at the driver's socket
-    # writes (its private Bolt.send_all: this test is the one place that names it).
-    if stack.stores.graph_compat == "falkordb":
-        pytest.skip("FalkorDB sends the two statements apart, BEGIN in its own round trip")
-    from neo4j._sync.io._bolt import Bolt
-
-    batch: list[Item] = [_signal(f"{prefix}a", n) for n in range(3)]
-    batch.append(_change(f"{prefix}a", 1))
-    writer.write(batch)  # a connection in the pool, the query planned
-    sends = 0
-    send_all = Bolt.send_all
-
-    def counted(self: Bolt) -> None:
-        nonlocal sends
-        sends += 1
-        send_all(self)
-
-    monkeypatch.setattr(Bolt, "send_all", counted)
-    writer.write([*batch, _signal(f"{prefix}a", 9), _change(f"{prefix}a", 2)])
-    assert sends == 2
-    assert writer.counts(prefix) == _expected(4, 1, scored=1)
 
 
 def test_a_signal_node_holds_the_contract(writer: GraphWriter, prefix: str) -> None:

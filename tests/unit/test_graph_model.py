@@ -9,11 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
-from neo4j import GraphDatabase
 from neo4j._codec.packstream.v1 import Packer, _rust_pack
 
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
-from sinks.bolt import pipelined_begin
 from sinks.graph import Rows
 from sinks.graph_model import epoch_micros, signal_key, storable
 
@@ -89,20 +87,3 @@ def test_rows_pack_as_the_list_they_hold_and_print_short() -> None:
     for rust in (True, False):
         assert _pack({"rows": Rows(rows)}, rust=rust) == _pack({"rows": rows}, rust=rust)
     assert repr(Rows(rows)) == "<2 rows>"
-
-
-def test_the_driver_still_lets_a_session_pipeline_begin() -> None:
-    # sinks.bolt.pipelined_begin relies on the session's private `_pipelined_begin` flag (what
-    # Driver.execute_query uses); a driver release without it must fail here, not go a round
-    # trip slower unnoticed. A session connects only when it first runs something.
-    driver = GraphDatabase.driver("bolt://127.0.0.1:9", auth=("neo4j", "unused"))
-    try:
-        with driver.session() as session:
-            flag = pipelined_begin(session)
-            assert flag is getattr(session, "_pipelined_begin", None)
-            assert not flag
-            with flag:
-                assert flag
-            assert not flag
-    finally:
-        driver.close()
