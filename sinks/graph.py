@@ -30,9 +30,7 @@ replayed batch creates and sets nothing; a signal or provenance node keeps the p
 created with. A score node
 takes a change only if the change's ``seq`` (the tenant's deterministic change number, from 1) is
 greater than the one it holds, so an older change arriving late is a no-op. A batch is one
-``UNWIND`` query per kind (signals, score changes) in one transaction. The sink makes the
-signals' rows on the worker when it hands a batch over (:func:`encode_rows`), so its writer
-thread does not make them between two round trips.
+``UNWIND`` query per kind (signals, score changes) in one transaction.
 
 Every ``MERGE`` key is a uniqueness constraint (``CREATE CONSTRAINT … IF NOT EXISTS … IS
 UNIQUE``, :meth:`GraphWriter.ensure_schema`), so concurrent writers of one key cannot create it
@@ -89,14 +87,13 @@ from sinks.graph_model import (
     signals_param,
     storable,
 )
-from sinks.serving import Encoded, PipelinedPartition, ServingSink
+from sinks.serving import PipelinedPartition, ServingSink
 
 __all__ = [
     "EDGE_TYPES",
     "NODE_LABELS",
     "GraphSink",
     "GraphWriter",
-    "encode_rows",
     "epoch_micros",
     "relabel",
     "signal_key",
@@ -122,31 +119,11 @@ class Rows(list[Any]):
         return f"<{len(self)} rows>"
 
 
-class Storable(Encoded[Tagged | ScoreChange]):
+class Storable(list[Tagged | ScoreChange]):
     """Items each checked :func:`storable` (by the sink's prepare step), which
-    :meth:`GraphWriter.write` then does not check again; with their :func:`encode_rows` values
-    when the sink encoded them."""
+    :meth:`GraphWriter.write` then does not check again."""
 
     __slots__ = ()
-
-
-def encode_rows(items: Sequence[Tagged | ScoreChange]) -> list[dict[str, Any] | None]:
-    """What :meth:`GraphWriter.write` would compute for each item on its own: a tagged signal's
-    :func:`signal_row`; ``None`` for a score change (only a chunk's newest per tenant is sent,
-    so those rows are made by the writer) and for an item whose row cannot be made (the writer
-    meets the same error itself). The sink runs it on the worker at the hand-over
-    (:class:`~sinks.serving.PipelinedPartition`'s ``encode``), off the writer thread's
-    round trips."""
-    out: list[dict[str, Any] | None] = []
-    for item in items:
-        row = None
-        if isinstance(item, Tagged):
-            try:
-                row = signal_row(item)
-            except Exception:  # left to the writer, which meets it again and raises it there
-                row = None
-        out.append(row)
-    return out
 
 
 #: Nodes deleted per transaction by :meth:`GraphWriter.delete_tenants` (bounds its memory).
@@ -308,15 +285,12 @@ class GraphWriter:
         sent). A no-op for an empty batch.
 
         Raises the driver's exceptions (see :func:`transient`); ``ValueError`` for an item that
-        is not :func:`storable`. Writing the same batch again is always safe. An
-        :class:`~sinks.serving.Encoded` batch's values (:func:`encode_rows`, made at the
-        hand-over) are used instead of making those rows again.
+        is not :func:`storable`. Writing the same batch again is always safe.
         """
         signals: dict[tuple[str, str], dict[str, Any]] = {}
         newest: dict[str, ScoreChange] = {}
         checked = isinstance(batch, Storable)  # the sink's prepare step checked each item
-        encoded = batch.encoded if isinstance(batch, Encoded) else None
-        for index, item in enumerate(batch):
+        for item in batch:
             if not checked and isinstance(item, Tagged | ScoreChange) and not storable(item):
                 msg = "graph: a string to store contains a NUL character"
                 raise ValueError(msg)
@@ -325,9 +299,7 @@ class GraphWriter:
                 if held is None or item.seq > held.seq:
                     newest[item.tenant_id] = item
             elif isinstance(item, Tagged):
-                row = None if encoded is None else encoded[index]
-                if row is None:
-                    row = signal_row(item)
+                row = signal_row(item)
                 signals.setdefault((row["key"], row["provenance_id"]), row)
             else:
                 msg = f"graph sink: cannot write a {type(item).__name__}"
@@ -504,16 +476,11 @@ def _storable_only(
     items: list[Tagged | ScoreChange], dead_letter: SinkDeadLetters
 ) -> list[Tagged | ScoreChange]:
     # An item the graph cannot hold would fail its batch on every replay; it goes to the DLQ
-    # on its own instead, and the rest are written (with their encoded rows, if any).
+    # on its own instead, and the rest are written.
     accepted: Storable = Storable()
     rejected: list[Tagged | ScoreChange] = []
-    encoded = items.encoded if isinstance(items, Encoded) else None
-    for index, item in enumerate(items):
-        if storable(item):
-            accepted.append(item)
-            accepted.encoded.append(None if encoded is None else encoded[index])
-        else:
-            rejected.append(item)
+    for item in items:
+        (accepted if storable(item) else rejected).append(item)
     if rejected:
         msg = "graph: a string to store contains a NUL character"
         dead_letter(rejected, FatalSinkError(msg))
@@ -555,5 +522,4 @@ class GraphSink(ServingSink[Tagged | ScoreChange]):
             transient=transient,
             prepare=_storable_only,
             resume=resume_state,
-            encode=encode_rows,
         )

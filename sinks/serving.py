@@ -20,7 +20,7 @@ dead-letters to (:class:`~sinks.dlq.DeadLetterTarget`), not the whole settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import bytewax.operators as op
@@ -35,7 +35,6 @@ from sinks.store_pipeline import StorePipeline
 from tenancy.sealed_state import SealedState, StateSeal, open_sealed
 
 __all__ = [
-    "Encoded",
     "PipelinedPartition",
     "SealedSink",
     "ServingSink",
@@ -51,25 +50,6 @@ T_contra = TypeVar("T_contra", contravariant=True)
 #: The partitions of every serving sink: one writer (thread, connection) per store. A tenant
 #: always maps to the same partition, which keeps its items in order.
 _PARTS = ["0"]
-
-
-class Encoded(list[T]):
-    """A chunk's items with what the sink's ``encode`` step made of each at the hand-over
-    (``encoded[i]`` belongs to ``self[i]``; ``None``: not encoded, the writer does it itself).
-
-    A writer that finds its chunk ``Encoded`` may use ``encoded[i]`` instead of computing it
-    from ``self[i]``, so it must be exactly what the writer would compute (a cache, never an
-    input of its own): the items stay what is written, retried, dead-lettered and snapshotted.
-    """
-
-    __slots__ = ("encoded",)
-
-    def __init__(self, items: Iterable[T] = (), encoded: Iterable[Any] | None = None) -> None:
-        super().__init__(items)
-        self.encoded: list[Any] = [None] * len(self) if encoded is None else list(encoded)
-        if len(self.encoded) != len(self):
-            msg = f"{len(self)} items but {len(self.encoded)} encoded"
-            raise ValueError(msg)
 
 
 class StoreWriter(Protocol[T_contra]):
@@ -176,14 +156,6 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
     them (Postgres keeps each tenant's newest change) or hand items no retry can help to the
     dead-letter callback it is given (the graph's unstorable strings). ``resume``: the snapshot
     of the partition this one resumes, written before anything new.
-
-    ``encode`` (optional) runs on the worker when it hands a batch over (``write_batch``) and
-    returns one value per item (``None`` for an item it leaves to the writer); each chunk then
-    reaches ``prepare`` and the writer as :class:`Encoded`, its values beside its items. So the
-    writer thread, whose round trips a slow store's rate depends on, no longer does that part
-    between two of them: the worker does it while the store works on the previous chunk. The
-    pipeline holds ``(item, encoded)`` pairs (the same bound in items); the snapshot is the
-    items alone, as without it, and a resumed partition's items are not encoded again.
     """
 
     def __init__(
@@ -197,7 +169,6 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         prepare: Callable[[list[T], SinkDeadLetters], list[T]] | None = None,
         close: Callable[[], None] | None = None,
         resume: list[T] | None = None,
-        encode: Callable[[Sequence[T]], Sequence[Any]] | None = None,
     ) -> None:
         self._sink = sink
         self._writer = writer
@@ -206,33 +177,19 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         self._close = close
         self._dead_letter = dead_letters.for_sink(sink)
         self._policy = retry_policy(stores)
-        self._encode = encode
-        held: Iterable[Any] = resume or ()
-        if encode is not None:
-            held = [(item, None) for item in held]
-        self._pipeline: StorePipeline[Any] = StorePipeline(
+        self._pipeline = StorePipeline(
             sink,
             self._write_chunk,
             batch_size=max(1, stores.batch_size),
             max_in_flight=stores.max_in_flight,
-            pending=held,
+            pending=resume or (),
         )
 
     def write_batch(self, values: list[T]) -> None:
-        if self._encode is None:
-            self._pipeline.put(values)
-            return
-        encoded = self._encode(values)
-        if len(encoded) != len(values):
-            msg = f"{self._sink}: encode gave {len(encoded)} values for {len(values)} items"
-            raise ValueError(msg)
-        self._pipeline.put(list(zip(values, encoded, strict=True)))
+        self._pipeline.put(values)
 
     def snapshot(self) -> list[T]:
-        held = self._pipeline.unacknowledged()
-        if self._encode is None:
-            return held
-        return [item for item, _ in held]
+        return self._pipeline.unacknowledged()
 
     def close(self) -> None:
         try:
@@ -241,12 +198,9 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
             if self._close is not None:
                 self._close()
 
-    def _write_chunk(self, chunk: list[Any]) -> None:
+    def _write_chunk(self, items: list[T]) -> None:
         # On the writer thread: the writer, its connection and the dead-letter producer are
         # used by this thread only.
-        items: list[T] = chunk
-        if self._encode is not None:
-            items = Encoded((item for item, _ in chunk), (value for _, value in chunk))
         if self._prepare is not None:
             items = self._prepare(items, self._dead_letter)
         write_with_retry(
