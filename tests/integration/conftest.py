@@ -180,11 +180,27 @@ def _reap_igflow() -> Iterator[None]:
                 os.killpg(proc.pid, signal.SIGKILL)
         _out, err = proc.communicate()
         if ended and proc.returncode != 0 and err:
-            # A process that ended on its own and failed: its last words in a failed test's
-            # report ("Captured stdout teardown"; a flow died with SIGABRT once in CI, its
-            # stderr unread in this pipe).
-            tail = err[-4000:].decode(errors="replace")
-            print(f"{proc.args!r} exited {proc.returncode}; its stderr ends:\n{tail}")
+            _report_death(proc, err)
+
+
+def _report_death(proc: subprocess.Popen[bytes], err: bytes) -> None:
+    """A process that ended on its own and failed: its last words in the failed test's report
+    ("Captured stdout teardown"), and its whole stderr in the stack's log folder. A flow died
+    with SIGABRT in CI twice (ci35, ci37); faulthandler's stacks filled the 4,000 characters
+    printed then, and what came before them (the flow's own log lines, a Rust panic) was lost.
+    """
+    text = err.decode(errors="replace")
+    logs = Path(os.environ.get("IGFLOW_STACK_DIR") or REPO / ".stack") / "logs"
+    saved = logs / f"died-{proc.pid}.stderr"
+    with contextlib.suppress(OSError):
+        logs.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text)
+    fatal = text.find("Fatal Python error")
+    before = text[max(0, fatal - 6000) : fatal] if fatal > 0 else ""
+    print(f"{proc.args!r} exited {proc.returncode}; whole stderr in {saved}")
+    if before:
+        print(f"--- its stderr before the fatal error:\n{before}")
+    print(f"--- its stderr ends:\n{text[-4000:]}")
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[str, str]:
