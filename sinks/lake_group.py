@@ -96,6 +96,8 @@ class GroupCommit(Generic[T]):
         self._held = 0
         self._rows = 0
         self._error: BaseException | None = None
+        #: Whether the error has been raised on a worker (``close`` does not raise it again).
+        self._raised = False
         self._thread: threading.Thread | None = None
         #: The writer exits once nothing is queued (close); a later submit starts another.
         self._stop = False
@@ -151,8 +153,14 @@ class GroupCommit(Generic[T]):
 
     def close(self) -> None:
         """:meth:`drain`, then let the writer thread end (it holds the sink's tables); a later
-        :meth:`submit` starts a new one."""
-        self.drain()
+        :meth:`submit` starts a new one. A failed append already raised on a worker is not
+        raised again: the flow is failing with it, and Bytewax closes its sinks while it
+        unwinds (a partition's ``Drop``), where a second exception is a panic within a panic
+        and aborts the process (SIGABRT, no traceback: CI runs 35 and 37)."""
+        with self._cond:
+            raised = self._raised
+        if not raised:
+            self.drain()
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -162,6 +170,7 @@ class GroupCommit(Generic[T]):
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
+            self._raised = True
             raise self._error  # the append's own error, as when the worker appended itself
 
     def _run(self) -> None:

@@ -139,6 +139,21 @@ def test_a_failed_append_reaches_the_worker_and_nothing_after_it_is_appended() -
     # lane would make the ledger skip its rows. Neither is acked: their collects keep them.
     assert appended == []
     assert acked == []
+    # Raised on the worker already: close (Bytewax's Drop while the flow unwinds) stays quiet.
+    together.close()
+
+
+def test_close_raises_a_failed_append_the_worker_has_not_seen() -> None:
+    """The end of input: close is where a failure first reaches the worker, and the flow fails."""
+    together: GroupCommit[int] = GroupCommit(in_flight=5)
+
+    def append(rows: list[int]) -> None:
+        msg = "catalog down"
+        raise RuntimeError(msg)
+
+    together.submit([1], append)
+    with pytest.raises(RuntimeError, match="catalog down"):
+        together.close()
 
 
 def test_a_worker_blocked_on_the_bound_gets_the_error() -> None:

@@ -149,9 +149,22 @@ def test_an_error_in_the_writer_surfaces_on_the_worker() -> None:
     assert isinstance(raised.value.__cause__, PermissionError)
     with pytest.raises(StoreWriterFailed):
         pipe.put(_items(1))
+    # Raised on the worker already: close (Bytewax's Drop while the flow unwinds) stays quiet.
+    pipe.close()
+    # Nothing was acknowledged: what it held is still there for a snapshot taken before.
+
+
+def test_close_raises_a_writer_error_the_worker_has_not_seen() -> None:
+    """The end of input: close is where a failure first reaches the worker, and the flow fails."""
+
+    def failing(batch: Sequence[Item]) -> None:
+        msg = "permission denied"
+        raise PermissionError(msg)
+
+    pipe = StorePipeline("unit-error-close", failing, batch_size=5, max_in_flight=2)
+    pipe.put(_items(3))
     with pytest.raises(StoreWriterFailed):
         pipe.close()
-    # Nothing was acknowledged: what it held is still there for a snapshot taken before.
 
 
 def test_a_worker_waiting_on_a_full_pipeline_is_woken_by_the_writers_error() -> None:
