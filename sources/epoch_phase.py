@@ -9,14 +9,15 @@ spins until the lagging epoch completes (bytewax issue #161). In a cluster the p
 completes only when every worker has ended it; a worker whose epochs end ``d`` later than
 another's makes that one spin ``d`` of every interval. An idle partition polling every 50 ms
 ends its epochs up to 50 ms late, each worker by its own lateness, so ``d`` drifted by ~25 ms
-an epoch: an idle two-process cluster burnt 20-60% of a core within minutes (session 16).
+an epoch: one process of an idle two-process cluster spun at 45-69% of a core within minutes
+(session 16, ``benchmarks/idle.py``).
 
 :class:`EpochPhase` gives an idle partition its next poll instead:
 
-- polls fall on a grid of ``step`` (the largest divisor of the epoch interval up to 50 ms) plus
-  a small margin, the same grid in every process (wall clock);
-- Bytewax is given an epoch interval :attr:`EpochPhase.engine_interval` a little shorter than
-  the grid's, so the poll that ends an epoch is the first grid poll past the interval, not one
+- polls fall on a grid of ``step`` (the epoch interval cut into equal steps of at most 50 ms)
+  plus a small margin, the same grid in every process (wall clock);
+- Bytewax is given an epoch interval :attr:`EpochPhase.engine_interval` half a step shorter
+  than the grid's, so the poll that ends an epoch is the first grid poll past the interval, not one
   step later by a coin flip of the two activations' lateness;
 - while the polls that end epochs are off the epoch grid (every ``interval`` of wall-clock
   time), the poll that would end the next epoch is put off by one step: each epoch ends one
