@@ -334,6 +334,24 @@ _SINKS = {
 }
 
 
+def _rejects_sink(
+    settings: Settings, edges: Edges, cluster: Cluster | None, *, open_early: bool
+) -> Sink[Any] | None:
+    """Where the rejects' DLQ messages go (``None``: nowhere, a replay): ``edges.dlq``, else the
+    DLQ topic's sink, its workers' producers opened now in the background with
+    ``open_early`` (:meth:`~sinks.dlq.DeadLetterSink.start`)."""
+    if not edges.reject_messages:
+        return None
+    if edges.dlq is not None:
+        return edges.dlq
+    sink = DeadLetterTarget.of(settings.kafka).sink(
+        kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"
+    )
+    if open_early:
+        sink.start((cluster or Cluster()).worker_indices(settings.run.workers))
+    return sink
+
+
 def build(
     settings: Settings,
     edges: Edges | None = None,
@@ -349,16 +367,8 @@ def build(
     (:meth:`~sinks.dlq.DeadLetterSink.start`)."""
     edges = dataclasses.replace(edges or Edges(), **swap)
     phase = commit_phase(settings, cluster)
-    rejects_sink: Sink[Any] | None = None
-    if edges.reject_messages:
-        rejects_sink = edges.dlq
-        if rejects_sink is None:
-            sink = DeadLetterTarget.of(settings.kafka).sink(
-                kept_in=f"{settings.lake.namespace}.{QUARANTINE.name}"
-            )
-            if open_early:
-                sink.start((cluster or Cluster()).worker_indices(settings.run.workers))
-            rejects_sink = sink
+    # First: its producers open in the background while the rest is built.
+    rejects_sink = _rejects_sink(settings, edges, cluster, open_early=open_early)
     tracing.configure(settings.tracing, "flow")  # before the steps: they hook in only if on
     reader = signal_contracts()[-1].parsed
     decoder = SignalDecoder(
