@@ -1,0 +1,489 @@
+/* operators._signal_read: the compiled signal reader of operators/signal_reader.py, in C.
+ *
+ * A Reader reads one framed Avro body of one writer schema (whose fields are the reader's, read
+ * without resolution) straight into a core.records.Decoded, as the Python function that
+ * signal_reader.compile_reader writes for that writer does: the same values, built the same way
+ * (object.__new__, then each slot through its descriptor), the same SHA-256 of the whole value.
+ * It only ever accepts: whatever is not a plainly well-formed body raises the Unread class it
+ * was given (or the error of a conversion that failed: invalid UTF-8, a time no datetime holds),
+ * and the caller decodes that record with the per-record reference, which names the reason.
+ *
+ * Field kinds (one per writer field, in the writer's order):
+ *   0 string, 1 double, 2 union [null, double], 3 long timestamp-micros, 4 array of string.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+enum { K_STRING = 0, K_DOUBLE = 1, K_NULL_DOUBLE = 2, K_TS_MICROS = 3, K_STRINGS = 4 };
+enum { N_SIGNAL = 8, N_PROVENANCE = 5, N_DECODED = 7, SELECTORS = 7, MAX_FIELDS = 64 };
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n_fields;
+    int kinds[MAX_FIELDS];
+    /* Per Signal field (constructor order): the writer field giving it, or -1: the default. */
+    int signal_from[N_SIGNAL];
+    PyObject *signal_default[N_SIGNAL];
+    PyTypeObject *classes[3];            /* Signal, Provenance, Decoded */
+    PyObject *signal_set[N_SIGNAL];       /* each field's slot descriptor, constructor order */
+    PyObject *provenance_set[N_PROVENANCE];
+    PyObject *decoded_set[N_DECODED];
+    PyObject *epoch;
+    PyObject *unread;
+    PyObject *schema_id;
+    PyObject *empty;                      /* () */
+} Reader;
+
+static PyObject *s_topic, *s_partition, *s_offset, *s_timestamp_ms;
+
+static int
+unread(Reader *self, const char *why)
+{
+    PyErr_SetString(self->unread, why);
+    return -1;
+}
+
+/* A zig-zag varint of at most 9 bytes at *pos (as signal_reader._varint). */
+static int
+varint(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos, int64_t *out)
+{
+    uint64_t result = 0;
+    int shift = 0;
+    for (;;) {
+        if (*pos >= size)
+            return unread(self, "body ends early");
+        unsigned char b = buf[(*pos)++];
+        result |= (uint64_t)(b & 0x7F) << shift;
+        if (b < 0x80)
+            break;
+        shift += 7;
+        if (shift > 56)
+            return unread(self, "varint of 10 bytes or more");
+    }
+    *out = (int64_t)(result >> 1) ^ -(int64_t)(result & 1);
+    return 0;
+}
+
+static PyObject *
+string_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos)
+{
+    int64_t n;
+    if (varint(self, buf, size, pos, &n) < 0)
+        return NULL;
+    if (n < 0 || n > size - *pos) {
+        unread(self, "string");
+        return NULL;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)buf + *pos, (Py_ssize_t)n, NULL);
+    *pos += (Py_ssize_t)n;
+    return s;
+}
+
+static PyObject *
+double_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos)
+{
+    if (size - *pos < 8) {
+        unread(self, "body ends early");
+        return NULL;
+    }
+    double d = PyFloat_Unpack8((const char *)buf + *pos, 1);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    *pos += 8;
+    return PyFloat_FromDouble(d);
+}
+
+/* epoch + timedelta(0, 0, us), as fastavro reads timestamp-micros. */
+static PyObject *
+timestamp_of(Reader *self, int64_t us)
+{
+    const int64_t per_day = 86400000000LL;
+    int64_t days = us / per_day, rest = us % per_day;
+    if (rest < 0) {
+        rest += per_day;
+        days -= 1;
+    }
+    if (days > 999999999 || days < -999999999) {
+        unread(self, "timestamp out of range");
+        return NULL;
+    }
+    PyObject *delta = PyDelta_FromDSU((int)days, (int)(rest / 1000000), (int)(rest % 1000000));
+    if (delta == NULL)
+        return NULL;
+    PyObject *at = PyNumber_Add(self->epoch, delta);
+    Py_DECREF(delta);
+    return at;
+}
+
+static PyObject *
+strings_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (;;) {
+        int64_t count, ignored;
+        if (varint(self, buf, size, pos, &count) < 0)
+            goto fail;
+        if (count == 0)
+            break;
+        if (count < 0) {
+            count = -count;
+            if (varint(self, buf, size, pos, &ignored) < 0)
+                goto fail;
+        }
+        for (int64_t i = 0; i < count; i++) {
+            PyObject *s = string_at(self, buf, size, pos);
+            if (s == NULL)
+                goto fail;
+            int err = PyList_Append(list, s);
+            Py_DECREF(s);
+            if (err < 0)
+                goto fail;
+        }
+    }
+    return list;
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *
+read_field(Reader *self, int kind, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos)
+{
+    int64_t n;
+    switch (kind) {
+    case K_STRING:
+        return string_at(self, buf, size, pos);
+    case K_DOUBLE:
+        return double_at(self, buf, size, pos);
+    case K_NULL_DOUBLE:
+        if (*pos >= size) {
+            unread(self, "body ends early");
+            return NULL;
+        }
+        switch (buf[(*pos)++]) {
+        case 0:
+            Py_RETURN_NONE;
+        case 2:
+            return double_at(self, buf, size, pos);
+        default:
+            unread(self, "union index");
+            return NULL;
+        }
+    case K_TS_MICROS:
+        if (varint(self, buf, size, pos, &n) < 0)
+            return NULL;
+        return timestamp_of(self, n);
+    case K_STRINGS:
+        return strings_at(self, buf, size, pos);
+    default:
+        unread(self, "field kind");
+        return NULL;
+    }
+}
+
+/* object.__new__(cls), then each slot set through its descriptor to values[i]. */
+static PyObject *
+build(PyTypeObject *cls, PyObject **setters, PyObject **values, int n)
+{
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (Py_TYPE(setters[i])->tp_descr_set(setters[i], obj, values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+static PyObject *
+input_hash(const unsigned char *buf, Py_ssize_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char text[2 * SHA256_DIGEST_LENGTH];
+    SHA256(buf, (size_t)size, digest);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        text[2 * i] = hex[digest[i] >> 4];
+        text[2 * i + 1] = hex[digest[i] & 0xF];
+    }
+    return PyUnicode_FromStringAndSize(text, sizeof text);
+}
+
+static PyObject *
+Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *raw, *value;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Reader takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "Reader", 2, 2, &raw, &value))
+        return NULL;
+    if (!PyBytes_CheckExact(value)) {
+        PyErr_SetString(self->unread, "value is not bytes");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(value);
+    Py_ssize_t size = PyBytes_GET_SIZE(value), pos = 5; /* core.wire.HEADER_SIZE */
+    PyObject *fields[MAX_FIELDS] = {NULL};
+    PyObject *signal_values[N_SIGNAL] = {NULL};
+    PyObject *prov_values[N_PROVENANCE] = {NULL};
+    PyObject *signal = NULL, *provenance = NULL, *decoded = NULL, *selectors = NULL;
+    Py_ssize_t i;
+
+    for (i = 0; i < self->n_fields; i++) {
+        fields[i] = read_field(self, self->kinds[i], buf, size, &pos);
+        if (fields[i] == NULL)
+            goto done;
+    }
+    if (pos != size) {
+        unread(self, "trailing bytes");
+        goto done;
+    }
+    for (i = 0; i < N_SIGNAL; i++) {
+        int from = self->signal_from[i];
+        signal_values[i] = from < 0 ? self->signal_default[i] : fields[from];
+    }
+    if (self->signal_from[SELECTORS] >= 0) {
+        /* tuple(value or ()): a list read from the body. */
+        selectors = PyList_AsTuple(signal_values[SELECTORS]);
+        if (selectors == NULL)
+            goto done;
+        signal_values[SELECTORS] = selectors;
+    }
+    signal = build(self->classes[0], self->signal_set, signal_values, N_SIGNAL);
+    if (signal == NULL)
+        goto done;
+
+    prov_values[0] = PyObject_GetAttr(raw, s_topic);
+    prov_values[1] = prov_values[0] ? PyObject_GetAttr(raw, s_partition) : NULL;
+    prov_values[2] = prov_values[1] ? PyObject_GetAttr(raw, s_offset) : NULL;
+    prov_values[3] = Py_NewRef(self->schema_id);
+    prov_values[4] = prov_values[2] ? input_hash(buf, size) : NULL;
+    if (prov_values[4] == NULL)
+        goto done;
+    provenance = build(self->classes[1], self->provenance_set, prov_values, N_PROVENANCE);
+    if (provenance == NULL)
+        goto done;
+
+    PyObject *timestamp_ms = PyObject_GetAttr(raw, s_timestamp_ms);
+    if (timestamp_ms == NULL)
+        goto done;
+    PyObject *dec_values[N_DECODED] = {
+        signal, provenance, timestamp_ms, raw, self->empty, Py_None, Py_None,
+    };
+    decoded = build(self->classes[2], self->decoded_set, dec_values, N_DECODED);
+    Py_DECREF(timestamp_ms);
+
+done:
+    for (i = 0; i < self->n_fields; i++)
+        Py_XDECREF(fields[i]);
+    for (i = 0; i < N_PROVENANCE; i++)
+        Py_XDECREF(prov_values[i]);
+    Py_XDECREF(selectors);
+    Py_XDECREF(signal);
+    Py_XDECREF(provenance);
+    return decoded;
+}
+
+static int
+objects_of(PyObject *seq, Py_ssize_t n, PyObject **out, const char *what)
+{
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != n) {
+        PyErr_Format(PyExc_TypeError, "%s: a tuple of %zd expected", what, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = Py_NewRef(PyTuple_GET_ITEM(seq, i));
+    }
+    return 0;
+}
+
+static int
+setters_of(PyObject *seq, Py_ssize_t n, PyObject **out, const char *what)
+{
+    if (objects_of(seq, n, out, what) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (Py_TYPE(out[i])->tp_descr_set == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s: item %zd is not a data descriptor", what, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+Reader_init(Reader *self, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"kinds",          "signal_from", "signal_default", "classes",
+                            "signal_slots",   "provenance_slots", "decoded_slots", "epoch",
+                            "unread",         "schema_id",   NULL};
+    PyObject *kinds, *from, *defaults, *classes, *sig_set, *prov_set, *dec_set;
+    PyObject *epoch, *unread_class, *schema_id;
+    PyObject *cls[3];
+    if (self->empty != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Reader is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!O!O!O!OO!", names, &PyTuple_Type,
+                                     &kinds, &PyTuple_Type, &from, &PyTuple_Type, &defaults,
+                                     &PyTuple_Type, &classes, &PyTuple_Type, &sig_set,
+                                     &PyTuple_Type, &prov_set, &PyTuple_Type, &dec_set,
+                                     PyDateTimeAPI->DateTimeType, &epoch, &unread_class,
+                                     &PyLong_Type, &schema_id))
+        return -1;
+    self->epoch = Py_NewRef(epoch);
+    self->unread = Py_NewRef(unread_class);
+    self->schema_id = Py_NewRef(schema_id);
+    self->empty = PyTuple_New(0);
+    if (self->empty == NULL)
+        return -1;
+    self->n_fields = PyTuple_GET_SIZE(kinds);
+    if (self->n_fields > MAX_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < self->n_fields; i++) {
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(kinds, i));
+        if (kind == -1 && PyErr_Occurred())
+            return -1;
+        if (kind < K_STRING || kind > K_STRINGS) {
+            PyErr_Format(PyExc_ValueError, "unknown field kind %ld", kind);
+            return -1;
+        }
+        self->kinds[i] = (int)kind;
+    }
+    if (PyTuple_GET_SIZE(from) != N_SIGNAL) {
+        PyErr_SetString(PyExc_TypeError, "signal_from: a tuple of 8 expected");
+        return -1;
+    }
+    for (int i = 0; i < N_SIGNAL; i++) {
+        long f = PyLong_AsLong(PyTuple_GET_ITEM(from, i));
+        if (f == -1 && PyErr_Occurred())
+            return -1;
+        if (f < -1 || f >= self->n_fields) {
+            PyErr_Format(PyExc_ValueError, "signal_from[%d]: no field %ld", i, f);
+            return -1;
+        }
+        if (i == SELECTORS && f >= 0 && self->kinds[f] != K_STRINGS) {
+            PyErr_SetString(PyExc_ValueError, "selectors must come from an array of string");
+            return -1;
+        }
+        self->signal_from[i] = (int)f;
+    }
+    if (objects_of(defaults, N_SIGNAL, self->signal_default, "signal_default") < 0 ||
+        objects_of(classes, 3, cls, "classes") < 0)
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        if (!PyType_Check(cls[i])) {
+            PyErr_SetString(PyExc_TypeError, "classes: types expected");
+            for (int j = 0; j < 3; j++)
+                Py_DECREF(cls[j]);
+            return -1;
+        }
+        self->classes[i] = (PyTypeObject *)cls[i];
+    }
+    if (setters_of(sig_set, N_SIGNAL, self->signal_set, "signal_slots") < 0 ||
+        setters_of(prov_set, N_PROVENANCE, self->provenance_set, "provenance_slots") < 0 ||
+        setters_of(dec_set, N_DECODED, self->decoded_set, "decoded_slots") < 0)
+        return -1;
+    return 0;
+}
+
+static int
+Reader_traverse(Reader *self, visitproc visit, void *arg)
+{
+    for (int i = 0; i < N_SIGNAL; i++) {
+        Py_VISIT(self->signal_default[i]);
+        Py_VISIT(self->signal_set[i]);
+    }
+    for (int i = 0; i < N_PROVENANCE; i++)
+        Py_VISIT(self->provenance_set[i]);
+    for (int i = 0; i < N_DECODED; i++)
+        Py_VISIT(self->decoded_set[i]);
+    for (int i = 0; i < 3; i++)
+        Py_VISIT(self->classes[i]);
+    Py_VISIT(self->epoch);
+    Py_VISIT(self->unread);
+    Py_VISIT(self->schema_id);
+    Py_VISIT(self->empty);
+    return 0;
+}
+
+static int
+Reader_clear(Reader *self)
+{
+    for (int i = 0; i < N_SIGNAL; i++) {
+        Py_CLEAR(self->signal_default[i]);
+        Py_CLEAR(self->signal_set[i]);
+    }
+    for (int i = 0; i < N_PROVENANCE; i++)
+        Py_CLEAR(self->provenance_set[i]);
+    for (int i = 0; i < N_DECODED; i++)
+        Py_CLEAR(self->decoded_set[i]);
+    for (int i = 0; i < 3; i++)
+        Py_CLEAR(self->classes[i]);
+    Py_CLEAR(self->epoch);
+    Py_CLEAR(self->unread);
+    Py_CLEAR(self->schema_id);
+    Py_CLEAR(self->empty);
+    return 0;
+}
+
+static void
+Reader_dealloc(Reader *self)
+{
+    PyObject_GC_UnTrack(self);
+    Reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "operators._signal_read.Reader",
+    .tp_doc = PyDoc_STR("Reads one writer's framed signal bodies into Decoded records."),
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Reader_init,
+    .tp_call = (ternaryfunc)Reader_call,
+    .tp_traverse = (traverseproc)Reader_traverse,
+    .tp_clear = (inquiry)Reader_clear,
+    .tp_dealloc = (destructor)Reader_dealloc,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "operators._signal_read",
+    "The compiled signal reader in C (operators.signal_reader).", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__signal_read(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
+    s_topic = PyUnicode_InternFromString("topic");
+    s_partition = PyUnicode_InternFromString("partition");
+    s_offset = PyUnicode_InternFromString("offset");
+    s_timestamp_ms = PyUnicode_InternFromString("timestamp_ms");
+    if (!s_topic || !s_partition || !s_offset || !s_timestamp_ms)
+        return NULL;
+    if (PyType_Ready(&ReaderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Reader", (PyObject *)&ReaderType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
