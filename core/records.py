@@ -128,6 +128,19 @@ def _slot_pickling(cls: type[Any]) -> None:
     setattr(cls, "__setstate__", setstate)  # noqa: B010
 
 
+def slot_descriptors(cls: type[Any], names: Iterable[str]) -> tuple[Any, ...]:
+    """The slot descriptors of the frozen record class ``cls``'s fields ``names``, in that
+    order, which must name every field: what native code sets a new instance's slots with
+    (``object.__new__``, then each descriptor's ``__set__``, as :func:`_slot_init`'s
+    ``__init__`` does; ``operators/_native.c``)."""
+    names = tuple(names)
+    fields = sorted(f.name for f in dataclasses.fields(cls))
+    if fields != sorted(names):
+        msg = f"{cls.__name__}: fields {fields}, given {sorted(names)}"
+        raise TypeError(msg)
+    return tuple(cls.__dict__[name] for name in names)
+
+
 #: Per record class (every class of :func:`_slot_init`): a getter of all its fields, in order
 #: (the order of its ``__init__``'s parameters), for :class:`Records`.
 _FIELDS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
@@ -236,6 +249,7 @@ __all__ = [
     "Signal",
     "Tagged",
     "input_hash",
+    "slot_descriptors",
 ]
 
 

@@ -16,7 +16,7 @@ fastavro 3.4 µs, the first reader (a ``Signal`` only) 2.1 µs plus 0.7 for the 
 fastavro's path also builds; decode as a whole 7.9 → 4.6 µs; the numbers of this version are
 in the commit that made it.
 
-The flow's reader is that function's translation into C (``operators/_signal_read.c``, a
+The flow's reader is that function's translation into C (``operators/_native.c``, a
 CPython extension built with the package, with OpenSSL's SHA-256): :func:`compile_reader` gives
 it unless asked for the Python one (``native=False``), its reference, which the tests compare it
 with on random records, spoilt frames and arbitrary bodies, down to the pickles. It reads the
@@ -43,9 +43,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.records import Decoded, Provenance, RawRecord, Signal
+from core.records import Decoded, Provenance, RawRecord, Signal, slot_descriptors
 from core.wire import HEADER_SIZE
-from operators import _signal_read
+from operators import _native
 
 __all__ = ["READ_ERRORS", "Reader", "Unread", "compile_reader"]
 
@@ -195,7 +195,7 @@ def _code(kind: Any) -> str | None:
     return None
 
 
-#: Each field kind :func:`_code` reads, as the C reader numbers it (``operators/_signal_read.c``).
+#: Each field kind :func:`_code` reads, as the C reader numbers it (``operators/_native.c``).
 _KINDS = ("string", "double", ["null", "double"], _TIMESTAMP, _ARRAY_OF_STRING)
 
 
@@ -220,16 +220,7 @@ _DECODED_SLOTS = (
 )
 
 
-def _slots(cls: type, names: Sequence[str]) -> tuple[Any, ...]:
-    """The slot descriptors of ``cls``'s fields ``names``, in that order (every field)."""
-    fields = [f.name for f in dataclasses.fields(cls)]
-    if sorted(fields) != sorted(names):
-        msg = f"{cls.__name__}: fields {sorted(fields)}, the C reader sets {sorted(names)}"
-        raise TypeError(msg)
-    return tuple(cls.__dict__[name] for name in names)
-
-
-def _native(
+def _c_reader(
     fields: Sequence[dict[str, Any]],
     names: Sequence[str],
     default_of: Mapping[str, Any],
@@ -251,14 +242,14 @@ def _native(
         else (tuple(default_of[name] or ()) if name == "selectors" else default_of[name])
         for name in _SIGNAL_FIELDS
     )
-    reader: Reader = _signal_read.Reader(
+    reader: Reader = _native.Reader(
         kinds=kinds,
         signal_from=signal_from,
         signal_default=defaults,
         classes=(Signal, Provenance, Decoded),
-        signal_slots=_slots(Signal, _SIGNAL_FIELDS),
-        provenance_slots=_slots(Provenance, _PROVENANCE_SLOTS),
-        decoded_slots=_slots(Decoded, _DECODED_SLOTS),
+        signal_slots=slot_descriptors(Signal, _SIGNAL_FIELDS),
+        provenance_slots=slot_descriptors(Provenance, _PROVENANCE_SLOTS),
+        decoded_slots=slot_descriptors(Decoded, _DECODED_SLOTS),
         epoch=_EPOCH,
         unread=Unread,
         schema_id=schema_id,
@@ -299,7 +290,7 @@ def compile_reader(
 
     It gives what ``SignalDecoder.decode`` gives for such a record: no ``unknown_fields`` (every
     writer field is a reader field), no trace, ``input_hash`` the SHA-256 of the whole value.
-    With ``native`` (the flow's), the reader is the C one of ``operators/_signal_read.c``, which
+    With ``native`` (the flow's), the reader is the C one of ``operators/_native.c``, which
     reads the same fields into the same records; ``native=False`` gives the Python function
     written here, its reference (``tests/unit/test_signal_reader.py`` compares both)."""
     names = [str(f["name"]) for f in fields]
@@ -337,7 +328,7 @@ def compile_reader(
         else:
             return None
     if native:
-        reader = _native(fields, names, default_of, schema_id)
+        reader = _c_reader(fields, names, default_of, schema_id)
         if reader is not None:
             return reader
     body += _construct(Signal, "signal", signal, namespace)

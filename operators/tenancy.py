@@ -33,9 +33,10 @@ from bytewax.dataflow import operator
 
 from core import tracing
 from core.errors import SchemaError
-from core.records import Decoded, PolicyTags, Tagged
+from core.records import Decoded, PolicyTags, Tagged, slot_descriptors
 from core.rego import CompiledQuery, bundle_digest, data_document, read_bundle, read_policy
 from core.sources import SourceEntry, SourceRegistry
+from operators import _native
 from operators.batching import Runs, map_runs
 
 __all__ = [
@@ -321,10 +322,30 @@ def tag_run(
     per tenant per batch. A record whose values are not all of the exact types the canonical
     JSON is written for (a ``str``, an ``int``: a ``bool`` or a subclass could print otherwise)
     and a traced one take :func:`tag` itself.
+
+    That loop runs in C (``operators/_native.c``: 2.0 -> 0.6 µs a record, session 17), with
+    :func:`tag_run_python` its reference.
     """
     version = policy.version
     if sources is not None or type(version) is not str:
         return [tag(item, policy, sources) for item in items]
+    return _native.tag_run(
+        items if isinstance(items, list) else list(items),
+        version,
+        functools.partial(_tail, policy_json=_json_string(version)),
+        policy.tags,
+        functools.partial(tag, policy=policy),
+        _json_string,
+        Tagged,
+        _TAGGED_SLOTS,
+    )
+
+
+def tag_run_python(items: list[Decoded], policy: TenancyPolicy) -> list[Tagged]:
+    """:func:`tag_run`'s loop without sources in Python: the reference of the C loop
+    (``operators/_native.c``), which does the same steps in the same order
+    (``tests/unit/test_tenancy.py`` compares them)."""
+    version = policy.version
     policy_json = _json_string(version)
     # (tail, tags) per (tenant, topic, partition, schema version): one lookup per record.
     groups: dict[tuple[str, str, int, int], tuple[str, PolicyTags]] = {}
@@ -363,6 +384,10 @@ def tag_run(
         head = f'{{"input_hash":{quoted(p.input_hash)},"kafka_offset":{offset:d}'
         append(Tagged(item, tags, version, sha256((head + tail).encode("ascii")).hexdigest()[:32]))
     return out
+
+
+#: Tagged's slots in the order the C loop sets them.
+_TAGGED_SLOTS = slot_descriptors(Tagged, ("decoded", "tags", "policy_version", "provenance_id"))
 
 
 @operator

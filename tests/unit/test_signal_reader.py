@@ -21,7 +21,7 @@ from hypothesis import given, settings
 
 from core.records import Decoded, RawRecord, Rejected
 from core.wire import HEADER_SIZE, encode, frame
-from operators import _signal_read, signal_reader
+from operators import _native, signal_reader
 from operators.decode import SignalDecoder, _direct_defaults, decode_batch
 from operators.signal_reader import Unread, compile_reader
 from tests.conftest import SIGNAL_V1, SIGNAL_V2, V1_ID, V2_ID, DictSchemas
@@ -259,8 +259,8 @@ def _both(schema_id: int) -> tuple[Any, Any]:
     assert direct is not None
     native = compile_reader(parsed["fields"], direct, schema_id)
     python = compile_reader(parsed["fields"], direct, schema_id, native=False)
-    assert isinstance(native, _signal_read.Reader)
-    assert python is not None and not isinstance(python, _signal_read.Reader)
+    assert isinstance(native, _native.Reader)
+    assert python is not None and not isinstance(python, _native.Reader)
     return native, python
 
 

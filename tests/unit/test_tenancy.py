@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import pickle
 import shutil
 import threading
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from operators.tenancy import (
     provenance_id,
     tag,
     tag_batch,
+    tag_run,
+    tag_run_python,
     tenant_tag,
 )
 from tests.runs import pairs, random_runs
@@ -312,10 +316,7 @@ _records = st.lists(
 )
 
 
-@given(records=_records, cuts=st.lists(st.integers(0, 30), max_size=6))
-def test_tag_batch_equals_tag_for_any_records_and_batching(
-    policy: TenancyPolicy, records: list[tuple[object, ...]], cuts: list[int]
-) -> None:
+def _keyed(records: list[tuple[object, ...]]) -> list[tuple[str, Decoded]]:
     items = []
     for i, (tenant_id, topic, partition, offset, schema_version, digest, trace) in enumerate(
         records
@@ -329,6 +330,48 @@ def test_tag_batch_equals_tag_for_any_records_and_batching(
             base.provenance.input_hash if digest is None else str(digest),
         )
         items.append((str(tenant_id), Decoded(base.signal, provenance, None, base.raw, (), trace)))
+    return items
+
+
+@given(records=_records)
+def test_the_c_loop_gives_what_its_python_reference_gives(
+    policy: TenancyPolicy, records: list[tuple[object, ...]]
+) -> None:
+    items = [item for _, item in _keyed(records)]
+    native, python = tag_run(items, policy), tag_run_python(items, policy)
+    assert [pickle.dumps(x) for x in native] == [pickle.dumps(x) for x in python]
+    assert [repr(x) for x in native] == [repr(x) for x in python]
+
+
+def test_the_c_loop_keeps_nothing_and_passes_errors_on(
+    policy: TenancyPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [decoded(f"tenant-0{i % 3}", offset=i) for i in range(50)]
+    tracemalloc.start()
+    try:
+        for rounds in (20, 200):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(rounds):
+                tag_run(items, policy)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        assert grown < 64_000, grown
+    finally:
+        tracemalloc.stop()
+    # An item that is not a record, and a policy whose tags fail, raise as the Python loop does.
+    with pytest.raises(AttributeError):
+        tag_run([*items[:3], object()], policy)  # type: ignore[list-item]
+    monkeypatch.setattr(policy, "tags", lambda tenant: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tag_run(items, policy)
+
+
+@given(records=_records, cuts=st.lists(st.integers(0, 30), max_size=6))
+def test_tag_batch_equals_tag_for_any_records_and_batching(
+    policy: TenancyPolicy, records: list[tuple[object, ...]], cuts: list[int]
+) -> None:
+    items = _keyed(records)
     reference = [(key, tag(item, policy)) for key, item in items]
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(items)}), len(items)]
     batched = [

@@ -1,9 +1,10 @@
-"""Types for the CPython extension ``operators/_signal_read.c`` (decode's C signal reader)."""
+"""Types for the CPython extension ``operators/_native.c``."""
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from core.records import Decoded, RawRecord
+from core.records import Decoded, PolicyTags, RawRecord, Tagged
 
 class Reader:
     def __init__(
@@ -21,3 +22,15 @@ class Reader:
         schema_id: int,
     ) -> None: ...
     def __call__(self, raw: RawRecord, value: bytes, /) -> Decoded: ...
+
+def tag_run(
+    items: list[Decoded],
+    version: str,
+    tail_of: Callable[[Decoded], str],
+    tags_of: Callable[[str], PolicyTags],
+    slow: Callable[[Decoded], Tagged],
+    quote: Callable[[str], str],
+    tagged: type[Tagged],
+    slots: tuple[Any, Any, Any, Any],
+    /,
+) -> list[Tagged]: ...

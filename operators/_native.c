@@ -1,4 +1,7 @@
-/* operators._signal_read: the compiled signal reader of operators/signal_reader.py, in C.
+/* operators._native: two clean paths of the flow in C, each with its Python reference kept.
+ *
+ * Reader: decode's compiled signal reader (operators/signal_reader.py).
+ * tag_run: tenant-tag's batch path (operators/tenancy.py tag_run).
  *
  * A Reader reads one framed Avro body of one writer schema (whose fields are the reader's, read
  * without resolution) straight into a core.records.Decoded, as the Python function that
@@ -447,7 +450,7 @@ Reader_dealloc(Reader *self)
 }
 
 static PyTypeObject ReaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "operators._signal_read.Reader",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "operators._native.Reader",
     .tp_doc = PyDoc_STR("Reads one writer's framed signal bodies into Decoded records."),
     .tp_basicsize = sizeof(Reader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -459,13 +462,221 @@ static PyTypeObject ReaderType = {
     .tp_dealloc = (destructor)Reader_dealloc,
 };
 
+
+/* --- tenant-tag: tag_run's loop (operators/tenancy.py) ------------------------------------ */
+
+static PyObject *s_trace, *s_provenance, *s_signal, *s_tenant_id, *s_kafka_partition,
+    *s_kafka_offset, *s_schema_version, *s_input_hash;
+
+/* The first 32 hex digits of SHA-256 over the ASCII of head + tail (two str). */
+static PyObject *
+short_id(PyObject *head, PyObject *tail)
+{
+    static const char hex[] = "0123456789abcdef";
+    PyObject *h = PyUnicode_AsASCIIString(head);
+    if (h == NULL)
+        return NULL;
+    PyObject *t = PyUnicode_AsASCIIString(tail);
+    if (t == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_ssize_t nh = PyBytes_GET_SIZE(h), nt = PyBytes_GET_SIZE(t);
+    char small[512];
+    char *buf = nh + nt <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)(nh + nt));
+    PyObject *out = NULL;
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(buf, PyBytes_AS_STRING(h), (size_t)nh);
+    memcpy(buf + nh, PyBytes_AS_STRING(t), (size_t)nt);
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char text[32];
+    SHA256((const unsigned char *)buf, (size_t)(nh + nt), digest);
+    for (int i = 0; i < 16; i++) {
+        text[2 * i] = hex[digest[i] >> 4];
+        text[2 * i + 1] = hex[digest[i] & 0xF];
+    }
+    out = PyUnicode_FromStringAndSize(text, sizeof text);
+    if (buf != small)
+        PyMem_Free(buf);
+done:
+    Py_DECREF(h);
+    Py_DECREF(t);
+    return out;
+}
+
+/* tag_run(items, version, tail_of, tags_of, slow, quote, tagged, slots) -> list
+ *
+ * operators.tenancy.tag_run's loop without sources, the same steps in the same order: a traced
+ * record, or one whose provenance values are not all of the exact types the canonical JSON is
+ * written for, is slow(item) (tag itself); otherwise its group (tenant, topic, partition,
+ * schema version) gives the JSON's tail (tail_of(item), once per group per call) and the tags
+ * (tags_of(tenant), once per tenant per call), and its id is the first 32 hex digits of the
+ * SHA-256 of '{"input_hash":' + quote(hash) + ',"kafka_offset":' + str(offset) + tail.
+ * The Tagged is object.__new__(tagged) with its slots (decoded, tags, policy_version,
+ * provenance_id) set through their descriptors. */
+static PyObject *
+tag_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "tag_run takes 8 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *version = args[1], *tail_of = args[2], *tags_of = args[3],
+             *slow = args[4], *quote = args[5], *slots = args[7];
+    PyTypeObject *tagged = (PyTypeObject *)args[6];
+    if (!PyList_Check(items) || !PyType_Check(args[6]) || !PyTuple_Check(slots) ||
+        PyTuple_GET_SIZE(slots) != 4) {
+        PyErr_SetString(PyExc_TypeError, "tag_run: a list, a type and 4 slot descriptors");
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (Py_TYPE(PyTuple_GET_ITEM(slots, i))->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "tag_run: slots must be data descriptors");
+            return NULL;
+        }
+    }
+    PyObject *setters[4];
+    for (int i = 0; i < 4; i++)
+        setters[i] = PyTuple_GET_ITEM(slots, i);
+    PyObject *out = PyList_New(0), *groups = PyDict_New(), *tags_by_tenant = PyDict_New();
+    if (out == NULL || groups == NULL || tags_by_tenant == NULL)
+        goto fail;
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(items); n++) {
+        PyObject *item = PyList_GET_ITEM(items, n);
+        Py_INCREF(item); /* the list may change under a callback */
+        PyObject *trace = NULL, *p = NULL, *signal = NULL, *tenant = NULL, *topic = NULL,
+                 *partition = NULL, *version_no = NULL, *offset = NULL, *hash = NULL,
+                 *result = NULL;
+        int ok = 0;
+        if ((trace = PyObject_GetAttr(item, s_trace)) == NULL ||
+            (p = PyObject_GetAttr(item, s_provenance)) == NULL ||
+            (signal = PyObject_GetAttr(item, s_signal)) == NULL ||
+            (tenant = PyObject_GetAttr(signal, s_tenant_id)) == NULL ||
+            (topic = PyObject_GetAttr(p, s_topic)) == NULL ||
+            (partition = PyObject_GetAttr(p, s_kafka_partition)) == NULL ||
+            (version_no = PyObject_GetAttr(p, s_schema_version)) == NULL ||
+            (offset = PyObject_GetAttr(p, s_kafka_offset)) == NULL ||
+            (hash = PyObject_GetAttr(p, s_input_hash)) == NULL)
+            goto item_done;
+        if (trace != Py_None ||
+            !(PyLong_CheckExact(partition) && PyLong_CheckExact(offset) &&
+              PyLong_CheckExact(version_no) && PyUnicode_CheckExact(hash) &&
+              PyUnicode_CheckExact(topic) && PyUnicode_CheckExact(tenant))) {
+            result = PyObject_CallOneArg(slow, item);
+            ok = result != NULL;
+            goto item_done;
+        }
+        PyObject *group = PyTuple_Pack(4, tenant, topic, partition, version_no);
+        if (group == NULL)
+            goto item_done;
+        PyObject *held = PyDict_GetItemWithError(groups, group); /* borrowed */
+        if (held == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(group);
+                goto item_done;
+            }
+            PyObject *tags = PyDict_GetItemWithError(tags_by_tenant, tenant); /* borrowed */
+            if (tags == NULL) {
+                if (PyErr_Occurred() || (tags = PyObject_CallOneArg(tags_of, tenant)) == NULL) {
+                    Py_DECREF(group);
+                    goto item_done;
+                }
+                int err = PyDict_SetItem(tags_by_tenant, tenant, tags);
+                Py_DECREF(tags); /* the dict holds it */
+                if (err < 0) {
+                    Py_DECREF(group);
+                    goto item_done;
+                }
+            }
+            PyObject *tail = PyObject_CallOneArg(tail_of, item);
+            if (tail == NULL) {
+                Py_DECREF(group);
+                goto item_done;
+            }
+            if (!PyUnicode_Check(tail)) {
+                PyErr_SetString(PyExc_TypeError, "tag_run: tail_of must give a str");
+                Py_DECREF(tail);
+                Py_DECREF(group);
+                goto item_done;
+            }
+            PyObject *pair = PyTuple_Pack(2, tail, tags);
+            Py_DECREF(tail);
+            if (pair == NULL || PyDict_SetItem(groups, group, pair) < 0) {
+                Py_XDECREF(pair);
+                Py_DECREF(group);
+                goto item_done;
+            }
+            Py_DECREF(pair);
+            held = PyDict_GetItemWithError(groups, group);
+            if (held == NULL) {
+                Py_DECREF(group);
+                goto item_done;
+            }
+        }
+        Py_INCREF(held);
+        Py_DECREF(group);
+        PyObject *quoted = PyObject_CallOneArg(quote, hash);
+        PyObject *number = quoted ? PyObject_Str(offset) : NULL;
+        PyObject *head = number ? PyUnicode_FromFormat("{\"input_hash\":%U,\"kafka_offset\":%U",
+                                                       quoted, number)
+                                : NULL;
+        PyObject *id = head ? short_id(head, PyTuple_GET_ITEM(held, 0)) : NULL;
+        if (id != NULL) {
+            PyObject *values[4] = {item, PyTuple_GET_ITEM(held, 1), version, id};
+            result = build(tagged, setters, values, 4);
+            ok = result != NULL;
+        }
+        Py_XDECREF(quoted);
+        Py_XDECREF(number);
+        Py_XDECREF(head);
+        Py_XDECREF(id);
+        Py_DECREF(held);
+    item_done:
+        Py_XDECREF(trace);
+        Py_XDECREF(p);
+        Py_XDECREF(signal);
+        Py_XDECREF(tenant);
+        Py_XDECREF(topic);
+        Py_XDECREF(partition);
+        Py_XDECREF(version_no);
+        Py_XDECREF(offset);
+        Py_XDECREF(hash);
+        Py_DECREF(item);
+        if (!ok) {
+            Py_XDECREF(result);
+            goto fail;
+        }
+        int err = PyList_Append(out, result);
+        Py_DECREF(result);
+        if (err < 0)
+            goto fail;
+    }
+    Py_DECREF(groups);
+    Py_DECREF(tags_by_tenant);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(groups);
+    Py_XDECREF(tags_by_tenant);
+    return NULL;
+}
+
+static PyMethodDef functions[] = {
+    {"tag_run", (PyCFunction)(void (*)(void))tag_run, METH_FASTCALL,
+     PyDoc_STR("tenant-tag's batch loop (operators.tenancy.tag_run without sources).")},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "operators._signal_read",
-    "The compiled signal reader in C (operators.signal_reader).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "operators._native",
+    "Two clean paths of the flow in C: decode's signal reader, tenant-tag's loop.", -1, functions,
 };
 
 PyMODINIT_FUNC
-PyInit__signal_read(void)
+PyInit__native(void)
 {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
@@ -474,7 +685,17 @@ PyInit__signal_read(void)
     s_partition = PyUnicode_InternFromString("partition");
     s_offset = PyUnicode_InternFromString("offset");
     s_timestamp_ms = PyUnicode_InternFromString("timestamp_ms");
-    if (!s_topic || !s_partition || !s_offset || !s_timestamp_ms)
+    s_trace = PyUnicode_InternFromString("trace");
+    s_provenance = PyUnicode_InternFromString("provenance");
+    s_signal = PyUnicode_InternFromString("signal");
+    s_tenant_id = PyUnicode_InternFromString("tenant_id");
+    s_kafka_partition = PyUnicode_InternFromString("kafka_partition");
+    s_kafka_offset = PyUnicode_InternFromString("kafka_offset");
+    s_schema_version = PyUnicode_InternFromString("schema_version");
+    s_input_hash = PyUnicode_InternFromString("input_hash");
+    if (!s_topic || !s_partition || !s_offset || !s_timestamp_ms || !s_trace || !s_provenance ||
+        !s_signal || !s_tenant_id || !s_kafka_partition || !s_kafka_offset ||
+        !s_schema_version || !s_input_hash)
         return NULL;
     if (PyType_Ready(&ReaderType) < 0)
         return NULL;
