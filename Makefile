@@ -21,7 +21,7 @@ EVIDENCE_SLO ?= live
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml setup.py psi/_build_sodium.py core/_build_rowhash.py operators/_native.c | system
+$(STAMP): pyproject.toml setup.py psi/_build_sodium.py core/_build_rowhash.py core/_native.c | system
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[stack,dev]'

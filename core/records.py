@@ -132,7 +132,7 @@ def slot_descriptors(cls: type[Any], names: Iterable[str]) -> tuple[Any, ...]:
     """The slot descriptors of the frozen record class ``cls``'s fields ``names``, in that
     order, which must name every field: what native code sets a new instance's slots with
     (``object.__new__``, then each descriptor's ``__set__``, as :func:`_slot_init`'s
-    ``__init__`` does; ``operators/_native.c``)."""
+    ``__init__`` does; ``core/_native.c``)."""
     names = tuple(names)
     fields = sorted(f.name for f in dataclasses.fields(cls))
     if fields != sorted(names):

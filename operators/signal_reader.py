@@ -16,7 +16,7 @@ fastavro 3.4 µs, the first reader (a ``Signal`` only) 2.1 µs plus 0.7 for the 
 fastavro's path also builds; decode as a whole 7.9 → 4.6 µs; the numbers of this version are
 in the commit that made it.
 
-The flow's reader is that function's translation into C (``operators/_native.c``, a
+The flow's reader is that function's translation into C (``core/_native.c``, a
 CPython extension built with the package, with OpenSSL's SHA-256): :func:`compile_reader` gives
 it unless asked for the Python one (``native=False``), its reference, which the tests compare it
 with on random records, spoilt frames and arbitrary bodies, down to the pickles. It reads the
@@ -43,9 +43,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core import _native
 from core.records import Decoded, Provenance, RawRecord, Signal, slot_descriptors
 from core.wire import HEADER_SIZE
-from operators import _native
 
 __all__ = ["READ_ERRORS", "Reader", "Unread", "compile_reader"]
 
@@ -195,7 +195,7 @@ def _code(kind: Any) -> str | None:
     return None
 
 
-#: Each field kind :func:`_code` reads, as the C reader numbers it (``operators/_native.c``).
+#: Each field kind :func:`_code` reads, as the C reader numbers it (``core/_native.c``).
 _KINDS = ("string", "double", ["null", "double"], _TIMESTAMP, _ARRAY_OF_STRING)
 
 
@@ -290,7 +290,7 @@ def compile_reader(
 
     It gives what ``SignalDecoder.decode`` gives for such a record: no ``unknown_fields`` (every
     writer field is a reader field), no trace, ``input_hash`` the SHA-256 of the whole value.
-    With ``native`` (the flow's), the reader is the C one of ``operators/_native.c``, which
+    With ``native`` (the flow's), the reader is the C one of ``core/_native.c``, which
     reads the same fields into the same records; ``native=False`` gives the Python function
     written here, its reference (``tests/unit/test_signal_reader.py`` compares both)."""
     names = [str(f["name"]) for f in fields]

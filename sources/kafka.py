@@ -33,10 +33,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentError
 from confluent_kafka.admin import AdminClient
 
-from core import metrics
+from core import _native, metrics
 from core.errors import IgflowError
 from core.kafka_start import from_low_config, low_start
-from core.records import RawRecord
+from core.records import RawRecord, slot_descriptors
 from core.tls import Brokers, kafka_connection
 from sources.epoch_phase import EpochPhase
 
@@ -51,6 +51,13 @@ _LIST_OFFSETS_TIMEOUT_S = 30.0
 
 #: Above every Kafka offset: the end of a partition that has none.
 _NO_END = 1 << 63
+
+
+#: RawRecord's slots in the order ``core._native.raw_records`` sets them.
+_RAW_SLOTS = slot_descriptors(
+    RawRecord,
+    ("topic", "partition", "offset", "key", "value", "timestamp_ms", "error", "headers"),
+)
 
 
 def _headers(raw: list[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes], ...]:
@@ -149,12 +156,30 @@ class _Partition(StatefulSourcePartition[RawRecord, int]):
 
     def _records(self, msgs: list[Any]) -> list[RawRecord]:
         """The records of one fetch, in order: :meth:`_take` of each message until one ends the
-        partition, with the common message (no error, an offset below the end) read inline.
+        partition, with the common message (no error, an offset below the end) read in C
+        (``core/_native.c``: :func:`records_python` is its reference).
 
         That one is what :meth:`_take` makes of it too, with fewer calls per message: no error
         object to ask, the record built by position. Anything else (an error, no offset, the end
         reached) goes to :meth:`_take`, the reference, which also decides where the batch stops.
         """
+        batch: list[RawRecord] = []
+        end = _NO_END if self._end is None else self._end
+        msgs = msgs if type(msgs) is list else list(msgs)
+        at, n = 0, len(msgs)
+        while at < n:
+            at = _native.raw_records(
+                msgs, at, self._topic, self._partition, end, RawRecord, _RAW_SLOTS, _headers, batch
+            )
+            if at < n:
+                if self._take(msgs[at], batch):
+                    break
+                at += 1
+        return batch
+
+    def records_python(self, msgs: list[Any]) -> list[RawRecord]:
+        """:meth:`_records` in Python: the reference of its C loop
+        (``tests/unit/test_kafka_source.py`` compares them)."""
         batch: list[RawRecord] = []
         append = batch.append
         topic, partition = self._topic, self._partition

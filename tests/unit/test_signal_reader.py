@@ -10,6 +10,7 @@ import json
 import math
 import pickle
 import struct
+import sys
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,9 +20,10 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+from core import _native
 from core.records import Decoded, RawRecord, Rejected
 from core.wire import HEADER_SIZE, encode, frame
-from operators import _native, signal_reader
+from operators import signal_reader
 from operators.decode import SignalDecoder, _direct_defaults, decode_batch
 from operators.signal_reader import Unread, compile_reader
 from tests.conftest import SIGNAL_V1, SIGNAL_V2, V1_ID, V2_ID, DictSchemas
@@ -321,3 +323,12 @@ def test_the_c_reader_refuses_what_is_not_bytes_and_keeps_nothing() -> None:
         assert grown < 64_000, grown
     finally:
         tracemalloc.stop()
+    # Nor a reference to what it reads from (that would keep every fetch alive).
+    raw = RawRecord("t", 1, 10**9, b"k", value, 10**12, None)
+    held = [raw, raw.topic, raw.offset, raw.timestamp_ms, value]
+    counts = [sys.getrefcount(x) for x in held]
+    for _ in range(50):
+        native(raw, value)
+        with contextlib.suppress(Unread):
+            native(raw, spoilt[-1])
+    assert [sys.getrefcount(x) for x in held] == counts

@@ -6,6 +6,7 @@ import gc
 import itertools
 import pickle
 import shutil
+import sys
 import threading
 import tracemalloc
 from datetime import UTC, datetime
@@ -359,6 +360,14 @@ def test_the_c_loop_keeps_nothing_and_passes_errors_on(
         assert grown < 64_000, grown
     finally:
         tracemalloc.stop()
+    # Nor a reference to what a record holds (that would keep every run alive).
+    first = items[0]
+    p = first.provenance
+    held = [first, p, first.signal, p.input_hash, p.topic, p.kafka_offset, first.signal.tenant_id]
+    counts = [sys.getrefcount(x) for x in held]
+    for _ in range(50):
+        tag_run(items, policy)
+    assert [sys.getrefcount(x) for x in held] == counts
     # An item that is not a record, and a policy whose tags fail, raise as the Python loop does.
     with pytest.raises(AttributeError):
         tag_run([*items[:3], object()], policy)  # type: ignore[list-item]

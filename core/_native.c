@@ -1,7 +1,8 @@
-/* operators._native: two clean paths of the flow in C, each with its Python reference kept.
+/* core._native: three clean paths of the flow in C, each with its Python reference kept.
  *
  * Reader: decode's compiled signal reader (operators/signal_reader.py).
  * tag_run: tenant-tag's batch path (operators/tenancy.py tag_run).
+ * raw_records: the Kafka source's common message (sources/kafka.py _Partition._records).
  *
  * A Reader reads one framed Avro body of one writer schema (whose fields are the reader's, read
  * without resolution) straight into a core.records.Decoded, as the Python function that
@@ -450,7 +451,7 @@ Reader_dealloc(Reader *self)
 }
 
 static PyTypeObject ReaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "operators._native.Reader",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "core._native.Reader",
     .tp_doc = PyDoc_STR("Reads one writer's framed signal bodies into Decoded records."),
     .tp_basicsize = sizeof(Reader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -664,15 +665,139 @@ fail:
     return NULL;
 }
 
+
+/* --- the Kafka source: _Partition._records's common message (sources/kafka.py) ------------- */
+
+static PyObject *s_error, *s_key, *s_value, *s_timestamp, *s_headers;
+
+/* raw_records(msgs, start, topic, partition, end, cls, slots, headers_of, out) -> int
+ *
+ * From msgs[start] on, each common message (no error, an offset o with 0 <= o < end) becomes
+ * cls(topic, partition, o, key, value, stamp if stamp > 0 else None, None, headers) appended to
+ * out, where headers is headers_of(h) for a non-empty h, else (); built with object.__new__ and
+ * each slot set through its descriptor (slots: the 8 fields in that order). Returns the index
+ * of the first message that is not common (the caller's reference takes it), or len(msgs). */
+static PyObject *
+raw_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "raw_records takes 9 arguments");
+        return NULL;
+    }
+    PyObject *msgs = args[0], *topic = args[2], *partition = args[3], *end = args[4],
+             *slots = args[6], *headers_of = args[7], *out = args[8];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_Check(msgs) || !PyList_Check(out) || !PyType_Check(args[5]) ||
+        !PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != 8 || start < 0) {
+        PyErr_SetString(PyExc_TypeError, "raw_records: lists, a type and 8 slot descriptors");
+        return NULL;
+    }
+    PyObject *setters[8];
+    for (int i = 0; i < 8; i++) {
+        setters[i] = PyTuple_GET_ITEM(slots, i);
+        if (Py_TYPE(setters[i])->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "raw_records: slots must be data descriptors");
+            return NULL;
+        }
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return NULL;
+    Py_ssize_t n = start;
+    for (; n < PyList_GET_SIZE(msgs); n++) {
+        PyObject *msg = PyList_GET_ITEM(msgs, n);
+        Py_INCREF(msg);
+        PyObject *error = NULL, *offset = NULL, *stamp = NULL, *headers = NULL, *key = NULL,
+                 *value = NULL, *record = NULL;
+        int common = 0, failed = 1;
+        if ((error = PyObject_CallMethodNoArgs(msg, s_error)) == NULL)
+            goto next;
+        if (error != Py_None) {
+            failed = 0;
+            goto next;
+        }
+        if ((offset = PyObject_CallMethodNoArgs(msg, s_offset)) == NULL)
+            goto next;
+        if (offset == Py_None) {
+            failed = 0;
+            goto next;
+        }
+        int low = PyObject_RichCompareBool(zero, offset, Py_LE);
+        int high = low == 1 ? PyObject_RichCompareBool(offset, end, Py_LT) : low;
+        if (low < 0 || high < 0)
+            goto next;
+        if (!(low && high)) {
+            failed = 0;
+            goto next;
+        }
+        PyObject *pair = PyObject_CallMethodNoArgs(msg, s_timestamp);
+        if (pair == NULL)
+            goto next;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "raw_records: a timestamp pair expected");
+            Py_DECREF(pair);
+            goto next;
+        }
+        stamp = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+        Py_DECREF(pair);
+        int positive = PyObject_RichCompareBool(stamp, zero, Py_GT);
+        if (positive < 0)
+            goto next;
+        if (!positive)
+            Py_SETREF(stamp, Py_NewRef(Py_None));
+        if ((headers = PyObject_CallMethodNoArgs(msg, s_headers)) == NULL)
+            goto next;
+        int some = PyObject_IsTrue(headers);
+        if (some < 0)
+            goto next;
+        Py_SETREF(headers, some ? PyObject_CallOneArg(headers_of, headers) : PyTuple_New(0));
+        if (headers == NULL)
+            goto next;
+        if ((key = PyObject_CallMethodNoArgs(msg, s_key)) == NULL ||
+            (value = PyObject_CallMethodNoArgs(msg, s_value)) == NULL)
+            goto next;
+        PyObject *values[8] = {topic, partition, offset, key, value, stamp, Py_None, headers};
+        record = build((PyTypeObject *)args[5], setters, values, 8);
+        if (record == NULL)
+            goto next;
+        if (PyList_Append(out, record) < 0)
+            goto next;
+        common = 1;
+        failed = 0;
+    next:
+        Py_XDECREF(error);
+        Py_XDECREF(offset);
+        Py_XDECREF(stamp);
+        Py_XDECREF(headers);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        Py_XDECREF(record);
+        Py_DECREF(msg);
+        if (failed) {
+            Py_DECREF(zero);
+            return NULL;
+        }
+        if (!common)
+            break;
+    }
+    Py_DECREF(zero);
+    return PyLong_FromSsize_t(n);
+}
+
 static PyMethodDef functions[] = {
+    {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
+     PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
     {"tag_run", (PyCFunction)(void (*)(void))tag_run, METH_FASTCALL,
      PyDoc_STR("tenant-tag's batch loop (operators.tenancy.tag_run without sources).")},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "operators._native",
-    "Two clean paths of the flow in C: decode's signal reader, tenant-tag's loop.", -1, functions,
+    PyModuleDef_HEAD_INIT, "core._native",
+    "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop.",
+    -1, functions,
 };
 
 PyMODINIT_FUNC
@@ -693,6 +818,13 @@ PyInit__native(void)
     s_kafka_offset = PyUnicode_InternFromString("kafka_offset");
     s_schema_version = PyUnicode_InternFromString("schema_version");
     s_input_hash = PyUnicode_InternFromString("input_hash");
+    s_error = PyUnicode_InternFromString("error");
+    s_key = PyUnicode_InternFromString("key");
+    s_value = PyUnicode_InternFromString("value");
+    s_timestamp = PyUnicode_InternFromString("timestamp");
+    s_headers = PyUnicode_InternFromString("headers");
+    if (!s_error || !s_key || !s_value || !s_timestamp || !s_headers)
+        return NULL;
     if (!s_topic || !s_partition || !s_offset || !s_timestamp_ms || !s_trace || !s_provenance ||
         !s_signal || !s_tenant_id || !s_kafka_partition || !s_kafka_offset ||
         !s_schema_version || !s_input_hash)

@@ -1,4 +1,4 @@
-"""Types for the CPython extension ``operators/_native.c``."""
+"""Types for the CPython extension ``core/_native.c``."""
 
 from collections.abc import Callable
 from datetime import datetime
@@ -34,3 +34,15 @@ def tag_run(
     slots: tuple[Any, Any, Any, Any],
     /,
 ) -> list[Tagged]: ...
+def raw_records(
+    msgs: list[Any],
+    start: int,
+    topic: str,
+    partition: int,
+    end: int,
+    cls: type[RawRecord],
+    slots: tuple[Any, ...],
+    headers_of: Callable[[list[tuple[str, bytes | None]]], tuple[tuple[str, bytes], ...]],
+    out: list[RawRecord],
+    /,
+) -> int: ...
