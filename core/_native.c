@@ -18,8 +18,53 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <string.h>
+
+/* SHA-256 with the algorithm fetched once: OpenSSL 3's one-shot SHA256() fetches it from its
+ * provider on every call (core/_build_rowhash.py found the same). Every caller holds the GIL,
+ * so one context serves them all. */
+static EVP_MD *sha256_md;
+static EVP_MD_CTX *sha256_ctx;
+
+static int
+digest_begin(void)
+{
+    if (!EVP_DigestInit_ex2(sha256_ctx, sha256_md, NULL)) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL: SHA-256 failed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+digest_add(const void *data, size_t n)
+{
+    if (!EVP_DigestUpdate(sha256_ctx, data, n)) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL: SHA-256 failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* The digest's first n_bytes as 2 * n_bytes lower-case hex digits, a str. */
+static PyObject *
+digest_hex(int n_bytes)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    char text[2 * EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!EVP_DigestFinal_ex(sha256_ctx, digest, &len) || len != 32 || n_bytes > 32) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL: SHA-256 failed");
+        return NULL;
+    }
+    for (int i = 0; i < n_bytes; i++) {
+        text[2 * i] = hex[digest[i] >> 4];
+        text[2 * i + 1] = hex[digest[i] & 0xF];
+    }
+    return PyUnicode_FromStringAndSize(text, 2 * n_bytes);
+}
 
 enum { K_STRING = 0, K_DOUBLE = 1, K_NULL_DOUBLE = 2, K_TS_MICROS = 3, K_STRINGS = 4 };
 enum { N_SIGNAL = 8, N_PROVENANCE = 5, N_DECODED = 7, SELECTORS = 7, MAX_FIELDS = 64 };
@@ -209,15 +254,9 @@ build(PyTypeObject *cls, PyObject **setters, PyObject **values, int n)
 static PyObject *
 input_hash(const unsigned char *buf, Py_ssize_t size)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    char text[2 * SHA256_DIGEST_LENGTH];
-    SHA256(buf, (size_t)size, digest);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        text[2 * i] = hex[digest[i] >> 4];
-        text[2 * i + 1] = hex[digest[i] & 0xF];
-    }
-    return PyUnicode_FromStringAndSize(text, sizeof text);
+    if (digest_begin() < 0 || digest_add(buf, (size_t)size) < 0)
+        return NULL;
+    return digest_hex(32);
 }
 
 static PyObject *
@@ -469,42 +508,79 @@ static PyTypeObject ReaderType = {
 static PyObject *s_trace, *s_provenance, *s_signal, *s_tenant_id, *s_kafka_partition,
     *s_kafka_offset, *s_schema_version, *s_input_hash;
 
-/* The first 32 hex digits of SHA-256 over the ASCII of head + tail (two str). */
-static PyObject *
-short_id(PyObject *head, PyObject *tail)
+/* The ASCII bytes of an ASCII str, without a copy (else the error its encoding raises). */
+static const char *
+ascii_of(PyObject *text, Py_ssize_t *n)
 {
-    static const char hex[] = "0123456789abcdef";
-    PyObject *h = PyUnicode_AsASCIIString(head);
-    if (h == NULL)
-        return NULL;
-    PyObject *t = PyUnicode_AsASCIIString(tail);
-    if (t == NULL) {
-        Py_DECREF(h);
+    if (!PyUnicode_IS_ASCII(text)) {
+        PyObject *failed = PyUnicode_AsASCIIString(text); /* raises UnicodeEncodeError */
+        Py_XDECREF(failed);
+        if (failed != NULL)
+            PyErr_SetString(PyExc_ValueError, "not ASCII");
         return NULL;
     }
-    Py_ssize_t nh = PyBytes_GET_SIZE(h), nt = PyBytes_GET_SIZE(t);
-    char small[512];
-    char *buf = nh + nt <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)(nh + nt));
+    return PyUnicode_AsUTF8AndSize(text, n);
+}
+
+/* Whether JSON writes the str text as itself between quotes (json's encode_basestring_ascii
+ * escapes '"', '\\', and everything outside ' '..'~'): a SHA-256's hex digits always are. */
+static int
+json_plain(PyObject *text)
+{
+    if (!PyUnicode_IS_ASCII(text))
+        return 0;
+    const unsigned char *c = PyUnicode_1BYTE_DATA(text);
+    for (Py_ssize_t i = 0, n = PyUnicode_GET_LENGTH(text); i < n; i++) {
+        if (c[i] < 0x20 || c[i] > 0x7E || c[i] == '"' || c[i] == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* The first 32 hex digits of the SHA-256 of the ASCII of
+ * '{"input_hash":' + quote(hash) + ',"kafka_offset":' + str(offset) + tail
+ * (quote is called only for a hash JSON does not write as itself). */
+static PyObject *
+short_id(PyObject *hash, PyObject *quote, PyObject *offset, PyObject *tail)
+{
+    static const char first[] = "{\"input_hash\":", second[] = ",\"kafka_offset\":";
+    char digits[32];
+    Py_ssize_t nq, nt, nd;
+    PyObject *quoted = NULL; /* quote(hash), where it is not the hash between quotes */
+    PyObject *text = NULL;   /* str(offset), for an int beyond 64 bits */
     PyObject *out = NULL;
-    if (buf == NULL) {
-        PyErr_NoMemory();
+    const char *q, *t, *d = digits;
+    int plain = json_plain(hash);
+    if (plain) {
+        q = PyUnicode_AsUTF8AndSize(hash, &nq);
+    } else {
+        quoted = PyObject_CallOneArg(quote, hash);
+        if (quoted != NULL && !PyUnicode_Check(quoted)) {
+            PyErr_SetString(PyExc_TypeError, "tag_run: quote must give a str");
+            goto done;
+        }
+        q = quoted ? ascii_of(quoted, &nq) : NULL;
+    }
+    if (q == NULL || (t = ascii_of(tail, &nt)) == NULL)
         goto done;
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(offset, &overflow);
+    if (value == -1 && PyErr_Occurred())
+        goto done;
+    if (overflow) {
+        if ((text = PyObject_Str(offset)) == NULL || (d = ascii_of(text, &nd)) == NULL)
+            goto done;
+    } else {
+        nd = snprintf(digits, sizeof digits, "%lld", value);
     }
-    memcpy(buf, PyBytes_AS_STRING(h), (size_t)nh);
-    memcpy(buf + nh, PyBytes_AS_STRING(t), (size_t)nt);
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    char text[32];
-    SHA256((const unsigned char *)buf, (size_t)(nh + nt), digest);
-    for (int i = 0; i < 16; i++) {
-        text[2 * i] = hex[digest[i] >> 4];
-        text[2 * i + 1] = hex[digest[i] & 0xF];
-    }
-    out = PyUnicode_FromStringAndSize(text, sizeof text);
-    if (buf != small)
-        PyMem_Free(buf);
+    if (digest_begin() == 0 && digest_add(first, sizeof first - 1) == 0 &&
+        (!plain || digest_add("\"", 1) == 0) && digest_add(q, (size_t)nq) == 0 &&
+        (!plain || digest_add("\"", 1) == 0) && digest_add(second, sizeof second - 1) == 0 &&
+        digest_add(d, (size_t)nd) == 0 && digest_add(t, (size_t)nt) == 0)
+        out = digest_hex(16);
 done:
-    Py_DECREF(h);
-    Py_DECREF(t);
+    Py_XDECREF(quoted);
+    Py_XDECREF(text);
     return out;
 }
 
@@ -619,20 +695,12 @@ tag_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_INCREF(held);
         Py_DECREF(group);
-        PyObject *quoted = PyObject_CallOneArg(quote, hash);
-        PyObject *number = quoted ? PyObject_Str(offset) : NULL;
-        PyObject *head = number ? PyUnicode_FromFormat("{\"input_hash\":%U,\"kafka_offset\":%U",
-                                                       quoted, number)
-                                : NULL;
-        PyObject *id = head ? short_id(head, PyTuple_GET_ITEM(held, 0)) : NULL;
+        PyObject *id = short_id(hash, quote, offset, PyTuple_GET_ITEM(held, 0));
         if (id != NULL) {
             PyObject *values[4] = {item, PyTuple_GET_ITEM(held, 1), version, id};
             result = build(tagged, setters, values, 4);
             ok = result != NULL;
         }
-        Py_XDECREF(quoted);
-        Py_XDECREF(number);
-        Py_XDECREF(head);
         Py_XDECREF(id);
         Py_DECREF(held);
     item_done:
@@ -806,6 +874,14 @@ PyInit__native(void)
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return NULL;
+    if (sha256_md == NULL) {
+        sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        sha256_ctx = EVP_MD_CTX_new();
+        if (sha256_md == NULL || sha256_ctx == NULL) {
+            PyErr_SetString(PyExc_ImportError, "OpenSSL: no SHA-256");
+            return NULL;
+        }
+    }
     s_topic = PyUnicode_InternFromString("topic");
     s_partition = PyUnicode_InternFromString("partition");
     s_offset = PyUnicode_InternFromString("offset");
