@@ -408,8 +408,15 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         if self._commit_each:
+            # Each its own append (a planned commit), queued for the table's writer thread in
+            # order (sinks.lake_group, merge=False), or appended here without one.
             for _key, group in items:
-                self._append(group)
+                if not group:
+                    continue
+                if self._together is None:
+                    self._append(group)
+                else:
+                    self._together.submit(group, self._append)
             return
         rows = [item for _key, group in items for item in group]
         if self._together is None:
@@ -489,7 +496,8 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
     process's workers queued meanwhile (:mod:`sinks.lake_group`); the worker goes on, and each
     :class:`~core.handed.Handed` batch is acknowledged once committed. With ``commit_each`` (a
     replay's planned commits, :mod:`sinks.lake_plan`) each batch is its own snapshot, appended
-    on the worker's thread before ``write_batch`` returns (synchronous, as before).
+    by the same writer thread in the order handed while the worker goes on (a replay has no
+    recovery store; its end of input waits for every commit).
     """
 
     def __init__(
@@ -528,17 +536,14 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         self._namespace = namespace
         self._def = table_def
         self._attempts = commit_attempts
-        #: The process's workers' appends, grouped (sinks.lake_group); a replay's planned
-        #: commits stay one append each.
-        self._together: GroupCommit[T] | None = (
-            None
-            if commit_each
-            else GroupCommit(
-                workers,
-                in_flight=in_flight,
-                batch_rows=batch_rows,
-                name=f"{namespace}.{table_def.name}",
-            )
+        #: The process's workers' appends off their threads, grouped (sinks.lake_group); a
+        #: replay's planned commits one append each, in the order handed.
+        self._together: GroupCommit[T] = GroupCommit(
+            workers,
+            in_flight=in_flight,
+            batch_rows=batch_rows,
+            name=f"{namespace}.{table_def.name}",
+            merge=not commit_each,
         )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition[T]:

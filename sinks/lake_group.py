@@ -21,6 +21,12 @@ emitted them, which the ledger needs (it skips rows at or below what a lane comm
 append that fails stops the writer: nothing queued after it is appended (a later batch landing
 before an earlier one would make the ledger skip the earlier one's rows for good).
 
+One at a time (``merge=False``, a replay's planned commits: each must be its own snapshot, the
+original's): the writer appends each batch on its own, in the order handed, without lingering;
+the worker still goes on while it does (a replay has no recovery store, so nothing in flight
+needs a snapshot; its end waits for every commit). Measured in session 17 on the replay
+benchmark (below, README).
+
 Bounds: at most ``in_flight`` batches of ``batch_rows`` rows (``lake.in_flight`` batches of
 ``lake.batch_max_rows``) queued or being appended; :meth:`GroupCommit.submit` blocks the worker
 while the rows held would pass that (backpressure; a hand-over larger than the bound waits
@@ -72,8 +78,9 @@ class _Queued(Generic[T]):
 class GroupCommit(Generic[T]):
     """One table's appends for the ``workers`` threads (workers) of a process, made by one
     writer thread: an append takes every batch queued, after waiting up to ``linger`` seconds
-    for each worker to hand one (none with one worker). At most ``in_flight * batch_rows`` rows
-    are queued or appending; ``name`` names the thread and the log lines."""
+    for each worker to hand one (none with one worker); with ``merge=False`` each batch is its
+    own append, in the order handed. At most ``in_flight * batch_rows`` rows are queued or
+    appending; ``name`` names the thread and the log lines."""
 
     def __init__(
         self,
@@ -82,12 +89,15 @@ class GroupCommit(Generic[T]):
         in_flight: int = IN_FLIGHT,
         batch_rows: int = 1,
         name: str = "lake",
+        *,
+        merge: bool = True,
     ) -> None:
         if in_flight < 1 or batch_rows < 1:
             msg = f"in_flight and batch_rows must be >= 1, got {in_flight}, {batch_rows}"
             raise ValueError(msg)
         self._workers = workers
-        self._linger = linger
+        self._linger = linger if merge else 0.0
+        self._merge = merge
         self._limit = in_flight * batch_rows
         self._name = name
         self._cond = threading.Condition()
@@ -187,7 +197,10 @@ class GroupCommit(Generic[T]):
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                taken, self._queue = self._queue, []
+                if self._merge:
+                    taken, self._queue = self._queue, []
+                else:
+                    taken, self._queue = self._queue[:1], self._queue[1:]
             try:
                 taken[0].append([row for queued in taken for row in queued.rows])
             except BaseException as exc:  # raised on the workers; the writer stops here

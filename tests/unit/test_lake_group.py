@@ -49,6 +49,38 @@ def test_a_submit_returns_before_the_append_and_the_batches_queued_meanwhile_go_
     assert (together.appends, together.batches, together.in_flight) == (2, 4, 0)
 
 
+def test_without_merging_each_batch_is_its_own_append_in_order_and_the_worker_goes_on() -> None:
+    # A replay's planned commits: each the original's snapshot, so never two in one append.
+    together: GroupCommit[int] = GroupCommit(workers=2, in_flight=10, merge=False)
+    gate = Gate()
+    together.submit([0], gate)
+    assert gate.started.wait(10)
+    for i in (1, 2, 3):
+        together.submit([i, i + 10], gate)  # returns while the first append runs
+    assert together.in_flight == 4
+    gate.release.set()
+    together.close()
+    assert gate.appended == [[0], [1, 11], [2, 12], [3, 13]]
+    assert (together.appends, together.batches, together.in_flight) == (4, 4, 0)
+    # A failed one stops the writer: what follows is not appended, the worker gets the error.
+    failing: GroupCommit[int] = GroupCommit(in_flight=10, merge=False)
+    seen: list[list[int]] = []
+    release = threading.Event()
+
+    def append(rows: list[int]) -> None:
+        assert release.wait(10)  # until all three are queued
+        if rows == [1]:
+            raise RuntimeError("commit failed")
+        seen.append(rows)
+
+    for i in range(3):
+        failing.submit([i], append)
+    release.set()
+    with pytest.raises(RuntimeError, match="commit failed"):
+        failing.drain()
+    assert seen == [[0]]
+
+
 def test_batches_are_appended_in_the_order_submitted_and_acked_after_their_commit() -> None:
     together: GroupCommit[int] = GroupCommit(in_flight=3)
     landed: list[int] = []
