@@ -252,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # gets every thread's Python stack first (a SIGABRT in CI once left nothing to read).
     if not faulthandler.is_enabled():
         faulthandler.enable()
+    # numpy's OpenBLAS starts a thread per core at import, and they spun in a lake-only run
+    # (0.9% of its CPU samples in `perf`) though no step multiplies matrices: the steps' arrays
+    # are small. One thread (unless the environment chose); numpy is imported after this.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = _parser().parse_args(argv)
     try:
         settings = Settings.load(config_file=args.config)
