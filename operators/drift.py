@@ -114,7 +114,7 @@ from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
 from core.settings import DriftSettings
 from operators.batching import Runs, stateful_runs_at
-from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
+from operators.drift_stats import Baseline, Reference, drifted_check, load_baseline
 from operators.sealed_state import sealed_builder
 from operators.split import split_runs
 from tenancy.sealed_state import StateSeal
@@ -568,7 +568,7 @@ class TenantDrift:
         if not alone and not self._through_window(size, state):
             # Too few values for the PSI and the KS (see the module docstring): no verdict.
             return None, "too_small"
-        check = check_batch(
+        check = drifted_check(
             state.reference,
             batch.values,
             state.window,
@@ -576,7 +576,7 @@ class TenantDrift:
             ks_alpha=settings.ks_alpha,
             batch_alone=alone,
         )
-        if check.drifted:
+        if check is not None:
             verdict = DriftVerdict(
                 self._batch_id(batch),
                 tenant,
