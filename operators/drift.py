@@ -358,6 +358,7 @@ class TenantDrift:
         open_get = open_.get
         fifo = self._fifo
         fifo_append = fifo.append
+        popleft = fifo.popleft
         batch_size = self._batch_size
         batch_seconds = self._batch_seconds
         min_batch = self._min_batch_size
@@ -385,8 +386,18 @@ class TenantDrift:
                 self._event_time = event_time = ts
                 next_deadline = self._next_deadline
                 if next_deadline is not None and ts >= next_deadline:
-                    self._close_expired(ts)
                     closed = True
+                    if len(open_) == 1:  # _close_expired, inline for a learning type's batch
+                        ((key, only),) = open_.items()
+                        state = types_get(key) if key is not None else None
+                        if state is not None and state.reference is None and only.deadline <= ts:
+                            del open_[key]
+                            self._learn(state, only)
+                            self._next_deadline = None
+                        else:
+                            self._close_expired(ts)
+                    else:
+                        self._close_expired(ts)
             entry = _Entry(item)
             fifo_append(entry)
             batch = open_get(kind)
@@ -425,8 +436,29 @@ class TenantDrift:
                     self._close(kind, batch)  # a small batch that waited can be judged now
                 elif not closed:
                     continue  # the oldest held record's batch is still open: nothing out
-            if fifo[0].out is not None:
-                out.extend(self._release())
+            result = fifo[0].out
+            if result is not None:  # _release, inline
+                last, passed = 0, None
+                while True:
+                    if type(result) is Decoded:
+                        last, passed = len(out), result
+                    out.append(result)
+                    popleft()
+                    if not fifo:
+                        break
+                    result = fifo[0].out
+                    if result is None:
+                        break
+                if passed is not None:
+                    out[last] = Decoded(
+                        passed.signal,
+                        passed.provenance,
+                        passed.kafka_timestamp_ms,
+                        passed.raw,
+                        passed.unknown_fields,
+                        passed.trace,
+                        event_time,
+                    )
         self._count()  # the batches decided, once per call instead of once per batch
         return out
 

@@ -550,7 +550,7 @@ def _ks_cannot_fire(reference: Reference, cuts: Sequence[int], m: int, alpha: fl
         return False
     sample_below = [0, *cuts, m]
     above = below[1:]
-    bound = max(
+    bound: int = max(
         max(map(sub, map(mul, above, repeat(m)), map(mul, sample_below, repeat(n)))),
         max(map(sub, map(mul, sample_below[1:], repeat(n)), map(mul, below, repeat(m)))),
     )
