@@ -114,7 +114,7 @@ from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined
 from core.settings import DriftSettings
 from operators.batching import Runs, stateful_runs_at
-from operators.drift_stats import Baseline, Reference, check_batch, load_baseline
+from operators.drift_stats import Baseline, Reference, drifted_check, load_baseline
 from operators.sealed_state import sealed_builder
 from operators.split import split_runs
 from tenancy.sealed_state import StateSeal
@@ -345,17 +345,22 @@ class TenantDrift:
         any split of an input into batches the outputs are the same (``tests/unit/
         test_batch_equivalence.py``), since no decision depends on where a batch ends.
 
-        The clean path is inline: a record of this tenant that only joins its type's open
-        batch (no unknown fields, no canary, no release marker to check, no deadline reached,
-        and the batch neither full nor judgeable after it) is appended here and lets nothing
-        out (the oldest held record's batch is still open: every push ends with the oldest
+        The plain path is inline: a record of this tenant without unknown fields, that is no
+        canary and has no release marker to check, is :meth:`_push`'s steps written out here
+        (the event time and the batches it closes, the open batch it joins or opens, what that
+        closes, what it lets out), without a call per record. Joining an open batch that
+        neither fills nor becomes judgeable lets nothing out (every push ends with the oldest
         held record undecided). Anything else goes through :meth:`_push`."""
         out: list[Output] = []
         push = self._push
         tenant = self.tenant_id
-        open_get = self._open.get
-        fifo_append = self._fifo.append
+        open_ = self._open
+        open_get = open_.get
+        fifo = self._fifo
+        fifo_append = fifo.append
+        popleft = fifo.popleft
         batch_size = self._batch_size
+        batch_seconds = self._batch_seconds
         min_batch = self._min_batch_size
         min_share = self._min_share
         types_get = self._types.get
@@ -363,49 +368,97 @@ class TenantDrift:
         for item in items:
             signal = item.signal
             kind = signal.type
-            batch = open_get(kind)
+            raw = item.raw
             if (
-                batch is not None
-                and not item.unknown_fields
-                and kind != CANARY_TYPE
-                and signal.tenant_id == tenant
+                item.unknown_fields
+                or kind == CANARY_TYPE
+                or signal.tenant_id != tenant
+                or (checks_markers and raw is not None and raw.headers)
             ):
-                ts = signal.ts
-                event_time = self._event_time
+                released = push(item)
+                if released:
+                    out.extend(released)
+                continue
+            ts = signal.ts
+            event_time = self._event_time
+            closed = False  # batches closed by time: they may let records out
+            if event_time is None or ts > event_time:
+                self._event_time = event_time = ts
                 next_deadline = self._next_deadline
-                raw = item.raw
+                if next_deadline is not None and ts >= next_deadline:
+                    closed = True
+                    if len(open_) == 1:  # _close_expired, inline for a learning type's batch
+                        ((key, only),) = open_.items()
+                        state = types_get(key) if key is not None else None
+                        if state is not None and state.reference is None and only.deadline <= ts:
+                            del open_[key]
+                            self._learn(state, only)
+                            self._next_deadline = None
+                        else:
+                            self._close_expired(ts)
+                    else:
+                        self._close_expired(ts)
+            entry = _Entry(item)
+            fifo_append(entry)
+            batch = open_get(kind)
+            if batch is None:
+                try:
+                    deadline = ts + batch_seconds
+                except OverflowError:  # a batch_seconds of centuries: no time limit
+                    deadline = _END_OF_TIME
+                batch = _Batch(kind, None, deadline)
+                open_[kind] = batch
+                next_deadline = self._next_deadline
+                if next_deadline is None or deadline < next_deadline:
+                    self._next_deadline = deadline
+                batch.entries.append(entry)
+                batch.values.append(signal.value)
+                if batch_size <= 1:
+                    self._close(kind, batch)
+                elif deadline <= event_time:  # a late record: see _push
+                    self._time_up(kind, batch, event_time)
+                    self._next_deadline = min(map(_DEADLINE, open_.values()), default=None)
+            else:
                 entries = batch.entries
-                size = len(entries) + 1
-                if (
-                    size < batch_size
-                    and (
-                        ts <= event_time  # type: ignore[operator]
-                        or next_deadline is None
-                        or ts < next_deadline
-                    )
-                    and not (checks_markers and raw is not None and raw.headers)
-                    and not (
-                        getattr(batch, "extended", False)
-                        and (
-                            size >= min_batch
-                            or (
-                                size >= min_share
-                                and (state := types_get(kind)) is not None
-                                and size + _window_size(state) >= min_batch
-                            )
-                        )
+                entries.append(entry)
+                batch.values.append(signal.value)
+                size = len(entries)
+                if size >= batch_size:
+                    self._close(kind, batch)
+                elif getattr(batch, "extended", False) and (
+                    size >= min_batch
+                    or (
+                        size >= min_share
+                        and (state := types_get(kind)) is not None
+                        and size + _window_size(state) >= min_batch
                     )
                 ):
-                    if ts > event_time:  # type: ignore[operator]
-                        self._event_time = ts
-                    entry = _Entry(item)
-                    fifo_append(entry)
-                    entries.append(entry)
-                    batch.values.append(signal.value)
-                    continue
-            released = push(item)
-            if released:
-                out.extend(released)
+                    self._close(kind, batch)  # a small batch that waited can be judged now
+                elif not closed:
+                    continue  # the oldest held record's batch is still open: nothing out
+            result = fifo[0].out
+            if result is not None:  # _release, inline
+                last, passed = 0, None
+                while True:
+                    if type(result) is Decoded:
+                        last, passed = len(out), result
+                    out.append(result)
+                    popleft()
+                    if not fifo:
+                        break
+                    result = fifo[0].out
+                    if result is None:
+                        break
+                if passed is not None:
+                    out[last] = Decoded(
+                        passed.signal,
+                        passed.provenance,
+                        passed.kafka_timestamp_ms,
+                        passed.raw,
+                        passed.unknown_fields,
+                        passed.trace,
+                        event_time,
+                    )
         self._count()  # the batches decided, once per call instead of once per batch
         return out
 
@@ -467,9 +520,16 @@ class TenantDrift:
 
     def _close_expired(self, now: datetime) -> None:
         open_ = self._open
+        types_get = self._types.get
         for key, batch in list(open_.items()):
             if batch.deadline <= now:
-                self._time_up(key, batch, now)
+                state = types_get(key) if key is not None else None
+                if state is not None and state.reference is None:
+                    # Learning: no reference, so no extension (_time_up) and no verdict.
+                    del open_[key]
+                    self._learn(state, batch)
+                else:
+                    self._time_up(key, batch, now)
         self._next_deadline = min(map(_DEADLINE, open_.values()), default=None) if open_ else None
 
     def _time_up(self, key: str | None, batch: _Batch, now: datetime) -> None:
@@ -532,6 +592,15 @@ class TenantDrift:
         tally = self._tally
         tally[outcome] = tally.get(outcome, 0) + 1
 
+    def _learn(self, state: _TypeState, batch: _Batch) -> None:
+        """:meth:`_close` of a batch (out of ``_open`` already) whose type is learning its
+        reference (``state.reference`` is ``None``): its records pass, its values are learned."""
+        for entry in batch.entries:
+            entry.out = entry.item
+        _learned(state, batch, self._settings)
+        tally = self._tally
+        tally["learning"] = tally.get("learning", 0) + 1
+
     def _batch_id(self, batch: _Batch) -> str:
         """The id of ``batch``: derived from its first record (or kept from an old snapshot)."""
         if batch.batch_id is None:
@@ -555,20 +624,13 @@ class TenantDrift:
             state = self._types[kind] = _TypeState(base)
         settings = self._settings
         if state.reference is None:
-            state.learning.extend(batch.values)
-            state.learned += 1
-            if (
-                state.learned >= max(1, settings.reference_batches)
-                and len(state.learning) >= settings.reference_values
-            ):
-                state.reference = Reference.from_values(state.learning, settings.bins)
-                state.learning = []
+            _learned(state, batch, settings)
             return None, "learning"
         alone = size >= self._min_batch_size
         if not alone and not self._through_window(size, state):
             # Too few values for the PSI and the KS (see the module docstring): no verdict.
             return None, "too_small"
-        check = check_batch(
+        check = drifted_check(
             state.reference,
             batch.values,
             state.window,
@@ -576,7 +638,7 @@ class TenantDrift:
             ks_alpha=settings.ks_alpha,
             batch_alone=alone,
         )
-        if check.drifted:
+        if check is not None:
             verdict = DriftVerdict(
                 self._batch_id(batch),
                 tenant,
@@ -627,6 +689,19 @@ def _batches_counter(tenant: str, outcome: str) -> Any:
     if child is None:
         child = _BATCH_COUNTERS[tenant, outcome] = metrics.DRIFT_BATCHES.labels(tenant, outcome)
     return child
+
+
+def _learned(state: _TypeState, batch: _Batch, settings: DriftSettings) -> None:
+    """Add a closed batch's values to its type's reference in the learning; the reference,
+    once it holds ``reference_batches`` batches and ``reference_values`` values."""
+    state.learning.extend(batch.values)
+    state.learned += 1
+    if (
+        state.learned >= max(1, settings.reference_batches)
+        and len(state.learning) >= settings.reference_values
+    ):
+        state.reference = Reference.from_values(state.learning, settings.bins)
+        state.learning = []
 
 
 def _window_size(state: _TypeState) -> int:

@@ -8,7 +8,8 @@ bit-identical outputs (sums run in a fixed order), so a replay reproduces every 
 - :func:`psi`: the Population Stability Index of a sample against a reference.
 - :func:`ks_statistic` / :func:`ks_critical`: the exact two-sample Kolmogorov-Smirnov ``D`` and
   its asymptotic critical value.
-- :func:`check_batch`: the decision for one micro-batch and its trailing window.
+- :func:`check_batch`: the decision for one micro-batch and its trailing window;
+  :func:`drifted_check` the same decision, the statistics only of a drifted batch (cheaper).
 - :class:`Baseline` / :func:`load_baseline`: references given by a JSON file instead of learned.
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "Reference",
     "baseline_bytes",
     "check_batch",
+    "drifted_check",
     "ks_critical",
     "ks_statistic",
     "load_baseline",
@@ -147,26 +149,21 @@ def _psi_of(reference: Reference, cuts: Sequence[int], n: int) -> float:
     """:func:`psi` of a sample of ``n >= 1`` values given by its :func:`_cuts` in the
     reference's edges (the same operations on the same counts, so the same value).
 
-    One pass over the bins, without the intermediate tuples of :func:`_counts` and
-    :func:`_smoothed`: per bin the share ``(count + SMOOTHING) / total`` and the term
-    ``(share - p) * ln(share / p)``, the same float operations in the same order; ``fsum`` of
-    the terms is exact, so the same PSI bit for bit (``tests/unit/test_drift_stats.py``)."""
+    Without the intermediate tuples of :func:`_counts` and :func:`_smoothed`, through ``map``:
+    per bin the share ``(count + SMOOTHING) / total`` and the term ``(share - p) * ln(share /
+    p)``, the same float operations in the same order; ``fsum`` of the terms is exact, so the
+    same PSI bit for bit (``tests/unit/test_drift_stats.py``)."""
     proportions = reference.proportions
     if len(cuts) + 1 != len(proportions):
         msg = "a sample binned in other bins than its reference's"
         raise ValueError(msg)
     total = n + SMOOTHING * len(proportions)
-    log = math.log
-    terms = []
-    below = 0
-    for cut, p in zip(cuts, proportions, strict=False):
-        share = (cut - below + SMOOTHING) / total
-        terms.append((share - p) * log(share / p))
-        below = cut
-    p = proportions[-1]
-    share = (n - below + SMOOTHING) / total
-    terms.append((share - p) * log(share / p))
-    return math.fsum(terms)
+    # Per bin, at C speed: count = cut - cut before (ints), share = (count + SMOOTHING) / total,
+    # term = (share - p) * ln(share / p): the same float operations in the same order.
+    counts = map(sub, chain(cuts, (n,)), chain((0,), cuts))
+    shares = list(map(truediv, map(add, counts, repeat(SMOOTHING)), repeat(total)))
+    logs = map(math.log, map(truediv, shares, proportions))
+    return math.fsum(map(mul, map(sub, shares, proportions), logs))
 
 
 def ks_statistic(a_sorted: Sequence[float], b_sorted: Sequence[float]) -> float:
@@ -438,6 +435,142 @@ def check_batch(
         if window_ks is None:
             window_ks = ks_statistic(values, pooled())
     return BatchCheck(batch_psi, batch_ks, window_psi, window_ks, drifted)
+
+
+def drifted_check(
+    reference: Reference,
+    batch: Sequence[float],
+    window: Sequence[Sequence[float]] = (),
+    *,
+    psi_threshold: float,
+    ks_alpha: float,
+    batch_alone: bool = True,
+) -> BatchCheck | None:
+    """:func:`check_batch` for a caller that needs a passed batch's decision only (the drift
+    step: a passed record carries no statistics): ``None`` when the batch passed, else
+    :func:`check_batch`'s result, every statistic. The same decision for the same arguments
+    (``tests/unit/test_drift_stats.py``) and the same errors.
+
+    Cheaper on a passed batch: the batch's own PSI is not computed when only its window can
+    fire (``batch_alone=False``), and a KS ``D`` is not computed when the sample's bin counts
+    already bound it at most at its critical value (:func:`_ks_cannot_fire`): without drift,
+    most samples whose PSI reached the threshold (small ones, often) end there."""
+    if not batch_alone and not window:
+        msg = "a batch judged through its window alone needs a window"
+        raise ValueError(msg)
+    edges = reference.edges
+    ordered = sorted(batch)
+    if not ordered:
+        msg = "psi needs a non-empty sample"
+        raise ValueError(msg)
+
+    def drifted() -> BatchCheck:
+        return check_batch(
+            reference,
+            batch,
+            window,
+            psi_threshold=psi_threshold,
+            ks_alpha=ks_alpha,
+            batch_alone=batch_alone,
+        )
+
+    cuts: list[int] | None = None
+    if batch_alone:
+        cuts = _cuts(ordered, edges)
+        n = len(ordered)
+        if _psi_of(reference, cuts, n) >= psi_threshold and _ks_fires(
+            reference, ordered, cuts, ks_alpha
+        ):
+            return drifted()
+        if not window:
+            return None  # the window is this batch alone
+    pooled_n = len(ordered) + sum(map(len, window))
+    merged: Sequence[float] | None = None
+    if pooled_n > _MERGE_MAX:  # as check_batch: its parts' counts summed (cached for tuples)
+        if cuts is None:
+            cuts = _cuts(ordered, edges)
+        for sample in window:
+            cuts = list(map(add, cuts, _sample_cuts(sample, edges)))
+    else:
+        merged = sorted(chain(ordered, *window))
+        cuts = _cuts(merged, edges)
+    if _psi_of(reference, cuts, pooled_n) < psi_threshold:
+        return None
+    if _orderable((ordered, *window)) and _ks_cannot_fire(reference, cuts, pooled_n, ks_alpha):
+        return None
+    if merged is None:
+        merged = sorted(chain(ordered, *window))
+    values = reference.values
+    window_ks = ks_statistic(values, merged)
+    if window_ks <= ks_critical(len(values), pooled_n, ks_alpha):
+        return None
+    if not batch_alone and not window_ks > ks_statistic(values, sorted(chain(*window))):
+        return None  # this batch did not move the window away (check_batch)
+    return drifted()
+
+
+def _ks_fires(
+    reference: Reference, ordered: Sequence[float], cuts: list[int], alpha: float
+) -> bool:
+    """Whether the KS ``D`` of the sorted sample ``ordered`` (its :func:`_cuts` given) exceeds
+    its critical value, as :func:`check_batch` decides it."""
+    n = len(ordered)
+    if _orderable((ordered,)) and _ks_cannot_fire(reference, cuts, n, alpha):
+        return False
+    values = reference.values
+    return ks_statistic(values, ordered) > ks_critical(len(values), n, alpha)
+
+
+def _ks_cannot_fire(reference: Reference, cuts: Sequence[int], m: int, alpha: float) -> bool:
+    """Whether the bin counts alone show that the KS ``D`` of a sample of ``m`` values with
+    these :func:`_cuts` against ``reference`` is at most its critical value (``False``: they
+    do not; then only ``D`` itself can tell).
+
+    The bound: with ``R_j`` and ``P_j`` the reference's and the sample's values below edge
+    ``j`` (``R_0 = P_0 = 0`` below the first bin, ``n`` and ``m`` above the last), for any
+    ``x`` in bin ``j`` (``e_j <= x < e_j+1``) the counts of values ``<= x`` lie in ``[R_j,
+    R_j+1]`` and ``[P_j, P_j+1]``, so ``n * m * |F_ref(x) - F_s(x)| <= max(R_j+1 * m - P_j *
+    n, P_j+1 * n - R_j * m)``, in integers. ``D``'s scaled count is at most that, and a
+    correctly rounded division keeps the order, so ``bound / (n * m) <= critical`` means ``D
+    <= critical``: the test does not fire. Needs the values totally ordered: the caller checks
+    the sample's (:func:`_orderable`), this the reference's (cached)."""
+    values = reference.values
+    n = len(values)
+    ref_cuts = _REF_CUTS.get(id(reference))
+    if ref_cuts is None or ref_cuts[0] is not reference:
+        ordered = _orderable((values,))
+        ref_cuts = (reference, [0, *_cuts(values, reference.edges), n] if ordered else None)
+        if len(_REF_CUTS) >= _ARRAYS_MAX:
+            # Workers are threads of one process: another may change the dict meanwhile.
+            with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                del _REF_CUTS[next(iter(_REF_CUTS))]
+        _REF_CUTS[id(reference)] = ref_cuts
+    below = ref_cuts[1]
+    if below is None:
+        return False
+    sample_below = [0, *cuts, m]
+    above = below[1:]
+    bound: int = max(
+        max(map(sub, map(mul, above, repeat(m)), map(mul, sample_below, repeat(n)))),
+        max(map(sub, map(mul, sample_below[1:], repeat(n)), map(mul, below, repeat(m)))),
+    )
+    return bound / (n * m) <= ks_critical(n, m, alpha)
+
+
+#: Per reference (by ``id``, holding it, as :data:`_ARRAYS`): its values below each edge, from
+#: 0 below the first bin to ``n`` (``[0, R_1, ..., n]``), or ``None`` if it holds a NaN.
+_REF_CUTS: dict[int, tuple[Reference, list[int] | None]] = {}
+
+
+def _orderable(samples: Iterable[Sequence[float]]) -> bool:
+    """Whether no value of ``samples`` is a NaN (which no order places), through their sum:
+    ``False`` also for one holding both infinities, or too large an int for a float (no
+    bound then, only lost time)."""
+    try:
+        total = sum(map(sum, samples))
+    except (OverflowError, TypeError):
+        return False
+    return bool(total == total)
 
 
 class Baseline(Mapping[tuple[str, str], Reference]):

@@ -571,6 +571,7 @@ def test_drift_inline_clean_path_equals_per_record_pushes(
             expected.extend(reference.push(item))
         assert same(state.push_batch(batch), expected)
         assert _drift_state(state) == _drift_state(reference)
+        assert pickle.dumps(state) == pickle.dumps(reference)  # the snapshot, byte for byte
     assert same(state.flush(), reference.flush())
 
 
@@ -603,3 +604,55 @@ def test_drift_inline_path_leaves_a_batch_judgeable_through_its_window_to_the_re
     # The batch of 34-47 closed at 47 and let its records out; 48 opened the next one.
     assert [d.provenance.kafka_offset for d in expected][-1] == len(items) - 2
     assert state.pending == reference.pending == 1
+
+
+#: Per record: (type index, drifted, event-time step in tenths of a second). Shaped like the
+#: benchmarks' input (a tenant's signals a second apart over four types: every record closes
+#: the batch before it by time, while the types learn, then batches wait, extended, until
+#: they can be judged through their windows), with late records and drifted stretches.
+_CLOSE_EVENTS = st.lists(
+    st.tuples(
+        st.integers(0, 3),
+        st.sampled_from([False] * 40 + [True]),  # a drifted stretch starts or ends
+        st.sampled_from([10] * 12 + [0, 3, 7, 25, -15, -40, 3000]),
+    ),
+    min_size=150,
+    max_size=400,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_CLOSE_EVENTS, st.integers(0, 2**32), _CUTS, st.integers(1, 3))
+def test_drift_close_events_equal_per_record_pushes(
+    specs: list[Any], seed: int, cuts: list[int], learn: int
+) -> None:
+    """The inline path where records close batches (by time, by size, judgeable after an
+    extension; learning, passed, drifted, too small) and release what they decide: the same
+    outputs, state and snapshot bytes as push per record after every batch, at the default
+    settings but a ``min_batch_size`` of 10, with a reference learned from ``learn`` x 20
+    values."""
+    import random
+
+    rng = random.Random(seed)
+    drift_settings = DriftSettings(
+        reference_values=20 * learn, min_batch_size=10, small_batch_wait_seconds=60.0
+    )
+    kinds = (*TYPES, "saturation")
+    items = []
+    ts = T0
+    drifted = False
+    for offset, (kind_index, toggle, tenths) in enumerate(specs):
+        ts += timedelta(seconds=tenths / 10)
+        drifted ^= toggle
+        value = rng.betavariate(8, 2) * (0.5 if drifted else 1.0)
+        items.append(decoded(value, offset, type=kinds[kind_index], ts=ts))
+    reference = TenantDrift("tenant-00", drift_settings, None, KEY)
+    state = TenantDrift("tenant-00", drift_settings, None, KEY)
+    for batch in chunks(items, [c * 5 for c in cuts]):
+        expected: list[Any] = []
+        for item in batch:
+            expected.extend(reference.push(item))
+        assert same(state.push_batch(batch), expected)
+        assert _drift_state(state) == _drift_state(reference)
+        assert pickle.dumps(state) == pickle.dumps(reference)
+    assert same(state.flush(), reference.flush())

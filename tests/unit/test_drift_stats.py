@@ -7,10 +7,12 @@ import copy
 import json
 import math
 import pickle
+import random
 from bisect import bisect_left, bisect_right
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import hypothesis.strategies as st
 import pytest
@@ -24,6 +26,7 @@ from operators.drift_stats import (
     BatchCheck,
     Reference,
     check_batch,
+    drifted_check,
     ks_critical,
     ks_statistic,
     load_baseline,
@@ -383,3 +386,101 @@ def _check_against_merging(
         got = check_batch(reference, batch, window, **kwargs)  # type: ignore[arg-type]
         assert repr(got) == repr(expected)
         assert got == expected
+        # The drift step's decision-only form: the same decision, every statistic if drifted.
+        decided = drifted_check(reference, batch, window, **kwargs)  # type: ignore[arg-type]
+        assert repr(decided) == repr(expected if expected.drifted else None)
+
+
+# --- the drift step's decision-only check (issue 15) ----------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_VALUE, min_size=1, max_size=200),
+    st.integers(1, 12),
+    st.lists(_VALUE, min_size=1, max_size=120),
+)
+def test_psi_of_sums_the_textbook_terms_bit_for_bit(
+    ref_values: list[float], bins: int, sample: list[float]
+) -> None:
+    """_psi_of through ``map`` is ``fsum`` of ``(s - p) * ln(s / p)`` over the smoothed shares,
+    the same float operations: the same bits."""
+    reference = Reference.from_values(ref_values, bins)
+    ordered = sorted(sample)
+    cuts = drift_stats._cuts(ordered, reference.edges)
+    shares = drift_stats._smoothed(drift_stats._counts(cuts, len(ordered)), len(ordered))
+    terms = [(s - p) * math.log(s / p) for s, p in zip(shares, reference.proportions, strict=True)]
+    got = drift_stats._psi_of(reference, cuts, len(ordered))
+    assert repr(got) == repr(math.fsum(terms))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 2**32),
+    st.integers(20, 1200),
+    st.integers(1, 12),
+    st.integers(1, 120),
+    st.floats(0.0, 0.3),
+    st.sampled_from([0.001, 0.05, 0.5]),
+    st.booleans(),
+)
+def test_the_bin_count_bound_never_hides_a_firing_ks(
+    seed: int, n: int, bins: int, m: int, shift: float, alpha: float, ties: bool
+) -> None:
+    """When _ks_cannot_fire says so, the exact KS ``D`` is at most its critical value: on
+    samples like the drift step's (a reference of up to 1,200 values, samples of up to 120,
+    shifted or not, with ties on a grid or continuous)."""
+    rng = random.Random(seed)
+
+    def draw(k: int, by: float) -> list[float]:
+        out = [min(1.0, rng.betavariate(8, 2) + by) for _ in range(k)]
+        return [round(v, 1) for v in out] if ties else out
+
+    reference = Reference.from_values(draw(n, 0.0), bins)
+    sample = sorted(draw(m, shift))
+    cuts = drift_stats._cuts(sample, reference.edges)
+    if drift_stats._ks_cannot_fire(reference, cuts, m, alpha):
+        d = ks_statistic(reference.values, sample)
+        assert d <= ks_critical(n, m, alpha)
+
+
+def test_the_bound_skips_most_ks_of_clean_small_samples_and_none_of_a_drift() -> None:
+    """What the bound is for: a clean sample of 54 (a batch of 9 and its window) against a
+    reference of 1,000 is cleared by its bin counts in most draws, at the default alpha; a
+    shifted one never is (and it fires)."""
+    rng = random.Random(7)
+    reference = Reference.from_values([rng.betavariate(8, 2) for _ in range(1000)], 10)
+    cleared = 0
+    for _ in range(200):
+        sample = sorted(rng.betavariate(8, 2) for _ in range(54))
+        cuts = drift_stats._cuts(sample, reference.edges)
+        cleared += drift_stats._ks_cannot_fire(reference, cuts, 54, 0.001)
+    assert cleared >= 150
+    shifted = sorted(min(1.0, rng.betavariate(8, 2) + 0.2) for _ in range(54))
+    cuts = drift_stats._cuts(shifted, reference.edges)
+    assert not drift_stats._ks_cannot_fire(reference, cuts, 54, 0.001)
+    assert drifted_check(reference, shifted, psi_threshold=0.2, ks_alpha=0.001) == check_batch(
+        reference, shifted, psi_threshold=0.2, ks_alpha=0.001
+    )
+
+
+def test_no_bound_with_a_nan_and_drifted_check_decides_as_check_batch() -> None:
+    """A NaN in the sample or the reference: no order, so no bound (_orderable); the decision
+    is still check_batch's."""
+    reference = Reference.from_values([i / 100 for i in range(100)], 10)
+    assert not drift_stats._orderable(([0.5, math.nan],))
+    assert not drift_stats._orderable(([math.inf, -math.inf],))
+    assert not drift_stats._orderable(([1e308, 10**400],))  # no float sum: no bound
+    assert drift_stats._orderable(([10**400, 3],))  # ints order (and sum) exactly
+    assert drift_stats._orderable(([0.5, 1], (0.25,)))
+    for sample in ([0.1, math.nan, 0.9] * 20, [math.nan] * 60, [0.99] * 59 + [math.nan]):
+        for alone in (True, False):
+            window = [tuple(sorted([0.98] * 40))]
+            kwargs: dict[str, Any] = {"psi_threshold": 0.0, "ks_alpha": 0.5, "batch_alone": alone}
+            expected = check_batch(reference, sample, window, **kwargs)
+            got = drifted_check(reference, sample, window, **kwargs)
+            assert repr(got) == repr(expected if expected.drifted else None)
+    with_nan = Reference(
+        (0.1, math.nan, 0.9), (0.5,), reference.counts[:2], reference.proportions[:2]
+    )
+    assert not drift_stats._ks_cannot_fire(with_nan, [1], 3, 0.001)
