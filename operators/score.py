@@ -351,31 +351,133 @@ def _publish(change: _Change, trace: str | None) -> ScoreChange:
 def _build(change: _Change, trace: str | None = None) -> ScoreChange:
     """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing)."""
     tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
+    return _score_change(
+        tenant_id,
+        provenance,
+        provenance_id,
+        num,
+        den,
+        _STATUS_VALUE[status],
+        at,
+        count,
+        sum_w,
+        ew,
+        seq,
+        trace,
+    )
+
+
+def _score_change(
+    tenant_id: str,
+    provenance: Provenance,
+    provenance_id: str,
+    num: int,
+    den: int,
+    status: str,
+    at: datetime,
+    count: int,
+    sum_w: int,
+    ew: int,
+    seq: int,
+    trace: str | None,
+) -> ScoreChange:
+    """The :class:`ScoreChange` of a change: the score ``num / den`` (exact), ``status`` its
+    value, the window's ``count`` and total weight ``sum_w / 2**ew``."""
     # The total weight correctly rounded, saturated at the largest double (two weights of 1e308
     # are valid; their sum is not a double, and it is only reported, never used in the score).
     try:
         window_weight = sum_w / (1 << ew)
     except OverflowError:
         window_weight = sys.float_info.max
+    value = num / den  # int / int: the correctly rounded double
+    # The exact score rounded half-even to two places (_round_ratio), from the double when
+    # that cannot differ: 100 * value is within 2**-51 relative of 100 * num / den, so unless
+    # its fraction is within 1e-9 of a half both round to the same integer.
+    hundred = value * 100.0
+    if 0.0 <= hundred <= 100.0:
+        q = int(hundred)
+        half = hundred - q - 0.5
+        if half > 1e-9:
+            two_places = _TWO_PLACES[q + 1]
+        elif half < -1e-9:
+            two_places = _TWO_PLACES[q]
+        else:
+            two_places = _round_ratio(num, den, 2)
+    else:
+        two_places = _round_ratio(num, den, 2)
     # Positional, in ScoreChange's field order (a keyword call costs a third more).
     return ScoreChange(
         tenant_id,
-        num / den,  # int / int: the correctly rounded double
-        _STATUS_VALUE[status],
+        value,
+        status,
         at,
         count,
         window_weight,
         provenance_id,
         provenance,
-        _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
+        two_places,
         seq,
         trace,
     )
 
 
+def _captured(noted: _Noted | None, num: int, den: int, seq: int, score: TenantScore) -> _Change:
+    """The captured change (as :meth:`TenantScore.fold` gives it) of a change noted by
+    :meth:`TickScore.add`, its score ``num / den``, its number ``seq``."""
+    assert noted is not None
+    item, at, count, sum_w, ew = noted
+    assert at is not None
+    decoded = item.decoded
+    status = score._status(num, den)
+    tenant_id, provenance, provenance_id = (
+        decoded.signal.tenant_id,
+        decoded.provenance,
+        item.provenance_id,
+    )
+    return (tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq)
+
+
+def _publish_noted(
+    noted: _Noted | None, num: int, den: int, seq: int, score: TenantScore, trace: str | None
+) -> ScoreChange:
+    """:func:`_publish` of :func:`_captured`, without the captured tuple."""
+    assert noted is not None
+    item, at, count, sum_w, ew = noted
+    assert at is not None
+    decoded = item.decoded
+    published = _score_change(
+        decoded.signal.tenant_id,
+        decoded.provenance,
+        item.provenance_id,
+        num,
+        den,
+        _STATUS_VALUE[score._status(num, den)],
+        at,
+        count,
+        sum_w,
+        ew,
+        seq,
+        trace,
+    )
+    if trace is not None:
+        tracing.record_stage("score publish", published, time.time_ns())
+    return published
+
+
 #: ``status.value`` of each status, a plain ``str`` (what a ScoreChange holds and pickles): a
 #: dict lookup instead of the enum's ``value`` property per change.
 _STATUS_VALUE: dict[Status, str] = {status: status.value for status in Status}
+
+
+#: A pending change :meth:`TickScore.add` has noted in its locals but not captured yet.
+_NOTED: Any = object()
+
+#: A change as :meth:`TickScore.add` notes it: the signal that made it, and ``W``, the window's
+#: count and total weight ``(sum_w, ew)`` then; its score and ``seq`` are the newest change's.
+_Noted = tuple[Tagged, datetime | None, int, int, int]
+
+#: The outcome of a traced signal's ``score`` span, by whether it changed the score.
+_OUTCOME = {False: "unchanged", True: "changed"}
 
 
 class TickScore:
@@ -441,7 +543,10 @@ class TickScore:
         One pass over ``items`` with :meth:`TenantScore.fold` inline (its reference): the
         window's exact sums, its heap and the last change are kept in locals for the loop, as
         is the pending change, and written back even if a signal raises (attribute reads and
-        writes per signal, and a call, were about a third of the step).
+        writes per signal, and a call, were about a third of the step). A change is only
+        noted (its signal and the window's figures then: no tuple, no status) until it is
+        published or the call ends: most are superseded within their tick, and the status is
+        a function of the exact score, so an equal score is an unchanged status.
         ``tests/unit/test_score_ticks.py`` checks the state and the changes against ``fold``
         per record for any batching."""
         out: list[ScoreChange] = []
@@ -458,11 +563,14 @@ class TickScore:
         count, seq, last = score._count, score._seq, score._last
         ev, ew = score._ev, score._ew
         sum_v, sum_w, sum_vw = score._sum_v, score._sum_w, score._sum_vw
-        healthy_n, healthy_d = score._healthy
-        warn_n, warn_d = score._warn
         heappush, heappop = heapq.heappush, heapq.heappop
         epoch, microsecond = _EPOCH, _MICROSECOND
-        healthy, warn, critical = Status.HEALTHY, Status.WARN, Status.CRITICAL
+        # The last change's exact score (1/0 before any: every first score differs from it).
+        last_num, last_den = (1, 0) if last is None else last[:2]
+        # The newest change made in this call, noted: the signal that made it, and W, the
+        # window's count and total weight when it did (its score is last_num/last_den, its seq
+        # seq); `pending is _NOTED` while it waits for its tick to close.
+        noted: _Noted | None = None
         try:
             for item in items:
                 decoded = item.decoded
@@ -472,7 +580,7 @@ class TickScore:
                 signal = decoded.signal
                 at = signal.ts
                 ts = (at - epoch) // microsecond
-                change: _Change | None = None
+                changed = False
                 if newest is None or ts > newest - window:  # else late: it changes nothing
                     weight = signal.weight
                     if weight is None:
@@ -506,45 +614,33 @@ class TickScore:
                             sum_w -= wn << (ew - we)
                             sum_vw -= (vn * wn) << (ev + ew - ve - we)
                             count -= 1
-                    if sum_w:  # TenantScore._rational and _status, inline
+                    if sum_w:  # TenantScore._rational, inline
                         num, den = sum_vw, sum_w << ev
                     else:
                         num, den = sum_v, count << ev
-                    if num * healthy_d >= healthy_n * den:
-                        status = healthy
-                    elif num * warn_d >= warn_n * den:
-                        status = warn
-                    else:
-                        status = critical
-                    if last is None or last[2] is not status or num * last[1] != last[0] * den:
-                        last = (num, den, status)
-                        seq += 1
-                        change = (  # type: ignore[assignment]
-                            signal.tenant_id,
-                            decoded.provenance,
-                            item.provenance_id,
-                            num,
-                            den,
-                            status,
-                            newest_ts,
-                            count,
-                            sum_w,
-                            ew,
-                            seq,
-                        )
+                    # (the status is the exact score's: an equal score is an unchanged status)
+                    changed = num * last_den != last_num * den
                 # --- end of fold
                 if start:  # scored: its span ends before any change it makes is published
-                    outcome = "unchanged" if change is None else "changed"
-                    tracing.record_stage("score", item, start, outcome=outcome)
+                    tracing.record_stage("score", item, start, outcome=_OUTCOME[changed])
                 if pending is not None:
                     # W only grows: a tick it left is closed for good.
                     assert newest is not None
                     if not tick or newest // tick > pending_tick:
-                        append(_publish(pending, pending_trace))
+                        append(
+                            _publish(pending, pending_trace)
+                            if pending is not _NOTED
+                            else _publish_noted(
+                                noted, last_num, last_den, seq, score, pending_trace
+                            )
+                        )
                         pending = pending_trace = None
-                if change is not None:
+                if changed:
+                    last_num, last_den = num, den
+                    seq += 1
                     if tick:
-                        pending = change
+                        pending = _NOTED
+                        noted = (item, newest_ts, count, sum_w, ew)
                         pending_at = newest
                         if open_from is not None and open_from > pending_at:
                             pending_at = open_from  # W's tick is closed: the first open one
@@ -552,17 +648,28 @@ class TickScore:
                         if trace is not None:
                             pending_trace = trace
                     else:
-                        append(_publish(change, trace))
+                        noted = (item, newest_ts, count, sum_w, ew)
+                        append(_publish_noted(noted, num, den, seq, score, trace))
                 if by_horizon and pending is not None and decoded.horizon is not None:
                     # The end of a drift release: the open tick closes now, unless it is
                     # after the drift step's event time's (what comes later belongs to the
                     # next tick), instead of waiting for the tenant's next release.
                     horizon = (decoded.horizon - epoch) // microsecond
                     if pending_tick <= horizon // tick:
-                        append(_publish(pending, pending_trace))
+                        append(
+                            _publish(pending, pending_trace)
+                            if pending is not _NOTED
+                            else _publish_noted(
+                                noted, last_num, last_den, seq, score, pending_trace
+                            )
+                        )
                         pending = pending_trace = None
                         open_from = (pending_tick + 1) * tick
         finally:
+            if seq != score._seq:  # (a change in this call: its status, once)
+                last = (last_num, last_den, score._status(last_num, last_den))
+            if pending is _NOTED:
+                pending = _captured(noted, last_num, last_den, seq, score)
             score._newest, score._newest_ts = newest, newest_ts
             score._count, score._seq, score._last = count, seq, last
             score._ev, score._ew = ev, ew
