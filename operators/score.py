@@ -107,7 +107,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, tracing
-from core.records import Provenance, ScoreChange, Tagged
+from core.records import Provenance, ScoreChange, Tagged, slot_maker
 from core.settings import ScoreSettings
 from operators.batching import Runs, run_builder
 
@@ -348,6 +348,10 @@ def _publish(change: _Change, trace: str | None) -> ScoreChange:
     return published
 
 
+#: ``ScoreChange(*fields)``, a third of the cost (one per change published).
+_new_change = slot_maker(ScoreChange)
+
+
 def _build(change: _Change, trace: str | None = None) -> ScoreChange:
     """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing)."""
     tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
@@ -405,8 +409,8 @@ def _score_change(
             two_places = _round_ratio(num, den, 2)
     else:
         two_places = _round_ratio(num, den, 2)
-    # Positional, in ScoreChange's field order (a keyword call costs a third more).
-    return ScoreChange(
+    # Positional, in ScoreChange's field order.
+    return _new_change(
         tenant_id,
         value,
         status,

@@ -427,3 +427,40 @@ def test_records_built_by_the_slot_init_equal_the_dataclass_ones(data: st.DataOb
         defaults = [f.default for f in fields if f.default is not dataclasses.MISSING]
         short = cls(*given_values[: len(required)])
         assert [getattr(short, f.name) for f in fields[len(required) :]] == defaults
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_records_built_by_a_slot_maker_equal_the_dataclass_ones(data: st.DataObject) -> None:
+    """records.slot_maker: a plain record of the class (type, fields, pickle, hash, still
+    frozen), for every record class."""
+    values = st.none() | st.integers() | st.text(max_size=5) | st.floats() | st.tuples()
+    for cls in _RECORDS:
+        make = records.slot_maker(cls)
+        fields = dataclasses.fields(cls)
+        given_values = [data.draw(values) for _ in fields]
+        reference = _reference_instance(cls, given_values)
+        obj = make(*given_values)
+        assert type(obj) is cls
+        assert pickle.dumps(obj) == pickle.dumps(reference)
+        assert repr(obj) == repr(reference)
+        assert obj == reference
+        assert hash(obj) == hash(reference)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, fields[0].name, 1)
+        with pytest.raises(TypeError):
+            make(*given_values[:-1])
+
+
+def test_a_slot_maker_refuses_a_class_it_cannot_build() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted(records._Immutable):
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class NotImmutable:
+        a: int
+
+    for cls in (Unslotted, NotImmutable):
+        with pytest.raises(TypeError, match="slot_maker"):
+            records.slot_maker(cls)
