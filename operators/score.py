@@ -339,54 +339,28 @@ class TenantScore:
             setattr(self, name, state[name])
 
 
-def _publish(change: _Change, trace: str | None) -> ScoreChange:
-    """:func:`_build`, for a change leaving the step: with a sampled signal's ``trace``, a
-    zero-length ``score publish`` span says when (how long its tick held it)."""
-    published = _build(change, trace)
-    if trace is not None:
-        tracing.record_stage("score publish", published, time.time_ns())
-    return published
-
-
-#: ``ScoreChange(*fields)``, a third of the cost (one per change published).
-_new_change = slot_maker(ScoreChange)
-
-
 def _build(change: _Change, trace: str | None = None) -> ScoreChange:
-    """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing)."""
+    """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing),
+    whose zero-length ``score publish`` span says when the change left (how long its tick held
+    it)."""
     tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
-    return _score_change(
-        tenant_id,
-        provenance,
-        provenance_id,
-        num,
-        den,
-        _STATUS_VALUE[status],
-        at,
-        count,
-        sum_w,
-        ew,
-        seq,
-        trace,
-    )
+    noted = (tenant_id, provenance, provenance_id, at, count, sum_w, ew)
+    return _score_change(noted, num, den, status, seq, trace)
+
+
+#: A change as :meth:`TickScore.add` notes it before it is built or captured: the tenant, the
+#: provenance and provenance id of the signal that made it, and ``W``, the window's count and
+#: total weight ``sum_w / 2**ew`` then (its score and ``seq``: the tenant's newest).
+_Noted = tuple[str, Provenance, str, datetime | None, int, int, int]
 
 
 def _score_change(
-    tenant_id: str,
-    provenance: Provenance,
-    provenance_id: str,
-    num: int,
-    den: int,
-    status: str,
-    at: datetime,
-    count: int,
-    sum_w: int,
-    ew: int,
-    seq: int,
-    trace: str | None,
+    noted: _Noted | None, num: int, den: int, status: Status, seq: int, trace: str | None
 ) -> ScoreChange:
-    """The :class:`ScoreChange` of a change: the score ``num / den`` (exact), ``status`` its
-    value, the window's ``count`` and total weight ``sum_w / 2**ew``."""
+    """The :class:`ScoreChange` of the change ``noted``, its exact score ``num / den``; with a
+    ``trace``, its ``score publish`` span (:func:`_build`)."""
+    assert noted is not None
+    tenant_id, provenance, provenance_id, at, count, sum_w, ew = noted
     # The total weight correctly rounded, saturated at the largest double (two weights of 1e308
     # are valid; their sum is not a double, and it is only reported, never used in the score).
     try:
@@ -409,11 +383,11 @@ def _score_change(
             two_places = _round_ratio(num, den, 2)
     else:
         two_places = _round_ratio(num, den, 2)
-    # Positional, in ScoreChange's field order.
-    return _new_change(
+    assert at is not None
+    published = _new_change(  # positional, in ScoreChange's field order
         tenant_id,
         value,
-        status,
+        _STATUS_VALUE[status],
         at,
         count,
         window_weight,
@@ -423,62 +397,20 @@ def _score_change(
         seq,
         trace,
     )
-
-
-def _captured(noted: _Noted | None, num: int, den: int, seq: int, score: TenantScore) -> _Change:
-    """The captured change (as :meth:`TenantScore.fold` gives it) of a change noted by
-    :meth:`TickScore.add`, its score ``num / den``, its number ``seq``."""
-    assert noted is not None
-    item, at, count, sum_w, ew = noted
-    assert at is not None
-    decoded = item.decoded
-    status = score._status(num, den)
-    tenant_id, provenance, provenance_id = (
-        decoded.signal.tenant_id,
-        decoded.provenance,
-        item.provenance_id,
-    )
-    return (tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq)
-
-
-def _publish_noted(
-    noted: _Noted | None, num: int, den: int, seq: int, score: TenantScore, trace: str | None
-) -> ScoreChange:
-    """:func:`_publish` of :func:`_captured`, without the captured tuple."""
-    assert noted is not None
-    item, at, count, sum_w, ew = noted
-    assert at is not None
-    decoded = item.decoded
-    published = _score_change(
-        decoded.signal.tenant_id,
-        decoded.provenance,
-        item.provenance_id,
-        num,
-        den,
-        _STATUS_VALUE[score._status(num, den)],
-        at,
-        count,
-        sum_w,
-        ew,
-        seq,
-        trace,
-    )
     if trace is not None:
         tracing.record_stage("score publish", published, time.time_ns())
     return published
 
 
+#: ``ScoreChange(*fields)``, a third of the cost (one per change published).
+_new_change = slot_maker(ScoreChange)
+
 #: ``status.value`` of each status, a plain ``str`` (what a ScoreChange holds and pickles): a
 #: dict lookup instead of the enum's ``value`` property per change.
 _STATUS_VALUE: dict[Status, str] = {status: status.value for status in Status}
 
-
 #: A pending change :meth:`TickScore.add` has noted in its locals but not captured yet.
 _NOTED: Any = object()
-
-#: A change as :meth:`TickScore.add` notes it: the signal that made it, and ``W``, the window's
-#: count and total weight ``(sum_w, ew)`` then; its score and ``seq`` are the newest change's.
-_Noted = tuple[Tagged, datetime | None, int, int, int]
 
 #: The outcome of a traced signal's ``score`` span, by whether it changed the score.
 _OUTCOME = {False: "unchanged", True: "changed"}
@@ -583,19 +515,22 @@ class TickScore:
                 # --- TenantScore.fold, inline (the same operations in the same order)
                 signal = decoded.signal
                 at = signal.ts
-                ts = (at - epoch) // microsecond
+                delta = at - epoch
+                ts = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
                 changed = False
                 if newest is None or ts > newest - window:  # else late: it changes nothing
                     weight = signal.weight
                     if weight is None:
-                        weight = 1.0
+                        wn = 1  # 1.0 = 1 / 2**0
+                        we = 0
                     elif weight < 0:
                         msg = "weight must be >= 0"
                         raise ValueError(msg)
+                    else:
+                        wn, wd = weight.as_integer_ratio()
+                        we = wd.bit_length() - 1
                     vn, vd = signal.value.as_integer_ratio()
                     ve = vd.bit_length() - 1
-                    wn, wd = weight.as_integer_ratio()
-                    we = wd.bit_length() - 1
                     if ve > ev:
                         sum_v <<= ve - ev
                         sum_vw <<= ve - ev
@@ -632,10 +567,15 @@ class TickScore:
                     assert newest is not None
                     if not tick or newest // tick > pending_tick:
                         append(
-                            _publish(pending, pending_trace)
+                            _build(pending, pending_trace)
                             if pending is not _NOTED
-                            else _publish_noted(
-                                noted, last_num, last_den, seq, score, pending_trace
+                            else _score_change(
+                                noted,
+                                last_num,
+                                last_den,
+                                score._status(last_num, last_den),
+                                seq,
+                                pending_trace,
                             )
                         )
                         pending = pending_trace = None
@@ -644,7 +584,15 @@ class TickScore:
                     seq += 1
                     if tick:
                         pending = _NOTED
-                        noted = (item, newest_ts, count, sum_w, ew)
+                        noted = (
+                            signal.tenant_id,
+                            decoded.provenance,
+                            item.provenance_id,
+                            newest_ts,
+                            count,
+                            sum_w,
+                            ew,
+                        )
                         pending_at = newest
                         if open_from is not None and open_from > pending_at:
                             pending_at = open_from  # W's tick is closed: the first open one
@@ -652,8 +600,16 @@ class TickScore:
                         if trace is not None:
                             pending_trace = trace
                     else:
-                        noted = (item, newest_ts, count, sum_w, ew)
-                        append(_publish_noted(noted, num, den, seq, score, trace))
+                        noted = (
+                            signal.tenant_id,
+                            decoded.provenance,
+                            item.provenance_id,
+                            newest_ts,
+                            count,
+                            sum_w,
+                            ew,
+                        )
+                        append(_score_change(noted, num, den, score._status(num, den), seq, trace))
                 if by_horizon and pending is not None and decoded.horizon is not None:
                     # The end of a drift release: the open tick closes now, unless it is
                     # after the drift step's event time's (what comes later belongs to the
@@ -661,10 +617,15 @@ class TickScore:
                     horizon = (decoded.horizon - epoch) // microsecond
                     if pending_tick <= horizon // tick:
                         append(
-                            _publish(pending, pending_trace)
+                            _build(pending, pending_trace)
                             if pending is not _NOTED
-                            else _publish_noted(
-                                noted, last_num, last_den, seq, score, pending_trace
+                            else _score_change(
+                                noted,
+                                last_num,
+                                last_den,
+                                score._status(last_num, last_den),
+                                seq,
+                                pending_trace,
                             )
                         )
                         pending = pending_trace = None
@@ -672,8 +633,24 @@ class TickScore:
         finally:
             if seq != score._seq:  # (a change in this call: its status, once)
                 last = (last_num, last_den, score._status(last_num, last_den))
-            if pending is _NOTED:
-                pending = _captured(noted, last_num, last_den, seq, score)
+            if pending is _NOTED:  # captured, as fold gives it
+                assert noted is not None and last is not None
+                tenant_id, provenance, provenance_id, noted_at, n, weight_n, weight_e = noted
+                assert noted_at is not None
+                status = last[2]
+                pending = (
+                    tenant_id,
+                    provenance,
+                    provenance_id,
+                    last_num,
+                    last_den,
+                    status,
+                    noted_at,
+                    n,
+                    weight_n,
+                    weight_e,
+                    seq,
+                )
             score._newest, score._newest_ts = newest, newest_ts
             score._count, score._seq, score._last = count, seq, last
             score._ev, score._ew = ev, ew
@@ -688,7 +665,7 @@ class TickScore:
         """The change of the open tick, if any (the end of a bounded input)."""
         pending, self._pending = self._pending, None
         trace, self._pending_trace = self._pending_trace, None
-        return [] if pending is None else [_publish(pending, trace)]
+        return [] if pending is None else [_build(pending, trace)]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TickScore:
         other = copy.copy(self)  # the pending change is immutable

@@ -31,7 +31,7 @@ from core.settings import ScoreSettings
 from core.wire import encode
 from operators.avro_indexes import BadIndex, _Compiler, index_guard
 from operators.decode import SignalDecoder
-from operators.score import TenantScore, _round_ratio, _score_change, round_half_even
+from operators.score import Status, TenantScore, _round_ratio, _score_change, round_half_even
 from operators.tenancy import TenancyPolicy, manifest, provenance_id, tag
 from tests.unit.hotpath_golden import SCHEMAS, V2, _parsed
 
@@ -309,7 +309,8 @@ def _two_places(num: int, den: int) -> Decimal:
     a tie)."""
     at = datetime(2026, 1, 1, tzinfo=UTC)
     provenance = Provenance("t", 0, 0, 1, "h")
-    return _score_change("t", provenance, "p", num, den, "WARN", at, 1, 1, 0, 1, None).score_2dp
+    noted = ("t", provenance, "p", at, 1, 1, 0)
+    return _score_change(noted, num, den, Status.WARN, 1, None).score_2dp
 
 
 # A score near a decimal tie (q + 1/2) / 100 of its 2 places, or at one, over the denominators a
