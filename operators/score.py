@@ -582,17 +582,17 @@ class TickScore:
                 if changed:
                     last_num, last_den = num, den
                     seq += 1
+                    noted = (
+                        signal.tenant_id,
+                        decoded.provenance,
+                        item.provenance_id,
+                        newest_ts,
+                        count,
+                        sum_w,
+                        ew,
+                    )
                     if tick:
                         pending = _NOTED
-                        noted = (
-                            signal.tenant_id,
-                            decoded.provenance,
-                            item.provenance_id,
-                            newest_ts,
-                            count,
-                            sum_w,
-                            ew,
-                        )
                         pending_at = newest
                         if open_from is not None and open_from > pending_at:
                             pending_at = open_from  # W's tick is closed: the first open one
@@ -600,15 +600,6 @@ class TickScore:
                         if trace is not None:
                             pending_trace = trace
                     else:
-                        noted = (
-                            signal.tenant_id,
-                            decoded.provenance,
-                            item.provenance_id,
-                            newest_ts,
-                            count,
-                            sum_w,
-                            ew,
-                        )
                         append(_score_change(noted, num, den, score._status(num, den), seq, trace))
                 if by_horizon and pending is not None and decoded.horizon is not None:
                     # The end of a drift release: the open tick closes now, unless it is
