@@ -107,7 +107,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, tracing
-from core.records import Provenance, ScoreChange, Tagged
+from core.records import Provenance, ScoreChange, Tagged, slot_maker
 from core.settings import ScoreSettings
 from operators.batching import Runs, run_builder
 
@@ -339,43 +339,81 @@ class TenantScore:
             setattr(self, name, state[name])
 
 
-def _publish(change: _Change, trace: str | None) -> ScoreChange:
-    """:func:`_build`, for a change leaving the step: with a sampled signal's ``trace``, a
-    zero-length ``score publish`` span says when (how long its tick held it)."""
-    published = _build(change, trace)
-    if trace is not None:
-        tracing.record_stage("score publish", published, time.time_ns())
-    return published
-
-
 def _build(change: _Change, trace: str | None = None) -> ScoreChange:
-    """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing)."""
+    """The :class:`ScoreChange` of a captured change; ``trace``: a sampled signal's (tracing),
+    whose zero-length ``score publish`` span says when the change left (how long its tick held
+    it)."""
     tenant_id, provenance, provenance_id, num, den, status, at, count, sum_w, ew, seq = change
+    noted = (tenant_id, provenance, provenance_id, at, count, sum_w, ew)
+    return _score_change(noted, num, den, status, seq, trace)
+
+
+#: A change as :meth:`TickScore.add` notes it before it is built or captured: the tenant, the
+#: provenance and provenance id of the signal that made it, and ``W``, the window's count and
+#: total weight ``sum_w / 2**ew`` then (its score and ``seq``: the tenant's newest).
+_Noted = tuple[str, Provenance, str, datetime | None, int, int, int]
+
+
+def _score_change(
+    noted: _Noted | None, num: int, den: int, status: Status, seq: int, trace: str | None
+) -> ScoreChange:
+    """The :class:`ScoreChange` of the change ``noted``, its exact score ``num / den``; with a
+    ``trace``, its ``score publish`` span (:func:`_build`)."""
+    assert noted is not None
+    tenant_id, provenance, provenance_id, at, count, sum_w, ew = noted
     # The total weight correctly rounded, saturated at the largest double (two weights of 1e308
     # are valid; their sum is not a double, and it is only reported, never used in the score).
     try:
         window_weight = sum_w / (1 << ew)
     except OverflowError:
         window_weight = sys.float_info.max
-    # Positional, in ScoreChange's field order (a keyword call costs a third more).
-    return ScoreChange(
+    value = num / den  # int / int: the correctly rounded double
+    # The exact score rounded half-even to two places (_round_ratio), from the double when
+    # that cannot differ: 100 * value is within 2**-51 relative of 100 * num / den, so unless
+    # its fraction is within 1e-9 of a half both round to the same integer.
+    hundred = value * 100.0
+    if 0.0 <= hundred <= 100.0:
+        q = int(hundred)
+        half = hundred - q - 0.5
+        if half > 1e-9:
+            two_places = _TWO_PLACES[q + 1]
+        elif half < -1e-9:
+            two_places = _TWO_PLACES[q]
+        else:
+            two_places = _round_ratio(num, den, 2)
+    else:
+        two_places = _round_ratio(num, den, 2)
+    assert at is not None
+    published = _new_change(  # positional, in ScoreChange's field order
         tenant_id,
-        num / den,  # int / int: the correctly rounded double
+        value,
         _STATUS_VALUE[status],
         at,
         count,
         window_weight,
         provenance_id,
         provenance,
-        _round_ratio(num, den, 2),  # exact, in integers: no Fraction (and its gcd) per change
+        two_places,
         seq,
         trace,
     )
+    if trace is not None:
+        tracing.record_stage("score publish", published, time.time_ns())
+    return published
 
+
+#: ``ScoreChange(*fields)``, a third of the cost (one per change published).
+_new_change = slot_maker(ScoreChange)
 
 #: ``status.value`` of each status, a plain ``str`` (what a ScoreChange holds and pickles): a
 #: dict lookup instead of the enum's ``value`` property per change.
 _STATUS_VALUE: dict[Status, str] = {status: status.value for status in Status}
+
+#: A pending change :meth:`TickScore.add` has noted in its locals but not captured yet.
+_NOTED: Any = object()
+
+#: The outcome of a traced signal's ``score`` span, by whether it changed the score.
+_OUTCOME = {False: "unchanged", True: "changed"}
 
 
 class TickScore:
@@ -441,7 +479,10 @@ class TickScore:
         One pass over ``items`` with :meth:`TenantScore.fold` inline (its reference): the
         window's exact sums, its heap and the last change are kept in locals for the loop, as
         is the pending change, and written back even if a signal raises (attribute reads and
-        writes per signal, and a call, were about a third of the step).
+        writes per signal, and a call, were about a third of the step). A change is only
+        noted (its signal and the window's figures then: no tuple, no status) until it is
+        published or the call ends: most are superseded within their tick, and the status is
+        a function of the exact score, so an equal score is an unchanged status.
         ``tests/unit/test_score_ticks.py`` checks the state and the changes against ``fold``
         per record for any batching."""
         out: list[ScoreChange] = []
@@ -458,11 +499,14 @@ class TickScore:
         count, seq, last = score._count, score._seq, score._last
         ev, ew = score._ev, score._ew
         sum_v, sum_w, sum_vw = score._sum_v, score._sum_w, score._sum_vw
-        healthy_n, healthy_d = score._healthy
-        warn_n, warn_d = score._warn
         heappush, heappop = heapq.heappush, heapq.heappop
         epoch, microsecond = _EPOCH, _MICROSECOND
-        healthy, warn, critical = Status.HEALTHY, Status.WARN, Status.CRITICAL
+        # The last change's exact score (1/0 before any: every first score differs from it).
+        last_num, last_den = (1, 0) if last is None else last[:2]
+        # The newest change made in this call, noted: the signal that made it, and W, the
+        # window's count and total weight when it did (its score is last_num/last_den, its seq
+        # seq); `pending is _NOTED` while it waits for its tick to close.
+        noted: _Noted | None = None
         try:
             for item in items:
                 decoded = item.decoded
@@ -471,19 +515,22 @@ class TickScore:
                 # --- TenantScore.fold, inline (the same operations in the same order)
                 signal = decoded.signal
                 at = signal.ts
-                ts = (at - epoch) // microsecond
-                change: _Change | None = None
+                delta = at - epoch
+                ts = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+                changed = False
                 if newest is None or ts > newest - window:  # else late: it changes nothing
                     weight = signal.weight
                     if weight is None:
-                        weight = 1.0
+                        wn = 1  # 1.0 = 1 / 2**0
+                        we = 0
                     elif weight < 0:
                         msg = "weight must be >= 0"
                         raise ValueError(msg)
+                    else:
+                        wn, wd = weight.as_integer_ratio()
+                        we = wd.bit_length() - 1
                     vn, vd = signal.value.as_integer_ratio()
                     ve = vd.bit_length() - 1
-                    wn, wd = weight.as_integer_ratio()
-                    we = wd.bit_length() - 1
                     if ve > ev:
                         sum_v <<= ve - ev
                         sum_vw <<= ve - ev
@@ -506,45 +553,46 @@ class TickScore:
                             sum_w -= wn << (ew - we)
                             sum_vw -= (vn * wn) << (ev + ew - ve - we)
                             count -= 1
-                    if sum_w:  # TenantScore._rational and _status, inline
+                    if sum_w:  # TenantScore._rational, inline
                         num, den = sum_vw, sum_w << ev
                     else:
                         num, den = sum_v, count << ev
-                    if num * healthy_d >= healthy_n * den:
-                        status = healthy
-                    elif num * warn_d >= warn_n * den:
-                        status = warn
-                    else:
-                        status = critical
-                    if last is None or last[2] is not status or num * last[1] != last[0] * den:
-                        last = (num, den, status)
-                        seq += 1
-                        change = (  # type: ignore[assignment]
-                            signal.tenant_id,
-                            decoded.provenance,
-                            item.provenance_id,
-                            num,
-                            den,
-                            status,
-                            newest_ts,
-                            count,
-                            sum_w,
-                            ew,
-                            seq,
-                        )
+                    # (the status is the exact score's: an equal score is an unchanged status)
+                    changed = num * last_den != last_num * den
                 # --- end of fold
                 if start:  # scored: its span ends before any change it makes is published
-                    outcome = "unchanged" if change is None else "changed"
-                    tracing.record_stage("score", item, start, outcome=outcome)
+                    tracing.record_stage("score", item, start, outcome=_OUTCOME[changed])
                 if pending is not None:
                     # W only grows: a tick it left is closed for good.
                     assert newest is not None
                     if not tick or newest // tick > pending_tick:
-                        append(_publish(pending, pending_trace))
+                        append(
+                            _build(pending, pending_trace)
+                            if pending is not _NOTED
+                            else _score_change(
+                                noted,
+                                last_num,
+                                last_den,
+                                score._status(last_num, last_den),
+                                seq,
+                                pending_trace,
+                            )
+                        )
                         pending = pending_trace = None
-                if change is not None:
+                if changed:
+                    last_num, last_den = num, den
+                    seq += 1
+                    noted = (
+                        signal.tenant_id,
+                        decoded.provenance,
+                        item.provenance_id,
+                        newest_ts,
+                        count,
+                        sum_w,
+                        ew,
+                    )
                     if tick:
-                        pending = change
+                        pending = _NOTED
                         pending_at = newest
                         if open_from is not None and open_from > pending_at:
                             pending_at = open_from  # W's tick is closed: the first open one
@@ -552,17 +600,48 @@ class TickScore:
                         if trace is not None:
                             pending_trace = trace
                     else:
-                        append(_publish(change, trace))
+                        append(_score_change(noted, num, den, score._status(num, den), seq, trace))
                 if by_horizon and pending is not None and decoded.horizon is not None:
                     # The end of a drift release: the open tick closes now, unless it is
                     # after the drift step's event time's (what comes later belongs to the
                     # next tick), instead of waiting for the tenant's next release.
                     horizon = (decoded.horizon - epoch) // microsecond
                     if pending_tick <= horizon // tick:
-                        append(_publish(pending, pending_trace))
+                        append(
+                            _build(pending, pending_trace)
+                            if pending is not _NOTED
+                            else _score_change(
+                                noted,
+                                last_num,
+                                last_den,
+                                score._status(last_num, last_den),
+                                seq,
+                                pending_trace,
+                            )
+                        )
                         pending = pending_trace = None
                         open_from = (pending_tick + 1) * tick
         finally:
+            if seq != score._seq:  # (a change in this call: its status, once)
+                last = (last_num, last_den, score._status(last_num, last_den))
+            if pending is _NOTED:  # captured, as fold gives it
+                assert noted is not None and last is not None
+                tenant_id, provenance, provenance_id, noted_at, n, weight_n, weight_e = noted
+                assert noted_at is not None
+                status = last[2]
+                pending = (
+                    tenant_id,
+                    provenance,
+                    provenance_id,
+                    last_num,
+                    last_den,
+                    status,
+                    noted_at,
+                    n,
+                    weight_n,
+                    weight_e,
+                    seq,
+                )
             score._newest, score._newest_ts = newest, newest_ts
             score._count, score._seq, score._last = count, seq, last
             score._ev, score._ew = ev, ew
@@ -577,7 +656,7 @@ class TickScore:
         """The change of the open tick, if any (the end of a bounded input)."""
         pending, self._pending = self._pending, None
         trace, self._pending_trace = self._pending_trace, None
-        return [] if pending is None else [_publish(pending, trace)]
+        return [] if pending is None else [_build(pending, trace)]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TickScore:
         other = copy.copy(self)  # the pending change is immutable

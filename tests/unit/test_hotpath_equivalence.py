@@ -31,7 +31,7 @@ from core.settings import ScoreSettings
 from core.wire import encode
 from operators.avro_indexes import BadIndex, _Compiler, index_guard
 from operators.decode import SignalDecoder
-from operators.score import TenantScore, _round_ratio, round_half_even
+from operators.score import Status, TenantScore, _round_ratio, _score_change, round_half_even
 from operators.tenancy import TenancyPolicy, manifest, provenance_id, tag
 from tests.unit.hotpath_golden import SCHEMAS, V2, _parsed
 
@@ -304,6 +304,48 @@ def test_rounding_ties_in_integers() -> None:
         assert _same_decimal(_round_ratio(num, den, 2), _reference_round(Fraction(num, den)))
 
 
+def _two_places(num: int, den: int) -> Decimal:
+    """A ScoreChange's ``score_2dp`` for the score ``num / den`` (from the double, unless near
+    a tie)."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    provenance = Provenance("t", 0, 0, 1, "h")
+    noted = ("t", provenance, "p", at, 1, 1, 0)
+    return _score_change(noted, num, den, Status.WARN, 1, None).score_2dp
+
+
+# A score near a decimal tie (q + 1/2) / 100 of its 2 places, or at one, over the denominators a
+# window's sums have (a power of two times a count or a total weight): 0 and 1 e-9 apart and
+# less, where the double and the exact value can round apart.
+_near_tie = st.builds(
+    lambda q, den, off, shift: ((((2 * q + 1) * den) // 200 + off) << shift, den << shift),
+    st.integers(0, 99),
+    st.integers(1, 2**80),
+    st.integers(-3, 3),
+    st.integers(0, 200),
+).filter(lambda nd: 0 <= nd[0] <= nd[1])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.tuples(st.integers(0, 2**300), st.integers(1, 2**300)).filter(lambda nd: nd[0] <= nd[1])
+    | st.tuples(st.integers(-(2**70), 2**70), st.integers(1, 2**70))
+    | _near_tie
+)
+def test_a_changes_two_places_are_the_exact_rounding(ratio: tuple[int, int]) -> None:
+    """The double's fast path (scores in [0, 1]) gives what rounding in integers gives."""
+    num, den = ratio
+    assert _same_decimal(_two_places(num, den), _round_ratio(num, den, 2))
+
+
+def test_a_changes_two_places_at_every_tie_are_the_exact_rounding() -> None:
+    for q in range(100):  # every x.xx5 in [0, 1], exactly and one part in 2**k either side
+        for k in (0, 30, 60, 200):
+            for off in (-1, 0, 1):
+                num, den = ((2 * q + 1) << k) + off, 200 << k
+                exact = _reference_round(Fraction(num, den))
+                assert _same_decimal(_two_places(num, den), exact)
+
+
 _value = st.floats(min_value=0.0, max_value=1.0) | st.sampled_from([0.125, 0.375, 0.165, 1 / 3])
 _weight = st.none() | st.floats(min_value=0.0, max_value=1e300) | st.sampled_from([0.0, 5e-324])
 
@@ -386,3 +428,40 @@ def test_records_built_by_the_slot_init_equal_the_dataclass_ones(data: st.DataOb
         defaults = [f.default for f in fields if f.default is not dataclasses.MISSING]
         short = cls(*given_values[: len(required)])
         assert [getattr(short, f.name) for f in fields[len(required) :]] == defaults
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_records_built_by_a_slot_maker_equal_the_dataclass_ones(data: st.DataObject) -> None:
+    """records.slot_maker: a plain record of the class (type, fields, pickle, hash, still
+    frozen), for every record class."""
+    values = st.none() | st.integers() | st.text(max_size=5) | st.floats() | st.tuples()
+    for cls in _RECORDS:
+        make = records.slot_maker(cls)
+        fields = dataclasses.fields(cls)
+        given_values = [data.draw(values) for _ in fields]
+        reference = _reference_instance(cls, given_values)
+        obj = make(*given_values)
+        assert type(obj) is cls
+        assert pickle.dumps(obj) == pickle.dumps(reference)
+        assert repr(obj) == repr(reference)
+        assert obj == reference
+        assert hash(obj) == hash(reference)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, fields[0].name, 1)
+        with pytest.raises(TypeError):
+            make(*given_values[:-1])
+
+
+def test_a_slot_maker_refuses_a_class_it_cannot_build() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted(records._Immutable):
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class NotImmutable:
+        a: int
+
+    for cls in (Unslotted, NotImmutable):
+        with pytest.raises(TypeError, match="slot_maker"):
+            records.slot_maker(cls)

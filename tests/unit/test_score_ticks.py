@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import ScoreSettings, SettingError, Settings
-from operators.score import TenantScore, TickScore, score
+from operators.score import TenantScore, TickScore, _build, score
 from tests.runs import pairs, random_runs
 from tests.score_ticks import closed_by_horizons, last_of_each_tick, tick_of, with_horizons
 
@@ -375,22 +375,30 @@ def test_add_keeps_the_window_exactly_as_fold_per_record(
     """TickScore.add runs TenantScore.fold inline (issue 15): after every batch its window
     (the exact sums, the heap, the last change, seq) is the state fold leaves per record, and
     every change it publishes is one fold made (so evictions, late signals, zero weights and
-    the status thresholds agree)."""
+    the status thresholds agree); the change waiting for its tick is the one fold captured,
+    pickled byte for byte as it (the recovery snapshot)."""
     items = _horizoned(pairs)
     state = TickScore(_settings(tick))
     reference = TenantScore(_settings(tick))
     folded: dict[int, ScoreChange] = {}
+    captured: dict[int, tuple[object, ...]] = {}
     done = 0
     for chunk in _chunks(items, cuts):
         for item in items[done : done + len(chunk)]:
-            change = reference.add(item)
-            if change is not None:
+            capture = reference.fold(item)
+            if capture is not None:
+                change = _build(capture)
                 folded[change.seq] = change
+                captured[change.seq] = capture
         done += len(chunk)
         for change in state.add(chunk):
             assert folded[change.seq] == change
             assert repr(folded[change.seq]) == repr(change)
         assert state.reference.__getstate__() == reference.__getstate__()
+        assert pickle.dumps(state.reference) == pickle.dumps(reference)
+        pending = state.__getstate__()["_pending"]
+        if pending is not None:
+            assert pickle.dumps(pending) == pickle.dumps(captured[pending[-1]])
     # (the changes published at the end were folded too)
     assert all(folded[c.seq] == c for c in state.flush())
 
