@@ -3,7 +3,7 @@
 The wheel is built from a copy of the checkout's files (tracked, or new and not ignored), as a
 Docker build context or an sdist would give them, so nothing stale in the checkout (``build/``,
 the editable install's ``psi/_sodium*.so``) can slip in. Its contents must be exactly the
-packages' files plus the native module. It is installed with ``--no-deps`` into a venv made
+packages' files plus the native modules. It is installed with ``--no-deps`` into a venv made
 without pip; the third-party dependencies come from the checkout's venv through a ``.pth`` line
 naming its site-packages. ``site`` adds such a line to ``sys.path`` but does not read the
 ``.pth`` files inside it, so the checkout's editable-install finder stays off: the test asserts
@@ -33,9 +33,9 @@ from tests.integration.conftest import REPO, env_for, lake_count
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANTS, COUNT = 2, 40
-#: The cffi modules the build compiles (psi/_build_sodium.py, core/_build_rowhash.py); never a
-#: file of the checkout.
-NATIVE = re.compile(r"(psi/_sodium|core/_rowhash)\.[^/]*\.so")
+#: The native modules the build compiles (the cffi ones of psi/_build_sodium.py and
+#: core/_build_rowhash.py, the CPython extension core/_native.c); never a file of the checkout.
+NATIVE = re.compile(r"(psi/_sodium|core/_rowhash|core/_native)\.[^/]*\.so")
 
 
 def _run(
@@ -112,7 +112,7 @@ def test_wheel_contains_the_packages_files_and_the_native_module(
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n for n in zf.namelist() if ".dist-info/" not in n}
     native = {n for n in shipped if NATIVE.fullmatch(n)}
-    assert len(native) == 2, f"compiled psi._sodium and core._rowhash expected, got {native}"
+    assert len(native) == 3, f"psi._sodium, core._rowhash and core._native expected: {native}"
     packages = _top_level_packages()
     expected = {f for f in files if f.split("/")[0] in packages}
     # Every file of a shipped package (code, Avro, Rego, SQL, GraphQL, poms, py.typed), and
@@ -146,9 +146,9 @@ def test_installed_wheel_runs_outside_the_checkout(
             python,
             "-c",
             "import json, sys, importlib.metadata as md, core, igflow, dev.config, dev.jvm, "
-            "psi._sodium, core._rowhash, api.schema, core.resources as r;"
+            "psi._sodium, core._rowhash, core._native, api.schema, core.resources as r;"
             "print(json.dumps({'modules': [m.__file__ for m in"
-            " (core, igflow, psi._sodium, core._rowhash)],"
+            " (core, igflow, psi._sodium, core._rowhash, core._native)],"
             "'data': [str(r.avro_dir()), str(r.policies_dir()), str(dev.jvm.MAVEN_DIR),"
             " str(api.schema.SCHEMA_FILE), str(r.slo_file())],"
             "'dist': str(md.distribution('intelgraph-streams').locate_file('')),"
