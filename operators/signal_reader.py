@@ -23,7 +23,7 @@ with on random records, spoilt frames and arbitrary bodies, down to the pickles.
 same five field kinds, accepts exactly what the Python one accepts and builds the same records
 the same way (``object.__new__``, each slot through its descriptor). Measured (session 17, CPU
 time per record, 50,000 records of the stage benchmark's workload, ``decode_many``): 4.8 µs with
-the Python reader, 1.3-1.7 µs with the C one.
+the Python reader, 0.9-1.2 µs with the C one.
 
 The reader only ever *accepts*: whatever is not a plainly well-formed body (a varint of ten
 bytes or more, a negative length, a union index other than 0 or 1, bytes that end early or are

@@ -397,8 +397,8 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
         table_def: TableDef[T],
         *,
         commit_each: bool,
+        together: GroupCommit[T],
         group: GroupOffsets | None = None,
-        together: GroupCommit[T] | None = None,
     ) -> None:
         self._appender = appender
         self._def = table_def
@@ -408,22 +408,15 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         if self._commit_each:
-            # Each its own append (a planned commit), queued for the table's writer thread in
-            # order (sinks.lake_group, merge=False), or appended here without one.
+            # Each its own append (a planned commit), in order: the table's writer does not
+            # merge them (sinks.lake_group, merge=False).
             for _key, group in items:
-                if not group:
-                    continue
-                if self._together is None:
-                    self._append(group)
-                else:
+                if group:
                     self._together.submit(group, self._append)
-            return
-        rows = [item for _key, group in items for item in group]
-        if self._together is None:
-            self._append(rows)
             return
         # Queued for the table's writer thread (sinks.lake_group); each handed batch is
         # acknowledged to the collect that keeps it until its rows are committed.
+        rows = [item for _key, group in items for item in group]
         acks = [group.ack for _key, group in items if isinstance(group, Handed)]
         if rows:
             self._together.submit(rows, self._append, acks)
@@ -438,8 +431,7 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
     def close(self) -> None:
         # The end of input: the flow ends only once what it handed the writer is committed
         # (or fails with what the append raised).
-        if self._together is not None:
-            self._together.close()
+        self._together.close()
 
     def _append(self, batch: list[T]) -> None:
         if not batch:
@@ -565,7 +557,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(
-            appender, self._def, commit_each=self._commit_each, group=group, together=self._together
+            appender, self._def, commit_each=self._commit_each, together=self._together, group=group
         )
 
     def land_now(self, items: list[T]) -> None:

@@ -24,8 +24,8 @@ before an earlier one would make the ledger skip the earlier one's rows for good
 One at a time (``merge=False``, a replay's planned commits: each must be its own snapshot, the
 original's): the writer appends each batch on its own, in the order handed, without lingering;
 the worker still goes on while it does (a replay has no recovery store, so nothing in flight
-needs a snapshot; its end waits for every commit). Measured in session 17 on the replay
-benchmark (below, README).
+needs a snapshot; its end waits for every commit). Measured in session 17 with the replay
+benchmark (README, "Session 17 end").
 
 Bounds: at most ``in_flight`` batches of ``batch_rows`` rows (``lake.in_flight`` batches of
 ``lake.batch_max_rows``) queued or being appended; :meth:`GroupCommit.submit` blocks the worker
