@@ -37,6 +37,7 @@ from types import FrameType
 __all__ = [
     "EXIT_FORCED",
     "StopGuard",
+    "address_of",
     "cluster_socket_states",
     "parse_proc_net_tcp",
 ]
@@ -83,7 +84,9 @@ def _own_socket_inodes(proc: Path) -> set[str]:
     return inodes
 
 
-def _address(text: str) -> tuple[str, int]:
+def address_of(text: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) as the host's IP address (resolved when it can be)
+    and the port."""
     host, _, port = text.rpartition(":")
     host = host.strip("[]")
     with contextlib.suppress(OSError):
@@ -97,8 +100,8 @@ def cluster_socket_states(
     """The TCP state of each of this process's connections with its cluster's peers: those it
     accepted on its own address and those it opened to a peer's (timely opens one per pair of
     processes). Raises ``OSError`` where ``proc`` cannot be read."""
-    own_host, own_port = _address(addresses[process_id])
-    peers = {_address(a) for i, a in enumerate(addresses) if i != process_id}
+    own_host, own_port = address_of(addresses[process_id])
+    peers = {address_of(a) for i, a in enumerate(addresses) if i != process_id}
     peer_ports = {port for _host, port in peers}
     inodes = _own_socket_inodes(proc)
     states = []

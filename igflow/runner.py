@@ -95,6 +95,9 @@ def _run(settings: Settings, cluster: Cluster) -> None:
         thresholds,
         extra={"op": "run"},
     )
+    waited = cluster.await_listeners()
+    if waited > 0.05:
+        log.info("waited %.2f s for the cluster's earlier processes to listen", waited)
     cli_main(
         flow,
         workers_per_process=settings.run.workers,

@@ -557,6 +557,7 @@ def run_with_progress(
     try:
         # A signal or a lost peer ends the process within run.stop_seconds (core.shutdown).
         with StopGuard(settings.run.stop_seconds, cluster.process_id, cluster.addresses):
+            cluster.await_listeners()  # timely's connect retry waits a second (core.cluster)
             # bytewax's native module declares no parameter types (as in igflow.runner).
             cli_main(  # type: ignore[no-untyped-call]
                 flow,
