@@ -7,8 +7,9 @@ Appends ``--commits`` batches of ``--rows`` signals (10 tenants, 4 partitions) o
 with :class:`~sinks.iceberg.IcebergAppender`, the flow's appender, to a new signals table in a
 SQLite catalog in a temporary folder, as a tailing flow does on its commit grid, and prints, per
 ``--every`` commits, the CPU and wall milliseconds of one commit, the table metadata file's size
-and the manifests the current snapshot lists. With ``--merge`` the table merges its manifests
-(``commit.manifest-merge.enabled``).
+and the manifests the current snapshot lists; at the end, the time to plan a scan of the whole
+table (what a notebook's query pays for the manifests). With ``--merge`` the table merges its
+manifests (``commit.manifest-merge.enabled``).
 
 Why: every snapshot stays in the table metadata until it is expired, and pyiceberg reads, copies
 and writes that whole file at each commit (``update_table_metadata`` ends in a deep copy of it,
@@ -106,9 +107,15 @@ def main() -> None:
             print(f"{k + 1:>9,} {per_cpu:>8.1f} {per_wall:>8.1f} {kib:>13,.0f} {manifests:>10,}")
             points.append((k + 1, per_cpu, kib))
             cpu, wall = time.process_time(), time.perf_counter()
+        # What a reader pays for the manifests: planning a scan of the whole table.
+        current = catalog.load_table(("bench", SIGNALS.name))
+        start = time.perf_counter()
+        tasks = len(list(current.scan().plan_files()))
+        planned = time.perf_counter() - start
+        print(f"\nplanning a scan of the table: {planned * 1000:,.0f} ms ({tasks:,} data files)")
     intercept, slope = fit([(x, y) for x, y, _ in points])
     print(
-        f"\nfit: {intercept:.1f} ms + {slope * 1000:.1f} ms per 1,000 snapshots a commit (CPU); "
+        f"fit: {intercept:.1f} ms + {slope * 1000:.1f} ms per 1,000 snapshots a commit (CPU); "
         f"{(points[-1][2] - points[0][2]) / max(1, points[-1][0] - points[0][0]) * 1024:,.0f} "
         "bytes of metadata per snapshot"
     )
