@@ -328,7 +328,8 @@ def _dedupe_columns(
 ) -> tuple[list[Decoded | Rejected], int, int] | None:
     """:func:`dedupe_batch` with :meth:`TenantDedupe.check` unrolled over the batch: the tenant
     checked once, the event times converted in one pass, the state's fields in locals. The same
-    decisions in the same order, and the same state after it. ``None`` (nothing changed) for a
+    decisions in the same order, and the same state after it. The reference of the C path
+    (:func:`_dedupe_native`), which does these steps in this order. ``None`` (nothing changed) for a
     batch it leaves to the reference: a traced record, another tenant's record, a time that
     does not convert (the reference raises at that record, as it always did)."""
     if not items:
