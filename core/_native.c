@@ -859,13 +859,13 @@ raw_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 #include <structmember.h>
 
 static PyObject *s_dd_keys, *s_dd_heap, *s_dd_newest, *s_dd_horizon, *s_dd_ttl, *s_dd_tenant,
-    *s_dd_seen, *s_dd_duplicates, *dd_heappush, *dd_heappop;
+    *s_dd_seen, *s_dd_duplicates;
 
-/* The names of TenantDedupe's slots and heapq's functions, looked up at the first call. */
+/* The names of TenantDedupe's slots, made at the first call. */
 static int
 dedupe_names(void)
 {
-    if (dd_heappop != NULL)
+    if (s_dd_duplicates != NULL)
         return 0;
     if ((s_dd_keys = PyUnicode_InternFromString("_keys")) == NULL ||
         (s_dd_heap = PyUnicode_InternFromString("_heap")) == NULL ||
@@ -876,14 +876,7 @@ dedupe_names(void)
         (s_dd_seen = PyUnicode_InternFromString("_seen")) == NULL ||
         (s_dd_duplicates = PyUnicode_InternFromString("_duplicates")) == NULL)
         return -1;
-    PyObject *heapq = PyImport_ImportModule("heapq");
-    if (heapq == NULL)
-        return -1;
-    dd_heappush = PyObject_GetAttrString(heapq, "heappush");
-    PyObject *pop = dd_heappush ? PyObject_GetAttrString(heapq, "heappop") : NULL;
-    Py_DECREF(heapq);
-    dd_heappop = pop; /* last: it says the names are ready */
-    return pop == NULL ? -1 : 0;
+    return 0;
 }
 
 /* The byte offset of the object slot a member descriptor of exactly cls reads, or -1. */
@@ -970,6 +963,131 @@ dedupe_add(PyObject *state, PyObject *name, Py_ssize_t by)
     return err;
 }
 
+/* heapq's heappush and heappop on the state's heap (Modules/_heapqmodule.c of CPython 3.11, the
+ * same steps, so the same list), with one shortcut in the comparison: two tuples whose first
+ * items are ints that differ compare as those ints (what tuple's < decides then); anything else
+ * is PyObject_RichCompareBool(a, b, Py_LT), the list's items held meanwhile and its size
+ * checked after it, as heapq does. */
+static int
+dedupe_lt(PyObject *a, PyObject *b)
+{
+    if (PyTuple_CheckExact(a) && PyTuple_CheckExact(b) && PyTuple_GET_SIZE(a) > 0 &&
+        PyTuple_GET_SIZE(b) > 0) {
+        PyObject *x = PyTuple_GET_ITEM(a, 0), *y = PyTuple_GET_ITEM(b, 0);
+        if (PyLong_CheckExact(x) && PyLong_CheckExact(y)) {
+            int ox = 0, oy = 0;
+            long long vx = PyLong_AsLongLongAndOverflow(x, &ox);
+            long long vy = PyLong_AsLongLongAndOverflow(y, &oy);
+            if (!ox && !oy && vx != vy)
+                return vx < vy;
+        }
+    }
+    Py_INCREF(a);
+    Py_INCREF(b);
+    int cmp = PyObject_RichCompareBool(a, b, Py_LT);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return cmp;
+}
+
+static int
+dedupe_siftdown(PyListObject *heap, Py_ssize_t startpos, Py_ssize_t pos)
+{
+    Py_ssize_t size = PyList_GET_SIZE(heap);
+    if (pos >= size) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return -1;
+    }
+    PyObject **arr = heap->ob_item;
+    PyObject *newitem = arr[pos];
+    while (pos > startpos) {
+        Py_ssize_t parentpos = (pos - 1) >> 1;
+        PyObject *parent = arr[parentpos];
+        int cmp = dedupe_lt(newitem, parent);
+        if (cmp < 0)
+            return -1;
+        if (size != PyList_GET_SIZE(heap)) {
+            PyErr_SetString(PyExc_RuntimeError, "list changed size during iteration");
+            return -1;
+        }
+        if (cmp == 0)
+            break;
+        arr = heap->ob_item;
+        parent = arr[parentpos];
+        newitem = arr[pos];
+        arr[parentpos] = newitem;
+        arr[pos] = parent;
+        pos = parentpos;
+    }
+    return 0;
+}
+
+static int
+dedupe_siftup(PyListObject *heap, Py_ssize_t pos)
+{
+    Py_ssize_t endpos = PyList_GET_SIZE(heap), startpos = pos;
+    if (pos >= endpos) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return -1;
+    }
+    PyObject **arr = heap->ob_item;
+    Py_ssize_t limit = endpos >> 1; /* the smallest pos without a child */
+    while (pos < limit) {
+        Py_ssize_t childpos = 2 * pos + 1; /* the smaller child's */
+        if (childpos + 1 < endpos) {
+            int cmp = dedupe_lt(arr[childpos], arr[childpos + 1]);
+            if (cmp < 0)
+                return -1;
+            childpos += ((unsigned)cmp ^ 1);
+            arr = heap->ob_item;
+            if (endpos != PyList_GET_SIZE(heap)) {
+                PyErr_SetString(PyExc_RuntimeError, "list changed size during iteration");
+                return -1;
+            }
+        }
+        PyObject *tmp1 = arr[childpos], *tmp2 = arr[pos];
+        arr[childpos] = tmp2;
+        arr[pos] = tmp1;
+        pos = childpos;
+    }
+    return dedupe_siftdown(heap, startpos, pos);
+}
+
+/* heapq.heappush(heap, item) */
+static int
+dedupe_push(PyObject *heap, PyObject *item)
+{
+    if (PyList_Append(heap, item) < 0)
+        return -1;
+    return dedupe_siftdown((PyListObject *)heap, 0, PyList_GET_SIZE(heap) - 1);
+}
+
+/* heapq.heappop(heap): a new reference */
+static PyObject *
+dedupe_pop(PyObject *heap)
+{
+    Py_ssize_t n = PyList_GET_SIZE(heap);
+    if (n == 0) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return NULL;
+    }
+    PyObject *lastelt = Py_NewRef(PyList_GET_ITEM(heap, n - 1));
+    if (PyList_SetSlice(heap, n - 1, n, NULL) < 0) {
+        Py_DECREF(lastelt);
+        return NULL;
+    }
+    n--;
+    if (!n)
+        return lastelt;
+    PyObject *returnitem = PyList_GET_ITEM(heap, 0);
+    PyList_SET_ITEM(heap, 0, lastelt);
+    if (dedupe_siftup((PyListObject *)heap, 0) < 0) {
+        Py_DECREF(returnitem);
+        return NULL;
+    }
+    return returnitem;
+}
+
 /* dedupe_run(state, items, micros, late_reject, decoded, signal, slots) -> (out, dups, late)
  *                                                                          or None
  *
@@ -982,10 +1100,11 @@ dedupe_add(PyObject *state, PyObject *name, Py_ssize_t by)
  * through micros(ts), the reference's _micros (its TypeError or OverflowError: None); the state's
  * ttl, newest and horizon ints (or None) and all times below 2**62 in magnitude. Then, per
  * record: W and the horizon moved as TenantDedupe._advance moves them (evicting with heapq's
- * functions), a LATE record's late_reject(item, state) with state._newest and _horizon current,
- * a held key (ts, source, signal_id) counted as a duplicate, a new one held with its source
- * interned (sys.intern) in state._keys and pushed on state._heap. slots: the member descriptors
- * of decoded's signal and trace and of signal's tenant_id, ts, source and signal_id. */
+ * steps, dedupe_pop), a LATE record's late_reject(item, state) with state._newest and _horizon
+ * current, a held key (ts, source, signal_id) counted as a duplicate, a new one held with its
+ * source interned (sys.intern) in state._keys and pushed on state._heap (dedupe_push).
+ * slots: the member descriptors of decoded's signal and trace and of signal's tenant_id, ts,
+ * source and signal_id. */
 static PyObject *
 dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1159,7 +1278,7 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         if (!below)
                             break;
                     }
-                    PyObject *gone = PyObject_CallOneArg(dd_heappop, heap);
+                    PyObject *gone = dedupe_pop(heap);
                     int err = gone ? PyDict_DelItem(keys, gone) : -1;
                     Py_XDECREF(gone);
                     if (err < 0) {
@@ -1213,10 +1332,8 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(was);
         if (PyDict_SetItem(keys, key, Py_None) < 0)
             goto done;
-        PyObject *pushed = PyObject_CallFunctionObjArgs(dd_heappush, heap, key, NULL);
-        if (pushed == NULL)
+        if (dedupe_push(heap, key) < 0)
             goto done;
-        Py_DECREF(pushed);
         Py_CLEAR(key);
         if (PyList_Append(out, item) < 0)
             goto done;

@@ -289,3 +289,32 @@ def test_an_unusual_batch_is_left_to_python_untouched(case: int) -> None:
     before = pickle.dumps(state)
     assert _dedupe_native(state, batch) is None
     assert pickle.dumps(state) == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40),  # seconds: many keys within the TTL, many of one second
+            st.sampled_from(["src-a", "src-b", "src-c"]),
+            st.integers(0, 40).map(lambda i: f"s{i}"),
+        ),
+        min_size=20,
+        max_size=200,
+    ),
+    st.sampled_from([1.0, 3.0, 10.0, 20.0]),
+    st.lists(st.integers(0, 200), max_size=8),
+)
+def test_the_c_heap_evicts_in_heapqs_order(
+    records: list[tuple[int, str, str]], ttl: float, cuts: list[int]
+) -> None:
+    """Large heaps and long evictions: the heap list itself is heapq's (ties on ts ordered by
+    source and id, as tuples compare)."""
+    items = _items([(START + timedelta(seconds=t), src, sid) for t, src, sid in records])
+    native, per_record = TenantDedupe(ttl), TenantDedupe(ttl)
+    for batch in chunks(items, cuts):
+        fast = _dedupe_native(native, batch)
+        assert fast is not None
+        assert pickle.dumps(fast) == pickle.dumps(_dedupe_records(per_record, batch))
+        assert native._heap == per_record._heap
+        _same_state(native, per_record)
