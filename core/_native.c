@@ -1200,7 +1200,8 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                            : NULL;
         if (ts == NULL)
             goto unusual;
-        if (PyDateTime_CheckExact(ts) && PyDateTime_DATE_GET_TZINFO(ts) == PyDateTime_TimeZone_UTC) {
+        if (PyDateTime_CheckExact(ts) &&
+            PyDateTime_DATE_GET_TZINFO(ts) == PyDateTime_TimeZone_UTC) {
             long long days = dedupe_days(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
                                          PyDateTime_GET_DAY(ts));
             long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 +
