@@ -854,11 +854,530 @@ raw_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(n);
 }
 
+/* === dedupe: dedupe_run, the batch check's clean path (operators/dedupe.py) ================ */
+
+#include <structmember.h>
+
+static PyObject *s_dd_keys, *s_dd_heap, *s_dd_newest, *s_dd_horizon, *s_dd_ttl, *s_dd_tenant,
+    *s_dd_seen, *s_dd_duplicates;
+
+/* The names of TenantDedupe's slots, made at the first call. */
+static int
+dedupe_names(void)
+{
+    if (s_dd_duplicates != NULL)
+        return 0;
+    if ((s_dd_keys = PyUnicode_InternFromString("_keys")) == NULL ||
+        (s_dd_heap = PyUnicode_InternFromString("_heap")) == NULL ||
+        (s_dd_newest = PyUnicode_InternFromString("_newest")) == NULL ||
+        (s_dd_horizon = PyUnicode_InternFromString("_horizon")) == NULL ||
+        (s_dd_ttl = PyUnicode_InternFromString("_ttl")) == NULL ||
+        (s_dd_tenant = PyUnicode_InternFromString("_tenant")) == NULL ||
+        (s_dd_seen = PyUnicode_InternFromString("_seen")) == NULL ||
+        (s_dd_duplicates = PyUnicode_InternFromString("_duplicates")) == NULL)
+        return -1;
+    return 0;
+}
+
+/* The byte offset of the object slot a member descriptor of exactly cls reads, or -1. */
+static Py_ssize_t
+dedupe_slot(PyObject *descr, PyObject *cls)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        PyDescr_TYPE(descr) != (PyTypeObject *)cls ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX)
+        return -1;
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+#define DD_SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+/* |micros| below 2**62: the horizon's arithmetic (ts - ttl) cannot overflow 64 bits. */
+#define DD_BOUND ((long long)1 << 62)
+
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (H. Hinnant's days_from_civil). */
+static long long
+dedupe_days(int y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* An int state field: 1 and *out for an int within DD_BOUND, 0 for None, -1 for anything else
+ * (no exception set). */
+static int
+dedupe_int(PyObject *value, long long *out)
+{
+    if (value == Py_None)
+        return 0;
+    if (!PyLong_CheckExact(value))
+        return -1;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || *out <= -DD_BOUND || *out >= DD_BOUND) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 1;
+}
+
+/* state._newest and state._horizon set to the loop's (what the Python loop assigns as it goes). */
+static int
+dedupe_store(PyObject *state, int has_newest, long long newest, int has_horizon,
+             long long horizon)
+{
+    PyObject *value;
+    if (has_newest) {
+        if ((value = PyLong_FromLongLong(newest)) == NULL)
+            return -1;
+        int err = PyObject_SetAttr(state, s_dd_newest, value);
+        Py_DECREF(value);
+        if (err < 0)
+            return -1;
+    }
+    if (has_horizon) {
+        if ((value = PyLong_FromLongLong(horizon)) == NULL)
+            return -1;
+        int err = PyObject_SetAttr(state, s_dd_horizon, value);
+        Py_DECREF(value);
+        if (err < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* state.<name> += by */
+static int
+dedupe_add(PyObject *state, PyObject *name, Py_ssize_t by)
+{
+    PyObject *held = PyObject_GetAttr(state, name);
+    PyObject *step = held ? PyLong_FromSsize_t(by) : NULL;
+    PyObject *sum = step ? PyNumber_Add(held, step) : NULL;
+    int err = sum ? PyObject_SetAttr(state, name, sum) : -1;
+    Py_XDECREF(held);
+    Py_XDECREF(step);
+    Py_XDECREF(sum);
+    return err;
+}
+
+/* heapq's heappush and heappop on the state's heap (Modules/_heapqmodule.c of CPython 3.11, the
+ * same steps, so the same list), with one shortcut in the comparison: two tuples whose first
+ * items are ints that differ compare as those ints (what tuple's < decides then); anything else
+ * is PyObject_RichCompareBool(a, b, Py_LT), the list's items held meanwhile and its size
+ * checked after it, as heapq does. */
+static int
+dedupe_lt(PyObject *a, PyObject *b)
+{
+    if (PyTuple_CheckExact(a) && PyTuple_CheckExact(b) && PyTuple_GET_SIZE(a) > 0 &&
+        PyTuple_GET_SIZE(b) > 0) {
+        PyObject *x = PyTuple_GET_ITEM(a, 0), *y = PyTuple_GET_ITEM(b, 0);
+        if (PyLong_CheckExact(x) && PyLong_CheckExact(y)) {
+            int ox = 0, oy = 0;
+            long long vx = PyLong_AsLongLongAndOverflow(x, &ox);
+            long long vy = PyLong_AsLongLongAndOverflow(y, &oy);
+            if (!ox && !oy && vx != vy)
+                return vx < vy;
+        }
+    }
+    Py_INCREF(a);
+    Py_INCREF(b);
+    int cmp = PyObject_RichCompareBool(a, b, Py_LT);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return cmp;
+}
+
+static int
+dedupe_siftdown(PyListObject *heap, Py_ssize_t startpos, Py_ssize_t pos)
+{
+    Py_ssize_t size = PyList_GET_SIZE(heap);
+    if (pos >= size) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return -1;
+    }
+    PyObject **arr = heap->ob_item;
+    PyObject *newitem = arr[pos];
+    while (pos > startpos) {
+        Py_ssize_t parentpos = (pos - 1) >> 1;
+        PyObject *parent = arr[parentpos];
+        int cmp = dedupe_lt(newitem, parent);
+        if (cmp < 0)
+            return -1;
+        if (size != PyList_GET_SIZE(heap)) {
+            PyErr_SetString(PyExc_RuntimeError, "list changed size during iteration");
+            return -1;
+        }
+        if (cmp == 0)
+            break;
+        arr = heap->ob_item;
+        parent = arr[parentpos];
+        newitem = arr[pos];
+        arr[parentpos] = newitem;
+        arr[pos] = parent;
+        pos = parentpos;
+    }
+    return 0;
+}
+
+static int
+dedupe_siftup(PyListObject *heap, Py_ssize_t pos)
+{
+    Py_ssize_t endpos = PyList_GET_SIZE(heap), startpos = pos;
+    if (pos >= endpos) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return -1;
+    }
+    PyObject **arr = heap->ob_item;
+    Py_ssize_t limit = endpos >> 1; /* the smallest pos without a child */
+    while (pos < limit) {
+        Py_ssize_t childpos = 2 * pos + 1; /* the smaller child's */
+        if (childpos + 1 < endpos) {
+            int cmp = dedupe_lt(arr[childpos], arr[childpos + 1]);
+            if (cmp < 0)
+                return -1;
+            childpos += ((unsigned)cmp ^ 1);
+            arr = heap->ob_item;
+            if (endpos != PyList_GET_SIZE(heap)) {
+                PyErr_SetString(PyExc_RuntimeError, "list changed size during iteration");
+                return -1;
+            }
+        }
+        PyObject *tmp1 = arr[childpos], *tmp2 = arr[pos];
+        arr[childpos] = tmp2;
+        arr[pos] = tmp1;
+        pos = childpos;
+    }
+    return dedupe_siftdown(heap, startpos, pos);
+}
+
+/* heapq.heappush(heap, item) */
+static int
+dedupe_push(PyObject *heap, PyObject *item)
+{
+    if (PyList_Append(heap, item) < 0)
+        return -1;
+    return dedupe_siftdown((PyListObject *)heap, 0, PyList_GET_SIZE(heap) - 1);
+}
+
+/* heapq.heappop(heap): a new reference */
+static PyObject *
+dedupe_pop(PyObject *heap)
+{
+    Py_ssize_t n = PyList_GET_SIZE(heap);
+    if (n == 0) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return NULL;
+    }
+    PyObject *lastelt = Py_NewRef(PyList_GET_ITEM(heap, n - 1));
+    if (PyList_SetSlice(heap, n - 1, n, NULL) < 0) {
+        Py_DECREF(lastelt);
+        return NULL;
+    }
+    n--;
+    if (!n)
+        return lastelt;
+    PyObject *returnitem = PyList_GET_ITEM(heap, 0);
+    PyList_SET_ITEM(heap, 0, lastelt);
+    if (dedupe_siftup((PyListObject *)heap, 0) < 0) {
+        Py_DECREF(returnitem);
+        return NULL;
+    }
+    return returnitem;
+}
+
+/* dedupe_run(state, items, micros, late_reject, decoded, signal, slots) -> (out, dups, late)
+ *                                                                          or None
+ *
+ * operators.dedupe._dedupe_columns in C, the same steps in the same order. First, changing
+ * nothing, it checks the batch (None for any batch it leaves to the Python paths): items
+ * exactly of class decoded (trace None, signal exactly of class signal), one tenant, the
+ * state's if it has one, tenant_id, source and signal_id exact strs, and every ts converted to
+ * microseconds since the epoch: a datetime whose tzinfo is datetime.UTC (the decoder's) by
+ * integer arithmetic on its fields (ts - _EPOCH then ignores utcoffset and fold), any other
+ * through micros(ts), the reference's _micros (its TypeError or OverflowError: None); the state's
+ * ttl, newest and horizon ints (or None) and all times below 2**62 in magnitude. Then, per
+ * record: W and the horizon moved as TenantDedupe._advance moves them (evicting with heapq's
+ * steps, dedupe_pop), a LATE record's late_reject(item, state) with state._newest and _horizon
+ * current, a held key (ts, source, signal_id) counted as a duplicate, a new one held with its
+ * source interned (sys.intern) in state._keys and pushed on state._heap (dedupe_push).
+ * slots: the member descriptors of decoded's signal and trace and of signal's tenant_id, ts,
+ * source and signal_id. */
+static PyObject *
+dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "dedupe_run takes 7 arguments");
+        return NULL;
+    }
+    PyObject *state = args[0], *micros_of = args[2], *late_of = args[3], *decoded = args[4],
+             *signal_cls = args[5], *slots = args[6];
+    if (!PyList_Check(args[1]) || !PyType_Check(decoded) || !PyType_Check(signal_cls) ||
+        !PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != 6) {
+        PyErr_SetString(PyExc_TypeError, "dedupe_run: a list, 2 types and 6 slot descriptors");
+        return NULL;
+    }
+    Py_ssize_t at[6];
+    for (int i = 0; i < 6; i++) {
+        at[i] = dedupe_slot(PyTuple_GET_ITEM(slots, i), i < 2 ? decoded : signal_cls);
+        if (at[i] < 0) {
+            PyErr_SetString(PyExc_TypeError, "dedupe_run: slots must be the classes' members");
+            return NULL;
+        }
+    }
+    const Py_ssize_t o_signal = at[0], o_trace = at[1], o_tenant = at[2], o_ts = at[3],
+                     o_source = at[4], o_id = at[5];
+    if (dedupe_names() < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(args[1]);
+    if (n == 0)
+        return Py_BuildValue("([]ii)", 0, 0);
+    PyObject *items = PyList_AsTuple(args[1]); /* a callback cannot change what is checked */
+    PyObject *keys = NULL, *heap = NULL, *held = NULL, *out = NULL, *key = NULL;
+    long long *micros = NULL, newest = 0, horizon = 0, ttl = 0;
+    int has_newest = 0, has_horizon = 0, looping = 0;
+    PyObject *result = NULL;
+    if (items == NULL)
+        return NULL;
+    if ((micros = PyMem_Malloc(sizeof(long long) * (size_t)n)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* the state, as the Python loop reads it into locals */
+    if ((keys = PyObject_GetAttr(state, s_dd_keys)) == NULL ||
+        (heap = PyObject_GetAttr(state, s_dd_heap)) == NULL)
+        goto done;
+    if (!PyDict_CheckExact(keys) || !PyList_CheckExact(heap))
+        goto unusual;
+    if ((held = PyObject_GetAttr(state, s_dd_ttl)) == NULL)
+        goto done;
+    int kind = dedupe_int(held, &ttl);
+    Py_CLEAR(held);
+    if (kind != 1 || ttl < 0)
+        goto unusual;
+    if ((held = PyObject_GetAttr(state, s_dd_newest)) == NULL)
+        goto done;
+    has_newest = dedupe_int(held, &newest);
+    Py_CLEAR(held);
+    if ((held = PyObject_GetAttr(state, s_dd_horizon)) == NULL)
+        goto done;
+    has_horizon = dedupe_int(held, &horizon);
+    Py_CLEAR(held);
+    if (has_newest < 0 || has_horizon < 0 || has_newest != has_horizon)
+        goto unusual; /* W without a horizon: the reference's assert says so */
+    if ((held = PyObject_GetAttr(state, s_dd_tenant)) == NULL)
+        goto done;
+    /* the batch: one tenant (the state's), untraced, of the exact classes and strs */
+    PyObject *tenant = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i);
+        if (Py_TYPE(item) != (PyTypeObject *)decoded || DD_SLOT(item, o_trace) != Py_None)
+            goto unusual;
+        PyObject *signal = DD_SLOT(item, o_signal);
+        if (signal == NULL || Py_TYPE(signal) != (PyTypeObject *)signal_cls)
+            goto unusual;
+        PyObject *its = DD_SLOT(signal, o_tenant), *source = DD_SLOT(signal, o_source),
+                 *id = DD_SLOT(signal, o_id);
+        if (its == NULL || source == NULL || id == NULL || DD_SLOT(signal, o_ts) == NULL ||
+            !PyUnicode_CheckExact(its) || !PyUnicode_CheckExact(source) ||
+            !PyUnicode_CheckExact(id))
+            goto unusual;
+        if (tenant == NULL)
+            tenant = its;
+        else if (its != tenant && PyUnicode_Compare(its, tenant) != 0)
+            goto unusual;
+    }
+    if (held != Py_None &&
+        !(PyUnicode_CheckExact(held) && (held == tenant || PyUnicode_Compare(held, tenant) == 0)))
+        goto unusual;
+    /* the times (a micros call may run any tzinfo's code: the signals are held by items) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *signal = DD_SLOT(PyTuple_GET_ITEM(items, i), o_signal);
+        PyObject *ts = signal && Py_TYPE(signal) == (PyTypeObject *)signal_cls
+                           ? DD_SLOT(signal, o_ts)
+                           : NULL;
+        if (ts == NULL)
+            goto unusual;
+        if (PyDateTime_CheckExact(ts) &&
+            PyDateTime_DATE_GET_TZINFO(ts) == PyDateTime_TimeZone_UTC) {
+            long long days = dedupe_days(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
+                                         PyDateTime_GET_DAY(ts));
+            long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 +
+                                PyDateTime_DATE_GET_MINUTE(ts) * 60 +
+                                PyDateTime_DATE_GET_SECOND(ts);
+            micros[i] = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(ts);
+            continue;
+        }
+        Py_INCREF(ts);
+        PyObject *value = PyObject_CallOneArg(micros_of, ts);
+        Py_DECREF(ts);
+        if (value == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError) ||
+                PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                goto unusual;
+            }
+            goto done;
+        }
+        kind = dedupe_int(value, &micros[i]);
+        Py_DECREF(value);
+        if (kind != 1)
+            goto unusual;
+    }
+    if (held == Py_None) {
+        PyObject *first = DD_SLOT(DD_SLOT(PyTuple_GET_ITEM(items, 0), o_signal), o_tenant);
+        Py_INCREF(first);
+        int err = PyObject_SetAttr(state, s_dd_tenant, first);
+        Py_DECREF(first);
+        if (err < 0)
+            goto done;
+    }
+    Py_CLEAR(held);
+    /* the loop */
+    if ((out = PyList_New(0)) == NULL)
+        goto done;
+    looping = 1;
+    Py_ssize_t duplicates = 0, late = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i);
+        long long ts = micros[i];
+        if (!has_newest || ts > newest) {
+            newest = ts;
+            has_newest = 1;
+            long long edge = ts - ttl;
+            if (!has_horizon || edge > horizon) {
+                horizon = edge;
+                has_horizon = 1;
+                /* while heap and heap[0][0] < edge: del keys[heappop(heap)] */
+                PyObject *bound = NULL;
+                while (PyList_GET_SIZE(heap) > 0) {
+                    PyObject *oldest = PyList_GET_ITEM(heap, 0);
+                    if (PyTuple_CheckExact(oldest) && PyTuple_GET_SIZE(oldest) > 0 &&
+                        PyLong_CheckExact(PyTuple_GET_ITEM(oldest, 0))) {
+                        int overflow = 0;
+                        long long first =
+                            PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(oldest, 0), &overflow);
+                        if (!overflow && !(first < edge))
+                            break;
+                        if (overflow && !(overflow < 0))
+                            break;
+                    } else {
+                        /* anything else compares as Python compares it */
+                        if (bound == NULL && (bound = PyLong_FromLongLong(edge)) == NULL)
+                            goto done;
+                        Py_INCREF(oldest);
+                        PyObject *head = PySequence_GetItem(oldest, 0);
+                        Py_DECREF(oldest);
+                        int below = head ? PyObject_RichCompareBool(head, bound, Py_LT) : -1;
+                        Py_XDECREF(head);
+                        if (below < 0) {
+                            Py_DECREF(bound);
+                            goto done;
+                        }
+                        if (!below)
+                            break;
+                    }
+                    PyObject *gone = dedupe_pop(heap);
+                    int err = gone ? PyDict_DelItem(keys, gone) : -1;
+                    Py_XDECREF(gone);
+                    if (err < 0) {
+                        Py_XDECREF(bound);
+                        goto done;
+                    }
+                }
+                Py_XDECREF(bound);
+            }
+        }
+        if (ts < horizon) {
+            late++;
+            if (dedupe_store(state, has_newest, newest, has_horizon, horizon) < 0)
+                goto done;
+            PyObject *reject = PyObject_CallFunctionObjArgs(late_of, item, state, NULL);
+            int err = reject ? PyList_Append(out, reject) : -1;
+            Py_XDECREF(reject);
+            if (err < 0)
+                goto done;
+            continue;
+        }
+        PyObject *signal = DD_SLOT(item, o_signal);
+        PyObject *source, *id;
+        if (signal == NULL || Py_TYPE(signal) != (PyTypeObject *)signal_cls ||
+            (source = DD_SLOT(signal, o_source)) == NULL || (id = DD_SLOT(signal, o_id)) == NULL) {
+            /* a callback (a tzinfo's, late_reject) took them away */
+            PyErr_SetString(PyExc_AttributeError, "dedupe_run: a signal lost its fields");
+            goto done;
+        }
+        PyObject *when = PyLong_FromLongLong(ts);
+        if (when == NULL || (key = PyTuple_New(3)) == NULL) {
+            Py_XDECREF(when);
+            goto done;
+        }
+        PyTuple_SET_ITEM(key, 0, when);
+        PyTuple_SET_ITEM(key, 1, Py_NewRef(source));
+        PyTuple_SET_ITEM(key, 2, Py_NewRef(id));
+        int found = PyDict_Contains(keys, key);
+        if (found < 0)
+            goto done;
+        if (found) {
+            duplicates++;
+            Py_CLEAR(key);
+            continue;
+        }
+        /* key = (ts, sys.intern(source), signal_id): the fresh tuple is only ours */
+        PyObject *interned = Py_NewRef(source);
+        PyUnicode_InternInPlace(&interned);
+        PyObject *was = PyTuple_GET_ITEM(key, 1);
+        PyTuple_SET_ITEM(key, 1, interned);
+        Py_DECREF(was);
+        if (PyDict_SetItem(keys, key, Py_None) < 0)
+            goto done;
+        if (dedupe_push(heap, key) < 0)
+            goto done;
+        Py_CLEAR(key);
+        if (PyList_Append(out, item) < 0)
+            goto done;
+    }
+    looping = 0;
+    if (dedupe_store(state, has_newest, newest, has_horizon, horizon) < 0 ||
+        dedupe_add(state, s_dd_seen, n) < 0 || dedupe_add(state, s_dd_duplicates, duplicates) < 0)
+        goto done;
+    result = Py_BuildValue("(Onn)", out, duplicates, late);
+    goto done;
+unusual:
+    result = Py_NewRef(Py_None);
+done:
+    if (looping) {
+        /* an error in the loop: the state as the Python loop leaves it (its W and horizon) */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (dedupe_store(state, has_newest, newest, has_horizon, horizon) < 0)
+            PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
+    }
+    PyMem_Free(micros);
+    Py_DECREF(items);
+    Py_XDECREF(keys);
+    Py_XDECREF(heap);
+    Py_XDECREF(held);
+    Py_XDECREF(out);
+    Py_XDECREF(key);
+    return result;
+}
+
+#undef DD_SLOT
+#undef DD_BOUND
+
+/* === end of dedupe ======================================================================== */
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
     {"tag_run", (PyCFunction)(void (*)(void))tag_run, METH_FASTCALL,
      PyDoc_STR("tenant-tag's batch loop (operators.tenancy.tag_run without sources).")},
+    {"dedupe_run", (PyCFunction)(void (*)(void))dedupe_run, METH_FASTCALL,
+     PyDoc_STR("dedupe's batch check (operators.dedupe._dedupe_columns) in C.")},
     {NULL, NULL, 0, NULL},
 };
 

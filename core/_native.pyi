@@ -4,7 +4,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from core.records import Decoded, PolicyTags, RawRecord, Tagged
+from core.records import Decoded, PolicyTags, RawRecord, Rejected, Signal, Tagged
 
 class Reader:
     def __init__(
@@ -46,3 +46,13 @@ def raw_records(
     out: list[RawRecord],
     /,
 ) -> int: ...
+def dedupe_run(
+    state: Any,
+    items: list[Decoded],
+    micros: Callable[[datetime], int],
+    late_reject: Callable[[Decoded, Any], Rejected],
+    decoded: type[Decoded],
+    signal: type[Signal],
+    slots: tuple[Any, Any, Any, Any, Any, Any],
+    /,
+) -> tuple[list[Decoded | Rejected], int, int] | None: ...

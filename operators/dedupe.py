@@ -35,9 +35,9 @@ from typing import Any
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from core import metrics, tracing
+from core import _native, metrics, tracing
 from core.reasons import ReasonCode
-from core.records import Decoded, RawRecord, Rejected
+from core.records import Decoded, RawRecord, Rejected, Signal
 from core.settings import DedupeSettings
 from operators.batching import Runs, stateful_runs_at
 from operators.split import split_runs
@@ -258,14 +258,40 @@ def dedupe_batch(
     :func:`late_reject` per record are its reference, and for any split of an input into
     batches the outputs are the same (``tests/unit/test_batch_equivalence.py``). A reject is
     built when its record is checked: its detail names the horizon at that record, not at the
-    end of the batch. Computed by :func:`_dedupe_columns` (the check unrolled over the batch)
-    unless the batch holds a traced record or another tenant's.
+    end of the batch. Computed in C (``core/_native.c`` ``dedupe_run``: :func:`_dedupe_columns`,
+    its reference, in C) for a batch of plain records, else by :func:`_dedupe_columns` (the
+    check unrolled over the batch) unless the batch holds a traced record or another tenant's.
     """
     items = items if isinstance(items, list) else list(items)
-    fast = _dedupe_columns(state, items)
+    fast = _dedupe_native(state, items)
+    if fast is None:
+        fast = _dedupe_columns(state, items)
     if fast is not None:
         return fast
     return _dedupe_records(state, items)
+
+
+#: What ``dedupe_run`` reads a record with: ``Decoded``'s ``signal`` and ``trace``, ``Signal``'s
+#: ``tenant_id``, ``ts``, ``source`` and ``signal_id`` (member descriptors of the exact classes).
+_NATIVE_SLOTS = (
+    Decoded.__dict__["signal"],
+    Decoded.__dict__["trace"],
+    Signal.__dict__["tenant_id"],
+    Signal.__dict__["ts"],
+    Signal.__dict__["source"],
+    Signal.__dict__["signal_id"],
+)
+
+
+def _dedupe_native(
+    state: TenantDedupe, items: list[Decoded]
+) -> tuple[list[Decoded | Rejected], int, int] | None:
+    """:func:`_dedupe_columns` in C (``core/_native.c`` ``dedupe_run``), the same steps in the
+    same order and the same state after it; ``None`` (nothing changed) for a batch it leaves to
+    the Python paths: anything but plain records of one tenant with ``str`` fields, a time that
+    ``_micros`` does not convert, a state out of 62 bits. A ``ts`` in ``datetime.UTC`` (the
+    decoder's) is converted from its fields, any other through :func:`_micros`."""
+    return _native.dedupe_run(state, items, _micros, late_reject, Decoded, Signal, _NATIVE_SLOTS)
 
 
 def _dedupe_records(
@@ -302,7 +328,8 @@ def _dedupe_columns(
 ) -> tuple[list[Decoded | Rejected], int, int] | None:
     """:func:`dedupe_batch` with :meth:`TenantDedupe.check` unrolled over the batch: the tenant
     checked once, the event times converted in one pass, the state's fields in locals. The same
-    decisions in the same order, and the same state after it. ``None`` (nothing changed) for a
+    decisions in the same order, and the same state after it. The reference of the C path
+    (:func:`_dedupe_native`), which does these steps in this order. ``None`` (nothing changed) for a
     batch it leaves to the reference: a traced record, another tenant's record, a time that
     does not convert (the reference raises at that record, as it always did)."""
     if not items:
