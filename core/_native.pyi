@@ -1,6 +1,6 @@
 """Types for the CPython extension ``core/_native.c``."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,3 +46,14 @@ def raw_records(
     out: list[RawRecord],
     /,
 ) -> int: ...
+
+# drift (operators/drift_stats.py): None where the C path does not accept the input.
+def psi_terms(
+    proportions: tuple[float, ...],
+    cuts: Sequence[int],
+    n: int,
+    total: float,
+    smoothing: float,
+    /,
+) -> float | None: ...
+def ks_bound(below: list[int], cuts: Sequence[int], m: int, n: int, /) -> int | None: ...
