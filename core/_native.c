@@ -1008,6 +1008,83 @@ ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     return PyLong_FromLongLong(bound);
 }
+/* cuts_below(edges, samples) -> list[int] | None: per edge, the values of all the samples
+ * below it, i.e. _cuts(sorted(chain(*samples)), edges) (bisect_left over the merged sample)
+ * when no value is a NaN (then every float is ordered, and bisect_left in a sorted list is
+ * the count of values < edge). edges: a tuple of strictly increasing floats, no NaN; samples:
+ * a tuple of lists or tuples of floats. Anything else, or a NaN anywhere: None. */
+enum { CUTS_MAX_EDGES = 256 };
+static PyObject *
+cuts_below(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cuts_below takes 2 arguments");
+        return NULL;
+    }
+    PyObject *edges = args[0], *samples = args[1];
+    if (!PyTuple_CheckExact(edges) || !PyTuple_CheckExact(samples))
+        Py_RETURN_NONE;
+    Py_ssize_t k = PyTuple_GET_SIZE(edges);
+    if (k > CUTS_MAX_EDGES)
+        Py_RETURN_NONE;
+    double e[CUTS_MAX_EDGES];
+    Py_ssize_t diff[CUTS_MAX_EDGES + 1];
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *x = PyTuple_GET_ITEM(edges, j);
+        if (!PyFloat_CheckExact(x))
+            Py_RETURN_NONE;
+        e[j] = PyFloat_AS_DOUBLE(x);
+        if (isnan(e[j]) || (j > 0 && !(e[j] > e[j - 1])))
+            Py_RETURN_NONE;
+        diff[j] = 0;
+    }
+    diff[k] = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(samples); i++) {
+        PyObject *sample = PyTuple_GET_ITEM(samples, i);
+        PyObject **items;
+        Py_ssize_t size;
+        if (PyList_CheckExact(sample)) {
+            items = ((PyListObject *)sample)->ob_item;
+            size = PyList_GET_SIZE(sample);
+        } else if (PyTuple_Check(sample)) { /* drift's _Sample is a tuple subclass */
+            items = ((PyTupleObject *)sample)->ob_item;
+            size = PyTuple_GET_SIZE(sample);
+        } else
+            Py_RETURN_NONE;
+        for (Py_ssize_t t = 0; t < size; t++) {
+            PyObject *x = items[t];
+            if (!PyFloat_CheckExact(x))
+                Py_RETURN_NONE;
+            double v = PyFloat_AS_DOUBLE(x);
+            if (isnan(v))
+                Py_RETURN_NONE;
+            /* the first edge above v: v is below it and every later one */
+            Py_ssize_t lo = 0, hi = k;
+            while (lo < hi) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                if (e[mid] > v)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            diff[lo] += 1;
+        }
+    }
+    PyObject *out = PyList_New(k);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t below = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        below += diff[j];
+        PyObject *c = PyLong_FromSsize_t(below);
+        if (c == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, j, c);
+    }
+    return out;
+}
 /* ============================== end of drift ============================== */
 
 static PyMethodDef functions[] = {
@@ -1019,6 +1096,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("drift's PSI of a sample's cuts (operators.drift_stats._psi_of), or None.")},
     {"ks_bound", (PyCFunction)(void (*)(void))ks_bound, METH_FASTCALL,
      PyDoc_STR("drift's KS bound from bin counts (operators.drift_stats._ks_cannot_fire).")},
+    {"cuts_below", (PyCFunction)(void (*)(void))cuts_below, METH_FASTCALL,
+     PyDoc_STR("drift's pooled bin cuts without NaNs (operators.drift_stats._pooled_cuts).")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -493,7 +493,8 @@ def drifted_check(
 
     cuts: list[int] | None = None
     if batch_alone:
-        cuts = _cuts(ordered, edges)
+        # (_native.cuts_below: the same counts in C when no value is a NaN, else None)
+        cuts = _native.cuts_below(edges, (ordered,)) or _cuts(ordered, edges)
         n = len(ordered)
         if _psi_of(reference, cuts, n) >= psi_threshold and _ks_fires(
             reference, ordered, cuts, ks_alpha
@@ -503,7 +504,12 @@ def drifted_check(
             return None  # the window is this batch alone
     pooled_n = len(ordered) + sum(map(len, window))
     merged: Sequence[float] | None = None
-    if pooled_n > _MERGE_MAX:  # as check_batch: its parts' counts summed (cached for tuples)
+    # Without a NaN, the pooled sample's values below each edge, in C: what either way below
+    # gives (a merged sample's bisect_left, or the sum of its parts'), without the merge.
+    pooled_cuts = _native.cuts_below(edges, (ordered, *window))
+    if pooled_cuts is not None:
+        cuts = pooled_cuts
+    elif pooled_n > _MERGE_MAX:  # as check_batch: its parts' counts summed (cached for tuples)
         if cuts is None:
             cuts = _cuts(ordered, edges)
         for sample in window:

@@ -588,3 +588,61 @@ def test_the_c_bin_arithmetic_leaks_nothing() -> None:
         _native.psi_terms(*args)
         _native.ks_bound(below, cuts, 54, n)
     assert [sys.getrefcount(x) for x in held] == counts
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_VALUE | st.floats(-1e300, 1e300), min_size=1, max_size=300),
+    st.integers(1, 40),
+    st.lists(st.lists(_VALUE | st.floats(allow_nan=False), max_size=60), max_size=7),
+    st.booleans(),
+)
+def test_the_c_pooled_cuts_equal_the_merged_samples_bisections(
+    ref_values: list[float], bins: int, samples: list[list[float]], nan: bool
+) -> None:
+    """core._native.cuts_below gives _cuts of the merged, sorted samples (what drifted_check
+    computed, and the sum of the parts' cuts of its large-window path) whenever no value is a
+    NaN (infinities, -0.0 and ties included); with a NaN anywhere, None."""
+    reference = Reference.from_values(ref_values, bins)
+    parts = tuple(tuple(sorted(s)) if i % 2 else sorted(s) for i, s in enumerate(samples))
+    merged = sorted(chain(*parts))
+    expected = drift_stats._cuts(merged, reference.edges)
+    assert _native.cuts_below(reference.edges, parts) == expected
+    summed = [sum(c) for c in zip(*(drift_stats._cuts(p, reference.edges) for p in parts))]
+    assert not parts or not reference.edges or summed == expected
+    if nan and parts:
+        with_nan = (*parts[:-1], [*parts[-1], math.nan])
+        assert _native.cuts_below(reference.edges, with_nan) is None
+
+
+def test_the_c_pooled_cuts_leave_the_unusual_to_python() -> None:
+    assert _native.cuts_below((0.5,), ([0.25, 0.75],)) == [1]
+    assert _native.cuts_below((0.5,), ([0.25, 1],)) is None  # an int value
+    assert _native.cuts_below((1,), ([0.25],)) is None  # an int edge
+    assert _native.cuts_below((0.5, 0.5), ([0.25],)) is None  # edges not increasing
+    assert _native.cuts_below((math.nan,), ([0.25],)) is None
+    assert _native.cuts_below([0.5], ([0.25],)) is None  # type: ignore[arg-type]
+    assert _native.cuts_below((0.5,), [[0.25]]) is None  # type: ignore[arg-type]
+    assert _native.cuts_below((0.5,), (iter([0.25]),)) is None  # type: ignore[arg-type]
+    assert _native.cuts_below(tuple(float(i) for i in range(300)), ([0.5],)) is None
+    with pytest.raises(TypeError):
+        _native.cuts_below((0.5,))  # type: ignore[call-arg]
+    sample = [random.Random(3).random() for _ in range(50)]
+    edges = tuple(sorted(random.Random(4).random() for _ in range(9)))
+    tracemalloc.start()
+    try:
+        for rounds in (200, 2000):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(rounds):
+                _native.cuts_below(edges, (sample, sample))
+                _native.cuts_below(edges, (sample, [math.nan]))
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        assert grown < 16_000, grown
+    finally:
+        tracemalloc.stop()
+    counts = [sys.getrefcount(x) for x in (sample, edges, *sample, *edges)]
+    for _ in range(100):
+        _native.cuts_below(edges, (sample, sample))
+    assert [sys.getrefcount(x) for x in (sample, edges, *sample, *edges)] == counts
