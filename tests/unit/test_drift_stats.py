@@ -608,7 +608,8 @@ def test_the_c_pooled_cuts_equal_the_merged_samples_bisections(
     merged = sorted(chain(*parts))
     expected = drift_stats._cuts(merged, reference.edges)
     assert _native.cuts_below(reference.edges, parts) == expected
-    summed = [sum(c) for c in zip(*(drift_stats._cuts(p, reference.edges) for p in parts))]
+    part_cuts = [drift_stats._cuts(p, reference.edges) for p in parts]
+    summed = [sum(c) for c in zip(*part_cuts, strict=True)]
     assert not parts or not reference.edges or summed == expected
     if nan and parts:
         with_nan = (*parts[:-1], [*parts[-1], math.nan])
