@@ -1085,6 +1085,59 @@ cuts_below(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     return out;
 }
+/* with_horizon(item, horizon, cls, slots) -> cls: drift's release, the last passed record's
+ * copy carrying the tenant's event time (operators.drift._with_horizon_python, the
+ * Decoded(...) call). cls: the exact type of item; slots: its fields' descriptors in
+ * constructor order (core.records.slot_descriptors), the last one the horizon's. Each field
+ * is read through its descriptor and set on object.__new__(cls) through it, as
+ * _slot_init's __init__ sets them. */
+enum { HORIZON_MAX_SLOTS = 16 };
+static PyObject *
+with_horizon(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "with_horizon takes 4 arguments");
+        return NULL;
+    }
+    PyObject *item = args[0], *horizon = args[1], *slots = args[3];
+    if (!PyType_Check(args[2]) || Py_TYPE(item) != (PyTypeObject *)args[2] ||
+        !PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) < 1 ||
+        PyTuple_GET_SIZE(slots) > HORIZON_MAX_SLOTS) {
+        PyErr_SetString(PyExc_TypeError, "with_horizon: an instance of cls and its slots");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[2];
+    Py_ssize_t n = PyTuple_GET_SIZE(slots);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(slots, i));
+        if (kind->tp_descr_get == NULL || kind->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "with_horizon: slots must be data descriptors");
+            return NULL;
+        }
+    }
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *slot = PyTuple_GET_ITEM(slots, i), *value;
+        if (i == n - 1) {
+            value = Py_NewRef(horizon);
+        } else {
+            value = Py_TYPE(slot)->tp_descr_get(slot, item, (PyObject *)cls);
+            if (value == NULL) {
+                Py_DECREF(obj);
+                return NULL;
+            }
+        }
+        int err = Py_TYPE(slot)->tp_descr_set(slot, obj, value);
+        Py_DECREF(value);
+        if (err < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
 /* ============================== end of drift ============================== */
 
 static PyMethodDef functions[] = {
@@ -1097,7 +1150,9 @@ static PyMethodDef functions[] = {
     {"ks_bound", (PyCFunction)(void (*)(void))ks_bound, METH_FASTCALL,
      PyDoc_STR("drift's KS bound from bin counts (operators.drift_stats._ks_cannot_fire).")},
     {"cuts_below", (PyCFunction)(void (*)(void))cuts_below, METH_FASTCALL,
-     PyDoc_STR("drift's pooled bin cuts without NaNs (operators.drift_stats._pooled_cuts).")},
+     PyDoc_STR("drift's pooled bin cuts without NaNs (operators.drift_stats.drifted_check).")},
+    {"with_horizon", (PyCFunction)(void (*)(void))with_horizon, METH_FASTCALL,
+     PyDoc_STR("drift's release: a record's copy with its horizon (operators.drift).")},
     {NULL, NULL, 0, NULL},
 };
 

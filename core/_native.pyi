@@ -60,3 +60,6 @@ def ks_bound(below: list[int], cuts: Sequence[int], m: int, n: int, /) -> int | 
 def cuts_below(
     edges: tuple[float, ...], samples: tuple[Sequence[float], ...], /
 ) -> list[int] | None: ...
+def with_horizon(
+    item: Decoded, horizon: datetime | None, cls: type[Decoded], slots: tuple[Any, ...], /
+) -> Decoded: ...
