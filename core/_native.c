@@ -18,7 +18,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
-#include <math.h>
 #include <openssl/evp.h>
 #include <string.h>
 
@@ -856,15 +855,17 @@ raw_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* ======================================================================================
- * drift: the PSI and the KS bound of a sample's bin counts (operators/drift_stats.py,
- * branch driftstate). Per close of a drift batch, _psi_of and _ks_cannot_fire ran ~10 map
- * chains over the reference's bins (4-6 µs each, 15% of the drift step); here the same
- * operations in the same order. Only ever accepts: anything unusual (not a float or an int,
- * an int past int64, a product that would overflow, a logarithm Python would refuse) returns
- * None and the Python reference decides, naming the reason.
+ * drift (branch driftstate, session 18): per close of a batch, the PSI, the KS bound and the
+ * pooled bin counts of operators/drift_stats.py (psi_terms, ks_bound, cuts_below: ten map
+ * chains, a merge and a bisection per edge in Python, ~40% of the step with the KS); per
+ * release, push_batch's horizon copy (with_horizon). The same operations in the same order
+ * as their Python references. The three statistics only ever accept: anything unusual (not
+ * a float or an int, an int past int64, a product that would overflow, a logarithm Python
+ * would refuse, a NaN) returns None and the Python reference decides.
  * ====================================================================================== */
 
-static PyObject *drift_fsum; /* math.fsum */
+static PyObject *drift_fsum; /* math.fsum, imported at the first call (never released) */
+/* (log, isnan, isfinite: <math.h>, which Python.h includes) */
 
 /* psi_terms(proportions, cuts, n, total, smoothing) -> float | None: _psi_of_python's
  * fsum over bins of (share - p) * ln(share / p), share = (count + smoothing) / total,
@@ -894,6 +895,15 @@ psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     double total = PyFloat_AS_DOUBLE(args[3]), smoothing = PyFloat_AS_DOUBLE(args[4]);
     if (total == 0.0)
         Py_RETURN_NONE;
+    if (drift_fsum == NULL) {
+        PyObject *math = PyImport_ImportModule("math");
+        if (math == NULL)
+            return NULL;
+        drift_fsum = PyObject_GetAttrString(math, "fsum");
+        Py_DECREF(math);
+        if (drift_fsum == NULL)
+            return NULL;
+    }
     PyObject *terms = PyList_New(bins);
     if (terms == NULL)
         return NULL;
@@ -1199,15 +1209,6 @@ PyInit__native(void)
         !s_signal || !s_tenant_id || !s_kafka_partition || !s_kafka_offset ||
         !s_schema_version || !s_input_hash)
         return NULL;
-    if (drift_fsum == NULL) {
-        PyObject *math = PyImport_ImportModule("math");
-        if (math == NULL)
-            return NULL;
-        drift_fsum = PyObject_GetAttrString(math, "fsum");
-        Py_DECREF(math);
-        if (drift_fsum == NULL)
-            return NULL;
-    }
     if (PyType_Ready(&ReaderType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
