@@ -3,8 +3,9 @@
 ``psi/_build_sodium.py`` compiles ``psi._sodium`` (cffi, API mode) against the system libsodium
 (Debian: ``libsodium-dev``); ``core/_build_rowhash.py`` compiles ``core._rowhash`` against the
 system OpenSSL's libcrypto (Debian: ``libssl-dev``); ``core/_native.c`` is a CPython
-extension (with libcrypto's SHA-256): the clean paths of the Kafka source, decode's signal reader
-and tenant-tag in C, each beside its Python reference.
+extension (with libcrypto's SHA-256): the clean paths of the Kafka source, decode's signal
+reader, tenant-tag, dedupe and drift's statistics in C, each beside its Python reference (no
+floating-point contraction: the drift statistics must give their references' bits).
 """
 
 from setuptools import Extension, setup
@@ -16,7 +17,7 @@ setup(
             "core._native",
             ["core/_native.c"],
             libraries=["crypto"],
-            extra_compile_args=["-O2", "-Wall", "-Werror"],
+            extra_compile_args=["-O2", "-Wall", "-Werror", "-ffp-contract=off"],
         )
     ],
 )

@@ -62,7 +62,7 @@ def load_base(root: Path) -> tuple[ModuleType, ModuleType]:
         msg = f"{ops / 'drift.py'} does not import operators.drift_stats as expected"
         raise SystemExit(msg)
     base_drift = _module("base_drift", rewired, ops / "drift.py")
-    assert base_drift.check_batch is base_stats.check_batch
+    assert base_drift.drifted_check is base_stats.drifted_check
     base_score = _module("base_score", (ops / "score.py").read_text(), ops / "score.py")
     return base_drift, base_score
 

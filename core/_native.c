@@ -1,8 +1,13 @@
-/* core._native: three clean paths of the flow in C, each with its Python reference kept.
+/* core._native: clean paths of the flow in C, each with its Python reference kept.
  *
  * Reader: decode's compiled signal reader (operators/signal_reader.py).
  * tag_run: tenant-tag's batch path (operators/tenancy.py tag_run).
  * raw_records: the Kafka source's common message (sources/kafka.py _Partition._records).
+ * dedupe_run: dedupe's batch check (operators/dedupe.py _dedupe_columns), its own section below.
+ * psi_terms, ks_bound, cuts_below, with_horizon: the drift step's statistics and release
+ * (operators/drift_stats.py, operators/drift.py), their own section below. Built with
+ * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
+ * multiply-add (a -march build) would not.
  *
  * A Reader reads one framed Avro body of one writer schema (whose fields are the reader's, read
  * without resolution) straight into a core.records.Decoded, as the Python function that
@@ -1370,6 +1375,301 @@ done:
 #undef DD_BOUND
 
 /* === end of dedupe ======================================================================== */
+/* ======================================================================================
+ * drift (branch driftstate, session 18): per close of a batch, the PSI, the KS bound and the
+ * pooled bin counts of operators/drift_stats.py (psi_terms, ks_bound, cuts_below: ten map
+ * chains, a merge and a bisection per edge in Python, ~40% of the step with the KS); per
+ * release, push_batch's horizon copy (with_horizon). The same operations in the same order
+ * as their Python references. The three statistics only ever accept: anything unusual (not
+ * a float or an int, an int past int64, a product that would overflow, a logarithm Python
+ * would refuse, a NaN) returns None and the Python reference decides.
+ * ====================================================================================== */
+
+static PyObject *drift_fsum; /* math.fsum, imported at the first call (never released) */
+/* (log, isnan, isfinite: <math.h>, which Python.h includes) */
+
+/* psi_terms(proportions, cuts, n, total, smoothing) -> float | None: _psi_of_python's
+ * fsum over bins of (share - p) * ln(share / p), share = (count + smoothing) / total,
+ * count = cut - cut before (0 before the first, n after the last). x86-64 has no FMA without
+ * -march flags, so (share - p) * log(...) rounds twice, as Python's float ops do. */
+static PyObject *
+psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "psi_terms takes 5 arguments");
+        return NULL;
+    }
+    PyObject *proportions = args[0], *cuts = args[1];
+    if (!PyTuple_CheckExact(proportions) || !PyList_CheckExact(cuts) ||
+        !PyLong_CheckExact(args[2]) || !PyFloat_CheckExact(args[3]) ||
+        !PyFloat_CheckExact(args[4]))
+        Py_RETURN_NONE;
+    Py_ssize_t bins = PyTuple_GET_SIZE(proportions);
+    if (PyList_GET_SIZE(cuts) + 1 != bins)
+        Py_RETURN_NONE;
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(args[2], &overflow);
+    if (overflow || (n == -1 && PyErr_Occurred()) || n > (1LL << 52) || n < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    double total = PyFloat_AS_DOUBLE(args[3]), smoothing = PyFloat_AS_DOUBLE(args[4]);
+    if (total == 0.0)
+        Py_RETURN_NONE;
+    if (drift_fsum == NULL) {
+        PyObject *math = PyImport_ImportModule("math");
+        if (math == NULL)
+            return NULL;
+        drift_fsum = PyObject_GetAttrString(math, "fsum");
+        Py_DECREF(math);
+        if (drift_fsum == NULL)
+            return NULL;
+    }
+    PyObject *terms = PyList_New(bins);
+    if (terms == NULL)
+        return NULL;
+    long long before = 0;
+    for (Py_ssize_t i = 0; i < bins; i++) {
+        long long cut = n;
+        if (i < bins - 1) {
+            PyObject *c = PyList_GET_ITEM(cuts, i);
+            if (!PyLong_CheckExact(c))
+                goto unusual;
+            cut = PyLong_AsLongLongAndOverflow(c, &overflow);
+            if (overflow || (cut == -1 && PyErr_Occurred()) || cut > (1LL << 52) ||
+                cut < -(1LL << 52))
+                goto unusual;
+        }
+        PyObject *pobj = PyTuple_GET_ITEM(proportions, i);
+        if (!PyFloat_CheckExact(pobj))
+            goto unusual;
+        double p = PyFloat_AS_DOUBLE(pobj);
+        /* int + float: the int as a double (exact below 2**53), then the sum. */
+        double share = ((double)(cut - before) + smoothing) / total;
+        if (p == 0.0)
+            goto unusual; /* Python raises ZeroDivisionError */
+        double ratio = share / p;
+        if (!(ratio > 0.0) || !isfinite(ratio))
+            goto unusual; /* math.log refuses it, or gives inf/nan: the reference says */
+        PyObject *term = PyFloat_FromDouble((share - p) * log(ratio));
+        if (term == NULL) {
+            Py_DECREF(terms);
+            return NULL;
+        }
+        PyList_SET_ITEM(terms, i, term);
+        before = cut;
+    }
+    PyObject *result = PyObject_CallOneArg(drift_fsum, terms);
+    Py_DECREF(terms);
+    return result;
+unusual:
+    PyErr_Clear();
+    Py_DECREF(terms); /* (unset items are NULL: list_dealloc skips them) */
+    Py_RETURN_NONE;
+}
+
+/* ks_bound(below, cuts, m, n) -> int | None: _ks_cannot_fire's integer bound, max over bins
+ * of max(R_j+1 * m - P_j * n, P_j+1 * n - R_j * m) with below = [0, R_1, ..., n] and
+ * P = [0, *cuts, m], as the two map chains of the reference (pairs up to the shorter list). */
+enum { KS_BOUND_MAX = 256 };
+static PyObject *
+ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "ks_bound takes 4 arguments");
+        return NULL;
+    }
+    PyObject *below = args[0], *cuts = args[1];
+    if (!PyList_CheckExact(below) || !PyList_CheckExact(cuts) || !PyLong_CheckExact(args[2]) ||
+        !PyLong_CheckExact(args[3]))
+        Py_RETURN_NONE;
+    Py_ssize_t nb = PyList_GET_SIZE(below), nc = PyList_GET_SIZE(cuts);
+    if (nb < 1 || nb > KS_BOUND_MAX || nc > KS_BOUND_MAX)
+        Py_RETURN_NONE;
+    int overflow = 0, overflow_n = 0;
+    long long m = PyLong_AsLongLongAndOverflow(args[2], &overflow);
+    long long n = PyLong_AsLongLongAndOverflow(args[3], &overflow_n);
+    if (overflow || overflow_n || PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    long long r[KS_BOUND_MAX], s[KS_BOUND_MAX + 2], bound = 0;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        PyObject *v = PyList_GET_ITEM(below, i);
+        if (!PyLong_CheckExact(v))
+            Py_RETURN_NONE;
+        r[i] = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (r[i] == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    s[0] = 0;
+    s[nc + 1] = m;
+    for (Py_ssize_t i = 0; i < nc; i++) {
+        PyObject *v = PyList_GET_ITEM(cuts, i);
+        if (!PyLong_CheckExact(v))
+            Py_RETURN_NONE;
+        s[i + 1] = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (s[i + 1] == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    Py_ssize_t ns = nc + 2;
+    /* above = below[1:] against sample_below; sample_below[1:] against below */
+    Py_ssize_t k1 = nb - 1 < ns ? nb - 1 : ns, k2 = ns - 1 < nb ? ns - 1 : nb;
+    if (k1 == 0 || k2 == 0)
+        Py_RETURN_NONE; /* max() of nothing: the reference raises */
+    for (Py_ssize_t j = 0; j < k1 + k2; j++) {
+        long long a, b, x, y, d;
+        if (j < k1) {
+            a = r[j + 1], b = s[j];
+            if (__builtin_mul_overflow(a, m, &x) || __builtin_mul_overflow(b, n, &y) ||
+                __builtin_sub_overflow(x, y, &d))
+                Py_RETURN_NONE;
+        } else {
+            a = s[j - k1 + 1], b = r[j - k1];
+            if (__builtin_mul_overflow(a, n, &x) || __builtin_mul_overflow(b, m, &y) ||
+                __builtin_sub_overflow(x, y, &d))
+                Py_RETURN_NONE;
+        }
+        if (j == 0 || d > bound)
+            bound = d;
+    }
+    return PyLong_FromLongLong(bound);
+}
+/* cuts_below(edges, samples) -> list[int] | None: per edge, the values of all the samples
+ * below it, i.e. _cuts(sorted(chain(*samples)), edges) (bisect_left over the merged sample)
+ * when no value is a NaN (then every float is ordered, and bisect_left in a sorted list is
+ * the count of values < edge). edges: a tuple of strictly increasing floats, no NaN; samples:
+ * a tuple of lists or tuples of floats. Anything else, or a NaN anywhere: None. */
+enum { CUTS_MAX_EDGES = 256 };
+static PyObject *
+cuts_below(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cuts_below takes 2 arguments");
+        return NULL;
+    }
+    PyObject *edges = args[0], *samples = args[1];
+    if (!PyTuple_CheckExact(edges) || !PyTuple_CheckExact(samples))
+        Py_RETURN_NONE;
+    Py_ssize_t k = PyTuple_GET_SIZE(edges);
+    if (k > CUTS_MAX_EDGES)
+        Py_RETURN_NONE;
+    double e[CUTS_MAX_EDGES];
+    Py_ssize_t diff[CUTS_MAX_EDGES + 1];
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *x = PyTuple_GET_ITEM(edges, j);
+        if (!PyFloat_CheckExact(x))
+            Py_RETURN_NONE;
+        e[j] = PyFloat_AS_DOUBLE(x);
+        if (isnan(e[j]) || (j > 0 && !(e[j] > e[j - 1])))
+            Py_RETURN_NONE;
+        diff[j] = 0;
+    }
+    diff[k] = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(samples); i++) {
+        PyObject *sample = PyTuple_GET_ITEM(samples, i);
+        PyObject **items;
+        Py_ssize_t size;
+        if (PyList_CheckExact(sample)) {
+            items = ((PyListObject *)sample)->ob_item;
+            size = PyList_GET_SIZE(sample);
+        } else if (PyTuple_Check(sample)) { /* drift's _Sample is a tuple subclass */
+            items = ((PyTupleObject *)sample)->ob_item;
+            size = PyTuple_GET_SIZE(sample);
+        } else
+            Py_RETURN_NONE;
+        for (Py_ssize_t t = 0; t < size; t++) {
+            PyObject *x = items[t];
+            if (!PyFloat_CheckExact(x))
+                Py_RETURN_NONE;
+            double v = PyFloat_AS_DOUBLE(x);
+            if (isnan(v))
+                Py_RETURN_NONE;
+            /* the first edge above v: v is below it and every later one */
+            Py_ssize_t lo = 0, hi = k;
+            while (lo < hi) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                if (e[mid] > v)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            diff[lo] += 1;
+        }
+    }
+    PyObject *out = PyList_New(k);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t below = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        below += diff[j];
+        PyObject *c = PyLong_FromSsize_t(below);
+        if (c == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, j, c);
+    }
+    return out;
+}
+/* with_horizon(item, horizon, cls, slots) -> cls: drift's release, the last passed record's
+ * copy carrying the tenant's event time (operators.drift._with_horizon_python, the
+ * Decoded(...) call). cls: the exact type of item; slots: its fields' descriptors in
+ * constructor order (core.records.slot_descriptors), the last one the horizon's. Each field
+ * is read through its descriptor and set on object.__new__(cls) through it, as
+ * _slot_init's __init__ sets them. */
+enum { HORIZON_MAX_SLOTS = 16 };
+static PyObject *
+with_horizon(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "with_horizon takes 4 arguments");
+        return NULL;
+    }
+    PyObject *item = args[0], *horizon = args[1], *slots = args[3];
+    if (!PyType_Check(args[2]) || Py_TYPE(item) != (PyTypeObject *)args[2] ||
+        !PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) < 1 ||
+        PyTuple_GET_SIZE(slots) > HORIZON_MAX_SLOTS) {
+        PyErr_SetString(PyExc_TypeError, "with_horizon: an instance of cls and its slots");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[2];
+    Py_ssize_t n = PyTuple_GET_SIZE(slots);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(slots, i));
+        if (kind->tp_descr_get == NULL || kind->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "with_horizon: slots must be data descriptors");
+            return NULL;
+        }
+    }
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *slot = PyTuple_GET_ITEM(slots, i), *value;
+        if (i == n - 1) {
+            value = Py_NewRef(horizon);
+        } else {
+            value = Py_TYPE(slot)->tp_descr_get(slot, item, (PyObject *)cls);
+            if (value == NULL) {
+                Py_DECREF(obj);
+                return NULL;
+            }
+        }
+        int err = Py_TYPE(slot)->tp_descr_set(slot, obj, value);
+        Py_DECREF(value);
+        if (err < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+/* ============================== end of drift ============================== */
 
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
@@ -1378,12 +1678,21 @@ static PyMethodDef functions[] = {
      PyDoc_STR("tenant-tag's batch loop (operators.tenancy.tag_run without sources).")},
     {"dedupe_run", (PyCFunction)(void (*)(void))dedupe_run, METH_FASTCALL,
      PyDoc_STR("dedupe's batch check (operators.dedupe._dedupe_columns) in C.")},
+    {"psi_terms", (PyCFunction)(void (*)(void))psi_terms, METH_FASTCALL,
+     PyDoc_STR("drift's PSI of a sample's cuts (operators.drift_stats._psi_of), or None.")},
+    {"ks_bound", (PyCFunction)(void (*)(void))ks_bound, METH_FASTCALL,
+     PyDoc_STR("drift's KS bound from bin counts (operators.drift_stats._ks_cannot_fire).")},
+    {"cuts_below", (PyCFunction)(void (*)(void))cuts_below, METH_FASTCALL,
+     PyDoc_STR("drift's pooled bin cuts without NaNs (operators.drift_stats.drifted_check).")},
+    {"with_horizon", (PyCFunction)(void (*)(void))with_horizon, METH_FASTCALL,
+     PyDoc_STR("drift's release: a record's copy with its horizon (operators.drift).")},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "core._native",
-    "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop.",
+    "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop, "
+    "dedupe's check, drift's statistics.",
     -1, functions,
 };
 

@@ -1,6 +1,6 @@
 """Types for the CPython extension ``core/_native.c``."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,3 +56,20 @@ def dedupe_run(
     slots: tuple[Any, Any, Any, Any, Any, Any],
     /,
 ) -> tuple[list[Decoded | Rejected], int, int] | None: ...
+
+# drift (operators/drift_stats.py): None where the C path does not accept the input.
+def psi_terms(
+    proportions: tuple[float, ...],
+    cuts: Sequence[int],
+    n: int,
+    total: float,
+    smoothing: float,
+    /,
+) -> float | None: ...
+def ks_bound(below: list[int], cuts: Sequence[int], m: int, n: int, /) -> int | None: ...
+def cuts_below(
+    edges: tuple[float, ...], samples: tuple[Sequence[float], ...], /
+) -> list[int] | None: ...
+def with_horizon(
+    item: Decoded, horizon: datetime | None, cls: type[Decoded], slots: tuple[Any, ...], /
+) -> Decoded: ...

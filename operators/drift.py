@@ -108,10 +108,11 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from core import metrics, release, tracing
+from core._native import with_horizon
 from core.canary import CANARY_SOURCE, CANARY_TYPE
 from core.errors import ConfigError
 from core.reasons import ReasonCode
-from core.records import Decoded, DriftVerdict, Quarantined
+from core.records import Decoded, DriftVerdict, Quarantined, slot_descriptors
 from core.settings import DriftSettings
 from operators.batching import Runs, stateful_runs_at
 from operators.drift_stats import Baseline, Reference, drifted_check, load_baseline
@@ -350,7 +351,9 @@ class TenantDrift:
         (the event time and the batches it closes, the open batch it joins or opens, what that
         closes, what it lets out), without a call per record. Joining an open batch that
         neither fills nor becomes judgeable lets nothing out (every push ends with the oldest
-        held record undecided). Anything else goes through :meth:`_push`."""
+        held record undecided). Anything else goes through :meth:`_push`. The horizon's copy of
+        the last passed record is built in C (``core._native.with_horizon``: the fields read and
+        set through their slot descriptors, as :meth:`_release`'s ``Decoded(...)`` does)."""
         out: list[Output] = []
         push = self._push
         tenant = self.tenant_id
@@ -449,16 +452,8 @@ class TenantDrift:
                     result = fifo[0].out
                     if result is None:
                         break
-                if passed is not None:
-                    out[last] = Decoded(
-                        passed.signal,
-                        passed.provenance,
-                        passed.kafka_timestamp_ms,
-                        passed.raw,
-                        passed.unknown_fields,
-                        passed.trace,
-                        event_time,
-                    )
+                if passed is not None:  # _release's Decoded(...) copy, in C (0.54 -> 0.11 µs)
+                    out[last] = with_horizon(passed, event_time, Decoded, _DECODED_SLOTS)
         self._count()  # the batches decided, once per call instead of once per batch
         return out
 
@@ -678,6 +673,13 @@ class TenantDrift:
 
 
 _NONE4: tuple[None, None, None, None] = (None, None, None, None)
+
+#: Decoded's fields' slot descriptors in constructor order, for ``core._native.with_horizon``
+#: (``slot_descriptors`` refuses, at import, a Decoded whose fields changed).
+_DECODED_SLOTS = slot_descriptors(
+    Decoded,
+    ("signal", "provenance", "kafka_timestamp_ms", "raw", "unknown_fields", "trace", "horizon"),
+)
 _DEADLINE = attrgetter("deadline")
 
 #: ``igflow_drift_batches_total``'s children by (tenant, outcome): ``labels()`` takes a lock.

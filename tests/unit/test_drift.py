@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
 import pickle
 import random
+import sys
+import tracemalloc
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,11 +24,19 @@ from hypothesis import given, settings
 from prometheus_client import REGISTRY
 
 from core import release
+from core._native import with_horizon
 from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, Quarantined, RawRecord, Signal, input_hash
 from core.settings import DriftSettings
-from operators.drift import SCHEMA_TYPE, TenantDrift, _DriftLogic, batch_id, drift
+from operators.drift import (
+    _DECODED_SLOTS,
+    SCHEMA_TYPE,
+    TenantDrift,
+    _DriftLogic,
+    batch_id,
+    drift,
+)
 from operators.drift_stats import Baseline, Reference, check_batch, ks_critical
 from tests.runs import pairs, random_runs
 
@@ -716,3 +727,79 @@ def test_the_short_hold_keeps_the_error_rates(
             # Let through before detection: the batch open at the onset, and at a quiet
             # tenant the small batches a passed window outvotes (at most min_batch_size).
             assert worst <= max(2 * hold, DriftSettings().min_batch_size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(allow_nan=False),
+    st.integers(0, 2**40),
+    st.sampled_from([(), ("extra",), ("a", "b")]),
+    st.sampled_from([None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]),
+    st.sampled_from([None, 0, 1733000000000]),
+    st.none() | st.datetimes(timezones=st.just(UTC)),
+    st.none() | st.datetimes(timezones=st.just(UTC)),
+)
+def test_the_c_horizon_copy_equals_the_decoded_call(
+    value: float,
+    offset: int,
+    unknown: tuple[str, ...],
+    trace: str | None,
+    stamp: int | None,
+    had: datetime | None,
+    horizon: datetime | None,
+) -> None:
+    """push_batch's release copies the last passed record with core._native.with_horizon:
+    the record _release's Decoded(...) builds, field for field (horizon included, which
+    equality ignores), down to the repr and the pickle."""
+    item = dataclasses.replace(
+        decoded(value, offset, unknown=unknown), trace=trace, kafka_timestamp_ms=stamp, horizon=had
+    )
+    got = with_horizon(item, horizon, Decoded, _DECODED_SLOTS)
+    expected = Decoded(
+        item.signal,
+        item.provenance,
+        item.kafka_timestamp_ms,
+        item.raw,
+        item.unknown_fields,
+        item.trace,
+        horizon,
+    )
+    assert type(got) is Decoded
+    assert got == expected
+    assert repr(got) == repr(expected)
+    assert got.horizon is horizon
+    assert pickle.dumps(got) == pickle.dumps(expected)
+    assert all(getattr(got, f) is getattr(expected, f) for f in Decoded.__dataclass_fields__)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.horizon = None  # type: ignore[misc]
+
+
+def test_the_c_horizon_copy_refuses_other_records_and_leaks_nothing() -> None:
+    item = decoded(0.5, 7)
+    with pytest.raises(TypeError):
+        with_horizon(object(), T0, Decoded, _DECODED_SLOTS)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        with_horizon(item, T0, Decoded, (*_DECODED_SLOTS, len))
+    with pytest.raises(TypeError):
+        with_horizon(item, T0, Decoded, list(_DECODED_SLOTS))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        with_horizon(item, T0, Decoded)  # type: ignore[call-arg]
+    tracemalloc.start()
+    try:
+        for rounds in (200, 2000):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(rounds):
+                with_horizon(item, T0, Decoded, _DECODED_SLOTS)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        assert grown < 16_000, grown
+    finally:
+        tracemalloc.stop()
+    held = [item, item.signal, item.provenance, item.raw, item.unknown_fields, T0]
+    counts = [sys.getrefcount(x) for x in held]
+    kept = [with_horizon(item, T0, Decoded, _DECODED_SLOTS) for _ in range(10)]
+    # Each copy holds the item's fields (not the item itself), and the horizon.
+    assert [sys.getrefcount(x) for x in held] == [counts[0], *(c + 10 for c in counts[1:])]
+    del kept
+    assert [sys.getrefcount(x) for x in held] == counts

@@ -4,10 +4,13 @@ the batch/window decision, and baseline files."""
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import pickle
 import random
+import sys
+import tracemalloc
 from bisect import bisect_left, bisect_right
 from fractions import Fraction
 from itertools import chain
@@ -19,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 
 import operators.drift_stats as drift_stats
+from core import _native
 from core.errors import ConfigError
 from operators.drift_stats import (
     SMOOTHING,
@@ -484,3 +488,162 @@ def test_no_bound_with_a_nan_and_drifted_check_decides_as_check_batch() -> None:
         (0.1, math.nan, 0.9), (0.5,), reference.counts[:2], reference.proportions[:2]
     )
     assert not drift_stats._ks_cannot_fire(with_nan, [1], 3, 0.001)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_VALUE | st.floats(-1e300, 1e300), min_size=1, max_size=300),
+    st.integers(1, 40),
+    st.lists(_VALUE | st.floats(allow_nan=True), min_size=1, max_size=300),
+)
+def test_the_c_psi_and_ks_bound_equal_their_python_references(
+    ref_values: list[float], bins: int, sample: list[float]
+) -> None:
+    """core._native.psi_terms and ks_bound (the drift check's bin arithmetic in C) give the
+    bits and the integers of _psi_of_python and _ks_bound_python, whatever the values (NaNs
+    in the sample included), and _psi_of and _ks_cannot_fire take them."""
+    reference = Reference.from_values(ref_values, bins)
+    ordered = sorted(sample)
+    m = len(ordered)
+    cuts = drift_stats._cuts(ordered, reference.edges)
+    proportions = reference.proportions
+    total = m + drift_stats.SMOOTHING * len(proportions)
+    native = _native.psi_terms(proportions, cuts, m, total, drift_stats.SMOOTHING)
+    assert native is not None  # (smoothing keeps every share and log finite)
+    expected = drift_stats._psi_of_python(reference, cuts, m)
+    assert repr(native) == repr(expected)
+    assert repr(drift_stats._psi_of(reference, cuts, m)) == repr(expected)
+    n = len(reference.values)
+    below = [0, *drift_stats._cuts(reference.values, reference.edges), n]
+    bound = _native.ks_bound(below, cuts, m, n)
+    assert bound is not None
+    assert bound == drift_stats._ks_bound_python(below, cuts, m, n)
+
+
+def test_the_c_bin_arithmetic_leaves_the_unusual_to_python() -> None:
+    """What the C paths do not accept comes back ``None`` (the reference decides): other
+    types, ints past int64, products that would overflow, a zero proportion, too many bins;
+    and _psi_of / _ks_cannot_fire still answer (or raise) as their references do."""
+    p = (0.5, 0.5)
+    assert _native.psi_terms(p, [1], 2, 3.0, 0.5) is not None
+    assert _native.psi_terms(list(p), [1], 2, 3.0, 0.5) is None  # not a tuple
+    assert _native.psi_terms(p, (1,), 2, 3.0, 0.5) is None  # not a list
+    assert _native.psi_terms(p, [1.0], 2, 3.0, 0.5) is None  # a float cut
+    assert _native.psi_terms(p, [True], 2, 3.0, 0.5) is None  # a bool is no plain int
+    assert _native.psi_terms(p, [2**70], 2, 3.0, 0.5) is None
+    assert _native.psi_terms(p, [1], 2**70, 3.0, 0.5) is None
+    assert _native.psi_terms(p, [1], 2, 3, 0.5) is None  # an int total
+    assert _native.psi_terms(p, [1], 2, 0.0, 0.5) is None
+    assert _native.psi_terms((0.0, 1.0), [1], 2, 3.0, 0.5) is None  # Python: ZeroDivisionError
+    assert _native.psi_terms((0.5, 0.5), [5], 2, 3.0, 0.5) is None  # a negative count: log(<0)
+    assert _native.psi_terms(p, [1, 1], 2, 3.0, 0.5) is None  # other bins
+    with pytest.raises(TypeError):
+        _native.psi_terms(p, [1], 2, 3.0)  # type: ignore[call-arg]
+    assert _native.ks_bound([0, 1, 2], [1], 2, 2) == drift_stats._ks_bound_python(
+        [0, 1, 2], [1], 2, 2
+    )
+    assert _native.ks_bound([0, 2**62, 2**62], [1], 4, 2**62) is None  # 2**64: past int64
+    assert drift_stats._ks_bound_python([0, 2**62, 2**62], [1], 4, 2**62) == 2**64
+    assert _native.ks_bound([0, 1, 2], [1.0], 2, 2) is None
+    assert _native.ks_bound([0, *range(300), 300], list(range(299)), 2, 300) is None
+    assert _native.ks_bound([], [1], 2, 2) is None
+    with pytest.raises(TypeError):
+        _native.ks_bound([0, 1, 2], [1], 2)  # type: ignore[call-arg]
+    reference = Reference.from_values([0.1, 0.2, 0.3, 0.4], 2)
+    with pytest.raises(ValueError, match="other bins"):
+        drift_stats._psi_of(reference, [1, 2], 3)
+    # A tuple of cuts (not a list) goes to the reference, the same answer.
+    assert drift_stats._psi_of(reference, (1,), 3) == drift_stats._psi_of_python(reference, (1,), 3)
+    assert drift_stats._ks_cannot_fire(reference, (1,), 3, 0.001) == drift_stats._ks_cannot_fire(
+        reference, [1], 3, 0.001
+    )
+
+
+def test_the_c_bin_arithmetic_leaks_nothing() -> None:
+    """Neither psi_terms nor ks_bound keeps what it builds or a reference to what it reads."""
+    reference = Reference.from_values([random.Random(7).random() for _ in range(1000)], 10)
+    sample = sorted(random.Random(8).random() for _ in range(54))
+    cuts = drift_stats._cuts(sample, reference.edges)
+    n = len(reference.values)
+    below = [0, *drift_stats._cuts(reference.values, reference.edges), n]
+    proportions = reference.proportions
+    args = (proportions, cuts, 54, 54 + drift_stats.SMOOTHING * 10, drift_stats.SMOOTHING)
+    tracemalloc.start()
+    try:
+        for rounds in (200, 2000):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(rounds):
+                _native.psi_terms(*args)
+                _native.ks_bound(below, cuts, 54, n)
+                _native.psi_terms(proportions, [*cuts[:-1], 2**70], 54, 59.0, 0.5)  # -> None
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        assert grown < 16_000, grown
+    finally:
+        tracemalloc.stop()
+    held = [proportions, cuts, below, *proportions, *cuts, *below]
+    counts = [sys.getrefcount(x) for x in held]
+    for _ in range(100):
+        _native.psi_terms(*args)
+        _native.ks_bound(below, cuts, 54, n)
+    assert [sys.getrefcount(x) for x in held] == counts
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_VALUE | st.floats(-1e300, 1e300), min_size=1, max_size=300),
+    st.integers(1, 40),
+    st.lists(st.lists(_VALUE | st.floats(allow_nan=False), max_size=60), max_size=7),
+    st.booleans(),
+)
+def test_the_c_pooled_cuts_equal_the_merged_samples_bisections(
+    ref_values: list[float], bins: int, samples: list[list[float]], nan: bool
+) -> None:
+    """core._native.cuts_below gives _cuts of the merged, sorted samples (what drifted_check
+    computed, and the sum of the parts' cuts of its large-window path) whenever no value is a
+    NaN (infinities, -0.0 and ties included); with a NaN anywhere, None."""
+    reference = Reference.from_values(ref_values, bins)
+    parts = tuple(tuple(sorted(s)) if i % 2 else sorted(s) for i, s in enumerate(samples))
+    merged = sorted(chain(*parts))
+    expected = drift_stats._cuts(merged, reference.edges)
+    assert _native.cuts_below(reference.edges, parts) == expected
+    part_cuts = [drift_stats._cuts(p, reference.edges) for p in parts]
+    summed = [sum(c) for c in zip(*part_cuts, strict=True)]
+    assert not parts or not reference.edges or summed == expected
+    if nan and parts:
+        with_nan = (*parts[:-1], [*parts[-1], math.nan])
+        assert _native.cuts_below(reference.edges, with_nan) is None
+
+
+def test_the_c_pooled_cuts_leave_the_unusual_to_python() -> None:
+    assert _native.cuts_below((0.5,), ([0.25, 0.75],)) == [1]
+    assert _native.cuts_below((0.5,), ([0.25, 1],)) is None  # an int value
+    assert _native.cuts_below((1,), ([0.25],)) is None  # an int edge
+    assert _native.cuts_below((0.5, 0.5), ([0.25],)) is None  # edges not increasing
+    assert _native.cuts_below((math.nan,), ([0.25],)) is None
+    assert _native.cuts_below([0.5], ([0.25],)) is None  # type: ignore[arg-type]
+    assert _native.cuts_below((0.5,), [[0.25]]) is None  # type: ignore[arg-type]
+    assert _native.cuts_below((0.5,), (iter([0.25]),)) is None  # type: ignore[arg-type]
+    assert _native.cuts_below(tuple(float(i) for i in range(300)), ([0.5],)) is None
+    with pytest.raises(TypeError):
+        _native.cuts_below((0.5,))  # type: ignore[call-arg]
+    sample = [random.Random(3).random() for _ in range(50)]
+    edges = tuple(sorted(random.Random(4).random() for _ in range(9)))
+    tracemalloc.start()
+    try:
+        for rounds in (200, 2000):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(rounds):
+                _native.cuts_below(edges, (sample, sample))
+                _native.cuts_below(edges, (sample, [math.nan]))
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        assert grown < 16_000, grown
+    finally:
+        tracemalloc.stop()
+    counts = [sys.getrefcount(x) for x in (sample, edges, *sample, *edges)]
+    for _ in range(100):
+        _native.cuts_below(edges, (sample, sample))
+    assert [sys.getrefcount(x) for x in (sample, edges, *sample, *edges)] == counts
