@@ -76,7 +76,7 @@ from operators.redact import POLICY_FILE as REDACTION_POLICY  # noqa: E402
 from operators.redact import RedactionPolicy, redact  # noqa: E402
 from operators.score import TickScore  # noqa: E402
 from operators.tenancy import TenancyPolicy, tag, tag_batch  # noqa: E402
-from operators.validate import check, check_batch  # noqa: E402
+from operators.validate import check, check_batch, validate_batch  # noqa: E402
 from sinks.iceberg import IcebergSink  # noqa: E402
 from sinks.lake_tables import SIGNALS, TableDef  # noqa: E402
 from tenancy.registry import StaticTenants  # noqa: E402
@@ -277,6 +277,14 @@ def batch_costs(
     for chunk in chunks:
         check_batch(chunk, tenants, settings.validate)
     rows.append(("validate[batch]", _clock() - start, len(decoded)))
+    # The step's whole batch function (the rules, then the holds: every switch on), in C and
+    # in its Python reference (core/_native.c validate_run; DEVELOPERS.md "Native clean paths").
+    for name, native in (("validate[step]", True), ("validate[step,py]", False)):
+        step = validate_batch(tenants, settings.validate, native=native)
+        start = _clock()
+        for chunk in chunks:
+            step(chunk)
+        rows.append((name, _clock() - start, len(decoded)))
 
     def drift(t: str, items: list[Decoded], drifts: dict[str, TenantDrift]) -> None:
         if t not in drifts:

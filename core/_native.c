@@ -3,6 +3,8 @@
  * Reader: decode's compiled signal reader (operators/signal_reader.py).
  * tag_run: tenant-tag's batch path (operators/tenancy.py tag_run).
  * raw_records: the Kafka source's common message (sources/kafka.py _Partition._records).
+ * validate_run: validate's step over a batch (operators/validate.py validate_batch), its own
+ * section below.
  * dedupe_run: dedupe's batch check (operators/dedupe.py _dedupe_columns), its own section below.
  * psi_terms, ks_bound, cuts_below, with_horizon: the drift step's statistics and release
  * (operators/drift_stats.py, operators/drift.py), their own section below. Built with
@@ -1671,6 +1673,328 @@ with_horizon(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 }
 /* ============================== end of drift ============================== */
 
+/* === validate: the step's clean path (operators/validate.py validate_batch) ================ */
+
+#include <math.h>
+#include <structmember.h>
+
+enum { V_DECODED = 3, V_SIGNAL = 8, V_LIMITS = 7 };
+
+/* A slot's offset in its class's instances, from its member descriptor (an object slot that
+ * __slots__ made, of class *owner), or -1 with an exception. */
+static Py_ssize_t
+slot_offset(PyObject *descr, PyTypeObject **owner)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "validate_run: slots must be __slots__ descriptors");
+        return -1;
+    }
+    *owner = PyDescr_TYPE(descr);
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+/* An instance's slot at offset: a borrowed reference, NULL when it was never set. */
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* Whether str s (exact and ready: else 0) is within limit UTF-8 bytes by a bound, without
+ * encoding: at most limit / 4 code points, or ASCII and at most limit (core.signal_rules
+ * _over gives False for both). */
+static int
+v_within(PyObject *s, Py_ssize_t limit)
+{
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_READY(s))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    return n <= limit / 4 || (PyUnicode_IS_ASCII(s) && n <= limit);
+}
+
+/* Whether a str (checked by v_within) is not blank: s.strip() strips Py_UNICODE_ISSPACE. */
+static int
+v_not_blank(PyObject *s)
+{
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    for (Py_ssize_t i = 0, n = PyUnicode_GET_LENGTH(s); i < n; i++) {
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether a str (checked by v_within) holds no NUL. */
+static int
+v_no_nul(PyObject *s)
+{
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (kind == PyUnicode_1BYTE_KIND)
+        return memchr(data, 0, (size_t)n) == NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyUnicode_READ(kind, data, i) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (Howard Hinnant's algorithm). */
+static long long
+v_days(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+typedef struct {
+    Py_ssize_t d[V_DECODED]; /* Decoded: signal, kafka_timestamp_ms, trace */
+    Py_ssize_t s[V_SIGNAL];  /* Signal: tenant_id, signal_id, type, value, weight, source, ts,
+                                selectors */
+    PyTypeObject *decoded, *signal;
+    long long limits[V_LIMITS]; /* max id, type, source bytes; max selectors, selector bytes;
+                                   future skew, age (µs) */
+    PyObject *utc;
+} VRules;
+
+/* 1 when the reference's rules (core.signal_rules.check, in its order: sizes, blanks, value,
+ * weight, source, time zone, NULs, then the event time) surely pass item (a record of the exact
+ * classes, every slot set, the exact types the rules are written for), else 0 (item is left to
+ * the reference). Its tenant and source in *tenant, *source (borrowed). Raises nothing. */
+static int
+v_fields_pass(const VRules *r, PyObject *item, PyObject **tenant, PyObject **source)
+{
+    if (!Py_IS_TYPE(item, r->decoded))
+        return 0;
+    PyObject *signal = SLOT(item, r->d[0]), *stamp = SLOT(item, r->d[1]),
+             *trace = SLOT(item, r->d[2]);
+    if (signal == NULL || stamp == NULL || trace != Py_None || !Py_IS_TYPE(signal, r->signal))
+        return 0;
+    PyObject *f[V_SIGNAL];
+    for (int i = 0; i < V_SIGNAL; i++) {
+        if ((f[i] = SLOT(signal, r->s[i])) == NULL)
+            return 0;
+    }
+    PyObject *tenant_id = f[0], *signal_id = f[1], *type = f[2], *value = f[3], *weight = f[4],
+             *src = f[5], *ts = f[6], *selectors = f[7];
+    /* sizes */
+    if (!v_within(tenant_id, r->limits[0]) || !v_within(signal_id, r->limits[0]) ||
+        !v_within(type, r->limits[1]) || !v_within(src, r->limits[2]) ||
+        !PyTuple_CheckExact(selectors) || PyTuple_GET_SIZE(selectors) > r->limits[3])
+        return 0;
+    Py_ssize_t n_selectors = PyTuple_GET_SIZE(selectors);
+    for (Py_ssize_t i = 0; i < n_selectors; i++) {
+        if (!v_within(PyTuple_GET_ITEM(selectors, i), r->limits[4]))
+            return 0;
+    }
+    /* blanks, numbers, source, time zone */
+    if (!v_not_blank(tenant_id) || !v_not_blank(signal_id) || !v_not_blank(type))
+        return 0;
+    if (!PyFloat_CheckExact(value))
+        return 0;
+    double v = PyFloat_AS_DOUBLE(value);
+    if (!(v >= 0.0 && v <= 1.0)) /* NaN and the infinities fail too */
+        return 0;
+    if (weight != Py_None) {
+        if (!PyFloat_CheckExact(weight))
+            return 0;
+        double w = PyFloat_AS_DOUBLE(weight);
+        if (!isfinite(w) || !(w >= 0.0))
+            return 0;
+    }
+    if (!v_not_blank(src))
+        return 0;
+    if (!PyDateTime_CheckExact(ts) || !_PyDateTime_HAS_TZINFO(ts) ||
+        PyDateTime_DATE_GET_TZINFO(ts) != r->utc)
+        return 0;
+    /* NULs */
+    if (!v_no_nul(tenant_id) || !v_no_nul(signal_id) || !v_no_nul(type) || !v_no_nul(src))
+        return 0;
+    for (Py_ssize_t i = 0; i < n_selectors; i++) {
+        if (!v_no_nul(PyTuple_GET_ITEM(selectors, i)))
+            return 0;
+    }
+    /* event time: whole microseconds, as the reference's integers */
+    if (stamp != Py_None) {
+        if (!PyLong_CheckExact(stamp))
+            return 0;
+        int overflow = 0;
+        long long ms = PyLong_AsLongLongAndOverflow(stamp, &overflow);
+        if (overflow || (ms == -1 && PyErr_Occurred()) || ms > 4000000000000000LL ||
+            ms < -4000000000000000LL) {
+            PyErr_Clear(); /* (AsLongLong of an exact int raises nothing else) */
+            return 0;
+        }
+        long long kafka_us = ms * 1000;
+        long long days = v_days(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
+                                PyDateTime_GET_DAY(ts));
+        long long ts_us = ((days * 24 + PyDateTime_DATE_GET_HOUR(ts)) * 60 +
+                           PyDateTime_DATE_GET_MINUTE(ts)) * 60 + PyDateTime_DATE_GET_SECOND(ts);
+        ts_us = ts_us * 1000000 + PyDateTime_DATE_GET_MICROSECOND(ts);
+        if (ts_us - kafka_us > r->limits[5] || kafka_us - ts_us > r->limits[6])
+            return 0;
+    }
+    *tenant = tenant_id;
+    *source = src;
+    return 1;
+}
+
+/* What the tenant rules make of tenant (core.signal_rules.check's lookup, once per tenant per
+ * call, kept in cache): Py_None, any source; a set or frozenset, the sources it allows; Py_False,
+ * the reference decides (unknown, inactive, or sources of another type). Borrowed; NULL with
+ * tenants_get's exception. */
+static PyObject *
+v_tenant_rule(PyObject *cache, PyObject *tenants_get, PyObject *tenant)
+{
+    PyObject *rule = PyDict_GetItemWithError(cache, tenant);
+    if (rule != NULL || PyErr_Occurred())
+        return rule;
+    PyObject *entry = PyObject_CallOneArg(tenants_get, tenant), *active = NULL,
+             *sources = NULL;
+    if (entry == NULL)
+        return NULL;
+    rule = Py_False;
+    if (entry != Py_None) {
+        int on;
+        if ((active = PyObject_GetAttrString(entry, "active")) == NULL ||
+            (on = PyObject_IsTrue(active)) < 0 ||
+            (on && (sources = PyObject_GetAttrString(entry, "sources")) == NULL)) {
+            rule = NULL;
+        } else if (on && sources == Py_None) {
+            rule = Py_None;
+        } else if (on && (PyFrozenSet_CheckExact(sources) || PySet_CheckExact(sources))) {
+            rule = sources;
+        }
+    }
+    if (rule != NULL && PyDict_SetItem(cache, tenant, rule) < 0)
+        rule = NULL;
+    Py_DECREF(entry);
+    Py_XDECREF(active);
+    Py_XDECREF(sources); /* (the cache holds what it keeps) */
+    return rule;
+}
+
+/* validate_run(items, decoded_slots, signal_slots, limits, utc, tenants_get, gates, slow,
+ *              refused) -> list
+ *
+ * operators.validate.validate_batch's step, record by record in order: a record that
+ * v_fields_pass and the tenant rules surely pass is asked each gate in order (gate(item): None,
+ * or a hold's verdict, when refused(item, verdict) is its result and no later gate is asked),
+ * and is itself when none holds it; any other record is slow(item), the reference (check, the
+ * holds, the reject metric, tracing). The rules are read straight from the slots of Decoded and
+ * Signal (decoded_slots: signal, kafka_timestamp_ms, trace; signal_slots: tenant_id, signal_id,
+ * type, value, weight, source, ts, selectors); limits: max_id_bytes, max_type_bytes,
+ * max_source_bytes, max_selectors, max_selector_bytes, and the future skew and age bounds in
+ * µs; utc: datetime.UTC. */
+static PyObject *
+validate_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "validate_run takes 9 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *dslots = args[1], *sslots = args[2], *limits = args[3],
+             *tenants_get = args[5], *gates = args[6], *slow = args[7], *refused = args[8];
+    VRules r;
+    r.utc = args[4];
+    if (!PyList_Check(items) || !PyTuple_Check(dslots) || PyTuple_GET_SIZE(dslots) != V_DECODED ||
+        !PyTuple_Check(sslots) || PyTuple_GET_SIZE(sslots) != V_SIGNAL ||
+        !PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != V_LIMITS ||
+        !PyTuple_Check(gates)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "validate_run: a list, 3 and 8 slot descriptors, 7 limits, gates tuple");
+        return NULL;
+    }
+    for (int i = 0; i < V_DECODED; i++) {
+        PyTypeObject *owner;
+        if ((r.d[i] = slot_offset(PyTuple_GET_ITEM(dslots, i), &owner)) < 0)
+            return NULL;
+        if (i > 0 && owner != r.decoded) {
+            PyErr_SetString(PyExc_TypeError, "validate_run: slots of two classes");
+            return NULL;
+        }
+        r.decoded = owner;
+    }
+    for (int i = 0; i < V_SIGNAL; i++) {
+        PyTypeObject *owner;
+        if ((r.s[i] = slot_offset(PyTuple_GET_ITEM(sslots, i), &owner)) < 0)
+            return NULL;
+        if (i > 0 && owner != r.signal) {
+            PyErr_SetString(PyExc_TypeError, "validate_run: slots of two classes");
+            return NULL;
+        }
+        r.signal = owner;
+    }
+    for (int i = 0; i < V_LIMITS; i++) {
+        r.limits[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(limits, i));
+        if (r.limits[i] == -1 && PyErr_Occurred())
+            return NULL;
+        if (r.limits[i] > (1LL << 62) || r.limits[i] < -(1LL << 62)) {
+            PyErr_SetString(PyExc_ValueError, "validate_run: limits within +-2**62");
+            return NULL;
+        }
+    }
+    Py_ssize_t n_gates = PyTuple_GET_SIZE(gates);
+    PyObject *out = PyList_New(0), *cache = PyDict_New();
+    if (out == NULL || cache == NULL)
+        goto fail;
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(items); n++) {
+        PyObject *item = PyList_GET_ITEM(items, n), *tenant, *source, *rule, *result = NULL;
+        Py_INCREF(item); /* the list may change under a callback */
+        if (!v_fields_pass(&r, item, &tenant, &source)) {
+            result = PyObject_CallOneArg(slow, item);
+            goto item_done;
+        }
+        Py_INCREF(tenant); /* (item holds its signal, which holds both, but a callback...) */
+        Py_INCREF(source);
+        rule = v_tenant_rule(cache, tenants_get, tenant);
+        int allowed = rule == NULL ? -1
+                      : rule == Py_None ? 1
+                      : rule == Py_False ? 0
+                                         : PySet_Contains(rule, source);
+        Py_DECREF(tenant);
+        Py_DECREF(source);
+        if (allowed < 0)
+            goto item_done;
+        if (!allowed) {
+            result = PyObject_CallOneArg(slow, item);
+            goto item_done;
+        }
+        for (Py_ssize_t g = 0; g < n_gates; g++) {
+            PyObject *verdict = PyObject_CallOneArg(PyTuple_GET_ITEM(gates, g), item);
+            if (verdict == NULL)
+                goto item_done;
+            if (verdict != Py_None) {
+                result = PyObject_CallFunctionObjArgs(refused, item, verdict, NULL);
+                Py_DECREF(verdict);
+                goto item_done;
+            }
+            Py_DECREF(verdict);
+        }
+        Py_INCREF(item);
+        result = item;
+    item_done:
+        Py_DECREF(item);
+        if (result == NULL)
+            goto fail;
+        int err = PyList_Append(out, result);
+        Py_DECREF(result);
+        if (err < 0)
+            goto fail;
+    }
+    Py_DECREF(cache);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(cache);
+    return NULL;
+}
+
+/* === end of validate ====================================================================== */
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -1686,13 +2010,15 @@ static PyMethodDef functions[] = {
      PyDoc_STR("drift's pooled bin cuts without NaNs (operators.drift_stats.drifted_check).")},
     {"with_horizon", (PyCFunction)(void (*)(void))with_horizon, METH_FASTCALL,
      PyDoc_STR("drift's release: a record's copy with its horizon (operators.drift).")},
+    {"validate_run", (PyCFunction)(void (*)(void))validate_run, METH_FASTCALL,
+     PyDoc_STR("validate's step over a batch (operators.validate.validate_batch).")},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "core._native",
     "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop, "
-    "dedupe's check, drift's statistics.",
+    "validate's step, dedupe's check, drift's statistics.",
     -1, functions,
 };
 

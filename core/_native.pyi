@@ -1,10 +1,12 @@
 """Types for the CPython extension ``core/_native.c``."""
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
+from core.reasons import ReasonCode
 from core.records import Decoded, PolicyTags, RawRecord, Rejected, Signal, Tagged
+from core.tenants import TenantEntry
 
 class Reader:
     def __init__(
@@ -73,3 +75,15 @@ def cuts_below(
 def with_horizon(
     item: Decoded, horizon: datetime | None, cls: type[Decoded], slots: tuple[Any, ...], /
 ) -> Decoded: ...
+def validate_run(
+    items: list[Decoded],
+    decoded_slots: tuple[Any, Any, Any],
+    signal_slots: tuple[Any, ...],
+    limits: tuple[int, ...],
+    utc: tzinfo,
+    tenants_get: Callable[[str], TenantEntry | None],
+    gates: tuple[Callable[[Decoded], tuple[ReasonCode, str] | None], ...],
+    slow: Callable[[Decoded], Decoded | Rejected],
+    refused: Callable[[Decoded, tuple[ReasonCode, str]], Rejected],
+    /,
+) -> list[Decoded | Rejected]: ...

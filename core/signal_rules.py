@@ -55,7 +55,7 @@ from core.settings import ValidateSettings
 from core.switches import Holds
 from core.tenants import TenantDirectory
 
-__all__ = ["STAGE", "check", "check_batch", "check_settings", "hold"]
+__all__ = ["STAGE", "check", "check_batch", "check_settings", "hold", "refusal"]
 
 STAGE = "validate"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -367,5 +367,11 @@ def hold(item: Decoded, holds: Holds) -> Decoded | Rejected:
     verdict = holds.held(item)
     if verdict is None:
         return item
+    return refusal(item, verdict)
+
+
+def refusal(item: Decoded, verdict: tuple[ReasonCode, str]) -> Rejected:
+    """The ``Rejected`` of ``item``, held by a :class:`~core.switches.Holds` whose ``held``
+    gave ``verdict`` (what :func:`hold` returns for it)."""
     reason, detail = verdict
     return _reject(item, reason, detail)
