@@ -861,9 +861,28 @@ raw_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(n);
 }
 
-/* === dedupe: dedupe_run, the batch check's clean path (operators/dedupe.py) ================ */
+/* === slots: reading __slots__ fields at their offsets (dedupe's and validate's sections) ===== */
 
 #include <structmember.h>
+
+/* A slot's offset in its class's instances, from its member descriptor (an object slot that
+ * __slots__ made, of class *owner), or -1 with an exception. */
+static Py_ssize_t
+slot_offset(PyObject *descr, PyTypeObject **owner)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "slots must be __slots__ descriptors");
+        return -1;
+    }
+    *owner = PyDescr_TYPE(descr);
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+/* An instance's slot at offset: a borrowed reference, NULL when it was never set. */
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* === dedupe: dedupe_run, the batch check's clean path (operators/dedupe.py) ================ */
 
 static PyObject *s_dd_keys, *s_dd_heap, *s_dd_newest, *s_dd_horizon, *s_dd_ttl, *s_dd_tenant,
     *s_dd_seen, *s_dd_duplicates;
@@ -886,18 +905,20 @@ dedupe_names(void)
     return 0;
 }
 
-/* The byte offset of the object slot a member descriptor of exactly cls reads, or -1. */
+/* The byte offset of the object slot a member descriptor of exactly cls reads, or -1 (no
+ * exception set). */
 static Py_ssize_t
 dedupe_slot(PyObject *descr, PyObject *cls)
 {
-    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-        PyDescr_TYPE(descr) != (PyTypeObject *)cls ||
-        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX)
+    PyTypeObject *owner;
+    Py_ssize_t offset = slot_offset(descr, &owner);
+    if (offset < 0 || owner != (PyTypeObject *)cls) {
+        PyErr_Clear();
         return -1;
-    return ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    return offset;
 }
 
-#define DD_SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 /* |micros| below 2**62: the horizon's arithmetic (ts - ttl) cannot overflow 64 bits. */
 #define DD_BOUND ((long long)1 << 62)
 
@@ -1180,14 +1201,14 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *tenant = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(items, i);
-        if (Py_TYPE(item) != (PyTypeObject *)decoded || DD_SLOT(item, o_trace) != Py_None)
+        if (Py_TYPE(item) != (PyTypeObject *)decoded || SLOT(item, o_trace) != Py_None)
             goto unusual;
-        PyObject *signal = DD_SLOT(item, o_signal);
+        PyObject *signal = SLOT(item, o_signal);
         if (signal == NULL || Py_TYPE(signal) != (PyTypeObject *)signal_cls)
             goto unusual;
-        PyObject *its = DD_SLOT(signal, o_tenant), *source = DD_SLOT(signal, o_source),
-                 *id = DD_SLOT(signal, o_id);
-        if (its == NULL || source == NULL || id == NULL || DD_SLOT(signal, o_ts) == NULL ||
+        PyObject *its = SLOT(signal, o_tenant), *source = SLOT(signal, o_source),
+                 *id = SLOT(signal, o_id);
+        if (its == NULL || source == NULL || id == NULL || SLOT(signal, o_ts) == NULL ||
             !PyUnicode_CheckExact(its) || !PyUnicode_CheckExact(source) ||
             !PyUnicode_CheckExact(id))
             goto unusual;
@@ -1201,9 +1222,9 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto unusual;
     /* the times (a micros call may run any tzinfo's code: the signals are held by items) */
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *signal = DD_SLOT(PyTuple_GET_ITEM(items, i), o_signal);
+        PyObject *signal = SLOT(PyTuple_GET_ITEM(items, i), o_signal);
         PyObject *ts = signal && Py_TYPE(signal) == (PyTypeObject *)signal_cls
-                           ? DD_SLOT(signal, o_ts)
+                           ? SLOT(signal, o_ts)
                            : NULL;
         if (ts == NULL)
             goto unusual;
@@ -1234,7 +1255,7 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto unusual;
     }
     if (held == Py_None) {
-        PyObject *first = DD_SLOT(DD_SLOT(PyTuple_GET_ITEM(items, 0), o_signal), o_tenant);
+        PyObject *first = SLOT(SLOT(PyTuple_GET_ITEM(items, 0), o_signal), o_tenant);
         Py_INCREF(first);
         int err = PyObject_SetAttr(state, s_dd_tenant, first);
         Py_DECREF(first);
@@ -1308,10 +1329,10 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto done;
             continue;
         }
-        PyObject *signal = DD_SLOT(item, o_signal);
+        PyObject *signal = SLOT(item, o_signal);
         PyObject *source, *id;
         if (signal == NULL || Py_TYPE(signal) != (PyTypeObject *)signal_cls ||
-            (source = DD_SLOT(signal, o_source)) == NULL || (id = DD_SLOT(signal, o_id)) == NULL) {
+            (source = SLOT(signal, o_source)) == NULL || (id = SLOT(signal, o_id)) == NULL) {
             /* a callback (a tzinfo's, late_reject) took them away */
             PyErr_SetString(PyExc_AttributeError, "dedupe_run: a signal lost its fields");
             goto done;
@@ -1676,26 +1697,8 @@ with_horizon(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 /* === validate: the step's clean path (operators/validate.py validate_batch) ================ */
 
 #include <math.h>
-#include <structmember.h>
 
 enum { V_DECODED = 3, V_SIGNAL = 8, V_LIMITS = 7 };
-
-/* A slot's offset in its class's instances, from its member descriptor (an object slot that
- * __slots__ made, of class *owner), or -1 with an exception. */
-static Py_ssize_t
-slot_offset(PyObject *descr, PyTypeObject **owner)
-{
-    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-        PyErr_SetString(PyExc_TypeError, "validate_run: slots must be __slots__ descriptors");
-        return -1;
-    }
-    *owner = PyDescr_TYPE(descr);
-    return ((PyMemberDescrObject *)descr)->d_member->offset;
-}
-
-/* An instance's slot at offset: a borrowed reference, NULL when it was never set. */
-#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
 /* Whether str s (exact and ready: else 0) is within limit UTF-8 bytes by a bound, without
  * encoding: at most limit / 4 code points, or ASCII and at most limit (core.signal_rules
