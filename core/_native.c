@@ -1394,7 +1394,6 @@ done:
     return result;
 }
 
-#undef DD_SLOT
 #undef DD_BOUND
 
 /* === end of dedupe ======================================================================== */
