@@ -11,7 +11,8 @@ lineage. So whenever the appender writes a ledger checkpoint it also writes a *h
 - the commits of the current lineage since the previous history file's snapshot (that snapshot
   included, whoever wrote them: another process, ``igflow retention``, another tool), oldest
   first, each as its snapshot id, its operation and its ``igflow.*`` summary properties
-  (spilled values stay pointers to their files);
+  (spilled values stay pointers to their files; the table's location in them as
+  ``${location}``, so that the file's bytes do not depend on where the table is);
 - a pointer to the previous history file (path and SHA-256), or none, with whether the lineage
   before its first commit had expired already (``cut``);
 
@@ -46,6 +47,13 @@ __all__ = ["HISTORY_KEY", "Commit", "History", "read_history", "write_history"]
 #: this one (back to the previous history file's snapshot, included).
 HISTORY_KEY = "igflow.history"
 _PREFIX = "igflow."
+#: The table's location in a history file's values (a checkpoint's or a spilled value's path):
+#: the file's bytes, so its name, do not depend on where the table is (a test's temporary folder).
+_LOCATION = "${location}"
+
+
+def _location(table: Table) -> str:
+    return table.metadata.location.rstrip("/")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,9 +120,14 @@ def write_history(table: Table) -> str | None:
         if pointer is not None:
             previous = {"path": str(pointer["path"]), "sha256": str(pointer["sha256"])}
             break
+    here = _location(table)
     doc = {
         "commits": [
-            {"id": c.snapshot_id, "operation": c.operation, "properties": dict(c.properties)}
+            {
+                "id": c.snapshot_id,
+                "operation": c.operation,
+                "properties": {k: v.replace(here, _LOCATION) for k, v in c.properties.items()},
+            }
             for c in reversed(commits)
         ],
         "cut": previous is None and _cut(table, oldest),
@@ -147,6 +160,7 @@ def read_history(table: Table) -> History:
     if pointer is None:
         return History(tuple(out), _cut(table, oldest))
     cut = False
+    here = _location(table)
     while pointer is not None:
         data = read_file(table, str(pointer["path"]), str(pointer["sha256"]))
         if data is None:
@@ -157,7 +171,9 @@ def read_history(table: Table) -> History:
             raise LedgerUnavailable(msg)
         doc = json.loads(data)
         for entry in reversed(doc["commits"]):
-            props = {str(k): str(v) for k, v in entry["properties"].items()}
+            props = {
+                str(k): str(v).replace(_LOCATION, here) for k, v in entry["properties"].items()
+            }
             out.append(Commit(int(entry["id"]), entry["operation"], props))
         cut = bool(doc["cut"])
         pointer = doc["previous"]
