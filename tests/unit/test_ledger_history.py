@@ -10,7 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
@@ -21,7 +23,7 @@ from replay.verify import HistoryUnavailable, digest_history, digest_table
 from sinks.iceberg import IcebergAppender, ensure_table, ledger
 from sinks.lake_plan import CommitPlan
 from sinks.lake_tables import SIGNALS
-from sinks.ledger_format import CHECKPOINT_KEY, Ledger, LedgerUnavailable
+from sinks.ledger_format import CHECKPOINT_KEY, Ledger, LedgerUnavailable, properties_ledger
 from sinks.ledger_history import HISTORY_KEY, Commit, read_history
 from sinks.settings_record import settings_history
 from tests.unit.test_iceberg_sink import _item, _keys
@@ -313,3 +315,60 @@ def test_retention_expiry_keeps_the_chained_snapshot(
     result = expire_snapshots(fresh, None)
     assert len(result.expired) == 5  # the 1st to the 5th; the 6th is the newest chained
     assert _readers(_fresh(catalog)) == before
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    every=st.integers(1, 3),
+    kept=st.integers(1, 6),
+    sends=st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 10), st.integers(1, 5)),
+        min_size=8,
+        max_size=24,
+    ),
+)
+def test_any_sends_read_the_same_with_and_without_expiry(
+    catalog: Catalog, every: int, kept: int, sends: list[tuple[int, int, int, int]]
+) -> None:
+    """Law: whatever the sends (re-sends, new processes), checkpoint interval and snapshots
+    kept, a table expiring as it goes reads the same plan (offset by offset), history digests,
+    settings spans and ledger as its twin that keeps every snapshot."""
+    for namespace in ("kept", "coherence"):
+        ensure_table(catalog, namespace, SIGNALS)
+        catalog.purge_table(f"{namespace}.signals")
+    twin = IcebergAppender(ensure_table(catalog, "kept", SIGNALS), SIGNALS, checkpoint_every=every)
+    appender = IcebergAppender(
+        ensure_table(catalog, "coherence", SIGNALS),
+        SIGNALS,
+        checkpoint_every=every,
+        snapshots_kept=kept,
+    )
+    sent: list[Tagged] = []
+    for partition, tenant, start, length in sends:
+        if tenant == 2:  # a new process
+            appender = IcebergAppender(
+                _fresh(catalog), SIGNALS, checkpoint_every=every, snapshots_kept=kept
+            )
+        batch = [
+            _item(partition, 2 * n + tenant % 2, f"tenant-{tenant % 2:02d}")
+            for n in range(start, start + length)
+        ]
+        twin.append(batch)
+        appender.append(batch)
+        sent.extend(batch)
+    fresh, whole = _fresh(catalog), catalog.load_table("kept.signals")
+    # The references read the twin's snapshots as the readers did before the chain.
+    changes = []
+    for commit in reversed(_walk(whole)):
+        entry = properties_ledger(whole, commit.properties)
+        if entry is not None:
+            changes.append((commit.snapshot_id, *entry))
+    plan, reference = CommitPlan.from_table(fresh), CommitPlan.from_changes(changes)
+    assert len(plan) == len(reference)
+    assert _plan_key(plan, sent) == _plan_key(reference, sent)
+    assert digest_history(fresh, "signals") == digest_table(fresh, "signals")
+    assert digest_history(fresh, "signals") == digest_history(whole, "signals")
+    assert [s.spans for s in settings_history(fresh)] == [s.spans for s in settings_history(whole)]
+    assert ledger(fresh) == ledger(whole)
