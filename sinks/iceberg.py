@@ -322,11 +322,14 @@ class IcebergAppender(Generic[T]):
         try:
             result = expire_snapshots(self._table, None, attempts=1, history=True)
         except Exception as exc:  # an expiry never stops the flow
-            log.warning(
-                "snapshot expiry on %s failed (retried after the next commit): %s",
+            lost = isinstance(exc.__cause__, CommitFailedException)
+            log.log(
+                logging.INFO if lost else logging.WARNING,
+                "snapshot expiry on %s %s (tried again after the next commit): %s",
                 self._def.name,
+                "lost a commit race" if lost else "failed",
                 exc,
-                extra={"op": "lake.expire", "table": self._def.name},
+                extra={"op": "lake.expire_failed", "table": self._def.name},
             )
             return None
         log.info(

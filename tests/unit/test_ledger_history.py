@@ -14,7 +14,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from pyiceberg.table.maintenance import MaintenanceTable
 from pyiceberg.table.snapshots import ancestors_of
 
 import sinks.iceberg as iceberg
@@ -288,8 +290,56 @@ def test_a_failed_expiry_is_logged_and_the_flow_goes_on(
             assert appender.append(batch).appended == 2
             sent.extend(batch)
     assert "snapshot expiry on signals failed" in caplog.text
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "expiry" in r.message)
     assert len(_fresh(catalog).metadata.snapshots) == 5
     assert ledger(_fresh(catalog)) == _reference(sent)
+
+
+def test_an_expiry_racing_an_append_or_losing_a_race_stays_exact(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer's append between the expiry's read and its commit: the catalog applies
+    the expiry on top of it (pyiceberg asserts no snapshot for it), which is safe, since an
+    append only moves what the ledger and the chain need forward. An expiry that does lose its
+    commit (``CommitFailedException``) is logged and done after the next commit."""
+    table = ensure_table(catalog, "coherence", SIGNALS)
+    appender = IcebergAppender(table, SIGNALS, checkpoint_every=2, snapshots_kept=3)
+    other = IcebergAppender(_fresh(catalog), SIGNALS, checkpoint_every=1000)
+    for n in range(3):
+        appender.append([_item(0, n, "tenant-00")])
+    real = MaintenanceTable.expire_snapshots
+    calls: list[int] = []
+
+    def raced(self: MaintenanceTable) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            other.append([_item(1, 0, "tenant-01")])  # between the expiry's read and commit
+            return real(self)
+        raise CommitFailedException("another writer won")
+
+    monkeypatch.setattr(MaintenanceTable, "expire_snapshots", raced)
+    appender.append([_item(0, 3, "tenant-00")])
+    fresh = _fresh(catalog)
+    assert len(fresh.metadata.snapshots) == 2  # the 4th (chained) and the other's
+    assert len(read_history(fresh).commits) == 5
+    assert digest_history(fresh, "signals") == digest_table(fresh, "signals")
+    for n in range(4, 6):
+        appender.append([_item(0, n, "tenant-00")])  # the 6th commit is past 3: an expiry
+    with caplog.at_level(logging.INFO, logger="sinks.iceberg"):
+        appender.append([_item(0, 6, "tenant-00")])
+    assert "lost a commit race" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(_fresh(catalog).metadata.snapshots) == 5  # nothing expired
+    monkeypatch.setattr(MaintenanceTable, "expire_snapshots", real)
+    appender.append([_item(0, 7, "tenant-00")])
+    fresh = _fresh(catalog)
+    assert len(fresh.metadata.snapshots) < 6
+    assert len(read_history(fresh).commits) == 9
+    assert CommitPlan.from_table(fresh).commit_of("topic", 1, "signals:tenant-01", 0) == (4, True)
+    assert ledger(fresh) == {
+        ("topic", 0, "signals:tenant-00"): 7,
+        ("topic", 1, "signals:tenant-01"): 0,
+    }
 
 
 def test_retention_expiry_keeps_the_chained_snapshot(
