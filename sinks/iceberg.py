@@ -39,6 +39,12 @@ digest, the spilled delta and, through :class:`sinks.lake_write.Reuse`, the data
 for the lost commit; only the ledger read, the checkpoint, the content marks, the manifests and
 the commit are done again. Rows that differ (the winner landed some of ours: a replay racing a
 flow) are written to new files as before; the lost attempt's files stay unreferenced.
+
+History: every snapshot kept makes a commit dearer (pyiceberg rewrites the whole metadata), so
+each checkpoint also writes a history file holding the commits before it
+(:mod:`sinks.ledger_history`), and after a commit the appender expires the snapshots neither the
+ledger nor that chain needs once the table keeps more than ``snapshots_kept``
+(:meth:`IcebergAppender.expire`).
 """
 
 from __future__ import annotations
@@ -313,9 +319,9 @@ class IcebergAppender(Generic[T]):
         """When the table keeps more than ``snapshots_kept`` snapshots, expire those older than
         what the ledger's walk and the history chain need (:func:`expire_snapshots`: none while
         no history file holds the lineage's older commits, a lake of the format before; it also
-        deletes the files only they referenced), all at once: the next expiry is
-        ``snapshots_kept`` commits away. One attempt: a lost race (another writer committed)
-        waits for the next commit; a failure is logged, never raised (the flow goes on, its
+        deletes the files only they referenced), all at once: the next one when the table keeps
+        more than ``snapshots_kept`` again. One attempt: a lost commit race waits for the next
+        commit; a failure is logged, never raised (the flow goes on, its
         commits a little dearer). ``None``: nothing to do, or it failed."""
         if not self._snapshots_kept or len(self._table.metadata.snapshots) <= self._snapshots_kept:
             return None

@@ -23,10 +23,12 @@ transaction that lands only on the snapshot it read (our tables refuse pyiceberg
   re-read and everything above is done again; the flow's appender, losing to us, re-reads its
   ledger likewise (:mod:`sinks.iceberg`).
 
-Snapshot expiry keeps the lineage the ledger needs (from the current snapshot back to its base)
-and the newest snapshot holding :data:`REMOVED_KEY`; every other snapshot older than the cut-off
-goes, and the data files, manifests and manifest lists only they referenced are deleted (Iceberg's
-expiry alone leaves them on disk, where the deleted rows would still be).
+Snapshot expiry keeps the lineage the ledger needs (from the current snapshot back to its base),
+the lineage back to the newest snapshot with a history file (:mod:`sinks.ledger_history`: the
+chain holds the commits before it) and the newest snapshot holding :data:`REMOVED_KEY`; every
+other snapshot older than the cut-off goes, and the data files, manifests and manifest lists only
+they referenced are deleted (Iceberg's expiry alone leaves them on disk, where the deleted rows
+would still be). The flow's appender runs the same expiry as it goes (``lake.snapshots_kept``).
 """
 
 from __future__ import annotations
