@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/lake_history.py                      # 1,000 commits of 100 rows
     .venv/bin/python benchmarks/lake_history.py --commits 2000 --plot /tmp/history.png
+    .venv/bin/python benchmarks/lake_history.py --kept 200          # expiring as it goes
 
 Appends ``--commits`` batches of ``--rows`` signals (10 tenants, 4 partitions) one after another
 with :class:`~sinks.iceberg.IcebergAppender`, the flow's appender, to a new signals table in a
@@ -9,7 +10,9 @@ SQLite catalog in a temporary folder, as a tailing flow does on its commit grid,
 ``--every`` commits, the CPU and wall milliseconds of one commit, the table metadata file's size
 and the manifests the current snapshot lists; at the end, the time to plan a scan of the whole
 table (what a notebook's query pays for the manifests). With ``--merge`` the table merges its
-manifests (``commit.manifest-merge.enabled``).
+manifests (``commit.manifest-merge.enabled``). With ``--kept N`` the appender expires snapshots as
+the flow's does (``lake.snapshots_kept``; :mod:`sinks.ledger_history` keeps the history the
+replay plan and ``verify --from-history`` read): the line stays flat, the expiries included.
 
 Why: every snapshot stays in the table metadata until it is expired, and pyiceberg reads, copies
 and writes that whole file at each commit (``update_table_metadata`` ends in a deep copy of it,
@@ -76,6 +79,12 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="merge manifests")
     parser.add_argument("--grid", type=float, default=2.0, help="seconds between commits")
     parser.add_argument("--plot", help="save a PNG of the line here")
+    parser.add_argument(
+        "--kept",
+        type=int,
+        default=0,
+        help="the appender's snapshots_kept (lake.snapshots_kept): expire as it goes (0: never)",
+    )
     args = parser.parse_args()
     if args.merge:
         iceberg._TABLE_PROPERTIES = {  # the benchmark's variant
@@ -84,7 +93,10 @@ def main() -> None:
         }
     signals, _scores = workload(args.commits * args.rows)
     points: list[tuple[int, float, float]] = []
-    print(f"{'snapshots':>9} {'CPU ms':>8} {'wall ms':>8} {'metadata KiB':>13} {'manifests':>10}")
+    print(
+        f"{'commits':>9} {'kept':>6} {'CPU ms':>8} {'wall ms':>8} {'metadata KiB':>13} "
+        f"{'manifests':>10}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "warehouse").mkdir()
@@ -92,7 +104,7 @@ def main() -> None:
             "bench", uri=f"sqlite:///{root}/catalog.db", warehouse=(root / "warehouse").as_uri()
         )
         table = ensure_table(catalog, "bench", SIGNALS)
-        appender = IcebergAppender(table, SIGNALS)
+        appender = IcebergAppender(table, SIGNALS, snapshots_kept=args.kept)
         cpu, wall = time.process_time(), time.perf_counter()
         for k in range(args.commits):
             appender.append(signals[k * args.rows : (k + 1) * args.rows])
@@ -104,7 +116,11 @@ def main() -> None:
             location = current.metadata_location
             kib = Path(location.removeprefix("file://")).stat().st_size / 1024
             manifests = len(current.current_snapshot().manifests(current.io))  # type: ignore[union-attr]
-            print(f"{k + 1:>9,} {per_cpu:>8.1f} {per_wall:>8.1f} {kib:>13,.0f} {manifests:>10,}")
+            kept = len(current.metadata.snapshots)
+            print(
+                f"{k + 1:>9,} {kept:>6,} {per_cpu:>8.1f} {per_wall:>8.1f} {kib:>13,.0f} "
+                f"{manifests:>10,}"
+            )
             points.append((k + 1, per_cpu, kib))
             cpu, wall = time.process_time(), time.perf_counter()
         # What a reader pays for the manifests: planning a scan of the whole table.

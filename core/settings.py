@@ -356,6 +356,12 @@ class LakeSettings:
     #: appending; past that the worker waits (backpressure). The collect keeps each batch in its
     #: recovery snapshot until committed (sinks/lake_group.py).
     in_flight: Count = 2
+    #: After a commit, when a table keeps more snapshots than this, its appender expires those
+    #: older than what the ledger and the history chain need (sinks/ledger_history.py): a
+    #: commit's cost grows with the snapshots kept. 0: never (only ``igflow retention apply``).
+    snapshots_kept: CountOrZero = 64
+    #: Commits between ledger checkpoints, each with a history file (sinks/ledger_format.py).
+    checkpoint_every: Count = 32
 
 
 @_refuse_invalid

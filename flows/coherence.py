@@ -240,6 +240,8 @@ def land(
         workers=settings.run.workers,
         in_flight=settings.lake.in_flight,
         batch_rows=settings.lake.batch_max_rows,
+        snapshots_kept=settings.lake.snapshots_kept,
+        checkpoint_every=settings.lake.checkpoint_every,
     )
     if plan is None:
         key = _lane_tenant(table.lane)

@@ -38,7 +38,7 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.expressions.literals import literal
 from pyiceberg.table import FileScanTask, Table
-from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
+from pyiceberg.table.snapshots import Operation
 
 from core.catalog import catalog
 from core.digest import (
@@ -54,6 +54,7 @@ from core.settings import Settings
 from replay.lake_read import read_files, same_shape, whole
 from sinks.lake_retention import RUN_KEY, removed_digests
 from sinks.ledger_format import LedgerUnavailable, summary_value
+from sinks.ledger_history import read_history
 
 __all__ = [
     "EVENT_TIME",
@@ -293,32 +294,29 @@ def plan(table: Table) -> list[FileScanTask]:
     return list(table.scan().plan_files())
 
 
-def _cut(table: Table, snapshot: Snapshot) -> bool:
-    """Whether the lineage's history before ``snapshot`` is gone: its parent expired (pyiceberg's
-    expiry also clears the parent id of the snapshots it orphans: then only a sequence number
-    past the first one tells, format v2)."""
-    parent = snapshot.parent_snapshot_id
-    if parent is not None:
-        return table.metadata.snapshot_by_id(parent) is None
-    return (snapshot.sequence_number or 0) > 1
-
-
 def digest_history(table: Table, table_name: str) -> dict[GroupKey, GroupDigest]:
     """The table's digest groups from the snapshot summaries of its current lineage (no scan).
 
     Sums the ``igflow.digest`` (inline, or in its file when long) of every ancestor of the
-    current snapshot. A ``replace`` commit (compaction) carries no digest and changes no
+    current snapshot (and of the expired ones before them, from the table's history files:
+    :mod:`sinks.ledger_history`). A ``replace`` commit (compaction) carries no digest and changes no
     content, so it is skipped; any other commit without a digest (an overwrite, a delete, an
     append by another tool or an older release), or whose digest file is gone or damaged,
     makes the history unusable: raises :class:`HistoryUnavailable`.
     """
     out: dict[GroupKey, GroupDigest] = {}
-    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        summary = snapshot.summary
-        props = summary.additional_properties if summary is not None else {}
-        if _cut(table, snapshot):
+    # The lineage's snapshots, and the commits of expired ones from its history files.
+    try:
+        history = read_history(table)
+    except LedgerUnavailable as gone:
+        msg = f"{table_name}: {gone}; verify by scanning instead"
+        raise HistoryUnavailable(msg) from gone
+    last = len(history.commits) - 1
+    for at, commit in enumerate(history.commits):
+        props = commit.properties
+        if at == last and history.cut:
             msg = (
-                f"{table_name}: the history before snapshot {snapshot.snapshot_id} expired;"
+                f"{table_name}: the history before snapshot {commit.snapshot_id} expired;"
                 " verify by scanning instead"
             )
             raise HistoryUnavailable(msg)
@@ -333,11 +331,11 @@ def digest_history(table: Table, table_name: str) -> dict[GroupKey, GroupDigest]
             msg = f"{table_name}: {gone}; verify by scanning instead"
             raise HistoryUnavailable(msg) from gone
         if raw is None:
-            if summary is not None and summary.operation == Operation.REPLACE:
+            if commit.operation == Operation.REPLACE.value:
                 continue
-            operation = summary.operation.value if summary is not None else "unknown"
+            operation = commit.operation or "unknown"
             msg = (
-                f"{table_name}: snapshot {snapshot.snapshot_id} ({operation}) has no digest;"
+                f"{table_name}: snapshot {commit.snapshot_id} ({operation}) has no digest;"
                 " verify by scanning instead"
             )
             raise HistoryUnavailable(msg)

@@ -39,6 +39,12 @@ digest, the spilled delta and, through :class:`sinks.lake_write.Reuse`, the data
 for the lost commit; only the ledger read, the checkpoint, the content marks, the manifests and
 the commit are done again. Rows that differ (the winner landed some of ours: a replay racing a
 flow) are written to new files as before; the lost attempt's files stay unreferenced.
+
+History: every snapshot kept makes a commit dearer (pyiceberg rewrites the whole metadata), so
+each checkpoint also writes a history file holding the commits before it
+(:mod:`sinks.ledger_history`), and after a commit the appender expires the snapshots neither the
+ledger nor that chain needs once the table keeps more than ``snapshots_kept``
+(:meth:`IcebergAppender.expire`).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from sinks import lake_write
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_batch import LakeBatch
 from sinks.lake_group import IN_FLIGHT, GroupCommit
+from sinks.lake_retention import ExpiryResult, expire_snapshots
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
     MARKS_KEY,
@@ -91,6 +98,7 @@ from sinks.ledger_format import (
     spill,
     write_checkpoint,
 )
+from sinks.ledger_history import HISTORY_KEY, write_history
 from sinks.settings_record import SETTINGS_KEY, write_settings
 from sinks.topic_identity import TOPIC_IDS_KEY, TopicIds, check_topic_ids, recorded_topic_ids
 from tenancy.sealing import Sealer
@@ -241,6 +249,7 @@ class IcebergAppender(Generic[T]):
         checkpoint_every: int = CHECKPOINT_EVERY,
         sealer: Sealer | None = None,
         settings: OutputSettings | None = None,
+        snapshots_kept: int = 0,
     ) -> None:
         """``topic_ids``: bind the ledger to the input topics' identities
         (:mod:`sinks.topic_identity`); ``content``: to the records at its marks
@@ -249,7 +258,10 @@ class IcebergAppender(Generic[T]):
         ``sealer``: seal the table's sensitive columns (:mod:`core.sealing`); the key store
         unavailable fails the append (nothing sensitive lands in the clear). ``settings``: the
         deciding settings the rows were computed with, named in every commit
-        (:mod:`sinks.settings_record`; ``None``: none, as in tests of the lake alone)."""
+        (:mod:`sinks.settings_record`; ``None``: none, as in tests of the lake alone).
+        ``snapshots_kept``: after a commit, when the table keeps more snapshots than this, expire
+        those the ledger and the history chain do not need (:meth:`expire`; 0: never)."""
+        self._snapshots_kept = snapshots_kept
         self._settings = settings
         #: The record's SHA-256 once its file is written (once per appender).
         self._settings_sha: str | None = None
@@ -290,7 +302,7 @@ class IcebergAppender(Generic[T]):
 
         kept = _Kept()  # across this append's attempts only
         try:
-            return retrying(
+            result = retrying(
                 lambda attempt: self._attempt(batch, current, attempt, start, kept),
                 dataclasses.replace(_COMMIT_RETRY, attempts=self._attempts),
                 transient=_lost_race,
@@ -299,6 +311,42 @@ class IcebergAppender(Generic[T]):
         except RetriesExhausted as gave_up:
             msg = f"{self._def.name}: gave up after {self._attempts} lost commit races"
             raise RetryableSinkError(msg) from gave_up.last
+        if result.snapshot_id is not None:
+            self.expire()
+        return result
+
+    def expire(self) -> ExpiryResult | None:
+        """When the table keeps more than ``snapshots_kept`` snapshots, expire those older than
+        what the ledger's walk and the history chain need (:func:`expire_snapshots`: none while
+        no history file holds the lineage's older commits, a lake of the format before; it also
+        deletes the files only they referenced), all at once: the next one when the table keeps
+        more than ``snapshots_kept`` again. One attempt: a lost commit race waits for the next
+        commit; a failure is logged, never raised (the flow goes on, its
+        commits a little dearer). ``None``: nothing to do, or it failed."""
+        if not self._snapshots_kept or len(self._table.metadata.snapshots) <= self._snapshots_kept:
+            return None
+        try:
+            result = expire_snapshots(self._table, None, attempts=1, history=True)
+        except Exception as exc:  # an expiry never stops the flow
+            lost = isinstance(exc.__cause__, CommitFailedException)
+            log.log(
+                logging.INFO if lost else logging.WARNING,
+                "snapshot expiry on %s %s (tried again after the next commit): %s",
+                self._def.name,
+                "lost a commit race" if lost else "failed",
+                exc,
+                extra={"op": "lake.expire_failed", "table": self._def.name},
+            )
+            return None
+        log.info(
+            "expired %d snapshots of %s (%d kept, %d files deleted)",
+            len(result.expired),
+            self._def.name,
+            result.kept,
+            result.files_deleted,
+            extra={"op": "lake.expire", "table": self._def.name},
+        )
+        return result
 
     def _attempt(
         self,
@@ -371,6 +419,11 @@ class IcebergAppender(Generic[T]):
             # The whole ledger, in a file beside the metadata: bounds the next reader's walk.
             # A lost race leaves the file unreferenced (named by its hash: harmless).
             properties[CHECKPOINT_KEY] = write_checkpoint(self._table, merged)
+            # The commits since the previous history file, in one more (sinks.ledger_history):
+            # the snapshots before this one may then expire without losing the history.
+            history = write_history(self._table)
+            if history is not None:
+                properties[HISTORY_KEY] = history
             depth = 0
         # Table.append's files, without its per-partition filters (sinks.lake_write).
         # CommitFailedException: retried, with these data files kept in ``kept.files``.
@@ -509,6 +562,8 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         workers: int = 1,
         in_flight: int = IN_FLIGHT,
         batch_rows: int = 1,
+        snapshots_kept: int = 0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         """``workers``: the process's workers, whose batches an append waits for
         (:mod:`sinks.lake_group`); ``in_flight``: the batches of ``batch_rows`` rows the
@@ -518,7 +573,10 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         there (:mod:`sinks.topic_identity`) and to the records at its marks
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
         deciding settings, named in every commit (:mod:`sinks.settings_record`). ``catalog``:
-        the catalog to share (``catalog_name`` and ``catalog_properties`` are then its own)."""
+        the catalog to share (``catalog_name`` and ``catalog_properties`` are then its own).
+        ``snapshots_kept``, ``checkpoint_every``: the appender's (:class:`IcebergAppender`)."""
+        self._snapshots_kept = snapshots_kept
+        self._checkpoint_every = checkpoint_every
         self._settings = settings
         self._catalog = catalog or CatalogOnce(catalog_name, dict(catalog_properties))
         self._sealer = sealer
@@ -554,6 +612,8 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
             content=content,
             sealer=self._sealer,
             settings=self._settings,
+            snapshots_kept=self._snapshots_kept,
+            checkpoint_every=self._checkpoint_every,
         )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(

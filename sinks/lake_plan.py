@@ -51,11 +51,11 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import IdentityTransform
 
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
-from sinks.ledger_format import Ledger, snapshot_ledger
+from sinks.ledger_format import Ledger, properties_ledger
+from sinks.ledger_history import read_history
 
 __all__ = [
     "CommitPlan",
@@ -145,12 +145,14 @@ class CommitPlan:
 
     @classmethod
     def from_table(cls, table: Table, topic: str | None = None) -> CommitPlan:
-        """The plan of ``table``'s current lineage (snapshots without a ledger are skipped)."""
+        """The plan of ``table``'s current lineage (snapshots without a ledger are skipped): its
+        snapshots, and the commits of expired ones from its history files
+        (:mod:`sinks.ledger_history`)."""
         history: list[tuple[int, Ledger, bool]] = []
-        for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-            entry = snapshot_ledger(table, snapshot)
+        for commit in read_history(table).commits:
+            entry = properties_ledger(table, commit.properties)
             if entry is not None:
-                history.append((snapshot.snapshot_id, *entry))
+                history.append((commit.snapshot_id, *entry))
         history.reverse()  # ancestors come newest first
         return cls.from_changes(history, topic)
 

@@ -23,10 +23,12 @@ transaction that lands only on the snapshot it read (our tables refuse pyiceberg
   re-read and everything above is done again; the flow's appender, losing to us, re-reads its
   ledger likewise (:mod:`sinks.iceberg`).
 
-Snapshot expiry keeps the lineage the ledger needs (from the current snapshot back to its base)
-and the newest snapshot holding :data:`REMOVED_KEY`; every other snapshot older than the cut-off
-goes, and the data files, manifests and manifest lists only they referenced are deleted (Iceberg's
-expiry alone leaves them on disk, where the deleted rows would still be).
+Snapshot expiry keeps the lineage the ledger needs (from the current snapshot back to its base),
+the lineage back to the newest snapshot with a history file (:mod:`sinks.ledger_history`: the
+chain holds the commits before it) and the newest snapshot holding :data:`REMOVED_KEY`; every
+other snapshot older than the cut-off goes, and the data files, manifests and manifest lists only
+they referenced are deleted (Iceberg's expiry alone leaves them on disk, where the deleted rows
+would still be). The flow's appender runs the same expiry as it goes (``lake.snapshots_kept``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -50,6 +52,7 @@ from pyiceberg.expressions import (
     Reference,
 )
 from pyiceberg.expressions.literals import literal
+from pyiceberg.manifest import ManifestFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
@@ -67,6 +70,7 @@ from sinks.ledger_format import (
     summary_value,
     write_checkpoint,
 )
+from sinks.ledger_history import HISTORY_KEY
 
 __all__ = [
     "EVENT_TIME",
@@ -321,56 +325,95 @@ def _made_since(table: Table, since: int | None) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def _protected(table: Table) -> set[int]:
-    """The current lineage back to the ledger's base, and the newest :data:`REMOVED_KEY`."""
+def _protected(table: Table, *, history: bool = False) -> set[int]:
+    """The current lineage back to the ledger's base and back to the newest snapshot carrying a
+    history file (:mod:`sinks.ledger_history`: the chain holds the commits before it), and the
+    newest :data:`REMOVED_KEY`. ``history``: the whole lineage when no snapshot of it carries a
+    history file (nothing holds its commits but the metadata)."""
     keep: set[int] = set()
     current = table.current_snapshot()
     if current is None:
         return keep
+    lineage = list(ancestors_of(current, table.metadata))
+    chained = next((i for i, s in enumerate(lineage) if HISTORY_KEY in _summary_properties(s)), -1)
+    if history and chained < 0:
+        chained = len(lineage) - 1
     based = removed = False
-    for snapshot in ancestors_of(current, table.metadata):
-        props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
-        if not based:
+    for at, snapshot in enumerate(lineage):
+        props = _summary_properties(snapshot)
+        if not based or at <= chained:
             keep.add(snapshot.snapshot_id)
+        if not based:
             based = CHECKPOINT_KEY in props or (
                 LEDGER_KEY in props and not has_value(props, DELTA_KEY)
             )
         if not removed and has_value(props, REMOVED_KEY):
             keep.add(snapshot.snapshot_id)
             removed = True
-        if based and removed:
+        if based and removed and at >= chained:
             break
     return keep
 
 
-def _files(table: Table, snapshots: Iterable[Snapshot]) -> set[str]:
-    """Every file the snapshots reference: manifest lists, manifests and live data files."""
-    out: set[str] = set()
+def _summary_properties(snapshot: Snapshot) -> Mapping[str, str]:
+    return snapshot.summary.additional_properties if snapshot.summary is not None else {}
+
+
+def _manifests(table: Table, snapshots: Iterable[Snapshot]) -> dict[str, ManifestFile]:
+    out: dict[str, ManifestFile] = {}
     for snapshot in snapshots:
-        out.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(table.io):
-            out.add(manifest.manifest_path)
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-                out.add(entry.data_file.file_path)
+            out.setdefault(manifest.manifest_path, manifest)
     return out
 
 
-def expire_snapshots(table: Table, older_than: datetime, *, attempts: int = 8) -> ExpiryResult:
-    """Expire ``table``'s snapshots older than ``older_than`` but those :func:`_protected`, and
+def _data_files(table: Table, manifests: Iterable[ManifestFile]) -> set[str]:
+    return {
+        entry.data_file.file_path
+        for manifest in manifests
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+    }
+
+
+def _only(table: Table, doomed: Sequence[Snapshot], kept: Sequence[Snapshot]) -> set[str]:
+    """The files the ``doomed`` snapshots reference and the ``kept`` ones do not: manifest
+    lists, manifests and live data files. Each manifest is read once, and the data files only
+    when some manifest is the doomed snapshots' alone (an append-only table's fast appends
+    share theirs with the kept snapshots: then none is read)."""
+    out = {s.manifest_list for s in doomed} - {s.manifest_list for s in kept}
+    theirs, ours = _manifests(table, doomed), _manifests(table, kept)
+    only = set(theirs) - set(ours)
+    if only:
+        out |= only
+        out |= _data_files(table, (theirs[p] for p in sorted(only))) - _data_files(
+            table, ours.values()
+        )
+    return out
+
+
+def expire_snapshots(
+    table: Table, older_than: datetime | None, *, attempts: int = 8, history: bool = False
+) -> ExpiryResult:
+    """Expire ``table``'s snapshots older than ``older_than`` (``None``: any age) but those
+    :func:`_protected` (``history``: keeping a lineage no history file holds yet whole), and
     delete the files only they referenced (after the expiry committed: a lost race deletes
     nothing)."""
 
     def attempt_once(_attempt: int) -> tuple[ExpiryResult, set[str]]:
         table.refresh()
-        keep = _protected(table)
-        limit_ms = int(older_than.timestamp() * 1000)
+        keep = _protected(table, history=history)
         snapshots = table.metadata.snapshots
-        doomed = [s for s in snapshots if s.timestamp_ms < limit_ms and s.snapshot_id not in keep]
+        doomed = [
+            s
+            for s in snapshots
+            if (older_than is None or s.timestamp_ms < int(older_than.timestamp() * 1000))
+            and s.snapshot_id not in keep
+        ]
         if not doomed:
             return ExpiryResult((), len(snapshots), 0), set()
         ids = {s.snapshot_id for s in doomed}
         kept = [s for s in snapshots if s.snapshot_id not in ids]
-        candidates = _files(table, doomed) - _files(table, kept)
+        candidates = _only(table, doomed, kept)
         table.maintenance.expire_snapshots().by_ids(sorted(ids)).commit()
         return ExpiryResult(tuple(sorted(ids)), len(kept), 0), candidates
 

@@ -64,6 +64,7 @@ __all__ = [
     "dump_ledger",
     "has_value",
     "parse_ledger",
+    "properties_ledger",
     "read_file",
     "read_ledger",
     "snapshot_ledger",
@@ -197,7 +198,12 @@ def summary_value(table: Table, props: Mapping[str, Any], key: str) -> str | Non
 def snapshot_ledger(table: Table, snapshot: Snapshot) -> tuple[Ledger, bool] | None:
     """What one snapshot records of the ledger: ``(lanes, True)`` for the lanes it raised (this
     format), ``(ledger, False)`` for a whole ledger (the old one), ``None`` for nothing."""
-    props = _properties(snapshot)
+    return properties_ledger(table, _properties(snapshot))
+
+
+def properties_ledger(table: Table, props: Mapping[str, Any]) -> tuple[Ledger, bool] | None:
+    """:func:`snapshot_ledger` of a snapshot's summary properties (or of a history file's
+    record of them: :mod:`sinks.ledger_history`)."""
     delta = summary_value(table, props, DELTA_KEY)
     if delta is not None:
         return parse_ledger(delta), True

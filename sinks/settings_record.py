@@ -19,11 +19,11 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
 
 from core.digest import DIGEST_KEY, parse_summary
 from core.output_settings import OutputSettings, ReplaySettingsError, SettingsReason
-from sinks.ledger_format import Ledger, read_file, snapshot_ledger, summary_value, write_file
+from sinks.ledger_format import Ledger, properties_ledger, read_file, summary_value, write_file
+from sinks.ledger_history import read_history
 
 __all__ = ["SETTINGS_KEY", "CommitSettings", "read_settings", "settings_history", "write_settings"]
 
@@ -80,10 +80,11 @@ def settings_history(table: Table, topic: str | None = None) -> Iterator[CommitS
     """Every commit of ``table``'s current lineage that appended rows of ``topic`` (``None``:
     of any), oldest first. (The digest's groups do not name the topic: the flow's tables hold
     one.)"""
-    snapshots = list(ancestors_of(table.current_snapshot(), table.metadata))
+    # The lineage's snapshots, and the commits of expired ones from its history files.
+    commits = read_history(table).commits
     previous: Ledger = {}
-    for snapshot in reversed(snapshots):  # ancestors come newest first
-        entry = snapshot_ledger(table, snapshot)
+    for commit in reversed(commits):  # newest first
+        entry = properties_ledger(table, commit.properties)
         if entry is None:
             continue
         lanes, delta = entry
@@ -99,7 +100,7 @@ def settings_history(table: Table, topic: str | None = None) -> Iterator[CommitS
             previous = dict(lanes)
         if not raised:
             continue
-        props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
+        props = commit.properties
         digest = summary_value(table, props, DIGEST_KEY)
         spans = (
             tuple(
@@ -112,4 +113,4 @@ def settings_history(table: Table, topic: str | None = None) -> Iterator[CommitS
             else tuple(raised)
         )
         sha = props.get(SETTINGS_KEY)
-        yield CommitSettings(snapshot.snapshot_id, None if sha is None else str(sha), spans)
+        yield CommitSettings(commit.snapshot_id, None if sha is None else str(sha), spans)
