@@ -130,10 +130,10 @@ def main() -> None:
         planned = time.perf_counter() - start
         print(f"\nplanning a scan of the table: {planned * 1000:,.0f} ms ({tasks:,} data files)")
     intercept, slope = fit([(x, y) for x, y, _ in points])
+    grown = (points[-1][2] - points[0][2]) / max(1, points[-1][0] - points[0][0]) * 1024
     print(
-        f"fit: {intercept:.1f} ms + {slope * 1000:.1f} ms per 1,000 snapshots a commit (CPU); "
-        f"{(points[-1][2] - points[0][2]) / max(1, points[-1][0] - points[0][0]) * 1024:,.0f} "
-        "bytes of metadata per snapshot"
+        f"fit: {intercept:.1f} ms + {slope * 1000:.1f} ms per 1,000 commits before it, a commit"
+        f" (CPU); {grown:,.0f} bytes of metadata per commit"
     )
     if slope > 0:
         # Two tables (signals, scores) commit on the same grid: at what history does their
@@ -141,7 +141,7 @@ def main() -> None:
         full = (args.grid * 1000 / 2 - intercept) / slope
         print(
             f"two tables committing every {args.grid:g} s fill that interval with commit CPU "
-            f"alone at ~{full:,.0f} snapshots each ({full * args.grid / 3600:.1f} h of a tail run)"
+            f"alone after ~{full:,.0f} commits each ({full * args.grid / 3600:.1f} h of a tail run)"
         )
     if args.plot:
         plot(points, args.plot)
