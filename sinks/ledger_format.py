@@ -63,10 +63,12 @@ __all__ = [
     "LedgerUnavailable",
     "dump_ledger",
     "has_value",
+    "lineage_cut",
     "parse_ledger",
     "properties_ledger",
     "read_file",
     "read_ledger",
+    "read_pointed",
     "snapshot_ledger",
     "spill",
     "summary_value",
@@ -184,15 +186,31 @@ def summary_value(table: Table, props: Mapping[str, Any], key: str) -> str | Non
     raw = props.get(key + FILE_SUFFIX)
     if raw is None:
         return None
-    pointer = json.loads(raw)
+    return read_pointed(table, json.loads(raw), f"holding a snapshot's {key}").decode()
+
+
+def read_pointed(table: Table, pointer: Mapping[str, Any], what: str) -> bytes:
+    """The bytes of the file a summary's pointer (``{"path": ..., "sha256": ...}``) names;
+    :class:`LedgerUnavailable`, saying what the file held (``what``), if it is gone or
+    damaged."""
     data = read_file(table, str(pointer["path"]), str(pointer["sha256"]))
     if data is None:
         msg = (
-            f"{table.name()}: the file {pointer['path']} holding a snapshot's {key} is gone or "
-            "damaged; keep igflow-* files out of orphan-file clean-ups (see DEVELOPERS.md)"
+            f"{table.name()}: the file {pointer['path']} {what} is gone or damaged; keep "
+            "igflow-* files out of orphan-file clean-ups (see DEVELOPERS.md)"
         )
         raise LedgerUnavailable(msg)
-    return data.decode()
+    return data
+
+
+def lineage_cut(table: Table, oldest: Snapshot) -> bool:
+    """Whether the lineage before ``oldest`` (the oldest snapshot a walk reached) expired: its
+    parent is gone, or, since pyiceberg's expiry clears the parent id of the snapshots it
+    orphans, it starts past the table's first sequence number (format v2)."""
+    parent = oldest.parent_snapshot_id
+    if parent is not None:
+        return table.metadata.snapshot_by_id(parent) is None
+    return (oldest.sequence_number or 0) > 1
 
 
 def snapshot_ledger(table: Table, snapshot: Snapshot) -> tuple[Ledger, bool] | None:
@@ -269,10 +287,7 @@ def read_ledger(table: Table, cached: LedgerState | None = None) -> LedgerState:
                 break
         deltas.append(parse_ledger(summary_value(table, props, DELTA_KEY) or "{}"))
     if base is None:
-        # pyiceberg's expiry clears the parent id of the snapshots it orphans: a lineage that
-        # starts past the table's first sequence number (format v2) was cut as well.
-        cut = oldest.parent_snapshot_id is not None or (oldest.sequence_number or 0) > 1
-        if deltas and cut:
+        if deltas and lineage_cut(table, oldest):
             msg = (
                 f"{table.name()}: the ledger's history ends at snapshot {oldest.snapshot_id} "
                 "(its parent expired) before any checkpoint: the "

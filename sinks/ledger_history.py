@@ -39,7 +39,7 @@ from typing import Any
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
-from sinks.ledger_format import LedgerUnavailable, read_file, write_file
+from sinks.ledger_format import lineage_cut, read_pointed, write_file
 
 __all__ = ["HISTORY_KEY", "Commit", "History", "read_history", "write_history"]
 
@@ -84,16 +84,6 @@ def _commit(snapshot: Snapshot) -> Commit:
     return Commit(snapshot.snapshot_id, operation, kept)
 
 
-def _cut(table: Table, snapshot: Snapshot) -> bool:
-    """Whether the lineage before ``snapshot`` is gone: its parent expired (pyiceberg's expiry
-    also clears the parent id of the snapshots it orphans: then only a sequence number past the
-    first one tells, format v2)."""
-    parent = snapshot.parent_snapshot_id
-    if parent is not None:
-        return table.metadata.snapshot_by_id(parent) is None
-    return (snapshot.sequence_number or 0) > 1
-
-
 def _pointer(snapshot: Snapshot) -> dict[str, Any] | None:
     summary = snapshot.summary
     raw = summary.additional_properties.get(HISTORY_KEY) if summary is not None else None
@@ -130,7 +120,7 @@ def write_history(table: Table) -> str | None:
             }
             for c in reversed(commits)
         ],
-        "cut": previous is None and _cut(table, oldest),
+        "cut": previous is None and lineage_cut(table, oldest),
         "previous": previous,
     }
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -158,18 +148,11 @@ def read_history(table: Table) -> History:
         if pointer is not None:
             break
     if pointer is None:
-        return History(tuple(out), _cut(table, oldest))
+        return History(tuple(out), lineage_cut(table, oldest))
     cut = False
     here = _location(table)
     while pointer is not None:
-        data = read_file(table, str(pointer["path"]), str(pointer["sha256"]))
-        if data is None:
-            msg = (
-                f"{table.name()}: the history file {pointer['path']} is gone or damaged; keep "
-                "igflow-* files out of orphan-file clean-ups (see DEVELOPERS.md)"
-            )
-            raise LedgerUnavailable(msg)
-        doc = json.loads(data)
+        doc = json.loads(read_pointed(table, pointer, "(a history file of the chain)"))
         for entry in reversed(doc["commits"]):
             props = {
                 str(k): str(v).replace(_LOCATION, here) for k, v in entry["properties"].items()
