@@ -164,7 +164,8 @@ def validate_batch(
             results[i] = counted(item) if item.trace is not None else held(item, out)
         return results
 
-    if not native:
+    limits = _limits(settings)  # frozen settings: once, not per batch
+    if not native or limits is None:
         return checked
     gates = tuple(h.held for h in (sources, switches) if h is not None)
 
@@ -172,9 +173,6 @@ def validate_batch(
         return counted_reject(item, refusal(item, verdict))
 
     def checked_native(batch: list[Decoded]) -> list[Decoded | Rejected]:
-        limits = _limits(settings)
-        if limits is None:
-            return checked(batch)
         return _native.validate_run(
             batch if isinstance(batch, list) else list(batch),
             _DECODED_SLOTS,
