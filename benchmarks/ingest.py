@@ -7,8 +7,9 @@
 2. Baseline: a plain confluent-kafka consumer reads every partition to its end and decodes each
    message with the flow's own decoder (wire format + registry + Avro), landing nothing.
 3. The flow: ``igflow run`` (bounded) over the same topic into a fresh Iceberg namespace, with 1
-   and with 2 workers; wall time includes process start-up and the catalog connection, CPU
-   seconds are the flow processes' own (user + system).
+   and with 2 workers, as 2 processes started as 2 commands (``-i/-a``) and as 2 processes
+   forked by one after its imports (``--processes 2``); wall time includes process start-up and
+   the catalog connection, CPU seconds are the flow processes' own (user + system).
 Prints a table and the ratio flow/baseline; writes ``benchmarks/results/ingest.json``. Each flow
 run also prints, as it ends, its CPU seconds per process and its appends per lake table (the
 snapshots of its fresh namespace) with the load average.
@@ -89,10 +90,15 @@ def _free_port() -> int:
 
 
 def flow(
-    settings: Settings, namespace: str, workers: int, processes: int = 1, code: Path = REPO
+    settings: Settings,
+    namespace: str,
+    workers: int,
+    processes: int = 1,
+    code: Path = REPO,
+    forked: bool = False,
 ) -> tuple[float, float]:
-    """Wall and CPU seconds of ``igflow run`` (``-w workers``, or ``processes`` with ``-i/-a``),
-    run from the checkout ``code``."""
+    """Wall and CPU seconds of ``igflow run`` (``-w workers``, or ``processes`` with ``-i/-a``,
+    or with ``--processes`` if ``forked``), run from the checkout ``code``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(code)
     env.update(
@@ -105,6 +111,9 @@ def flow(
     )
     command = [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)]
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+    if forked:  # one command: its children's CPU is in its rusage (they are waited for)
+        command += ["--processes", str(processes)]
+        processes = 1
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -141,11 +150,13 @@ def appends(settings: Settings, namespace: str) -> dict[str, int]:
     }
 
 
-#: The flow variants: label, workers, processes.
+#: The flow variants: label, workers, processes, forked (``--processes``: one command forks the
+#: processes after its imports; a checkout without the option skips it).
 FLOWS = {
-    "w1": ("igflow run → Iceberg", 1, 1),
-    "w2": ("igflow run -w 2 → Iceberg", 2, 1),
-    "p2": ("igflow run, 2 processes (-i/-a)", 1, 2),
+    "w1": ("igflow run → Iceberg", 1, 1, False),
+    "w2": ("igflow run -w 2 → Iceberg", 2, 1, False),
+    "p2": ("igflow run, 2 processes (-i/-a)", 1, 2, False),
+    "f2": ("igflow run --processes 2", 1, 2, True),
 }
 
 
@@ -198,10 +209,12 @@ def main() -> None:
         plain = baseline(settings, total)
         rows.append(Row("plain consumer + decode (no sink)", plain, None, plain))
         for key in sorted(args.only, key=list(FLOWS).index):
-            label, workers, processes = FLOWS[key]
+            label, workers, processes, forked = FLOWS[key]
             for suffix, code in codes if r % 2 == 0 else codes[::-1]:  # ABBA: drift cancels
+                if forked and not (Path(code) / "igflow" / "local_cluster.py").exists():
+                    continue
                 namespace = f"bench_{tag}_{key}_{len(rows)}_{r}"
-                seconds, cpu = flow(settings, namespace, workers, processes, code)
+                seconds, cpu = flow(settings, namespace, workers, processes, code, forked)
                 _check_landed(settings, namespace, total)
                 counts = appends(settings, namespace)
                 per = "/".join(f"{c:.1f}" for c in PER_PROCESS[-1])
@@ -213,7 +226,7 @@ def main() -> None:
                 )
                 startup = None
                 if small is not None:
-                    startup, _cpu = flow(small, f"{namespace}_s", workers, processes, code)
+                    startup, _cpu = flow(small, f"{namespace}_s", workers, processes, code, forked)
                     _check_landed(small, f"{namespace}_s", small_total)
                 rows.append(Row(label + suffix, seconds, cpu, plain, startup))
 

@@ -92,7 +92,7 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from igflow.runner import Cluster, run
+    from igflow.runner import Cluster, import_flow, run
 
     changes: dict[str, Any] = {"bounded": not args.tail}
     if args.workers is not None:
@@ -106,6 +106,19 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if (args.process_id is None) != (not addresses):
         print("igflow run: -i/--process-id and -a/--addresses go together", file=sys.stderr)
         return 2
+    if args.processes is not None:
+        if addresses:
+            print("igflow run: --processes starts its own cluster: not with -i/-a", file=sys.stderr)
+            return 2
+        if args.processes < 1:
+            print("igflow run: --processes must be at least 1", file=sys.stderr)
+            return 2
+        from igflow.local_cluster import run_forked
+
+        import_flow()  # once, before the fork: the children inherit the imported modules
+        return run_forked(
+            args.processes, lambda cluster: reported("run", lambda: run(settings, cluster))
+        )
     return run(settings, Cluster(args.process_id, addresses))
 
 
@@ -185,6 +198,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--workers", type=int, help="worker threads per process")
     p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
     p.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
+    p.add_argument(
+        "-p",
+        "--processes",
+        type=int,
+        help="a cluster of this many processes on this host, forked after the imports (the "
+        "GIL runs one worker thread at a time: processes run in parallel)",
+    )
     p.add_argument("-r", "--recovery-dir", help="Bytewax recovery store (enables resume)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (process i uses port+i)")
 
@@ -257,13 +277,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # are small. One thread (unless the environment chose); numpy is imported after this.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = _parser().parse_args(argv)
-    try:
+
+    def call() -> int:
         settings = Settings.load(config_file=args.config)
         logs.configure(args.log_level or settings.run.log_level)
         handler: Handler = args.handler
         return handler(args, settings)
+
+    return reported(args.command, call)
+
+
+def reported(command: str, call: Callable[[], int]) -> int:
+    """``call()``'s exit status, or an error's: 2 with its message for an
+    :class:`~core.errors.IgflowError`, 1 with the trace and then the igflow cause Bytewax
+    wrapped; anything else is raised."""
+    try:
+        return call()
     except IgflowError as exc:
-        print(f"igflow {args.command}: {exc}", file=sys.stderr)
+        print(f"igflow {command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         # Bytewax wraps a step's exception in its own; say the cause plainly, after the trace.
@@ -271,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cause is None:
             raise
         traceback.print_exception(exc)
-        print(f"igflow {args.command}: {cause}", file=sys.stderr)
+        print(f"igflow {command}: {cause}", file=sys.stderr)
         return 1
 
 

@@ -5,7 +5,8 @@ batches not yet committed; it is created on first use. Several processes of one 
 start at once, so creation happens under a file lock.
 
 Start-up: :func:`run` imports the flow's module after :func:`~core.lazy_pandas.defer_pandas`,
-so that pyarrow does not import pandas for the flow.
+so that pyarrow does not import pandas for the flow (:func:`import_flow`; ``--processes`` calls
+it before it forks: :mod:`igflow.local_cluster`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from core.lazy_pandas import defer_pandas
 from core.settings import Settings
 from core.shutdown import StopGuard
 
-__all__ = ["Cluster", "ensure_recovery_dir", "run"]
+__all__ = ["Cluster", "ensure_recovery_dir", "import_flow", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ def ensure_recovery_dir(directory: Path, partitions: int) -> None:
         if not any(directory.glob("part-*.sqlite3")):
             init_db_dir(directory, partitions)
             log.info("created %d recovery partitions in %s", partitions, directory)
+
+
+def import_flow() -> None:
+    """Import the flow's modules (most of a run's start-up CPU), pandas deferred: pyarrow would
+    import it (0.35-0.9 s) for the digest's pyarrow scalar, and a lake-only run never needs it."""
+    defer_pandas()
+    import flows.coherence  # noqa: F401
 
 
 def run(settings: Settings, cluster: Cluster | None = None) -> int:
@@ -75,9 +83,7 @@ def _run(settings: Settings, cluster: Cluster) -> None:
         settings.server_tls(),
         host=settings.run.metrics_host,
     )
-    # Before the flow's modules: the digest builds a pyarrow scalar when it is imported, and
-    # pyarrow would import pandas (0.35-0.9 s) for it; a lake-only run never needs pandas.
-    defer_pandas()
+    import_flow()
     from flows.coherence import build, engine_epoch
 
     flow = build(settings, cluster=cluster, open_early=True)
