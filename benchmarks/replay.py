@@ -7,7 +7,8 @@
    ``source.end`` log lines give the offset range (each partition's high watermark when the
    run started).
 3. ``igflow replay`` of the full range into a scratch namespace (``--lake-only``, committing like
-   the original), then the same by 2 processes (``-i/-a``, the slower one's wall time).
+   the original), then the same by 2 processes (``-i/-a``, the slower one's wall time), and by
+   one command forking 2 processes after its imports (``--processes 2``; this checkout only).
 4. ``igflow verify --against`` the scratch namespace: by scan (both sides), and ``--from-history``
    (the original's digests from its snapshot summaries, the scratch side scanned); and by scan
    against the 2-process replay. Each verify reports the byte-identical data files per table.
@@ -354,18 +355,31 @@ def main() -> None:
         assert replayed == total, f"the 2-process replay read {replayed} of {total} records"
         return max(s for s, _o, _e in ran), LAST_CPU[0]
 
+    def replay_forked(into: str) -> tuple[float, float]:
+        seconds, out, _err = igflow_all(
+            settings, original, [["replay", *span, "--into", into, "--processes", "2"]]
+        )[0]
+        reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        replayed = sum(r["rows"] for r in reports)
+        assert replayed == total, f"the forked replay read {replayed} of {total} records"
+        return seconds, LAST_CPU[0]
+
     scratch_p2 = f"bench_{tag}_replay_p2"
+    scratch_f2 = f"bench_{tag}_replay_f2"
     if args.against is None:
         rows.append(("igflow replay (full range)", *replay_one(scratch)))
         rows.append(("igflow replay, 2 processes", *replay_two(scratch_p2)))
     else:
         rows.extend(_against(args.against.resolve(), args.rounds, tag, replay_one, replay_two))
+    # One command forking 2 processes after its imports (this checkout only).
+    rows.append(("igflow replay --processes 2", *replay_forked(scratch_f2)))
 
     files: dict[str, dict[str, list[int]]] = {}
     for label, against, extra in (
         ("igflow verify --against (scan)", scratch, []),
         ("igflow verify --from-history", scratch, ["--from-history"]),
         ("igflow verify, the 2-process replay", scratch_p2, []),
+        ("igflow verify, the forked replay", scratch_f2, []),
     ):
         seconds, out, _err = igflow(settings, original, "verify", "--against", against, *extra)
         assert "IDENTICAL" in out, out
@@ -378,10 +392,17 @@ def main() -> None:
         rate = total / seconds
         print(f"{name:<42} {seconds:>8.2f} {rate:>10,.0f} {cpu:>7.2f}")
         results.append({"step": name, "seconds": seconds, "events_per_s": rate, "cpu_s": cpu})
-    print(f"\n{'data files byte-identical':<26} {'1-process replay':>18} {'2-process replay':>18}")
+    print(
+        f"\n{'data files byte-identical':<26} {'1-process replay':>18} {'2-process replay':>18}"
+        f" {'forked replay':>18}"
+    )
     for table in files[scratch]:
         one, two = files[scratch][table], files[scratch_p2].get(table, [0, 0])
-        print(f"{table:<26} {f'{one[0]} of {one[1]}':>18} {f'{two[0]} of {two[1]}':>18}")
+        forked = files[scratch_f2].get(table, [0, 0])
+        print(
+            f"{table:<26} {f'{one[0]} of {one[1]}':>18} {f'{two[0]} of {two[1]}':>18}"
+            f" {f'{forked[0]} of {forked[1]}':>18}"
+        )
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "replay.json").write_text(
@@ -393,6 +414,7 @@ def main() -> None:
                 "files_byte_identical": {
                     "replay": files[scratch],
                     "replay_2_processes": files[scratch_p2],
+                    "replay_forked_2_processes": files[scratch_f2],
                 },
             },
             indent=2,

@@ -34,13 +34,15 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from core.cluster import Cluster
 
-__all__ = ["exit_status", "free_loopback_addresses", "run_forked"]
+__all__ = ["exit_status", "free_loopback_addresses", "run_forked", "unsafe_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +109,32 @@ def _child(
         os._exit(status)
 
 
+def unsafe_threads(proc_self: Path = Path("/proc/self")) -> list[str]:
+    """The threads that make a fork unsafe now: any Python thread but this one, and
+    librdkafka's (a Kafka client not closed: its threads would be missing in a child, and a
+    child that freed the client would wait for them forever). Others (jemalloc's background
+    thread, a BLAS pool) handle a fork or are idle."""
+    found = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    with contextlib.suppress(OSError):
+        for task in (proc_self / "task").iterdir():
+            with contextlib.suppress(OSError):
+                name = (task / "comm").read_text().strip()
+                if name.startswith("rdk:"):
+                    found.append(name)
+    return found
+
+
 def run_forked(processes: int, child: Callable[[Cluster], int]) -> int:
     """Fork ``processes`` children, each running ``child(Cluster(i, addresses))`` and exiting
-    with what it returns; wait for them all; the cluster's exit status (the module's text)."""
+    with what it returns; wait for them all; the cluster's exit status (the module's text).
+    Refuses (``RuntimeError``) while :func:`unsafe_threads` finds any."""
     if processes < 1:
         msg = f"processes must be at least 1, got {processes}"
         raise ValueError(msg)
+    threads = unsafe_threads()
+    if threads:
+        msg = f"cannot fork the cluster's processes while these threads run: {threads}"
+        raise RuntimeError(msg)
     addresses = free_loopback_addresses(processes) if processes > 1 else ()
     parent = os.getpid()
     pids: list[int] = []

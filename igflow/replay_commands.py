@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from core.cluster import Cluster
 from core.errors import ConfigError
 from core.settings import Settings
 
@@ -50,25 +51,22 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from core.lazy_pandas import defer_pandas
 
     defer_pandas()  # before the flow's modules, as `igflow run` (core/lazy_pandas.py)
-    from replay.run import (
-        json_progress,
-        parse_offsets,
-        replay,
-        resolve_times,
-        retained_offsets,
-        tty_progress,
-    )
+    from replay.run import parse_offsets, resolve_times, retained_offsets
 
     if args.source == "iceberg":
         return _derive(args, settings)
-    from igflow.runner import Cluster
-
     if args.from_namespace is not None:
         print("igflow replay: --from-namespace needs --source iceberg", file=sys.stderr)
         return 2
     addresses = tuple(a for a in (args.addresses or "").split(";") if a)
     if (args.process_id is None) != (not addresses):
         print("igflow replay: -i/--process-id and -a/--addresses go together", file=sys.stderr)
+        return 2
+    if args.processes is not None and (addresses or args.processes < 1):
+        print(
+            "igflow replay: --processes N (N >= 1) starts its own cluster: not with -i/-a",
+            file=sys.stderr,
+        )
         return 2
     if args.workers is not None:
         settings = settings.with_changes("run", workers=args.workers)
@@ -95,7 +93,32 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         start, end = resolve_times(settings.kafka, since, _time(args.to_time))
 
-    tty = sys.stderr.isatty()
+    if args.processes is None:
+        return _replay_one(args, settings, start, end, Cluster(args.process_id, addresses))
+    from igflow.cli import reported
+    from igflow.local_cluster import run_forked
+
+    # The offsets' Kafka consumer is closed by now: nothing but the imports crosses the fork.
+    return run_forked(
+        args.processes,
+        lambda cluster: reported(
+            "replay", lambda: _replay_one(args, settings, start, end, cluster)
+        ),
+    )
+
+
+def _replay_one(
+    args: argparse.Namespace,
+    settings: Settings,
+    start: dict[int, int],
+    end: dict[int, int],
+    cluster: Cluster,
+) -> int:
+    """This process's part of the replay, and its report on stdout (one JSON line)."""
+    from replay.run import json_progress, replay, tty_progress
+
+    # A terminal's progress line is one process's to draw.
+    tty = sys.stderr.isatty() and not cluster.process_id
     progress = tty_progress() if tty else json_progress()
     report = replay(
         settings,
@@ -105,7 +128,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         progress,
         lake_only=args.lake_only,
         commits=args.commits,
-        cluster=Cluster(args.process_id, addresses),
+        cluster=cluster,
         interval=0.25 if tty else 2.0,
         settings_from=args.settings_from,
     )
@@ -121,9 +144,9 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         "planned_commits": report.planned,
         "settings": report.settings.as_dict(),
     }
-    if args.process_id is not None:
-        out["process"] = args.process_id
-    print(json.dumps(out))
+    if cluster.process_id is not None:
+        out["process"] = cluster.process_id
+    print(json.dumps(out), flush=True)
     return 0
 
 
@@ -216,3 +239,9 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
     p.add_argument("-w", "--workers", type=int, help="worker threads per process")
     p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
     p.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
+    p.add_argument(
+        "-p",
+        "--processes",
+        type=int,
+        help="a cluster of this many processes on this host, forked after the imports",
+    )

@@ -3,7 +3,8 @@
 "2 processes give the same digests as 1", both ways: the same topic landed by a 2-process
 ``igflow run`` (``-i/-a``) into a second namespace verifies IDENTICAL against the 1-process run
 (and against its replay), by scan and from the cluster's commit history; and a replay by 2
-processes verifies IDENTICAL against the 1-process replay and the original. Replays commit like
+processes verifies IDENTICAL against the 1-process replay and the original. The same for 2
+processes forked by one command (``--processes 2``), run and replay. Replays commit like
 their original, so their data files are byte-identical to it, whether 1 or 2 processes replay
 and whether the original's commits were made by 1 process or 2.
 """
@@ -96,6 +97,20 @@ def test_replay_and_a_two_process_cluster_land_the_digests_of_one_process(
     assert sorted(r["process"] for r in reports) == [0, 1]
     assert sum(r["rows"] for r in reports) == sum(ends.values())
 
+    # The same offsets, replayed by one command forking 2 processes (--processes 2).
+    replayed_f2 = f"{original}_replay_f2"
+    out, _err = finish(
+        igflow(
+            settings,
+            "replay",
+            *("--from", frm, "--to", to, "--into", replayed_f2, "--lake-only"),
+            *("--processes", "2"),
+        )
+    )
+    reports = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
+    assert sorted(r["process"] for r in reports) == [0, 1]
+    assert sum(r["rows"] for r in reports) == sum(ends.values())
+
     # The same topic, landed by a cluster of 2 processes (-i/-a) into its own namespace.
     cluster = f"{original}_p2"
     on_cluster = settings.with_changes("lake", namespace=cluster)
@@ -121,3 +136,10 @@ def test_replay_and_a_two_process_cluster_land_the_digests_of_one_process(
     _verify(settings, cluster, original, "--from-history")
     _verify(settings, replayed, cluster)
     _all_files_identical(_verify(settings, cluster, cluster_replayed))
+    _all_files_identical(_verify(settings, original, replayed_f2, "--from-history"))
+
+    # And by one command forking 2 processes (igflow run --processes 2).
+    forked = f"{original}_f2"
+    finish(igflow(settings.with_changes("lake", namespace=forked), "run", "--processes", "2"))
+    _verify(settings, original, forked)
+    _verify(settings, forked, original, "--from-history")

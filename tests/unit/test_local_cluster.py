@@ -230,3 +230,28 @@ def test_igflow_run_refuses_a_bad_processes_option(
 
     assert main(["run", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_fork_is_refused_while_a_python_thread_or_a_kafka_client_runs() -> None:
+    import threading
+
+    from confluent_kafka import Consumer
+
+    from igflow.local_cluster import run_forked, unsafe_threads
+
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "fork-check"})
+    try:
+        assert any(name.startswith("rdk:") for name in unsafe_threads())
+    finally:
+        consumer.close()
+    assert not any(name.startswith("rdk:") for name in unsafe_threads())
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, name="busy")
+    thread.start()
+    try:
+        assert "busy" in unsafe_threads()
+        with pytest.raises(RuntimeError, match="busy"):
+            run_forked(2, lambda _cluster: 0)
+    finally:
+        stop.set()
+        thread.join()
