@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -149,6 +150,10 @@ def run_forked(processes: int, child: Callable[[Cluster], int]) -> int:
     # would have been lost where the parent inherited SIG_IGN, or would have killed the parent).
     previous = {s: signal.signal(s, forward) for s in _FORWARDED}
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    # The imported modules out of the collector's reach (the Python docs' advice for a fork
+    # without exec): a child's collections then never write to the parent's objects' pages,
+    # which the child would otherwise copy one by one (copy on write).
+    gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
     try:
