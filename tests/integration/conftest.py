@@ -263,6 +263,14 @@ def lake_rows(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+def assert_landed_once(settings: Settings, total: int) -> None:
+    """This test's signals table holds ``total`` rows, no signal and no Kafka record twice."""
+    rows = lake_rows(settings)
+    keys = {(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows}
+    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
+    assert (len(rows), len(keys), len(offsets)) == (total, total, total)
+
+
 def quarantine_rows(settings: Settings) -> list[dict[str, Any]]:
     """Every row of this test's quarantine table, the payloads opened with their tenants' keys
     (``igflow.lake_reader.open_sealed``: sealing is on by default), so tests compare them with

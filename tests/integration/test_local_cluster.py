@@ -18,7 +18,13 @@ import pytest
 
 from core.settings import Settings
 from igflow.workload import WorkloadSpec
-from tests.integration.conftest import finish, igflow, lake_count, lake_rows, produce_workload
+from tests.integration.conftest import (
+    assert_landed_once,
+    finish,
+    igflow,
+    lake_count,
+    produce_workload,
+)
 
 TOTAL = 16_000
 SPEC = WorkloadSpec(tenants=8, count=TOTAL // 8, seed=29)
@@ -46,7 +52,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_tail(settings: Settings, recovery: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+def _tailing(
+    it_settings: Settings, tmp_path: Path
+) -> tuple[Settings, Path, subprocess.Popen[bytes], list[int]]:
+    """A workload, and ``igflow run --processes 2 --tail`` over it once an eighth has landed:
+    the settings, the recovery store, the command and its two processes."""
+    settings = it_settings.with_changes("kafka", batch_size=50).with_changes(
+        "lake", batch_max_rows=200, batch_max_seconds=0.2
+    )
+    produce_workload(settings, SPEC)
+    recovery = tmp_path / "recovery"
     proc = igflow(
         settings,
         "run",
@@ -66,29 +81,19 @@ def _start_tail(settings: Settings, recovery: Path) -> tuple[subprocess.Popen[by
     assert len(children) == 2, children
     for child in children:
         assert os.getpgid(child) == child  # its own group: a terminal's ^C reaches the command
-    return proc, children
+    return settings, recovery, proc, children
 
 
 def _resume_and_check(settings: Settings, recovery: Path) -> None:
     finish(igflow(settings, "run", "--processes", "2", "-r", str(recovery)))
-    rows = lake_rows(settings)
-    keys = {(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows}
-    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
-    assert len(rows) == TOTAL
-    assert len(keys) == TOTAL
-    assert len(offsets) == TOTAL
+    assert_landed_once(settings, TOTAL)
 
 
 @pytest.mark.slow
 def test_a_sigint_to_the_command_stops_both_processes_then_a_resume_lands_exactly_once(
     it_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = it_settings.with_changes("kafka", batch_size=50).with_changes(
-        "lake", batch_max_rows=200, batch_max_seconds=0.2
-    )
-    produce_workload(settings, SPEC)
-    recovery = tmp_path / "recovery"
-    proc, _children_pids = _start_tail(settings, recovery)
+    settings, recovery, proc, _children_pids = _tailing(it_settings, tmp_path)
     os.kill(proc.pid, signal.SIGINT)  # the command only, as a terminal's ^C would
     try:
         _out, err = proc.communicate(timeout=30)
@@ -106,12 +111,7 @@ def test_a_sigint_to_the_command_stops_both_processes_then_a_resume_lands_exactl
 def test_the_processes_stop_when_the_command_is_killed_then_a_resume_lands_exactly_once(
     it_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = it_settings.with_changes("kafka", batch_size=50).with_changes(
-        "lake", batch_max_rows=200, batch_max_seconds=0.2
-    )
-    produce_workload(settings, SPEC)
-    recovery = tmp_path / "recovery"
-    proc, children = _start_tail(settings, recovery)
+    settings, recovery, proc, children = _tailing(it_settings, tmp_path)
     proc.kill()  # the command alone: SIGKILL, no chance to pass anything on
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 30

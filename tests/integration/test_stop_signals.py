@@ -18,11 +18,11 @@ from core.settings import Settings
 from core.shutdown import EXIT_FORCED
 from igflow.workload import WorkloadSpec
 from tests.integration.conftest import (
+    assert_landed_once,
     cluster_addresses,
     finish_all,
     igflow,
     lake_count,
-    lake_rows,
     produce_workload,
 )
 
@@ -112,9 +112,4 @@ def test_a_signalled_cluster_stops_within_a_bound_then_resumes_exactly_once(
             assert "exiting with status 3" in err, err[-2000:]
 
     finish_all(_start(settings, recovery, addresses))
-    rows = lake_rows(settings)
-    keys = {(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows}
-    offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
-    assert len(rows) == TOTAL
-    assert len(keys) == TOTAL
-    assert len(offsets) == TOTAL
+    assert_landed_once(settings, TOTAL)
