@@ -195,7 +195,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("run", _cmd_run, "run the coherence flow (bounded by default)")
     p.add_argument("--tail", action="store_true", help="keep consuming after the end offsets")
-    p.add_argument("-w", "--workers", type=int, help="worker threads per process")
+    p.add_argument(
+        "-w", "--workers", type=int, help="worker threads per process (one GIL: see --processes)"
+    )
     p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
     p.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
     p.add_argument(

@@ -236,7 +236,9 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
         help="original: compute with the settings the original's commits recorded; "
         "current: with this environment's (reported)",
     )
-    p.add_argument("-w", "--workers", type=int, help="worker threads per process")
+    p.add_argument(
+        "-w", "--workers", type=int, help="worker threads per process (one GIL: see --processes)"
+    )
     p.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
     p.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
     p.add_argument(
