@@ -2520,10 +2520,21 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (sc_terms(&sum_v, &sum_w, &sum_vw, vn, ve, wn, we, ev, ew, 1) < 0)
                 goto failed;
             count++;
-            entry = Py_BuildValue("(LOlOl)", ts, vn, ve, wn, we);
-            Py_CLEAR(vn);
-            Py_CLEAR(wn);
-            if (entry == NULL || dedupe_push(heap, entry) < 0)
+            /* heappush(heap, (ts, vn, ve, wn, we)) */
+            if ((entry = PyTuple_New(5)) == NULL)
+                goto failed;
+            PyTuple_SET_ITEM(entry, 1, vn);
+            PyTuple_SET_ITEM(entry, 3, wn);
+            vn = wn = NULL;
+            PyObject *e0 = PyLong_FromLongLong(ts), *e2 = PyLong_FromLong(ve),
+                     *e4 = PyLong_FromLong(we);
+            if (e0)
+                PyTuple_SET_ITEM(entry, 0, e0);
+            if (e2)
+                PyTuple_SET_ITEM(entry, 2, e2);
+            if (e4)
+                PyTuple_SET_ITEM(entry, 4, e4);
+            if (e0 == NULL || e2 == NULL || e4 == NULL || dedupe_push(heap, entry) < 0)
                 goto failed;
             Py_CLEAR(entry);
             if (!has_newest || ts > newest) {
