@@ -1997,6 +1997,748 @@ fail:
 
 /* === end of validate ====================================================================== */
 
+/* === score: score_run, TickScore.add's clean path (operators/score.py) ====================== */
+
+#include <float.h>
+
+/* score_run(state, items, classes, slots, extras) -> tuple or None
+ *
+ * operators.score.TickScore.add_python's loop (TenantScore.fold inline, the ticks, the horizons)
+ * in C, the same steps in the same order on the same objects: the window's exact sums stay
+ * Python ints (PyNumber arithmetic: every value is the Python loop's), the heap is the state's
+ * own list (heapq's steps: dedupe_push / dedupe_pop above), W in integer microseconds from a
+ * datetime.UTC time's fields. A change noted in the call is published as _score_change builds
+ * it (sc_publish: the status by TenantScore._status's products, the two divisions, the 2 places
+ * from the double unless within 1e-9 of a tie, then _round_ratio, the ScoreChange's slots set
+ * through their descriptors); the change a snapshot held pending is build_held(pending, None)
+ * (_build).
+ *
+ * It only ever accepts: first, changing nothing, it checks the state and the batch, and gives
+ * None (the Python loop then runs, and names any reason) unless: state and its _score of
+ * exactly the classes given, every slot set, the ints ints (times within 2**61, ev and ew within
+ * 2**20), the sums, last's num and den and the thresholds' ratios exact ints, the heap an exact
+ * list, no trace pending, a pending change None or a tuple (then W set); every item exactly
+ * Tagged / Decoded / Signal, untraced, ts a datetime of tzinfo datetime.UTC, value a finite
+ * float, weight None or a finite float >= 0, horizon (when horizons close ticks) None or a
+ * datetime.UTC one.
+ *
+ * It does not write the state: it gives back what the Python loop holds in its locals at its
+ * end, (out, error, newest, newest_ts, count, seq, last_num, last_den, ev, ew, sum_v, sum_w,
+ * sum_vw, pending, noted, pending_at, open_from), pending None, the held tuple or noted_mark,
+ * and TickScore._store writes the state from them as the loop's finally does; error: the
+ * exception an operation raised part-way (else None), which the caller raises after storing.
+ * classes: (TickScore, TenantScore, Tagged, Decoded, Signal, ScoreChange); slots: the member
+ * descriptors named below, then Tagged's decoded and provenance_id, Decoded's signal, trace,
+ * provenance and horizon, Signal's ts, value, weight and tenant_id, then ScoreChange's fields
+ * in order; extras: (build_held, noted_mark, the 3 status strs, the 101 two-place Decimals,
+ * round_ratio). */
+
+enum {
+    SC_TICK = 7,
+    SC_SCORE = 14,
+    SC_ITEM = 10,
+    SC_CHANGE = 11,
+    SC_SLOTS = SC_TICK + SC_SCORE + SC_ITEM + SC_CHANGE
+};
+/* TickScore: _by_horizon, _open_from, _pending, _pending_at, _pending_trace, _score, _tick;
+ * TenantScore: _window, _heap, _newest, _newest_ts, _count, _seq, _last, _ev, _ew, _sum_v,
+ * _sum_w, _sum_vw, _healthy, _warn. */
+#define SC_BOUND ((long long)1 << 61)
+#define SC_EXPONENT ((long long)1 << 20)
+
+/* An exact int within (-bound, bound): 1 and *out; 0 for anything else (no exception set). */
+static int
+sc_int(PyObject *value, long long bound, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value))
+        return 0;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (*out == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return !overflow && *out > -bound && *out < bound;
+}
+
+/* A datetime.UTC datetime's microseconds since the epoch (what (at - _EPOCH) // 1 µs gives:
+ * both of tzinfo datetime.UTC, the difference of their fields): 1, or 0 for anything else. */
+static int
+sc_micros(PyObject *at, long long *out)
+{
+    if (at == NULL || !PyDateTime_CheckExact(at) ||
+        PyDateTime_DATE_GET_TZINFO(at) != PyDateTime_TimeZone_UTC)
+        return 0;
+    long long days = dedupe_days(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
+                                 PyDateTime_GET_DAY(at));
+    long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(at) * 3600 +
+                        PyDateTime_DATE_GET_MINUTE(at) * 60 + PyDateTime_DATE_GET_SECOND(at);
+    *out = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(at);
+    return 1;
+}
+
+/* a // b, b > 0 (Python's floor division) */
+static long long
+sc_floordiv(long long a, long long b)
+{
+    long long q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* float.as_integer_ratio of a finite double as (n, e): x == n / 2**e, n odd when e > 0 (what
+ * CPython's float_as_integer_ratio gives, its denominator 2**e): a new int n, or NULL. */
+static PyObject *
+sc_dyadic(double x, long *e)
+{
+    int exponent;
+    double m = frexp(x, &exponent);
+    long long n = (long long)ldexp(m, 53); /* exact: |m| in [0.5, 1) */
+    long long shift = exponent - 53;
+    *e = 0;
+    if (n == 0)
+        return PyLong_FromLong(0);
+    while ((n & 1) == 0) {
+        n >>= 1;
+        shift++;
+    }
+    if (shift < 0) {
+        *e = (long)-shift;
+        return PyLong_FromLongLong(n);
+    }
+    PyObject *base = PyLong_FromLongLong(n);
+    if (base == NULL || shift == 0)
+        return base;
+    PyObject *by = PyLong_FromLongLong(shift);
+    PyObject *out = by ? PyNumber_Lshift(base, by) : NULL;
+    Py_DECREF(base);
+    Py_XDECREF(by);
+    return out;
+}
+
+/* x << s, s >= 0: a new reference, or NULL */
+static PyObject *
+sc_shift(PyObject *x, long s)
+{
+    if (s == 0)
+        return Py_NewRef(x);
+    PyObject *by = PyLong_FromLong(s);
+    if (by == NULL)
+        return NULL;
+    PyObject *out = PyNumber_Lshift(x, by);
+    Py_DECREF(by);
+    return out;
+}
+
+/* *acc = *acc << s (s > 0), the old one released: 0, or -1 */
+static int
+sc_shift_in(PyObject **acc, long s)
+{
+    PyObject *out = sc_shift(*acc, s);
+    if (out == NULL)
+        return -1;
+    Py_SETREF(*acc, out);
+    return 0;
+}
+
+/* *acc = *acc + (x << s) (add) or *acc - (x << s): 0, or -1 */
+static int
+sc_add_shifted(PyObject **acc, PyObject *x, long s, int add)
+{
+    PyObject *term = sc_shift(x, s);
+    if (term == NULL)
+        return -1;
+    PyObject *out = add ? PyNumber_Add(*acc, term) : PyNumber_Subtract(*acc, term);
+    Py_DECREF(term);
+    if (out == NULL)
+        return -1;
+    Py_SETREF(*acc, out);
+    return 0;
+}
+
+/* sum_v, sum_w, sum_vw += or -= an entry's terms (fold's and _evict's three lines) */
+static int
+sc_terms(PyObject **sum_v, PyObject **sum_w, PyObject **sum_vw, PyObject *vn, long ve,
+         PyObject *wn, long we, long ev, long ew, int add)
+{
+    if (sc_add_shifted(sum_v, vn, ev - ve, add) < 0 || sc_add_shifted(sum_w, wn, ew - we, add) < 0)
+        return -1;
+    PyObject *product = PyNumber_Multiply(vn, wn);
+    if (product == NULL)
+        return -1;
+    int err = sc_add_shifted(sum_vw, product, ev + ew - ve - we, add);
+    Py_DECREF(product);
+    return err;
+}
+
+/* A heap entry's exponent (an int within SC_EXPONENT, >= 0): 0, or -1 with an exception. */
+static int
+sc_exponent(PyObject *value, long *out)
+{
+    long long e;
+    if (!sc_int(value, SC_EXPONENT, &e) || e < 0) {
+        PyErr_SetString(PyExc_ValueError, "score_run: a heap entry's exponent is not small");
+        return -1;
+    }
+    *out = (long)e;
+    return 0;
+}
+
+/* (tenant_id, provenance, provenance_id, at, count, sum_w, ew): the change item made, noted
+ * (TickScore.add's noted) */
+static PyObject *
+sc_noted(PyObject *item, const Py_ssize_t *o, PyObject *at, Py_ssize_t count, PyObject *sum_w,
+         long ew)
+{
+    /* o: Tagged decoded, provenance_id; Decoded signal, trace, provenance, horizon; Signal ts,
+     * value, weight, tenant_id */
+    PyObject *decoded = SLOT(item, o[0]), *pid = SLOT(item, o[1]);
+    PyObject *signal = decoded ? SLOT(decoded, o[2]) : NULL;
+    PyObject *provenance = decoded ? SLOT(decoded, o[4]) : NULL;
+    PyObject *tenant = signal ? SLOT(signal, o[9]) : NULL;
+    if (pid == NULL || provenance == NULL || tenant == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "score_run: a record lost its fields");
+        return NULL;
+    }
+    return Py_BuildValue("(OOOOnOl)", tenant, provenance, pid, at, count, sum_w, ew);
+}
+
+/* What a published change is built with (operators.score._score_change's constants). */
+typedef struct {
+    PyObject *hn, *hd, *wn, *wd;  /* the thresholds' exact ratios (borrowed: the state's) */
+    PyObject *statuses;           /* _STATUS_VALUE's strs: HEALTHY, WARN, CRITICAL */
+    PyObject *two_places;         /* _TWO_PLACES: 0.00 .. 1.00 */
+    PyObject *round_ratio;        /* _round_ratio */
+    PyTypeObject *change;         /* ScoreChange */
+    PyObject *setters[11];        /* its slots, in field order */
+} sc_publisher;
+
+/* sum_w / (1 << ew), correctly rounded, saturated at the largest double (_score_change's
+ * window_weight): sum_w (>= 0) rounded to a double (PyLong_AsDouble rounds half-even) and
+ * scaled by 2**-ew where that is exact (a normal result, or 0), else the int division. */
+static PyObject *
+sc_weight(PyObject *sum_w, long ew)
+{
+    double x = PyLong_AsDouble(sum_w);
+    if (x == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+    } else {
+        double r = ldexp(x, (int)-ew);
+        if (x == 0.0 || r >= DBL_MIN)
+            return PyFloat_FromDouble(r);
+    }
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *d = one ? sc_shift(one, ew) : NULL;
+    PyObject *out = d ? PyNumber_TrueDivide(sum_w, d) : NULL;
+    Py_XDECREF(one);
+    Py_XDECREF(d);
+    if (out == NULL && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+        out = PyFloat_FromDouble(DBL_MAX);
+    }
+    return out;
+}
+
+/* num * a >= b * den: 1, 0, or -1 */
+static int
+sc_at_least(PyObject *num, PyObject *den, PyObject *a, PyObject *b)
+{
+    PyObject *left = PyNumber_Multiply(num, a);
+    PyObject *right = left ? PyNumber_Multiply(b, den) : NULL;
+    int out = right ? PyObject_RichCompareBool(left, right, Py_GE) : -1;
+    Py_XDECREF(left);
+    Py_XDECREF(right);
+    return out;
+}
+
+/* _score_change(noted, num, den, status, seq, None) of the change item made: the same
+ * ScoreChange, its status from TenantScore._status, built as slot_maker builds it (the slots
+ * set through their descriptors). */
+static PyObject *
+sc_publish(const sc_publisher *p, PyObject *item, const Py_ssize_t *o, PyObject *at,
+           Py_ssize_t count, PyObject *sum_w, long ew, PyObject *num, PyObject *den,
+           long long seq)
+{
+    PyObject *decoded = SLOT(item, o[0]), *pid = SLOT(item, o[1]);
+    PyObject *signal = decoded ? SLOT(decoded, o[2]) : NULL;
+    PyObject *provenance = decoded ? SLOT(decoded, o[4]) : NULL;
+    PyObject *tenant = signal ? SLOT(signal, o[9]) : NULL;
+    if (pid == NULL || provenance == NULL || tenant == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "score_run: a record lost its fields");
+        return NULL;
+    }
+    int healthy = sc_at_least(num, den, p->hd, p->hn), warn = 0;
+    if (healthy < 0 || (!healthy && (warn = sc_at_least(num, den, p->wd, p->wn)) < 0))
+        return NULL;
+    PyObject *status = PyTuple_GET_ITEM(p->statuses, healthy ? 0 : warn ? 1 : 2);
+    PyObject *weight = NULL, *value = NULL, *places = NULL, *n = NULL, *number = NULL;
+    PyObject *out = NULL;
+    if ((weight = sc_weight(sum_w, ew)) == NULL || (value = PyNumber_TrueDivide(num, den)) == NULL)
+        goto done;
+    /* the 2 places from the double unless within 1e-9 of a tie (_score_change) */
+    double hundred = PyFloat_AS_DOUBLE(value) * 100.0;
+    if (0.0 <= hundred && hundred <= 100.0) {
+        long q = (long)hundred;
+        double half = hundred - (double)q - 0.5;
+        if (half > 1e-9)
+            places = Py_NewRef(PyTuple_GET_ITEM(p->two_places, q + 1));
+        else if (half < -1e-9)
+            places = Py_NewRef(PyTuple_GET_ITEM(p->two_places, q));
+    }
+    if (places == NULL) {
+        PyObject *two = PyLong_FromLong(2);
+        places = two ? PyObject_CallFunctionObjArgs(p->round_ratio, num, den, two, NULL) : NULL;
+        Py_XDECREF(two);
+        if (places == NULL)
+            goto done;
+    }
+    if ((n = PyLong_FromSsize_t(count)) == NULL || (number = PyLong_FromLongLong(seq)) == NULL)
+        goto done;
+    PyObject *values[11] = {tenant, value,      status, at,     n,      weight,
+                            pid,    provenance, places, number, Py_None};
+    out = build(p->change, (PyObject **)p->setters, values, 11);
+done:
+    Py_XDECREF(weight);
+    Py_XDECREF(value);
+    Py_XDECREF(places);
+    Py_XDECREF(n);
+    Py_XDECREF(number);
+    return out;
+}
+
+static PyObject *
+score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "score_run takes 5 arguments");
+        return NULL;
+    }
+    PyObject *state = args[0], *classes = args[2], *slots = args[3], *extras = args[4];
+    if (!PyList_Check(args[1]) || !PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != 6 ||
+        !PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != SC_SLOTS || !PyTuple_Check(extras) ||
+        PyTuple_GET_SIZE(extras) != 5 || !PyTuple_Check(PyTuple_GET_ITEM(extras, 2)) ||
+        PyTuple_GET_SIZE(PyTuple_GET_ITEM(extras, 2)) != 3 ||
+        !PyTuple_Check(PyTuple_GET_ITEM(extras, 3)) ||
+        PyTuple_GET_SIZE(PyTuple_GET_ITEM(extras, 3)) != 101) {
+        PyErr_SetString(PyExc_TypeError, "score_run: a list, 6 classes, the slots, 5 extras");
+        return NULL;
+    }
+    PyObject *build_held = PyTuple_GET_ITEM(extras, 0), *noted_mark = PyTuple_GET_ITEM(extras, 1);
+    sc_publisher pub;
+    pub.statuses = PyTuple_GET_ITEM(extras, 2);
+    pub.two_places = PyTuple_GET_ITEM(extras, 3);
+    pub.round_ratio = PyTuple_GET_ITEM(extras, 4);
+    PyObject *cls[6];
+    for (int i = 0; i < 6; i++) {
+        cls[i] = PyTuple_GET_ITEM(classes, i);
+        if (!PyType_Check(cls[i])) {
+            PyErr_SetString(PyExc_TypeError, "score_run: classes must be types");
+            return NULL;
+        }
+    }
+    pub.change = (PyTypeObject *)cls[5];
+    Py_ssize_t ot[SC_TICK], os[SC_SCORE], o[SC_ITEM];
+    for (int i = 0; i < SC_SLOTS; i++) {
+        /* each slot's class: TickScore, TenantScore, Tagged x2, Decoded x4, Signal x4,
+         * ScoreChange */
+        const int item0 = SC_TICK + SC_SCORE, change0 = item0 + SC_ITEM;
+        int owner = i < SC_TICK      ? 0
+                    : i < item0      ? 1
+                    : i < item0 + 2  ? 2
+                    : i < item0 + 6  ? 3
+                    : i < change0    ? 4
+                                     : 5;
+        PyObject *descr = PyTuple_GET_ITEM(slots, i);
+        Py_ssize_t at = dedupe_slot(descr, cls[owner]);
+        if (at < 0) {
+            PyErr_SetString(PyExc_TypeError, "score_run: slots must be the classes' members");
+            return NULL;
+        }
+        if (i < SC_TICK)
+            ot[i] = at;
+        else if (i < item0)
+            os[i - SC_TICK] = at;
+        else if (i < change0)
+            o[i - item0] = at;
+        else
+            pub.setters[i - change0] = descr;
+    }
+    if (Py_TYPE(state) != (PyTypeObject *)cls[0])
+        Py_RETURN_NONE;
+    for (int i = 0; i < SC_TICK; i++) {
+        if (SLOT(state, ot[i]) == NULL)
+            Py_RETURN_NONE;
+    }
+    PyObject *score = SLOT(state, ot[5]);
+    if (Py_TYPE(score) != (PyTypeObject *)cls[1])
+        Py_RETURN_NONE;
+    for (int i = 0; i < SC_SCORE; i++) {
+        if (SLOT(score, os[i]) == NULL)
+            Py_RETURN_NONE;
+    }
+    /* the state, as the Python loop reads it into locals */
+    long long tick, window, newest = 0, pending_at, open_from = 0, seq, count_ll, ev_ll, ew_ll;
+    PyObject *by = SLOT(state, ot[0]), *pending0 = SLOT(state, ot[2]);
+    PyObject *open0 = SLOT(state, ot[1]), *newest0 = SLOT(score, os[2]), *last = SLOT(score, os[6]);
+    if (!sc_int(SLOT(state, ot[6]), SC_BOUND, &tick) || tick < 0 || (by != Py_True && by != Py_False) ||
+        SLOT(state, ot[4]) != Py_None || !sc_int(SLOT(state, ot[3]), SC_BOUND, &pending_at) ||
+        !sc_int(SLOT(score, os[0]), SC_BOUND, &window) || window <= 0 ||
+        !PyList_CheckExact(SLOT(score, os[1])) || !sc_int(SLOT(score, os[4]), SC_BOUND, &count_ll) ||
+        count_ll < 0 || !sc_int(SLOT(score, os[5]), SC_BOUND, &seq) ||
+        !sc_int(SLOT(score, os[7]), SC_EXPONENT, &ev_ll) || ev_ll < 0 ||
+        !sc_int(SLOT(score, os[8]), SC_EXPONENT, &ew_ll) || ew_ll < 0 ||
+        !PyLong_CheckExact(SLOT(score, os[9])) || !PyLong_CheckExact(SLOT(score, os[10])) ||
+        !PyLong_CheckExact(SLOT(score, os[11])))
+        Py_RETURN_NONE;
+    int by_horizon = by == Py_True && tick > 0;
+    int has_newest = newest0 != Py_None;
+    if (has_newest && !sc_int(newest0, SC_BOUND, &newest))
+        Py_RETURN_NONE;
+    int has_open = by_horizon && open0 != Py_None;
+    if (has_open && !sc_int(open0, SC_BOUND, &open_from))
+        Py_RETURN_NONE;
+    if (pending0 != Py_None && (!PyTuple_CheckExact(pending0) || !has_newest))
+        Py_RETURN_NONE;
+    if (last != Py_None &&
+        (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 3 ||
+         !PyLong_CheckExact(PyTuple_GET_ITEM(last, 0)) ||
+         !PyLong_CheckExact(PyTuple_GET_ITEM(last, 1))))
+        Py_RETURN_NONE;
+    PyObject *thresholds[2] = {SLOT(score, os[12]), SLOT(score, os[13])};
+    for (int i = 0; i < 2; i++) {
+        PyObject *t = thresholds[i];
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(t, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(t, 1)))
+            Py_RETURN_NONE;
+    }
+    pub.hn = PyTuple_GET_ITEM(thresholds[0], 0);
+    pub.hd = PyTuple_GET_ITEM(thresholds[0], 1);
+    pub.wn = PyTuple_GET_ITEM(thresholds[1], 0);
+    pub.wd = PyTuple_GET_ITEM(thresholds[1], 1);
+    Py_ssize_t n = PyList_GET_SIZE(args[1]);
+    PyObject *items = PyList_AsTuple(args[1]); /* a callback cannot change what is checked */
+    if (items == NULL)
+        return NULL;
+    long long *micros = PyMem_Malloc(sizeof(long long) * (size_t)(2 * n + 1));
+    if (micros == NULL) {
+        Py_DECREF(items);
+        return PyErr_NoMemory();
+    }
+    long long *horizons = micros + n; /* -SC_BOUND: none */
+    PyObject *result = NULL;
+    /* the batch */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i);
+        if (Py_TYPE(item) != (PyTypeObject *)cls[2])
+            goto unusual;
+        PyObject *decoded = SLOT(item, o[0]);
+        if (decoded == NULL || Py_TYPE(decoded) != (PyTypeObject *)cls[3] ||
+            SLOT(decoded, o[3]) != Py_None || SLOT(item, o[1]) == NULL ||
+            SLOT(decoded, o[4]) == NULL)
+            goto unusual;
+        PyObject *signal = SLOT(decoded, o[2]);
+        if (signal == NULL || Py_TYPE(signal) != (PyTypeObject *)cls[4] ||
+            SLOT(signal, o[9]) == NULL)
+            goto unusual;
+        if (!sc_micros(SLOT(signal, o[6]), &micros[i]) || micros[i] <= -SC_BOUND / 2 ||
+            micros[i] >= SC_BOUND / 2)
+            goto unusual;
+        PyObject *value = SLOT(signal, o[7]), *weight = SLOT(signal, o[8]);
+        if (value == NULL || !PyFloat_CheckExact(value) || !isfinite(PyFloat_AS_DOUBLE(value)))
+            goto unusual;
+        if (weight == NULL ||
+            (weight != Py_None &&
+             (!PyFloat_CheckExact(weight) || !isfinite(PyFloat_AS_DOUBLE(weight)) ||
+              PyFloat_AS_DOUBLE(weight) < 0)))
+            goto unusual;
+        horizons[i] = -SC_BOUND;
+        if (by_horizon) {
+            PyObject *horizon = SLOT(decoded, o[5]);
+            if (horizon == NULL)
+                goto unusual;
+            if (horizon != Py_None &&
+                (!sc_micros(horizon, &horizons[i]) || horizons[i] <= -SC_BOUND / 2 ||
+                 horizons[i] >= SC_BOUND / 2))
+                goto unusual;
+        }
+    }
+
+    /* the loop's locals (owned references) */
+    PyObject *heap = Py_NewRef(SLOT(score, os[1]));
+    PyObject *newest_ts = Py_NewRef(SLOT(score, os[3]));
+    PyObject *sum_v = Py_NewRef(SLOT(score, os[9])), *sum_w = Py_NewRef(SLOT(score, os[10])),
+             *sum_vw = Py_NewRef(SLOT(score, os[11]));
+    PyObject *last_num, *last_den;
+    if (last == Py_None) {
+        last_num = PyLong_FromLong(1);
+        last_den = PyLong_FromLong(0);
+    } else {
+        last_num = Py_NewRef(PyTuple_GET_ITEM(last, 0));
+        last_den = Py_NewRef(PyTuple_GET_ITEM(last, 1));
+    }
+    PyObject *pending = Py_NewRef(pending0); /* None, the held tuple or noted_mark */
+    PyObject *noted_at = NULL, *noted_sum_w = NULL, *noted_item = NULL;
+    Py_ssize_t noted_count = 0;
+    long noted_ew = 0;
+    PyObject *num = NULL, *den = NULL, *vn = NULL, *wn = NULL, *entry = NULL, *tmp = NULL;
+    PyObject *out = PyList_New(0), *error = NULL;
+    Py_ssize_t count = (Py_ssize_t)count_ll;
+    long ev = (long)ev_ll, ew = (long)ew_ll;
+    long long pending_tick = tick ? sc_floordiv(pending_at, tick) : 0;
+    if (out == NULL || last_num == NULL || last_den == NULL)
+        goto cleanup; /* (the exception set) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i);
+        PyObject *decoded = SLOT(item, o[0]);
+        PyObject *signal = decoded ? SLOT(decoded, o[2]) : NULL;
+        PyObject *at = signal ? SLOT(signal, o[6]) : NULL;
+        PyObject *value = signal ? SLOT(signal, o[7]) : NULL;
+        PyObject *weight = signal ? SLOT(signal, o[8]) : NULL;
+        if (at == NULL || value == NULL || weight == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "score_run: a record lost its fields");
+            goto failed;
+        }
+        long long ts = micros[i];
+        int changed = 0;
+        if (!has_newest || ts > newest - window) { /* else late: it changes nothing */
+            long we = 0, ve = 0;
+            wn = weight == Py_None ? PyLong_FromLong(1) : sc_dyadic(PyFloat_AS_DOUBLE(weight), &we);
+            if (wn == NULL || (vn = sc_dyadic(PyFloat_AS_DOUBLE(value), &ve)) == NULL)
+                goto failed;
+            if (ve > ev) {
+                if (sc_shift_in(&sum_v, ve - ev) < 0 || sc_shift_in(&sum_vw, ve - ev) < 0)
+                    goto failed;
+                ev = ve;
+            }
+            if (we > ew) {
+                if (sc_shift_in(&sum_w, we - ew) < 0 || sc_shift_in(&sum_vw, we - ew) < 0)
+                    goto failed;
+                ew = we;
+            }
+            if (sc_terms(&sum_v, &sum_w, &sum_vw, vn, ve, wn, we, ev, ew, 1) < 0)
+                goto failed;
+            count++;
+            /* heappush(heap, (ts, vn, ve, wn, we)) */
+            if ((entry = PyTuple_New(5)) == NULL)
+                goto failed;
+            PyTuple_SET_ITEM(entry, 1, vn);
+            PyTuple_SET_ITEM(entry, 3, wn);
+            vn = wn = NULL;
+            PyObject *e0 = PyLong_FromLongLong(ts), *e2 = PyLong_FromLong(ve),
+                     *e4 = PyLong_FromLong(we);
+            if (e0)
+                PyTuple_SET_ITEM(entry, 0, e0);
+            if (e2)
+                PyTuple_SET_ITEM(entry, 2, e2);
+            if (e4)
+                PyTuple_SET_ITEM(entry, 4, e4);
+            if (e0 == NULL || e2 == NULL || e4 == NULL || dedupe_push(heap, entry) < 0)
+                goto failed;
+            Py_CLEAR(entry);
+            if (!has_newest || ts > newest) {
+                newest = ts;
+                has_newest = 1;
+                Py_SETREF(newest_ts, Py_NewRef(at));
+                long long edge = ts - window;
+                /* while heap[0][0] <= edge: TenantScore._evict, inline */
+                for (;;) {
+                    if (PyList_GET_SIZE(heap) == 0) {
+                        PyErr_SetString(PyExc_IndexError, "list index out of range");
+                        goto failed;
+                    }
+                    PyObject *oldest = PyList_GET_ITEM(heap, 0);
+                    long long first;
+                    if (PyTuple_CheckExact(oldest) && PyTuple_GET_SIZE(oldest) == 5 &&
+                        sc_int(PyTuple_GET_ITEM(oldest, 0), SC_BOUND, &first)) {
+                        if (first > edge)
+                            break;
+                    } else {
+                        /* anything else: as Python compares it */
+                        PyObject *bound = PyLong_FromLongLong(edge);
+                        Py_INCREF(oldest);
+                        PyObject *head = bound ? PySequence_GetItem(oldest, 0) : NULL;
+                        Py_DECREF(oldest);
+                        int below = head ? PyObject_RichCompareBool(head, bound, Py_LE) : -1;
+                        Py_XDECREF(head);
+                        Py_XDECREF(bound);
+                        if (below < 0)
+                            goto failed;
+                        if (!below)
+                            break;
+                    }
+                    entry = dedupe_pop(heap);
+                    if (entry == NULL)
+                        goto failed;
+                    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 5) {
+                        PyErr_SetString(PyExc_ValueError, "score_run: a heap entry is not 5 ints");
+                        goto failed;
+                    }
+                    long pve, pwe;
+                    if (sc_exponent(PyTuple_GET_ITEM(entry, 2), &pve) < 0 ||
+                        sc_exponent(PyTuple_GET_ITEM(entry, 4), &pwe) < 0 ||
+                        sc_terms(&sum_v, &sum_w, &sum_vw, PyTuple_GET_ITEM(entry, 1), pve,
+                                 PyTuple_GET_ITEM(entry, 3), pwe, ev, ew, 0) < 0)
+                        goto failed;
+                    Py_CLEAR(entry);
+                    count--;
+                }
+            }
+            /* TenantScore._rational, inline */
+            int weighted = PyObject_IsTrue(sum_w);
+            if (weighted < 0)
+                goto failed;
+            if (weighted) {
+                num = Py_NewRef(sum_vw);
+                den = sc_shift(sum_w, ev);
+            } else {
+                num = Py_NewRef(sum_v);
+                tmp = PyLong_FromSsize_t(count);
+                den = tmp ? sc_shift(tmp, ev) : NULL;
+                Py_CLEAR(tmp);
+            }
+            if (den == NULL)
+                goto failed;
+            /* changed = num * last_den != last_num * den */
+            PyObject *a = PyNumber_Multiply(num, last_den);
+            PyObject *b = a ? PyNumber_Multiply(last_num, den) : NULL;
+            changed = b ? PyObject_RichCompareBool(a, b, Py_NE) : -1;
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            if (changed < 0)
+                goto failed;
+        }
+        if (pending != Py_None) {
+            /* W only grows: a tick it left is closed for good. */
+            if (!tick || sc_floordiv(newest, tick) > pending_tick) {
+                PyObject *made;
+                if (pending != noted_mark) {
+                    made = PyObject_CallFunctionObjArgs(build_held, pending, Py_None, NULL);
+                } else {
+                    made = sc_publish(&pub, noted_item, o, noted_at, noted_count, noted_sum_w,
+                                      noted_ew, last_num, last_den, seq);
+                }
+                int err = made ? PyList_Append(out, made) : -1;
+                Py_XDECREF(made);
+                if (err < 0)
+                    goto failed;
+                Py_SETREF(pending, Py_NewRef(Py_None));
+            }
+        }
+        if (changed) {
+            Py_SETREF(last_num, num);
+            Py_SETREF(last_den, den);
+            num = den = NULL;
+            seq++;
+            noted_item = item;
+            Py_XSETREF(noted_at, Py_NewRef(newest_ts));
+            Py_XSETREF(noted_sum_w, Py_NewRef(sum_w));
+            noted_count = count;
+            noted_ew = ew;
+            if (tick) {
+                Py_SETREF(pending, Py_NewRef(noted_mark));
+                pending_at = newest;
+                if (has_open && open_from > pending_at)
+                    pending_at = open_from; /* W's tick is closed: the first open one */
+                pending_tick = sc_floordiv(pending_at, tick);
+            } else {
+                PyObject *made = sc_publish(&pub, item, o, noted_at, noted_count, noted_sum_w,
+                                            noted_ew, last_num, last_den, seq);
+                int err = made ? PyList_Append(out, made) : -1;
+                Py_XDECREF(made);
+                if (err < 0)
+                    goto failed;
+            }
+        }
+        Py_CLEAR(num);
+        Py_CLEAR(den);
+        if (by_horizon && pending != Py_None && horizons[i] != -SC_BOUND) {
+            /* the end of a drift release: the open tick closes now, unless it is after the
+             * drift step's event time's */
+            if (pending_tick <= sc_floordiv(horizons[i], tick)) {
+                PyObject *made;
+                if (pending != noted_mark) {
+                    made = PyObject_CallFunctionObjArgs(build_held, pending, Py_None, NULL);
+                } else {
+                    made = sc_publish(&pub, noted_item, o, noted_at, noted_count, noted_sum_w,
+                                      noted_ew, last_num, last_den, seq);
+                }
+                int err = made ? PyList_Append(out, made) : -1;
+                Py_XDECREF(made);
+                if (err < 0)
+                    goto failed;
+                Py_SETREF(pending, Py_NewRef(Py_None));
+                open_from = (pending_tick + 1) * tick;
+                has_open = 1;
+            }
+        }
+    }
+    goto finish;
+failed:
+    /* an operation raised part-way: the locals as the Python loop's finally finds them */
+    {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (value != NULL && traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        error = value;
+        if (error == NULL)
+            error = Py_NewRef(PyExc_SystemError);
+    }
+finish:
+    {
+        PyObject *noted = Py_NewRef(Py_None);
+        if (pending == noted_mark)
+            Py_SETREF(noted,
+                      sc_noted(noted_item, o, noted_at, noted_count, noted_sum_w, noted_ew));
+        PyObject *newest_obj = has_newest ? PyLong_FromLongLong(newest) : Py_NewRef(Py_None);
+        PyObject *open_obj = has_open ? PyLong_FromLongLong(open_from) : Py_NewRef(Py_None);
+        if (noted != NULL && newest_obj != NULL && open_obj != NULL)
+            result = Py_BuildValue("(OOOOnLOOllOOOOOLO)", out, error ? error : Py_None,
+                                   newest_obj, newest_ts, count, seq, last_num, last_den, ev,
+                                   ew, sum_v, sum_w, sum_vw, pending, noted, pending_at,
+                                   open_obj);
+        Py_XDECREF(noted);
+        Py_XDECREF(newest_obj);
+        Py_XDECREF(open_obj);
+    }
+cleanup:
+    Py_XDECREF(error);
+    Py_XDECREF(out);
+    Py_XDECREF(heap);
+    Py_XDECREF(newest_ts);
+    Py_XDECREF(sum_v);
+    Py_XDECREF(sum_w);
+    Py_XDECREF(sum_vw);
+    Py_XDECREF(last_num);
+    Py_XDECREF(last_den);
+    Py_XDECREF(pending);
+    Py_XDECREF(noted_at);
+    Py_XDECREF(noted_sum_w);
+    Py_XDECREF(num);
+    Py_XDECREF(den);
+    Py_XDECREF(vn);
+    Py_XDECREF(wn);
+    Py_XDECREF(entry);
+    Py_XDECREF(tmp);
+    PyMem_Free(micros);
+    Py_DECREF(items);
+    return result;
+unusual:
+    PyMem_Free(micros);
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+#undef SC_BOUND
+#undef SC_EXPONENT
+
+/* === end of score ========================================================================= */
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -2014,6 +2756,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("drift's release: a record's copy with its horizon (operators.drift).")},
     {"validate_run", (PyCFunction)(void (*)(void))validate_run, METH_FASTCALL,
      PyDoc_STR("validate's step over a batch (operators.validate.validate_batch).")},
+    {"score_run", (PyCFunction)(void (*)(void))score_run, METH_FASTCALL,
+     PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
     {NULL, NULL, 0, NULL},
 };
 

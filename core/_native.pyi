@@ -87,3 +87,14 @@ def validate_run(
     refused: Callable[[Decoded, tuple[ReasonCode, str]], Rejected],
     /,
 ) -> list[Decoded | Rejected]: ...
+
+# score (operators/score.py TickScore.add): None where the C path does not take the batch;
+# else (changes, error, ...the Python loop's locals at its end: TickScore._store writes them).
+def score_run(
+    state: Any,
+    items: list[Tagged],
+    classes: tuple[type, type, type, type, type, type],
+    slots: tuple[Any, ...],
+    extras: tuple[Any, Any, tuple[str, ...], tuple[Any, ...], Callable[..., Any]],
+    /,
+) -> tuple[Any, ...] | None: ...

@@ -92,6 +92,7 @@ four times faster than :class:`fractions.Fraction` sums, which reduce a gcd at e
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import heapq
 import sys
@@ -106,8 +107,16 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import StatefulBatchLogic
 
-from core import metrics, tracing
-from core.records import Provenance, ScoreChange, Tagged, slot_maker
+from core import _native, metrics, tracing
+from core.records import (
+    Decoded,
+    Provenance,
+    ScoreChange,
+    Signal,
+    Tagged,
+    slot_descriptors,
+    slot_maker,
+)
 from core.settings import ScoreSettings
 from operators.batching import Runs, run_builder
 
@@ -476,6 +485,45 @@ class TickScore:
     def add(self, items: Iterable[Tagged]) -> list[ScoreChange]:
         """Take signals in order; the changes of the ticks they closed, oldest first.
 
+        In C where it takes the batch (``core/_native.c`` ``score_run``: :meth:`add_python`'s
+        loop and :func:`_score_change`, the same operations on the same objects, the state
+        written back here by :meth:`_store`), else :meth:`add_python`, the reference
+        (``tests/unit/test_score_native.py`` holds them equal, down to the pickles). It leaves
+        to Python a batch with a trace (or after a traced change still pending) and anything
+        unusual (``score_run``'s comment in ``core/_native.c``)."""
+        if not isinstance(items, list):
+            items = list(items)
+        got = _native.score_run(self, items, _NATIVE_CLASSES, _NATIVE_SLOTS, _NATIVE_EXTRAS)
+        if got is None:
+            return self.add_python(items)
+        out: list[ScoreChange] = got[0]
+        error, newest, newest_ts, count, seq, last_num, last_den, ev, ew = got[1:10]
+        sum_v, sum_w, sum_vw, pending, noted, pending_at, open_from = got[10:]
+        self._store(
+            newest,
+            newest_ts,
+            count,
+            seq,
+            last_num,
+            last_den,
+            ev,
+            ew,
+            sum_v,
+            sum_w,
+            sum_vw,
+            pending,
+            noted,
+            pending_at,
+            None,
+            open_from,
+        )
+        if error is not None:
+            raise error
+        return out
+
+    def add_python(self, items: Iterable[Tagged]) -> list[ScoreChange]:
+        """:meth:`add` in Python, the reference of its C path.
+
         One pass over ``items`` with :meth:`TenantScore.fold` inline (its reference): the
         window's exact sums, its heap and the last change are kept in locals for the loop, as
         is the pending change, and written back even if a signal raises (attribute reads and
@@ -622,35 +670,77 @@ class TickScore:
                         pending = pending_trace = None
                         open_from = (pending_tick + 1) * tick
         finally:
-            if seq != score._seq:  # (a change in this call: its status, once)
-                last = (last_num, last_den, score._status(last_num, last_den))
-            if pending is _NOTED:  # captured, as fold gives it
-                assert noted is not None and last is not None
-                tenant_id, provenance, provenance_id, noted_at, n, weight_n, weight_e = noted
-                assert noted_at is not None
-                status = last[2]
-                pending = (
-                    tenant_id,
-                    provenance,
-                    provenance_id,
-                    last_num,
-                    last_den,
-                    status,
-                    noted_at,
-                    n,
-                    weight_n,
-                    weight_e,
-                    seq,
-                )
-            score._newest, score._newest_ts = newest, newest_ts
-            score._count, score._seq, score._last = count, seq, last
-            score._ev, score._ew = ev, ew
-            score._sum_v, score._sum_w, score._sum_vw = sum_v, sum_w, sum_vw
-            self._pending, self._pending_at = pending, pending_at
-            self._pending_trace = pending_trace
-            if by_horizon:
-                self._open_from = open_from
+            self._store(
+                newest,
+                newest_ts,
+                count,
+                seq,
+                last_num,
+                last_den,
+                ev,
+                ew,
+                sum_v,
+                sum_w,
+                sum_vw,
+                pending,
+                noted,
+                pending_at,
+                pending_trace,
+                open_from,
+            )
         return out
+
+    def _store(
+        self,
+        newest: int | None,
+        newest_ts: datetime | None,
+        count: int,
+        seq: int,
+        last_num: int,
+        last_den: int,
+        ev: int,
+        ew: int,
+        sum_v: int,
+        sum_w: int,
+        sum_vw: int,
+        pending: Any,
+        noted: _Noted | None,
+        pending_at: int,
+        pending_trace: str | None,
+        open_from: int | None,
+    ) -> None:
+        """The state from :meth:`add`'s locals at the end of a call (or where a signal
+        raised): the pending change noted in the call captured, as ``fold`` gives it."""
+        score = self._score
+        last = score._last
+        if seq != score._seq:  # (a change in this call: its status, once)
+            last = (last_num, last_den, score._status(last_num, last_den))
+        if pending is _NOTED:  # captured, as fold gives it
+            assert noted is not None and last is not None
+            tenant_id, provenance, provenance_id, noted_at, n, weight_n, weight_e = noted
+            assert noted_at is not None
+            status = last[2]
+            pending = (
+                tenant_id,
+                provenance,
+                provenance_id,
+                last_num,
+                last_den,
+                status,
+                noted_at,
+                n,
+                weight_n,
+                weight_e,
+                seq,
+            )
+        score._newest, score._newest_ts = newest, newest_ts
+        score._count, score._seq, score._last = count, seq, last
+        score._ev, score._ew = ev, ew
+        score._sum_v, score._sum_w, score._sum_vw = sum_v, sum_w, sum_vw
+        self._pending, self._pending_at = pending, pending_at
+        self._pending_trace = pending_trace
+        if self._by_horizon and self._tick > 0:
+            self._open_from = open_from
 
     def flush(self) -> list[ScoreChange]:
         """The change of the open tick, if any (the end of a bounded input)."""
@@ -675,6 +765,55 @@ class TickScore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in TickScore.__slots__:
             setattr(self, name, state.get(name))
+
+
+#: What ``core/_native.c`` ``score_run`` reads, in its order: the classes, then the slots of
+#: TickScore, TenantScore, Tagged, Decoded and Signal it reads (member descriptors).
+_NATIVE_CLASSES = (TickScore, TenantScore, Tagged, Decoded, Signal, ScoreChange)
+_NATIVE_SLOTS = (
+    *(
+        TickScore.__dict__[name]
+        for name in (
+            "_by_horizon",
+            "_open_from",
+            "_pending",
+            "_pending_at",
+            "_pending_trace",
+            "_score",
+            "_tick",
+        )
+    ),
+    *(
+        TenantScore.__dict__[name]
+        for name in (
+            "_window",
+            "_heap",
+            "_newest",
+            "_newest_ts",
+            "_count",
+            "_seq",
+            "_last",
+            "_ev",
+            "_ew",
+            "_sum_v",
+            "_sum_w",
+            "_sum_vw",
+            "_healthy",
+            "_warn",
+        )
+    ),
+    Tagged.__dict__["decoded"],
+    Tagged.__dict__["provenance_id"],
+    Decoded.__dict__["signal"],
+    Decoded.__dict__["trace"],
+    Decoded.__dict__["provenance"],
+    Decoded.__dict__["horizon"],
+    Signal.__dict__["ts"],
+    Signal.__dict__["value"],
+    Signal.__dict__["weight"],
+    Signal.__dict__["tenant_id"],
+    *slot_descriptors(ScoreChange, (f.name for f in dataclasses.fields(ScoreChange))),
+)
 
 
 def _decimal(q: int, places: int) -> Decimal:
@@ -704,6 +843,16 @@ def _round_ratio(num: int, den: int, places: int) -> Decimal:
     if places == 2 and 0 <= q <= 100:
         return _TWO_PLACES[q]
     return _decimal(q, places)
+
+
+#: ``score_run``'s (``core/_native.c``) last argument: what builds the changes it publishes.
+_NATIVE_EXTRAS = (
+    _build,
+    _NOTED,
+    tuple(_STATUS_VALUE[status] for status in (Status.HEALTHY, Status.WARN, Status.CRITICAL)),
+    _TWO_PLACES,
+    _round_ratio,
+)
 
 
 def round_half_even(value: Fraction, places: int = 2) -> Decimal:
