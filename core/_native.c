@@ -7,7 +7,9 @@
  * section below.
  * dedupe_run: dedupe's batch check (operators/dedupe.py _dedupe_columns), its own section below.
  * psi_terms, ks_bound, cuts_below, with_horizon: the drift step's statistics and release
- * (operators/drift_stats.py, operators/drift.py), their own section below. Built with
+ * (operators/drift_stats.py, operators/drift.py), their own section below.
+ * score_run: the score step's loop and its publication (operators/score.py TickScore.add,
+ * reference add_python), its own section below. Built with
  * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
  * multiply-add (a -march build) would not.
  *
@@ -2764,7 +2766,7 @@ static PyMethodDef functions[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "core._native",
     "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop, "
-    "validate's step, dedupe's check, drift's statistics.",
+    "validate's step, dedupe's check, drift's statistics, score's loop.",
     -1, functions,
 };
 
