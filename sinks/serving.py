@@ -20,6 +20,7 @@ dead-letters to (:class:`~sinks.dlq.DeadLetterTarget`), not the whole settings.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +28,7 @@ import bytewax.operators as op
 from bytewax.operators import KeyedStream
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from core import tracing
 from core.records import ScoreChange, Tagged
 from core.retry import RetryPolicy, write_with_retry
 from core.settings import StoreSettings
@@ -177,6 +179,7 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         self._close = close
         self._dead_letter = dead_letters.for_sink(sink)
         self._policy = retry_policy(stores)
+        self._traced = tracing.enabled()
         self._pipeline = StorePipeline(
             sink,
             self._write_chunk,
@@ -186,6 +189,8 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         )
 
     def write_batch(self, values: list[T]) -> None:
+        if self._traced:
+            _put_spans(self._sink, values)
         self._pipeline.put(values)
 
     def snapshot(self) -> list[T]:
@@ -211,3 +216,18 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
             dead_letter=self._dead_letter,
             policy=self._policy,
         )
+
+
+def _put_spans(sink: str, values: Sequence[object]) -> None:
+    """A zero-length ``put <sink>`` span under each traced item handed to a store's pipeline:
+    where a trace's time after the drift decision splits into the flow's (the steps and
+    Bytewax's hand-over, up to here) and the store pipeline's (waiting for the writer thread,
+    then ``write <sink>``), as ``benchmarks/latency.py`` reports it."""
+    now = time.time_ns()
+    for item in values:
+        trace = tracing.trace_of(item)
+        if trace is not None:
+            attrs = tracing.item_attributes(item)
+            attrs["igflow.sink"] = sink
+            attrs["igflow.item"] = type(item).__name__
+            tracing.stage_span(f"put {sink}", trace, attrs, now)
