@@ -17,6 +17,10 @@
    ``--cooldown`` seconds: its Kafka append time (read back from the topic), its drift decision
    (the end of its ``drift`` span: the call that let it out) and each store's ack (the end of
    its ``write <store>`` span). Per store: p50/p95/p99 of ack - append and of ack - decision.
+   Where a serving store's time after the decision goes: until the worker handed the item to
+   the store's pipeline (its ``put <store>`` span, :mod:`sinks.serving`: the steps after drift
+   and Bytewax's hand-overs), then until the pipeline's writer thread started its write (the
+   queue), then the write.
 
 The serving stores (Redis, Postgres, the graph) are written a score change per tenant per
 ``score.tick_seconds`` of event time (the last of each tick), which carries the trace of the
@@ -180,6 +184,11 @@ def _latencies(
     writing: dict[str, list[float]] = defaultdict(list)
     held_by_tick: list[float] = []
     published_to_write: dict[str, list[float]] = defaultdict(list)
+    #: A serving store's time before its write starts, split where the item was handed to the
+    #: store's pipeline (its ``put <store>`` span, sinks/serving.py): the steps and Bytewax up
+    #: to it, the pipeline's queue after it.
+    to_put: dict[str, list[float]] = defaultdict(list)
+    queued: dict[str, list[float]] = defaultdict(list)
     decided: list[float] = []
     #: (append time, wait until the flow's decode step took it): the backlog, if any.
     consumed: list[tuple[float, float]] = []
@@ -210,6 +219,19 @@ def _latencies(
             writing[row].append((write.end_ns - write.start_ns) / 1e9)
             if published is not None and write.attributes.get("igflow.item") == "ScoreChange":
                 published_to_write[row].append((write.start_ns - published.end_ns) / 1e9)
+            put_name = "put " + write.name.removeprefix("write ")
+            put = next(
+                (
+                    s
+                    for s in trace
+                    if s.name == put_name
+                    and s.attributes.get("igflow.item") == write.attributes.get("igflow.item")
+                ),
+                None,
+            )
+            if put is not None:
+                to_put[row].append((put.end_ns - drift.end_ns) / 1e9)
+                queued[row].append((write.start_ns - put.end_ns) / 1e9)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in sorted(since_append):
         out[row] = {
@@ -220,6 +242,9 @@ def _latencies(
         }
         if published_to_write[row]:
             out[row]["publish_to_write_start"] = _quantiles(published_to_write[row])
+        if to_put[row]:
+            out[row]["decision_to_put"] = _quantiles(to_put[row])
+            out[row]["put_to_write_start"] = _quantiles(queued[row])
     if decided:
         out["(drift decision)"] = {"since_append": _quantiles(decided)}
     if held_by_tick:
@@ -375,13 +400,32 @@ def _print(result: dict[str, Any]) -> None:
         if w and t:
             line += f"   {w['p50']:>16.3f}s {w['p95']:>6.3f}s   {t['p50']:>8.3f}s {t['p95']:>6.3f}s"
         print(line)
+    split = {k: v for k, v in result["stores"].items() if "decision_to_put" in v}
+    if split:
+        print(
+            f"\n{'store':<22} {'decision→put p50':>17} {'p95':>7}   {'put→write start p50':>20}"
+            f" {'p95':>7}"
+        )
+        for store, row in split.items():
+            p, q = row["decision_to_put"], row["put_to_write_start"]
+            print(
+                f"{store:<22} {p['p50']:>16.3f}s {p['p95']:>6.3f}s   {q['p50']:>19.3f}s"
+                f" {q['p95']:>6.3f}s"
+            )
 
 
 def _medians(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per row and measure, the median over rounds of each round's p50 and p95."""
     out: dict[str, dict[str, float]] = {}
     for row in sorted({r for result in results for r in result["stores"]}):
-        for measure in ("since_append", "since_drift", "publish_to_write_start"):
+        for measure in (
+            "since_append",
+            "since_drift",
+            "publish_to_write_start",
+            "decision_to_put",
+            "put_to_write_start",
+            "write",
+        ):
             for q in ("p50", "p95"):
                 values = [
                     result["stores"][row][measure][q]

@@ -25,6 +25,13 @@ only if its offset is above the mark of its (tenant, topic, partition); the item
 reach the sink in offset order per partition. So an older change never overwrites a newer one,
 and a batch replayed after a crash or a timed-out write changes nothing and publishes nothing.
 
+Two lanes (:class:`~sinks.serving.PipelinedPartition` ``scores``): the score changes are written
+by a writer and connection of their own, beside the signals' (a tenant's changes are guarded by
+``seq`` and its signals by the offset marks, so no write orders one kind against the other), so
+a change does not wait for the chunk of signals being written when it came. Each kind keeps its
+order per tenant; across kinds there is no order any more: a tenant's score event may be
+published before the events of the signals that made it (the API coalesces each kind apart).
+
 Atomicity: one Lua script applies a whole batch (guards, writes, TTLs and ``PUBLISH``) in one
 round trip; Redis runs it without interleaving other commands, so no reader sees half a batch,
 and a retry of a batch whose reply was lost (a timeout) is a no-op. Redis does not roll back a
@@ -407,8 +414,9 @@ class RedisWriter:
 class RedisSink(ServingSink[ScoreChange | Tagged]):
     """Bytewax sink writing score changes and tagged signals to the Redis hot store.
 
-    Its partition has its own :class:`RedisWriter` on a writer thread
-    (:class:`~sinks.serving.PipelinedPartition`): items are written in chunks of
+    Its partition has two :class:`RedisWriter` on writer threads of their own, one for the
+    score changes, one for the signals (:class:`~sinks.serving.PipelinedPartition`, module
+    docstring): items are written in chunks of
     ``stores.batch_size``, each atomically with retries (``stores.retry_*``); a chunk that still
     fails goes to the DLQ topic as ``SINK_UNAVAILABLE`` and the flow goes on. Items of one tenant
     must arrive in offset order per Kafka partition (feed it with :func:`~sinks.serving.serve`
@@ -419,18 +427,32 @@ class RedisSink(ServingSink[ScoreChange | Tagged]):
         self, step_id: str, for_part: str, resume_state: list[ScoreChange | Tagged] | None
     ) -> PipelinedPartition[ScoreChange | Tagged]:
         stores = self._stores
-        writer = RedisWriter(
-            stores.redis_url,
-            stream_max=stores.redis_stream_max,
-            ttl_seconds=stores.redis_ttl_seconds,
-            key_prefix=stores.key_prefix,
-        )
+
+        def writer() -> RedisWriter:
+            return RedisWriter(
+                stores.redis_url,
+                stream_max=stores.redis_stream_max,
+                ttl_seconds=stores.redis_ttl_seconds,
+                key_prefix=stores.key_prefix,
+            )
+
+        signals, scores = writer(), writer()
+
+        def close() -> None:
+            try:
+                signals.close()
+            finally:
+                scores.close()
+
+        # The score changes on a lane of their own: a tenant's changes and its signals are
+        # guarded apart (``seq``, the offset marks), so neither waits for the other's writes.
         return PipelinedPartition(
             "redis",
-            writer,
+            signals,
             stores,
             self._dead_letters,
             transient=transient,
-            close=writer.close,
+            close=close,
             resume=resume_state,
+            scores=scores,
         )

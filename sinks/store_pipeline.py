@@ -19,6 +19,14 @@ sink partition returns it as its recovery snapshot, and a resumed partition puts
 (``pending``); the writes are idempotent, so an item written just before the crash and written
 again after it changes nothing.
 
+Lanes: a store whose items fall into kinds that no write orders against each other (Redis: a
+tenant's score changes, guarded by ``seq``, and its signals, guarded by offset marks) may give
+each kind a lane of its own (``lane_of``, one ``write`` per lane): one writer thread per lane,
+each first in first out as above, so a kind's items keep their order, and a score change put
+while a large chunk of signals is being written does not wait for that write. The bound is
+shared by the lanes (the items held by all of them), and :meth:`unacknowledged` holds every
+lane's items, lane after lane; a resumed pipeline sorts what it is handed back into its lanes.
+
 Errors: an exception escaping ``write`` (a permanent store error, or the DLQ unreachable) stops
 the thread; it is logged at once and raised, as :class:`StoreWriterFailed`, from the worker's
 next :meth:`put`, :meth:`unacknowledged` or :meth:`close`, so the flow stops (and resumes from
@@ -55,6 +63,9 @@ class StorePipeline(Generic[T]):
     ``write(chunk)`` is called on the writer thread with at most ``batch_size`` items; it returns
     once the chunk is acknowledged (or dead-lettered), and raises only for what must stop the
     flow. ``pending`` (a resumed partition's snapshot) is written first.
+
+    ``lanes`` (more writes, one per lane after the first) with ``lane_of`` (an item's lane: 0
+    for ``write``'s, ``i`` for ``lanes[i - 1]``): one writer thread per lane (module docstring).
     """
 
     def __init__(
@@ -65,15 +76,23 @@ class StorePipeline(Generic[T]):
         batch_size: int,
         max_in_flight: int,
         pending: Iterable[T] = (),
+        lanes: Sequence[Callable[[list[T]], None]] = (),
+        lane_of: Callable[[T], int] | None = None,
     ) -> None:
         if batch_size < 1 or max_in_flight < 1:
             msg = f"batch_size and max_in_flight must be >= 1, got {batch_size}, {max_in_flight}"
             raise ValueError(msg)
+        if bool(lanes) != (lane_of is not None):
+            msg = "lanes and lane_of go together"
+            raise ValueError(msg)
         self._name = name
-        self._write = write
+        self._writes = [write, *lanes]
+        self._lane_of = lane_of
         self._batch_size = batch_size
         self._limit = batch_size * max_in_flight
-        self._held: deque[T] = deque(pending)
+        self._lanes: list[deque[T]] = [deque() for _ in self._writes]
+        self._count = 0  # items held, every lane's
+        self._place(list(pending))
         self._cond = threading.Condition()
         self._closing = False
         self._error: BaseException | None = None
@@ -81,9 +100,18 @@ class StorePipeline(Generic[T]):
         self._raised = False
         self._pending_gauge = metrics.SINK_PENDING.labels(name)
         self._blocked = metrics.SINK_BLOCKED_SECONDS.labels(name)
-        self._pending_gauge.set(len(self._held))
-        self._thread = threading.Thread(target=self._run, name=f"igflow-store-{name}", daemon=True)
-        self._thread.start()
+        self._pending_gauge.set(self._count)
+        self._threads = [
+            threading.Thread(
+                target=self._run,
+                args=(lane,),
+                name=f"igflow-store-{name}" + (f"-{lane}" if lane else ""),
+                daemon=True,
+            )
+            for lane in range(len(self._writes))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def limit(self) -> int:
@@ -96,32 +124,45 @@ class StorePipeline(Generic[T]):
         with self._cond:
             while done < len(items):
                 self._raise_if_failed()
-                room = self._limit - len(self._held)
+                room = self._limit - self._count
                 if room <= 0:
                     start = time.perf_counter()
                     self._cond.wait()
                     self._blocked.inc(time.perf_counter() - start)
                     continue
-                self._held.extend(items[done : done + room])
+                self._place(items[done : done + room])
                 done += room
-                self._pending_gauge.set(len(self._held))
+                self._pending_gauge.set(self._count)
                 self._cond.notify_all()
 
+    def _place(self, items: Sequence[T]) -> None:
+        """``items`` onto their lanes, in order (under the lock, or before the threads start)."""
+        lane_of = self._lane_of
+        if lane_of is None:
+            self._lanes[0].extend(items)
+        else:
+            lanes = self._lanes
+            for item in items:
+                lanes[lane_of(item)].append(item)
+        self._count += len(items)
+
     def unacknowledged(self) -> list[T]:
-        """Every item put and not yet acknowledged, in order (the chunk being written too)."""
+        """Every item put and not yet acknowledged (the chunks being written too): each lane's
+        in order, lane after lane."""
         with self._cond:
             self._raise_if_failed()
-            return list(self._held)
+            return [item for held in self._lanes for item in held]
 
     def close(self) -> None:
-        """Write everything held, stop the thread; raises if the writer failed, unless that
+        """Write everything held, stop the threads; raises if a writer failed, unless that
         was raised on the worker already: the flow is failing with it, and Bytewax closes its
         sinks while it unwinds (a partition's ``Drop``), where a second exception is a panic
         within a panic and aborts the process (SIGABRT, no traceback: CI runs 35 and 37)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         with self._cond:
             if not self._raised:
                 self._raise_if_failed()
@@ -132,20 +173,23 @@ class StorePipeline(Generic[T]):
             msg = f"{self._name}: the store writer stopped: {self._error!r}"
             raise StoreWriterFailed(msg) from self._error
 
-    def _run(self) -> None:
+    def _run(self, lane: int) -> None:
+        held = self._lanes[lane]
+        write = self._writes[lane]
         try:
             while True:
                 with self._cond:
-                    while not self._held and not self._closing:
+                    while not held and not self._closing and self._error is None:
                         self._cond.wait()
-                    if not self._held:
-                        return  # closing, and everything was written
-                    chunk = list(itertools.islice(self._held, self._batch_size))
-                self._write(chunk)  # outside the lock: the worker keeps putting meanwhile
+                    if not held or self._error is not None:
+                        return  # closing and everything written, or another lane failed
+                    chunk = list(itertools.islice(held, self._batch_size))
+                write(chunk)  # outside the lock: the worker keeps putting meanwhile
                 with self._cond:
                     for _ in chunk:
-                        self._held.popleft()
-                    self._pending_gauge.set(len(self._held))
+                        held.popleft()
+                    self._count -= len(chunk)
+                    self._pending_gauge.set(self._count)
                     self._cond.notify_all()
         except BaseException as exc:  # surfaces on the worker; never a silently dead thread
             log.error(
@@ -155,5 +199,6 @@ class StorePipeline(Generic[T]):
                 extra={"op": f"sink.{self._name}"},
             )
             with self._cond:
-                self._error = exc
+                if self._error is None:
+                    self._error = exc
                 self._cond.notify_all()

@@ -34,6 +34,8 @@ WRITES = (
     "write graph",
     "write postgres",
 )
+#: When a serving store's pipeline was handed the item (sinks/serving.py), one per item written.
+PUTS = ("put redis", "put graph", "put postgres")
 PRODUCER = 4  # OTLP SpanKind
 
 
@@ -89,7 +91,8 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
             finish(igflow(settings, "run", **tracing_env))
             spans = receiver.wait_for(
                 lambda got: (
-                    {"publish", *STAGES, *WRITES} <= {s.name for s in got if s.trace_id == trace_id}
+                    {"publish", *STAGES, *WRITES, *PUTS}
+                    <= {s.name for s in got if s.trace_id == trace_id}
                 )
             )
 
@@ -100,7 +103,7 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
     assert len(headers) == 2
     ours = [s for s in spans if s.trace_id == trace_id]
     names = _by_name(ours)
-    assert set(names) == {"publish", *STAGES, PUBLISH, *WRITES}, sorted(names)
+    assert set(names) == {"publish", *STAGES, PUBLISH, *WRITES, *PUTS}, sorted(names)
     # Nothing else was traced: the untraced signal was sent an unsampled traceparent.
     assert {s.trace_id for s in spans} == {trace_id}
 
@@ -129,9 +132,12 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
         "write redis": ["ScoreChange", "Tagged"],
         "write graph": ["ScoreChange", "Tagged"],
         "write postgres": ["ScoreChange"],
+        "put redis": ["ScoreChange", "Tagged"],
+        "put graph": ["ScoreChange", "Tagged"],
+        "put postgres": ["ScoreChange"],
     }
     (landed,) = [r for r in lake_rows(settings) if r["signal_id"] == "traced-1"]
-    for name in (*STAGES[1:], PUBLISH, *WRITES):
+    for name in (*STAGES[1:], PUBLISH, *WRITES, *PUTS):
         for span in names[name]:
             assert span.parent_span_id == decode.span_id, name
             assert span.attributes["igflow.tenant_id"] == tenant, name
@@ -149,4 +155,14 @@ def test_one_signals_trace_runs_from_the_api_through_every_stage_to_every_store(
     for name in ("write redis", "write graph", "write postgres", "write lake.scores"):
         (write,) = [s for s in names[name] if s.attributes["igflow.item"] == "ScoreChange"]
         assert write.start_ns >= published.end_ns, name
+    # Each item reached its store's pipeline before its write started.
+    for name in PUTS:
+        for put in names[name]:
+            item = put.attributes["igflow.item"]
+            (write,) = [
+                s
+                for s in names[name.replace("put", "write")]
+                if s.attributes["igflow.item"] == item
+            ]
+            assert put.end_ns <= write.start_ns, (name, item)
     assert time.time_ns() >= max(s.end_ns for s in ours)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bytewax.operators as op
@@ -17,8 +17,11 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import KafkaSettings, StoreSettings
 from sinks.dlq import DeadLetterTarget
 from sinks.serving import PipelinedPartition, ServingSink
@@ -265,3 +268,198 @@ def test_what_a_paused_store_held_at_the_crash_is_written_after_the_resume(
     assert sorted(resumed.items) == sorted(items)
     for tenant in ("t0", "t1", "t2", "t3"):
         assert [i for i in resumed.items if i[0] == tenant] == [i for i in items if i[0] == tenant]
+
+
+# --- lanes: kinds of items no write orders against each other, each on its own thread -----------
+
+
+def _odd(item: Item) -> int:
+    """The lanes of these tests: odd numbers on lane 1, even on lane 0."""
+    return item[1] % 2
+
+
+def _laned(name: str, zero: GatedStore, one: GatedStore, **kw: object) -> StorePipeline[Item]:
+    return StorePipeline(name, zero.write, lanes=(one.write,), lane_of=_odd, **kw)  # type: ignore[arg-type]
+
+
+def test_a_lane_is_not_held_behind_another_lanes_write() -> None:
+    """The Redis score lane: a change put while a chunk of signals is being written is written
+    meanwhile, not after it."""
+    evens, odds = GatedStore(open_=False), GatedStore()
+    pipe = _laned("unit-lanes", evens, odds, batch_size=50, max_in_flight=4)
+    items = _items(40)
+    pipe.put(items[:20])
+    assert evens.entered.wait(5)  # lane 0 is writing its chunk, paused there
+    pipe.put(items[20:])
+    _wait(lambda: odds.items == [i for i in items if i[1] % 2])
+    assert evens.items == []
+    evens.gate.set()
+    pipe.close()
+    assert evens.items == [i for i in items if i[1] % 2 == 0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    puts=st.lists(st.integers(min_value=0, max_value=12), max_size=25),
+    batch_size=st.integers(min_value=1, max_value=6),
+    max_in_flight=st.integers(min_value=1, max_value=3),
+    pending=st.integers(min_value=0, max_value=9),
+)
+def test_each_lane_keeps_its_order_for_any_puts(
+    puts: list[int], batch_size: int, max_in_flight: int, pending: int
+) -> None:
+    evens, odds = GatedStore(), GatedStore()
+    items = _items(pending + sum(puts), tenants=2)
+    pipe = _laned(
+        "unit-lanes-order",
+        evens,
+        odds,
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        pending=items[:pending],
+    )
+    at = pending
+    for size in puts:
+        pipe.put(items[at : at + size])
+        at += size
+    pipe.close()
+    assert evens.items == [i for i in items if i[1] % 2 == 0]
+    assert odds.items == [i for i in items if i[1] % 2]
+    assert all(1 <= len(w) <= batch_size for w in evens.writes + odds.writes)
+
+
+def test_the_bound_is_shared_by_the_lanes() -> None:
+    evens, odds = GatedStore(open_=False), GatedStore(open_=False)
+    pipe = _laned("unit-lanes-bound", evens, odds, batch_size=5, max_in_flight=2)
+    pipe.put(_items(10))  # 5 on each lane: the bound of the pipeline, not of a lane
+    done = threading.Event()
+
+    def put_more() -> None:
+        pipe.put([("t0", 12)])  # lane 0's
+        done.set()
+
+    worker = threading.Thread(target=put_more)
+    worker.start()
+    assert not done.wait(0.3), "the lanes together hold the bound"
+    odds.gate.set()  # room made by the other lane lets it in
+    assert done.wait(5)
+    worker.join()
+    evens.gate.set()
+    pipe.close()
+    assert evens.items == [*[i for i in _items(10) if i[1] % 2 == 0], ("t0", 12)]
+
+
+def test_a_laned_snapshot_resumes_each_lane_in_its_order() -> None:
+    """The snapshot is every lane's items, lane after lane; a resumed pipeline sorts them back
+    (and a snapshot of a pipeline without lanes, its items interleaved, resumes the same way)."""
+    evens, odds = GatedStore(open_=False), GatedStore(open_=False)
+    items = _items(30)
+    pipe = _laned("unit-lanes-snap", evens, odds, batch_size=4, max_in_flight=10)
+    pipe.put(items)
+    assert evens.entered.wait(5) and odds.entered.wait(5)
+    snapshot = pipe.unacknowledged()
+    assert snapshot == [i for i in items if i[1] % 2 == 0] + [i for i in items if i[1] % 2]
+    evens.die()
+    odds.die()
+    pipe.close()
+    for held in (snapshot, items):  # laned, or an older partition's plain FIFO
+        again_evens, again_odds = GatedStore(), GatedStore()
+        resumed = _laned(
+            "unit-lanes-resume",
+            again_evens,
+            again_odds,
+            batch_size=4,
+            max_in_flight=2,
+            pending=held,
+        )
+        resumed.put([("t0", 31), ("t1", 32)])
+        resumed.close()
+        assert again_evens.items == [*[i for i in items if i[1] % 2 == 0], ("t1", 32)]
+        assert again_odds.items == [*[i for i in items if i[1] % 2], ("t0", 31)]
+
+
+def test_an_error_on_one_lane_stops_the_pipeline() -> None:
+    evens = GatedStore(open_=False)
+
+    def failing(batch: Sequence[Item]) -> None:
+        msg = "WRONGTYPE"
+        raise ValueError(msg)
+
+    pipe = StorePipeline(
+        "unit-lanes-error",
+        evens.write,
+        batch_size=5,
+        max_in_flight=4,
+        lanes=(failing,),
+        lane_of=_odd,
+    )
+    pipe.put(_items(6))
+    with pytest.raises(StoreWriterFailed) as raised:
+        _wait(lambda: pipe.unacknowledged() is None)
+    assert isinstance(raised.value.__cause__, ValueError)
+    evens.gate.set()
+    pipe.close()  # raised on the worker already; the other lane's thread has stopped too
+    assert all(not thread.is_alive() for thread in pipe._threads)
+
+
+def test_lanes_need_their_lane_of() -> None:
+    store = GatedStore()
+    with pytest.raises(ValueError, match="go together"):
+        StorePipeline(
+            "unit-lanes-bad", store.write, batch_size=1, max_in_flight=1, lanes=(store.write,)
+        )
+
+
+def test_a_partition_with_a_score_writer_writes_the_changes_on_their_own_lane() -> None:
+    """The Redis sink's partition: score changes to the second writer, everything else to the
+    first, each kind in the order it was put; the snapshot holds both kinds."""
+    signals, scores = GatedStore(open_=False), GatedStore()
+    part: PipelinedPartition[object] = PipelinedPartition(
+        "unit-score-lane",
+        signals,  # type: ignore[arg-type]
+        StoreSettings(batch_size=3, max_in_flight=10),
+        DeadLetterTarget.of(KafkaSettings()),
+        transient=lambda exc: False,
+        scores=scores,  # type: ignore[arg-type]
+    )
+    items: list[object] = [_signal(i) if i % 4 else _change(i) for i in range(1, 13)]
+    part.write_batch(items)
+    assert signals.entered.wait(5)
+    _wait(lambda: len(scores.items) == 3)  # not behind the paused signals
+    assert scores.items == [i for i in items if isinstance(i, ScoreChange)]
+    assert part.snapshot() == [i for i in items if not isinstance(i, ScoreChange)]
+    signals.gate.set()
+    part.close()
+    assert signals.items == [i for i in items if not isinstance(i, ScoreChange)]
+
+
+def test_the_redis_sink_gives_score_changes_a_lane_and_a_connection_of_their_own() -> None:
+    from sinks.redis import RedisSink
+
+    sink = RedisSink(StoreSettings(), DeadLetterTarget.of(KafkaSettings()))
+    part = sink.build_part("redis", "0", None)
+    try:
+        pipeline = part._pipeline
+        assert len(pipeline._threads) == 2
+        first, second = (w.args[0] for w in pipeline._writes)  # type: ignore[attr-defined]
+        assert first is not second  # a RedisWriter (its own client) per lane
+        assert pipeline._lane_of is not None
+        assert pipeline._lane_of(_change(1)) == 1
+        assert pipeline._lane_of(_signal(1)) == 0
+    finally:
+        part.close()
+
+
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _change(seq: int) -> ScoreChange:
+    return ScoreChange(
+        "t", 0.8, "HEALTHY", _T0, 1, 1.0, "prov", Provenance("topic", 0, seq, 1, "0" * 64), seq=seq
+    )
+
+
+def _signal(offset: int) -> Tagged:
+    sig = Signal("t", f"s-{offset}", "latency", 0.5, None, "src", _T0)
+    decoded = Decoded(sig, Provenance("topic", 0, offset, 1, "0" * 64))
+    return Tagged(decoded, PolicyTags("b", "standard-365d", "l", "US"), "p" * 64, "prov")

@@ -241,3 +241,34 @@ def test_untraced_records_pickle_as_before_and_traced_ones_keep_their_trace() ->
     signal = Signal("t1", "s", "latency", 0.5, None, "src", datetime(2026, 1, 1, tzinfo=UTC))
     decoded = Decoded(signal, Provenance("sig", 0, 1, 1, "h"), trace=SAMPLED)
     assert pickle.loads(pickle.dumps(decoded)).trace == SAMPLED
+
+
+def test_a_serving_store_records_when_a_traced_item_is_handed_to_its_pipeline(
+    receiver: OtlpReceiver,
+) -> None:
+    """``put <sink>``: when the worker handed the item to the store's pipeline, so a trace's
+    time after the drift decision splits into the flow's and the pipeline's queue
+    (``benchmarks/latency.py``); only traced items get one, before their ``write`` starts."""
+    from core.settings import KafkaSettings, StoreSettings
+    from sinks.dlq import DeadLetterTarget
+    from sinks.serving import PipelinedPartition
+
+    _on(receiver, 0.0)
+    written: list[ScoreChange] = []
+    part = PipelinedPartition(
+        "unit",
+        type("Writer", (), {"write": staticmethod(written.extend)})(),
+        StoreSettings(),
+        DeadLetterTarget.of(KafkaSettings()),
+        transient=lambda exc: False,
+    )
+    part.write_batch([_change(SAMPLED), _change()])
+    part.close()
+    assert len(written) == 2
+    tracing.flush()
+    spans = receiver.wait_for(lambda got: {"put unit", "write unit"} <= {s.name for s in got})
+    [put] = [s for s in spans if s.name == "put unit"]
+    [write] = [s for s in spans if s.name == "write unit"]
+    assert put.parent_span_id == SPAN
+    assert put.attributes["igflow.item"] == "ScoreChange"
+    assert put.end_ns <= write.start_ns
