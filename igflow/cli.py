@@ -12,14 +12,12 @@ import faulthandler
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core import logs
-from core.errors import IgflowError
 from core.settings import Settings
 from igflow.api_commands import register as register_api
 from igflow.dlq_commands import register as register_dlq
@@ -30,6 +28,7 @@ from igflow.probe_commands import register as register_probe
 from igflow.psi_commands import register as register_psi
 from igflow.quarantine_commands import register as register_quarantine
 from igflow.replay_commands import register as register_replay
+from igflow.reported import reported
 from igflow.residency_commands import register as register_residency
 from igflow.retention_commands import register as register_retention
 from igflow.serve_commands import register as register_serve
@@ -287,36 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
 
     return reported(args.command, call)
-
-
-def reported(command: str, call: Callable[[], int]) -> int:
-    """``call()``'s exit status, or an error's: 2 with its message for an
-    :class:`~core.errors.IgflowError`, 1 with the trace and then the igflow cause Bytewax
-    wrapped; anything else is raised."""
-    try:
-        return call()
-    except IgflowError as exc:
-        print(f"igflow {command}: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # Bytewax wraps a step's exception in its own; say the cause plainly, after the trace.
-        cause = _igflow_cause(exc)
-        if cause is None:
-            raise
-        traceback.print_exception(exc)
-        print(f"igflow {command}: {cause}", file=sys.stderr)
-        return 1
-
-
-def _igflow_cause(exc: BaseException) -> IgflowError | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, IgflowError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 if __name__ == "__main__":

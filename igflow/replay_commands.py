@@ -95,8 +95,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.processes is None:
         return _replay_one(args, settings, start, end, Cluster(args.process_id, addresses))
-    from igflow.cli import reported
     from igflow.local_cluster import run_forked
+    from igflow.reported import reported
 
     # The offsets' Kafka consumer is closed by now: nothing but the imports crosses the fork.
     return run_forked(
