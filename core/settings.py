@@ -362,6 +362,10 @@ class LakeSettings:
     snapshots_kept: CountOrZero = 64
     #: Commits between ledger checkpoints, each with a history file (sinks/ledger_format.py).
     checkpoint_every: Count = 32
+    #: After a commit, when a table's current snapshot lists more data manifests than this (one
+    #: per append), its appender rewrites them into few in a commit of its own
+    #: (sinks/lake_manifests.py): a commit's cost grows with the manifests listed. 0: never.
+    manifests_kept: CountOrZero = 32
 
 
 @_refuse_invalid
