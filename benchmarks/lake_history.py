@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/lake_history.py                      # 1,000 commits of 100 rows
     .venv/bin/python benchmarks/lake_history.py --commits 2000 --plot /tmp/history.png
     .venv/bin/python benchmarks/lake_history.py --kept 200          # expiring as it goes
+    .venv/bin/python benchmarks/lake_history.py --kept 64 --manifests 32   # and compacting
 
 Appends ``--commits`` batches of ``--rows`` signals (10 tenants, 4 partitions) one after another
 with :class:`~sinks.iceberg.IcebergAppender`, the flow's appender, to a new signals table in a
@@ -13,6 +14,8 @@ table (what a notebook's query pays for the manifests). With ``--merge`` the tab
 manifests (``commit.manifest-merge.enabled``). With ``--kept N`` the appender expires snapshots as
 the flow's does (``lake.snapshots_kept``; :mod:`sinks.ledger_history` keeps the history the
 replay plan and ``verify --from-history`` read): the line stays flat, the expiries included.
+With ``--manifests N`` it also rewrites the manifests into few once the current snapshot lists
+more than N (``lake.manifests_kept``; :mod:`sinks.lake_manifests`), the rewrites included.
 
 Why: every snapshot stays in the table metadata until it is expired, and pyiceberg reads, copies
 and writes that whole file at each commit (``update_table_metadata`` ends in a deep copy of it,
@@ -85,6 +88,12 @@ def main() -> None:
         default=0,
         help="the appender's snapshots_kept (lake.snapshots_kept): expire as it goes (0: never)",
     )
+    parser.add_argument(
+        "--manifests",
+        type=int,
+        default=0,
+        help="the appender's manifests_kept (lake.manifests_kept): compact as it goes (0: never)",
+    )
     args = parser.parse_args()
     if args.merge:
         iceberg._TABLE_PROPERTIES = {  # the benchmark's variant
@@ -104,7 +113,9 @@ def main() -> None:
             "bench", uri=f"sqlite:///{root}/catalog.db", warehouse=(root / "warehouse").as_uri()
         )
         table = ensure_table(catalog, "bench", SIGNALS)
-        appender = IcebergAppender(table, SIGNALS, snapshots_kept=args.kept)
+        appender = IcebergAppender(
+            table, SIGNALS, snapshots_kept=args.kept, manifests_kept=args.manifests
+        )
         cpu, wall = time.process_time(), time.perf_counter()
         for k in range(args.commits):
             appender.append(signals[k * args.rows : (k + 1) * args.rows])

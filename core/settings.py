@@ -348,7 +348,8 @@ class LakeSettings:
     #: (so at most this long after it; every lane's batch closes at the same instants and goes
     #: in one commit: operators/collect.py), whichever comes first (with more than one worker a
     #: process's workers share the append, which waits up to 0.1 s for them:
-    #: sinks/lake_group.py).
+    #: sinks/lake_group.py). 0.5 s nearly halves the lake's p95 latency but costs ~58% more flow
+    #: CPU at 2,000 events/s (four times the commits): DEVELOPERS.md "The lake's commit grid".
     batch_max_seconds: Duration = 2.0
     #: Attempts at a commit that lost an optimistic-concurrency race.
     commit_attempts: Count = 8
@@ -362,6 +363,10 @@ class LakeSettings:
     snapshots_kept: CountOrZero = 64
     #: Commits between ledger checkpoints, each with a history file (sinks/ledger_format.py).
     checkpoint_every: Count = 32
+    #: After a commit, when a table's current snapshot lists more data manifests than this (one
+    #: per append), its appender rewrites them into few in a commit of its own
+    #: (sinks/lake_manifests.py): a commit's cost grows with the manifests listed. 0: never.
+    manifests_kept: CountOrZero = 32
 
 
 @_refuse_invalid

@@ -242,6 +242,7 @@ def land(
         batch_rows=settings.lake.batch_max_rows,
         snapshots_kept=settings.lake.snapshots_kept,
         checkpoint_every=settings.lake.checkpoint_every,
+        manifests_kept=settings.lake.manifests_kept,
     )
     if plan is None:
         key = _lane_tenant(table.lane)

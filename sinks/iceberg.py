@@ -44,7 +44,9 @@ History: every snapshot kept makes a commit dearer (pyiceberg rewrites the whole
 each checkpoint also writes a history file holding the commits before it
 (:mod:`sinks.ledger_history`), and after a commit the appender expires the snapshots neither the
 ledger nor that chain needs once the table keeps more than ``snapshots_kept``
-(:meth:`IcebergAppender.expire`).
+(:meth:`IcebergAppender.expire`). Each append also adds a manifest that every later commit lists,
+so once the current snapshot lists more than ``manifests_kept`` the appender rewrites them into
+few in a commit of its own (:mod:`sinks.lake_manifests`, :meth:`IcebergAppender.compact`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from sinks import lake_write
 from sinks.group_offsets import GroupOffsets, GroupTarget, group_offsets
 from sinks.lake_batch import LakeBatch
 from sinks.lake_group import IN_FLIGHT, GroupCommit
+from sinks.lake_manifests import CompactResult, compact_manifests
 from sinks.lake_retention import ExpiryResult, expire_snapshots
 from sinks.lake_tables import TableDef
 from sinks.ledger_content import (
@@ -250,6 +253,7 @@ class IcebergAppender(Generic[T]):
         sealer: Sealer | None = None,
         settings: OutputSettings | None = None,
         snapshots_kept: int = 0,
+        manifests_kept: int = 0,
     ) -> None:
         """``topic_ids``: bind the ledger to the input topics' identities
         (:mod:`sinks.topic_identity`); ``content``: to the records at its marks
@@ -260,8 +264,11 @@ class IcebergAppender(Generic[T]):
         deciding settings the rows were computed with, named in every commit
         (:mod:`sinks.settings_record`; ``None``: none, as in tests of the lake alone).
         ``snapshots_kept``: after a commit, when the table keeps more snapshots than this, expire
-        those the ledger and the history chain do not need (:meth:`expire`; 0: never)."""
+        those the ledger and the history chain do not need (:meth:`expire`; 0: never).
+        ``manifests_kept``: after a commit, when the current snapshot lists more data manifests
+        than this, rewrite them into few (:meth:`compact`; 0: never)."""
         self._snapshots_kept = snapshots_kept
+        self._manifests_kept = manifests_kept
         self._settings = settings
         #: The record's SHA-256 once its file is written (once per appender).
         self._settings_sha: str | None = None
@@ -313,6 +320,39 @@ class IcebergAppender(Generic[T]):
             raise RetryableSinkError(msg) from gave_up.last
         if result.snapshot_id is not None:
             self.expire()
+            self.compact()
+        return result
+
+    def compact(self) -> CompactResult | None:
+        """When the current snapshot lists more than ``manifests_kept`` data manifests, rewrite
+        them into few in a ``replace`` commit (:func:`compact_manifests`: no data change, and
+        every reader of the lineage skips it). One attempt, as :meth:`expire`: a lost commit
+        race waits for the next commit; a failure is logged, never raised. ``None``: nothing to
+        do, or it failed."""
+        if not self._manifests_kept:
+            return None
+        try:
+            result = compact_manifests(self._table, self._manifests_kept)
+        except Exception as exc:  # a compaction never stops the flow
+            lost = isinstance(exc, CommitFailedException)
+            log.log(
+                logging.INFO if lost else logging.WARNING,
+                "manifest compaction on %s %s (tried again after the next commit): %s",
+                self._def.name,
+                "lost a commit race" if lost else "failed",
+                exc,
+                extra={"op": "lake.compact_failed", "table": self._def.name},
+            )
+            return None
+        if result is not None:
+            log.info(
+                "rewrote the %d manifests of %s into %d (%d entries)",
+                result.before,
+                self._def.name,
+                result.after,
+                result.entries,
+                extra={"op": "lake.compact", "table": self._def.name},
+            )
         return result
 
     def expire(self) -> ExpiryResult | None:
@@ -564,6 +604,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         batch_rows: int = 1,
         snapshots_kept: int = 0,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        manifests_kept: int = 0,
     ) -> None:
         """``workers``: the process's workers, whose batches an append waits for
         (:mod:`sinks.lake_group`); ``in_flight``: the batches of ``batch_rows`` rows the
@@ -574,8 +615,10 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
         (:mod:`sinks.ledger_content`). ``sealer``: seal the sensitive columns. ``settings``: the
         deciding settings, named in every commit (:mod:`sinks.settings_record`). ``catalog``:
         the catalog to share (``catalog_name`` and ``catalog_properties`` are then its own).
-        ``snapshots_kept``, ``checkpoint_every``: the appender's (:class:`IcebergAppender`)."""
+        ``snapshots_kept``, ``checkpoint_every``, ``manifests_kept``: the appender's
+        (:class:`IcebergAppender`)."""
         self._snapshots_kept = snapshots_kept
+        self._manifests_kept = manifests_kept
         self._checkpoint_every = checkpoint_every
         self._settings = settings
         self._catalog = catalog or CatalogOnce(catalog_name, dict(catalog_properties))
@@ -614,6 +657,7 @@ class IcebergSink(DynamicSink[tuple[str, list[T]]]):
             settings=self._settings,
             snapshots_kept=self._snapshots_kept,
             checkpoint_every=self._checkpoint_every,
+            manifests_kept=self._manifests_kept,
         )
         group = group_offsets(self._group) if self._group is not None else None
         return _IcebergPartition(

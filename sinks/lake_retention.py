@@ -55,11 +55,13 @@ from pyiceberg.expressions.literals import literal
 from pyiceberg.manifest import ManifestFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
+from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from core.digest import GroupDigest, GroupKey, digest_arrow, dump_summary, parse_summary
 from core.errors import RetryableSinkError
 from core.retention import Cutoffs, cutoffs
 from core.retry import RetriesExhausted, RetryPolicy, retrying
+from sinks.lake_write import transaction
 from sinks.ledger_format import (
     CHECKPOINT_KEY,
     DELTA_KEY,
@@ -379,16 +381,27 @@ def _only(table: Table, doomed: Sequence[Snapshot], kept: Sequence[Snapshot]) ->
     """The files the ``doomed`` snapshots reference and the ``kept`` ones do not: manifest
     lists, manifests and live data files. Each manifest is read once, and the data files only
     when some manifest is the doomed snapshots' alone (an append-only table's fast appends
-    share theirs with the kept snapshots: then none is read)."""
+    share theirs with the kept snapshots: then none is read); then of the kept manifests only
+    those that may hold one of their files: written at or after the oldest data sequence number
+    in them (a manifest lists only files added before it; a manifest compaction,
+    :mod:`sinks.lake_manifests`, rewrites the newest ones, so the table's other manifests are
+    not read at every expiry)."""
     out = {s.manifest_list for s in doomed} - {s.manifest_list for s in kept}
     theirs, ours = _manifests(table, doomed), _manifests(table, kept)
     only = set(theirs) - set(ours)
     if only:
         out |= only
-        out |= _data_files(table, (theirs[p] for p in sorted(only))) - _data_files(
-            table, ours.values()
-        )
+        oldest = min(theirs[p].min_sequence_number for p in only)
+        maybe = [m for m in ours.values() if m.sequence_number >= oldest]
+        out |= _data_files(table, (theirs[p] for p in sorted(only))) - _data_files(table, maybe)
     return out
+
+
+def _expiry(table: Table) -> ExpireSnapshots:
+    """pyiceberg's expiry (``table.maintenance.expire_snapshots()``) on a transaction that
+    computes the table's metadata once (:func:`sinks.lake_write.transaction`), not twice per
+    expired id (``by_id`` reads it, a deep copy of the whole metadata each time)."""
+    return ExpireSnapshots(transaction(table, autocommit=True))
 
 
 def expire_snapshots(
@@ -414,7 +427,7 @@ def expire_snapshots(
         ids = {s.snapshot_id for s in doomed}
         kept = [s for s in snapshots if s.snapshot_id not in ids]
         candidates = _only(table, doomed, kept)
-        table.maintenance.expire_snapshots().by_ids(sorted(ids)).commit()
+        _expiry(table).by_ids(sorted(ids)).commit()
         return ExpiryResult(tuple(sorted(ids)), len(kept), 0), candidates
 
     result, candidates = _retry(attempt_once, attempts, f"snapshot expiry on {table.name()}")

@@ -447,6 +447,12 @@ def _files_key(metadata: TableMetadata, downcast: bool) -> tuple[object, ...]:
     )
 
 
+def transaction(table: Table, *, autocommit: bool = False) -> Transaction:
+    """A transaction on ``table`` whose ``table_metadata`` is computed once per state
+    (:class:`_Transaction`): for the maintenance commits (expiry, manifest compaction) too."""
+    return _Transaction(table, autocommit=autocommit)
+
+
 class _Transaction(Transaction):
     """pyiceberg's transaction, its ``table_metadata`` computed once per state.
 

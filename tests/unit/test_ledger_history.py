@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from pyiceberg.table.maintenance import MaintenanceTable
 from pyiceberg.table.snapshots import ancestors_of
 
 import sinks.iceberg as iceberg
 from core.records import Tagged
 from replay.verify import HistoryUnavailable, digest_history, digest_table
+from sinks import lake_retention
 from sinks.iceberg import IcebergAppender, ensure_table, ledger
 from sinks.lake_plan import CommitPlan
 from sinks.lake_tables import SIGNALS
@@ -307,17 +307,17 @@ def test_an_expiry_racing_an_append_or_losing_a_race_stays_exact(
     other = IcebergAppender(_fresh(catalog), SIGNALS, checkpoint_every=1000)
     for n in range(3):
         appender.append([_item(0, n, "tenant-00")])
-    real = MaintenanceTable.expire_snapshots
+    real = lake_retention._expiry
     calls: list[int] = []
 
-    def raced(self: MaintenanceTable) -> Any:
+    def raced(table: Table) -> Any:
         calls.append(1)
         if len(calls) == 1:
             other.append([_item(1, 0, "tenant-01")])  # between the expiry's read and commit
-            return real(self)
+            return real(table)
         raise CommitFailedException("another writer won")
 
-    monkeypatch.setattr(MaintenanceTable, "expire_snapshots", raced)
+    monkeypatch.setattr(lake_retention, "_expiry", raced)
     appender.append([_item(0, 3, "tenant-00")])
     fresh = _fresh(catalog)
     assert len(fresh.metadata.snapshots) == 2  # the 4th (chained) and the other's
@@ -330,7 +330,7 @@ def test_an_expiry_racing_an_append_or_losing_a_race_stays_exact(
     assert "lost a commit race" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(_fresh(catalog).metadata.snapshots) == 5  # nothing expired
-    monkeypatch.setattr(MaintenanceTable, "expire_snapshots", real)
+    monkeypatch.setattr(lake_retention, "_expiry", real)
     appender.append([_item(0, 7, "tenant-00")])
     fresh = _fresh(catalog)
     assert len(fresh.metadata.snapshots) < 6
