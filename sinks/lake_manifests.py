@@ -7,10 +7,12 @@ on every append (``commit.manifest-merge.enabled``) bounds them but rewrites at 
 a short run's commits cost twice as much. Instead, after a commit, when the current snapshot
 lists more than ``lake.manifests_kept`` data manifests, the appender
 (:meth:`sinks.iceberg.IcebergAppender.compact`) rewrites them in a commit of its own
-(:func:`compact_manifests`): the manifests are packed, oldest first, into bins of the table's
-manifest target size (``commit.manifest.target-size-bytes``, 8 MiB, as pyiceberg's merge packs
-them), and each bin of more than one manifest becomes one manifest of the same entries, marked
-*existing* with their snapshot ids and sequence numbers. A full bin is left alone, so one
+(:func:`compact_manifests`): the manifests of the lowest size tier (by live files: 1-7, 8-63,
+64-511, ...) that holds two or more are packed, oldest first, into bins of the table's manifest
+target size (``commit.manifest.target-size-bytes``, 8 MiB, as pyiceberg's merge packs them), and
+each bin of more than one manifest becomes one manifest of the same entries, marked *existing*
+with their snapshot ids and sequence numbers (:func:`_bins`: so a data file is rewritten about
+once per tier it climbs, not at every compaction). A full manifest is left alone, so one
 compaction rewrites at most a bin's worth of entries (a table of ten thousand appends is a few
 manifests, and their number grows by one per 8 MiB of manifests).
 
