@@ -87,6 +87,20 @@ small batch or two of a drift (9 values each at 0.25 values/s) can pass, outvote
 window, before the drifted values dominate the pool. A larger ``batch_seconds`` buys the old
 power back at the cost of latency.
 
+A shorter hold was measured and not adopted (``benchmarks/drift_hold.py --batch-seconds 0.5
+0.25 --trials 5``, the test's streams and seed, 150 / 150 / 50 trials): at 0.25 s a batch of a
+busy type holds ~31 values, below ``min_batch_size``, so it too is judged through its window,
+and the test's promises no longer hold at 25 values/s: +0.2 held 97.4 % (0.5 s: 98.8 %; the
+test asks 98 %), +0.05 9.5 % (17.1 %; the test asks 12 %); at 125 values/s the workload's
+transform and +0.2 99.1 / 99.4 % (100 / 100 %), let through up to 42 values (19); clean held
+0.007 / 0.051 / 0.108 % (0.037 / 0.036 / 0.108 %), +0.05 at 125 values/s 38.1 % (36.2 %).
+0.35 s is no better at 25 values/s (30 trials: +0.2 97.2 %, +0.05 8.9 %). What 0.25 s would
+buy: the decision p50/p95 0.16/0.28-0.36 s after append against 0.29/0.53 s
+(``benchmarks/latency.py --rate 2000 --sinks redis,postgres --env
+IGFLOW_DRIFT_BATCH_SECONDS=...``, two alternating rounds each); the step's CPU is the same
+within the noise (``benchmarks/stages.py --stages-only --step-ms 2``: drift[batch] 0.91 /
+1.21 µs a signal against 0.91 / 1.24).
+
 Wall clock: only the Bytewax wrapper reads it, to flush an idle tenant after
 ``idle_flush_seconds`` (tail mode). That is the one place where the wall clock can shape a batch
 boundary; a bounded run disables it and decides open batches at the end of its input.

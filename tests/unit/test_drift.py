@@ -683,16 +683,22 @@ def leaked(held: Sequence[bool]) -> int:
 
 
 def rates(
-    per_second: float, clean_s: float, drift_s: float, shift: Callable[[float], float], trials: int
+    per_second: float,
+    clean_s: float,
+    drift_s: float,
+    shift: Callable[[float], float],
+    trials: int,
+    settings: DriftSettings | None = None,
 ) -> tuple[float, float, int]:
     """Over ``trials`` streams: the share of clean records quarantined, the share of drifted
     records quarantined after the drift's first second, and the most drifted records let
-    through before the first one was quarantined."""
+    through before the first one was quarantined (``benchmarks/drift_hold.py`` runs it at other
+    ``settings``)."""
     rng = random.Random(11)
     clean_held = clean_n = drift_held = drift_n = worst = 0
     skip = max(1, int(per_second))
     for _ in range(trials):
-        clean, drifted = rate_stream(rng, per_second, clean_s, drift_s, shift)
+        clean, drifted = rate_stream(rng, per_second, clean_s, drift_s, shift, settings)
         clean_held += sum(clean)
         clean_n += len(clean)
         drift_held += sum(drifted[skip:])

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 
 from core.errors import IgflowError
 from core.records import RawRecord
-from sources.kafka import _Partition
+from sources.epoch_phase import SNAPSHOT_LAG_S
+from sources.kafka import _EMPTY_WAIT_S, _Partition
 
 
 def _part(*, bounded: bool, end: int | None) -> _Partition:
@@ -189,3 +190,73 @@ def test_the_c_loop_keeps_nothing() -> None:
     finally:
         tracemalloc.stop()
         part.close()
+
+
+class _HeldConsumer:
+    """A consumer whose fetched messages are ``held`` and whose next ones are ``coming``: a
+    call that waits (a timeout above 0) finds them arrived. Records each call and its wait."""
+
+    def __init__(self, held: list[Message], coming: list[Message]) -> None:
+        self.held, self.coming = list(held), list(coming)
+        self.calls: list[tuple[str, int, float]] = []
+
+    def _wait(self, want: int, timeout: float) -> None:
+        if timeout > 0 and len(self.held) < want:
+            self.held += self.coming
+            self.coming = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        self.calls.append(("consume", num_messages, timeout))
+        self._wait(num_messages, timeout)
+        taken, self.held = self.held[:num_messages], self.held[num_messages:]
+        return taken
+
+    def poll(self, timeout: float) -> Message | None:
+        self.calls.append(("poll", 1, timeout))
+        self._wait(1, timeout)
+        return self.held.pop(0) if self.held else None
+
+    def close(self) -> None:
+        pass
+
+
+def _msgs(offsets: range) -> list[Message]:
+    return [Message(topic="t", partition=3, offset=o, value=b"v") for o in offsets]
+
+
+@pytest.mark.parametrize(("held", "coming"), [(3, 5), (10, 0), (12, 4), (1, 0)])
+def test_a_partition_holding_messages_is_read_without_waiting(held: int, coming: int) -> None:
+    """Fewer than a batch held (the common case below 1,000 records a poll) used to wait out the
+    whole 10 ms of ``consume(batch, 0.01)`` on every partition in turn; now nothing waits."""
+    part = _part(bounded=False, end=None)
+    real = part._consumer
+    fake = _HeldConsumer(_msgs(range(held)), _msgs(range(held, held + coming)))
+    part._consumer = fake  # type: ignore[assignment]
+    try:
+        batch = part.next_batch()
+        assert [r.offset for r in batch] == list(range(min(held, 10)))
+        assert all(timeout == 0 for _call, _n, timeout in fake.calls)
+        assert fake.calls == [("consume", 10, 0)]
+        assert part.next_awake() is None  # not idle: polled again at once
+    finally:
+        real.close()
+
+
+@pytest.mark.parametrize("coming", [0, 1, 4, 9, 15])
+def test_an_empty_partition_waits_for_its_first_message_only(coming: int) -> None:
+    """Nothing held: one short wait for the first message (``poll`` returns at it), then what
+    came with it, up to the batch; nothing at all: an idle partition, polled again later."""
+    part = _part(bounded=False, end=None)
+    real = part._consumer
+    fake = _HeldConsumer([], _msgs(range(coming)))
+    part._consumer = fake  # type: ignore[assignment]
+    try:
+        batch = part.next_batch()
+        assert [r.offset for r in batch] == list(range(min(coming, 10)))
+        assert fake.calls[:2] == [("consume", 10, 0), ("poll", 1, _EMPTY_WAIT_S)]
+        assert 0 < _EMPTY_WAIT_S <= SNAPSHOT_LAG_S / 2
+        assert fake.calls[2:] == ([("consume", 9, 0)] if coming else [])
+        assert (part.next_awake() is None) == bool(coming)
+        assert part._next == (min(coming, 10) if coming else 0)
+    finally:
+        real.close()
