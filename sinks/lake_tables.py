@@ -311,6 +311,15 @@ def provenance_values(p: Provenance) -> tuple[str, int, int, int, str]:
     return (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash)
 
 
+#: The fields of a :class:`Provenance` its columns hold, in their order.
+_PROVENANCE_NAMES = ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
+
+
+def _slots(*steps: tuple[type[Any], str]) -> tuple[Any, ...]:
+    """A ``TableDef.slot_paths`` entry: the ``__slots__`` descriptor of each (class, field)."""
+    return tuple(cls.__dict__[name] for cls, name in steps)
+
+
 def _empty_columns(schema: Schema) -> list[list[Any]]:
     return [[] for _ in schema.fields]
 
@@ -422,17 +431,17 @@ SIGNALS: TableDef[Tagged] = TableDef(
     tenant_column="tenant_id",
     slot_paths=(
         *(
-            (Tagged.decoded, Decoded.signal, getattr(Signal, name))
+            _slots((Tagged, "decoded"), (Decoded, "signal"), (Signal, name))
             for name in ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts")
         ),
         *(
-            (Tagged.decoded, Decoded.provenance, getattr(Provenance, name))
-            for name in ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
+            _slots((Tagged, "decoded"), (Decoded, "provenance"), (Provenance, name))
+            for name in _PROVENANCE_NAMES
         ),
-        (Tagged.provenance_id,),
-        (Tagged.policy_version,),
+        _slots((Tagged, "provenance_id")),
+        _slots((Tagged, "policy_version")),
         *(
-            (Tagged.tags, getattr(PolicyTags, name))
+            _slots((Tagged, "tags"), (PolicyTags, name))
             for name in ("purpose", "retention", "license", "residency")
         ),
     ),
@@ -520,7 +529,7 @@ SCORES: TableDef[ScoreChange] = TableDef(
     tenant_column="tenant_id",
     slot_paths=(
         *(
-            (getattr(ScoreChange, name),)
+            _slots((ScoreChange, name))
             for name in (
                 "tenant_id",
                 "score",
@@ -531,12 +540,9 @@ SCORES: TableDef[ScoreChange] = TableDef(
                 "provenance_id",
             )
         ),
-        *(
-            (ScoreChange.provenance, getattr(Provenance, name))
-            for name in ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
-        ),
-        (ScoreChange.score_2dp,),
-        (ScoreChange.seq,),
+        *(_slots((ScoreChange, "provenance"), (Provenance, name)) for name in _PROVENANCE_NAMES),
+        _slots((ScoreChange, "score_2dp")),
+        _slots((ScoreChange, "seq")),
     ),
 )
 
