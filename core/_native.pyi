@@ -98,3 +98,9 @@ def score_run(
     extras: tuple[Any, Any, tuple[str, ...], tuple[Any, ...], Callable[..., Any]],
     /,
 ) -> tuple[Any, ...] | None: ...
+
+# lake arrow (sinks/lake_tables.py TableDef.to_arrow): per column of plan ((slot descriptors,
+# kind[, Decimal, precision, scale]), ...), its Arrow buffers (kind 0: (offsets, data);
+# 1: (validity | None, data, nulls); 2, 3, 4, 6: data; 5: the values), or None where the
+# reference must build the batch.
+def lake_columns(items: list[Any], plan: tuple[tuple[Any, ...], ...], /) -> list[Any] | None: ...

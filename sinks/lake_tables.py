@@ -17,6 +17,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from itertools import repeat
 from operator import attrgetter, sub
 from typing import Any, Generic, TypeVar
@@ -37,13 +38,17 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from core import _native
 from core.records import (
+    Decoded,
     DeconflictionResult,
+    PolicyTags,
     Provenance,
     Quarantined,
     RawRecord,
     Rejected,
     ScoreChange,
+    Signal,
     Tagged,
     input_hash,
 )
@@ -107,6 +112,20 @@ class TableDef(Generic[T]):
     lane_column: tuple[str, str] | None = None
     #: The column holding ``tenant(item)`` for every item, if one does.
     tenant_column: str | None = None
+    #: Per column, the ``__slots__`` descriptors leading from an item to its value (``columns``'
+    #: reads): ``core._native.lake_columns`` then builds the batch's Arrow buffers in C.
+    #: ``None``: ``columns`` and :func:`column_array` always (the reference).
+    slot_paths: tuple[tuple[Any, ...], ...] | None = None
+
+    @functools.cached_property
+    def native_plan(self) -> tuple[tuple[Any, ...], ...] | None:
+        """``slot_paths`` with each column's kind (``lake_columns``' argument), or ``None``."""
+        if self.slot_paths is None:
+            return None
+        return tuple(
+            _native_entry(path, f.type)
+            for path, f in zip(self.slot_paths, self.arrow_schema, strict=True)
+        )
 
     @functools.cached_property
     def arrow_schema(self) -> pa.Schema:
@@ -122,6 +141,24 @@ class TableDef(Generic[T]):
         ``sealer``, the sensitive columns sealed with each item's tenant keys."""
         if self.columns is None or not self.columnar(sealer):
             return self.rows_to_arrow(items, sealer)
+        plan = self.native_plan
+        if plan is not None and type(items) is list:
+            built = _native.lake_columns(items, plan)
+            if built is not None:
+                n, arrow_schema = len(items), self.arrow_schema
+                return pa.Table.from_arrays(
+                    [
+                        _native_array(b, f.type, n, entry[1])
+                        for b, f, entry in zip(built, arrow_schema, plan, strict=True)
+                    ],
+                    schema=arrow_schema,
+                )
+        return self.python_to_arrow(items)
+
+    def python_to_arrow(self, items: Sequence[T]) -> pa.Table:
+        """:meth:`to_arrow` from ``columns`` and :func:`column_array`, without a sealer: the
+        reference of ``core._native.lake_columns``' path (and the path of what it refuses)."""
+        assert self.columns is not None
         arrow_schema = self.arrow_schema
         return pa.Table.from_arrays(
             [
@@ -191,6 +228,53 @@ def column_array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
+#: ``core._native.lake_columns``' column kinds.
+_STRING, _DOUBLE, _INT64, _INT32, _TIMESTAMP, _OBJECT, _DECIMAL = range(7)
+
+
+def _native_entry(path: tuple[Any, ...], kind: pa.DataType) -> tuple[Any, ...]:
+    """The ``lake_columns`` plan entry of a column of Arrow type ``kind``."""
+    native = _native_kind(kind)
+    if native == _DECIMAL:
+        return (path, native, Decimal, kind.precision, kind.scale)
+    return (path, native)
+
+
+def _native_kind(kind: pa.DataType) -> int:
+    """The ``lake_columns`` kind of a column of Arrow type ``kind``: how C fills its buffers
+    (a UTC timestamp in µs from ``datetime.UTC`` datetimes), or ``_OBJECT`` (the values, which
+    :func:`column_array` converts)."""
+    if pa.types.is_decimal128(kind) and kind.precision <= 18:
+        return _DECIMAL
+    if pa.types.is_large_string(kind):
+        return _STRING
+    if pa.types.is_float64(kind):
+        return _DOUBLE
+    if pa.types.is_int64(kind):
+        return _INT64
+    if pa.types.is_int32(kind):
+        return _INT32
+    if pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz in {"UTC", "+00:00"}:
+        return _TIMESTAMP
+    return _OBJECT
+
+
+def _native_array(built: Any, kind: pa.DataType, n: int, native_kind: int) -> pa.Array:
+    """The Arrow array of one column of ``lake_columns``' result (``n`` values of Arrow type
+    ``kind``): what :func:`column_array` gives for the same values (``tests/unit/
+    test_lake_arrow_native.py``)."""
+    if native_kind == _STRING:
+        offsets, data = built
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    if native_kind == _DOUBLE:
+        valid, data, nulls = built
+        validity = None if valid is None else pa.py_buffer(valid)
+        return pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(data)], null_count=nulls)
+    if native_kind == _OBJECT:
+        return column_array(built, kind)
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(built)])
+
+
 def provenance_fields(
     first_id: int, *, schema_version_required: bool = True, documented: bool = False
 ) -> tuple[NestedField, ...]:
@@ -225,6 +309,15 @@ def provenance_fields(
 def provenance_values(p: Provenance) -> tuple[str, int, int, int, str]:
     """The values of the provenance columns (:func:`provenance_fields`) for ``p``."""
     return (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash)
+
+
+#: The fields of a :class:`Provenance` its columns hold, in their order.
+_PROVENANCE_NAMES = ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
+
+
+def _slots(*steps: tuple[type[Any], str]) -> tuple[Any, ...]:
+    """A ``TableDef.slot_paths`` entry: the ``__slots__`` descriptor of each (class, field)."""
+    return tuple(cls.__dict__[name] for cls, name in steps)
 
 
 def _empty_columns(schema: Schema) -> list[list[Any]]:
@@ -336,6 +429,22 @@ SIGNALS: TableDef[Tagged] = TableDef(
     columns=_signal_columns,
     lane_column=("signals", "tenant_id"),
     tenant_column="tenant_id",
+    slot_paths=(
+        *(
+            _slots((Tagged, "decoded"), (Decoded, "signal"), (Signal, name))
+            for name in ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts")
+        ),
+        *(
+            _slots((Tagged, "decoded"), (Decoded, "provenance"), (Provenance, name))
+            for name in _PROVENANCE_NAMES
+        ),
+        _slots((Tagged, "provenance_id")),
+        _slots((Tagged, "policy_version")),
+        *(
+            _slots((Tagged, "tags"), (PolicyTags, name))
+            for name in ("purpose", "retention", "license", "residency")
+        ),
+    ),
 )
 
 _SCORE_SCHEMA = Schema(
@@ -418,6 +527,23 @@ SCORES: TableDef[ScoreChange] = TableDef(
     columns=_score_columns,
     lane_column=("scores", "tenant_id"),
     tenant_column="tenant_id",
+    slot_paths=(
+        *(
+            _slots((ScoreChange, name))
+            for name in (
+                "tenant_id",
+                "score",
+                "status",
+                "updated_at",
+                "window_count",
+                "window_weight",
+                "provenance_id",
+            )
+        ),
+        *(_slots((ScoreChange, "provenance"), (Provenance, name)) for name in _PROVENANCE_NAMES),
+        _slots((ScoreChange, "score_2dp")),
+        _slots((ScoreChange, "seq")),
+    ),
 )
 
 _QUARANTINE_SCHEMA = Schema(
