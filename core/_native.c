@@ -9,7 +9,9 @@
  * psi_terms, ks_bound, cuts_below, with_horizon: the drift step's statistics and release
  * (operators/drift_stats.py, operators/drift.py), their own section below.
  * score_run: the score step's loop and its publication (operators/score.py TickScore.add,
- * reference add_python), its own section below. Built with
+ * reference add_python), its own section below.
+ * lake_columns: the lake's Arrow buffers of a batch of signals or scores (sinks/lake_tables.py
+ * TableDef.to_arrow, reference python_to_arrow), its own section below. Built with
  * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
  * multiply-add (a -march build) would not.
  *
@@ -3139,7 +3141,8 @@ static PyMethodDef functions[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "core._native",
     "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop, "
-    "validate's step, dedupe's check, drift's statistics, score's loop.",
+    "validate's step, dedupe's check, drift's statistics, score's loop, the lake's Arrow "
+    "buffers.",
     -1, functions,
 };
 
