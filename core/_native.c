@@ -865,6 +865,19 @@ raw_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(n);
 }
 
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (H. Hinnant's days_from_civil),
+ * shared by the sections that turn a datetime's fields into microseconds. */
+static long long
+days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
 /* === slots: reading __slots__ fields at their offsets (dedupe's and validate's sections) ===== */
 
 #include <structmember.h>
@@ -925,18 +938,6 @@ dedupe_slot(PyObject *descr, PyObject *cls)
 
 /* |micros| below 2**62: the horizon's arithmetic (ts - ttl) cannot overflow 64 bits. */
 #define DD_BOUND ((long long)1 << 62)
-
-/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (H. Hinnant's days_from_civil). */
-static long long
-dedupe_days(int y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
 
 /* An int state field: 1 and *out for an int within DD_BOUND, 0 for None, -1 for anything else
  * (no exception set). */
@@ -1234,7 +1235,7 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto unusual;
         if (PyDateTime_CheckExact(ts) &&
             PyDateTime_DATE_GET_TZINFO(ts) == PyDateTime_TimeZone_UTC) {
-            long long days = dedupe_days(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
+            long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
                                          PyDateTime_GET_DAY(ts));
             long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 +
                                 PyDateTime_DATE_GET_MINUTE(ts) * 60 +
@@ -1744,18 +1745,6 @@ v_no_nul(PyObject *s)
     return 1;
 }
 
-/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (Howard Hinnant's algorithm). */
-static long long
-v_days(long long y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (long long)doe - 719468;
-}
-
 typedef struct {
     Py_ssize_t d[V_DECODED]; /* Decoded: signal, kafka_timestamp_ms, trace */
     Py_ssize_t s[V_SIGNAL];  /* Signal: tenant_id, signal_id, type, value, weight, source, ts,
@@ -1835,7 +1824,7 @@ v_fields_pass(const VRules *r, PyObject *item, PyObject **tenant, PyObject **sou
             return 0;
         }
         long long kafka_us = ms * 1000;
-        long long days = v_days(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
+        long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
                                 PyDateTime_GET_DAY(ts));
         long long ts_us = ((days * 24 + PyDateTime_DATE_GET_HOUR(ts)) * 60 +
                            PyDateTime_DATE_GET_MINUTE(ts)) * 60 + PyDateTime_DATE_GET_SECOND(ts);
@@ -2073,7 +2062,7 @@ sc_micros(PyObject *at, long long *out)
     if (at == NULL || !PyDateTime_CheckExact(at) ||
         PyDateTime_DATE_GET_TZINFO(at) != PyDateTime_TimeZone_UTC)
         return 0;
-    long long days = dedupe_days(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
+    long long days = days_from_civil(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
                                  PyDateTime_GET_DAY(at));
     long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(at) * 3600 +
                         PyDateTime_DATE_GET_MINUTE(at) * 60 + PyDateTime_DATE_GET_SECOND(at);
@@ -2792,18 +2781,6 @@ la_value(const LaColumn *c, PyObject *obj)
     return obj;
 }
 
-/* Days from 1970-01-01 to the proleptic Gregorian y-m-d (H. Hinnant's days_from_civil). */
-static long long
-la_days(int y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 /* The unscaled value of a decimal whose text is [-]digits[.digits], at scale places and below
  * 10**precision (precision <= 18), into *out: 1; 0 when the text is otherwise. */
 static int
@@ -2899,9 +2876,10 @@ la_fixed(const LaColumn *c, PyObject *items, Py_ssize_t n, int *fallback)
             if (!PyDateTime_CheckExact(v) ||
                 PyDateTime_DATE_GET_TZINFO(v) != PyDateTime_TimeZone_UTC)
                 goto refuse;
+            long long days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v),
+                                             PyDateTime_GET_DAY(v));
             long long us =
-                la_days(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v), PyDateTime_GET_DAY(v)) *
-                    86400000000LL +
+                days * 86400000000LL +
                 ((PyDateTime_DATE_GET_HOUR(v) * 60LL + PyDateTime_DATE_GET_MINUTE(v)) * 60LL +
                  PyDateTime_DATE_GET_SECOND(v)) *
                     1000000LL +
