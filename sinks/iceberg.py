@@ -335,14 +335,7 @@ class IcebergAppender(Generic[T]):
             result = compact_manifests(self._table, self._manifests_kept)
         except Exception as exc:  # a compaction never stops the flow
             lost = isinstance(exc, CommitFailedException)
-            log.log(
-                logging.INFO if lost else logging.WARNING,
-                "manifest compaction on %s %s (tried again after the next commit): %s",
-                self._def.name,
-                "lost a commit race" if lost else "failed",
-                exc,
-                extra={"op": "lake.compact_failed", "table": self._def.name},
-            )
+            self._upkeep_failed("manifest compaction", "lake.compact_failed", exc, lost=lost)
             return None
         if result is not None:
             log.info(
@@ -354,6 +347,19 @@ class IcebergAppender(Generic[T]):
                 extra={"op": "lake.compact", "table": self._def.name},
             )
         return result
+
+    def _upkeep_failed(self, what: str, op: str, exc: BaseException, *, lost: bool) -> None:
+        """Log a compaction's or an expiry's failure: at INFO for a lost commit race (the next
+        commit tries again), else at WARNING; the flow goes on either way."""
+        log.log(
+            logging.INFO if lost else logging.WARNING,
+            "%s on %s %s (tried again after the next commit): %s",
+            what,
+            self._def.name,
+            "lost a commit race" if lost else "failed",
+            exc,
+            extra={"op": op, "table": self._def.name},
+        )
 
     def expire(self) -> ExpiryResult | None:
         """When the table keeps more than ``snapshots_kept`` snapshots, expire those older than
@@ -369,14 +375,7 @@ class IcebergAppender(Generic[T]):
             result = expire_snapshots(self._table, None, attempts=1, history=True)
         except Exception as exc:  # an expiry never stops the flow
             lost = isinstance(exc.__cause__, CommitFailedException)
-            log.log(
-                logging.INFO if lost else logging.WARNING,
-                "snapshot expiry on %s %s (tried again after the next commit): %s",
-                self._def.name,
-                "lost a commit race" if lost else "failed",
-                exc,
-                extra={"op": "lake.expire_failed", "table": self._def.name},
-            )
+            self._upkeep_failed("snapshot expiry", "lake.expire_failed", exc, lost=lost)
             return None
         log.info(
             "expired %d snapshots of %s (%d kept, %d files deleted)",
