@@ -306,13 +306,16 @@ def provenance_fields(
     )
 
 
+#: The fields of a :class:`Provenance` its columns hold, in their order (the values'
+#: :func:`provenance_values` and the slot paths of ``lake_columns``).
+_PROVENANCE_NAMES = ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
+_provenance_getter = attrgetter(*_PROVENANCE_NAMES)
+
+
 def provenance_values(p: Provenance) -> tuple[str, int, int, int, str]:
     """The values of the provenance columns (:func:`provenance_fields`) for ``p``."""
-    return (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash)
-
-
-#: The fields of a :class:`Provenance` its columns hold, in their order.
-_PROVENANCE_NAMES = ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
+    values: tuple[str, int, int, int, str] = _provenance_getter(p)
+    return values
 
 
 def _slots(*steps: tuple[type[Any], str]) -> tuple[Any, ...]:

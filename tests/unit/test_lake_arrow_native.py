@@ -29,7 +29,7 @@ from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs
 
 from core import _native
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
-from sinks.lake_tables import SCORES, SIGNALS, TableDef
+from sinks.lake_tables import SCORES, SIGNALS, TableDef, provenance_values
 
 
 class _Text(str):
@@ -223,7 +223,7 @@ def _signal_plain(item: Tagged) -> bool:
         (s.source, "str"),
         (s.ts, "ts"),
         *zip(
-            (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash),
+            provenance_values(p),
             _PROVENANCE_KINDS,
             strict=True,
         ),
@@ -247,7 +247,7 @@ def _score_plain(item: ScoreChange) -> bool:
         (item.window_weight, "float"),
         (item.provenance_id, "str"),
         *zip(
-            (p.topic, p.kafka_partition, p.kafka_offset, p.schema_version, p.input_hash),
+            provenance_values(p),
             _PROVENANCE_KINDS,
             strict=True,
         ),
