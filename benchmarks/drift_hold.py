@@ -25,10 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.settings import DriftSettings  # noqa: E402
-from tests.unit.test_drift import plus, rates, workload_drift  # noqa: E402
+from tests.unit.test_drift import HOLD_STREAMS, plus, rates, workload_drift  # noqa: E402
 
-#: (values/s, clean seconds, drift seconds, trials): the test's streams.
-STREAMS = ((125.0, 10.0, 5.0, 30), (25.0, 20.0, 20.0, 30), (0.25, 2000.0, 2000.0, 10))
 SHIFTS = (("workload", workload_drift), ("+0.2", plus(0.2)), ("+0.05", plus(0.05)))
 
 
@@ -42,7 +40,7 @@ def main() -> None:
         + " ".join(f"{name + ' held':>13} {'let through':>11}" for name, _ in SHIFTS)
         + f" {'CPU s':>6}"
     )
-    for per_second, clean_s, drift_s, trials in STREAMS:
+    for per_second, clean_s, drift_s, trials, _strong, _weak in HOLD_STREAMS:
         for hold in args.batch_seconds:
             settings = DriftSettings(batch_seconds=hold)
             n = trials * args.trials

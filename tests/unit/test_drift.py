@@ -707,17 +707,22 @@ def rates(
     return clean_held / clean_n, drift_held / drift_n, worst
 
 
+#: The short-hold test's streams (``benchmarks/drift_hold.py`` runs them at other holds):
+#: values/s, clean seconds, drift seconds, trials, and the least share held of a strong and of
+#: a weak drift.
+HOLD_STREAMS = (
+    # 5,000 events/s over 10 tenants and 4 types: ~62 values a 0.5 s batch, judged alone.
+    (125, 10, 5, 30, 0.99, 0.3),
+    # 1,000 events/s: ~12 values a batch, judged through the window.
+    (25, 20, 20, 30, 0.98, 0.12),
+    # 1 signal/s a tenant: batches gather values (small_batch_wait_seconds) to be judged.
+    (0.25, 2000, 2000, 10, 0.9, 0.0),
+)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("per_second", "clean_s", "drift_s", "trials", "strong", "weak"),
-    [
-        # 5,000 events/s over 10 tenants and 4 types: ~62 values a 0.5 s batch, judged alone.
-        (125, 10, 5, 30, 0.99, 0.3),
-        # 1,000 events/s: ~12 values a batch, judged through the window.
-        (25, 20, 20, 30, 0.98, 0.12),
-        # 1 signal/s a tenant: batches gather values (small_batch_wait_seconds) to be judged.
-        (0.25, 2000, 2000, 10, 0.9, 0.0),
-    ],
+    ("per_second", "clean_s", "drift_s", "trials", "strong", "weak"), HOLD_STREAMS
 )
 def test_the_short_hold_keeps_the_error_rates(
     per_second: float, clean_s: float, drift_s: float, trials: int, strong: float, weak: float
