@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from core.records import RawRecord  # noqa: E402
 from core.schemas import RegistrySchemas  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
+from igflow.local_cluster import free_loopback_addresses  # noqa: E402
 from igflow.producer import end_offsets, produce  # noqa: E402
 from igflow.workload import WorkloadSpec  # noqa: E402
 from operators.decode import SignalDecoder  # noqa: E402
@@ -82,13 +82,6 @@ def baseline(settings: Settings, total: int) -> float:
     return elapsed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def flow(
     settings: Settings,
     namespace: str,
@@ -110,7 +103,7 @@ def flow(
         }
     )
     command = [sys.executable, "-m", "igflow.cli", "run", "-w", str(workers)]
-    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+    addresses = ";".join(free_loopback_addresses(processes))
     if forked:  # one command: its children's CPU is in its rusage (they are waited for)
         command += ["--processes", str(processes)]
         processes = 1

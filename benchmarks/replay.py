@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ sys.path.insert(0, str(REPO))
 
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
+from igflow.local_cluster import free_loopback_addresses  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 
@@ -128,12 +128,7 @@ def igflow_all(
 
 
 def _addresses(n: int) -> str:
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ";".join(f"127.0.0.1:{p}" for p in ports)
+    return ";".join(free_loopback_addresses(n))
 
 
 def _files(report: str) -> dict[str, list[int]]:

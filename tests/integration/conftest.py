@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from core.settings import Settings, StoreSettings
 from igflow.admin import create_topics, setup
 from igflow.dlq_reader import open_dead_letter, read_to_end
 from igflow.lake_reader import open_sealed
+from igflow.local_cluster import free_loopback_addresses
 from igflow.producer import ProduceReport, produce
 from igflow.workload import WorkloadSpec, generate, recent_start, seed_demo_tenants
 from sinks.lake_tables import QUARANTINE, SIGNALS
@@ -372,12 +372,7 @@ def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 
 def cluster_addresses(n: int) -> str:
     """``n`` free loopback addresses for a Bytewax cluster's ``-a`` (``host:port;...``)."""
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ";".join(f"127.0.0.1:{p}" for p in ports)
+    return ";".join(free_loopback_addresses(n))
 
 
 def in_schema(dsn: str, schema: str) -> str:
