@@ -91,6 +91,13 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from core.collector import starting
+
+    with starting():  # the collector paused until the flow's start-up is done
+        return _start_run(args, settings)
+
+
+def _start_run(args: argparse.Namespace, settings: Settings) -> int:
     from igflow.runner import Cluster, import_flow, run
 
     changes: dict[str, Any] = {"bounded": not args.tail}

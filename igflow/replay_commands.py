@@ -48,6 +48,13 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from core.collector import starting
+
+    with starting():  # the collector paused until the flow's start-up is done (core/collector.py)
+        return _start_replay(args, settings)
+
+
+def _start_replay(args: argparse.Namespace, settings: Settings) -> int:
     from core.lazy_pandas import defer_pandas
 
     defer_pandas()  # before the flow's modules, as `igflow run` (core/lazy_pandas.py)
