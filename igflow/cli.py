@@ -121,7 +121,7 @@ def _start_run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         from igflow.local_cluster import run_forked
 
-        import_flow()  # once, before the fork: the children inherit the imported modules
+        import_flow(settings)  # once, before the fork: the children inherit the imported modules
         return run_forked(
             args.processes, lambda cluster: reported("run", lambda: run(settings, cluster))
         )

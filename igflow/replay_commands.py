@@ -58,7 +58,10 @@ def _start_replay(args: argparse.Namespace, settings: Settings) -> int:
     from core.lazy_pandas import defer_pandas
 
     defer_pandas()  # before the flow's modules, as `igflow run` (core/lazy_pandas.py)
+    from core.catalog import preload
     from replay.run import parse_offsets, resolve_times, retained_offsets
+
+    preload(settings)  # before --processes forks, as `igflow run` (igflow/runner.py)
 
     if args.source == "iceberg":
         return _derive(args, settings)

@@ -22,6 +22,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from core import metric_labels, metrics
+from core.catalog import preload
 from core.cluster import Cluster
 from core.collector import tune_for_flow
 from core.lazy_pandas import defer_pandas
@@ -43,11 +44,14 @@ def ensure_recovery_dir(directory: Path, partitions: int) -> None:
             log.info("created %d recovery partitions in %s", partitions, directory)
 
 
-def import_flow() -> None:
+def import_flow(settings: Settings) -> None:
     """Import the flow's modules (most of a run's start-up CPU), pandas deferred: pyarrow would
-    import it (0.35-0.9 s) for the digest's pyarrow scalar, and a lake-only run never needs it."""
+    import it (0.35-0.9 s) for the digest's pyarrow scalar, and a lake-only run never needs it;
+    and what opening ``settings``' catalog imports (:func:`core.catalog.preload`)."""
     defer_pandas()
     import flows.coherence  # noqa: F401
+
+    preload(settings)
 
 
 def run(settings: Settings, cluster: Cluster | None = None) -> int:
@@ -83,7 +87,7 @@ def _run(settings: Settings, cluster: Cluster) -> None:
         settings.server_tls(),
         host=settings.run.metrics_host,
     )
-    import_flow()
+    import_flow(settings)
     from flows.coherence import build, engine_epoch
 
     flow = build(settings, cluster=cluster, open_early=True)

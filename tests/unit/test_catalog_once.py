@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from core.catalog import CatalogOnce
 from core.settings import Settings
@@ -89,3 +94,41 @@ def test_a_catalog_already_open_is_shared_and_the_flow_takes_it(lake_settings: S
         if isinstance(getattr(step, "sink", None), IcebergSink)
     }
     assert shared == {id(lake)}
+
+
+_PRELOAD = """
+import json, socket, sys
+from core.settings import Settings
+from igflow.runner import import_flow
+opened = []
+real_connect = socket.socket.connect
+def connect(self, address):
+    opened.append(str(address))
+    return real_connect(self, address)
+socket.socket.connect = connect
+settings = Settings().with_changes("lake", catalog_uri=sys.argv[1])
+import_flow(settings)
+wanted = ("pyiceberg.catalog.sql", "sqlalchemy.orm", "psycopg2")
+print(json.dumps({"modules": [m for m in wanted if m in sys.modules], "connections": opened}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("uri", "modules"),
+    [
+        (
+            "postgresql+psycopg2://igflow:igflow@127.0.0.1:9/igflow",
+            ["pyiceberg.catalog.sql", "sqlalchemy.orm", "psycopg2"],
+        ),
+        ("not a uri", ["pyiceberg.catalog.sql", "sqlalchemy.orm"]),
+    ],
+)
+def test_a_flow_s_imports_take_its_catalog_s_modules_and_open_nothing(
+    uri: str, modules: list[str]
+) -> None:
+    """Regression: each `--processes` child imported the SQL catalog (SQLAlchemy) itself at
+    its first commit; `import_flow` (before the fork) now does, and connects to nothing."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PRELOAD, uri], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == {"modules": modules, "connections": []}
