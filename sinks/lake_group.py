@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from sinks import writer_errors
+
 __all__ = ["IN_FLIGHT", "LINGER_SECONDS", "GroupCommit"]
 
 T = TypeVar("T")
@@ -108,6 +110,9 @@ class GroupCommit(Generic[T]):
         self._error: BaseException | None = None
         #: Whether the error has been raised on a worker (``close`` does not raise it again).
         self._raised = False
+        #: Writer errors raised on this process's workers before this one was built
+        #: (:mod:`sinks.writer_errors`).
+        self._raised_before = writer_errors.raised()
         self._thread: threading.Thread | None = None
         #: The writer exits once nothing is queued (close); a later submit starts another.
         self._stop = False
@@ -166,10 +171,12 @@ class GroupCommit(Generic[T]):
         :meth:`submit` starts a new one. A failed append already raised on a worker is not
         raised again: the flow is failing with it, and Bytewax closes its sinks while it
         unwinds (a partition's ``Drop``), where a second exception is a panic within a panic
-        and aborts the process (SIGABRT, no traceback: CI runs 35 and 37)."""
+        and aborts the process (SIGABRT, no traceback: CI runs 35 and 37). Nor when another
+        writer's error was raised on a worker since this one was built: the flow is failing with
+        that one, and this writer logged its own (:mod:`sinks.writer_errors`)."""
         with self._cond:
             raised = self._raised
-        if not raised:
+        if not raised and writer_errors.raised() == self._raised_before:
             self.drain()
         with self._cond:
             self._stop = True
@@ -181,6 +188,7 @@ class GroupCommit(Generic[T]):
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             self._raised = True
+            writer_errors.raised_on_worker()
             raise self._error  # the append's own error, as when the worker appended itself
 
     def _run(self) -> None:

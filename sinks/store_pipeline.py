@@ -46,6 +46,7 @@ from typing import Generic, TypeVar
 
 from core import metrics
 from core.errors import SinkError
+from sinks import writer_errors
 
 __all__ = ["StorePipeline", "StoreWriterFailed"]
 
@@ -98,6 +99,9 @@ class StorePipeline(Generic[T]):
         self._error: BaseException | None = None
         #: Whether the error has been raised on a worker (``close`` does not raise it again).
         self._raised = False
+        #: Writer errors raised on this process's workers before this one was built
+        #: (:mod:`sinks.writer_errors`).
+        self._raised_before = writer_errors.raised()
         self._pending_gauge = metrics.SINK_PENDING.labels(name)
         self._blocked = metrics.SINK_BLOCKED_SECONDS.labels(name)
         self._pending_gauge.set(self._count)
@@ -157,19 +161,23 @@ class StorePipeline(Generic[T]):
         """Write everything held, stop the threads; raises if a writer failed, unless that
         was raised on the worker already: the flow is failing with it, and Bytewax closes its
         sinks while it unwinds (a partition's ``Drop``), where a second exception is a panic
-        within a panic and aborts the process (SIGABRT, no traceback: CI runs 35 and 37)."""
+        within a panic and aborts the process (SIGABRT, no traceback: CI runs 35 and 37). Nor
+        when another writer's error was raised on a worker since this pipeline was built: the
+        flow is failing with that one, and this writer logged its own
+        (:mod:`sinks.writer_errors`)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         for thread in self._threads:
             thread.join()
         with self._cond:
-            if not self._raised:
+            if not self._raised and writer_errors.raised() == self._raised_before:
                 self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             self._raised = True
+            writer_errors.raised_on_worker()
             msg = f"{self._name}: the store writer stopped: {self._error!r}"
             raise StoreWriterFailed(msg) from self._error
 

@@ -188,6 +188,29 @@ def test_close_raises_a_failed_append_the_worker_has_not_seen() -> None:
         together.close()
 
 
+def test_close_leaves_its_error_to_the_log_once_another_writers_error_was_raised() -> None:
+    """Regression: two tables' writers failed at once; the worker raised the first's error, and
+    the second's close (Bytewax's Drop while the flow unwinds) raised its own: SIGABRT
+    (tests/unit/test_sink_failure_exit.py runs it in the engine)."""
+
+    def append(rows: list[int]) -> None:
+        msg = "catalog down"
+        raise RuntimeError(msg)
+
+    first: GroupCommit[int] = GroupCommit(in_flight=5, name="first")
+    second: GroupCommit[int] = GroupCommit(in_flight=5, name="second")
+    first.submit([1], append)
+    second.submit([1], append)
+    with pytest.raises(RuntimeError, match="catalog down"):
+        first.drain()
+    second.close()  # logged by its writer when it stopped; the flow fails with the first
+    first.close()
+    later: GroupCommit[int] = GroupCommit(in_flight=5, name="later")
+    later.submit([1], append)
+    with pytest.raises(RuntimeError, match="catalog down"):
+        later.close()
+
+
 def test_a_worker_blocked_on_the_bound_gets_the_error() -> None:
     together: GroupCommit[int] = GroupCommit(in_flight=1)
     started = threading.Event()

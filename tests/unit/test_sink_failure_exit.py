@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 _FLOW = """
-import sys, threading
+import sys, threading, time
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -28,52 +28,75 @@ from bytewax.testing import TestingSource
 from sinks.lake_group import GroupCommit
 from sinks.store_pipeline import StorePipeline
 
-KIND = sys.argv[1]
-failed = threading.Event()
+KINDS = sys.argv[1:]
+# Every writer fails on its first write, all at once; the worker goes on once all have failed,
+# so the next batch meets an error on the worker (with two sinks, one raises and the other is
+# closed while Bytewax unwinds).
+all_failed = threading.Event()
+together = threading.Barrier(len(KINDS), action=all_failed.set)
+started = []
 
 
-def fail(rows):
-    failed.set()
-    raise RuntimeError("the writer failed")
+def failing(kind):
+    def fail(rows):
+        together.wait(10)
+        raise RuntimeError(f"the {kind} writer failed")
+
+    return fail
 
 
 class Part(StatelessSinkPartition):
-    def __init__(self):
-        if KIND == "lake":
+    def __init__(self, kind):
+        self.kind = kind
+        self.fail = failing(kind)
+        if kind == "lake":
             self.together = GroupCommit(in_flight=5)
         else:
-            self.pipe = StorePipeline("unit-exit", fail, batch_size=1, max_in_flight=1)
+            self.pipe = StorePipeline("unit-exit", self.fail, batch_size=1, max_in_flight=1)
+        self.first = True
 
     def write_batch(self, items):
-        if KIND == "lake":
-            self.together.submit(list(items), fail)
+        if self.kind == "lake":
+            self.together.submit(list(items), self.fail)
         else:
             self.pipe.put(list(items))
-        failed.wait(10)  # the next batch meets the error on the worker
+        if self.first:
+            self.first = False
+            started.append(self.kind)
+            if len(started) == len(KINDS):  # every writer has its rows
+                all_failed.wait(10)
+                time.sleep(0.2)  # the writers record their errors
 
     def close(self):
-        if KIND == "lake":
+        if self.kind == "lake":
             self.together.close()
         else:
             self.pipe.close()
 
 
 class Sink(DynamicSink):
+    def __init__(self, kind):
+        self.kind = kind
+
     def build(self, step_id, worker_index, worker_count):
-        return Part()
+        return Part(self.kind)
 
 
 flow = Dataflow("exit")
-op.output("out", op.input("in", flow, TestingSource(range(20), batch_size=1)), Sink())
+up = op.input("in", flow, TestingSource(range(20), batch_size=1))
+for kind in KINDS:
+    op.output(f"out_{kind}", up, Sink(kind))
 cli_main(flow)
 """
 
 
-@pytest.mark.parametrize("kind", ["lake", "store"])
-def test_a_failed_writer_ends_the_flow_with_its_error(kind: str) -> None:
+@pytest.mark.parametrize("kinds", [["lake"], ["store"], ["lake", "store"], ["store", "lake"]])
+def test_a_failed_writer_ends_the_flow_with_its_error(kinds: list[str]) -> None:
+    """Regression (two kinds): two sinks whose writers failed at once; one error raised on the
+    worker, the other sink's ``close`` while Bytewax unwinds raised its own: SIGABRT."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
     done = subprocess.run(
-        [sys.executable, "-c", _FLOW, kind],
+        [sys.executable, "-c", _FLOW, *kinds],
         cwd=REPO,
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -83,4 +106,5 @@ def test_a_failed_writer_ends_the_flow_with_its_error(kind: str) -> None:
     )
     assert done.returncode != -signal.SIGABRT, done.stderr[-3000:]
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "the writer failed" in done.stderr
+    for kind in kinds:
+        assert f"the {kind} writer failed" in done.stderr

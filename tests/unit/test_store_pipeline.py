@@ -170,6 +170,30 @@ def test_close_raises_a_writer_error_the_worker_has_not_seen() -> None:
         pipe.close()
 
 
+def test_close_leaves_its_error_to_the_log_once_another_writers_error_was_raised() -> None:
+    """Regression: two stores failed at once; the worker raised the first's error, and the
+    second's close (Bytewax's Drop while the flow unwinds) raised its own: SIGABRT
+    (tests/unit/test_sink_failure_exit.py runs it in the engine)."""
+
+    def failing(batch: Sequence[Item]) -> None:
+        msg = "store down"
+        raise ConnectionError(msg)
+
+    first = StorePipeline("unit-error-first", failing, batch_size=5, max_in_flight=2)
+    second = StorePipeline("unit-error-second", failing, batch_size=5, max_in_flight=2)
+    first.put(_items(1))
+    second.put(_items(1))
+    with pytest.raises(StoreWriterFailed):
+        _wait(lambda: first.unacknowledged() is None)
+    second.close()  # logged by its writer when it stopped; the flow fails with the first
+    first.close()
+    # A pipeline built after that failure raises its own at close as before.
+    later = StorePipeline("unit-error-later", failing, batch_size=5, max_in_flight=2)
+    later.put(_items(1))
+    with pytest.raises(StoreWriterFailed):
+        later.close()
+
+
 def test_a_worker_waiting_on_a_full_pipeline_is_woken_by_the_writers_error() -> None:
     gate = threading.Event()
 
