@@ -394,6 +394,10 @@ class StoreSettings:
     #: worker waits (backpressure). Bounds memory, the recovery snapshot and how far the lake runs
     #: ahead of a paused store (sinks/store_pipeline.py).
     max_in_flight: Count = 4
+    #: Writer threads (each its own Bolt connection) of a worker's graph partition, tenants
+    #: spread over them (a tenant's items on one, in order): a transaction's server work then
+    #: overlaps another's client work (sinks/serving.py). 1: one writer.
+    graph_writers: Count = 2
     #: Attempts at one batch write, and the jittered exponential backoff between them.
     retry_attempts: Count = 10
     retry_base_seconds: DurationOrZero = 0.1

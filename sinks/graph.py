@@ -522,4 +522,7 @@ class GraphSink(ServingSink[Tagged | ScoreChange]):
             transient=transient,
             prepare=_storable_only,
             resume=resume_state,
+            tenant_writers=[
+                GraphWriter.for_stores(stores) for _ in range(stores.graph_writers - 1)
+            ],
         )

@@ -21,6 +21,7 @@ dead-letters to (:class:`~sinks.dlq.DeadLetterTarget`), not the whole settings.
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -160,6 +161,12 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
     dead-letter callback it is given (the graph's unstorable strings). ``resume``: the snapshot
     of the partition this one resumes, written before anything new.
 
+    ``tenant_writers``: more writers (each its own connection), one lane each beside
+    ``writer``'s, tenants spread over the lanes by a hash of their id (:func:`tenant_lanes`): a
+    tenant's items all on one lane, in order, for a store whose writes a tenant's items order
+    but no two tenants' (the graph: a tenant's signals and score changes lock its ``Tenant``
+    node); one lane's transaction runs on the server while another's is built or read back.
+
     ``scores``: a second writer (its own connection) for the score changes, written on a lane
     of their own (:class:`~sinks.store_pipeline.StorePipeline`), for a store whose writes order
     a tenant's score changes and its signals each by their own guard, never against each other
@@ -181,7 +188,11 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         close: Callable[[], None] | None = None,
         resume: list[T] | None = None,
         scores: StoreWriter[T] | None = None,
+        tenant_writers: Sequence[StoreWriter[T]] = (),
     ) -> None:
+        if scores is not None and tenant_writers:
+            msg = "a score lane or tenant lanes, not both"
+            raise ValueError(msg)
         self._sink = sink
         self._transient = transient
         self._prepare = prepare
@@ -190,9 +201,15 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         self._traced = tracing.enabled()
         # Each lane's writer thread has its own writer and dead-letter producer.
         write = functools.partial(self._write_chunk, writer, dead_letters.for_sink(sink))
-        lanes: tuple[Callable[[list[T]], None], ...] = ()
+        more = [scores] if scores is not None else list(tenant_writers)
+        lanes = tuple(
+            functools.partial(self._write_chunk, lane, dead_letters.for_sink(sink)) for lane in more
+        )
+        lane_of: Callable[[T], int] | None = None
         if scores is not None:
-            lanes = (functools.partial(self._write_chunk, scores, dead_letters.for_sink(sink)),)
+            lane_of = _score_lane
+        elif tenant_writers:
+            lane_of = tenant_lanes(1 + len(tenant_writers))
         self._pipeline = StorePipeline(
             sink,
             write,
@@ -200,7 +217,7 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
             max_in_flight=stores.max_in_flight,
             pending=resume or (),
             lanes=lanes,
-            lane_of=_score_lane if scores is not None else None,
+            lane_of=lane_of,
         )
 
     def write_batch(self, values: list[T]) -> None:
@@ -233,6 +250,24 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
             dead_letter=dead_letter,
             policy=self._policy,
         )
+
+
+def tenant_lanes(lanes: int) -> Callable[[Any], int]:
+    """The lane (of ``lanes``) of a signal's or a score change's tenant: a BLAKE2s digest of its
+    id modulo ``lanes``, the same in every process (CRC-32's low bits put ``tenant-00`` …
+    ``tenant-03`` all on one of two lanes), remembered per tenant."""
+
+    @functools.lru_cache(maxsize=1 << 16)
+    def of_tenant(tenant: str) -> int:
+        digest = hashlib.blake2s(tenant.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % lanes
+
+    def lane_of(item: Any) -> int:
+        if type(item) is ScoreChange:
+            return of_tenant(item.tenant_id)
+        return of_tenant(item.decoded.signal.tenant_id)
+
+    return lane_of
 
 
 def _score_lane(item: object) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unittest.mock
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from prometheus_client import REGISTRY
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.settings import KafkaSettings, StoreSettings
 from sinks.dlq import DeadLetterTarget
-from sinks.serving import PipelinedPartition, ServingSink
+from sinks.serving import PipelinedPartition, ServingSink, tenant_lanes
 from sinks.store_pipeline import StorePipeline, StoreWriterFailed
 
 Item = tuple[str, int]  # (tenant, number)
@@ -474,16 +475,105 @@ def test_the_redis_sink_gives_score_changes_a_lane_and_a_connection_of_their_own
         part.close()
 
 
+def test_a_partition_with_tenant_writers_keeps_each_tenant_on_one_lane_in_order() -> None:
+    """The graph sink's partition: tenants spread over the writers, each tenant's signals and
+    score changes on one lane in the order they were put; a paused lane holds only its own
+    tenants; the snapshot holds what is unwritten, and a resumed partition puts it back on the
+    same lanes."""
+    lane_of = tenant_lanes(2)
+    tenants = [f"tenant-{i:02d}" for i in range(4)]
+    assert {lane_of(_signal(1, t)) for t in tenants} == {0, 1}  # both lanes get tenants
+    first, second = GatedStore(open_=False), GatedStore()
+
+    def build(resume: list[object] | None) -> PipelinedPartition[object]:
+        return PipelinedPartition(
+            "unit-tenant-lanes",
+            first,  # type: ignore[arg-type]
+            StoreSettings(batch_size=3, max_in_flight=20),
+            DeadLetterTarget.of(KafkaSettings()),
+            transient=lambda exc: False,
+            resume=resume,
+            tenant_writers=[second],  # type: ignore[list-item]
+        )
+
+    part = build(None)
+    items: list[object] = [
+        _change(i, t) if i % 3 == 0 else _signal(i, t) for i in range(1, 31) for t in tenants[:4]
+    ]
+    part.write_batch(items)
+    on_second = [i for i in items if lane_of(i) == 1]
+    on_first = [i for i in items if lane_of(i) == 0]
+    assert on_first and on_second
+    _wait(lambda: len(second.items) == len(on_second))  # not behind the paused lane
+    assert second.items == on_second
+    assert part.snapshot() == on_first
+    assert {_tenant(i) for i in on_first}.isdisjoint({_tenant(i) for i in on_second})
+    # A crash now: a resumed partition writes what the first lane held, on the first lane.
+    resumed_first, resumed_second = GatedStore(), GatedStore()
+    first, second = resumed_first, resumed_second
+    again = build(part.snapshot())
+    again.close()
+    assert resumed_first.items == on_first
+    assert resumed_second.items == []
+
+
+def test_a_score_lane_and_tenant_lanes_do_not_go_together() -> None:
+    store = GatedStore()
+    with pytest.raises(ValueError, match="not both"):
+        PipelinedPartition(
+            "unit-both",
+            store,  # type: ignore[arg-type]
+            StoreSettings(),
+            DeadLetterTarget.of(KafkaSettings()),
+            transient=lambda exc: False,
+            scores=store,  # type: ignore[arg-type]
+            tenant_writers=[store],  # type: ignore[list-item]
+        )
+
+
+def test_the_graph_sink_spreads_tenants_over_its_writers() -> None:
+    from sinks.graph import GraphSink
+
+    sink = GraphSink(StoreSettings(graph_writers=3), DeadLetterTarget.of(KafkaSettings()))
+    with unittest.mock.patch("sinks.graph.GraphWriter.ensure_schema"):  # no server here
+        part = sink.build_part("graph", "0", None)
+    try:
+        pipeline = part._pipeline
+        assert len(pipeline._threads) == 3
+        writers = [w.args[0] for w in pipeline._writes]  # type: ignore[attr-defined]
+        assert len({id(w) for w in writers}) == 3  # a GraphWriter (its own sessions) per lane
+        assert pipeline._lane_of is not None
+        lanes = {pipeline._lane_of(_signal(1, f"tenant-{i}")) for i in range(30)}
+        assert lanes == {0, 1, 2}
+        for i in range(30):
+            tenant = f"tenant-{i}"
+            assert pipeline._lane_of(_change(1, tenant)) == pipeline._lane_of(_signal(2, tenant))
+    finally:
+        part.close()
+
+
+def _tenant(item: object) -> str:
+    return item.tenant_id if isinstance(item, ScoreChange) else item.decoded.signal.tenant_id  # type: ignore[attr-defined]
+
+
 _T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _change(seq: int) -> ScoreChange:
+def _change(seq: int, tenant: str = "t") -> ScoreChange:
     return ScoreChange(
-        "t", 0.8, "HEALTHY", _T0, 1, 1.0, "prov", Provenance("topic", 0, seq, 1, "0" * 64), seq=seq
+        tenant,
+        0.8,
+        "HEALTHY",
+        _T0,
+        1,
+        1.0,
+        "prov",
+        Provenance("topic", 0, seq, 1, "0" * 64),
+        seq=seq,
     )
 
 
-def _signal(offset: int) -> Tagged:
-    sig = Signal("t", f"s-{offset}", "latency", 0.5, None, "src", _T0)
+def _signal(offset: int, tenant: str = "t") -> Tagged:
+    sig = Signal(tenant, f"s-{offset}", "latency", 0.5, None, "src", _T0)
     decoded = Decoded(sig, Provenance("topic", 0, offset, 1, "0" * 64))
     return Tagged(decoded, PolicyTags("b", "standard-365d", "l", "US"), "p" * 64, "prov")
