@@ -17,6 +17,7 @@ flow reaches.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from operators.validate import check
 from sinks.graph import GraphWriter
 from sinks.postgres import PostgresWriter, newest_per_tenant
 from sinks.redis import RedisWriter
+from sinks.serving import tenant_lanes
 from tenancy.registry import StaticTenants
 
 __all__ = ["flow_items", "server_cpu", "store_rates"]
@@ -142,25 +144,48 @@ def flow_items(settings: Settings, spec: WorkloadSpec) -> tuple[list[Item], int]
     return items, records
 
 
-def _chunks(items: Sequence[Item], size: int) -> list[list[Item]]:
-    return [list(items[at : at + size]) for at in range(0, len(items), size)]
+def _in_chunks(write: Callable[[list[Any]], None], size: int) -> Callable[[list[Any]], None]:
+    """All of the items written with ``write``, ``size`` at a time, in order."""
+
+    def all_of(items: list[Any]) -> None:
+        for at in range(0, len(items), size):
+            write(items[at : at + size])
+
+    return all_of
 
 
-def _timed(write: Callable[[list[Any]], None], chunks: list[list[Item]]) -> float:
-    start = time.perf_counter()
-    for chunk in chunks:
-        write(chunk)
-    return time.perf_counter() - start
+def _laned(writes: Sequence[Callable[[list[Any]], None]]) -> Callable[[list[Any]], None]:
+    """All of the items written as the graph sink's partition spreads them: each tenant's on
+    one of ``writes``' lanes (``tenant_lanes``), in order, every lane on its own thread at
+    once; returns when all are written."""
+    lane_of = tenant_lanes(len(writes))
+
+    def all_of(items: list[Any]) -> None:
+        lanes: list[list[Any]] = [[] for _ in writes]
+        for item in items:
+            lanes[lane_of(item)].append(item)
+        threads = [
+            threading.Thread(target=write, args=(lane,))
+            for write, lane in zip(writes, lanes, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return all_of
 
 
 def store_rates(scratch: Settings, items: Sequence[Item], records: int) -> list[dict[str, Any]]:
     """Each store of ``scratch.stores.sinks`` written alone with ``items`` (its share of them),
-    under ``scratch``'s scratch names (empty: nothing to skip); one row per store: items
-    written, seconds, items/s and events/s (``records`` / seconds)."""
+    under ``scratch``'s scratch names (empty: nothing to skip), as its sink writes them, in
+    chunks of ``stores.batch_size`` (the graph on ``stores.graph_writers`` connections at once,
+    tenants spread over them); one row per store: items written, seconds, items/s and events/s
+    (``records`` / seconds)."""
     stores = scratch.stores
     size = max(1, stores.batch_size)
     scores_only = [item for item in items if isinstance(item, ScoreChange)]
-    writes: list[tuple[str, Callable[[list[Any]], None], Sequence[Item]]] = []
+    writes: list[tuple[str, Callable[[list[Any]], None], list[Item]]] = []
     if "redis" in stores.enabled:
         redis_writer = RedisWriter(
             stores.redis_url,
@@ -168,19 +193,23 @@ def store_rates(scratch: Settings, items: Sequence[Item], records: int) -> list[
             ttl_seconds=stores.redis_ttl_seconds,
             key_prefix=stores.key_prefix,
         )
-        writes.append(("redis", redis_writer.write, items))
+        writes.append(("redis", _in_chunks(redis_writer.write, size), list(items)))
     if "graph" in stores.enabled:
-        graph_writer = GraphWriter.for_stores(stores)
-        graph_writer.ensure_schema()
-        writes.append(("graph", graph_writer.write, items))
+        graph = [GraphWriter.for_stores(stores) for _ in range(stores.graph_writers)]
+        graph[0].ensure_schema()
+        lanes = [_in_chunks(writer.write, size) for writer in graph]
+        writes.append(("graph", _laned(lanes) if len(lanes) > 1 else lanes[0], list(items)))
     if "postgres" in stores.enabled:
         pg_writer = PostgresWriter(stores.postgres_dsn, schema=stores.postgres_schema)
         pg_writer.ensure_schema()
-        writes.append(("postgres", lambda c: pg_writer.write(newest_per_tenant(c)), scores_only))
+        newest = _in_chunks(lambda c: pg_writer.write(newest_per_tenant(c)), size)
+        writes.append(("postgres", newest, scores_only))
     rows = []
     for name, write, share in writes:
         cpu = server_cpu()
-        seconds = _timed(write, _chunks(share, size))
+        start = time.perf_counter()
+        write(share)
+        seconds = time.perf_counter() - start
         used = server_cpu()
         rows.append(
             {
