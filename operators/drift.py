@@ -187,6 +187,34 @@ def check_settings(settings: DriftSettings) -> None:
         raise ConfigError(msg)
 
 
+_UNSET = object()
+
+#: What copy.deepcopy gives back as it is (atomic types, the frozen records, a Reference), so
+#: the state's __deepcopy__ methods share it without a deepcopy call. Not ``datetime``:
+#: deepcopy copies one (through the memo, so a deadline and ``_next_deadline`` stay one object
+#: in the copy, which its pickle shows).
+_SHARED_TYPES = frozenset(
+    {type(None), bool, int, float, str, bytes, Decoded, Quarantined, Reference}
+)
+
+
+def _shared(value: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(value, memo)``: ``value`` itself for what deepcopy shares anyway."""
+    if type(value) in _SHARED_TYPES:
+        return value
+    return copy.deepcopy(value, memo)
+
+
+def _copied_values(values: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(values, memo)`` of a list of values: a plain copy for floats (which
+    deepcopy shares), registered in ``memo`` as deepcopy registers it."""
+    if type(values) is list and all(type(v) is float for v in values):
+        copied = memo[id(values)] = values.copy()
+        memo.setdefault(id(memo), []).append(values)  # (deepcopy's _keep_alive)
+        return copied
+    return copy.deepcopy(values, memo)
+
+
 class _Entry:
     """A pending record and, once its batch is decided, what it comes out as."""
 
@@ -195,6 +223,15 @@ class _Entry:
     def __init__(self, item: Decoded) -> None:
         self.item = item
         self.out: Output | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Entry:
+        # What copy.deepcopy's generic path (__reduce_ex__, _reconstruct) gives, without it:
+        # every snapshot copies each held record's entry (~4 -> ~1 µs).
+        other = _Entry.__new__(_Entry)
+        memo[id(self)] = other
+        other.item = _shared(self.item, memo)
+        other.out = _shared(self.out, memo)
+        return other
 
 
 class _Batch:
@@ -215,6 +252,20 @@ class _Batch:
         #: Its time was up with too few values to be judged, and it was given
         #: ``small_batch_wait_seconds`` more (it closes as soon as it can be judged).
         self.extended = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Batch:
+        # As _Entry's: the generic path's copy, sharing what is immutable.
+        other = _Batch.__new__(_Batch)
+        memo[id(self)] = other
+        other.type = _shared(self.type, memo)
+        other.batch_id = _shared(self.batch_id, memo)
+        other.deadline = _shared(self.deadline, memo)
+        other.entries = copy.deepcopy(self.entries, memo)
+        other.values = _copied_values(self.values, memo)
+        extended = getattr(self, "extended", _UNSET)  # unset in a batch from an old snapshot
+        if extended is not _UNSET:
+            other.extended = _shared(extended, memo)
+        return other
 
 
 class _Sample(tuple[float, ...]):
@@ -238,6 +289,21 @@ class _TypeState:
         self.learning: list[float] = []
         #: Sorted values of the last passed (checked) batches, oldest first.
         self.window: deque[_Sample] = deque()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _TypeState:
+        # As _Entry's; the learning values (up to reference_values floats) without a deepcopy
+        # call each.
+        other = _TypeState.__new__(_TypeState)
+        memo[id(self)] = other
+        other.reference = _shared(self.reference, memo)
+        other.learned = _shared(self.learned, memo)
+        other.learning = _copied_values(self.learning, memo)
+        window = self.window
+        if type(window) is deque and all(type(s) is _Sample for s in window):
+            other.window = memo[id(window)] = deque(window, window.maxlen)
+        else:
+            other.window = copy.deepcopy(window, memo)
+        return other
 
 
 class TenantDrift:

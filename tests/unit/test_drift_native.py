@@ -310,3 +310,71 @@ def test_an_extended_batch_closes_when_its_window_makes_it_judgeable_exactly() -
     assert [d.provenance.kafka_offset for d in out][-1] == len(items) - 2
     assert native.pending == 1
     assert pickle.dumps(native) == pickle.dumps(python)
+
+
+# ------------------------------------------ the snapshot's deep copy (Bytewax, every epoch)
+
+
+def _generic_deepcopy(state: TenantDrift) -> TenantDrift:
+    """``copy.deepcopy`` as it was before _Entry, _Batch and _TypeState had their own
+    ``__deepcopy__``: the generic path (``__reduce_ex__``, ``_reconstruct``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for cls in (drift_module._Entry, drift_module._Batch, drift_module._TypeState):
+            patch.delattr(cls, "__deepcopy__")
+        return copy.deepcopy(state)
+
+
+def _mutables(state: TenantDrift) -> list[Any]:
+    """The mutable objects a TenantDrift holds."""
+    held: list[Any] = [state._fifo, state._open, state._types, *state._fifo]
+    for batch in state._open.values():
+        held += [batch, batch.entries, batch.values]
+    for kind in state._types.values():
+        held += [kind, kind.learning, kind.window]
+    return held
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_DENSE, _DENSE_SETTINGS, st.integers(0, 120))
+def test_the_snapshot_copy_is_the_generic_deepcopy(
+    specs: list[Any], drift_settings: DriftSettings, cut: int
+) -> None:
+    """The state's deep copy (its classes' own __deepcopy__) against the generic one: the same
+    pickle bytes (so the same sharing inside), nothing mutable shared with the original, the
+    copy's held entries the ones its open batches hold, and both go on alike."""
+    items = _dense_items(specs)
+    state = TenantDrift("tenant-00", drift_settings, None, KEY)
+    state.push_batch(items[:cut])
+    if cut % 3 == 0:  # a batch from a snapshot older than `extended`
+        for batch in state._open.values():
+            del batch.extended
+    fast, slow = copy.deepcopy(state), _generic_deepcopy(state)
+    assert pickle.dumps(fast) == pickle.dumps(slow)
+    if cut % 3:
+        assert _drift_state(fast) == _drift_state(state)
+    assert not {id(x) for x in _mutables(fast)} & {id(x) for x in _mutables(state)}
+    held = {id(e) for e in fast._fifo}
+    assert all(id(e) in held for b in fast._open.values() for e in b.entries)
+    for other in (fast, slow):
+        other._release_key = state._release_key
+    rest = items[cut:]
+    expected = state.push_batch(rest, native=False)
+    assert same(fast.push_batch(rest), expected)
+    assert same(slow.push_batch(rest, native=False), expected)
+    assert pickle.dumps(fast) == pickle.dumps(slow)
+
+
+def test_the_snapshot_copy_of_odd_values_is_the_generic_deepcopy() -> None:
+    """Values that are not floats (an int, a list) and a window that is not a deque of
+    samples take deepcopy's path: still the generic copy."""
+    state = TenantDrift("tenant-00", DriftSettings(batch_size=50), None, KEY)
+    state.push_batch([decoded(0.5, n, ts=T0 + timedelta(milliseconds=n)) for n in range(3)])
+    (batch,) = state._open.values()
+    batch.values[1] = [7]
+    state._types["latency"] = drift_module._TypeState(None)
+    state._types["latency"].learning = [1, 2.5]
+    state._types["latency"].window = [(0.1, 0.2)]  # type: ignore[assignment]
+    fast, slow = copy.deepcopy(state), _generic_deepcopy(state)
+    assert pickle.dumps(fast) == pickle.dumps(slow)
+    assert fast._open["latency"].values[1] is not batch.values[1]
+    assert fast._types["latency"].window is not state._types["latency"].window
