@@ -10,6 +10,8 @@
  * (operators/drift_stats.py, operators/drift.py), their own section below.
  * score_run: the score step's loop and its publication (operators/score.py TickScore.add,
  * reference add_python), its own section below.
+ * drift_run: the drift step's plain path (operators/drift.py TenantDrift.push_batch, reference
+ * native=False), its own section just before the method table.
  * lake_columns: the lake's Arrow buffers of a batch of signals or scores (sinks/lake_tables.py
  * TableDef.to_arrow, reference python_to_arrow), its own section below. Built with
  * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
@@ -3092,6 +3094,477 @@ done:
 
 /* === end of lake arrow ==================================================================== */
 
+/* === drift run: TenantDrift.push_batch's plain path (branch driftc, session 20) ============= *
+ * drift_run(self, attrs, items, start, out, config, checks_markers) -> int: the plain records of
+ * items from start on, as operators/drift.py TenantDrift.push_batch's Python loop (its
+ * reference, native=False) takes them: the same steps in the same order, the same objects
+ * (an _Entry and a _Batch built with object.__new__ and their slots set through their
+ * descriptors, as their __init__ sets them), the same state (attrs: self.__dict__, its
+ * _event_time and _next_deadline set as the loop sets them; _open, _fifo, _types changed in
+ * place), and every close, expiry and late batch through the very methods the loop calls
+ * (self._expire, self._close, self._late). It returns the index of the first record it leaves
+ * to the Python loop, having changed nothing for it: a record not of the exact classes, with
+ * unknown fields, a canary, another tenant, one whose marker is to be checked, a slot unset, an
+ * event time that does not compare. An error once a record is under way propagates, as the
+ * loop's would at the same step. config: operators.drift._RUN_CONFIG. */
+enum {
+    DR_DECODED, DR_SIGNAL, DR_D_SIGNAL, DR_D_UNKNOWN, DR_D_RAW, DR_S_TENANT, DR_S_TYPE, DR_S_TS,
+    DR_S_VALUE, DR_ENTRY, DR_E_ITEM, DR_E_OUT, DR_BATCH, DR_B_TYPE, DR_B_ID, DR_B_DEADLINE,
+    DR_B_ENTRIES, DR_B_VALUES, DR_B_EXTENDED, DR_CANARY, DR_END_OF_TIME, DR_DECODED_SLOTS,
+    DR_RAW, DR_R_HEADERS, DR_TYPESTATE, DR_T_WINDOW, DR_CONFIG_SIZE
+};
+
+static PyObject *s_dr_event_time, *s_dr_next_deadline, *s_dr_open, *s_dr_fifo, *s_dr_types,
+    *s_dr_tenant, *s_dr_batch_size, *s_dr_min_batch, *s_dr_min_share, *s_dr_batch_seconds,
+    *s_dr_expire, *s_dr_close, *s_dr_late, *s_dr_append, *s_dr_popleft;
+
+static int
+drift_run_names(void)
+{
+    if (s_dr_popleft != NULL)
+        return 0;
+    if ((s_dr_event_time = PyUnicode_InternFromString("_event_time")) == NULL ||
+        (s_dr_next_deadline = PyUnicode_InternFromString("_next_deadline")) == NULL ||
+        (s_dr_open = PyUnicode_InternFromString("_open")) == NULL ||
+        (s_dr_fifo = PyUnicode_InternFromString("_fifo")) == NULL ||
+        (s_dr_types = PyUnicode_InternFromString("_types")) == NULL ||
+        (s_dr_tenant = PyUnicode_InternFromString("tenant_id")) == NULL ||
+        (s_dr_batch_size = PyUnicode_InternFromString("_batch_size")) == NULL ||
+        (s_dr_min_batch = PyUnicode_InternFromString("_min_batch_size")) == NULL ||
+        (s_dr_min_share = PyUnicode_InternFromString("_min_share")) == NULL ||
+        (s_dr_batch_seconds = PyUnicode_InternFromString("_batch_seconds")) == NULL ||
+        (s_dr_expire = PyUnicode_InternFromString("_expire")) == NULL ||
+        (s_dr_close = PyUnicode_InternFromString("_close")) == NULL ||
+        (s_dr_late = PyUnicode_InternFromString("_late")) == NULL ||
+        (s_dr_append = PyUnicode_InternFromString("append")) == NULL ||
+        (s_dr_popleft = PyUnicode_InternFromString("popleft")) == NULL)
+        return -1;
+    return 0;
+}
+
+/* A slot of exactly cls's instances at its offset, or -1 (no exception set). */
+static Py_ssize_t
+drift_run_slot(PyObject *descr, PyObject *cls)
+{
+    return dedupe_slot(descr, cls);
+}
+
+/* A positive int of attrs (clamped to PY_SSIZE_T_MAX), or -1 (no exception set). */
+static Py_ssize_t
+drift_run_size(PyObject *attrs, PyObject *name)
+{
+    PyObject *value = PyDict_GetItemWithError(attrs, name);
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        PyErr_Clear();
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow > 0)
+        return PY_SSIZE_T_MAX;
+    if (overflow < 0 || v < 1) {
+        PyErr_Clear();
+        return -1;
+    }
+    return v > PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : (Py_ssize_t)v;
+}
+
+/* Set a slot through its descriptor (steals nothing). */
+static int
+drift_run_set(PyObject *descr, PyObject *obj, PyObject *value)
+{
+    return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
+}
+
+/* The out slot of the fifo's head entry (a new reference), or NULL with an exception. */
+static PyObject *
+drift_run_head(PyObject *fifo, PyObject *out_descr, PyObject *entry_cls)
+{
+    PyObject *head = PySequence_GetItem(fifo, 0);
+    if (head == NULL)
+        return NULL;
+    PyObject *result = Py_TYPE(out_descr)->tp_descr_get(out_descr, head, entry_cls);
+    Py_DECREF(head);
+    return result;
+}
+
+static PyObject *
+drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyDict_CheckExact(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyLong_CheckExact(args[3]) || !PyList_CheckExact(args[4]) ||
+        !PyTuple_CheckExact(args[5]) || PyTuple_GET_SIZE(args[5]) != DR_CONFIG_SIZE) {
+        PyErr_SetString(PyExc_TypeError,
+                        "drift_run(self, attrs, items, start, out, config, checks_markers)");
+        return NULL;
+    }
+    PyObject *self = args[0], *attrs = args[1], *items = args[2], *out = args[4];
+    PyObject *const *cfg = &PyTuple_GET_ITEM(args[5], 0);
+    Py_ssize_t start = PyLong_AsSsize_t(args[3]);
+    if (start < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyErr_SetString(PyExc_ValueError, "drift_run: start must be >= 0");
+        return NULL;
+    }
+    int checks_markers = PyObject_IsTrue(args[6]);
+    if (checks_markers < 0 || drift_run_names() < 0)
+        return NULL;
+    PyObject *decoded_cls = cfg[DR_DECODED], *signal_cls = cfg[DR_SIGNAL];
+    Py_ssize_t o_signal = drift_run_slot(cfg[DR_D_SIGNAL], decoded_cls),
+               o_unknown = drift_run_slot(cfg[DR_D_UNKNOWN], decoded_cls),
+               o_raw = drift_run_slot(cfg[DR_D_RAW], decoded_cls),
+               o_tenant = drift_run_slot(cfg[DR_S_TENANT], signal_cls),
+               o_type = drift_run_slot(cfg[DR_S_TYPE], signal_cls),
+               o_ts = drift_run_slot(cfg[DR_S_TS], signal_cls),
+               o_value = drift_run_slot(cfg[DR_S_VALUE], signal_cls),
+               o_headers = drift_run_slot(cfg[DR_R_HEADERS], cfg[DR_RAW]),
+               o_entries = drift_run_slot(cfg[DR_B_ENTRIES], cfg[DR_BATCH]),
+               o_values = drift_run_slot(cfg[DR_B_VALUES], cfg[DR_BATCH]),
+               o_extended = drift_run_slot(cfg[DR_B_EXTENDED], cfg[DR_BATCH]);
+    PyObject *descrs[] = {cfg[DR_E_ITEM], cfg[DR_E_OUT], cfg[DR_B_TYPE], cfg[DR_B_ID],
+                          cfg[DR_B_DEADLINE], cfg[DR_B_ENTRIES], cfg[DR_B_VALUES],
+                          cfg[DR_B_EXTENDED], cfg[DR_T_WINDOW]};
+    int descrs_ok = 1;
+    for (size_t k = 0; k < sizeof descrs / sizeof descrs[0]; k++)
+        descrs_ok &= Py_TYPE(descrs[k])->tp_descr_get != NULL &&
+                     Py_TYPE(descrs[k])->tp_descr_set != NULL;
+    if (o_signal < 0 || o_unknown < 0 || o_raw < 0 || o_tenant < 0 || o_type < 0 || o_ts < 0 ||
+        o_value < 0 || o_headers < 0 || o_entries < 0 || o_values < 0 || o_extended < 0 ||
+        !descrs_ok || !PyType_Check(cfg[DR_ENTRY]) || !PyType_Check(cfg[DR_BATCH]) ||
+        !PyUnicode_CheckExact(cfg[DR_CANARY])) {
+        PyErr_SetString(PyExc_TypeError, "drift_run: config is not operators.drift's");
+        return NULL;
+    }
+    PyTypeObject *entry_cls = (PyTypeObject *)cfg[DR_ENTRY], *batch_cls = (PyTypeObject *)cfg[DR_BATCH];
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    Py_ssize_t batch_size = drift_run_size(attrs, s_dr_batch_size),
+               min_batch = drift_run_size(attrs, s_dr_min_batch),
+               min_share = drift_run_size(attrs, s_dr_min_share);
+    PyObject *tenant = PyDict_GetItemWithError(attrs, s_dr_tenant),
+             *open_ = PyDict_GetItemWithError(attrs, s_dr_open),
+             *fifo = PyDict_GetItemWithError(attrs, s_dr_fifo),
+             *types = PyDict_GetItemWithError(attrs, s_dr_types),
+             *batch_seconds = PyDict_GetItemWithError(attrs, s_dr_batch_seconds);
+    if (PyErr_Occurred())
+        return NULL;
+    if (start >= n || batch_size < 0 || min_batch < 0 || min_share < 0 || tenant == NULL ||
+        !PyUnicode_CheckExact(tenant) || open_ == NULL || !PyDict_CheckExact(open_) ||
+        fifo == NULL || types == NULL || !PyDict_CheckExact(types) || batch_seconds == NULL)
+        return PyLong_FromSsize_t(start); /* not a state this loop knows: the Python loop */
+    PyObject *append = NULL, *popleft = NULL;
+    /* held for the call: the callbacks change these objects in place, never the attributes */
+    Py_INCREF(tenant);
+    Py_INCREF(open_);
+    Py_INCREF(fifo);
+    Py_INCREF(types);
+    Py_INCREF(batch_seconds);
+    Py_ssize_t i = start;
+    PyObject *result = NULL;
+    if ((append = PyObject_GetAttr(fifo, s_dr_append)) == NULL ||
+        (popleft = PyObject_GetAttr(fifo, s_dr_popleft)) == NULL)
+        goto fail;
+    for (; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (Py_TYPE(item) != (PyTypeObject *)decoded_cls)
+            break;
+        PyObject *signal = SLOT(item, o_signal), *unknown = SLOT(item, o_unknown),
+                 *raw = SLOT(item, o_raw);
+        if (signal == NULL || unknown == NULL || raw == NULL ||
+            Py_TYPE(signal) != (PyTypeObject *)signal_cls)
+            break;
+        PyObject *kind = SLOT(signal, o_type), *tenant_id = SLOT(signal, o_tenant),
+                 *ts = SLOT(signal, o_ts), *value = SLOT(signal, o_value);
+        if (kind == NULL || tenant_id == NULL || ts == NULL || value == NULL ||
+            !PyUnicode_CheckExact(kind) || !PyUnicode_CheckExact(tenant_id))
+            break;
+        /* item.unknown_fields or kind == CANARY_TYPE or signal.tenant_id != tenant */
+        int unusual = unknown == Py_None ? 0 : PyObject_IsTrue(unknown);
+        if (unusual != 0 || PyUnicode_Compare(kind, cfg[DR_CANARY]) == 0 ||
+            PyUnicode_Compare(tenant_id, tenant) != 0) {
+            PyErr_Clear();
+            break;
+        }
+        if (checks_markers && raw != Py_None) { /* ... or (raw is not None and raw.headers) */
+            if (Py_TYPE(raw) != (PyTypeObject *)cfg[DR_RAW] || SLOT(raw, o_headers) == NULL)
+                break;
+            int headers = PyObject_IsTrue(SLOT(raw, o_headers));
+            if (headers != 0) {
+                PyErr_Clear();
+                break;
+            }
+        }
+        PyObject *open_batch = PyDict_GetItemWithError(open_, kind);
+        if (open_batch == NULL ? PyErr_Occurred() != NULL
+                               : Py_TYPE(open_batch) != batch_cls ||
+                                     SLOT(open_batch, o_entries) == NULL ||
+                                     !PyList_CheckExact(SLOT(open_batch, o_entries)) ||
+                                     SLOT(open_batch, o_values) == NULL) {
+            PyErr_Clear();
+            break; /* an open batch this loop does not know (a closing one only goes away) */
+        }
+        PyObject *event_time = PyDict_GetItemWithError(attrs, s_dr_event_time);
+        if (event_time == NULL) {
+            PyErr_Clear();
+            break; /* no attribute: the loop raises its AttributeError */
+        }
+        int later = event_time == Py_None ? 1 : PyObject_RichCompareBool(ts, event_time, Py_GT);
+        if (later < 0) {
+            PyErr_Clear();
+            break; /* the loop raises the comparison's error, nothing changed yet */
+        }
+        /* from here on the record is under way: an error propagates */
+        Py_INCREF(ts);
+        Py_INCREF(event_time);
+        int closed = 0;
+        PyObject *batch = NULL, *entry = NULL;
+        if (later) {
+            Py_SETREF(event_time, Py_NewRef(ts));
+            if (PyDict_SetItem(attrs, s_dr_event_time, ts) < 0)
+                goto record_fail;
+            PyObject *next_deadline = PyDict_GetItemWithError(attrs, s_dr_next_deadline);
+            if (next_deadline == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_AttributeError, s_dr_next_deadline);
+                goto record_fail;
+            }
+            if (next_deadline != Py_None) {
+                int due = PyObject_RichCompareBool(ts, next_deadline, Py_GE);
+                if (due < 0)
+                    goto record_fail;
+                if (due) {
+                    closed = 1;
+                    PyObject *r = PyObject_CallMethodOneArg(self, s_dr_expire, ts);
+                    if (r == NULL)
+                        goto record_fail;
+                    Py_DECREF(r);
+                }
+            }
+        }
+        entry = entry_cls->tp_alloc(entry_cls, 0);
+        if (entry == NULL || drift_run_set(cfg[DR_E_ITEM], entry, item) < 0 ||
+            drift_run_set(cfg[DR_E_OUT], entry, Py_None) < 0)
+            goto record_fail;
+        {
+            PyObject *r = PyObject_CallOneArg(append, entry);
+            if (r == NULL)
+                goto record_fail;
+            Py_DECREF(r);
+        }
+        batch = PyDict_GetItemWithError(open_, kind);
+        if (batch == NULL && PyErr_Occurred())
+            goto record_fail;
+        Py_XINCREF(batch);
+        int close = 0;
+        if (batch == NULL) {
+            PyObject *deadline = PyNumber_Add(ts, batch_seconds);
+            if (deadline == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                    goto record_fail;
+                PyErr_Clear(); /* a batch_seconds of centuries: no time limit */
+                deadline = Py_NewRef(cfg[DR_END_OF_TIME]);
+            }
+            batch = batch_cls->tp_alloc(batch_cls, 0);
+            PyObject *entries = PyList_New(0), *values = PyList_New(0);
+            int err = batch == NULL || entries == NULL || values == NULL ||
+                      drift_run_set(cfg[DR_B_TYPE], batch, kind) < 0 ||
+                      drift_run_set(cfg[DR_B_ID], batch, Py_None) < 0 ||
+                      drift_run_set(cfg[DR_B_DEADLINE], batch, deadline) < 0 ||
+                      drift_run_set(cfg[DR_B_ENTRIES], batch, entries) < 0 ||
+                      drift_run_set(cfg[DR_B_VALUES], batch, values) < 0 ||
+                      drift_run_set(cfg[DR_B_EXTENDED], batch, Py_False) < 0 ||
+                      PyDict_SetItem(open_, kind, batch) < 0;
+            Py_XDECREF(entries);
+            Py_XDECREF(values);
+            if (err) {
+                Py_DECREF(deadline);
+                goto record_fail;
+            }
+            PyObject *next_deadline = PyDict_GetItemWithError(attrs, s_dr_next_deadline);
+            int earlier = 1;
+            if (next_deadline == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_AttributeError, s_dr_next_deadline);
+                earlier = -1;
+            } else if (next_deadline != Py_None) {
+                earlier = PyObject_RichCompareBool(deadline, next_deadline, Py_LT);
+            }
+            if (earlier < 0 ||
+                (earlier && PyDict_SetItem(attrs, s_dr_next_deadline, deadline) < 0)) {
+                Py_DECREF(deadline);
+                goto record_fail;
+            }
+            if (PyList_Append(SLOT(batch, o_entries), entry) < 0 ||
+                PyList_Append(SLOT(batch, o_values), value) < 0) {
+                Py_DECREF(deadline);
+                goto record_fail;
+            }
+            if (batch_size <= 1) {
+                close = 1;
+            } else {
+                int late = PyObject_RichCompareBool(deadline, event_time, Py_LE);
+                if (late > 0) { /* a late record: see _push */
+                    PyObject *r = PyObject_CallMethodObjArgs(self, s_dr_late, kind, batch,
+                                                             event_time, NULL);
+                    if (r == NULL)
+                        late = -1;
+                    Py_XDECREF(r);
+                }
+                if (late < 0) {
+                    Py_DECREF(deadline);
+                    goto record_fail;
+                }
+            }
+            Py_DECREF(deadline);
+        } else {
+            if (Py_TYPE(batch) != batch_cls) {
+                /* entries and values through attributes: a batch of another class */
+                PyErr_SetString(PyExc_TypeError, "drift_run: an open batch of another class");
+                goto record_fail;
+            }
+            PyObject *entries = SLOT(batch, o_entries), *values = SLOT(batch, o_values);
+            if (entries == NULL || values == NULL || !PyList_CheckExact(entries)) {
+                PyErr_SetString(PyExc_TypeError, "drift_run: a batch without its lists");
+                goto record_fail;
+            }
+            if (PyList_Append(entries, entry) < 0)
+                goto record_fail;
+            if (PyList_CheckExact(values)) {
+                if (PyList_Append(values, value) < 0)
+                    goto record_fail;
+            } else {
+                PyObject *r = PyObject_CallMethodOneArg(values, s_dr_append, value);
+                if (r == NULL)
+                    goto record_fail;
+                Py_DECREF(r);
+            }
+            Py_ssize_t size = PyList_GET_SIZE(entries);
+            if (size >= batch_size) {
+                close = 1;
+            } else {
+                PyObject *extended = SLOT(batch, o_extended); /* getattr(batch, "extended", False) */
+                int ext = extended == NULL ? 0 : PyObject_IsTrue(extended);
+                if (ext < 0)
+                    goto record_fail;
+                if (ext) {
+                    if (size >= min_batch) {
+                        close = 1;
+                    } else if (size >= min_share) {
+                        PyObject *state = PyDict_GetItemWithError(types, kind);
+                        if (state == NULL && PyErr_Occurred())
+                            goto record_fail;
+                        if (state != NULL) { /* size + _window_size(state) >= min_batch */
+                            PyObject *window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(
+                                cfg[DR_T_WINDOW], state, cfg[DR_TYPESTATE]);
+                            if (window == NULL)
+                                goto record_fail;
+                            PyObject *it = PyObject_GetIter(window), *sample;
+                            Py_DECREF(window);
+                            if (it == NULL)
+                                goto record_fail;
+                            Py_ssize_t pooled = size;
+                            while ((sample = PyIter_Next(it)) != NULL) {
+                                Py_ssize_t len = PyObject_Size(sample);
+                                Py_DECREF(sample);
+                                if (len < 0)
+                                    break;
+                                pooled += len;
+                            }
+                            Py_DECREF(it);
+                            if (PyErr_Occurred())
+                                goto record_fail;
+                            close = pooled >= min_batch;
+                        }
+                    }
+                }
+                if (!close && !closed) {
+                    Py_DECREF(batch);
+                    Py_DECREF(entry);
+                    Py_DECREF(ts);
+                    Py_DECREF(event_time);
+                    continue; /* the oldest held record's batch is still open: nothing out */
+                }
+            }
+        }
+        if (close) {
+            PyObject *r = PyObject_CallMethodObjArgs(self, s_dr_close, kind, batch, NULL);
+            if (r == NULL)
+                goto record_fail;
+            Py_DECREF(r);
+        }
+        Py_CLEAR(batch);
+        Py_CLEAR(entry);
+        { /* _release, inline */
+            PyObject *head = drift_run_head(fifo, cfg[DR_E_OUT], cfg[DR_ENTRY]);
+            if (head == NULL)
+                goto record_fail;
+            if (head != Py_None) {
+                Py_ssize_t last = 0;
+                PyObject *passed = NULL;
+                for (;;) {
+                    if (Py_TYPE(head) == (PyTypeObject *)decoded_cls) {
+                        last = PyList_GET_SIZE(out);
+                        Py_XSETREF(passed, Py_NewRef(head));
+                    }
+                    int err = PyList_Append(out, head);
+                    Py_DECREF(head);
+                    head = NULL;
+                    PyObject *r = err < 0 ? NULL : PyObject_CallNoArgs(popleft);
+                    if (r == NULL) {
+                        Py_XDECREF(passed);
+                        goto record_fail;
+                    }
+                    Py_DECREF(r);
+                    Py_ssize_t left = PyObject_Size(fifo);
+                    if (left < 0) {
+                        Py_XDECREF(passed);
+                        goto record_fail;
+                    }
+                    if (left == 0)
+                        break;
+                    head = drift_run_head(fifo, cfg[DR_E_OUT], cfg[DR_ENTRY]);
+                    if (head == NULL) {
+                        Py_XDECREF(passed);
+                        goto record_fail;
+                    }
+                    if (head == Py_None)
+                        break;
+                }
+                Py_XDECREF(head);
+                head = NULL;
+                if (passed != NULL) {
+                    PyObject *hargs[4] = {passed, event_time, decoded_cls, cfg[DR_DECODED_SLOTS]};
+                    PyObject *copy = with_horizon(mod, hargs, 4);
+                    Py_DECREF(passed);
+                    if (copy == NULL || PyList_SetItem(out, last, copy) < 0)
+                        goto record_fail;
+                }
+            }
+            Py_XDECREF(head);
+        }
+        Py_DECREF(ts);
+        Py_DECREF(event_time);
+        continue;
+    record_fail:
+        Py_XDECREF(batch);
+        Py_XDECREF(entry);
+        Py_DECREF(ts);
+        Py_DECREF(event_time);
+        goto fail;
+    }
+    result = PyLong_FromSsize_t(i);
+fail:
+    Py_XDECREF(append);
+    Py_XDECREF(popleft);
+    Py_DECREF(tenant);
+    Py_DECREF(open_);
+    Py_DECREF(fifo);
+    Py_DECREF(types);
+    Py_DECREF(batch_seconds);
+    return result;
+}
+/* === end of drift run ===================================================================== */
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -3113,6 +3586,9 @@ static PyMethodDef functions[] = {
      PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
     {"lake_columns", (PyCFunction)(void (*)(void))lake_columns, METH_FASTCALL,
      PyDoc_STR("the Arrow buffers of a lake batch's columns (sinks.lake_tables), or None.")},
+    /* drift run (branch driftc) */
+    {"drift_run", (PyCFunction)(void (*)(void))drift_run, METH_FASTCALL,
+     PyDoc_STR("drift's plain path (operators.drift.TenantDrift.push_batch): the next index.")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -104,3 +104,13 @@ def score_run(
 # 1: (validity | None, data, nulls); 2, 3, 4, 6: data; 5: the values), or None where the
 # reference must build the batch.
 def lake_columns(items: list[Any], plan: tuple[tuple[Any, ...], ...], /) -> list[Any] | None: ...
+def drift_run(
+    state: Any,
+    attrs: dict[str, Any],
+    items: list[Decoded],
+    start: int,
+    out: list[Any],
+    config: tuple[Any, ...],
+    checks_markers: bool,
+    /,
+) -> int: ...
