@@ -42,8 +42,8 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -64,6 +64,7 @@ __all__ = [
     "lane_tenant",
     "load_plans",
     "planned_batches",
+    "planned_logic",
     "planned_sink",
     "spreads",
 ]
@@ -320,11 +321,20 @@ def planned_batches(
         keyed = op.flat_map_batch(f"{step_id}_tenant", up, tenants)
     else:
         keyed = op.key_on(f"{step_id}_one", up, lambda _item: table.name)
-    return op.stateful_batch(
-        step_id,
-        keyed,
-        lambda resume: _PlannedBatches(plan, table, max_rows, resume, by_tenant=by_tenant),
-    )
+    return op.stateful_batch(step_id, keyed, planned_logic(plan, table, max_rows, by_tenant))
+
+
+def planned_logic(
+    plan: CommitPlan, table: TableDef[T], max_rows: int, by_tenant: bool
+) -> Callable[[Any], StatefulBatchLogic[T, list[T], Any]]:
+    """The builder of :func:`planned_batches`' stateful logic (its rows keyed by ``table``'s
+    name, or by their lane tenant when ``by_tenant``), for a step that feeds it otherwise
+    (``flows.coherence.planned_runs``: a run at a time)."""
+
+    def build(resume: Any) -> StatefulBatchLogic[T, list[T], Any]:
+        return _PlannedBatches(plan, table, max_rows, resume, by_tenant=by_tenant)
+
+    return build
 
 
 Batches = tuple[str, list[T]]
