@@ -10,6 +10,7 @@ default, so on genuine Kafka too the 10 MB records get in and their rejects must
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import struct
@@ -212,6 +213,54 @@ def test_poison_pills_of_1_5_and_10_mb_leave_as_rejects_by_reference(
         row = quarantine[source]
         assert row["payload"] == value and row["kafka_key"] == key
         assert row["input_hash"] == hashlib.sha256(value).hexdigest()
+
+
+def test_a_writer_schema_whose_records_claim_endless_nulls_is_refused_and_the_flow_goes_on(
+    big_settings: Settings,
+) -> None:
+    """Regression: a producer registers a compatible writer (v1 and an array of nulls with a
+    default) and sends a 20-byte record claiming 2^62 of them: fastavro looped that many times
+    reading nothing and the flow froze at that record, and again after every restart. Now every
+    record of that writer is refused unread, named in the DLQ and the quarantine, and the
+    records around it land."""
+    v1 = _v1_id(big_settings)
+    writer = json.loads(SIGNAL_V1.text)
+    writer["fields"].append(
+        {"name": "flags", "type": {"type": "array", "items": "null"}, "default": []}
+    )
+    with SchemaRegistryClient(big_settings.kafka.registry_config()) as client:
+        bomb_id = client.register_schema(
+            big_settings.kafka.subject, Schema(json.dumps(writer), "AVRO")
+        )
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent = _Sent(big_settings)
+    valid = list(_valid_stream(v1, now - timedelta(hours=1), 100))
+    body = encode(v1, SIGNAL_V1.parsed, _record("tenant-00", "bomb", now))[5:]
+    bombs = [
+        wire_frame(bomb_id, body + _zigzag(2**62)),  # 2^62 nulls in one block, no end
+        wire_frame(bomb_id, body + _zigzag(-(2**62)) + _zigzag(0) + _zigzag(0)),  # sized block
+        wire_frame(bomb_id, body + _zigzag(0)),  # an honest empty array of the same writer
+    ]
+    for n, (key, value) in enumerate(valid):
+        sent.send(key, value)
+        if n in (20, 50, 80):
+            sent.send(b"tenant-00", bombs[(n - 20) // 30])
+    sent.flush()
+    refused = {src for src, (_k, v) in sent.records.items() if v in bombs}
+    assert len(refused) == 3
+
+    finish(igflow(big_settings, "run"), timeout=180)
+
+    landed = {(r["tenant_id"], r["signal_id"]) for r in lake_rows(big_settings)}
+    assert len(landed) == len(valid) and "bomb" not in {s for _t, s in landed}
+    dlq = _dlq_by_source(big_settings)
+    quarantine = _quarantine_by_source(big_settings)
+    assert set(dlq) == set(quarantine) == refused
+    for source in refused:
+        headers = dict(dlq[source].headers())
+        assert headers["igflow.reason"] == b"SCHEMA_INCOMPATIBLE"
+        assert b"array flags of items that take no bytes" in headers["igflow.detail"]
+        assert quarantine[source]["reason"] == "SCHEMA_INCOMPATIBLE"
 
 
 # --- fuzz ------------------------------------------------------------------------------------
