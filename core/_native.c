@@ -3564,6 +3564,504 @@ fail:
     return result;
 }
 /* === end of drift run ===================================================================== */
+/* === exchange: a run's pickled form between processes (core.records.Records.__reduce__) ===== */
+
+/* A run of records (every item of a class of the table exchange_init registered) written into
+ * one bytes object and built again from it, for what Bytewax pickles between the processes of
+ * a cluster. The encoder reads the slots at their offsets; the decoder allocates each record
+ * and stores its slots (what slot_maker's twin does), no __init__. Only exact types are taken:
+ * None, str (UTF-8), int (64 bits), float (its 8 bytes), bool, bytes, tuple, datetime (naive or
+ * in the registered UTC), records of the table; anything else (an enum, a Decimal, a str or int
+ * subclass, an int beyond 64 bits, a surrogate, a slot never set) makes exchange_pack return
+ * None and the run pickles as columns. A str equal to the same field of the previous record of
+ * its class is written as a back reference and loaded as that very object (pickle's memo shares
+ * identical objects the same way). The bytes start with the table's 8-byte fingerprint: a
+ * process with another table refuses them. */
+
+#define EX_MAX_CLASSES 32
+#define EX_MAX_FIELDS 32
+#define EX_MAX_DEPTH 8
+
+enum {
+    EX_NONE = 0, EX_STR, EX_INT, EX_FLOAT, EX_BYTES, EX_TUPLE, EX_RECORD, EX_DATETIME, EX_TRUE,
+    EX_FALSE, EX_SAME,
+};
+
+typedef struct {
+    PyTypeObject *cls;
+    int n;
+    Py_ssize_t off[EX_MAX_FIELDS];
+} ExClass;
+
+static ExClass ex_classes[EX_MAX_CLASSES];
+static int ex_count = -1; /* -1: exchange_init not called */
+static PyObject *ex_utc;  /* strong */
+static unsigned char ex_tag[8];
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    const PyObject *prev[EX_MAX_CLASSES]; /* the previous record of each class (borrowed) */
+} ExOut;
+
+/* 1 when the value cannot be taken (no exception set), -1 on an error (exception set). */
+#define EX_CANNOT 1
+
+static int
+ex_reserve(ExOut *o, size_t n)
+{
+    if (o->len + n <= o->cap)
+        return 0;
+    size_t cap = o->cap ? o->cap : 256;
+    while (cap < o->len + n)
+        cap *= 2;
+    char *buf = PyMem_Realloc(o->buf, cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    o->buf = buf;
+    o->cap = cap;
+    return 0;
+}
+
+static int
+ex_put(ExOut *o, const void *data, size_t n)
+{
+    if (ex_reserve(o, n) < 0)
+        return -1;
+    memcpy(o->buf + o->len, data, n);
+    o->len += n;
+    return 0;
+}
+
+static int
+ex_byte(ExOut *o, unsigned char b)
+{
+    return ex_put(o, &b, 1);
+}
+
+static int
+ex_size(ExOut *o, Py_ssize_t n)
+{
+    if (n < 0 || n > 0x7fffffff)
+        return EX_CANNOT;
+    uint32_t v = (uint32_t)n;
+    return ex_put(o, &v, 4);
+}
+
+static int ex_record(ExOut *o, PyObject *rec, int c, int depth);
+
+static int
+ex_class_of(PyObject *v)
+{
+    for (int c = 0; c < ex_count; c++)
+        if (Py_TYPE(v) == ex_classes[c].cls)
+            return c;
+    return -1;
+}
+
+static int
+ex_value(ExOut *o, PyObject *v, PyObject *prev, int depth)
+{
+    int err;
+    if (v == Py_None)
+        return ex_byte(o, EX_NONE);
+    if (PyUnicode_CheckExact(v)) {
+        if (prev != NULL && PyUnicode_CheckExact(prev) &&
+            (prev == v || PyUnicode_Compare(prev, v) == 0))
+            return ex_byte(o, EX_SAME);
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (s == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear(); /* a lone surrogate: pickle's job */
+            return EX_CANNOT;
+        }
+        if ((err = ex_byte(o, EX_STR)) != 0 || (err = ex_size(o, n)) != 0)
+            return err;
+        return ex_put(o, s, (size_t)n);
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow)
+            return EX_CANNOT;
+        int64_t x64 = (int64_t)x;
+        if ((err = ex_byte(o, EX_INT)) != 0)
+            return err;
+        return ex_put(o, &x64, 8);
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if ((err = ex_byte(o, EX_FLOAT)) != 0)
+            return err;
+        return ex_put(o, &d, 8);
+    }
+    if (v == Py_True)
+        return ex_byte(o, EX_TRUE);
+    if (v == Py_False)
+        return ex_byte(o, EX_FALSE);
+    if (PyBytes_CheckExact(v)) {
+        if ((err = ex_byte(o, EX_BYTES)) != 0 || (err = ex_size(o, PyBytes_GET_SIZE(v))) != 0)
+            return err;
+        return ex_put(o, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+    }
+    if (PyTuple_CheckExact(v)) {
+        if (depth >= EX_MAX_DEPTH)
+            return EX_CANNOT;
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if ((err = ex_byte(o, EX_TUPLE)) != 0 || (err = ex_size(o, n)) != 0)
+            return err;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if ((err = ex_value(o, PyTuple_GET_ITEM(v, i), NULL, depth + 1)) != 0)
+                return err;
+        return 0;
+    }
+    if (PyDateTime_CheckExact(v)) {
+        PyObject *tz = PyDateTime_DATE_GET_TZINFO(v);
+        if (tz != Py_None && tz != ex_utc)
+            return EX_CANNOT;
+        unsigned char d[12];
+        int year = PyDateTime_GET_YEAR(v), us = PyDateTime_DATE_GET_MICROSECOND(v);
+        d[0] = (unsigned char)(year & 0xff);
+        d[1] = (unsigned char)(year >> 8);
+        d[2] = (unsigned char)PyDateTime_GET_MONTH(v);
+        d[3] = (unsigned char)PyDateTime_GET_DAY(v);
+        d[4] = (unsigned char)PyDateTime_DATE_GET_HOUR(v);
+        d[5] = (unsigned char)PyDateTime_DATE_GET_MINUTE(v);
+        d[6] = (unsigned char)PyDateTime_DATE_GET_SECOND(v);
+        d[7] = (unsigned char)(us & 0xff);
+        d[8] = (unsigned char)((us >> 8) & 0xff);
+        d[9] = (unsigned char)(us >> 16);
+        d[10] = (unsigned char)PyDateTime_DATE_GET_FOLD(v);
+        d[11] = tz == Py_None ? 0 : 1;
+        if ((err = ex_byte(o, EX_DATETIME)) != 0)
+            return err;
+        return ex_put(o, d, 12);
+    }
+    int c = ex_class_of(v);
+    if (c >= 0) {
+        if (depth >= EX_MAX_DEPTH)
+            return EX_CANNOT;
+        if ((err = ex_byte(o, EX_RECORD)) != 0)
+            return err;
+        return ex_record(o, v, c, depth + 1);
+    }
+    return EX_CANNOT;
+}
+
+/* The record's class number, then each field (a str equal to the same field of the previous
+ * record of the class as EX_SAME). */
+static int
+ex_record(ExOut *o, PyObject *rec, int c, int depth)
+{
+    const ExClass *k = &ex_classes[c];
+    const PyObject *prev = o->prev[c];
+    int err;
+    if ((err = ex_byte(o, (unsigned char)c)) != 0)
+        return err;
+    for (int i = 0; i < k->n; i++) {
+        PyObject *v = SLOT(rec, k->off[i]);
+        if (v == NULL)
+            return EX_CANNOT;
+        if ((err = ex_value(o, v, prev ? SLOT(prev, k->off[i]) : NULL, depth)) != 0)
+            return err;
+    }
+    o->prev[c] = rec;
+    return 0;
+}
+
+static int
+ex_ready(void)
+{
+    if (ex_count < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "exchange: exchange_init was not called");
+        return -1;
+    }
+    return 0;
+}
+
+/* exchange_init(table, utc, fingerprint): table is a tuple of (class, its slot descriptors in
+ * field order); the fingerprint (8 bytes) heads every run written and must head every run
+ * read. */
+static PyObject *
+exchange_init(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[2]) ||
+        PyBytes_GET_SIZE(args[2]) != 8) {
+        PyErr_SetString(PyExc_TypeError, "exchange_init(table, utc, fingerprint: 8 bytes)");
+        return NULL;
+    }
+    PyObject *table = args[0];
+    Py_ssize_t n = PyTuple_GET_SIZE(table);
+    if (n > EX_MAX_CLASSES) {
+        PyErr_SetString(PyExc_ValueError, "exchange_init: too many classes");
+        return NULL;
+    }
+    ExClass classes[EX_MAX_CLASSES];
+    for (Py_ssize_t c = 0; c < n; c++) {
+        PyObject *entry = PyTuple_GET_ITEM(table, c);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+            !PyType_Check(PyTuple_GET_ITEM(entry, 0)) ||
+            !PyTuple_Check(PyTuple_GET_ITEM(entry, 1)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 1)) > EX_MAX_FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "exchange_init: entries are (class, slots)");
+            return NULL;
+        }
+        PyTypeObject *cls = (PyTypeObject *)PyTuple_GET_ITEM(entry, 0);
+        PyObject *slots = PyTuple_GET_ITEM(entry, 1);
+        classes[c].cls = cls;
+        classes[c].n = (int)PyTuple_GET_SIZE(slots);
+        for (int i = 0; i < classes[c].n; i++) {
+            PyTypeObject *owner;
+            Py_ssize_t off = slot_offset(PyTuple_GET_ITEM(slots, i), &owner);
+            if (off < 0)
+                return NULL;
+            if (owner != cls) {
+                PyErr_SetString(PyExc_TypeError, "exchange_init: a slot of another class");
+                return NULL;
+            }
+            classes[c].off[i] = off;
+        }
+    }
+    for (Py_ssize_t c = 0; c < n; c++)
+        Py_INCREF(classes[c].cls); /* kept for the life of the process */
+    for (int c = 0; c < ex_count; c++)
+        Py_DECREF(ex_classes[c].cls);
+    memcpy(ex_classes, classes, sizeof(ExClass) * (size_t)n);
+    ex_count = (int)n;
+    Py_XSETREF(ex_utc, Py_NewRef(args[1]));
+    memcpy(ex_tag, PyBytes_AS_STRING(args[2]), 8);
+    Py_RETURN_NONE;
+}
+
+/* exchange_pack(run) -> bytes, or None when an item or a value is not one it takes. */
+static PyObject *
+exchange_pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "exchange_pack(run: list)");
+        return NULL;
+    }
+    if (ex_ready() < 0)
+        return NULL;
+    PyObject *run = args[0];
+    ExOut o;
+    memset(&o, 0, sizeof o);
+    int err = ex_put(&o, ex_tag, 8);
+    if (err == 0)
+        err = ex_size(&o, PyList_GET_SIZE(run));
+    for (Py_ssize_t i = 0; err == 0 && i < PyList_GET_SIZE(run); i++) {
+        PyObject *item = PyList_GET_ITEM(run, i);
+        int c = ex_class_of(item);
+        err = c < 0 ? EX_CANNOT : ex_record(&o, item, c, 1);
+    }
+    PyObject *out = NULL;
+    if (err == 0)
+        out = PyBytes_FromStringAndSize(o.buf, (Py_ssize_t)o.len);
+    else if (err == EX_CANNOT)
+        out = Py_NewRef(Py_None);
+    PyMem_Free(o.buf);
+    return out;
+}
+
+typedef struct {
+    const unsigned char *p, *end;
+    PyObject *prev[EX_MAX_CLASSES]; /* the previous record built of each class (borrowed) */
+} ExIn;
+
+static int
+ex_truncated(void)
+{
+    PyErr_SetString(PyExc_ValueError, "exchange: a truncated or malformed run");
+    return -1;
+}
+
+static int
+ex_take(ExIn *in, void *out, size_t n)
+{
+    if ((size_t)(in->end - in->p) < n)
+        return ex_truncated();
+    memcpy(out, in->p, n);
+    in->p += n;
+    return 0;
+}
+
+static PyObject *ex_read_record(ExIn *in, int depth);
+
+/* The next value; prev is the same field of the previous record of its class (EX_SAME). */
+static PyObject *
+ex_read(ExIn *in, PyObject *prev, int depth)
+{
+    unsigned char kind;
+    uint32_t n;
+    if (ex_take(in, &kind, 1) < 0)
+        return NULL;
+    switch (kind) {
+    case EX_NONE:
+        Py_RETURN_NONE;
+    case EX_TRUE:
+        Py_RETURN_TRUE;
+    case EX_FALSE:
+        Py_RETURN_FALSE;
+    case EX_SAME:
+        if (prev == NULL) {
+            ex_truncated();
+            return NULL;
+        }
+        return Py_NewRef(prev);
+    case EX_STR:
+    case EX_BYTES: {
+        if (ex_take(in, &n, 4) < 0)
+            return NULL;
+        if ((size_t)(in->end - in->p) < n) {
+            ex_truncated();
+            return NULL;
+        }
+        const char *s = (const char *)in->p;
+        in->p += n;
+        if (kind == EX_STR)
+            return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "strict");
+        return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+    }
+    case EX_INT: {
+        int64_t x;
+        if (ex_take(in, &x, 8) < 0)
+            return NULL;
+        return PyLong_FromLongLong((long long)x);
+    }
+    case EX_FLOAT: {
+        double d;
+        if (ex_take(in, &d, 8) < 0)
+            return NULL;
+        return PyFloat_FromDouble(d);
+    }
+    case EX_TUPLE: {
+        if (depth >= EX_MAX_DEPTH || ex_take(in, &n, 4) < 0) {
+            if (!PyErr_Occurred())
+                ex_truncated();
+            return NULL;
+        }
+        if ((size_t)(in->end - in->p) < n) { /* each item takes a byte at least */
+            ex_truncated();
+            return NULL;
+        }
+        PyObject *t = PyTuple_New((Py_ssize_t)n);
+        if (t == NULL)
+            return NULL;
+        for (uint32_t i = 0; i < n; i++) {
+            PyObject *v = ex_read(in, NULL, depth + 1);
+            if (v == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i, v);
+        }
+        return t;
+    }
+    case EX_DATETIME: {
+        unsigned char d[12];
+        if (ex_take(in, d, 12) < 0)
+            return NULL;
+        if (d[10] > 1 || d[11] > 1) {
+            ex_truncated();
+            return NULL;
+        }
+        return PyDateTimeAPI->DateTime_FromDateAndTimeAndFold(
+            d[0] | (d[1] << 8), d[2], d[3], d[4], d[5], d[6], d[7] | (d[8] << 8) | (d[9] << 16),
+            d[11] ? ex_utc : Py_None, d[10], PyDateTimeAPI->DateTimeType);
+    }
+    case EX_RECORD:
+        if (depth >= EX_MAX_DEPTH) {
+            ex_truncated();
+            return NULL;
+        }
+        return ex_read_record(in, depth + 1);
+    default:
+        ex_truncated();
+        return NULL;
+    }
+}
+
+static PyObject *
+ex_read_record(ExIn *in, int depth)
+{
+    unsigned char c;
+    if (ex_take(in, &c, 1) < 0)
+        return NULL;
+    if (c >= ex_count) {
+        ex_truncated();
+        return NULL;
+    }
+    const ExClass *k = &ex_classes[c];
+    PyObject *prev = in->prev[c];
+    PyObject *obj = k->cls->tp_alloc(k->cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < k->n; i++) {
+        PyObject *v = ex_read(in, prev ? SLOT(prev, k->off[i]) : NULL, depth);
+        if (v == NULL) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+        SLOT(obj, k->off[i]) = v;
+    }
+    in->prev[c] = obj;
+    return obj;
+}
+
+/* exchange_unpack(data) -> list: the records exchange_pack wrote, in order. */
+static PyObject *
+exchange_unpack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "exchange_unpack(data: bytes)");
+        return NULL;
+    }
+    if (ex_ready() < 0)
+        return NULL;
+    ExIn in;
+    memset(&in, 0, sizeof in);
+    in.p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    in.end = in.p + PyBytes_GET_SIZE(args[0]);
+    if (in.end - in.p < 8 || memcmp(in.p, ex_tag, 8) != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "exchange: a run from a process whose record classes differ from this "
+                        "one's (every process of a cluster must run the same code)");
+        return NULL;
+    }
+    in.p += 8;
+    uint32_t n;
+    if (ex_take(&in, &n, 4) < 0)
+        return NULL;
+    if ((size_t)(in.end - in.p) < n) {
+        ex_truncated();
+        return NULL;
+    }
+    PyObject *run = PyList_New((Py_ssize_t)n);
+    if (run == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *rec = ex_read_record(&in, 1);
+        if (rec == NULL) {
+            Py_DECREF(run);
+            return NULL;
+        }
+        PyList_SET_ITEM(run, i, rec);
+    }
+    if (in.p != in.end) {
+        Py_DECREF(run);
+        ex_truncated();
+        return NULL;
+    }
+    return run;
+}
+
+/* === end of exchange ====================================================================== */
 
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
@@ -3589,6 +4087,12 @@ static PyMethodDef functions[] = {
     /* drift run (branch driftc) */
     {"drift_run", (PyCFunction)(void (*)(void))drift_run, METH_FASTCALL,
      PyDoc_STR("drift's plain path (operators.drift.TenantDrift.push_batch): the next index.")},
+    {"exchange_init", (PyCFunction)(void (*)(void))exchange_init, METH_FASTCALL,
+     PyDoc_STR("the exchange's record classes, UTC and fingerprint (core.records).")},
+    {"exchange_pack", (PyCFunction)(void (*)(void))exchange_pack, METH_FASTCALL,
+     PyDoc_STR("a run as one bytes object for the exchange (Records.__reduce__), or None.")},
+    {"exchange_unpack", (PyCFunction)(void (*)(void))exchange_unpack, METH_FASTCALL,
+     PyDoc_STR("the run exchange_pack wrote, as a list of new records.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3596,7 +4100,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "core._native",
     "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop, "
     "validate's step, dedupe's check, drift's statistics, score's loop, the lake's Arrow "
-    "buffers.",
+    "buffers, the exchange of runs between processes.",
     -1, functions,
 };
 
