@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import pyiceberg.catalog
 from pyiceberg.catalog import PY_CATALOG_IMPL, TYPE, Catalog, CatalogType, load_catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
@@ -36,7 +37,7 @@ from pyiceberg.table.update import (
     _TableMetadataUpdateContext,
     _update_table_metadata_log,
 )
-from pyiceberg.typedef import Identifier
+from pyiceberg.typedef import Identifier, RecursiveDict
 from pyiceberg.utils.config import PYICEBERG_HOME, PYICEBERG_YML, Config, merge_config
 from pyiceberg.utils.datetime import datetime_to_millis
 from sqlalchemy import Table as SqlTable
@@ -58,14 +59,15 @@ def _open(name: str, properties: dict[str, str], warehouse: str | None) -> Catal
         Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     # pyiceberg's load_catalog, but a SQL catalog is a LakeSqlCatalog: the same merge of the
     # configuration (.pyiceberg.yaml, PYICEBERG_CATALOG__* variables) with ``properties``.
-    conf = merge_config(Config().get_catalog_config(name) or {}, dict(properties))
+    env = pyiceberg.catalog._ENV_CONFIG.get_catalog_config(name)
+    conf = merge_config(env or {}, cast(RecursiveDict, properties))
     kind = conf.get(TYPE)
     if (
         isinstance(kind, str)
         and kind.lower() == CatalogType.SQL.value
         and not properties.get(PY_CATALOG_IMPL)
     ):
-        return LakeSqlCatalog(name, **{k: v for k, v in conf.items() if isinstance(v, str)})
+        return LakeSqlCatalog(name, **cast(dict[str, str], conf))  # as load_catalog passes it
     return load_catalog(name, **properties)
 
 

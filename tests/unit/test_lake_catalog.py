@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyiceberg.catalog
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.memory import InMemoryCatalog
@@ -58,6 +59,22 @@ def test_a_sql_catalog_opens_fast_any_other_as_pyiceberg_s(lake_settings: Settin
     table = ensure_table(other, "ns", SIGNALS)
     lake_write.append(table, _batch(SIGNALS, 1, 50, 2, 1), {"who": "me"})
     assert other.load_table(("ns", SIGNALS.name)).scan().to_arrow().num_rows == 50
+
+
+def test_the_configuration_s_sql_catalog_opens_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class _Config:  # what .pyiceberg.yaml / PYICEBERG_CATALOG__LAKE__* would say
+        def get_catalog_config(self, name: str) -> dict[str, str] | None:
+            return (
+                {"type": "SQL", "uri": f"sqlite:///{tmp_path}/yaml.db"} if name == "lake" else None
+            )
+
+    monkeypatch.setattr(pyiceberg.catalog, "_ENV_CONFIG", _Config())
+    opened = core.catalog._open("lake", {"warehouse": tmp_path.as_uri()}, None)
+    assert type(opened) is LakeSqlCatalog
+    assert opened.properties["uri"] == f"sqlite:///{tmp_path}/yaml.db"
+    assert type(core.catalog._open("other", {"type": "in-memory"}, None)) is InMemoryCatalog
 
 
 def test_updated_metadata_is_pyiceberg_s_without_the_copy(tmp_path: Path) -> None:
