@@ -182,7 +182,7 @@ def updated_metadata(
 
 #: Metadata files a :class:`LakeSqlCatalog` keeps parsed (the current one of each table it
 #: reads or writes, and a few before them).
-METADATA_KEPT = 32
+METADATA_KEPT = 16
 
 
 class LakeSqlCatalog(SqlCatalog):
