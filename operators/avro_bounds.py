@@ -1,5 +1,6 @@
-"""Writer schemas whose records can make a reader loop without reading: arrays of items that
-take no bytes.
+"""Writer schemas whose records can make a reader loop without reading, or recurse without end.
+
+Arrays of items that take no bytes:
 
 An Avro array is written in blocks, each a count and then that many items. An item of a type
 that is encoded in zero bytes (``null``, a ``fixed`` of size 0, a record whose fields all take
@@ -10,8 +11,16 @@ or skips it (measured: a 10-byte record with a count of 2^40 held ``schemaless_r
 a union's branch, an enum's symbol, a string's length are varints), so its count is bounded by
 the record's size and a lying count ends in ``EOFError``.
 
-:func:`zero_width_arrays` names such arrays in a writer schema; the decoder refuses every record
-of a writer schema that has one (``SCHEMA_INCOMPATIBLE``, naming the field), before reading it.
+:func:`zero_width_arrays` names such arrays in a writer schema.
+
+Recursive types: a named type that can hold itself (``{"name": "L", "fields": [{"name": "next",
+"type": ["null", "L"]}]}``) lets a record nest as deep as it has bytes, one byte a level (the
+union's branch index), and fastavro reads it by recursion: 1,000 levels raised
+``RecursionError``, 100,000 (a 100 KB record) overflowed the C stack and killed the process
+(SIGSEGV), at that record again after every restart. :func:`recursive_types` names them.
+
+The decoder refuses every record of a writer schema that has either (``SCHEMA_INCOMPATIBLE``,
+naming the array or the type), before reading it.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["zero_width_arrays"]
+__all__ = ["recursive_types", "zero_width_arrays"]
 
 
 def zero_width_arrays(schema: Any) -> tuple[str, ...]:
@@ -94,3 +103,54 @@ class _Walk:
         if name is not None and name not in self._named:
             self._named[name] = schema
         return name
+
+
+def recursive_types(schema: Any) -> tuple[str, ...]:
+    """The named types of the fastavro-parsed ``schema`` that can hold themselves (through any
+    chain of fields, unions, arrays and maps), sorted; ``()`` if none."""
+    refs: dict[str, set[str]] = {}
+
+    def walk(node: Any, owner: str | None) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch, owner)
+        elif isinstance(node, str):
+            if owner is not None and (node in named or node in refs):
+                refs.setdefault(owner, set()).add(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            name = node.get("name")
+            if kind in {"record", "error", "enum", "fixed"} and isinstance(name, str):
+                if owner is not None:
+                    refs.setdefault(owner, set()).add(name)
+                refs.setdefault(name, set())
+                for field in node.get("fields", ()):
+                    walk(field["type"], name)
+            elif kind == "array":
+                walk(node["items"], owner)
+            elif kind == "map":
+                walk(node["values"], owner)
+            elif isinstance(kind, dict | list):
+                walk(kind, owner)
+
+    named: dict[str, Any] = {}
+    if isinstance(schema, dict):
+        named = dict(schema.get("__named_schemas") or {})
+    walk(schema, None)
+    for definition in named.values():  # the definitions a reference named before its own
+        walk(definition, None)
+    return tuple(sorted(name for name in refs if _reaches(refs, name, name)))
+
+
+def _reaches(refs: Mapping[str, set[str]], start: str, goal: str) -> bool:
+    """Whether a chain of references leads from ``start`` back to ``goal``."""
+    seen: set[str] = set()
+    todo = list(refs.get(start, ()))
+    while todo:
+        name = todo.pop()
+        if name == goal:
+            return True
+        if name not in seen:
+            seen.add(name)
+            todo.extend(refs.get(name, ()))
+    return False

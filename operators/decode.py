@@ -6,9 +6,9 @@ Contract: every input record comes out exactly once, either as ``Decoded`` on ``
 symbol index that is negative or out of range), ``TS_OUT_OF_RANGE`` (valid Avro whose ``ts``
 lies outside the years 1-9999 that a timestamp can hold, e.g. at the int64 limits),
 ``SCHEMA_UNKNOWN`` (the registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema
-does not resolve to the reader schema, or has an array whose items take no bytes, whose records
-could make the reader loop without reading: :mod:`operators.avro_bounds`), ``SOURCE_ERROR``
-(the consumer flagged the record). A
+does not resolve to the reader schema; or it has an array whose items take no bytes, or a
+recursive type, whose records could make the reader loop without reading or recurse past the
+stack: :mod:`operators.avro_bounds`), ``SOURCE_ERROR`` (the consumer flagged the record). A
 registry that is *down* is not bad input: :class:`~core.errors.RegistryError` stops the flow,
 which resumes from its last snapshot once the registry is back, so nothing is misfiled as bad
 data.
@@ -36,7 +36,7 @@ from core import tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from core.wire import HEADER_SIZE, MAGIC, frame, unframe
-from operators.avro_bounds import zero_width_arrays
+from operators.avro_bounds import recursive_types, zero_width_arrays
 from operators.avro_indexes import Guard, index_guard
 from operators.signal_reader import READ_ERRORS, Reader, compile_reader
 from operators.split import split
@@ -161,6 +161,23 @@ def _direct_defaults(
     return tuple(defaults)
 
 
+def _unbounded(schema_id: int, parsed: dict[str, Any]) -> str | None:
+    """Why no record of the writer ``parsed`` is read (:mod:`operators.avro_bounds`), or None."""
+    arrays = zero_width_arrays(parsed)
+    if arrays:
+        return (
+            f"schema id {schema_id}: array {', '.join(arrays)} of items that take no bytes"
+            " (a record could claim any number of them: refused unread)"
+        )
+    recursive = recursive_types(parsed)
+    if recursive:
+        return (
+            f"schema id {schema_id}: recursive type {', '.join(recursive)} (a record could nest"
+            " without bound: refused unread)"
+        )
+    return None
+
+
 class SignalDecoder:
     """Decodes Confluent-framed Avro into signals, read with one reader schema.
 
@@ -220,12 +237,8 @@ class SignalDecoder:
         if not isinstance(parsed, dict):
             parsed = {"type": parsed}
         unknown = tuple(n for n in _field_names(parsed) if n not in self._reader_fields)
-        unbounded = zero_width_arrays(parsed)
-        if unbounded:
-            refused = (
-                f"schema id {schema_id}: array {', '.join(unbounded)} of items that take no"
-                " bytes (a record could claim any number of them: refused unread)"
-            )
+        refused = _unbounded(schema_id, parsed)
+        if refused is not None:
             with self._lock:
                 self._refused[schema_id] = refused
                 self._writers[schema_id] = parsed

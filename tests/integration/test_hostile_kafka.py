@@ -215,39 +215,50 @@ def test_poison_pills_of_1_5_and_10_mb_leave_as_rejects_by_reference(
         assert row["input_hash"] == hashlib.sha256(value).hexdigest()
 
 
-def test_a_writer_schema_whose_records_claim_endless_nulls_is_refused_and_the_flow_goes_on(
+def test_writer_schemas_whose_records_loop_or_recurse_without_end_are_refused(
     big_settings: Settings,
 ) -> None:
-    """Regression: a producer registers a compatible writer (v1 and an array of nulls with a
-    default) and sends a 20-byte record claiming 2^62 of them: fastavro looped that many times
-    reading nothing and the flow froze at that record, and again after every restart. Now every
-    record of that writer is refused unread, named in the DLQ and the quarantine, and the
-    records around it land."""
+    """Regression: a producer registers a compatible writer (v1 and a field with a default) and
+    sends a small record that no reader survives: with an array of nulls, a 20-byte record
+    claiming 2^62 of them (fastavro looped that many times reading nothing: the flow froze at
+    that record, and again after every restart); with a recursive type, a 200 KB record nested
+    200,000 deep (fastavro overflowed the C stack: SIGSEGV, at every restart). Every record of
+    those writers is refused unread, named in the DLQ and the quarantine, and the records
+    around them land."""
     v1 = _v1_id(big_settings)
-    writer = json.loads(SIGNAL_V1.text)
-    writer["fields"].append(
+    nulls = json.loads(SIGNAL_V1.text)
+    nulls["fields"].append(
         {"name": "flags", "type": {"type": "array", "items": "null"}, "default": []}
     )
+    link = {
+        "type": "record",
+        "name": "Link",
+        "fields": [{"name": "next", "type": ["null", "Link"]}],
+    }
+    linked = json.loads(SIGNAL_V1.text)
+    linked["fields"].append({"name": "chain", "type": ["null", link], "default": None})
     with SchemaRegistryClient(big_settings.kafka.registry_config()) as client:
-        bomb_id = client.register_schema(
-            big_settings.kafka.subject, Schema(json.dumps(writer), "AVRO")
-        )
+        subject = big_settings.kafka.subject
+        nulls_id = client.register_schema(subject, Schema(json.dumps(nulls), "AVRO"))
+        linked_id = client.register_schema(subject, Schema(json.dumps(linked), "AVRO"))
     now = datetime.now(UTC).replace(microsecond=0)
     sent = _Sent(big_settings)
     valid = list(_valid_stream(v1, now - timedelta(hours=1), 100))
     body = encode(v1, SIGNAL_V1.parsed, _record("tenant-00", "bomb", now))[5:]
     bombs = [
-        wire_frame(bomb_id, body + _zigzag(2**62)),  # 2^62 nulls in one block, no end
-        wire_frame(bomb_id, body + _zigzag(-(2**62)) + _zigzag(0) + _zigzag(0)),  # sized block
-        wire_frame(bomb_id, body + _zigzag(0)),  # an honest empty array of the same writer
+        wire_frame(nulls_id, body + _zigzag(2**62)),  # 2^62 nulls in one block, no end
+        wire_frame(nulls_id, body + _zigzag(-(2**62)) + _zigzag(0) + _zigzag(0)),  # sized
+        wire_frame(nulls_id, body + _zigzag(0)),  # an honest empty array of the same writer
+        wire_frame(linked_id, body + b"\x02" * 200_000 + b"\x00"),  # 200,000 links deep
+        wire_frame(linked_id, body + b"\x00"),  # an honest null of the same writer
     ]
     for n, (key, value) in enumerate(valid):
         sent.send(key, value)
-        if n in (20, 50, 80):
-            sent.send(b"tenant-00", bombs[(n - 20) // 30])
+        if n % 20 == 10:
+            sent.send(b"tenant-00", bombs[n // 20])
     sent.flush()
-    refused = {src for src, (_k, v) in sent.records.items() if v in bombs}
-    assert len(refused) == 3
+    refused = {src: v for src, (_k, v) in sent.records.items() if v in bombs}
+    assert len(refused) == len(bombs)
 
     finish(igflow(big_settings, "run"), timeout=180)
 
@@ -255,11 +266,15 @@ def test_a_writer_schema_whose_records_claim_endless_nulls_is_refused_and_the_fl
     assert len(landed) == len(valid) and "bomb" not in {s for _t, s in landed}
     dlq = _dlq_by_source(big_settings)
     quarantine = _quarantine_by_source(big_settings)
-    assert set(dlq) == set(quarantine) == refused
-    for source in refused:
+    assert set(dlq) == set(quarantine) == set(refused)
+    for source, value in refused.items():
         headers = dict(dlq[source].headers())
         assert headers["igflow.reason"] == b"SCHEMA_INCOMPATIBLE"
-        assert b"array flags of items that take no bytes" in headers["igflow.detail"]
+        linked_record = value[1:5] == linked_id.to_bytes(4, "big")
+        # The type by its full name (the writer's namespace).
+        named = b"recursive type io.intelgraph." if linked_record else b"array flags of items"
+        assert (b".Link (" in headers["igflow.detail"]) == linked_record
+        assert named in headers["igflow.detail"]
         assert quarantine[source]["reason"] == "SCHEMA_INCOMPATIBLE"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import fastavro
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
 from core.reasons import ReasonCode
@@ -329,6 +330,84 @@ def test_arrays_of_items_that_take_bytes_still_decode(schemas: DictSchemas) -> N
     assert good.endswith(b"\x04\x00\x02\x02x\x00")  # count 2, null, "x", end
     lying = good[:-6] + _zigzag(2**62) + b"\x00\x00"
     assert _reason(schemas, lying) is ReasonCode.DECODE_FAILED
+
+
+_NESTED = """
+import json, sys
+from core.records import RawRecord
+from core.wire import frame
+from operators.decode import SignalDecoder
+from tests.conftest import SIGNAL_V2, DictSchemas
+writer, body = json.loads(sys.argv[1]), bytes.fromhex(sys.argv[2])
+decoder = SignalDecoder(DictSchemas({30: json.dumps(writer)}), SIGNAL_V2.parsed)
+out = []
+for depth in (0, 1_000, 200_000):
+    # `chain` a union of null and a Link: branch 1 (0x02) per level, then null (0x00).
+    raw = RawRecord("t", 0, depth, b"k", frame(30, body + b"\\x02" * depth + b"\\x00"))
+    for got in (decoder.decode(raw), decoder.decode_many([raw])[0]):
+        out.append([got.reason.value, got.detail] if hasattr(got, "reason") else ["DECODED", ""])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        [
+            "null",
+            {
+                "type": "record",
+                "name": "Link",
+                "fields": [{"name": "next", "type": ["null", "Link"]}],
+            },
+        ],
+        [
+            "null",
+            {
+                "type": "record",
+                "name": "Ping",
+                "namespace": "x.y",
+                "fields": [
+                    {
+                        "name": "pong",
+                        "type": [
+                            "null",
+                            {
+                                "type": "record",
+                                "name": "Pong",
+                                "fields": [{"name": "ping", "type": ["null", "Ping"]}],
+                            },
+                        ],
+                    }
+                ],
+            },
+        ],
+    ],
+)
+def test_a_writer_with_a_recursive_type_is_refused_unread(chain: list[object]) -> None:
+    """Regression: a compatible writer with a recursive type (a linked list, or two types that
+    hold each other) and a 200 KB record nested 200,000 levels deep: fastavro recursed past the
+    C stack and the process died (SIGSEGV) at that record, again after every restart; 1,000
+    levels raised a RecursionError the decoder did not catch. Every record of such a writer is
+    refused unread, the type named."""
+    writer = json.loads(SIGNAL_V2.text)
+    writer["fields"].append({"name": "chain", "type": chain, "default": None})
+    body = encode(V2_ID, SIGNAL_V2.parsed, RECORD)[5:]
+    done = subprocess.run(
+        [sys.executable, "-c", _NESTED, json.dumps(writer), body.hex()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # -11: the stack overflowed
+    results = json.loads(done.stdout)
+    assert len(results) == 6
+    for reason, detail in results:
+        assert reason == "SCHEMA_INCOMPATIBLE"
+        assert "recursive type" in detail
+        assert "Link" in detail or "x.y.Ping, x.y.Pong" in detail
 
 
 _WALK = """
