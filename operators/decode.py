@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import bytewax.operators as op
 import fastavro
 from bytewax.dataflow import Stream, operator
+from fastavro.schema import SchemaParseException, UnknownType
 
 from core import tracing
 from core.reasons import ReasonCode
@@ -233,7 +234,15 @@ class SignalDecoder:
                     self._unknown.clear()
                 self._unknown[schema_id] = now + self._unknown_ttl
             return None
-        parsed = fastavro.parse_schema(json.loads(text))
+        try:
+            parsed = fastavro.parse_schema(json.loads(text))
+        except (ValueError, RecursionError, SchemaParseException, UnknownType) as exc:
+            # Not a schema this reader can take (nested past the interpreter's recursion
+            # limit, say): its records are refused, never a reason for the flow to stop.
+            with self._lock:
+                self._refused[schema_id] = f"schema id {schema_id} does not parse: {exc!r:.200}"
+                self._writers[schema_id] = {"type": "null"}
+            return self._writers[schema_id]
         if not isinstance(parsed, dict):
             parsed = {"type": parsed}
         unknown = tuple(n for n in _field_names(parsed) if n not in self._reader_fields)

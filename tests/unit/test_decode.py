@@ -440,3 +440,59 @@ def test_the_index_guard_refuses_a_negative_length_instead_of_looping() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[False, False, True]"
+
+
+_DEEP = """
+import json, sys
+from core.records import RawRecord
+from core.wire import frame
+from operators.decode import SignalDecoder
+from tests.conftest import SIGNAL_V2, DictSchemas
+body = bytes.fromhex(sys.argv[1])
+v2 = json.loads(SIGNAL_V2.text)
+schemas, out = {}, []
+for n, depth in enumerate((10, 300, 1_000, 3_000)):
+    # Records X(depth-1) > ... > X0 {s: string}, written as text (json.dumps recurses too).
+    nested = '{"type": "record", "name": "X0", "fields": [{"name": "s", "type": "string"}]}'
+    for i in range(1, depth):
+        field = f'{{"name": "f", "type": {nested}}}'
+        nested = f'{{"type": "record", "name": "X{i}", "fields": [{field}]}}'
+    fields = json.dumps(v2["fields"])[:-1] + f', {{"name": "deep", "type": {nested}}}]'
+    head = json.dumps({k: v for k, v in v2.items() if k != "fields"})[:-1]
+    schemas[50 + n] = head + f', "fields": {fields}}}'
+schemas[60] = '{"a":' * 100_000 + "1" + "}" * 100_000
+decoder = SignalDecoder(DictSchemas(schemas), SIGNAL_V2.parsed)
+for schema_id in sorted(schemas):
+    raw = RawRecord("t", 0, 0, b"k", frame(schema_id, body + b"\\x02x"))
+    got = decoder.decode(raw)
+    out.append([got.reason.value, got.detail] if hasattr(got, "reason") else ["DECODED", ""])
+print(json.dumps(out))
+"""
+
+
+def test_writers_nested_past_the_recursion_limit_are_rejects_not_crashes() -> None:
+    """Regression: a writer schema whose JSON nests deeper than ``json.loads`` can follow (1,000
+    records, each three JSON levels; or any JSON 100,000 deep) raised a RecursionError out of
+    the decoder, which stopped the flow at its first record, again after every restart. Its
+    records are now refused (``does not parse``); 300 records deep still decodes (fastavro
+    reads that deep: the JSON limit comes first)."""
+    body = encode(V2_ID, SIGNAL_V2.parsed, RECORD)[5:]
+    done = subprocess.run(
+        [sys.executable, "-c", _DEEP, body.hex()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    assert [reason for reason, _detail in results] == [
+        "DECODED",  # 10 records deep
+        "DECODED",  # 300
+        "SCHEMA_INCOMPATIBLE",  # 1,000
+        "SCHEMA_INCOMPATIBLE",  # 3,000
+        "SCHEMA_INCOMPATIBLE",  # not a schema: JSON 100,000 deep
+    ]
+    for schema_id, (_reason, detail) in zip((52, 53, 60), results[2:], strict=True):
+        assert detail.startswith(f"schema id {schema_id} does not parse: RecursionError")
