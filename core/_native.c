@@ -10,6 +10,8 @@
  * (operators/drift_stats.py, operators/drift.py), their own section below.
  * score_run: the score step's loop and its publication (operators/score.py TickScore.add,
  * reference add_python), its own section below.
+ * drift_run: the drift step's plain path (operators/drift.py TenantDrift.push_batch, reference
+ * native=False), its own section just before the method table.
  * lake_columns: the lake's Arrow buffers of a batch of signals or scores (sinks/lake_tables.py
  * TableDef.to_arrow, reference python_to_arrow), its own section below. Built with
  * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
@@ -3092,6 +3094,975 @@ done:
 
 /* === end of lake arrow ==================================================================== */
 
+/* === drift run: TenantDrift.push_batch's plain path (branch driftc, session 20) ============= *
+ * drift_run(self, attrs, items, start, out, config, checks_markers) -> int: the plain records of
+ * items from start on, as operators/drift.py TenantDrift.push_batch's Python loop (its
+ * reference, native=False) takes them: the same steps in the same order, the same objects
+ * (an _Entry and a _Batch built with object.__new__ and their slots set through their
+ * descriptors, as their __init__ sets them), the same state (attrs: self.__dict__, its
+ * _event_time and _next_deadline set as the loop sets them; _open, _fifo, _types changed in
+ * place), and every close, expiry and late batch through the very methods the loop calls
+ * (self._expire, self._close, self._late). It returns the index of the first record it leaves
+ * to the Python loop, having changed nothing for it: a record not of the exact classes, with
+ * unknown fields, a canary, another tenant, one whose marker is to be checked, a slot unset, an
+ * event time that does not compare. An error once a record is under way propagates, as the
+ * loop's would at the same step. config: operators.drift._RUN_CONFIG. */
+enum {
+    DR_DECODED, DR_SIGNAL, DR_D_SIGNAL, DR_D_UNKNOWN, DR_D_RAW, DR_S_TENANT, DR_S_TYPE, DR_S_TS,
+    DR_S_VALUE, DR_ENTRY, DR_E_ITEM, DR_E_OUT, DR_BATCH, DR_B_TYPE, DR_B_ID, DR_B_DEADLINE,
+    DR_B_ENTRIES, DR_B_VALUES, DR_B_EXTENDED, DR_CANARY, DR_END_OF_TIME, DR_DECODED_SLOTS,
+    DR_RAW, DR_R_HEADERS, DR_TYPESTATE, DR_T_WINDOW, DR_CONFIG_SIZE
+};
+
+static PyObject *s_dr_event_time, *s_dr_next_deadline, *s_dr_open, *s_dr_fifo, *s_dr_types,
+    *s_dr_tenant, *s_dr_batch_size, *s_dr_min_batch, *s_dr_min_share, *s_dr_batch_seconds,
+    *s_dr_expire, *s_dr_close, *s_dr_late, *s_dr_append, *s_dr_popleft;
+
+static int
+drift_run_names(void)
+{
+    if (s_dr_popleft != NULL)
+        return 0;
+    if ((s_dr_event_time = PyUnicode_InternFromString("_event_time")) == NULL ||
+        (s_dr_next_deadline = PyUnicode_InternFromString("_next_deadline")) == NULL ||
+        (s_dr_open = PyUnicode_InternFromString("_open")) == NULL ||
+        (s_dr_fifo = PyUnicode_InternFromString("_fifo")) == NULL ||
+        (s_dr_types = PyUnicode_InternFromString("_types")) == NULL ||
+        (s_dr_tenant = PyUnicode_InternFromString("tenant_id")) == NULL ||
+        (s_dr_batch_size = PyUnicode_InternFromString("_batch_size")) == NULL ||
+        (s_dr_min_batch = PyUnicode_InternFromString("_min_batch_size")) == NULL ||
+        (s_dr_min_share = PyUnicode_InternFromString("_min_share")) == NULL ||
+        (s_dr_batch_seconds = PyUnicode_InternFromString("_batch_seconds")) == NULL ||
+        (s_dr_expire = PyUnicode_InternFromString("_expire")) == NULL ||
+        (s_dr_close = PyUnicode_InternFromString("_close")) == NULL ||
+        (s_dr_late = PyUnicode_InternFromString("_late")) == NULL ||
+        (s_dr_append = PyUnicode_InternFromString("append")) == NULL ||
+        (s_dr_popleft = PyUnicode_InternFromString("popleft")) == NULL)
+        return -1;
+    return 0;
+}
+
+/* A slot of exactly cls's instances at its offset, or -1 (no exception set). */
+static Py_ssize_t
+drift_run_slot(PyObject *descr, PyObject *cls)
+{
+    return dedupe_slot(descr, cls);
+}
+
+/* A positive int of attrs (clamped to PY_SSIZE_T_MAX), or -1 (no exception set). */
+static Py_ssize_t
+drift_run_size(PyObject *attrs, PyObject *name)
+{
+    PyObject *value = PyDict_GetItemWithError(attrs, name);
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        PyErr_Clear();
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow > 0)
+        return PY_SSIZE_T_MAX;
+    if (overflow < 0 || v < 1) {
+        PyErr_Clear();
+        return -1;
+    }
+    return v > PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : (Py_ssize_t)v;
+}
+
+/* Set a slot through its descriptor (steals nothing). */
+static int
+drift_run_set(PyObject *descr, PyObject *obj, PyObject *value)
+{
+    return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
+}
+
+/* The out slot of the fifo's head entry (a new reference), or NULL with an exception. */
+static PyObject *
+drift_run_head(PyObject *fifo, PyObject *out_descr, PyObject *entry_cls)
+{
+    PyObject *head = PySequence_GetItem(fifo, 0);
+    if (head == NULL)
+        return NULL;
+    PyObject *result = Py_TYPE(out_descr)->tp_descr_get(out_descr, head, entry_cls);
+    Py_DECREF(head);
+    return result;
+}
+
+static PyObject *
+drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyDict_CheckExact(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyLong_CheckExact(args[3]) || !PyList_CheckExact(args[4]) ||
+        !PyTuple_CheckExact(args[5]) || PyTuple_GET_SIZE(args[5]) != DR_CONFIG_SIZE) {
+        PyErr_SetString(PyExc_TypeError,
+                        "drift_run(self, attrs, items, start, out, config, checks_markers)");
+        return NULL;
+    }
+    PyObject *self = args[0], *attrs = args[1], *items = args[2], *out = args[4];
+    PyObject *const *cfg = &PyTuple_GET_ITEM(args[5], 0);
+    Py_ssize_t start = PyLong_AsSsize_t(args[3]);
+    if (start < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyErr_SetString(PyExc_ValueError, "drift_run: start must be >= 0");
+        return NULL;
+    }
+    int checks_markers = PyObject_IsTrue(args[6]);
+    if (checks_markers < 0 || drift_run_names() < 0)
+        return NULL;
+    PyObject *decoded_cls = cfg[DR_DECODED], *signal_cls = cfg[DR_SIGNAL];
+    Py_ssize_t o_signal = drift_run_slot(cfg[DR_D_SIGNAL], decoded_cls),
+               o_unknown = drift_run_slot(cfg[DR_D_UNKNOWN], decoded_cls),
+               o_raw = drift_run_slot(cfg[DR_D_RAW], decoded_cls),
+               o_tenant = drift_run_slot(cfg[DR_S_TENANT], signal_cls),
+               o_type = drift_run_slot(cfg[DR_S_TYPE], signal_cls),
+               o_ts = drift_run_slot(cfg[DR_S_TS], signal_cls),
+               o_value = drift_run_slot(cfg[DR_S_VALUE], signal_cls),
+               o_headers = drift_run_slot(cfg[DR_R_HEADERS], cfg[DR_RAW]),
+               o_entries = drift_run_slot(cfg[DR_B_ENTRIES], cfg[DR_BATCH]),
+               o_values = drift_run_slot(cfg[DR_B_VALUES], cfg[DR_BATCH]),
+               o_extended = drift_run_slot(cfg[DR_B_EXTENDED], cfg[DR_BATCH]);
+    PyObject *descrs[] = {cfg[DR_E_ITEM], cfg[DR_E_OUT], cfg[DR_B_TYPE], cfg[DR_B_ID],
+                          cfg[DR_B_DEADLINE], cfg[DR_B_ENTRIES], cfg[DR_B_VALUES],
+                          cfg[DR_B_EXTENDED], cfg[DR_T_WINDOW]};
+    int descrs_ok = 1;
+    for (size_t k = 0; k < sizeof descrs / sizeof descrs[0]; k++)
+        descrs_ok &= Py_TYPE(descrs[k])->tp_descr_get != NULL &&
+                     Py_TYPE(descrs[k])->tp_descr_set != NULL;
+    if (o_signal < 0 || o_unknown < 0 || o_raw < 0 || o_tenant < 0 || o_type < 0 || o_ts < 0 ||
+        o_value < 0 || o_headers < 0 || o_entries < 0 || o_values < 0 || o_extended < 0 ||
+        !descrs_ok || !PyType_Check(cfg[DR_ENTRY]) || !PyType_Check(cfg[DR_BATCH]) ||
+        !PyUnicode_CheckExact(cfg[DR_CANARY])) {
+        PyErr_SetString(PyExc_TypeError, "drift_run: config is not operators.drift's");
+        return NULL;
+    }
+    PyTypeObject *entry_cls = (PyTypeObject *)cfg[DR_ENTRY], *batch_cls = (PyTypeObject *)cfg[DR_BATCH];
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    Py_ssize_t batch_size = drift_run_size(attrs, s_dr_batch_size),
+               min_batch = drift_run_size(attrs, s_dr_min_batch),
+               min_share = drift_run_size(attrs, s_dr_min_share);
+    PyObject *tenant = PyDict_GetItemWithError(attrs, s_dr_tenant),
+             *open_ = PyDict_GetItemWithError(attrs, s_dr_open),
+             *fifo = PyDict_GetItemWithError(attrs, s_dr_fifo),
+             *types = PyDict_GetItemWithError(attrs, s_dr_types),
+             *batch_seconds = PyDict_GetItemWithError(attrs, s_dr_batch_seconds);
+    if (PyErr_Occurred())
+        return NULL;
+    if (start >= n || batch_size < 0 || min_batch < 0 || min_share < 0 || tenant == NULL ||
+        !PyUnicode_CheckExact(tenant) || open_ == NULL || !PyDict_CheckExact(open_) ||
+        fifo == NULL || types == NULL || !PyDict_CheckExact(types) || batch_seconds == NULL)
+        return PyLong_FromSsize_t(start); /* not a state this loop knows: the Python loop */
+    PyObject *append = NULL, *popleft = NULL;
+    /* held for the call: the callbacks change these objects in place, never the attributes */
+    Py_INCREF(tenant);
+    Py_INCREF(open_);
+    Py_INCREF(fifo);
+    Py_INCREF(types);
+    Py_INCREF(batch_seconds);
+    Py_ssize_t i = start;
+    PyObject *result = NULL;
+    if ((append = PyObject_GetAttr(fifo, s_dr_append)) == NULL ||
+        (popleft = PyObject_GetAttr(fifo, s_dr_popleft)) == NULL)
+        goto fail;
+    for (; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (Py_TYPE(item) != (PyTypeObject *)decoded_cls)
+            break;
+        PyObject *signal = SLOT(item, o_signal), *unknown = SLOT(item, o_unknown),
+                 *raw = SLOT(item, o_raw);
+        if (signal == NULL || unknown == NULL || raw == NULL ||
+            Py_TYPE(signal) != (PyTypeObject *)signal_cls)
+            break;
+        PyObject *kind = SLOT(signal, o_type), *tenant_id = SLOT(signal, o_tenant),
+                 *ts = SLOT(signal, o_ts), *value = SLOT(signal, o_value);
+        if (kind == NULL || tenant_id == NULL || ts == NULL || value == NULL ||
+            !PyUnicode_CheckExact(kind) || !PyUnicode_CheckExact(tenant_id))
+            break;
+        /* item.unknown_fields or kind == CANARY_TYPE or signal.tenant_id != tenant */
+        int unusual = unknown == Py_None ? 0 : PyObject_IsTrue(unknown);
+        if (unusual != 0 || PyUnicode_Compare(kind, cfg[DR_CANARY]) == 0 ||
+            PyUnicode_Compare(tenant_id, tenant) != 0) {
+            PyErr_Clear();
+            break;
+        }
+        if (checks_markers && raw != Py_None) { /* ... or (raw is not None and raw.headers) */
+            if (Py_TYPE(raw) != (PyTypeObject *)cfg[DR_RAW] || SLOT(raw, o_headers) == NULL)
+                break;
+            int headers = PyObject_IsTrue(SLOT(raw, o_headers));
+            if (headers != 0) {
+                PyErr_Clear();
+                break;
+            }
+        }
+        PyObject *open_batch = PyDict_GetItemWithError(open_, kind);
+        if (open_batch == NULL ? PyErr_Occurred() != NULL
+                               : Py_TYPE(open_batch) != batch_cls ||
+                                     SLOT(open_batch, o_entries) == NULL ||
+                                     !PyList_CheckExact(SLOT(open_batch, o_entries)) ||
+                                     SLOT(open_batch, o_values) == NULL) {
+            PyErr_Clear();
+            break; /* an open batch this loop does not know (a closing one only goes away) */
+        }
+        PyObject *event_time = PyDict_GetItemWithError(attrs, s_dr_event_time);
+        if (event_time == NULL) {
+            PyErr_Clear();
+            break; /* no attribute: the loop raises its AttributeError */
+        }
+        int later = event_time == Py_None ? 1 : PyObject_RichCompareBool(ts, event_time, Py_GT);
+        if (later < 0) {
+            PyErr_Clear();
+            break; /* the loop raises the comparison's error, nothing changed yet */
+        }
+        /* from here on the record is under way: an error propagates */
+        Py_INCREF(ts);
+        Py_INCREF(event_time);
+        int closed = 0;
+        PyObject *batch = NULL, *entry = NULL;
+        if (later) {
+            Py_SETREF(event_time, Py_NewRef(ts));
+            if (PyDict_SetItem(attrs, s_dr_event_time, ts) < 0)
+                goto record_fail;
+            PyObject *next_deadline = PyDict_GetItemWithError(attrs, s_dr_next_deadline);
+            if (next_deadline == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_AttributeError, s_dr_next_deadline);
+                goto record_fail;
+            }
+            if (next_deadline != Py_None) {
+                int due = PyObject_RichCompareBool(ts, next_deadline, Py_GE);
+                if (due < 0)
+                    goto record_fail;
+                if (due) {
+                    closed = 1;
+                    PyObject *r = PyObject_CallMethodOneArg(self, s_dr_expire, ts);
+                    if (r == NULL)
+                        goto record_fail;
+                    Py_DECREF(r);
+                }
+            }
+        }
+        entry = entry_cls->tp_alloc(entry_cls, 0);
+        if (entry == NULL || drift_run_set(cfg[DR_E_ITEM], entry, item) < 0 ||
+            drift_run_set(cfg[DR_E_OUT], entry, Py_None) < 0)
+            goto record_fail;
+        {
+            PyObject *r = PyObject_CallOneArg(append, entry);
+            if (r == NULL)
+                goto record_fail;
+            Py_DECREF(r);
+        }
+        batch = PyDict_GetItemWithError(open_, kind);
+        if (batch == NULL && PyErr_Occurred())
+            goto record_fail;
+        Py_XINCREF(batch);
+        int close = 0;
+        if (batch == NULL) {
+            PyObject *deadline = PyNumber_Add(ts, batch_seconds);
+            if (deadline == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                    goto record_fail;
+                PyErr_Clear(); /* a batch_seconds of centuries: no time limit */
+                deadline = Py_NewRef(cfg[DR_END_OF_TIME]);
+            }
+            batch = batch_cls->tp_alloc(batch_cls, 0);
+            PyObject *entries = PyList_New(0), *values = PyList_New(0);
+            int err = batch == NULL || entries == NULL || values == NULL ||
+                      drift_run_set(cfg[DR_B_TYPE], batch, kind) < 0 ||
+                      drift_run_set(cfg[DR_B_ID], batch, Py_None) < 0 ||
+                      drift_run_set(cfg[DR_B_DEADLINE], batch, deadline) < 0 ||
+                      drift_run_set(cfg[DR_B_ENTRIES], batch, entries) < 0 ||
+                      drift_run_set(cfg[DR_B_VALUES], batch, values) < 0 ||
+                      drift_run_set(cfg[DR_B_EXTENDED], batch, Py_False) < 0 ||
+                      PyDict_SetItem(open_, kind, batch) < 0;
+            Py_XDECREF(entries);
+            Py_XDECREF(values);
+            if (err) {
+                Py_DECREF(deadline);
+                goto record_fail;
+            }
+            PyObject *next_deadline = PyDict_GetItemWithError(attrs, s_dr_next_deadline);
+            int earlier = 1;
+            if (next_deadline == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_AttributeError, s_dr_next_deadline);
+                earlier = -1;
+            } else if (next_deadline != Py_None) {
+                earlier = PyObject_RichCompareBool(deadline, next_deadline, Py_LT);
+            }
+            if (earlier < 0 ||
+                (earlier && PyDict_SetItem(attrs, s_dr_next_deadline, deadline) < 0)) {
+                Py_DECREF(deadline);
+                goto record_fail;
+            }
+            if (PyList_Append(SLOT(batch, o_entries), entry) < 0 ||
+                PyList_Append(SLOT(batch, o_values), value) < 0) {
+                Py_DECREF(deadline);
+                goto record_fail;
+            }
+            if (batch_size <= 1) {
+                close = 1;
+            } else {
+                int late = PyObject_RichCompareBool(deadline, event_time, Py_LE);
+                if (late > 0) { /* a late record: see _push */
+                    PyObject *r = PyObject_CallMethodObjArgs(self, s_dr_late, kind, batch,
+                                                             event_time, NULL);
+                    if (r == NULL)
+                        late = -1;
+                    Py_XDECREF(r);
+                }
+                if (late < 0) {
+                    Py_DECREF(deadline);
+                    goto record_fail;
+                }
+            }
+            Py_DECREF(deadline);
+        } else {
+            if (Py_TYPE(batch) != batch_cls) {
+                /* entries and values through attributes: a batch of another class */
+                PyErr_SetString(PyExc_TypeError, "drift_run: an open batch of another class");
+                goto record_fail;
+            }
+            PyObject *entries = SLOT(batch, o_entries), *values = SLOT(batch, o_values);
+            if (entries == NULL || values == NULL || !PyList_CheckExact(entries)) {
+                PyErr_SetString(PyExc_TypeError, "drift_run: a batch without its lists");
+                goto record_fail;
+            }
+            if (PyList_Append(entries, entry) < 0)
+                goto record_fail;
+            if (PyList_CheckExact(values)) {
+                if (PyList_Append(values, value) < 0)
+                    goto record_fail;
+            } else {
+                PyObject *r = PyObject_CallMethodOneArg(values, s_dr_append, value);
+                if (r == NULL)
+                    goto record_fail;
+                Py_DECREF(r);
+            }
+            Py_ssize_t size = PyList_GET_SIZE(entries);
+            if (size >= batch_size) {
+                close = 1;
+            } else {
+                PyObject *extended = SLOT(batch, o_extended); /* getattr(batch, "extended", False) */
+                int ext = extended == NULL ? 0 : PyObject_IsTrue(extended);
+                if (ext < 0)
+                    goto record_fail;
+                if (ext) {
+                    if (size >= min_batch) {
+                        close = 1;
+                    } else if (size >= min_share) {
+                        PyObject *state = PyDict_GetItemWithError(types, kind);
+                        if (state == NULL && PyErr_Occurred())
+                            goto record_fail;
+                        if (state != NULL) { /* size + _window_size(state) >= min_batch */
+                            PyObject *window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(
+                                cfg[DR_T_WINDOW], state, cfg[DR_TYPESTATE]);
+                            if (window == NULL)
+                                goto record_fail;
+                            PyObject *it = PyObject_GetIter(window), *sample;
+                            Py_DECREF(window);
+                            if (it == NULL)
+                                goto record_fail;
+                            Py_ssize_t pooled = size;
+                            while ((sample = PyIter_Next(it)) != NULL) {
+                                Py_ssize_t len = PyObject_Size(sample);
+                                Py_DECREF(sample);
+                                if (len < 0)
+                                    break;
+                                pooled += len;
+                            }
+                            Py_DECREF(it);
+                            if (PyErr_Occurred())
+                                goto record_fail;
+                            close = pooled >= min_batch;
+                        }
+                    }
+                }
+                if (!close && !closed) {
+                    Py_DECREF(batch);
+                    Py_DECREF(entry);
+                    Py_DECREF(ts);
+                    Py_DECREF(event_time);
+                    continue; /* the oldest held record's batch is still open: nothing out */
+                }
+            }
+        }
+        if (close) {
+            PyObject *r = PyObject_CallMethodObjArgs(self, s_dr_close, kind, batch, NULL);
+            if (r == NULL)
+                goto record_fail;
+            Py_DECREF(r);
+        }
+        Py_CLEAR(batch);
+        Py_CLEAR(entry);
+        { /* _release, inline */
+            PyObject *head = drift_run_head(fifo, cfg[DR_E_OUT], cfg[DR_ENTRY]);
+            if (head == NULL)
+                goto record_fail;
+            if (head != Py_None) {
+                Py_ssize_t last = 0;
+                PyObject *passed = NULL;
+                for (;;) {
+                    if (Py_TYPE(head) == (PyTypeObject *)decoded_cls) {
+                        last = PyList_GET_SIZE(out);
+                        Py_XSETREF(passed, Py_NewRef(head));
+                    }
+                    int err = PyList_Append(out, head);
+                    Py_DECREF(head);
+                    head = NULL;
+                    PyObject *r = err < 0 ? NULL : PyObject_CallNoArgs(popleft);
+                    if (r == NULL) {
+                        Py_XDECREF(passed);
+                        goto record_fail;
+                    }
+                    Py_DECREF(r);
+                    Py_ssize_t left = PyObject_Size(fifo);
+                    if (left < 0) {
+                        Py_XDECREF(passed);
+                        goto record_fail;
+                    }
+                    if (left == 0)
+                        break;
+                    head = drift_run_head(fifo, cfg[DR_E_OUT], cfg[DR_ENTRY]);
+                    if (head == NULL) {
+                        Py_XDECREF(passed);
+                        goto record_fail;
+                    }
+                    if (head == Py_None)
+                        break;
+                }
+                Py_XDECREF(head);
+                head = NULL;
+                if (passed != NULL) {
+                    PyObject *hargs[4] = {passed, event_time, decoded_cls, cfg[DR_DECODED_SLOTS]};
+                    PyObject *copy = with_horizon(mod, hargs, 4);
+                    Py_DECREF(passed);
+                    if (copy == NULL || PyList_SetItem(out, last, copy) < 0)
+                        goto record_fail;
+                }
+            }
+            Py_XDECREF(head);
+        }
+        Py_DECREF(ts);
+        Py_DECREF(event_time);
+        continue;
+    record_fail:
+        Py_XDECREF(batch);
+        Py_XDECREF(entry);
+        Py_DECREF(ts);
+        Py_DECREF(event_time);
+        goto fail;
+    }
+    result = PyLong_FromSsize_t(i);
+fail:
+    Py_XDECREF(append);
+    Py_XDECREF(popleft);
+    Py_DECREF(tenant);
+    Py_DECREF(open_);
+    Py_DECREF(fifo);
+    Py_DECREF(types);
+    Py_DECREF(batch_seconds);
+    return result;
+}
+/* === end of drift run ===================================================================== */
+/* === exchange: a run's pickled form between processes (core.records.Records.__reduce__) ===== */
+
+/* A run of records (every item of a class of the table exchange_init registered) written into
+ * one bytes object and built again from it, for what Bytewax pickles between the processes of
+ * a cluster. The encoder reads the slots at their offsets; the decoder allocates each record
+ * and stores its slots (what slot_maker's twin does), no __init__. Only exact types are taken:
+ * None, str (UTF-8), int (64 bits), float (its 8 bytes), bool, bytes, tuple, datetime (naive or
+ * in the registered UTC), records of the table; anything else (an enum, a Decimal, a str or int
+ * subclass, an int beyond 64 bits, a surrogate, a slot never set) makes exchange_pack return
+ * None and the run pickles as columns. A str equal to the same field of the previous record of
+ * its class is written as a back reference and loaded as that very object (pickle's memo shares
+ * identical objects the same way). The bytes start with the table's 8-byte fingerprint: a
+ * process with another table refuses them. */
+
+#define EX_MAX_CLASSES 32
+#define EX_MAX_FIELDS 32
+#define EX_MAX_DEPTH 8
+
+enum {
+    EX_NONE = 0, EX_STR, EX_INT, EX_FLOAT, EX_BYTES, EX_TUPLE, EX_RECORD, EX_DATETIME, EX_TRUE,
+    EX_FALSE, EX_SAME,
+};
+
+typedef struct {
+    PyTypeObject *cls;
+    int n;
+    Py_ssize_t off[EX_MAX_FIELDS];
+} ExClass;
+
+static ExClass ex_classes[EX_MAX_CLASSES];
+static int ex_count = -1; /* -1: exchange_init not called */
+static PyObject *ex_utc;  /* strong */
+static unsigned char ex_tag[8];
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    const PyObject *prev[EX_MAX_CLASSES]; /* the previous record of each class (borrowed) */
+} ExOut;
+
+/* 1 when the value cannot be taken (no exception set), -1 on an error (exception set). */
+#define EX_CANNOT 1
+
+static int
+ex_reserve(ExOut *o, size_t n)
+{
+    if (o->len + n <= o->cap)
+        return 0;
+    size_t cap = o->cap ? o->cap : 256;
+    while (cap < o->len + n)
+        cap *= 2;
+    char *buf = PyMem_Realloc(o->buf, cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    o->buf = buf;
+    o->cap = cap;
+    return 0;
+}
+
+static int
+ex_put(ExOut *o, const void *data, size_t n)
+{
+    if (ex_reserve(o, n) < 0)
+        return -1;
+    memcpy(o->buf + o->len, data, n);
+    o->len += n;
+    return 0;
+}
+
+static int
+ex_byte(ExOut *o, unsigned char b)
+{
+    return ex_put(o, &b, 1);
+}
+
+static int
+ex_size(ExOut *o, Py_ssize_t n)
+{
+    if (n < 0 || n > 0x7fffffff)
+        return EX_CANNOT;
+    uint32_t v = (uint32_t)n;
+    return ex_put(o, &v, 4);
+}
+
+static int ex_record(ExOut *o, PyObject *rec, int c, int depth);
+
+static int
+ex_class_of(PyObject *v)
+{
+    for (int c = 0; c < ex_count; c++)
+        if (Py_TYPE(v) == ex_classes[c].cls)
+            return c;
+    return -1;
+}
+
+static int
+ex_value(ExOut *o, PyObject *v, PyObject *prev, int depth)
+{
+    int err;
+    if (v == Py_None)
+        return ex_byte(o, EX_NONE);
+    if (PyUnicode_CheckExact(v)) {
+        if (prev != NULL && PyUnicode_CheckExact(prev) &&
+            (prev == v || PyUnicode_Compare(prev, v) == 0))
+            return ex_byte(o, EX_SAME);
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (s == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear(); /* a lone surrogate: pickle's job */
+            return EX_CANNOT;
+        }
+        if ((err = ex_byte(o, EX_STR)) != 0 || (err = ex_size(o, n)) != 0)
+            return err;
+        return ex_put(o, s, (size_t)n);
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow)
+            return EX_CANNOT;
+        int64_t x64 = (int64_t)x;
+        if ((err = ex_byte(o, EX_INT)) != 0)
+            return err;
+        return ex_put(o, &x64, 8);
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if ((err = ex_byte(o, EX_FLOAT)) != 0)
+            return err;
+        return ex_put(o, &d, 8);
+    }
+    if (v == Py_True)
+        return ex_byte(o, EX_TRUE);
+    if (v == Py_False)
+        return ex_byte(o, EX_FALSE);
+    if (PyBytes_CheckExact(v)) {
+        if ((err = ex_byte(o, EX_BYTES)) != 0 || (err = ex_size(o, PyBytes_GET_SIZE(v))) != 0)
+            return err;
+        return ex_put(o, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+    }
+    if (PyTuple_CheckExact(v)) {
+        if (depth >= EX_MAX_DEPTH)
+            return EX_CANNOT;
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if ((err = ex_byte(o, EX_TUPLE)) != 0 || (err = ex_size(o, n)) != 0)
+            return err;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if ((err = ex_value(o, PyTuple_GET_ITEM(v, i), NULL, depth + 1)) != 0)
+                return err;
+        return 0;
+    }
+    if (PyDateTime_CheckExact(v)) {
+        PyObject *tz = PyDateTime_DATE_GET_TZINFO(v);
+        if (tz != Py_None && tz != ex_utc)
+            return EX_CANNOT;
+        unsigned char d[12];
+        int year = PyDateTime_GET_YEAR(v), us = PyDateTime_DATE_GET_MICROSECOND(v);
+        d[0] = (unsigned char)(year & 0xff);
+        d[1] = (unsigned char)(year >> 8);
+        d[2] = (unsigned char)PyDateTime_GET_MONTH(v);
+        d[3] = (unsigned char)PyDateTime_GET_DAY(v);
+        d[4] = (unsigned char)PyDateTime_DATE_GET_HOUR(v);
+        d[5] = (unsigned char)PyDateTime_DATE_GET_MINUTE(v);
+        d[6] = (unsigned char)PyDateTime_DATE_GET_SECOND(v);
+        d[7] = (unsigned char)(us & 0xff);
+        d[8] = (unsigned char)((us >> 8) & 0xff);
+        d[9] = (unsigned char)(us >> 16);
+        d[10] = (unsigned char)PyDateTime_DATE_GET_FOLD(v);
+        d[11] = tz == Py_None ? 0 : 1;
+        if ((err = ex_byte(o, EX_DATETIME)) != 0)
+            return err;
+        return ex_put(o, d, 12);
+    }
+    int c = ex_class_of(v);
+    if (c >= 0) {
+        if (depth >= EX_MAX_DEPTH)
+            return EX_CANNOT;
+        if ((err = ex_byte(o, EX_RECORD)) != 0)
+            return err;
+        return ex_record(o, v, c, depth + 1);
+    }
+    return EX_CANNOT;
+}
+
+/* The record's class number, then each field (a str equal to the same field of the previous
+ * record of the class as EX_SAME). */
+static int
+ex_record(ExOut *o, PyObject *rec, int c, int depth)
+{
+    const ExClass *k = &ex_classes[c];
+    const PyObject *prev = o->prev[c];
+    int err;
+    if ((err = ex_byte(o, (unsigned char)c)) != 0)
+        return err;
+    for (int i = 0; i < k->n; i++) {
+        PyObject *v = SLOT(rec, k->off[i]);
+        if (v == NULL)
+            return EX_CANNOT;
+        if ((err = ex_value(o, v, prev ? SLOT(prev, k->off[i]) : NULL, depth)) != 0)
+            return err;
+    }
+    o->prev[c] = rec;
+    return 0;
+}
+
+static int
+ex_ready(void)
+{
+    if (ex_count < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "exchange: exchange_init was not called");
+        return -1;
+    }
+    return 0;
+}
+
+/* exchange_init(table, utc, fingerprint): table is a tuple of (class, its slot descriptors in
+ * field order); the fingerprint (8 bytes) heads every run written and must head every run
+ * read. */
+static PyObject *
+exchange_init(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[2]) ||
+        PyBytes_GET_SIZE(args[2]) != 8) {
+        PyErr_SetString(PyExc_TypeError, "exchange_init(table, utc, fingerprint: 8 bytes)");
+        return NULL;
+    }
+    PyObject *table = args[0];
+    Py_ssize_t n = PyTuple_GET_SIZE(table);
+    if (n > EX_MAX_CLASSES) {
+        PyErr_SetString(PyExc_ValueError, "exchange_init: too many classes");
+        return NULL;
+    }
+    ExClass classes[EX_MAX_CLASSES];
+    for (Py_ssize_t c = 0; c < n; c++) {
+        PyObject *entry = PyTuple_GET_ITEM(table, c);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+            !PyType_Check(PyTuple_GET_ITEM(entry, 0)) ||
+            !PyTuple_Check(PyTuple_GET_ITEM(entry, 1)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 1)) > EX_MAX_FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "exchange_init: entries are (class, slots)");
+            return NULL;
+        }
+        PyTypeObject *cls = (PyTypeObject *)PyTuple_GET_ITEM(entry, 0);
+        PyObject *slots = PyTuple_GET_ITEM(entry, 1);
+        classes[c].cls = cls;
+        classes[c].n = (int)PyTuple_GET_SIZE(slots);
+        for (int i = 0; i < classes[c].n; i++) {
+            PyTypeObject *owner;
+            Py_ssize_t off = slot_offset(PyTuple_GET_ITEM(slots, i), &owner);
+            if (off < 0)
+                return NULL;
+            if (owner != cls) {
+                PyErr_SetString(PyExc_TypeError, "exchange_init: a slot of another class");
+                return NULL;
+            }
+            classes[c].off[i] = off;
+        }
+    }
+    for (Py_ssize_t c = 0; c < n; c++)
+        Py_INCREF(classes[c].cls); /* kept for the life of the process */
+    for (int c = 0; c < ex_count; c++)
+        Py_DECREF(ex_classes[c].cls);
+    memcpy(ex_classes, classes, sizeof(ExClass) * (size_t)n);
+    ex_count = (int)n;
+    Py_XSETREF(ex_utc, Py_NewRef(args[1]));
+    memcpy(ex_tag, PyBytes_AS_STRING(args[2]), 8);
+    Py_RETURN_NONE;
+}
+
+/* exchange_pack(run) -> bytes, or None when an item or a value is not one it takes. */
+static PyObject *
+exchange_pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "exchange_pack(run: list)");
+        return NULL;
+    }
+    if (ex_ready() < 0)
+        return NULL;
+    PyObject *run = args[0];
+    ExOut o;
+    memset(&o, 0, sizeof o);
+    int err = ex_put(&o, ex_tag, 8);
+    if (err == 0)
+        err = ex_size(&o, PyList_GET_SIZE(run));
+    for (Py_ssize_t i = 0; err == 0 && i < PyList_GET_SIZE(run); i++) {
+        PyObject *item = PyList_GET_ITEM(run, i);
+        int c = ex_class_of(item);
+        err = c < 0 ? EX_CANNOT : ex_record(&o, item, c, 1);
+    }
+    PyObject *out = NULL;
+    if (err == 0)
+        out = PyBytes_FromStringAndSize(o.buf, (Py_ssize_t)o.len);
+    else if (err == EX_CANNOT)
+        out = Py_NewRef(Py_None);
+    PyMem_Free(o.buf);
+    return out;
+}
+
+typedef struct {
+    const unsigned char *p, *end;
+    PyObject *prev[EX_MAX_CLASSES]; /* the previous record built of each class (borrowed) */
+} ExIn;
+
+static int
+ex_truncated(void)
+{
+    PyErr_SetString(PyExc_ValueError, "exchange: a truncated or malformed run");
+    return -1;
+}
+
+static int
+ex_take(ExIn *in, void *out, size_t n)
+{
+    if ((size_t)(in->end - in->p) < n)
+        return ex_truncated();
+    memcpy(out, in->p, n);
+    in->p += n;
+    return 0;
+}
+
+static PyObject *ex_read_record(ExIn *in, int depth);
+
+/* The next value; prev is the same field of the previous record of its class (EX_SAME). */
+static PyObject *
+ex_read(ExIn *in, PyObject *prev, int depth)
+{
+    unsigned char kind;
+    uint32_t n;
+    if (ex_take(in, &kind, 1) < 0)
+        return NULL;
+    switch (kind) {
+    case EX_NONE:
+        Py_RETURN_NONE;
+    case EX_TRUE:
+        Py_RETURN_TRUE;
+    case EX_FALSE:
+        Py_RETURN_FALSE;
+    case EX_SAME:
+        if (prev == NULL) {
+            ex_truncated();
+            return NULL;
+        }
+        return Py_NewRef(prev);
+    case EX_STR:
+    case EX_BYTES: {
+        if (ex_take(in, &n, 4) < 0)
+            return NULL;
+        if ((size_t)(in->end - in->p) < n) {
+            ex_truncated();
+            return NULL;
+        }
+        const char *s = (const char *)in->p;
+        in->p += n;
+        if (kind == EX_STR)
+            return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "strict");
+        return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+    }
+    case EX_INT: {
+        int64_t x;
+        if (ex_take(in, &x, 8) < 0)
+            return NULL;
+        return PyLong_FromLongLong((long long)x);
+    }
+    case EX_FLOAT: {
+        double d;
+        if (ex_take(in, &d, 8) < 0)
+            return NULL;
+        return PyFloat_FromDouble(d);
+    }
+    case EX_TUPLE: {
+        if (depth >= EX_MAX_DEPTH || ex_take(in, &n, 4) < 0) {
+            if (!PyErr_Occurred())
+                ex_truncated();
+            return NULL;
+        }
+        if ((size_t)(in->end - in->p) < n) { /* each item takes a byte at least */
+            ex_truncated();
+            return NULL;
+        }
+        PyObject *t = PyTuple_New((Py_ssize_t)n);
+        if (t == NULL)
+            return NULL;
+        for (uint32_t i = 0; i < n; i++) {
+            PyObject *v = ex_read(in, NULL, depth + 1);
+            if (v == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i, v);
+        }
+        return t;
+    }
+    case EX_DATETIME: {
+        unsigned char d[12];
+        if (ex_take(in, d, 12) < 0)
+            return NULL;
+        if (d[10] > 1 || d[11] > 1) {
+            ex_truncated();
+            return NULL;
+        }
+        return PyDateTimeAPI->DateTime_FromDateAndTimeAndFold(
+            d[0] | (d[1] << 8), d[2], d[3], d[4], d[5], d[6], d[7] | (d[8] << 8) | (d[9] << 16),
+            d[11] ? ex_utc : Py_None, d[10], PyDateTimeAPI->DateTimeType);
+    }
+    case EX_RECORD:
+        if (depth >= EX_MAX_DEPTH) {
+            ex_truncated();
+            return NULL;
+        }
+        return ex_read_record(in, depth + 1);
+    default:
+        ex_truncated();
+        return NULL;
+    }
+}
+
+static PyObject *
+ex_read_record(ExIn *in, int depth)
+{
+    unsigned char c;
+    if (ex_take(in, &c, 1) < 0)
+        return NULL;
+    if (c >= ex_count) {
+        ex_truncated();
+        return NULL;
+    }
+    const ExClass *k = &ex_classes[c];
+    PyObject *prev = in->prev[c];
+    PyObject *obj = k->cls->tp_alloc(k->cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < k->n; i++) {
+        PyObject *v = ex_read(in, prev ? SLOT(prev, k->off[i]) : NULL, depth);
+        if (v == NULL) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+        SLOT(obj, k->off[i]) = v;
+    }
+    in->prev[c] = obj;
+    return obj;
+}
+
+/* exchange_unpack(data) -> list: the records exchange_pack wrote, in order. */
+static PyObject *
+exchange_unpack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "exchange_unpack(data: bytes)");
+        return NULL;
+    }
+    if (ex_ready() < 0)
+        return NULL;
+    ExIn in;
+    memset(&in, 0, sizeof in);
+    in.p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    in.end = in.p + PyBytes_GET_SIZE(args[0]);
+    if (in.end - in.p < 8 || memcmp(in.p, ex_tag, 8) != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "exchange: a run from a process whose record classes differ from this "
+                        "one's (every process of a cluster must run the same code)");
+        return NULL;
+    }
+    in.p += 8;
+    uint32_t n;
+    if (ex_take(&in, &n, 4) < 0)
+        return NULL;
+    if ((size_t)(in.end - in.p) < n) {
+        ex_truncated();
+        return NULL;
+    }
+    PyObject *run = PyList_New((Py_ssize_t)n);
+    if (run == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *rec = ex_read_record(&in, 1);
+        if (rec == NULL) {
+            Py_DECREF(run);
+            return NULL;
+        }
+        PyList_SET_ITEM(run, i, rec);
+    }
+    if (in.p != in.end) {
+        Py_DECREF(run);
+        ex_truncated();
+        return NULL;
+    }
+    return run;
+}
+
+/* === end of exchange ====================================================================== */
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -3113,6 +4084,15 @@ static PyMethodDef functions[] = {
      PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
     {"lake_columns", (PyCFunction)(void (*)(void))lake_columns, METH_FASTCALL,
      PyDoc_STR("the Arrow buffers of a lake batch's columns (sinks.lake_tables), or None.")},
+    /* drift run (branch driftc) */
+    {"drift_run", (PyCFunction)(void (*)(void))drift_run, METH_FASTCALL,
+     PyDoc_STR("drift's plain path (operators.drift.TenantDrift.push_batch): the next index.")},
+    {"exchange_init", (PyCFunction)(void (*)(void))exchange_init, METH_FASTCALL,
+     PyDoc_STR("the exchange's record classes, UTC and fingerprint (core.records).")},
+    {"exchange_pack", (PyCFunction)(void (*)(void))exchange_pack, METH_FASTCALL,
+     PyDoc_STR("a run as one bytes object for the exchange (Records.__reduce__), or None.")},
+    {"exchange_unpack", (PyCFunction)(void (*)(void))exchange_unpack, METH_FASTCALL,
+     PyDoc_STR("the run exchange_pack wrote, as a list of new records.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3120,7 +4100,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "core._native",
     "Clean paths of the flow in C: the source's records, decode's reader, tenant-tag's loop, "
     "validate's step, dedupe's check, drift's statistics, score's loop, the lake's Arrow "
-    "buffers.",
+    "buffers, the exchange of runs between processes.",
     -1, functions,
 };
 

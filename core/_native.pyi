@@ -104,3 +104,21 @@ def score_run(
 # 1: (validity | None, data, nulls); 2, 3, 4, 6: data; 5: the values), or None where the
 # reference must build the batch.
 def lake_columns(items: list[Any], plan: tuple[tuple[Any, ...], ...], /) -> list[Any] | None: ...
+def drift_run(
+    state: Any,
+    attrs: dict[str, Any],
+    items: list[Decoded],
+    start: int,
+    out: list[Any],
+    config: tuple[Any, ...],
+    checks_markers: bool,
+    /,
+) -> int: ...
+
+# exchange (core/records.py Records.__reduce__): a run of records of the registered classes as
+# one bytes object (None: a value it does not take, the run pickles as columns), and back.
+def exchange_init(
+    table: tuple[tuple[type, tuple[Any, ...]], ...], utc: tzinfo, fingerprint: bytes, /
+) -> None: ...
+def exchange_pack(run: list[Any], /) -> bytes | None: ...
+def exchange_unpack(data: bytes, /) -> list[Any]: ...

@@ -10,11 +10,13 @@ import dataclasses
 import hashlib
 import itertools
 import operator
+import sys
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from core import _native
 from core.reasons import ReasonCode
 
 
@@ -178,33 +180,56 @@ _FIELDS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
 
 
 class Records(list[_T]):
-    """A list of records that pickles as columns: what a tenant run is between processes.
+    """A list of records that pickles compactly: what a tenant run is between processes.
 
     Bytewax pickles each item that crosses between the processes of a cluster (``-i/-a``); a
     run of ``n`` records pickled one record at a time cost ~7.7 µs a record (dumps + loads, each
     record and its nested ones through ``__reduce_ex__`` and ``__setstate__``), about half the
-    runs cross at ``by_tenant``. A :class:`Records` whose items are all of one record class
-    pickles as that class and one tuple per field (a field whose values are all of one record
-    class, a signal's :class:`Signal` say, as columns again), and loads by calling the class on
-    the columns: the same records (every field equal, those ``compare=False`` too), in the same
-    order, in a :class:`Records`. Anything else (empty, mixed classes, other objects) pickles
-    as a list does. Only in flight: the recovery snapshots hold the steps' state, never a run.
+    runs cross at ``by_tenant``. A non-empty :class:`Records` of records of this module's
+    classes (any mix) whose values are all of the exact types the C exchange takes (None, str,
+    64-bit int, float, bool, bytes, tuple, naive or UTC datetime, nested records) pickles as one
+    bytes object ``_native.exchange_pack`` writes, loaded by ``_native.exchange_unpack``
+    (records allocated and their slots stored: no ``__init__``; ~0.2x the columns' cost). Else
+    the reference, :func:`_reduce_columns`: a run of one record class pickles as that class and
+    one tuple per field (a field whose values are all of one record class, a signal's
+    :class:`Signal` say, as columns again), and loads by calling the class on the columns.
+    Either way: the same records (every field equal, those ``compare=False`` too, of the same
+    types), in the same order, in a :class:`Records`. Anything else (empty, other objects)
+    pickles as a list does. Only in flight: the recovery snapshots hold the steps' state, never
+    a run (``RunLogic`` hands its inner logic a new plain list), and both processes of a
+    cluster run the same code (a run from a process whose record classes differ is refused).
     ``copy.copy`` and ``copy.deepcopy`` give a :class:`Records` of the same (immutable) items.
     """
 
     __slots__ = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        cls = type(self[0]) if self else None
-        if cls in _FIELDS and _one_class(self, cls):
-            return _unpack, (cls, _pack(cls, self))
-        return Records, (list(self),)
+        if self:
+            data = _native.exchange_pack(self)
+            if data is not None:  # every value one the C exchange takes
+                return _exchange_unpack, (data,)
+        return _reduce_columns(self)
 
     def __copy__(self) -> Records[_T]:
         return Records(self)
 
     def __deepcopy__(self, memo: dict[int, object]) -> Records[_T]:
         return Records(self)  # the items are frozen records (_Immutable: shared, not copied)
+
+
+def _reduce_columns(run: list[Any]) -> tuple[Any, ...]:
+    """The reference pickled form of a run (before session 20's C exchange, and still when
+    ``_native.exchange_pack`` refuses a value): columns, or a plain list."""
+    cls = type(run[0]) if run else None
+    if cls in _FIELDS and _one_class(run, cls):
+        return _unpack, (cls, _pack(cls, run))
+    return Records, (list(run),)
+
+
+def _exchange_unpack(data: bytes) -> Records[Any]:
+    """The run ``_native.exchange_pack`` wrote (:meth:`Records.__reduce__`), its records built
+    again in C (allocated, each slot stored: no ``__init__``)."""
+    return Records(_native.exchange_unpack(data))
 
 
 def _one_class(items: Iterable[Any], cls: type[Any] | None) -> bool:
@@ -534,3 +559,31 @@ class DeconflictionResult(_Immutable):
     #: The server key that answered (``epoch.generation.fingerprint``); ``None`` without one.
     key_epoch: int | None = None
     key_id: str | None = None
+
+
+def _exchange_table() -> tuple[tuple[type[Any], tuple[Any, ...]], ...]:
+    """Every record class of this module (``_FIELDS``, in definition order) with its slot
+    descriptors in field order: what ``_native.exchange_pack`` writes a run of."""
+    return tuple(
+        (cls, slot_descriptors(cls, (f.name for f in dataclasses.fields(cls)))) for cls in _FIELDS
+    )
+
+
+def _exchange_fingerprint(table: tuple[tuple[type[Any], tuple[Any, ...]], ...]) -> bytes:
+    """8 bytes naming the exchange's format and table (each class and its fields, in order) and
+    this machine's byte order: a process whose table differs refuses the other's runs loudly."""
+    text = repr(
+        (
+            "exchange/1",
+            sys.byteorder,
+            [
+                (cls.__module__, cls.__qualname__, [f.name for f in dataclasses.fields(cls)])
+                for cls, _ in table
+            ],
+        )
+    )
+    return hashlib.sha256(text.encode()).digest()[:8]
+
+
+_EXCHANGE_TABLE = _exchange_table()
+_native.exchange_init(_EXCHANGE_TABLE, UTC, _exchange_fingerprint(_EXCHANGE_TABLE))

@@ -31,7 +31,9 @@ _LENGTH_PREFIXED = frozenset({"string", "bytes"})
 
 
 class BadIndex(ValueError):
-    """A union branch or enum symbol index outside ``[0, n)``."""
+    """A union branch or enum symbol index outside ``[0, n)``; or a negative string or bytes
+    length, which fastavro refuses before a guard runs, but which would leave a walk of random
+    bytes where it was: an array of them claiming 2^60 items looped in place."""
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:
@@ -60,7 +62,12 @@ def _skip_varint(buf: bytes, pos: int) -> int:
 
 def _skip_length_prefixed(buf: bytes, pos: int) -> int:
     n, pos = _long(buf, pos)
+    if n < 0:
+        raise BadIndex(_NEGATIVE)
     return pos + n
+
+
+_NEGATIVE = "a negative string or bytes length"
 
 
 _CALL, _FIXED, _PREFIXED, _VARINT_STEP = range(4)
@@ -170,10 +177,12 @@ class _Compiler:
             for step, width, one in plan:
                 if step == _PREFIXED:
                     b = buf[pos]
-                    if b < 0x80:
-                        pos += 1 + ((b >> 1) ^ -(b & 1))
+                    if b < 0x80 and not b & 1:  # a one-byte length, not negative
+                        pos += 1 + (b >> 1)
                     else:
                         n, pos = _long(buf, pos)
+                        if n < 0:
+                            raise BadIndex(_NEGATIVE)
                         pos += n
                 elif step == _FIXED:
                     pos += width

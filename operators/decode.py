@@ -6,7 +6,9 @@ Contract: every input record comes out exactly once, either as ``Decoded`` on ``
 symbol index that is negative or out of range), ``TS_OUT_OF_RANGE`` (valid Avro whose ``ts``
 lies outside the years 1-9999 that a timestamp can hold, e.g. at the int64 limits),
 ``SCHEMA_UNKNOWN`` (the registry has no such id), ``SCHEMA_INCOMPATIBLE`` (the writer schema
-does not resolve to the reader schema), ``SOURCE_ERROR`` (the consumer flagged the record). A
+does not resolve to the reader schema; or it has an array whose items take no bytes, or a
+recursive type, whose records could make the reader loop without reading or recurse past the
+stack: :mod:`operators.avro_bounds`), ``SOURCE_ERROR`` (the consumer flagged the record). A
 registry that is *down* is not bad input: :class:`~core.errors.RegistryError` stops the flow,
 which resumes from its last snapshot once the registry is back, so nothing is misfiled as bad
 data.
@@ -29,11 +31,13 @@ from typing import Any, Protocol
 import bytewax.operators as op
 import fastavro
 from bytewax.dataflow import Stream, operator
+from fastavro.schema import SchemaParseException, UnknownType
 
 from core import tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from core.wire import HEADER_SIZE, MAGIC, frame, unframe
+from operators.avro_bounds import recursive_types, zero_width_arrays
 from operators.avro_indexes import Guard, index_guard
 from operators.signal_reader import READ_ERRORS, Reader, compile_reader
 from operators.split import split
@@ -158,6 +162,23 @@ def _direct_defaults(
     return tuple(defaults)
 
 
+def _unbounded(schema_id: int, parsed: dict[str, Any]) -> str | None:
+    """Why no record of the writer ``parsed`` is read (:mod:`operators.avro_bounds`), or None."""
+    arrays = zero_width_arrays(parsed)
+    if arrays:
+        return (
+            f"schema id {schema_id}: array {', '.join(arrays)} of items that take no bytes"
+            " (a record could claim any number of them: refused unread)"
+        )
+    recursive = recursive_types(parsed)
+    if recursive:
+        return (
+            f"schema id {schema_id}: recursive type {', '.join(recursive)} (a record could nest"
+            " without bound: refused unread)"
+        )
+    return None
+
+
 class SignalDecoder:
     """Decodes Confluent-framed Avro into signals, read with one reader schema.
 
@@ -181,6 +202,8 @@ class SignalDecoder:
         #: Per schema id, the writer schema without time logical types (built on first need).
         self._plain: dict[int, tuple[dict[str, Any], dict[str, Any]] | None] = {}
         self._unknown_fields: dict[int, tuple[str, ...]] = {}
+        #: Per schema id whose records are refused unread, why (:mod:`operators.avro_bounds`).
+        self._refused: dict[int, str] = {}
         #: Per schema id, the reader defaults to add when the writer reads without resolution
         #: (``()`` for the reader schema itself), ``None`` when it must be resolved per record.
         self._direct: dict[int, tuple[tuple[str, Any], ...] | None] = {}
@@ -211,10 +234,24 @@ class SignalDecoder:
                     self._unknown.clear()
                 self._unknown[schema_id] = now + self._unknown_ttl
             return None
-        parsed = fastavro.parse_schema(json.loads(text))
+        try:
+            parsed = fastavro.parse_schema(json.loads(text))
+        except (ValueError, RecursionError, SchemaParseException, UnknownType) as exc:
+            # Not a schema this reader can take (nested past the interpreter's recursion
+            # limit, say): its records are refused, never a reason for the flow to stop.
+            with self._lock:
+                self._refused[schema_id] = f"schema id {schema_id} does not parse: {exc!r:.200}"
+                self._writers[schema_id] = {"type": "null"}
+            return self._writers[schema_id]
         if not isinstance(parsed, dict):
             parsed = {"type": parsed}
         unknown = tuple(n for n in _field_names(parsed) if n not in self._reader_fields)
+        refused = _unbounded(schema_id, parsed)
+        if refused is not None:
+            with self._lock:
+                self._refused[schema_id] = refused
+                self._writers[schema_id] = parsed
+            return parsed
         guard = index_guard(parsed)
         if _canonical(parsed) == self._reader_canonical:
             parsed = self._reader  # same schema: no resolution step when reading
@@ -271,6 +308,9 @@ class SignalDecoder:
         writer = self._writer(schema_id)
         if writer is None:
             return Rejected(ReasonCode.SCHEMA_UNKNOWN, f"schema id {schema_id}", raw)
+        refused = self._refused.get(schema_id)
+        if refused is not None:
+            return Rejected(ReasonCode.SCHEMA_INCOMPATIBLE, refused, raw)
         body = io.BytesIO(value)
         body.seek(HEADER_SIZE)
         defaults = self._direct.get(schema_id)

@@ -121,12 +121,12 @@ from typing import Any
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from core import metrics, release, tracing
+from core import _native, metrics, release, tracing
 from core._native import with_horizon
 from core.canary import CANARY_SOURCE, CANARY_TYPE
 from core.errors import ConfigError
 from core.reasons import ReasonCode
-from core.records import Decoded, DriftVerdict, Quarantined, slot_descriptors
+from core.records import Decoded, DriftVerdict, Quarantined, RawRecord, Signal, slot_descriptors
 from core.settings import DriftSettings
 from operators.batching import Runs, stateful_runs_at
 from operators.drift_stats import Baseline, Reference, drifted_check, load_baseline
@@ -187,6 +187,34 @@ def check_settings(settings: DriftSettings) -> None:
         raise ConfigError(msg)
 
 
+_UNSET = object()
+
+#: What copy.deepcopy gives back as it is (atomic types, the frozen records, a Reference), so
+#: the state's __deepcopy__ methods share it without a deepcopy call. Not ``datetime``:
+#: deepcopy copies one (through the memo, so a deadline and ``_next_deadline`` stay one object
+#: in the copy, which its pickle shows).
+_SHARED_TYPES = frozenset(
+    {type(None), bool, int, float, str, bytes, Decoded, Quarantined, Reference}
+)
+
+
+def _shared(value: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(value, memo)``: ``value`` itself for what deepcopy shares anyway."""
+    if type(value) in _SHARED_TYPES:
+        return value
+    return copy.deepcopy(value, memo)
+
+
+def _copied_values(values: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(values, memo)`` of a list of values: a plain copy for floats (which
+    deepcopy shares), registered in ``memo`` as deepcopy registers it."""
+    if type(values) is list and all(type(v) is float for v in values):
+        copied = memo[id(values)] = values.copy()
+        memo.setdefault(id(memo), []).append(values)  # (deepcopy's _keep_alive)
+        return copied
+    return copy.deepcopy(values, memo)
+
+
 class _Entry:
     """A pending record and, once its batch is decided, what it comes out as."""
 
@@ -195,6 +223,15 @@ class _Entry:
     def __init__(self, item: Decoded) -> None:
         self.item = item
         self.out: Output | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Entry:
+        # What copy.deepcopy's generic path (__reduce_ex__, _reconstruct) gives, without it:
+        # every snapshot copies each held record's entry (~4 -> ~1 µs).
+        other = _Entry.__new__(_Entry)
+        memo[id(self)] = other
+        other.item = _shared(self.item, memo)
+        other.out = _shared(self.out, memo)
+        return other
 
 
 class _Batch:
@@ -215,6 +252,20 @@ class _Batch:
         #: Its time was up with too few values to be judged, and it was given
         #: ``small_batch_wait_seconds`` more (it closes as soon as it can be judged).
         self.extended = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Batch:
+        # As _Entry's: the generic path's copy, sharing what is immutable.
+        other = _Batch.__new__(_Batch)
+        memo[id(self)] = other
+        other.type = _shared(self.type, memo)
+        other.batch_id = _shared(self.batch_id, memo)
+        other.deadline = _shared(self.deadline, memo)
+        other.entries = copy.deepcopy(self.entries, memo)
+        other.values = _copied_values(self.values, memo)
+        extended = getattr(self, "extended", _UNSET)  # unset in a batch from an old snapshot
+        if extended is not _UNSET:
+            other.extended = _shared(extended, memo)
+        return other
 
 
 class _Sample(tuple[float, ...]):
@@ -238,6 +289,21 @@ class _TypeState:
         self.learning: list[float] = []
         #: Sorted values of the last passed (checked) batches, oldest first.
         self.window: deque[_Sample] = deque()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _TypeState:
+        # As _Entry's; the learning values (up to reference_values floats) without a deepcopy
+        # call each.
+        other = _TypeState.__new__(_TypeState)
+        memo[id(self)] = other
+        other.reference = _shared(self.reference, memo)
+        other.learned = _shared(self.learned, memo)
+        other.learning = _copied_values(self.learning, memo)
+        window = self.window
+        if type(window) is deque and all(type(s) is _Sample for s in window):
+            other.window = memo[id(window)] = deque(window, window.maxlen)
+        else:
+            other.window = copy.deepcopy(window, memo)
+        return other
 
 
 class TenantDrift:
@@ -353,7 +419,7 @@ class TenantDrift:
             return []
         return self._release()
 
-    def push_batch(self, items: Iterable[Decoded]) -> list[Output]:
+    def push_batch(self, items: Iterable[Decoded], *, native: bool = True) -> list[Output]:
         """:meth:`push` each of ``items`` in order; return everything they let go on, in order.
 
         The batch entry point (one call per engine batch); :meth:`push` is its reference: for
@@ -367,8 +433,23 @@ class TenantDrift:
         neither fills nor becomes judgeable lets nothing out (every push ends with the oldest
         held record undecided). Anything else goes through :meth:`_push`. The horizon's copy of
         the last passed record is built in C (``core._native.with_horizon``: the fields read and
-        set through their slot descriptors, as :meth:`_release`'s ``Decoded(...)`` does)."""
+        set through their slot descriptors, as :meth:`_release`'s ``Decoded(...)`` does).
+
+        With ``native`` (the default) the plain records go through ``core._native.drift_run``
+        (branch driftc): this loop's steps in C, the same objects, state changes and method
+        calls (:meth:`_expire`, :meth:`_close`, :meth:`_late`); it hands the first record it
+        does not take (any of the above that is not plain, a record not of the exact classes, an
+        event time that does not compare) back to this loop, which is its reference
+        (``native=False``, and the whole path when the extension lacks it;
+        ``tests/unit/test_drift_native.py``: outputs, state and snapshot bytes equal for any
+        input and split)."""
         out: list[Output] = []
+        if not isinstance(items, list):
+            items = list(items)
+        n = len(items)
+        i = 0
+        run = _drift_run if native else None
+        attrs = self.__dict__
         push = self._push
         tenant = self.tenant_id
         open_ = self._open
@@ -382,7 +463,16 @@ class TenantDrift:
         min_share = self._min_share
         types_get = self._types.get
         checks_markers = self._release_key is not None
-        for item in items:
+        while i < n:
+            if run is not None:
+                # The plain records from i on, in C (core._native.drift_run): the steps below,
+                # the same state changes through the same methods; it stops at the first record
+                # it leaves to this loop (anything else than the plain path), or at the end.
+                i = run(self, attrs, items, i, out, _RUN_CONFIG, checks_markers)
+                if i >= n:
+                    break
+            item = items[i]
+            i += 1
             signal = item.signal
             kind = signal.type
             raw = item.raw
@@ -404,17 +494,7 @@ class TenantDrift:
                 next_deadline = self._next_deadline
                 if next_deadline is not None and ts >= next_deadline:
                     closed = True
-                    if len(open_) == 1:  # _close_expired, inline for a learning type's batch
-                        ((key, only),) = open_.items()
-                        state = types_get(key) if key is not None else None
-                        if state is not None and state.reference is None and only.deadline <= ts:
-                            del open_[key]
-                            self._learn(state, only)
-                            self._next_deadline = None
-                        else:
-                            self._close_expired(ts)
-                    else:
-                        self._close_expired(ts)
+                    self._expire(ts)
             entry = _Entry(item)
             fifo_append(entry)
             batch = open_get(kind)
@@ -433,8 +513,7 @@ class TenantDrift:
                 if batch_size <= 1:
                     self._close(kind, batch)
                 elif deadline <= event_time:  # a late record: see _push
-                    self._time_up(kind, batch, event_time)
-                    self._next_deadline = min(map(_DEADLINE, open_.values()), default=None)
+                    self._late(kind, batch, event_time)
             else:
                 entries = batch.entries
                 entries.append(entry)
@@ -470,6 +549,25 @@ class TenantDrift:
                     out[last] = with_horizon(passed, event_time, Decoded, _DECODED_SLOTS)
         self._count()  # the batches decided, once per call instead of once per batch
         return out
+
+    def _expire(self, ts: datetime) -> None:
+        """:meth:`_close_expired` at the new event time ``ts`` (past the next deadline), with
+        the common case inline: one open batch, of a type learning its reference."""
+        open_ = self._open
+        if len(open_) == 1:
+            ((key, only),) = open_.items()
+            state = self._types.get(key) if key is not None else None
+            if state is not None and state.reference is None and only.deadline <= ts:
+                del open_[key]
+                self._learn(state, only)
+                self._next_deadline = None
+                return
+        self._close_expired(ts)
+
+    def _late(self, key: str, batch: _Batch, event_time: datetime) -> None:
+        """A late record opened ``batch`` past its deadline: its time is up already."""
+        self._time_up(key, batch, event_time)
+        self._next_deadline = min(map(_DEADLINE, self._open.values()), default=None)
 
     def flush(self) -> list[Output]:
         """Decide every open batch now (end of input, idle tenant); return what can go on."""
@@ -695,6 +793,39 @@ _DECODED_SLOTS = slot_descriptors(
     ("signal", "provenance", "kafka_timestamp_ms", "raw", "unknown_fields", "trace", "horizon"),
 )
 _DEADLINE = attrgetter("deadline")
+
+#: What ``core._native.drift_run`` reads and builds, by slot descriptor (the exact classes'
+#: ``__slots__``; the C checks each one's owner and refuses anything else).
+_RUN_CONFIG = (
+    Decoded,
+    Signal,
+    Decoded.__dict__["signal"],
+    Decoded.__dict__["unknown_fields"],
+    Decoded.__dict__["raw"],
+    Signal.__dict__["tenant_id"],
+    Signal.__dict__["type"],
+    Signal.__dict__["ts"],
+    Signal.__dict__["value"],
+    _Entry,
+    _Entry.__dict__["item"],
+    _Entry.__dict__["out"],
+    _Batch,
+    _Batch.__dict__["type"],
+    _Batch.__dict__["batch_id"],
+    _Batch.__dict__["deadline"],
+    _Batch.__dict__["entries"],
+    _Batch.__dict__["values"],
+    _Batch.__dict__["extended"],
+    CANARY_TYPE,
+    _END_OF_TIME,
+    _DECODED_SLOTS,
+    RawRecord,
+    RawRecord.__dict__["headers"],
+    _TypeState,
+    _TypeState.__dict__["window"],
+)
+#: The plain path of :meth:`TenantDrift.push_batch` in C; ``None``: the Python loop only.
+_drift_run = getattr(_native, "drift_run", None)
 
 #: ``igflow_drift_batches_total``'s children by (tenant, outcome): ``labels()`` takes a lock.
 _BATCH_COUNTERS: dict[tuple[str, str], Any] = {}

@@ -450,26 +450,24 @@ def replay(
         "run", bounded=True, recovery_dir="", metrics_port=0
     )
     named = set(start) | set(end)
-    base = KafkaTopicSource(
-        scratch.kafka.connection(),
-        scratch.kafka.topic,
-        bounded=True,
-        batch_size=scratch.kafka.batch_size,
-    )
     ends = dict(end)
     starts = {p: start.get(p, 0) for p in named}
-    for p in (int(part) for part in base.list_parts()):
-        if p not in named:
-            starts[p] = 0
-            ends[p] = 0
+    # One source lists the partitions, here and for Bytewax (a second source listed them
+    # here with a client and metadata request of its own); listing them also asks for their
+    # watermarks in the background while the flow is built.
     source = KafkaTopicSource(
         scratch.kafka.connection(),
         scratch.kafka.topic,
         bounded=True,
         batch_size=scratch.kafka.batch_size,
-        start_offsets=starts,
-        end_offsets=ends,
+        start_offsets=dict(starts),
+        end_offsets=dict(ends),
+        named_only=True,
     )
+    for p in (int(part) for part in source.list_parts()):
+        if p not in named:
+            starts[p] = 0
+            ends[p] = 0
     tally = _Tally(
         {p: starts[p] for p in named},
         {p: e for p, e in ends.items() if p in named},

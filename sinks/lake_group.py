@@ -30,7 +30,13 @@ benchmark (README, "Session 17 end").
 Bounds: at most ``in_flight`` batches of ``batch_rows`` rows (``lake.in_flight`` batches of
 ``lake.batch_max_rows``) queued or being appended; :meth:`GroupCommit.submit` blocks the worker
 while the rows held would pass that (backpressure; a hand-over larger than the bound waits
-until nothing is held). Counted in rows, not hand-overs: a lane batch closed by its timer is
+until nothing is held). One at a time (``merge=False``) the bound is ``in_flight`` commits,
+whatever their rows: a replay's planned commits are the original's (10,000-41,000 rows each in
+the replay benchmark, against a bound of 10,000 rows), so each waited for an empty writer and
+the worker stood still while the commit before it was appended (py-spy: ~0.3 s of a 4.7 s
+replay, and again at the end); those rows are held by the plan's step until their commit is
+complete anyway, so a commit queued behind the one appending costs no memory the replay did
+not hold already. Counted in rows, not hand-overs: a lane batch closed by its timer is
 small (at 5,000 events/s over 10 tenants, ~1,000 rows in 2 s), and counting each as one made
 the worker wait after two of them, so each append took two lanes' batches (more appends, more
 CPU; session 14's first measurement). Errors: what
@@ -82,7 +88,8 @@ class GroupCommit(Generic[T]):
     writer thread: an append takes every batch queued, after waiting up to ``linger`` seconds
     for each worker to hand one (none with one worker); with ``merge=False`` each batch is its
     own append, in the order handed. At most ``in_flight * batch_rows`` rows are queued or
-    appending; ``name`` names the thread and the log lines."""
+    appending (with ``merge=False``, ``in_flight`` batches); ``name`` names the thread and the
+    log lines."""
 
     def __init__(
         self,
@@ -101,6 +108,7 @@ class GroupCommit(Generic[T]):
         self._linger = linger if merge else 0.0
         self._merge = merge
         self._limit = in_flight * batch_rows
+        self._in_flight = in_flight
         self._name = name
         self._cond = threading.Condition()
         self._queue: list[_Queued[T]] = []
@@ -157,6 +165,8 @@ class GroupCommit(Generic[T]):
             self._cond.notify_all()
 
     def _full(self, more: int) -> bool:
+        if not self._merge:
+            return self._held >= self._in_flight  # commits, not rows (the module docstring)
         return self._rows > 0 and self._rows + more > self._limit
 
     def drain(self) -> None:

@@ -68,11 +68,12 @@ from pyiceberg.table import (
 )
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update import update_table_metadata
 from pyiceberg.typedef import Properties, Record
 from pyiceberg.utils.concurrent import ExecutorFactory
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_bool, property_as_int
+
+from core.catalog import updated_metadata
 
 __all__ = ["Reuse", "append", "partitions"]
 
@@ -454,15 +455,17 @@ def transaction(table: Table, *, autocommit: bool = False) -> Transaction:
 
 
 class _Transaction(Transaction):
-    """pyiceberg's transaction, its ``table_metadata`` computed once per state.
+    """pyiceberg's transaction, its ``table_metadata`` computed once per state, without copies.
 
     pyiceberg recomputes it on every read: the table's metadata with the staged updates applied,
     then deep-copied (``update_table_metadata``). An append reads it ~15 times, and the metadata
     holds every snapshot's summary, so each read costs more as the table's history grows
     (measured: 0.5 of 3.8 s of ten 5,000-row appends to a new table). Here it is computed again
     only when the table's metadata or the staged updates change (both are replaced, never
-    mutated, when they do). The catalog's commit applies the updates to the current metadata
-    itself, so what is committed does not come from here.
+    mutated, when they do), and not deep-copied (:func:`core.catalog.updated_metadata`; with
+    nothing staged, the table's metadata itself). Once the snapshot is staged, pyiceberg's
+    ``commit_transaction`` reads it for the table's uuid. The catalog's commit applies the
+    updates to the current metadata itself, so what is committed does not come from here.
     """
 
     _cached: tuple[TableMetadata, tuple[object, ...], TableMetadata] | None = None
@@ -472,7 +475,8 @@ class _Transaction(Transaction):
         base, updates = self._table.metadata, self._updates
         cached = self._cached
         if cached is None or cached[0] is not base or cached[1] is not updates:
-            cached = self._cached = (base, updates, update_table_metadata(base, updates))
+            metadata = updated_metadata(base, updates) if updates else base
+            cached = self._cached = (base, updates, metadata)
         return cached[2]
 
 

@@ -296,7 +296,9 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
     together (:mod:`sources.epoch_phase`). A resume state wins over the start offset. A
     partition whose end is at or before its start emits nothing and is done at once. A partition
     missing from the topic is an error only when it is named in ``start_offsets`` or
-    ``end_offsets``.
+    ``end_offsets``. ``named_only`` (a replay): a partition named in neither reads nothing.
+    The partitions are listed once per source (:meth:`list_parts`: a replay lists them before
+    it builds the flow, and Bytewax's call then costs no second client and metadata request).
     """
 
     def __init__(
@@ -310,8 +312,11 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
         start_offsets: Mapping[int, int] | None = None,
         end_offsets: Mapping[int, int] | None = None,
         epoch: timedelta | None = None,
+        named_only: bool = False,
     ) -> None:
         self._bootstrap = bootstrap
+        self._named_only = named_only
+        self._parts: list[str] | None = None
         self._epoch = epoch
         self._topic = topic
         self._bounded = bounded
@@ -328,6 +333,8 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
         self._marks_lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
+        if self._parts is not None:
+            return list(self._parts)
         admin = AdminClient({**kafka_connection(self._bootstrap), **self._config})
         meta = admin.list_topics(self._topic, timeout=30).topics.get(self._topic)
         if meta is None or meta.error is not None:
@@ -346,7 +353,8 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             with self._marks_lock:
                 if self._marks is None:
                     self._marks = _Watermarks(self._part_config(), self._topic, partitions)
-        return [str(p) for p in partitions]
+        self._parts = [str(p) for p in partitions]
+        return list(self._parts)
 
     def _part_config(self) -> dict[str, Any]:
         return {
@@ -366,6 +374,9 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
         start = resume_state
         if start is None:
             start = self._starts.get(partition, OFFSET_BEGINNING)
+        stop = self._ends.get(partition)
+        if self._named_only and partition not in self._starts and stop is None:
+            start = stop = 0  # named in neither: nothing to read
         marks = self._marks.take(partition) if self._marks is not None else None
         return _Partition(
             self._part_config(),
@@ -374,7 +385,7 @@ class KafkaTopicSource(FixedPartitionedSource[RawRecord, int]):
             start,
             bounded=self._bounded,
             batch_size=self._batch_size,
-            stop=self._ends.get(partition),
+            stop=stop,
             marks=marks,
             phase=None if self._epoch is None else EpochPhase(self._epoch),
         )

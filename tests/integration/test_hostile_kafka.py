@@ -10,6 +10,7 @@ default, so on genuine Kafka too the 10 MB records get in and their rejects must
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import struct
@@ -212,6 +213,69 @@ def test_poison_pills_of_1_5_and_10_mb_leave_as_rejects_by_reference(
         row = quarantine[source]
         assert row["payload"] == value and row["kafka_key"] == key
         assert row["input_hash"] == hashlib.sha256(value).hexdigest()
+
+
+def test_writer_schemas_whose_records_loop_or_recurse_without_end_are_refused(
+    big_settings: Settings,
+) -> None:
+    """Regression: a producer registers a compatible writer (v1 and a field with a default) and
+    sends a small record that no reader survives: with an array of nulls, a 20-byte record
+    claiming 2^62 of them (fastavro looped that many times reading nothing: the flow froze at
+    that record, and again after every restart); with a recursive type, a 200 KB record nested
+    200,000 deep (fastavro overflowed the C stack: SIGSEGV, at every restart). Every record of
+    those writers is refused unread, named in the DLQ and the quarantine, and the records
+    around them land."""
+    v1 = _v1_id(big_settings)
+    nulls = json.loads(SIGNAL_V1.text)
+    nulls["fields"].append(
+        {"name": "flags", "type": {"type": "array", "items": "null"}, "default": []}
+    )
+    link = {
+        "type": "record",
+        "name": "Link",
+        "fields": [{"name": "next", "type": ["null", "Link"]}],
+    }
+    linked = json.loads(SIGNAL_V1.text)
+    linked["fields"].append({"name": "chain", "type": ["null", link], "default": None})
+    with SchemaRegistryClient(big_settings.kafka.registry_config()) as client:
+        subject = big_settings.kafka.subject
+        nulls_id = client.register_schema(subject, Schema(json.dumps(nulls), "AVRO"))
+        linked_id = client.register_schema(subject, Schema(json.dumps(linked), "AVRO"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent = _Sent(big_settings)
+    valid = list(_valid_stream(v1, now - timedelta(hours=1), 100))
+    body = encode(v1, SIGNAL_V1.parsed, _record("tenant-00", "bomb", now))[5:]
+    bombs = [
+        wire_frame(nulls_id, body + _zigzag(2**62)),  # 2^62 nulls in one block, no end
+        wire_frame(nulls_id, body + _zigzag(-(2**62)) + _zigzag(0) + _zigzag(0)),  # sized
+        wire_frame(nulls_id, body + _zigzag(0)),  # an honest empty array of the same writer
+        wire_frame(linked_id, body + b"\x02" * 200_000 + b"\x00"),  # 200,000 links deep
+        wire_frame(linked_id, body + b"\x00"),  # an honest null of the same writer
+    ]
+    for n, (key, value) in enumerate(valid):
+        sent.send(key, value)
+        if n % 20 == 10:
+            sent.send(b"tenant-00", bombs[n // 20])
+    sent.flush()
+    refused = {src: v for src, (_k, v) in sent.records.items() if v in bombs}
+    assert len(refused) == len(bombs)
+
+    finish(igflow(big_settings, "run"), timeout=180)
+
+    landed = {(r["tenant_id"], r["signal_id"]) for r in lake_rows(big_settings)}
+    assert len(landed) == len(valid) and "bomb" not in {s for _t, s in landed}
+    dlq = _dlq_by_source(big_settings)
+    quarantine = _quarantine_by_source(big_settings)
+    assert set(dlq) == set(quarantine) == set(refused)
+    for source, value in refused.items():
+        headers = dict(dlq[source].headers())
+        assert headers["igflow.reason"] == b"SCHEMA_INCOMPATIBLE"
+        linked_record = value[1:5] == linked_id.to_bytes(4, "big")
+        # The type by its full name (the writer's namespace).
+        named = b"recursive type io.intelgraph." if linked_record else b"array flags of items"
+        assert (b".Link (" in headers["igflow.detail"]) == linked_record
+        assert named in headers["igflow.detail"]
+        assert quarantine[source]["reason"] == "SCHEMA_INCOMPATIBLE"
 
 
 # --- fuzz ------------------------------------------------------------------------------------

@@ -10,17 +10,19 @@ import gc
 import pickle
 import sys
 import tracemalloc
+from types import SimpleNamespace
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message
 from hypothesis import given, settings
 
 from core.errors import IgflowError
 from core.records import RawRecord
+from sources import kafka as kafka_source
 from sources.epoch_phase import SNAPSHOT_LAG_S
-from sources.kafka import _EMPTY_WAIT_S, _Partition
+from sources.kafka import _EMPTY_WAIT_S, KafkaTopicSource, _Partition
 
 
 def _part(*, bounded: bool, end: int | None) -> _Partition:
@@ -260,3 +262,63 @@ def test_an_empty_partition_waits_for_its_first_message_only(coming: int) -> Non
         assert part._next == (min(coming, 10) if coming else 0)
     finally:
         real.close()
+
+
+class _Admin:
+    """An ``AdminClient`` whose metadata lists partitions 0-2 of topic ``t``; counts clients."""
+
+    made = 0
+
+    def __init__(self, _config: dict[str, Any]) -> None:
+        _Admin.made += 1
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        meta = SimpleNamespace(partitions={0: None, 1: None, 2: None}, error=None)
+        return SimpleNamespace(topics={topic: meta})
+
+
+def test_the_partitions_are_listed_once_per_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay lists them before it builds the flow, and Bytewax lists them again: one client
+    and one metadata request, not two."""
+    monkeypatch.setattr(kafka_source, "AdminClient", _Admin)
+    _Admin.made = 0
+    source = KafkaTopicSource("127.0.0.1:9", "t", bounded=False)
+    first = source.list_parts()
+    first.append("mine")  # the caller's list, not the source's
+    assert source.list_parts() == ["0", "1", "2"]
+    assert _Admin.made == 1
+    with pytest.raises(IgflowError, match=r"no partition\(s\) \[5\]"):
+        KafkaTopicSource("127.0.0.1:9", "t", bounded=False, end_offsets={5: 1}).list_parts()
+
+
+@pytest.mark.parametrize("named_only", [False, True])
+def test_with_named_only_a_partition_named_in_neither_bound_reads_nothing(
+    named_only: bool,
+) -> None:
+    config = {"log_level": 0}
+    source = KafkaTopicSource(
+        "127.0.0.1:9",
+        "t",
+        bounded=False,
+        config=config,
+        start_offsets={0: 4},
+        end_offsets={1: 7},
+        named_only=named_only,
+    )
+    parts = {p: source.build_part("in", str(p), None) for p in (0, 1, 2)}
+
+    def state(p: int) -> tuple[int, int | None, bool]:
+        return parts[p]._next, parts[p]._end, parts[p]._done
+
+    try:
+        assert state(0) == (4, None, False)
+        assert state(1) == (OFFSET_BEGINNING, 7, False)
+        if named_only:
+            assert state(2) == (0, 0, True)
+            with pytest.raises(StopIteration):
+                parts[2].next_batch()
+        else:  # from the beginning, without an end
+            assert state(2) == (OFFSET_BEGINNING, None, False)
+    finally:
+        for part in parts.values():
+            part.close()

@@ -144,6 +144,30 @@ def test_the_bound_counts_rows_and_a_large_hand_over_waits_for_an_empty_writer()
     assert sum(len(rows) for rows in gate.appended) == 150 + 50 + 1 + 500
 
 
+def test_without_merging_the_bound_counts_commits_whatever_their_rows() -> None:
+    # A replay's planned commits are larger than the row bound (lake.in_flight batches of
+    # lake.batch_max_rows): counted in rows, each one waited for an empty writer.
+    together: GroupCommit[int] = GroupCommit(in_flight=2, batch_rows=100, merge=False)
+    gate = Gate()
+    together.submit(list(range(300)), gate)
+    assert gate.started.wait(10)
+    second = threading.Thread(target=together.submit, args=(list(range(400)), gate))
+    second.start()
+    second.join(2)
+    assert not second.is_alive(), "the second commit waited for the first one's append"
+    assert together.blocked_seconds == 0
+    third = threading.Thread(target=together.submit, args=([7], gate))
+    third.start()
+    time.sleep(0.1)
+    assert third.is_alive(), "a third commit went in past a bound of two"
+    gate.release.set()
+    third.join(10)
+    assert not third.is_alive()
+    together.close()
+    assert [len(rows) for rows in gate.appended] == [300, 400, 1]
+    assert together.blocked_seconds > 0
+
+
 def test_a_failed_append_reaches_the_worker_and_nothing_after_it_is_appended() -> None:
     together: GroupCommit[int] = GroupCommit(in_flight=5)
     started = threading.Event()

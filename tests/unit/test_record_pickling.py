@@ -147,6 +147,13 @@ def _fields_of(record: Any) -> Any:
     return [_fields_of(getattr(record, f.name)) for f in dataclasses.fields(record)]
 
 
+def _columns_round_trip(run: records.Records[Any]) -> Any:
+    """``run`` through the reference pickled form (columns), which the C exchange replaced
+    where it takes every value."""
+    fn, args = records._reduce_columns(run)
+    return pickle.loads(pickle.dumps(fn(*args)))
+
+
 def _same(back: Any, run: list[Any]) -> None:
     assert type(back) is records.Records
     assert back == run
@@ -161,6 +168,7 @@ def test_a_run_of_decoded_loads_as_the_same_records(run: list[records.Decoded]) 
     and without trace and horizon (compare=False: checked field by field)."""
     packed = records.Records(run)
     _same(pickle.loads(pickle.dumps(("tenant", packed)))[1], run)
+    _same(_columns_round_trip(packed), run)
     _same(copy.deepcopy(packed), run)
     _same(copy.copy(packed), run)
 
@@ -172,18 +180,26 @@ def test_a_run_of_any_record_class_loads_as_the_same_records(
 ) -> None:
     run = [_filled(cls, last if i % 2 else f"{last}{i}") for i in range(size)]
     _same(pickle.loads(pickle.dumps(records.Records(run))), run)
+    _same(_columns_round_trip(records.Records(run)), run)
 
 
 def test_a_run_of_several_classes_or_other_objects_pickles_as_a_list() -> None:
+    """By the reference (columns); the C exchange takes a mix of record classes, not other
+    objects."""
     signal = records.Signal("t", "s", "latency", 0.5, None, "a", datetime(2026, 1, 1, tzinfo=UTC))
     provenance = records.Provenance("topic", 0, 1, 1, "h")
     for run in ([signal, provenance], [signal, 3], [(1, 2), (3, 4)], []):
         packed = records.Records(run)
-        assert packed.__reduce__() == (records.Records, (run,))
+        assert records._reduce_columns(packed) == (records.Records, (run,))
+        if run and run[1] is provenance:
+            assert packed.__reduce__()[0] is records._exchange_unpack
+        else:
+            assert packed.__reduce__() == (records.Records, (run,))
         _same(pickle.loads(pickle.dumps(packed)), run)
+        _same(_columns_round_trip(packed), run)
 
 
-def test_a_run_of_tenant_runs_pickles_as_columns() -> None:
+def test_a_run_of_tenant_runs_pickles_by_the_exchange_or_as_columns() -> None:
     """``by_tenant``'s runs are Records (operators.batching.tenant_runs)."""
     from operators.batching import tenant_runs
 
@@ -197,5 +213,6 @@ def test_a_run_of_tenant_runs_pickles_as_columns() -> None:
     ]
     runs = tenant_runs(items, lambda d: d.signal.tenant_id)
     assert [type(run) for _, run in runs] == [records.Records, records.Records]
-    assert runs[0][1].__reduce__()[0] is records._unpack
+    assert runs[0][1].__reduce__()[0] is records._exchange_unpack  # the C exchange
+    assert records._reduce_columns(runs[0][1])[0] is records._unpack  # its reference
     assert pickle.loads(pickle.dumps(runs)) == runs

@@ -9,9 +9,14 @@ follow it; commits it covers in part are emitted at the end of input).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from operator import attrgetter
+from typing import Any, cast
 
+import bytewax.operators as op
 import hypothesis.strategies as st
+from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from hypothesis import HealthCheck, given, settings
@@ -19,15 +24,23 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
-from core.records import RawRecord
+from core.records import Provenance, RawRecord
 from core.settings import Settings
 from core.switches import NO_HOLDS
-from flows.coherence import build
+from flows.coherence import build, planned_runs
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
+from operators.batching import Runs, flatten
 from operators.tenancy import TenancyPolicy
 from replay.verify import compare, digest_table, files_identical
-from sinks.lake_plan import CommitPlan, PlannedSink, load_plans, spreads
-from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS
+from sinks.lake_plan import (
+    CommitPlan,
+    PlannedSink,
+    _PlannedBatches,
+    load_plans,
+    planned_batches,
+    spreads,
+)
+from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.memory_keys import memory_sealer
@@ -293,3 +306,120 @@ def test_a_replay_by_two_workers_with_the_plan_spread_writes_byte_identical_file
         assert same == total, f"{name}: {same}/{total} files byte-identical"
         files += total
     assert files > 0, "nothing landed: the law would hold vacuously"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Row:
+    """A landed row as the plan's step sees it: its provenance and its lane."""
+
+    provenance: Provenance
+    lane: str
+
+
+#: SIGNALS, reading a :class:`_Row`'s provenance and lane.
+_ROWS: TableDef[Any] = dataclasses.replace(
+    cast("TableDef[Any]", SIGNALS), provenance=attrgetter("provenance"), lane=attrgetter("lane")
+)
+_LANES = [("t", 0, "signals:a"), ("t", 0, "signals:b"), ("t", 1, "signals:a"), ("u", 0, "x:a")]
+_ledgers = st.lists(
+    st.dictionaries(st.sampled_from(_LANES), st.integers(0, 12), max_size=4),
+    max_size=6,
+)
+_rows = st.lists(st.tuples(st.sampled_from([*_LANES, ("t", 2, "signals:c")]), st.integers(0, 14)))
+
+
+def _plan_and_rows(
+    ledgers: list[dict[tuple[str, int, str], int]],
+    rows: list[tuple[tuple[str, int, str], int]],
+) -> tuple[CommitPlan, list[_Row]]:
+    """A plan of topic ``t`` from snapshots raising ``ledgers``' lanes by their steps, and the
+    rows (offsets at, between, before or past the marks; lanes the plan lacks)."""
+    marks: dict[tuple[str, int, str], int] = {}
+    history = []
+    for i, raised in enumerate(ledgers):  # each snapshot's ledger: marks only rise
+        for lane, step in raised.items():
+            marks[lane] = marks.get(lane, -1) + 1 + step
+        history.append((i + 1, dict(marks)))
+    items = [
+        _Row(Provenance(topic, partition, offset, 1, f"h{n}"), lane)
+        for n, ((topic, partition, lane), offset) in enumerate(rows)
+    ]
+    return CommitPlan.from_ledgers(history, topic="t"), items
+
+
+def _planned(
+    plan: CommitPlan, runs: list[tuple[str, list[_Row]]], batch: int, *, by_run: bool
+) -> list[tuple[str, list[_Row]]]:
+    """The batches the plan's step emits for ``runs`` (one worker): fed a run at a time
+    (:func:`flows.coherence.planned_runs`) or row by row (:func:`planned_batches`)."""
+    flow = Dataflow("plan")
+    up = cast("Runs[_Row]", op.input("in", flow, TestingSource(runs, batch_size=batch)))
+    if by_run:
+        out = planned_runs("plan", up, _ROWS, plan, 3)
+    else:
+        out = planned_batches("plan", flatten("rows", up), _ROWS, plan, 3)
+    got: list[tuple[str, list[_Row]]] = []
+    op.output("out", out, TestingSink(got))
+    run_main(flow)
+    return got
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ledgers=_ledgers,
+    rows=_rows,
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+    batch=st.integers(1, 5),
+    spread=st.booleans(),
+)
+def test_the_plan_fed_a_run_at_a_time_emits_the_batches_of_the_row_by_row_form(
+    ledgers: list[dict[tuple[str, int, str], int]],
+    rows: list[tuple[tuple[str, int, str], int]],
+    cuts: list[int],
+    batch: int,
+    spread: bool,
+) -> None:
+    """:func:`flows.coherence.planned_runs` emits the batches :func:`planned_batches` emits
+    for the same rows, each key's in order, however they are cut into runs and engine
+    batches; also keyed by lane tenant (a spread plan), runs mixing tenants included."""
+    plan, items = _plan_and_rows(ledgers, rows)
+    plan = plan.spread_over_workers(spread)
+    bounds = sorted({0, len(items), *(min(c, len(items)) for c in cuts)})
+    runs = [("any", items[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+    got = _planned(plan, runs, batch, by_run=True)
+    want = _planned(plan, runs, batch, by_run=False)
+    for key in {k for k, _rows in got + want}:
+        assert [b for k, b in got if k == key] == [b for k, b in want if k == key], key
+    assert sorted(row.provenance.input_hash for _key, rows in got for row in rows) == sorted(
+        row.provenance.input_hash for row in items
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ledgers=_ledgers,
+    rows=_rows,
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+    by_tenant=st.booleans(),
+)
+def test_placing_rows_in_their_planned_commits_is_the_row_by_row_reference(
+    ledgers: list[dict[tuple[str, int, str], int]],
+    rows: list[tuple[tuple[str, int, str], int]],
+    cuts: list[int],
+    by_tenant: bool,
+) -> None:
+    """:meth:`_PlannedBatches._place` (commit_of inlined) and its reference
+    :meth:`_PlannedBatches._place_python` leave the same pending rows, closed counts and
+    unplanned rows, so the step emits the same batches, however the rows are batched (also
+    once commits have gone out and a row comes back to one of them)."""
+    plan, items = _plan_and_rows(ledgers, rows)
+    fast = _PlannedBatches(plan, _ROWS, 3, None, by_tenant=by_tenant)
+    slow = _PlannedBatches(plan, _ROWS, 3, None, by_tenant=by_tenant)
+    slow._place = slow._place_python  # type: ignore[method-assign]
+    bounds = sorted({0, len(items), *(min(c, len(items)) for c in cuts)})
+    for a, b in itertools.pairwise(bounds):
+        got, want = fast.on_batch(items[a:b]), slow.on_batch(items[a:b])
+        assert [list(x) for x in got[0]] == [list(x) for x in want[0]]
+        assert fast.snapshot() == slow.snapshot()
+    assert list(fast.on_eof()[0]) == list(slow.on_eof()[0])
+    assert fast.snapshot() == slow.snapshot()
