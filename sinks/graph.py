@@ -496,7 +496,8 @@ class GraphSink(ServingSink[Tagged | ScoreChange]):
 
     The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
     once per process and server). Its partition writes on a writer thread
-    (:class:`~sinks.serving.PipelinedPartition`), in chunks of ``stores.batch_size`` items, each
+    (:class:`~sinks.serving.PipelinedPartition`; ``stores.graph_writers`` threads, each with its
+    own connection, tenants spread over them), in chunks of ``stores.batch_size`` items, each
     with :func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy; a chunk that
     still fails goes to the DLQ topic (``SINK_UNAVAILABLE``) and the flow goes on. Feed it with
     :func:`~sinks.serving.serve` (keyed by tenant): a tenant's items all reach one partition,
