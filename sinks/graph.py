@@ -495,13 +495,13 @@ class GraphSink(ServingSink[Tagged | ScoreChange]):
     """Bytewax sink of tagged signals and score changes into the graph.
 
     The first partition built in a process creates the indexes (:meth:`GraphWriter.ensure_schema`,
-    once per process and server). Its partition writes on a writer thread
-    (:class:`~sinks.serving.PipelinedPartition`; ``stores.graph_writers`` threads, each with its
-    own connection, tenants spread over them), in chunks of ``stores.batch_size`` items, each
+    once per process and server). Its partition writes on ``stores.graph_writers`` writer
+    threads (:class:`~sinks.serving.PipelinedPartition`), each with its own connection and its
+    share of the tenants, in chunks of ``stores.batch_size`` items, each
     with :func:`~core.retry.write_with_retry` under the ``stores.retry_*`` policy; a chunk that
     still fails goes to the DLQ topic (``SINK_UNAVAILABLE``) and the flow goes on. Feed it with
-    :func:`~sinks.serving.serve` (keyed by tenant): a tenant's items all reach one partition,
-    which writes one chunk at a time (see the module docstring).
+    :func:`~sinks.serving.serve` (keyed by tenant): a tenant's items all reach one partition
+    and one of its threads, which writes one chunk at a time (see the module docstring).
     """
 
     def build_part(
