@@ -621,16 +621,12 @@ _CLOSE_EVENTS = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_CLOSE_EVENTS, st.integers(0, 2**32), _CUTS, st.integers(1, 3))
-def test_drift_close_events_equal_per_record_pushes(
-    specs: list[Any], seed: int, cuts: list[int], learn: int
-) -> None:
-    """The inline path where records close batches (by time, by size, judgeable after an
-    extension; learning, passed, drifted, too small) and release what they decide: the same
-    outputs, state and snapshot bytes as push per record after every batch, at the default
-    settings but a ``min_batch_size`` of 10, with a reference learned from ``learn`` x 20
-    values."""
+def close_event_stream(
+    specs: list[Any], seed: int, learn: int
+) -> tuple[DriftSettings, list[Decoded]]:
+    """The drift settings (the defaults but a ``min_batch_size`` of 10, a reference of ``learn``
+    x 20 values) and the records of ``specs`` (:data:`_CLOSE_EVENTS`), values drawn with
+    ``seed`` (halved in a drifted stretch)."""
     import random
 
     rng = random.Random(seed)
@@ -646,6 +642,20 @@ def test_drift_close_events_equal_per_record_pushes(
         drifted ^= toggle
         value = rng.betavariate(8, 2) * (0.5 if drifted else 1.0)
         items.append(decoded(value, offset, type=kinds[kind_index], ts=ts))
+    return drift_settings, items
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_CLOSE_EVENTS, st.integers(0, 2**32), _CUTS, st.integers(1, 3))
+def test_drift_close_events_equal_per_record_pushes(
+    specs: list[Any], seed: int, cuts: list[int], learn: int
+) -> None:
+    """The inline path where records close batches (by time, by size, judgeable after an
+    extension; learning, passed, drifted, too small) and release what they decide: the same
+    outputs, state and snapshot bytes as push per record after every batch, at the default
+    settings but a ``min_batch_size`` of 10, with a reference learned from ``learn`` x 20
+    values."""
+    drift_settings, items = close_event_stream(specs, seed, learn)
     reference = TenantDrift("tenant-00", drift_settings, None, KEY)
     state = TenantDrift("tenant-00", drift_settings, None, KEY)
     for batch in chunks(items, [c * 5 for c in cuts]):

@@ -9,7 +9,6 @@ import dataclasses
 import gc
 import pickle
 import sys
-import tracemalloc
 import zoneinfo
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -28,6 +27,7 @@ from operators.dedupe import (
     _micros,
     dedupe_batch,
 )
+from tests.leaks import traced_growth
 from tests.unit.test_batch_equivalence import chunks
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -195,17 +195,8 @@ def test_the_c_path_keeps_nothing() -> None:
                 assert _dedupe_native(state, batch) is not None
             del state
 
-    tracemalloc.start()
-    try:
-        for n in (20, 200):
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            rounds(n)
-            gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - before
-        assert grown < 16_000, grown
-    finally:
-        tracemalloc.stop()
+    grown = traced_growth(rounds, (20, 200))
+    assert grown < 16_000, grown
     # Nor a reference to what a record holds (it would keep the runs alive).
     first = batches[0][0]
     s = first.signal

@@ -12,7 +12,6 @@ import gc
 import pickle
 import random
 import sys
-import tracemalloc
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ from core.settings import DriftSettings
 from operators import drift as drift_module
 from operators import drift_stats
 from operators.drift import _RUN_CONFIG, TenantDrift, _Batch
+from tests.leaks import traced_growth
 from tests.unit.test_batch_equivalence import (
     _CLOSE_EVENTS,
     _CUTS,
@@ -34,6 +34,7 @@ from tests.unit.test_batch_equivalence import (
     _dense_items,
     _drift_state,
     chunks,
+    close_event_stream,
     same,
 )
 from tests.unit.test_drift import KEY, T0, TYPES, decoded, released
@@ -97,19 +98,7 @@ def test_the_c_path_equals_the_python_loop_where_records_close_batches(
 ) -> None:
     """The benchmarks' shape (every record a close event while learning, then extended batches
     judged through their windows; drifted stretches, late records): the same decisions."""
-    rng = random.Random(seed)
-    drift_settings = DriftSettings(
-        reference_values=20 * learn, min_batch_size=10, small_batch_wait_seconds=60.0
-    )
-    kinds = (*TYPES, "saturation")
-    items = []
-    ts = T0
-    drifted = False
-    for offset, (kind_index, toggle, tenths) in enumerate(specs):
-        ts += timedelta(seconds=tenths / 10)
-        drifted ^= toggle
-        value = rng.betavariate(8, 2) * (0.5 if drifted else 1.0)
-        items.append(decoded(value, offset, type=kinds[kind_index], ts=ts))
+    drift_settings, items = close_event_stream(specs, seed, learn)
     native, python = _pair(drift_settings, KEY)
     batches = chunks(items, [c * 5 for c in cuts])
     _check_batches(native, python, batches, resume, drift_settings, KEY)
@@ -248,22 +237,16 @@ def test_it_leaks_nothing() -> None:
         drift_stats._REF_CUTS.clear()
         gc.collect()
 
-    tracemalloc.start()
-    try:
-        for rounds in (3, 60):
-            caches_cleared()
-            before = tracemalloc.get_traced_memory()[0]
-            for _ in range(rounds):
-                state = TenantDrift("tenant-00", drift_settings, None, KEY)
-                state.push_batch(items)
-                state.flush()
-                del state
-            caches_cleared()
-            grown = tracemalloc.get_traced_memory()[0] - before
-        # (a leaked _Entry or _Batch per record or batch: over 1 MB in 60 rounds)
-        assert grown < 16_000, grown
-    finally:
-        tracemalloc.stop()
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            state = TenantDrift("tenant-00", drift_settings, None, KEY)
+            state.push_batch(items)
+            state.flush()
+            del state
+
+    grown = traced_growth(rounds, (3, 60), caches_cleared)
+    # (a leaked _Entry or _Batch per record or batch: over 1 MB in 60 rounds)
+    assert grown < 16_000, grown
 
 
 def test_a_callbacks_error_propagates_as_the_loops() -> None:

@@ -14,7 +14,6 @@ import math
 import pickle
 import struct
 import sys
-import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -28,6 +27,7 @@ from core import _native
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Records, Signal
 from operators.batching import RunLogic
+from tests.leaks import traced_growth
 
 CLASSES = list(records._FIELDS)
 MAX_DEPTH = 8  # EX_MAX_DEPTH
@@ -271,17 +271,8 @@ def test_nothing_leaks() -> None:
                 raise AssertionError("a cut run loaded")
 
     rounds(50)
-    tracemalloc.start()
-    try:  # the first pass may fill the free lists of tuples, floats (bounded: not a leak)
-        for n in (200, 200):
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            rounds(n)
-            gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - before
-        assert grown < 16_000, grown
-    finally:
-        tracemalloc.stop()
+    grown = traced_growth(rounds, (200, 200))
+    assert grown < 16_000, grown
     # Nor a reference to what a record holds.
     first = runs[0][0]
     s = first.signal
