@@ -496,27 +496,12 @@ class TickScore:
         got = _native.score_run(self, items, _NATIVE_CLASSES, _NATIVE_SLOTS, _NATIVE_EXTRAS)
         if got is None:
             return self.add_python(items)
+        # (changes, error, then _store's arguments in its order but the pending trace: the C
+        # path takes untraced signals only)
         out: list[ScoreChange] = got[0]
-        error, newest, newest_ts, count, seq, last_num, last_den, ev, ew = got[1:10]
-        sum_v, sum_w, sum_vw, pending, noted, pending_at, open_from = got[10:]
-        self._store(
-            newest,
-            newest_ts,
-            count,
-            seq,
-            last_num,
-            last_den,
-            ev,
-            ew,
-            sum_v,
-            sum_w,
-            sum_vw,
-            pending,
-            noted,
-            pending_at,
-            None,
-            open_from,
-        )
+        error = got[1]
+        stored: tuple[Any, ...] = (*got[2:16], None, got[16])
+        self._store(*stored)
         if error is not None:
             raise error
         return out
