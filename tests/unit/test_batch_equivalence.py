@@ -575,10 +575,9 @@ def test_drift_inline_clean_path_equals_per_record_pushes(
     assert same(state.flush(), reference.flush())
 
 
-def test_drift_inline_path_leaves_a_batch_judgeable_through_its_window_to_the_reference() -> None:
-    """An extended batch closes on the record that makes it judgeable through its window
-    (``size + window == min_batch_size`` exactly), in push_batch as in push: a case too
-    narrow for the property test to find by chance."""
+def exactly_judgeable_stream() -> tuple[DriftSettings, list[Decoded]]:
+    """Settings and records where an extended batch becomes judgeable through its window with
+    ``size + window == min_batch_size`` exactly (on its 47th tenth of a second)."""
     drift_settings = DriftSettings(
         batch_size=40,
         min_batch_size=10,
@@ -595,6 +594,14 @@ def test_drift_inline_path_leaves_a_batch_judgeable_through_its_window_to_the_re
     # at 5 values (47): 5 + 5 == min_batch_size.
     tenths = [*range(21), 30, 31, 32, 33, 34, 44, 45, 46, 47, 48]
     items = [decoded(0.5, n, ts=T0 + timedelta(seconds=t / 10)) for n, t in enumerate(tenths)]
+    return drift_settings, items
+
+
+def test_drift_inline_path_leaves_a_batch_judgeable_through_its_window_to_the_reference() -> None:
+    """An extended batch closes on the record that makes it judgeable through its window
+    (``size + window == min_batch_size`` exactly), in push_batch as in push: a case too
+    narrow for the property test to find by chance."""
+    drift_settings, items = exactly_judgeable_stream()
     reference = TenantDrift("tenant-00", drift_settings, None, KEY)
     expected: list[Any] = []
     for item in items:

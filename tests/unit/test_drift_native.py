@@ -35,6 +35,7 @@ from tests.unit.test_batch_equivalence import (
     _drift_state,
     chunks,
     close_event_stream,
+    exactly_judgeable_stream,
     same,
 )
 from tests.unit.test_drift import KEY, T0, TYPES, decoded, released
@@ -274,18 +275,7 @@ def test_an_extended_batch_closes_when_its_window_makes_it_judgeable_exactly() -
     """``size + window == min_batch_size`` exactly closes an extended batch, in C as in the
     loop (a case too narrow for the property tests to find by chance): the scenario of
     ``test_drift_inline_path_leaves_a_batch_judgeable_through_its_window_to_the_reference``."""
-    drift_settings = DriftSettings(
-        batch_size=40,
-        min_batch_size=10,
-        window_batches=1,
-        reference_batches=1,
-        reference_values=10,
-        batch_seconds=1.0,
-        small_batch_wait_seconds=60.0,
-        bins=2,
-    )
-    tenths = [*range(21), 30, 31, 32, 33, 34, 44, 45, 46, 47, 48]
-    items = [decoded(0.5, n, ts=T0 + timedelta(seconds=t / 10)) for n, t in enumerate(tenths)]
+    drift_settings, items = exactly_judgeable_stream()
     native, python = _pair(drift_settings, KEY)
     out = native.push_batch(items)
     assert same(out, python.push_batch(items, native=False))
