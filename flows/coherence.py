@@ -85,6 +85,7 @@ from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
 from sinks.lake_plan import (
     CommitPlan,
+    laid_out,
     lane_tenant,
     planned_logic,
     planned_sink,
@@ -230,8 +231,10 @@ def land(
     (:func:`commit_phase`).
 
     With a ``plan`` (a replay), each append holds the rows of one of the original's commits
-    instead, so that the data files come out byte-identical (:mod:`sinks.lake_plan`).
+    instead, and the table is partitioned like the original's, so that the data files come out
+    byte-identical (:mod:`sinks.lake_plan`).
     """
+    table = laid_out(table, plan)
     sink = IcebergSink(
         settings.lake.catalog_name,
         settings.catalog_properties,

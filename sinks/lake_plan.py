@@ -50,6 +50,7 @@ from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pyiceberg.catalog import Catalog
+from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 
@@ -61,6 +62,7 @@ __all__ = [
     "CommitPlan",
     "PlannedCommit",
     "PlannedSink",
+    "laid_out",
     "lane_tenant",
     "load_plans",
     "planned_batches",
@@ -102,6 +104,10 @@ class CommitPlan:
                 counts[i] = counts.get(i, 0) + 1
         #: Whether several workers replay (:func:`planned_batches` keys by tenant then).
         self.spread = False
+        #: The original table's partition spec (:meth:`from_table`): a replay lays its table out
+        #: the same (:func:`laid_out`), so its files can come out byte-identical to a table's
+        #: written in an older layout (``sinks.lake_tables.LEGACY_PARTITION_SPECS``).
+        self.spec: PartitionSpec | None = None
 
     def __len__(self) -> int:
         return len(self.commits)
@@ -155,7 +161,9 @@ class CommitPlan:
             if entry is not None:
                 history.append((commit.snapshot_id, *entry))
         history.reverse()  # ancestors come newest first
-        return cls.from_changes(history, topic)
+        plan = cls.from_changes(history, topic)
+        plan.spec = table.spec()
+        return plan
 
     def spread_over_workers(self, spread: bool = True) -> CommitPlan:
         """This plan, to be batched by several workers (``spread``) or by one."""
@@ -335,6 +343,14 @@ class _PlannedBatches(StatefulBatchLogic[T, list[T], _State[T]]):
     def snapshot(self) -> _State[T]:
         pending = {k: list(v) for k, v in self._pending.items()}
         return _State(pending, dict(self._closed), self._next, list(self._unplanned))
+
+
+def laid_out(table: TableDef[T], plan: CommitPlan | None) -> TableDef[T]:
+    """``table`` partitioned like the original's table of ``plan`` (as it is without a plan, or
+    a plan that knows no spec)."""
+    if plan is None or plan.spec is None:
+        return table
+    return dataclasses.replace(table, partition_spec=plan.spec)
 
 
 def spreads(table: TableDef[T]) -> bool:

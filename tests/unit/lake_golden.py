@@ -18,6 +18,7 @@ import hashlib
 import json
 import random
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -42,7 +43,14 @@ from core.records import (
     input_hash,
 )
 from sinks.iceberg import AppendResult, IcebergAppender, ensure_table
-from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.lake_tables import (
+    DECONFLICTION,
+    LEGACY_PARTITION_SPECS,
+    QUARANTINE,
+    SCORES,
+    SIGNALS,
+    TableDef,
+)
 from sinks.ledger_history import HISTORY_KEY
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "lake_golden.json"
@@ -162,6 +170,20 @@ MAKERS = {
 }
 
 
+#: What the golden file holds: per key, the table (its layout) and the seed of its batches. The
+#: signals and scores tables in the layout they were recorded in (before session 21: by tenant,
+#: :data:`~sinks.lake_tables.LEGACY_PARTITION_SPECS`), which tables created then keep; then the
+#: same batches in today's layout (by day and residency, by day), recorded when it came.
+TABLES: tuple[tuple[str, TableDef[Any], int], ...] = (
+    ("signals", replace(SIGNALS, partition_spec=LEGACY_PARTITION_SPECS["signals"]), 0),
+    ("scores", replace(SCORES, partition_spec=LEGACY_PARTITION_SPECS["scores"]), 1),
+    ("quarantine", QUARANTINE, 2),
+    ("deconfliction", DECONFLICTION, 3),
+    ("signals@day-residency", SIGNALS, 0),
+    ("scores@day", SCORES, 1),
+)
+
+
 def _batches(table: TableDef[Any], seed: int) -> list[list[Any]]:
     """Batches as Bytewax could deliver them: partitions interleaved, tenants shuffled within
     a batch, the same record twice in a batch, a resume re-delivering what landed."""
@@ -244,9 +266,10 @@ def compute() -> dict[str, Any]:
             uri=f"sqlite:///{tmp}/catalog.db",
             warehouse=(Path(tmp) / "warehouse").as_uri(),
         )
-        tables: tuple[TableDef[Any], ...] = (SIGNALS, SCORES, QUARANTINE, DECONFLICTION)
-        for seed, table_def in enumerate(tables):
-            table = ensure_table(catalog, "golden", table_def)
+        for key, table_def, seed in TABLES:
+            # Today's layouts in a namespace of their own (the same table names).
+            namespace = "golden_now" if "@" in key else "golden"
+            table = ensure_table(catalog, namespace, table_def)
             appender: IcebergAppender[Any] = IcebergAppender(table, table_def, checkpoint_every=4)
             steps = []
             last = None
@@ -259,7 +282,7 @@ def compute() -> dict[str, Any]:
                     step["files"] = _added_files(table)
                     step["properties"] = _properties(table, tmp)
                 steps.append(step)
-            out[table_def.name] = steps
+            out[key] = steps
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.lake_golden import GOLDEN, compute
+from tests.unit.lake_golden import GOLDEN, TABLES, compute
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def golden() -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("table", ["signals", "scores", "quarantine", "deconfliction"])
+@pytest.mark.parametrize("table", [key for key, _table, _seed in TABLES])
 def test_appends_write_the_bytes_recorded_before(
     now: dict[str, Any], golden: dict[str, Any], table: str
 ) -> None:

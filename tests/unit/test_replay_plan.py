@@ -32,15 +32,24 @@ from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.batching import Runs, flatten
 from operators.tenancy import TenancyPolicy
 from replay.verify import compare, digest_table, files_identical
+from sinks.iceberg import ensure_table
 from sinks.lake_plan import (
     CommitPlan,
     PlannedSink,
     _PlannedBatches,
+    laid_out,
     load_plans,
     planned_batches,
     spreads,
 )
-from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
+from sinks.lake_tables import (
+    DECONFLICTION,
+    LEGACY_PARTITION_SPECS,
+    QUARANTINE,
+    SCORES,
+    SIGNALS,
+    TableDef,
+)
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.memory_keys import memory_sealer
@@ -86,6 +95,18 @@ def _table(catalog: Catalog, namespace: str, name: str) -> Table | None:
         return catalog.load_table((namespace, name))
     except NoSuchTableError:
         return None
+
+
+def _lay_out_legacy(catalog: Catalog, namespace: str) -> None:
+    """Create the signals and scores tables of ``namespace`` in the layout before session 21
+    (by tenant), as a lake written then holds them."""
+    for table in (SIGNALS, SCORES):
+        spec = LEGACY_PARTITION_SPECS[table.name]
+        ensure_table(catalog, namespace, dataclasses.replace(table, partition_spec=spec))
+
+
+def _layout(table: Table) -> list[tuple[str, str]]:
+    return [(f.name, str(f.transform)) for f in table.spec().fields]
 
 
 def _snapshots(table: Table) -> int:
@@ -136,6 +157,7 @@ _specs = st.builds(
     partitions=st.integers(1, 3),
     source_batches=st.tuples(st.integers(1, 40), st.integers(1, 40)),
     lake_batches=st.tuples(st.integers(1, 60), st.integers(1, 60)),
+    legacy=st.booleans(),
 )
 def test_a_replay_with_the_original_plan_writes_byte_identical_files(
     lake_settings: Settings,
@@ -145,10 +167,13 @@ def test_a_replay_with_the_original_plan_writes_byte_identical_files(
     partitions: int,
     source_batches: tuple[int, int],
     lake_batches: tuple[int, int],
+    legacy: bool,
 ) -> None:
     records = kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed)), partitions)
     n = next(_NAMESPACES)
     original, replayed = f"plan{n}_a", f"plan{n}_b"
+    if legacy:  # the replay lays its tables out like the original's
+        _lay_out_legacy(catalog, original)
     _land(lake_settings, schemas, records, original, source_batches[0], lake_batches[0])
     plans = load_plans(catalog, original, lake_settings.kafka.topic)
     _land(lake_settings, schemas, records, replayed, source_batches[1], lake_batches[1], plans)
@@ -159,6 +184,7 @@ def test_a_replay_with_the_original_plan_writes_byte_identical_files(
         assert (a is None) == (b is None), name
         if a is None or b is None:
             continue
+        assert _layout(a) == _layout(b), name
         assert compare(digest_table(a, name), digest_table(b, name)).identical, name
         same, total = files_identical(a, b)
         assert same == total, f"{name}: {same}/{total} files byte-identical"
@@ -226,9 +252,16 @@ def test_a_plan_counts_each_commits_lanes_per_tenant() -> None:
 
 
 def test_only_tables_partitioned_by_their_lanes_tenant_spread() -> None:
-    assert spreads(SIGNALS) and spreads(SCORES)
-    # Quarantine is partitioned by reason: two tenants' rows share its files.
-    assert not spreads(QUARANTINE) and not spreads(DECONFLICTION)
+    # Laid out by day and residency (by day), two tenants' rows share a file; so do
+    # quarantine's (by reason) and deconfliction's.
+    assert not any(map(spreads, (SIGNALS, SCORES, QUARANTINE, DECONFLICTION)))
+    # A table laid out by tenant (the layout before session 21) spreads, and a replay of one
+    # takes its layout from the original's table.
+    for table in (SIGNALS, SCORES):
+        legacy = CommitPlan([], {})
+        legacy.spec = LEGACY_PARTITION_SPECS[table.name]
+        assert spreads(laid_out(table, legacy))
+        assert laid_out(table, CommitPlan([], {})) is table and laid_out(table, None) is table
 
 
 class _Appends(StatelessSinkPartition[tuple[str, list[int]]]):
@@ -277,6 +310,7 @@ def test_a_planned_sink_appends_distinct_tenants_parts_together_and_one_tenants_
     partitions=st.integers(1, 3),
     source_batches=st.tuples(st.integers(1, 40), st.integers(1, 40)),
     lake_batches=st.tuples(st.integers(1, 60), st.integers(1, 60)),
+    legacy=st.booleans(),
 )
 def test_a_replay_by_two_workers_with_the_plan_spread_writes_byte_identical_files(
     lake_settings: Settings,
@@ -286,10 +320,13 @@ def test_a_replay_by_two_workers_with_the_plan_spread_writes_byte_identical_file
     partitions: int,
     source_batches: tuple[int, int],
     lake_batches: tuple[int, int],
+    legacy: bool,
 ) -> None:
     records = kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed)), partitions)
     n = next(_NAMESPACES)
     original, replayed = f"spread{n}_a", f"spread{n}_b"
+    if legacy:  # the replay lays its tables out like the original's
+        _lay_out_legacy(catalog, original)
     _land(lake_settings, schemas, records, original, source_batches[0], lake_batches[0])
     plans = load_plans(catalog, original, lake_settings.kafka.topic)
     spread = {name: plan.spread_over_workers() for name, plan in plans.items()}
@@ -301,6 +338,7 @@ def test_a_replay_by_two_workers_with_the_plan_spread_writes_byte_identical_file
         assert (a is None) == (b is None), name
         if a is None or b is None:
             continue
+        assert _layout(a) == _layout(b), name
         assert compare(digest_table(a, name), digest_table(b, name)).identical, name
         same, total = files_identical(a, b)
         assert same == total, f"{name}: {same}/{total} files byte-identical"
