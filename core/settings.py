@@ -348,11 +348,11 @@ class LakeSettings:
     #: (so at most this long after it; every lane's batch closes at the same instants and goes
     #: in one commit: operators/collect.py), whichever comes first (with more than one worker a
     #: process's workers share the append, which waits up to 0.1 s for them:
-    #: sinks/lake_group.py). 0.5 s nearly halves the lake's p95 latency but costs ~58% more flow
-    #: CPU at 2,000 events/s (four times the commits; lake only +76% with session 20's cheaper
-    #: catalog commit: mostly the Parquet files written per partition per commit):
+    #: sinks/lake_group.py). 0.5 s puts the lake's p95 after the Kafka append under 1 s
+    #: (issue 15); 2 s (the default until session 21) costs ~27% less flow CPU at 2,000
+    #: events/s, lake only, and writes a quarter of the commits and data files:
     #: DEVELOPERS.md "The lake's commit grid".
-    batch_max_seconds: Duration = 2.0
+    batch_max_seconds: Duration = 0.5
     #: Attempts at a commit that lost an optimistic-concurrency race.
     commit_attempts: Count = 8
     #: Batches of ``batch_max_rows`` rows each table's writer thread may hold queued or
