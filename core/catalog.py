@@ -14,6 +14,7 @@ catalog type is pyiceberg's own.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import threading
 from collections import OrderedDict
@@ -85,10 +86,13 @@ def preload(settings: Settings) -> None:
     hold pyiceberg's SQL catalog and SQLAlchemy's ORM, ~0.17 CPU s), opening nothing: the URI's
     dialect and driver. A flow command calls it with its other imports, before ``--processes``
     forks, so that no child imports them again (each imported the SQL catalog and these, ~0.3 s,
-    at the catalog's first use). A URI SQLAlchemy cannot read is left for the opening to
-    report."""
+    at the catalog's first use), and what the driver's first connection imports. A URI
+    SQLAlchemy cannot read is left for the opening to report."""
     try:
-        make_url(settings.lake.catalog_uri).get_dialect().import_dbapi()
+        dialect = make_url(settings.lake.catalog_uri).get_dialect()
+        dialect.import_dbapi()
+        if dialect.driver == "psycopg2":  # its first connection imports the extras (~2-6 ms)
+            importlib.import_module("psycopg2.extras")
     except (ArgumentError, NoSuchModuleError, ImportError):
         return
 

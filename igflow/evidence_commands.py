@@ -16,14 +16,20 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, IgflowError
 from core.resources import avro_dir, slo_file
 from core.settings import Settings
-from igflow.evidence import Absent, EvidenceError, EvidenceInputs, build, generate_sbom
-from igflow.evidence_keys import key_id, load_public_key, load_signing_key, public_key_path
 from igflow.evidence_parts import PARTS
 from igflow.slo_commands import json_rows
+
+if TYPE_CHECKING:
+    from igflow.evidence import Absent
+
+# The builder and the keys (cryptography's Ed25519 and serialization, tarfile: ~15 ms) are
+# imported by the actions that use them: every igflow command, `igflow run` included, imports
+# this module to register the subcommand.
 
 __all__ = ["register"]
 
@@ -31,6 +37,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _file(value: str | None, option: str) -> Path | Absent:
+    from igflow.evidence import Absent, EvidenceError
+
     if value is None:
         return Absent(f"not given ({option})")
     path = Path(value)
@@ -42,6 +50,7 @@ def _file(value: str | None, option: str) -> Path | Absent:
 
 def _slo_report(args: argparse.Namespace, settings: Settings, slo_path: Path) -> bytes | Absent:
     from core import prometheus_query, slo  # httpx: only when an SLO report is asked for
+    from igflow.evidence import Absent
 
     if args.slo == "none":
         return Absent("not asked for (--slo none)")
@@ -59,6 +68,8 @@ def _slo_report(args: argparse.Namespace, settings: Settings, slo_path: Path) ->
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.evidence import Absent, EvidenceInputs, build, generate_sbom
+    from igflow.evidence_keys import load_signing_key, public_key_path
     from igflow.governance import provenance_dir  # jsonschema, the redaction policy
 
     slo_path = Path(settings.run.slo_file) if settings.run.slo_file else slo_file()
@@ -104,6 +115,8 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _trusted_key(args: argparse.Namespace, settings: Settings) -> Path:
+    from igflow.evidence_keys import public_key_path
+
     if args.public_key:
         return Path(args.public_key)
     if settings.evidence.public_key_file:
@@ -116,6 +129,7 @@ def _trusted_key(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.evidence_keys import key_id, load_public_key
     from igflow.evidence_verify import verify  # jsonschema, the policy bundle
 
     trusted = load_public_key(_trusted_key(args, settings))
@@ -149,6 +163,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _key(args: argparse.Namespace, settings: Settings) -> int:
+    from igflow.evidence_keys import key_id, load_signing_key, public_key_path
+
     key = load_signing_key(settings.evidence_signing_key_file)
     public = public_key_path(settings.evidence_signing_key_file)
     print(json.dumps({"key_id": key_id(key.public_key()), "public_key": str(public)}))

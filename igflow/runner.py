@@ -12,6 +12,7 @@ it before it forks: :mod:`igflow.local_cluster`).
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import signal
 import time
@@ -29,7 +30,7 @@ from core.lazy_pandas import defer_pandas
 from core.settings import Settings
 from core.shutdown import StopGuard
 
-__all__ = ["Cluster", "ensure_recovery_dir", "import_flow", "run"]
+__all__ = ["FIRST_USE", "Cluster", "ensure_recovery_dir", "import_flow", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,39 @@ def ensure_recovery_dir(directory: Path, partitions: int) -> None:
             log.info("created %d recovery partitions in %s", partitions, directory)
 
 
+#: What a run's libraries import at the first use of something, after the flow's modules: its
+#: first lake append (pyiceberg's schema check builds a report table with rich; pyarrow's
+#: compute asks numpy for ``numpy.ma``; the lake's batches group with pyarrow's Acero;
+#: pyiceberg's partition transforms are pyiceberg-core's), its first manifest read (pyiceberg's
+#: Cython Avro decoder) and the first host name resolved (the IDNA codec). :func:`import_flow`
+#: imports them with the flow's modules, so that ``--processes`` children, forked after it, do
+#: not each import them again (~27 ms of CPU a child). A module that is not installed is left
+#: for its first use to report.
+FIRST_USE = (
+    "rich.console",
+    "rich.table",
+    "numpy.ma",
+    "pyarrow.acero",
+    "pyiceberg_core.transform",
+    "pyiceberg.avro.decoder_fast",
+    "encodings.idna",
+)
+
+
 def import_flow(settings: Settings) -> None:
     """Import the flow's modules (most of a run's start-up CPU), pandas deferred: pyarrow would
     import it (0.35-0.9 s) for the digest's pyarrow scalar, and a lake-only run never needs it;
-    and what opening ``settings``' catalog imports (:func:`core.catalog.preload`)."""
+    what opening ``settings``' catalog imports (:func:`core.catalog.preload`); and what the
+    run's libraries would import at their first use (:data:`FIRST_USE`)."""
     defer_pandas()
     import flows.coherence  # noqa: F401
 
     preload(settings)
+    for name in FIRST_USE:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
 
 
 def run(settings: Settings, cluster: Cluster | None = None) -> int:

@@ -62,7 +62,7 @@ import numpy as np
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
 from core import metrics, tracing
@@ -151,18 +151,18 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Tabl
     A table that exists already gets the properties the ledger relies on. Workers of one flow
     start together, so each step tolerates losing the race to another writer: pyiceberg's SQL
     catalog reports a namespace created concurrently as a raw database error, not as "exists".
+
+    An existing table is loaded first: pyiceberg's ``create_table_if_not_exists`` tries to
+    create it and loads it only once the catalog refuses the row, so every start of every
+    worker checked the namespace, wrote a new metadata file that no table ever names (an orphan
+    in the warehouse, per table and worker) and had the database reject a duplicate key:
+    ~50-90 ms of wall and ~17-27 ms of CPU for the four tables on the local stack, against
+    ~1-2 ms for the loads.
     """
     try:
-        catalog.create_namespace_if_not_exists(namespace)
-    except Exception:
-        if not catalog.namespace_exists(namespace):
-            raise
-    created = catalog.create_table_if_not_exists(
-        (namespace, table.name),
-        schema=table.schema,
-        partition_spec=table.partition_spec,
-        properties=_TABLE_PROPERTIES,
-    )
+        created = catalog.load_table((namespace, table.name))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        created = _create_table(catalog, namespace, table)
     _add_missing_columns(created, table)
     for _attempt in range(5):
         missing = {k: v for k, v in _TABLE_PROPERTIES.items() if created.properties.get(k) != v}
@@ -174,6 +174,21 @@ def ensure_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Tabl
         except CommitFailedException:
             created.refresh()
     return created
+
+
+def _create_table(catalog: Catalog, namespace: str, table: TableDef[Any]) -> Table:
+    """The namespace and the table created, or loaded if another writer created them first."""
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise
+    return catalog.create_table_if_not_exists(
+        (namespace, table.name),
+        schema=table.schema,
+        partition_spec=table.partition_spec,
+        properties=_TABLE_PROPERTIES,
+    )
 
 
 def _add_missing_columns(created: Table, table: TableDef[Any]) -> None:

@@ -44,6 +44,7 @@ from igflow.evidence_parts import PARTS
 from igflow.evidence_verify import read_archive, verify
 from igflow.governance import provenance_dir
 from operators.tenancy import policy_bundle_version
+from tests.fresh_python import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -483,3 +484,19 @@ def test_the_cli_builds_verifies_and_reports_reason_codes(
     # A missing input file is a usage error (2), not an absent part.
     missing = ["evidence", "build", "--out", str(out), "--sbom", str(tmp_path / "none.json")]
     assert main(missing) == 2
+
+
+def test_the_command_line_imports_no_evidence_builder_and_restores_the_collector() -> None:
+    # Every igflow command imports igflow.cli (`igflow run` included): the builder and the keys
+    # (cryptography, tarfile) are imported by the evidence actions only, and the collector,
+    # paused while the command line's modules are imported, is on again afterwards.
+    out = run_python(
+        """
+        import gc, json, sys
+        import igflow.cli
+        heavy = ("igflow.evidence", "igflow.evidence_keys", "cryptography", "tarfile")
+        print(json.dumps({"collecting": gc.isenabled(),
+                          "imported": [m for m in heavy if m in sys.modules]}))
+        """
+    )
+    assert out == {"collecting": True, "imported": []}

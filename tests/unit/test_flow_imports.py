@@ -131,3 +131,49 @@ def _build(settings: Settings, records: list[Any]) -> None:
         policy=TenancyPolicy.load(settings.policies_dir),
         sealer=memory_sealer(),
     )
+
+
+def test_a_run_imports_nothing_after_import_flow(tmp_path: Path) -> None:
+    # `igflow run --processes N` forks after import_flow: whatever a run imports later, each
+    # child imports again (its libraries' lazy imports at the first append, manifest read,
+    # host name: igflow.runner.FIRST_USE). A lake-only flow imports nothing new.
+    code = """
+        import json, sys
+        from pathlib import Path
+        from core.settings import Settings
+        from igflow.runner import import_flow
+
+        tmp = Path(sys.argv[1])
+        settings = Settings(stack_dir=str(tmp)).with_changes("stores", sinks="").with_changes(
+            "lake", catalog_uri=f"sqlite:///{tmp / 'catalog.db'}",
+            warehouse=(tmp / "warehouse").as_uri(), batch_max_rows=100, batch_max_seconds=0.05)
+        (tmp / "warehouse").mkdir()
+        import_flow(settings)
+        # The test's own harness, imported before the count starts.
+        from bytewax.testing import TestingSink, TestingSource, run_main
+        from pyiceberg.catalog.sql import SqlCatalog
+        from core.switches import NO_HOLDS
+        from flows.coherence import build
+        from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
+        from operators.tenancy import TenancyPolicy
+        from tenancy.registry import StaticTenants
+        from tests.conftest import SIGNAL_V1, V1_ID, SIGNAL_V2, V2_ID, DictSchemas, kafka_messages
+        from tests.memory_keys import memory_sealer
+        records = kafka_messages(list(generate(WorkloadSpec(tenants=2, count=20), V1_ID,
+                                               SIGNAL_V1.parsed)))
+
+        before = set(sys.modules)
+        flow = build(
+            settings, source=TestingSource(records, batch_size=10),
+            lookup=DictSchemas({V1_ID: SIGNAL_V1.text, V2_ID: SIGNAL_V2.text}),
+            dlq=TestingSink([]), tenants=StaticTenants.of(*tenant_ids(2), sources=SOURCES),
+            holds=NO_HOLDS, policy=TenancyPolicy.load(settings.policies_dir),
+            sealer=memory_sealer())
+        run_main(flow)
+        imported = sorted(set(sys.modules) - before)
+        catalog = SqlCatalog(settings.lake.catalog_name, **settings.catalog_properties)
+        landed = catalog.load_table("coherence.signals").scan().to_arrow().num_rows
+        print(json.dumps({"landed": landed, "imported": imported}))
+        """
+    out = run_python(code, str(tmp_path))
+    assert out == {"landed": 40, "imported": []}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
 
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from sinks.iceberg import LEDGER_KEY, IcebergAppender, ensure_table, ledger
@@ -167,3 +169,31 @@ def test_a_ledger_written_before_lanes_reads_as_the_empty_lane() -> None:
     from sinks.iceberg import parse_ledger
 
     assert parse_ledger('{"t":{"0":5,"1":{"x":3}}}') == {("t", 0, ""): 5, ("t", 1, "x"): 3}
+
+
+def test_an_existing_table_is_loaded_and_leaves_no_metadata_file_behind(catalog: Catalog) -> None:
+    # pyiceberg's create_table_if_not_exists writes a table's metadata file before the catalog
+    # refuses the duplicate row: each start of each worker left one that no table names.
+    created = ensure_table(catalog, "coherence", SIGNALS)
+    metadata = Path(created.location().removeprefix("file://")) / "metadata"
+    files = sorted(metadata.iterdir())
+    again = [ensure_table(catalog, "coherence", SIGNALS) for _ in range(3)]
+    assert sorted(metadata.iterdir()) == files
+    assert {t.metadata_location for t in again} == {created.metadata_location}
+    assert all(t.properties == created.properties for t in again)
+
+
+def test_an_existing_table_of_an_older_release_gets_its_columns_and_properties(
+    catalog: Catalog,
+) -> None:
+    # Loaded, not created: the columns it lacks are added (optional) and the ledger's
+    # properties set, as when the create attempt was refused.
+    catalog.create_namespace("coherence")
+    older = Schema(*SIGNALS.schema.fields[:-2])
+    catalog.create_table(("coherence", SIGNALS.name), schema=older)
+    table = ensure_table(catalog, "coherence", SIGNALS)
+    added = SIGNALS.schema.fields[-2:]
+    assert [f.name for f in table.schema().fields] == [f.name for f in SIGNALS.schema.fields]
+    assert all(not table.schema().find_field(f.name).required for f in added)
+    assert table.properties["commit.retry.num-retries"] == "0"
+    assert catalog.load_table(("coherence", SIGNALS.name)).schema() == table.schema()
