@@ -9,19 +9,17 @@ drivers close at exit; Neo4j needs none.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import dataclasses
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
-from neo4j import Driver, GraphDatabase, ManagedTransaction, Session, TrustCustomCAs
+from neo4j import Driver, GraphDatabase, ManagedTransaction, TrustCustomCAs
 
-__all__ = ["Server", "bound_reads", "pipelined_begin", "server_for"]
+__all__ = ["Server", "bound_reads", "server_for"]
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +129,3 @@ def bound_reads(tx: ManagedTransaction, seconds: float) -> None:
 @functools.cache
 def _warn_unbounded() -> None:
     log.warning("graph: cannot bound Bolt reads with this neo4j driver; a paused server hangs")
-
-
-def pipelined_begin(session: Session) -> AbstractContextManager[object]:
-    """While entered, ``session``'s transactions send their ``BEGIN`` with their first query
-    instead of waiting for its answer first: one round trip less a transaction (what the
-    driver's own ``execute_query`` does). Each round trip costs a writer thread a wait for the
-    GIL when it comes back, 5-20 ms while the worker runs Python. A driver without the switch
-    (it is not public) begins as before, and this logs once."""
-    switch = getattr(session, "_pipelined_begin", None)
-    if isinstance(switch, AbstractContextManager):
-        return switch
-    _warn_unpipelined()
-    return contextlib.nullcontext()
-
-
-@functools.cache
-def _warn_unpipelined() -> None:
-    log.warning("graph: cannot pipeline BEGIN with this neo4j driver; one more round trip a write")

@@ -72,7 +72,7 @@ from core.errors import FatalSinkError
 from core.records import ScoreChange, Tagged
 from core.settings import StoreSettings
 from sinks import falkordb_compat
-from sinks.bolt import bound_reads, pipelined_begin, server_for
+from sinks.bolt import bound_reads, server_for
 from sinks.dlq import SinkDeadLetters
 from sinks.graph_model import (
     EDGE_TYPES,
@@ -463,7 +463,7 @@ class GraphWriter:
                 out.append(records)
             return out
 
-        with self._server.driver.session() as session, pipelined_begin(session):
+        with self._server.driver.session() as session:
             results = session.execute_write(work) if write else session.execute_read(work)
         log.debug(
             "graph: %d request(s) in %.3f s",

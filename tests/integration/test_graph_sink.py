@@ -394,26 +394,6 @@ def test_the_score_keeps_the_highest_seq(writer: GraphWriter, prefix: str) -> No
     assert writer.counts(prefix) == _expected(1, 1, scored=1)
 
 
-def test_a_write_sends_its_begin_with_its_first_query(
-    writer: GraphWriter, prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # One round trip less a transaction (sinks.bolt.pipelined_begin): each costs a writer
-    # thread a wait for the GIL while the worker runs Python.
-    from neo4j._sync.work.transaction import TransactionBase
-
-    begun: list[bool] = []
-    real = TransactionBase._begin
-
-    def spy(self: TransactionBase, *args: object, pipelined: bool = False, **kw: object) -> None:
-        begun.append(bool(pipelined))
-        real(self, *args, pipelined=pipelined, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(TransactionBase, "_begin", spy)
-    writer.write([_signal(f"{prefix}a", 1), _change(f"{prefix}a", 1)])
-    assert writer.score(f"{prefix}a") is not None
-    assert begun == [True, True]  # the write's transaction and the read's
-
-
 def _graph_pid() -> int:
     cfg = StackConfig.from_env(os.environ)
     pid = dev_stack.our_pid(cfg, dev_stack.select([cfg.graph], cfg)[0])
