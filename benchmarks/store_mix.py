@@ -39,7 +39,7 @@ from operators.validate import check
 from sinks.graph import GraphWriter
 from sinks.postgres import PostgresWriter, newest_per_tenant
 from sinks.redis import RedisWriter
-from sinks.serving import tenant_lanes
+from sinks.serving import tenant_and_score_lanes, tenant_lanes
 from tenancy.registry import StaticTenants
 
 __all__ = ["flow_items", "server_cpu", "store_rates"]
@@ -154,11 +154,12 @@ def _in_chunks(write: Callable[[list[Any]], None], size: int) -> Callable[[list[
     return all_of
 
 
-def _laned(writes: Sequence[Callable[[list[Any]], None]]) -> Callable[[list[Any]], None]:
-    """All of the items written as the graph sink's partition spreads them: each tenant's on
-    one of ``writes``' lanes (``tenant_lanes``), in order, every lane on its own thread at
-    once; returns when all are written."""
-    lane_of = tenant_lanes(len(writes))
+def _laned(
+    writes: Sequence[Callable[[list[Any]], None]], lane_of: Callable[[Any], int]
+) -> Callable[[list[Any]], None]:
+    """All of the items written as the graph sink's partition spreads them: each on its lane
+    of ``writes`` (``lane_of``), in order, every lane on its own thread at once; returns when
+    all are written."""
 
     def all_of(items: list[Any]) -> None:
         lanes: list[list[Any]] = [[] for _ in writes]
@@ -180,8 +181,8 @@ def store_rates(scratch: Settings, items: Sequence[Item], records: int) -> list[
     """Each store of ``scratch.stores.sinks`` written alone with ``items`` (its share of them),
     under ``scratch``'s scratch names (empty: nothing to skip), as its sink writes them, in
     chunks of ``stores.batch_size`` (the graph on ``stores.graph_writers`` connections at once,
-    tenants spread over them); one row per store: items written, seconds, items/s and events/s
-    (``records`` / seconds)."""
+    tenants spread over them, and its score changes on one more); one row per store: items
+    written, seconds, items/s and events/s (``records`` / seconds)."""
     stores = scratch.stores
     size = max(1, stores.batch_size)
     scores_only = [item for item in items if isinstance(item, ScoreChange)]
@@ -195,10 +196,17 @@ def store_rates(scratch: Settings, items: Sequence[Item], records: int) -> list[
         )
         writes.append(("redis", _in_chunks(redis_writer.write, size), list(items)))
     if "graph" in stores.enabled:
-        graph = [GraphWriter.for_stores(stores) for _ in range(stores.graph_writers)]
+        # As its sink: the signals on graph_writers lanes by tenant, the score changes on a lane
+        # of their own (not on FalkorDB: its tenants' items on their signals' lane).
+        tenants = stores.graph_writers
+        score_lane = not stores.graph_compat
+        graph = [GraphWriter.for_stores(stores) for _ in range(tenants + score_lane)]
         graph[0].ensure_schema()
         lanes = [_in_chunks(writer.write, size) for writer in graph]
-        writes.append(("graph", _laned(lanes) if len(lanes) > 1 else lanes[0], list(items)))
+        lane_of = tenant_and_score_lanes(tenants) if score_lane else tenant_lanes(tenants)
+        writes.append(
+            ("graph", _laned(lanes, lane_of) if len(lanes) > 1 else lanes[0], list(items))
+        )
     if "postgres" in stores.enabled:
         pg_writer = PostgresWriter(stores.postgres_dsn, schema=stores.postgres_schema)
         pg_writer.ensure_schema()

@@ -359,7 +359,7 @@ def _serve(
     # Each store's module (and its client: redis-py, the Bolt driver, psycopg's pool) is
     # imported only when the store is enabled, at start-up: a lake-only flow pays none of them,
     # and an enabled store whose client is missing stops the flow before it reads a record.
-    for name in SERVING:
+    for name in _SERVE_ORDER:
         if name not in enabled:
             continue
         try:
@@ -370,6 +370,11 @@ def _serve(
         sink = getattr(module, _SINKS[name][1])
         serve(name, items, sink(stores, dead_letters), seal)
 
+
+#: The order the serving stores' steps are built in, hence run in a pass of the worker: the
+#: graph last, as the store whose full queue blocks the worker (a put that waits holds up the
+#: steps after it in the pass, not those before).
+_SERVE_ORDER = ("postgres", "redis", "graph")
 
 #: Each serving store's sink: its module and class (imported when the store is enabled).
 _SINKS = {
@@ -535,6 +540,10 @@ def build(
     group = GroupTarget(kafka.connection(), kafka.group_id, kafka.topic) if real else None
     group = group if kafka.group_id else None
     ids = kafka.connection() if real else None
+    # The serving stores before the lake: Bytewax's worker runs the steps of one pass in the
+    # order they were built, so their items are handed over before the lake's steps do their
+    # work in that pass (the serving stores' latency after the drift decision).
+    _serve(settings.stores, dead_letters, tagged, scores, seal)
     land(
         "lake_signals",
         tagged,  # runs keyed by tenant: their lane's (signals:<tenant>)
@@ -560,7 +569,6 @@ def build(
         catalog=lake,
         phase=phase,
     )
-    _serve(settings.stores, dead_letters, tagged, scores, seal)
     land(
         "lake_deconfliction",
         lake_runs("lake_deconfliction", deconflicted.results, DECONFLICTION),

@@ -45,6 +45,7 @@ __all__ = [
     "StoreWriter",
     "retry_policy",
     "serve",
+    "tenant_and_score_lanes",
     "tenant_of",
 ]
 
@@ -164,16 +165,18 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
     ``tenant_writers``: more writers (each its own connection), one lane each beside
     ``writer``'s, tenants spread over the lanes by a hash of their id (:func:`tenant_lanes`): a
     tenant's items all on one lane, in order, for a store whose writes a tenant's items order
-    but no two tenants' (the graph: a tenant's signals and score changes lock its ``Tenant``
-    node); one lane's transaction runs on the server while another's is built or read back.
+    but no two tenants' (the graph: a tenant's signals lock its ``Tenant`` node); one lane's
+    transaction runs on the server while another's is built or read back.
 
-    ``scores``: a second writer (its own connection) for the score changes, written on a lane
-    of their own (:class:`~sinks.store_pipeline.StorePipeline`), for a store whose writes order
-    a tenant's score changes and its signals each by their own guard, never against each other
-    (Redis: ``seq`` and the offset marks). A change then waits only for the changes before it,
-    not for the chunk of signals being written when it came (at 2,000 events/s under load, the
-    change's wait for its write to start was p95 83-124 ms on the shared lane, the signals'
-    8-15 ms).
+    ``scores``: one more writer (its own connection) for the score changes, written on a lane
+    of their own after the tenant lanes (:class:`~sinks.store_pipeline.StorePipeline`), for a
+    store whose writes order a tenant's score changes and its signals each by their own guard,
+    never against each other (Redis: ``seq`` and the offset marks; the graph: ``seq`` and the
+    ``MERGE`` keys). A change then waits only for the changes before it, not for the chunk of
+    signals being written when it came (at 2,000 events/s under load, the change's wait for its
+    write to start was p95 83-124 ms on Redis's shared lane, the signals' 8-15 ms). With
+    ``tenant_writers`` too, the signals are spread over the tenant lanes and every change goes
+    to the score lane.
     """
 
     def __init__(
@@ -190,9 +193,6 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         scores: StoreWriter[T] | None = None,
         tenant_writers: Sequence[StoreWriter[T]] = (),
     ) -> None:
-        if scores is not None and tenant_writers:
-            msg = "a score lane or tenant lanes, not both"
-            raise ValueError(msg)
         self._sink = sink
         self._transient = transient
         self._prepare = prepare
@@ -201,12 +201,14 @@ class PipelinedPartition(StatefulSinkPartition[T, list[T]]):
         self._traced = tracing.enabled()
         # Each lane's writer thread has its own writer and dead-letter producer.
         write = functools.partial(self._write_chunk, writer, dead_letters.for_sink(sink))
-        more = [scores] if scores is not None else list(tenant_writers)
+        more = [*tenant_writers, *([scores] if scores is not None else [])]
         lanes = tuple(
             functools.partial(self._write_chunk, lane, dead_letters.for_sink(sink)) for lane in more
         )
         lane_of: Callable[[T], int] | None = None
-        if scores is not None:
+        if scores is not None and tenant_writers:
+            lane_of = tenant_and_score_lanes(1 + len(tenant_writers))
+        elif scores is not None:
             lane_of = _score_lane
         elif tenant_writers:
             lane_of = tenant_lanes(1 + len(tenant_writers))
@@ -266,6 +268,17 @@ def tenant_lanes(lanes: int) -> Callable[[Any], int]:
         if type(item) is ScoreChange:
             return of_tenant(item.tenant_id)
         return of_tenant(item.decoded.signal.tenant_id)
+
+    return lane_of
+
+
+def tenant_and_score_lanes(lanes: int) -> Callable[[Any], int]:
+    """The lane of an item with ``lanes`` tenant lanes and a score lane after them: ``lanes``
+    for a score change, its tenant's (:func:`tenant_lanes`) for anything else."""
+    of_tenant = tenant_lanes(lanes)
+
+    def lane_of(item: Any) -> int:
+        return lanes if type(item) is ScoreChange else of_tenant(item)
 
     return lane_of
 

@@ -255,3 +255,16 @@ def test_the_drift_horizon_reaches_the_score_step_through_the_flow(
         assert by_signal == [key(c) for c in last_of_each_tick(every, 0.1)]
         assert by_horizon != by_signal
         assert by_horizon[-1] == by_signal[-1]
+
+
+def test_the_serving_stores_are_built_before_the_lake_and_the_graph_last(
+    lake_settings: Settings,
+) -> None:
+    # Bytewax's worker runs a pass's steps in the order they were built: the serving stores'
+    # puts come before the lake's steps' work, and the graph's put, the one that waits when its
+    # queue is full, after the other stores' (flows/coherence.py _SERVE_ORDER).
+    flow = build(lake_settings.with_changes("stores", sinks="redis,graph,postgres"))
+    order = [step.step_id.removeprefix("coherence.") for step in flow.substeps]
+    outputs = [step_id for step_id in order if step_id in ("postgres", "redis", "graph")]
+    assert outputs == ["postgres", "redis", "graph"]
+    assert order.index("graph") < order.index("lake_signals") < order.index("lake_scores")

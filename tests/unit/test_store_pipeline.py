@@ -517,18 +517,49 @@ def test_a_partition_with_tenant_writers_keeps_each_tenant_on_one_lane_in_order(
     assert resumed_second.items == []
 
 
-def test_a_score_lane_and_tenant_lanes_do_not_go_together() -> None:
-    store = GatedStore()
-    with pytest.raises(ValueError, match="not both"):
-        PipelinedPartition(
-            "unit-both",
-            store,  # type: ignore[arg-type]
-            StoreSettings(),
+def test_a_partition_with_tenant_writers_and_a_score_writer_puts_every_change_on_its_lane() -> None:
+    """The graph sink's partition: the signals spread over the tenant lanes, every score change
+    on the lane after them, each in the order it was put; a change is not written behind a
+    paused signal lane, and the snapshot holds what is unwritten, on a resume put back on the
+    same lanes."""
+    lane_of = tenant_lanes(2)
+    tenants = [f"tenant-{i:02d}" for i in range(4)]
+    first, second, scores = GatedStore(open_=False), GatedStore(), GatedStore()
+
+    def build(resume: list[object] | None) -> PipelinedPartition[object]:
+        return PipelinedPartition(
+            "unit-tenant-and-score-lanes",
+            first,  # type: ignore[arg-type]
+            StoreSettings(batch_size=3, max_in_flight=40),
             DeadLetterTarget.of(KafkaSettings()),
             transient=lambda exc: False,
-            scores=store,  # type: ignore[arg-type]
-            tenant_writers=[store],  # type: ignore[list-item]
+            resume=resume,
+            tenant_writers=[second],  # type: ignore[list-item]
+            scores=scores,  # type: ignore[arg-type]
         )
+
+    part = build(None)
+    items: list[object] = [
+        _change(i, t) if i % 3 == 0 else _signal(i, t) for i in range(1, 31) for t in tenants
+    ]
+    part.write_batch(items)
+    changes = [i for i in items if isinstance(i, ScoreChange)]
+    on_first = [i for i in items if i not in changes and lane_of(i) == 0]
+    on_second = [i for i in items if i not in changes and lane_of(i) == 1]
+    assert on_first and on_second
+    _wait(lambda: len(scores.items) == len(changes))  # not behind the paused lane
+    _wait(lambda: len(second.items) == len(on_second))
+    assert scores.items == changes
+    assert second.items == on_second
+    assert part.snapshot() == on_first
+    # A crash now: a resumed partition writes what the first lane held, on the first lane.
+    resumed = GatedStore(), GatedStore(), GatedStore()
+    first, second, scores = resumed
+    again = build(part.snapshot() + changes[:2])
+    again.close()
+    assert resumed[0].items == on_first
+    assert resumed[1].items == []
+    assert resumed[2].items == changes[:2]
 
 
 def test_the_graph_sink_spreads_tenants_over_its_writers() -> None:
@@ -539,12 +570,33 @@ def test_the_graph_sink_spreads_tenants_over_its_writers() -> None:
         part = sink.build_part("graph", "0", None)
     try:
         pipeline = part._pipeline
-        assert len(pipeline._threads) == 3
+        assert len(pipeline._threads) == 4
         writers = [w.args[0] for w in pipeline._writes]  # type: ignore[attr-defined]
-        assert len({id(w) for w in writers}) == 3  # a GraphWriter (its own sessions) per lane
+        assert len({id(w) for w in writers}) == 4  # a GraphWriter (its own sessions) per lane
         assert pipeline._lane_of is not None
         lanes = {pipeline._lane_of(_signal(1, f"tenant-{i}")) for i in range(30)}
         assert lanes == {0, 1, 2}
+        for i in range(30):
+            assert pipeline._lane_of(_change(1, f"tenant-{i}")) == 3  # the score lane
+    finally:
+        part.close()
+
+
+def test_the_graph_sink_on_falkordb_keeps_a_tenants_changes_on_its_signals_lane() -> None:
+    # FalkorDB has no constraints: a tenant's items stay serialized on one lane (sinks/graph.py).
+    from sinks.graph import GraphSink
+
+    stores = StoreSettings(graph_writers=2, graph_compat="falkordb")
+    sink = GraphSink(stores, DeadLetterTarget.of(KafkaSettings()))
+    with (
+        unittest.mock.patch("sinks.graph.GraphWriter.ensure_schema"),
+        unittest.mock.patch("sinks.graph.server_for"),  # no server here
+    ):
+        part = sink.build_part("graph", "0", None)
+    try:
+        pipeline = part._pipeline
+        assert len(pipeline._threads) == 2
+        assert pipeline._lane_of is not None
         for i in range(30):
             tenant = f"tenant-{i}"
             assert pipeline._lane_of(_change(1, tenant)) == pipeline._lane_of(_signal(2, tenant))
