@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import gc
 import json
 import os
 import sys
@@ -18,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.collector import starting
+
 # The collector paused while the command line's modules are imported (pydantic and the
 # settings models, the commands: ~0.2 CPU s of every command, `igflow --help` included): the
 # collections they trigger find nothing to free (core/collector.py) and cost ~10 ms of it.
-_COLLECTING = gc.isenabled()
-gc.disable()
-try:
+with starting():
     from core import logs
     from core.settings import Settings
     from igflow.api_commands import register as register_api
@@ -44,9 +43,6 @@ try:
     from igflow.switch_commands import register as register_switch
     from igflow.tenant_commands import register as register_tenants
     from igflow.verify_commands import register as register_verify
-finally:
-    if _COLLECTING:
-        gc.enable()
 
 
 __all__ = ["main"]
@@ -102,8 +98,6 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from core.collector import starting
-
     with starting():  # the collector paused until the flow's start-up is done
         return _start_run(args, settings)
 
