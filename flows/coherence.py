@@ -332,8 +332,10 @@ def lake_runs(flow_id: str, up: Stream[T], table: TableDef[T]) -> Runs[T]:
     return runs_on(f"{flow_id}_runs", up, _lane_tenant(table.lane))
 
 
-#: The serving stores ``stores.sinks`` may name.
-SERVING = ("redis", "graph", "postgres")
+#: The serving stores ``stores.sinks`` may name, in the order their steps are built, hence run
+#: in a pass of the worker: the graph last, as the store whose full queue blocks the worker (a
+#: put that waits holds up the steps after it in the pass, not those before).
+SERVING = ("postgres", "redis", "graph")
 
 
 def _serve(
@@ -359,7 +361,7 @@ def _serve(
     # Each store's module (and its client: redis-py, the Bolt driver, psycopg's pool) is
     # imported only when the store is enabled, at start-up: a lake-only flow pays none of them,
     # and an enabled store whose client is missing stops the flow before it reads a record.
-    for name in _SERVE_ORDER:
+    for name in SERVING:
         if name not in enabled:
             continue
         try:
@@ -370,11 +372,6 @@ def _serve(
         sink = getattr(module, _SINKS[name][1])
         serve(name, items, sink(stores, dead_letters), seal)
 
-
-#: The order the serving stores' steps are built in, hence run in a pass of the worker: the
-#: graph last, as the store whose full queue blocks the worker (a put that waits holds up the
-#: steps after it in the pass, not those before).
-_SERVE_ORDER = ("postgres", "redis", "graph")
 
 #: Each serving store's sink: its module and class (imported when the store is enabled).
 _SINKS = {

@@ -262,7 +262,7 @@ def test_the_serving_stores_are_built_before_the_lake_and_the_graph_last(
 ) -> None:
     # Bytewax's worker runs a pass's steps in the order they were built: the serving stores'
     # puts come before the lake's steps' work, and the graph's put, the one that waits when its
-    # queue is full, after the other stores' (flows/coherence.py _SERVE_ORDER).
+    # queue is full, after the other stores' (flows/coherence.py SERVING).
     flow = build(lake_settings.with_changes("stores", sinks="redis,graph,postgres"))
     order = [step.step_id.removeprefix("coherence.") for step in flow.substeps]
     outputs = [step_id for step_id in order if step_id in ("postgres", "redis", "graph")]
