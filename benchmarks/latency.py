@@ -31,7 +31,6 @@ change a later one of the same tick replaced reaches those stores with that late
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -61,7 +60,7 @@ from confluent_kafka.admin import (  # noqa: E402
     ResourceType,
 )
 
-from benchmarks.serving_flow import _drop_stores, _env, _scratch_stores  # noqa: E402
+from benchmarks.serving_flow import _drop_or_warn, _env, _scratch_stores  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import end_offsets, produce  # noqa: E402
@@ -364,8 +363,7 @@ def run(
             "stores": _latencies(spans, appended, window),
         }
     finally:
-        with contextlib.suppress(Exception):
-            _drop_stores(scoped)
+        _drop_or_warn(scoped)
     return result
 
 
