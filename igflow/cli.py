@@ -26,6 +26,7 @@ with starting():
     from core import logs
     from core.settings import Settings
     from igflow.api_commands import register as register_api
+    from igflow.compact_commands import register as register_compact
     from igflow.dlq_commands import register as register_dlq
     from igflow.evidence_commands import register as register_evidence
     from igflow.governance_commands import register as register_governance
@@ -275,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     register_sources(add)
     register_residency(add)
     register_retention(add)
+    register_compact(add)
     return parser
 
 

@@ -1,0 +1,283 @@
+"""Data-file compaction: a lake table's small data files rewritten into few, rows unchanged.
+
+The flow commits on a 0.5 s grid (``lake.batch_max_seconds``), one data file per partition and
+commit: a steady flow adds about two files a second to each table, 172,800 a day, each a few
+tens of kilobytes. A reader opens every file its scan keeps, so a day's scan pays for all of them.
+:func:`compact_table` rewrites them, the way Iceberg's ``rewrite_data_files`` does:
+
+- **What**: the current snapshot's data files smaller than ``0.75 x target_bytes``, grouped by
+  partition (of the current spec: files written under an older spec are left as they are), in
+  the order they were committed (data sequence number, then path), packed in that order into
+  groups of at most ``target_bytes`` of input; a group of two files or more is read (pyiceberg's
+  own scan: the table's current schema) and written again as one file (pyiceberg's writer and
+  the table's write properties), its rows in the same order. A file at or above the threshold is
+  never read.
+- **The commit** is a ``replace`` snapshot (Iceberg's operation for a rewrite that changes no
+  data): the groups' files deleted, the new ones added, the totals carried (records unchanged).
+  It holds no ``igflow.*`` property, like the manifest rewrites (:mod:`sinks.lake_manifests`),
+  so every reader of the lineage skips it: the ledger (the flow's exactly-once marks), the
+  replay plan, ``verify --from-history`` and retention's accounting. The rows, hence every
+  digest ``igflow verify`` computes, are the same before and after.
+- **Races**: the commit lands only on the snapshot it read (our tables refuse pyiceberg's commit
+  retry). When a flow's append (or anything else) lands first, the table is read again and the
+  same new files are committed on top, if every file they replace is still live; a group whose
+  files another rewrite or a retention delete removed meanwhile is dropped, its new files
+  deleted. A flow's appender that loses to the compaction retries as after any lost race (its
+  ledger is unchanged). Commits go every ``commit_bytes`` of input, so a failure loses at most
+  that much work, and a long compaction shows progress.
+- **What it changes for others**: older snapshots still name the small files (time travel reads
+  them) until they expire (``lake.snapshots_kept``, ``igflow retention apply``), which deletes
+  the files only they referenced. A replay of a compacted range writes the original's commits,
+  not the compacted files: ``igflow verify`` then finds the digests equal and fewer data files
+  byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
+from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.snapshots import Operation, Summary
+from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.typedef import Record
+from pyiceberg.utils.bin_packing import ListPacker
+
+from sinks import lake_write
+
+__all__ = [
+    "CompactionCommit",
+    "Group",
+    "compact_table",
+    "plan_compaction",
+    "small_files",
+]
+
+log = logging.getLogger(__name__)
+
+#: A file smaller than this share of the target is rewritten; larger ones are left alone.
+SMALL = 0.75
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Group:
+    """Data files of one partition rewritten as one, in this order."""
+
+    partition: tuple[object, ...]
+    files: tuple[DataFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.file_size_in_bytes for f in self.files)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.record_count for f in self.files)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompactionCommit:
+    """One compaction commit: the files it replaced and added, their rows, its snapshot."""
+
+    snapshot_id: int
+    replaced: int
+    added: int
+    rows: int
+    bytes_before: int
+    bytes_after: int
+    attempts: int
+    #: Groups dropped because a file of theirs was gone by the commit (rewritten or deleted).
+    dropped: int
+
+
+def _key(partition: Record) -> tuple[object, ...]:
+    return tuple(partition[i] for i in range(len(partition)))
+
+
+def _live(table: Table) -> list[tuple[int, DataFile]]:
+    """The current snapshot's live data files with their data sequence numbers. Raises
+    ``ValueError`` when it has delete files (pyiceberg writes none; rewriting the data files of
+    such a table would need their deletes applied)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    out: list[tuple[int, DataFile]] = []
+    for manifest in snapshot.manifests(table.io):
+        if manifest.content != ManifestContent.DATA:
+            msg = f"{table.name()}: has delete files; compaction rewrites data-only tables"
+            raise ValueError(msg)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            if entry.data_file.content != DataFileContent.DATA:
+                msg = f"{table.name()}: has delete files; compaction rewrites data-only tables"
+                raise ValueError(msg)
+            out.append((entry.sequence_number or 0, entry.data_file))
+    return out
+
+
+def plan_compaction(table: Table, target_bytes: int, *, min_files: int = 2) -> list[Group]:
+    """The groups :func:`compact_table` would rewrite now (the module docstring), oldest
+    partition first."""
+    if target_bytes < 1 or min_files < 2:
+        msg = f"target_bytes must be >= 1 and min_files >= 2, got {target_bytes}, {min_files}"
+        raise ValueError(msg)
+    spec_id = table.spec().spec_id
+    small = SMALL * target_bytes
+    partitions: dict[tuple[object, ...], list[tuple[int, str, DataFile]]] = defaultdict(list)
+    for sequence, data_file in _live(table):
+        if data_file.spec_id == spec_id and data_file.file_size_in_bytes < small:
+            key = _key(data_file.partition)
+            partitions[key].append((sequence, data_file.file_path, data_file))
+    groups: list[Group] = []
+    for key in sorted(partitions, key=repr):
+        files = [f for _s, _p, f in sorted(partitions[key], key=lambda t: (t[0], t[1]))]
+        packer: ListPacker[DataFile] = ListPacker(
+            target_weight=target_bytes, lookback=1, largest_bin_first=False
+        )
+        for packed in packer.pack(files, lambda f: f.file_size_in_bytes):
+            if len(packed) >= min_files:
+                groups.append(Group(key, tuple(packed)))
+    return groups
+
+
+def _rewrite(table: Table, group: Group) -> list[DataFile]:
+    """``group``'s rows, in order, written as new data files of ``table`` (one, unless they
+    exceed the table's target file size)."""
+    tasks = [FileScanTask(f) for f in group.files]
+    rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+    if rows.num_rows != group.rows:
+        msg = f"{table.name()}: read {rows.num_rows} rows of {group.rows} from a group's files"
+        raise RuntimeError(msg)
+    written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4()))
+    for data_file in written:
+        if _key(data_file.partition) != group.partition:
+            msg = f"{table.name()}: a rewritten file left its partition {group.partition}"
+            raise RuntimeError(msg)
+    return written
+
+
+class _ReplaceFiles(_OverwriteFiles):
+    """pyiceberg's overwrite of exactly the files named (each must be live), recorded as a
+    ``replace``: its summary is the overwrite's, totals carried, under the rewrite's operation."""
+
+    def __init__(self, transaction: Transaction, table: Table) -> None:
+        super().__init__(Operation.OVERWRITE, transaction, table.io)
+
+    def _summary(self, snapshot_properties: dict[str, str] | None = None) -> Summary:
+        summary = super()._summary(snapshot_properties or {})
+        return Summary(operation=Operation.REPLACE, **summary.additional_properties)
+
+
+def _commit(table: Table, groups: Sequence[Group], added: Sequence[DataFile]) -> int:
+    with lake_write.transaction(table) as tx:
+        producer = _ReplaceFiles(tx, table)
+        for group in groups:
+            for data_file in group.files:
+                producer.delete_data_file(data_file)
+        for data_file in added:
+            producer.append_data_file(data_file)
+        producer.commit()
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    return snapshot.snapshot_id
+
+
+def _land(
+    table: Table,
+    done: list[tuple[Group, list[DataFile]]],
+    attempts: int,
+    reload: Callable[[], Table],
+) -> tuple[Table, CompactionCommit | None]:
+    """Commit the rewritten groups; on a lost race read the table again and commit those whose
+    files are all still live (the others' new files deleted)."""
+    for attempt in range(1, attempts + 1):
+        live = {f.file_path for _s, f in _live(table)}
+        kept = [(g, new) for g, new in done if all(f.file_path in live for f in g.files)]
+        for _g, new in (pair for pair in done if pair not in kept):
+            for data_file in new:
+                table.io.delete(data_file.file_path)
+        dropped = len(done) - len(kept)
+        done = kept
+        if not done:
+            return table, None
+        groups = [g for g, _new in done]
+        added = [f for _g, new in done for f in new]
+        try:
+            snapshot_id = _commit(table, groups, added)
+        except CommitFailedException as exc:
+            log.info(
+                "compaction of %s lost a commit race (attempt %d of %d): %s",
+                table.name(),
+                attempt,
+                attempts,
+                exc,
+                extra={"op": "lake.compact"},
+            )
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+            table = reload()
+            continue
+        return table, CompactionCommit(
+            snapshot_id=snapshot_id,
+            replaced=sum(len(g.files) for g in groups),
+            added=len(added),
+            rows=sum(g.rows for g in groups),
+            bytes_before=sum(g.bytes for g in groups),
+            bytes_after=sum(f.file_size_in_bytes for f in added),
+            attempts=attempt,
+            dropped=dropped,
+        )
+    for _g, new in done:
+        for data_file in new:
+            table.io.delete(data_file.file_path)
+    msg = f"{table.name()}: compaction lost {attempts} commit races in a row"
+    raise CommitFailedException(msg)
+
+
+def compact_table(
+    table: Table,
+    reload: Callable[[], Table],
+    *,
+    target_bytes: int,
+    min_files: int = 2,
+    commit_bytes: int = 256 * 1024 * 1024,
+    attempts: int = 16,
+    progress: Callable[[CompactionCommit], None] | None = None,
+) -> list[CompactionCommit]:
+    """Rewrite ``table``'s small data files (the module docstring), committing every
+    ``commit_bytes`` of input; ``reload`` reads the table again after a lost race. The commits
+    made, each also given to ``progress`` as it lands."""
+    commits: list[CompactionCommit] = []
+    done: list[tuple[Group, list[DataFile]]] = []
+    pending = 0
+
+    def land() -> None:
+        nonlocal table, done, pending
+        table, commit = _land(table, done, attempts, reload)
+        done, pending = [], 0
+        if commit is not None:
+            commits.append(commit)
+            if progress is not None:
+                progress(commit)
+
+    for group in plan_compaction(table, target_bytes, min_files=min_files):
+        done.append((group, _rewrite(table, group)))
+        pending += group.bytes
+        if pending >= commit_bytes:
+            land()
+    if done:
+        land()
+    return commits
+
+
+def small_files(table: Table, target_bytes: int) -> tuple[int, int]:
+    """(live data files, of which below the rewrite threshold) of ``table``'s current snapshot."""
+    files = [f for _s, f in _live(table)]
+    return len(files), sum(f.file_size_in_bytes < SMALL * target_bytes for f in files)

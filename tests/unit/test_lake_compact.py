@@ -1,0 +1,155 @@
+"""Data-file compaction (sinks/lake_compact.py) on lake tables the real flow wrote (in process, a
+SQLite catalog, small commits: many small files): fewer files, the same rows and digests, the
+same ledger and commit plan, a ``replace`` snapshot; a lost race is committed again on top, and a
+group whose files another compaction replaced meanwhile is dropped with its new files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation
+
+from core.settings import Settings
+from igflow.workload import WorkloadSpec, generate
+from replay.verify import compare, digest_table
+from sinks import lake_compact
+from sinks.lake_compact import compact_table, plan_compaction, small_files
+from sinks.lake_plan import CommitPlan
+from sinks.lake_tables import SCORES, SIGNALS
+from sinks.ledger_format import read_ledger
+from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
+from tests.unit.test_replay_plan import _land
+
+TARGET = 1 << 20
+
+
+@pytest.fixture
+def landed(lake_settings: Settings, catalog: Catalog, schemas: DictSchemas) -> str:
+    spec = WorkloadSpec(tenants=4, count=150, duplicates=0.05, invalid=0.02, seed=3)
+    records = kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed)), 2)
+    _land(lake_settings, schemas, records, "compact", 50, 40)
+    return "compact"
+
+
+def _state(table: Table, name: str) -> tuple[Any, ...]:
+    return (
+        digest_table(table, name),
+        read_ledger(table).ledger,
+        [c.snapshot_id for c in CommitPlan.from_table(table).commits],
+        table.scan().to_arrow().num_rows,
+    )
+
+
+def test_compaction_rewrites_small_files_and_changes_no_row(catalog: Catalog, landed: str) -> None:
+    for name in (SIGNALS.name, SCORES.name):
+        table = catalog.load_table((landed, name))
+        before = _state(table, name)
+        files, small = small_files(table, TARGET)
+        assert files == small > 4, (name, files)
+        groups = plan_compaction(table, TARGET)
+        assert groups and all(len(g.files) >= 2 for g in groups)
+        seen: list[lake_compact.CompactionCommit] = []
+        commits = compact_table(
+            table,
+            lambda n=name: catalog.load_table((landed, n)),
+            target_bytes=TARGET,
+            progress=seen.append,
+        )
+        assert commits == seen and len(commits) == 1
+        table = catalog.load_table((landed, name))
+        assert commits[0].replaced == sum(len(g.files) for g in groups)
+        assert commits[0].added == len(groups)  # one file per group at this size
+        after_files, _ = small_files(table, TARGET)
+        assert after_files == files - commits[0].replaced + commits[0].added
+        # Every file of a partition in one group here: one file per partition left.
+        assert after_files == len({f.partition for _s, f in lake_compact._live(table)})
+        after = _state(table, name)
+        assert compare(before[0], after[0]).identical, name
+        assert after[1:] == before[1:], name
+        snapshot = table.current_snapshot()
+        assert snapshot is not None and snapshot.summary is not None
+        assert snapshot.summary.operation == Operation.REPLACE
+        props = snapshot.summary.additional_properties
+        assert not any(k.startswith("igflow.") for k in props)
+        assert props["total-records"] == str(before[3])
+        assert props["total-data-files"] == str(after_files)
+        # Nothing left to do.
+        assert plan_compaction(table, TARGET) == []
+        assert compact_table(table, lambda t=table: t, target_bytes=TARGET) == []
+
+
+def test_a_lost_race_lands_on_top_and_gone_files_drop_their_group(
+    catalog: Catalog, landed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = SIGNALS.name
+
+    def load() -> Table:
+        return catalog.load_table((landed, name))
+
+    table = load()
+    before = _state(table, name)
+    rows = table.scan().to_arrow().slice(0, 3)
+    real = lake_compact._commit
+    calls: list[int] = []
+
+    def append_first(t: Table, groups: Any, added: Any) -> int:
+        calls.append(len(added))
+        if len(calls) == 1:  # another writer lands between the rewrite and the commit
+            load().append(rows)
+        return real(t, groups, added)
+
+    monkeypatch.setattr(lake_compact, "_commit", append_first)
+    (commit,) = compact_table(table, load, target_bytes=TARGET)
+    assert commit.attempts == 2 and commit.dropped == 0 and len(calls) == 2
+    table = load()
+    assert table.scan().to_arrow().num_rows == before[3] + 3
+
+    # A second compaction plans on a stale read; a third replaces its files first.
+    stale = load()
+    table.append(rows)
+    table.append(rows)
+    monkeypatch.setattr(lake_compact, "_commit", real)
+    written: list[str] = []
+    rewrite = lake_compact._rewrite
+
+    def rewrite_and_race(t: Table, group: lake_compact.Group) -> Any:
+        out = rewrite(t, group)
+        if not written:  # once: another compaction (its own rewrites) lands first
+            monkeypatch.setattr(lake_compact, "_rewrite", rewrite)
+            assert compact_table(load(), load, target_bytes=TARGET)
+            monkeypatch.setattr(lake_compact, "_rewrite", rewrite_and_race)
+        written.extend(f.file_path for f in out)
+        return out
+
+    monkeypatch.setattr(lake_compact, "_rewrite", rewrite_and_race)
+    assert compact_table(stale, load, target_bytes=TARGET) == []
+    assert written and not any(Path(p.removeprefix("file://")).exists() for p in written)
+    assert load().scan().to_arrow().num_rows == before[3] + 9
+
+
+def test_lost_races_in_a_row_give_up_and_delete_the_new_files(
+    catalog: Catalog, landed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = catalog.load_table((landed, SCORES.name))
+    written: list[str] = []
+    rewrite = lake_compact._rewrite
+
+    def keep(t: Table, group: lake_compact.Group) -> Any:
+        out = rewrite(t, group)
+        written.extend(f.file_path for f in out)
+        return out
+
+    def lose(*_args: Any) -> int:
+        raise CommitFailedException("another commit landed")
+
+    monkeypatch.setattr(lake_compact, "_rewrite", keep)
+    monkeypatch.setattr(lake_compact, "_commit", lose)
+    monkeypatch.setattr(lake_compact.time, "sleep", lambda _s: None)
+    with pytest.raises(CommitFailedException, match="lost 3 commit races"):
+        compact_table(table, lambda: table, target_bytes=TARGET, attempts=3)
+    assert written and not any(Path(p.removeprefix("file://")).exists() for p in written)
