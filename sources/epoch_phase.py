@@ -24,8 +24,9 @@ an epoch: one process of an idle two-process cluster spun at 45-69% of a core wi
   step later until they end on the grid, and from then on they stay there.
 
 A busy partition is not paced (it returns no ``next_awake``); when it goes idle its epochs
-come back to the grid within ``interval / step`` epochs (20 at the defaults), each with one
-poll put off by ``step``.
+come back to the grid within about ``interval / step`` epochs (20 at the defaults), each with
+one poll put off by ``step`` (a few epochs more when a late activation ends one without it:
+``tests/unit/test_epoch_phase.py``).
 """
 
 from __future__ import annotations
