@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 EVIDENCE_DIR ?= dist/evidence
 EVIDENCE_SLO ?= live
 
-.PHONY: help venv system stack-up up down status setup demo test check lint typecheck governance-check schemas-check unit integration bench evidence wheel clean
+.PHONY: help venv system stack-up up down status setup demo test check lint typecheck governance-check schemas-check unit integration bench bench-clean evidence wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ bench: setup ## benchmarks (figures for the README's performance section)
 	$(BIN)/python benchmarks/dedupe_memory.py --plot benchmarks/results/dedupe_memory.png --json benchmarks/results/dedupe_memory.json
 	$(BIN)/python benchmarks/psi.py
 	$(BIN)/python benchmarks/api.py
+
+bench-clean: venv ## drop what the benchmarks left in the local stack (bench_* namespaces, bench.* topics, ...)
+	$(BIN)/python benchmarks/cleanup.py
 
 evidence: lint typecheck governance-check schemas-check ## the signed evidence bundle (dist/evidence/): the whole suite with JUnit and coverage, the SBOM, the latest benchmark results, the SLO report; exits with pytest's code
 	rm -rf $(EVIDENCE_DIR)/run && mkdir -p $(EVIDENCE_DIR)/run
