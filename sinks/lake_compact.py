@@ -260,18 +260,27 @@ def compact_table(
 
     def land() -> None:
         nonlocal table, done, pending
-        table, commit = _land(table, done, attempts, reload)
-        done, pending = [], 0
+        landing, done, pending = done, [], 0  # out of the rewrite's cleanup once handed over
+        table, commit = _land(table, landing, attempts, reload)
         if commit is not None:
             commits.append(commit)
             if progress is not None:
                 progress(commit)
 
-    for group in plan_compaction(table, target_bytes, min_files=min_files):
-        done.append((group, _rewrite(table, group)))
-        pending += group.bytes
-        if pending >= commit_bytes:
-            land()
+    try:
+        for group in plan_compaction(table, target_bytes, min_files=min_files):
+            done.append((group, _rewrite(table, group)))
+            pending += group.bytes
+            if pending >= commit_bytes:
+                land()
+    except BaseException:
+        # A rewrite failed (or the process is told to stop): the groups rewritten since the last
+        # commit are in no commit, so their new files go. (A commit that failed otherwise than
+        # by a lost race may have landed: its files stay, at worst orphans.)
+        for _g, new in done:
+            for data_file in new:
+                table.io.delete(data_file.file_path)
+        raise
     if done:
         land()
     return commits
