@@ -27,7 +27,7 @@ TABLES = ("signals", "scores", "quarantine", "deconfliction")
 
 
 def _compact(args: argparse.Namespace, settings: Settings) -> int:
-    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
     from pyiceberg.table import Table
 
     from core.catalog import catalog
@@ -74,13 +74,17 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
         def reload(ident: tuple[str, str] = identifier) -> Table:
             return cat.load_table(ident)
 
-        commits = compact_table(
-            table,
-            reload,
-            target_bytes=target,
-            min_files=args.min_files,
-            progress=shown,
-        )
+        try:
+            commits = compact_table(
+                table,
+                reload,
+                target_bytes=target,
+                min_files=args.min_files,
+                progress=shown,
+            )
+        except CommitFailedException as exc:  # lost every race: a busy table, try again
+            msg = f"{exc}; what landed before stays, run it again"
+            raise IgflowError(msg) from exc
         after, _ = small_files(cat.load_table(identifier), target)
         print(
             json.dumps(

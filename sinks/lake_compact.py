@@ -52,6 +52,7 @@ from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.typedef import Record
 from pyiceberg.utils.bin_packing import ListPacker
 
+from core.errors import IgflowError
 from sinks import lake_write
 
 __all__ = [
@@ -105,7 +106,7 @@ def _key(partition: Record) -> tuple[object, ...]:
 
 def _live(table: Table) -> list[tuple[int, DataFile]]:
     """The current snapshot's live data files with their data sequence numbers. Raises
-    ``ValueError`` when it has delete files (pyiceberg writes none; rewriting the data files of
+    ``IgflowError`` when it has delete files (pyiceberg writes none; rewriting the data files of
     such a table would need their deletes applied)."""
     snapshot = table.current_snapshot()
     if snapshot is None:
@@ -114,11 +115,11 @@ def _live(table: Table) -> list[tuple[int, DataFile]]:
     for manifest in snapshot.manifests(table.io):
         if manifest.content != ManifestContent.DATA:
             msg = f"{table.name()}: has delete files; compaction rewrites data-only tables"
-            raise ValueError(msg)
+            raise IgflowError(msg)
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             if entry.data_file.content != DataFileContent.DATA:
                 msg = f"{table.name()}: has delete files; compaction rewrites data-only tables"
-                raise ValueError(msg)
+                raise IgflowError(msg)
             out.append((entry.sequence_number or 0, entry.data_file))
     return out
 
