@@ -42,15 +42,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
-from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table import FileScanTask, Table, TableProperties, Transaction
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.typedef import Record
 from pyiceberg.utils.bin_packing import ListPacker
+from pyiceberg.utils.properties import property_as_int
 
 from core.errors import IgflowError
 from sinks import lake_write
@@ -58,6 +60,7 @@ from sinks import lake_write
 __all__ = [
     "CompactionCommit",
     "Group",
+    "clustered",
     "compact_table",
     "plan_compaction",
     "small_files",
@@ -67,6 +70,12 @@ log = logging.getLogger(__name__)
 
 #: A file smaller than this share of the target is rewritten; larger ones are left alone.
 SMALL = 0.75
+#: The order of a rewritten file's rows (the columns a table has): a tenant's rows together, in
+#: the Kafka order the flow committed them in.
+CLUSTER_BY = ("tenant_id", "kafka_topic", "kafka_partition", "kafka_offset")
+#: Rows per Parquet row group of a rewritten file (pyiceberg's default is 1,048,576): each group's
+#: statistics bound its tenants, so a scan filtered on a tenant skips the others' groups.
+ROW_GROUP_ROWS = 65_536
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,15 +158,33 @@ def plan_compaction(table: Table, target_bytes: int, *, min_files: int = 2) -> l
     return groups
 
 
+def clustered(rows: pa.Table) -> pa.Table:
+    """``rows`` sorted by :data:`CLUSTER_BY` (the columns it has; stable: ties keep their
+    order), so that a tenant's rows are together in a rewritten file."""
+    keys = [(name, "ascending") for name in CLUSTER_BY if name in rows.column_names]
+    return rows.sort_by(keys) if keys else rows
+
+
 def _rewrite(table: Table, group: Group) -> list[DataFile]:
-    """``group``'s rows, in order, written as new data files of ``table`` (one, unless they
-    exceed the table's target file size)."""
+    """``group``'s rows, :func:`clustered`, written as new data files of ``table`` (one,
+    unless they exceed the table's target file size) in row groups of at most
+    :data:`ROW_GROUP_ROWS`."""
     tasks = [FileScanTask(f) for f in group.files]
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
     if rows.num_rows != group.rows:
         msg = f"{table.name()}: read {rows.num_rows} rows of {group.rows} from a group's files"
         raise RuntimeError(msg)
-    written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4()))
+    metadata = table.metadata
+    limit = property_as_int(
+        metadata.properties,
+        TableProperties.PARQUET_ROW_GROUP_LIMIT,
+        TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
+    )
+    if limit is None or limit > ROW_GROUP_ROWS:  # a table's own smaller limit stands
+        properties = dict(metadata.properties)
+        properties[TableProperties.PARQUET_ROW_GROUP_LIMIT] = str(ROW_GROUP_ROWS)
+        metadata = metadata.model_copy(update={"properties": properties})
+    written = list(_dataframe_to_data_files(metadata, clustered(rows), table.io, uuid.uuid4()))
     for data_file in written:
         if _key(data_file.partition) != group.partition:
             msg = f"{table.name()}: a rewritten file left its partition {group.partition}"

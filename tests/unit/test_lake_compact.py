@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
@@ -181,3 +182,25 @@ def test_a_failed_rewrite_leaves_no_new_file_and_no_commit(
     after = catalog.load_table((landed, SIGNALS.name)).current_snapshot()
     assert before is not None and after is not None
     assert after.snapshot_id == before.snapshot_id
+
+
+def test_a_rewritten_file_holds_its_rows_by_tenant_in_small_row_groups(
+    catalog: Catalog, landed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lake_compact, "ROW_GROUP_ROWS", 50)
+    table = catalog.load_table((landed, SIGNALS.name))
+    tenant = "tenant-02"
+    want = table.scan(row_filter=f"tenant_id = '{tenant}'").to_arrow()
+    (commit,) = compact_table(table, lambda t=table: t, target_bytes=TARGET)
+    table = catalog.load_table((landed, SIGNALS.name))
+    for _s, data_file in lake_compact._live(table):
+        parquet = pq.ParquetFile(data_file.file_path.removeprefix("file://"))
+        rows = parquet.read()
+        assert rows.equals(lake_compact.clustered(rows))
+        key = list(zip(*(rows[c].to_pylist() for c in lake_compact.CLUSTER_BY), strict=True))
+        assert key == sorted(key)
+        sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+        assert max(sizes) <= 50 and sum(sizes) == data_file.record_count
+    got = table.scan(row_filter=f"tenant_id = '{tenant}'").to_arrow()
+    assert sorted(got.to_pylist(), key=repr) == sorted(want.to_pylist(), key=repr)
+    assert commit.rows == table.scan().to_arrow().num_rows
