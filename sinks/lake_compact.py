@@ -10,8 +10,10 @@ tens of kilobytes. A reader opens every file its scan keeps, so a day's scan pay
   the order they were committed (data sequence number, then path), packed in that order into
   groups of at most ``target_bytes`` of input; a group of two files or more is read (pyiceberg's
   own scan: the table's current schema) and written again as one file (pyiceberg's writer and
-  the table's write properties), its rows in the same order. A file at or above the threshold is
-  never read.
+  the table's write properties), its rows by tenant and then in Kafka order (:func:`clustered`)
+  in row groups of :data:`ROW_GROUP_ROWS`: the layout by day and residency puts every tenant
+  in each file, and a scan filtered on a tenant now skips the row groups whose statistics
+  exclude it (``benchmarks/compaction.py``). A file at or above the threshold is never read.
 - **The commit** is a ``replace`` snapshot (Iceberg's operation for a rewrite that changes no
   data): the groups' files deleted, the new ones added, the totals carried (records unchanged).
   It holds no ``igflow.*`` property, like the manifest rewrites (:mod:`sinks.lake_manifests`),
