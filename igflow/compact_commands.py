@@ -12,6 +12,7 @@ and changes nothing. A table that does not exist is reported and skipped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable
 
@@ -68,7 +69,8 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
             continue
 
         def shown(commit: CompactionCommit, table_name: str = f"{namespace}.{name}") -> None:
-            line = {"table": table_name, "commit": commit.snapshot_id, **_fields(commit)}
+            fields = dataclasses.asdict(commit)
+            line = {"table": table_name, "commit": fields.pop("snapshot_id"), **fields}
             print(json.dumps(line), flush=True)
 
         def reload(ident: tuple[str, str] = identifier) -> Table:
@@ -99,11 +101,6 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     return 0
-
-
-def _fields(commit: object) -> dict[str, object]:
-    keys = ("replaced", "added", "rows", "bytes_before", "bytes_after", "attempts", "dropped")
-    return {k: getattr(commit, k) for k in keys}
 
 
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
