@@ -5,6 +5,7 @@ group whose files another compaction replaced meanwhile is dropped with its new 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,41 @@ def test_a_rewritten_file_holds_its_rows_by_tenant_in_small_row_groups(
     got = table.scan(row_filter=f"tenant_id = '{tenant}'").to_arrow()
     assert sorted(got.to_pylist(), key=repr) == sorted(want.to_pylist(), key=repr)
     assert commit.rows == table.scan().to_arrow().num_rows
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--target-mb", "0"], "--target-mb must be > 0"),
+        (["--min-files", "1"], "--min-files >= 2"),
+    ],
+)
+def test_the_command_refuses_bad_options_with_a_reason(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from igflow import cli
+
+    assert cli.main(["compact", *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_the_command_compacts_and_reports_json_lines(
+    lake_settings: Settings,
+    landed: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from igflow import cli
+
+    lake = lake_settings.lake
+    monkeypatch.setenv("IGFLOW_LAKE_CATALOG_URI", lake.catalog_uri)
+    monkeypatch.setenv("IGFLOW_LAKE_WAREHOUSE", lake_settings.warehouse)
+    monkeypatch.setenv("IGFLOW_LAKE_NAMESPACE", landed)
+    assert cli.main(["compact", "--table", "signals", "--dry-run"]) == 0
+    (plan,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert plan["dry_run"] and plan["would_rewrite"] == plan["files"] > plan["into"] >= 1
+    assert cli.main(["compact", "--table", "signals"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [x["commit"] for x in lines[:-1]] and lines[-1]["files_after"] == plan["into"]
+    assert lines[-1]["rewritten"] == plan["would_rewrite"]
