@@ -21,8 +21,8 @@ from igflow.workload import WorkloadSpec, generate
 from replay.verify import compare, digest_table
 from sinks import lake_compact
 from sinks.lake_compact import compact_table, plan_compaction, small_files
-from sinks.lake_plan import CommitPlan
-from sinks.lake_tables import SCORES, SIGNALS
+from sinks.lake_plan import CommitPlan, load_plans
+from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
 from sinks.ledger_format import read_ledger
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.unit.test_replay_plan import _land
@@ -243,3 +243,33 @@ def test_the_command_compacts_and_reports_json_lines(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [x["commit"] for x in lines[:-1]] and lines[-1]["files_after"] == plan["into"]
     assert lines[-1]["rewritten"] == plan["would_rewrite"]
+
+
+def test_a_replay_of_a_compacted_original_digests_alike_and_replays_its_commits(
+    lake_settings: Settings, catalog: Catalog, schemas: DictSchemas, landed: str
+) -> None:
+    """The plans read from a compacted original are its commits (the replace snapshots are in
+    none), and a replay with them digests like the original, table for table; each replayed
+    snapshot is one of the original's commits, so the replay writes the files the original wrote
+    before compaction, not the compacted ones."""
+    before = load_plans(catalog, landed, lake_settings.kafka.topic)
+    for name in (SIGNALS.name, SCORES.name, QUARANTINE.name):
+        table = catalog.load_table((landed, name))
+        compact_table(table, lambda n=name: catalog.load_table((landed, n)), target_bytes=TARGET)
+    plans = load_plans(catalog, landed, lake_settings.kafka.topic)
+    assert {k: [c.snapshot_id for c in p.commits] for k, p in plans.items()} == {
+        k: [c.snapshot_id for c in p.commits] for k, p in before.items()
+    }
+    spec = WorkloadSpec(tenants=4, count=150, duplicates=0.05, invalid=0.02, seed=3)
+    records = kafka_messages(list(generate(spec, V1_ID, SIGNAL_V1.parsed)), 2)
+    _land(lake_settings, schemas, records, "compact_replay", 23, 60, plans)
+    for name in (SIGNALS.name, SCORES.name, QUARANTINE.name):
+        original = catalog.load_table((landed, name))
+        replayed = catalog.load_table(("compact_replay", name))
+        assert compare(digest_table(original, name), digest_table(replayed, name)).identical
+        appends = [
+            s
+            for s in replayed.snapshots()
+            if s.summary is not None and s.summary.operation == Operation.APPEND
+        ]
+        assert len(appends) == len(plans[name])
