@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from pyiceberg.table import Table  # noqa: E402
 
+from benchmarks.replay import _env as lake_only_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
@@ -50,16 +50,8 @@ TARGET = 64 * 1024 * 1024
 
 
 def _run(settings: Settings, namespace: str) -> None:
-    env = dict(os.environ)
-    env.update(
-        {
-            "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
-            "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
-            "IGFLOW_LAKE_NAMESPACE": namespace,
-            "IGFLOW_STORES_SINKS": "",
-            "IGFLOW_RUN_LOG_LEVEL": "ERROR",  # not a line per rejected record
-        }
-    )
+    env = lake_only_env(settings, namespace)
+    env["IGFLOW_RUN_LOG_LEVEL"] = "ERROR"  # not a line per rejected record
     subprocess.run([sys.executable, "-m", "igflow.cli", "run"], cwd=REPO, env=env, check=True)
 
 
