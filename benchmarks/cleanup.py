@@ -124,9 +124,15 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings.load()
     verb = "would drop" if args.dry_run else "dropped"
+    failed = False
     for drop in (_lake, _topics, _redis, _graph, _postgres):
-        print(f"{verb} {drop(settings, args.dry_run)}", flush=True)
-    return 0
+        try:
+            print(f"{verb} {drop(settings, args.dry_run)}", flush=True)
+        except Exception as exc:  # a server down: say which, go on with the others
+            kind = drop.__name__.lstrip("_")
+            print(f"{kind}: not reached ({type(exc).__name__}: {exc})"[:300], file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
