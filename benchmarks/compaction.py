@@ -9,8 +9,8 @@
    (``tenant_id = 'tenant-03'``), seconds (median of ``--reads``).
 3. One namespace compacted by ``igflow compact`` (each rewritten file's rows by tenant, in row
    groups of 65,536), the other by the same rewrite with the rows kept in the order they were
-   committed and pyiceberg's row groups (``sinks.lake_compact.clustered`` and ``ROW_GROUP_ROWS``
-   set aside): the compaction's own seconds, then the same reads.
+   committed and pyiceberg's row groups (``compact_table(by_tenant=False)``): the
+   compaction's own seconds, then the same reads.
 4. Both namespaces' digests compared (``igflow verify``'s): the rows are the same.
 
 Prints a table; writes ``benchmarks/results/compaction.json``.
@@ -42,8 +42,7 @@ from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 from replay.verify import compare, digest_table  # noqa: E402
-from sinks import lake_compact  # noqa: E402
-from sinks.lake_compact import compact_table, small_files  # noqa: E402
+from sinks.lake_compact import compact_table, data_files  # noqa: E402
 
 TENANT = "tenant-03"
 TARGET = 64 * 1024 * 1024
@@ -67,7 +66,7 @@ def _median_seconds(call: Callable[[], object], reads: int) -> float:
 def _reads(table: Table, reads: int) -> dict[str, Any]:
     one = table.scan(row_filter=f"tenant_id = '{TENANT}'")
     return {
-        "files": small_files(table, TARGET)[0],
+        "files": data_files(table),
         "full_scan_s": _median_seconds(lambda: table.scan().to_arrow(), reads),
         "tenant_scan_s": _median_seconds(one.to_arrow, reads),
         "tenant_rows": one.to_arrow().num_rows,
@@ -75,16 +74,9 @@ def _reads(table: Table, reads: int) -> dict[str, Any]:
 
 
 def _compact(table: Table, load: Callable[[], Table], *, by_tenant: bool) -> float:
-    clustered, rows = lake_compact.clustered, lake_compact.ROW_GROUP_ROWS
-    if not by_tenant:  # the rewrite alone: rows in commit order, pyiceberg's row groups
-        lake_compact.clustered = lambda data: data  # type: ignore[assignment]
-        lake_compact.ROW_GROUP_ROWS = 1 << 62
-    try:
-        start = time.perf_counter()
-        compact_table(table, load, target_bytes=TARGET)
-        return time.perf_counter() - start
-    finally:
-        lake_compact.clustered, lake_compact.ROW_GROUP_ROWS = clustered, rows
+    start = time.perf_counter()
+    compact_table(table, load, target_bytes=TARGET, by_tenant=by_tenant)
+    return time.perf_counter() - start
 
 
 def main() -> int:

@@ -397,6 +397,7 @@ def _throughput(
     servers_s = ", ".join(f"{k} {v:.2f}" for k, v in flows[1]["server_cpu_s"].items())
     print(f"the stores' servers' CPU seconds during that run: {servers_s}")
     ratio = None
+    bound = _cpu_bound(slowest, flows[1]) if slowest is not None else None
     if slowest is not None:
         ratio = flows[1]["events_per_s"] / slowest["events_per_s"]
         print(
@@ -404,7 +405,6 @@ def _throughput(
             f" store alone ({slowest['store']}, {slowest['events_per_s']:,.0f} events/s);"
             " target >= 0.8x (or >= 20,000 events/s)"
         )
-        bound = _cpu_bound(slowest, flows[1])
         if bound is not None:
             print(
                 f"what this machine allows: at most {bound['ratio']:.2f}x, if the all-stores run"
@@ -426,7 +426,7 @@ def _throughput(
         "slowest_store": slowest["store"] if slowest else None,
         "flows": flows,
         "flow_vs_slowest_store": ratio,
-        "cpu_bound": _cpu_bound(slowest, flows[1]) if slowest is not None else None,
+        "cpu_bound": bound,
     }
 
 

@@ -32,7 +32,13 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
     from pyiceberg.table import Table
 
     from core.catalog import catalog
-    from sinks.lake_compact import CompactionCommit, compact_table, plan_compaction, small_files
+    from sinks.lake_compact import (
+        CompactionCommit,
+        compact_table,
+        data_files,
+        plan_compaction,
+        small_files,
+    )
 
     if args.target_mb <= 0 or args.min_files < 2:
         msg = (
@@ -49,8 +55,8 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
         except NoSuchTableError:
             print(json.dumps({"table": f"{namespace}.{name}", "skipped": "no such table"}))
             continue
-        files, small = small_files(table, target)
         if args.dry_run:
+            files, small = small_files(table, target)
             groups = plan_compaction(table, target, min_files=args.min_files)
             print(
                 json.dumps(
@@ -76,6 +82,7 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
         def reload(ident: tuple[str, str] = identifier) -> Table:
             return cat.load_table(ident)
 
+        files = data_files(table)  # before: the commits update ``table``
         try:
             commits = compact_table(
                 table,
@@ -87,7 +94,7 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
         except CommitFailedException as exc:  # lost every race: a busy table, try again
             msg = f"{exc}; what landed before stays, run it again"
             raise IgflowError(msg) from exc
-        after, _ = small_files(cat.load_table(identifier), target)
+        after = data_files(cat.load_table(identifier))
         print(
             json.dumps(
                 {

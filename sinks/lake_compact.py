@@ -45,10 +45,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
+from pyiceberg.manifest import DataFile, ManifestContent
 from pyiceberg.table import FileScanTask, Table, TableProperties, Transaction
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update.snapshot import _OverwriteFiles
@@ -64,6 +64,7 @@ __all__ = [
     "Group",
     "clustered",
     "compact_table",
+    "data_files",
     "plan_compaction",
     "small_files",
 ]
@@ -128,9 +129,6 @@ def _live(table: Table) -> list[tuple[int, DataFile]]:
             msg = f"{table.name()}: has delete files; compaction rewrites data-only tables"
             raise IgflowError(msg)
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            if entry.data_file.content != DataFileContent.DATA:
-                msg = f"{table.name()}: has delete files; compaction rewrites data-only tables"
-                raise IgflowError(msg)
             out.append((entry.sequence_number or 0, entry.data_file))
     return out
 
@@ -167,10 +165,11 @@ def clustered(rows: pa.Table) -> pa.Table:
     return rows.sort_by(keys) if keys else rows
 
 
-def _rewrite(table: Table, group: Group) -> list[DataFile]:
-    """``group``'s rows, :func:`clustered`, written as new data files of ``table`` (one,
-    unless they exceed the table's target file size) in row groups of at most
-    :data:`ROW_GROUP_ROWS`."""
+def _rewrite(table: Table, group: Group, by_tenant: bool = True) -> list[DataFile]:
+    """``group``'s rows written as new data files of ``table`` (one, unless they exceed the
+    table's target file size): :func:`clustered` in row groups of at most
+    :data:`ROW_GROUP_ROWS` when ``by_tenant``, else in the order the files held them in the
+    table's own row groups."""
     tasks = [FileScanTask(f) for f in group.files]
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
     if rows.num_rows != group.rows:
@@ -182,11 +181,13 @@ def _rewrite(table: Table, group: Group) -> list[DataFile]:
         TableProperties.PARQUET_ROW_GROUP_LIMIT,
         TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
     )
-    if limit is None or limit > ROW_GROUP_ROWS:  # a table's own smaller limit stands
+    if by_tenant and (limit is None or limit > ROW_GROUP_ROWS):  # a smaller own limit stands
         properties = dict(metadata.properties)
         properties[TableProperties.PARQUET_ROW_GROUP_LIMIT] = str(ROW_GROUP_ROWS)
         metadata = metadata.model_copy(update={"properties": properties})
-    written = list(_dataframe_to_data_files(metadata, clustered(rows), table.io, uuid.uuid4()))
+    if by_tenant:
+        rows = clustered(rows)
+    written = list(_dataframe_to_data_files(metadata, rows, table.io, uuid.uuid4()))
     for data_file in written:
         if _key(data_file.partition) != group.partition:
             msg = f"{table.name()}: a rewritten file left its partition {group.partition}"
@@ -220,39 +221,48 @@ def _commit(table: Table, groups: Sequence[Group], added: Sequence[DataFile]) ->
     return snapshot.snapshot_id
 
 
+def _delete_new(table: Table, done: Sequence[tuple[Group, list[DataFile]]]) -> None:
+    """Delete the new files of groups no commit took."""
+    for _group, new in done:
+        for data_file in new:
+            table.io.delete(data_file.file_path)
+
+
 def _land(
     table: Table,
     done: list[tuple[Group, list[DataFile]]],
     attempts: int,
     reload: Callable[[], Table],
 ) -> tuple[Table, CompactionCommit | None]:
-    """Commit the rewritten groups; on a lost race read the table again and commit those whose
-    files are all still live (the others' new files deleted)."""
+    """Commit the rewritten groups. After a lost race (``CommitFailedException``), or a replaced
+    file no longer live on the table read (pyiceberg's ``ValidationException``, before it writes
+    anything), read the table again and commit the groups whose files are all still live (the
+    others' new files deleted)."""
+    dropped = 0
     for attempt in range(1, attempts + 1):
-        live = {f.file_path for _s, f in _live(table)}
-        kept = [(g, new) for g, new in done if all(f.file_path in live for f in g.files)]
-        for _g, new in (pair for pair in done if pair not in kept):
-            for data_file in new:
-                table.io.delete(data_file.file_path)
-        dropped = len(done) - len(kept)
-        done = kept
-        if not done:
-            return table, None
         groups = [g for g, _new in done]
         added = [f for _g, new in done for f in new]
         try:
             snapshot_id = _commit(table, groups, added)
-        except CommitFailedException as exc:
+        except (CommitFailedException, ValidationException) as exc:
             log.info(
-                "compaction of %s lost a commit race (attempt %d of %d): %s",
+                "compaction of %s did not land (attempt %d of %d): %s",
                 table.name(),
                 attempt,
                 attempts,
                 exc,
                 extra={"op": "lake.compact"},
             )
-            time.sleep(random.uniform(0.05, 0.25) * attempt)
+            if isinstance(exc, CommitFailedException):
+                time.sleep(random.uniform(0.05, 0.25) * attempt)
             table = reload()
+            live = {f.file_path for _s, f in _live(table)}
+            kept = [(g, new) for g, new in done if all(f.file_path in live for f in g.files)]
+            _delete_new(table, [(g, new) for g, new in done if (g, new) not in kept])
+            dropped += len(done) - len(kept)
+            done = kept
+            if not done:
+                return table, None
             continue
         return table, CompactionCommit(
             snapshot_id=snapshot_id,
@@ -264,9 +274,7 @@ def _land(
             attempts=attempt,
             dropped=dropped,
         )
-    for _g, new in done:
-        for data_file in new:
-            table.io.delete(data_file.file_path)
+    _delete_new(table, done)
     msg = f"{table.name()}: compaction lost {attempts} commit races in a row"
     raise CommitFailedException(msg)
 
@@ -279,11 +287,14 @@ def compact_table(
     min_files: int = 2,
     commit_bytes: int = 256 * 1024 * 1024,
     attempts: int = 16,
+    by_tenant: bool = True,
     progress: Callable[[CompactionCommit], None] | None = None,
 ) -> list[CompactionCommit]:
     """Rewrite ``table``'s small data files (the module docstring), committing every
-    ``commit_bytes`` of input; ``reload`` reads the table again after a lost race. The commits
-    made, each also given to ``progress`` as it lands."""
+    ``commit_bytes`` of input; ``reload`` reads the table again after a lost race;
+    ``by_tenant=False`` keeps the files' row order and the table's row groups (the baseline of
+    ``benchmarks/compaction.py``). The commits made, each also given to ``progress`` as it
+    lands."""
     commits: list[CompactionCommit] = []
     done: list[tuple[Group, list[DataFile]]] = []
     pending = 0
@@ -299,7 +310,7 @@ def compact_table(
 
     try:
         for group in plan_compaction(table, target_bytes, min_files=min_files):
-            done.append((group, _rewrite(table, group)))
+            done.append((group, _rewrite(table, group, by_tenant)))
             pending += group.bytes
             if pending >= commit_bytes:
                 land()
@@ -307,13 +318,23 @@ def compact_table(
         # A rewrite failed (or the process is told to stop): the groups rewritten since the last
         # commit are in no commit, so their new files go. (A commit that failed otherwise than
         # by a lost race may have landed: its files stay, at worst orphans.)
-        for _g, new in done:
-            for data_file in new:
-                table.io.delete(data_file.file_path)
+        _delete_new(table, done)
         raise
     if done:
         land()
     return commits
+
+
+def data_files(table: Table) -> int:
+    """How many data files ``table``'s current snapshot lists: its summary's total (every commit
+    of ours carries it), else counted from its manifests."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return 0
+    total = (snapshot.summary.additional_properties if snapshot.summary else {}).get(
+        "total-data-files"
+    )
+    return int(total) if total is not None else len(_live(table))
 
 
 def small_files(table: Table, target_bytes: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from core.catalog import catalog
 from core.settings import Settings
 from igflow.producer import produce
 from igflow.workload import WorkloadSpec, generate, recent_start
-from sinks.lake_compact import small_files
+from sinks.lake_compact import data_files
 from tests.conftest import SIGNAL_V1
 from tests.integration.conftest import finish, igflow, kill, produce_workload, recent
 from tests.integration.test_pipeline import _v1_id
@@ -36,7 +36,7 @@ def _valid(spec: WorkloadSpec, schema_id: int) -> set[tuple[str, str, datetime]]
 
 def _files(settings: Settings, name: str) -> int:
     table = catalog(settings).load_table(f"{settings.lake.namespace}.{name}")
-    return small_files(table, 1)[0]
+    return data_files(table)
 
 
 def test_compaction_racing_a_running_flow_keeps_it_exactly_once(it_settings: Settings) -> None:

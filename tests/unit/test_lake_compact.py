@@ -121,8 +121,8 @@ def test_a_lost_race_lands_on_top_and_gone_files_drop_their_group(
     written: list[str] = []
     rewrite = lake_compact._rewrite
 
-    def rewrite_and_race(t: Table, group: lake_compact.Group) -> Any:
-        out = rewrite(t, group)
+    def rewrite_and_race(t: Table, group: lake_compact.Group, *rest: Any) -> Any:
+        out = rewrite(t, group, *rest)
         if not written:  # once: another compaction (its own rewrites) lands first
             monkeypatch.setattr(lake_compact, "_rewrite", rewrite)
             assert compact_table(load(), load, target_bytes=TARGET)
@@ -143,8 +143,8 @@ def test_lost_races_in_a_row_give_up_and_delete_the_new_files(
     written: list[str] = []
     rewrite = lake_compact._rewrite
 
-    def keep(t: Table, group: lake_compact.Group) -> Any:
-        out = rewrite(t, group)
+    def keep(t: Table, group: lake_compact.Group, *rest: Any) -> Any:
+        out = rewrite(t, group, *rest)
         written.extend(f.file_path for f in out)
         return out
 
@@ -170,10 +170,10 @@ def test_a_failed_rewrite_leaves_no_new_file_and_no_commit(
     written: list[str] = []
     rewrite = lake_compact._rewrite
 
-    def fail_third(t: Table, group: lake_compact.Group) -> Any:
+    def fail_third(t: Table, group: lake_compact.Group, *rest: Any) -> Any:
         if len(written) >= 2:
             raise OSError("disk full")
-        out = rewrite(t, group)
+        out = rewrite(t, group, *rest)
         written.extend(f.file_path for f in out)
         return out
 
