@@ -7,6 +7,14 @@ partition, rows unchanged, in ``replace`` commits that a running flow's commits 
 with. Output is JSON lines on stdout: one per commit as it lands (the progress of a long
 compaction), then one per table (files before and after); ``--dry-run`` prints each table's plan
 and changes nothing. A table that does not exist is reported and skipped.
+
+``igflow compact --every SECONDS`` is the same on a schedule, until SIGINT or SIGTERM: a round
+every so many seconds, by size tier (``--fanout``, 8 by default there; ``--min-files`` then
+defaults to it), so that what a round wrote is not rewritten by the next unless enough files of
+its size have joined it (sinks/lake_compact.py, "Tiers"). Each round prints its commits as they
+land and one line (``{"round": N, ...}``) with what it rewrote per table; a table that fails
+(its catalog down, every race lost) is a warning with its reason and the next round tries again.
+A signal lets the group being rewritten finish, commits it and exits 0.
 """
 
 from __future__ import annotations
@@ -14,54 +22,110 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from core.errors import IgflowError
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
 __all__ = ["register"]
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+log = logging.getLogger(__name__)
 
 #: The tables ``igflow compact`` rewrites unless ``--table`` names some.
 TABLES = ("signals", "scores", "quarantine", "deconfliction")
 
 
 def _compact(args: argparse.Namespace, settings: Settings) -> int:
-    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-    from pyiceberg.table import Table
-
     from core.catalog import catalog
-    from sinks.lake_compact import (
-        CompactionCommit,
-        compact_table,
-        data_files,
-        plan_compaction,
-        small_files,
-    )
 
-    if args.target_mb <= 0 or args.min_files < 2:
-        msg = (
-            f"--target-mb must be > 0 and --min-files >= 2 (got {args.target_mb}, {args.min_files})"
+    fanout = args.fanout if args.fanout is not None else (0 if args.every is None else 8)
+    min_files = args.min_files if args.min_files is not None else max(2, fanout)
+    problems = [
+        f"{rule} (got {value})"
+        for rule, value, bad in (
+            ("--target-mb must be > 0", args.target_mb, args.target_mb <= 0),
+            ("--every must be > 0", args.every, args.every is not None and args.every <= 0),
+            ("--min-files must be >= 2", min_files, min_files < 2),
+            ("--fanout must be >= 0", fanout, fanout < 0),
         )
-        raise IgflowError(msg)
-    target = int(args.target_mb * 1024 * 1024)
-    cat = catalog(settings)
-    namespace = settings.lake.namespace
-    for name in args.table or TABLES:
-        identifier = (namespace, name)
+        if bad
+    ]
+    if problems:
+        raise IgflowError("; ".join(problems))
+    rounds = _Rounds(
+        catalog(settings),
+        settings.lake.namespace,
+        args.table or TABLES,
+        target=int(args.target_mb * 1024 * 1024),
+        min_files=min_files,
+        fanout=fanout,
+    )
+    if args.dry_run:
+        rounds.dry_run()
+        return 0
+    if args.every is None:
+        rounds.once()
+        return 0
+    return rounds.every(args.every)
+
+
+class _Rounds:
+    """The compaction of a namespace's tables: once (raising an igflow error) or a round every
+    so many seconds (a table's error a warning, tried again)."""
+
+    def __init__(
+        self,
+        cat: Catalog,
+        namespace: str,
+        names: Sequence[str],
+        *,
+        target: int,
+        min_files: int,
+        fanout: int,
+    ) -> None:
+        self.cat = cat
+        self.namespace = namespace
+        self.names = tuple(names)
+        self.target = target
+        self.min_files = min_files
+        self.fanout = fanout
+        self.stopping = threading.Event()
+
+    def _load(self, name: str) -> Table | None:
+        from pyiceberg.exceptions import NoSuchTableError
+
         try:
-            table = cat.load_table(identifier)
+            return self.cat.load_table((self.namespace, name))
         except NoSuchTableError:
-            print(json.dumps({"table": f"{namespace}.{name}", "skipped": "no such table"}))
-            continue
-        if args.dry_run:
-            files, small = small_files(table, target)
-            groups = plan_compaction(table, target, min_files=args.min_files)
+            return None
+
+    def dry_run(self) -> None:
+        from sinks.lake_compact import plan_compaction, small_files
+
+        for name in self.names:
+            table = self._load(name)
+            if table is None:
+                print(json.dumps({"table": f"{self.namespace}.{name}", "skipped": "no such table"}))
+                continue
+            files, small = small_files(table, self.target)
+            groups = plan_compaction(
+                table, self.target, min_files=self.min_files, fanout=self.fanout
+            )
             print(
                 json.dumps(
                     {
-                        "table": f"{namespace}.{name}",
+                        "table": f"{self.namespace}.{name}",
                         "dry_run": True,
                         "files": files,
                         "small_files": small,
@@ -72,42 +136,107 @@ def _compact(args: argparse.Namespace, settings: Settings) -> int:
                     }
                 )
             )
-            continue
 
-        def shown(commit: CompactionCommit, table_name: str = f"{namespace}.{name}") -> None:
+    def table(self, name: str, round_no: int | None = None) -> dict[str, object] | None:
+        """Compact one table: its summary line's fields (``None``: no such table)."""
+        from pyiceberg.exceptions import CommitFailedException
+
+        from sinks.lake_compact import CompactionCommit, compact_table, data_files
+
+        label = f"{self.namespace}.{name}"
+        table = self._load(name)
+        if table is None:
+            return None
+
+        def shown(commit: CompactionCommit) -> None:
             fields = dataclasses.asdict(commit)
-            line = {"table": table_name, "commit": fields.pop("snapshot_id"), **fields}
+            line = {"table": label, "commit": fields.pop("snapshot_id"), **fields}
+            if round_no is not None:
+                line = {"round": round_no, **line}
             print(json.dumps(line), flush=True)
 
-        def reload(ident: tuple[str, str] = identifier) -> Table:
-            return cat.load_table(ident)
+        def reload() -> Table:
+            return self.cat.load_table((self.namespace, name))
 
         files = data_files(table)  # before: the commits update ``table``
         try:
             commits = compact_table(
                 table,
                 reload,
-                target_bytes=target,
-                min_files=args.min_files,
+                target_bytes=self.target,
+                min_files=self.min_files,
+                fanout=self.fanout,
                 progress=shown,
+                stop=self.stopping.is_set,
             )
         except CommitFailedException as exc:  # lost every race: a busy table, try again
             msg = f"{exc}; what landed before stays, run it again"
             raise IgflowError(msg) from exc
-        after = data_files(cat.load_table(identifier))
-        print(
-            json.dumps(
-                {
-                    "table": f"{namespace}.{name}",
-                    "files_before": files,
-                    "files_after": after,
-                    "commits": len(commits),
-                    "rewritten": sum(c.replaced for c in commits),
-                    "rows": sum(c.rows for c in commits),
+        return {
+            "table": label,
+            "files_before": files,
+            "files_after": data_files(reload()) if commits else files,
+            "commits": len(commits),
+            "rewritten": sum(c.replaced for c in commits),
+            "rows": sum(c.rows for c in commits),
+        }
+
+    def once(self) -> None:
+        for name in self.names:
+            summary = self.table(name)
+            if summary is None:
+                summary = {"table": f"{self.namespace}.{name}", "skipped": "no such table"}
+            print(json.dumps(summary), flush=True)
+
+    def every(self, seconds: float) -> int:
+        """A round every ``seconds`` until SIGINT or SIGTERM (then 0)."""
+
+        def stop(signum: int, _frame: object) -> None:
+            log.info("compaction stopping (signal %d)", signum, extra={"op": "lake.compact"})
+            self.stopping.set()
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            round_no = 0
+            while not self.stopping.is_set():
+                round_no += 1
+                began = time.monotonic()
+                tables: dict[str, object] = {}
+                for name in self.names:
+                    if self.stopping.is_set():
+                        break
+                    tables[name] = self._guarded(name, round_no)
+                line = {
+                    "round": round_no,
+                    "seconds": round(time.monotonic() - began, 3),
+                    "tables": tables,
                 }
+                print(json.dumps(line), flush=True)
+                self.stopping.wait(max(0.0, seconds - (time.monotonic() - began)))
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return 0
+
+    def _guarded(self, name: str, round_no: int) -> object:
+        """:meth:`table` in a round: its rewritten files, ``"no such table"``, or the error (a
+        warning with its reason, the table tried again next round)."""
+        try:
+            summary = self.table(name, round_no)
+        except Exception as exc:  # a round never ends the schedule
+            reason = "lake.compact_failed"
+            log.warning(
+                "compaction of %s.%s failed (tried again next round): %s: %s",
+                self.namespace,
+                name,
+                type(exc).__name__,
+                exc,
+                extra={"op": reason, "table": name},
             )
-        )
-    return 0
+            return {"error": f"{type(exc).__name__}: {exc}", "reason": reason}
+        if summary is None:
+            return "no such table"
+        return {k: summary[k] for k in ("rewritten", "commits", "rows", "files_after")}
 
 
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
@@ -124,6 +253,20 @@ def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> Non
         "--target-mb", type=float, default=64.0, help="size of the files written (default 64)"
     )
     p.add_argument(
-        "--min-files", type=int, default=2, help="fewest files a rewritten group holds (>= 2)"
+        "--min-files",
+        type=int,
+        help="fewest files a rewritten group holds (>= 2; default 2, with a fanout the fanout)",
+    )
+    p.add_argument(
+        "--fanout",
+        type=int,
+        help="merge files by size tiers this factor apart (default 0: every small file at once;"
+        " 8 with --every)",
+    )
+    p.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="a round every so many seconds until SIGINT/SIGTERM (a maintenance process)",
     )
     p.add_argument("--dry-run", action="store_true", help="print what would be rewritten")

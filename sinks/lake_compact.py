@@ -6,14 +6,25 @@ tens of kilobytes. A reader opens every file its scan keeps, so a day's scan pay
 :func:`compact_table` rewrites them, the way Iceberg's ``rewrite_data_files`` does:
 
 - **What**: the current snapshot's data files smaller than ``0.75 x target_bytes``, grouped by
-  partition (of the current spec: files written under an older spec are left as they are), in
-  the order they were committed (data sequence number, then path), packed in that order into
-  groups of at most ``target_bytes`` of input; a group of two files or more is read (pyiceberg's
+  partition (of the current spec: files written under an older spec are left as they are) and,
+  with a ``fanout``, by size tier (below), in the order they were committed (data sequence
+  number, then path), packed in that order into groups of at most ``target_bytes`` of input; a
+  group of ``min_files`` files or more is read (pyiceberg's
   own scan: the table's current schema) and written again as one file (pyiceberg's writer and
   the table's write properties), its rows by tenant and then in Kafka order (:func:`clustered`)
   in row groups of :data:`ROW_GROUP_ROWS`: the layout by day and residency puts every tenant
   in each file, and a scan filtered on a tenant now skips the row groups whose statistics
   exclude it (``benchmarks/compaction.py``). A file at or above the threshold is never read.
+- **Tiers, for compaction on a schedule** (``igflow compact --every``): packing every small
+  file of a partition rewrites the files the last run wrote as long as they stay small, so a
+  file of the day's partition would be read and written again every run until it reached the
+  threshold (at 100 events/s and a run a minute, ~300 times). With ``fanout`` F, a file's tier is
+  how many factors of F it lies below the threshold (tier 0 from ``threshold / F`` up, tier 1 a
+  factor F below that, ...), and files only merge with their own tier, once ``min_files`` of
+  them are there: with ``min_files >= F`` a merged file lands a tier up, so a row is rewritten
+  about once per tier, ``log_F(threshold / a commit's file)`` times in all (3-4 for the flow's
+  files and F = 8), whatever the rate and the schedule (Cassandra's size-tiered compaction,
+  Lucene's merge policy). ``fanout=0``: one tier, every small file (a run by hand).
 - **The commit** is a ``replace`` snapshot (Iceberg's operation for a rewrite that changes no
   data): the groups' files deleted, the new ones added, the totals carried (records unchanged).
   It holds no ``igflow.*`` property, like the manifest rewrites (:mod:`sinks.lake_manifests`),
@@ -66,6 +77,8 @@ __all__ = [
     "compact_table",
     "data_files",
     "plan_compaction",
+    "plan_files",
+    "size_tier",
     "small_files",
 ]
 
@@ -133,28 +146,63 @@ def _live(table: Table) -> list[tuple[int, DataFile]]:
     return out
 
 
-def plan_compaction(table: Table, target_bytes: int, *, min_files: int = 2) -> list[Group]:
+def size_tier(size: int, threshold: float, fanout: int) -> int:
+    """The tier of a file of ``size`` bytes below ``threshold``: 0 from ``threshold / fanout``
+    up, 1 a factor ``fanout`` below that, and so on (``fanout`` 0 or 1: always 0)."""
+    if fanout < 2:
+        return 0
+    tier = 0
+    bound = threshold / fanout
+    while size < bound and tier < 64:
+        tier += 1
+        bound /= fanout
+    return tier
+
+
+def plan_compaction(
+    table: Table, target_bytes: int, *, min_files: int = 2, fanout: int = 0
+) -> list[Group]:
     """The groups :func:`compact_table` would rewrite now (the module docstring), oldest
-    partition first."""
-    if target_bytes < 1 or min_files < 2:
-        msg = f"target_bytes must be >= 1 and min_files >= 2, got {target_bytes}, {min_files}"
+    partition first, and within a partition its largest files' tier first."""
+    return plan_files(
+        _live(table), table.spec().spec_id, target_bytes, min_files=min_files, fanout=fanout
+    )
+
+
+def plan_files(
+    live: Sequence[tuple[int, DataFile]],
+    spec_id: int,
+    target_bytes: int,
+    *,
+    min_files: int = 2,
+    fanout: int = 0,
+) -> list[Group]:
+    """:func:`plan_compaction` of the live data files ``live`` (with their data sequence numbers)
+    of a table whose current spec is ``spec_id``."""
+    if target_bytes < 1 or min_files < 2 or fanout < 0:
+        msg = (
+            "target_bytes must be >= 1, min_files >= 2 and fanout >= 0, got "
+            f"{target_bytes}, {min_files}, {fanout}"
+        )
         raise ValueError(msg)
-    spec_id = table.spec().spec_id
     small = SMALL * target_bytes
     partitions: dict[tuple[object, ...], list[tuple[int, str, DataFile]]] = defaultdict(list)
-    for sequence, data_file in _live(table):
-        if data_file.spec_id == spec_id and data_file.file_size_in_bytes < small:
-            key = _key(data_file.partition)
+    for sequence, data_file in live:
+        size = data_file.file_size_in_bytes
+        if data_file.spec_id == spec_id and size < small:
+            key = (*_key(data_file.partition), size_tier(size, small, fanout))
             partitions[key].append((sequence, data_file.file_path, data_file))
     groups: list[Group] = []
-    for key in sorted(partitions, key=repr):
+    for key in sorted(partitions, key=lambda k: (repr(k[:-1]), k[-1])):
+        if len(partitions[key]) < min_files:
+            continue
         files = [f for _s, _p, f in sorted(partitions[key], key=lambda t: (t[0], t[1]))]
         packer: ListPacker[DataFile] = ListPacker(
             target_weight=target_bytes, lookback=1, largest_bin_first=False
         )
         for packed in packer.pack(files, lambda f: f.file_size_in_bytes):
             if len(packed) >= min_files:
-                groups.append(Group(key, tuple(packed)))
+                groups.append(Group(key[:-1], tuple(packed)))
     return groups
 
 
@@ -288,13 +336,16 @@ def compact_table(
     commit_bytes: int = 256 * 1024 * 1024,
     attempts: int = 16,
     by_tenant: bool = True,
+    fanout: int = 0,
     progress: Callable[[CompactionCommit], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[CompactionCommit]:
-    """Rewrite ``table``'s small data files (the module docstring), committing every
-    ``commit_bytes`` of input; ``reload`` reads the table again after a lost race;
-    ``by_tenant=False`` keeps the files' row order and the table's row groups (the baseline of
-    ``benchmarks/compaction.py``). The commits made, each also given to ``progress`` as it
-    lands."""
+    """Rewrite ``table``'s small data files (the module docstring; ``fanout``: by size tier),
+    committing every ``commit_bytes`` of input; ``reload`` reads the table again after a lost
+    race; ``by_tenant=False`` keeps the files' row order and the table's row groups (the
+    baseline of ``benchmarks/compaction.py``). ``stop``, asked before each group: when true,
+    what was rewritten is committed and the rest left for another run. The commits made, each
+    also given to ``progress`` as it lands."""
     commits: list[CompactionCommit] = []
     done: list[tuple[Group, list[DataFile]]] = []
     pending = 0
@@ -309,7 +360,9 @@ def compact_table(
                 progress(commit)
 
     try:
-        for group in plan_compaction(table, target_bytes, min_files=min_files):
+        for group in plan_compaction(table, target_bytes, min_files=min_files, fanout=fanout):
+            if stop is not None and stop():
+                break
             done.append((group, _rewrite(table, group, by_tenant)))
             pending += group.bytes
             if pending >= commit_bytes:

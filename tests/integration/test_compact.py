@@ -6,6 +6,7 @@ afterwards lands nothing (the ledger came through the compactions)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -70,6 +71,66 @@ def test_compaction_racing_a_running_flow_keeps_it_exactly_once(it_settings: Set
     before = _files(settings, "signals")
     finish(igflow(settings, "compact"))
     assert _files(settings, "signals") <= before
+    # Re-read everything: nothing lands again.
+    finish(igflow(settings, "run"))
+    assert Counter(_signals(settings)) == rows
+
+
+def _rewrites(settings: Settings, name: str) -> int:
+    """The data-file rewrites among a table's snapshots: ``replace`` commits that added data
+    files (the flow's manifest rewrites add none; its expiry may have dropped older ones)."""
+    table = catalog(settings).load_table(f"{settings.lake.namespace}.{name}")
+    return sum(
+        1
+        for s in table.metadata.snapshots
+        if s.summary is not None
+        and s.summary.operation.value == "replace"
+        and int(s.summary.additional_properties.get("added-data-files", 0)) > 0
+    )
+
+
+def test_scheduled_compaction_beside_a_running_flow_keeps_it_exactly_once(
+    it_settings: Settings,
+) -> None:
+    """``igflow compact --every`` as a maintenance process beside ``igflow run --tail``: its
+    rounds rewrite by tier while the flow appends, SIGTERM ends it with 0, and every record
+    lands once."""
+    settings = it_settings
+    first = WorkloadSpec(tenants=4, count=300, seed=41)
+    produce_workload(settings, first)
+    flow = igflow(settings, "run", "--tail")
+    compactor = igflow(settings, "compact", "--every", "1", "--fanout", "4", "--min-files", "2")
+    # Then bursts of the same size, a second apart: the flow commits each on its own (the 0.5 s
+    # grid), files of one size tier that a round merges.
+    later = recent_start(datetime.now(UTC)) + timedelta(hours=1)
+    bursts = [
+        WorkloadSpec(tenants=4, count=40, seed=42 + n, start=later + timedelta(minutes=n))
+        for n in range(8)
+    ]
+    schema_id = _v1_id(settings)
+    wanted = _valid(recent(first), schema_id)
+    for burst in bursts:
+        wanted |= _valid(burst, schema_id)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if bursts:
+            assert produce(settings, bursts.pop(0)).total
+        elif set(_signals(settings)) == wanted and _rewrites(settings, "signals"):
+            break
+    assert flow.poll() is None, "the flow stopped"
+    assert compactor.poll() is None, "the compactor stopped"
+    compactor.send_signal(signal.SIGTERM)
+    out, err = compactor.communicate(timeout=120)
+    assert compactor.returncode == 0, err.decode()[-3000:]
+    rounds = [json.loads(x) for x in out.decode().splitlines() if '"seconds"' in x]
+    assert rounds and all("error" not in str(r["tables"]) for r in rounds), rounds[-3:]
+    signals = [r["tables"]["signals"] for r in rounds]
+    assert sum(t["rewritten"] for t in signals if isinstance(t, dict)) > 0, signals
+    kill(flow)
+    rows = Counter(_signals(settings))
+    assert set(rows.values()) == {1}
+    assert set(rows) == wanted
     # Re-read everything: nothing lands again.
     finish(igflow(settings, "run"))
     assert Counter(_signals(settings)) == rows

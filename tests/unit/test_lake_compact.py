@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ from core.settings import Settings
 from igflow.workload import WorkloadSpec, generate
 from replay.verify import compare, digest_table
 from sinks import lake_compact
-from sinks.lake_compact import compact_table, plan_compaction, small_files
+from sinks.lake_compact import SMALL, compact_table, plan_compaction, size_tier, small_files
 from sinks.lake_plan import CommitPlan, load_plans
 from sinks.lake_retention import expire_snapshots
 from sinks.lake_tables import QUARANTINE, SCORES, SIGNALS
@@ -213,7 +218,9 @@ def test_a_rewritten_file_holds_its_rows_by_tenant_in_small_row_groups(
     ("args", "says"),
     [
         (["--target-mb", "0"], "--target-mb must be > 0"),
-        (["--min-files", "1"], "--min-files >= 2"),
+        (["--min-files", "1"], "--min-files must be >= 2"),
+        (["--every", "0"], "--every must be > 0"),
+        (["--fanout", "-1"], "--fanout must be >= 0"),
     ],
 )
 def test_the_command_refuses_bad_options_with_a_reason(
@@ -313,3 +320,101 @@ def test_expiry_after_a_compaction_deletes_the_replaced_files_and_no_other(
     assert gone == replaced - named
     assert gone, "nothing expired: the check would hold vacuously"
     assert table.scan().to_arrow().num_rows == rows > commit.rows
+
+
+def test_compaction_by_tiers_converges_and_changes_no_row(catalog: Catalog, landed: str) -> None:
+    """Scheduled rounds by size tier on a real table: no group mixes tiers, each round leaves
+    rows, digests, ledger and commit plan as they were, and the rounds come to rest."""
+    name = SIGNALS.name
+    table = catalog.load_table((landed, name))
+    before = _state(table, name)
+    rewritten = []
+    for _round in range(12):
+        groups = plan_compaction(table, TARGET, min_files=2, fanout=2)
+        for group in groups:
+            tiers = {size_tier(f.file_size_in_bytes, SMALL * TARGET, 2) for f in group.files}
+            assert len(tiers) == 1, tiers
+        commits = compact_table(
+            table,
+            lambda: catalog.load_table((landed, name)),
+            target_bytes=TARGET,
+            min_files=2,
+            fanout=2,
+        )
+        table = catalog.load_table((landed, name))
+        rewritten.append(sum(c.replaced for c in commits))
+        after = _state(table, name)
+        assert compare(before[0], after[0]).identical
+        assert after[1:] == before[1:]
+        if not commits:
+            break
+    assert rewritten[0] > 0 and rewritten[-1] == 0, rewritten
+
+
+def test_a_stop_commits_the_groups_rewritten_and_leaves_the_rest(
+    catalog: Catalog, landed: str
+) -> None:
+    table = catalog.load_table((landed, SIGNALS.name))
+    groups = plan_compaction(table, TARGET, min_files=2, fanout=2)
+    assert len(groups) >= 2
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # after the first group
+
+    (commit,) = compact_table(
+        table,
+        lambda: catalog.load_table((landed, SIGNALS.name)),
+        target_bytes=TARGET,
+        min_files=2,
+        fanout=2,
+        stop=stop,
+    )
+    assert commit.replaced == len(groups[0].files) and commit.added == 1
+    table = catalog.load_table((landed, SIGNALS.name))
+    assert plan_compaction(table, TARGET, min_files=2, fanout=2)  # the rest is still there
+
+
+def test_the_command_every_n_seconds_runs_rounds_until_sigterm(
+    lake_settings: Settings, landed: str
+) -> None:
+    lake = lake_settings.lake
+    env = {
+        **os.environ,
+        "IGFLOW_LAKE_CATALOG_URI": lake.catalog_uri,
+        "IGFLOW_LAKE_WAREHOUSE": lake_settings.warehouse,
+        "IGFLOW_LAKE_NAMESPACE": landed,
+        "IGFLOW_STACK_DIR": lake_settings.stack_dir,
+    }
+    argv = ["compact", "--every", "0.2", "--fanout", "2", "--min-files", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "igflow.cli", *argv, "--table", "signals", "--table", "scores"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rounds: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 120
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else ""
+            entry = json.loads(line)
+            if "seconds" in entry:
+                rounds.append(entry)
+                quiet = all(t["rewritten"] == 0 for t in entry["tables"].values())
+                if quiet and len(rounds) >= 2:
+                    break
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert sum(r["tables"]["signals"]["rewritten"] for r in rounds) > 0
+    assert set(rounds[0]["tables"]) == {"signals", "scores"}
