@@ -16,6 +16,8 @@ flows to the DLQ. Exceptions are for the engine's own faults.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "ConfigError",
     "FatalSinkError",
@@ -24,7 +26,24 @@ __all__ = [
     "RetryableSinkError",
     "SchemaError",
     "SinkError",
+    "in_chain",
 ]
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def in_chain(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of type ``kind`` in ``exc``'s chain (``exc``, then its cause, else
+    its context, and so on): Bytewax wraps a step's exception in its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class IgflowError(Exception):

@@ -34,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
+from core.errors import in_chain
+
 __all__ = [
     "EXIT_FORCED",
     "StopGuard",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
 
 #: Exit status of a process that did not stop on its own within ``run.stop_seconds`` after a
 #: signal, that got a second signal, or whose peer process left the cluster.
@@ -157,10 +160,22 @@ class StopGuard:
             threading.Thread(target=self._watch_peers, name="igflow-peers", daemon=True).start()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(
+        self, _type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
         self._done.set()
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
+        # The handler's KeyboardInterrupt raised inside a step's Python code (a source's
+        # next_batch, say: a single worker runs on the main thread) reaches us as Bytewax's
+        # panic turned into a BytewaxRuntimeError: the stop is still the signal's.
+        if (
+            self.signum is not None
+            and exc is not None
+            and not isinstance(exc, KeyboardInterrupt)
+            and in_chain(exc, KeyboardInterrupt) is not None
+        ):
+            raise KeyboardInterrupt(signal.Signals(self.signum).name) from None
 
     def force_exit(self, message: str, *args: object) -> None:
         """Log ``message`` as an error and leave the process now with :data:`EXIT_FORCED`."""

@@ -113,3 +113,38 @@ def test_a_signalled_cluster_stops_within_a_bound_then_resumes_exactly_once(
 
     finish_all(_start(settings, recovery, addresses))
     assert_landed_once(settings, TOTAL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signalled_lone_process_exits_with_the_signals_status_and_no_trace(
+    it_settings: Settings, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """One process, one worker: the worker runs on the main thread, so the handler's
+    KeyboardInterrupt lands inside a step's Python code, and Bytewax returned it wrapped in a
+    BytewaxRuntimeError. ``igflow run --tail`` then exited 1 with a Python trace (a Ctrl-C in a
+    terminal, a ``docker compose stop``); now 128 + the signal, a log line, and a resume lands
+    each record once."""
+    settings = it_settings.with_changes("kafka", batch_size=50)
+    produce_workload(settings, SPEC)
+    recovery = tmp_path / "recovery"
+    proc = igflow(
+        settings,
+        "run",
+        "--tail",
+        "-r",
+        str(recovery),
+        IGFLOW_RUN_SNAPSHOT_SECONDS="0.5",
+        IGFLOW_RUN_STOP_SECONDS=str(STOP_SECONDS),
+    )
+    deadline = time.monotonic() + 120
+    while lake_count(settings) < TOTAL // 8 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the flow ended before the signal"
+        time.sleep(0.05)
+    start = time.monotonic()
+    proc.send_signal(sig)
+    ((_seconds, status, err),) = _exits([proc], start)
+    assert status == 128 + sig, (status, err[-3000:])
+    assert f"{sig.name} received" in err and f"stopped on {sig.name}" in err, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    finish_all([igflow(settings, "run", "-r", str(recovery))])
+    assert_landed_once(settings, TOTAL)
