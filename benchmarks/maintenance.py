@@ -21,6 +21,7 @@ Prints a table; writes ``benchmarks/results/maintenance.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -43,8 +44,8 @@ from igflow.admin import create_topics  # noqa: E402
 from replay.verify import compare, digest_table  # noqa: E402
 
 
-def _start(argv: list[str], env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
-    err = tempfile.TemporaryFile()  # read when it fails
+def _start(argv: list[str], env: dict[str, str], out: Any, err: Any) -> subprocess.Popen[bytes]:
+    """Start ``igflow ARGV``; ``err`` (a file) keeps its standard error, read if it fails."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "igflow.cli", *argv],
         cwd=REPO,
@@ -57,6 +58,7 @@ def _start(argv: list[str], env: dict[str, str], out: Any) -> subprocess.Popen[b
     return proc
 
 
+#: Each started process's standard error (a temporary file), by pid.
 _ERRORS: dict[int, Any] = {}
 
 
@@ -102,17 +104,20 @@ def main() -> int:
     sides = {"compacted on a schedule": f"bench_{tag}_a", "as landed": f"bench_{tag}_b"}
     (kept, plain) = sides.values()
     print(f"namespaces {kept} (with igflow compact --every {args.every:g}) and {plain}")
-    with tempfile.TemporaryFile() as compactor_out:
+    with contextlib.ExitStack() as files:
+        compactor_out = files.enter_context(tempfile.TemporaryFile())
         flows = {}
         for namespace in sides.values():
             env = lake_only_env(settings, namespace)
             env["IGFLOW_RUN_LOG_LEVEL"] = "ERROR"
-            flows[namespace] = _start(["run", "--tail"], env, subprocess.DEVNULL)
+            err = files.enter_context(tempfile.TemporaryFile())
+            flows[namespace] = _start(["run", "--tail"], env, subprocess.DEVNULL, err)
         time.sleep(8)  # the flows connect and create their tables before the clock starts
         compactor = _start(
             ["compact", "--every", str(args.every)],
             lake_only_env(settings, kept),
             compactor_out,
+            files.enter_context(tempfile.TemporaryFile()),
         )
         producer = subprocess.run(
             [
@@ -171,6 +176,7 @@ def main() -> int:
             f" {r['full_scan_s']:>11.3f} {r['tenant_scan_s']:>12.3f} {r['tenant_rows']:>9,}"
         )
     print(f"digests of the two namespaces: {'identical' if identical else 'DIFFER'}")
+    print(f"(kept: {kept}, {plain}, topic {settings.kafka.topic}; make bench-clean drops them)")
     out = REPO / "benchmarks" / "results" / "maintenance.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
