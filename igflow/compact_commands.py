@@ -219,7 +219,7 @@ class _Rounds:
         return 0
 
     def _guarded(self, name: str, round_no: int) -> object:
-        """:meth:`table` in a round: its rewritten files, ``"no such table"``, or the error (a
+        """:meth:`table` in a round: what it rewrote, ``{"skipped": ...}``, or the error (a
         warning with its reason, the table tried again next round)."""
         try:
             summary = self.table(name, round_no)
@@ -235,7 +235,7 @@ class _Rounds:
             )
             return {"error": f"{type(exc).__name__}: {exc}", "reason": reason}
         if summary is None:
-            return "no such table"
+            return {"skipped": "no such table"}
         return {k: summary[k] for k in ("rewritten", "commits", "rows", "files_after")}
 
 

@@ -22,9 +22,10 @@ tens of kilobytes. A reader opens every file its scan keeps, so a day's scan pay
   how many factors of F it lies below the threshold (tier 0 from ``threshold / F`` up, tier 1 a
   factor F below that, ...), and files only merge with their own tier, once ``min_files`` of
   them are there: with ``min_files >= F`` a merged file lands a tier up, so a row is rewritten
-  about once per tier, ``log_F(threshold / a commit's file)`` times in all (3-4 for the flow's
-  files and F = 8), whatever the rate and the schedule (Cassandra's size-tiered compaction,
-  Lucene's merge policy). ``fanout=0``: one tier, every small file (a run by hand).
+  at most once per tier, ``log_F(threshold / a commit's file)`` times (4-5 for the flow's files
+  of a few to 30 KB and F = 8; 2.9x in all in ``tests/unit/test_compact_tiers.py``'s six
+  hours), whatever the rate and the schedule (Cassandra's size-tiered compaction, Lucene's merge
+  policy). ``fanout=0``: one tier, every small file (a run by hand).
 - **The commit** is a ``replace`` snapshot (Iceberg's operation for a rewrite that changes no
   data): the groups' files deleted, the new ones added, the totals carried (records unchanged).
   It holds no ``igflow.*`` property, like the manifest rewrites (:mod:`sinks.lake_manifests`),
