@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from pyiceberg.table import Table  # noqa: E402
 
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from benchmarks.replay import _env as lake_only_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 from replay.verify import compare, digest_table  # noqa: E402
@@ -84,11 +83,7 @@ def main() -> int:
     parser.add_argument("--signals", type=int, default=500_000)
     parser.add_argument("--reads", type=int, default=5)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
+    tag, settings = fresh_topics()
     spec = WorkloadSpec(
         tenants=10,
         count=args.signals // 10,

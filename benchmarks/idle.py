@@ -24,14 +24,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.settings import Settings  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec  # noqa: E402
 
@@ -92,11 +90,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=30)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.idle", dlq_topic=f"bench.{tag}.idle.dlq"
-    )
-    create_topics(settings)
+    _tag, settings = fresh_topics(name="idle")
     produce(settings, WorkloadSpec(tenants=4, count=10, seed=1))
     env = {
         **os.environ,

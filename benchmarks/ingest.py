@@ -45,6 +45,7 @@ from confluent_kafka import Consumer, TopicPartition
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.records import RawRecord  # noqa: E402
@@ -176,11 +177,7 @@ def main() -> None:
         "--no-startup", action="store_true", help="skip the start-up runs (10 signals)"
     )
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
+    tag, settings = fresh_topics()
     tenants = 10
     spec = WorkloadSpec(tenants=tenants, count=args.signals // tenants, seed=1)
     print(f"producing {spec.tenants * spec.count:,} signals to {settings.kafka.topic} …")

@@ -60,6 +60,7 @@ from confluent_kafka.admin import (  # noqa: E402
     ResourceType,
 )
 
+from benchmarks.bench_topics import with_topics  # noqa: E402
 from benchmarks.serving_flow import _drop_or_warn, _env, _scratch_stores  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
@@ -273,9 +274,7 @@ def run(
     logging.basicConfig(level=logging.ERROR)
     tag = uuid.uuid4().hex[:8]
     base = Settings.load()
-    scoped = base.with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    ).with_changes("lake", namespace=f"bench_{tag}")
+    scoped = with_topics(base, tag).with_changes("lake", namespace=f"bench_{tag}")
     if lake_batch_seconds is not None:
         scoped = scoped.with_changes("lake", batch_max_seconds=lake_batch_seconds)
     scoped = _scratch_stores(scoped, tag).with_changes("stores", sinks=sinks)

@@ -29,18 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from benchmarks.compaction import _reads  # noqa: E402
 from benchmarks.replay import _env as lake_only_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
 from replay.verify import compare, digest_table  # noqa: E402
 
 
@@ -96,11 +94,7 @@ def main() -> int:
     parser.add_argument("--cooldown", type=float, default=10.0)
     parser.add_argument("--reads", type=int, default=5)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
+    tag, settings = fresh_topics()
     sides = {"compacted on a schedule": f"bench_{tag}_a", "as landed": f"bench_{tag}_b"}
     (kept, plain) = sides.values()
     print(f"namespaces {kept} (with igflow compact --every {args.every:g}) and {plain}")

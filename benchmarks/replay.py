@@ -56,8 +56,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_topics import fresh_topics, with_topics  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
 from igflow.local_cluster import free_loopback_addresses  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
@@ -187,9 +187,7 @@ def compare_replay(settings: Settings, tag: str, base: Path, rounds: int) -> Non
     ``igflow verify`` of this checkout's last replay against the run: its data files must all be
     byte-identical."""
     records = json.loads((REPO / "benchmarks" / "results" / "replay.json").read_text())["records"]
-    settings = settings.with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
+    settings = with_topics(settings, tag)
     original = f"bench_{tag}_run"
     os.environ["IGFLOW_STACK_DIR"] = str(Path(settings.stack_dir).resolve())
     seen: dict[str, list[tuple[float, float]]] = {}
@@ -295,11 +293,7 @@ def main() -> None:
             parser.error("--compare-verify needs --base")
         compare_verify(Settings.load(), args.compare_verify, args.base.resolve(), args.rounds)
         return
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
+    tag, settings = fresh_topics()
     tenants = 10
     # Event times end near now, as the other benchmarks' do: the workload's "future_ts" records
     # are 10 days ahead of their neighbours, which from a start in the past is not in the future.

@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +49,7 @@ from bytewax.run import cli_main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.envelope import FieldCipher, field_aad  # noqa: E402
@@ -67,7 +67,6 @@ from core.records import (  # noqa: E402
 )
 from core.settings import Settings  # noqa: E402
 from flows.coherence import Edges, build  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
 from operators.collect import CollectState  # noqa: E402
@@ -258,11 +257,7 @@ def recovery_runs(
     settings: Settings, base: Path, signals: int, rounds: int
 ) -> list[dict[str, Any]]:
     """``igflow run -r`` of the base copy and of this tree, alternately (module docstring)."""
-    tag = uuid.uuid4().hex[:8]
-    settings = settings.with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
+    tag, settings = fresh_topics(settings)
     spec = dataclasses.replace(
         WorkloadSpec(
             tenants=10, count=signals // 10, seed=3, start=recent_start(datetime.now(UTC))
@@ -357,11 +352,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     total = 0
     if not args.rows_only:
-        tag = uuid.uuid4().hex[:8]
-        settings = settings.with_changes(
-            "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-        )
-        create_topics(settings)
+        tag, settings = fresh_topics(settings)
         spec = dataclasses.replace(
             WorkloadSpec(
                 tenants=10,

@@ -49,6 +49,7 @@ from bytewax.run import cli_main
 from psycopg import sql
 
 from benchmarks import store_mix
+from benchmarks.bench_topics import with_topics
 from core import metrics
 from core.catalog import catalog
 from core.records import ScoreChange
@@ -282,7 +283,7 @@ def run(
     logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
     base = Settings.load()
     tag = uuid.uuid4().hex[:8]
-    base = base.with_changes("kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq")
+    base = with_topics(base, tag)
     throughput: dict[str, Any] = {}
     result: dict[str, Any] = {}
     made: list[Settings] = []

@@ -20,14 +20,13 @@ import os
 import statistics
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec  # noqa: E402
 
@@ -72,11 +71,7 @@ def read(code: Path, topic: str) -> dict[str, float]:
 def fresh_topic(signals: int) -> tuple[Settings, int]:
     """The stack's settings naming a fresh topic (and DLQ) holding ``signals`` signals of 10
     tenants, produced now; and how many records were produced."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings.load().with_changes(
-        "kafka", topic=f"bench.{tag}.signals", dlq_topic=f"bench.{tag}.dlq"
-    )
-    create_topics(settings)
+    _tag, settings = fresh_topics()
     report = produce(settings, WorkloadSpec(tenants=10, count=signals // 10, seed=1))
     print(f"produced {report.total:,} signals to {settings.kafka.topic}")
     return settings, report.total

@@ -45,7 +45,6 @@ import logging
 import resource
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +57,7 @@ from bytewax.run import cli_main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_topics import fresh_topics  # noqa: E402
 from core import tracing  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
@@ -66,7 +66,6 @@ from core.records import Decoded, RawRecord, Tagged  # noqa: E402
 from core.schemas import RegistrySchemas  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from flows.coherence import Edges, build, kafka_source  # noqa: E402
-from igflow.admin import create_topics  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import SOURCES, WorkloadSpec, generate, recent_start, tenant_ids  # noqa: E402
 from operators.decode import SignalDecoder, decode, traced_decode  # noqa: E402
@@ -480,11 +479,7 @@ def main() -> None:
     if args.stages_only:
         return
 
-    tag_ = uuid.uuid4().hex[:8]
-    settings = settings.with_changes(
-        "kafka", topic=f"bench.{tag_}.signals", dlq_topic=f"bench.{tag_}.dlq"
-    )
-    create_topics(settings)
+    tag_, settings = fresh_topics(settings)
     spec = WorkloadSpec(
         tenants=10,
         count=args.signals // 10,
