@@ -53,9 +53,10 @@ status: venv ## show the local stack
 setup: stack-up ## register schemas, create topics and tables, write .pyiceberg.yaml
 	$(IGFLOW) setup >/dev/null
 
-demo: setup ## run the main job end to end: 10 tenants x 10,000 signals (5% duplicates, 2% invalid, tenant-03 drifts), the flow, the lake, the quarantine
+demo: setup ## run the main job end to end: 10 tenants x 10,000 signals (5% duplicates, 2% invalid, tenant-03 drifts), the flow, the lake's small files compacted, the lake, the quarantine
 	$(IGFLOW) produce --tenants 10 --count 10000 --duplicates 0.05 --invalid 0.02 --drift-tenant 3 --if-empty
 	$(IGFLOW) run
+	$(IGFLOW) compact
 	$(IGFLOW) lake
 	$(IGFLOW) quarantine list --rejects
 
