@@ -46,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-
 #: Exit status of a process that did not stop on its own within ``run.stop_seconds`` after a
 #: signal, that got a second signal, or whose peer process left the cluster.
 EXIT_FORCED = 3
