@@ -53,11 +53,23 @@ def _start(argv: list[str], env: dict[str, str], out: Any, err: Any) -> subproce
         start_new_session=True,
     )
     _ERRORS[proc.pid] = err
+    _STARTED.append(proc)
     return proc
 
 
 #: Each started process's standard error (a temporary file), by pid.
 _ERRORS: dict[int, Any] = {}
+#: Every process started, so that none outlives the run when a step fails.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_left() -> None:
+    """SIGKILL the process group of each started process still running, and reap it (a failed
+    run once left two flows and two compactors running for two hours)."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int) -> float:
@@ -99,6 +111,7 @@ def main() -> int:
     (kept, plain) = sides.values()
     print(f"namespaces {kept} (with igflow compact --every {args.every:g}) and {plain}")
     with contextlib.ExitStack() as files:
+        files.callback(_kill_left)
         compactor_out = files.enter_context(tempfile.TemporaryFile())
         flows = {}
         for namespace in sides.values():
