@@ -52,21 +52,19 @@ def _start(argv: list[str], env: dict[str, str], out: Any, err: Any) -> subproce
         stderr=err,
         start_new_session=True,
     )
-    _ERRORS[proc.pid] = err
-    _STARTED.append(proc)
+    _STARTED[proc.pid] = (proc, err)
     return proc
 
 
-#: Each started process's standard error (a temporary file), by pid.
-_ERRORS: dict[int, Any] = {}
-#: Every process started, so that none outlives the run when a step fails.
-_STARTED: list[subprocess.Popen[bytes]] = []
+#: Every process started, with its standard error (a temporary file), by pid: read when it
+#: fails, and none outlives the run when a step fails.
+_STARTED: dict[int, tuple[subprocess.Popen[bytes], Any]] = {}
 
 
 def _kill_left() -> None:
     """SIGKILL the process group of each started process still running, and reap it (a failed
     run once left two flows and two compactors running for two hours)."""
-    for proc in _STARTED:
+    for proc, _err in _STARTED.values():
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -81,7 +79,7 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> float:
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode not in (0, 128 + sig, -sig):
-                err = _ERRORS[proc.pid]
+                _proc, err = _STARTED[proc.pid]
                 err.seek(0)
                 msg = f"{proc.args} exited {proc.returncode}:\n{err.read().decode()[-3000:]}"
                 raise RuntimeError(msg)

@@ -102,6 +102,9 @@ class _Rounds:
         self.fanout = fanout
         self.stopping = threading.Event()
 
+    def _skipped(self, name: str) -> dict[str, object]:
+        return {"table": f"{self.namespace}.{name}", "skipped": "no such table"}
+
     def _load(self, name: str) -> Table | None:
         from pyiceberg.exceptions import NoSuchTableError
 
@@ -116,7 +119,7 @@ class _Rounds:
         for name in self.names:
             table = self._load(name)
             if table is None:
-                print(json.dumps({"table": f"{self.namespace}.{name}", "skipped": "no such table"}))
+                print(json.dumps(self._skipped(name)))
                 continue
             files, small = small_files(table, self.target)
             groups = plan_compaction(
@@ -137,8 +140,8 @@ class _Rounds:
                 )
             )
 
-    def table(self, name: str, round_no: int | None = None) -> dict[str, object] | None:
-        """Compact one table: its summary line's fields (``None``: no such table)."""
+    def table(self, name: str, round_no: int | None = None) -> dict[str, object]:
+        """Compact one table: its summary line's fields (or that it was skipped)."""
         from pyiceberg.exceptions import CommitFailedException
 
         from sinks.lake_compact import CompactionCommit, compact_table, data_files
@@ -146,7 +149,7 @@ class _Rounds:
         label = f"{self.namespace}.{name}"
         table = self._load(name)
         if table is None:
-            return None
+            return self._skipped(name)
 
         def shown(commit: CompactionCommit) -> None:
             fields = dataclasses.asdict(commit)
@@ -183,10 +186,7 @@ class _Rounds:
 
     def once(self) -> None:
         for name in self.names:
-            summary = self.table(name)
-            if summary is None:
-                summary = {"table": f"{self.namespace}.{name}", "skipped": "no such table"}
-            print(json.dumps(summary), flush=True)
+            print(json.dumps(self.table(name)), flush=True)
 
     def every(self, seconds: float) -> int:
         """A round every ``seconds`` until SIGINT or SIGTERM (then 0)."""
@@ -234,9 +234,12 @@ class _Rounds:
                 extra={"op": reason, "table": name},
             )
             return {"error": f"{type(exc).__name__}: {exc}", "reason": reason}
-        if summary is None:
-            return {"skipped": "no such table"}
-        return {k: summary[k] for k in ("rewritten", "commits", "rows", "files_after")}
+        kept = (
+            ("skipped",)
+            if "skipped" in summary
+            else ("rewritten", "commits", "rows", "files_after")
+        )
+        return {k: summary[k] for k in kept}
 
 
 def register(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:

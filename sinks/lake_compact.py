@@ -187,23 +187,26 @@ def plan_files(
         )
         raise ValueError(msg)
     small = SMALL * target_bytes
-    partitions: dict[tuple[object, ...], list[tuple[int, str, DataFile]]] = defaultdict(list)
+    #: (partition, tier) -> its files with their sequence numbers and paths
+    tiers: dict[tuple[tuple[object, ...], int], list[tuple[int, str, DataFile]]]
+    tiers = defaultdict(list)
     for sequence, data_file in live:
         size = data_file.file_size_in_bytes
         if data_file.spec_id == spec_id and size < small:
-            key = (*_key(data_file.partition), size_tier(size, small, fanout))
-            partitions[key].append((sequence, data_file.file_path, data_file))
+            key = (_key(data_file.partition), size_tier(size, small, fanout))
+            tiers[key].append((sequence, data_file.file_path, data_file))
     groups: list[Group] = []
-    for key in sorted(partitions, key=lambda k: (repr(k[:-1]), k[-1])):
-        if len(partitions[key]) < min_files:
+    for partition, tier in sorted(tiers, key=lambda k: (repr(k[0]), k[1])):
+        entries = tiers[partition, tier]
+        if len(entries) < min_files:
             continue
-        files = [f for _s, _p, f in sorted(partitions[key], key=lambda t: (t[0], t[1]))]
+        files = [f for _s, _p, f in sorted(entries, key=lambda t: (t[0], t[1]))]
         packer: ListPacker[DataFile] = ListPacker(
             target_weight=target_bytes, lookback=1, largest_bin_first=False
         )
         for packed in packer.pack(files, lambda f: f.file_size_in_bytes):
             if len(packed) >= min_files:
-                groups.append(Group(key[:-1], tuple(packed)))
+                groups.append(Group(partition, tuple(packed)))
     return groups
 
 
