@@ -44,6 +44,12 @@ from tests.processes import STARTED
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: For a tail-mode flow (``igflow run --tail``) that a test waits on until a burst's last records
+#: land: a tenant's last drift batch is decided once the tenant idles (``drift.idle_flush_seconds``,
+#: 30 s by default, so each such wait took half a minute), here after 1 s. A bounded run decides
+#: its open batches at its end and does not need it.
+QUICK_IDLE_FLUSH = {"IGFLOW_DRIFT_IDLE_FLUSH_SECONDS": "1"}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test of this folder ``integration`` (a conftest's ``pytestmark`` marks

@@ -19,7 +19,14 @@ from igflow.producer import produce
 from igflow.workload import WorkloadSpec, generate, recent_start
 from sinks.lake_compact import data_files
 from tests.conftest import SIGNAL_V1
-from tests.integration.conftest import finish, igflow, kill, produce_workload, recent
+from tests.integration.conftest import (
+    QUICK_IDLE_FLUSH,
+    finish,
+    igflow,
+    kill,
+    produce_workload,
+    recent,
+)
 from tests.integration.test_pipeline import _v1_id
 from tests.integration.test_retention import _signals
 
@@ -62,9 +69,7 @@ def test_compaction_beside_a_running_flow_keeps_it_exactly_once(
     settings = it_settings
     first = WorkloadSpec(tenants=4, count=300, seed=41)
     produce_workload(settings, first)
-    # A burst's last drift batch is decided when its tenant idles (drift.idle_flush_seconds,
-    # 30 s by default): 1 s here, or each wait for the last records is half a minute.
-    flow = igflow(settings, "run", "--tail", IGFLOW_DRIFT_IDLE_FLUSH_SECONDS="1")
+    flow = igflow(settings, "run", "--tail", **QUICK_IDLE_FLUSH)
     compactor = igflow(settings, "compact", "--every", "1", "--fanout", "4", "--min-files", "2")
     # Then bursts of the same size, a second apart: the flow commits each on its own (the 0.5 s
     # grid), files of one size tier that a round merges.

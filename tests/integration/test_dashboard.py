@@ -45,7 +45,15 @@ from core.settings import Settings
 from core.store_keys import signals_key
 from igflow.admin import create_topics
 from tests.integration.api_server import ApiServer, serve
-from tests.integration.conftest import REPO, env_for, igflow, json_lines, lake_rows, tagged_settings
+from tests.integration.conftest import (
+    QUICK_IDLE_FLUSH,
+    REPO,
+    env_for,
+    igflow,
+    json_lines,
+    lake_rows,
+    tagged_settings,
+)
 from tests.integration.scratch import Scratch
 
 pytestmark = pytest.mark.integration
@@ -177,6 +185,7 @@ def running(stack: Settings, module_scratch: Scratch) -> Iterator[Running]:
                 "--metrics-port",
                 str(FLOW_PORT),
                 IGFLOW_SCORE_TICK_SECONDS="0",
+                **QUICK_IDLE_FLUSH,
             )
         )
         server = stack_.enter_context(

@@ -23,6 +23,7 @@ from igflow.workload import WorkloadSpec
 from sinks.dlq import DLQ_HEADERS
 from tests.conftest import SIGNAL_V1
 from tests.integration.conftest import (
+    QUICK_IDLE_FLUSH,
     REPO,
     env_for,
     expected_valid,
@@ -107,7 +108,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 def test_tail_mode_serves_prometheus_metrics_per_tenant_and_reason(it_settings: Settings) -> None:
     produce_workload(it_settings, WorkloadSpec(tenants=3, count=100, bad=9, seed=3))
     port = free_port()
-    proc = igflow(it_settings, "run", "--tail", "--metrics-port", str(port))
+    proc = igflow(it_settings, "run", "--tail", "--metrics-port", str(port), **QUICK_IDLE_FLUSH)
     # With TLS on the flow's metrics port serves HTTPS only, with the stack's certificate.
     scheme = "https" if it_settings.server_tls() else "http"
     get: dict[str, Any] = {"timeout": 2, "verify": it_settings.client_verify()}

@@ -35,6 +35,7 @@ from igflow.workload import WorkloadSpec, generate, recent_start, seed_demo_tena
 from sinks.graph import GraphWriter
 from tests.conftest import SIGNAL_V1
 from tests.integration.conftest import (
+    QUICK_IDLE_FLUSH,
     env_for,
     finish,
     igflow,
@@ -212,7 +213,7 @@ def test_retention_racing_a_running_flow_keeps_it_exactly_once(it_settings: Sett
     env = {"IGFLOW_SCORE_TICK_SECONDS": "0", "IGFLOW_RETENTION_SNAPSHOT_MAX_AGE_DAYS": "0"}
     first = WorkloadSpec(tenants=4, count=300, seed=21)
     produce_workload(settings, first)
-    flow = igflow(settings, "run", "--tail", **env)
+    flow = igflow(settings, "run", "--tail", **env, **QUICK_IDLE_FLUSH)
     future = (datetime.now(UTC) + timedelta(days=200)).isoformat()
     later_start = recent_start(datetime.now(UTC)) + timedelta(hours=1)
     second = WorkloadSpec(tenants=4, count=300, seed=22, start=later_start)

@@ -28,6 +28,7 @@ from tenancy.registry import upsert_tenant
 from tenancy.switches import PostgresSwitches, audit_log, list_switches, set_switch
 from tests.integration.api_server import serve, subscribe
 from tests.integration.conftest import (
+    QUICK_IDLE_FLUSH,
     expected_valid,
     finish,
     fresh_schema,
@@ -152,7 +153,11 @@ def test_a_switched_off_flow_stops_consuming_and_resumes_when_on(
     it_settings: Settings, dsn: str
 ) -> None:
     settings = it_settings.with_changes("stores", postgres_dsn=dsn)
-    env = {"IGFLOW_POSTGRES_DSN": dsn, "IGFLOW_SWITCHES_REFRESH_SECONDS": "0.5"}
+    env = {
+        "IGFLOW_POSTGRES_DSN": dsn,
+        "IGFLOW_SWITCHES_REFRESH_SECONDS": "0.5",
+        **QUICK_IDLE_FLUSH,
+    }
     set_switch(dsn, "flow", "coherence", enabled=False, actor="ops", note="maintenance")
     spec = WorkloadSpec(tenants=2, count=40, seed=83)
     produce_workload(settings, spec)
