@@ -32,7 +32,12 @@ FLOW_METRICS_PORT = 9464
 API_METRICS_PORT = 9465
 #: ``igflow probe``'s (``probe.metrics_port``).
 PROBE_METRICS_PORT = 9466
+#: Scrapes and rule evaluations: every 15 s for docker-compose's Prometheus
+#: (``slo/prometheus.yml``); every 5 s for the local stack's, which is for quick feedback (a
+#: dashboard or ``igflow slo`` seconds after a run; the dashboard's tests wait for two scrapes
+#: and an evaluation: 30 s at 15 s).
 SCRAPE_INTERVAL = "15s"
+LOCAL_SCRAPE_INTERVAL = "5s"
 RULES_FILE = "rules.json"
 WEB_CONFIG_FILE = "web.yml"
 
@@ -47,12 +52,18 @@ __all__ = [
 
 
 def scrape_config(
-    flow: str, api: str, rules: str, probe: str | None = None, ca_file: str | None = None
+    flow: str,
+    api: str,
+    rules: str,
+    probe: str | None = None,
+    ca_file: str | None = None,
+    interval: str = SCRAPE_INTERVAL,
 ) -> dict[str, Any]:
     """A Prometheus configuration scraping the flow at ``flow``, the API at ``api`` and, when
     given, ``igflow probe`` at ``probe`` (``host:port``), evaluating the rule file ``rules``
     (JSON is YAML: Prometheus reads it). With ``ca_file`` every scrape is HTTPS, verifying the
-    target's certificate and host name against that CA."""
+    target's certificate and host name against that CA. ``interval``: of scrapes and rule
+    evaluations alike."""
     jobs = [("igflow-flow", flow), ("igflow-api", api)]
     if probe is not None:
         jobs.append(("igflow-probe", probe))
@@ -63,7 +74,7 @@ def scrape_config(
             "tls_config": {"ca_file": ca_file, "insecure_skip_verify": False},
         }
     return {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [rules],
         "scrape_configs": [
             {"job_name": job, **secure, "static_configs": [{"targets": [target]}]}
@@ -101,7 +112,9 @@ class Prometheus(Service):
         (work / RULES_FILE).write_text(json.dumps(rules, indent=2) + "\n", encoding="utf-8")
         flow, api, probe = (f"127.0.0.1:{port}" for port in cfg.scrape_ports)
         ca = str(cfg.tls_dir / tls.CA_FILE) if cfg.tls else None
-        scrape = scrape_config(flow, api, RULES_FILE, probe=probe, ca_file=ca)
+        scrape = scrape_config(
+            flow, api, RULES_FILE, probe=probe, ca_file=ca, interval=LOCAL_SCRAPE_INTERVAL
+        )
         self._config_file(cfg).write_text(json.dumps(scrape, indent=2) + "\n", encoding="utf-8")
         web = self._web_config_file(cfg)
         if cfg.tls:
