@@ -49,6 +49,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.scratch import Scratch
 from tests.integration.test_psi_cli import serving
+from tests.needles import found
 from tests.unit.test_psi_commands import write_csv
 
 pytestmark = pytest.mark.integration
@@ -169,9 +170,7 @@ def test_sigkilled_sealed_snapshots_hold_no_plaintext_and_resume_exactly_once(
         files = [p for p in recovery.iterdir() if p.is_file()]
         assert any(p.name.endswith(".sqlite3") for p in files)
         blobs = [p.read_bytes() for p in files]
-        leaked_selectors = {s for s in selectors if any(s in b for b in blobs)}
-        leaked_values = sum(1 for v in values if any(v in b for b in blobs))
-        assert (leaked_selectors, leaked_values) == (set(), 0)
+        assert (found(blobs, selectors), found(blobs, values)) == (set(), set())
 
         # ... though it holds sealed states of the lake batches, psi's windows and the Redis
         # sink, which open (with the tenants' keys) to records that carry those selectors.

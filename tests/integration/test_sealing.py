@@ -70,6 +70,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.scratch import Scratch
 from tests.integration.test_psi_cli import serving
+from tests.needles import found
 from tests.unit.test_psi_commands import write_csv
 from tests.unit.test_sealing import cross_tenant_attempts
 
@@ -88,13 +89,6 @@ def _needles(spec: WorkloadSpec) -> set[bytes]:
         if m.record is not None:
             out |= {s.encode() for s in m.record.get("selectors") or ()}
     return out
-
-
-def _found(blobs: Iterable[bytes], needles: set[bytes]) -> set[bytes]:
-    found: set[bytes] = set()
-    for blob in blobs:
-        found |= {n for n in needles if n in blob}
-    return found
 
 
 def _values(table: pa.Table) -> Iterable[bytes]:
@@ -204,7 +198,7 @@ def test_sealed_fields_hold_no_plaintext_open_with_the_key_and_shred_on_offboard
     assert len(needles) > 100
     # The scan finds them where they are in the clear: the signal topic, as produced.
     source = [m.value() for m in read_topic(settings, settings.kafka.topic)]
-    assert _found(source, needles) == needles
+    assert found(source, needles) == needles
 
     csv = write_csv(tmp_path / "partner.csv", ["selector"], [[s] for s in PARTNER])
     env = env_for(settings)
@@ -230,7 +224,7 @@ def test_sealed_fields_hold_no_plaintext_open_with_the_key_and_shred_on_offboard
             b"".join([m.value() or b"", *(v or b"" for _k, v in m.headers() or [])]) for m in dlq
         ],
     }
-    assert {name: _found(blobs, needles) for name, blobs in stores.items()} == {
+    assert {name: found(blobs, needles) for name, blobs in stores.items()} == {
         name: set() for name in stores
     }
 
