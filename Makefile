@@ -87,7 +87,7 @@ test: lint typecheck governance-check schemas-check ## set up everything, then r
 
 check: test
 
-bench: setup ## benchmarks (figures for the README's performance section)
+bench: setup ## benchmarks (figures for the README's Performance section and docs/performance.md)
 	$(BIN)/python -m pip install --quiet -e '.[stack,dev,bench]'
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/stages.py

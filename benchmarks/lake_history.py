@@ -20,7 +20,7 @@ more than N (``lake.manifests_kept``; :mod:`sinks.lake_manifests`), the rewrites
 Why: every snapshot stays in the table metadata until it is expired, and pyiceberg reads, copies
 and writes that whole file at each commit (``update_table_metadata`` ends in a deep copy of it,
 three times per commit; ``load_table`` parses it), so a commit costs more with every commit
-before it. The figures (README, "Performance") are the slope of that line and the fit printed at
+before it. The figures (docs/performance.md) are the slope of that line and the fit printed at
 the end: how many snapshots a table may hold before one commit takes longer than the flow's
 commit grid allows.
 """

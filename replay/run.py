@@ -523,7 +523,7 @@ def _epoch(settings: Settings) -> timedelta:
     ``snapshot()`` for each key and drop the result when nothing is recovered (dedupe copies its
     keys, the plan its pending rows: 1.9% of a replay's main thread in py-spy, none after);
     items are processed as they come either way. End to end the gain is within the shared
-    machine's noise (README, Performance)."""
+    machine's noise (docs/performance.md)."""
     if settings.run.recovery_dir:
         return timedelta(seconds=settings.run.epoch_seconds)
     return NO_RECOVERY_EPOCH
