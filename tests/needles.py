@@ -15,8 +15,8 @@ def found(blobs: Iterable[bytes], needles: Iterable[bytes]) -> set[bytes]:
     where that prefix does: each occurrence is looked up among the needles, once per needle
     length. The needles the tests scan for share a format (Kafka values behind the wire format's
     five-byte header, selectors ``sel-NNNNN``), so the occurrences are few. Without a common
-    prefix this is the plain scan. The sealed-recovery test's scan of 11 MB for 25,000 needles
-    took 67 s the plain way."""
+    prefix this is the plain scan. The sealed-recovery test's scan of 11 MB for 24,000 values
+    and 9,705 selectors took 67 s the plain way."""
     wanted = set(needles)
     if not wanted:
         return set()
