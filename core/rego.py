@@ -5,10 +5,15 @@ into a regopy bundle (a bundle query costs well under a millisecond, against sev
 ad-hoc query parsed and planned every time) and evaluated under a lock (one interpreter is not
 safe to share between threads). Results are read from the parsed bindings: regopy's
 ``Output.binding()`` on an undefined result aborts the process.
+
+regopy is imported only after the C++ runtime is loaded (:func:`_load_cxx_runtime`): its
+library exports snmalloc's ``operator new`` and ``delete``, and the first library to pull in
+``libstdc++`` decides what libstdc++'s own calls to them bind to.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import threading
@@ -16,13 +21,39 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from regopy import Interpreter
-
 from core.errors import SchemaError
 
 __all__ = ["CompiledQuery", "bundle_digest", "data_document", "read_bundle", "read_policy"]
 
 _BUNDLE_SUFFIXES = frozenset({".rego", ".json"})
+
+#: The GNU C++ runtime's soname on Linux.
+_CXX_RUNTIME = "libstdc++.so.6"
+
+
+def _load_cxx_runtime() -> None:
+    """Load ``libstdc++`` on its own, before regopy's library, so that its own ``operator new``
+    and ``delete`` stay its own (glibc's ``malloc``).
+
+    regopy's ``librego_shared.so`` exports snmalloc's ``operator new`` and ``delete`` and needs
+    ``libstdc++``. When it is the first library loaded that needs ``libstdc++``, the dynamic
+    linker relocates libstdc++ in regopy's lookup scope, and libstdc++'s internal calls (the
+    ``std::string`` it grows, its locale, its exceptions) bind to regopy's snmalloc, for every
+    library loaded after: Arrow's and Parquet's strings too, while their inlined deletes go to
+    glibc. ``igflow run`` imports the policies before pyarrow, and its resident memory grew
+    ~400 bytes a record (1.5 GB over 2,000,000 signals, the Python heap flat); with libstdc++
+    loaded first it stays at ~550 MiB (``docs/performance.md``, session 25). Loaded here with
+    ``RTLD_LOCAL``, as any extension's dependency is: nothing else's bindings change.
+    ``LD_DEBUG=bindings`` shows them (``tests/unit/test_rego_load.py``).
+    """
+    try:
+        ctypes.CDLL(_CXX_RUNTIME)
+    except OSError:  # no GNU C++ runtime here (macOS): regopy links its own, nothing to order
+        return
+
+
+_load_cxx_runtime()
+from regopy import Interpreter  # noqa: E402  (after the C++ runtime, see above)
 
 
 def read_bundle(policies_dir: Path) -> dict[str, bytes]:
