@@ -41,14 +41,14 @@ def _load_cxx_runtime() -> None:
     ``std::string`` it grows, its locale, its exceptions) bind to regopy's snmalloc, for every
     library loaded after: Arrow's and Parquet's strings too, while their inlined deletes go to
     glibc. ``igflow run`` imports the policies before pyarrow, and its resident memory grew
-    ~400 bytes a record (1.5 GB over 2,000,000 signals, the Python heap flat); with libstdc++
-    loaded first it stays at ~550 MiB (``docs/performance.md``, session 25). Loaded here with
-    ``RTLD_LOCAL``, as any extension's dependency is: nothing else's bindings change.
-    ``LD_DEBUG=bindings`` shows them (``tests/unit/test_rego_load.py``).
+    ~400 bytes a record (1.4-1.6 GB over 2,000,000 signals, the Python heap flat); with
+    libstdc++ loaded first it stays at ~600 MiB (``docs/performance.md``, session 25). Loaded
+    here with ``RTLD_LOCAL``, as any extension's dependency is: regopy's own code keeps its
+    snmalloc. ``LD_DEBUG=bindings`` shows the bindings (``tests/unit/test_rego_load.py``).
     """
     try:
         ctypes.CDLL(_CXX_RUNTIME)
-    except OSError:  # no GNU C++ runtime here (macOS): regopy links its own, nothing to order
+    except OSError:  # no libstdc++.so.6 (not a GNU/Linux system): no such binding to order
         return
 
 
