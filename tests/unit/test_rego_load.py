@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.fresh_python import REPO
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="LD_DEBUG is the GNU dynamic linker's"
@@ -28,9 +28,14 @@ _BINDING = re.compile(r"binding file (\S+) \[\d+\] to (\S+) \[\d+\]: normal symb
 
 def _bindings(code: str) -> dict[tuple[str, str], str]:
     """``(library, symbol) -> library it binds to`` for a fresh interpreter running ``code``."""
-    env = {**os.environ, "LD_DEBUG": "bindings", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "LD_DEBUG": "bindings"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     found: dict[tuple[str, str], str] = {}
     for line in done.stderr.splitlines():
