@@ -327,7 +327,10 @@ class GraphWriter:
                 rows = Rows(rows)
             statements.append((SCORES_QUERY, {"rows": rows}))
         if statements:
-            self._run(True, statements)
+            try:
+                self._run(True, statements)
+            finally:
+                _release(statements)
 
     def counts(self, tenant_prefix: str | None = None) -> dict[str, int]:
         """Nodes per label (:data:`NODE_LABELS`) and edges per type (:data:`EDGE_TYPES`), of the
@@ -479,6 +482,21 @@ class GraphWriter:
             extra={"op": "sink.graph"},
         )
         return results
+
+
+def _release(statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Empty the row lists of ``statements``, which :meth:`GraphStore.write` built, once their
+    transaction is over.
+
+    The Bolt driver keeps each transaction's parameters (in its ``Result``'s metadata) inside
+    a reference cycle of its transaction objects, which only Python's full collection frees;
+    with the rows still in them, a flow with every store held ~1 KB a signal until then
+    (docs/performance.md, "Session 26"). Emptied, the rows are freed as the write returns and
+    the cycle left to the collector is the driver's own few objects."""
+    for _, params in statements:
+        for value in params.values():
+            if isinstance(value, list):
+                value.clear()
 
 
 # --- the Bytewax sink ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ tenant prefix (``g-<uuid>-``) and deletes it afterwards. One driver serves the w
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -359,6 +360,37 @@ def test_a_large_batch_is_split_and_lands_whole(writer: GraphWriter, prefix: str
     items += [_change(t, 1) for t in tenants]
     writer.write(items)
     assert writer.counts(prefix) == _expected(2000, 10, scored=10)
+
+
+def _rows_of(prefix: str) -> int:
+    """Objects the collector tracks that are a written row of the prefix's tenants: a signal's
+    (``{signal, provenance(s)}``) or a score's (``{tenant_id, seq, score}``)."""
+    count = 0
+    for obj in gc.get_objects():
+        if type(obj) is dict and str(obj.get("tenant_id", "")).startswith(prefix):
+            count += "seq" in obj and "score" in obj
+        elif type(obj) is dict and isinstance(held := obj.get("signal"), dict):
+            count += str(held.get("tenant_id", "")).startswith(prefix)
+    return count
+
+
+def test_a_write_leaves_no_row_to_the_collector(writer: GraphWriter, prefix: str) -> None:
+    # Regression (session 26): the driver keeps a transaction's parameters in a reference cycle
+    # that only a full collection frees; with the rows in them, a flow with every store held
+    # ~1 KB a signal until then. The rows are gone when `write` returns, whatever the driver
+    # keeps.
+    tenants = [f"{prefix}{i}" for i in range(3)]
+    items: list[Item] = [_signal(t, n) for t in tenants for n in range(50)]
+    items += [_change(t, 1) for t in tenants]
+    gc.collect()
+    gc.disable()
+    try:
+        writer.write(items)
+        left = _rows_of(prefix)
+    finally:
+        gc.enable()
+    assert writer.counts(prefix) == _expected(150, 3, scored=3)
+    assert left == 0
 
 
 def test_a_nul_character_is_refused(writer: GraphWriter, prefix: str) -> None:
