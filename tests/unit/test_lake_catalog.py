@@ -133,6 +133,25 @@ def test_the_same_commits_as_pyiceberg_s_catalog(tmp_path: Path, table_def: Tabl
     assert a.properties == b.properties
 
 
+def test_one_file_io_per_properties_and_scheme(tmp_path: Path) -> None:
+    # pyiceberg builds a FileIO (a reference cycle, with its filesystems) for every load and
+    # commit; this catalog builds one per set of properties and scheme, and the table's
+    # appends and reads work through it.
+    fast, _ = _catalogs(tmp_path)
+    table = ensure_table(fast, "ns", SIGNALS)
+    for seed in range(3):
+        lake_write.append(table, _batch(SIGNALS, seed, 40, 2, 1), {"seed": str(seed)})
+    loaded = fast.load_table(("ns", SIGNALS.name))
+    assert loaded.io is table.io is fast.load_table(("ns", SIGNALS.name)).io
+    assert loaded.scan().to_arrow().num_rows == 120
+    assert fast._load_file_io({"extra": "1"}) is fast._load_file_io({"extra": "1"})
+    assert fast._load_file_io({"extra": "1"}) is not fast._load_file_io({"extra": "2"})
+    assert fast._load_file_io({"odd": ["unhashable"]}) is not fast._load_file_io(
+        {"odd": ["unhashable"]}
+    )
+    assert len(fast._file_ios) <= core.catalog.FILE_IOS_KEPT
+
+
 def test_another_pyiceberg_client_reads_and_commits_the_same_table(tmp_path: Path) -> None:
     fast, other = _catalogs(tmp_path)
     parses = []
