@@ -485,7 +485,7 @@ class GraphWriter:
 
 
 def _release(statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Empty the row lists of ``statements``, which :meth:`GraphStore.write` built, once their
+    """Empty the row lists of ``statements``, which :meth:`GraphWriter.write` built, once their
     transaction is over.
 
     The Bolt driver keeps each transaction's parameters (in its ``Result``'s metadata) inside
