@@ -325,7 +325,7 @@ class IcebergAppender(Generic[T]):
         kept = _Kept()  # across this append's attempts only
         try:
             result = retrying(
-                lambda attempt: self._attempt(batch, current, attempt, start, kept),
+                lambda attempt: self._attempt_racing(batch, current, attempt, start, kept),
                 dataclasses.replace(_COMMIT_RETRY, attempts=self._attempts),
                 transient=_lost_race,
                 on_failure=lost_race,
@@ -401,6 +401,35 @@ class IcebergAppender(Generic[T]):
             extra={"op": "lake.expire", "table": self._def.name},
         )
         return result
+
+    def _attempt_racing(
+        self,
+        batch: LakeBatch[T],
+        current: Mapping[str, str],
+        attempt: int,
+        start: float,
+        kept: _Kept,
+    ) -> AppendResult:
+        """:meth:`_attempt`, where a file of the table that is gone once the table has moved on
+        is a lost race (``CommitFailedException``, retried from the new snapshot).
+
+        Another writer (the other processes of a cluster, ``igflow retention``, a compactor) may
+        commit and expire the snapshot this attempt refreshed to, deleting its manifest list,
+        while the attempt writes its data files; pyiceberg then reads the list to build the
+        commit and raises ``FileNotFoundError``. The same error with the table where the attempt
+        left it is not a race, and is raised as it is."""
+        try:
+            return self._attempt(batch, current, attempt, start, kept)
+        except FileNotFoundError as exc:
+            loaded = self._table.metadata_location
+            self._table.refresh()
+            if self._table.metadata_location == loaded:
+                raise
+            msg = (
+                f"{self._def.name}: a file of the snapshot the attempt started from is gone"
+                f" and the table has moved on (another writer's commit and expiry): {exc}"
+            )
+            raise CommitFailedException(msg) from exc
 
     def _attempt(
         self,

@@ -243,3 +243,60 @@ def _refuse() -> None:
     ``_lose`` does: the catalog answers ``CommitFailedException``."""
     msg = "another writer won"
     raise CommitFailedException(msg)
+
+
+def test_a_base_snapshot_expired_under_an_attempt_is_a_lost_race(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (session 26, a 2-process cluster in CI): the other process committed and
+    expired the snapshot my attempt had refreshed to, deleting its manifest list, while my
+    attempt wrote its data files. Reading that list raised ``FileNotFoundError``, which stopped
+    my lake writer and the process. The table has moved on, so it is a lost race: the retry
+    starts from the new snapshot and every row lands once."""
+    table = ensure_table(catalog, "expired", SIGNALS)
+    them = IcebergAppender(
+        catalog.load_table("expired.signals"), SIGNALS, checkpoint_every=1, snapshots_kept=1
+    )
+    me = IcebergAppender(table, SIGNALS)
+    them.append([_item(1, o, "tenant-02") for o in range(10)])
+    real_write = lake_write._parquet_files
+    armed = [lambda: them.append([_item(1, o, "tenant-02") for o in range(10, 20)])]
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        if armed:  # theirs commits and expires while my first attempt writes its files
+            armed.pop()()
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(lake_write, "_parquet_files", write)
+    result = me.append([_item(0, o, "tenant-01") for o in range(30)])
+    assert not armed
+    assert result.attempts == 2 and result.appended == 30
+    table.refresh()
+    assert len(table.metadata.snapshots) >= 1
+    offsets = sorted(
+        zip(
+            table.scan().to_arrow().column("kafka_partition").to_pylist(),
+            table.scan().to_arrow().column("kafka_offset").to_pylist(),
+            strict=True,
+        )
+    )
+    assert offsets == sorted([(0, o) for o in range(30)] + [(1, o) for o in range(20)])
+
+
+def test_a_missing_file_with_the_table_unchanged_is_not_a_race(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody committed: a file missing is an error of its own, raised at once, not retried."""
+    me = IcebergAppender(ensure_table(catalog, "missing", SIGNALS), SIGNALS)
+    me.append([_item(0, o) for o in range(5)])
+    calls: list[int] = []
+
+    def write(*_args: Any, **_kwargs: Any) -> Any:
+        calls.append(1)
+        msg = "gone"
+        raise FileNotFoundError(msg)
+
+    monkeypatch.setattr(lake_write, "_parquet_files", write)
+    with pytest.raises(FileNotFoundError, match="gone"):
+        me.append([_item(0, o) for o in range(5, 10)])
+    assert calls == [1]
