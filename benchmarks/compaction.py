@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,11 @@ sys.path.insert(0, str(REPO))
 
 from pyiceberg.table import Table  # noqa: E402
 
-from benchmarks.bench_topics import fresh_topics  # noqa: E402
+from benchmarks.bench_topics import demo_workload, fresh_topics  # noqa: E402
 from benchmarks.replay import _env as lake_only_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.producer import produce  # noqa: E402
-from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 from replay.verify import compare, digest_table  # noqa: E402
 from sinks.lake_compact import compact_table, data_files  # noqa: E402
 
@@ -84,14 +82,7 @@ def main() -> int:
     parser.add_argument("--reads", type=int, default=5)
     args = parser.parse_args()
     tag, settings = fresh_topics()
-    spec = WorkloadSpec(
-        tenants=10,
-        count=args.signals // 10,
-        duplicates=0.05,
-        invalid=0.02,
-        seed=1,
-        start=recent_start(datetime.now(UTC)),
-    )
+    spec = demo_workload(args.signals)
     print(f"producing {spec.tenants * spec.count:,} signals to {settings.kafka.topic} …")
     produce(settings, spec)
     cat = catalog(settings)

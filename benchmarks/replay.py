@@ -50,17 +50,15 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_topics import fresh_topics, with_topics  # noqa: E402
+from benchmarks.bench_topics import demo_workload, fresh_topics, with_topics  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.local_cluster import free_loopback_addresses  # noqa: E402
 from igflow.producer import produce  # noqa: E402
-from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 
 
 def _env(settings: Settings, namespace: str) -> dict[str, str]:
@@ -299,14 +297,7 @@ def main() -> None:
     # are 10 days ahead of their neighbours, which from a start in the past is not in the future.
     # Validate then passed them, and dedupe's horizon jumped 10 days: 208,770 of 214,109 records
     # went to the quarantine as TOO_LATE, and the benchmark timed that instead of landing signals.
-    spec = WorkloadSpec(
-        tenants=tenants,
-        count=args.signals // tenants,
-        duplicates=0.05,
-        invalid=0.02,
-        seed=1,
-        start=recent_start(datetime.now(UTC)),
-    )
+    spec = demo_workload(args.signals, tenants=tenants)
     print(f"producing {spec.tenants * spec.count:,} signals to {settings.kafka.topic} …")
     report = produce(settings, spec)
     total = report.total

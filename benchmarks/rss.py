@@ -33,14 +33,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_topics import fresh_topics  # noqa: E402
+from benchmarks.bench_topics import demo_workload, fresh_topics  # noqa: E402
 from benchmarks.serving_flow import (  # noqa: E402
     _drop_or_warn,
     _env,
@@ -50,7 +50,6 @@ from benchmarks.serving_flow import (  # noqa: E402
 )
 from core.settings import Settings  # noqa: E402
 from igflow.producer import produce  # noqa: E402
-from igflow.workload import WorkloadSpec, recent_start  # noqa: E402
 
 FIFTHS = 5
 
@@ -69,15 +68,7 @@ def main() -> None:
     codes = [REPO] if args.against is None else [REPO, args.against.resolve()]
 
     tag, settings = fresh_topics()
-    spec = WorkloadSpec(
-        tenants=10,
-        count=args.signals // 10,
-        duplicates=0.05,
-        invalid=0.02,
-        seed=1,
-        start=recent_start(datetime.now(UTC)),
-        step=timedelta(milliseconds=args.step_ms),
-    )
+    spec = demo_workload(args.signals, step=timedelta(milliseconds=args.step_ms))
     report = produce(settings, spec)
     print(f"produced {report.total:,} signals to {settings.kafka.topic} in {report.seconds:.1f} s")
     runs: list[dict[str, Any]] = []

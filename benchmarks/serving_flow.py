@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from bytewax.run import cli_main
 from psycopg import sql
 
 from benchmarks import store_mix
-from benchmarks.bench_topics import with_topics
+from benchmarks.bench_topics import demo_workload, with_topics
 from core import metrics
 from core.catalog import catalog
 from core.records import ScoreChange
@@ -59,7 +59,6 @@ from dev.config import StackConfig
 from flows.coherence import Edges, build
 from igflow.admin import create_topics
 from igflow.producer import produce
-from igflow.workload import WorkloadSpec, recent_start
 from sinks.graph import GraphWriter
 from sinks.lake_tables import SCORES, SIGNALS
 
@@ -306,15 +305,7 @@ def _throughput(
     base: Settings, tag: str, signals: int, step_ms: float, made: list[Settings]
 ) -> dict[str, Any]:
     create_topics(base)
-    spec = WorkloadSpec(
-        tenants=10,
-        count=signals // 10,
-        duplicates=0.05,
-        invalid=0.02,
-        seed=1,
-        start=recent_start(datetime.now(UTC)),
-        step=timedelta(milliseconds=step_ms),
-    )
+    spec = demo_workload(signals, step=timedelta(milliseconds=step_ms))
     report = produce(base, spec)
     total = report.total
     print(f"produced {total:,} signals ({step_ms:g} ms apart per tenant) in {report.seconds:.1f} s")
@@ -455,15 +446,7 @@ def _paused(
     paused = _scratch_stores(paused, ptag)
     made.append(paused)
     create_topics(paused)
-    pspec = WorkloadSpec(
-        tenants=10,
-        count=pause_signals // 10,
-        duplicates=0.05,
-        invalid=0.02,
-        seed=2,
-        start=recent_start(datetime.now(UTC)),
-        step=timedelta(milliseconds=step_ms),
-    )
+    pspec = demo_workload(pause_signals, step=timedelta(milliseconds=step_ms), seed=2)
     ptotal = produce(paused, pspec).total
     result = paused_run(paused, ptotal, pause_s)
     print(

@@ -57,7 +57,7 @@ from bytewax.run import cli_main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_topics import fresh_topics  # noqa: E402
+from benchmarks.bench_topics import demo_workload, fresh_topics  # noqa: E402
 from core import tracing  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
@@ -480,15 +480,7 @@ def main() -> None:
         return
 
     tag_, settings = fresh_topics(settings)
-    spec = WorkloadSpec(
-        tenants=10,
-        count=args.signals // 10,
-        duplicates=0.05,
-        invalid=0.02,
-        seed=1,
-        start=recent_start(datetime.now(UTC)),
-        step=step,
-    )
+    spec = demo_workload(args.signals, step=step)
     print(f"\nproducing {spec.tenants * spec.count:,} signals (+5% duplicates, 2% invalid) …")
     report = produce(settings, spec)
     total = report.total
