@@ -323,9 +323,17 @@ class IcebergAppender(Generic[T]):
             )
 
         kept = _Kept()  # across this append's attempts only
+
+        def attempt_once(attempt: int) -> AppendResult:
+            try:
+                return self._attempt(batch, current, attempt, start, kept)
+            except FileNotFoundError as exc:
+                self._lost_if_moved_on(exc)
+                raise
+
         try:
             result = retrying(
-                lambda attempt: self._attempt_racing(batch, current, attempt, start, kept),
+                attempt_once,
                 dataclasses.replace(_COMMIT_RETRY, attempts=self._attempts),
                 transient=_lost_race,
                 on_failure=lost_race,
@@ -402,29 +410,18 @@ class IcebergAppender(Generic[T]):
         )
         return result
 
-    def _attempt_racing(
-        self,
-        batch: LakeBatch[T],
-        current: Mapping[str, str],
-        attempt: int,
-        start: float,
-        kept: _Kept,
-    ) -> AppendResult:
-        """:meth:`_attempt`, where a file of the table that is gone once the table has moved on
-        is a lost race (``CommitFailedException``, retried from the new snapshot).
+    def _lost_if_moved_on(self, exc: FileNotFoundError) -> None:
+        """Raise ``CommitFailedException`` (a lost race, retried from the new snapshot) when a
+        file of the table an attempt read is gone because the table has moved on; return
+        (the caller re-raises ``exc``) when the table is where the attempt left it.
 
         Another writer (the other processes of a cluster, ``igflow retention``, a compactor) may
-        commit and expire the snapshot this attempt refreshed to, deleting its manifest list,
+        commit and expire the snapshot an attempt refreshed to, deleting its manifest list,
         while the attempt writes its data files; pyiceberg then reads the list to build the
-        commit and raises ``FileNotFoundError``. The same error with the table where the attempt
-        left it is not a race, and is raised as it is."""
-        try:
-            return self._attempt(batch, current, attempt, start, kept)
-        except FileNotFoundError as exc:
-            loaded = self._table.metadata_location
-            self._table.refresh()
-            if self._table.metadata_location == loaded:
-                raise
+        commit and raises ``FileNotFoundError``."""
+        loaded = self._table.metadata_location
+        self._table.refresh()
+        if self._table.metadata_location != loaded:
             msg = (
                 f"{self._def.name}: a file of the snapshot the attempt started from is gone"
                 f" and the table has moved on (another writer's commit and expiry): {exc}"
