@@ -48,6 +48,7 @@ from benchmarks.serving_flow import (  # noqa: E402
     _rss_mib,
     _scratch_stores,
 )
+from core.catalog import catalog  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 
@@ -118,6 +119,7 @@ def measure(code: Path, settings: Settings, state_seconds: float) -> dict[str, A
     env["IGFLOW_SCORE_WINDOW_SECONDS"] = f"{state_seconds:g}"
     samples: list[tuple[float, float]] = []  # (seconds, MiB)
     landed: list[tuple[float, int]] = []  # (seconds, signals)
+    lake = catalog(settings)  # polled every second: opened once, outside the measured child
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "igflow.cli", "run"],
@@ -135,7 +137,7 @@ def measure(code: Path, settings: Settings, state_seconds: float) -> dict[str, A
                 with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                     samples.append((now - started, _rss_mib(proc.pid)))
                 if now >= next_count:
-                    landed.append((now - started, _landed(settings)))
+                    landed.append((now - started, _landed(settings, lake)))
                     next_count = now + 1.0
                     _progress(samples[-1][1] if samples else 0.0, landed[-1][1], now - started)
                 time.sleep(0.1)
@@ -150,7 +152,7 @@ def measure(code: Path, settings: Settings, state_seconds: float) -> dict[str, A
     if proc.returncode != 0:
         msg = f"{code}: igflow run failed ({proc.returncode}):\n{err[-3000:]}"
         raise RuntimeError(msg)
-    total = _landed(settings)
+    total = _landed(settings, lake)
     return {"seconds": seconds, "landed": total, **growth(samples, landed, total)}
 
 

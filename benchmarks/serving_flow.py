@@ -47,6 +47,7 @@ import psycopg
 import redis
 from bytewax.run import cli_main
 from psycopg import sql
+from pyiceberg.catalog import Catalog
 
 from benchmarks import store_mix
 from benchmarks.bench_topics import demo_workload, with_topics
@@ -107,9 +108,12 @@ def _drop_or_warn(settings: Settings) -> None:
         )
 
 
-def _landed(settings: Settings) -> int:
+def _landed(settings: Settings, lake: Catalog | None = None) -> int:
+    """Signals in ``settings``' lake; ``lake``: its catalog, opened once by a caller that asks
+    often (opening one is a database connection and a metadata parse)."""
     try:
-        table = catalog(settings).load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
+        lake = catalog(settings) if lake is None else lake
+        table = lake.load_table(f"{settings.lake.namespace}.{SIGNALS.name}")
     except Exception:  # not created yet
         return 0
     snapshot = table.current_snapshot()
@@ -223,6 +227,7 @@ def paused_run(settings: Settings, total: int, pause_s: float) -> dict[str, Any]
             start_new_session=True,
         )
         samples: list[tuple[float, float]] = []
+        lake = catalog(settings)  # polled every 0.1 s below
         started = time.monotonic()
         paused_at = resumed_at = None
         landed_at_pause = landed_at_resume = 0
@@ -231,12 +236,12 @@ def paused_run(settings: Settings, total: int, pause_s: float) -> dict[str, Any]
                 now = time.monotonic()
                 with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                     samples.append((now, _rss_mib(proc.pid)))
-                if paused_at is None and _landed(settings) >= total // 5:
-                    landed_at_pause = _landed(settings)
+                if paused_at is None and _landed(settings, lake) >= total // 5:
+                    landed_at_pause = _landed(settings, lake)
                     os.kill(redis_pid, signal.SIGSTOP)
                     paused_at = now
                 elif paused_at is not None and resumed_at is None and now - paused_at >= pause_s:
-                    landed_at_resume = _landed(settings)
+                    landed_at_resume = _landed(settings, lake)
                     os.kill(redis_pid, signal.SIGCONT)
                     resumed_at = now
                 time.sleep(0.1)
