@@ -16,9 +16,11 @@ Printed per run: the RSS when each fifth of the landed signals had landed, the p
 **growth**: the median RSS while the last fifth landed minus the median while the second fifth
 landed, over the signals landed between them, in bytes a signal. Memory that the run's state
 bounds gives ~0 (allocator noise: tens of bytes either way); session 25 measured ~1,100 bytes a
-signal with every store, before session 26's fix. ``--against PATH`` runs the checkout at
-``PATH`` (``git archive <rev> | tar -x -C PATH``, its C extensions copied or built) on the same
-topic, alternately, ``--rounds`` times each. Writes ``benchmarks/results/rss.json``.
+signal with every store, before session 26's fix. The landed count is read once a second, so a
+run of a few seconds has fifths without a reading (``-``, and no growth). ``--against PATH``
+runs the checkout at ``PATH`` (``git archive <rev> | tar -x -C PATH``, its C extensions copied
+or built) on the same topic, alternately, ``--rounds`` times each. Writes
+``benchmarks/results/rss.json``.
 """
 
 from __future__ import annotations
