@@ -523,6 +523,11 @@ class IcebergAppender(Generic[T]):
         )
 
 
+#: How long the end of input waits for the group's last offsets (monitoring only: a commit
+#: that takes longer is not worth holding the flow's end for).
+_GROUP_FLUSH_SECONDS = 30.0
+
+
 class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
     def __init__(
         self,
@@ -563,8 +568,10 @@ class _IcebergPartition(StatelessSinkPartition[tuple[str, list[T]]]):
 
     def close(self) -> None:
         # The end of input: the flow ends only once what it handed the writer is committed
-        # (or fails with what the append raised).
+        # (or fails with what the append raised), and the group's offsets after it.
         self._together.close()
+        if self._group is not None:
+            self._group.flush(_GROUP_FLUSH_SECONDS)
 
     def _append(self, batch: list[T]) -> None:
         if not batch:
