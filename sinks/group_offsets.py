@@ -3,12 +3,12 @@ monitoring only.
 
 The flow reads by assignment and keeps its positions in Bytewax's recovery store; the Iceberg
 ledger decides what is landed. Standard Kafka tooling (``kafka-consumer-groups.sh --describe``,
-lag exporters) sees neither, so after each lake append this commits, for the group
-``kafka.group_id``, each partition's highest landed offset + 1 (the most advanced ledger lane
-of that partition, over every lake table the process writes), and sets the gauge
-``igflow_consumer_lag{topic,partition}`` to the high watermark minus that offset. Commits only
-ever move forward within a process. Nothing reads these offsets back: a failed commit is
-logged and the flow goes on.
+lag exporters) sees neither, so after the lake's appends this commits (from a thread of its
+own, :class:`GroupOffsets`), for the group ``kafka.group_id``, each partition's highest landed
+offset + 1 (the most advanced ledger lane of that partition, over every lake table the process
+writes), and sets the gauge ``igflow_consumer_lag{topic,partition}`` to the high watermark
+minus that offset. Commits only ever move forward within a process. Nothing reads these
+offsets back: a failed commit is logged and the flow goes on.
 """
 
 from __future__ import annotations
@@ -105,6 +105,13 @@ class GroupOffsets:
                 self._committing = True
             try:
                 self._commit(ahead)
+            except Exception as exc:  # monitoring only: the flow goes on, as after a failed commit
+                log.warning(
+                    "could not commit group %s offsets: %r",
+                    self._target.group_id,
+                    exc,
+                    extra={"op": "group.commit"},
+                )
             finally:
                 with self._cond:
                     self._committing = False

@@ -3,7 +3,10 @@ after durable lake commits (monitoring only)."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -11,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from core.settings import Settings
 from igflow.producer import end_offsets
 from igflow.workload import WorkloadSpec
+from sinks.group_offsets import GroupOffsets, GroupTarget
 from tests.integration.conftest import finish, igflow, lake_rows, produce_workload
 from tests.integration.scratch import Scratch
 
@@ -43,3 +47,44 @@ def test_the_group_offsets_reach_the_end_once_everything_landed(
     committed = _committed(it_settings, group, partitions)
     # An empty partition has nothing landed and so no commit (librdkafka's -1001: none).
     assert committed == {p: (end if end > 0 else -1001) for p, end in ends.items()}
+
+
+def test_a_lake_append_does_not_wait_for_the_group_commit(
+    it_settings: Settings, scratch: Scratch
+) -> None:
+    """Regression (session 27): the lake's writer thread committed the group's offsets and
+    queried each partition's watermark itself after every append. Now ``landed`` notes the
+    marks; a thread of the committer's own commits the newest, and ``flush`` waits for it."""
+    group = f"it-group-{uuid.uuid4().hex[:8]}"
+    scratch.groups.add(group)
+    topic = it_settings.kafka.topic
+    offsets = GroupOffsets(GroupTarget(it_settings.kafka.connection(), group, topic))
+    commits: list[list[tuple[int, int]]] = []
+    entered = threading.Event()
+    consumer = offsets._consumer  # the real one, under the slow one below
+
+    class Slow:
+        def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+            entered.set()
+            time.sleep(0.5)
+            commits.append([(tp.partition, tp.offset) for tp in offsets])
+            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(consumer, name)
+
+    offsets._consumer = Slow()  # type: ignore[assignment]
+    started = time.perf_counter()
+    offsets.landed({(topic, 0, "t1"): 9, (topic, 1, "t1"): 4})
+    assert time.perf_counter() - started < 0.25
+    assert entered.wait(10)
+    started = time.perf_counter()
+    offsets.landed({(topic, 0, "t2"): 19})  # while the first commit is in flight
+    offsets.landed({(topic, 0, "t1"): 14, ("other", 0, "t1"): 99})  # behind: nothing new
+    assert time.perf_counter() - started < 0.25
+    assert offsets.flush(10)
+    # The first commit took what was noted then; the second, everything noted meanwhile.
+    assert commits[0] == [(0, 10), (1, 5)]
+    assert commits[-1] == [(0, 20)]
+    assert len(commits) == 2
+    assert _committed(it_settings, group, [0, 1]) == {0: 20, 1: 5}
