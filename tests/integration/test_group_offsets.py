@@ -68,7 +68,8 @@ def test_a_lake_append_does_not_wait_for_the_group_commit(
             entered.set()
             time.sleep(0.5)
             commits.append([(tp.partition, tp.offset) for tp in offsets])
-            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            assert not asynchronous
+            consumer.commit(offsets=offsets, asynchronous=False)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(consumer, name)
