@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.arrow_pool import choose_pool
 from core.collector import starting
 
 # The collector paused while the command line's modules are imported (pydantic and the
@@ -99,6 +100,7 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    choose_pool(settings.run.arrow_memory_pool)  # before pyarrow's import (core/arrow_pool.py)
     with starting():  # the collector paused until the flow's start-up is done
         return _start_run(args, settings)
 

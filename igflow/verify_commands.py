@@ -52,7 +52,10 @@ def _short(hex_digest: str | None) -> str:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from core.arrow_pool import choose_pool
     from core.lazy_pandas import defer_pandas
+
+    choose_pool(settings.run.arrow_memory_pool)  # before pyarrow's import, as `igflow run`
 
     defer_pandas()  # the digest's reads need no pandas (core/lazy_pandas.py)
     from replay.verify import verify
