@@ -66,6 +66,7 @@ from pydantic_settings import (
 )
 
 from core import tls as tls_forms
+from core.arrow_pool import POOLS
 from core.errors import ConfigError
 from core.resources import policies_dir
 
@@ -223,7 +224,7 @@ def _check_http_url(value: str) -> str:
 
 HttpUrlOrEmpty = Annotated[str, AfterValidator(_check_http_url)]
 PsiMode = Annotated[str, _one_of("full_intersection", "intersection_cardinality")]
-ArrowPool = Annotated[str, _one_of("jemalloc", "mimalloc", "system")]
+ArrowPool = Annotated[str, _one_of(*POOLS)]
 ScoreCloseOn = Annotated[str, _one_of("signal", "horizon")]
 ApiMode = Annotated[str, _one_of("development", "production")]
 LogLevel = Annotated[str, _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True)]
@@ -834,8 +835,9 @@ class RunSettings:
     #: every record in flight: ~30% of a lake-only run's CPU at the default (:mod:`core.collector`).
     gc_oldest_threshold: CountOrZero = 1000
     #: The allocator of Arrow's buffers in a flow's process (``igflow run``, ``replay``,
-    #: ``verify``): pyarrow's default, mimalloc, cost ~0.5 CPU s in the kernel a 200,000-signal
-    #: lake-only run and ~150 MB more RSS over 600,000 than jemalloc (:mod:`core.arrow_pool`).
+    #: ``verify``): pyarrow's default, mimalloc, cost 0.5-1.1 CPU s more in the kernel a
+    #: 200,000-signal lake-only run and ~150 MB more RSS over 600,000 than jemalloc
+    #: (:mod:`core.arrow_pool`).
     #: ``ARROW_DEFAULT_MEMORY_POOL``, when set, wins.
     arrow_memory_pool: ArrowPool = "jemalloc"
     #: After SIGINT or SIGTERM, or once a peer process of the cluster has left, a process that
