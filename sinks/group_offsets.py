@@ -68,6 +68,7 @@ class GroupOffsets:
         self._sent: dict[int, int] = {}
         self._noted: dict[int, int] = {}
         self._committing = False
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     def landed(self, ledger: Mapping[tuple[str, int, str], int]) -> None:
@@ -79,6 +80,8 @@ class GroupOffsets:
             if topic == self._target.topic:
                 marks[partition] = max(marks.get(partition, -1), offset + 1)
         with self._cond:
+            if self._closed:
+                return
             for partition, offset in marks.items():
                 if offset > max(self._sent.get(partition, -1), self._noted.get(partition, -1)):
                     self._noted[partition] = offset
@@ -97,10 +100,24 @@ class GroupOffsets:
         with self._cond:
             return self._cond.wait_for(lambda: not self._noted and not self._committing, timeout)
 
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the committer's thread and close its consumer (what is noted but not committed
+        then is dropped: :meth:`flush` first); later marks are ignored."""
+        with self._cond:
+            self._closed = True
+            self._noted = {}
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        self._consumer.close()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._noted))
+                self._cond.wait_for(lambda: bool(self._noted) or self._closed)
+                if self._closed:
+                    return
                 ahead, self._noted = self._noted, {}
                 self._committing = True
             try:

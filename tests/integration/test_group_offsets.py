@@ -75,6 +75,18 @@ def test_a_lake_append_does_not_wait_for_the_group_commit(
             return getattr(consumer, name)
 
     offsets._consumer = Slow()  # type: ignore[assignment]
+    try:
+        _note_while_committing(offsets, topic, entered)
+    finally:
+        offsets.close(10)  # its thread and its consumer: no librdkafka thread left behind
+    # The first commit took what was noted then; the second, everything noted meanwhile.
+    assert commits[0] == [(0, 10), (1, 5)]
+    assert commits[-1] == [(0, 20)]
+    assert len(commits) == 2
+    assert _committed(it_settings, group, [0, 1]) == {0: 20, 1: 5}
+
+
+def _note_while_committing(offsets: GroupOffsets, topic: str, entered: threading.Event) -> None:
     started = time.perf_counter()
     offsets.landed({(topic, 0, "t1"): 9, (topic, 1, "t1"): 4})
     assert time.perf_counter() - started < 0.25
@@ -84,8 +96,3 @@ def test_a_lake_append_does_not_wait_for_the_group_commit(
     offsets.landed({(topic, 0, "t1"): 14, ("other", 0, "t1"): 99})  # behind: nothing new
     assert time.perf_counter() - started < 0.25
     assert offsets.flush(10)
-    # The first commit took what was noted then; the second, everything noted meanwhile.
-    assert commits[0] == [(0, 10), (1, 5)]
-    assert commits[-1] == [(0, 20)]
-    assert len(commits) == 2
-    assert _committed(it_settings, group, [0, 1]) == {0: 20, 1: 5}
