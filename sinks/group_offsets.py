@@ -45,10 +45,10 @@ class GroupOffsets:
     Off the lake's writer threads: :meth:`landed` notes the marks and returns, and a thread of
     this object's own commits the newest marks noted (a commit and a watermark query per
     partition are ~5 round trips to the broker: ~1 s of a 200,000-signal run's writer threads,
-    during which each held the other tables' writers at this lock; session 27). Marks noted
-    while a commit is in flight go in the next one. :meth:`flush` waits until every mark noted
-    before it is committed (or failed): the sink's end calls it, so a bounded run's group
-    reaches its end offsets before the run ends."""
+    during which each held the other tables' writers at the committer's lock; session 27).
+    Marks noted while a commit is in flight go in the next one. :meth:`flush` waits until every
+    mark noted before it is committed (or failed): the sink's end calls it, so a bounded run's
+    group reaches its end offsets before the run ends."""
 
     def __init__(self, target: GroupTarget) -> None:
         self._target = target
@@ -64,7 +64,7 @@ class GroupOffsets:
                 "enable.auto.commit": False,
             }
         )
-        #: Committed (or given up on) per partition, and noted but not yet taken.
+        #: Committed per partition, and noted but not yet taken by the thread.
         self._sent: dict[int, int] = {}
         self._noted: dict[int, int] = {}
         self._committing = False
