@@ -122,9 +122,9 @@ class GroupOffsets:
                 self._committing = True
             try:
                 self._commit(ahead)
-            except Exception as exc:  # monitoring only: the flow goes on, as after a failed commit
+            except Exception as exc:  # monitoring only: logged, and the flow goes on
                 log.warning(
-                    "could not commit group %s offsets: %r",
+                    "could not commit group %s offsets: %s",
                     self._target.group_id,
                     exc,
                     extra={"op": "group.commit"},
@@ -137,16 +137,7 @@ class GroupOffsets:
     def _commit(self, ahead: Mapping[int, int]) -> None:
         consumer = self._consumer
         offsets = [TopicPartition(self._target.topic, p, o) for p, o in sorted(ahead.items())]
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            log.warning(
-                "could not commit group %s offsets: %s",
-                self._target.group_id,
-                exc,
-                extra={"op": "group.commit"},
-            )
-            return
+        consumer.commit(offsets=offsets, asynchronous=False)  # raises: logged by _run
         with self._cond:
             self._sent.update(ahead)
         for partition, offset in ahead.items():
