@@ -53,9 +53,9 @@ def _short(hex_digest: str | None) -> str:
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from core.arrow_pool import choose_pool
-    from core.lazy_pandas import defer_pandas
 
     choose_pool(settings.run.arrow_memory_pool)  # before pyarrow's import, as `igflow run`
+    from core.lazy_pandas import defer_pandas  # imports pyarrow: after the pool's choice
 
     defer_pandas()  # the digest's reads need no pandas (core/lazy_pandas.py)
     from replay.verify import verify

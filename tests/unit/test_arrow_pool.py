@@ -4,6 +4,8 @@ fresh interpreter: Arrow chooses its pool once per process, when pyarrow is impo
 
 from __future__ import annotations
 
+import pytest
+
 from tests.fresh_python import run_python
 
 _CHOOSE = """
@@ -39,27 +41,58 @@ def test_too_late_once_pyarrow_is_imported() -> None:
     assert out == [None, "mimalloc"]  # pyarrow's own default, chosen at its import
 
 
-def test_igflow_run_chooses_before_the_flow_imports_pyarrow() -> None:
-    """``igflow run``'s command, its runner replaced by one that reports Arrow's pool."""
+#: Each command's work past the pool's choice, replaced by a call that notes Arrow's pool.
+_COMMANDS = {
+    "run": """
+        fake = types.ModuleType("igflow.runner")
+        fake.Cluster, fake.import_flow, fake.run = (lambda *a: None), (lambda s: None), noted
+        sys.modules["igflow.runner"] = fake
+        from igflow import cli
+        command = cli._cmd_run
+    """,
+    "replay": """
+        from igflow import replay_commands
+        replay_commands._start_replay = noted
+        command = replay_commands._replay
+    """,
+    "verify": """
+        fake = types.ModuleType("replay.verify")
+        fake.verify = lambda *a, **k: noted(types.SimpleNamespace(
+            groups=[], differences={}, files={}, retention_removed={}, identical=True))
+        sys.modules["replay.verify"] = fake
+        from igflow import verify_commands
+        command = verify_commands._verify
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_COMMANDS))
+def test_each_command_chooses_before_anything_imports_pyarrow(name: str) -> None:
+    """``igflow run``, ``replay`` and ``verify``, each in a fresh interpreter: Arrow's pool is
+    the setting's, and nothing warned that it came too late (verify imported pyarrow, through
+    ``core.lazy_pandas``, before its choice until session 28)."""
     out = run_python(
         """
-        import argparse, json, sys, types
-        fake = types.ModuleType("igflow.runner")
-        seen = []
-        def run(settings, cluster):
+        import argparse, json, logging, sys, textwrap, types
+        seen, warned = [], []
+        def noted(*args, **kwargs):
             import pyarrow as pa
             seen.append(pa.default_memory_pool().backend_name)
-            return 0
-        fake.Cluster, fake.import_flow, fake.run = (lambda *a: None), (lambda s: None), run
-        sys.modules["igflow.runner"] = fake
+            return args[0] if args and isinstance(args[0], types.SimpleNamespace) else 0
+        class Warned(logging.Handler):
+            def emit(self, record):
+                warned.append(record.getMessage())
+        logging.getLogger("core.arrow_pool").addHandler(Warned())
+        exec(textwrap.dedent(sys.argv[1]))
         from core.settings import Settings
-        from igflow import cli
-        args = argparse.Namespace(tail=False, workers=None, recovery_dir=None,
-                                  metrics_port=None, addresses=None, process_id=None,
-                                  processes=None)
-        assert cli._cmd_run(args, Settings.load()) == 0
-        print(json.dumps(seen))
+        args = argparse.Namespace(
+            tail=False, workers=None, recovery_dir=None, metrics_port=None, addresses=None,
+            process_id=None, processes=None, namespace=None, against=None, window=None,
+            tables=None, from_history=False)
+        assert command(args, Settings.load()) == 0
+        print(json.dumps({"pools": seen, "warned": warned}))
         """,
+        _COMMANDS[name],
         env={"ARROW_DEFAULT_MEMORY_POOL": None, "IGFLOW_RUN_ARROW_MEMORY_POOL": None},
     )
-    assert out == ["jemalloc"]
+    assert out == {"pools": ["jemalloc"], "warned": []}
