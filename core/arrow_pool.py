@@ -1,4 +1,4 @@
-"""Which allocator Arrow's buffers come from in a flow process (``run.arrow_memory_pool``).
+"""Which allocator Arrow's buffers come from in an ``igflow`` process (``run.arrow_memory_pool``).
 
 pyarrow's wheels default to mimalloc. Measured on a lake-only ``igflow run`` of 200,000 signals
 (session 27, docs/performance.md "Session 27", 4 alternating rounds each): with jemalloc the
@@ -10,10 +10,10 @@ them in again, more eagerly. So the flow's commands pick jemalloc by default.
 Arrow reads its choice once, from ``ARROW_DEFAULT_MEMORY_POOL``, when pyarrow is imported; its
 C++ code (Parquet writes, compute kernels) allocates from that pool whatever pyarrow's
 ``set_memory_pool`` says later (measured: that call alone changed nothing). So
-:func:`choose_pool` sets the variable, and must run before anything imports pyarrow: the
-commands call it first thing. A variable already set (by whoever started the process) wins, and
-a child process inherits the choice. A pyarrow built without the pool named warns on standard
-error and keeps its default.
+:func:`choose_pool` sets the variable, and must run before anything imports pyarrow:
+``igflow.cli.main`` calls it for every command, before the command runs. A variable already set
+(by whoever started the process) wins, and a child process inherits the choice. A pyarrow built
+without the pool named warns on standard error and keeps its default.
 """
 
 from __future__ import annotations

@@ -834,10 +834,10 @@ class RunSettings:
     #: one (CPython's default: 10); 0 leaves the collector as it is. Full collections traverse
     #: every record in flight: ~30% of a lake-only run's CPU at the default (:mod:`core.collector`).
     gc_oldest_threshold: CountOrZero = 1000
-    #: The allocator of Arrow's buffers in a flow's process (``igflow run``, ``replay``,
-    #: ``verify``): pyarrow's default, mimalloc, cost 0.5-1.1 CPU s more in the kernel a
-    #: 200,000-signal lake-only run and ~150 MB more RSS over 600,000 than jemalloc
-    #: (:mod:`core.arrow_pool`).
+    #: The allocator of Arrow's buffers in an ``igflow`` command's process (chosen by
+    #: ``igflow.cli.main`` before the command runs): pyarrow's default, mimalloc, cost 0.5-1.1
+    #: CPU s more in the kernel a 200,000-signal lake-only run and ~150 MB more RSS over
+    #: 600,000 than jemalloc (:mod:`core.arrow_pool`).
     #: ``ARROW_DEFAULT_MEMORY_POOL``, when set, wins.
     arrow_memory_pool: ArrowPool = "jemalloc"
     #: After SIGINT or SIGTERM, or once a peer process of the cluster has left, a process that

@@ -100,7 +100,6 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    choose_pool(settings.run.arrow_memory_pool)  # before pyarrow's import (core/arrow_pool.py)
     with starting():  # the collector paused until the flow's start-up is done
         return _start_run(args, settings)
 
@@ -298,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def call() -> int:
         settings = Settings.load(config_file=args.config)
         logs.configure(args.log_level or settings.run.log_level)
+        # Before any command imports pyarrow: Arrow reads its pool once, then (core/arrow_pool.py).
+        choose_pool(settings.run.arrow_memory_pool)
         handler: Handler = args.handler
         return handler(args, settings)
 

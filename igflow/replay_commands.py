@@ -48,10 +48,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from core.arrow_pool import choose_pool
     from core.collector import starting
-
-    choose_pool(settings.run.arrow_memory_pool)  # before pyarrow's import, as `igflow run`
 
     with starting():  # the collector paused until the flow's start-up is done (core/collector.py)
         return _start_replay(args, settings)

@@ -52,10 +52,7 @@ def _short(hex_digest: str | None) -> str:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from core.arrow_pool import choose_pool
-
-    choose_pool(settings.run.arrow_memory_pool)  # before pyarrow's import, as `igflow run`
-    from core.lazy_pandas import defer_pandas  # imports pyarrow: after the pool's choice
+    from core.lazy_pandas import defer_pandas
 
     defer_pandas()  # the digest's reads need no pandas (core/lazy_pandas.py)
     from replay.verify import verify

@@ -41,39 +41,38 @@ def test_too_late_once_pyarrow_is_imported() -> None:
     assert out == [None, "mimalloc"]  # pyarrow's own default, chosen at its import
 
 
-#: Each command's work past the pool's choice, replaced by a call that notes Arrow's pool.
+#: Each command's arguments, and its work past the pool's choice replaced by ``noted``.
 _COMMANDS = {
     "run": """
         fake = types.ModuleType("igflow.runner")
         fake.Cluster, fake.import_flow, fake.run = (lambda *a: None), (lambda s: None), noted
         sys.modules["igflow.runner"] = fake
-        from igflow import cli
-        command = cli._cmd_run
+        argv = ["run"]
     """,
     "replay": """
         from igflow import replay_commands
         replay_commands._start_replay = noted
-        command = replay_commands._replay
+        argv = ["replay", "--into", "scratch"]
     """,
     "verify": """
         fake = types.ModuleType("replay.verify")
         fake.verify = lambda *a, **k: noted(types.SimpleNamespace(
             groups=[], differences={}, files={}, retention_removed={}, identical=True))
         sys.modules["replay.verify"] = fake
-        from igflow import verify_commands
-        command = verify_commands._verify
+        argv = ["verify"]
     """,
 }
 
 
 @pytest.mark.parametrize("name", sorted(_COMMANDS))
 def test_each_command_chooses_before_anything_imports_pyarrow(name: str) -> None:
-    """``igflow run``, ``replay`` and ``verify``, each in a fresh interpreter: Arrow's pool is
-    the setting's, and nothing warned that it came too late (verify imported pyarrow, through
-    ``core.lazy_pandas``, before its choice until session 28)."""
+    """``igflow run``, ``replay`` and ``verify`` through ``igflow.cli.main``, each in a fresh
+    interpreter: Arrow's pool is the setting's, and nothing warned that it came too late
+    (``verify`` imported pyarrow, through ``core.lazy_pandas``, before its choice until
+    session 28)."""
     out = run_python(
         """
-        import argparse, json, logging, sys, textwrap, types
+        import json, logging, sys, textwrap, types
         seen, warned = [], []
         def noted(*args, **kwargs):
             import pyarrow as pa
@@ -84,12 +83,8 @@ def test_each_command_chooses_before_anything_imports_pyarrow(name: str) -> None
                 warned.append(record.getMessage())
         logging.getLogger("core.arrow_pool").addHandler(Warned())
         exec(textwrap.dedent(sys.argv[1]))
-        from core.settings import Settings
-        args = argparse.Namespace(
-            tail=False, workers=None, recovery_dir=None, metrics_port=None, addresses=None,
-            process_id=None, processes=None, namespace=None, against=None, window=None,
-            tables=None, from_history=False)
-        assert command(args, Settings.load()) == 0
+        from igflow import cli
+        assert cli.main(argv) == 0
         print(json.dumps({"pools": seen, "warned": warned}))
         """,
         _COMMANDS[name],
