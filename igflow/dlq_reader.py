@@ -34,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from core.envelope import DecryptError
 from core.errors import ConfigError
+from core.kafka_start import eof_config
 from core.sealing import (
     DLQ_SEALED_HEADER,
     DLQ_SEALED_ROW_HEADER,
@@ -170,13 +171,14 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> Iter
     transaction), each partition read until the broker reports its end. ``ConfigError`` when
     the topic is missing or not read to its end in ``timeout_s``."""
     consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"igflow-read-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        }
+        eof_config(
+            {
+                **settings.kafka.client_config(),
+                "group.id": f"igflow-read-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
     )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)

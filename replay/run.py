@@ -52,6 +52,7 @@ from core.catalog import CatalogOnce, catalog
 from core.cluster import Cluster
 from core.collector import tune_for_flow
 from core.errors import ConfigError, IgflowError
+from core.kafka_start import eof_config
 from core.records import RawRecord
 from core.sealing import is_sealed, is_sealed_text
 from core.settings import KafkaSettings, Settings
@@ -143,12 +144,9 @@ def resolve_times(
     """
     topic = kafka.topic
     consumer = Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": "igflow-replay",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        eof_config(
+            {**kafka.client_config(), "group.id": "igflow-replay", "enable.auto.commit": False}
+        )
     )
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)

@@ -58,7 +58,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from core import metrics
 from core.errors import ConfigError, SinkError
-from core.kafka_start import from_low_config, low_start
+from core.kafka_start import eof_config, from_low_config, low_start
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
@@ -260,14 +260,15 @@ def read_marks(bootstrap: Brokers, marks_topic: str, timeout_s: float = 60.0) ->
     """Every mark committed to ``marks_topic`` (read_committed; the last one per key wins)."""
     # Assigned at the low watermarks read below, not OFFSET_BEGINNING (core/kafka_start.py).
     consumer = Consumer(
-        from_low_config(
-            {
-                **kafka_connection(bootstrap),
-                "group.id": "igflow-dlq-marks",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
+        eof_config(
+            from_low_config(
+                {
+                    **kafka_connection(bootstrap),
+                    "group.id": "igflow-dlq-marks",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                }
+            )
         )
     )
     marks: dict[MarkKey, int] = {}

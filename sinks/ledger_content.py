@@ -27,6 +27,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from core.errors import FatalSinkError
+from core.kafka_start import eof_config
 from core.records import input_hash
 from core.tls import Brokers, kafka_connection
 
@@ -84,13 +85,14 @@ class KafkaRecordReader:
 
     def __call__(self, topic: str, partition: int, offset: int) -> str | Missing:
         consumer = Consumer(
-            {
-                **kafka_connection(self._bootstrap),
-                # A group id is required by the client, never used: no subscribe, no commit.
-                "group.id": f"igflow-ledger-check-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+            eof_config(
+                {
+                    **kafka_connection(self._bootstrap),
+                    # A group id is required by the client, never used: no subscribe, no commit.
+                    "group.id": f"igflow-ledger-check-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                }
+            )
         )
         try:
             low, high = consumer.get_watermark_offsets(
