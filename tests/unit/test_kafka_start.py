@@ -12,7 +12,6 @@ import pytest
 
 from core.kafka_start import EOF_WAIT_MS, eof_config
 from core.settings import Settings
-from sources.kafka import KafkaTopicSource
 
 
 def test_eof_config_reports_the_end_and_does_not_hold_its_fetch() -> None:
@@ -23,17 +22,6 @@ def test_eof_config_reports_the_end_and_does_not_hold_its_fetch() -> None:
         "fetch.wait.max.ms": EOF_WAIT_MS,
     }
     assert eof_config({"fetch.wait.max.ms": 100})["fetch.wait.max.ms"] == 100  # a chosen wait
-
-
-def test_a_bounded_source_does_not_wait_at_the_end_and_a_tailing_one_does() -> None:
-    bounded = KafkaTopicSource("127.0.0.1:9", "t", bounded=True)._part_config()
-    assert bounded["fetch.wait.max.ms"] == EOF_WAIT_MS
-    assert bounded["enable.partition.eof"] is True
-    # Tailing: the broker answers as soon as a record comes; a short wait would only poll more.
-    assert (
-        "fetch.wait.max.ms"
-        not in KafkaTopicSource("127.0.0.1:9", "t", bounded=False)._part_config()
-    )
 
 
 class _Made(Exception):
