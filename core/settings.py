@@ -824,6 +824,10 @@ class RunSettings:
     #: name tenants); docker-compose's flow listens on its container's interfaces.
     metrics_host: str = "127.0.0.1"
     log_level: LogLevel = "INFO"
+    #: Rejected records logged one by one, per reason code a second; the rest of that second's
+    #: are counted in one line (``core.logs.LineLimit``). Every one is in the DLQ topic, the
+    #: lake's ``quarantine`` table and ``igflow_dlq_events_total`` either way. 0: counts only.
+    reject_log_per_second: CountOrZero = 10
     #: Tenants with their own ``tenant_id`` metric label, besides those the SLO file names (the
     #: flow's and the API's); later ones share ``(other)`` (:mod:`core.metric_labels`).
     metrics_tenant_cap: Count = 100

@@ -80,7 +80,7 @@ from operators.redact import Mac, RedactionPolicy, redact_step, tenant_mac
 from operators.score import score
 from operators.tenancy import TenancyPolicy, tenant_tag
 from operators.validate import TenantDirectory, validate
-from sinks.dlq import DeadLetterTarget, dlq_message
+from sinks.dlq import DeadLetterTarget, dlq_message, reject_lines
 from sinks.group_offsets import GroupTarget
 from sinks.iceberg import IcebergSink
 from sinks.lake_plan import (
@@ -525,7 +525,15 @@ def build(
     if rejects_sink is not None:
         op.output(
             "dlq",
-            op.map("dlq_message", rejects, functools.partial(dlq_message, sealer=sealer)),
+            op.map(
+                "dlq_message",
+                rejects,
+                functools.partial(
+                    dlq_message,
+                    sealer=sealer,
+                    lines=reject_lines(settings.run.reject_log_per_second),
+                ),
+            ),
             rejects_sink,
         )
     plans = edges.plans or {}

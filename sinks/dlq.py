@@ -59,6 +59,7 @@ from confluent_kafka.cimpl import NewTopic
 from core import metrics
 from core.errors import ConfigError, SinkError
 from core.kafka_start import eof_config, from_low_config, low_start
+from core.logs import LineLimit
 from core.partitioning import JAVA_PARTITIONER
 from core.reasons import ReasonCode
 from core.records import Rejected
@@ -93,6 +94,7 @@ __all__ = [
     "marks_topic_spec",
     "message_size",
     "read_marks",
+    "reject_lines",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,25 +151,32 @@ def dlq_lane(rejected: Rejected) -> str:
     return f"{rejected.stage}:{rejected.tenant_id or ''}"
 
 
+def reject_lines(per_second: int) -> LineLimit:
+    """The limit :func:`dlq_message` logs rejected records under: ``per_second`` per reason."""
+    return LineLimit(log, per_second, op="dlq")
+
+
 def dlq_message(
-    rejected: Rejected, sealer: Sealer | None = None
+    rejected: Rejected, sealer: Sealer | None = None, lines: LineLimit | None = None
 ) -> KafkaSinkMessage[bytes | None, bytes | None]:
-    """The DLQ message for a rejected record (counts it and logs it, once); with a ``sealer``,
-    the value of a record that carries a tenant is sealed with that tenant's ``dlq`` key
-    (header ``igflow.sealed``: ``dlq/value``), or withheld if its keys are destroyed."""
+    """The DLQ message for a rejected record (counts it and logs it, once: under ``lines``'
+    limit when given, :func:`reject_lines`); with a ``sealer``, the value of a record that
+    carries a tenant is sealed with that tenant's ``dlq`` key (header ``igflow.sealed``:
+    ``dlq/value``), or withheld if its keys are destroyed."""
     raw = rejected.record
-    metrics.DLQ_EVENTS.labels(rejected.reason.value).inc()
-    log.warning(
-        "rejected record: %s",
-        rejected.detail,
-        extra={
-            "op": "dlq",
-            "error_code": rejected.reason.value,
-            "kafka_partition": raw.partition,
-            "kafka_offset": raw.offset,
-            "input_hash": rejected.input_hash,
-        },
-    )
+    reason = rejected.reason.value
+    metrics.DLQ_EVENTS.labels(reason).inc()
+    extra = {
+        "op": "dlq",
+        "error_code": reason,
+        "kafka_partition": raw.partition,
+        "kafka_offset": raw.offset,
+        "input_hash": rejected.input_hash,
+    }
+    if lines is None:
+        log.warning("rejected record: %s", rejected.detail, extra=extra)
+    else:
+        lines.warning(reason, "rejected record: %s", rejected.detail, extra=extra)
     values = (
         rejected.reason.value,
         rejected.detail,
