@@ -34,9 +34,12 @@ _VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 def choose_pool(name: str) -> str | None:
     """Make ``name`` (one of :data:`POOLS`) Arrow's pool in this process, unless
     ``ARROW_DEFAULT_MEMORY_POOL`` names one already; returns the pool Arrow will use, or
-    ``None`` (and logs why) if pyarrow was imported before: its pool is chosen then."""
+    ``None`` (and says why at debug level) if pyarrow was imported before: its pool is chosen
+    then. Not a warning: a process that imported pyarrow before calling ``igflow.cli.main`` (a
+    test, a program embedding the commands) chose its pool itself, and the commands' own
+    order is held by ``tests/unit/test_arrow_pool.py`` (the pool they get is the setting's)."""
     if "pyarrow" in sys.modules:
-        log.warning(
+        log.debug(
             "Arrow's memory pool was chosen before run.arrow_memory_pool (%s) could be",
             name,
             extra={"op": "run.arrow_pool"},

@@ -67,7 +67,7 @@ _COMMANDS = {
 @pytest.mark.parametrize("name", sorted(_COMMANDS))
 def test_each_command_chooses_before_anything_imports_pyarrow(name: str) -> None:
     """``igflow run``, ``replay`` and ``verify`` through ``igflow.cli.main``, each in a fresh
-    interpreter: Arrow's pool is the setting's, and nothing warned that it came too late
+    interpreter: Arrow's pool is the setting's, and nothing said that it came too late
     (``verify`` imported pyarrow, through ``core.lazy_pandas``, before its choice until
     session 28)."""
     out = run_python(
@@ -82,6 +82,7 @@ def test_each_command_chooses_before_anything_imports_pyarrow(name: str) -> None
             def emit(self, record):
                 warned.append(record.getMessage())
         logging.getLogger("core.arrow_pool").addHandler(Warned())
+        logging.getLogger("core.arrow_pool").setLevel(logging.DEBUG)  # "too late" is debug
         exec(textwrap.dedent(sys.argv[1]))
         from igflow import cli
         assert cli.main(argv) == 0
