@@ -43,7 +43,7 @@ from typing import Any, NoReturn
 
 from core.cluster import Cluster
 
-__all__ = ["exit_status", "free_loopback_addresses", "run_forked", "unsafe_threads"]
+__all__ = ["exit_status", "free_loopback_addresses", "run_forked", "unsafe_threads", "write_line"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 #: What the parent passes on to its children.
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def write_line(text: str, stream: Any = None) -> None:
+    """``text`` and its newline in one write, flushed (``stream``: standard output).
+
+    A cluster's forked processes share their parent's standard output. ``print`` writes the
+    text and the newline separately when the stream is unbuffered (``PYTHONUNBUFFERED``), so
+    two processes' report lines could come out as one line holding both and an empty one (a
+    CI run did: the ``--processes 2`` replay's reports). One write of a line up to
+    ``PIPE_BUF`` (4,096 bytes) to a pipe is atomic: no other process's output comes between a
+    line and its newline."""
+    out = sys.stdout if stream is None else stream
+    out.write(text + "\n")
+    out.flush()
 
 
 def free_loopback_addresses(count: int) -> tuple[str, ...]:

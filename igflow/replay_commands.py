@@ -156,7 +156,9 @@ def _replay_one(
     }
     if cluster.process_id is not None:
         out["process"] = cluster.process_id
-    print(json.dumps(out), flush=True)
+    from igflow.local_cluster import write_line
+
+    write_line(json.dumps(out))  # one write: a forked cluster's reports share stdout
     return 0
 
 

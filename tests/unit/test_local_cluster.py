@@ -255,3 +255,49 @@ def test_a_fork_is_refused_while_a_python_thread_or_a_kafka_client_runs() -> Non
     finally:
         stop.set()
         thread.join()
+
+
+_REPORTS = """
+    import json, sys
+    from igflow.local_cluster import run_forked, write_line
+
+    def child(cluster):
+        for i in range(2000):
+            line = json.dumps({"process": cluster.process_id, "i": i, "pad": "x" * 300})
+            if sys.argv[1] == "print":
+                print(line, flush=True)
+            else:
+                write_line(line)
+        return 0
+
+    sys.exit(run_forked(2, child))
+"""
+
+
+@pytest.mark.parametrize("how", ["write_line", "print"])
+def test_forked_processes_report_lines_that_never_interleave(how: str) -> None:
+    """Two forked children writing report lines to one unbuffered pipe, as ``igflow replay
+    --processes 2`` does: ``write_line`` keeps each line whole; ``print`` (text, then the
+    newline) let one line hold two reports (ci69). The ``print`` case shows the failure is real
+    here: it must interleave at least once in 4,000 lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_REPORTS), how],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    whole = 0
+    for line in out.splitlines():
+        try:
+            json.loads(line)
+            whole += 1
+        except json.JSONDecodeError:
+            pass
+    if how == "write_line":
+        assert whole == 4000 and len(out.splitlines()) == 4000
+    else:
+        assert whole < 4000, "print never interleaved: the test no longer shows the race"
