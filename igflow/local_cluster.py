@@ -53,8 +53,8 @@ _PR_SET_PDEATHSIG = 1
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
-def write_line(text: str, stream: Any = None) -> None:
-    """``text`` and its newline in one write, flushed (``stream``: standard output).
+def write_line(text: str) -> None:
+    """``text`` and its newline on standard output in one write, flushed.
 
     A cluster's forked processes share their parent's standard output. ``print`` writes the
     text and the newline separately when the stream is unbuffered (``PYTHONUNBUFFERED``), so
@@ -62,9 +62,8 @@ def write_line(text: str, stream: Any = None) -> None:
     CI run did: the ``--processes 2`` replay's reports). One write of a line up to
     ``PIPE_BUF`` (4,096 bytes) to a pipe is atomic: no other process's output comes between a
     line and its newline."""
-    out = sys.stdout if stream is None else stream
-    out.write(text + "\n")
-    out.flush()
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def free_loopback_addresses(count: int) -> tuple[str, ...]:

@@ -186,16 +186,18 @@ def dlq_message(
         log.warning("rejected record: %s", rejected.detail, extra=extra)
     else:
         lines.warning(reason, "rejected record: %s", rejected.detail, extra=extra)
-    headers = [
-        (DLQ_HEADERS[0], reason.encode()),
-        (DLQ_HEADERS[1], _detail(rejected.detail)),
-        (DLQ_HEADERS[2], raw.topic.encode()),
-        (DLQ_HEADERS[3], str(raw.partition).encode()),
-        (DLQ_HEADERS[4], str(raw.offset).encode()),
-        (DLQ_HEADERS[5], hashed.encode()),
-        (DLQ_HEADERS[6], rejected.stage.encode()),
-        (DLQ_HEADERS[7], dlq_lane(rejected).encode()),
-    ]
+    values = (
+        reason,
+        "",  # igflow.detail: bounded in bytes, set below
+        raw.topic,
+        str(raw.partition),
+        str(raw.offset),
+        hashed,
+        rejected.stage,
+        dlq_lane(rejected),
+    )
+    headers = [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+    headers[1] = (DLQ_HEADERS[1], _detail(rejected.detail))
     value = raw.value
     holder = keyholder(rejected.tenant_id, reason)
     if sealer is not None and holder is not None and value is not None:
