@@ -108,7 +108,7 @@ def connect(self, address):
 socket.socket.connect = connect
 settings = Settings().with_changes("lake", catalog_uri=sys.argv[1])
 import_flow(settings)
-wanted = ("pyiceberg.catalog.sql", "sqlalchemy.orm", "psycopg2")
+wanted = ("psycopg", "pyiceberg.catalog.sql", "sqlalchemy", "psycopg2")
 print(json.dumps({"modules": [m for m in wanted if m in sys.modules], "connections": opened}))
 """
 
@@ -116,18 +116,21 @@ print(json.dumps({"modules": [m for m in wanted if m in sys.modules], "connectio
 @pytest.mark.parametrize(
     ("uri", "modules"),
     [
-        (
-            "postgresql+psycopg2://igflow:igflow@127.0.0.1:9/igflow",
-            ["pyiceberg.catalog.sql", "sqlalchemy.orm", "psycopg2"],
-        ),
-        ("not a uri", ["pyiceberg.catalog.sql", "sqlalchemy.orm"]),
+        # the project's catalogs: psycopg (which the flow imports anyway), no SQLAlchemy
+        ("postgresql+psycopg2://igflow:igflow@127.0.0.1:9/igflow", ["psycopg"]),
+        ("postgresql://igflow:igflow@127.0.0.1:9/igflow", ["psycopg"]),
+        ("sqlite:////nowhere/catalog.db", ["psycopg"]),
+        # another database (or none readable): pyiceberg's SqlCatalog, imported before the fork
+        ("mysql+pymysql://u:p@127.0.0.1:9/db", ["psycopg", "pyiceberg.catalog.sql", "sqlalchemy"]),
+        ("not a uri", ["psycopg", "pyiceberg.catalog.sql", "sqlalchemy"]),
     ],
 )
 def test_a_flow_s_imports_take_its_catalog_s_modules_and_open_nothing(
     uri: str, modules: list[str]
 ) -> None:
     """Regression: each `--processes` child imported the SQL catalog (SQLAlchemy) itself at
-    its first commit; `import_flow` (before the fork) now does, and connects to nothing."""
+    its first commit; `import_flow` (before the fork) now imports what its catalog needs (no
+    SQLAlchemy for Postgres or SQLite, session 29), and connects to nothing."""
     out = subprocess.run(
         [sys.executable, "-c", _PRELOAD, uri], capture_output=True, text=True, check=True
     )
