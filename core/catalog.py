@@ -324,7 +324,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         db = self._db
         try:
             for table in ("iceberg_tables", "iceberg_namespace_properties"):
-                with db.transaction(write=False) as cursor:
+                with db.transaction(together=False) as cursor:
                     cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")
                     cursor.fetchall()
         except db.schema_errors:
@@ -332,7 +332,7 @@ class LakeSqlCatalog(MetastoreCatalog):
                 self.create_tables()
             return "v1"
         try:
-            with db.transaction(write=False) as cursor:
+            with db.transaction(together=False) as cursor:
                 cursor.execute("SELECT iceberg_type FROM iceberg_tables LIMIT 0")
                 cursor.fetchall()
             return "v1"
@@ -340,7 +340,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             pass
         if wanted == "v1":
             try:
-                with db.transaction() as cursor:
+                with db.transaction(together=False) as cursor:
                     cursor.execute("ALTER TABLE iceberg_tables ADD COLUMN iceberg_type VARCHAR(5)")
             except db.schema_errors:
                 pass
@@ -357,7 +357,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         pyiceberg's models does (another creator racing this one is no error)."""
         for statement in _CREATE_TABLES:
             try:
-                with self._db.transaction() as cursor:
+                with self._db.transaction(together=False) as cursor:
                     cursor.execute(statement)
             except self._db.integrity_error:  # Postgres: created at the same time elsewhere
                 continue
@@ -381,7 +381,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             values.append(_TABLE_TYPE)
         marks = ", ".join("?" * len(values))
         try:
-            with self._db.transaction() as cursor:
+            with self._db.transaction(together=False) as cursor:
                 cursor.execute(f"INSERT INTO iceberg_tables ({columns}) VALUES ({marks})", values)
         except self._db.integrity_error as exc:
             msg = f"Table {namespace}.{table_name} already exists"
@@ -429,7 +429,7 @@ class LakeSqlCatalog(MetastoreCatalog):
 
     def _location(self, namespace: str, name: str) -> str | None:
         """The metadata location of the table's row, ``None`` if there is no such table."""
-        with self._db.transaction(write=False) as cursor:
+        with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "SELECT metadata_location FROM iceberg_tables"
                 " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
@@ -516,7 +516,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         """pyiceberg's ``SqlCatalog.drop_table``: the row only (``purge_table`` the files)."""
         namespace = Catalog.namespace_to_string(Catalog.namespace_from(identifier))
         table_name = Catalog.table_name_from(identifier)
-        with self._db.transaction() as cursor:
+        with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "DELETE FROM iceberg_tables"
                 " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
@@ -540,7 +540,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             msg = f"Namespace does not exist: {to_namespace}"
             raise NoSuchNamespaceError(msg)
         try:
-            with self._db.transaction() as cursor:
+            with self._db.transaction(together=False) as cursor:
                 cursor.execute(
                     "UPDATE iceberg_tables SET table_namespace = ?, table_name = ?"
                     " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
@@ -590,7 +590,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             io=self._load_file_io(properties=metadata.properties, location=location),
             metadata_path=location,
         )
-        with self._db.transaction() as cursor:
+        with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?"
                 " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
@@ -617,7 +617,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             msg = f"Namespace does not exist: {namespace}"
             raise NoSuchNamespaceError(msg)
         at = Catalog.namespace_to_string(namespace)
-        with self._db.transaction(write=False) as cursor:
+        with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "SELECT table_namespace, table_name FROM iceberg_tables"
                 " WHERE catalog_name = ? AND table_namespace = ?" + self._tables_only,
@@ -635,7 +635,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             Catalog.identifier_to_tuple(identifier), NoSuchNamespaceError
         )
         under = namespace.replace("!", "!!").replace("_", "!_").replace("%", "!%") + ".%"
-        with self._db.transaction(write=False) as cursor:
+        with self._db.transaction(together=False) as cursor:
             for table, column in (
                 ("iceberg_tables", "table_namespace"),
                 ("iceberg_namespace_properties", "namespace"),
@@ -675,7 +675,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         if tables := self.list_tables(namespace):
             msg = f"Namespace {name} is not empty. {len(tables)} tables exist."
             raise NamespaceNotEmptyError(msg)
-        with self._db.transaction() as cursor:
+        with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?",
                 (self.name, name),
@@ -692,7 +692,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             where += " AND {column} LIKE ?"
             params.append(Catalog.namespace_to_string(namespace, NoSuchNamespaceError) + "%")
         names: set[str] = set()
-        with self._db.transaction(write=False) as cursor:
+        with self._db.transaction(together=False) as cursor:
             for table, column in (
                 ("iceberg_tables", "table_namespace"),
                 ("iceberg_namespace_properties", "namespace"),
@@ -718,7 +718,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         if not self.namespace_exists(namespace):
             msg = f"Namespace {name} does not exists"
             raise NoSuchNamespaceError(msg)
-        with self._db.transaction(write=False) as cursor:
+        with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "SELECT property_key, property_value FROM iceberg_namespace_properties"
                 " WHERE catalog_name = ? AND namespace = ?",

@@ -55,9 +55,11 @@ class CatalogDatabase:
     #: What a statement on a missing table or column raises.
     schema_errors: tuple[type[Exception], ...]
 
-    def transaction(self, write: bool = True) -> Any:  # a context manager of a Cursor
+    def transaction(self, together: bool = True) -> Any:  # a context manager of a Cursor
         """A cursor whose statements commit together when the block ends, or roll back if it
-        raises; ``write=False``: statements that only read (Postgres runs each on its own)."""
+        raises; ``together=False`` for a block of one statement, or of statements that only
+        read: on Postgres each then commits on its own (autocommit: one round trip, no
+        ``BEGIN`` and ``COMMIT``)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -98,10 +100,10 @@ class _Postgres(CatalogDatabase):
         connection.close()
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[Cursor]:
+    def transaction(self, together: bool = True) -> Iterator[Cursor]:
         connection = self._take()
         try:
-            if write:
+            if together:
                 with connection.transaction(), connection.cursor() as cursor:
                     yield _Placeholders(cursor)
             else:  # each statement on its own (autocommit): one round trip, no BEGIN / COMMIT
@@ -166,7 +168,7 @@ class _Sqlite(CatalogDatabase):
         self._lock = threading.RLock()
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[Cursor]:  # always one
+    def transaction(self, together: bool = True) -> Iterator[Cursor]:  # always together
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN")
