@@ -653,18 +653,23 @@ class LakeSqlCatalog(MetastoreCatalog):
         self, namespace: str | Identifier, properties: Properties = EMPTY_DICT
     ) -> None:
         """pyiceberg's ``SqlCatalog.create_namespace`` (``{"exists": "true"}`` without
-        properties)."""
+        properties); a namespace another client created between the check and the insert is
+        ``NamespaceAlreadyExistsError`` too (pyiceberg's raises SQLAlchemy's IntegrityError)."""
         if self.namespace_exists(namespace):
             msg = f"Namespace {namespace} already exists"
             raise NamespaceAlreadyExistsError(msg)
         name = Catalog.namespace_to_string(namespace, NoSuchNamespaceError)
-        with self._db.transaction() as cursor:
-            for key, value in (properties or _NAMESPACE_MINIMAL_PROPERTIES).items():
-                cursor.execute(
-                    "INSERT INTO iceberg_namespace_properties"
-                    " (catalog_name, namespace, property_key, property_value) VALUES (?, ?, ?, ?)",
-                    (self.name, name, key, value),
-                )
+        try:
+            with self._db.transaction() as cursor:
+                for key, value in (properties or _NAMESPACE_MINIMAL_PROPERTIES).items():
+                    cursor.execute(
+                        "INSERT INTO iceberg_namespace_properties (catalog_name, namespace,"
+                        " property_key, property_value) VALUES (?, ?, ?, ?)",
+                        (self.name, name, key, value),
+                    )
+        except self._db.integrity_error as exc:  # created meanwhile by another client
+            msg = f"Namespace {namespace} already exists"
+            raise NamespaceAlreadyExistsError(msg) from exc
 
     def drop_namespace(self, namespace: str | Identifier) -> None:
         """pyiceberg's ``SqlCatalog.drop_namespace`` (refused while it holds tables)."""

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 
 import core.catalog
 from core.catalog import LakeSqlCatalog
@@ -287,3 +287,24 @@ def test_an_in_memory_catalog_is_one_database_for_every_thread() -> None:
     thread.start()
     thread.join()
     assert seen == [[("ns",)]]
+
+
+def test_a_namespace_created_meanwhile_is_already_existing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another client creates the namespace between this one's check and its insert.
+    at = _properties(tmp_path, "race")
+    ours, theirs = LakeSqlCatalog("lake", **at), SqlCatalog("lake", **at)
+    checked = ours.namespace_exists
+
+    def exists_then_taken(identifier: Any) -> bool:
+        answer = checked(identifier)
+        theirs.create_namespace(identifier)
+        return answer
+
+    monkeypatch.setattr(ours, "namespace_exists", exists_then_taken)
+    with pytest.raises(NamespaceAlreadyExistsError):
+        ours.create_namespace("ns")
+    monkeypatch.undo()
+    ours.create_namespace_if_not_exists("ns")  # what the lake's sinks call: no error
+    assert ours.list_namespaces() == [("ns",)]
