@@ -48,8 +48,6 @@ class CatalogDatabase:
     written with ``?`` placeholders (``%s`` for psycopg: a statement holds no other ``?`` or
     ``%``: values, LIKE patterns included, are parameters)."""
 
-    #: ``"postgresql"`` or ``"sqlite"``.
-    dialect: str
     #: What a row the database refuses (a primary key taken) raises.
     integrity_error: type[Exception]
     #: What a statement on a missing table or column raises.
@@ -67,8 +65,6 @@ class CatalogDatabase:
 
 
 class _Postgres(CatalogDatabase):
-    dialect = "postgresql"
-
     def __init__(self, conninfo: str) -> None:
         import psycopg  # the flow imports it anyway (tenancy.registry); here when first used
 
@@ -159,7 +155,6 @@ class _Sqlite(CatalogDatabase):
     """One connection shared by the catalog's threads, a transaction at a time (as SQLite writes
     one at a time anyway); ``:memory:`` is one database for all of them."""
 
-    dialect = "sqlite"
     integrity_error = sqlite3.IntegrityError
     schema_errors = (sqlite3.OperationalError,)
 
