@@ -65,6 +65,9 @@ class CatalogDatabase:
 
 
 class _Postgres(CatalogDatabase):
+    """A pool of autocommit connections, opened when needed, up to :data:`IDLE_KEPT` kept idle
+    (no statement or connect timeout of its own: libpq's, from the URI, as with psycopg2)."""
+
     def __init__(self, conninfo: str) -> None:
         import psycopg  # the flow imports it anyway (tenancy.registry); here when first used
 
