@@ -285,6 +285,28 @@ def test_an_append_waits_no_longer_than_its_linger() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_an_append_does_not_linger_while_a_worker_waits_for_room() -> None:
+    # Regression (session 29): with two workers the writer lingered for the other worker's batch
+    # while the busy worker, blocked by the bound, could hand nothing: each append waited its
+    # whole linger (2.4 s of a ~6.7 s `-w 2` run). A linger of a minute shows it: the blocked
+    # worker's rows are appended at once, not a minute later.
+    together: GroupCommit[int] = GroupCommit(workers=2, linger=60.0, in_flight=1, batch_rows=3)
+    appended: list[list[int]] = []
+    first = threading.Event()
+
+    def append(rows: list[int]) -> None:
+        appended.append(rows)
+        first.set()
+
+    together.submit([1, 2, 3], append)  # the bound's rows: the next hand-over must wait
+    handed = threading.Thread(target=together.submit, args=([4], append))
+    handed.start()  # blocked until the first batch is appended
+    assert first.wait(20), "the writer lingered while a worker waited for room"
+    handed.join(20)
+    assert not handed.is_alive()
+    assert appended[0] == [1, 2, 3]
+
+
 def test_in_flight_must_be_positive() -> None:
     with pytest.raises(ValueError, match="in_flight"):
         GroupCommit(in_flight=0)
