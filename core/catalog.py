@@ -305,12 +305,14 @@ class LakeSqlCatalog(MetastoreCatalog):
         self._file_ios: dict[tuple[tuple[tuple[str, Any], ...], str | None], FileIO] = {}
         self._lock = threading.Lock()
         self._schema_version = self._init_catalog()
-        #: A table row's condition beyond its name: views of other clients (v1) excluded.
-        self._tables_only = (
+        #: Other clients' views excluded from table rows (v1), and the condition naming one
+        #: table's row (catalog, namespace, name) with it.
+        self._the_table_type = (
             f" AND (iceberg_type = '{_TABLE_TYPE}' OR iceberg_type IS NULL)"
             if self._schema_version == "v1"
             else ""
         )
+        self._the_table = _THE_TABLE + self._the_table_type
 
     # -- the database ------------------------------------------------------------------------
 
@@ -431,9 +433,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         """The metadata location of the table's row, ``None`` if there is no such table."""
         with self._db.transaction(together=False) as cursor:
             cursor.execute(
-                "SELECT metadata_location FROM iceberg_tables"
-                " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
-                + self._tables_only,
+                "SELECT metadata_location FROM iceberg_tables" + self._the_table,
                 (self.name, namespace, name),
             )
             rows = cursor.fetchall()
@@ -518,9 +518,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         table_name = Catalog.table_name_from(identifier)
         with self._db.transaction(together=False) as cursor:
             cursor.execute(
-                "DELETE FROM iceberg_tables"
-                " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
-                + self._tables_only,
+                "DELETE FROM iceberg_tables" + self._the_table,
                 (self.name, namespace, table_name),
             )
             dropped = cursor.rowcount
@@ -543,8 +541,7 @@ class LakeSqlCatalog(MetastoreCatalog):
             with self._db.transaction(together=False) as cursor:
                 cursor.execute(
                     "UPDATE iceberg_tables SET table_namespace = ?, table_name = ?"
-                    " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
-                    + self._tables_only,
+                    + self._the_table,
                     (to_namespace, to_name, self.name, from_namespace, from_name),
                 )
                 renamed = cursor.rowcount
@@ -593,8 +590,8 @@ class LakeSqlCatalog(MetastoreCatalog):
         with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?"
-                " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
-                " AND metadata_location = ?",
+                + _THE_TABLE
+                + " AND metadata_location = ?",
                 (
                     location,
                     current.metadata_location,
@@ -620,7 +617,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         with self._db.transaction(together=False) as cursor:
             cursor.execute(
                 "SELECT table_namespace, table_name FROM iceberg_tables"
-                " WHERE catalog_name = ? AND table_namespace = ?" + self._tables_only,
+                " WHERE catalog_name = ? AND table_namespace = ?" + self._the_table_type,
                 (self.name, at),
             )
             rows = cursor.fetchall()
@@ -791,6 +788,9 @@ class LakeSqlCatalog(MetastoreCatalog):
 
 #: ``iceberg_type`` of a table's row (v1 catalogs; other clients' views have another).
 _TABLE_TYPE = "TABLE"
+
+#: The condition naming one table's row.
+_THE_TABLE = " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
 
 #: A namespace created without properties gets these (pyiceberg's).
 _NAMESPACE_MINIMAL_PROPERTIES = {"exists": "true"}
