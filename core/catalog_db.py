@@ -50,7 +50,8 @@ class CatalogDatabase:
 
     #: What a row the database refuses (a primary key taken) raises.
     integrity_error: type[Exception]
-    #: What a statement on a missing table or column raises.
+    #: What a statement on a missing table or column raises (or adding a column another client
+    #: added meanwhile).
     schema_errors: tuple[type[Exception], ...]
 
     def transaction(self, together: bool = True) -> Any:  # a context manager of a Cursor
@@ -74,7 +75,11 @@ class _Postgres(CatalogDatabase):
         self._psycopg = psycopg
         self._conninfo = conninfo
         self.integrity_error = psycopg.IntegrityError
-        self.schema_errors = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
+        self.schema_errors = (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.UndefinedColumn,
+            psycopg.errors.DuplicateColumn,
+        )
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
