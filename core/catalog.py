@@ -633,10 +633,7 @@ class LakeSqlCatalog(MetastoreCatalog):
         )
         under = namespace.replace("!", "!!").replace("_", "!_").replace("%", "!%") + ".%"
         with self._db.transaction(together=False) as cursor:
-            for table, column in (
-                ("iceberg_tables", "table_namespace"),
-                ("iceberg_namespace_properties", "namespace"),
-            ):
+            for table, column in _NAMESPACE_COLUMNS:
                 cursor.execute(
                     f"SELECT 1 FROM {table} WHERE catalog_name = ?"
                     f" AND ({column} = ? OR {column} LIKE ? ESCAPE '!') LIMIT 1",
@@ -689,19 +686,14 @@ class LakeSqlCatalog(MetastoreCatalog):
         if namespace and not self.namespace_exists(namespace):
             msg = f"Namespace does not exist: {namespace}"
             raise NoSuchNamespaceError(msg)
-        where, params = " WHERE catalog_name = ?", [self.name]
-        if namespace:
-            where += " AND {column} LIKE ?"
-            params.append(Catalog.namespace_to_string(namespace, NoSuchNamespaceError) + "%")
+        under = Catalog.namespace_to_string(namespace, NoSuchNamespaceError) if namespace else ""
         names: set[str] = set()
         with self._db.transaction(together=False) as cursor:
-            for table, column in (
-                ("iceberg_tables", "table_namespace"),
-                ("iceberg_namespace_properties", "namespace"),
-            ):
+            for table, column in _NAMESPACE_COLUMNS:
                 cursor.execute(
-                    f"SELECT DISTINCT {column} FROM {table}" + where.format(column=column),
-                    params,
+                    f"SELECT DISTINCT {column} FROM {table} WHERE catalog_name = ?"
+                    f" AND {column} LIKE ?",
+                    (self.name, under + "%"),
                 )
                 names.update(row[0] for row in cursor.fetchall())
         parent = Catalog.identifier_to_tuple(namespace)
@@ -788,6 +780,12 @@ class LakeSqlCatalog(MetastoreCatalog):
 
 #: ``iceberg_type`` of a table's row (v1 catalogs; other clients' views have another).
 _TABLE_TYPE = "TABLE"
+
+#: Where each of the catalog's tables names a namespace.
+_NAMESPACE_COLUMNS = (
+    ("iceberg_tables", "table_namespace"),
+    ("iceberg_namespace_properties", "namespace"),
+)
 
 #: The condition naming one table's row.
 _THE_TABLE = " WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
