@@ -7,6 +7,12 @@
 - A tenant offboarded while the flow is down: its sealed state is discarded on resume (logged,
   never opened), the flow goes on and every other tenant's records land exactly once.
 - The upgrade: a store written unsealed resumes under sealing and is sealed from then on.
+
+Each flow is killed while it tails the topic (``--tail``), once what the test looks for is in its
+recovery store, and more records are produced after the kill: the kill is mid-stream however fast
+the flow is. (Bounded runs killed a fixed time after the first eighth landed: the hot path grew
+faster and CI saw them land all of 8,000, 16,000, then 24,000 first, and one that waited for a
+tenant's sealed state saw all of 12,000 land first: ci74's stop, 2026-12-05.)
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import sqlite3
+import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +63,26 @@ from tests.unit.test_psi_commands import write_csv
 
 pytestmark = pytest.mark.integration
 
-# Large enough that the kill comes mid-stream on an idle machine too: CI (idle, 2 cores) landed
-# all of 8,000 within the second after the first eighth had landed.
 TOTAL = 24_000
 WINDOW = 300
 PARTNER = [f"sel-{i:05d}" for i in range(0, 10_000, 2)]
+
+
+def _kill_once(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> None:
+    """SIGKILL a tailing flow as soon as ``ready()`` (within three minutes)."""
+    deadline = time.monotonic() + 180
+    while not ready():
+        assert proc.poll() is None, f"the flow ended: {proc.communicate()[1].decode()[-2000:]}"
+        assert time.monotonic() < deadline, f"not {what} within 180 s"
+        time.sleep(0.05)
+    kill(proc)
+
+
+def _later(spec: WorkloadSpec, seed: int) -> WorkloadSpec:
+    """A quarter more of the same tenants' records an hour later: produced after the kill."""
+    return dataclasses.replace(
+        spec, count=spec.count // 4, seed=seed, start=spec.start + timedelta(hours=1)
+    )
 
 
 def _resumable(recovery: Path) -> list[Any]:
@@ -156,15 +180,17 @@ def test_sigkilled_sealed_snapshots_hold_no_plaintext_and_resume_exactly_once(
             "IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW),
             "IGFLOW_RUN_SNAPSHOT_SECONDS": "0.5",
         }
-        proc = igflow(settings, "run", "-r", str(recovery), **run)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and lake_count(settings) < TOTAL // 8:
-            assert proc.poll() is None, "the flow ended before it could be killed"
-            time.sleep(0.05)
-        time.sleep(0.6)  # a snapshot or two with open batches, windows and pending items
-        kill(proc)
-        at_kill = lake_count(settings)
-        assert 0 < at_kill < TOTAL, f"kill was not mid-stream: {at_kill} of {TOTAL} had landed"
+        proc = igflow(settings, "run", "-r", str(recovery), "--tail", **run)
+        held = {"coherence.lake_signals_tenant_batch.stateful", "coherence.psi.deconflict"}
+
+        def ready() -> bool:
+            # Landing, with snapshots of open batches and windows (sealed).
+            if lake_count(settings) < TOTAL // 8:
+                return False
+            return held <= {s.step for s in _snapshots(recovery) if isinstance(s, SealedState)}
+
+        _kill_once(proc, ready, "an eighth landed and a snapshot of open batches and windows")
+        assert 0 < lake_count(settings) < TOTAL
 
         # 1. No selector and no Kafka value in the recovery store's raw bytes.
         files = [p for p in recovery.iterdir() if p.is_file()]
@@ -175,20 +201,20 @@ def test_sigkilled_sealed_snapshots_hold_no_plaintext_and_resume_exactly_once(
         # ... though it holds sealed states of the lake batches, psi's windows and the Redis
         # sink, which open (with the tenants' keys) to records that carry those selectors.
         sealed = [s for s in _snapshots(recovery) if isinstance(s, SealedState)]
-        steps = {s.step for s in sealed}
-        held = {"coherence.lake_signals_tenant_batch.stateful", "coherence.psi.deconflict"}
-        assert held <= steps, steps
         seal = StateSeal(sealer_of(settings))
         opened = pickle.dumps([seal.open(s.step, s) for s in sealed])
         assert any(s in opened for s in selectors)
 
-        # 2. The resumed flow lands every record exactly once.
+        # 2. The resumed flow lands every record exactly once, those produced since too.
+        more = _later(spec, seed=72)
+        produce(settings, more, schema_version=2)
         finish(igflow(settings, "run", "-r", str(recovery), **run))
 
+    total = TOTAL + more.tenants * more.count
     rows = lake_rows(settings)
     keys = {(r["tenant_id"], r["source"], r["signal_id"], r["ts"]) for r in rows}
     offsets = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
-    assert (len(rows), len(keys), len(offsets)) == (TOTAL, TOTAL, TOTAL)
+    assert (len(rows), len(keys), len(offsets)) == (total, total, total)
     windows = catalog(settings).load_table(f"{settings.lake.namespace}.deconfliction")
     deconflicted = windows.scan().to_arrow().to_pylist()
     assert deconflicted
@@ -216,7 +242,8 @@ def test_a_tenant_offboarded_while_the_flow_is_down_does_not_resume_and_the_othe
     )
     for i in range(spec.tenants):
         upsert_tenant(settings.stores.postgres_dsn, f"{prefix}-{i:02d}", SOURCES)
-    messages = list(generate(spec, 2, signal_contracts()[1].parsed))
+    more = _later(spec, seed=74)
+    messages = [m for w in (spec, more) for m in generate(w, 2, signal_contracts()[1].parsed)]
     produce(settings, spec, schema_version=2)
     per_tenant = Counter(m.record["tenant_id"] for m in messages if m.record)
     total = sum(per_tenant.values())
@@ -232,23 +259,21 @@ def test_a_tenant_offboarded_while_the_flow_is_down_does_not_resume_and_the_othe
             "IGFLOW_PSI_WINDOW_SECONDS": str(WINDOW),
             "IGFLOW_RUN_SNAPSHOT_SECONDS": "0.5",
         }
-        proc = igflow(settings, "run", "-r", str(recovery), **run)
-        deadline = time.monotonic() + 180
+        proc = igflow(settings, "run", "-r", str(recovery), "--tail", **run)
         # Killed once an eighth has landed and the resume would load the tenant's sealed state:
         # the snapshot rows of an epoch not yet committed are there before the resume takes
         # them (CI ci46 killed in that gap under load: the resume loaded none of the tenant's
         # state, so there was nothing to discard, and the test failed on the log line).
-        while time.monotonic() < deadline and (
-            lake_count(settings) < total // 8 or gone not in _sealed_holders(recovery)
-        ):
-            assert proc.poll() is None, "the flow ended before it could be killed"
-            time.sleep(0.05)
-        kill(proc)
-        at_kill = lake_count(settings)
-        assert 0 < at_kill < total, f"kill was not mid-stream: {at_kill} of {total} had landed"
+        _kill_once(
+            proc,
+            lambda: lake_count(settings) >= total // 8 and gone in _sealed_holders(recovery),
+            "an eighth landed and the tenant's sealed state resumable",
+        )
+        assert 0 < lake_count(settings) < total
         held = _sealed_holders(recovery)
         assert gone in held, held  # the shredded tenant's state is what the resume loads, sealed
 
+        produce(settings, more, schema_version=2)
         finish(igflow(settings, "tenants", "offboard", gone, "--note", "sealed recovery test"))
         _out, err = finish(igflow(settings, "run", "-r", str(recovery), **run))
 
@@ -278,33 +303,34 @@ def test_a_plain_snapshot_of_before_resumes_and_is_sealed_from_then_on(
     settings = it_settings.with_changes("kafka", batch_size=50).with_changes(
         "lake", batch_max_rows=2_000, batch_max_seconds=3.0
     )
-    # Twice TOTAL over twice the tenants: this flow has no serving store and is the fastest,
-    # and it landed all of 16,000, then all of 24,000 (CI, 2026-12-05), within the 0.6 s after
-    # the first eighth as the hot path got faster. Not more per tenant: at 12,000 the drift
-    # step has a reference and quarantines a few.
-    spec = recent(WorkloadSpec(tenants=8, count=TOTAL // 4, seed=75))
+    spec = recent(WorkloadSpec(tenants=4, count=TOTAL // 4, seed=75))
     produce(settings, dataclasses.replace(spec, selectors=True), schema_version=2)
-    total = 2 * TOTAL
+    total = TOTAL
     recovery = tmp_path / "recovery"
     proc = igflow(
         settings,
         "run",
         "-r",
         str(recovery),
+        "--tail",
         IGFLOW_SEAL_ENABLED="false",
         IGFLOW_RUN_SNAPSHOT_SECONDS="0.5",
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and lake_count(settings) < total // 8:
-        assert proc.poll() is None, "the flow ended before it could be killed"
-        time.sleep(0.05)
-    time.sleep(0.6)  # a snapshot with open batches and drift's held records
-    kill(proc)
-    at_kill = lake_count(settings)
-    assert 0 < at_kill < total, f"kill was not mid-stream: {at_kill} of {total} had landed"
+
+    def ready() -> bool:
+        # Landing, with a snapshot of the drift step's state (plain).
+        if lake_count(settings) < total // 8:
+            return False
+        return "TenantDrift" in {type(s).__name__ for s in _snapshots(recovery)}
+
+    _kill_once(proc, ready, "an eighth landed and a snapshot of the drift step's state")
+    assert 0 < lake_count(settings) < total
     before = {type(s).__name__ for s in _snapshots(recovery)}
     assert "TenantDrift" in before and "SealedState" not in before, before
 
+    more = _later(spec, seed=76)
+    produce(settings, dataclasses.replace(more, selectors=True), schema_version=2)
+    total += more.tenants * more.count
     finish(igflow(settings, "run", "-r", str(recovery), IGFLOW_RUN_SNAPSHOT_SECONDS="0.5"))
 
     # Each record landed once: as a signal, or quarantined by the drift step (with 8 tenants
