@@ -20,7 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.run import cli_main
 
 from core import metric_labels, metrics
 from core.catalog import preload
@@ -115,6 +114,7 @@ def _run(settings: Settings, cluster: Cluster) -> None:
     )
     import_flow(settings)
     from flows.coherence import build, engine_epoch
+    from flows.execute import execute
 
     flow = build(settings, cluster=cluster, open_early=True)
     epoch = engine_epoch(settings)
@@ -134,7 +134,7 @@ def _run(settings: Settings, cluster: Cluster) -> None:
     waited = cluster.await_listeners()
     if waited > 0.05:
         log.info("waited %.2f s for the cluster's earlier processes to listen", waited)
-    cli_main(
+    execute(
         flow,
         workers_per_process=settings.run.workers,
         process_id=cluster.process_id,

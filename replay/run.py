@@ -44,7 +44,6 @@ from typing import IO, Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.run import cli_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pyiceberg.catalog import Catalog
 
@@ -58,6 +57,7 @@ from core.sealing import is_sealed, is_sealed_text
 from core.settings import KafkaSettings, Settings
 from core.shutdown import StopGuard
 from flows.coherence import build
+from flows.execute import execute
 from flows.held import held_positions
 from replay.scratch import check_scratch, check_scratch_name, scratch_names, scratch_stores
 from replay.settings import SettingsUsed, original_settings
@@ -554,8 +554,7 @@ def run_with_progress(
         # A signal or a lost peer ends the process within run.stop_seconds (core.shutdown).
         with StopGuard(settings.run.stop_seconds, cluster.process_id, cluster.addresses):
             cluster.await_listeners()  # timely's connect retry waits a second (core.cluster)
-            # bytewax's native module declares no parameter types (as in igflow.runner).
-            cli_main(  # type: ignore[no-untyped-call]
+            execute(  # no recovery store: the steps' snapshots are dropped
                 flow,
                 workers_per_process=settings.run.workers,
                 process_id=cluster.process_id,

@@ -7,13 +7,16 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 import hypothesis.strategies as st
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
@@ -23,8 +26,16 @@ from core.records import Decoded
 from core.settings import Settings
 from core.switches import NO_HOLDS
 from flows.coherence import build
+from flows.execute import execute
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
-from operators.batching import RunLogic, flatten, map_runs, tenant_runs
+from operators.batching import (
+    RunLogic,
+    flatten,
+    map_runs,
+    snapshots_dropped,
+    stateful_runs_at,
+    tenant_runs,
+)
 from operators.tenancy import TenancyPolicy
 from tenancy.registry import StaticTenants
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
@@ -92,6 +103,43 @@ def test_a_run_logic_flattens_in_order_and_gives_one_run() -> None:
     assert list(RunLogic(_Echo()).on_eof()[0]) == []  # an empty output is no run
     flat: RunLogic[int, int] = RunLogic(_Echo(), runs_out=False)
     assert list(flat.on_batch([[1], [2, 3]])[0]) == [1, 2, 3]
+
+
+class _Counted(_Echo):
+    """:class:`_Echo`, counting the snapshots asked of every instance."""
+
+    snapshots = 0
+
+    def snapshot(self) -> list[int]:
+        _Counted.snapshots += 1
+        return super().snapshot()
+
+
+@pytest.mark.parametrize("recovery", [False, True])
+def test_without_a_recovery_store_the_steps_are_not_asked_for_snapshots(
+    recovery: bool, tmp_path: Path
+) -> None:
+    """Bytewax asks every key for a snapshot at each epoch's end with or without a recovery
+    store; :func:`flows.execute.execute` spares the steps those copies when nothing keeps them,
+    and the outputs are the same either way."""
+    config = None
+    if recovery:
+        init_db_dir(tmp_path, 1)
+        config = RecoveryConfig(str(tmp_path))
+    flow = Dataflow("snapshots")
+    up = op.input("in", flow, TestingSource(list(range(40)), batch_size=4))
+    runs = random_runs("runs", up, lambda x: "ab"[x % 2], seed=5, max_run=3)
+    echoed = stateful_runs_at("echo", runs, lambda _resume: _Counted())
+    got: list[Any] = []
+    op.output("out", echoed, TestingSink(got))
+    _Counted.snapshots = 0
+    execute(flow, workers_per_process=1, epoch_interval=timedelta(0), recovery_config=config)
+    assert sorted(x for _, run in got for x in run) == sorted([*range(40), *range(1, 40, 2)])
+    # Ten epochs of two keys, each key snapshotted in the epochs it was given an item.
+    assert (_Counted.snapshots > 10) if recovery else (_Counted.snapshots == 0)
+    with snapshots_dropped():
+        dropped: RunLogic[int, int] = RunLogic(_Counted())
+    assert dropped.snapshot() is None and RunLogic(_Counted()).snapshot() == []
 
 
 def test_map_runs_drops_a_run_it_empties() -> None:
