@@ -24,6 +24,7 @@ from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded, PolicyTags
 from core.sources import SourceRegistry
+from core.switches import Gate
 
 __all__ = ["ResidencyHolds", "TagSource", "parse_map", "served_residency"]
 
@@ -76,6 +77,9 @@ class ResidencyHolds:
         self._served = served
         self._policy = policy
         self._sources = sources
+
+    def gate(self) -> Gate | None:
+        return self.held
 
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         tenant = self._policy.tags(item.signal.tenant_id).residency

@@ -34,6 +34,7 @@ from typing import Protocol
 from core.errors import ConfigError
 from core.reasons import ReasonCode
 from core.records import Decoded
+from core.switches import Gate
 
 __all__ = [
     "RELEASED_HEADER",
@@ -198,6 +199,9 @@ class SourceRules:
     def __init__(self, registry: SourceRegistry, *, enforce: bool) -> None:
         self._registry = registry
         self._enforce = enforce
+
+    def gate(self) -> Gate | None:
+        return self.held
 
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         return source_verdict(item, self._registry, enforce=self._enforce)

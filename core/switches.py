@@ -17,7 +17,7 @@ offsets), whatever the switches say when it runs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from core.reasons import ReasonCode
@@ -90,11 +90,21 @@ class StaticSwitches:
         return (kind, name) in self._off
 
 
+#: A hold's check of one record: ``(reason, detail)`` when it holds the record, else ``None``.
+Gate = Callable[[Decoded], tuple[ReasonCode, str] | None]
+
+
 class Holds(Protocol):
     """Decides whether the validate step holds a record, and with which reason."""
 
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         """``(reason, detail)`` when ``item`` is held, else ``None``."""
+        ...
+
+    def gate(self) -> Gate | None:
+        """What to ask of each record of the next batch: ``held``, or ``None`` when nothing
+        can be held now (no switch off, no held position), so the batch's records are not
+        asked one by one (validate's native path: ~0.7 µs a record, session 30)."""
         ...
 
 
@@ -103,6 +113,9 @@ class SwitchHolds:
 
     def __init__(self, board: Switchboard) -> None:
         self._board = board
+
+    def gate(self) -> Gate | None:
+        return self.held if self._board.off() else None  # the common case: all on
 
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         off = self._board.off()
@@ -123,6 +136,9 @@ class ReplayedHolds:
     def __init__(self, held: Mapping[tuple[str, int, int], tuple[ReasonCode, str]]) -> None:
         self._held = dict(held)
 
+    def gate(self) -> Gate | None:
+        return self.held if self._held else None
+
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         p = item.provenance
         return self._held.get((p.topic, p.kafka_partition, p.kafka_offset))
@@ -137,6 +153,20 @@ class FirstHolds:
 
     def __init__(self, *holds: Holds) -> None:
         self._holds = holds
+
+    def gate(self) -> Gate | None:
+        gates = [g for g in (h.gate() for h in self._holds) if g is not None]
+        if len(gates) < 2:
+            return gates[0] if gates else None
+
+        def first(item: Decoded) -> tuple[ReasonCode, str] | None:
+            for g in gates:
+                verdict = g(item)
+                if verdict is not None:
+                    return verdict
+            return None
+
+        return first
 
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         for h in self._holds:

@@ -167,12 +167,15 @@ def validate_batch(
     limits = _limits(settings)  # frozen settings: once, not per batch
     if not native or limits is None:
         return checked
-    gates = tuple(h.held for h in (sources, switches) if h is not None)
+    asked = tuple(h for h in (sources, switches) if h is not None)
 
     def refused(item: Decoded, verdict: tuple[ReasonCode, str]) -> Rejected:
         return counted_reject(item, refusal(item, verdict))
 
     def checked_native(batch: list[Decoded]) -> list[Decoded | Rejected]:
+        # The holds that can hold something now, asked once per batch (a switch turned off
+        # holds from the next batch on, as it did from the next record).
+        gates = tuple(g for g in (h.gate() for h in asked) if g is not None)
         return _native.validate_run(
             batch if isinstance(batch, list) else list(batch),
             _DECODED_SLOTS,

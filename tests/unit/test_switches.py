@@ -17,12 +17,14 @@ from pyiceberg.catalog import Catalog
 from api.switches import OperationGate
 from core.errors import ConfigError
 from core.reasons import ReasonCode
+from core.records import Decoded
 from core.sealing import is_sealed
-from core.settings import Settings, SwitchSettings
+from core.settings import Settings, SwitchSettings, ValidateSettings
 from core.signal_rules import hold
 from core.switches import (
     HELD_REASONS,
     NO_HOLDS,
+    FirstHolds,
     ReplayedHolds,
     StaticSwitches,
     SwitchHolds,
@@ -34,6 +36,7 @@ from igflow.cli import _parser
 from igflow.lake_reader import open_sealed
 from igflow.workload import SOURCES, WorkloadSpec, generate, tenant_ids
 from operators.tenancy import TenancyPolicy
+from operators.validate import validate_batch
 from sources.pausable import PausableSource
 from tenancy.registry import StaticTenants
 from tenancy.switches import PostgresSwitches
@@ -92,6 +95,37 @@ def test_replayed_holds_go_by_input_position_only() -> None:
         {(p.topic, p.kafka_partition, p.kafka_offset + 1): (ReasonCode.SOURCE_DISABLED, "x")}
     )
     assert hold(item, elsewhere) is item
+
+
+def test_a_batch_asks_only_the_holds_that_can_hold_something_now() -> None:
+    """validate's native path asks each record only the gates of holds that can hold
+    something (``Holds.gate``): none while every switch is on and no position is held; the
+    gates it gets decide as ``held`` does."""
+    item = decoded(tenant_id="tenant-00", source="sensor-a")
+    p = item.provenance
+    position = (p.topic, p.kafka_partition, p.kafka_offset)
+    board = StaticSwitches()
+    quiet = FirstHolds(ReplayedHolds({}), SwitchHolds(board))
+    assert quiet.gate() is None and quiet.held(item) is None
+    off = SwitchHolds(StaticSwitches([(SwitchKind.SOURCE, "sensor-a")]))
+    replayed = ReplayedHolds({position: (ReasonCode.TENANT_DISABLED, "x")})
+    for holds in (FirstHolds(off), FirstHolds(replayed, off), FirstHolds(off, replayed)):
+        gate = holds.gate()
+        assert gate is not None and gate(item) == holds.held(item) is not None
+    asked: list[Decoded] = []
+
+    def counted(record: Decoded) -> None:
+        asked.append(record)
+
+    class Quiet:
+        def gate(self) -> None:
+            return None
+
+        def held(self, record: Decoded) -> None:
+            counted(record)
+
+    assert validate_batch(TENANTS, ValidateSettings(), Quiet())([item]) == [item]
+    assert asked == []
 
 
 def _run(settings: Settings, records: list[Any], holds: Any) -> list[Any]:

@@ -150,12 +150,20 @@ class _Holds:
     def __init__(self, name: str, every: int, reason: ReasonCode, log: list[Any]) -> None:
         self.name, self.every, self.reason, self.log = name, every, reason, log
 
+    def gate(self) -> Any:
+        return self.held
+
     def held(self, item: Decoded) -> tuple[ReasonCode, str] | None:
         offset = item.provenance.kafka_offset
         self.log.append((self.name, offset))
         if self.every and offset % self.every == self.every - 1:
             return self.reason, f"{self.name} holds {offset}"
         return None
+
+
+def _hold(check: Callable[[Decoded], Any]) -> Any:
+    """A hold that asks ``check`` of every record."""
+    return types.SimpleNamespace(held=check, gate=lambda: check)
 
 
 def _rejected() -> dict[tuple[str, ...], float]:
@@ -317,7 +325,7 @@ def test_the_c_loop_keeps_nothing_and_passes_errors_on() -> None:
     entry = TENANTS.get("tenant-00")
     held += [entry, entry.sources]  # type: ignore[union-attr]
     counts = [sys.getrefcount(x) for x in held]
-    always = validate_batch(TENANTS, SETTINGS, types.SimpleNamespace(held=lambda item: verdict))
+    always = validate_batch(TENANTS, SETTINGS, _hold(lambda item: verdict))
     for _ in range(50):
         step(items)
         always(items)
@@ -344,11 +352,11 @@ def test_the_c_loop_passes_errors_on_and_keeps_nothing_then() -> None:
 
     def fail_all() -> None:
         with pytest.raises(ZeroDivisionError):
-            validate_batch(TENANTS, SETTINGS, types.SimpleNamespace(held=failing_hold))(items)
+            validate_batch(TENANTS, SETTINGS, _hold(failing_hold))(items)
         with pytest.raises(ZeroDivisionError):
             validate_batch(types.SimpleNamespace(get=failing_get), SETTINGS)(items)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="unpack"):  # as hold() unpacking it
-            validate_batch(TENANTS, SETTINGS, types.SimpleNamespace(held=bad_verdict))(items)
+            validate_batch(TENANTS, SETTINGS, _hold(bad_verdict))(items)
         with pytest.raises(AttributeError):  # not a record: the reference's error
             validate_batch(TENANTS, SETTINGS)([*items[:3], object()])  # type: ignore[list-item]
 
