@@ -12,6 +12,7 @@
  * reference add_python), its own section below.
  * drift_run: the drift step's plain path (operators/drift.py TenantDrift.push_batch, reference
  * native=False), its own section just before the method table.
+ * kind_of: operators.split's split of a batch by kind.
  * lake_columns: the lake's Arrow buffers of a batch of signals or scores (sinks/lake_tables.py
  * TableDef.to_arrow, reference python_to_arrow), its own section below. Built with
  * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
@@ -4076,6 +4077,38 @@ exchange_unpack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
 
 /* === end of exchange ====================================================================== */
 
+/* === split: one kind of a batch's items (operators/split.py) ============================== */
+
+/* kind_of(items, cls, want) -> list: the items of the list ``items`` that are (``want`` true) or
+ * are not instances of ``cls``, in order, in a new list: operators.split's list comprehensions
+ * (``isinstance``) in one C loop. ``cls`` must be a class whose metaclass is exactly ``type``
+ * (no ``__instancecheck__`` of its own), where ``PyObject_TypeCheck`` is ``isinstance``. */
+static PyObject *
+kind_of(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyType_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "kind_of(items: list, cls: a plain class, want)");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    PyTypeObject *cls = (PyTypeObject *)args[1];
+    int want = PyObject_IsTrue(args[2]);
+    if (want < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items), count = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        count += (PyObject_TypeCheck(PyList_GET_ITEM(items, i), cls) != 0) == want;
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0, j = 0; i < n && j < count; i++) {
+        PyObject *x = PyList_GET_ITEM(items, i);
+        if ((PyObject_TypeCheck(x, cls) != 0) == want)
+            PyList_SET_ITEM(out, j++, Py_NewRef(x));
+    }
+    return out;
+}
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -4095,6 +4128,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("validate's step over a batch (operators.validate.validate_batch).")},
     {"score_run", (PyCFunction)(void (*)(void))score_run, METH_FASTCALL,
      PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
+    {"kind_of", (PyCFunction)(void (*)(void))kind_of, METH_FASTCALL,
+     PyDoc_STR("the items of a list that are (or are not) instances of a plain class.")},
     {"lake_columns", (PyCFunction)(void (*)(void))lake_columns, METH_FASTCALL,
      PyDoc_STR("the Arrow buffers of a lake batch's columns (sinks.lake_tables), or None.")},
     /* drift run (branch driftc) */

@@ -104,6 +104,10 @@ def score_run(
 # 1: (validity | None, data, nulls); 2, 3, 4, 6: data; 5: the values), or None where the
 # reference must build the batch.
 def lake_columns(items: list[Any], plan: tuple[tuple[Any, ...], ...], /) -> list[Any] | None: ...
+
+# operators.split: the items of a list that are (want) or are not instances of cls, whose
+# metaclass must be exactly type.
+def kind_of(items: list[Any], cls: type[Any], want: bool, /) -> list[Any]: ...
 def drift_run(
     state: Any,
     attrs: dict[str, Any],

@@ -15,11 +15,14 @@ the run world one by one (the rare paths: late records, quarantined batches, psi
 
 from __future__ import annotations
 
-from typing import TypeVar, cast
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream
+
+from core import _native
 
 __all__ = ["split", "split_runs"]
 
@@ -27,16 +30,36 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
+def _kind_of(first: type[Any]) -> Callable[[list[Any], bool], list[Any]]:
+    """``kind(items, want)``: the items of a list that are (``want``) or are not ``first``s, in
+    order, in a new list: in C (``core._native.kind_of``: 2-3 against 15-20 ns an item, session 30)
+    for a plain class, else the comprehension (a class with its own ``__instancecheck__``)."""
+    if type(first) is type:
+
+        def native(items: list[Any], want: bool) -> list[Any]:
+            if isinstance(items, list):
+                return _native.kind_of(items, first, want)
+            return [x for x in items if isinstance(x, first) == want]
+
+        return native
+
+    def python(items: list[Any], want: bool) -> list[Any]:
+        return [x for x in items if isinstance(x, first) == want]
+
+    return python
+
+
 def split(
     step_id: str, up: Stream[A | B], first: type[A], second: type[B]
 ) -> tuple[Stream[A], Stream[B]]:
     """``up``'s items that are a ``first``, and the rest (each a ``second``)."""
+    kind = _kind_of(first)
 
     def firsts(batch: list[A | B]) -> list[A]:
-        return [x for x in batch if isinstance(x, first)]
+        return kind(batch, True)
 
     def seconds(batch: list[A | B]) -> list[B]:
-        return cast("list[B]", [x for x in batch if not isinstance(x, first)])
+        return kind(batch, False)
 
     return (
         op.flat_map_batch(f"{step_id}_{first.__name__}", up, firsts),
@@ -50,16 +73,21 @@ def split_runs(
     """``up``'s runs with only their ``first`` items (still runs, keyed; a run left empty is
     not emitted), and the other items, each a ``second``, unkeyed one by one, in order."""
 
+    kind = _kind_of(first)
+
     def firsts(batch: list[tuple[str, list[A | B]]]) -> list[tuple[str, list[A]]]:
         out: list[tuple[str, list[A]]] = []
         for k, run in batch:
-            kept = [x for x in run if isinstance(x, first)]
+            kept = kind(run, True)
             if kept:
                 out.append((k, kept))
         return out
 
     def seconds(batch: list[tuple[str, list[A | B]]]) -> list[B]:
-        return cast("list[B]", [x for _, run in batch for x in run if not isinstance(x, first)])
+        out: list[B] = []
+        for _, run in batch:
+            out += kind(run, False)
+        return out
 
     return (
         op.flat_map_batch(f"{step_id}_{first.__name__}", up, firsts),

@@ -29,6 +29,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from pyiceberg.catalog import Catalog
 
+from core import _native
 from core.canary import CANARY_SOURCE, CANARY_TYPE
 from core.records import Decoded, Quarantined, Rejected
 from core.settings import DedupeSettings, DriftSettings, Settings
@@ -42,7 +43,7 @@ from operators.decode import SignalDecoder, decode_batch
 from operators.dedupe import TenantDedupe, Verdict, dedupe, dedupe_batch, late_reject
 from operators.drift import TenantDrift, drift
 from operators.psi import TenantDeconfliction, push_batch
-from operators.split import split, split_runs
+from operators.split import _kind_of, split, split_runs
 from operators.tenancy import tag, tag_batch
 from tests.conftest import SIGNAL_V1, V1_ID, DictSchemas, kafka_messages
 from tests.runs import random_runs
@@ -415,6 +416,34 @@ def test_split_keeps_each_kind_in_order_in_the_engine() -> None:
     assert all(k == "k" and run and all(isinstance(x, int) for x in run) for k, run in rints)
     assert [x for _, run in rints for x in run] == [x for x in items if isinstance(x, int)]
     assert rstrs == [x for x in items if isinstance(x, str)]
+
+
+class _Meta(type):
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, str)  # strings count as instances: only Python can say so
+
+
+class _Odd(metaclass=_Meta):
+    pass
+
+
+@given(st.lists(st.sampled_from([1, True, "a", 2.5, None, b"x", (1,), [2]]), max_size=60))
+def test_the_c_split_is_the_comprehension(items: list[Any]) -> None:
+    """``core._native.kind_of`` keeps what ``isinstance`` keeps (subclasses too: ``True`` is an
+    ``int``), in order, in a new list; a class with its own ``__instancecheck__`` is refused and
+    :func:`operators.split._kind_of` leaves it to the comprehension."""
+    for cls in (int, str, object, float):
+        for want in (True, False):
+            got = _native.kind_of(items, cls, want)
+            assert got == [x for x in items if isinstance(x, cls) == want]
+            assert got is not items
+    with pytest.raises(TypeError):
+        _native.kind_of(items, _Odd, True)
+    with pytest.raises(TypeError):
+        _native.kind_of(tuple(items), int, True)  # type: ignore[arg-type]
+    kind = _kind_of(_Odd)
+    assert kind(items, True) == [x for x in items if isinstance(x, str)]
+    assert _kind_of(int)(tuple(items), False) == [x for x in items if not isinstance(x, int)]  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ the flow
