@@ -2929,6 +2929,21 @@ la_micros(PyObject *v, long long *us)
     return 1;
 }
 
+/* An int column's value x at row i: 1; 0 when it is out of the column's range. */
+static int
+la_int(const LaColumn *c, LaOut *o, Py_ssize_t i, long long x)
+{
+    if (c->kind == LA_INT32) {
+        if (x < INT32_MIN || x > INT32_MAX)
+            return 0;
+        int32_t y = (int32_t)x;
+        memcpy(PyBytes_AS_STRING(o->data) + i * 4, &y, 4);
+    } else {
+        memcpy(PyBytes_AS_STRING(o->data) + i * 8, &x, 8);
+    }
+    return 1;
+}
+
 /* Whether la_put_free fills this column's values (the rest need the GIL: la_put). */
 static int
 la_free_kind(const LaColumn *c)
@@ -2989,15 +3004,7 @@ la_put_free(const LaColumn *c, LaOut *o, Py_ssize_t i, PyObject *v)
             return 0;
         if (size < 0)
             x = -x;
-        if (c->kind == LA_INT32) {
-            if (x < INT32_MIN || x > INT32_MAX)
-                return 0;
-            int32_t y = (int32_t)x;
-            memcpy(PyBytes_AS_STRING(o->data) + i * 4, &y, 4);
-        } else {
-            memcpy(PyBytes_AS_STRING(o->data) + i * 8, &x, 8);
-        }
-        return 1;
+        return la_int(c, o, i, x);
     }
     }
 }
@@ -3009,68 +3016,30 @@ la_put(const LaColumn *c, LaOut *o, Py_ssize_t i, PyObject *v)
 {
     if (v == NULL)
         return 0;
-    switch (c->kind) {
-    case LA_STRING: {
-        Py_ssize_t len;
-        const char *text;
-        if (!PyUnicode_CheckExact(v))
-            return 0;
-        if ((text = PyUnicode_AsUTF8AndSize(v, &len)) == NULL) {
-            PyErr_Clear(); /* (the reference raises pyarrow's error for it) */
-            return 0;
+    if (la_free_kind(c)) {
+        int got = la_put_free(c, o, i, v);
+        if (got != 0) {
+            if (got < 0)
+                PyErr_NoMemory();
+            return got;
         }
-        if (la_text(o, i, text, len) < 0) {
-            PyErr_NoMemory();
-            return -1;
+        /* What only the GIL path converts: text that is not compact ASCII, a larger int. */
+        if (c->kind == LA_STRING) {
+            Py_ssize_t len;
+            const char *text;
+            if (!PyUnicode_CheckExact(v))
+                return 0;
+            if ((text = PyUnicode_AsUTF8AndSize(v, &len)) == NULL) {
+                PyErr_Clear(); /* (the reference raises pyarrow's error for it) */
+                return 0;
+            }
+            if (la_text(o, i, text, len) < 0) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            return 1;
         }
-        return 1;
-    }
-    case LA_DOUBLE: {
-        double *out = (double *)PyBytes_AS_STRING(o->data);
-        if (v == Py_None) {
-            out[i] = 0.0;
-            o->nulls++;
-        } else if (PyFloat_CheckExact(v)) {
-            out[i] = PyFloat_AS_DOUBLE(v);
-            PyBytes_AS_STRING(o->valid)[i / 8] |= (char)(1u << (i % 8));
-        } else {
-            return 0;
-        }
-        return 1;
-    }
-    case LA_DECIMAL: {
-        if ((PyObject *)Py_TYPE(v) != c->cls)
-            return 0;
-        PyObject *text = PyObject_Str(v); /* (the class's own __str__, in C) */
-        if (text == NULL)
-            return -1;
-        Py_ssize_t len;
-        const char *t = PyUnicode_AsUTF8AndSize(text, &len);
-        long long x;
-        int ok = t != NULL && la_unscaled(t, len, c->precision, c->scale, &x);
-        Py_DECREF(text);
-        if (!ok) {
-            PyErr_Clear();
-            return 0;
-        }
-        long long high = x < 0 ? -1 : 0;
-        char *out = PyBytes_AS_STRING(o->data) + i * 16;
-        memcpy(out, &x, 8);
-        memcpy(out + 8, &high, 8);
-        return 1;
-    }
-    case LA_OBJECT:
-        PyList_SET_ITEM(o->data, i, Py_NewRef(v));
-        return 1;
-    case LA_TIMESTAMP: {
-        long long us;
-        if (!la_micros(v, &us))
-            return 0;
-        memcpy(PyBytes_AS_STRING(o->data) + i * 8, &us, 8);
-        return 1;
-    }
-    default: { /* LA_INT64, LA_INT32 */
-        if (!PyLong_CheckExact(v))
+        if ((c->kind != LA_INT64 && c->kind != LA_INT32) || !PyLong_CheckExact(v))
             return 0;
         int overflow;
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
@@ -3078,17 +3047,32 @@ la_put(const LaColumn *c, LaOut *o, Py_ssize_t i, PyObject *v)
             PyErr_Clear();
             return 0;
         }
-        if (c->kind == LA_INT32) {
-            if (x < INT32_MIN || x > INT32_MAX)
-                return 0;
-            int32_t y = (int32_t)x;
-            memcpy(PyBytes_AS_STRING(o->data) + i * 4, &y, 4);
-        } else {
-            memcpy(PyBytes_AS_STRING(o->data) + i * 8, &x, 8);
-        }
+        return la_int(c, o, i, x);
+    }
+    if (c->kind == LA_OBJECT) {
+        PyList_SET_ITEM(o->data, i, Py_NewRef(v));
         return 1;
     }
+    /* LA_DECIMAL */
+    if ((PyObject *)Py_TYPE(v) != c->cls)
+        return 0;
+    PyObject *text = PyObject_Str(v); /* (the class's own __str__, in C) */
+    if (text == NULL)
+        return -1;
+    Py_ssize_t len;
+    const char *t = PyUnicode_AsUTF8AndSize(text, &len);
+    long long x;
+    int ok = t != NULL && la_unscaled(t, len, c->precision, c->scale, &x);
+    Py_DECREF(text);
+    if (!ok) {
+        PyErr_Clear();
+        return 0;
     }
+    long long high = x < 0 ? -1 : 0;
+    char *out = PyBytes_AS_STRING(o->data) + i * 16;
+    memcpy(out, &x, 8);
+    memcpy(out + 8, &high, 8);
+    return 1;
 }
 
 /* The column's value for the caller (see lake_columns), its output taken: NULL with an error. */
