@@ -3163,11 +3163,13 @@ lake_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * waits: ~0.18 s of a 200,000-signal run, session 30): the columns la_put_free takes, from
      * a list of the items of our own (no other thread can change it). Then, with the GIL, the
      * other columns; or, where a value needs the GIL, the whole batch again by la_put. */
-    PyObject *own = got > 0 ? PyList_GetSlice(items, 0, n) : NULL;
-    int free_got = own == NULL ? 0 : 1;
-    if (own == NULL && got > 0)
+    PyObject *own = NULL;
+    if (got > 0 && (own = PyList_GetSlice(items, 0, n)) == NULL)
         got = -1;
-    if (free_got) {
+    /* 1: la_put_free filled its columns; 0: a value needs the GIL; -1: memory ran out. */
+    int free_got = 0;
+    if (got > 0) {
+        free_got = 1;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < n && free_got > 0; i++) {
             PyObject *item = PyList_GET_ITEM(own, i);
@@ -3176,29 +3178,22 @@ lake_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     free_got = la_put_free(&cols[j], &outs[j], i, la_value(&cols[j], item));
         }
         Py_END_ALLOW_THREADS
+        if (free_got < 0) {
+            PyErr_NoMemory();
+            got = -1;
+        }
     }
-    if (free_got < 0) {
-        PyErr_NoMemory();
-        got = -1;
-    } else if (free_got > 0) {
-        for (Py_ssize_t i = 0; i < n && got > 0; i++) {
-            PyObject *item = PyList_GET_ITEM(own, i);
-            for (Py_ssize_t j = 0; j < ncols && got > 0; j++)
-                if (!la_free_kind(&cols[j]))
-                    got = la_put(&cols[j], &outs[j], i, la_value(&cols[j], item));
-        }
-    } else if (got > 0) { /* a value needs the GIL: every column again, row by row */
-        for (Py_ssize_t j = 0; j < ncols && got > 0; j++) {
-            la_drop(&outs[j]);
-            memset(&outs[j], 0, sizeof(LaOut));
-            if (la_open(&cols[j], &outs[j], n) < 0)
-                got = -1;
-        }
-        for (Py_ssize_t i = 0; i < n && got > 0; i++) {
-            PyObject *item = PyList_GET_ITEM(own, i);
-            for (Py_ssize_t j = 0; j < ncols && got > 0; j++)
+    for (Py_ssize_t j = 0; j < ncols && got > 0 && free_got == 0; j++) {
+        la_drop(&outs[j]); /* a value needs the GIL: every column again, row by row */
+        memset(&outs[j], 0, sizeof(LaOut));
+        if (la_open(&cols[j], &outs[j], n) < 0)
+            got = -1;
+    }
+    for (Py_ssize_t i = 0; i < n && got > 0; i++) {
+        PyObject *item = PyList_GET_ITEM(own, i);
+        for (Py_ssize_t j = 0; j < ncols && got > 0; j++)
+            if (free_got == 0 || !la_free_kind(&cols[j]))
                 got = la_put(&cols[j], &outs[j], i, la_value(&cols[j], item));
-        }
     }
     Py_XDECREF(own);
     if (got > 0 && (out = PyList_New(ncols)) != NULL) {
