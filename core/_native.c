@@ -82,6 +82,8 @@ digest_hex(int n_bytes)
 
 enum { K_STRING = 0, K_DOUBLE = 1, K_NULL_DOUBLE = 2, K_TS_MICROS = 3, K_STRINGS = 4 };
 enum { N_SIGNAL = 8, N_PROVENANCE = 5, N_DECODED = 7, SELECTORS = 7, MAX_FIELDS = 64 };
+/* The shared strings' table (a power of two) and the longest string it holds. */
+enum { STR_CACHE = 256, STR_SHARED_MAX = 64 };
 
 typedef struct {
     PyObject_HEAD
@@ -98,6 +100,11 @@ typedef struct {
     PyObject *unread;
     PyObject *schema_id;
     PyObject *empty;                      /* () */
+    /* Per writer field: whether its strings are few and repeated (the Signal's tenant_id, type
+     * and source), so one str object each is shared (string_at). */
+    char shared[MAX_FIELDS];
+    PyObject *strings[STR_CACHE];         /* those strs, direct-mapped by their bytes' hash */
+    int unix_epoch;                       /* epoch is 1970-01-01T00:00 (timestamp_of) */
 } Reader;
 
 static PyObject *s_topic, *s_partition, *s_offset, *s_timestamp_ms;
@@ -130,8 +137,35 @@ varint(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos,
     return 0;
 }
 
+/* The str of the n bytes at text, one object for every record of the batch and after it that
+ * has the same ASCII bytes (a tenant's id, a signal type, a source: a handful of values over
+ * millions of records): found by the bytes' FNV-1a hash in a direct-mapped table, compared
+ * byte for byte, replaced when another string hashes to its entry. Equal to what
+ * PyUnicode_DecodeUTF8 makes of them (strs are immutable: only `is` tells them apart), and each
+ * record no longer allocates, and frees at the end of the flow, its own copy (session 31). */
 static PyObject *
-string_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos)
+shared_string(Reader *self, const unsigned char *text, Py_ssize_t n)
+{
+    uint32_t h = 2166136261u;
+    unsigned char high = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h = (h ^ text[i]) * 16777619u;
+        high |= text[i];
+    }
+    if (high & 0x80) /* not ASCII: decoded (and checked) each time */
+        return PyUnicode_DecodeUTF8((const char *)text, n, NULL);
+    PyObject **entry = &self->strings[(h ^ (h >> 16)) & (STR_CACHE - 1)];
+    PyObject *held = *entry;
+    if (held != NULL && PyUnicode_GET_LENGTH(held) == n && memcmp(PyUnicode_DATA(held), text, (size_t)n) == 0)
+        return Py_NewRef(held);
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)text, n, NULL); /* compact ASCII */
+    if (s != NULL && PyUnicode_IS_COMPACT_ASCII(s))
+        Py_XSETREF(*entry, Py_NewRef(s));
+    return s;
+}
+
+static PyObject *
+string_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos, int shared)
 {
     int64_t n;
     if (varint(self, buf, size, pos, &n) < 0)
@@ -140,7 +174,9 @@ string_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *p
         unread(self, "string");
         return NULL;
     }
-    PyObject *s = PyUnicode_DecodeUTF8((const char *)buf + *pos, (Py_ssize_t)n, NULL);
+    PyObject *s = shared && n <= STR_SHARED_MAX
+                      ? shared_string(self, buf + *pos, (Py_ssize_t)n)
+                      : PyUnicode_DecodeUTF8((const char *)buf + *pos, (Py_ssize_t)n, NULL);
     *pos += (Py_ssize_t)n;
     return s;
 }
@@ -173,6 +209,26 @@ timestamp_of(Reader *self, int64_t us)
         unread(self, "timestamp out of range");
         return NULL;
     }
+    if (self->unix_epoch && -719162 <= days && days <= 2932896) {
+        /* 0001-01-01 .. 9999-12-31: made directly */
+        /* the civil date of a day count since 1970-01-01 (H. Hinnant's days_from_civil,
+         * inverted; an era is 400 years, 146,097 days) */
+        long long z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+        long long doe = z - era * 146097;                                   /* [0, 146096] */
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);            /* [0, 365] */
+        long long mp = (5 * doy + 2) / 153;                                 /* March = 0 */
+        int day = (int)(doy - (153 * mp + 2) / 5 + 1), month = (int)(mp < 10 ? mp + 3 : mp - 9);
+        int year = (int)(yoe + era * 400 + (month <= 2));
+        int secs = (int)(rest / 1000000);
+        /* epoch + timedelta: the epoch's tzinfo, the same value; no timedelta made */
+        return PyDateTimeAPI->DateTime_FromDateAndTime(
+            year, month, day, secs / 3600, secs / 60 % 60, secs % 60, (int)(rest % 1000000),
+            ((PyDateTime_DateTime *)self->epoch)->hastzinfo
+                ? ((PyDateTime_DateTime *)self->epoch)->tzinfo
+                : Py_None,
+            PyDateTimeAPI->DateTimeType);
+    }
     PyObject *delta = PyDelta_FromDSU((int)days, (int)(rest / 1000000), (int)(rest % 1000000));
     if (delta == NULL)
         return NULL;
@@ -199,7 +255,7 @@ strings_at(Reader *self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *
                 goto fail;
         }
         for (int64_t i = 0; i < count; i++) {
-            PyObject *s = string_at(self, buf, size, pos);
+            PyObject *s = string_at(self, buf, size, pos, 0);
             if (s == NULL)
                 goto fail;
             int err = PyList_Append(list, s);
@@ -215,12 +271,13 @@ fail:
 }
 
 static PyObject *
-read_field(Reader *self, int kind, const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos)
+read_field(Reader *self, int kind, int shared, const unsigned char *buf, Py_ssize_t size,
+           Py_ssize_t *pos)
 {
     int64_t n;
     switch (kind) {
     case K_STRING:
-        return string_at(self, buf, size, pos);
+        return string_at(self, buf, size, pos, shared);
     case K_DOUBLE:
         return double_at(self, buf, size, pos);
     case K_NULL_DOUBLE:
@@ -313,7 +370,7 @@ Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
     Py_ssize_t i;
 
     for (i = 0; i < self->n_fields; i++) {
-        fields[i] = read_field(self, self->kinds[i], buf, size, &pos);
+        fields[i] = read_field(self, self->kinds[i], self->shared[i], buf, size, &pos);
         if (fields[i] == NULL)
             goto done;
     }
@@ -399,22 +456,28 @@ Reader_init(Reader *self, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {"kinds",          "signal_from", "signal_default", "classes",
                             "signal_slots",   "provenance_slots", "decoded_slots", "epoch",
-                            "unread",         "schema_id",   NULL};
+                            "unread",         "schema_id",   "shared",         NULL};
     PyObject *kinds, *from, *defaults, *classes, *sig_set, *prov_set, *dec_set;
-    PyObject *epoch, *unread_class, *schema_id;
+    PyObject *epoch, *unread_class, *schema_id, *shared;
     PyObject *cls[3];
     if (self->empty != NULL) {
         PyErr_SetString(PyExc_TypeError, "Reader is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!O!O!O!OO!", names, &PyTuple_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!O!O!O!OO!O!", names, &PyTuple_Type,
                                      &kinds, &PyTuple_Type, &from, &PyTuple_Type, &defaults,
                                      &PyTuple_Type, &classes, &PyTuple_Type, &sig_set,
                                      &PyTuple_Type, &prov_set, &PyTuple_Type, &dec_set,
                                      PyDateTimeAPI->DateTimeType, &epoch, &unread_class,
-                                     &PyLong_Type, &schema_id))
+                                     &PyLong_Type, &schema_id, &PyTuple_Type, &shared))
         return -1;
     self->epoch = Py_NewRef(epoch);
+    self->unix_epoch = PyDateTime_GET_YEAR(epoch) == 1970 && PyDateTime_GET_MONTH(epoch) == 1 &&
+                       PyDateTime_GET_DAY(epoch) == 1 && PyDateTime_DATE_GET_HOUR(epoch) == 0 &&
+                       PyDateTime_DATE_GET_MINUTE(epoch) == 0 &&
+                       PyDateTime_DATE_GET_SECOND(epoch) == 0 &&
+                       PyDateTime_DATE_GET_MICROSECOND(epoch) == 0 &&
+                       PyDateTime_DATE_GET_FOLD(epoch) == 0;
     self->unread = Py_NewRef(unread_class);
     self->schema_id = Py_NewRef(schema_id);
     self->empty = PyTuple_New(0);
@@ -452,6 +515,16 @@ Reader_init(Reader *self, PyObject *args, PyObject *kwargs)
             return -1;
         }
         self->signal_from[i] = (int)f;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(shared); i++) {
+        long f = PyLong_AsLong(PyTuple_GET_ITEM(shared, i));
+        if (f == -1 && PyErr_Occurred())
+            return -1;
+        if (f < 0 || f >= self->n_fields || self->kinds[f] != K_STRING) {
+            PyErr_Format(PyExc_ValueError, "shared: field %ld is not a string", f);
+            return -1;
+        }
+        self->shared[f] = 1;
     }
     if (objects_of(defaults, N_SIGNAL, self->signal_default, "signal_default") < 0 ||
         objects_of(classes, 3, cls, "classes") < 0)
@@ -509,6 +582,8 @@ Reader_clear(Reader *self)
     Py_CLEAR(self->unread);
     Py_CLEAR(self->schema_id);
     Py_CLEAR(self->empty);
+    for (int i = 0; i < STR_CACHE; i++)
+        Py_CLEAR(self->strings[i]);
     return 0;
 }
 

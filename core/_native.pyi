@@ -22,6 +22,7 @@ class Reader:
         epoch: datetime,
         unread: type[Exception],
         schema_id: int,
+        shared: tuple[int, ...],
     ) -> None: ...
     def __call__(self, raw: RawRecord, value: bytes, /) -> Decoded: ...
 

@@ -73,6 +73,10 @@ _DOUBLE = struct.Struct("<d").unpack_from
 #: The fields of a :class:`Signal`, in its constructor's order.
 _SIGNAL_FIELDS = ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts", "selectors")
 
+#: The string fields of few values repeated over many records: the C reader gives every record
+#: with the same (ASCII) bytes one shared str (``core/_native.c`` ``shared_string``).
+_SHARED_STRINGS = frozenset({"tenant_id", "type", "source"})
+
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     """A zig-zag varint of at most 9 bytes at ``pos``: ``(value, position after it)``. A longer
@@ -253,6 +257,7 @@ def _c_reader(
         epoch=_EPOCH,
         unread=Unread,
         schema_id=schema_id,
+        shared=tuple(i for i, name in enumerate(names) if name in _SHARED_STRINGS),
     )
     return reader
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import json
 import math
 import pickle
@@ -275,7 +276,18 @@ def _outcome(read: Any, raw: RawRecord, value: bytes) -> Any:
     # NaN hashes by identity (Python 3.10+): no value nor hash to compare for one.
     nans = [v for v in (x.signal.value, x.signal.weight) if isinstance(v, float) and v != v]
     plain = None if nans else (x.signal.value, hash(x.signal))
-    return (pickle.dumps(x), repr(x), plain, x.horizon)
+    return (_values_pickle(x), repr(x), plain, x.horizon)
+
+
+def _values_pickle(x: Any) -> bytes:
+    """``x``'s pickle without the memo (``Pickler.fast``): every value written where it occurs,
+    so two records whose equal strings are one object in one of them (the C reader's shared
+    tenant, type and source) and two in the other pickle alike."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out)
+    pickler.fast = True
+    pickler.dump(x)
+    return out.getvalue()
 
 
 @settings(max_examples=400, deadline=None)
@@ -332,3 +344,28 @@ def test_the_c_reader_refuses_what_is_not_bytes_and_keeps_nothing() -> None:
         with contextlib.suppress(Unread):
             native(raw, spoilt[-1])
     assert [sys.getrefcount(x) for x in held] == counts
+
+
+def test_the_c_reader_shares_the_few_repeated_strings() -> None:
+    """Tenant, type and source: one str object for every record with the same ASCII bytes (no
+    allocation per record, nor its freeing at the end of the flow); the signal id, a non-ASCII
+    value and a value longer than the table holds are each record's own, and every value is
+    what the Python reader reads."""
+    native, python = _both(V2_ID)
+    long_type = "t" * 65
+    records = [
+        _example(),
+        {**_example(), "ts": datetime(1, 1, 1, tzinfo=UTC)},  # the same signal id
+        {**_example(), "signal_id": "s-3", "source": "sensör", "type": long_type},
+        {**_example(), "signal_id": "s-4", "source": "sensör", "type": long_type},
+    ]
+    values = [_frame(V2_ID, r) for r in records]
+    got = [native(_raw(v, n), v) for n, v in enumerate(values)]
+    assert got == [python(_raw(v, n), v) for n, v in enumerate(values)]
+    first, second, third, fourth = (x.signal for x in got)
+    assert first.tenant_id is second.tenant_id is third.tenant_id
+    assert first.type is second.type and first.source is second.source
+    assert first.signal_id == second.signal_id == "s-1" and first.signal_id is not second.signal_id
+    assert third.source == fourth.source == "sensör" and third.source is not fourth.source
+    assert third.type == fourth.type == long_type and third.type is not fourth.type
+    assert second.ts == datetime(1, 1, 1, tzinfo=UTC) and second.ts.tzinfo is UTC
