@@ -8,9 +8,11 @@ records and the scores stay byte-identical.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from bytewax.dataflow import operator
 
-from core.canary import is_canary
+from core.canary import CANARY_SOURCE, is_canary
 from core.records import Tagged
 from operators.batching import Runs, map_runs
 
@@ -22,8 +24,16 @@ def counts_in_score(item: Tagged) -> bool:
     return not is_canary(item.signal)
 
 
+#: A tagged signal's source, read in C (no Python frame per record).
+_SOURCE = attrgetter("decoded.signal.source")
+
+
 def scored_run(run: list[Tagged]) -> list[Tagged]:
-    """The signals of ``run`` that count in a score, in order."""
+    """The signals of ``run`` that count in a score, in order: ``run`` itself when none of
+    them has the canary source (every run but a probed tenant's: a scan at C speed, ~5x
+    cheaper than asking each record, session 31)."""
+    if CANARY_SOURCE not in map(_SOURCE, run):
+        return run
     return [item for item in run if not is_canary(item.signal)]
 
 

@@ -27,6 +27,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +318,10 @@ def redact_reference(
     return dataclasses.replace(item, decoded=decoded, provenance_id=provenance_id(stamped))
 
 
+#: A tagged signal's tenant, read in C.
+_TENANT = attrgetter("decoded.signal.tenant_id")
+
+
 def redact_run(
     items: list[Tagged],
     policy: RedactionPolicy,
@@ -325,8 +330,12 @@ def redact_run(
 ) -> list[Tagged]:
     """:func:`redact` of each of ``items`` (a run, or any list), in order (the batch entry
     point). A tenant without rules is the common case: its items pass as they are, the rules
-    looked up once per tenant and call."""
+    looked up once per tenant and call; when no tenant of ``items`` has rules (a run is one
+    tenant's), ``items`` itself, its tenants read in C (no Python loop per record, session
+    31)."""
     rules_of = policy.rules
+    if not any(map(rules_of, dict.fromkeys(map(_TENANT, items)))):
+        return items
     plain: dict[str, bool] = {}
     out: list[Tagged] = []
     for item in items:

@@ -29,6 +29,7 @@ from operators.redact import (
     mask,
     redact,
     redact_reference,
+    redact_run,
     redact_step,
     redacted_manifest,
     rule_problems,
@@ -270,6 +271,20 @@ def test_the_step_redacts_each_tenant_by_its_rules_in_order(
             for (_k, v), i in zip([kv for kv in got if kv[0] == tenant], mine, strict=True)
         ]
         assert changed == [tenant == "tenant-r"] * 3
+
+
+def test_a_run_of_ruleless_tenants_passes_as_it_is(
+    policy: RedactionPolicy, tenancy: TenancyPolicy
+) -> None:
+    """No tenant of the run has rules: the run itself, read once (no record rebuilt); one
+    tenant with rules among them: each record by its tenant's rules, in order."""
+    plain = [tagged(tenancy, t, i) for i, t in enumerate(["tenant-00", "tenant-01"] * 3)]
+    assert redact_run(plain, policy, fake_mac) is plain
+    mixed = [*plain, tagged(tenancy, "tenant-r", 9), tagged(tenancy, "tenant-00", 10)]
+    out = redact_run(mixed, policy, fake_mac)
+    assert out == [redact(i, policy, fake_mac) for i in mixed]
+    assert [o is i for o, i in zip(out, mixed, strict=True)] == [True] * 6 + [False, True]
+    assert redact_run([], policy, fake_mac) == []
 
 
 def test_the_records_rebuilt_field_by_field_keep_every_field() -> None:
