@@ -13,6 +13,8 @@
  * drift_run: the drift step's plain path (operators/drift.py TenantDrift.push_batch, reference
  * native=False), its own section just before the method table.
  * kind_of: operators.split's split of a batch by kind.
+ * plan_place: a replay plan's rows into their planned commits (sinks/lake_plan.py
+ * _PlannedBatches._place, reference _place_python), its own section before the method table.
  * lake_columns: the lake's Arrow buffers of a batch of signals or scores (sinks/lake_tables.py
  * TableDef.to_arrow, reference python_to_arrow), its own section below. Built with
  * -ffp-contract=off (setup.py): psi_terms must give its reference's bits, which a fused
@@ -4295,6 +4297,209 @@ kind_of(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* === replay plan: placing rows in their planned commits (sinks/lake_plan.py) ============== */
+
+/* plan_place(values, provs, lanes, marks_of, index_of, pending, closed, unplanned, nxt) -> None
+ *
+ * _PlannedBatches._place's loop over a call's rows, the same operations on the same objects
+ * in the same order (its reference _place_python, which commit_of decides row by row):
+ * provs[i] and lanes[i] are values[i]'s provenance and lane (the table's getters, mapped by the
+ * caller). Per row, its lane (topic, kafka_partition, lane) is looked up in marks_of (and
+ * index_of) only where it differs from the row before's; its commit is the first mark at or
+ * past its offset (bisect_left, from the previous row's mark first: a lane's offsets rise);
+ * the row goes to pending[commit] (a new list where absent), or to unplanned (a lane the plan
+ * lacks, past its last mark, or a commit before nxt); a row at its mark counts in
+ * closed[commit]. Comparisons are Python's (RichCompare), so any values compare as there. On an
+ * error (a missing attribute, index_of without the lane), what was placed before it stays, as
+ * in the Python loop. */
+static PyObject *
+plan_place(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2]) ||
+        !PyDict_Check(args[3]) || !PyDict_Check(args[4]) || !PyDict_Check(args[5]) ||
+        !PyDict_Check(args[6]) || !PyList_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "plan_place(values, provs, lanes: lists, marks_of, index_of, pending, "
+                        "closed: dicts, unplanned: list, nxt)");
+        return NULL;
+    }
+    PyObject *values = args[0], *provs = args[1], *lanes = args[2], *marks_of = args[3],
+             *index_of = args[4], *pending = args[5], *closed = args[6], *unplanned = args[7],
+             *nxt = args[8];
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (PyList_GET_SIZE(provs) != n || PyList_GET_SIZE(lanes) != n) {
+        PyErr_SetString(PyExc_ValueError, "plan_place: values, provs and lanes of one length");
+        return NULL;
+    }
+    /* the loop's locals: owned */
+    PyObject *key = NULL, *marks = NULL, *index = NULL;
+    PyObject *rows = PyList_New(0), *held = PyLong_FromLong(-1); /* as the Python loop starts */
+    PyObject *topic = NULL, *partition = NULL, *offset = NULL, *one = PyLong_FromLong(1);
+    Py_ssize_t j = 0; /* the previous row's mark in marks */
+    int failed = one == NULL || rows == NULL || held == NULL;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        failed = 1;
+        PyObject *item = PyList_GET_ITEM(values, i), *p = PyList_GET_ITEM(provs, i);
+        PyObject *lane = PyList_GET_ITEM(lanes, i);
+        Py_INCREF(item);
+        Py_INCREF(p);
+        Py_INCREF(lane);
+        if ((topic = PyObject_GetAttr(p, s_topic)) == NULL ||
+            (partition = PyObject_GetAttr(p, s_kafka_partition)) == NULL)
+            goto next;
+        /* lane != key: a tuple compared item by item (== first: identity, then __eq__) */
+        int same = key != NULL;
+        PyObject *parts[3] = {topic, partition, lane};
+        for (int k = 0; k < 3 && same; k++) {
+            same = PyObject_RichCompareBool(PyTuple_GET_ITEM(key, k), parts[k], Py_EQ);
+            if (same < 0)
+                goto next;
+        }
+        if (!same) {
+            PyObject *fresh = PyTuple_Pack(3, topic, partition, lane);
+            if (fresh == NULL)
+                goto next;
+            Py_XSETREF(key, fresh);
+            PyObject *got = PyDict_GetItemWithError(marks_of, key);
+            if (got == NULL && PyErr_Occurred())
+                goto next;
+            Py_XSETREF(marks, Py_XNewRef(got));
+            if (marks != NULL) {
+                PyObject *at_index = PyDict_GetItemWithError(index_of, key);
+                if (at_index == NULL) {
+                    if (!PyErr_Occurred()) { /* KeyError(key), as index_of[key] raises it */
+                        PyObject *exc_args = PyTuple_Pack(1, key);
+                        if (exc_args != NULL)
+                            PyErr_SetObject(PyExc_KeyError, exc_args);
+                        Py_XDECREF(exc_args);
+                    }
+                    goto next;
+                }
+                Py_XSETREF(index, Py_NewRef(at_index));
+            }
+            j = 0;
+        }
+        if (marks == NULL) {
+            failed = PyList_Append(unplanned, item) < 0; /* a lane the plan lacks */
+            goto next;
+        }
+        if (!PyList_Check(marks)) {
+            PyErr_SetString(PyExc_TypeError, "plan_place: a lane's marks must be a list");
+            goto next;
+        }
+        if ((offset = PyObject_GetAttr(p, s_kafka_offset)) == NULL)
+            goto next;
+        /* bisect_left(marks, offset): the previous row's j where it still holds (marks[j - 1]
+         * < offset <= marks[j]), else the whole search */
+        Py_ssize_t size = PyList_GET_SIZE(marks), lo = 0, hi = size;
+        int kept = 0;
+        if (j < size) {
+            int below = j == 0 ? 1 : PyObject_RichCompareBool(PyList_GET_ITEM(marks, j - 1), offset, Py_LT);
+            if (below < 0)
+                goto next;
+            if (below) {
+                int past = PyObject_RichCompareBool(PyList_GET_ITEM(marks, j), offset, Py_LT);
+                if (past < 0)
+                    goto next;
+                kept = !past;
+            }
+        }
+        if (!kept) {
+            while (lo < hi) {
+                Py_ssize_t mid = lo + (hi - lo) / 2;
+                PyObject *m = Py_NewRef(PyList_GET_ITEM(marks, mid));
+                int lt = PyObject_RichCompareBool(m, offset, Py_LT);
+                Py_DECREF(m);
+                if (lt < 0)
+                    goto next;
+                if (lt)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+                if (PyList_GET_SIZE(marks) != size) {
+                    PyErr_SetString(PyExc_RuntimeError, "plan_place: the marks changed");
+                    goto next;
+                }
+            }
+            j = lo;
+        }
+        if (j == size) {
+            failed = PyList_Append(unplanned, item) < 0; /* past the lane's last mark */
+            goto next;
+        }
+        PyObject *at = PySequence_GetItem(index, j);
+        if (at == NULL)
+            goto next;
+        int early = PyObject_RichCompareBool(at, nxt, Py_LT);
+        if (early != 0) {
+            Py_DECREF(at);
+            if (early > 0)
+                failed = PyList_Append(unplanned, item) < 0;
+            goto next;
+        }
+        int other = PyObject_RichCompareBool(at, held, Py_NE);
+        if (other < 0) {
+            Py_DECREF(at);
+            goto next;
+        }
+        if (other) {
+            PyObject *got = PyDict_GetItemWithError(pending, at);
+            if (got == Py_None) /* pending.get(at) is None */
+                got = NULL;
+            if (got == NULL) {
+                if (PyErr_Occurred() || (got = PyList_New(0)) == NULL ||
+                    PyDict_SetItem(pending, at, got) < 0) {
+                    Py_XDECREF(got);
+                    Py_DECREF(at);
+                    goto next;
+                }
+            } else {
+                Py_INCREF(got);
+            }
+            Py_XSETREF(rows, got);
+            Py_XSETREF(held, Py_NewRef(at));
+        }
+        if (!PyList_Check(rows) || PyList_Append(rows, item) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "plan_place: a pending commit must be a list");
+            Py_DECREF(at);
+            goto next;
+        }
+        PyObject *mark = Py_NewRef(PyList_GET_ITEM(marks, j));
+        int at_mark = PyObject_RichCompareBool(mark, offset, Py_EQ);
+        Py_DECREF(mark);
+        if (at_mark > 0) {
+            /* closed[at] = closed.get(at, 0) + 1 */
+            PyObject *count = PyDict_GetItemWithError(closed, at);
+            PyObject *more = count != NULL   ? PyNumber_Add(count, one)
+                             : PyErr_Occurred() ? NULL
+                                              : Py_NewRef(one);
+            at_mark = more == NULL ? -1 : PyDict_SetItem(closed, at, more);
+            Py_XDECREF(more);
+        }
+        Py_DECREF(at);
+        failed = at_mark < 0;
+    next:
+        Py_CLEAR(topic);
+        Py_CLEAR(partition);
+        Py_CLEAR(offset);
+        Py_DECREF(item);
+        Py_DECREF(p);
+        Py_DECREF(lane);
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(marks);
+    Py_XDECREF(index);
+    Py_XDECREF(rows);
+    Py_XDECREF(held);
+    Py_XDECREF(one);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* === end of replay plan =================================================================== */
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -4316,6 +4521,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
     {"kind_of", (PyCFunction)(void (*)(void))kind_of, METH_FASTCALL,
      PyDoc_STR("the items of a list that are (or are not) instances of a plain class.")},
+    {"plan_place", (PyCFunction)(void (*)(void))plan_place, METH_FASTCALL,
+     PyDoc_STR("a replay plan's rows into their planned commits (sinks.lake_plan._place).")},
     {"lake_columns", (PyCFunction)(void (*)(void))lake_columns, METH_FASTCALL,
      PyDoc_STR("the Arrow buffers of a lake batch's columns (sinks.lake_tables), or None.")},
     /* drift run (branch driftc) */

@@ -108,6 +108,18 @@ def lake_columns(items: list[Any], plan: tuple[tuple[Any, ...], ...], /) -> list
 
 # operators.split: the items of a list that are (want) or are not instances of cls, whose
 # metaclass must be exactly type.
+def plan_place(
+    values: list[Any],
+    provs: list[Any],
+    lanes: list[str],
+    marks_of: dict[tuple[str, int, str], list[int]],
+    index_of: dict[tuple[str, int, str], list[int]],
+    pending: dict[int, list[Any]],
+    closed: dict[int, int],
+    unplanned: list[Any],
+    nxt: int,
+    /,
+) -> None: ...
 def kind_of(items: list[Any], cls: type[Any], want: bool, /) -> list[Any]: ...
 def drift_run(
     state: Any,

@@ -54,6 +54,7 @@ from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 
+from core import _native
 from sinks.lake_tables import DECONFLICTION, QUARANTINE, SCORES, SIGNALS, TableDef
 from sinks.ledger_format import Ledger, properties_ledger
 from sinks.ledger_history import read_history
@@ -269,46 +270,26 @@ class _PlannedBatches(StatefulBatchLogic[T, list[T], _State[T]]):
                 closed[at] = closed.get(at, 0) + 1
 
     def _place(self, values: list[T]) -> None:
-        """:meth:`_place_python` with :meth:`CommitPlan.commit_of` inlined: a lane's marks are
-        looked up once per stretch of rows of one (topic, partition, lane) (a run's rows are
-        one tenant's, mostly of one partition), and a commit's pending list once per stretch
-        of rows of one commit. The replay benchmark's ~430,000 rows spent 0.32 s of the GIL in
-        the reference (py-spy); ``tests/unit/test_replay_plan.py`` holds them equal."""
-        provenance, lane_of = self._table.provenance, self._table.lane
-        marks_of, index_of = self._plan._marks, self._plan._index
-        pending, closed, unplanned, nxt = self._pending, self._closed, self._unplanned, self._next
-        key: tuple[str, int, str] | None = None
-        marks: list[int] | None = None
-        index: list[int] = []
-        rows: list[T] = []
-        held = -1  # the commit ``rows`` is the pending list of
-        for item in values:
-            p = provenance(item)
-            lane = (p.topic, p.kafka_partition, lane_of(item))
-            if lane != key:
-                key, marks = lane, marks_of.get(lane)
-                if marks is not None:
-                    index = index_of[lane]
-            if marks is None:
-                unplanned.append(item)  # a lane the plan lacks: -1, below any next
-                continue
-            offset = p.kafka_offset
-            j = bisect.bisect_left(marks, offset)
-            if j == len(marks):
-                unplanned.append(item)  # past the lane's last mark
-                continue
-            at = index[j]
-            if at < nxt:
-                unplanned.append(item)
-                continue
-            if at != held:
-                got = pending.get(at)
-                if got is None:
-                    got = pending[at] = []
-                rows, held = got, at
-            rows.append(item)
-            if marks[j] == offset:
-                closed[at] = closed.get(at, 0) + 1
+        """:meth:`_place_python` in C (``core._native.plan_place``: the same operations on the
+        same objects, commit_of inlined: a lane's marks looked up once per stretch of rows of
+        one (topic, partition, lane), a row's mark searched from the row before's first), the
+        rows' provenances and lanes read by the table's getters first (at C speed for the
+        signals and the scores: :meth:`~sinks.lake_tables.TableDef.lanes`). The replay
+        benchmark's ~400,000 rows spent 0.18 s in the Python form of this loop (session 31);
+        ``tests/unit/test_replay_plan.py`` holds it equal to the reference."""
+        table = self._table
+        rows = values if isinstance(values, list) else list(values)
+        _native.plan_place(
+            rows,
+            list(map(table.provenance, rows)),
+            table.lanes(rows),
+            self._plan._marks,
+            self._plan._index,
+            self._pending,
+            self._closed,
+            self._unplanned,
+            self._next,
+        )
 
     def on_eof(self) -> tuple[Iterable[list[T]], bool]:
         return self._drain(final=True), StatefulBatchLogic.RETAIN

@@ -118,6 +118,15 @@ class TableDef(Generic[T]):
     #: ``None``: ``columns`` and :func:`column_array` always (the reference).
     slot_paths: tuple[tuple[Any, ...], ...] | None = None
 
+    def lanes(self, items: Sequence[T]) -> list[str]:
+        """``lane`` of each of ``items``: when the lane is its stage and the tenant's column
+        (``lane_column`` names ``tenant_column``), through ``tenant`` and one lane string per
+        tenant (a dict's lookups: at C speed where ``tenant`` is C's, an ``attrgetter``), else
+        ``lane`` item by item. The same strings either way."""
+        if self.lane_column is None or self.lane_column[1] != self.tenant_column:
+            return list(map(self.lane, items))
+        return list(map(_Lanes(self.lane_column[0]).__getitem__, map(self.tenant, items)))
+
     @functools.cached_property
     def native_plan(self) -> tuple[tuple[Any, ...], ...] | None:
         """``slot_paths`` with each column's kind (``lake_columns``' argument), or ``None``."""
@@ -351,6 +360,20 @@ def lane(stage: str, tenant_id: str | None) -> str:
     return f"{stage}:{tenant_id or ''}"
 
 
+class _Lanes(dict[str | None, str]):
+    """``stage``'s lane of each tenant, made on its first lookup (:meth:`TableDef.lanes`)."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def __missing__(self, tenant_id: str | None) -> str:
+        made = self[tenant_id] = lane(self.stage, tenant_id)
+        return made
+
+
 def _signal_row(item: Tagged) -> tuple[Any, ...]:
     s, p, tags = item.signal, item.provenance, item.tags
     return (
@@ -433,8 +456,9 @@ SIGNALS: TableDef[Tagged] = TableDef(
     schema=_SIGNAL_SCHEMA,
     partition_spec=_SIGNAL_SPEC,
     row=_signal_row,
-    provenance=lambda item: item.provenance,
-    tenant=lambda item: item.signal.tenant_id,
+    # (attrgetter: C, no Python frame a row; Tagged.provenance and .signal read the same)
+    provenance=attrgetter("decoded.provenance"),
+    tenant=attrgetter("decoded.signal.tenant_id"),
     kafka_timestamp_ms=attrgetter("decoded.kafka_timestamp_ms"),
     lane=lambda item: lane("signals", item.signal.tenant_id),
     columns=_signal_columns,
@@ -533,8 +557,8 @@ SCORES: TableDef[ScoreChange] = TableDef(
         PartitionField(source_id=4, field_id=1000, transform=DayTransform(), name="updated_day"),
     ),
     row=_score_row,
-    provenance=lambda item: item.provenance,
-    tenant=lambda item: item.tenant_id,
+    provenance=attrgetter("provenance"),
+    tenant=attrgetter("tenant_id"),
     lane=lambda item: lane("scores", item.tenant_id),
     columns=_score_columns,
     lane_column=("scores", "tenant_id"),

@@ -29,7 +29,7 @@ from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs
 
 from core import _native
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
-from sinks.lake_tables import SCORES, SIGNALS, TableDef, provenance_values
+from sinks.lake_tables import SCORES, SIGNALS, TableDef, lane, provenance_values
 
 
 class _Text(str):
@@ -475,3 +475,21 @@ def test_extreme_usual_values_take_the_c_path() -> None:
         _set(scores[i], score_2dp=Decimal(text))
     _check(SIGNALS, signals, True)
     _check(SCORES, scores, True)
+
+
+@given(st.lists(_signal_item(-1), max_size=8), st.lists(_score_item(-1), max_size=8))
+def test_the_getters_read_what_the_records_properties_give(
+    signals: list[Tagged], scores: list[ScoreChange]
+) -> None:
+    """The signals' and scores' C getters (provenance, tenant) and their lanes per tenant
+    (:meth:`TableDef.lanes`, the replay plan's) are what each record's own attributes and
+    ``lane`` give."""
+    for item in signals:
+        assert SIGNALS.provenance(item) is item.provenance
+        assert SIGNALS.tenant(item) is item.signal.tenant_id
+    for change in scores:
+        assert SCORES.provenance(change) is change.provenance
+        assert SCORES.tenant(change) is change.tenant_id
+    assert SIGNALS.lanes(signals) == [lane("signals", i.signal.tenant_id) for i in signals]
+    assert SCORES.lanes(scores) == [lane("scores", c.tenant_id) for c in scores]
+    assert SCORES.lanes(scores) == list(map(SCORES.lane, scores))

@@ -372,7 +372,10 @@ class _Row:
 
 #: SIGNALS, reading a :class:`_Row`'s provenance and lane.
 _ROWS: TableDef[Any] = dataclasses.replace(
-    cast("TableDef[Any]", SIGNALS), provenance=attrgetter("provenance"), lane=attrgetter("lane")
+    cast("TableDef[Any]", SIGNALS),
+    provenance=attrgetter("provenance"),
+    lane=attrgetter("lane"),
+    lane_column=None,  # its lanes are the rows' own, not the stage and tenant's
 )
 _LANES = [("t", 0, "signals:a"), ("t", 0, "signals:b"), ("t", 1, "signals:a"), ("u", 0, "x:a")]
 _ledgers = st.lists(
