@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from itertools import chain
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import bytewax.operators as op
@@ -176,7 +177,7 @@ class RunLogic(StatefulBatchLogic[list[V], Any, Any], Generic[V, W]):
         return (run,) if run else ()
 
     def on_batch(self, values: list[list[V]]) -> tuple[Iterable[Any], bool]:
-        records = list(values[0]) if len(values) == 1 else [x for run in values for x in run]
+        records = list(values[0]) if len(values) == 1 else list(chain.from_iterable(values))
         out, discard = self.inner.on_batch(records)
         return self._out(out), discard
 

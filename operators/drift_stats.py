@@ -81,7 +81,7 @@ class Reference:
         than asked (constant data gives two: below the constant, and from it up). Raises
         ``ValueError`` for no values, a non-finite value or ``bins < 1``.
         """
-        ordered = tuple(sorted(float(v) for v in values))
+        ordered = tuple(sorted(map(float, values)))
         n = len(ordered)
         if n == 0:
             msg = "a reference needs at least one value"
