@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.catalog import catalog
+from core.records import Tagged
 from core.settings import Settings
 from igflow.workload import WorkloadSpec
 from operators.collect import CollectState
@@ -55,6 +56,8 @@ def _handed(recovery: Path, seal: StateSeal) -> Coordinates:
         if isinstance(state, CollectState):
             for batch in state.handed:
                 for item in batch:
+                    if not isinstance(item, Tagged):  # another table's collect (the scores')
+                        continue
                     provenance = SIGNALS.provenance(item)
                     rows.add((provenance.kafka_partition, provenance.kafka_offset))
     return rows
