@@ -158,7 +158,8 @@ shared_string(Reader *self, const unsigned char *text, Py_ssize_t n)
         return PyUnicode_DecodeUTF8((const char *)text, n, NULL);
     PyObject **entry = &self->strings[(h ^ (h >> 16)) & (STR_CACHE - 1)];
     PyObject *held = *entry;
-    if (held != NULL && PyUnicode_GET_LENGTH(held) == n && memcmp(PyUnicode_DATA(held), text, (size_t)n) == 0)
+    if (held != NULL && PyUnicode_GET_LENGTH(held) == n &&
+        memcmp(PyUnicode_DATA(held), text, (size_t)n) == 0)
         return Py_NewRef(held);
     PyObject *s = PyUnicode_DecodeUTF8((const char *)text, n, NULL); /* compact ASCII */
     if (s != NULL && PyUnicode_IS_COMPACT_ASCII(s))
@@ -4394,14 +4395,21 @@ plan_place(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t size = PyList_GET_SIZE(marks), lo = 0, hi = size;
         int kept = 0;
         if (j < size) {
-            int below = j == 0 ? 1 : PyObject_RichCompareBool(PyList_GET_ITEM(marks, j - 1), offset, Py_LT);
+            int below = 1;
+            if (j > 0) { /* (a reference of its own: a comparison may run Python code) */
+                PyObject *m = Py_NewRef(PyList_GET_ITEM(marks, j - 1));
+                below = PyObject_RichCompareBool(m, offset, Py_LT);
+                Py_DECREF(m);
+            }
             if (below < 0)
                 goto next;
-            if (below) {
-                int past = PyObject_RichCompareBool(PyList_GET_ITEM(marks, j), offset, Py_LT);
+            if (below && j < PyList_GET_SIZE(marks)) {
+                PyObject *m = Py_NewRef(PyList_GET_ITEM(marks, j));
+                int past = PyObject_RichCompareBool(m, offset, Py_LT);
+                Py_DECREF(m);
                 if (past < 0)
                     goto next;
-                kept = !past;
+                kept = !past && PyList_GET_SIZE(marks) == size;
             }
         }
         if (!kept) {
@@ -4462,6 +4470,11 @@ plan_place(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         if (!PyList_Check(rows) || PyList_Append(rows, item) < 0) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_TypeError, "plan_place: a pending commit must be a list");
+            Py_DECREF(at);
+            goto next;
+        }
+        if (j >= PyList_GET_SIZE(marks)) {
+            PyErr_SetString(PyExc_RuntimeError, "plan_place: the marks changed");
             Py_DECREF(at);
             goto next;
         }
