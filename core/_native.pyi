@@ -106,8 +106,8 @@ def score_run(
 # reference must build the batch.
 def lake_columns(items: list[Any], plan: tuple[tuple[Any, ...], ...], /) -> list[Any] | None: ...
 
-# operators.split: the items of a list that are (want) or are not instances of cls, whose
-# metaclass must be exactly type.
+# sinks.lake_plan._PlannedBatches._place: each of values (its provenance and lane in provs
+# and lanes) into pending[commit], or unplanned; closed[commit] counts the rows at a mark.
 def plan_place(
     values: list[Any],
     provs: list[Any],
@@ -120,6 +120,9 @@ def plan_place(
     nxt: int,
     /,
 ) -> None: ...
+
+# operators.split: the items of a list that are (want) or are not instances of cls, whose
+# metaclass must be exactly type.
 def kind_of(items: list[Any], cls: type[Any], want: bool, /) -> list[Any]: ...
 def drift_run(
     state: Any,
