@@ -18,9 +18,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+
+class _Server(subprocess.Popen[bytes]):
+    """A stack server this interpreter started: meant to outlive it (its pid file tracks it).
+
+    A plain Popen dropped while its child runs warns "subprocess N is still running"
+    (ResourceWarning, an error under pytest's ``filterwarnings``); at the end of a pytest run
+    that had restarted Kafka and Neo4j (``test_stack``) their Popens went with the interpreter
+    and printed that warning with a traceback. A server still running is what is meant; one
+    that has ended is reaped here, as Popen does."""
+
+    def __del__(self) -> None:
+        if self.returncode is None and self.poll() is None:
+            return
+        super().__del__()
+
+
 # Children spawned by this interpreter, by pid. Keeping the Popen objects alive lets us
-# reap them (no zombies when start and stop run in one process, e.g. under pytest) and
-# avoids the "subprocess is still running" ResourceWarning on garbage collection.
+# reap them (no zombies when start and stop run in one process, e.g. under pytest).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 POLL_INTERVAL_S = 0.1
@@ -45,7 +60,7 @@ def spawn(
     with log.open("ab") as out:
         out.write(f"\n===== {stamp} starting: {shlex.join(cmd)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(
+        proc = _Server(
             list(cmd),
             cwd=cwd,
             env=None if env is None else dict(env),
