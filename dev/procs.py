@@ -29,7 +29,9 @@ class _Server(subprocess.Popen[bytes]):
     that has ended is reaped here, as Popen does."""
 
     def __del__(self) -> None:
-        if self.returncode is None and self.poll() is None:
+        # (no pid: the Popen failed before its child was made; Popen's own __del__ handles it)
+        running = getattr(self, "pid", None) is not None and self.returncode is None
+        if running and self.poll() is None:
             return
         super().__del__()
 
