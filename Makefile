@@ -14,6 +14,7 @@ PYTEST_ARGS ?=
 # The unit tests' processes (pytest-xdist's -n: auto is one per core). The integration tests run
 # one at a time: some pause, kill or restart the shared stack's servers.
 UNIT_WORKERS ?= auto
+UNIT_TESTS = $(BIN)/python -m pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 # make evidence: where the bundle goes, and where its SLO part comes from (live: the stack's
 # Prometheus; none; or a file of `igflow slo --json`).
 EVIDENCE_DIR ?= dist/evidence
@@ -83,13 +84,13 @@ governance-check: venv ## contracts, field rules and the provenance schema agree
 	$(IGFLOW) governance check
 
 unit: venv ## fast tests only (no services; promtool checks and tests the SLO rules)
-	$(BIN)/python -m pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
+	$(UNIT_TESTS)
 
 # The whole suite in two runs: the unit tests spread over the cores, then the integration tests
 # one at a time on the local stack. A run that PYTEST_ARGS leaves without a test (pytest's exit
 # code 5) is not a failure.
 test: lint typecheck governance-check schemas-check ## set up everything, then run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS) || test $$? -eq 5
+	$(UNIT_TESTS) || test $$? -eq 5
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS) || test $$? -eq 5
 
 check: test
