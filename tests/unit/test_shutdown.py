@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -40,6 +41,51 @@ def test_a_peer_that_closes_its_connection_shows_as_close_wait_on_both_sides() -
             assert _states([addresses[1], addresses[0]], 1, ["ESTABLISHED"]) == ["ESTABLISHED"]
             opened.close()
             assert _states(addresses, 0, ["CLOSE_WAIT"]) == ["CLOSE_WAIT"]
+
+
+def test_the_check_leaves_the_connections_blocking_and_refuses_under_a_default_timeout() -> None:
+    # The states are read through duplicates of the descriptors, which share the connection's
+    # file status flags: a Python socket made while a default timeout is set would switch the
+    # owner's connection (timely's) to non-blocking.
+    with socket.socket() as listener, socket.socket() as unrelated:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        unrelated.bind(("127.0.0.1", 0))
+        addresses = [
+            f"127.0.0.1:{listener.getsockname()[1]}",
+            f"127.0.0.1:{unrelated.getsockname()[1]}",
+        ]
+        with socket.create_connection(listener.getsockname()) as opened:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert _states(addresses, 0, ["ESTABLISHED"]) == ["ESTABLISHED"]
+                assert os.get_blocking(accepted.fileno())
+                assert os.get_blocking(opened.fileno())
+                socket.setdefaulttimeout(1.0)
+                try:
+                    with pytest.raises(RuntimeError, match="default socket timeout"):
+                        cluster_socket_states(addresses, 0)
+                finally:
+                    socket.setdefaulttimeout(None)
+                assert os.get_blocking(accepted.fileno())
+
+
+def test_an_ipv6_peer_is_matched_by_its_address() -> None:
+    try:
+        listener = socket.socket(socket.AF_INET6)
+        listener.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    with listener, socket.socket(socket.AF_INET6) as unrelated:
+        listener.listen()
+        unrelated.bind(("::1", 0))
+        addresses = [f"[::1]:{listener.getsockname()[1]}", f"[::1]:{unrelated.getsockname()[1]}"]
+        with socket.create_connection(("::1", listener.getsockname()[1])):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert _states(addresses, 0, ["ESTABLISHED"]) == ["ESTABLISHED"]
+                # Seen from the other side's rule, the connection is one it opened to a peer.
+                assert _states([addresses[1], addresses[0]], 1, ["ESTABLISHED"]) == ["ESTABLISHED"]
 
 
 def test_parse_proc_net_tcp_reads_addresses_ports_state_and_inode() -> None:
