@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_topics import fresh_topics  # noqa: E402
+from benchmarks.checkouts import stack_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.records import RawRecord  # noqa: E402
@@ -93,8 +94,7 @@ def flow(
 ) -> tuple[float, float]:
     """Wall and CPU seconds of ``igflow run`` (``-w workers``, or ``processes`` with ``-i/-a``,
     or with ``--processes`` if ``forked``), run from the checkout ``code``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(code)
+    env = stack_env(PYTHONPATH=str(code))
     env.update(
         {
             "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,

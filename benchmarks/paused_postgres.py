@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.checkouts import stack_env  # noqa: E402
 from benchmarks.source import fresh_topic  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from dev import stack as dev_stack  # noqa: E402
@@ -78,13 +79,13 @@ def _top_frames(dump: str) -> list[str]:
 
 
 def run(settings: Settings, code: Path, start: float, pause: float, pg_pid: int) -> None:
-    env = dict(os.environ)
+    env = stack_env()
     env.update(
         {
             "PYTHONPATH": str(code),
             "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
             "IGFLOW_KAFKA_DLQ_TOPIC": settings.kafka.dlq_topic,
-            "IGFLOW_LAKE_NAMESPACE": f"pause_{uuid.uuid4().hex[:8]}",
+            "IGFLOW_LAKE_NAMESPACE": f"bench_pause_{uuid.uuid4().hex[:8]}",
             "IGFLOW_RUN_LOG_LEVEL": "WARNING",
             "IGFLOW_STORES_SINKS": "",
         }

@@ -56,13 +56,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_topics import demo_workload, fresh_topics, with_topics  # noqa: E402
+from benchmarks.checkouts import stack_env  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.local_cluster import free_loopback_addresses  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 
 
 def _env(settings: Settings, namespace: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = stack_env()
     env.update(
         {
             "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
@@ -155,8 +156,6 @@ def compare_verify(settings: Settings, tag: str, base: Path, rounds: int) -> Non
     ``base`` and of this checkout alternately: median wall and CPU seconds, and rows/s."""
     records = json.loads((REPO / "benchmarks" / "results" / "replay.json").read_text())["records"]
     original, scratch = f"bench_{tag}_run", f"bench_{tag}_replay"
-    env = {"IGFLOW_STACK_DIR": str(Path(settings.stack_dir).resolve())}
-    os.environ.update(env)  # the base copy's default stack dir would be its own
     steps = (("verify --against (scan)", []), ("verify --from-history", ["--from-history"]))
     seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(rounds):
@@ -187,7 +186,6 @@ def compare_replay(settings: Settings, tag: str, base: Path, rounds: int) -> Non
     records = json.loads((REPO / "benchmarks" / "results" / "replay.json").read_text())["records"]
     settings = with_topics(settings, tag)
     original = f"bench_{tag}_run"
-    os.environ["IGFLOW_STACK_DIR"] = str(Path(settings.stack_dir).resolve())
     seen: dict[str, list[tuple[float, float]]] = {}
     last = ""
     for _ in range(rounds):
@@ -228,7 +226,6 @@ def _against(
     ``rounds`` times each (1 process, then 2): median rows ``(step, seconds, cpu s)`` per side.
     This checkout's last replays are ``bench_<tag>_replay`` and ``bench_<tag>_replay_p2``, which
     the verifies then check."""
-    os.environ["IGFLOW_STACK_DIR"] = str(Path(Settings.load().stack_dir).resolve())
     seen: dict[str, list[tuple[float, float]]] = {}
     for n in range(rounds):
         last = n == rounds - 1

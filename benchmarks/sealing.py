@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_topics import fresh_topics  # noqa: E402
+from benchmarks.checkouts import stack_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.envelope import FieldCipher, field_aad  # noqa: E402
@@ -271,7 +272,7 @@ def recovery_runs(
     for i in range(rounds):
         for label, tree in (("base", base), ("sealed", REPO)):
             namespace = f"bench_{tag}_{label}_{i}"
-            env = dict(os.environ)
+            env = stack_env()
             env.update(
                 {
                     "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,

@@ -51,6 +51,7 @@ from pyiceberg.catalog import Catalog
 
 from benchmarks import store_mix
 from benchmarks.bench_topics import demo_workload, with_topics
+from benchmarks.checkouts import stack_env
 from core import metrics
 from core.catalog import catalog
 from core.records import ScoreChange
@@ -193,7 +194,7 @@ class _StoreThreads:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
+    env = stack_env()
     s = settings.stores
     env.update(
         {

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import serving_flow, sink_graph, sink_postgres, sink_redis  # noqa: E402
+from benchmarks.checkouts import stack_env  # noqa: E402
 
 #: Neo4j Kafka connector, as published: 5,000-7,700 nodes/s.
 NEO4J_CONNECTOR_NODES_PER_S = (5_000, 7_700)
@@ -139,8 +140,7 @@ print("@@result@@" + json.dumps(result))
 
 
 def _flow_child(code: Path, signals: int, step_ms: float) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(code)
+    env = stack_env(PYTHONPATH=str(code))
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps({"signals": signals, "step_ms": step_ms})],
         cwd=code,

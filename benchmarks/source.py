@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_topics import fresh_topics  # noqa: E402
+from benchmarks.checkouts import stack_env  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.producer import produce  # noqa: E402
 from igflow.workload import WorkloadSpec  # noqa: E402
@@ -60,7 +61,7 @@ print(json.dumps({"records": records, "thread": thread, "cpu": cpu() - begin}))
 
 def read(code: Path, topic: str) -> dict[str, float]:
     """One reading of ``topic`` by the source of the checkout ``code``."""
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    env = stack_env(PYTHONPATH=str(code))
     out = subprocess.run(
         [sys.executable, "-c", _READ, topic], cwd=code, env=env, check=True, capture_output=True
     )

@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.checkouts import stack_env  # noqa: E402
 from core.catalog import catalog  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.admin import create_topics  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
         create_topics(settings)
         produce(settings, WorkloadSpec(tenants=1, count=1, seed=1))
     lake = catalog(settings)
-    env = dict(os.environ)
+    env = stack_env()
     env.update(
         {
             "IGFLOW_KAFKA_TOPIC": settings.kafka.topic,
