@@ -6,8 +6,8 @@
  * validate_run: validate's step over a batch (operators/validate.py validate_batch), its own
  * section below.
  * dedupe_run: dedupe's batch check (operators/dedupe.py _dedupe_columns), its own section below.
- * psi_terms, ks_bound, cuts_below, with_horizon: the drift step's statistics and release
- * (operators/drift_stats.py, operators/drift.py), their own section below.
+ * psi_terms, ks_bound, cuts_below, drift_passes, with_horizon: the drift step's statistics and
+ * release (operators/drift_stats.py, operators/drift.py), their own section below.
  * score_run: the score step's loop and its publication (operators/score.py TickScore.add,
  * reference add_python), its own section below.
  * drift_run: the drift step's plain path (operators/drift.py TenantDrift.push_batch, reference
@@ -1513,58 +1513,36 @@ done:
 static PyObject *drift_fsum; /* math.fsum, imported at the first call (never released) */
 /* (log, isnan, isfinite: <math.h>, which Python.h includes) */
 
-/* psi_terms(proportions, cuts, n, total, smoothing) -> float | None: _psi_of_python's
- * fsum over bins of (share - p) * ln(share / p), share = (count + smoothing) / total,
- * count = cut - cut before (0 before the first, n after the last). x86-64 has no FMA without
- * -march flags, so (share - p) * log(...) rounds twice, as Python's float ops do. */
-static PyObject *
-psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* The PSI of a sample of n values with these cuts (k = bins - 1 of them), in proportions'
+ * bins: _psi_of_python's fsum over bins of (share - p) * ln(share / p), share = (count +
+ * smoothing) / total, count = cut - cut before (0 before the first, n after the last). x86-64
+ * has no FMA without -march flags, so (share - p) * log(...) rounds twice, as Python's float ops
+ * do. 1: *out is the PSI (a new reference); 0: the input is unusual (nothing set: the reference
+ * decides); -1: an error is set. */
+static int
+psi_value(PyObject *proportions, const long long *cuts, Py_ssize_t k, long long n, double total,
+          double smoothing, PyObject **out)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "psi_terms takes 5 arguments");
-        return NULL;
-    }
-    PyObject *proportions = args[0], *cuts = args[1];
-    if (!PyTuple_CheckExact(proportions) || !PyList_CheckExact(cuts) ||
-        !PyLong_CheckExact(args[2]) || !PyFloat_CheckExact(args[3]) ||
-        !PyFloat_CheckExact(args[4]))
-        Py_RETURN_NONE;
     Py_ssize_t bins = PyTuple_GET_SIZE(proportions);
-    if (PyList_GET_SIZE(cuts) + 1 != bins)
-        Py_RETURN_NONE;
-    int overflow = 0;
-    long long n = PyLong_AsLongLongAndOverflow(args[2], &overflow);
-    if (overflow || (n == -1 && PyErr_Occurred()) || n > (1LL << 52) || n < 0) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    double total = PyFloat_AS_DOUBLE(args[3]), smoothing = PyFloat_AS_DOUBLE(args[4]);
-    if (total == 0.0)
-        Py_RETURN_NONE;
+    if (k + 1 != bins || n > (1LL << 52) || n < 0 || total == 0.0)
+        return 0;
     if (drift_fsum == NULL) {
         PyObject *math = PyImport_ImportModule("math");
         if (math == NULL)
-            return NULL;
+            return -1;
         drift_fsum = PyObject_GetAttrString(math, "fsum");
         Py_DECREF(math);
         if (drift_fsum == NULL)
-            return NULL;
+            return -1;
     }
     PyObject *terms = PyList_New(bins);
     if (terms == NULL)
-        return NULL;
+        return -1;
     long long before = 0;
     for (Py_ssize_t i = 0; i < bins; i++) {
-        long long cut = n;
-        if (i < bins - 1) {
-            PyObject *c = PyList_GET_ITEM(cuts, i);
-            if (!PyLong_CheckExact(c))
-                goto unusual;
-            cut = PyLong_AsLongLongAndOverflow(c, &overflow);
-            if (overflow || (cut == -1 && PyErr_Occurred()) || cut > (1LL << 52) ||
-                cut < -(1LL << 52))
-                goto unusual;
-        }
+        long long cut = i < bins - 1 ? cuts[i] : n;
+        if (cut > (1LL << 52) || cut < -(1LL << 52))
+            goto unusual;
         PyObject *pobj = PyTuple_GET_ITEM(proportions, i);
         if (!PyFloat_CheckExact(pobj))
             goto unusual;
@@ -1579,24 +1557,117 @@ psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyObject *term = PyFloat_FromDouble((share - p) * log(ratio));
         if (term == NULL) {
             Py_DECREF(terms);
-            return NULL;
+            return -1;
         }
         PyList_SET_ITEM(terms, i, term);
         before = cut;
     }
-    PyObject *result = PyObject_CallOneArg(drift_fsum, terms);
+    *out = PyObject_CallOneArg(drift_fsum, terms);
     Py_DECREF(terms);
-    return result;
+    return *out == NULL ? -1 : 1;
 unusual:
-    PyErr_Clear();
     Py_DECREF(terms); /* (unset items are NULL: list_dealloc skips them) */
-    Py_RETURN_NONE;
+    return 0;
 }
 
-/* ks_bound(below, cuts, m, n) -> int | None: _ks_cannot_fire's integer bound, max over bins
- * of max(R_j+1 * m - P_j * n, P_j+1 * n - R_j * m) with below = [0, R_1, ..., n] and
- * P = [0, *cuts, m], as the two map chains of the reference (pairs up to the shorter list). */
+/* A list of plain ints, each within int64, into out (at most max of them): 1, else 0 (too
+ * many, another type, past int64; no error left set). */
+static int
+drift_int_array(PyObject *list, long long *out, Py_ssize_t max)
+{
+    if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) > max)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *v = PyList_GET_ITEM(list, i);
+        if (!PyLong_CheckExact(v))
+            return 0;
+        int overflow = 0;
+        out[i] = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (out[i] == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
 enum { KS_BOUND_MAX = 256 };
+
+/* psi_terms(proportions, cuts, n, total, smoothing) -> float | None: psi_value of a list of
+ * cuts (the reference's arguments). */
+static PyObject *
+psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "psi_terms takes 5 arguments");
+        return NULL;
+    }
+    PyObject *proportions = args[0], *cuts = args[1];
+    if (!PyTuple_CheckExact(proportions) || !PyList_CheckExact(cuts) ||
+        !PyLong_CheckExact(args[2]) || !PyFloat_CheckExact(args[3]) ||
+        !PyFloat_CheckExact(args[4]))
+        Py_RETURN_NONE;
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(args[2], &overflow);
+    if (overflow || (n == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    long long c[KS_BOUND_MAX];
+    if (!drift_int_array(cuts, c, KS_BOUND_MAX))
+        Py_RETURN_NONE;
+    PyObject *out = NULL;
+    int got = psi_value(proportions, c, PyList_GET_SIZE(cuts), n, PyFloat_AS_DOUBLE(args[3]),
+                        PyFloat_AS_DOUBLE(args[4]), &out);
+    if (got < 0)
+        return NULL;
+    if (got == 0)
+        Py_RETURN_NONE;
+    return out;
+}
+
+/* _ks_cannot_fire's integer bound, max over bins of max(R_j+1 * m - P_j * n, P_j+1 * n - R_j *
+ * m) with r = [0, R_1, ..., n] (nb of them) and P = [0, *cuts, m], as the two map chains of the
+ * reference (pairs up to the shorter list). 1: *out is the bound; 0: unusual (an empty max, a
+ * product past int64). */
+static int
+ks_bound_of(const long long *r, Py_ssize_t nb, const long long *cuts, Py_ssize_t nc,
+            long long m, long long n, long long *out)
+{
+    if (nb < 1 || nb > KS_BOUND_MAX || nc > KS_BOUND_MAX)
+        return 0;
+    long long s[KS_BOUND_MAX + 2], bound = 0;
+    s[0] = 0;
+    s[nc + 1] = m;
+    for (Py_ssize_t i = 0; i < nc; i++)
+        s[i + 1] = cuts[i];
+    Py_ssize_t ns = nc + 2;
+    /* above = below[1:] against sample_below; sample_below[1:] against below */
+    Py_ssize_t k1 = nb - 1 < ns ? nb - 1 : ns, k2 = ns - 1 < nb ? ns - 1 : nb;
+    if (k1 == 0 || k2 == 0)
+        return 0; /* max() of nothing: the reference raises */
+    for (Py_ssize_t j = 0; j < k1 + k2; j++) {
+        long long a, b, x, y, d;
+        if (j < k1) {
+            a = r[j + 1], b = s[j];
+            if (__builtin_mul_overflow(a, m, &x) || __builtin_mul_overflow(b, n, &y) ||
+                __builtin_sub_overflow(x, y, &d))
+                return 0;
+        } else {
+            a = s[j - k1 + 1], b = r[j - k1];
+            if (__builtin_mul_overflow(a, n, &x) || __builtin_mul_overflow(b, m, &y) ||
+                __builtin_sub_overflow(x, y, &d))
+                return 0;
+        }
+        if (j == 0 || d > bound)
+            bound = d;
+    }
+    *out = bound;
+    return 1;
+}
+
+/* ks_bound(below, cuts, m, n) -> int | None: ks_bound_of of lists (the reference's
+ * arguments). */
 static PyObject *
 ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1608,9 +1679,6 @@ ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (!PyList_CheckExact(below) || !PyList_CheckExact(cuts) || !PyLong_CheckExact(args[2]) ||
         !PyLong_CheckExact(args[3]))
         Py_RETURN_NONE;
-    Py_ssize_t nb = PyList_GET_SIZE(below), nc = PyList_GET_SIZE(cuts);
-    if (nb < 1 || nb > KS_BOUND_MAX || nc > KS_BOUND_MAX)
-        Py_RETURN_NONE;
     int overflow = 0, overflow_n = 0;
     long long m = PyLong_AsLongLongAndOverflow(args[2], &overflow);
     long long n = PyLong_AsLongLongAndOverflow(args[3], &overflow_n);
@@ -1618,50 +1686,10 @@ ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    long long r[KS_BOUND_MAX], s[KS_BOUND_MAX + 2], bound = 0;
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        PyObject *v = PyList_GET_ITEM(below, i);
-        if (!PyLong_CheckExact(v))
-            Py_RETURN_NONE;
-        r[i] = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (r[i] == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-    }
-    s[0] = 0;
-    s[nc + 1] = m;
-    for (Py_ssize_t i = 0; i < nc; i++) {
-        PyObject *v = PyList_GET_ITEM(cuts, i);
-        if (!PyLong_CheckExact(v))
-            Py_RETURN_NONE;
-        s[i + 1] = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (s[i + 1] == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-    }
-    Py_ssize_t ns = nc + 2;
-    /* above = below[1:] against sample_below; sample_below[1:] against below */
-    Py_ssize_t k1 = nb - 1 < ns ? nb - 1 : ns, k2 = ns - 1 < nb ? ns - 1 : nb;
-    if (k1 == 0 || k2 == 0)
-        Py_RETURN_NONE; /* max() of nothing: the reference raises */
-    for (Py_ssize_t j = 0; j < k1 + k2; j++) {
-        long long a, b, x, y, d;
-        if (j < k1) {
-            a = r[j + 1], b = s[j];
-            if (__builtin_mul_overflow(a, m, &x) || __builtin_mul_overflow(b, n, &y) ||
-                __builtin_sub_overflow(x, y, &d))
-                Py_RETURN_NONE;
-        } else {
-            a = s[j - k1 + 1], b = r[j - k1];
-            if (__builtin_mul_overflow(a, n, &x) || __builtin_mul_overflow(b, m, &y) ||
-                __builtin_sub_overflow(x, y, &d))
-                Py_RETURN_NONE;
-        }
-        if (j == 0 || d > bound)
-            bound = d;
-    }
+    long long r[KS_BOUND_MAX], c[KS_BOUND_MAX], bound;
+    if (!drift_int_array(below, r, KS_BOUND_MAX) || !drift_int_array(cuts, c, KS_BOUND_MAX) ||
+        !ks_bound_of(r, PyList_GET_SIZE(below), c, PyList_GET_SIZE(cuts), m, n, &bound))
+        Py_RETURN_NONE;
     return PyLong_FromLongLong(bound);
 }
 /* cuts_below(edges, samples) -> list[int] | None: per edge, the values of all the samples
@@ -1740,6 +1768,162 @@ cuts_below(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(out, j, c);
     }
     return out;
+}
+/* Per edge (k of them, strictly increasing, no NaN), add to diff[j] the values of one sample
+ * (a list, or a tuple: drift's _Sample is a tuple subclass) whose first edge above is j; its
+ * size to *size. Only finite floats of magnitude <= 1e300 are taken (then every sum of a few
+ * of them is finite, so the reference's _orderable holds): 1, else 0. */
+static int
+drift_count(PyObject *sample, const double *e, Py_ssize_t k, Py_ssize_t *diff, Py_ssize_t *size)
+{
+    PyObject **items;
+    Py_ssize_t n;
+    if (PyList_CheckExact(sample)) {
+        items = ((PyListObject *)sample)->ob_item;
+        n = PyList_GET_SIZE(sample);
+    } else if (PyTuple_Check(sample)) {
+        items = ((PyTupleObject *)sample)->ob_item;
+        n = PyTuple_GET_SIZE(sample);
+    } else
+        return 0;
+    for (Py_ssize_t t = 0; t < n; t++) {
+        PyObject *x = items[t];
+        if (!PyFloat_CheckExact(x))
+            return 0;
+        double v = PyFloat_AS_DOUBLE(x);
+        if (!(fabs(v) <= 1e300))
+            return 0; /* a NaN, an infinity, or a sum that could overflow */
+        Py_ssize_t lo = 0, hi = k;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (e[mid] > v)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        diff[lo] += 1;
+    }
+    *size += n;
+    return 1;
+}
+
+/* _ks_cannot_fire for a sample of m values with these cuts against a reference of n values
+ * below = [0, R_1, ..., n] (nb of them): 1 (the KS D is at most its critical value), 0 (it may
+ * not be), -1 (unusual: the reference decides). bound / (n * m) and ks_critical's (n + m) /
+ * (n * m) are divisions of ints below 2**53, which Python does in doubles too. */
+static int
+drift_ks_cannot_fire(const long long *below, Py_ssize_t nb, const long long *cuts, Py_ssize_t k,
+                     long long m, long long n, double alpha)
+{
+    long long bound, nm;
+    if (n < 1 || m < 1 || !(alpha > 0.0 && alpha < 1.0) || __builtin_mul_overflow(n, m, &nm) ||
+        nm >= (1LL << 53) || n + m >= (1LL << 53) ||
+        !ks_bound_of(below, nb, cuts, k, m, n, &bound) || bound >= (1LL << 53) ||
+        bound <= -(1LL << 53))
+        return -1;
+    double c = sqrt(-log(alpha / 2.0) / 2.0);
+    double critical = c * sqrt((double)(n + m) / (double)nm);
+    return (double)bound / (double)nm <= critical;
+}
+
+/* drift_passes(proportions, edges, below, n, batch, window, psi_threshold, ks_alpha,
+ * batch_alone, smoothing) -> True | None: True where operators.drift_stats.drifted_check (its
+ * reference) returns None (the batch passed) by its PSI and its KS bound alone, without a KS
+ * statistic; None for anything else (a drift, a KS statistic to compute, an error to raise, an
+ * unusual value), which the reference then decides. The same steps on the same numbers:
+ * psi_value for _psi_of, the bin counts of cuts_below, ks_bound_of and ks_critical's float
+ * operations for _ks_cannot_fire. below: the reference's [0, R_1, ..., n] (_ref_below), or
+ * None (a reference with a NaN: no bound); window: a tuple of the passed batches' samples. */
+static PyObject *
+drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "drift_passes takes 10 arguments");
+        return NULL;
+    }
+    PyObject *proportions = args[0], *edges = args[1], *below_obj = args[2], *batch = args[4],
+             *window = args[5];
+    if (!PyTuple_CheckExact(proportions) || !PyTuple_CheckExact(edges) ||
+        !PyLong_CheckExact(args[3]) || !PyList_CheckExact(batch) ||
+        !PyTuple_CheckExact(window) || !PyFloat_CheckExact(args[6]) ||
+        !PyFloat_CheckExact(args[7]) || !PyBool_Check(args[8]) || !PyFloat_CheckExact(args[9]))
+        Py_RETURN_NONE;
+    double psi_threshold = PyFloat_AS_DOUBLE(args[6]), alpha = PyFloat_AS_DOUBLE(args[7]),
+           smoothing = PyFloat_AS_DOUBLE(args[9]);
+    int alone = args[8] == Py_True;
+    Py_ssize_t windows = PyTuple_GET_SIZE(window);
+    if (!alone && windows == 0)
+        Py_RETURN_NONE; /* the reference raises */
+    int overflow = 0;
+    long long ref_n = PyLong_AsLongLongAndOverflow(args[3], &overflow);
+    if (overflow || (ref_n == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(edges);
+    if (k > CUTS_MAX_EDGES || k + 1 != PyTuple_GET_SIZE(proportions))
+        Py_RETURN_NONE;
+    double e[CUTS_MAX_EDGES];
+    Py_ssize_t diff[CUTS_MAX_EDGES + 1];
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *x = PyTuple_GET_ITEM(edges, j);
+        if (!PyFloat_CheckExact(x))
+            Py_RETURN_NONE;
+        e[j] = PyFloat_AS_DOUBLE(x);
+        if (isnan(e[j]) || (j > 0 && !(e[j] > e[j - 1])))
+            Py_RETURN_NONE;
+        diff[j] = 0;
+    }
+    diff[k] = 0;
+    long long below[KS_BOUND_MAX], cuts[CUTS_MAX_EDGES];
+    Py_ssize_t nb = -1; /* the reference's counts, read when the KS bound is needed */
+    Py_ssize_t m = 0;
+    if (!drift_count(batch, e, k, diff, &m) || m == 0)
+        Py_RETURN_NONE;
+    double bins = (double)(k + 1);
+    if (alone) {
+        Py_ssize_t under = 0;
+        for (Py_ssize_t j = 0; j < k; j++)
+            cuts[j] = under += diff[j];
+        PyObject *psi = NULL;
+        int got = psi_value(proportions, cuts, k, m, (double)m + smoothing * bins, smoothing,
+                            &psi);
+        if (got <= 0)
+            return got < 0 ? NULL : Py_NewRef(Py_None);
+        double value = PyFloat_AS_DOUBLE(psi);
+        Py_DECREF(psi);
+        if (value >= psi_threshold) { /* _ks_fires: only its bound can clear it here */
+            if (below_obj == Py_None || !drift_int_array(below_obj, below, KS_BOUND_MAX))
+                Py_RETURN_NONE;
+            nb = PyList_GET_SIZE(below_obj);
+            if (drift_ks_cannot_fire(below, nb, cuts, k, m, ref_n, alpha) != 1)
+                Py_RETURN_NONE;
+        }
+        if (windows == 0)
+            Py_RETURN_TRUE; /* the window is this batch alone */
+    }
+    for (Py_ssize_t i = 0; i < windows; i++)
+        if (!drift_count(PyTuple_GET_ITEM(window, i), e, k, diff, &m) || m > 1000000)
+            Py_RETURN_NONE;
+    Py_ssize_t under = 0;
+    for (Py_ssize_t j = 0; j < k; j++)
+        cuts[j] = under += diff[j];
+    PyObject *psi = NULL;
+    int got = psi_value(proportions, cuts, k, m, (double)m + smoothing * bins, smoothing, &psi);
+    if (got <= 0)
+        return got < 0 ? NULL : Py_NewRef(Py_None);
+    double value = PyFloat_AS_DOUBLE(psi);
+    Py_DECREF(psi);
+    if (value < psi_threshold)
+        Py_RETURN_TRUE;
+    if (nb < 0) {
+        if (below_obj == Py_None || !drift_int_array(below_obj, below, KS_BOUND_MAX))
+            Py_RETURN_NONE;
+        nb = PyList_GET_SIZE(below_obj);
+    }
+    if (drift_ks_cannot_fire(below, nb, cuts, k, m, ref_n, alpha) == 1)
+        Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 /* with_horizon(item, horizon, cls, slots) -> cls: drift's release, the last passed record's
  * copy carrying the tenant's event time (operators.drift._with_horizon_python, the
@@ -4526,6 +4710,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("drift's KS bound from bin counts (operators.drift_stats._ks_cannot_fire).")},
     {"cuts_below", (PyCFunction)(void (*)(void))cuts_below, METH_FASTCALL,
      PyDoc_STR("drift's pooled bin cuts without NaNs (operators.drift_stats.drifted_check).")},
+    {"drift_passes", (PyCFunction)(void (*)(void))drift_passes, METH_FASTCALL,
+     PyDoc_STR("True where drift's check passes a batch by PSI and KS bound, else None.")},
     {"with_horizon", (PyCFunction)(void (*)(void))with_horizon, METH_FASTCALL,
      PyDoc_STR("drift's release: a record's copy with its horizon (operators.drift).")},
     {"validate_run", (PyCFunction)(void (*)(void))validate_run, METH_FASTCALL,

@@ -73,6 +73,19 @@ def ks_bound(below: list[int], cuts: Sequence[int], m: int, n: int, /) -> int | 
 def cuts_below(
     edges: tuple[float, ...], samples: tuple[Sequence[float], ...], /
 ) -> list[int] | None: ...
+def drift_passes(
+    proportions: tuple[float, ...],
+    edges: tuple[float, ...],
+    below: list[int] | None,
+    n: int,
+    batch: list[float],
+    window: tuple[Sequence[float], ...],
+    psi_threshold: float,
+    ks_alpha: float,
+    batch_alone: bool,
+    smoothing: float,
+    /,
+) -> bool | None: ...
 def with_horizon(
     item: Decoded, horizon: datetime | None, cls: type[Decoded], slots: tuple[Any, ...], /
 ) -> Decoded: ...

@@ -647,3 +647,149 @@ def test_the_c_pooled_cuts_leave_the_unusual_to_python() -> None:
     for _ in range(100):
         _native.cuts_below(edges, (sample, sample))
     assert [sys.getrefcount(x) for x in (sample, edges, *sample, *edges)] == counts
+
+
+def _native_passes(
+    reference: Reference,
+    batch: list[float],
+    window: tuple[tuple[float, ...], ...],
+    psi_threshold: float,
+    alpha: float,
+    alone: bool,
+) -> bool | None:
+    return _native.drift_passes(
+        reference.proportions,
+        reference.edges,
+        drift_stats._ref_below(reference),
+        len(reference.values),
+        batch,
+        window,
+        psi_threshold,
+        alpha,
+        alone,
+        SMOOTHING,
+    )
+
+
+def _reference_check(
+    reference: Reference,
+    batch: list[float],
+    window: tuple[tuple[float, ...], ...],
+    psi_threshold: float,
+    alpha: float,
+    alone: bool,
+) -> tuple[BatchCheck | None, bool]:
+    """drifted_check without its C passes, and whether it computed a KS statistic."""
+    computed: list[int] = []
+    statistic = drift_stats.ks_statistic
+
+    def counted(a: Any, b: Any) -> float:
+        computed.append(1)
+        return statistic(a, b)
+
+    saved = drift_stats._DRIFT_PASSES
+    drift_stats._DRIFT_PASSES = None
+    drift_stats.ks_statistic = counted  # type: ignore[assignment]
+    try:
+        got = drifted_check(
+            reference, batch, window, psi_threshold=psi_threshold, ks_alpha=alpha, batch_alone=alone
+        )
+    finally:
+        drift_stats._DRIFT_PASSES = saved
+        drift_stats.ks_statistic = statistic  # type: ignore[assignment]
+    return got, bool(computed)
+
+
+_FINITE = st.floats(-1e300, 1e300, allow_nan=False, allow_infinity=False)
+_NEAR = st.floats(0.0, 1.0) | st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(_NEAR, min_size=1, max_size=200),
+    st.integers(1, 20),
+    st.lists(_NEAR | _FINITE, min_size=1, max_size=40),
+    st.lists(st.lists(_NEAR, min_size=1, max_size=40), max_size=5),
+    st.floats(0.0, 2.0),
+    st.floats(1e-6, 0.999),
+    st.booleans(),
+)
+def test_the_c_passes_exactly_where_the_reference_passes_without_a_ks_statistic(
+    ref_values: list[float],
+    bins: int,
+    batch: list[float],
+    windows: list[list[float]],
+    psi_threshold: float,
+    alpha: float,
+    alone: bool,
+) -> None:
+    """core._native.drift_passes says "passed" (True) for finite floats exactly where
+    drifted_check's reference returns None without computing a KS statistic (by its PSI and
+    its KS bound), and nothing (None) everywhere else: a drift, a KS statistic to compute, or
+    the reference's error (a batch judged through an empty window)."""
+    reference = Reference.from_values(ref_values, bins)
+    window = tuple(tuple(sorted(w)) for w in windows)
+    native = _native_passes(reference, batch, window, psi_threshold, alpha, alone)
+    assert native is True or native is None
+    if not alone and not window:
+        assert native is None
+        with pytest.raises(ValueError, match="needs a window"):
+            _reference_check(reference, batch, window, psi_threshold, alpha, alone)
+        return
+    got, computed = _reference_check(reference, batch, window, psi_threshold, alpha, alone)
+    assert native is (True if got is None and not computed else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_NEAR, min_size=1, max_size=100),
+    st.lists(
+        _NEAR | st.floats(allow_nan=True) | st.integers(-(2**70), 2**70), min_size=1, max_size=30
+    ),
+    st.lists(st.lists(_NEAR | st.floats(allow_nan=True), min_size=1, max_size=20), max_size=3),
+    st.booleans(),
+)
+def test_the_c_never_passes_where_the_reference_does_not(
+    ref_values: list[float], batch: list[Any], windows: list[list[float]], alone: bool
+) -> None:
+    """Whatever the values (NaNs, infinities, huge ints), "passed" from C only where the
+    reference passes too; the check's answer with the C path on is the reference's."""
+    reference = Reference.from_values(ref_values, 10)
+    window = tuple(tuple(w) for w in windows)
+    for psi_threshold, alpha in ((0.0, 0.5), (0.1, 0.01), (0.25, 0.001)):
+        native = _native_passes(reference, batch, window, psi_threshold, alpha, alone)
+        try:
+            got, _computed = _reference_check(reference, batch, window, psi_threshold, alpha, alone)
+        except (ValueError, TypeError):
+            assert native is None
+            continue
+        if native is True:
+            assert got is None
+        on = drifted_check(
+            reference, batch, window, psi_threshold=psi_threshold, ks_alpha=alpha, batch_alone=alone
+        )
+        assert repr(on) == repr(got)
+
+
+def test_the_c_passes_most_clean_checks_and_never_a_shifted_one() -> None:
+    """What it is for: a clean batch of 9 with its window of 5 passed batches against a
+    reference of 1,000 is passed in C in most draws; a shifted one never is (it drifts)."""
+    rng = random.Random(11)
+    reference = Reference.from_values([rng.betavariate(8, 2) for _ in range(1000)], 10)
+    passed = 0
+    for _ in range(200):
+        window = tuple(tuple(sorted(rng.betavariate(8, 2) for _ in range(9))) for _ in range(5))
+        batch = [rng.betavariate(8, 2) for _ in range(9)]
+        passed += _native_passes(reference, batch, window, 0.2, 0.001, False) is True
+    assert passed >= 150
+    window = tuple(
+        tuple(sorted(min(1.0, rng.betavariate(8, 2) + 0.3) for _ in range(9))) for _ in range(5)
+    )
+    shifted = [min(1.0, rng.betavariate(8, 2) + 0.3) for _ in range(9)]
+    assert _native_passes(reference, shifted, window, 0.2, 0.001, False) is None
+    assert (
+        drifted_check(
+            reference, shifted, window, psi_threshold=0.2, ks_alpha=0.001, batch_alone=False
+        )
+        is not None
+    )
