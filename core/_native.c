@@ -3497,12 +3497,14 @@ enum {
     DR_DECODED, DR_SIGNAL, DR_D_SIGNAL, DR_D_UNKNOWN, DR_D_RAW, DR_S_TENANT, DR_S_TYPE, DR_S_TS,
     DR_S_VALUE, DR_ENTRY, DR_E_ITEM, DR_E_OUT, DR_BATCH, DR_B_TYPE, DR_B_ID, DR_B_DEADLINE,
     DR_B_ENTRIES, DR_B_VALUES, DR_B_EXTENDED, DR_CANARY, DR_END_OF_TIME, DR_DECODED_SLOTS,
-    DR_RAW, DR_R_HEADERS, DR_TYPESTATE, DR_T_WINDOW, DR_CONFIG_SIZE
+    DR_RAW, DR_R_HEADERS, DR_TYPESTATE, DR_T_WINDOW, DR_T_REFERENCE, DR_T_LEARNED,
+    DR_T_LEARNING, DR_CONFIG_SIZE
 };
 
 static PyObject *s_dr_event_time, *s_dr_next_deadline, *s_dr_open, *s_dr_fifo, *s_dr_types,
     *s_dr_tenant, *s_dr_batch_size, *s_dr_min_batch, *s_dr_min_share, *s_dr_batch_seconds,
-    *s_dr_expire, *s_dr_close, *s_dr_late, *s_dr_append, *s_dr_popleft;
+    *s_dr_expire, *s_dr_close, *s_dr_late, *s_dr_append, *s_dr_popleft, *s_dr_settings,
+    *s_dr_tally, *s_dr_learning, *s_dr_reference_batches, *s_dr_reference_values;
 
 static int
 drift_run_names(void)
@@ -3523,6 +3525,11 @@ drift_run_names(void)
         (s_dr_close = PyUnicode_InternFromString("_close")) == NULL ||
         (s_dr_late = PyUnicode_InternFromString("_late")) == NULL ||
         (s_dr_append = PyUnicode_InternFromString("append")) == NULL ||
+        (s_dr_settings = PyUnicode_InternFromString("_settings")) == NULL ||
+        (s_dr_tally = PyUnicode_InternFromString("_tally")) == NULL ||
+        (s_dr_learning = PyUnicode_InternFromString("learning")) == NULL ||
+        (s_dr_reference_batches = PyUnicode_InternFromString("reference_batches")) == NULL ||
+        (s_dr_reference_values = PyUnicode_InternFromString("reference_values")) == NULL ||
         (s_dr_popleft = PyUnicode_InternFromString("popleft")) == NULL)
         return -1;
     return 0;
@@ -3560,6 +3567,138 @@ static int
 drift_run_set(PyObject *descr, PyObject *obj, PyObject *value)
 {
     return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
+}
+
+/* An int attribute of obj as a C value, or 0 (not a plain int within int64; no exception). */
+static int
+drift_run_int(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        PyErr_Clear();
+        return 0;
+    }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* TenantDrift._expire's common case at the new event time ts: the one open batch, of a type
+ * learning its reference, is past its deadline. Then, as _expire, _learn and _learned do: the
+ * batch leaves _open, its records pass (each entry's out is its item), its values join the
+ * type's learning, its learned count grows, the tally counts a "learning" batch, and the next
+ * deadline is None. 1: done; 0: not this case, or a batch that completes the reference (its
+ * Reference is built in Python), or anything unusual, with nothing changed (the caller calls
+ * self._expire); -1: an error, as _expire would raise at the same step. */
+static int
+drift_learn_close(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *ts,
+                  PyObject *const *cfg, Py_ssize_t o_entries, Py_ssize_t o_values,
+                  Py_ssize_t o_deadline)
+{
+    if (PyDict_GET_SIZE(open_) != 1)
+        return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *only;
+    if (!PyDict_Next(open_, &pos, &key, &only) || !PyUnicode_CheckExact(key) ||
+        Py_TYPE(only) != (PyTypeObject *)cfg[DR_BATCH])
+        return 0;
+    PyObject *state = PyDict_GetItemWithError(types, key);
+    if (state == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (Py_TYPE(state) != (PyTypeObject *)cfg[DR_TYPESTATE])
+        return 0;
+    PyTypeObject *state_cls = (PyTypeObject *)cfg[DR_TYPESTATE];
+    PyObject *reference = Py_TYPE(cfg[DR_T_REFERENCE])->tp_descr_get(cfg[DR_T_REFERENCE], state,
+                                                                    (PyObject *)state_cls);
+    if (reference == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(reference); /* (held by the state) */
+    if (reference != Py_None)
+        return 0;
+    PyObject *deadline = SLOT(only, o_deadline), *entries = SLOT(only, o_entries),
+             *values = SLOT(only, o_values);
+    if (deadline == NULL || entries == NULL || values == NULL || !PyList_CheckExact(entries) ||
+        !PyList_CheckExact(values))
+        return 0;
+    int due = PyObject_RichCompareBool(deadline, ts, Py_LE);
+    if (due <= 0)
+        return due;
+    /* Nothing is changed until every part is known to be what this path handles. */
+    PyObject *learned_obj = Py_TYPE(cfg[DR_T_LEARNED])->tp_descr_get(cfg[DR_T_LEARNED], state,
+                                                                    (PyObject *)state_cls);
+    PyObject *learning = Py_TYPE(cfg[DR_T_LEARNING])->tp_descr_get(cfg[DR_T_LEARNING], state,
+                                                                  (PyObject *)state_cls);
+    PyObject *settings = PyDict_GetItemWithError(attrs, s_dr_settings),
+             *tally = PyDict_GetItemWithError(attrs, s_dr_tally);
+    PyObject *batches = NULL, *wanted = NULL;
+    long long learned, at_least, values_needed;
+    int result = 0;
+    if (learned_obj == NULL || learning == NULL || settings == NULL || tally == NULL ||
+        !PyList_CheckExact(learning) || !PyDict_CheckExact(tally) ||
+        !drift_run_int(learned_obj, &learned) || learned >= LLONG_MAX)
+        goto out;
+    batches = PyObject_GetAttr(settings, s_dr_reference_batches);
+    wanted = PyObject_GetAttr(settings, s_dr_reference_values);
+    if (!drift_run_int(batches, &at_least) || !drift_run_int(wanted, &values_needed))
+        goto out;
+    if (at_least < 1)
+        at_least = 1;
+    Py_ssize_t held = PyList_GET_SIZE(learning) + PyList_GET_SIZE(values);
+    if (learned + 1 >= at_least && held >= values_needed)
+        goto out; /* the reference is complete: _learned builds it */
+    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(entries); e++)
+        if (Py_TYPE(PyList_GET_ITEM(entries, e)) != (PyTypeObject *)cfg[DR_ENTRY])
+            goto out;
+    /* del open_[key]; _learn; _learned; the tally; self._next_deadline = None */
+    result = -1;
+    Py_INCREF(key);
+    Py_INCREF(only);
+    int failed = PyDict_DelItem(open_, key) < 0;
+    for (Py_ssize_t e = 0; !failed && e < PyList_GET_SIZE(entries); e++) {
+        PyObject *entry = PyList_GET_ITEM(entries, e);
+        PyObject *item = Py_TYPE(cfg[DR_E_ITEM])->tp_descr_get(cfg[DR_E_ITEM], entry,
+                                                              cfg[DR_ENTRY]);
+        failed = item == NULL || drift_run_set(cfg[DR_E_OUT], entry, item) < 0;
+        Py_XDECREF(item);
+    }
+    PyObject *count = NULL, *seen = NULL;
+    if (!failed) {
+        Py_ssize_t end = PyList_GET_SIZE(learning);
+        failed = PyList_SetSlice(learning, end, end, values) < 0 ||
+                 (count = PyLong_FromLongLong(learned + 1)) == NULL ||
+                 drift_run_set(cfg[DR_T_LEARNED], state, count) < 0;
+    }
+    if (!failed) {
+        PyObject *before = PyDict_GetItemWithError(tally, s_dr_learning);
+        if (before == NULL && PyErr_Occurred())
+            failed = 1;
+        else {
+            PyObject *one = PyLong_FromLong(1);
+            seen = one == NULL || before == NULL ? one : PyNumber_Add(before, one);
+            if (seen != one)
+                Py_XDECREF(one);
+            failed = seen == NULL || PyDict_SetItem(tally, s_dr_learning, seen) < 0 ||
+                     PyDict_SetItem(attrs, s_dr_next_deadline, Py_None) < 0;
+        }
+    }
+    Py_XDECREF(count);
+    Py_XDECREF(seen);
+    Py_DECREF(key);
+    Py_DECREF(only);
+    result = failed ? -1 : 1;
+out:
+    if (result == 0)
+        PyErr_Clear(); /* (a settings attribute that was not there: the Python path says) */
+    Py_XDECREF(learned_obj);
+    Py_XDECREF(learning);
+    Py_XDECREF(batches);
+    Py_XDECREF(wanted);
+    return result;
 }
 
 /* The out slot of the fifo's head entry (a new reference), or NULL with an exception. */
@@ -3607,16 +3746,19 @@ drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                o_headers = drift_run_slot(cfg[DR_R_HEADERS], cfg[DR_RAW]),
                o_entries = drift_run_slot(cfg[DR_B_ENTRIES], cfg[DR_BATCH]),
                o_values = drift_run_slot(cfg[DR_B_VALUES], cfg[DR_BATCH]),
-               o_extended = drift_run_slot(cfg[DR_B_EXTENDED], cfg[DR_BATCH]);
+               o_extended = drift_run_slot(cfg[DR_B_EXTENDED], cfg[DR_BATCH]),
+               o_deadline = drift_run_slot(cfg[DR_B_DEADLINE], cfg[DR_BATCH]);
     PyObject *descrs[] = {cfg[DR_E_ITEM], cfg[DR_E_OUT], cfg[DR_B_TYPE], cfg[DR_B_ID],
                           cfg[DR_B_DEADLINE], cfg[DR_B_ENTRIES], cfg[DR_B_VALUES],
-                          cfg[DR_B_EXTENDED], cfg[DR_T_WINDOW]};
+                          cfg[DR_B_EXTENDED], cfg[DR_T_WINDOW], cfg[DR_T_REFERENCE],
+                          cfg[DR_T_LEARNED], cfg[DR_T_LEARNING]};
     int descrs_ok = 1;
     for (size_t k = 0; k < sizeof descrs / sizeof descrs[0]; k++)
         descrs_ok &= Py_TYPE(descrs[k])->tp_descr_get != NULL &&
                      Py_TYPE(descrs[k])->tp_descr_set != NULL;
     if (o_signal < 0 || o_unknown < 0 || o_raw < 0 || o_tenant < 0 || o_type < 0 || o_ts < 0 ||
         o_value < 0 || o_headers < 0 || o_entries < 0 || o_values < 0 || o_extended < 0 ||
+        o_deadline < 0 || !PyType_Check(cfg[DR_TYPESTATE]) ||
         !descrs_ok || !PyType_Check(cfg[DR_ENTRY]) || !PyType_Check(cfg[DR_BATCH]) ||
         !PyUnicode_CheckExact(cfg[DR_CANARY])) {
         PyErr_SetString(PyExc_TypeError, "drift_run: config is not operators.drift's");
@@ -3720,10 +3862,16 @@ drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                     goto record_fail;
                 if (due) {
                     closed = 1;
-                    PyObject *r = PyObject_CallMethodOneArg(self, s_dr_expire, ts);
-                    if (r == NULL)
+                    int learnt = drift_learn_close(attrs, open_, types, ts, cfg, o_entries,
+                                                   o_values, o_deadline);
+                    if (learnt < 0)
                         goto record_fail;
-                    Py_DECREF(r);
+                    if (learnt == 0) {
+                        PyObject *r = PyObject_CallMethodOneArg(self, s_dr_expire, ts);
+                        if (r == NULL)
+                            goto record_fail;
+                        Py_DECREF(r);
+                    }
                 }
             }
         }

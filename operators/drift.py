@@ -823,6 +823,9 @@ _RUN_CONFIG = (
     RawRecord.__dict__["headers"],
     _TypeState,
     _TypeState.__dict__["window"],
+    _TypeState.__dict__["reference"],
+    _TypeState.__dict__["learned"],
+    _TypeState.__dict__["learning"],
 )
 #: The plain path of :meth:`TenantDrift.push_batch` in C; ``None``: the Python loop only.
 _drift_run = getattr(_native, "drift_run", None)
