@@ -1,12 +1,15 @@
 """Drift's and score's batch paths against a base checkout's, in one process (issue 15, point 2).
 
-    .venv/bin/python benchmarks/stage_ab.py --against /tmp/base-s14     # no stack needed
+    .venv/bin/python benchmarks/checkouts.py <commit> /tmp/base     # the base, built
+    .venv/bin/python benchmarks/stage_ab.py --against /tmp/base        # no stack needed
 
 The base's ``operators/drift.py`` (with its own ``drift_stats.py``) and ``operators/score.py``
-are loaded beside this checkout's; both sides run alternately, ``--rounds`` times, over the
-same records: ``TenantDrift.push_batch`` (+ ``flush``) over decoded signals and
-``TickScore.add`` (+ ``flush``) over tagged ones, in batches of ``--batch`` split by tenant (a
-keyed step's batches). Their outputs must be equal (``repr``, record by record). Workload:
+are loaded beside this checkout's, on the base's own ``core._native`` where the base has a
+build of it (``benchmarks/checkouts.py`` makes one; else this checkout's, which the base's
+code may call with arguments it no longer takes); both sides run alternately, ``--rounds``
+times, over the same records: ``TenantDrift.push_batch`` (+ ``flush``) over decoded signals
+and ``TickScore.add`` (+ ``flush``) over tagged ones, in batches of ``--batch`` split by tenant
+(a keyed step's batches). Their outputs must be equal (``repr``, record by record). Workload:
 ``benchmarks/stages.py``'s (10 tenants, 4 types round robin, no duplicates or invalid records),
 a tenant's signals ``--step-ms`` apart in event time, for each value given. Prints CPU µs per
 record (garbage collector off), the medians and their ratio, and the load average: one
@@ -16,13 +19,14 @@ process, so a shared machine's load weighs on both sides alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import core  # noqa: E402
+import core._native  # noqa: E402
 from benchmarks.stages import _per_tenant  # noqa: E402
 from core.contracts import signal_contracts  # noqa: E402
 from core.records import Decoded, RawRecord  # noqa: E402
@@ -49,8 +55,45 @@ def _module(name: str, source: str, path: Path) -> ModuleType:
     return module
 
 
+def _base_native(root: Path) -> ModuleType | None:
+    """The base's own build of ``core._native`` (``core/_native.cpython-*.so`` in ``root``:
+    ``pip install -e . --no-deps`` there, or a copy), or ``None``."""
+    found = sorted((root / "core").glob("_native.cpython-*.so"))
+    if not found:
+        return None
+    spec = importlib.util.spec_from_file_location("core._native", found[0])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)  # (another file: loaded beside this one's)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def _native_of(module: ModuleType | None) -> Iterator[None]:
+    """``core._native`` is ``module`` while the base's sources are executed: they then call
+    their own C paths with the arguments they were written for (this checkout's extension may
+    take others: a longer ``drift_run`` config). ``None``: this checkout's."""
+    if module is None:
+        yield
+        return
+    saved = sys.modules["core._native"], core._native
+    sys.modules["core._native"], core._native = module, module  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.modules["core._native"], core._native = saved  # type: ignore[assignment]
+
+
 def load_base(root: Path) -> tuple[ModuleType, ModuleType]:
-    """The base's drift module (importing the base's drift_stats) and score module."""
+    """The base's drift module (importing the base's drift_stats) and score module, on the
+    base's own C extension where it has one (:func:`_base_native`)."""
+    native = _base_native(root)
+    print(f"base C extension: {'its own' if native else 'this checkout' + chr(39) + 's'}")
+    with _native_of(native):
+        return _load_base(root)
+
+
+def _load_base(root: Path) -> tuple[ModuleType, ModuleType]:
     ops = root / "operators"
     base_stats = _module(
         "base_drift_stats", (ops / "drift_stats.py").read_text(), ops / "drift_stats.py"
