@@ -1692,89 +1692,36 @@ ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     return PyLong_FromLongLong(bound);
 }
-/* cuts_below(edges, samples) -> list[int] | None: per edge, the values of all the samples
- * below it, i.e. _cuts(sorted(chain(*samples)), edges) (bisect_left over the merged sample)
- * when no value is a NaN (then every float is ordered, and bisect_left in a sorted list is
- * the count of values < edge). edges: a tuple of strictly increasing floats, no NaN; samples:
- * a tuple of lists or tuples of floats. Anything else, or a NaN anywhere: None. */
 enum { CUTS_MAX_EDGES = 256 };
-static PyObject *
-cuts_below(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+
+/* A tuple of at most CUTS_MAX_EDGES strictly increasing floats, no NaN, into e, and diff[0..k]
+ * zeroed: k, else -1 (no exception set). */
+static Py_ssize_t
+drift_edges(PyObject *edges, double *e, Py_ssize_t *diff)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "cuts_below takes 2 arguments");
-        return NULL;
-    }
-    PyObject *edges = args[0], *samples = args[1];
-    if (!PyTuple_CheckExact(edges) || !PyTuple_CheckExact(samples))
-        Py_RETURN_NONE;
+    if (!PyTuple_CheckExact(edges) || PyTuple_GET_SIZE(edges) > CUTS_MAX_EDGES)
+        return -1;
     Py_ssize_t k = PyTuple_GET_SIZE(edges);
-    if (k > CUTS_MAX_EDGES)
-        Py_RETURN_NONE;
-    double e[CUTS_MAX_EDGES];
-    Py_ssize_t diff[CUTS_MAX_EDGES + 1];
     for (Py_ssize_t j = 0; j < k; j++) {
         PyObject *x = PyTuple_GET_ITEM(edges, j);
         if (!PyFloat_CheckExact(x))
-            Py_RETURN_NONE;
+            return -1;
         e[j] = PyFloat_AS_DOUBLE(x);
         if (isnan(e[j]) || (j > 0 && !(e[j] > e[j - 1])))
-            Py_RETURN_NONE;
+            return -1;
         diff[j] = 0;
     }
     diff[k] = 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(samples); i++) {
-        PyObject *sample = PyTuple_GET_ITEM(samples, i);
-        PyObject **items;
-        Py_ssize_t size;
-        if (PyList_CheckExact(sample)) {
-            items = ((PyListObject *)sample)->ob_item;
-            size = PyList_GET_SIZE(sample);
-        } else if (PyTuple_Check(sample)) { /* drift's _Sample is a tuple subclass */
-            items = ((PyTupleObject *)sample)->ob_item;
-            size = PyTuple_GET_SIZE(sample);
-        } else
-            Py_RETURN_NONE;
-        for (Py_ssize_t t = 0; t < size; t++) {
-            PyObject *x = items[t];
-            if (!PyFloat_CheckExact(x))
-                Py_RETURN_NONE;
-            double v = PyFloat_AS_DOUBLE(x);
-            if (isnan(v))
-                Py_RETURN_NONE;
-            /* the first edge above v: v is below it and every later one */
-            Py_ssize_t lo = 0, hi = k;
-            while (lo < hi) {
-                Py_ssize_t mid = (lo + hi) / 2;
-                if (e[mid] > v)
-                    hi = mid;
-                else
-                    lo = mid + 1;
-            }
-            diff[lo] += 1;
-        }
-    }
-    PyObject *out = PyList_New(k);
-    if (out == NULL)
-        return NULL;
-    Py_ssize_t below = 0;
-    for (Py_ssize_t j = 0; j < k; j++) {
-        below += diff[j];
-        PyObject *c = PyLong_FromSsize_t(below);
-        if (c == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, j, c);
-    }
-    return out;
+    return k;
 }
-/* Per edge (k of them, strictly increasing, no NaN), add to diff[j] the values of one sample
- * (a list, or a tuple: drift's _Sample is a tuple subclass) whose first edge above is j; its
- * size to *size. Only finite floats of magnitude <= 1e300 are taken (then every sum of a few
- * of them is finite, so the reference's _orderable holds): 1, else 0. */
+
+/* Per edge e[0..k), add to diff[j] the values of one sample (a list, or a tuple: drift's
+ * _Sample is a tuple subclass) whose first edge above is j (below it and every later one);
+ * its size to *size. Only floats of magnitude at most limit are taken (a NaN never is): 1,
+ * else 0. */
 static int
-drift_count(PyObject *sample, const double *e, Py_ssize_t k, Py_ssize_t *diff, Py_ssize_t *size)
+drift_count(PyObject *sample, const double *e, Py_ssize_t k, Py_ssize_t *diff, Py_ssize_t *size,
+            double limit)
 {
     PyObject **items;
     Py_ssize_t n;
@@ -1791,8 +1738,8 @@ drift_count(PyObject *sample, const double *e, Py_ssize_t k, Py_ssize_t *diff, P
         if (!PyFloat_CheckExact(x))
             return 0;
         double v = PyFloat_AS_DOUBLE(x);
-        if (!(fabs(v) <= 1e300))
-            return 0; /* a NaN, an infinity, or a sum that could overflow */
+        if (!(fabs(v) <= limit))
+            return 0;
         Py_ssize_t lo = 0, hi = k;
         while (lo < hi) {
             Py_ssize_t mid = (lo + hi) / 2;
@@ -1806,6 +1753,46 @@ drift_count(PyObject *sample, const double *e, Py_ssize_t k, Py_ssize_t *diff, P
     *size += n;
     return 1;
 }
+
+/* cuts_below(edges, samples) -> list[int] | None: per edge, the values of all the samples
+ * below it, i.e. _cuts(sorted(chain(*samples)), edges) (bisect_left over the merged sample)
+ * when no value is a NaN (then every float is ordered, and bisect_left in a sorted list is
+ * the count of values < edge). edges: a tuple of strictly increasing floats, no NaN; samples:
+ * a tuple of lists or tuples of floats. Anything else, or a NaN anywhere: None. */
+static PyObject *
+cuts_below(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cuts_below takes 2 arguments");
+        return NULL;
+    }
+    PyObject *samples = args[1];
+    double e[CUTS_MAX_EDGES];
+    Py_ssize_t diff[CUTS_MAX_EDGES + 1], size = 0;
+    Py_ssize_t k = drift_edges(args[0], e, diff);
+    if (k < 0 || !PyTuple_CheckExact(samples))
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(samples); i++)
+        if (!drift_count(PyTuple_GET_ITEM(samples, i), e, k, diff, &size, INFINITY))
+            Py_RETURN_NONE;
+    PyObject *out = PyList_New(k);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t below = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        below += diff[j];
+        PyObject *c = PyLong_FromSsize_t(below);
+        if (c == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, j, c);
+    }
+    return out;
+}
+/* drift_passes takes values of at most this magnitude: then every sum of up to a million of
+ * them is finite, so the reference's _orderable holds. */
+#define DRIFT_LIMIT 1e300
 
 /* _ks_cannot_fire for a sample of m values with these cuts against a reference of n values
  * below = [0, R_1, ..., n] (nb of them): 1 (the KS D is at most its critical value), 0 (it may
@@ -1860,25 +1847,15 @@ drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    Py_ssize_t k = PyTuple_GET_SIZE(edges);
-    if (k > CUTS_MAX_EDGES || k + 1 != PyTuple_GET_SIZE(proportions))
-        Py_RETURN_NONE;
     double e[CUTS_MAX_EDGES];
     Py_ssize_t diff[CUTS_MAX_EDGES + 1];
-    for (Py_ssize_t j = 0; j < k; j++) {
-        PyObject *x = PyTuple_GET_ITEM(edges, j);
-        if (!PyFloat_CheckExact(x))
-            Py_RETURN_NONE;
-        e[j] = PyFloat_AS_DOUBLE(x);
-        if (isnan(e[j]) || (j > 0 && !(e[j] > e[j - 1])))
-            Py_RETURN_NONE;
-        diff[j] = 0;
-    }
-    diff[k] = 0;
+    Py_ssize_t k = drift_edges(edges, e, diff);
+    if (k < 0 || k + 1 != PyTuple_GET_SIZE(proportions))
+        Py_RETURN_NONE;
     long long below[KS_BOUND_MAX], cuts[CUTS_MAX_EDGES];
     Py_ssize_t nb = -1; /* the reference's counts, read when the KS bound is needed */
     Py_ssize_t m = 0;
-    if (!drift_count(batch, e, k, diff, &m) || m == 0)
+    if (!drift_count(batch, e, k, diff, &m, DRIFT_LIMIT) || m == 0)
         Py_RETURN_NONE;
     double bins = (double)(k + 1);
     if (alone) {
@@ -1903,7 +1880,8 @@ drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_TRUE; /* the window is this batch alone */
     }
     for (Py_ssize_t i = 0; i < windows; i++)
-        if (!drift_count(PyTuple_GET_ITEM(window, i), e, k, diff, &m) || m > 1000000)
+        if (!drift_count(PyTuple_GET_ITEM(window, i), e, k, diff, &m, DRIFT_LIMIT) ||
+            m > 1000000)
             Py_RETURN_NONE;
     Py_ssize_t under = 0;
     for (Py_ssize_t j = 0; j < k; j++)

@@ -4,6 +4,7 @@ the batch/window decision, and baseline files."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import json
 import math
@@ -649,55 +650,60 @@ def test_the_c_pooled_cuts_leave_the_unusual_to_python() -> None:
     assert [sys.getrefcount(x) for x in (sample, edges, *sample, *edges)] == counts
 
 
-def _native_passes(
-    reference: Reference,
-    batch: list[float],
-    window: tuple[tuple[float, ...], ...],
-    psi_threshold: float,
-    alpha: float,
-    alone: bool,
-) -> bool | None:
-    return _native.drift_passes(
-        reference.proportions,
-        reference.edges,
-        drift_stats._ref_below(reference),
-        len(reference.values),
-        batch,
-        window,
-        psi_threshold,
-        alpha,
-        alone,
-        SMOOTHING,
-    )
+@dataclasses.dataclass(frozen=True)
+class _Check:
+    """One drift check's arguments, asked of core._native.drift_passes and of the reference."""
 
+    reference: Reference
+    batch: list[Any]
+    window: tuple[tuple[float, ...], ...]
+    psi_threshold: float
+    alpha: float
+    alone: bool
 
-def _reference_check(
-    reference: Reference,
-    batch: list[float],
-    window: tuple[tuple[float, ...], ...],
-    psi_threshold: float,
-    alpha: float,
-    alone: bool,
-) -> tuple[BatchCheck | None, bool]:
-    """drifted_check without its C passes, and whether it computed a KS statistic."""
-    computed: list[int] = []
-    statistic = drift_stats.ks_statistic
-
-    def counted(a: Any, b: Any) -> float:
-        computed.append(1)
-        return statistic(a, b)
-
-    saved = drift_stats._DRIFT_PASSES
-    drift_stats._DRIFT_PASSES = None
-    drift_stats.ks_statistic = counted  # type: ignore[assignment]
-    try:
-        got = drifted_check(
-            reference, batch, window, psi_threshold=psi_threshold, ks_alpha=alpha, batch_alone=alone
+    def native(self) -> bool | None:
+        return _native.drift_passes(
+            self.reference.proportions,
+            self.reference.edges,
+            drift_stats._ref_below(self.reference),
+            len(self.reference.values),
+            self.batch,
+            self.window,
+            self.psi_threshold,
+            self.alpha,
+            self.alone,
+            SMOOTHING,
         )
-    finally:
-        drift_stats._DRIFT_PASSES = saved
-        drift_stats.ks_statistic = statistic  # type: ignore[assignment]
-    return got, bool(computed)
+
+    def checked(self) -> BatchCheck | None:
+        """drifted_check, its C passes included."""
+        return drifted_check(
+            self.reference,
+            self.batch,
+            self.window,
+            psi_threshold=self.psi_threshold,
+            ks_alpha=self.alpha,
+            batch_alone=self.alone,
+        )
+
+    def reference_check(self) -> tuple[BatchCheck | None, bool]:
+        """drifted_check without its C passes, and whether it computed a KS statistic."""
+        computed: list[int] = []
+        statistic = drift_stats.ks_statistic
+
+        def counted(a: Any, b: Any) -> float:
+            computed.append(1)
+            return statistic(a, b)
+
+        saved = drift_stats._DRIFT_PASSES
+        drift_stats._DRIFT_PASSES = None
+        drift_stats.ks_statistic = counted  # type: ignore[assignment]
+        try:
+            got = self.checked()
+        finally:
+            drift_stats._DRIFT_PASSES = saved
+            drift_stats.ks_statistic = statistic  # type: ignore[assignment]
+        return got, bool(computed)
 
 
 _FINITE = st.floats(-1e300, 1e300, allow_nan=False, allow_infinity=False)
@@ -727,16 +733,18 @@ def test_the_c_passes_exactly_where_the_reference_passes_without_a_ks_statistic(
     drifted_check's reference returns None without computing a KS statistic (by its PSI and
     its KS bound), and nothing (None) everywhere else: a drift, a KS statistic to compute, or
     the reference's error (a batch judged through an empty window)."""
-    reference = Reference.from_values(ref_values, bins)
     window = tuple(tuple(sorted(w)) for w in windows)
-    native = _native_passes(reference, batch, window, psi_threshold, alpha, alone)
+    check = _Check(
+        Reference.from_values(ref_values, bins), batch, window, psi_threshold, alpha, alone
+    )
+    native = check.native()
     assert native is True or native is None
     if not alone and not window:
         assert native is None
         with pytest.raises(ValueError, match="needs a window"):
-            _reference_check(reference, batch, window, psi_threshold, alpha, alone)
+            check.reference_check()
         return
-    got, computed = _reference_check(reference, batch, window, psi_threshold, alpha, alone)
+    got, computed = check.reference_check()
     assert native is (True if got is None and not computed else None)
 
 
@@ -757,18 +765,16 @@ def test_the_c_never_passes_where_the_reference_does_not(
     reference = Reference.from_values(ref_values, 10)
     window = tuple(tuple(w) for w in windows)
     for psi_threshold, alpha in ((0.0, 0.5), (0.1, 0.01), (0.25, 0.001)):
-        native = _native_passes(reference, batch, window, psi_threshold, alpha, alone)
+        check = _Check(reference, batch, window, psi_threshold, alpha, alone)
+        native = check.native()
         try:
-            got, _computed = _reference_check(reference, batch, window, psi_threshold, alpha, alone)
+            got, _computed = check.reference_check()
         except (ValueError, TypeError):
             assert native is None
             continue
         if native is True:
             assert got is None
-        on = drifted_check(
-            reference, batch, window, psi_threshold=psi_threshold, ks_alpha=alpha, batch_alone=alone
-        )
-        assert repr(on) == repr(got)
+        assert repr(check.checked()) == repr(got)
 
 
 def test_the_c_passes_most_clean_checks_and_never_a_shifted_one() -> None:
@@ -780,16 +786,12 @@ def test_the_c_passes_most_clean_checks_and_never_a_shifted_one() -> None:
     for _ in range(200):
         window = tuple(tuple(sorted(rng.betavariate(8, 2) for _ in range(9))) for _ in range(5))
         batch = [rng.betavariate(8, 2) for _ in range(9)]
-        passed += _native_passes(reference, batch, window, 0.2, 0.001, False) is True
+        passed += _Check(reference, batch, window, 0.2, 0.001, False).native() is True
     assert passed >= 150
     window = tuple(
         tuple(sorted(min(1.0, rng.betavariate(8, 2) + 0.3) for _ in range(9))) for _ in range(5)
     )
     shifted = [min(1.0, rng.betavariate(8, 2) + 0.3) for _ in range(9)]
-    assert _native_passes(reference, shifted, window, 0.2, 0.001, False) is None
-    assert (
-        drifted_check(
-            reference, shifted, window, psi_threshold=0.2, ks_alpha=0.001, batch_alone=False
-        )
-        is not None
-    )
+    drifting = _Check(reference, shifted, window, 0.2, 0.001, False)
+    assert drifting.native() is None
+    assert drifting.checked() is not None
