@@ -3476,13 +3476,15 @@ enum {
     DR_S_VALUE, DR_ENTRY, DR_E_ITEM, DR_E_OUT, DR_BATCH, DR_B_TYPE, DR_B_ID, DR_B_DEADLINE,
     DR_B_ENTRIES, DR_B_VALUES, DR_B_EXTENDED, DR_CANARY, DR_END_OF_TIME, DR_DECODED_SLOTS,
     DR_RAW, DR_R_HEADERS, DR_TYPESTATE, DR_T_WINDOW, DR_T_REFERENCE, DR_T_LEARNED,
-    DR_T_LEARNING, DR_CONFIG_SIZE
+    DR_T_LEARNING, DR_SAMPLE, DR_REF_BELOW, DR_SMOOTHING, DR_CONFIG_SIZE
 };
 
 static PyObject *s_dr_event_time, *s_dr_next_deadline, *s_dr_open, *s_dr_fifo, *s_dr_types,
     *s_dr_tenant, *s_dr_batch_size, *s_dr_min_batch, *s_dr_min_share, *s_dr_batch_seconds,
     *s_dr_expire, *s_dr_close, *s_dr_late, *s_dr_append, *s_dr_popleft, *s_dr_settings,
-    *s_dr_tally, *s_dr_learning, *s_dr_reference_batches, *s_dr_reference_values;
+    *s_dr_tally, *s_dr_learning, *s_dr_reference_batches, *s_dr_reference_values,
+    *s_dr_passed, *s_dr_psi_threshold, *s_dr_ks_alpha, *s_dr_window_batches, *s_dr_proportions,
+    *s_dr_edges, *s_dr_values;
 
 static int
 drift_run_names(void)
@@ -3508,6 +3510,13 @@ drift_run_names(void)
         (s_dr_learning = PyUnicode_InternFromString("learning")) == NULL ||
         (s_dr_reference_batches = PyUnicode_InternFromString("reference_batches")) == NULL ||
         (s_dr_reference_values = PyUnicode_InternFromString("reference_values")) == NULL ||
+        (s_dr_passed = PyUnicode_InternFromString("passed")) == NULL ||
+        (s_dr_psi_threshold = PyUnicode_InternFromString("psi_threshold")) == NULL ||
+        (s_dr_ks_alpha = PyUnicode_InternFromString("ks_alpha")) == NULL ||
+        (s_dr_window_batches = PyUnicode_InternFromString("window_batches")) == NULL ||
+        (s_dr_proportions = PyUnicode_InternFromString("proportions")) == NULL ||
+        (s_dr_edges = PyUnicode_InternFromString("edges")) == NULL ||
+        (s_dr_values = PyUnicode_InternFromString("values")) == NULL ||
         (s_dr_popleft = PyUnicode_InternFromString("popleft")) == NULL)
         return -1;
     return 0;
@@ -3562,6 +3571,41 @@ drift_run_int(PyObject *value, long long *out)
         return 0;
     }
     return 1;
+}
+
+/* tally[name] = tally.get(name, 0) + 1: 0, or -1 with an exception. */
+static int
+drift_tally(PyObject *tally, PyObject *name)
+{
+    PyObject *before = PyDict_GetItemWithError(tally, name);
+    if (before == NULL && PyErr_Occurred())
+        return -1;
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL)
+        return -1;
+    PyObject *seen = before == NULL ? Py_NewRef(one) : PyNumber_Add(before, one);
+    Py_DECREF(one);
+    if (seen == NULL)
+        return -1;
+    int failed = PyDict_SetItem(tally, name, seen);
+    Py_DECREF(seen);
+    return failed;
+}
+
+/* Each entry's out is its item (the entries: a list of exactly cfg's _Entry): 0, or -1. */
+static int
+drift_pass_entries(PyObject *entries, PyObject *const *cfg)
+{
+    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(entries); e++) {
+        PyObject *entry = PyList_GET_ITEM(entries, e);
+        PyObject *item = Py_TYPE(cfg[DR_E_ITEM])->tp_descr_get(cfg[DR_E_ITEM], entry,
+                                                              cfg[DR_ENTRY]);
+        int failed = item == NULL || drift_run_set(cfg[DR_E_OUT], entry, item) < 0;
+        Py_XDECREF(item);
+        if (failed)
+            return -1;
+    }
+    return 0;
 }
 
 /* TenantDrift._expire's common case at the new event time ts: the one open batch, of a type
@@ -3637,35 +3681,17 @@ drift_learn_close(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *t
     Py_INCREF(key);
     Py_INCREF(only);
     int failed = PyDict_DelItem(open_, key) < 0;
-    for (Py_ssize_t e = 0; !failed && e < PyList_GET_SIZE(entries); e++) {
-        PyObject *entry = PyList_GET_ITEM(entries, e);
-        PyObject *item = Py_TYPE(cfg[DR_E_ITEM])->tp_descr_get(cfg[DR_E_ITEM], entry,
-                                                              cfg[DR_ENTRY]);
-        failed = item == NULL || drift_run_set(cfg[DR_E_OUT], entry, item) < 0;
-        Py_XDECREF(item);
-    }
-    PyObject *count = NULL, *seen = NULL;
+    failed = failed || drift_pass_entries(entries, cfg) < 0;
+    PyObject *count = NULL;
     if (!failed) {
         Py_ssize_t end = PyList_GET_SIZE(learning);
         failed = PyList_SetSlice(learning, end, end, values) < 0 ||
                  (count = PyLong_FromLongLong(learned + 1)) == NULL ||
-                 drift_run_set(cfg[DR_T_LEARNED], state, count) < 0;
-    }
-    if (!failed) {
-        PyObject *before = PyDict_GetItemWithError(tally, s_dr_learning);
-        if (before == NULL && PyErr_Occurred())
-            failed = 1;
-        else {
-            PyObject *one = PyLong_FromLong(1);
-            seen = one == NULL || before == NULL ? one : PyNumber_Add(before, one);
-            if (seen != one)
-                Py_XDECREF(one);
-            failed = seen == NULL || PyDict_SetItem(tally, s_dr_learning, seen) < 0 ||
-                     PyDict_SetItem(attrs, s_dr_next_deadline, Py_None) < 0;
-        }
+                 drift_run_set(cfg[DR_T_LEARNED], state, count) < 0 ||
+                 drift_tally(tally, s_dr_learning) < 0 ||
+                 PyDict_SetItem(attrs, s_dr_next_deadline, Py_None) < 0;
     }
     Py_XDECREF(count);
-    Py_XDECREF(seen);
     Py_DECREF(key);
     Py_DECREF(only);
     result = failed ? -1 : 1;
@@ -3676,6 +3702,160 @@ out:
     Py_XDECREF(learning);
     Py_XDECREF(batches);
     Py_XDECREF(wanted);
+    return result;
+}
+
+static PyObject *drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+
+/* TenantDrift._close(kind, batch) (its next deadline recomputed) of a batch that passes, as
+ * _close and _decide do it: a type with its reference, judged alone or through its window,
+ * drifted_check's C passes (drift_passes) saying "passed". Then: the batch leaves _open, the
+ * next deadline is the first earliest of the open batches' (min's), its records pass, its
+ * sorted values join the type's window (a _Sample; the oldest go past window_batches), the
+ * tally counts "passed". 1: done; 0: not this case, nothing changed (the caller calls
+ * self._close: a schema batch, a new type, a learning one, a batch too small, a drift, a KS
+ * statistic to compute, anything unusual); -1: an error. */
+static int
+drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *kind,
+                   PyObject *batch, PyObject *const *cfg, Py_ssize_t o_entries,
+                   Py_ssize_t o_values, Py_ssize_t o_deadline, Py_ssize_t min_batch,
+                   Py_ssize_t min_share)
+{
+    PyTypeObject *state_cls = (PyTypeObject *)cfg[DR_TYPESTATE];
+    if (Py_TYPE(batch) != (PyTypeObject *)cfg[DR_BATCH] || !PyUnicode_CheckExact(kind))
+        return 0;
+    PyObject *entries = SLOT(batch, o_entries), *values = SLOT(batch, o_values);
+    PyObject *state = PyDict_GetItemWithError(types, kind);
+    if (state == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (Py_TYPE(state) != state_cls || entries == NULL || values == NULL ||
+        !PyList_CheckExact(entries) || !PyList_CheckExact(values))
+        return 0;
+    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(entries); e++)
+        if (Py_TYPE(PyList_GET_ITEM(entries, e)) != (PyTypeObject *)cfg[DR_ENTRY])
+            return 0;
+    PyObject *type = NULL, *reference = NULL, *window = NULL, *pooled = NULL, *settings,
+             *tally, *psi = NULL, *alpha = NULL, *keep = NULL, *proportions = NULL,
+             *edges = NULL, *ref_values = NULL, *below = NULL, *n = NULL, *passed = NULL;
+    int result = 0;
+    type = Py_TYPE(cfg[DR_B_TYPE])->tp_descr_get(cfg[DR_B_TYPE], batch, cfg[DR_BATCH]);
+    reference = Py_TYPE(cfg[DR_T_REFERENCE])->tp_descr_get(cfg[DR_T_REFERENCE], state,
+                                                          (PyObject *)state_cls);
+    window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(cfg[DR_T_WINDOW], state,
+                                                    (PyObject *)state_cls);
+    settings = PyDict_GetItemWithError(attrs, s_dr_settings);
+    tally = PyDict_GetItemWithError(attrs, s_dr_tally);
+    if (type == NULL || reference == NULL || window == NULL || settings == NULL ||
+        tally == NULL || !PyDict_CheckExact(tally) || !PyUnicode_CheckExact(type) ||
+        PyUnicode_Compare(type, kind) != 0 || reference == Py_None)
+        goto out; /* (the schema batch, a learning type: _decide's other branches) */
+    if ((pooled = PySequence_Tuple(window)) == NULL)
+        goto out;
+    Py_ssize_t size = PyList_GET_SIZE(entries);
+    int alone = size >= min_batch;
+    if (!alone) { /* _through_window(size, state), else "too_small" */
+        Py_ssize_t held = size;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pooled); i++) {
+            Py_ssize_t len = PyObject_Size(PyTuple_GET_ITEM(pooled, i));
+            if (len < 0)
+                goto out;
+            held += len;
+        }
+        if (size < min_share || held < min_batch)
+            goto out;
+    }
+    psi = PyObject_GetAttr(settings, s_dr_psi_threshold);
+    alpha = PyObject_GetAttr(settings, s_dr_ks_alpha);
+    keep = PyObject_GetAttr(settings, s_dr_window_batches);
+    proportions = PyObject_GetAttr(reference, s_dr_proportions);
+    edges = PyObject_GetAttr(reference, s_dr_edges);
+    ref_values = PyObject_GetAttr(reference, s_dr_values);
+    if (psi == NULL || alpha == NULL || keep == NULL || !PyLong_CheckExact(keep) ||
+        proportions == NULL || edges == NULL || ref_values == NULL)
+        goto out;
+    Py_ssize_t ref_n = PyObject_Size(ref_values);
+    if (ref_n < 0 || (below = PyObject_CallOneArg(cfg[DR_REF_BELOW], reference)) == NULL ||
+        (n = PyLong_FromSsize_t(ref_n)) == NULL)
+        goto out;
+    {
+        PyObject *args[10] = {proportions, edges, below, n, values, pooled, psi, alpha,
+                              alone ? Py_True : Py_False, cfg[DR_SMOOTHING]};
+        passed = drift_passes(NULL, args, 10);
+    }
+    if (passed != Py_True)
+        goto out;
+    /* _close: del self._open[key]; the next deadline; _decide's window; the records; tally */
+    result = -1;
+    if (PyDict_DelItem(open_, kind) < 0)
+        goto out;
+    {
+        PyObject *earliest = Py_None, *key, *other;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(open_, &pos, &key, &other)) {
+            PyObject *at = Py_TYPE(other) == (PyTypeObject *)cfg[DR_BATCH]
+                               ? SLOT(other, o_deadline)
+                               : NULL;
+            if (at == NULL) {
+                PyErr_SetString(PyExc_TypeError, "drift_run: an open batch of another class");
+                goto out;
+            }
+            int earlier = earliest == Py_None ? 1 : PyObject_RichCompareBool(at, earliest, Py_LT);
+            if (earlier < 0)
+                goto out;
+            if (earlier)
+                earliest = at;
+        }
+        if (PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0)
+            goto out;
+    }
+    {
+        PyObject *ordered = PyList_GetSlice(values, 0, PyList_GET_SIZE(values));
+        if (ordered == NULL)
+            goto out;
+        PyObject *sample = PyList_Sort(ordered) < 0 ? NULL
+                                                    : PyObject_CallOneArg(cfg[DR_SAMPLE], ordered);
+        Py_DECREF(ordered);
+        if (sample == NULL)
+            goto out;
+        PyObject *r = PyObject_CallMethodOneArg(window, s_dr_append, sample);
+        Py_DECREF(sample);
+        if (r == NULL)
+            goto out;
+        Py_DECREF(r);
+        long long limit;
+        if (!drift_run_int(keep, &limit))
+            limit = LLONG_MAX; /* (checked a plain int above: past int64, nothing to drop) */
+        for (;;) {
+            Py_ssize_t len = PyObject_Size(window);
+            if (len < 0)
+                goto out;
+            if (len <= limit)
+                break;
+            r = PyObject_CallMethodNoArgs(window, s_dr_popleft);
+            if (r == NULL)
+                goto out;
+            Py_DECREF(r);
+        }
+    }
+    if (drift_pass_entries(entries, cfg) < 0 || drift_tally(tally, s_dr_passed) < 0)
+        goto out;
+    result = 1;
+out:
+    if (result == 0)
+        PyErr_Clear();
+    Py_XDECREF(type);
+    Py_XDECREF(reference);
+    Py_XDECREF(window);
+    Py_XDECREF(pooled);
+    Py_XDECREF(psi);
+    Py_XDECREF(alpha);
+    Py_XDECREF(keep);
+    Py_XDECREF(proportions);
+    Py_XDECREF(edges);
+    Py_XDECREF(ref_values);
+    Py_XDECREF(below);
+    Py_XDECREF(n);
+    Py_XDECREF(passed);
     return result;
 }
 
@@ -3999,10 +4179,16 @@ drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         if (close) {
-            PyObject *r = PyObject_CallMethodObjArgs(self, s_dr_close, kind, batch, NULL);
-            if (r == NULL)
+            int done = drift_close_passed(attrs, open_, types, kind, batch, cfg, o_entries,
+                                          o_values, o_deadline, min_batch, min_share);
+            if (done < 0)
                 goto record_fail;
-            Py_DECREF(r);
+            if (done == 0) {
+                PyObject *r = PyObject_CallMethodObjArgs(self, s_dr_close, kind, batch, NULL);
+                if (r == NULL)
+                    goto record_fail;
+                Py_DECREF(r);
+            }
         }
         Py_CLEAR(batch);
         Py_CLEAR(entry);

@@ -129,7 +129,14 @@ from core.reasons import ReasonCode
 from core.records import Decoded, DriftVerdict, Quarantined, RawRecord, Signal, slot_descriptors
 from core.settings import DriftSettings
 from operators.batching import Runs, stateful_runs_at
-from operators.drift_stats import Baseline, Reference, drifted_check, load_baseline
+from operators.drift_stats import (
+    SMOOTHING,
+    Baseline,
+    Reference,
+    _ref_below,
+    drifted_check,
+    load_baseline,
+)
 from operators.sealed_state import sealed_builder
 from operators.split import split_runs
 from tenancy.sealed_state import StateSeal
@@ -826,6 +833,9 @@ _RUN_CONFIG = (
     _TypeState.__dict__["reference"],
     _TypeState.__dict__["learned"],
     _TypeState.__dict__["learning"],
+    _Sample,
+    _ref_below,
+    SMOOTHING,
 )
 #: The plain path of :meth:`TenantDrift.push_batch` in C; ``None``: the Python loop only.
 _drift_run = getattr(_native, "drift_run", None)

@@ -24,7 +24,7 @@ from core.records import Decoded
 from core.settings import DriftSettings
 from operators import drift as drift_module
 from operators import drift_stats
-from operators.drift import _RUN_CONFIG, TenantDrift, _Batch
+from operators.drift import _RUN_CONFIG, Baseline, TenantDrift, _Batch
 from tests.leaks import traced_growth
 from tests.unit.test_batch_equivalence import (
     _CLOSE_EVENTS,
@@ -351,3 +351,28 @@ def test_the_snapshot_copy_of_odd_values_is_the_generic_deepcopy() -> None:
     assert pickle.dumps(fast) == pickle.dumps(slow)
     assert fast._open["latency"].values[1] is not batch.values[1]
     assert fast._types["latency"].window is not state._types["latency"].window
+
+
+def test_a_passed_close_keeps_the_first_of_equal_deadlines_as_min_does() -> None:
+    """The next deadline after a passed close is min()'s: the first open batch's of equal
+    deadlines (equal datetimes, distinct objects), which the snapshot's pickle tells apart."""
+    drift_settings = DriftSettings(
+        batch_size=3, min_batch_size=3, batch_seconds=60.0, window_batches=2, bins=4
+    )
+    refs = {"tenant-00": {kind: [i / 40 for i in range(40)] for kind in TYPES}}
+    baseline = Baseline.from_mapping(refs, drift_settings.bins)
+    states = [TenantDrift("tenant-00", drift_settings, baseline, KEY) for _ in range(2)]
+    items = [
+        decoded(0.5, 0, type=TYPES[0]),  # opens a batch due at T0 + 60 s
+        decoded(0.5, 1, type=TYPES[1]),  # another, due at an equal, distinct T0 + 60 s
+        # the third type's first batch (its state made by _decide), then a second one: the
+        # close that C takes, the next deadline recomputed over the first two
+        *(decoded(v, 2 + i, type=TYPES[2]) for i, v in enumerate((0.2, 0.5, 0.8) * 2)),
+    ]
+    outs = [states[0].push_batch(items), states[1].push_batch(items, native=False)]
+    assert same(outs[0], outs[1])
+    native, python = states
+    assert native._next_deadline is native._open[TYPES[0]].deadline
+    assert python._next_deadline is python._open[TYPES[0]].deadline
+    assert len(native._types[TYPES[2]].window) == 2  # both batches passed, into its window
+    assert pickle.dumps(native) == pickle.dumps(python)
