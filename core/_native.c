@@ -3484,7 +3484,7 @@ static PyObject *s_dr_event_time, *s_dr_next_deadline, *s_dr_open, *s_dr_fifo, *
     *s_dr_expire, *s_dr_close, *s_dr_late, *s_dr_append, *s_dr_popleft, *s_dr_settings,
     *s_dr_tally, *s_dr_learning, *s_dr_reference_batches, *s_dr_reference_values,
     *s_dr_passed, *s_dr_psi_threshold, *s_dr_ks_alpha, *s_dr_window_batches, *s_dr_proportions,
-    *s_dr_edges, *s_dr_values;
+    *s_dr_edges, *s_dr_values, *s_dr_small_wait;
 
 static int
 drift_run_names(void)
@@ -3517,6 +3517,7 @@ drift_run_names(void)
         (s_dr_proportions = PyUnicode_InternFromString("proportions")) == NULL ||
         (s_dr_edges = PyUnicode_InternFromString("edges")) == NULL ||
         (s_dr_values = PyUnicode_InternFromString("values")) == NULL ||
+        (s_dr_small_wait = PyUnicode_InternFromString("_small_wait")) == NULL ||
         (s_dr_popleft = PyUnicode_InternFromString("popleft")) == NULL)
         return -1;
     return 0;
@@ -3703,6 +3704,119 @@ out:
     Py_XDECREF(batches);
     Py_XDECREF(wanted);
     return result;
+}
+
+enum { DRIFT_EXTEND_MAX = 64 };
+
+/* Whether an open batch past its deadline is one _time_up extends: of a type with its
+ * reference, not extended yet, not judgeable (fewer than min_batch values, and too few to be
+ * judged through its window). 1, else 0 (no exception left set). */
+static int
+drift_extends(PyObject *types, PyObject *key, PyObject *batch, PyObject *const *cfg,
+              Py_ssize_t o_entries, Py_ssize_t o_extended, Py_ssize_t min_batch,
+              Py_ssize_t min_share)
+{
+    PyTypeObject *state_cls = (PyTypeObject *)cfg[DR_TYPESTATE];
+    PyObject *entries = SLOT(batch, o_entries), *extended = SLOT(batch, o_extended);
+    PyObject *state = PyUnicode_CheckExact(key) ? PyDict_GetItemWithError(types, key) : NULL;
+    if (state == NULL || Py_TYPE(state) != state_cls || entries == NULL ||
+        !PyList_CheckExact(entries) || extended != Py_False) {
+        PyErr_Clear(); /* (no state: _has_reference asks the baseline) */
+        return 0;
+    }
+    PyObject *reference = Py_TYPE(cfg[DR_T_REFERENCE])->tp_descr_get(cfg[DR_T_REFERENCE], state,
+                                                                    (PyObject *)state_cls);
+    if (reference == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(reference); /* (held by the state) */
+    Py_ssize_t size = PyList_GET_SIZE(entries);
+    if (reference == Py_None || size >= min_batch)
+        return 0; /* learning, or judgeable: _close_expired learns it, _time_up closes it */
+    if (size < min_share)
+        return 1;
+    PyObject *window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(cfg[DR_T_WINDOW], state,
+                                                              (PyObject *)state_cls);
+    PyObject *pooled = window == NULL ? NULL : PySequence_Tuple(window);
+    Py_XDECREF(window);
+    Py_ssize_t held = pooled == NULL ? -1 : size;
+    for (Py_ssize_t i = 0; held >= 0 && i < PyTuple_GET_SIZE(pooled); i++) {
+        Py_ssize_t len = PyObject_Size(PyTuple_GET_ITEM(pooled, i));
+        held = len < 0 ? -1 : held + len;
+    }
+    Py_XDECREF(pooled);
+    if (held < 0)
+        PyErr_Clear();
+    return held >= 0 && held < min_batch; /* else judgeable through its window */
+}
+
+/* TenantDrift._expire at the new event time ts where every batch past its deadline gets more
+ * time (drift_extends: the common case past learning, a type's batch too small to be judged
+ * when its time is up). Then, as _close_expired and _time_up do: each of them, in _open's
+ * order, is extended, its deadline max(deadline, ts) + _small_wait (the end of time past
+ * datetime's range), and the next deadline is min()'s over the open batches (the first of
+ * equal ones). 1: done; 0: not this case, nothing changed (the caller calls self._expire:
+ * a batch to learn or to close, no batch due, a comparison that fails, the unusual); -1: an
+ * error. */
+static int
+drift_extend(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *ts,
+             PyObject *const *cfg, Py_ssize_t o_entries, Py_ssize_t o_deadline,
+             Py_ssize_t o_extended, Py_ssize_t min_batch, Py_ssize_t min_share)
+{
+    PyObject *batches[DRIFT_EXTEND_MAX], *key, *batch;
+    int due[DRIFT_EXTEND_MAX], any = 0;
+    Py_ssize_t count = 0, pos = 0;
+    PyObject *small_wait = PyDict_GetItemWithError(attrs, s_dr_small_wait);
+    if (small_wait == NULL || PyDict_GET_SIZE(open_) > DRIFT_EXTEND_MAX) {
+        PyErr_Clear();
+        return 0;
+    }
+    while (PyDict_Next(open_, &pos, &key, &batch)) {
+        if (Py_TYPE(batch) != (PyTypeObject *)cfg[DR_BATCH] || SLOT(batch, o_deadline) == NULL)
+            return 0;
+        int past = PyObject_RichCompareBool(SLOT(batch, o_deadline), ts, Py_LE);
+        if (past < 0 || (past && !drift_extends(types, key, batch, cfg, o_entries, o_extended,
+                                                 min_batch, min_share))) {
+            PyErr_Clear(); /* (a comparison that fails: _close_expired raises it) */
+            return 0;
+        }
+        batches[count] = batch;
+        due[count++] = past;
+        any |= past;
+    }
+    if (!any)
+        return 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!due[i])
+            continue;
+        PyObject *deadline = SLOT(batches[i], o_deadline);
+        int later = PyObject_RichCompareBool(ts, deadline, Py_GT); /* max(deadline, now) */
+        if (later < 0)
+            return -1;
+        PyObject *extended_to = PyNumber_Add(later ? ts : deadline, small_wait);
+        if (extended_to == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return -1;
+            PyErr_Clear();
+            extended_to = Py_NewRef(cfg[DR_END_OF_TIME]);
+        }
+        int failed = drift_run_set(cfg[DR_B_EXTENDED], batches[i], Py_True) < 0 ||
+                     drift_run_set(cfg[DR_B_DEADLINE], batches[i], extended_to) < 0;
+        Py_DECREF(extended_to);
+        if (failed)
+            return -1;
+    }
+    PyObject *earliest = NULL;
+    for (Py_ssize_t i = 0; i < count; i++) { /* min(map(_DEADLINE, open_.values())) */
+        PyObject *at = SLOT(batches[i], o_deadline);
+        int earlier = earliest == NULL ? 1 : PyObject_RichCompareBool(at, earliest, Py_LT);
+        if (earlier < 0)
+            return -1;
+        if (earlier)
+            earliest = at;
+    }
+    return PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0 ? -1 : 1;
 }
 
 static PyObject *drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
@@ -4022,6 +4136,9 @@ drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                     closed = 1;
                     int learnt = drift_learn_close(attrs, open_, types, ts, cfg, o_entries,
                                                    o_values, o_deadline);
+                    if (learnt == 0)
+                        learnt = drift_extend(attrs, open_, types, ts, cfg, o_entries,
+                                              o_deadline, o_extended, min_batch, min_share);
                     if (learnt < 0)
                         goto record_fail;
                     if (learnt == 0) {
