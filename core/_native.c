@@ -3787,17 +3787,21 @@ drift_extend(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *ts,
     }
     if (!any)
         return 0;
+    /* held: the datetime arithmetic and comparisons below could run Python code */
+    for (Py_ssize_t i = 0; i < count; i++)
+        Py_INCREF(batches[i]);
+    int result = -1;
     for (Py_ssize_t i = 0; i < count; i++) {
         if (!due[i])
             continue;
         PyObject *deadline = SLOT(batches[i], o_deadline);
         int later = PyObject_RichCompareBool(ts, deadline, Py_GT); /* max(deadline, now) */
         if (later < 0)
-            return -1;
+            goto done;
         PyObject *extended_to = PyNumber_Add(later ? ts : deadline, small_wait);
         if (extended_to == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-                return -1;
+                goto done;
             PyErr_Clear();
             extended_to = Py_NewRef(cfg[DR_END_OF_TIME]);
         }
@@ -3805,18 +3809,22 @@ drift_extend(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *ts,
                      drift_run_set(cfg[DR_B_DEADLINE], batches[i], extended_to) < 0;
         Py_DECREF(extended_to);
         if (failed)
-            return -1;
+            goto done;
     }
     PyObject *earliest = NULL;
     for (Py_ssize_t i = 0; i < count; i++) { /* min(map(_DEADLINE, open_.values())) */
         PyObject *at = SLOT(batches[i], o_deadline);
         int earlier = earliest == NULL ? 1 : PyObject_RichCompareBool(at, earliest, Py_LT);
         if (earlier < 0)
-            return -1;
+            goto done;
         if (earlier)
             earliest = at;
     }
-    return PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0 ? -1 : 1;
+    result = PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0 ? -1 : 1;
+done:
+    for (Py_ssize_t i = 0; i < count; i++)
+        Py_DECREF(batches[i]);
+    return result;
 }
 
 static PyObject *drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
@@ -3903,23 +3911,32 @@ drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *
     if (PyDict_DelItem(open_, kind) < 0)
         goto out;
     {
-        PyObject *earliest = Py_None, *key, *other;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(open_, &pos, &key, &other)) {
+        /* min(map(_DEADLINE, open_.values())) over a copy of them (held: a comparison could
+         * run Python code) */
+        PyObject *open_batches = PyDict_Values(open_), *earliest = Py_None;
+        if (open_batches == NULL)
+            goto out;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(open_batches); i++) {
+            PyObject *other = PyList_GET_ITEM(open_batches, i);
             PyObject *at = Py_TYPE(other) == (PyTypeObject *)cfg[DR_BATCH]
                                ? SLOT(other, o_deadline)
                                : NULL;
-            if (at == NULL) {
+            int earlier = at == NULL ? -2
+                          : earliest == Py_None
+                              ? 1
+                              : PyObject_RichCompareBool(at, earliest, Py_LT);
+            if (earlier == -2)
                 PyErr_SetString(PyExc_TypeError, "drift_run: an open batch of another class");
+            if (earlier < 0) {
+                Py_DECREF(open_batches);
                 goto out;
             }
-            int earlier = earliest == Py_None ? 1 : PyObject_RichCompareBool(at, earliest, Py_LT);
-            if (earlier < 0)
-                goto out;
             if (earlier)
                 earliest = at;
         }
-        if (PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0)
+        int failed = PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0;
+        Py_DECREF(open_batches);
+        if (failed)
             goto out;
     }
     {
