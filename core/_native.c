@@ -1570,6 +1570,24 @@ unusual:
     return 0;
 }
 
+/* A plain int within int64 as a C value: 1, else 0 (NULL, another type, past int64; no
+ * exception left set). */
+static int
+drift_int(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        PyErr_Clear();
+        return 0;
+    }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
 /* A list of plain ints, each within int64, into out (at most max of them): 1, else 0 (too
  * many, another type, past int64; no error left set). */
 static int
@@ -1577,17 +1595,9 @@ drift_int_array(PyObject *list, long long *out, Py_ssize_t max)
 {
     if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) > max)
         return 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-        PyObject *v = PyList_GET_ITEM(list, i);
-        if (!PyLong_CheckExact(v))
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++)
+        if (!drift_int(PyList_GET_ITEM(list, i), &out[i]))
             return 0;
-        int overflow = 0;
-        out[i] = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (out[i] == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            return 0;
-        }
-    }
     return 1;
 }
 
@@ -1607,14 +1617,8 @@ psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         !PyLong_CheckExact(args[2]) || !PyFloat_CheckExact(args[3]) ||
         !PyFloat_CheckExact(args[4]))
         Py_RETURN_NONE;
-    int overflow = 0;
-    long long n = PyLong_AsLongLongAndOverflow(args[2], &overflow);
-    if (overflow || (n == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    long long c[KS_BOUND_MAX];
-    if (!drift_int_array(cuts, c, KS_BOUND_MAX))
+    long long n, c[KS_BOUND_MAX];
+    if (!drift_int(args[2], &n) || !drift_int_array(cuts, c, KS_BOUND_MAX))
         Py_RETURN_NONE;
     PyObject *out = NULL;
     int got = psi_value(proportions, c, PyList_GET_SIZE(cuts), n, PyFloat_AS_DOUBLE(args[3]),
@@ -1679,15 +1683,9 @@ ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (!PyList_CheckExact(below) || !PyList_CheckExact(cuts) || !PyLong_CheckExact(args[2]) ||
         !PyLong_CheckExact(args[3]))
         Py_RETURN_NONE;
-    int overflow = 0, overflow_n = 0;
-    long long m = PyLong_AsLongLongAndOverflow(args[2], &overflow);
-    long long n = PyLong_AsLongLongAndOverflow(args[3], &overflow_n);
-    if (overflow || overflow_n || PyErr_Occurred()) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    long long r[KS_BOUND_MAX], c[KS_BOUND_MAX], bound;
-    if (!drift_int_array(below, r, KS_BOUND_MAX) || !drift_int_array(cuts, c, KS_BOUND_MAX) ||
+    long long m, n, r[KS_BOUND_MAX], c[KS_BOUND_MAX], bound;
+    if (!drift_int(args[2], &m) || !drift_int(args[3], &n) ||
+        !drift_int_array(below, r, KS_BOUND_MAX) || !drift_int_array(cuts, c, KS_BOUND_MAX) ||
         !ks_bound_of(r, PyList_GET_SIZE(below), c, PyList_GET_SIZE(cuts), m, n, &bound))
         Py_RETURN_NONE;
     return PyLong_FromLongLong(bound);
@@ -1813,6 +1811,37 @@ drift_ks_cannot_fire(const long long *below, Py_ssize_t nb, const long long *cut
     return (double)bound / (double)nm <= critical;
 }
 
+/* A sample's side of drifted_check: m values with these bin counts (diff, k edges) are cleared
+ * when their PSI is below the threshold, or when the KS bound shows D at most its critical value
+ * (_ks_cannot_fire against the reference's counts below, read from below_obj at the first need:
+ * *nb < 0 until then). 1: cleared; 0: not (a drift, or a KS statistic to compute: the
+ * reference's); -1: an error set. */
+static int
+drift_clears(PyObject *proportions, const Py_ssize_t *diff, Py_ssize_t k, Py_ssize_t m,
+             double smoothing, double psi_threshold, double alpha, PyObject *below_obj,
+             long long *below, Py_ssize_t *nb, long long ref_n)
+{
+    long long cuts[CUTS_MAX_EDGES];
+    Py_ssize_t under = 0;
+    for (Py_ssize_t j = 0; j < k; j++)
+        cuts[j] = under += diff[j];
+    PyObject *psi = NULL;
+    int got = psi_value(proportions, cuts, k, m, (double)m + smoothing * (double)(k + 1),
+                        smoothing, &psi);
+    if (got <= 0)
+        return got;
+    double value = PyFloat_AS_DOUBLE(psi);
+    Py_DECREF(psi);
+    if (value < psi_threshold)
+        return 1;
+    if (*nb < 0) {
+        if (below_obj == Py_None || !drift_int_array(below_obj, below, KS_BOUND_MAX))
+            return 0;
+        *nb = PyList_GET_SIZE(below_obj);
+    }
+    return drift_ks_cannot_fire(below, *nb, cuts, k, m, ref_n, alpha) == 1;
+}
+
 /* drift_passes(proportions, edges, below, n, batch, window, psi_threshold, ks_alpha,
  * batch_alone, smoothing) -> True | None: True where operators.drift_stats.drifted_check (its
  * reference) returns None (the batch passed) by its PSI and its KS bound alone, without a KS
@@ -1841,67 +1870,27 @@ drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t windows = PyTuple_GET_SIZE(window);
     if (!alone && windows == 0)
         Py_RETURN_NONE; /* the reference raises */
-    int overflow = 0;
-    long long ref_n = PyLong_AsLongLongAndOverflow(args[3], &overflow);
-    if (overflow || (ref_n == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
+    long long ref_n, below[KS_BOUND_MAX];
     double e[CUTS_MAX_EDGES];
-    Py_ssize_t diff[CUTS_MAX_EDGES + 1];
+    Py_ssize_t diff[CUTS_MAX_EDGES + 1], m = 0, nb = -1;
     Py_ssize_t k = drift_edges(edges, e, diff);
-    if (k < 0 || k + 1 != PyTuple_GET_SIZE(proportions))
+    if (!drift_int(args[3], &ref_n) || k < 0 || k + 1 != PyTuple_GET_SIZE(proportions) ||
+        !drift_count(batch, e, k, diff, &m, DRIFT_LIMIT) || m == 0)
         Py_RETURN_NONE;
-    long long below[KS_BOUND_MAX], cuts[CUTS_MAX_EDGES];
-    Py_ssize_t nb = -1; /* the reference's counts, read when the KS bound is needed */
-    Py_ssize_t m = 0;
-    if (!drift_count(batch, e, k, diff, &m, DRIFT_LIMIT) || m == 0)
-        Py_RETURN_NONE;
-    double bins = (double)(k + 1);
-    if (alone) {
-        Py_ssize_t under = 0;
-        for (Py_ssize_t j = 0; j < k; j++)
-            cuts[j] = under += diff[j];
-        PyObject *psi = NULL;
-        int got = psi_value(proportions, cuts, k, m, (double)m + smoothing * bins, smoothing,
-                            &psi);
-        if (got <= 0)
-            return got < 0 ? NULL : Py_NewRef(Py_None);
-        double value = PyFloat_AS_DOUBLE(psi);
-        Py_DECREF(psi);
-        if (value >= psi_threshold) { /* _ks_fires: only its bound can clear it here */
-            if (below_obj == Py_None || !drift_int_array(below_obj, below, KS_BOUND_MAX))
-                Py_RETURN_NONE;
-            nb = PyList_GET_SIZE(below_obj);
-            if (drift_ks_cannot_fire(below, nb, cuts, k, m, ref_n, alpha) != 1)
-                Py_RETURN_NONE;
-        }
-        if (windows == 0)
-            Py_RETURN_TRUE; /* the window is this batch alone */
+    int cleared;
+    if (alone) { /* the batch's own test (its _ks_fires: only its bound can clear it here) */
+        cleared = drift_clears(proportions, diff, k, m, smoothing, psi_threshold, alpha,
+                               below_obj, below, &nb, ref_n);
+        if (cleared != 1 || windows == 0) /* (no window: the window is this batch alone) */
+            return cleared < 0 ? NULL : Py_NewRef(cleared ? Py_True : Py_None);
     }
     for (Py_ssize_t i = 0; i < windows; i++)
         if (!drift_count(PyTuple_GET_ITEM(window, i), e, k, diff, &m, DRIFT_LIMIT) ||
             m > 1000000)
             Py_RETURN_NONE;
-    Py_ssize_t under = 0;
-    for (Py_ssize_t j = 0; j < k; j++)
-        cuts[j] = under += diff[j];
-    PyObject *psi = NULL;
-    int got = psi_value(proportions, cuts, k, m, (double)m + smoothing * bins, smoothing, &psi);
-    if (got <= 0)
-        return got < 0 ? NULL : Py_NewRef(Py_None);
-    double value = PyFloat_AS_DOUBLE(psi);
-    Py_DECREF(psi);
-    if (value < psi_threshold)
-        Py_RETURN_TRUE;
-    if (nb < 0) {
-        if (below_obj == Py_None || !drift_int_array(below_obj, below, KS_BOUND_MAX))
-            Py_RETURN_NONE;
-        nb = PyList_GET_SIZE(below_obj);
-    }
-    if (drift_ks_cannot_fire(below, nb, cuts, k, m, ref_n, alpha) == 1)
-        Py_RETURN_TRUE;
-    Py_RETURN_NONE;
+    cleared = drift_clears(proportions, diff, k, m, smoothing, psi_threshold, alpha, below_obj,
+                           below, &nb, ref_n); /* the pooled window's */
+    return cleared < 0 ? NULL : Py_NewRef(cleared ? Py_True : Py_None);
 }
 /* with_horizon(item, horizon, cls, slots) -> cls: drift's release, the last passed record's
  * copy carrying the tenant's event time (operators.drift._with_horizon_python, the
@@ -3557,23 +3546,6 @@ drift_run_set(PyObject *descr, PyObject *obj, PyObject *value)
     return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
 }
 
-/* An int attribute of obj as a C value, or 0 (not a plain int within int64; no exception). */
-static int
-drift_run_int(PyObject *value, long long *out)
-{
-    if (value == NULL || !PyLong_CheckExact(value)) {
-        PyErr_Clear();
-        return 0;
-    }
-    int overflow = 0;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (overflow || (*out == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
-}
-
 /* tally[name] = tally.get(name, 0) + 1: 0, or -1 with an exception. */
 static int
 drift_tally(PyObject *tally, PyObject *name)
@@ -3609,6 +3581,80 @@ drift_pass_entries(PyObject *entries, PyObject *const *cfg)
     return 0;
 }
 
+/* A slot of obj through its descriptor (a new reference), or NULL with an exception. */
+static PyObject *
+drift_run_get(PyObject *descr, PyObject *obj, PyObject *cls)
+{
+    return Py_TYPE(descr)->tp_descr_get(descr, obj, cls);
+}
+
+/* Whether every item of entries (a list) is exactly cfg's _Entry. */
+static int
+drift_entries_ok(PyObject *entries, PyObject *const *cfg)
+{
+    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(entries); e++)
+        if (Py_TYPE(PyList_GET_ITEM(entries, e)) != (PyTypeObject *)cfg[DR_ENTRY])
+            return 0;
+    return 1;
+}
+
+/* A type's state's reference: 1 learned or given, 0 None (learning), -1 unreadable (no
+ * exception left set). */
+static int
+drift_has_reference(PyObject *state, PyObject *const *cfg)
+{
+    PyObject *reference = drift_run_get(cfg[DR_T_REFERENCE], state, cfg[DR_TYPESTATE]);
+    if (reference == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_DECREF(reference); /* (held by the state) */
+    return reference != Py_None;
+}
+
+/* size plus the values of each sample of window (size + _window_size(state)), or -1 with an
+ * exception set. */
+static Py_ssize_t
+drift_window_held(PyObject *window, Py_ssize_t size)
+{
+    PyObject *it = PyObject_GetIter(window), *sample;
+    if (it == NULL)
+        return -1;
+    while ((sample = PyIter_Next(it)) != NULL) {
+        Py_ssize_t len = PyObject_Size(sample);
+        Py_DECREF(sample);
+        if (len < 0)
+            break;
+        size += len;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : size;
+}
+
+/* min(map(_DEADLINE, batches)) over a list of exactly cfg's _Batch: the first of equal ones
+ * (borrowed: valid while the list holds it), Py_None for an empty list; NULL with an
+ * exception. */
+static PyObject *
+drift_earliest(PyObject *batches, PyObject *const *cfg, Py_ssize_t o_deadline)
+{
+    PyObject *earliest = Py_None;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(batches); i++) {
+        PyObject *batch = PyList_GET_ITEM(batches, i);
+        PyObject *at = Py_TYPE(batch) == (PyTypeObject *)cfg[DR_BATCH] ? SLOT(batch, o_deadline)
+                                                                        : NULL;
+        if (at == NULL) {
+            PyErr_SetString(PyExc_TypeError, "drift_run: an open batch of another class");
+            return NULL;
+        }
+        int earlier = earliest == Py_None ? 1 : PyObject_RichCompareBool(at, earliest, Py_LT);
+        if (earlier < 0)
+            return NULL;
+        if (earlier)
+            earliest = at;
+    }
+    return earliest;
+}
+
 /* TenantDrift._expire's common case at the new event time ts: the one open batch, of a type
  * learning its reference, is past its deadline. Then, as _expire, _learn and _learned do: the
  * batch leaves _open, its records pass (each entry's out is its item), its values join the
@@ -3631,18 +3677,8 @@ drift_learn_close(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *t
     PyObject *state = PyDict_GetItemWithError(types, key);
     if (state == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (Py_TYPE(state) != (PyTypeObject *)cfg[DR_TYPESTATE])
-        return 0;
-    PyTypeObject *state_cls = (PyTypeObject *)cfg[DR_TYPESTATE];
-    PyObject *reference = Py_TYPE(cfg[DR_T_REFERENCE])->tp_descr_get(cfg[DR_T_REFERENCE], state,
-                                                                    (PyObject *)state_cls);
-    if (reference == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_DECREF(reference); /* (held by the state) */
-    if (reference != Py_None)
-        return 0;
+    if (Py_TYPE(state) != (PyTypeObject *)cfg[DR_TYPESTATE] || drift_has_reference(state, cfg))
+        return 0; /* (a reference, or none readable) */
     PyObject *deadline = SLOT(only, o_deadline), *entries = SLOT(only, o_entries),
              *values = SLOT(only, o_values);
     if (deadline == NULL || entries == NULL || values == NULL || !PyList_CheckExact(entries) ||
@@ -3652,10 +3688,8 @@ drift_learn_close(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *t
     if (due <= 0)
         return due;
     /* Nothing is changed until every part is known to be what this path handles. */
-    PyObject *learned_obj = Py_TYPE(cfg[DR_T_LEARNED])->tp_descr_get(cfg[DR_T_LEARNED], state,
-                                                                    (PyObject *)state_cls);
-    PyObject *learning = Py_TYPE(cfg[DR_T_LEARNING])->tp_descr_get(cfg[DR_T_LEARNING], state,
-                                                                  (PyObject *)state_cls);
+    PyObject *learned_obj = drift_run_get(cfg[DR_T_LEARNED], state, cfg[DR_TYPESTATE]);
+    PyObject *learning = drift_run_get(cfg[DR_T_LEARNING], state, cfg[DR_TYPESTATE]);
     PyObject *settings = PyDict_GetItemWithError(attrs, s_dr_settings),
              *tally = PyDict_GetItemWithError(attrs, s_dr_tally);
     PyObject *batches = NULL, *wanted = NULL;
@@ -3663,20 +3697,17 @@ drift_learn_close(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *t
     int result = 0;
     if (learned_obj == NULL || learning == NULL || settings == NULL || tally == NULL ||
         !PyList_CheckExact(learning) || !PyDict_CheckExact(tally) ||
-        !drift_run_int(learned_obj, &learned) || learned >= LLONG_MAX)
+        !drift_int(learned_obj, &learned) || learned >= LLONG_MAX)
         goto out;
     batches = PyObject_GetAttr(settings, s_dr_reference_batches);
     wanted = PyObject_GetAttr(settings, s_dr_reference_values);
-    if (!drift_run_int(batches, &at_least) || !drift_run_int(wanted, &values_needed))
+    if (!drift_int(batches, &at_least) || !drift_int(wanted, &values_needed))
         goto out;
     if (at_least < 1)
         at_least = 1;
     Py_ssize_t held = PyList_GET_SIZE(learning) + PyList_GET_SIZE(values);
-    if (learned + 1 >= at_least && held >= values_needed)
-        goto out; /* the reference is complete: _learned builds it */
-    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(entries); e++)
-        if (Py_TYPE(PyList_GET_ITEM(entries, e)) != (PyTypeObject *)cfg[DR_ENTRY])
-            goto out;
+    if ((learned + 1 >= at_least && held >= values_needed) || !drift_entries_ok(entries, cfg))
+        goto out; /* (a complete reference: _learned builds it) */
     /* del open_[key]; _learn; _learned; the tally; self._next_deadline = None */
     result = -1;
     Py_INCREF(key);
@@ -3716,36 +3747,21 @@ drift_extends(PyObject *types, PyObject *key, PyObject *batch, PyObject *const *
               Py_ssize_t o_entries, Py_ssize_t o_extended, Py_ssize_t min_batch,
               Py_ssize_t min_share)
 {
-    PyTypeObject *state_cls = (PyTypeObject *)cfg[DR_TYPESTATE];
     PyObject *entries = SLOT(batch, o_entries), *extended = SLOT(batch, o_extended);
     PyObject *state = PyUnicode_CheckExact(key) ? PyDict_GetItemWithError(types, key) : NULL;
-    if (state == NULL || Py_TYPE(state) != state_cls || entries == NULL ||
-        !PyList_CheckExact(entries) || extended != Py_False) {
+    if (state == NULL || Py_TYPE(state) != (PyTypeObject *)cfg[DR_TYPESTATE] ||
+        entries == NULL || !PyList_CheckExact(entries) || extended != Py_False) {
         PyErr_Clear(); /* (no state: _has_reference asks the baseline) */
         return 0;
     }
-    PyObject *reference = Py_TYPE(cfg[DR_T_REFERENCE])->tp_descr_get(cfg[DR_T_REFERENCE], state,
-                                                                    (PyObject *)state_cls);
-    if (reference == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_DECREF(reference); /* (held by the state) */
     Py_ssize_t size = PyList_GET_SIZE(entries);
-    if (reference == Py_None || size >= min_batch)
+    if (drift_has_reference(state, cfg) != 1 || size >= min_batch)
         return 0; /* learning, or judgeable: _close_expired learns it, _time_up closes it */
     if (size < min_share)
         return 1;
-    PyObject *window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(cfg[DR_T_WINDOW], state,
-                                                              (PyObject *)state_cls);
-    PyObject *pooled = window == NULL ? NULL : PySequence_Tuple(window);
+    PyObject *window = drift_run_get(cfg[DR_T_WINDOW], state, cfg[DR_TYPESTATE]);
+    Py_ssize_t held = window == NULL ? -1 : drift_window_held(window, size);
     Py_XDECREF(window);
-    Py_ssize_t held = pooled == NULL ? -1 : size;
-    for (Py_ssize_t i = 0; held >= 0 && i < PyTuple_GET_SIZE(pooled); i++) {
-        Py_ssize_t len = PyObject_Size(PyTuple_GET_ITEM(pooled, i));
-        held = len < 0 ? -1 : held + len;
-    }
-    Py_XDECREF(pooled);
     if (held < 0)
         PyErr_Clear();
     return held >= 0 && held < min_batch; /* else judgeable through its window */
@@ -3764,37 +3780,39 @@ drift_extend(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *ts,
              PyObject *const *cfg, Py_ssize_t o_entries, Py_ssize_t o_deadline,
              Py_ssize_t o_extended, Py_ssize_t min_batch, Py_ssize_t min_share)
 {
-    PyObject *batches[DRIFT_EXTEND_MAX], *key, *batch;
-    int due[DRIFT_EXTEND_MAX], any = 0;
-    Py_ssize_t count = 0, pos = 0;
+    int due[DRIFT_EXTEND_MAX], any = 0, result = 0;
     PyObject *small_wait = PyDict_GetItemWithError(attrs, s_dr_small_wait);
     if (small_wait == NULL || PyDict_GET_SIZE(open_) > DRIFT_EXTEND_MAX) {
         PyErr_Clear();
         return 0;
     }
-    while (PyDict_Next(open_, &pos, &key, &batch)) {
+    /* _open's keys and batches, held: datetime arithmetic and comparisons could run Python */
+    PyObject *keys = PyDict_Keys(open_), *batches = PyDict_Values(open_);
+    if (keys == NULL || batches == NULL) {
+        result = -1;
+        goto done;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(batches);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *batch = PyList_GET_ITEM(batches, i);
         if (Py_TYPE(batch) != (PyTypeObject *)cfg[DR_BATCH] || SLOT(batch, o_deadline) == NULL)
-            return 0;
-        int past = PyObject_RichCompareBool(SLOT(batch, o_deadline), ts, Py_LE);
-        if (past < 0 || (past && !drift_extends(types, key, batch, cfg, o_entries, o_extended,
-                                                 min_batch, min_share))) {
+            goto done;
+        due[i] = PyObject_RichCompareBool(SLOT(batch, o_deadline), ts, Py_LE);
+        if (due[i] < 0 || (due[i] && !drift_extends(types, PyList_GET_ITEM(keys, i), batch, cfg,
+                                                     o_entries, o_extended, min_batch,
+                                                     min_share))) {
             PyErr_Clear(); /* (a comparison that fails: _close_expired raises it) */
-            return 0;
+            goto done;
         }
-        batches[count] = batch;
-        due[count++] = past;
-        any |= past;
+        any |= due[i];
     }
     if (!any)
-        return 0;
-    /* held: the datetime arithmetic and comparisons below could run Python code */
-    for (Py_ssize_t i = 0; i < count; i++)
-        Py_INCREF(batches[i]);
-    int result = -1;
+        goto done;
+    result = -1;
     for (Py_ssize_t i = 0; i < count; i++) {
         if (!due[i])
             continue;
-        PyObject *deadline = SLOT(batches[i], o_deadline);
+        PyObject *batch = PyList_GET_ITEM(batches, i), *deadline = SLOT(batch, o_deadline);
         int later = PyObject_RichCompareBool(ts, deadline, Py_GT); /* max(deadline, now) */
         if (later < 0)
             goto done;
@@ -3805,25 +3823,18 @@ drift_extend(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *ts,
             PyErr_Clear();
             extended_to = Py_NewRef(cfg[DR_END_OF_TIME]);
         }
-        int failed = drift_run_set(cfg[DR_B_EXTENDED], batches[i], Py_True) < 0 ||
-                     drift_run_set(cfg[DR_B_DEADLINE], batches[i], extended_to) < 0;
+        int failed = drift_run_set(cfg[DR_B_EXTENDED], batch, Py_True) < 0 ||
+                     drift_run_set(cfg[DR_B_DEADLINE], batch, extended_to) < 0;
         Py_DECREF(extended_to);
         if (failed)
             goto done;
     }
-    PyObject *earliest = NULL;
-    for (Py_ssize_t i = 0; i < count; i++) { /* min(map(_DEADLINE, open_.values())) */
-        PyObject *at = SLOT(batches[i], o_deadline);
-        int earlier = earliest == NULL ? 1 : PyObject_RichCompareBool(at, earliest, Py_LT);
-        if (earlier < 0)
-            goto done;
-        if (earlier)
-            earliest = at;
-    }
-    result = PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0 ? -1 : 1;
+    PyObject *earliest = drift_earliest(batches, cfg, o_deadline);
+    if (earliest != NULL && PyDict_SetItem(attrs, s_dr_next_deadline, earliest) == 0)
+        result = 1;
 done:
-    for (Py_ssize_t i = 0; i < count; i++)
-        Py_DECREF(batches[i]);
+    Py_XDECREF(keys);
+    Py_XDECREF(batches);
     return result;
 }
 
@@ -3843,28 +3854,24 @@ drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *
                    Py_ssize_t o_values, Py_ssize_t o_deadline, Py_ssize_t min_batch,
                    Py_ssize_t min_share)
 {
-    PyTypeObject *state_cls = (PyTypeObject *)cfg[DR_TYPESTATE];
+    PyObject *state_cls = cfg[DR_TYPESTATE];
     if (Py_TYPE(batch) != (PyTypeObject *)cfg[DR_BATCH] || !PyUnicode_CheckExact(kind))
         return 0;
     PyObject *entries = SLOT(batch, o_entries), *values = SLOT(batch, o_values);
     PyObject *state = PyDict_GetItemWithError(types, kind);
     if (state == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (Py_TYPE(state) != state_cls || entries == NULL || values == NULL ||
-        !PyList_CheckExact(entries) || !PyList_CheckExact(values))
+    if (Py_TYPE(state) != (PyTypeObject *)state_cls || entries == NULL || values == NULL ||
+        !PyList_CheckExact(entries) || !PyList_CheckExact(values) ||
+        !drift_entries_ok(entries, cfg))
         return 0;
-    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(entries); e++)
-        if (Py_TYPE(PyList_GET_ITEM(entries, e)) != (PyTypeObject *)cfg[DR_ENTRY])
-            return 0;
     PyObject *type = NULL, *reference = NULL, *window = NULL, *pooled = NULL, *settings,
              *tally, *psi = NULL, *alpha = NULL, *keep = NULL, *proportions = NULL,
              *edges = NULL, *ref_values = NULL, *below = NULL, *n = NULL, *passed = NULL;
     int result = 0;
-    type = Py_TYPE(cfg[DR_B_TYPE])->tp_descr_get(cfg[DR_B_TYPE], batch, cfg[DR_BATCH]);
-    reference = Py_TYPE(cfg[DR_T_REFERENCE])->tp_descr_get(cfg[DR_T_REFERENCE], state,
-                                                          (PyObject *)state_cls);
-    window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(cfg[DR_T_WINDOW], state,
-                                                    (PyObject *)state_cls);
+    type = drift_run_get(cfg[DR_B_TYPE], batch, cfg[DR_BATCH]);
+    reference = drift_run_get(cfg[DR_T_REFERENCE], state, state_cls);
+    window = drift_run_get(cfg[DR_T_WINDOW], state, state_cls);
     settings = PyDict_GetItemWithError(attrs, s_dr_settings);
     tally = PyDict_GetItemWithError(attrs, s_dr_tally);
     if (type == NULL || reference == NULL || window == NULL || settings == NULL ||
@@ -3876,14 +3883,8 @@ drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *
     Py_ssize_t size = PyList_GET_SIZE(entries);
     int alone = size >= min_batch;
     if (!alone) { /* _through_window(size, state), else "too_small" */
-        Py_ssize_t held = size;
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pooled); i++) {
-            Py_ssize_t len = PyObject_Size(PyTuple_GET_ITEM(pooled, i));
-            if (len < 0)
-                goto out;
-            held += len;
-        }
-        if (size < min_share || held < min_batch)
+        Py_ssize_t held = drift_window_held(pooled, size);
+        if (held < 0 || size < min_share || held < min_batch)
             goto out;
     }
     psi = PyObject_GetAttr(settings, s_dr_psi_threshold);
@@ -3913,29 +3914,11 @@ drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *
     {
         /* min(map(_DEADLINE, open_.values())) over a copy of them (held: a comparison could
          * run Python code) */
-        PyObject *open_batches = PyDict_Values(open_), *earliest = Py_None;
-        if (open_batches == NULL)
-            goto out;
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(open_batches); i++) {
-            PyObject *other = PyList_GET_ITEM(open_batches, i);
-            PyObject *at = Py_TYPE(other) == (PyTypeObject *)cfg[DR_BATCH]
-                               ? SLOT(other, o_deadline)
-                               : NULL;
-            int earlier = at == NULL ? -2
-                          : earliest == Py_None
-                              ? 1
-                              : PyObject_RichCompareBool(at, earliest, Py_LT);
-            if (earlier == -2)
-                PyErr_SetString(PyExc_TypeError, "drift_run: an open batch of another class");
-            if (earlier < 0) {
-                Py_DECREF(open_batches);
-                goto out;
-            }
-            if (earlier)
-                earliest = at;
-        }
-        int failed = PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0;
-        Py_DECREF(open_batches);
+        PyObject *open_batches = PyDict_Values(open_);
+        PyObject *earliest = open_batches == NULL ? NULL
+                                                  : drift_earliest(open_batches, cfg, o_deadline);
+        int failed = earliest == NULL || PyDict_SetItem(attrs, s_dr_next_deadline, earliest) < 0;
+        Py_XDECREF(open_batches);
         if (failed)
             goto out;
     }
@@ -3954,7 +3937,7 @@ drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *
             goto out;
         Py_DECREF(r);
         long long limit;
-        if (!drift_run_int(keep, &limit))
+        if (!drift_int(keep, &limit))
             limit = LLONG_MAX; /* (checked a plain int above: past int64, nothing to drop) */
         for (;;) {
             Py_ssize_t len = PyObject_Size(window);
@@ -4280,24 +4263,12 @@ drift_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                         if (state == NULL && PyErr_Occurred())
                             goto record_fail;
                         if (state != NULL) { /* size + _window_size(state) >= min_batch */
-                            PyObject *window = Py_TYPE(cfg[DR_T_WINDOW])->tp_descr_get(
-                                cfg[DR_T_WINDOW], state, cfg[DR_TYPESTATE]);
-                            if (window == NULL)
-                                goto record_fail;
-                            PyObject *it = PyObject_GetIter(window), *sample;
-                            Py_DECREF(window);
-                            if (it == NULL)
-                                goto record_fail;
-                            Py_ssize_t pooled = size;
-                            while ((sample = PyIter_Next(it)) != NULL) {
-                                Py_ssize_t len = PyObject_Size(sample);
-                                Py_DECREF(sample);
-                                if (len < 0)
-                                    break;
-                                pooled += len;
-                            }
-                            Py_DECREF(it);
-                            if (PyErr_Occurred())
+                            PyObject *window = drift_run_get(cfg[DR_T_WINDOW], state,
+                                                             cfg[DR_TYPESTATE]);
+                            Py_ssize_t pooled =
+                                window == NULL ? -1 : drift_window_held(window, size);
+                            Py_XDECREF(window);
+                            if (pooled < 0)
                                 goto record_fail;
                             close = pooled >= min_batch;
                         }
