@@ -317,6 +317,28 @@ untracked(PyObject *obj)
         PyObject_GC_UnTrack(obj);
 }
 
+/* === slots: reading __slots__ fields at their offsets (tenant-tag's, dedupe's and validate's
+ * sections) ================================================================================= */
+
+#include <structmember.h>
+
+/* A slot's offset in its class's instances, from its member descriptor (an object slot that
+ * __slots__ made, of class *owner), or -1 with an exception. */
+static Py_ssize_t
+slot_offset(PyObject *descr, PyTypeObject **owner)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "slots must be __slots__ descriptors");
+        return -1;
+    }
+    *owner = PyDescr_TYPE(descr);
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+/* An instance's slot at offset: a borrowed reference, NULL when it was never set. */
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
 /* object.__new__(cls), then each slot set through its descriptor to values[i]; the record is
  * then untracked by the cyclic collector. Every class built here is a core.records record:
  * immutable, its slots set once, here, to values that existed before it (strings, numbers,
@@ -614,8 +636,7 @@ static PyTypeObject ReaderType = {
 
 /* --- tenant-tag: tag_run's loop (operators/tenancy.py) ------------------------------------ */
 
-static PyObject *s_trace, *s_provenance, *s_signal, *s_tenant_id, *s_kafka_partition,
-    *s_kafka_offset, *s_schema_version, *s_input_hash;
+static PyObject *s_kafka_partition, *s_kafka_offset;
 
 /* The ASCII bytes of an ASCII str, without a copy (else the error its encoding raises). */
 static const char *
@@ -644,6 +665,25 @@ json_plain(PyObject *text)
             return 0;
     }
     return 1;
+}
+
+/* value's decimal digits into buf (at least 21 bytes), as str(value) writes them: their count. */
+static Py_ssize_t
+decimal_digits(long long value, char *buf)
+{
+    char tmp[21];
+    int n = 0;
+    unsigned long long u = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    Py_ssize_t out = 0;
+    if (value < 0)
+        buf[out++] = '-';
+    while (n > 0)
+        buf[out++] = tmp[--n];
+    return out;
 }
 
 /* The first 32 hex digits of the SHA-256 of the ASCII of
@@ -680,7 +720,7 @@ short_id(PyObject *hash, PyObject *quote, PyObject *offset, PyObject *tail)
         if ((text = PyObject_Str(offset)) == NULL || (d = ascii_of(text, &nd)) == NULL)
             goto done;
     } else {
-        nd = snprintf(digits, sizeof digits, "%lld", value);
+        nd = decimal_digits(value, digits);
     }
     if (digest_begin() == 0 && digest_add(first, sizeof first - 1) == 0 &&
         (!plain || digest_add("\"", 1) == 0) && digest_add(q, (size_t)nq) == 0 &&
@@ -693,29 +733,77 @@ done:
     return out;
 }
 
-/* tag_run(items, version, tail_of, tags_of, slow, quote, tagged, slots) -> list
+/* What tag_run reads of a record, in this order: Decoded's trace, provenance and signal,
+ * Signal's tenant_id, Provenance's topic, kafka_partition, schema_version, kafka_offset and
+ * input_hash (readers: their member descriptors, in that order). */
+enum { TR_TRACE, TR_PROVENANCE, TR_SIGNAL, TR_TENANT, TR_TOPIC, TR_PARTITION, TR_VERSION,
+       TR_OFFSET, TR_HASH, TR_READERS };
+
+/* The (tail, tags) pair of a record's group (tenant, topic, partition, schema version): from
+ * groups, else made (tail_of(item), tags_of(tenant) once per tenant per call) and kept there.
+ * A new reference, or NULL. */
+static PyObject *
+tag_group(PyObject *groups, PyObject *tags_by_tenant, PyObject *group, PyObject *item,
+          PyObject *tenant, PyObject *tail_of, PyObject *tags_of)
+{
+    PyObject *held = PyDict_GetItemWithError(groups, group); /* borrowed */
+    if (held != NULL)
+        return Py_NewRef(held);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *tags = PyDict_GetItemWithError(tags_by_tenant, tenant); /* borrowed */
+    if (tags == NULL) {
+        if (PyErr_Occurred() || (tags = PyObject_CallOneArg(tags_of, tenant)) == NULL)
+            return NULL;
+        int err = PyDict_SetItem(tags_by_tenant, tenant, tags);
+        Py_DECREF(tags); /* the dict holds it */
+        if (err < 0)
+            return NULL;
+    }
+    Py_INCREF(tags); /* (a callback below could drop the dict's entry) */
+    PyObject *tail = PyObject_CallOneArg(tail_of, item);
+    if (tail != NULL && !PyUnicode_Check(tail)) {
+        PyErr_SetString(PyExc_TypeError, "tag_run: tail_of must give a str");
+        Py_CLEAR(tail);
+    }
+    PyObject *pair = tail ? PyTuple_Pack(2, tail, tags) : NULL;
+    Py_XDECREF(tail);
+    Py_DECREF(tags);
+    if (pair != NULL && PyDict_SetItem(groups, group, pair) < 0)
+        Py_CLEAR(pair);
+    return pair;
+}
+
+/* tag_run(items, version, tail_of, tags_of, slow, quote, tagged, slots, readers) -> list
  *
- * operators.tenancy.tag_run's loop without sources, the same steps in the same order: a traced
- * record, or one whose provenance values are not all of the exact types the canonical JSON is
- * written for, is slow(item) (tag itself); otherwise its group (tenant, topic, partition,
- * schema version) gives the JSON's tail (tail_of(item), once per group per call) and the tags
- * (tags_of(tenant), once per tenant per call), and its id is the first 32 hex digits of the
- * SHA-256 of '{"input_hash":' + quote(hash) + ',"kafka_offset":' + str(offset) + tail.
- * The Tagged is object.__new__(tagged) with its slots (decoded, tags, policy_version,
- * provenance_id) set through their descriptors. */
+ * operators.tenancy.tag_run's loop without sources, the same steps in the same order: a record
+ * that is not exactly a Decoded holding exactly a Signal and a Provenance, a traced one, or
+ * one whose provenance values are not all of the exact types the canonical JSON is written
+ * for, is slow(item) (tag itself, the reference); otherwise its group (tenant, topic,
+ * partition, schema version) gives the JSON's tail (tail_of(item), once per group per call)
+ * and the tags (tags_of(tenant), once per tenant per call), and its id is the first 32 hex
+ * digits of the SHA-256 of '{"input_hash":' + quote(hash) + ',"kafka_offset":' + str(offset) +
+ * tail. The fields are read at their slots' offsets (readers: TR_READERS member descriptors,
+ * each of its record class), not through attribute lookups (~0.4 of tag_run_python's ~1.1
+ * µs a record went to those); a record of the previous record's group (the same objects: the
+ * decoder shares a field's equal strings) takes its pair without a lookup. The Tagged is
+ * object.__new__(tagged) with its slots (decoded, tags, policy_version, provenance_id) set
+ * through their descriptors. */
 static PyObject *
 tag_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "tag_run takes 8 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "tag_run takes 9 arguments");
         return NULL;
     }
     PyObject *items = args[0], *version = args[1], *tail_of = args[2], *tags_of = args[3],
-             *slow = args[4], *quote = args[5], *slots = args[7];
+             *slow = args[4], *quote = args[5], *slots = args[7], *readers = args[8];
     PyTypeObject *tagged = (PyTypeObject *)args[6];
     if (!PyList_Check(items) || !PyType_Check(args[6]) || !PyTuple_Check(slots) ||
-        PyTuple_GET_SIZE(slots) != 4) {
-        PyErr_SetString(PyExc_TypeError, "tag_run: a list, a type and 4 slot descriptors");
+        PyTuple_GET_SIZE(slots) != 4 || !PyTuple_Check(readers) ||
+        PyTuple_GET_SIZE(readers) != TR_READERS) {
+        PyErr_SetString(PyExc_TypeError,
+                        "tag_run: a list, a type, 4 slot descriptors and the readers");
         return NULL;
     }
     for (int i = 0; i < 4; i++) {
@@ -727,106 +815,76 @@ tag_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *setters[4];
     for (int i = 0; i < 4; i++)
         setters[i] = PyTuple_GET_ITEM(slots, i);
+    Py_ssize_t o[TR_READERS];
+    PyTypeObject *owners[TR_READERS];
+    for (int i = 0; i < TR_READERS; i++) {
+        if ((o[i] = slot_offset(PyTuple_GET_ITEM(readers, i), &owners[i])) < 0)
+            return NULL;
+    }
+    /* each record class's readers are its own */
+    PyTypeObject *decoded_cls = owners[TR_TRACE], *signal_cls = owners[TR_TENANT],
+                 *provenance_cls = owners[TR_TOPIC];
+    for (int i = 0; i < TR_READERS; i++) {
+        PyTypeObject *want = i < TR_TENANT ? decoded_cls : i == TR_TENANT ? signal_cls
+                                                                          : provenance_cls;
+        if (owners[i] != want) {
+            PyErr_SetString(PyExc_TypeError, "tag_run: readers of three record classes");
+            return NULL;
+        }
+    }
     PyObject *out = PyList_New(0), *groups = PyDict_New(), *tags_by_tenant = PyDict_New();
+    PyObject *last_group = NULL, *last_held = NULL; /* the previous record's group and pair */
     if (out == NULL || groups == NULL || tags_by_tenant == NULL)
         goto fail;
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(items); n++) {
         PyObject *item = PyList_GET_ITEM(items, n);
         Py_INCREF(item); /* the list may change under a callback */
-        PyObject *trace = NULL, *p = NULL, *signal = NULL, *tenant = NULL, *topic = NULL,
-                 *partition = NULL, *version_no = NULL, *offset = NULL, *hash = NULL,
-                 *result = NULL;
-        int ok = 0;
-        if ((trace = PyObject_GetAttr(item, s_trace)) == NULL ||
-            (p = PyObject_GetAttr(item, s_provenance)) == NULL ||
-            (signal = PyObject_GetAttr(item, s_signal)) == NULL ||
-            (tenant = PyObject_GetAttr(signal, s_tenant_id)) == NULL ||
-            (topic = PyObject_GetAttr(p, s_topic)) == NULL ||
-            (partition = PyObject_GetAttr(p, s_kafka_partition)) == NULL ||
-            (version_no = PyObject_GetAttr(p, s_schema_version)) == NULL ||
-            (offset = PyObject_GetAttr(p, s_kafka_offset)) == NULL ||
-            (hash = PyObject_GetAttr(p, s_input_hash)) == NULL)
-            goto item_done;
-        if (trace != Py_None ||
-            !(PyLong_CheckExact(partition) && PyLong_CheckExact(offset) &&
-              PyLong_CheckExact(version_no) && PyUnicode_CheckExact(hash) &&
-              PyUnicode_CheckExact(topic) && PyUnicode_CheckExact(tenant))) {
+        PyObject *result = NULL, *v[TR_READERS] = {NULL};
+        int plain = Py_TYPE(item) == decoded_cls;
+        for (int i = TR_TRACE; plain && i <= TR_SIGNAL; i++)
+            plain = (v[i] = SLOT(item, o[i])) != NULL;
+        plain = plain && v[TR_TRACE] == Py_None &&
+                Py_TYPE(v[TR_SIGNAL]) == signal_cls &&
+                Py_TYPE(v[TR_PROVENANCE]) == provenance_cls &&
+                (v[TR_TENANT] = SLOT(v[TR_SIGNAL], o[TR_TENANT])) != NULL;
+        for (int i = TR_TOPIC; plain && i < TR_READERS; i++)
+            plain = (v[i] = SLOT(v[TR_PROVENANCE], o[i])) != NULL;
+        if (!plain ||
+            !(PyLong_CheckExact(v[TR_PARTITION]) && PyLong_CheckExact(v[TR_OFFSET]) &&
+              PyLong_CheckExact(v[TR_VERSION]) && PyUnicode_CheckExact(v[TR_HASH]) &&
+              PyUnicode_CheckExact(v[TR_TOPIC]) && PyUnicode_CheckExact(v[TR_TENANT]))) {
             result = PyObject_CallOneArg(slow, item);
-            ok = result != NULL;
             goto item_done;
         }
-        PyObject *group = PyTuple_Pack(4, tenant, topic, partition, version_no);
-        if (group == NULL)
-            goto item_done;
-        PyObject *held = PyDict_GetItemWithError(groups, group); /* borrowed */
-        if (held == NULL) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(group);
+        /* (the values are the record's, which holds them: no callback runs before they are
+         * used, and the record is held) */
+        if (last_group == NULL || PyTuple_GET_ITEM(last_group, 0) != v[TR_TENANT] ||
+            PyTuple_GET_ITEM(last_group, 1) != v[TR_TOPIC] ||
+            PyTuple_GET_ITEM(last_group, 2) != v[TR_PARTITION] ||
+            PyTuple_GET_ITEM(last_group, 3) != v[TR_VERSION]) {
+            PyObject *group =
+                PyTuple_Pack(4, v[TR_TENANT], v[TR_TOPIC], v[TR_PARTITION], v[TR_VERSION]);
+            if (group == NULL)
                 goto item_done;
-            }
-            PyObject *tags = PyDict_GetItemWithError(tags_by_tenant, tenant); /* borrowed */
-            if (tags == NULL) {
-                if (PyErr_Occurred() || (tags = PyObject_CallOneArg(tags_of, tenant)) == NULL) {
-                    Py_DECREF(group);
-                    goto item_done;
-                }
-                int err = PyDict_SetItem(tags_by_tenant, tenant, tags);
-                Py_DECREF(tags); /* the dict holds it */
-                if (err < 0) {
-                    Py_DECREF(group);
-                    goto item_done;
-                }
-            }
-            PyObject *tail = PyObject_CallOneArg(tail_of, item);
-            if (tail == NULL) {
-                Py_DECREF(group);
-                goto item_done;
-            }
-            if (!PyUnicode_Check(tail)) {
-                PyErr_SetString(PyExc_TypeError, "tag_run: tail_of must give a str");
-                Py_DECREF(tail);
-                Py_DECREF(group);
-                goto item_done;
-            }
-            PyObject *pair = PyTuple_Pack(2, tail, tags);
-            Py_DECREF(tail);
-            if (pair == NULL || PyDict_SetItem(groups, group, pair) < 0) {
-                Py_XDECREF(pair);
-                Py_DECREF(group);
-                goto item_done;
-            }
-            Py_DECREF(pair);
-            held = PyDict_GetItemWithError(groups, group);
+            PyObject *held = tag_group(groups, tags_by_tenant, group, item, v[TR_TENANT],
+                                       tail_of, tags_of);
             if (held == NULL) {
                 Py_DECREF(group);
                 goto item_done;
             }
+            Py_XSETREF(last_group, group);
+            Py_XSETREF(last_held, held);
         }
-        Py_INCREF(held);
-        Py_DECREF(group);
-        PyObject *id = short_id(hash, quote, offset, PyTuple_GET_ITEM(held, 0));
+        PyObject *id = short_id(v[TR_HASH], quote, v[TR_OFFSET], PyTuple_GET_ITEM(last_held, 0));
         if (id != NULL) {
-            PyObject *values[4] = {item, PyTuple_GET_ITEM(held, 1), version, id};
+            PyObject *values[4] = {item, PyTuple_GET_ITEM(last_held, 1), version, id};
             result = build(tagged, setters, values, 4);
-            ok = result != NULL;
+            Py_DECREF(id);
         }
-        Py_XDECREF(id);
-        Py_DECREF(held);
     item_done:
-        Py_XDECREF(trace);
-        Py_XDECREF(p);
-        Py_XDECREF(signal);
-        Py_XDECREF(tenant);
-        Py_XDECREF(topic);
-        Py_XDECREF(partition);
-        Py_XDECREF(version_no);
-        Py_XDECREF(offset);
-        Py_XDECREF(hash);
         Py_DECREF(item);
-        if (!ok) {
-            Py_XDECREF(result);
+        if (result == NULL)
             goto fail;
-        }
         int err = PyList_Append(out, result);
         Py_DECREF(result);
         if (err < 0)
@@ -834,11 +892,15 @@ tag_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_DECREF(groups);
     Py_DECREF(tags_by_tenant);
+    Py_XDECREF(last_group);
+    Py_XDECREF(last_held);
     return out;
 fail:
     Py_XDECREF(out);
     Py_XDECREF(groups);
     Py_XDECREF(tags_by_tenant);
+    Py_XDECREF(last_group);
+    Py_XDECREF(last_held);
     return NULL;
 }
 
@@ -976,26 +1038,6 @@ days_from_civil(int y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-/* === slots: reading __slots__ fields at their offsets (dedupe's and validate's sections) ===== */
-
-#include <structmember.h>
-
-/* A slot's offset in its class's instances, from its member descriptor (an object slot that
- * __slots__ made, of class *owner), or -1 with an exception. */
-static Py_ssize_t
-slot_offset(PyObject *descr, PyTypeObject **owner)
-{
-    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-        PyErr_SetString(PyExc_TypeError, "slots must be __slots__ descriptors");
-        return -1;
-    }
-    *owner = PyDescr_TYPE(descr);
-    return ((PyMemberDescrObject *)descr)->d_member->offset;
-}
-
-/* An instance's slot at offset: a borrowed reference, NULL when it was never set. */
-#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
 /* === dedupe: dedupe_run, the batch check's clean path (operators/dedupe.py) ================ */
 
@@ -5179,14 +5221,8 @@ PyInit__native(void)
     s_partition = PyUnicode_InternFromString("partition");
     s_offset = PyUnicode_InternFromString("offset");
     s_timestamp_ms = PyUnicode_InternFromString("timestamp_ms");
-    s_trace = PyUnicode_InternFromString("trace");
-    s_provenance = PyUnicode_InternFromString("provenance");
-    s_signal = PyUnicode_InternFromString("signal");
-    s_tenant_id = PyUnicode_InternFromString("tenant_id");
     s_kafka_partition = PyUnicode_InternFromString("kafka_partition");
     s_kafka_offset = PyUnicode_InternFromString("kafka_offset");
-    s_schema_version = PyUnicode_InternFromString("schema_version");
-    s_input_hash = PyUnicode_InternFromString("input_hash");
     s_error = PyUnicode_InternFromString("error");
     s_key = PyUnicode_InternFromString("key");
     s_value = PyUnicode_InternFromString("value");
@@ -5194,9 +5230,8 @@ PyInit__native(void)
     s_headers = PyUnicode_InternFromString("headers");
     if (!s_error || !s_key || !s_value || !s_timestamp || !s_headers)
         return NULL;
-    if (!s_topic || !s_partition || !s_offset || !s_timestamp_ms || !s_trace || !s_provenance ||
-        !s_signal || !s_tenant_id || !s_kafka_partition || !s_kafka_offset ||
-        !s_schema_version || !s_input_hash)
+    if (!s_topic || !s_partition || !s_offset || !s_timestamp_ms || !s_kafka_partition ||
+        !s_kafka_offset)
         return NULL;
     if (PyType_Ready(&ReaderType) < 0)
         return NULL;

@@ -33,7 +33,7 @@ from bytewax.dataflow import operator
 
 from core import _native, tracing
 from core.errors import SchemaError
-from core.records import Decoded, PolicyTags, Tagged, slot_descriptors
+from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged, slot_descriptors
 from core.rego import CompiledQuery, bundle_digest, data_document, read_bundle, read_policy
 from core.sources import SourceEntry, SourceRegistry
 from operators.batching import Runs, map_runs
@@ -337,6 +337,7 @@ def tag_run(
         _json_string,
         Tagged,
         _TAGGED_SLOTS,
+        _READERS,
     )
 
 
@@ -387,6 +388,17 @@ def tag_run_python(items: list[Decoded], policy: TenancyPolicy) -> list[Tagged]:
 
 #: Tagged's slots in the order the C loop sets them.
 _TAGGED_SLOTS = slot_descriptors(Tagged, ("decoded", "tags", "policy_version", "provenance_id"))
+
+#: What the C loop reads of a record, at the slots' offsets, in its order (``TR_*`` in
+#: ``core/_native.c``).
+_READERS = (
+    *(Decoded.__dict__[name] for name in ("trace", "provenance", "signal")),
+    Signal.__dict__["tenant_id"],
+    *(
+        Provenance.__dict__[name]
+        for name in ("topic", "kafka_partition", "schema_version", "kafka_offset", "input_hash")
+    ),
+)
 
 
 @operator

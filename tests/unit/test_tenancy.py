@@ -376,6 +376,39 @@ def test_the_c_loop_keeps_nothing_and_passes_errors_on(
         tag_run(items, policy)
 
 
+class _SubSignal(Signal):
+    __slots__ = ()
+
+
+class _SubProvenance(Provenance):
+    __slots__ = ()
+
+
+class _SubDecoded(Decoded):
+    __slots__ = ()
+
+
+def test_the_c_loop_reads_only_records_of_exactly_their_classes(policy: TenancyPolicy) -> None:
+    # It reads fields at their slots' offsets: a record of a subclass, or holding one, takes
+    # the reference (tag) instead, with the same result; one missing a field raises as tag does.
+    plain = [decoded(f"tenant-0{i % 3}", offset=i) for i in range(6)]
+    d, s, p = plain[1], plain[1].signal, plain[1].provenance
+    odd = [
+        plain[0],
+        _SubDecoded(s, p, d.kafka_timestamp_ms, d.raw, d.unknown_fields, d.trace),
+        Decoded(_SubSignal(*(getattr(s, f) for f in s.__slots__)), p),
+        Decoded(s, _SubProvenance(*(getattr(p, f) for f in p.__slots__))),
+        *plain[2:],
+    ]
+    native, python = tag_run(odd, policy), tag_run_python(odd, policy)
+    assert [pickle.dumps(x) for x in native] == [pickle.dumps(x) for x in python]
+    assert native[1].provenance_id == python[1].provenance_id == tag(d, policy).provenance_id
+    # Not read as a record where it is none (its memory is not one's).
+    for wrong in (Decoded.__new__(Decoded), Decoded("a signal?", p), Decoded(s, "provenance?")):  # type: ignore[arg-type]
+        with pytest.raises(AttributeError):
+            tag_run([plain[0], wrong], policy)
+
+
 @given(records=_records, cuts=st.lists(st.integers(0, 30), max_size=6))
 def test_tag_batch_equals_tag_for_any_records_and_batching(
     policy: TenancyPolicy, records: list[tuple[object, ...]], cuts: list[int]
