@@ -35,6 +35,7 @@ def tag_run(
     quote: Callable[[str], str],
     tagged: type[Tagged],
     slots: tuple[Any, Any, Any, Any],
+    readers: tuple[Any, ...],
     /,
 ) -> list[Tagged]: ...
 def raw_records(
