@@ -2414,47 +2414,6 @@ sc_shift(PyObject *x, long s)
     return out;
 }
 
-/* *acc = *acc << s (s > 0), the old one released: 0, or -1 */
-static int
-sc_shift_in(PyObject **acc, long s)
-{
-    PyObject *out = sc_shift(*acc, s);
-    if (out == NULL)
-        return -1;
-    Py_SETREF(*acc, out);
-    return 0;
-}
-
-/* *acc = *acc + (x << s) (add) or *acc - (x << s): 0, or -1 */
-static int
-sc_add_shifted(PyObject **acc, PyObject *x, long s, int add)
-{
-    PyObject *term = sc_shift(x, s);
-    if (term == NULL)
-        return -1;
-    PyObject *out = add ? PyNumber_Add(*acc, term) : PyNumber_Subtract(*acc, term);
-    Py_DECREF(term);
-    if (out == NULL)
-        return -1;
-    Py_SETREF(*acc, out);
-    return 0;
-}
-
-/* sum_v, sum_w, sum_vw += or -= an entry's terms (fold's and _evict's three lines) */
-static int
-sc_terms(PyObject **sum_v, PyObject **sum_w, PyObject **sum_vw, PyObject *vn, long ve,
-         PyObject *wn, long we, long ev, long ew, int add)
-{
-    if (sc_add_shifted(sum_v, vn, ev - ve, add) < 0 || sc_add_shifted(sum_w, wn, ew - we, add) < 0)
-        return -1;
-    PyObject *product = PyNumber_Multiply(vn, wn);
-    if (product == NULL)
-        return -1;
-    int err = sc_add_shifted(sum_vw, product, ev + ew - ve - we, add);
-    Py_DECREF(product);
-    return err;
-}
-
 /* A heap entry's exponent (an int within SC_EXPONENT, >= 0): 0, or -1 with an exception. */
 static int
 sc_exponent(PyObject *value, long *out)
@@ -2466,6 +2425,240 @@ sc_exponent(PyObject *value, long *out)
     }
     *out = (long)e;
     return 0;
+}
+
+/* --- the exact sums as machine integers while they are small ----------------------------------
+ *
+ * Each of the loop's exact integers (the window's three sums, a score's numerator and
+ * denominator, the last change's) is an sc_hint: a 128-bit machine integer while its magnitude
+ * is below 2**126, else a Python int. Every operation gives the exact integer the PyNumber
+ * operation gives (the Python loop's); only where an operand or the result is not small does it
+ * make Python ints, and from then on that value stays one. The workload's sums are ~2**118 at
+ * most (a value's dyadic numerator has 53 bits, its exponent ~55), so the allocation of each
+ * intermediate int (most of the loop's cost under perf: _PyObject_Malloc, tuple and int frees)
+ * is gone from the common path; the state keeps Python ints (made at the call's end), so
+ * snapshots and the reference are unchanged. */
+
+typedef __int128 sc_i128;
+typedef unsigned __int128 sc_u128;
+
+typedef struct {
+    PyObject *o; /* NULL: the value is v; else the value (an owned exact int) */
+    sc_i128 v;
+} sc_hint;
+
+#define SC_HINT_BITS 126
+
+/* |v| < 2**bits, bits in [0, 126] */
+static int
+sc_small(sc_i128 v, int bits)
+{
+    sc_i128 limit = (sc_i128)1 << bits;
+    return v > -limit && v < limit;
+}
+
+/* h's value as a new Python int, or NULL */
+static PyObject *
+sc_hint_obj(const sc_hint *h)
+{
+    if (h->o != NULL)
+        return Py_NewRef(h->o);
+    if (sc_small(h->v, 63))
+        return PyLong_FromLongLong((long long)h->v);
+    unsigned char bytes[sizeof(sc_i128)];
+    memcpy(bytes, &h->v, sizeof bytes); /* little-endian two's complement (x86-64, AArch64) */
+    return _PyLong_FromByteArray(bytes, sizeof bytes, 1, 1);
+}
+
+/* h = x (an exact int): 0, or -1 with an exception */
+static int
+sc_hint_set(sc_hint *h, PyObject *x)
+{
+    Py_CLEAR(h->o);
+    int overflow = 0;
+    long long small = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (!overflow) {
+        if (small == -1 && PyErr_Occurred())
+            return -1;
+        h->v = small;
+        return 0;
+    }
+    size_t bits = _PyLong_NumBits(x); /* of |x| */
+    if (bits != (size_t)-1 && bits <= SC_HINT_BITS) {
+        unsigned char bytes[sizeof(sc_i128)];
+#if PY_VERSION_HEX >= 0x030D0000
+        int err = _PyLong_AsByteArray((PyLongObject *)x, bytes, sizeof bytes, 1, 1, 1);
+#else
+        int err = _PyLong_AsByteArray((PyLongObject *)x, bytes, sizeof bytes, 1, 1);
+#endif
+        if (err == 0) {
+            memcpy(&h->v, bytes, sizeof bytes);
+            return 0;
+        }
+    }
+    PyErr_Clear();
+    h->o = Py_NewRef(x);
+    return 0;
+}
+
+/* h takes x's value, a machine integer */
+static void
+sc_hint_small(sc_hint *h, sc_i128 x)
+{
+    Py_CLEAR(h->o);
+    h->v = x;
+}
+
+/* h = the machine integer r, |r| < 2**127: small, or made a Python int. 0, or -1. */
+static int
+sc_hint_result(sc_hint *h, sc_i128 r)
+{
+    Py_CLEAR(h->o);
+    h->v = r;
+    if (sc_small(r, SC_HINT_BITS))
+        return 0;
+    PyObject *o = sc_hint_obj(h);
+    if (o == NULL)
+        return -1;
+    h->o = o;
+    return 0;
+}
+
+/* h = h << s, s >= 0: 0, or -1 */
+static int
+sc_hint_shift(sc_hint *h, long s)
+{
+    if (s == 0)
+        return 0;
+    if (h->o == NULL && s < SC_HINT_BITS && sc_small(h->v, SC_HINT_BITS - (int)s)) {
+        h->v *= (sc_i128)1 << s; /* (a multiplication: a negative's shift is undefined in C) */
+        return 0;
+    }
+    PyObject *x = sc_hint_obj(h);
+    PyObject *out = x ? sc_shift(x, s) : NULL;
+    Py_XDECREF(x);
+    if (out == NULL)
+        return -1;
+    Py_XSETREF(h->o, out);
+    return 0;
+}
+
+/* *out = a (+ or -) b, a new hint (out may be a): 0, or -1 */
+static int
+sc_hint_add(sc_hint *out, const sc_hint *a, const sc_hint *b, int add)
+{
+    if (a->o == NULL && b->o == NULL) /* |a|, |b| < 2**126: no overflow */
+        return sc_hint_result(out, add ? a->v + b->v : a->v - b->v);
+    PyObject *x = sc_hint_obj(a), *y = x ? sc_hint_obj(b) : NULL;
+    PyObject *r = y ? (add ? PyNumber_Add(x, y) : PyNumber_Subtract(x, y)) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    if (r == NULL)
+        return -1;
+    int err = sc_hint_set(out, r);
+    Py_DECREF(r);
+    return err;
+}
+
+/* *out = a * b (out may be a or b): 0, or -1 */
+static int
+sc_hint_mul(sc_hint *out, const sc_hint *a, const sc_hint *b)
+{
+    sc_i128 r;
+    if (a->o == NULL && b->o == NULL && !__builtin_mul_overflow(a->v, b->v, &r))
+        return sc_hint_result(out, r);
+    PyObject *x = sc_hint_obj(a), *y = x ? sc_hint_obj(b) : NULL;
+    PyObject *p = y ? PyNumber_Multiply(x, y) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    if (p == NULL)
+        return -1;
+    int err = sc_hint_set(out, p);
+    Py_DECREF(p);
+    return err;
+}
+
+/* |a| * |b| as 256 bits (hi, lo) */
+static void
+sc_mul_wide(sc_u128 a, sc_u128 b, sc_u128 *hi, sc_u128 *lo)
+{
+    uint64_t a0 = (uint64_t)a, a1 = (uint64_t)(a >> 64), b0 = (uint64_t)b, b1 = (uint64_t)(b >> 64);
+    sc_u128 p00 = (sc_u128)a0 * b0, p01 = (sc_u128)a0 * b1, p10 = (sc_u128)a1 * b0,
+            p11 = (sc_u128)a1 * b1;
+    sc_u128 mid = (p00 >> 64) + (uint64_t)p01 + (uint64_t)p10; /* < 3 * 2**64 */
+    *lo = (mid << 64) | (uint64_t)p00;
+    *hi = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
+}
+
+static int
+sc_sign(sc_i128 v)
+{
+    return (v > 0) - (v < 0);
+}
+
+/* a * b compared with c * d (op: Py_NE or Py_GE), as PyObject_RichCompareBool of the
+ * products: 1, 0, or -1 */
+static int
+sc_hint_products(const sc_hint *a, const sc_hint *b, const sc_hint *c, const sc_hint *d, int op)
+{
+    if (a->o == NULL && b->o == NULL && c->o == NULL && d->o == NULL) {
+        int s1 = sc_sign(a->v) * sc_sign(b->v), s2 = sc_sign(c->v) * sc_sign(d->v), cmp;
+        if (s1 != s2 || s1 == 0) {
+            cmp = s1 > s2 ? 1 : s1 < s2 ? -1 : 0;
+        } else {
+            sc_u128 h1, l1, h2, l2;
+            sc_mul_wide(a->v < 0 ? -(sc_u128)a->v : (sc_u128)a->v,
+                        b->v < 0 ? -(sc_u128)b->v : (sc_u128)b->v, &h1, &l1);
+            sc_mul_wide(c->v < 0 ? -(sc_u128)c->v : (sc_u128)c->v,
+                        d->v < 0 ? -(sc_u128)d->v : (sc_u128)d->v, &h2, &l2);
+            cmp = h1 != h2 ? (h1 > h2 ? 1 : -1) : l1 != l2 ? (l1 > l2 ? 1 : -1) : 0;
+            if (s1 < 0)
+                cmp = -cmp;
+        }
+        return op == Py_NE ? cmp != 0 : cmp >= 0;
+    }
+    PyObject *x = sc_hint_obj(a), *y = x ? sc_hint_obj(b) : NULL;
+    PyObject *z = y ? sc_hint_obj(c) : NULL, *w = z ? sc_hint_obj(d) : NULL;
+    PyObject *left = w ? PyNumber_Multiply(x, y) : NULL;
+    PyObject *right = left ? PyNumber_Multiply(z, w) : NULL;
+    int out = right ? PyObject_RichCompareBool(left, right, op) : -1;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(z);
+    Py_XDECREF(w);
+    Py_XDECREF(left);
+    Py_XDECREF(right);
+    return out;
+}
+
+/* dst = src (dst's old value released) */
+static void
+sc_hint_copy(sc_hint *dst, const sc_hint *src)
+{
+    Py_XSETREF(dst->o, Py_XNewRef(src->o));
+    dst->v = src->v;
+}
+
+/* sum_v, sum_w, sum_vw += or -= an entry's terms (fold's and _evict's three lines): 0, or -1 */
+static int
+sc_terms(sc_hint *sum_v, sc_hint *sum_w, sc_hint *sum_vw, const sc_hint *vn, long ve,
+         const sc_hint *wn, long we, long ev, long ew, int add)
+{
+    sc_hint term = {NULL, 0};
+    int err = -1;
+    sc_hint_copy(&term, vn);
+    if (sc_hint_shift(&term, ev - ve) < 0 || sc_hint_add(sum_v, sum_v, &term, add) < 0)
+        goto done;
+    sc_hint_copy(&term, wn);
+    if (sc_hint_shift(&term, ew - we) < 0 || sc_hint_add(sum_w, sum_w, &term, add) < 0)
+        goto done;
+    if (sc_hint_mul(&term, vn, wn) < 0 || sc_hint_shift(&term, ev + ew - ve - we) < 0 ||
+        sc_hint_add(sum_vw, sum_vw, &term, add) < 0)
+        goto done;
+    err = 0;
+done:
+    Py_XDECREF(term.o);
+    return err;
 }
 
 /* (tenant_id, provenance, provenance_id, at, count, sum_w, ew): the change item made, noted
@@ -2489,7 +2682,7 @@ sc_noted(PyObject *item, const Py_ssize_t *o, PyObject *at, Py_ssize_t count, Py
 
 /* What a published change is built with (operators.score._score_change's constants). */
 typedef struct {
-    PyObject *hn, *hd, *wn, *wd;  /* the thresholds' exact ratios (borrowed: the state's) */
+    sc_hint hn, hd, wn, wd;       /* the thresholds' exact ratios (the state's) */
     PyObject *statuses;           /* _STATUS_VALUE's strs: HEALTHY, WARN, CRITICAL */
     PyObject *two_places;         /* _TWO_PLACES: 0.00 .. 1.00 */
     PyObject *round_ratio;        /* _round_ratio */
@@ -2498,42 +2691,41 @@ typedef struct {
 } sc_publisher;
 
 /* sum_w / (1 << ew), correctly rounded, saturated at the largest double (_score_change's
- * window_weight): sum_w (>= 0) rounded to a double (PyLong_AsDouble rounds half-even) and
- * scaled by 2**-ew where that is exact (a normal result, or 0), else the int division. */
+ * window_weight): sum_w (>= 0) rounded to a double (PyLong_AsDouble, and the conversion of a
+ * 128-bit integer, round half-even) and scaled by 2**-ew where that is exact (a normal
+ * result, or 0), else the int division. */
 static PyObject *
-sc_weight(PyObject *sum_w, long ew)
+sc_weight(const sc_hint *sum_w, long ew)
 {
-    double x = PyLong_AsDouble(sum_w);
-    if (x == -1.0 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-            return NULL;
-        PyErr_Clear();
+    PyObject *sum = NULL;
+    double x;
+    if (sum_w->o == NULL) {
+        x = (double)sum_w->v;
     } else {
-        double r = ldexp(x, (int)-ew);
-        if (x == 0.0 || r >= DBL_MIN)
-            return PyFloat_FromDouble(r);
+        x = PyLong_AsDouble(sum_w->o);
+        if (x == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;
+            PyErr_Clear();
+            goto divide;
+        }
     }
+    double r = ldexp(x, (int)-ew);
+    if (x == 0.0 || r >= DBL_MIN)
+        return PyFloat_FromDouble(r);
+divide:
+    if ((sum = sc_hint_obj(sum_w)) == NULL)
+        return NULL;
     PyObject *one = PyLong_FromLong(1);
     PyObject *d = one ? sc_shift(one, ew) : NULL;
-    PyObject *out = d ? PyNumber_TrueDivide(sum_w, d) : NULL;
+    PyObject *out = d ? PyNumber_TrueDivide(sum, d) : NULL;
     Py_XDECREF(one);
     Py_XDECREF(d);
+    Py_DECREF(sum);
     if (out == NULL && PyErr_ExceptionMatches(PyExc_OverflowError)) {
         PyErr_Clear();
         out = PyFloat_FromDouble(DBL_MAX);
     }
-    return out;
-}
-
-/* num * a >= b * den: 1, 0, or -1 */
-static int
-sc_at_least(PyObject *num, PyObject *den, PyObject *a, PyObject *b)
-{
-    PyObject *left = PyNumber_Multiply(num, a);
-    PyObject *right = left ? PyNumber_Multiply(b, den) : NULL;
-    int out = right ? PyObject_RichCompareBool(left, right, Py_GE) : -1;
-    Py_XDECREF(left);
-    Py_XDECREF(right);
     return out;
 }
 
@@ -2542,8 +2734,8 @@ sc_at_least(PyObject *num, PyObject *den, PyObject *a, PyObject *b)
  * set through their descriptors). */
 static PyObject *
 sc_publish(const sc_publisher *p, PyObject *item, const Py_ssize_t *o, PyObject *at,
-           Py_ssize_t count, PyObject *sum_w, long ew, PyObject *num, PyObject *den,
-           long long seq)
+           Py_ssize_t count, const sc_hint *sum_w, long ew, const sc_hint *num,
+           const sc_hint *den, long long seq)
 {
     PyObject *decoded = SLOT(item, o[0]), *pid = SLOT(item, o[1]);
     PyObject *signal = decoded ? SLOT(decoded, o[2]) : NULL;
@@ -2553,13 +2745,15 @@ sc_publish(const sc_publisher *p, PyObject *item, const Py_ssize_t *o, PyObject 
         PyErr_SetString(PyExc_AttributeError, "score_run: a record lost its fields");
         return NULL;
     }
-    int healthy = sc_at_least(num, den, p->hd, p->hn), warn = 0;
-    if (healthy < 0 || (!healthy && (warn = sc_at_least(num, den, p->wd, p->wn)) < 0))
+    /* TenantScore._status: num * hd >= hn * den, then num * wd >= wn * den */
+    int healthy = sc_hint_products(num, &p->hd, &p->hn, den, Py_GE), warn = 0;
+    if (healthy < 0 || (!healthy && (warn = sc_hint_products(num, &p->wd, &p->wn, den, Py_GE)) < 0))
         return NULL;
     PyObject *status = PyTuple_GET_ITEM(p->statuses, healthy ? 0 : warn ? 1 : 2);
     PyObject *weight = NULL, *value = NULL, *places = NULL, *n = NULL, *number = NULL;
-    PyObject *out = NULL;
-    if ((weight = sc_weight(sum_w, ew)) == NULL || (value = PyNumber_TrueDivide(num, den)) == NULL)
+    PyObject *num_o = NULL, *den_o = NULL, *out = NULL;
+    if ((weight = sc_weight(sum_w, ew)) == NULL || (num_o = sc_hint_obj(num)) == NULL ||
+        (den_o = sc_hint_obj(den)) == NULL || (value = PyNumber_TrueDivide(num_o, den_o)) == NULL)
         goto done;
     /* the 2 places from the double unless within 1e-9 of a tie (_score_change) */
     double hundred = PyFloat_AS_DOUBLE(value) * 100.0;
@@ -2573,7 +2767,7 @@ sc_publish(const sc_publisher *p, PyObject *item, const Py_ssize_t *o, PyObject 
     }
     if (places == NULL) {
         PyObject *two = PyLong_FromLong(2);
-        places = two ? PyObject_CallFunctionObjArgs(p->round_ratio, num, den, two, NULL) : NULL;
+        places = two ? PyObject_CallFunctionObjArgs(p->round_ratio, num_o, den_o, two, NULL) : NULL;
         Py_XDECREF(two);
         if (places == NULL)
             goto done;
@@ -2589,6 +2783,8 @@ done:
     Py_XDECREF(places);
     Py_XDECREF(n);
     Py_XDECREF(number);
+    Py_XDECREF(num_o);
+    Py_XDECREF(den_o);
     return out;
 }
 
@@ -2610,7 +2806,7 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *build_held = PyTuple_GET_ITEM(extras, 0), *noted_mark = PyTuple_GET_ITEM(extras, 1);
-    sc_publisher pub;
+    sc_publisher pub = {.hn = {NULL, 0}, .hd = {NULL, 0}, .wn = {NULL, 0}, .wd = {NULL, 0}};
     pub.statuses = PyTuple_GET_ITEM(extras, 2);
     pub.two_places = PyTuple_GET_ITEM(extras, 3);
     pub.round_ratio = PyTuple_GET_ITEM(extras, 4);
@@ -2698,10 +2894,6 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             !PyLong_CheckExact(PyTuple_GET_ITEM(t, 1)))
             Py_RETURN_NONE;
     }
-    pub.hn = PyTuple_GET_ITEM(thresholds[0], 0);
-    pub.hd = PyTuple_GET_ITEM(thresholds[0], 1);
-    pub.wn = PyTuple_GET_ITEM(thresholds[1], 0);
-    pub.wd = PyTuple_GET_ITEM(thresholds[1], 1);
     Py_ssize_t n = PyList_GET_SIZE(args[1]);
     PyObject *items = PyList_AsTuple(args[1]); /* a callback cannot change what is checked */
     if (items == NULL)
@@ -2750,29 +2942,30 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
 
-    /* the loop's locals (owned references) */
+    /* the loop's locals (owned references; the exact integers as sc_hints) */
     PyObject *heap = Py_NewRef(SLOT(score, os[1]));
     PyObject *newest_ts = Py_NewRef(SLOT(score, os[3]));
-    PyObject *sum_v = Py_NewRef(SLOT(score, os[9])), *sum_w = Py_NewRef(SLOT(score, os[10])),
-             *sum_vw = Py_NewRef(SLOT(score, os[11]));
-    PyObject *last_num, *last_den;
-    if (last == Py_None) {
-        last_num = PyLong_FromLong(1);
-        last_den = PyLong_FromLong(0);
-    } else {
-        last_num = Py_NewRef(PyTuple_GET_ITEM(last, 0));
-        last_den = Py_NewRef(PyTuple_GET_ITEM(last, 1));
-    }
+    sc_hint sum_v = {NULL, 0}, sum_w = {NULL, 0}, sum_vw = {NULL, 0}, last_num = {NULL, 1},
+            last_den = {NULL, 0}, num = {NULL, 0}, den = {NULL, 0}, noted_sum_w = {NULL, 0},
+            vn = {NULL, 0}, wn = {NULL, 0};
     PyObject *pending = Py_NewRef(pending0); /* None, the held tuple or noted_mark */
-    PyObject *noted_at = NULL, *noted_sum_w = NULL, *noted_item = NULL;
+    PyObject *noted_at = NULL, *noted_item = NULL;
     Py_ssize_t noted_count = 0;
     long noted_ew = 0;
-    PyObject *num = NULL, *den = NULL, *vn = NULL, *wn = NULL, *entry = NULL, *tmp = NULL;
+    PyObject *vn_o = NULL, *wn_o = NULL, *entry = NULL;
     PyObject *out = PyList_New(0), *error = NULL;
     Py_ssize_t count = (Py_ssize_t)count_ll;
     long ev = (long)ev_ll, ew = (long)ew_ll;
     long long pending_tick = tick ? sc_floordiv(pending_at, tick) : 0;
-    if (out == NULL || last_num == NULL || last_den == NULL)
+    if (out == NULL || sc_hint_set(&sum_v, SLOT(score, os[9])) < 0 ||
+        sc_hint_set(&sum_w, SLOT(score, os[10])) < 0 ||
+        sc_hint_set(&sum_vw, SLOT(score, os[11])) < 0 ||
+        (last != Py_None && (sc_hint_set(&last_num, PyTuple_GET_ITEM(last, 0)) < 0 ||
+                             sc_hint_set(&last_den, PyTuple_GET_ITEM(last, 1)) < 0)) ||
+        sc_hint_set(&pub.hn, PyTuple_GET_ITEM(thresholds[0], 0)) < 0 ||
+        sc_hint_set(&pub.hd, PyTuple_GET_ITEM(thresholds[0], 1)) < 0 ||
+        sc_hint_set(&pub.wn, PyTuple_GET_ITEM(thresholds[1], 0)) < 0 ||
+        sc_hint_set(&pub.wd, PyTuple_GET_ITEM(thresholds[1], 1)) < 0)
         goto cleanup; /* (the exception set) */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(items, i);
@@ -2789,28 +2982,30 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int changed = 0;
         if (!has_newest || ts > newest - window) { /* else late: it changes nothing */
             long we = 0, ve = 0;
-            wn = weight == Py_None ? PyLong_FromLong(1) : sc_dyadic(PyFloat_AS_DOUBLE(weight), &we);
-            if (wn == NULL || (vn = sc_dyadic(PyFloat_AS_DOUBLE(value), &ve)) == NULL)
+            wn_o = weight == Py_None ? PyLong_FromLong(1)
+                                     : sc_dyadic(PyFloat_AS_DOUBLE(weight), &we);
+            if (wn_o == NULL || (vn_o = sc_dyadic(PyFloat_AS_DOUBLE(value), &ve)) == NULL ||
+                sc_hint_set(&wn, wn_o) < 0 || sc_hint_set(&vn, vn_o) < 0)
                 goto failed;
             if (ve > ev) {
-                if (sc_shift_in(&sum_v, ve - ev) < 0 || sc_shift_in(&sum_vw, ve - ev) < 0)
+                if (sc_hint_shift(&sum_v, ve - ev) < 0 || sc_hint_shift(&sum_vw, ve - ev) < 0)
                     goto failed;
                 ev = ve;
             }
             if (we > ew) {
-                if (sc_shift_in(&sum_w, we - ew) < 0 || sc_shift_in(&sum_vw, we - ew) < 0)
+                if (sc_hint_shift(&sum_w, we - ew) < 0 || sc_hint_shift(&sum_vw, we - ew) < 0)
                     goto failed;
                 ew = we;
             }
-            if (sc_terms(&sum_v, &sum_w, &sum_vw, vn, ve, wn, we, ev, ew, 1) < 0)
+            if (sc_terms(&sum_v, &sum_w, &sum_vw, &vn, ve, &wn, we, ev, ew, 1) < 0)
                 goto failed;
             count++;
             /* heappush(heap, (ts, vn, ve, wn, we)) */
             if ((entry = PyTuple_New(5)) == NULL)
                 goto failed;
-            PyTuple_SET_ITEM(entry, 1, vn);
-            PyTuple_SET_ITEM(entry, 3, wn);
-            vn = wn = NULL;
+            PyTuple_SET_ITEM(entry, 1, vn_o);
+            PyTuple_SET_ITEM(entry, 3, wn_o);
+            vn_o = wn_o = NULL;
             PyObject *e0 = PyLong_FromLongLong(ts), *e2 = PyLong_FromLong(ve),
                      *e4 = PyLong_FromLong(we);
             if (e0)
@@ -2856,41 +3051,38 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     entry = dedupe_pop(heap);
                     if (entry == NULL)
                         goto failed;
-                    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 5) {
+                    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 5 ||
+                        !PyLong_Check(PyTuple_GET_ITEM(entry, 1)) ||
+                        !PyLong_Check(PyTuple_GET_ITEM(entry, 3))) {
                         PyErr_SetString(PyExc_ValueError, "score_run: a heap entry is not 5 ints");
                         goto failed;
                     }
                     long pve, pwe;
                     if (sc_exponent(PyTuple_GET_ITEM(entry, 2), &pve) < 0 ||
                         sc_exponent(PyTuple_GET_ITEM(entry, 4), &pwe) < 0 ||
-                        sc_terms(&sum_v, &sum_w, &sum_vw, PyTuple_GET_ITEM(entry, 1), pve,
-                                 PyTuple_GET_ITEM(entry, 3), pwe, ev, ew, 0) < 0)
+                        sc_hint_set(&vn, PyTuple_GET_ITEM(entry, 1)) < 0 ||
+                        sc_hint_set(&wn, PyTuple_GET_ITEM(entry, 3)) < 0 ||
+                        sc_terms(&sum_v, &sum_w, &sum_vw, &vn, pve, &wn, pwe, ev, ew, 0) < 0)
                         goto failed;
                     Py_CLEAR(entry);
                     count--;
                 }
             }
             /* TenantScore._rational, inline */
-            int weighted = PyObject_IsTrue(sum_w);
+            int weighted = sum_w.o == NULL ? sum_w.v != 0 : PyObject_IsTrue(sum_w.o);
             if (weighted < 0)
                 goto failed;
             if (weighted) {
-                num = Py_NewRef(sum_vw);
-                den = sc_shift(sum_w, ev);
+                sc_hint_copy(&num, &sum_vw);
+                sc_hint_copy(&den, &sum_w);
             } else {
-                num = Py_NewRef(sum_v);
-                tmp = PyLong_FromSsize_t(count);
-                den = tmp ? sc_shift(tmp, ev) : NULL;
-                Py_CLEAR(tmp);
+                sc_hint_copy(&num, &sum_v);
+                sc_hint_small(&den, count);
             }
-            if (den == NULL)
+            if (sc_hint_shift(&den, ev) < 0)
                 goto failed;
             /* changed = num * last_den != last_num * den */
-            PyObject *a = PyNumber_Multiply(num, last_den);
-            PyObject *b = a ? PyNumber_Multiply(last_num, den) : NULL;
-            changed = b ? PyObject_RichCompareBool(a, b, Py_NE) : -1;
-            Py_XDECREF(a);
-            Py_XDECREF(b);
+            changed = sc_hint_products(&num, &last_den, &last_num, &den, Py_NE);
             if (changed < 0)
                 goto failed;
         }
@@ -2901,8 +3093,8 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (pending != noted_mark) {
                     made = PyObject_CallFunctionObjArgs(build_held, pending, Py_None, NULL);
                 } else {
-                    made = sc_publish(&pub, noted_item, o, noted_at, noted_count, noted_sum_w,
-                                      noted_ew, last_num, last_den, seq);
+                    made = sc_publish(&pub, noted_item, o, noted_at, noted_count, &noted_sum_w,
+                                      noted_ew, &last_num, &last_den, seq);
                 }
                 int err = made ? PyList_Append(out, made) : -1;
                 Py_XDECREF(made);
@@ -2912,13 +3104,12 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         if (changed) {
-            Py_SETREF(last_num, num);
-            Py_SETREF(last_den, den);
-            num = den = NULL;
+            sc_hint_copy(&last_num, &num);
+            sc_hint_copy(&last_den, &den);
             seq++;
             noted_item = item;
             Py_XSETREF(noted_at, Py_NewRef(newest_ts));
-            Py_XSETREF(noted_sum_w, Py_NewRef(sum_w));
+            sc_hint_copy(&noted_sum_w, &sum_w);
             noted_count = count;
             noted_ew = ew;
             if (tick) {
@@ -2928,16 +3119,14 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     pending_at = open_from; /* W's tick is closed: the first open one */
                 pending_tick = sc_floordiv(pending_at, tick);
             } else {
-                PyObject *made = sc_publish(&pub, item, o, noted_at, noted_count, noted_sum_w,
-                                            noted_ew, last_num, last_den, seq);
+                PyObject *made = sc_publish(&pub, item, o, noted_at, noted_count, &noted_sum_w,
+                                            noted_ew, &last_num, &last_den, seq);
                 int err = made ? PyList_Append(out, made) : -1;
                 Py_XDECREF(made);
                 if (err < 0)
                     goto failed;
             }
         }
-        Py_CLEAR(num);
-        Py_CLEAR(den);
         if (by_horizon && pending != Py_None && horizons[i] != -SC_BOUND) {
             /* the end of a drift release: the open tick closes now, unless it is after the
              * drift step's event time's */
@@ -2946,8 +3135,8 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (pending != noted_mark) {
                     made = PyObject_CallFunctionObjArgs(build_held, pending, Py_None, NULL);
                 } else {
-                    made = sc_publish(&pub, noted_item, o, noted_at, noted_count, noted_sum_w,
-                                      noted_ew, last_num, last_den, seq);
+                    made = sc_publish(&pub, noted_item, o, noted_at, noted_count, &noted_sum_w,
+                                      noted_ew, &last_num, &last_den, seq);
                 }
                 int err = made ? PyList_Append(out, made) : -1;
                 Py_XDECREF(made);
@@ -2976,40 +3165,50 @@ failed:
     }
 finish:
     {
-        PyObject *noted = Py_NewRef(Py_None);
-        if (pending == noted_mark)
-            Py_SETREF(noted,
-                      sc_noted(noted_item, o, noted_at, noted_count, noted_sum_w, noted_ew));
-        PyObject *newest_obj = has_newest ? PyLong_FromLongLong(newest) : Py_NewRef(Py_None);
-        PyObject *open_obj = has_open ? PyLong_FromLongLong(open_from) : Py_NewRef(Py_None);
+        PyObject *noted = NULL, *newest_obj = NULL, *open_obj = NULL, *sums[5] = {NULL};
+        const sc_hint *hints[5] = {&last_num, &last_den, &sum_v, &sum_w, &sum_vw};
+        int made = 1;
+        for (int k = 0; k < 5 && made; k++)
+            made = (sums[k] = sc_hint_obj(hints[k])) != NULL;
+        if (made && pending == noted_mark) {
+            PyObject *noted_w = sc_hint_obj(&noted_sum_w);
+            noted = noted_w ? sc_noted(noted_item, o, noted_at, noted_count, noted_w, noted_ew)
+                            : NULL;
+            Py_XDECREF(noted_w);
+        } else if (made) {
+            noted = Py_NewRef(Py_None);
+        }
+        if (noted != NULL) {
+            newest_obj = has_newest ? PyLong_FromLongLong(newest) : Py_NewRef(Py_None);
+            open_obj = has_open ? PyLong_FromLongLong(open_from) : Py_NewRef(Py_None);
+        }
         if (noted != NULL && newest_obj != NULL && open_obj != NULL)
             result = Py_BuildValue("(OOOOnLOOllOOOOOLO)", out, error ? error : Py_None,
-                                   newest_obj, newest_ts, count, seq, last_num, last_den, ev,
-                                   ew, sum_v, sum_w, sum_vw, pending, noted, pending_at,
+                                   newest_obj, newest_ts, count, seq, sums[0], sums[1], ev, ew,
+                                   sums[2], sums[3], sums[4], pending, noted, pending_at,
                                    open_obj);
         Py_XDECREF(noted);
         Py_XDECREF(newest_obj);
         Py_XDECREF(open_obj);
+        for (int k = 0; k < 5; k++)
+            Py_XDECREF(sums[k]);
     }
 cleanup:
     Py_XDECREF(error);
     Py_XDECREF(out);
     Py_XDECREF(heap);
     Py_XDECREF(newest_ts);
-    Py_XDECREF(sum_v);
-    Py_XDECREF(sum_w);
-    Py_XDECREF(sum_vw);
-    Py_XDECREF(last_num);
-    Py_XDECREF(last_den);
     Py_XDECREF(pending);
     Py_XDECREF(noted_at);
-    Py_XDECREF(noted_sum_w);
-    Py_XDECREF(num);
-    Py_XDECREF(den);
-    Py_XDECREF(vn);
-    Py_XDECREF(wn);
+    Py_XDECREF(vn_o);
+    Py_XDECREF(wn_o);
     Py_XDECREF(entry);
-    Py_XDECREF(tmp);
+    {
+        sc_hint *hints[14] = {&sum_v, &sum_w,       &sum_vw, &last_num, &last_den, &num,    &den,
+                              &noted_sum_w, &vn, &wn, &pub.hn, &pub.hd, &pub.wn, &pub.wd};
+        for (int k = 0; k < 14; k++)
+            Py_XDECREF(hints[k]->o);
+    }
     PyMem_Free(micros);
     Py_DECREF(items);
     return result;
@@ -3017,6 +3216,64 @@ unusual:
     PyMem_Free(micros);
     Py_DECREF(items);
     Py_RETURN_NONE;
+}
+
+/* _score_hints(a, b, c, d, s, ew) -> (a + b + b, (a << s) - b, a * b * c, a * b != c * d,
+ * a * b >= c * d, a * b - c * d, the window weight of |a| at ew) through the sc_hint
+ * operations score_run uses (chained, so that a result past the machine range is used again):
+ * for tests/unit/test_score_native.py, which holds each to Python's int arithmetic. */
+static PyObject *
+score_hints(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    long s, ew;
+    if (nargs != 6 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1]) ||
+        !PyLong_CheckExact(args[2]) || !PyLong_CheckExact(args[3]) ||
+        (s = PyLong_AsLong(args[4])) < 0 || (ew = PyLong_AsLong(args[5])) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "_score_hints: four ints, two counts");
+        return NULL;
+    }
+    sc_hint h[8] = {{NULL, 0}};
+    sc_hint *a = &h[0], *b = &h[1], *c = &h[2], *d = &h[3], *x = &h[4], *y = &h[5], *z = &h[6],
+            *w = &h[7];
+    PyObject *out = NULL, *r[4] = {NULL}, *weight = NULL;
+    int ne = -1, ge = -1;
+    if (sc_hint_set(a, args[0]) < 0 || sc_hint_set(b, args[1]) < 0 ||
+        sc_hint_set(c, args[2]) < 0 || sc_hint_set(d, args[3]) < 0)
+        goto done;
+    sc_hint_copy(x, a);
+    if (sc_hint_add(x, x, b, 1) < 0 || sc_hint_add(x, x, b, 1) < 0 || (r[0] = sc_hint_obj(x)) == NULL)
+        goto done;
+    sc_hint_copy(x, a);
+    if (sc_hint_shift(x, s) < 0 || sc_hint_add(x, x, b, 0) < 0 || (r[1] = sc_hint_obj(x)) == NULL)
+        goto done;
+    if (sc_hint_mul(y, a, b) < 0 || sc_hint_mul(x, y, c) < 0 || (r[2] = sc_hint_obj(x)) == NULL)
+        goto done;
+    if ((ne = sc_hint_products(a, b, c, d, Py_NE)) < 0 ||
+        (ge = sc_hint_products(a, b, c, d, Py_GE)) < 0)
+        goto done;
+    if (sc_hint_mul(z, c, d) < 0 || sc_hint_add(z, y, z, 0) < 0 || (r[3] = sc_hint_obj(z)) == NULL)
+        goto done;
+    if (a->o == NULL) {
+        sc_hint_small(w, a->v < 0 ? -a->v : a->v);
+    } else {
+        PyObject *magnitude = PyNumber_Absolute(a->o);
+        int err = magnitude ? sc_hint_set(w, magnitude) : -1;
+        Py_XDECREF(magnitude);
+        if (err < 0)
+            goto done;
+    }
+    if ((weight = sc_weight(w, ew)) == NULL)
+        goto done;
+    out = Py_BuildValue("(OOOOOOO)", r[0], r[1], r[2], ne ? Py_True : Py_False,
+                        ge ? Py_True : Py_False, r[3], weight);
+done:
+    for (int k = 0; k < 8; k++)
+        Py_XDECREF(h[k].o);
+    for (int k = 0; k < 4; k++)
+        Py_XDECREF(r[k]);
+    Py_XDECREF(weight);
+    return out;
 }
 
 #undef SC_BOUND
@@ -5177,6 +5434,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("validate's step over a batch (operators.validate.validate_batch).")},
     {"score_run", (PyCFunction)(void (*)(void))score_run, METH_FASTCALL,
      PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
+    {"_score_hints", (PyCFunction)(void (*)(void))score_hints, METH_FASTCALL,
+     PyDoc_STR("score_run's exact integer operations, for its tests.")},
     {"kind_of", (PyCFunction)(void (*)(void))kind_of, METH_FASTCALL,
      PyDoc_STR("the items of a list that are (or are not) instances of a plain class.")},
     {"plan_place", (PyCFunction)(void (*)(void))plan_place, METH_FASTCALL,

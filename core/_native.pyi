@@ -113,6 +113,9 @@ def score_run(
     extras: tuple[Any, Any, tuple[str, ...], tuple[Any, ...], Callable[..., Any]],
     /,
 ) -> tuple[Any, ...] | None: ...
+def _score_hints(
+    a: int, b: int, c: int, d: int, shift: int, ew: int, /
+) -> tuple[int, int, int, bool, bool, int, float]: ...
 
 # lake arrow (sinks/lake_tables.py TableDef.to_arrow): per column of plan ((slot descriptors,
 # kind[, Decimal, precision, scale]), ...), its Arrow buffers (kind 0: (offsets, data);

@@ -148,6 +148,57 @@ def test_the_c_path_gives_the_references_changes_and_state_for_any_batching(
     assert pickle.dumps(fast) == pickle.dumps(slow)
 
 
+# Integers of every size score_run's sums can be: small, around 2**63 and around the machine
+# integers' 2**126 limit (where a value becomes a Python int), far beyond it; either sign.
+_edges = [0, 1, 2**53 - 1, 2**63 - 1, 2**63, 2**64 + 1, 2**125, 2**126 - 1, 2**126, 2**127]
+_int = (
+    st.sampled_from([*_edges, *(-e for e in _edges)])
+    | st.integers(-(2**130), 2**130)
+    | st.integers(-(2**70), 2**70)
+    | st.integers(0, 2**126).map(lambda x: x | (1 << 125))  # operands whose products carry
+    | st.integers(-(2**300), 2**300)
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_int, _int, _int, _int, st.integers(0, 130), st.integers(0, 1100))
+def test_the_machine_integers_give_pythons_results(
+    a: int, b: int, c: int, d: int, shift: int, ew: int
+) -> None:
+    # score_run keeps its exact sums as 128-bit integers while they are small enough and as
+    # Python ints beyond: each operation it uses, chained, equals Python's int arithmetic.
+    try:
+        weight = abs(a) / (1 << ew)  # (_score_change's window weight)
+    except OverflowError:
+        weight = sys.float_info.max
+    expected = (a + b + b, (a << shift) - b, a * b * c, a * b != c * d, a * b >= c * d)
+    assert _native._score_hints(a, b, c, d, shift, ew) == (*expected, a * b - c * d, weight)
+
+
+def _bits(n: int) -> st.SearchStrategy[int]:
+    """Integers of at most n bits, their bits from random bytes (so that the 64-bit halves'
+    partial products carry, as random operands' do 69% of the time)."""
+    return st.binary(min_size=n // 8, max_size=n // 8).map(lambda b: int.from_bytes(b) or 1)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    _bits(100),
+    _bits(100),
+    _bits(24),
+    st.sampled_from([-1, 0, 1]),
+    st.sampled_from([(1, 1), (-1, 1), (1, -1), (-1, -1)]),
+)
+def test_equal_and_adjacent_products_of_other_factors_compare_as_pythons(
+    x: int, y: int, k: int, off: int, signs: tuple[int, int]
+) -> None:
+    # a * b against c * d where the products are equal or 1 apart though the factors differ:
+    # (x k) y against x (y k + off): the comparison's 256 bits, carries included, must be exact.
+    a, b, c, d = signs[0] * x * k, y, signs[1] * x, y * k + off
+    got = _native._score_hints(a, b, c, d, 0, 0)
+    assert got[3:6] == (a * b != c * d, a * b >= c * d, a * b - c * d)
+
+
 def _clean() -> list[Tagged]:
     """Signals 400 ms apart, a horizon on every third: ticks close by signal and by horizon."""
     return [
