@@ -18,7 +18,7 @@ from unittest import mock
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from core import _native
 from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
@@ -162,6 +162,8 @@ _int = (
 
 @settings(max_examples=2000, deadline=None)
 @given(_int, _int, _int, _int, st.integers(0, 130), st.integers(0, 1100))
+@example(2**126 - 1, -(2**126 - 1), 1, 1, 1, 0)  # a shift to just below 2**127, then more
+@example(-(2**125), 2**126 - 1, 1, 1, 1, 0)
 def test_the_machine_integers_give_pythons_results(
     a: int, b: int, c: int, d: int, shift: int, ew: int
 ) -> None:
