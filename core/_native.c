@@ -372,6 +372,24 @@ input_hash(const unsigned char *buf, Py_ssize_t size)
     return digest_hex(32);
 }
 
+/* What a Reader reads of a RawRecord at its slots' offsets (decode_run's readers), in this
+ * order; RR_NONE: through attribute lookups. */
+enum { RR_TOPIC, RR_PARTITION, RR_OFFSET, RR_TIMESTAMP, RR_ERROR, RR_VALUE, RR_SLOTS };
+#define RR_NONE NULL
+
+/* raw's attribute name (RR_TOPIC .. RR_TIMESTAMP), at its slot when raw_slots is given (raw
+ * then exactly their class, every one of those slots set): a new reference, or NULL. */
+static PyObject *
+raw_field(PyObject *raw, const Py_ssize_t *raw_slots, int which, PyObject *name)
+{
+    if (raw_slots == RR_NONE)
+        return PyObject_GetAttr(raw, name);
+    return Py_NewRef(SLOT(raw, raw_slots[which]));
+}
+
+static PyObject *
+reader_read(Reader *self, PyObject *raw, PyObject *value, const Py_ssize_t *raw_slots);
+
 static PyObject *
 Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
 {
@@ -382,6 +400,13 @@ Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
     }
     if (!PyArg_UnpackTuple(args, "Reader", 2, 2, &raw, &value))
         return NULL;
+    return reader_read(self, raw, value, RR_NONE);
+}
+
+/* The Reader's call: raw's body value read into its Decoded. */
+static PyObject *
+reader_read(Reader *self, PyObject *raw, PyObject *value, const Py_ssize_t *raw_slots)
+{
     if (!PyBytes_CheckExact(value)) {
         PyErr_SetString(self->unread, "value is not bytes");
         return NULL;
@@ -418,9 +443,9 @@ Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
     if (signal == NULL)
         goto done;
 
-    prov_values[0] = PyObject_GetAttr(raw, s_topic);
-    prov_values[1] = prov_values[0] ? PyObject_GetAttr(raw, s_partition) : NULL;
-    prov_values[2] = prov_values[1] ? PyObject_GetAttr(raw, s_offset) : NULL;
+    prov_values[0] = raw_field(raw, raw_slots, RR_TOPIC, s_topic);
+    prov_values[1] = prov_values[0] ? raw_field(raw, raw_slots, RR_PARTITION, s_partition) : NULL;
+    prov_values[2] = prov_values[1] ? raw_field(raw, raw_slots, RR_OFFSET, s_offset) : NULL;
     prov_values[3] = Py_NewRef(self->schema_id);
     prov_values[4] = prov_values[2] ? input_hash(buf, size) : NULL;
     if (prov_values[4] == NULL)
@@ -429,7 +454,7 @@ Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
     if (provenance == NULL)
         goto done;
 
-    PyObject *timestamp_ms = PyObject_GetAttr(raw, s_timestamp_ms);
+    PyObject *timestamp_ms = raw_field(raw, raw_slots, RR_TIMESTAMP, s_timestamp_ms);
     if (timestamp_ms == NULL)
         goto done;
     PyObject *dec_values[N_DECODED] = {
@@ -632,6 +657,107 @@ static PyTypeObject ReaderType = {
     .tp_clear = (inquiry)Reader_clear,
     .tp_dealloc = (destructor)Reader_dealloc,
 };
+
+
+/* decode_run(raws, readers, errors, slow, raw_slots) -> list
+ *
+ * operators.decode.SignalDecoder.decode_many's loop: each record whose error is None and whose
+ * value is bytes starting with a header (magic byte and schema id, 5 bytes) readers holds is
+ * read by that reader (a C Reader called directly, reading the record's fields at their slots;
+ * a compiled Python reader called); a reader's exception of class errors (READ_ERRORS), and
+ * every other record, is slow(raw) (SignalDecoder.decode, the reference). A record not exactly
+ * of raw_slots' class (RawRecord: topic, partition, offset, timestamp_ms, error, value's
+ * member descriptors) is slow(raw) too. The previous record's header and reader are taken
+ * without a lookup when its 5 bytes are the same. */
+static PyObject *
+decode_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyTuple_Check(args[4]) || PyTuple_GET_SIZE(args[4]) != RR_SLOTS) {
+        PyErr_SetString(PyExc_TypeError, "decode_run: a list, a dict, errors, slow, 6 slots");
+        return NULL;
+    }
+    PyObject *raws = args[0], *readers = args[1], *errors = args[2], *slow = args[3];
+    Py_ssize_t raw_slots[RR_SLOTS];
+    PyTypeObject *raw_cls = NULL;
+    for (int i = 0; i < RR_SLOTS; i++) {
+        PyTypeObject *owner;
+        if ((raw_slots[i] = slot_offset(PyTuple_GET_ITEM(args[4], i), &owner)) < 0)
+            return NULL;
+        if (raw_cls != NULL && owner != raw_cls) {
+            PyErr_SetString(PyExc_TypeError, "decode_run: the slots of one class");
+            return NULL;
+        }
+        raw_cls = owner;
+    }
+    PyObject *out = PyList_New(0);
+    PyObject *last_key = NULL, *last_reader = NULL; /* the previous lookup's header and reader */
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(raws); n++) {
+        PyObject *raw = Py_NewRef(PyList_GET_ITEM(raws, n)); /* (a callback may change raws) */
+        PyObject *result = NULL, *read = NULL, *value = NULL;
+        int plain = Py_IS_TYPE(raw, raw_cls);
+        for (int i = 0; plain && i < RR_SLOTS; i++)
+            plain = SLOT(raw, raw_slots[i]) != NULL;
+        if (plain && SLOT(raw, raw_slots[RR_ERROR]) == Py_None &&
+            PyBytes_CheckExact(value = SLOT(raw, raw_slots[RR_VALUE])) &&
+            PyBytes_GET_SIZE(value) >= 5) {
+            const char *head = PyBytes_AS_STRING(value);
+            if (last_key != NULL && memcmp(PyBytes_AS_STRING(last_key), head, 5) == 0) {
+                read = Py_NewRef(last_reader);
+            } else {
+                PyObject *key = PyBytes_FromStringAndSize(head, 5);
+                if (key == NULL)
+                    goto fail_item;
+                PyObject *found = PyDict_GetItemWithError(readers, key); /* borrowed */
+                if (found == NULL && PyErr_Occurred()) {
+                    Py_DECREF(key);
+                    goto fail_item;
+                }
+                if (found != NULL) {
+                    read = Py_NewRef(found);
+                    Py_XSETREF(last_key, key);
+                    Py_XSETREF(last_reader, Py_NewRef(found));
+                } else {
+                    Py_DECREF(key);
+                }
+            }
+        }
+        if (read != NULL) {
+            Py_INCREF(value); /* (a Python reader may drop the record's last other reference) */
+            result = Py_IS_TYPE(read, &ReaderType)
+                         ? reader_read((Reader *)read, raw, value, raw_slots)
+                         : PyObject_CallFunctionObjArgs(read, raw, value, NULL);
+            Py_DECREF(value);
+            Py_DECREF(read);
+            if (result == NULL) {
+                if (!PyErr_ExceptionMatches(errors))
+                    goto fail_item;
+                PyErr_Clear(); /* the reference decides (and names the reason) */
+            }
+        }
+        if (result == NULL && (result = PyObject_CallOneArg(slow, raw)) == NULL)
+            goto fail_item;
+        Py_DECREF(raw);
+        int err = PyList_Append(out, result);
+        Py_DECREF(result);
+        if (err < 0)
+            goto fail;
+        continue;
+    fail_item:
+        Py_DECREF(raw);
+        goto fail;
+    }
+    Py_XDECREF(last_key);
+    Py_XDECREF(last_reader);
+    return out;
+fail:
+    Py_XDECREF(last_key);
+    Py_XDECREF(last_reader);
+    Py_DECREF(out);
+    return NULL;
+}
 
 
 /* --- tenant-tag: tag_run's loop (operators/tenancy.py) ------------------------------------ */
@@ -5432,6 +5558,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("drift's release: a record's copy with its horizon (operators.drift).")},
     {"validate_run", (PyCFunction)(void (*)(void))validate_run, METH_FASTCALL,
      PyDoc_STR("validate's step over a batch (operators.validate.validate_batch).")},
+    {"decode_run", (PyCFunction)(void (*)(void))decode_run, METH_FASTCALL,
+     PyDoc_STR("the decode step's batch loop (operators.decode.SignalDecoder.decode_many).")},
     {"score_run", (PyCFunction)(void (*)(void))score_run, METH_FASTCALL,
      PyDoc_STR("the score step's batch loop (operators.score.TickScore.add), or None.")},
     {"_score_hints", (PyCFunction)(void (*)(void))score_hints, METH_FASTCALL,

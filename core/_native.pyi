@@ -26,6 +26,14 @@ class Reader:
     ) -> None: ...
     def __call__(self, raw: RawRecord, value: bytes, /) -> Decoded: ...
 
+def decode_run(
+    raws: list[RawRecord],
+    readers: dict[bytes, Callable[[RawRecord, bytes], Decoded]],
+    errors: tuple[type[Exception], ...],
+    slow: Callable[[RawRecord], Decoded | Rejected],
+    raw_slots: tuple[Any, ...],
+    /,
+) -> list[Decoded | Rejected]: ...
 def tag_run(
     items: list[Decoded],
     version: str,

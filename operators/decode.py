@@ -33,7 +33,7 @@ import fastavro
 from bytewax.dataflow import Stream, operator
 from fastavro.schema import SchemaParseException, UnknownType
 
-from core import tracing
+from core import _native, tracing
 from core.reasons import ReasonCode
 from core.records import Decoded, Provenance, RawRecord, Rejected, Signal, input_hash
 from core.wire import HEADER_SIZE, MAGIC, frame, unframe
@@ -361,7 +361,19 @@ class SignalDecoder:
         framed for a writer with a compiled reader (:mod:`operators.signal_reader`) is read by
         it, straight into its ``Decoded``; a record it does not accept, and every other one, by
         :meth:`decode` (the reference, which also fetches a new writer and compiles its
-        reader)."""
+        reader). The loop runs in C (``core/_native.c`` ``decode_run``, which calls a C reader
+        directly and reads the records' slots at their offsets), :meth:`decode_many_python`
+        its reference."""
+        return _native.decode_run(
+            raws if type(raws) is list else list(raws),
+            self._readers,
+            READ_ERRORS,
+            self.decode,
+            _RAW_SLOTS,
+        )
+
+    def decode_many_python(self, raws: list[RawRecord]) -> list[Decoded | Rejected]:
+        """:meth:`decode_many`'s loop in Python, the reference of its C loop."""
         out: list[Decoded | Rejected] = []
         append = out.append
         readers = self._readers
@@ -380,6 +392,14 @@ class SignalDecoder:
                         continue
             append(self.decode(raw))
         return out
+
+
+#: What ``decode_run`` reads of a :class:`RawRecord` at its slots, in its order (``RR_*`` in
+#: ``core/_native.c``).
+_RAW_SLOTS = tuple(
+    RawRecord.__dict__[name]
+    for name in ("topic", "partition", "offset", "timestamp_ms", "error", "value")
+)
 
 
 def traced_decode(decoder: SignalDecoder, raw: RawRecord) -> Decoded | Rejected:

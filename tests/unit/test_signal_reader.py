@@ -189,6 +189,79 @@ def test_records_the_reader_does_not_take_go_to_the_reference() -> None:
     assert [type(x).__name__ for x in out] == ["Decoded"] + ["Rejected"] * 8 + ["Decoded"]
 
 
+class _SubRaw(RawRecord):
+    __slots__ = ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(
+            st.sampled_from([V1_ID, V2_ID, EXTRA_ID, REORDERED_ID]),
+            _records,
+            _damage,
+            st.sampled_from(["plain", "plain", "plain", "sub", "error", "none", "short"]),
+        ),
+        max_size=25,
+    ),
+)
+def test_the_c_loop_gives_what_its_python_loop_gives(items: list[Any]) -> None:
+    # decode_many's loop in C (core._native.decode_run) against decode_many_python: records of
+    # a RawRecord subclass (the reference reads those), flagged ones, no value, values shorter
+    # than a header, headers alternating, down to the pickles.
+    raws: list[RawRecord] = []
+    for i, (schema_id, record, damage, kind) in enumerate(items):
+        value = _damaged(_frame(schema_id, record), damage)
+        if kind == "sub":
+            raws.append(_SubRaw(*(getattr(_raw(value, i), f) for f in RawRecord.__slots__)))
+        else:
+            raws.append(
+                _raw(
+                    None if kind == "none" else value[:3] if kind == "short" else value,
+                    i,
+                    "broker error" if kind == "error" else None,
+                )
+            )
+    native, python = (
+        SignalDecoder(_schemas(), SIGNAL_V2.parsed),
+        SignalDecoder(_schemas(), SIGNAL_V2.parsed),
+    )
+    for _ in range(2):  # (the first pass fetches the writers and compiles their readers)
+        got, expected = native.decode_many(raws), python.decode_many_python(raws)
+        assert _equal(got, expected)
+        assert [pickle.dumps(x) for x in got] == [pickle.dumps(x) for x in expected]
+
+
+def test_the_c_loop_calls_python_readers_and_passes_their_other_errors_on() -> None:
+    decoder = SignalDecoder(_schemas(), SIGNAL_V2.parsed)
+    raws = [_raw(_frame(V1_ID, _example()), n) for n in range(4)]
+    reference = decoder.decode_many(raws)  # (compiles the writer's reader)
+    header = frame(V1_ID, b"")
+    native = decoder._readers[header]
+    calls: list[int] = []
+
+    def reader(raw: RawRecord, value: bytes) -> Decoded:
+        calls.append(raw.offset)
+        if raw.offset == 1:
+            raise Unread("a body it does not take")  # the reference then decodes it
+        return native(raw, value)
+
+    decoder._readers[header] = reader
+    got = decoder.decode_many(raws)
+    assert calls == [0, 1, 2, 3] and _equal(got, reference)
+    counts = [sys.getrefcount(r) for r in raws]
+    for _ in range(20):
+        decoder.decode_many(raws)
+    assert [sys.getrefcount(r) for r in raws] == counts
+
+    def broken(raw: RawRecord, value: bytes) -> Decoded:
+        raise RuntimeError("not a reading error")
+
+    decoder._readers[header] = broken
+    with pytest.raises(RuntimeError, match="not a reading error"):
+        decoder.decode_many(raws)
+
+
 def _example() -> dict[str, Any]:
     return {
         "tenant_id": "tenant-00",
