@@ -1,19 +1,23 @@
-"""Drift's and score's batch paths against a base checkout's, in one process (issue 15, point 2).
+"""Decode's, tenant-tag's, drift's and score's batch paths against a base checkout's, in one
+process (issue 15, point 2).
 
     .venv/bin/python benchmarks/checkouts.py <commit> /tmp/base     # the base, built
     .venv/bin/python benchmarks/stage_ab.py --against /tmp/base        # no stack needed
 
-The base's ``operators/drift.py`` (with its own ``drift_stats.py``) and ``operators/score.py``
-are loaded beside this checkout's, on the base's own ``core._native`` where the base has a
-build of it (``benchmarks/checkouts.py`` makes one; else this checkout's, which the base's
-code may call with arguments it no longer takes); both sides run alternately, ``--rounds``
-times, over the same records: ``TenantDrift.push_batch`` (+ ``flush``) over decoded signals
-and ``TickScore.add`` (+ ``flush``) over tagged ones, in batches of ``--batch`` split by tenant
-(a keyed step's batches). Their outputs must be equal (``repr``, record by record). Workload:
-``benchmarks/stages.py``'s (10 tenants, 4 types round robin, no duplicates or invalid records),
-a tenant's signals ``--step-ms`` apart in event time, for each value given. Prints CPU µs per
-record (garbage collector off), the medians and their ratio, and the load average: one
-process, so a shared machine's load weighs on both sides alike.
+The base's ``operators/decode.py``, ``operators/tenancy.py``, ``operators/drift.py`` (with its
+own ``drift_stats.py``) and ``operators/score.py`` are loaded beside this checkout's, on the
+base's own ``core._native`` where the base has a build of it (``benchmarks/checkouts.py``
+makes one; else this checkout's, which the base's code may call with arguments it no longer
+takes); both sides run alternately, ``--rounds`` times, over the same records:
+``SignalDecoder.decode_many`` over the raw records in batches of 1,000 (a fetch's, before the
+split by tenant; a new decoder each time; for the first ``--step-ms`` only), ``tag_run`` over
+the decoded signals that pass drift (the same), ``TenantDrift.push_batch`` (+ ``flush``) over
+decoded signals and ``TickScore.add`` (+ ``flush``) over tagged ones, in batches of
+``--batch`` split by tenant (a keyed step's batches). Their outputs must be equal (``repr``,
+record by record). Workload: ``benchmarks/stages.py``'s (10 tenants, 4 types round robin, no
+duplicates or invalid records), a tenant's signals ``--step-ms`` apart in event time, for each
+value given. Prints CPU µs per record (garbage collector off), the medians and their ratio, and
+the load average: one process, so a shared machine's load weighs on both sides alike.
 """
 
 from __future__ import annotations
@@ -42,8 +46,7 @@ from core.contracts import signal_contracts  # noqa: E402
 from core.records import Decoded, RawRecord  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from igflow.workload import WorkloadSpec, generate  # noqa: E402
-from operators import drift, drift_stats, score  # noqa: E402
-from operators.decode import SignalDecoder  # noqa: E402
+from operators import decode, drift, drift_stats, score, tenancy  # noqa: E402
 from operators.tenancy import TenancyPolicy, tag  # noqa: E402
 
 
@@ -84,16 +87,16 @@ def _native_of(module: ModuleType | None) -> Iterator[None]:
         sys.modules["core._native"], core._native = saved  # type: ignore[assignment]
 
 
-def load_base(root: Path) -> tuple[ModuleType, ModuleType]:
-    """The base's drift module (importing the base's drift_stats) and score module, on the
-    base's own C extension where it has one (:func:`_base_native`)."""
+def load_base(root: Path) -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
+    """The base's drift module (importing the base's drift_stats), score, decode and tenancy
+    modules, on the base's own C extension where it has one (:func:`_base_native`)."""
     native = _base_native(root)
     print(f"base C extension: {'its own' if native else 'this checkout' + chr(39) + 's'}")
     with _native_of(native):
         return _load_base(root)
 
 
-def _load_base(root: Path) -> tuple[ModuleType, ModuleType]:
+def _load_base(root: Path) -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
     ops = root / "operators"
     base_stats = _module(
         "base_drift_stats", (ops / "drift_stats.py").read_text(), ops / "drift_stats.py"
@@ -107,10 +110,15 @@ def _load_base(root: Path) -> tuple[ModuleType, ModuleType]:
     base_drift = _module("base_drift", rewired, ops / "drift.py")
     assert base_drift.drifted_check is base_stats.drifted_check
     base_score = _module("base_score", (ops / "score.py").read_text(), ops / "score.py")
-    return base_drift, base_score
+    base_decode = _module("base_decode", (ops / "decode.py").read_text(), ops / "decode.py")
+    base_tenancy = _module("base_tenancy", (ops / "tenancy.py").read_text(), ops / "tenancy.py")
+    return base_drift, base_score, base_decode, base_tenancy
 
 
-def workload(settings: Settings, n: int, step_ms: float) -> list[Decoded]:
+def raw_workload(n: int, step_ms: float, *, fetched: bool = False) -> list[RawRecord]:
+    """The workload's records; ``fetched``: as the source reads them (4 partitions, Kafka
+    timestamps), else all of partition 0 without timestamps (drift's and score's input since
+    session 17)."""
     contract = signal_contracts()[0]
     spec = WorkloadSpec(
         tenants=10,
@@ -120,12 +128,41 @@ def workload(settings: Settings, n: int, step_ms: float) -> list[Decoded]:
         start=datetime(2026, 12, 1, tzinfo=UTC),
         step=timedelta(milliseconds=step_ms),
     )
-    raws = [
-        RawRecord("bench", 0, offset, m.key, m.value, None)
+    return [
+        RawRecord(
+            "bench",
+            offset % 4 if fetched else 0,
+            offset,
+            m.key,
+            m.value,
+            1_796_000_000_000 + offset if fetched else None,
+        )
         for offset, m in enumerate(generate(spec, 1, contract.parsed))
     ]
-    decoder = SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
-    return [d for d in decoder.decode_many(raws) if isinstance(d, Decoded)]
+
+
+def _decoder(module: ModuleType) -> Any:
+    contract = signal_contracts()[0]
+    return module.SignalDecoder(lambda _id: contract.text, signal_contracts()[-1].parsed)
+
+
+def workload(settings: Settings, n: int, step_ms: float) -> list[Decoded]:
+    raws = raw_workload(n, step_ms)
+    decoded = _decoder(sys.modules["operators.decode"]).decode_many(raws)
+    return [d for d in decoded if isinstance(d, Decoded)]
+
+
+def run_decode(module: ModuleType, settings: Settings, batches: list[list[Any]]) -> list[Any]:
+    decoder = _decoder(module)  # (its first record fetches the writer and compiles its reader)
+    return [d for items in batches for d in decoder.decode_many(items)]
+
+
+def run_tag(module: ModuleType, settings: Settings, batches: list[list[Any]]) -> list[Any]:
+    return [t for items in batches for t in module.tag_run(items, _POLICY[0])]
+
+
+#: The tenancy policy run_tag tags with (loaded once, by main).
+_POLICY: list[TenancyPolicy] = []
 
 
 def run_drift(module: ModuleType, settings: Settings, batches: list[list[Any]]) -> list[Any]:
@@ -198,7 +235,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.load()
     policy = TenancyPolicy.load(settings.policies_dir)
-    base_drift, base_score = load_base(args.against)
+    _POLICY.append(policy)
+    base_drift, base_score, base_decode, base_tenancy = load_base(args.against)
     print(
         f"µs per record (CPU, medians of {args.rounds}), base {args.against} against this"
         f" checkout, load average {os.getloadavg()[0]:.1f}"
@@ -206,9 +244,13 @@ def main() -> None:
     print(f"{'step':<28} {'records':>8} {'base':>7} {'this':>7} {'ratio':>7}")
     gc.disable()
     try:
-        for step_ms in args.step_ms:
+        for k, step_ms in enumerate(args.step_ms):
             decoded = workload(settings, args.signals, step_ms)
             batches = _per_tenant(decoded, args.batch)
+            if k == 0:
+                raws = raw_workload(args.signals, step_ms, fetched=True)
+                fetches = [raws[i : i + 1000] for i in range(0, len(raws), 1000)]
+                compare("decode", run_decode, (base_decode, decode), settings, fetches, args.rounds)
             compare(
                 f"drift, {step_ms:g} ms/tenant",
                 run_drift,
@@ -218,6 +260,9 @@ def main() -> None:
                 args.rounds,
             )
             passed = [d for d in run_drift(drift, settings, batches) if type(d) is Decoded]
+            if k == 0:
+                runs = _per_tenant(passed, args.batch)  # type: ignore[arg-type]
+                compare("tenant-tag", run_tag, (base_tenancy, tenancy), settings, runs, args.rounds)
             tagged = _per_tenant([tag(d, policy) for d in passed], args.batch)  # type: ignore[arg-type]
             compare(
                 f"score, {step_ms:g} ms/tenant",
