@@ -1,6 +1,8 @@
 /* core._native: clean paths of the flow in C, each with its Python reference kept.
  *
  * Reader: decode's compiled signal reader (operators/signal_reader.py).
+ * decode_run: decode's batch loop over the readers (operators/decode.py
+ * SignalDecoder.decode_many, reference decode_many_python), after the Reader.
  * tag_run: tenant-tag's batch path (operators/tenancy.py tag_run).
  * raw_records: the Kafka source's common message (sources/kafka.py _Partition._records).
  * validate_run: validate's step over a batch (operators/validate.py validate_batch), its own
@@ -658,6 +660,8 @@ static PyTypeObject ReaderType = {
     .tp_dealloc = (destructor)Reader_dealloc,
 };
 
+
+/* --- decode: decode_run, SignalDecoder.decode_many's loop (operators/decode.py) ----------- */
 
 /* decode_run(raws, readers, errors, slow, raw_slots) -> list
  *
