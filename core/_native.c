@@ -319,8 +319,8 @@ untracked(PyObject *obj)
         PyObject_GC_UnTrack(obj);
 }
 
-/* === slots: reading __slots__ fields at their offsets (tenant-tag's, dedupe's and validate's
- * sections) ================================================================================= */
+/* === slots: reading __slots__ fields at their offsets (decode's, tenant-tag's, dedupe's and
+ * validate's sections) ====================================================================== */
 
 #include <structmember.h>
 
@@ -914,7 +914,7 @@ tag_group(PyObject *groups, PyObject *tags_by_tenant, PyObject *group, PyObject 
  * and the tags (tags_of(tenant), once per tenant per call), and its id is the first 32 hex
  * digits of the SHA-256 of '{"input_hash":' + quote(hash) + ',"kafka_offset":' + str(offset) +
  * tail. The fields are read at their slots' offsets (readers: TR_READERS member descriptors,
- * each of its record class), not through attribute lookups (~0.4 of tag_run_python's ~1.1
+ * each of its record class), not through attribute lookups (~0.4 of this loop's ~1.1
  * µs a record went to those); a record of the previous record's group (the same objects: the
  * decoder shares a field's equal strings) takes its pair without a lookup. The Tagged is
  * object.__new__(tagged) with its slots (decoded, tags, policy_version, provenance_id) set
@@ -986,26 +986,30 @@ tag_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             result = PyObject_CallOneArg(slow, item);
             goto item_done;
         }
-        /* (the values are the record's, which holds them: no callback runs before they are
-         * used, and the record is held) */
+        /* (the group's values are held by its tuple, the hash and offset here: a callback
+         * below, tags_of, tail_of or quote, is Python) */
+        PyObject *hash = Py_NewRef(v[TR_HASH]), *offset = Py_NewRef(v[TR_OFFSET]);
         if (last_group == NULL || PyTuple_GET_ITEM(last_group, 0) != v[TR_TENANT] ||
             PyTuple_GET_ITEM(last_group, 1) != v[TR_TOPIC] ||
             PyTuple_GET_ITEM(last_group, 2) != v[TR_PARTITION] ||
             PyTuple_GET_ITEM(last_group, 3) != v[TR_VERSION]) {
             PyObject *group =
                 PyTuple_Pack(4, v[TR_TENANT], v[TR_TOPIC], v[TR_PARTITION], v[TR_VERSION]);
-            if (group == NULL)
-                goto item_done;
-            PyObject *held = tag_group(groups, tags_by_tenant, group, item, v[TR_TENANT],
-                                       tail_of, tags_of);
+            PyObject *held = group ? tag_group(groups, tags_by_tenant, group, item,
+                                               PyTuple_GET_ITEM(group, 0), tail_of, tags_of)
+                                   : NULL;
             if (held == NULL) {
-                Py_DECREF(group);
+                Py_XDECREF(group);
+                Py_DECREF(hash);
+                Py_DECREF(offset);
                 goto item_done;
             }
             Py_XSETREF(last_group, group);
             Py_XSETREF(last_held, held);
         }
-        PyObject *id = short_id(v[TR_HASH], quote, v[TR_OFFSET], PyTuple_GET_ITEM(last_held, 0));
+        PyObject *id = short_id(hash, quote, offset, PyTuple_GET_ITEM(last_held, 0));
+        Py_DECREF(hash);
+        Py_DECREF(offset);
         if (id != NULL) {
             PyObject *values[4] = {item, PyTuple_GET_ITEM(last_held, 1), version, id};
             result = build(tagged, setters, values, 4);
@@ -1167,7 +1171,6 @@ days_from_civil(int y, int m, int d)
     long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + doe - 719468;
 }
-
 
 /* === dedupe: dedupe_run, the batch check's clean path (operators/dedupe.py) ================ */
 
@@ -2563,12 +2566,16 @@ sc_exponent(PyObject *value, long *out)
  * denominator, the last change's) is an sc_hint: a 128-bit machine integer while its magnitude
  * is below 2**126, else a Python int. Every operation gives the exact integer the PyNumber
  * operation gives (the Python loop's); only where an operand or the result is not small does it
- * make Python ints, and from then on that value stays one. The workload's sums are ~2**118 at
+ * make Python ints (a result that is small again is a machine integer again). The workload's
+ * sums are ~2**118 at
  * most (a value's dyadic numerator has 53 bits, its exponent ~55), so the allocation of each
  * intermediate int (most of the loop's cost under perf: _PyObject_Malloc, tuple and int frees)
  * is gone from the common path; the state keeps Python ints (made at the call's end), so
  * snapshots and the reference are unchanged. */
 
+#ifndef __SIZEOF_INT128__
+#error "core/_native.c needs a compiler with __int128 (GCC or Clang on a 64-bit target)"
+#endif
 typedef __int128 sc_i128;
 typedef unsigned __int128 sc_u128;
 
@@ -2596,8 +2603,8 @@ sc_hint_obj(const sc_hint *h)
     if (sc_small(h->v, 63))
         return PyLong_FromLongLong((long long)h->v);
     unsigned char bytes[sizeof(sc_i128)];
-    memcpy(bytes, &h->v, sizeof bytes); /* little-endian two's complement (x86-64, AArch64) */
-    return _PyLong_FromByteArray(bytes, sizeof bytes, 1, 1);
+    memcpy(bytes, &h->v, sizeof bytes); /* two's complement, the machine's byte order */
+    return _PyLong_FromByteArray(bytes, sizeof bytes, PY_LITTLE_ENDIAN, 1);
 }
 
 /* h = x (an exact int): 0, or -1 with an exception */
@@ -2617,9 +2624,10 @@ sc_hint_set(sc_hint *h, PyObject *x)
     if (bits != (size_t)-1 && bits <= SC_HINT_BITS) {
         unsigned char bytes[sizeof(sc_i128)];
 #if PY_VERSION_HEX >= 0x030D0000
-        int err = _PyLong_AsByteArray((PyLongObject *)x, bytes, sizeof bytes, 1, 1, 1);
+        int err =
+            _PyLong_AsByteArray((PyLongObject *)x, bytes, sizeof bytes, PY_LITTLE_ENDIAN, 1, 1);
 #else
-        int err = _PyLong_AsByteArray((PyLongObject *)x, bytes, sizeof bytes, 1, 1);
+        int err = _PyLong_AsByteArray((PyLongObject *)x, bytes, sizeof bytes, PY_LITTLE_ENDIAN, 1);
 #endif
         if (err == 0) {
             memcpy(&h->v, bytes, sizeof bytes);

@@ -164,6 +164,8 @@ _int = (
 @given(_int, _int, _int, _int, st.integers(0, 130), st.integers(0, 1100))
 @example(2**126 - 1, -(2**126 - 1), 1, 1, 1, 0)  # a shift to just below 2**127, then more
 @example(-(2**125), 2**126 - 1, 1, 1, 1, 0)
+@example(2**100 + 2**47, 0, 0, 0, 0, 60)  # the weight: a tie at its 53rd bit, to even (down)
+@example(2**100 + 2**48 + 2**47, 0, 0, 0, 0, 60)  # (up)
 def test_the_machine_integers_give_pythons_results(
     a: int, b: int, c: int, d: int, shift: int, ew: int
 ) -> None:
