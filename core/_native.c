@@ -341,6 +341,24 @@ slot_offset(PyObject *descr, PyTypeObject **owner)
 /* An instance's slot at offset: a borrowed reference, NULL when it was never set. */
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
+/* An exact int (not a subclass) within int64 as a C value: 1 and *out, else 0 (NULL, another
+ * type, past int64; no exception left set). drift's, dedupe's and score's ints. */
+static int
+exact_int64(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        PyErr_Clear();
+        return 0;
+    }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
 /* object.__new__(cls), then each slot set through its descriptor to values[i]; the record is
  * then untracked by the cyclic collector. Every class built here is a core.records record:
  * immutable, its slots set once, here, to values that existed before it (strings, numbers,
@@ -1219,15 +1237,7 @@ dedupe_int(PyObject *value, long long *out)
 {
     if (value == Py_None)
         return 0;
-    if (!PyLong_CheckExact(value))
-        return -1;
-    int overflow = 0;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (overflow || *out <= -DD_BOUND || *out >= DD_BOUND) {
-        PyErr_Clear();
-        return -1;
-    }
-    return 1;
+    return exact_int64(value, out) && *out > -DD_BOUND && *out < DD_BOUND ? 1 : -1;
 }
 
 /* state._newest and state._horizon set to the loop's (what the Python loop assigns as it goes). */
@@ -1745,24 +1755,6 @@ unusual:
     return 0;
 }
 
-/* A plain int within int64 as a C value: 1, else 0 (NULL, another type, past int64; no
- * exception left set). */
-static int
-drift_int(PyObject *value, long long *out)
-{
-    if (value == NULL || !PyLong_CheckExact(value)) {
-        PyErr_Clear();
-        return 0;
-    }
-    int overflow = 0;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (overflow || (*out == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
-}
-
 /* A list of plain ints, each within int64, into out (at most max of them): 1, else 0 (too
  * many, another type, past int64; no error left set). */
 static int
@@ -1771,7 +1763,7 @@ drift_int_array(PyObject *list, long long *out, Py_ssize_t max)
     if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) > max)
         return 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++)
-        if (!drift_int(PyList_GET_ITEM(list, i), &out[i]))
+        if (!exact_int64(PyList_GET_ITEM(list, i), &out[i]))
             return 0;
     return 1;
 }
@@ -1793,7 +1785,7 @@ psi_terms(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         !PyFloat_CheckExact(args[4]))
         Py_RETURN_NONE;
     long long n, c[KS_BOUND_MAX];
-    if (!drift_int(args[2], &n) || !drift_int_array(cuts, c, KS_BOUND_MAX))
+    if (!exact_int64(args[2], &n) || !drift_int_array(cuts, c, KS_BOUND_MAX))
         Py_RETURN_NONE;
     PyObject *out = NULL;
     int got = psi_value(proportions, c, PyList_GET_SIZE(cuts), n, PyFloat_AS_DOUBLE(args[3]),
@@ -1859,7 +1851,7 @@ ks_bound(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         !PyLong_CheckExact(args[3]))
         Py_RETURN_NONE;
     long long m, n, r[KS_BOUND_MAX], c[KS_BOUND_MAX], bound;
-    if (!drift_int(args[2], &m) || !drift_int(args[3], &n) ||
+    if (!exact_int64(args[2], &m) || !exact_int64(args[3], &n) ||
         !drift_int_array(below, r, KS_BOUND_MAX) || !drift_int_array(cuts, c, KS_BOUND_MAX) ||
         !ks_bound_of(r, PyList_GET_SIZE(below), c, PyList_GET_SIZE(cuts), m, n, &bound))
         Py_RETURN_NONE;
@@ -2049,7 +2041,7 @@ drift_passes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     double e[CUTS_MAX_EDGES];
     Py_ssize_t diff[CUTS_MAX_EDGES + 1], m = 0, nb = -1;
     Py_ssize_t k = drift_edges(edges, e, diff);
-    if (!drift_int(args[3], &ref_n) || k < 0 || k + 1 != PyTuple_GET_SIZE(proportions) ||
+    if (!exact_int64(args[3], &ref_n) || k < 0 || k + 1 != PyTuple_GET_SIZE(proportions) ||
         !drift_count(batch, e, k, diff, &m, DRIFT_LIMIT) || m == 0)
         Py_RETURN_NONE;
     int cleared;
@@ -2468,15 +2460,7 @@ enum {
 static int
 sc_int(PyObject *value, long long bound, long long *out)
 {
-    if (value == NULL || !PyLong_CheckExact(value))
-        return 0;
-    int overflow = 0;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (*out == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    return !overflow && *out > -bound && *out < bound;
+    return exact_int64(value, out) && *out > -bound && *out < bound;
 }
 
 /* A datetime.UTC datetime's microseconds since the epoch (what (at - _EPOCH) // 1 µs gives:
@@ -4134,11 +4118,11 @@ drift_learn_close(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *t
     int result = 0;
     if (learned_obj == NULL || learning == NULL || settings == NULL || tally == NULL ||
         !PyList_CheckExact(learning) || !PyDict_CheckExact(tally) ||
-        !drift_int(learned_obj, &learned) || learned >= LLONG_MAX)
+        !exact_int64(learned_obj, &learned) || learned >= LLONG_MAX)
         goto out;
     batches = PyObject_GetAttr(settings, s_dr_reference_batches);
     wanted = PyObject_GetAttr(settings, s_dr_reference_values);
-    if (!drift_int(batches, &at_least) || !drift_int(wanted, &values_needed))
+    if (!exact_int64(batches, &at_least) || !exact_int64(wanted, &values_needed))
         goto out;
     if (at_least < 1)
         at_least = 1;
@@ -4374,7 +4358,7 @@ drift_close_passed(PyObject *attrs, PyObject *open_, PyObject *types, PyObject *
             goto out;
         Py_DECREF(r);
         long long limit;
-        if (!drift_int(keep, &limit))
+        if (!exact_int64(keep, &limit))
             limit = LLONG_MAX; /* (checked a plain int above: past int64, nothing to drop) */
         for (;;) {
             Py_ssize_t len = PyObject_Size(window);
