@@ -5535,6 +5535,294 @@ plan_place(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 /* === end of replay plan =================================================================== */
 
+/* === the Redis sink: a batch's signal operations as the script's JSON (sinks/redis.py) ====== */
+
+/* What redis_signals reads of a record, in this order: Tagged's decoded, tags and
+ * provenance_id, Decoded's signal and provenance, Signal's tenant_id, signal_id, type, value,
+ * weight, source and ts, Provenance's topic, kafka_partition and kafka_offset, PolicyTags'
+ * retention (readers: their member descriptors, in that order). */
+enum { RS_DECODED, RS_TAGS, RS_PID, RS_SIGNAL, RS_PROVENANCE, RS_TENANT, RS_SID, RS_TYPE,
+       RS_VALUE, RS_WEIGHT, RS_SOURCE, RS_TS, RS_TOPIC, RS_PARTITION, RS_OFFSET, RS_RETENTION,
+       RS_READERS };
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} RsOut;
+
+static int
+rs_put(RsOut *o, const char *s, Py_ssize_t n)
+{
+    if (o->len + n > o->cap) {
+        Py_ssize_t cap = o->cap ? o->cap : 4096;
+        while (o->len + n > cap)
+            cap *= 2;
+        char *grown = PyMem_Realloc(o->data, (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->data = grown;
+        o->cap = cap;
+    }
+    memcpy(o->data + o->len, s, (size_t)n);
+    o->len += n;
+    return 0;
+}
+
+#define RS_LIT(o, lit) rs_put((o), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+/* A plain str's text (json_plain: JSON writes it as itself between quotes), else NULL. */
+static const char *
+rs_plain(PyObject *text, Py_ssize_t *n)
+{
+    if (!PyUnicode_CheckExact(text) || !json_plain(text))
+        return NULL;
+    *n = PyUnicode_GET_LENGTH(text);
+    return (const char *)PyUnicode_1BYTE_DATA(text);
+}
+
+/* '"' + text + '"', or with the quotes escaped ('\"'): the string inside the event's JSON,
+ * itself a string of the operation's JSON. */
+static int
+rs_str(RsOut *o, const char *s, Py_ssize_t n, int nested)
+{
+    if (nested)
+        return RS_LIT(o, "\\\"") || rs_put(o, s, n) || RS_LIT(o, "\\\"");
+    return RS_LIT(o, "\"") || rs_put(o, s, n) || RS_LIT(o, "\"");
+}
+
+/* repr(x) of a finite double into buf (at least 32 bytes): its length. */
+static Py_ssize_t
+rs_repr(double x, char *buf)
+{
+    char *r = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL)
+        return -1;
+    size_t n = strlen(r);
+    if (n >= 32) {
+        PyMem_Free(r);
+        PyErr_SetString(PyExc_ValueError, "redis_signals: a float's repr past 31 characters");
+        return -1;
+    }
+    memcpy(buf, r, n);
+    PyMem_Free(r);
+    return (Py_ssize_t)n;
+}
+
+/* ts.isoformat() of an exact datetime whose tzinfo is UTC itself (what astimezone(UTC) then
+ * leaves as it is) into buf (at least 33 bytes): its length. */
+static Py_ssize_t
+rs_iso(PyObject *ts, char *buf)
+{
+    int fields[7] = {PyDateTime_GET_YEAR(ts),          PyDateTime_GET_MONTH(ts),
+                     PyDateTime_GET_DAY(ts),           PyDateTime_DATE_GET_HOUR(ts),
+                     PyDateTime_DATE_GET_MINUTE(ts),   PyDateTime_DATE_GET_SECOND(ts),
+                     PyDateTime_DATE_GET_MICROSECOND(ts)};
+    static const int widths[7] = {4, 2, 2, 2, 2, 2, 6};
+    static const char after[7] = {'-', '-', 'T', ':', ':', '.', 0};
+    Py_ssize_t n = 0;
+    for (int f = 0; f < 7; f++) {
+        if (f == 6 && fields[6] == 0)
+            break; /* isoformat writes microseconds only when there are some */
+        if (f == 6)
+            buf[n++] = '.';
+        for (int w = widths[f] - 1, x = fields[f]; w >= 0; w--, x /= 10)
+            buf[n + w] = (char)('0' + x % 10);
+        n += widths[f];
+        if (f < 5)
+            buf[n++] = after[f];
+    }
+    memcpy(buf + n, "+00:00", 6);
+    return n + 6;
+}
+
+/* A borrowed value of a dict of plain str, or of make(key) (which must store it there): a
+ * plain str's text, NULL (an exception, or *slow = 1: not plain). */
+static PyObject *
+rs_known(PyObject *known, PyObject *make, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(known, key); /* borrowed */
+    if (v != NULL || PyErr_Occurred())
+        return v;
+    PyObject *made = PyObject_CallOneArg(make, key);
+    if (made == NULL)
+        return NULL;
+    Py_DECREF(made);
+    v = PyDict_GetItemWithError(known, key);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "redis_signals: make did not store its value");
+    return v;
+}
+
+/* redis_signals(items, at, readers, keys, new_keys, ttls, new_ttl, parts) -> the index of the
+ * first item from at that it left (a record of another shape, a value JSON would write
+ * otherwise than as itself, a float that is not finite, a time not in UTC: the caller's
+ * reference, _Batch.signal, takes it), or len(items).
+ *
+ * The operation of each signal from at, as _Batch.signal builds it and json.dumps (compact)
+ * writes it, joined by commas, appended to parts as one str. The tenant's (stream key index,
+ * marks key index, channel) come from keys[tenant], made by new_keys(tenant) the first time
+ * (which names the keys in the reference's order); a retention's TTL in ms from ttls, made by
+ * new_ttl(retention). The records' fields are read at their slots' offsets (readers: RS_READERS
+ * member descriptors of four record classes). */
+static PyObject *
+redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "redis_signals takes 8 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *readers = args[2], *keys = args[3], *new_keys = args[4],
+             *ttls = args[5], *new_ttl = args[6], *parts = args[7];
+    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
+    if (at == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_Check(items) || !PyTuple_Check(readers) ||
+        PyTuple_GET_SIZE(readers) != RS_READERS || !PyDict_Check(keys) || !PyDict_Check(ttls) ||
+        !PyList_Check(parts) || at < 0) {
+        PyErr_SetString(PyExc_TypeError,
+                        "redis_signals: a list, an index, the readers, two dicts and a list");
+        return NULL;
+    }
+    Py_ssize_t o[RS_READERS];
+    PyTypeObject *owners[RS_READERS];
+    for (int i = 0; i < RS_READERS; i++) {
+        if ((o[i] = slot_offset(PyTuple_GET_ITEM(readers, i), &owners[i])) < 0)
+            return NULL;
+    }
+    PyTypeObject *tagged_cls = owners[RS_DECODED], *decoded_cls = owners[RS_SIGNAL],
+                 *signal_cls = owners[RS_TENANT], *provenance_cls = owners[RS_TOPIC],
+                 *tags_cls = owners[RS_RETENTION];
+    for (int i = 0; i < RS_READERS; i++) {
+        PyTypeObject *want = i <= RS_PID         ? tagged_cls
+                             : i <= RS_PROVENANCE ? decoded_cls
+                             : i <= RS_TS         ? signal_cls
+                             : i <= RS_OFFSET     ? provenance_cls
+                                                  : tags_cls;
+        if (owners[i] != want) {
+            PyErr_SetString(PyExc_TypeError, "redis_signals: readers of five record classes");
+            return NULL;
+        }
+    }
+    RsOut out = {NULL, 0, 0};
+    Py_ssize_t n = at;
+    for (; n < PyList_GET_SIZE(items); n++) {
+        PyObject *item = PyList_GET_ITEM(items, n), *v[RS_READERS] = {NULL};
+        int plain = Py_TYPE(item) == tagged_cls;
+        for (int i = RS_DECODED; plain && i <= RS_PID; i++)
+            plain = (v[i] = SLOT(item, o[i])) != NULL;
+        plain = plain && Py_TYPE(v[RS_DECODED]) == decoded_cls &&
+                Py_TYPE(v[RS_TAGS]) == tags_cls &&
+                (v[RS_SIGNAL] = SLOT(v[RS_DECODED], o[RS_SIGNAL])) != NULL &&
+                (v[RS_PROVENANCE] = SLOT(v[RS_DECODED], o[RS_PROVENANCE])) != NULL &&
+                Py_TYPE(v[RS_SIGNAL]) == signal_cls &&
+                Py_TYPE(v[RS_PROVENANCE]) == provenance_cls &&
+                (v[RS_RETENTION] = SLOT(v[RS_TAGS], o[RS_RETENTION])) != NULL;
+        for (int i = RS_TENANT; plain && i <= RS_TS; i++)
+            plain = (v[i] = SLOT(v[RS_SIGNAL], o[i])) != NULL;
+        for (int i = RS_TOPIC; plain && i <= RS_OFFSET; i++)
+            plain = (v[i] = SLOT(v[RS_PROVENANCE], o[i])) != NULL;
+        if (!plain || !PyFloat_CheckExact(v[RS_VALUE]) ||
+            !(v[RS_WEIGHT] == Py_None || PyFloat_CheckExact(v[RS_WEIGHT])) ||
+            !PyDateTime_CheckExact(v[RS_TS]) ||
+            PyDateTime_DATE_GET_TZINFO(v[RS_TS]) != PyDateTime_TimeZone_UTC ||
+            !PyLong_CheckExact(v[RS_PARTITION]) || !PyLong_CheckExact(v[RS_OFFSET]) ||
+            !PyUnicode_CheckExact(v[RS_TENANT]) || !PyUnicode_CheckExact(v[RS_RETENTION]))
+            break;
+        double value = PyFloat_AS_DOUBLE(v[RS_VALUE]);
+        double weight = v[RS_WEIGHT] == Py_None ? 1.0 : PyFloat_AS_DOUBLE(v[RS_WEIGHT]);
+        if (!isfinite(value) || !isfinite(weight))
+            break;
+        Py_ssize_t n_sid = 0, n_type = 0, n_source = 0, n_topic = 0, n_pid = 0;
+        const char *sid = rs_plain(v[RS_SID], &n_sid), *type = rs_plain(v[RS_TYPE], &n_type),
+                   *source = rs_plain(v[RS_SOURCE], &n_source),
+                   *topic = rs_plain(v[RS_TOPIC], &n_topic), *pid = rs_plain(v[RS_PID], &n_pid);
+        if (!sid || !type || !source || !topic || !pid)
+            break;
+        long long partition, offset;
+        if (!exact_int64(v[RS_PARTITION], &partition) || !exact_int64(v[RS_OFFSET], &offset))
+            break;
+        /* the tenant's names and the retention's TTL: Python makes the first of each (held
+         * here: the callbacks run Python, which could drop the record's references) */
+        PyObject *tenant = Py_NewRef(v[RS_TENANT]), *retention = Py_NewRef(v[RS_RETENTION]);
+        PyObject *names = rs_known(keys, new_keys, tenant);
+        Py_XINCREF(names);
+        PyObject *ttl = names ? rs_known(ttls, new_ttl, retention) : NULL;
+        Py_XINCREF(ttl);
+        Py_DECREF(tenant);
+        Py_DECREF(retention);
+        if (ttl == NULL) {
+            Py_XDECREF(names);
+            goto fail;
+        }
+        /* the record may have changed under the callbacks (it is immutable: not in practice);
+         * what was read above is used as read, held by the record */
+        Py_ssize_t n_stream = 0, n_marks = 0, n_channel = 0, n_ttl = 0;
+        const char *stream = NULL, *marks = NULL, *channel = NULL, *ttl_text = NULL;
+        if (PyTuple_CheckExact(names) && PyTuple_GET_SIZE(names) == 3) {
+            stream = rs_plain(PyTuple_GET_ITEM(names, 0), &n_stream);
+            marks = rs_plain(PyTuple_GET_ITEM(names, 1), &n_marks);
+            channel = rs_plain(PyTuple_GET_ITEM(names, 2), &n_channel);
+        }
+        ttl_text = rs_plain(ttl, &n_ttl);
+        if (!stream || !marks || !channel || !ttl_text) {
+            Py_DECREF(names);
+            Py_DECREF(ttl);
+            break;
+        }
+        char value_r[32], weight_r[32], iso[40], digits[24];
+        Py_ssize_t n_value = rs_repr(value, value_r), n_weight = rs_repr(weight, weight_r),
+                   n_iso = rs_iso(v[RS_TS], iso);
+        if (n_iso < 0 && n_value >= 0 && n_weight >= 0)
+            PyErr_SetString(PyExc_ValueError, "redis_signals: a time isoformat cannot write");
+        int err = n_value < 0 || n_weight < 0 || n_iso < 0 || (out.len > 0 && RS_LIT(&out, ",")) || RS_LIT(&out, "[\"g\",") ||
+              rs_str(&out, stream, n_stream, 0) || RS_LIT(&out, ",") ||
+              rs_str(&out, marks, n_marks, 0) || RS_LIT(&out, ",\"") ||
+              rs_put(&out, topic, n_topic) || RS_LIT(&out, "/") ||
+              rs_put(&out, digits, decimal_digits(partition, digits)) || RS_LIT(&out, "\",\"") ||
+              rs_put(&out, digits, decimal_digits(offset, digits)) || RS_LIT(&out, "\",") ||
+              rs_str(&out, ttl_text, n_ttl, 0) || RS_LIT(&out, ",") ||
+              rs_str(&out, channel, n_channel, 0) ||
+              /* the event: {"kind":"signal","id":..,"type":..,"value":..,"weight":..,
+               * "source":..,"ts":..} as a string */
+              RS_LIT(&out, ",\"{\\\"kind\\\":\\\"signal\\\",\\\"id\\\":") ||
+              rs_str(&out, sid, n_sid, 1) || RS_LIT(&out, ",\\\"type\\\":") ||
+              rs_str(&out, type, n_type, 1) || RS_LIT(&out, ",\\\"value\\\":") ||
+              rs_put(&out, value_r, n_value) || RS_LIT(&out, ",\\\"weight\\\":") ||
+              rs_put(&out, weight_r, n_weight) || RS_LIT(&out, ",\\\"source\\\":") ||
+              rs_str(&out, source, n_source, 1) || RS_LIT(&out, ",\\\"ts\\\":") ||
+              rs_str(&out, iso, n_iso, 1) || RS_LIT(&out, "}\",\"signal_id\",") ||
+              rs_str(&out, sid, n_sid, 0) || RS_LIT(&out, ",\"type\",") ||
+              rs_str(&out, type, n_type, 0) || RS_LIT(&out, ",\"value\",") ||
+              rs_str(&out, value_r, n_value, 0) || RS_LIT(&out, ",\"weight\",") ||
+              rs_str(&out, weight_r, n_weight, 0) || RS_LIT(&out, ",\"source\",") ||
+              rs_str(&out, source, n_source, 0) || RS_LIT(&out, ",\"ts\",") ||
+              rs_str(&out, iso, n_iso, 0) || RS_LIT(&out, ",\"provenance_id\",") ||
+              rs_str(&out, pid, n_pid, 0) || RS_LIT(&out, "]");
+        Py_DECREF(names);
+        Py_DECREF(ttl);
+        if (err)
+            goto fail;
+    }
+    if (out.len > 0) {
+        PyObject *text = PyUnicode_DecodeASCII(out.data, out.len, NULL);
+        if (text == NULL || PyList_Append(parts, text) < 0) {
+            Py_XDECREF(text);
+            goto fail;
+        }
+        Py_DECREF(text);
+    }
+    PyMem_Free(out.data);
+    return PyLong_FromSsize_t(n);
+fail:
+    PyMem_Free(out.data);
+    return NULL;
+}
+
+/* === end of the Redis sink ================================================================ */
+
+
 static PyMethodDef functions[] = {
     {"raw_records", (PyCFunction)(void (*)(void))raw_records, METH_FASTCALL,
      PyDoc_STR("the Kafka source's common messages as records (sources.kafka._records).")},
@@ -5569,6 +5857,8 @@ static PyMethodDef functions[] = {
     /* drift run (branch driftc) */
     {"drift_run", (PyCFunction)(void (*)(void))drift_run, METH_FASTCALL,
      PyDoc_STR("drift's plain path (operators.drift.TenantDrift.push_batch): the next index.")},
+    {"redis_signals", (PyCFunction)(void (*)(void))redis_signals, METH_FASTCALL,
+     PyDoc_STR("the Redis script's operations of a batch's signals (sinks.redis._Batch).")},
     {"exchange_init", (PyCFunction)(void (*)(void))exchange_init, METH_FASTCALL,
      PyDoc_STR("the exchange's record classes, UTC and fingerprint (core.records).")},
     {"exchange_pack", (PyCFunction)(void (*)(void))exchange_pack, METH_FASTCALL,

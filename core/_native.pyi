@@ -46,6 +46,17 @@ def tag_run(
     readers: tuple[Any, ...],
     /,
 ) -> list[Tagged]: ...
+def redis_signals(
+    items: list[Tagged],
+    at: int,
+    readers: tuple[Any, ...],
+    keys: dict[str, tuple[str, str, str]],
+    new_keys: Callable[[str], tuple[str, str, str]],
+    ttls: dict[str, str],
+    new_ttl: Callable[[str], str],
+    parts: list[str],
+    /,
+) -> int: ...
 def raw_records(
     msgs: list[Any],
     start: int,

@@ -64,7 +64,8 @@ import redis.exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.records import ScoreChange, Tagged
+from core import _native
+from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
 from core.redis_tls import redis_client
 from core.store_keys import applied_key, events_channel, score_key, signals_key
 from sinks.serving import PipelinedPartition, ServingSink
@@ -221,15 +222,32 @@ def _json(value: object) -> str:
     return "".join(_encode(value, 0))
 
 
+#: What ``core._native.redis_signals`` reads of a signal, at the slots' offsets, in its order
+#: (``RS_*`` in ``core/_native.c``).
+_READERS = (
+    *(Tagged.__dict__[name] for name in ("decoded", "tags", "provenance_id")),
+    *(Decoded.__dict__[name] for name in ("signal", "provenance")),
+    *(
+        Signal.__dict__[name]
+        for name in ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts")
+    ),
+    *(Provenance.__dict__[name] for name in ("topic", "kafka_partition", "kafka_offset")),
+    PolicyTags.__dict__["retention"],
+)
+
+
 class _Batch:
-    """The script's arguments for one batch: declared keys and operations."""
+    """The script's arguments for one batch: declared keys and operations (each operation's
+    JSON in ``parts``, in batch order: the script's ``ARGV[2]`` is their array)."""
 
     def __init__(self, stream_max: int, ttl_ms: int, prefix: str) -> None:
         self._stream_max = stream_max
         self._ttl_ms = ttl_ms
         self._prefix = prefix
         self.keys: dict[str, int] = {}
-        self.ops: list[list[str]] = []
+        #: The operations' JSON texts (a run of signals written in C is one text, its
+        #: operations joined by commas).
+        self.parts: list[str] = []
         self._retention_ms: dict[str, str] = {}
         #: Per tenant: its stream's and marks' key indexes and its channel (named once a batch).
         self._signal_keys: dict[str, tuple[str, str, str]] = {}
@@ -257,31 +275,70 @@ class _Batch:
             "updatedAt": updated_at,
             "seq": change.seq,
         }
-        self.ops.append(
-            [
-                "s",
-                self._key(score_key(tenant, prefix=self._prefix)),
-                str(change.seq),
-                str(self._ttl_ms),
-                events_channel(tenant, prefix=self._prefix),
-                _json(event),
-                *("score", repr(change.score)),
-                *("score_2dp", str(change.score_2dp)),
-                *("status", change.status),
-                *("updated_at", updated_at),
-                *("seq", str(change.seq)),
-                *("provenance_id", change.provenance_id),
-                *("provenance", _json(provenance)),
-            ]
+        self.parts.append(
+            _json(
+                [
+                    "s",
+                    self._key(score_key(tenant, prefix=self._prefix)),
+                    str(change.seq),
+                    str(self._ttl_ms),
+                    events_channel(tenant, prefix=self._prefix),
+                    _json(event),
+                    *("score", repr(change.score)),
+                    *("score_2dp", str(change.score_2dp)),
+                    *("status", change.status),
+                    *("updated_at", updated_at),
+                    *("seq", str(change.seq)),
+                    *("provenance_id", change.provenance_id),
+                    *("provenance", _json(provenance)),
+                ]
+            )
         )
+
+    def signals(self, items: list[Tagged]) -> None:
+        """:meth:`signal` of each of ``items``, in order: in C (``core._native.redis_signals``,
+        the same JSON text) for the common signal (plain ASCII strings, finite floats, a time
+        in UTC), by :meth:`signal` (the reference) for any other."""
+        at, n = 0, len(items)
+        while at < n:
+            at = _native.redis_signals(
+                items,
+                at,
+                _READERS,
+                self._signal_keys,
+                self._tenant_keys,
+                self._retention_ms,
+                self._retention_ttl,
+                self.parts,
+            )
+            if at < n:
+                self.signal(items[at])
+                at += 1
+
+    def _tenant_keys(self, tenant: str) -> tuple[str, str, str]:
+        """The tenant's stream and marks key indexes and its channel, named (in that order)
+        the first time in the batch."""
+        keys = self._signal_keys.get(tenant)
+        if keys is None:
+            keys = self._signal_keys[tenant] = (
+                self._key(signals_key(tenant, prefix=self._prefix)),
+                self._key(applied_key(tenant, prefix=self._prefix)),
+                events_channel(tenant, prefix=self._prefix),
+            )
+        return keys
+
+    def _retention_ttl(self, retention: str) -> str:
+        """The TTL in ms of a retention tag's signals (as text), kept per batch."""
+        ttl_ms = self._retention_ms.get(retention)
+        if ttl_ms is None:
+            seconds = retention_seconds(retention, self._ttl_ms / 1000)
+            ttl_ms = self._retention_ms[retention] = str(round(seconds * 1000))
+        return ttl_ms
 
     def signal(self, item: Tagged) -> None:
         s = item.signal
         p = item.provenance
-        ttl_ms = self._retention_ms.get(item.tags.retention)
-        if ttl_ms is None:
-            seconds = retention_seconds(item.tags.retention, self._ttl_ms / 1000)
-            ttl_ms = self._retention_ms[item.tags.retention] = str(round(seconds * 1000))
+        ttl_ms = self._retention_ttl(item.tags.retention)
         weight = 1.0 if s.weight is None else s.weight
         ts = _iso(s.ts)
         event = {
@@ -293,36 +350,31 @@ class _Batch:
             "source": s.source,
             "ts": ts,
         }
-        keys = self._signal_keys.get(s.tenant_id)
-        if keys is None:  # the first of its signals in the batch: the same indexes as before
-            keys = self._signal_keys[s.tenant_id] = (
-                self._key(signals_key(s.tenant_id, prefix=self._prefix)),
-                self._key(applied_key(s.tenant_id, prefix=self._prefix)),
-                events_channel(s.tenant_id, prefix=self._prefix),
+        stream, marks, channel = self._tenant_keys(s.tenant_id)
+        self.parts.append(
+            _json(
+                [
+                    "g",
+                    stream,
+                    marks,
+                    f"{p.topic}/{p.kafka_partition}",
+                    str(p.kafka_offset),
+                    ttl_ms,
+                    channel,
+                    _json(event),
+                    *("signal_id", s.signal_id),
+                    *("type", s.type),
+                    *("value", repr(s.value)),
+                    *("weight", repr(weight)),
+                    *("source", s.source),
+                    *("ts", ts),
+                    *("provenance_id", item.provenance_id),
+                ]
             )
-        stream, marks, channel = keys
-        self.ops.append(
-            [
-                "g",
-                stream,
-                marks,
-                f"{p.topic}/{p.kafka_partition}",
-                str(p.kafka_offset),
-                ttl_ms,
-                channel,
-                _json(event),
-                *("signal_id", s.signal_id),
-                *("type", s.type),
-                *("value", repr(s.value)),
-                *("weight", repr(weight)),
-                *("source", s.source),
-                *("ts", ts),
-                *("provenance_id", item.provenance_id),
-            ]
         )
 
     def args(self) -> list[str]:
-        return [*self.keys, str(self._stream_max), _json(self.ops)]
+        return [*self.keys, str(self._stream_max), "[" + ",".join(self.parts) + "]"]
 
 
 class RedisWriter:
@@ -369,11 +421,17 @@ class RedisWriter:
         if not batch:
             return
         args = _Batch(self._stream_max, self._ttl_ms, self._prefix)
+        signals: list[Tagged] = []  # a run of signals, written together
         for item in batch:
             if isinstance(item, ScoreChange):
+                if signals:
+                    args.signals(signals)
+                    signals = []
                 args.score(item)
             else:
-                args.signal(item)
+                signals.append(item)
+        if signals:
+            args.signals(signals)
         applied = self._run(len(args.keys), args.args())
         log.debug(
             "redis: applied %d of %d items",

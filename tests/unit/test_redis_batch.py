@@ -4,7 +4,7 @@ JSON encoder built once equals ``json.dumps`` with the same separators."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,8 +31,11 @@ def test_the_encoder_writes_what_json_dumps_writes(value: object) -> None:
     assert _json(value) == json.dumps(value, separators=(",", ":"))
 
 
-def _reference_signal_op(batch: _Batch, item: Tagged, stream_max_ttl_ms: int, prefix: str) -> None:
-    """The per-row build before the per-tenant names were kept (each key named per signal)."""
+def _reference_signal_op(
+    batch: _Batch, ops: list[list[str]], item: Tagged, stream_max_ttl_ms: int, prefix: str
+) -> None:
+    """The per-row build before the per-tenant names were kept (each key named per signal):
+    its operation appended to ``ops``, its keys named in ``batch``."""
     s, p = item.signal, item.provenance
     ttl_ms = str(round(retention_seconds(item.tags.retention, stream_max_ttl_ms / 1000) * 1000))
     weight = 1.0 if s.weight is None else s.weight
@@ -46,7 +49,7 @@ def _reference_signal_op(batch: _Batch, item: Tagged, stream_max_ttl_ms: int, pr
         "source": s.source,
         "ts": ts,
     }
-    batch.ops.append(
+    ops.append(
         [
             "g",
             batch._key(signals_key(s.tenant_id, prefix=prefix)),
@@ -99,15 +102,17 @@ def test_a_batch_builds_the_arguments_of_the_per_row_reference(
 ) -> None:
     built = _Batch(1000, 7_000, prefix)
     reference = _Batch(1000, 7_000, prefix)
+    ops: list[list[str]] = []
     for offset, (tenant, is_score, value, weight, text) in enumerate(rows):
         if is_score:
             built.score(_change(tenant, offset))
             reference.score(_change(tenant, offset))
+            ops.append(json.loads(reference.parts.pop()))
             continue
         item = _signal(tenant, offset, value, weight, text)
         built.signal(item)
-        _reference_signal_op(reference, item, 7_000, prefix)
-    assert built.args() == reference.args()
+        _reference_signal_op(reference, ops, item, 7_000, prefix)
+    assert built.args() == [*reference.keys, "1000", json.dumps(ops, separators=(",", ":"))]
     assert list(built.keys) == list(reference.keys)
     # every key the script is told about, and only those (a score key named once)
     assert len(set(built.keys)) == len(built.keys)
@@ -116,3 +121,80 @@ def test_a_batch_builds_the_arguments_of_the_per_row_reference(
         for tenant, is_score, *_ in rows
         for name in ([score_key(tenant, prefix=prefix)] if is_score else [])
     )
+
+
+class _Float(float):
+    """A float subclass with a repr of its own (the reference's ``repr`` calls it, JSON does
+    not): the C path leaves it to the reference."""
+
+    def __repr__(self) -> str:
+        return f"_Float({float(self)!r})"
+
+
+#: Strings JSON writes as themselves, and others (quotes, backslashes, controls, DEL, non-ASCII).
+_TEXT = st.sampled_from(["", "a", "sensor-7", "x y"]) | st.text(max_size=4)
+#: Times in UTC (with microseconds or none, early years) and in another zone.
+_TIME = st.datetimes(timezones=st.just(UTC)) | st.sampled_from(
+    [
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(999, 3, 4, 5, 6, 7, 8, tzinfo=UTC),
+        datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+    ]
+)
+_FLOAT = st.floats() | st.sampled_from([0.0, -0.0, 1e16, 1.5e-7, 1e300]) | st.builds(_Float)
+
+
+@st.composite
+def _signals(draw: st.DrawFn) -> Tagged | ScoreChange:
+    if draw(st.integers(0, 9)) == 0:
+        return _change(draw(st.sampled_from(["t1", "t2"])), draw(st.integers(0, 10**6)))
+    tenant = draw(st.sampled_from(["t1", "t2", 'q"', "é", "t1:x"]))
+    sig = Signal(
+        tenant,
+        draw(_TEXT),
+        draw(_TEXT),
+        draw(_FLOAT),
+        draw(st.none() | _FLOAT),
+        draw(_TEXT),
+        draw(_TIME),
+    )
+    topic = draw(st.sampled_from(["topic", "t/ö", 'a"b']))
+    offset = draw(st.integers(0, 2**70))
+    provenance = Provenance(topic, draw(st.integers(0, 2**40)), offset, 1, "0" * 64)
+    tags = PolicyTags(
+        "b", draw(st.sampled_from(["standard-365d", "standard-90d", "x", "ü"])), "l", "US"
+    )
+    return Tagged(Decoded(sig, provenance), tags, "p" * 64, draw(_TEXT))
+
+
+@given(st.lists(_signals(), max_size=25), st.sampled_from(["", "replay:ns:", 'q"']))
+def test_the_c_path_writes_what_the_reference_writes(
+    items: list[Tagged | ScoreChange], prefix: str
+) -> None:
+    """``_Batch.signals`` (``core._native.redis_signals`` with the reference for what it
+    leaves) against ``_Batch.signal`` item by item: the same keys in the same order and the
+    same JSON, whatever the strings, floats, times and offsets."""
+    built = _Batch(1000, 7_000, prefix)
+    reference = _Batch(1000, 7_000, prefix)
+    run: list[Tagged] = []
+    for item in items:
+        if isinstance(item, ScoreChange):
+            built.signals(run)
+            run = []
+            built.score(item)
+            reference.score(item)
+        else:
+            run.append(item)
+            reference.signal(item)
+    built.signals(run)
+    assert built.args() == reference.args()
+    assert list(built.keys.items()) == list(reference.keys.items())
+
+
+def test_the_c_path_takes_the_common_signal() -> None:
+    """A plain signal is written in C: one text for the run (the reference writes one per
+    signal), so a C path that left every record to the reference fails here."""
+    batch = _Batch(1000, 7_000, "")
+    batch.signals([_signal("t1", offset, 0.5, None, "s") for offset in range(3)])
+    assert len(batch.parts) == 1
+    assert len(json.loads(batch.args()[-1])) == 3
