@@ -5611,7 +5611,7 @@ rs_repr(double x, char *buf)
 }
 
 /* ts.isoformat() of an exact datetime whose tzinfo is UTC itself (what astimezone(UTC) then
- * leaves as it is) into buf (at least 33 bytes): its length. */
+ * leaves as it is) into buf (at least 32 bytes): its length. */
 static Py_ssize_t
 rs_iso(PyObject *ts, char *buf)
 {
@@ -5620,7 +5620,7 @@ rs_iso(PyObject *ts, char *buf)
                      PyDateTime_DATE_GET_MINUTE(ts),   PyDateTime_DATE_GET_SECOND(ts),
                      PyDateTime_DATE_GET_MICROSECOND(ts)};
     static const int widths[7] = {4, 2, 2, 2, 2, 2, 6};
-    static const char after[7] = {'-', '-', 'T', ':', ':', '.', 0};
+    static const char after[5] = {'-', '-', 'T', ':', ':'};
     Py_ssize_t n = 0;
     for (int f = 0; f < 7; f++) {
         if (f == 6 && fields[6] == 0)
@@ -5774,9 +5774,7 @@ redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         char value_r[32], weight_r[32], iso[40], digits[24];
         Py_ssize_t n_value = rs_repr(value, value_r), n_weight = rs_repr(weight, weight_r),
                    n_iso = rs_iso(v[RS_TS], iso);
-        if (n_iso < 0 && n_value >= 0 && n_weight >= 0)
-            PyErr_SetString(PyExc_ValueError, "redis_signals: a time isoformat cannot write");
-        int err = n_value < 0 || n_weight < 0 || n_iso < 0 || (out.len > 0 && RS_LIT(&out, ",")) || RS_LIT(&out, "[\"g\",") ||
+        int err = n_value < 0 || n_weight < 0 || (out.len > 0 && RS_LIT(&out, ",")) || RS_LIT(&out, "[\"g\",") ||
               rs_str(&out, stream, n_stream, 0) || RS_LIT(&out, ",") ||
               rs_str(&out, marks, n_marks, 0) || RS_LIT(&out, ",\"") ||
               rs_put(&out, topic, n_topic) || RS_LIT(&out, "/") ||
