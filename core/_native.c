@@ -5535,7 +5535,7 @@ plan_place(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 /* === end of replay plan =================================================================== */
 
-/* === the Redis sink: a batch's signal operations as the script's JSON (sinks/redis.py) ====== */
+/* === the serving sinks: Redis's operations (sinks/redis.py), the graph's rows (sinks/graph.py) */
 
 /* What redis_signals reads of a record, in this order: Tagged's decoded, tags and
  * provenance_id, Decoded's signal and provenance, Signal's tenant_id, signal_id, type, value,
@@ -5611,9 +5611,10 @@ rs_repr(double x, char *buf)
 }
 
 /* ts.isoformat() of an exact datetime whose tzinfo is UTC itself (what astimezone(UTC) then
- * leaves as it is) into buf (at least 32 bytes): its length. */
+ * leaves as it is) into buf (at least 32 bytes), with timespec="microseconds" when always_us:
+ * its length. */
 static Py_ssize_t
-rs_iso(PyObject *ts, char *buf)
+rs_iso(PyObject *ts, char *buf, int always_us)
 {
     int fields[7] = {PyDateTime_GET_YEAR(ts),          PyDateTime_GET_MONTH(ts),
                      PyDateTime_GET_DAY(ts),           PyDateTime_DATE_GET_HOUR(ts),
@@ -5623,7 +5624,7 @@ rs_iso(PyObject *ts, char *buf)
     static const char after[5] = {'-', '-', 'T', ':', ':'};
     Py_ssize_t n = 0;
     for (int f = 0; f < 7; f++) {
-        if (f == 6 && fields[6] == 0)
+        if (f == 6 && fields[6] == 0 && !always_us)
             break; /* isoformat writes microseconds only when there are some */
         if (f == 6)
             buf[n++] = '.';
@@ -5637,8 +5638,8 @@ rs_iso(PyObject *ts, char *buf)
     return n + 6;
 }
 
-/* A borrowed value of a dict of plain str, or of make(key) (which must store it there): a
- * plain str's text, NULL (an exception, or *slow = 1: not plain). */
+/* known[key], made by make(key) the first time (which must store it there): a borrowed
+ * reference, or NULL with an exception. */
 static PyObject *
 rs_known(PyObject *known, PyObject *make, PyObject *key)
 {
@@ -5743,21 +5744,19 @@ redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         long long partition, offset;
         if (!exact_int64(v[RS_PARTITION], &partition) || !exact_int64(v[RS_OFFSET], &offset))
             break;
-        /* the tenant's names and the retention's TTL: Python makes the first of each (held
-         * here: the callbacks run Python, which could drop the record's references) */
-        PyObject *tenant = Py_NewRef(v[RS_TENANT]), *retention = Py_NewRef(v[RS_RETENTION]);
-        PyObject *names = rs_known(keys, new_keys, tenant);
+        /* the tenant's names and the retention's TTL: Python makes the first of each. The
+         * record is held meanwhile (the callbacks run Python, which could drop the list's
+         * reference): it holds what was read above, which is used as read (immutable). */
+        Py_INCREF(item);
+        PyObject *names = rs_known(keys, new_keys, v[RS_TENANT]);
         Py_XINCREF(names);
-        PyObject *ttl = names ? rs_known(ttls, new_ttl, retention) : NULL;
+        PyObject *ttl = names ? rs_known(ttls, new_ttl, v[RS_RETENTION]) : NULL;
         Py_XINCREF(ttl);
-        Py_DECREF(tenant);
-        Py_DECREF(retention);
         if (ttl == NULL) {
             Py_XDECREF(names);
+            Py_DECREF(item);
             goto fail;
         }
-        /* the record may have changed under the callbacks (it is immutable: not in practice);
-         * what was read above is used as read, held by the record */
         Py_ssize_t n_stream = 0, n_marks = 0, n_channel = 0, n_ttl = 0;
         const char *stream = NULL, *marks = NULL, *channel = NULL, *ttl_text = NULL;
         if (PyTuple_CheckExact(names) && PyTuple_GET_SIZE(names) == 3) {
@@ -5769,11 +5768,12 @@ redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (!stream || !marks || !channel || !ttl_text) {
             Py_DECREF(names);
             Py_DECREF(ttl);
+            Py_DECREF(item);
             break;
         }
         char value_r[32], weight_r[32], iso[40], digits[24];
         Py_ssize_t n_value = rs_repr(value, value_r), n_weight = rs_repr(weight, weight_r),
-                   n_iso = rs_iso(v[RS_TS], iso);
+                   n_iso = rs_iso(v[RS_TS], iso, 0);
         int err = n_value < 0 || n_weight < 0 || (out.len > 0 && RS_LIT(&out, ",")) || RS_LIT(&out, "[\"g\",") ||
               rs_str(&out, stream, n_stream, 0) || RS_LIT(&out, ",") ||
               rs_str(&out, marks, n_marks, 0) || RS_LIT(&out, ",\"") ||
@@ -5800,6 +5800,7 @@ redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
               rs_str(&out, pid, n_pid, 0) || RS_LIT(&out, "]");
         Py_DECREF(names);
         Py_DECREF(ttl);
+        Py_DECREF(item);
         if (err)
             goto fail;
     }
@@ -5818,7 +5819,186 @@ fail:
     return NULL;
 }
 
-/* === end of the Redis sink ================================================================ */
+/* --- the graph sink: a batch's signal rows (sinks/graph_model.py signal_row) ------------------ */
+
+/* What graph_rows reads of a signal, in this order: Tagged's decoded, tags, policy_version and
+ * provenance_id, Decoded's signal and provenance, Signal's tenant_id, signal_id, type, value,
+ * weight, source and ts, Provenance's topic, kafka_partition, kafka_offset, schema_version and
+ * input_hash, PolicyTags' purpose, retention, license and residency. */
+enum { GR_DECODED, GR_TAGS, GR_POLICY, GR_PID, GR_SIGNAL, GR_PROVENANCE, GR_TENANT, GR_SID,
+       GR_TYPE, GR_VALUE, GR_WEIGHT, GR_SOURCE, GR_TS, GR_TOPIC, GR_PARTITION, GR_OFFSET,
+       GR_VERSION, GR_HASH, GR_PURPOSE, GR_RETENTION, GR_LICENSE, GR_RESIDENCY, GR_READERS };
+
+/* The row's keys, in signal_row's order: the row's 5, the signal's 9, the provenance's 12. */
+static const char *const gr_row_keys[] = {"tenant_id", "key", "provenance_id", "signal",
+                                          "provenance"};
+static const char *const gr_signal_keys[] = {"key",    "signal_id", "tenant_id",
+                                             "type",   "value",     "weight",
+                                             "source", "ts",        "ts_iso"};
+static const char *const gr_provenance_keys[] = {
+    "provenance_id", "tenant_id",       "policy_version", "schema_version",
+    "input_hash",    "kafka_topic",     "kafka_partition", "kafka_offset",
+    "purpose",       "retention",       "license",        "residency"};
+static PyObject *gr_keys[5 + 9 + 12];
+
+/* A dict of n keys (interned) and values (borrowed), or NULL. */
+static PyObject *
+gr_dict(PyObject *const *keys, PyObject *const *values, int n)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (PyDict_SetItem(d, keys[i], values[i]) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+/* graph_rows(items, at, readers, rows) -> the index of the first item from at that it left
+ * (another shape, a tenant, source or signal id JSON would escape, a time not in UTC itself:
+ * the caller's signal_row, the reference, takes it), or len(items).
+ *
+ * signal_row(item) of each signal from at, appended to rows: the same dicts, keys in the same
+ * order, the same values (the record's own objects; the key the SHA-256 hex of the canonical
+ * '[tenant,source,signal_id,ts_micros]'; ts in epoch microseconds and its isoformat with
+ * microseconds). The records' fields are read at their slots' offsets (readers: GR_READERS
+ * member descriptors of four record classes). */
+static PyObject *
+graph_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "graph_rows takes 4 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *readers = args[2], *rows = args[3];
+    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
+    if (at == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_Check(items) || !PyTuple_Check(readers) ||
+        PyTuple_GET_SIZE(readers) != GR_READERS || !PyList_Check(rows) || at < 0) {
+        PyErr_SetString(PyExc_TypeError, "graph_rows: a list, an index, the readers, a list");
+        return NULL;
+    }
+    if (gr_keys[0] == NULL) {
+        int k = 0;
+        for (size_t i = 0; i < 5; i++)
+            gr_keys[k++] = PyUnicode_InternFromString(gr_row_keys[i]);
+        for (size_t i = 0; i < 9; i++)
+            gr_keys[k++] = PyUnicode_InternFromString(gr_signal_keys[i]);
+        for (size_t i = 0; i < 12; i++)
+            gr_keys[k++] = PyUnicode_InternFromString(gr_provenance_keys[i]);
+        for (int i = 0; i < k; i++) {
+            if (gr_keys[i] == NULL)
+                return NULL;
+        }
+    }
+    Py_ssize_t o[GR_READERS];
+    PyTypeObject *owners[GR_READERS];
+    for (int i = 0; i < GR_READERS; i++) {
+        if ((o[i] = slot_offset(PyTuple_GET_ITEM(readers, i), &owners[i])) < 0)
+            return NULL;
+    }
+    PyTypeObject *tagged_cls = owners[GR_DECODED], *decoded_cls = owners[GR_SIGNAL],
+                 *signal_cls = owners[GR_TENANT], *provenance_cls = owners[GR_TOPIC],
+                 *tags_cls = owners[GR_PURPOSE];
+    for (int i = 0; i < GR_READERS; i++) {
+        PyTypeObject *want = i <= GR_PID         ? tagged_cls
+                             : i <= GR_PROVENANCE ? decoded_cls
+                             : i <= GR_TS         ? signal_cls
+                             : i <= GR_HASH       ? provenance_cls
+                                                  : tags_cls;
+        if (owners[i] != want) {
+            PyErr_SetString(PyExc_TypeError, "graph_rows: readers of five record classes");
+            return NULL;
+        }
+    }
+    Py_ssize_t n = at;
+    for (; n < PyList_GET_SIZE(items); n++) {
+        PyObject *item = PyList_GET_ITEM(items, n), *v[GR_READERS] = {NULL};
+        int plain = Py_TYPE(item) == tagged_cls;
+        for (int i = GR_DECODED; plain && i <= GR_PID; i++)
+            plain = (v[i] = SLOT(item, o[i])) != NULL;
+        plain = plain && Py_TYPE(v[GR_DECODED]) == decoded_cls &&
+                Py_TYPE(v[GR_TAGS]) == tags_cls &&
+                (v[GR_SIGNAL] = SLOT(v[GR_DECODED], o[GR_SIGNAL])) != NULL &&
+                (v[GR_PROVENANCE] = SLOT(v[GR_DECODED], o[GR_PROVENANCE])) != NULL &&
+                Py_TYPE(v[GR_SIGNAL]) == signal_cls &&
+                Py_TYPE(v[GR_PROVENANCE]) == provenance_cls;
+        for (int i = GR_TENANT; plain && i <= GR_TS; i++)
+            plain = (v[i] = SLOT(v[GR_SIGNAL], o[i])) != NULL;
+        for (int i = GR_TOPIC; plain && i <= GR_HASH; i++)
+            plain = (v[i] = SLOT(v[GR_PROVENANCE], o[i])) != NULL;
+        for (int i = GR_PURPOSE; plain && i <= GR_RESIDENCY; i++)
+            plain = (v[i] = SLOT(v[GR_TAGS], o[i])) != NULL;
+        if (!plain || !PyDateTime_CheckExact(v[GR_TS]) ||
+            PyDateTime_DATE_GET_TZINFO(v[GR_TS]) != PyDateTime_TimeZone_UTC)
+            break;
+        Py_ssize_t n_tenant = 0, n_source = 0, n_sid = 0;
+        const char *tenant = rs_plain(v[GR_TENANT], &n_tenant),
+                   *source = rs_plain(v[GR_SOURCE], &n_source),
+                   *sid = rs_plain(v[GR_SID], &n_sid);
+        if (!tenant || !source || !sid)
+            break;
+        PyObject *ts = v[GR_TS];
+        long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
+                                         PyDateTime_GET_DAY(ts));
+        long long micros = ((days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 +
+                             PyDateTime_DATE_GET_MINUTE(ts) * 60 + PyDateTime_DATE_GET_SECOND(ts)) *
+                            1000000) +
+                           PyDateTime_DATE_GET_MICROSECOND(ts);
+        char digits[24], iso[40];
+        Py_ssize_t n_digits = decimal_digits(micros, digits), n_iso = rs_iso(ts, iso, 1);
+        PyObject *key = NULL, *micros_obj = NULL, *iso_obj = NULL, *weight = NULL;
+        PyObject *signal = NULL, *provenance = NULL, *row = NULL;
+        if (digest_begin() == 0 && digest_add("[\"", 2) == 0 &&
+            digest_add(tenant, (size_t)n_tenant) == 0 && digest_add("\",\"", 3) == 0 &&
+            digest_add(source, (size_t)n_source) == 0 && digest_add("\",\"", 3) == 0 &&
+            digest_add(sid, (size_t)n_sid) == 0 && digest_add("\",", 2) == 0 &&
+            digest_add(digits, (size_t)n_digits) == 0 && digest_add("]", 1) == 0)
+            key = digest_hex(32);
+        if (key == NULL || (micros_obj = PyLong_FromLongLong(micros)) == NULL ||
+            (iso_obj = PyUnicode_DecodeASCII(iso, n_iso, NULL)) == NULL ||
+            (weight = v[GR_WEIGHT] == Py_None ? PyFloat_FromDouble(1.0)
+                                              : Py_NewRef(v[GR_WEIGHT])) == NULL)
+            goto item_fail;
+        PyObject *signal_values[9] = {key,     v[GR_SID],    v[GR_TENANT],
+                                      v[GR_TYPE], v[GR_VALUE], weight,
+                                      v[GR_SOURCE], micros_obj, iso_obj};
+        PyObject *provenance_values[12] = {
+            v[GR_PID],     v[GR_TENANT],    v[GR_POLICY],    v[GR_VERSION],
+            v[GR_HASH],    v[GR_TOPIC],     v[GR_PARTITION], v[GR_OFFSET],
+            v[GR_PURPOSE], v[GR_RETENTION], v[GR_LICENSE],   v[GR_RESIDENCY]};
+        if ((signal = gr_dict(gr_keys + 5, signal_values, 9)) == NULL ||
+            (provenance = gr_dict(gr_keys + 14, provenance_values, 12)) == NULL)
+            goto item_fail;
+        PyObject *row_values[5] = {v[GR_TENANT], key, v[GR_PID], signal, provenance};
+        if ((row = gr_dict(gr_keys, row_values, 5)) == NULL || PyList_Append(rows, row) < 0)
+            goto item_fail;
+        Py_DECREF(row);
+        Py_DECREF(signal);
+        Py_DECREF(provenance);
+        Py_DECREF(key);
+        Py_DECREF(micros_obj);
+        Py_DECREF(iso_obj);
+        Py_DECREF(weight);
+        continue;
+    item_fail:
+        Py_XDECREF(row);
+        Py_XDECREF(signal);
+        Py_XDECREF(provenance);
+        Py_XDECREF(key);
+        Py_XDECREF(micros_obj);
+        Py_XDECREF(iso_obj);
+        Py_XDECREF(weight);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+/* === end of the serving sinks ============================================================= */
 
 
 static PyMethodDef functions[] = {
@@ -5857,6 +6037,8 @@ static PyMethodDef functions[] = {
      PyDoc_STR("drift's plain path (operators.drift.TenantDrift.push_batch): the next index.")},
     {"redis_signals", (PyCFunction)(void (*)(void))redis_signals, METH_FASTCALL,
      PyDoc_STR("the Redis script's operations of a batch's signals (sinks.redis._Batch).")},
+    {"graph_rows", (PyCFunction)(void (*)(void))graph_rows, METH_FASTCALL,
+     PyDoc_STR("the graph sink's rows of a batch's signals (sinks.graph_model.signal_row).")},
     {"exchange_init", (PyCFunction)(void (*)(void))exchange_init, METH_FASTCALL,
      PyDoc_STR("the exchange's record classes, UTC and fingerprint (core.records).")},
     {"exchange_pack", (PyCFunction)(void (*)(void))exchange_pack, METH_FASTCALL,

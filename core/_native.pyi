@@ -46,6 +46,9 @@ def tag_run(
     readers: tuple[Any, ...],
     /,
 ) -> list[Tagged]: ...
+def graph_rows(
+    items: list[Tagged], at: int, readers: tuple[Any, ...], rows: list[dict[str, Any]], /
+) -> int: ...
 def redis_signals(
     items: list[Tagged],
     at: int,

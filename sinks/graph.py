@@ -88,7 +88,7 @@ from sinks.graph_model import (
     schema_name,
     score_row,
     signal_key,
-    signal_row,
+    signal_rows,
     signals_param,
     storable,
 )
@@ -301,6 +301,7 @@ class GraphWriter:
         """
         signals: dict[tuple[str, str], dict[str, Any]] = {}
         newest: dict[str, ScoreChange] = {}
+        tagged: list[Tagged] = []
         checked = isinstance(batch, Storable)  # the sink's prepare step checked each item
         for item in batch:
             if not checked and isinstance(item, Tagged | ScoreChange) and not storable(item):
@@ -311,11 +312,12 @@ class GraphWriter:
                 if held is None or item.seq > held.seq:
                     newest[item.tenant_id] = item
             elif isinstance(item, Tagged):
-                row = signal_row(item)
-                signals.setdefault((row["key"], row["provenance_id"]), row)
+                tagged.append(item)
             else:
                 msg = f"graph sink: cannot write a {type(item).__name__}"
                 raise TypeError(msg)
+        for row in signal_rows(tagged):
+            signals.setdefault((row["key"], row["provenance_id"]), row)
         statements: list[tuple[str, dict[str, Any]]] = []
         if signals and self._row_merges:
             statements.append((SIGNALS_ROWS_QUERY, {"rows": list(signals.values())}))

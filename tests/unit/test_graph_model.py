@@ -1,19 +1,26 @@
-"""The graph's idempotency key: the documented hash of the documented canonical JSON."""
+"""The graph's idempotency key (the documented hash of the documented canonical JSON), and its
+rows as the C path builds them (and the Redis operations' C path leaking nothing)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
-from datetime import UTC, datetime, timedelta
+import sys
+import tracemalloc
+from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from neo4j._codec.packstream.v1 import Packer, _rust_pack
 
+from core import _native
 from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from sinks.graph import Rows
-from sinks.graph_model import epoch_micros, signal_key, storable
+from sinks.graph_model import epoch_micros, signal_key, signal_row, signal_rows, storable
+from sinks.redis import _Batch
 
 _T0 = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -87,3 +94,106 @@ def test_rows_pack_as_the_list_they_hold_and_print_short() -> None:
     for rust in (True, False):
         assert _pack({"rows": Rows(rows)}, rust=rust) == _pack({"rows": rows}, rust=rust)
     assert repr(Rows(rows)) == "<2 rows>"
+
+
+class _Tagged(Tagged):
+    """A Tagged subclass whose ``policy_version`` reads otherwise than its slot (the reference
+    reads the attribute): the C path leaves it to the reference."""
+
+    __slots__ = ()
+
+    @property
+    def policy_version(self) -> str:
+        return "read through the subclass"
+
+
+_PLAIN = st.sampled_from(["", "t1", "sensor-7", "a b"]) | st.text(max_size=4)
+#: Times in UTC itself (with microseconds or none, years 1 to 9999) and in another zone.
+_WHEN = st.datetimes(timezones=st.just(UTC)) | st.sampled_from(
+    [
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(999, 3, 4, 5, 6, 7, 8, tzinfo=UTC),
+        datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=-3))),
+    ]
+)
+
+
+@st.composite
+def _signals(draw: st.DrawFn) -> Tagged:
+    signal = Signal(
+        draw(_PLAIN),
+        draw(_PLAIN),
+        draw(_PLAIN),
+        draw(st.floats() | st.integers(-(2**63), 2**63 - 1)),
+        draw(st.none() | st.floats()),
+        draw(_PLAIN),
+        draw(_WHEN),
+    )
+    provenance = Provenance(
+        draw(_PLAIN), draw(st.integers(0, 2**40)), draw(st.integers(0, 2**63 - 1)), 1, "0" * 64
+    )
+    tags = PolicyTags("benchmarking", draw(_PLAIN), "Restricted-TOS", "US")
+    cls = draw(st.sampled_from([Tagged, Tagged, Tagged, _Tagged]))
+    return cls(Decoded(signal, provenance), tags, draw(_PLAIN), draw(_PLAIN))
+
+
+def _packed(value: object) -> bytes:
+    stream = io.BytesIO()
+    Packer(stream).pack(value)  # the driver's PackStream: the bytes Bolt sends
+    return stream.getvalue()
+
+
+@given(st.lists(_signals(), max_size=20))
+def test_the_c_rows_are_the_reference_rows(items: list[Tagged]) -> None:
+    """``signal_rows`` (``core._native.graph_rows`` with ``signal_row`` for what it leaves)
+    against ``signal_row`` item by item: equal rows, the same key order, the same Bolt bytes."""
+    built = signal_rows(items)
+    reference = [signal_row(item) for item in items]
+    assert built == reference
+    for mine, theirs in zip(built, reference, strict=True):
+        assert list(mine) == list(theirs)
+        assert list(mine["signal"]) == list(theirs["signal"])
+        assert list(mine["provenance"]) == list(theirs["provenance"])
+        assert all(type(mine["signal"][k]) is type(theirs["signal"][k]) for k in theirs["signal"])
+    assert _packed(built) == _packed(reference)
+
+
+def test_the_c_rows_take_the_common_signal() -> None:
+    """A plain signal's row is built in C (a C path that left every record to the reference
+    would not be caught by the equality above): its dicts hold the record's own strings."""
+    item = _item("t1", "src", "s-1", 1_700_000_000_123_456)
+    (row,) = signal_rows([item])
+    assert row == signal_row(item)
+    assert row["signal"]["ts_iso"] == "2023-11-14T22:13:20.123456+00:00"
+    assert row["signal"]["signal_id"] is item.signal.signal_id
+
+
+def test_the_c_rows_leak_nothing() -> None:
+    """Rows built and dropped give their memory back (``tracemalloc``), and the record's
+    strings are held only while a row holds them (``sys.getrefcount``); the Redis sink's C
+    operations too."""
+    tenant = "".join(["tenant-", "of-this-test"])  # made here: no other holder
+    items = [_item(tenant, "src", f"s-{i}", 1_700_000_000_000_000 + i) for i in range(50)]
+    held = [items[0].signal.signal_id, items[0].signal.tenant_id, items[0].provenance_id]
+    counts = [sys.getrefcount(x) for x in held]
+    tracemalloc.start()
+    try:
+        for rounds in (20, 200):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(rounds):
+                signal_rows(items)
+                redis_batch = _Batch(1000, 7_000, "")
+                redis_batch.signals(items)
+                redis_batch.args()
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        assert grown < 16_000, grown
+    finally:
+        tracemalloc.stop()
+    del redis_batch  # the last one holds the tenant as its keys' key
+    assert [sys.getrefcount(x) for x in held] == counts
+    with pytest.raises(TypeError):
+        _native.graph_rows(items, 0, (), [])
+    with pytest.raises(TypeError):
+        _native.redis_signals(items, 0, (), {}, str, {}, str, [])
