@@ -1190,6 +1190,23 @@ days_from_civil(int y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
+/* A datetime.UTC datetime's microseconds since the epoch (what (at - _EPOCH) // 1 µs gives:
+ * both of tzinfo datetime.UTC, the difference of their fields): 1, or 0 for anything else.
+ * dedupe's, score's and the graph sink's times. */
+static int
+utc_micros(PyObject *at, long long *out)
+{
+    if (at == NULL || !PyDateTime_CheckExact(at) ||
+        PyDateTime_DATE_GET_TZINFO(at) != PyDateTime_TimeZone_UTC)
+        return 0;
+    long long days = days_from_civil(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
+                                     PyDateTime_GET_DAY(at));
+    long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(at) * 3600 +
+                        PyDateTime_DATE_GET_MINUTE(at) * 60 + PyDateTime_DATE_GET_SECOND(at);
+    *out = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(at);
+    return 1;
+}
+
 /* === dedupe: dedupe_run, the batch check's clean path (operators/dedupe.py) ================ */
 
 static PyObject *s_dd_keys, *s_dd_heap, *s_dd_newest, *s_dd_horizon, *s_dd_ttl, *s_dd_tenant,
@@ -1516,16 +1533,8 @@ dedupe_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                            : NULL;
         if (ts == NULL)
             goto unusual;
-        if (PyDateTime_CheckExact(ts) &&
-            PyDateTime_DATE_GET_TZINFO(ts) == PyDateTime_TimeZone_UTC) {
-            long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
-                                         PyDateTime_GET_DAY(ts));
-            long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 +
-                                PyDateTime_DATE_GET_MINUTE(ts) * 60 +
-                                PyDateTime_DATE_GET_SECOND(ts);
-            micros[i] = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(ts);
+        if (utc_micros(ts, &micros[i]))
             continue;
-        }
         Py_INCREF(ts);
         PyObject *value = PyObject_CallOneArg(micros_of, ts);
         Py_DECREF(ts);
@@ -2463,22 +2472,6 @@ sc_int(PyObject *value, long long bound, long long *out)
     return exact_int64(value, out) && *out > -bound && *out < bound;
 }
 
-/* A datetime.UTC datetime's microseconds since the epoch (what (at - _EPOCH) // 1 µs gives:
- * both of tzinfo datetime.UTC, the difference of their fields): 1, or 0 for anything else. */
-static int
-sc_micros(PyObject *at, long long *out)
-{
-    if (at == NULL || !PyDateTime_CheckExact(at) ||
-        PyDateTime_DATE_GET_TZINFO(at) != PyDateTime_TimeZone_UTC)
-        return 0;
-    long long days = days_from_civil(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
-                                 PyDateTime_GET_DAY(at));
-    long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(at) * 3600 +
-                        PyDateTime_DATE_GET_MINUTE(at) * 60 + PyDateTime_DATE_GET_SECOND(at);
-    *out = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(at);
-    return 1;
-}
-
 /* a // b, b > 0 (Python's floor division) */
 static long long
 sc_floordiv(long long a, long long b)
@@ -3041,7 +3034,7 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (signal == NULL || Py_TYPE(signal) != (PyTypeObject *)cls[4] ||
             SLOT(signal, o[9]) == NULL)
             goto unusual;
-        if (!sc_micros(SLOT(signal, o[6]), &micros[i]) || micros[i] <= -SC_BOUND / 2 ||
+        if (!utc_micros(SLOT(signal, o[6]), &micros[i]) || micros[i] <= -SC_BOUND / 2 ||
             micros[i] >= SC_BOUND / 2)
             goto unusual;
         PyObject *value = SLOT(signal, o[7]), *weight = SLOT(signal, o[8]);
@@ -3058,7 +3051,7 @@ score_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (horizon == NULL)
                 goto unusual;
             if (horizon != Py_None &&
-                (!sc_micros(horizon, &horizons[i]) || horizons[i] <= -SC_BOUND / 2 ||
+                (!utc_micros(horizon, &horizons[i]) || horizons[i] <= -SC_BOUND / 2 ||
                  horizons[i] >= SC_BOUND / 2))
                 goto unusual;
         }
@@ -5537,13 +5530,65 @@ plan_place(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 /* === the serving sinks: Redis's operations (sinks/redis.py), the graph's rows (sinks/graph.py) */
 
-/* What redis_signals reads of a record, in this order: Tagged's decoded, tags and
- * provenance_id, Decoded's signal and provenance, Signal's tenant_id, signal_id, type, value,
- * weight, source and ts, Provenance's topic, kafka_partition and kafka_offset, PolicyTags'
- * retention (readers: their member descriptors, in that order). */
-enum { RS_DECODED, RS_TAGS, RS_PID, RS_SIGNAL, RS_PROVENANCE, RS_TENANT, RS_SID, RS_TYPE,
-       RS_VALUE, RS_WEIGHT, RS_SOURCE, RS_TS, RS_TOPIC, RS_PARTITION, RS_OFFSET, RS_RETENTION,
-       RS_READERS };
+/* What both loops read of a Tagged, in this order (core.records.TAGGED_READERS: their member
+ * descriptors): Tagged's decoded, tags, policy_version and provenance_id, Decoded's signal and
+ * provenance, Signal's tenant_id, signal_id, type, value, weight, source and ts, Provenance's
+ * topic, kafka_partition, kafka_offset, schema_version and input_hash, PolicyTags' purpose,
+ * retention, license and residency. */
+enum { SV_DECODED, SV_TAGS, SV_POLICY, SV_PID, SV_SIGNAL, SV_PROVENANCE, SV_TENANT, SV_SID,
+       SV_TYPE, SV_VALUE, SV_WEIGHT, SV_SOURCE, SV_TS, SV_TOPIC, SV_PARTITION, SV_OFFSET,
+       SV_VERSION, SV_HASH, SV_PURPOSE, SV_RETENTION, SV_LICENSE, SV_RESIDENCY, SV_READERS };
+
+/* The readers' offsets into o and their classes into cls (Tagged, Decoded, Signal, Provenance,
+ * PolicyTags): 0, or -1 with a TypeError naming who. */
+static int
+sv_readers(PyObject *readers, Py_ssize_t *o, PyTypeObject **cls, const char *who)
+{
+    static const int first[5] = {SV_DECODED, SV_SIGNAL, SV_TENANT, SV_TOPIC, SV_PURPOSE};
+    PyTypeObject *owners[SV_READERS];
+    if (!PyTuple_Check(readers) || PyTuple_GET_SIZE(readers) != SV_READERS) {
+        PyErr_Format(PyExc_TypeError, "%s: the readers of core.records.TAGGED_READERS", who);
+        return -1;
+    }
+    for (int i = 0; i < SV_READERS; i++) {
+        if ((o[i] = slot_offset(PyTuple_GET_ITEM(readers, i), &owners[i])) < 0)
+            return -1;
+    }
+    for (int c = 0, i = 0; i < SV_READERS; i++) {
+        if (c < 4 && i == first[c + 1])
+            c++;
+        cls[c] = owners[first[c]];
+        if (owners[i] != cls[c]) {
+            PyErr_Format(PyExc_TypeError, "%s: readers of five record classes", who);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* item's fields into v (borrowed: the record holds them) when it and the records it holds are
+ * of the readers' exact classes with every slot set: 1, else 0. */
+static int
+sv_fields(PyObject *item, const Py_ssize_t *o, PyTypeObject *const *cls, PyObject **v)
+{
+    if (Py_TYPE(item) != cls[0])
+        return 0;
+    for (int i = SV_DECODED; i <= SV_PID; i++) {
+        if ((v[i] = SLOT(item, o[i])) == NULL)
+            return 0;
+    }
+    if (Py_TYPE(v[SV_DECODED]) != cls[1] || Py_TYPE(v[SV_TAGS]) != cls[4] ||
+        (v[SV_SIGNAL] = SLOT(v[SV_DECODED], o[SV_SIGNAL])) == NULL ||
+        (v[SV_PROVENANCE] = SLOT(v[SV_DECODED], o[SV_PROVENANCE])) == NULL ||
+        Py_TYPE(v[SV_SIGNAL]) != cls[2] || Py_TYPE(v[SV_PROVENANCE]) != cls[3])
+        return 0;
+    for (int i = SV_TENANT; i < SV_READERS; i++) {
+        PyObject *owner = i <= SV_TS ? v[SV_SIGNAL] : i <= SV_HASH ? v[SV_PROVENANCE] : v[SV_TAGS];
+        if ((v[i] = SLOT(owner, o[i])) == NULL)
+            return 0;
+    }
+    return 1;
+}
 
 typedef struct {
     char *data;
@@ -5638,22 +5683,15 @@ rs_iso(PyObject *ts, char *buf, int always_us)
     return n + 6;
 }
 
-/* known[key], made by make(key) the first time (which must store it there): a borrowed
- * reference, or NULL with an exception. */
+/* known[key], else make(key) (which keeps it there for the next call): a new reference, or
+ * NULL with an exception. */
 static PyObject *
 rs_known(PyObject *known, PyObject *make, PyObject *key)
 {
     PyObject *v = PyDict_GetItemWithError(known, key); /* borrowed */
-    if (v != NULL || PyErr_Occurred())
-        return v;
-    PyObject *made = PyObject_CallOneArg(make, key);
-    if (made == NULL)
-        return NULL;
-    Py_DECREF(made);
-    v = PyDict_GetItemWithError(known, key);
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_SetString(PyExc_RuntimeError, "redis_signals: make did not store its value");
-    return v;
+    if (v != NULL)
+        return Py_NewRef(v);
+    return PyErr_Occurred() ? NULL : PyObject_CallOneArg(make, key);
 }
 
 /* redis_signals(items, at, readers, keys, new_keys, ttls, new_ttl, parts) -> the index of the
@@ -5665,8 +5703,8 @@ rs_known(PyObject *known, PyObject *make, PyObject *key)
  * writes it, joined by commas, appended to parts as one str. The tenant's (stream key index,
  * marks key index, channel) come from keys[tenant], made by new_keys(tenant) the first time
  * (which names the keys in the reference's order); a retention's TTL in ms from ttls, made by
- * new_ttl(retention). The records' fields are read at their slots' offsets (readers: RS_READERS
- * member descriptors of four record classes). */
+ * new_ttl(retention). The records' fields are read at their slots' offsets (readers:
+ * core.records.TAGGED_READERS, sv_fields). */
 static PyObject *
 redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -5679,79 +5717,45 @@ redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t at = PyLong_AsSsize_t(args[1]);
     if (at == -1 && PyErr_Occurred())
         return NULL;
-    if (!PyList_Check(items) || !PyTuple_Check(readers) ||
-        PyTuple_GET_SIZE(readers) != RS_READERS || !PyDict_Check(keys) || !PyDict_Check(ttls) ||
+    if (!PyList_Check(items) || !PyDict_Check(keys) || !PyDict_Check(ttls) ||
         !PyList_Check(parts) || at < 0) {
         PyErr_SetString(PyExc_TypeError,
                         "redis_signals: a list, an index, the readers, two dicts and a list");
         return NULL;
     }
-    Py_ssize_t o[RS_READERS];
-    PyTypeObject *owners[RS_READERS];
-    for (int i = 0; i < RS_READERS; i++) {
-        if ((o[i] = slot_offset(PyTuple_GET_ITEM(readers, i), &owners[i])) < 0)
-            return NULL;
-    }
-    PyTypeObject *tagged_cls = owners[RS_DECODED], *decoded_cls = owners[RS_SIGNAL],
-                 *signal_cls = owners[RS_TENANT], *provenance_cls = owners[RS_TOPIC],
-                 *tags_cls = owners[RS_RETENTION];
-    for (int i = 0; i < RS_READERS; i++) {
-        PyTypeObject *want = i <= RS_PID         ? tagged_cls
-                             : i <= RS_PROVENANCE ? decoded_cls
-                             : i <= RS_TS         ? signal_cls
-                             : i <= RS_OFFSET     ? provenance_cls
-                                                  : tags_cls;
-        if (owners[i] != want) {
-            PyErr_SetString(PyExc_TypeError, "redis_signals: readers of five record classes");
-            return NULL;
-        }
-    }
+    Py_ssize_t o[SV_READERS];
+    PyTypeObject *cls[5];
+    if (sv_readers(readers, o, cls, "redis_signals") < 0)
+        return NULL;
     RsOut out = {NULL, 0, 0};
     Py_ssize_t n = at;
     for (; n < PyList_GET_SIZE(items); n++) {
-        PyObject *item = PyList_GET_ITEM(items, n), *v[RS_READERS] = {NULL};
-        int plain = Py_TYPE(item) == tagged_cls;
-        for (int i = RS_DECODED; plain && i <= RS_PID; i++)
-            plain = (v[i] = SLOT(item, o[i])) != NULL;
-        plain = plain && Py_TYPE(v[RS_DECODED]) == decoded_cls &&
-                Py_TYPE(v[RS_TAGS]) == tags_cls &&
-                (v[RS_SIGNAL] = SLOT(v[RS_DECODED], o[RS_SIGNAL])) != NULL &&
-                (v[RS_PROVENANCE] = SLOT(v[RS_DECODED], o[RS_PROVENANCE])) != NULL &&
-                Py_TYPE(v[RS_SIGNAL]) == signal_cls &&
-                Py_TYPE(v[RS_PROVENANCE]) == provenance_cls &&
-                (v[RS_RETENTION] = SLOT(v[RS_TAGS], o[RS_RETENTION])) != NULL;
-        for (int i = RS_TENANT; plain && i <= RS_TS; i++)
-            plain = (v[i] = SLOT(v[RS_SIGNAL], o[i])) != NULL;
-        for (int i = RS_TOPIC; plain && i <= RS_OFFSET; i++)
-            plain = (v[i] = SLOT(v[RS_PROVENANCE], o[i])) != NULL;
-        if (!plain || !PyFloat_CheckExact(v[RS_VALUE]) ||
-            !(v[RS_WEIGHT] == Py_None || PyFloat_CheckExact(v[RS_WEIGHT])) ||
-            !PyDateTime_CheckExact(v[RS_TS]) ||
-            PyDateTime_DATE_GET_TZINFO(v[RS_TS]) != PyDateTime_TimeZone_UTC ||
-            !PyLong_CheckExact(v[RS_PARTITION]) || !PyLong_CheckExact(v[RS_OFFSET]) ||
-            !PyUnicode_CheckExact(v[RS_TENANT]) || !PyUnicode_CheckExact(v[RS_RETENTION]))
+        PyObject *item = PyList_GET_ITEM(items, n), *v[SV_READERS];
+        if (!sv_fields(item, o, cls, v) || !PyFloat_CheckExact(v[SV_VALUE]) ||
+            !(v[SV_WEIGHT] == Py_None || PyFloat_CheckExact(v[SV_WEIGHT])) ||
+            !PyDateTime_CheckExact(v[SV_TS]) ||
+            PyDateTime_DATE_GET_TZINFO(v[SV_TS]) != PyDateTime_TimeZone_UTC ||
+            !PyUnicode_CheckExact(v[SV_TENANT]) || !PyUnicode_CheckExact(v[SV_RETENTION]))
             break;
-        double value = PyFloat_AS_DOUBLE(v[RS_VALUE]);
-        double weight = v[RS_WEIGHT] == Py_None ? 1.0 : PyFloat_AS_DOUBLE(v[RS_WEIGHT]);
+        double value = PyFloat_AS_DOUBLE(v[SV_VALUE]);
+        double weight = v[SV_WEIGHT] == Py_None ? 1.0 : PyFloat_AS_DOUBLE(v[SV_WEIGHT]);
         if (!isfinite(value) || !isfinite(weight))
             break;
         Py_ssize_t n_sid = 0, n_type = 0, n_source = 0, n_topic = 0, n_pid = 0;
-        const char *sid = rs_plain(v[RS_SID], &n_sid), *type = rs_plain(v[RS_TYPE], &n_type),
-                   *source = rs_plain(v[RS_SOURCE], &n_source),
-                   *topic = rs_plain(v[RS_TOPIC], &n_topic), *pid = rs_plain(v[RS_PID], &n_pid);
+        const char *sid = rs_plain(v[SV_SID], &n_sid), *type = rs_plain(v[SV_TYPE], &n_type),
+                   *source = rs_plain(v[SV_SOURCE], &n_source),
+                   *topic = rs_plain(v[SV_TOPIC], &n_topic), *pid = rs_plain(v[SV_PID], &n_pid);
         if (!sid || !type || !source || !topic || !pid)
             break;
         long long partition, offset;
-        if (!exact_int64(v[RS_PARTITION], &partition) || !exact_int64(v[RS_OFFSET], &offset))
+        if (!exact_int64(v[SV_PARTITION], &partition) || !exact_int64(v[SV_OFFSET], &offset))
             break;
         /* the tenant's names and the retention's TTL: Python makes the first of each. The
          * record is held meanwhile (the callbacks run Python, which could drop the list's
          * reference): it holds what was read above, which is used as read (immutable). */
         Py_INCREF(item);
-        PyObject *names = rs_known(keys, new_keys, v[RS_TENANT]);
-        Py_XINCREF(names);
-        PyObject *ttl = names ? rs_known(ttls, new_ttl, v[RS_RETENTION]) : NULL;
-        Py_XINCREF(ttl);
+        PyObject *names = rs_known(keys, new_keys, v[SV_TENANT]);
+        PyObject *ttl = names ? rs_known(ttls, new_ttl, v[SV_RETENTION]) : NULL;
         if (ttl == NULL) {
             Py_XDECREF(names);
             Py_DECREF(item);
@@ -5773,8 +5777,9 @@ redis_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         char value_r[32], weight_r[32], iso[40], digits[24];
         Py_ssize_t n_value = rs_repr(value, value_r), n_weight = rs_repr(weight, weight_r),
-                   n_iso = rs_iso(v[RS_TS], iso, 0);
-        int err = n_value < 0 || n_weight < 0 || (out.len > 0 && RS_LIT(&out, ",")) || RS_LIT(&out, "[\"g\",") ||
+                   n_iso = rs_iso(v[SV_TS], iso, 0);
+        int err = n_value < 0 || n_weight < 0 || (out.len > 0 && RS_LIT(&out, ",")) ||
+              RS_LIT(&out, "[\"g\",") ||
               rs_str(&out, stream, n_stream, 0) || RS_LIT(&out, ",") ||
               rs_str(&out, marks, n_marks, 0) || RS_LIT(&out, ",\"") ||
               rs_put(&out, topic, n_topic) || RS_LIT(&out, "/") ||
@@ -5821,14 +5826,6 @@ fail:
 
 /* --- the graph sink: a batch's signal rows (sinks/graph_model.py signal_row) ------------------ */
 
-/* What graph_rows reads of a signal, in this order: Tagged's decoded, tags, policy_version and
- * provenance_id, Decoded's signal and provenance, Signal's tenant_id, signal_id, type, value,
- * weight, source and ts, Provenance's topic, kafka_partition, kafka_offset, schema_version and
- * input_hash, PolicyTags' purpose, retention, license and residency. */
-enum { GR_DECODED, GR_TAGS, GR_POLICY, GR_PID, GR_SIGNAL, GR_PROVENANCE, GR_TENANT, GR_SID,
-       GR_TYPE, GR_VALUE, GR_WEIGHT, GR_SOURCE, GR_TS, GR_TOPIC, GR_PARTITION, GR_OFFSET,
-       GR_VERSION, GR_HASH, GR_PURPOSE, GR_RETENTION, GR_LICENSE, GR_RESIDENCY, GR_READERS };
-
 /* The row's keys, in signal_row's order: the row's 5, the signal's 9, the provenance's 12. */
 static const char *const gr_row_keys[] = {"tenant_id", "key", "provenance_id", "signal",
                                           "provenance"};
@@ -5864,8 +5861,8 @@ gr_dict(PyObject *const *keys, PyObject *const *values, int n)
  * signal_row(item) of each signal from at, appended to rows: the same dicts, keys in the same
  * order, the same values (the record's own objects; the key the SHA-256 hex of the canonical
  * '[tenant,source,signal_id,ts_micros]'; ts in epoch microseconds and its isoformat with
- * microseconds). The records' fields are read at their slots' offsets (readers: GR_READERS
- * member descriptors of four record classes). */
+ * microseconds). The records' fields are read at their slots' offsets (readers:
+ * core.records.TAGGED_READERS, sv_fields). */
 static PyObject *
 graph_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -5877,8 +5874,7 @@ graph_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t at = PyLong_AsSsize_t(args[1]);
     if (at == -1 && PyErr_Occurred())
         return NULL;
-    if (!PyList_Check(items) || !PyTuple_Check(readers) ||
-        PyTuple_GET_SIZE(readers) != GR_READERS || !PyList_Check(rows) || at < 0) {
+    if (!PyList_Check(items) || !PyList_Check(rows) || at < 0) {
         PyErr_SetString(PyExc_TypeError, "graph_rows: a list, an index, the readers, a list");
         return NULL;
     }
@@ -5895,62 +5891,24 @@ graph_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
         }
     }
-    Py_ssize_t o[GR_READERS];
-    PyTypeObject *owners[GR_READERS];
-    for (int i = 0; i < GR_READERS; i++) {
-        if ((o[i] = slot_offset(PyTuple_GET_ITEM(readers, i), &owners[i])) < 0)
-            return NULL;
-    }
-    PyTypeObject *tagged_cls = owners[GR_DECODED], *decoded_cls = owners[GR_SIGNAL],
-                 *signal_cls = owners[GR_TENANT], *provenance_cls = owners[GR_TOPIC],
-                 *tags_cls = owners[GR_PURPOSE];
-    for (int i = 0; i < GR_READERS; i++) {
-        PyTypeObject *want = i <= GR_PID         ? tagged_cls
-                             : i <= GR_PROVENANCE ? decoded_cls
-                             : i <= GR_TS         ? signal_cls
-                             : i <= GR_HASH       ? provenance_cls
-                                                  : tags_cls;
-        if (owners[i] != want) {
-            PyErr_SetString(PyExc_TypeError, "graph_rows: readers of five record classes");
-            return NULL;
-        }
-    }
+    Py_ssize_t o[SV_READERS];
+    PyTypeObject *cls[5];
+    if (sv_readers(readers, o, cls, "graph_rows") < 0)
+        return NULL;
     Py_ssize_t n = at;
     for (; n < PyList_GET_SIZE(items); n++) {
-        PyObject *item = PyList_GET_ITEM(items, n), *v[GR_READERS] = {NULL};
-        int plain = Py_TYPE(item) == tagged_cls;
-        for (int i = GR_DECODED; plain && i <= GR_PID; i++)
-            plain = (v[i] = SLOT(item, o[i])) != NULL;
-        plain = plain && Py_TYPE(v[GR_DECODED]) == decoded_cls &&
-                Py_TYPE(v[GR_TAGS]) == tags_cls &&
-                (v[GR_SIGNAL] = SLOT(v[GR_DECODED], o[GR_SIGNAL])) != NULL &&
-                (v[GR_PROVENANCE] = SLOT(v[GR_DECODED], o[GR_PROVENANCE])) != NULL &&
-                Py_TYPE(v[GR_SIGNAL]) == signal_cls &&
-                Py_TYPE(v[GR_PROVENANCE]) == provenance_cls;
-        for (int i = GR_TENANT; plain && i <= GR_TS; i++)
-            plain = (v[i] = SLOT(v[GR_SIGNAL], o[i])) != NULL;
-        for (int i = GR_TOPIC; plain && i <= GR_HASH; i++)
-            plain = (v[i] = SLOT(v[GR_PROVENANCE], o[i])) != NULL;
-        for (int i = GR_PURPOSE; plain && i <= GR_RESIDENCY; i++)
-            plain = (v[i] = SLOT(v[GR_TAGS], o[i])) != NULL;
-        if (!plain || !PyDateTime_CheckExact(v[GR_TS]) ||
-            PyDateTime_DATE_GET_TZINFO(v[GR_TS]) != PyDateTime_TimeZone_UTC)
+        PyObject *item = PyList_GET_ITEM(items, n), *v[SV_READERS];
+        long long micros;
+        if (!sv_fields(item, o, cls, v) || !utc_micros(v[SV_TS], &micros))
             break;
         Py_ssize_t n_tenant = 0, n_source = 0, n_sid = 0;
-        const char *tenant = rs_plain(v[GR_TENANT], &n_tenant),
-                   *source = rs_plain(v[GR_SOURCE], &n_source),
-                   *sid = rs_plain(v[GR_SID], &n_sid);
+        const char *tenant = rs_plain(v[SV_TENANT], &n_tenant),
+                   *source = rs_plain(v[SV_SOURCE], &n_source),
+                   *sid = rs_plain(v[SV_SID], &n_sid);
         if (!tenant || !source || !sid)
             break;
-        PyObject *ts = v[GR_TS];
-        long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
-                                         PyDateTime_GET_DAY(ts));
-        long long micros = ((days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 +
-                             PyDateTime_DATE_GET_MINUTE(ts) * 60 + PyDateTime_DATE_GET_SECOND(ts)) *
-                            1000000) +
-                           PyDateTime_DATE_GET_MICROSECOND(ts);
         char digits[24], iso[40];
-        Py_ssize_t n_digits = decimal_digits(micros, digits), n_iso = rs_iso(ts, iso, 1);
+        Py_ssize_t n_digits = decimal_digits(micros, digits), n_iso = rs_iso(v[SV_TS], iso, 1);
         PyObject *key = NULL, *micros_obj = NULL, *iso_obj = NULL, *weight = NULL;
         PyObject *signal = NULL, *provenance = NULL, *row = NULL;
         if (digest_begin() == 0 && digest_add("[\"", 2) == 0 &&
@@ -5961,20 +5919,20 @@ graph_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             key = digest_hex(32);
         if (key == NULL || (micros_obj = PyLong_FromLongLong(micros)) == NULL ||
             (iso_obj = PyUnicode_DecodeASCII(iso, n_iso, NULL)) == NULL ||
-            (weight = v[GR_WEIGHT] == Py_None ? PyFloat_FromDouble(1.0)
-                                              : Py_NewRef(v[GR_WEIGHT])) == NULL)
+            (weight = v[SV_WEIGHT] == Py_None ? PyFloat_FromDouble(1.0)
+                                              : Py_NewRef(v[SV_WEIGHT])) == NULL)
             goto item_fail;
-        PyObject *signal_values[9] = {key,     v[GR_SID],    v[GR_TENANT],
-                                      v[GR_TYPE], v[GR_VALUE], weight,
-                                      v[GR_SOURCE], micros_obj, iso_obj};
+        PyObject *signal_values[9] = {key,     v[SV_SID],    v[SV_TENANT],
+                                      v[SV_TYPE], v[SV_VALUE], weight,
+                                      v[SV_SOURCE], micros_obj, iso_obj};
         PyObject *provenance_values[12] = {
-            v[GR_PID],     v[GR_TENANT],    v[GR_POLICY],    v[GR_VERSION],
-            v[GR_HASH],    v[GR_TOPIC],     v[GR_PARTITION], v[GR_OFFSET],
-            v[GR_PURPOSE], v[GR_RETENTION], v[GR_LICENSE],   v[GR_RESIDENCY]};
+            v[SV_PID],     v[SV_TENANT],    v[SV_POLICY],    v[SV_VERSION],
+            v[SV_HASH],    v[SV_TOPIC],     v[SV_PARTITION], v[SV_OFFSET],
+            v[SV_PURPOSE], v[SV_RETENTION], v[SV_LICENSE],   v[SV_RESIDENCY]};
         if ((signal = gr_dict(gr_keys + 5, signal_values, 9)) == NULL ||
             (provenance = gr_dict(gr_keys + 14, provenance_values, 12)) == NULL)
             goto item_fail;
-        PyObject *row_values[5] = {v[GR_TENANT], key, v[GR_PID], signal, provenance};
+        PyObject *row_values[5] = {v[SV_TENANT], key, v[SV_PID], signal, provenance};
         if ((row = gr_dict(gr_keys, row_values, 5)) == NULL || PyList_Append(rows, row) < 0)
             goto item_fail;
         Py_DECREF(row);

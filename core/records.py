@@ -292,6 +292,7 @@ _MISSING: Any = object()
 
 
 __all__ = [
+    "TAGGED_READERS",
     "Decoded",
     "DeconflictionResult",
     "DriftVerdict",
@@ -587,3 +588,22 @@ def _exchange_fingerprint(table: tuple[tuple[type[Any], tuple[Any, ...]], ...]) 
 
 _EXCHANGE_TABLE = _exchange_table()
 _native.exchange_init(_EXCHANGE_TABLE, UTC, _exchange_fingerprint(_EXCHANGE_TABLE))
+
+
+#: The member descriptors of a ``Tagged``'s fields that the serving sinks' C loops read at
+#: their slots' offsets, in their order (``SV_*`` in ``core/_native.c``: the Redis sink's
+#: operations, the graph sink's rows): the Tagged's, its Decoded's, its Signal's, its
+#: Provenance's and its PolicyTags'.
+TAGGED_READERS = (
+    *(Tagged.__dict__[name] for name in ("decoded", "tags", "policy_version", "provenance_id")),
+    *(Decoded.__dict__[name] for name in ("signal", "provenance")),
+    *(
+        Signal.__dict__[name]
+        for name in ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts")
+    ),
+    *(
+        Provenance.__dict__[name]
+        for name in ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
+    ),
+    *(PolicyTags.__dict__[name] for name in ("purpose", "retention", "license", "residency")),
+)

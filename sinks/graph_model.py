@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core import _native
-from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.records import TAGGED_READERS, ScoreChange, Tagged
 
 __all__ = [
     "EDGE_TYPES",
@@ -203,23 +203,6 @@ def signal_row(item: Tagged) -> dict[str, Any]:
     }
 
 
-#: What ``core._native.graph_rows`` reads of a signal, at the slots' offsets, in its order
-#: (``GR_*`` in ``core/_native.c``).
-_READERS = (
-    *(Tagged.__dict__[name] for name in ("decoded", "tags", "policy_version", "provenance_id")),
-    *(Decoded.__dict__[name] for name in ("signal", "provenance")),
-    *(
-        Signal.__dict__[name]
-        for name in ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts")
-    ),
-    *(
-        Provenance.__dict__[name]
-        for name in ("topic", "kafka_partition", "kafka_offset", "schema_version", "input_hash")
-    ),
-    *(PolicyTags.__dict__[name] for name in ("purpose", "retention", "license", "residency")),
-)
-
-
 def signal_rows(items: list[Tagged]) -> list[dict[str, Any]]:
     """:func:`signal_row` of each of ``items``, in order: in C (``core._native.graph_rows``, the
     same dicts) for the common signal (a tenant, source and signal id JSON writes as themselves,
@@ -227,7 +210,7 @@ def signal_rows(items: list[Tagged]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     at, n = 0, len(items)
     while at < n:
-        at = _native.graph_rows(items, at, _READERS, rows)
+        at = _native.graph_rows(items, at, TAGGED_READERS, rows)
         if at < n:
             rows.append(signal_row(items[at]))
             at += 1

@@ -65,7 +65,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core import _native
-from core.records import Decoded, PolicyTags, Provenance, ScoreChange, Signal, Tagged
+from core.records import TAGGED_READERS, ScoreChange, Tagged
 from core.redis_tls import redis_client
 from core.store_keys import applied_key, events_channel, score_key, signals_key
 from sinks.serving import PipelinedPartition, ServingSink
@@ -222,20 +222,6 @@ def _json(value: object) -> str:
     return "".join(_encode(value, 0))
 
 
-#: What ``core._native.redis_signals`` reads of a signal, at the slots' offsets, in its order
-#: (``RS_*`` in ``core/_native.c``).
-_READERS = (
-    *(Tagged.__dict__[name] for name in ("decoded", "tags", "provenance_id")),
-    *(Decoded.__dict__[name] for name in ("signal", "provenance")),
-    *(
-        Signal.__dict__[name]
-        for name in ("tenant_id", "signal_id", "type", "value", "weight", "source", "ts")
-    ),
-    *(Provenance.__dict__[name] for name in ("topic", "kafka_partition", "kafka_offset")),
-    PolicyTags.__dict__["retention"],
-)
-
-
 class _Batch:
     """The script's arguments for one batch: declared keys and operations (each operation's
     JSON in ``parts``, in batch order: the script's ``ARGV[2]`` is their array)."""
@@ -304,7 +290,7 @@ class _Batch:
             at = _native.redis_signals(
                 items,
                 at,
-                _READERS,
+                TAGGED_READERS,
                 self._signal_keys,
                 self._tenant_keys,
                 self._retention_ms,

@@ -9,7 +9,7 @@ import io
 import json
 import sys
 import tracemalloc
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -21,6 +21,8 @@ from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from sinks.graph import Rows
 from sinks.graph_model import epoch_micros, signal_key, signal_row, signal_rows, storable
 from sinks.redis import _Batch
+from tests.unit.test_redis_batch import _TEXT as _STRINGS
+from tests.unit.test_redis_batch import _TIME, _Tagged
 
 _T0 = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -96,45 +98,23 @@ def test_rows_pack_as_the_list_they_hold_and_print_short() -> None:
     assert repr(Rows(rows)) == "<2 rows>"
 
 
-class _Tagged(Tagged):
-    """A Tagged subclass whose ``policy_version`` reads otherwise than its slot (the reference
-    reads the attribute): the C path leaves it to the reference."""
-
-    __slots__ = ()
-
-    @property
-    def policy_version(self) -> str:
-        return "read through the subclass"
-
-
-_PLAIN = st.sampled_from(["", "t1", "sensor-7", "a b"]) | st.text(max_size=4)
-#: Times in UTC itself (with microseconds or none, years 1 to 9999) and in another zone.
-_WHEN = st.datetimes(timezones=st.just(UTC)) | st.sampled_from(
-    [
-        datetime(2026, 1, 1, tzinfo=UTC),
-        datetime(999, 3, 4, 5, 6, 7, 8, tzinfo=UTC),
-        datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=-3))),
-    ]
-)
-
-
 @st.composite
 def _signals(draw: st.DrawFn) -> Tagged:
     signal = Signal(
-        draw(_PLAIN),
-        draw(_PLAIN),
-        draw(_PLAIN),
+        draw(_STRINGS),
+        draw(_STRINGS),
+        draw(_STRINGS),
         draw(st.floats() | st.integers(-(2**63), 2**63 - 1)),
         draw(st.none() | st.floats()),
-        draw(_PLAIN),
-        draw(_WHEN),
+        draw(_STRINGS),
+        draw(_TIME),
     )
     provenance = Provenance(
-        draw(_PLAIN), draw(st.integers(0, 2**40)), draw(st.integers(0, 2**63 - 1)), 1, "0" * 64
+        draw(_STRINGS), draw(st.integers(0, 2**40)), draw(st.integers(0, 2**63 - 1)), 1, "0" * 64
     )
-    tags = PolicyTags("benchmarking", draw(_PLAIN), "Restricted-TOS", "US")
+    tags = PolicyTags("benchmarking", draw(_STRINGS), "Restricted-TOS", "US")
     cls = draw(st.sampled_from([Tagged, Tagged, Tagged, _Tagged]))
-    return cls(Decoded(signal, provenance), tags, draw(_PLAIN), draw(_PLAIN))
+    return cls(Decoded(signal, provenance), tags, draw(_STRINGS), draw(_STRINGS))
 
 
 def _packed(value: object) -> bytes:

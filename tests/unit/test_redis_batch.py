@@ -123,6 +123,17 @@ def test_a_batch_builds_the_arguments_of_the_per_row_reference(
     )
 
 
+class _Tagged(Tagged):
+    """A Tagged subclass whose ``provenance_id`` reads otherwise than its slot (the references,
+    the Redis and the graph sink's, read the attribute): the C paths leave it to them."""
+
+    __slots__ = ()
+
+    @property
+    def provenance_id(self) -> str:
+        return "read through the subclass"
+
+
 class _Float(float):
     """A float subclass with a repr of its own (the reference's ``repr`` calls it, JSON does
     not): the C path leaves it to the reference."""
@@ -164,7 +175,8 @@ def _signals(draw: st.DrawFn) -> Tagged | ScoreChange:
     tags = PolicyTags(
         "b", draw(st.sampled_from(["standard-365d", "standard-90d", "x", "ü"])), "l", "US"
     )
-    return Tagged(Decoded(sig, provenance), tags, "p" * 64, draw(_TEXT))
+    cls = draw(st.sampled_from([Tagged, Tagged, Tagged, _Tagged]))
+    return cls(Decoded(sig, provenance), tags, "p" * 64, draw(_TEXT))
 
 
 @given(st.lists(_signals(), max_size=25), st.sampled_from(["", "replay:ns:", 'q"']))
