@@ -29,9 +29,10 @@ cases which record is the first to see a change depends on timing, not on the in
 this is no less deterministic than before (and no more: a change made while a flow runs takes
 effect at a wall-clock moment, as it always did).
 
-One connection per cache, opened by the first read and kept (autocommit: each read is one
-statement): a new one per refresh cost a TLS handshake every ``refresh_seconds`` (17.8 ms wall,
-3.6 ms CPU with ``verify-full``). A read that fails on the kept connection (a restarted server,
+One connection per cache (:class:`KeptConnection`, which the tenant key store's reads use too),
+opened by the first read and kept (autocommit: each read is one statement): a new one per
+refresh cost a TLS handshake every ``refresh_seconds`` (17.8 ms wall, 3.6 ms CPU with
+``verify-full``). A read that fails on the kept connection (a restarted server,
 a terminated backend) closes it and is tried once more on a new one, unless its deadline cut it
 (a server that does not answer would not answer a new one either); a read that fails on a new
 one fails as above. The refresher is stopped and the connection closed when the cache is
@@ -57,7 +58,7 @@ from core.errors import ConfigError
 from core.metrics import CACHE_AGE
 from core.socket_deadline import SocketDeadline
 
-__all__ = ["KEPT_TIMEOUT_S", "CachedTable", "connect", "explain"]
+__all__ = ["KEPT_TIMEOUT_S", "CachedTable", "Cut", "KeptConnection", "connect", "explain"]
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +99,73 @@ def explain(exc: psycopg.Error, table: str) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-class _Link:
-    """The cache's one connection: ``None`` until the first read, and after a failure."""
+class Cut(psycopg.OperationalError):
+    """A read cut by its deadline (or because its :class:`KeptConnection` was stopped)."""
 
-    def __init__(self, dsn: str) -> None:
+
+class KeptConnection:
+    """One autocommit connection to ``dsn``, opened by the first :meth:`read` and kept (libpq's
+    keepalives and ``tcp_user_timeout`` from :data:`KEPT_TIMEOUT_S`), each read bounded by
+    ``timeout_s`` (:class:`~core.socket_deadline.SocketDeadline`). A read that fails on the kept
+    connection for another reason than its deadline (a restarted server, a terminated backend)
+    closes it and is tried once more on a new one; a read that fails on a new one, or is cut,
+    raises (:class:`Cut` for a cut read). One reader at a time: the caller serialises reads.
+    ``what`` names it in the log."""
+
+    def __init__(self, dsn: str, what: str, timeout_s: float = KEPT_TIMEOUT_S) -> None:
         self.dsn = dsn
+        self.what = what
+        self.timeout_s = timeout_s
         self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         #: Connections opened, for tests and the start-up's count.
         self.opened = 0
+        self._guard = threading.Lock()  # the read in flight's deadline, against stop()
+        self._deadline: SocketDeadline | None = None
+        self._stopped = False
 
-    def open(self) -> psycopg.Connection[tuple[Any, ...]]:
+    def read(self, load: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        """``load`` on the kept connection; once more on a new one if that one fails for
+        another reason than its deadline."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = self._open()
+        else:
+            try:
+                return self._load_on(conn, load)
+            except Cut:
+                raise
+            except psycopg.Error as exc:
+                log.info("%s: the kept connection failed (%s), reconnecting", self.what, exc)
+                conn = self._open()
+        return self._load_on(conn, load)
+
+    def _load_on(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        load: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+    ) -> T:
+        with self._guard:
+            if self._stopped:
+                msg = f"{self.what}: stopped"
+                raise Cut(msg)
+            deadline = self._deadline = SocketDeadline(conn.fileno(), self.timeout_s)
+        try:
+            with deadline:
+                result = load(conn)
+        except psycopg.Error as exc:
+            self.close()
+            if deadline.fired:
+                msg = f"no answer within {self.timeout_s:g} s ({exc})"
+                raise Cut(msg) from exc
+            raise
+        finally:
+            with self._guard:
+                self._deadline = None
+        if deadline.fired:  # cut just after the answer: the result is good, the socket is not
+            self.close()
+        return result
+
+    def _open(self) -> psycopg.Connection[tuple[Any, ...]]:
         self.close()
         # Kept for long: a partitioned server (data sent and not acknowledged) fails the read
         # after about KEPT_TIMEOUT_S instead of the kernel's ~15 min of retransmissions; a
@@ -116,14 +174,19 @@ class _Link:
         self.opened += 1
         return self.conn
 
+    def stop(self) -> None:
+        """Cut the read in flight at once (from any thread) and refuse every read after it."""
+        with self._guard:
+            self._stopped = True
+            deadline = self._deadline
+        if deadline is not None:
+            deadline.cut()
+
     def close(self) -> None:
+        """Close the kept connection (the next read opens a new one)."""
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
-
-
-class _Cut(psycopg.OperationalError):
-    """A read cut by its deadline (or by :meth:`CachedTable.close`)."""
 
 
 class _State(Generic[T]):
@@ -143,8 +206,7 @@ class _State(Generic[T]):
         self.table = table
         self.load = load
         self.refresh_seconds = refresh_seconds
-        self.timeout_s = timeout_s
-        self.link = _Link(dsn)
+        self.link = KeptConnection(dsn, what, timeout_s)
         #: The last good copy (``None`` until the first load) and when it was read (monotonic).
         self.copy: T | None = None
         self.loaded_at = 0.0
@@ -152,49 +214,12 @@ class _State(Generic[T]):
         self.failures = 0
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
-        self._guard = threading.Lock()  # the read in flight's deadline, against close()
-        self._deadline: SocketDeadline | None = None
 
     # -- reading (the first load on an asking thread, then only the refresher) --
 
     def read(self) -> T:
-        """``load`` on the kept connection; once more on a new one if that one fails for
-        another reason than its deadline."""
-        link = self.link
-        conn = link.conn
-        if conn is None or conn.closed:
-            conn = link.open()
-        else:
-            try:
-                return self._load_on(conn)
-            except _Cut:
-                raise
-            except psycopg.Error as exc:
-                log.info("%s: the kept connection failed (%s), reconnecting", self.what, exc)
-                conn = link.open()
-        return self._load_on(conn)
-
-    def _load_on(self, conn: psycopg.Connection[tuple[Any, ...]]) -> T:
-        with self._guard:
-            if self.stop.is_set() and self.copy is not None:
-                msg = f"{self.what}: stopped"
-                raise _Cut(msg)
-            deadline = self._deadline = SocketDeadline(conn.fileno(), self.timeout_s)
-        try:
-            with deadline:
-                copy = self.load(conn)
-        except psycopg.Error as exc:
-            self.link.close()
-            if deadline.fired:
-                msg = f"no answer within {self.timeout_s:g} s ({exc})"
-                raise _Cut(msg) from exc
-            raise
-        finally:
-            with self._guard:
-                self._deadline = None
-        if deadline.fired:  # cut just after the answer: the copy is good, the socket is not
-            self.link.close()
-        return copy
+        """``load`` on the kept connection (:meth:`KeptConnection.read`)."""
+        return self.link.read(self.load)
 
     def store(self, copy: T) -> None:
         self.copy = copy  # one assignment: the swap the askers see
@@ -248,11 +273,9 @@ class _State(Generic[T]):
     def close(self) -> None:
         """Stop the refresher (cutting a read in flight), wait for it, close the connection."""
         self.stop.set()
-        with self._guard:
-            deadline = self._deadline
         thread = self.thread
-        if deadline is not None and thread is not None:
-            deadline.cut()
+        if thread is not None:  # started after the first copy: later reads would be refreshes
+            self.link.stop()
         if thread is None or thread is threading.current_thread():
             if thread is None:
                 self.link.close()

@@ -20,12 +20,15 @@ hierarchy and the cipher.
   data keys and audits it. Every field encrypted for the tenant, in every store, is unreadable
   from then on; no new key is ever made for it. A running process may hold the keys in memory
   until its next refresh (``refresh_seconds``).
-- **The store unreachable.** A refresh that cannot reach Postgres keeps serving the keys it read
-  less than ``rotation_grace_seconds`` ago: no version made since can be in force yet, so they
-  seal what a reader of the store would seal. An outage shorter than the grace minus the
-  refresh (30 s by default) stops no seal (the lake's, the DLQ's, a recovery snapshot's); a
-  longer one raises :class:`~core.errors.ConfigError` ("key store unavailable"), and an
-  offboarding made during it takes hold at the next refresh that reaches the store.
+- **The store unreachable.** Reads share one kept connection, each bounded by
+  :data:`~tenancy.cached_table.KEPT_TIMEOUT_S` (a paused server cannot hold the sealing
+  thread longer); a connection the server dropped is replaced once per read. A refresh that
+  cannot reach Postgres keeps serving the keys it read less than ``rotation_grace_seconds``
+  ago: no version made since can be in force yet, so they seal what a reader of the store
+  would seal. An outage shorter than the grace minus the refresh (30 s by default) stops no
+  seal (the lake's, the DLQ's, a recovery snapshot's); a longer one raises
+  :class:`~core.errors.ConfigError` ("key store unavailable"), and an offboarding made during
+  it takes hold at the next refresh that reaches the store.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -56,6 +60,7 @@ from core.envelope import (
 )
 from core.errors import ConfigError, IgflowError
 from core.settings import Settings
+from tenancy.cached_table import KeptConnection
 
 __all__ = ["DataKeyInfo", "KeysDestroyed", "Rotation", "TenantKeys", "kms_of", "tenant_keys"]
 
@@ -87,6 +92,10 @@ def tenant_keys(settings: Settings) -> TenantKeys:
         refresh_seconds=settings.keys.refresh_seconds,
         rotation_grace_seconds=settings.keys.rotation_grace_seconds,
     )
+
+
+def _unavailable(exc: psycopg.OperationalError) -> ConfigError:
+    return ConfigError(f"key store unavailable: {str(exc).strip()}")
 
 
 class KeysDestroyed(IgflowError):
@@ -132,7 +141,12 @@ def _dk_aad(tenant_id: str, scope: str, version: int) -> bytes:
 class TenantKeys:
     """Tenant keys over one Postgres database and one KMS. Thread-safe; connects lazily.
 
-    Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``.
+    Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``. Reads (a tenant's
+    keys, whether it was offboarded, the listings) share one kept connection
+    (:class:`~tenancy.cached_table.KeptConnection`: each read bounded in time, a dropped
+    connection replaced once per read), taking turns; a key change (first keys, rotation,
+    offboarding) runs in a transaction on a connection of its own. The kept connection closes
+    with :meth:`close`, when the store is collected, or at exit.
     """
 
     def __init__(
@@ -152,6 +166,9 @@ class TenantKeys:
         self._lock = threading.Lock()
         #: (tenant, scope) -> (loaded at, [(effective_from, cipher)] ascending)
         self._cache: dict[tuple[str, str], tuple[float, list[tuple[datetime, FieldCipher]]]] = {}
+        self._reads = KeptConnection(dsn, "key store")
+        self._reads_lock = threading.Lock()
+        self._closer = weakref.finalize(self, self._reads.close)
 
     # ------------------------------------------------------------------ fields
 
@@ -226,27 +243,42 @@ class TenantKeys:
 
     # ------------------------------------------------------------------ storage
 
+    def close(self) -> None:
+        """Close the kept connection of the reads (a later read opens a new one)."""
+        with self._reads_lock:
+            self._reads.close()
+
     @contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:
         try:
             with psycopg.connect(self._dsn, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
                 yield conn
         except psycopg.OperationalError as exc:
-            msg = f"key store unavailable: {str(exc).strip()}"
-            raise ConfigError(msg) from exc
+            raise _unavailable(exc) from exc
+
+    def _read(self, query: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        """The rows of one reading statement, on the kept connection."""
+
+        def load(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(query, params).fetchall()
+
+        try:
+            with self._reads_lock:
+                return self._reads.read(load)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     def _kek(self, tenant_id: str, version: int, wrapped: bytes) -> AESGCM:
         return AESGCM(self._kms.unwrap(bytes(wrapped), _kek_context(tenant_id, version)))
 
     def _load(self, tenant_id: str, scope: str) -> list[tuple[datetime, FieldCipher]]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT d.version, d.effective_from, d.wrapped, k.version, k.wrapped"
-                " FROM tenant_data_keys d JOIN tenant_keks k"
-                " ON k.tenant_id = d.tenant_id AND k.version = d.kek_version"
-                " WHERE d.tenant_id = %s AND d.scope = %s ORDER BY d.effective_from",
-                (tenant_id, scope),
-            ).fetchall()
+        rows = self._read(
+            "SELECT d.version, d.effective_from, d.wrapped, k.version, k.wrapped"
+            " FROM tenant_data_keys d JOIN tenant_keks k"
+            " ON k.tenant_id = d.tenant_id AND k.version = d.kek_version"
+            " WHERE d.tenant_id = %s AND d.scope = %s ORDER BY d.effective_from",
+            (tenant_id, scope),
+        )
         out = []
         keks: dict[int, AESGCM] = {}
         for version, effective_from, wrapped, kek_version, kek_wrapped in rows:
@@ -267,8 +299,7 @@ class TenantKeys:
         query = "SELECT 1 FROM key_audit WHERE tenant_id = %s AND action = 'offboarded' LIMIT 1"
         if conn is not None:
             return conn.execute(query, (tenant_id,)).fetchone() is not None
-        with self._connect() as own:
-            return own.execute(query, (tenant_id,)).fetchone() is not None
+        return bool(self._read(query, (tenant_id,)))
 
     @staticmethod
     def _audit(
@@ -355,8 +386,7 @@ class TenantKeys:
         if tenant_id is not None:
             query += " WHERE tenant_id = %s"
             params = (tenant_id,)
-        with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY 1, 2, 3", params).fetchall()
+        rows = self._read(query + " ORDER BY 1, 2, 3", params)
         return [DataKeyInfo(*row) for row in rows]
 
     def rotate(self, tenant_id: str, *, now: datetime | None = None) -> Rotation:
@@ -443,9 +473,8 @@ class TenantKeys:
 
     def audit(self, tenant_id: str) -> list[tuple[datetime, str, dict[str, Any]]]:
         """The tenant's key events, oldest first."""
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT at, action, detail FROM key_audit WHERE tenant_id = %s ORDER BY id",
-                (tenant_id,),
-            ).fetchall()
+        rows = self._read(
+            "SELECT at, action, detail FROM key_audit WHERE tenant_id = %s ORDER BY id",
+            (tenant_id,),
+        )
         return [(at, action, detail) for at, action, detail in rows]

@@ -365,6 +365,21 @@ def paused(service: str, seconds: float) -> Iterator[None]:
                 os.kill(p, signal.SIGCONT)
 
 
+def backend_alive(dsn: str, pid: int, timeout: float = 5.0) -> bool:
+    """Whether backend ``pid`` is still connected after up to ``timeout`` s of waiting for it
+    to go (a closed client's backend leaves pg_stat_activity a moment later)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            count = row.fetchone()
+            if count is not None and count[0] == 0:
+                return False
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.05)
+
+
 def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     """Whether ``condition()`` holds within ``timeout_s`` (asked every 20 ms): for what another
     thread or process makes true, such as a cache's next refresh."""

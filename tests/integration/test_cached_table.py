@@ -31,7 +31,7 @@ from core.switches import SwitchKind
 from tenancy.cached_table import KEPT_TIMEOUT_S, CachedTable
 from tenancy.registry import PostgresTenants
 from tenancy.switches import PostgresSwitches, set_switch
-from tests.integration.conftest import eventually, fresh_schema, paused
+from tests.integration.conftest import backend_alive, eventually, fresh_schema, paused
 
 pytestmark = pytest.mark.integration
 
@@ -49,21 +49,6 @@ def _backend_pid(board: PostgresSwitches) -> int:
     conn = board._table._state.link.conn
     assert conn is not None and not conn.closed
     return conn.info.backend_pid
-
-
-def _alive(dsn: str, pid: int, timeout: float = 5.0) -> bool:
-    """Whether backend ``pid`` is still connected after up to ``timeout`` s of waiting for it
-    to go (a closed client's backend leaves pg_stat_activity a moment later)."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
-            count = row.fetchone()
-            if count is not None and count[0] == 0:
-                return False
-            if time.monotonic() > deadline:
-                return True
-            time.sleep(0.05)
 
 
 def test_refreshes_share_one_connection_and_see_every_change(dsn: str) -> None:
@@ -103,7 +88,7 @@ def test_a_terminated_backend_costs_one_reconnect_not_a_stale_copy(
         for pid in victims:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     for pid in victims:
-        assert not _alive(dsn, pid)
+        assert not backend_alive(dsn, pid)
     set_switch(dsn, "tenant", "tenant-01", enabled=False, actor="test")
     with caplog.at_level("WARNING", logger="tenancy.cached_table"):
         # the new state, read on a new connection
@@ -141,7 +126,7 @@ def test_the_connection_and_thread_end_when_the_cache_goes(dsn: str) -> None:
     del board
     gc.collect()
     assert not refresher.is_alive()  # joined by the finalizer
-    assert not _alive(dsn, pid)
+    assert not backend_alive(dsn, pid)
 
 
 def test_a_paused_server_never_holds_an_ask_and_the_copy_recovers(
@@ -203,7 +188,7 @@ def test_no_resource_warning_or_open_connection_at_exit(dsn: str) -> None:
     )
     assert "ResourceWarning" not in done.stderr, done.stderr
     assert "did not stop" not in done.stderr, done.stderr
-    assert not _alive(dsn, int(done.stdout.strip()))
+    assert not backend_alive(dsn, int(done.stdout.strip()))
 
 
 def test_close_stops_the_refresher_and_leaves_no_thread(dsn: str) -> None:
@@ -216,7 +201,7 @@ def test_close_stops_the_refresher_and_leaves_no_thread(dsn: str) -> None:
     assert not refresher.is_alive()
     assert refresher not in threading.enumerate()
     assert board.off() == frozenset()  # still answers, from the last copy
-    assert not _alive(dsn, pid)
+    assert not backend_alive(dsn, pid)
 
 
 def test_a_copy_the_loader_refuses_is_a_failed_refresh_not_a_dead_thread(

@@ -21,9 +21,10 @@ import pytest
 from core.envelope import DecryptError, Kms, LocalKms, key_version_of
 from core.settings import Settings
 from tenancy.aws_kms import AwsKms
+from tenancy.cached_table import KEPT_TIMEOUT_S
 from tenancy.keys import KeysDestroyed, TenantKeys
 from tenancy.registry import list_tenants
-from tests.integration.conftest import REPO, env_for
+from tests.integration.conftest import REPO, backend_alive, env_for, paused
 from tests.integration.scratch import Scratch
 from tests.ports import free_port
 
@@ -122,6 +123,66 @@ def test_concurrent_first_use_agrees_on_one_key(
     for t in threads:
         t.join(30)
     assert len(out) == 4 and len(set(out)) == 1  # one data key, so one ciphertext
+
+
+def _backend(keys: TenantKeys) -> int:
+    conn = keys._reads.conn
+    assert conn is not None and not conn.closed
+    return conn.info.backend_pid
+
+
+def test_reads_share_one_kept_connection_and_survive_a_terminated_backend(
+    it_settings: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    # Each (tenant, scope) read its keys on a new connection (TLS and SCRAM) at first use and at
+    # every refresh: one connection now, and a backend dropped under it (what a restarted
+    # server does) costs the next read a reconnect, not a failed seal.
+    dsn = it_settings.stores.postgres_dsn
+    root = tmp_path / "root.key"
+    keys = TenantKeys(dsn, LocalKms(root), refresh_seconds=0.0)  # every use re-reads
+    tenants = [scratch.tenant(f"keys-kept-{i}") for i in range(3)]
+    sealed = {t: _seal(keys, t, T0) for t in tenants}
+    assert keys._reads.opened == 1
+    victim = _backend(keys)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
+    assert not backend_alive(dsn, victim)
+    for t in tenants:
+        assert _seal(keys, t, T0) == sealed[t]  # the same keys, read again
+    assert keys._reads.opened == 2 and _backend(keys) != victim
+    kept = _backend(keys)
+    keys.close()
+    assert keys._reads.conn is None and not backend_alive(dsn, kept)
+
+
+def test_a_paused_key_store_bounds_the_read_and_the_grace_keeps_sealing(
+    it_settings: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    # A read on the kept connection to a SIGSTOPped Postgres is answered by nobody and the
+    # kernel still acknowledges it: without its deadline a refresh held the sealing thread
+    # until SIGCONT. Cut after KEPT_TIMEOUT_S, it is an unreachable store: keys read less than
+    # the rotation grace ago keep sealing.
+    tenant = scratch.tenant("keys-paused")
+    clock = [0.0]
+    keys = TenantKeys(
+        it_settings.stores.postgres_dsn,
+        LocalKms(tmp_path / "root.key"),
+        refresh_seconds=30,
+        rotation_grace_seconds=600,
+        clock=lambda: clock[0],
+    )
+    before = _seal(keys, tenant, T0, n=1)
+    clock[0] = 31.0  # past the refresh: the next seal re-reads
+    out: list[object] = []
+    with paused("postgres", 0.0):
+        sealer = threading.Thread(target=lambda: out.append(_seal(keys, tenant, T0, n=1)))
+        sealer.start()
+        # Not a timing assertion: a bound far beyond the read's deadline.
+        sealer.join(KEPT_TIMEOUT_S + 25.0)
+        assert not sealer.is_alive(), "a key read waited on the paused Postgres"
+    assert out == [before]
+    assert keys._reads.conn is None  # the cut connection is not kept
+    keys.close()
 
 
 def test_the_commands_rotate_list_audit_and_offboard(
