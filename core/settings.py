@@ -657,8 +657,9 @@ class KeySettings:
     aws_key_id: str = ""
     aws_region: str = "us-east-1"
     aws_endpoint_url: HttpUrlOrEmpty = ""
-    #: How long a process keeps unwrapped keys before re-reading the key tables (also how long
-    #: an offboarded tenant's keys may live on in a running process).
+    #: How long a process keeps unwrapped keys before checking the key tables again (one read
+    #: of ``key_epoch`` for all of them; a key is read again only if it moved): also how long an
+    #: offboarded tenant's keys may live on in a running process.
     refresh_seconds: Duration = 30.0
     #: A rotation's new data keys apply to event times this long after it: longer than
     #: ``refresh_seconds``, so every running process knows them before they are needed.

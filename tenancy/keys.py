@@ -141,10 +141,12 @@ def _dk_aad(tenant_id: str, scope: str, version: int) -> bytes:
 class TenantKeys:
     """Tenant keys over one Postgres database and one KMS. Thread-safe; connects lazily.
 
-    Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``. Reads (a tenant's
-    keys, whether it was offboarded, the listings) share one kept connection
-    (:class:`~tenancy.cached_table.KeptConnection`: each read bounded in time, a dropped
-    connection replaced once per read), taking turns; a key change (first keys, rotation,
+    Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``; past that they are
+    re-read only if ``key_epoch`` (migration ``0010``: every change of the key tables moves it)
+    moved since they were read, which one read per ``refresh_seconds`` tells for all of them.
+    Reads (a tenant's keys, the epoch, whether it was offboarded, the listings) share one kept
+    connection (:class:`~tenancy.cached_table.KeptConnection`: each read bounded in time, a
+    dropped connection replaced once per read), taking turns; a key change (first keys, rotation,
     offboarding) runs in a transaction on a connection of its own. The kept connection closes
     with :meth:`close`, when the store is collected, or at exit.
     """
@@ -164,8 +166,13 @@ class TenantKeys:
         self._grace = timedelta(seconds=rotation_grace_seconds)
         self._clock = clock
         self._lock = threading.Lock()
-        #: (tenant, scope) -> (loaded at, [(effective_from, cipher)] ascending)
-        self._cache: dict[tuple[str, str], tuple[float, list[tuple[datetime, FieldCipher]]]] = {}
+        #: (tenant, scope) -> (checked at, the ``key_epoch`` they were read or checked under,
+        #: [(effective_from, cipher)] ascending)
+        self._cache: dict[
+            tuple[str, str], tuple[float, int, list[tuple[datetime, FieldCipher]]]
+        ] = {}
+        #: (read at, ``key_epoch``): the counter every change of the key tables moves.
+        self._epoch: tuple[float, int] | None = None
         self._reads = KeptConnection(dsn, "key store")
         self._reads_lock = threading.Lock()
         self._closer = weakref.finalize(self, self._reads.close)
@@ -216,30 +223,55 @@ class TenantKeys:
         key = (tenant_id, scope)
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None and self._clock() - cached[0] < self._refresh:
-                return cached[1]
+        now = self._clock()
+        if cached is not None and now - cached[0] < self._refresh:
+            return cached[2]
         try:
-            ciphers = self._load(tenant_id, scope)
+            checked, epoch = self._epoch_at(now)
+            if cached is not None and cached[1] == epoch:
+                ciphers = cached[2]  # no key changed anywhere since they were read
+            else:
+                ciphers = self._load(tenant_id, scope)
         except ConfigError:
-            # The key store is unreachable. Keys read less than the rotation grace ago are
-            # still the ones in force: a version made since takes effect no sooner than the
-            # grace after it was made (rotate), so sealing with them seals as a reader of the
-            # store would. A short outage of the store then stops no seal; a longer one does.
-            if cached is not None and self._clock() - cached[0] < self._grace.total_seconds():
-                return cached[1]
+            # The key store is unreachable. Keys read (or found unchanged) less than the
+            # rotation grace ago are still the ones in force: a version made since takes effect
+            # no sooner than the grace after it was made (rotate), so sealing with them seals as
+            # a reader of the store would. A short outage then stops no seal; a longer one does.
+            if cached is not None and now - cached[0] < self._grace.total_seconds():
+                return cached[2]
             raise
         if not ciphers and create:
             self._create_first(tenant_id, scope)
+            checked, epoch = self._epoch_at(self._clock(), again=True)
             ciphers = self._load(tenant_id, scope)
         if ciphers:
             with self._lock:
-                self._cache[key] = (self._clock(), ciphers)
+                self._cache[key] = (checked, epoch, ciphers)
         return ciphers
+
+    def _epoch_at(self, now: float, *, again: bool = False) -> tuple[float, int]:
+        """(when it was read, ``key_epoch``): the one read less than ``refresh_seconds`` before
+        ``now``, or a new read (``again``: always). Read before the keys it stamps, so keys are
+        never stamped with a newer epoch than theirs (a change in between costs a re-read)."""
+        with self._lock:
+            if not again and self._epoch is not None and now - self._epoch[0] < self._refresh:
+                return self._epoch
+        checked = self._clock()  # before the read: its answer is at least this fresh
+        epoch = self._read_epoch()
+        with self._lock:
+            if self._epoch is None or checked >= self._epoch[0]:
+                self._epoch = (checked, epoch)
+        return checked, epoch
+
+    def _read_epoch(self) -> int:
+        ((epoch,),) = self._read("SELECT epoch FROM key_epoch", ())
+        return int(epoch)
 
     def refresh(self) -> None:
         """Forget every cached key (the next use re-reads the tables)."""
         with self._lock:
             self._cache.clear()
+            self._epoch = None
 
     # ------------------------------------------------------------------ storage
 

@@ -18,7 +18,7 @@ import boto3
 import psycopg
 import pytest
 
-from core.envelope import DecryptError, Kms, LocalKms, key_version_of
+from core.envelope import DecryptError, FieldCipher, Kms, LocalKms, key_version_of
 from core.settings import Settings
 from tenancy.aws_kms import AwsKms
 from tenancy.cached_table import KEPT_TIMEOUT_S
@@ -183,6 +183,52 @@ def test_a_paused_key_store_bounds_the_read_and_the_grace_keeps_sealing(
     assert out == [before]
     assert keys._reads.conn is None  # the cut connection is not kept
     keys.close()
+
+
+def test_past_the_refresh_only_a_moved_key_epoch_reads_keys_again(
+    it_settings: Settings, scratch: Scratch, tmp_path: Path
+) -> None:
+    # key_epoch (migration 0010) moves with every change of the key tables, made by any
+    # process: one read of it a refresh keeps unchanged keys, and a rotation or an offboarding
+    # made elsewhere is seen past the refresh as before.
+    dsn = it_settings.stores.postgres_dsn
+    root = tmp_path / "root.key"
+    clock = [0.0]
+    loads: list[tuple[str, str]] = []
+
+    class Counting(TenantKeys):
+        def _load(self, tenant_id: str, scope: str) -> list[tuple[datetime, FieldCipher]]:
+            loads.append((tenant_id, scope))
+            return super()._load(tenant_id, scope)
+
+    mine = Counting(dsn, LocalKms(root), refresh_seconds=30, clock=lambda: clock[0])
+    other = TenantKeys(dsn, LocalKms(root))  # another process
+    a, b = scratch.tenant("keys-epoch-a"), scratch.tenant("keys-epoch-b")
+    sealed = {t: _seal(mine, t, T0) for t in (a, b)}
+    # Each first key moved the epoch: the keys read before the last one are read once more.
+    clock[0] = 31.0
+    assert {t: _seal(mine, t, T0) for t in (a, b)} == sealed
+    read = len(loads)
+    clock[0] = 62.0
+    assert {t: _seal(mine, t, T0) for t in (a, b)} == sealed
+    assert len(loads) == read  # found unchanged, not read again
+    now = datetime.now(UTC)
+    other.rotate(a, now=now)
+    later = now + timedelta(seconds=120)
+    assert {key_version_of(c) for _s, _r, c in _seal(mine, a, later)} == {1}  # not yet
+    clock[0] = 93.0
+    assert {key_version_of(c) for _s, _r, c in _seal(mine, a, later)} == {2}  # seen
+    other.offboard(b, note="test")
+    clock[0] = 124.0
+    with pytest.raises(KeysDestroyed):
+        mine.encrypt_field(b, "redis", "selectors", _row(0), T0, b"x")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = conn.execute("SELECT epoch FROM key_epoch").fetchone()
+        conn.execute("DELETE FROM tenant_data_keys WHERE tenant_id = %s", (a,))  # plain SQL
+        after = conn.execute("SELECT epoch FROM key_epoch").fetchone()
+    assert before is not None and after is not None and after[0] > before[0]
+    mine.close()
+    other.close()
 
 
 def test_the_commands_rotate_list_audit_and_offboard(

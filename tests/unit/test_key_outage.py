@@ -1,5 +1,6 @@
 """TenantKeys when its Postgres is unreachable: keys read less than the rotation grace ago keep
-sealing; older ones, or none, raise "key store unavailable" (tenancy/keys.py)."""
+sealing; older ones, or none, raise "key store unavailable" (tenancy/keys.py). And past the
+refresh, keys are read again only when ``key_epoch`` moved, which one read a refresh tells."""
 
 from __future__ import annotations
 
@@ -36,18 +37,28 @@ class _FlakyStore(TenantKeys):
         )
         self.down = False
         self.loads = 0
+        self.epoch = 7
+        self.epoch_reads = 0
         self.cipher = FieldCipher(os.urandom(32), 1)
 
-    def _load(self, tenant_id: str, scope: str) -> list[tuple[datetime, FieldCipher]]:
+    def _up(self) -> None:
         if self.down:
             msg = "key store unavailable: connection refused"
             raise ConfigError(msg)
+
+    def _load(self, tenant_id: str, scope: str) -> list[tuple[datetime, FieldCipher]]:
+        self._up()
         self.loads += 1
         return [(datetime(1970, 1, 1, tzinfo=UTC), self.cipher)]
 
+    def _read_epoch(self) -> int:
+        self._up()
+        self.epoch_reads += 1
+        return self.epoch
 
-def _seal(keys: TenantKeys) -> bytes:
-    return keys.encrypt_field("t1", "dlq", "value", "0/1", TS, b"secret")
+
+def _seal(keys: TenantKeys, tenant: str = "t1", scope: str = "dlq") -> bytes:
+    return keys.encrypt_field(tenant, scope, "value", "0/1", TS, b"secret")
 
 
 def test_an_outage_inside_the_grace_keeps_the_keys_read_before_it() -> None:
@@ -78,7 +89,7 @@ def test_keys_never_read_are_not_invented_during_an_outage() -> None:
         _seal(keys)
 
 
-def test_once_the_store_is_back_the_keys_are_read_again() -> None:
+def test_once_the_store_is_back_the_keys_are_checked_again() -> None:
     clock = _Clock()
     keys = _FlakyStore(clock)
     _seal(keys)
@@ -87,7 +98,48 @@ def test_once_the_store_is_back_the_keys_are_read_again() -> None:
     _seal(keys)  # served from the cache, which keeps its load time
     keys.down = False
     _seal(keys)
-    assert keys.loads == 2
+    assert (keys.loads, keys.epoch_reads) == (1, 2)  # found unchanged: not read again
     keys.down = True
     clock.now = 95.0  # 55 s after the second read: still inside the grace
     _seal(keys)
+
+
+KEYS = [(f"t{i}", scope) for i in range(5) for scope in ("dlq", "lake.signals", "redis")]
+
+
+def test_unchanged_keys_are_checked_with_one_read_a_refresh_not_read_again() -> None:
+    clock = _Clock()
+    keys = _FlakyStore(clock)
+    first = [_seal(keys, *k) for k in KEYS]
+    assert (keys.loads, keys.epoch_reads) == (len(KEYS), 1)
+    for now in (31.0, 62.0, 93.0):  # each past a refresh
+        clock.now = now
+        assert [_seal(keys, *k) for k in KEYS] == first
+    assert (keys.loads, keys.epoch_reads) == (len(KEYS), 4)
+
+
+def test_a_moved_epoch_reads_each_key_again_at_its_next_use() -> None:
+    clock = _Clock()
+    keys = _FlakyStore(clock)
+    for k in KEYS:
+        _seal(keys, *k)
+    keys.epoch += 1  # a rotation, an offboarding, a first key anywhere
+    clock.now = 20.0
+    _seal(keys, *KEYS[0])
+    assert keys.loads == len(KEYS)  # inside the refresh: nothing is asked
+    clock.now = 31.0
+    for k in KEYS[:3]:
+        _seal(keys, *k)
+    assert (keys.loads, keys.epoch_reads) == (len(KEYS) + 3, 2)
+    clock.now = 40.0  # the three re-read are current; the others are read at their next use
+    for k in KEYS:
+        _seal(keys, *k)
+    assert (keys.loads, keys.epoch_reads) == (2 * len(KEYS), 2)
+
+
+def test_refresh_forgets_the_keys_and_the_epoch() -> None:
+    keys = _FlakyStore(_Clock())
+    _seal(keys)
+    keys.refresh()
+    _seal(keys)
+    assert (keys.loads, keys.epoch_reads) == (2, 2)
