@@ -23,7 +23,14 @@
    (``--rounds`` pairs, fresh namespaces and recovery folders, sealing on in both: the base
    seals the stores only); wall and CPU seconds (the child's), their medians and ratios, and the
    load average before each run.
-Writes ``benchmarks/results/sealing.json``.
+5. The tenant key store's refresh (``--key-tenants N``, ``--only keys``; the real key store): N
+   scratch tenants x 3 scopes sealed once (their first keys made), then rounds past each
+   ``keys.refresh_seconds`` (a clock moved, nothing waited for): with nothing changed (one read
+   of ``key_epoch`` for every key) against every key read again (``refresh()`` first: what each
+   refresh did before migration ``0010``, and what one moved epoch costs once); ms a round, the
+   median of ``--rounds`` each, alternately. The scratch tenants' key rows are deleted after.
+Writes ``benchmarks/results/sealing.json`` (``sealed_snapshots.json`` / ``key_refresh.json`` with
+``--only``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from bytewax.run import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +81,7 @@ from igflow.workload import WorkloadSpec, generate, recent_start, tenant_ids  # 
 from operators.collect import CollectState  # noqa: E402
 from sinks.dlq import dlq_message  # noqa: E402
 from sinks.lake_tables import DECONFLICTION, QUARANTINE  # noqa: E402
+from tenancy.keys import tenant_keys  # noqa: E402
 from tenancy.sealed_state import StateSeal  # noqa: E402
 from tenancy.sealing import Sealer, sealer_of  # noqa: E402
 
@@ -317,6 +326,55 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_KEY_SCOPES = ("dlq", "lake.quarantine", "redis")
+
+
+def key_refresh(settings: Settings, tenants: int, rounds: int) -> dict[str, Any]:
+    """Part 5: ms a refresh round over ``tenants`` x 3 scopes, unchanged keys against every key
+    read again, alternately; the median of ``rounds`` each."""
+    keys = tenant_keys(settings)
+    now = [0.0]
+    keys._clock = lambda: now[0]  # a refresh passes without waiting for it
+    prefix = f"bench-keys-{os.getpid()}-"
+    ids = [f"{prefix}{i:05d}" for i in range(tenants)]
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def seal_all() -> tuple[float, float]:
+        cpu, start = _cpu(), time.perf_counter()
+        for tenant in ids:
+            for scope in _KEY_SCOPES:
+                keys.encrypt_field(tenant, scope, "value", "bench/0/1", at, b"x")
+        return (time.perf_counter() - start) * 1e3, (_cpu() - cpu) * 1e3
+
+    try:
+        made = seal_all()  # every first key made (each moves the epoch) ...
+        now[0] += keys._refresh + 1
+        seal_all()  # ... so every key is read once more: settled
+        out: dict[str, list[tuple[float, float]]] = {"unchanged": [], "read again": []}
+        for _round in range(rounds):
+            for kind in out:
+                now[0] += keys._refresh + 1
+                if kind == "read again":
+                    keys.refresh()
+                out[kind].append(seal_all())
+    finally:
+        keys.close()
+        with psycopg.connect(settings.stores.postgres_dsn, autocommit=True) as conn:
+            for table in ("tenant_data_keys", "tenant_keks", "key_audit"):
+                conn.execute(f"DELETE FROM {table} WHERE starts_with(tenant_id, %s)", (prefix,))
+    result: dict[str, Any] = {"tenants": tenants, "scopes": len(_KEY_SCOPES)}
+    print(
+        f"{tenants:,} tenants x {len(_KEY_SCOPES)} scopes; first keys made in {made[0]:,.0f} ms"
+        f" (a round past each refresh, median of {rounds}):"
+    )
+    for kind, runs in out.items():
+        wall = statistics.median(w for w, _c in runs)
+        cpu = statistics.median(c for _w, c in runs)
+        result[kind] = {"wall_ms": wall, "cpu_ms": cpu, "runs": runs}
+        print(f"  {kind:<12} {wall:>9,.1f} ms wall {cpu:>9,.1f} ms CPU")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signals", type=int, default=50_000)
@@ -327,7 +385,10 @@ def main() -> None:
     parser.add_argument("--snapshots", type=int, default=0, help="part 3 over N items")
     parser.add_argument("--recovery-base", type=Path, help="part 4 against this base copy")
     parser.add_argument("--recovery-signals", type=int, default=30_000)
-    parser.add_argument("--only", choices=("snapshots", "recovery"), help="run that part only")
+    parser.add_argument("--key-tenants", type=int, default=0, help="part 5 over N tenants")
+    parser.add_argument(
+        "--only", choices=("snapshots", "recovery", "keys"), help="run that part only"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # one warning per rejected record otherwise
     settings = Settings.load().with_changes("stores", sinks="")
@@ -341,10 +402,13 @@ def main() -> None:
         extra["recovery"] = recovery_runs(
             settings, args.recovery_base, args.recovery_signals, args.rounds
         )
+    if args.key_tenants:
+        extra["key_refresh"] = key_refresh(settings, args.key_tenants, max(args.rounds, 3))
     if args.only:
         out = REPO / "benchmarks" / "results"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "sealed_snapshots.json").write_text(json.dumps(extra, indent=2))
+        name = "key_refresh.json" if args.only == "keys" else "sealed_snapshots.json"
+        (out / name).write_text(json.dumps(extra, indent=2))
         return
 
     print(f"per row over {args.row_signals:,} records, best of 5 (µs):")

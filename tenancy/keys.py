@@ -39,10 +39,10 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from cryptography.exceptions import InvalidTag
@@ -65,6 +65,7 @@ from tenancy.cached_table import KeptConnection
 __all__ = ["DataKeyInfo", "KeysDestroyed", "Rotation", "TenantKeys", "kms_of", "tenant_keys"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_R = TypeVar("_R")
 _NONCE = 12
 _CONNECT_TIMEOUT_S = 5
 
@@ -144,11 +145,12 @@ class TenantKeys:
     Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``; past that they are
     re-read only if ``key_epoch`` (migration ``0010``: every change of the key tables moves it)
     moved since they were read, which one read per ``refresh_seconds`` tells for all of them.
-    Reads (a tenant's keys, the epoch, whether it was offboarded, the listings) share one kept
-    connection (:class:`~tenancy.cached_table.KeptConnection`: each read bounded in time, a
-    dropped connection replaced once per read), taking turns; a key change (first keys, rotation,
-    offboarding) runs in a transaction on a connection of its own. The kept connection closes
-    with :meth:`close`, when the store is collected, or at exit.
+    Reads (a tenant's keys, the epoch, whether it was offboarded, the listings) and a
+    (tenant, scope)'s first key share one kept connection
+    (:class:`~tenancy.cached_table.KeptConnection`: each call bounded in time, a dropped
+    connection replaced once per call), taking turns; a rotation or an offboarding (an
+    operator's command) runs in a transaction on a connection of its own. The kept connection
+    closes with :meth:`close`, when the store is collected, or at exit.
     """
 
     def __init__(
@@ -294,11 +296,20 @@ class TenantKeys:
         def load(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             return conn.execute(query, params).fetchall()
 
+        return self._kept(load)
+
+    def _kept(self, work: Callable[[psycopg.Connection[Any]], _R]) -> _R:
+        """``work(connection)`` on the kept connection (:meth:`KeptConnection.read`: bounded,
+        and done once more on a new connection if the kept one fails, so ``work`` must be
+        safe to repeat), the store's errors as :class:`~core.errors.ConfigError`."""
         try:
             with self._reads_lock:
-                return self._reads.read(load)
+                return self._reads.read(work)
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from exc
+        except psycopg.errors.UndefinedTable as exc:  # a database older than this code
+            msg = f"key store: {str(exc).strip()} (run igflow setup to apply the migrations)"
+            raise ConfigError(msg) from exc
 
     def _kek(self, tenant_id: str, version: int, wrapped: bytes) -> AESGCM:
         return AESGCM(self._kms.unwrap(bytes(wrapped), _kek_context(tenant_id, version)))
@@ -402,10 +413,17 @@ class TenantKeys:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('igflow-keys:' || %s))", (tenant_id,))
 
     def _create_first(self, tenant_id: str, scope: str) -> None:
-        with self._connect() as conn, conn.transaction():
-            self._lock_tenant(conn, tenant_id)
-            kek_version, kek = self._current_kek(conn, tenant_id)
-            self._insert_data_key(conn, tenant_id, scope, 1, _EPOCH, kek_version, kek)
+        """The first data key of (tenant, scope) (and the tenant's first KEK), on the kept
+        connection: a new tenant's first record waits for one transaction, not a connection
+        too. Safe to repeat: each insert is ``ON CONFLICT DO NOTHING``."""
+
+        def make(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                self._lock_tenant(conn, tenant_id)
+                kek_version, kek = self._current_kek(conn, tenant_id)
+                self._insert_data_key(conn, tenant_id, scope, 1, _EPOCH, kek_version, kek)
+
+        self._kept(make)
 
     # ------------------------------------------------------------------ operations
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,14 +18,16 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
+from psycopg import sql
 
 from core.envelope import DecryptError, FieldCipher, Kms, LocalKms, key_version_of
+from core.errors import ConfigError
 from core.settings import Settings
 from tenancy.aws_kms import AwsKms
 from tenancy.cached_table import KEPT_TIMEOUT_S
 from tenancy.keys import KeysDestroyed, TenantKeys
 from tenancy.registry import list_tenants
-from tests.integration.conftest import REPO, backend_alive, env_for, paused
+from tests.integration.conftest import REPO, backend_alive, env_for, in_schema, paused
 from tests.integration.scratch import Scratch
 from tests.ports import free_port
 
@@ -229,6 +232,23 @@ def test_past_the_refresh_only_a_moved_key_epoch_reads_keys_again(
     assert before is not None and after is not None and after[0] > before[0]
     mine.close()
     other.close()
+
+
+def test_a_database_without_the_key_tables_says_to_run_setup(
+    it_settings: Settings, tmp_path: Path
+) -> None:
+    base = it_settings.stores.postgres_dsn
+    schema = f"it_nokeys_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        keys = TenantKeys(in_schema(base, schema), LocalKms(tmp_path / "root.key"))
+        with pytest.raises(ConfigError, match="run igflow setup"):
+            keys.encrypt_field("tenant-01", "dlq", "value", _row(0), T0, b"x")
+        keys.close()
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_the_commands_rotate_list_audit_and_offboard(
