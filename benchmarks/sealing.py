@@ -26,9 +26,10 @@
 5. The tenant key store's refresh (``--key-tenants N``, ``--only keys``; the real key store): N
    scratch tenants x 3 scopes sealed once (their first keys made), then rounds past each
    ``keys.refresh_seconds`` (a clock moved, nothing waited for): with nothing changed (one read
-   of ``key_epoch`` for every key) against every key read again (``refresh()`` first: what each
-   refresh did before migration ``0010``, and what one moved epoch costs once); ms a round, the
-   median of ``--rounds`` each, alternately. The scratch tenants' key rows are deleted after.
+   of ``key_epoch`` for every key), with one tenant rotated by another process before the round
+   (its keys read again), and with every key read again (``refresh()`` first: what each refresh
+   did before migration ``0010``); ms a round, the median of ``--rounds`` (at least 3) each,
+   alternately. The scratch tenants' key rows are deleted after.
 Writes ``benchmarks/results/sealing.json`` (``sealed_snapshots.json`` / ``key_refresh.json`` with
 ``--only``).
 """
@@ -333,6 +334,7 @@ def key_refresh(settings: Settings, tenants: int, rounds: int) -> dict[str, Any]
     """Part 5: ms a refresh round over ``tenants`` x 3 scopes, unchanged keys against every key
     read again, alternately; the median of ``rounds`` each."""
     keys = tenant_keys(settings)
+    rotator = tenant_keys(settings)  # another process's
     now = [0.0]
     keys._clock = lambda: now[0]  # a refresh passes without waiting for it
     prefix = f"bench-keys-{os.getpid()}-"
@@ -350,15 +352,22 @@ def key_refresh(settings: Settings, tenants: int, rounds: int) -> dict[str, Any]
         made = seal_all()  # every first key made (each moves the epoch) ...
         now[0] += keys._refresh + 1
         seal_all()  # ... so every key is read once more: settled
-        out: dict[str, list[tuple[float, float]]] = {"unchanged": [], "read again": []}
-        for _round in range(rounds):
+        out: dict[str, list[tuple[float, float]]] = {
+            "unchanged": [],
+            "one rotated": [],
+            "read again": [],
+        }
+        for i in range(rounds):
             for kind in out:
                 now[0] += keys._refresh + 1
-                if kind == "read again":
+                if kind == "one rotated":
+                    rotator.rotate(ids[i])
+                elif kind == "read again":
                     keys.refresh()
                 out[kind].append(seal_all())
     finally:
         keys.close()
+        rotator.close()
         with psycopg.connect(settings.stores.postgres_dsn, autocommit=True) as conn:
             for table in ("tenant_data_keys", "tenant_keks", "key_audit"):
                 conn.execute(f"DELETE FROM {table} WHERE starts_with(tenant_id, %s)", (prefix,))

@@ -142,9 +142,10 @@ def _dk_aad(tenant_id: str, scope: str, version: int) -> bytes:
 class TenantKeys:
     """Tenant keys over one Postgres database and one KMS. Thread-safe; connects lazily.
 
-    Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``; past that they are
-    re-read only if ``key_epoch`` (migration ``0010``: every change of the key tables moves it)
-    moved since they were read, which one read per ``refresh_seconds`` tells for all of them.
+    Unwrapped keys are cached per (tenant, scope) for ``refresh_seconds``; past that a tenant's
+    are read again only if they changed since: ``key_epoch`` and ``tenant_key_epochs``
+    (migration ``0010``: every change of the key tables moves the one and records it in the
+    other), read once per ``refresh_seconds`` for every tenant, tell whose did.
     Reads (a tenant's keys, the epoch, whether it was offboarded, the listings) and a
     (tenant, scope)'s first key share one kept connection
     (:class:`~tenancy.cached_table.KeptConnection`: each call bounded in time, a dropped
@@ -175,6 +176,10 @@ class TenantKeys:
         ] = {}
         #: (read at, ``key_epoch``): the counter every change of the key tables moves.
         self._epoch: tuple[float, int] | None = None
+        #: tenant -> the epoch of its last key change seen after ``_known_from`` (the first
+        #: epoch read): complete from there, so keys stamped at or after it can be judged.
+        self._changed: dict[str, int] = {}
+        self._known_from = 0
         self._reads = KeptConnection(dsn, "key store")
         self._reads_lock = threading.Lock()
         self._closer = weakref.finalize(self, self._reads.close)
@@ -230,8 +235,11 @@ class TenantKeys:
             return cached[2]
         try:
             checked, epoch = self._epoch_at(now)
-            if cached is not None and cached[1] == epoch:
-                ciphers = cached[2]  # no key changed anywhere since they were read
+            with self._lock:
+                unchanged = cached is not None and self._unchanged(tenant_id, cached[1])
+            if unchanged:
+                assert cached is not None
+                ciphers = cached[2]  # none of the tenant's keys changed since they were read
             else:
                 ciphers = self._load(tenant_id, scope)
         except ConfigError:
@@ -251,23 +259,58 @@ class TenantKeys:
                 self._cache[key] = (checked, epoch, ciphers)
         return ciphers
 
+    def _unchanged(self, tenant_id: str, epoch: int) -> bool:
+        """Whether no key of ``tenant_id`` changed after ``epoch`` (under ``_lock``): known
+        only for an epoch at or after the first one read (``_changed`` is complete from it)."""
+        changed = self._changed
+        return (
+            epoch >= self._known_from
+            and changed.get(tenant_id, -1) <= epoch
+            and changed.get("", -1) <= epoch  # a TRUNCATE: every tenant
+        )
+
     def _epoch_at(self, now: float, *, again: bool = False) -> tuple[float, int]:
         """(when it was read, ``key_epoch``): the one read less than ``refresh_seconds`` before
-        ``now``, or a new read (``again``: always). Read before the keys it stamps, so keys are
-        never stamped with a newer epoch than theirs (a change in between costs a re-read)."""
+        ``now``, or a new read (``again``: always), which also records the tenants whose keys
+        changed since the one before. Read before the keys it stamps, so keys are never
+        stamped with a newer epoch than theirs (a change in between costs a re-read)."""
         with self._lock:
             if not again and self._epoch is not None and now - self._epoch[0] < self._refresh:
                 return self._epoch
+            since = None if self._epoch is None else self._epoch[1]
         checked = self._clock()  # before the read: its answer is at least this fresh
-        epoch = self._read_epoch()
+        epoch, changes = self._read_epoch(since)
         with self._lock:
-            if self._epoch is None or checked >= self._epoch[0]:
+            current = self._epoch
+            if current is None:  # the first read (or the first since a refresh())
+                self._known_from, self._changed = epoch, {}
                 self._epoch = (checked, epoch)
+            elif since is not None:
+                # The changes up to current[1] are recorded and this read has those after
+                # ``since`` (at most current[1]: epochs only grow), so together every change up
+                # to ``epoch``.
+                changed = self._changed
+                for tenant, at in changes:
+                    if at > changed.get(tenant, -1):
+                        changed[tenant] = at
+                if (epoch, checked) > (current[1], current[0]):
+                    self._epoch = (checked, epoch)
+            # Else another thread's first read came between: keys stamped with this epoch
+            # are still judged right (the record covers what follows its own epoch).
         return checked, epoch
 
-    def _read_epoch(self) -> int:
-        ((epoch,),) = self._read("SELECT epoch FROM key_epoch", ())
-        return int(epoch)
+    def _read_epoch(self, since: int | None) -> tuple[int, list[tuple[str, int]]]:
+        """``key_epoch``, and (tenant, its last change's epoch) of each tenant whose keys
+        changed after ``since`` (``None``: none asked), in one snapshot."""
+        if since is None:
+            ((epoch,),) = self._read("SELECT epoch FROM key_epoch", ())
+            return int(epoch), []
+        rows = self._read(
+            "SELECT e.epoch, t.tenant_id, t.epoch FROM key_epoch e"
+            " LEFT JOIN tenant_key_epochs t ON t.epoch > %s",
+            (since,),
+        )
+        return int(rows[0][0]), [(t, int(at)) for _e, t, at in rows if t is not None]
 
     def refresh(self) -> None:
         """Forget every cached key (the next use re-reads the tables)."""
@@ -290,7 +333,7 @@ class TenantKeys:
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from exc
 
-    def _read(self, query: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    def _read(self, query: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         """The rows of one reading statement, on the kept connection."""
 
         def load(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:

@@ -27,7 +27,14 @@ from tenancy.aws_kms import AwsKms
 from tenancy.cached_table import KEPT_TIMEOUT_S
 from tenancy.keys import KeysDestroyed, TenantKeys
 from tenancy.registry import list_tenants
-from tests.integration.conftest import REPO, backend_alive, env_for, in_schema, paused
+from tests.integration.conftest import (
+    REPO,
+    backend_alive,
+    env_for,
+    fresh_schema,
+    in_schema,
+    paused,
+)
 from tests.integration.scratch import Scratch
 from tests.ports import free_port
 
@@ -188,12 +195,12 @@ def test_a_paused_key_store_bounds_the_read_and_the_grace_keeps_sealing(
     keys.close()
 
 
-def test_past_the_refresh_only_a_moved_key_epoch_reads_keys_again(
+def test_past_the_refresh_only_a_changed_tenants_keys_are_read_again(
     it_settings: Settings, scratch: Scratch, tmp_path: Path
 ) -> None:
-    # key_epoch (migration 0010) moves with every change of the key tables, made by any
-    # process: one read of it a refresh keeps unchanged keys, and a rotation or an offboarding
-    # made elsewhere is seen past the refresh as before.
+    # key_epoch and tenant_key_epochs (migration 0010) move with every change of the key tables,
+    # made by any process: one read of them a refresh keeps the unchanged tenants' keys, and a
+    # rotation or an offboarding made elsewhere is seen past the refresh as before.
     dsn = it_settings.stores.postgres_dsn
     root = tmp_path / "root.key"
     clock = [0.0]
@@ -208,30 +215,54 @@ def test_past_the_refresh_only_a_moved_key_epoch_reads_keys_again(
     other = TenantKeys(dsn, LocalKms(root))  # another process
     a, b = scratch.tenant("keys-epoch-a"), scratch.tenant("keys-epoch-b")
     sealed = {t: _seal(mine, t, T0) for t in (a, b)}
-    # Each first key moved the epoch: the keys read before the last one are read once more.
+    # A tenant's later first keys changed it: its keys read before them are read once more.
     clock[0] = 31.0
     assert {t: _seal(mine, t, T0) for t in (a, b)} == sealed
-    read = len(loads)
+    del loads[:]
     clock[0] = 62.0
     assert {t: _seal(mine, t, T0) for t in (a, b)} == sealed
-    assert len(loads) == read  # found unchanged, not read again
+    assert loads == []  # found unchanged, not read again
     now = datetime.now(UTC)
     other.rotate(a, now=now)
     later = now + timedelta(seconds=120)
     assert {key_version_of(c) for _s, _r, c in _seal(mine, a, later)} == {1}  # not yet
     clock[0] = 93.0
     assert {key_version_of(c) for _s, _r, c in _seal(mine, a, later)} == {2}  # seen
+    assert _seal(mine, b, T0) == sealed[b]
+    assert sorted(loads) == sorted((a, scope) for scope in SCOPES)  # a's, not b's
     other.offboard(b, note="test")
     clock[0] = 124.0
     with pytest.raises(KeysDestroyed):
         mine.encrypt_field(b, "redis", "selectors", _row(0), T0, b"x")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        before = conn.execute("SELECT epoch FROM key_epoch").fetchone()
-        conn.execute("DELETE FROM tenant_data_keys WHERE tenant_id = %s", (a,))  # plain SQL
-        after = conn.execute("SELECT epoch FROM key_epoch").fetchone()
-    assert before is not None and after is not None and after[0] > before[0]
     mine.close()
     other.close()
+
+
+def test_the_key_tables_record_each_change_for_its_tenant(stack: Settings, tmp_path: Path) -> None:
+    # The triggers, plain SQL included: a row's change moves the counter and records it for its
+    # tenant; a statement that changes no row moves nothing; a TRUNCATE records every tenant ('').
+    with fresh_schema(stack.stores.postgres_dsn, "it_keyepoch", 0) as dsn:
+        keys = TenantKeys(dsn, LocalKms(tmp_path / "root.key"))
+        keys.encrypt_field("tenant-x", "dlq", "value", _row(0), T0, b"x")
+        keys.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+
+            def counter() -> int:
+                row = conn.execute("SELECT epoch FROM key_epoch").fetchone()
+                assert row is not None
+                return int(row[0])
+
+            def epochs() -> dict[str, int]:
+                return dict(conn.execute("SELECT tenant_id, epoch FROM tenant_key_epochs"))
+
+            start = counter()
+            assert start == 2 and epochs() == {"tenant-x": 2}  # its KEK, then its data key
+            conn.execute("UPDATE tenant_data_keys SET created_at = now() WHERE tenant_id = 'x'")
+            assert counter() == start
+            conn.execute("DELETE FROM tenant_data_keys WHERE tenant_id = 'tenant-x'")
+            assert epochs() == {"tenant-x": start + 1}
+            conn.execute("TRUNCATE tenant_data_keys, tenant_keks")
+            assert epochs()[""] > start + 1
 
 
 def test_a_database_without_the_key_tables_says_to_run_setup(

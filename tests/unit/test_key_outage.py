@@ -1,6 +1,7 @@
 """TenantKeys when its Postgres is unreachable: keys read less than the rotation grace ago keep
 sealing; older ones, or none, raise "key store unavailable" (tenancy/keys.py). And past the
-refresh, keys are read again only when ``key_epoch`` moved, which one read a refresh tells."""
+refresh, a tenant's keys are read again only when they changed, which one read of
+``key_epoch`` a refresh tells for every tenant."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class _FlakyStore(TenantKeys):
         self.down = False
         self.loads = 0
         self.epoch = 7
+        self.changes: dict[str, int] = {}  # tenant_key_epochs
         self.epoch_reads = 0
         self.cipher = FieldCipher(os.urandom(32), 1)
 
@@ -51,10 +53,17 @@ class _FlakyStore(TenantKeys):
         self.loads += 1
         return [(datetime(1970, 1, 1, tzinfo=UTC), self.cipher)]
 
-    def _read_epoch(self) -> int:
+    def _read_epoch(self, since: int | None) -> tuple[int, list[tuple[str, int]]]:
         self._up()
         self.epoch_reads += 1
-        return self.epoch
+        if since is None:
+            return self.epoch, []
+        return self.epoch, [(t, at) for t, at in self.changes.items() if at > since]
+
+    def change(self, tenant: str) -> None:
+        """A key of ``tenant`` changed (``""``: a TRUNCATE, every tenant), as the triggers say."""
+        self.epoch += 1
+        self.changes[tenant] = self.epoch
 
 
 def _seal(keys: TenantKeys, tenant: str = "t1", scope: str = "dlq") -> bytes:
@@ -118,23 +127,57 @@ def test_unchanged_keys_are_checked_with_one_read_a_refresh_not_read_again() -> 
     assert (keys.loads, keys.epoch_reads) == (len(KEYS), 4)
 
 
-def test_a_moved_epoch_reads_each_key_again_at_its_next_use() -> None:
+def test_a_tenants_change_reads_its_keys_again_and_no_one_elses() -> None:
     clock = _Clock()
     keys = _FlakyStore(clock)
     for k in KEYS:
         _seal(keys, *k)
-    keys.epoch += 1  # a rotation, an offboarding, a first key anywhere
+    keys.change("t1")  # a rotation of t1
     clock.now = 20.0
-    _seal(keys, *KEYS[0])
+    _seal(keys, "t1")
     assert keys.loads == len(KEYS)  # inside the refresh: nothing is asked
     clock.now = 31.0
-    for k in KEYS[:3]:
+    for k in KEYS:
         _seal(keys, *k)
-    assert (keys.loads, keys.epoch_reads) == (len(KEYS) + 3, 2)
-    clock.now = 40.0  # the three re-read are current; the others are read at their next use
+    assert (keys.loads, keys.epoch_reads) == (len(KEYS) + 3, 2)  # t1's three scopes
+    keys.change("t2")
+    keys.change("t1")
+    clock.now = 62.0
+    for k in KEYS:
+        _seal(keys, *k)
+    assert (keys.loads, keys.epoch_reads) == (len(KEYS) + 9, 3)
+    clock.now = 93.0
+    for k in KEYS:
+        _seal(keys, *k)
+    assert (keys.loads, keys.epoch_reads) == (len(KEYS) + 9, 4)
+
+
+def test_a_truncate_reads_every_key_again() -> None:
+    clock = _Clock()
+    keys = _FlakyStore(clock)
+    for k in KEYS:
+        _seal(keys, *k)
+    keys.change("")
+    clock.now = 31.0
     for k in KEYS:
         _seal(keys, *k)
     assert (keys.loads, keys.epoch_reads) == (2 * len(KEYS), 2)
+
+
+def test_keys_stamped_before_a_refresh_are_read_again() -> None:
+    # A load in flight across refresh() puts back keys stamped with an epoch from before it;
+    # the changes recorded start again at the first epoch read after it, so those keys cannot
+    # be judged unchanged.
+    clock = _Clock()
+    keys = _FlakyStore(clock)
+    _seal(keys)
+    stale = keys._cache[("t1", "dlq")]
+    keys.refresh()
+    keys.change("t1")
+    keys._cache[("t1", "dlq")] = stale
+    clock.now = 31.0
+    _seal(keys)
+    assert keys.loads == 2
 
 
 def test_refresh_forgets_the_keys_and_the_epoch() -> None:
