@@ -658,8 +658,8 @@ class KeySettings:
     aws_region: str = "us-east-1"
     aws_endpoint_url: HttpUrlOrEmpty = ""
     #: How long a process keeps unwrapped keys before checking the key tables again (one read
-    #: of ``key_epoch`` for all of them; a key is read again only if it moved): also how long an
-    #: offboarded tenant's keys may live on in a running process.
+    #: of ``key_epoch`` for every tenant; a tenant's keys are read again only if they changed):
+    #: also how long an offboarded tenant's keys may live on in a running process.
     refresh_seconds: Duration = 30.0
     #: A rotation's new data keys apply to event times this long after it: longer than
     #: ``refresh_seconds``, so every running process knows them before they are needed.
