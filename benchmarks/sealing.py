@@ -369,7 +369,7 @@ def key_refresh(settings: Settings, tenants: int, rounds: int) -> dict[str, Any]
         keys.close()
         rotator.close()
         with psycopg.connect(settings.stores.postgres_dsn, autocommit=True) as conn:
-            for table in ("tenant_data_keys", "tenant_keks", "key_audit"):
+            for table in ("tenant_data_keys", "tenant_keks", "key_audit", "tenant_key_epochs"):
                 conn.execute(f"DELETE FROM {table} WHERE starts_with(tenant_id, %s)", (prefix,))
     result: dict[str, Any] = {"tenants": tenants, "scopes": len(_KEY_SCOPES)}
     print(

@@ -4,8 +4,9 @@ downtime, and crypto-shredding (``igflow keys``, ``igflow tenants offboard``).
 Tables (migration ``0005``): ``tenant_keks`` (one KEK per tenant and version, wrapped by the
 KMS under the context ``{tenant_id, kek_version}``), ``tenant_data_keys`` (per tenant, scope and
 version, wrapped by the tenant's current KEK with AES-256-GCM, associated data
-``{tenant_id, scope, version}``), ``key_audit`` (every event). See :mod:`core.envelope` for the
-hierarchy and the cipher.
+``{tenant_id, scope, version}``), ``key_audit`` (every event); migration ``0010`` adds
+``key_epoch`` and ``tenant_key_epochs`` (every change of the key tables counted, and recorded
+for its tenant, by triggers). See :mod:`core.envelope` for the hierarchy and the cipher.
 
 - **Which key encrypts.** A data key version is valid for *event times* from its
   ``effective_from`` until the next version's: a record's key follows from the record, so a

@@ -155,8 +155,9 @@ class Scratch:
             return
         patterns = [f"{p}%" for p in sorted(self.tenant_prefixes)]
         with psycopg.connect(self._settings.stores.postgres_dsn, autocommit=True) as conn:
-            # Data keys before the KEKs they reference; the key audit of a test's tenants too.
-            tables = ("tenant_data_keys", "tenant_keks", "key_audit")
+            # Data keys before the KEKs they reference; the key audit of a test's tenants too,
+            # and the record of their key changes (which the deletes above it just moved).
+            tables = ("tenant_data_keys", "tenant_keks", "key_audit", "tenant_key_epochs")
             for table in (*tables, "coherence_scores", "api_keys", "tenants"):
                 conn.execute(
                     sql.SQL(
