@@ -158,7 +158,7 @@ def test_reads_share_one_kept_connection_and_survive_a_terminated_backend(
         admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
     assert not backend_alive(dsn, victim)
     for t in tenants:
-        assert _seal(keys, t, T0) == sealed[t]  # the same keys, read again
+        assert _seal(keys, t, T0) == sealed[t]  # the same keys, checked again
     assert keys._reads.opened == 2 and _backend(keys) != victim
     kept = _backend(keys)
     keys.close()
@@ -182,7 +182,7 @@ def test_a_paused_key_store_bounds_the_read_and_the_grace_keeps_sealing(
         clock=lambda: clock[0],
     )
     before = _seal(keys, tenant, T0, n=1)
-    clock[0] = 31.0  # past the refresh: the next seal re-reads
+    clock[0] = 31.0  # past the refresh: the next seal asks the store
     out: list[object] = []
     with paused("postgres", 0.0):
         sealer = threading.Thread(target=lambda: out.append(_seal(keys, tenant, T0, n=1)))
