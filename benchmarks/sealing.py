@@ -331,8 +331,9 @@ _KEY_SCOPES = ("dlq", "lake.quarantine", "redis")
 
 
 def key_refresh(settings: Settings, tenants: int, rounds: int) -> dict[str, Any]:
-    """Part 5: ms a refresh round over ``tenants`` x 3 scopes, unchanged keys against every key
-    read again, alternately; the median of ``rounds`` each."""
+    """Part 5: ms a refresh round over ``tenants`` x 3 scopes with nothing changed, with one
+    tenant rotated by another process, and with every key read again, alternately; the median
+    of ``rounds`` each."""
     keys = tenant_keys(settings)
     rotator = tenant_keys(settings)  # another process's
     now = [0.0]
@@ -349,9 +350,9 @@ def key_refresh(settings: Settings, tenants: int, rounds: int) -> dict[str, Any]
         return (time.perf_counter() - start) * 1e3, (_cpu() - cpu) * 1e3
 
     try:
-        made = seal_all()  # every first key made (each moves the epoch) ...
+        made = seal_all()  # every first key made (each records a change of its tenant) ...
         now[0] += keys._refresh + 1
-        seal_all()  # ... so every key is read once more: settled
+        seal_all()  # ... so the keys read before a tenant's later first keys are read again
         out: dict[str, list[tuple[float, float]]] = {
             "unchanged": [],
             "one rotated": [],

@@ -3,12 +3,10 @@ rows as the C path builds them (and the Redis operations' C path leaking nothing
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import io
 import json
 import sys
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +19,7 @@ from core.records import Decoded, PolicyTags, Provenance, Signal, Tagged
 from sinks.graph import Rows
 from sinks.graph_model import epoch_micros, signal_key, signal_row, signal_rows, storable
 from sinks.redis import _Batch
+from tests.leaks import traced_growth
 from tests.unit.test_redis_batch import _TEXT as _STRINGS
 from tests.unit.test_redis_batch import _TIME, _Tagged
 
@@ -156,22 +155,16 @@ def test_the_c_rows_leak_nothing() -> None:
     items = [_item(tenant, "src", f"s-{i}", 1_700_000_000_000_000 + i) for i in range(50)]
     held = [items[0].signal.signal_id, items[0].signal.tenant_id, items[0].provenance_id]
     counts = [sys.getrefcount(x) for x in held]
-    tracemalloc.start()
-    try:
-        for rounds in (20, 200):
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            for _ in range(rounds):
-                signal_rows(items)
-                redis_batch = _Batch(1000, 7_000, "")
-                redis_batch.signals(items)
-                redis_batch.args()
-            gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - before
-        assert grown < 16_000, grown
-    finally:
-        tracemalloc.stop()
-    del redis_batch  # the last one holds the tenant as its keys' key
+
+    def run(rounds: int) -> None:
+        for _ in range(rounds):
+            signal_rows(items)
+            redis_batch = _Batch(1000, 7_000, "")
+            redis_batch.signals(items)
+            redis_batch.args()
+
+    grown = traced_growth(run, (20, 200))
+    assert grown < 16_000, grown
     assert [sys.getrefcount(x) for x in held] == counts
     with pytest.raises(TypeError):
         _native.graph_rows(items, 0, (), [])
